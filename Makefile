@@ -1,0 +1,51 @@
+# epochlog: build, test, bench, fuzz, demo, lint.
+# `make test` is the command CI runs (through .ci/run); keep it fast.
+
+GO        ?= go
+PKGS      ?= ./...
+BENCHTIME ?= 1s
+BENCHCOUNT?= 6
+FUZZTIME  ?= 10s
+DEMO_DIR  ?= .epochlog/demo
+
+.PHONY: all build test test-race lint vet fmt-check bench fuzz demo examples clean
+
+all: lint build test
+
+build:
+	$(GO) build $(PKGS)
+
+test:
+	$(GO) test -count=1 $(PKGS)
+
+test-race:
+	$(GO) test -race -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+lint: fmt-check vet
+
+# Benchmarks compare each layer with its raw building block in the same run;
+# see docs/benchmarks.md for how the ratios are computed with benchstat.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
+
+# A short run of every fuzz target (go test -fuzz accepts one target per run).
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+demo:
+	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)
+
+clean:
+	rm -rf .epochlog bin
