@@ -1,0 +1,224 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/events"
+)
+
+// Environment variables the CLI reads (the library reads none).
+const (
+	envRootKeys     = "EPOCHLOG_ROOT_KEYS"     // keyring, same format as --keys-file
+	envNATSPassword = "EPOCHLOG_NATS_PASSWORD" // password for --nats-user
+)
+
+// newFlagSet returns a flag set that reports errors instead of exiting, so
+// run can map them to exit codes.
+func newFlagSet(env *cliEnv, name, args, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.stderr, "usage: replayer %s %s\n\n%s\n\nflags:\n", name, args, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args and turns flag errors into usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// connFlags select the NATS server: embedded under --data by default, or an
+// external server or cluster with --nats.
+type connFlags struct {
+	data, nats, ca, cert, key, creds, nkey, user, stream, prefix string
+}
+
+func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
+	fs.StringVar(&c.data, "data", defaultData, "data directory of the embedded JetStream server")
+	fs.StringVar(&c.nats, "nats", "", "external NATS URL(s), comma-separated (default: embedded server)")
+	fs.StringVar(&c.ca, "nats-ca", "", "PEM file of CAs that sign the NATS server certificate")
+	fs.StringVar(&c.cert, "nats-cert", "", "client certificate PEM file (mutual TLS)")
+	fs.StringVar(&c.key, "nats-key", "", "client private key PEM file (mutual TLS)")
+	fs.StringVar(&c.creds, "nats-creds", "", "NATS credentials (.creds) file")
+	fs.StringVar(&c.nkey, "nats-nkey", "", "file holding a NATS user nkey seed")
+	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
+	fs.StringVar(&c.stream, "stream", engine.DefaultStream, "JetStream stream name")
+	fs.StringVar(&c.prefix, "subject-prefix", engine.DefaultSubjectPrefix, "first token of every event subject")
+}
+
+func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
+	cfg := engine.DefaultConfig(c.data)
+	cfg.NATSURL = c.nats
+	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = c.ca, c.cert, c.key
+	cfg.CredsFile, cfg.NKeySeedFile = c.creds, c.nkey
+	cfg.User = c.user
+	cfg.Password = engine.Secret(env.getenv(envNATSPassword))
+	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
+	cfg.ConnectionName = "epochlog-replayer"
+	if c.nats == "" && c.data == "" {
+		return cfg, usageError{"--data is required with the embedded server (or give --nats)"}
+	}
+	return cfg, nil
+}
+
+// keyFlags locate the event keyring.
+type keyFlags struct {
+	file   string
+	inline string
+}
+
+func (k *keyFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&k.file, "keys-file", "", "event keyring file (lines \"<key-id>:<64 hex digits>\"; the highest id seals new events); default $"+envRootKeys)
+	fs.StringVar(&k.inline, "keys", "", "event keyring given inline (discouraged: visible in the process list and shell history)")
+}
+
+// keyring loads the keyring from --keys-file, $EPOCHLOG_ROOT_KEYS or --keys,
+// in that order of preference.
+func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
+	switch {
+	case k.file != "":
+		if err := checkKeyFileMode(env, k.file); err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(k.file)
+		if err != nil {
+			return nil, fmt.Errorf("reading keyring: %w", err)
+		}
+		ring, err := parseKeyring(string(data))
+		if err != nil {
+			return nil, fmt.Errorf("keyring file %s: %w", k.file, err)
+		}
+		return ring, nil
+	case env.getenv(envRootKeys) != "":
+		ring, err := parseKeyring(env.getenv(envRootKeys))
+		if err != nil {
+			return nil, fmt.Errorf("$%s: %w", envRootKeys, err)
+		}
+		return ring, nil
+	case k.inline != "":
+		fmt.Fprintln(env.stderr, "replayer: warning: a key given on the command line is visible to other users of this machine; prefer --keys-file or $"+envRootKeys)
+		ring, err := parseKeyring(k.inline)
+		if err != nil {
+			return nil, fmt.Errorf("--keys: %w", err)
+		}
+		return ring, nil
+	}
+	return nil, usageError{"no event keyring: give --keys-file or set $" + envRootKeys}
+}
+
+// checkKeyFileMode warns when a key file is readable by others.
+func checkKeyFileMode(env *cliEnv, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("keyring file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(env.stderr, "replayer: warning: keyring file %s is accessible by other users (mode %04o); chmod 600 it\n", path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// parseKeyring reads "<id>:<hex>" entries separated by newlines or commas.
+// Errors name the entry by its position, never its contents.
+func parseKeyring(text string) (*events.Keyring, error) {
+	type entry struct {
+		id  events.KeyID
+		key events.RootKey
+	}
+	var entries []entry
+	fields := strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == ',' || r == '\r' })
+	for i, f := range fields {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.HasPrefix(f, "#") {
+			continue
+		}
+		idText, hexKey, ok := strings.Cut(f, ":")
+		if !ok {
+			return nil, fmt.Errorf("entry %d: want \"<key-id>:<64 hex digits>\"", i+1)
+		}
+		id, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 32)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("entry %d: key id must be a positive 32-bit number", i+1)
+		}
+		raw, err := hex.DecodeString(strings.TrimSpace(hexKey))
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (key id %d): key is not hex", i+1, id)
+		}
+		key, err := events.NewRootKey(raw)
+		clear(raw)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (key id %d): %w", i+1, id, err)
+		}
+		entries = append(entries, entry{events.KeyID(id), key})
+	}
+	if len(entries) == 0 {
+		return nil, errors.New("no keys")
+	}
+	// The highest key id is the current one.
+	cur := 0
+	for i, e := range entries {
+		if e.id > entries[cur].id {
+			cur = i
+		}
+	}
+	ring, err := events.NewKeyring(entries[cur].id, entries[cur].key)
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range entries {
+		if i == cur {
+			continue
+		}
+		if err := ring.Add(e.id, e.key); err != nil {
+			return nil, err
+		}
+	}
+	return ring, nil
+}
+
+// ensureKeyringFile creates a keyring file with one fresh key (id 1, mode
+// 0600) if path does not exist, and returns whether it created one.
+func ensureKeyringFile(path string) (bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	}
+	key, err := events.GenerateRootKey()
+	if err != nil {
+		return false, err
+	}
+	raw := key.Bytes()
+	defer clear(raw)
+	line := "# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n1:" + hex.EncodeToString(raw) + "\n"
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("creating keyring file: %w", err)
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return false, fmt.Errorf("syncing keyring file %s: %w", path, err)
+	}
+	return true, f.Close()
+}
