@@ -1,0 +1,51 @@
+package ciphersuite
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+)
+
+// ErrSecretMarshal is returned when a secret-holding type is marshaled to
+// JSON or text: secrets leave the process only through an explicit Bytes().
+var ErrSecretMarshal = errors.New("mls/ciphersuite: refusing to marshal secret material")
+
+// Secret is an immutable byte string holding key material (an epoch secret,
+// a ratchet secret, an AEAD key). Its bytes are unexported and never printed:
+// every fmt verb shows a placeholder with the length only.
+type Secret struct {
+	b []byte
+}
+
+// NewSecret returns a Secret holding a copy of b.
+func NewSecret(b []byte) Secret { return Secret{b: append([]byte(nil), b...)} }
+
+// Bytes returns a copy of the secret's bytes.
+func (s Secret) Bytes() []byte { return append([]byte(nil), s.b...) }
+
+// Len returns the length of the secret in bytes.
+func (s Secret) Len() int { return len(s.b) }
+
+// IsZero reports whether s holds no bytes (the zero Secret).
+func (s Secret) IsZero() bool { return len(s.b) == 0 }
+
+// Equal reports in constant time whether s and o hold the same bytes.
+func (s Secret) Equal(o Secret) bool {
+	return subtle.ConstantTimeCompare(s.b, o.b) == 1
+}
+
+// String returns a placeholder that shows only the length.
+func (s Secret) String() string { return fmt.Sprintf("Secret(REDACTED, %d bytes)", len(s.b)) }
+
+// GoString returns the same placeholder as String.
+func (s Secret) GoString() string { return s.String() }
+
+// Format prints the placeholder under every verb, so %x and %d cannot leak
+// the bytes either.
+func (s Secret) Format(f fmt.State, _ rune) { fmt.Fprint(f, s.String()) }
+
+// MarshalJSON refuses, with [ErrSecretMarshal].
+func (s Secret) MarshalJSON() ([]byte, error) { return nil, ErrSecretMarshal }
+
+// MarshalText refuses, with [ErrSecretMarshal].
+func (s Secret) MarshalText() ([]byte, error) { return nil, ErrSecretMarshal }
