@@ -1,0 +1,75 @@
+package mls
+
+import (
+	"testing"
+
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+)
+
+// testMember is a client with fresh keys and a signed key_package leaf.
+type testMember struct {
+	leaf    *LeafNode
+	hpke    *ciphersuite.HPKEPrivateKey
+	sig     *ciphersuite.SignaturePrivateKey
+	initKey *ciphersuite.HPKEPrivateKey
+}
+
+func newTestMember(tb testing.TB, cs *ciphersuite.CipherSuite, identity string) *testMember {
+	tb.Helper()
+	hpkeKey, err := cs.GenerateHPKEKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	initKey, err := cs.GenerateHPKEKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sig, err := cs.GenerateSignatureKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf := &LeafNode{
+		EncryptionKey: hpkeKey.PublicKey(),
+		SignatureKey:  sig.PublicKey(),
+		Credential:    NewBasicCredential([]byte(identity)),
+		Capabilities: Capabilities{
+			Versions:     []ProtocolVersion{ProtocolMLS10},
+			CipherSuites: []ciphersuite.Suite{cs.ID()},
+			Extensions:   []ExtensionType{},
+			Proposals:    []ProposalType{},
+			Credentials:  []CredentialType{CredentialTypeBasic},
+		},
+		Source:     LeafNodeSourceKeyPackage,
+		Lifetime:   Lifetime{NotBefore: 0, NotAfter: 1 << 62},
+		Extensions: Extensions{},
+	}
+	if err := leaf.Sign(cs, sig, nil, 0); err != nil {
+		tb.Fatal(err)
+	}
+	return &testMember{leaf: leaf, hpke: hpkeKey, sig: sig, initKey: initKey}
+}
+
+// keyPackage returns the member's signed KeyPackage.
+func (m *testMember) keyPackage(tb testing.TB, cs *ciphersuite.CipherSuite) *KeyPackage {
+	tb.Helper()
+	kp := &KeyPackage{
+		Version:     ProtocolMLS10,
+		CipherSuite: cs.ID(),
+		InitKey:     m.initKey.PublicKey(),
+		LeafNode:    *m.leaf,
+		Extensions:  Extensions{},
+	}
+	if err := kp.Sign(cs, m.sig); err != nil {
+		tb.Fatal(err)
+	}
+	return kp
+}
+
+func mustSuite(tb testing.TB, id ciphersuite.Suite) *ciphersuite.CipherSuite {
+	tb.Helper()
+	cs, err := ciphersuite.Lookup(id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cs
+}

@@ -1,0 +1,350 @@
+package mls
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/epochlog/epochlog/mls/codec"
+	"github.com/epochlog/epochlog/mls/treemath"
+)
+
+// NodeType distinguishes leaf from parent nodes in encodings.
+type NodeType uint8
+
+// Node types (RFC 9420 §7.8).
+const (
+	NodeTypeLeaf   NodeType = 1
+	NodeTypeParent NodeType = 2
+)
+
+// Node is one entry of a ratchet tree: a leaf, a parent, or blank (both
+// nil). The pointed-to values are shared between trees and must not be
+// modified.
+type Node struct {
+	Leaf   *LeafNode
+	Parent *ParentNode
+}
+
+// IsBlank reports whether the node is blank.
+func (n Node) IsBlank() bool { return n.Leaf == nil && n.Parent == nil }
+
+// encryptionKey returns the HPKE public key of a non-blank node.
+func (n Node) encryptionKey() HPKEPublicKey {
+	switch {
+	case n.Leaf != nil:
+		return n.Leaf.EncryptionKey
+	case n.Parent != nil:
+		return n.Parent.EncryptionKey
+	}
+	return nil
+}
+
+// RatchetTree is the public ratchet tree of a group (RFC 9420 §7) in array
+// form. It is a value: methods that change the tree return a new one and
+// leave the receiver unchanged. The zero value is an empty tree.
+type RatchetTree struct {
+	nodes []Node
+}
+
+// NewRatchetTree returns a one-member tree holding leaf.
+func NewRatchetTree(leaf *LeafNode) RatchetTree {
+	return RatchetTree{nodes: []Node{{Leaf: leaf}}}
+}
+
+// LeafCount returns the number of leaves (a power of two), blank or not.
+func (t RatchetTree) LeafCount() treemath.LeafCount {
+	return treemath.LeafCount((len(t.nodes) + 1) / 2)
+}
+
+// NodeWidth returns the number of nodes in the array.
+func (t RatchetTree) NodeWidth() int { return len(t.nodes) }
+
+// Node returns node x (blank if out of range).
+func (t RatchetTree) Node(x NodeIndex) Node {
+	if int(x) >= len(t.nodes) {
+		return Node{}
+	}
+	return t.nodes[x]
+}
+
+// Leaf returns the leaf node at index l, or nil if it is blank or out of
+// range.
+func (t RatchetTree) Leaf(l LeafIndex) *LeafNode {
+	// Checked on the leaf index: l.Node() wraps around for l >= 2^31.
+	if uint64(l) >= uint64(t.LeafCount()) {
+		return nil
+	}
+	return t.nodes[l.Node()].Leaf
+}
+
+// Parent returns the parent node at x, or nil if it is blank.
+func (t RatchetTree) Parent(x NodeIndex) *ParentNode { return t.Node(x).Parent }
+
+// clone returns a tree sharing node values but not the array.
+func (t RatchetTree) clone() RatchetTree {
+	return RatchetTree{nodes: slices.Clone(t.nodes)}
+}
+
+// UnmarshalRatchetTree decodes the ratchet_tree extension form
+// (optional<Node> ratchet_tree<V>, RFC 9420 §12.4.3.3): the last entry must
+// be non-blank, leaves must sit at even and parents at odd positions, and
+// the tree is extended with blanks to a full width.
+func UnmarshalRatchetTree(b []byte) (RatchetTree, error) {
+	r := codec.NewReader(b)
+	t, err := readRatchetTree(r)
+	if err != nil {
+		return RatchetTree{}, err
+	}
+	if err := r.Done(); err != nil {
+		return RatchetTree{}, err
+	}
+	return t, nil
+}
+
+func readRatchetTree(r *codec.Reader) (RatchetTree, error) {
+	var nodes []Node
+	err := r.ForEachV(func(sub *codec.Reader) error {
+		x := len(nodes)
+		present, err := sub.Optional()
+		if err != nil || !present {
+			nodes = append(nodes, Node{})
+			return err
+		}
+		t, err := sub.Uint8()
+		if err != nil {
+			return err
+		}
+		var n Node
+		switch {
+		case NodeType(t) == NodeTypeLeaf && x%2 == 0:
+			n.Leaf = new(LeafNode)
+			err = n.Leaf.unmarshal(sub)
+		case NodeType(t) == NodeTypeParent && x%2 == 1:
+			n.Parent = new(ParentNode)
+			err = n.Parent.unmarshal(sub)
+		default:
+			return sub.Failf("ratchet tree node %d has node type %d", x, t)
+		}
+		nodes = append(nodes, n)
+		return err
+	})
+	if err != nil {
+		return RatchetTree{}, err
+	}
+	if len(nodes) == 0 {
+		return RatchetTree{}, fmt.Errorf("%w: ratchet tree is empty", ErrDecode)
+	}
+	if nodes[len(nodes)-1].IsBlank() {
+		return RatchetTree{}, fmt.Errorf("%w: ratchet tree ends with a blank node", ErrDecode)
+	}
+	if len(nodes) > int(treemath.NodeWidth(treemath.MaxLeaves)) {
+		return RatchetTree{}, fmt.Errorf("%w: ratchet tree has %d nodes", ErrDecode, len(nodes))
+	}
+	// The smallest full tree whose width covers every entry.
+	width := treemath.NodeWidth(treemath.LeafCountFor(uint32(len(nodes)+2) / 2))
+	for len(nodes) < int(width) {
+		nodes = append(nodes, Node{})
+	}
+	return RatchetTree{nodes: nodes}, nil
+}
+
+// Marshal encodes the tree in ratchet_tree extension form, omitting
+// trailing blank nodes.
+func (t RatchetTree) Marshal() ([]byte, error) {
+	var w codec.Writer
+	t.marshal(&w)
+	return w.Finish()
+}
+
+func (t RatchetTree) marshal(w *codec.Writer) {
+	end := len(t.nodes)
+	for end > 0 && t.nodes[end-1].IsBlank() {
+		end--
+	}
+	if end == 0 {
+		w.Fail(fmt.Errorf("%w: ratchet tree has no non-blank node", codec.ErrEncode))
+		return
+	}
+	w.VectorV(func(w *codec.Writer) {
+		for _, n := range t.nodes[:end] {
+			writeOptionalNode(w, n)
+		}
+	})
+}
+
+func writeOptionalNode(w *codec.Writer, n Node) {
+	switch {
+	case n.Leaf != nil:
+		w.Optional(true)
+		w.Uint8(uint8(NodeTypeLeaf))
+		n.Leaf.marshal(w)
+	case n.Parent != nil:
+		w.Optional(true)
+		w.Uint8(uint8(NodeTypeParent))
+		n.Parent.marshal(w)
+	default:
+		w.Optional(false)
+	}
+}
+
+// Extension returns the ratchet_tree extension carrying the tree.
+func (t RatchetTree) Extension() (Extension, error) {
+	b, err := t.Marshal()
+	return Extension{Type: ExtensionTypeRatchetTree, Data: b}, err
+}
+
+// Resolution returns the resolution of node x (RFC 9420 §4.1.1): the
+// non-blank nodes covering its subtree, each non-blank parent followed by
+// its unmerged leaves.
+func (t RatchetTree) Resolution(x NodeIndex) []NodeIndex {
+	return t.appendResolution(nil, x)
+}
+
+func (t RatchetTree) appendResolution(out []NodeIndex, x NodeIndex) []NodeIndex {
+	n := t.Node(x)
+	switch {
+	case n.Leaf != nil:
+		return append(out, x)
+	case n.Parent != nil:
+		out = append(out, x)
+		for _, l := range n.Parent.UnmergedLeaves {
+			out = append(out, l.Node())
+		}
+		return out
+	case x.IsLeaf():
+		return out
+	}
+	l, _ := treemath.Left(x)
+	r, _ := treemath.Right(x)
+	return t.appendResolution(t.appendResolution(out, l), r)
+}
+
+// FilteredDirectPath returns the filtered direct path of leaf l (RFC 9420
+// §4.1.2): its direct path without the nodes whose copath child has an
+// empty resolution, ordered from the leaf upwards.
+func (t RatchetTree) FilteredDirectPath(l LeafIndex) []NodeIndex {
+	fdp, _ := t.filteredDirectPath(l)
+	return fdp
+}
+
+// filteredDirectPath also returns, for each node kept, its child on the
+// copath of l.
+func (t RatchetTree) filteredDirectPath(l LeafIndex) (path, copath []NodeIndex) {
+	n := t.LeafCount()
+	dp := treemath.DirectPath(l.Node(), n)
+	cp := treemath.Copath(l.Node(), n)
+	for i, p := range dp {
+		if len(t.Resolution(cp[i])) == 0 {
+			continue
+		}
+		path = append(path, p)
+		copath = append(copath, cp[i])
+	}
+	return path, copath
+}
+
+// blankDirectPath blanks every parent on the direct path of l (in place).
+func (t RatchetTree) blankDirectPath(l LeafIndex) {
+	for _, p := range treemath.DirectPath(l.Node(), t.LeafCount()) {
+		t.nodes[p] = Node{}
+	}
+}
+
+// AddLeaf places leaf in the leftmost blank leaf, extending the tree if
+// none is free, and records it as unmerged in every non-blank parent on its
+// direct path (RFC 9420 §12.1.1). It returns the new tree and the index.
+func (t RatchetTree) AddLeaf(leaf *LeafNode) (RatchetTree, LeafIndex) {
+	nt := t.clone()
+	var l LeafIndex
+	for {
+		if int(l.Node()) >= len(nt.nodes) {
+			// No blank leaf: double the tree with a blank right subtree.
+			if len(nt.nodes) == 0 {
+				nt.nodes = make([]Node, 1)
+			} else {
+				nt.nodes = append(nt.nodes, make([]Node, len(nt.nodes)+1)...)
+			}
+			break
+		}
+		if nt.nodes[l.Node()].IsBlank() {
+			break
+		}
+		l++
+	}
+	for _, p := range treemath.DirectPath(l.Node(), nt.LeafCount()) {
+		pn := nt.nodes[p].Parent
+		if pn == nil {
+			continue
+		}
+		c := *pn
+		c.UnmergedLeaves = append(slices.Clone(pn.UnmergedLeaves), l)
+		slices.Sort(c.UnmergedLeaves)
+		nt.nodes[p] = Node{Parent: &c}
+	}
+	nt.nodes[l.Node()] = Node{Leaf: leaf}
+	return nt, l
+}
+
+// UpdateLeaf replaces the leaf at l and blanks its direct path (an Update
+// proposal, RFC 9420 §12.1.2).
+func (t RatchetTree) UpdateLeaf(l LeafIndex, leaf *LeafNode) (RatchetTree, error) {
+	if t.Leaf(l) == nil {
+		return RatchetTree{}, fmt.Errorf("%w: update of blank or missing leaf %d", ErrInvalidTree, l)
+	}
+	nt := t.clone()
+	nt.blankDirectPath(l)
+	nt.nodes[l.Node()] = Node{Leaf: leaf}
+	return nt, nil
+}
+
+// RemoveLeaf blanks the leaf at l and its direct path, then truncates the
+// tree while its right half is blank (a Remove proposal, RFC 9420 §12.1.3).
+func (t RatchetTree) RemoveLeaf(l LeafIndex) (RatchetTree, error) {
+	if t.Leaf(l) == nil {
+		return RatchetTree{}, fmt.Errorf("%w: removal of blank or missing leaf %d", ErrInvalidTree, l)
+	}
+	nt := t.clone()
+	nt.blankDirectPath(l)
+	nt.nodes[l.Node()] = Node{}
+	nt.truncate()
+	return nt, nil
+}
+
+// truncate halves the tree while the right subtree of the root is blank,
+// keeping at least one leaf.
+func (t *RatchetTree) truncate() {
+	for len(t.nodes) > 1 {
+		half := (len(t.nodes) - 1) / 2
+		for _, n := range t.nodes[half+1:] {
+			if !n.IsBlank() {
+				return
+			}
+		}
+		t.nodes = t.nodes[:half]
+	}
+}
+
+// Leaves calls fn for each non-blank leaf in index order.
+func (t RatchetTree) Leaves(fn func(l LeafIndex, leaf *LeafNode)) {
+	for x := 0; x < len(t.nodes); x += 2 {
+		if ln := t.nodes[x].Leaf; ln != nil {
+			fn(LeafIndex(x/2), ln)
+		}
+	}
+}
+
+// FindLeaf returns the index of the first leaf whose encoding equals leaf's.
+func (t RatchetTree) FindLeaf(leaf *LeafNode) (LeafIndex, bool) {
+	want, err := leaf.Marshal()
+	if err != nil {
+		return 0, false
+	}
+	for x := 0; x < len(t.nodes); x += 2 {
+		if ln := t.nodes[x].Leaf; ln != nil {
+			if got, err := ln.Marshal(); err == nil && string(got) == string(want) {
+				return LeafIndex(x / 2), true
+			}
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,466 @@
+package mls
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"maps"
+
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/mls/treemath"
+)
+
+// labelUpdatePathNode is the EncryptWithLabel label of path secrets.
+const labelUpdatePathNode = "UpdatePathNode"
+
+// TreePrivateKeys holds the HPKE private keys one member knows for nodes of
+// the ratchet tree: its own leaf and the parents on its direct path it has
+// path secrets for. It is immutable: methods that change it return a copy.
+// Its String, GoString and %v never print key bytes.
+type TreePrivateKeys struct {
+	leaf LeafIndex
+	keys map[NodeIndex]*ciphersuite.HPKEPrivateKey
+}
+
+// NewTreePrivateKeys returns the private state of the member at leaf,
+// holding its leaf's HPKE private key.
+func NewTreePrivateKeys(leaf LeafIndex, leafKey *ciphersuite.HPKEPrivateKey) *TreePrivateKeys {
+	return &TreePrivateKeys{leaf: leaf, keys: map[NodeIndex]*ciphersuite.HPKEPrivateKey{leaf.Node(): leafKey}}
+}
+
+// LeafIndex returns the member's leaf.
+func (k *TreePrivateKeys) LeafIndex() LeafIndex { return k.leaf }
+
+// Key returns the private key held for node x.
+func (k *TreePrivateKeys) Key(x NodeIndex) (*ciphersuite.HPKEPrivateKey, bool) {
+	key, ok := k.keys[x]
+	return key, ok
+}
+
+// Nodes returns the number of nodes a key is held for.
+func (k *TreePrivateKeys) Nodes() int { return len(k.keys) }
+
+// String implements fmt.Stringer without revealing keys.
+func (k *TreePrivateKeys) String() string {
+	return fmt.Sprintf("TreePrivateKeys(leaf %d, %d keys, REDACTED)", k.leaf, len(k.keys))
+}
+
+// GoString implements fmt.GoStringer without revealing keys.
+func (k *TreePrivateKeys) GoString() string { return k.String() }
+
+// Format prints String for every verb, so no key bytes leak through %x.
+func (k *TreePrivateKeys) Format(f fmt.State, _ rune) { fmt.Fprint(f, k.String()) }
+
+// WithKey returns a copy that also holds key for node x.
+func (k *TreePrivateKeys) WithKey(x NodeIndex, key *ciphersuite.HPKEPrivateKey) *TreePrivateKeys {
+	c := &TreePrivateKeys{leaf: k.leaf, keys: maps.Clone(k.keys)}
+	c.keys[x] = key
+	return c
+}
+
+// WithPathSecret returns a copy that holds the key derived from pathSecret
+// for node x (node_secret = DeriveSecret(path_secret, "node")).
+func (k *TreePrivateKeys) WithPathSecret(cs *ciphersuite.CipherSuite, x NodeIndex, pathSecret []byte) (*TreePrivateKeys, error) {
+	key, err := nodeKey(cs, pathSecret)
+	if err != nil {
+		return nil, err
+	}
+	return k.WithKey(x, key), nil
+}
+
+// CheckAgainst verifies that every key held is for a non-blank node of t
+// whose public key matches. Errors wrap [ErrInvalidTree].
+func (k *TreePrivateKeys) CheckAgainst(t RatchetTree) error {
+	for x, key := range k.keys {
+		n := t.Node(x)
+		if n.IsBlank() {
+			return fmt.Errorf("%w: private key held for blank node %d", ErrInvalidTree, x)
+		}
+		if !bytes.Equal(n.encryptionKey(), key.PublicKey()) {
+			return fmt.Errorf("%w: private key for node %d does not match its public key", ErrInvalidTree, x)
+		}
+	}
+	return nil
+}
+
+// ImplantPathSecret returns a copy that holds the keys derived from
+// pathSecret for node x and, by repeated DeriveSecret(., "path"), for every
+// node above x on the filtered direct path of sender in t, as a joiner
+// does with the path secret of a Welcome (RFC 9420 §12.4.3.1). Each derived
+// public key must match the tree.
+func (k *TreePrivateKeys) ImplantPathSecret(cs *ciphersuite.CipherSuite, t RatchetTree, sender LeafIndex, x NodeIndex, pathSecret []byte) (*TreePrivateKeys, error) {
+	fdp := t.FilteredDirectPath(sender)
+	start := -1
+	for i, p := range fdp {
+		if p == x {
+			start = i
+		}
+	}
+	if start < 0 {
+		return nil, fmt.Errorf("%w: node %d is not on the filtered direct path of leaf %d", ErrInvalidTree, x, sender)
+	}
+	c := &TreePrivateKeys{leaf: k.leaf, keys: maps.Clone(k.keys)}
+	ps := pathSecret
+	for i := start; i < len(fdp); i++ {
+		if i > start {
+			var err error
+			if ps, err = cs.DeriveSecret(ps, "path"); err != nil {
+				return nil, err
+			}
+		}
+		key, err := nodeKey(cs, ps)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(key.PublicKey(), t.Node(fdp[i]).encryptionKey()) {
+			return nil, fmt.Errorf("%w: key derived for node %d does not match the tree", ErrInvalidTree, fdp[i])
+		}
+		c.keys[fdp[i]] = key
+	}
+	return c, nil
+}
+
+// nodeKey derives a node's key pair from its path secret.
+func nodeKey(cs *ciphersuite.CipherSuite, pathSecret []byte) (*ciphersuite.HPKEPrivateKey, error) {
+	ns, err := cs.DeriveSecret(pathSecret, "node")
+	if err != nil {
+		return nil, err
+	}
+	return cs.DeriveKeyPair(ns)
+}
+
+// PathUpdate is the outcome of creating or applying an UpdatePath.
+type PathUpdate struct {
+	// Tree is the ratchet tree with the path merged.
+	Tree RatchetTree
+	// Path is the UpdatePath (the one created, or the one applied).
+	Path UpdatePath
+	// GroupContext is the provisional group context: the one given, with
+	// the tree hash of Tree. It was the HPKE context of the path secrets.
+	GroupContext GroupContext
+	// PrivateKeys is the member's private state after the update; nil when
+	// the path was merged without decryption.
+	PrivateKeys *TreePrivateKeys
+	// CommitSecret is path_secret[n+1]; zero when the path was merged
+	// without decryption.
+	CommitSecret ciphersuite.Secret
+
+	pathSecrets map[NodeIndex]ciphersuite.Secret
+}
+
+// PathSecret returns the path secret of node x on the committer's
+// filtered direct path, if this side knows it: the committer knows all of
+// them, a receiver those from the node it decrypted upwards. The committer
+// puts the one of the common ancestor with each new member in its Welcome.
+func (u *PathUpdate) PathSecret(x NodeIndex) (ciphersuite.Secret, bool) {
+	s, ok := u.pathSecrets[x]
+	return s, ok
+}
+
+// mergePath returns a copy of t with the direct path of sender blanked and
+// the filtered direct path set to pubs (RFC 9420 §7.5), with the parent
+// hash chain computed; it also returns the parent hash the sender's leaf
+// must carry. The sender's leaf itself is left to the caller.
+//
+// The returned merged value carries the tree hashes of the nodes the merge
+// did not touch, so that the new root hash costs O(log n) once the leaf is
+// set (see [merged.treeHash]).
+func (t RatchetTree) mergePath(cs *ciphersuite.CipherSuite, sender LeafIndex, pubs []HPKEPublicKey) (*merged, error) {
+	fdp, copath := t.filteredDirectPath(sender)
+	if len(pubs) != len(fdp) {
+		return nil, fmt.Errorf("%w: %d path nodes for a filtered direct path of %d", ErrInvalidUpdatePath, len(pubs), len(fdp))
+	}
+	hashes, err := t.TreeHashes(cs)
+	if err != nil {
+		return nil, err
+	}
+	m := &merged{tree: t.clone(), fdp: fdp, copath: copath, hashes: hashes, sender: sender}
+	m.tree.blankDirectPath(sender)
+	ph := []byte{}
+	for i := len(fdp) - 1; i >= 0; i-- {
+		p := &ParentNode{EncryptionKey: pubs[i], ParentHash: ph, UnmergedLeaves: []LeafIndex{}}
+		m.tree.nodes[fdp[i]] = Node{Parent: p}
+		if ph, err = parentHash(cs, p.EncryptionKey, p.ParentHash, hashes[copath[i]]); err != nil {
+			return nil, err
+		}
+	}
+	m.leafPH = ph
+	return m, nil
+}
+
+// merged is a tree with an UpdatePath merged, before its leaf is set.
+type merged struct {
+	tree   RatchetTree
+	sender LeafIndex
+	fdp    []NodeIndex
+	copath []NodeIndex
+	leafPH []byte
+	hashes [][]byte // tree hashes of the tree before the merge
+}
+
+// treeHash returns the root tree hash of m.tree, recomputing only the
+// sender's leaf and direct path.
+func (m *merged) treeHash(cs *ciphersuite.CipherSuite) ([]byte, error) {
+	m.hashes[m.sender.Node()] = nil
+	for _, p := range treemath.DirectPath(m.sender.Node(), m.tree.LeafCount()) {
+		m.hashes[p] = nil
+	}
+	return m.tree.subtreeHash(cs, treemath.Root(m.tree.LeafCount()), nil, m.hashes)
+}
+
+// encryptionTargets returns the resolution of copath node c without the
+// leaves in exclude (members added by the same Commit).
+func (t RatchetTree) encryptionTargets(c NodeIndex, exclude []LeafIndex) []NodeIndex {
+	res := t.Resolution(c)
+	if len(exclude) == 0 {
+		return res
+	}
+	out := res[:0:0]
+	for _, x := range res {
+		if l, ok := x.Leaf(); ok && contains(exclude, l) {
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// withTreeHash returns gc with the tree hash of the merged tree, and its
+// encoding.
+func withTreeHash(cs *ciphersuite.CipherSuite, gc GroupContext, m *merged) (GroupContext, []byte, error) {
+	th, err := m.treeHash(cs)
+	if err != nil {
+		return GroupContext{}, nil, err
+	}
+	gc.TreeHash = th
+	b, err := gc.Marshal()
+	return gc, b, err
+}
+
+// CreateUpdatePath refreshes the path of sender (RFC 9420 §7.4-7.6): it
+// draws a leaf secret from random (crypto/rand when nil), derives the path
+// secrets and key pairs of the filtered direct path, signs a copy of leaf
+// as a commit-source leaf carrying the new encryption key and parent hash,
+// merges everything into a copy of t, and encrypts each path secret to the
+// resolution of its copath child, leaving out the leaves in exclude (the
+// members added by the same Commit). gc is the provisional group context;
+// its tree hash is replaced by the new tree's.
+func (t RatchetTree) CreateUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContext, sender LeafIndex, leaf *LeafNode, sigKey *ciphersuite.SignaturePrivateKey, exclude []LeafIndex, random io.Reader) (*PathUpdate, error) {
+	if t.Leaf(sender) == nil {
+		return nil, fmt.Errorf("%w: sender leaf %d is blank", ErrInvalidTree, sender)
+	}
+	if random == nil {
+		random = rand.Reader
+	}
+	leafSecret := make([]byte, cs.Nh())
+	if _, err := io.ReadFull(random, leafSecret); err != nil {
+		return nil, fmt.Errorf("mls: drawing leaf secret: %w", err)
+	}
+	leafKey, err := nodeKey(cs, leafSecret)
+	if err != nil {
+		return nil, err
+	}
+	fdp, _ := t.filteredDirectPath(sender)
+	secrets := make([][]byte, len(fdp))
+	keys := make([]*ciphersuite.HPKEPrivateKey, len(fdp))
+	pubs := make([]HPKEPublicKey, len(fdp))
+	ps := leafSecret
+	for i := range fdp {
+		if ps, err = cs.DeriveSecret(ps, "path"); err != nil {
+			return nil, err
+		}
+		secrets[i] = ps
+		if keys[i], err = nodeKey(cs, ps); err != nil {
+			return nil, err
+		}
+		pubs[i] = keys[i].PublicKey()
+	}
+	commitSecret, err := cs.DeriveSecret(ps, "path")
+	if err != nil {
+		return nil, err
+	}
+	m, err := t.mergePath(cs, sender, pubs)
+	if err != nil {
+		return nil, err
+	}
+	nt, fdp, copath := m.tree, m.fdp, m.copath
+	newLeaf := leaf.Clone()
+	newLeaf.EncryptionKey = leafKey.PublicKey()
+	newLeaf.Source = LeafNodeSourceCommit
+	newLeaf.Lifetime = Lifetime{}
+	newLeaf.ParentHash = m.leafPH
+	if err := newLeaf.Sign(cs, sigKey, gc.GroupID, sender); err != nil {
+		return nil, err
+	}
+	nt.nodes[sender.Node()] = Node{Leaf: newLeaf}
+	gc, ctx, err := withTreeHash(cs, gc, m)
+	if err != nil {
+		return nil, err
+	}
+	up := &PathUpdate{
+		Tree:         nt,
+		GroupContext: gc,
+		PrivateKeys:  NewTreePrivateKeys(sender, leafKey),
+		CommitSecret: ciphersuite.NewSecret(commitSecret),
+		pathSecrets:  make(map[NodeIndex]ciphersuite.Secret, len(fdp)),
+	}
+	up.Path.LeafNode = *newLeaf
+	up.Path.Nodes = make([]UpdatePathNode, len(fdp))
+	for i, p := range fdp {
+		up.PrivateKeys.keys[p] = keys[i]
+		up.pathSecrets[p] = ciphersuite.NewSecret(secrets[i])
+		node := UpdatePathNode{EncryptionKey: pubs[i]}
+		for _, target := range nt.encryptionTargets(copath[i], exclude) {
+			kem, ct, err := cs.EncryptWithLabel(nt.Node(target).encryptionKey(), labelUpdatePathNode, ctx, secrets[i])
+			if err != nil {
+				return nil, fmt.Errorf("mls: encrypting path secret of node %d to node %d: %w", p, target, err)
+			}
+			node.EncryptedPathSecret = append(node.EncryptedPathSecret, HPKECiphertext{KEMOutput: kem, Ciphertext: ct})
+		}
+		up.Path.Nodes[i] = node
+	}
+	return up, nil
+}
+
+// ApplyUpdatePath merges path, sent by sender, into a copy of t (RFC 9420
+// §7.5): it checks the leaf (commit source, signature bound to the group
+// and sender), that the path's keys are new to the tree, the ciphertext
+// counts and the parent hash in the leaf. With keys (the receiver's private
+// state) it then decrypts the path secret of the lowest node above the
+// receiver, derives the rest, checks that the derived public keys match,
+// and returns the new private state and commit secret; with keys nil it only
+// merges. gc is the provisional group context; its tree hash is replaced by
+// the merged tree's. exclude lists the members added by the same Commit.
+func (t RatchetTree) ApplyUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContext, sender LeafIndex, path *UpdatePath, keys *TreePrivateKeys, exclude []LeafIndex) (*PathUpdate, error) {
+	old := t.Leaf(sender)
+	if old == nil {
+		return nil, fmt.Errorf("%w: sender leaf %d is blank", ErrInvalidUpdatePath, sender)
+	}
+	if err := path.LeafNode.Validate(cs, LeafNodeSourceCommit, gc.GroupID, sender); err != nil {
+		return nil, fmt.Errorf("%w: leaf node: %w", ErrInvalidUpdatePath, err)
+	}
+	if bytes.Equal(old.EncryptionKey, path.LeafNode.EncryptionKey) {
+		return nil, fmt.Errorf("%w: leaf encryption key is unchanged", ErrInvalidUpdatePath)
+	}
+	pubs := make([]HPKEPublicKey, len(path.Nodes))
+	for i := range path.Nodes {
+		pubs[i] = path.Nodes[i].EncryptionKey
+	}
+	if err := t.checkFreshKeys(sender, append([]HPKEPublicKey{path.LeafNode.EncryptionKey}, pubs...)); err != nil {
+		return nil, err
+	}
+	m, err := t.mergePath(cs, sender, pubs)
+	if err != nil {
+		return nil, err
+	}
+	nt, fdp, copath := m.tree, m.fdp, m.copath
+	if !bytes.Equal(m.leafPH, path.LeafNode.ParentHash) {
+		return nil, fmt.Errorf("%w: parent hash in leaf %d does not match the path", ErrInvalidUpdatePath, sender)
+	}
+	leaf := path.LeafNode.Clone()
+	nt.nodes[sender.Node()] = Node{Leaf: leaf}
+	for i := range fdp {
+		if want := len(nt.encryptionTargets(copath[i], exclude)); len(path.Nodes[i].EncryptedPathSecret) != want {
+			return nil, fmt.Errorf("%w: node %d has %d encrypted path secrets, want %d", ErrInvalidUpdatePath, fdp[i], len(path.Nodes[i].EncryptedPathSecret), want)
+		}
+	}
+	gc, ctx, err := withTreeHash(cs, gc, m)
+	if err != nil {
+		return nil, err
+	}
+	up := &PathUpdate{Tree: nt, Path: *path, GroupContext: gc}
+	if keys == nil {
+		return up, nil
+	}
+	if err := up.decrypt(cs, t, sender, keys, fdp, copath, exclude, ctx); err != nil {
+		return nil, err
+	}
+	return up, nil
+}
+
+// checkFreshKeys reports a path key already used by a node of t outside
+// the sender's leaf and direct path (RFC 9420 §12.4.2), or used twice.
+func (t RatchetTree) checkFreshKeys(sender LeafIndex, pubs []HPKEPublicKey) error {
+	skip := map[NodeIndex]bool{sender.Node(): true}
+	for _, p := range treemath.DirectPath(sender.Node(), t.LeafCount()) {
+		skip[p] = true
+	}
+	seen := make(map[string]bool, len(t.nodes))
+	for x, n := range t.nodes {
+		if !n.IsBlank() && !skip[NodeIndex(x)] {
+			seen[string(n.encryptionKey())] = true
+		}
+	}
+	for _, pub := range pubs {
+		if seen[string(pub)] {
+			return fmt.Errorf("%w: path public key already in the tree or repeated", ErrInvalidUpdatePath)
+		}
+		seen[string(pub)] = true
+	}
+	return nil
+}
+
+// decrypt recovers the receiver's path secrets from up.Path.
+func (up *PathUpdate) decrypt(cs *ciphersuite.CipherSuite, t RatchetTree, sender LeafIndex, keys *TreePrivateKeys, fdp, copath []NodeIndex, exclude []LeafIndex, ctx []byte) error {
+	me := keys.leaf
+	if me == sender {
+		return fmt.Errorf("%w: leaf %d cannot process its own path", ErrInvalidUpdatePath, me)
+	}
+	start := -1
+	for i, p := range fdp {
+		if treemath.IsAncestor(p, me.Node()) {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		return fmt.Errorf("%w: leaf %d is not below the filtered direct path of leaf %d", ErrInvalidUpdatePath, me, sender)
+	}
+	targets := t.encryptionTargets(copath[start], exclude)
+	var ps []byte
+	for j, x := range targets {
+		key, ok := keys.keys[x]
+		if !ok {
+			continue
+		}
+		ct := up.Path.Nodes[start].EncryptedPathSecret[j]
+		var err error
+		if ps, err = cs.DecryptWithLabel(key, labelUpdatePathNode, ctx, ct.KEMOutput, ct.Ciphertext); err != nil {
+			return fmt.Errorf("%w: path secret of node %d: %w", ErrInvalidUpdatePath, fdp[start], err)
+		}
+		break
+	}
+	if ps == nil {
+		return fmt.Errorf("%w: leaf %d holds no key for the resolution of node %d", ErrInvalidUpdatePath, me, copath[start])
+	}
+	nk := &TreePrivateKeys{leaf: me, keys: maps.Clone(keys.keys)}
+	for _, p := range treemath.DirectPath(sender.Node(), t.LeafCount()) {
+		delete(nk.keys, p)
+	}
+	up.pathSecrets = make(map[NodeIndex]ciphersuite.Secret, len(fdp)-start)
+	for i := start; i < len(fdp); i++ {
+		if i > start {
+			var err error
+			if ps, err = cs.DeriveSecret(ps, "path"); err != nil {
+				return err
+			}
+		}
+		key, err := nodeKey(cs, ps)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(key.PublicKey(), up.Path.Nodes[i].EncryptionKey) {
+			return fmt.Errorf("%w: public key derived for node %d does not match the path", ErrInvalidUpdatePath, fdp[i])
+		}
+		nk.keys[fdp[i]] = key
+		up.pathSecrets[fdp[i]] = ciphersuite.NewSecret(ps)
+	}
+	cs2, err := cs.DeriveSecret(ps, "path")
+	if err != nil {
+		return err
+	}
+	up.CommitSecret = ciphersuite.NewSecret(cs2)
+	up.PrivateKeys = nk
+	return nil
+}
