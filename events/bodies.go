@@ -1,0 +1,333 @@
+package events
+
+import "time"
+
+// Kind names an event kind, "<area>.<what_happened>".
+type Kind string
+
+// The event kinds of the catalogue. See [Kinds] and docs/events.md.
+const (
+	KindInstallationCreated        Kind = "installation.created"
+	KindKeyPackageGenerated        Kind = "keypackage.generated"
+	KindKeyPackagePublished        Kind = "keypackage.published"
+	KindKeyPackageConsumed         Kind = "keypackage.consumed"
+	KindKeyPackageRotated          Kind = "keypackage.rotated"
+	KindGroupCreated               Kind = "group.created"
+	KindProposalStaged             Kind = "group.proposal_staged"
+	KindCommitApplied              Kind = "group.commit_applied"
+	KindWelcomeProcessed           Kind = "group.welcome_processed"
+	KindMemberAdded                Kind = "group.member_added"
+	KindMemberRemoved              Kind = "group.member_removed"
+	KindEpochSecretsRetired        Kind = "group.epoch_secrets_retired"
+	KindApplicationMessageSent     Kind = "application.message_sent"
+	KindApplicationMessageReceived Kind = "application.message_received"
+	KindDeliveryEnqueued           Kind = "delivery.enqueued"
+	KindDeliveryAcknowledged       Kind = "delivery.acknowledged"
+	KindDeliveryExpired            Kind = "delivery.expired"
+)
+
+// Body is the kind-specific payload of an [Event]. Each kind of the catalogue
+// is one struct type implementing Body with value receivers.
+type Body interface {
+	// Kind returns the kind constant of the body's type.
+	Kind() Kind
+	// SchemaVersion returns the schema version this code writes for the kind
+	// (its current version).
+	SchemaVersion() uint16
+}
+
+// InstallationCreated records an installation's identity: its signature key
+// pair, ciphersuite and MLS credential.
+type InstallationCreated struct {
+	Installation        InstallationID `msgpack:"installation"`
+	Ciphersuite         uint16         `msgpack:"ciphersuite"`
+	SignaturePublicKey  []byte         `msgpack:"signature_public_key"`
+	SignaturePrivateKey Secret         `msgpack:"signature_private_key"`
+	// Credential is the TLS-encoded MLS Credential.
+	Credential []byte `msgpack:"credential"`
+}
+
+// Kind implements Body.
+func (InstallationCreated) Kind() Kind { return KindInstallationCreated }
+
+// SchemaVersion implements Body.
+func (InstallationCreated) SchemaVersion() uint16 { return 1 }
+
+// KeyPackageGenerated records a new key package and the private keys the
+// installation needs to join a group from a Welcome that uses it.
+type KeyPackageGenerated struct {
+	// Ref is the KeyPackageRef (RFC 9420, 5.2).
+	Ref         []byte `msgpack:"ref"`
+	Ciphersuite uint16 `msgpack:"ciphersuite"`
+	// KeyPackage is the TLS-encoded KeyPackage message.
+	KeyPackage []byte `msgpack:"key_package"`
+	// InitPrivateKey is the HPKE private key for the KeyPackage's init_key.
+	InitPrivateKey Secret `msgpack:"init_private_key"`
+	// EncryptionPrivateKey is the HPKE private key for the leaf node's
+	// encryption_key.
+	EncryptionPrivateKey Secret `msgpack:"encryption_private_key"`
+	LastResort           bool   `msgpack:"last_resort"`
+}
+
+// Kind implements Body.
+func (KeyPackageGenerated) Kind() Kind { return KindKeyPackageGenerated }
+
+// SchemaVersion implements Body.
+func (KeyPackageGenerated) SchemaVersion() uint16 { return 1 }
+
+// KeyPackagePublished records that a key package was uploaded where others
+// can fetch it.
+type KeyPackagePublished struct {
+	Ref []byte `msgpack:"ref"`
+	// Destination names where it was published (a directory service, a
+	// channel); informational.
+	Destination string `msgpack:"destination"`
+}
+
+// Kind implements Body.
+func (KeyPackagePublished) Kind() Kind { return KindKeyPackagePublished }
+
+// SchemaVersion implements Body.
+func (KeyPackagePublished) SchemaVersion() uint16 { return 1 }
+
+// KeyPackageConsumed records that a Welcome used the key package. Its
+// private keys are deleted from the read model unless it is last-resort.
+type KeyPackageConsumed struct {
+	Ref []byte `msgpack:"ref"`
+	// GroupID is the group the consuming Welcome joined.
+	GroupID    []byte `msgpack:"group_id"`
+	LastResort bool   `msgpack:"last_resort"`
+}
+
+// Kind implements Body.
+func (KeyPackageConsumed) Kind() Kind { return KindKeyPackageConsumed }
+
+// SchemaVersion implements Body.
+func (KeyPackageConsumed) SchemaVersion() uint16 { return 1 }
+
+// KeyPackageRotated records, on the old key package's aggregate, that a
+// (last-resort) key package was replaced by a new one.
+type KeyPackageRotated struct {
+	Ref        []byte `msgpack:"ref"`
+	ReplacedBy []byte `msgpack:"replaced_by"`
+}
+
+// Kind implements Body.
+func (KeyPackageRotated) Kind() Kind { return KindKeyPackageRotated }
+
+// SchemaVersion implements Body.
+func (KeyPackageRotated) SchemaVersion() uint16 { return 1 }
+
+// GroupCreated records a new group at epoch 0 with its serialized state.
+type GroupCreated struct {
+	GroupID     []byte `msgpack:"group_id"`
+	Ciphersuite uint16 `msgpack:"ciphersuite"`
+	Epoch       uint64 `msgpack:"epoch"`
+	// State is the serialized MLS group state at Epoch (contains the epoch
+	// secrets).
+	State Secret `msgpack:"state"`
+}
+
+// Kind implements Body.
+func (GroupCreated) Kind() Kind { return KindGroupCreated }
+
+// SchemaVersion implements Body.
+func (GroupCreated) SchemaVersion() uint16 { return 1 }
+
+// ProposalStaged records a proposal received or created in Epoch and kept
+// for the next commit.
+type ProposalStaged struct {
+	GroupID      []byte `msgpack:"group_id"`
+	Epoch        uint64 `msgpack:"epoch"`
+	ProposalRef  []byte `msgpack:"proposal_ref"`
+	ProposalType uint16 `msgpack:"proposal_type"`
+	SenderLeaf   uint32 `msgpack:"sender_leaf"`
+	// Proposal is the TLS-encoded Proposal.
+	Proposal []byte `msgpack:"proposal"`
+}
+
+// Kind implements Body.
+func (ProposalStaged) Kind() Kind { return KindProposalStaged }
+
+// SchemaVersion implements Body.
+func (ProposalStaged) SchemaVersion() uint16 { return 1 }
+
+// Member identifies a member of a group by leaf index and credential
+// identity.
+type Member struct {
+	Leaf     uint32 `msgpack:"leaf"`
+	Identity []byte `msgpack:"identity"`
+}
+
+// CommitApplied records an epoch change: the group moved to Epoch by
+// merging Commit. EpochAuthenticator and ConfirmedTranscriptHash are what
+// replay re-derives and checks.
+type CommitApplied struct {
+	GroupID                 []byte `msgpack:"group_id"`
+	Epoch                   uint64 `msgpack:"epoch"`
+	EpochAuthenticator      []byte `msgpack:"epoch_authenticator"`
+	ConfirmedTranscriptHash []byte `msgpack:"confirmed_transcript_hash"`
+	// Commit is the MLSMessage carrying the commit.
+	Commit []byte `msgpack:"commit"`
+	// State is the serialized MLS group state at Epoch.
+	State   Secret   `msgpack:"state"`
+	Added   []Member `msgpack:"added"`
+	Removed []Member `msgpack:"removed"`
+}
+
+// Kind implements Body.
+func (CommitApplied) Kind() Kind { return KindCommitApplied }
+
+// SchemaVersion implements Body.
+func (CommitApplied) SchemaVersion() uint16 { return 1 }
+
+// WelcomeProcessed records that the installation joined a group from a
+// Welcome.
+type WelcomeProcessed struct {
+	GroupID       []byte `msgpack:"group_id"`
+	Epoch         uint64 `msgpack:"epoch"`
+	KeyPackageRef []byte `msgpack:"key_package_ref"`
+	// Welcome is the MLSMessage carrying the Welcome.
+	Welcome            []byte `msgpack:"welcome"`
+	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
+	// State is the serialized MLS group state at Epoch.
+	State Secret `msgpack:"state"`
+}
+
+// Kind implements Body.
+func (WelcomeProcessed) Kind() Kind { return KindWelcomeProcessed }
+
+// SchemaVersion implements Body.
+func (WelcomeProcessed) SchemaVersion() uint16 { return 1 }
+
+// MemberAdded records a member joining the group in Epoch.
+type MemberAdded struct {
+	GroupID       []byte `msgpack:"group_id"`
+	Epoch         uint64 `msgpack:"epoch"`
+	Leaf          uint32 `msgpack:"leaf"`
+	Identity      []byte `msgpack:"identity"`
+	KeyPackageRef []byte `msgpack:"key_package_ref"`
+}
+
+// Kind implements Body.
+func (MemberAdded) Kind() Kind { return KindMemberAdded }
+
+// SchemaVersion implements Body.
+func (MemberAdded) SchemaVersion() uint16 { return 1 }
+
+// MemberRemoved records a member leaving the group in Epoch.
+type MemberRemoved struct {
+	GroupID  []byte `msgpack:"group_id"`
+	Epoch    uint64 `msgpack:"epoch"`
+	Leaf     uint32 `msgpack:"leaf"`
+	Identity []byte `msgpack:"identity"`
+}
+
+// Kind implements Body.
+func (MemberRemoved) Kind() Kind { return KindMemberRemoved }
+
+// SchemaVersion implements Body.
+func (MemberRemoved) SchemaVersion() uint16 { return 1 }
+
+// EpochSecretsRetired records that the secrets of Epochs were deleted
+// (forward secrecy); messages of those epochs can no longer be decrypted.
+type EpochSecretsRetired struct {
+	GroupID []byte   `msgpack:"group_id"`
+	Epochs  []uint64 `msgpack:"epochs"`
+}
+
+// Kind implements Body.
+func (EpochSecretsRetired) Kind() Kind { return KindEpochSecretsRetired }
+
+// SchemaVersion implements Body.
+func (EpochSecretsRetired) SchemaVersion() uint16 { return 1 }
+
+// ApplicationMessageSent records an application message this installation
+// encrypted and sent.
+type ApplicationMessageSent struct {
+	GroupID    []byte         `msgpack:"group_id"`
+	Epoch      uint64         `msgpack:"epoch"`
+	SenderLeaf uint32         `msgpack:"sender_leaf"`
+	Sender     InstallationID `msgpack:"sender"`
+	MessageID  []byte         `msgpack:"message_id"`
+	// Content is the message plaintext.
+	Content           Secret `msgpack:"content"`
+	AuthenticatedData []byte `msgpack:"authenticated_data"`
+}
+
+// Kind implements Body.
+func (ApplicationMessageSent) Kind() Kind { return KindApplicationMessageSent }
+
+// SchemaVersion implements Body.
+func (ApplicationMessageSent) SchemaVersion() uint16 { return 1 }
+
+// ApplicationMessageReceived records an application message this
+// installation received and decrypted.
+type ApplicationMessageReceived struct {
+	GroupID    []byte         `msgpack:"group_id"`
+	Epoch      uint64         `msgpack:"epoch"`
+	SenderLeaf uint32         `msgpack:"sender_leaf"`
+	Sender     InstallationID `msgpack:"sender"`
+	MessageID  []byte         `msgpack:"message_id"`
+	// Content is the message plaintext.
+	Content           Secret `msgpack:"content"`
+	AuthenticatedData []byte `msgpack:"authenticated_data"`
+}
+
+// Kind implements Body.
+func (ApplicationMessageReceived) Kind() Kind { return KindApplicationMessageReceived }
+
+// SchemaVersion implements Body.
+func (ApplicationMessageReceived) SchemaVersion() uint16 { return 1 }
+
+// DeliveryEnqueued records a message queued for Recipient on Channel at
+// Sequence (per (recipient, channel), 1-based, contiguous).
+//
+// Version 2 replaced v1's relative expires_in_seconds with the absolute
+// ExpiresAt; v1 events are upcast (see docs/events.md).
+type DeliveryEnqueued struct {
+	Recipient InstallationID `msgpack:"recipient"`
+	Channel   string         `msgpack:"channel"`
+	Sequence  uint64         `msgpack:"sequence"`
+	// Payload is the message as delivered (an MLS ciphertext); not secret.
+	Payload []byte `msgpack:"payload"`
+	// ExpiresAt is when the message expires; zero means never.
+	ExpiresAt time.Time `msgpack:"expires_at"`
+	// IdempotencyKey makes a retried enqueue a no-op.
+	IdempotencyKey string `msgpack:"idempotency_key"`
+}
+
+// Kind implements Body.
+func (DeliveryEnqueued) Kind() Kind { return KindDeliveryEnqueued }
+
+// SchemaVersion implements Body.
+func (DeliveryEnqueued) SchemaVersion() uint16 { return 2 }
+
+// DeliveryAcknowledged records that Recipient acknowledged every message of
+// Channel up to and including sequence UpTo.
+type DeliveryAcknowledged struct {
+	Recipient InstallationID `msgpack:"recipient"`
+	Channel   string         `msgpack:"channel"`
+	UpTo      uint64         `msgpack:"up_to"`
+}
+
+// Kind implements Body.
+func (DeliveryAcknowledged) Kind() Kind { return KindDeliveryAcknowledged }
+
+// SchemaVersion implements Body.
+func (DeliveryAcknowledged) SchemaVersion() uint16 { return 1 }
+
+// DeliveryExpired records that the message at Sequence expired (at
+// ExpiresAt) before it was acknowledged and was dropped.
+type DeliveryExpired struct {
+	Recipient InstallationID `msgpack:"recipient"`
+	Channel   string         `msgpack:"channel"`
+	Sequence  uint64         `msgpack:"sequence"`
+	ExpiresAt time.Time      `msgpack:"expires_at"`
+}
+
+// Kind implements Body.
+func (DeliveryExpired) Kind() Kind { return KindDeliveryExpired }
+
+// SchemaVersion implements Body.
+func (DeliveryExpired) SchemaVersion() uint16 { return 1 }

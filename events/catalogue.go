@@ -1,0 +1,274 @@
+package events
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Event is one recorded fact about an aggregate.
+type Event struct {
+	Aggregate Aggregate
+	// Position is the 1-based position of the event within its aggregate;
+	// positions are contiguous and readers check them.
+	Position uint64
+	// Time is when the writer recorded the event, in UTC.
+	Time time.Time
+	// Body is the kind-specific payload, always at the kind's current schema
+	// version after Open (older versions are upcast).
+	Body Body
+}
+
+// KindInfo describes one kind of the catalogue.
+type KindInfo struct {
+	Kind Kind
+	// Version is the current schema version, the one Seal writes.
+	Version uint16
+	// Aggregate is the type of aggregate events of this kind belong to.
+	Aggregate AggregateType
+	// Doc is a one-line description.
+	Doc string
+}
+
+// eventHeader is the part of an event an upcaster may need besides the old
+// body (e.g. the event time, to turn a relative duration into an instant).
+type eventHeader struct {
+	Aggregate Aggregate
+	Position  uint64
+	Time      time.Time
+}
+
+// schema is one readable version of a kind.
+type schema struct {
+	typ    reflect.Type
+	decode func(data []byte) (any, error)
+	// upcast turns a value of this version into the next version; nil for
+	// the current version.
+	upcast func(old any, h eventHeader) (any, error)
+}
+
+type kindSpec struct {
+	info     KindInfo
+	typ      reflect.Type // the current body type
+	versions map[uint16]schema
+}
+
+// current declares a kind whose current body type is T, with any older
+// versions it can still read.
+func current[T Body](agg AggregateType, doc string, older map[uint16]schema) kindSpec {
+	var zero T
+	v := zero.SchemaVersion()
+	s := kindSpec{
+		info:     KindInfo{Kind: zero.Kind(), Version: v, Aggregate: agg, Doc: doc},
+		typ:      reflect.TypeFor[T](),
+		versions: map[uint16]schema{v: {typ: reflect.TypeFor[T](), decode: decodeStrict[T]}},
+	}
+	for ver, sc := range older {
+		s.versions[ver] = sc
+	}
+	return s
+}
+
+// legacy declares an older version of a kind, read as T and upcast to the
+// next version by up.
+func legacy[T any, Next any](up func(T, eventHeader) (Next, error)) schema {
+	return schema{
+		typ:    reflect.TypeFor[T](),
+		decode: decodeStrict[T],
+		upcast: func(old any, h eventHeader) (any, error) { return up(old.(T), h) },
+	}
+}
+
+// catalogue is every kind, in documentation order. Adding a kind or a
+// version: see docs/events.md.
+var catalogue = []kindSpec{
+	current[InstallationCreated](AggInstallation, "the installation's identity: signature key pair, ciphersuite and credential", nil),
+	current[KeyPackageGenerated](AggKeyPackage, "a key package was generated, with the private init and leaf HPKE keys needed to join from it", nil),
+	current[KeyPackagePublished](AggKeyPackage, "a key package was published where others can fetch it", nil),
+	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
+	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
+	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state", nil),
+	current[ProposalStaged](AggGroup, "a proposal was staged for the next commit", nil),
+	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes)", nil),
+	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome", nil),
+	current[MemberAdded](AggGroup, "a member was added to the group", nil),
+	current[MemberRemoved](AggGroup, "a member was removed from the group", nil),
+	current[EpochSecretsRetired](AggGroup, "the secrets of past epochs were deleted (forward secrecy)", nil),
+	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent", nil),
+	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted", nil),
+	current[DeliveryEnqueued](AggDelivery, "a message was queued for a recipient installation on a channel, with expiry and idempotency key",
+		map[uint16]schema{1: legacy(upcastDeliveryEnqueuedV1)}),
+	current[DeliveryAcknowledged](AggDelivery, "the recipient acknowledged every message up to a sequence", nil),
+	current[DeliveryExpired](AggDelivery, "a queued message expired before it was acknowledged", nil),
+}
+
+var byKind = func() map[Kind]*kindSpec {
+	m := make(map[Kind]*kindSpec, len(catalogue))
+	for i := range catalogue {
+		k := catalogue[i].info.Kind
+		if _, dup := m[k]; dup {
+			panic("events: duplicate kind in catalogue: " + string(k))
+		}
+		m[k] = &catalogue[i]
+	}
+	return m
+}()
+
+// Kinds returns the whole catalogue: every kind with its current version,
+// aggregate type and a one-line doc, in documentation order.
+func Kinds() []KindInfo {
+	out := make([]KindInfo, len(catalogue))
+	for i, s := range catalogue {
+		out[i] = s.info
+	}
+	return out
+}
+
+// deliveryEnqueuedV1 is delivery.enqueued schema version 1: expiry was
+// relative to the event time.
+type deliveryEnqueuedV1 struct {
+	Recipient InstallationID `msgpack:"recipient"`
+	Channel   string         `msgpack:"channel"`
+	Sequence  uint64         `msgpack:"sequence"`
+	Payload   []byte         `msgpack:"payload"`
+	// ExpiresInSeconds counts from the event time; 0 meant never.
+	ExpiresInSeconds uint32 `msgpack:"expires_in_seconds"`
+	IdempotencyKey   string `msgpack:"idempotency_key"`
+}
+
+func upcastDeliveryEnqueuedV1(old deliveryEnqueuedV1, h eventHeader) (DeliveryEnqueued, error) {
+	var exp time.Time
+	if old.ExpiresInSeconds != 0 {
+		exp = h.Time.Add(time.Duration(old.ExpiresInSeconds) * time.Second).UTC()
+	}
+	return DeliveryEnqueued{
+		Recipient:      old.Recipient,
+		Channel:        old.Channel,
+		Sequence:       old.Sequence,
+		Payload:        old.Payload,
+		ExpiresAt:      exp,
+		IdempotencyKey: old.IdempotencyKey,
+	}, nil
+}
+
+// decodeStrict decodes exactly one msgpack value of type T from data:
+// unknown fields and trailing bytes are errors, times come back in UTC.
+func decodeStrict[T any](data []byte) (any, error) {
+	if err := checkMsgpack(data); err != nil {
+		return nil, err
+	}
+	var v T
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	dec.DisallowUnknownFields(true)
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	// bytes.Reader is a ByteScanner, so the decoder reads it unbuffered and
+	// r.Len() is exactly what is left.
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", r.Len())
+	}
+	normalizeTimes(reflect.ValueOf(&v).Elem())
+	return v, nil
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// normalizeTimes sets every time.Time reachable in v to UTC; msgpack decodes
+// times in the local zone, and events are UTC throughout.
+func normalizeTimes(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		if v.Type() == timeType {
+			if v.CanSet() {
+				v.Set(reflect.ValueOf(v.Interface().(time.Time).UTC()))
+			}
+			return
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				normalizeTimes(v.Field(i))
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return
+		}
+		for i := 0; i < v.Len(); i++ {
+			normalizeTimes(v.Index(i))
+		}
+	}
+}
+
+// decodeBody decodes data as version of kind k and upcasts it to the current
+// version.
+func decodeBody(k Kind, version uint16, data []byte, h eventHeader) (Body, error) {
+	spec, ok := byKind[k]
+	if !ok {
+		return nil, fmt.Errorf("kind %s: %w", quoteShort(string(k)), ErrUnknownVersion)
+	}
+	if version > spec.info.Version {
+		return nil, fmt.Errorf("kind %s schema version %d is newer than this code reads (%d): %w",
+			k, version, spec.info.Version, ErrUnknownVersion)
+	}
+	sc, ok := spec.versions[version]
+	if !ok {
+		return nil, fmt.Errorf("kind %s has no schema version %d: %w", k, version, ErrUnknownVersion)
+	}
+	v, err := sc.decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("kind %s version %d body: %w: %v", k, version, ErrMalformed, err)
+	}
+	for ver := version; ver < spec.info.Version; ver++ {
+		sc, ok := spec.versions[ver]
+		if !ok || sc.upcast == nil {
+			return nil, fmt.Errorf("kind %s: no upcaster from version %d: %w", k, ver, ErrUnknownVersion)
+		}
+		if v, err = sc.upcast(v, h); err != nil {
+			return nil, fmt.Errorf("kind %s: upcast from version %d: %w: %v", k, ver, ErrMalformed, err)
+		}
+	}
+	b, ok := v.(Body)
+	if !ok || reflect.TypeOf(b) != spec.typ {
+		// A catalogue wiring mistake, not bad input.
+		return nil, fmt.Errorf("kind %s: upcast chain ends in %T, not the current body type", k, v)
+	}
+	return b, nil
+}
+
+// specFor returns the catalogue entry for b and b as a value of the
+// registered type (a pointer to it is accepted and dereferenced).
+func specFor(b Body) (*kindSpec, Body, error) {
+	if b == nil {
+		return nil, nil, fmt.Errorf("events: event has no body")
+	}
+	rv := reflect.ValueOf(b)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return nil, nil, fmt.Errorf("events: event body is a nil %T", b)
+		}
+		vb, ok := rv.Elem().Interface().(Body)
+		if !ok {
+			return nil, nil, fmt.Errorf("events: body type %T is not in the catalogue", b)
+		}
+		b = vb
+	}
+	spec, ok := byKind[b.Kind()]
+	if !ok || reflect.TypeOf(b) != spec.typ {
+		return nil, nil, fmt.Errorf("events: body type %T (kind %s): %w", b, quoteShort(string(b.Kind())), ErrUnknownVersion)
+	}
+	return spec, b, nil
+}
+
+// LookupKind returns the catalogue entry of k, and whether k is known.
+func LookupKind(k Kind) (KindInfo, bool) {
+	s, ok := byKind[k]
+	if !ok {
+		return KindInfo{}, false
+	}
+	return s.info, true
+}
