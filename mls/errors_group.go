@@ -1,0 +1,59 @@
+package mls
+
+import (
+	"errors"
+
+	"github.com/epochlog/epochlog/mls/keyschedule"
+)
+
+// Sentinel errors of framing, groups and Welcome processing. Test with
+// errors.Is; the errors that wrap them say which group, epoch, leaf or
+// generation was involved, never which secret.
+var (
+	// ErrWrongGroup reports a message, Welcome or GroupInfo for another
+	// group than the one processing it.
+	ErrWrongGroup = errors.New("mls: message for another group")
+
+	// ErrWrongEpoch reports a message for an epoch the group has not
+	// reached, or a handshake message for an epoch other than the current
+	// one.
+	ErrWrongEpoch = errors.New("mls: message for the wrong epoch")
+
+	// ErrEpochRetired reports an application message for a past epoch whose
+	// keys are no longer kept (beyond the configured maximum past epochs).
+	ErrEpochRetired = errors.New("mls: epoch retired")
+
+	// ErrGenerationReused reports a message whose key generation was
+	// already consumed: a replay, or a duplicate delivery. It is the
+	// secret tree's sentinel, so errors.Is works with either name.
+	ErrGenerationReused = keyschedule.ErrGenerationReused
+
+	// ErrTooFarAhead reports a message whose generation is further ahead
+	// of the sender's ratchet than the configured forward limit. It is the
+	// secret tree's sentinel.
+	ErrTooFarAhead = keyschedule.ErrTooFarAhead
+
+	// ErrTampered reports a message whose ciphertext, sender data,
+	// padding, membership tag or confirmation tag does not authenticate.
+	// The error never says which check failed.
+	ErrTampered = errors.New("mls: message tampered or not authentic")
+
+	// ErrNotMember reports a message from a sender that is not a member of
+	// the epoch, or an operation by a client that is no longer a member.
+	ErrNotMember = errors.New("mls: sender is not a member")
+
+	// ErrInvalidProposal reports a proposal or proposal list that violates
+	// RFC 9420 §12.2 (unknown reference, duplicate, removal of a blank
+	// leaf, an Update from the committer, a missing required path).
+	ErrInvalidProposal = errors.New("mls: invalid proposal")
+
+	// ErrNoWelcomeSecrets reports a Welcome that holds no entry for the
+	// key package offered to join it.
+	ErrNoWelcomeSecrets = errors.New("mls: welcome is not addressed to this key package")
+
+	// ErrUnknownPSK reports a PreSharedKey the client does not hold.
+	ErrUnknownPSK = errors.New("mls: pre-shared key not available")
+
+	// ErrStateVersion reports serialized state of an unknown version.
+	ErrStateVersion = errors.New("mls: unsupported state encoding version")
+)

@@ -1,0 +1,499 @@
+package mls
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/mls/keyschedule"
+)
+
+// DefaultMaxPastEpochs is how many past epochs' keys a group keeps, by
+// default, to decrypt late application messages.
+const DefaultMaxPastEpochs = 3
+
+// Options configures a Group. The zero value gives the defaults.
+type Options struct {
+	// MaxPastEpochs is how many past epochs' secret trees are kept for late
+	// application messages: 0 means DefaultMaxPastEpochs, a negative value
+	// keeps none.
+	MaxPastEpochs int
+	// MaxForwardRatchets bounds how far ahead of a sender's ratchet a
+	// message's generation may be (0 means 1000).
+	MaxForwardRatchets uint32
+	// EncryptHandshake sends proposals and commits as PrivateMessage
+	// instead of PublicMessage.
+	EncryptHandshake bool
+	// Padding is the number of zero bytes added to every PrivateMessage
+	// content.
+	Padding uint16
+}
+
+func (o Options) pastEpochs() int {
+	switch {
+	case o.MaxPastEpochs == 0:
+		return DefaultMaxPastEpochs
+	case o.MaxPastEpochs < 0:
+		return 0
+	}
+	return o.MaxPastEpochs
+}
+
+// cachedProposal is a proposal received or sent in the current epoch,
+// committable by reference.
+type cachedProposal struct {
+	ref      []byte
+	sender   Sender
+	proposal *Proposal
+}
+
+// pastEpoch keeps what a late application message of an earlier epoch
+// needs: the keys, the group context signed over and the senders' keys.
+type pastEpoch struct {
+	ctx              GroupContext
+	tree             RatchetTree
+	senderDataSecret keyschedule.Secret
+	resumptionPSK    keyschedule.Secret
+	keys             *epochKeys
+}
+
+// Group is one client's state of an MLS group in one epoch (RFC 9420). It
+// is a value: every operation returns a new *Group together with the
+// messages to send and leaves the receiver unchanged, so that each
+// transition can be recorded and replayed. A Group is safe for concurrent
+// reads. Its String, GoString and every fmt verb print only the group id,
+// epoch and leaf, never secrets.
+type Group struct {
+	cs   *ciphersuite.CipherSuite
+	opts Options
+
+	ctx  GroupContext
+	tree RatchetTree
+	me   LeafIndex
+	sig  *ciphersuite.SignaturePrivateKey
+	keys *TreePrivateKeys
+
+	joinerSecret keyschedule.Secret
+	pskSecret    keyschedule.Secret
+	secrets      keyschedule.EpochSecrets
+	epochKeys    *epochKeys
+
+	confirmationTag []byte
+	interim         []byte
+
+	proposals      []cachedProposal
+	pendingUpdates map[string]*ciphersuite.HPKEPrivateKey // own Update proposals by ref
+	psks           map[string]keyschedule.Secret          // external PSKs by psk_id
+	past           []pastEpoch                            // newest first
+	random         io.Reader
+}
+
+// String describes the group without secrets.
+func (g Group) String() string {
+	return fmt.Sprintf("mls.Group(%x, epoch %d, leaf %d of %d, suite %d)", g.ctx.GroupID, g.ctx.Epoch, g.me, g.tree.LeafCount(), g.ctx.CipherSuite)
+}
+
+// GoString is String.
+func (g Group) GoString() string { return g.String() }
+
+// Format prints String for every verb.
+func (g Group) Format(f fmt.State, _ rune) { fmt.Fprint(f, g.String()) }
+
+// clone returns a copy whose mutable parts (secret tree, caches) are
+// private to it.
+func (g *Group) clone() *Group {
+	c := *g
+	c.epochKeys = g.epochKeys.clone()
+	c.proposals = slices.Clone(g.proposals)
+	c.pendingUpdates = cloneMap(g.pendingUpdates)
+	c.psks = cloneMap(g.psks)
+	c.past = slices.Clone(g.past)
+	return &c
+}
+
+func cloneMap[V any](m map[string]V) map[string]V {
+	c := make(map[string]V, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// GroupID returns the group's id.
+func (g *Group) GroupID() []byte { return bytes.Clone(g.ctx.GroupID) }
+
+// Epoch returns the current epoch.
+func (g *Group) Epoch() uint64 { return g.ctx.Epoch }
+
+// CipherSuite returns the group's suite.
+func (g *Group) CipherSuite() ciphersuite.Suite { return g.ctx.CipherSuite }
+
+// LeafIndex returns this client's leaf.
+func (g *Group) LeafIndex() LeafIndex { return g.me }
+
+// Tree returns the ratchet tree (a value; changing it does not change the
+// group).
+func (g *Group) Tree() RatchetTree { return g.tree }
+
+// GroupContext returns a copy of the current group context.
+func (g *Group) GroupContext() GroupContext {
+	b, _ := g.ctx.Marshal()
+	var c GroupContext
+	_ = c.Unmarshal(b)
+	return c
+}
+
+// Members returns the leaf indices of the current members.
+func (g *Group) Members() []LeafIndex {
+	var out []LeafIndex
+	g.tree.Leaves(func(l LeafIndex, _ *LeafNode) { out = append(out, l) })
+	return out
+}
+
+// EpochAuthenticator returns the epoch authenticator of the current epoch.
+func (g *Group) EpochAuthenticator() []byte { return g.secrets.EpochAuthenticator.Bytes() }
+
+// Export is the MLS-Exporter of the current epoch (RFC 9420 §8.5).
+func (g *Group) Export(label string, context []byte, length int) ([]byte, error) {
+	return g.secrets.Export(label, context, length)
+}
+
+// WithExternalPSK returns a copy of the group that holds the external PSK
+// id, so that commits and Welcomes injecting it can be processed.
+func (g *Group) WithExternalPSK(id, secret []byte) *Group {
+	c := g.clone()
+	c.psks[string(id)] = ciphersuite.NewSecret(secret)
+	return c
+}
+
+// WithRandom returns a copy that draws randomness from r (crypto/rand when
+// nil); for deterministic tests.
+func (g *Group) WithRandom(r io.Reader) *Group {
+	c := g.clone()
+	c.random = r
+	return c
+}
+
+func (g *Group) rand() io.Reader {
+	if g.random == nil {
+		return rand.Reader
+	}
+	return g.random
+}
+
+// NewGroup creates a one-member group in epoch 0 (RFC 9420 §11) with the
+// creator's KeyPackage and its private keys. A nil groupID draws a random
+// 16-byte id.
+func NewGroup(groupID []byte, kp *KeyPackage, secrets *KeyPackageSecrets, opts *Options) (*Group, error) {
+	cs, err := ciphersuite.Lookup(kp.CipherSuite)
+	if err != nil {
+		return nil, err
+	}
+	if err := kp.Validate(); err != nil {
+		return nil, err
+	}
+	if err := secrets.matches(kp); err != nil {
+		return nil, err
+	}
+	if groupID == nil {
+		groupID = make([]byte, 16)
+		if _, err := rand.Read(groupID); err != nil {
+			return nil, err
+		}
+	}
+	g := &Group{cs: cs, sig: secrets.SignatureKey, pendingUpdates: map[string]*ciphersuite.HPKEPrivateKey{}, psks: map[string]keyschedule.Secret{}}
+	if opts != nil {
+		g.opts = *opts
+	}
+	leaf := kp.LeafNode.Clone()
+	g.tree = NewRatchetTree(leaf)
+	g.keys = NewTreePrivateKeys(0, secrets.EncryptionKey)
+	th, err := g.tree.TreeHash(cs)
+	if err != nil {
+		return nil, err
+	}
+	g.ctx = GroupContext{Version: ProtocolMLS10, CipherSuite: kp.CipherSuite, GroupID: bytes.Clone(groupID),
+		TreeHash: th, ConfirmedTranscriptHash: []byte{}, Extensions: Extensions{}}
+	initSecret := make([]byte, cs.Nh())
+	if _, err := rand.Read(initSecret); err != nil {
+		return nil, err
+	}
+	gcBytes, err := g.ctx.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	joiner, err := keyschedule.JoinerSecret(cs, ciphersuite.NewSecret(initSecret), keyschedule.Secret{}, gcBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.enterEpoch(joiner, keyschedule.Secret{}, gcBytes); err != nil {
+		return nil, err
+	}
+	if g.confirmationTag, err = g.secrets.ConfirmationTag(g.ctx.ConfirmedTranscriptHash); err != nil {
+		return nil, err
+	}
+	if g.interim, err = interimTranscriptHash(cs, g.ctx.ConfirmedTranscriptHash, g.confirmationTag); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// enterEpoch derives the epoch secrets and the secret tree of g.ctx.
+func (g *Group) enterEpoch(joiner, psk keyschedule.Secret, gcBytes []byte) error {
+	secrets, err := keyschedule.FromJoinerSecret(g.cs, joiner, psk, gcBytes)
+	if err != nil {
+		return err
+	}
+	ek, err := newEpochKeys(g.cs, secrets.EncryptionSecret, g.tree.LeafCount(), g.opts.MaxForwardRatchets)
+	if err != nil {
+		return err
+	}
+	g.joinerSecret, g.pskSecret, g.secrets, g.epochKeys = joiner, psk, secrets, ek
+	return nil
+}
+
+// retireEpoch moves the current epoch's keys to the past list.
+func (g *Group) retireEpoch() {
+	n := g.opts.pastEpochs()
+	if n == 0 {
+		g.past = nil
+		return
+	}
+	pe := pastEpoch{ctx: g.ctx, tree: g.tree, senderDataSecret: g.secrets.SenderDataSecret, resumptionPSK: g.secrets.ResumptionPSK, keys: g.epochKeys}
+	g.past = append([]pastEpoch{pe}, g.past...)
+	if len(g.past) > n {
+		g.past = g.past[:n]
+	}
+}
+
+// frame builds and signs content of this member for the current epoch.
+func (g *Group) frame(ct ContentType, authData []byte, app []byte, p *Proposal, c *Commit) (*AuthenticatedContent, error) {
+	wf := WireFormatPublicMessage
+	if g.opts.EncryptHandshake || ct == ContentTypeApplication {
+		wf = WireFormatPrivateMessage
+	}
+	if authData == nil {
+		authData = []byte{}
+	}
+	ac := &AuthenticatedContent{WireFormat: wf, Content: FramedContent{
+		GroupID: g.ctx.GroupID, Epoch: g.ctx.Epoch, Sender: Sender{Type: SenderTypeMember, LeafIndex: g.me},
+		AuthenticatedData: authData, ContentType: ct, ApplicationData: app, Proposal: p, Commit: c,
+	}}
+	sig, err := signFramedContent(g.cs, g.sig, wf, &ac.Content, &g.ctx)
+	if err != nil {
+		return nil, err
+	}
+	ac.Auth.Signature = sig
+	return ac, nil
+}
+
+// protect wraps signed content in an MLSMessage with the current epoch's
+// keys; it consumes a ratchet generation of g (which must be a clone).
+func (g *Group) protect(ac *AuthenticatedContent) (*MLSMessage, error) {
+	m := &MLSMessage{Version: ProtocolMLS10, WireFormat: ac.WireFormat}
+	var err error
+	if ac.WireFormat == WireFormatPublicMessage {
+		m.PublicMessage, err = protectPublic(g.cs, ac, &g.ctx, g.secrets.MembershipKey)
+	} else {
+		m.PrivateMessage, err = protectPrivate(g.cs, g.epochKeys, g.secrets.SenderDataSecret, ac, int(g.opts.Padding), g.rand())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// SealApplication encrypts data as a PrivateMessage of the current epoch.
+// authData is sent in the clear but authenticated.
+func (g *Group) SealApplication(data, authData []byte) (*Group, *MLSMessage, error) {
+	if err := g.checkActive(); err != nil {
+		return nil, nil, err
+	}
+	ac, err := g.frame(ContentTypeApplication, authData, bytes.Clone(data), nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := g.clone()
+	m, err := c.protect(ac)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, m, nil
+}
+
+// Received describes a message processed by [Group.Process].
+type Received struct {
+	ContentType ContentType
+	// Sender is the sender's leaf in the message's epoch.
+	Sender LeafIndex
+	// Epoch is the epoch the message was sent in.
+	Epoch uint64
+	// ApplicationData is set for application messages.
+	ApplicationData []byte
+	// AuthenticatedData is the sender's authenticated associated data.
+	AuthenticatedData []byte
+	// Proposal is set for proposals (now cached for a commit).
+	Proposal *Proposal
+	// Removed reports that a commit removed this client from the group.
+	Removed bool
+}
+
+// OpenApplication decrypts an application PrivateMessage of the current
+// epoch or of one of the retained past epochs.
+func (g *Group) OpenApplication(m *MLSMessage) (*Group, []byte, error) {
+	if m.WireFormat != WireFormatPrivateMessage || m.PrivateMessage == nil || m.PrivateMessage.ContentType != ContentTypeApplication {
+		return nil, nil, fmt.Errorf("%w: not an application private message", ErrDecode)
+	}
+	ng, r, err := g.Process(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ng, r.ApplicationData, nil
+}
+
+// ProcessCommit applies a commit of another member; the returned group is
+// in the next epoch. Proposals it references must have been processed.
+func (g *Group) ProcessCommit(m *MLSMessage) (*Group, *Received, error) {
+	if !isContent(m, ContentTypeCommit) {
+		return nil, nil, fmt.Errorf("%w: not a commit", ErrDecode)
+	}
+	return g.Process(m)
+}
+
+func isContent(m *MLSMessage, ct ContentType) bool {
+	switch {
+	case m.PublicMessage != nil:
+		return m.PublicMessage.Content.ContentType == ct
+	case m.PrivateMessage != nil:
+		return m.PrivateMessage.ContentType == ct
+	}
+	return false
+}
+
+// Process handles a PublicMessage or PrivateMessage of the group: an
+// application message is decrypted, a proposal is cached for a later
+// commit, and a commit moves the group to its next epoch.
+func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
+	var groupID []byte
+	var epoch uint64
+	var ct ContentType
+	switch {
+	case m.WireFormat == WireFormatPublicMessage && m.PublicMessage != nil:
+		groupID, epoch, ct = m.PublicMessage.Content.GroupID, m.PublicMessage.Content.Epoch, m.PublicMessage.Content.ContentType
+	case m.WireFormat == WireFormatPrivateMessage && m.PrivateMessage != nil:
+		groupID, epoch, ct = m.PrivateMessage.GroupID, m.PrivateMessage.Epoch, m.PrivateMessage.ContentType
+	default:
+		return nil, nil, fmt.Errorf("%w: wire format %d is not a group message", ErrDecode, m.WireFormat)
+	}
+	if !bytes.Equal(groupID, g.ctx.GroupID) {
+		return nil, nil, fmt.Errorf("%w: message for group %x in group %x", ErrWrongGroup, groupID, g.ctx.GroupID)
+	}
+	if ct != ContentTypeApplication && g.keys == nil {
+		return nil, nil, fmt.Errorf("%w: leaf %d was removed from group %x; it processes no more handshake messages", ErrNotMember, g.me, g.ctx.GroupID)
+	}
+	c := g.clone()
+	// Locate the epoch's keys: the current one, or a retained past one for
+	// application messages.
+	ctx, tree, sds, keys := &c.ctx, c.tree, c.secrets.SenderDataSecret, c.epochKeys
+	if epoch != g.ctx.Epoch {
+		if epoch > g.ctx.Epoch || ct != ContentTypeApplication {
+			return nil, nil, fmt.Errorf("%w: %s for epoch %d, group %x is in epoch %d", ErrWrongEpoch, contentName(ct), epoch, g.ctx.GroupID, g.ctx.Epoch)
+		}
+		i := slices.IndexFunc(c.past, func(p pastEpoch) bool { return p.ctx.Epoch == epoch })
+		if i < 0 {
+			return nil, nil, fmt.Errorf("%w: epoch %d of group %x (current %d, %d past epochs kept)", ErrEpochRetired, epoch, g.ctx.GroupID, g.ctx.Epoch, len(g.past))
+		}
+		c.past[i].keys = c.past[i].keys.clone()
+		ctx, tree, sds, keys = &c.past[i].ctx, c.past[i].tree, c.past[i].senderDataSecret, c.past[i].keys
+	}
+	var ac *AuthenticatedContent
+	var err error
+	if m.PublicMessage != nil {
+		if m.PublicMessage.Content.Sender.Type != SenderTypeMember {
+			return nil, nil, fmt.Errorf("%w: %s from %s is not supported", ErrNotMember, contentName(ct), senderString(m.PublicMessage.Content.Sender))
+		}
+		ac, err = unprotectPublic(c.cs, m.PublicMessage, ctx, c.secrets.MembershipKey)
+	} else {
+		ac, err = unprotectPrivate(c.cs, keys, sds, m.PrivateMessage, uint32(tree.LeafCount()))
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("group %x epoch %d: %w", groupID, epoch, err)
+	}
+	sender := ac.Content.Sender.LeafIndex
+	leaf := tree.Leaf(sender)
+	if leaf == nil {
+		return nil, nil, fmt.Errorf("%w: leaf %d is blank in epoch %d", ErrNotMember, sender, epoch)
+	}
+	if err := verifyFramedContent(c.cs, leaf.SignatureKey, ac, ctx); err != nil {
+		return nil, nil, err
+	}
+	r := &Received{ContentType: ct, Sender: sender, Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
+	switch ct {
+	case ContentTypeApplication:
+		r.ApplicationData = ac.Content.ApplicationData
+		return c, r, nil
+	case ContentTypeProposal:
+		if sender == g.me {
+			return nil, nil, fmt.Errorf("%w: own proposal echoed back", ErrInvalidProposal)
+		}
+		if err := c.checkProposal(sender, ac.Content.Proposal); err != nil {
+			return nil, nil, err
+		}
+		if err := c.cacheProposal(ac); err != nil {
+			return nil, nil, err
+		}
+		r.Proposal = ac.Content.Proposal
+		return c, r, nil
+	}
+	if sender == g.me {
+		return nil, nil, fmt.Errorf("%w: own commit echoed back; the state returned by Commit is already in the next epoch", ErrInvalidProposal)
+	}
+	ng, removed, err := c.applyCommit(ac)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.Removed = removed
+	return ng, r, nil
+}
+
+// checkProposal validates a received proposal on its own, so that a bad
+// one is refused when it arrives rather than when it is committed.
+func (g *Group) checkProposal(sender LeafIndex, p *Proposal) error {
+	switch p.Type {
+	case ProposalTypeAdd:
+		kp := &p.Add.KeyPackage
+		if kp.CipherSuite != g.ctx.CipherSuite {
+			return fmt.Errorf("%w: key package of suite %d proposed by leaf %d", ErrInvalidKeyPackage, kp.CipherSuite, sender)
+		}
+		return kp.Validate()
+	case ProposalTypeUpdate:
+		if err := p.Update.LeafNode.Validate(g.cs, LeafNodeSourceUpdate, g.ctx.GroupID, sender); err != nil {
+			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
+		}
+	case ProposalTypeRemove:
+		if g.tree.Leaf(p.Remove.Removed) == nil {
+			return fmt.Errorf("%w: leaf %d proposes removing blank leaf %d", ErrInvalidProposal, sender, p.Remove.Removed)
+		}
+	case ProposalTypePSK, ProposalTypeGroupContextExtensions:
+	default:
+		return fmt.Errorf("%w: proposal type %d from leaf %d is not supported", ErrInvalidProposal, p.Type, sender)
+	}
+	return nil
+}
+
+// cacheProposal records a proposal for commits of this epoch.
+func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
+	b, err := ac.Marshal()
+	if err != nil {
+		return err
+	}
+	ref, err := g.cs.MakeProposalRef(b)
+	if err != nil {
+		return err
+	}
+	g.proposals = append(g.proposals, cachedProposal{ref: ref, sender: ac.Content.Sender, proposal: ac.Content.Proposal})
+	return nil
+}
