@@ -1,0 +1,61 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Test for them with errors.Is; the returned errors wrap them
+// with the stream, subject, sequence or position involved.
+var (
+	// ErrConflict means an append lost a race: the aggregate's last event is
+	// not at the position the caller expected (another writer appended first,
+	// or the caller's view is stale). Nothing of the failed append was
+	// written. Re-read the aggregate, re-decide, and append again.
+	ErrConflict = errors.New("engine: append conflict: aggregate moved past the expected position")
+
+	// ErrOutOfOrder means a reader found an aggregate's positions not
+	// contiguous: a gap (a deleted or missing event) or a repeat (a replayed
+	// or duplicated event). The wrapping *RecordError names the sequence.
+	ErrOutOfOrder = errors.New("engine: events of an aggregate out of order (gap or repeat)")
+
+	// ErrIncompatibleStream means the stream exists but its configuration
+	// cannot hold this log (other subjects, other storage, other retention),
+	// and changing it would need an operator's decision.
+	ErrIncompatibleStream = errors.New("engine: existing stream is incompatible with the configuration")
+
+	// ErrAtomicUnsupported means a multi-event append was asked of a stream
+	// or server without atomic batch publish (nats-server 2.12 or later with
+	// the stream's AllowAtomicPublish). Append one event per transition
+	// instead, or upgrade the server.
+	ErrAtomicUnsupported = errors.New("engine: atomic batch publish not supported by the server or stream")
+
+	// ErrInvalidAppend means the events passed to Append cannot be appended
+	// as given: no events, events of several aggregates, positions that do
+	// not follow the expected one, or an invalid aggregate.
+	ErrInvalidAppend = errors.New("engine: invalid append")
+
+	// ErrClosed means the Log was closed.
+	ErrClosed = errors.New("engine: log closed")
+)
+
+// RecordError describes a failure on one stored record: which stream,
+// subject and stream sequence, what the engine was doing, and the cause. It unwraps to the
+// cause, so errors.Is(err, events.ErrTampered) and errors.Is(err,
+// ErrOutOfOrder) work through it.
+type RecordError struct {
+	Stream  string // the stream name
+	Subject string // the record's subject
+	Seq     uint64 // the record's stream sequence
+	Op      string // what failed: "open", "order", "subject", "lookup", "metadata" or "handle"
+	Err     error  // the cause
+}
+
+// Error names the stream, sequence and subject, so an operator can inspect
+// the record (e.g. `nats stream get STREAM SEQ`).
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("engine: stream %s seq %d subject %s: %s: %v", e.Stream, e.Seq, e.Subject, e.Op, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *RecordError) Unwrap() error { return e.Err }

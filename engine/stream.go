@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// streamConfig is the stream this configuration wants.
+func (c Config) streamConfig() jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if c.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        c.Stream,
+		Description: "epochlog encrypted event log",
+		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		// A full stream refuses appends instead of dropping history.
+		Discard:    jetstream.DiscardNew,
+		MaxAge:     c.MaxAge,
+		MaxBytes:   orUnlimited(c.MaxBytes),
+		MaxMsgs:    -1,
+		Storage:    storage,
+		Replicas:   c.Replicas,
+		Duplicates: c.DuplicateWindow,
+		// Multi-event transitions are atomic batches. Servers before 2.12
+		// ignore the field; ensureStream reads back what the server kept.
+		AllowAtomicPublish: true,
+	}
+}
+
+func orUnlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// ensureStream creates the stream if it is missing, otherwise checks that it
+// can hold the log and updates the settings that are safe to change. It
+// reports whether the server kept AllowAtomicPublish.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, bool, error) {
+	want := cfg.streamConfig()
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another process created it between our lookup and create.
+			s, err = js.Stream(ctx, want.Name)
+		} else if err != nil {
+			return nil, false, fmt.Errorf("engine: create stream %s: %w", want.Name, err)
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("engine: look up stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if err := compatible(have, want); err != nil {
+		return nil, false, err
+	}
+	upd := have
+	upd.Duplicates = want.Duplicates
+	upd.MaxAge = want.MaxAge
+	upd.MaxBytes = want.MaxBytes
+	upd.Replicas = want.Replicas
+	upd.AllowAtomicPublish = true
+	if upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
+		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish {
+		s, err = js.UpdateStream(ctx, upd)
+		if err != nil {
+			return nil, false, fmt.Errorf("engine: update stream %s (duplicates %v, max age %v, max bytes %d, replicas %d, atomic publish): %w",
+				want.Name, upd.Duplicates, upd.MaxAge, upd.MaxBytes, upd.Replicas, err)
+		}
+	}
+	return s, s.CachedInfo().Config.AllowAtomicPublish, nil
+}
+
+// compatible checks what cannot be changed without an operator's decision.
+func compatible(have, want jetstream.StreamConfig) error {
+	bad := func(what string, h, w any) error {
+		return fmt.Errorf("%w: stream %s has %s %v, want %v", ErrIncompatibleStream, have.Name, what, h, w)
+	}
+	if !slices.Contains(have.Subjects, want.Subjects[0]) {
+		return bad("subjects", have.Subjects, want.Subjects)
+	}
+	if have.Storage != want.Storage {
+		return bad("storage", have.Storage, want.Storage)
+	}
+	if have.Retention != jetstream.LimitsPolicy {
+		return bad("retention", have.Retention, want.Retention)
+	}
+	if have.Mirror != nil {
+		return bad("mirror", have.Mirror.Name, "none")
+	}
+	if have.Sealed {
+		return bad("sealed", true, false)
+	}
+	if have.NoAck {
+		return bad("no-ack", true, false)
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+// Package natstest starts real in-process NATS JetStream servers for tests, with file storage in a temporary directory.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// readyTimeout bounds how long Start and Restart wait for the server to accept
+// clients; a loaded CI machine can take a while to open a file store.
+const readyTimeout = 30 * time.Second
+
+// Options tune a test server. The zero value is a JetStream server with file
+// storage in t.TempDir(), listening on 127.0.0.1 with a random port.
+type Options struct {
+	// StoreDir is the JetStream store directory; empty means a fresh t.TempDir().
+	StoreDir string
+	// Port is the client port; 0 picks a free one. Restart reuses whatever
+	// port the first start got, so clients can reconnect to the same URL.
+	Port int
+	// ServerName names the server (useful in logs of multi-server tests).
+	ServerName string
+	// SyncAlways makes the file store fsync every write.
+	SyncAlways bool
+	// User and Password, when set, are required of every client.
+	User     string
+	Password string
+}
+
+// Server is a running (or stopped, between Shutdown and Restart) in-process
+// nats-server with JetStream. Its methods are safe for concurrent use.
+type Server struct {
+	tb   testing.TB
+	mu   sync.Mutex
+	opts server.Options
+	srv  *server.Server
+}
+
+// Start starts a JetStream server for the test and shuts it down when the
+// test ends. It fails the test if the server does not come up.
+func Start(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	dir := o.StoreDir
+	if dir == "" {
+		dir = filepath.Join(tb.TempDir(), "jetstream")
+	}
+	port := o.Port
+	if port == 0 {
+		// Bind a random port; start records the one the server got, so that
+		// Restart comes back on the same URL.
+		port = server.RANDOM_PORT
+	}
+	name := o.ServerName
+	if name == "" {
+		name = "natstest"
+	}
+	s := &Server{
+		tb: tb,
+		opts: server.Options{
+			ServerName: name,
+			Host:       "127.0.0.1",
+			Port:       port,
+			JetStream:  true,
+			StoreDir:   dir,
+			SyncAlways: o.SyncAlways,
+			Username:   o.User,
+			Password:   o.Password,
+			NoLog:      true,
+			NoSigs:     true,
+			// A test that appends faster than the default limits allow would
+			// fail for reasons unrelated to the code under test.
+			JetStreamMaxMemory: 256 << 20,
+			JetStreamMaxStore:  4 << 30,
+		},
+	}
+	if err := s.start(); err != nil {
+		tb.Fatalf("natstest: %v", err)
+	}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return fmt.Errorf("server already running on port %d", s.opts.Port)
+	}
+	opts := s.opts // nats-server keeps and mutates the pointer it is given
+	srv, err := server.NewServer(&opts)
+	if err != nil {
+		return fmt.Errorf("new server (store %s, port %d): %w", s.opts.StoreDir, s.opts.Port, err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(readyTimeout) {
+		srv.Shutdown()
+		return fmt.Errorf("server on port %d (store %s) not ready after %v", s.opts.Port, s.opts.StoreDir, readyTimeout)
+	}
+	if s.opts.Port == server.RANDOM_PORT {
+		s.opts.Port = srv.Addr().(*net.TCPAddr).Port
+	}
+	s.srv = srv
+	return nil
+}
+
+// URL is the client URL (nats://127.0.0.1:<port>); it stays the same across Restart.
+func (s *Server) URL() string {
+	return fmt.Sprintf("nats://127.0.0.1:%d", s.opts.Port)
+}
+
+// Port is the client port; it stays the same across Restart.
+func (s *Server) Port() int { return s.opts.Port }
+
+// StoreDir is the JetStream store directory.
+func (s *Server) StoreDir() string { return s.opts.StoreDir }
+
+// NATSServer returns the running server, or nil between Shutdown and Restart.
+func (s *Server) NATSServer() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
+
+// Shutdown stops the server and waits until it has released its port and
+// store. It is a no-op if the server is not running.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+}
+
+// Restart stops the server and starts it again on the same store directory
+// and port, so connected clients reconnect and find their streams.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Shutdown()
+	if err := s.start(); err != nil {
+		s.tb.Fatalf("natstest: restart: %v", err)
+	}
+}
+
+// Start starts a stopped server again (after Shutdown) on the same store and port.
+func (s *Server) Start() {
+	s.tb.Helper()
+	if err := s.start(); err != nil {
+		s.tb.Fatalf("natstest: start: %v", err)
+	}
+}
+
+// Connect opens a client connection that reconnects forever (tests restart
+// servers under it) and is closed when the test ends.
+func (s *Server) Connect(opts ...nats.Option) *nats.Conn {
+	s.tb.Helper()
+	base := []nats.Option{
+		nats.Name("natstest"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50 * time.Millisecond),
+	}
+	if s.opts.Username != "" {
+		base = append(base, nats.UserInfo(s.opts.Username, s.opts.Password))
+	}
+	nc, err := nats.Connect(s.URL(), append(base, opts...)...)
+	if err != nil {
+		s.tb.Fatalf("natstest: connect %s: %v", s.URL(), err)
+	}
+	s.tb.Cleanup(nc.Close)
+	return nc
+}

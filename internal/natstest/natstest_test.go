@@ -1,0 +1,46 @@
+package natstest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Restart comes back on the same URL with the same store: a client
+// reconnects by itself and finds its stream and messages.
+func TestRestartKeepsPortAndStore(t *testing.T) {
+	s := Start(t, Options{})
+	url := s.URL()
+	nc := s.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart()
+	if s.URL() != url {
+		t.Fatalf("URL changed across restart: %s -> %s", url, s.URL())
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("after")); err != nil {
+		t.Fatalf("publish after restart: %v", err)
+	}
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("stream holds %d messages after restart, want 2", n)
+	}
+	s.Shutdown()
+	if s.NATSServer() != nil {
+		t.Fatal("server still reported after Shutdown")
+	}
+	s.Shutdown() // a no-op
+}
