@@ -1,0 +1,362 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+var ctx = context.Background()
+
+func lastSeq(recs []Record) uint64 { return recs[len(recs)-1].Seq }
+
+func TestApplyEveryKind(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 2, 40)
+	seen := map[events.Kind]bool{}
+	for _, r := range recs {
+		seen[r.Event.Body.Kind()] = true
+	}
+	for _, k := range events.Kinds() {
+		if !seen[k.Kind] {
+			t.Errorf("sample stream lacks kind %s", k.Kind)
+		}
+		if _, ok := handlers[k.Kind]; !ok {
+			t.Errorf("no handler for kind %s", k.Kind)
+		}
+	}
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+	applyAll(t, db, recs)
+
+	cp, err := db.Checkpoint(ctx)
+	if err != nil || cp != lastSeq(recs) {
+		t.Fatalf("checkpoint %d (%v), want %d", cp, err, lastSeq(recs))
+	}
+	groups, err := db.Groups(ctx)
+	if err != nil || len(groups) != 3 {
+		t.Fatalf("groups: %d, %v", len(groups), err)
+	}
+	// Most recently active first (v2): the welcome group got the last message.
+	if !bytes.Equal(groups[0].ID, gid(900)) || groups[0].JoinedVia != "welcome" || groups[0].Epoch != 4 {
+		t.Fatalf("first group %+v", groups[0])
+	}
+	var g0 Group
+	for _, g := range groups {
+		if bytes.Equal(g.ID, gid(0)) {
+			g0 = g
+		}
+	}
+	if g0.Epoch != 6 || g0.Ciphersuite != 3 || g0.LastMessageAt.IsZero() {
+		t.Fatalf("group 0: %+v", g0)
+	}
+	st, err := db.GroupState(ctx, gid(0))
+	if err != nil || string(st) != "state-0-6" {
+		t.Fatalf("group state %q, %v", st, err)
+	}
+	members, err := db.Members(ctx, gid(0))
+	if err != nil || len(members) != 2 || string(members[0].Identity) != "inst-a" || string(members[1].Identity) != "peer-1" {
+		t.Fatalf("members %+v, %v", members, err)
+	}
+	// Paging: 40 messages, newest first, pages of 15.
+	var got []uint64
+	page := Page{Limit: 15}
+	for {
+		mp, err := db.Messages(ctx, gid(0), page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mp.Messages {
+			got = append(got, m.Ordinal)
+		}
+		if mp.Next == 0 {
+			break
+		}
+		page.Before = mp.Next
+	}
+	if len(got) != 40 || got[0] != 40 || got[39] != 1 {
+		t.Fatalf("paged ordinals %v", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]-1 {
+			t.Fatalf("pages skip or repeat: %v", got)
+		}
+	}
+	mp, _ := db.Messages(ctx, gid(0), Page{Limit: 1})
+	m := mp.Messages[0]
+	if string(m.Content) != "hello 39 in group 0" || m.Direction != "received" || m.Epoch != 6 || strings.Contains(fmt.Sprint(m), "hello") {
+		t.Fatalf("newest message %v (content %q)", m, m.Content)
+	}
+	pend, err := db.PendingDeliveries(ctx, "inst-a", "welcome", 0, 10)
+	if err != nil || len(pend) != 2 || pend[0].Seq != 3 || pend[1].Seq != 5 || string(pend[1].Payload) != "payload-5" {
+		t.Fatalf("pending %+v, %v", pend, err)
+	}
+	if pend, _ := db.PendingDeliveries(ctx, "inst-a", "welcome", 3, 10); len(pend) != 1 || pend[0].Seq != 5 {
+		t.Fatalf("pending after 3: %+v", pend)
+	}
+	kps, err := db.AvailableKeyPackages(ctx)
+	if err != nil || len(kps) != 1 || !bytes.Equal(kps[0].Ref, kref(4)) || !kps[0].LastResort {
+		t.Fatalf("available key packages %+v, %v", kps, err)
+	}
+}
+
+func TestApplyTwiceIsNoop(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 2, 20)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 7})
+	applyAll(t, db, recs)
+	d1, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyAll(t, db, recs)
+	applyAll(t, db, recs[:len(recs)/2])
+	applyAll(t, db, recs[len(recs)-1:])
+	d2, _ := db.Digest(ctx)
+	if d := Compare(d1, d2); d != nil {
+		t.Fatalf("re-applying changed the model: %v", d)
+	}
+	// Resuming from the middle equals applying all at once.
+	db2 := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+	applyAll(t, db2, recs[:33])
+	applyAll(t, db2, recs[20:])
+	d3, _ := db2.Digest(ctx)
+	if d := Compare(d1, d3); d != nil {
+		t.Fatalf("resumed build differs: %v", d)
+	}
+}
+
+func TestApplyBatchIsAtomic(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 1, 20)
+	// Replace a commit in the middle by one that jumps an epoch.
+	bad := -1
+	for i, r := range recs {
+		if c, ok := r.Event.Body.(events.CommitApplied); ok && c.Epoch == 2 {
+			c.Epoch = 3
+			recs[i].Event.Body = c
+			bad = i
+			break
+		}
+	}
+	if bad < 10 {
+		t.Fatalf("no commit to corrupt in the middle (%d)", bad)
+	}
+	path := filepath.Join(t.TempDir(), "ro.db")
+	db := mustOpen(t, path, newKey(t), &Options{BatchSize: 1000})
+	empty, _ := db.Digest(ctx)
+	err := db.Apply(ctx, recs)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Seq != recs[bad].Seq || !errors.Is(err, ErrCannotApply) {
+		t.Fatalf("want ApplyError at seq %d wrapping ErrCannotApply, got %v", recs[bad].Seq, err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", recs[bad].Seq)) {
+		t.Fatalf("error does not name the sequence: %v", err)
+	}
+	after, _ := db.Digest(ctx)
+	if d := Compare(empty, after); d != nil {
+		t.Fatalf("part of the failed transaction committed: %v", d)
+	}
+	if cp, _ := db.Checkpoint(ctx); cp != 0 {
+		t.Fatalf("checkpoint moved to %d", cp)
+	}
+	// With smaller batches, the batches before the bad event commit and
+	// the checkpoint stops right before the failing batch.
+	db2 := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 4})
+	err = db2.Apply(ctx, recs)
+	if !errors.As(err, &ae) || ae.Seq != recs[bad].Seq {
+		t.Fatalf("small batches: %v", err)
+	}
+	cp, _ := db2.Checkpoint(ctx)
+	if want := recs[(bad/4)*4-1].Seq; cp != want {
+		t.Fatalf("checkpoint %d, want %d (end of the last good batch)", cp, want)
+	}
+	// The projector stays stopped at the bad event: retrying fails the same way.
+	if err := db2.Apply(ctx, recs); !errors.As(err, &ae) || ae.Seq != recs[bad].Seq {
+		t.Fatalf("retry: %v", err)
+	}
+}
+
+type alienBody struct{}
+
+func (alienBody) Kind() events.Kind     { return "alien.landed" }
+func (alienBody) SchemaVersion() uint16 { return 1 }
+
+func TestCannotApply(t *testing.T) {
+	base := func() *streamBuilder {
+		s := newStream("inst-a")
+		s.installation()
+		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, State: events.Secret("s0")})
+		s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 1, Payload: []byte("p"), IdempotencyKey: "k1"})
+		return s
+	}
+	cases := map[string]func(s *streamBuilder){
+		"unknown kind":         func(s *streamBuilder) { s.add(events.AggInstallation, "", alienBody{}) },
+		"commit to epoch N+2":  func(s *streamBuilder) { s.commit(0, 2, nil, nil) },
+		"commit unknown group": func(s *streamBuilder) { s.commit(7, 1, nil, nil) },
+		"ack never enqueued": func(s *streamBuilder) {
+			s.delivery("c", events.DeliveryAcknowledged{Recipient: "inst-a", Channel: "c", UpTo: 2})
+		},
+		"ack unknown queue": func(s *streamBuilder) {
+			s.delivery("d", events.DeliveryAcknowledged{Recipient: "inst-a", Channel: "d", UpTo: 1})
+		},
+		"enqueue gap": func(s *streamBuilder) {
+			s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 3})
+		},
+		"duplicate idempotency": func(s *streamBuilder) {
+			s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 2, IdempotencyKey: "k1"})
+		},
+		"expire unknown": func(s *streamBuilder) {
+			s.delivery("c", events.DeliveryExpired{Recipient: "inst-a", Channel: "c", Sequence: 9})
+		},
+		"second installation":  func(s *streamBuilder) { s.installation() },
+		"retire current epoch": func(s *streamBuilder) { s.group(0, events.EpochSecretsRetired{GroupID: gid(0), Epochs: []uint64{0}}) },
+		"publish unknown kp":   func(s *streamBuilder) { s.kpEvent(5, events.KeyPackagePublished{Ref: kref(5)}) },
+		"remove non-member":    func(s *streamBuilder) { s.group(0, events.MemberRemoved{GroupID: gid(0), Leaf: 4}) },
+		"message future epoch": func(s *streamBuilder) { s.message(0, 1, 1, true) },
+		"position gap": func(s *streamBuilder) {
+			r := s.group(0, events.ProposalStaged{GroupID: gid(0), ProposalRef: []byte("p")})
+			s.recs[len(s.recs)-1].Event.Position = r.Event.Position + 1
+		},
+		"other installation": func(s *streamBuilder) {
+			s.recs = append(s.recs, Record{Seq: s.seq + 1, Event: events.Event{
+				Aggregate: events.Aggregate{Installation: "inst-b", Type: events.AggGroup, ID: "aa"}, Position: 1,
+				Body: events.GroupCreated{GroupID: []byte{0xaa}}}})
+			s.seq++
+		},
+	}
+	for name, extend := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := base()
+			good := len(s.recs)
+			extend(s)
+			db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+			err := db.Apply(ctx, s.recs)
+			var ae *ApplyError
+			if !errors.As(err, &ae) || !errors.Is(err, ErrCannotApply) {
+				t.Fatalf("want ApplyError wrapping ErrCannotApply, got %v", err)
+			}
+			if ae.Seq != s.recs[good].Seq {
+				t.Fatalf("error names seq %d, want %d: %v", ae.Seq, s.recs[good].Seq, err)
+			}
+			if cp, _ := db.Checkpoint(ctx); cp != 0 {
+				t.Fatalf("checkpoint moved to %d although the batch failed", cp)
+			}
+		})
+	}
+	t.Run("out of order", func(t *testing.T) {
+		s := base()
+		recs := append([]Record{}, s.recs...)
+		recs[1], recs[2] = recs[2], recs[1]
+		db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+		if err := db.Apply(ctx, recs); !errors.Is(err, ErrCannotApply) {
+			t.Fatalf("out of order records applied: %v", err)
+		}
+	})
+}
+
+func TestRetention(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 1, 40) // group 0 ends at epoch 6
+	for _, max := range []int{3, 1} {
+		t.Run(fmt.Sprintf("maximum_past_epochs=%d", max), func(t *testing.T) {
+			db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{MaxPastEpochs: max})
+			applyAll(t, db, recs)
+			eps, err := db.Epochs(ctx, gid(0))
+			if err != nil || len(eps) != 7 {
+				t.Fatalf("epochs %d, %v", len(eps), err)
+			}
+			held := 0
+			for _, e := range eps {
+				if e.Retired != (e.State == nil) {
+					t.Fatalf("epoch %d: retired=%v with state %v", e.Epoch, e.Retired, e.State != nil)
+				}
+				if e.Epoch < 6 && e.State != nil {
+					held++
+					if e.Epoch < uint64(6-max) {
+						t.Fatalf("epoch %d still holds secrets", e.Epoch)
+					}
+				}
+			}
+			if held != max || eps[6].State == nil {
+				t.Fatalf("%d past epochs hold secrets, want %d (current held: %v)", held, max, eps[6].State != nil)
+			}
+		})
+	}
+	// Key packages: the private keys of at most two last-resort packages
+	// remain (current and previous); the consumed one-time package has none.
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+	applyAll(t, db, recs)
+	rows, err := db.SQL().Query(`SELECT ref, state, init_private_key IS NOT NULL, encryption_private_key IS NOT NULL FROM key_packages ORDER BY ref`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	want := map[string][2]any{"kp-0001": {"rotated", false}, "kp-0002": {"consumed", false}, "kp-0003": {"rotated", true}, "kp-0004": {"generated", true}}
+	n := 0
+	for rows.Next() {
+		var ref, state string
+		var hasInit, hasEnc bool
+		rows.Scan(&ref, &state, &hasInit, &hasEnc)
+		w := want[ref]
+		if state != w[0] || hasInit != w[1] || hasEnc != w[1] {
+			t.Errorf("key package %s: state %s private %v/%v, want %v", ref, state, hasInit, hasEnc, w)
+		}
+		n++
+	}
+	if n != 4 {
+		t.Fatalf("%d key packages", n)
+	}
+}
+
+func TestDeliveryQueue(t *testing.T) {
+	s := newStream("inst-a")
+	s.installation()
+	past := time.Now().Add(-time.Hour)
+	future := time.Now().Add(24 * time.Hour)
+	for i := uint64(1); i <= 4; i++ {
+		exp := future
+		if i == 2 {
+			exp = past
+		}
+		s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: i, Payload: []byte{byte(i)}, ExpiresAt: exp, IdempotencyKey: fmt.Sprint("k", i)})
+	}
+	s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 5, Payload: []byte{5}})
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil)
+	applyAll(t, db, s.recs)
+	seqs := func(after uint64, limit int) []uint64 {
+		t.Helper()
+		ds, err := db.PendingDeliveries(ctx, "inst-a", "c", after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, d := range ds {
+			out = append(out, d.Seq)
+		}
+		return out
+	}
+	// Seq 2 is past its expiry: not delivered although no expiry event yet.
+	if got := fmt.Sprint(seqs(0, 10)); got != "[1 3 4 5]" {
+		t.Fatalf("pending %s", got)
+	}
+	if got := fmt.Sprint(seqs(1, 2)); got != "[3 4]" {
+		t.Fatalf("pending after 1, limit 2: %s", got)
+	}
+	s.delivery("c", events.DeliveryExpired{Recipient: "inst-a", Channel: "c", Sequence: 2, ExpiresAt: past})
+	s.delivery("c", events.DeliveryAcknowledged{Recipient: "inst-a", Channel: "c", UpTo: 3})
+	s.delivery("c", events.DeliveryAcknowledged{Recipient: "inst-a", Channel: "c", UpTo: 1}) // older ack: no-op
+	applyAll(t, db, s.recs)
+	if got := fmt.Sprint(seqs(0, 10)); got != "[4 5]" {
+		t.Fatalf("pending after ack 3: %s", got)
+	}
+	var states string
+	if err := db.SQL().QueryRow(`SELECT group_concat(seq || ':' || state || ':' || (payload IS NULL), ',') FROM (SELECT * FROM deliveries ORDER BY seq)`).Scan(&states); err != nil {
+		t.Fatal(err)
+	}
+	if states != "1:acked:1,2:expired:1,3:acked:1,4:pending:0,5:pending:0" {
+		t.Fatalf("delivery rows %s", states)
+	}
+}

@@ -1,0 +1,237 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The benchmarks compare each operation with its raw SQLCipher building
+// block in the same run (see docs/read-model.md and docs/benchmarks.md):
+//
+//	BenchmarkApply vs BenchmarkRawInsert: replaying a stream into a fresh
+//	read model vs inserting the rows that replay produces with batched,
+//	prepared INSERTs (same connection settings, same batch size).
+//	BenchmarkRekeyReplay vs BenchmarkRekeyExport: rebuilding under a new
+//	key by replay vs SQLCipher's sqlcipher_export() into a new key.
+
+const benchBatch = 512
+
+func benchStream(b *testing.B) []Record {
+	return sampleStream(b, "inst-bench", 8, 500) // 5189 events, 4001 messages
+}
+
+// withMemorySecurity runs f as two sub-benchmarks, with SQLCipher's
+// process-wide cipher_memory_security on (this build's default) and off
+// (SQLCipher's default since 4.5); it dominates write costs (mlock/munlock
+// per allocation).
+func withMemorySecurity(b *testing.B, f func(b *testing.B)) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("memsec=%v", on), func(b *testing.B) {
+			if err := SetMemorySecurity(on); err != nil {
+				b.Fatal(err)
+			}
+			defer SetMemorySecurity(true)
+			f(b)
+		})
+	}
+}
+
+func BenchmarkApply(b *testing.B) { withMemorySecurity(b, benchApply) }
+
+func BenchmarkRawInsert(b *testing.B) { withMemorySecurity(b, benchRawInsert) }
+
+func benchApply(b *testing.B) {
+	recs := benchStream(b)
+	dir := b.TempDir()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		db, err := Open(filepath.Join(dir, fmt.Sprintf("apply-%d.db", i)), mustKey(b), &Options{BatchSize: benchBatch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := db.Apply(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(len(recs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+type tableRows struct {
+	insert string
+	rows   [][]any
+}
+
+// producedRows applies the stream once and reads back every row of every
+// table: the raw benchmark writes exactly these.
+func producedRows(b *testing.B, recs []Record) ([]tableRows, int) {
+	db, err := Open(filepath.Join(b.TempDir(), "src.db"), mustKey(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Apply(context.Background(), recs); err != nil {
+		b.Fatal(err)
+	}
+	ts, err := db.tables(context.Background(), db.sql)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []tableRows
+	total := 0
+	for _, t := range ts {
+		if t.name == "epochlog_meta" || t.name == "checkpoint" {
+			continue // created with the schema
+		}
+		var qs []string
+		var cols []string
+		for _, c := range t.cols {
+			cols = append(cols, quoteIdent(c))
+			qs = append(qs, "?")
+		}
+		tr := tableRows{insert: "INSERT INTO " + quoteIdent(t.name) + "(" + strings.Join(cols, ",") + ") VALUES (" + strings.Join(qs, ",") + ")"}
+		rows, err := db.sql.Query("SELECT " + strings.Join(cols, ",") + " FROM " + quoteIdent(t.name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				b.Fatal(err)
+			}
+			tr.rows = append(tr.rows, vals)
+		}
+		rows.Close()
+		total += len(tr.rows)
+		if t.name == "groups" || t.name == "delivery_queues" {
+			// Parents first, so every batch satisfies the foreign keys.
+			out = append([]tableRows{tr}, out...)
+		} else {
+			out = append(out, tr)
+		}
+	}
+	return out, total
+}
+
+func benchRawInsert(b *testing.B) {
+	recs := benchStream(b)
+	tables, total := producedRows(b, recs)
+	dir := b.TempDir()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		db, err := Open(filepath.Join(dir, fmt.Sprintf("raw-%d.db", i)), mustKey(b), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		n := 0
+		tx, err := db.w.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range tables {
+			st, err := tx.Prepare(t.insert)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, r := range t.rows {
+				if _, err := st.Exec(r...); err != nil {
+					b.Fatal(err)
+				}
+				n++
+				if n%benchBatch == 0 {
+					st.Close()
+					if _, err := tx.Exec(`UPDATE checkpoint SET seq = ? WHERE id = 1`, n); err != nil {
+						b.Fatal(err)
+					}
+					if err := tx.Commit(); err != nil {
+						b.Fatal(err)
+					}
+					if tx, err = db.w.Begin(); err != nil {
+						b.Fatal(err)
+					}
+					if st, err = tx.Prepare(t.insert); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			st.Close()
+		}
+		if _, err := tx.Exec(`UPDATE checkpoint SET seq = ? WHERE id = 1`, n); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(len(recs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRekeyReplay rebuilds the read model under a new key by replay
+// (open aside, apply, close), the operation rekey performs.
+func BenchmarkRekeyReplay(b *testing.B) { withMemorySecurity(b, benchRekeyReplay) }
+
+func benchRekeyReplay(b *testing.B) {
+	recs := benchStream(b)
+	dir := b.TempDir()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		db, err := Open(filepath.Join(dir, fmt.Sprintf("rekey-%d.db", i)), mustKey(b), &Options{BatchSize: benchBatch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Apply(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRekeyExport is the yardstick: sqlcipher_export() of the same
+// read model into a new file under a new key.
+func BenchmarkRekeyExport(b *testing.B) { withMemorySecurity(b, benchRekeyExport) }
+
+func benchRekeyExport(b *testing.B) {
+	recs := benchStream(b)
+	dir := b.TempDir()
+	src, err := Open(filepath.Join(dir, "src.db"), mustKey(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Apply(context.Background(), recs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if err := src.ExportTo(context.Background(), filepath.Join(dir, fmt.Sprintf("export-%d.db", i)), mustKey(b), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func mustKey(b testing.TB) Key {
+	k, err := GenerateRawKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
+}

@@ -1,0 +1,478 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha512"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
+)
+
+// PageSize is the SQLCipher 4 page size (cipher_compatibility = 4).
+const PageSize = 4096
+
+// applicationID marks an epochlog read model in the SQLite header
+// (PRAGMA application_id): "EPLG".
+const applicationID = 0x45504C47
+
+// formatMarker is the value of the "format" row of epochlog_meta.
+const formatMarker = "epochlog.readmodel"
+
+// Options configure Open. The zero value (or nil) means defaults.
+type Options struct {
+	// SchemaVersion is the schema a new database is created at and an
+	// older one is migrated to in place. 0 means LatestSchema.
+	SchemaVersion int
+	// BusyTimeout bounds how long a connection waits for a lock. Default 5s.
+	BusyTimeout time.Duration
+	// MaxPastEpochs is how many past epochs keep their secrets
+	// (maximum_past_epochs). Default 3.
+	MaxPastEpochs int
+	// BatchSize is how many events Apply puts in one transaction. Default 512.
+	BatchSize int
+	// SaltPath is the salt sidecar used for passphrase keys. Default
+	// SaltPath(path). A rebuild beside a live database points it at the
+	// live database's sidecar, so the swapped-in file opens with it.
+	SaltPath string
+	// Argon2 are the parameters written into a new salt sidecar. Default
+	// DefaultArgon2. Existing sidecars keep their own parameters.
+	Argon2 Argon2Params
+	// CheckIntegrity runs PRAGMA cipher_integrity_check and
+	// PRAGMA quick_check at Open (reads the whole file).
+	CheckIntegrity bool
+}
+
+func (o *Options) withDefaults(path string) Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.SchemaVersion == 0 {
+		r.SchemaVersion = LatestSchema
+	}
+	if r.BusyTimeout <= 0 {
+		r.BusyTimeout = 5 * time.Second
+	}
+	if r.MaxPastEpochs <= 0 {
+		r.MaxPastEpochs = 3
+	}
+	if r.BatchSize <= 0 {
+		r.BatchSize = 512
+	}
+	if r.SaltPath == "" {
+		r.SaltPath = SaltPath(path)
+	}
+	if r.Argon2 == (Argon2Params{}) {
+		r.Argon2 = DefaultArgon2
+	}
+	return r
+}
+
+// DB is one installation's read model. It is safe for concurrent use:
+// Apply calls are serialized on one writer connection, queries run on a
+// pool of readers (WAL lets them proceed while the projector writes).
+type DB struct {
+	path      string
+	opts      Options
+	plaintext bool
+	sql       *sql.DB // readers: deferred transactions, pooled
+	w         *sql.DB // the writer: one connection, BEGIN IMMEDIATE
+	schema    int
+	applyMu   sync.Mutex // one Apply at a time
+	closeOnce sync.Once
+}
+
+// Path returns the database file.
+func (db *DB) Path() string { return db.path }
+
+// SchemaVersion returns the schema version of the open database.
+func (db *DB) SchemaVersion() int { return db.schema }
+
+// SQL exposes the underlying reader pool for tooling (the replayer's
+// inspect, tests). Writes through it bypass the projector's invariants.
+func (db *DB) SQL() *sql.DB { return db.sql }
+
+// Close checkpoints the WAL and closes every connection.
+func (db *DB) Close() error {
+	var err error
+	db.closeOnce.Do(func() {
+		err = db.sql.Close()
+		if !db.plaintext {
+			_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		}
+		err = errors.Join(err, db.w.Close())
+		if err == nil && !db.plaintext {
+			err = fixModes(db.path)
+		}
+	})
+	return err
+}
+
+// Open opens (or creates) the read model at path with key. Every pooled
+// connection is keyed and hardened the same way (see docs/read-model.md).
+// Failures wrap ErrWrongKey, ErrCorrupt, ErrNotOurs or ErrSchemaTooNew in a
+// *FileError naming the file.
+func Open(path string, key Key, opts *Options) (*DB, error) {
+	o := opts.withDefaults(path)
+	fail := func(err error, hint string) (*DB, error) {
+		return nil, &FileError{Path: path, Op: "open", Err: err, Hint: hint}
+	}
+	if !key.Valid() {
+		return fail(errors.New("no key given (use RawKey, PassphraseKey or NoKey)"), "")
+	}
+	if strings.ContainsAny(path, "?#") || path == "" || strings.HasPrefix(path, "file:") {
+		return fail(errors.New("unsupported database path"), "use a plain file path without '?' or '#'")
+	}
+	if o.SchemaVersion < 1 || o.SchemaVersion > LatestSchema {
+		return fail(fmt.Errorf("%w: schema version %d requested, this code knows 1..%d", ErrSchemaTooNew, o.SchemaVersion, LatestSchema), "")
+	}
+	st, err := os.Stat(path)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fail(err, "")
+	}
+	if exists && !st.Mode().IsRegular() {
+		return fail(fmt.Errorf("%w: not a regular file", ErrNotOurs), "")
+	}
+	if key.IsPlaintext() {
+		if !exists {
+			return fail(errors.New("NoKey opens an existing unencrypted database only"), "unencrypted databases are never created")
+		}
+	}
+	if exists && st.Size() > 0 {
+		if err := checkHeader(path, st.Size(), key.IsPlaintext()); err != nil {
+			return fail(err, hintFor(err))
+		}
+	} else if !key.IsPlaintext() {
+		if err := prepareFile(path); err != nil {
+			return fail(err, "")
+		}
+	}
+	var raw []byte
+	if !key.IsPlaintext() {
+		raw, err = rawKeyFor(key, o.SaltPath, o.Argon2, !exists || st.Size() == 0)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fail(fmt.Errorf("%w: salt sidecar %s is missing", ErrWrongKey, o.SaltPath), "a passphrase key needs the salt file the database was created with")
+			}
+			return fail(err, "")
+		}
+	}
+	wdb := sql.OpenDB(newConnector(path, raw, o, "immediate"))
+	wdb.SetMaxOpenConns(1)
+	sdb := sql.OpenDB(newConnector(path, raw, o, "deferred"))
+	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), sql: sdb, w: wdb}
+	if err := db.init(context.Background(), raw); err != nil {
+		wdb.Close()
+		sdb.Close()
+		var fe *FileError
+		if errors.As(err, &fe) {
+			return nil, err
+		}
+		return fail(err, hintFor(err))
+	}
+	if !db.plaintext {
+		if err := fixModes(path); err != nil {
+			wdb.Close()
+			sdb.Close()
+			return fail(err, "")
+		}
+	}
+	return db, nil
+}
+
+func hintFor(err error) string {
+	switch {
+	case errors.Is(err, ErrWrongKey):
+		return "check the key (and for a passphrase, its salt sidecar)"
+	case errors.Is(err, ErrCorrupt):
+		return "rebuild the read model from the event stream"
+	case errors.Is(err, ErrSchemaTooNew):
+		return "use a newer epochlog, or rebuild at this version from the stream"
+	case errors.Is(err, ErrNotOurs):
+		return "point at an epochlog read model"
+	}
+	return ""
+}
+
+// prepareFile creates the directory (0700) and an empty database file
+// (0600) before SQLite does, so the modes never depend on the umask.
+func prepareFile(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// fixModes sets 0600 on the database and every sidecar that exists. SQLite
+// creates -wal/-shm with the database's mode; this is belt and braces for
+// files created by other tools.
+func fixModes(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+var sqliteHeader = []byte("SQLite format 3\x00")
+
+// checkHeader classifies a non-empty file before SQLite touches it.
+func checkHeader(path string, size int64, plaintext bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hdr := make([]byte, 16)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		return fmt.Errorf("%w: shorter than a database header", ErrNotOurs)
+	}
+	isPlain := bytes.Equal(hdr, sqliteHeader)
+	switch {
+	case plaintext && !isPlain:
+		return fmt.Errorf("%w: the file is encrypted but no key was given", ErrWrongKey)
+	case !plaintext && isPlain:
+		return fmt.Errorf("%w: unencrypted SQLite file", ErrNotOurs)
+	case !plaintext && size%PageSize != 0:
+		return fmt.Errorf("%w: size %d is not a multiple of the %d-byte SQLCipher 4 page", ErrNotOurs, size, PageSize)
+	}
+	return nil
+}
+
+// connector opens keyed, hardened connections. The key goes into the DSN
+// (the driver runs PRAGMA key before anything else, which SQLCipher
+// requires); the DSN exists only here and is never printed.
+type connector struct {
+	dsn string
+	drv *sqlite3.SQLiteDriver
+}
+
+func newConnector(path string, raw []byte, o Options, txlock string) *connector {
+	q := url.Values{}
+	q.Set("_busy_timeout", fmt.Sprint(o.BusyTimeout.Milliseconds()))
+	q.Set("_foreign_keys", "1")
+	q.Set("_txlock", txlock)
+	encrypted := raw != nil
+	if encrypted {
+		// The driver runs `PRAGMA key = "<value>";` through sqlite3_exec,
+		// which executes every statement in the string: this puts
+		// cipher_compatibility = 4 right after the key, before anything
+		// reads the file (setting it later fails in SQLCipher). The value
+		// is hex we produce, so nothing user-supplied reaches this SQL.
+		q.Set("_pragma_key", "x'"+hex.EncodeToString(raw)+"'\"; PRAGMA cipher_compatibility = 4; --")
+		q.Set("_pragma_cipher_page_size", fmt.Sprint(PageSize))
+		q.Set("_journal_mode", "WAL")
+		q.Set("_sync", "NORMAL")
+	} else {
+		q.Set("_query_only", "1")
+	}
+	return &connector{
+		dsn: path + "?" + q.Encode(),
+		drv: &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error { return harden(c, encrypted) }},
+	}
+}
+
+func (c *connector) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		// SQLite's own errors carry its message, never the DSN; anything
+		// else (DSN parsing) is replaced so the key cannot leak through it.
+		var se sqlite3.Error
+		if errors.As(err, &se) {
+			return nil, se
+		}
+		return nil, errors.New("sqlcipher: open failed")
+	}
+	return conn, nil
+}
+
+func (c *connector) Driver() driver.Driver { return c.drv }
+
+// harden runs on every new connection, after the driver has set the key,
+// the page size, the busy timeout, foreign keys and the journal mode.
+func harden(c *sqlite3.SQLiteConn, encrypted bool) error {
+	exec := func(q string) error {
+		_, err := c.Exec(q, nil)
+		return err
+	}
+	for _, q := range []string{
+		"PRAGMA temp_store = MEMORY",
+		"PRAGMA foreign_keys = ON",
+		"PRAGMA trusted_schema = OFF",
+	} {
+		if err := exec(q); err != nil {
+			return err
+		}
+	}
+	return checkSettings(c, encrypted)
+}
+
+// checkSettings confirms a connection runs with the settings the file
+// format and the hardening promise; a connection that does not is refused.
+func checkSettings(c *sqlite3.SQLiteConn, encrypted bool) error {
+	want := [][2]string{{"temp_store", "2"}, {"foreign_keys", "1"}}
+	if encrypted {
+		want = append(want,
+			[2]string{"cipher_page_size", "4096"},
+			[2]string{"cipher_hmac_algorithm", "HMAC_SHA512"},
+			[2]string{"cipher_kdf_algorithm", "PBKDF2_HMAC_SHA512"},
+			[2]string{"kdf_iter", "256000"},
+			[2]string{"journal_mode", "wal"},
+		)
+	}
+	for _, w := range want {
+		rows, err := c.Query("PRAGMA "+w[0], nil)
+		if err != nil {
+			return err
+		}
+		dest := make([]driver.Value, len(rows.Columns()))
+		err = rows.Next(dest)
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("read PRAGMA %s: %w", w[0], err)
+		}
+		if got := fmt.Sprint(asString(dest[0])); !strings.EqualFold(got, w[1]) {
+			return fmt.Errorf("connection hardening failed: PRAGMA %s = %s, want %s", w[0], got, w[1])
+		}
+	}
+	return nil
+}
+
+func asString(v driver.Value) string {
+	if b, ok := v.([]byte); ok {
+		return string(b)
+	}
+	return fmt.Sprint(v)
+}
+
+// sqliteCode returns the primary SQLite result code inside err, or 0.
+func sqliteCode(err error) sqlite3.ErrNo {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
+// classify maps SQLite failures to the sentinels. raw is the key (nil for
+// plaintext); it is used to tell a wrong key from a damaged file by
+// checking page HMACs the way SQLCipher 4 computes them.
+func (db *DB) classify(err error, raw []byte) error {
+	switch sqliteCode(err) {
+	case sqlite3.ErrNotADB:
+		if raw == nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		ok, cerr := anyPageAuthenticates(db.path, raw)
+		if cerr != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, cerr)
+		}
+		if ok {
+			return fmt.Errorf("%w: pages fail authentication", ErrCorrupt)
+		}
+		return ErrWrongKey
+	case sqlite3.ErrCorrupt:
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return err
+}
+
+// wrapErr turns a runtime SQLite error into a FileError with a sentinel
+// where one applies.
+func (db *DB) wrapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch sqliteCode(err) {
+	case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
+		return &FileError{Path: db.path, Op: op, Err: fmt.Errorf("%w: %v", ErrCorrupt, err), Hint: hintFor(ErrCorrupt)}
+	}
+	return &FileError{Path: db.path, Op: op, Err: err}
+}
+
+// SQLCipher 4 page layout with HMAC-SHA512: each page ends with a reserve
+// of IV (16) + HMAC (64) bytes; page 1 starts with the 16-byte salt.
+const (
+	reserveIV   = 16
+	reserveHMAC = 64
+	saltMask    = 0x3a
+	fastKDFIter = 2
+)
+
+// anyPageAuthenticates reports whether any page of the file (up to a few
+// hundred) carries a valid SQLCipher 4 HMAC under raw. A wrong key fails
+// on every page; a damaged file still has authentic pages.
+func anyPageAuthenticates(path string, raw []byte) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	page := make([]byte, PageSize)
+	if _, err := io.ReadFull(f, page); err != nil {
+		return false, err
+	}
+	salt := make([]byte, 16)
+	copy(salt, page[:16])
+	for i := range salt {
+		salt[i] ^= saltMask
+	}
+	hkey, err := pbkdf2.Key(sha512.New, string(raw), salt, fastKDFIter, KeySize)
+	if err != nil {
+		return false, err
+	}
+	check := func(pgno uint32, p []byte) bool {
+		start := 0
+		if pgno == 1 {
+			start = 16
+		}
+		end := PageSize - reserveHMAC
+		m := hmac.New(sha512.New, hkey)
+		m.Write(p[start:end])
+		m.Write([]byte{byte(pgno), byte(pgno >> 8), byte(pgno >> 16), byte(pgno >> 24)})
+		return hmac.Equal(m.Sum(nil), p[end:])
+	}
+	if check(1, page) {
+		return true, nil
+	}
+	for pgno := uint32(2); pgno <= 512; pgno++ {
+		if _, err := io.ReadFull(f, page); err != nil {
+			break
+		}
+		if check(pgno, page) {
+			return true, nil
+		}
+	}
+	return false, nil
+}

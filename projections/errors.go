@@ -1,0 +1,75 @@
+package projections
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers test them with errors.Is; the concrete errors
+// returned carry the file or stream sequence they are about.
+var (
+	// ErrWrongKey means the file looks like a SQLCipher database but the
+	// key does not open it (no page authenticates under the key).
+	ErrWrongKey = errors.New("projections: wrong key for database")
+	// ErrCorrupt means the key is right (some page authenticates) but the
+	// file is damaged: a page fails authentication or SQLite reports
+	// corruption.
+	ErrCorrupt = errors.New("projections: database is corrupt")
+	// ErrNotOurs means the file opens but is not an epochlog read model
+	// (missing or foreign schema marker), or is not a SQLCipher 4 file at all.
+	ErrNotOurs = errors.New("projections: not an epochlog read model")
+	// ErrSchemaTooNew means the database's schema version (PRAGMA
+	// user_version) is newer than this code knows: downgrades are refused.
+	ErrSchemaTooNew = errors.New("projections: schema version newer than this code")
+	// ErrCannotApply means an event cannot be applied to the read model
+	// (unknown kind, impossible transition, inconsistent input). The
+	// projector must stop: nothing is ever skipped.
+	ErrCannotApply = errors.New("projections: cannot apply event")
+)
+
+// FileError reports a failure about one database file. It never contains
+// key material.
+type FileError struct {
+	Path string // the database file
+	Op   string // what was being done: "open", "migrate", "swap", ...
+	Err  error  // wraps one of the sentinels where one applies
+	Hint string // what an operator can do about it, if anything
+}
+
+// Error describes the failure with the file, the operation and a hint.
+func (e *FileError) Error() string {
+	s := fmt.Sprintf("%s %s: %v", e.Op, e.Path, e.Err)
+	if e.Hint != "" {
+		s += " (hint: " + e.Hint + ")"
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *FileError) Unwrap() error { return e.Err }
+
+// ApplyError reports an event that could not be applied. The projector
+// stops at Seq; nothing of the failing transaction was committed.
+type ApplyError struct {
+	Seq  uint64 // stream sequence of the event that failed
+	Kind string // the event kind, if known
+	Op   string // what the applier was doing
+	Err  error  // the cause; errors.Is(err, ErrCannotApply) holds for refused events
+}
+
+// Error names the stream sequence, the kind and the cause.
+func (e *ApplyError) Error() string {
+	k := e.Kind
+	if k == "" {
+		k = "?"
+	}
+	return fmt.Sprintf("projections: apply stream sequence %d (%s): %s: %v", e.Seq, k, e.Op, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// cannot builds the cause for an event the model refuses.
+func cannot(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCannotApply}, args...)...)
+}

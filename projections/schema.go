@@ -1,0 +1,309 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// LatestSchema is the newest schema version this code knows. A database
+// with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
+const LatestSchema = 2
+
+// schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
+// from event times, never from the wall clock, so two replays of one
+// stream give identical rows. Columns marked "secret" hold key material or
+// plaintext; they exist only inside the encrypted file.
+var schemaV1 = []string{
+	`CREATE TABLE epochlog_meta (
+		name  TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	) WITHOUT ROWID`,
+	`CREATE TABLE checkpoint (
+		id  INTEGER PRIMARY KEY CHECK (id = 1),
+		seq INTEGER NOT NULL
+	)`,
+	`CREATE TABLE aggregate_positions (
+		installation TEXT NOT NULL,
+		agg_type     TEXT NOT NULL,
+		agg_id       TEXT NOT NULL,
+		position     INTEGER NOT NULL,
+		PRIMARY KEY (installation, agg_type, agg_id)
+	) WITHOUT ROWID`,
+	`CREATE TABLE installation (
+		id                    INTEGER PRIMARY KEY CHECK (id = 1),
+		installation_id       TEXT NOT NULL,
+		ciphersuite           INTEGER NOT NULL,
+		signature_public_key  BLOB NOT NULL,
+		signature_private_key BLOB,
+		credential            BLOB NOT NULL,
+		created_at            INTEGER NOT NULL
+	)`,
+	`CREATE TABLE key_packages (
+		ref                    BLOB PRIMARY KEY,
+		ciphersuite            INTEGER NOT NULL,
+		key_package            BLOB NOT NULL,
+		last_resort            INTEGER NOT NULL,
+		state                  TEXT NOT NULL CHECK (state IN ('generated','published','consumed','rotated')),
+		init_private_key       BLOB,
+		encryption_private_key BLOB,
+		generated_at           INTEGER NOT NULL,
+		published_at           INTEGER,
+		destination            TEXT,
+		consumed_at            INTEGER,
+		consumed_group         BLOB,
+		rotated_at             INTEGER,
+		replaced_by            BLOB
+	) WITHOUT ROWID`,
+	`CREATE TABLE groups (
+		group_id                  BLOB PRIMARY KEY,
+		ciphersuite               INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		state                     BLOB NOT NULL,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		joined_via                TEXT NOT NULL CHECK (joined_via IN ('created','welcome')),
+		created_at                INTEGER NOT NULL,
+		updated_at                INTEGER NOT NULL
+	) WITHOUT ROWID`,
+	`CREATE TABLE members (
+		group_id      BLOB NOT NULL REFERENCES groups(group_id),
+		leaf          INTEGER NOT NULL,
+		identity      BLOB NOT NULL,
+		added_epoch   INTEGER NOT NULL,
+		removed_epoch INTEGER,
+		PRIMARY KEY (group_id, leaf)
+	) WITHOUT ROWID`,
+	`CREATE TABLE epochs (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		epoch                     INTEGER NOT NULL,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_message            BLOB,
+		state                     BLOB,
+		retired                   INTEGER NOT NULL DEFAULT 0,
+		created_at                INTEGER NOT NULL,
+		PRIMARY KEY (group_id, epoch)
+	) WITHOUT ROWID`,
+	`CREATE TABLE proposals (
+		group_id      BLOB NOT NULL REFERENCES groups(group_id),
+		proposal_ref  BLOB NOT NULL,
+		epoch         INTEGER NOT NULL,
+		proposal_type INTEGER NOT NULL,
+		sender_leaf   INTEGER NOT NULL,
+		proposal      BLOB NOT NULL,
+		PRIMARY KEY (group_id, proposal_ref)
+	) WITHOUT ROWID`,
+	`CREATE TABLE messages (
+		group_id           BLOB NOT NULL REFERENCES groups(group_id),
+		ordinal            INTEGER NOT NULL,
+		message_id         BLOB NOT NULL,
+		epoch              INTEGER NOT NULL,
+		sender_leaf        INTEGER NOT NULL,
+		sender             TEXT NOT NULL,
+		direction          TEXT NOT NULL CHECK (direction IN ('sent','received')),
+		content            BLOB NOT NULL,
+		authenticated_data BLOB NOT NULL,
+		sent_at            INTEGER NOT NULL,
+		PRIMARY KEY (group_id, ordinal),
+		UNIQUE (group_id, message_id)
+	) WITHOUT ROWID`,
+	`CREATE TABLE delivery_queues (
+		recipient TEXT NOT NULL,
+		channel   TEXT NOT NULL,
+		last_seq  INTEGER NOT NULL,
+		acked_seq INTEGER NOT NULL,
+		PRIMARY KEY (recipient, channel)
+	) WITHOUT ROWID`,
+	`CREATE TABLE deliveries (
+		recipient       TEXT NOT NULL,
+		channel         TEXT NOT NULL,
+		seq             INTEGER NOT NULL,
+		payload         BLOB,
+		expires_at      INTEGER,
+		idempotency_key TEXT UNIQUE,
+		enqueued_at     INTEGER NOT NULL,
+		state           TEXT NOT NULL CHECK (state IN ('pending','acked','expired')),
+		PRIMARY KEY (recipient, channel, seq),
+		FOREIGN KEY (recipient, channel) REFERENCES delivery_queues(recipient, channel)
+	) WITHOUT ROWID`,
+}
+
+// migrateV2 is the one real schema change: groups learn when their last
+// message was sent (conversation lists sort by it), with an index for that
+// sort. The backfill computes it from messages, so an in-place migration
+// gives the same content as a fresh v2 build.
+var migrateV2 = []string{
+	`ALTER TABLE groups ADD COLUMN last_message_at INTEGER`,
+	`UPDATE groups SET last_message_at =
+		(SELECT max(sent_at) FROM messages m WHERE m.group_id = groups.group_id)`,
+	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
+}
+
+// init validates or creates the schema on a fresh handle.
+func (db *DB) init(ctx context.Context, raw []byte) error {
+	conn, err := db.w.Conn(ctx)
+	if err != nil {
+		return db.classify(err, raw)
+	}
+	defer conn.Close()
+	var appID, userVersion, tables int
+	row := conn.QueryRowContext(ctx, `SELECT (SELECT application_id FROM pragma_application_id),
+		(SELECT user_version FROM pragma_user_version),
+		(SELECT count(*) FROM sqlite_master)`)
+	if err := row.Scan(&appID, &userVersion, &tables); err != nil {
+		return db.classify(err, raw)
+	}
+	if tables == 0 && appID == 0 && userVersion == 0 {
+		if db.plaintext {
+			return fmt.Errorf("%w: empty database", ErrNotOurs)
+		}
+		if err := db.create(ctx, conn, db.opts.SchemaVersion); err != nil {
+			return err
+		}
+		db.schema = db.opts.SchemaVersion
+		return nil
+	}
+	if appID != applicationID {
+		return fmt.Errorf("%w: application_id %#x", ErrNotOurs, appID)
+	}
+	var marker string
+	err = conn.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = 'format'`).Scan(&marker)
+	if err != nil || marker != formatMarker {
+		return fmt.Errorf("%w: missing schema marker", ErrNotOurs)
+	}
+	if userVersion > LatestSchema {
+		return fmt.Errorf("%w: file has schema %d, this code knows up to %d", ErrSchemaTooNew, userVersion, LatestSchema)
+	}
+	if userVersion > db.opts.SchemaVersion {
+		return fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, userVersion, db.opts.SchemaVersion)
+	}
+	if userVersion < 1 {
+		return fmt.Errorf("%w: schema version %d", ErrNotOurs, userVersion)
+	}
+	db.schema = userVersion
+	if userVersion < db.opts.SchemaVersion {
+		if db.plaintext {
+			// A migration source is read-only; it is read at its version.
+			return nil
+		}
+		if err := db.migrate(ctx, conn, db.opts.SchemaVersion); err != nil {
+			return err
+		}
+	}
+	if db.opts.CheckIntegrity {
+		if err := db.integrity(ctx, conn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmts := append([]string{}, schemaV1...)
+	if version >= 2 {
+		stmts = append(stmts, migrateV2...)
+	}
+	stmts = append(stmts,
+		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
+		fmt.Sprintf("PRAGMA user_version = %d", version),
+		`INSERT INTO epochlog_meta(name, value) VALUES ('format', '`+formatMarker+`')`,
+		`INSERT INTO checkpoint(id, seq) VALUES (1, 0)`,
+	)
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create schema v%d: %w", version, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// migrate upgrades the schema in place, one version per transaction, with
+// user_version updated in the same transaction as the change.
+func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
+	for v := db.schema + 1; v <= to; v++ {
+		var stmts []string
+		switch v {
+		case 2:
+			stmts = migrateV2
+		default:
+			return fmt.Errorf("no migration to schema %d", v)
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return db.wrapErr("migrate", err)
+		}
+		for _, s := range stmts {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				tx.Rollback()
+				return &FileError{Path: db.path, Op: "migrate", Err: fmt.Errorf("to schema %d: %w", v, err)}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+			tx.Rollback()
+			return db.wrapErr("migrate", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return db.wrapErr("migrate", err)
+		}
+		db.schema = v
+	}
+	return nil
+}
+
+// IntegrityCheck verifies every page's HMAC (PRAGMA cipher_integrity_check)
+// and the b-tree structure (PRAGMA quick_check). Damage is ErrCorrupt.
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	conn, err := db.sql.Conn(ctx)
+	if err != nil {
+		return db.wrapErr("integrity check", err)
+	}
+	defer conn.Close()
+	return db.integrity(ctx, conn)
+}
+
+func (db *DB) integrity(ctx context.Context, conn *sql.Conn) error {
+	corrupt := func(what string) error {
+		return &FileError{Path: db.path, Op: "integrity check", Err: fmt.Errorf("%w: %s", ErrCorrupt, what), Hint: hintFor(ErrCorrupt)}
+	}
+	if !db.plaintext {
+		rows, err := conn.QueryContext(ctx, "PRAGMA cipher_integrity_check")
+		if err != nil {
+			return db.wrapErr("integrity check", err)
+		}
+		var problems []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return db.wrapErr("integrity check", err)
+			}
+			problems = append(problems, s)
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return db.wrapErr("integrity check", err)
+		}
+		rows.Close()
+		if len(problems) > 0 {
+			return corrupt(strings.Join(problems, "; "))
+		}
+	}
+	var res string
+	if err := conn.QueryRowContext(ctx, "PRAGMA quick_check(1)").Scan(&res); err != nil {
+		return db.wrapErr("integrity check", err)
+	}
+	if res != "ok" {
+		return corrupt(res)
+	}
+	return nil
+}
+
+var errNoRow = errors.New("no such row")

@@ -1,0 +1,108 @@
+package projections
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// BuildAside returns a fresh temporary path in dir for rebuilding the
+// read model named name (e.g. "installation.db") beside the live one: same
+// directory, hence same file system, so Swap's rename is atomic. Nothing
+// is created; Open creates the file. Leftovers of an interrupted rebuild
+// match "<name>.rebuild-*" and can be removed with RemoveAside.
+func BuildAside(dir, name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, os.PathSeparator) {
+		return "", fmt.Errorf("projections: bad database name %q", name)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name+".rebuild-"+hex.EncodeToString(b[:])), nil
+}
+
+// RemoveAside deletes a temporary database and its sidecars (used after a
+// failed or abandoned rebuild). It never touches the salt sidecar of a
+// live database.
+func RemoveAside(tmp string) error {
+	var errs []error
+	for _, p := range []string{tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Swap replaces the live database with the rebuilt one at tmp, durably and
+// atomically. tmp must be closed (DB.Close checkpoints its WAL into the
+// main file); the live database must be closed by every user first.
+//
+// The sequence: (1) refuse if tmp still has a non-empty -wal (not fully
+// checkpointed); (2) fsync tmp; (3) remove the live database's stale -wal
+// and -shm, which belong to the old file and would otherwise be replayed
+// into the new one (the live one was closed, so its WAL is checkpointed and
+// these hold nothing the old file lacks); (4) rename tmp over live; (5)
+// fsync the directory. A crash before (4) leaves the old database intact;
+// after it, the new one complete. Any failure before (4) leaves live as it
+// was.
+func Swap(tmp, live string) error {
+	fail := func(err error) error {
+		return &FileError{Path: live, Op: "swap", Err: err, Hint: "the live database is unchanged; rebuild again"}
+	}
+	if filepath.Dir(filepath.Clean(tmp)) != filepath.Dir(filepath.Clean(live)) {
+		return fail(fmt.Errorf("rebuilt file %s is not in the live database's directory", tmp))
+	}
+	if st, err := os.Stat(tmp + "-wal"); err == nil && st.Size() > 0 {
+		return fail(fmt.Errorf("rebuilt file %s still has a write-ahead log: close it before swapping", tmp))
+	}
+	st, err := os.Stat(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	if st.Size() == 0 || st.Size()%PageSize != 0 {
+		return fail(fmt.Errorf("rebuilt file %s has size %d: not a complete database", tmp, st.Size()))
+	}
+	if err := fsyncFile(tmp); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(err)
+	}
+	// If live has a non-empty WAL, someone still has it open or it was not
+	// closed cleanly: its last transactions would be lost. Refuse.
+	if st, err := os.Stat(live + "-wal"); err == nil && st.Size() > 0 {
+		return fail(fmt.Errorf("live database %s has a non-empty write-ahead log: close every user first", live))
+	}
+	for _, p := range []string{live + "-wal", live + "-shm", tmp + "-wal", tmp + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(err)
+		}
+	}
+	if err := os.Rename(tmp, live); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(filepath.Dir(live)); err != nil {
+		// The rename happened; only its durability is in doubt.
+		return &FileError{Path: live, Op: "swap", Err: fmt.Errorf("fsync directory: %w", err)}
+	}
+	return nil
+}
+
+func fsyncFile(p string) error {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
