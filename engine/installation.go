@@ -1,0 +1,324 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// Sentinel errors of the Installation API. Test with errors.Is.
+var (
+	// ErrInstallationExists means CreateInstallation found the installation
+	// already created on the log; open it with OpenInstallation instead.
+	ErrInstallationExists = errors.New("engine: installation already exists")
+
+	// ErrNoInstallation means OpenInstallation found no installation.created
+	// event for the id: create it first.
+	ErrNoInstallation = errors.New("engine: installation does not exist")
+
+	// ErrUnknownGroup means an operation named a group this installation is
+	// not in (never created or joined).
+	ErrUnknownGroup = errors.New("engine: unknown group")
+
+	// ErrEpochRetired means an application message belongs to an epoch
+	// whose secrets were retired (older than maximum_past_epochs): it can
+	// no longer be decrypted, by design (forward secrecy).
+	ErrEpochRetired = errors.New("engine: message from a retired epoch")
+
+	// ErrDuplicateMessage means an application message was already
+	// received (same ciphertext): a redelivery, refused so it is not
+	// recorded twice.
+	ErrDuplicateMessage = errors.New("engine: message already received")
+
+	// ErrNoKeyPackage means a Welcome names none of this installation's key
+	// packages whose private keys are still held.
+	ErrNoKeyPackage = errors.New("engine: welcome uses no key package of this installation")
+
+	// ErrUnsupportedMessage means Receive got a message kind the engine
+	// does not process (a standalone proposal, a GroupInfo, a KeyPackage).
+	ErrUnsupportedMessage = errors.New("engine: unsupported message")
+
+	// ErrMLSMismatch means replay re-derived an MLS transition and it does
+	// not match what was recorded (epoch authenticator, epoch, state), or
+	// a group's events are missing or out of order. The *RecordError
+	// wrapping it names the stream sequence.
+	ErrMLSMismatch = errors.New("engine: recorded MLS transition does not verify")
+
+	// ErrNotProjected means an operation's events are durable (the
+	// operation happened, and its result is returned alongside this
+	// error) but the read model could not be brought up to date with
+	// them. Deliver the result; CatchUp later.
+	ErrNotProjected = errors.New("engine: events recorded but not yet projected")
+
+	// ErrTooManyConflicts means an operation lost the race for its group
+	// on every attempt (see InstallationOptions.MaxAttempts).
+	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
+)
+
+// Defaults of InstallationOptions.
+const (
+	DefaultCiphersuite    = uint16(ciphersuite.MLS128DHKEMX25519ChaCha20Poly1305SHA256Ed25519)
+	DefaultUpdateInterval = 24 * time.Hour
+	DefaultMaxAttempts    = 8
+)
+
+// InstallationOptions tune an Installation. The zero value (or nil) means
+// defaults.
+type InstallationOptions struct {
+	// Ciphersuite of a new installation (default 3,
+	// MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519). An existing
+	// installation keeps the one it was created with.
+	Ciphersuite uint16
+	// MaxPastEpochs is maximum_past_epochs: how many past epochs keep their
+	// secrets for late application messages (default 3).
+	MaxPastEpochs int
+	// UpdateInterval is how old this member's last path update may get
+	// before Send first commits a fresh one (default 24h). A member that
+	// joined from a Welcome always updates before its first message.
+	UpdateInterval time.Duration
+	// MaxAttempts bounds the retries of an operation that loses races for
+	// its group (default 8).
+	MaxAttempts int
+	// DB are the read model's options; MaxPastEpochs is set from above.
+	DB projections.Options
+	// Now is the clock (default time.Now); tests move it forward.
+	Now func() time.Time
+}
+
+func (o *InstallationOptions) withDefaults() InstallationOptions {
+	var r InstallationOptions
+	if o != nil {
+		r = *o
+	}
+	if r.Ciphersuite == 0 {
+		r.Ciphersuite = DefaultCiphersuite
+	}
+	if r.MaxPastEpochs == 0 {
+		r.MaxPastEpochs = mls.DefaultMaxPastEpochs
+	}
+	if r.UpdateInterval == 0 {
+		r.UpdateInterval = DefaultUpdateInterval
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = DefaultMaxAttempts
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	r.DB.MaxPastEpochs = r.MaxPastEpochs
+	return r
+}
+
+// Installation is one app on one device acting through the engine: its MLS
+// identity (signature key and basic credential whose identity is the
+// installation id), the event log its transitions are recorded in (sealed
+// with the log's keyring), and its SQLCipher read model. Every operation
+// appends its events as one atomic batch with optimistic concurrency on the
+// aggregate, then projects them; its result (the messages to deliver) is
+// returned only once the events are durable. It is safe for concurrent use;
+// operations are serialized.
+type Installation struct {
+	log   *Log
+	id    events.InstallationID
+	db    *projections.DB
+	cs    *ciphersuite.CipherSuite
+	sig   *ciphersuite.SignaturePrivateKey
+	cred  mls.Credential
+	opts  InstallationOptions
+	mu    sync.Mutex
+	group map[string]*groupState // by string(group id); a cache of the read model
+}
+
+// CreateInstallation creates installation id: it draws a signature key,
+// appends installation.created and opens (creating) the read model at
+// dbPath under key. An id that already exists is ErrInstallationExists.
+func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
+	o := opts.withDefaults()
+	if err := id.Validate(); err != nil {
+		return nil, err
+	}
+	cs, err := ciphersuite.Lookup(ciphersuite.Suite(o.Ciphersuite))
+	if err != nil {
+		return nil, fmt.Errorf("engine: installation %s: %w", id, err)
+	}
+	sig, err := cs.GenerateSignatureKey()
+	if err != nil {
+		return nil, fmt.Errorf("engine: installation %s: signature key: %w", id, err)
+	}
+	cred := mls.NewBasicCredential([]byte(id))
+	ev := events.Event{
+		Aggregate: events.Aggregate{Installation: id, Type: events.AggInstallation},
+		Time:      o.Now().UTC(),
+		Body: events.InstallationCreated{
+			Installation:        id,
+			Ciphersuite:         o.Ciphersuite,
+			SignaturePublicKey:  sig.PublicKey(),
+			SignaturePrivateKey: events.Secret(sig.Bytes()),
+			Credential:          encodeBasicCredential([]byte(id)),
+		},
+	}
+	if _, err := l.Append(ctx, 0, ev); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
+		}
+		return nil, fmt.Errorf("engine: create installation %s: %w", id, err)
+	}
+	db, err := projections.Open(dbPath, key, &o.DB)
+	if err != nil {
+		return nil, err
+	}
+	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}}
+	if err := in.project(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// OpenInstallation opens an existing installation: it opens the read model
+// at dbPath (creating it empty if it is missing) and resumes it from its
+// checkpoint by catching up with the log, then loads the identity from it.
+// An id with no installation.created event is ErrNoInstallation.
+func OpenInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
+	o := opts.withDefaults()
+	if err := id.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := projections.Open(dbPath, key, &o.DB)
+	if err != nil {
+		return nil, err
+	}
+	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}}
+	if err := in.project(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	var suite int64
+	var priv []byte
+	var instID string
+	err = db.SQL().QueryRowContext(ctx, `SELECT installation_id, ciphersuite, signature_private_key FROM installation WHERE id = 1`).Scan(&instID, &suite, &priv)
+	if errors.Is(err, sql.ErrNoRows) {
+		db.Close()
+		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
+	}
+	if events.InstallationID(instID) != id {
+		db.Close()
+		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q", id, dbPath, instID)
+	}
+	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(suite)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
+	}
+	if in.sig, err = in.cs.ParseSignaturePrivateKey(priv); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("engine: open installation %s: signature key: %w", id, err)
+	}
+	in.cred = mls.NewBasicCredential([]byte(id))
+	in.opts.Ciphersuite = uint16(suite)
+	return in, nil
+}
+
+// ID returns the installation id.
+func (in *Installation) ID() events.InstallationID { return in.id }
+
+// DB returns the read model (for queries; the Installation is its only
+// writer).
+func (in *Installation) DB() *projections.DB { return in.db }
+
+// SignaturePublicKey returns the installation's signature public key.
+func (in *Installation) SignaturePublicKey() []byte { return in.sig.PublicKey() }
+
+// Close closes the read model. The Log stays open (it is shared).
+func (in *Installation) Close() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.group = map[string]*groupState{}
+	return in.db.Close()
+}
+
+// CatchUp applies the installation's events appended since the read
+// model's checkpoint (by this process or any other, deliveries included).
+func (in *Installation) CatchUp(ctx context.Context) error { return in.project(ctx) }
+
+// catchUpAll applies a long backlog with one consumer (Log.CatchUp).
+func (in *Installation) catchUpAll(ctx context.Context) error {
+	_, _, err := in.log.CatchUp(ctx, in.id, in.db, &ReplayOptions{DB: in.opts.DB})
+	if err != nil {
+		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
+	}
+	return nil
+}
+
+// position returns the position of an aggregate's last event as the read
+// model knows it (0: none).
+func (in *Installation) position(ctx context.Context, t events.AggregateType, id string) (uint64, error) {
+	var pos uint64
+	err := in.db.SQL().QueryRowContext(ctx, `SELECT position FROM aggregate_positions WHERE installation = ? AND agg_type = ? AND agg_id = ?`,
+		string(in.id), string(t), id).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("engine: installation %s: position of %s %s: %w", in.id, t, id, err)
+	}
+	return pos, nil
+}
+
+// appendAndProject appends evs to agg at expected and brings the read model
+// up to date with them. On ErrConflict nothing was written; on
+// ErrNotProjected everything was.
+func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
+	now := in.opts.Now().UTC()
+	evs := make([]events.Event, len(bodies))
+	for i, b := range bodies {
+		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
+	}
+	if _, err := in.log.Append(ctx, expected, evs...); err != nil {
+		return err
+	}
+	if err := in.project(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotProjected, err)
+	}
+	return nil
+}
+
+// encodeBasicCredential is the TLS encoding of a basic Credential
+// (RFC 9420 §5.3): credential_type, then identity<V> with a QUIC-style
+// variable-length size.
+func encodeBasicCredential(identity []byte) []byte {
+	out := []byte{0, byte(mls.CredentialTypeBasic)}
+	n := len(identity)
+	switch {
+	case n < 1<<6:
+		out = append(out, byte(n))
+	case n < 1<<14:
+		out = append(out, byte(0x40|n>>8), byte(n))
+	default:
+		out = append(out, byte(0x80|n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(out, identity...)
+}
+
+func groupKey(id []byte) string { return hex.EncodeToString(id) }
+
+// messageID identifies an application message by its ciphertext, so the
+// sender's and every receiver's records agree and a redelivery is
+// recognized.
+func messageID(wire []byte) []byte {
+	h := sha256.Sum256(wire)
+	return h[:16]
+}

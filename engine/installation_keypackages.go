@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// PublishKeyPackage generates a key package, records it with its private
+// keys (keypackage.generated) and as published to destination
+// (keypackage.published) in one atomic append, and returns the TLS-encoded
+// KeyPackage for others to add this installation with. A last-resort
+// package may be used by several Welcomes; it is rotated after the first
+// one is processed (see ProcessWelcome).
+func (in *Installation) PublishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_, kpBytes, err := in.publishKeyPackage(ctx, destination, lastResort)
+	return kpBytes, err
+}
+
+func (in *Installation) publishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, []byte, error) {
+	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine: installation %s: new key package: %w", in.id, err)
+	}
+	ref, err := kp.Ref()
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine: installation %s: key package ref: %w", in.id, err)
+	}
+	raw, err := kp.Marshal()
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine: installation %s: encode key package: %w", in.id, err)
+	}
+	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(ref)}
+	bodies := []events.Body{
+		events.KeyPackageGenerated{
+			Ref: ref, Ciphersuite: uint16(in.cs.ID()), KeyPackage: raw,
+			InitPrivateKey:       events.Secret(secrets.InitKey.Bytes()),
+			EncryptionPrivateKey: events.Secret(secrets.EncryptionKey.Bytes()),
+			LastResort:           lastResort,
+		},
+		events.KeyPackagePublished{Ref: ref, Destination: destination},
+	}
+	if err := in.appendAndProject(ctx, agg, 0, bodies); err != nil {
+		err = fmt.Errorf("engine: installation %s: publish key package %x: %w", in.id, ref, err)
+		if errors.Is(err, ErrNotProjected) {
+			return ref, raw, err
+		}
+		return nil, nil, err
+	}
+	return ref, raw, nil
+}
+
+// heldKeyPackage is a key package with its private keys, as the read model
+// holds it.
+type heldKeyPackage struct {
+	ref        []byte
+	kp         *mls.KeyPackage
+	secrets    *mls.KeyPackageSecrets
+	lastResort bool
+	state      string
+}
+
+// findKeyPackage returns the first of refs whose private keys the read
+// model still holds.
+func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*heldKeyPackage, error) {
+	for _, ref := range refs {
+		var raw, initPriv, encPriv []byte
+		var lastResort bool
+		var state string
+		err := in.db.SQL().QueryRowContext(ctx, `SELECT key_package, init_private_key, encryption_private_key, last_resort, state FROM key_packages WHERE ref = ?`, ref).
+			Scan(&raw, &initPriv, &encPriv, &lastResort, &state)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("engine: installation %s: key package %x: %w", in.id, ref, err)
+		}
+		if initPriv == nil || encPriv == nil {
+			continue // its keys are gone: consumed (one-time) or rotated out
+		}
+		kp := new(mls.KeyPackage)
+		if err := kp.Unmarshal(raw); err != nil {
+			return nil, fmt.Errorf("engine: installation %s: stored key package %x: %w", in.id, ref, err)
+		}
+		ik, err := in.cs.ParseHPKEPrivateKey(initPriv)
+		if err != nil {
+			return nil, fmt.Errorf("engine: installation %s: key package %x init key: %w", in.id, ref, err)
+		}
+		ek, err := in.cs.ParseHPKEPrivateKey(encPriv)
+		if err != nil {
+			return nil, fmt.Errorf("engine: installation %s: key package %x encryption key: %w", in.id, ref, err)
+		}
+		return &heldKeyPackage{ref: ref, kp: kp, lastResort: lastResort, state: state,
+			secrets: &mls.KeyPackageSecrets{InitKey: ik, EncryptionKey: ek, SignatureKey: in.sig}}, nil
+	}
+	return nil, fmt.Errorf("engine: installation %s: %w", in.id, ErrNoKeyPackage)
+}
+
+// consumeKeyPackage records, after the Welcome that used it is durable,
+// that kp was consumed; a last-resort package is rotated: a new one is
+// published first, then the old one is marked consumed and rotated in one
+// append. The read model keeps the private keys of the current and the
+// previous last-resort package only.
+func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackage, groupID []byte) error {
+	if kp.state == "rotated" {
+		// Already replaced after an earlier Welcome; its keys go with the
+		// next rotation.
+		return nil
+	}
+	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(kp.ref)}
+	bodies := []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}}
+	if kp.lastResort {
+		newRef, _, err := in.publishKeyPackage(ctx, "rotation", true)
+		if err != nil && !errors.Is(err, ErrNotProjected) {
+			return err
+		}
+		bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})
+	}
+	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
+		pos, err := in.position(ctx, agg.Type, agg.ID)
+		if err != nil {
+			return err
+		}
+		err = in.appendAndProject(ctx, agg, pos, bodies)
+		if errors.Is(err, ErrConflict) {
+			if err := in.project(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("engine: installation %s: consume key package %x: %w", in.id, kp.ref, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("engine: installation %s: consume key package %x: %w", in.id, kp.ref, ErrTooManyConflicts)
+}
