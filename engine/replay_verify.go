@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// ErrDrift means a read model's content differs from what replaying its
+// installation's events gives: a row was edited, added or deleted outside
+// the projector, or the checkpoint does not match the stream. The
+// *DriftError wrapping it names the first difference.
+var ErrDrift = errors.New("engine: read model drifted from its event history")
+
+// DriftError names where a read model first differs from its replay:
+// the table and row key (in primary-key order), and what differs. It
+// unwraps to ErrDrift. It never holds row content.
+type DriftError struct {
+	Installation events.InstallationID
+	Path         string // the live database
+	Checkpoint   uint64 // the live database's checkpoint, where both were compared
+	Table        string // the first differing table, or "checkpoint"
+	RowKey       string // the first differing row's primary key, when known
+	Detail       string
+}
+
+// Error names the database, table and row.
+func (e *DriftError) Error() string {
+	s := fmt.Sprintf("engine: read model %s of %s at stream sequence %d: table %s", e.Path, e.Installation, e.Checkpoint, e.Table)
+	if e.RowKey != "" {
+		s += " row " + e.RowKey
+	}
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s + " (hint: rebuild it from the stream)"
+}
+
+// Unwrap returns ErrDrift.
+func (e *DriftError) Unwrap() error { return ErrDrift }
+
+// VerifyResult says what Verify compared.
+type VerifyResult struct {
+	Installation events.InstallationID
+	Path         string
+	Schema       int
+	// Checkpoint is the live database's checkpoint; Replayed the events
+	// replayed into the temporary database to reach it.
+	Checkpoint uint64
+	Replayed   int
+	// Digest is the content digest both databases share.
+	Digest projections.Digest
+}
+
+// Verify replays inst's events into a temporary database beside the live
+// one, up to the live database's checkpoint and at its schema, and
+// compares the two table by table, row by row. It returns a *DriftError
+// (errors.Is ErrDrift) naming the first difference when they differ. The
+// live database is only read; the temporary one (under a random key) is
+// removed in every case. key may be projections.NoKey for an unencrypted
+// database.
+func (l *Log) Verify(ctx context.Context, inst events.InstallationID, live string, key projections.Key, opts *ReplayOptions) (*VerifyResult, error) {
+	o := opts.withDefaults()
+	if err := inst.Validate(); err != nil {
+		return nil, fmt.Errorf("engine: verify: %w", err)
+	}
+	if _, err := RemoveLeftovers(live); err != nil {
+		return nil, &projections.FileError{Path: live, Op: "verify: remove leftovers", Err: err}
+	}
+	ok, err := exists(live)
+	if err != nil || !ok {
+		if err == nil {
+			err = errors.New("no such database")
+		}
+		return nil, &projections.FileError{Path: live, Op: "verify", Err: err}
+	}
+	src, err := openAsIs(live, key, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	res := &VerifyResult{Installation: inst, Path: live, Schema: src.SchemaVersion()}
+	if res.Checkpoint, err = src.Checkpoint(ctx); err != nil {
+		return nil, err
+	}
+	last, err := l.LastSeq(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	drift := func(table, row, detail string) error {
+		return &DriftError{Installation: inst, Path: live, Checkpoint: res.Checkpoint, Table: table, RowKey: row, Detail: detail}
+	}
+	if res.Checkpoint > last {
+		return nil, drift("checkpoint", "", fmt.Sprintf("checkpoint is past the installation's last event (stream sequence %d)", last))
+	}
+
+	tmpKey, err := projections.GenerateRawKey()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := projections.BuildAside(filepath.Dir(live), filepath.Base(live))
+	if err != nil {
+		return nil, err
+	}
+	defer projections.RemoveAside(tmp)
+	fresh, err := openFresh(tmp, tmp, tmpKey, res.Schema, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer fresh.Close()
+	n, cp, err := l.replayInto(ctx, inst, fresh, res.Checkpoint, o, PhaseVerify)
+	res.Replayed = n
+	if err != nil {
+		return nil, err
+	}
+	if cp != res.Checkpoint {
+		return nil, drift("checkpoint", "", fmt.Sprintf("no event of the installation at the checkpoint (replay stopped at stream sequence %d)", cp))
+	}
+	diff, err := projections.CompareDB(ctx, src, fresh)
+	if err != nil {
+		return nil, err
+	}
+	if diff != nil {
+		return nil, drift(diff.Table, diff.RowKey, "live database vs replay: "+diff.Detail)
+	}
+	if res.Digest, err = fresh.Digest(ctx); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// explainDrift turns a digest difference between the live database and a
+// fresh replay into a *DriftError naming the first differing row.
+func (l *Log) explainDrift(ctx context.Context, inst events.InstallationID, live string, key projections.Key, base projections.Options, fresh *projections.DB, cp uint64, d *projections.Difference) error {
+	e := &DriftError{Installation: inst, Path: live, Checkpoint: cp, Table: d.Table, Detail: "live database vs replay: " + d.Detail}
+	src, err := openAsIs(live, key, base)
+	if err != nil {
+		return e
+	}
+	defer src.Close()
+	if row, err := projections.CompareDB(ctx, src, fresh); err == nil && row != nil {
+		e.Table, e.RowKey, e.Detail = row.Table, row.RowKey, "live database vs replay: "+row.Detail
+	}
+	return e
+}
