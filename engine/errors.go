@@ -35,6 +35,12 @@ var (
 	// not follow the expected one, or an invalid aggregate.
 	ErrInvalidAppend = errors.New("engine: invalid append")
 
+	// ErrKeyringMismatch means the stream was created under another
+	// keyring: its subjects are pseudonyms of a different oldest root key,
+	// so this keyring would find none of its events (and would write events
+	// nobody else can find). Load the keyring the stream was created with.
+	ErrKeyringMismatch = errors.New("engine: keyring does not match the stream")
+
 	// ErrClosed means the Log was closed.
 	ErrClosed = errors.New("engine: log closed")
 )

@@ -89,7 +89,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
-	if l.stream, l.atomic, err = ensureStream(ctx, l.js, cfg); err != nil {
+	if l.stream, l.atomic, err = ensureStream(ctx, l.js, cfg, keys.Pseudonym("keyring-check")); err != nil {
 		l.shutdown()
 		return nil, err
 	}

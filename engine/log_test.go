@@ -220,3 +220,20 @@ func TestIdempotentRetry(t *testing.T) {
 		t.Fatalf("read %d records, want 5", len(recs))
 	}
 }
+
+func TestReadLeavesNoConsumerBehind(t *testing.T) {
+	l, _ := newLog(t)
+	mustAppend(t, l, 0, msg(group(instA, "c"), 1, "one"))
+	for range 5 {
+		if recs := readAll(t, l, instA, 0); len(recs) != 1 {
+			t.Fatalf("read %d events, want 1", len(recs))
+		}
+	}
+	info, err := l.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on the stream after finished reads", info.State.Consumers)
+	}
+}

@@ -166,10 +166,14 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    r.next,
+		// The server reaps a consumer whose reader vanished (crash, lost
+		// connection) after this long; a clean stop deletes it at once.
+		InactiveThreshold: consumerInactiveThreshold,
 	})
 	if err != nil {
 		return false, fmt.Errorf("engine: stream %s: create ordered consumer from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
+	defer r.deleteConsumer(cons)
 	it, err := cons.Messages()
 	if err != nil {
 		return false, fmt.Errorf("engine: stream %s: consume from seq %d: %w", l.cfg.Stream, r.next, err)
@@ -202,6 +206,24 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			return true, nil
 		}
 	}
+}
+
+// consumerInactiveThreshold bounds how long an abandoned read's consumer
+// lingers on the server. Streams cap their consumers, so many short reads
+// must not pile up.
+const consumerInactiveThreshold = 30 * time.Second
+
+// deleteConsumer removes a finished read's consumer. It is best effort: if
+// the delete fails (connection gone, server busy) the server still reaps the
+// consumer after consumerInactiveThreshold, and the read's outcome stands.
+func (r *reader) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || r.l.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.RequestTimeout)
+	defer cancel()
+	_ = r.l.stream.DeleteConsumer(ctx, info.Name)
 }
 
 // deliver verifies one record and hands it to fn.

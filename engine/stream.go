@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,11 +42,19 @@ func orUnlimited(n int64) int64 {
 	return n
 }
 
+// metaKeyringCheck is the stream metadata key holding the keyring check: a
+// pseudonym of a fixed label under the keyring's pseudonym key. It reveals
+// nothing about the keys (it is one more HMAC output, like every subject
+// token) and lets Open refuse a keyring that would find none of the
+// stream's events, instead of silently reading nothing.
+const metaKeyringCheck = "epochlog_keyring_check"
+
 // ensureStream creates the stream if it is missing, otherwise checks that it
 // can hold the log and updates the settings that are safe to change. It
 // reports whether the server kept AllowAtomicPublish.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, bool, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
 	want := cfg.streamConfig()
+	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, want)
@@ -63,13 +72,25 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	if err := compatible(have, want); err != nil {
 		return nil, false, err
 	}
+	if got, ok := have.Metadata[metaKeyringCheck]; ok && got != keyCheck {
+		return nil, false, fmt.Errorf("%w: stream %s was created under a keyring with another oldest root key (check the keys file or %s)",
+			ErrKeyringMismatch, want.Name, "EPOCHLOG_ROOT_KEYS")
+	}
 	upd := have
+	if _, ok := have.Metadata[metaKeyringCheck]; !ok {
+		// A stream from before the check: adopt this keyring's token.
+		upd.Metadata = maps.Clone(have.Metadata)
+		if upd.Metadata == nil {
+			upd.Metadata = map[string]string{}
+		}
+		upd.Metadata[metaKeyringCheck] = keyCheck
+	}
 	upd.Duplicates = want.Duplicates
 	upd.MaxAge = want.MaxAge
 	upd.MaxBytes = want.MaxBytes
 	upd.Replicas = want.Replicas
 	upd.AllowAtomicPublish = true
-	if upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
+	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
 		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish {
 		s, err = js.UpdateStream(ctx, upd)
 		if err != nil {

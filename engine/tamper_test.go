@@ -224,3 +224,24 @@ func TestRecordErrorContract(t *testing.T) {
 		t.Fatal("sentinels")
 	}
 }
+
+func TestOpenRefusesAnotherKeyring(t *testing.T) {
+	srv := natstestStart(t)
+	l := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	mustAppend(t, l, 0, msg(group(instA, "ring"), 1, "under ring 0x11"))
+
+	// Another oldest key means other pseudonyms: this ring would find
+	// nothing, so Open refuses it rather than reading an empty history.
+	_, err := Open(context.Background(), testConfig(srv), keyring(t, 1, 0x44))
+	if !errors.Is(err, ErrKeyringMismatch) {
+		t.Fatalf("open under another keyring: %v, want ErrKeyringMismatch", err)
+	}
+	// A rotated ring keeps its oldest key, and with it the stream.
+	rotated := keyring(t, 1, 0x11)
+	if err := rotated.Rotate(2, rootKey(t, 0x22)); err != nil {
+		t.Fatal(err)
+	}
+	if recs := readAll(t, openLog(t, testConfig(srv), rotated), instA, 0); len(recs) != 1 {
+		t.Fatalf("rotated ring read %d events, want 1", len(recs))
+	}
+}

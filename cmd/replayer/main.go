@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/epochlog/epochlog/engine"
 )
 
 // Exit codes (documented in the package doc and docs/replayer.md).
@@ -107,7 +109,7 @@ func report(ctx context.Context, env *cliEnv, name string, err error) int {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		fmt.Fprintf(env.stderr, "replayer %s: interrupted; nothing was left half-written\n", name)
 		return exitInterrupted
-	case errors.As(err, &ve):
+	case errors.As(err, &ve), errors.Is(err, engine.ErrKeyringMismatch):
 		fmt.Fprintf(env.stderr, "replayer %s: verification failed: %v\n", name, err)
 		return exitVerify
 	default:
