@@ -3,69 +3,104 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/schollz/progressbar/v3"
 )
 
-// demoSummary is what demo prints (as a table, or one JSON object).
+// demoSummary is what demo prints (as text, or one JSON object).
 type demoSummary struct {
-	Run           string                 `json:"run"`
-	Stream        string                 `json:"stream"`
-	Server        string                 `json:"server"`
-	AtomicBatches bool                   `json:"atomic_batches"`
-	Installations []string               `json:"installations"`
-	Appended      int                    `json:"appended"`
-	ReadBack      int                    `json:"read_back"`
-	ByKind        map[events.Kind]int    `json:"by_kind"`
-	FirstSeq      uint64                 `json:"first_seq"`
-	LastSeq       uint64                 `json:"last_seq"`
-	AppendSeconds float64                `json:"append_seconds"`
-	ReadSeconds   float64                `json:"read_seconds"`
-	PerInstall    map[string]installStat `json:"per_installation"`
+	Run            string              `json:"run"`
+	Stream         string              `json:"stream"`
+	Server         string              `json:"server"`
+	DataDir        string              `json:"data_dir"`
+	DBDir          string              `json:"db_dir"`
+	Installations  []string            `json:"installations"`
+	Groups         []demoGroupSummary  `json:"groups"`
+	Stats          demoStats           `json:"activity"`
+	EventsAppended int                 `json:"events_appended"`
+	ByKind         map[events.Kind]int `json:"by_kind"`
+	FirstSeq       uint64              `json:"first_seq"`
+	LastSeq        uint64              `json:"last_seq"`
+	Rekeyed        string              `json:"rekeyed"`
+	RekeyReplayed  int                 `json:"rekey_replayed"`
+	OldKeyRefused  bool                `json:"old_key_refused"`
+	Verified       bool                `json:"verified"`
+	VerifiedDBs    int                 `json:"verified_read_models"`
+	MLSRederived   int                 `json:"mls_transitions_rederived"`
+	MLSOwnChecked  int                 `json:"mls_own_commits_checked"`
+	Digest         string              `json:"rekeyed_digest"` // digestID of its content
+	Seconds        demoTimings         `json:"seconds"`
 }
 
-type installStat struct {
-	Events int `json:"events"`
+type demoGroupSummary struct {
+	ID      string `json:"id"`
+	Members int    `json:"members"`
+	Epoch   uint64 `json:"epoch"`
 }
+
+type demoTimings struct {
+	Setup    float64 `json:"setup"`
+	Messages float64 `json:"messages"`
+	Rekey    float64 `json:"rekey"`
+	Verify   float64 `json:"verify"`
+}
+
+const demoHelp = `Runs real MLS through the engine on the embedded JetStream server (or --nats):
+creates N installations, each with its own SQLCipher read model; creates groups
+with overlapping members (real commits and Welcomes, from published key
+packages); exchanges M encrypted application messages through the delivery
+queues (fan-out, fetch, receive, acknowledge; a few ephemeral ones expire);
+removes and updates members; then rekeys one installation's database by replay,
+checks the old key is refused, and verifies every read model against the
+stream (digest) and every installation's MLS history (epoch authenticators).
+
+Files, under --data:
+  event.keys                     event keyring (created on first use, 0600)
+  nats/                          the embedded server's JetStream store
+  runs/<run>/db/<inst>.db        an installation's read model (SQLCipher 4)
+  runs/<run>/db/<inst>.key       its raw key: 64 hex digits (0600); use it with
+                                 replayer rebuild|rekey|verify --db-key-file`
 
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "demo", "[flags]",
-		"Starts the embedded JetStream server (or uses --nats), appends a sample history of\n"+
-			"several installations (identities, key packages, a group, commits, messages and\n"+
-			"deliveries) as sealed events, reads every installation back, opening and checking\n"+
-			"each event, and prints a summary. MLS payloads are synthetic bytes until the engine\n"+
-			"drives mls/. The keyring is created in the data directory on first use.")
+	fs := newFlagSet(env, "demo", "[flags]", demoHelp)
 	var conn connFlags
 	conn.register(fs, ".epochlog/demo")
 	var keys keyFlags
 	keys.register(fs)
-	members := fs.Int("installations", 3, "number of installations in the sample group (2 to 1000)")
-	messages := fs.Int("messages", 1000, "number of application messages")
-	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	n := fs.Int("installations", 10, "number of installations (2 or more)")
+	groups := fs.Int("groups", 3, "number of groups")
+	messages := fs.Int("messages", 2000, "number of application messages")
+	seed := fs.Uint64("seed", 0, "seed for the random choices (0: random)")
+	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *members < 2 || *members > 1000 {
-		return usageError{"--installations must be between 2 and 1000"}
-	}
-	if *messages < 0 {
+	switch {
+	case *n < 2:
+		return usageError{"--installations must be at least 2"}
+	case *groups < 1:
+		return usageError{"--groups must be at least 1"}
+	case *messages < 0:
 		return usageError{"--messages must not be negative"}
+	case conn.data == "":
+		return usageError{"--data is required: the demo keeps its read models there"}
 	}
 	cfg, err := conn.config(env)
 	if err != nil {
 		return err
 	}
 	if keys.file == "" && env.getenv(envRootKeys) == "" && keys.inline == "" {
-		if conn.data == "" {
-			return usageError{"give --keys-file (or --data for a generated one)"}
-		}
 		keys.file = filepath.Join(conn.data, "event.keys")
 		created, err := ensureKeyringFile(keys.file)
 		if err != nil {
@@ -84,47 +119,71 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
+	if *seed == 0 {
+		*seed = mrand.Uint64()
+	}
 
 	run := randomHex(4)
-	h := newHistory(run, *members)
-	start := time.Now()
-	appended, err := h.write(ctx, log, *messages)
+	w := &world{
+		log: log, queue: engine.NewDeliveries(log, nil),
+		dbDir: filepath.Join(conn.data, "runs", run, "db"),
+		inst:  map[events.InstallationID]*engine.Installation{},
+		keys:  map[events.InstallationID]projections.Key{},
+		rng:   mrand.New(mrand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15)),
+	}
+	defer w.close()
+	sum := demoSummary{Run: run, Stream: log.Stream(), Server: log.ClientURL(), DataDir: conn.data, DBDir: w.dbDir}
+
+	t0 := time.Now()
+	if err := w.createInstallations(ctx, run, *n, nil); err != nil {
+		return err
+	}
+	gs, err := w.createGroups(ctx, *groups)
 	if err != nil {
 		return err
 	}
-	sum := demoSummary{
-		Run: run, Stream: log.Stream(), Server: log.ClientURL(), AtomicBatches: log.AtomicBatches(),
-		Appended: appended, AppendSeconds: time.Since(start).Seconds(),
-		ByKind: map[events.Kind]int{}, PerInstall: map[string]installStat{},
-	}
-	for _, id := range h.installations {
-		sum.Installations = append(sum.Installations, string(id))
-	}
+	sum.Seconds.Setup = time.Since(t0).Seconds()
 
-	start = time.Now()
-	err = log.ReadInstallations(ctx, h.installations, 0, func(r engine.Record) error {
-		if sum.FirstSeq == 0 {
-			sum.FirstSeq = r.Seq
-		}
-		sum.LastSeq = r.Seq
-		sum.ReadBack++
-		sum.ByKind[r.Event.Body.Kind()]++
-		st := sum.PerInstall[string(r.Event.Aggregate.Installation)]
-		st.Events++
-		sum.PerInstall[string(r.Event.Aggregate.Installation)] = st
-		return nil
-	})
+	t0 = time.Now()
+	if err := w.converse(ctx, env, gs, *messages); err != nil {
+		return err
+	}
+	sum.Seconds.Messages = time.Since(t0).Seconds()
+
+	// Rekey one installation's database by replay.
+	t0 = time.Now()
+	target := w.ids[1]
+	res, err := w.rekey(ctx, target)
 	if err != nil {
-		return verifyError{err}
+		return err
 	}
-	sum.ReadSeconds = time.Since(start).Seconds()
-	if sum.ReadBack != sum.Appended {
-		return verifyError{fmt.Errorf("appended %d events but read back %d", sum.Appended, sum.ReadBack)}
-	}
-	for kind, n := range h.byKind {
-		if sum.ByKind[kind] != n {
-			return verifyError{fmt.Errorf("kind %s: appended %d, read back %d", kind, n, sum.ByKind[kind])}
+	sum.Rekeyed, sum.RekeyReplayed, sum.OldKeyRefused = string(target), res.Replayed+res.CaughtUp, true
+	sum.Seconds.Rekey = time.Since(t0).Seconds()
+
+	// Verify every read model against the stream, and every installation's
+	// MLS history against the epochs recorded when it was written.
+	t0 = time.Now()
+	for _, id := range w.ids {
+		vr, err := log.Verify(ctx, id, w.dbPath(id), w.keys[id], nil)
+		if err != nil {
+			return verifyError{fmt.Errorf("read model of %s: %w", id, err)}
 		}
+		if id == target {
+			sum.Digest = digestID(vr.Digest)
+		}
+		rep, err := log.VerifyMLS(ctx, id)
+		if err != nil {
+			return verifyError{fmt.Errorf("MLS history of %s: %w", id, err)}
+		}
+		sum.VerifiedDBs++
+		sum.MLSRederived += rep.Rederived
+		sum.MLSOwnChecked += rep.Own
+	}
+	sum.Verified = true
+	sum.Seconds.Verify = time.Since(t0).Seconds()
+
+	if err := w.census(ctx, &sum, gs); err != nil {
+		return err
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
@@ -135,27 +194,149 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+// createGroups creates g groups of overlapping members: each has a
+// different creator and a random selection of the others, at least two
+// members and at most eight (or all installations).
+func (w *world) createGroups(ctx context.Context, g int) ([]*demoGroup, error) {
+	gs := make([]*demoGroup, 0, g)
+	for i := range g {
+		creator := w.ids[i%len(w.ids)]
+		size := min(len(w.ids), 3+w.rng.IntN(6))
+		var others []events.InstallationID
+		for _, id := range w.pick(len(w.ids)) {
+			if id != creator && len(others) < size-1 {
+				others = append(others, id)
+			}
+		}
+		grp, err := w.createGroup(ctx, creator, others)
+		if err != nil {
+			return nil, err
+		}
+		gs = append(gs, grp)
+	}
+	return gs, nil
+}
+
+// converse sends the messages from random members of random groups. Half
+// way through, every group of three or more loses its newest member and
+// gets a path update from another member; one in twenty messages is
+// ephemeral and expires undelivered.
+func (w *world) converse(ctx context.Context, env *cliEnv, gs []*demoGroup, messages int) error {
+	var bar *progressbar.ProgressBar
+	if env.isTerminal && messages > 0 {
+		bar = progressbar.NewOptions(messages,
+			progressbar.OptionSetWriter(env.stderr),
+			progressbar.OptionSetDescription("messages"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("msg"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionClearOnFinish(),
+		)
+		defer bar.Finish()
+	}
+	for i := range messages {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if i == messages/2 {
+			if err := w.churn(ctx, gs); err != nil {
+				return err
+			}
+		}
+		g := gs[w.rng.IntN(len(gs))]
+		from := g.members[w.rng.IntN(len(g.members))]
+		if err := w.send(ctx, g, from, fmt.Sprintf("message %d from %s", i, from), i%20 == 19); err != nil {
+			return err
+		}
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+	}
+	if messages == 0 {
+		return w.churn(ctx, gs)
+	}
+	return nil
+}
+
+func (w *world) churn(ctx context.Context, gs []*demoGroup) error {
+	for _, g := range gs {
+		if len(g.members) < 3 {
+			continue
+		}
+		if err := w.remove(ctx, g, g.members[0], g.members[len(g.members)-1]); err != nil {
+			return err
+		}
+		if err := w.update(ctx, g, g.members[len(g.members)-1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// census fills the summary from the stream and the read models.
+func (w *world) census(ctx context.Context, sum *demoSummary, gs []*demoGroup) error {
+	sum.Stats = w.stats
+	sum.ByKind = map[events.Kind]int{}
+	err := w.log.ReadInstallations(ctx, w.ids, 0, func(r engine.Record) error {
+		if sum.FirstSeq == 0 {
+			sum.FirstSeq = r.Seq
+		}
+		sum.LastSeq = r.Seq
+		sum.EventsAppended++
+		sum.ByKind[r.Event.Body.Kind()]++
+		return nil
+	})
+	if err != nil {
+		return verifyError{err}
+	}
+	for _, id := range w.ids {
+		sum.Installations = append(sum.Installations, string(id))
+	}
+	for _, g := range gs {
+		epoch, err := w.inst[g.members[0]].Epoch(ctx, g.id)
+		if err != nil {
+			return err
+		}
+		sum.Groups = append(sum.Groups, demoGroupSummary{ID: hex.EncodeToString(g.id), Members: len(g.members), Epoch: epoch})
+	}
+	return nil
+}
+
 func printDemoSummary(env *cliEnv, s demoSummary) {
 	w := env.stdout
-	fmt.Fprintf(w, "epochlog demo, run %s\n", s.Run)
-	fmt.Fprintf(w, "  stream %s on %s (atomic batches: %v)\n", s.Stream, s.Server, s.AtomicBatches)
-	fmt.Fprintf(w, "  appended %d sealed events in %.2fs (%.0f events/s)\n", s.Appended, s.AppendSeconds, rate(s.Appended, s.AppendSeconds))
-	fmt.Fprintf(w, "  read back, opened and checked %d events (stream seq %d..%d) in %.2fs (%.0f events/s)\n",
-		s.ReadBack, s.FirstSeq, s.LastSeq, s.ReadSeconds, rate(s.ReadBack, s.ReadSeconds))
-	fmt.Fprintln(w, "  per installation:")
-	for _, id := range s.Installations {
-		fmt.Fprintf(w, "    %-28s %6d events\n", id, s.PerInstall[id].Events)
+	st := s.Stats
+	fmt.Fprintf(w, "epochlog demo, run %s: stream %s on %s\n", s.Run, s.Stream, s.Server)
+	fmt.Fprintf(w, "  %d installations, each with its own SQLCipher read model in %s\n", len(s.Installations), s.DBDir)
+	for _, g := range s.Groups {
+		fmt.Fprintf(w, "  group %.16s…  %2d members, epoch %d\n", g.ID, g.Members, g.Epoch)
 	}
-	fmt.Fprintln(w, "  per kind:")
+	fmt.Fprintf(w, "  MLS: %d commits (%d members added through %d Welcomes, %d removed, %d path updates)\n",
+		st.Commits, st.Adds, st.Welcomes, st.Removes, st.Updates)
+	fmt.Fprintf(w, "  messages: %d sent, %d received and decrypted, in %.1fs (%.0f messages/s)\n",
+		st.MessagesSent, st.MessagesReceived, s.Seconds.Messages, rate(st.MessagesSent, s.Seconds.Messages))
+	fmt.Fprintf(w, "  deliveries: %d enqueued, %d acknowledged, %d expired\n", st.Enqueued, st.Acked, st.Expired)
+	fmt.Fprintf(w, "  events: %d sealed events on the stream (seq %d..%d)\n", s.EventsAppended, s.FirstSeq, s.LastSeq)
 	kinds := make([]string, 0, len(s.ByKind))
 	for k := range s.ByKind {
 		kinds = append(kinds, string(k))
 	}
 	slices.Sort(kinds)
 	for _, k := range kinds {
-		fmt.Fprintf(w, "    %-30s %6d\n", k, s.ByKind[events.Kind(k)])
+		fmt.Fprintf(w, "    %-30s %7d\n", k, s.ByKind[events.Kind(k)])
 	}
-	fmt.Fprintln(w, "  every event read back matched what was appended")
+	fmt.Fprintf(w, "  rekeyed %s by replaying %d events in %.2fs; the old key is refused\n", s.Rekeyed, s.RekeyReplayed, s.Seconds.Rekey)
+	fmt.Fprintf(w, "  verified %d read models against the stream: each equals a fresh replay (rekeyed one: digest %s)\n", s.VerifiedDBs, s.Digest)
+	fmt.Fprintf(w, "  verified MLS histories: %d received transitions re-derived, %d own commits checked (%.2fs)\n",
+		s.MLSRederived, s.MLSOwnChecked, s.Seconds.Verify)
+	fmt.Fprintln(w, "  every read model matches its history")
+}
+
+// digestID condenses a read model's logical digest into one short hex
+// string, enough to compare two runs by eye.
+func digestID(d projections.Digest) string {
+	sum := sha256.Sum256([]byte(d.String()))
+	return hex.EncodeToString(sum[:8])
 }
 
 func rate(n int, secs float64) float64 {

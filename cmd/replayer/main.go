@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // Exit codes (documented in the package doc and docs/replayer.md).
@@ -87,6 +88,9 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 		if c.name != args[0] {
 			continue
 		}
+		if err := setMemorySecurity(env); err != nil {
+			return report(ctx, env, c.name, err)
+		}
 		err := c.run(ctx, env, args[1:])
 		return report(ctx, env, c.name, err)
 	}
@@ -128,6 +132,24 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "replayer <command> -h" for a command's flags.`)
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 verification failed, 130 interrupted.")
+}
+
+// envMemorySecurity turns SQLCipher's cipher_memory_security on ("on") or
+// off ("off", the default). On, every SQLCipher allocation is mlock'ed and
+// wiped when freed, so freed memory never holds pages or keys; it makes
+// replays four to six times slower (docs/benchmarks.md). The tool defaults
+// to off, as SQLCipher itself does since 4.5.
+const envMemorySecurity = "EPOCHLOG_SQLCIPHER_MEMORY_SECURITY"
+
+func setMemorySecurity(env *cliEnv) error {
+	switch v := env.getenv(envMemorySecurity); v {
+	case "", "off":
+		return projections.SetMemorySecurity(false)
+	case "on":
+		return projections.SetMemorySecurity(true)
+	default:
+		return usageError{fmt.Sprintf("$%s must be \"on\" or \"off\", not %q", envMemorySecurity, v)}
+	}
 }
 
 func stderrIsTerminal() bool {

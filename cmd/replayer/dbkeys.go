@@ -1,0 +1,176 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/epochlog/epochlog/projections"
+)
+
+// Environment variables holding read-model keys (the library reads none).
+const (
+	envDBKey           = "EPOCHLOG_DB_KEY"            // 64 hex digits
+	envDBPassphrase    = "EPOCHLOG_DB_PASSPHRASE"     // passphrase (Argon2id, salt beside the db)
+	envNewDBKey        = "EPOCHLOG_NEW_DB_KEY"        // rekey target, 64 hex digits
+	envNewDBPassphrase = "EPOCHLOG_NEW_DB_PASSPHRASE" // rekey target passphrase
+)
+
+// dbKeyFlags locate one read-model key. The same set is registered twice by
+// rekey and migrate: once for the current key and once, with prefix "new-",
+// for the key the database is rebuilt under.
+type dbKeyFlags struct {
+	prefix                 string // "" or "new-"
+	envKey, envPassphrase  string
+	keyFile, passFile, hex string
+	plaintext              bool
+}
+
+func newDBKeyFlags(fs *flag.FlagSet, prefix string) *dbKeyFlags {
+	k := &dbKeyFlags{prefix: prefix, envKey: envDBKey, envPassphrase: envDBPassphrase}
+	what := "read-model key"
+	if prefix != "" {
+		k.envKey, k.envPassphrase = envNewDBKey, envNewDBPassphrase
+		what = "new read-model key"
+	}
+	fs.StringVar(&k.keyFile, prefix+"db-key-file", "", what+": file of 64 hex digits (a raw SQLCipher key), mode 0600; default $"+k.envKey)
+	fs.StringVar(&k.passFile, prefix+"db-passphrase-file", "", what+": file holding a passphrase (Argon2id, salt in <db>.salt); default $"+k.envPassphrase)
+	fs.StringVar(&k.hex, prefix+"db-key", "", what+" as 64 hex digits on the command line (discouraged: visible to other users)")
+	fs.BoolVar(&k.plaintext, prefix+"plaintext", false, "the "+strings.TrimSuffix(what, " key")+" is not encrypted (no key)")
+	return k
+}
+
+// given reports whether any source was named on the command line or in the
+// environment.
+func (k *dbKeyFlags) given(env *cliEnv) bool {
+	return k.keyFile != "" || k.passFile != "" || k.hex != "" || k.plaintext ||
+		env.getenv(k.envKey) != "" || env.getenv(k.envPassphrase) != ""
+}
+
+// key resolves the flags to a typed key. Exactly one source may be given.
+// Errors name the flag, file or variable, never the key.
+func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
+	sources := 0
+	for _, set := range []bool{k.keyFile != "", k.passFile != "", k.hex != "", k.plaintext} {
+		if set {
+			sources++
+		}
+	}
+	if sources > 1 {
+		return projections.Key{}, usageError{fmt.Sprintf("give one of --%[1]sdb-key-file, --%[1]sdb-passphrase-file, --%[1]sdb-key, --%[1]splaintext", k.prefix)}
+	}
+	switch {
+	case k.keyFile != "":
+		return readDBKeyFile(k.keyFile)
+	case k.passFile != "":
+		if err := requirePrivateFile(k.passFile); err != nil {
+			return projections.Key{}, err
+		}
+		b, err := os.ReadFile(k.passFile)
+		if err != nil {
+			return projections.Key{}, fmt.Errorf("reading passphrase file: %w", err)
+		}
+		defer clear(b)
+		pass := []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(pass) == 0 {
+			return projections.Key{}, fmt.Errorf("passphrase file %s is empty", k.passFile)
+		}
+		return projections.PassphraseKey(pass)
+	case k.hex != "":
+		fmt.Fprintf(env.stderr, "replayer: warning: a key on the command line is visible to other users (ps, shell history); prefer --%sdb-key-file or $%s\n", k.prefix, k.envKey)
+		return parseDBKeyHex(k.hex, "--"+k.prefix+"db-key")
+	case k.plaintext:
+		return projections.NoKey(), nil
+	case env.getenv(k.envKey) != "":
+		return parseDBKeyHex(env.getenv(k.envKey), "$"+k.envKey)
+	case env.getenv(k.envPassphrase) != "":
+		return projections.PassphraseKey([]byte(env.getenv(k.envPassphrase)))
+	}
+	return projections.Key{}, usageError{fmt.Sprintf("no %sread-model key: give --%sdb-key-file, --%sdb-passphrase-file or --%splaintext, or set $%s",
+		k.prefix, k.prefix, k.prefix, k.prefix, k.envKey)}
+}
+
+// parseDBKeyHex parses 64 hex digits; what names the source in errors.
+func parseDBKeyHex(text, what string) (projections.Key, error) {
+	text = strings.TrimSpace(text)
+	if len(text) != 64 {
+		return projections.Key{}, fmt.Errorf("%s: want 64 hex digits (a 32-byte key), got %d characters", what, len(text))
+	}
+	b, err := hex.DecodeString(text)
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("%s: not hex digits", what)
+	}
+	defer clear(b)
+	return projections.RawKey(b)
+}
+
+// readDBKeyFile reads a raw read-model key file: 64 hex digits and an
+// optional newline, mode 0600 or stricter.
+func readDBKeyFile(path string) (projections.Key, error) {
+	if err := requirePrivateFile(path); err != nil {
+		return projections.Key{}, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("reading key file: %w", err)
+	}
+	defer clear(b)
+	return parseDBKeyHex(string(b), "key file "+path)
+}
+
+// requirePrivateFile refuses a key file that others can read: a read-model
+// key leaking through file modes defeats the encryption at rest.
+func requirePrivateFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("key file %s is accessible by other users (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// writeDBKeyFile generates a raw read-model key, writes it to path as 64
+// hex digits (mode 0600, fsynced, atomically replacing any old file) and
+// returns it.
+func writeDBKeyFile(path string) (projections.Key, error) {
+	raw := make([]byte, 32)
+	defer clear(raw)
+	if _, err := rand.Read(raw); err != nil {
+		return projections.Key{}, err
+	}
+	key, err := projections.RawKey(raw)
+	if err != nil {
+		return projections.Key{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return projections.Key{}, fmt.Errorf("creating key directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	text := []byte(hex.EncodeToString(raw) + "\n")
+	defer clear(text)
+	if _, err := tmp.Write(text); err != nil {
+		tmp.Close()
+		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return projections.Key{}, fmt.Errorf("syncing key file %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return projections.Key{}, fmt.Errorf("installing key file %s: %w", path, err)
+	}
+	return key, nil
+}
