@@ -178,6 +178,22 @@ func (l *Log) replayInto(ctx context.Context, inst events.InstallationID, db *pr
 	return res.applied, res.last, nil
 }
 
+// OpenExisting opens the existing read model at path at whatever schema
+// version it has, without migrating it (projections.Open would upgrade an
+// older schema in place). Tools that only read or follow a database use
+// it, so a schema change stays an explicit migrate.
+func OpenExisting(path string, key projections.Key, opts *projections.Options) (*projections.DB, error) {
+	var base projections.Options
+	if opts != nil {
+		base = *opts
+	}
+	db, err := openAsIs(path, key, base)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
 // openAsIs opens an existing read model at whatever schema version it has:
 // opening at a newer version would migrate it in place, which a replay
 // source must never do. NoKey opens an unencrypted source read-only.

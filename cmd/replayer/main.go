@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -44,7 +45,12 @@ type command struct {
 }
 
 var commands = []command{
-	{"demo", "append a sample history on the embedded server, read it back, verify it", runDemo},
+	{"demo", "run real MLS among installations on the embedded server, rekey one read model, verify all", runDemo},
+	{"rebuild", "rebuild (or recover) an installation's read model from the stream, swapped in atomically", runRebuild},
+	{"rekey", "rebuild a read model under a new key; the old key is refused afterwards", runRekey},
+	{"migrate", "bring a read model to the newest schema, by replay or in place", runMigrate},
+	{"verify", "compare a read model with a fresh replay of its history; exit 3 on drift", runVerify},
+	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow},
 	{"inspect", "print an installation's events, opened, as JSON lines", runInspect},
 	{"catalogue", "list the event kinds this build knows, with their schema versions", runCatalogue},
 }
@@ -113,7 +119,7 @@ func report(ctx context.Context, env *cliEnv, name string, err error) int {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		fmt.Fprintf(env.stderr, "replayer %s: interrupted; nothing was left half-written\n", name)
 		return exitInterrupted
-	case errors.As(err, &ve), errors.Is(err, engine.ErrKeyringMismatch):
+	case errors.As(err, &ve), isVerificationFailure(err):
 		fmt.Fprintf(env.stderr, "replayer %s: verification failed: %v\n", name, err)
 		return exitVerify
 	default:
@@ -132,6 +138,22 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "replayer <command> -h" for a command's flags.`)
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 verification failed, 130 interrupted.")
+}
+
+// isVerificationFailure reports whether err means the data did not check
+// out (exit 3) rather than that the tool could not run: drift, a tampered,
+// moved or undecryptable event, a history out of order, a wrong key.
+func isVerificationFailure(err error) bool {
+	for _, target := range []error{
+		engine.ErrKeyringMismatch, engine.ErrDrift, engine.ErrOutOfOrder, engine.ErrMLSMismatch,
+		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved,
+		projections.ErrWrongKey,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // envMemorySecurity turns SQLCipher's cipher_memory_security on ("on") or
