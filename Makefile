@@ -8,7 +8,7 @@ BENCHCOUNT?= 6
 FUZZTIME  ?= 10s
 DEMO_DIR  ?= .epochlog/demo
 
-.PHONY: all build test test-race lint vet fmt-check bench fuzz demo examples clean
+.PHONY: all build test test-race lint vet fmt-check bench fuzz soak demo examples clean
 
 all: lint build test
 
@@ -43,6 +43,11 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# Crash safety at length: rebuild and rekey killed (SIGKILL) at 200 spread
+# points each (the default test run does 6).
+soak:
+	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./engine/
 
 demo:
 	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)
