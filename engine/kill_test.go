@@ -25,7 +25,7 @@ import (
 // intact, or the new one, complete: never half of each, never missing.
 
 const (
-	envKillChild  = "EPOCHLOG_KILL_CHILD" // "rebuild" or "rekey": run as the child
+	envKillChild  = "EPOCHLOG_KILL_CHILD" // "rebuild", "rekey" or "rebuild-mem": run as the child
 	envKillRounds = "EPOCHLOG_KILL_ROUNDS"
 	envKillURL    = "EPOCHLOG_KILL_NATS_URL"
 	envKillDB     = "EPOCHLOG_KILL_DB"
@@ -85,6 +85,8 @@ func runKillChild(op string) error {
 		if nk, err = hexKey(os.Getenv(envKillNewKey)); err == nil {
 			_, err = l.Rekey(ctx, instA, os.Getenv(envKillDB), key, nk, opts)
 		}
+	case "rebuild-mem":
+		err = rebuildMeasuringMemory(ctx, l, os.Getenv(envKillDB), key)
 	default:
 		err = fmt.Errorf("unknown operation %q", op)
 	}
