@@ -1,6 +1,7 @@
 // Package mls implements the Messaging Layer Security protocol [RFC 9420]:
-// wire structures, the ratchet tree with TreeKEM, and (in later files)
-// framing, groups and Welcome processing.
+// wire structures, the ratchet tree with TreeKEM, framing, key packages,
+// value-typed groups (every operation returns a new [Group]) and Welcome
+// processing. docs/mls.md describes scope, errors and limits.
 //
 // # Caveats
 //
