@@ -118,6 +118,57 @@ type applier struct {
 	epochs     map[string]uint64 // group id -> current epoch
 	held       map[epochKey]bool // (group, epoch) -> secrets held
 	proposals  map[string]bool   // group id -> may have staged proposals
+	queues     map[queueID]*queueState
+	// Commits of the batch: the groups' newest rows and the new epochs'
+	// rows, written in flush. An epoch retired within the same batch is
+	// then inserted without its state, so replay never writes the large
+	// state blobs it would blank a few events later.
+	groupRows  map[string]*groupRow
+	epochRows  map[epochKey]*epochRow
+	epochOrder []epochKey
+	// sweep is, per group, the epoch below which every epoch is retired
+	// (the maximum_past_epochs window): applied to stored rows in flush,
+	// consulted by epochHeld until then.
+	sweep map[string]uint64
+}
+
+type groupRow struct {
+	epoch     uint64
+	state     []byte
+	auth, cth []byte
+	updatedAt int64
+}
+
+type epochRow struct {
+	auth, cth, commit, state []byte
+	createdAt                int64
+	retired                  bool
+}
+
+type queueID struct{ recipient, channel string }
+
+// queueState is a delivery queue's row as the batch sees it; dirty rows
+// are written back once, in flush.
+type queueState struct {
+	last, acked   uint64
+	exists, dirty bool
+}
+
+// queue loads (once per batch) the state of a delivery queue.
+func (a *applier) queue(recipient events.InstallationID, channel string) (*queueState, error) {
+	id := queueID{string(recipient), channel}
+	if q, ok := a.queues[id]; ok {
+		return q, nil
+	}
+	q := &queueState{exists: true}
+	err := a.query1(`SELECT last_seq, acked_seq FROM delivery_queues WHERE recipient = ? AND channel = ?`, []any{id.recipient, id.channel}, &q.last, &q.acked)
+	if errors.Is(err, errNoRow) {
+		q.exists = false
+	} else if err != nil {
+		return nil, err
+	}
+	a.queues[id] = q
+	return q, nil
 }
 
 type epochKey struct {
@@ -129,7 +180,8 @@ func newApplier(db *DB, ctx context.Context, tx *sql.Tx) *applier {
 	return &applier{db: db, ctx: ctx, tx: tx, stmts: map[string]*sql.Stmt{},
 		pos: map[events.Aggregate]uint64{}, posDirty: map[events.Aggregate]bool{},
 		ordinals: map[string]int64{}, lastMsg: map[string]int64{},
-		epochs: map[string]uint64{}, held: map[epochKey]bool{}, proposals: map[string]bool{}}
+		epochs: map[string]uint64{}, held: map[epochKey]bool{}, proposals: map[string]bool{},
+		queues: map[queueID]*queueState{}, groupRows: map[string]*groupRow{}, epochRows: map[epochKey]*epochRow{}, sweep: map[string]uint64{}}
 }
 
 // flush writes the batch's in-memory bookkeeping.
@@ -138,6 +190,33 @@ func (a *applier) flush() error {
 		if _, err := a.exec(`INSERT INTO aggregate_positions(installation, agg_type, agg_id, position) VALUES (?, ?, ?, ?)
 			ON CONFLICT(installation, agg_type, agg_id) DO UPDATE SET position = excluded.position`,
 			string(agg.Installation), string(agg.Type), agg.ID, a.pos[agg]); err != nil {
+			return err
+		}
+	}
+	for g, below := range a.sweep {
+		if _, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch < ? AND retired = 0`, []byte(g), below); err != nil {
+			return err
+		}
+	}
+	for _, k := range a.epochOrder {
+		e := a.epochRows[k]
+		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired); err != nil {
+			return err
+		}
+	}
+	for g, r := range a.groupRows {
+		if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
+			r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(g)); err != nil {
+			return err
+		}
+	}
+	for id, q := range a.queues {
+		if !q.dirty {
+			continue
+		}
+		if _, err := a.exec(`UPDATE delivery_queues SET last_seq = ?, acked_seq = ? WHERE recipient = ? AND channel = ?`,
+			q.last, q.acked, id.recipient, id.channel); err != nil {
 			return err
 		}
 	}
@@ -446,6 +525,12 @@ func (a *applier) groupEpoch(id []byte) (uint64, error) {
 // epochHeld reports whether the group's epoch exists with its secrets.
 func (a *applier) epochHeld(group []byte, epoch uint64) (bool, error) {
 	k := epochKey{string(group), epoch}
+	if e, ok := a.epochRows[k]; ok {
+		return !e.retired, nil
+	}
+	if below, ok := a.sweep[k.group]; ok && epoch < below {
+		return false, nil
+	}
 	if h, ok := a.held[k]; ok {
 		return h, nil
 	}
@@ -548,14 +633,12 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		return cannot("commit to epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
 	t := nanos(ev.Time)
-	if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
-		b.Epoch, []byte(b.State), nullBytes(b.EpochAuthenticator), nullBytes(b.ConfirmedTranscriptHash), t, b.GroupID); err != nil {
-		return err
-	}
-	if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, b.GroupID, b.Epoch, nullBytes(b.EpochAuthenticator), nullBytes(b.ConfirmedTranscriptHash), nullBytes(b.Commit), []byte(b.State), t); err != nil {
-		return err
-	}
+	a.groupRows[string(b.GroupID)] = &groupRow{epoch: b.Epoch, state: []byte(b.State),
+		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
+	k := epochKey{string(b.GroupID), b.Epoch}
+	a.epochRows[k] = &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
+		state: []byte(b.State), createdAt: t}
+	a.epochOrder = append(a.epochOrder, k)
 	a.epochs[string(b.GroupID)] = b.Epoch
 	a.held[epochKey{string(b.GroupID), b.Epoch}] = true
 	// Proposals belong to the epoch they were sent in.
@@ -674,6 +757,10 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 		if e >= cur {
 			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, b.GroupID, cur)
 		}
+		if row, ok := a.epochRows[epochKey{string(b.GroupID), e}]; ok {
+			row.retired, row.state = true, nil
+			continue
+		}
 		res, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch = ?`, b.GroupID, e)
 		if err != nil {
 			return err
@@ -686,9 +773,14 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	// epochs keep their secrets once a retirement is applied.
 	keep := uint64(a.db.opts.MaxPastEpochs)
 	if cur > keep {
-		_, err = a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch < ? AND retired = 0`, b.GroupID, cur-keep)
+		for k, row := range a.epochRows {
+			if k.group == string(b.GroupID) && k.epoch < cur-keep {
+				row.retired, row.state = true, nil
+			}
+		}
+		a.sweep[string(b.GroupID)] = max(a.sweep[string(b.GroupID)], cur-keep)
 	}
-	return err
+	return nil
 }
 
 func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte) error {
@@ -756,17 +848,19 @@ func applyDeliveryEnqueued(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	var last uint64
-	err = a.query1(`SELECT last_seq FROM delivery_queues WHERE recipient = ? AND channel = ?`, []any{string(b.Recipient), b.Channel}, &last)
-	if errors.Is(err, errNoRow) {
+	q, err := a.queue(b.Recipient, b.Channel)
+	if err != nil {
+		return err
+	}
+	if !q.exists {
+		// The row must exist before its deliveries reference it.
 		if _, err := a.exec(`INSERT INTO delivery_queues(recipient, channel, last_seq, acked_seq) VALUES (?, ?, 0, 0)`, string(b.Recipient), b.Channel); err != nil {
 			return err
 		}
-	} else if err != nil {
-		return err
+		q.exists = true
 	}
-	if b.Sequence != last+1 {
-		return cannot("enqueue sequence %d on %s/%s after %d (sequences are contiguous)", b.Sequence, b.Recipient, b.Channel, last)
+	if b.Sequence != q.last+1 {
+		return cannot("enqueue sequence %d on %s/%s after %d (sequences are contiguous)", b.Sequence, b.Recipient, b.Channel, q.last)
 	}
 	var idem any
 	if b.IdempotencyKey != "" {
@@ -784,8 +878,8 @@ func applyDeliveryEnqueued(a *applier, ev events.Event) error {
 		VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')`, string(b.Recipient), b.Channel, b.Sequence, payload, exp, idem, nanos(ev.Time)); err != nil {
 		return err
 	}
-	_, err = a.exec(`UPDATE delivery_queues SET last_seq = ? WHERE recipient = ? AND channel = ?`, b.Sequence, string(b.Recipient), b.Channel)
-	return err
+	q.last, q.dirty = b.Sequence, true
+	return nil
 }
 
 func applyDeliveryAcknowledged(a *applier, ev events.Event) error {
@@ -793,14 +887,14 @@ func applyDeliveryAcknowledged(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	var last, acked uint64
-	err = a.query1(`SELECT last_seq, acked_seq FROM delivery_queues WHERE recipient = ? AND channel = ?`, []any{string(b.Recipient), b.Channel}, &last, &acked)
-	if errors.Is(err, errNoRow) {
-		return cannot("ack on %s/%s: nothing was ever enqueued", b.Recipient, b.Channel)
-	}
+	q, err := a.queue(b.Recipient, b.Channel)
 	if err != nil {
 		return err
 	}
+	if !q.exists {
+		return cannot("ack on %s/%s: nothing was ever enqueued", b.Recipient, b.Channel)
+	}
+	last, acked := q.last, q.acked
 	if b.UpTo > last {
 		return cannot("ack up to %d on %s/%s: only %d enqueued", b.UpTo, b.Recipient, b.Channel, last)
 	}
@@ -813,8 +907,8 @@ func applyDeliveryAcknowledged(a *applier, ev events.Event) error {
 		WHERE recipient = ? AND channel = ? AND seq > ? AND seq <= ? AND state = 'pending'`, string(b.Recipient), b.Channel, acked, b.UpTo); err != nil {
 		return err
 	}
-	_, err = a.exec(`UPDATE delivery_queues SET acked_seq = ? WHERE recipient = ? AND channel = ?`, b.UpTo, string(b.Recipient), b.Channel)
-	return err
+	q.acked, q.dirty = b.UpTo, true
+	return nil
 }
 
 func applyDeliveryExpired(a *applier, ev events.Event) error {

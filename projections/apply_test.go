@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -358,5 +359,56 @@ func TestDeliveryQueue(t *testing.T) {
 	}
 	if states != "1:acked:1,2:expired:1,3:acked:1,4:pending:0,5:pending:0" {
 		t.Fatalf("delivery rows %s", states)
+	}
+}
+
+// The applier keeps some rows of a batch in memory until the batch ends
+// (groups' newest state, new epochs, the retention window, queue heads):
+// the content must not depend on where batches start and end.
+func TestBatchBoundariesDoNotChangeContent(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 3, 300)
+	var want Digest
+	for i, size := range []int{1, 7, 512} {
+		db := mustOpen(t, filepath.Join(t.TempDir(), "b.db"), newKey(t), &Options{BatchSize: size})
+		applyAll(t, db, recs)
+		d, err := db.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			want = d
+			continue
+		}
+		if diff := Compare(want, d); diff != nil {
+			t.Fatalf("batch size %d gives other content than batch size 1: %v", size, diff)
+		}
+	}
+}
+
+// A message in an epoch retired earlier in the same batch is refused, as it
+// is when the retirement was committed in an earlier batch.
+func TestMessageInEpochRetiredWithinBatch(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 1, 40) // group 0 ends at epoch 6, epochs below 3 retired
+	var agg events.Aggregate
+	var pos uint64
+	for _, r := range recs {
+		if b, ok := r.Event.Body.(events.ApplicationMessageReceived); ok && string(b.GroupID) == string(gid(0)) {
+			agg = r.Event.Aggregate
+		}
+	}
+	for _, r := range recs {
+		if r.Event.Aggregate == agg {
+			pos = r.Event.Position
+		}
+	}
+	late := Record{Seq: lastSeq(recs) + 1, Event: events.Event{Aggregate: agg, Position: pos + 1, Time: recs[len(recs)-1].Event.Time,
+		Body: events.ApplicationMessageReceived{GroupID: gid(0), Epoch: 1, SenderLeaf: 1, Sender: "peer-1", MessageID: []byte("late"), Content: events.Secret("late")}}}
+	for _, size := range []int{1, 512} {
+		db := mustOpen(t, filepath.Join(t.TempDir(), "late.db"), newKey(t), &Options{BatchSize: size})
+		err := db.Apply(ctx, append(slices.Clone(recs), late))
+		var ae *ApplyError
+		if !errors.Is(err, ErrCannotApply) || !errors.As(err, &ae) || ae.Seq != late.Seq {
+			t.Fatalf("batch size %d: message in a retired epoch: %v, want ErrCannotApply at seq %d", size, err, late.Seq)
+		}
 	}
 }
