@@ -79,7 +79,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	var keys keyFlags
 	keys.register(fs)
 	n := fs.Int("installations", 10, "number of installations (2 or more)")
-	groups := fs.Int("groups", 3, "number of groups")
+	groups := fs.Int("groups", 0, "number of groups (default: one per five installations, at least 3)")
 	messages := fs.Int("messages", 2000, "number of application messages")
 	seed := fs.Uint64("seed", 0, "seed for the random choices (0: random)")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
@@ -89,8 +89,8 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	switch {
 	case *n < 2:
 		return usageError{"--installations must be at least 2"}
-	case *groups < 1:
-		return usageError{"--groups must be at least 1"}
+	case *groups < 0:
+		return usageError{"--groups must not be negative"}
 	case *messages < 0:
 		return usageError{"--messages must not be negative"}
 	case conn.data == "":
@@ -119,6 +119,9 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
+	if *groups == 0 {
+		*groups = max(3, (*n+4)/5)
+	}
 	if *seed == 0 {
 		*seed = mrand.Uint64()
 	}
@@ -194,21 +197,31 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-// createGroups creates g groups of overlapping members: each has a
-// different creator and a random selection of the others, at least two
-// members and at most eight (or all installations).
+// createGroups creates g groups of overlapping members: installation i
+// belongs to group i mod g (so everyone is in a group), and each group
+// also takes a few random others, up to three to eight members in all.
 func (w *world) createGroups(ctx context.Context, g int) ([]*demoGroup, error) {
 	gs := make([]*demoGroup, 0, g)
 	for i := range g {
-		creator := w.ids[i%len(w.ids)]
-		size := min(len(w.ids), 3+w.rng.IntN(6))
-		var others []events.InstallationID
+		var members []events.InstallationID
+		in := map[events.InstallationID]bool{}
+		for j := i; j < len(w.ids); j += g {
+			members = append(members, w.ids[j])
+			in[w.ids[j]] = true
+		}
+		size := min(len(w.ids), max(len(members), 3+w.rng.IntN(6)))
 		for _, id := range w.pick(len(w.ids)) {
-			if id != creator && len(others) < size-1 {
-				others = append(others, id)
+			if len(members) >= size {
+				break
+			}
+			if !in[id] {
+				members, in[id] = append(members, id), true
 			}
 		}
-		grp, err := w.createGroup(ctx, creator, others)
+		if len(members) < 2 {
+			continue // more groups than installations
+		}
+		grp, err := w.createGroup(ctx, members[0], members[1:])
 		if err != nil {
 			return nil, err
 		}
