@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -75,6 +76,19 @@ func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
 		return cfg, usageError{"--data is required with the embedded server (or give --nats)"}
 	}
 	return cfg, nil
+}
+
+// openLog connects to the event log the flags describe.
+func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) (*engine.Log, error) {
+	cfg, err := conn.config(env)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := keys.keyring(env)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Open(ctx, cfg, ring)
 }
 
 // keyFlags locate the event keyring.

@@ -53,15 +53,26 @@ func (r *replayFlags) check() error {
 
 // open connects to the event log.
 func (r *replayFlags) open(ctx context.Context, env *cliEnv) (*engine.Log, error) {
-	cfg, err := r.conn.config(env)
+	return openLog(ctx, env, &r.conn, &r.keys)
+}
+
+// rebuildWith connects, runs one rebuilding operation with a progress bar
+// and prints its result; key opens the database afterwards.
+func (r *replayFlags) rebuildWith(ctx context.Context, env *cliEnv, cmd string, key projections.Key,
+	op func(*engine.Log, events.InstallationID, *engine.ReplayOptions) (*engine.RebuildResult, error)) error {
+	log, err := r.open(ctx, env)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ring, err := r.keys.keyring(env)
+	defer log.Close()
+	inst := events.InstallationID(r.inst)
+	opts, done := progress(env, log, inst)
+	res, err := op(log, inst, opts)
+	done()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return engine.Open(ctx, cfg, ring)
+	return r.finish(ctx, env, cmd, res, key)
 }
 
 // replayResult is what rebuild, rekey and migrate print.
@@ -181,22 +192,13 @@ func runRebuild(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := r.open(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	opts, done := progress(env, log, events.InstallationID(r.inst))
-	ro := &engine.RebuildOptions{SchemaVersion: *schema}
-	if opts != nil {
-		ro.ReplayOptions = *opts
-	}
-	res, err := log.Rebuild(ctx, events.InstallationID(r.inst), r.db, key, ro)
-	done()
-	if err != nil {
-		return err
-	}
-	return r.finish(ctx, env, "rebuild", res, key)
+	return r.rebuildWith(ctx, env, "rebuild", key, func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.RebuildResult, error) {
+		ro := &engine.RebuildOptions{SchemaVersion: *schema}
+		if opts != nil {
+			ro.ReplayOptions = *opts
+		}
+		return log.Rebuild(ctx, inst, r.db, key, ro)
+	})
 }
 
 func runRekey(ctx context.Context, env *cliEnv, args []string) error {
@@ -228,18 +230,9 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 	if newK.IsPlaintext() {
 		return usageError{"--new-plaintext: read models are never rewritten unencrypted"}
 	}
-	log, err := r.open(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	opts, done := progress(env, log, events.InstallationID(r.inst))
-	res, err := log.Rekey(ctx, events.InstallationID(r.inst), r.db, oldK, newK, opts)
-	done()
-	if err != nil {
-		return err
-	}
-	return r.finish(ctx, env, "rekey", res, newK)
+	return r.rebuildWith(ctx, env, "rekey", newK, func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.RebuildResult, error) {
+		return log.Rekey(ctx, inst, r.db, oldK, newK, opts)
+	})
 }
 
 func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
@@ -294,21 +287,13 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 	if key.IsPlaintext() && !newK.Valid() {
 		return usageError{"an unencrypted database is migrated into an encrypted one: give --new-db-key-file or --new-db-passphrase-file"}
 	}
-	log, err := r.open(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	opts, done := progress(env, log, events.InstallationID(r.inst))
-	res, err := log.Migrate(ctx, events.InstallationID(r.inst), r.db, key, newK, opts)
-	done()
-	if err != nil {
-		return err
-	}
+	after := key
 	if newK.Valid() {
-		key = newK
+		after = newK
 	}
-	return r.finish(ctx, env, "migrate", res, key)
+	return r.rebuildWith(ctx, env, "migrate", after, func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.RebuildResult, error) {
+		return log.Migrate(ctx, inst, r.db, key, newK, opts)
+	})
 }
 
 func runVerify(ctx context.Context, env *cliEnv, args []string) error {
@@ -418,15 +403,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	} else if dbKey.given(env) {
 		return usageError{"give either --db-keys-beside or one read-model key"}
 	}
-	cfg, err := conn.config(env)
-	if err != nil {
-		return err
-	}
-	ring, err := keys.keyring(env)
-	if err != nil {
-		return err
-	}
-	log, err := engine.Open(ctx, cfg, ring)
+	log, err := openLog(ctx, env, &conn, &keys)
 	if err != nil {
 		return err
 	}
