@@ -6,6 +6,8 @@ import (
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/internal/vectortest"
+	"github.com/epochlog/epochlog/mls/keyschedule"
+	"github.com/epochlog/epochlog/mls/treemath"
 )
 
 // seedMessages adds one field of every messages.json case to f's corpus;
@@ -105,6 +107,50 @@ func FuzzRatchetTree(f *testing.F) {
 		if leaf := tv.t.Leaf(0); leaf != nil {
 			_, _ = tv.t.AddLeaf(leaf)
 			_ = tv.t.FilteredDirectPath(0)
+		}
+	})
+}
+
+// FuzzUnmarshalSecretTree feeds saved secret trees (as a Group stores them
+// for its current and past epochs) to the strict decoder: no panic, and
+// whatever decodes re-encodes to the input and hands out keys without
+// panicking.
+func FuzzUnmarshalSecretTree(f *testing.F) {
+	w := newSCWorld(f, Options{MaxForwardRatchets: 4})
+	w.grow(0, 2)
+	for i := range 3 {
+		m := w.seal(0, "x")
+		if i != 1 {
+			w.open(1, m, "x")
+		}
+	}
+	w.commit(1, CommitOptions{ForcePath: true})
+	for _, g := range w.members {
+		keys := []*epochKeys{g.epochKeys}
+		for _, p := range g.past {
+			keys = append(keys, p.keys)
+		}
+		for _, k := range keys {
+			b, err := k.st.MarshalBinary()
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var st *keyschedule.SecretTree
+		fuzzRoundTrip(t, in, func(b []byte) error {
+			var err error
+			st, err = keyschedule.UnmarshalSecretTree(b)
+			return err
+		}, func() ([]byte, error) { return st.MarshalBinary() })
+		if st == nil || st.Leaves() > 64 {
+			return
+		}
+		for l := range treemath.LeafIndex(st.Leaves()) {
+			_, _ = st.Get(l, keyschedule.Application, 2)
+			_, _ = st.Next(l, keyschedule.Handshake)
 		}
 	})
 }

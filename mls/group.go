@@ -76,6 +76,9 @@ type Group struct {
 	sig  *ciphersuite.SignaturePrivateKey
 	keys *TreePrivateKeys
 
+	// joinerSecret serves the Welcome of the commit that created this
+	// epoch; it is not saved (a loaded Group has it zero), since the whole
+	// epoch's message keys derive from it.
 	joinerSecret keyschedule.Secret
 	pskSecret    keyschedule.Secret
 	secrets      keyschedule.EpochSecrets
@@ -251,6 +254,10 @@ func (g *Group) enterEpoch(joiner, psk keyschedule.Secret, gcBytes []byte) error
 	if err != nil {
 		return err
 	}
+	// The secret tree now holds what the encryption and epoch secrets could
+	// give; keeping them would let anyone who reads this Group re-derive
+	// message keys the tree has already deleted.
+	secrets.EncryptionSecret, secrets.EpochSecret = keyschedule.Secret{}, keyschedule.Secret{}
 	g.joinerSecret, g.pskSecret, g.secrets, g.epochKeys = joiner, psk, secrets, ek
 	return nil
 }

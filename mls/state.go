@@ -12,15 +12,20 @@ import (
 )
 
 // stateVersion is the leading byte of a serialized Group. Bump it when the
-// layout changes and keep decoding the old ones.
-const stateVersion = 1
+// layout changes. Version 1 stored each epoch's encryption_secret and its
+// joiner_secret, from which consumed message keys could be re-derived; it
+// is refused rather than upgraded, because loading it would carry that
+// forward-secrecy gap on (see docs/mls.md).
+const stateVersion = 2
 
 // MarshalBinary serializes the full client state, secrets included, as
 // stable versioned bytes: a version byte, then the fields in MLS
 // presentation-language encoding. The bytes are as sensitive as the keys:
-// store them encrypted. Past epochs are stored as their encryption secret
-// and a log of the generations consumed, from which [UnmarshalState]
-// rebuilds the same secret trees.
+// store them encrypted. The current and retained past epochs are stored as
+// the current state of their secret trees ([keyschedule.SecretTree.MarshalBinary])
+// and the current epoch's secrets without its joiner, epoch and encryption
+// secrets ([keyschedule.EpochSecrets.MarshalBinary]), so the bytes hold no
+// secret from which an already-consumed message key can be re-derived.
 func (g *Group) MarshalBinary() ([]byte, error) {
 	var w codec.Writer
 	w.Uint8(stateVersion)
@@ -45,11 +50,18 @@ func (g *Group) MarshalBinary() ([]byte, error) {
 			}
 		})
 	}
-	w.OpaqueV(g.joinerSecret.Bytes())
-	w.OpaqueV(g.pskSecret.Bytes())
+	es, err := g.secrets.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	w.OpaqueV(es)
 	w.OpaqueV(g.confirmationTag)
 	w.OpaqueV(g.interim)
-	writeRatchetLog(&w, g.epochKeys.log)
+	st, err := g.epochKeys.st.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	w.OpaqueV(st)
 	w.VectorV(func(w *codec.Writer) {
 		for _, p := range g.proposals {
 			w.OpaqueV(p.ref)
@@ -71,8 +83,12 @@ func (g *Group) MarshalBinary() ([]byte, error) {
 			p.tree.marshal(w)
 			w.OpaqueV(p.senderDataSecret.Bytes())
 			w.OpaqueV(p.resumptionPSK.Bytes())
-			w.OpaqueV(p.keys.root.Bytes())
-			writeRatchetLog(w, p.keys.log)
+			st, err := p.keys.st.MarshalBinary()
+			if err != nil {
+				w.Fail(err)
+				return
+			}
+			w.OpaqueV(st)
 		}
 	})
 	return w.Finish()
@@ -84,47 +100,6 @@ func hpkeSecrets(m map[string]*ciphersuite.HPKEPrivateKey) map[string]keyschedul
 		out[k] = ciphersuite.NewSecret(v.Bytes())
 	}
 	return out
-}
-
-func writeRatchetLog(w *codec.Writer, log map[ratchetKey]*ratchetLog) {
-	ids := slices.SortedFunc(maps.Keys(log), func(a, b ratchetKey) int {
-		if a.leaf != b.leaf {
-			return int(a.leaf) - int(b.leaf)
-		}
-		return int(a.typ) - int(b.typ)
-	})
-	w.VectorV(func(w *codec.Writer) {
-		for _, id := range ids {
-			l := log[id]
-			w.Uint32(uint32(id.leaf))
-			w.Uint8(uint8(id.typ))
-			w.Uint32(l.next)
-			w.VectorV(func(w *codec.Writer) {
-				for _, g := range l.skipped {
-					w.Uint32(g)
-				}
-			})
-		}
-	})
-}
-
-func readRatchetLog(r *codec.Reader) map[ratchetKey]*ratchetLog {
-	log := map[ratchetKey]*ratchetLog{}
-	_ = r.ForEachV(func(sub *codec.Reader) error {
-		leaf, _ := sub.Uint32()
-		typ, _ := sub.Uint8()
-		next, _ := sub.Uint32()
-		l := &ratchetLog{next: next, skipped: readList(sub, readUint32)}
-		if typ != uint8(keyschedule.Handshake) && typ != uint8(keyschedule.Application) {
-			return sub.Failf("ratchet type %d", typ)
-		}
-		if !slices.IsSorted(l.skipped) {
-			return sub.Failf("skipped generations not sorted")
-		}
-		log[ratchetKey{LeafIndex(leaf), keyschedule.ContentType(typ)}] = l
-		return sub.Err()
-	})
-	return log
 }
 
 // UnmarshalState restores a Group serialized by [Group.MarshalBinary].
@@ -202,14 +177,25 @@ func UnmarshalState(b []byte) (*Group, error) {
 			return nil, err
 		}
 	}
-	secret := func() keyschedule.Secret {
-		s, _ := r.OpaqueV()
-		return ciphersuite.NewSecret(s)
+	esBytes, err := r.OpaqueV()
+	if err != nil {
+		return nil, err
 	}
-	joiner, psk := secret(), secret()
+	if g.secrets, err = keyschedule.UnmarshalEpochSecrets(esBytes); err != nil {
+		return nil, fmt.Errorf("%w: epoch secrets: %w", ErrDecode, err)
+	}
+	if g.secrets.Suite().ID() != cs.ID() {
+		return nil, fmt.Errorf("%w: epoch secrets of suite %d in a state of suite %d", ErrDecode, g.secrets.Suite().ID(), suite)
+	}
 	g.confirmationTag, _ = r.OpaqueV()
 	g.interim, _ = r.OpaqueV()
-	log := readRatchetLog(r)
+	stBytes, err := r.OpaqueV()
+	if err != nil {
+		return nil, err
+	}
+	if g.epochKeys, err = readEpochKeys(cs, stBytes, g.tree.LeafCount(), g.ctx.Epoch); err != nil {
+		return nil, err
+	}
 	_ = r.ForEachV(func(sub *codec.Reader) error {
 		var p cachedProposal
 		p.ref, _ = sub.OpaqueV()
@@ -252,13 +238,12 @@ func UnmarshalState(b []byte) (*Group, error) {
 		}
 		sds, _ := sub.OpaqueV()
 		res, _ := sub.OpaqueV()
-		root, _ := sub.OpaqueV()
-		plog := readRatchetLog(sub)
+		stb, _ := sub.OpaqueV()
 		if err := sub.Err(); err != nil {
 			return err
 		}
 		p.senderDataSecret, p.resumptionPSK = ciphersuite.NewSecret(sds), ciphersuite.NewSecret(res)
-		if p.keys, err = restoreEpochKeys(cs, ciphersuite.NewSecret(root), p.tree.LeafCount(), g.opts.MaxForwardRatchets, plog); err != nil {
+		if p.keys, err = readEpochKeys(cs, stb, p.tree.LeafCount(), p.ctx.Epoch); err != nil {
 			return err
 		}
 		g.past = append(g.past, p)
@@ -270,15 +255,19 @@ func UnmarshalState(b []byte) (*Group, error) {
 	if err := r.Done(); err != nil {
 		return nil, err
 	}
-	gcBytes, err := g.ctx.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	if err := g.enterEpoch(joiner, psk, gcBytes); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
-	}
-	if g.epochKeys, err = restoreEpochKeys(cs, g.secrets.EncryptionSecret, g.tree.LeafCount(), g.opts.MaxForwardRatchets, log); err != nil {
-		return nil, err
-	}
 	return g, nil
+}
+
+// readEpochKeys decodes the secret tree of one epoch and checks that it
+// belongs to a ratchet tree of leaves leaves in suite cs.
+func readEpochKeys(cs *ciphersuite.CipherSuite, b []byte, leaves treemath.LeafCount, epoch uint64) (*epochKeys, error) {
+	st, err := keyschedule.UnmarshalSecretTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: secret tree of epoch %d: %w", ErrDecode, epoch, err)
+	}
+	if st.Suite().ID() != cs.ID() || st.Leaves() != leaves {
+		return nil, fmt.Errorf("%w: secret tree of epoch %d has suite %d and %d leaves, the group has suite %d and %d leaves",
+			ErrDecode, epoch, st.Suite().ID(), st.Leaves(), cs.ID(), leaves)
+	}
+	return &epochKeys{st: st}, nil
 }

@@ -9,7 +9,10 @@
 // purpose: RFC 9420 §9.2 requires consumed keys to be deleted, so taking a
 // key changes the tree. It is not safe for concurrent use; callers that need
 // to keep the state before a message was processed take a [SecretTree.Clone]
-// first. All secrets are [ciphersuite.Secret] values, which never print
+// first. [SecretTree.MarshalBinary] saves only the tree's current state
+// (unsplit node secrets, current ratchet secrets, kept skipped keys), never
+// a consumed secret, and [EpochSecrets.MarshalBinary] leaves out the
+// secrets the message keys derive from. All secrets are [ciphersuite.Secret] values, which never print
 // their bytes.
 //
 // # Caveats

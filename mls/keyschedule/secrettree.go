@@ -315,3 +315,6 @@ func SenderDataKeyNonce(cs *ciphersuite.CipherSuite, senderDataSecret Secret, ci
 	}
 	return ciphersuite.NewSecret(k), ciphersuite.NewSecret(n), nil
 }
+
+// Suite returns the cipher suite the tree derives keys with.
+func (st *SecretTree) Suite() *ciphersuite.CipherSuite { return st.cs }
