@@ -42,7 +42,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if serverBinaryDir != "" {
+		os.RemoveAll(serverBinaryDir)
+	}
+	os.Exit(code)
 }
 
 func killKeyring() (*events.Keyring, error) {

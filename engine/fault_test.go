@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// serverBinaryDir holds the built nats-server; TestMain removes it.
+var serverBinaryDir string
+
+// serverBinary builds nats-server from the module's own dependency once per
+// test binary run, so fault tests can kill a real server process.
+var serverBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "epochlog-nats-server-")
+	if err != nil {
+		return "", err
+	}
+	serverBinaryDir = dir
+	bin := filepath.Join(dir, "nats-server")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building nats-server: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// serverProcess is a nats-server with JetStream running as a separate
+// process on a fixed port and store directory, so it can be killed with
+// SIGKILL and started again on the same state.
+type serverProcess struct {
+	t     *testing.T
+	bin   string
+	port  int
+	store string
+	cmd   *exec.Cmd
+}
+
+func startServerProcess(t *testing.T) *serverProcess {
+	t.Helper()
+	bin, err := serverBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &serverProcess{t: t, bin: bin, port: port, store: t.TempDir()}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *serverProcess) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
+
+func (s *serverProcess) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin, "-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(s.url())
+		if err == nil {
+			js, jerr := nc.JetStream()
+			if jerr == nil {
+				if _, jerr = js.AccountInfo(); jerr == nil {
+					nc.Close()
+					return
+				}
+			}
+			nc.Close()
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("nats-server process on port %d not ready: %v", s.port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (s *serverProcess) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// TestFollowAcrossServerKill9 follows an installation while the nats-server
+// process is killed with SIGKILL and started again on the same store: the
+// follower sees every event exactly once and in order, and retried appends
+// do not duplicate.
+func TestFollowAcrossServerKill9(t *testing.T) {
+	srv := startServerProcess(t)
+	cfg := Config{NATSURL: srv.url(), RequestTimeout: 5 * time.Second, ReconnectWait: 50 * time.Millisecond}
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	agg := group(instA, "kill9")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCollector()
+	done := make(chan error, 1)
+	go func() { done <- l.Follow(ctx, instA, 0, c.add) }()
+
+	const before, after = 40, 40
+	for i := uint64(1); i <= before; i++ {
+		mustAppend(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
+	}
+	c.waitFor(t, before/2)
+	srv.kill()
+	srv.start()
+	for i := uint64(before + 1); i <= before+after; i++ {
+		appendRetrying(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
+	}
+	c.waitFor(t, before+after)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("follow returned %v", err)
+	}
+	recs := c.snapshot()
+	if len(recs) != before+after {
+		t.Fatalf("follow delivered %d records, want %d", len(recs), before+after)
+	}
+	for i, r := range recs {
+		if r.Event.Position != uint64(i+1) || content(r.Event) != fmt.Sprintf("e%d", i+1) {
+			t.Fatalf("record %d: position %d %q", i, r.Event.Position, content(r.Event))
+		}
+	}
+	if n := streamMsgs(t, l); n != before+after {
+		t.Fatalf("stream holds %d messages, want %d (a retried append duplicated)", n, before+after)
+	}
+}
