@@ -39,14 +39,42 @@ func (db *DB) Apply(ctx context.Context, recs []Record) error {
 	return nil
 }
 
+// prepareStmts prepares, on the writer and outside any transaction (the
+// writer has one connection, which a transaction holds), the statements
+// the last batch met for the first time.
+func (db *DB) prepareStmts(ctx context.Context, queries []string) {
+	if db.stmts == nil {
+		db.stmts = map[string]*sql.Stmt{}
+	}
+	for _, q := range queries {
+		if _, ok := db.stmts[q]; ok {
+			continue
+		}
+		// A failure here is not an error: the next batch prepares the
+		// statement in its transaction again.
+		if s, err := db.w.PrepareContext(ctx, q); err == nil {
+			db.stmts[q] = s
+		}
+	}
+}
+
 func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return db.wrapErr("apply", err)
 	}
-	defer tx.Rollback()
-	a := newApplier(db, ctx, tx)
-	defer a.close()
+	// Statements run under a context without cancellation: the driver
+	// starts a goroutine per statement to watch a cancellable one, which
+	// slowed replay by half. Cancellation is checked between events
+	// instead, and rolls the batch back.
+	a := newApplier(db, context.WithoutCancel(ctx), tx)
+	defer func() {
+		a.close()
+		tx.Rollback() // after Commit, a no-op
+		if len(a.unprepared) > 0 && reuseStmts() {
+			db.prepareStmts(ctx, a.unprepared)
+		}
+	}()
 	var cp uint64
 	if err := tx.QueryRowContext(ctx, `SELECT seq FROM checkpoint WHERE id = 1`).Scan(&cp); err != nil {
 		return db.wrapErr("apply", err)
@@ -55,6 +83,9 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
 	for _, r := range recs {
 		if r.Seq <= cp {
 			continue // applied before: exactly once
+		}
+		if err := ctx.Err(); err != nil {
+			return db.wrapErr("apply", err)
 		}
 		kind := ""
 		if r.Event.Body != nil {
@@ -107,29 +138,61 @@ type applier struct {
 	db    *DB
 	ctx   context.Context
 	tx    *sql.Tx
-	stmts map[string]*sql.Stmt
+	stmts map[string]*sql.Stmt // this transaction's handles
+	// unprepared are the queries prepared for this transaction only; they
+	// join db.stmts once the transaction is over.
+	unprepared []string
 
 	instLoaded bool
 	inst       string // "" until installation.created
-	pos        map[events.Aggregate]uint64
-	posDirty   map[events.Aggregate]bool
-	ordinals   map[string]int64  // group id -> highest message ordinal
-	lastMsg    map[string]int64  // group id -> latest message time (v2)
-	epochs     map[string]uint64 // group id -> current epoch
-	held       map[epochKey]bool // (group, epoch) -> secrets held
-	proposals  map[string]bool   // group id -> may have staged proposals
-	queues     map[queueID]*queueState
-	// Commits of the batch: the groups' newest rows and the new epochs'
-	// rows, written in flush. An epoch retired within the same batch is
-	// then inserted without its state, so replay never writes the large
-	// state blobs it would blank a few events later.
-	groupRows  map[string]*groupRow
-	epochRows  map[epochKey]*epochRow
+	// pos holds the aggregates' positions; every entry is written back
+	// in flush (an aggregate is in the map only if the batch touched it).
+	pos    map[events.Aggregate]uint64
+	groups map[string]*batchGroup // group id -> what the batch knows
+	queues map[queueID]*queueState
+	// epochOrder lists the epochs the batch's commits created, in order:
+	// flush inserts their rows (batchGroup.newEpochs).
 	epochOrder []epochKey
-	// sweep is, per group, the epoch below which every epoch is retired
-	// (the maximum_past_epochs window): applied to stored rows in flush,
+}
+
+// batchGroup is one group as the batch sees it, loaded lazily: one map
+// lookup per event instead of one per fact. Zero "known" flags mean the
+// fact has not been read from the database yet.
+type batchGroup struct {
+	epochKnown bool
+	epoch      uint64 // current epoch
+	held       map[uint64]bool // epoch -> secrets held, as read or set
+
+	ordinalKnown bool
+	ordinal      int64 // highest message ordinal
+
+	hasLastMsg bool
+	lastMsg    int64 // latest message time (schema v2), written in flush
+
+	proposalsKnown, hasProposals bool // whether staged proposals may exist
+
+	// The commits of the batch: the group's newest row and the new
+	// epochs' rows, written in flush. An epoch retired within the same
+	// batch is then inserted without its state, so replay never writes
+	// the large state blobs it would blank a few events later.
+	row       *groupRow
+	newEpochs map[uint64]*epochRow
+
+	// sweepBelow is the epoch below which every epoch is retired (the
+	// maximum_past_epochs window): applied to stored rows in flush,
 	// consulted by epochHeld until then.
-	sweep map[string]uint64
+	hasSweep   bool
+	sweepBelow uint64
+}
+
+// group returns the batch's view of a group (created empty on first use).
+func (a *applier) group(id []byte) *batchGroup {
+	if g, ok := a.groups[string(id)]; ok {
+		return g
+	}
+	g := &batchGroup{held: map[uint64]bool{}, newEpochs: map[uint64]*epochRow{}}
+	a.groups[string(id)] = g
+	return g
 }
 
 type groupRow struct {
@@ -178,36 +241,40 @@ type epochKey struct {
 
 func newApplier(db *DB, ctx context.Context, tx *sql.Tx) *applier {
 	return &applier{db: db, ctx: ctx, tx: tx, stmts: map[string]*sql.Stmt{},
-		pos: map[events.Aggregate]uint64{}, posDirty: map[events.Aggregate]bool{},
-		ordinals: map[string]int64{}, lastMsg: map[string]int64{},
-		epochs: map[string]uint64{}, held: map[epochKey]bool{}, proposals: map[string]bool{},
-		queues: map[queueID]*queueState{}, groupRows: map[string]*groupRow{}, epochRows: map[epochKey]*epochRow{}, sweep: map[string]uint64{}}
+		pos: map[events.Aggregate]uint64{}, groups: map[string]*batchGroup{}, queues: map[queueID]*queueState{}}
 }
 
 // flush writes the batch's in-memory bookkeeping.
 func (a *applier) flush() error {
-	for agg := range a.posDirty {
+	for agg, pos := range a.pos {
 		if _, err := a.exec(`INSERT INTO aggregate_positions(installation, agg_type, agg_id, position) VALUES (?, ?, ?, ?)
 			ON CONFLICT(installation, agg_type, agg_id) DO UPDATE SET position = excluded.position`,
-			string(agg.Installation), string(agg.Type), agg.ID, a.pos[agg]); err != nil {
+			string(agg.Installation), string(agg.Type), agg.ID, pos); err != nil {
 			return err
 		}
 	}
-	for g, below := range a.sweep {
-		if _, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch < ? AND retired = 0`, []byte(g), below); err != nil {
+	for id, g := range a.groups {
+		if !g.hasSweep {
+			continue
+		}
+		if _, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch < ? AND retired = 0`, []byte(id), g.sweepBelow); err != nil {
 			return err
 		}
 	}
 	for _, k := range a.epochOrder {
-		e := a.epochRows[k]
+		e := a.groups[k.group].newEpochs[k.epoch]
 		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired); err != nil {
 			return err
 		}
 	}
-	for g, r := range a.groupRows {
+	for id, g := range a.groups {
+		r := g.row
+		if r == nil {
+			continue
+		}
 		if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
-			r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(g)); err != nil {
+			r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id)); err != nil {
 			return err
 		}
 	}
@@ -220,8 +287,12 @@ func (a *applier) flush() error {
 			return err
 		}
 	}
-	for g, t := range a.lastMsg {
-		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(g)); err != nil {
+	for id, g := range a.groups {
+		if !g.hasLastMsg {
+			continue
+		}
+		t := g.lastMsg
+		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
 			return err
 		}
 	}
@@ -238,9 +309,15 @@ func (a *applier) stmt(q string) (*sql.Stmt, error) {
 	if s, ok := a.stmts[q]; ok {
 		return s, nil
 	}
-	s, err := a.tx.PrepareContext(a.ctx, q)
-	if err != nil {
-		return nil, err
+	var s *sql.Stmt
+	if shared, ok := a.db.stmts[q]; ok && reuseStmts() {
+		s = a.tx.StmtContext(a.ctx, shared)
+	} else {
+		var err error
+		if s, err = a.tx.PrepareContext(a.ctx, q); err != nil {
+			return nil, err
+		}
+		a.unprepared = append(a.unprepared, q)
 	}
 	a.stmts[q] = s
 	return s, nil
@@ -331,7 +408,6 @@ func (a *applier) checkPosition(ev events.Event) error {
 		return cannot("aggregate %s/%s/%q at position %d, event has position %d", agg.Installation, agg.Type, agg.ID, pos, ev.Position)
 	}
 	a.pos[agg] = ev.Position
-	a.posDirty[agg] = true
 	return nil
 }
 
@@ -508,42 +584,42 @@ func applyKeyPackageRotated(a *applier, ev events.Event) error {
 }
 
 func (a *applier) groupEpoch(id []byte) (uint64, error) {
-	if e, ok := a.epochs[string(id)]; ok {
-		return e, nil
+	return a.loadEpoch(id, a.group(id))
+}
+
+func (a *applier) loadEpoch(id []byte, g *batchGroup) (uint64, error) {
+	if g.epochKnown {
+		return g.epoch, nil
 	}
-	var e uint64
-	err := a.query1(`SELECT epoch FROM groups WHERE group_id = ?`, []any{id}, &e)
+	err := a.query1(`SELECT epoch FROM groups WHERE group_id = ?`, []any{id}, &g.epoch)
 	if errors.Is(err, errNoRow) {
 		return 0, cannot("unknown group %x", id)
 	}
-	if err == nil {
-		a.epochs[string(id)] = e
-	}
-	return e, err
+	g.epochKnown = err == nil
+	return g.epoch, err
 }
 
 // epochHeld reports whether the group's epoch exists with its secrets.
-func (a *applier) epochHeld(group []byte, epoch uint64) (bool, error) {
-	k := epochKey{string(group), epoch}
-	if e, ok := a.epochRows[k]; ok {
+func (a *applier) epochHeld(id []byte, g *batchGroup, epoch uint64) (bool, error) {
+	if e, ok := g.newEpochs[epoch]; ok {
 		return !e.retired, nil
 	}
-	if below, ok := a.sweep[k.group]; ok && epoch < below {
+	if g.hasSweep && epoch < g.sweepBelow {
 		return false, nil
 	}
-	if h, ok := a.held[k]; ok {
+	if h, ok := g.held[epoch]; ok {
 		return h, nil
 	}
 	var retired bool
-	err := a.query1(`SELECT retired FROM epochs WHERE group_id = ? AND epoch = ?`, []any{group, epoch}, &retired)
+	err := a.query1(`SELECT retired FROM epochs WHERE group_id = ? AND epoch = ?`, []any{id, epoch}, &retired)
 	if errors.Is(err, errNoRow) {
-		a.held[k] = false
+		g.held[epoch] = false
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	a.held[k] = !retired
+	g.held[epoch] = !retired
 	return !retired, nil
 }
 
@@ -565,8 +641,9 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 	_, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
 		id, epoch, nullBytes(auth), state, nanos(t))
 	if err == nil {
-		a.epochs[string(id)] = epoch
-		a.held[epochKey{string(id), epoch}] = true
+		g := a.group(id)
+		g.epoch, g.epochKnown = epoch, true
+		g.held[epoch] = true
 	}
 	return err
 }
@@ -615,7 +692,8 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 	_, err = a.exec(`INSERT INTO proposals(group_id, proposal_ref, epoch, proposal_type, sender_leaf, proposal) VALUES (?, ?, ?, ?, ?, ?)`,
 		b.GroupID, b.ProposalRef, b.Epoch, int64(b.ProposalType), int64(b.SenderLeaf), b.Proposal)
 	if err == nil {
-		a.proposals[string(b.GroupID)] = true
+		g := a.group(b.GroupID)
+		g.proposalsKnown, g.hasProposals = true, true
 	}
 	return err
 }
@@ -625,7 +703,8 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	epoch, err := a.groupEpoch(b.GroupID)
+	g := a.group(b.GroupID)
+	epoch, err := a.loadEpoch(b.GroupID, g)
 	if err != nil {
 		return err
 	}
@@ -633,21 +712,19 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		return cannot("commit to epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
 	t := nanos(ev.Time)
-	a.groupRows[string(b.GroupID)] = &groupRow{epoch: b.Epoch, state: []byte(b.State),
+	g.row = &groupRow{epoch: b.Epoch, state: []byte(b.State),
 		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
-	k := epochKey{string(b.GroupID), b.Epoch}
-	a.epochRows[k] = &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
+	g.newEpochs[b.Epoch] = &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
 		state: []byte(b.State), createdAt: t}
-	a.epochOrder = append(a.epochOrder, k)
-	a.epochs[string(b.GroupID)] = b.Epoch
-	a.held[epochKey{string(b.GroupID), b.Epoch}] = true
+	a.epochOrder = append(a.epochOrder, epochKey{string(b.GroupID), b.Epoch})
+	g.epoch = b.Epoch
+	g.held[b.Epoch] = true
 	// Proposals belong to the epoch they were sent in.
-	has, known := a.proposals[string(b.GroupID)]
-	if !known || has {
+	if !g.proposalsKnown || g.hasProposals {
 		if _, err := a.exec(`DELETE FROM proposals WHERE group_id = ? AND epoch < ?`, b.GroupID, b.Epoch); err != nil {
 			return err
 		}
-		a.proposals[string(b.GroupID)] = false
+		g.proposalsKnown, g.hasProposals = true, false
 	}
 	for _, m := range b.Removed {
 		if err := a.removeMember(b.GroupID, b.Epoch, m.Leaf, m.Identity); err != nil {
@@ -742,22 +819,19 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	cur, err := a.groupEpoch(b.GroupID)
+	g := a.group(b.GroupID)
+	cur, err := a.loadEpoch(b.GroupID, g)
 	if err != nil {
 		return err
 	}
 	// Forget cached epoch states of this group: the window below retires
 	// epochs the event does not list.
-	for k := range a.held {
-		if k.group == string(b.GroupID) {
-			delete(a.held, k)
-		}
-	}
+	clear(g.held)
 	for _, e := range b.Epochs {
 		if e >= cur {
 			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, b.GroupID, cur)
 		}
-		if row, ok := a.epochRows[epochKey{string(b.GroupID), e}]; ok {
+		if row, ok := g.newEpochs[e]; ok {
 			row.retired, row.state = true, nil
 			continue
 		}
@@ -773,25 +847,26 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	// epochs keep their secrets once a retirement is applied.
 	keep := uint64(a.db.opts.MaxPastEpochs)
 	if cur > keep {
-		for k, row := range a.epochRows {
-			if k.group == string(b.GroupID) && k.epoch < cur-keep {
+		for e, row := range g.newEpochs {
+			if e < cur-keep {
 				row.retired, row.state = true, nil
 			}
 		}
-		a.sweep[string(b.GroupID)] = max(a.sweep[string(b.GroupID)], cur-keep)
+		g.hasSweep, g.sweepBelow = true, max(g.sweepBelow, cur-keep)
 	}
 	return nil
 }
 
 func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte) error {
-	cur, err := a.groupEpoch(group)
+	g := a.group(group)
+	cur, err := a.loadEpoch(group, g)
 	if err != nil {
 		return err
 	}
 	if epoch > cur {
 		return cannot("message in epoch %d, group %x is at epoch %d", epoch, group, cur)
 	}
-	held, err := a.epochHeld(group, epoch)
+	held, err := a.epochHeld(group, g, epoch)
 	if err != nil {
 		return err
 	}
@@ -801,12 +876,13 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 	if len(id) == 0 {
 		return cannot("message without id")
 	}
-	ord, ok := a.ordinals[string(group)]
-	if !ok {
-		if err := a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &ord); err != nil {
+	if !g.ordinalKnown {
+		if err := a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &g.ordinal); err != nil {
 			return err
 		}
+		g.ordinalKnown = true
 	}
+	ord := g.ordinal
 	if ad == nil {
 		ad = []byte{}
 	}
@@ -818,11 +894,9 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t); err != nil {
 		return err
 	}
-	a.ordinals[string(group)] = ord + 1
-	if a.db.schema >= 2 {
-		if prev, ok := a.lastMsg[string(group)]; !ok || t > prev {
-			a.lastMsg[string(group)] = t
-		}
+	g.ordinal = ord + 1
+	if a.db.schema >= 2 && (!g.hasLastMsg || t > g.lastMsg) {
+		g.hasLastMsg, g.lastMsg = true, t
 	}
 	return nil
 }

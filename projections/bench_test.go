@@ -54,7 +54,10 @@ func benchApply(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := db.Apply(context.Background(), recs); err != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		err = db.Apply(ctx, recs)
+		cancel()
+		if err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

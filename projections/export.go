@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync/atomic"
 )
 
 // ExportTo copies the read model into a new database file at path,
@@ -92,7 +93,39 @@ func SetMemorySecurity(on bool) error {
 	if _, err := m.Exec("PRAGMA cipher_memory_security = " + v); err != nil {
 		return fmt.Errorf("projections: set cipher_memory_security: %w", err)
 	}
+	memSecurity.Store(memSecurityState(on))
 	return nil
+}
+
+// memSecurity caches the setting for the projector (see reuseStmts):
+// 0 not read yet, 1 on, 2 off.
+var memSecurity atomic.Int32
+
+func memSecurityState(on bool) int32 {
+	if on {
+		return 1
+	}
+	return 2
+}
+
+// reuseStmts reports whether the projector keeps its statements prepared
+// across transactions. With memory security OFF that saves re-preparing
+// them for every batch. With it ON, statements kept prepared hold the
+// connection's lookaside memory, so every other SQLite allocation takes
+// an mlock/munlock pair instead: measured, twice the system calls and
+// twice the replay time. The setting is read once and tracked through
+// SetMemorySecurity; a stale value costs speed, never correctness.
+func reuseStmts() bool {
+	st := memSecurity.Load()
+	if st == 0 {
+		on, err := MemorySecurity()
+		if err != nil {
+			on = true // the build's default
+		}
+		st = memSecurityState(on)
+		memSecurity.Store(st)
+	}
+	return st == 2
 }
 
 // MemorySecurity reports whether cipher_memory_security is on.
