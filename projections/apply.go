@@ -160,7 +160,7 @@ type applier struct {
 // fact has not been read from the database yet.
 type batchGroup struct {
 	epochKnown bool
-	epoch      uint64 // current epoch
+	epoch      uint64          // current epoch
 	held       map[uint64]bool // epoch -> secrets held, as read or set
 
 	ordinalKnown bool

@@ -97,7 +97,7 @@ type DB struct {
 	// stmts are the projector's statements, prepared once on the writer
 	// and reused by every batch (guarded by applyMu): re-preparing about
 	// twenty statements per transaction cost a tenth of a replay.
-	stmts map[string]*sql.Stmt
+	stmts     map[string]*sql.Stmt
 	closeOnce sync.Once
 }
 
