@@ -19,23 +19,33 @@ import (
 
 const benchBatch = 512
 
-func benchStream(b *testing.B) []Record {
-	return sampleStream(b, "inst-bench", 8, 500) // 5189 events, 4001 messages
+// benchStream is the workload: 5189 events of one installation, 4001 of
+// them messages, over 8 groups. rows=tiny carries placeholder payloads a
+// few bytes long, so the projector's per-event work weighs most;
+// rows=mls carries payloads of the sizes real MLS produces (8 KiB group
+// states, 900 B commits, 120 B messages; see mlsSized).
+func benchStream(b *testing.B, rows string) []Record {
+	if rows == "mls" {
+		return mlsSizedStream(b, "inst-bench", 8, 500)
+	}
+	return sampleStream(b, "inst-bench", 8, 500)
 }
 
-// withMemorySecurity runs f as two sub-benchmarks, with SQLCipher's
+// withMemorySecurity runs f as sub-benchmarks, with SQLCipher's
 // process-wide cipher_memory_security on (this build's default) and off
-// (SQLCipher's default since 4.5); it dominates write costs (mlock/munlock
-// per allocation).
-func withMemorySecurity(b *testing.B, f func(b *testing.B)) {
+// (SQLCipher's default since 4.5; it dominates write costs with an
+// mlock/munlock pair per allocation), for both workloads of benchStream.
+func withMemorySecurity(b *testing.B, f func(b *testing.B, rows string)) {
 	for _, on := range []bool{true, false} {
-		b.Run(fmt.Sprintf("memsec=%v", on), func(b *testing.B) {
-			if err := SetMemorySecurity(on); err != nil {
-				b.Fatal(err)
-			}
-			defer SetMemorySecurity(true)
-			f(b)
-		})
+		for _, rows := range []string{"tiny", "mls"} {
+			b.Run(fmt.Sprintf("memsec=%v/rows=%s", on, rows), func(b *testing.B) {
+				if err := SetMemorySecurity(on); err != nil {
+					b.Fatal(err)
+				}
+				defer SetMemorySecurity(true)
+				f(b, rows)
+			})
+		}
 	}
 }
 
@@ -43,8 +53,8 @@ func BenchmarkApply(b *testing.B) { withMemorySecurity(b, benchApply) }
 
 func BenchmarkRawInsert(b *testing.B) { withMemorySecurity(b, benchRawInsert) }
 
-func benchApply(b *testing.B) {
-	recs := benchStream(b)
+func benchApply(b *testing.B, rows string) {
+	recs := benchStream(b, rows)
 	dir := b.TempDir()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -127,8 +137,8 @@ func producedRows(b *testing.B, recs []Record) ([]tableRows, int) {
 	return out, total
 }
 
-func benchRawInsert(b *testing.B) {
-	recs := benchStream(b)
+func benchRawInsert(b *testing.B, rows string) {
+	recs := benchStream(b, rows)
 	tables, total := producedRows(b, recs)
 	dir := b.TempDir()
 	b.ResetTimer()
@@ -190,8 +200,8 @@ func benchRawInsert(b *testing.B) {
 // (open aside, apply, close), the operation rekey performs.
 func BenchmarkRekeyReplay(b *testing.B) { withMemorySecurity(b, benchRekeyReplay) }
 
-func benchRekeyReplay(b *testing.B) {
-	recs := benchStream(b)
+func benchRekeyReplay(b *testing.B, rows string) {
+	recs := benchStream(b, rows)
 	dir := b.TempDir()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -212,8 +222,8 @@ func benchRekeyReplay(b *testing.B) {
 // read model into a new file under a new key.
 func BenchmarkRekeyExport(b *testing.B) { withMemorySecurity(b, benchRekeyExport) }
 
-func benchRekeyExport(b *testing.B) {
-	recs := benchStream(b)
+func benchRekeyExport(b *testing.B, rows string) {
+	recs := benchStream(b, rows)
 	dir := b.TempDir()
 	src, err := Open(filepath.Join(dir, "src.db"), mustKey(b), nil)
 	if err != nil {

@@ -19,6 +19,34 @@ type streamBuilder struct {
 	pos  map[events.Aggregate]uint64
 	t0   time.Time
 	recs []Record
+	// mlsSizes pads MLS payloads to the sizes real groups produce (see
+	// mlsSized): the read model's work depends on row sizes.
+	mlsSizes bool
+}
+
+// Sizes measured in the demo's read models (10 installations, real MLS
+// with ciphersuite 1): group state about 8 KiB, commit about 900 B, 32 B
+// epoch authenticator and transcript hash, 16 B message ids.
+const (
+	mlsStateSize   = 8 << 10
+	mlsCommitSize  = 900
+	mlsHashSize    = 32
+	mlsMsgIDSize   = 16
+	mlsContentSize = 120
+)
+
+// mlsSized returns b, or with mlsSizes b padded (deterministically) to n
+// bytes.
+func (s *streamBuilder) mlsSized(b []byte, n int) []byte {
+	if !s.mlsSizes || len(b) >= n {
+		return b
+	}
+	out := make([]byte, n)
+	copy(out, b)
+	for i := len(b); i < n; i++ {
+		out[i] = byte(i*31 + len(b))
+	}
+	return out
 }
 
 func newStream(inst string) *streamBuilder {
@@ -62,15 +90,16 @@ func (s *streamBuilder) group(i int, b events.Body) Record {
 
 func (s *streamBuilder) commit(g int, epoch uint64, added, removed []events.Member) Record {
 	return s.group(g, events.CommitApplied{
-		GroupID: gid(g), Epoch: epoch, EpochAuthenticator: []byte(fmt.Sprintf("auth-%d-%d", g, epoch)),
-		ConfirmedTranscriptHash: []byte(fmt.Sprintf("cth-%d-%d", g, epoch)), Commit: []byte(fmt.Sprintf("commit-%d-%d", g, epoch)),
-		State: events.Secret(fmt.Sprintf("state-%d-%d", g, epoch)), Added: added, Removed: removed,
+		GroupID: gid(g), Epoch: epoch, EpochAuthenticator: s.mlsSized([]byte(fmt.Sprintf("auth-%d-%d", g, epoch)), mlsHashSize),
+		ConfirmedTranscriptHash: s.mlsSized([]byte(fmt.Sprintf("cth-%d-%d", g, epoch)), mlsHashSize),
+		Commit:                  s.mlsSized([]byte(fmt.Sprintf("commit-%d-%d", g, epoch)), mlsCommitSize),
+		State:                   events.Secret(s.mlsSized([]byte(fmt.Sprintf("state-%d-%d", g, epoch)), mlsStateSize)), Added: added, Removed: removed,
 	})
 }
 
 func (s *streamBuilder) message(g int, epoch uint64, n int, sent bool) Record {
-	id := []byte(fmt.Sprintf("msg-%d-%d", g, n))
-	content := events.Secret(fmt.Sprintf("hello %d in group %d", n, g))
+	id := s.mlsSized([]byte(fmt.Sprintf("msg-%d-%d", g, n)), mlsMsgIDSize)
+	content := events.Secret(s.mlsSized([]byte(fmt.Sprintf("hello %d in group %d", n, g)), mlsContentSize))
 	if sent {
 		return s.group(g, events.ApplicationMessageSent{GroupID: gid(g), Epoch: epoch, SenderLeaf: 0, Sender: s.inst, MessageID: id, Content: content, AuthenticatedData: []byte("ad")})
 	}
@@ -87,14 +116,26 @@ func (s *streamBuilder) delivery(channel string, b events.Body) Record {
 // messages both ways, and a delivery queue with acks and an expiry.
 func sampleStream(t testing.TB, inst string, groups, msgs int) []Record {
 	t.Helper()
+	return buildSample(newStream(inst), groups, msgs)
+}
+
+// mlsSizedStream is sampleStream with MLS payloads of real sizes.
+func mlsSizedStream(t testing.TB, inst string, groups, msgs int) []Record {
+	t.Helper()
 	s := newStream(inst)
+	s.mlsSizes = true
+	return buildSample(s, groups, msgs)
+}
+
+func buildSample(s *streamBuilder, groups, msgs int) []Record {
+	inst := string(s.inst)
 	s.installation()
 	s.keyPackage(1, true)
 	s.kpEvent(1, events.KeyPackagePublished{Ref: kref(1), Destination: "directory"})
 	s.keyPackage(2, false)
 	s.kpEvent(2, events.KeyPackagePublished{Ref: kref(2), Destination: "directory"})
 	for g := 0; g < groups; g++ {
-		s.group(g, events.GroupCreated{GroupID: gid(g), Ciphersuite: 3, Epoch: 0, State: events.Secret(fmt.Sprintf("state-%d-0", g))})
+		s.group(g, events.GroupCreated{GroupID: gid(g), Ciphersuite: 3, Epoch: 0, State: events.Secret(s.mlsSized([]byte(fmt.Sprintf("state-%d-0", g)), mlsStateSize))})
 		s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 0, Leaf: 0, Identity: []byte(inst)})
 		s.group(g, events.ProposalStaged{GroupID: gid(g), Epoch: 0, ProposalRef: []byte("prop-1"), ProposalType: 1, SenderLeaf: 0, Proposal: []byte("add peer-1")})
 		s.commit(g, 1, []events.Member{{Leaf: 1, Identity: []byte("peer-1")}}, nil)
@@ -123,7 +164,7 @@ func sampleStream(t testing.TB, inst string, groups, msgs int) []Record {
 	}
 	// Joined from a Welcome, consuming the one-time key package.
 	s.kpEvent(2, events.KeyPackageConsumed{Ref: kref(2), GroupID: gid(900)})
-	s.group(900, events.WelcomeProcessed{GroupID: gid(900), Epoch: 4, KeyPackageRef: kref(2), Welcome: []byte("welcome"), EpochAuthenticator: []byte("auth-900-4"), State: events.Secret("state-900-4")})
+	s.group(900, events.WelcomeProcessed{GroupID: gid(900), Epoch: 4, KeyPackageRef: kref(2), Welcome: []byte("welcome"), EpochAuthenticator: []byte("auth-900-4"), State: events.Secret(s.mlsSized([]byte("state-900-4"), mlsStateSize))})
 	s.group(900, events.MemberAdded{GroupID: gid(900), Epoch: 4, Leaf: 3, Identity: []byte(inst)})
 	s.message(900, 4, 1, false)
 	// The last-resort package rotates twice: only current + previous keep
