@@ -269,3 +269,54 @@ func BenchmarkVerifyWithLabel(b *testing.B) {
 		})
 	}
 }
+
+// TestShortScalarsLeftPadded: a P-521 private key whose leading byte is
+// zero, serialized without it (as the official vectors do for one key),
+// parses to the same key; a key longer than the curve's size is refused.
+func TestShortScalarsLeftPadded(t *testing.T) {
+	cs, err := ciphersuite.Lookup(ciphersuite.MLS256DHKEMP521AES256GCMSHA512P521)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The top byte of a P-521 scalar is 0 or 1, so about half of the keys
+	// start with a zero byte; 64 tries miss with probability 2^-64.
+	var sig *ciphersuite.SignaturePrivateKey
+	var hk *ciphersuite.HPKEPrivateKey
+	for i := 0; i < 64 && (sig == nil || hk == nil); i++ {
+		if k, err := cs.GenerateSignatureKey(); err == nil && k.Bytes()[0] == 0 && sig == nil {
+			sig = k
+		}
+		if k, err := cs.GenerateHPKEKey(); err == nil && k.Bytes()[0] == 0 && hk == nil {
+			hk = k
+		}
+	}
+	if sig == nil || hk == nil {
+		t.Fatal("no P-521 key with a leading zero byte in 64 tries")
+	}
+	short := sig.Bytes()[1:]
+	got, err := cs.ParseSignaturePrivateKey(short)
+	if err != nil {
+		t.Fatalf("65-byte P-521 signature key: %v", err)
+	}
+	if !got.Equal(sig) || !bytes.Equal(got.PublicKey(), sig.PublicKey()) {
+		t.Error("65-byte P-521 signature key parsed to another key")
+	}
+	gotH, err := cs.ParseHPKEPrivateKey(hk.Bytes()[1:])
+	if err != nil {
+		t.Fatalf("65-byte P-521 HPKE key: %v", err)
+	}
+	if !gotH.Equal(hk) || !bytes.Equal(gotH.PublicKey(), hk.PublicKey()) {
+		t.Error("65-byte P-521 HPKE key parsed to another key")
+	}
+	long := append([]byte{0}, sig.Bytes()...)
+	if _, err := cs.ParseSignaturePrivateKey(long); !errors.Is(err, ciphersuite.ErrInvalidKey) {
+		t.Errorf("67-byte P-521 key: err = %v, want ErrInvalidKey", err)
+	}
+	if _, err := cs.ParseHPKEPrivateKey(append([]byte{0}, hk.Bytes()...)); !errors.Is(err, ciphersuite.ErrInvalidKey) {
+		t.Errorf("67-byte P-521 HPKE key: err = %v, want ErrInvalidKey", err)
+	}
+	// The padding never turns an all-zero (invalid) scalar into a key.
+	if _, err := cs.ParseSignaturePrivateKey([]byte{0}); !errors.Is(err, ciphersuite.ErrInvalidKey) {
+		t.Errorf("zero scalar: err = %v, want ErrInvalidKey", err)
+	}
+}

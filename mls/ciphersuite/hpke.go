@@ -78,9 +78,11 @@ func (cs *CipherSuite) GenerateHPKEKey() (*HPKEPrivateKey, error) {
 	return cs.wrapHPKE(k), nil
 }
 
-// ParseHPKEPrivateKey parses an RFC 9180 serialized private key (copying it).
+// ParseHPKEPrivateKey parses an RFC 9180 serialized private key (copying
+// it). A NIST curve scalar shorter than the curve's size is left-padded,
+// as [CipherSuite.ParseSignaturePrivateKey] does.
 func (cs *CipherSuite) ParseHPKEPrivateKey(b []byte) (*HPKEPrivateKey, error) {
-	k, err := cs.kem.NewPrivateKey(append([]byte(nil), b...))
+	k, err := cs.kem.NewPrivateKey(append([]byte(nil), cs.padScalar(b)...))
 	if err != nil {
 		return nil, fmt.Errorf("%w: HPKE private key of %d bytes for %s", ErrInvalidKey, len(b), cs.id)
 	}

@@ -88,7 +88,10 @@ func (cs *CipherSuite) wrapECDSA(priv *ecdsa.PrivateKey) (*SignaturePrivateKey, 
 
 // ParseSignaturePrivateKey parses a private key in the test-vector format
 // (Ed25519 32-byte seed; ECDSA big-endian scalar of the curve's size),
-// copying it. The error never echoes the input.
+// copying it. An ECDSA scalar shorter than the curve's size is taken as
+// having lost its leading zero bytes and is left-padded: some
+// implementations serialize minimal-length integers, as the official MLS
+// test vectors do for a P-521 key. The error never echoes the input.
 func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey, error) {
 	if cs.sig == sigEd25519 {
 		if len(b) != ed25519.SeedSize {
@@ -97,7 +100,7 @@ func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey,
 		priv := ed25519.NewKeyFromSeed(b)
 		return &SignaturePrivateKey{suite: cs.id, ed: priv, pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
 	}
-	priv, err := ecdsa.ParseRawPrivateKey(cs.curve, b)
+	priv, err := ecdsa.ParseRawPrivateKey(cs.curve, cs.padScalar(b))
 	if err != nil {
 		return nil, fmt.Errorf("%w: ECDSA private key of %d bytes for %s", ErrInvalidKey, len(b), cs.id)
 	}
@@ -167,4 +170,18 @@ func (cs *CipherSuite) VerifyWithLabel(pub []byte, label string, content, signat
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// padScalar left-pads a big-endian NIST curve scalar shorter than the
+// curve's size with zeros (returning a copy); other inputs come back as
+// they are, for the parser to judge.
+func (cs *CipherSuite) padScalar(b []byte) []byte {
+	if cs.curve == nil || len(b) == 0 {
+		return b
+	}
+	size := (cs.curve.Params().BitSize + 7) / 8
+	if len(b) >= size {
+		return b
+	}
+	return append(make([]byte, size-len(b), size), b...)
 }
