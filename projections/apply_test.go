@@ -412,3 +412,68 @@ func TestMessageInEpochRetiredWithinBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementsKeptAcrossBatches: with memory security OFF the writer
+// keeps its statements prepared across transactions (and Apply calls);
+// the result is the same read model as preparing them per transaction,
+// and a failed batch does not poison the kept statements.
+func TestStatementsKeptAcrossBatches(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 3, 60)
+	perTx := build(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 7}, recs)
+	want, err := perTx.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := SetMemorySecurity(false); err != nil {
+		t.Fatal(err)
+	}
+	defer SetMemorySecurity(true)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 7})
+	half := len(recs) / 2
+	if err := db.Apply(ctx, recs[:half]); err != nil {
+		t.Fatal(err)
+	}
+	if len(db.stmts) == 0 {
+		t.Fatal("no statement kept after the first batches")
+	}
+	// A batch that fails half-way rolls back; the kept statements still work.
+	bad := append([]Record(nil), recs[half:half+3]...)
+	bad[2].Event.Position += 5
+	if err := db.Apply(ctx, bad); !errors.Is(err, ErrCannotApply) {
+		t.Fatalf("gap in positions: %v", err)
+	}
+	if err := db.Apply(ctx, recs[half:]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Compare(want, got); d != nil {
+		t.Fatalf("kept statements built another read model: %v", d)
+	}
+}
+
+// TestApplyCancelled: a cancelled context stops Apply between events and
+// rolls the current batch back; nothing half-applied stays.
+func TestApplyCancelled(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 1, 20)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 1000})
+	empty, _ := db.Digest(ctx)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := db.Apply(cctx, recs); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Apply under a cancelled context: %v", err)
+	}
+	after, _ := db.Digest(ctx)
+	if d := Compare(empty, after); d != nil {
+		t.Fatalf("a cancelled batch left rows: %v", d)
+	}
+	if cp, _ := db.Checkpoint(ctx); cp != 0 {
+		t.Fatalf("checkpoint moved to %d", cp)
+	}
+	if err := db.Apply(ctx, recs); err != nil {
+		t.Fatalf("Apply after a cancelled one: %v", err)
+	}
+}
