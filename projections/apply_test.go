@@ -157,13 +157,7 @@ func TestApplyBatchIsAtomic(t *testing.T) {
 	if !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", recs[bad].Seq)) {
 		t.Fatalf("error does not name the sequence: %v", err)
 	}
-	after, _ := db.Digest(ctx)
-	if d := Compare(empty, after); d != nil {
-		t.Fatalf("part of the failed transaction committed: %v", d)
-	}
-	if cp, _ := db.Checkpoint(ctx); cp != 0 {
-		t.Fatalf("checkpoint moved to %d", cp)
-	}
+	assertNothingApplied(t, db, empty)
 	// With smaller batches, the batches before the bad event commit and
 	// the checkpoint stops right before the failing batch.
 	db2 := mustOpen(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), &Options{BatchSize: 4})
@@ -466,14 +460,24 @@ func TestApplyCancelled(t *testing.T) {
 	if err := db.Apply(cctx, recs); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Apply under a cancelled context: %v", err)
 	}
-	after, _ := db.Digest(ctx)
+	assertNothingApplied(t, db, empty)
+	if err := db.Apply(ctx, recs); err != nil {
+		t.Fatalf("Apply after a cancelled one: %v", err)
+	}
+}
+
+// assertNothingApplied checks that db still has the content of the empty
+// digest and its checkpoint has not moved.
+func assertNothingApplied(t *testing.T, db *DB, empty Digest) {
+	t.Helper()
+	after, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if d := Compare(empty, after); d != nil {
-		t.Fatalf("a cancelled batch left rows: %v", d)
+		t.Fatalf("rows of a failed or cancelled batch stayed: %v", d)
 	}
 	if cp, _ := db.Checkpoint(ctx); cp != 0 {
 		t.Fatalf("checkpoint moved to %d", cp)
-	}
-	if err := db.Apply(ctx, recs); err != nil {
-		t.Fatalf("Apply after a cancelled one: %v", err)
 	}
 }
