@@ -90,6 +90,21 @@ func (b *backend) create(id events.InstallationID) *Installation {
 	return in
 }
 
+// restart closes one installation and opens it again from its read model
+// (that installation's process restarting).
+func (b *backend) restart(id events.InstallationID) *Installation {
+	b.t.Helper()
+	if err := b.insts[id].Close(); err != nil {
+		b.t.Fatalf("close %s: %v", id, err)
+	}
+	in, err := OpenInstallation(context.Background(), b.log, id, b.dbPath(id), b.keys[id], b.opts())
+	if err != nil {
+		b.t.Fatalf("reopen %s: %v", id, err)
+	}
+	b.insts[id] = in
+	return in
+}
+
 // reopen opens every known installation again from its read model.
 func (b *backend) reopen() {
 	b.t.Helper()

@@ -513,20 +513,12 @@ func TestCreateInstallationTwice(t *testing.T) {
 }
 
 func TestReopenedInstallationDoesNotReuseRatchetKeys(t *testing.T) {
-	ctx := context.Background()
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
 	exchange(t, b, g1, []events.InstallationID{alice}, 5, "before")
 	// Only alice's process restarts; bob keeps his in-memory state, which
 	// remembers the generations alice already used and refuses a reuse.
-	if err := b.insts[alice].Close(); err != nil {
-		t.Fatal(err)
-	}
-	in, err := OpenInstallation(ctx, b.log, alice, b.dbPath(alice), b.keys[alice], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts[alice] = in
+	b.restart(alice)
 	exchange(t, b, g1, []events.InstallationID{alice}, 5, "after")
 	if n := messageCount(t, b.insts[bob], g1); n != 10 {
 		t.Fatalf("bob has %d messages, want 10", n)
@@ -610,14 +602,7 @@ func TestPathUpdatePolicy(t *testing.T) {
 	// Once the last update is older than UpdateInterval, the next message
 	// updates first, also after the installation is reopened.
 	b.now = b.now.Add(2 * time.Hour)
-	if err := b.insts[bob].Close(); err != nil {
-		t.Fatal(err)
-	}
-	in, err := OpenInstallation(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts[bob] = in
+	in := b.restart(bob)
 	third, err := in.Send(ctx, g1, []byte("third"), nil)
 	if err != nil {
 		t.Fatal(err)

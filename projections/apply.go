@@ -268,16 +268,6 @@ func (a *applier) flush() error {
 			return err
 		}
 	}
-	for id, g := range a.groups {
-		r := g.row
-		if r == nil {
-			continue
-		}
-		if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
-			r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id)); err != nil {
-			return err
-		}
-	}
 	for id, q := range a.queues {
 		if !q.dirty {
 			continue
@@ -288,12 +278,17 @@ func (a *applier) flush() error {
 		}
 	}
 	for id, g := range a.groups {
-		if !g.hasLastMsg {
-			continue
+		if r := g.row; r != nil {
+			if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
+				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id)); err != nil {
+				return err
+			}
 		}
-		t := g.lastMsg
-		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
-			return err
+		if g.hasLastMsg {
+			t := g.lastMsg
+			if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -784,17 +779,26 @@ func (a *applier) removeMember(group []byte, epoch uint64, leaf uint32, identity
 	return err
 }
 
+// epochReached refuses an event of a group's future epoch; what names the
+// event in the error.
+func (a *applier) epochReached(group []byte, epoch uint64, what string) error {
+	cur, err := a.groupEpoch(group)
+	if err != nil {
+		return err
+	}
+	if epoch > cur {
+		return cannot("%s in epoch %d, group %x is at epoch %d", what, epoch, group, cur)
+	}
+	return nil
+}
+
 func applyMemberAdded(a *applier, ev events.Event) error {
 	b, err := body[events.MemberAdded](ev)
 	if err != nil {
 		return err
 	}
-	epoch, err := a.groupEpoch(b.GroupID)
-	if err != nil {
+	if err := a.epochReached(b.GroupID, b.Epoch, "member added"); err != nil {
 		return err
-	}
-	if b.Epoch > epoch {
-		return cannot("member added in epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
 	return a.addMember(b.GroupID, b.Epoch, b.Leaf, b.Identity)
 }
@@ -804,12 +808,8 @@ func applyMemberRemoved(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	epoch, err := a.groupEpoch(b.GroupID)
-	if err != nil {
+	if err := a.epochReached(b.GroupID, b.Epoch, "member removed"); err != nil {
 		return err
-	}
-	if b.Epoch > epoch {
-		return cannot("member removed in epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
 	return a.removeMember(b.GroupID, b.Epoch, b.Leaf, b.Identity)
 }
