@@ -80,6 +80,20 @@ func deliveryAgg(k queueKey) events.Aggregate {
 
 // load returns the queue, reading its events from the recipient's log the
 // first time (or after a conflict dropped it).
+// appendQueue appends evs at the queue's position. On any failure the
+// cached queue is dropped, so the next attempt reloads it; a conflict
+// (another writer moved the queue) is reported apart, for a retry.
+func (d *Deliveries) appendQueue(ctx context.Context, k queueKey, q *queue, evs ...events.Event) (conflict bool, err error) {
+	_, err = d.log.Append(ctx, q.pos, evs...)
+	if err != nil {
+		delete(d.q, k)
+	}
+	if errors.Is(err, ErrConflict) {
+		return true, nil
+	}
+	return false, err
+}
+
 func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 	if q, ok := d.q[k]; ok {
 		return q, nil
@@ -156,13 +170,11 @@ func (d *Deliveries) Enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bo
 			return s, true, nil
 		}
 		ev := d.enqueueEvent(k, q, e)
-		_, err = d.log.Append(ctx, q.pos, ev)
-		if errors.Is(err, ErrConflict) {
-			delete(d.q, k)
+		conflict, err := d.appendQueue(ctx, k, q, ev)
+		if conflict {
 			continue
 		}
 		if err != nil {
-			delete(d.q, k)
 			return 0, false, fmt.Errorf("engine: enqueue on %s/%s: %w", k.recipient, k.channel, err)
 		}
 		d.applyEnqueued(k, q, ev)
@@ -290,13 +302,11 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 			return nil
 		}
 		ev := events.Event{Aggregate: deliveryAgg(k), Time: d.now().UTC(), Body: events.DeliveryAcknowledged{Recipient: recipient, Channel: channel, UpTo: upTo}}
-		_, err = d.log.Append(ctx, q.pos, ev)
-		if errors.Is(err, ErrConflict) {
-			delete(d.q, k)
+		conflict, err := d.appendQueue(ctx, k, q, ev)
+		if conflict {
 			continue
 		}
 		if err != nil {
-			delete(d.q, k)
 			return fmt.Errorf("engine: acknowledge %s/%s: %w", recipient, channel, err)
 		}
 		q.pos++
@@ -337,13 +347,11 @@ func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID
 			evs[i] = events.Event{Aggregate: deliveryAgg(k), Time: now.UTC(), Body: events.DeliveryExpired{
 				Recipient: recipient, Channel: channel, Sequence: s, ExpiresAt: q.pending[s].ExpiresAt}}
 		}
-		_, err = d.log.Append(ctx, q.pos, evs...)
-		if errors.Is(err, ErrConflict) {
-			delete(d.q, k)
+		conflict, err := d.appendQueue(ctx, k, q, evs...)
+		if conflict {
 			continue
 		}
 		if err != nil {
-			delete(d.q, k)
 			return nil, fmt.Errorf("engine: expire on %s/%s: %w", recipient, channel, err)
 		}
 		q.pos += uint64(len(evs))
