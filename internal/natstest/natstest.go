@@ -47,10 +47,19 @@ type Server struct {
 // test ends. It fails the test if the server does not come up.
 func Start(tb testing.TB, o Options) *Server {
 	tb.Helper()
-	dir := o.StoreDir
-	if dir == "" {
-		dir = filepath.Join(tb.TempDir(), "jetstream")
+	if o.StoreDir == "" {
+		o.StoreDir = filepath.Join(tb.TempDir(), "jetstream")
 	}
+	s := &Server{tb: tb, opts: serverOptions(o)}
+	if err := s.start(); err != nil {
+		tb.Fatalf("natstest: %v", err)
+	}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+// serverOptions turns o (with its StoreDir set) into nats-server options.
+func serverOptions(o Options) server.Options {
 	port := o.Port
 	if port == 0 {
 		// Bind a random port; start records the one the server got, so that
@@ -61,30 +70,22 @@ func Start(tb testing.TB, o Options) *Server {
 	if name == "" {
 		name = "natstest"
 	}
-	s := &Server{
-		tb: tb,
-		opts: server.Options{
-			ServerName: name,
-			Host:       "127.0.0.1",
-			Port:       port,
-			JetStream:  true,
-			StoreDir:   dir,
-			SyncAlways: o.SyncAlways,
-			Username:   o.User,
-			Password:   o.Password,
-			NoLog:      true,
-			NoSigs:     true,
-			// A test that appends faster than the default limits allow would
-			// fail for reasons unrelated to the code under test.
-			JetStreamMaxMemory: 256 << 20,
-			JetStreamMaxStore:  4 << 30,
-		},
+	return server.Options{
+		ServerName: name,
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		SyncAlways: o.SyncAlways,
+		Username:   o.User,
+		Password:   o.Password,
+		NoLog:      true,
+		NoSigs:     true,
+		// A test that appends faster than the default limits allow would
+		// fail for reasons unrelated to the code under test.
+		JetStreamMaxMemory: 256 << 20,
+		JetStreamMaxStore:  4 << 30,
 	}
-	if err := s.start(); err != nil {
-		tb.Fatalf("natstest: %v", err)
-	}
-	tb.Cleanup(s.Shutdown)
-	return s
 }
 
 func (s *Server) start() error {

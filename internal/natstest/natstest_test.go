@@ -44,3 +44,44 @@ func TestRestartKeepsPortAndStore(t *testing.T) {
 	}
 	s.Shutdown() // a no-op
 }
+
+// A 3-node cluster replicates a stream, elects a new leader when the
+// leader goes away, and the returning node catches up.
+func TestClusterFailover(t *testing.T) {
+	c := StartCluster(t, 3)
+	nc := c.Nodes()[0].Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	old := c.StreamLeader("T")
+	old.Shutdown()
+	if now := c.StreamLeader("T"); now == old {
+		t.Fatal("the stopped node still leads the stream")
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("during")); err != nil {
+		t.Fatalf("publish with the old leader down: %v", err)
+	}
+	old.Start()
+	c.WaitStreamCurrent("T")
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := st.CachedInfo()
+	if info.State.Msgs != 2 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream: %d messages, cluster %+v; want 2 messages on a leader and 2 replicas", info.State.Msgs, info.Cluster)
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current {
+			t.Fatalf("replica %s not current", r.Name)
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// account is the account clients land in on a server without accounts.
+const account = server.DEFAULT_GLOBAL_ACCOUNT
+
+// Cluster is a JetStream cluster of in-process servers routed over
+// loopback. Each node is a [Server]: Shutdown, Start and Restart work on
+// one node while the others keep running, so tests can take a stream's
+// leader away and bring it back.
+type Cluster struct {
+	tb    testing.TB
+	nodes []*Server
+}
+
+// StartCluster starts an n-node JetStream cluster for the test, waits until
+// its meta group has a leader, and shuts it down when the test ends.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	if n < 1 {
+		tb.Fatalf("natstest: cluster of %d nodes", n)
+	}
+	// Every node routes to every other, so the ports are fixed before any
+	// node starts; a restarted node comes back on the same ones.
+	clientPorts, routePorts := freePorts(tb, n), freePorts(tb, n)
+	routes := make([]string, n)
+	for i, p := range routePorts {
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	root := tb.TempDir()
+	c := &Cluster{tb: tb}
+	for i := range n {
+		name := fmt.Sprintf("node%d", i)
+		opts := serverOptions(Options{
+			StoreDir:   filepath.Join(root, name),
+			Port:       clientPorts[i],
+			ServerName: name,
+		})
+		opts.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: routePorts[i]}
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		s := &Server{tb: tb, opts: opts}
+		if err := s.start(); err != nil {
+			tb.Fatalf("natstest: cluster %s: %v", name, err)
+		}
+		tb.Cleanup(s.Shutdown)
+		c.nodes = append(c.nodes, s)
+	}
+	c.waitFor("a meta leader with every node current", c.metaReady)
+	return c
+}
+
+// metaReady reports whether a node leads the meta group and sees every
+// other node current: before that, creating a replicated stream can fail
+// with "no suitable peers for placement".
+func (c *Cluster) metaReady() bool {
+	for _, s := range c.running() {
+		if s == nil || !s.JetStreamIsLeader() {
+			continue
+		}
+		info, err := s.Jsz(nil)
+		if err != nil || info.Meta == nil || len(info.Meta.Replicas) != len(c.nodes)-1 {
+			return false
+		}
+		for _, p := range info.Meta.Replicas {
+			if !p.Current || p.Offline {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("natstest: find a free port: %v", err)
+		}
+		// Held until all are picked, so the n ports differ.
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
+// Nodes returns the cluster's servers, in start order.
+func (c *Cluster) Nodes() []*Server { return c.nodes }
+
+// URL lists every node's client URL, comma-separated, as nats.Connect
+// accepts it: a client fails over to another node when its own goes away.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.nodes))
+	for i, s := range c.nodes {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// StreamLeader waits until a running node leads the stream (in the default
+// account) and returns it.
+func (c *Cluster) StreamLeader(stream string) *Server {
+	c.tb.Helper()
+	var leader *Server
+	c.waitFor("a leader of stream "+stream, func() bool {
+		for i, s := range c.running() {
+			if s != nil && s.JetStreamIsStreamLeader(account, stream) {
+				leader = c.nodes[i]
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// WaitStreamCurrent waits until the stream's leader reports every other
+// node's replica current (caught up), as a client sees it in the stream
+// info.
+func (c *Cluster) WaitStreamCurrent(stream string) {
+	c.tb.Helper()
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		c.tb.Fatalf("natstest: cluster: connect: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.tb.Fatalf("natstest: cluster: %v", err)
+	}
+	c.waitFor("every replica of stream "+stream+" to be current", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		ci := st.CachedInfo().Cluster
+		if ci == nil || ci.Leader == "" || len(ci.Replicas) != len(c.nodes)-1 {
+			return false
+		}
+		for _, r := range ci.Replicas {
+			if !r.Current || r.Offline {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// running returns each node's live server, nil for nodes that are down.
+func (c *Cluster) running() []*server.Server {
+	out := make([]*server.Server, len(c.nodes))
+	for i, s := range c.nodes {
+		out[i] = s.NATSServer()
+	}
+	return out
+}
+
+// waitFor polls cond until it holds, failing the test after readyTimeout.
+func (c *Cluster) waitFor(what string, cond func() bool) {
+	c.tb.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.tb.Fatalf("natstest: cluster: waited %v for %s", readyTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
