@@ -18,9 +18,16 @@ import (
 func TestRaceOneAggregate(t *testing.T) {
 	l1, srv := newLog(t)
 	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	raceOneAggregate(t, l1, l2, 100)
+}
+
+// raceOneAggregate has two writers race for each of the first rounds
+// positions of one aggregate and checks that exactly one wins each, the
+// loser gets ErrConflict, and the stream holds exactly the winners.
+func raceOneAggregate(t *testing.T, l1, l2 *Log, rounds int) {
+	t.Helper()
 	agg := group(instA, "race")
 	writers := []*Log{l1, l2}
-	const rounds = 100
 	var winners []string
 	for round := range rounds {
 		expected := uint64(round)

@@ -2,6 +2,7 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -161,6 +162,32 @@ func (c *Cluster) WaitStreamCurrent(stream string) {
 			}
 		}
 		return true
+	})
+}
+
+// StepDownStream moves the stream's leadership to node to (asking the
+// current leader to step down in its favour, again until it happens) and
+// waits until to leads.
+func (c *Cluster) StepDownStream(stream string, to *Server) {
+	c.tb.Helper()
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		c.tb.Fatalf("natstest: cluster: connect: %v", err)
+	}
+	defer nc.Close()
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to.opts.ServerName}})
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.waitFor(to.opts.ServerName+" to lead stream "+stream, func() bool {
+		if srv := to.NATSServer(); srv != nil && srv.JetStreamIsStreamLeader(account, stream) {
+			return true
+		}
+		// Errors (no leader right now, the preferred node not caught up)
+		// are answered by asking again.
+		_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, time.Second)
+		time.Sleep(100 * time.Millisecond)
+		return false
 	})
 }
 
