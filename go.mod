@@ -3,6 +3,7 @@ module github.com/epochlog/epochlog
 go 1.26.0
 
 require (
+	github.com/cloudflare/circl v1.6.5
 	github.com/mutecomm/go-sqlcipher/v4 v4.4.2
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0

@@ -6,10 +6,11 @@
 // # Caveats
 //
 // Decoding is strict: every Unmarshal rejects trailing bytes, non-minimal
-// length headers and unknown enum values. Ciphersuites 4 and 6 (X448/Ed448)
-// are not supported. A [RatchetTree] is a value: operations that change it
-// return a new tree and leave the receiver untouched; the LeafNode and
-// ParentNode values it holds must not be modified once placed in a tree.
+// length headers and unknown enum values. All seven cipher suites of RFC
+// 9420 (1 to 7, X448/Ed448 included) are supported. A [RatchetTree] is a
+// value: operations that change it return a new tree and leave the receiver
+// untouched; the LeafNode and ParentNode values it holds must not be
+// modified once placed in a tree.
 //
 // [RFC 9420]: https://www.rfc-editor.org/rfc/rfc9420.html
 package mls

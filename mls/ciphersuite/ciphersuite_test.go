@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func supported(t testing.TB) []*ciphersuite.CipherSuite {
 }
 
 func TestLookup(t *testing.T) {
-	for _, id := range []ciphersuite.Suite{4, 6, 0, 8, 0xffff} {
+	for _, id := range []ciphersuite.Suite{0, 8, 0xf000, 0xffff} {
 		_, err := ciphersuite.Lookup(id)
 		if !errors.Is(err, ciphersuite.ErrUnsupportedSuite) {
 			t.Errorf("Lookup(%d) err = %v, want ErrUnsupportedSuite", id, err)
@@ -34,7 +35,11 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Suite(%d).Supported() = true", id)
 		}
 	}
-	want := map[ciphersuite.Suite][3]int{1: {32, 16, 12}, 2: {32, 16, 12}, 3: {32, 32, 12}, 5: {64, 32, 12}, 7: {48, 32, 12}}
+	if got := ciphersuite.SupportedSuites(); !slices.Equal(got, []ciphersuite.Suite{1, 2, 3, 4, 5, 6, 7}) {
+		t.Errorf("SupportedSuites() = %d, want every registered suite, 1 to 7", got)
+	}
+	want := map[ciphersuite.Suite][3]int{1: {32, 16, 12}, 2: {32, 16, 12}, 3: {32, 32, 12}, 4: {64, 32, 12},
+		5: {64, 32, 12}, 6: {64, 32, 12}, 7: {48, 32, 12}}
 	for _, cs := range supported(t) {
 		got := [3]int{cs.Nh(), cs.Nk(), cs.Nn()}
 		if got != want[cs.ID()] || !cs.ID().Supported() {

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 
+	"github.com/cloudflare/circl/kem"
 	"github.com/epochlog/epochlog/mls/codec"
 )
 
@@ -12,7 +13,8 @@ import (
 // its bytes are unexported and never printed.
 type HPKEPrivateKey struct {
 	suite Suite
-	k     hpke.PrivateKey
+	k     hpke.PrivateKey // crypto/hpke suites
+	x     kem.PrivateKey  // X448 suites (circl), stored clamped
 	pub   []byte
 }
 
@@ -25,6 +27,9 @@ func (k *HPKEPrivateKey) PublicKey() []byte { return append([]byte(nil), k.pub..
 
 // Bytes returns the private key serialized as RFC 9180 SerializePrivateKey.
 func (k *HPKEPrivateKey) Bytes() []byte {
+	if k.x != nil {
+		return k.x448Bytes()
+	}
 	b, err := k.k.Bytes()
 	if err != nil {
 		// The key was validated when it was built; serialization of a
@@ -62,6 +67,9 @@ func (cs *CipherSuite) wrapHPKE(k hpke.PrivateKey) *HPKEPrivateKey {
 // DeriveKeyPair is the KEM's DeriveKeyPair(ikm) (RFC 9180 §7.1.3), used for
 // tree node keys and the external key pair.
 func (cs *CipherSuite) DeriveKeyPair(ikm []byte) (*HPKEPrivateKey, error) {
+	if cs.x448 != nil {
+		return cs.deriveKeyPairX448(ikm)
+	}
 	k, err := cs.kem.DeriveKeyPair(ikm)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HPKE DeriveKeyPair for %s", ErrInvalidKey, cs.id)
@@ -71,6 +79,9 @@ func (cs *CipherSuite) DeriveKeyPair(ikm []byte) (*HPKEPrivateKey, error) {
 
 // GenerateHPKEKey returns a fresh random HPKE key pair.
 func (cs *CipherSuite) GenerateHPKEKey() (*HPKEPrivateKey, error) {
+	if cs.x448 != nil {
+		return cs.generateHPKEKeyX448()
+	}
 	k, err := cs.kem.GenerateKey()
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: generating HPKE key for %s: %w", cs.id, err)
@@ -80,8 +91,12 @@ func (cs *CipherSuite) GenerateHPKEKey() (*HPKEPrivateKey, error) {
 
 // ParseHPKEPrivateKey parses an RFC 9180 serialized private key (copying
 // it). A NIST curve scalar shorter than the curve's size is left-padded,
-// as [CipherSuite.ParseSignaturePrivateKey] does.
+// as [CipherSuite.ParseSignaturePrivateKey] does. An X448 key is clamped,
+// as RFC 9180 §7.1.2 requires, so Bytes returns the clamped form.
 func (cs *CipherSuite) ParseHPKEPrivateKey(b []byte) (*HPKEPrivateKey, error) {
+	if cs.x448 != nil {
+		return cs.parseHPKEPrivateKeyX448(b)
+	}
 	k, err := cs.kem.NewPrivateKey(append([]byte(nil), cs.padScalar(b)...))
 	if err != nil {
 		return nil, fmt.Errorf("%w: HPKE private key of %d bytes for %s", ErrInvalidKey, len(b), cs.id)
@@ -92,6 +107,9 @@ func (cs *CipherSuite) ParseHPKEPrivateKey(b []byte) (*HPKEPrivateKey, error) {
 // ValidateHPKEPublicKey checks that pub is a valid public key of the suite's
 // KEM in the MLS wire format.
 func (cs *CipherSuite) ValidateHPKEPublicKey(pub []byte) error {
+	if cs.x448 != nil {
+		return cs.validateHPKEPublicKeyX448(pub)
+	}
 	if _, err := cs.kem.NewPublicKey(pub); err != nil {
 		return fmt.Errorf("%w: HPKE public key of %d bytes for %s", ErrInvalidKey, len(pub), cs.id)
 	}
@@ -110,6 +128,9 @@ func EncryptContext(label string, context []byte) ([]byte, error) {
 // EncryptWithLabel is SealBase(pub, EncryptContext, "", plaintext) (RFC 9420
 // §5.1.3). pub is in the MLS wire format.
 func (cs *CipherSuite) EncryptWithLabel(pub []byte, label string, context, plaintext []byte) (kemOutput, ciphertext []byte, err error) {
+	if cs.x448 != nil {
+		return cs.encryptWithLabelX448(pub, label, context, plaintext)
+	}
 	pk, err := cs.kem.NewPublicKey(pub)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: HPKE public key of %d bytes for %s", ErrInvalidKey, len(pub), cs.id)
@@ -139,6 +160,13 @@ func (cs *CipherSuite) DecryptWithLabel(priv *HPKEPrivateKey, label string, cont
 	info, err := EncryptContext(label, context)
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: DecryptWithLabel %q: %w", label, err)
+	}
+	if cs.x448 != nil {
+		pt, err := cs.x448.open(priv.x, kemOutput, info, ciphertext)
+		if err != nil {
+			return nil, ErrDecrypt
+		}
+		return pt, nil
 	}
 	r, err := hpke.NewRecipient(kemOutput, priv.k, cs.kdf, cs.hpAEAD, info)
 	if err != nil {

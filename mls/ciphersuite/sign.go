@@ -7,16 +7,18 @@ import (
 	"crypto/subtle"
 	"fmt"
 
+	"github.com/cloudflare/circl/sign/ed448"
 	"github.com/epochlog/epochlog/mls/codec"
 )
 
 // SignaturePrivateKey is a signature private key of one suite's signature
-// scheme (Ed25519 or ECDSA). It is immutable; its bytes are unexported and
-// never printed.
+// scheme (Ed25519, ECDSA or Ed448). It is immutable; its bytes are
+// unexported and never printed.
 type SignaturePrivateKey struct {
 	suite Suite
 	ed    ed25519.PrivateKey
 	ec    *ecdsa.PrivateKey
+	ed448 ed448.PrivateKey
 	pub   []byte
 }
 
@@ -25,12 +27,15 @@ func (k *SignaturePrivateKey) Suite() Suite { return k.suite }
 
 // PublicKey returns a copy of the public key in the MLS wire format
 // (SignaturePublicKey content): 32 bytes for Ed25519, an uncompressed point
-// for ECDSA.
+// for ECDSA, 57 bytes for Ed448.
 func (k *SignaturePrivateKey) PublicKey() []byte { return append([]byte(nil), k.pub...) }
 
 // Bytes returns the private key in the test-vector format: the 32-byte seed
-// for Ed25519, the big-endian scalar for ECDSA.
+// for Ed25519, the big-endian scalar for ECDSA, the 57-byte seed for Ed448.
 func (k *SignaturePrivateKey) Bytes() []byte {
+	if k.ed448 != nil {
+		return append([]byte(nil), k.ed448.Seed()...)
+	}
 	if k.ec != nil {
 		b, err := k.ec.Bytes()
 		if err != nil {
@@ -64,6 +69,9 @@ func (k *SignaturePrivateKey) MarshalJSON() ([]byte, error) { return nil, ErrSec
 
 // GenerateSignatureKey returns a fresh random signature key pair.
 func (cs *CipherSuite) GenerateSignatureKey() (*SignaturePrivateKey, error) {
+	if cs.sig == sigEd448 {
+		return cs.generateEd448Key()
+	}
 	if cs.sig == sigEd25519 {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
@@ -87,12 +95,15 @@ func (cs *CipherSuite) wrapECDSA(priv *ecdsa.PrivateKey) (*SignaturePrivateKey, 
 }
 
 // ParseSignaturePrivateKey parses a private key in the test-vector format
-// (Ed25519 32-byte seed; ECDSA big-endian scalar of the curve's size),
-// copying it. An ECDSA scalar shorter than the curve's size is taken as
-// having lost its leading zero bytes and is left-padded: some
+// (Ed25519 32-byte seed; ECDSA big-endian scalar of the curve's size; Ed448
+// 57-byte seed), copying it. An ECDSA scalar shorter than the curve's size
+// is taken as having lost its leading zero bytes and is left-padded: some
 // implementations serialize minimal-length integers, as the official MLS
 // test vectors do for a P-521 key. The error never echoes the input.
 func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey, error) {
+	if cs.sig == sigEd448 {
+		return cs.parseEd448Key(b)
+	}
 	if cs.sig == sigEd25519 {
 		if len(b) != ed25519.SeedSize {
 			return nil, fmt.Errorf("%w: Ed25519 private key is %d bytes, want %d", ErrInvalidKey, len(b), ed25519.SeedSize)
@@ -110,6 +121,9 @@ func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey,
 // ValidateSignaturePublicKey checks that pub is a valid signature public key
 // of the suite in the MLS wire format.
 func (cs *CipherSuite) ValidateSignaturePublicKey(pub []byte) error {
+	if cs.sig == sigEd448 {
+		return cs.validateEd448PublicKey(pub)
+	}
 	if cs.sig == sigEd25519 {
 		if len(pub) != ed25519.PublicKeySize {
 			return fmt.Errorf("%w: Ed25519 public key is %d bytes, want %d", ErrInvalidKey, len(pub), ed25519.PublicKeySize)
@@ -132,7 +146,7 @@ func SignContent(label string, content []byte) ([]byte, error) {
 }
 
 // SignWithLabel signs SignContent(label, content) (RFC 9420 §5.1.2). ECDSA
-// signatures are DER-encoded; Ed25519 signatures are R || S.
+// signatures are DER-encoded; Ed25519 and Ed448 signatures are R || S.
 func (cs *CipherSuite) SignWithLabel(priv *SignaturePrivateKey, label string, content []byte) ([]byte, error) {
 	if priv == nil || priv.suite != cs.id {
 		return nil, fmt.Errorf("%w: signature private key is not for %s", ErrInvalidKey, cs.id)
@@ -143,6 +157,9 @@ func (cs *CipherSuite) SignWithLabel(priv *SignaturePrivateKey, label string, co
 	}
 	if priv.ed != nil {
 		return ed25519.Sign(priv.ed, msg), nil
+	}
+	if priv.ed448 != nil {
+		return signEd448(priv.ed448, msg), nil
 	}
 	sig, err := ecdsa.SignASN1(rand.Reader, priv.ec, cs.Hash(msg))
 	if err != nil {
@@ -158,6 +175,9 @@ func (cs *CipherSuite) VerifyWithLabel(pub []byte, label string, content, signat
 	msg, err := SignContent(label, content)
 	if err != nil {
 		return fmt.Errorf("mls/ciphersuite: VerifyWithLabel %q: %w", label, err)
+	}
+	if cs.sig == sigEd448 {
+		return verifyEd448(pub, msg, signature)
 	}
 	if cs.sig == sigEd25519 {
 		if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, msg, signature) {

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+
+	circlhpke "github.com/cloudflare/circl/hpke"
 )
 
-// ErrUnsupportedSuite is returned by [Lookup] for a cipher suite this package
-// does not implement (4 and 6, X448/Ed448) or that is not defined at all.
+// ErrUnsupportedSuite is returned by [Lookup] for a cipher suite that RFC 9420
+// does not register (every registered suite, 1 to 7, is implemented).
 var ErrUnsupportedSuite = errors.New("mls/ciphersuite: unsupported cipher suite")
 
 // ErrBadSignature is returned when a signature does not verify. It never says
@@ -71,7 +73,7 @@ func (s Suite) Supported() bool {
 
 // SupportedSuites returns the implemented suites in ascending order.
 func SupportedSuites() []Suite {
-	return []Suite{1, 2, 3, 5, 7}
+	return []Suite{1, 2, 3, 4, 5, 6, 7}
 }
 
 type aeadKind int
@@ -86,10 +88,14 @@ type sigKind int
 const (
 	sigEd25519 sigKind = iota
 	sigECDSA
+	sigEd448
 )
 
 // CipherSuite holds the algorithms of one implemented suite. Obtain it with
 // [Lookup]; it is immutable and safe for concurrent use.
+//
+// HPKE runs on crypto/hpke (kem, kdf, hpAEAD) for every suite but 4 and 6,
+// which use x448 instead: crypto/hpke has no X448 KEM and cannot be given one.
 type CipherSuite struct {
 	id      Suite
 	newHash func() hash.Hash
@@ -99,6 +105,7 @@ type CipherSuite struct {
 	kem     hpke.KEM
 	kdf     hpke.KDF
 	hpAEAD  hpke.AEAD
+	x448    *x448HPKE // X448 suites only; kem, kdf and hpAEAD are then nil
 	sig     sigKind
 	curve   elliptic.Curve // ECDSA suites only
 	ecdh    ecdh.Curve
@@ -114,26 +121,25 @@ var suites = map[Suite]*CipherSuite{
 	3: {id: 3, newHash: sha256.New, nh: 32, aead: aeadChaCha20Poly1305, nk: 32,
 		kem: hpke.DHKEM(ecdh.X25519()), kdf: hpke.HKDFSHA256(), hpAEAD: hpke.ChaCha20Poly1305(),
 		sig: sigEd25519, ecdh: ecdh.X25519()},
+	4: {id: 4, newHash: sha512.New, nh: 64, aead: aeadAESGCM, nk: 32,
+		x448: newX448HPKE(circlhpke.AEAD_AES256GCM), sig: sigEd448},
 	5: {id: 5, newHash: sha512.New, nh: 64, aead: aeadAESGCM, nk: 32,
 		kem: hpke.DHKEM(ecdh.P521()), kdf: hpke.HKDFSHA512(), hpAEAD: hpke.AES256GCM(),
 		sig: sigECDSA, curve: elliptic.P521(), ecdh: ecdh.P521()},
+	6: {id: 6, newHash: sha512.New, nh: 64, aead: aeadChaCha20Poly1305, nk: 32,
+		x448: newX448HPKE(circlhpke.AEAD_ChaCha20Poly1305), sig: sigEd448},
 	7: {id: 7, newHash: sha512.New384, nh: 48, aead: aeadAESGCM, nk: 32,
 		kem: hpke.DHKEM(ecdh.P384()), kdf: hpke.HKDFSHA384(), hpAEAD: hpke.AES256GCM(),
 		sig: sigECDSA, curve: elliptic.P384(), ecdh: ecdh.P384()},
 }
 
 // Lookup returns the implementation of suite id, or an error wrapping
-// [ErrUnsupportedSuite] that names the suite and says why.
+// [ErrUnsupportedSuite] that names the suite.
 func Lookup(id Suite) (*CipherSuite, error) {
 	if cs, ok := suites[id]; ok {
 		return cs, nil
 	}
-	switch id {
-	case MLS256DHKEMX448AES256GCMSHA512Ed448, MLS256DHKEMX448ChaCha20Poly1305SHA512Ed448:
-		return nil, fmt.Errorf("%w: %d (%s): X448/Ed448 are not implemented", ErrUnsupportedSuite, uint16(id), id)
-	default:
-		return nil, fmt.Errorf("%w: %d (%s) is not a registered MLS cipher suite", ErrUnsupportedSuite, uint16(id), id)
-	}
+	return nil, fmt.Errorf("%w: %d (%s) is not a registered MLS cipher suite", ErrUnsupportedSuite, uint16(id), id)
 }
 
 // ID returns the suite identifier.

@@ -114,8 +114,8 @@ type row struct{ cases, passed, skipped, failed int }
 
 // Tally counts the cases of one vector file per cipher suite and prints
 // them as a table when the test ends. The test fails if the file had no
-// cases, or if any case that was run (a supported suite) did not pass; a
-// case of an unsupported suite is recorded with [Tally.Skip] and counted.
+// cases, or if any case that was run did not pass; a case of a suite
+// outside the RFC 9420 registry is recorded with [Tally.Skip] and counted.
 // A Tally is safe for use by parallel subtests.
 type Tally struct {
 	file    string
@@ -168,10 +168,25 @@ func (ta *Tally) Run(t *testing.T, name string, suite uint16, fn func(t *testing
 	return ok
 }
 
+// registered reports whether suite is one of the cipher suites registered by
+// RFC 9420 §17.1 (1 to 7), all of which mls/ciphersuite implements.
+func registered(suite uint16) bool { return suite >= 1 && suite <= 7 }
+
 // Skip records a case of an unsupported suite as skipped, with reason, and
-// shows it as a skipped subtest.
+// shows it as a skipped subtest. Every registered suite is implemented, so a
+// case of one must run: skipping it is recorded as a failure instead, which
+// keeps a regression in cipher suite support from passing as a skip.
 func (ta *Tally) Skip(t *testing.T, name string, suite uint16, reason string) {
 	t.Helper()
+	if registered(suite) {
+		ta.mu.Lock()
+		r := ta.row(suite)
+		r.cases++
+		r.failed++
+		ta.mu.Unlock()
+		t.Errorf("%s: case %s of registered suite %d skipped (%s); it must run and pass", ta.file, name, suite, reason)
+		return
+	}
 	ta.mu.Lock()
 	r := ta.row(suite)
 	r.cases++
