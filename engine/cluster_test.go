@@ -36,6 +36,12 @@ func TestClusterAppend(t *testing.T) {
 	if !l.AtomicBatches() {
 		t.Fatal("replicated stream does not accept atomic batches")
 	}
+	// A process opened with the defaults (the replayer, another service)
+	// must not lower the replication an operator set.
+	openLog(t, Config{NATSURL: c.URL()}, keyring(t, 1, 0x11))
+	if info, err = l.stream.Info(context.Background()); err != nil || info.Config.Replicas != 3 {
+		t.Fatalf("after an open with default config: replicas %d (%v), want 3", info.Config.Replicas, err)
+	}
 
 	agg := group(instA, "replicated")
 	mustAppend(t, l, 0, msg(agg, 1, "e1"))

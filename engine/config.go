@@ -48,6 +48,10 @@ func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 // MarshalText redacts the secret (and so does JSON).
 func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
+// Unbounded, as Config.MaxAge or Config.MaxBytes, removes that limit from
+// an existing stream (zero would leave it as it is).
+const Unbounded = -1
+
 // Defaults used by DefaultConfig and by Open for zero fields.
 const (
 	DefaultStream          = "EPOCHLOG"
@@ -108,20 +112,30 @@ type Config struct {
 	// SubjectPrefix is the first subject token (default "epochlog"); the
 	// stream holds "<SubjectPrefix>.>".
 	SubjectPrefix string
-	// Replicas is the stream's replica count (default 1; 3 on a cluster).
+	// The four stream settings below are applied when Open creates the
+	// stream. On an existing stream, a zero field leaves the stream's
+	// setting as it is and a set field changes it in place: a process
+	// opened with defaults (a replay tool, a second service) never lowers
+	// the replicas or lifts the limits an operator configured.
+
+	// Replicas is the stream's replica count (1 to 5; a new stream gets 1
+	// unless set; 3 on a cluster).
 	Replicas int
 	// DuplicateWindow is how long the server remembers message ids for
-	// deduplication (default and minimum 2m). Retries after the window are
-	// still idempotent: Append then finds the events by reading the stream.
+	// deduplication (at least 2m, the default for a new stream). Retries
+	// after the window are still idempotent: Append then finds the events by
+	// reading the stream.
 	DuplicateWindow time.Duration
-	// Storage is file (default) or memory.
-	Storage Storage
-	// MaxAge and MaxBytes bound the stream (0: unbounded, the default, and
-	// the right setting for a source of truth). When MaxBytes is reached new
-	// appends are refused rather than old events dropped; MaxAge does drop
-	// events older than the limit.
+	// MaxAge and MaxBytes bound the stream. A new stream is unbounded, the
+	// right setting for a source of truth; [Unbounded] lifts a limit of an
+	// existing stream. When MaxBytes is reached new appends are refused
+	// rather than old events dropped; MaxAge does drop events older than the
+	// limit.
 	MaxAge   time.Duration
 	MaxBytes int64
+	// Storage is file (default) or memory. It cannot change on an existing
+	// stream: Open refuses a stream with the other storage.
+	Storage Storage
 
 	// RequestTimeout bounds each request to the server (default 10s).
 	RequestTimeout time.Duration
@@ -133,20 +147,20 @@ type Config struct {
 }
 
 // DefaultConfig returns an embedded-server configuration storing under dataDir
-// with every default spelled out.
+// with every default spelled out. The stream settings (Replicas,
+// DuplicateWindow, MaxAge, MaxBytes) stay zero: a new stream gets 1 replica,
+// a 2m window and no limits, an existing stream keeps its own.
 func DefaultConfig(dataDir string) Config {
 	return Config{
-		DataDir:         dataDir,
-		ListenHost:      DefaultListenHost,
-		ReconnectWait:   250 * time.Millisecond,
-		Stream:          DefaultStream,
-		SubjectPrefix:   DefaultSubjectPrefix,
-		Replicas:        1,
-		DuplicateWindow: DefaultDuplicateWindow,
-		Storage:         FileStorage,
-		RequestTimeout:  DefaultRequestTimeout,
-		MaxInFlight:     DefaultMaxInFlight,
-		MaxBatch:        DefaultMaxBatch,
+		DataDir:        dataDir,
+		ListenHost:     DefaultListenHost,
+		ReconnectWait:  250 * time.Millisecond,
+		Stream:         DefaultStream,
+		SubjectPrefix:  DefaultSubjectPrefix,
+		Storage:        FileStorage,
+		RequestTimeout: DefaultRequestTimeout,
+		MaxInFlight:    DefaultMaxInFlight,
+		MaxBatch:       DefaultMaxBatch,
 	}
 }
 
@@ -164,12 +178,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SubjectPrefix == "" {
 		c.SubjectPrefix = d.SubjectPrefix
-	}
-	if c.Replicas == 0 {
-		c.Replicas = d.Replicas
-	}
-	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = d.DuplicateWindow
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = d.RequestTimeout
@@ -198,17 +206,20 @@ func (c Config) validate() error {
 			return fmt.Errorf("engine: config: subject prefix %q: tokens must be non-empty without '*', '>' or spaces", c.SubjectPrefix)
 		}
 	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		return fmt.Errorf("engine: config: replicas %d: must be 1 to 5", c.Replicas)
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("engine: config: replicas %d: must be 1 to 5 (or 0: the stream's own)", c.Replicas)
 	}
-	if c.DuplicateWindow < DefaultDuplicateWindow {
+	if c.DuplicateWindow != 0 && c.DuplicateWindow < DefaultDuplicateWindow {
 		return fmt.Errorf("engine: config: duplicate window %v: must be at least %v", c.DuplicateWindow, DefaultDuplicateWindow)
 	}
-	if c.MaxAge != 0 && c.MaxAge < c.DuplicateWindow {
-		return fmt.Errorf("engine: config: max age %v: must be 0 (keep forever) or at least the duplicate window %v", c.MaxAge, c.DuplicateWindow)
+	if window := max(c.DuplicateWindow, DefaultDuplicateWindow); c.MaxAge > 0 && c.MaxAge < window {
+		return fmt.Errorf("engine: config: max age %v: must be at least the duplicate window %v (or 0: the stream's own, or Unbounded)", c.MaxAge, window)
 	}
-	if c.MaxBytes < 0 {
-		return fmt.Errorf("engine: config: max bytes %d: must be 0 (unbounded) or positive", c.MaxBytes)
+	if c.MaxAge < 0 && c.MaxAge != Unbounded {
+		return fmt.Errorf("engine: config: max age %v: must be positive, 0 (the stream's own) or Unbounded", c.MaxAge)
+	}
+	if c.MaxBytes < 0 && c.MaxBytes != Unbounded {
+		return fmt.Errorf("engine: config: max bytes %d: must be positive, 0 (the stream's own) or Unbounded", c.MaxBytes)
 	}
 	if c.Storage != FileStorage && c.Storage != MemoryStorage {
 		return fmt.Errorf("engine: config: unknown storage %v", c.Storage)

@@ -29,6 +29,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"prefix wildcard":    {DataDir: "d", SubjectPrefix: "a.*"},
 		"prefix empty token": {DataDir: "d", SubjectPrefix: "a..b"},
 		"replicas":           {DataDir: "d", Replicas: 7},
+		"negative replicas":  {DataDir: "d", Replicas: -1},
+		"negative max age":   {DataDir: "d", MaxAge: -time.Hour},
+		"negative max bytes": {DataDir: "d", MaxBytes: -5},
 		"short dup window":   {DataDir: "d", DuplicateWindow: time.Second},
 		"max age < window":   {DataDir: "d", MaxAge: time.Minute},
 		"cert without key":   {NATSURL: "nats://h", TLSCertFile: "c.pem"},
@@ -96,11 +99,26 @@ func TestStreamCreateCheckUpdate(t *testing.T) {
 		t.Fatalf("created stream config %+v", got)
 	}
 	// Reopened with other updatable settings: updated in place.
-	cfg.DuplicateWindow, cfg.MaxAge = 10*time.Minute, 0
+	cfg.DuplicateWindow, cfg.MaxAge, cfg.MaxBytes = 10*time.Minute, 48*time.Hour, 1<<30
 	openLog(t, cfg, keyring(t, 1, 1))
 	s, _ = js.Stream(ctx, "LOG1")
-	if got := s.CachedInfo().Config; got.Duplicates != 10*time.Minute || got.MaxAge != 0 {
-		t.Fatalf("updated stream config: duplicates %v, max age %v", got.Duplicates, got.MaxAge)
+	if got := s.CachedInfo().Config; got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour || got.MaxBytes != 1<<30 {
+		t.Fatalf("updated stream config: duplicates %v, max age %v, max bytes %d", got.Duplicates, got.MaxAge, got.MaxBytes)
+	}
+	// Reopened with the defaults (zero settings), as a replay tool would:
+	// the stream keeps what was configured.
+	openLog(t, Config{NATSURL: srv.URL(), Stream: "LOG1", SubjectPrefix: "log1"}, keyring(t, 1, 1))
+	s, _ = js.Stream(ctx, "LOG1")
+	if got := s.CachedInfo().Config; got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour || got.MaxBytes != 1<<30 || got.Replicas != 1 {
+		t.Fatalf("stream config after an open with defaults: duplicates %v, max age %v, max bytes %d, replicas %d",
+			got.Duplicates, got.MaxAge, got.MaxBytes, got.Replicas)
+	}
+	// Unbounded lifts the limits.
+	cfg.MaxAge, cfg.MaxBytes = Unbounded, Unbounded
+	openLog(t, cfg, keyring(t, 1, 1))
+	s, _ = js.Stream(ctx, "LOG1")
+	if got := s.CachedInfo().Config; got.MaxAge != 0 || got.MaxBytes != -1 {
+		t.Fatalf("stream limits after Unbounded: max age %v, max bytes %d", got.MaxAge, got.MaxBytes)
 	}
 
 	// Incompatible: other subjects, other storage.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,20 +24,22 @@ func (c Config) streamConfig() jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		// A full stream refuses appends instead of dropping history.
 		Discard:    jetstream.DiscardNew,
-		MaxAge:     c.MaxAge,
+		MaxAge:     max(c.MaxAge, 0),
 		MaxBytes:   orUnlimited(c.MaxBytes),
 		MaxMsgs:    -1,
 		Storage:    storage,
-		Replicas:   c.Replicas,
-		Duplicates: c.DuplicateWindow,
+		Replicas:   max(c.Replicas, 1),
+		Duplicates: cmp.Or(c.DuplicateWindow, DefaultDuplicateWindow),
 		// Multi-event transitions are atomic batches. Servers before 2.12
 		// ignore the field; ensureStream reads back what the server kept.
 		AllowAtomicPublish: true,
 	}
 }
 
+// orUnlimited maps both "no limit" values of Config.MaxBytes (0 and
+// Unbounded) to JetStream's -1.
 func orUnlimited(n int64) int64 {
-	if n == 0 {
+	if n <= 0 {
 		return -1
 	}
 	return n
@@ -50,7 +53,8 @@ func orUnlimited(n int64) int64 {
 const metaKeyringCheck = "epochlog_keyring_check"
 
 // ensureStream creates the stream if it is missing, otherwise checks that it
-// can hold the log and updates the settings that are safe to change. It
+// can hold the log and updates the settings cfg sets (replicas, duplicate
+// window, limits; the rest of the stream is left alone). It
 // reports whether the server kept AllowAtomicPublish.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
 	want := cfg.streamConfig()
@@ -85,10 +89,19 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 		}
 		upd.Metadata[metaKeyringCheck] = keyCheck
 	}
-	upd.Duplicates = want.Duplicates
-	upd.MaxAge = want.MaxAge
-	upd.MaxBytes = want.MaxBytes
-	upd.Replicas = want.Replicas
+	// Only what the Config sets explicitly changes an existing stream.
+	if cfg.DuplicateWindow != 0 {
+		upd.Duplicates = want.Duplicates
+	}
+	if cfg.MaxAge != 0 {
+		upd.MaxAge = want.MaxAge
+	}
+	if cfg.MaxBytes != 0 {
+		upd.MaxBytes = want.MaxBytes
+	}
+	if cfg.Replicas != 0 {
+		upd.Replicas = want.Replicas
+	}
 	upd.AllowAtomicPublish = true
 	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
 		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish {
