@@ -51,6 +51,18 @@ func (r *replayFlags) check() error {
 	return nil
 }
 
+// parse parses args, checks the flags every replay command needs and reads
+// the database key: the preamble of rebuild, rekey and verify.
+func (r *replayFlags) parse(fs *flag.FlagSet, args []string, env *cliEnv) (projections.Key, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return projections.Key{}, err
+	}
+	if err := r.check(); err != nil {
+		return projections.Key{}, err
+	}
+	return r.dbKey.key(env)
+}
+
 // open connects to the event log.
 func (r *replayFlags) open(ctx context.Context, env *cliEnv) (*engine.Log, error) {
 	return openLog(ctx, env, &r.conn, &r.keys)
@@ -179,18 +191,12 @@ func runRebuild(ctx context.Context, env *cliEnv, args []string) error {
 	var r replayFlags
 	r.register(fs)
 	schema := fs.Int("schema", projections.LatestSchema, "schema version to build: the newest, or an older one for an older reader (a downgrade by replay)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := r.check(); err != nil {
+	key, err := r.parse(fs, args, env)
+	if err != nil {
 		return err
 	}
 	if *schema < 1 || *schema > projections.LatestSchema {
 		return usageError{fmt.Sprintf("--schema must be between 1 and %d", projections.LatestSchema)}
-	}
-	key, err := r.dbKey.key(env)
-	if err != nil {
-		return err
 	}
 	return r.rebuildWith(ctx, env, "rebuild", key, func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.RebuildResult, error) {
 		ro := &engine.RebuildOptions{SchemaVersion: *schema}
@@ -210,13 +216,7 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 	var r replayFlags
 	r.register(fs)
 	newKey := newDBKeyFlags(fs, "new-")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := r.check(); err != nil {
-		return err
-	}
-	oldK, err := r.dbKey.key(env)
+	oldK, err := r.parse(fs, args, env)
 	if err != nil {
 		return err
 	}
@@ -306,13 +306,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	var r replayFlags
 	r.register(fs)
 	withMLS := fs.Bool("mls", false, "also verify the MLS history (epoch authenticators) of the installation")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := r.check(); err != nil {
-		return err
-	}
-	key, err := r.dbKey.key(env)
+	key, err := r.parse(fs, args, env)
 	if err != nil {
 		return err
 	}
