@@ -1,7 +1,9 @@
 package events
 
 import (
+	"bytes"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -59,16 +61,59 @@ func checkEvent(e Event) (*kindSpec, Body, error) {
 // and schema version. Seal always passes the current version; tests pass
 // older ones to play an older writer.
 func encodeRecord(k Kind, version uint16, h eventHeader, body any) ([]byte, error) {
-	bb, err := msgpack.Marshal(body)
+	re := getRecordEncoder()
+	defer re.put()
+	plain, err := re.encode(k, version, h, body)
 	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), plain...), nil
+}
+
+// recordEncoder encodes event records into reused buffers, so that sealing
+// allocates no plaintext: a body buffer and a record buffer, each with its
+// msgpack encoder.
+type recordEncoder struct {
+	body, rec       bytes.Buffer
+	bodyEnc, recEnc *msgpack.Encoder
+}
+
+// maxPooledRecord is the largest buffer a pooled recordEncoder keeps; a
+// bigger one (a large group state) is dropped after use rather than pinned.
+const maxPooledRecord = 64 << 10
+
+var recordEncoders = sync.Pool{New: func() any {
+	re := &recordEncoder{}
+	re.bodyEnc = msgpack.NewEncoder(&re.body)
+	re.recEnc = msgpack.NewEncoder(&re.rec)
+	return re
+}}
+
+func getRecordEncoder() *recordEncoder { return recordEncoders.Get().(*recordEncoder) }
+
+// encode returns the record's msgpack bytes, the same as msgpack.Marshal
+// of the wireRecord. They live in re's buffer until the next encode or put.
+func (re *recordEncoder) encode(k Kind, version uint16, h eventHeader, body any) ([]byte, error) {
+	re.body.Reset()
+	if err := re.bodyEnc.Encode(body); err != nil {
 		return nil, fmt.Errorf("events: encode %s body: %w", k, err)
 	}
-	rec := wireRecord{Kind: k, Version: version, Aggregate: h.Aggregate, Position: h.Position, Time: h.Time.UTC(), Body: bb}
-	out, err := msgpack.Marshal(&rec)
-	if err != nil {
+	rec := wireRecord{Kind: k, Version: version, Aggregate: h.Aggregate, Position: h.Position, Time: h.Time.UTC(), Body: re.body.Bytes()}
+	re.rec.Reset()
+	if err := re.recEnc.Encode(&rec); err != nil {
 		return nil, fmt.Errorf("events: encode %s event: %w", k, err)
 	}
-	return out, nil
+	return re.rec.Bytes(), nil
+}
+
+// put wipes the plaintext the buffers held and returns re to the pool.
+func (re *recordEncoder) put() {
+	clear(re.body.Bytes())
+	clear(re.rec.Bytes())
+	if re.body.Cap() > maxPooledRecord || re.rec.Cap() > maxPooledRecord {
+		return // let it go rather than pin a large buffer
+	}
+	recordEncoders.Put(re)
 }
 
 // MarshalEvent returns the msgpack encoding of e (the plaintext that Seal

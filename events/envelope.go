@@ -72,11 +72,12 @@ func seal(r *Keyring, b Binding, inst InstallationID, k Kind, version uint16, h 
 	if b.Stream == "" || b.Subject == "" {
 		return nil, fmt.Errorf("events: seal %s: binding needs a stream and a subject (got stream %q, subject %q)", k, b.Stream, b.Subject)
 	}
-	plain, err := encodeRecord(k, version, h, body)
+	re := getRecordEncoder()
+	defer re.put() // wipes the plaintext
+	plain, err := re.encode(k, version, h, body)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(plain)
 	return sealPlaintext(r, b, inst, plain)
 }
 

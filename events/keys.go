@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"strings"
 	"sync"
@@ -157,27 +158,34 @@ type ringKey struct {
 	root       RootKey
 	keyCheck   [keyCheckSize]byte
 	bindingKey [32]byte
+	// bindingMACs pools HMAC-SHA256 states keyed with bindingKey: every seal
+	// and open computes a binding tag, and a fresh HMAC allocates ~500 B.
+	bindingMACs sync.Pool
 }
 
 func newRingKey(id KeyID, k RootKey) *ringKey {
 	rk := &ringKey{root: k}
 	copy(rk.keyCheck[:], derive(k, infoWithKeyID(labelKeyCheck, id), keyCheckSize))
 	copy(rk.bindingKey[:], derive(k, infoWithKeyID(labelBinding, id), 32))
+	rk.bindingMACs.New = func() any { return hmac.New(sha256.New, rk.bindingKey[:]) }
 	return rk
 }
 
 // bindingTag is HMAC-SHA256(bindingKey, label || lp(stream) || lp(subject) ||
 // lp(installation)) truncated to bindTagSize bytes.
 func (rk *ringKey) bindingTag(b Binding, inst InstallationID) [bindTagSize]byte {
-	m := hmac.New(sha256.New, rk.bindingKey[:])
-	msg := make([]byte, 0, len(labelBindTag)+12+len(b.Stream)+len(b.Subject)+len(inst))
-	msg = append(msg, labelBindTag...)
+	m := rk.bindingMACs.Get().(hash.Hash)
+	defer rk.bindingMACs.Put(m)
+	m.Reset()
+	var buf [256]byte // subjects and ids are short: no allocation
+	msg := append(buf[:0], labelBindTag...)
 	msg = appendLP(msg, b.Stream)
 	msg = appendLP(msg, b.Subject)
 	msg = appendLP(msg, string(inst))
 	m.Write(msg)
+	var sum [sha256.Size]byte
 	var tag [bindTagSize]byte
-	copy(tag[:], m.Sum(nil))
+	copy(tag[:], m.Sum(sum[:0]))
 	return tag
 }
 
