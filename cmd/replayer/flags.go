@@ -48,6 +48,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // external server or cluster with --nats.
 type connFlags struct {
 	data, nats, ca, cert, key, creds, nkey, user, stream, prefix string
+	replicas                                                     int
 }
 
 func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
@@ -61,6 +62,7 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
 	fs.StringVar(&c.stream, "stream", engine.DefaultStream, "JetStream stream name")
 	fs.StringVar(&c.prefix, "subject-prefix", engine.DefaultSubjectPrefix, "first token of every event subject")
+	fs.IntVar(&c.replicas, "replicas", 0, "stream replicas, 1 to 5, when this command creates the stream or should change it (default: a new stream gets 1, an existing one keeps its own)")
 }
 
 func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
@@ -71,7 +73,11 @@ func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
 	cfg.User = c.user
 	cfg.Password = engine.Secret(env.getenv(envNATSPassword))
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
+	cfg.Replicas = c.replicas
 	cfg.ConnectionName = "epochlog-replayer"
+	if c.replicas < 0 || c.replicas > 5 {
+		return cfg, usageError{fmt.Sprintf("--replicas %d: must be 1 to 5", c.replicas)}
+	}
 	if c.nats == "" && c.data == "" {
 		return cfg, usageError{"--data is required with the embedded server (or give --nats)"}
 	}
