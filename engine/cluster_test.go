@@ -87,12 +87,7 @@ func TestClusterFollowAcrossLeaderLoss(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	l := openLog(t, clusterConfig(c.URL()), keyring(t, 1, 0x11))
 	agg := group(instA, "failover")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	col := newCollector()
-	done := make(chan error, 1)
-	go func() { done <- l.Follow(ctx, instA, 0, col.add) }()
-
+	f := startFollow(t, l, instA)
 	const before, during, after = 30, 30, 10
 	pos := uint64(0)
 	appendN := func(n int) {
@@ -102,30 +97,14 @@ func TestClusterFollowAcrossLeaderLoss(t *testing.T) {
 		}
 	}
 	appendN(before)
-	col.waitFor(t, before/2)
+	f.waitFor(t, before/2)
 	old := c.StreamLeader(l.Stream())
 	old.Shutdown()
 	appendN(during)
 	old.Start()
 	appendN(after)
 	const total = before + during + after
-	col.waitFor(t, total)
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("follow returned %v", err)
-	}
-	recs := col.snapshot()
-	if len(recs) != total {
-		t.Fatalf("follow delivered %d records, want %d", len(recs), total)
-	}
-	for i, r := range recs {
-		if r.Event.Position != uint64(i+1) || content(r.Event) != fmt.Sprintf("e%d", i+1) {
-			t.Fatalf("record %d: position %d %q", i, r.Event.Position, content(r.Event))
-		}
-	}
-	if n := streamMsgs(t, l); n != total {
-		t.Fatalf("stream holds %d messages, want %d (a retried append duplicated)", n, total)
-	}
+	f.stopExactlyOnce(t, l, total)
 
 	// The node that missed the middle of the history leads and serves it all.
 	c.WaitStreamCurrent(l.Stream())

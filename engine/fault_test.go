@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -111,37 +109,16 @@ func TestFollowAcrossServerKill9(t *testing.T) {
 	cfg := Config{NATSURL: srv.url(), RequestTimeout: 5 * time.Second, ReconnectWait: 50 * time.Millisecond}
 	l := openLog(t, cfg, keyring(t, 1, 0x11))
 	agg := group(instA, "kill9")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := newCollector()
-	done := make(chan error, 1)
-	go func() { done <- l.Follow(ctx, instA, 0, c.add) }()
-
+	f := startFollow(t, l, instA)
 	const before, after = 40, 40
 	for i := uint64(1); i <= before; i++ {
 		mustAppend(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
 	}
-	c.waitFor(t, before/2)
+	f.waitFor(t, before/2)
 	srv.kill()
 	srv.start()
 	for i := uint64(before + 1); i <= before+after; i++ {
 		appendRetrying(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
 	}
-	c.waitFor(t, before+after)
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("follow returned %v", err)
-	}
-	recs := c.snapshot()
-	if len(recs) != before+after {
-		t.Fatalf("follow delivered %d records, want %d", len(recs), before+after)
-	}
-	for i, r := range recs {
-		if r.Event.Position != uint64(i+1) || content(r.Event) != fmt.Sprintf("e%d", i+1) {
-			t.Fatalf("record %d: position %d %q", i, r.Event.Position, content(r.Event))
-		}
-	}
-	if n := streamMsgs(t, l); n != before+after {
-		t.Fatalf("stream holds %d messages, want %d (a retried append duplicated)", n, before+after)
-	}
+	f.stopExactlyOnce(t, l, before+after)
 }

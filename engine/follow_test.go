@@ -54,6 +54,51 @@ func (c *collector) waitFor(t *testing.T, n int) []Record {
 	}
 }
 
+// follower is a Follow of one installation from the start, running in the
+// background and collecting what it delivers.
+type follower struct {
+	*collector
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startFollow(t *testing.T, l *Log, inst events.InstallationID) *follower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f := &follower{collector: newCollector(), cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- l.Follow(ctx, inst, 0, f.add) }()
+	return f
+}
+
+// stopExactlyOnce waits for n records, stops the follow (it must end with
+// context.Canceled) and checks that it delivered events "e1".."en" at
+// positions 1..n in stream order, each exactly once, and that the stream
+// holds n messages (no retried append duplicated).
+func (f *follower) stopExactlyOnce(t *testing.T, l *Log, n int) {
+	t.Helper()
+	f.waitFor(t, n)
+	f.cancel()
+	if err := <-f.done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("follow returned %v, want context.Canceled", err)
+	}
+	recs := f.snapshot()
+	if len(recs) != n {
+		t.Fatalf("follow delivered %d records, want %d", len(recs), n)
+	}
+	for i, r := range recs {
+		if r.Event.Position != uint64(i+1) || content(r.Event) != fmt.Sprintf("e%d", i+1) {
+			t.Fatalf("record %d: position %d %q", i, r.Event.Position, content(r.Event))
+		}
+		if i > 0 && r.Seq <= recs[i-1].Seq {
+			t.Fatalf("record %d: seq %d after %d", i, r.Seq, recs[i-1].Seq)
+		}
+	}
+	if got := streamMsgs(t, l); got != uint64(n) {
+		t.Fatalf("stream holds %d messages, want %d (a retried append duplicated)", got, n)
+	}
+}
+
 // appendRetrying appends through a server restart: the same append is
 // repeated until it succeeds, which Append's idempotency makes safe.
 func appendRetrying(t *testing.T, l *Log, expected uint64, e events.Event) {
@@ -99,41 +144,17 @@ func TestFollowLiveTail(t *testing.T) {
 func TestFollowAcrossServerRestart(t *testing.T) {
 	l, srv := newLog(t)
 	agg := group(instA, "restart")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := newCollector()
-	done := make(chan error, 1)
-	go func() { done <- l.Follow(ctx, instA, 0, c.add) }()
-
+	f := startFollow(t, l, instA)
 	const before, after = 30, 30
 	for i := uint64(1); i <= before; i++ {
 		mustAppend(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
 	}
-	c.waitFor(t, before/2)
+	f.waitFor(t, before/2)
 	srv.Restart()
 	for i := uint64(before + 1); i <= before+after; i++ {
 		appendRetrying(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
 	}
-	recs := c.waitFor(t, before+after)
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("follow returned %v", err)
-	}
-	recs = c.snapshot()
-	if len(recs) != before+after {
-		t.Fatalf("follow delivered %d records, want %d", len(recs), before+after)
-	}
-	for i, r := range recs {
-		if r.Event.Position != uint64(i+1) || content(r.Event) != fmt.Sprintf("e%d", i+1) {
-			t.Fatalf("record %d: position %d %s", i, r.Event.Position, content(r.Event))
-		}
-		if i > 0 && r.Seq <= recs[i-1].Seq {
-			t.Fatalf("record %d: seq %d after %d", i, r.Seq, recs[i-1].Seq)
-		}
-	}
-	if n := streamMsgs(t, l); n != before+after {
-		t.Fatalf("stream holds %d messages, want %d (a retried append duplicated)", n, before+after)
-	}
+	f.stopExactlyOnce(t, l, before+after)
 }
 
 func TestFollowInstallations(t *testing.T) {
