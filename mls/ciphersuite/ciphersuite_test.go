@@ -14,8 +14,14 @@ import (
 
 func supported(t testing.TB) []*ciphersuite.CipherSuite {
 	t.Helper()
+	return lookupAll(t, ciphersuite.SupportedSuites()...)
+}
+
+// lookupAll looks up every suite of ids, failing the test on an error.
+func lookupAll(t testing.TB, ids ...ciphersuite.Suite) []*ciphersuite.CipherSuite {
+	t.Helper()
 	var out []*ciphersuite.CipherSuite
-	for _, id := range ciphersuite.SupportedSuites() {
+	for _, id := range ids {
 		cs, err := ciphersuite.Lookup(id)
 		if err != nil {
 			t.Fatalf("Lookup(%d): %v", id, err)

@@ -16,18 +16,7 @@ import (
 // x448Suites returns suites 4 and 6, the ones on the circl X448/Ed448 path.
 func x448Suites(t *testing.T) []*ciphersuite.CipherSuite {
 	t.Helper()
-	var out []*ciphersuite.CipherSuite
-	for _, id := range []ciphersuite.Suite{
-		ciphersuite.MLS256DHKEMX448AES256GCMSHA512Ed448,
-		ciphersuite.MLS256DHKEMX448ChaCha20Poly1305SHA512Ed448,
-	} {
-		cs, err := ciphersuite.Lookup(id)
-		if err != nil {
-			t.Fatalf("Lookup(%d): %v", id, err)
-		}
-		out = append(out, cs)
-	}
-	return out
+	return lookupAll(t, ciphersuite.MLS256DHKEMX448AES256GCMSHA512Ed448, ciphersuite.MLS256DHKEMX448ChaCha20Poly1305SHA512Ed448)
 }
 
 func TestEd448SignVerify(t *testing.T) {
