@@ -174,7 +174,7 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 		return false, fmt.Errorf("engine: stream %s: create ordered consumer from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
 	defer r.deleteConsumer(cons)
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullHeartbeat(readHeartbeat))
 	if err != nil {
 		return false, fmt.Errorf("engine: stream %s: consume from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
@@ -207,6 +207,13 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 		}
 	}
 }
+
+// readHeartbeat is the idle heartbeat of a read's consumer: two missed
+// ones (its node died, or the connection did) make the client recreate the
+// consumer elsewhere. The client's default, 5s, stalls a read or a follow
+// 10s on a cluster node's loss; 2s costs one small message per idle
+// follower every 2s.
+const readHeartbeat = 2 * time.Second
 
 // consumerInactiveThreshold bounds how long an abandoned read's consumer
 // lingers on the server. Streams cap their consumers, so many short reads

@@ -104,6 +104,19 @@ func freePorts(tb testing.TB, n int) []int {
 // Nodes returns the cluster's servers, in start order.
 func (c *Cluster) Nodes() []*Server { return c.nodes }
 
+// Node returns the node with the given server name, failing the test if
+// there is none.
+func (c *Cluster) Node(name string) *Server {
+	c.tb.Helper()
+	for _, s := range c.nodes {
+		if s.Name() == name {
+			return s
+		}
+	}
+	c.tb.Fatalf("natstest: cluster has no node %q", name)
+	return nil
+}
+
 // URL lists every node's client URL, comma-separated, as nats.Connect
 // accepts it: a client fails over to another node when its own goes away.
 func (c *Cluster) URL() string {
@@ -175,11 +188,11 @@ func (c *Cluster) StepDownStream(stream string, to *Server) {
 		c.tb.Fatalf("natstest: cluster: connect: %v", err)
 	}
 	defer nc.Close()
-	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to.opts.ServerName}})
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to.Name()}})
 	if err != nil {
 		c.tb.Fatal(err)
 	}
-	c.waitFor(to.opts.ServerName+" to lead stream "+stream, func() bool {
+	c.waitFor(to.Name()+" to lead stream "+stream, func() bool {
 		if srv := to.NATSServer(); srv != nil && srv.JetStreamIsStreamLeader(account, stream) {
 			return true
 		}

@@ -119,6 +119,9 @@ func (s *Server) URL() string {
 // Port is the client port; it stays the same across Restart.
 func (s *Server) Port() int { return s.opts.Port }
 
+// Name is the server name.
+func (s *Server) Name() string { return s.opts.ServerName }
+
 // StoreDir is the JetStream store directory.
 func (s *Server) StoreDir() string { return s.opts.StoreDir }
 
