@@ -90,25 +90,11 @@ func TestClusterRaceOneAggregate(t *testing.T) {
 func TestClusterFollowAcrossLeaderLoss(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	l := openLog(t, clusterConfig(c.URL()), keyring(t, 1, 0x11))
-	agg := group(instA, "failover")
-	f := startFollow(t, l, instA)
-	const before, during, after = 30, 30, 10
-	pos := uint64(0)
-	appendN := func(n int) {
-		for range n {
-			pos++
-			appendRetrying(t, l, pos-1, msg(agg, pos, fmt.Sprintf("e%d", pos)))
-		}
-	}
-	appendN(before)
-	f.waitFor(t, before/2)
-	old := c.StreamLeader(l.Stream())
-	old.Shutdown()
-	appendN(during)
-	old.Start()
-	appendN(after)
-	const total = before + during + after
-	f.stopExactlyOnce(t, l, total)
+	var old *natstest.Server
+	followAcross(t, l, group(instA, "failover"), []int{30, 30, 10},
+		func() { old = c.StreamLeader(l.Stream()); old.Shutdown() },
+		func() { old.Start() })
+	const total = 30 + 30 + 10
 
 	// The node that missed the middle of the history leads and serves it all.
 	c.WaitStreamCurrent(l.Stream())

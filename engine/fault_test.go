@@ -108,17 +108,8 @@ func TestFollowAcrossServerKill9(t *testing.T) {
 	srv := startServerProcess(t)
 	cfg := Config{NATSURL: srv.url(), RequestTimeout: 5 * time.Second, ReconnectWait: 50 * time.Millisecond}
 	l := openLog(t, cfg, keyring(t, 1, 0x11))
-	agg := group(instA, "kill9")
-	f := startFollow(t, l, instA)
-	const before, after = 40, 40
-	for i := uint64(1); i <= before; i++ {
-		mustAppend(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
-	}
-	f.waitFor(t, before/2)
-	srv.kill()
-	srv.start()
-	for i := uint64(before + 1); i <= before+after; i++ {
-		appendRetrying(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
-	}
-	f.stopExactlyOnce(t, l, before+after)
+	followAcross(t, l, group(instA, "kill9"), []int{40, 40}, func() {
+		srv.kill()
+		srv.start()
+	})
 }

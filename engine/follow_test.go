@@ -143,18 +143,29 @@ func TestFollowLiveTail(t *testing.T) {
 // exactly once, in order.
 func TestFollowAcrossServerRestart(t *testing.T) {
 	l, srv := newLog(t)
-	agg := group(instA, "restart")
+	followAcross(t, l, group(instA, "restart"), []int{30, 30}, srv.Restart)
+}
+
+// followAcross follows instA while appending "e1", "e2", ... to agg in runs
+// of the given lengths, calling disruptions[i] after run i once the
+// follower is halfway through what was appended, and then checks that the
+// follower got every event exactly once, in order (stopExactlyOnce).
+// Appends are retried until they succeed, which idempotency makes safe.
+func followAcross(t *testing.T, l *Log, agg events.Aggregate, runs []int, disruptions ...func()) {
+	t.Helper()
 	f := startFollow(t, l, instA)
-	const before, after = 30, 30
-	for i := uint64(1); i <= before; i++ {
-		mustAppend(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
+	pos := uint64(0)
+	for i, n := range runs {
+		for range n {
+			pos++
+			appendRetrying(t, l, pos-1, msg(agg, pos, fmt.Sprintf("e%d", pos)))
+		}
+		if i < len(disruptions) {
+			f.waitFor(t, int(pos)/2)
+			disruptions[i]()
+		}
 	}
-	f.waitFor(t, before/2)
-	srv.Restart()
-	for i := uint64(before + 1); i <= before+after; i++ {
-		appendRetrying(t, l, i-1, msg(agg, i, fmt.Sprintf("e%d", i)))
-	}
-	f.stopExactlyOnce(t, l, before+after)
+	f.stopExactlyOnce(t, l, int(pos))
 }
 
 func TestFollowInstallations(t *testing.T) {
