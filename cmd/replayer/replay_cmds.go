@@ -72,6 +72,15 @@ func (r *replayFlags) open(ctx context.Context, env *cliEnv) (*engine.Log, error
 // and prints its result; key opens the database afterwards.
 func (r *replayFlags) rebuildWith(ctx context.Context, env *cliEnv, cmd string, key projections.Key,
 	op func(*engine.Log, events.InstallationID, *engine.ReplayOptions) (*engine.RebuildResult, error)) error {
+	return replayWith(ctx, env, r, op, func(_ *engine.Log, res *engine.RebuildResult) error {
+		return r.finish(ctx, env, cmd, res, key)
+	})
+}
+
+// replayWith connects, runs op on the installation with a progress bar,
+// and once the bar is done hands op's result to then, on the same log.
+func replayWith[T any](ctx context.Context, env *cliEnv, r *replayFlags,
+	op func(*engine.Log, events.InstallationID, *engine.ReplayOptions) (T, error), then func(*engine.Log, T) error) error {
 	log, err := r.open(ctx, env)
 	if err != nil {
 		return err
@@ -84,7 +93,7 @@ func (r *replayFlags) rebuildWith(ctx context.Context, env *cliEnv, cmd string, 
 	if err != nil {
 		return err
 	}
-	return r.finish(ctx, env, cmd, res, key)
+	return then(log, res)
 }
 
 // replayResult is what rebuild, rekey and migrate print.
@@ -310,37 +319,31 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := r.open(ctx, env)
-	if err != nil {
-		return err
+	verify := func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.VerifyResult, error) {
+		return log.Verify(ctx, inst, r.db, key, opts)
 	}
-	defer log.Close()
-	inst := events.InstallationID(r.inst)
-	opts, done := progress(env, log, inst)
-	res, err := log.Verify(ctx, inst, r.db, key, opts)
-	done()
-	if err != nil {
-		return err
-	}
-	out := map[string]any{"command": "verify", "installation": r.inst, "db": r.db, "schema": res.Schema,
-		"checkpoint": res.Checkpoint, "replayed": res.Replayed, "digest": digestID(res.Digest), "verified": true}
-	var rep *engine.MLSReport
-	if *withMLS {
-		if rep, err = log.VerifyMLS(ctx, inst); err != nil {
-			return err
+	return replayWith(ctx, env, &r, verify, func(log *engine.Log, res *engine.VerifyResult) error {
+		out := map[string]any{"command": "verify", "installation": r.inst, "db": r.db, "schema": res.Schema,
+			"checkpoint": res.Checkpoint, "replayed": res.Replayed, "digest": digestID(res.Digest), "verified": true}
+		var rep *engine.MLSReport
+		if *withMLS {
+			var err error
+			if rep, err = log.VerifyMLS(ctx, events.InstallationID(r.inst)); err != nil {
+				return err
+			}
+			out["mls_rederived"], out["mls_own_commits"] = rep.Rederived, rep.Own
 		}
-		out["mls_rederived"], out["mls_own_commits"] = rep.Rederived, rep.Own
-	}
-	if r.asJSON {
-		return json.NewEncoder(env.stdout).Encode(out)
-	}
-	fmt.Fprintf(env.stdout, "verified %s: %d events replayed up to checkpoint %d, digest %s equal\n",
-		r.db, res.Replayed, res.Checkpoint, digestID(res.Digest))
-	if rep != nil {
-		fmt.Fprintf(env.stdout, "verified MLS history of %s: %d received transitions re-derived, %d own commits checked\n",
-			r.inst, rep.Rederived, rep.Own)
-	}
-	return nil
+		if r.asJSON {
+			return json.NewEncoder(env.stdout).Encode(out)
+		}
+		fmt.Fprintf(env.stdout, "verified %s: %d events replayed up to checkpoint %d, digest %s equal\n",
+			r.db, res.Replayed, res.Checkpoint, digestID(res.Digest))
+		if rep != nil {
+			fmt.Fprintf(env.stdout, "verified MLS history of %s: %d received transitions re-derived, %d own commits checked\n",
+				r.inst, rep.Rederived, rep.Own)
+		}
+		return nil
+	})
 }
 
 func runFollow(ctx context.Context, env *cliEnv, args []string) error {
