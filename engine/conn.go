@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -81,6 +82,11 @@ func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
 			opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
 		}
 		if cfg.TLSCertFile != "" {
+			// Loaded here first only to name both files when they do not
+			// make a pair (the client's error names neither).
+			if _, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+				return nil, fmt.Errorf("engine: TLS client certificate %s with key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
+			}
 			opts = append(opts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
 		}
 		if cfg.CredsFile != "" {
@@ -100,7 +106,7 @@ func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("engine: connect to %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), err)
 	}
 	return nc, nil
 }

@@ -43,6 +43,12 @@ var (
 
 	// ErrClosed means the Log was closed.
 	ErrClosed = errors.New("engine: log closed")
+
+	// ErrConnect means the NATS server could not be reached or refused the
+	// client (address, TLS or credentials); the error wraps the client's
+	// own (for example nats.ErrAuthorization) and names the URL, never a
+	// secret.
+	ErrConnect = errors.New("engine: cannot connect to NATS")
 )
 
 // RecordError describes a failure on one stored record: which stream,

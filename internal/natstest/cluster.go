@@ -45,7 +45,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	c := &Cluster{tb: tb}
 	for i := range n {
 		name := fmt.Sprintf("node%d", i)
-		opts := serverOptions(Options{
+		opts := serverOptions(tb, Options{
 			StoreDir:   filepath.Join(root, name),
 			Port:       clientPorts[i],
 			ServerName: name,

@@ -32,15 +32,26 @@ type Options struct {
 	// User and Password, when set, are required of every client.
 	User     string
 	Password string
+	// TLS, when set, makes the server require TLS with PKI's server
+	// certificate; VerifyClients also requires a client certificate signed
+	// by PKI's CA (mutual TLS).
+	TLS           *PKI
+	VerifyClients bool
+	// NKey, when set, is the one user the server accepts, by nkey.
+	NKey *NKeyUser
+	// Operator, when set, runs the server in decentralized (JWT) auth mode:
+	// clients connect with .creds files of Operator's JetStream account.
+	Operator *Operator
 }
 
 // Server is a running (or stopped, between Shutdown and Restart) in-process
 // nats-server with JetStream. Its methods are safe for concurrent use.
 type Server struct {
-	tb   testing.TB
-	mu   sync.Mutex
-	opts server.Options
-	srv  *server.Server
+	tb     testing.TB
+	mu     sync.Mutex
+	opts   server.Options
+	client []nats.Option // what Connect needs for the security settings
+	srv    *server.Server
 }
 
 // Start starts a JetStream server for the test and shuts it down when the
@@ -50,7 +61,7 @@ func Start(tb testing.TB, o Options) *Server {
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(tb.TempDir(), "jetstream")
 	}
-	s := &Server{tb: tb, opts: serverOptions(o)}
+	s := &Server{tb: tb, opts: serverOptions(tb, o), client: o.clientOptions(tb)}
 	if err := s.start(); err != nil {
 		tb.Fatalf("natstest: %v", err)
 	}
@@ -59,7 +70,8 @@ func Start(tb testing.TB, o Options) *Server {
 }
 
 // serverOptions turns o (with its StoreDir set) into nats-server options.
-func serverOptions(o Options) server.Options {
+func serverOptions(tb testing.TB, o Options) server.Options {
+	tb.Helper()
 	port := o.Port
 	if port == 0 {
 		// Bind a random port; start records the one the server got, so that
@@ -70,7 +82,7 @@ func serverOptions(o Options) server.Options {
 	if name == "" {
 		name = "natstest"
 	}
-	return server.Options{
+	opts := server.Options{
 		ServerName: name,
 		Host:       "127.0.0.1",
 		Port:       port,
@@ -86,6 +98,16 @@ func serverOptions(o Options) server.Options {
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  4 << 30,
 	}
+	if o.TLS != nil {
+		o.TLS.tlsOptions(tb, &opts, o.VerifyClients)
+	}
+	if o.NKey != nil {
+		opts.Nkeys = []*server.NkeyUser{{Nkey: o.NKey.Public}}
+	}
+	if o.Operator != nil {
+		o.Operator.serverOptions(&opts)
+	}
+	return opts
 }
 
 func (s *Server) start() error {
@@ -173,9 +195,7 @@ func (s *Server) Connect(opts ...nats.Option) *nats.Conn {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50 * time.Millisecond),
 	}
-	if s.opts.Username != "" {
-		base = append(base, nats.UserInfo(s.opts.Username, s.opts.Password))
-	}
+	base = append(base, s.client...)
 	nc, err := nats.Connect(s.URL(), append(base, opts...)...)
 	if err != nil {
 		s.tb.Fatalf("natstest: connect %s: %v", s.URL(), err)
