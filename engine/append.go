@@ -222,40 +222,72 @@ func positionFromMsgID(id string) (uint64, bool) {
 	return n, err == nil && n > 0
 }
 
-func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, error) {
-	t, err := l.tailFor(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	if t.pos != p.expected {
-		return l.settle(ctx, p, t, nil)
-	}
-	var res []Appended
-	if len(p.envs) == 1 {
-		res, err = l.publishOne(ctx, p, t.seq)
-	} else {
-		res, err = l.publishBatch(ctx, p, t.seq)
-	}
-	if err == nil {
-		l.setTail(p.subject, tail{seq: res[len(res)-1].Seq, pos: p.last()})
-		return res, nil
-	}
-	return l.afterFailedPublish(ctx, p, err)
+// refusedRetries bounds how often appendPrepared publishes again when the
+// server refuses the expected last subject sequence although the stream
+// shows the aggregate at the expected position. On a cluster the leader
+// refuses a check on a subject whose previous message is still being
+// replicated ("wrong last sequence" without a sequence, code 10164), even
+// when that previous message is the one the append follows; a stale cached
+// sequence is refused the same way. Neither is a conflict.
+const refusedRetries = 8
+
+// refusedBackoff is the pause before the n-th retry (n from 0): 5 ms,
+// doubling, at most 200 ms; about 0.7 s over all retries.
+func refusedBackoff(n int) time.Duration {
+	return min(5*time.Millisecond<<n, 200*time.Millisecond)
 }
 
-// afterFailedPublish handles a publish error: a race (another writer got
-// there first, or an earlier attempt of this very append did) is settled by
-// reading the stream; anything else is returned.
+// appendPrepared appends p synchronously: a publish checked against the
+// aggregate's tail; a refusal is settled by reading the stream (an earlier
+// attempt landed, or another writer won: ErrConflict), or retried when the
+// stream shows the aggregate where p expects it.
+func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, error) {
+	t, err := l.tailFor(ctx, p)
+	var refused error
+	for attempt := 0; ; attempt++ {
+		if err != nil {
+			return nil, err
+		}
+		if t.pos != p.expected {
+			return l.settle(ctx, p, t, refused)
+		}
+		var res []Appended
+		if len(p.envs) == 1 {
+			res, err = l.publishOne(ctx, p, t.seq)
+		} else {
+			res, err = l.publishBatch(ctx, p, t.seq)
+		}
+		if err == nil {
+			l.setTail(p.subject, tail{seq: res[len(res)-1].Seq, pos: p.last()})
+			return res, nil
+		}
+		l.dropTail(p.subject)
+		if !isRace(err) {
+			return nil, fmt.Errorf("engine: append to %s at position %d: %w", p.subject, p.expected+1, err)
+		}
+		if attempt == refusedRetries {
+			return nil, fmt.Errorf("engine: append to %s at position %d: refused %d times although the stream shows the aggregate at position %d (stream seq %d): %w",
+				p.subject, p.expected+1, attempt+1, t.pos, t.seq, err)
+		}
+		refused = err
+		select {
+		case <-time.After(refusedBackoff(attempt)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		t, err = l.lookup(ctx, p.subject, p.agg.Installation)
+	}
+}
+
+// afterFailedPublish handles the error of a pipelined publish: a refusal
+// of the expected sequence goes through appendPrepared (which settles or
+// retries it); anything else is returned.
 func (l *Log) afterFailedPublish(ctx context.Context, p *prepared, pubErr error) ([]Appended, error) {
 	l.dropTail(p.subject)
 	if !isRace(pubErr) {
 		return nil, fmt.Errorf("engine: append to %s at position %d: %w", p.subject, p.expected+1, pubErr)
 	}
-	t, err := l.lookup(ctx, p.subject, p.agg.Installation)
-	if err != nil {
-		return nil, err
-	}
-	return l.settle(ctx, p, t, pubErr)
+	return l.appendPrepared(ctx, p)
 }
 
 // tailFor returns the aggregate's last event as far as it matters for

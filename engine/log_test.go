@@ -237,3 +237,52 @@ func TestReadLeavesNoConsumerBehind(t *testing.T) {
 		t.Fatalf("%d consumers left on the stream after finished reads", info.State.Consumers)
 	}
 }
+
+// TestRefusalAtExpectedPositionIsRetried: when the server refuses an
+// append's expected sequence but the stream shows the aggregate exactly
+// where the append expects it, the refusal is not a conflict: the append
+// is retried with the stream's sequence. (On a cluster the leader refuses a
+// check on a subject whose previous message is still being replicated;
+// here a stale cached sequence makes the server refuse the same way.) Both
+// the synchronous and the pipelined path; a real conflict is still one.
+func TestRefusalAtExpectedPositionIsRetried(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	agg := group(instA, "stale")
+	subject, err := l.Subject(agg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := mustAppend(t, l, 0, msg(agg, 1, "one"))
+	poison := func(pos uint64) {
+		l.mu.Lock()
+		l.tails[subject] = tail{seq: first[0].Seq + 1000, pos: pos}
+		l.mu.Unlock()
+	}
+
+	poison(1)
+	res, err := l.Append(ctx, 1, msg(agg, 2, "two"))
+	if err != nil || len(res) != 1 || res[0].Position != 2 || res[0].Duplicate {
+		t.Fatalf("append after a refused stale sequence: %+v, %v; want position 2 appended", res, err)
+	}
+
+	poison(2)
+	bulk, err := l.AppendBulk(ctx, []Transition{{Expected: 2, Events: []events.Event{msg(agg, 3, "three"), msg(agg, 4, "four")}}})
+	if err != nil || len(bulk) != 1 || len(bulk[0]) != 2 || bulk[0][1].Position != 4 {
+		t.Fatalf("bulk append after a refused stale sequence: %+v, %v; want positions 3 and 4", bulk, err)
+	}
+
+	// A taken position stays a conflict, whatever the cache says.
+	poison(4)
+	if _, err := l.Append(ctx, 3, msg(agg, 4, "other")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("append at a taken position: %v, want ErrConflict", err)
+	}
+	recs := readAll(t, l, instA, 0)
+	var got []string
+	for _, r := range recs {
+		got = append(got, content(r.Event))
+	}
+	if strings.Join(got, " ") != "one two three four" {
+		t.Fatalf("stream holds %v, want one two three four", got)
+	}
+}
