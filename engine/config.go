@@ -230,6 +230,24 @@ func (c Config) validate() error {
 	if c.CredsFile != "" && c.NKeySeedFile != "" {
 		return fmt.Errorf("engine: config: set CredsFile or NKeySeedFile, not both")
 	}
+	if c.Password != "" && c.User == "" {
+		return fmt.Errorf("engine: config: Password is set without User")
+	}
+	if c.NATSURL == "" {
+		// The embedded server has no TLS and no users: settings for an
+		// external server would be dropped without a word.
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"TLSCAFile", c.TLSCAFile != ""}, {"TLSCertFile", c.TLSCertFile != ""}, {"CredsFile", c.CredsFile != ""},
+			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""},
+		} {
+			if f.set {
+				return fmt.Errorf("engine: config: %s is for an external server, but NATSURL is empty (the embedded server has no TLS or users)", f.name)
+			}
+		}
+	}
 	return nil
 }
 

@@ -23,25 +23,34 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		t.Fatalf("zero-value defaults differ from DefaultConfig:\n%+v\n%+v", c, DefaultConfig("/tmp/x"))
 	}
 	bad := map[string]Config{
-		"no data dir":        {},
-		"in-process remote":  {NATSURL: "nats://h:4222", EmbeddedInProcess: true},
-		"stream with dot":    {DataDir: "d", Stream: "A.B"},
-		"prefix wildcard":    {DataDir: "d", SubjectPrefix: "a.*"},
-		"prefix empty token": {DataDir: "d", SubjectPrefix: "a..b"},
-		"replicas":           {DataDir: "d", Replicas: 7},
-		"negative replicas":  {DataDir: "d", Replicas: -1},
-		"negative max age":   {DataDir: "d", MaxAge: -time.Hour},
-		"negative max bytes": {DataDir: "d", MaxBytes: -5},
-		"short dup window":   {DataDir: "d", DuplicateWindow: time.Second},
-		"max age < window":   {DataDir: "d", MaxAge: time.Minute},
-		"cert without key":   {NATSURL: "nats://h", TLSCertFile: "c.pem"},
-		"creds and nkey":     {NATSURL: "nats://h", CredsFile: "a", NKeySeedFile: "b"},
-		"storage":            {DataDir: "d", Storage: Storage(9)},
+		"no data dir":         {},
+		"in-process remote":   {NATSURL: "nats://h:4222", EmbeddedInProcess: true},
+		"stream with dot":     {DataDir: "d", Stream: "A.B"},
+		"prefix wildcard":     {DataDir: "d", SubjectPrefix: "a.*"},
+		"prefix empty token":  {DataDir: "d", SubjectPrefix: "a..b"},
+		"replicas":            {DataDir: "d", Replicas: 7},
+		"negative replicas":   {DataDir: "d", Replicas: -1},
+		"negative max age":    {DataDir: "d", MaxAge: -time.Hour},
+		"negative max bytes":  {DataDir: "d", MaxBytes: -5},
+		"short dup window":    {DataDir: "d", DuplicateWindow: time.Second},
+		"max age < window":    {DataDir: "d", MaxAge: time.Minute},
+		"cert without key":    {NATSURL: "nats://h", TLSCertFile: "c.pem"},
+		"creds and nkey":      {NATSURL: "nats://h", CredsFile: "a", NKeySeedFile: "b"},
+		"storage":             {DataDir: "d", Storage: Storage(9)},
+		"embedded with CA":    {DataDir: "d", TLSCAFile: "ca.pem"},
+		"embedded with cert":  {DataDir: "d", TLSCertFile: "c.pem", TLSKeyFile: "k.pem"},
+		"embedded with creds": {DataDir: "d", CredsFile: "a.creds"},
+		"embedded with nkey":  {DataDir: "d", NKeySeedFile: "a.nk"},
+		"embedded with user":  {DataDir: "d", User: "u", Password: "p"},
+		"password, no user":   {NATSURL: "nats://h", Password: "p"},
 	}
 	for name, cfg := range bad {
 		if _, err := cfg.withDefaults(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	if _, err := (Config{DataDir: "d", TLSCAFile: "ca.pem"}).withDefaults(); err == nil || !strings.Contains(err.Error(), "TLSCAFile") {
+		t.Errorf("CA file with the embedded server: %v, want an error naming TLSCAFile", err)
 	}
 }
 

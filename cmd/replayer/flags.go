@@ -71,7 +71,9 @@ func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
 	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = c.ca, c.cert, c.key
 	cfg.CredsFile, cfg.NKeySeedFile = c.creds, c.nkey
 	cfg.User = c.user
-	cfg.Password = engine.Secret(env.getenv(envNATSPassword))
+	if c.user != "" {
+		cfg.Password = engine.Secret(env.getenv(envNATSPassword))
+	}
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
 	cfg.Replicas = c.replicas
 	cfg.ConnectionName = "epochlog-replayer"
@@ -80,6 +82,16 @@ func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
 	}
 	if c.nats == "" && c.data == "" {
 		return cfg, usageError{"--data is required with the embedded server (or give --nats)"}
+	}
+	if c.nats == "" {
+		for _, f := range []struct{ flag, value string }{
+			{"--nats-ca", c.ca}, {"--nats-cert", c.cert}, {"--nats-key", c.key},
+			{"--nats-creds", c.creds}, {"--nats-nkey", c.nkey}, {"--nats-user", c.user},
+		} {
+			if f.value != "" {
+				return cfg, usageError{f.flag + " needs --nats (the embedded server has no TLS or users)"}
+			}
+		}
 	}
 	return cfg, nil
 }
