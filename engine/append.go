@@ -265,27 +265,39 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		if !isRace(err) {
 			return nil, fmt.Errorf("engine: append to %s at position %d: %w", p.subject, p.expected+1, err)
 		}
+		refused = err
+		if t, err = l.lookup(ctx, p.subject, p.agg.Installation); err != nil || t.pos != p.expected {
+			continue // settled at the top of the loop
+		}
+		// Refused although the aggregate is where p expects it: wait for
+		// the server's in-flight state to clear, then publish again.
 		if attempt == refusedRetries {
 			return nil, fmt.Errorf("engine: append to %s at position %d: refused %d times although the stream shows the aggregate at position %d (stream seq %d): %w",
-				p.subject, p.expected+1, attempt+1, t.pos, t.seq, err)
+				p.subject, p.expected+1, attempt+1, t.pos, t.seq, refused)
 		}
-		refused = err
 		select {
 		case <-time.After(refusedBackoff(attempt)):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		t, err = l.lookup(ctx, p.subject, p.agg.Installation)
 	}
 }
 
 // afterFailedPublish handles the error of a pipelined publish: a refusal
-// of the expected sequence goes through appendPrepared (which settles or
-// retries it); anything else is returned.
+// of the expected sequence is settled by reading the stream, or, with the
+// aggregate still where p expects it, retried through appendPrepared;
+// anything else is returned.
 func (l *Log) afterFailedPublish(ctx context.Context, p *prepared, pubErr error) ([]Appended, error) {
 	l.dropTail(p.subject)
 	if !isRace(pubErr) {
 		return nil, fmt.Errorf("engine: append to %s at position %d: %w", p.subject, p.expected+1, pubErr)
+	}
+	t, err := l.lookup(ctx, p.subject, p.agg.Installation)
+	if err != nil {
+		return nil, err
+	}
+	if t.pos != p.expected {
+		return l.settle(ctx, p, t, pubErr)
 	}
 	return l.appendPrepared(ctx, p)
 }
