@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/nats-io/nats.go/jetstream"
@@ -170,4 +171,37 @@ func consumerHost(t *testing.T, l *Log) string {
 		t.Fatalf("stream %s: no consumer with a host (%+v)", l.Stream(), newest)
 	}
 	return newest.Cluster.Leader
+}
+
+// A bulk load of one aggregate on a replicated stream: each transition
+// follows the previous one as soon as it is acknowledged, when the leader
+// may still hold the subject as in flight and refuse the check (10164).
+// Every transition lands once, in order.
+func TestClusterBulkOneAggregate(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	l := openLog(t, clusterConfig(c.URL()), keyring(t, 1, 0x11))
+	agg := group(instA, "bulk-one")
+	const n = 300
+	ts := make([]Transition, n)
+	for i := range ts {
+		ts[i] = Transition{Expected: uint64(i), Events: []events.Event{msg(agg, uint64(i)+1, fmt.Sprint(i+1))}}
+	}
+	res, err := l.AppendBulk(context.Background(), ts)
+	if err != nil {
+		t.Fatalf("bulk append of %d transitions on one aggregate: %v", n, err)
+	}
+	for i, r := range res {
+		if len(r) != 1 || r[0].Position != uint64(i)+1 || r[0].Duplicate {
+			t.Fatalf("transition %d: %+v, want position %d appended once", i, r, i+1)
+		}
+	}
+	recs := readAll(t, l, instA, 0)
+	if len(recs) != n {
+		t.Fatalf("read %d events, want %d", len(recs), n)
+	}
+	for i, r := range recs {
+		if content(r.Event) != fmt.Sprint(i+1) {
+			t.Fatalf("event %d is %q, want %q", i, content(r.Event), fmt.Sprint(i+1))
+		}
+	}
 }
