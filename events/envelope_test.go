@@ -369,10 +369,12 @@ func TestValidateIdentifiers(t *testing.T) {
 // state, then a small body: no stale bytes survive between uses).
 func TestPooledRecordEncodingMatchesMarshal(t *testing.T) {
 	evs := slices.Collect(maps.Values(samples(testInst)))
-	big := evs[0]
-	big.Body = ApplicationMessageSent{GroupID: []byte("g"), Epoch: 1, Sender: testInst, MessageID: []byte("m"),
-		Content: Secret(strings.Repeat("x", 100<<10))} // larger than a pooled buffer may stay
-	big.Aggregate.Type = AggGroup
+	// A whole event, not a copy of a sample: the samples come in map order,
+	// and not every sample's aggregate id is a valid group id.
+	big := Event{Aggregate: Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}, Position: 7,
+		Time: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
+		Body: ApplicationMessageSent{GroupID: []byte("g"), Epoch: 1, Sender: testInst, MessageID: []byte("m"),
+			Content: Secret(strings.Repeat("x", 100<<10))}} // larger than a pooled buffer may stay
 	for round := range 3 {
 		for _, e := range append([]Event{big}, evs...) {
 			spec, body, err := checkEvent(e)
