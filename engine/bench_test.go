@@ -43,16 +43,33 @@ var benchInFlight = DefaultMaxInFlight
 // publishes too (docs/benchmarks.md explains why that matters).
 func BenchmarkAppend(b *testing.B) {
 	for _, size := range []int{256, 1024} {
-		b.Run(fmt.Sprintf("raw/body=%d", size), func(b *testing.B) { benchRaw(b, size, false, false) })
-		b.Run(fmt.Sprintf("sealed/body=%d", size), func(b *testing.B) { benchSealed(b, size, false) })
+		b.Run(fmt.Sprintf("raw/body=%d", size), func(b *testing.B) { benchRaw(b, size, benchMode{}) })
+		b.Run(fmt.Sprintf("sealed/body=%d", size), func(b *testing.B) { benchSealed(b, size, benchMode{}) })
 		// Diagnostic: raw payloads with the two headers sealed appends
 		// carry, to separate the server's cost of deduplication and the
 		// per-subject check from the client's cost of sealing.
-		b.Run(fmt.Sprintf("rawheaders/body=%d", size), func(b *testing.B) { benchRaw(b, size, true, false) })
-		b.Run(fmt.Sprintf("raw-followed/body=%d", size), func(b *testing.B) { benchRaw(b, size, false, true) })
-		b.Run(fmt.Sprintf("sealed-followed/body=%d", size), func(b *testing.B) { benchSealed(b, size, true) })
+		b.Run(fmt.Sprintf("rawheaders/body=%d", size), func(b *testing.B) { benchRaw(b, size, benchMode{headers: true}) })
+		b.Run(fmt.Sprintf("raw-followed/body=%d", size), func(b *testing.B) { benchRaw(b, size, benchMode{followed: true}) })
+		b.Run(fmt.Sprintf("sealed-followed/body=%d", size), func(b *testing.B) { benchSealed(b, size, benchMode{followed: true}) })
 	}
 }
+
+// BenchmarkAppendR3 is BenchmarkAppend's raw, rawheaders and sealed on a
+// three-node cluster in this process (an R3 stream, as in staging): every
+// publish is replicated through the stream's Raft group before its ack.
+// All three servers and the client share this machine's cores.
+func BenchmarkAppendR3(b *testing.B) {
+	for _, size := range []int{256, 1024} {
+		b.Run(fmt.Sprintf("raw/body=%d", size), func(b *testing.B) { benchRaw(b, size, benchMode{r3: true}) })
+		b.Run(fmt.Sprintf("sealed/body=%d", size), func(b *testing.B) { benchSealed(b, size, benchMode{r3: true}) })
+		b.Run(fmt.Sprintf("rawheaders/body=%d", size), func(b *testing.B) { benchRaw(b, size, benchMode{headers: true, r3: true}) })
+	}
+}
+
+// benchMode varies the append benchmarks: headers adds the engine's two
+// headers to raw publishes, followed runs a tail consumer meanwhile, r3
+// runs on a three-node cluster.
+type benchMode struct{ headers, followed, r3 bool }
 
 // followTail starts a consumer that reads the whole stream as it grows and
 // returns a function that waits until it has read n messages.
@@ -94,10 +111,15 @@ type benchEnv struct {
 	env   int // sealed envelope size for this body
 }
 
-func newBenchEnv(b *testing.B, size int) *benchEnv {
+func newBenchEnv(b *testing.B, size int, m benchMode) *benchEnv {
 	b.Helper()
-	srv := natstest.Start(b, natstest.Options{})
-	l := openLog(b, Config{NATSURL: srv.URL(), MaxInFlight: benchInFlight}, keyring(b, 1, 0x11))
+	cfg := Config{MaxInFlight: benchInFlight}
+	if m.r3 {
+		cfg.NATSURL, cfg.Replicas = natstest.StartCluster(b, 3).URL(), 3
+	} else {
+		cfg.NATSURL = natstest.Start(b, natstest.Options{}).URL()
+	}
+	l := openLog(b, cfg, keyring(b, 1, 0x11))
 	e := &benchEnv{log: l, body: make([]byte, size)}
 	if _, err := rand.Read(e.body); err != nil {
 		b.Fatal(err)
@@ -141,10 +163,10 @@ func (e *benchEnv) checkStored(b *testing.B, want int) {
 	}
 }
 
-func benchSealed(b *testing.B, size int, followed bool) {
-	e := newBenchEnv(b, size)
+func benchSealed(b *testing.B, size int, m benchMode) {
+	e := newBenchEnv(b, size, m)
 	waitRead := func(int) {}
-	if followed {
+	if m.followed {
 		waitRead = e.followTail(b)
 	}
 	ts := make([]Transition, b.N)
@@ -164,10 +186,10 @@ func benchSealed(b *testing.B, size int, followed bool) {
 	e.checkStored(b, b.N)
 }
 
-func benchRaw(b *testing.B, size int, headers, followed bool) {
-	e := newBenchEnv(b, size)
+func benchRaw(b *testing.B, size int, m benchMode) {
+	e := newBenchEnv(b, size, m)
 	waitRead := func(int) {}
-	if followed {
+	if m.followed {
 		waitRead = e.followTail(b)
 	}
 	payload := make([]byte, e.env)
@@ -184,7 +206,7 @@ func benchRaw(b *testing.B, size int, headers, followed bool) {
 		b.Fatal(err)
 	}
 	var ids []string
-	if headers {
+	if m.headers {
 		ids = make([]string, b.N)
 		for i := range ids {
 			ids[i] = fmt.Sprintf("%d-%026x", i/benchAggregates+1, i)
@@ -194,15 +216,15 @@ func benchRaw(b *testing.B, size int, headers, followed bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		m := &nats.Msg{Subject: e.subjs[i%benchAggregates], Data: payload}
-		if headers {
+		pm := &nats.Msg{Subject: e.subjs[i%benchAggregates], Data: payload}
+		if m.headers {
 			var last uint64
 			if i >= benchAggregates {
 				last = uint64(i - benchAggregates + 1)
 			}
-			m.Header = nats.Header{hdrMsgID: []string{ids[i]}, hdrExpectedSeq: []string{strconv.FormatUint(last, 10)}}
+			pm.Header = nats.Header{hdrMsgID: []string{ids[i]}, hdrExpectedSeq: []string{strconv.FormatUint(last, 10)}}
 		}
-		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
+		if _, err := js.PublishMsgAsync(pm, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
