@@ -8,7 +8,7 @@ BENCHCOUNT?= 6
 FUZZTIME  ?= 10s
 DEMO_DIR  ?= .epochlog/demo
 
-.PHONY: all build test test-race lint vet fmt-check bench fuzz soak demo examples clean
+.PHONY: all build test test-race lint vet fmt-check staticcheck bench fuzz soak demo examples clean
 
 all: lint build test
 
@@ -28,7 +28,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-lint: fmt-check vet
+# Pinned; fetched from the module proxy on first use, go.mod untouched.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+staticcheck:
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+lint: fmt-check vet staticcheck
 
 # Benchmarks compare each layer with its raw building block in the same run;
 # see docs/benchmarks.md for how the ratios are computed with benchstat.

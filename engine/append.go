@@ -143,6 +143,7 @@ var unsetTime = time.Unix(0, 0).UTC()
 // msgIDRecord is what a message id digests: the event as the caller gave it
 // (position filled in).
 type msgIDRecord struct {
+	//lint:ignore U1000 read by msgpack through its tag: encode as an array
 	_msgpack  struct{} `msgpack:",as_array"`
 	Kind      events.Kind
 	Version   uint16

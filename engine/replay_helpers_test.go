@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 // queues filled and acknowledged. It continues where it stopped, so tests
 // can keep appending while a replay runs.
 type historyGen struct {
-	mu     sync.Mutex
 	inst   events.InstallationID
 	pos    map[events.Aggregate]uint64
 	t      time.Time

@@ -65,8 +65,6 @@ func writeStructList[T any, P interface {
 	})
 }
 
-func readUint16(r *codec.Reader) (uint16, error) { return r.Uint16() }
-func readUint32(r *codec.Reader) (uint32, error) { return r.Uint32() }
 func readOpaque(r *codec.Reader) ([]byte, error) { return r.OpaqueV() }
 
 func readUint16List[T ~uint16](r *codec.Reader) []T {

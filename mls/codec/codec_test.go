@@ -312,6 +312,9 @@ func decodeFuzzStruct(in []byte) (v uint8, elems []fuzzElem, a uint32, b uint64,
 		elems = append(elems, e)
 		return err
 	})
+	if err != nil {
+		return v, elems, a, b, fixed, err
+	}
 	a, _ = r.Uint32()
 	b, _ = r.Uint64()
 	fixed, _ = r.Raw(2)
