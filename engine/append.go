@@ -223,19 +223,16 @@ func positionFromMsgID(id string) (uint64, bool) {
 	return n, err == nil && n > 0
 }
 
-// refusedRetries bounds how often appendPrepared publishes again when the
-// server refuses the expected last subject sequence although the stream
-// shows the aggregate at the expected position. On a cluster the leader
-// refuses a check on a subject whose previous message is still being
-// replicated ("wrong last sequence" without a sequence, code 10164), even
-// when that previous message is the one the append follows; a stale cached
-// sequence is refused the same way. Neither is a conflict.
-const refusedRetries = 8
-
-// refusedBackoff is the pause before the n-th retry (n from 0): 5 ms,
-// doubling, at most 200 ms; about 0.7 s over all retries.
+// refusedBackoff is the pause before the n-th publish again (n from 0) of
+// an append the server refused although the stream shows the aggregate at
+// the expected position: 5 ms, doubling, at most 200 ms. On a cluster the
+// leader refuses a check on a subject whose previous message is still
+// being replicated ("wrong last sequence" without a sequence, code 10164),
+// even when that previous message is the one the append follows; a stale
+// cached sequence is refused the same way. Neither is a conflict, so
+// appendPrepared tries again for up to Config.RequestTimeout.
 func refusedBackoff(n int) time.Duration {
-	return min(5*time.Millisecond<<n, 200*time.Millisecond)
+	return 5 * time.Millisecond << min(n, 5) // 5 ms ... 160 ms
 }
 
 // appendPrepared appends p synchronously: a publish checked against the
@@ -245,6 +242,7 @@ func refusedBackoff(n int) time.Duration {
 func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, error) {
 	t, err := l.tailFor(ctx, p)
 	var refused error
+	var giveUp time.Time // set at the first refusal at the expected position
 	for attempt := 0; ; attempt++ {
 		if err != nil {
 			return nil, err
@@ -272,9 +270,11 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		}
 		// Refused although the aggregate is where p expects it: wait for
 		// the server's in-flight state to clear, then publish again.
-		if attempt == refusedRetries {
-			return nil, fmt.Errorf("engine: append to %s at position %d: refused %d times although the stream shows the aggregate at position %d (stream seq %d): %w",
-				p.subject, p.expected+1, attempt+1, t.pos, t.seq, refused)
+		if giveUp.IsZero() {
+			giveUp = time.Now().Add(l.cfg.RequestTimeout)
+		} else if time.Now().After(giveUp) {
+			return nil, fmt.Errorf("engine: append to %s at position %d: refused %d times over %v although the stream shows the aggregate at position %d (stream seq %d); the append is idempotent, retry it: %w",
+				p.subject, p.expected+1, attempt+1, l.cfg.RequestTimeout, t.pos, t.seq, refused)
 		}
 		select {
 		case <-time.After(refusedBackoff(attempt)):
