@@ -225,7 +225,7 @@ func positionFromMsgID(id string) (uint64, bool) {
 
 // refusedBackoff is the pause before the n-th publish again (n from 0) of
 // an append the server refused although the stream shows the aggregate at
-// the expected position: 5 ms, doubling, at most 200 ms. On a cluster the
+// the expected position: 5 ms, doubling, at most 160 ms. On a cluster the
 // leader refuses a check on a subject whose previous message is still
 // being replicated ("wrong last sequence" without a sequence, code 10164),
 // even when that previous message is the one the append follows; a stale
