@@ -52,6 +52,16 @@ func openFails(t *testing.T, cfg Config, want []string, secrets ...string) {
 	}
 }
 
+// writeTemp writes content to a fresh file named name (mode 0600).
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func secretOf(t *testing.T, file string) string {
 	t.Helper()
 	b, err := os.ReadFile(file)
@@ -79,10 +89,7 @@ func TestConnectTLS(t *testing.T) {
 	// A CA file that is missing or holds no certificate is named.
 	missing := filepath.Join(t.TempDir(), "no-such-ca.pem")
 	openFails(t, Config{NATSURL: srv.URL(), TLSCAFile: missing}, []string{missing})
-	notPEM := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	notPEM := writeTemp(t, "ca.pem", "not a certificate\n")
 	openFails(t, Config{NATSURL: srv.URL(), TLSCAFile: notPEM}, []string{notPEM})
 }
 
@@ -118,10 +125,7 @@ func TestConnectNKey(t *testing.T) {
 	// A missing seed file, or one that holds no seed, is named.
 	missing := filepath.Join(t.TempDir(), "missing.nk")
 	openFails(t, Config{NATSURL: srv.URL(), NKeySeedFile: missing}, []string{missing})
-	bad := filepath.Join(t.TempDir(), "bad.nk")
-	if err := os.WriteFile(bad, []byte("SUAnotaseed-but-secret-looking\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bad := writeTemp(t, "bad.nk", "SUAnotaseed-but-secret-looking\n")
 	openFails(t, Config{NATSURL: srv.URL(), NKeySeedFile: bad}, []string{bad}, "SUAnotaseed-but-secret-looking")
 }
 
@@ -146,10 +150,7 @@ func TestConnectCreds(t *testing.T) {
 	// A missing or malformed creds file is named, its content never shown.
 	missing := filepath.Join(t.TempDir(), "missing.creds")
 	openFails(t, Config{NATSURL: srv.URL(), CredsFile: missing}, []string{missing})
-	bad := filepath.Join(t.TempDir(), "bad.creds")
-	if err := os.WriteFile(bad, []byte("not-a-jwt-but-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bad := writeTemp(t, "bad.creds", "not-a-jwt-but-secret\n")
 	openFails(t, Config{NATSURL: srv.URL(), CredsFile: bad}, []string{bad}, "not-a-jwt-but-secret")
 }
 

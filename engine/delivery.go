@@ -78,8 +78,6 @@ func deliveryAgg(k queueKey) events.Aggregate {
 	return events.Aggregate{Installation: k.recipient, Type: events.AggDelivery, ID: k.channel}
 }
 
-// load returns the queue, reading its events from the recipient's log the
-// first time (or after a conflict dropped it).
 // appendQueue appends evs at the queue's position. On any failure the
 // cached queue is dropped, so the next attempt reloads it; a conflict
 // (another writer moved the queue) is reported apart, for a retry.
@@ -94,6 +92,8 @@ func (d *Deliveries) appendQueue(ctx context.Context, k queueKey, q *queue, evs 
 	return false, err
 }
 
+// load returns the queue, reading its events from the recipient's log the
+// first time (or after a conflict dropped it).
 func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 	if q, ok := d.q[k]; ok {
 		return q, nil
