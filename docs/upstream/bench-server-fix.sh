@@ -5,10 +5,21 @@
 # changes: the patched server and a copy of the tree live in a temporary
 # directory.
 #
-#   docs/upstream/bench-server-fix.sh [runs]      (default 4 runs of each)
+#   docs/upstream/bench-server-fix.sh [runs [pattern [benchtime]]]
+#
+# Defaults: 4 runs of each, the one-server append benchmarks
+# ('Append$/^(raw|rawheaders|sealed)$/body=256'), 100000x. For the cluster:
+#   docs/upstream/bench-server-fix.sh 3 'AppendR3/.*/body=256' 50000x
+# With PAGE_FAULTS=1 each run goes through `perf stat -e page-faults`.
 set -euo pipefail
 
 runs=${1:-4}
+pattern=${2:-'Append$/^(raw|rawheaders|sealed)$/body=256'}
+benchtime=${3:-100000x}
+perf=()
+if [ "${PAGE_FAULTS:-}" = 1 ]; then
+	perf=(perf stat -e page-faults)
+fi
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -36,7 +47,7 @@ go test -c -o "$work/released.test" ./engine/
 cd "$root/engine"
 for _ in $(seq "$runs"); do
 	for v in released patched; do
-		"$work/$v.test" -test.run '^$' -test.bench 'Append$/^(raw|rawheaders|sealed)$/body=256' \
-			-test.benchtime 100000x | grep '^Benchmark' | sed "s/^/$v: /"
+		"${perf[@]}" "$work/$v.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" 2>&1 |
+			grep -E '^Benchmark|page-faults' | sed "s/^/$v: /"
 	done
 done
