@@ -130,6 +130,23 @@ func TestStreamCreateCheckUpdate(t *testing.T) {
 		t.Fatalf("stream limits after Unbounded: max age %v, max bytes %d", got.MaxAge, got.MaxBytes)
 	}
 
+	// A stream an operator switched direct gets on for: the Log turns them
+	// off (replicas would answer its tail lookups), and appends and reads
+	// work as before.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DIRECT", Subjects: []string{"direct.>"}, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, Config{NATSURL: srv.URL(), Stream: "DIRECT", SubjectPrefix: "direct"}, keyring(t, 1, 1))
+	if s, _ = js.Stream(ctx, "DIRECT"); s.CachedInfo().Config.AllowDirect {
+		t.Fatal("Open left direct gets on")
+	}
+	a := group(instA, "direct")
+	mustAppend(t, l, 0, msg(a, 1, "one"))
+	mustAppend(t, l, 1, msg(a, 2, "two"))
+	if recs := readAll(t, l, instA, 1); len(recs) != 2 {
+		t.Fatalf("read %d events back, want 2", len(recs))
+	}
+
 	// Incompatible: other subjects, other storage.
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHERSUBJ", Subjects: []string{"elsewhere.>"}}); err != nil {
 		t.Fatal(err)

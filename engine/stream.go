@@ -54,8 +54,9 @@ const metaKeyringCheck = "epochlog_keyring_check"
 
 // ensureStream creates the stream if it is missing, otherwise checks that it
 // can hold the log and updates the settings cfg sets (replicas, duplicate
-// window, limits; the rest of the stream is left alone). It
-// reports whether the server kept AllowAtomicPublish.
+// window, limits; atomic publish on and direct get off, which the Log
+// needs; the rest of the stream is left alone). It reports whether the
+// server kept AllowAtomicPublish.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
 	want := cfg.streamConfig()
 	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
@@ -103,11 +104,16 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 		upd.Replicas = want.Replicas
 	}
 	upd.AllowAtomicPublish = true
+	// Direct gets are answered by any replica, which may lag the leader:
+	// Append's tail lookups would then see a stale tail (a spurious
+	// ErrConflict) and catch-up reads could miss an event just appended.
+	// The Log needs its reads from the leader, so it switches them off.
+	upd.AllowDirect = false
 	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
-		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish {
+		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish || upd.AllowDirect != have.AllowDirect {
 		s, err = js.UpdateStream(ctx, upd)
 		if err != nil {
-			return nil, false, fmt.Errorf("engine: update stream %s (duplicates %v, max age %v, max bytes %d, replicas %d, atomic publish): %w",
+			return nil, false, fmt.Errorf("engine: update stream %s (duplicates %v, max age %v, max bytes %d, replicas %d, atomic publish on, direct get off): %w",
 				want.Name, upd.Duplicates, upd.MaxAge, upd.MaxBytes, upd.Replicas, err)
 		}
 	}
