@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -44,15 +45,22 @@ const (
 // envelope copied elsewhere does not open.
 type Binding struct{ Stream, Subject string }
 
-// associatedData is lp(stream) || lp(subject) || lp(installation) ||
-// lp(header).
-func associatedData(b Binding, inst InstallationID, header []byte) []byte {
-	ad := make([]byte, 0, 16+len(b.Stream)+len(b.Subject)+len(inst)+len(header))
+// associatedData appends lp(stream) || lp(subject) || lp(installation) ||
+// lp(header) to ad.
+func associatedData(ad []byte, b Binding, inst InstallationID, header []byte) []byte {
 	ad = appendLP(ad, b.Stream)
 	ad = appendLP(ad, b.Subject)
 	ad = appendLP(ad, string(inst))
 	return appendLP(ad, string(header))
 }
+
+// adPool holds associated-data buffers: the AEAD takes them through an
+// interface, so a stack buffer would escape and allocate on every seal and
+// open. They hold no secrets (stream, subject, installation, clear header).
+var adPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getAD() *[]byte  { return adPool.Get().(*[]byte) }
+func putAD(b *[]byte) { adPool.Put(b) }
 
 // Seal encodes e (msgpack), seals it under the current key of r for
 // e.Aggregate.Installation, bound to b, and returns the envelope bytes.
@@ -100,7 +108,10 @@ func sealPlaintext(r *Keyring, b Binding, inst InstallationID, plain []byte) ([]
 		return nil, fmt.Errorf("events: seal: nonce: %w", err)
 	}
 	aead := r.aead(id, rk, inst)
-	return aead.Seal(env, nonce, plain, associatedData(b, inst, env[:headerSize])), nil
+	ad := getAD()
+	defer putAD(ad)
+	*ad = associatedData((*ad)[:0], b, inst, env[:headerSize])
+	return aead.Seal(env, nonce, plain, *ad), nil
 }
 
 // Open verifies and decrypts an envelope read at b for installation inst,
@@ -139,7 +150,10 @@ func Open(r *Keyring, inst InstallationID, b Binding, envelope []byte) (Event, e
 	}
 	aead := r.aead(id, rk, inst)
 	header := envelope[:headerSize]
-	plain, err := aead.Open(nil, envelope[offNonce:headerSize], envelope[headerSize:], associatedData(b, inst, header))
+	ad := getAD()
+	defer putAD(ad)
+	*ad = associatedData((*ad)[:0], b, inst, header)
+	plain, err := aead.Open(nil, envelope[offNonce:headerSize], envelope[headerSize:], *ad)
 	if err != nil {
 		return Event{}, fmt.Errorf("events: open: key id %d: %w", id, ErrTampered)
 	}

@@ -158,8 +158,8 @@ type ringKey struct {
 	root       RootKey
 	keyCheck   [keyCheckSize]byte
 	bindingKey [32]byte
-	// bindingMACs pools HMAC-SHA256 states keyed with bindingKey: every seal
-	// and open computes a binding tag, and a fresh HMAC allocates ~500 B.
+	// bindingMACs pools *bindingMAC keyed with bindingKey: every seal and
+	// open computes a binding tag.
 	bindingMACs sync.Pool
 }
 
@@ -167,25 +167,33 @@ func newRingKey(id KeyID, k RootKey) *ringKey {
 	rk := &ringKey{root: k}
 	copy(rk.keyCheck[:], derive(k, infoWithKeyID(labelKeyCheck, id), keyCheckSize))
 	copy(rk.bindingKey[:], derive(k, infoWithKeyID(labelBinding, id), 32))
-	rk.bindingMACs.New = func() any { return hmac.New(sha256.New, rk.bindingKey[:]) }
+	rk.bindingMACs.New = func() any { return &bindingMAC{mac: hmac.New(sha256.New, rk.bindingKey[:])} }
 	return rk
+}
+
+// bindingMAC is a pooled HMAC-SHA256 state with its scratch space, so a
+// binding tag allocates nothing (a fresh HMAC allocates ~500 B, and bytes
+// handed to a hash.Hash escape to the heap).
+type bindingMAC struct {
+	mac hash.Hash
+	msg []byte
+	sum []byte
 }
 
 // bindingTag is HMAC-SHA256(bindingKey, label || lp(stream) || lp(subject) ||
 // lp(installation)) truncated to bindTagSize bytes.
 func (rk *ringKey) bindingTag(b Binding, inst InstallationID) [bindTagSize]byte {
-	m := rk.bindingMACs.Get().(hash.Hash)
+	m := rk.bindingMACs.Get().(*bindingMAC)
 	defer rk.bindingMACs.Put(m)
-	m.Reset()
-	var buf [256]byte // subjects and ids are short: no allocation
-	msg := append(buf[:0], labelBindTag...)
-	msg = appendLP(msg, b.Stream)
-	msg = appendLP(msg, b.Subject)
-	msg = appendLP(msg, string(inst))
-	m.Write(msg)
-	var sum [sha256.Size]byte
+	m.mac.Reset()
+	m.msg = append(m.msg[:0], labelBindTag...)
+	m.msg = appendLP(m.msg, b.Stream)
+	m.msg = appendLP(m.msg, b.Subject)
+	m.msg = appendLP(m.msg, string(inst))
+	m.mac.Write(m.msg)
+	m.sum = m.mac.Sum(m.sum[:0])
 	var tag [bindTagSize]byte
-	copy(tag[:], m.Sum(sum[:0]))
+	copy(tag[:], m.sum)
 	return tag
 }
 
