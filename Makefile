@@ -8,7 +8,7 @@ BENCHCOUNT?= 6
 FUZZTIME  ?= 10s
 DEMO_DIR  ?= .epochlog/demo
 
-.PHONY: all build test test-race lint vet fmt-check staticcheck bench fuzz soak demo examples clean
+.PHONY: all build test test-race lint vet fmt-check staticcheck bench bench-append-pinned fuzz soak demo examples clean
 
 all: lint build test
 
@@ -40,6 +40,12 @@ lint: fmt-check vet staticcheck
 # see docs/benchmarks.md for how the ratios are computed with benchstat.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
+
+# BenchmarkAppend against a nats-server process on a core of its own, the
+# benchmark on the other(s): docs/benchmarks.md, "With the server on a core
+# of its own". Needs taskset.
+bench-append-pinned:
+	docs/bench-append-pinned.sh $(BENCHCOUNT)
 
 # A short run of every fuzz target (go test -fuzz accepts one target per run).
 fuzz:

@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +24,32 @@ import (
 const benchAggregates = 1024
 
 var benchInFlight = DefaultMaxInFlight
+
+// benchNATS, from $EPOCHLOG_BENCH_NATS, is the URL of an external server to
+// run BenchmarkAppend against instead of one in the test process: one
+// started by docs/bench-append-pinned.sh on a core of its own, so that
+// the client's work does not compete with the server's for CPU.
+var benchNATS = os.Getenv("EPOCHLOG_BENCH_NATS")
+
+// benchStreams counts the streams created on benchNATS.
+var benchStreams int
+
+// deleteStream deletes the stream name on the server at url, if it exists.
+func deleteStream(b *testing.B, url, name string) {
+	b.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.Fatalf("delete stream %s on %s: %v", name, url, err)
+	}
+}
 
 // BenchmarkAppend compares, in one run, on the same server configuration and
 // with the same payload size on the wire:
@@ -114,9 +142,21 @@ type benchEnv struct {
 func newBenchEnv(b *testing.B, size int, m benchMode) *benchEnv {
 	b.Helper()
 	cfg := Config{MaxInFlight: benchInFlight}
-	if m.r3 {
+	switch {
+	case m.r3:
 		cfg.NATSURL, cfg.Replicas = natstest.StartCluster(b, 3).URL(), 3
-	} else {
+	case benchNATS != "":
+		// A fresh stream on the external server for every invocation, as
+		// the in-process server gives, under a name of its own: a stream
+		// deleted and at once created again under the same name sometimes
+		// came back holding the old one's last message (nats-server
+		// 2.15.2).
+		benchStreams++
+		cfg.NATSURL = benchNATS
+		cfg.Stream = fmt.Sprintf("EPOCHLOG_BENCH_%d_%d", os.Getpid(), benchStreams)
+		cfg.SubjectPrefix = strings.ToLower(cfg.Stream)
+		b.Cleanup(func() { deleteStream(b, benchNATS, cfg.Stream) })
+	default:
 		cfg.NATSURL = natstest.Start(b, natstest.Options{}).URL()
 	}
 	l := openLog(b, cfg, keyring(b, 1, 0x11))
