@@ -123,26 +123,43 @@ func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
 			return nil, fmt.Errorf("%w: event %d has position %d, but appending after position %d puts it at %d",
 				ErrInvalidAppend, i, e.Position, expected, slot)
 		}
-		if p.ids[i], err = l.msgID(as.pseudo, e); err != nil {
-			return nil, err
-		}
-		if e.Time.IsZero() {
-			e.Time = now
-		}
-		if p.envs[i], err = events.Seal(l.keys, l.binding(as.subject), e); err != nil {
-			return nil, fmt.Errorf("engine: append to %s: seal event %d: %w", as.subject, i, err)
+		if p.ids[i], p.envs[i], err = l.sealWithID(as, e, now); err != nil {
+			return nil, fmt.Errorf("engine: append to %s: event %d: %w", as.subject, i, err)
 		}
 	}
 	return p, nil
+}
+
+// sealWithID seals e (a zero Time set to now) and derives its message id,
+// feeding the body's encoding from the seal into the id's digest.
+func (l *Log) sealWithID(as aggSubject, e events.Event, now time.Time) (string, []byte, error) {
+	h := l.msgIDHashes.Get().(*msgIDHash)
+	defer l.msgIDHashes.Put(h)
+	if err := h.begin(as.pseudo, e); err != nil {
+		return "", nil, err
+	}
+	if e.Time.IsZero() {
+		e.Time = now
+	}
+	env, err := events.SealTo(l.keys, l.binding(as.subject), e, h.mac)
+	if err != nil {
+		return "", nil, fmt.Errorf("seal: %w", err)
+	}
+	return h.id(e.Position), env, nil
 }
 
 // unsetTime stands in for a zero Event.Time in message ids, so that a retry
 // of an append that let Append pick the time has the same ids.
 var unsetTime = time.Unix(0, 0).UTC()
 
-// msgIDRecord is what a message id digests: the event as the caller gave it
-// (position filled in).
-type msgIDRecord struct {
+// A message id digests the event as the caller gave it (position filled
+// in): the msgpack array [kind, version, aggregate, position, time, body],
+// with unsetTime for a zero time. The body's bytes come from the seal
+// (events.SealTo), so the body is encoded once; msgIDHeader encodes the
+// fields before it.
+
+// msgIDHeader is the first five elements of a message id's digest input.
+type msgIDHeader struct {
 	//lint:ignore U1000 read by msgpack through its tag: encode as an array
 	_msgpack  struct{} `msgpack:",as_array"`
 	Kind      events.Kind
@@ -150,11 +167,11 @@ type msgIDRecord struct {
 	Aggregate events.Aggregate
 	Position  uint64
 	Time      time.Time
-	Body      events.Body
 }
 
 // msgIDHash is a reusable keyed hash, with a msgpack encoder and the
-// buffer it encodes into (reused, so encoding allocates nothing once warm).
+// buffer it encodes the header into (reused, so encoding allocates nothing
+// once warm).
 type msgIDHash struct {
 	mac hash.Hash
 	buf bytes.Buffer
@@ -162,40 +179,46 @@ type msgIDHash struct {
 	sum []byte
 }
 
-// msgID is "<position>-<token>", token = base32 of HMAC-SHA256(the Log's
-// message-id key, aggregate pseudonym || msgpack(event))[:16]. Keyed, so the
-// bus operator cannot test guesses of an event's content against it; the
-// position in clear only repeats what the subject's message count shows,
-// and lets Append locate its events on a retry.
-func (l *Log) msgID(aggPseudo string, e events.Event) (string, error) {
+// begin resets the hash and writes the aggregate pseudonym and e's
+// header; the body's encoding is to be written next.
+func (h *msgIDHash) begin(aggPseudo string, e events.Event) error {
+	if e.Body == nil {
+		return fmt.Errorf("%w: event at position %d has no body", ErrInvalidAppend, e.Position)
+	}
 	if e.Time.IsZero() {
 		e.Time = unsetTime
 	}
-	if e.Body == nil {
-		return "", fmt.Errorf("%w: event at position %d has no body", ErrInvalidAppend, e.Position)
-	}
-	h := l.msgIDHashes.Get().(*msgIDHash)
-	defer l.msgIDHashes.Put(h)
 	h.buf.Reset()
-	rec := msgIDRecord{Kind: e.Body.Kind(), Version: e.Body.SchemaVersion(), Aggregate: e.Aggregate,
-		Position: e.Position, Time: e.Time.UTC(), Body: e.Body}
-	if err := h.enc.Encode(&rec); err != nil {
-		return "", fmt.Errorf("engine: append: encode event at position %d: %w", e.Position, err)
+	hdr := msgIDHeader{Kind: e.Body.Kind(), Version: e.Body.SchemaVersion(), Aggregate: e.Aggregate, Position: e.Position, Time: e.Time.UTC()}
+	if err := h.enc.Encode(&hdr); err != nil {
+		return fmt.Errorf("engine: append: encode event at position %d: %w", e.Position, err)
 	}
+	// Five elements encoded, six digested: the body follows.
+	b := h.buf.Bytes()
+	if b[0] != 0x95 { // msgpack fixarray of 5
+		return fmt.Errorf("engine: append: message id header of event at position %d starts with %#x, want a fixarray of 5", e.Position, b[0])
+	}
+	b[0] = 0x96
 	h.mac.Reset()
 	h.mac.Write([]byte(aggPseudo))
-	h.mac.Write(h.buf.Bytes())
+	h.mac.Write(b)
+	clear(b) // ids and times of the caller's event: keep no copy
+	return nil
+}
+
+// id finishes the digest: "<position>-<token>", token = base32 of
+// HMAC-SHA256(the Log's message-id key, aggregate pseudonym ||
+// msgpack(event))[:16]. Keyed, so the bus operator cannot test guesses of
+// an event's content against it; the position in clear only repeats what
+// the subject's message count shows, and lets Append locate its events on
+// a retry.
+func (h *msgIDHash) id(position uint64) string {
 	h.sum = h.mac.Sum(h.sum[:0])
-	// The buffer holds plaintext: wipe it, and keep it from growing without bound.
-	clear(h.buf.Bytes())
-	if h.buf.Cap() > 64<<10 {
-		h.buf = bytes.Buffer{} // in place: the encoder still writes to &h.buf
-	}
 	var buf [20 + 1 + 26]byte
-	out := strconv.AppendUint(buf[:0], e.Position, 10)
+	out := strconv.AppendUint(buf[:0], position, 10)
 	out = append(out, '-')
 	out = msgIDEncoding.AppendEncode(out, h.sum[:16])
-	return string(out), nil
+	return string(out)
 }
 
 var msgIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -65,15 +66,28 @@ func putAD(b *[]byte) { adPool.Put(b) }
 // Seal encodes e (msgpack), seals it under the current key of r for
 // e.Aggregate.Installation, bound to b, and returns the envelope bytes.
 func Seal(r *Keyring, b Binding, e Event) ([]byte, error) {
-	spec, body, err := checkEvent(e)
+	return SealTo(r, b, e, nil)
+}
+
+// SealTo is Seal that also writes the msgpack encoding of e's body (the
+// bytes msgpack.Marshal(e.Body) gives) to body, so that a caller digesting
+// the event, as the engine does for its message ids, need not encode the
+// body a second time. The bytes are plaintext: body must not keep them.
+func SealTo(r *Keyring, b Binding, e Event, body io.Writer) ([]byte, error) {
+	spec, v, err := checkEvent(e)
 	if err != nil {
 		return nil, fmt.Errorf("events: seal: %w", err)
 	}
-	return seal(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, body)
+	return sealTo(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, v, body)
 }
 
 // seal seals body written as (k, version); Seal passes the current version.
 func seal(r *Keyring, b Binding, inst InstallationID, k Kind, version uint16, h eventHeader, body any) ([]byte, error) {
+	return sealTo(r, b, inst, k, version, h, body, nil)
+}
+
+// sealTo is seal, writing the body's encoding to bodyOut unless it is nil.
+func sealTo(r *Keyring, b Binding, inst InstallationID, k Kind, version uint16, h eventHeader, body any, bodyOut io.Writer) ([]byte, error) {
 	if r == nil {
 		return nil, errors.New("events: seal: nil keyring")
 	}
@@ -85,6 +99,11 @@ func seal(r *Keyring, b Binding, inst InstallationID, k Kind, version uint16, h 
 	plain, err := re.encode(k, version, h, body)
 	if err != nil {
 		return nil, err
+	}
+	if bodyOut != nil {
+		if _, err := bodyOut.Write(re.body.Bytes()); err != nil {
+			return nil, fmt.Errorf("events: seal %s: write body: %w", k, err)
+		}
 	}
 	return sealPlaintext(r, b, inst, plain)
 }
