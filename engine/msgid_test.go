@@ -69,6 +69,7 @@ func TestMsgIDDeterministicAndKeyed(t *testing.T) {
 func referenceMsgID(t *testing.T, l *Log, aggPseudo string, e events.Event) string {
 	t.Helper()
 	type record struct {
+		//lint:ignore U1000 read by msgpack through its tag: encode as an array
 		_msgpack  struct{} `msgpack:",as_array"`
 		Kind      events.Kind
 		Version   uint16
