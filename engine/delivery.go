@@ -42,9 +42,11 @@ type Enqueue struct {
 // installation, channel) a queue with contiguous sequence numbers, kept as
 // delivery events on the recipient's log (so the recipient's read model
 // projects its queue too). A queue's state is loaded from the log on first
-// use; several processes may serve the same queues, since every change is
-// an append with optimistic concurrency, retried after reloading on
-// ErrConflict. It is safe for concurrent use.
+// use and kept. Several processes may serve the same queues: every change
+// is an append with optimistic concurrency, retried after reloading on
+// ErrConflict, and Fetch (and an acknowledgement beyond the last sequence
+// this process knows) first reads what other processes appended since. It
+// is safe for concurrent use.
 type Deliveries struct {
 	log *Log
 	now func() time.Time
@@ -59,6 +61,7 @@ type queueKey struct {
 
 type queue struct {
 	pos     uint64 // aggregate position of the last event
+	seq     uint64 // its stream sequence
 	last    uint64 // last enqueued sequence
 	acked   uint64
 	pending map[uint64]Delivery // enqueued, neither acknowledged nor expired
@@ -78,22 +81,26 @@ func deliveryAgg(k queueKey) events.Aggregate {
 	return events.Aggregate{Installation: k.recipient, Type: events.AggDelivery, ID: k.channel}
 }
 
-// appendQueue appends evs at the queue's position. On any failure the
-// cached queue is dropped, so the next attempt reloads it; a conflict
-// (another writer moved the queue) is reported apart, for a retry.
+// appendQueue appends evs at the queue's position and records where the
+// last one landed. On any failure the cached queue is dropped, so the next
+// attempt reloads it; a conflict (another writer moved the queue) is
+// reported apart, for a retry.
 func (d *Deliveries) appendQueue(ctx context.Context, k queueKey, q *queue, evs ...events.Event) (conflict bool, err error) {
-	_, err = d.log.Append(ctx, q.pos, evs...)
+	res, err := d.log.Append(ctx, q.pos, evs...)
 	if err != nil {
 		delete(d.q, k)
 	}
 	if errors.Is(err, ErrConflict) {
 		return true, nil
 	}
+	if err == nil {
+		q.seq = res[len(res)-1].Seq
+	}
 	return false, err
 }
 
-// load returns the queue, reading its events from the recipient's log the
-// first time (or after a conflict dropped it).
+// load returns the queue as this process last saw it, reading its events
+// from the recipient's log the first time (or after a failure dropped it).
 func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 	if q, ok := d.q[k]; ok {
 		return q, nil
@@ -102,56 +109,75 @@ func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 		return nil, err
 	}
 	q := &queue{pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
-	subject, err := d.log.Subject(deliveryAgg(k))
-	if err != nil {
+	if err := d.readQueue(ctx, k, q); err != nil {
 		return nil, err
-	}
-	// The queue's own subject holds only its events: read them with
-	// direct gets (no consumer per queue), checking positions, since a
-	// queue has one writer history like any aggregate.
-	err = d.readQueue(ctx, k, subject, func(r Record) error {
-		a := r.Event.Aggregate
-		if a.Type != events.AggDelivery || a.ID != k.channel {
-			return fmt.Errorf("%w: %s event on the queue's subject", events.ErrMoved, a.Type)
-		}
-		if r.Event.Position != q.pos+1 {
-			return fmt.Errorf("%w: position %d after position %d", ErrOutOfOrder, r.Event.Position, q.pos)
-		}
-		q.pos = r.Event.Position
-		switch b := r.Event.Body.(type) {
-		case events.DeliveryEnqueued:
-			q.last = b.Sequence
-			q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
-			if b.IdempotencyKey != "" {
-				q.idem[b.IdempotencyKey] = b.Sequence
-			}
-		case events.DeliveryAcknowledged:
-			for s := q.acked + 1; s <= b.UpTo; s++ {
-				delete(q.pending, s)
-			}
-			q.acked = max(q.acked, b.UpTo)
-		case events.DeliveryExpired:
-			delete(q.pending, b.Sequence)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
 	}
 	d.q[k] = q
 	return q, nil
 }
 
-// readQueue reads every event on a queue's subject in stream order.
-func (d *Deliveries) readQueue(ctx context.Context, k queueKey, subject string, fn func(Record) error) error {
-	from := uint64(1)
+// refresh returns the queue with every event appended to it so far,
+// including other processes' since this one last looked.
+func (d *Deliveries) refresh(ctx context.Context, k queueKey) (*queue, error) {
+	q, ok := d.q[k]
+	if !ok {
+		return d.load(ctx, k)
+	}
+	if err := d.readQueue(ctx, k, q); err != nil {
+		delete(d.q, k)
+		return nil, err
+	}
+	return q, nil
+}
+
+// readQueue applies the queue's events after the last one q holds, in
+// stream order. The queue's own subject holds only its events: they are
+// read with direct gets (no consumer per queue), checking positions, since
+// a queue has one writer history like any aggregate.
+func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error {
+	subject, err := d.log.Subject(deliveryAgg(k))
+	if err != nil {
+		return err
+	}
+	from := q.seq + 1
 	for {
-		n, next, err := d.log.directRead(ctx, k.recipient, subject, from, 1024, fn)
-		if err != nil || n < 1024 {
-			return err
+		n, next, err := d.log.directRead(ctx, k.recipient, subject, from, 1024, func(r Record) error { return q.apply(k, r) })
+		if err != nil {
+			return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
+		}
+		if n < 1024 {
+			return nil
 		}
 		from = next
 	}
+}
+
+// apply adds one of the queue's events, read from its subject, to q.
+func (q *queue) apply(k queueKey, r Record) error {
+	a := r.Event.Aggregate
+	if a.Type != events.AggDelivery || a.ID != k.channel {
+		return fmt.Errorf("%w: %s event on the queue's subject", events.ErrMoved, a.Type)
+	}
+	if r.Event.Position != q.pos+1 {
+		return fmt.Errorf("%w: position %d after position %d", ErrOutOfOrder, r.Event.Position, q.pos)
+	}
+	q.pos, q.seq = r.Event.Position, r.Seq
+	switch b := r.Event.Body.(type) {
+	case events.DeliveryEnqueued:
+		q.last = b.Sequence
+		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
+		if b.IdempotencyKey != "" {
+			q.idem[b.IdempotencyKey] = b.Sequence
+		}
+	case events.DeliveryAcknowledged:
+		for s := q.acked + 1; s <= b.UpTo; s++ {
+			delete(q.pending, s)
+		}
+		q.acked = max(q.acked, b.UpTo)
+	case events.DeliveryExpired:
+		delete(q.pending, b.Sequence)
+	}
+	return nil
 }
 
 // Enqueue queues a message for its recipient and returns its sequence.
@@ -236,6 +262,7 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 	for i := range ts {
 		if i < len(res) && res[i] != nil {
 			d.applyEnqueued(keys[i], qs[i], ts[i].Events[0])
+			qs[i].seq = res[i][0].Seq
 			out[keys[i].recipient] = ts[i].Events[0].Body.(events.DeliveryEnqueued).Sequence
 			continue
 		}
@@ -258,11 +285,13 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 }
 
 // Fetch returns up to limit (0: all) messages of the queue after its last
-// acknowledged sequence, in sequence order, leaving out expired ones.
+// acknowledged sequence, in sequence order, leaving out expired ones. It
+// reads the queue's new events first, so it shows what other processes
+// enqueued and acknowledged too.
 func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID, channel string, limit int) ([]Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	q, err := d.load(ctx, queueKey{recipient, channel})
+	q, err := d.refresh(ctx, queueKey{recipient, channel})
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +323,12 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 		q, err := d.load(ctx, k)
 		if err != nil {
 			return err
+		}
+		if upTo > q.last {
+			// Perhaps enqueued by another process: look before refusing.
+			if q, err = d.refresh(ctx, k); err != nil {
+				return err
+			}
 		}
 		if upTo > q.last {
 			return fmt.Errorf("engine: acknowledge %s/%s up to %d, last enqueued %d: %w", recipient, channel, upTo, q.last, ErrInvalidAck)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -91,4 +92,52 @@ func TestDeliveryQueues(t *testing.T) {
 		t.Fatalf("retried fan-out from another process: %v %v", again, err)
 	}
 	b.checkRebuild(bob)
+}
+
+// Two delivery services on one log ("several processes may serve the same
+// queues"): what one enqueues, the other fetches, and the recipient may
+// acknowledge it through either.
+func TestDeliveriesServedByTwoProcesses(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(bob)
+	d1, d2 := NewDeliveries(b.log, b.clock), NewDeliveries(b.log, b.clock)
+	if _, _, err := d1.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("one"), IdempotencyKey: "k1"}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := d2.Fetch(ctx, bob, mlsChannel, 0); err != nil || len(ds) != 1 { // d2 loads the queue
+		t.Fatalf("second service fetches %d messages (%v), want 1", len(ds), err)
+	}
+	s2, _, err := d1.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("two"), IdempotencyKey: "k2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := d2.Fetch(ctx, bob, mlsChannel, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[1].Seq != s2 || string(ds[1].Payload) != "two" {
+		t.Errorf("second service fetches %+v, want both messages (seq %d enqueued by the first)", ds, s2)
+	}
+	s3, _, err := d1.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("three"), IdempotencyKey: "k3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An acknowledgement beyond what d2 has seen is checked against the log.
+	if err := d2.Acknowledge(ctx, bob, mlsChannel, s3); err != nil {
+		t.Fatalf("second service refuses a valid acknowledgement of seq %d: %v", s3, err)
+	}
+	if ds, err := d1.Fetch(ctx, bob, mlsChannel, 0); err != nil || len(ds) != 0 {
+		t.Errorf("first service still fetches %d messages (%v) after the second's acknowledgement, want none", len(ds), err)
+	}
+	if err := d1.Acknowledge(ctx, bob, mlsChannel, s3+1); !errors.Is(err, ErrInvalidAck) {
+		t.Errorf("acknowledging seq %d, never enqueued: %v, want ErrInvalidAck", s3+1, err)
+	}
+	// Both services keep appending where the queue is.
+	if s4, _, err := d2.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("four")}); err != nil || s4 != s3+1 {
+		t.Errorf("second service enqueues at seq %d (%v), want %d", s4, err, s3+1)
+	}
+	if ds, err := d1.Fetch(ctx, bob, mlsChannel, 0); err != nil || len(ds) != 1 || string(ds[0].Payload) != "four" {
+		t.Errorf("first service fetches %+v (%v), want the second's message four", ds, err)
+	}
 }

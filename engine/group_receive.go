@@ -47,6 +47,13 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 	defer in.mu.Unlock()
 	var out *Received
 	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+		if ep := m.PublicMessage.Content.Epoch; ep < gs.g.Epoch() {
+			if applied, err := in.commitApplied(ctx, groupID, ep, wire); err != nil {
+				return nil, nil, err
+			} else if applied {
+				return nil, nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d, applied already (group at epoch %d): %w", in.id, groupID, ep, gs.g.Epoch(), ErrDuplicateMessage)
+			}
+		}
 		ng, rec, err := gs.g.ProcessCommit(m)
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: process commit for group %x epoch %d: %w", in.id, groupID, gs.g.Epoch(), err)
@@ -76,19 +83,34 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 	return out, err
 }
 
+// commitApplied reports whether the group's read model records wire as
+// the commit that left epoch ep.
+func (in *Installation) commitApplied(ctx context.Context, groupID []byte, ep uint64, wire []byte) (bool, error) {
+	var n int
+	err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`, groupID, ep+1, wire).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("engine: installation %s: group %x epoch %d: %w", in.id, groupID, ep+1, err)
+	}
+	return n > 0, nil
+}
+
 func (in *Installation) processApplication(ctx context.Context, groupID []byte, epoch uint64, m *mls.MLSMessage, wire []byte) (*Received, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	id := messageID(wire)
-	var dup int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE group_id = ? AND message_id = ?`, groupID, id).Scan(&dup); err != nil {
-		return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
-	}
-	if dup != 0 {
-		return nil, fmt.Errorf("engine: installation %s: group %x message %x: %w", in.id, groupID, id, ErrDuplicateMessage)
-	}
 	var out *Received
 	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+		// Checked on every attempt: after a lost race the read model has
+		// caught up, and may hold this message as received by another
+		// process of this installation (a reloaded group cannot tell, its
+		// receiving ratchets start afresh).
+		var dup int
+		if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE group_id = ? AND message_id = ?`, groupID, id).Scan(&dup); err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
+		}
+		if dup != 0 {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x message %x: %w", in.id, groupID, id, ErrDuplicateMessage)
+		}
 		cur := gs.g.Epoch()
 		if epoch+uint64(in.opts.MaxPastEpochs) < cur {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: message of epoch %d, group at epoch %d keeps %d past epochs: %w",
@@ -171,7 +193,19 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	for i, s := range m.Welcome.Secrets {
 		refs[i] = s.NewMember
 	}
+	// Decide against the installation's latest events: another process
+	// may have processed this Welcome, or consumed its key package.
+	if err := in.project(ctx); err != nil {
+		return nil, err
+	}
 	kp, err := in.findKeyPackage(ctx, refs)
+	if errors.Is(err, ErrNoKeyPackage) {
+		if gid, joined, cerr := in.joinedWith(ctx, refs); cerr != nil {
+			return nil, cerr
+		} else if joined {
+			return nil, fmt.Errorf("engine: installation %s: welcome with a key package consumed by joining group %x: %w (%w)", in.id, gid, ErrDuplicateMessage, err)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -196,15 +230,32 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 			delete(ms, l)
 		}
 	}
-	pos, err := in.position(ctx, events.AggGroup, groupKey(gid))
-	if err != nil {
-		return nil, err
+	// A join starts the group's aggregate: it can only be appended at
+	// position 0, and loses to anything already there.
+	var joinErr error
+	for attempt := 0; ; attempt++ {
+		pos, err := in.position(ctx, events.AggGroup, groupKey(gid))
+		if err != nil {
+			return nil, err
+		}
+		if pos > 0 {
+			return nil, in.joinedAlready(ctx, gid, g.Epoch(), kp)
+		}
+		if attempt == in.opts.MaxAttempts {
+			return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, ErrTooManyConflicts)
+		}
+		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+		if !errors.Is(joinErr, ErrConflict) {
+			break
+		}
+		if err := in.project(ctx); err != nil {
+			return nil, err
+		}
 	}
-	joinErr := in.appendAndProject(ctx, in.groupAgg(gid), pos, bodies)
 	if joinErr != nil && !errors.Is(joinErr, ErrNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g}
+	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g}
 	rec := &Received{GroupID: gid, Epoch: g.Epoch(), Kind: "welcome"}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
 		// The join is recorded; only the key package's bookkeeping failed
@@ -215,4 +266,46 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		return rec, err
 	}
 	return rec, joinErr
+}
+
+// joinedAlready explains why a Welcome to group gid is not recorded: the
+// read model already has the group. Either this installation is a member
+// (the Welcome was processed before: a redelivery, or another process of
+// the installation took it), or it was removed from the group, and
+// rejoining is not supported (the read model holds one row per group). A
+// redelivery also finishes the key package's bookkeeping, in case the
+// first processing stopped before it.
+func (in *Installation) joinedAlready(ctx context.Context, gid []byte, epoch uint64, kp *heldKeyPackage) error {
+	var active int
+	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`, gid, []byte(in.id)).Scan(&active); err != nil {
+		return fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, gid, err)
+	}
+	if active == 0 {
+		return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): this installation was removed from the group, and rejoining is not supported: %w", in.id, gid, epoch, ErrUnsupportedMessage)
+	}
+	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
+		return err
+	}
+	return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): group joined already: %w", in.id, gid, epoch, ErrDuplicateMessage)
+}
+
+// joinedWith reports whether one of refs is a key package of this
+// installation that was consumed by joining a group it is still in: then
+// a Welcome naming it (whose keys are gone) is most likely that join's
+// redelivery.
+func (in *Installation) joinedWith(ctx context.Context, refs [][]byte) ([]byte, bool, error) {
+	for _, ref := range refs {
+		var gid []byte
+		err := in.db.SQL().QueryRowContext(ctx, `SELECT k.consumed_group FROM key_packages k
+			JOIN members m ON m.group_id = k.consumed_group AND m.identity = ? AND m.removed_epoch IS NULL
+			WHERE k.ref = ? AND k.consumed_group IS NOT NULL`, []byte(in.id), ref).Scan(&gid)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("engine: installation %s: key package %x: %w", in.id, ref, err)
+		}
+		return gid, true, nil
+	}
+	return nil, false, nil
 }

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -35,9 +38,11 @@ var (
 	// no longer be decrypted, by design (forward secrecy).
 	ErrEpochRetired = errors.New("engine: message from a retired epoch")
 
-	// ErrDuplicateMessage means an application message was already
-	// received (same ciphertext): a redelivery, refused so it is not
-	// recorded twice.
+	// ErrDuplicateMessage means a message was already processed: an
+	// application message with the same ciphertext, a commit this
+	// installation already applied, or a Welcome to a group it already
+	// joined. A redelivery (say, after a crash between Receive and
+	// Acknowledge), refused so it is not recorded twice: acknowledge it.
 	ErrDuplicateMessage = errors.New("engine: message already received")
 
 	// ErrNoKeyPackage means a Welcome names none of this installation's key
@@ -63,6 +68,16 @@ var (
 	// ErrTooManyConflicts means an operation lost the race for its group
 	// on every attempt (see InstallationOptions.MaxAttempts).
 	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
+
+	// ErrOutcomeUnknown means an operation's append was sent but its
+	// outcome could not be learned before the context ended (or the
+	// connection closed): its events may or may not be recorded. An
+	// operation retries an append whose answer was lost (a timeout, a
+	// reconnect) with the same events, which Append never stores twice,
+	// for as long as its context allows; so give operations a context
+	// that outlasts a server failover. After this error, CatchUp shows
+	// whether the transition happened; its output is not returned.
+	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
 )
 
 // Defaults of InstallationOptions.
@@ -280,20 +295,70 @@ func (in *Installation) position(ctx context.Context, t events.AggregateType, id
 
 // appendAndProject appends evs to agg at expected and brings the read model
 // up to date with them. On ErrConflict nothing was written; on
-// ErrNotProjected everything was.
+// ErrNotProjected everything was; on ErrOutcomeUnknown either may be true.
 func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
 	now := in.opts.Now().UTC()
 	evs := make([]events.Event, len(bodies))
 	for i, b := range bodies {
 		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
 	}
-	if _, err := in.log.Append(ctx, expected, evs...); err != nil {
+	if err := in.appendDecided(ctx, expected, evs); err != nil {
 		return err
 	}
 	if err := in.project(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotProjected, err)
 	}
 	return nil
+}
+
+// appendDecided appends evs at expected and does not return before the
+// outcome is known, unless ctx ends first (ErrOutcomeUnknown). A lost
+// answer (a timeout, a reconnect) leaves the events perhaps stored: the
+// operation's output (a commit, a Welcome) must then not be dropped while
+// its events are durable, nor returned while they are not. So the same
+// events (same message ids: evs keep their time) are appended again until
+// the server answers; Append finds them if the first attempt landed.
+func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
+	sent := false // an earlier attempt went unanswered: it may have landed
+	for attempt := 0; ; attempt++ {
+		_, err := in.log.Append(ctx, expected, evs...)
+		switch {
+		case err == nil, errors.Is(err, ErrConflict):
+			// ErrConflict also after a lost answer: the aggregate's event at
+			// expected+1 is not ours (Append compares message ids).
+			return err
+		case !appendUnanswered(err):
+			if sent {
+				return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			}
+			return err // refused: nothing was stored
+		case ctx.Err() != nil, errors.Is(err, nats.ErrConnectionClosed):
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		sent = true
+		select {
+		case <-time.After(outcomeBackoff(attempt)):
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (after: %w)", ErrOutcomeUnknown, ctx.Err(), err)
+		}
+	}
+}
+
+// appendUnanswered reports whether an append failed for want of an
+// answer (a timeout, a lost connection), so that its events may be
+// stored: not refused by the server or before sending, not stopped by a
+// bad record on the stream.
+func appendUnanswered(err error) bool {
+	var ae *jetstream.APIError
+	var re *RecordError
+	return !errors.As(err, &ae) && !errors.As(err, &re) &&
+		!errors.Is(err, ErrInvalidAppend) && !errors.Is(err, ErrAtomicUnsupported) && !errors.Is(err, ErrClosed)
+}
+
+// outcomeBackoff is the pause before deciding an unanswered append again
+// (attempt from 0): 50 ms, doubling, at most 1.6 s.
+func outcomeBackoff(attempt int) time.Duration {
+	return 50 * time.Millisecond << min(attempt, 5)
 }
 
 // encodeBasicCredential is the TLS encoding of a basic Credential

@@ -63,7 +63,6 @@ type heldKeyPackage struct {
 	kp         *mls.KeyPackage
 	secrets    *mls.KeyPackageSecrets
 	lastResort bool
-	state      string
 }
 
 // findKeyPackage returns the first of refs whose private keys the read
@@ -72,9 +71,8 @@ func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*hel
 	for _, ref := range refs {
 		var raw, initPriv, encPriv []byte
 		var lastResort bool
-		var state string
-		err := in.db.SQL().QueryRowContext(ctx, `SELECT key_package, init_private_key, encryption_private_key, last_resort, state FROM key_packages WHERE ref = ?`, ref).
-			Scan(&raw, &initPriv, &encPriv, &lastResort, &state)
+		err := in.db.SQL().QueryRowContext(ctx, `SELECT key_package, init_private_key, encryption_private_key, last_resort FROM key_packages WHERE ref = ?`, ref).
+			Scan(&raw, &initPriv, &encPriv, &lastResort)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -96,7 +94,7 @@ func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*hel
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x encryption key: %w", in.id, ref, err)
 		}
-		return &heldKeyPackage{ref: ref, kp: kp, lastResort: lastResort, state: state,
+		return &heldKeyPackage{ref: ref, kp: kp, lastResort: lastResort,
 			secrets: &mls.KeyPackageSecrets{InitKey: ik, EncryptionKey: ek, SignatureKey: in.sig}}, nil
 	}
 	return nil, fmt.Errorf("engine: installation %s: %w", in.id, ErrNoKeyPackage)
@@ -107,22 +105,38 @@ func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*hel
 // published first, then the old one is marked consumed and rotated in one
 // append. The read model keeps the private keys of the current and the
 // previous last-resort package only.
+//
+// The package's state is read from the read model on every attempt, not
+// taken from kp: another process of this installation may have consumed
+// or rotated it since kp was read (two Welcomes using one last-resort
+// package), and recording it twice would be an event the read model
+// cannot apply. The caller has brought the read model up to date.
 func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackage, groupID []byte) error {
-	if kp.state == "rotated" {
-		// Already replaced after an earlier Welcome; its keys go with the
-		// next rotation.
-		return nil
-	}
 	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(kp.ref)}
-	bodies := []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}}
-	if kp.lastResort {
-		newRef, _, err := in.publishKeyPackage(ctx, "rotation", true)
-		if err != nil && !errors.Is(err, ErrNotProjected) {
-			return err
-		}
-		bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})
-	}
+	var bodies []events.Body
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
+		var state string
+		if err := in.db.SQL().QueryRowContext(ctx, `SELECT state FROM key_packages WHERE ref = ?`, kp.ref).Scan(&state); err != nil {
+			return fmt.Errorf("engine: installation %s: key package %x state: %w", in.id, kp.ref, err)
+		}
+		if state == "consumed" || state == "rotated" {
+			// Done already, after an earlier Welcome (a rotated package's
+			// keys go with the next rotation) or by another process.
+			return nil
+		}
+		if bodies == nil {
+			bodies = []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}}
+			if kp.lastResort {
+				// Published once, before the rotation that names it. If
+				// another process rotates kp meanwhile, this package stays
+				// published and unused: one more valid last-resort package.
+				newRef, _, err := in.publishKeyPackage(ctx, "rotation", true)
+				if err != nil && !errors.Is(err, ErrNotProjected) {
+					return err
+				}
+				bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})
+			}
+		}
 		pos, err := in.position(ctx, agg.Type, agg.ID)
 		if err != nil {
 			return err

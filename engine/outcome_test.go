@@ -1,0 +1,217 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// lossyProxy forwards TCP between clients and a nats-server; while mute
+// is set it drops what the server sends, so the server stores what it is
+// sent and its answers (PubAcks) are lost.
+type lossyProxy struct {
+	ln    net.Listener
+	mute  atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newLossyProxy(t *testing.T, serverURL string) *lossyProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.drop() })
+	target := strings.TrimPrefix(serverURL, "nats://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !p.mute.Load() {
+						if _, err := c.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *lossyProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+// drop closes every proxied connection (the clients reconnect).
+func (p *lossyProxy) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// lossyBackend is a backend whose Log reaches the server through a
+// lossyProxy; direct is a second Log connected straight to the server.
+func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *Log) {
+	srv := natstest.Start(t, natstest.Options{})
+	proxy = newLossyProxy(t, srv.URL())
+	b = &backend{t: t, srv: srv, ring: keyring(t, 1, 0x42), dir: t.TempDir(),
+		insts: map[events.InstallationID]*Installation{}, keys: map[events.InstallationID]projections.Key{},
+		now: time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)}
+	cfg := testConfig(srv)
+	cfg.NATSURL = proxy.url()
+	cfg.RequestTimeout = time.Second
+	cfg.ReconnectWait = 50 * time.Millisecond
+	l, err := Open(context.Background(), cfg, b.ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.log = l
+	b.del = NewDeliveries(l, b.clock)
+	t.Cleanup(b.close)
+	return b, proxy, openLog(t, testConfig(srv), b.ring)
+}
+
+// commitsTo returns the stream sequences of alice's commits of gid to epoch.
+func commitsTo(t *testing.T, l *Log, gid []byte, epoch uint64) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	if err := l.Read(context.Background(), alice, 0, func(r Record) error {
+		if c, ok := r.Event.Body.(events.CommitApplied); ok && string(c.GroupID) == string(gid) && c.Epoch == epoch {
+			seqs = append(seqs, r.Seq)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return seqs
+}
+
+// A commit the server stored but whose answer was lost is not dropped:
+// the operation appends the same events again until the server answers,
+// finds them stored, and returns the commit and its Welcome, which every
+// member can then process.
+func TestOperationDecidesAnAppendWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	b, proxy, direct := lossyBackend(t)
+	b.create(alice)
+	b.create(bob)
+	b.create(carol)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	kpBob := b.keyPackage(bob)
+
+	proxy.mute.Store(true)
+	go func() {
+		time.Sleep(2500 * time.Millisecond) // more than two request timeouts
+		proxy.mute.Store(false)
+		proxy.drop()
+	}()
+	co, err = b.insts[alice].AddMembers(ctx, gid, kpBob)
+	if err != nil && !errors.Is(err, ErrNotProjected) {
+		t.Fatalf("AddMembers with its answers lost for a while: %v", err)
+	}
+	if seqs := commitsTo(t, direct, gid, 2); len(seqs) != 1 {
+		t.Fatalf("commits to epoch 2 on the stream: %v, want exactly one", seqs)
+	}
+	if co == nil || co.Epoch != 2 || co.Welcome == nil {
+		t.Fatalf("AddMembers output %+v, want the commit to epoch 2 and its Welcome", co)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Commit); err != nil {
+		t.Fatalf("carol processes the commit: %v", err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+		t.Fatalf("bob joins with the Welcome: %v", err)
+	}
+	for _, id := range []events.InstallationID{alice, bob, carol} {
+		if e, err := b.insts[id].Epoch(ctx, gid); err != nil || e != 2 {
+			t.Errorf("%s at epoch %d (%v), want 2", id, e, err)
+		}
+	}
+}
+
+// When the context ends before the server answers, the operation says the
+// outcome is unknown (not a plain failure the caller might simply retry),
+// and the installation recovers: after CatchUp its next commit follows
+// whatever was recorded.
+func TestOperationOutcomeUnknownWhenContextEnds(t *testing.T) {
+	ctx := context.Background()
+	b, proxy, direct := lossyBackend(t)
+	b.create(alice)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.mute.Store(true)
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	co, err := b.insts[alice].Update(short, gid)
+	cancel()
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Update whose answer never came: %v, want ErrOutcomeUnknown and the context's error", err)
+	}
+	if co != nil {
+		t.Errorf("Update returned output %+v with an unknown outcome", co)
+	}
+	reconnects := b.log.Conn().Stats().Reconnects
+	proxy.mute.Store(false)
+	proxy.drop()
+	for deadline := time.Now().Add(10 * time.Second); b.log.Conn().Stats().Reconnects == reconnects || !b.log.Conn().IsConnected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the log did not reconnect")
+		}
+	}
+	if seqs := commitsTo(t, direct, gid, 1); len(seqs) != 1 {
+		t.Fatalf("commits to epoch 1 on the stream: %v, want the one stored while its answer was lost", seqs)
+	}
+	if err := b.insts[alice].CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, err := b.insts[alice].Update(ctx, gid)
+	if err != nil {
+		t.Fatalf("next Update: %v", err)
+	}
+	if next.Epoch != 2 {
+		t.Errorf("next Update moved the group to epoch %d, want 2 (after the recorded one)", next.Epoch)
+	}
+}

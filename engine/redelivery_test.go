@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// lastSeq returns the stream sequence of id's last event.
+func (b *backend) lastSeq(id events.InstallationID) uint64 {
+	b.t.Helper()
+	s, err := b.log.LastSeq(context.Background(), id)
+	if err != nil {
+		b.t.Fatalf("last seq of %s: %v", id, err)
+	}
+	return s
+}
+
+// receiveAgain delivers wire to in a second time (a redelivery, or another
+// process of the installation taking the same message) and checks that it
+// is refused with want and that nothing is appended to id's log; id's read
+// model and a rebuild from its history must still apply every event.
+func (b *backend) receiveAgain(in *Installation, id events.InstallationID, wire []byte, want ...error) {
+	b.t.Helper()
+	ctx := context.Background()
+	before := b.lastSeq(id)
+	_, err := in.Receive(ctx, wire)
+	for _, w := range want {
+		if !errors.Is(err, w) {
+			b.t.Errorf("receiving again: %v, want %v", err, w)
+		}
+	}
+	if after := b.lastSeq(id); after != before {
+		b.t.Errorf("receiving again appended to %s's log (last seq %d -> %d)", id, before, after)
+	}
+	if err := in.CatchUp(ctx); err != nil {
+		b.t.Errorf("%s's read model can no longer catch up: %v", id, err)
+	}
+	fresh, err := projections.Open(b.dir+"/fresh-"+string(id)+".db", rawDBKey(b.t, 7), nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, _, err := b.log.CatchUp(ctx, id, fresh, nil); err != nil {
+		b.t.Errorf("rebuild of %s from its log: %v", id, err)
+	}
+}
+
+// A Welcome delivered again (the service stopped between Receive and
+// Acknowledge) is refused as a duplicate and records nothing: a second
+// join would be an event the read model can never apply.
+func TestRedeliveredWelcomeIsDuplicate(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lastResort := range []bool{true, false} {
+		kp, err := b.insts[bob].PublishKeyPackage(ctx, "directory", lastResort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lastResort {
+			co, err := b.insts[alice].AddMembers(ctx, gid, kp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+				t.Fatalf("first delivery: %v", err)
+			}
+			// A last-resort package keeps its keys: the join runs again.
+			b.receiveAgain(b.insts[bob], bob, co.Welcome, ErrDuplicateMessage)
+			continue
+		}
+		// A one-time package's keys are gone after its join.
+		gid2, err := b.insts[alice].CreateGroup(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := b.insts[alice].AddMembers(ctx, gid2, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+			t.Fatalf("first delivery: %v", err)
+		}
+		b.receiveAgain(b.insts[bob], bob, co.Welcome, ErrDuplicateMessage, ErrNoKeyPackage)
+	}
+}
+
+// A commit delivered again after it was applied is a duplicate, not an
+// MLS error.
+func TestRedeliveredCommitIsDuplicate(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(carol)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	up, err := b.insts[alice].Update(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, up.Commit); err != nil {
+		t.Fatal(err)
+	}
+	b.receiveAgain(b.insts[carol], carol, up.Commit, ErrDuplicateMessage)
+	// Also from a reloaded group (a restart).
+	b.restart(carol)
+	b.receiveAgain(b.insts[carol], carol, up.Commit, ErrDuplicateMessage)
+}
+
+// A Welcome back into a group this installation was removed from is
+// refused before anything is recorded: the read model holds one row per
+// group, so the join could never be applied.
+func TestWelcomeAfterRemovalRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(carol)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	rm, err := b.insts[alice].RemoveMembers(ctx, gid, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.insts[carol].Receive(ctx, rm.Commit); err != nil || !r.Removed {
+		t.Fatalf("carol receives her removal: %+v, %v", r, err)
+	}
+	back, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.receiveAgain(b.insts[carol], carol, back.Welcome, ErrUnsupportedMessage)
+}
+
+// "Two processes, one installation": bob runs in two processes with read
+// models of their own. Alice adds bob's one last-resort key package to two
+// groups and each process takes one Welcome: the package is consumed and
+// rotated once, and both read models keep applying bob's events.
+func TestTwoProcessesConsumeOneLastResortKeyPackage(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	kp := b.keyPackage(bob)
+	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	var welcomes [][]byte
+	var gids [][]byte
+	for i := 0; i < 2; i++ {
+		gid, err := b.insts[alice].CreateGroup(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := b.insts[alice].AddMembers(ctx, gid, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		welcomes, gids = append(welcomes, co.Welcome), append(gids, gid)
+	}
+	if _, err := b.insts[bob].Receive(ctx, welcomes[0]); err != nil {
+		t.Fatalf("process 1, welcome 1: %v", err)
+	}
+	if _, err := bob2.Receive(ctx, welcomes[1]); err != nil {
+		t.Fatalf("process 2, welcome 2: %v", err)
+	}
+	for i, in := range []*Installation{b.insts[bob], bob2} {
+		if err := in.CatchUp(ctx); err != nil {
+			t.Fatalf("process %d can no longer catch up: %v", i+1, err)
+		}
+		for _, gid := range gids {
+			if e, err := in.Epoch(ctx, gid); err != nil || e != 1 {
+				t.Errorf("process %d: group %x at epoch %d (%v), want 1", i+1, gid, e, err)
+			}
+		}
+	}
+	var rotated int
+	if err := b.insts[bob].DB().SQL().QueryRowContext(ctx, `SELECT count(*) FROM key_packages WHERE state = 'rotated'`).Scan(&rotated); err != nil {
+		t.Fatal(err)
+	}
+	if rotated != 1 {
+		t.Errorf("%d rotated key packages, want 1 (the one both Welcomes used)", rotated)
+	}
+}
+
+// The same Welcome taken by both of bob's processes: the second finds the
+// join recorded by the first (its read model was behind) and refuses it.
+func TestTwoProcessesProcessOneWelcome(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	b.receiveAgain(bob2, bob, co.Welcome, ErrDuplicateMessage)
+}
+
+// The same application message received by both of carol's processes:
+// the second is a duplicate, although its reloaded group could decrypt it
+// again.
+func TestTwoProcessesReceiveOneMessage(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(carol)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	carol2, err := OpenInstallation(ctx, b.log, carol, b.dir+"/carol-2.db", b.keys[carol], b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carol2.Close()
+	out, err := b.insts[alice].Send(ctx, gid, []byte("hello"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Update != nil {
+		t.Fatal("unexpected update commit")
+	}
+	if _, err := b.insts[carol].Receive(ctx, out.Message); err != nil {
+		t.Fatalf("process 1: %v", err)
+	}
+	// A second later: with the same clock the two receipts would be the
+	// same event, and Append would take the second for a retry of the first.
+	b.now = b.now.Add(time.Second)
+	b.receiveAgain(carol2, carol, out.Message, ErrDuplicateMessage)
+}
