@@ -31,12 +31,14 @@ var (
 	// wrong source, unsupported credential or extension, bad signature.
 	ErrInvalidLeafNode = errors.New("mls: invalid leaf node")
 
-	// ErrInvalidKeyPackage reports a KeyPackage that fails validation.
+	// ErrInvalidKeyPackage reports a KeyPackage that fails validation, or
+	// one added with a key already used in the group.
 	ErrInvalidKeyPackage = errors.New("mls: invalid key package")
 
 	// ErrInvalidUpdatePath reports an UpdatePath that does not fit the tree
 	// (wrong length, wrong number of ciphertexts, derived public keys that do
-	// not match, a bad parent hash) or that cannot be decrypted with the
-	// private keys held.
+	// not match, a bad parent hash, a leaf node that breaks a rule of the
+	// group such as its required capabilities) or that cannot be decrypted
+	// with the private keys held.
 	ErrInvalidUpdatePath = errors.New("mls: invalid update path")
 )

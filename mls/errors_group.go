@@ -44,7 +44,11 @@ var (
 
 	// ErrInvalidProposal reports a proposal or proposal list that violates
 	// RFC 9420 §12.2 (unknown reference, duplicate, removal of a blank
-	// leaf, an Update from the committer, a missing required path).
+	// leaf, an Update from the committer, a missing required path), an
+	// Update that keeps its encryption key or reuses a member's key, a
+	// leaf whose credential type or capabilities do not fit the group
+	// (§7.3), or a psk_nonce that is not KDF.Nh bytes long (§8.4), also in
+	// a Welcome.
 	ErrInvalidProposal = errors.New("mls: invalid proposal")
 
 	// ErrNoWelcomeSecrets reports a Welcome that holds no entry for the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/keyschedule"
+	"github.com/epochlog/epochlog/mls/treemath"
 )
 
 // DefaultMaxPastEpochs is how many past epochs' keys a group keeps, by
@@ -477,14 +478,33 @@ func (g *Group) checkProposal(sender LeafIndex, p *Proposal) error {
 		}
 		return kp.Validate()
 	case ProposalTypeUpdate:
-		if err := p.Update.LeafNode.Validate(g.cs, LeafNodeSourceUpdate, g.ctx.GroupID, sender); err != nil {
+		ln := &p.Update.LeafNode
+		if err := ln.Validate(g.cs, LeafNodeSourceUpdate, g.ctx.GroupID, sender); err != nil {
+			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
+		}
+		if old := g.tree.Leaf(sender); old != nil && bytes.Equal(old.EncryptionKey, ln.EncryptionKey) {
+			return fmt.Errorf("%w: update from leaf %d keeps the encryption key it replaces", ErrInvalidProposal, sender)
+		}
+		// The Update blanks the sender's leaf and direct path; its keys
+		// must be new to the rest of the tree (RFC 9420 §7.3).
+		keys := newKeyIndex(g.tree, map[LeafIndex]bool{sender: true})
+		for _, x := range treemath.DirectPath(sender.Node(), g.tree.LeafCount()) {
+			if n := g.tree.Node(x); !n.IsBlank() {
+				delete(keys.enc, string(n.encryptionKey()))
+			}
+		}
+		if err := keys.add(sender, ln); err != nil {
 			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
 		}
 	case ProposalTypeRemove:
 		if g.tree.Leaf(p.Remove.Removed) == nil {
 			return fmt.Errorf("%w: leaf %d proposes removing blank leaf %d", ErrInvalidProposal, sender, p.Remove.Removed)
 		}
-	case ProposalTypePSK, ProposalTypeGroupContextExtensions:
+	case ProposalTypePSK:
+		if err := checkPSKNonce(g.cs, &p.PreSharedKey.PSK); err != nil {
+			return fmt.Errorf("%w: PreSharedKey proposal from leaf %d: %w", ErrInvalidProposal, sender, err)
+		}
+	case ProposalTypeGroupContextExtensions:
 	default:
 		return fmt.Errorf("%w: proposal type %d from leaf %d is not supported", ErrInvalidProposal, p.Type, sender)
 	}

@@ -227,13 +227,7 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 	}
 	encKeys := make(map[string]NodeIndex)
 	sigKeys := make(map[string]LeafIndex)
-	var credTypes []CredentialType
 	var leafErr error
-	t.Leaves(func(l LeafIndex, ln *LeafNode) {
-		if !contains(credTypes, ln.Credential.Type) {
-			credTypes = append(credTypes, ln.Credential.Type)
-		}
-	})
 	t.Leaves(func(l LeafIndex, ln *LeafNode) {
 		if leafErr != nil {
 			return
@@ -241,12 +235,6 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 		if err := ln.Validate(cs, ln.Source, groupID, l); err != nil {
 			leafErr = fmt.Errorf("%w: leaf %d: %w", ErrInvalidTree, l, err)
 			return
-		}
-		for _, ct := range credTypes {
-			if !ln.Capabilities.SupportsCredential(ct) {
-				leafErr = fmt.Errorf("%w: leaf %d does not support credential type %d used in the group", ErrInvalidTree, l, ct)
-				return
-			}
 		}
 		if err := required.checkLeaf(ln); err != nil {
 			leafErr = fmt.Errorf("%w: leaf %d: %w", ErrInvalidTree, l, err)
@@ -260,6 +248,9 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 	})
 	if leafErr != nil {
 		return leafErr
+	}
+	if err := t.checkCredentialSupport(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidTree, err)
 	}
 	n := t.LeafCount()
 	for x, node := range t.nodes {
@@ -293,6 +284,35 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 		}
 	}
 	return t.VerifyParentHashes(cs)
+}
+
+// checkCredentialSupport reports a leaf that does not support the
+// credential type of another leaf (RFC 9420 §7.3: every member supports
+// the credential type of each new leaf, and each new leaf every credential
+// type in use). The error names both leaves and wraps no sentinel.
+func (t RatchetTree) checkCredentialSupport() error {
+	var types []CredentialType
+	var users []LeafIndex // users[i] is the first leaf of types[i]
+	t.Leaves(func(l LeafIndex, ln *LeafNode) {
+		if !contains(types, ln.Credential.Type) {
+			types = append(types, ln.Credential.Type)
+			users = append(users, l)
+		}
+	})
+	if len(types) < 2 {
+		// A leaf's own credential type is in its capabilities
+		// ([LeafNode.Validate]).
+		return nil
+	}
+	var err error
+	t.Leaves(func(l LeafIndex, ln *LeafNode) {
+		for i, ct := range types {
+			if err == nil && !ln.Capabilities.SupportsCredential(ct) {
+				err = fmt.Errorf("leaf %d does not support credential type %d used by leaf %d", l, ct, users[i])
+			}
+		}
+	})
+	return err
 }
 
 // checkLeaf reports a leaf that lacks a required capability; a nil

@@ -130,7 +130,11 @@ func nodeKey(cs *ciphersuite.CipherSuite, pathSecret []byte) (*ciphersuite.HPKEP
 	return cs.DeriveKeyPair(ns)
 }
 
-// PathUpdate is the outcome of creating or applying an UpdatePath.
+// PathUpdate is the outcome of creating or applying an UpdatePath. It
+// holds secrets (the commit secret, the path secrets, the private keys):
+// its String, GoString and every fmt verb print only the epoch and the
+// path length, and JSON marshaling refuses with
+// [ciphersuite.ErrSecretMarshal].
 type PathUpdate struct {
 	// Tree is the ratchet tree with the path merged.
 	Tree RatchetTree
@@ -148,6 +152,21 @@ type PathUpdate struct {
 
 	pathSecrets map[NodeIndex]ciphersuite.Secret
 }
+
+// String describes the update without secrets.
+func (u PathUpdate) String() string {
+	return fmt.Sprintf("mls.PathUpdate(group %x, epoch %d, %d path nodes, %d leaves, REDACTED)",
+		u.GroupContext.GroupID, u.GroupContext.Epoch, len(u.Path.Nodes), u.Tree.LeafCount())
+}
+
+// GoString is String.
+func (u PathUpdate) GoString() string { return u.String() }
+
+// Format prints String for every verb.
+func (u PathUpdate) Format(f fmt.State, _ rune) { fmt.Fprint(f, u.String()) }
+
+// MarshalJSON refuses, with [ciphersuite.ErrSecretMarshal].
+func (u PathUpdate) MarshalJSON() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
 
 // PathSecret returns the path secret of node x on the committer's
 // filtered direct path, if this side knows it: the committer knows all of
@@ -332,6 +351,9 @@ func (t RatchetTree) CreateUpdatePath(cs *ciphersuite.CipherSuite, gc GroupConte
 // and returns the new private state and commit secret; with keys nil it only
 // merges. gc is the provisional group context; its tree hash is replaced by
 // the merged tree's. exclude lists the members added by the same Commit.
+// Rules of the group rather than of the leaf (required capabilities,
+// credential types supported by every member, unique signature keys) are
+// the caller's to check on the merged tree; [Group] does.
 func (t RatchetTree) ApplyUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContext, sender LeafIndex, path *UpdatePath, keys *TreePrivateKeys, exclude []LeafIndex) (*PathUpdate, error) {
 	old := t.Leaf(sender)
 	if old == nil {

@@ -1,8 +1,10 @@
 package mls
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -237,6 +239,42 @@ func flipAllCiphertexts(p *UpdatePath) {
 	for i := range p.Nodes {
 		for j := range p.Nodes[i].EncryptedPathSecret {
 			p.Nodes[i].EncryptedPathSecret[j].Ciphertext[0] ^= 1
+		}
+	}
+}
+
+// A PathUpdate, returned by the exported CreateUpdatePath and
+// ApplyUpdatePath, holds the path secrets (from which the commit secret
+// derives) in an unexported map where fmt cannot reach Secret.Format: the
+// type itself must redact under every verb and refuse JSON
+// (docs/security.md).
+func TestPathUpdateNeverPrintsSecrets(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 3)
+	g := w.members[0]
+	newCtx := g.ctx
+	newCtx.Epoch++
+	up, err := g.tree.CreateUpdatePath(g.cs, newCtx, g.me, g.tree.Leaf(g.me), g.sig, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdp := g.tree.FilteredDirectPath(g.me)
+	ps, ok := up.PathSecret(fdp[len(fdp)-1])
+	if !ok {
+		t.Fatal("no root path secret")
+	}
+	secret := ps.Bytes()
+	dec, hex := strings.Trim(fmt.Sprint(secret), "[]"), fmt.Sprintf("%x", secret)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%d"} {
+		for _, v := range []any{up, *up} {
+			if out := fmt.Sprintf(verb, v); strings.Contains(out, dec) || strings.Contains(out, hex) {
+				t.Errorf("fmt %s of %T prints the root path secret", verb, v)
+			}
+		}
+	}
+	for _, v := range []any{up, *up} {
+		if _, err := json.Marshal(v); !errors.Is(err, ciphersuite.ErrSecretMarshal) {
+			t.Errorf("json.Marshal(%T): %v, want ErrSecretMarshal", v, err)
 		}
 	}
 }

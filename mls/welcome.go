@@ -198,7 +198,11 @@ func (g *Group) openWelcome(w *Welcome, kp *KeyPackage, initKey *ciphersuite.HPK
 	if err := gs.Unmarshal(plain); err != nil {
 		return nil, nil, keyschedule.Secret{}, fmt.Errorf("mls: group secrets: %w", err)
 	}
-	for _, id := range gs.PSKs {
+	for i := range gs.PSKs {
+		id := &gs.PSKs[i]
+		if err := checkPSKNonce(g.cs, id); err != nil {
+			return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: psk %d of the Welcome: %w", ErrInvalidProposal, i, err)
+		}
 		if id.Type != PSKTypeExternal {
 			return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: a joiner holds no resumption PSK (group %x, epoch %d)", ErrUnknownPSK, id.PSKGroupID, id.PSKEpoch)
 		}

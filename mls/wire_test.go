@@ -2,10 +2,14 @@ package mls
 
 import (
 	"bytes"
+	"encoding"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/codec"
 	"github.com/epochlog/epochlog/mls/internal/vectortest"
 )
@@ -163,6 +167,40 @@ func TestSecretsNotPrinted(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(gs), fmt.Sprintf("%v %+v %#v", gs, gs, gs), fmt.Sprint(*gs.PathSecret), fmt.Sprintf("%#v", *gs.PathSecret)} {
 		if bytes.Contains([]byte(s), secret) || bytes.Contains([]byte(s), []byte(fmt.Sprint(secret))) {
 			t.Errorf("formatted GroupSecrets reveals the secret: %s", s)
+		}
+	}
+}
+
+// GroupSecrets and PathSecret (the joiner secret and path secret of a
+// Welcome) redact under every fmt verb and refuse JSON and text
+// marshaling.
+func TestGroupSecretsNeverPrintSecrets(t *testing.T) {
+	joiner := []byte{0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04}
+	path := []byte{0xca, 0xfe, 0xba, 0xbe, 0x05, 0x06, 0x07, 0x08}
+	gs := GroupSecrets{JoinerSecret: joiner, PathSecret: &PathSecret{PathSecret: path}, PSKs: []PreSharedKeyID{}}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%d", "%q"} {
+		for _, v := range []any{gs, &gs, *gs.PathSecret, gs.PathSecret} {
+			out := fmt.Sprintf(verb, v)
+			for _, s := range [][]byte{joiner, path} {
+				if strings.Contains(out, strings.Trim(fmt.Sprint(s), "[]")) || strings.Contains(strings.ToLower(out), fmt.Sprintf("%x", s)) {
+					t.Errorf("%s of %T prints a secret: %s", verb, v, out)
+				}
+			}
+		}
+	}
+	for _, v := range []any{gs, &gs, *gs.PathSecret, gs.PathSecret} {
+		if b, err := json.Marshal(v); !errors.Is(err, ciphersuite.ErrSecretMarshal) {
+			t.Errorf("json.Marshal(%T) = %s, %v; want ErrSecretMarshal", v, b, err)
+		}
+	}
+	for _, v := range []any{gs, *gs.PathSecret} {
+		tm, ok := v.(encoding.TextMarshaler)
+		if !ok {
+			t.Errorf("%T has no MarshalText, so encoders fall back to its fields", v)
+			continue
+		}
+		if b, err := tm.MarshalText(); !errors.Is(err, ciphersuite.ErrSecretMarshal) {
+			t.Errorf("%T.MarshalText() = %s, %v; want ErrSecretMarshal", v, b, err)
 		}
 	}
 }

@@ -79,7 +79,8 @@ func (gi *GroupInfo) VerifySignature(cs *ciphersuite.CipherSuite, pub SignatureP
 }
 
 // PathSecret carries the path secret a new member needs (RFC 9420 §12.4.3.1).
-// It holds a secret: its String and GoString never print the bytes.
+// It holds a secret: no fmt verb prints the bytes, and JSON and text
+// marshaling refuse with [ciphersuite.ErrSecretMarshal].
 type PathSecret struct {
 	PathSecret []byte
 }
@@ -90,8 +91,18 @@ func (ps PathSecret) String() string { return "PathSecret(REDACTED)" }
 // GoString implements fmt.GoStringer without revealing the secret.
 func (ps PathSecret) GoString() string { return ps.String() }
 
-// GroupSecrets is the per-joiner payload of a Welcome. It holds secrets: its
-// String and GoString never print them.
+// Format prints String for every verb, so %x and %d cannot leak the bytes.
+func (ps PathSecret) Format(f fmt.State, _ rune) { fmt.Fprint(f, ps.String()) }
+
+// MarshalJSON refuses, with [ciphersuite.ErrSecretMarshal].
+func (ps PathSecret) MarshalJSON() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
+
+// MarshalText refuses, with [ciphersuite.ErrSecretMarshal].
+func (ps PathSecret) MarshalText() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
+
+// GroupSecrets is the per-joiner payload of a Welcome. It holds secrets: no
+// fmt verb prints them, and JSON and text marshaling refuse with
+// [ciphersuite.ErrSecretMarshal].
 type GroupSecrets struct {
 	JoinerSecret []byte
 	// PathSecret is nil when absent.
@@ -106,6 +117,16 @@ func (gs GroupSecrets) String() string {
 
 // GoString implements fmt.GoStringer without revealing the secrets.
 func (gs GroupSecrets) GoString() string { return gs.String() }
+
+// Format prints String for every verb, so %x and %d cannot leak the
+// secrets.
+func (gs GroupSecrets) Format(f fmt.State, _ rune) { fmt.Fprint(f, gs.String()) }
+
+// MarshalJSON refuses, with [ciphersuite.ErrSecretMarshal].
+func (gs GroupSecrets) MarshalJSON() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
+
+// MarshalText refuses, with [ciphersuite.ErrSecretMarshal].
+func (gs GroupSecrets) MarshalText() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
 
 func (gs *GroupSecrets) marshal(w *codec.Writer) {
 	w.OpaqueV(gs.JoinerSecret)

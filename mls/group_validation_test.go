@@ -1,0 +1,351 @@
+package mls
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/mls/keyschedule"
+)
+
+// kpWithEncryptionKey returns a fresh client whose KeyPackage leaf carries
+// encKey as encryption key, correctly re-signed by the client.
+func kpWithEncryptionKey(t *testing.T, name string, encKey HPKEPublicKey) scClient {
+	t.Helper()
+	c := newSCClient(t, name)
+	kp := *c.kp
+	kp.LeafNode = *c.kp.LeafNode.Clone()
+	kp.LeafNode.EncryptionKey = bytes.Clone(encKey)
+	cs := mustSuite(t, scenarioSuite)
+	if err := kp.LeafNode.Sign(cs, c.secrets.SignatureKey, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.Sign(cs, c.secrets.SignatureKey); err != nil {
+		t.Fatal(err)
+	}
+	c.kp = &kp
+	return c
+}
+
+// kpWithX509Credential returns a fresh client whose KeyPackage leaf holds
+// an x509 credential (and supports basic and x509), re-signed.
+func kpWithX509Credential(t *testing.T, name string) *KeyPackage {
+	t.Helper()
+	cs := mustSuite(t, scenarioSuite)
+	c := newSCClient(t, name)
+	kp := *c.kp
+	kp.LeafNode = *c.kp.LeafNode.Clone()
+	kp.LeafNode.Credential = Credential{Type: CredentialTypeX509, Certificates: [][]byte{{0x30, 0x00}}}
+	kp.LeafNode.Capabilities.Credentials = []CredentialType{CredentialTypeBasic, CredentialTypeX509}
+	if err := kp.LeafNode.Sign(cs, c.secrets.SignatureKey, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.Sign(cs, c.secrets.SignatureKey); err != nil {
+		t.Fatal(err)
+	}
+	return &kp
+}
+
+// commitWithoutChecks builds a commit of g carrying props inline exactly
+// as Group.Commit would, but without the committer's validation of the
+// proposals, so that a receiver's checks are what is exercised. Only Add
+// and PreSharedKey proposals are supported. With mod set, the commit
+// carries an UpdatePath whose new leaf is g's leaf changed by mod.
+func commitWithoutChecks(t *testing.T, g *Group, props []*Proposal, mod func(*LeafNode)) *MLSMessage {
+	t.Helper()
+	return commitWithoutChecksThen(t, g, props, mod, nil)
+}
+
+// commitWithoutChecksThen is commitWithoutChecks with a last say over the
+// UpdatePath: after, if set, may change the path (and the merged tree to
+// match) before the commit is framed.
+func commitWithoutChecksThen(t *testing.T, g *Group, props []*Proposal, mod func(*LeafNode), after func(up *PathUpdate)) *MLSMessage {
+	t.Helper()
+	newCtx := g.ctx
+	newCtx.Epoch++
+	tree := g.tree
+	var added []LeafIndex
+	var psks []PreSharedKeyID
+	list := []ProposalOrRef{}
+	for _, p := range props {
+		switch p.Type {
+		case ProposalTypeAdd:
+			var l LeafIndex
+			tree, l = tree.AddLeaf(p.Add.KeyPackage.LeafNode.Clone())
+			added = append(added, l)
+		case ProposalTypePSK:
+			psks = append(psks, p.PreSharedKey.PSK)
+		default:
+			t.Fatalf("commitWithoutChecks: proposal type %d", p.Type)
+		}
+		list = append(list, ProposalOrRef{Type: ProposalOrRefProposal, Proposal: p})
+	}
+	commit := &Commit{Proposals: list}
+	commitSecret := keyschedule.Secret{}
+	if mod != nil {
+		leaf := tree.Leaf(g.me).Clone()
+		mod(leaf)
+		up, err := tree.CreateUpdatePath(g.cs, newCtx, g.me, leaf, g.sig, added, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after != nil {
+			after(up)
+		}
+		tree, commitSecret, commit.Path = up.Tree, up.CommitSecret, &up.Path
+	}
+	psk, err := g.pskSecretFor(psks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := g.frame(ContentTypeCommit, nil, nil, nil, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newCtx.TreeHash, err = tree.TreeHash(g.cs); err != nil {
+		t.Fatal(err)
+	}
+	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHash(g.cs, g.interim, ac); err != nil {
+		t.Fatal(err)
+	}
+	gcBytes, err := newCtx.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joiner, err := keyschedule.JoinerSecret(g.cs, g.secrets.InitSecret, commitSecret, gcBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.Auth.ConfirmationTag, err = confirmationTagFor(g.cs, joiner, psk, gcBytes, newCtx.ConfirmedTranscriptHash); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := g.clone().protect(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// TestCommitWithoutChecksIsSound checks that commitWithoutChecks builds commits
+// a receiver accepts when nothing is wrong with them, so that the refusals
+// below are due to the defect each one plants.
+func TestCommitWithoutChecksIsSound(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 2)
+	id, secret := []byte("psk"), bytes.Repeat([]byte{7}, 32)
+	for l, g := range w.members {
+		w.members[l] = g.WithExternalPSK(id, secret)
+	}
+	c := newSCClient(t, "fine")
+	psk := PreSharedKeyID{Type: PSKTypeExternal, PSKID: id, PSKNonce: bytes.Repeat([]byte{1}, 32)}
+	msg := commitWithoutChecks(t, w.members[0], []*Proposal{
+		{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *c.kp}},
+		{Type: ProposalTypePSK, PreSharedKey: &PreSharedKey{PSK: psk}},
+	}, func(*LeafNode) {})
+	if _, _, err := w.members[1].Process(msg); err != nil {
+		t.Fatalf("a valid commit built without the committer's checks is refused: %v", err)
+	}
+}
+
+// RFC 9420 §7.3: encryption_key must be unique among the members. An Add
+// whose KeyPackage reuses an existing member's encryption key makes the
+// commit invalid, for the committer and for the members processing it
+// (the tree it produces would be refused by every joiner).
+func TestCommitRefusesAddWithDuplicateEncryptionKey(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 2)
+	victim := w.members[0].Tree().Leaf(1)
+	evil := kpWithEncryptionKey(t, "evil", victim.EncryptionKey)
+	honest := newSCClient(t, "honest")
+
+	_, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{evil.kp, honest.kp}})
+	if !errors.Is(err, ErrInvalidKeyPackage) {
+		t.Fatalf("committer: %v, want ErrInvalidKeyPackage for an Add whose encryption key duplicates leaf 1's", err)
+	}
+	msg := commitWithoutChecks(t, w.members[0], []*Proposal{
+		{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *evil.kp}},
+		{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *honest.kp}},
+	}, nil)
+	if _, _, err := w.members[2].Process(msg); !errors.Is(err, ErrInvalidKeyPackage) {
+		t.Fatalf("receiver: %v, want ErrInvalidKeyPackage for an Add whose encryption key duplicates leaf 1's", err)
+	}
+}
+
+// RFC 9420 §7.3: an Update's encryption_key must differ from the key of
+// the leaf it replaces, and be unique among the members. Such an Update is
+// refused on receipt, and by a committer that holds it.
+func TestUpdateRefusedWithReusedEncryptionKey(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 2)
+	for name, pick := range map[string]func(g *Group) HPKEPublicKey{
+		"unchanged key":      func(g *Group) HPKEPublicKey { return g.tree.Leaf(1).EncryptionKey },
+		"other member's key": func(g *Group) HPKEPublicKey { return g.tree.Leaf(2).EncryptionKey },
+	} {
+		g := w.members[1]
+		ln := g.tree.Leaf(g.me).Clone()
+		ln.EncryptionKey = bytes.Clone(pick(g))
+		ln.Source = LeafNodeSourceUpdate
+		ln.Lifetime, ln.ParentHash = Lifetime{}, nil
+		if err := ln.Sign(g.cs, g.sig, g.ctx.GroupID, g.me); err != nil {
+			t.Fatal(err)
+		}
+		p := &Proposal{Type: ProposalTypeUpdate, Update: &Update{LeafNode: *ln}}
+		_, m, _, err := g.propose(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := w.members[0].Process(m); !errors.Is(err, ErrInvalidProposal) {
+			t.Errorf("%s: on receipt: %v, want ErrInvalidProposal", name, err)
+		}
+		// The committer's check, for a proposal that got into the cache.
+		held := []cachedProposal{{sender: Sender{Type: SenderTypeMember, LeafIndex: 1}, proposal: p}}
+		if _, err := w.members[0].applyProposals(0, held); !errors.Is(err, ErrInvalidProposal) {
+			t.Errorf("%s: when committed: %v, want ErrInvalidProposal", name, err)
+		}
+	}
+}
+
+// RFC 9420 §7.3: the credential type of a new leaf must be supported by
+// all members. An Add of an x509 leaf into a basic-only group is refused
+// by the committer and by the members processing the commit (every joiner
+// would refuse the tree).
+func TestCommitRefusesAddWithUnsupportedCredentialType(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 2)
+	kp := kpWithX509Credential(t, "x509")
+	if _, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{kp}}); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("committer: %v, want ErrInvalidProposal for an Add of a credential type other members do not support", err)
+	}
+	msg := commitWithoutChecks(t, w.members[0], []*Proposal{{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *kp}}}, nil)
+	if _, _, err := w.members[1].Process(msg); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("receiver: %v, want ErrInvalidProposal for an Add of a credential type other members do not support", err)
+	}
+}
+
+// RFC 9420 §8.4, §12.1.4: a PreSharedKey proposal whose psk_nonce is not
+// KDF.Nh bytes long is invalid: refused by the committer, by the members
+// processing the commit, and on receipt as a proposal.
+func TestCommitRefusesPSKNonceOfWrongLength(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	id, secret := []byte("psk-short-nonce"), bytes.Repeat([]byte{7}, 32)
+	for l, g := range w.members {
+		w.members[l] = g.WithExternalPSK(id, secret)
+	}
+	for _, n := range []int{0, 31, 33} {
+		psk := PreSharedKeyID{Type: PSKTypeExternal, PSKID: id, PSKNonce: make([]byte, n)}
+		if _, _, err := w.members[0].Commit(CommitOptions{PSKs: []PreSharedKeyID{psk}}); !errors.Is(err, ErrInvalidProposal) {
+			t.Errorf("committer, psk_nonce of %d bytes (want 32): %v, want ErrInvalidProposal", n, err)
+		}
+		p := &Proposal{Type: ProposalTypePSK, PreSharedKey: &PreSharedKey{PSK: psk}}
+		msg := commitWithoutChecks(t, w.members[0], []*Proposal{p}, nil)
+		if _, _, err := w.members[1].Process(msg); !errors.Is(err, ErrInvalidProposal) {
+			t.Errorf("receiver of a commit, psk_nonce of %d bytes: %v, want ErrInvalidProposal", n, err)
+		}
+		_, m, _, err := w.members[0].propose(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := w.members[1].Process(m); !errors.Is(err, ErrInvalidProposal) {
+			t.Errorf("receiver of the proposal, psk_nonce of %d bytes: %v, want ErrInvalidProposal", n, err)
+		}
+	}
+}
+
+// RFC 9420 §12.4.3.1 with §8.4: a joiner refuses a Welcome naming a PSK
+// whose psk_nonce is not KDF.Nh bytes long.
+func TestJoinRefusesPSKNonceOfWrongLength(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	c := newSCClient(t, "joiner")
+	g, res, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{c.kp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := []byte("psk-short-nonce")
+	eff := &proposalEffect{
+		added:    []LeafIndex{2},
+		addedKPs: []KeyPackage{*c.kp},
+		psks:     []PreSharedKeyID{{Type: PSKTypeExternal, PSKID: id, PSKNonce: []byte{1, 2, 3}}},
+	}
+	welcome, err := g.welcome(res.GroupInfo, eff, nil, keyschedule.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &JoinOptions{ExternalPSKs: []ExternalPSK{{ID: id, Secret: ciphersuite.NewSecret(bytes.Repeat([]byte{7}, 32))}}}
+	if _, err := Join(welcome, c.kp, c.secrets, opts); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("Join of a Welcome naming a psk_nonce of 3 bytes: %v, want ErrInvalidProposal", err)
+	}
+}
+
+// RFC 9420 §7.3 (leaf validation applies to the leaf_node of an UpdatePath
+// too): a path leaf that lacks the group's required_capabilities, or does
+// not support a credential type in use, is refused; otherwise the member
+// would accept it and then could not add anyone.
+func TestCommitRefusesPathLeafBreakingGroupRules(t *testing.T) {
+	const extX ExtensionType = 0xff00
+	caps := &Capabilities{Versions: []ProtocolVersion{ProtocolMLS10}, Extensions: []ExtensionType{extX}, Proposals: []ProposalType{}}
+	mk := func(name string) scClient {
+		kp, sec, err := NewKeyPackage(scenarioSuite, NewBasicCredential([]byte(name)), nil, &KeyPackageOptions{Capabilities: caps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return scClient{kp, sec}
+	}
+	a, b := mk("a"), mk("b")
+	ga, err := NewGroup([]byte("rc-group"), a.kp, a.secrets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := (&RequiredCapabilities{Extensions: []ExtensionType{extX}, Proposals: []ProposalType{}, Credentials: []CredentialType{}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exts := Extensions{{Type: ExtensionTypeRequiredCapabilities, Data: rc}}
+	ga, res, err := ga.Commit(CommitOptions{Add: []*KeyPackage{b.kp}, GroupContextExtensions: &exts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, err := Join(res.Welcome, b.kp, b.secrets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(*LeafNode){
+		"lacks the required extension": func(ln *LeafNode) { ln.Capabilities.Extensions = []ExtensionType{} },
+		"x509 credential": func(ln *LeafNode) {
+			ln.Credential = Credential{Type: CredentialTypeX509, Certificates: [][]byte{{0x30, 0x00}}}
+			ln.Capabilities.Credentials = []CredentialType{CredentialTypeBasic, CredentialTypeX509}
+		},
+	} {
+		msg := commitWithoutChecks(t, gb, nil, mod)
+		ga2, _, err := ga.Process(msg)
+		if !errors.Is(err, ErrInvalidUpdatePath) {
+			t.Errorf("path leaf %s: %v, want ErrInvalidUpdatePath", name, err)
+		}
+		if err == nil {
+			c := mk("c")
+			_, _, cerr := ga2.Commit(CommitOptions{Add: []*KeyPackage{c.kp}})
+			t.Logf("path leaf %s accepted; the member's next Add: %v", name, cerr)
+		}
+	}
+	// The path derives the leaf's encryption key; a committer that plants
+	// another member's key there (signing the leaf again) is refused too
+	// (by ApplyUpdatePath's fresh-key check).
+	plant := func(up *PathUpdate) {
+		ln := &up.Path.LeafNode
+		ln.EncryptionKey = slices.Clone(ga.Tree().Leaf(0).EncryptionKey)
+		if err := ln.Sign(gb.cs, gb.sig, gb.GroupID(), gb.LeafIndex()); err != nil {
+			t.Fatal(err)
+		}
+		up.Tree.nodes = slices.Clone(up.Tree.nodes)
+		up.Tree.nodes[gb.LeafIndex().Node()] = Node{Leaf: ln.Clone()}
+	}
+	if _, _, err := ga.Process(commitWithoutChecksThen(t, gb, nil, func(*LeafNode) {}, plant)); !errors.Is(err, ErrInvalidUpdatePath) {
+		t.Errorf("path leaf with another member's encryption key: %v, want ErrInvalidUpdatePath", err)
+	}
+	if _, _, err := ga.Process(commitWithoutChecks(t, gb, nil, func(*LeafNode) {})); err != nil {
+		t.Fatalf("a path leaf that keeps the group's rules: %v", err)
+	}
+}
