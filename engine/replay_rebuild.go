@@ -71,9 +71,11 @@ type RebuildResult struct {
 //
 // The caller must be the only writer of the live database while Rebuild
 // runs (stop its follower first): the swap discards what others write
-// to the old file. A live database that is damaged (ErrCorrupt) is
-// replaced without being read; any other failure to open it (wrong key,
-// not a read model, schema too new) stops Rebuild before it writes.
+// to the old file. A live database that is damaged (ErrCorrupt, on
+// opening it or reading its checkpoint) is replaced without being read
+// further; any other failure to open it (wrong key, not a read model,
+// schema too new) stops Rebuild before it writes. With CompareLive a
+// damaged database stops Rebuild too: there is nothing to compare with.
 //
 // A passphrase key uses the live database's salt sidecar (created if
 // missing) so the swapped file opens with it; a rekey to another
@@ -108,24 +110,16 @@ func (l *Log) Rebuild(ctx context.Context, inst events.InstallationID, live stri
 		return nil, fail("rebuild", err)
 	}
 	if res.Existed {
-		src, err := openAsIs(live, key, o.DB)
+		schema, cp, d, err := readLive(ctx, live, key, o.DB, ro.CompareLive)
 		switch {
 		case errors.Is(err, projections.ErrCorrupt) && !ro.CompareLive:
+			// Damage found on opening or on reading the checkpoint: the
+			// file is replaced without being read further.
 			res.Recovered = true
 		case err != nil:
 			return nil, err
 		default:
-			res.PreviousSchema = src.SchemaVersion()
-			res.PreviousCheckpoint, err = src.Checkpoint(ctx)
-			if err == nil && ro.CompareLive {
-				liveDigest, err = src.Digest(ctx)
-			}
-			if cerr := src.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return nil, err
-			}
+			res.PreviousSchema, res.PreviousCheckpoint, liveDigest = schema, cp, d
 		}
 	} else if ro.CompareLive {
 		return nil, fail("rebuild", fmt.Errorf("%w: no live database to compare with", fs.ErrNotExist))
@@ -219,6 +213,33 @@ func (l *Log) Rebuild(ctx context.Context, inst events.InstallationID, live stri
 		return res, err
 	}
 	return res, db.Close()
+}
+
+// readLive opens the live database as it is and reads its schema version
+// and checkpoint, and with digest its content digest, in one snapshot.
+// A damaged file fails with ErrCorrupt whether the damage shows when it is
+// opened or only when the checkpoint or a table is read.
+func readLive(ctx context.Context, live string, key projections.Key, base projections.Options, digest bool) (schema int, cp uint64, d projections.Digest, err error) {
+	src, err := openAsIs(live, key, base)
+	if err != nil {
+		return 0, 0, d, err
+	}
+	defer func() {
+		if cerr := src.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
+		return 0, 0, d, err
+	}
+	defer snap.Close()
+	if digest {
+		if d, err = snap.Digest(ctx); err != nil {
+			return 0, 0, d, err
+		}
+	}
+	return src.SchemaVersion(), snap.Checkpoint(), d, nil
 }
 
 // isPassphrase reports whether k is a passphrase key, the only kind that

@@ -62,7 +62,8 @@ type VerifyResult struct {
 // (errors.Is ErrDrift) naming the first difference when they differ. The
 // live database is only read; the temporary one (under a random key) is
 // removed in every case. key may be projections.NoKey for an unencrypted
-// database.
+// database. The live database's writer may keep running: Verify compares
+// one snapshot of it, taken at the start.
 func (l *Log) Verify(ctx context.Context, inst events.InstallationID, live string, key projections.Key, opts *ReplayOptions) (*VerifyResult, error) {
 	o := opts.withDefaults()
 	if err := inst.Validate(); err != nil {
@@ -83,10 +84,17 @@ func (l *Log) Verify(ctx context.Context, inst events.InstallationID, live strin
 		return nil, err
 	}
 	defer src.Close()
-	res := &VerifyResult{Installation: inst, Path: live, Schema: src.SchemaVersion()}
-	if res.Checkpoint, err = src.Checkpoint(ctx); err != nil {
+	// The checkpoint and the tables are read in one snapshot, held across
+	// the replay: the live database's writer (its installation or a
+	// follower) may commit batches meanwhile, and comparing tables newer
+	// than the checkpoint with a replay up to it would report drift on a
+	// faithful read model.
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
 		return nil, err
 	}
+	defer snap.Close()
+	res := &VerifyResult{Installation: inst, Path: live, Schema: src.SchemaVersion(), Checkpoint: snap.Checkpoint()}
 	last, err := l.LastSeq(ctx, inst)
 	if err != nil {
 		return nil, err
@@ -120,7 +128,7 @@ func (l *Log) Verify(ctx context.Context, inst events.InstallationID, live strin
 	if cp != res.Checkpoint {
 		return nil, drift("checkpoint", "", fmt.Sprintf("no event of the installation at the checkpoint (replay stopped at stream sequence %d)", cp))
 	}
-	diff, err := projections.CompareDB(ctx, src, fresh)
+	diff, err := snap.CompareDB(ctx, fresh)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ type Record struct {
 // commits whole or not at all. The first record that cannot be applied
 // stops Apply with an *ApplyError naming its stream sequence (wrapping
 // ErrCannotApply for refused events); batches before it stay committed.
+// A cancelled ctx rolls the current batch back and Apply returns an error
+// that errors.Is ctx.Err() (earlier batches stay committed).
 func (db *DB) Apply(ctx context.Context, recs []Record) error {
 	if db.plaintext {
 		return &FileError{Path: db.path, Op: "apply", Err: errors.New("an unencrypted database is a read-only migration source")}
@@ -59,24 +61,32 @@ func (db *DB) prepareStmts(ctx context.Context, queries []string) {
 }
 
 func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
-	tx, err := db.w.BeginTx(ctx, nil)
+	// The transaction and its statements run under a context without
+	// cancellation: the driver starts a goroutine per statement to watch a
+	// cancellable one, which slowed replay by half. A transaction begun
+	// under ctx would also be rolled back by database/sql the moment ctx
+	// ends, under the applier's feet, and the next statement would fail
+	// as if its event could not be applied. Cancellation is checked
+	// between events instead, and before the commit; it rolls the batch
+	// back and returns the context's error.
+	nctx := context.WithoutCancel(ctx)
+	if err := ctx.Err(); err != nil {
+		return db.wrapErr("apply", err)
+	}
+	tx, err := db.w.BeginTx(nctx, nil)
 	if err != nil {
 		return db.wrapErr("apply", err)
 	}
-	// Statements run under a context without cancellation: the driver
-	// starts a goroutine per statement to watch a cancellable one, which
-	// slowed replay by half. Cancellation is checked between events
-	// instead, and rolls the batch back.
-	a := newApplier(db, context.WithoutCancel(ctx), tx)
+	a := newApplier(db, nctx, tx)
 	defer func() {
 		a.close()
 		tx.Rollback() // after Commit, a no-op
 		if len(a.unprepared) > 0 && reuseStmts() {
-			db.prepareStmts(ctx, a.unprepared)
+			db.prepareStmts(nctx, a.unprepared)
 		}
 	}()
 	var cp uint64
-	if err := tx.QueryRowContext(ctx, `SELECT seq FROM checkpoint WHERE id = 1`).Scan(&cp); err != nil {
+	if err := tx.QueryRowContext(nctx, `SELECT seq FROM checkpoint WHERE id = 1`).Scan(&cp); err != nil {
 		return db.wrapErr("apply", err)
 	}
 	last := cp
@@ -109,10 +119,13 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
 	if last == cp {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return db.wrapErr("apply", err)
+	}
 	if err := a.flush(); err != nil {
 		return &ApplyError{Seq: last, Op: "flush batch", Err: err}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE checkpoint SET seq = ? WHERE id = 1`, last); err != nil {
+	if _, err := tx.ExecContext(nctx, `UPDATE checkpoint SET seq = ? WHERE id = 1`, last); err != nil {
 		return db.wrapErr("apply", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -466,6 +466,37 @@ func TestApplyCancelled(t *testing.T) {
 	}
 }
 
+// TestApplyCancelledMidBatchReturnsContextError: a context cancelled while
+// a batch is being applied rolls the batch back and Apply returns the
+// context's error (the CLI's exit 130), not an event that "could not be
+// applied". The batch's transaction must not be begun under the
+// cancellable context: database/sql would roll it back on its own the
+// moment the context ends, and the next statement would fail with
+// sql.ErrTxDone, reported against whatever event it belonged to.
+func TestApplyCancelledMidBatchReturnsContextError(t *testing.T) {
+	recs := mlsSizedStream(t, "inst-a", 4, 300)
+	dir := t.TempDir()
+	bad := 0
+	var example error
+	for i := 0; i < 30 && bad == 0; i++ {
+		db := mustOpen(t, filepath.Join(dir, "c"+string(rune('a'+i))+".db"), newKey(t), &Options{BatchSize: 100000})
+		cctx, cancel := context.WithCancel(ctx)
+		time.AfterFunc(time.Duration(2+i%10)*time.Millisecond, cancel)
+		err := db.Apply(cctx, recs)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			bad++
+			example = err
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("Apply cancelled mid-batch returned an error that is not the context's (exit 1 instead of 130 in the CLI): %v", example)
+	}
+}
+
 // assertNothingApplied checks that db still has the content of the empty
 // digest and its checkpoint has not moved.
 func assertNothingApplied(t *testing.T, db *DB, empty Digest) {

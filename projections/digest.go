@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -266,14 +267,62 @@ func (c *rowCursor) keyString() string {
 	return strings.Join(parts, ", ")
 }
 
+// Snapshot is one read transaction on a read model: every read through it
+// sees the database as it was when the snapshot was taken, whatever a
+// writer commits meanwhile (WAL keeps the pages it needs). Reading the
+// checkpoint and the tables through one Snapshot is what lets a caller
+// compare a live database with a replay up to that checkpoint while the
+// database's own writer keeps applying events. Close it promptly: while
+// it is open the WAL cannot be checkpointed past it.
+type Snapshot struct {
+	db *DB
+	tx *sql.Tx
+	cp uint64
+}
+
+// Snapshot takes a snapshot of the read model. It reads the checkpoint at
+// once, because SQLite fixes a deferred transaction's view at its first
+// read, not at BEGIN: the snapshot is taken when Snapshot returns.
+func (db *DB) Snapshot(ctx context.Context) (*Snapshot, error) {
+	tx, err := db.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, db.wrapErr("snapshot", err)
+	}
+	s := &Snapshot{db: db, tx: tx}
+	if err := tx.QueryRowContext(ctx, `SELECT seq FROM checkpoint WHERE id = 1`).Scan(&s.cp); err != nil {
+		tx.Rollback()
+		return nil, db.wrapErr("checkpoint", err)
+	}
+	return s, nil
+}
+
+// Checkpoint returns the stream sequence of the last event applied in the
+// snapshot.
+func (s *Snapshot) Checkpoint() uint64 { return s.cp }
+
+// Close ends the snapshot's read transaction. Closing twice is harmless.
+func (s *Snapshot) Close() error {
+	if err := s.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return s.db.wrapErr("snapshot", err)
+	}
+	return nil
+}
+
 // Digest computes the logical digest of the whole read model in one read
 // transaction (a consistent snapshot).
 func (db *DB) Digest(ctx context.Context) (Digest, error) {
-	tx, err := db.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	s, err := db.Snapshot(ctx)
 	if err != nil {
-		return Digest{}, db.wrapErr("digest", err)
+		return Digest{}, err
 	}
-	defer tx.Rollback()
+	defer s.Close()
+	return s.Digest(ctx)
+}
+
+// Digest computes the logical digest of the read model as the snapshot
+// sees it.
+func (s *Snapshot) Digest(ctx context.Context) (Digest, error) {
+	db, tx := s.db, s.tx
 	ts, err := db.tables(ctx, tx)
 	if err != nil {
 		return Digest{}, db.wrapErr("digest", err)
@@ -320,21 +369,30 @@ func (db *DB) Digest(ctx context.Context) (Digest, error) {
 
 // CompareDB walks both read models table by table in primary-key order and
 // returns the first difference (table and row key), or nil when their
-// content is equal.
+// content is equal. Each side is read in one snapshot.
 func CompareDB(ctx context.Context, a, b *DB) (*Difference, error) {
+	sa, err := a.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sa.Close()
+	return sa.CompareDB(ctx, b)
+}
+
+// CompareDB compares the read model as the snapshot sees it (the first
+// database) with b's current content (the second, read in one snapshot
+// of its own), like the function CompareDB.
+func (s *Snapshot) CompareDB(ctx context.Context, b *DB) (*Difference, error) {
+	a := s.db
 	if a.schema != b.schema {
 		return &Difference{Table: "(schema)", Detail: fmt.Sprintf("schema version %d vs %d", a.schema, b.schema)}, nil
 	}
-	ta, err := a.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	sb, err := b.Snapshot(ctx)
 	if err != nil {
-		return nil, a.wrapErr("compare", err)
+		return nil, err
 	}
-	defer ta.Rollback()
-	tb, err := b.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, b.wrapErr("compare", err)
-	}
-	defer tb.Rollback()
+	defer sb.Close()
+	ta, tb := s.tx, sb.tx
 	tia, err := a.tables(ctx, ta)
 	if err != nil {
 		return nil, a.wrapErr("compare", err)

@@ -2,8 +2,10 @@ package projections
 
 import (
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,6 +200,129 @@ func TestSwapFailureLeavesLiveIntact(t *testing.T) {
 	check()
 	if err := RemoveAside(tmp); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSwapDropsStaleRollbackJournal: a hot rollback journal left beside
+// the live file (a tool that switched the journal mode died mid-write)
+// belongs to the old file; Swap removes it, or the next Open would roll it
+// back into the new database and corrupt it. A rebuilt file that still
+// has a rollback journal is refused: the rename would part it from the
+// journal that undoes its unfinished transaction.
+func TestSwapDropsStaleRollbackJournal(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 2, 40)
+	dir := t.TempDir()
+	live := filepath.Join(dir, "ro.db")
+	k := newKey(t)
+	build(t, live, k, nil, recs).Close()
+	want, err := build(t, filepath.Join(t.TempDir(), "ref.db"), k, nil, recs).Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A real hot journal of the live file: a writer in rollback-journal
+	// mode with a tiny cache (so it spills pages into the file before
+	// committing), copied mid-transaction.
+	w, err := sql.Open("sqlite3", live+"?_pragma_key="+url.QueryEscape("x'"+hex.EncodeToString(k.b)+"'\"; PRAGMA cipher_compatibility = 4; --"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.SetMaxOpenConns(1)
+	for _, q := range []string{"PRAGMA journal_mode = DELETE", "PRAGMA cache_size = 2", "BEGIN", "UPDATE messages SET content = randomblob(300)"} {
+		if _, err := w.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	journal, err := os.ReadFile(live + "-journal")
+	if err != nil || len(journal) == 0 {
+		t.Fatalf("no hot journal to copy: %d bytes, %v", len(journal), err)
+	}
+	if _, err := w.Exec("ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := os.WriteFile(live+"-journal", journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tmp, err := BuildAside(dir, "ro.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build(t, tmp, k, nil, recs).Close()
+	// A rebuilt file with a rollback journal of its own is refused, and
+	// the live file keeps its journal.
+	if err := os.WriteFile(tmp+"-journal", journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Swap(tmp, live); err == nil || !strings.Contains(err.Error(), "rollback journal") {
+		t.Fatalf("swap of a rebuilt file with a rollback journal: %v", err)
+	}
+	if _, err := os.Stat(live + "-journal"); err != nil {
+		t.Fatalf("a refused swap touched the live journal: %v", err)
+	}
+	if err := os.Remove(tmp + "-journal"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := Swap(tmp, live); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(live + "-journal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the old file's journal is still beside the new one: %v", err)
+	}
+	db, err := Open(live, k, nil)
+	if err != nil {
+		t.Fatalf("open after swap: %v", err)
+	}
+	defer db.Close()
+	got, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatalf("digest after swap: %v", err)
+	}
+	if d := Compare(want, got); d != nil {
+		t.Fatalf("swapped-in database differs from its build: %v", d)
+	}
+}
+
+// TestSnapshotIgnoresLaterCommits: a Snapshot's checkpoint and tables are
+// one state of the database, whatever the writer commits after it was
+// taken.
+func TestSnapshotIgnoresLaterCommits(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 2, 20)
+	half := len(recs) / 2
+	db := build(t, filepath.Join(t.TempDir(), "ro.db"), newKey(t), nil, recs[:half])
+	defer db.Close()
+	before, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := build(t, filepath.Join(t.TempDir(), "ref.db"), newKey(t), nil, recs[:half])
+	defer ref.Close()
+	snap, err := db.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	applyAll(t, db, recs[half:])
+	if cp := snap.Checkpoint(); cp != recs[half-1].Seq {
+		t.Fatalf("snapshot checkpoint %d, want %d", cp, recs[half-1].Seq)
+	}
+	got, err := snap.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Compare(before, got); d != nil {
+		t.Fatalf("snapshot saw a later commit: %v", d)
+	}
+	if d, err := snap.CompareDB(ctx, ref); err != nil || d != nil {
+		t.Fatalf("snapshot vs a build of the same events: %v, %v", d, err)
+	}
+	if err := snap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := db.Checkpoint(ctx); cp != lastSeq(recs) {
+		t.Fatalf("live checkpoint %d, want %d", cp, lastSeq(recs))
 	}
 }
 

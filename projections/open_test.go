@@ -263,6 +263,59 @@ func TestCorruptFile(t *testing.T) {
 	})
 }
 
+// TestOpenDamagedMetaPageIsCorrupt: a damaged epochlog_meta page is
+// damage (ErrCorrupt: rebuild replaces the file), not a foreign file
+// (ErrNotOurs: rebuild refuses to touch it). Only a missing or foreign
+// schema marker means ErrNotOurs.
+func TestOpenDamagedMetaPageIsCorrupt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ro.db")
+	k := newKey(t)
+	db := mustOpen(t, path, k, nil)
+	applyAll(t, db, sampleStream(t, "inst-a", 1, 10))
+	var root int64
+	if err := db.SQL().QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = 'epochlog_meta'`).Scan(&root); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flip(t, path, (root-1)*PageSize+200)
+	_, err := Open(path, k, nil)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of a file whose epochlog_meta page is damaged: want ErrCorrupt, got %v (ErrNotOurs=%v)", err, errors.Is(err, ErrNotOurs))
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Fatalf("error does not name the file: %v", err)
+	}
+}
+
+// TestOpenMissingOrForeignMarkerIsNotOurs: a file with our application_id
+// but no epochlog_meta table, no format row, or another format is
+// ErrNotOurs, never ErrCorrupt (rebuild must not replace it).
+func TestOpenMissingOrForeignMarkerIsNotOurs(t *testing.T) {
+	for _, tc := range []struct{ name, stmt string }{
+		{"no table", `DROP TABLE epochlog_meta`},
+		{"no row", `DELETE FROM epochlog_meta WHERE name = 'format'`},
+		{"other format", `UPDATE epochlog_meta SET value = 'someone.else' WHERE name = 'format'`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ro.db")
+			k := newKey(t)
+			db := mustOpen(t, path, k, nil)
+			if _, err := db.SQL().Exec(tc.stmt); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(path, k, nil)
+			if !errors.Is(err, ErrNotOurs) || errors.Is(err, ErrCorrupt) {
+				t.Fatalf("want ErrNotOurs, got %v", err)
+			}
+		})
+	}
+}
+
 func TestNotOurs(t *testing.T) {
 	dir := t.TempDir()
 	k := newKey(t)

@@ -149,11 +149,12 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 		return db.classify(err, raw)
 	}
 	defer conn.Close()
-	var appID, userVersion, tables int
+	var appID, userVersion, tables, metaTables int
 	row := conn.QueryRowContext(ctx, `SELECT (SELECT application_id FROM pragma_application_id),
 		(SELECT user_version FROM pragma_user_version),
-		(SELECT count(*) FROM sqlite_master)`)
-	if err := row.Scan(&appID, &userVersion, &tables); err != nil {
+		(SELECT count(*) FROM sqlite_master),
+		(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'epochlog_meta')`)
+	if err := row.Scan(&appID, &userVersion, &tables, &metaTables); err != nil {
 		return db.classify(err, raw)
 	}
 	if tables == 0 && appID == 0 && userVersion == 0 {
@@ -169,10 +170,21 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 	if appID != applicationID {
 		return fmt.Errorf("%w: application_id %#x", ErrNotOurs, appID)
 	}
+	// Only a missing or foreign marker means another file: a marker that
+	// cannot be read is damage (ErrCorrupt), which a rebuild may replace,
+	// where it must leave a foreign file alone.
+	if metaTables == 0 {
+		return fmt.Errorf("%w: missing schema marker (no epochlog_meta table)", ErrNotOurs)
+	}
 	var marker string
 	err = conn.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = 'format'`).Scan(&marker)
-	if err != nil || marker != formatMarker {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("%w: missing schema marker", ErrNotOurs)
+	case err != nil:
+		return fmt.Errorf("read schema marker: %w", db.classify(err, raw))
+	case marker != formatMarker:
+		return fmt.Errorf("%w: foreign schema marker", ErrNotOurs)
 	}
 	if userVersion > LatestSchema {
 		return fmt.Errorf("%w: file has schema %d, this code knows up to %d", ErrSchemaTooNew, userVersion, LatestSchema)

@@ -45,10 +45,14 @@ func RemoveAside(tmp string) error {
 // main file); the live database must be closed by every user first.
 //
 // The sequence: (1) refuse if tmp still has a non-empty -wal (not fully
-// checkpointed); (2) fsync tmp; (3) remove the live database's stale -wal
-// and -shm, which belong to the old file and would otherwise be replayed
-// into the new one (the live one was closed, so its WAL is checkpointed and
-// these hold nothing the old file lacks); (4) rename tmp over live; (5)
+// checkpointed) or -journal (a transaction in progress: the rename would
+// part the file from the journal that undoes it); (2) fsync tmp; (3)
+// remove the live database's stale -wal, -shm and -journal, which belong
+// to the old file and would otherwise be replayed (WAL) or rolled back (a
+// hot journal) into the new one (the live one was closed, so its WAL is
+// checkpointed and these hold nothing the old file lacks; a journal never
+// holds committed data, only the pages an unfinished transaction
+// overwrote, and the old file is not kept); (4) rename tmp over live; (5)
 // fsync the directory. A crash before (4) leaves the old database intact;
 // after it, the new one complete. Any failure before (4) leaves live as it
 // was.
@@ -61,6 +65,9 @@ func Swap(tmp, live string) error {
 	}
 	if st, err := os.Stat(tmp + "-wal"); err == nil && st.Size() > 0 {
 		return fail(fmt.Errorf("rebuilt file %s still has a write-ahead log: close it before swapping", tmp))
+	}
+	if st, err := os.Stat(tmp + "-journal"); err == nil && st.Size() > 0 {
+		return fail(fmt.Errorf("rebuilt file %s has a rollback journal (a transaction in progress): close it before swapping", tmp))
 	}
 	st, err := os.Stat(tmp)
 	if err != nil {
@@ -80,7 +87,7 @@ func Swap(tmp, live string) error {
 	if st, err := os.Stat(live + "-wal"); err == nil && st.Size() > 0 {
 		return fail(fmt.Errorf("live database %s has a non-empty write-ahead log: close every user first", live))
 	}
-	for _, p := range []string{live + "-wal", live + "-shm", tmp + "-wal", tmp + "-shm"} {
+	for _, p := range []string{live + "-wal", live + "-shm", live + "-journal", tmp + "-wal", tmp + "-shm", tmp + "-journal"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fail(err)
 		}

@@ -47,8 +47,15 @@ func newDBKeyFlags(fs *flag.FlagSet, prefix string) *dbKeyFlags {
 // given reports whether any source was named on the command line or in the
 // environment.
 func (k *dbKeyFlags) given(env *cliEnv) bool {
-	return k.keyFile != "" || k.passFile != "" || k.hex != "" || k.plaintext ||
-		env.getenv(k.envKey) != "" || env.getenv(k.envPassphrase) != ""
+	return k.onCommandLine() || env.getenv(k.envKey) != "" || env.getenv(k.envPassphrase) != ""
+}
+
+// onCommandLine reports whether a source was named by a flag. Only flags
+// conflict with another choice on the command line: the environment is a
+// default, and a shell that exports a key must not break an invocation
+// that does not use it.
+func (k *dbKeyFlags) onCommandLine() bool {
+	return k.keyFile != "" || k.passFile != "" || k.hex != "" || k.plaintext
 }
 
 // key resolves the flags to a typed key. Exactly one source may be given.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -117,12 +118,17 @@ type keyFlags struct {
 
 func (k *keyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.file, "keys-file", "", "event keyring file (lines \"<key-id>:<64 hex digits>\"; the highest id seals new events); default $"+envRootKeys)
-	fs.StringVar(&k.inline, "keys", "", "event keyring given inline (discouraged: visible in the process list and shell history)")
+	fs.StringVar(&k.inline, "keys", "", "event keyring given inline (discouraged: visible in the process list and shell history); wins over $"+envRootKeys)
 }
 
-// keyring loads the keyring from --keys-file, $EPOCHLOG_ROOT_KEYS or --keys,
-// in that order of preference.
+// keyring loads the keyring from --keys-file, --keys or $EPOCHLOG_ROOT_KEYS,
+// in that order of preference: a flag given on the command line wins over
+// the environment, which is only the default (a shell that exports a
+// keyring must not silently override the one asked for).
 func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
+	if k.file != "" && k.inline != "" {
+		return nil, usageError{"give the event keyring once: --keys-file or --keys, not both"}
+	}
 	switch {
 	case k.file != "":
 		if err := checkKeyFileMode(env, k.file); err != nil {
@@ -137,17 +143,17 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 			return nil, fmt.Errorf("keyring file %s: %w", k.file, err)
 		}
 		return ring, nil
-	case env.getenv(envRootKeys) != "":
-		ring, err := parseKeyring(env.getenv(envRootKeys))
-		if err != nil {
-			return nil, fmt.Errorf("$%s: %w", envRootKeys, err)
-		}
-		return ring, nil
 	case k.inline != "":
 		fmt.Fprintln(env.stderr, "replayer: warning: a key given on the command line is visible to other users of this machine; prefer --keys-file or $"+envRootKeys)
 		ring, err := parseKeyring(k.inline)
 		if err != nil {
 			return nil, fmt.Errorf("--keys: %w", err)
+		}
+		return ring, nil
+	case env.getenv(envRootKeys) != "":
+		ring, err := parseKeyring(env.getenv(envRootKeys))
+		if err != nil {
+			return nil, fmt.Errorf("$%s: %w", envRootKeys, err)
 		}
 		return ring, nil
 	}
@@ -225,13 +231,18 @@ func parseKeyring(text string) (*events.Keyring, error) {
 }
 
 // ensureKeyringFile creates a keyring file with one fresh key (id 1, mode
-// 0600) if path does not exist, and returns whether it created one.
+// 0600) if path does not exist, and returns whether it created one. The
+// key is written to a temporary file, fsynced, and linked into place, so
+// path never holds an empty or partial keyring (a failed write or a crash
+// leaves no file, and the next run creates one), and a keyring another
+// process created meanwhile is never replaced.
 func ensureKeyringFile(path string) (bool, error) {
 	if _, err := os.Stat(path); err == nil {
 		return false, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return false, fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	key, err := events.GenerateRootKey()
 	if err != nil {
@@ -239,12 +250,16 @@ func ensureKeyringFile(path string) (bool, error) {
 	}
 	raw := key.Bytes()
 	defer clear(raw)
-	line := "# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n1:" + hex.EncodeToString(raw) + "\n"
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	line := []byte("# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n1:" + hex.EncodeToString(raw) + "\n")
+	defer clear(line)
+	// CreateTemp makes the file 0600.
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return false, fmt.Errorf("creating keyring file: %w", err)
+		return false, fmt.Errorf("creating keyring file %s: %w", path, err)
 	}
-	if _, err := f.WriteString(line); err != nil {
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(line); err != nil {
 		f.Close()
 		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
 	}
@@ -252,5 +267,33 @@ func ensureKeyringFile(path string) (bool, error) {
 		f.Close()
 		return false, fmt.Errorf("syncing keyring file %s: %w", path, err)
 	}
-	return true, f.Close()
+	if err := f.Close(); err != nil {
+		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
+	}
+	// Link, not rename: it fails if the keyring appeared meanwhile, so a
+	// keyring in use is never replaced.
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("installing keyring file %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return true, fmt.Errorf("syncing directory of keyring file %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// syncDir fsyncs a directory so a file just linked into it survives a
+// crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
 }

@@ -177,3 +177,54 @@ func TestFollowResumesFromCheckpoints(t *testing.T) {
 		t.Fatalf("follow-a's read model has %d pending deliveries, want 8", n)
 	}
 }
+
+// TestFollowKeysBesideIgnoresEnvironmentKey: the documented
+// "follow --db-keys-beside" runs in a shell that exports
+// $EPOCHLOG_DB_KEY: only a key flag on the command line conflicts with
+// --db-keys-beside, the environment is only a default.
+func TestFollowKeysBesideIgnoresEnvironmentKey(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("beside-a")
+	key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	env := ringEnv(&stdout, &stderr, map[string]string{envDBKey: strings.Repeat("ab", 32)})
+	code := make(chan int, 1)
+	go func() {
+		code <- run(runCtx, env, []string{"follow", "--nats", srv.URL(), "--db-dir", dir, "--db-keys-beside"})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), "following "+string(id)) {
+		select {
+		case c := <-code:
+			t.Fatalf("follow --db-keys-beside with $%s set exited %d: %s", envDBKey, c, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("follow did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if c := <-code; c != exitInterrupted {
+		t.Fatalf("follow after Ctrl-C exited %d, want %d: %s", c, exitInterrupted, stderr.String())
+	}
+	// A key flag given with it still conflicts.
+	var out, errb bytes.Buffer
+	c := run(ctx, ringEnv(&out, &errb, nil), []string{"follow", "--nats", srv.URL(), "--db-dir", dir, "--db-keys-beside",
+		"--db-key-file", filepath.Join(dir, string(id)+".key")})
+	if c != exitUsage {
+		t.Fatalf("follow --db-keys-beside --db-key-file: exit %d, want %d: %s", c, exitUsage, errb.String())
+	}
+}

@@ -73,7 +73,10 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	} else {
 		err = log.Read(ctx, id, *from, print)
 	}
-	if err != nil && ctx.Err() == nil {
+	// Only an event that does not check out is a verification failure
+	// (exit 3); a lost connection or a failed write is exit 1, and an
+	// interruption exit 130 (report tells them apart).
+	if err != nil && ctx.Err() == nil && isVerificationFailure(err) {
 		return verifyError{err}
 	}
 	return err

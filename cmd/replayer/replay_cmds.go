@@ -266,8 +266,11 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *inPlace {
-		if newKey.given(env) {
+		if newKey.onCommandLine() {
 			return usageError{"--in-place keeps the key: drop the --new-* key or migrate by replay"}
+		}
+		if newKey.given(env) {
+			fmt.Fprintf(env.stderr, "replayer: note: --in-place keeps the database's key; $%s / $%s are not used\n", envNewDBKey, envNewDBPassphrase)
 		}
 		from, to, err := engine.MigrateInPlace(ctx, r.db, key, nil)
 		if err != nil {
@@ -359,7 +362,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	keys.register(fs)
 	dir := fs.String("db-dir", "", "directory of the read models (required)")
 	list := fs.String("installation", "", "comma-separated installation ids (default: every DIR/*.db)")
-	beside := fs.Bool("db-keys-beside", false, "read each database's raw key from DIR/<installation>.key")
+	beside := fs.Bool("db-keys-beside", false, "read each database's raw key from DIR/<installation>.key (ignores $"+envDBKey+" and $"+envDBPassphrase+")")
 	dbKey := newDBKeyFlags(fs, "")
 	verbose := fs.Bool("v", false, "print a line per applied batch")
 	if err := parseFlags(fs, args); err != nil {
@@ -397,8 +400,10 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		shared = k
-	} else if dbKey.given(env) {
-		return usageError{"give either --db-keys-beside or one read-model key"}
+	} else if dbKey.onCommandLine() {
+		// $EPOCHLOG_DB_KEY is not a conflict: --db-keys-beside says where
+		// the keys are, and the environment is only a default.
+		return usageError{"give either --db-keys-beside or one read-model key flag"}
 	}
 	log, err := openLog(ctx, env, &conn, &keys)
 	if err != nil {
