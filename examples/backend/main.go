@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -196,7 +197,10 @@ func (s *service) drainAll(ctx context.Context) error {
 			return err
 		}
 		for _, d := range ds {
-			if _, err := in.Receive(ctx, d.Payload); err != nil {
+			// A redelivery (processed before, but this service stopped
+			// before acknowledging it) is refused as a duplicate and
+			// records nothing: acknowledge it like the rest.
+			if _, err := in.Receive(ctx, d.Payload); err != nil && !errors.Is(err, engine.ErrDuplicateMessage) {
 				return fmt.Errorf("%s: delivery %d: %w", id, d.Seq, err)
 			}
 			if err := s.queue.Acknowledge(ctx, id, channel, d.Seq); err != nil {
