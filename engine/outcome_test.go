@@ -129,17 +129,7 @@ func TestOperationDecidesAnAppendWhoseAnswerWasLost(t *testing.T) {
 	b.create(alice)
 	b.create(bob)
 	b.create(carol)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
+	gid := b.pair(alice, carol)
 	kpBob := b.keyPackage(bob)
 
 	proxy.mute.Store(true)
@@ -148,7 +138,7 @@ func TestOperationDecidesAnAppendWhoseAnswerWasLost(t *testing.T) {
 		proxy.mute.Store(false)
 		proxy.drop()
 	}()
-	co, err = b.insts[alice].AddMembers(ctx, gid, kpBob)
+	co, err := b.insts[alice].AddMembers(ctx, gid, kpBob)
 	if err != nil && !errors.Is(err, ErrNotProjected) {
 		t.Fatalf("AddMembers with its answers lost for a while: %v", err)
 	}

@@ -20,6 +20,25 @@ func (b *backend) lastSeq(id events.InstallationID) uint64 {
 	return s
 }
 
+// pair creates a group of creator's and adds member (by a last-resort key
+// package), who joins from the Welcome. It returns the group id.
+func (b *backend) pair(creator, member events.InstallationID) []byte {
+	b.t.Helper()
+	ctx := context.Background()
+	gid, err := b.insts[creator].CreateGroup(ctx, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	co, err := b.insts[creator].AddMembers(ctx, gid, b.keyPackage(member))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.insts[member].Receive(ctx, co.Welcome); err != nil {
+		b.t.Fatalf("%s joins: %v", member, err)
+	}
+	return gid
+}
+
 // receiveAgain delivers wire to in a second time (a redelivery, or another
 // process of the installation taking the same message) and checks that it
 // is refused with want and that nothing is appended to id's log; id's read
@@ -102,17 +121,7 @@ func TestRedeliveredCommitIsDuplicate(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(carol)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
+	gid := b.pair(alice, carol)
 	up, err := b.insts[alice].Update(ctx, gid)
 	if err != nil {
 		t.Fatal(err)
@@ -134,17 +143,7 @@ func TestWelcomeAfterRemovalRefused(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(carol)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
+	gid := b.pair(alice, carol)
 	rm, err := b.insts[alice].RemoveMembers(ctx, gid, carol)
 	if err != nil {
 		t.Fatal(err)
@@ -246,17 +245,7 @@ func TestTwoProcessesReceiveOneMessage(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(carol)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
+	gid := b.pair(alice, carol)
 	carol2, err := OpenInstallation(ctx, b.log, carol, b.dir+"/carol-2.db", b.keys[carol], b.opts())
 	if err != nil {
 		t.Fatal(err)

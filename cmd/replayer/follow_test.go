@@ -55,17 +55,7 @@ func TestFollowResumesFromCheckpoints(t *testing.T) {
 	defer l.Close()
 	ids := []events.InstallationID{"follow-a", "follow-b"}
 	for _, id := range ids {
-		key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), key, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The follower, not the installation, keeps the read model current
-		// from here on.
-		in.Close()
+		createInstallation(t, l, dir, id)
 	}
 	queue := engine.NewDeliveries(l, nil)
 	enqueue := func(n int, round string) {
@@ -187,15 +177,7 @@ func TestFollowKeysBesideIgnoresEnvironmentKey(t *testing.T) {
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("beside-a")
-	key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.Close()
+	createInstallation(t, l, dir, id)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stdout, stderr syncBuffer

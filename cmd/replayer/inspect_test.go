@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -25,15 +23,7 @@ func TestInspectWriteFailureIsNotVerificationFailure(t *testing.T) {
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("inspect-a")
-	key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.Close()
+	createInstallation(t, l, dir, id)
 	var errb bytes.Buffer
 	code := run(ctx, ringEnv(failingWriter{}, &errb, nil), []string{"inspect", "--nats", srv.URL(), "--installation", string(id)})
 	if code != exitFailure || strings.Contains(errb.String(), "verification failed") {

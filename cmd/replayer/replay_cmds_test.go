@@ -37,6 +37,23 @@ func startLog(t *testing.T) (*natstest.Server, *engine.Log) {
 	return srv, l
 }
 
+// createInstallation creates installation id on l with its read model at
+// DIR/ID.db under a raw key written to DIR/ID.key (the layout follow
+// --db-keys-beside reads), and closes it: a follower or a command, not the
+// installation, keeps the read model from here on.
+func createInstallation(t *testing.T, l *engine.Log, dir string, id events.InstallationID) {
+	t.Helper()
+	key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := engine.CreateInstallation(context.Background(), l, id, filepath.Join(dir, string(id)+".db"), key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+}
+
 // ringEnv is an environment holding only the event keyring, plus vars.
 func ringEnv(stdout, stderr interface{ Write([]byte) (int, error) }, vars map[string]string) *cliEnv {
 	return &cliEnv{stdout: stdout, stderr: stderr, getenv: func(k string) string {
