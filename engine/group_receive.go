@@ -74,6 +74,16 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 		}
 		return ng, bodies, nil
 	})
+	if errors.Is(err, mls.ErrNotMember) {
+		// No group state to load: removed. The commit that removed this
+		// installation, delivered again, is a duplicate.
+		ep := m.PublicMessage.Content.Epoch
+		if removed, rerr := in.removedAt(ctx, groupID, ep); rerr != nil {
+			return nil, rerr
+		} else if removed {
+			return nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d removed this installation, applied already: %w", in.id, groupID, ep, ErrDuplicateMessage)
+		}
+	}
 	if err != nil && !errors.Is(err, ErrNotProjected) {
 		return nil, err
 	}
@@ -81,6 +91,33 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 		delete(in.group, string(groupID))
 	}
 	return out, err
+}
+
+// removedAt reports whether this installation was removed from the group
+// by the commit of epoch ep (and is not a member since).
+func (in *Installation) removedAt(ctx context.Context, groupID []byte, ep uint64) (bool, error) {
+	var removed, active int
+	err := in.db.SQL().QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM members WHERE group_id = ?1 AND identity = ?2 AND removed_epoch = ?3),
+		(SELECT count(*) FROM members WHERE group_id = ?1 AND identity = ?2 AND removed_epoch IS NULL)`,
+		groupID, []byte(in.id), ep).Scan(&removed, &active)
+	if err != nil {
+		return false, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, groupID, err)
+	}
+	return removed > 0 && active == 0, nil
+}
+
+// messageReceived refuses an application message already recorded, as
+// ErrDuplicateMessage.
+func (in *Installation) messageReceived(ctx context.Context, groupID, id []byte) error {
+	var dup int
+	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE group_id = ? AND message_id = ?`, groupID, id).Scan(&dup); err != nil {
+		return fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
+	}
+	if dup != 0 {
+		return fmt.Errorf("engine: installation %s: group %x message %x: %w", in.id, groupID, id, ErrDuplicateMessage)
+	}
+	return nil
 }
 
 // commitApplied reports whether the group's read model records wire as
@@ -104,12 +141,8 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		// caught up, and may hold this message as received by another
 		// process of this installation (a reloaded group cannot tell, its
 		// receiving ratchets start afresh).
-		var dup int
-		if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE group_id = ? AND message_id = ?`, groupID, id).Scan(&dup); err != nil {
-			return nil, nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
-		}
-		if dup != 0 {
-			return nil, nil, fmt.Errorf("engine: installation %s: group %x message %x: %w", in.id, groupID, id, ErrDuplicateMessage)
+		if err := in.messageReceived(ctx, groupID, id); err != nil {
+			return nil, nil, err
 		}
 		cur := gs.g.Epoch()
 		if epoch+uint64(in.opts.MaxPastEpochs) < cur {
@@ -142,6 +175,12 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 			Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
 		}}, nil
 	})
+	if errors.Is(err, mls.ErrNotMember) {
+		// Removed since: a message received before is still a duplicate.
+		if derr := in.messageReceived(ctx, groupID, id); derr != nil {
+			return nil, derr
+		}
+	}
 	if err != nil && !errors.Is(err, ErrNotProjected) {
 		return nil, err
 	}
@@ -289,16 +328,18 @@ func (in *Installation) joinedAlready(ctx context.Context, gid []byte, epoch uin
 	return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): group joined already: %w", in.id, gid, epoch, ErrDuplicateMessage)
 }
 
-// joinedWith reports whether one of refs is a key package of this
-// installation that was consumed by joining a group it is still in: then
-// a Welcome naming it (whose keys are gone) is most likely that join's
-// redelivery.
+// joinedWith reports whether one of refs is a one-time key package of
+// this installation that was consumed by joining a group it is still in:
+// then a Welcome naming it (whose keys are gone) is that join's
+// redelivery, or a misuse of the package. Not a last-resort package: it
+// serves many Welcomes, and one naming it after its keys were rotated out
+// is a new invitation that cannot be processed (ErrNoKeyPackage).
 func (in *Installation) joinedWith(ctx context.Context, refs [][]byte) ([]byte, bool, error) {
 	for _, ref := range refs {
 		var gid []byte
 		err := in.db.SQL().QueryRowContext(ctx, `SELECT k.consumed_group FROM key_packages k
 			JOIN members m ON m.group_id = k.consumed_group AND m.identity = ? AND m.removed_epoch IS NULL
-			WHERE k.ref = ? AND k.consumed_group IS NOT NULL`, []byte(in.id), ref).Scan(&gid)
+			WHERE k.ref = ? AND k.consumed_group IS NOT NULL AND NOT k.last_resort`, []byte(in.id), ref).Scan(&gid)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}

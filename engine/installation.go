@@ -345,14 +345,28 @@ func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs 
 }
 
 // appendUnanswered reports whether an append failed for want of an
-// answer (a timeout, a lost connection), so that its events may be
-// stored: not refused by the server or before sending, not stopped by a
-// bad record on the stream.
+// answer (the request timed out or was cancelled, the connection dropped or
+// is reconnecting), so that its events may be stored and trying again
+// decides it; or was refused at the expected position while a cluster's
+// in-flight state clears, which Append says to try again. Anything else
+// (a refusal by the server or before sending, a message too large, a bad
+// record on the stream, a missing stream) is an answer: trying again
+// cannot mend it.
 func appendUnanswered(err error) bool {
 	var ae *jetstream.APIError
-	var re *RecordError
-	return !errors.As(err, &ae) && !errors.As(err, &re) &&
-		!errors.Is(err, ErrInvalidAppend) && !errors.Is(err, ErrAtomicUnsupported) && !errors.Is(err, ErrClosed)
+	if errors.As(err, &ae) {
+		return isRace(err)
+	}
+	for _, lost := range []error{
+		context.DeadlineExceeded, context.Canceled, nats.ErrTimeout,
+		nats.ErrConnectionReconnecting, nats.ErrReconnectBufExceeded,
+		nats.ErrDisconnected, nats.ErrStaleConnection, nats.ErrConnectionClosed,
+	} {
+		if errors.Is(err, lost) {
+			return true
+		}
+	}
+	return false
 }
 
 // outcomeBackoff is the pause before deciding an unanswered append again

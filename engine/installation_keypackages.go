@@ -124,6 +124,14 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 			// keys go with the next rotation) or by another process.
 			return nil
 		}
+		// The position that goes with the state just read: publishing the
+		// rotation package below catches the read model up, perhaps with
+		// another process's consumption of kp, and appending after that
+		// must be a conflict, not a second consumption.
+		pos, err := in.position(ctx, agg.Type, agg.ID)
+		if err != nil {
+			return err
+		}
 		if bodies == nil {
 			bodies = []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}}
 			if kp.lastResort {
@@ -136,10 +144,6 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 				}
 				bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})
 			}
-		}
-		pos, err := in.position(ctx, agg.Type, agg.ID)
-		if err != nil {
-			return err
 		}
 		err = in.appendAndProject(ctx, agg, pos, bodies)
 		if errors.Is(err, ErrConflict) {

@@ -205,3 +205,29 @@ func TestOperationOutcomeUnknownWhenContextEnds(t *testing.T) {
 		t.Errorf("next Update moved the group to epoch %d, want 2 (after the recorded one)", next.Epoch)
 	}
 }
+
+// An append refused before it is sent (a message larger than the server's
+// max_payload) is an answer, not a lost one: the operation fails at once
+// with that error, not after retrying until its context ends (with a
+// context without deadline, never, holding the installation's lock).
+func TestOperationRefusedAppendIsNotRetried(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	gid, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = b.insts[alice].Send(short, gid, make([]byte, 2<<20), nil)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a 2 MiB message was accepted: the test server's max_payload is larger, send a larger one")
+	}
+	t.Logf("Send: %v (after %v)", err, took)
+	if errors.Is(err, ErrOutcomeUnknown) || took > time.Second {
+		t.Errorf("Send of an oversized message: %v after %v, want a prompt refusal, not ErrOutcomeUnknown", err, took)
+	}
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,4 +266,84 @@ func TestTwoProcessesReceiveOneMessage(t *testing.T) {
 	// same event, and Append would take the second for a retry of the first.
 	b.now = b.now.Add(time.Second)
 	b.receiveAgain(carol2, carol, out.Message, ErrDuplicateMessage)
+}
+
+// Two processes of bob take two Welcomes that use one last-resort key
+// package at the same moment: process 1 consumes and rotates it while
+// process 2 is publishing its rotation package (the clock hook runs
+// process 1 there). Process 2's consumption must then lose the race for
+// the package's position and find it rotated, not record it a second time,
+// which the read model could never apply.
+func TestTwoProcessesRotateOneLastResortKeyPackageAtOnce(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	kp := b.keyPackage(bob)
+	var welcomes [][]byte
+	for i := 0; i < 2; i++ {
+		gid, err := b.insts[alice].CreateGroup(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := b.insts[alice].AddMembers(ctx, gid, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		welcomes = append(welcomes, co.Welcome)
+	}
+	var calls atomic.Int32
+	var armed atomic.Bool
+	var p1Err error
+	opts := b.opts()
+	opts.Now = func() time.Time {
+		if armed.Load() && calls.Add(1) == 2 {
+			// Process 1 takes the other Welcome right now.
+			_, p1Err = b.insts[bob].Receive(ctx, welcomes[0])
+		}
+		return b.now
+	}
+	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	armed.Store(true)
+	_, err2 := bob2.Receive(ctx, welcomes[1])
+	if p1Err != nil {
+		t.Fatalf("process 1: %v", p1Err)
+	}
+	if err2 != nil {
+		t.Errorf("process 2: %v", err2)
+	}
+	for i, in := range []*Installation{b.insts[bob], bob2} {
+		if err := in.CatchUp(ctx); err != nil {
+			t.Errorf("process %d can no longer catch up: %v", i+1, err)
+		}
+	}
+}
+
+// After carol's removal, the commit that removed her and a message she
+// received before it, delivered again, are duplicates (which a service
+// acknowledges), not errors that would stop her queue: she has no group
+// state left to process them with.
+func TestRedeliveredRemovalIsDuplicate(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(carol)
+	gid := b.pair(alice, carol)
+	msg := b.send(alice, gid, "before")
+	if _, err := b.insts[carol].Receive(ctx, msg.Message); err != nil {
+		t.Fatal(err)
+	}
+	rm, err := b.insts[alice].RemoveMembers(ctx, gid, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.insts[carol].Receive(ctx, rm.Commit); err != nil || !r.Removed {
+		t.Fatalf("carol receives her removal: %+v, %v", r, err)
+	}
+	b.receiveAgain(b.insts[carol], carol, rm.Commit, ErrDuplicateMessage)
+	b.receiveAgain(b.insts[carol], carol, msg.Message, ErrDuplicateMessage)
 }
