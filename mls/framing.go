@@ -263,7 +263,7 @@ func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSec
 	}
 	senderData, err := cs.Open(sdKey.Bytes(), sdNonce.Bytes(), sdAAD, pm.EncryptedSenderData)
 	if err != nil {
-		return nil, fmt.Errorf("%w: sender data of a %s in epoch %d", ErrTampered, contentName(pm.ContentType), pm.Epoch)
+		return nil, fmt.Errorf("%w: sender data of a %s in epoch %d: %w", ErrTampered, contentName(pm.ContentType), pm.Epoch, err)
 	}
 	r := codec.NewReader(senderData)
 	leaf, _ := r.Uint32()
@@ -285,7 +285,7 @@ func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSec
 	}
 	plain, err := cs.Open(kn.Key.Bytes(), guardNonce(kn.Nonce, guard), aad, pm.Ciphertext)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s from leaf %d, generation %d, epoch %d", ErrTampered, contentName(pm.ContentType), leaf, gen, pm.Epoch)
+		return nil, fmt.Errorf("%w: %s from leaf %d, generation %d, epoch %d: %w", ErrTampered, contentName(pm.ContentType), leaf, gen, pm.Epoch, err)
 	}
 	ac := &AuthenticatedContent{WireFormat: WireFormatPrivateMessage, Content: FramedContent{
 		GroupID:           append([]byte(nil), pm.GroupID...),

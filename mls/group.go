@@ -521,6 +521,9 @@ func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
 	if err != nil {
 		return err
 	}
+	if slices.ContainsFunc(g.proposals, func(c cachedProposal) bool { return bytes.Equal(c.ref, ref) }) {
+		return nil // a replay: cached once
+	}
 	g.proposals = append(g.proposals, cachedProposal{ref: ref, sender: ac.Content.Sender, proposal: ac.Content.Proposal})
 	return nil
 }

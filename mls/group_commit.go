@@ -545,8 +545,8 @@ func (g *Group) ProposeUpdate() (*Group, *MLSMessage, error) {
 }
 
 // CommitOptions selects what a commit carries besides the proposals cached
-// in the current epoch, which are always committed by reference (except
-// this member's own Updates, which a committer may not commit).
+// in the current epoch, which are committed by reference as far as they
+// can be together (see [Group.Commit]).
 type CommitOptions struct {
 	// Add, Remove and PSKs are proposed inline.
 	Add    []*KeyPackage
@@ -565,6 +565,85 @@ type CommitOptions struct {
 	OmitRatchetTree bool
 }
 
+// committable selects the cached proposals a commit with opts can carry
+// together (see [Group.Commit]), in the order they were received.
+func (g *Group) committable(opts CommitOptions) []cachedProposal {
+	inlineRemoved := map[LeafIndex]bool{}
+	for _, l := range opts.Remove {
+		inlineRemoved[l] = true
+	}
+	inlinePSK := map[string]bool{}
+	for i := range opts.PSKs {
+		if b, err := opts.PSKs[i].Marshal(); err == nil {
+			inlinePSK[string(b)] = true
+		}
+	}
+	removed := map[LeafIndex]bool{}
+	lastUpdate := map[LeafIndex]int{} // leaf -> index in g.proposals
+	lastGCE := -1
+	for i, p := range g.proposals {
+		switch p.proposal.Type {
+		case ProposalTypeRemove:
+			removed[p.proposal.Remove.Removed] = true
+		case ProposalTypeUpdate:
+			lastUpdate[p.sender.LeafIndex] = i
+		case ProposalTypeGroupContextExtensions:
+			lastGCE = i
+		}
+	}
+	var out []cachedProposal
+	var adds []cachedProposal
+	removing := map[LeafIndex]bool{}
+	psks := map[string]bool{}
+	for i, p := range g.proposals {
+		switch p.proposal.Type {
+		case ProposalTypeRemove:
+			l := p.proposal.Remove.Removed
+			if l == g.me || removing[l] || inlineRemoved[l] || g.tree.Leaf(l) == nil {
+				continue
+			}
+			removing[l] = true
+		case ProposalTypeUpdate:
+			l := p.sender.LeafIndex
+			if l == g.me || removed[l] || inlineRemoved[l] || lastUpdate[l] != i {
+				continue
+			}
+		case ProposalTypeGroupContextExtensions:
+			if opts.GroupContextExtensions != nil || i != lastGCE {
+				continue
+			}
+		case ProposalTypePSK:
+			b, err := p.proposal.PreSharedKey.PSK.Marshal()
+			if err != nil || psks[string(b)] || inlinePSK[string(b)] {
+				continue
+			}
+			if _, err := g.pskSecretFor([]PreSharedKeyID{p.proposal.PreSharedKey.PSK}); err != nil {
+				continue
+			}
+			psks[string(b)] = true
+		case ProposalTypeAdd:
+			adds = append(adds, p)
+		}
+		if p.proposal.Type != ProposalTypeAdd {
+			out = append(out, p)
+		}
+	}
+	if len(adds) == 0 {
+		return out
+	}
+	// Adds last, as applyProposals applies them; those that fit together
+	// with the rest as a whole are the usual case, checked once.
+	if _, err := g.applyProposals(g.me, append(slices.Clone(out), adds...)); err == nil {
+		return append(out, adds...)
+	}
+	for _, a := range adds {
+		if _, err := g.applyProposals(g.me, append(slices.Clone(out), a)); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // CommitResult holds the messages a commit produces.
 type CommitResult struct {
 	// Commit goes to the current members.
@@ -579,18 +658,24 @@ type CommitResult struct {
 // Commit creates a commit of the cached proposals and those in opts, and
 // returns the group in the new epoch with the commit and the Welcome for
 // added members (RFC 9420 §12.4.1).
+//
+// Cached proposals are committed by reference as far as they can be
+// together with opts (RFC 9420 §12.2): a Remove is preferred to an Update
+// of the same leaf, and the most recent Update of a leaf to earlier ones;
+// a leaf removed twice, a PreSharedKey proposed twice or not held, an
+// extensions proposal when opts sets the extensions, an Add that cannot
+// join the group (its keys already in it), this member's own Updates and
+// its own removal are left out. Otherwise one member's proposal, or two
+// members proposing the same removal, would stop every receiver from
+// committing for the rest of the epoch. Proposals in opts are never left
+// out: a conflict among them is an error.
 func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	if err := g.checkActive(); err != nil {
 		return nil, nil, err
 	}
 	var list []ProposalOrRef
 	var props []cachedProposal
-	for _, p := range g.proposals {
-		// A committer may not commit its own Update nor its own removal.
-		if p.sender.LeafIndex == g.me && p.proposal.Type == ProposalTypeUpdate ||
-			p.proposal.Type == ProposalTypeRemove && p.proposal.Remove.Removed == g.me {
-			continue
-		}
+	for _, p := range g.committable(opts) {
 		list = append(list, ProposalOrRef{Type: ProposalOrRefReference, Reference: p.ref})
 		props = append(props, p)
 	}

@@ -258,6 +258,7 @@ func TestScenarioRejections(t *testing.T) {
 	bad.Ciphertext[len(bad.Ciphertext)-2] ^= 0x40
 	_, _, err = w.members[0].OpenApplication(&MLSMessage{Version: ProtocolMLS10, WireFormat: WireFormatPrivateMessage, PrivateMessage: &bad})
 	expect("tampered ciphertext", ErrTampered, err)
+	expect("tampered ciphertext", ErrDecrypt, err)
 	// The original still opens after the failed attempts (state values
 	// were not consumed), then a replay is refused.
 	w.open(0, msg, "hello")

@@ -192,7 +192,7 @@ func (g *Group) openWelcome(w *Welcome, kp *KeyPackage, initKey *ciphersuite.HPK
 	}
 	plain, err := g.cs.DecryptWithLabel(initKey, labelWelcomeSecrets, w.EncryptedGroupInfo, egs.EncryptedGroupSecrets.KEMOutput, egs.EncryptedGroupSecrets.Ciphertext)
 	if err != nil {
-		return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: group secrets for key package %x", ErrTampered, ref)
+		return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: group secrets for key package %x: %w", ErrTampered, ref, err)
 	}
 	var gs GroupSecrets
 	if err := gs.Unmarshal(plain); err != nil {
@@ -225,7 +225,7 @@ func (g *Group) openWelcome(w *Welcome, kp *KeyPackage, initKey *ciphersuite.HPK
 	}
 	giBytes, err := g.cs.Open(key.Bytes(), nonce.Bytes(), nil, w.EncryptedGroupInfo)
 	if err != nil {
-		return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: encrypted group info", ErrTampered)
+		return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: encrypted group info: %w", ErrTampered, err)
 	}
 	var gi GroupInfo
 	if err := gi.Unmarshal(giBytes); err != nil {
