@@ -40,7 +40,11 @@ func newDBKeyFlags(fs *flag.FlagSet, prefix string) *dbKeyFlags {
 	fs.StringVar(&k.keyFile, prefix+"db-key-file", "", what+": file of 64 hex digits (a raw SQLCipher key), mode 0600; default $"+k.envKey)
 	fs.StringVar(&k.passFile, prefix+"db-passphrase-file", "", what+": file holding a passphrase (Argon2id, salt in <db>.salt); default $"+k.envPassphrase)
 	fs.StringVar(&k.hex, prefix+"db-key", "", what+" as 64 hex digits on the command line (discouraged: visible to other users)")
-	fs.BoolVar(&k.plaintext, prefix+"plaintext", false, "the "+strings.TrimSuffix(what, " key")+" is not encrypted (no key)")
+	if prefix == "" {
+		// Only a source may be unencrypted: read models are never
+		// written without a key.
+		fs.BoolVar(&k.plaintext, "plaintext", false, "the read-model is not encrypted (no key; only as a migration source)")
+	}
 	return k
 }
 

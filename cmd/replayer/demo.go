@@ -67,7 +67,7 @@ stream (digest) and every installation's MLS history (epoch authenticators).
 
 Files, under --data:
   event.keys                     event keyring (created on first use, 0600)
-  nats/                          the embedded server's JetStream store
+  jetstream/                     the embedded server's JetStream store
   runs/<run>/db/<inst>.db        an installation's read model (SQLCipher 4)
   runs/<run>/db/<inst>.key       its raw key: 64 hex digits (0600); use it with
                                  replayer rebuild|rekey|verify --db-key-file`

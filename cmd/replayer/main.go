@@ -28,7 +28,7 @@ import (
 	"github.com/epochlog/epochlog/projections"
 )
 
-// Exit codes (documented in the package doc and docs/replayer.md).
+// Exit codes (documented in the package doc and docs/operations.md).
 const (
 	exitOK          = 0
 	exitFailure     = 1

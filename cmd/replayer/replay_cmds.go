@@ -236,16 +236,13 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if newK.IsPlaintext() {
-		return usageError{"--new-plaintext: read models are never rewritten unencrypted"}
-	}
 	return r.rebuildWith(ctx, env, "rekey", newK, func(log *engine.Log, inst events.InstallationID, opts *engine.ReplayOptions) (*engine.RebuildResult, error) {
 		return log.Rekey(ctx, inst, r.db, oldK, newK, opts)
 	})
 }
 
 func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "migrate", "--installation ID --db PATH [--in-place] [flags]",
+	fs := newFlagSet(env, "migrate", "--installation ID --db PATH [flags]  |  --db PATH --in-place [flags]",
 		fmt.Sprintf("Brings the read model to the newest schema (v%d). By default by replay: a fresh\n"+
 			"database at the new schema, swapped in atomically; this works from any older\n"+
 			"schema and from an unencrypted database (--plaintext with a --new-db-key-file).\n"+
