@@ -40,6 +40,36 @@ func (b *backend) pair(creator, member events.InstallationID) []byte {
 	return gid
 }
 
+// secondProcess opens id a second time, with a read model of its own, as
+// another process of the installation would. opts nil: the backend's.
+func (b *backend) secondProcess(id events.InstallationID, opts *InstallationOptions) *Installation {
+	b.t.Helper()
+	if opts == nil {
+		opts = b.opts()
+	}
+	in, err := OpenInstallation(context.Background(), b.log, id, b.dir+"/"+string(id)+"-2.db", b.keys[id], opts)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { in.Close() })
+	return in
+}
+
+// removeAndReceive has by remove member from gid, and member process
+// the commit; it returns the commit.
+func (b *backend) removeAndReceive(by events.InstallationID, gid []byte, member events.InstallationID) *CommitOutput {
+	b.t.Helper()
+	ctx := context.Background()
+	rm, err := b.insts[by].RemoveMembers(ctx, gid, member)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if r, err := b.insts[member].Receive(ctx, rm.Commit); err != nil || !r.Removed {
+		b.t.Fatalf("%s receives its removal: %+v, %v", member, r, err)
+	}
+	return rm
+}
+
 // receiveAgain delivers wire to in a second time (a redelivery, or another
 // process of the installation taking the same message) and checks that it
 // is refused with want and that nothing is appended to id's log; id's read
@@ -145,13 +175,7 @@ func TestWelcomeAfterRemovalRefused(t *testing.T) {
 	b.create(alice)
 	b.create(carol)
 	gid := b.pair(alice, carol)
-	rm, err := b.insts[alice].RemoveMembers(ctx, gid, carol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := b.insts[carol].Receive(ctx, rm.Commit); err != nil || !r.Removed {
-		t.Fatalf("carol receives her removal: %+v, %v", r, err)
-	}
+	b.removeAndReceive(alice, gid, carol)
 	back, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
@@ -169,11 +193,7 @@ func TestTwoProcessesConsumeOneLastResortKeyPackage(t *testing.T) {
 	b.create(alice)
 	b.create(bob)
 	kp := b.keyPackage(bob)
-	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob2.Close()
+	bob2 := b.secondProcess(bob, nil)
 	var welcomes [][]byte
 	var gids [][]byte
 	for i := 0; i < 2; i++ {
@@ -219,11 +239,7 @@ func TestTwoProcessesProcessOneWelcome(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(bob)
-	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob2.Close()
+	bob2 := b.secondProcess(bob, nil)
 	gid, err := b.insts[alice].CreateGroup(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -247,11 +263,7 @@ func TestTwoProcessesReceiveOneMessage(t *testing.T) {
 	b.create(alice)
 	b.create(carol)
 	gid := b.pair(alice, carol)
-	carol2, err := OpenInstallation(ctx, b.log, carol, b.dir+"/carol-2.db", b.keys[carol], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol2.Close()
+	carol2 := b.secondProcess(carol, nil)
 	out, err := b.insts[alice].Send(ctx, gid, []byte("hello"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -303,11 +315,7 @@ func TestTwoProcessesRotateOneLastResortKeyPackageAtOnce(t *testing.T) {
 		}
 		return b.now
 	}
-	bob2, err := OpenInstallation(ctx, b.log, bob, b.dir+"/bob-2.db", b.keys[bob], opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob2.Close()
+	bob2 := b.secondProcess(bob, opts)
 	armed.Store(true)
 	_, err2 := bob2.Receive(ctx, welcomes[1])
 	if p1Err != nil {
@@ -337,13 +345,7 @@ func TestRedeliveredRemovalIsDuplicate(t *testing.T) {
 	if _, err := b.insts[carol].Receive(ctx, msg.Message); err != nil {
 		t.Fatal(err)
 	}
-	rm, err := b.insts[alice].RemoveMembers(ctx, gid, carol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := b.insts[carol].Receive(ctx, rm.Commit); err != nil || !r.Removed {
-		t.Fatalf("carol receives her removal: %+v, %v", r, err)
-	}
+	rm := b.removeAndReceive(alice, gid, carol)
 	b.receiveAgain(b.insts[carol], carol, rm.Commit, ErrDuplicateMessage)
 	b.receiveAgain(b.insts[carol], carol, msg.Message, ErrDuplicateMessage)
 }
