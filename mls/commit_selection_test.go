@@ -212,3 +212,34 @@ func TestJoinUndecryptableWelcome(t *testing.T) {
 		t.Fatalf("the Welcome as sent: %v", err)
 	}
 }
+
+// An extensions proposal some member does not support is valid to cache
+// but can never be committed: the commit leaves it out and keeps a Remove
+// received with it.
+func TestCommitLeavesOutUnsupportedExtensions(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 3)
+	exts := Extensions{{Type: 0xff00, Data: []byte{1}}}
+	g1, gce, _, err := w.members[1].propose(&Proposal{Type: ProposalTypeGroupContextExtensions, GroupContextExtensions: &GroupContextExtensions{Extensions: exts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1, rm, err := g1.ProposeRemove(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.members[1] = g1
+	g0 := mustProcess(t, w.members[0], gce)
+	refRm := proposalRef(t, g0, rm)
+	g0 = mustProcess(t, g0, rm)
+	ng, res, err := g0.Commit(CommitOptions{})
+	if err != nil {
+		t.Fatalf("commit with an unsupported extensions proposal cached: %v", err)
+	}
+	if refs := commitRefs(t, res.Commit); len(refs) != 1 || !bytes.Equal(refs[0], refRm) {
+		t.Errorf("commit carries references %x, want only the Remove %x", refs, refRm)
+	}
+	if ng.Tree().Leaf(3) != nil || len(ng.GroupContext().Extensions) != 0 {
+		t.Errorf("after the commit: leaf 3 %v, extensions %v; want leaf 3 removed and no extensions", ng.Tree().Leaf(3) != nil, ng.GroupContext().Extensions)
+	}
+}

@@ -628,20 +628,24 @@ func (g *Group) committable(opts CommitOptions) []cachedProposal {
 			out = append(out, p)
 		}
 	}
-	if len(adds) == 0 {
-		return out
+	// Adds last, as applyProposals applies them. That all fit together is
+	// the usual case, checked once; otherwise each is kept if it still
+	// fits with those kept before it (an Add whose keys are in the group,
+	// an extensions proposal some member does not support, is left out).
+	all := append(out, adds...)
+	if len(all) == 0 {
+		return nil
 	}
-	// Adds last, as applyProposals applies them; those that fit together
-	// with the rest as a whole are the usual case, checked once.
-	if _, err := g.applyProposals(g.me, append(slices.Clone(out), adds...)); err == nil {
-		return append(out, adds...)
+	if _, err := g.applyProposals(g.me, all); err == nil {
+		return all
 	}
-	for _, a := range adds {
-		if _, err := g.applyProposals(g.me, append(slices.Clone(out), a)); err == nil {
-			out = append(out, a)
+	var kept []cachedProposal
+	for _, p := range all {
+		if _, err := g.applyProposals(g.me, append(slices.Clone(kept), p)); err == nil {
+			kept = append(kept, p)
 		}
 	}
-	return out
+	return kept
 }
 
 // CommitResult holds the messages a commit produces.
@@ -664,8 +668,9 @@ type CommitResult struct {
 // of the same leaf, and the most recent Update of a leaf to earlier ones;
 // a leaf removed twice, a PreSharedKey proposed twice or not held, an
 // extensions proposal when opts sets the extensions, an Add that cannot
-// join the group (its keys already in it), this member's own Updates and
-// its own removal are left out. Otherwise one member's proposal, or two
+// join the group (its keys already in it), an extensions proposal some
+// member does not support, this member's own Updates and its own removal
+// are left out. Otherwise one member's proposal, or two
 // members proposing the same removal, would stop every receiver from
 // committing for the rest of the epoch. Proposals in opts are never left
 // out: a conflict among them is an error.
