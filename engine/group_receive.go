@@ -164,9 +164,11 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		if rec.ContentType != mls.ContentTypeApplication {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, ErrUnsupportedMessage)
 		}
-		sender, err := in.memberAt(ctx, groupID, uint32(rec.Sender), ng)
-		if err != nil {
-			return nil, nil, err
+		// Named by the credential its signature was verified with, in the
+		// message's own epoch: the leaf may hold another member now.
+		sender := events.InstallationID(rec.SenderCredential.Identity)
+		if err := sender.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: sender leaf %d: %w", in.id, groupID, rec.Sender, err)
 		}
 		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
 			Content: rec.ApplicationData, AuthenticatedData: rec.AuthenticatedData, MessageID: id}
@@ -185,23 +187,6 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		return nil, err
 	}
 	return out, err
-}
-
-// memberAt names the installation at leaf; the current tree knows it unless
-// the sender left since, then the read model's membership history does.
-func (in *Installation) memberAt(ctx context.Context, groupID []byte, leaf uint32, g *mls.Group) (events.InstallationID, error) {
-	if ln := g.Tree().Leaf(mls.LeafIndex(leaf)); ln != nil {
-		return events.InstallationID(ln.Credential.Identity), nil
-	}
-	var id []byte
-	err := in.db.SQL().QueryRowContext(ctx, `SELECT identity FROM members WHERE group_id = ? AND leaf = ?`, groupID, int64(leaf)).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("engine: installation %s: group %x: sender leaf %d: %w", in.id, groupID, leaf, mls.ErrNotMember)
-	}
-	if err != nil {
-		return "", err
-	}
-	return events.InstallationID(id), nil
 }
 
 func (in *Installation) epochRetired(ctx context.Context, groupID []byte, epoch uint64) (bool, error) {

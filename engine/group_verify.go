@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -31,7 +32,10 @@ type MLSReport struct {
 // commit of another member is processed again on the state of the previous
 // epoch, and each resulting epoch authenticator must equal the recorded
 // one (and the recorded state's). An own commit must move to the next
-// epoch and its recorded state must carry the recorded authenticator. The
+// epoch and its recorded state must carry the recorded authenticator.
+// Every commit's recorded membership change must be the one between the
+// previous state and the new one, every recorded member must sit at its
+// leaf in the group's tree of that epoch, and a group is joined once. The
 // first mismatch, a commit that skips or repeats an epoch, or an event for
 // a group not created or joined stops VerifyMLS with a *RecordError naming
 // the stream sequence and wrapping ErrMLSMismatch (or the log's own
@@ -47,6 +51,7 @@ func (l *Log) VerifyMLS(ctx context.Context, inst events.InstallationID) (*MLSRe
 	var sig *ciphersuite.SignaturePrivateKey
 	kps := map[string]kpKeys{}
 	groups := map[string]*mls.Group{}
+	left := map[string]bool{} // groups this installation was removed from
 	mismatch := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrMLSMismatch}, args...)...)
 	}
@@ -122,15 +127,19 @@ func (l *Log) VerifyMLS(ctx context.Context, inst events.InstallationID) (*MLSRe
 			if err != nil {
 				return err
 			}
-			if _, ok := groups[string(b.GroupID)]; !ok {
-				rep.Groups++
+			if _, ok := groups[string(b.GroupID)]; ok {
+				return mismatch("group %x joined again (epoch %d)", b.GroupID, b.Epoch)
 			}
+			rep.Groups++
 			groups[string(b.GroupID)] = g
 			rep.Rederived++
 		case events.CommitApplied:
 			prev, ok := groups[string(b.GroupID)]
 			if !ok {
 				return mismatch("commit for group %x, which was never created or joined", b.GroupID)
+			}
+			if left[string(b.GroupID)] {
+				return mismatch("commit for group %x after this installation's removal", b.GroupID)
 			}
 			if b.Epoch != prev.Epoch()+1 {
 				return mismatch("group %x: commit to epoch %d after epoch %d (missing or reordered commit)", b.GroupID, b.Epoch, prev.Epoch())
@@ -158,7 +167,26 @@ func (l *Log) VerifyMLS(ctx context.Context, inst events.InstallationID) (*MLSRe
 			if gc := g.GroupContext(); b.ConfirmedTranscriptHash != nil && !bytes.Equal(gc.ConfirmedTranscriptHash, b.ConfirmedTranscriptHash) {
 				return mismatch("group %x epoch %d: confirmed transcript hash differs from the recorded state's", b.GroupID, b.Epoch)
 			}
+			// The read model's membership comes from Added and Removed.
+			if added, removed := diffMembers(prev, g); !sameMembers(added, b.Added) || !sameMembers(removed, b.Removed) {
+				return mismatch("group %x epoch %d: commit recorded as adding %s and removing %s; the states differ by adding %s and removing %s",
+					b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
+			}
 			groups[string(b.GroupID)] = g
+		case events.MemberAdded:
+			if err := checkMember(groups, b.GroupID, b.Epoch, b.Leaf, b.Identity, mismatch); err != nil {
+				return err
+			}
+		case events.MemberRemoved:
+			// Only this installation's own removal is recorded as an event
+			// of its own (others' are in the commit's Removed).
+			if err := checkMember(groups, b.GroupID, b.Epoch, b.Leaf, b.Identity, mismatch); err != nil {
+				return err
+			}
+			if !bytes.Equal(b.Identity, []byte(inst)) {
+				return mismatch("group %x epoch %d: removal of %q recorded on its own; only this installation's is", b.GroupID, b.Epoch, b.Identity)
+			}
+			left[string(b.GroupID)] = true
 		case events.ApplicationMessageSent:
 			if err := checkMessageEpoch(groups, b.GroupID, b.Epoch); err != nil {
 				return err
@@ -174,6 +202,47 @@ func (l *Log) VerifyMLS(ctx context.Context, inst events.InstallationID) (*MLSRe
 		return rep, err
 	}
 	return rep, nil
+}
+
+// checkMember reports a recorded member that does not sit at its leaf in
+// the group's tree at the recorded epoch.
+func checkMember(groups map[string]*mls.Group, gid []byte, epoch uint64, leaf uint32, identity []byte, mismatch func(string, ...any) error) error {
+	g, ok := groups[string(gid)]
+	if !ok {
+		return mismatch("member of group %x, which was never created or joined", gid)
+	}
+	if g.Epoch() != epoch {
+		return mismatch("group %x: member recorded at epoch %d, group at epoch %d", gid, epoch, g.Epoch())
+	}
+	ln := g.Tree().Leaf(mls.LeafIndex(leaf))
+	if ln == nil || !bytes.Equal(ln.Credential.Identity, identity) {
+		return mismatch("group %x epoch %d: %q recorded at leaf %d, which the group's tree does not hold", gid, epoch, identity, leaf)
+	}
+	return nil
+}
+
+// sameMembers reports whether two sorted membership lists are equal.
+func sameMembers(a, b []events.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Leaf != b[i].Leaf || !bytes.Equal(a[i].Identity, b[i].Identity) {
+			return false
+		}
+	}
+	return true
+}
+
+func membersString(ms []events.Member) string {
+	if len(ms) == 0 {
+		return "nobody"
+	}
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = fmt.Sprintf("%q@%d", m.Identity, m.Leaf)
+	}
+	return strings.Join(s, ", ")
 }
 
 func checkMessageEpoch(groups map[string]*mls.Group, gid []byte, epoch uint64) error {

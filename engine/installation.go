@@ -95,7 +95,10 @@ type InstallationOptions struct {
 	// installation keeps the one it was created with.
 	Ciphersuite uint16
 	// MaxPastEpochs is maximum_past_epochs: how many past epochs keep their
-	// secrets for late application messages (default 3).
+	// secrets for late application messages (default 3; negative is
+	// refused). It is this process's window: the epochs it retires are
+	// recorded as events, and every read model of the installation (a
+	// rebuild, another process) retires exactly those.
 	MaxPastEpochs int
 	// UpdateInterval is how old this member's last path update may get
 	// before Send first commits a fresh one (default 24h). A member that
@@ -104,16 +107,19 @@ type InstallationOptions struct {
 	// MaxAttempts bounds the retries of an operation that loses races for
 	// its group (default 8).
 	MaxAttempts int
-	// DB are the read model's options; MaxPastEpochs is set from above.
+	// DB are the read model's options.
 	DB projections.Options
 	// Now is the clock (default time.Now); tests move it forward.
 	Now func() time.Time
 }
 
-func (o *InstallationOptions) withDefaults() InstallationOptions {
+func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 	var r InstallationOptions
 	if o != nil {
 		r = *o
+	}
+	if r.MaxPastEpochs < 0 {
+		return r, fmt.Errorf("engine: installation options: MaxPastEpochs %d: must be 0 (the default, %d) or more", r.MaxPastEpochs, mls.DefaultMaxPastEpochs)
 	}
 	if r.Ciphersuite == 0 {
 		r.Ciphersuite = DefaultCiphersuite
@@ -130,8 +136,7 @@ func (o *InstallationOptions) withDefaults() InstallationOptions {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	r.DB.MaxPastEpochs = r.MaxPastEpochs
-	return r
+	return r, nil
 }
 
 // Installation is one app on one device acting through the engine: its MLS
@@ -158,7 +163,10 @@ type Installation struct {
 // appends installation.created and opens (creating) the read model at
 // dbPath under key. An id that already exists is ErrInstallationExists.
 func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
-	o := opts.withDefaults()
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
@@ -205,7 +213,10 @@ func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, d
 // checkpoint by catching up with the log, then loads the identity from it.
 // An id with no installation.created event is ErrNoInstallation.
 func OpenInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
-	o := opts.withDefaults()
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ type ReplayOptions struct {
 	BatchSize int
 	// DB are the options read models are opened with. SchemaVersion and
 	// SaltPath are set by each operation; the rest (Argon2 parameters for
-	// new passphrase sidecars, MaxPastEpochs, BusyTimeout) are passed on.
+	// new passphrase sidecars, BusyTimeout) are passed on.
 	DB projections.Options
 	// Progress, if set, is called after each applied batch. It runs on the
 	// replay's own goroutine: keep it short.

@@ -337,6 +337,11 @@ type Received struct {
 	ContentType ContentType
 	// Sender is the sender's leaf in the message's epoch.
 	Sender LeafIndex
+	// SenderCredential is the credential of that leaf in the message's
+	// epoch, the one its signature was verified with. Name the sender by
+	// it, not by looking the leaf up in the current tree: a late message
+	// of a past epoch may come from a member whose leaf was reused since.
+	SenderCredential Credential
 	// Epoch is the epoch the message was sent in.
 	Epoch uint64
 	// ApplicationData is set for application messages.
@@ -438,7 +443,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	if err := verifyFramedContent(c.cs, leaf.SignatureKey, ac, ctx); err != nil {
 		return nil, nil, err
 	}
-	r := &Received{ContentType: ct, Sender: sender, Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
+	r := &Received{ContentType: ct, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
 	switch ct {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData
@@ -465,6 +470,19 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	}
 	r.Removed = removed
 	return ng, r, nil
+}
+
+// cloneCredential copies c, so a Received does not alias the tree.
+func cloneCredential(c Credential) Credential {
+	c.Identity = bytes.Clone(c.Identity)
+	certs := make([][]byte, len(c.Certificates))
+	for i, cert := range c.Certificates {
+		certs[i] = bytes.Clone(cert)
+	}
+	if c.Certificates != nil {
+		c.Certificates = certs
+	}
+	return c
 }
 
 // checkProposal validates a received proposal on its own, so that a bad

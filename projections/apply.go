@@ -190,12 +190,6 @@ type batchGroup struct {
 	// the large state blobs it would blank a few events later.
 	row       *groupRow
 	newEpochs map[uint64]*epochRow
-
-	// sweepBelow is the epoch below which every epoch is retired (the
-	// maximum_past_epochs window): applied to stored rows in flush,
-	// consulted by epochHeld until then.
-	hasSweep   bool
-	sweepBelow uint64
 }
 
 // group returns the batch's view of a group (created empty on first use).
@@ -263,14 +257,6 @@ func (a *applier) flush() error {
 		if _, err := a.exec(`INSERT INTO aggregate_positions(installation, agg_type, agg_id, position) VALUES (?, ?, ?, ?)
 			ON CONFLICT(installation, agg_type, agg_id) DO UPDATE SET position = excluded.position`,
 			string(agg.Installation), string(agg.Type), agg.ID, pos); err != nil {
-			return err
-		}
-	}
-	for id, g := range a.groups {
-		if !g.hasSweep {
-			continue
-		}
-		if _, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch < ? AND retired = 0`, []byte(id), g.sweepBelow); err != nil {
 			return err
 		}
 	}
@@ -612,9 +598,6 @@ func (a *applier) epochHeld(id []byte, g *batchGroup, epoch uint64) (bool, error
 	if e, ok := g.newEpochs[epoch]; ok {
 		return !e.retired, nil
 	}
-	if g.hasSweep && epoch < g.sweepBelow {
-		return false, nil
-	}
 	if h, ok := g.held[epoch]; ok {
 		return h, nil
 	}
@@ -837,9 +820,6 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	// Forget cached epoch states of this group: the window below retires
-	// epochs the event does not list.
-	clear(g.held)
 	for _, e := range b.Epochs {
 		if e >= cur {
 			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, b.GroupID, cur)
@@ -856,16 +836,13 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 			return cannot("retire epoch %d of group %x: no such epoch", e, b.GroupID)
 		}
 	}
-	// Whatever the event lists, no more than maximum_past_epochs past
-	// epochs keep their secrets once a retirement is applied.
-	keep := uint64(a.db.opts.MaxPastEpochs)
-	if cur > keep {
-		for e, row := range g.newEpochs {
-			if e < cur-keep {
-				row.retired, row.state = true, nil
-			}
-		}
-		g.hasSweep, g.sweepBelow = true, max(g.sweepBelow, cur-keep)
+	// Exactly the listed epochs, no window of the read model's own: the
+	// window (maximum_past_epochs) is the writer's, and it is recorded by
+	// what the writer lists, so that a rebuild, or another process with
+	// other options, projects the same rows and accepts the same late
+	// messages as the live read model did.
+	for _, e := range b.Epochs {
+		g.held[e] = false
 	}
 	return nil
 }

@@ -40,9 +40,6 @@ type Options struct {
 	SchemaVersion int
 	// BusyTimeout bounds how long a connection waits for a lock. Default 5s.
 	BusyTimeout time.Duration
-	// MaxPastEpochs is how many past epochs keep their secrets
-	// (maximum_past_epochs). Default 3.
-	MaxPastEpochs int
 	// BatchSize is how many events Apply puts in one transaction. Default 512.
 	BatchSize int
 	// SaltPath is the salt sidecar used for passphrase keys. Default
@@ -67,9 +64,6 @@ func (o *Options) withDefaults(path string) Options {
 	}
 	if r.BusyTimeout <= 0 {
 		r.BusyTimeout = 5 * time.Second
-	}
-	if r.MaxPastEpochs <= 0 {
-		r.MaxPastEpochs = 3
 	}
 	if r.BatchSize <= 0 {
 		r.BatchSize = 512

@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// A late application message of a past epoch names the member who sent
+// it, not whoever holds the sender's leaf now.
+func TestLateMessageNamesItsSenderAfterLeafReuse(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	b.create(carol)
+	gid := b.pair(alice, bob)
+	out, err := b.insts[bob].Send(ctx, gid, []byte("from bob"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Update == nil {
+		t.Fatal("no update before bob's first message")
+	}
+	if _, err := b.insts[alice].Receive(ctx, out.Update.Commit); err != nil {
+		t.Fatal(err)
+	}
+	// alice removes bob and adds carol (who takes bob's leaf) before bob's
+	// message reaches her.
+	if _, err := b.insts[alice].RemoveMembers(ctx, gid, bob); err != nil {
+		t.Fatal(err)
+	}
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.insts[alice].Receive(ctx, out.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sender != bob {
+		t.Errorf("late message of epoch %d sent by %s (leaf %d) is attributed to %s", r.Epoch, bob, r.SenderLeaf, r.Sender)
+	}
+	var sender string
+	if err := b.insts[alice].DB().SQL().QueryRowContext(ctx, `SELECT sender FROM messages WHERE message_id = ?`, r.MessageID).Scan(&sender); err != nil {
+		t.Fatal(err)
+	}
+	if sender != string(bob) {
+		t.Errorf("read model records the message as sent by %q", sender)
+	}
+}
+
+// A negative MaxPastEpochs is refused before anything is recorded: it
+// would otherwise refuse messages of the current epoch and never retire a
+// past epoch's secrets.
+func TestNegativeMaxPastEpochsRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	k, err := projections.GenerateRawKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &InstallationOptions{Now: b.clock, MaxPastEpochs: -1}
+	if _, err := CreateInstallation(ctx, b.log, alice, b.dbPath(alice), k, o); err == nil || !strings.Contains(err.Error(), "MaxPastEpochs -1") {
+		t.Fatalf("create with MaxPastEpochs -1: %v, want a refusal naming the option", err)
+	}
+	if seq, err := b.log.LastSeq(ctx, alice); err != nil || seq != 0 {
+		t.Errorf("after the refusal alice's log ends at seq %d (%v), want nothing recorded", seq, err)
+	}
+	b.create(alice)
+	if _, err := OpenInstallation(ctx, b.log, alice, b.dir+"/alice-2.db", k, o); err == nil {
+		t.Error("open with MaxPastEpochs -1 accepted")
+	}
+}
+
+// VerifyMLS compares a commit's recorded membership change (Added and
+// Removed, from which the read model builds its members) with what the
+// commit does.
+func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	co, err := b.insts[alice].Update(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := b.insts[bob]
+	gs, err := in.loadGroup(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m mls.MLSMessage
+	if err := m.Unmarshal(co.Commit); err != nil {
+		t.Fatal(err)
+	}
+	ng, _, err := gs.g.ProcessCommit(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies, err := in.commitEvents(ctx, gs.g, ng, co.Commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := bodies[0].(events.CommitApplied)
+	// An inconsistent summary (a buggy or compromised writer): the commit
+	// is a plain update, the record says alice left and mallory joined.
+	ca.Removed = []events.Member{{Leaf: 0, Identity: []byte(alice)}}
+	ca.Added = []events.Member{{Leaf: 7, Identity: []byte("mallory")}}
+	bodies[0] = ca
+	if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, bodies); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := in.Members(ctx, gid)
+	t.Logf("bob's read model members now: %v", ms)
+	_, err = b.log.VerifyMLS(ctx, bob)
+	if !errors.Is(err, ErrMLSMismatch) {
+		t.Errorf("VerifyMLS of a commit_applied whose Added/Removed contradict the commit: %v, want ErrMLSMismatch", err)
+	}
+}
+
+// The read model retires exactly the epochs the log lists, with no window
+// of its own: an installation running with MaxPastEpochs 5 records a late
+// message of an epoch the default window (3) would have retired, and a
+// rebuild with default options, or a second process with them, still
+// applies it.
+func TestRebuildDoesNotDependOnMaxPastEpochs(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	k, err := projections.GenerateRawKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &InstallationOptions{Now: b.clock, UpdateInterval: time.Hour, MaxPastEpochs: 5}
+	in, err := CreateInstallation(ctx, b.log, alice, b.dbPath(alice), k, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.insts[alice], b.keys[alice] = in, k
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	out, err := b.insts[bob].Send(ctx, gid, []byte("late"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Receive(ctx, out.Update.Commit); err != nil {
+		t.Fatal(err)
+	}
+	for ep, _ := in.Epoch(ctx, gid); ep < out.Epoch+5; ep, _ = in.Epoch(ctx, gid) {
+		if _, err := in.Update(ctx, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := in.Receive(ctx, out.Message); err != nil {
+		t.Fatalf("late message within MaxPastEpochs 5: %v", err)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, alice)
+	if _, err := b.log.Rebuild(ctx, alice, b.dbPath(alice), k, nil); err != nil {
+		t.Errorf("rebuild of alice's read model with default options: %v", err)
+	}
+	// A second process of alice with the default options.
+	if _, err := OpenInstallation(ctx, b.log, alice, b.dir+"/alice-2.db", k, b.opts()); err != nil {
+		t.Errorf("second process of alice (default MaxPastEpochs): %v", err)
+	}
+}
