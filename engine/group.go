@@ -415,7 +415,8 @@ func (in *Installation) AddMembers(ctx context.Context, groupID []byte, keyPacka
 }
 
 // RemoveMembers removes the named installations from the group in one
-// commit. An installation that is not a member is an error naming it.
+// commit. An installation that is not a member is an error naming it
+// (errors.Is mls.ErrNotMember), refused before anything is recorded.
 func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts ...events.InstallationID) (*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -431,7 +432,7 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 				}
 			}
 			if !found {
-				return mls.CommitOptions{}, fmt.Errorf("engine: remove %s from group %x: not a member", inst, groupID)
+				return mls.CommitOptions{}, fmt.Errorf("engine: remove %s from group %x: %w", inst, groupID, mls.ErrNotMember)
 			}
 		}
 		return mls.CommitOptions{Remove: leaves}, nil

@@ -176,3 +176,21 @@ func TestRebuildDoesNotDependOnMaxPastEpochs(t *testing.T) {
 		t.Errorf("second process of alice (default MaxPastEpochs): %v", err)
 	}
 }
+
+// Removing an installation that is not in the group is mls.ErrNotMember,
+// refused before anything is recorded.
+func TestRemoveNonMemberRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	b.create(carol)
+	gid := b.pair(alice, bob)
+	before := b.lastSeq(alice)
+	if _, err := b.insts[alice].RemoveMembers(ctx, gid, carol); !errors.Is(err, mls.ErrNotMember) || !strings.Contains(err.Error(), string(carol)) {
+		t.Fatalf("removing %s, not a member: %v, want mls.ErrNotMember naming it", carol, err)
+	}
+	if after := b.lastSeq(alice); after != before {
+		t.Errorf("the refused removal appended to alice's log (last seq %d -> %d)", before, after)
+	}
+}
