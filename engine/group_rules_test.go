@@ -137,16 +137,8 @@ func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
 func TestRebuildDoesNotDependOnMaxPastEpochs(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
-	k, err := projections.GenerateRawKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &InstallationOptions{Now: b.clock, UpdateInterval: time.Hour, MaxPastEpochs: 5}
-	in, err := CreateInstallation(ctx, b.log, alice, b.dbPath(alice), k, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts[alice], b.keys[alice] = in, k
+	in := b.createWith(alice, &InstallationOptions{Now: b.clock, UpdateInterval: time.Hour, MaxPastEpochs: 5})
+	k := b.keys[alice]
 	b.create(bob)
 	gid := b.pair(alice, bob)
 	out, err := b.insts[bob].Send(ctx, gid, []byte("late"), nil)

@@ -78,11 +78,17 @@ func (b *backend) dbPath(id events.InstallationID) string {
 
 func (b *backend) create(id events.InstallationID) *Installation {
 	b.t.Helper()
+	return b.createWith(id, b.opts())
+}
+
+// createWith is create with other installation options.
+func (b *backend) createWith(id events.InstallationID, opts *InstallationOptions) *Installation {
+	b.t.Helper()
 	k, err := projections.GenerateRawKey()
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	in, err := CreateInstallation(context.Background(), b.log, id, b.dbPath(id), k, b.opts())
+	in, err := CreateInstallation(context.Background(), b.log, id, b.dbPath(id), k, opts)
 	if err != nil {
 		b.t.Fatalf("create %s: %v", id, err)
 	}

@@ -21,20 +21,28 @@ func (b *backend) lastSeq(id events.InstallationID) uint64 {
 	return s
 }
 
-// pair creates a group of creator's and adds member (by a last-resort key
-// package), who joins from the Welcome. It returns the group id.
-func (b *backend) pair(creator, member events.InstallationID) []byte {
+// invite creates a group of creator's and adds the client of key package
+// kp. It returns the group id and the Welcome, not yet delivered.
+func (b *backend) invite(creator events.InstallationID, kp []byte) (gid, welcome []byte) {
 	b.t.Helper()
 	ctx := context.Background()
 	gid, err := b.insts[creator].CreateGroup(ctx, nil)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	co, err := b.insts[creator].AddMembers(ctx, gid, b.keyPackage(member))
+	co, err := b.insts[creator].AddMembers(ctx, gid, kp)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if _, err := b.insts[member].Receive(ctx, co.Welcome); err != nil {
+	return gid, co.Welcome
+}
+
+// pair creates a group of creator's and adds member (by a last-resort key
+// package), who joins from the Welcome. It returns the group id.
+func (b *backend) pair(creator, member events.InstallationID) []byte {
+	b.t.Helper()
+	gid, welcome := b.invite(creator, b.keyPackage(member))
+	if _, err := b.insts[member].Receive(context.Background(), welcome); err != nil {
 		b.t.Fatalf("%s joins: %v", member, err)
 	}
 	return gid
@@ -108,40 +116,22 @@ func TestRedeliveredWelcomeIsDuplicate(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(bob)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, lastResort := range []bool{true, false} {
 		kp, err := b.insts[bob].PublishKeyPackage(ctx, "directory", lastResort)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lastResort {
-			co, err := b.insts[alice].AddMembers(ctx, gid, kp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
-				t.Fatalf("first delivery: %v", err)
-			}
-			// A last-resort package keeps its keys: the join runs again.
-			b.receiveAgain(b.insts[bob], bob, co.Welcome, ErrDuplicateMessage)
-			continue
-		}
-		// A one-time package's keys are gone after its join.
-		gid2, err := b.insts[alice].CreateGroup(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		co, err := b.insts[alice].AddMembers(ctx, gid2, kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+		_, welcome := b.invite(alice, kp)
+		if _, err := b.insts[bob].Receive(ctx, welcome); err != nil {
 			t.Fatalf("first delivery: %v", err)
 		}
-		b.receiveAgain(b.insts[bob], bob, co.Welcome, ErrDuplicateMessage, ErrNoKeyPackage)
+		if lastResort {
+			// A last-resort package keeps its keys: the join runs again.
+			b.receiveAgain(b.insts[bob], bob, welcome, ErrDuplicateMessage)
+		} else {
+			// A one-time package's keys are gone after its join.
+			b.receiveAgain(b.insts[bob], bob, welcome, ErrDuplicateMessage, ErrNoKeyPackage)
+		}
 	}
 }
 
@@ -197,15 +187,8 @@ func TestTwoProcessesConsumeOneLastResortKeyPackage(t *testing.T) {
 	var welcomes [][]byte
 	var gids [][]byte
 	for i := 0; i < 2; i++ {
-		gid, err := b.insts[alice].CreateGroup(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		co, err := b.insts[alice].AddMembers(ctx, gid, kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		welcomes, gids = append(welcomes, co.Welcome), append(gids, gid)
+		gid, welcome := b.invite(alice, kp)
+		welcomes, gids = append(welcomes, welcome), append(gids, gid)
 	}
 	if _, err := b.insts[bob].Receive(ctx, welcomes[0]); err != nil {
 		t.Fatalf("process 1, welcome 1: %v", err)
@@ -240,18 +223,11 @@ func TestTwoProcessesProcessOneWelcome(t *testing.T) {
 	b.create(alice)
 	b.create(bob)
 	bob2 := b.secondProcess(bob, nil)
-	gid, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
+	_, welcome := b.invite(alice, b.keyPackage(bob))
+	if _, err := b.insts[bob].Receive(ctx, welcome); err != nil {
 		t.Fatal(err)
 	}
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
-	b.receiveAgain(bob2, bob, co.Welcome, ErrDuplicateMessage)
+	b.receiveAgain(bob2, bob, welcome, ErrDuplicateMessage)
 }
 
 // The same application message received by both of carol's processes:
@@ -294,15 +270,8 @@ func TestTwoProcessesRotateOneLastResortKeyPackageAtOnce(t *testing.T) {
 	kp := b.keyPackage(bob)
 	var welcomes [][]byte
 	for i := 0; i < 2; i++ {
-		gid, err := b.insts[alice].CreateGroup(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		co, err := b.insts[alice].AddMembers(ctx, gid, kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		welcomes = append(welcomes, co.Welcome)
+		_, welcome := b.invite(alice, kp)
+		welcomes = append(welcomes, welcome)
 	}
 	var calls atomic.Int32
 	var armed atomic.Bool

@@ -162,25 +162,14 @@ func writeDBKeyFile(path string) (projections.Key, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return projections.Key{}, fmt.Errorf("creating key directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	text := []byte(hex.EncodeToString(raw) + "\n")
+	defer clear(text)
+	tmp, err := writeTemp(path, text)
 	if err != nil {
 		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	text := []byte(hex.EncodeToString(raw) + "\n")
-	defer clear(text)
-	if _, err := tmp.Write(text); err != nil {
-		tmp.Close()
-		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return projections.Key{}, fmt.Errorf("syncing key file %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
 		return projections.Key{}, fmt.Errorf("installing key file %s: %w", path, err)
 	}
 	return key, nil

@@ -252,24 +252,11 @@ func ensureKeyringFile(path string) (bool, error) {
 	defer clear(raw)
 	line := []byte("# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n1:" + hex.EncodeToString(raw) + "\n")
 	defer clear(line)
-	// CreateTemp makes the file 0600.
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	tmp, err := writeTemp(path, line)
 	if err != nil {
-		return false, fmt.Errorf("creating keyring file %s: %w", path, err)
+		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp)
-	if _, err := f.Write(line); err != nil {
-		f.Close()
-		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, fmt.Errorf("syncing keyring file %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
-	}
 	// Link, not rename: it fails if the keyring appeared meanwhile, so a
 	// keyring in use is never replaced.
 	if err := os.Link(tmp, path); err != nil {
@@ -282,6 +269,29 @@ func ensureKeyringFile(path string) (bool, error) {
 		return true, fmt.Errorf("syncing directory of keyring file %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// writeTemp writes data to a new temporary file beside path (mode 0600,
+// as os.CreateTemp makes it) and fsyncs it, for the caller to install
+// whole under path (rename or link) and then remove. A failure leaves no
+// file behind.
+func writeTemp(path string, data []byte) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // syncDir fsyncs a directory so a file just linked into it survives a
