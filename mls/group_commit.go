@@ -270,14 +270,10 @@ func checkExtensionSupport(tree RatchetTree, exts Extensions) error {
 	if err := exts.checkUnique(); err != nil {
 		return fmt.Errorf("group context extensions: %s", err)
 	}
-	var required *RequiredCapabilities
-	if e, ok := exts.Find(ExtensionTypeRequiredCapabilities); ok {
-		required = new(RequiredCapabilities)
-		if err := required.Unmarshal(e.Data); err != nil {
-			return fmt.Errorf("required_capabilities: %w", err)
-		}
+	required, err := requiredCapabilities(exts)
+	if err != nil {
+		return err
 	}
-	var err error
 	tree.Leaves(func(l LeafIndex, ln *LeafNode) {
 		if err == nil {
 			if lerr := leafSupports(ln, exts, required); lerr != nil {
@@ -293,14 +289,25 @@ func checkLeafExtensions(ln *LeafNode, exts Extensions) error {
 	if len(exts) == 0 {
 		return nil
 	}
-	var required *RequiredCapabilities
-	if e, ok := exts.Find(ExtensionTypeRequiredCapabilities); ok {
-		required = new(RequiredCapabilities)
-		if err := required.Unmarshal(e.Data); err != nil {
-			return fmt.Errorf("required_capabilities: %w", err)
-		}
+	required, err := requiredCapabilities(exts)
+	if err != nil {
+		return err
 	}
 	return leafSupports(ln, exts, required)
+}
+
+// requiredCapabilities decodes the required_capabilities extension of
+// exts; nil if there is none.
+func requiredCapabilities(exts Extensions) (*RequiredCapabilities, error) {
+	e, ok := exts.Find(ExtensionTypeRequiredCapabilities)
+	if !ok {
+		return nil, nil
+	}
+	rc := new(RequiredCapabilities)
+	if err := rc.Unmarshal(e.Data); err != nil {
+		return nil, fmt.Errorf("required_capabilities: %w", err)
+	}
+	return rc, nil
 }
 
 // leafSupports reports a group context extension or required capability

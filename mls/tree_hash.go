@@ -218,12 +218,9 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 	if len(t.nodes) == 0 || !treemath.ValidLeafCount(t.LeafCount()) || len(t.nodes) != int(treemath.NodeWidth(t.LeafCount())) {
 		return fmt.Errorf("%w: %d nodes is not a full tree", ErrInvalidTree, len(t.nodes))
 	}
-	var required *RequiredCapabilities
-	if e, ok := groupExtensions.Find(ExtensionTypeRequiredCapabilities); ok {
-		required = new(RequiredCapabilities)
-		if err := required.Unmarshal(e.Data); err != nil {
-			return fmt.Errorf("%w: required_capabilities: %w", ErrInvalidTree, err)
-		}
+	required, err := requiredCapabilities(groupExtensions)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidTree, err)
 	}
 	encKeys := make(map[string]NodeIndex)
 	sigKeys := make(map[string]LeafIndex)
