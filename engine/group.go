@@ -99,11 +99,9 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if pos == 0 {
 		return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, ErrUnknownGroup)
 	}
-	var active int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`, id, []byte(in.id)).Scan(&active); err != nil {
-		return nil, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, id, err)
-	}
-	if active == 0 {
+	if member, err := in.isMember(ctx, id); err != nil {
+		return nil, err
+	} else if !member {
 		return nil, fmt.Errorf("engine: installation %s: removed from group %x: %w", in.id, id, mls.ErrNotMember)
 	}
 	st, err := in.db.GroupState(ctx, id)
@@ -140,6 +138,16 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	}
 	in.group[string(id)] = gs
 	return gs, nil
+}
+
+// isMember reports whether the read model has this installation as a
+// current member of the group.
+func (in *Installation) isMember(ctx context.Context, id []byte) (bool, error) {
+	var active int
+	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`, id, []byte(in.id)).Scan(&active); err != nil {
+		return false, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, id, err)
+	}
+	return active > 0, nil
 }
 
 // lastPathUpdate finds when this member last refreshed its path: its

@@ -96,15 +96,14 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 // removedAt reports whether this installation was removed from the group
 // by the commit of epoch ep (and is not a member since).
 func (in *Installation) removedAt(ctx context.Context, groupID []byte, ep uint64) (bool, error) {
-	var removed, active int
-	err := in.db.SQL().QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM members WHERE group_id = ?1 AND identity = ?2 AND removed_epoch = ?3),
-		(SELECT count(*) FROM members WHERE group_id = ?1 AND identity = ?2 AND removed_epoch IS NULL)`,
-		groupID, []byte(in.id), ep).Scan(&removed, &active)
-	if err != nil {
+	if member, err := in.isMember(ctx, groupID); err != nil || member {
+		return false, err
+	}
+	var removed int
+	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch = ?`, groupID, []byte(in.id), ep).Scan(&removed); err != nil {
 		return false, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, groupID, err)
 	}
-	return removed > 0 && active == 0, nil
+	return removed > 0, nil
 }
 
 // messageReceived refuses an application message already recorded, as
@@ -300,11 +299,9 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 // redelivery also finishes the key package's bookkeeping, in case the
 // first processing stopped before it.
 func (in *Installation) joinedAlready(ctx context.Context, gid []byte, epoch uint64, kp *heldKeyPackage) error {
-	var active int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`, gid, []byte(in.id)).Scan(&active); err != nil {
-		return fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, gid, err)
-	}
-	if active == 0 {
+	if member, err := in.isMember(ctx, gid); err != nil {
+		return err
+	} else if !member {
 		return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): this installation was removed from the group, and rejoining is not supported: %w", in.id, gid, epoch, ErrUnsupportedMessage)
 	}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
