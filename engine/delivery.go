@@ -132,7 +132,7 @@ func (d *Deliveries) refresh(ctx context.Context, k queueKey) (*queue, error) {
 
 // readQueue applies the queue's events after the last one q holds, in
 // stream order. The queue's own subject holds only its events: they are
-// read with direct gets (no consumer per queue), checking positions, since
+// read with message gets (no consumer per queue), checking positions, since
 // a queue has one writer history like any aggregate.
 func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error {
 	subject, err := d.log.Subject(deliveryAgg(k))
@@ -141,7 +141,7 @@ func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error 
 	}
 	from := q.seq + 1
 	for {
-		n, next, err := d.log.directRead(ctx, k.recipient, subject, from, 1024, func(r Record) error { return q.apply(k, r) })
+		n, next, err := d.log.readByGets(ctx, k.recipient, subject, from, 1024, func(r Record) error { return q.apply(k, r) })
 		if err != nil {
 			return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
 		}

@@ -11,19 +11,19 @@ import (
 	"github.com/epochlog/epochlog/projections"
 )
 
-// maxDirectCatchUp bounds how many events project fetches one by one
+// maxGetsCatchUp bounds how many events project fetches one by one
 // before it hands over to CatchUp's consumer.
-const maxDirectCatchUp = 256
+const maxGetsCatchUp = 256
 
-// directRead fetches up to limit of inst's records on subjects matching
-// filter from stream sequence from on, one direct get each ("next message
+// readByGets fetches up to limit of inst's records on subjects matching
+// filter from stream sequence from on, one message get each ("next message
 // at or after sequence N on these subjects"), and calls fn for each. It
 // creates no consumer, which makes it the cheap way to read the few events
 // an operation needs. Each record is opened and verified and must sit on
 // its aggregate's subject, as in Read. It returns how many records it
 // delivered and the sequence to continue from; fewer than limit means the
 // end was reached.
-func (l *Log) directRead(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
+func (l *Log) readByGets(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
 	next := max(from, 1)
 	n := 0
 	for n < limit {
@@ -66,7 +66,7 @@ func (in *Installation) project(ctx context.Context) error {
 		return err
 	}
 	var recs []projections.Record
-	n, _, err := in.log.directRead(ctx, in.id, filter, cp+1, maxDirectCatchUp, func(r Record) error {
+	n, _, err := in.log.readByGets(ctx, in.id, filter, cp+1, maxGetsCatchUp, func(r Record) error {
 		recs = append(recs, projections.Record{Seq: r.Seq, Event: r.Event})
 		return nil
 	})
@@ -78,7 +78,7 @@ func (in *Installation) project(ctx context.Context) error {
 			return fmt.Errorf("engine: installation %s: project: %w", in.id, err)
 		}
 	}
-	if n == maxDirectCatchUp {
+	if n == maxGetsCatchUp {
 		return in.catchUpAll(ctx)
 	}
 	return nil

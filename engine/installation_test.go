@@ -169,7 +169,7 @@ func TestScenarioThreeInstallationsTwoGroups(t *testing.T) {
 			}
 		}
 	}
-	// Operations read the few events they need with direct gets: the
+	// Operations read the few events they need with message gets: the
 	// thousands of operations above left no pile of consumers behind
 	// (the server allows 1000 per stream).
 	js, err := jetstreamFor(b.log)
