@@ -44,7 +44,7 @@ func (g *Group) resolveProposals(committer LeafIndex, list []ProposalOrRef) ([]c
 
 // applyProposals validates and applies a proposal list (RFC 9420 §12.2,
 // §12.3) to the tree and extensions of g. The committer's UpdatePath is
-// checked separately, by [checkGroupLeaves] on the final tree.
+// checked separately, by [checkPathLeaf] once the path is merged.
 func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*proposalEffect, error) {
 	eff := &proposalEffect{tree: g.tree, extensions: g.ctx.Extensions, needPath: len(props) == 0}
 	touched := map[LeafIndex]bool{}
