@@ -9,12 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 )
-
-// ErrInvalidAck means an acknowledgement names a sequence beyond the last
-// one enqueued on the channel.
-var ErrInvalidAck = errors.New("engine: acknowledgement beyond the last enqueued sequence")
 
 // Delivery is one queued message for a recipient installation.
 type Delivery struct {
@@ -44,11 +41,11 @@ type Enqueue struct {
 // projects its queue too). A queue's state is loaded from the log on first
 // use and kept. Several processes may serve the same queues: every change
 // is an append with optimistic concurrency, retried after reloading on
-// ErrConflict, and Fetch (and an acknowledgement beyond the last sequence
+// eventlog.ErrConflict, and Fetch (and an acknowledgement beyond the last sequence
 // this process knows) first reads what other processes appended since. It
 // is safe for concurrent use.
 type Deliveries struct {
-	log *Log
+	log *eventlog.Log
 	now func() time.Time
 	mu  sync.Mutex
 	q   map[queueKey]*queue
@@ -70,7 +67,7 @@ type queue struct {
 
 // NewDeliveries returns the delivery service on l. now is the clock for
 // expiry (nil: time.Now).
-func NewDeliveries(l *Log, now func() time.Time) *Deliveries {
+func NewDeliveries(l *eventlog.Log, now func() time.Time) *Deliveries {
 	if now == nil {
 		now = time.Now
 	}
@@ -90,7 +87,7 @@ func (d *Deliveries) appendQueue(ctx context.Context, k queueKey, q *queue, evs 
 	if err != nil {
 		delete(d.q, k)
 	}
-	if errors.Is(err, ErrConflict) {
+	if errors.Is(err, eventlog.ErrConflict) {
 		return true, nil
 	}
 	if err == nil {
@@ -141,7 +138,7 @@ func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error 
 	}
 	from := q.seq + 1
 	for {
-		n, next, err := d.log.readByGets(ctx, k.recipient, subject, from, 1024, func(r Record) error { return q.apply(k, r) })
+		n, next, err := d.log.ReadN(ctx, k.recipient, subject, from, 1024, func(r eventlog.Record) error { return q.apply(k, r) })
 		if err != nil {
 			return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
 		}
@@ -153,13 +150,13 @@ func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error 
 }
 
 // apply adds one of the queue's events, read from its subject, to q.
-func (q *queue) apply(k queueKey, r Record) error {
+func (q *queue) apply(k queueKey, r eventlog.Record) error {
 	a := r.Event.Aggregate
 	if a.Type != events.AggDelivery || a.ID != k.channel {
 		return fmt.Errorf("%w: %s event on the queue's subject", events.ErrMoved, a.Type)
 	}
 	if r.Event.Position != q.pos+1 {
-		return fmt.Errorf("%w: position %d after position %d", ErrOutOfOrder, r.Event.Position, q.pos)
+		return fmt.Errorf("%w: position %d after position %d", eventlog.ErrOutOfOrder, r.Event.Position, q.pos)
 	}
 	q.pos, q.seq = r.Event.Position, r.Seq
 	switch b := r.Event.Body.(type) {
@@ -238,7 +235,7 @@ func (d *Deliveries) applyEnqueued(k queueKey, q *queue, ev events.Event) {
 func (d *Deliveries) FanOut(ctx context.Context, recipients []events.InstallationID, channel string, payload []byte, expiresAt time.Time, idempotencyKey string) (map[events.InstallationID]uint64, error) {
 	d.mu.Lock()
 	out := make(map[events.InstallationID]uint64, len(recipients))
-	var ts []Transition
+	var ts []eventlog.Transition
 	var keys []queueKey
 	var qs []*queue
 	for _, r := range recipients {
@@ -253,7 +250,7 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 			continue
 		}
 		ev := d.enqueueEvent(k, q, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
-		ts = append(ts, Transition{Expected: q.pos, Events: []events.Event{ev}})
+		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
 		keys = append(keys, k)
 		qs = append(qs, q)
 	}
@@ -270,7 +267,7 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 		retry = append(retry, keys[i].recipient)
 	}
 	d.mu.Unlock()
-	if err != nil && !errors.Is(err, ErrConflict) {
+	if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 		return out, fmt.Errorf("engine: fan-out on %s: %w", channel, err)
 	}
 	// Queues another writer moved meanwhile: reload and enqueue one by one.

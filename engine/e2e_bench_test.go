@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // BenchmarkE2EGroup100 measures application messages per second through
@@ -108,7 +110,7 @@ func BenchmarkE2ERebuild(b *testing.B) {
 	}
 	g, pos := gs.g, gs.pos
 	agg := in.groupAgg(gid)
-	var ts []Transition
+	var ts []eventlog.Transition
 	var batch []events.Event
 	t0 := be.now
 	for i := 0; i < rebuildMessages; i++ {
@@ -123,12 +125,12 @@ func BenchmarkE2ERebuild(b *testing.B) {
 		batch = append(batch, events.Event{Aggregate: agg, Position: pos, Time: t0.Add(time.Duration(i) * time.Millisecond), Body: events.ApplicationMessageSent{
 			GroupID: gid, Epoch: g.Epoch(), SenderLeaf: uint32(g.LeafIndex()), Sender: alice, MessageID: messageID(wire), Content: events.Secret(content)}})
 		if len(batch) == 1000 {
-			ts = append(ts, Transition{Expected: pos - uint64(len(batch)), Events: batch})
+			ts = append(ts, eventlog.Transition{Expected: pos - uint64(len(batch)), Events: batch})
 			batch = nil
 		}
 	}
 	if len(batch) > 0 {
-		ts = append(ts, Transition{Expected: pos - uint64(len(batch)), Events: batch})
+		ts = append(ts, eventlog.Transition{Expected: pos - uint64(len(batch)), Events: batch})
 	}
 	if _, err := be.log.AppendBulk(ctx, ts); err != nil {
 		b.Fatal(err)
@@ -149,7 +151,7 @@ func BenchmarkE2ERebuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if n, _, err = be.log.CatchUp(ctx, alice, fresh, nil); err != nil {
+		if n, _, err = replay.CatchUp(ctx, be.log, alice, fresh, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

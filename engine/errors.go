@@ -1,73 +1,65 @@
 package engine
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
-// Sentinel errors. Test for them with errors.Is; the returned errors wrap them
-// with the stream, subject, sequence or position involved.
+// Sentinel errors of the engine. Test for them with errors.Is; the returned
+// errors wrap them with the installation, group or queue involved. Errors
+// of the log underneath (eventlog.ErrConflict, eventlog.ErrConnect, a
+// *eventlog.RecordError naming a stream sequence) come through wrapped.
 var (
-	// ErrConflict means an append lost a race: the aggregate's last event is
-	// not at the position the caller expected (another writer appended first,
-	// or the caller's view is stale). Nothing of the failed append was
-	// written. Re-read the aggregate, re-decide, and append again.
-	ErrConflict = errors.New("engine: append conflict: aggregate moved past the expected position")
+	// ErrInstallationExists means CreateInstallation found the installation
+	// already created on the log; open it with OpenInstallation instead.
+	ErrInstallationExists = errors.New("engine: installation already exists")
 
-	// ErrOutOfOrder means a reader found an aggregate's positions not
-	// contiguous: a gap (a deleted or missing event) or a repeat (a replayed
-	// or duplicated event). The wrapping *RecordError names the sequence.
-	ErrOutOfOrder = errors.New("engine: events of an aggregate out of order (gap or repeat)")
+	// ErrNoInstallation means OpenInstallation found no installation.created
+	// event for the id: create it first.
+	ErrNoInstallation = errors.New("engine: installation does not exist")
 
-	// ErrIncompatibleStream means the stream exists but its configuration
-	// cannot hold this log (other subjects, other storage, other retention),
-	// and changing it would need an operator's decision.
-	ErrIncompatibleStream = errors.New("engine: existing stream is incompatible with the configuration")
+	// ErrUnknownGroup means an operation named a group this installation is
+	// not in (never created or joined).
+	ErrUnknownGroup = errors.New("engine: unknown group")
 
-	// ErrAtomicUnsupported means a multi-event append was asked of a stream
-	// or server without atomic batch publish (nats-server 2.12 or later with
-	// the stream's AllowAtomicPublish). Append one event per transition
-	// instead, or upgrade the server.
-	ErrAtomicUnsupported = errors.New("engine: atomic batch publish not supported by the server or stream")
+	// ErrEpochRetired means an application message belongs to an epoch
+	// whose secrets were retired (older than maximum_past_epochs): it can
+	// no longer be decrypted, by design (forward secrecy).
+	ErrEpochRetired = errors.New("engine: message from a retired epoch")
 
-	// ErrInvalidAppend means the events passed to Append cannot be appended
-	// as given: no events, events of several aggregates, positions that do
-	// not follow the expected one, or an invalid aggregate.
-	ErrInvalidAppend = errors.New("engine: invalid append")
+	// ErrDuplicateMessage means a message was already processed: an
+	// application message with the same ciphertext, a commit this
+	// installation already applied, or a Welcome to a group it already
+	// joined. A redelivery (say, after a crash between Receive and
+	// Acknowledge), refused so it is not recorded twice: acknowledge it.
+	ErrDuplicateMessage = errors.New("engine: message already received")
 
-	// ErrKeyringMismatch means the stream was created under another
-	// keyring: its subjects are pseudonyms of a different oldest root key,
-	// so this keyring would find none of its events (and would write events
-	// nobody else can find). Load the keyring the stream was created with.
-	ErrKeyringMismatch = errors.New("engine: keyring does not match the stream")
+	// ErrNoKeyPackage means a Welcome names none of this installation's key
+	// packages whose private keys are still held.
+	ErrNoKeyPackage = errors.New("engine: welcome uses no key package of this installation")
 
-	// ErrClosed means the Log was closed.
-	ErrClosed = errors.New("engine: log closed")
+	// ErrUnsupportedMessage means Receive got a message kind the engine
+	// does not process (a standalone proposal, a GroupInfo, a KeyPackage).
+	ErrUnsupportedMessage = errors.New("engine: unsupported message")
 
-	// ErrConnect means the NATS server could not be reached or refused the
-	// client (address, TLS or credentials); the error wraps the client's
-	// own (for example nats.ErrAuthorization) and names the URL, never a
-	// secret.
-	ErrConnect = errors.New("engine: cannot connect to NATS")
+	// ErrNotProjected means an operation's events are durable (the
+	// operation happened, and its result is returned alongside this
+	// error) but the read model could not be brought up to date with
+	// them. Deliver the result; CatchUp later.
+	ErrNotProjected = errors.New("engine: events recorded but not yet projected")
+
+	// ErrTooManyConflicts means an operation lost the race for its group
+	// on every attempt (see InstallationOptions.MaxAttempts).
+	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
+
+	// ErrOutcomeUnknown means an operation's append was sent but its
+	// outcome could not be learned before the context ended (or the
+	// connection closed): its events may or may not be recorded. An
+	// operation retries an append whose answer was lost (a timeout, a
+	// reconnect) with the same events, which Append never stores twice,
+	// for as long as its context allows; so give operations a context
+	// that outlasts a server failover. After this error, CatchUp shows
+	// whether the transition happened; its output is not returned.
+	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
+
+	// ErrInvalidAck means an acknowledgement names a sequence beyond the last
+	// one enqueued on the channel.
+	ErrInvalidAck = errors.New("engine: acknowledgement beyond the last enqueued sequence")
 )
-
-// RecordError describes a failure on one stored record: which stream,
-// subject and stream sequence, what the engine was doing, and the cause. It unwraps to the
-// cause, so errors.Is(err, events.ErrTampered) and errors.Is(err,
-// ErrOutOfOrder) work through it.
-type RecordError struct {
-	Stream  string // the stream name
-	Subject string // the record's subject
-	Seq     uint64 // the record's stream sequence
-	Op      string // what failed: "open", "order", "subject", "lookup", "metadata" or "handle"
-	Err     error  // the cause
-}
-
-// Error names the stream, sequence and subject, so an operator can inspect
-// the record (e.g. `nats stream get STREAM SEQ`).
-func (e *RecordError) Error() string {
-	return fmt.Sprintf("engine: stream %s seq %d subject %s: %s: %v", e.Stream, e.Seq, e.Subject, e.Op, e.Err)
-}
-
-// Unwrap returns the cause.
-func (e *RecordError) Unwrap() error { return e.Err }

@@ -7,14 +7,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/membership"
 	"github.com/epochlog/epochlog/mls"
 )
 
 // groupState is the cached current state of one group: its aggregate
 // position and the MLS group after every recorded event (ratchets
 // included). It is valid while no other writer appended to the group; an
-// append at a stale position fails with ErrConflict and the cache is
+// append at a stale position fails with eventlog.ErrConflict and the cache is
 // reloaded.
 type groupState struct {
 	id  []byte
@@ -167,7 +169,7 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 		if commit == nil {
 			continue
 		}
-		if leaf, ok := commitSender(commit); ok && leaf == self {
+		if leaf, ok := membership.CommitSender(commit); ok && leaf == self {
 			return time.Unix(0, at).UTC(), nil
 		}
 	}
@@ -184,19 +186,6 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 		}
 	}
 	return time.Time{}, nil
-}
-
-// commitSender returns the member leaf that sent a PublicMessage commit.
-func commitSender(wire []byte) (mls.LeafIndex, bool) {
-	var m mls.MLSMessage
-	if err := m.Unmarshal(wire); err != nil || m.PublicMessage == nil {
-		return 0, false
-	}
-	c := m.PublicMessage.Content
-	if c.ContentType != mls.ContentTypeCommit || c.Sender.Type != mls.SenderTypeMember {
-		return 0, false
-	}
-	return c.Sender.LeafIndex, true
 }
 
 // transact runs one group transition with optimistic concurrency (an
@@ -217,7 +206,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 			return nil, err
 		}
 		err = in.appendAndProject(ctx, in.groupAgg(id), gs.pos, bodies)
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, eventlog.ErrConflict) {
 			delete(in.group, string(id))
 			if err := in.project(ctx); err != nil {
 				return nil, err
@@ -266,17 +255,6 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) ([]byte, err
 	return gid, err
 }
 
-// groupMembers returns the identities of g's members by leaf.
-func groupMembers(g *mls.Group) map[mls.LeafIndex][]byte {
-	out := map[mls.LeafIndex][]byte{}
-	g.Tree().Leaves(func(l mls.LeafIndex, leaf *mls.LeafNode) {
-		if leaf != nil {
-			out[l] = bytes.Clone(leaf.Credential.Identity)
-		}
-	})
-	return out
-}
-
 // otherMembers lists the installations of g other than self, by leaf order.
 func otherMembers(g *mls.Group) []events.InstallationID {
 	var out []events.InstallationID
@@ -289,32 +267,6 @@ func otherMembers(g *mls.Group) []events.InstallationID {
 	return out
 }
 
-// diffMembers describes the membership change from old to new.
-func diffMembers(old, new *mls.Group) (added, removed []events.Member) {
-	om, nm := groupMembers(old), groupMembers(new)
-	for l, id := range om {
-		if nid, ok := nm[l]; !ok || !bytes.Equal(nid, id) {
-			removed = append(removed, events.Member{Leaf: uint32(l), Identity: id})
-		}
-	}
-	for l, id := range nm {
-		if oid, ok := om[l]; !ok || !bytes.Equal(oid, id) {
-			added = append(added, events.Member{Leaf: uint32(l), Identity: id})
-		}
-	}
-	sortMembers(added)
-	sortMembers(removed)
-	return added, removed
-}
-
-func sortMembers(ms []events.Member) {
-	for i := 1; i < len(ms); i++ {
-		for j := i; j > 0 && ms[j].Leaf < ms[j-1].Leaf; j-- {
-			ms[j], ms[j-1] = ms[j-1], ms[j]
-		}
-	}
-}
-
 // commitEvents records a transition from old to ng by the commit message:
 // group.commit_applied (with the re-derivable authenticator and the new
 // state) and, when epochs fall out of the maximum_past_epochs window,
@@ -324,7 +276,7 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, co
 	if err != nil {
 		return nil, fmt.Errorf("engine: encode group state: %w", err)
 	}
-	added, removed := diffMembers(old, ng)
+	added, removed := membership.Diff(old, ng)
 	gc := ng.GroupContext()
 	bodies := []events.Body{events.CommitApplied{
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(),
@@ -429,7 +381,7 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.commit(ctx, groupID, func(g *mls.Group) (mls.CommitOptions, error) {
-		ms := groupMembers(g)
+		ms := membership.Identities(g)
 		var leaves []mls.LeafIndex
 		for _, inst := range insts {
 			found := false

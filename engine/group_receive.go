@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/membership"
 	"github.com/epochlog/epochlog/mls"
 )
 
@@ -246,7 +248,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		GroupID: gid, Epoch: g.Epoch(), KeyPackageRef: kp.ref, Welcome: wire,
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
 	}}
-	ms := groupMembers(g)
+	ms := membership.Identities(g)
 	for l := mls.LeafIndex(0); len(ms) > 0; l++ {
 		if id, ok := ms[l]; ok {
 			bodies = append(bodies, events.MemberAdded{GroupID: gid, Epoch: g.Epoch(), Leaf: uint32(l), Identity: id})
@@ -268,7 +270,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 			return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, ErrTooManyConflicts)
 		}
 		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
-		if !errors.Is(joinErr, ErrConflict) {
+		if !errors.Is(joinErr, eventlog.ErrConflict) {
 			break
 		}
 		if err := in.project(ctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // A late application message of a past epoch names the member who sent
@@ -123,9 +124,9 @@ func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
 	}
 	ms, _ := in.Members(ctx, gid)
 	t.Logf("bob's read model members now: %v", ms)
-	_, err = b.log.VerifyMLS(ctx, bob)
-	if !errors.Is(err, ErrMLSMismatch) {
-		t.Errorf("VerifyMLS of a commit_applied whose Added/Removed contradict the commit: %v, want ErrMLSMismatch", err)
+	_, err = replay.VerifyMLS(ctx, b.log, bob)
+	if !errors.Is(err, replay.ErrMLSMismatch) {
+		t.Errorf("VerifyMLS of a commit_applied whose Added/Removed contradict the commit: %v, want replay.ErrMLSMismatch", err)
 	}
 }
 
@@ -160,7 +161,7 @@ func TestRebuildDoesNotDependOnMaxPastEpochs(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(b.insts, alice)
-	if _, err := b.log.Rebuild(ctx, alice, b.dbPath(alice), k, nil); err != nil {
+	if _, err := replay.Rebuild(ctx, b.log, alice, b.dbPath(alice), k, nil); err != nil {
 		t.Errorf("rebuild of alice's read model with default options: %v", err)
 	}
 	// A second process of alice with the default options.

@@ -11,73 +11,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/projections"
-)
-
-// Sentinel errors of the Installation API. Test with errors.Is.
-var (
-	// ErrInstallationExists means CreateInstallation found the installation
-	// already created on the log; open it with OpenInstallation instead.
-	ErrInstallationExists = errors.New("engine: installation already exists")
-
-	// ErrNoInstallation means OpenInstallation found no installation.created
-	// event for the id: create it first.
-	ErrNoInstallation = errors.New("engine: installation does not exist")
-
-	// ErrUnknownGroup means an operation named a group this installation is
-	// not in (never created or joined).
-	ErrUnknownGroup = errors.New("engine: unknown group")
-
-	// ErrEpochRetired means an application message belongs to an epoch
-	// whose secrets were retired (older than maximum_past_epochs): it can
-	// no longer be decrypted, by design (forward secrecy).
-	ErrEpochRetired = errors.New("engine: message from a retired epoch")
-
-	// ErrDuplicateMessage means a message was already processed: an
-	// application message with the same ciphertext, a commit this
-	// installation already applied, or a Welcome to a group it already
-	// joined. A redelivery (say, after a crash between Receive and
-	// Acknowledge), refused so it is not recorded twice: acknowledge it.
-	ErrDuplicateMessage = errors.New("engine: message already received")
-
-	// ErrNoKeyPackage means a Welcome names none of this installation's key
-	// packages whose private keys are still held.
-	ErrNoKeyPackage = errors.New("engine: welcome uses no key package of this installation")
-
-	// ErrUnsupportedMessage means Receive got a message kind the engine
-	// does not process (a standalone proposal, a GroupInfo, a KeyPackage).
-	ErrUnsupportedMessage = errors.New("engine: unsupported message")
-
-	// ErrMLSMismatch means replay re-derived an MLS transition and it does
-	// not match what was recorded (epoch authenticator, epoch, state), or
-	// a group's events are missing or out of order. The *RecordError
-	// wrapping it names the stream sequence.
-	ErrMLSMismatch = errors.New("engine: recorded MLS transition does not verify")
-
-	// ErrNotProjected means an operation's events are durable (the
-	// operation happened, and its result is returned alongside this
-	// error) but the read model could not be brought up to date with
-	// them. Deliver the result; CatchUp later.
-	ErrNotProjected = errors.New("engine: events recorded but not yet projected")
-
-	// ErrTooManyConflicts means an operation lost the race for its group
-	// on every attempt (see InstallationOptions.MaxAttempts).
-	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
-
-	// ErrOutcomeUnknown means an operation's append was sent but its
-	// outcome could not be learned before the context ended (or the
-	// connection closed): its events may or may not be recorded. An
-	// operation retries an append whose answer was lost (a timeout, a
-	// reconnect) with the same events, which Append never stores twice,
-	// for as long as its context allows; so give operations a context
-	// that outlasts a server failover. After this error, CatchUp shows
-	// whether the transition happened; its output is not returned.
-	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
+	"github.com/epochlog/epochlog/replay"
 )
 
 // Defaults of InstallationOptions.
@@ -148,7 +88,7 @@ func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 // returned only once the events are durable. It is safe for concurrent use;
 // operations are serialized.
 type Installation struct {
-	log   *Log
+	log   *eventlog.Log
 	id    events.InstallationID
 	db    *projections.DB
 	cs    *ciphersuite.CipherSuite
@@ -162,7 +102,7 @@ type Installation struct {
 // CreateInstallation creates installation id: it draws a signature key,
 // appends installation.created and opens (creating) the read model at
 // dbPath under key. An id that already exists is ErrInstallationExists.
-func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
+func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -191,7 +131,7 @@ func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, d
 		},
 	}
 	if _, err := l.Append(ctx, 0, ev); err != nil {
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
 		}
 		return nil, fmt.Errorf("engine: create installation %s: %w", id, err)
@@ -212,7 +152,7 @@ func CreateInstallation(ctx context.Context, l *Log, id events.InstallationID, d
 // at dbPath (creating it empty if it is missing) and resumes it from its
 // checkpoint by catching up with the log, then loads the identity from it.
 // An id with no installation.created event is ErrNoInstallation.
-func OpenInstallation(ctx context.Context, l *Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
+func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -282,7 +222,7 @@ func (in *Installation) CatchUp(ctx context.Context) error { return in.project(c
 
 // catchUpAll applies a long backlog with one consumer (Log.CatchUp).
 func (in *Installation) catchUpAll(ctx context.Context) error {
-	_, _, err := in.log.CatchUp(ctx, in.id, in.db, &ReplayOptions{DB: in.opts.DB})
+	_, _, err := replay.CatchUp(ctx, in.log, in.id, in.db, &replay.Options{DB: in.opts.DB})
 	if err != nil {
 		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
 	}
@@ -305,7 +245,7 @@ func (in *Installation) position(ctx context.Context, t events.AggregateType, id
 }
 
 // appendAndProject appends evs to agg at expected and brings the read model
-// up to date with them. On ErrConflict nothing was written; on
+// up to date with them. On eventlog.ErrConflict nothing was written; on
 // ErrNotProjected everything was; on ErrOutcomeUnknown either may be true.
 func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
 	now := in.opts.Now().UTC()
@@ -334,11 +274,11 @@ func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs 
 	for attempt := 0; ; attempt++ {
 		_, err := in.log.Append(ctx, expected, evs...)
 		switch {
-		case err == nil, errors.Is(err, ErrConflict):
-			// ErrConflict also after a lost answer: the aggregate's event at
+		case err == nil, errors.Is(err, eventlog.ErrConflict):
+			// eventlog.ErrConflict also after a lost answer: the aggregate's event at
 			// expected+1 is not ours (Append compares message ids).
 			return err
-		case !appendUnanswered(err):
+		case !eventlog.Unanswered(err):
 			if sent {
 				return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 			}
@@ -353,31 +293,6 @@ func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs 
 			return fmt.Errorf("%w: %w (after: %w)", ErrOutcomeUnknown, ctx.Err(), err)
 		}
 	}
-}
-
-// appendUnanswered reports whether an append failed for want of an
-// answer (the request timed out or was cancelled, the connection dropped or
-// is reconnecting), so that its events may be stored and trying again
-// decides it; or was refused at the expected position while a cluster's
-// in-flight state clears, which Append says to try again. Anything else
-// (a refusal by the server or before sending, a message too large, a bad
-// record on the stream, a missing stream) is an answer: trying again
-// cannot mend it.
-func appendUnanswered(err error) bool {
-	var ae *jetstream.APIError
-	if errors.As(err, &ae) {
-		return isRace(err)
-	}
-	for _, lost := range []error{
-		context.DeadlineExceeded, context.Canceled, nats.ErrTimeout,
-		nats.ErrConnectionReconnecting, nats.ErrReconnectBufExceeded,
-		nats.ErrDisconnected, nats.ErrStaleConnection, nats.ErrConnectionClosed,
-	} {
-		if errors.Is(err, lost) {
-			return true
-		}
-	}
-	return false
 }
 
 // outcomeBackoff is the pause before deciding an unanswered append again

@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // mlsChannel is the one delivery channel the tests use per installation,
@@ -24,7 +27,7 @@ type backend struct {
 	srv   *natstest.Server
 	ring  *events.Keyring
 	dir   string
-	log   *Log
+	log   *eventlog.Log
 	del   *Deliveries
 	insts map[events.InstallationID]*Installation
 	keys  map[events.InstallationID]projections.Key
@@ -50,7 +53,7 @@ func (b *backend) opts() *InstallationOptions {
 
 // open connects the Log and the delivery service (a process start).
 func (b *backend) open() {
-	l, err := Open(context.Background(), testConfig(b.srv), b.ring)
+	l, err := eventlog.Open(context.Background(), testConfig(b.srv), b.ring)
 	if err != nil {
 		b.t.Fatalf("open log: %v", err)
 	}
@@ -199,7 +202,7 @@ func (b *backend) keyPackage(id events.InstallationID) []byte {
 func (b *backend) checkRebuild(id events.InstallationID) {
 	b.t.Helper()
 	ctx := context.Background()
-	if _, err := b.log.VerifyMLS(ctx, id); err != nil {
+	if _, err := replay.VerifyMLS(ctx, b.log, id); err != nil {
 		b.t.Fatalf("verify MLS of %s: %v", id, err)
 	}
 	in := b.insts[id]
@@ -212,7 +215,7 @@ func (b *backend) checkRebuild(id events.InstallationID) {
 		b.t.Fatal(err)
 	}
 	defer fresh.Close()
-	if _, _, err := b.log.CatchUp(ctx, id, fresh, nil); err != nil {
+	if _, _, err := replay.CatchUp(ctx, b.log, id, fresh, nil); err != nil {
 		b.t.Fatalf("rebuild %s: %v", id, err)
 	}
 	live, err := in.DB().Digest(ctx)
@@ -235,3 +238,11 @@ func mustErrIs(t testing.TB, err, target error) {
 		t.Fatalf("error %v, want %v", err, target)
 	}
 }
+
+var (
+	keyring    = logtest.Keyring
+	testConfig = logtest.Config
+	openLog    = logtest.Open
+	rawDBKey   = logtest.RawDBKey
+	lastSeq    = logtest.LastSeq
+)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 )
@@ -146,7 +147,7 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 			}
 		}
 		err = in.appendAndProject(ctx, agg, pos, bodies)
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, eventlog.ErrConflict) {
 			if err := in.project(ctx); err != nil {
 				return err
 			}

@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/replay"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func jetstreamFor(l *Log) (jetstream.JetStream, error) { return jetstream.New(l.Conn()) }
+func jetstreamFor(l *eventlog.Log) (jetstream.JetStream, error) { return jetstream.New(l.Conn()) }
 
 const (
 	alice events.InstallationID = "alice-phone"
@@ -240,7 +242,7 @@ func TestTwoProcessesRaceOnOneGroup(t *testing.T) {
 
 	// A second process acting for alice: its own Log connection and its
 	// own read model, caught up from the log.
-	l2, err := Open(ctx, testConfig(b.srv), b.ring)
+	l2, err := eventlog.Open(ctx, testConfig(b.srv), b.ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +339,7 @@ func TestTamperedCommitDetectedOnReplay(t *testing.T) {
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
 	exchange(t, b, g1, []events.InstallationID{alice, bob}, 5, "x")
-	if _, err := b.log.VerifyMLS(ctx, bob); err != nil {
+	if _, err := replay.VerifyMLS(ctx, b.log, bob); err != nil {
 		t.Fatalf("untampered history: %v", err)
 	}
 	// Forge bob's next commit_applied: a real-looking transition with a
@@ -376,14 +378,14 @@ func TestTamperedCommitDetectedOnReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.log.VerifyMLS(ctx, bob)
-	mustErrIs(t, err, ErrMLSMismatch)
-	var re *RecordError
+	_, err = replay.VerifyMLS(ctx, b.log, bob)
+	mustErrIs(t, err, replay.ErrMLSMismatch)
+	var re *eventlog.RecordError
 	if !errors.As(err, &re) || re.Seq != ack.Sequence {
 		t.Fatalf("replay stopped at %v, want stream sequence %d", err, ack.Sequence)
 	}
 	// The other installations are unaffected.
-	if _, err := b.log.VerifyMLS(ctx, alice); err != nil {
+	if _, err := replay.VerifyMLS(ctx, b.log, alice); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -435,7 +437,7 @@ func TestRetiredEpochMessageRefused(t *testing.T) {
 		t.Fatal("no epoch retired")
 	}
 	var n int
-	if err := b.log.Read(ctx, carol, 0, func(r Record) error {
+	if err := b.log.Read(ctx, carol, 0, func(r eventlog.Record) error {
 		if r.Event.Body.Kind() == events.KindEpochSecretsRetired {
 			n++
 		}
@@ -537,7 +539,7 @@ func TestMissingCommitStopsReplay(t *testing.T) {
 	b.drainAll()
 	exchange(t, b, g1, []events.InstallationID{alice}, 2, "after the commit")
 	var commit uint64
-	if err := b.log.Read(ctx, bob, 0, func(r Record) error {
+	if err := b.log.Read(ctx, bob, 0, func(r eventlog.Record) error {
 		if c, ok := r.Event.Body.(events.CommitApplied); ok && bytes.Equal(c.GroupID, g1) {
 			commit = r.Seq
 		}
@@ -545,7 +547,7 @@ func TestMissingCommitStopsReplay(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.log.VerifyMLS(ctx, bob); err != nil {
+	if _, err := replay.VerifyMLS(ctx, b.log, bob); err != nil {
 		t.Fatal(err)
 	}
 	// Delete bob's record of the commit: the group's positions now have a
@@ -561,9 +563,9 @@ func TestMissingCommitStopsReplay(t *testing.T) {
 	if err := st.DeleteMsg(ctx, commit); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.log.VerifyMLS(ctx, bob)
-	mustErrIs(t, err, ErrOutOfOrder)
-	var re *RecordError
+	_, err = replay.VerifyMLS(ctx, b.log, bob)
+	mustErrIs(t, err, eventlog.ErrOutOfOrder)
+	var re *eventlog.RecordError
 	if !errors.As(err, &re) || re.Seq <= commit {
 		t.Fatalf("replay stopped at %v, want a sequence after %d", err, commit)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
@@ -84,7 +85,7 @@ func (p *lossyProxy) drop() {
 
 // lossyBackend is a backend whose Log reaches the server through a
 // lossyProxy; direct is a second Log connected straight to the server.
-func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *Log) {
+func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *eventlog.Log) {
 	srv := natstest.Start(t, natstest.Options{})
 	proxy = newLossyProxy(t, srv.URL())
 	b = &backend{t: t, srv: srv, ring: keyring(t, 1, 0x42), dir: t.TempDir(),
@@ -94,7 +95,7 @@ func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *Log) {
 	cfg.NATSURL = proxy.url()
 	cfg.RequestTimeout = time.Second
 	cfg.ReconnectWait = 50 * time.Millisecond
-	l, err := Open(context.Background(), cfg, b.ring)
+	l, err := eventlog.Open(context.Background(), cfg, b.ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +106,10 @@ func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *Log) {
 }
 
 // commitsTo returns the stream sequences of alice's commits of gid to epoch.
-func commitsTo(t *testing.T, l *Log, gid []byte, epoch uint64) []uint64 {
+func commitsTo(t *testing.T, l *eventlog.Log, gid []byte, epoch uint64) []uint64 {
 	t.Helper()
 	var seqs []uint64
-	if err := l.Read(context.Background(), alice, 0, func(r Record) error {
+	if err := l.Read(context.Background(), alice, 0, func(r eventlog.Record) error {
 		if c, ok := r.Event.Body.(events.CommitApplied); ok && string(c.GroupID) == string(gid) && c.Epoch == epoch {
 			seqs = append(seqs, r.Seq)
 		}

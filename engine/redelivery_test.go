@@ -9,6 +9,7 @@ import (
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // lastSeq returns the stream sequence of id's last event.
@@ -103,7 +104,7 @@ func (b *backend) receiveAgain(in *Installation, id events.InstallationID, wire 
 		b.t.Fatal(err)
 	}
 	defer fresh.Close()
-	if _, _, err := b.log.CatchUp(ctx, id, fresh, nil); err != nil {
+	if _, _, err := replay.CatchUp(ctx, b.log, id, fresh, nil); err != nil {
 		b.t.Errorf("rebuild of %s from its log: %v", id, err)
 	}
 }

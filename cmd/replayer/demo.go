@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 	"github.com/schollz/progressbar/v3"
 )
 
@@ -114,7 +116,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := engine.Open(ctx, cfg, ring)
+	log, err := eventlog.Open(ctx, cfg, ring)
 	if err != nil {
 		return err
 	}
@@ -167,14 +169,14 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	// MLS history against the epochs recorded when it was written.
 	t0 = time.Now()
 	for _, id := range w.ids {
-		vr, err := log.Verify(ctx, id, w.dbPath(id), w.keys[id], nil)
+		vr, err := replay.Verify(ctx, log, id, w.dbPath(id), w.keys[id], nil)
 		if err != nil {
 			return verifyError{fmt.Errorf("read model of %s: %w", id, err)}
 		}
 		if id == target {
 			sum.Digest = digestID(vr.Digest)
 		}
-		rep, err := log.VerifyMLS(ctx, id)
+		rep, err := replay.VerifyMLS(ctx, log, id)
 		if err != nil {
 			return verifyError{fmt.Errorf("MLS history of %s: %w", id, err)}
 		}
@@ -291,7 +293,7 @@ func (w *world) churn(ctx context.Context, gs []*demoGroup) error {
 func (w *world) census(ctx context.Context, sum *demoSummary, gs []*demoGroup) error {
 	sum.Stats = w.stats
 	sum.ByKind = map[events.Kind]int{}
-	err := w.log.ReadInstallations(ctx, w.ids, 0, func(r engine.Record) error {
+	err := w.log.ReadInstallations(ctx, w.ids, 0, func(r eventlog.Record) error {
 		if sum.FirstSeq == 0 {
 			sum.FirstSeq = r.Seq
 		}

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // demoChannel is the delivery channel every demo installation reads: one
@@ -22,7 +24,7 @@ const demoChannel = "mls"
 // world is the demo's backend: one log, the delivery queues, and the
 // installations it acts for, each with its read model and key file.
 type world struct {
-	log   *engine.Log
+	log   *eventlog.Log
 	queue *engine.Deliveries
 	dbDir string
 	ids   []events.InstallationID
@@ -225,7 +227,7 @@ func (w *world) pick(k int) []events.InstallationID {
 
 // rekey rebuilds id's read model under a fresh key, writes the new key
 // file, proves the old key is refused, and reopens the installation.
-func (w *world) rekey(ctx context.Context, id events.InstallationID) (*engine.RebuildResult, error) {
+func (w *world) rekey(ctx context.Context, id events.InstallationID) (*replay.RebuildResult, error) {
 	path := w.dbPath(id)
 	if err := w.inst[id].Close(); err != nil {
 		return nil, err
@@ -240,7 +242,7 @@ func (w *world) rekey(ctx context.Context, id events.InstallationID) (*engine.Re
 	if err != nil {
 		return nil, err
 	}
-	res, err := w.log.Rekey(ctx, id, path, oldKey, newKey, nil)
+	res, err := replay.Rekey(ctx, w.log, id, path, oldKey, newKey, nil)
 	if err != nil {
 		return nil, fmt.Errorf("rekey %s: %w", id, err)
 	}

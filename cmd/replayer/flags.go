@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -61,19 +61,19 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	fs.StringVar(&c.creds, "nats-creds", "", "NATS credentials (.creds) file")
 	fs.StringVar(&c.nkey, "nats-nkey", "", "file holding a NATS user nkey seed")
 	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
-	fs.StringVar(&c.stream, "stream", engine.DefaultStream, "JetStream stream name")
-	fs.StringVar(&c.prefix, "subject-prefix", engine.DefaultSubjectPrefix, "first token of every event subject")
+	fs.StringVar(&c.stream, "stream", eventlog.DefaultStream, "JetStream stream name")
+	fs.StringVar(&c.prefix, "subject-prefix", eventlog.DefaultSubjectPrefix, "first token of every event subject")
 	fs.IntVar(&c.replicas, "replicas", 0, "stream replicas, 1 to 5, when this command creates the stream or should change it (default: a new stream gets 1, an existing one keeps its own)")
 }
 
-func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
-	cfg := engine.DefaultConfig(c.data)
+func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
+	cfg := eventlog.DefaultConfig(c.data)
 	cfg.NATSURL = c.nats
 	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = c.ca, c.cert, c.key
 	cfg.CredsFile, cfg.NKeySeedFile = c.creds, c.nkey
 	cfg.User = c.user
 	if c.user != "" {
-		cfg.Password = engine.Secret(env.getenv(envNATSPassword))
+		cfg.Password = eventlog.Secret(env.getenv(envNATSPassword))
 	}
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
 	cfg.Replicas = c.replicas
@@ -98,7 +98,7 @@ func (c *connFlags) config(env *cliEnv) (engine.Config, error) {
 }
 
 // openLog connects to the event log the flags describe.
-func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) (*engine.Log, error) {
+func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) (*eventlog.Log, error) {
 	cfg, err := conn.config(env)
 	if err != nil {
 		return nil, err
@@ -107,7 +107,7 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 	if err != nil {
 		return nil, err
 	}
-	return engine.Open(ctx, cfg, ring)
+	return eventlog.Open(ctx, cfg, ring)
 }
 
 // keyFlags locate the event keyring.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
@@ -48,7 +49,7 @@ func TestFollowResumesFromCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := engine.Open(ctx, engine.Config{NATSURL: srv.URL()}, ring)
+	l, err := eventlog.Open(ctx, eventlog.Config{NATSURL: srv.URL()}, ring)
 	if err != nil {
 		t.Fatal(err)
 	}

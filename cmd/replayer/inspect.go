@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -48,14 +48,14 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	if *reveal {
 		fmt.Fprintln(env.stderr, "replayer: warning: --reveal-secrets prints private keys and message plaintext")
 	}
-	log, err := engine.Open(ctx, cfg, ring)
+	log, err := eventlog.Open(ctx, cfg, ring)
 	if err != nil {
 		return err
 	}
 	defer log.Close()
 
 	enc := json.NewEncoder(env.stdout)
-	print := func(r engine.Record) error {
+	print := func(r eventlog.Record) error {
 		var body []byte
 		var err error
 		if *reveal {
@@ -80,23 +80,4 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 		return verifyError{err}
 	}
 	return err
-}
-
-func runCatalogue(_ context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "catalogue", "[--json]", "Lists the event kinds this build reads and writes.")
-	asJSON := fs.Bool("json", false, "print JSON lines")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	enc := json.NewEncoder(env.stdout)
-	for _, k := range events.Kinds() {
-		if *asJSON {
-			if err := enc.Encode(map[string]any{"kind": k.Kind, "version": k.Version, "aggregate": k.Aggregate, "doc": k.Doc}); err != nil {
-				return err
-			}
-			continue
-		}
-		fmt.Fprintf(env.stdout, "%-30s v%-3d %-13s %s\n", k.Kind, k.Version, k.Aggregate, k.Doc)
-	}
-	return nil
 }

@@ -23,9 +23,10 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // Exit codes (documented in the package doc and docs/operations.md).
@@ -145,7 +146,7 @@ func printUsage(w io.Writer) {
 // moved or undecryptable event, a history out of order, a wrong key.
 func isVerificationFailure(err error) bool {
 	for _, target := range []error{
-		engine.ErrKeyringMismatch, engine.ErrDrift, engine.ErrOutOfOrder, engine.ErrMLSMismatch,
+		eventlog.ErrKeyringMismatch, replay.ErrDrift, eventlog.ErrOutOfOrder, replay.ErrMLSMismatch,
 		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved,
 		projections.ErrWrongKey,
 	} {

@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // channel is the delivery channel every installation reads from; one
@@ -41,7 +43,7 @@ func main() {
 // service is what the backend holds: the log, the delivery queues and the
 // installations it acts for.
 type service struct {
-	log   *engine.Log
+	log   *eventlog.Log
 	queue *engine.Deliveries
 	inst  map[events.InstallationID]*engine.Installation
 }
@@ -65,7 +67,7 @@ func run(ctx context.Context, dir string, messages int) error {
 	if err != nil {
 		return err
 	}
-	l, err := engine.Open(ctx, engine.Config{DataDir: filepath.Join(dir, "nats"), EmbeddedInProcess: true}, ring)
+	l, err := eventlog.Open(ctx, eventlog.Config{DataDir: filepath.Join(dir, "nats"), EmbeddedInProcess: true}, ring)
 	if err != nil {
 		return err
 	}
@@ -145,7 +147,7 @@ func run(ctx context.Context, dir string, messages int) error {
 	}
 
 	for _, id := range names {
-		rep, err := l.VerifyMLS(ctx, id)
+		rep, err := replay.VerifyMLS(ctx, l, id)
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", id, err)
 		}
@@ -163,7 +165,7 @@ func run(ctx context.Context, dir string, messages int) error {
 	if err := s.inst[bob].Close(); err != nil {
 		return err
 	}
-	res, err := l.Rebuild(ctx, bob, bobPath, keys[bob], nil)
+	res, err := replay.Rebuild(ctx, l, bob, bobPath, keys[bob], nil)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,571 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// JetStream headers used by Append. The batch headers have no constants in
+// nats.go (it has no atomic batch helper); their names and semantics are
+// those of nats-server 2.12+ (server/stream.go, jetstream_batching.go).
+const (
+	hdrMsgID       = jetstream.MsgIDHeader               // deduplication
+	hdrExpectedSeq = jetstream.ExpectedLastSubjSeqHeader // optimistic concurrency
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
+// JetStream API error codes Append reacts to.
+const (
+	codeWrongLastSeq         jetstream.ErrorCode = 10071 // expected last subject sequence mismatch
+	codeWrongLastSeqConstant jetstream.ErrorCode = 10164 // same, replicated streams / in-flight subject
+	codeDupInProcess         jetstream.ErrorCode = 10158 // message id in process (clustered)
+	codeBatchDuplicate       jetstream.ErrorCode = 10201 // atomic batch holds an already stored message id
+)
+
+// Appended describes one event Append stored (or found already stored).
+type Appended struct {
+	// Seq is the stream sequence of the event.
+	Seq uint64
+	// Subject is the subject it is stored on.
+	Subject string
+	// Position is its position within the aggregate.
+	Position uint64
+	// Duplicate is true when the event was already in the stream: this
+	// append was a retry of one that had succeeded.
+	Duplicate bool
+}
+
+// prepared is an append with its events sealed and their message ids.
+type prepared struct {
+	agg      events.Aggregate
+	subject  string
+	expected uint64
+	ids      []string
+	envs     [][]byte
+}
+
+func (p *prepared) last() uint64 { return p.expected + uint64(len(p.envs)) }
+
+// Append appends evs, all of one aggregate, at positions expected+1,
+// expected+2, ...; expected is the position of the aggregate's last event as
+// the caller knows it (0 for a new aggregate). An event's Position may be 0
+// (Append fills it in) or must equal its slot; a zero Time is set to now.
+//
+// The events land together or not at all (one JetStream atomic batch when
+// there are several; see ErrAtomicUnsupported). If another writer appended
+// to the aggregate first, Append fails with ErrConflict and writes nothing.
+//
+// Append is idempotent: each event carries a deterministic Nats-Msg-Id (the
+// position and a keyed digest of the event), so repeating an append whose
+// outcome is unknown (a timeout, a lost connection) with the same expected
+// position and the same events never stores them twice. It returns the
+// original sequences with Duplicate set, also after the server's duplicate
+// window, because Append then finds the events on the stream. A zero Time
+// is not part of that identity, so such retries match too.
+func (l *Log) Append(ctx context.Context, expected uint64, evs ...events.Event) ([]Appended, error) {
+	p, err := l.prepare(expected, evs)
+	if err != nil {
+		return nil, err
+	}
+	return l.appendPrepared(ctx, p)
+}
+
+// prepare validates the events, fills positions and times, derives the
+// message ids and seals the envelopes.
+func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	n := len(evs)
+	switch {
+	case n == 0:
+		return nil, fmt.Errorf("%w: no events", ErrInvalidAppend)
+	case n > l.cfg.MaxBatch:
+		return nil, fmt.Errorf("%w: %d events in one append, more than MaxBatch %d", ErrInvalidAppend, n, l.cfg.MaxBatch)
+	case n > 1 && !l.atomic:
+		return nil, fmt.Errorf("%w: stream %s: append of %d events needs atomic batch publish; append them one per call", ErrAtomicUnsupported, l.cfg.Stream, n)
+	}
+	agg := evs[0].Aggregate
+	as, err := l.aggSubject(agg)
+	if err != nil {
+		return nil, err
+	}
+	p := &prepared{agg: agg, subject: as.subject, expected: expected, ids: make([]string, n), envs: make([][]byte, n)}
+	now := time.Now().UTC()
+	for i, e := range evs {
+		if e.Aggregate != agg {
+			return nil, fmt.Errorf("%w: event %d is for aggregate %s %q of %s, event 0 for %s %q of %s: one append takes one aggregate",
+				ErrInvalidAppend, i, e.Aggregate.Type, e.Aggregate.ID, e.Aggregate.Installation, agg.Type, agg.ID, agg.Installation)
+		}
+		slot := expected + uint64(i) + 1
+		if e.Position == 0 {
+			e.Position = slot
+		} else if e.Position != slot {
+			return nil, fmt.Errorf("%w: event %d has position %d, but appending after position %d puts it at %d",
+				ErrInvalidAppend, i, e.Position, expected, slot)
+		}
+		if p.ids[i], p.envs[i], err = l.sealWithID(as, e, now); err != nil {
+			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
+		}
+	}
+	return p, nil
+}
+
+// sealWithID seals e (a zero Time set to now) and derives its message id,
+// feeding the body's encoding from the seal into the id's digest.
+func (l *Log) sealWithID(as aggSubject, e events.Event, now time.Time) (string, []byte, error) {
+	h := l.msgIDHashes.Get().(*msgIDHash)
+	defer l.msgIDHashes.Put(h)
+	if err := h.begin(as.pseudo, e); err != nil {
+		return "", nil, err
+	}
+	if e.Time.IsZero() {
+		e.Time = now
+	}
+	env, err := events.SealTo(l.keys, l.binding(as.subject), e, h.mac)
+	if err != nil {
+		return "", nil, fmt.Errorf("seal: %w", err)
+	}
+	return h.id(e.Position), env, nil
+}
+
+// unsetTime stands in for a zero Event.Time in message ids, so that a retry
+// of an append that let Append pick the time has the same ids.
+var unsetTime = time.Unix(0, 0).UTC()
+
+// A message id digests the event as the caller gave it (position filled
+// in): the msgpack array [kind, version, aggregate, position, time, body],
+// with unsetTime for a zero time. The body's bytes come from the seal
+// (events.SealTo), so the body is encoded once; msgIDHeader encodes the
+// fields before it.
+
+// msgIDHeader is the first five elements of a message id's digest input.
+type msgIDHeader struct {
+	//lint:ignore U1000 read by msgpack through its tag: encode as an array
+	_msgpack  struct{} `msgpack:",as_array"`
+	Kind      events.Kind
+	Version   uint16
+	Aggregate events.Aggregate
+	Position  uint64
+	Time      time.Time
+}
+
+// msgIDHash is a reusable keyed hash, with a msgpack encoder and the
+// buffer it encodes the header into (reused, so encoding allocates nothing
+// once warm).
+type msgIDHash struct {
+	mac hash.Hash
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+	sum []byte
+}
+
+// begin resets the hash and writes the aggregate pseudonym and e's
+// header; the body's encoding is to be written next.
+func (h *msgIDHash) begin(aggPseudo string, e events.Event) error {
+	if e.Body == nil {
+		return fmt.Errorf("%w: event at position %d has no body", ErrInvalidAppend, e.Position)
+	}
+	if e.Time.IsZero() {
+		e.Time = unsetTime
+	}
+	h.buf.Reset()
+	hdr := msgIDHeader{Kind: e.Body.Kind(), Version: e.Body.SchemaVersion(), Aggregate: e.Aggregate, Position: e.Position, Time: e.Time.UTC()}
+	if err := h.enc.Encode(&hdr); err != nil {
+		return fmt.Errorf("eventlog: append: encode event at position %d: %w", e.Position, err)
+	}
+	// Five elements encoded, six digested: the body follows.
+	b := h.buf.Bytes()
+	if b[0] != 0x95 { // msgpack fixarray of 5
+		return fmt.Errorf("eventlog: append: message id header of event at position %d starts with %#x, want a fixarray of 5", e.Position, b[0])
+	}
+	b[0] = 0x96
+	h.mac.Reset()
+	h.mac.Write([]byte(aggPseudo))
+	h.mac.Write(b)
+	clear(b) // ids and times of the caller's event: keep no copy
+	return nil
+}
+
+// id finishes the digest: "<position>-<token>", token = base32 of
+// HMAC-SHA256(the Log's message-id key, aggregate pseudonym ||
+// msgpack(event))[:16]. Keyed, so the bus operator cannot test guesses of
+// an event's content against it; the position in clear only repeats what
+// the subject's message count shows, and lets Append locate its events on
+// a retry.
+func (h *msgIDHash) id(position uint64) string {
+	h.sum = h.mac.Sum(h.sum[:0])
+	var buf [20 + 1 + 26]byte
+	out := strconv.AppendUint(buf[:0], position, 10)
+	out = append(out, '-')
+	out = msgIDEncoding.AppendEncode(out, h.sum[:16])
+	return string(out)
+}
+
+var msgIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newMsgIDHashes returns the pool of message-id hashes keyed with a key
+// derived from the keyring's pseudonym key (so ids, like subjects, survive
+// key rotation).
+func newMsgIDHashes(keys *events.Keyring) *sync.Pool {
+	key := []byte(keys.Pseudonym("engine", "message id key"))
+	return &sync.Pool{New: func() any {
+		h := &msgIDHash{mac: hmac.New(sha256.New, key)}
+		h.enc = msgpack.NewEncoder(&h.buf)
+		h.enc.SetSortMapKeys(true)
+		return h
+	}}
+}
+
+// positionFromMsgID parses the position prefix of a message id.
+func positionFromMsgID(id string) (uint64, bool) {
+	p, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// refusedBackoff is the pause before the n-th publish again (n from 0) of
+// an append the server refused although the stream shows the aggregate at
+// the expected position: 5 ms, doubling, at most 160 ms. On a cluster the
+// leader refuses a check on a subject whose previous message is still
+// being replicated ("wrong last sequence" without a sequence, code 10164),
+// even when that previous message is the one the append follows; a stale
+// cached sequence is refused the same way. Neither is a conflict, so
+// appendPrepared tries again for up to Config.RequestTimeout.
+func refusedBackoff(n int) time.Duration {
+	return 5 * time.Millisecond << min(n, 5) // 5 ms ... 160 ms
+}
+
+// appendPrepared appends p synchronously: a publish checked against the
+// aggregate's tail; a refusal is settled by reading the stream (an earlier
+// attempt landed, or another writer won: ErrConflict), or retried when the
+// stream shows the aggregate where p expects it.
+func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, error) {
+	t, err := l.tailFor(ctx, p)
+	var refused error
+	var giveUp time.Time // set at the first refusal at the expected position
+	for attempt := 0; ; attempt++ {
+		if err != nil {
+			return nil, err
+		}
+		if t.pos != p.expected {
+			return l.settle(ctx, p, t, refused)
+		}
+		var res []Appended
+		if len(p.envs) == 1 {
+			res, err = l.publishOne(ctx, p, t.seq)
+		} else {
+			res, err = l.publishBatch(ctx, p, t.seq)
+		}
+		if err == nil {
+			l.setTail(p.subject, tail{seq: res[len(res)-1].Seq, pos: p.last()})
+			return res, nil
+		}
+		l.dropTail(p.subject)
+		if !isRace(err) {
+			return nil, fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
+		}
+		refused = err
+		if t, err = l.lookup(ctx, p.subject, p.agg.Installation); err != nil || t.pos != p.expected {
+			continue // settled at the top of the loop
+		}
+		// Refused although the aggregate is where p expects it: wait for
+		// the server's in-flight state to clear, then publish again.
+		if giveUp.IsZero() {
+			giveUp = time.Now().Add(l.cfg.RequestTimeout)
+		} else if time.Now().After(giveUp) {
+			return nil, fmt.Errorf("eventlog: append to %s at position %d: refused %d times over %v although the stream shows the aggregate at position %d (stream seq %d); the append is idempotent, retry it: %w",
+				p.subject, p.expected+1, attempt+1, l.cfg.RequestTimeout, t.pos, t.seq, refused)
+		}
+		select {
+		case <-time.After(refusedBackoff(attempt)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// afterFailedPublish handles the error of a pipelined publish: a refusal
+// of the expected sequence is settled by reading the stream, or, with the
+// aggregate still where p expects it, retried through appendPrepared;
+// anything else is returned.
+func (l *Log) afterFailedPublish(ctx context.Context, p *prepared, pubErr error) ([]Appended, error) {
+	l.dropTail(p.subject)
+	if !isRace(pubErr) {
+		return nil, fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, pubErr)
+	}
+	t, err := l.lookup(ctx, p.subject, p.agg.Installation)
+	if err != nil {
+		return nil, err
+	}
+	if t.pos != p.expected {
+		return l.settle(ctx, p, t, pubErr)
+	}
+	return l.appendPrepared(ctx, p)
+}
+
+// tailFor returns the aggregate's last event as far as it matters for
+// appending after p.expected: the cache when it agrees with the caller, no
+// lookup at all for a new aggregate (the server checks "no message yet"),
+// otherwise the stream's answer.
+func (l *Log) tailFor(ctx context.Context, p *prepared) (tail, error) {
+	t, ok := l.cachedTail(p.subject)
+	if ok && t.pos == p.expected {
+		return t, nil
+	}
+	if !ok && p.expected == 0 {
+		return tail{}, nil
+	}
+	return l.lookup(ctx, p.subject, p.agg.Installation)
+}
+
+// Unanswered reports whether an Append failed for want of an
+// answer (the request timed out or was cancelled, the connection dropped or
+// is reconnecting), so that its events may be stored and trying again
+// decides it; or was refused at the expected position while a cluster's
+// in-flight state clears, which Append says to try again.
+// A caller that must know the outcome (an operation whose output must not
+// be dropped while its events are durable) appends the same events again
+// while this holds: Append never stores them twice. Anything else
+// (a refusal by the server or before sending, a message too large, a bad
+// record on the stream, a missing stream) is an answer: trying again
+// cannot mend it.
+func Unanswered(err error) bool {
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) {
+		return isRace(err)
+	}
+	for _, lost := range []error{
+		context.DeadlineExceeded, context.Canceled, nats.ErrTimeout,
+		nats.ErrConnectionReconnecting, nats.ErrReconnectBufExceeded,
+		nats.ErrDisconnected, nats.ErrStaleConnection, nats.ErrConnectionClosed,
+	} {
+		if errors.Is(err, lost) {
+			return true
+		}
+	}
+	return false
+}
+
+// isRace reports whether a publish failed because the aggregate (or the
+// message id) was not in the state the publish required.
+func isRace(err error) bool {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode {
+	case codeWrongLastSeq, codeWrongLastSeqConstant, codeDupInProcess, codeBatchDuplicate:
+		return true
+	}
+	return false
+}
+
+// settle decides an append whose expected position is not the aggregate's
+// tail t: a retry of an append that already landed (return its events) or
+// a conflict.
+func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]Appended, error) {
+	if t.pos >= p.last() {
+		res, ok, err := l.findExisting(ctx, p, t)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return res, nil
+		}
+	}
+	err := fmt.Errorf("%w: %s %q of installation %s (subject %s) is at position %d (stream seq %d), append expected %d",
+		ErrConflict, p.agg.Type, p.agg.ID, p.agg.Installation, p.subject, t.pos, t.seq, p.expected)
+	if cause != nil {
+		err = fmt.Errorf("%w (server: %v)", err, cause)
+	}
+	return nil, err
+}
+
+// lookup reads the aggregate's last event from the stream, verifies it and
+// caches its sequence and position.
+func (l *Log) lookup(ctx context.Context, subject string, inst events.InstallationID) (tail, error) {
+	m, err := l.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		l.dropTail(subject)
+		return tail{}, nil
+	}
+	if err != nil {
+		return tail{}, fmt.Errorf("eventlog: look up last event on %s: %w", subject, err)
+	}
+	ev, err := events.Open(l.keys, inst, l.binding(subject), m.Data)
+	if err != nil {
+		return tail{}, l.recordError(subject, m.Sequence, "lookup", err)
+	}
+	t := tail{seq: m.Sequence, pos: ev.Position}
+	l.mu.Lock()
+	l.tails[subject] = t
+	l.mu.Unlock()
+	return t, nil
+}
+
+// findExisting looks for p's events on the stream, given that the
+// aggregate's tail t is at or past p's last position. It finds the message
+// at position p.expected+1 by binary search over stream sequences (positions
+// grow with sequences on one subject), then compares message ids.
+func (l *Log) findExisting(ctx context.Context, p *prepared, t tail) ([]Appended, bool, error) {
+	want := p.expected + 1
+	// Smallest s such that the first message at or after s has a position
+	// of at least want; such a message exists (t itself).
+	lo, hi := uint64(1), t.seq
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, pos, err := l.nextOnSubject(ctx, p, mid)
+		if err != nil {
+			return nil, false, err
+		}
+		if pos >= want {
+			hi = mid
+		} else {
+			lo = m.Sequence + 1
+		}
+	}
+	res := make([]Appended, 0, len(p.ids))
+	seq := hi
+	for i, id := range p.ids {
+		m, pos, err := l.nextOnSubject(ctx, p, seq)
+		if err != nil {
+			return nil, false, err
+		}
+		if pos != want+uint64(i) || m.Header.Get(hdrMsgID) != id {
+			return nil, false, nil
+		}
+		res = append(res, Appended{Seq: m.Sequence, Subject: p.subject, Position: pos, Duplicate: true})
+		seq = m.Sequence + 1
+	}
+	return res, true, nil
+}
+
+// nextOnSubject returns the first message of p's subject at or after seq,
+// and its position (from its message id, or by opening it).
+func (l *Log) nextOnSubject(ctx context.Context, p *prepared, seq uint64) (*jetstream.RawStreamMsg, uint64, error) {
+	m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(p.subject))
+	if err != nil {
+		return nil, 0, fmt.Errorf("eventlog: find events on %s from seq %d: %w", p.subject, seq, err)
+	}
+	if pos, ok := positionFromMsgID(m.Header.Get(hdrMsgID)); ok {
+		return m, pos, nil
+	}
+	ev, err := events.Open(l.keys, p.agg.Installation, l.binding(p.subject), m.Data)
+	if err != nil {
+		return nil, 0, l.recordError(p.subject, m.Sequence, "lookup", err)
+	}
+	return m, ev.Position, nil
+}
+
+// message builds the NATS message for p's i-th event. Only the first event
+// carries the expected last subject sequence: the server refuses the check
+// on a subject already written earlier in the same batch.
+func (l *Log) message(p *prepared, i int, lastSeq uint64, batchID string) *nats.Msg {
+	h := nats.Header{hdrMsgID: []string{p.ids[i]}}
+	if i == 0 {
+		h[hdrExpectedSeq] = []string{strconv.FormatUint(lastSeq, 10)}
+	}
+	if batchID != "" {
+		h[hdrBatchID] = []string{batchID}
+		h[hdrBatchSeq] = []string{strconv.Itoa(i + 1)}
+		if i == len(p.envs)-1 {
+			h[hdrBatchCommit] = []string{"1"}
+		}
+	}
+	return &nats.Msg{Subject: p.subject, Header: h, Data: p.envs[i]}
+}
+
+func (l *Log) publishOne(ctx context.Context, p *prepared, lastSeq uint64) ([]Appended, error) {
+	ack, err := l.js.PublishMsg(ctx, l.message(p, 0, lastSeq, ""))
+	if err != nil {
+		return nil, err
+	}
+	return []Appended{{Seq: ack.Sequence, Subject: p.subject, Position: p.last(), Duplicate: ack.Duplicate}}, nil
+}
+
+// publishBatch publishes p's events as one atomic batch: all but the last
+// without a reply (the server stages them), the last with the commit header
+// as a request whose reply is the batch's PubAck.
+func (l *Log) publishBatch(ctx context.Context, p *prepared, lastSeq uint64) ([]Appended, error) {
+	id := newBatchID()
+	n := len(p.envs)
+	for i := 0; i < n-1; i++ {
+		if err := l.nc.PublishMsg(l.message(p, i, lastSeq, id)); err != nil {
+			return nil, fmt.Errorf("publish batch message %d of %d: %w", i+1, n, err)
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.cfg.RequestTimeout)
+		defer cancel()
+	}
+	resp, err := l.nc.RequestMsgWithContext(ctx, l.message(p, n-1, lastSeq, id))
+	if err != nil {
+		return nil, fmt.Errorf("commit batch of %d: %w", n, err)
+	}
+	ack, err := parseBatchAck(resp.Data)
+	if err != nil {
+		return nil, err
+	}
+	if ack.Count != 0 && ack.Count != n {
+		return nil, fmt.Errorf("commit batch of %d: server acknowledged %d messages", n, ack.Count)
+	}
+	// A committed batch is stored contiguously (the server holds the
+	// stream's isolation lock across the commit, or proposes it as one
+	// multi-entry), so the sequences end at the acknowledged one.
+	res := make([]Appended, n)
+	for i := range res {
+		res[i] = Appended{Seq: ack.Seq - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1}
+	}
+	return res, nil
+}
+
+// newBatchID returns a fresh batch id. Batch ids are random, not derived from
+// the events: a retry must not join a half-staged earlier attempt.
+func newBatchID() string { return nuid.Next() }
+
+// batchAck is the PubAck of an atomic batch commit.
+type batchAck struct {
+	Stream string              `json:"stream"`
+	Seq    uint64              `json:"seq"`
+	Batch  string              `json:"batch"`
+	Count  int                 `json:"count"`
+	Error  *jetstream.APIError `json:"error"`
+}
+
+func parseBatchAck(data []byte) (batchAck, error) {
+	var a batchAck
+	if err := json.Unmarshal(data, &a); err != nil {
+		return a, fmt.Errorf("commit batch: invalid PubAck: %w", err)
+	}
+	if a.Error != nil {
+		return a, fmt.Errorf("commit batch: %w", a.Error)
+	}
+	if a.Stream == "" || a.Seq == 0 {
+		return a, fmt.Errorf("commit batch: invalid PubAck %q", data)
+	}
+	return a, nil
+}

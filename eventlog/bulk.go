@@ -1,0 +1,234 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Transition is one append of AppendBulk: events of one aggregate at
+// positions Expected+1, Expected+2, ... (the arguments of one Append call).
+type Transition struct {
+	Expected uint64         // position of the aggregate's last event before this transition
+	Events   []events.Event // one aggregate's events, at Expected+1...
+}
+
+// inflight is a published transition waiting for its PubAck.
+type inflight struct {
+	idx int
+	p   *prepared
+	ack jetstream.PubAckFuture
+}
+
+// AppendBulk appends many transitions, pipelined: up to Config.MaxInFlight
+// publishes are unacknowledged at once, instead of one round trip each. It
+// is for bulk loads (many aggregates, or long runs of one).
+//
+// Each transition has Append's guarantees: atomic, checked against the
+// aggregate's last sequence, idempotent. Transitions of different
+// aggregates are in flight together; a transition on an aggregate waits for
+// the previous one on the same aggregate to be acknowledged (its sequence
+// is the next one's expected last sequence). Put a long run of one
+// aggregate's events into few transitions of up to MaxBatch events.
+//
+// It returns the appended events of each transition, in order. On the first
+// failure it waits for what is in flight, then returns the results so far
+// (nil for transitions not appended) and an error naming the transition.
+// Retrying the whole call is safe: transitions already stored are found
+// again and reported with Duplicate set.
+func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, error) {
+	results := make([][]Appended, len(ts))
+	queue := make([]*inflight, 0, l.cfg.MaxInFlight)
+	latest := map[string]*inflight{} // by subject: the last transition in flight
+	var firstErr error
+	fail := func(i int, err error) {
+		if firstErr == nil {
+			firstErr = fmt.Errorf("eventlog: bulk append: transition %d: %w", i, err)
+		}
+	}
+
+	complete := func(f *inflight) {
+		res, err := l.await(ctx, f)
+		if err != nil {
+			fail(f.idx, err)
+		}
+		results[f.idx] = res
+		if latest[f.p.subject] == f {
+			delete(latest, f.p.subject)
+		}
+	}
+	// drainUntil completes queued transitions in order up to and including f.
+	drainUntil := func(f *inflight) {
+		for len(queue) > 0 {
+			h := queue[0]
+			queue = queue[1:]
+			complete(h)
+			if h == f {
+				return
+			}
+		}
+	}
+
+	stop := make(chan struct{})
+	defer close(stop)
+	windows := l.prepareAhead(ts, stop)
+	for w := range windows {
+		for k, p := range w.preps {
+			i := w.start + k
+			if firstErr != nil {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				firstErr = err
+				break
+			}
+			if p == nil {
+				fail(i, w.err)
+				break
+			}
+			if prev := latest[p.subject]; prev != nil {
+				drainUntil(prev)
+				if firstErr != nil {
+					break
+				}
+			}
+			tl, err := l.tailFor(ctx, p)
+			if err != nil {
+				fail(i, err)
+				break
+			}
+			if tl.pos != p.expected {
+				// A retry of a bulk load, or a conflict: settle it now.
+				if results[i], err = l.settle(ctx, p, tl, nil); err != nil {
+					fail(i, err)
+				}
+				continue
+			}
+			f := &inflight{idx: i, p: p}
+			if f.ack, err = l.publishAsync(p, tl.seq); err != nil {
+				// Not sent (connection closed or the client's own limits):
+				// the synchronous path retries it and reports what is wrong.
+				if results[i], err = l.appendPrepared(ctx, p); err != nil {
+					fail(i, err)
+				}
+				continue
+			}
+			queue = append(queue, f)
+			latest[p.subject] = f
+			if len(queue) >= l.cfg.MaxInFlight {
+				h := queue[0]
+				queue = queue[1:]
+				complete(h)
+			}
+		}
+		if firstErr != nil {
+			break
+		}
+	}
+	for _, f := range queue {
+		complete(f)
+	}
+	return results, firstErr
+}
+
+// prepWindow is a run of consecutive transitions, sealed. preps[k] is nil
+// from the first one that failed (err says why).
+type prepWindow struct {
+	start int
+	preps []*prepared
+	err   error
+}
+
+// prepWindowSize is how many transitions are sealed together.
+const prepWindowSize = 64
+
+// prepareAhead seals the transitions in windows, in order, on other
+// goroutines (each window split across the CPUs), so that sealing overlaps
+// with publishing and with the server's work. It stops early when stop is
+// closed or a transition fails to prepare.
+func (l *Log) prepareAhead(ts []Transition, stop <-chan struct{}) <-chan prepWindow {
+	out := make(chan prepWindow, 2)
+	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
+	go func() {
+		defer close(out)
+		for start := 0; start < len(ts); start += prepWindowSize {
+			w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
+			errs := make([]error, len(w.preps))
+			var wg sync.WaitGroup
+			for g := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := g; k < len(w.preps); k += workers {
+						t := ts[start+k]
+						w.preps[k], errs[k] = l.prepare(t.Expected, t.Events)
+					}
+				}()
+			}
+			wg.Wait()
+			for k, err := range errs {
+				if err != nil {
+					w.preps, w.err = w.preps[:k+1], err
+					w.preps[k] = nil
+					break
+				}
+			}
+			select {
+			case out <- w:
+			case <-stop:
+				return
+			}
+			if w.err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// publishAsync publishes p without waiting: a single event as one async
+// publish; several as an atomic batch whose staged messages go without a
+// reply and whose commit is the async publish.
+func (l *Log) publishAsync(p *prepared, lastSeq uint64) (jetstream.PubAckFuture, error) {
+	n := len(p.envs)
+	if n == 1 {
+		return l.js.PublishMsgAsync(l.message(p, 0, lastSeq, ""))
+	}
+	id := newBatchID()
+	for i := 0; i < n-1; i++ {
+		if err := l.nc.PublishMsg(l.message(p, i, lastSeq, id)); err != nil {
+			return nil, err
+		}
+	}
+	return l.js.PublishMsgAsync(l.message(p, n-1, lastSeq, id))
+}
+
+// await waits for f's PubAck. A failed publish goes through the same
+// settling as Append: a race is decided by reading the stream; a lost
+// reply (timeout, reconnect) is retried synchronously, which is idempotent.
+func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
+	p := f.p
+	select {
+	case ack := <-f.ack.Ok():
+		n := len(p.envs)
+		res := make([]Appended, n)
+		for i := range res {
+			res[i] = Appended{Seq: ack.Sequence - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: ack.Duplicate}
+		}
+		l.setTail(p.subject, tail{seq: ack.Sequence, pos: p.last()})
+		return res, nil
+	case err := <-f.ack.Err():
+		if isRace(err) {
+			return l.afterFailedPublish(ctx, p, err)
+		}
+		l.dropTail(p.subject)
+		return l.appendPrepared(ctx, p)
+	case <-ctx.Done():
+		l.dropTail(p.subject)
+		return nil, ctx.Err()
+	}
+}

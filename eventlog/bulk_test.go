@@ -1,0 +1,100 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+func TestAppendBulk(t *testing.T) {
+	l, srv := newLog(t)
+	l.cfg.MaxInFlight = 8 // small, so the bound is exercised
+	ctx := context.Background()
+	const aggs, perAgg = 20, 10
+	var ts []Transition
+	want := map[string][]string{}
+	for pos := uint64(1); pos <= perAgg; pos++ {
+		for a := range aggs {
+			agg := group(instA, fmt.Sprintf("bulk%02d", a))
+			text := fmt.Sprintf("g%d-p%d", a, pos)
+			ts = append(ts, Transition{Expected: pos - 1, Events: []events.Event{msg(agg, pos, text)}})
+			want[agg.ID] = append(want[agg.ID], text)
+		}
+	}
+	// A long run of one aggregate, as a few multi-event transitions.
+	run := group(instA, "run")
+	for start := uint64(0); start < 30; start += 10 {
+		var evs []events.Event
+		for p := start + 1; p <= start+10; p++ {
+			evs = append(evs, msg(run, p, fmt.Sprintf("r%d", p)))
+			want[run.ID] = append(want[run.ID], fmt.Sprintf("r%d", p))
+		}
+		ts = append(ts, Transition{Expected: start, Events: evs})
+	}
+	res, err := l.AppendBulk(ctx, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	seen := map[uint64]bool{}
+	for i, r := range res {
+		if len(r) != len(ts[i].Events) {
+			t.Fatalf("transition %d: %d results", i, len(r))
+		}
+		for j, a := range r {
+			if a.Duplicate || a.Position != ts[i].Expected+uint64(j)+1 || seen[a.Seq] {
+				t.Fatalf("transition %d event %d: %+v", i, j, a)
+			}
+			seen[a.Seq] = true
+			total++
+		}
+	}
+	check := func(l *Log) {
+		t.Helper()
+		got := map[string][]string{}
+		for _, r := range readAll(t, l, instA, 0) {
+			if !seen[r.Seq] {
+				t.Fatalf("read seq %d that AppendBulk did not report", r.Seq)
+			}
+			got[r.Event.Aggregate.ID] = append(got[r.Event.Aggregate.ID], content(r.Event))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("read back\n%v\nwant\n%v", got, want)
+		}
+	}
+	check(l)
+	if n := streamMsgs(t, l); n != uint64(total) {
+		t.Fatalf("stream holds %d messages, want %d", n, total)
+	}
+
+	// The whole load again, from a fresh client: all found, nothing added.
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	again, err := fresh.AppendBulk(ctx, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range again {
+		for j := range again[i] {
+			if !again[i][j].Duplicate || again[i][j].Seq != res[i][j].Seq {
+				t.Fatalf("retry transition %d event %d: %+v, want duplicate of seq %d", i, j, again[i][j], res[i][j].Seq)
+			}
+		}
+	}
+	if n := streamMsgs(t, l); n != uint64(total) {
+		t.Fatalf("stream holds %d messages after the retried load, want %d", n, total)
+	}
+	check(fresh)
+
+	// A conflicting transition stops the load and is named.
+	bad := []Transition{
+		{Expected: perAgg, Events: []events.Event{msg(group(instA, "bulk00"), perAgg+1, "ok")}},
+		{Expected: 0, Events: []events.Event{msg(group(instA, "bulk01"), 1, "conflict")}},
+	}
+	res, err = l.AppendBulk(ctx, bad)
+	if !errors.Is(err, ErrConflict) || res[0] == nil || res[1] != nil {
+		t.Fatalf("conflicting load: %v, results %v", err, res)
+	}
+}

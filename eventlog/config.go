@@ -1,0 +1,267 @@
+package eventlog
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Storage selects where the stream keeps its messages.
+type Storage int
+
+const (
+	// FileStorage keeps messages on disk (the default, and the only choice
+	// for a log that is the source of truth).
+	FileStorage Storage = iota
+	// MemoryStorage keeps messages in memory; they are lost when the server
+	// stops. Useful for tests and benchmarks.
+	MemoryStorage
+)
+
+// String returns "file" or "memory".
+func (s Storage) String() string {
+	switch s {
+	case FileStorage:
+		return "file"
+	case MemoryStorage:
+		return "memory"
+	default:
+		return fmt.Sprintf("Storage(%d)", int(s))
+	}
+}
+
+// Secret is a credential (a password) that never prints: String, GoString,
+// every fmt verb, JSON and text marshalling all give "REDACTED".
+type Secret string
+
+const redacted = "REDACTED"
+
+// String redacts the secret.
+func (Secret) String() string { return redacted }
+
+// GoString redacts the secret.
+func (Secret) GoString() string { return "eventlog.Secret(" + redacted + ")" }
+
+// Format redacts the secret for every verb, including %x and %q.
+func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// MarshalText redacts the secret (and so does JSON).
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Unbounded, as Config.MaxAge or Config.MaxBytes, removes that limit from
+// an existing stream (zero would leave it as it is).
+const Unbounded = -1
+
+// Defaults used by DefaultConfig and by Open for zero fields.
+const (
+	DefaultStream          = "EPOCHLOG"
+	DefaultSubjectPrefix   = "epochlog"
+	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultMaxInFlight     = 256
+	// DefaultMaxBatch is nats-server's default limit on the messages of one
+	// atomic batch (JetStream limits max_batch_size).
+	DefaultMaxBatch   = 1000
+	DefaultListenHost = "127.0.0.1"
+)
+
+// Config says how to reach NATS and which stream holds the log. The library
+// reads no flags, files (other than the credential files named here) or
+// environment: cmd/ fills a Config. Zero fields take the defaults of
+// DefaultConfig, so Config{DataDir: dir} is a complete embedded setup.
+type Config struct {
+	// NATSURL selects an external NATS server or cluster (comma-separated
+	// URLs). Empty means: start an embedded nats-server with JetStream and
+	// file storage under DataDir.
+	NATSURL string
+	// TLSCAFile is a PEM file of CAs to verify the server with (external only).
+	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are the client certificate and key (mutual TLS).
+	TLSCertFile string
+	TLSKeyFile  string
+	// CredsFile is a NATS .creds file (user JWT + nkey seed).
+	CredsFile string
+	// NKeySeedFile is a file holding a user nkey seed.
+	NKeySeedFile string
+	// User and Password authenticate with a user name and password.
+	User     string
+	Password Secret
+	// ConnectionName names the client connection in the server's monitoring.
+	ConnectionName string
+	// ReconnectWait is the pause between reconnect attempts (default 250ms).
+	// The client reconnects forever: a Follow survives server restarts.
+	ReconnectWait time.Duration
+
+	// DataDir is the embedded server's data directory; JetStream stores
+	// under DataDir/jetstream. Required when NATSURL is empty.
+	DataDir string
+	// ListenHost and ListenPort are where the embedded server listens for
+	// clients (default 127.0.0.1 and a random free port). The embedded
+	// server has no authentication: keep it on loopback.
+	ListenHost string
+	ListenPort int
+	// EmbeddedInProcess makes the embedded server open no TCP port at all;
+	// the Log talks to it over an in-process pipe. Nothing else can connect.
+	EmbeddedInProcess bool
+	// SyncAlways makes the embedded file store fsync every write (slower;
+	// by default nats-server syncs every two minutes and on shutdown).
+	SyncAlways bool
+
+	// Stream is the JetStream stream name (default "EPOCHLOG").
+	Stream string
+	// SubjectPrefix is the first subject token (default "epochlog"); the
+	// stream holds "<SubjectPrefix>.>".
+	SubjectPrefix string
+	// The four stream settings below are applied when Open creates the
+	// stream. On an existing stream, a zero field leaves the stream's
+	// setting as it is and a set field changes it in place: a process
+	// opened with defaults (a replay tool, a second service) never lowers
+	// the replicas or lifts the limits an operator configured.
+
+	// Replicas is the stream's replica count (1 to 5; a new stream gets 1
+	// unless set; 3 on a cluster).
+	Replicas int
+	// DuplicateWindow is how long the server remembers message ids for
+	// deduplication (at least 2m, the default for a new stream). Retries
+	// after the window are still idempotent: Append then finds the events by
+	// reading the stream.
+	DuplicateWindow time.Duration
+	// MaxAge and MaxBytes bound the stream. A new stream is unbounded, the
+	// right setting for a source of truth; [Unbounded] lifts a limit of an
+	// existing stream. When MaxBytes is reached new appends are refused
+	// rather than old events dropped; MaxAge does drop events older than the
+	// limit.
+	MaxAge   time.Duration
+	MaxBytes int64
+	// Storage is file (default) or memory. It cannot change on an existing
+	// stream: Open refuses a stream with the other storage.
+	Storage Storage
+
+	// RequestTimeout bounds each request to the server (default 10s).
+	RequestTimeout time.Duration
+	// MaxInFlight bounds unacknowledged publishes of AppendBulk (default 256).
+	MaxInFlight int
+	// MaxBatch is the largest number of events Append accepts in one call,
+	// i.e. in one atomic batch (default 1000, the server's default limit).
+	MaxBatch int
+}
+
+// DefaultConfig returns an embedded-server configuration storing under dataDir
+// with every default spelled out. The stream settings (Replicas,
+// DuplicateWindow, MaxAge, MaxBytes) stay zero: a new stream gets 1 replica,
+// a 2m window and no limits, an existing stream keeps its own.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		DataDir:        dataDir,
+		ListenHost:     DefaultListenHost,
+		ReconnectWait:  250 * time.Millisecond,
+		Stream:         DefaultStream,
+		SubjectPrefix:  DefaultSubjectPrefix,
+		Storage:        FileStorage,
+		RequestTimeout: DefaultRequestTimeout,
+		MaxInFlight:    DefaultMaxInFlight,
+		MaxBatch:       DefaultMaxBatch,
+	}
+}
+
+// withDefaults fills zero fields and validates the result.
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig(c.DataDir)
+	if c.ListenHost == "" {
+		c.ListenHost = d.ListenHost
+	}
+	if c.ReconnectWait <= 0 {
+		c.ReconnectWait = d.ReconnectWait
+	}
+	if c.Stream == "" {
+		c.Stream = d.Stream
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = d.SubjectPrefix
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = d.RequestTimeout
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = d.MaxBatch
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	if c.NATSURL == "" && c.DataDir == "" {
+		return fmt.Errorf("eventlog: config: DataDir is required for the embedded server (or set NATSURL)")
+	}
+	if c.NATSURL != "" && c.EmbeddedInProcess {
+		return fmt.Errorf("eventlog: config: EmbeddedInProcess needs the embedded server, but NATSURL is set")
+	}
+	if !validToken(c.Stream) {
+		return fmt.Errorf("eventlog: config: stream name %q: must be non-empty without '.', '*', '>', '/', '\\' or spaces", c.Stream)
+	}
+	for _, tok := range strings.Split(c.SubjectPrefix, ".") {
+		if !validToken(tok) {
+			return fmt.Errorf("eventlog: config: subject prefix %q: tokens must be non-empty without '*', '>' or spaces", c.SubjectPrefix)
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("eventlog: config: replicas %d: must be 1 to 5 (or 0: the stream's own)", c.Replicas)
+	}
+	if c.DuplicateWindow != 0 && c.DuplicateWindow < DefaultDuplicateWindow {
+		return fmt.Errorf("eventlog: config: duplicate window %v: must be at least %v", c.DuplicateWindow, DefaultDuplicateWindow)
+	}
+	if window := max(c.DuplicateWindow, DefaultDuplicateWindow); c.MaxAge > 0 && c.MaxAge < window {
+		return fmt.Errorf("eventlog: config: max age %v: must be at least the duplicate window %v (or 0: the stream's own, or Unbounded)", c.MaxAge, window)
+	}
+	if c.MaxAge < 0 && c.MaxAge != Unbounded {
+		return fmt.Errorf("eventlog: config: max age %v: must be positive, 0 (the stream's own) or Unbounded", c.MaxAge)
+	}
+	if c.MaxBytes < 0 && c.MaxBytes != Unbounded {
+		return fmt.Errorf("eventlog: config: max bytes %d: must be positive, 0 (the stream's own) or Unbounded", c.MaxBytes)
+	}
+	if c.Storage != FileStorage && c.Storage != MemoryStorage {
+		return fmt.Errorf("eventlog: config: unknown storage %v", c.Storage)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return fmt.Errorf("eventlog: config: TLSCertFile and TLSKeyFile must be set together")
+	}
+	if c.CredsFile != "" && c.NKeySeedFile != "" {
+		return fmt.Errorf("eventlog: config: set CredsFile or NKeySeedFile, not both")
+	}
+	if c.Password != "" && c.User == "" {
+		return fmt.Errorf("eventlog: config: Password is set without User")
+	}
+	if c.NATSURL == "" {
+		// The embedded server has no TLS and no users: settings for an
+		// external server would be dropped without a word.
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"TLSCAFile", c.TLSCAFile != ""}, {"TLSCertFile", c.TLSCertFile != ""}, {"CredsFile", c.CredsFile != ""},
+			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""},
+		} {
+			if f.set {
+				return fmt.Errorf("eventlog: config: %s is for an external server, but NATSURL is empty (the embedded server has no TLS or users)", f.name)
+			}
+		}
+	}
+	return nil
+}
+
+// validToken reports whether s can be one NATS subject token or a stream name
+// (path separators are refused too: the server uses stream names as
+// directory names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '.' || r == '*' || r == '>' || r == '/' || r == '\\' {
+			return false
+		}
+	}
+	return true
+}

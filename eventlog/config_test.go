@@ -1,0 +1,184 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestConfigDefaultsAndValidation(t *testing.T) {
+	c, err := Config{DataDir: "/tmp/x"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != DefaultConfig("/tmp/x") {
+		t.Fatalf("zero-value defaults differ from DefaultConfig:\n%+v\n%+v", c, DefaultConfig("/tmp/x"))
+	}
+	bad := map[string]Config{
+		"no data dir":         {},
+		"in-process remote":   {NATSURL: "nats://h:4222", EmbeddedInProcess: true},
+		"stream with dot":     {DataDir: "d", Stream: "A.B"},
+		"prefix wildcard":     {DataDir: "d", SubjectPrefix: "a.*"},
+		"prefix empty token":  {DataDir: "d", SubjectPrefix: "a..b"},
+		"replicas":            {DataDir: "d", Replicas: 7},
+		"negative replicas":   {DataDir: "d", Replicas: -1},
+		"negative max age":    {DataDir: "d", MaxAge: -time.Hour},
+		"negative max bytes":  {DataDir: "d", MaxBytes: -5},
+		"short dup window":    {DataDir: "d", DuplicateWindow: time.Second},
+		"max age < window":    {DataDir: "d", MaxAge: time.Minute},
+		"cert without key":    {NATSURL: "nats://h", TLSCertFile: "c.pem"},
+		"creds and nkey":      {NATSURL: "nats://h", CredsFile: "a", NKeySeedFile: "b"},
+		"storage":             {DataDir: "d", Storage: Storage(9)},
+		"embedded with CA":    {DataDir: "d", TLSCAFile: "ca.pem"},
+		"embedded with cert":  {DataDir: "d", TLSCertFile: "c.pem", TLSKeyFile: "k.pem"},
+		"embedded with creds": {DataDir: "d", CredsFile: "a.creds"},
+		"embedded with nkey":  {DataDir: "d", NKeySeedFile: "a.nk"},
+		"embedded with user":  {DataDir: "d", User: "u", Password: "p"},
+		"password, no user":   {NATSURL: "nats://h", Password: "p"},
+	}
+	for name, cfg := range bad {
+		if _, err := cfg.withDefaults(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := (Config{DataDir: "d", TLSCAFile: "ca.pem"}).withDefaults(); err == nil || !strings.Contains(err.Error(), "TLSCAFile") {
+		t.Errorf("CA file with the embedded server: %v, want an error naming TLSCAFile", err)
+	}
+}
+
+func TestSecretsRedacted(t *testing.T) {
+	const pw = "hunter2-very-secret"
+	cfg := Config{NATSURL: "nats://h", User: "u", Password: pw}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%s", cfg.Password),
+		fmt.Sprintf("%x", cfg.Password), fmt.Sprintf("%q", cfg.Password), cfg.Password.String(), string(js),
+	} {
+		if strings.Contains(s, pw) || strings.Contains(s, fmt.Sprintf("%x", pw)) {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+	for in, want := range map[string]string{
+		"nats://u:pw@h:4222":               "nats://u:REDACTED@h:4222",
+		"nats://tok@h:4222,nats://h2:4222": "nats://REDACTED@h:4222,nats://h2:4222",
+		"h:4222":                           "h:4222",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// A failed connection does not echo the password from the URL.
+	_, err = Open(context.Background(), Config{NATSURL: "nats://u:" + pw + "@127.0.0.1:1", RequestTimeout: time.Second}, keyring(t, 1, 1))
+	if err == nil || strings.Contains(err.Error(), pw) {
+		t.Fatalf("connect error: %v", err)
+	}
+}
+
+func TestStreamCreateCheckUpdate(t *testing.T) {
+	srv := natstestStart(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+
+	// Created with the configured settings.
+	cfg := Config{NATSURL: srv.URL(), Stream: "LOG1", SubjectPrefix: "log1", DuplicateWindow: 5 * time.Minute, MaxAge: 24 * time.Hour}
+	openLog(t, cfg, keyring(t, 1, 1))
+	s, err := js.Stream(ctx, "LOG1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.Subjects[0] != "log1.>" || got.Duplicates != 5*time.Minute || got.MaxAge != 24*time.Hour ||
+		got.Storage != jetstream.FileStorage || !got.AllowAtomicPublish || got.Discard != jetstream.DiscardNew {
+		t.Fatalf("created stream config %+v", got)
+	}
+	// Reopened with other updatable settings: updated in place.
+	cfg.DuplicateWindow, cfg.MaxAge, cfg.MaxBytes = 10*time.Minute, 48*time.Hour, 1<<30
+	openLog(t, cfg, keyring(t, 1, 1))
+	s, _ = js.Stream(ctx, "LOG1")
+	if got := s.CachedInfo().Config; got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour || got.MaxBytes != 1<<30 {
+		t.Fatalf("updated stream config: duplicates %v, max age %v, max bytes %d", got.Duplicates, got.MaxAge, got.MaxBytes)
+	}
+	// Reopened with the defaults (zero settings), as a replay tool would:
+	// the stream keeps what was configured.
+	openLog(t, Config{NATSURL: srv.URL(), Stream: "LOG1", SubjectPrefix: "log1"}, keyring(t, 1, 1))
+	s, _ = js.Stream(ctx, "LOG1")
+	if got := s.CachedInfo().Config; got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour || got.MaxBytes != 1<<30 || got.Replicas != 1 {
+		t.Fatalf("stream config after an open with defaults: duplicates %v, max age %v, max bytes %d, replicas %d",
+			got.Duplicates, got.MaxAge, got.MaxBytes, got.Replicas)
+	}
+	// Unbounded lifts the limits.
+	cfg.MaxAge, cfg.MaxBytes = Unbounded, Unbounded
+	openLog(t, cfg, keyring(t, 1, 1))
+	s, _ = js.Stream(ctx, "LOG1")
+	if got := s.CachedInfo().Config; got.MaxAge != 0 || got.MaxBytes != -1 {
+		t.Fatalf("stream limits after Unbounded: max age %v, max bytes %d", got.MaxAge, got.MaxBytes)
+	}
+
+	// A stream an operator switched direct gets on for: the Log turns them
+	// off (replicas would answer its tail lookups), and appends and reads
+	// work as before.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DIRECT", Subjects: []string{"direct.>"}, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, Config{NATSURL: srv.URL(), Stream: "DIRECT", SubjectPrefix: "direct"}, keyring(t, 1, 1))
+	if s, _ = js.Stream(ctx, "DIRECT"); s.CachedInfo().Config.AllowDirect {
+		t.Fatal("Open left direct gets on")
+	}
+	a := group(instA, "direct")
+	mustAppend(t, l, 0, msg(a, 1, "one"))
+	mustAppend(t, l, 1, msg(a, 2, "two"))
+	if recs := readAll(t, l, instA, 1); len(recs) != 2 {
+		t.Fatalf("read %d events back, want 2", len(recs))
+	}
+
+	// Incompatible: other subjects, other storage.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHERSUBJ", Subjects: []string{"elsewhere.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, Config{NATSURL: srv.URL(), Stream: "OTHERSUBJ", SubjectPrefix: "mine"}, keyring(t, 1, 1))
+	if !errors.Is(err, ErrIncompatibleStream) || !strings.Contains(err.Error(), "subjects") {
+		t.Fatalf("other subjects: %v", err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MEM", Subjects: []string{"mem.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, Config{NATSURL: srv.URL(), Stream: "MEM", SubjectPrefix: "mem"}, keyring(t, 1, 1))
+	if !errors.Is(err, ErrIncompatibleStream) || !strings.Contains(err.Error(), "storage") {
+		t.Fatalf("other storage: %v", err)
+	}
+	// Memory storage when asked for.
+	openLog(t, Config{NATSURL: srv.URL(), Stream: "MEM", SubjectPrefix: "mem", Storage: MemoryStorage}, keyring(t, 1, 1))
+}
+
+func TestUserPasswordAuth(t *testing.T) {
+	const pw = "s3cret-pass-word"
+	srv := natstest.Start(t, natstest.Options{User: "epoch", Password: pw})
+	cfg := Config{NATSURL: srv.URL(), User: "epoch", Password: pw, RequestTimeout: 2 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	mustAppend(t, l, 0, msg(group(instA, "auth"), 1, "ok"))
+
+	cfg.Password = "wrong-" + pw
+	_, err := Open(context.Background(), cfg, keyring(t, 1, 0x11))
+	if err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	if strings.Contains(err.Error(), pw) {
+		t.Fatalf("error echoes the password: %v", err)
+	}
+}

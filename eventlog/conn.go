@@ -1,0 +1,147 @@
+package eventlog
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// embeddedReadyTimeout bounds the embedded server's start (recovering a large
+// file store takes a while).
+const embeddedReadyTimeout = 60 * time.Second
+
+// startEmbedded starts nats-server in this process with JetStream storing
+// under cfg.DataDir/jetstream.
+func startEmbedded(cfg Config) (*server.Server, error) {
+	// nats-server stores under <StoreDir>/jetstream itself.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("eventlog: embedded server: create data directory %s: %w", cfg.DataDir, err)
+	}
+	storeDir := filepath.Join(cfg.DataDir, "jetstream")
+	port := cfg.ListenPort
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "epochlog-embedded",
+		Host:       cfg.ListenHost,
+		Port:       port,
+		DontListen: cfg.EmbeddedInProcess,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		SyncAlways: cfg.SyncAlways,
+		// The library never logs (the caller owns logging) and never owns
+		// the process's signals.
+		NoLog:  true,
+		NoSigs: true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: embedded server (store %s): %w", storeDir, err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(embeddedReadyTimeout) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("eventlog: embedded server (store %s, %s:%d) not ready after %v", storeDir, cfg.ListenHost, cfg.ListenPort, embeddedReadyTimeout)
+	}
+	return srv, nil
+}
+
+// connect opens the client connection: to the embedded server if srv is not
+// nil, else to cfg.NATSURL with the configured TLS and credentials.
+func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
+	name := cfg.ConnectionName
+	if name == "" {
+		name = "epochlog"
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.ReconnectWait),
+		nats.Timeout(cfg.RequestTimeout),
+		// Appends in flight during a disconnect are resolved by re-reading
+		// the stream, so buffering them in the client only delays errors.
+		nats.ReconnectBufSize(-1),
+	}
+	url := cfg.NATSURL
+	if srv != nil {
+		if cfg.EmbeddedInProcess {
+			opts = append(opts, nats.InProcessServer(srv))
+		} else {
+			url = srv.ClientURL()
+		}
+	} else {
+		if cfg.TLSCAFile != "" {
+			opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
+		}
+		if cfg.TLSCertFile != "" {
+			// Loaded here first only to name both files when they do not
+			// make a pair (the client's error names neither).
+			if _, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+				return nil, fmt.Errorf("eventlog: TLS client certificate %s with key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
+			}
+			opts = append(opts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
+		}
+		if cfg.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+		}
+		if cfg.NKeySeedFile != "" {
+			o, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)
+			if err != nil {
+				// The nkeys error never contains the seed.
+				return nil, fmt.Errorf("eventlog: nkey seed file %s: %w", cfg.NKeySeedFile, err)
+			}
+			opts = append(opts, o)
+		}
+		if cfg.User != "" {
+			opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), err)
+	}
+	return nc, nil
+}
+
+// redactURL hides credentials embedded in NATS URLs (nats://user:pw@host or
+// nats://token@host); it works on each comma-separated URL without parsing,
+// so a malformed URL still comes out redacted.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		at := strings.LastIndexByte(p, '@')
+		if at < 0 {
+			continue
+		}
+		scheme := 0
+		if k := strings.Index(p, "://"); k >= 0 && k < at {
+			scheme = k + 3
+		}
+		if c := strings.IndexByte(p[scheme:at], ':'); c >= 0 {
+			parts[i] = p[:scheme+c+1] + redacted + p[at:]
+		} else {
+			parts[i] = p[:scheme] + redacted + p[at:]
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// listenAddr returns the embedded server's client address, or "" when it
+// does not listen.
+func listenAddr(srv *server.Server) string {
+	if srv == nil {
+		return ""
+	}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		return a.String()
+	}
+	return ""
+}

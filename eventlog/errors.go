@@ -1,0 +1,73 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Test for them with errors.Is; the returned errors wrap them
+// with the stream, subject, sequence or position involved.
+var (
+	// ErrConflict means an append lost a race: the aggregate's last event is
+	// not at the position the caller expected (another writer appended first,
+	// or the caller's view is stale). Nothing of the failed append was
+	// written. Re-read the aggregate, re-decide, and append again.
+	ErrConflict = errors.New("eventlog: append conflict: aggregate moved past the expected position")
+
+	// ErrOutOfOrder means a reader found an aggregate's positions not
+	// contiguous: a gap (a deleted or missing event) or a repeat (a replayed
+	// or duplicated event). The wrapping *RecordError names the sequence.
+	ErrOutOfOrder = errors.New("eventlog: events of an aggregate out of order (gap or repeat)")
+
+	// ErrIncompatibleStream means the stream exists but its configuration
+	// cannot hold this log (other subjects, other storage, other retention),
+	// and changing it would need an operator's decision.
+	ErrIncompatibleStream = errors.New("eventlog: existing stream is incompatible with the configuration")
+
+	// ErrAtomicUnsupported means a multi-event append was asked of a stream
+	// or server without atomic batch publish (nats-server 2.12 or later with
+	// the stream's AllowAtomicPublish). Append one event per transition
+	// instead, or upgrade the server.
+	ErrAtomicUnsupported = errors.New("eventlog: atomic batch publish not supported by the server or stream")
+
+	// ErrInvalidAppend means the events passed to Append cannot be appended
+	// as given: no events, events of several aggregates, positions that do
+	// not follow the expected one, or an invalid aggregate.
+	ErrInvalidAppend = errors.New("eventlog: invalid append")
+
+	// ErrKeyringMismatch means the stream was created under another
+	// keyring: its subjects are pseudonyms of a different oldest root key,
+	// so this keyring would find none of its events (and would write events
+	// nobody else can find). Load the keyring the stream was created with.
+	ErrKeyringMismatch = errors.New("eventlog: keyring does not match the stream")
+
+	// ErrClosed means the Log was closed.
+	ErrClosed = errors.New("eventlog: log closed")
+
+	// ErrConnect means the NATS server could not be reached or refused the
+	// client (address, TLS or credentials); the error wraps the client's
+	// own (for example nats.ErrAuthorization) and names the URL, never a
+	// secret.
+	ErrConnect = errors.New("eventlog: cannot connect to NATS")
+)
+
+// RecordError describes a failure on one stored record: which stream,
+// subject and stream sequence, what the engine was doing, and the cause. It unwraps to the
+// cause, so errors.Is(err, events.ErrTampered) and errors.Is(err,
+// ErrOutOfOrder) work through it.
+type RecordError struct {
+	Stream  string // the stream name
+	Subject string // the record's subject
+	Seq     uint64 // the record's stream sequence
+	Op      string // what failed: "open", "order", "subject", "lookup", "metadata" or "handle"
+	Err     error  // the cause
+}
+
+// Error names the stream, sequence and subject, so an operator can inspect
+// the record (e.g. `nats stream get STREAM SEQ`).
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("eventlog: stream %s seq %d subject %s: %s: %v", e.Stream, e.Seq, e.Subject, e.Op, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *RecordError) Unwrap() error { return e.Err }

@@ -1,0 +1,209 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// cacheMax bounds the per-aggregate caches (subjects and last positions);
+// when full they are cleared, which only costs lookups.
+const cacheMax = 1 << 16
+
+// Log is the event log: sealed events of many installations on one
+// JetStream stream. It is safe for concurrent use.
+type Log struct {
+	cfg    Config
+	keys   *events.Keyring
+	srv    *server.Server // embedded server, nil for an external one
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	atomic bool // the stream accepts atomic batches
+	closed atomic.Bool
+
+	msgIDHashes *sync.Pool
+
+	mu       sync.Mutex
+	subjects map[events.Aggregate]aggSubject
+	tails    map[string]tail // by subject: the last event we know of
+}
+
+// aggSubject is an aggregate's subject and pseudonym.
+type aggSubject struct {
+	subject string
+	pseudo  string
+}
+
+// tail is the last event of an aggregate: its stream sequence and position.
+type tail struct {
+	seq uint64
+	pos uint64
+}
+
+// Open connects to NATS (starting the embedded server unless cfg.NATSURL is
+// set), creates or checks the stream, and returns the Log. keys seals new
+// events and opens old ones; the Log uses it (not a copy), so a rotation on
+// keys takes effect for the next append.
+func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
+	if keys == nil {
+		return nil, errors.New("eventlog: open: nil keyring")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		cfg:      cfg,
+		keys:     keys,
+		subjects: map[events.Aggregate]aggSubject{},
+		tails:    map[string]tail{},
+	}
+	l.msgIDHashes = newMsgIDHashes(keys)
+	if cfg.NATSURL == "" {
+		if l.srv, err = startEmbedded(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if l.nc, err = connect(cfg, l.srv); err != nil {
+		l.shutdown()
+		return nil, err
+	}
+	l.js, err = jetstream.New(l.nc,
+		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
+		jetstream.WithPublishAsyncTimeout(cfg.RequestTimeout),
+		// AppendBulk bounds what it has in flight itself; this is the
+		// client's own safety net, never reached by AppendBulk.
+		jetstream.WithPublishAsyncMaxPending(2*cfg.MaxInFlight+cfg.MaxBatch),
+	)
+	if err != nil {
+		l.shutdown()
+		return nil, fmt.Errorf("eventlog: jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	if l.stream, l.atomic, err = ensureStream(ctx, l.js, cfg, keys.Pseudonym("keyring-check")); err != nil {
+		l.shutdown()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Close closes the connection and stops the embedded server, if any. It is
+// safe to call more than once.
+func (l *Log) Close() error {
+	if !l.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	l.shutdown()
+	return nil
+}
+
+func (l *Log) shutdown() {
+	if l.nc != nil {
+		l.nc.Close()
+	}
+	if l.srv != nil {
+		l.srv.Shutdown()
+		l.srv.WaitForShutdown()
+	}
+}
+
+// Stream returns the stream name.
+func (l *Log) Stream() string { return l.cfg.Stream }
+
+// AtomicBatches reports whether the stream accepts atomic batch publish, i.e.
+// whether Append takes more than one event per call.
+func (l *Log) AtomicBatches() bool { return l.atomic }
+
+// Conn returns the NATS connection (for inspection tools; do not close it).
+func (l *Log) Conn() *nats.Conn { return l.nc }
+
+// ClientURL returns the URL other processes can use to reach the embedded
+// server ("" for an external server or an in-process embedded one).
+func (l *Log) ClientURL() string {
+	if l.srv == nil || l.cfg.EmbeddedInProcess {
+		return ""
+	}
+	return "nats://" + listenAddr(l.srv)
+}
+
+// Subject returns the subject an aggregate's events are stored on:
+// <prefix>.<installation pseudonym>.<aggregate type>.<aggregate pseudonym>.
+func (l *Log) Subject(a events.Aggregate) (string, error) {
+	s, err := l.aggSubject(a)
+	return s.subject, err
+}
+
+// InstallationFilter returns the subject filter matching all of one
+// installation's events: <prefix>.<installation pseudonym>.>.
+func (l *Log) InstallationFilter(inst events.InstallationID) (string, error) {
+	if err := inst.Validate(); err != nil {
+		return "", fmt.Errorf("eventlog: %w", err)
+	}
+	return l.cfg.SubjectPrefix + "." + l.keys.Pseudonym("installation", string(inst)) + ".>", nil
+}
+
+func (l *Log) aggSubject(a events.Aggregate) (aggSubject, error) {
+	l.mu.Lock()
+	s, ok := l.subjects[a]
+	l.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	if err := a.Validate(); err != nil {
+		return aggSubject{}, fmt.Errorf("%w: %w", ErrInvalidAppend, err)
+	}
+	inst := l.keys.Pseudonym("installation", string(a.Installation))
+	s.pseudo = l.keys.Pseudonym("aggregate", string(a.Installation), string(a.Type), a.ID)
+	s.subject = l.cfg.SubjectPrefix + "." + inst + "." + string(a.Type) + "." + s.pseudo
+	l.mu.Lock()
+	if len(l.subjects) >= cacheMax {
+		clear(l.subjects)
+	}
+	l.subjects[a] = s
+	l.mu.Unlock()
+	return s, nil
+}
+
+func (l *Log) cachedTail(subject string) (tail, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.tails[subject]
+	return t, ok
+}
+
+// setTail records a tail, never moving it backwards (a slow, older append
+// result must not undo a newer one).
+func (l *Log) setTail(subject string, t tail) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old, ok := l.tails[subject]; ok && old.seq >= t.seq {
+		return
+	}
+	if len(l.tails) >= cacheMax {
+		clear(l.tails)
+	}
+	l.tails[subject] = t
+}
+
+func (l *Log) dropTail(subject string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.tails, subject)
+}
+
+func (l *Log) binding(subject string) events.Binding {
+	return events.Binding{Stream: l.cfg.Stream, Subject: subject}
+}
+
+func (l *Log) recordError(subject string, seq uint64, op string, err error) error {
+	return &RecordError{Stream: l.cfg.Stream, Subject: subject, Seq: seq, Op: op, Err: err}
+}

@@ -1,0 +1,304 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Record is one verified event read from the stream.
+type Record struct {
+	// Seq is the event's stream sequence: the checkpoint to resume after.
+	Seq uint64
+	// Subject is the subject it was stored on.
+	Subject string
+	// Event is the opened event (its body upcast to the current version).
+	Event events.Event
+}
+
+// Read calls fn for each of inst's events with a stream sequence at or after
+// fromSeq (0 and 1 both mean from the start), in stream order, and returns
+// when it has delivered every event that was in the stream when Read began.
+// See ReadInstallations for the checks made on every record.
+func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
+	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, false, fn)
+}
+
+// Follow is Read that does not stop at the end: it keeps delivering new
+// events as they are appended until ctx is cancelled (it then returns
+// ctx's error) or the Log is closed (ErrClosed). A NATS disconnect or server restart in between loses
+// nothing and delivers nothing twice: delivery resumes after the last
+// sequence handed to fn.
+func (l *Log) Follow(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
+	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, true, fn)
+}
+
+// ReadInstallations is Read over several installations at once, merged in
+// stream order (one consumer with one filter per installation).
+//
+// Every record is opened and verified with the keyring (events.Open, bound
+// to the stream and the record's actual subject), its subject must be the
+// one its aggregate maps to, and positions must be contiguous per
+// aggregate: 1, 2, 3... from the start of the stream. When reading from a
+// later sequence, the first event seen of each aggregate is taken as is
+// (its predecessors are before fromSeq); the caller that checkpointed
+// knows the position to expect. Any failure stops the read with a
+// *RecordError naming stream, subject and sequence, wrapping the cause
+// (events.ErrTampered, events.ErrWrongKey, events.ErrMoved, ErrOutOfOrder,
+// ...). An error returned by fn stops the read too, wrapped the same way.
+func (l *Log) ReadInstallations(ctx context.Context, insts []events.InstallationID, fromSeq uint64, fn func(Record) error) error {
+	return l.scan(ctx, insts, fromSeq, false, fn)
+}
+
+// FollowInstallations is Follow over several installations at once.
+func (l *Log) FollowInstallations(ctx context.Context, insts []events.InstallationID, fromSeq uint64, fn func(Record) error) error {
+	return l.scan(ctx, insts, fromSeq, true, fn)
+}
+
+// LastSeq returns the stream sequence of inst's last event, or 0 if it has
+// none.
+func (l *Log) LastSeq(ctx context.Context, inst events.InstallationID) (uint64, error) {
+	f, err := l.InstallationFilter(inst)
+	if err != nil {
+		return 0, err
+	}
+	return l.lastSeq(ctx, []string{f})
+}
+
+func (l *Log) lastSeq(ctx context.Context, filters []string) (uint64, error) {
+	var last uint64
+	for _, f := range filters {
+		m, err := l.stream.GetLastMsgForSubject(ctx, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("eventlog: stream %s: last message on %s: %w", l.cfg.Stream, f, err)
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
+// reader holds the state of one Read or Follow.
+type reader struct {
+	l      *Log
+	insts  map[string]events.InstallationID // by installation pseudonym
+	from   uint64
+	next   uint64            // the next stream sequence to deliver
+	pos    map[string]uint64 // by subject: position of the last event delivered
+	fn     func(Record) error
+	prefix string
+}
+
+func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if len(insts) == 0 {
+		return errors.New("eventlog: read: no installations given")
+	}
+	fromSeq = max(fromSeq, 1)
+	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
+		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
+	filters := make([]string, 0, len(insts))
+	for _, inst := range insts {
+		f, err := l.InstallationFilter(inst)
+		if err != nil {
+			return err
+		}
+		p := strings.TrimSuffix(strings.TrimPrefix(f, r.prefix), ".>")
+		if _, dup := r.insts[p]; dup {
+			continue
+		}
+		r.insts[p] = inst
+		filters = append(filters, f)
+	}
+	var end uint64
+	if !follow {
+		var err error
+		if end, err = l.lastSeq(ctx, filters); err != nil {
+			return err
+		}
+		if end < fromSeq {
+			return nil
+		}
+	}
+	// The ordered consumer already recreates itself after disconnects and
+	// server restarts; this loop is for what it gives up on. It restarts
+	// after the last delivered sequence, so nothing repeats.
+	backoff := 50 * time.Millisecond
+	for {
+		done, err := r.consume(ctx, filters, end, follow)
+		if done || err == nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if l.closed.Load() {
+			return fmt.Errorf("%w (after seq %d)", ErrClosed, r.next-1)
+		}
+		var rerr *RecordError
+		if errors.As(err, &rerr) || !follow {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// consume runs one ordered consumer from r.next. It returns done=true when
+// the read is complete (or failed for good), false with a transport error
+// that is worth a new consumer.
+func (r *reader) consume(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
+	l := r.l
+	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    r.next,
+		// The server reaps a consumer whose reader vanished (crash, lost
+		// connection) after this long; a clean stop deletes it at once.
+		InactiveThreshold: consumerInactiveThreshold,
+	})
+	if err != nil {
+		return false, fmt.Errorf("eventlog: stream %s: create ordered consumer from seq %d: %w", l.cfg.Stream, r.next, err)
+	}
+	defer r.deleteConsumer(cons)
+	it, err := cons.Messages(jetstream.PullHeartbeat(readHeartbeat))
+	if err != nil {
+		return false, fmt.Errorf("eventlog: stream %s: consume from seq %d: %w", l.cfg.Stream, r.next, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			return false, fmt.Errorf("eventlog: stream %s: next message after seq %d: %w", l.cfg.Stream, r.next-1, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return true, l.recordError(m.Subject(), r.next, "metadata", err)
+		}
+		seq := md.Sequence.Stream
+		if seq < r.next {
+			// Already delivered before a consumer restart.
+			continue
+		}
+		if err := r.deliver(seq, m.Subject(), m.Data()); err != nil {
+			return true, err
+		}
+		r.next = seq + 1
+		if !follow && (seq >= end || md.NumPending == 0) {
+			return true, nil
+		}
+	}
+}
+
+// readHeartbeat is the idle heartbeat of a read's consumer: two missed
+// ones (its node died, or the connection did) make the client recreate the
+// consumer elsewhere. The client's default, 5s, stalls a read or a follow
+// 10s on a cluster node's loss; 2s costs one small message per idle
+// follower every 2s.
+const readHeartbeat = 2 * time.Second
+
+// consumerInactiveThreshold bounds how long an abandoned read's consumer
+// lingers on the server. Streams cap their consumers, so many short reads
+// must not pile up.
+const consumerInactiveThreshold = 30 * time.Second
+
+// deleteConsumer removes a finished read's consumer. It is best effort: if
+// the delete fails (connection gone, server busy) the server still reaps the
+// consumer after consumerInactiveThreshold, and the read's outcome stands.
+func (r *reader) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || r.l.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.RequestTimeout)
+	defer cancel()
+	_ = r.l.stream.DeleteConsumer(ctx, info.Name)
+}
+
+// deliver verifies one record and hands it to fn.
+func (r *reader) deliver(seq uint64, subject string, data []byte) error {
+	l := r.l
+	rest, ok := strings.CutPrefix(subject, r.prefix)
+	instP, _, _ := strings.Cut(rest, ".")
+	inst, known := r.insts[instP]
+	if !ok || !known {
+		// The consumer's filters make this unreachable unless the server
+		// misbehaves; refuse rather than guess the installation.
+		return l.recordError(subject, seq, "subject", fmt.Errorf("%w: subject is not one of the requested installations'", events.ErrMoved))
+	}
+	ev, err := events.Open(l.keys, inst, l.binding(subject), data)
+	if err != nil {
+		return l.recordError(subject, seq, "open", err)
+	}
+	want, err := l.Subject(ev.Aggregate)
+	if err != nil || want != subject {
+		return l.recordError(subject, seq, "subject", fmt.Errorf("%w: event of %s %q belongs on %s", events.ErrMoved, ev.Aggregate.Type, ev.Aggregate.ID, want))
+	}
+	last, seen := r.pos[subject]
+	switch {
+	case seen && ev.Position == last:
+		return l.recordError(subject, seq, "order", fmt.Errorf("%w: position %d repeats the previous event", ErrOutOfOrder, ev.Position))
+	case seen && ev.Position != last+1:
+		return l.recordError(subject, seq, "order", fmt.Errorf("%w: position %d after position %d", ErrOutOfOrder, ev.Position, last))
+	case !seen && r.from <= 1 && ev.Position != 1:
+		return l.recordError(subject, seq, "order", fmt.Errorf("%w: first event of the aggregate has position %d, want 1", ErrOutOfOrder, ev.Position))
+	}
+	r.pos[subject] = ev.Position
+	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev}); err != nil {
+		return l.recordError(subject, seq, "handle", err)
+	}
+	return nil
+}
+
+// ReadN fetches up to limit of inst's records on subjects matching
+// filter from stream sequence from on, one message get each ("next message
+// at or after sequence N on these subjects"), and calls fn for each. It
+// creates no consumer, which makes it the cheap way to read the few events
+// an operation needs. Each record is opened and verified and must sit on
+// its aggregate's subject, as in Read. It returns how many records it
+// delivered and the sequence to continue from; fewer than limit means the
+// end was reached.
+func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
+	next := max(from, 1)
+	n := 0
+	for n < limit {
+		m, err := l.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return n, next, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, next-1, err)
+		}
+		ev, err := events.Open(l.keys, inst, l.binding(m.Subject), m.Data)
+		if err != nil {
+			return n, next, l.recordError(m.Subject, m.Sequence, "open", err)
+		}
+		if want, err := l.Subject(ev.Aggregate); err != nil || want != m.Subject {
+			return n, next, l.recordError(m.Subject, m.Sequence, "subject", fmt.Errorf("%w: event of %s %q belongs on %s", events.ErrMoved, ev.Aggregate.Type, ev.Aggregate.ID, want))
+		}
+		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev}); err != nil {
+			return n, next, l.recordError(m.Subject, m.Sequence, "handle", err)
+		}
+		n++
+		next = m.Sequence + 1
+	}
+	return n, next, nil
+}

@@ -1,0 +1,147 @@
+package eventlog
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// streamConfig is the stream this configuration wants.
+func (c Config) streamConfig() jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if c.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        c.Stream,
+		Description: "epochlog encrypted event log",
+		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		// A full stream refuses appends instead of dropping history.
+		Discard:    jetstream.DiscardNew,
+		MaxAge:     max(c.MaxAge, 0),
+		MaxBytes:   orUnlimited(c.MaxBytes),
+		MaxMsgs:    -1,
+		Storage:    storage,
+		Replicas:   max(c.Replicas, 1),
+		Duplicates: cmp.Or(c.DuplicateWindow, DefaultDuplicateWindow),
+		// Multi-event transitions are atomic batches. Servers before 2.12
+		// ignore the field; ensureStream reads back what the server kept.
+		AllowAtomicPublish: true,
+	}
+}
+
+// orUnlimited maps both "no limit" values of Config.MaxBytes (0 and
+// Unbounded) to JetStream's -1.
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// metaKeyringCheck is the stream metadata key holding the keyring check: a
+// pseudonym of a fixed label under the keyring's pseudonym key. It reveals
+// nothing about the keys (it is one more HMAC output, like every subject
+// token) and lets Open refuse a keyring that would find none of the
+// stream's events, instead of silently reading nothing.
+const metaKeyringCheck = "epochlog_keyring_check"
+
+// ensureStream creates the stream if it is missing, otherwise checks that it
+// can hold the log and updates the settings cfg sets (replicas, duplicate
+// window, limits; atomic publish on and direct get off, which the Log
+// needs; the rest of the stream is left alone). It reports whether the
+// server kept AllowAtomicPublish.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
+	want := cfg.streamConfig()
+	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another process created it between our lookup and create.
+			s, err = js.Stream(ctx, want.Name)
+		} else if err != nil {
+			return nil, false, fmt.Errorf("eventlog: create stream %s: %w", want.Name, err)
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("eventlog: look up stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if err := compatible(have, want); err != nil {
+		return nil, false, err
+	}
+	if got, ok := have.Metadata[metaKeyringCheck]; ok && got != keyCheck {
+		return nil, false, fmt.Errorf("%w: stream %s was created under a keyring with another oldest root key (check the keys file or %s)",
+			ErrKeyringMismatch, want.Name, "EPOCHLOG_ROOT_KEYS")
+	}
+	upd := have
+	if _, ok := have.Metadata[metaKeyringCheck]; !ok {
+		// A stream from before the check: adopt this keyring's token.
+		upd.Metadata = maps.Clone(have.Metadata)
+		if upd.Metadata == nil {
+			upd.Metadata = map[string]string{}
+		}
+		upd.Metadata[metaKeyringCheck] = keyCheck
+	}
+	// Only what the Config sets explicitly changes an existing stream.
+	if cfg.DuplicateWindow != 0 {
+		upd.Duplicates = want.Duplicates
+	}
+	if cfg.MaxAge != 0 {
+		upd.MaxAge = want.MaxAge
+	}
+	if cfg.MaxBytes != 0 {
+		upd.MaxBytes = want.MaxBytes
+	}
+	if cfg.Replicas != 0 {
+		upd.Replicas = want.Replicas
+	}
+	upd.AllowAtomicPublish = true
+	// Direct gets are answered by any replica, which may lag the leader:
+	// Append's tail lookups would then see a stale tail (a spurious
+	// ErrConflict) and catch-up reads could miss an event just appended.
+	// The Log needs its reads from the leader, so it switches them off.
+	upd.AllowDirect = false
+	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
+		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish || upd.AllowDirect != have.AllowDirect {
+		s, err = js.UpdateStream(ctx, upd)
+		if err != nil {
+			return nil, false, fmt.Errorf("eventlog: update stream %s (duplicates %v, max age %v, max bytes %d, replicas %d, atomic publish on, direct get off): %w",
+				want.Name, upd.Duplicates, upd.MaxAge, upd.MaxBytes, upd.Replicas, err)
+		}
+	}
+	return s, s.CachedInfo().Config.AllowAtomicPublish, nil
+}
+
+// compatible checks what cannot be changed without an operator's decision.
+func compatible(have, want jetstream.StreamConfig) error {
+	bad := func(what string, h, w any) error {
+		return fmt.Errorf("%w: stream %s has %s %v, want %v", ErrIncompatibleStream, have.Name, what, h, w)
+	}
+	if !slices.Contains(have.Subjects, want.Subjects[0]) {
+		return bad("subjects", have.Subjects, want.Subjects)
+	}
+	if have.Storage != want.Storage {
+		return bad("storage", have.Storage, want.Storage)
+	}
+	if have.Retention != jetstream.LimitsPolicy {
+		return bad("retention", have.Retention, want.Retention)
+	}
+	if have.Mirror != nil {
+		return bad("mirror", have.Mirror.Name, "none")
+	}
+	if have.Sealed {
+		return bad("sealed", true, false)
+	}
+	if have.NoAck {
+		return bad("no-ack", true, false)
+	}
+	return nil
+}

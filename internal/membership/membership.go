@@ -1,0 +1,61 @@
+// Package membership holds the facts about an MLS group's members that
+// both the engine (when it records a commit) and replay (when it checks
+// one) derive, so the two cannot disagree.
+package membership
+
+import (
+	"bytes"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// CommitSender returns the member leaf that sent a PublicMessage commit.
+func CommitSender(wire []byte) (mls.LeafIndex, bool) {
+	var m mls.MLSMessage
+	if err := m.Unmarshal(wire); err != nil || m.PublicMessage == nil {
+		return 0, false
+	}
+	c := m.PublicMessage.Content
+	if c.ContentType != mls.ContentTypeCommit || c.Sender.Type != mls.SenderTypeMember {
+		return 0, false
+	}
+	return c.Sender.LeafIndex, true
+}
+
+// Identities returns the identities of g's members by leaf.
+func Identities(g *mls.Group) map[mls.LeafIndex][]byte {
+	out := map[mls.LeafIndex][]byte{}
+	g.Tree().Leaves(func(l mls.LeafIndex, leaf *mls.LeafNode) {
+		if leaf != nil {
+			out[l] = bytes.Clone(leaf.Credential.Identity)
+		}
+	})
+	return out
+}
+
+// Diff describes the membership change from old to new.
+func Diff(old, new *mls.Group) (added, removed []events.Member) {
+	om, nm := Identities(old), Identities(new)
+	for l, id := range om {
+		if nid, ok := nm[l]; !ok || !bytes.Equal(nid, id) {
+			removed = append(removed, events.Member{Leaf: uint32(l), Identity: id})
+		}
+	}
+	for l, id := range nm {
+		if oid, ok := om[l]; !ok || !bytes.Equal(oid, id) {
+			added = append(added, events.Member{Leaf: uint32(l), Identity: id})
+		}
+	}
+	sortMembers(added)
+	sortMembers(removed)
+	return added, removed
+}
+
+func sortMembers(ms []events.Member) {
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && ms[j].Leaf < ms[j-1].Leaf; j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+}

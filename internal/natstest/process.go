@@ -1,0 +1,115 @@
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// serverBinaryDir holds the built nats-server; RemoveBuiltServer removes it.
+var serverBinaryDir string
+
+// RemoveBuiltServer removes the nats-server binary StartProcess built, if
+// any. Call it from TestMain after m.Run.
+func RemoveBuiltServer() {
+	if serverBinaryDir != "" {
+		os.RemoveAll(serverBinaryDir)
+	}
+}
+
+// serverBinary builds nats-server from the module's own dependency once per
+// test binary run, so fault tests can kill a real server process.
+var serverBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "epochlog-nats-server-")
+	if err != nil {
+		return "", err
+	}
+	serverBinaryDir = dir
+	bin := filepath.Join(dir, "nats-server")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building nats-server: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// Process is a nats-server with JetStream running as a separate
+// process on a fixed port and store directory, so it can be killed with
+// SIGKILL and started again on the same state.
+type Process struct {
+	t     *testing.T
+	bin   string
+	port  int
+	store string
+	cmd   *exec.Cmd
+}
+
+// StartProcess builds nats-server (once per test binary) and starts it with
+// JetStream on a free loopback port and a fresh store; the test's cleanup
+// kills it.
+func StartProcess(t *testing.T) *Process {
+	t.Helper()
+	bin, err := serverBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Process{t: t, bin: bin, port: port, store: t.TempDir()}
+	s.Start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// URL is the client URL of the process.
+func (s *Process) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
+
+// Start starts the process (again) on the same port and store and waits
+// until JetStream answers.
+func (s *Process) Start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin, "-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(s.URL())
+		if err == nil {
+			js, jerr := nc.JetStream()
+			if jerr == nil {
+				if _, jerr = js.AccountInfo(); jerr == nil {
+					nc.Close()
+					return
+				}
+			}
+			nc.Close()
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("nats-server process on port %d not ready: %v", s.port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (s *Process) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}

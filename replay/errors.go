@@ -1,0 +1,52 @@
+package replay
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Sentinel errors of replay. Test for them with errors.Is; errors of the
+// log underneath (*eventlog.RecordError naming a stream sequence,
+// eventlog.ErrOutOfOrder, events.ErrTampered) come through wrapped.
+var (
+	// ErrDrift means a read model's content differs from what replaying its
+	// installation's events gives: a row was edited, added or deleted outside
+	// the projector, or the checkpoint does not match the stream. The
+	// *DriftError wrapping it names the first difference.
+	ErrDrift = errors.New("replay: read model drifted from its event history")
+
+	// ErrMLSMismatch means replay re-derived an MLS transition and it does
+	// not match what was recorded (epoch authenticator, epoch, state), or
+	// a group's events are missing or out of order. The *RecordError
+	// wrapping it names the stream sequence.
+	ErrMLSMismatch = errors.New("replay: recorded MLS transition does not verify")
+)
+
+// DriftError names where a read model first differs from its replay:
+// the table and row key (in primary-key order), and what differs. It
+// unwraps to ErrDrift. It never holds row content.
+type DriftError struct {
+	Installation events.InstallationID
+	Path         string // the live database
+	Checkpoint   uint64 // the live database's checkpoint, where both were compared
+	Table        string // the first differing table, or "checkpoint"
+	RowKey       string // the first differing row's primary key, when known
+	Detail       string
+}
+
+// Error names the database, table and row.
+func (e *DriftError) Error() string {
+	s := fmt.Sprintf("replay: read model %s of %s at stream sequence %d: table %s", e.Path, e.Installation, e.Checkpoint, e.Table)
+	if e.RowKey != "" {
+		s += " row " + e.RowKey
+	}
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s + " (hint: rebuild it from the stream)"
+}
+
+// Unwrap returns ErrDrift.
+func (e *DriftError) Unwrap() error { return ErrDrift }

@@ -1,0 +1,153 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// Projection pairs an installation with its open read model.
+type Projection struct {
+	Installation events.InstallationID
+	DB           *projections.DB
+}
+
+// ProjectOptions tune Project. The zero value (or nil) means defaults.
+type ProjectOptions struct {
+	// BatchSize bounds the events applied in one transaction (default
+	// DefaultBatch). Under load batches fill up; when events trickle
+	// in, each is applied as soon as it arrives.
+	BatchSize int
+	// OnApply, if set, is called after each committed batch with the
+	// installation, the number of events and the new checkpoint. It runs
+	// on the applying goroutine: keep it short.
+	OnApply func(inst events.InstallationID, n int, checkpoint uint64)
+}
+
+// Project keeps the read models of one or many installations current: it
+// follows their events on the bus from the lowest of their checkpoints and
+// applies each event to its installation's read model, until ctx is
+// cancelled (it then returns ctx's error) or an event cannot be read or
+// applied (it returns that error, naming the stream sequence). Each read
+// model resumes from its own checkpoint after a restart: events at or
+// below it are skipped, and an event's effects commit with its checkpoint,
+// so nothing is lost or applied twice. Project must be the only writer of
+// these read models.
+func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *ProjectOptions) error {
+	var o ProjectOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatch
+	}
+	if len(ps) == 0 {
+		return errors.New("replay: project: no read models given")
+	}
+	dbs := make(map[events.InstallationID]*projections.DB, len(ps))
+	cps := make(map[events.InstallationID]uint64, len(ps))
+	insts := make([]events.InstallationID, 0, len(ps))
+	from := ^uint64(0)
+	for _, p := range ps {
+		if err := p.Installation.Validate(); err != nil {
+			return fmt.Errorf("replay: project: %w", err)
+		}
+		if p.DB == nil {
+			return fmt.Errorf("replay: project: installation %s has no read model", p.Installation)
+		}
+		if _, dup := dbs[p.Installation]; dup {
+			return fmt.Errorf("replay: project: installation %s given twice", p.Installation)
+		}
+		cp, err := p.DB.Checkpoint(ctx)
+		if err != nil {
+			return fmt.Errorf("replay: project %s: %w", p.Installation, err)
+		}
+		dbs[p.Installation], cps[p.Installation] = p.DB, cp
+		insts = append(insts, p.Installation)
+		from = min(from, cp+1)
+	}
+
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in := make(chan eventlog.Record, 4*o.BatchSize)
+	applyErr := make(chan error, 1)
+	go func() {
+		applyErr <- applyStream(ctx, l, in, dbs, o)
+		cancel()
+	}()
+	followErr := l.FollowInstallations(ctx, insts, from, func(r eventlog.Record) error {
+		if r.Seq <= cps[r.Event.Aggregate.Installation] {
+			return nil
+		}
+		select {
+		case in <- r:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(in)
+	if err := <-applyErr; err != nil && parent.Err() == nil {
+		return err
+	}
+	if parent.Err() != nil {
+		return parent.Err()
+	}
+	return followErr
+}
+
+// applyStream applies records from in as they come, grouping what is
+// already waiting into batches per installation.
+func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record, dbs map[events.InstallationID]*projections.DB, o ProjectOptions) error {
+	pending := map[events.InstallationID][]projections.Record{}
+	var order []events.InstallationID
+	flush := func() error {
+		for _, inst := range order {
+			recs := pending[inst]
+			if err := dbs[inst].Apply(ctx, recs); err != nil {
+				return fmt.Errorf("replay: project %s: %w", inst, err)
+			}
+			if o.OnApply != nil {
+				o.OnApply(inst, len(recs), recs[len(recs)-1].Seq)
+			}
+			pending[inst] = recs[:0]
+		}
+		order = order[:0]
+		return nil
+	}
+	add := func(r eventlog.Record) {
+		inst := r.Event.Aggregate.Installation
+		if len(pending[inst]) == 0 {
+			order = append(order, inst)
+		}
+		pending[inst] = append(pending[inst], projections.Record{Seq: r.Seq, Event: r.Event})
+	}
+	for {
+		r, ok := <-in
+		if !ok {
+			return nil
+		}
+		add(r)
+		// Take what is already queued, without waiting, up to a batch.
+	drain:
+		for n := 1; n < o.BatchSize; n++ {
+			select {
+			case r, ok := <-in:
+				if !ok {
+					break drain
+				}
+				add(r)
+			default:
+				break drain
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+}

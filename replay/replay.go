@@ -1,0 +1,284 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// DefaultBatch is how many events a replay applies per SQLite
+// transaction unless Options.BatchSize says otherwise.
+const DefaultBatch = 512
+
+// Options tune the replay operations (CatchUp, Rebuild, Rekey,
+// Migrate, Verify). The zero value (or nil) means defaults.
+type Options struct {
+	// BatchSize is how many events share one read-model transaction.
+	// Default DefaultBatch.
+	BatchSize int
+	// DB are the options read models are opened with. SchemaVersion and
+	// SaltPath are set by each operation; the rest (Argon2 parameters for
+	// new passphrase sidecars, BusyTimeout) are passed on.
+	DB projections.Options
+	// Progress, if set, is called after each applied batch. It runs on the
+	// replay's own goroutine: keep it short.
+	Progress func(Progress)
+}
+
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.BatchSize <= 0 {
+		r.BatchSize = DefaultBatch
+	}
+	r.DB.BatchSize = r.BatchSize
+	return r
+}
+
+// Progress reports how far a replay got.
+type Progress struct {
+	// Installation is the installation being replayed.
+	Installation events.InstallationID
+	// Phase is "replay" (into a fresh database), "catch-up" (after a
+	// rebuild or swap), or "verify".
+	Phase string
+	// Applied counts events applied so far in this phase.
+	Applied int
+	// Seq is the stream sequence of the last applied event; From and To
+	// bound the phase (To is 0 when the phase runs to the stream's end as
+	// found when it began, i.e. the target is not known in advance).
+	Seq, From, To uint64
+}
+
+// Replay phases named in Progress.Phase.
+const (
+	PhaseReplay  = "replay"
+	PhaseCatchUp = "catch-up"
+	PhaseVerify  = "verify"
+)
+
+// errTargetReached stops a Read at the replay target; it never escapes.
+var errTargetReached = errors.New("replay: replay target reached")
+
+// CatchUp applies inst's events after db's checkpoint, up to the last event
+// in the stream when it is called, in transactions of opts.BatchSize
+// events. It returns how many events it applied and the new checkpoint. An
+// event the read model cannot apply stops it with the error naming the
+// stream sequence; everything applied before stays committed.
+func CatchUp(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, opts *Options) (int, uint64, error) {
+	o := opts.withDefaults()
+	return replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp)
+}
+
+// untilEnd as a replay target means the stream's end as found when the
+// read begins.
+const untilEnd = ^uint64(0)
+
+// replayInto applies inst's events after db's checkpoint up to stream
+// sequence to (untilEnd: up to the stream's end when the read begins). Reading,
+// opening and decoding events runs on the consumer's goroutine while a
+// second goroutine applies the previous batch, so the two overlap.
+func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string) (int, uint64, error) {
+	cp, err := db.Checkpoint(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if cp >= to {
+		return 0, cp, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []projections.Record, 2)
+	// Spent batches come back for reuse, so a replay of any length holds
+	// at most four batches of records.
+	spare := make(chan []projections.Record, 4)
+	type result struct {
+		applied int
+		last    uint64
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res := result{last: cp}
+		for b := range batches {
+			if res.err != nil {
+				continue
+			}
+			if err := db.Apply(ctx, b); err != nil {
+				res.err = err
+				cancel()
+				continue
+			}
+			res.applied += len(b)
+			res.last = b[len(b)-1].Seq
+			if o.Progress != nil {
+				p := Progress{Installation: inst, Phase: phase, Applied: res.applied, Seq: res.last, From: cp + 1, To: to}
+				if to == untilEnd {
+					p.To = 0
+				}
+				o.Progress(p)
+			}
+			clear(b)
+			select {
+			case spare <- b[:0]:
+			default:
+			}
+		}
+		done <- res
+	}()
+	batch := make([]projections.Record, 0, o.BatchSize)
+	send := func() error {
+		select {
+		case batches <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case batch = <-spare:
+		default:
+			batch = make([]projections.Record, 0, o.BatchSize)
+		}
+		return nil
+	}
+	readErr := l.Read(ctx, inst, cp+1, func(r eventlog.Record) error {
+		if r.Seq > to {
+			return errTargetReached
+		}
+		batch = append(batch, projections.Record{Seq: r.Seq, Event: r.Event})
+		if len(batch) >= o.BatchSize {
+			return send()
+		}
+		return nil
+	})
+	if errors.Is(readErr, errTargetReached) {
+		readErr = nil
+	}
+	if readErr == nil && len(batch) > 0 {
+		readErr = send()
+	}
+	close(batches)
+	res := <-done
+	switch {
+	case res.err != nil:
+		return res.applied, res.last, fmt.Errorf("replay: %s %s: %w", phase, inst, res.err)
+	case readErr != nil:
+		if ctx.Err() != nil && errors.Is(readErr, context.Canceled) {
+			return res.applied, res.last, readErr
+		}
+		return res.applied, res.last, fmt.Errorf("replay: %s %s: %w", phase, inst, readErr)
+	}
+	return res.applied, res.last, nil
+}
+
+// OpenExisting opens the existing read model at path at whatever schema
+// version it has, without migrating it (projections.Open would upgrade an
+// older schema in place). Tools that only read or follow a database use
+// it, so a schema change stays an explicit migrate.
+func OpenExisting(path string, key projections.Key, opts *projections.Options) (*projections.DB, error) {
+	var base projections.Options
+	if opts != nil {
+		base = *opts
+	}
+	db, err := openAsIs(path, key, base)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// openAsIs opens an existing read model at whatever schema version it has:
+// opening at a newer version would migrate it in place, which a replay
+// source must never do. NoKey opens an unencrypted source read-only.
+func openAsIs(path string, key projections.Key, base projections.Options) (*projections.DB, error) {
+	var lastErr error
+	for v := 1; v <= projections.LatestSchema; v++ {
+		o := base
+		o.SchemaVersion = v
+		o.SaltPath = projections.SaltPath(path)
+		o.CheckIntegrity = false
+		db, err := projections.Open(path, key, &o)
+		if err == nil {
+			return db, nil
+		}
+		if !errors.Is(err, projections.ErrSchemaTooNew) {
+			return nil, err
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// exists reports whether path is a non-empty file.
+func exists(path string) (bool, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return st.Size() > 0, nil
+}
+
+// RemoveLeftovers deletes what interrupted rebuilds or verifications of
+// the read model at live left beside it ("<name>.rebuild-*" and their
+// sidecars) and returns how many databases it removed. Rebuild, Rekey,
+// Migrate and Verify call it first; only one such operation may run on a
+// read model at a time.
+func RemoveLeftovers(live string) (int, error) {
+	matches, err := filepath.Glob(globEscape(live) + ".rebuild-*")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, m := range matches {
+		if isSidecar(m) {
+			continue
+		}
+		if err := projections.RemoveAside(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	// Sidecars whose database is already gone.
+	for _, m := range matches {
+		if isSidecar(m) {
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func isSidecar(p string) bool {
+	for _, s := range []string{"-wal", "-shm", "-journal"} {
+		if len(p) > len(s) && p[len(p)-len(s):] == s {
+			return true
+		}
+	}
+	return false
+}
+
+func globEscape(p string) string {
+	out := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '*', '?', '[', '\\':
+			out = append(out, '\\')
+		}
+		out = append(out, p[i])
+	}
+	return string(out)
+}

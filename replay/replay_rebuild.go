@@ -1,0 +1,342 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// RebuildOptions tune Rebuild.
+type RebuildOptions struct {
+	Options
+	// NewKey is the key of the rebuilt database. The zero Key means the
+	// key the live database is opened with (a plain rebuild). NoKey is
+	// refused: read models are never written unencrypted.
+	NewKey projections.Key
+	// SchemaVersion is the schema of the rebuilt database: 0 means
+	// projections.LatestSchema (a rebuild is also a migration), -1 the
+	// live database's own version (a rekey keeps the schema).
+	SchemaVersion int
+	// CompareLive replays the fresh database only up to the live one's
+	// checkpoint first and refuses to swap (with a *DriftError) unless
+	// both have equal content there. Rekey sets it: the content under the
+	// new key is then proven equal to the content under the old one.
+	CompareLive bool
+}
+
+// RebuildResult says what a Rebuild did.
+type RebuildResult struct {
+	Installation events.InstallationID
+	// Path is the live database, now the rebuilt one.
+	Path string
+	// Existed is whether a live database was there before; Recovered
+	// whether it was there but damaged (ErrCorrupt) and so replaced
+	// without being read.
+	Existed, Recovered bool
+	// PreviousSchema and PreviousCheckpoint describe the old database (0
+	// when there was none, or it was damaged).
+	PreviousSchema     int
+	PreviousCheckpoint uint64
+	// Schema is the schema version of the rebuilt database.
+	Schema int
+	// Replayed counts events applied into the fresh database before the
+	// swap; CaughtUp those applied after it (appended while the rebuild
+	// ran).
+	Replayed, CaughtUp int
+	// Checkpoint is the rebuilt database's checkpoint at the end.
+	Checkpoint uint64
+	// Digest is the content digest at the swap when CompareLive was set
+	// (equal to the old database's), else the zero Digest.
+	Digest projections.Digest
+}
+
+// Rebuild replays inst's events into a fresh database beside the live one
+// at live, verifies it (integrity check, checkpoint reached), fsyncs it,
+// atomically renames it over live and fsyncs the directory, then applies
+// the events appended meanwhile. key opens the live database (if there is
+// one) and, unless opts.NewKey is set, the rebuilt one.
+//
+// The live database is only read, and replaced by the rename alone: a
+// process killed at any moment leaves either the old database intact or
+// the new one complete (possibly a little behind the stream, which the
+// next catch-up fixes). A cancelled ctx removes the temporary file and
+// leaves the live database as it was, unless the rename already happened.
+//
+// The caller must be the only writer of the live database while Rebuild
+// runs (stop its follower first): the swap discards what others write
+// to the old file. A live database that is damaged (ErrCorrupt, on
+// opening it or reading its checkpoint) is replaced without being read
+// further; any other failure to open it (wrong key, not a read model,
+// schema too new) stops Rebuild before it writes. With CompareLive a
+// damaged database stops Rebuild too: there is nothing to compare with.
+//
+// A passphrase key uses the live database's salt sidecar (created if
+// missing) so the swapped file opens with it; a rekey to another
+// passphrase keeps that salt, since the database and its sidecar cannot
+// be replaced in one atomic step.
+func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *RebuildOptions) (*RebuildResult, error) {
+	var ro RebuildOptions
+	if opts != nil {
+		ro = *opts
+	}
+	o := ro.Options.withDefaults()
+	fail := func(op string, err error) error {
+		return &projections.FileError{Path: live, Op: op, Err: err}
+	}
+	if err := inst.Validate(); err != nil {
+		return nil, fmt.Errorf("replay: rebuild: %w", err)
+	}
+	newKey := ro.NewKey
+	if !newKey.Valid() {
+		newKey = key
+	}
+	if !newKey.Valid() || newKey.IsPlaintext() {
+		return nil, fail("rebuild", errors.New("the rebuilt database needs an encryption key (raw or passphrase)"))
+	}
+	if _, err := RemoveLeftovers(live); err != nil {
+		return nil, fail("rebuild: remove leftovers", err)
+	}
+	res := &RebuildResult{Installation: inst, Path: live}
+	var liveDigest projections.Digest
+	var err error
+	if res.Existed, err = exists(live); err != nil {
+		return nil, fail("rebuild", err)
+	}
+	if res.Existed {
+		schema, cp, d, err := readLive(ctx, live, key, o.DB, ro.CompareLive)
+		switch {
+		case errors.Is(err, projections.ErrCorrupt) && !ro.CompareLive:
+			// Damage found on opening or on reading the checkpoint: the
+			// file is replaced without being read further.
+			res.Recovered = true
+		case err != nil:
+			return nil, err
+		default:
+			res.PreviousSchema, res.PreviousCheckpoint, liveDigest = schema, cp, d
+		}
+	} else if ro.CompareLive {
+		return nil, fail("rebuild", fmt.Errorf("%w: no live database to compare with", fs.ErrNotExist))
+	}
+	schema := ro.SchemaVersion
+	switch {
+	case schema == 0:
+		schema = projections.LatestSchema
+	case schema < 0 && res.PreviousSchema > 0:
+		schema = res.PreviousSchema
+	case schema < 0:
+		schema = projections.LatestSchema
+	}
+
+	tmp, err := projections.BuildAside(filepath.Dir(live), filepath.Base(live))
+	if err != nil {
+		return nil, fail("rebuild", err)
+	}
+	fresh, err := openFresh(tmp, live, newKey, schema, o.DB)
+	if err != nil {
+		_ = projections.RemoveAside(tmp)
+		return nil, err
+	}
+	closed := false
+	abandon := func(err error) (*RebuildResult, error) {
+		if !closed {
+			_ = fresh.Close()
+		}
+		return nil, errors.Join(err, projections.RemoveAside(tmp))
+	}
+
+	target := res.PreviousCheckpoint
+	if !ro.CompareLive {
+		if target, err = l.LastSeq(ctx, inst); err != nil {
+			return abandon(err)
+		}
+	}
+	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay)
+	res.Replayed += n
+	if err != nil {
+		return abandon(err)
+	}
+	if ro.CompareLive {
+		d, err := fresh.Digest(ctx)
+		if err != nil {
+			return abandon(err)
+		}
+		if diff := projections.Compare(liveDigest, d); diff != nil {
+			return abandon(explainDrift(ctx, l, inst, live, key, o.DB, fresh, res.PreviousCheckpoint, diff))
+		}
+		res.Digest = d
+	}
+	// Shrink the window after the swap: apply what arrived meanwhile.
+	n, cp, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseCatchUp)
+	res.Replayed += n
+	if err != nil {
+		return abandon(err)
+	}
+	if cp < target {
+		return abandon(fail("rebuild", fmt.Errorf("rebuilt database stopped at stream sequence %d, before the target %d", cp, target)))
+	}
+	if err := fresh.IntegrityCheck(ctx); err != nil {
+		return abandon(err)
+	}
+	closed = true
+	if err := fresh.Close(); err != nil {
+		return abandon(err)
+	}
+	// Last chance to back out: after the rename the new database is live.
+	if err := ctx.Err(); err != nil {
+		return abandon(err)
+	}
+	if err := projections.Swap(tmp, live); err != nil {
+		return abandon(err)
+	}
+	if !newKey.Equal(key) && !isPassphrase(newKey) {
+		// The old passphrase's salt now protects nothing.
+		if err := os.Remove(projections.SaltPath(live)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fail("rebuild: remove old salt sidecar", err)
+		}
+	}
+	res.Schema = schema
+	db, err := openAt(live, newKey, schema, o.DB)
+	if err != nil {
+		return res, err
+	}
+	defer db.Close()
+	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp)
+	res.CaughtUp = n
+	if err != nil {
+		return res, err
+	}
+	return res, db.Close()
+}
+
+// readLive opens the live database as it is and reads its schema version
+// and checkpoint, and with digest its content digest, in one snapshot.
+// A damaged file fails with ErrCorrupt whether the damage shows when it is
+// opened or only when the checkpoint or a table is read.
+func readLive(ctx context.Context, live string, key projections.Key, base projections.Options, digest bool) (schema int, cp uint64, d projections.Digest, err error) {
+	src, err := openAsIs(live, key, base)
+	if err != nil {
+		return 0, 0, d, err
+	}
+	defer func() {
+		if cerr := src.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
+		return 0, 0, d, err
+	}
+	defer snap.Close()
+	if digest {
+		if d, err = snap.Digest(ctx); err != nil {
+			return 0, 0, d, err
+		}
+	}
+	return src.SchemaVersion(), snap.Checkpoint(), d, nil
+}
+
+// isPassphrase reports whether k is a passphrase key, the only kind that
+// reads the salt sidecar. The redacted text is the one exported view of a
+// key's kind.
+func isPassphrase(k projections.Key) bool {
+	t, _ := k.MarshalText()
+	return strings.Contains(string(t), "passphrase")
+}
+
+// openFresh creates the rebuilt database at tmp, using live's salt sidecar
+// for a passphrase key.
+func openFresh(tmp, live string, key projections.Key, schema int, base projections.Options) (*projections.DB, error) {
+	o := base
+	o.SchemaVersion = schema
+	o.SaltPath = projections.SaltPath(live)
+	o.CheckIntegrity = false
+	return projections.Open(tmp, key, &o)
+}
+
+// openAt opens the live database at schema.
+func openAt(live string, key projections.Key, schema int, base projections.Options) (*projections.DB, error) {
+	o := base
+	o.SchemaVersion = schema
+	o.SaltPath = projections.SaltPath(live)
+	o.CheckIntegrity = false
+	return projections.Open(live, key, &o)
+}
+
+// Rekey replays inst's read model at live under newKey: it rebuilds beside
+// the live database (opened with oldKey) at the live schema, proves the new
+// content equal to the old at the old checkpoint (else a *DriftError and
+// nothing changes), swaps, and catches up. Afterwards oldKey is refused
+// with projections.ErrWrongKey and newKey opens the database. Raw and
+// passphrase keys mix freely; see Rebuild for the salt sidecar.
+func Rekey(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, oldKey, newKey projections.Key, opts *Options) (*RebuildResult, error) {
+	if !newKey.Valid() || newKey.IsPlaintext() {
+		return nil, &projections.FileError{Path: live, Op: "rekey", Err: errors.New("the new key must be a raw key or a passphrase")}
+	}
+	if newKey.Equal(oldKey) {
+		return nil, &projections.FileError{Path: live, Op: "rekey", Err: errors.New("the new key equals the old one")}
+	}
+	ro := RebuildOptions{NewKey: newKey, SchemaVersion: -1, CompareLive: true}
+	if opts != nil {
+		ro.Options = *opts
+	}
+	return Rebuild(ctx, l, inst, live, oldKey, &ro)
+}
+
+// Migrate rebuilds inst's read model at live by replay at the newest
+// schema (projections.LatestSchema), under newKey if it is valid, else
+// under key. It is the general migration path: it works from any older
+// schema and from an unencrypted database (key = projections.NoKey, newKey
+// required). MigrateInPlace is the fast path for small schema steps.
+func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key, newKey projections.Key, opts *Options) (*RebuildResult, error) {
+	ro := RebuildOptions{NewKey: newKey, SchemaVersion: projections.LatestSchema}
+	if opts != nil {
+		ro.Options = *opts
+	}
+	return Rebuild(ctx, l, inst, live, key, &ro)
+}
+
+// MigrateInPlace upgrades the read model at live to the newest schema with
+// projections' in-place migrations (one transaction per version step) and
+// returns the versions before and after. It needs no event log. An
+// unencrypted database cannot be migrated in place: use Migrate.
+func MigrateInPlace(ctx context.Context, live string, key projections.Key, opts *projections.Options) (from, to int, err error) {
+	var base projections.Options
+	if opts != nil {
+		base = *opts
+	}
+	if key.IsPlaintext() {
+		return 0, 0, &projections.FileError{Path: live, Op: "migrate", Err: errors.New("an unencrypted database is only a replay source"), Hint: "migrate by replay with a new key"}
+	}
+	if ok, err := exists(live); err != nil || !ok {
+		if err == nil {
+			err = fs.ErrNotExist
+		}
+		return 0, 0, &projections.FileError{Path: live, Op: "migrate", Err: err}
+	}
+	src, err := openAsIs(live, key, base)
+	if err != nil {
+		return 0, 0, err
+	}
+	from = src.SchemaVersion()
+	if err := src.Close(); err != nil {
+		return from, from, err
+	}
+	db, err := openAt(live, key, projections.LatestSchema, base)
+	if err != nil {
+		return from, from, err
+	}
+	to = db.SchemaVersion()
+	if err := db.IntegrityCheck(ctx); err != nil {
+		db.Close()
+		return from, to, err
+	}
+	return from, to, db.Close()
+}

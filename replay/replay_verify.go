@@ -1,0 +1,125 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// VerifyResult says what Verify compared.
+type VerifyResult struct {
+	Installation events.InstallationID
+	Path         string
+	Schema       int
+	// Checkpoint is the live database's checkpoint; Replayed the events
+	// replayed into the temporary database to reach it.
+	Checkpoint uint64
+	Replayed   int
+	// Digest is the content digest both databases share.
+	Digest projections.Digest
+}
+
+// Verify replays inst's events into a temporary database beside the live
+// one, up to the live database's checkpoint and at its schema, and
+// compares the two table by table, row by row. It returns a *DriftError
+// (errors.Is ErrDrift) naming the first difference when they differ. The
+// live database is only read; the temporary one (under a random key) is
+// removed in every case. key may be projections.NoKey for an unencrypted
+// database. The live database's writer may keep running: Verify compares
+// one snapshot of it, taken at the start.
+func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *Options) (*VerifyResult, error) {
+	o := opts.withDefaults()
+	if err := inst.Validate(); err != nil {
+		return nil, fmt.Errorf("replay: verify: %w", err)
+	}
+	if _, err := RemoveLeftovers(live); err != nil {
+		return nil, &projections.FileError{Path: live, Op: "verify: remove leftovers", Err: err}
+	}
+	ok, err := exists(live)
+	if err != nil || !ok {
+		if err == nil {
+			err = errors.New("no such database")
+		}
+		return nil, &projections.FileError{Path: live, Op: "verify", Err: err}
+	}
+	src, err := openAsIs(live, key, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	// The checkpoint and the tables are read in one snapshot, held across
+	// the replay: the live database's writer (its installation or a
+	// follower) may commit batches meanwhile, and comparing tables newer
+	// than the checkpoint with a replay up to it would report drift on a
+	// faithful read model.
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	res := &VerifyResult{Installation: inst, Path: live, Schema: src.SchemaVersion(), Checkpoint: snap.Checkpoint()}
+	last, err := l.LastSeq(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	drift := func(table, row, detail string) error {
+		return &DriftError{Installation: inst, Path: live, Checkpoint: res.Checkpoint, Table: table, RowKey: row, Detail: detail}
+	}
+	if res.Checkpoint > last {
+		return nil, drift("checkpoint", "", fmt.Sprintf("checkpoint is past the installation's last event (stream sequence %d)", last))
+	}
+
+	tmpKey, err := projections.GenerateRawKey()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := projections.BuildAside(filepath.Dir(live), filepath.Base(live))
+	if err != nil {
+		return nil, err
+	}
+	defer projections.RemoveAside(tmp)
+	fresh, err := openFresh(tmp, tmp, tmpKey, res.Schema, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer fresh.Close()
+	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify)
+	res.Replayed = n
+	if err != nil {
+		return nil, err
+	}
+	if cp != res.Checkpoint {
+		return nil, drift("checkpoint", "", fmt.Sprintf("no event of the installation at the checkpoint (replay stopped at stream sequence %d)", cp))
+	}
+	diff, err := snap.CompareDB(ctx, fresh)
+	if err != nil {
+		return nil, err
+	}
+	if diff != nil {
+		return nil, drift(diff.Table, diff.RowKey, "live database vs replay: "+diff.Detail)
+	}
+	if res.Digest, err = fresh.Digest(ctx); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// explainDrift turns a digest difference between the live database and a
+// fresh replay into a *DriftError naming the first differing row.
+func explainDrift(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, base projections.Options, fresh *projections.DB, cp uint64, d *projections.Difference) error {
+	e := &DriftError{Installation: inst, Path: live, Checkpoint: cp, Table: d.Table, Detail: "live database vs replay: " + d.Detail}
+	src, err := openAsIs(live, key, base)
+	if err != nil {
+		return e
+	}
+	defer src.Close()
+	if row, err := projections.CompareDB(ctx, src, fresh); err == nil && row != nil {
+		e.Table, e.RowKey, e.Detail = row.Table, row.RowKey, "live database vs replay: "+row.Detail
+	}
+	return e
+}
