@@ -9,7 +9,6 @@ import (
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/keyschedule"
-	"github.com/epochlog/epochlog/mls/treemath"
 )
 
 // DefaultMaxPastEpochs is how many past epochs' keys a group keeps, by
@@ -483,65 +482,4 @@ func cloneCredential(c Credential) Credential {
 		c.Certificates = certs
 	}
 	return c
-}
-
-// checkProposal validates a received proposal on its own, so that a bad
-// one is refused when it arrives rather than when it is committed.
-func (g *Group) checkProposal(sender LeafIndex, p *Proposal) error {
-	switch p.Type {
-	case ProposalTypeAdd:
-		kp := &p.Add.KeyPackage
-		if kp.CipherSuite != g.ctx.CipherSuite {
-			return fmt.Errorf("%w: key package of suite %d proposed by leaf %d", ErrInvalidKeyPackage, kp.CipherSuite, sender)
-		}
-		return kp.Validate()
-	case ProposalTypeUpdate:
-		ln := &p.Update.LeafNode
-		if err := ln.Validate(g.cs, LeafNodeSourceUpdate, g.ctx.GroupID, sender); err != nil {
-			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
-		}
-		if old := g.tree.Leaf(sender); old != nil && bytes.Equal(old.EncryptionKey, ln.EncryptionKey) {
-			return fmt.Errorf("%w: update from leaf %d keeps the encryption key it replaces", ErrInvalidProposal, sender)
-		}
-		// The Update blanks the sender's leaf and direct path; its keys
-		// must be new to the rest of the tree (RFC 9420 §7.3).
-		keys := newKeyIndex(g.tree, map[LeafIndex]bool{sender: true})
-		for _, x := range treemath.DirectPath(sender.Node(), g.tree.LeafCount()) {
-			if n := g.tree.Node(x); !n.IsBlank() {
-				delete(keys.enc, string(n.encryptionKey()))
-			}
-		}
-		if err := keys.add(sender, ln); err != nil {
-			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
-		}
-	case ProposalTypeRemove:
-		if g.tree.Leaf(p.Remove.Removed) == nil {
-			return fmt.Errorf("%w: leaf %d proposes removing blank leaf %d", ErrInvalidProposal, sender, p.Remove.Removed)
-		}
-	case ProposalTypePSK:
-		if err := checkPSKNonce(g.cs, &p.PreSharedKey.PSK); err != nil {
-			return fmt.Errorf("%w: PreSharedKey proposal from leaf %d: %w", ErrInvalidProposal, sender, err)
-		}
-	case ProposalTypeGroupContextExtensions:
-	default:
-		return fmt.Errorf("%w: proposal type %d from leaf %d is not supported", ErrInvalidProposal, p.Type, sender)
-	}
-	return nil
-}
-
-// cacheProposal records a proposal for commits of this epoch.
-func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
-	b, err := ac.Marshal()
-	if err != nil {
-		return err
-	}
-	ref, err := g.cs.MakeProposalRef(b)
-	if err != nil {
-		return err
-	}
-	if slices.ContainsFunc(g.proposals, func(c cachedProposal) bool { return bytes.Equal(c.ref, ref) }) {
-		return nil // a replay: cached once
-	}
-	g.proposals = append(g.proposals, cachedProposal{ref: ref, sender: ac.Content.Sender, proposal: ac.Content.Proposal})
-	return nil
 }
