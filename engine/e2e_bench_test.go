@@ -46,10 +46,11 @@ func benchGroup(b *testing.B, size int) {
 		ids[i] = events.InstallationID(fmt.Sprintf("member-%03d", i))
 		be.create(ids[i])
 	}
-	gid, err := be.insts[ids[0]].CreateGroup(ctx, nil)
+	created, err := be.insts[ids[0]].CreateGroup(ctx, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
+	gid := created.GroupID
 	var kps [][]byte
 	for _, id := range ids[1:] {
 		kps = append(kps, be.keyPackage(id))
@@ -91,10 +92,11 @@ func BenchmarkE2ERebuild(b *testing.B) {
 	be := newBackend(b)
 	in := be.create(alice)
 	other := be.create(bob)
-	gid, err := in.CreateGroup(ctx, nil)
+	created, err := in.CreateGroup(ctx, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
+	gid := created.GroupID
 	co, err := in.AddMembers(ctx, gid, be.keyPackage(bob))
 	if err != nil {
 		b.Fatal(err)

@@ -39,12 +39,6 @@ var (
 	// does not process (a standalone proposal, a GroupInfo, a KeyPackage).
 	ErrUnsupportedMessage = errors.New("engine: unsupported message")
 
-	// ErrNotProjected means an operation's events are durable (the
-	// operation happened, and its result is returned alongside this
-	// error) but the read model could not be brought up to date with
-	// them. Deliver the result; CatchUp later.
-	ErrNotProjected = errors.New("engine: events recorded but not yet projected")
-
 	// ErrTooManyConflicts means an operation lost the race for its group
 	// on every attempt (see InstallationOptions.MaxAttempts).
 	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
@@ -63,3 +57,19 @@ var (
 	// one enqueued on the channel.
 	ErrInvalidAck = errors.New("engine: acknowledgement beyond the last enqueued sequence")
 )
+
+// errNotProjected marks an operation whose events are durable (it
+// happened) but whose read model could not be brought up to date with
+// them. It never leaves the package: the public operations move it into
+// their output's ProjectionErr.
+var errNotProjected = errors.New("engine: events recorded but not yet projected")
+
+// lagged splits an operation's error: a projection failure after its
+// events became durable (the output's ProjectionErr; the operation
+// succeeded) or a failure of the operation.
+func lagged(err error) (projectionErr, opErr error) {
+	if errors.Is(err, errNotProjected) {
+		return err, nil
+	}
+	return nil, err
+}

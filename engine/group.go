@@ -42,6 +42,11 @@ type CommitOutput struct {
 	Welcome []byte
 	// Added are the installations the Welcome is for.
 	Added []events.InstallationID
+	// ProjectionErr is nil when the read model holds the operation's
+	// events. Otherwise the operation happened all the same (its events
+	// are durable: deliver the output) and ProjectionErr says why the read
+	// model lags; CatchUp, or the next operation, brings it up to date.
+	ProjectionErr error
 }
 
 // SendOutput is an application message ready for delivery.
@@ -58,6 +63,11 @@ type SendOutput struct {
 	// was too old, or this member never updated since joining), or nil. It
 	// must be delivered before Message.
 	Update *CommitOutput
+	// ProjectionErr is nil when the read model holds the operation's
+	// events. Otherwise the operation happened all the same (its events
+	// are durable: deliver the output) and ProjectionErr says why the read
+	// model lags; CatchUp, or the next operation, brings it up to date.
+	ProjectionErr error
 }
 
 // Received is what Receive did with an incoming message.
@@ -76,6 +86,11 @@ type Received struct {
 	MessageID         []byte
 	// Removed is set when a commit removed this installation.
 	Removed bool
+	// ProjectionErr is nil when the read model holds what was received.
+	// Otherwise it was received all the same (its events are durable:
+	// acknowledge the delivery) and ProjectionErr says why the read model
+	// lags; CatchUp, or the next operation, brings it up to date.
+	ProjectionErr error
 }
 
 func (in *Installation) mlsOptions() mls.Options {
@@ -189,7 +204,7 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 }
 
 // transact runs one group transition with optimistic concurrency (an
-// ErrNotProjected error comes with the new state: the transition
+// errNotProjected error comes with the new state: the transition
 // happened): step
 // decides the transition from the current state and returns the new state
 // and the events; they are appended at the group's position as one atomic
@@ -213,7 +228,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 			}
 			continue
 		}
-		if err != nil && !errors.Is(err, ErrNotProjected) {
+		if err != nil && !errors.Is(err, errNotProjected) {
 			delete(in.group, string(id))
 			return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, err)
 		}
@@ -224,9 +239,20 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 	return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, ErrTooManyConflicts)
 }
 
+// GroupOutput is a group created.
+type GroupOutput struct {
+	GroupID []byte
+	Epoch   uint64
+	// ProjectionErr is nil when the read model holds the operation's
+	// events. Otherwise the operation happened all the same (its events
+	// are durable: deliver the output) and ProjectionErr says why the read
+	// model lags; CatchUp, or the next operation, brings it up to date.
+	ProjectionErr error
+}
+
 // CreateGroup creates a one-member group (a nil id draws a random one) and
-// records group.created with this member. It returns the group id.
-func (in *Installation) CreateGroup(ctx context.Context, id []byte) ([]byte, error) {
+// records group.created with this member.
+func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, nil)
@@ -248,11 +274,13 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) ([]byte, err
 		events.MemberAdded{GroupID: gid, Epoch: g.Epoch(), Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)},
 	}
 	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
-	if err != nil && !errors.Is(err, ErrNotProjected) {
+	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
 	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC()}
-	return gid, err
+	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
+	out.ProjectionErr, err = lagged(err)
+	return out, err
 }
 
 // otherMembers lists the installations of g other than self, by leaf order.
@@ -349,7 +377,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 		}
 		return ng, bodies, nil
 	})
-	if err != nil && !errors.Is(err, ErrNotProjected) {
+	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err
 	}
 	in.group[string(id)].lastUpdate = in.opts.Now().UTC()
@@ -369,9 +397,9 @@ func (in *Installation) AddMembers(ctx context.Context, groupID []byte, keyPacka
 			return nil, fmt.Errorf("engine: installation %s: add to group %x: key package %d: %w", in.id, groupID, i, err)
 		}
 	}
-	return in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) {
+	return committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) {
 		return mls.CommitOptions{Add: kps}, nil
-	})
+	}))
 }
 
 // RemoveMembers removes the named installations from the group in one
@@ -380,7 +408,7 @@ func (in *Installation) AddMembers(ctx context.Context, groupID []byte, keyPacka
 func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts ...events.InstallationID) (*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.commit(ctx, groupID, func(g *mls.Group) (mls.CommitOptions, error) {
+	return committed(in.commit(ctx, groupID, func(g *mls.Group) (mls.CommitOptions, error) {
 		ms := membership.Identities(g)
 		var leaves []mls.LeafIndex
 		for _, inst := range insts {
@@ -396,7 +424,7 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 			}
 		}
 		return mls.CommitOptions{Remove: leaves}, nil
-	})
+	}))
 }
 
 // Update commits a path update: a fresh leaf key and new path secrets
@@ -404,7 +432,15 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 func (in *Installation) Update(ctx context.Context, groupID []byte) (*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil })
+	return committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil }))
+}
+
+// committed moves a commit's projection failure into its output.
+func committed(out *CommitOutput, err error) (*CommitOutput, error) {
+	if out != nil {
+		out.ProjectionErr, err = lagged(err)
+	}
+	return out, err
 }
 
 // Send encrypts an application message for the group's current epoch and
@@ -423,8 +459,7 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 	}
 	var update *CommitOutput
 	if gs.lastUpdate.IsZero() || in.opts.Now().Sub(gs.lastUpdate) > in.opts.UpdateInterval {
-		update, err = in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil })
-		if err != nil && !errors.Is(err, ErrNotProjected) {
+		if update, err = committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil })); err != nil {
 			return nil, err
 		}
 	}
@@ -445,13 +480,14 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 			MessageID: id, Content: events.Secret(content), AuthenticatedData: authenticatedData,
 		}}, nil
 	})
-	if err != nil && !errors.Is(err, ErrNotProjected) {
+	if err != nil && !errors.Is(err, errNotProjected) {
 		if update != nil {
 			// The update is recorded: it must still reach the members.
 			return &SendOutput{GroupID: bytes.Clone(groupID), Update: update}, err
 		}
 		return nil, err
 	}
+	out.ProjectionErr, err = lagged(err)
 	return out, err
 }
 

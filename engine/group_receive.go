@@ -86,12 +86,13 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 			return nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d removed this installation, applied already: %w", in.id, groupID, ep, ErrDuplicateMessage)
 		}
 	}
-	if err != nil && !errors.Is(err, ErrNotProjected) {
+	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err
 	}
 	if out.Removed {
 		delete(in.group, string(groupID))
 	}
+	out.ProjectionErr, err = lagged(err)
 	return out, err
 }
 
@@ -184,9 +185,10 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 			return nil, derr
 		}
 	}
-	if err != nil && !errors.Is(err, ErrNotProjected) {
+	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err
 	}
+	out.ProjectionErr, err = lagged(err)
 	return out, err
 }
 
@@ -277,7 +279,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 			return nil, err
 		}
 	}
-	if joinErr != nil && !errors.Is(joinErr, ErrNotProjected) {
+	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
 	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g}
@@ -285,12 +287,11 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
 		// The join is recorded; only the key package's bookkeeping failed
 		// (its keys stay held longer, never shorter).
-		if !errors.Is(err, ErrNotProjected) {
-			err = fmt.Errorf("%w: %w", ErrNotProjected, err)
-		}
-		return rec, err
+		rec.ProjectionErr = err
+		return rec, nil
 	}
-	return rec, joinErr
+	rec.ProjectionErr = joinErr
+	return rec, nil
 }
 
 // joinedAlready explains why a Welcome to group gid is not recorded: the

@@ -246,7 +246,7 @@ func (in *Installation) position(ctx context.Context, t events.AggregateType, id
 
 // appendAndProject appends evs to agg at expected and brings the read model
 // up to date with them. On eventlog.ErrConflict nothing was written; on
-// ErrNotProjected everything was; on ErrOutcomeUnknown either may be true.
+// errNotProjected everything was; on ErrOutcomeUnknown either may be true.
 func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
 	now := in.opts.Now().UTC()
 	evs := make([]events.Event, len(bodies))
@@ -257,7 +257,7 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 		return err
 	}
 	if err := in.project(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotProjected, err)
+		return fmt.Errorf("%w: %w", errNotProjected, err)
 	}
 	return nil
 }

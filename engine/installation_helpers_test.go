@@ -190,10 +190,11 @@ func (b *backend) drainAll() map[events.InstallationID][]*Received {
 
 func (b *backend) keyPackage(id events.InstallationID) []byte {
 	b.t.Helper()
-	kp, err := b.insts[id].PublishKeyPackage(context.Background(), "directory", true)
+	published, err := b.insts[id].PublishKeyPackage(context.Background(), "directory", true)
 	if err != nil {
 		b.t.Fatalf("%s publish key package: %v", id, err)
 	}
+	kp := published.KeyPackage
 	return kp
 }
 

@@ -17,11 +17,30 @@ import (
 // KeyPackage for others to add this installation with. A last-resort
 // package may be used by several Welcomes; it is rotated after the first
 // one is processed (see ProcessWelcome).
-func (in *Installation) PublishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, error) {
+func (in *Installation) PublishKeyPackage(ctx context.Context, destination string, lastResort bool) (*KeyPackageOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	_, kpBytes, err := in.publishKeyPackage(ctx, destination, lastResort)
-	return kpBytes, err
+	ref, raw, err := in.publishKeyPackage(ctx, destination, lastResort)
+	if raw == nil {
+		return nil, err
+	}
+	out := &KeyPackageOutput{KeyPackage: raw, Ref: ref}
+	out.ProjectionErr, err = lagged(err)
+	return out, err
+}
+
+// KeyPackageOutput is a key package published.
+type KeyPackageOutput struct {
+	// KeyPackage is the TLS-encoded KeyPackage to hand to a member that
+	// adds this installation (AddMembers).
+	KeyPackage []byte
+	// Ref is its KeyPackageRef (RFC 9420 §5.2), as Welcomes name it.
+	Ref []byte
+	// ProjectionErr is nil when the read model holds the key package.
+	// Otherwise it is published all the same (its events are durable)
+	// and ProjectionErr says why the read model lags; CatchUp, or the next
+	// operation, brings it up to date.
+	ProjectionErr error
 }
 
 func (in *Installation) publishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, []byte, error) {
@@ -49,7 +68,7 @@ func (in *Installation) publishKeyPackage(ctx context.Context, destination strin
 	}
 	if err := in.appendAndProject(ctx, agg, 0, bodies); err != nil {
 		err = fmt.Errorf("engine: installation %s: publish key package %x: %w", in.id, ref, err)
-		if errors.Is(err, ErrNotProjected) {
+		if errors.Is(err, errNotProjected) {
 			return ref, raw, err
 		}
 		return nil, nil, err
@@ -140,7 +159,7 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 				// another process rotates kp meanwhile, this package stays
 				// published and unused: one more valid last-resort package.
 				newRef, _, err := in.publishKeyPackage(ctx, "rotation", true)
-				if err != nil && !errors.Is(err, ErrNotProjected) {
+				if err != nil && !errors.Is(err, errNotProjected) {
 					return err
 				}
 				bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})

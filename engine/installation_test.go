@@ -32,10 +32,11 @@ func setupGroups(t *testing.T, b *backend) (g1, g2 []byte) {
 	for _, id := range []events.InstallationID{alice, bob, carol} {
 		b.create(id)
 	}
-	var err error
-	if g1, err = b.insts[alice].CreateGroup(ctx, nil); err != nil {
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	g1 = created.GroupID
 	co, err := b.insts[alice].AddMembers(ctx, g1, b.keyPackage(bob), b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
@@ -45,9 +46,10 @@ func setupGroups(t *testing.T, b *backend) (g1, g2 []byte) {
 	}
 	b.deliverCommit(co)
 	b.drainAll()
-	if g2, err = b.insts[bob].CreateGroup(ctx, nil); err != nil {
+	if created, err = b.insts[bob].CreateGroup(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
+	g2 = created.GroupID
 	co, err = b.insts[bob].AddMembers(ctx, g2, b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
@@ -458,10 +460,11 @@ func TestKeyPackageRotation(t *testing.T) {
 	kp1 := b.keyPackage(bob)
 	var gids [][]byte
 	for range 3 {
-		gid, err := a.CreateGroup(ctx, nil)
+		created, err := a.CreateGroup(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		gid := created.GroupID
 		gids = append(gids, gid)
 	}
 	join := func(gid, kp []byte) error {
@@ -492,7 +495,11 @@ func TestKeyPackageRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// kp2 rotated too: kp1 is two rotations old and its keys are gone.
-	g4, _ := a.CreateGroup(ctx, nil)
+	created, err := a.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g4 := created.GroupID
 	mustErrIs(t, join(g4, kp1), ErrNoKeyPackage)
 	var held int
 	if err := bo.DB().SQL().QueryRow(`SELECT count(*) FROM key_packages WHERE init_private_key IS NOT NULL`).Scan(&held); err != nil {

@@ -27,10 +27,11 @@ func (b *backend) lastSeq(id events.InstallationID) uint64 {
 func (b *backend) invite(creator events.InstallationID, kp []byte) (gid, welcome []byte) {
 	b.t.Helper()
 	ctx := context.Background()
-	gid, err := b.insts[creator].CreateGroup(ctx, nil)
+	created, err := b.insts[creator].CreateGroup(ctx, nil)
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	gid = created.GroupID
 	co, err := b.insts[creator].AddMembers(ctx, gid, kp)
 	if err != nil {
 		b.t.Fatal(err)
@@ -118,10 +119,11 @@ func TestRedeliveredWelcomeIsDuplicate(t *testing.T) {
 	b.create(alice)
 	b.create(bob)
 	for _, lastResort := range []bool{true, false} {
-		kp, err := b.insts[bob].PublishKeyPackage(ctx, "directory", lastResort)
+		published, err := b.insts[bob].PublishKeyPackage(ctx, "directory", lastResort)
 		if err != nil {
 			t.Fatal(err)
 		}
+		kp := published.KeyPackage
 		_, welcome := b.invite(alice, kp)
 		if _, err := b.insts[bob].Receive(ctx, welcome); err != nil {
 			t.Fatalf("first delivery: %v", err)

@@ -94,10 +94,11 @@ type demoGroup struct {
 // commit, from key packages they publish for it (as a directory would
 // hand them out).
 func (w *world) createGroup(ctx context.Context, creator events.InstallationID, others []events.InstallationID) (*demoGroup, error) {
-	gid, err := w.inst[creator].CreateGroup(ctx, nil)
+	created, err := w.inst[creator].CreateGroup(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: create group: %w", creator, err)
 	}
+	gid := created.GroupID
 	g := &demoGroup{id: gid, members: []events.InstallationID{creator}}
 	return g, w.add(ctx, g, creator, others)
 }
@@ -105,10 +106,11 @@ func (w *world) createGroup(ctx context.Context, creator events.InstallationID, 
 func (w *world) add(ctx context.Context, g *demoGroup, by events.InstallationID, newcomers []events.InstallationID) error {
 	kps := make([][]byte, 0, len(newcomers))
 	for _, id := range newcomers {
-		kp, err := w.inst[id].PublishKeyPackage(ctx, "directory", true)
+		published, err := w.inst[id].PublishKeyPackage(ctx, "directory", true)
 		if err != nil {
 			return fmt.Errorf("%s: publish key package: %w", id, err)
 		}
+		kp := published.KeyPackage
 		kps = append(kps, kp)
 	}
 	co, err := w.inst[by].AddMembers(ctx, g.id, kps...)

@@ -95,16 +95,18 @@ func run(ctx context.Context, dir string, messages int) error {
 	// group and adds them with one commit.
 	var kps [][]byte
 	for _, id := range []events.InstallationID{bob, carol} {
-		kp, err := s.inst[id].PublishKeyPackage(ctx, "directory", true)
+		published, err := s.inst[id].PublishKeyPackage(ctx, "directory", true)
 		if err != nil {
 			return err
 		}
+		kp := published.KeyPackage
 		kps = append(kps, kp)
 	}
-	gid, err := s.inst[alice].CreateGroup(ctx, nil)
+	created, err := s.inst[alice].CreateGroup(ctx, nil)
 	if err != nil {
 		return err
 	}
+	gid := created.GroupID
 	co, err := s.inst[alice].AddMembers(ctx, gid, kps...)
 	if err != nil {
 		return err

@@ -1,0 +1,374 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/membership"
+	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+)
+
+// MLSReport says what VerifyMLS checked.
+type MLSReport struct {
+	Installation events.InstallationID
+	// Events is how many events were read; Groups how many groups were
+	// followed.
+	Events, Groups int
+	// Rederived counts transitions re-derived from the recorded MLS
+	// messages (received commits and Welcomes) and found equal; Own counts
+	// this installation's own commits, checked against their recorded
+	// state (an own commit cannot be re-derived without the path secrets
+	// drawn when it was made).
+	Rederived, Own int
+	// LastSeq is the stream sequence of the last event read.
+	LastSeq uint64
+}
+
+// VerifyMLS replays inst's events and re-derives its groups' MLS states: a
+// Welcome is joined again with the key package's recorded private keys, a
+// commit of another member is processed again on the state of the previous
+// epoch, and each resulting epoch authenticator must equal the recorded
+// one (and the recorded state's). An own commit must move to the next
+// epoch and its recorded state must carry the recorded authenticator.
+// Every commit's recorded membership change must be the one between the
+// previous state and the new one, every recorded member must sit at its
+// leaf in the group's tree of that epoch, and a group is joined once. The
+// first mismatch, a commit that skips or repeats an epoch, or an event for
+// a group not created or joined stops VerifyMLS with a *RecordError naming
+// the stream sequence and wrapping ErrMLSMismatch (or the log's own
+// ErrOutOfOrder / events.ErrTampered for missing, reordered or forged
+// records).
+func VerifyMLS(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (*MLSReport, error) {
+	c := newMLSChecker(inst)
+	err := l.Read(ctx, inst, 0, func(r eventlog.Record) error {
+		c.rep.Events++
+		c.rep.LastSeq = r.Seq
+		return c.check(r.Event)
+	})
+	return &c.rep, err
+}
+
+// mlsChecker re-derives one installation's MLS transitions event by event:
+// what VerifyMLS runs over the whole history.
+type mlsChecker struct {
+	inst   events.InstallationID
+	rep    MLSReport
+	cs     *ciphersuite.CipherSuite
+	sig    *ciphersuite.SignaturePrivateKey
+	kps    map[string]kpKeys     // key packages generated, by ref
+	groups map[string]*mls.Group // each group's state at its latest epoch
+	left   map[string]bool       // groups this installation was removed from
+}
+
+// kpKeys is a generated key package with its private keys.
+type kpKeys struct {
+	kp      *mls.KeyPackage
+	secrets *mls.KeyPackageSecrets
+}
+
+func newMLSChecker(inst events.InstallationID) *mlsChecker {
+	return &mlsChecker{inst: inst, rep: MLSReport{Installation: inst},
+		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, left: map[string]bool{}}
+}
+
+// mlsCheck checks one event of a kind against the checker's state and
+// advances it.
+type mlsCheck func(c *mlsChecker, ev events.Event) error
+
+// mlsChecks holds a check per kind that carries MLS state; the other kinds
+// (key package bookkeeping, staged proposals, retired epochs, deliveries)
+// have nothing to re-derive. Like the read model's handler table.
+var mlsChecks map[events.Kind]mlsCheck
+
+func init() {
+	mlsChecks = map[events.Kind]mlsCheck{
+		events.KindInstallationCreated:        checkInstallationCreated,
+		events.KindKeyPackageGenerated:        checkKeyPackageGenerated,
+		events.KindGroupCreated:               checkGroupCreated,
+		events.KindWelcomeProcessed:           checkWelcomeProcessed,
+		events.KindCommitApplied:              checkCommitApplied,
+		events.KindMemberAdded:                checkMemberAdded,
+		events.KindMemberRemoved:              checkMemberRemoved,
+		events.KindApplicationMessageSent:     checkMessageSent,
+		events.KindApplicationMessageReceived: checkMessageReceived,
+	}
+}
+
+func (c *mlsChecker) check(ev events.Event) error {
+	if f, ok := mlsChecks[ev.Body.Kind()]; ok {
+		return f(c, ev)
+	}
+	return nil
+}
+
+// bodyOf asserts the body type of a kind's check.
+func bodyOf[T events.Body](ev events.Event) (T, error) {
+	b, ok := ev.Body.(T)
+	if !ok {
+		if p, ok := any(ev.Body).(*T); ok && p != nil {
+			return *p, nil
+		}
+		var zero T
+		return zero, fmt.Errorf("replay: body of kind %s has type %T", ev.Body.Kind(), ev.Body)
+	}
+	return b, nil
+}
+
+func mismatch(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMLSMismatch}, args...)...)
+}
+
+// recorded loads a recorded group state and checks it is the group and
+// epoch (and authenticator, when given) the event says.
+func recorded(st events.Secret, gid []byte, epoch uint64, auth []byte) (*mls.Group, error) {
+	g, err := mls.UnmarshalState([]byte(st))
+	if err != nil {
+		return nil, mismatch("group %x: recorded state: %v", gid, err)
+	}
+	if !bytes.Equal(g.GroupID(), gid) || g.Epoch() != epoch {
+		return nil, mismatch("group %x: recorded state is of group %x epoch %d, event says epoch %d", gid, g.GroupID(), g.Epoch(), epoch)
+	}
+	if auth != nil && !bytes.Equal(g.EpochAuthenticator(), auth) {
+		return nil, mismatch("group %x epoch %d: recorded state's epoch authenticator differs from the recorded one", gid, epoch)
+	}
+	return g, nil
+}
+
+func checkInstallationCreated(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.InstallationCreated](ev)
+	if err != nil {
+		return err
+	}
+	if c.cs, err = ciphersuite.Lookup(ciphersuite.Suite(b.Ciphersuite)); err != nil {
+		return mismatch("installation ciphersuite: %v", err)
+	}
+	if c.sig, err = c.cs.ParseSignaturePrivateKey([]byte(b.SignaturePrivateKey)); err != nil {
+		return mismatch("installation signature key: %v", err)
+	}
+	return nil
+}
+
+func checkKeyPackageGenerated(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.KeyPackageGenerated](ev)
+	if err != nil {
+		return err
+	}
+	if c.cs == nil {
+		return mismatch("key package %x before installation.created", b.Ref)
+	}
+	kp := new(mls.KeyPackage)
+	if err := kp.Unmarshal(b.KeyPackage); err != nil {
+		return mismatch("key package %x: %v", b.Ref, err)
+	}
+	ik, err := c.cs.ParseHPKEPrivateKey([]byte(b.InitPrivateKey))
+	if err != nil {
+		return mismatch("key package %x init key: %v", b.Ref, err)
+	}
+	ek, err := c.cs.ParseHPKEPrivateKey([]byte(b.EncryptionPrivateKey))
+	if err != nil {
+		return mismatch("key package %x encryption key: %v", b.Ref, err)
+	}
+	c.kps[string(b.Ref)] = kpKeys{kp, &mls.KeyPackageSecrets{InitKey: ik, EncryptionKey: ek, SignatureKey: c.sig}}
+	return nil
+}
+
+func checkGroupCreated(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.GroupCreated](ev)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.groups[string(b.GroupID)]; ok {
+		return mismatch("group %x created twice", b.GroupID)
+	}
+	g, err := recorded(b.State, b.GroupID, b.Epoch, nil)
+	if err != nil {
+		return err
+	}
+	c.groups[string(b.GroupID)] = g
+	c.rep.Groups++
+	return nil
+}
+
+// checkWelcomeProcessed joins again from the recorded Welcome with the key
+// package's recorded private keys.
+func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.WelcomeProcessed](ev)
+	if err != nil {
+		return err
+	}
+	k, ok := c.kps[string(b.KeyPackageRef)]
+	if !ok {
+		return mismatch("group %x: welcome for key package %x never generated", b.GroupID, b.KeyPackageRef)
+	}
+	var m mls.MLSMessage
+	if err := m.Unmarshal(b.Welcome); err != nil {
+		return mismatch("group %x: recorded welcome: %v", b.GroupID, err)
+	}
+	joined, err := mls.Join(&m, k.kp, k.secrets, nil)
+	if err != nil {
+		return mismatch("group %x: joining again from the recorded welcome: %v", b.GroupID, err)
+	}
+	if !bytes.Equal(joined.GroupID(), b.GroupID) || joined.Epoch() != b.Epoch || !bytes.Equal(joined.EpochAuthenticator(), b.EpochAuthenticator) {
+		return mismatch("group %x epoch %d: welcome re-derives epoch %d with another epoch authenticator", b.GroupID, b.Epoch, joined.Epoch())
+	}
+	g, err := recorded(b.State, b.GroupID, b.Epoch, b.EpochAuthenticator)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.groups[string(b.GroupID)]; ok {
+		return mismatch("group %x joined again (epoch %d)", b.GroupID, b.Epoch)
+	}
+	c.rep.Groups++
+	c.groups[string(b.GroupID)] = g
+	c.rep.Rederived++
+	return nil
+}
+
+// checkCommitApplied processes another member's commit again on the
+// previous epoch's state (an own commit is checked against its recorded
+// state: its path secrets are not recorded), then checks the recorded
+// state, transcript hash and membership change.
+func checkCommitApplied(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.CommitApplied](ev)
+	if err != nil {
+		return err
+	}
+	prev, ok := c.groups[string(b.GroupID)]
+	if !ok {
+		return mismatch("commit for group %x, which was never created or joined", b.GroupID)
+	}
+	if c.left[string(b.GroupID)] {
+		return mismatch("commit for group %x after this installation's removal", b.GroupID)
+	}
+	if b.Epoch != prev.Epoch()+1 {
+		return mismatch("group %x: commit to epoch %d after epoch %d (missing or reordered commit)", b.GroupID, b.Epoch, prev.Epoch())
+	}
+	var m mls.MLSMessage
+	if err := m.Unmarshal(b.Commit); err != nil {
+		return mismatch("group %x epoch %d: recorded commit: %v", b.GroupID, b.Epoch, err)
+	}
+	if leaf, ok := membership.CommitSender(b.Commit); ok && leaf == prev.LeafIndex() {
+		c.rep.Own++
+	} else {
+		ng, _, err := prev.ProcessCommit(&m)
+		if err != nil {
+			return mismatch("group %x epoch %d: processing the recorded commit again: %v", b.GroupID, b.Epoch, err)
+		}
+		if ng.Epoch() != b.Epoch || !bytes.Equal(ng.EpochAuthenticator(), b.EpochAuthenticator) {
+			return mismatch("group %x epoch %d: the recorded commit re-derives another epoch authenticator", b.GroupID, b.Epoch)
+		}
+		c.rep.Rederived++
+	}
+	g, err := recorded(b.State, b.GroupID, b.Epoch, b.EpochAuthenticator)
+	if err != nil {
+		return err
+	}
+	if gc := g.GroupContext(); b.ConfirmedTranscriptHash != nil && !bytes.Equal(gc.ConfirmedTranscriptHash, b.ConfirmedTranscriptHash) {
+		return mismatch("group %x epoch %d: confirmed transcript hash differs from the recorded state's", b.GroupID, b.Epoch)
+	}
+	// The read model's membership comes from Added and Removed.
+	if added, removed := membership.Diff(prev, g); !sameMembers(added, b.Added) || !sameMembers(removed, b.Removed) {
+		return mismatch("group %x epoch %d: commit recorded as adding %s and removing %s; the states differ by adding %s and removing %s",
+			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
+	}
+	c.groups[string(b.GroupID)] = g
+	return nil
+}
+
+func checkMemberAdded(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.MemberAdded](ev)
+	if err != nil {
+		return err
+	}
+	return checkMember(c.groups, b.GroupID, b.Epoch, b.Leaf, b.Identity)
+}
+
+// checkMemberRemoved: only this installation's own removal is recorded as
+// an event of its own (others' are in the commit's Removed).
+func checkMemberRemoved(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.MemberRemoved](ev)
+	if err != nil {
+		return err
+	}
+	if err := checkMember(c.groups, b.GroupID, b.Epoch, b.Leaf, b.Identity); err != nil {
+		return err
+	}
+	if !bytes.Equal(b.Identity, []byte(c.inst)) {
+		return mismatch("group %x epoch %d: removal of %q recorded on its own; only this installation's is", b.GroupID, b.Epoch, b.Identity)
+	}
+	c.left[string(b.GroupID)] = true
+	return nil
+}
+
+func checkMessageSent(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ApplicationMessageSent](ev)
+	if err != nil {
+		return err
+	}
+	return checkMessageEpoch(c.groups, b.GroupID, b.Epoch)
+}
+
+func checkMessageReceived(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ApplicationMessageReceived](ev)
+	if err != nil {
+		return err
+	}
+	return checkMessageEpoch(c.groups, b.GroupID, b.Epoch)
+}
+
+// checkMember reports a recorded member that does not sit at its leaf in
+// the group's tree at the recorded epoch.
+func checkMember(groups map[string]*mls.Group, gid []byte, epoch uint64, leaf uint32, identity []byte) error {
+	g, ok := groups[string(gid)]
+	if !ok {
+		return mismatch("member of group %x, which was never created or joined", gid)
+	}
+	if g.Epoch() != epoch {
+		return mismatch("group %x: member recorded at epoch %d, group at epoch %d", gid, epoch, g.Epoch())
+	}
+	ln := g.Tree().Leaf(mls.LeafIndex(leaf))
+	if ln == nil || !bytes.Equal(ln.Credential.Identity, identity) {
+		return mismatch("group %x epoch %d: %q recorded at leaf %d, which the group's tree does not hold", gid, epoch, identity, leaf)
+	}
+	return nil
+}
+
+// sameMembers reports whether two sorted membership lists are equal.
+func sameMembers(a, b []events.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Leaf != b[i].Leaf || !bytes.Equal(a[i].Identity, b[i].Identity) {
+			return false
+		}
+	}
+	return true
+}
+
+func membersString(ms []events.Member) string {
+	if len(ms) == 0 {
+		return "nobody"
+	}
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = fmt.Sprintf("%q@%d", m.Identity, m.Leaf)
+	}
+	return strings.Join(s, ", ")
+}
+
+func checkMessageEpoch(groups map[string]*mls.Group, gid []byte, epoch uint64) error {
+	g, ok := groups[string(gid)]
+	if !ok {
+		return fmt.Errorf("%w: message in group %x, which was never created or joined", ErrMLSMismatch, gid)
+	}
+	if epoch > g.Epoch() {
+		return fmt.Errorf("%w: message in epoch %d of group %x, which is at epoch %d", ErrMLSMismatch, epoch, gid, g.Epoch())
+	}
+	return nil
+}
