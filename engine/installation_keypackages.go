@@ -29,20 +29,6 @@ func (in *Installation) PublishKeyPackage(ctx context.Context, destination strin
 	return out, err
 }
 
-// KeyPackageOutput is a key package published.
-type KeyPackageOutput struct {
-	// KeyPackage is the TLS-encoded KeyPackage to hand to a member that
-	// adds this installation (AddMembers).
-	KeyPackage []byte
-	// Ref is its KeyPackageRef (RFC 9420 §5.2), as Welcomes name it.
-	Ref []byte
-	// ProjectionErr is nil when the read model holds the key package.
-	// Otherwise it is published all the same (its events are durable)
-	// and ProjectionErr says why the read model lags; CatchUp, or the next
-	// operation, brings it up to date.
-	ProjectionErr error
-}
-
 func (in *Installation) publishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, []byte, error) {
 	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, nil)
 	if err != nil {

@@ -1,0 +1,160 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/membership"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// commitEvents records a transition from old to ng by the commit message:
+// group.commit_applied (with the re-derivable authenticator and the new
+// state) and, when epochs fall out of the maximum_past_epochs window,
+// group.epoch_secrets_retired, in one batch.
+func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, commit []byte) ([]events.Body, error) {
+	st, err := ng.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("engine: encode group state: %w", err)
+	}
+	added, removed := membership.Diff(old, ng)
+	gc := ng.GroupContext()
+	bodies := []events.Body{events.CommitApplied{
+		GroupID: ng.GroupID(), Epoch: ng.Epoch(),
+		EpochAuthenticator:      ng.EpochAuthenticator(),
+		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
+		Commit:                  commit, State: events.Secret(st),
+		Added: added, Removed: removed,
+	}}
+	retire, err := in.epochsToRetire(ctx, ng.GroupID(), ng.Epoch())
+	if err != nil {
+		return nil, err
+	}
+	if len(retire) > 0 {
+		bodies = append(bodies, events.EpochSecretsRetired{GroupID: ng.GroupID(), Epochs: retire})
+	}
+	return bodies, nil
+}
+
+// epochsToRetire lists the group's epochs whose secrets the read model
+// still holds and that are older than maximum_past_epochs once the group
+// is at epoch cur.
+func (in *Installation) epochsToRetire(ctx context.Context, id []byte, cur uint64) ([]uint64, error) {
+	keep := uint64(in.opts.MaxPastEpochs)
+	if cur <= keep {
+		return nil, nil
+	}
+	eps, err := in.db.Epochs(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %x epochs: %w", id, err)
+	}
+	var out []uint64
+	for _, e := range eps {
+		if !e.Retired && e.Epoch < cur-keep {
+			out = append(out, e.Epoch)
+		}
+	}
+	return out, nil
+}
+
+// commit runs an own commit with a fresh path (every own commit refreshes
+// this member's leaf key) and records it.
+func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.Group) (mls.CommitOptions, error)) (*CommitOutput, error) {
+	var out *CommitOutput
+	_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, []events.Body, error) {
+		co, err := opts(gs.g)
+		if err != nil {
+			return nil, nil, err
+		}
+		co.ForcePath = true
+		ng, res, err := gs.g.Commit(co)
+		if err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: commit in group %x: %w", in.id, id, err)
+		}
+		wire, err := res.Commit.Marshal()
+		if err != nil {
+			return nil, nil, err
+		}
+		bodies, err := in.commitEvents(ctx, gs.g, ng, wire)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = &CommitOutput{GroupID: bytes.Clone(id), Epoch: ng.Epoch(), Commit: wire, Recipients: otherMembers(gs.g)}
+		if res.Welcome != nil {
+			if out.Welcome, err = res.Welcome.Marshal(); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, kp := range co.Add {
+			out.Added = append(out.Added, events.InstallationID(kp.LeafNode.Credential.Identity))
+		}
+		return ng, bodies, nil
+	})
+	if err != nil && !errors.Is(err, errNotProjected) {
+		return nil, err
+	}
+	in.group[string(id)].lastUpdate = in.opts.Now().UTC()
+	return out, err
+}
+
+// AddMembers adds the clients of the TLS-encoded key packages to the group
+// in one commit (with a path update) and returns the commit for the
+// current members and the Welcome for the new ones.
+func (in *Installation) AddMembers(ctx context.Context, groupID []byte, keyPackages ...[]byte) (*CommitOutput, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	kps := make([]*mls.KeyPackage, len(keyPackages))
+	for i, raw := range keyPackages {
+		kps[i] = new(mls.KeyPackage)
+		if err := kps[i].Unmarshal(raw); err != nil {
+			return nil, fmt.Errorf("engine: installation %s: add to group %x: key package %d: %w", in.id, groupID, i, err)
+		}
+	}
+	return committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) {
+		return mls.CommitOptions{Add: kps}, nil
+	}))
+}
+
+// RemoveMembers removes the named installations from the group in one
+// commit. An installation that is not a member is an error naming it
+// (errors.Is mls.ErrNotMember), refused before anything is recorded.
+func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts ...events.InstallationID) (*CommitOutput, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return committed(in.commit(ctx, groupID, func(g *mls.Group) (mls.CommitOptions, error) {
+		ms := membership.Identities(g)
+		var leaves []mls.LeafIndex
+		for _, inst := range insts {
+			found := false
+			for l, id := range ms {
+				if string(id) == string(inst) {
+					leaves = append(leaves, l)
+					found = true
+				}
+			}
+			if !found {
+				return mls.CommitOptions{}, fmt.Errorf("engine: remove %s from group %x: %w", inst, groupID, mls.ErrNotMember)
+			}
+		}
+		return mls.CommitOptions{Remove: leaves}, nil
+	}))
+}
+
+// Update commits a path update: a fresh leaf key and new path secrets
+// (post-compromise security).
+func (in *Installation) Update(ctx context.Context, groupID []byte) (*CommitOutput, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil }))
+}
+
+// committed moves a commit's projection failure into its output.
+func committed(out *CommitOutput, err error) (*CommitOutput, error) {
+	if out != nil {
+		out.ProjectionErr, err = lagged(err)
+	}
+	return out, err
+}
