@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // Sentinel errors of replay. Test for them with errors.Is; errors of the
@@ -50,3 +52,21 @@ func (e *DriftError) Error() string {
 
 // Unwrap returns ErrDrift.
 func (e *DriftError) Unwrap() error { return ErrDrift }
+
+// IsVerificationFailure reports whether err means the data did not check
+// out, rather than that the operation could not run: a read model that
+// drifted, a tampered, moved or undecryptable event, a history out of
+// order, an MLS transition that does not re-derive, a keyring or database
+// key that does not fit. The replayer exits 3 for these.
+func IsVerificationFailure(err error) bool {
+	for _, target := range []error{
+		eventlog.ErrKeyringMismatch, ErrDrift, eventlog.ErrOutOfOrder, ErrMLSMismatch,
+		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved,
+		projections.ErrWrongKey,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}

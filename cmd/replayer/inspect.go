@@ -7,6 +7,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // inspectLine is one JSON line of inspect's output.
@@ -76,7 +77,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	// Only an event that does not check out is a verification failure
 	// (exit 3); a lost connection or a failed write is exit 1, and an
 	// interruption exit 130 (report tells them apart).
-	if err != nil && ctx.Err() == nil && isVerificationFailure(err) {
+	if err != nil && ctx.Err() == nil && replay.IsVerificationFailure(err) {
 		return verifyError{err}
 	}
 	return err

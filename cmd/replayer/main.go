@@ -23,8 +23,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/epochlog/epochlog/eventlog"
-	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -120,7 +118,7 @@ func report(ctx context.Context, env *cliEnv, name string, err error) int {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		fmt.Fprintf(env.stderr, "replayer %s: interrupted; nothing was left half-written\n", name)
 		return exitInterrupted
-	case errors.As(err, &ve), isVerificationFailure(err):
+	case errors.As(err, &ve), replay.IsVerificationFailure(err):
 		fmt.Fprintf(env.stderr, "replayer %s: verification failed: %v\n", name, err)
 		return exitVerify
 	default:
@@ -139,22 +137,6 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "replayer <command> -h" for a command's flags.`)
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 verification failed, 130 interrupted.")
-}
-
-// isVerificationFailure reports whether err means the data did not check
-// out (exit 3) rather than that the tool could not run: drift, a tampered,
-// moved or undecryptable event, a history out of order, a wrong key.
-func isVerificationFailure(err error) bool {
-	for _, target := range []error{
-		eventlog.ErrKeyringMismatch, replay.ErrDrift, eventlog.ErrOutOfOrder, replay.ErrMLSMismatch,
-		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved,
-		projections.ErrWrongKey,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
 }
 
 // envMemorySecurity turns SQLCipher's cipher_memory_security on ("on") or
