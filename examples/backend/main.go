@@ -99,8 +99,7 @@ func run(ctx context.Context, dir string, messages int) error {
 		if err != nil {
 			return err
 		}
-		kp := published.KeyPackage
-		kps = append(kps, kp)
+		kps = append(kps, published.KeyPackage)
 	}
 	created, err := s.inst[alice].CreateGroup(ctx, nil)
 	if err != nil {
