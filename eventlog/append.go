@@ -1,25 +1,17 @@
 package eventlog
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // JetStream headers used by Append. The batch headers have no constants in
@@ -123,127 +115,14 @@ func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
 			return nil, fmt.Errorf("%w: event %d has position %d, but appending after position %d puts it at %d",
 				ErrInvalidAppend, i, e.Position, expected, slot)
 		}
-		if p.ids[i], p.envs[i], err = l.sealWithID(as, e, now); err != nil {
+		if e.Body == nil {
+			return nil, fmt.Errorf("%w: event %d at position %d has no body", ErrInvalidAppend, i, e.Position)
+		}
+		if p.ids[i], p.envs[i], err = l.msgIDs.Seal(l.binding(as.subject), as.pseudo, e, now); err != nil {
 			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
 		}
 	}
 	return p, nil
-}
-
-// sealWithID seals e (a zero Time set to now) and derives its message id,
-// feeding the body's encoding from the seal into the id's digest.
-func (l *Log) sealWithID(as aggSubject, e events.Event, now time.Time) (string, []byte, error) {
-	h := l.msgIDHashes.Get().(*msgIDHash)
-	defer l.msgIDHashes.Put(h)
-	if err := h.begin(as.pseudo, e); err != nil {
-		return "", nil, err
-	}
-	if e.Time.IsZero() {
-		e.Time = now
-	}
-	env, err := events.SealTo(l.keys, l.binding(as.subject), e, h.mac)
-	if err != nil {
-		return "", nil, fmt.Errorf("seal: %w", err)
-	}
-	return h.id(e.Position), env, nil
-}
-
-// unsetTime stands in for a zero Event.Time in message ids, so that a retry
-// of an append that let Append pick the time has the same ids.
-var unsetTime = time.Unix(0, 0).UTC()
-
-// A message id digests the event as the caller gave it (position filled
-// in): the msgpack array [kind, version, aggregate, position, time, body],
-// with unsetTime for a zero time. The body's bytes come from the seal
-// (events.SealTo), so the body is encoded once; msgIDHeader encodes the
-// fields before it.
-
-// msgIDHeader is the first five elements of a message id's digest input.
-type msgIDHeader struct {
-	//lint:ignore U1000 read by msgpack through its tag: encode as an array
-	_msgpack  struct{} `msgpack:",as_array"`
-	Kind      events.Kind
-	Version   uint16
-	Aggregate events.Aggregate
-	Position  uint64
-	Time      time.Time
-}
-
-// msgIDHash is a reusable keyed hash, with a msgpack encoder and the
-// buffer it encodes the header into (reused, so encoding allocates nothing
-// once warm).
-type msgIDHash struct {
-	mac hash.Hash
-	buf bytes.Buffer
-	enc *msgpack.Encoder
-	sum []byte
-}
-
-// begin resets the hash and writes the aggregate pseudonym and e's
-// header; the body's encoding is to be written next.
-func (h *msgIDHash) begin(aggPseudo string, e events.Event) error {
-	if e.Body == nil {
-		return fmt.Errorf("%w: event at position %d has no body", ErrInvalidAppend, e.Position)
-	}
-	if e.Time.IsZero() {
-		e.Time = unsetTime
-	}
-	h.buf.Reset()
-	hdr := msgIDHeader{Kind: e.Body.Kind(), Version: e.Body.SchemaVersion(), Aggregate: e.Aggregate, Position: e.Position, Time: e.Time.UTC()}
-	if err := h.enc.Encode(&hdr); err != nil {
-		return fmt.Errorf("eventlog: append: encode event at position %d: %w", e.Position, err)
-	}
-	// Five elements encoded, six digested: the body follows.
-	b := h.buf.Bytes()
-	if b[0] != 0x95 { // msgpack fixarray of 5
-		return fmt.Errorf("eventlog: append: message id header of event at position %d starts with %#x, want a fixarray of 5", e.Position, b[0])
-	}
-	b[0] = 0x96
-	h.mac.Reset()
-	h.mac.Write([]byte(aggPseudo))
-	h.mac.Write(b)
-	clear(b) // ids and times of the caller's event: keep no copy
-	return nil
-}
-
-// id finishes the digest: "<position>-<token>", token = base32 of
-// HMAC-SHA256(the Log's message-id key, aggregate pseudonym ||
-// msgpack(event))[:16]. Keyed, so the bus operator cannot test guesses of
-// an event's content against it; the position in clear only repeats what
-// the subject's message count shows, and lets Append locate its events on
-// a retry.
-func (h *msgIDHash) id(position uint64) string {
-	h.sum = h.mac.Sum(h.sum[:0])
-	var buf [20 + 1 + 26]byte
-	out := strconv.AppendUint(buf[:0], position, 10)
-	out = append(out, '-')
-	out = msgIDEncoding.AppendEncode(out, h.sum[:16])
-	return string(out)
-}
-
-var msgIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newMsgIDHashes returns the pool of message-id hashes keyed with a key
-// derived from the keyring's pseudonym key (so ids, like subjects, survive
-// key rotation).
-func newMsgIDHashes(keys *events.Keyring) *sync.Pool {
-	key := []byte(keys.Pseudonym("engine", "message id key"))
-	return &sync.Pool{New: func() any {
-		h := &msgIDHash{mac: hmac.New(sha256.New, key)}
-		h.enc = msgpack.NewEncoder(&h.buf)
-		h.enc.SetSortMapKeys(true)
-		return h
-	}}
-}
-
-// positionFromMsgID parses the position prefix of a message id.
-func positionFromMsgID(id string) (uint64, bool) {
-	p, _, ok := strings.Cut(id, "-")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(p, 10, 64)
-	return n, err == nil && n > 0
 }
 
 // refusedBackoff is the pause before the n-th publish again (n from 0) of
@@ -470,7 +349,7 @@ func (l *Log) nextOnSubject(ctx context.Context, p *prepared, seq uint64) (*jets
 	if err != nil {
 		return nil, 0, fmt.Errorf("eventlog: find events on %s from seq %d: %w", p.subject, seq, err)
 	}
-	if pos, ok := positionFromMsgID(m.Header.Get(hdrMsgID)); ok {
+	if pos, ok := events.MessageIDPosition(m.Header.Get(hdrMsgID)); ok {
 		return m, pos, nil
 	}
 	ev, err := events.Open(l.keys, p.agg.Installation, l.binding(p.subject), m.Data)

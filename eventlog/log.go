@@ -29,7 +29,7 @@ type Log struct {
 	atomic bool // the stream accepts atomic batches
 	closed atomic.Bool
 
-	msgIDHashes *sync.Pool
+	msgIDs *events.MessageIDs // seals events and derives their Nats-Msg-Id
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
@@ -66,7 +66,9 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		subjects: map[events.Aggregate]aggSubject{},
 		tails:    map[string]tail{},
 	}
-	l.msgIDHashes = newMsgIDHashes(keys)
+	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
+		return nil, fmt.Errorf("eventlog: open: %w", err)
+	}
 	if cfg.NATSURL == "" {
 		if l.srv, err = startEmbedded(cfg); err != nil {
 			return nil, err

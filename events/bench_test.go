@@ -32,6 +32,26 @@ func BenchmarkSeal(b *testing.B) {
 	}
 }
 
+// BenchmarkMessageIDsSeal seals the events of BenchmarkSeal with their
+// message ids, as a writer appending them does.
+func BenchmarkMessageIDsSeal(b *testing.B) {
+	r := mustRing(b, 1, 0x11)
+	m := mustMessageIDs(b, r)
+	now := testTime
+	for _, size := range []int{256, 4096} {
+		e := benchEvent(size)
+		b.Run(fmt.Sprintf("body=%d", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := m.Seal(testBinding, testAggPseudonym, e, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkOpen opens the envelopes BenchmarkSeal produces.
 func BenchmarkOpen(b *testing.B) {
 	r := mustRing(b, 1, 0x11)

@@ -9,12 +9,26 @@
 // current schema version. The byte layout, key derivation and catalogue are
 // documented in docs/events.md.
 //
+// A writer that publishes envelopes to JetStream seals them with
+// [MessageIDs.Seal] instead, which also returns the event's message id for
+// the Nats-Msg-Id header: "<position>-<token>", the token a keyed digest of
+// the event as the caller gave it (not of the envelope, whose nonce is
+// fresh on every seal). Sealing the same event again, as a retried append
+// does, gives the same id, so the server drops a repeated publish and the
+// writer can recognise its events on the stream; [MessageIDPosition] reads
+// the position back from an id.
+//
 // # Caveats
 //
 //   - Pseudonyms ([Keyring.Pseudonym]) are keyed by the key with the lowest
 //     [KeyID] in the ring. That key must stay in every ring, and no key with a
 //     lower id may be added later, or every pseudonym (and so every subject
 //     built from one) changes.
+//   - Message ids are keyed by the pseudonym key (read once, by
+//     [NewMessageIDs]) and digest a fixed msgpack form of the event. A
+//     change of either changes every id, and an append retried across the
+//     change is no longer recognised as written. A zero [Event.Time]
+//     digests as Unix 0, the same as a time set to the Unix epoch.
 //   - Secret-bearing body fields have type [Secret], whose printed and JSON
 //     forms are redacted. Converting a Secret to []byte, or calling
 //     [MarshalJSONReveal], exposes the bytes; do that only where the caller

@@ -65,20 +65,13 @@ func putAD(b *[]byte) { adPool.Put(b) }
 
 // Seal encodes e (msgpack), seals it under the current key of r for
 // e.Aggregate.Installation, bound to b, and returns the envelope bytes.
+// To seal for the log, with the event's message id, use [MessageIDs.Seal].
 func Seal(r *Keyring, b Binding, e Event) ([]byte, error) {
-	return SealTo(r, b, e, nil)
-}
-
-// SealTo is Seal that also writes the msgpack encoding of e's body (the
-// bytes msgpack.Marshal(e.Body) gives) to body, so that a caller digesting
-// the event, as the engine does for its message ids, need not encode the
-// body a second time. The bytes are plaintext: body must not keep them.
-func SealTo(r *Keyring, b Binding, e Event, body io.Writer) ([]byte, error) {
 	spec, v, err := checkEvent(e)
 	if err != nil {
 		return nil, fmt.Errorf("events: seal: %w", err)
 	}
-	return sealTo(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, v, body)
+	return sealTo(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, v, nil)
 }
 
 // seal seals body written as (k, version); Seal passes the current version.

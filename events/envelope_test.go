@@ -400,31 +400,3 @@ func TestPooledRecordEncodingMatchesMarshal(t *testing.T) {
 		}
 	}
 }
-
-// SealTo hands out exactly the body's msgpack encoding (the engine digests
-// it into message ids in place of encoding the body itself), for every
-// kind, and seals the same event as Seal.
-func TestSealToWritesTheBodyEncoding(t *testing.T) {
-	r := mustRing(t, 1, 0x11)
-	for kind, e := range samples(testInst) {
-		var got bytes.Buffer
-		env, err := SealTo(r, testBinding, e, &got)
-		if err != nil {
-			t.Fatalf("%s: %v", kind, err)
-		}
-		var want bytes.Buffer
-		enc := msgpack.NewEncoder(&want)
-		enc.SetSortMapKeys(true)
-		if err := enc.Encode(e.Body); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got.Bytes(), want.Bytes()) {
-			t.Errorf("%s: SealTo wrote %x, the body encodes to %x", kind, got.Bytes(), want.Bytes())
-		}
-		opened, err := Open(r, testInst, testBinding, env)
-		if err != nil {
-			t.Fatalf("%s: open: %v", kind, err)
-		}
-		assertEventEqual(t, opened, e)
-	}
-}
