@@ -52,6 +52,12 @@ type Options struct {
 	// CheckIntegrity runs PRAGMA cipher_integrity_check and
 	// PRAGMA quick_check at Open (reads the whole file).
 	CheckIntegrity bool
+	// NoMigrate opens an existing database at the schema version it has:
+	// an older one is not migrated to SchemaVersion, and a newer one is
+	// refused only when it is newer than LatestSchema (ErrSchemaTooNew).
+	// SchemaVersion then only sets the schema of a database Open creates.
+	// OpenExisting sets it, and refuses to create a database.
+	NoMigrate bool
 }
 
 func (o *Options) withDefaults(path string) Options {
@@ -198,6 +204,38 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 		}
 	}
 	return db, nil
+}
+
+// OpenExisting opens the existing read model at path as it is: at the
+// schema version the file has, never migrating it (Open upgrades an older
+// schema in place), so that a schema change stays an explicit
+// MigrateInPlace or rebuild. Tools that only read, verify or follow a
+// database use it. It is Open with opts.NoMigrate set, except that a
+// missing or empty file is refused, with a *FileError wrapping
+// fs.ErrNotExist, instead of created; Open's other failures are the same.
+func OpenExisting(path string, key Key, opts *Options) (*DB, error) {
+	if err := mustExist(path, "open"); err != nil {
+		return nil, err
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.NoMigrate = true
+	return Open(path, key, &o)
+}
+
+// mustExist refuses a missing or empty database file, where there is no
+// read model to open as it is, with a *FileError wrapping fs.ErrNotExist.
+func mustExist(path, op string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return &FileError{Path: path, Op: op, Err: err}
+	case st.Size() == 0:
+		return &FileError{Path: path, Op: op, Err: fmt.Errorf("%w: empty file", fs.ErrNotExist)}
+	}
+	return nil
 }
 
 func hintFor(err error) string {

@@ -189,14 +189,14 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 	if userVersion > LatestSchema {
 		return fmt.Errorf("%w: file has schema %d, this code knows up to %d", ErrSchemaTooNew, userVersion, LatestSchema)
 	}
-	if userVersion > db.opts.SchemaVersion {
+	if userVersion > db.opts.SchemaVersion && !db.opts.NoMigrate {
 		return fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, userVersion, db.opts.SchemaVersion)
 	}
 	if userVersion < 1 {
 		return fmt.Errorf("%w: schema version %d", ErrNotOurs, userVersion)
 	}
 	db.schema = userVersion
-	if userVersion < db.opts.SchemaVersion {
+	if userVersion < db.opts.SchemaVersion && !db.opts.NoMigrate {
 		if db.plaintext {
 			// A migration source is read-only; it is read at its version.
 			return nil
@@ -268,6 +268,62 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 		db.schema = v
 	}
 	return nil
+}
+
+// MigrateInPlace upgrades the read model at path to opts.SchemaVersion
+// (default LatestSchema) with the in-place migrations, one transaction per
+// version step, checks its integrity (IntegrityCheck) and returns the
+// schema versions before and after; a database at the target already is
+// only checked. It needs no event stream: replaying into a fresh database
+// is the general path, which also works from an unencrypted database.
+//
+// A missing or empty file is a *FileError wrapping fs.ErrNotExist; an
+// unencrypted database (NoKey) is refused, being only a replay source; a
+// schema newer than the target is ErrSchemaTooNew. opts.NoMigrate and
+// opts.CheckIntegrity are ignored. Each step commits with its version, so
+// when a step fails the file is at a version between from and the target,
+// never half-way through a step, and to says which.
+func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (from, to int, err error) {
+	if key.IsPlaintext() {
+		return 0, 0, &FileError{Path: path, Op: "migrate", Err: errors.New("an unencrypted database is only a replay source"), Hint: "migrate by replay with a new key"}
+	}
+	if err := mustExist(path, "migrate"); err != nil {
+		return 0, 0, err
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.NoMigrate, o.CheckIntegrity = true, false
+	db, err := Open(path, key, &o)
+	if err != nil {
+		return 0, 0, err
+	}
+	from = db.SchemaVersion()
+	fail := func(to int, err error) (int, int, error) {
+		db.Close()
+		return from, to, err
+	}
+	target := db.opts.SchemaVersion
+	if from > target {
+		return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, from, target), Hint: hintFor(ErrSchemaTooNew)})
+	}
+	if from < target {
+		conn, err := db.w.Conn(ctx)
+		if err != nil {
+			return fail(from, db.wrapErr("migrate", err))
+		}
+		err = db.migrate(ctx, conn, target)
+		conn.Close()
+		if err != nil {
+			return fail(db.SchemaVersion(), err)
+		}
+	}
+	to = db.SchemaVersion()
+	if err := db.IntegrityCheck(ctx); err != nil {
+		return fail(to, err)
+	}
+	return from, to, db.Close()
 }
 
 // IntegrityCheck verifies every page's HMAC (PRAGMA cipher_integrity_check)

@@ -15,7 +15,7 @@ import (
 // read model named name (e.g. "installation.db") beside the live one: same
 // directory, hence same file system, so Swap's rename is atomic. Nothing
 // is created; Open creates the file. Leftovers of an interrupted rebuild
-// match "<name>.rebuild-*" and can be removed with RemoveAside.
+// match "<name>.rebuild-*": RemoveAside removes one, RemoveLeftovers all.
 func BuildAside(dir, name string) (string, error) {
 	if name == "" || strings.ContainsRune(name, os.PathSeparator) {
 		return "", fmt.Errorf("projections: bad database name %q", name)
@@ -38,6 +38,66 @@ func RemoveAside(tmp string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RemoveLeftovers deletes what interrupted rebuilds beside the live
+// database at live left behind: every "<live>.rebuild-*" database (see
+// BuildAside) with its sidecars, and sidecars whose database is gone. It
+// returns how many databases it removed. It never touches live, its
+// sidecars or its salt sidecar, nor another database's leftovers. Call it
+// before rebuilding or verifying beside live; only one such operation may
+// run on a read model at a time, since it would delete another's
+// database under construction.
+func RemoveLeftovers(live string) (int, error) {
+	matches, err := filepath.Glob(globEscape(live) + ".rebuild-*")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, m := range matches {
+		if isSidecar(m) {
+			continue
+		}
+		if err := RemoveAside(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	// Sidecars whose database is already gone.
+	for _, m := range matches {
+		if isSidecar(m) {
+			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// isSidecar reports whether p names a SQLite sidecar (-wal, -shm,
+// -journal).
+func isSidecar(p string) bool {
+	for _, s := range []string{"-wal", "-shm", "-journal"} {
+		if strings.HasSuffix(p, s) && len(p) > len(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// globEscape quotes the metacharacters of filepath.Match in p.
+func globEscape(p string) string {
+	out := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '*', '?', '[', '\\':
+			out = append(out, '\\')
+		}
+		out = append(out, p[i])
+	}
+	return string(out)
 }
 
 // Swap replaces the live database with the rebuilt one at tmp, durably and

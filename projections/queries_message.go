@@ -1,0 +1,115 @@
+package projections
+
+// Queries about application messages.
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Page asks for up to Limit items older than the cursor Before (0 means
+// from the newest).
+type Page struct {
+	Before uint64
+	Limit  int
+}
+
+// Message is an application message, sent or received. Content is the
+// plaintext (secret; redacted when printed).
+type Message struct {
+	Ordinal           uint64 // per-group order of arrival; the paging cursor
+	ID                []byte
+	Epoch             uint64
+	SenderLeaf        uint32
+	Sender            events.InstallationID
+	Direction         string // "sent" or "received"
+	Content           events.Secret
+	AuthenticatedData []byte
+	SentAt            time.Time
+}
+
+// MessagePage is one page of messages, newest first. Next is the cursor
+// for the following (older) page, 0 when there is none.
+type MessagePage struct {
+	Messages []Message
+	Next     uint64
+}
+
+// Messages returns a page of a group's messages, newest first.
+func (db *DB) Messages(ctx context.Context, groupID []byte, p Page) (MessagePage, error) {
+	limit := p.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	before := int64(p.Before)
+	if p.Before == 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+messageColumns+`
+		FROM messages WHERE group_id = ? AND ordinal < ? ORDER BY ordinal DESC LIMIT ?`, groupID, before, limit+1)
+	if err != nil {
+		return MessagePage{}, db.wrapErr("messages", err)
+	}
+	defer rows.Close()
+	var out MessagePage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return MessagePage{}, db.wrapErr("messages", err)
+		}
+		out.Messages = append(out.Messages, m)
+	}
+	if err := rows.Err(); err != nil {
+		return MessagePage{}, db.wrapErr("messages", err)
+	}
+	if len(out.Messages) > limit {
+		out.Messages = out.Messages[:limit]
+		out.Next = out.Messages[limit-1].Ordinal
+	}
+	return out, nil
+}
+
+// MessagesSentInEpoch lists the messages this installation sent in the
+// group's epoch, oldest first: a sender reloading a group advances its
+// sending ratchet past them.
+func (db *DB) MessagesSentInEpoch(ctx context.Context, groupID []byte, epoch uint64) ([]Message, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages
+		WHERE group_id = ? AND epoch = ? AND direction = 'sent' ORDER BY ordinal`, groupID, epoch)
+	if err != nil {
+		return nil, db.wrapErr("sent messages", err)
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, db.wrapErr("sent messages", err)
+		}
+		out = append(out, m)
+	}
+	return out, db.wrapErr("sent messages", rows.Err())
+}
+
+// HasMessage reports whether the group holds a message (sent or received)
+// with this id.
+func (db *DB) HasMessage(ctx context.Context, groupID, messageID []byte) (bool, error) {
+	return db.exists(ctx, "message", `SELECT 1 FROM messages WHERE group_id = ? AND message_id = ?`, groupID, messageID)
+}
+
+const messageColumns = `ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at`
+
+// scanMessage reads one row of messageColumns.
+func scanMessage(rows *sql.Rows) (Message, error) {
+	var m Message
+	var sender string
+	var content []byte
+	var at sql.NullInt64
+	if err := rows.Scan(&m.Ordinal, &m.ID, &m.Epoch, &m.SenderLeaf, &sender, &m.Direction, &content, &m.AuthenticatedData, &at); err != nil {
+		return Message{}, err
+	}
+	m.Sender, m.Content, m.SentAt = events.InstallationID(sender), events.Secret(content), fromNanos(at)
+	return m, nil
+}
