@@ -184,7 +184,7 @@ func TestKillDuringRebuildAndRekey(t *testing.T) {
 			if cp == 0 {
 				t.Fatalf("%s killed after %v: live database has no checkpoint", op, delay)
 			}
-			if _, err := RemoveLeftovers(live); err != nil {
+			if _, err := projections.RemoveLeftovers(live); err != nil {
 				t.Fatalf("removing leftovers: %v", err)
 			}
 			noLeftovers(t, live)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -179,42 +178,14 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	return res.applied, res.last, nil
 }
 
-// OpenExisting opens the existing read model at path at whatever schema
-// version it has, without migrating it (projections.Open would upgrade an
-// older schema in place). Tools that only read or follow a database use
-// it, so a schema change stays an explicit migrate.
-func OpenExisting(path string, key projections.Key, opts *projections.Options) (*projections.DB, error) {
-	var base projections.Options
-	if opts != nil {
-		base = *opts
-	}
-	db, err := openAsIs(path, key, base)
-	if err != nil {
-		return nil, err
-	}
-	return db, nil
-}
-
 // openAsIs opens an existing read model at whatever schema version it has:
 // opening at a newer version would migrate it in place, which a replay
 // source must never do. NoKey opens an unencrypted source read-only.
 func openAsIs(path string, key projections.Key, base projections.Options) (*projections.DB, error) {
-	var lastErr error
-	for v := 1; v <= projections.LatestSchema; v++ {
-		o := base
-		o.SchemaVersion = v
-		o.SaltPath = projections.SaltPath(path)
-		o.CheckIntegrity = false
-		db, err := projections.Open(path, key, &o)
-		if err == nil {
-			return db, nil
-		}
-		if !errors.Is(err, projections.ErrSchemaTooNew) {
-			return nil, err
-		}
-		lastErr = err
-	}
-	return nil, lastErr
+	o := base
+	o.SaltPath = projections.SaltPath(path)
+	o.CheckIntegrity = false
+	return projections.OpenExisting(path, key, &o)
 }
 
 // exists reports whether path is a non-empty file.
@@ -227,58 +198,4 @@ func exists(path string) (bool, error) {
 		return false, err
 	}
 	return st.Size() > 0, nil
-}
-
-// RemoveLeftovers deletes what interrupted rebuilds or verifications of
-// the read model at live left beside it ("<name>.rebuild-*" and their
-// sidecars) and returns how many databases it removed. Rebuild, Rekey,
-// Migrate and Verify call it first; only one such operation may run on a
-// read model at a time.
-func RemoveLeftovers(live string) (int, error) {
-	matches, err := filepath.Glob(globEscape(live) + ".rebuild-*")
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	var errs []error
-	for _, m := range matches {
-		if isSidecar(m) {
-			continue
-		}
-		if err := projections.RemoveAside(m); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-	}
-	// Sidecars whose database is already gone.
-	for _, m := range matches {
-		if isSidecar(m) {
-			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return n, errors.Join(errs...)
-}
-
-func isSidecar(p string) bool {
-	for _, s := range []string{"-wal", "-shm", "-journal"} {
-		if len(p) > len(s) && p[len(p)-len(s):] == s {
-			return true
-		}
-	}
-	return false
-}
-
-func globEscape(p string) string {
-	out := make([]byte, 0, len(p))
-	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '*', '?', '[', '\\':
-			out = append(out, '\\')
-		}
-		out = append(out, p[i])
-	}
-	return string(out)
 }

@@ -101,7 +101,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if !newKey.Valid() || newKey.IsPlaintext() {
 		return nil, fail("rebuild", errors.New("the rebuilt database needs an encryption key (raw or passphrase)"))
 	}
-	if _, err := RemoveLeftovers(live); err != nil {
+	if _, err := projections.RemoveLeftovers(live); err != nil {
 		return nil, fail("rebuild: remove leftovers", err)
 	}
 	res := &RebuildResult{Installation: inst, Path: live}
@@ -294,49 +294,11 @@ func Rekey(ctx context.Context, l *eventlog.Log, inst events.InstallationID, liv
 // schema (projections.LatestSchema), under newKey if it is valid, else
 // under key. It is the general migration path: it works from any older
 // schema and from an unencrypted database (key = projections.NoKey, newKey
-// required). MigrateInPlace is the fast path for small schema steps.
+// required). projections.MigrateInPlace is the fast path for small schema steps.
 func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key, newKey projections.Key, opts *Options) (*RebuildResult, error) {
 	ro := RebuildOptions{NewKey: newKey, SchemaVersion: projections.LatestSchema}
 	if opts != nil {
 		ro.Options = *opts
 	}
 	return Rebuild(ctx, l, inst, live, key, &ro)
-}
-
-// MigrateInPlace upgrades the read model at live to the newest schema with
-// projections' in-place migrations (one transaction per version step) and
-// returns the versions before and after. It needs no event log. An
-// unencrypted database cannot be migrated in place: use Migrate.
-func MigrateInPlace(ctx context.Context, live string, key projections.Key, opts *projections.Options) (from, to int, err error) {
-	var base projections.Options
-	if opts != nil {
-		base = *opts
-	}
-	if key.IsPlaintext() {
-		return 0, 0, &projections.FileError{Path: live, Op: "migrate", Err: errors.New("an unencrypted database is only a replay source"), Hint: "migrate by replay with a new key"}
-	}
-	if ok, err := exists(live); err != nil || !ok {
-		if err == nil {
-			err = fs.ErrNotExist
-		}
-		return 0, 0, &projections.FileError{Path: live, Op: "migrate", Err: err}
-	}
-	src, err := openAsIs(live, key, base)
-	if err != nil {
-		return 0, 0, err
-	}
-	from = src.SchemaVersion()
-	if err := src.Close(); err != nil {
-		return from, from, err
-	}
-	db, err := openAt(live, key, projections.LatestSchema, base)
-	if err != nil {
-		return from, from, err
-	}
-	to = db.SchemaVersion()
-	if err := db.IntegrityCheck(ctx); err != nil {
-		db.Close()
-		return from, to, err
-	}
-	return from, to, db.Close()
 }

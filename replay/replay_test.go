@@ -347,7 +347,7 @@ func TestMigrateInPlaceAndByReplayAgree(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	from, to, err := MigrateInPlace(ctx, inPlace, key, nil)
+	from, to, err := projections.MigrateInPlace(ctx, inPlace, key, nil)
 	if err != nil || from != 1 || to != 2 {
 		t.Fatalf("in-place migration: %d -> %d, %v", from, to, err)
 	}
@@ -426,7 +426,7 @@ func TestMigratePlaintextToEncrypted(t *testing.T) {
 		t.Fatalf("verify after migration: %v", err)
 	}
 	// A database that is not encrypted cannot be migrated in place.
-	if _, _, err := MigrateInPlace(ctx, enc, projections.NoKey(), nil); err == nil {
+	if _, _, err := projections.MigrateInPlace(ctx, enc, projections.NoKey(), nil); err == nil {
 		t.Fatal("in-place migration with NoKey succeeded")
 	}
 }

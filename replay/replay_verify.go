@@ -37,7 +37,7 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	if err := inst.Validate(); err != nil {
 		return nil, fmt.Errorf("replay: verify: %w", err)
 	}
-	if _, err := RemoveLeftovers(live); err != nil {
+	if _, err := projections.RemoveLeftovers(live); err != nil {
 		return nil, &projections.FileError{Path: live, Op: "verify: remove leftovers", Err: err}
 	}
 	ok, err := exists(live)

@@ -94,7 +94,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 		if _, err := os.Stat(path); err != nil {
 			return fmt.Errorf("read model of %s: %w (create it with replayer rebuild)", id, err)
 		}
-		db, err := replay.OpenExisting(path, key, nil)
+		db, err := projections.OpenExisting(path, key, nil)
 		if err != nil {
 			return fmt.Errorf("read model of %s: %w", id, err)
 		}

@@ -39,7 +39,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 		if newKey.given(env) {
 			fmt.Fprintf(env.stderr, "replayer: note: --in-place keeps the database's key; $%s / $%s are not used\n", envNewDBKey, envNewDBPassphrase)
 		}
-		from, to, err := replay.MigrateInPlace(ctx, r.db, key, nil)
+		from, to, err := projections.MigrateInPlace(ctx, r.db, key, nil)
 		if err != nil {
 			return err
 		}

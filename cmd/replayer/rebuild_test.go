@@ -11,7 +11,7 @@ import (
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
-	"github.com/epochlog/epochlog/replay"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestRebuildReplacesDamagedDatabase: docs/operations.md says a damaged
@@ -65,7 +65,7 @@ func TestRebuildReplacesDamagedDatabase(t *testing.T) {
 			if !strings.Contains(out.String(), "damaged and has been replaced") {
 				t.Fatalf("rebuild does not say it replaced a damaged database: %s", out.String())
 			}
-			db, err := replay.OpenExisting(path, key, nil)
+			db, err := projections.OpenExisting(path, key, nil)
 			if err != nil {
 				t.Fatalf("rebuilt database: %v", err)
 			}

@@ -139,7 +139,7 @@ func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *
 
 // digestFile opens the read model at path just long enough to digest it.
 func digestFile(ctx context.Context, path string, key projections.Key) (projections.Digest, error) {
-	db, err := replay.OpenExisting(path, key, nil)
+	db, err := projections.OpenExisting(path, key, nil)
 	if err != nil {
 		return projections.Digest{}, err
 	}

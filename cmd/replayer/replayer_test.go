@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/epochlog/epochlog/replay"
+	"github.com/epochlog/epochlog/projections"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -50,7 +50,7 @@ func sqlexec(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	key, err := readDBKeyFile(one(args[1]))
 	ts.Check(err)
-	db, err := replay.OpenExisting(one(args[0]), key, nil)
+	db, err := projections.OpenExisting(one(args[0]), key, nil)
 	ts.Check(err)
 	defer db.Close()
 	res, err := db.SQL().Exec(args[2])

@@ -10,6 +10,7 @@ import (
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
 
@@ -45,7 +46,7 @@ func TestVerifyWhileWriterRuns(t *testing.T) {
 	enqueue("one", 10)
 	// The live database is the installation's, caught up: a faithful
 	// projection of its history.
-	live, err := replay.OpenExisting(path, key, nil)
+	live, err := projections.OpenExisting(path, key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
