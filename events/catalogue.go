@@ -20,6 +20,13 @@ type Event struct {
 	// Body is the kind-specific payload, always at the kind's current schema
 	// version after Open (older versions are upcast).
 	Body Body
+	// Prev links the event to the latest earlier event of its installation
+	// that its writer knew (zero: none known, or an event sealed before
+	// links existed). The log sets it when appending; readers check that
+	// the linked event is there, so a lost event that a later one links to
+	// is detected. It is sealed with the event but is not part of its
+	// message id.
+	Prev Link
 }
 
 // KindInfo describes one kind of the catalogue.
@@ -39,6 +46,7 @@ type eventHeader struct {
 	Aggregate Aggregate
 	Position  uint64
 	Time      time.Time
+	Prev      Link
 }
 
 // schema is one readable version of a kind.

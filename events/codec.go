@@ -33,6 +33,16 @@ type wireRecord struct {
 	Position  uint64             `msgpack:"position"`
 	Time      time.Time          `msgpack:"time"`
 	Body      msgpack.RawMessage `msgpack:"body"`
+	// Prev is the event's link (envelope format 2 on); absent when zero.
+	Prev *wireLink `msgpack:"prev,omitempty"`
+}
+
+// wireLink is a Link on the wire: [seq, digest].
+type wireLink struct {
+	//lint:ignore U1000 read by msgpack through its tag: encode as an array
+	_msgpack struct{} `msgpack:",as_array"`
+	Seq      uint64
+	Digest   []byte
 }
 
 // checkEvent validates the header fields of e and returns its catalogue
@@ -99,6 +109,9 @@ func (re *recordEncoder) encode(k Kind, version uint16, h eventHeader, body any)
 		return nil, fmt.Errorf("events: encode %s body: %w", k, err)
 	}
 	rec := wireRecord{Kind: k, Version: version, Aggregate: h.Aggregate, Position: h.Position, Time: h.Time.UTC(), Body: re.body.Bytes()}
+	if !h.Prev.IsZero() {
+		rec.Prev = &wireLink{Seq: h.Prev.Seq, Digest: h.Prev.Digest[:]}
+	}
 	re.rec.Reset()
 	if err := re.recEnc.Encode(&rec); err != nil {
 		return nil, fmt.Errorf("events: encode %s event: %w", k, err)
@@ -123,7 +136,7 @@ func MarshalEvent(e Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encodeRecord(spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, body)
+	return encodeRecord(spec.info.Kind, spec.info.Version, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, body)
 }
 
 // UnmarshalEvent decodes the msgpack encoding of an event (as written by
@@ -136,11 +149,18 @@ func UnmarshalEvent(data []byte) (Event, error) {
 	}
 	rec := v.(wireRecord)
 	h := eventHeader{Aggregate: rec.Aggregate, Position: rec.Position, Time: rec.Time}
+	if rec.Prev != nil {
+		if rec.Prev.Seq == 0 || len(rec.Prev.Digest) != LinkDigestSize {
+			return Event{}, fmt.Errorf("events: decode event: %w: link to seq %d with a digest of %d bytes", ErrMalformed, rec.Prev.Seq, len(rec.Prev.Digest))
+		}
+		h.Prev.Seq = rec.Prev.Seq
+		copy(h.Prev.Digest[:], rec.Prev.Digest)
+	}
 	body, err := decodeBody(rec.Kind, rec.Version, rec.Body, h)
 	if err != nil {
 		return Event{}, fmt.Errorf("events: decode event: %w", err)
 	}
-	e := Event{Aggregate: rec.Aggregate, Position: rec.Position, Time: rec.Time, Body: body}
+	e := Event{Aggregate: rec.Aggregate, Position: rec.Position, Time: rec.Time, Body: body, Prev: h.Prev}
 	if _, _, err := checkEvent(e); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}

@@ -16,7 +16,7 @@ import (
 //
 //	offset size
 //	0      3    magic "ELG"
-//	3      1    envelope format version (1)
+//	3      1    envelope format version (2; 1 before events carried links)
 //	4      4    key id
 //	8      8    key-check value
 //	16     16   binding tag
@@ -24,7 +24,8 @@ import (
 //	56     n+16 ciphertext of the msgpack event, with the Poly1305 tag
 const (
 	envelopeMagic   = "ELG"
-	envelopeFormat  = 1
+	envelopeFormat  = 2 // written; 1 is still read (no Prev link)
+	envelopeFormat1 = 1
 	offKeyID        = 4
 	offKeyCheck     = 8
 	offBindTag      = offKeyCheck + keyCheckSize
@@ -71,7 +72,7 @@ func Seal(r *Keyring, b Binding, e Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: seal: %w", err)
 	}
-	return sealTo(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{e.Aggregate, e.Position, e.Time}, v, nil)
+	return sealTo(r, b, e.Aggregate.Installation, spec.info.Kind, spec.info.Version, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, v, nil)
 }
 
 // seal seals body written as (k, version); Seal passes the current version.
@@ -145,8 +146,11 @@ func Open(r *Keyring, inst InstallationID, b Binding, envelope []byte) (Event, e
 	if string(envelope[:3]) != envelopeMagic {
 		return Event{}, fmt.Errorf("events: open: bad magic: %w", ErrMalformed)
 	}
-	if envelope[3] != envelopeFormat {
-		return Event{}, fmt.Errorf("events: open: envelope format version %d is not supported (want %d): %w", envelope[3], envelopeFormat, ErrMalformed)
+	switch f := envelope[3]; {
+	case f > envelopeFormat:
+		return Event{}, fmt.Errorf("events: open: envelope format version %d is newer than this code reads (%d): %w", f, envelopeFormat, ErrUnknownVersion)
+	case f < envelopeFormat1:
+		return Event{}, fmt.Errorf("events: open: envelope format version %d: %w", f, ErrMalformed)
 	}
 	id := KeyID(binary.BigEndian.Uint32(envelope[offKeyID:]))
 	rk := r.key(id)
@@ -174,6 +178,9 @@ func Open(r *Keyring, inst InstallationID, b Binding, envelope []byte) (Event, e
 	if err != nil {
 		return Event{}, fmt.Errorf("events: open: key id %d: %w", id, err)
 	}
+	if envelope[3] == envelopeFormat1 && !e.Prev.IsZero() {
+		return Event{}, fmt.Errorf("events: open: key id %d: a format 1 envelope with a link: %w", id, ErrMalformed)
+	}
 	if e.Aggregate.Installation != inst {
 		return Event{}, fmt.Errorf("events: open: key id %d: event belongs to another installation: %w", id, ErrMoved)
 	}
@@ -184,8 +191,8 @@ func Open(r *Keyring, inst InstallationID, b Binding, envelope []byte) (Event, e
 // opening it (for tools deciding which key a rekey must keep). It checks
 // only the length, magic and format version, so the id is unauthenticated.
 func EnvelopeKeyID(envelope []byte) (KeyID, error) {
-	if len(envelope) < minEnvelopeSize || string(envelope[:3]) != envelopeMagic || envelope[3] != envelopeFormat {
-		return 0, fmt.Errorf("events: envelope key id: not an envelope of format %d (%d bytes): %w", envelopeFormat, len(envelope), ErrMalformed)
+	if len(envelope) < minEnvelopeSize || string(envelope[:3]) != envelopeMagic || envelope[3] < envelopeFormat1 || envelope[3] > envelopeFormat {
+		return 0, fmt.Errorf("events: envelope key id: not an envelope of format %d to %d (%d bytes): %w", envelopeFormat1, envelopeFormat, len(envelope), ErrMalformed)
 	}
 	return KeyID(binary.BigEndian.Uint32(envelope[offKeyID:])), nil
 }

@@ -111,7 +111,7 @@ func TestOpenRefusesTamperingAtEveryOffset(t *testing.T) {
 	r := mustRing(t, 1, 0x11)
 	e := samples(testInst)[KindApplicationMessageSent]
 	env := mustSeal(t, r, testBinding, e)
-	allowed := []error{ErrTampered, ErrMalformed, ErrMoved, ErrWrongKey, ErrUnknownKey}
+	allowed := []error{ErrTampered, ErrMalformed, ErrMoved, ErrWrongKey, ErrUnknownKey, ErrUnknownVersion}
 	check := func(what string, mutated []byte) {
 		t.Helper()
 		_, err := Open(r, testInst, testBinding, mutated)
@@ -140,7 +140,7 @@ func TestOpenRefusesTamperingAtEveryOffset(t *testing.T) {
 	for _, c := range []struct {
 		off  int
 		want error
-	}{{0, ErrMalformed}, {3, ErrMalformed}, {offKeyID + 3, ErrUnknownKey}, {offKeyCheck, ErrWrongKey},
+	}{{0, ErrMalformed}, {3, ErrUnknownVersion}, {offKeyID + 3, ErrUnknownKey}, {offKeyCheck, ErrWrongKey},
 		{offBindTag, ErrMoved}, {offNonce, ErrTampered}, {headerSize, ErrTampered}, {len(env) - 1, ErrTampered}} {
 		m := append([]byte(nil), env...)
 		m[c.off] ^= 0x01
@@ -175,7 +175,7 @@ func TestOpenRefusesMovedEnvelope(t *testing.T) {
 func TestOpenRefusesEventOfAnotherInstallation(t *testing.T) {
 	r := mustRing(t, 1, 0x11)
 	e := samples("inst-bob")[KindGroupCreated]
-	env, err := seal(r, testBinding, testInst, e.Body.Kind(), e.Body.SchemaVersion(), eventHeader{e.Aggregate, e.Position, e.Time}, e.Body)
+	env, err := seal(r, testBinding, testInst, e.Body.Kind(), e.Body.SchemaVersion(), eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}, e.Body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func TestErrorContract(t *testing.T) {
 		m[off] ^= 1
 		return m
 	}
-	h := eventHeader{e.Aggregate, e.Position, e.Time}
+	h := eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}
 	future, err := seal(r, testBinding, testInst, e.Body.Kind(), 9, h, e.Body)
 	if err != nil {
 		t.Fatal(err)

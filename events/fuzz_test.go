@@ -49,7 +49,7 @@ func FuzzOpen(f *testing.F) {
 	}
 	old := mustRing(f, 1, 0x11)
 	e := samples(testInst)[KindDeliveryEnqueued]
-	v1, err := seal(old, testBinding, testInst, KindDeliveryEnqueued, 1, eventHeader{e.Aggregate, e.Position, e.Time},
+	v1, err := seal(old, testBinding, testInst, KindDeliveryEnqueued, 1, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time},
 		deliveryEnqueuedV1{Recipient: "r", Channel: "c", Sequence: 1, ExpiresInSeconds: 60})
 	if err != nil {
 		f.Fatal(err)
@@ -108,7 +108,7 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 	}
 	f.Add(uint8(200), uint16(1), []byte{0x80})
-	h := eventHeader{Aggregate{Installation: testInst, Type: AggGroup, ID: "g"}, 1, testTime}
+	h := eventHeader{Aggregate: Aggregate{Installation: testInst, Type: AggGroup, ID: "g"}, Position: 1, Time: testTime}
 
 	f.Fuzz(func(t *testing.T, ki uint8, version uint16, data []byte) {
 		k := Kind("unknown.kind")

@@ -97,7 +97,7 @@ func (m *MessageIDs) Seal(b Binding, aggPseudonym string, e Event, now time.Time
 		return "", nil, fmt.Errorf("events: seal %s: message id: %w", k, err)
 	}
 	// The seal writes the body's encoding into the MAC: the sixth element.
-	envelope, err = sealTo(m.r, b, e.Aggregate.Installation, k, v, eventHeader{e.Aggregate, e.Position, e.Time}, body, s.mac)
+	envelope, err = sealTo(m.r, b, e.Aggregate.Installation, k, v, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, body, s.mac)
 	if err != nil {
 		return "", nil, err
 	}

@@ -55,7 +55,7 @@ func TestCheckMsgpackRefusesHostileLengths(t *testing.T) {
 // A few hostile bytes must not make the decoder allocate gigabytes (found
 // by FuzzDecodeBody: msgpack allocates a declared length up front).
 func TestDecodeHostileLengthAllocatesLittle(t *testing.T) {
-	h := eventHeader{Aggregate{Installation: testInst, Type: AggGroup, ID: "g"}, 1, testTime}
+	h := eventHeader{Aggregate: Aggregate{Installation: testInst, Type: AggGroup, ID: "g"}, Position: 1, Time: testTime}
 	in := []byte{0x81, 0xa8, 'g', 'r', 'o', 'u', 'p', '_', 'i', 'd', 0xc6, 0xf0, 0, 0, 0, 1}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)

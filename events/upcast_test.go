@@ -48,7 +48,7 @@ func TestUpcastDeliveryEnqueuedV1(t *testing.T) {
 func TestVersionSelectsDecoder(t *testing.T) {
 	r := mustRing(t, 1, 0x11)
 	e := samples(testInst)[KindDeliveryEnqueued]
-	h := eventHeader{e.Aggregate, e.Position, e.Time}
+	h := eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}
 	env, err := seal(r, testBinding, testInst, KindDeliveryEnqueued, 1, h, e.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestVersionSelectsDecoder(t *testing.T) {
 func TestUnknownFutureVersionAndKind(t *testing.T) {
 	r := mustRing(t, 1, 0x11)
 	e := samples(testInst)[KindCommitApplied]
-	h := eventHeader{e.Aggregate, e.Position, e.Time}
+	h := eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}
 	for _, c := range []struct {
 		kind    Kind
 		version uint16
