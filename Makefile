@@ -59,7 +59,7 @@ fuzz:
 # Crash safety at length: rebuild and rekey killed (SIGKILL) at 200 spread
 # points each (the default test run does 6).
 soak:
-	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./engine/
+	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./replay/
 
 demo:
 	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/bench-append-pinned.sh [runs [pattern [benchtime]]]
 #
-# Runs BenchmarkAppend (engine/bench_test.go) against a nats-server in its
+# Runs BenchmarkAppend (eventlog/bench_test.go) against a nats-server in its
 # own process pinned to the last CPU, with the benchmark pinned to the
 # others, so that the client's work (sealing, message ids, acks, garbage
 # collection) does not compete with the server's for the same cores. On a
@@ -44,7 +44,7 @@ if [ -z "$server" ]; then
 	server=$work/nats-server
 	go build -o "$server" github.com/nats-io/nats-server/v2
 fi
-go test -c -o "$work/engine.test" ./engine/
+go test -c -o "$work/eventlog.test" ./eventlog/
 
 port=$((20000 + RANDOM % 20000))
 taskset -c "$server_cpu" "$server" -js -sd "$work/store" -a 127.0.0.1 -p "$port" >"$work/server.log" 2>&1 &
@@ -60,8 +60,8 @@ if ! kill -0 "$pid" 2>/dev/null; then
 fi
 
 echo "# server: $server, $("$server" --version) on CPU $server_cpu; benchmark on CPU $client_cpus" >&2
-cd engine
+cd eventlog
 for _ in $(seq "$runs"); do
 	EPOCHLOG_BENCH_NATS="nats://127.0.0.1:$port" taskset -c "$client_cpus" \
-		"$work/engine.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime"
+		"$work/eventlog.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime"
 done

@@ -41,10 +41,10 @@ mkdir "$work/tree"
 git ls-files -z | xargs -0 cp --parents -t "$work/tree"
 (cd "$work/tree" && go mod edit -replace "github.com/nats-io/nats-server/v2=$work/nats-server")
 
-go test -c -o "$work/released.test" ./engine/
-(cd "$work/tree" && go test -c -o "$work/patched.test" ./engine/)
+go test -c -o "$work/released.test" ./eventlog/
+(cd "$work/tree" && go test -c -o "$work/patched.test" ./eventlog/)
 
-cd "$root/engine"
+cd "$root/eventlog"
 for _ in $(seq "$runs"); do
 	for v in released patched; do
 		"${perf[@]}" "$work/$v.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime" 2>&1 |
