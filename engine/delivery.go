@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -35,20 +36,40 @@ type Enqueue struct {
 	IdempotencyKey string
 }
 
+// DefaultMaxQueues is how many queues a Deliveries holds in memory when
+// its MaxQueues is 0.
+const DefaultMaxQueues = 4096
+
 // Deliveries is the service side of the delivery queues: per (recipient
 // installation, channel) a queue with contiguous sequence numbers, kept as
 // delivery events on the recipient's log (so the recipient's read model
-// projects its queue too). A queue's state is loaded from the log on first
-// use and kept. Several processes may serve the same queues: every change
-// is an append with optimistic concurrency, retried after reloading on
-// eventlog.ErrConflict, and Fetch (and an acknowledgement beyond the last sequence
-// this process knows) first reads what other processes appended since. It
-// is safe for concurrent use.
+// projects its queue too). Every event it reads or appends goes through
+// the queue's rules ([events.QueueState], shared with the read model): an
+// event the read model would refuse is never appended, and one found on
+// the log stops the queue's loading with an error naming its stream
+// sequence. Several processes may serve the same queues: every change is
+// an append with optimistic concurrency, retried after reloading on
+// eventlog.ErrConflict, and Fetch (and an acknowledgement beyond the last
+// sequence this process knows) first reads what other processes appended
+// since. It is safe for concurrent use.
+//
+// A queue's state (its pending messages and idempotency keys) is loaded
+// from the log on first use and kept in memory, for at most MaxQueues
+// queues between calls: beyond that the least recently used ones are
+// dropped, those with nothing pending (every message acknowledged or
+// expired) first, and loaded again from the log when next used.
 type Deliveries struct {
+	// MaxQueues caps the queues held in memory (0: DefaultMaxQueues).
+	// Set it before the first call.
+	MaxQueues int
+
 	log *eventlog.Log
 	now func() time.Time
 	mu  sync.Mutex
 	q   map[queueKey]*queue
+	// The held queues, most recently used first, by whether they have
+	// messages pending: the idle ones are dropped first.
+	idle, busy list.List
 }
 
 type queueKey struct {
@@ -56,13 +77,18 @@ type queueKey struct {
 	channel   string
 }
 
+// queue is one delivery queue as this process last read it from the log.
 type queue struct {
-	pos     uint64 // aggregate position of the last event
-	seq     uint64 // its stream sequence
-	last    uint64 // last enqueued sequence
-	acked   uint64
-	pending map[uint64]Delivery // enqueued, neither acknowledged nor expired
+	key   queueKey
+	rules events.QueueState // the counters the queue's rules step
+	pos   uint64            // aggregate position of the last event
+	seq   uint64            // its stream sequence
+	// pending are the messages enqueued, neither acknowledged nor expired;
+	// idem the sequence of each idempotency key's enqueue.
+	pending map[uint64]Delivery
 	idem    map[string]uint64
+	elem    *list.Element // in Deliveries.idle or .busy
+	in      *list.List
 }
 
 // NewDeliveries returns the delivery service on l. now is the clock for
@@ -78,38 +104,102 @@ func deliveryAgg(k queueKey) events.Aggregate {
 	return events.Aggregate{Installation: k.recipient, Type: events.AggDelivery, ID: k.channel}
 }
 
-// appendQueue appends evs at the queue's position and records where the
-// last one landed. On any failure the cached queue is dropped, so the next
-// attempt reloads it; a conflict (another writer moved the queue) is
-// reported apart, for a retry.
-func (d *Deliveries) appendQueue(ctx context.Context, k queueKey, q *queue, evs ...events.Event) (conflict bool, err error) {
+// used marks q as the most recently used queue, filed by whether it has
+// messages pending.
+func (d *Deliveries) used(q *queue) {
+	l := &d.idle
+	if len(q.pending) > 0 {
+		l = &d.busy
+	}
+	if q.elem != nil {
+		q.in.Remove(q.elem)
+	}
+	q.elem, q.in = l.PushFront(q), l
+}
+
+// drop forgets q: the next use of its queue loads it again.
+func (d *Deliveries) drop(q *queue) {
+	if d.q[q.key] == q {
+		delete(d.q, q.key)
+	}
+	if q.elem != nil {
+		q.in.Remove(q.elem)
+		q.elem, q.in = nil, nil
+	}
+}
+
+// trim drops the least recently used queues beyond MaxQueues, idle ones
+// first. Every call ends with it.
+func (d *Deliveries) trim() {
+	limit := d.MaxQueues
+	if limit <= 0 {
+		limit = DefaultMaxQueues
+	}
+	for len(d.q) > limit {
+		e := d.idle.Back()
+		if e == nil {
+			e = d.busy.Back()
+		}
+		d.drop(e.Value.(*queue))
+	}
+}
+
+// appendQueue checks evs against the queue's rules, appends them at the
+// queue's position and records them in q. A refusal by the rules wraps
+// events.ErrQueueRule and leaves q as it was. On any failure of the append
+// q is dropped, so the next attempt reloads it; a conflict (another writer
+// moved the queue) is reported apart, for a retry.
+func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Event) (conflict bool, err error) {
+	s := q.rules
+	for i, ev := range evs {
+		if s, err = q.next(s, ev.Body, evs[:i]); err != nil {
+			return false, err
+		}
+	}
 	res, err := d.log.Append(ctx, q.pos, evs...)
 	if err != nil {
-		delete(d.q, k)
+		d.drop(q)
+		if errors.Is(err, eventlog.ErrConflict) {
+			return true, nil
+		}
+		return false, err
 	}
-	if errors.Is(err, eventlog.ErrConflict) {
-		return true, nil
+	d.recordAppended(q, evs, res)
+	return false, nil
+}
+
+// recordAppended records in q the events just appended to its queue (res
+// says where they landed).
+func (d *Deliveries) recordAppended(q *queue, evs []events.Event, res []eventlog.Appended) {
+	for i, a := range res {
+		ev := evs[i]
+		ev.Position = a.Position
+		if err := q.record(eventlog.Record{Seq: a.Seq, Subject: a.Subject, Event: ev}); err != nil {
+			// Checked before the append, so this does not happen; should
+			// it, the queue is read again from the log at its next use.
+			d.drop(q)
+			return
+		}
 	}
-	if err == nil {
-		q.seq = res[len(res)-1].Seq
-	}
-	return false, err
+	d.used(q)
 }
 
 // load returns the queue as this process last saw it, reading its events
-// from the recipient's log the first time (or after a failure dropped it).
+// from the recipient's log the first time (or after it was dropped).
 func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 	if q, ok := d.q[k]; ok {
+		d.used(q)
 		return q, nil
 	}
 	if err := deliveryAgg(k).Validate(); err != nil {
 		return nil, err
 	}
-	q := &queue{pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
-	if err := d.readQueue(ctx, k, q); err != nil {
+	q := &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
+	if err := d.readQueue(ctx, q); err != nil {
 		return nil, err
 	}
 	d.q[k] = q
+	d.used(q)
 	return q, nil
 }
 
@@ -120,25 +210,27 @@ func (d *Deliveries) refresh(ctx context.Context, k queueKey) (*queue, error) {
 	if !ok {
 		return d.load(ctx, k)
 	}
-	if err := d.readQueue(ctx, k, q); err != nil {
-		delete(d.q, k)
+	if err := d.readQueue(ctx, q); err != nil {
+		d.drop(q)
 		return nil, err
 	}
+	d.used(q)
 	return q, nil
 }
 
-// readQueue applies the queue's events after the last one q holds, in
+// readQueue records the queue's events after the last one q holds, in
 // stream order. The queue's own subject holds only its events: they are
 // read with message gets (no consumer per queue), checking positions, since
 // a queue has one writer history like any aggregate.
-func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error {
+func (d *Deliveries) readQueue(ctx context.Context, q *queue) error {
+	k := q.key
 	subject, err := d.log.Subject(deliveryAgg(k))
 	if err != nil {
 		return err
 	}
 	from := q.seq + 1
 	for {
-		n, next, err := d.log.ReadN(ctx, k.recipient, subject, from, 1024, func(r eventlog.Record) error { return q.apply(k, r) })
+		n, next, err := d.log.ReadN(ctx, k.recipient, subject, from, 1024, q.record)
 		if err != nil {
 			return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
 		}
@@ -149,8 +241,73 @@ func (d *Deliveries) readQueue(ctx context.Context, k queueKey, q *queue) error 
 	}
 }
 
-// apply adds one of the queue's events, read from its subject, to q.
-func (q *queue) apply(k queueKey, r eventlog.Record) error {
+// next checks b as the queue's next event, after q's and those in ahead
+// (checked before it for the same append, not yet recorded in q), by the
+// rules the read model applies: events.QueueState's, and the two it
+// leaves to the stores, which the read model keeps too: a message expires
+// once, and an idempotency key is used once (the service never appends a
+// repeated key: it returns the first enqueue's sequence instead). s is the
+// counters before b; next returns them after it. A refusal wraps
+// events.ErrQueueRule.
+func (q *queue) next(s events.QueueState, b events.Body, ahead []events.Event) (events.QueueState, error) {
+	after, err := s.Next(b)
+	if err != nil {
+		return s, err
+	}
+	switch b := deliveryBody(b).(type) {
+	case events.DeliveryEnqueued:
+		if b.IdempotencyKey == "" {
+			break
+		}
+		if first, ok := q.idem[b.IdempotencyKey]; ok {
+			return s, fmt.Errorf("%w: enqueue sequence %d: idempotency key used before, by sequence %d", events.ErrQueueRule, b.Sequence, first)
+		}
+		for _, ev := range ahead {
+			if e, ok := deliveryBody(ev.Body).(events.DeliveryEnqueued); ok && e.IdempotencyKey == b.IdempotencyKey {
+				return s, fmt.Errorf("%w: enqueue sequence %d: idempotency key used before, by sequence %d", events.ErrQueueRule, b.Sequence, e.Sequence)
+			}
+		}
+	case events.DeliveryExpired:
+		// The rules saw it enqueued and not acknowledged: it is pending
+		// unless it expired before.
+		_, held := q.pending[b.Sequence]
+		expired := !held && b.Sequence <= q.rules.LastSeq
+		for _, ev := range ahead {
+			if e, ok := deliveryBody(ev.Body).(events.DeliveryExpired); ok && e.Sequence == b.Sequence {
+				expired = true
+			}
+		}
+		if expired {
+			return s, fmt.Errorf("%w: expire sequence %d: already expired", events.ErrQueueRule, b.Sequence)
+		}
+	}
+	return after, nil
+}
+
+// deliveryBody returns a pointer to a delivery event body as the value.
+func deliveryBody(b events.Body) events.Body {
+	switch p := b.(type) {
+	case *events.DeliveryEnqueued:
+		if p != nil {
+			return *p
+		}
+	case *events.DeliveryAcknowledged:
+		if p != nil {
+			return *p
+		}
+	case *events.DeliveryExpired:
+		if p != nil {
+			return *p
+		}
+	}
+	return b
+}
+
+// record adds one of the queue's events to q, read from its subject or
+// just appended, after checking its place and its queue's rules (see
+// next).
+func (q *queue) record(r eventlog.Record) error {
+	k := q.key
 	a := r.Event.Aggregate
 	if a.Type != events.AggDelivery || a.ID != k.channel {
 		return fmt.Errorf("%w: %s event on the queue's subject", events.ErrMoved, a.Type)
@@ -158,22 +315,25 @@ func (q *queue) apply(k queueKey, r eventlog.Record) error {
 	if r.Event.Position != q.pos+1 {
 		return fmt.Errorf("%w: position %d after position %d", eventlog.ErrOutOfOrder, r.Event.Position, q.pos)
 	}
-	q.pos, q.seq = r.Event.Position, r.Seq
-	switch b := r.Event.Body.(type) {
+	b := deliveryBody(r.Event.Body)
+	after, err := q.next(q.rules, b, nil)
+	if err != nil {
+		return err
+	}
+	switch b := b.(type) {
 	case events.DeliveryEnqueued:
-		q.last = b.Sequence
 		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
 		if b.IdempotencyKey != "" {
 			q.idem[b.IdempotencyKey] = b.Sequence
 		}
 	case events.DeliveryAcknowledged:
-		for s := q.acked + 1; s <= b.UpTo; s++ {
+		for s := q.rules.AckedUpTo + 1; s <= after.AckedUpTo; s++ {
 			delete(q.pending, s)
 		}
-		q.acked = max(q.acked, b.UpTo)
 	case events.DeliveryExpired:
 		delete(q.pending, b.Sequence)
 	}
+	q.rules, q.pos, q.seq = after, r.Event.Position, r.Seq
 	return nil
 }
 
@@ -183,6 +343,11 @@ func (q *queue) apply(k queueKey, r eventlog.Record) error {
 func (d *Deliveries) Enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.trim()
+	return d.enqueue(ctx, e)
+}
+
+func (d *Deliveries) enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bool, err error) {
 	k := queueKey{e.Recipient, e.Channel}
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
 		q, err := d.load(ctx, k)
@@ -192,39 +357,28 @@ func (d *Deliveries) Enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bo
 		if s, ok := q.idem[e.IdempotencyKey]; ok && e.IdempotencyKey != "" {
 			return s, true, nil
 		}
-		ev := d.enqueueEvent(k, q, e)
-		conflict, err := d.appendQueue(ctx, k, q, ev)
+		ev := d.enqueueEvent(q, e)
+		conflict, err := d.appendQueue(ctx, q, ev)
 		if conflict {
 			continue
 		}
 		if err != nil {
 			return 0, false, fmt.Errorf("engine: enqueue on %s/%s: %w", k.recipient, k.channel, err)
 		}
-		d.applyEnqueued(k, q, ev)
 		return ev.Body.(events.DeliveryEnqueued).Sequence, false, nil
 	}
 	return 0, false, fmt.Errorf("engine: enqueue on %s/%s: %w", k.recipient, k.channel, ErrTooManyConflicts)
 }
 
-func (d *Deliveries) enqueueEvent(k queueKey, q *queue, e Enqueue) events.Event {
+func (d *Deliveries) enqueueEvent(q *queue, e Enqueue) events.Event {
 	var exp time.Time
 	if !e.ExpiresAt.IsZero() {
 		exp = e.ExpiresAt.UTC()
 	}
-	return events.Event{Aggregate: deliveryAgg(k), Position: q.pos + 1, Time: d.now().UTC(), Body: events.DeliveryEnqueued{
-		Recipient: k.recipient, Channel: k.channel, Sequence: q.last + 1, Payload: bytes.Clone(e.Payload),
+	return events.Event{Aggregate: deliveryAgg(q.key), Position: q.pos + 1, Time: d.now().UTC(), Body: events.DeliveryEnqueued{
+		Recipient: q.key.recipient, Channel: q.key.channel, Sequence: q.rules.LastSeq + 1, Payload: bytes.Clone(e.Payload),
 		ExpiresAt: exp, IdempotencyKey: e.IdempotencyKey,
 	}}
-}
-
-func (d *Deliveries) applyEnqueued(k queueKey, q *queue, ev events.Event) {
-	b := ev.Body.(events.DeliveryEnqueued)
-	q.pos = ev.Position
-	q.last = b.Sequence
-	q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
-	if b.IdempotencyKey != "" {
-		q.idem[b.IdempotencyKey] = b.Sequence
-	}
 }
 
 // FanOut queues payload for every recipient on channel, pipelined (one
@@ -234,45 +388,45 @@ func (d *Deliveries) applyEnqueued(k queueKey, q *queue, ev events.Event) {
 // to CommitOutput.Added, an application message to SendOutput.Recipients.
 func (d *Deliveries) FanOut(ctx context.Context, recipients []events.InstallationID, channel string, payload []byte, expiresAt time.Time, idempotencyKey string) (map[events.InstallationID]uint64, error) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer d.trim()
 	out := make(map[events.InstallationID]uint64, len(recipients))
 	var ts []eventlog.Transition
-	var keys []queueKey
 	var qs []*queue
 	for _, r := range recipients {
 		k := queueKey{r, channel}
 		q, err := d.load(ctx, k)
 		if err != nil {
-			d.mu.Unlock()
 			return nil, err
 		}
 		if s, ok := q.idem[idempotencyKey]; ok && idempotencyKey != "" {
 			out[r] = s
 			continue
 		}
-		ev := d.enqueueEvent(k, q, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
+		ev := d.enqueueEvent(q, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
+		if _, err := q.next(q.rules, ev.Body, nil); err != nil {
+			return nil, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", channel, r, channel, err)
+		}
 		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
-		keys = append(keys, k)
 		qs = append(qs, q)
 	}
 	res, err := d.log.AppendBulk(ctx, ts)
 	var retry []events.InstallationID
-	for i := range ts {
+	for i, q := range qs {
 		if i < len(res) && res[i] != nil {
-			d.applyEnqueued(keys[i], qs[i], ts[i].Events[0])
-			qs[i].seq = res[i][0].Seq
-			out[keys[i].recipient] = ts[i].Events[0].Body.(events.DeliveryEnqueued).Sequence
+			d.recordAppended(q, ts[i].Events, res[i])
+			out[q.key.recipient] = ts[i].Events[0].Body.(events.DeliveryEnqueued).Sequence
 			continue
 		}
-		delete(d.q, keys[i])
-		retry = append(retry, keys[i].recipient)
+		d.drop(q)
+		retry = append(retry, q.key.recipient)
 	}
-	d.mu.Unlock()
 	if err != nil && !errors.Is(err, eventlog.ErrConflict) {
 		return out, fmt.Errorf("engine: fan-out on %s: %w", channel, err)
 	}
 	// Queues another writer moved meanwhile: reload and enqueue one by one.
 	for _, r := range retry {
-		s, _, err := d.Enqueue(ctx, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
+		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
 		if err != nil {
 			return out, err
 		}
@@ -288,6 +442,7 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID, channel string, limit int) ([]Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.trim()
 	q, err := d.refresh(ctx, queueKey{recipient, channel})
 	if err != nil {
 		return nil, err
@@ -315,37 +470,35 @@ func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID,
 func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.InstallationID, channel string, upTo uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.trim()
 	k := queueKey{recipient, channel}
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
 		q, err := d.load(ctx, k)
 		if err != nil {
 			return err
 		}
-		if upTo > q.last {
+		if upTo > q.rules.LastSeq {
 			// Perhaps enqueued by another process: look before refusing.
 			if q, err = d.refresh(ctx, k); err != nil {
 				return err
 			}
 		}
-		if upTo > q.last {
-			return fmt.Errorf("engine: acknowledge %s/%s up to %d, last enqueued %d: %w", recipient, channel, upTo, q.last, ErrInvalidAck)
-		}
-		if upTo <= q.acked {
+		if upTo <= q.rules.AckedUpTo {
+			// Nothing to record (this includes 0 on a queue where nothing
+			// was enqueued, which the rules refuse as an event).
 			return nil
 		}
 		ev := events.Event{Aggregate: deliveryAgg(k), Time: d.now().UTC(), Body: events.DeliveryAcknowledged{Recipient: recipient, Channel: channel, UpTo: upTo}}
-		conflict, err := d.appendQueue(ctx, k, q, ev)
+		conflict, err := d.appendQueue(ctx, q, ev)
 		if conflict {
 			continue
+		}
+		if errors.Is(err, events.ErrQueueRule) {
+			return fmt.Errorf("engine: acknowledge %s/%s up to %d, last enqueued %d: %w", recipient, channel, upTo, q.rules.LastSeq, ErrInvalidAck)
 		}
 		if err != nil {
 			return fmt.Errorf("engine: acknowledge %s/%s: %w", recipient, channel, err)
 		}
-		q.pos++
-		for s := q.acked + 1; s <= upTo; s++ {
-			delete(q.pending, s)
-		}
-		q.acked = upTo
 		return nil
 	}
 	return fmt.Errorf("engine: acknowledge %s/%s: %w", recipient, channel, ErrTooManyConflicts)
@@ -357,6 +510,7 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID, channel string) ([]uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.trim()
 	k := queueKey{recipient, channel}
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
 		q, err := d.load(ctx, k)
@@ -379,16 +533,12 @@ func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID
 			evs[i] = events.Event{Aggregate: deliveryAgg(k), Time: now.UTC(), Body: events.DeliveryExpired{
 				Recipient: recipient, Channel: channel, Sequence: s, ExpiresAt: q.pending[s].ExpiresAt}}
 		}
-		conflict, err := d.appendQueue(ctx, k, q, evs...)
+		conflict, err := d.appendQueue(ctx, q, evs...)
 		if conflict {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("engine: expire on %s/%s: %w", recipient, channel, err)
-		}
-		q.pos += uint64(len(evs))
-		for _, s := range seqs {
-			delete(q.pending, s)
 		}
 		return seqs, nil
 	}

@@ -3,10 +3,16 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 func TestDeliveryQueues(t *testing.T) {
@@ -139,5 +145,231 @@ func TestDeliveriesServedByTwoProcesses(t *testing.T) {
 	}
 	if ds, err := d1.Fetch(ctx, bob, mlsChannel, 0); err != nil || len(ds) != 1 || string(ds[0].Payload) != "four" {
 		t.Errorf("first service fetches %+v (%v), want the second's message four", ds, err)
+	}
+}
+
+// rawQueue appends bodies to a new queue of recipient's on channel as they
+// are, one append each at positions 1, 2, ..., past the service's checks
+// (a buggy or hostile writer). It returns their stream sequences.
+func (b *backend) rawQueue(recipient events.InstallationID, channel string, bodies ...events.Body) []uint64 {
+	b.t.Helper()
+	agg := events.Aggregate{Installation: recipient, Type: events.AggDelivery, ID: channel}
+	seqs := make([]uint64, len(bodies))
+	for i, body := range bodies {
+		res, err := b.log.Append(context.Background(), uint64(i), events.Event{Aggregate: agg, Time: b.now, Body: body})
+		if err != nil {
+			b.t.Fatalf("raw append %d: %v", i, err)
+		}
+		seqs[i] = res[0].Seq
+	}
+	return seqs
+}
+
+// The service and the read model fold a queue's events by the same rules
+// (events.QueueState, and the two the stores keep: one expiry per message,
+// one use per idempotency key): an event the rules refuse, written past the
+// service, stops both at its stream sequence.
+func TestDeliveriesRefuseWhatTheReadModelRefuses(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	const ch = "inbox"
+	enq := func(seq uint64, key string) events.Body {
+		return events.DeliveryEnqueued{Channel: ch, Sequence: seq, Payload: []byte("secret payload"), IdempotencyKey: key}
+	}
+	ack := func(upTo uint64) events.Body { return events.DeliveryAcknowledged{Channel: ch, UpTo: upTo} }
+	exp := func(seq uint64) events.Body { return events.DeliveryExpired{Channel: ch, Sequence: seq} }
+	cases := []struct {
+		name   string
+		bodies []events.Body // the last one is refused
+		want   string
+	}{
+		{"enqueue gap", []events.Body{enq(1, ""), enq(3, "")}, "enqueue sequence 3 after 1"},
+		{"enqueue repeat", []events.Body{enq(1, ""), enq(1, "")}, "enqueue sequence 1 after 1"},
+		{"ack beyond last", []events.Body{enq(1, ""), enq(2, ""), ack(3)}, "acknowledgement up to 3: only 2 enqueued"},
+		{"ack of an empty queue", []events.Body{ack(0)}, "nothing was ever enqueued"},
+		{"expire never enqueued", []events.Body{enq(1, ""), exp(2)}, "expire sequence 2: never enqueued"},
+		{"expire acknowledged", []events.Body{enq(1, ""), enq(2, ""), ack(1), exp(1)}, "expire sequence 1: already acknowledged"},
+		{"expire twice", []events.Body{enq(1, ""), enq(2, ""), exp(2), exp(2)}, "expire sequence 2: already expired"},
+		{"idempotency key repeated", []events.Body{enq(1, "k"), enq(2, "k")}, "idempotency key used before, by sequence 1"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := events.InstallationID(fmt.Sprintf("rules-%d", i))
+			for j, body := range c.bodies { // the bodies name the queue they are on
+				switch v := body.(type) {
+				case events.DeliveryEnqueued:
+					v.Recipient, c.bodies[j] = r, v
+				case events.DeliveryAcknowledged:
+					v.Recipient, c.bodies[j] = r, v
+				case events.DeliveryExpired:
+					v.Recipient, c.bodies[j] = r, v
+				}
+			}
+			seqs := b.rawQueue(r, ch, c.bodies...)
+			bad := seqs[len(seqs)-1]
+
+			d := NewDeliveries(b.log, b.clock)
+			_, err := d.Fetch(ctx, r, ch, 0)
+			var re *eventlog.RecordError
+			switch {
+			case err == nil:
+				t.Fatal("the service loaded the queue")
+			case !errors.Is(err, events.ErrQueueRule):
+				t.Errorf("error %v does not wrap events.ErrQueueRule", err)
+			case !errors.As(err, &re) || re.Seq != bad:
+				t.Errorf("error %v does not name stream sequence %d", err, bad)
+			case !strings.Contains(err.Error(), c.want):
+				t.Errorf("error %q does not say %q", err, c.want)
+			case strings.Contains(err.Error(), "secret payload"):
+				t.Errorf("error %q shows a payload", err)
+			}
+			if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: r, Channel: ch, Payload: []byte("x")}); !errors.Is(err, events.ErrQueueRule) {
+				t.Errorf("enqueue on the broken queue: %v, want events.ErrQueueRule", err)
+			}
+
+			db, err := projections.Open(filepath.Join(b.dir, string(r)+".db"), rawDBKey(t, 3), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			_, _, err = replay.CatchUp(ctx, b.log, r, db, nil)
+			var ae *projections.ApplyError
+			if !errors.Is(err, projections.ErrCannotApply) || !errors.As(err, &ae) || ae.Seq != bad {
+				t.Errorf("read model: %v, want ErrCannotApply at stream sequence %d", err, bad)
+			}
+		})
+	}
+}
+
+// What the service accepts the read model accepts: acknowledgements are
+// checked by the shared rules before they are appended.
+func TestAcknowledgeChecksTheRules(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	in := b.create(bob)
+	d := b.del
+	mustErrIs(t, d.Acknowledge(ctx, bob, "empty", 1), ErrInvalidAck)
+	if err := d.Acknowledge(ctx, bob, "empty", 0); err != nil {
+		t.Errorf("acknowledging nothing on an empty queue: %v, want a no-op", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: "inbox", Payload: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := b.lastSeq(bob)
+	err := d.Acknowledge(ctx, bob, "inbox", 4)
+	mustErrIs(t, err, ErrInvalidAck)
+	if !strings.Contains(fmt.Sprint(err), "up to 4, last enqueued 3") {
+		t.Errorf("error %q does not name the sequences", err)
+	}
+	if after := b.lastSeq(bob); after != before {
+		t.Errorf("a refused acknowledgement appended to the log (last seq %d -> %d)", before, after)
+	}
+	for _, upTo := range []uint64{2, 1, 2, 3} {
+		if err := d.Acknowledge(ctx, bob, "inbox", upTo); err != nil {
+			t.Fatalf("acknowledge up to %d: %v", upTo, err)
+		}
+	}
+	if err := in.CatchUp(ctx); err != nil {
+		t.Fatalf("the read model refuses what the service appended: %v", err)
+	}
+	b.checkRebuild(bob)
+}
+
+// A Deliveries holds at most MaxQueues queues between calls, dropping the
+// least recently used, idle ones first; a dropped queue is read again from
+// the log and behaves as if it had stayed.
+func TestDeliveriesHoldAtMostMaxQueues(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	d := NewDeliveries(b.log, b.clock)
+	d.MaxQueues = 2
+	held := func(ch string) bool {
+		_, ok := d.q[queueKey{bob, ch}]
+		return ok
+	}
+	checkCap := func(when string) {
+		t.Helper()
+		if n, lists := len(d.q), d.idle.Len()+d.busy.Len(); n > d.MaxQueues || n != lists {
+			t.Fatalf("%s: %d queues held (%d listed), cap %d", when, n, lists, d.MaxQueues)
+		}
+	}
+	enq := func(ch, key string) (uint64, bool) {
+		t.Helper()
+		s, dup, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: ch, Payload: []byte(ch + "/" + key), IdempotencyKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCap("enqueue on " + ch)
+		return s, dup
+	}
+	// b is the least recently used, but a has nothing pending: a goes.
+	enq("b", "b1")
+	enq("a", "a1")
+	if err := d.Acknowledge(ctx, bob, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	enq("c", "c1")
+	if held("a") || !held("b") || !held("c") {
+		t.Errorf("held a %v b %v c %v, want the idle queue a dropped", held("a"), held("b"), held("c"))
+	}
+	// With every queue busy, the least recently used goes.
+	for _, ch := range []string{"d", "e", "f", "b"} {
+		enq(ch, ch+"1")
+		enq(ch, ch+"2")
+	}
+	if held("c") || held("d") || held("e") || !held("f") || !held("b") {
+		t.Errorf("held c %v d %v e %v f %v b %v, want f and b", held("c"), held("d"), held("e"), held("f"), held("b"))
+	}
+	// A dropped queue comes back from the log: its idempotency keys,
+	// messages and acknowledgements are all there.
+	if s, dup := enq("d", "d1"); s != 1 || !dup {
+		t.Errorf("retried enqueue on a dropped queue: seq %d dup %v, want 1 true", s, dup)
+	}
+	if s, dup := enq("c", "c2"); s != 2 || dup {
+		t.Errorf("new enqueue on a dropped queue: seq %d dup %v, want 2 false", s, dup)
+	}
+	if s, dup := enq("a", "a1"); s != 1 || !dup {
+		t.Errorf("retried enqueue on a dropped, acknowledged queue: seq %d dup %v, want 1 true", s, dup)
+	}
+	ds, err := d.Fetch(ctx, bob, "e", 0)
+	checkCap("fetch")
+	if err != nil || len(ds) != 2 || string(ds[1].Payload) != "e/e2" {
+		t.Fatalf("fetch of a dropped queue: %+v, %v", ds, err)
+	}
+	for _, ch := range []string{"f", "b", "d"} {
+		enq(ch, ch+"3") // push e out again
+	}
+	if held("e") {
+		t.Fatal("queue e still held")
+	}
+	if err := d.Acknowledge(ctx, bob, "e", 1); err != nil {
+		t.Fatalf("acknowledge on a dropped queue: %v", err)
+	}
+	checkCap("acknowledge")
+	mustErrIs(t, d.Acknowledge(ctx, bob, "c", 3), ErrInvalidAck)
+	checkCap("refused acknowledge")
+	if ds, err := d.Fetch(ctx, bob, "e", 0); err != nil || len(ds) != 1 || ds[0].Seq != 2 {
+		t.Fatalf("fetch after acknowledging: %+v, %v", ds, err)
+	}
+	// A fan-out over more queues than the cap leaves the cap.
+	var rs []events.InstallationID
+	for i := 0; i < 5; i++ {
+		rs = append(rs, events.InstallationID(fmt.Sprintf("fan-%d", i)))
+	}
+	if out, err := d.FanOut(ctx, rs, "mls", []byte("all"), time.Time{}, "fan"); err != nil || len(out) != 5 {
+		t.Fatalf("fan-out: %v, %v", out, err)
+	}
+	checkCap("fan-out")
+	if out, err := d.FanOut(ctx, rs, "mls", []byte("all"), time.Time{}, "fan"); err != nil || len(out) != 5 || out[rs[0]] != 1 {
+		t.Fatalf("retried fan-out: %v, %v", out, err)
+	}
+	// Another process's view agrees with the sequences handed out.
+	d2 := NewDeliveries(b.log, b.clock)
+	for ch, want := range map[string]int{"a": 0, "b": 3, "c": 2, "d": 3, "e": 1, "f": 3} {
+		if ds, err := d2.Fetch(ctx, bob, ch, 0); err != nil || len(ds) != want {
+			t.Errorf("queue %s: %d pending (%v), want %d", ch, len(ds), err, want)
+		}
 	}
 }

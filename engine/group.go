@@ -63,25 +63,14 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
-	rows, err := in.db.SQL().QueryContext(ctx, `SELECT content, authenticated_data FROM messages
-		WHERE group_id = ? AND epoch = ? AND direction = 'sent' ORDER BY ordinal`, id, g.Epoch())
+	sent, err := in.db.MessagesSentInEpoch(ctx, id, g.Epoch())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)
 	}
-	for rows.Next() {
-		var content, ad []byte
-		if err := rows.Scan(&content, &ad); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if g, _, err = g.SealApplication(content, ad); err != nil {
-			rows.Close()
+	for _, m := range sent {
+		if g, _, err = g.SealApplication([]byte(m.Content), m.AuthenticatedData); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
@@ -94,36 +83,27 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 // isMember reports whether the read model has this installation as a
 // current member of the group.
 func (in *Installation) isMember(ctx context.Context, id []byte) (bool, error) {
-	var active int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`, id, []byte(in.id)).Scan(&active); err != nil {
+	member, err := in.db.IsMember(ctx, id, []byte(in.id))
+	if err != nil {
 		return false, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, id, err)
 	}
-	return active > 0, nil
+	return member, nil
 }
 
 // lastPathUpdate finds when this member last refreshed its path: its
-// latest own commit, or the group's creation by this installation.
+// latest own commit, or the group's creation by this installation. The
+// zero time means never (a member that joined by Welcome and has not
+// committed since); Send treats it as due.
 func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.LeafIndex) (time.Time, error) {
-	rows, err := in.db.SQL().QueryContext(ctx, `SELECT created_at, commit_message FROM epochs WHERE group_id = ? ORDER BY epoch DESC`, id)
+	ec, found, err := in.db.NewestCommit(ctx, id, func(c []byte) bool {
+		leaf, ok := membership.CommitSender(c)
+		return ok && leaf == self
+	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("engine: installation %s: group %x epochs: %w", in.id, id, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var at int64
-		var commit []byte
-		if err := rows.Scan(&at, &commit); err != nil {
-			return time.Time{}, err
-		}
-		if commit == nil {
-			continue
-		}
-		if leaf, ok := membership.CommitSender(commit); ok && leaf == self {
-			return time.Unix(0, at).UTC(), nil
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return time.Time{}, err
+	if found {
+		return ec.CreatedAt, nil
 	}
 	g, err := in.db.Groups(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
@@ -102,21 +101,21 @@ func (in *Installation) removedAt(ctx context.Context, groupID []byte, ep uint64
 	if member, err := in.isMember(ctx, groupID); err != nil || member {
 		return false, err
 	}
-	var removed int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch = ?`, groupID, []byte(in.id), ep).Scan(&removed); err != nil {
+	removed, err := in.db.MemberRemovedAt(ctx, groupID, []byte(in.id), ep)
+	if err != nil {
 		return false, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, groupID, err)
 	}
-	return removed > 0, nil
+	return removed, nil
 }
 
 // messageReceived refuses an application message already recorded, as
 // ErrDuplicateMessage.
 func (in *Installation) messageReceived(ctx context.Context, groupID, id []byte) error {
-	var dup int
-	if err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE group_id = ? AND message_id = ?`, groupID, id).Scan(&dup); err != nil {
+	dup, err := in.db.HasMessage(ctx, groupID, id)
+	if err != nil {
 		return fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
 	}
-	if dup != 0 {
+	if dup {
 		return fmt.Errorf("engine: installation %s: group %x message %x: %w", in.id, groupID, id, ErrDuplicateMessage)
 	}
 	return nil
@@ -125,12 +124,11 @@ func (in *Installation) messageReceived(ctx context.Context, groupID, id []byte)
 // commitApplied reports whether the group's read model records wire as
 // the commit that left epoch ep.
 func (in *Installation) commitApplied(ctx context.Context, groupID []byte, ep uint64, wire []byte) (bool, error) {
-	var n int
-	err := in.db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`, groupID, ep+1, wire).Scan(&n)
+	applied, err := in.db.CommitStartedEpoch(ctx, groupID, ep+1, wire)
 	if err != nil {
 		return false, fmt.Errorf("engine: installation %s: group %x epoch %d: %w", in.id, groupID, ep+1, err)
 	}
-	return n > 0, nil
+	return applied, nil
 }
 
 func (in *Installation) processApplication(ctx context.Context, groupID []byte, epoch uint64, m *mls.MLSMessage, wire []byte) (*Received, error) {
@@ -193,12 +191,7 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 }
 
 func (in *Installation) epochRetired(ctx context.Context, groupID []byte, epoch uint64) (bool, error) {
-	var retired bool
-	err := in.db.SQL().QueryRowContext(ctx, `SELECT retired FROM epochs WHERE group_id = ? AND epoch = ?`, groupID, epoch).Scan(&retired)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return retired, err
+	return in.db.EpochRetired(ctx, groupID, epoch)
 }
 
 // ProcessWelcome joins a group from a Welcome (an MLSMessage) with one of
@@ -321,17 +314,13 @@ func (in *Installation) joinedAlready(ctx context.Context, gid []byte, epoch uin
 // is a new invitation that cannot be processed (ErrNoKeyPackage).
 func (in *Installation) joinedWith(ctx context.Context, refs [][]byte) ([]byte, bool, error) {
 	for _, ref := range refs {
-		var gid []byte
-		err := in.db.SQL().QueryRowContext(ctx, `SELECT k.consumed_group FROM key_packages k
-			JOIN members m ON m.group_id = k.consumed_group AND m.identity = ? AND m.removed_epoch IS NULL
-			WHERE k.ref = ? AND k.consumed_group IS NOT NULL AND NOT k.last_resort`, []byte(in.id), ref).Scan(&gid)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
+		gid, found, err := in.db.GroupJoinedWith(ctx, ref, []byte(in.id))
 		if err != nil {
 			return nil, false, fmt.Errorf("engine: installation %s: key package %x: %w", in.id, ref, err)
 		}
-		return gid, true, nil
+		if found {
+			return gid, true, nil
+		}
 	}
 	return nil, false, nil
 }

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,11 +53,15 @@ func TestLateMessageNamesItsSenderAfterLeafReuse(t *testing.T) {
 	if r.Sender != bob {
 		t.Errorf("late message of epoch %d sent by %s (leaf %d) is attributed to %s", r.Epoch, bob, r.SenderLeaf, r.Sender)
 	}
-	var sender string
-	if err := b.insts[alice].DB().SQL().QueryRowContext(ctx, `SELECT sender FROM messages WHERE message_id = ?`, r.MessageID).Scan(&sender); err != nil {
+	page, err := b.insts[alice].DB().Messages(ctx, gid, projections.Page{Limit: 1000})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if sender != string(bob) {
+	i := slices.IndexFunc(page.Messages, func(m projections.Message) bool { return bytes.Equal(m.ID, r.MessageID) })
+	if i < 0 {
+		t.Fatalf("read model has no message %x", r.MessageID)
+	}
+	if sender := page.Messages[i].Sender; sender != bob {
 		t.Errorf("read model records the message as sent by %q", sender)
 	}
 }

@@ -3,10 +3,12 @@ package engine
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -96,7 +98,38 @@ type Installation struct {
 	cred  mls.Credential
 	opts  InstallationOptions
 	mu    sync.Mutex
-	group map[string]*groupState // by string(group id); a cache of the read model
+	group map[string]*groupState  // by string(group id); a cache of the read model
+	lock  *projections.WriterLock // held from open to Close: the one writer of db
+}
+
+// openReadModel takes the read model's writer lock (projections.Lock) and
+// opens it: an Installation is its database's one writer, so a second
+// process of the installation on the same file, or a rebuild or follower
+// of it, fails at once with projections.ErrLocked naming the holder.
+func openReadModel(dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
+	if dir := filepath.Dir(dbPath); dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, nil, fmt.Errorf("engine: read model directory: %w", err)
+			}
+		}
+	}
+	lk, err := projections.Lock(dbPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := projections.Open(dbPath, key, opts)
+	if err != nil {
+		lk.Unlock()
+		return nil, nil, err
+	}
+	return db, lk, nil
+}
+
+// closeReadModel closes the database, then lets go of its lock.
+func closeReadModel(db *projections.DB, lk *projections.WriterLock) error {
+	err := db.Close()
+	return errors.Join(err, lk.Unlock())
 }
 
 // CreateInstallation creates installation id: it draws a signature key,
@@ -119,6 +152,12 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		return nil, fmt.Errorf("engine: installation %s: signature key: %w", id, err)
 	}
 	cred := mls.NewBasicCredential([]byte(id))
+	// Lock and open the read model before anything is recorded, so a
+	// database held by another writer records nothing.
+	db, lk, err := openReadModel(dbPath, key, &o.DB)
+	if err != nil {
+		return nil, err
+	}
 	ev := events.Event{
 		Aggregate: events.Aggregate{Installation: id, Type: events.AggInstallation},
 		Time:      o.Now().UTC(),
@@ -131,18 +170,15 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		},
 	}
 	if _, err := l.Append(ctx, 0, ev); err != nil {
+		closeReadModel(db, lk)
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
 		}
 		return nil, fmt.Errorf("engine: create installation %s: %w", id, err)
 	}
-	db, err := projections.Open(dbPath, key, &o.DB)
-	if err != nil {
-		return nil, err
-	}
-	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}}
+	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}, lock: lk}
 	if err := in.project(ctx); err != nil {
-		db.Close()
+		closeReadModel(db, lk)
 		return nil, err
 	}
 	return in, nil
@@ -160,41 +196,38 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := projections.Open(dbPath, key, &o.DB)
+	db, lk, err := openReadModel(dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
 	}
-	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}}
+	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, lock: lk}
 	if err := in.project(ctx); err != nil {
-		db.Close()
+		closeReadModel(db, lk)
 		return nil, err
 	}
-	var suite int64
-	var priv []byte
-	var instID string
-	err = db.SQL().QueryRowContext(ctx, `SELECT installation_id, ciphersuite, signature_private_key FROM installation WHERE id = 1`).Scan(&instID, &suite, &priv)
-	if errors.Is(err, sql.ErrNoRows) {
-		db.Close()
-		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
-	}
+	ident, found, err := db.Installation(ctx)
 	if err != nil {
-		db.Close()
+		closeReadModel(db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
 	}
-	if events.InstallationID(instID) != id {
-		db.Close()
-		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q", id, dbPath, instID)
+	if !found {
+		closeReadModel(db, lk)
+		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
 	}
-	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(suite)); err != nil {
-		db.Close()
+	if ident.ID != id {
+		closeReadModel(db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q", id, dbPath, ident.ID)
+	}
+	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(ident.Ciphersuite)); err != nil {
+		closeReadModel(db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
 	}
-	if in.sig, err = in.cs.ParseSignaturePrivateKey(priv); err != nil {
-		db.Close()
+	if in.sig, err = in.cs.ParseSignaturePrivateKey([]byte(ident.SignaturePrivateKey)); err != nil {
+		closeReadModel(db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: signature key: %w", id, err)
 	}
 	in.cred = mls.NewBasicCredential([]byte(id))
-	in.opts.Ciphersuite = uint16(suite)
+	in.opts.Ciphersuite = ident.Ciphersuite
 	return in, nil
 }
 
@@ -213,7 +246,7 @@ func (in *Installation) Close() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.group = map[string]*groupState{}
-	return in.db.Close()
+	return closeReadModel(in.db, in.lock)
 }
 
 // CatchUp applies the installation's events appended since the read
@@ -232,12 +265,7 @@ func (in *Installation) catchUpAll(ctx context.Context) error {
 // position returns the position of an aggregate's last event as the read
 // model knows it (0: none).
 func (in *Installation) position(ctx context.Context, t events.AggregateType, id string) (uint64, error) {
-	var pos uint64
-	err := in.db.SQL().QueryRowContext(ctx, `SELECT position FROM aggregate_positions WHERE installation = ? AND agg_type = ? AND agg_id = ?`,
-		string(in.id), string(t), id).Scan(&pos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
+	pos, err := in.db.Position(ctx, events.Aggregate{Installation: in.id, Type: t, ID: id})
 	if err != nil {
 		return 0, fmt.Errorf("engine: installation %s: position of %s %s: %w", in.id, t, id, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -245,5 +246,18 @@ var (
 	testConfig = logtest.Config
 	openLog    = logtest.Open
 	rawDBKey   = logtest.RawDBKey
-	lastSeq    = logtest.LastSeq
 )
+
+// keyPackageRef is the ref of a TLS-encoded KeyPackage.
+func keyPackageRef(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	var kp mls.KeyPackage
+	if err := kp.Unmarshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := kp.Ref()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}

@@ -2,13 +2,13 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // PublishKeyPackage generates a key package, records it with its private
@@ -75,32 +75,26 @@ type heldKeyPackage struct {
 // model still holds.
 func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*heldKeyPackage, error) {
 	for _, ref := range refs {
-		var raw, initPriv, encPriv []byte
-		var lastResort bool
-		err := in.db.SQL().QueryRowContext(ctx, `SELECT key_package, init_private_key, encryption_private_key, last_resort FROM key_packages WHERE ref = ?`, ref).
-			Scan(&raw, &initPriv, &encPriv, &lastResort)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
+		held, found, err := in.db.HeldKeyPackage(ctx, ref)
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x: %w", in.id, ref, err)
 		}
-		if initPriv == nil || encPriv == nil {
-			continue // its keys are gone: consumed (one-time) or rotated out
+		if !found {
+			continue // unknown, or its keys are gone: consumed (one-time) or rotated out
 		}
 		kp := new(mls.KeyPackage)
-		if err := kp.Unmarshal(raw); err != nil {
+		if err := kp.Unmarshal(held.KeyPackage.KeyPackage); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: stored key package %x: %w", in.id, ref, err)
 		}
-		ik, err := in.cs.ParseHPKEPrivateKey(initPriv)
+		ik, err := in.cs.ParseHPKEPrivateKey([]byte(held.InitPrivateKey))
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x init key: %w", in.id, ref, err)
 		}
-		ek, err := in.cs.ParseHPKEPrivateKey(encPriv)
+		ek, err := in.cs.ParseHPKEPrivateKey([]byte(held.EncryptionPrivateKey))
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x encryption key: %w", in.id, ref, err)
 		}
-		return &heldKeyPackage{ref: ref, kp: kp, lastResort: lastResort,
+		return &heldKeyPackage{ref: ref, kp: kp, lastResort: held.LastResort,
 			secrets: &mls.KeyPackageSecrets{InitKey: ik, EncryptionKey: ek, SignatureKey: in.sig}}, nil
 	}
 	return nil, fmt.Errorf("engine: installation %s: %w", in.id, ErrNoKeyPackage)
@@ -121,11 +115,14 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(kp.ref)}
 	var bodies []events.Body
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
-		var state string
-		if err := in.db.SQL().QueryRowContext(ctx, `SELECT state FROM key_packages WHERE ref = ?`, kp.ref).Scan(&state); err != nil {
+		state, found, err := in.db.KeyPackageState(ctx, kp.ref)
+		if err != nil {
 			return fmt.Errorf("engine: installation %s: key package %x state: %w", in.id, kp.ref, err)
 		}
-		if state == "consumed" || state == "rotated" {
+		if !found {
+			return fmt.Errorf("engine: installation %s: key package %x state: the read model does not know the key package", in.id, kp.ref)
+		}
+		if state == projections.KeyPackageConsumed || state == projections.KeyPackageRotated {
 			// Done already, after an earlier Welcome (a rotated package's
 			// keys go with the next rotation) or by another process.
 			return nil

@@ -31,6 +31,7 @@ func TestProjectionFailureIsInTheOutput(t *testing.T) {
 	}
 
 	// The commit is on the stream: a restarted process catches up to it.
+	_ = a.Close() // the database is closed already; this lets go of its lock
 	delete(b.insts, alice)
 	in, err := OpenInstallation(ctx, b.log, alice, b.dbPath(alice), b.keys[alice], b.opts())
 	if err != nil {

@@ -74,16 +74,17 @@ func (p *prepared) last() uint64 { return p.expected + uint64(len(p.envs)) }
 // window, because Append then finds the events on the stream. A zero Time
 // is not part of that identity, so such retries match too.
 func (l *Log) Append(ctx context.Context, expected uint64, evs ...events.Event) ([]Appended, error) {
-	p, err := l.prepare(expected, evs)
+	p, err := l.prepare(ctx, expected, evs)
 	if err != nil {
 		return nil, err
 	}
 	return l.appendPrepared(ctx, p)
 }
 
-// prepare validates the events, fills positions and times, derives the
-// message ids and seals the envelopes.
-func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
+// prepare validates the events, fills positions, times and links, derives
+// the message ids and seals the envelopes. Every event of one append links
+// to the installation's head before it (positions order them).
+func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) (*prepared, error) {
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -98,6 +99,10 @@ func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
 	}
 	agg := evs[0].Aggregate
 	as, err := l.aggSubject(agg)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := l.headOf(ctx, agg.Installation)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +123,7 @@ func (l *Log) prepare(expected uint64, evs []events.Event) (*prepared, error) {
 		if e.Body == nil {
 			return nil, fmt.Errorf("%w: event %d at position %d has no body", ErrInvalidAppend, i, e.Position)
 		}
+		e.Prev = prev
 		if p.ids[i], p.envs[i], err = l.msgIDs.Seal(l.binding(as.subject), as.pseudo, e, now); err != nil {
 			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
 		}
@@ -160,6 +166,7 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		}
 		if err == nil {
 			l.setTail(p.subject, tail{seq: res[len(res)-1].Seq, pos: p.last()})
+			l.noteAppended(p, res)
 			return res, nil
 		}
 		l.dropTail(p.subject)

@@ -75,7 +75,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 
 	stop := make(chan struct{})
 	defer close(stop)
-	windows := l.prepareAhead(ts, stop)
+	windows := l.prepareAhead(ctx, ts, stop)
 	for w := range windows {
 		for k, p := range w.preps {
 			i := w.start + k
@@ -150,7 +150,7 @@ const prepWindowSize = 64
 // goroutines (each window split across the CPUs), so that sealing overlaps
 // with publishing and with the server's work. It stops early when stop is
 // closed or a transition fails to prepare.
-func (l *Log) prepareAhead(ts []Transition, stop <-chan struct{}) <-chan prepWindow {
+func (l *Log) prepareAhead(ctx context.Context, ts []Transition, stop <-chan struct{}) <-chan prepWindow {
 	out := make(chan prepWindow, 2)
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	go func() {
@@ -165,7 +165,7 @@ func (l *Log) prepareAhead(ts []Transition, stop <-chan struct{}) <-chan prepWin
 					defer wg.Done()
 					for k := g; k < len(w.preps); k += workers {
 						t := ts[start+k]
-						w.preps[k], errs[k] = l.prepare(t.Expected, t.Events)
+						w.preps[k], errs[k] = l.prepare(ctx, t.Expected, t.Events)
 					}
 				}()
 			}
@@ -220,6 +220,7 @@ func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
 			res[i] = Appended{Seq: ack.Sequence - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: ack.Duplicate}
 		}
 		l.setTail(p.subject, tail{seq: ack.Sequence, pos: p.last()})
+		l.noteAppended(p, res)
 		return res, nil
 	case err := <-f.ack.Err():
 		if isRace(err) {

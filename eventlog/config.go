@@ -58,6 +58,7 @@ const (
 	DefaultSubjectPrefix   = "epochlog"
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultRequestTimeout  = 10 * time.Second
+	DefaultProgressTimeout = 60 * time.Second
 	DefaultMaxInFlight     = 256
 	// DefaultMaxBatch is nats-server's default limit on the messages of one
 	// atomic batch (JetStream limits max_batch_size).
@@ -94,6 +95,20 @@ type Config struct {
 
 	// DataDir is the embedded server's data directory; JetStream stores
 	// under DataDir/jetstream. Required when NATSURL is empty.
+	//
+	// One server per store: while the embedded server runs (from Open to
+	// Log.Close) it holds an exclusive lock (flock(2)) on
+	// DataDir/epochlog.lock, a 0600 file naming the holder: its pid,
+	// command, start time and client URL ("in-process, not reachable from
+	// outside" with EmbeddedInProcess). An Open of the same DataDir by
+	// another Log, in this process or another, fails at once with a
+	// *StoreLockedError (errors.Is ErrStoreLocked) that names the holder
+	// and, when it listens, the URL to connect to instead (NATSURL).
+	// Nothing is shared or handed over: two servers on one store would
+	// corrupt each other's files. A crashed holder's lock goes with its
+	// process; the file's content means nothing unless the lock is held.
+	// (The lock needs flock: Linux, macOS and the BSDs; elsewhere there is
+	// none.)
 	DataDir string
 	// ListenHost and ListenPort are where the embedded server listens for
 	// clients (default 127.0.0.1 and a random free port). The embedded
@@ -103,9 +118,20 @@ type Config struct {
 	// EmbeddedInProcess makes the embedded server open no TCP port at all;
 	// the Log talks to it over an in-process pipe. Nothing else can connect.
 	EmbeddedInProcess bool
-	// SyncAlways makes the embedded file store fsync every write (slower;
-	// by default nats-server syncs every two minutes and on shutdown).
-	SyncAlways bool
+	// NoSync is for benchmarks and tests only: acknowledged appends may
+	// be lost on power failure. By default the embedded server's file
+	// store fsyncs every write before the server acknowledges it
+	// (nats-server's SyncAlways; an atomic batch, i.e. one Append of
+	// several events, is synced once), so an append that returned, and
+	// the Commit or Welcome sent after it, survive a power failure or a
+	// kernel crash. NoSync leaves nats-server's own default: a sync every
+	// two minutes, so the appends of up to the last two minutes can
+	// vanish with the machine, after their Commit and Welcome went out (a
+	// process crash alone loses nothing: the kernel still has the
+	// writes). It applies to the embedded server only: an external
+	// server's durability is its own configuration (docs/operations.md,
+	// "Durability").
+	NoSync bool
 
 	// Stream is the JetStream stream name (default "EPOCHLOG").
 	Stream string
@@ -139,6 +165,12 @@ type Config struct {
 
 	// RequestTimeout bounds each request to the server (default 10s).
 	RequestTimeout time.Duration
+	// ProgressTimeout bounds how long a read (Read, Follow and what is
+	// built on them) goes without progress while the stream holds events
+	// it has not delivered, or while the server does not answer: then it
+	// fails with ErrStalled instead of retrying forever (default 60s). It
+	// outlasts a stream-leader failover and a quick server restart.
+	ProgressTimeout time.Duration
 	// MaxInFlight bounds unacknowledged publishes of AppendBulk (default 256).
 	MaxInFlight int
 	// MaxBatch is the largest number of events Append accepts in one call,
@@ -152,15 +184,16 @@ type Config struct {
 // a 2m window and no limits, an existing stream keeps its own.
 func DefaultConfig(dataDir string) Config {
 	return Config{
-		DataDir:        dataDir,
-		ListenHost:     DefaultListenHost,
-		ReconnectWait:  250 * time.Millisecond,
-		Stream:         DefaultStream,
-		SubjectPrefix:  DefaultSubjectPrefix,
-		Storage:        FileStorage,
-		RequestTimeout: DefaultRequestTimeout,
-		MaxInFlight:    DefaultMaxInFlight,
-		MaxBatch:       DefaultMaxBatch,
+		DataDir:         dataDir,
+		ListenHost:      DefaultListenHost,
+		ReconnectWait:   250 * time.Millisecond,
+		Stream:          DefaultStream,
+		SubjectPrefix:   DefaultSubjectPrefix,
+		Storage:         FileStorage,
+		RequestTimeout:  DefaultRequestTimeout,
+		ProgressTimeout: DefaultProgressTimeout,
+		MaxInFlight:     DefaultMaxInFlight,
+		MaxBatch:        DefaultMaxBatch,
 	}
 }
 
@@ -182,6 +215,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.ProgressTimeout <= 0 {
+		c.ProgressTimeout = d.ProgressTimeout
+	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = d.MaxInFlight
 	}
@@ -197,6 +233,9 @@ func (c Config) validate() error {
 	}
 	if c.NATSURL != "" && c.EmbeddedInProcess {
 		return fmt.Errorf("eventlog: config: EmbeddedInProcess needs the embedded server, but NATSURL is set")
+	}
+	if c.NATSURL != "" && c.NoSync {
+		return fmt.Errorf("eventlog: config: NoSync is for the embedded server, but NATSURL is set (an external server's sync is its own configuration)")
 	}
 	if !validToken(c.Stream) {
 		return fmt.Errorf("eventlog: config: stream name %q: must be non-empty without '.', '*', '>', '/', '\\' or spaces", c.Stream)

@@ -25,6 +25,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	bad := map[string]Config{
 		"no data dir":         {},
 		"in-process remote":   {NATSURL: "nats://h:4222", EmbeddedInProcess: true},
+		"no sync remote":      {NATSURL: "nats://h:4222", NoSync: true},
 		"stream with dot":     {DataDir: "d", Stream: "A.B"},
 		"prefix wildcard":     {DataDir: "d", SubjectPrefix: "a.*"},
 		"prefix empty token":  {DataDir: "d", SubjectPrefix: "a..b"},

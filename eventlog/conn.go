@@ -18,11 +18,19 @@ import (
 const embeddedReadyTimeout = 60 * time.Second
 
 // startEmbedded starts nats-server in this process with JetStream storing
-// under cfg.DataDir/jetstream.
+// under cfg.DataDir/jetstream, after taking the data directory's lock
+// (lockStore): one server per store. The lock lives as long as the server:
+// it is released once the server has shut down (Log.Close, or Open's own
+// failure paths), when its store is closed, and by the kernel if the
+// process dies.
 func startEmbedded(cfg Config) (*server.Server, error) {
 	// nats-server stores under <StoreDir>/jetstream itself.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("eventlog: embedded server: create data directory %s: %w", cfg.DataDir, err)
+	}
+	lk, err := lockStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
 	}
 	storeDir := filepath.Join(cfg.DataDir, "jetstream")
 	port := cfg.ListenPort
@@ -36,7 +44,11 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		DontListen: cfg.EmbeddedInProcess,
 		JetStream:  true,
 		StoreDir:   cfg.DataDir,
-		SyncAlways: cfg.SyncAlways,
+		// Durable before acknowledged: fsync every write before its ack
+		// (an atomic batch once). nats-server's default syncs every two
+		// minutes, so a power failure could drop appends whose Commit and
+		// Welcome were already sent (docs/operations.md, "Durability").
+		SyncAlways: !cfg.NoSync,
 		// The library never logs (the caller owns logging) and never owns
 		// the process's signals.
 		NoLog:  true,
@@ -44,13 +56,31 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		lk.release()
 		return nil, fmt.Errorf("eventlog: embedded server (store %s): %w", storeDir, err)
 	}
+	lk.srv.Store(srv)
 	go srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
+		srv.WaitForShutdown()
+		lk.release()
 		return nil, fmt.Errorf("eventlog: embedded server (store %s, %s:%d) not ready after %v", storeDir, cfg.ListenHost, cfg.ListenPort, embeddedReadyTimeout)
 	}
+	where := "url " + srv.ClientURL()
+	if cfg.EmbeddedInProcess {
+		where = inProcessLine
+	}
+	if err := lk.describe(where); err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		lk.release()
+		return nil, err
+	}
+	go func() {
+		srv.WaitForShutdown()
+		lk.release()
+	}()
 	return srv, nil
 }
 

@@ -19,6 +19,21 @@ var (
 	// or duplicated event). The wrapping *RecordError names the sequence.
 	ErrOutOfOrder = errors.New("eventlog: events of an aggregate out of order (gap or repeat)")
 
+	// ErrMissingEvent means an event links (events.Link) to an earlier
+	// event of its installation that the stream does not give, or gives
+	// with other content: an event of the history was lost (a corrupted
+	// block the server dropped, a deleted message) or the stream was
+	// truncated and written again. The wrapping *RecordError names the
+	// linking event's sequence; the message names the missing one.
+	ErrMissingEvent = errors.New("eventlog: an event of the installation's history is missing")
+
+	// ErrStalled means a read made no progress for Config.ProgressTimeout
+	// while the stream held events it had not delivered (a stored message
+	// the server cannot load, a stream without a leader) or while the
+	// server did not answer. The error says which, and after which stream
+	// sequence.
+	ErrStalled = errors.New("eventlog: read stalled")
+
 	// ErrIncompatibleStream means the stream exists but its configuration
 	// cannot hold this log (other subjects, other storage, other retention),
 	// and changing it would need an operator's decision.
@@ -49,6 +64,14 @@ var (
 	// own (for example nats.ErrAuthorization) and names the URL, never a
 	// secret.
 	ErrConnect = errors.New("eventlog: cannot connect to NATS")
+
+	// ErrStoreLocked means another embedded server, in this process or
+	// another, runs on Config.DataDir: it holds the directory's lock file,
+	// and two servers on one store would corrupt each other's files. The
+	// wrapping *StoreLockedError names the directory and the holder (pid,
+	// command, start, client URL if it listens). Connect to that server
+	// instead (Config.NATSURL), or stop it.
+	ErrStoreLocked = errors.New("eventlog: data directory locked by another embedded server")
 )
 
 // RecordError describes a failure on one stored record: which stream,

@@ -33,7 +33,8 @@ type Log struct {
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
-	tails    map[string]tail // by subject: the last event we know of
+	tails    map[string]tail                       // by subject: the last event we know of
+	heads    map[events.InstallationID]events.Link // the latest event we know of each installation (chain.go)
 }
 
 // aggSubject is an aggregate's subject and pseudonym.
@@ -65,6 +66,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		keys:     keys,
 		subjects: map[events.Aggregate]aggSubject{},
 		tails:    map[string]tail{},
+		heads:    map[events.InstallationID]events.Link{},
 	}
 	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
 		return nil, fmt.Errorf("eventlog: open: %w", err)

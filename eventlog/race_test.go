@@ -106,7 +106,7 @@ func TestAtomicBatch(t *testing.T) {
 	// At the server level: a batch whose first message fails the expected
 	// sequence check stores none of its messages, including the ones
 	// staged before the commit.
-	p, err := l1.prepare(4, []events.Event{msg(agg, 5, "y5"), msg(agg, 6, "y6"), msg(agg, 7, "y7")})
+	p, err := l1.prepare(context.Background(), 4, []events.Event{msg(agg, 5, "y5"), msg(agg, 6, "y6"), msg(agg, 7, "y7")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,13 +87,17 @@ func (l *Log) lastSeq(ctx context.Context, filters []string) (uint64, error) {
 
 // reader holds the state of one Read or Follow.
 type reader struct {
-	l      *Log
-	insts  map[string]events.InstallationID // by installation pseudonym
-	from   uint64
-	next   uint64            // the next stream sequence to deliver
-	pos    map[string]uint64 // by subject: position of the last event delivered
-	fn     func(Record) error
-	prefix string
+	l     *Log
+	insts map[string]events.InstallationID // by installation pseudonym
+	from  uint64
+	next  uint64            // the next stream sequence to deliver
+	pos   map[string]uint64 // by subject: position of the last event delivered
+	links *linkChecker
+	// lastProgress is when the read last delivered a record, or found
+	// nothing pending (follow), or started.
+	lastProgress time.Time
+	fn           func(Record) error
+	prefix       string
 }
 
 func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
@@ -106,6 +110,8 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 	fromSeq = max(fromSeq, 1)
 	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
 		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
+	r.links = newLinkChecker(l, fromSeq)
+	r.lastProgress = time.Now()
 	filters := make([]string, 0, len(insts))
 	for _, inst := range insts {
 		f, err := l.InstallationFilter(inst)
@@ -133,7 +139,9 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 	// server restarts; this loop is for what it gives up on. It restarts
 	// after the last delivered sequence, so nothing repeats.
 	backoff := 50 * time.Millisecond
+	var failingSince time.Time // when the current run of failed consumers began
 	for {
+		runStart := time.Now()
 		done, err := r.consume(ctx, filters, end, follow)
 		if done || err == nil {
 			return err
@@ -147,6 +155,14 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		var rerr *RecordError
 		if errors.As(err, &rerr) || !follow {
 			return err
+		}
+		// Follow outlives a server restart or a failover, but not a
+		// server gone, or a stream stuck, for longer than the bound.
+		if failingSince.IsZero() || r.lastProgress.After(runStart) {
+			failingSince = time.Now() // a new run of failures begins
+		}
+		if since := time.Since(failingSince); since > l.cfg.ProgressTimeout {
+			return fmt.Errorf("%w: following %s: no progress for %v after seq %d: %w", ErrStalled, strings.Join(filters, ", "), since.Round(time.Second), r.next-1, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -181,14 +197,20 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	wd := r.watch(ctx, it, filters, end, follow)
+	defer wd.done()
 	for {
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return true, ctx.Err()
 			}
+			if serr := wd.stalled(); serr != nil {
+				return !follow, serr
+			}
 			return false, fmt.Errorf("eventlog: stream %s: next message after seq %d: %w", l.cfg.Stream, r.next-1, err)
 		}
+		wd.progress()
 		md, err := m.Metadata()
 		if err != nil {
 			return true, l.recordError(m.Subject(), r.next, "metadata", err)
@@ -198,7 +220,7 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			// Already delivered before a consumer restart.
 			continue
 		}
-		if err := r.deliver(seq, m.Subject(), m.Data()); err != nil {
+		if err := r.deliver(ctx, seq, m.Subject(), m.Data()); err != nil {
 			return true, err
 		}
 		r.next = seq + 1
@@ -234,7 +256,7 @@ func (r *reader) deleteConsumer(cons jetstream.Consumer) {
 }
 
 // deliver verifies one record and hands it to fn.
-func (r *reader) deliver(seq uint64, subject string, data []byte) error {
+func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte) error {
 	l := r.l
 	rest, ok := strings.CutPrefix(subject, r.prefix)
 	instP, _, _ := strings.Cut(rest, ".")
@@ -261,6 +283,9 @@ func (r *reader) deliver(seq uint64, subject string, data []byte) error {
 	case !seen && r.from <= 1 && ev.Position != 1:
 		return l.recordError(subject, seq, "order", fmt.Errorf("%w: first event of the aggregate has position %d, want 1", ErrOutOfOrder, ev.Position))
 	}
+	if err := r.links.check(ctx, inst, seq, ev, data); err != nil {
+		return l.recordError(subject, seq, "chain", err)
+	}
 	r.pos[subject] = ev.Position
 	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev}); err != nil {
 		return l.recordError(subject, seq, "handle", err)
@@ -279,6 +304,12 @@ func (r *reader) deliver(seq uint64, subject string, data []byte) error {
 func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
 	next := max(from, 1)
 	n := 0
+	// Links can be checked only when every event of the installation
+	// passes the filter; a narrower read still teaches the Log its head.
+	var links *linkChecker
+	if all, err := l.InstallationFilter(inst); err == nil && all == filter {
+		links = newLinkChecker(l, next)
+	}
 	for n < limit {
 		m, err := l.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -293,6 +324,13 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		}
 		if want, err := l.Subject(ev.Aggregate); err != nil || want != m.Subject {
 			return n, next, l.recordError(m.Subject, m.Sequence, "subject", fmt.Errorf("%w: event of %s %q belongs on %s", events.ErrMoved, ev.Aggregate.Type, ev.Aggregate.ID, want))
+		}
+		if links != nil {
+			if err := links.check(ctx, inst, m.Sequence, ev, m.Data); err != nil {
+				return n, next, l.recordError(m.Subject, m.Sequence, "chain", err)
+			}
+		} else {
+			l.noteHead(inst, events.LinkTo(m.Sequence, m.Data))
 		}
 		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev}); err != nil {
 			return n, next, l.recordError(m.Subject, m.Sequence, "handle", err)

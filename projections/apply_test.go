@@ -274,7 +274,7 @@ func TestRetention(t *testing.T) {
 	}
 	// Key packages: the private keys of at most two last-resort packages
 	// remain (current and previous); the consumed one-time package has none.
-	rows, err := db.SQL().Query(`SELECT ref, state, init_private_key IS NOT NULL, encryption_private_key IS NOT NULL FROM key_packages ORDER BY ref`)
+	rows, err := db.sql.Query(`SELECT ref, state, init_private_key IS NOT NULL, encryption_private_key IS NOT NULL FROM key_packages ORDER BY ref`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestDeliveryQueue(t *testing.T) {
 		t.Fatalf("pending after ack 3: %s", got)
 	}
 	var states string
-	if err := db.SQL().QueryRow(`SELECT group_concat(seq || ':' || state || ':' || (payload IS NULL), ',') FROM (SELECT * FROM deliveries ORDER BY seq)`).Scan(&states); err != nil {
+	if err := db.sql.QueryRow(`SELECT group_concat(seq || ':' || state || ':' || (payload IS NULL), ',') FROM (SELECT * FROM deliveries ORDER BY seq)`).Scan(&states); err != nil {
 		t.Fatal(err)
 	}
 	if states != "1:acked:1,2:expired:1,3:acked:1,4:pending:0,5:pending:0" {

@@ -107,10 +107,6 @@ func (db *DB) Path() string { return db.path }
 // SchemaVersion returns the schema version of the open database.
 func (db *DB) SchemaVersion() int { return db.schema }
 
-// SQL exposes the underlying reader pool for tooling (the replayer's
-// inspect, tests). Writes through it bypass the projector's invariants.
-func (db *DB) SQL() *sql.DB { return db.sql }
-
 // Close checkpoints the WAL and closes every connection.
 func (db *DB) Close() error {
 	var err error
@@ -243,7 +239,7 @@ func hintFor(err error) string {
 	case errors.Is(err, ErrWrongKey):
 		return "check the key (and for a passphrase, its salt sidecar)"
 	case errors.Is(err, ErrCorrupt):
-		return "rebuild the read model from the event stream"
+		return "keep the file; replayer rebuild replaces it from the stream and keeps the damaged file beside it (<name>.damaged-*)"
 	case errors.Is(err, ErrSchemaTooNew):
 		return "use a newer epochlog, or rebuild at this version from the stream"
 	case errors.Is(err, ErrNotOurs):

@@ -47,7 +47,7 @@ func TestDigestIndependentOfKeyAndCatchesEdits(t *testing.T) {
 		t.Fatal("files are byte-identical under different keys")
 	}
 	// A row edited with the key is caught, and named.
-	if _, err := b.SQL().Exec(`UPDATE messages SET content = CAST('forged' AS BLOB) WHERE group_id = ? AND ordinal = 7`, gid(1)); err != nil {
+	if _, err := b.sql.Exec(`UPDATE messages SET content = CAST('forged' AS BLOB) WHERE group_id = ? AND ordinal = 7`, gid(1)); err != nil {
 		t.Fatal(err)
 	}
 	db2, _ := b.Digest(ctx)
@@ -60,7 +60,7 @@ func TestDigestIndependentOfKeyAndCatchesEdits(t *testing.T) {
 		t.Fatalf("CompareDB: %v, %v", dd, err)
 	}
 	// A deleted row too.
-	if _, err := b.SQL().Exec(`DELETE FROM members WHERE leaf = 1 AND group_id = ?`, gid(0)); err != nil {
+	if _, err := b.sql.Exec(`DELETE FROM members WHERE leaf = 1 AND group_id = ?`, gid(0)); err != nil {
 		t.Fatal(err)
 	}
 	db3, _ := b.Digest(ctx)
@@ -92,7 +92,7 @@ func TestMigrateV1ToV2InPlace(t *testing.T) {
 		t.Fatalf("migrated schema %d", migrated.SchemaVersion())
 	}
 	var uv int
-	migrated.SQL().QueryRow("PRAGMA user_version").Scan(&uv)
+	migrated.sql.QueryRow("PRAGMA user_version").Scan(&uv)
 	if uv != 2 {
 		t.Fatalf("user_version %d", uv)
 	}
@@ -334,7 +334,7 @@ func TestExportRekeyAndPlaintextMigration(t *testing.T) {
 
 	// Make an unencrypted copy the way an older deployment would have had one.
 	plainPath := filepath.Join(dir, "plain.db")
-	conn, err := src.SQL().Conn(ctx)
+	conn, err := src.sql.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,8 +411,8 @@ func TestCipherCompatibilityPinnedPerConnection(t *testing.T) {
 	db := mustOpen(t, path, newKey(t), nil)
 	var iter int
 	var hmacAlg string
-	db.SQL().QueryRow("PRAGMA kdf_iter").Scan(&iter)
-	db.SQL().QueryRow("PRAGMA cipher_hmac_algorithm").Scan(&hmacAlg)
+	db.sql.QueryRow("PRAGMA kdf_iter").Scan(&iter)
+	db.sql.QueryRow("PRAGMA cipher_hmac_algorithm").Scan(&hmacAlg)
 	if iter != 256000 || hmacAlg != "HMAC_SHA512" {
 		t.Fatalf("connection settings kdf_iter=%d hmac=%s under a version-3 process default", iter, hmacAlg)
 	}

@@ -25,6 +25,9 @@ var (
 	// (unknown kind, impossible transition, inconsistent input). The
 	// projector must stop: nothing is ever skipped.
 	ErrCannotApply = errors.New("projections: cannot apply event")
+	// ErrLocked means another writer holds the read model's lock (see
+	// Lock): only one writer per read model. The error names the holder.
+	ErrLocked = errors.New("projections: read model is locked by another writer")
 )
 
 // FileError reports a failure about one database file. It never contains

@@ -52,7 +52,7 @@ func TestOpenCreatesHardenedSQLCipher4(t *testing.T) {
 	ctx := context.Background()
 	var conns []*sql.Conn
 	for i := 0; i < 4; i++ {
-		c, err := db.SQL().Conn(ctx)
+		c, err := db.sql.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +273,7 @@ func TestOpenDamagedMetaPageIsCorrupt(t *testing.T) {
 	db := mustOpen(t, path, k, nil)
 	applyAll(t, db, sampleStream(t, "inst-a", 1, 10))
 	var root int64
-	if err := db.SQL().QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = 'epochlog_meta'`).Scan(&root); err != nil {
+	if err := db.sql.QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = 'epochlog_meta'`).Scan(&root); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
@@ -302,7 +302,7 @@ func TestOpenMissingOrForeignMarkerIsNotOurs(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ro.db")
 			k := newKey(t)
 			db := mustOpen(t, path, k, nil)
-			if _, err := db.SQL().Exec(tc.stmt); err != nil {
+			if _, err := db.sql.Exec(tc.stmt); err != nil {
 				t.Fatal(err)
 			}
 			if err := db.Close(); err != nil {
@@ -360,7 +360,7 @@ func TestSchemaTooNew(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ro.db")
 	k := newKey(t)
 	db := mustOpen(t, path, k, nil)
-	if _, err := db.SQL().Exec(fmt.Sprintf("PRAGMA user_version = %d", LatestSchema+1)); err != nil {
+	if _, err := db.sql.Exec(fmt.Sprintf("PRAGMA user_version = %d", LatestSchema+1)); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

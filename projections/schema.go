@@ -290,6 +290,11 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 	if err := mustExist(path, "migrate"); err != nil {
 		return 0, 0, err
 	}
+	lk, err := Lock(path) // the one writer while it migrates
+	if err != nil {
+		return 0, 0, err
+	}
+	defer lk.Unlock()
 	var o Options
 	if opts != nil {
 		o = *opts

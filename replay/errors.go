@@ -24,6 +24,23 @@ var (
 	// a group's events are missing or out of order. The *RecordError
 	// wrapping it names the stream sequence.
 	ErrMLSMismatch = errors.New("replay: recorded MLS transition does not verify")
+
+	// ErrBehind means the stream gives less of an installation's history
+	// than a read model already holds (a lower checkpoint, or fewer events
+	// of some aggregate): events were lost from the stream, or it is not
+	// the stream the read model was built from. Rebuild refuses to swap
+	// such a database in (RebuildOptions.Force overrides); the error names
+	// what is missing. Do not rebuild: find the missing events first.
+	ErrBehind = errors.New("replay: the stream holds less than the read model")
+
+	// ErrWrongInstallation means a read model belongs to another
+	// installation than the one named: a mistyped --installation or --db.
+	ErrWrongInstallation = errors.New("replay: read model belongs to another installation")
+
+	// ErrNoHistory means the stream holds no history of the installation
+	// to rebuild from: no events at all (a wrong installation id, store or
+	// server), or events without the installation.created they start with.
+	ErrNoHistory = errors.New("replay: no history of the installation on the stream")
 )
 
 // DriftError names where a read model first differs from its replay:
@@ -56,13 +73,14 @@ func (e *DriftError) Unwrap() error { return ErrDrift }
 // IsVerificationFailure reports whether err means the data did not check
 // out, rather than that the operation could not run: a read model that
 // drifted, a tampered, moved or undecryptable event, a history out of
-// order, an MLS transition that does not re-derive, a keyring or database
-// key that does not fit. The replayer exits 3 for these.
+// order or missing events, an MLS transition that does not re-derive, a
+// stream holding less than the read model, a damaged database file, a
+// keyring or database key that does not fit. The replayer exits 3 for these.
 func IsVerificationFailure(err error) bool {
 	for _, target := range []error{
-		eventlog.ErrKeyringMismatch, ErrDrift, eventlog.ErrOutOfOrder, ErrMLSMismatch,
-		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved,
-		projections.ErrWrongKey,
+		eventlog.ErrKeyringMismatch, ErrDrift, eventlog.ErrOutOfOrder, ErrMLSMismatch, ErrBehind, eventlog.ErrMissingEvent,
+		events.ErrTampered, events.ErrWrongKey, events.ErrUnknownKey, events.ErrMoved, events.ErrMalformed,
+		projections.ErrWrongKey, projections.ErrCorrupt,
 	} {
 		if errors.Is(err, target) {
 			return true

@@ -36,7 +36,9 @@ type ProjectOptions struct {
 // model resumes from its own checkpoint after a restart: events at or
 // below it are skipped, and an event's effects commit with its checkpoint,
 // so nothing is lost or applied twice. Project must be the only writer of
-// these read models.
+// these read models: it holds their writer locks (projections.Lock) while
+// it runs, and fails at once with projections.ErrLocked naming the holder
+// when another writer has one.
 func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *ProjectOptions) error {
 	var o ProjectOptions
 	if opts != nil {
@@ -69,6 +71,15 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		dbs[p.Installation], cps[p.Installation] = p.DB, cp
 		insts = append(insts, p.Installation)
 		from = min(from, cp+1)
+	}
+
+	// Project is the writer of each read model while it runs.
+	for _, pr := range ps {
+		lk, err := projections.Lock(pr.DB.Path())
+		if err != nil {
+			return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
+		}
+		defer lk.Unlock()
 	}
 
 	parent := ctx

@@ -29,6 +29,12 @@ type Options struct {
 	// Progress, if set, is called after each applied batch. It runs on the
 	// replay's own goroutine: keep it short.
 	Progress func(Progress)
+	// SkipMLSCheck turns off what Rebuild (and so Rekey and Migrate) does
+	// by default while replaying into a fresh database: re-derive every
+	// MLS transition and check it against what was recorded, as VerifyMLS
+	// does (docs/benchmarks.md gives the cost). A mismatch stops the
+	// replay before anything is swapped in.
+	SkipMLSCheck bool
 }
 
 func (o *Options) withDefaults() Options {
@@ -75,7 +81,7 @@ var errTargetReached = errors.New("replay: replay target reached")
 // stream sequence; everything applied before stays committed.
 func CatchUp(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, opts *Options) (int, uint64, error) {
 	o := opts.withDefaults()
-	return replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp)
+	return replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, nil)
 }
 
 // untilEnd as a replay target means the stream's end as found when the
@@ -86,7 +92,9 @@ const untilEnd = ^uint64(0)
 // sequence to (untilEnd: up to the stream's end when the read begins). Reading,
 // opening and decoding events runs on the consumer's goroutine while a
 // second goroutine applies the previous batch, so the two overlap.
-func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string) (int, uint64, error) {
+// With mc set, every record is also checked by mc (MLS re-derived) before
+// it is applied; mc must have seen every earlier record of inst.
+func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string, mc *mlsChecker) (int, uint64, error) {
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
 		return 0, 0, err
@@ -151,6 +159,11 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	readErr := l.Read(ctx, inst, cp+1, func(r eventlog.Record) error {
 		if r.Seq > to {
 			return errTargetReached
+		}
+		if mc != nil {
+			if err := mc.check(r.Event); err != nil {
+				return fmt.Errorf("re-deriving MLS: %w", err)
+			}
 		}
 		batch = append(batch, projections.Record{Seq: r.Seq, Event: r.Event})
 		if len(batch) >= o.BatchSize {

@@ -119,7 +119,7 @@ func rebuildMeasuringMemory(ctx context.Context, l *eventlog.Log, live string, k
 			}
 		}
 	}()
-	opts := &Options{Progress: func(p Progress) {
+	opts := &Options{SkipMLSCheck: true, Progress: func(p Progress) { // placeholder MLS states
 		if p.Phase != PhaseReplay || last == 0 {
 			return
 		}

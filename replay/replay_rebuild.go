@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -30,6 +31,11 @@ type RebuildOptions struct {
 	// both have equal content there. Rekey sets it: the content under the
 	// new key is then proven equal to the content under the old one.
 	CompareLive bool
+	// Force swaps in the rebuilt database even when it holds less than
+	// the live one (ErrBehind): for an operator who knows the stream is
+	// the history to trust and the live database's extra events are to be
+	// dropped. It never overrides ErrWrongInstallation or ErrNoHistory.
+	Force bool
 }
 
 // RebuildResult says what a Rebuild did.
@@ -39,8 +45,10 @@ type RebuildResult struct {
 	Path string
 	// Existed is whether a live database was there before; Recovered
 	// whether it was there but damaged (ErrCorrupt) and so replaced
-	// without being read.
+	// without being read. The damaged file is kept at KeptDamaged
+	// ("<live>.damaged-<unix time>", a hard link made before the swap).
 	Existed, Recovered bool
+	KeptDamaged        string
 	// PreviousSchema and PreviousCheckpoint describe the old database (0
 	// when there was none, or it was damaged).
 	PreviousSchema     int
@@ -64,15 +72,25 @@ type RebuildResult struct {
 // the events appended meanwhile. key opens the live database (if there is
 // one) and, unless opts.NewKey is set, the rebuilt one.
 //
+// Rebuild never swaps in less than the live database holds: it refuses
+// (leaving the live file as it was) when the installation has no events on
+// the stream or its history lacks installation.created (ErrNoHistory), when
+// the live database belongs to another installation (ErrWrongInstallation),
+// and, unless opts.Force, when the rebuilt database is behind the live one
+// (ErrBehind: a lower checkpoint, or fewer events of some aggregate). By
+// default it also re-derives every MLS transition as it replays (see
+// Options.SkipMLSCheck).
+//
 // The live database is only read, and replaced by the rename alone: a
 // process killed at any moment leaves either the old database intact or
 // the new one complete (possibly a little behind the stream, which the
 // next catch-up fixes). A cancelled ctx removes the temporary file and
 // leaves the live database as it was, unless the rename already happened.
 //
-// The caller must be the only writer of the live database while Rebuild
-// runs (stop its follower first): the swap discards what others write
-// to the old file. A live database that is damaged (ErrCorrupt, on
+// Rebuild holds the live database's writer lock (projections.Lock) from
+// start to end: while an installation or a follower holds it, Rebuild
+// fails at once with projections.ErrLocked naming the holder (stop it
+// first), and none can start writing while Rebuild runs. A live database that is damaged (ErrCorrupt, on
 // opening it or reading its checkpoint) is replaced without being read
 // further; any other failure to open it (wrong key, not a read model,
 // schema too new) stops Rebuild before it writes. With CompareLive a
@@ -101,17 +119,28 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if !newKey.Valid() || newKey.IsPlaintext() {
 		return nil, fail("rebuild", errors.New("the rebuilt database needs an encryption key (raw or passphrase)"))
 	}
+	// The one writer of live from here to the end: a follower or an
+	// installation writing meanwhile would write to the file the swap
+	// replaces.
+	if err := ensureDir(filepath.Dir(live)); err != nil {
+		return nil, fail("rebuild", err)
+	}
+	lk, err := projections.Lock(live)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
 	if _, err := projections.RemoveLeftovers(live); err != nil {
 		return nil, fail("rebuild: remove leftovers", err)
 	}
 	res := &RebuildResult{Installation: inst, Path: live}
 	var liveDigest projections.Digest
-	var err error
+	var liveHead *projections.Head // nil: no live database, or a damaged one
 	if res.Existed, err = exists(live); err != nil {
 		return nil, fail("rebuild", err)
 	}
 	if res.Existed {
-		schema, cp, d, err := readLive(ctx, live, key, o.DB, ro.CompareLive)
+		lv, err := readLive(ctx, live, key, o.DB, ro.CompareLive)
 		switch {
 		case errors.Is(err, projections.ErrCorrupt) && !ro.CompareLive:
 			// Damage found on opening or on reading the checkpoint: the
@@ -120,10 +149,35 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		case err != nil:
 			return nil, err
 		default:
-			res.PreviousSchema, res.PreviousCheckpoint, liveDigest = schema, cp, d
+			res.PreviousSchema, res.PreviousCheckpoint, liveDigest, liveHead = lv.schema, lv.head.Checkpoint, lv.digest, &lv.head
+			// Damage the open and the head did not touch (an index page,
+			// say): the database is still compared, and kept aside.
+			switch err := projections.CheckFile(ctx, live, key, &o.DB); {
+			case errors.Is(err, projections.ErrCorrupt) && !ro.CompareLive:
+				res.Recovered = true
+			case err != nil:
+				return nil, err
+			}
 		}
 	} else if ro.CompareLive {
 		return nil, fail("rebuild", fmt.Errorf("%w: no live database to compare with", fs.ErrNotExist))
+	}
+	if liveHead != nil && liveHead.Installation != "" && liveHead.Installation != inst {
+		return nil, fail("rebuild", fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, liveHead.Installation, inst))
+	}
+	streamLast, err := l.LastSeq(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	if streamLast == 0 {
+		return nil, fail("rebuild", fmt.Errorf("%w: stream %s holds no event of installation %s (check the installation id and the store or server you point at)", ErrNoHistory, l.Stream(), inst))
+	}
+	if liveHead != nil && streamLast < liveHead.Checkpoint && !ro.Force {
+		return nil, fail("rebuild", fmt.Errorf("%w: the live database has applied events up to stream sequence %d, the stream's last event of %s is at %d", ErrBehind, liveHead.Checkpoint, inst, streamLast))
+	}
+	var mc *mlsChecker
+	if !o.SkipMLSCheck {
+		mc = newMLSChecker(inst)
 	}
 	schema := ro.SchemaVersion
 	switch {
@@ -154,11 +208,9 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 
 	target := res.PreviousCheckpoint
 	if !ro.CompareLive {
-		if target, err = l.LastSeq(ctx, inst); err != nil {
-			return abandon(err)
-		}
+		target = streamLast
 	}
-	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay)
+	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay, mc)
 	res.Replayed += n
 	if err != nil {
 		return abandon(err)
@@ -174,13 +226,16 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		res.Digest = d
 	}
 	// Shrink the window after the swap: apply what arrived meanwhile.
-	n, cp, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseCatchUp)
+	n, cp, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseCatchUp, mc)
 	res.Replayed += n
 	if err != nil {
 		return abandon(err)
 	}
 	if cp < target {
-		return abandon(fail("rebuild", fmt.Errorf("rebuilt database stopped at stream sequence %d, before the target %d", cp, target)))
+		return abandon(fail("rebuild", fmt.Errorf("%w: the rebuilt database stopped at stream sequence %d, before the stream's last event of %s at %d", ErrBehind, cp, inst, target)))
+	}
+	if err := notLess(ctx, fresh, inst, liveHead, ro.Force); err != nil {
+		return abandon(fail("rebuild", err))
 	}
 	if err := fresh.IntegrityCheck(ctx); err != nil {
 		return abandon(err)
@@ -192,6 +247,14 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	// Last chance to back out: after the rename the new database is live.
 	if err := ctx.Err(); err != nil {
 		return abandon(err)
+	}
+	if res.Recovered {
+		// A damaged database could not be compared with the rebuilt one:
+		// keep it, under another name, for whoever investigates.
+		res.KeptDamaged = fmt.Sprintf("%s.damaged-%d", live, time.Now().Unix())
+		if err := os.Link(live, res.KeptDamaged); err != nil {
+			return abandon(fail("rebuild: keep the damaged database", err))
+		}
 	}
 	if err := projections.Swap(tmp, live); err != nil {
 		return abandon(err)
@@ -208,7 +271,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		return res, err
 	}
 	defer db.Close()
-	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp)
+	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc)
 	res.CaughtUp = n
 	if err != nil {
 		return res, err
@@ -216,14 +279,21 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	return res, db.Close()
 }
 
+// liveState is what Rebuild reads of the live database, in one snapshot.
+type liveState struct {
+	schema int
+	head   projections.Head
+	digest projections.Digest // only when asked for
+}
+
 // readLive opens the live database as it is and reads its schema version
-// and checkpoint, and with digest its content digest, in one snapshot.
-// A damaged file fails with ErrCorrupt whether the damage shows when it is
-// opened or only when the checkpoint or a table is read.
-func readLive(ctx context.Context, live string, key projections.Key, base projections.Options, digest bool) (schema int, cp uint64, d projections.Digest, err error) {
+// and Head, and with digest its content digest, in one snapshot. A damaged
+// file fails with ErrCorrupt whether the damage shows when it is opened or
+// only when the checkpoint or a table is read.
+func readLive(ctx context.Context, live string, key projections.Key, base projections.Options, digest bool) (lv liveState, err error) {
 	src, err := openAsIs(live, key, base)
 	if err != nil {
-		return 0, 0, d, err
+		return lv, err
 	}
 	defer func() {
 		if cerr := src.Close(); err == nil {
@@ -232,15 +302,51 @@ func readLive(ctx context.Context, live string, key projections.Key, base projec
 	}()
 	snap, err := src.Snapshot(ctx)
 	if err != nil {
-		return 0, 0, d, err
+		return lv, err
 	}
 	defer snap.Close()
 	if digest {
-		if d, err = snap.Digest(ctx); err != nil {
-			return 0, 0, d, err
+		if lv.digest, err = snap.Digest(ctx); err != nil {
+			return lv, err
 		}
 	}
-	return src.SchemaVersion(), snap.Checkpoint(), d, nil
+	if lv.head, err = snap.Head(ctx); err != nil {
+		return lv, err
+	}
+	lv.schema = src.SchemaVersion()
+	return lv, nil
+}
+
+// notLess refuses a rebuilt database that is not inst's history or holds
+// less than the live one (live nil: none to compare with).
+func notLess(ctx context.Context, fresh *projections.DB, inst events.InstallationID, live *projections.Head, force bool) error {
+	h, err := fresh.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Installation != inst {
+		return fmt.Errorf("%w: the events of %s on the stream (up to sequence %d) hold no installation.created: its first events are missing", ErrNoHistory, inst, h.Checkpoint)
+	}
+	if live == nil || force {
+		return nil
+	}
+	lacks := h.Lacks(*live)
+	if len(lacks) == 0 && h.Checkpoint >= live.Checkpoint {
+		return nil
+	}
+	what := make([]string, 0, 4)
+	for i, s := range lacks {
+		if i == 3 {
+			what = append(what, fmt.Sprintf("and %d more aggregates", len(lacks)-3))
+			break
+		}
+		what = append(what, s.String())
+	}
+	if len(what) == 0 {
+		what = append(what, fmt.Sprintf("events after stream sequence %d", h.Checkpoint))
+	}
+	return fmt.Errorf("%w: the stream gives installation %s up to sequence %d, the live database holds up to %d; missing from the stream: %s",
+		ErrBehind, inst, h.Checkpoint, live.Checkpoint, strings.Join(what, ", "))
 }
 
 // isPassphrase reports whether k is a passphrase key, the only kind that
@@ -301,4 +407,16 @@ func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		ro.Options = *opts
 	}
 	return Rebuild(ctx, l, inst, live, key, &ro)
+}
+
+// ensureDir creates a missing read-model directory (0700), as opening a
+// new database would: recovering into a new path needs no mkdir first.
+func ensureDir(dir string) error {
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
 }

@@ -24,8 +24,9 @@ type VerifyResult struct {
 	Digest projections.Digest
 }
 
-// Verify replays inst's events into a temporary database beside the live
-// one, up to the live database's checkpoint and at its schema, and
+// Verify checks the live database's file (projections.CheckFile: page
+// HMACs, b-trees and indexes), then replays inst's events into a temporary
+// database beside the live one, up to the live database's checkpoint and at its schema, and
 // compares the two table by table, row by row. It returns a *DriftError
 // (errors.Is ErrDrift) naming the first difference when they differ. The
 // live database is only read; the temporary one (under a random key) is
@@ -46,6 +47,11 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 			err = errors.New("no such database")
 		}
 		return nil, &projections.FileError{Path: live, Op: "verify", Err: err}
+	}
+	// The file itself first: every page's HMAC, then the b-trees and
+	// indexes, which a digest of the rows does not read.
+	if err := projections.CheckFile(ctx, live, key, &o.DB); err != nil {
+		return nil, err
 	}
 	src, err := openAsIs(live, key, o.DB)
 	if err != nil {
@@ -70,8 +76,21 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	drift := func(table, row, detail string) error {
 		return &DriftError{Installation: inst, Path: live, Checkpoint: res.Checkpoint, Table: table, RowKey: row, Detail: detail}
 	}
+	liveHead, err := snap.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if liveHead.Installation != "" && liveHead.Installation != inst {
+		return nil, &projections.FileError{Path: live, Op: "verify", Err: fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, liveHead.Installation, inst)}
+	}
+	// The stream holding less than the database is not drift of the
+	// database: rebuilding it from this stream would lose what it holds.
+	behind := func(detail string) error {
+		return &projections.FileError{Path: live, Op: "verify", Err: fmt.Errorf("%w: %s", ErrBehind, detail),
+			Hint: "keep this database; the stream lacks events it holds (a rebuild from this stream is refused): find the missing events, or check --data / --nats point at the right stream"}
+	}
 	if res.Checkpoint > last {
-		return nil, drift("checkpoint", "", fmt.Sprintf("checkpoint is past the installation's last event (stream sequence %d)", last))
+		return nil, behind(fmt.Sprintf("the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", inst, res.Checkpoint, last))
 	}
 
 	tmpKey, err := projections.GenerateRawKey()
@@ -88,13 +107,20 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 		return nil, err
 	}
 	defer fresh.Close()
-	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify)
+	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify, nil)
 	res.Replayed = n
 	if err != nil {
 		return nil, err
 	}
 	if cp != res.Checkpoint {
-		return nil, drift("checkpoint", "", fmt.Sprintf("no event of the installation at the checkpoint (replay stopped at stream sequence %d)", cp))
+		return nil, behind(fmt.Sprintf("no event of %s at the database's checkpoint, stream sequence %d (the replay stopped at %d)", inst, res.Checkpoint, cp))
+	}
+	freshHead, err := fresh.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if lacks := freshHead.Lacks(liveHead); len(lacks) > 0 {
+		return nil, behind(fmt.Sprintf("missing from the stream: %s", lacks[0]))
 	}
 	diff, err := snap.CompareDB(ctx, fresh)
 	if err != nil {

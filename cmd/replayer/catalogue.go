@@ -11,7 +11,7 @@ import (
 func runCatalogue(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "catalogue", "[--json]", "Lists the event kinds this build reads and writes.")
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
 	enc := json.NewEncoder(env.stdout)

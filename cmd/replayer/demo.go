@@ -78,6 +78,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "demo", "[flags]", demoHelp)
 	var conn connFlags
 	conn.register(fs, ".epochlog/demo")
+	conn.registerStreamSettings(fs)
 	var keys keyFlags
 	keys.register(fs)
 	n := fs.Int("installations", 10, "number of installations (2 or more)")
@@ -85,7 +86,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	messages := fs.Int("messages", 2000, "number of application messages")
 	seed := fs.Uint64("seed", 0, "seed for the random choices (0: random)")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
 	switch {
@@ -116,7 +117,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := eventlog.Open(ctx, cfg, ring)
+	log, err := openEventLog(ctx, cfg, ring)
 	if err != nil {
 		return err
 	}

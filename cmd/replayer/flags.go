@@ -34,11 +34,27 @@ func newFlagSet(env *cliEnv, name, args, summary string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and turns flag errors into usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+// parseFlags parses args and turns flag errors into usage errors. It also
+// records in env whether the command was asked for --json (when it has
+// that flag), so that report prints a failure as JSON too.
+func parseFlags(env *cliEnv, fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if f := fs.Lookup("json"); f == nil {
+		env.json = false
+	} else if on, _ := f.Value.(flag.Getter).Get().(bool); err == nil {
+		env.json = on
+	} else {
+		// The flags after the bad one were not parsed: the scan of the
+		// arguments (run's) still counts.
+		env.json = env.json || on
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
+		}
+		if strings.HasSuffix(err.Error(), "flag provided but not defined: -replicas") {
+			return usageError{err.Error() + ": only demo, which creates the stream, takes --replicas; " +
+				"this command never changes the stream's configuration (change an existing stream's replicas with \"nats stream edit\")"}
 		}
 		return usageError{err.Error()}
 	}
@@ -47,6 +63,13 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // connFlags select the NATS server: embedded under --data by default, or an
 // external server or cluster with --nats.
+//
+// Only demo, the one command that creates the stream and writes events to
+// it, registers --replicas (registerStreamSettings). Every other command
+// (inspect, verify, rebuild, rekey, migrate, follow) only reads the stream:
+// it leaves every stream setting of eventlog.Config zero (Replicas,
+// DuplicateWindow, MaxAge, MaxBytes), which opens an existing stream
+// without asking to change its configuration.
 type connFlags struct {
 	data, nats, ca, cert, key, creds, nkey, user, stream, prefix string
 	replicas                                                     int
@@ -63,6 +86,11 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
 	fs.StringVar(&c.stream, "stream", eventlog.DefaultStream, "JetStream stream name")
 	fs.StringVar(&c.prefix, "subject-prefix", eventlog.DefaultSubjectPrefix, "first token of every event subject")
+}
+
+// registerStreamSettings registers the flags that set the stream's
+// configuration: only for demo, which creates the stream.
+func (c *connFlags) registerStreamSettings(fs *flag.FlagSet) {
 	fs.IntVar(&c.replicas, "replicas", 0, "stream replicas, 1 to 5, when this command creates the stream or should change it (default: a new stream gets 1, an existing one keeps its own)")
 }
 
@@ -76,6 +104,7 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 		cfg.Password = eventlog.Secret(env.getenv(envNATSPassword))
 	}
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
+	// Zero (every command but demo): an existing stream keeps its own.
 	cfg.Replicas = c.replicas
 	cfg.ConnectionName = "epochlog-replayer"
 	if c.replicas < 0 || c.replicas > 5 {
@@ -107,7 +136,68 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 	if err != nil {
 		return nil, err
 	}
+	return openEventLog(ctx, cfg, ring)
+}
+
+// openEventLog opens the log. With the embedded server it first checks
+// that the data directory can be written: nats-server reports a store it
+// cannot create only to its log, which eventlog switches off, so
+// eventlog.Open would wait a minute for a server that never becomes ready
+// and then not say why.
+func openEventLog(ctx context.Context, cfg eventlog.Config, ring *events.Keyring) (*eventlog.Log, error) {
+	if cfg.NATSURL == "" {
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	return eventlog.Open(ctx, cfg, ring)
+}
+
+// jetStreamDir is where the embedded nats-server keeps its store under the
+// data directory.
+const jetStreamDir = "jetstream"
+
+// checkDataDir checks that the embedded server can store under dir: dir
+// (created, mode 0700, if missing, as eventlog.Open would) and its
+// jetstream directory, if there is one, must be directories this process
+// can create files in. It tries, with a temporary file it removes at once.
+// The error names the directory and the cause (permission denied, a
+// read-only file system, not a directory).
+func checkDataDir(dir string) error {
+	const fix = "the embedded JetStream server stores the stream there; fix its permissions, give --data a writable directory, or use --nats for an external server"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s cannot be created: %w (%s)", dir, err, fix)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, jetStreamDir)} {
+		fi, err := os.Stat(d)
+		switch {
+		case d != dir && errors.Is(err, fs.ErrNotExist):
+			continue // the server creates it
+		case err != nil:
+			return fmt.Errorf("data directory %s: %w (%s)", d, pathCause(err), fix)
+		case !fi.IsDir():
+			return fmt.Errorf("data directory %s: %s is not a directory (%s)", dir, d, fix)
+		}
+		f, err := os.CreateTemp(d, ".replayer-write-check-*")
+		if err != nil {
+			return fmt.Errorf("data directory %s is not writable: %w (%s)", d, pathCause(err), fix)
+		}
+		f.Close()
+		if err := os.Remove(f.Name()); err != nil {
+			return fmt.Errorf("data directory %s: removing %s: %w", d, f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// pathCause returns the cause of a *fs.PathError (e.g. "permission
+// denied") without the path, which the caller names itself.
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // keyFlags locate the event keyring.

@@ -31,7 +31,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	from := fs.Uint64("from", 0, "first stream sequence to print")
 	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
 	reveal := fs.Bool("reveal-secrets", false, "print secret fields (base64) instead of redacting them")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
 	id := events.InstallationID(*inst)
@@ -49,7 +49,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	if *reveal {
 		fmt.Fprintln(env.stderr, "replayer: warning: --reveal-secrets prints private keys and message plaintext")
 	}
-	log, err := eventlog.Open(ctx, cfg, ring)
+	log, err := openEventLog(ctx, cfg, ring)
 	if err != nil {
 		return err
 	}

@@ -10,19 +10,31 @@
 // to stdout (as JSON lines with --json).
 //
 // Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed
-// (drift, tampering, a wrong key), 130 interrupted.
+// (drift, tampering, a wrong key), 130 interrupted. With --json a failed
+// command prints one JSON object {"error":{...}} on stdout as well (see
+// failure).
+//
+// Text that comes from the stream or a database (subjects, ids, error
+// messages that embed them) is escaped before it reaches a terminal (see
+// termSafe); JSON output is escaped by encoding/json.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -36,22 +48,24 @@ const (
 	exitInterrupted = 130
 )
 
-// command is one subcommand: its name, one-line summary and entry point.
+// command is one subcommand: its name, one-line summary, entry point, and
+// whether it takes --json.
 type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *cliEnv, args []string) error
+	json    bool
 }
 
 var commands = []command{
-	{"demo", "run real MLS among installations on the embedded server, rekey one read model, verify all", runDemo},
-	{"rebuild", "rebuild (or recover) an installation's read model from the stream, swapped in atomically", runRebuild},
-	{"rekey", "rebuild a read model under a new key; the old key is refused afterwards", runRekey},
-	{"migrate", "bring a read model to the newest schema, by replay or in place", runMigrate},
-	{"verify", "compare a read model with a fresh replay of its history; exit 3 on drift", runVerify},
-	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow},
-	{"inspect", "print an installation's events, opened, as JSON lines", runInspect},
-	{"catalogue", "list the event kinds this build knows, with their schema versions", runCatalogue},
+	{"demo", "run real MLS among installations on the embedded server, rekey one read model, verify all", runDemo, true},
+	{"rebuild", "rebuild (or recover) an installation's read model from the stream, swapped in atomically", runRebuild, true},
+	{"rekey", "rebuild a read model under a new key; the old key is refused afterwards", runRekey, true},
+	{"migrate", "bring a read model to the newest schema, by replay or in place", runMigrate, true},
+	{"verify", "compare a read model with a fresh replay of its history; exit 3 on drift", runVerify, true},
+	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow, false},
+	{"inspect", "print an installation's events, opened, as JSON lines", runInspect, false},
+	{"catalogue", "list the event kinds this build knows, with their schema versions", runCatalogue, true},
 }
 
 // cliEnv carries the process's streams and environment so tests can run the
@@ -60,6 +74,11 @@ type cliEnv struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	isTerminal     bool
+	// json is set when the command was asked for --json: a failure is then
+	// also printed as one JSON object on stdout. run sets it from a scan of
+	// the arguments (so that an error before the flags are parsed is
+	// covered too) and parseFlags from the parsed flag.
+	json bool
 }
 
 // usageError marks a bad invocation: exit code 2 and a hint.
@@ -93,6 +112,7 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 		if c.name != args[0] {
 			continue
 		}
+		env.json = c.json && jsonRequested(args[1:])
 		if err := setMemorySecurity(env); err != nil {
 			return report(ctx, env, c.name, err)
 		}
@@ -103,28 +123,153 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 	return exitUsage
 }
 
-// report prints err (if any) and maps it to an exit code.
-func report(ctx context.Context, env *cliEnv, name string, err error) int {
+// failure is how a failed command is reported: on stderr for people and,
+// with --json, as {"error": failure} on stdout for programs. Messages hold
+// no secrets (no error in this tool or its libraries prints a key).
+type failure struct {
+	// Code is "usage", "verify_failed", "interrupted" or "failure".
+	Code string `json:"code"`
+	// Exit is the process's exit status.
+	Exit int `json:"exit"`
+	// Message is the error, as on stderr without the "replayer <command>:"
+	// prefix.
+	Message string `json:"message"`
+	// StreamSequence is the stream sequence of the record the error is
+	// about, when there is one (an *eventlog.RecordError or a
+	// *projections.ApplyError in the chain).
+	StreamSequence uint64 `json:"stream_sequence,omitempty"`
+	// Hint says what an operator can do about it, when something is known.
+	Hint string `json:"hint,omitempty"`
+}
+
+// classify maps err (not nil, not flag.ErrHelp) to its failure.
+func classify(ctx context.Context, name string, err error) failure {
 	var ue usageError
 	var ve verifyError
+	f := failure{Code: "failure", Exit: exitFailure, Message: err.Error(), Hint: errorHint(err)}
 	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(env.stderr, "replayer %s: %v\nreplayer: hint: run \"replayer %s -h\" for its flags\n", name, err, name)
-		return exitUsage
+		f.Code, f.Exit = "usage", exitUsage
+		f.Hint = fmt.Sprintf("run \"replayer %s -h\" for its flags", name)
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		fmt.Fprintf(env.stderr, "replayer %s: interrupted; nothing was left half-written\n", name)
-		return exitInterrupted
+		f.Code, f.Exit = "interrupted", exitInterrupted
+		f.Message, f.Hint = "interrupted; nothing was left half-written", ""
 	case errors.As(err, &ve), replay.IsVerificationFailure(err):
-		fmt.Fprintf(env.stderr, "replayer %s: verification failed: %v\n", name, err)
-		return exitVerify
-	default:
-		fmt.Fprintf(env.stderr, "replayer %s: %v\n", name, err)
-		return exitFailure
+		f.Code, f.Exit = "verify_failed", exitVerify
 	}
+	if f.Code != "interrupted" {
+		f.StreamSequence, _ = streamSeq(err)
+	}
+	return f
+}
+
+// streamSeq returns the stream sequence of the record err is about, if
+// err names one.
+func streamSeq(err error) (uint64, bool) {
+	var re *eventlog.RecordError
+	if errors.As(err, &re) && re.Seq != 0 {
+		return re.Seq, true
+	}
+	var ae *projections.ApplyError
+	if errors.As(err, &ae) && ae.Seq != 0 {
+		return ae.Seq, true
+	}
+	return 0, false
+}
+
+// errorHint returns the hint an error in err's chain carries, if any.
+func errorHint(err error) string {
+	var fe *projections.FileError
+	if errors.As(err, &fe) && fe.Hint != "" {
+		return fe.Hint
+	}
+	if errors.Is(err, replay.ErrDrift) {
+		return "rebuild it from the stream"
+	}
+	return ""
+}
+
+// report prints err (if any) and maps it to an exit code.
+func report(ctx context.Context, env *cliEnv, name string, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	f := classify(ctx, name, err)
+	msg := termSafe(f.Message)
+	switch f.Code {
+	case "usage":
+		fmt.Fprintf(env.stderr, "replayer %s: %s\nreplayer: hint: %s\n", name, msg, f.Hint)
+	case "verify_failed":
+		fmt.Fprintf(env.stderr, "replayer %s: verification failed: %s\n", name, msg)
+	default:
+		fmt.Fprintf(env.stderr, "replayer %s: %s\n", name, msg)
+	}
+	if env.json {
+		// encoding/json escapes control characters and replaces bytes
+		// that are not UTF-8, so the object is safe on a terminal too.
+		if jerr := json.NewEncoder(env.stdout).Encode(map[string]failure{"error": f}); jerr != nil {
+			fmt.Fprintf(env.stderr, "replayer %s: writing the JSON error: %s\n", name, termSafe(jerr.Error()))
+		}
+	}
+	return f.Exit
+}
+
+// jsonRequested reports whether args ask for --json (-json, --json=true,
+// ...), looking at the flags before a "--". It is a scan, not a parse: it
+// decides whether a failure before or during flag parsing is printed as
+// JSON; once the flags are parsed, the parsed value decides.
+func jsonRequested(args []string) bool {
+	on := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "json" {
+			continue
+		}
+		on = true
+		if hasValue {
+			on, _ = strconv.ParseBool(value)
+		}
+	}
+	return on
+}
+
+// termSafe returns s with everything a terminal could act on escaped the
+// way strconv.Quote escapes it: control characters (C0 including newline
+// and tab, DEL, C1), other runes that are not printable (such as
+// bidirectional overrides) and bytes that are not UTF-8 become \x1b,
+// \n, \u202e, \xff. Printable text, non-ASCII letters included, is left
+// as it is. Human output passes every string that comes from the stream
+// or a database (subjects, ids, error messages that embed them) through
+// it.
+func termSafe(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func printUsage(w io.Writer) {

@@ -22,7 +22,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 	r.register(fs)
 	newKey := newDBKeyFlags(fs, "new-")
 	inPlace := fs.Bool("in-place", false, "upgrade in place with the schema's migrations instead of replaying")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
 	if r.db == "" {

@@ -36,11 +36,17 @@ func TestRebuildReplacesDamagedDatabase(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var root int64
-			if err := in.DB().SQL().QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = ?`, table).Scan(&root); err != nil {
+			in.Close()
+			raw, err := openRaw(path, keyPath)
+			if err != nil {
 				t.Fatal(err)
 			}
-			in.Close()
+			var root int64
+			err = raw.QueryRow(`SELECT rootpage FROM sqlite_master WHERE name = ?`, table).Scan(&root)
+			raw.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)

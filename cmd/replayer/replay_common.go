@@ -51,7 +51,7 @@ func (r *replayFlags) check() error {
 // parse parses args, checks the flags every replay command needs and reads
 // the database key: the preamble of rebuild, rekey and verify.
 func (r *replayFlags) parse(fs *flag.FlagSet, args []string, env *cliEnv) (projections.Key, error) {
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(env, fs, args); err != nil {
 		return projections.Key{}, err
 	}
 	if err := r.check(); err != nil {

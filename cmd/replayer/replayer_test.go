@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
-	"github.com/epochlog/epochlog/projections"
+	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -48,14 +50,37 @@ func sqlexec(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		return m[0]
 	}
-	key, err := readDBKeyFile(one(args[1]))
-	ts.Check(err)
-	db, err := projections.OpenExisting(one(args[0]), key, nil)
+	db, err := openRaw(one(args[0]), one(args[1]))
 	ts.Check(err)
 	defer db.Close()
-	res, err := db.SQL().Exec(args[2])
+	res, err := db.Exec(args[2])
 	ts.Check(err)
 	if n, _ := res.RowsAffected(); n == 0 {
 		ts.Fatalf("sqlexec: no row changed")
 	}
 }
+
+// openRaw opens the read model at path with the raw key in keyPath (a key
+// file of 64 hex digits) through the SQLCipher driver, behind package
+// projections' back.
+func openRaw(path, keyPath string) (*sql.DB, error) {
+	if _, err := readDBKeyFile(keyPath); err != nil { // the same checks as the CLI's
+		return nil, err
+	}
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, err // the driver would create it
+	}
+	dsn := "file:" + path + "?_pragma_key=x'" + strings.TrimSpace(string(b)) + "'&_pragma_cipher_page_size=4096"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+var _ = sqlite3.SQLITE_OK // the driver registers "sqlite3" for openRaw

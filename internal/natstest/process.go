@@ -73,6 +73,9 @@ func StartProcess(t *testing.T) *Process {
 	return s
 }
 
+// Store is the process's JetStream store directory.
+func (s *Process) Store() string { return s.store }
+
 // URL is the client URL of the process.
 func (s *Process) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 

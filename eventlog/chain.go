@@ -1,0 +1,153 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// The installation chain: every event Append seals links (events.Link) to
+// the latest earlier event of its installation that this Log knows, so an
+// event that goes missing from the stream (a corrupted block the server
+// drops, a message deleted by the bus operator) is detected by the first
+// reader that meets a link to it. The Log learns an installation's head
+// from its own appends and from every record it reads; when it knows none
+// it asks the stream once (the last message on the installation's
+// subjects). A stale head is harmless: a link may point to any earlier
+// event, it only has to be there.
+
+// headOf returns the link to inst's latest event as far as this Log knows,
+// asking the stream when it knows nothing (zero: the installation has no
+// events yet).
+func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Link, error) {
+	l.mu.Lock()
+	h, ok := l.heads[inst]
+	l.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	filter, err := l.InstallationFilter(inst)
+	if err != nil {
+		return events.Link{}, err
+	}
+	m, err := l.stream.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return events.Link{}, nil
+	}
+	if err != nil {
+		return events.Link{}, fmt.Errorf("eventlog: stream %s: last event of %s: %w", l.cfg.Stream, inst, err)
+	}
+	h = events.LinkTo(m.Sequence, m.Data)
+	l.noteHead(inst, h)
+	return h, nil
+}
+
+// noteHead records h as inst's head if it is newer than the one known.
+func (l *Log) noteHead(inst events.InstallationID, h events.Link) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.heads[inst]; ok && cur.Seq >= h.Seq {
+		return
+	}
+	if len(l.heads) >= cacheMax {
+		clear(l.heads)
+	}
+	l.heads[inst] = h
+}
+
+// forgetHead drops inst's head, so the next append asks the stream.
+func (l *Log) forgetHead(inst events.InstallationID) {
+	l.mu.Lock()
+	delete(l.heads, inst)
+	l.mu.Unlock()
+}
+
+// noteAppended records the head after a successful append of p: the last
+// event, if this append stored it (a duplicate's stored envelope is an
+// earlier attempt's, whose digest this Log does not have).
+func (l *Log) noteAppended(p *prepared, res []Appended) {
+	if n := len(res); n > 0 && n == len(p.envs) && !res[n-1].Duplicate {
+		l.noteHead(p.agg.Installation, events.LinkTo(res[n-1].Seq, p.envs[n-1]))
+	}
+}
+
+// linkWindow is the number of recent events a read remembers to check
+// links against; a link to an older event is checked with a message get.
+var linkWindow = 1 << 16 // a variable for tests
+
+// linkChecker checks the links of the records one read delivers: each link
+// at or after the read's first sequence must name an event the read
+// delivered (same sequence, same envelope digest). A link before the first
+// sequence cannot be checked by this read, as with positions.
+type linkChecker struct {
+	l      *Log
+	from   uint64
+	seen   map[uint64][events.LinkDigestSize]byte
+	ring   []uint64 // the sequences in seen, oldest evicted first
+	next   int
+	oldest uint64 // the oldest sequence still in seen
+}
+
+func newLinkChecker(l *Log, from uint64) *linkChecker {
+	return &linkChecker{l: l, from: max(from, 1), seen: map[uint64][events.LinkDigestSize]byte{}}
+}
+
+// check verifies ev's link, then remembers the record (seq, envelope) for
+// later links.
+func (c *linkChecker) check(ctx context.Context, inst events.InstallationID, seq uint64, ev events.Event, envelope []byte) error {
+	if p := ev.Prev; !p.IsZero() && p.Seq >= c.from {
+		if err := c.verify(ctx, inst, seq, p); err != nil {
+			return err
+		}
+	}
+	self := events.LinkTo(seq, envelope)
+	c.remember(self)
+	c.l.noteHead(inst, self)
+	return nil
+}
+
+func (c *linkChecker) verify(ctx context.Context, inst events.InstallationID, seq uint64, p events.Link) error {
+	if p.Seq >= seq {
+		return fmt.Errorf("%w: the event links to stream sequence %d, not before its own %d", ErrMissingEvent, p.Seq, seq)
+	}
+	if d, ok := c.seen[p.Seq]; ok {
+		if d != p.Digest {
+			return fmt.Errorf("%w: the event links to stream sequence %d, which holds another event than the one its writer saw (the stream was altered or truncated and written again)", ErrMissingEvent, p.Seq)
+		}
+		return nil
+	}
+	if len(c.ring) < linkWindow || p.Seq >= c.oldest {
+		return fmt.Errorf("%w: the event links to stream sequence %d, an event of installation %s the stream does not give", ErrMissingEvent, p.Seq, inst)
+	}
+	// Older than the window: look it up.
+	m, err := c.l.stream.GetMsg(ctx, p.Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("%w: the event links to stream sequence %d, which the stream no longer holds", ErrMissingEvent, p.Seq)
+	}
+	if err != nil {
+		return fmt.Errorf("eventlog: stream %s: get seq %d to check a link: %w", c.l.cfg.Stream, p.Seq, err)
+	}
+	if events.LinkTo(m.Sequence, m.Data) != p {
+		return fmt.Errorf("%w: the event links to stream sequence %d, which holds another event than the one its writer saw", ErrMissingEvent, p.Seq)
+	}
+	return nil
+}
+
+func (c *linkChecker) remember(self events.Link) {
+	if len(c.ring) < linkWindow {
+		c.ring = append(c.ring, self.Seq)
+	} else {
+		delete(c.seen, c.ring[c.next])
+		c.ring[c.next] = self.Seq
+		c.next = (c.next + 1) % linkWindow
+		c.oldest = c.ring[c.next]
+	}
+	if len(c.ring) == 1 {
+		c.oldest = self.Seq
+	}
+	c.seen[self.Seq] = self.Digest
+}

@@ -1,0 +1,140 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Each event links to the installation's event before it, across
+// aggregates; what a reader gets back is that chain.
+func TestEventsLinkToTheInstallationsPreviousEvent(t *testing.T) {
+	l, _ := newLog(t)
+	a, b := group(instA, "a"), group(instA, "b")
+	var seqs []uint64
+	for i := uint64(1); i <= 3; i++ {
+		seqs = append(seqs, mustAppend(t, l, i-1, msg(a, i, "a"))[0].Seq)
+		seqs = append(seqs, mustAppend(t, l, i-1, msg(b, i, "b"))[0].Seq)
+	}
+	recs := readAll(t, l, instA, 0)
+	if len(recs) != len(seqs) {
+		t.Fatalf("read %d records, appended %d", len(recs), len(seqs))
+	}
+	if !recs[0].Event.Prev.IsZero() {
+		t.Fatalf("first event links to %v, want nothing", recs[0].Event.Prev)
+	}
+	for i := 1; i < len(recs); i++ {
+		want := events.LinkTo(recs[i-1].Seq, rawGet(t, l, recs[i-1].Seq).Data)
+		if got := recs[i].Event.Prev; got != want {
+			t.Fatalf("event at seq %d links to %v, want %v", recs[i].Seq, got, want)
+		}
+	}
+}
+
+// The last event of an aggregate, deleted (as a corrupted block the server
+// drops, or the bus operator), is missed by position checks: its aggregate
+// has no later event. The next event of the installation links to it, so
+// the read stops there, naming both.
+func TestMissingLastEventOfAnAggregateDetected(t *testing.T) {
+	l, _ := newLog(t)
+	a, b := group(instA, "a"), group(instA, "b")
+	mustAppend(t, l, 0, msg(a, 1, "a1"))
+	lost := mustAppend(t, l, 1, msg(a, 2, "a2"))[0].Seq
+	next := mustAppend(t, l, 0, msg(b, 1, "b1"))[0].Seq
+	if err := l.stream.DeleteMsg(context.Background(), lost); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tryReadAll(l, instA, 0)
+	wantRecordError(t, err, next, ErrMissingEvent)
+	if !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", lost)) {
+		t.Fatalf("error %q does not name the missing seq %d", err, lost)
+	}
+	// The installation's own reads by message get see it too.
+	n, _, err := l.ReadN(context.Background(), instA, mustFilter(t, l, instA), 1, 100, func(Record) error { return nil })
+	if n != 1 {
+		t.Fatalf("ReadN delivered %d records before the gap, want 1", n)
+	}
+	wantRecordError(t, err, next, ErrMissingEvent)
+}
+
+// A writer that knew a head the stream has since lost (a server that came
+// back truncated) links its next event to it: the loss shows at once.
+func TestTruncatedTailDetectedByTheNextAppend(t *testing.T) {
+	l, _ := newLog(t)
+	a := group(instA, "a")
+	mustAppend(t, l, 0, msg(a, 1, "a1"))
+	lost := mustAppend(t, l, 1, msg(a, 2, "a2"))[0].Seq
+	if err := l.stream.DeleteMsg(context.Background(), lost); err != nil {
+		t.Fatal(err)
+	}
+	// A fresh aggregate, so the position check does not stop the append.
+	next := mustAppend(t, l, 0, msg(group(instA, "c"), 1, "c1"))[0].Seq
+	_, err := tryReadAll(l, instA, 0)
+	wantRecordError(t, err, next, ErrMissingEvent)
+}
+
+// Two writers of one installation with stale heads (say, the installation
+// and the delivery service) link to older events: that is no gap.
+func TestConcurrentWritersStaleHeadsAreNoGap(t *testing.T) {
+	l1, srv := newLog(t)
+	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	a, b := group(instA, "a"), group(instA, "b")
+	for i := uint64(1); i <= 5; i++ {
+		mustAppend(t, l1, i-1, msg(a, i, "from l1"))
+		mustAppend(t, l2, i-1, msg(b, i, "from l2"))
+	}
+	if recs := readAll(t, l1, instA, 0); len(recs) != 10 {
+		t.Fatalf("read %d records, want 10", len(recs))
+	}
+}
+
+// A link older than the reader's window is checked against the stream:
+// there when the event is, missing when it is gone.
+func TestLinkBeyondTheWindowChecked(t *testing.T) {
+	old := linkWindow
+	linkWindow = 4
+	t.Cleanup(func() { linkWindow = old })
+	l, _ := newLog(t)
+	keep := mustAppend(t, l, 0, msg(group(instA, "keep"), 1, "k"))[0].Seq
+	lose := mustAppend(t, l, 0, msg(group(instA, "lose"), 1, "l"))[0].Seq
+	staleHead := func(seq uint64, envelope []byte) {
+		l.mu.Lock()
+		l.heads[instA] = events.LinkTo(seq, envelope)
+		l.mu.Unlock()
+	}
+	// Nothing links to the event that will be lost but the last one.
+	staleHead(keep, rawGet(t, l, keep).Data)
+	a := group(instA, "a")
+	for i := uint64(1); i <= 8; i++ {
+		mustAppend(t, l, i-1, msg(a, i, "a"))
+	}
+	// A long-idle writer whose head is the first event.
+	staleHead(keep, rawGet(t, l, keep).Data)
+	mustAppend(t, l, 0, msg(group(instA, "b"), 1, "b1"))
+	if recs := readAll(t, l, instA, 0); len(recs) != 11 {
+		t.Fatalf("read %d records, want 11", len(recs))
+	}
+	// One whose head was lost meanwhile.
+	staleHead(lose, rawGet(t, l, lose).Data)
+	if err := l.stream.DeleteMsg(context.Background(), lose); err != nil {
+		t.Fatal(err)
+	}
+	next := mustAppend(t, l, 1, msg(group(instA, "b"), 2, "b2"))[0].Seq
+	_, err := tryReadAll(l, instA, 0)
+	wantRecordError(t, err, next, ErrMissingEvent)
+	if !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", lose)) {
+		t.Fatalf("error %q does not name the missing seq %d", err, lose)
+	}
+}
+
+func mustFilter(t *testing.T, l *Log, inst events.InstallationID) string {
+	t.Helper()
+	f, err := l.InstallationFilter(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

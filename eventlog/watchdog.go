@@ -1,0 +1,113 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A read's watchdog: every wait of a read is bounded by
+// Config.ProgressTimeout. The ordered consumer recreates itself on its own
+// after a missed heartbeat, a server restart or a sequence it cannot
+// follow (a stored message the server cannot load), and would do so
+// forever; the watchdog ends a read that delivers nothing for that long
+// while the stream holds events it has not delivered, or while the server
+// does not answer at all.
+type watchdog struct {
+	r        *reader
+	mu       sync.Mutex
+	last     time.Time
+	err      error
+	stopOnce sync.Once
+	quit     chan struct{}
+}
+
+// watch starts the watchdog of one consumer run; it stops it with
+// it.Stop when the read stalls.
+func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filters []string, end uint64, follow bool) *watchdog {
+	w := &watchdog{r: r, last: time.Now(), quit: make(chan struct{})}
+	limit := r.l.cfg.ProgressTimeout
+	go func() {
+		t := time.NewTicker(max(limit/8, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-w.quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			w.mu.Lock()
+			idle := time.Since(w.last)
+			w.mu.Unlock()
+			if idle < limit {
+				continue
+			}
+			pending, err := w.pending(ctx, filters, end, follow)
+			if err == nil && !pending {
+				w.touch() // an idle follow: nothing to wait for
+				continue
+			}
+			w.mu.Lock()
+			if err != nil {
+				w.err = fmt.Errorf("%w: no answer from the server for %v reading after seq %d: %w", ErrStalled, idle.Round(time.Second), r.next-1, err)
+			} else {
+				w.err = fmt.Errorf("%w: the stream holds events after seq %d it has not delivered for %v (a stored message it cannot load, or a lost stream leader)", ErrStalled, r.next-1, idle.Round(time.Second))
+			}
+			w.mu.Unlock()
+			it.Stop()
+			return
+		}
+	}()
+	return w
+}
+
+// pending reports whether the stream holds events of the read's filters
+// that the read has not delivered yet.
+func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
+	if !follow {
+		return w.r.next <= end, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.r.l.cfg.RequestTimeout)
+	defer cancel()
+	last, err := w.r.l.lastSeq(ctx, filters)
+	if err != nil {
+		return false, err
+	}
+	return last >= w.r.next, nil
+}
+
+// progress records a delivery; it runs on the read's goroutine.
+func (w *watchdog) progress() {
+	w.touch()
+	w.r.lastProgress = time.Now()
+}
+
+// touch restarts the idle clock.
+func (w *watchdog) touch() {
+	w.mu.Lock()
+	w.last = time.Now()
+	w.mu.Unlock()
+}
+
+// stalled returns the error that stopped the read, if the watchdog did.
+func (w *watchdog) stalled() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// done stops the watchdog; it runs on the read's goroutine and carries an
+// idle follow's progress over to the reader.
+func (w *watchdog) done() {
+	w.stopOnce.Do(func() { close(w.quit) })
+	w.mu.Lock()
+	if w.last.After(w.r.lastProgress) {
+		w.r.lastProgress = w.last
+	}
+	w.mu.Unlock()
+}

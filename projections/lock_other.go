@@ -1,0 +1,20 @@
+//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+
+package projections
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+)
+
+// Without flock(2), a second writer cannot be kept out: refuse rather
+// than pretend to lock. The error wraps errors.ErrUnsupported.
+var errLockUnsupported = fmt.Errorf("locking a read model is not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+
+func openLockFile(string) (int, error)      { return -1, errLockUnsupported }
+func tryLock(int) (bool, error)             { return false, errLockUnsupported }
+func readLockFile(int, int) ([]byte, error) { return nil, errLockUnsupported }
+func writeHolder(int, []byte) error         { return errLockUnsupported }
+func clearHolder(int) error                 { return errLockUnsupported }
+func closeLockFile(int) error               { return errLockUnsupported }

@@ -1,0 +1,204 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A rebuild never swaps in less than the live database holds, nor another
+// installation's history, nor nothing; the refused live file is left
+// byte for byte as it was. Only --force takes the stream's word over a
+// database that holds more.
+
+func rebuildOpts(force bool) *RebuildOptions {
+	return &RebuildOptions{Options: *testReplayOptions(), Force: force}
+}
+
+// mustRebuild builds inst's read model at path.
+func mustRebuild(t *testing.T, l *eventlog.Log, inst events.InstallationID, path string, key projections.Key) {
+	t.Helper()
+	if _, err := Rebuild(context.Background(), l, inst, path, key, rebuildOpts(false)); err != nil {
+		t.Fatalf("rebuild %s: %v", inst, err)
+	}
+}
+
+// unchanged fails the test if the file at path no longer holds want.
+func unchanged(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s changed although the rebuild was refused", filepath.Base(path))
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRebuildRefusesAnotherInstallationsDatabase(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 20)
+	writeHistory(t, l, instB, 1, 20)
+	key := rawDBKey(t, 0xA1)
+	liveB := filepath.Join(t.TempDir(), "b.db")
+	mustRebuild(t, l, instB, liveB, key)
+	before := readFile(t, liveB)
+
+	for _, force := range []bool{false, true} {
+		_, err := Rebuild(context.Background(), l, instA, liveB, key, rebuildOpts(force))
+		if !errors.Is(err, ErrWrongInstallation) {
+			t.Fatalf("rebuild of %s over %s's database (force %v): %v, want ErrWrongInstallation", instA, instB, force, err)
+		}
+		if !strings.Contains(err.Error(), string(instB)) {
+			t.Fatalf("error %q does not name the database's installation", err)
+		}
+		unchanged(t, liveB, before)
+	}
+	_, err := Verify(context.Background(), l, instA, liveB, key, testReplayOptions())
+	if !errors.Is(err, ErrWrongInstallation) {
+		t.Fatalf("verify of %s against %s's database: %v, want ErrWrongInstallation", instA, instB, err)
+	}
+}
+
+func TestRebuildRefusesAnInstallationWithoutHistory(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 5)
+	key := rawDBKey(t, 0xA1)
+	dir := t.TempDir()
+
+	// A mistyped id: no events at all. Nothing is created.
+	fresh := filepath.Join(dir, "new.db")
+	_, err := Rebuild(context.Background(), l, "inst-typo", fresh, key, rebuildOpts(true))
+	if !errors.Is(err, ErrNoHistory) {
+		t.Fatalf("rebuild of an unknown installation: %v, want ErrNoHistory", err)
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("refused rebuild created %s: %v", fresh, err)
+	}
+
+	// Over a live database of that name: refused, untouched.
+	live := filepath.Join(dir, "a.db")
+	mustRebuild(t, l, instA, live, key)
+	before := readFile(t, live)
+	if _, err := Rebuild(context.Background(), l, "inst-typo", live, key, rebuildOpts(true)); !errors.Is(err, ErrWrongInstallation) && !errors.Is(err, ErrNoHistory) {
+		t.Fatalf("rebuild of an unknown installation over a live one: %v", err)
+	}
+	unchanged(t, live, before)
+
+	// Events without the installation.created they must start with.
+	h := newHistoryGen("inst-headless")
+	h.setup(1)
+	h.ts = h.ts[1:] // drop installation.created
+	if _, err := h.flush(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Rebuild(context.Background(), l, "inst-headless", filepath.Join(dir, "headless.db"), key, rebuildOpts(true))
+	if !errors.Is(err, ErrNoHistory) {
+		t.Fatalf("rebuild of a history without installation.created: %v, want ErrNoHistory", err)
+	}
+}
+
+// The installation's last event lost from the stream (nothing links to it
+// yet): the live database is ahead, the rebuild is refused naming what is
+// missing, verify says not to rebuild; --force takes the stream's word.
+func TestRebuildRefusesWhenTheStreamLostTheTail(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 2, 30)
+	key := rawDBKey(t, 0xA1)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, key)
+	before := readFile(t, live)
+
+	last := lastSeq(t, l, instA)
+	deleteMsg(t, l, last)
+	_, err := Rebuild(context.Background(), l, instA, live, key, rebuildOpts(false))
+	if !errors.Is(err, ErrBehind) || !IsVerificationFailure(err) {
+		t.Fatalf("rebuild from a stream missing the last event: %v, want ErrBehind", err)
+	}
+	unchanged(t, live, before)
+
+	_, err = Verify(context.Background(), l, instA, live, key, testReplayOptions())
+	var fe *projections.FileError
+	if !errors.Is(err, ErrBehind) || errors.Is(err, ErrDrift) || !errors.As(err, &fe) || strings.Contains(fe.Hint, "rebuild it") {
+		t.Fatalf("verify against a stream missing the last event: %v, want ErrBehind with a hint not to rebuild", err)
+	}
+	unchanged(t, live, before)
+
+	res, err := Rebuild(context.Background(), l, instA, live, key, rebuildOpts(true))
+	if err != nil {
+		t.Fatalf("forced rebuild: %v", err)
+	}
+	if res.Checkpoint >= last {
+		t.Fatalf("forced rebuild at checkpoint %d, the deleted event was at %d", res.Checkpoint, last)
+	}
+}
+
+// An aggregate's last event lost in the middle of the stream, after which
+// other events of the installation were written by a writer that did not
+// know of it: the positions name the aggregate.
+func TestRebuildNamesTheAggregateThatLostEvents(t *testing.T) {
+	l, srv := newLog(t)
+	h := writeHistory(t, l, instA, 2, 30)
+	key := rawDBKey(t, 0xA1)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, key)
+	before := readFile(t, live)
+
+	// Delete the inbox queue's last event, then let an unaware writer (a
+	// fresh Log, whose head lookup finds the stream as it now is) append
+	// more events of the installation.
+	var inboxLast uint64
+	if err := l.Read(context.Background(), instA, 0, func(r eventlog.Record) error {
+		if r.Event.Aggregate.Type == events.AggDelivery {
+			inboxLast = r.Seq
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deleteMsg(t, l, inboxLast)
+	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	h.add(events.AggGroup, "feedface", events.GroupCreated{GroupID: []byte("g-new"), Ciphersuite: 3, State: events.Secret("s")})
+	if _, err := h.flush(context.Background(), l2); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Rebuild(context.Background(), l2, instA, live, key, rebuildOpts(false))
+	if !errors.Is(err, ErrBehind) || !strings.Contains(err.Error(), "delivery") || !strings.Contains(err.Error(), "inbox") {
+		t.Fatalf("rebuild with the inbox's last event missing: %v, want ErrBehind naming the inbox", err)
+	}
+	unchanged(t, live, before)
+}
+
+func deleteMsg(t *testing.T, l *eventlog.Log, seq uint64) {
+	t.Helper()
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(context.Background(), seq); err != nil {
+		t.Fatalf("delete seq %d: %v", seq, err)
+	}
+}
