@@ -169,6 +169,9 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if err != nil {
 		return nil, err
 	}
+	if streamLast == 0 && liveHead != nil && liveHead.Checkpoint > 0 && !ro.Force {
+		return nil, fail("rebuild", fmt.Errorf("%w: the live database has applied events of %s up to stream sequence %d, the stream holds none", ErrBehind, inst, liveHead.Checkpoint))
+	}
 	if streamLast == 0 {
 		return nil, fail("rebuild", fmt.Errorf("%w: stream %s holds no event of installation %s (check the installation id and the store or server you point at)", ErrNoHistory, l.Stream(), inst))
 	}

@@ -20,6 +20,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 			"per version; no stream needed, no rekey).", projections.LatestSchema))
 	var r replayFlags
 	r.register(fs)
+	r.registerRebuilding(fs)
 	newKey := newDBKeyFlags(fs, "new-")
 	inPlace := fs.Bool("in-place", false, "upgrade in place with the schema's migrations instead of replaying")
 	if err := parseFlags(env, fs, args); err != nil {

@@ -16,6 +16,7 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 			"before running it; keep the old one until the command has succeeded.")
 	var r replayFlags
 	r.register(fs)
+	r.registerRebuilding(fs)
 	newKey := newDBKeyFlags(fs, "new-")
 	oldK, err := r.parse(fs, args, env)
 	if err != nil {

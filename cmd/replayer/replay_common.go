@@ -23,6 +23,14 @@ type replayFlags struct {
 	db     string
 	dbKey  *dbKeyFlags
 	asJSON bool
+	// noMLSCheck is --no-mls-check, registered by the rebuilding commands.
+	noMLSCheck bool
+}
+
+// registerRebuilding registers the flags of the commands that swap in a
+// rebuilt database (rebuild, rekey, migrate).
+func (r *replayFlags) registerRebuilding(fs *flag.FlagSet) {
+	fs.BoolVar(&r.noMLSCheck, "no-mls-check", false, "skip re-deriving every MLS transition while replaying (faster; the default checks each against what was recorded)")
 }
 
 func (r *replayFlags) register(fs *flag.FlagSet) {
@@ -85,6 +93,10 @@ func replayWith[T any](ctx context.Context, env *cliEnv, r *replayFlags,
 	defer log.Close()
 	inst := events.InstallationID(r.inst)
 	opts, done := progress(env, log, inst)
+	if opts == nil {
+		opts = &replay.Options{}
+	}
+	opts.SkipMLSCheck = r.noMLSCheck
 	res, err := op(log, inst, opts)
 	done()
 	if err != nil {
@@ -100,6 +112,7 @@ type replayResult struct {
 	DB                 string `json:"db"`
 	Existed            bool   `json:"existed"`
 	Recovered          bool   `json:"recovered"`
+	KeptDamaged        string `json:"kept_damaged,omitempty"`
 	PreviousSchema     int    `json:"previous_schema"`
 	PreviousCheckpoint uint64 `json:"previous_checkpoint"`
 	Schema             int    `json:"schema"`
@@ -112,7 +125,7 @@ type replayResult struct {
 // finish digests the database now at live and prints the result.
 func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *replay.RebuildResult, key projections.Key) error {
 	out := replayResult{
-		Command: cmd, Installation: string(res.Installation), DB: res.Path,
+		Command: cmd, Installation: string(res.Installation), DB: res.Path, KeptDamaged: res.KeptDamaged,
 		Existed: res.Existed, Recovered: res.Recovered,
 		PreviousSchema: res.PreviousSchema, PreviousCheckpoint: res.PreviousCheckpoint,
 		Schema: res.Schema, Replayed: res.Replayed, CaughtUp: res.CaughtUp, Checkpoint: res.Checkpoint,

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// A rebuild that would lose data exits non-zero and leaves the live file
+// byte for byte as it was: another installation's database, an
+// installation id the stream does not know, a stream missing the live
+// database's last event. --force overrides only the last.
+func TestRebuildRefusesToLoseData(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	for _, id := range []events.InstallationID{"alice-phone", "bob-phone"} {
+		createInstallation(t, l, dir, id)
+	}
+	db := func(id string) string { return filepath.Join(dir, id+".db") }
+	key := func(id string) string { return filepath.Join(dir, id+".key") }
+	rebuild := func(id, path, keyPath string, extra ...string) (int, string) {
+		var out, errb bytes.Buffer
+		args := append([]string{"rebuild", "--nats", srv.URL(), "--installation", id, "--db", path, "--db-key-file", keyPath}, extra...)
+		code := run(ctx, ringEnv(&out, &errb, nil), args)
+		return code, errb.String()
+	}
+	before, err := os.ReadFile(db("bob-phone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(what string) {
+		t.Helper()
+		if after, _ := os.ReadFile(db("bob-phone")); !bytes.Equal(after, before) {
+			t.Fatalf("%s changed bob's database", what)
+		}
+	}
+
+	code, stderr := rebuild("alice-phone", db("bob-phone"), key("bob-phone"))
+	if code == 0 || !strings.Contains(stderr, "another installation") {
+		t.Fatalf("rebuild of alice over bob's database: exit %d, %s", code, stderr)
+	}
+	same("rebuild of alice over bob's database")
+
+	code, stderr = rebuild("bob-phnoe", db("bob-phone"), key("bob-phone"), "--force")
+	if code == 0 || !strings.Contains(stderr, "bob-phnoe") {
+		t.Fatalf("rebuild of a mistyped installation: exit %d, %s", code, stderr)
+	}
+	same("rebuild of a mistyped installation")
+
+	// The stream loses bob's last event.
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := l.LastSeq(ctx, "bob-phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = rebuild("bob-phone", db("bob-phone"), key("bob-phone"))
+	if code != exitVerify || !strings.Contains(stderr, "holds less") {
+		t.Fatalf("rebuild from a stream missing the last event: exit %d, %s", code, stderr)
+	}
+	same("rebuild from a stream missing the last event")
+	var out, errb bytes.Buffer
+	code = run(ctx, ringEnv(&out, &errb, nil), []string{"verify", "--nats", srv.URL(), "--installation", "bob-phone", "--db", db("bob-phone"), "--db-key-file", key("bob-phone")})
+	if code != exitVerify || strings.Contains(errb.String(), "rebuild it") {
+		t.Fatalf("verify against a stream missing the last event: exit %d, %s", code, errb.String())
+	}
+	same("verify")
+}
