@@ -88,6 +88,9 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
+	if l.cfg.ReadOnly {
+		return nil, ErrReadOnly
+	}
 	n := len(evs)
 	switch {
 	case n == 0:

@@ -133,6 +133,13 @@ type Config struct {
 	// "Durability").
 	NoSync bool
 
+	// ReadOnly opens the log for reading only, as the replay tools do:
+	// Open creates nothing (no data directory, no store, no stream) and
+	// changes nothing (no stream setting, no metadata); a missing data
+	// directory or store is ErrNoStore naming the path, a missing stream
+	// ErrNoStream. Append and AppendBulk are refused with ErrReadOnly.
+	ReadOnly bool
+
 	// Stream is the JetStream stream name (default "EPOCHLOG").
 	Stream string
 	// SubjectPrefix is the first subject token (default "epochlog"); the

@@ -34,6 +34,18 @@ var (
 	// sequence.
 	ErrStalled = errors.New("eventlog: read stalled")
 
+	// ErrNoStore means a ReadOnly Open found no store to read: the data
+	// directory, or the JetStream store under it, does not exist (a
+	// mistyped --data). The error names the path.
+	ErrNoStore = errors.New("eventlog: no event store at the data directory")
+
+	// ErrNoStream means a ReadOnly Open found no stream of that name on
+	// the server (a mistyped stream name, or the wrong server).
+	ErrNoStream = errors.New("eventlog: no such stream")
+
+	// ErrReadOnly means an append was asked of a Log opened ReadOnly.
+	ErrReadOnly = errors.New("eventlog: log opened read-only")
+
 	// ErrIncompatibleStream means the stream exists but its configuration
 	// cannot hold this log (other subjects, other storage, other retention),
 	// and changing it would need an operator's decision.

@@ -61,6 +61,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 	want := cfg.streamConfig()
 	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
 	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.ReadOnly {
+		return nil, false, fmt.Errorf("%w: stream %s (read-only: nothing is created; check --stream and the server or store)", ErrNoStream, want.Name)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -80,6 +83,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 	if got, ok := have.Metadata[metaKeyringCheck]; ok && got != keyCheck {
 		return nil, false, fmt.Errorf("%w: stream %s was created under a keyring with another oldest root key (check the keys file or %s)",
 			ErrKeyringMismatch, want.Name, "EPOCHLOG_ROOT_KEYS")
+	}
+	if cfg.ReadOnly {
+		// Reads need nothing changed; appends are refused anyway.
+		return s, have.AllowAtomicPublish, nil
 	}
 	upd := have
 	if _, ok := have.Metadata[metaKeyringCheck]; !ok {

@@ -136,6 +136,9 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 	if err != nil {
 		return nil, err
 	}
+	// Every command but demo only reads the stream: it creates no store
+	// or stream and changes no stream setting.
+	cfg.ReadOnly = true
 	return openEventLog(ctx, cfg, ring)
 }
 
@@ -146,6 +149,10 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 // and then not say why.
 func openEventLog(ctx context.Context, cfg eventlog.Config, ring *events.Keyring) (*eventlog.Log, error) {
 	if cfg.NATSURL == "" {
+		if _, err := os.Stat(cfg.DataDir); cfg.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+			// eventlog names the missing store; nothing is created.
+			return eventlog.Open(ctx, cfg, ring)
+		}
 		if err := checkDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}

@@ -49,6 +49,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	if *reveal {
 		fmt.Fprintln(env.stderr, "replayer: warning: --reveal-secrets prints private keys and message plaintext")
 	}
+	cfg.ReadOnly = true // inspect only reads
 	log, err := openEventLog(ctx, cfg, ring)
 	if err != nil {
 		return err

@@ -83,3 +83,31 @@ func TestRebuildRefusesToLoseData(t *testing.T) {
 	}
 	same("verify")
 }
+
+// A read command on a mistyped --data fails naming the path and creates
+// no store there (only demo creates one).
+func TestReadCommandsCreateNoStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	typo := filepath.Join(dir, "epochlgo")
+	for _, args := range [][]string{
+		{"verify", "--data", typo, "--installation", "alice-phone", "--db", filepath.Join(dir, "a.db"), "--db-key-file", filepath.Join(dir, "a.key")},
+		{"inspect", "--data", typo, "--installation", "alice-phone"},
+		{"rebuild", "--data", typo, "--installation", "alice-phone", "--db", filepath.Join(dir, "a.db"), "--db-key-file", filepath.Join(dir, "a.key")},
+	} {
+		if _, err := writeDBKeyFile(filepath.Join(dir, "a.key")); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		code := run(ctx, ringEnv(&out, &errb, nil), args)
+		if code == 0 || !strings.Contains(errb.String(), typo) {
+			t.Fatalf("%s on a missing data directory: exit %d, stderr %s", args[0], code, errb.String())
+		}
+		if _, err := os.Stat(typo); !os.IsNotExist(err) {
+			t.Fatalf("%s created %s: %v", args[0], typo, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "a.db")); !os.IsNotExist(err) {
+			t.Fatalf("%s created the database: %v", args[0], err)
+		}
+	}
+}
