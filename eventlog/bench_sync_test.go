@@ -30,8 +30,10 @@ var benchDataDir = os.Getenv("EPOCHLOG_BENCH_DATA")
 // payloads the size of a sealed envelope, and Log.AppendBulk of
 // single-event transitions, both with at most benchInFlight unacknowledged).
 // sealed-batch10 is AppendBulk of transitions of ten events each, i.e.
-// atomic batches, which the server syncs once per batch; each iteration is
-// still one event.
+// pipelined atomic batches, which the server syncs once per batch. append
+// and append-batch10 are one caller's Append of one event or of ten (one
+// atomic batch) at a time, each waiting for its ack, as an engine appends a
+// group's transitions. Each iteration is one event.
 func BenchmarkAppendSync(b *testing.B) {
 	const size = 256
 	for _, sync := range []string{"always", "off"} {
@@ -39,6 +41,8 @@ func BenchmarkAppendSync(b *testing.B) {
 		b.Run(fmt.Sprintf("raw/sync=%s/body=%d", sync, size), func(b *testing.B) { benchRawEmbedded(b, size, noSync) })
 		b.Run(fmt.Sprintf("sealed/sync=%s/body=%d", sync, size), func(b *testing.B) { benchSealedEmbedded(b, size, noSync, 1) })
 		b.Run(fmt.Sprintf("sealed-batch10/sync=%s/body=%d", sync, size), func(b *testing.B) { benchSealedEmbedded(b, size, noSync, 10) })
+		b.Run(fmt.Sprintf("append/sync=%s/body=%d", sync, size), func(b *testing.B) { benchAppendEmbedded(b, size, noSync, 1) })
+		b.Run(fmt.Sprintf("append-batch10/sync=%s/body=%d", sync, size), func(b *testing.B) { benchAppendEmbedded(b, size, noSync, 10) })
 	}
 }
 
@@ -75,26 +79,51 @@ func newEmbeddedBenchEnv(b *testing.B, size int, noSync bool) *benchEnv {
 	return e
 }
 
-// benchSealedEmbedded appends b.N events as transitions of per events
-// each, spread round-robin over the aggregates.
-func benchSealedEmbedded(b *testing.B, size int, noSync bool, per int) {
-	e := newEmbeddedBenchEnv(b, size, noSync)
-	ts := make([]Transition, 0, b.N/per+1)
+// transitions returns b.N events as transitions of per events each,
+// spread round-robin over the aggregates.
+func (e *benchEnv) transitions(n, per int) []Transition {
+	ts := make([]Transition, 0, n/per+1)
 	next := make([]uint64, benchAggregates) // each aggregate's last position
-	for i := 0; i < b.N; {
+	for i := 0; i < n; {
 		k := len(ts) % benchAggregates
 		t := Transition{Expected: next[k]}
-		for j := 0; j < per && i < b.N; j, i = j+1, i+1 {
+		for j := 0; j < per && i < n; j, i = j+1, i+1 {
 			next[k]++
 			t.Events = append(t.Events, e.event(k+benchAggregates*int(next[k]-1), next[k]))
 		}
 		ts = append(ts, t)
 	}
+	return ts
+}
+
+// benchSealedEmbedded appends b.N events with AppendBulk, in transitions of
+// per events each.
+func benchSealedEmbedded(b *testing.B, size int, noSync bool, per int) {
+	e := newEmbeddedBenchEnv(b, size, noSync)
+	ts := e.transitions(b.N, per)
 	b.SetBytes(int64(e.env))
 	b.ReportAllocs()
 	b.ResetTimer()
 	if _, err := e.log.AppendBulk(context.Background(), ts); err != nil {
 		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	e.checkStored(b, b.N)
+}
+
+// benchAppendEmbedded appends b.N events with Append, one call of per
+// events at a time.
+func benchAppendEmbedded(b *testing.B, size int, noSync bool, per int) {
+	e := newEmbeddedBenchEnv(b, size, noSync)
+	ts := e.transitions(b.N, per)
+	b.SetBytes(int64(e.env))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, t := range ts {
+		if _, err := e.log.Append(context.Background(), t.Expected, t.Events...); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")

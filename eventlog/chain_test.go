@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -137,4 +138,23 @@ func mustFilter(t *testing.T, l *Log, inst events.InstallationID) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// A message the server counts on a subject but did not deliver is missing,
+// even the last of its aggregate.
+func TestCheckCounts(t *testing.T) {
+	counts := map[string]uint64{"p.i.group.a": 3, "p.i.group.b": 1}
+	if err := checkCounts("S", counts, map[string]uint64{"p.i.group.a": 3, "p.i.group.b": 1}); err != nil {
+		t.Fatalf("complete read: %v", err)
+	}
+	if err := checkCounts("S", counts, map[string]uint64{"p.i.group.a": 4, "p.i.group.b": 1}); err != nil {
+		t.Fatalf("more delivered than counted (appended meanwhile): %v", err)
+	}
+	err := checkCounts("S", counts, map[string]uint64{"p.i.group.a": 2})
+	if !errors.Is(err, ErrMissingEvent) || !strings.Contains(err.Error(), "p.i.group.a: 2 of 3") || !strings.Contains(err.Error(), "p.i.group.b: 0 of 1") {
+		t.Fatalf("short read: %v", err)
+	}
+	if err := checkCounts("S", nil, nil); err != nil {
+		t.Fatalf("no counts: %v", err)
+	}
 }

@@ -99,8 +99,9 @@ type Config struct {
 	// One server per store: while the embedded server runs (from Open to
 	// Log.Close) it holds an exclusive lock (flock(2)) on
 	// DataDir/epochlog.lock, a 0600 file naming the holder: its pid,
-	// command, start time and client URL ("in-process, not reachable from
-	// outside" with EmbeddedInProcess). An Open of the same DataDir by
+	// command, start time, host and client URL ("in-process, not reachable
+	// from outside" with EmbeddedInProcess). ReadOnly takes it too: the
+	// server writes to its store whatever the Log does. An Open of the same DataDir by
 	// another Log, in this process or another, fails at once with a
 	// *StoreLockedError (errors.Is ErrStoreLocked) that names the holder
 	// and, when it listens, the URL to connect to instead (NATSURL).

@@ -95,7 +95,7 @@ func TestStoreLockInProcess(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-			if len(lines) != 2 || !strings.HasPrefix(lines[0], fmt.Sprintf("pid %d %s since ", os.Getpid(), filepath.Base(os.Args[0]))) {
+			if len(lines) != 2 || !strings.HasPrefix(lines[0], fmt.Sprintf("pid %d %s since ", os.Getpid(), filepath.Base(os.Args[0]))) || !strings.Contains(lines[0], " host ") {
 				t.Errorf("lock file holds %q", b)
 			}
 
@@ -175,6 +175,27 @@ func TestStoreLockWaitsForClosingHolder(t *testing.T) {
 	// Released, the file describes no holder.
 	if b, err := os.ReadFile(filepath.Join(dir, lockFileName)); err != nil || len(b) != 0 {
 		t.Errorf("released lock file holds %q (%v), want it empty", b, err)
+	}
+}
+
+// The lock file is written and truncated: never through a symbolic link.
+func TestStoreLockRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, lockFileName)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(context.Background(), Config{DataDir: dir, EmbeddedInProcess: true}, keyring(t, 1, 0x11))
+	if err == nil {
+		l.Close()
+		t.Fatal("Open through a symbolic link as lock file succeeded")
+	}
+	t.Logf("refused: %v", err)
+	if b, _ := os.ReadFile(target); string(b) != "keep me\n" {
+		t.Fatalf("the link's target now holds %q", b)
 	}
 }
 

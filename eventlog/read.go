@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,13 +127,21 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		filters = append(filters, f)
 	}
 	var end uint64
+	var counts map[string]uint64 // the server's message count per subject, for a whole history
 	if !follow {
 		var err error
+		if fromSeq <= 1 {
+			// Counted before the end is fixed: what is appended meanwhile
+			// only adds to what the read gets.
+			if counts, err = l.subjectCounts(ctx, filters); err != nil {
+				return err
+			}
+		}
 		if end, err = l.lastSeq(ctx, filters); err != nil {
 			return err
 		}
 		if end < fromSeq {
-			return nil
+			return checkCounts(l.cfg.Stream, counts, r.pos)
 		}
 	}
 	// The ordered consumer already recreates itself after disconnects and
@@ -143,6 +152,9 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 	for {
 		runStart := time.Now()
 		done, err := r.consume(ctx, filters, end, follow)
+		if err == nil && !follow {
+			return checkCounts(l.cfg.Stream, counts, r.pos)
+		}
 		if done || err == nil {
 			return err
 		}
@@ -339,4 +351,43 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		next = m.Sequence + 1
 	}
 	return n, next, nil
+}
+
+// subjectCounts returns the server's count of messages per subject under
+// filters.
+func (l *Log) subjectCounts(ctx context.Context, filters []string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, f := range filters {
+		info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(f))
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: stream %s: subjects of %s: %w", l.cfg.Stream, f, err)
+		}
+		for subj, n := range info.State.Subjects {
+			out[subj] = n
+		}
+	}
+	return out, nil
+}
+
+// checkCounts compares a whole history's read (delivered: the last
+// position read per subject, which is the number of its events, positions
+// being contiguous from 1) with the server's own count per subject: a
+// message the server counts but did not deliver (one it skipped, unable to
+// load it) is missing even at the tail of its aggregate, where neither
+// positions nor links can show it.
+func checkCounts(stream string, counts, delivered map[string]uint64) error {
+	var missing []string
+	for subj, n := range counts {
+		if got := delivered[subj]; got < n {
+			missing = append(missing, fmt.Sprintf("%s: %d of %d", subj, got, n))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	if len(missing) > 3 {
+		missing = append(missing[:3], fmt.Sprintf("and %d more subjects", len(missing)-3))
+	}
+	return fmt.Errorf("%w: stream %s counts more events than it delivered (subject: delivered of counted): %s", ErrMissingEvent, stream, strings.Join(missing, "; "))
 }

@@ -26,7 +26,7 @@ const inProcessLine = "in-process, not reachable from outside"
 // described itself in the lock file, and unwraps to [ErrStoreLocked].
 type StoreLockedError struct {
 	Dir       string // the data directory (Config.DataDir)
-	Holder    string // the holder's own line: "pid N <command> since <time>"; "" if it has not written it yet
+	Holder    string // the holder's own line: "pid N <command> since <time> host <name>"; "" if not written yet
 	PID       int    // the holder's process id; 0 if unknown
 	URL       string // the holder's client URL; "" if it does not listen or has not said yet
 	InProcess bool   // the holder runs with Config.EmbeddedInProcess: nothing outside its process can reach it
@@ -79,11 +79,15 @@ var heldLocks struct {
 // it, the error is a *StoreLockedError.
 func lockStore(dir string) (*storeLock, error) {
 	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Never through a symbolic link: the file is written and truncated.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|oNoFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: embedded server: lock file: %w", err)
 	}
 	info, err := f.Stat()
+	if err == nil && !info.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", path)
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("eventlog: embedded server: lock file: %w", err)
@@ -149,13 +153,14 @@ func (lk *storeLock) closing() bool {
 // describe writes the holder's line and, once the server is up, its
 // client URL (or that it is in-process) as the second line.
 func (lk *storeLock) describe(second string) error {
-	cmd := "unknown"
+	cmd := "?"
 	if len(os.Args) > 0 {
 		// The command's name only: its arguments may hold secrets, and the
 		// file outlives the process.
 		cmd = filepath.Base(os.Args[0])
 	}
-	s := fmt.Sprintf("pid %d %s since %s\n", os.Getpid(), cmd, lk.since.Format(time.RFC3339))
+	host, _ := os.Hostname()
+	s := fmt.Sprintf("pid %d %s since %s host %s\n", os.Getpid(), oneWord(cmd), lk.since.Format(time.RFC3339), oneWord(host))
 	if second != "" {
 		s += second + "\n"
 	}
@@ -166,6 +171,20 @@ func (lk *storeLock) describe(second string) error {
 		return fmt.Errorf("eventlog: embedded server: write lock file %s: %w", lk.path, err)
 	}
 	return nil
+}
+
+// oneWord makes s safe as one word of the lock file's line: no spaces, no
+// control characters (they would break the line or a terminal).
+func oneWord(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // release empties the lock file (its content would describe a holder that

@@ -8,6 +8,9 @@ import (
 	"syscall"
 )
 
+// oNoFollow makes opening the lock file fail on a symbolic link.
+const oNoFollow = syscall.O_NOFOLLOW
+
 // tryLock takes an exclusive flock(2) on f without waiting: false if
 // another open file (of this process or another) holds one. The kernel
 // releases it when f is closed or the process dies.
