@@ -9,6 +9,15 @@
 // [Log.Read] and [Log.Follow] deliver an installation's events in stream
 // order, each opened, verified and checked for contiguous positions; a bad
 // record stops them with a [*RecordError] naming the stream sequence.
+//
+// Every event Append seals links (events.Link) to the latest earlier event
+// of its installation this Log knows, and readers check each link: an
+// event that vanished from the stream (a block the server truncated, a
+// deleted message) stops the first read that meets a link to it with
+// [ErrMissingEvent]; a read of a whole history also checks the server's
+// per-subject counts. A read that makes no progress for
+// Config.ProgressTimeout ends with [ErrStalled]. Config.ReadOnly opens the
+// log for tools that must create and change nothing.
 // The subject layout and what the bus operator sees are documented in
 // docs/architecture.md ("Event log").
 //
@@ -31,7 +40,15 @@
 //     with Config.EmbeddedInProcess, not at all). Anyone who can reach it
 //     can read subjects and sizes and delete messages, though not read or
 //     forge events.
-//   - Follow keeps reconnecting while the server is away; it returns only
+//   - Follow keeps reconnecting while the server is away, for up to
+//     Config.ProgressTimeout ([ErrStalled] then); it returns otherwise only
 //     when ctx is cancelled, the Log is closed ([ErrClosed]) or a record
 //     fails verification.
+//   - Links are checked from a read's first sequence on: a read from a
+//     checkpoint cannot check links to events before it, and the newest
+//     events are linked to by nothing yet; replay compares those with what
+//     a read model holds.
+//   - The embedded server fsyncs every write before acknowledging it unless
+//     Config.NoSync; an external server's durability is its own
+//     configuration (docs/operations.md, "Durability").
 package eventlog

@@ -59,14 +59,23 @@
 //
 // Failures about a file are a [*FileError] (path, operation, hint); the
 // conditions callers branch on are sentinels: [ErrWrongKey], [ErrCorrupt],
-// [ErrNotOurs], [ErrSchemaTooNew], [ErrCannotApply].
+// [ErrNotOurs], [ErrSchemaTooNew], [ErrCannotApply], [ErrLocked].
+//
+// # Writers, heads and damage
+//
+// [Lock] takes a read model's writer lock (a flock on "<db>.lock"): every
+// writer holds it, a second one gets [ErrLocked] naming the holder. [Head]
+// says how far a read model got (installation, checkpoint, each aggregate's
+// position), which replay compares so it never swaps in less.
+// [CheckFile] checks a file's every page HMAC, b-tree and index, naming the
+// damaged pages and tables.
 //
 // # Caveats
 //
 // A read model is disposable: the event stream is the source of truth, and
 // every table here can be rebuilt by replaying it (see docs/read-model.md).
-// Applying events is single-writer per database; concurrent readers are
-// fine (WAL). Keys are never printed, logged or put into errors, but the
+// Applying events is single-writer per database (enforced by the writers
+// taking [Lock]); concurrent readers are fine (WAL). Keys are never printed, logged or put into errors, but the
 // raw key lives in process memory for the lifetime of a DB, because every
 // new pooled connection must present it to SQLCipher. Only one rebuild,
 // verification or migration may run on a read model at a time:
