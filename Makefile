@@ -57,9 +57,15 @@ fuzz:
 	done
 
 # Crash safety at length: rebuild and rekey killed (SIGKILL) at 200 spread
-# points each (the default test run does 6).
+# points each (the default test run does 6). Then the byte-flip fault test
+# at length: 200 random single-byte flips in the stream's message blocks
+# (the default run does 12) plus the targeted ones, `replayer rebuild` and
+# `verify` of every installation after each; the last line it logs is the
+# figure (docs/operations.md, "Fault tests"). EPOCHLOG_FLIP_SEED=N repeats
+# a run's flips.
 soak:
 	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./replay/
+	EPOCHLOG_FLIP_ROUNDS=200 $(GO) test -count=1 -run 'TestRebuildUnderByteFlips' -v -timeout 30m ./cmd/replayer/
 
 demo:
 	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)

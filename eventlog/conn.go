@@ -101,6 +101,11 @@ func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
 	}
 	opts := []nats.Option{
 		nats.Name(name),
+		// The library never writes to the process's stderr (nats.go's
+		// default handler does): an asynchronous error (say, a stored
+		// message whose headers do not decode) surfaces where it matters,
+		// as the read that does not get its record.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait),
 		nats.Timeout(cfg.RequestTimeout),

@@ -14,32 +14,47 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// serverBinaryDir holds the built nats-server; RemoveBuiltServer removes it.
-var serverBinaryDir string
+// built is the nats-server binary StartProcess built, if any.
+var built struct {
+	sync.Mutex
+	dir, bin string
+}
 
 // RemoveBuiltServer removes the nats-server binary StartProcess built, if
-// any. Call it from TestMain after m.Run.
+// any; a later StartProcess builds it again. Call it from TestMain after
+// m.Run, or from a test's cleanup.
 func RemoveBuiltServer() {
-	if serverBinaryDir != "" {
-		os.RemoveAll(serverBinaryDir)
+	built.Lock()
+	defer built.Unlock()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+		built.dir, built.bin = "", ""
 	}
 }
 
-// serverBinary builds nats-server from the module's own dependency once per
-// test binary run, so fault tests can kill a real server process.
-var serverBinary = sync.OnceValues(func() (string, error) {
+// serverBinary builds nats-server from the module's own dependency (once
+// while it lasts), so fault tests can kill a real server process.
+func serverBinary() (string, error) {
+	built.Lock()
+	defer built.Unlock()
+	if built.bin != "" {
+		if _, err := os.Stat(built.bin); err == nil {
+			return built.bin, nil
+		}
+	}
 	dir, err := os.MkdirTemp("", "epochlog-nats-server-")
 	if err != nil {
 		return "", err
 	}
-	serverBinaryDir = dir
 	bin := filepath.Join(dir, "nats-server")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
 	if err != nil {
+		os.RemoveAll(dir)
 		return "", fmt.Errorf("building nats-server: %v: %s", err, out)
 	}
+	built.dir, built.bin = dir, bin
 	return bin, nil
-})
+}
 
 // Process is a nats-server with JetStream running as a separate
 // process on a fixed port and store directory, so it can be killed with
