@@ -222,7 +222,6 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			}
 			return false, fmt.Errorf("eventlog: stream %s: next message after seq %d: %w", l.cfg.Stream, r.next-1, err)
 		}
-		wd.progress()
 		md, err := m.Metadata()
 		if err != nil {
 			return true, l.recordError(m.Subject(), r.next, "metadata", err)
@@ -232,10 +231,14 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			// Already delivered before a consumer restart.
 			continue
 		}
-		if err := r.deliver(ctx, seq, m.Subject(), m.Data()); err != nil {
+		wd.handling(true) // the time the caller's handler takes is not the server's
+		err = r.deliver(ctx, seq, m.Subject(), m.Data())
+		wd.handling(false)
+		if err != nil {
 			return true, err
 		}
 		r.next = seq + 1
+		wd.progress()
 		if !follow && (seq >= end || md.NumPending == 0) {
 			return true, nil
 		}
@@ -313,7 +316,73 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 // its aggregate's subject, as in Read. It returns how many records it
 // delivered and the sequence to continue from; fewer than limit means the
 // end was reached.
+//
+// ReadN carries on across a stream-leader failover: each message get is
+// bounded by Config.RequestTimeout, and one the server leaves unanswered,
+// or answers that the stream has no leader right now, is asked again after
+// a pause (50 ms, doubling, at most 1 s). A get unanswered for
+// Config.ProgressTimeout ends the read with ErrStalled, naming the stream
+// sequence it was fetching from (ctx may end it sooner).
 func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
+	// JetStream API error codes of a stream without a leader for the
+	// moment (nats-server errors.json); every answer with status 503 is
+	// one too: 10008 JSClusterNotAvailErr ("JetStream system temporarily
+	// unavailable", the answer while the stream's or the meta group has no
+	// leader), 10076 and 10039 (JetStream not yet enabled on a node that
+	// is starting).
+	const (
+		codeNotLeader     jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
+		codeOffline       jetstream.ErrorCode = 10118 // JSStreamOfflineErr
+		codeOfflineReason jetstream.ErrorCode = 10194 // JSStreamOfflineReasonErrF
+	)
+	// retry reports whether a failed get may succeed when asked again.
+	// Without an answer of the JetStream API the get had no answer at all:
+	// the try's bound passed (context.DeadlineExceeded; the leader died
+	// with the request, or an election is under way), nobody took the
+	// request (nats.ErrNoResponders: the node restarts), or the connection
+	// moved to another node (nats.ErrDisconnected,
+	// nats.ErrConnectionReconnecting, ...). An answer stands (stream not
+	// found, bad request), except the leaderless ones.
+	retry := func(err error) bool {
+		var ae *jetstream.APIError
+		if !errors.As(err, &ae) {
+			return true
+		}
+		switch ae.ErrorCode {
+		case codeNotLeader, codeOffline, codeOfflineReason:
+			return true
+		}
+		return ae.Code == 503
+	}
+	// get returns the first message on filter at or after seq (or
+	// jetstream.ErrMsgNotFound), asking again until it has an answer.
+	get := func(seq uint64) (*jetstream.RawStreamMsg, error) {
+		start := time.Now()
+		giveUp := start.Add(l.cfg.ProgressTimeout)
+		for attempt := 0; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, max(min(l.cfg.RequestTimeout, time.Until(giveUp)), time.Millisecond))
+			m, err := l.stream.GetMsg(actx, seq, jetstream.WithGetMsgSubject(filter))
+			cancel()
+			switch {
+			case err == nil, errors.Is(err, jetstream.ErrMsgNotFound):
+				return m, err
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, ctx.Err())
+			case l.closed.Load():
+				return nil, fmt.Errorf("%w (fetching %s after seq %d)", ErrClosed, inst, seq-1)
+			case !retry(err):
+				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, err)
+			case !time.Now().Before(giveUp):
+				return nil, fmt.Errorf("%w: stream %s: fetch %s after seq %d: no answer for %v (%d tries): %w",
+					ErrStalled, l.cfg.Stream, inst, seq-1, time.Since(start).Round(time.Second), attempt+1, err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w (after: %w)", l.cfg.Stream, inst, seq-1, ctx.Err(), err)
+			case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second, time.Until(giveUp))):
+			}
+		}
+	}
 	next := max(from, 1)
 	n := 0
 	// Links can be checked only when every event of the installation
@@ -323,12 +392,12 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		links = newLinkChecker(l, next)
 	}
 	for n < limit {
-		m, err := l.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+		m, err := get(next)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
-			return n, next, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, next-1, err)
+			return n, next, err
 		}
 		ev, err := events.Open(l.keys, inst, l.binding(m.Subject), m.Data)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,12 +24,24 @@ type watchdog struct {
 	err      error
 	stopOnce sync.Once
 	quit     chan struct{}
+	next     atomic.Uint64 // the read's next sequence, as the read last said
+	busy     bool          // the read is in its handler: not waiting on the server
+}
+
+// handling marks the read as inside (or out of) its handler; the idle
+// clock restarts when it comes out.
+func (w *watchdog) handling(in bool) {
+	w.mu.Lock()
+	w.busy = in
+	w.last = time.Now()
+	w.mu.Unlock()
 }
 
 // watch starts the watchdog of one consumer run; it stops it with
 // it.Stop when the read stalls.
 func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filters []string, end uint64, follow bool) *watchdog {
 	w := &watchdog{r: r, last: time.Now(), quit: make(chan struct{})}
+	w.next.Store(r.next)
 	limit := r.l.cfg.ProgressTimeout
 	go func() {
 		t := time.NewTicker(max(limit/8, 10*time.Millisecond))
@@ -42,9 +55,9 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 			case <-t.C:
 			}
 			w.mu.Lock()
-			idle := time.Since(w.last)
+			idle, busy := time.Since(w.last), w.busy
 			w.mu.Unlock()
-			if idle < limit {
+			if idle < limit || busy {
 				continue
 			}
 			pending, err := w.pending(ctx, filters, end, follow)
@@ -54,9 +67,9 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 			}
 			w.mu.Lock()
 			if err != nil {
-				w.err = fmt.Errorf("%w: no answer from the server for %v reading after seq %d: %w", ErrStalled, idle.Round(time.Second), r.next-1, err)
+				w.err = fmt.Errorf("%w: no answer from the server for %v reading after seq %d: %w", ErrStalled, idle.Round(time.Second), w.next.Load()-1, err)
 			} else {
-				w.err = fmt.Errorf("%w: the stream holds events after seq %d it has not delivered for %v (a stored message it cannot load, or a lost stream leader)", ErrStalled, r.next-1, idle.Round(time.Second))
+				w.err = fmt.Errorf("%w: the stream holds events after seq %d it has not delivered for %v (a stored message it cannot load, or a lost stream leader)", ErrStalled, w.next.Load()-1, idle.Round(time.Second))
 			}
 			w.mu.Unlock()
 			it.Stop()
@@ -69,8 +82,9 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 // pending reports whether the stream holds events of the read's filters
 // that the read has not delivered yet.
 func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
+	next := w.next.Load()
 	if !follow {
-		return w.r.next <= end, nil
+		return next <= end, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.r.l.cfg.RequestTimeout)
 	defer cancel()
@@ -78,11 +92,13 @@ func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, fo
 	if err != nil {
 		return false, err
 	}
-	return last >= w.r.next, nil
+	return last >= next, nil
 }
 
-// progress records a delivery; it runs on the read's goroutine.
+// progress records a delivery; it runs on the read's goroutine, after
+// the read moved its next sequence on.
 func (w *watchdog) progress() {
+	w.next.Store(w.r.next)
 	w.touch()
 	w.r.lastProgress = time.Now()
 }
