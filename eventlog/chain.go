@@ -59,13 +59,6 @@ func (l *Log) noteHead(inst events.InstallationID, h events.Link) {
 	l.heads[inst] = h
 }
 
-// forgetHead drops inst's head, so the next append asks the stream.
-func (l *Log) forgetHead(inst events.InstallationID) {
-	l.mu.Lock()
-	delete(l.heads, inst)
-	l.mu.Unlock()
-}
-
 // noteAppended records the head after a successful append of p: the last
 // event, if this append stored it (a duplicate's stored envelope is an
 // earlier attempt's, whose digest this Log does not have).

@@ -20,7 +20,6 @@ var (
 	clusterConfig = logtest.ClusterConfig
 	openLog       = logtest.Open
 	newLog        = logtest.New
-	group         = logtest.Group
 	rawDBKey      = logtest.RawDBKey
 	lastSeq       = logtest.LastSeq
 )
