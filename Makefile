@@ -63,9 +63,13 @@ fuzz:
 # `verify` of every installation after each; the last line it logs is the
 # figure (docs/operations.md, "Fault tests"). EPOCHLOG_FLIP_SEED=N repeats
 # a run's flips.
+# Then the stream-leader failover test at 20 rounds: the demo's workload on
+# a 3-node cluster, the leader shut down and restarted each round
+# (docs/operations.md, "Failover").
 soak:
 	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./replay/
 	EPOCHLOG_FLIP_ROUNDS=200 $(GO) test -count=1 -run 'TestRebuildUnderByteFlips' -v -timeout 30m ./cmd/replayer/
+	EPOCHLOG_FAILOVER_ROUNDS=20 $(GO) test -count=1 -run 'TestFailoverStreamLeader' -v -timeout 30m ./engine/
 
 demo:
 	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)

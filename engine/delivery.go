@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
@@ -9,6 +10,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -40,6 +44,11 @@ type Enqueue struct {
 // its MaxQueues is 0.
 const DefaultMaxQueues = 4096
 
+// DefaultOutcomeTimeout is how long a Deliveries tries to decide an append
+// whose answer was lost when its OutcomeTimeout is 0: eventlog's default
+// ProgressTimeout, which outlasts a stream-leader failover.
+const DefaultOutcomeTimeout = eventlog.DefaultProgressTimeout
+
 // Deliveries is the service side of the delivery queues: per (recipient
 // installation, channel) a queue with contiguous sequence numbers, kept as
 // delivery events on the recipient's log (so the recipient's read model
@@ -53,6 +62,16 @@ const DefaultMaxQueues = 4096
 // sequence this process knows) first reads what other processes appended
 // since. It is safe for concurrent use.
 //
+// Its calls carry on across a stream-leader failover. An append whose
+// answer is lost (a timeout, a reconnect, a stream without a leader for
+// the moment) is decided before the call returns: the same events are
+// appended again (same message ids, which eventlog.Log.Append never
+// stores twice) until the server answers, for at most OutcomeTimeout and
+// while ctx lasts; then the call fails with ErrOutcomeUnknown and the
+// queue is read again from the log at its next use. Reads go through
+// eventlog.Log.ReadN, which asks again for up to the Log's
+// ProgressTimeout.
+//
 // A queue's state (its pending messages and idempotency keys) is loaded
 // from the log on first use and kept in memory, for at most MaxQueues
 // queues between calls: beyond that the least recently used ones are
@@ -62,6 +81,10 @@ type Deliveries struct {
 	// MaxQueues caps the queues held in memory (0: DefaultMaxQueues).
 	// Set it before the first call.
 	MaxQueues int
+	// OutcomeTimeout bounds how long an append whose answer was lost is
+	// tried again before the call fails with ErrOutcomeUnknown (0:
+	// DefaultOutcomeTimeout). Set it before the first call.
+	OutcomeTimeout time.Duration
 
 	log *eventlog.Log
 	now func() time.Time
@@ -145,10 +168,11 @@ func (d *Deliveries) trim() {
 }
 
 // appendQueue checks evs against the queue's rules, appends them at the
-// queue's position and records them in q. A refusal by the rules wraps
-// events.ErrQueueRule and leaves q as it was. On any failure of the append
-// q is dropped, so the next attempt reloads it; a conflict (another writer
-// moved the queue) is reported apart, for a retry.
+// queue's position (decided: see decide) and records them in q. A refusal
+// by the rules wraps events.ErrQueueRule and leaves q as it was. On any
+// failure of the append q is dropped, so the next attempt reloads it; a
+// conflict (another writer moved the queue) is reported apart, for a
+// retry.
 func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Event) (conflict bool, err error) {
 	s := q.rules
 	for i, ev := range evs {
@@ -156,7 +180,7 @@ func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Ev
 			return false, err
 		}
 	}
-	res, err := d.log.Append(ctx, q.pos, evs...)
+	res, err := d.decide(ctx, q.pos, evs)
 	if err != nil {
 		d.drop(q)
 		if errors.Is(err, eventlog.ErrConflict) {
@@ -166,6 +190,106 @@ func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Ev
 	}
 	d.recordAppended(q, evs, res)
 	return false, nil
+}
+
+// decide appends evs at expected and returns once the outcome is known
+// (decideAppend), trying for at most d's OutcomeTimeout.
+func (d *Deliveries) decide(ctx context.Context, expected uint64, evs []events.Event) ([]eventlog.Appended, error) {
+	return decideAppend(ctx, d.log, expected, evs, cmp.Or(d.OutcomeTimeout, DefaultOutcomeTimeout))
+}
+
+// decideAppend appends evs, one aggregate's events, at expected and does
+// not return before the outcome is known: stored (by this try or an
+// earlier one, which Append finds by message id and reports with
+// Duplicate set), eventlog.ErrConflict (also after a lost answer: the
+// aggregate's event at expected+1 is not one of evs), or refused. A try
+// whose answer is lost may have stored the events; one that finds the
+// stream without a leader (nats.ErrNoResponders, a JetStream API answer
+// with status 503, such as 10008 "JetStream system temporarily
+// unavailable") stored nothing. Both are tried again with the same events
+// (evs keep their time, so their message ids stay the same), after a
+// pause (outcomeBackoff), until ctx ends or, when limit is positive, limit
+// has passed: then the error wraps ErrOutcomeUnknown if a try went
+// unanswered, and is the last try's otherwise.
+func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event, limit time.Duration) ([]eventlog.Appended, error) {
+	start := time.Now()
+	sent := false // an earlier try went unanswered: it may have landed
+	undecided := func(err error) error {
+		if sent {
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := appendOnce(ctx, l, expected, evs)
+		switch {
+		case err == nil, errors.Is(err, eventlog.ErrConflict):
+			return res, err
+		case ctx.Err() != nil:
+			// The try was cancelled with ctx, or failed as ctx ended.
+			sent = sent || eventlog.Unanswered(err)
+			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
+		case errors.Is(err, eventlog.ErrClosed), errors.Is(err, nats.ErrConnectionClosed):
+			return nil, undecided(err)
+		case !failedOver(err):
+			return nil, undecided(err) // refused: this try stored nothing
+		}
+		sent = sent || eventlog.Unanswered(err)
+		if limit > 0 && time.Since(start) >= limit {
+			return nil, undecided(fmt.Errorf("no answer for %v (%d tries): %w", time.Since(start).Round(time.Second), attempt+1, err))
+		}
+		select {
+		case <-time.After(outcomeBackoff(attempt)):
+		case <-ctx.Done():
+			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
+		}
+	}
+}
+
+// appendOnce is one try of an append. It runs on ctx without ctx's
+// deadline, cancelled when ctx ends: nats.go then bounds each request of
+// the try by the Log's RequestTimeout (its default timeout), where under
+// ctx's deadline a publish that went down with the stream leader would
+// wait out all of ctx, leaving no time to try again.
+func appendOnce(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event) ([]eventlog.Appended, error) {
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	return l.Append(actx, expected, evs...)
+}
+
+// appendBulkOnce is appendOnce for AppendBulk.
+func appendBulkOnce(ctx context.Context, l *eventlog.Log, ts []eventlog.Transition) ([][]eventlog.Appended, error) {
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	return l.AppendBulk(actx, ts)
+}
+
+// JetStream API error codes of a stream without a leader for the moment,
+// besides those with status 503 (nats-server errors.json).
+const (
+	codeClusterNotLeader jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
+	codeStreamOffline    jetstream.ErrorCode = 10118 // JSStreamOfflineErr
+)
+
+// failedOver reports whether an append failed in a way a failover
+// explains, so that trying again may succeed: no answer
+// (eventlog.Unanswered: a timeout, a reconnect, the cluster's in-flight
+// state), nobody to take the publish (nats.ErrNoResponders, which nats.go
+// reports as jetstream.ErrNoStreamResponse), or the server's answer that
+// the stream or JetStream has no leader right now (status 503: 10008
+// JSClusterNotAvailErr, 10076 and 10039 on a node still starting; 10009,
+// 10118).
+func failedOver(err error) bool {
+	if eventlog.Unanswered(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Code == 503 || ae.ErrorCode == codeClusterNotLeader || ae.ErrorCode == codeStreamOffline
 }
 
 // recordAppended records in q the events just appended to its queue (res
@@ -410,22 +534,34 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
 		qs = append(qs, q)
 	}
-	res, err := d.log.AppendBulk(ctx, ts)
-	var retry []events.InstallationID
+	// The bulk stops at its first failure. Each transition it did not
+	// store, or whose answer it lost, is decided on its own: the same
+	// event at the same position (idempotent by message id, with or
+	// without an idempotency key); if another writer moved the queue
+	// meanwhile, the queue is reloaded and the message enqueued there.
+	res, _ := appendBulkOnce(ctx, d.log, ts)
+	var undecided []int
 	for i, q := range qs {
 		if i < len(res) && res[i] != nil {
 			d.recordAppended(q, ts[i].Events, res[i])
 			out[q.key.recipient] = ts[i].Events[0].Body.(events.DeliveryEnqueued).Sequence
 			continue
 		}
+		undecided = append(undecided, i)
+	}
+	for _, i := range undecided {
+		q, evs := qs[i], ts[i].Events
+		r, seq := q.key.recipient, evs[0].Body.(events.DeliveryEnqueued).Sequence
+		got, err := d.decide(ctx, ts[i].Expected, evs)
+		if err == nil {
+			d.recordAppended(q, evs, got)
+			out[r] = seq
+			continue
+		}
 		d.drop(q)
-		retry = append(retry, q.key.recipient)
-	}
-	if err != nil && !errors.Is(err, eventlog.ErrConflict) {
-		return out, fmt.Errorf("engine: fan-out on %s: %w", channel, err)
-	}
-	// Queues another writer moved meanwhile: reload and enqueue one by one.
-	for _, r := range retry {
+		if !errors.Is(err, eventlog.ErrConflict) {
+			return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", channel, r, channel, err)
+		}
 		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
 		if err != nil {
 			return out, err

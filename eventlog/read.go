@@ -322,7 +322,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 // or answers that the stream has no leader right now, is asked again after
 // a pause (50 ms, doubling, at most 1 s). A get unanswered for
 // Config.ProgressTimeout ends the read with ErrStalled, naming the stream
-// sequence it was fetching from (ctx may end it sooner).
+// sequence it was reading after (ctx may end it sooner).
 func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
 	// JetStream API error codes of a stream without a leader for the
 	// moment (nats-server errors.json); every answer with status 503 is
@@ -378,7 +378,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w (after: %w)", l.cfg.Stream, inst, seq-1, ctx.Err(), err)
+				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w (last try: %v)", l.cfg.Stream, inst, seq-1, ctx.Err(), err)
 			case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second, time.Until(giveUp))):
 			}
 		}
