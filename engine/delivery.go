@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -198,66 +197,6 @@ func (d *Deliveries) decide(ctx context.Context, expected uint64, evs []events.E
 	return decideAppend(ctx, d.log, expected, evs, cmp.Or(d.OutcomeTimeout, DefaultOutcomeTimeout))
 }
 
-// decideAppend appends evs, one aggregate's events, at expected and does
-// not return before the outcome is known: stored (by this try or an
-// earlier one, which Append finds by message id and reports with
-// Duplicate set), eventlog.ErrConflict (also after a lost answer: the
-// aggregate's event at expected+1 is not one of evs), or refused. A try
-// whose answer is lost may have stored the events; one that finds the
-// stream without a leader (nats.ErrNoResponders, a JetStream API answer
-// with status 503, such as 10008 "JetStream system temporarily
-// unavailable") stored nothing. Both are tried again with the same events
-// (evs keep their time, so their message ids stay the same), after a
-// pause (outcomeBackoff), until ctx ends or, when limit is positive, limit
-// has passed: then the error wraps ErrOutcomeUnknown if a try went
-// unanswered, and is the last try's otherwise.
-func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event, limit time.Duration) ([]eventlog.Appended, error) {
-	start := time.Now()
-	sent := false // an earlier try went unanswered: it may have landed
-	undecided := func(err error) error {
-		if sent {
-			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
-		}
-		return err
-	}
-	for attempt := 0; ; attempt++ {
-		res, err := appendOnce(ctx, l, expected, evs)
-		switch {
-		case err == nil, errors.Is(err, eventlog.ErrConflict):
-			return res, err
-		case ctx.Err() != nil:
-			// The try was cancelled with ctx, or failed as ctx ended.
-			sent = sent || eventlog.Unanswered(err)
-			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
-		case errors.Is(err, eventlog.ErrClosed), errors.Is(err, nats.ErrConnectionClosed):
-			return nil, undecided(err)
-		case !failedOver(err):
-			return nil, undecided(err) // refused: this try stored nothing
-		}
-		sent = sent || eventlog.Unanswered(err)
-		if limit > 0 && time.Since(start) >= limit {
-			return nil, undecided(fmt.Errorf("no answer for %v (%d tries): %w", time.Since(start).Round(time.Second), attempt+1, err))
-		}
-		select {
-		case <-time.After(outcomeBackoff(attempt)):
-		case <-ctx.Done():
-			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
-		}
-	}
-}
-
-// appendOnce is one try of an append. It runs on ctx without ctx's
-// deadline, cancelled when ctx ends: nats.go then bounds each request of
-// the try by the Log's RequestTimeout (its default timeout), where under
-// ctx's deadline a publish that went down with the stream leader would
-// wait out all of ctx, leaving no time to try again.
-func appendOnce(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event) ([]eventlog.Appended, error) {
-	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	return l.Append(actx, expected, evs...)
-}
-
 // appendBulkOnce is appendOnce for AppendBulk.
 func appendBulkOnce(ctx context.Context, l *eventlog.Log, ts []eventlog.Transition) ([][]eventlog.Appended, error) {
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -272,25 +211,6 @@ const (
 	codeClusterNotLeader jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
 	codeStreamOffline    jetstream.ErrorCode = 10118 // JSStreamOfflineErr
 )
-
-// failedOver reports whether an append failed in a way a failover
-// explains, so that trying again may succeed: no answer
-// (eventlog.Unanswered: a timeout, a reconnect, the cluster's in-flight
-// state), nobody to take the publish (nats.ErrNoResponders, which nats.go
-// reports as jetstream.ErrNoStreamResponse), or the server's answer that
-// the stream or JetStream has no leader right now (status 503: 10008
-// JSClusterNotAvailErr, 10076 and 10039 on a node still starting; 10009,
-// 10118).
-func failedOver(err error) bool {
-	if eventlog.Unanswered(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return true
-	}
-	var ae *jetstream.APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	return ae.Code == 503 || ae.ErrorCode == codeClusterNotLeader || ae.ErrorCode == codeStreamOffline
-}
 
 // recordAppended records in q the events just appended to its queue (res
 // says where they landed).

@@ -46,11 +46,14 @@ var (
 	// ErrOutcomeUnknown means an operation's append was sent but its
 	// outcome could not be learned before the context ended (or the
 	// connection closed): its events may or may not be recorded. An
-	// operation retries an append whose answer was lost (a timeout, a
-	// reconnect) with the same events, which Append never stores twice,
-	// for as long as its context allows; so give operations a context
-	// that outlasts a server failover. After this error, CatchUp shows
-	// whether the transition happened; its output is not returned.
+	// operation (of an Installation or of Deliveries) retries an append
+	// whose answer was lost (a timeout, a reconnect, a stream without a
+	// leader) with the same events, which Append never stores twice, for
+	// as long as its context allows (Deliveries: at most
+	// Deliveries.OutcomeTimeout); each try is bounded by the Log's
+	// RequestTimeout, so a deadline longer than a failover is enough.
+	// After this error, CatchUp shows whether the transition happened;
+	// its output is not returned.
 	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
 
 	// ErrInvalidAck means an acknowledgement names a sequence beyond the last

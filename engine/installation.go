@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -169,7 +167,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 			Credential:          encodeBasicCredential([]byte(id)),
 		},
 	}
-	if _, err := l.Append(ctx, 0, ev); err != nil {
+	if _, err := decideAppend(ctx, l, 0, []events.Event{ev}, 0); err != nil {
 		closeReadModel(db, lk)
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
@@ -298,35 +296,8 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 // events (same message ids: evs keep their time) are appended again until
 // the server answers; Append finds them if the first attempt landed.
 func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
-	sent := false // an earlier attempt went unanswered: it may have landed
-	for attempt := 0; ; attempt++ {
-		_, err := in.log.Append(ctx, expected, evs...)
-		switch {
-		case err == nil, errors.Is(err, eventlog.ErrConflict):
-			// eventlog.ErrConflict also after a lost answer: the aggregate's event at
-			// expected+1 is not ours (Append compares message ids).
-			return err
-		case !eventlog.Unanswered(err):
-			if sent {
-				return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
-			}
-			return err // refused: nothing was stored
-		case ctx.Err() != nil, errors.Is(err, nats.ErrConnectionClosed):
-			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
-		}
-		sent = true
-		select {
-		case <-time.After(outcomeBackoff(attempt)):
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %w (after: %w)", ErrOutcomeUnknown, ctx.Err(), err)
-		}
-	}
-}
-
-// outcomeBackoff is the pause before deciding an unanswered append again
-// (attempt from 0): 50 ms, doubling, at most 1.6 s.
-func outcomeBackoff(attempt int) time.Duration {
-	return 50 * time.Millisecond << min(attempt, 5)
+	_, err := decideAppend(ctx, in.log, expected, evs, 0)
+	return err
 }
 
 // encodeBasicCredential is the TLS encoding of a basic Credential
