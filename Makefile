@@ -56,7 +56,7 @@ fuzz:
 	  done; \
 	done
 
-# Crash safety at length: rebuild and rekey killed (SIGKILL) at 200 spread
+# At length: rebuild and rekey killed (SIGKILL) at 200 spread
 # points each (the default test run does 6). Then the byte-flip fault test
 # at length: 200 random single-byte flips in the stream's message blocks
 # (the default run does 12) plus the targeted ones, `replayer rebuild` and
