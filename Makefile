@@ -14,6 +14,8 @@ all: lint build test
 
 build:
 	$(GO) build $(PKGS)
+	$(GO) build -o bin/replayer ./cmd/replayer
+	@echo "built bin/replayer"
 
 test:
 	$(GO) test -count=1 $(PKGS)
@@ -72,7 +74,9 @@ soak:
 	EPOCHLOG_FAILOVER_ROUNDS=20 $(GO) test -count=1 -run 'TestFailoverStreamLeader' -v -timeout 30m ./engine/
 
 demo:
-	$(GO) run ./cmd/replayer demo --data $(DEMO_DIR)
+	@echo "building the replayer (the first build compiles SQLCipher with cgo: about a minute)..."
+	$(GO) build -o bin/replayer ./cmd/replayer
+	bin/replayer demo --data $(DEMO_DIR)
 
 clean:
 	rm -rf .epochlog bin

@@ -58,7 +58,23 @@ func parseFlags(env *cliEnv, fs *flag.FlagSet, args []string) error {
 		}
 		return usageError{err.Error()}
 	}
+	if fs.NArg() > 0 {
+		// No command takes positional arguments: the flag package stops at
+		// the first one, so the flags after it would silently go unread.
+		return usageError{fmt.Sprintf("unexpected argument %s: every value goes with its flag (e.g. --db PATH); the %d argument(s) from there on were not read",
+			strayArg(fs.Arg(0)), fs.NArg())}
+	}
 	return nil
+}
+
+// strayArg names a stray argument for an error: quoted when it looks like
+// a path, otherwise not echoed, since it may be a key or passphrase typed
+// in the wrong place.
+func strayArg(a string) string {
+	if len(a) <= 200 && (strings.ContainsRune(a, os.PathSeparator) || strings.HasSuffix(a, ".db") || strings.HasSuffix(a, ".key")) && strconv.Quote(a) == "\""+a+"\"" {
+		return strconv.Quote(a)
+	}
+	return fmt.Sprintf("of %d characters (not shown: it may be a secret)", len(a))
 }
 
 // connFlags select the NATS server: embedded under --data by default, or an

@@ -66,6 +66,7 @@ var commands = []command{
 	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow, false},
 	{"inspect", "print an installation's events, opened, as JSON lines", runInspect, false},
 	{"catalogue", "list the event kinds this build knows, with their schema versions", runCatalogue, true},
+	{"version", "print the replayer's version and the SQLCipher and nats-server versions linked in", runVersion, true},
 }
 
 // cliEnv carries the process's streams and environment so tests can run the

@@ -9,7 +9,7 @@ import (
 )
 
 func runRekey(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "rekey", "--installation ID --db PATH <old key> <new key> [flags]",
+	fs := newFlagSet(env, "rekey", "--installation ID --db PATH --db-key-file OLD --new-db-key-file NEW [flags]",
 		"Rebuilds the read model by replay under a new key (raw or passphrase), proves its\n"+
 			"content equal to the old database's, and swaps it in atomically. Afterwards the\n"+
 			"old key is refused and the new one opens the database. Write the new key file\n"+

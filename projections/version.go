@@ -1,0 +1,20 @@
+package projections
+
+import "fmt"
+
+// Versions reports the SQLCipher and SQLite versions linked into this
+// build (for a tool's version output and bug reports).
+func Versions() (sqlcipher, sqlite string, err error) {
+	m, err := openMemory()
+	if err != nil {
+		return "", "", fmt.Errorf("projections: versions: %w", err)
+	}
+	defer m.Close()
+	if err := m.QueryRow(`PRAGMA cipher_version`).Scan(&sqlcipher); err != nil {
+		return "", "", fmt.Errorf("projections: cipher_version: %w", err)
+	}
+	if err := m.QueryRow(`SELECT sqlite_version()`).Scan(&sqlite); err != nil {
+		return "", "", fmt.Errorf("projections: sqlite_version: %w", err)
+	}
+	return sqlcipher, sqlite, nil
+}
