@@ -239,8 +239,16 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 		}
 		r.next = seq + 1
 		wd.progress()
-		if !follow && (seq >= end || md.NumPending == 0) {
+		if !follow && seq >= end {
 			return true, nil
+		}
+		if !follow && md.NumPending == 0 {
+			// The consumer sees nothing more, but its count can lag the
+			// stream (a replicated stream just after a burst of appends):
+			// done only if the stream agrees, else read on.
+			if last, err := r.lastSeqBounded(ctx, filters); err == nil && last <= seq {
+				return true, nil
+			}
 		}
 	}
 }
@@ -459,4 +467,11 @@ func checkCounts(stream string, counts, delivered map[string]uint64) error {
 		missing = append(missing[:3], fmt.Sprintf("and %d more subjects", len(missing)-3))
 	}
 	return fmt.Errorf("%w: stream %s counts more events than it delivered (subject: delivered of counted): %s", ErrMissingEvent, stream, strings.Join(missing, "; "))
+}
+
+// lastSeqBounded is lastSeq under the Log's request timeout.
+func (r *reader) lastSeqBounded(ctx context.Context, filters []string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.l.cfg.RequestTimeout)
+	defer cancel()
+	return r.l.lastSeq(ctx, filters)
 }
