@@ -280,3 +280,16 @@ func LookupKind(k Kind) (KindInfo, bool) {
 	}
 	return s.info, true
 }
+
+// BodyAs returns e's body as a T, whether it holds a T or a non-nil *T
+// (callers may build events either way); false when it is of another kind.
+func BodyAs[T Body](e Event) (T, bool) {
+	if b, ok := e.Body.(T); ok {
+		return b, true
+	}
+	if p, ok := any(e.Body).(*T); ok && p != nil {
+		return *p, true
+	}
+	var zero T
+	return zero, false
+}

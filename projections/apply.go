@@ -378,13 +378,9 @@ func init() {
 // body asserts the body type; a mismatch means the catalogue and the
 // handler table disagree, which must stop the projector too.
 func body[T events.Body](ev events.Event) (T, error) {
-	b, ok := ev.Body.(T)
+	b, ok := events.BodyAs[T](ev)
 	if !ok {
-		if p, ok := any(ev.Body).(*T); ok && p != nil {
-			return *p, nil
-		}
-		var zero T
-		return zero, cannot("body of kind %s has type %T", ev.Body.Kind(), ev.Body)
+		return b, cannot("body of kind %s has type %T", ev.Body.Kind(), ev.Body)
 	}
 	return b, nil
 }

@@ -108,13 +108,9 @@ func (c *mlsChecker) check(ev events.Event) error {
 
 // bodyOf asserts the body type of a kind's check.
 func bodyOf[T events.Body](ev events.Event) (T, error) {
-	b, ok := ev.Body.(T)
+	b, ok := events.BodyAs[T](ev)
 	if !ok {
-		if p, ok := any(ev.Body).(*T); ok && p != nil {
-			return *p, nil
-		}
-		var zero T
-		return zero, fmt.Errorf("replay: body of kind %s has type %T", ev.Body.Kind(), ev.Body)
+		return b, fmt.Errorf("replay: body of kind %s has type %T", ev.Body.Kind(), ev.Body)
 	}
 	return b, nil
 }
