@@ -2,8 +2,11 @@ package eventlog
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/epochlog/epochlog/telemetry"
 )
 
 // Storage selects where the stream keeps its messages.
@@ -184,6 +187,17 @@ type Config struct {
 	// MaxBatch is the largest number of events Append accepts in one call,
 	// i.e. in one atomic batch (default 1000, the server's default limit).
 	MaxBatch int
+
+	// Logger receives the log's structured records (connection lost and
+	// regained, stream leader changes, retried appends, conflicts); nil
+	// means silent. engine and replay log to the Logger of the Log they
+	// are given. Nothing logged carries a secret.
+	Logger *slog.Logger
+	// Metrics, if set, is where the Log (and engine and replay working on
+	// it) record what they do: events appended and applied, append latency,
+	// conflicts and retries, reconnects, leader changes, projector lag.
+	// Register it with a Prometheus registry (package telemetry).
+	Metrics *telemetry.Metrics
 }
 
 // DefaultConfig returns an embedded-server configuration storing under dataDir

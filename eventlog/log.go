@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/telemetry"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +23,7 @@ const cacheMax = 1 << 16
 // JetStream stream. It is safe for concurrent use.
 type Log struct {
 	cfg    Config
+	logger *slog.Logger // cfg.Logger, never nil
 	keys   *events.Keyring
 	srv    *server.Server // embedded server, nil for an external one
 	nc     *nats.Conn
@@ -63,6 +66,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	}
 	l := &Log{
 		cfg:      cfg,
+		logger:   telemetry.Logger(cfg.Logger),
 		keys:     keys,
 		subjects: map[events.Aggregate]aggSubject{},
 		tails:    map[string]tail{},
@@ -122,6 +126,14 @@ func (l *Log) shutdown() {
 
 // Stream returns the stream name.
 func (l *Log) Stream() string { return l.cfg.Stream }
+
+// Logger is Config.Logger, or a logger that discards everything when that
+// was nil: engine and replay log through it.
+func (l *Log) Logger() *slog.Logger { return l.logger }
+
+// Metrics is Config.Metrics (nil when not set; a nil *telemetry.Metrics
+// records nothing): engine and replay record through it.
+func (l *Log) Metrics() *telemetry.Metrics { return l.cfg.Metrics }
 
 // AtomicBatches reports whether the stream accepts atomic batch publish, i.e.
 // whether Append takes more than one event per call.
