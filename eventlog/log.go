@@ -131,6 +131,10 @@ func (l *Log) Stream() string { return l.cfg.Stream }
 // was nil: engine and replay log through it.
 func (l *Log) Logger() *slog.Logger { return l.logger }
 
+// Connected reports whether the client connection to NATS is up now (a
+// health check's question; the Log reconnects on its own).
+func (l *Log) Connected() bool { return l.nc != nil && l.nc.IsConnected() }
+
 // Metrics is Config.Metrics (nil when not set; a nil *telemetry.Metrics
 // records nothing): engine and replay record through it.
 func (l *Log) Metrics() *telemetry.Metrics { return l.cfg.Metrics }
