@@ -22,15 +22,20 @@ const EnvDir = "EPOCHLOG_MLS_VECTORS"
 // Dir returns the directory holding the MLS test vector JSON files:
 // $EPOCHLOG_MLS_VECTORS if set, else ../shared/mls-test-vectors beside the
 // module root (the nearest parent directory of the working directory that
-// holds go.mod). If neither exists the test is skipped with a message naming
-// where it looked.
+// holds go.mod). If neither exists the test fails, naming where it looked:
+// a run without the conformance tests must not look green. Setting
+// $EPOCHLOG_MLS_VECTORS=skip skips them instead, on purpose.
 func Dir(t testing.TB) string {
 	t.Helper()
-	if d := os.Getenv(EnvDir); d != "" {
+	d := os.Getenv(EnvDir)
+	if d == SkipValue {
+		t.Skipf("MLS CONFORMANCE NOT TESTED: $%s=%s skips every official test vector", EnvDir, SkipValue)
+	}
+	if d != "" {
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			return d
 		}
-		t.Skipf("MLS test vectors: $%s=%q is not a directory", EnvDir, d)
+		missing(t, fmt.Sprintf("$%s=%q is not a directory", EnvDir, d))
 	}
 	wd, err := os.Getwd()
 	if err != nil {
@@ -42,14 +47,25 @@ func Dir(t testing.TB) string {
 			if st, err := os.Stat(d); err == nil && st.IsDir() {
 				return filepath.Clean(d)
 			}
-			t.Skipf("MLS test vectors not found: looked in %s (module root %s) and $%s is unset", filepath.Clean(d), dir, EnvDir)
+			missing(t, fmt.Sprintf("not found in %s (module root %s) and $%s is unset", filepath.Clean(d), dir, EnvDir))
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Skipf("MLS test vectors not found: no go.mod above %s and $%s is unset", wd, EnvDir)
+			missing(t, fmt.Sprintf("no go.mod above %s and $%s is unset", wd, EnvDir))
 		}
 		dir = parent
 	}
+}
+
+// SkipValue, as $EPOCHLOG_MLS_VECTORS, skips the vector tests on purpose.
+const SkipValue = "skip"
+
+// missing fails the test: the vectors are not where they should be.
+func missing(t testing.TB, where string) {
+	t.Helper()
+	t.Fatalf("MLS CONFORMANCE NOT TESTED: the official MLS test vectors are missing: %s. "+
+		"Put them at ../shared/mls-test-vectors beside the module, set $%s to their directory, "+
+		"or set $%s=%s to skip the conformance tests knowingly", where, EnvDir, EnvDir, SkipValue)
 }
 
 // Load decodes the vector file name (e.g. "tree-math.json") from [Dir] into
