@@ -8,6 +8,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -58,6 +59,13 @@ func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []e
 		if limit > 0 && time.Since(start) >= limit {
 			return nil, undecided(fmt.Errorf("no answer for %v (%d tries): %w", time.Since(start).Round(time.Second), attempt+1, err))
 		}
+		reason := telemetry.RetryNoLeader
+		if eventlog.Unanswered(err) {
+			reason = telemetry.RetryLostAnswer
+		}
+		l.Metrics().Retry(reason)
+		l.Logger().Warn("engine: append unanswered; sending the same events again",
+			append(aggAttrs(l, evs), "reason", reason, "attempt", attempt+1, "err", err)...)
 		select {
 		case <-time.After(outcomeBackoff(attempt)):
 		case <-ctx.Done():

@@ -188,6 +188,7 @@ func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Ev
 		return false, err
 	}
 	d.recordAppended(q, evs, res)
+	d.log.Logger().Debug("engine: delivery queue appended", append(aggAttrs(d.log, evs), "seq", res[len(res)-1].Seq)...)
 	return false, nil
 }
 
@@ -404,6 +405,9 @@ func (d *Deliveries) enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bo
 		ev := d.enqueueEvent(q, e)
 		conflict, err := d.appendQueue(ctx, q, ev)
 		if conflict {
+			if attempt+1 < DefaultMaxAttempts {
+				decidedAgain(d.log, deliveryAgg(k), attempt+1, eventlog.ErrConflict)
+			}
 			continue
 		}
 		if err != nil {
@@ -482,6 +486,7 @@ func (d *Deliveries) FanOut(ctx context.Context, recipients []events.Installatio
 		if !errors.Is(err, eventlog.ErrConflict) {
 			return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", channel, r, channel, err)
 		}
+		decidedAgain(d.log, deliveryAgg(q.key), 1, err)
 		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
 		if err != nil {
 			return out, err
@@ -547,6 +552,9 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 		ev := events.Event{Aggregate: deliveryAgg(k), Time: d.now().UTC(), Body: events.DeliveryAcknowledged{Recipient: recipient, Channel: channel, UpTo: upTo}}
 		conflict, err := d.appendQueue(ctx, q, ev)
 		if conflict {
+			if attempt+1 < DefaultMaxAttempts {
+				decidedAgain(d.log, deliveryAgg(k), attempt+1, eventlog.ErrConflict)
+			}
 			continue
 		}
 		if errors.Is(err, events.ErrQueueRule) {
@@ -591,6 +599,9 @@ func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID
 		}
 		conflict, err := d.appendQueue(ctx, q, evs...)
 		if conflict {
+			if attempt+1 < DefaultMaxAttempts {
+				decidedAgain(d.log, deliveryAgg(k), attempt+1, eventlog.ErrConflict)
+			}
 			continue
 		}
 		if err != nil {

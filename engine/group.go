@@ -140,6 +140,9 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 			if err := in.project(ctx); err != nil {
 				return nil, err
 			}
+			if attempt+1 < in.opts.MaxAttempts {
+				decidedAgain(in.log, in.groupAgg(id), attempt+1, err)
+			}
 			continue
 		}
 		if err != nil && !errors.Is(err, errNotProjected) {

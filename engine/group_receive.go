@@ -158,6 +158,11 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		if errors.Is(err, mls.ErrEpochRetired) {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: message of epoch %d: %w (%w)", in.id, groupID, epoch, ErrEpochRetired, err)
 		}
+		if errors.Is(err, mls.ErrWrongEpoch) && epoch > cur {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: open message of epoch %d: %w "+
+				"(a commit is missing: deliver the commit (SendOutput/CommitOutput .Commit) to this member before messages of the next epoch)",
+				in.id, groupID, epoch, err)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: open message of epoch %d: %w", in.id, groupID, epoch, err)
 		}
@@ -171,7 +176,7 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: sender leaf %d: %w", in.id, groupID, rec.Sender, err)
 		}
 		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
-			Content: rec.ApplicationData, AuthenticatedData: rec.AuthenticatedData, MessageID: id}
+			Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: id}
 		return ng, []events.Body{events.ApplicationMessageReceived{
 			GroupID: groupID, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: id,
 			Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
@@ -271,6 +276,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		if err := in.project(ctx); err != nil {
 			return nil, err
 		}
+		decidedAgain(in.log, in.groupAgg(gid), attempt+1, joinErr)
 	}
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)

@@ -98,13 +98,16 @@ type Installation struct {
 	mu    sync.Mutex
 	group map[string]*groupState  // by string(group id); a cache of the read model
 	lock  *projections.WriterLock // held from open to Close: the one writer of db
+	// closed: Close ran (the read model no longer counts as open).
+	closed bool
 }
 
 // openReadModel takes the read model's writer lock (projections.Lock) and
 // opens it: an Installation is its database's one writer, so a second
 // process of the installation on the same file, or a rebuild or follower
 // of it, fails at once with projections.ErrLocked naming the holder.
-func openReadModel(dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
+// The Log's Metrics count it open (read_models_open) until closeReadModel.
+func openReadModel(l *eventlog.Log, dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
 	if dir := filepath.Dir(dbPath); dir != "" {
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -121,12 +124,14 @@ func openReadModel(dbPath string, key projections.Key, opts *projections.Options
 		lk.Unlock()
 		return nil, nil, err
 	}
+	l.Metrics().ReadModelOpened()
 	return db, lk, nil
 }
 
 // closeReadModel closes the database, then lets go of its lock.
-func closeReadModel(db *projections.DB, lk *projections.WriterLock) error {
+func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock) error {
 	err := db.Close()
+	l.Metrics().ReadModelClosed()
 	return errors.Join(err, lk.Unlock())
 }
 
@@ -152,7 +157,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	cred := mls.NewBasicCredential([]byte(id))
 	// Lock and open the read model before anything is recorded, so a
 	// database held by another writer records nothing.
-	db, lk, err := openReadModel(dbPath, key, &o.DB)
+	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +173,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		},
 	}
 	if _, err := decideAppend(ctx, l, 0, []events.Event{ev}, 0); err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
 		}
@@ -176,9 +181,10 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	}
 	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}, lock: lk}
 	if err := in.project(ctx); err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, err
 	}
+	l.Logger().Debug("engine: installation created", "installation", string(id), "stream", l.Stream(), "path", dbPath, "ciphersuite", o.Ciphersuite)
 	return in, nil
 }
 
@@ -194,38 +200,40 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	db, lk, err := openReadModel(dbPath, key, &o.DB)
+	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
 	}
 	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, lock: lk}
 	if err := in.project(ctx); err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, err
 	}
 	ident, found, err := db.Installation(ctx)
 	if err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
 	}
 	if !found {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
 	}
 	if ident.ID != id {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q", id, dbPath, ident.ID)
 	}
 	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(ident.Ciphersuite)); err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
 	}
 	if in.sig, err = in.cs.ParseSignaturePrivateKey([]byte(ident.SignaturePrivateKey)); err != nil {
-		closeReadModel(db, lk)
+		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: signature key: %w", id, err)
 	}
 	in.cred = mls.NewBasicCredential([]byte(id))
 	in.opts.Ciphersuite = ident.Ciphersuite
+	cp, _ := db.Checkpoint(ctx)
+	l.Logger().Debug("engine: installation opened", "installation", string(id), "stream", l.Stream(), "path", dbPath, "seq", cp)
 	return in, nil
 }
 
@@ -244,7 +252,13 @@ func (in *Installation) Close() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.group = map[string]*groupState{}
-	return closeReadModel(in.db, in.lock)
+	if in.closed {
+		return errors.Join(in.db.Close(), in.lock.Unlock())
+	}
+	in.closed = true
+	in.log.Metrics().ProjectorGone(string(in.id))
+	in.log.Logger().Debug("engine: installation closed", "installation", string(in.id), "stream", in.log.Stream())
+	return closeReadModel(in.log, in.db, in.lock)
 }
 
 // CatchUp applies the installation's events appended since the read
@@ -296,7 +310,10 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 // events (same message ids: evs keep their time) are appended again until
 // the server answers; Append finds them if the first attempt landed.
 func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
-	_, err := decideAppend(ctx, in.log, expected, evs, 0)
+	res, err := decideAppend(ctx, in.log, expected, evs, 0)
+	if err == nil && len(res) > 0 {
+		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
+	}
 	return err
 }
 

@@ -153,6 +153,9 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 			if err := in.project(ctx); err != nil {
 				return err
 			}
+			if attempt+1 < in.opts.MaxAttempts {
+				decidedAgain(in.log, agg, attempt+1, err)
+			}
 			continue
 		}
 		if err != nil {

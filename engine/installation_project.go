@@ -33,12 +33,16 @@ func (in *Installation) project(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
+		countApplyError(in.log.Metrics(), err)
 		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
 	}
 	if len(recs) > 0 {
 		if err := in.db.Apply(ctx, recs); err != nil {
+			countApplyError(in.log.Metrics(), err)
 			return fmt.Errorf("engine: installation %s: project: %w", in.id, err)
 		}
+		countApplied(in.log.Metrics(), recs)
+		in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq)
 	}
 	if n == maxGetsCatchUp {
 		return in.catchUpAll(ctx)

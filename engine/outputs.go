@@ -59,7 +59,10 @@ type Received struct {
 	Sender     events.InstallationID
 	SenderLeaf uint32
 	// Content and AuthenticatedData are set for application messages.
-	Content           []byte
+	// Content is the plaintext, as events.Secret (the type of
+	// projections.Message.Content too): it prints redacted; convert it
+	// to []byte or string to use the text.
+	Content           events.Secret
 	AuthenticatedData []byte
 	MessageID         []byte
 	// Removed is set when a commit removed this installation.

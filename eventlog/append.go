@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -53,6 +54,7 @@ type prepared struct {
 	expected uint64
 	ids      []string
 	envs     [][]byte
+	kinds    []string // the events' kinds, for metrics and logs
 }
 
 func (p *prepared) last() uint64 { return p.expected + uint64(len(p.envs)) }
@@ -78,7 +80,12 @@ func (l *Log) Append(ctx context.Context, expected uint64, evs ...events.Event) 
 	if err != nil {
 		return nil, err
 	}
-	return l.appendPrepared(ctx, p)
+	start := time.Now()
+	res, err := l.appendPrepared(ctx, p)
+	if err == nil {
+		l.countAppended(p, time.Since(start))
+	}
+	return res, err
 }
 
 // prepare validates the events, fills positions, times and links, derives
@@ -109,7 +116,7 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 	if err != nil {
 		return nil, err
 	}
-	p := &prepared{agg: agg, subject: as.subject, expected: expected, ids: make([]string, n), envs: make([][]byte, n)}
+	p := &prepared{agg: agg, subject: as.subject, expected: expected, ids: make([]string, n), envs: make([][]byte, n), kinds: make([]string, n)}
 	now := time.Now().UTC()
 	for i, e := range evs {
 		if e.Aggregate != agg {
@@ -127,6 +134,7 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 			return nil, fmt.Errorf("%w: event %d at position %d has no body", ErrInvalidAppend, i, e.Position)
 		}
 		e.Prev = prev
+		p.kinds[i] = string(e.Body.Kind())
 		if p.ids[i], p.envs[i], err = l.msgIDs.Seal(l.binding(as.subject), as.pseudo, e, now); err != nil {
 			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
 		}
@@ -188,6 +196,9 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 			return nil, fmt.Errorf("eventlog: append to %s at position %d: refused %d times over %v although the stream shows the aggregate at position %d (stream seq %d); the append is idempotent, retry it: %w",
 				p.subject, p.expected+1, attempt+1, l.cfg.RequestTimeout, t.pos, t.seq, refused)
 		}
+		l.cfg.Metrics.Retry(telemetry.RetryInFlight)
+		l.logger.Debug("eventlog: append refused at the expected position while the server's state settles; sending again",
+			append(appendAttrs(l.cfg.Stream, p), "seq", t.seq, "attempt", attempt+1, "err", refused)...)
 		select {
 		case <-time.After(refusedBackoff(attempt)):
 		case <-ctx.Done():
@@ -290,6 +301,9 @@ func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]A
 	if cause != nil {
 		err = fmt.Errorf("%w (server: %v)", err, cause)
 	}
+	l.cfg.Metrics.Conflict()
+	l.logger.Debug("eventlog: append conflict: the aggregate moved past the expected position",
+		append(appendAttrs(l.cfg.Stream, p), "expected", p.expected, "position", t.pos, "seq", t.seq)...)
 	return nil, err
 }
 

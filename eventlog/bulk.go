@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,9 +20,10 @@ type Transition struct {
 
 // inflight is a published transition waiting for its PubAck.
 type inflight struct {
-	idx int
-	p   *prepared
-	ack jetstream.PubAckFuture
+	idx   int
+	p     *prepared
+	ack   jetstream.PubAckFuture
+	start time.Time // when the transition was first sent
 }
 
 // AppendBulk appends many transitions, pipelined: up to Config.MaxInFlight
@@ -55,6 +57,8 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 		res, err := l.await(ctx, f)
 		if err != nil {
 			fail(f.idx, err)
+		} else {
+			l.countAppended(f.p, time.Since(f.start))
 		}
 		results[f.idx] = res
 		if latest[f.p.subject] == f {
@@ -96,6 +100,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 					break
 				}
 			}
+			start := time.Now()
 			tl, err := l.tailFor(ctx, p)
 			if err != nil {
 				fail(i, err)
@@ -105,15 +110,19 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 				// A retry of a bulk load, or a conflict: settle it now.
 				if results[i], err = l.settle(ctx, p, tl, nil); err != nil {
 					fail(i, err)
+				} else {
+					l.countAppended(p, time.Since(start))
 				}
 				continue
 			}
-			f := &inflight{idx: i, p: p}
+			f := &inflight{idx: i, p: p, start: start}
 			if f.ack, err = l.publishAsync(p, tl.seq); err != nil {
 				// Not sent (connection closed or the client's own limits):
 				// the synchronous path retries it and reports what is wrong.
 				if results[i], err = l.appendPrepared(ctx, p); err != nil {
 					fail(i, err)
+				} else {
+					l.countAppended(p, time.Since(start))
 				}
 				continue
 			}
@@ -227,6 +236,14 @@ func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
 			return l.afterFailedPublish(ctx, p, err)
 		}
 		l.dropTail(p.subject)
+		if reason := retryReason(err); reason != "" {
+			l.cfg.Metrics.Retry(reason)
+			l.logger.Warn("eventlog: bulk append unanswered; appending the same events again",
+				append(appendAttrs(l.cfg.Stream, p), "reason", reason, "err", err)...)
+		} else {
+			l.logger.Debug("eventlog: bulk append failed; appending again synchronously to learn why",
+				append(appendAttrs(l.cfg.Stream, p), "err", err)...)
+		}
 		return l.appendPrepared(ctx, p)
 	case <-ctx.Done():
 		l.dropTail(p.subject)

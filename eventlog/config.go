@@ -34,7 +34,7 @@ func (s Storage) String() string {
 }
 
 // Secret is a credential (a password) that never prints: String, GoString,
-// every fmt verb, JSON and text marshalling all give "REDACTED".
+// every fmt verb, JSON and text marshalling and slog all give "REDACTED".
 type Secret string
 
 const redacted = "REDACTED"
@@ -50,6 +50,10 @@ func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // MarshalText redacts the secret (and so does JSON).
 func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// LogValue redacts the secret for every slog handler, including one that
+// would encode the value by reflection.
+func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // Unbounded, as Config.MaxAge or Config.MaxBytes, removes that limit from
 // an existing stream (zero would leave it as it is).
@@ -189,14 +193,16 @@ type Config struct {
 	MaxBatch int
 
 	// Logger receives the log's structured records (connection lost and
-	// regained, stream leader changes, retried appends, conflicts); nil
-	// means silent. engine and replay log to the Logger of the Log they
-	// are given. Nothing logged carries a secret.
+	// regained, stream leader changes, retried appends, conflicts, stalled
+	// reads); nil means silent. engine and replay log to the Logger of the
+	// Log they are given. Nothing logged carries a secret. Every record is
+	// listed in docs/observability.md.
 	Logger *slog.Logger
 	// Metrics, if set, is where the Log (and engine and replay working on
 	// it) record what they do: events appended and applied, append latency,
 	// conflicts and retries, reconnects, leader changes, projector lag.
-	// Register it with a Prometheus registry (package telemetry).
+	// Register it with a Prometheus registry (package telemetry; the
+	// series are listed in docs/observability.md). Nil records nothing.
 	Metrics *telemetry.Metrics
 }
 

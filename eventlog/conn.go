@@ -93,8 +93,9 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 }
 
 // connect opens the client connection: to the embedded server if srv is not
-// nil, else to cfg.NATSURL with the configured TLS and credentials.
-func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
+// nil, else to cfg.NATSURL with the configured TLS and credentials. extra
+// are more options (the Log's handlers of the connection's life).
+func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, error) {
 	name := cfg.ConnectionName
 	if name == "" {
 		name = "epochlog"
@@ -104,7 +105,8 @@ func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
 		// The library never writes to the process's stderr (nats.go's
 		// default handler does): an asynchronous error (say, a stored
 		// message whose headers do not decode) surfaces where it matters,
-		// as the read that does not get its record.
+		// as the read that does not get its record. extra may set a
+		// handler that logs it to Config.Logger.
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait),
@@ -147,7 +149,7 @@ func connect(cfg Config, srv *server.Server) (*nats.Conn, error) {
 			opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
 		}
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), err)
 	}

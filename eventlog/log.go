@@ -80,10 +80,11 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 			return nil, err
 		}
 	}
-	if l.nc, err = connect(cfg, l.srv); err != nil {
+	if l.nc, err = connect(cfg, l.srv, l.connHandlers()...); err != nil {
 		l.shutdown()
 		return nil, err
 	}
+	cfg.Metrics.Connected(true)
 	l.js, err = jetstream.New(l.nc,
 		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
 		jetstream.WithPublishAsyncTimeout(cfg.RequestTimeout),
@@ -101,6 +102,12 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		l.shutdown()
 		return nil, err
 	}
+	l.followLeader()
+	server := stripUserinfo(l.nc.ConnectedUrl())
+	if cfg.EmbeddedInProcess {
+		server = "in-process"
+	}
+	l.logger.Info("eventlog: log open", "stream", cfg.Stream, "server", server, "embedded", l.srv != nil, "replicas", l.stream.CachedInfo().Config.Replicas, "atomic_batches", l.atomic, "read_only", cfg.ReadOnly)
 	return l, nil
 }
 

@@ -20,6 +20,12 @@ type Record struct {
 	Subject string
 	// Event is the opened event (its body upcast to the current version).
 	Event events.Event
+	// Pending is, from Read and Follow (and their plural forms), the
+	// server's count of the read's events after this one that it had not
+	// delivered yet when it sent this one: 0 means the read was at the
+	// stream's end (for the installations read together, not each one).
+	// ReadN leaves it 0: it does not know.
+	Pending uint64
 }
 
 // Read calls fn for each of inst's events with a stream sequence at or after
@@ -101,7 +107,20 @@ type reader struct {
 	prefix       string
 }
 
+// scan is Read, Follow and their plural forms; a stalled read is logged.
 func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
+	err := l.scanRecords(ctx, insts, fromSeq, follow, fn)
+	if errors.Is(err, ErrStalled) {
+		names := make([]string, len(insts))
+		for i, inst := range insts {
+			names[i] = string(inst)
+		}
+		l.logStalled(err, strings.Join(names, ","))
+	}
+	return err
+}
+
+func (l *Log) scanRecords(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
@@ -172,6 +191,11 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		// server gone, or a stream stuck, for longer than the bound.
 		if failingSince.IsZero() || r.lastProgress.After(runStart) {
 			failingSince = time.Now() // a new run of failures begins
+			l.logger.Warn("eventlog: follow lost its consumer; resuming after the last delivered event",
+				"stream", l.cfg.Stream, "seq", r.next-1, "err", err)
+		} else {
+			l.logger.Debug("eventlog: follow still without a consumer; trying again",
+				"stream", l.cfg.Stream, "seq", r.next-1, "duration", time.Since(failingSince).Round(time.Millisecond).String(), "err", err)
 		}
 		if since := time.Since(failingSince); since > l.cfg.ProgressTimeout {
 			return fmt.Errorf("%w: following %s: no progress for %v after seq %d: %w", ErrStalled, strings.Join(filters, ", "), since.Round(time.Second), r.next-1, err)
@@ -232,7 +256,7 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			continue
 		}
 		wd.handling(true) // the time the caller's handler takes is not the server's
-		err = r.deliver(ctx, seq, m.Subject(), m.Data())
+		err = r.deliver(ctx, seq, m.Subject(), m.Data(), md.NumPending)
 		wd.handling(false)
 		if err != nil {
 			return true, err
@@ -279,7 +303,7 @@ func (r *reader) deleteConsumer(cons jetstream.Consumer) {
 }
 
 // deliver verifies one record and hands it to fn.
-func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte) error {
+func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte, pending uint64) error {
 	l := r.l
 	rest, ok := strings.CutPrefix(subject, r.prefix)
 	instP, _, _ := strings.Cut(rest, ".")
@@ -310,7 +334,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		return l.recordError(subject, seq, "chain", err)
 	}
 	r.pos[subject] = ev.Position
-	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev}); err != nil {
+	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending}); err != nil {
 		return l.recordError(subject, seq, "handle", err)
 	}
 	return nil
@@ -381,9 +405,11 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 			case !retry(err):
 				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, err)
 			case !time.Now().Before(giveUp):
-				return nil, fmt.Errorf("%w: stream %s: fetch %s after seq %d: no answer for %v (%d tries): %w",
-					ErrStalled, l.cfg.Stream, inst, seq-1, time.Since(start).Round(time.Second), attempt+1, err)
+				return nil, l.logStalled(fmt.Errorf("%w: stream %s: fetch %s after seq %d: no answer for %v (%d tries): %w",
+					ErrStalled, l.cfg.Stream, inst, seq-1, time.Since(start).Round(time.Second), attempt+1, err), string(inst))
 			}
+			l.logger.Debug("eventlog: message get unanswered; asking again", "stream", l.cfg.Stream, "installation", string(inst),
+				"seq", seq-1, "attempt", attempt+1, "err", err)
 			select {
 			case <-ctx.Done():
 				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w (last try: %v)", l.cfg.Stream, inst, seq-1, ctx.Err(), err)

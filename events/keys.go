@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +106,9 @@ func (k RootKey) MarshalText() ([]byte, error) { return []byte(redactedRootKey),
 
 // MarshalJSON returns the redacted placeholder as a JSON string.
 func (k RootKey) MarshalJSON() ([]byte, error) { return []byte(`"` + redactedRootKey + `"`), nil }
+
+// LogValue redacts the key for every slog handler.
+func (k RootKey) LogValue() slog.Value { return slog.StringValue(redactedRootKey) }
 
 // KeyID names a root key in a [Keyring] and in the envelope header. 0 is
 // invalid.
@@ -314,6 +318,19 @@ func (r *Keyring) IDs() []KeyID {
 	return ids
 }
 
+// RootKey returns the root key held under id, and whether the ring holds
+// one, so that a ring can be stored (package keyfile writes it to a file
+// with [Keyring.IDs] and [Keyring.Current]). The key prints redacted; its
+// bytes ([RootKey.Bytes]) are the secret every event of the ring is sealed
+// under.
+func (r *Keyring) RootKey(id KeyID) (RootKey, bool) {
+	rk := r.key(id)
+	if rk == nil {
+		return RootKey{}, false
+	}
+	return rk.root, true
+}
+
 var pseudonymEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // Pseudonym returns a keyed, stable token for use in NATS subjects: the
@@ -434,3 +451,7 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.redacted()), nil
 
 // MarshalJSON returns the redacted placeholder as a JSON string.
 func (s Secret) MarshalJSON() ([]byte, error) { return fmt.Appendf(nil, "%q", s.redacted()), nil }
+
+// LogValue redacts the secret for every slog handler, including one that
+// encodes values by reflection.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.redacted()) }

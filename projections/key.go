@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -107,6 +108,9 @@ func (k Key) MarshalJSON() ([]byte, error) { return []byte(`"` + k.redacted() + 
 
 // MarshalText redacts the key.
 func (k Key) MarshalText() ([]byte, error) { return []byte(k.redacted()), nil }
+
+// LogValue redacts the key for every slog handler.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.redacted()) }
 
 // Argon2Params are the Argon2id parameters for passphrase keys. They are
 // stored in the salt sidecar, so a database stays openable when defaults

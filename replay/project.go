@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -82,13 +83,22 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		defer lk.Unlock()
 	}
 
+	log := l.Logger()
+	lag := newLagTracker(l, len(insts) == 1)
+	defer lag.gone()
+	for _, inst := range insts {
+		lag.probe(ctx, inst, cps[inst])
+	}
+	log.Info("replay: projecting", "stream", l.Stream(), "installations", len(insts), "from", from)
+	start := time.Now()
+
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := make(chan eventlog.Record, 4*o.BatchSize)
 	applyErr := make(chan error, 1)
 	go func() {
-		applyErr <- applyStream(ctx, l, in, dbs, o)
+		applyErr <- applyStream(ctx, l, in, dbs, o, lag)
 		cancel()
 	}()
 	followErr := l.FollowInstallations(ctx, insts, from, func(r eventlog.Record) error {
@@ -103,19 +113,31 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		}
 	})
 	close(in)
-	if err := <-applyErr; err != nil && parent.Err() == nil {
-		return err
+	err := <-applyErr
+	switch {
+	case err != nil && parent.Err() == nil:
+	case parent.Err() != nil:
+		err = parent.Err()
+	default:
+		err = followErr
 	}
-	if parent.Err() != nil {
-		return parent.Err()
+	switch {
+	case parent.Err() != nil && errors.Is(err, parent.Err()):
+		log.Info("replay: projecting stopped", "stream", l.Stream(), "installations", len(insts), since(start))
+	default:
+		countApplyError(l.Metrics(), err)
+		log.Error("replay: projecting failed", "stream", l.Stream(), "installations", len(insts), since(start), "err", err)
 	}
-	return followErr
+	return err
 }
 
 // applyStream applies records from in as they come, grouping what is
 // already waiting into batches per installation.
-func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record, dbs map[events.InstallationID]*projections.DB, o ProjectOptions) error {
+func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record, dbs map[events.InstallationID]*projections.DB, o ProjectOptions, lag *lagTracker) error {
+	m, log := l.Metrics(), l.Logger()
 	pending := map[events.InstallationID][]projections.Record{}
+	behind := map[events.InstallationID]uint64{} // Record.Pending of each one's last record
+	var last eventlog.Record                     // the last record added
 	var order []events.InstallationID
 	flush := func() error {
 		for _, inst := range order {
@@ -123,10 +145,17 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 			if err := dbs[inst].Apply(ctx, recs); err != nil {
 				return fmt.Errorf("replay: project %s: %w", inst, err)
 			}
+			cp := recs[len(recs)-1].Seq
+			countApplied(m, recs)
+			lag.applied(ctx, inst, cp, len(recs), behind[inst])
+			log.Debug("replay: applied", "installation", string(inst), "stream", l.Stream(), "events", len(recs), "seq", cp)
 			if o.OnApply != nil {
-				o.OnApply(inst, len(recs), recs[len(recs)-1].Seq)
+				o.OnApply(inst, len(recs), cp)
 			}
 			pending[inst] = recs[:0]
+		}
+		if len(order) > 0 && last.Pending == 0 {
+			lag.atEnd()
 		}
 		order = order[:0]
 		return nil
@@ -137,6 +166,7 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 			order = append(order, inst)
 		}
 		pending[inst] = append(pending[inst], projections.Record{Seq: r.Seq, Event: r.Event})
+		behind[inst], last = r.Pending, r
 	}
 	for {
 		r, ok := <-in

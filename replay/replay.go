@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -79,9 +80,19 @@ var errTargetReached = errors.New("replay: replay target reached")
 // events. It returns how many events it applied and the new checkpoint. An
 // event the read model cannot apply stops it with the error naming the
 // stream sequence; everything applied before stays committed.
+//
+// With the Log's Metrics set, CatchUp records where the read model stands
+// (telemetry.Metrics.ProjectorAt: checkpoint, events behind and the age of
+// the oldest) when it starts and after each batch.
 func CatchUp(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, opts *Options) (int, uint64, error) {
 	o := opts.withDefaults()
-	return replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, nil)
+	start := time.Now()
+	n, cp, err := replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, nil, newLagTracker(l, true))
+	if err == nil {
+		l.Logger().Debug("replay: caught up", "installation", string(inst), "stream", l.Stream(), "events", n, "seq", cp, since(start))
+	}
+	logFailure(l.Logger(), "replay: catch-up failed", err, "installation", string(inst), "stream", l.Stream(), "events", n, "seq", cp)
+	return n, cp, err
 }
 
 // untilEnd as a replay target means the stream's end as found when the
@@ -93,18 +104,30 @@ const untilEnd = ^uint64(0)
 // opening and decoding events runs on the consumer's goroutine while a
 // second goroutine applies the previous batch, so the two overlap.
 // With mc set, every record is also checked by mc (MLS re-derived) before
-// it is applied; mc must have seen every earlier record of inst.
-func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string, mc *mlsChecker) (int, uint64, error) {
+// it is applied; mc must have seen every earlier record of inst. With lag
+// set, where db stands is recorded as it advances (lagTracker). Every
+// committed batch counts in the Log's Metrics, by event kind, as does an
+// event that could not be applied.
+func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string, mc *mlsChecker, lag *lagTracker) (int, uint64, error) {
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
+	if lag != nil {
+		lag.probe(ctx, inst, cp)
+	}
 	if cp >= to {
 		return 0, cp, nil
 	}
+	m := l.Metrics()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	batches := make(chan []projections.Record, 2)
+	// A batch goes with the last record's Record.Pending (for lag).
+	type batchOf struct {
+		recs    []projections.Record
+		pending uint64
+	}
+	batches := make(chan batchOf, 2)
 	// Spent batches come back for reuse, so a replay of any length holds
 	// at most four batches of records.
 	spare := make(chan []projections.Record, 4)
@@ -116,7 +139,8 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	done := make(chan result, 1)
 	go func() {
 		res := result{last: cp}
-		for b := range batches {
+		for bo := range batches {
+			b := bo.recs
 			if res.err != nil {
 				continue
 			}
@@ -127,6 +151,10 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			}
 			res.applied += len(b)
 			res.last = b[len(b)-1].Seq
+			countApplied(m, b)
+			if lag != nil {
+				lag.applied(ctx, inst, res.last, len(b), bo.pending)
+			}
 			if o.Progress != nil {
 				p := Progress{Installation: inst, Phase: phase, Applied: res.applied, Seq: res.last, From: cp + 1, To: to}
 				if to == untilEnd {
@@ -143,9 +171,10 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		done <- res
 	}()
 	batch := make([]projections.Record, 0, o.BatchSize)
+	var pending uint64 // the last record's Record.Pending
 	send := func() error {
 		select {
-		case batches <- batch:
+		case batches <- batchOf{batch, pending}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -166,6 +195,7 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			}
 		}
 		batch = append(batch, projections.Record{Seq: r.Seq, Event: r.Event})
+		pending = r.Pending
 		if len(batch) >= o.BatchSize {
 			return send()
 		}
@@ -179,6 +209,11 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	}
 	close(batches)
 	res := <-done
+	if res.err != nil {
+		countApplyError(m, res.err)
+	} else if readErr != nil {
+		countApplyError(m, readErr)
+	}
 	switch {
 	case res.err != nil:
 		return res.applied, res.last, fmt.Errorf("replay: %s %s: %w", phase, inst, res.err)

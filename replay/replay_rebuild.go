@@ -1,10 +1,12 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +38,8 @@ type RebuildOptions struct {
 	// the history to trust and the live database's extra events are to be
 	// dropped. It never overrides ErrWrongInstallation or ErrNoHistory.
 	Force bool
+
+	op string // what the logs call it: "rebuild" (default), "rekey", "migrate"
 }
 
 // RebuildResult says what a Rebuild did.
@@ -105,6 +109,29 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if opts != nil {
 		ro = *opts
 	}
+	op := cmp.Or(ro.op, "rebuild")
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", op, "path", live)
+	start := time.Now()
+	log.Info("replay: "+op+" started", "schema_asked", ro.SchemaVersion, "mls_check", !ro.SkipMLSCheck, "compare_live", ro.CompareLive, "force", ro.Force)
+	res, err := rebuild(ctx, l, inst, live, key, ro, log)
+	if err != nil {
+		switch {
+		case IsVerificationFailure(err):
+			log.Error("replay: "+op+" failed verification; the live read model is unchanged unless swapped", since(start), "swapped", res != nil, "err", err)
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			log.Info("replay: "+op+" cancelled", since(start), "swapped", res != nil, "err", err)
+		default:
+			log.Warn("replay: "+op+" failed", since(start), "swapped", res != nil, "err", err)
+		}
+		return res, err
+	}
+	log.Info("replay: "+op+" finished", "events", res.Replayed+res.CaughtUp, "replayed", res.Replayed, "caught_up", res.CaughtUp,
+		"seq", res.Checkpoint, "schema", res.Schema, "previous_schema", res.PreviousSchema, "previous_seq", res.PreviousCheckpoint,
+		"recovered", res.Recovered, since(start))
+	return res, nil
+}
+
+func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, ro RebuildOptions, log *slog.Logger) (*RebuildResult, error) {
 	o := ro.Options.withDefaults()
 	fail := func(op string, err error) error {
 		return &projections.FileError{Path: live, Op: op, Err: err}
@@ -213,7 +240,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if !ro.CompareLive {
 		target = streamLast
 	}
-	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay, mc)
+	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay, mc, nil)
 	res.Replayed += n
 	if err != nil {
 		return abandon(err)
@@ -229,7 +256,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		res.Digest = d
 	}
 	// Shrink the window after the swap: apply what arrived meanwhile.
-	n, cp, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseCatchUp, mc)
+	n, cp, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseCatchUp, mc, nil)
 	res.Replayed += n
 	if err != nil {
 		return abandon(err)
@@ -258,6 +285,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		if err := os.Link(live, res.KeptDamaged); err != nil {
 			return abandon(fail("rebuild: keep the damaged database", err))
 		}
+		log.Warn("replay: the live read model is damaged; kept aside, a rebuilt one replaces it", "kept", res.KeptDamaged)
 	}
 	if err := projections.Swap(tmp, live); err != nil {
 		return abandon(err)
@@ -274,7 +302,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		return res, err
 	}
 	defer db.Close()
-	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc)
+	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc, nil)
 	res.CaughtUp = n
 	if err != nil {
 		return res, err
@@ -392,7 +420,7 @@ func Rekey(ctx context.Context, l *eventlog.Log, inst events.InstallationID, liv
 	if newKey.Equal(oldKey) {
 		return nil, &projections.FileError{Path: live, Op: "rekey", Err: errors.New("the new key equals the old one")}
 	}
-	ro := RebuildOptions{NewKey: newKey, SchemaVersion: -1, CompareLive: true}
+	ro := RebuildOptions{NewKey: newKey, SchemaVersion: -1, CompareLive: true, op: "rekey"}
 	if opts != nil {
 		ro.Options = *opts
 	}
@@ -405,7 +433,7 @@ func Rekey(ctx context.Context, l *eventlog.Log, inst events.InstallationID, liv
 // schema and from an unencrypted database (key = projections.NoKey, newKey
 // required). projections.MigrateInPlace is the fast path for small schema steps.
 func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key, newKey projections.Key, opts *Options) (*RebuildResult, error) {
-	ro := RebuildOptions{NewKey: newKey, SchemaVersion: projections.LatestSchema}
+	ro := RebuildOptions{NewKey: newKey, SchemaVersion: projections.LatestSchema, op: "migrate"}
 	if opts != nil {
 		ro.Options = *opts
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -34,6 +35,26 @@ type VerifyResult struct {
 // database. The live database's writer may keep running: Verify compares
 // one snapshot of it, taken at the start.
 func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *Options) (*VerifyResult, error) {
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "verify", "path", live)
+	start := time.Now()
+	log.Info("replay: verify started")
+	res, err := verify(ctx, l, inst, live, key, opts)
+	if err != nil {
+		switch {
+		case IsVerificationFailure(err):
+			log.Error("replay: verify found the read model does not check out", since(start), "err", err)
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			log.Info("replay: verify cancelled", since(start), "err", err)
+		default:
+			log.Warn("replay: verify could not run", since(start), "err", err)
+		}
+		return nil, err
+	}
+	log.Info("replay: verify finished; the read model checks out", "events", res.Replayed, "seq", res.Checkpoint, "schema", res.Schema, since(start))
+	return res, nil
+}
+
+func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *Options) (*VerifyResult, error) {
 	o := opts.withDefaults()
 	if err := inst.Validate(); err != nil {
 		return nil, fmt.Errorf("replay: verify: %w", err)
@@ -107,7 +128,7 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 		return nil, err
 	}
 	defer fresh.Close()
-	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify, nil)
+	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify, nil, nil)
 	res.Replayed = n
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -44,12 +45,24 @@ type MLSReport struct {
 // ErrOutOfOrder / events.ErrTampered for missing, reordered or forged
 // records).
 func VerifyMLS(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (*MLSReport, error) {
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "verify-mls")
+	start := time.Now()
+	log.Info("replay: MLS verification started")
 	c := newMLSChecker(inst)
 	err := l.Read(ctx, inst, 0, func(r eventlog.Record) error {
 		c.rep.Events++
 		c.rep.LastSeq = r.Seq
 		return c.check(r.Event)
 	})
+	switch {
+	case err == nil:
+		log.Info("replay: MLS verification finished; every transition checks out", "events", c.rep.Events, "groups", c.rep.Groups,
+			"rederived", c.rep.Rederived, "own", c.rep.Own, "seq", c.rep.LastSeq, since(start))
+	case IsVerificationFailure(err):
+		log.Error("replay: MLS verification found a transition that does not check out", "events", c.rep.Events, "seq", c.rep.LastSeq, since(start), "err", err)
+	default:
+		log.Warn("replay: MLS verification could not run", "events", c.rep.Events, "seq", c.rep.LastSeq, since(start), "err", err)
+	}
 	return &c.rep, err
 }
 

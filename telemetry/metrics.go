@@ -17,6 +17,9 @@
 // catalogue, reasons from a fixed list; only the projector's gauges carry
 // an installation label (one series per followed read model).
 //
+// docs/observability.md lists every series and every log record, and
+// docs/grafana/epochlog.json is a dashboard of them.
+//
 // Nothing recorded here or logged by the library carries a secret: no key,
 // no message content, no seed. Installation ids and event kinds are not
 // secret (they are in the read model's file name and the stream's subjects'
@@ -44,7 +47,14 @@ const (
 	// RetryConflict: another writer appended first; the operation caught up
 	// and decided again.
 	RetryConflict = "conflict"
+	// RetryInFlight: a replicated stream refused the append at the
+	// expected position while the aggregate's previous event was still
+	// being replicated; the same events were sent again after a pause.
+	RetryInFlight = "in_flight"
 )
+
+// RetryReasons lists every value of the reason label.
+var RetryReasons = []string{RetryLostAnswer, RetryNoLeader, RetryConflict, RetryInFlight}
 
 // Metrics is the library's Prometheus collector. Create it with NewMetrics
 // and register it (it implements prometheus.Collector). A nil *Metrics is
@@ -94,7 +104,7 @@ func NewMetrics() *Metrics {
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "append_retries_total",
-			Help: "Appends tried again, by reason: lost_answer (the acknowledgement was lost), no_leader (stream failover), conflict (decided again after another writer).",
+			Help: "Appends tried again, by reason: lost_answer (the acknowledgement was lost), no_leader (stream failover), conflict (decided again after another writer), in_flight (refused while a replicated stream settled).",
 		}, []string{"reason"}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "nats_reconnects_total",

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
+	"github.com/epochlog/epochlog/keyfile"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -78,19 +74,7 @@ func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
 	case k.keyFile != "":
 		return readDBKeyFile(k.keyFile)
 	case k.passFile != "":
-		if err := requirePrivateFile(k.passFile); err != nil {
-			return projections.Key{}, err
-		}
-		b, err := os.ReadFile(k.passFile)
-		if err != nil {
-			return projections.Key{}, fmt.Errorf("reading passphrase file: %w", err)
-		}
-		defer clear(b)
-		pass := []byte(strings.TrimRight(string(b), "\r\n"))
-		if len(pass) == 0 {
-			return projections.Key{}, fmt.Errorf("passphrase file %s is empty", k.passFile)
-		}
-		return projections.PassphraseKey(pass)
+		return keyfile.LoadDBPassphrase(k.passFile)
 	case k.hex != "":
 		fmt.Fprintf(env.stderr, "replayer: warning: a key on the command line is visible to other users (ps, shell history); prefer --%sdb-key-file or $%s\n", k.prefix, k.envKey)
 		return parseDBKeyHex(k.hex, "--"+k.prefix+"db-key")
@@ -105,72 +89,42 @@ func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
 		k.prefix, k.prefix, k.prefix, k.prefix, k.envKey)}
 }
 
+// kind names the kind of key the flags give, as key resolves them: "raw
+// key", "passphrase" or "plaintext" (never the key).
+func (k *dbKeyFlags) kind(env *cliEnv) string {
+	switch {
+	case k.keyFile != "", k.hex != "":
+		return "raw key"
+	case k.passFile != "":
+		return "passphrase"
+	case k.plaintext:
+		return "plaintext"
+	case env.getenv(k.envKey) != "":
+		return "raw key"
+	case env.getenv(k.envPassphrase) != "":
+		return "passphrase"
+	}
+	return ""
+}
+
 // parseDBKeyHex parses 64 hex digits; what names the source in errors.
 func parseDBKeyHex(text, what string) (projections.Key, error) {
-	text = strings.TrimSpace(text)
-	if len(text) != 64 {
-		return projections.Key{}, fmt.Errorf("%s: want 64 hex digits (a 32-byte key), got %d characters", what, len(text))
-	}
-	b, err := hex.DecodeString(text)
+	k, err := keyfile.ParseDBKey(text)
 	if err != nil {
-		return projections.Key{}, fmt.Errorf("%s: not hex digits", what)
+		return projections.Key{}, fmt.Errorf("%s: %w", what, err)
 	}
-	defer clear(b)
-	return projections.RawKey(b)
+	return k, nil
 }
 
 // readDBKeyFile reads a raw read-model key file: 64 hex digits and an
-// optional newline, mode 0600 or stricter.
+// optional newline, mode 0600 or stricter (keyfile.LoadDBKey).
 func readDBKeyFile(path string) (projections.Key, error) {
-	if err := requirePrivateFile(path); err != nil {
-		return projections.Key{}, err
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return projections.Key{}, fmt.Errorf("reading key file: %w", err)
-	}
-	defer clear(b)
-	return parseDBKeyHex(string(b), "key file "+path)
-}
-
-// requirePrivateFile refuses a key file that others can read: a read-model
-// key leaking through file modes defeats the encryption at rest.
-func requirePrivateFile(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("key file: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("key file %s is accessible by other users (mode %04o): chmod 600 it", path, fi.Mode().Perm())
-	}
-	return nil
+	return keyfile.LoadDBKey(path)
 }
 
 // writeDBKeyFile generates a raw read-model key, writes it to path as 64
 // hex digits (mode 0600, fsynced, atomically replacing any old file) and
-// returns it.
+// returns it (keyfile.NewDBKeyFile).
 func writeDBKeyFile(path string) (projections.Key, error) {
-	raw := make([]byte, 32)
-	defer clear(raw)
-	if _, err := rand.Read(raw); err != nil {
-		return projections.Key{}, err
-	}
-	key, err := projections.RawKey(raw)
-	if err != nil {
-		return projections.Key{}, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return projections.Key{}, fmt.Errorf("creating key directory: %w", err)
-	}
-	text := []byte(hex.EncodeToString(raw) + "\n")
-	defer clear(text)
-	tmp, err := writeTemp(path, text)
-	if err != nil {
-		return projections.Key{}, fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	defer os.Remove(tmp)
-	if err := os.Rename(tmp, path); err != nil {
-		return projections.Key{}, fmt.Errorf("installing key file %s: %w", path, err)
-	}
-	return key, nil
+	return keyfile.NewDBKeyFile(path)
 }

@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
@@ -17,7 +20,6 @@ import (
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
-	"github.com/schollz/progressbar/v3"
 )
 
 // demoSummary is what demo prints (as text, or one JSON object).
@@ -43,6 +45,11 @@ type demoSummary struct {
 	MLSOwnChecked  int                 `json:"mls_own_commits_checked"`
 	Digest         string              `json:"rekeyed_digest"` // digestID of its content
 	Seconds        demoTimings         `json:"seconds"`
+	// Next are three replayer commands to try on what the run wrote,
+	// ready to paste into a shell (see demoNextSteps).
+	Next []string `json:"next"`
+	// NextNote says what the Next commands leave out, if anything.
+	NextNote string `json:"next_note,omitempty"`
 }
 
 type demoGroupSummary struct {
@@ -66,6 +73,8 @@ queues (fan-out, fetch, receive, acknowledge; a few ephemeral ones expire);
 removes and updates members; then rekeys one installation's database by replay,
 checks the old key is refused, and verifies every read model against the
 stream (digest) and every installation's MLS history (epoch authenticators).
+It ends by printing three commands to try on what it wrote (status, verify,
+inspect), with the run's real paths.
 
 Files, under --data:
   event.keys                     event keyring (created on first use, 0600)
@@ -86,6 +95,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	messages := fs.Int("messages", 2000, "number of application messages")
 	seed := fs.Uint64("seed", 0, "seed for the random choices (0: random)")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
+	metricsAddr := registerMetricsFlag(fs)
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
@@ -117,11 +127,18 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	ops, err := startOpsServer(env, *metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer ops.Close()
+	cfg.Metrics = ops.Metrics()
 	log, err := openEventLog(ctx, cfg, ring)
 	if err != nil {
 		return err
 	}
 	defer log.Close()
+	ops.SetLog(log)
 	if *groups == 0 {
 		*groups = max(3, (*n+4)/5)
 	}
@@ -138,7 +155,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		rng:   mrand.New(mrand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15)),
 	}
 	defer w.close()
-	sum := demoSummary{Run: run, Stream: log.Stream(), Server: log.ClientURL(), DataDir: conn.data, DBDir: w.dbDir}
+	sum := demoSummary{Run: run, Stream: log.Stream(), Server: demoServer(log, cfg.NATSURL), DataDir: conn.data, DBDir: w.dbDir}
 
 	t0 := time.Now()
 	if err := w.createInstallations(ctx, run, *n, nil); err != nil {
@@ -191,6 +208,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err := w.census(ctx, &sum, gs); err != nil {
 		return err
 	}
+	sum.Next, sum.NextNote = demoNextSteps(cfg, &conn, &keys, w, target)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -238,19 +256,16 @@ func (w *world) createGroups(ctx context.Context, g int) ([]*demoGroup, error) {
 // gets a path update from another member; one in twenty messages is
 // ephemeral and expires undelivered.
 func (w *world) converse(ctx context.Context, env *cliEnv, gs []*demoGroup, messages int) error {
-	var bar *progressbar.ProgressBar
-	if env.isTerminal && messages > 0 {
-		bar = progressbar.NewOptions(messages,
-			progressbar.OptionSetWriter(env.stderr),
-			progressbar.OptionSetDescription("messages"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("msg"),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionClearOnFinish(),
-		)
-		defer bar.Finish()
+	var m *meter
+	if messages > 0 {
+		m = newMeter(env, "demo", "messages", int64(messages))
 	}
+	ok := false
+	defer func() {
+		if m != nil {
+			m.finish(ok)
+		}
+	}()
 	for i := range messages {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -265,10 +280,11 @@ func (w *world) converse(ctx context.Context, env *cliEnv, gs []*demoGroup, mess
 		if err := w.send(ctx, g, from, fmt.Sprintf("message %d from %s", i, from), i%20 == 19); err != nil {
 			return err
 		}
-		if bar != nil {
-			_ = bar.Add(1)
+		if m != nil {
+			m.set(int64(i + 1)) // drawn a few times a second at most
 		}
 	}
+	ok = true
 	if messages == 0 {
 		return w.churn(ctx, gs)
 	}
@@ -346,6 +362,137 @@ func printDemoSummary(env *cliEnv, s demoSummary) {
 	fmt.Fprintf(w, "  verified MLS histories: %d received transitions re-derived, %d own commits checked (%.2fs)\n",
 		s.MLSRederived, s.MLSOwnChecked, s.Seconds.Verify)
 	fmt.Fprintln(w, "  every read model matches its history")
+	if len(s.Next) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "next, try:")
+		for _, c := range s.Next {
+			fmt.Fprintf(w, "  %s\n", termSafe(c))
+		}
+		if s.NextNote != "" {
+			fmt.Fprintf(w, "  (%s)\n", s.NextNote)
+		}
+	}
+}
+
+// demoServer names the server the demo ran on for its summary: the
+// embedded server's URL, or the external server's URLs (natsURL, as the
+// connection flags resolved them) without their user information (a user
+// name, password or token never prints).
+func demoServer(log *eventlog.Log, natsURL string) string {
+	if u := log.ClientURL(); u != "" {
+		return u
+	}
+	if natsURL == "" {
+		return "the embedded server (in process)"
+	}
+	return withoutUserinfo(natsURL)
+}
+
+// withoutUserinfo returns a comma-separated list of server URLs with the user
+// information (user:password@ or token@) of each removed.
+func withoutUserinfo(list string) string {
+	urls := strings.Split(list, ",")
+	for i, raw := range urls {
+		raw = strings.TrimSpace(raw)
+		if u, err := url.Parse(raw); err == nil && u.Host != "" {
+			u.User = nil
+			urls[i] = u.String()
+			continue
+		}
+		// Not a URL url.Parse understands (e.g. host:port): drop
+		// anything up to an @ all the same.
+		if at := strings.LastIndex(raw, "@"); at >= 0 {
+			raw = raw[at+1:]
+		}
+		urls[i] = raw
+	}
+	return strings.Join(urls, ",")
+}
+
+// demoNextSteps returns three commands to try on what the demo just wrote:
+// status of every read model of the run, verify (with MLS) of the rekeyed
+// one under its new key, and inspect of the first installation's events.
+// They name the run's real paths and ids and the connection (cfg, as the
+// flags resolved it, and the connection flags given) and keyring the demo
+// used, and start with the way the demo was invoked (replayerCommand). No
+// secret is printed: a keyring given inline with --keys, and user
+// information in a server URL, are left out, and note says so.
+func demoNextSteps(cfg eventlog.Config, conn *connFlags, keys *keyFlags, w *world, rekeyed events.InstallationID) (cmds []string, note string) {
+	var common []string
+	if cfg.NATSURL != "" {
+		urls := withoutUserinfo(cfg.NATSURL)
+		if strings.Contains(cfg.NATSURL, "@") {
+			note += "; the server URLs are shown without their user information: give it with --nats-user and $" + envNATSPassword + ", or the URLs as you gave them"
+		}
+		common = append(common, "--nats", urls)
+		if conn.context != "" {
+			common = append(common, "--context", conn.context)
+		}
+		for _, f := range []struct{ flag, value string }{
+			{"--nats-ca", conn.ca}, {"--nats-cert", conn.cert}, {"--nats-key", conn.key},
+			{"--nats-creds", conn.creds}, {"--nats-nkey", conn.nkey}, {"--nats-user", conn.user},
+		} {
+			if f.value != "" {
+				common = append(common, f.flag, f.value)
+			}
+		}
+	} else {
+		common = append(common, "--data", cfg.DataDir)
+	}
+	if conn.stream != eventlog.DefaultStream {
+		common = append(common, "--stream", conn.stream)
+	}
+	if conn.prefix != eventlog.DefaultSubjectPrefix {
+		common = append(common, "--subject-prefix", conn.prefix)
+	}
+	switch {
+	case keys.file != "":
+		common = append(common, "--keys-file", keys.file)
+	case keys.inline != "":
+		note += "; give the keyring the demo ran with: --keys-file FILE or $" + envRootKeys
+	}
+	// Otherwise the keyring came from $EPOCHLOG_ROOT_KEYS, which the
+	// commands read too.
+	bin := replayerCommand(os.Args[0])
+	cmd := func(name string, args ...string) string {
+		words := append(append(append([]string{}, bin...), name), common...)
+		words = append(words, args...)
+		for i, word := range words {
+			words[i] = shellQuote(word)
+		}
+		return strings.Join(words, " ")
+	}
+	first := w.ids[0]
+	return []string{
+		cmd("status", "--db-dir", w.dbDir, "--db-keys-beside"),
+		cmd("verify", "--installation", string(rekeyed), "--db", w.dbPath(rekeyed), "--db-key-file", w.keyPath(rekeyed), "--mls"),
+		cmd("inspect", "--installation", string(first)),
+	}, strings.TrimPrefix(note, "; ")
+}
+
+// replayerCommand returns the words that run this replayer again, for a
+// command to paste: argv0 itself when it is a built replayer (found on the
+// PATH, or a path ending in bin/replayer, as make build writes it), else
+// "go run ./cmd/replayer" (go run's binary is gone once it exits).
+func replayerCommand(argv0 string) []string {
+	switch {
+	case argv0 == "replayer":
+		return []string{argv0}
+	case filepath.Base(argv0) == "replayer" && filepath.Base(filepath.Dir(argv0)) == "bin":
+		return []string{argv0}
+	}
+	return []string{"go", "run", "./cmd/replayer"}
+}
+
+// shellQuote returns s as one word for a POSIX shell: as it is when it
+// holds only characters no shell treats specially, else single-quoted.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:,=@%+", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // digestID condenses a read model's logical digest into one short hex

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/keyfile"
+	"github.com/epochlog/epochlog/telemetry"
 )
 
 // Environment variables the CLI reads (the library reads none).
@@ -23,10 +25,19 @@ const (
 )
 
 // newFlagSet returns a flag set that reports errors instead of exiting, so
-// run can map them to exit codes.
+// run can map them to exit codes. Every command's set has --log-format and
+// --log-level (see logging.go): parseFlags builds env's logger from them.
 func newFlagSet(env *cliEnv, name, args, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
+	env.logFlags = &logFlags{}
+	level := slog.LevelInfo
+	if name == "demo" {
+		// The demo is read by a person: its summary tells the story, and
+		// the records of every installation it runs would drown it.
+		level = slog.LevelWarn
+	}
+	env.logFlags.register(fs, level)
 	fs.Usage = func() {
 		fmt.Fprintf(env.stderr, "usage: replayer %s %s\n\n%s\n\nflags:\n", name, args, summary)
 		fs.PrintDefaults()
@@ -64,6 +75,7 @@ func parseFlags(env *cliEnv, fs *flag.FlagSet, args []string) error {
 		return usageError{fmt.Sprintf("unexpected argument %s: every value goes with its flag (e.g. --db PATH); the %d argument(s) from there on were not read",
 			strayArg(fs.Arg(0)), fs.NArg())}
 	}
+	env.setLogger()
 	return nil
 }
 
@@ -78,7 +90,8 @@ func strayArg(a string) string {
 }
 
 // connFlags select the NATS server: embedded under --data by default, or an
-// external server or cluster with --nats.
+// external server or cluster with --nats, --context (a nats CLI context) or
+// $NATS_URL; see config for the order.
 //
 // Only demo, the one command that creates the stream and writes events to
 // it, registers --replicas (registerStreamSettings). Every other command
@@ -87,13 +100,33 @@ func strayArg(a string) string {
 // DuplicateWindow, MaxAge, MaxBytes), which opens an existing stream
 // without asking to change its configuration.
 type connFlags struct {
-	data, nats, ca, cert, key, creds, nkey, user, stream, prefix string
-	replicas                                                     int
+	data, nats, context, ca, cert, key, creds, nkey, user, stream, prefix string
+	replicas                                                              int
+
+	// fs is the flag set the flags are registered in: config asks it
+	// which were given (on the command line, or by follow's config file).
+	fs *flag.FlagSet
+	// metrics, if set, goes into eventlog.Config.Metrics (--metrics).
+	metrics *telemetry.Metrics
+	// writes marks the one command that creates the stream and appends
+	// (demo): it goes to an external server only when told so on its
+	// command line (--nats, --context), never because of $NATS_URL or the
+	// nats CLI's selected context, which would make a try-out write events
+	// to whatever server the shell happens to point at.
+	writes bool
 }
 
+// natsSourceHelp says where the server comes from, for -h.
+const natsSourceHelp = "external NATS URL(s), comma-separated. The server is the first of: --nats; --context's url; " +
+	"$" + envNATSURL + "; the nats CLI context named by $" + envNATSContext + " or selected with \"nats context select\"; " +
+	"else the embedded server on --data. --data given explicitly skips $" + envNATSURL + " and the selected context, and demo (which writes) never uses them"
+
 func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
+	c.fs = fs
 	fs.StringVar(&c.data, "data", defaultData, "data directory of the embedded JetStream server")
-	fs.StringVar(&c.nats, "nats", "", "external NATS URL(s), comma-separated (default: embedded server)")
+	fs.StringVar(&c.nats, "nats", "", natsSourceHelp)
+	fs.StringVar(&c.context, "context", "", "nats CLI context: its url, creds, nkey, cert, key, ca, user and password "+
+		"($XDG_CONFIG_HOME/nats/context/`NAME`.json, default ~/.config/nats/context/NAME.json); each flag given wins over the context's setting")
 	fs.StringVar(&c.ca, "nats-ca", "", "PEM file of CAs that sign the NATS server certificate")
 	fs.StringVar(&c.cert, "nats-cert", "", "client certificate PEM file (mutual TLS)")
 	fs.StringVar(&c.key, "nats-key", "", "client private key PEM file (mutual TLS)")
@@ -107,29 +140,135 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 // registerStreamSettings registers the flags that set the stream's
 // configuration: only for demo, which creates the stream.
 func (c *connFlags) registerStreamSettings(fs *flag.FlagSet) {
+	c.writes = true
 	fs.IntVar(&c.replicas, "replicas", 0, "stream replicas, 1 to 5, when this command creates the stream or should change it (default: a new stream gets 1, an existing one keeps its own)")
+}
+
+// given returns the flags that were given (on the command line, or set by
+// follow's config file), by name.
+func (c *connFlags) given() map[string]bool {
+	set := map[string]bool{}
+	if c.fs != nil {
+		c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	}
+	return set
+}
+
+// natsTarget is the server the flags, a nats context and the environment
+// resolve to, with its credentials. An empty url is the embedded server.
+type natsTarget struct {
+	url, ca, cert, key, creds, nkey, user string
+	password                              eventlog.Secret
+	// from says where url comes from ("--nats", "$NATS_URL", a
+	// context); context names the nats context used, if any.
+	from, context string
+}
+
+// target resolves the server to connect to, the nats tool's way: each
+// setting comes from the first of
+//
+//  1. its flag (--nats, --nats-ca, ...; the cert and key as a pair);
+//  2. the context named by --context;
+//  3. $NATS_URL (the url only);
+//  4. the context named by $NATS_CONTEXT, else the one selected with
+//     "nats context select" (~/.config/nats/context.txt);
+//  5. for the url: none, i.e. the embedded server on --data.
+//
+// A context without a url means nats://127.0.0.1:4222, as in the nats
+// tool. --data given explicitly means the embedded server: then $NATS_URL
+// and the selected context are not used (with --context it is a usage
+// error). The user's password is $EPOCHLOG_NATS_PASSWORD when the user
+// comes from --nats-user, else the context's (or that variable when the
+// context has none).
+func (c *connFlags) target(env *cliEnv) (natsTarget, error) {
+	given := c.given()
+	t := natsTarget{url: c.nats, ca: c.ca, cert: c.cert, key: c.key, creds: c.creds, nkey: c.nkey, user: c.user}
+	if c.user != "" {
+		t.password = eventlog.Secret(env.getenv(envNATSPassword))
+	}
+	if t.url != "" {
+		t.from = "--nats"
+	}
+	var nc *natsContext
+	switch {
+	case c.context != "":
+		if given["data"] && c.nats == "" {
+			return t, usageError{"--data selects the embedded server and --context an external one: give one of them"}
+		}
+		var err error
+		if nc, err = loadNATSContext(env, c.context); err != nil {
+			return t, err
+		}
+		t.context = fmt.Sprintf("nats context %q (--context)", c.context)
+	case t.url == "" && given["data"]:
+		// The embedded server, asked for.
+	case c.writes:
+		// demo: the embedded server unless --nats said otherwise.
+	default:
+		if t.url == "" && env.getenv(envNATSURL) != "" {
+			t.url, t.from = env.getenv(envNATSURL), "$"+envNATSURL
+		}
+		name, from, err := selectedNATSContext(env)
+		if err != nil {
+			return t, err
+		}
+		if name != "" {
+			if nc, err = loadNATSContext(env, name); err != nil {
+				return t, fmt.Errorf("%w (%s)", err, from)
+			}
+			t.context = fmt.Sprintf("nats context %q (%s)", name, from)
+		}
+	}
+	if nc != nil {
+		if t.url == "" {
+			t.url, t.from = nc.URL, t.context
+			if t.url == "" {
+				t.url = defaultNATSURL
+			}
+		}
+		fill := func(v *string, from string) {
+			if *v == "" {
+				*v = from
+			}
+		}
+		fill(&t.ca, nc.CA)
+		fill(&t.creds, nc.Creds)
+		fill(&t.nkey, nc.NKey)
+		if t.cert == "" && t.key == "" {
+			t.cert, t.key = nc.Cert, nc.Key
+		}
+		if t.user == "" && nc.User != "" {
+			t.user, t.password = nc.User, nc.Password
+			if t.password == "" {
+				t.password = eventlog.Secret(env.getenv(envNATSPassword))
+			}
+		}
+	}
+	return t, nil
 }
 
 func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 	cfg := eventlog.DefaultConfig(c.data)
-	cfg.NATSURL = c.nats
-	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = c.ca, c.cert, c.key
-	cfg.CredsFile, cfg.NKeySeedFile = c.creds, c.nkey
-	cfg.User = c.user
-	if c.user != "" {
-		cfg.Password = eventlog.Secret(env.getenv(envNATSPassword))
+	if c.replicas < 0 || c.replicas > 5 {
+		return cfg, usageError{fmt.Sprintf("--replicas %d: must be 1 to 5", c.replicas)}
 	}
+	t, err := c.target(env)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.NATSURL = t.url
+	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = t.ca, t.cert, t.key
+	cfg.CredsFile, cfg.NKeySeedFile = t.creds, t.nkey
+	cfg.User, cfg.Password = t.user, t.password
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
 	// Zero (every command but demo): an existing stream keeps its own.
 	cfg.Replicas = c.replicas
 	cfg.ConnectionName = "epochlog-replayer"
-	if c.replicas < 0 || c.replicas > 5 {
-		return cfg, usageError{fmt.Sprintf("--replicas %d: must be 1 to 5", c.replicas)}
+	cfg.Logger, cfg.Metrics = env.logger(), c.metrics
+	if t.url == "" && c.data == "" {
+		return cfg, usageError{"--data is required with the embedded server (or give --nats, --context or $" + envNATSURL + ")"}
 	}
-	if c.nats == "" && c.data == "" {
-		return cfg, usageError{"--data is required with the embedded server (or give --nats)"}
-	}
-	if c.nats == "" {
+	if t.url == "" {
 		for _, f := range []struct{ flag, value string }{
 			{"--nats-ca", c.ca}, {"--nats-cert", c.cert}, {"--nats-key", c.key},
 			{"--nats-creds", c.creds}, {"--nats-nkey", c.nkey}, {"--nats-user", c.user},
@@ -138,6 +277,13 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 				return cfg, usageError{f.flag + " needs --nats (the embedded server has no TLS or users)"}
 			}
 		}
+		env.logger().Info("using the embedded NATS server", "data", c.data)
+	} else {
+		attrs := []any{"url", redactURLs(t.url), "from", t.from}
+		if t.context != "" && t.context != t.from {
+			attrs = append(attrs, "context", t.context)
+		}
+		env.logger().Info("using an external NATS server", attrs...)
 	}
 	return cfg, nil
 }
@@ -244,6 +390,8 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 	}
 	switch {
 	case k.file != "":
+		// keyfile.LoadKeyring refuses a file others can read; the replayer
+		// has always only warned about it, so it checks the mode itself.
 		if err := checkKeyFileMode(env, k.file); err != nil {
 			return nil, err
 		}
@@ -251,6 +399,7 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading keyring: %w", err)
 		}
+		defer clear(data)
 		ring, err := parseKeyring(string(data))
 		if err != nil {
 			return nil, fmt.Errorf("keyring file %s: %w", k.file, err)
@@ -285,138 +434,16 @@ func checkKeyFileMode(env *cliEnv, path string) error {
 	return nil
 }
 
-// parseKeyring reads "<id>:<hex>" entries separated by newlines or commas.
-// Errors name the entry by its position, never its contents.
+// parseKeyring reads "<id>:<hex>" entries separated by newlines or commas
+// (keyfile.ParseKeyring). Errors name the entry by its position, never its
+// contents.
 func parseKeyring(text string) (*events.Keyring, error) {
-	type entry struct {
-		id  events.KeyID
-		key events.RootKey
-	}
-	var entries []entry
-	fields := strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == ',' || r == '\r' })
-	for i, f := range fields {
-		f = strings.TrimSpace(f)
-		if f == "" || strings.HasPrefix(f, "#") {
-			continue
-		}
-		idText, hexKey, ok := strings.Cut(f, ":")
-		if !ok {
-			return nil, fmt.Errorf("entry %d: want \"<key-id>:<64 hex digits>\"", i+1)
-		}
-		id, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 32)
-		if err != nil || id == 0 {
-			return nil, fmt.Errorf("entry %d: key id must be a positive 32-bit number", i+1)
-		}
-		raw, err := hex.DecodeString(strings.TrimSpace(hexKey))
-		if err != nil {
-			return nil, fmt.Errorf("entry %d (key id %d): key is not hex", i+1, id)
-		}
-		key, err := events.NewRootKey(raw)
-		clear(raw)
-		if err != nil {
-			return nil, fmt.Errorf("entry %d (key id %d): %w", i+1, id, err)
-		}
-		entries = append(entries, entry{events.KeyID(id), key})
-	}
-	if len(entries) == 0 {
-		return nil, errors.New("no keys")
-	}
-	// The highest key id is the current one.
-	cur := 0
-	for i, e := range entries {
-		if e.id > entries[cur].id {
-			cur = i
-		}
-	}
-	ring, err := events.NewKeyring(entries[cur].id, entries[cur].key)
-	if err != nil {
-		return nil, err
-	}
-	for i, e := range entries {
-		if i == cur {
-			continue
-		}
-		if err := ring.Add(e.id, e.key); err != nil {
-			return nil, err
-		}
-	}
-	return ring, nil
+	return keyfile.ParseKeyring(text)
 }
 
 // ensureKeyringFile creates a keyring file with one fresh key (id 1, mode
-// 0600) if path does not exist, and returns whether it created one. The
-// key is written to a temporary file, fsynced, and linked into place, so
-// path never holds an empty or partial keyring (a failed write or a crash
-// leaves no file, and the next run creates one), and a keyring another
-// process created meanwhile is never replaced.
+// 0600) if path does not exist, and returns whether it created one
+// (keyfile.CreateKeyring: never a partial file, never a replaced one).
 func ensureKeyringFile(path string) (bool, error) {
-	if _, err := os.Stat(path); err == nil {
-		return false, nil
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, fmt.Errorf("creating %s: %w", dir, err)
-	}
-	key, err := events.GenerateRootKey()
-	if err != nil {
-		return false, err
-	}
-	raw := key.Bytes()
-	defer clear(raw)
-	line := []byte("# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n1:" + hex.EncodeToString(raw) + "\n")
-	defer clear(line)
-	tmp, err := writeTemp(path, line)
-	if err != nil {
-		return false, fmt.Errorf("writing keyring file %s: %w", path, err)
-	}
-	defer os.Remove(tmp)
-	// Link, not rename: it fails if the keyring appeared meanwhile, so a
-	// keyring in use is never replaced.
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return false, nil
-		}
-		return false, fmt.Errorf("installing keyring file %s: %w", path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return true, fmt.Errorf("syncing directory of keyring file %s: %w", path, err)
-	}
-	return true, nil
-}
-
-// writeTemp writes data to a new temporary file beside path (mode 0600,
-// as os.CreateTemp makes it) and fsyncs it, for the caller to install
-// whole under path (rename or link) and then remove. A failure leaves no
-// file behind.
-func writeTemp(path string, data []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// syncDir fsyncs a directory so a file just linked into it survives a
-// crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		d.Close()
-		return err
-	}
-	return d.Close()
+	return keyfile.CreateKeyring(path)
 }

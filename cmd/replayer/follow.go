@@ -3,17 +3,22 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
+	"github.com/epochlog/epochlog/telemetry"
 )
 
 // The pause before a failed read model is tried again doubles from
@@ -25,89 +30,118 @@ var (
 	followRetryMax = time.Minute
 )
 
+// followHelp is follow's -h text.
+const followHelp = "Keeps read models current from the bus until interrupted: each resumes from its own\n" +
+	"checkpoint, so a restart loses and repeats nothing. The read model of installation\n" +
+	"ID is DIR/ID.db; without --installation every *.db in DIR is followed. One key\n" +
+	"opens them all (--db-key-file ...), or give --db-keys-beside to read each key\n" +
+	"from DIR/ID.key (the layout replayer demo writes). --config FILE reads all of this\n" +
+	"(and read models elsewhere, each with its own key) from a YAML file; flags given\n" +
+	"on the command line win over it (docs/operations.md, \"The follow config file\").\n\n" +
+	"Each read model is followed on its own: one that fails (a wrong key, an event it\n" +
+	"cannot read or apply) is logged and tried again after a pause (1s, doubling up to\n" +
+	"1m) while the others carry on. When interrupted, the exit status is 130 if every\n" +
+	"read model is healthy, else 3 if one of those still failing failed verification,\n" +
+	"else 1; a summary names each one.\n\n" +
+	"--metrics ADDR serves /metrics (Prometheus), /healthz (200 while connected to NATS)\n" +
+	"and /readyz (200 when every read model is healthy and its oldest unapplied event is\n" +
+	"younger than --ready-lag) over HTTP."
+
+// followOpts are follow's flags.
+type followOpts struct {
+	conn              connFlags
+	keys              keyFlags
+	dbKey             *dbKeyFlags
+	dir, list, config string
+	metrics           string
+	beside, verbose   bool
+	readyLag          time.Duration
+}
+
+// newFollowFlags returns follow's flag set and the options it fills.
+func newFollowFlags(env *cliEnv) (*flag.FlagSet, *followOpts) {
+	o := &followOpts{}
+	fs := newFlagSet(env, "follow", "--db-dir DIR [--installation ID,...] [flags] | --config FILE [flags]", followHelp)
+	o.conn.register(fs, "")
+	o.keys.register(fs)
+	fs.StringVar(&o.dir, "db-dir", "", "directory of the read models (required unless --config lists each read model's db)")
+	fs.StringVar(&o.list, "installation", "", "comma-separated installation ids (default: every DIR/*.db)")
+	fs.BoolVar(&o.beside, "db-keys-beside", false, "read each database's raw key from DIR/<installation>.key (ignores $"+envDBKey+" and $"+envDBPassphrase+")")
+	o.dbKey = newDBKeyFlags(fs, "")
+	fs.BoolVar(&o.verbose, "v", false, "log each applied batch at level info (else at debug)")
+	fs.StringVar(&o.config, "config", "", "YAML `FILE` of settings: connection, keyring, read models, metrics, ready lag, logging (docs/operations.md); flags given on the command line win over it")
+	fs.StringVar(&o.metrics, "metrics", "", metricsFlagHelp)
+	fs.DurationVar(&o.readyLag, "ready-lag", 30*time.Second, "/readyz: a read model is ready when it is healthy and its oldest unapplied event is younger than this (or there is none)")
+	return fs, o
+}
+
 func runFollow(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "follow", "--db-dir DIR [--installation ID,...] [flags]",
-		"Keeps read models current from the bus until interrupted: each resumes from its own\n"+
-			"checkpoint, so a restart loses and repeats nothing. The read model of installation\n"+
-			"ID is DIR/ID.db; without --installation every *.db in DIR is followed. One key\n"+
-			"opens them all (--db-key-file ...), or give --db-keys-beside to read each key\n"+
-			"from DIR/ID.key (the layout replayer demo writes).\n\n"+
-			"Each read model is followed on its own: one that fails (a wrong key, an event it\n"+
-			"cannot read or apply) is reported on stderr and tried again after a pause (1s,\n"+
-			"doubling up to 1m) while the others carry on. When interrupted, the exit status\n"+
-			"is 130 if every read model is healthy, else 3 if one of those still failing failed\n"+
-			"verification, else 1; a summary names each one.")
-	var conn connFlags
-	conn.register(fs, "")
-	var keys keyFlags
-	keys.register(fs)
-	dir := fs.String("db-dir", "", "directory of the read models (required)")
-	list := fs.String("installation", "", "comma-separated installation ids (default: every DIR/*.db)")
-	beside := fs.Bool("db-keys-beside", false, "read each database's raw key from DIR/<installation>.key (ignores $"+envDBKey+" and $"+envDBPassphrase+")")
-	dbKey := newDBKeyFlags(fs, "")
-	verbose := fs.Bool("v", false, "print a line per applied batch")
+	fs, o := newFollowFlags(env)
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
-	if *dir == "" {
-		return usageError{"--db-dir is required"}
-	}
-	var ids []events.InstallationID
-	if *list != "" {
-		for _, s := range strings.Split(*list, ",") {
-			ids = append(ids, events.InstallationID(strings.TrimSpace(s)))
-		}
-	} else {
-		paths, err := filepath.Glob(filepath.Join(*dir, "*.db"))
+	var listed []readModelConfig
+	if o.config != "" {
+		cf, err := loadFollowConfig(o.config)
 		if err != nil {
 			return err
 		}
-		for _, p := range paths {
-			ids = append(ids, events.InstallationID(strings.TrimSuffix(filepath.Base(p), ".db")))
-		}
-	}
-	if len(ids) == 0 {
-		return usageError{fmt.Sprintf("no read models to follow in %s (give --installation)", termSafe(*dir))}
-	}
-	seen := map[events.InstallationID]bool{}
-	for _, id := range ids {
-		if err := id.Validate(); err != nil {
-			return usageError{fmt.Sprintf("installation %q: %v", id, err)}
-		}
-		if seen[id] {
-			return usageError{fmt.Sprintf("installation %s given twice", id)}
-		}
-		seen[id] = true
-	}
-	var shared projections.Key
-	if !*beside {
-		k, err := dbKey.key(env)
-		if err != nil {
+		if listed, err = cf.apply(fs, o.config); err != nil {
 			return err
 		}
-		shared = k
-	} else if dbKey.onCommandLine() {
+		env.setLogger()
+	}
+	if o.readyLag <= 0 {
+		return usageError{fmt.Sprintf("--ready-lag %v: must be positive", o.readyLag)}
+	}
+	if o.beside && o.dbKey.onCommandLine() {
 		// $EPOCHLOG_DB_KEY is not a conflict: --db-keys-beside says where
 		// the keys are, and the environment is only a default.
 		return usageError{"give either --db-keys-beside or one read-model key flag"}
 	}
-	log, err := openLog(ctx, env, &conn, &keys)
+	targets, err := followTargets(o.dir, o.list, listed, o.beside)
+	if err != nil {
+		return err
+	}
+	var shared projections.Key
+	for _, t := range targets {
+		if t.keyPath == "" {
+			if shared, err = o.dbKey.key(env); err != nil {
+				return err
+			}
+			break
+		}
+	}
+
+	fws := make([]*follower, len(targets))
+	for i, t := range targets {
+		fws[i] = &follower{env: env, lg: env.logger().With("installation", string(t.id), "db", t.path),
+			id: t.id, path: t.path, key: shared, keyPath: t.keyPath, verbose: o.verbose}
+	}
+	ops, err := startOpsServer(env, o.metrics, followCollectors(fws)...)
+	if err != nil {
+		return err
+	}
+	defer ops.Close()
+	o.conn.metrics = ops.Metrics()
+	log, err := openLog(ctx, env, &o.conn, &o.keys)
 	if err != nil {
 		return err
 	}
 	defer log.Close()
+	for _, f := range fws {
+		f.log = log
+	}
+	lag := o.readyLag
+	ops.SetReadiness(func(ctx context.Context) (bool, any) { return followReadiness(ctx, log, fws, lag) })
+	ops.SetLog(log)
 
-	fws := make([]*follower, len(ids))
 	var wg sync.WaitGroup
-	for i, id := range ids {
-		f := &follower{env: env, log: log, id: id, path: filepath.Join(*dir, string(id)+".db"), key: shared, verbose: *verbose}
-		if *beside {
-			f.keyPath = filepath.Join(*dir, string(id)+".key")
-		}
-		fws[i] = f
+	for _, f := range fws {
 		wg.Go(func() { f.run(ctx) })
 	}
 	wg.Wait()
+	ops.Close()
 
 	// Every follower has returned: ctx is done.
 	var failing []string
@@ -130,17 +164,93 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	return ctx.Err()
 }
 
+// followTarget is one read model to follow: its installation, database and
+// key file (empty: the shared key).
+type followTarget struct {
+	id            events.InstallationID
+	path, keyPath string
+}
+
+// followTargets lists the read models to follow: those of --installation
+// in dir, else those of the config file's list (each database by default
+// in dir), else every *.db in dir. With beside, a read model without a key
+// file of its own has its key beside its database (DIR/ID.key).
+func followTargets(dir, list string, listed []readModelConfig, beside bool) ([]followTarget, error) {
+	var ts []followTarget
+	inDir := func(id events.InstallationID) (string, error) {
+		if dir == "" {
+			return "", usageError{"--db-dir is required (or a config file whose read-models.list gives each db)"}
+		}
+		return filepath.Join(dir, string(id)+".db"), nil
+	}
+	switch {
+	case list != "":
+		for _, s := range strings.Split(list, ",") {
+			id := events.InstallationID(strings.TrimSpace(s))
+			if err := id.Validate(); err != nil {
+				return nil, usageError{fmt.Sprintf("--installation %q: %v", id, err)}
+			}
+			p, err := inDir(id)
+			if err != nil {
+				return nil, err
+			}
+			ts = append(ts, followTarget{id: id, path: p})
+		}
+	case len(listed) > 0:
+		for _, rm := range listed {
+			t := followTarget{id: events.InstallationID(rm.Installation.value), path: rm.DB.value, keyPath: rm.DBKeyFile.value}
+			if t.path == "" {
+				var err error
+				if t.path, err = inDir(t.id); err != nil {
+					return nil, err
+				}
+			}
+			ts = append(ts, t)
+		}
+	default:
+		if dir == "" {
+			return nil, usageError{"--db-dir is required (or --config with read models)"}
+		}
+		paths, err := filepath.Glob(filepath.Join(dir, "*.db"))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range paths {
+			id := events.InstallationID(strings.TrimSuffix(filepath.Base(p), ".db"))
+			if err := id.Validate(); err != nil {
+				return nil, usageError{fmt.Sprintf("installation %q (from %s): %v", id, termSafe(p), err)}
+			}
+			ts = append(ts, followTarget{id: id, path: p})
+		}
+		if len(ts) == 0 {
+			return nil, usageError{fmt.Sprintf("no read models to follow in %s (give --installation)", termSafe(dir))}
+		}
+	}
+	seen := map[events.InstallationID]bool{}
+	for i, t := range ts {
+		if seen[t.id] {
+			return nil, usageError{fmt.Sprintf("installation %s given twice", t.id)}
+		}
+		seen[t.id] = true
+		if beside && t.keyPath == "" {
+			ts[i].keyPath = strings.TrimSuffix(t.path, ".db") + ".key"
+		}
+	}
+	return ts, nil
+}
+
 // follower keeps one read model current: it opens it, follows its
 // installation with replay.Project until ctx ends, and when that fails
-// reports the failure, closes the database and tries again after a pause.
+// logs the failure, closes the database and tries again after a pause.
 // A failure of one read model never stops the others.
 type follower struct {
 	env     *cliEnv
+	lg      *slog.Logger // env's, with the installation and database
 	log     *eventlog.Log
 	id      events.InstallationID
 	path    string
 	key     projections.Key // the shared key, when keyPath is ""
-	keyPath string          // --db-keys-beside: read before every attempt
+	keyPath string          // read before every attempt
 	verbose bool
 
 	mu       sync.Mutex
@@ -174,13 +284,14 @@ func (f *follower) run(ctx context.Context) {
 		f.mu.Lock()
 		f.err = err
 		f.failures++
+		failures := f.failures
 		f.mu.Unlock()
-		at := ""
+		attrs := []any{"failures", failures}
 		if seq, ok := streamSeq(err); ok {
-			at = fmt.Sprintf(" at stream sequence %d", seq)
+			attrs = append(attrs, "stream_sequence", seq)
 		}
-		fmt.Fprintf(f.env.stderr, "replayer follow: installation %s, database %s: failed%s: %s; trying again in %v, the others carry on\n",
-			termSafe(string(f.id)), termSafe(f.path), at, termSafe(err.Error()), wait)
+		attrs = append(attrs, "err", err, "retry_in", wait.String())
+		f.lg.Error("read model failed; trying again, the others carry on", attrs...)
 		select {
 		case <-ctx.Done():
 			return
@@ -221,9 +332,9 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 	failures := f.failures
 	f.mu.Unlock()
 	if first {
-		fmt.Fprintf(f.env.stderr, "replayer: following %s from checkpoint %d\n", termSafe(string(f.id)), cp)
+		f.lg.Info("following read model", "checkpoint", cp)
 	} else {
-		fmt.Fprintf(f.env.stderr, "replayer: following %s again from checkpoint %d, after %d failed attempts\n", termSafe(string(f.id)), cp, failures)
+		f.lg.Info("following read model again", "checkpoint", cp, "failures", failures)
 	}
 	if failures > 0 {
 		// A read model already at its installation's last event is
@@ -231,6 +342,10 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 		if lastSeq, err := f.log.LastSeq(ctx, f.id); err == nil && lastSeq <= cp {
 			f.recovered()
 		}
+	}
+	batchLevel := slog.LevelDebug
+	if f.verbose {
+		batchLevel = slog.LevelInfo
 	}
 	applied := 0
 	err = replay.Project(ctx, f.log, []replay.Projection{{Installation: f.id, DB: db}}, &replay.ProjectOptions{
@@ -241,9 +356,7 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 			f.last = cp
 			f.mu.Unlock()
 			f.recovered()
-			if f.verbose {
-				fmt.Fprintf(f.env.stdout, "%s: applied %d events, checkpoint %d\n", termSafe(string(f.id)), n, cp)
-			}
+			f.lg.Log(ctx, batchLevel, "applied events", "events", n, "checkpoint", cp)
 		}})
 	return applied, err
 }
@@ -254,11 +367,12 @@ func (f *follower) recovered() {
 	defer f.mu.Unlock()
 	if f.err != nil {
 		f.err = nil
-		fmt.Fprintf(f.env.stderr, "replayer: %s is being followed again\n", termSafe(string(f.id)))
+		f.lg.Info("read model recovered: followed again", "failures", f.failures)
 	}
 }
 
-// summarize prints the follower's line of the final summary.
+// summarize prints the follower's line of the final summary: human text,
+// whatever the log format.
 func (f *follower) summarize() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -278,5 +392,129 @@ func (f *follower) summarize() {
 		fmt.Fprintf(f.env.stderr, "replayer: %s: stopped before its database was opened\n", id)
 	default:
 		fmt.Fprintf(f.env.stderr, "replayer: %s: %d events applied, checkpoint %d\n", id, f.applied, f.last)
+	}
+}
+
+// readModelStatus is one read model in /readyz's body.
+type readModelStatus struct {
+	Installation string `json:"installation"`
+	DB           string `json:"db"`
+	Ready        bool   `json:"ready"`
+	// Reason says why it is not ready.
+	Reason     string `json:"reason,omitempty"`
+	Checkpoint uint64 `json:"checkpoint"`
+	// PendingEvents are the installation's events it has not applied;
+	// OldestPendingSeconds the age of the oldest of them.
+	PendingEvents        uint64  `json:"pending_events"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds,omitempty"`
+}
+
+// followReady is /readyz's body for follow.
+type followReady struct {
+	Ready    bool   `json:"ready"`
+	ReadyLag string `json:"ready_lag"`
+	// NotReady names the read models that are not ready.
+	NotReady   []string          `json:"not_ready,omitempty"`
+	ReadModels []readModelStatus `json:"read_models"`
+}
+
+// followReadiness checks every read model (see follower.readiness), a few
+// at a time.
+func followReadiness(ctx context.Context, l *eventlog.Log, fws []*follower, lag time.Duration) (bool, any) {
+	r := followReady{Ready: true, ReadyLag: lag.String(), ReadModels: make([]readModelStatus, len(fws))}
+	connected := l.Connected()
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, f := range fws {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r.ReadModels[i] = f.readiness(ctx, connected, lag)
+		})
+	}
+	wg.Wait()
+	for _, st := range r.ReadModels {
+		if !st.Ready {
+			r.Ready = false
+			r.NotReady = append(r.NotReady, st.Installation)
+		}
+	}
+	return r.Ready, r
+}
+
+// readiness reports whether the read model is ready: healthy (opened, not
+// failing) and caught up within lag, i.e. its installation's oldest event
+// it has not applied is younger than lag, or there is none.
+func (f *follower) readiness(ctx context.Context, connected bool, lag time.Duration) readModelStatus {
+	f.mu.Lock()
+	opened, cp, ferr := f.opened, f.last, f.err
+	f.mu.Unlock()
+	st := readModelStatus{Installation: string(f.id), DB: f.path, Checkpoint: cp}
+	switch {
+	case ferr != nil:
+		st.Reason = "failing: " + ferr.Error()
+		return st
+	case !opened:
+		st.Reason = "not opened yet"
+		return st
+	case !connected:
+		st.Reason = "not connected to NATS"
+		return st
+	}
+	p, err := f.log.Pending(ctx, f.id, cp)
+	if err != nil {
+		st.Reason = "how far it is behind is unknown: " + err.Error()
+		return st
+	}
+	st.PendingEvents = p.Events
+	var age time.Duration
+	if p.Events > 0 && !p.Oldest.IsZero() {
+		age = max(time.Since(p.Oldest), 0)
+		st.OldestPendingSeconds = age.Seconds()
+	}
+	switch {
+	case p.StreamLast < cp:
+		st.Reason = fmt.Sprintf("its checkpoint %d is past its installation's last event on the stream (%d): another stream, or events lost", cp, p.StreamLast)
+	case p.Events > 0 && age >= lag:
+		st.Reason = fmt.Sprintf("%d events behind, the oldest %s old (--ready-lag %s)", p.Events, age.Round(time.Millisecond), lag)
+	default:
+		st.Ready = true
+	}
+	return st
+}
+
+// followCollectors are follow's own series, read from the followers at
+// each scrape (the library's, events applied and projector lag among
+// them, are in telemetry.Metrics).
+func followCollectors(fws []*follower) []prometheus.Collector {
+	count := func(pick func(f *follower) float64) func() float64 {
+		return func() float64 {
+			var n float64
+			for _, f := range fws {
+				f.mu.Lock()
+				n += pick(f)
+				f.mu.Unlock()
+			}
+			return n
+		}
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: telemetry.Namespace, Subsystem: "follow", Name: "read_models",
+			Help: "Read models this follow process keeps current.",
+		}, func() float64 { return float64(len(fws)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: telemetry.Namespace, Subsystem: "follow", Name: "read_models_failing",
+			Help: "Read models whose latest attempt failed and that have not recovered (they are tried again).",
+		}, count(func(f *follower) float64 {
+			if f.err != nil {
+				return 1
+			}
+			return 0
+		})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: "follow", Name: "failures_total",
+			Help: "Failed attempts to follow a read model (each is logged, then tried again after a pause).",
+		}, count(func(f *follower) float64 { return float64(f.failures) })),
 	}
 }

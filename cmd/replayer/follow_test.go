@@ -189,7 +189,7 @@ func TestFollowKeysBesideIgnoresEnvironmentKey(t *testing.T) {
 		code <- run(runCtx, env, []string{"follow", "--nats", srv.URL(), "--db-dir", dir, "--db-keys-beside"})
 	}()
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stderr.String(), "following "+string(id)) {
+	for !strings.Contains(stderr.String(), `msg="following read model" installation=`+string(id)) {
 		select {
 		case c := <-code:
 			t.Fatalf("follow --db-keys-beside with $%s set exited %d: %s", envDBKey, c, stderr.String())
@@ -340,7 +340,7 @@ func TestFollowIsolatesFailures(t *testing.T) {
 
 			f := startFollow(t, srv.URL(), dir, "--db-keys-beside")
 			f.waitFor(t, "the failure reported twice", func() bool {
-				return strings.Count(f.stderr.String(), "installation bad-b, database "+badPath+": failed") >= 2
+				return strings.Count(f.stderr.String(), `level=ERROR msg="read model failed; trying again, the others carry on" installation=bad-b db=`+badPath) >= 2
 			})
 			if !strings.Contains(f.stderr.String(), tc.err) {
 				t.Fatalf("the report does not say %q: %s", tc.err, f.stderr.String())
@@ -391,7 +391,9 @@ func TestFollowRetriesFailedReadModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startFollow(t, srv.URL(), dir, "--db-keys-beside")
-	f.waitFor(t, "the failure reported", func() bool { return strings.Contains(f.stderr.String(), "installation late-b") })
+	f.waitFor(t, "the failure reported", func() bool {
+		return strings.Contains(f.stderr.String(), `msg="read model failed; trying again, the others carry on" installation=late-b`)
+	})
 	enqueueFor(t, l, bad, "meanwhile", 3)
 	if err := os.WriteFile(keyPath, right, 0o600); err != nil {
 		t.Fatal(err)
@@ -401,7 +403,9 @@ func TestFollowRetriesFailedReadModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitFor(t, "late-b to catch up", func() bool { return checkpointOf(t, dir, bad) == last })
-	f.waitFor(t, "late-b followed again", func() bool { return strings.Contains(f.stderr.String(), "late-b is being followed again") })
+	f.waitFor(t, "late-b followed again", func() bool {
+		return strings.Contains(f.stderr.String(), `msg="read model recovered: followed again" installation=late-b`)
+	})
 
 	// An event the installation's read model cannot open stops it, with
 	// the stream sequence; the healthy one goes on.
@@ -420,7 +424,8 @@ func TestFollowRetriesFailedReadModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitFor(t, "the bad event reported", func() bool {
-		return strings.Contains(f.stderr.String(), fmt.Sprintf("failed at stream sequence %d", junk))
+		return strings.Contains(f.stderr.String(), fmt.Sprintf("installation=late-b db=%s failures=", filepath.Join(dir, "late-b.db"))) &&
+			strings.Contains(f.stderr.String(), fmt.Sprintf(" stream_sequence=%d ", junk))
 	})
 	enqueueFor(t, l, good, "after-junk", 2)
 	goodLast, err := l.LastSeq(context.Background(), good)

@@ -7,7 +7,14 @@
 //
 // Run "replayer help" for the commands and "replayer <command> -h" for the
 // flags of one. Messages go to stderr prefixed with "replayer:"; results go
-// to stdout (as JSON lines with --json).
+// to stdout (as JSON lines with --json). Log records (the command's and the
+// library's: reconnects, failovers, retries, follow's failures) go to
+// stderr with their time, as text or JSON (--log-format, --log-level; see
+// logging.go). follow and demo serve Prometheus metrics, /healthz and
+// /readyz with --metrics ADDR (serve.go); follow reads its settings from a
+// YAML file with --config (config.go). The NATS server comes from --nats,
+// --context (a nats CLI context), $NATS_URL or the selected nats context,
+// else the embedded server (context.go, connFlags.target).
 //
 // Exit codes: 0 success, 1 failure, 2 usage error, 3 verification failed
 // (drift, tampering, a wrong key), 130 interrupted. With --json a failed
@@ -26,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -64,6 +72,7 @@ var commands = []command{
 	{"migrate", "bring a read model to the newest schema, by replay or in place", runMigrate, true},
 	{"verify", "compare a read model with a fresh replay of its history; exit 3 on drift", runVerify, true},
 	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow, false},
+	{"status", "show read models' schema, checkpoint, head, key kind and lag behind the stream", runStatus, true},
 	{"inspect", "print an installation's events, opened, as JSON lines", runInspect, false},
 	{"catalogue", "list the event kinds this build knows, with their schema versions", runCatalogue, true},
 	{"version", "print the replayer's version and the SQLCipher and nats-server versions linked in", runVersion, true},
@@ -80,6 +89,12 @@ type cliEnv struct {
 	// the arguments (so that an error before the flags are parsed is
 	// covered too) and parseFlags from the parsed flag.
 	json bool
+	// logFlags are the command's --log-format and --log-level (newFlagSet
+	// registers them) and log the logger built from them (setLogger,
+	// logger): stderr, with timestamps, also handed to the library as
+	// eventlog.Config.Logger.
+	logFlags *logFlags
+	log      *slog.Logger
 }
 
 // usageError marks a bad invocation: exit code 2 and a hint.

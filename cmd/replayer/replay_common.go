@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
-	"github.com/schollz/progressbar/v3"
 )
 
 // replayFlags are what every replay command shares: where the stream is,
@@ -25,6 +27,8 @@ type replayFlags struct {
 	asJSON bool
 	// noMLSCheck is --no-mls-check, registered by the rebuilding commands.
 	noMLSCheck bool
+	// cmd is the command's name (its flag set's), for the progress report.
+	cmd string
 }
 
 // registerRebuilding registers the flags of the commands that swap in a
@@ -34,6 +38,7 @@ func (r *replayFlags) registerRebuilding(fs *flag.FlagSet) {
 }
 
 func (r *replayFlags) register(fs *flag.FlagSet) {
+	r.cmd = fs.Name()
 	r.conn.register(fs, "")
 	r.keys.register(fs)
 	fs.StringVar(&r.inst, "installation", "", "installation id (required)")
@@ -73,8 +78,8 @@ func (r *replayFlags) open(ctx context.Context, env *cliEnv) (*eventlog.Log, err
 	return openLog(ctx, env, &r.conn, &r.keys)
 }
 
-// rebuildWith connects, runs one rebuilding operation with a progress bar
-// and prints its result; key opens the database afterwards.
+// rebuildWith connects, runs one rebuilding operation reporting its
+// progress and prints its result; key opens the database afterwards.
 func (r *replayFlags) rebuildWith(ctx context.Context, env *cliEnv, cmd string, key projections.Key,
 	op func(*eventlog.Log, events.InstallationID, *replay.Options) (*replay.RebuildResult, error)) error {
 	return replayWith(ctx, env, r, op, func(_ *eventlog.Log, res *replay.RebuildResult) error {
@@ -82,8 +87,9 @@ func (r *replayFlags) rebuildWith(ctx context.Context, env *cliEnv, cmd string, 
 	})
 }
 
-// replayWith connects, runs op on the installation with a progress bar,
-// and once the bar is done hands op's result to then, on the same log.
+// replayWith connects, runs op on the installation reporting its progress
+// (see progress), and once that is done hands op's result to then, on the
+// same log.
 func replayWith[T any](ctx context.Context, env *cliEnv, r *replayFlags,
 	op func(*eventlog.Log, events.InstallationID, *replay.Options) (T, error), then func(*eventlog.Log, T) error) error {
 	log, err := r.open(ctx, env)
@@ -92,13 +98,10 @@ func replayWith[T any](ctx context.Context, env *cliEnv, r *replayFlags,
 	}
 	defer log.Close()
 	inst := events.InstallationID(r.inst)
-	opts, done := progress(env, log, inst)
-	if opts == nil {
-		opts = &replay.Options{}
-	}
+	opts, done := progress(ctx, env, log, r.cmd, inst)
 	opts.SkipMLSCheck = r.noMLSCheck
 	res, err := op(log, inst, opts)
-	done()
+	done(err == nil)
 	if err != nil {
 		return err
 	}
@@ -160,41 +163,244 @@ func digestFile(ctx context.Context, path string, key projections.Key) (projecti
 	return db.Digest(ctx)
 }
 
-// progress returns replay options that draw a progress bar on stderr when
-// it is a terminal (nil options otherwise), and a function to finish it.
-func progress(env *cliEnv, log *eventlog.Log, inst events.InstallationID) (*replay.Options, func()) {
-	if !env.isTerminal {
-		return nil, func() {}
+// Progress on stderr. Variables, so tests can change them.
+var (
+	// progressDrawEvery is how often a bar on a terminal is redrawn at
+	// most.
+	progressDrawEvery = 250 * time.Millisecond
+	// progressLineEvery is how often, without a terminal, a progress line
+	// is logged at most.
+	progressLineEvery = 5 * time.Second
+	// progressClock is the meters' clock.
+	progressClock = time.Now
+)
+
+// meter reports the progress of one counted task on stderr: on a terminal
+// one line (a bar, the count, rate and ETA) redrawn in place at most every
+// progressDrawEvery and cleared when the task ends; otherwise a log line
+// (the command's logger: timestamped, --log-format) at most every
+// progressLineEvery, and, when it logged any, one more when the task ends.
+// Its rate counts from the first update (the first applied batch), so
+// what came before it (opening, connecting, the first batch itself) does
+// not inflate or deflate it; it shows no rate and no ETA until a second
+// update gives one. A meter is not safe for concurrent use.
+type meter struct {
+	env         *cliEnv
+	label, unit string
+	total       int64 // 0 or less: not known
+	now         func() time.Time
+	terminal    bool
+	drawn       int // width of the line on the terminal, to clear
+
+	created time.Time
+	started bool
+	t0      time.Time // the first update
+	n0, n   int64     // count at the first update, and now
+	shown   time.Time // the last draw or line
+	lines   int
+}
+
+// newMeter starts a meter of total units (0 or less when not known).
+func newMeter(env *cliEnv, label, unit string, total int64) *meter {
+	m := &meter{env: env, label: label, unit: unit, total: total, now: progressClock, terminal: env.isTerminal}
+	m.created = m.now()
+	return m
+}
+
+// set records that n units are done, and draws or logs when it is time.
+func (m *meter) set(n int64) {
+	t := m.now()
+	if !m.started {
+		m.started, m.t0, m.n0 = true, t, n
 	}
+	m.n = n
+	if m.total > 0 && n > m.total {
+		m.total = n // appended after the total was counted
+	}
+	if m.terminal {
+		if m.shown.IsZero() || t.Sub(m.shown) >= progressDrawEvery {
+			m.shown = t
+			m.draw(t)
+		}
+		return
+	}
+	since := m.shown
+	if since.IsZero() {
+		since = m.created
+	}
+	if t.Sub(since) >= progressLineEvery {
+		m.shown = t
+		m.lines++
+		m.log(m.status(t))
+	}
+}
+
+// finish ends the meter: the bar is cleared; a meter that logged lines
+// logs how the task ended (ok: all done).
+func (m *meter) finish(ok bool) {
+	if m.terminal {
+		if m.drawn > 0 {
+			fmt.Fprintf(m.env.stderr, "\r%s\r", strings.Repeat(" ", m.drawn))
+			m.drawn = 0
+		}
+		return
+	}
+	if m.lines == 0 {
+		return
+	}
+	t := m.now()
+	if !ok {
+		m.log(fmt.Sprintf("%s: stopped at %s", m.label, m.count()))
+		return
+	}
+	if m.total > 0 && m.n < m.total {
+		m.total = m.n // the task ended where it was asked to
+	}
+	msg := fmt.Sprintf("%s: %s done in %s", m.label, m.count(), t.Sub(m.created).Round(100*time.Millisecond))
+	if r, ok := m.rate(t); ok {
+		msg += fmt.Sprintf(", %.0f %s/s", r, m.unit)
+	}
+	m.log(msg)
+}
+
+// barWidth is the width of the bar between its brackets.
+const barWidth = 30
+
+// draw writes the meter's line over the one drawn before: "rebuild alice
+// [=========>      ]  43% 4572/20000 events, 3100 events/s, eta 5s".
+func (m *meter) draw(t time.Time) {
+	var b strings.Builder
+	b.WriteString(termSafe(m.label))
+	if m.total > 0 {
+		done := int(min(m.n, m.total) * barWidth / m.total)
+		b.WriteString(" [")
+		b.WriteString(strings.Repeat("=", done))
+		if done < barWidth {
+			b.WriteString(">")
+			b.WriteString(strings.Repeat(" ", barWidth-done-1))
+		}
+		fmt.Fprintf(&b, "] %3d%%", min(m.n, m.total)*100/m.total)
+	}
+	b.WriteString(" " + m.count())
+	if sp := m.speed(t); sp != "" {
+		b.WriteString(", " + sp)
+	}
+	line := b.String()
+	width := utf8.RuneCountInString(line)
+	fmt.Fprintf(m.env.stderr, "\r%s%s", line, strings.Repeat(" ", max(0, m.drawn-width)))
+	m.drawn = max(width, m.drawn)
+}
+
+// log writes one progress line through the command's logger.
+func (m *meter) log(msg string) {
+	m.env.logger().Info(msg)
+}
+
+// rate returns the units per second since the first update, once there
+// is one to give.
+func (m *meter) rate(t time.Time) (float64, bool) {
+	d := t.Sub(m.t0).Seconds()
+	if !m.started || d <= 0 || m.n <= m.n0 {
+		return 0, false
+	}
+	return float64(m.n-m.n0) / d, true
+}
+
+// count is "4572/20000 events", or "4572 events" when the total is not
+// known.
+func (m *meter) count() string {
+	if m.total > 0 {
+		return fmt.Sprintf("%d/%d %s", m.n, m.total, m.unit)
+	}
+	return fmt.Sprintf("%d %s", m.n, m.unit)
+}
+
+// speed is "3100 events/s, eta 5s" ("" before there is a rate; no ETA
+// without a total).
+func (m *meter) speed(t time.Time) string {
+	r, ok := m.rate(t)
+	if !ok {
+		return ""
+	}
+	s := fmt.Sprintf("%.0f %s/s", r, m.unit)
+	if m.total > 0 {
+		eta := time.Duration(float64(m.total-m.n) / r * float64(time.Second))
+		s += ", eta " + eta.Round(time.Second).String()
+	}
+	return s
+}
+
+// status is a progress line: "rebuild alice: 4572/20000 events, 3100
+// events/s, eta 5s".
+func (m *meter) status(t time.Time) string {
+	s := m.label + ": " + m.count()
+	if sp := m.speed(t); sp != "" {
+		s += ", " + sp
+	}
+	return s
+}
+
+// progress returns replay options that report cmd's progress on inst on
+// stderr (see meter), one meter per replay phase, and a function to call
+// when the operation ended (ok: it succeeded). The unit is the
+// installation's events; each phase's total is counted on the stream
+// (Log.Pending) when the phase starts: the events after its first
+// checkpoint, less those after its target when it has one.
+func progress(ctx context.Context, env *cliEnv, log *eventlog.Log, cmd string, inst events.InstallationID) (*replay.Options, func(ok bool)) {
 	var (
-		mu  sync.Mutex
-		bar *progressbar.ProgressBar
+		mu      sync.Mutex
+		cur     *meter
+		phase   string
+		from    uint64
+		pending = map[uint64]int64{}
 	)
+	// pendingAfter counts inst's events after stream sequence seq (-1 when
+	// the stream does not say).
+	pendingAfter := func(seq uint64) int64 {
+		if n, ok := pending[seq]; ok {
+			return n
+		}
+		p, err := log.Pending(ctx, inst, seq)
+		n := int64(p.Events)
+		if err != nil {
+			n = -1
+		}
+		pending[seq] = n
+		return n
+	}
+	// Every replay starts from a fresh database: count its events up
+	// front, before the replay competes for the stream.
+	pendingAfter(0)
 	opts := &replay.Options{Progress: func(p replay.Progress) {
 		mu.Lock()
 		defer mu.Unlock()
-		if bar == nil {
-			max := int64(-1)
-			if p.To >= p.From && p.To > 0 {
-				max = int64(p.To - p.From + 1)
+		if cur == nil || p.Phase != phase || p.From != from {
+			if cur != nil {
+				cur.finish(true)
 			}
-			bar = progressbar.NewOptions64(max,
-				progressbar.OptionSetWriter(env.stderr),
-				progressbar.OptionSetDescription(string(inst)+" "+p.Phase),
-				progressbar.OptionShowCount(),
-				progressbar.OptionShowIts(),
-				progressbar.OptionSetItsString("events"),
-				progressbar.OptionSetPredictTime(true),
-				progressbar.OptionClearOnFinish(),
-			)
+			phase, from = p.Phase, p.From
+			total := pendingAfter(p.From - 1)
+			if p.To > 0 && total > 0 {
+				if after := pendingAfter(p.To); after >= 0 {
+					total -= after
+				} else {
+					total = -1
+				}
+			}
+			label := cmd + " " + string(inst)
+			if p.Phase != replay.PhaseReplay && p.Phase != cmd {
+				label += " (" + p.Phase + ")"
+			}
+			cur = newMeter(env, label, "events", total)
 		}
-		_ = bar.Set(p.Applied)
+		cur.set(int64(p.Applied))
 	}}
-	return opts, func() {
+	return opts, func(ok bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		if bar != nil {
-			_ = bar.Finish()
+		if cur != nil {
+			cur.finish(ok)
+			cur = nil
 		}
 	}
 }

@@ -1,0 +1,146 @@
+package eventlog
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/epochlog/epochlog/telemetry"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// What the Log tells an operator (docs/observability.md): the connection
+// going down and up, the stream's leader elections, retried and conflicting
+// appends, stalled reads, through Config.Logger and Config.Metrics.
+
+// connHandlers are the client options that report the connection's life:
+// lost (Warn, with the error), regained (Info, naming the server without
+// userinfo), closed (Info), and asynchronous errors (Debug; a permission
+// refused on the leader advisories is expected on a restricted account).
+func (l *Log) connHandlers() []nats.Option {
+	m := l.cfg.Metrics
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if l.closed.Load() || nc.IsClosed() {
+				return // Close, not a loss: ClosedHandler says it
+			}
+			m.Disconnected()
+			l.logger.Warn("eventlog: NATS connection lost; reconnecting", "stream", l.cfg.Stream, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			m.Reconnected()
+			l.logger.Info("eventlog: NATS connection regained", "stream", l.cfg.Stream,
+				"server", stripUserinfo(nc.ConnectedUrl()), "server_name", nc.ConnectedServerName())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			m.Connected(false)
+			l.logger.Info("eventlog: NATS connection closed", "stream", l.cfg.Stream)
+		}),
+		// The library never writes to the process's stderr (nats.go's
+		// default handler does): an asynchronous error (say, a stored
+		// message whose headers do not decode) surfaces where it matters,
+		// as the read that does not get its record.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), l.leaderAdvisory()) {
+				l.logger.Debug("eventlog: no permission to follow the stream's leader elections; not counted", "stream", l.cfg.Stream, "err", err)
+				return
+			}
+			l.logger.Debug("eventlog: NATS asynchronous error", "stream", l.cfg.Stream, "err", err)
+		}),
+	}
+}
+
+// leaderAdvisory is the subject on which JetStream announces a new leader of
+// the log's stream.
+func (l *Log) leaderAdvisory() string {
+	return "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + l.cfg.Stream
+}
+
+// followLeader subscribes to the stream's leader elections: each one
+// counts (telemetry.Metrics.LeaderChanged) and is logged at Warn, naming
+// the new leader. A replicated stream elects one when its leader's server
+// stops or steps down; a single server never does. Without permission to
+// subscribe (a restricted account) the server refuses asynchronously (see
+// connHandlers) and nothing is counted; Open does not fail for it.
+func (l *Log) followLeader() {
+	_, err := l.nc.Subscribe(l.leaderAdvisory(), func(msg *nats.Msg) {
+		var adv struct {
+			Stream string `json:"stream"`
+			Leader string `json:"leader"`
+		}
+		if err := json.Unmarshal(msg.Data, &adv); err != nil {
+			l.logger.Debug("eventlog: undecodable stream leader advisory", "stream", l.cfg.Stream, "err", err)
+			return
+		}
+		l.cfg.Metrics.LeaderChanged()
+		l.logger.Warn("eventlog: stream leader elected", "stream", l.cfg.Stream, "leader", adv.Leader)
+	})
+	if err != nil {
+		l.logger.Debug("eventlog: cannot follow the stream's leader elections", "stream", l.cfg.Stream, "err", err)
+	}
+}
+
+// stripUserinfo drops user, password or token from a server URL before it
+// is logged; what does not parse is redacted like an error's URL.
+func stripUserinfo(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return redactURL(u)
+	}
+	p.User = nil
+	return p.String()
+}
+
+// logStalled logs a read that ended with ErrStalled (an operator must look:
+// the server does not answer, or the stream holds an event it cannot
+// deliver), and returns err.
+func (l *Log) logStalled(err error, inst string) error {
+	if errors.Is(err, ErrStalled) {
+		l.logger.Error("eventlog: read stalled", "stream", l.cfg.Stream, "installation", inst, "err", err)
+	}
+	return err
+}
+
+// countAppended counts a successful append's events by kind, and how long
+// it took from its first send.
+func (l *Log) countAppended(p *prepared, took time.Duration) {
+	m := l.cfg.Metrics
+	if m == nil {
+		return
+	}
+	for _, k := range p.kinds {
+		m.Appended(k, 1)
+	}
+	m.AppendTook(took)
+}
+
+// retryReason classifies an append that failed for want of an answer, for
+// telemetry's retry counter: the answer was lost (RetryLostAnswer: a
+// timeout, a reconnect) or nobody could answer (RetryNoLeader: no
+// responders, or JetStream's "no leader right now"). Anything else is "".
+func retryReason(err error) string {
+	const (
+		codeNotLeader jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
+		codeOffline   jetstream.ErrorCode = 10118 // JSStreamOfflineErr
+	)
+	var ae *jetstream.APIError
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return telemetry.RetryNoLeader
+	case errors.As(err, &ae) && (ae.Code == 503 || ae.ErrorCode == codeNotLeader || ae.ErrorCode == codeOffline):
+		return telemetry.RetryNoLeader
+	case Unanswered(err), errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return telemetry.RetryLostAnswer
+	}
+	return ""
+}
+
+// appendAttrs are the attributes of an append's log records.
+func appendAttrs(stream string, p *prepared) []any {
+	return []any{slog.String("stream", stream), slog.String("installation", string(p.agg.Installation)),
+		slog.String("aggregate", string(p.agg.Type)), slog.String("kind", p.kinds[0]), slog.Int("events", len(p.kinds))}
+}

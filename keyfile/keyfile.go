@@ -1,0 +1,403 @@
+// Package keyfile reads and writes the key files of epochlog's tools: the
+// event keyring file (the replayer's --keys-file, $EPOCHLOG_ROOT_KEYS) and
+// read-model key files (--db-key-file, --db-passphrase-file), so that a
+// service loads the same files the replayer and its demo write.
+//
+// # Formats
+//
+// An event keyring file holds one entry per line, "<key-id>:<64 hex
+// digits>" (a 32-byte events.RootKey under a positive 32-bit id); blank
+// lines and lines starting with "#" are ignored. The entry with the highest
+// id is the current key, which seals new events; the others open older
+// events. ParseKeyring also accepts entries separated by commas (the
+// environment variable's form).
+//
+// A raw read-model key file holds 64 hex digits (a raw 32-byte SQLCipher
+// key, used without a KDF) and an optional newline. A passphrase file holds
+// one line; the key is stretched with Argon2id and the salt kept beside the
+// database (projections.PassphraseKey).
+//
+// # Permissions
+//
+// Every file here is a secret. The loaders refuse a file that users other
+// than its owner can access (any of the mode bits 0077) with a
+// *PermissionError naming the file and its mode (errors.Is ErrNotPrivate);
+// the savers write mode 0600 files, in directories they create 0700, through
+// a temporary file that is fsynced and renamed (or linked) into place, so a
+// crash never leaves a partial key file.
+//
+// No error of this package contains a key, a passphrase or any part of a
+// file's content: entries are named by their position and key id.
+package keyfile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// ErrNotPrivate is what a *PermissionError wraps: a key file that users
+// other than its owner can access.
+var ErrNotPrivate = errors.New("keyfile: key file is accessible by other users")
+
+// PermissionError reports a key file whose mode lets users other than its
+// owner access it.
+type PermissionError struct {
+	// What names the file's role: "key file" or "keyring file".
+	What string
+	// Path is the file.
+	Path string
+	// Mode is its permission bits.
+	Mode fs.FileMode
+}
+
+func (e *PermissionError) Error() string {
+	return fmt.Sprintf("%s %s is accessible by other users (mode %04o): chmod 600 it", e.What, e.Path, e.Mode.Perm())
+}
+
+// Unwrap returns ErrNotPrivate.
+func (e *PermissionError) Unwrap() error { return ErrNotPrivate }
+
+// CheckPrivate returns a *PermissionError when users other than the owner
+// can access the file at path (a read-model key leaking through file modes
+// defeats the encryption at rest), and the error of stat when it cannot be
+// examined.
+func CheckPrivate(path string) error {
+	return checkPrivate(path, "key file")
+}
+
+func checkPrivate(path, what string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return &PermissionError{What: what, Path: path, Mode: fi.Mode().Perm()}
+	}
+	return nil
+}
+
+// ParseKeyring reads keyring entries "<id>:<hex>" separated by newlines or
+// commas, skipping blank lines and "#" comments; the highest id is the
+// current key. Errors name an entry by its position (and key id once it is
+// read), never its contents, and do not name the source: the caller does.
+func ParseKeyring(text string) (*events.Keyring, error) {
+	type entry struct {
+		id  events.KeyID
+		key events.RootKey
+	}
+	var entries []entry
+	fields := strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == ',' || r == '\r' })
+	for i, f := range fields {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.HasPrefix(f, "#") {
+			continue
+		}
+		idText, hexKey, ok := strings.Cut(f, ":")
+		if !ok {
+			return nil, fmt.Errorf("entry %d: want \"<key-id>:<64 hex digits>\"", i+1)
+		}
+		id, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 32)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("entry %d: key id must be a positive 32-bit number", i+1)
+		}
+		raw, err := hex.DecodeString(strings.TrimSpace(hexKey))
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (key id %d): key is not hex", i+1, id)
+		}
+		key, err := events.NewRootKey(raw)
+		clear(raw)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (key id %d): %w", i+1, id, err)
+		}
+		entries = append(entries, entry{events.KeyID(id), key})
+	}
+	if len(entries) == 0 {
+		return nil, errors.New("no keys")
+	}
+	// The highest key id is the current one.
+	cur := 0
+	for i, e := range entries {
+		if e.id > entries[cur].id {
+			cur = i
+		}
+	}
+	ring, err := events.NewKeyring(entries[cur].id, entries[cur].key)
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range entries {
+		if i == cur {
+			continue
+		}
+		if err := ring.Add(e.id, e.key); err != nil {
+			return nil, err
+		}
+	}
+	return ring, nil
+}
+
+// LoadKeyring reads the event keyring file at path. A file others can
+// access is refused (*PermissionError); a malformed one is an error naming
+// the file and the entry.
+func LoadKeyring(path string) (*events.Keyring, error) {
+	if err := checkPrivate(path, "keyring file"); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading keyring: %w", err)
+	}
+	defer clear(data)
+	ring, err := ParseKeyring(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("keyring file %s: %w", path, err)
+	}
+	return ring, nil
+}
+
+// keyringHeader opens every keyring file this package writes.
+const keyringHeader = "# epochlog event keyring: <key-id>:<hex>; the highest id seals new events\n"
+
+// marshalKeyring returns ring in the keyring file format. The format makes
+// the highest id the current key, so a ring whose current key is not its
+// highest id cannot be written. The caller wipes the result.
+func marshalKeyring(ring *events.Keyring) ([]byte, error) {
+	if ring == nil {
+		return nil, errors.New("no keyring")
+	}
+	ids := ring.IDs()
+	if len(ids) == 0 {
+		return nil, errors.New("the keyring holds no keys")
+	}
+	if cur, top := ring.Current(), ids[len(ids)-1]; cur != top {
+		return nil, fmt.Errorf("the keyring's current key is id %d, not its highest id %d: in a keyring file the highest id is the current key", cur, top)
+	}
+	out := []byte(keyringHeader)
+	for _, id := range ids {
+		k, ok := ring.RootKey(id)
+		if !ok {
+			clear(out)
+			return nil, fmt.Errorf("key id %d vanished from the keyring while it was written", id)
+		}
+		raw := k.Bytes()
+		out = strconv.AppendUint(out, uint64(id), 10)
+		out = append(out, ':')
+		out = hex.AppendEncode(out, raw)
+		out = append(out, '\n')
+		clear(raw)
+	}
+	return out, nil
+}
+
+// SaveKeyring writes ring to path in the keyring file format (mode 0600,
+// fsynced, atomically replacing any file there; the directory is created
+// 0700 if missing). Its current key must be its highest id, which is what
+// the format makes current. Replacing a keyring drops the keys it held and
+// ring does not: events sealed under them can no longer be opened with the
+// file.
+func SaveKeyring(path string, ring *events.Keyring) error {
+	data, err := marshalKeyring(ring)
+	if err != nil {
+		return fmt.Errorf("keyfile: saving keyring file %s: %w", path, err)
+	}
+	defer clear(data)
+	if err := install(path, data, false); err != nil {
+		return fmt.Errorf("keyfile: saving keyring file %s: %w", path, err)
+	}
+	return nil
+}
+
+// CreateKeyring creates a keyring file at path with one fresh random key
+// under id 1, unless a file is there already, and reports whether it
+// created one. It never replaces a file, even one another process creates
+// meanwhile (the key is written to a temporary file, fsynced, and linked
+// into place), and never leaves an empty or partial keyring: after a
+// failed write or a crash there is no file, and the next call creates one.
+func CreateKeyring(path string) (bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	}
+	key, err := events.GenerateRootKey()
+	if err != nil {
+		return false, err
+	}
+	ring, err := events.NewKeyring(1, key)
+	if err != nil {
+		return false, err
+	}
+	data, err := marshalKeyring(ring)
+	if err != nil {
+		return false, fmt.Errorf("keyfile: creating keyring file %s: %w", path, err)
+	}
+	defer clear(data)
+	if err := install(path, data, true); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("keyfile: creating keyring file %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// ParseDBKey parses a raw read-model key given as 64 hex digits
+// (surrounding white space ignored). Errors say what is wrong with the
+// text, never the text, and do not name its source: the caller does.
+func ParseDBKey(text string) (projections.Key, error) {
+	text = strings.TrimSpace(text)
+	if len(text) != 2*projections.KeySize {
+		return projections.Key{}, fmt.Errorf("want %d hex digits (a %d-byte key), got %d characters", 2*projections.KeySize, projections.KeySize, len(text))
+	}
+	b, err := hex.DecodeString(text)
+	if err != nil {
+		return projections.Key{}, errors.New("not hex digits")
+	}
+	defer clear(b)
+	return projections.RawKey(b)
+}
+
+// LoadDBKey reads a raw read-model key file: 64 hex digits and an optional
+// newline, mode 0600 or stricter (a file others can access is refused with
+// a *PermissionError).
+func LoadDBKey(path string) (projections.Key, error) {
+	if err := CheckPrivate(path); err != nil {
+		return projections.Key{}, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("reading key file: %w", err)
+	}
+	defer clear(b)
+	k, err := ParseDBKey(string(b))
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// LoadDBPassphrase reads a read-model passphrase file (one line; the line
+// break is not part of the passphrase), mode 0600 or stricter, and returns
+// the passphrase key (projections.PassphraseKey: Argon2id, with the salt
+// kept beside the database).
+func LoadDBPassphrase(path string) (projections.Key, error) {
+	if err := CheckPrivate(path); err != nil {
+		return projections.Key{}, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("reading passphrase file: %w", err)
+	}
+	defer clear(b)
+	pass := []byte(strings.TrimRight(string(b), "\r\n"))
+	defer clear(pass)
+	if len(pass) == 0 {
+		return projections.Key{}, fmt.Errorf("passphrase file %s is empty", path)
+	}
+	return projections.PassphraseKey(pass)
+}
+
+// SaveDBKey writes raw, a 32-byte read-model key, to path as 64 hex digits
+// and a newline (mode 0600, fsynced, atomically replacing any file there;
+// the directory is created 0700 if missing). It returns the key, as
+// projections.RawKey gives it.
+func SaveDBKey(path string, raw []byte) (projections.Key, error) {
+	key, err := projections.RawKey(raw)
+	if err != nil {
+		return projections.Key{}, fmt.Errorf("keyfile: saving key file %s: %w", path, err)
+	}
+	text := hex.AppendEncode(make([]byte, 0, 2*len(raw)+1), raw)
+	text = append(text, '\n')
+	defer clear(text)
+	if err := install(path, text, false); err != nil {
+		return projections.Key{}, fmt.Errorf("keyfile: saving key file %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// NewDBKeyFile generates a random raw read-model key, writes it to path as
+// SaveDBKey does and returns it.
+func NewDBKeyFile(path string) (projections.Key, error) {
+	raw := make([]byte, projections.KeySize)
+	defer clear(raw)
+	if _, err := rand.Read(raw); err != nil {
+		return projections.Key{}, fmt.Errorf("keyfile: generating a key for %s: %w", path, err)
+	}
+	return SaveDBKey(path, raw)
+}
+
+// install writes data to path through a fsynced temporary file beside it
+// (mode 0600), then renames it over path, or with exclusive set links it
+// into place (failing with fs.ErrExist when path exists), and fsyncs the
+// directory. The directory is created 0700 if missing. A failure leaves no
+// temporary file.
+func install(path string, data []byte, exclusive bool) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	tmp, err := writeTemp(path, data)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp)
+	if exclusive {
+		// Link, not rename: it fails if the file appeared meanwhile, so a
+		// key in use is never replaced.
+		if err := os.Link(tmp, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return err
+			}
+			return fmt.Errorf("installing %s: %w", path, err)
+		}
+	} else if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("installing %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("syncing the directory of %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file beside path (mode 0600,
+// as os.CreateTemp makes it) and fsyncs it. A failure leaves no file.
+func writeTemp(path string, data []byte) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// syncDir fsyncs a directory so a file just installed in it survives a
+// crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
+}
