@@ -8,7 +8,7 @@ BENCHCOUNT?= 6
 FUZZTIME  ?= 10s
 DEMO_DIR  ?= .epochlog/demo
 
-.PHONY: all build test test-race lint vet fmt-check staticcheck bench bench-append-pinned fuzz soak demo examples clean
+.PHONY: all build test test-race lint vet fmt-check staticcheck bench bench-append-pinned plots plots-only fuzz soak demo examples clean
 
 all: lint build test
 
@@ -48,6 +48,21 @@ bench:
 # of its own". Needs taskset.
 bench-append-pinned:
 	docs/bench-append-pinned.sh $(BENCHCOUNT)
+
+# The scaling curves of docs/benchmarks.md as SVG (docs/plots/*.svg):
+# docs/plots/bench.sh runs the sweeping benchmarks PLOTCOUNT times each
+# (about 8 minutes on 2 shared vCPUs; it lists the caps that make it
+# shorter) into docs/plots/bench.txt, then internal/benchplot draws the
+# plots of docs/plots/plots.json from it. `make plots-only` redraws from
+# the saved output.
+PLOTCOUNT ?= 3
+
+plots:
+	GO=$(GO) PLOTCOUNT=$(PLOTCOUNT) docs/plots/bench.sh
+	$(MAKE) --no-print-directory plots-only
+
+plots-only:
+	$(GO) run ./internal/benchplot/cmd/benchplot -spec docs/plots/plots.json -out docs/plots docs/plots/bench.txt
 
 # A short run of every fuzz target (go test -fuzz accepts one target per run).
 fuzz:
