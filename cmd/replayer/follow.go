@@ -318,7 +318,12 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer db.Close()
+	m := f.log.Metrics()
+	m.ReadModelOpened()
+	defer func() {
+		db.Close()
+		m.ReadModelClosed()
+	}()
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
 		return 0, err

@@ -149,7 +149,7 @@ func TestFollowMetricsHealthReady(t *testing.T) {
 	var before float64
 	f.waitFor(t, "events applied to be counted", func() bool { before = applied(); return before > 0 })
 	_, body := get(t, addr, "/metrics")
-	for _, want := range []string{"go_goroutines", "process_start_time_seconds", "epochlog_nats_connected 1", "epochlog_follow_read_models 1"} {
+	for _, want := range []string{"go_goroutines", "process_start_time_seconds", "epochlog_nats_connected 1", "epochlog_follow_read_models 1", "epochlog_read_models_open 1"} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
