@@ -106,7 +106,10 @@ func (g Group) GoString() string { return g.String() }
 func (g Group) Format(f fmt.State, _ rune) { fmt.Fprint(f, g.String()) }
 
 // clone returns a copy whose mutable parts (secret tree, caches) are
-// private to it.
+// private to it. The ratchet trees are shared, with their hash and
+// encoding cache: trees are values, changed only as copies, and a tree's
+// cache is only ever filled, under its lock, with values that do not
+// depend on who fills it (see treeCache).
 func (g *Group) clone() *Group {
 	c := *g
 	c.epochKeys = g.epochKeys.clone()

@@ -339,8 +339,8 @@ func TestCommitRefusesPathLeafBreakingGroupRules(t *testing.T) {
 		if err := ln.Sign(gb.cs, gb.sig, gb.GroupID(), gb.LeafIndex()); err != nil {
 			t.Fatal(err)
 		}
-		up.Tree.nodes = slices.Clone(up.Tree.nodes)
-		up.Tree.nodes[gb.LeafIndex().Node()] = Node{Leaf: ln.Clone()}
+		up.Tree = up.Tree.clone()
+		up.Tree.setNode(gb.LeafIndex().Node(), Node{Leaf: ln.Clone()})
 	}
 	if _, _, err := ga.Process(commitWithoutChecksThen(t, gb, nil, func(*LeafNode) {}, plant)); !errors.Is(err, ErrInvalidUpdatePath) {
 		t.Errorf("path leaf with another member's encryption key: %v, want ErrInvalidUpdatePath", err)

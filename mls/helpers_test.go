@@ -73,3 +73,15 @@ func mustSuite(tb testing.TB, id ciphersuite.Suite) *ciphersuite.CipherSuite {
 	}
 	return cs
 }
+
+// The tests run with the tree hash cache checked: every tree operation
+// and every use of a cache compares each cached node hash with a
+// computation from scratch, and panics on a difference (see treeCache).
+func init() { verifyTreeCache.Store(true) }
+
+// noCacheCheck turns that check off for benchmark b, which measures the
+// cache rather than checking it.
+func noCacheCheck(b *testing.B) {
+	verifyTreeCache.Store(false)
+	b.Cleanup(func() { verifyTreeCache.Store(true) })
+}

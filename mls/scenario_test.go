@@ -474,11 +474,12 @@ type scBench struct {
 	creator, member *Group
 	welcome         *MLSMessage
 	joiner          scClient
+	clients         []scClient // by leaf: clients[0] is the creator
 }
 
 var scBenchCache = map[int]*scBench{}
 
-func scBenchGroup(b *testing.B, n int) *scBench {
+func scBenchGroup(b testing.TB, n int) *scBench {
 	if s, ok := scBenchCache[n]; ok {
 		return s
 	}
@@ -488,14 +489,13 @@ func scBenchGroup(b *testing.B, n int) *scBench {
 		b.Fatal(err)
 	}
 	var opts CommitOptions
-	var first scClient
+	clients := []scClient{c}
 	for i := 1; i < n; i++ {
 		j := newSCClient(b, fmt.Sprint("m", i))
-		if i == 1 {
-			first = j
-		}
+		clients = append(clients, j)
 		opts.Add = append(opts.Add, j.kp)
 	}
+	first := clients[1]
 	g, res, err := g.Commit(opts)
 	if err != nil {
 		b.Fatal(err)
@@ -504,12 +504,13 @@ func scBenchGroup(b *testing.B, n int) *scBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &scBench{creator: g, member: m, welcome: res.Welcome, joiner: first}
+	s := &scBench{creator: g, member: m, welcome: res.Welcome, joiner: first, clients: clients}
 	scBenchCache[n] = s
 	return s
 }
 
 func BenchmarkSealOpen(b *testing.B) {
+	noCacheCheck(b)
 	s := scBenchGroup(b, 2)
 	payload := make([]byte, 256)
 	// The raw building blocks of one application message in suite 3: a
@@ -562,6 +563,7 @@ func BenchmarkSealOpen(b *testing.B) {
 }
 
 func BenchmarkCommitWithPath(b *testing.B) {
+	noCacheCheck(b)
 	for _, n := range []int{2, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			if n > 1000 && testing.Short() {
@@ -591,6 +593,7 @@ func BenchmarkCommitWithPath(b *testing.B) {
 }
 
 func BenchmarkJoinFromWelcome(b *testing.B) {
+	noCacheCheck(b)
 	s := scBenchGroup(b, 1000)
 	for b.Loop() {
 		if _, err := Join(s.welcome, s.joiner.kp, s.joiner.secrets, nil); err != nil {

@@ -42,13 +42,21 @@ func (n Node) encryptionKey() HPKEPublicKey {
 // RatchetTree is the public ratchet tree of a group (RFC 9420 §7) in array
 // form. It is a value: methods that change the tree return a new one and
 // leave the receiver unchanged. The zero value is an empty tree.
+//
+// A tree remembers the tree hashes and node encodings it has computed,
+// node by node, and a tree derived from it by an operation starts from
+// those of the nodes the operation left alone (see treeCache): after a
+// commit, the new tree hash costs O(log n) hashes, not n, and encoding the
+// tree re-encodes only the changed nodes. Copies of a tree share that
+// memory, which is safe for concurrent use.
 type RatchetTree struct {
 	nodes []Node
+	cache *treeCache // tree hashes and encodings of nodes; nil: none kept
 }
 
 // NewRatchetTree returns a one-member tree holding leaf.
 func NewRatchetTree(leaf *LeafNode) RatchetTree {
-	return RatchetTree{nodes: []Node{{Leaf: leaf}}}
+	return RatchetTree{nodes: []Node{{Leaf: leaf}}, cache: newTreeCache(1)}
 }
 
 // LeafCount returns the number of leaves (a power of two), blank or not.
@@ -80,9 +88,10 @@ func (t RatchetTree) Leaf(l LeafIndex) *LeafNode {
 // Parent returns the parent node at x, or nil if it is blank.
 func (t RatchetTree) Parent(x NodeIndex) *ParentNode { return t.Node(x).Parent }
 
-// clone returns a tree sharing node values but not the array.
+// clone returns a tree sharing node values but not the array, with a copy
+// of the hash cache of its own: the tree to change, through setNode.
 func (t RatchetTree) clone() RatchetTree {
-	return RatchetTree{nodes: slices.Clone(t.nodes)}
+	return RatchetTree{nodes: slices.Clone(t.nodes), cache: t.cache.clone(len(t.nodes))}
 }
 
 // UnmarshalRatchetTree decodes the ratchet_tree extension form
@@ -145,30 +154,64 @@ func readRatchetTree(r *codec.Reader) (RatchetTree, error) {
 	for len(nodes) < int(width) {
 		nodes = append(nodes, Node{})
 	}
-	return RatchetTree{nodes: nodes}, nil
+	return RatchetTree{nodes: nodes, cache: newTreeCache(len(nodes))}, nil
 }
 
 // Marshal encodes the tree in ratchet_tree extension form, omitting
 // trailing blank nodes.
 func (t RatchetTree) Marshal() ([]byte, error) {
-	var w codec.Writer
-	t.marshal(&w)
-	return w.Finish()
+	var out []byte
+	err := t.encodeNodes(func(total int, enc [][]byte) error {
+		var err error
+		if out, err = codec.AppendVarint(make([]byte, 0, codec.VarintLen(uint64(total))+total), uint64(total)); err != nil {
+			return err
+		}
+		for _, b := range enc {
+			out = append(out, b...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (t RatchetTree) marshal(w *codec.Writer) {
+	w.Fail(t.encodeNodes(func(total int, enc [][]byte) error {
+		w.Varint(uint64(total))
+		for _, b := range enc {
+			w.Raw(b)
+		}
+		return nil
+	}))
+}
+
+// encodeNodes calls fn with the encodings of the nodes up to the last
+// non-blank one and their total length, the content of the ratchet_tree
+// vector. They come from the encodings the tree keeps: only nodes changed
+// since the tree it derives from was encoded or hashed are encoded again.
+func (t RatchetTree) encodeNodes(fn func(total int, enc [][]byte) error) error {
 	end := len(t.nodes)
 	for end > 0 && t.nodes[end-1].IsBlank() {
 		end--
 	}
 	if end == 0 {
-		w.Fail(fmt.Errorf("%w: ratchet tree has no non-blank node", codec.ErrEncode))
-		return
+		return fmt.Errorf("%w: ratchet tree has no non-blank node", codec.ErrEncode)
 	}
-	w.VectorV(func(w *codec.Writer) {
-		for _, n := range t.nodes[:end] {
-			writeOptionalNode(w, n)
+	return t.withMemo(nil, func(m nodeMemo) error {
+		total := 0
+		for x := range end {
+			b, err := t.encodeNode(x, m.enc)
+			if err != nil {
+				return err
+			}
+			total += len(b)
 		}
+		if total > codec.MaxVarint {
+			return fmt.Errorf("%w: ratchet tree of %d bytes exceeds 2^30-1", codec.ErrEncode, total)
+		}
+		return fn(total, m.enc[:end])
 	})
 }
 
@@ -246,7 +289,7 @@ func (t RatchetTree) filteredDirectPath(l LeafIndex) (path, copath []NodeIndex) 
 // blankDirectPath blanks every parent on the direct path of l (in place).
 func (t RatchetTree) blankDirectPath(l LeafIndex) {
 	for _, p := range treemath.DirectPath(l.Node(), t.LeafCount()) {
-		t.nodes[p] = Node{}
+		t.setNode(p, Node{})
 	}
 }
 
@@ -264,6 +307,7 @@ func (t RatchetTree) AddLeaf(leaf *LeafNode) (RatchetTree, LeafIndex) {
 			} else {
 				nt.nodes = append(nt.nodes, make([]Node, len(nt.nodes)+1)...)
 			}
+			nt.cache.resize(len(nt.nodes))
 			break
 		}
 		if nt.nodes[l.Node()].IsBlank() {
@@ -279,9 +323,10 @@ func (t RatchetTree) AddLeaf(leaf *LeafNode) (RatchetTree, LeafIndex) {
 		c := *pn
 		c.UnmergedLeaves = append(slices.Clone(pn.UnmergedLeaves), l)
 		slices.Sort(c.UnmergedLeaves)
-		nt.nodes[p] = Node{Parent: &c}
+		nt.setNode(p, Node{Parent: &c})
 	}
-	nt.nodes[l.Node()] = Node{Leaf: leaf}
+	nt.setNode(l.Node(), Node{Leaf: leaf})
+	nt.checkCache()
 	return nt, l
 }
 
@@ -293,7 +338,8 @@ func (t RatchetTree) UpdateLeaf(l LeafIndex, leaf *LeafNode) (RatchetTree, error
 	}
 	nt := t.clone()
 	nt.blankDirectPath(l)
-	nt.nodes[l.Node()] = Node{Leaf: leaf}
+	nt.setNode(l.Node(), Node{Leaf: leaf})
+	nt.checkCache()
 	return nt, nil
 }
 
@@ -305,8 +351,9 @@ func (t RatchetTree) RemoveLeaf(l LeafIndex) (RatchetTree, error) {
 	}
 	nt := t.clone()
 	nt.blankDirectPath(l)
-	nt.nodes[l.Node()] = Node{}
+	nt.setNode(l.Node(), Node{})
 	nt.truncate()
+	nt.checkCache()
 	return nt, nil
 }
 
@@ -321,6 +368,7 @@ func (t *RatchetTree) truncate() {
 			}
 		}
 		t.nodes = t.nodes[:half]
+		t.cache.resize(half)
 	}
 }
 

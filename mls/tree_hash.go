@@ -3,44 +3,57 @@ package mls
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/codec"
 	"github.com/epochlog/epochlog/mls/treemath"
 )
 
-// TreeHash returns the tree hash of the root (RFC 9420 §7.8).
+// TreeHash returns the tree hash of the root (RFC 9420 §7.8). Node hashes
+// already computed for this tree, or inherited from the tree it was
+// derived from, are reused.
 func (t RatchetTree) TreeHash(cs *ciphersuite.CipherSuite) ([]byte, error) {
 	if len(t.nodes) == 0 {
 		return nil, fmt.Errorf("%w: tree hash of an empty tree", ErrInvalidTree)
 	}
-	hashes, err := t.TreeHashes(cs)
+	h, err := t.hashOf(cs, treemath.Root(t.LeafCount()))
 	if err != nil {
 		return nil, err
 	}
-	return hashes[treemath.Root(t.LeafCount())], nil
+	return bytes.Clone(h), nil
 }
 
 // TreeHashes returns the tree hash of every node, indexed by node index.
 func (t RatchetTree) TreeHashes(cs *ciphersuite.CipherSuite) ([][]byte, error) {
-	hashes := make([][]byte, len(t.nodes))
+	out := make([][]byte, len(t.nodes))
 	if len(t.nodes) == 0 {
-		return hashes, nil
+		return out, nil
 	}
-	if _, err := t.subtreeHash(cs, treemath.Root(t.LeafCount()), nil, hashes); err != nil {
+	err := t.withMemo(cs, func(m nodeMemo) error {
+		if _, err := t.subtreeHash(cs, treemath.Root(t.LeafCount()), nil, m); err != nil {
+			return err
+		}
+		for x, h := range m.hashes {
+			out[x] = bytes.Clone(h)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return hashes, nil
+	return out, nil
 }
 
 // subtreeHash computes the tree hash of x with the leaves in exclude
-// blanked and removed from unmerged lists. It reuses the hashes in cache
-// (for subtrees without excluded leaves) and, with exclude empty, records
-// every hash it computes there; callers clear the entries of nodes they
-// change.
-func (t RatchetTree) subtreeHash(cs *ciphersuite.CipherSuite, x NodeIndex, exclude []LeafIndex, cache [][]byte) ([]byte, error) {
-	if cache[x] != nil && (len(exclude) == 0 || !subtreeHasLeaf(x, exclude)) {
-		return cache[x], nil
+// blanked and removed from unmerged lists. It reuses the hashes in
+// m.hashes (for subtrees without excluded leaves) and, with exclude empty,
+// records every hash it computes there; node encodings come from m.enc,
+// and are recorded there, when it is set. m must hold only values of t's
+// nodes: fresh arrays, or the tree's cache from [RatchetTree.withMemo].
+func (t RatchetTree) subtreeHash(cs *ciphersuite.CipherSuite, x NodeIndex, exclude []LeafIndex, m nodeMemo) ([]byte, error) {
+	if m.hashes[x] != nil && (len(exclude) == 0 || !subtreeHasLeaf(x, exclude)) {
+		return m.hashes[x], nil
 	}
 	var w codec.Writer
 	n := t.nodes[x]
@@ -49,26 +62,27 @@ func (t RatchetTree) subtreeHash(cs *ciphersuite.CipherSuite, x NodeIndex, exclu
 		w.Uint32(uint32(l))
 		if n.Leaf != nil && !contains(exclude, l) {
 			w.Optional(true)
-			n.Leaf.marshal(&w)
+			if err := t.writeNodeContent(&w, x, m.enc); err != nil {
+				return nil, err
+			}
 		} else {
 			w.Optional(false)
 		}
 	} else {
 		left, _ := treemath.Left(x)
 		right, _ := treemath.Right(x)
-		lh, err := t.subtreeHash(cs, left, exclude, cache)
+		lh, err := t.subtreeHash(cs, left, exclude, m)
 		if err != nil {
 			return nil, err
 		}
-		rh, err := t.subtreeHash(cs, right, exclude, cache)
+		rh, err := t.subtreeHash(cs, right, exclude, m)
 		if err != nil {
 			return nil, err
 		}
 		w.Uint8(uint8(NodeTypeParent))
-		if n.Parent != nil {
+		if p := n.Parent; p != nil {
 			w.Optional(true)
-			p := n.Parent
-			if len(exclude) > 0 {
+			if slices.ContainsFunc(p.UnmergedLeaves, func(u LeafIndex) bool { return contains(exclude, u) }) {
 				c := *p
 				c.UnmergedLeaves = nil
 				for _, u := range p.UnmergedLeaves {
@@ -76,9 +90,10 @@ func (t RatchetTree) subtreeHash(cs *ciphersuite.CipherSuite, x NodeIndex, exclu
 						c.UnmergedLeaves = append(c.UnmergedLeaves, u)
 					}
 				}
-				p = &c
+				c.marshal(&w)
+			} else if err := t.writeNodeContent(&w, x, m.enc); err != nil {
+				return nil, err
 			}
-			p.marshal(&w)
 		} else {
 			w.Optional(false)
 		}
@@ -91,9 +106,30 @@ func (t RatchetTree) subtreeHash(cs *ciphersuite.CipherSuite, x NodeIndex, exclu
 	}
 	h := cs.Hash(in)
 	if len(exclude) == 0 {
-		cache[x] = h
+		m.hashes[x] = h
 	}
 	return h, nil
+}
+
+// writeNodeContent writes the LeafNode or ParentNode at x (non-blank),
+// from its encoding in enc when enc is set (recording it there first if
+// needed).
+func (t RatchetTree) writeNodeContent(w *codec.Writer, x NodeIndex, enc [][]byte) error {
+	if enc == nil {
+		if n := t.nodes[x]; n.Leaf != nil {
+			n.Leaf.marshal(w)
+		} else {
+			n.Parent.marshal(w)
+		}
+		return nil
+	}
+	b, err := t.encodeNode(int(x), enc)
+	if err != nil {
+		return err
+	}
+	// optional<Node>: the presence octet and the node type, then the node.
+	w.Raw(b[2:])
+	return nil
 }
 
 // subtreeHasLeaf reports whether any of leaves lies under x.
@@ -127,10 +163,17 @@ func (t RatchetTree) VerifyParentHashes(cs *ciphersuite.CipherSuite) error {
 	if len(t.nodes) == 0 {
 		return nil
 	}
-	cache, err := t.TreeHashes(cs)
-	if err != nil {
-		return err
-	}
+	return t.withMemo(cs, func(m nodeMemo) error {
+		if _, err := t.subtreeHash(cs, treemath.Root(t.LeafCount()), nil, m); err != nil {
+			return err
+		}
+		return t.verifyParentHashes(cs, m)
+	})
+}
+
+// verifyParentHashes is VerifyParentHashes with the tree hash of every
+// node in m.
+func (t RatchetTree) verifyParentHashes(cs *ciphersuite.CipherSuite, m nodeMemo) error {
 	for x := 1; x < len(t.nodes); x += 2 {
 		p := t.nodes[x].Parent
 		if p == nil {
@@ -142,7 +185,7 @@ func (t RatchetTree) VerifyParentHashes(cs *ciphersuite.CipherSuite) error {
 		links := 0
 		for _, pair := range [2][2]NodeIndex{{left, right}, {right, left}} {
 			c, s := pair[0], pair[1]
-			sh, err := t.subtreeHash(cs, s, p.UnmergedLeaves, cache)
+			sh, err := t.subtreeHash(cs, s, p.UnmergedLeaves, m)
 			if err != nil {
 				return err
 			}

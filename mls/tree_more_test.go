@@ -52,14 +52,14 @@ func TestValidateRejects(t *testing.T) {
 		c := *nt.nodes[x].Parent
 		c.ParentHash = append([]byte{}, c.ParentHash...)
 		fn(&c)
-		nt.nodes[x] = Node{Parent: &c}
+		nt.setNode(x, Node{Parent: &c})
 		return nt
 	}
 	editLeaf := func(tr RatchetTree, l LeafIndex, fn func(ln *LeafNode)) RatchetTree {
 		nt := tr.clone()
 		c := nt.nodes[l.Node()].Leaf.Clone()
 		fn(c)
-		nt.nodes[l.Node()] = Node{Leaf: c}
+		nt.setNode(l.Node(), Node{Leaf: c})
 		return nt
 	}
 	cases := map[string]struct {

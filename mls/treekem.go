@@ -182,25 +182,38 @@ func (u *PathUpdate) PathSecret(x NodeIndex) (ciphersuite.Secret, bool) {
 // hash chain computed; it also returns the parent hash the sender's leaf
 // must carry. The sender's leaf itself is left to the caller.
 //
-// The returned merged value carries the tree hashes of the nodes the merge
-// did not touch, so that the new root hash costs O(log n) once the leaf is
-// set (see [merged.treeHash]).
+// The copy starts with the tree hashes of t (computed here if t lacks
+// them) less those of the sender's leaf and direct path, the only nodes
+// the merge changes: once the leaf is set, the new root hash costs
+// O(log n) hashes (see [merged.treeHash]).
 func (t RatchetTree) mergePath(cs *ciphersuite.CipherSuite, sender LeafIndex, pubs []HPKEPublicKey) (*merged, error) {
 	fdp, copath := t.filteredDirectPath(sender)
 	if len(pubs) != len(fdp) {
 		return nil, fmt.Errorf("%w: %d path nodes for a filtered direct path of %d", ErrInvalidUpdatePath, len(pubs), len(fdp))
 	}
-	hashes, err := t.TreeHashes(cs)
+	// The copath subtrees are not changed by the merge. Hashing from the
+	// root fills the cache of t (a no-op when it is full, as after the
+	// commit that made t), so that the copy inherits every hash.
+	siblings := make([][]byte, len(copath))
+	err := t.withMemo(cs, func(m nodeMemo) error {
+		if _, err := t.subtreeHash(cs, treemath.Root(t.LeafCount()), nil, m); err != nil {
+			return err
+		}
+		for i, c := range copath {
+			siblings[i] = m.hashes[c]
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	m := &merged{tree: t.clone(), fdp: fdp, copath: copath, hashes: hashes, sender: sender}
+	m := &merged{tree: t.clone(), fdp: fdp, copath: copath, sender: sender}
 	m.tree.blankDirectPath(sender)
 	ph := []byte{}
 	for i := len(fdp) - 1; i >= 0; i-- {
 		p := &ParentNode{EncryptionKey: pubs[i], ParentHash: ph, UnmergedLeaves: []LeafIndex{}}
-		m.tree.nodes[fdp[i]] = Node{Parent: p}
-		if ph, err = parentHash(cs, p.EncryptionKey, p.ParentHash, hashes[copath[i]]); err != nil {
+		m.tree.setNode(fdp[i], Node{Parent: p})
+		if ph, err = parentHash(cs, p.EncryptionKey, p.ParentHash, siblings[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -215,17 +228,19 @@ type merged struct {
 	fdp    []NodeIndex
 	copath []NodeIndex
 	leafPH []byte
-	hashes [][]byte // tree hashes of the tree before the merge
 }
 
-// treeHash returns the root tree hash of m.tree, recomputing only the
-// sender's leaf and direct path.
+// setLeaf sets the sender's leaf of the merged tree.
+func (m *merged) setLeaf(leaf *LeafNode) {
+	m.tree.setNode(m.sender.Node(), Node{Leaf: leaf})
+	m.tree.checkCache()
+}
+
+// treeHash returns the root tree hash of m.tree; its cache lacks only the
+// sender's leaf and direct path, which are recomputed.
 func (m *merged) treeHash(cs *ciphersuite.CipherSuite) ([]byte, error) {
-	m.hashes[m.sender.Node()] = nil
-	for _, p := range treemath.DirectPath(m.sender.Node(), m.tree.LeafCount()) {
-		m.hashes[p] = nil
-	}
-	return m.tree.subtreeHash(cs, treemath.Root(m.tree.LeafCount()), nil, m.hashes)
+	h, err := m.tree.hashOf(cs, treemath.Root(m.tree.LeafCount()))
+	return bytes.Clone(h), err
 }
 
 // encryptionTargets returns the resolution of copath node c without the
@@ -312,7 +327,7 @@ func (t RatchetTree) CreateUpdatePath(cs *ciphersuite.CipherSuite, gc GroupConte
 	if err := newLeaf.Sign(cs, sigKey, gc.GroupID, sender); err != nil {
 		return nil, err
 	}
-	nt.nodes[sender.Node()] = Node{Leaf: newLeaf}
+	m.setLeaf(newLeaf)
 	gc, ctx, err := withTreeHash(cs, gc, m)
 	if err != nil {
 		return nil, err
@@ -380,8 +395,7 @@ func (t RatchetTree) ApplyUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContex
 	if !bytes.Equal(m.leafPH, path.LeafNode.ParentHash) {
 		return nil, fmt.Errorf("%w: parent hash in leaf %d does not match the path", ErrInvalidUpdatePath, sender)
 	}
-	leaf := path.LeafNode.Clone()
-	nt.nodes[sender.Node()] = Node{Leaf: leaf}
+	m.setLeaf(path.LeafNode.Clone())
 	for i := range fdp {
 		if want := len(nt.encryptionTargets(copath[i], exclude)); len(path.Nodes[i].EncryptedPathSecret) != want {
 			return nil, fmt.Errorf("%w: node %d has %d encrypted path secrets, want %d", ErrInvalidUpdatePath, fdp[i], len(path.Nodes[i].EncryptedPathSecret), want)
@@ -403,22 +417,27 @@ func (t RatchetTree) ApplyUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContex
 
 // checkFreshKeys reports a path key already used by a node of t outside
 // the sender's leaf and direct path (RFC 9420 §12.4.2), or used twice.
+//
+// It indexes the few path keys, not the tree: one pass over the nodes
+// with a lookup each, without allocating per node.
 func (t RatchetTree) checkFreshKeys(sender LeafIndex, pubs []HPKEPublicKey) error {
-	skip := map[NodeIndex]bool{sender.Node(): true}
-	for _, p := range treemath.DirectPath(sender.Node(), t.LeafCount()) {
-		skip[p] = true
-	}
-	seen := make(map[string]bool, len(t.nodes))
-	for x, n := range t.nodes {
-		if !n.IsBlank() && !skip[NodeIndex(x)] {
-			seen[string(n.encryptionKey())] = true
-		}
-	}
+	fresh := make(map[string]bool, len(pubs))
 	for _, pub := range pubs {
-		if seen[string(pub)] {
-			return fmt.Errorf("%w: path public key already in the tree or repeated", ErrInvalidUpdatePath)
+		if fresh[string(pub)] {
+			return fmt.Errorf("%w: path public key repeated", ErrInvalidUpdatePath)
 		}
-		seen[string(pub)] = true
+		fresh[string(pub)] = true
+	}
+	for x, node := range t.nodes {
+		if node.IsBlank() || !fresh[string(node.encryptionKey())] {
+			continue
+		}
+		// The sender's own leaf and direct path (its ancestors, in a full
+		// tree) are replaced by the path.
+		if treemath.IsAncestor(NodeIndex(x), sender.Node()) {
+			continue
+		}
+		return fmt.Errorf("%w: path public key already in the tree at node %d", ErrInvalidUpdatePath, x)
 	}
 	return nil
 }
