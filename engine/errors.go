@@ -36,8 +36,15 @@ var (
 	ErrNoKeyPackage = errors.New("engine: welcome uses no key package of this installation")
 
 	// ErrUnsupportedMessage means Receive got a message kind the engine
-	// does not process (a standalone proposal, a GroupInfo, a KeyPackage).
+	// does not process (a GroupInfo or KeyPackage, which are not delivered
+	// to members; a proposal from an external sender).
 	ErrUnsupportedMessage = errors.New("engine: unsupported message")
+
+	// ErrStaleProposal means a proposal belongs to an epoch the group has
+	// left: a commit came first, and it can no longer be committed.
+	// Nothing is recorded; acknowledge it (its sender proposes again if it
+	// still wants the change).
+	ErrStaleProposal = errors.New("engine: proposal of an epoch the group has left")
 
 	// ErrTooManyConflicts means an operation lost the race for its group
 	// on every attempt (see InstallationOptions.MaxAttempts).

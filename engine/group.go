@@ -36,9 +36,10 @@ func (in *Installation) groupAgg(id []byte) events.Aggregate {
 }
 
 // loadGroup returns the group's cached state, or rebuilds it from the read
-// model: the state recorded at the current epoch's start, with this
-// member's messages sent since then re-sealed (discarding the ciphertexts)
-// so its sending ratchet is where it was and no key is used twice.
+// model: the state recorded last (at the current epoch's start, or by the
+// latest proposal cached in it), with this member's messages sent since
+// then re-sealed (discarding the ciphertexts) so its sending ratchet is
+// where it was and no key is used twice.
 func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, error) {
 	if gs, ok := in.group[string(id)]; ok {
 		return gs, nil
@@ -63,7 +64,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
-	sent, err := in.db.MessagesSentInEpoch(ctx, id, g.Epoch())
+	sent, err := in.db.MessagesSentSinceState(ctx, id, g.Epoch())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)
 	}
@@ -74,6 +75,9 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	}
 	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
+		return nil, err
+	}
+	if in.wireFormat[string(id)], err = in.groupWireFormat(ctx, id); err != nil {
 		return nil, err
 	}
 	in.group[string(id)] = gs
@@ -90,12 +94,13 @@ func (in *Installation) isMember(ctx context.Context, id []byte) (bool, error) {
 	return member, nil
 }
 
-// lastPathUpdate finds when this member last refreshed its path: its
-// latest own commit, or the group's creation by this installation. The
-// zero time means never (a member that joined by Welcome and has not
-// committed since); Send treats it as due.
+// lastPathUpdate finds when this member last refreshed its path in its
+// current membership of the group: its latest own commit, or the group's
+// creation by this installation. The zero time means never (a member that
+// joined by Welcome and has not committed since); Send treats it as due.
 func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.LeafIndex) (time.Time, error) {
-	ec, found, err := in.db.NewestCommit(ctx, id, func(c []byte) bool {
+	ec, found, err := in.db.NewestOwnCommit(ctx, id, func(c []byte) bool {
+		// Recorded before commits named their committer: a PublicMessage.
 		leaf, ok := membership.CommitSender(c)
 		return ok && leaf == self
 	})
@@ -105,14 +110,12 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 	if found {
 		return ec.CreatedAt, nil
 	}
-	g, err := in.db.Groups(ctx)
+	ms, err := in.db.Memberships(ctx, id)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, fmt.Errorf("engine: installation %s: group %x memberships: %w", in.id, id, err)
 	}
-	for _, r := range g {
-		if bytes.Equal(r.ID, id) && r.JoinedVia == "created" {
-			return r.CreatedAt, nil
-		}
+	if n := len(ms); n > 0 && ms[n-1].JoinedVia == "created" {
+		return ms[n-1].JoinedAt, nil
 	}
 	return time.Time{}, nil
 }
@@ -184,6 +187,7 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
 	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC()}
+	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
 	out.ProjectionErr, err = lagged(err)
 	return out, err
@@ -213,6 +217,39 @@ func (in *Installation) Members(ctx context.Context, groupID []byte) ([]events.I
 		out[i] = events.InstallationID(m.Identity)
 	}
 	return out, nil
+}
+
+// EpochAuthenticator returns the group's current epoch and its epoch
+// authenticator (RFC 9420 §8.7), once the read model has caught up with
+// the installation's events (another process's included): members in the
+// same epoch of the same group agree on it, so comparing it with a peer's
+// detects a fork.
+func (in *Installation) EpochAuthenticator(ctx context.Context, groupID []byte) (uint64, []byte, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	gs, err := in.currentGroup(ctx, groupID)
+	if err != nil {
+		return 0, nil, err
+	}
+	return gs.g.Epoch(), gs.g.EpochAuthenticator(), nil
+}
+
+// currentGroup is loadGroup after catching the read model up: a cached
+// state another process has moved past is reloaded.
+func (in *Installation) currentGroup(ctx context.Context, id []byte) (*groupState, error) {
+	if err := in.project(ctx); err != nil {
+		return nil, err
+	}
+	if gs, ok := in.group[string(id)]; ok {
+		pos, err := in.position(ctx, events.AggGroup, groupKey(id))
+		if err != nil {
+			return nil, err
+		}
+		if pos != gs.pos {
+			delete(in.group, string(id))
+		}
+	}
+	return in.loadGroup(ctx, id)
 }
 
 // Epoch returns the group's current epoch.

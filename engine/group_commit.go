@@ -11,11 +11,11 @@ import (
 	"github.com/epochlog/epochlog/mls"
 )
 
-// commitEvents records a transition from old to ng by the commit message:
-// group.commit_applied (with the re-derivable authenticator and the new
-// state) and, when epochs fall out of the maximum_past_epochs window,
-// group.epoch_secrets_retired, in one batch.
-func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, commit []byte) ([]events.Body, error) {
+// commitEvents records a transition from old to ng by the commit message
+// of committer: group.commit_applied (with the re-derivable authenticator,
+// the new state and who committed) and, when epochs fall out of the
+// maximum_past_epochs window, group.epoch_secrets_retired, in one batch.
+func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, commit []byte, committer events.Committer) ([]events.Body, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("engine: encode group state: %w", err)
@@ -27,7 +27,7 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, co
 		EpochAuthenticator:      ng.EpochAuthenticator(),
 		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
 		Commit:                  commit, State: events.Secret(st),
-		Added: added, Removed: removed,
+		Added: added, Removed: removed, Committer: &committer,
 	}}
 	retire, err := in.epochsToRetire(ctx, ng.GroupID(), ng.Epoch())
 	if err != nil {
@@ -61,7 +61,9 @@ func (in *Installation) epochsToRetire(ctx context.Context, id []byte, cur uint6
 }
 
 // commit runs an own commit with a fresh path (every own commit refreshes
-// this member's leaf key) and records it.
+// this member's leaf key) and records it. The commit carries, by
+// reference, the proposals cached in the epoch that fit together (RFC
+// 9420 §12.2), and is sent in the group's handshake wire format.
 func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.Group) (mls.CommitOptions, error)) (*CommitOutput, error) {
 	var out *CommitOutput
 	_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, []events.Body, error) {
@@ -70,15 +72,20 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 			return nil, nil, err
 		}
 		co.ForcePath = true
-		ng, res, err := gs.g.Commit(co)
+		g, err := in.handshaking(ctx, gs.g)
 		if err != nil {
-			return nil, nil, fmt.Errorf("engine: installation %s: commit in group %x: %w", in.id, id, err)
+			return nil, nil, err
+		}
+		ng, res, err := g.Commit(co)
+		if err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: commit in group %x epoch %d: %w", in.id, id, gs.g.Epoch(), err)
 		}
 		wire, err := res.Commit.Marshal()
 		if err != nil {
 			return nil, nil, err
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, wire)
+		self := gs.g.LeafIndex()
+		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -87,9 +94,12 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 			if out.Welcome, err = res.Welcome.Marshal(); err != nil {
 				return nil, nil, err
 			}
-		}
-		for _, kp := range co.Add {
-			out.Added = append(out.Added, events.InstallationID(kp.LeafNode.Credential.Identity))
+			// Added inline or by reference: the Welcome is for every
+			// member the commit added.
+			added, _ := membership.Diff(gs.g, ng)
+			for _, m := range added {
+				out.Added = append(out.Added, events.InstallationID(m.Identity))
+			}
 		}
 		return ng, bodies, nil
 	})
@@ -144,7 +154,8 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 }
 
 // Update commits a path update: a fresh leaf key and new path secrets
-// (post-compromise security).
+// (post-compromise security). Like every own commit it also carries the
+// proposals cached in the epoch (see CommitProposals).
 func (in *Installation) Update(ctx context.Context, groupID []byte) (*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()

@@ -14,10 +14,12 @@ import (
 
 // Receive processes an incoming MLSMessage as delivered: a Welcome joins
 // the group (see ProcessWelcome), a commit moves the group to its next
-// epoch, an application message is decrypted. The transition is recorded
-// and projected before Receive returns. An application message of a
-// retired epoch is ErrEpochRetired; one already received is
-// ErrDuplicateMessage.
+// epoch, a proposal is cached for a commit by reference, an application
+// message is decrypted. Proposals and commits are taken as PublicMessage
+// or PrivateMessage alike. The transition is recorded and projected
+// before Receive returns. An application message of a retired epoch is
+// ErrEpochRetired; a proposal of a past epoch ErrStaleProposal; anything
+// received before ErrDuplicateMessage.
 func (in *Installation) Receive(ctx context.Context, wire []byte) (*Received, error) {
 	var m mls.MLSMessage
 	if err := m.Unmarshal(wire); err != nil {
@@ -28,48 +30,84 @@ func (in *Installation) Receive(ctx context.Context, wire []byte) (*Received, er
 		return in.ProcessWelcome(ctx, wire)
 	case m.PublicMessage != nil:
 		c := m.PublicMessage.Content
-		if c.ContentType != mls.ContentTypeCommit {
-			return nil, fmt.Errorf("engine: installation %s: group %x: public message of content type %d: %w", in.id, c.GroupID, c.ContentType, ErrUnsupportedMessage)
+		if c.Sender.Type != mls.SenderTypeMember {
+			return nil, fmt.Errorf("engine: installation %s: group %x: %s from sender type %d: %w", in.id, c.GroupID, contentName(c.ContentType), c.Sender.Type, ErrUnsupportedMessage)
 		}
-		return in.processCommit(ctx, c.GroupID, &m, wire)
+		switch c.ContentType {
+		case mls.ContentTypeCommit:
+			return in.processCommit(ctx, c.GroupID, c.Epoch, &m, wire)
+		case mls.ContentTypeProposal:
+			return in.processProposal(ctx, c.GroupID, c.Epoch, &m, wire)
+		}
+		return nil, fmt.Errorf("engine: installation %s: group %x: public message of content type %d: %w", in.id, c.GroupID, c.ContentType, ErrUnsupportedMessage)
 	case m.PrivateMessage != nil:
 		pm := m.PrivateMessage
-		if pm.ContentType != mls.ContentTypeApplication {
-			return nil, fmt.Errorf("engine: installation %s: group %x: encrypted handshake: %w", in.id, pm.GroupID, ErrUnsupportedMessage)
+		switch pm.ContentType {
+		case mls.ContentTypeApplication:
+			return in.processApplication(ctx, pm.GroupID, pm.Epoch, &m, wire)
+		case mls.ContentTypeCommit:
+			return in.processCommit(ctx, pm.GroupID, pm.Epoch, &m, wire)
+		case mls.ContentTypeProposal:
+			return in.processProposal(ctx, pm.GroupID, pm.Epoch, &m, wire)
 		}
-		return in.processApplication(ctx, pm.GroupID, pm.Epoch, &m, wire)
+		return nil, fmt.Errorf("engine: installation %s: group %x: private message of content type %d: %w", in.id, pm.GroupID, pm.ContentType, ErrUnsupportedMessage)
 	default:
 		return nil, fmt.Errorf("engine: installation %s: wire format %d: %w", in.id, m.WireFormat, ErrUnsupportedMessage)
 	}
 }
 
-func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *mls.MLSMessage, wire []byte) (*Received, error) {
+// contentName names a content type in errors.
+func contentName(ct mls.ContentType) string {
+	switch ct {
+	case mls.ContentTypeApplication:
+		return "application message"
+	case mls.ContentTypeProposal:
+		return "proposal"
+	case mls.ContentTypeCommit:
+		return "commit"
+	}
+	return fmt.Sprintf("content type %d", ct)
+}
+
+// processCommit applies another member's commit (of epoch ep, as the
+// message says) and records it.
+func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage, wire []byte) (*Received, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	var out *Received
 	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
-		if ep := m.PublicMessage.Content.Epoch; ep < gs.g.Epoch() {
+		if ep < gs.g.Epoch() {
 			if applied, err := in.commitApplied(ctx, groupID, ep, wire); err != nil {
 				return nil, nil, err
 			} else if applied {
 				return nil, nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d, applied already (group at epoch %d): %w", in.id, groupID, ep, gs.g.Epoch(), ErrDuplicateMessage)
 			}
+			// The commit that ended an earlier membership, delivered again.
+			if removed, err := in.db.MemberRemovedAt(ctx, groupID, []byte(in.id), ep); err != nil {
+				return nil, nil, fmt.Errorf("engine: installation %s: group %x membership: %w", in.id, groupID, err)
+			} else if removed {
+				return nil, nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d removed this installation from an earlier membership, applied already: %w", in.id, groupID, ep, ErrDuplicateMessage)
+			}
 		}
 		ng, rec, err := gs.g.ProcessCommit(m)
+		if errors.Is(err, mls.ErrWrongEpoch) && ep > gs.g.Epoch() {
+			return nil, nil, fmt.Errorf("engine: installation %s: process commit of epoch %d for group %x at epoch %d: %w "+
+				"(a commit is missing: deliver the commits of the epochs in between first)", in.id, ep, groupID, gs.g.Epoch(), err)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: process commit for group %x epoch %d: %w", in.id, groupID, gs.g.Epoch(), err)
 		}
 		out = &Received{GroupID: bytes.Clone(groupID), Epoch: ng.Epoch(), Kind: "commit", SenderLeaf: uint32(rec.Sender), Removed: rec.Removed}
-		if leaf := gs.g.Tree().Leaf(rec.Sender); leaf != nil {
-			out.Sender = events.InstallationID(leaf.Credential.Identity)
-		}
+		out.Sender = events.InstallationID(rec.SenderCredential.Identity)
 		if rec.Removed {
 			// A removed member cannot derive the next epoch: it records its
-			// own removal and keeps no further state for the group.
+			// own removal and keeps no further state for the group. It
+			// left if it had proposed its own removal in that epoch.
 			out.Epoch = gs.g.Epoch() + 1
-			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id)}}, nil
+			out.Left = proposedOwnRemoval(gs.g)
+			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, wire)
+		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -78,7 +116,6 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 	if errors.Is(err, mls.ErrNotMember) {
 		// No group state to load: removed. The commit that removed this
 		// installation, delivered again, is a duplicate.
-		ep := m.PublicMessage.Content.Epoch
 		if removed, rerr := in.removedAt(ctx, groupID, ep); rerr != nil {
 			return nil, rerr
 		} else if removed {
@@ -90,6 +127,69 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, m *ml
 	}
 	if out.Removed {
 		delete(in.group, string(groupID))
+	}
+	out.ProjectionErr, err = lagged(err)
+	return out, err
+}
+
+// proposedOwnRemoval reports whether g caches this member's own proposal
+// to remove itself (Leave).
+func proposedOwnRemoval(g *mls.Group) bool {
+	for _, p := range g.PendingProposals() {
+		if p.Sender.Type == mls.SenderTypeMember && p.Sender.LeafIndex == g.LeafIndex() &&
+			p.Proposal.Type == mls.ProposalTypeRemove && p.Proposal.Remove.Removed == g.LeafIndex() {
+			return true
+		}
+	}
+	return false
+}
+
+// processProposal caches another member's proposal (of epoch ep, as the
+// message says) for a commit by reference, and records it with the
+// state that holds it.
+func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage, wire []byte) (*Received, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	id := messageID(wire)
+	var out *Received
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+		// Checked on every attempt: after a lost race the read model may
+		// hold it, recorded by another process of this installation.
+		if dup, err := in.db.HasProposalMessage(ctx, groupID, id); err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
+		} else if dup {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x proposal %x: %w", in.id, groupID, id, ErrDuplicateMessage)
+		}
+		cur := gs.g.Epoch()
+		if ep < cur {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: proposal of epoch %d, group at epoch %d: %w", in.id, groupID, ep, cur, ErrStaleProposal)
+		}
+		ng, rec, err := gs.g.Process(m)
+		if errors.Is(err, mls.ErrWrongEpoch) && ep > cur {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: proposal of epoch %d: %w "+
+				"(a commit is missing: deliver the commit that starts epoch %d to this member first)", in.id, groupID, ep, err, ep)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: process proposal of epoch %d: %w", in.id, groupID, ep, err)
+		}
+		if rec.ContentType != mls.ContentTypeProposal {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: %s sent as a proposal: %w", in.id, groupID, contentName(rec.ContentType), ErrUnsupportedMessage)
+		}
+		pp, ok := newProposal(gs.g, ng)
+		if !ok {
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x proposal %x: cached already: %w", in.id, groupID, id, ErrDuplicateMessage)
+		}
+		body, err := proposalEvent(ng, pp, wire, id, rec.SenderCredential.Identity, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "proposal", Sender: events.InstallationID(rec.SenderCredential.Identity),
+			SenderLeaf: uint32(rec.Sender), ProposalType: proposalTypeName(pp.Proposal.Type), ProposalRef: pp.Ref, MessageID: id,
+			AuthenticatedData: rec.AuthenticatedData}
+		return ng, []events.Body{body}, nil
+	})
+	if err != nil && !errors.Is(err, errNotProjected) {
+		return nil, err
 	}
 	out.ProjectionErr, err = lagged(err)
 	return out, err
@@ -255,21 +355,25 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 			delete(ms, l)
 		}
 	}
-	// A join starts the group's aggregate: it can only be appended at
-	// position 0, and loses to anything already there.
+	// A first join starts the group's aggregate (position 0); a group
+	// this installation was in before is joined again after its
+	// departure, at the aggregate's position (a new membership). Either
+	// loses to anything appended meanwhile, and is decided again.
 	var joinErr error
+	var pos uint64
 	for attempt := 0; ; attempt++ {
-		pos, err := in.position(ctx, events.AggGroup, groupKey(gid))
-		if err != nil {
+		if pos, err = in.position(ctx, events.AggGroup, groupKey(gid)); err != nil {
 			return nil, err
 		}
 		if pos > 0 {
-			return nil, in.joinedAlready(ctx, gid, g.Epoch(), kp)
+			if err := in.rejoinable(ctx, gid, g.Epoch(), kp); err != nil {
+				return nil, err
+			}
 		}
 		if attempt == in.opts.MaxAttempts {
 			return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, ErrTooManyConflicts)
 		}
-		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), pos, bodies)
 		if !errors.Is(joinErr, eventlog.ErrConflict) {
 			break
 		}
@@ -281,7 +385,8 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g}
+	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g}
+	delete(in.wireFormat, string(gid)) // read from the read model when needed
 	rec := &Received{GroupID: gid, Epoch: g.Epoch(), Kind: "welcome"}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
 		// The join is recorded; only the key package's bookkeeping failed
@@ -293,23 +398,38 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	return rec, nil
 }
 
-// joinedAlready explains why a Welcome to group gid is not recorded: the
-// read model already has the group. Either this installation is a member
-// (the Welcome was processed before: a redelivery, or another process of
-// the installation took it), or it was removed from the group, and
-// rejoining is not supported (the read model holds one row per group). A
-// redelivery also finishes the key package's bookkeeping, in case the
-// first processing stopped before it.
-func (in *Installation) joinedAlready(ctx context.Context, gid []byte, epoch uint64, kp *heldKeyPackage) error {
-	if member, err := in.isMember(ctx, gid); err != nil {
-		return err
-	} else if !member {
-		return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): this installation was removed from the group, and rejoining is not supported: %w", in.id, gid, epoch, ErrUnsupportedMessage)
-	}
-	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
+// rejoinable decides whether a Welcome to group gid at epoch, which the
+// read model knows, starts a new membership. While this installation is a
+// member it does not: a Welcome to its epoch or an earlier one is a
+// redelivery (or another process of the installation took it; the key
+// package's bookkeeping is finished, in case the first processing stopped
+// before it), one to a later epoch comes before the commits that lead
+// there. After its departure (removed, or left) a Welcome to a later
+// epoch than the last one it was in is an invitation back; an earlier one
+// is the Welcome of a past membership delivered again.
+func (in *Installation) rejoinable(ctx context.Context, gid []byte, epoch uint64, kp *heldKeyPackage) error {
+	member, err := in.isMember(ctx, gid)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): group joined already: %w", in.id, gid, epoch, ErrDuplicateMessage)
+	row, _, err := in.db.Group(ctx, gid)
+	if err != nil {
+		return fmt.Errorf("engine: installation %s: group %x: %w", in.id, gid, err)
+	}
+	switch {
+	case member && epoch > row.Epoch:
+		return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d, a member at epoch %d: %w "+
+			"(commits are missing: deliver them before the Welcome, or resync)", in.id, gid, epoch, row.Epoch, mls.ErrWrongEpoch)
+	case member:
+		if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
+			return err
+		}
+		return fmt.Errorf("engine: installation %s: welcome to group %x (epoch %d): group joined already: %w", in.id, gid, epoch, ErrDuplicateMessage)
+	case epoch <= row.Epoch:
+		return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d: this installation was in the group until epoch %d: %w",
+			in.id, gid, epoch, row.Epoch, ErrDuplicateMessage)
+	}
+	return nil
 }
 
 // joinedWith reports whether one of refs is a one-time key package of

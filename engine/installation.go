@@ -47,6 +47,11 @@ type InstallationOptions struct {
 	// MaxAttempts bounds the retries of an operation that loses races for
 	// its group (default 8).
 	MaxAttempts int
+	// HandshakeWireFormat is how this installation sends its proposals
+	// and commits (default DefaultHandshakeWireFormat, PrivateMessage; see
+	// WireFormat for what a delivery service can see of each). A group
+	// may override it (Installation.SetHandshakeWireFormat).
+	HandshakeWireFormat WireFormat
 	// DB are the read model's options.
 	DB projections.Options
 	// Now is the clock (default time.Now); tests move it forward.
@@ -73,6 +78,12 @@ func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = DefaultMaxAttempts
 	}
+	if !r.HandshakeWireFormat.valid() {
+		return r, fmt.Errorf("engine: installation options: HandshakeWireFormat %d is none of default, public_message, private_message", uint16(r.HandshakeWireFormat))
+	}
+	if r.HandshakeWireFormat == WireFormatDefault {
+		r.HandshakeWireFormat = DefaultHandshakeWireFormat
+	}
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -96,8 +107,11 @@ type Installation struct {
 	cred  mls.Credential
 	opts  InstallationOptions
 	mu    sync.Mutex
-	group map[string]*groupState  // by string(group id); a cache of the read model
-	lock  *projections.WriterLock // held from open to Close: the one writer of db
+	group map[string]*groupState // by string(group id); a cache of the read model
+	// wireFormat caches each group's own handshake wire format (see
+	// groupWireFormat), refreshed whenever loadGroup loads the group.
+	wireFormat map[string]WireFormat
+	lock       *projections.WriterLock // held from open to Close: the one writer of db
 	// closed: Close ran (the read model no longer counts as open).
 	closed bool
 }
@@ -179,7 +193,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		}
 		return nil, fmt.Errorf("engine: create installation %s: %w", id, err)
 	}
-	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}, lock: lk}
+	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
 	if err := in.project(ctx); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err
@@ -204,7 +218,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	if err != nil {
 		return nil, err
 	}
-	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, lock: lk}
+	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
 	if err := in.project(ctx); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err
@@ -252,6 +266,7 @@ func (in *Installation) Close() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.group = map[string]*groupState{}
+	in.wireFormat = map[string]WireFormat{}
 	if in.closed {
 		return errors.Join(in.db.Close(), in.lock.Unlock())
 	}

@@ -48,16 +48,48 @@ type SendOutput struct {
 	ProjectionErr error
 }
 
+// ProposalOutput is a proposal made by this installation, cached for a
+// commit by reference, returned once its events are durable.
+type ProposalOutput struct {
+	GroupID []byte
+	// Epoch is the epoch the proposal belongs to: a commit of this epoch
+	// may carry it; after that it is stale.
+	Epoch uint64
+	// Proposal is the MLSMessage (PublicMessage or PrivateMessage, as the
+	// group's handshake wire format says) to deliver to Recipients.
+	Proposal []byte
+	// Ref is its ProposalRef (RFC 9420 §5.2), by which commits name it.
+	Ref []byte
+	// MessageID identifies the message (a digest of Proposal).
+	MessageID []byte
+	// Recipients are the current members other than this installation.
+	Recipients []events.InstallationID
+	// ProjectionErr is nil when the read model holds the operation's
+	// events. Otherwise the operation happened all the same (its events
+	// are durable: deliver the output) and ProjectionErr says why the read
+	// model lags; CatchUp, or the next operation, brings it up to date.
+	ProjectionErr error
+}
+
 // Received is what Receive did with an incoming message.
 type Received struct {
 	GroupID []byte
-	Epoch   uint64
-	// Kind is "commit", "welcome" or "application".
+	// Epoch is the group's epoch after the message: the new epoch for a
+	// commit or Welcome, the message's epoch for an application message
+	// or a proposal.
+	Epoch uint64
+	// Kind is "commit", "welcome", "proposal" or "application".
 	Kind string
-	// Sender is the sending installation (commits and application
-	// messages), and SenderLeaf its leaf.
+	// Sender is the sending installation (commits, proposals and
+	// application messages; for an external commit, the joiner), and
+	// SenderLeaf its leaf.
 	Sender     events.InstallationID
 	SenderLeaf uint32
+	// ProposalType and ProposalRef describe a proposal: its type ("add",
+	// "update", "remove", "psk", "group_context_extensions") and the
+	// ProposalRef commits name it by.
+	ProposalType string
+	ProposalRef  []byte
 	// Content and AuthenticatedData are set for application messages.
 	// Content is the plaintext, as events.Secret (the type of
 	// projections.Message.Content too): it prints redacted; convert it
@@ -65,8 +97,9 @@ type Received struct {
 	Content           events.Secret
 	AuthenticatedData []byte
 	MessageID         []byte
-	// Removed is set when a commit removed this installation.
-	Removed bool
+	// Removed is set when a commit removed this installation; Left too
+	// when it carried this installation's own Remove proposal (Leave).
+	Removed, Left bool
 	// ProjectionErr is nil when the read model holds what was received.
 	// Otherwise it was received all the same (its events are durable:
 	// acknowledge the delivery) and ProjectionErr says why the read model

@@ -19,6 +19,7 @@ const (
 	KindMemberAdded                Kind = "group.member_added"
 	KindMemberRemoved              Kind = "group.member_removed"
 	KindEpochSecretsRetired        Kind = "group.epoch_secrets_retired"
+	KindHandshakeFormatSet         Kind = "group.handshake_format_set"
 	KindApplicationMessageSent     Kind = "application.message_sent"
 	KindApplicationMessageReceived Kind = "application.message_received"
 	KindDeliveryEnqueued           Kind = "delivery.enqueued"
@@ -134,23 +135,42 @@ func (GroupCreated) Kind() Kind { return KindGroupCreated }
 // SchemaVersion implements Body.
 func (GroupCreated) SchemaVersion() uint16 { return 1 }
 
-// ProposalStaged records a proposal received or created in Epoch and kept
-// for the next commit.
+// ProposalStaged records a proposal of Epoch cached for a commit by
+// reference (RFC 9420 §12.2): received from another member (Own unset:
+// re-derived on replay from Message) or proposed by this installation.
+// State is the group's state once the proposal is cached (what a reload
+// starts from: the cache, and the handshake ratchets the proposal moved).
+//
+// Version 2 added Sender, Own, Message, MessageID and State; a v1 event
+// is upcast with them empty.
 type ProposalStaged struct {
-	GroupID      []byte `msgpack:"group_id"`
-	Epoch        uint64 `msgpack:"epoch"`
-	ProposalRef  []byte `msgpack:"proposal_ref"`
+	GroupID     []byte `msgpack:"group_id"`
+	Epoch       uint64 `msgpack:"epoch"`
+	ProposalRef []byte `msgpack:"proposal_ref"`
+	// ProposalType is the RFC 9420 proposal type (1 add, 2 update, 3
+	// remove, 4 psk, 7 group_context_extensions).
 	ProposalType uint16 `msgpack:"proposal_type"`
 	SenderLeaf   uint32 `msgpack:"sender_leaf"`
+	// Sender is the credential identity of the proposer.
+	Sender []byte `msgpack:"sender"`
+	// Own is set for a proposal this installation made.
+	Own bool `msgpack:"own"`
 	// Proposal is the TLS-encoded Proposal.
 	Proposal []byte `msgpack:"proposal"`
+	// Message is the MLSMessage that carried it (PublicMessage or
+	// PrivateMessage), as sent or received, and MessageID its digest (the
+	// engine's message id: a redelivery is recognised by it).
+	Message   []byte `msgpack:"message"`
+	MessageID []byte `msgpack:"message_id"`
+	// State is the serialized MLS group state with the proposal cached.
+	State Secret `msgpack:"state"`
 }
 
 // Kind implements Body.
 func (ProposalStaged) Kind() Kind { return KindProposalStaged }
 
 // SchemaVersion implements Body.
-func (ProposalStaged) SchemaVersion() uint16 { return 1 }
+func (ProposalStaged) SchemaVersion() uint16 { return 2 }
 
 // Member identifies a member of a group by leaf index and credential
 // identity.
@@ -159,27 +179,49 @@ type Member struct {
 	Identity []byte `msgpack:"identity"`
 }
 
+// Committer names the member that made a commit, in the epoch the commit
+// left.
+type Committer struct {
+	// Leaf is the committer's leaf (for an external commit, the leaf the
+	// new member took).
+	Leaf     uint32 `msgpack:"leaf"`
+	Identity []byte `msgpack:"identity"`
+	// Own is set for this installation's own commits (which replay
+	// cannot re-derive: their path secrets are not recorded).
+	Own bool `msgpack:"own"`
+	// External is set for an external commit (a new member joining, or a
+	// member rejoining, from a GroupInfo; RFC 9420 §12.4.3.2).
+	External bool `msgpack:"external"`
+}
+
 // CommitApplied records an epoch change: the group moved to Epoch by
 // merging Commit. EpochAuthenticator and ConfirmedTranscriptHash are what
 // replay re-derives and checks.
+//
+// Version 2 added Committer (an encrypted commit does not show its sender
+// to whoever lacks the epoch's keys); a v1 event is upcast with Committer
+// nil, and its commit, always a PublicMessage then, names its sender.
 type CommitApplied struct {
 	GroupID                 []byte `msgpack:"group_id"`
 	Epoch                   uint64 `msgpack:"epoch"`
 	EpochAuthenticator      []byte `msgpack:"epoch_authenticator"`
 	ConfirmedTranscriptHash []byte `msgpack:"confirmed_transcript_hash"`
-	// Commit is the MLSMessage carrying the commit.
+	// Commit is the MLSMessage carrying the commit (PublicMessage or
+	// PrivateMessage).
 	Commit []byte `msgpack:"commit"`
 	// State is the serialized MLS group state at Epoch.
 	State   Secret   `msgpack:"state"`
 	Added   []Member `msgpack:"added"`
 	Removed []Member `msgpack:"removed"`
+	// Committer is who made the commit; nil in an upcast v1 event.
+	Committer *Committer `msgpack:"committer"`
 }
 
 // Kind implements Body.
 func (CommitApplied) Kind() Kind { return KindCommitApplied }
 
 // SchemaVersion implements Body.
-func (CommitApplied) SchemaVersion() uint16 { return 1 }
+func (CommitApplied) SchemaVersion() uint16 { return 2 }
 
 // WelcomeProcessed records that the installation joined a group from a
 // Welcome.
@@ -215,19 +257,25 @@ func (MemberAdded) Kind() Kind { return KindMemberAdded }
 // SchemaVersion implements Body.
 func (MemberAdded) SchemaVersion() uint16 { return 1 }
 
-// MemberRemoved records a member leaving the group in Epoch.
+// MemberRemoved records a member leaving the group in Epoch (the engine
+// records it for its own installation: the commit that removed it).
+//
+// Version 2 added Left; a v1 event is upcast with Left unset.
 type MemberRemoved struct {
 	GroupID  []byte `msgpack:"group_id"`
 	Epoch    uint64 `msgpack:"epoch"`
 	Leaf     uint32 `msgpack:"leaf"`
 	Identity []byte `msgpack:"identity"`
+	// Left is set when the member left: the commit carried its own
+	// Remove proposal (RFC 9420 §12.1.3), rather than another member's.
+	Left bool `msgpack:"left"`
 }
 
 // Kind implements Body.
 func (MemberRemoved) Kind() Kind { return KindMemberRemoved }
 
 // SchemaVersion implements Body.
-func (MemberRemoved) SchemaVersion() uint16 { return 1 }
+func (MemberRemoved) SchemaVersion() uint16 { return 2 }
 
 // EpochSecretsRetired records that the secrets of Epochs were deleted
 // (forward secrecy); messages of those epochs can no longer be decrypted.
@@ -241,6 +289,21 @@ func (EpochSecretsRetired) Kind() Kind { return KindEpochSecretsRetired }
 
 // SchemaVersion implements Body.
 func (EpochSecretsRetired) SchemaVersion() uint16 { return 1 }
+
+// HandshakeFormatSet records the wire format this installation sends the
+// group's proposals and commits in, overriding its installation-wide
+// option: 1 PublicMessage, 2 PrivateMessage (RFC 9420 WireFormat values),
+// 0 back to the installation's option.
+type HandshakeFormatSet struct {
+	GroupID    []byte `msgpack:"group_id"`
+	WireFormat uint16 `msgpack:"wire_format"`
+}
+
+// Kind implements Body.
+func (HandshakeFormatSet) Kind() Kind { return KindHandshakeFormatSet }
+
+// SchemaVersion implements Body.
+func (HandshakeFormatSet) SchemaVersion() uint16 { return 1 }
 
 // ApplicationMessageSent records an application message this installation
 // encrypted and sent.

@@ -99,12 +99,16 @@ var catalogue = []kindSpec{
 	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
 	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
 	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state", nil),
-	current[ProposalStaged](AggGroup, "a proposal was staged for the next commit", nil),
-	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes)", nil),
+	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
+		map[uint16]schema{1: legacy(upcastProposalStagedV1)}),
+	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer)",
+		map[uint16]schema{1: legacy(upcastCommitAppliedV1)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome", nil),
 	current[MemberAdded](AggGroup, "a member was added to the group", nil),
-	current[MemberRemoved](AggGroup, "a member was removed from the group", nil),
+	current[MemberRemoved](AggGroup, "a member was removed from the group (or left it, by its own proposal)",
+		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),
 	current[EpochSecretsRetired](AggGroup, "the secrets of past epochs were deleted (forward secrecy)", nil),
+	current[HandshakeFormatSet](AggGroup, "the wire format of this installation's proposals and commits in the group was set (PublicMessage or PrivateMessage)", nil),
 	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent", nil),
 	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted", nil),
 	current[DeliveryEnqueued](AggDelivery, "a message was queued for a recipient installation on a channel, with expiry and idempotency key",
@@ -160,6 +164,53 @@ func upcastDeliveryEnqueuedV1(old deliveryEnqueuedV1, h eventHeader) (DeliveryEn
 		ExpiresAt:      exp,
 		IdempotencyKey: old.IdempotencyKey,
 	}, nil
+}
+
+// proposalStagedV1 is group.proposal_staged schema version 1: the
+// proposal alone, without the message that carried it or the state.
+type proposalStagedV1 struct {
+	GroupID      []byte `msgpack:"group_id"`
+	Epoch        uint64 `msgpack:"epoch"`
+	ProposalRef  []byte `msgpack:"proposal_ref"`
+	ProposalType uint16 `msgpack:"proposal_type"`
+	SenderLeaf   uint32 `msgpack:"sender_leaf"`
+	Proposal     []byte `msgpack:"proposal"`
+}
+
+func upcastProposalStagedV1(old proposalStagedV1, _ eventHeader) (ProposalStaged, error) {
+	return ProposalStaged{GroupID: old.GroupID, Epoch: old.Epoch, ProposalRef: old.ProposalRef,
+		ProposalType: old.ProposalType, SenderLeaf: old.SenderLeaf, Proposal: old.Proposal}, nil
+}
+
+// commitAppliedV1 is group.commit_applied schema version 1: no committer
+// (every commit was a PublicMessage, which names its sender).
+type commitAppliedV1 struct {
+	GroupID                 []byte   `msgpack:"group_id"`
+	Epoch                   uint64   `msgpack:"epoch"`
+	EpochAuthenticator      []byte   `msgpack:"epoch_authenticator"`
+	ConfirmedTranscriptHash []byte   `msgpack:"confirmed_transcript_hash"`
+	Commit                  []byte   `msgpack:"commit"`
+	State                   Secret   `msgpack:"state"`
+	Added                   []Member `msgpack:"added"`
+	Removed                 []Member `msgpack:"removed"`
+}
+
+func upcastCommitAppliedV1(old commitAppliedV1, _ eventHeader) (CommitApplied, error) {
+	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
+		Added: old.Added, Removed: old.Removed}, nil
+}
+
+// memberRemovedV1 is group.member_removed schema version 1: no Left.
+type memberRemovedV1 struct {
+	GroupID  []byte `msgpack:"group_id"`
+	Epoch    uint64 `msgpack:"epoch"`
+	Leaf     uint32 `msgpack:"leaf"`
+	Identity []byte `msgpack:"identity"`
+}
+
+func upcastMemberRemovedV1(old memberRemovedV1, _ eventHeader) (MemberRemoved, error) {
+	return MemberRemoved{GroupID: old.GroupID, Epoch: old.Epoch, Leaf: old.Leaf, Identity: old.Identity}, nil
 }
 
 // decodeStrict decodes exactly one msgpack value of type T from data:

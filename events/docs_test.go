@@ -21,6 +21,8 @@ func fieldList(t reflect.Type) string {
 			s += " **(secret)**"
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
 			s += " [" + fieldList(f.Type.Elem()) + "]"
+		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
+			s += " {" + fieldList(f.Type.Elem()) + "}"
 		}
 		parts = append(parts, s)
 	}

@@ -214,6 +214,15 @@ func TestMessageIDGolden(t *testing.T) {
 	}
 	r := mustRing(t, 1, 0x11)
 	m := mustMessageIDs(t, r)
+	// group.commit_applied is at schema version 2 now: its golden id is
+	// that of the version 1 body the engine wrote then (kind, version and
+	// body are all in the digest).
+	if got := msgIDAtVersion(t, r, testAggPseudonym, golden[3].e, 1, commitAppliedV1{GroupID: []byte{0xde, 0xad, 0xbe, 0xef}, Epoch: 5,
+		EpochAuthenticator: []byte("auth"), ConfirmedTranscriptHash: []byte("cth"), Commit: []byte("commit"), State: secret("state5"),
+		Added: []Member{{Leaf: 3, Identity: []byte("bob")}}, Removed: []Member{{Leaf: 1, Identity: []byte("carol")}}}); got != golden[3].want {
+		t.Errorf("group.commit_applied v1: id %s, want %s", got, golden[3].want)
+	}
+	golden = append(golden[:3], golden[4:]...)
 	for _, g := range golden {
 		got, _ := mustSealWithID(t, m, testAggPseudonym, g.e, testTime)
 		if got != g.want {
@@ -224,6 +233,23 @@ func TestMessageIDGolden(t *testing.T) {
 			t.Errorf("%s at %d: engine derivation gives %s (%v), golden %s", g.e.Body.Kind(), g.e.Position, ref, err, g.want)
 		}
 	}
+}
+
+// msgIDAtVersion derives the message id of e with body written at an
+// older schema version, as MessageIDs.Seal derived it when that version
+// was current.
+func msgIDAtVersion(t testing.TB, r *Keyring, aggPseudo string, e Event, version uint16, body any) string {
+	t.Helper()
+	key := r.Pseudonym("engine", "message id key")
+	s := newMsgIDState([]byte(key))
+	if err := s.begin(aggPseudo, e.Body.Kind(), version, e.Aggregate, e.Position, e.Time); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sealTo(r, testBinding, e.Aggregate.Installation, e.Body.Kind(), version,
+		eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}, body, s.mac); err != nil {
+		t.Fatal(err)
+	}
+	return s.id(e.Position)
 }
 
 func TestMessageIDDeterministicAndKeyed(t *testing.T) {

@@ -67,7 +67,7 @@ func TestUnknownFutureVersionAndKind(t *testing.T) {
 		version uint16
 		mention []string
 	}{
-		{KindCommitApplied, 2, []string{"group.commit_applied", "version 2"}},
+		{KindCommitApplied, 3, []string{"group.commit_applied", "version 3"}},
 		{KindCommitApplied, 0, []string{"group.commit_applied", "version 0"}},
 		{KindDeliveryEnqueued, 3, []string{"delivery.enqueued", "version 3"}},
 		{"group.teleported", 1, []string{"group.teleported"}},
@@ -84,6 +84,45 @@ func TestUnknownFutureVersionAndKind(t *testing.T) {
 			if !strings.Contains(err.Error(), m) {
 				t.Errorf("error %q does not mention %q", err, m)
 			}
+		}
+	}
+}
+
+// Bodies written at version 1 of the kinds that gained fields for
+// encrypted handshakes and proposals by reference open at their current
+// version with those fields empty: a v1 commit names its sender in its
+// PublicMessage, a v1 removal is no departure, a v1 proposal carries no
+// message or state.
+func TestUpcastGroupKindsV1(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	for _, c := range []struct {
+		kind Kind
+		v1   any
+		want Body
+	}{
+		{KindCommitApplied, commitAppliedV1{GroupID: gid, Epoch: 5, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+			Commit: []byte("commit"), State: Secret("st"), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}},
+			CommitApplied{GroupID: gid, Epoch: 5, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+				Commit: []byte("commit"), State: Secret("st"), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}}},
+		{KindMemberRemoved, memberRemovedV1{GroupID: gid, Epoch: 7, Leaf: 2, Identity: []byte("carol")},
+			MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 2, Identity: []byte("carol")}},
+		{KindProposalStaged, proposalStagedV1{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")},
+			ProposalStaged{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")}},
+	} {
+		env, err := seal(r, testBinding, testInst, c.kind, 1, h, c.v1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Open(r, testInst, testBinding, env)
+		if err != nil {
+			t.Fatalf("open %s v1: %v", c.kind, err)
+		}
+		assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: c.want})
+		if got.Body.SchemaVersion() != 2 {
+			t.Fatalf("%s: upcast body reports version %d", c.kind, got.Body.SchemaVersion())
 		}
 	}
 }

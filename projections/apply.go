@@ -189,13 +189,6 @@ func (a *applier) flush() error {
 			return err
 		}
 	}
-	for _, k := range a.epochOrder {
-		e := a.groups[k.group].newEpochs[k.epoch]
-		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired); err != nil {
-			return err
-		}
-	}
 	for id, q := range a.queues {
 		if !q.dirty {
 			continue
@@ -206,18 +199,66 @@ func (a *applier) flush() error {
 		}
 	}
 	for id, g := range a.groups {
-		if r := g.row; r != nil {
-			if _, err := a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
-				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id)); err != nil {
-				return err
-			}
+		if err := a.flushGroup(id, g); err != nil {
+			return err
 		}
-		if g.hasLastMsg {
-			t := g.lastMsg
-			if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// flushGroup writes what the batch holds for one group: the epochs its
+// commits created (in order), its newest row, the state a proposal left,
+// its last message time. It is done once per batch, or before the
+// group's membership changes (the rows belong to the old one).
+func (a *applier) flushGroup(id string, g *batchGroup) error {
+	kept := a.epochOrder[:0]
+	for _, k := range a.epochOrder {
+		if k.group != id {
+			kept = append(kept, k)
+			continue
 		}
+		e := g.newEpochs[k.epoch]
+		var err error
+		if a.db.schema >= 3 {
+			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired, committer, own_commit)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired,
+				nullBytes(e.committer), e.own)
+		} else {
+			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	a.epochOrder = kept
+	g.newEpochs = map[uint64]*epochRow{}
+	if r := g.row; r != nil {
+		var err error
+		if a.db.schema >= 3 {
+			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0 WHERE group_id = ?`,
+				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id))
+		} else {
+			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ? WHERE group_id = ?`,
+				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id))
+		}
+		if err != nil {
+			return err
+		}
+		g.row = nil
+	}
+	if sn := g.snapshot; sn != nil {
+		if _, err := a.exec(`UPDATE groups SET state = ?, state_ordinal = ? WHERE group_id = ?`, sn.state, sn.ordinal, []byte(id)); err != nil {
+			return err
+		}
+		g.snapshot = nil
+	}
+	if g.hasLastMsg {
+		t := g.lastMsg
+		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
+			return err
+		}
+		g.hasLastMsg = false
 	}
 	return nil
 }
@@ -367,6 +408,7 @@ func init() {
 		events.KindMemberAdded:                applyMemberAdded,
 		events.KindMemberRemoved:              applyMemberRemoved,
 		events.KindEpochSecretsRetired:        applyEpochSecretsRetired,
+		events.KindHandshakeFormatSet:         applyHandshakeFormatSet,
 		events.KindApplicationMessageSent:     applyMessageSent,
 		events.KindApplicationMessageReceived: applyMessageReceived,
 		events.KindDeliveryEnqueued:           applyDeliveryEnqueued,

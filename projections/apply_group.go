@@ -29,6 +29,13 @@ type batchGroup struct {
 
 	proposalsKnown, hasProposals bool // whether staged proposals may exist
 
+	membershipKnown bool
+	membership      int64 // current membership (schema v3; 1 before)
+
+	// snapshot is the state a proposal left (schema v3), written in
+	// flush after row; a commit later in the batch drops it.
+	snapshot *groupSnapshot
+
 	// The commits of the batch: the group's newest row and the new
 	// epochs' rows, written in flush. An epoch retired within the same
 	// batch is then inserted without its state, so replay never writes
@@ -58,6 +65,15 @@ type epochRow struct {
 	auth, cth, commit, state []byte
 	createdAt                int64
 	retired                  bool
+	committer                []byte // schema v3; nil: not recorded
+	own                      any    // schema v3: nil, or 0/1
+}
+
+// groupSnapshot is a group's state after a proposal was cached, and the
+// highest message ordinal then: the messages sent before it are in it.
+type groupSnapshot struct {
+	state   []byte
+	ordinal int64
 }
 
 type epochKey struct {
@@ -102,6 +118,30 @@ func (a *applier) epochHeld(id []byte, g *batchGroup, epoch uint64) (bool, error
 	return !retired, nil
 }
 
+// groupMembership returns the group's current membership: 1 before
+// schema v3, which has no others.
+func (a *applier) groupMembership(id []byte, g *batchGroup) (int64, error) {
+	if g.membershipKnown {
+		return g.membership, nil
+	}
+	g.membership = 1
+	if a.db.schema >= 3 {
+		err := a.query1(`SELECT membership FROM groups WHERE group_id = ?`, []any{id}, &g.membership)
+		if errors.Is(err, errNoRow) {
+			return 0, cannot("unknown group %x", id)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	g.membershipKnown = true
+	return g.membership, nil
+}
+
+// newGroup records joining a group: creating it, or joining by Welcome or
+// external commit. Joining a group the read model knows is a new
+// membership (schema v3): allowed once this installation's previous one
+// ended (removed, left, or abandoned), which is archived first.
 func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, auth []byte, via string, t time.Time) error {
 	if len(id) == 0 {
 		return cannot("group without id")
@@ -110,21 +150,85 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 	if err := a.query1(`SELECT count(*) FROM groups WHERE group_id = ?`, []any{id}, &n); err != nil {
 		return err
 	}
+	membership := int64(1)
 	if n != 0 {
-		return cannot("group %x exists", id)
-	}
-	if _, err := a.exec(`INSERT INTO groups(group_id, ciphersuite, epoch, state, epoch_authenticator, joined_via, created_at, updated_at)
+		if a.db.schema < 3 || via == "created" {
+			return cannot("group %x exists", id)
+		}
+		var err error
+		if membership, err = a.archiveMembership(id); err != nil {
+			return err
+		}
+		membership++
+		if _, err := a.exec(`UPDATE groups SET ciphersuite = ?, epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = NULL,
+			joined_via = ?, updated_at = ?, membership = ?, state_ordinal = 0 WHERE group_id = ?`,
+			int64(suite), epoch, state, nullBytes(auth), via, nanos(t), membership, id); err != nil {
+			return err
+		}
+	} else if _, err := a.exec(`INSERT INTO groups(group_id, ciphersuite, epoch, state, epoch_authenticator, joined_via, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, int64(suite), epoch, state, nullBytes(auth), via, nanos(t), nanos(t)); err != nil {
 		return err
 	}
-	_, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
-		id, epoch, nullBytes(auth), state, nanos(t))
-	if err == nil {
-		g := a.group(id)
-		g.epoch, g.epochKnown = epoch, true
-		g.held[epoch] = true
+	if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
+		id, epoch, nullBytes(auth), state, nanos(t)); err != nil {
+		return err
 	}
-	return err
+	if a.db.schema >= 3 {
+		if _, err := a.exec(`INSERT INTO group_memberships(group_id, membership, joined_via, joined_epoch, joined_at) VALUES (?, ?, ?, ?, ?)`,
+			id, membership, via, epoch, nanos(t)); err != nil {
+			return err
+		}
+	}
+	g := a.group(id)
+	g.epoch, g.epochKnown = epoch, true
+	g.held = map[uint64]bool{epoch: true}
+	g.membership, g.membershipKnown = membership, true
+	g.proposalsKnown, g.hasProposals = true, false
+	return nil
+}
+
+// archiveMembership ends the group's current membership for a new one:
+// its members and epochs move to past_members and past_epochs, without
+// the epochs' secret state (they can serve nothing any more), and its
+// proposals go. It refuses while this installation is still a member.
+// It returns the membership archived.
+func (a *applier) archiveMembership(id []byte) (int64, error) {
+	var member int
+	if err := a.query1(`SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`,
+		[]any{id, []byte(a.inst)}, &member); err != nil {
+		return 0, err
+	}
+	if member != 0 {
+		return 0, cannot("join group %x: this installation is a member of it already", id)
+	}
+	g := a.group(id)
+	m, err := a.groupMembership(id, g)
+	if err != nil {
+		return 0, err
+	}
+	// What the batch holds for the group belongs to the old membership.
+	if err := a.flushGroup(string(id), g); err != nil {
+		return 0, err
+	}
+	if _, err := a.exec(`INSERT INTO past_members(group_id, membership, leaf, identity, added_epoch, removed_epoch)
+		SELECT group_id, ?, leaf, identity, added_epoch, removed_epoch FROM members WHERE group_id = ?`, m, id); err != nil {
+		return 0, err
+	}
+	if _, err := a.exec(`INSERT INTO past_epochs(group_id, membership, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at)
+		SELECT group_id, ?, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at FROM epochs WHERE group_id = ?`, m, id); err != nil {
+		return 0, err
+	}
+	for _, q := range []string{`DELETE FROM members WHERE group_id = ?`, `DELETE FROM epochs WHERE group_id = ?`, `DELETE FROM proposals WHERE group_id = ?`} {
+		if _, err := a.exec(q, id); err != nil {
+			return 0, err
+		}
+	}
+	// A membership that ended without a recorded departure (an
+	// installation that lost its state) is closed here.
+	if _, err := a.exec(`UPDATE group_memberships SET left_how = 'abandoned' WHERE group_id = ? AND membership = ? AND left_how IS NULL`, id, m); err != nil {
+		return 0, err
+	}
+	return m, nil
 }
 
 func applyGroupCreated(a *applier, ev events.Event) error {
@@ -161,19 +265,53 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	epoch, err := a.groupEpoch(b.GroupID)
+	g := a.group(b.GroupID)
+	epoch, err := a.loadEpoch(b.GroupID, g)
 	if err != nil {
 		return err
 	}
 	if b.Epoch != epoch {
 		return cannot("proposal for epoch %d, group %x is at %d", b.Epoch, b.GroupID, epoch)
 	}
-	_, err = a.exec(`INSERT INTO proposals(group_id, proposal_ref, epoch, proposal_type, sender_leaf, proposal) VALUES (?, ?, ?, ?, ?, ?)`,
-		b.GroupID, b.ProposalRef, b.Epoch, int64(b.ProposalType), int64(b.SenderLeaf), b.Proposal)
-	if err == nil {
-		g := a.group(b.GroupID)
-		g.proposalsKnown, g.hasProposals = true, true
+	if a.db.schema < 3 {
+		if b.Message != nil || b.State != nil || b.Own || b.Sender != nil || b.MessageID != nil {
+			return cannot("proposal with its message and state in group %x: the read model's schema %d keeps them from schema 3 on", b.GroupID, a.db.schema)
+		}
+		_, err = a.exec(`INSERT INTO proposals(group_id, proposal_ref, epoch, proposal_type, sender_leaf, proposal) VALUES (?, ?, ?, ?, ?, ?)`,
+			b.GroupID, b.ProposalRef, b.Epoch, int64(b.ProposalType), int64(b.SenderLeaf), b.Proposal)
+	} else {
+		_, err = a.exec(`INSERT INTO proposals(group_id, proposal_ref, epoch, proposal_type, sender_leaf, proposal, sender, own, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.GroupID, b.ProposalRef, b.Epoch, int64(b.ProposalType), int64(b.SenderLeaf), b.Proposal, nullBytes(b.Sender), b.Own, nullBytes(b.MessageID))
 	}
+	if err != nil {
+		return err
+	}
+	g.proposalsKnown, g.hasProposals = true, true
+	if len(b.State) > 0 {
+		ord, err := a.messageOrdinal(b.GroupID, g)
+		if err != nil {
+			return err
+		}
+		g.snapshot = &groupSnapshot{state: []byte(b.State), ordinal: ord}
+	}
+	return nil
+}
+
+func applyHandshakeFormatSet(a *applier, ev events.Event) error {
+	b, err := body[events.HandshakeFormatSet](ev)
+	if err != nil {
+		return err
+	}
+	if _, err := a.groupEpoch(b.GroupID); err != nil {
+		return err
+	}
+	if a.db.schema < 3 {
+		return cannot("handshake wire format of group %x: the read model's schema %d keeps it from schema 3 on", b.GroupID, a.db.schema)
+	}
+	if b.WireFormat > 2 {
+		return cannot("handshake wire format %d for group %x", b.WireFormat, b.GroupID)
+	}
+	_, err = a.exec(`UPDATE groups SET handshake_wire_format = ? WHERE group_id = ?`, int64(b.WireFormat), b.GroupID)
 	return err
 }
 
@@ -193,8 +331,16 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	t := nanos(ev.Time)
 	g.row = &groupRow{epoch: b.Epoch, state: []byte(b.State),
 		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
-	g.newEpochs[b.Epoch] = &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
+	g.snapshot = nil
+	row := &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
 		state: []byte(b.State), createdAt: t}
+	if c := b.Committer; c != nil {
+		row.committer, row.own = c.Identity, c.Own
+		if row.committer == nil {
+			row.committer = []byte{}
+		}
+	}
+	g.newEpochs[b.Epoch] = row
 	a.epochOrder = append(a.epochOrder, epochKey{string(b.GroupID), b.Epoch})
 	g.epoch = b.Epoch
 	g.held[b.Epoch] = true
@@ -206,7 +352,7 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		g.proposalsKnown, g.hasProposals = true, false
 	}
 	for _, m := range b.Removed {
-		if err := a.removeMember(b.GroupID, b.Epoch, m.Leaf, m.Identity); err != nil {
+		if err := a.removeMember(b.GroupID, b.Epoch, m.Leaf, m.Identity, false); err != nil {
 			return err
 		}
 	}
@@ -240,7 +386,7 @@ func (a *applier) addMember(group []byte, epoch uint64, leaf uint32, identity []
 	return err
 }
 
-func (a *applier) removeMember(group []byte, epoch uint64, leaf uint32, identity []byte) error {
+func (a *applier) removeMember(group []byte, epoch uint64, leaf uint32, identity []byte, left bool) error {
 	var cur []byte
 	var removed sql.NullInt64
 	err := a.query1(`SELECT identity, removed_epoch FROM members WHERE group_id = ? AND leaf = ?`, []any{group, int64(leaf)}, &cur, &removed)
@@ -259,8 +405,23 @@ func (a *applier) removeMember(group []byte, epoch uint64, leaf uint32, identity
 		}
 		return cannot("remove leaf %d of group %x: already removed in epoch %d", leaf, group, removed.Int64)
 	}
-	_, err = a.exec(`UPDATE members SET removed_epoch = ? WHERE group_id = ? AND leaf = ?`, epoch, group, int64(leaf))
-	return err
+	if _, err = a.exec(`UPDATE members SET removed_epoch = ? WHERE group_id = ? AND leaf = ?`, epoch, group, int64(leaf)); err != nil {
+		return err
+	}
+	if a.db.schema >= 3 && a.inst != "" && string(cur) == a.inst {
+		// This installation's own departure ends its membership.
+		m, err := a.groupMembership(group, a.group(group))
+		if err != nil {
+			return err
+		}
+		how := "removed"
+		if left {
+			how = "left"
+		}
+		_, err = a.exec(`UPDATE group_memberships SET left_epoch = ?, left_how = ? WHERE group_id = ? AND membership = ?`, epoch, how, group, m)
+		return err
+	}
+	return nil
 }
 
 // epochReached refuses an event of a group's future epoch; what names the
@@ -295,7 +456,7 @@ func applyMemberRemoved(a *applier, ev events.Event) error {
 	if err := a.epochReached(b.GroupID, b.Epoch, "member removed"); err != nil {
 		return err
 	}
-	return a.removeMember(b.GroupID, b.Epoch, b.Leaf, b.Identity)
+	return a.removeMember(b.GroupID, b.Epoch, b.Leaf, b.Identity, b.Left)
 }
 
 func applyEpochSecretsRetired(a *applier, ev events.Event) error {

@@ -26,13 +26,10 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 	if len(id) == 0 {
 		return cannot("message without id")
 	}
-	if !g.ordinalKnown {
-		if err := a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &g.ordinal); err != nil {
-			return err
-		}
-		g.ordinalKnown = true
+	ord, err := a.messageOrdinal(group, g)
+	if err != nil {
+		return err
 	}
-	ord := g.ordinal
 	if ad == nil {
 		ad = []byte{}
 	}
@@ -40,7 +37,17 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 		content = []byte{}
 	}
 	t := nanos(ev.Time)
-	if _, err := a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at)
+	if a.db.schema >= 3 {
+		m, err := a.groupMembership(group, g)
+		if err != nil {
+			return err
+		}
+		_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m)
+		if err != nil {
+			return err
+		}
+	} else if _, err := a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t); err != nil {
 		return err
 	}
@@ -49,6 +56,17 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 		g.hasLastMsg, g.lastMsg = true, t
 	}
 	return nil
+}
+
+// messageOrdinal returns the group's highest message ordinal (0: none).
+func (a *applier) messageOrdinal(group []byte, g *batchGroup) (int64, error) {
+	if !g.ordinalKnown {
+		if err := a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &g.ordinal); err != nil {
+			return 0, err
+		}
+		g.ordinalKnown = true
+	}
+	return g.ordinal, nil
 }
 
 func applyMessageSent(a *applier, ev events.Event) error {

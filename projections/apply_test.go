@@ -21,7 +21,7 @@ func lastSeq(recs []Record) uint64 { return recs[len(recs)-1].Seq }
 func TestApplyEveryKind(t *testing.T) {
 	recs := sampleStream(t, "inst-a", 2, 40)
 	seen := map[events.Kind]bool{}
-	for _, r := range recs {
+	for _, r := range sampleStreamV3(t, "inst-a") {
 		seen[r.Event.Body.Kind()] = true
 	}
 	for _, k := range events.Kinds() {

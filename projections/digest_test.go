@@ -81,13 +81,13 @@ func TestMigrateV1ToV2InPlace(t *testing.T) {
 	if err := v1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fresh := build(t, filepath.Join(dir, "v2.db"), newKey(t), nil, recs)
+	fresh := build(t, filepath.Join(dir, "v2.db"), newKey(t), &Options{SchemaVersion: 2}, recs)
 	d2, _ := fresh.Digest(ctx)
 	if Compare(d1, d2) == nil {
 		t.Fatal("v1 and v2 digests are equal: the schema change is not real")
 	}
-	// Opening at the latest version migrates in place.
-	migrated := mustOpen(t, filepath.Join(dir, "v1.db"), k, nil)
+	// Opening at a newer version migrates in place.
+	migrated := mustOpen(t, filepath.Join(dir, "v1.db"), k, &Options{SchemaVersion: 2})
 	if migrated.SchemaVersion() != 2 {
 		t.Fatalf("migrated schema %d", migrated.SchemaVersion())
 	}

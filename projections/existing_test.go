@@ -88,8 +88,8 @@ func TestOpenExistingNeverMigrates(t *testing.T) {
 	v2 := filepath.Join(dir, "v2.db")
 	build(t, v2, k, nil, recs).Close()
 	db2, err := Open(v2, k, &Options{SchemaVersion: 1, NoMigrate: true})
-	if err != nil || db2.SchemaVersion() != 2 {
-		t.Fatalf("NoMigrate at SchemaVersion 1 on a v2 file: %v", err)
+	if err != nil || db2.SchemaVersion() != LatestSchema {
+		t.Fatalf("NoMigrate at SchemaVersion 1 on a v%d file: %v", LatestSchema, err)
 	}
 	db2.Close()
 	// Control: Open migrates the same file.
@@ -167,14 +167,14 @@ func TestMigrateInPlace(t *testing.T) {
 	fresh.Close()
 
 	from, to, err := MigrateInPlace(ctx, path, k, nil)
-	if err != nil || from != 1 || to != 2 {
+	if err != nil || from != 1 || to != LatestSchema {
 		t.Fatalf("MigrateInPlace: %d -> %d, %v", from, to, err)
 	}
-	if v := userVersion(t, path, k); v != 2 {
+	if v := userVersion(t, path, k); v != LatestSchema {
 		t.Fatalf("user_version %d after migration", v)
 	}
-	// The same content as a v2 build from the stream: the new column is
-	// filled from the messages.
+	// The same content as a build at the latest schema from the stream:
+	// the new columns and tables are filled from what the file holds.
 	db := mustOpen(t, path, k, nil)
 	got, _ := db.Digest(ctx)
 	if d := Compare(want, got); d != nil {
@@ -188,19 +188,19 @@ func TestMigrateInPlace(t *testing.T) {
 	}
 	db.Close()
 	// At the target already: only checked.
-	if from, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || from != 2 || to != 2 {
+	if from, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || from != LatestSchema || to != LatestSchema {
 		t.Fatalf("second MigrateInPlace: %d -> %d, %v", from, to, err)
 	}
 	// Downgrades are refused, the file unchanged.
-	if from, to, err := MigrateInPlace(ctx, path, k, &Options{SchemaVersion: 1}); !errors.Is(err, ErrSchemaTooNew) || from != 2 || to != 2 {
-		t.Fatalf("MigrateInPlace to 1 of a v2 file: %d -> %d, %v", from, to, err)
+	if from, to, err := MigrateInPlace(ctx, path, k, &Options{SchemaVersion: 1}); !errors.Is(err, ErrSchemaTooNew) || from != LatestSchema || to != LatestSchema {
+		t.Fatalf("MigrateInPlace to 1 of a v%d file: %d -> %d, %v", LatestSchema, from, to, err)
 	}
 
 	// A passphrase key finds its salt sidecar.
 	pk, _ := PassphraseKey([]byte("migrate me"))
 	pp := filepath.Join(dir, "pass.db")
 	build(t, pp, pk, &Options{SchemaVersion: 1, Argon2: cheapArgon2}, recs).Close()
-	if from, to, err := MigrateInPlace(ctx, pp, pk, nil); err != nil || from != 1 || to != 2 {
+	if from, to, err := MigrateInPlace(ctx, pp, pk, nil); err != nil || from != 1 || to != LatestSchema {
 		t.Fatalf("MigrateInPlace with a passphrase: %d -> %d, %v", from, to, err)
 	}
 

@@ -14,21 +14,34 @@ import (
 // Group is a row of the groups table, without its secret state (see
 // GroupState).
 type Group struct {
-	ID            []byte
-	Ciphersuite   uint16
-	Epoch         uint64
-	JoinedVia     string // "created" or "welcome"
+	ID          []byte
+	Ciphersuite uint16
+	Epoch       uint64
+	// JoinedVia is how the current membership began: "created",
+	// "welcome" or "external".
+	JoinedVia     string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	LastMessageAt time.Time // schema v2; zero without messages or at v1
+	// Membership counts this installation's memberships of the group, the
+	// current one included (schema v3; 1 before).
+	Membership int64
+	// HandshakeWireFormat is the wire format set for this installation's
+	// own proposals and commits in the group (schema v3): 0 follows the
+	// installation's option, 1 PublicMessage, 2 PrivateMessage.
+	HandshakeWireFormat uint16
 }
 
 // Groups lists the groups, most recently active first at schema v2 (by
 // group id at v1).
 func (db *DB) Groups(ctx context.Context) ([]Group, error) {
-	q := `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, NULL FROM groups ORDER BY group_id`
-	if db.schema >= 2 {
-		q = `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at FROM groups
+	q := `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, NULL, 1, 0 FROM groups ORDER BY group_id`
+	switch {
+	case db.schema >= 3:
+		q = `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, membership, handshake_wire_format FROM groups
+			ORDER BY last_message_at DESC, group_id`
+	case db.schema >= 2:
+		q = `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, 1, 0 FROM groups
 			ORDER BY last_message_at DESC, group_id`
 	}
 	rows, err := db.sql.QueryContext(ctx, q)
@@ -40,7 +53,7 @@ func (db *DB) Groups(ctx context.Context) ([]Group, error) {
 	for rows.Next() {
 		var g Group
 		var c, u, l sql.NullInt64
-		if err := rows.Scan(&g.ID, &g.Ciphersuite, &g.Epoch, &g.JoinedVia, &c, &u, &l); err != nil {
+		if err := rows.Scan(&g.ID, &g.Ciphersuite, &g.Epoch, &g.JoinedVia, &c, &u, &l, &g.Membership, &g.HandshakeWireFormat); err != nil {
 			return nil, db.wrapErr("groups", err)
 		}
 		g.CreatedAt, g.UpdatedAt, g.LastMessageAt = fromNanos(c), fromNanos(u), fromNanos(l)
@@ -49,8 +62,29 @@ func (db *DB) Groups(ctx context.Context) ([]Group, error) {
 	return out, db.wrapErr("groups", rows.Err())
 }
 
-// GroupState returns the serialized MLS state of a group at its current
-// epoch (secret; redacted when printed).
+// Group returns one group's row; found is false when the read model does
+// not know the group.
+func (db *DB) Group(ctx context.Context, groupID []byte) (g Group, found bool, err error) {
+	q := `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, NULL, 1, 0 FROM groups WHERE group_id = ?`
+	switch {
+	case db.schema >= 3:
+		q = `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, membership, handshake_wire_format FROM groups WHERE group_id = ?`
+	case db.schema >= 2:
+		q = `SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, 1, 0 FROM groups WHERE group_id = ?`
+	}
+	var c, u, l sql.NullInt64
+	found, err = db.lookup(ctx, "group", q, []any{groupID}, &g.ID, &g.Ciphersuite, &g.Epoch, &g.JoinedVia, &c, &u, &l, &g.Membership, &g.HandshakeWireFormat)
+	if !found || err != nil {
+		return Group{}, found, err
+	}
+	g.CreatedAt, g.UpdatedAt, g.LastMessageAt = fromNanos(c), fromNanos(u), fromNanos(l)
+	return g, true, nil
+}
+
+// GroupState returns the serialized MLS state of a group (secret;
+// redacted when printed): the state its current epoch began with, or the
+// state the latest proposal cached in the epoch left (schema v3; see
+// MessagesSentSinceState).
 func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, error) {
 	var s []byte
 	err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
@@ -121,11 +155,16 @@ func (db *DB) IsMember(ctx context.Context, groupID, identity []byte) (bool, err
 }
 
 // MemberRemovedAt reports whether identity left the group at epoch: the
-// commit that started epoch removed a leaf identity held. A leaf keeps
-// only its latest member, so a leaf taken by another member since no
-// longer counts.
+// commit that started epoch removed a leaf identity held, in the current
+// membership or (schema v3) an earlier one. A leaf keeps only its latest
+// member, so a leaf taken by another member since no longer counts.
 func (db *DB) MemberRemovedAt(ctx context.Context, groupID, identity []byte, epoch uint64) (bool, error) {
-	return db.exists(ctx, "removed member", `SELECT 1 FROM members WHERE group_id = ? AND identity = ? AND removed_epoch = ?`, groupID, identity, epoch)
+	q := `SELECT 1 FROM members WHERE group_id = ? AND identity = ? AND removed_epoch = ?`
+	if db.schema >= 3 {
+		return db.exists(ctx, "removed member", q+` UNION ALL SELECT 1 FROM past_members WHERE group_id = ? AND identity = ? AND removed_epoch = ?`,
+			groupID, identity, epoch, groupID, identity, epoch)
+	}
+	return db.exists(ctx, "removed member", q, groupID, identity, epoch)
 }
 
 // EpochCommit is an epoch of a group with the commit that started it.
@@ -165,12 +204,191 @@ func (db *DB) NewestCommit(ctx context.Context, groupID []byte, match func(commi
 
 // CommitStartedEpoch reports whether commit (the MLSMessage bytes) is the
 // commit the read model records as the one that started the group's
-// epoch: whether that commit was applied already.
+// epoch, in the current membership or (schema v3) an earlier one: whether
+// that commit was applied already.
 func (db *DB) CommitStartedEpoch(ctx context.Context, groupID []byte, epoch uint64, commit []byte) (bool, error) {
 	if commit == nil {
 		commit = []byte{} // never equal to the NULL of an epoch without commit
 	}
-	return db.exists(ctx, "epoch commit", `SELECT 1 FROM epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`, groupID, epoch, commit)
+	q := `SELECT 1 FROM epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`
+	if db.schema >= 3 {
+		return db.exists(ctx, "epoch commit", q+` UNION ALL SELECT 1 FROM past_epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`,
+			groupID, epoch, commit, groupID, epoch, commit)
+	}
+	return db.exists(ctx, "epoch commit", q, groupID, epoch, commit)
+}
+
+// NewestOwnCommit returns the newest epoch of the group's current
+// membership that this installation's own commit started. From schema v3
+// the read model records who committed; an epoch recorded without it (a
+// commit event written before, whose message is a PublicMessage naming
+// its sender) is asked of legacyOwn, which sees the stored bytes and must
+// not keep or change them. found is false when there is none.
+func (db *DB) NewestOwnCommit(ctx context.Context, groupID []byte, legacyOwn func(commit []byte) bool) (ec EpochCommit, found bool, err error) {
+	if db.schema < 3 {
+		return db.NewestCommit(ctx, groupID, legacyOwn)
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, commit_message, created_at, own_commit FROM epochs
+		WHERE group_id = ? AND commit_message IS NOT NULL AND (own_commit IS NULL OR own_commit = 1) ORDER BY epoch DESC`, groupID)
+	if err != nil {
+		return EpochCommit{}, false, db.wrapErr("own commits", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e EpochCommit
+		var at, own sql.NullInt64
+		if err := rows.Scan(&e.Epoch, &e.Commit, &at, &own); err != nil {
+			return EpochCommit{}, false, db.wrapErr("own commits", err)
+		}
+		if (own.Valid && own.Int64 == 1) || (!own.Valid && legacyOwn(e.Commit)) {
+			e.CreatedAt = fromNanos(at)
+			return e, true, nil
+		}
+	}
+	return EpochCommit{}, false, db.wrapErr("own commits", rows.Err())
+}
+
+// Membership is one of this installation's memberships of a group (schema
+// v3): joined at JoinedEpoch (by "created", "welcome" or "external"),
+// ended at LeftEpoch when Left says how ("removed", "left" by its own
+// proposal, "abandoned" for a rejoin after its state was lost or forked).
+type Membership struct {
+	Membership  int64
+	JoinedVia   string
+	JoinedEpoch uint64
+	JoinedAt    time.Time
+	LeftEpoch   uint64 // valid when Left is set and LeftEpoch known
+	Left        string // "" while current
+}
+
+// Memberships lists this installation's memberships of the group, oldest
+// first. Before schema v3 it is empty.
+func (db *DB) Memberships(ctx context.Context, groupID []byte) ([]Membership, error) {
+	if db.schema < 3 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT membership, joined_via, joined_epoch, joined_at, left_epoch, left_how FROM group_memberships
+		WHERE group_id = ? ORDER BY membership`, groupID)
+	if err != nil {
+		return nil, db.wrapErr("memberships", err)
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		var m Membership
+		var at, left sql.NullInt64
+		var how sql.NullString
+		if err := rows.Scan(&m.Membership, &m.JoinedVia, &m.JoinedEpoch, &at, &left, &how); err != nil {
+			return nil, db.wrapErr("memberships", err)
+		}
+		m.JoinedAt, m.LeftEpoch, m.Left = fromNanos(at), uint64(left.Int64), how.String
+		out = append(out, m)
+	}
+	return out, db.wrapErr("memberships", rows.Err())
+}
+
+// PastMember is a member of a group as an earlier membership of this
+// installation last knew it (schema v3).
+type PastMember struct {
+	Leaf         uint32
+	Identity     []byte
+	AddedEpoch   uint64
+	RemovedEpoch uint64 // 0 while it was a member when the membership ended
+	Removed      bool
+}
+
+// PastMembers lists the members of the group in this installation's
+// membership m, an ended one, by leaf (schema v3; empty before).
+func (db *DB) PastMembers(ctx context.Context, groupID []byte, m int64) ([]PastMember, error) {
+	if db.schema < 3 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT leaf, identity, added_epoch, removed_epoch FROM past_members
+		WHERE group_id = ? AND membership = ? ORDER BY leaf`, groupID, m)
+	if err != nil {
+		return nil, db.wrapErr("past members", err)
+	}
+	defer rows.Close()
+	var out []PastMember
+	for rows.Next() {
+		var pm PastMember
+		var removed sql.NullInt64
+		if err := rows.Scan(&pm.Leaf, &pm.Identity, &pm.AddedEpoch, &removed); err != nil {
+			return nil, db.wrapErr("past members", err)
+		}
+		pm.RemovedEpoch, pm.Removed = uint64(removed.Int64), removed.Valid
+		out = append(out, pm)
+	}
+	return out, db.wrapErr("past members", rows.Err())
+}
+
+// PastEpochs lists the epochs of the group in this installation's
+// membership m, an ended one, oldest first (schema v3; empty before).
+// Their states are gone: an ended membership keeps no secrets.
+func (db *DB) PastEpochs(ctx context.Context, groupID []byte, m int64) ([]Epoch, error) {
+	if db.schema < 3 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, epoch_authenticator FROM past_epochs WHERE group_id = ? AND membership = ? ORDER BY epoch`, groupID, m)
+	if err != nil {
+		return nil, db.wrapErr("past epochs", err)
+	}
+	defer rows.Close()
+	var out []Epoch
+	for rows.Next() {
+		e := Epoch{Retired: true}
+		if err := rows.Scan(&e.Epoch, &e.EpochAuthenticator); err != nil {
+			return nil, db.wrapErr("past epochs", err)
+		}
+		out = append(out, e)
+	}
+	return out, db.wrapErr("past epochs", rows.Err())
+}
+
+// Proposal is a proposal cached in the group's current epoch for a commit
+// by reference (schema v3 adds who made it and its message id).
+type Proposal struct {
+	Ref        []byte
+	Epoch      uint64
+	Type       uint16 // RFC 9420 ProposalType
+	SenderLeaf uint32
+	Sender     []byte // credential identity; nil before schema v3
+	Own        bool
+	MessageID  []byte
+	Proposal   []byte // TLS-encoded Proposal
+}
+
+// PendingProposals lists the proposals cached in the group's current
+// epoch, by reference.
+func (db *DB) PendingProposals(ctx context.Context, groupID []byte) ([]Proposal, error) {
+	q := `SELECT proposal_ref, epoch, proposal_type, sender_leaf, NULL, 0, NULL, proposal FROM proposals WHERE group_id = ? ORDER BY epoch, proposal_ref`
+	if db.schema >= 3 {
+		q = `SELECT proposal_ref, epoch, proposal_type, sender_leaf, sender, own, message_id, proposal FROM proposals WHERE group_id = ? ORDER BY epoch, proposal_ref`
+	}
+	rows, err := db.sql.QueryContext(ctx, q, groupID)
+	if err != nil {
+		return nil, db.wrapErr("proposals", err)
+	}
+	defer rows.Close()
+	var out []Proposal
+	for rows.Next() {
+		var p Proposal
+		if err := rows.Scan(&p.Ref, &p.Epoch, &p.Type, &p.SenderLeaf, &p.Sender, &p.Own, &p.MessageID, &p.Proposal); err != nil {
+			return nil, db.wrapErr("proposals", err)
+		}
+		out = append(out, p)
+	}
+	return out, db.wrapErr("proposals", rows.Err())
+}
+
+// HasProposalMessage reports whether the group holds a proposal carried by
+// the message with this id (schema v3; false before): a redelivered
+// proposal.
+func (db *DB) HasProposalMessage(ctx context.Context, groupID, messageID []byte) (bool, error) {
+	if db.schema < 3 {
+		return false, nil
+	}
+	return db.exists(ctx, "proposal message", `SELECT 1 FROM proposals WHERE group_id = ? AND message_id = ?`, groupID, messageID)
 }
 
 // EpochRetired reports whether the secrets of the group's epoch were

@@ -93,6 +93,34 @@ func (db *DB) MessagesSentInEpoch(ctx context.Context, groupID []byte, epoch uin
 	return out, db.wrapErr("sent messages", rows.Err())
 }
 
+// MessagesSentSinceState lists the messages this installation sent in the
+// group's current epoch and membership after the state GroupState returns
+// was recorded, oldest first: a sender reloading the group from that state
+// advances its sending ratchet past them. Before schema v3 the state is
+// always the epoch's first, and this is MessagesSentInEpoch.
+func (db *DB) MessagesSentSinceState(ctx context.Context, groupID []byte, epoch uint64) ([]Message, error) {
+	if db.schema < 3 {
+		return db.MessagesSentInEpoch(ctx, groupID, epoch)
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT m.ordinal, m.message_id, m.epoch, m.sender_leaf, m.sender, m.direction, m.content, m.authenticated_data, m.sent_at
+		FROM messages m JOIN groups g ON g.group_id = m.group_id
+		WHERE m.group_id = ? AND m.epoch = ? AND m.direction = 'sent' AND m.membership = g.membership AND m.ordinal > g.state_ordinal
+		ORDER BY m.ordinal`, groupID, epoch)
+	if err != nil {
+		return nil, db.wrapErr("sent messages", err)
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, db.wrapErr("sent messages", err)
+		}
+		out = append(out, m)
+	}
+	return out, db.wrapErr("sent messages", rows.Err())
+}
+
 // HasMessage reports whether the group holds a message (sent or received)
 // with this id.
 func (db *DB) HasMessage(ctx context.Context, groupID, messageID []byte) (bool, error) {

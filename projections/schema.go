@@ -10,7 +10,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 2
+const LatestSchema = 3
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -142,6 +142,92 @@ var migrateV2 = []string{
 	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
 }
 
+// migrateV3 is what installations in real groups need: groups know their
+// memberships (an installation removed from a group may be added back,
+// or rejoin; group_memberships lists each, past_members and past_epochs
+// keep the members and epochs of the ones that ended, without their
+// secrets), the wire format of their own handshakes, and the state
+// snapshot a cached proposal left (state_ordinal: the messages sent
+// before it are in it); proposals say who made them and by which
+// message; epochs say who committed; messages say in which membership;
+// external PSKs are kept until retired. groups is rebuilt (its CHECK on
+// joined_via gains 'external'), with foreign keys off for the step (see
+// migrate). Every backfill computes what a fresh v3 build of the same
+// events holds, so an in-place migration gives the same content.
+var migrateV3 = []string{
+	`CREATE TABLE groups_v3 (
+		group_id                  BLOB PRIMARY KEY,
+		ciphersuite               INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		state                     BLOB NOT NULL,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		joined_via                TEXT NOT NULL CHECK (joined_via IN ('created','welcome','external')),
+		created_at                INTEGER NOT NULL,
+		updated_at                INTEGER NOT NULL,
+		last_message_at           INTEGER,
+		membership                INTEGER NOT NULL DEFAULT 1,
+		handshake_wire_format     INTEGER NOT NULL DEFAULT 0 CHECK (handshake_wire_format IN (0, 1, 2)),
+		state_ordinal             INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID`,
+	`INSERT INTO groups_v3(group_id, ciphersuite, epoch, state, epoch_authenticator, confirmed_transcript_hash, joined_via, created_at, updated_at, last_message_at)
+		SELECT group_id, ciphersuite, epoch, state, epoch_authenticator, confirmed_transcript_hash, joined_via, created_at, updated_at, last_message_at FROM groups`,
+	`DROP TABLE groups`,
+	`ALTER TABLE groups_v3 RENAME TO groups`,
+	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
+	`CREATE TABLE group_memberships (
+		group_id     BLOB NOT NULL REFERENCES groups(group_id),
+		membership   INTEGER NOT NULL,
+		joined_via   TEXT NOT NULL CHECK (joined_via IN ('created','welcome','external')),
+		joined_epoch INTEGER NOT NULL,
+		joined_at    INTEGER NOT NULL,
+		left_epoch   INTEGER,
+		left_how     TEXT CHECK (left_how IN ('removed','left','abandoned')),
+		PRIMARY KEY (group_id, membership)
+	) WITHOUT ROWID`,
+	`INSERT INTO group_memberships(group_id, membership, joined_via, joined_epoch, joined_at, left_epoch, left_how)
+		SELECT g.group_id, 1, g.joined_via,
+			(SELECT min(e.epoch) FROM epochs e WHERE e.group_id = g.group_id),
+			g.created_at, x.removed, CASE WHEN x.removed IS NULL THEN NULL ELSE 'removed' END
+		FROM groups g LEFT JOIN (
+			SELECT m.group_id AS group_id, max(m.removed_epoch) AS removed FROM members m, installation i
+			WHERE m.identity = CAST(i.installation_id AS BLOB) AND m.removed_epoch IS NOT NULL GROUP BY m.group_id
+		) x ON x.group_id = g.group_id`,
+	`CREATE TABLE past_members (
+		group_id      BLOB NOT NULL REFERENCES groups(group_id),
+		membership    INTEGER NOT NULL,
+		leaf          INTEGER NOT NULL,
+		identity      BLOB NOT NULL,
+		added_epoch   INTEGER NOT NULL,
+		removed_epoch INTEGER,
+		PRIMARY KEY (group_id, membership, leaf)
+	) WITHOUT ROWID`,
+	`CREATE TABLE past_epochs (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		membership                INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_message            BLOB,
+		committer                 BLOB,
+		own_commit                INTEGER,
+		created_at                INTEGER NOT NULL,
+		PRIMARY KEY (group_id, membership, epoch)
+	) WITHOUT ROWID`,
+	`ALTER TABLE epochs ADD COLUMN committer BLOB`,
+	`ALTER TABLE epochs ADD COLUMN own_commit INTEGER`,
+	`ALTER TABLE messages ADD COLUMN membership INTEGER NOT NULL DEFAULT 1`,
+	`ALTER TABLE proposals ADD COLUMN sender BLOB`,
+	`ALTER TABLE proposals ADD COLUMN own INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE proposals ADD COLUMN message_id BLOB`,
+	`CREATE TABLE external_psks (
+		psk_id        BLOB PRIMARY KEY,
+		secret        BLOB,
+		registered_at INTEGER NOT NULL,
+		retired_at    INTEGER
+	) WITHOUT ROWID`,
+}
+
 // init validates or creates the schema on a fresh handle.
 func (db *DB) init(ctx context.Context, raw []byte) error {
 	conn, err := db.w.Conn(ctx)
@@ -223,6 +309,9 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 	if version >= 2 {
 		stmts = append(stmts, migrateV2...)
 	}
+	if version >= 3 {
+		stmts = append(stmts, migrateV3...)
+	}
 	stmts = append(stmts,
 		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
 		fmt.Sprintf("PRAGMA user_version = %d", version),
@@ -238,34 +327,70 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 }
 
 // migrate upgrades the schema in place, one version per transaction, with
-// user_version updated in the same transaction as the change.
+// user_version updated in the same transaction as the change. A step that
+// rebuilds a table other tables reference (v3 rebuilds groups) runs with
+// foreign keys off, as SQLite's procedure for such changes says (the
+// pragma is a no-op inside a transaction, so it is set on the connection
+// around it), then checks every foreign key before it commits.
 func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 	for v := db.schema + 1; v <= to; v++ {
 		var stmts []string
+		rebuild := false
 		switch v {
 		case 2:
 			stmts = migrateV2
+		case 3:
+			stmts, rebuild = migrateV3, true
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
+		if err := db.migrateStep(ctx, conn, v, stmts, rebuild); err != nil {
+			return err
+		}
+		db.schema = v
+	}
+	return nil
+}
+
+// migrateStep runs one version step in one transaction.
+func (db *DB) migrateStep(ctx context.Context, conn *sql.Conn, v int, stmts []string, rebuild bool) (err error) {
+	if rebuild {
+		if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
 			return db.wrapErr("migrate", err)
 		}
-		for _, s := range stmts {
-			if _, err := tx.ExecContext(ctx, s); err != nil {
-				tx.Rollback()
-				return &FileError{Path: db.path, Op: "migrate", Err: fmt.Errorf("to schema %d: %w", v, err)}
+		defer func() {
+			if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); ferr != nil && err == nil {
+				err = db.wrapErr("migrate", ferr)
 			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return db.wrapErr("migrate", err)
+	}
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			tx.Rollback()
+			return &FileError{Path: db.path, Op: "migrate", Err: fmt.Errorf("to schema %d: %w", v, err)}
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+	}
+	if rebuild {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_foreign_key_check`).Scan(&n); err != nil {
 			tx.Rollback()
 			return db.wrapErr("migrate", err)
 		}
-		if err := tx.Commit(); err != nil {
-			return db.wrapErr("migrate", err)
+		if n > 0 {
+			tx.Rollback()
+			return &FileError{Path: db.path, Op: "migrate", Err: fmt.Errorf("to schema %d: %w: %d rows break a foreign key", v, ErrCorrupt, n), Hint: hintFor(ErrCorrupt)}
 		}
-		db.schema = v
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+		tx.Rollback()
+		return db.wrapErr("migrate", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return db.wrapErr("migrate", err)
 	}
 	return nil
 }

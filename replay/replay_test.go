@@ -363,11 +363,11 @@ func TestMigrateInPlaceAndByReplayAgree(t *testing.T) {
 		}
 	}
 	from, to, err := projections.MigrateInPlace(ctx, inPlace, key, nil)
-	if err != nil || from != 1 || to != 2 {
+	if err != nil || from != 1 || to != projections.LatestSchema {
 		t.Fatalf("in-place migration: %d -> %d, %v", from, to, err)
 	}
 	res, err := Migrate(ctx, l, instA, byReplay, key, projections.Key{}, testReplayOptions())
-	if err != nil || res.PreviousSchema != 1 || res.Schema != 2 {
+	if err != nil || res.PreviousSchema != 1 || res.Schema != projections.LatestSchema {
 		t.Fatalf("migration by replay: %+v, %v", res, err)
 	}
 	dIn, _ := digestOf(t, inPlace, key)
@@ -431,7 +431,7 @@ func TestMigratePlaintextToEncrypted(t *testing.T) {
 	}
 	newKey := passKey(t, "now encrypted")
 	res, err := Migrate(ctx, l, instA, plain, projections.NoKey(), newKey, testReplayOptions())
-	if err != nil || res.PreviousSchema != 1 || res.Schema != 2 {
+	if err != nil || res.PreviousSchema != 1 || res.Schema != projections.LatestSchema {
 		t.Fatalf("migrate plaintext: %+v, %v", res, err)
 	}
 	if _, err := openAsIs(plain, projections.NoKey(), projections.Options{}); !errors.Is(err, projections.ErrWrongKey) {

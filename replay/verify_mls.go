@@ -94,8 +94,8 @@ func newMLSChecker(inst events.InstallationID) *mlsChecker {
 type mlsCheck func(c *mlsChecker, ev events.Event) error
 
 // mlsChecks holds a check per kind that carries MLS state; the other kinds
-// (key package bookkeeping, staged proposals, retired epochs, deliveries)
-// have nothing to re-derive. Like the read model's handler table.
+// (key package bookkeeping, retired epochs, deliveries) have nothing to
+// re-derive. Like the read model's handler table.
 var mlsChecks map[events.Kind]mlsCheck
 
 func init() {
@@ -105,6 +105,8 @@ func init() {
 		events.KindGroupCreated:               checkGroupCreated,
 		events.KindWelcomeProcessed:           checkWelcomeProcessed,
 		events.KindCommitApplied:              checkCommitApplied,
+		events.KindProposalStaged:             checkProposalStaged,
+		events.KindHandshakeFormatSet:         checkHandshakeFormatSet,
 		events.KindMemberAdded:                checkMemberAdded,
 		events.KindMemberRemoved:              checkMemberRemoved,
 		events.KindApplicationMessageSent:     checkMessageSent,
@@ -229,12 +231,26 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := c.groups[string(b.GroupID)]; ok {
-		return mismatch("group %x joined again (epoch %d)", b.GroupID, b.Epoch)
+	if err := c.join(b.GroupID, b.Epoch, g); err != nil {
+		return err
 	}
-	c.rep.Groups++
-	c.groups[string(b.GroupID)] = g
 	c.rep.Rederived++
+	return nil
+}
+
+// join follows a group joined (by Welcome or external commit) at epoch:
+// a group this installation is a member of is not joined again; one it
+// left (or abandoned) starts a new membership.
+func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group) error {
+	if prev, ok := c.groups[string(gid)]; ok {
+		if !c.left[string(gid)] {
+			return mismatch("group %x joined again (epoch %d) while a member since epoch %d", gid, epoch, prev.Epoch())
+		}
+	} else {
+		c.rep.Groups++
+	}
+	c.groups[string(gid)] = g
+	delete(c.left, string(gid))
 	return nil
 }
 
@@ -261,15 +277,28 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 	if err := m.Unmarshal(b.Commit); err != nil {
 		return mismatch("group %x epoch %d: recorded commit: %v", b.GroupID, b.Epoch, err)
 	}
-	if leaf, ok := membership.CommitSender(b.Commit); ok && leaf == prev.LeafIndex() {
+	own := false
+	if b.Committer != nil {
+		own = b.Committer.Own
+	} else if leaf, ok := membership.CommitSender(b.Commit); ok && leaf == prev.LeafIndex() {
+		own = true // recorded before commits named their committer
+	}
+	if own {
+		if b.Committer != nil && b.Committer.Leaf != uint32(prev.LeafIndex()) {
+			return mismatch("group %x epoch %d: own commit recorded from leaf %d, this member is at leaf %d", b.GroupID, b.Epoch, b.Committer.Leaf, prev.LeafIndex())
+		}
 		c.rep.Own++
 	} else {
-		ng, _, err := prev.ProcessCommit(&m)
+		ng, rec, err := prev.ProcessCommit(&m)
 		if err != nil {
 			return mismatch("group %x epoch %d: processing the recorded commit again: %v", b.GroupID, b.Epoch, err)
 		}
 		if ng.Epoch() != b.Epoch || !bytes.Equal(ng.EpochAuthenticator(), b.EpochAuthenticator) {
 			return mismatch("group %x epoch %d: the recorded commit re-derives another epoch authenticator", b.GroupID, b.Epoch)
+		}
+		if b.Committer != nil && (b.Committer.Leaf != uint32(rec.Sender) || !bytes.Equal(b.Committer.Identity, rec.SenderCredential.Identity)) {
+			return mismatch("group %x epoch %d: commit recorded from %q@%d, the message is from %q@%d", b.GroupID, b.Epoch,
+				b.Committer.Identity, b.Committer.Leaf, rec.SenderCredential.Identity, rec.Sender)
 		}
 		c.rep.Rederived++
 	}
@@ -286,6 +315,85 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
 	}
 	c.groups[string(b.GroupID)] = g
+	return nil
+}
+
+// checkProposalStaged processes another member's recorded proposal again
+// on the state before it: it must cache the recorded proposal, from the
+// recorded sender, under the recorded reference. An own proposal is
+// checked against its recorded state (its message cannot be made again:
+// an encrypted one draws a fresh reuse guard). Either way the recorded
+// state, which must hold the proposal, is what follows. A proposal
+// recorded before they carried their message and state is not checked.
+func checkProposalStaged(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ProposalStaged](ev)
+	if err != nil {
+		return err
+	}
+	prev, ok := c.groups[string(b.GroupID)]
+	if !ok {
+		return mismatch("proposal for group %x, which was never created or joined", b.GroupID)
+	}
+	if b.Message == nil && b.State == nil {
+		return nil
+	}
+	if c.left[string(b.GroupID)] {
+		return mismatch("proposal for group %x after this installation's removal", b.GroupID)
+	}
+	if b.Epoch != prev.Epoch() {
+		return mismatch("group %x: proposal of epoch %d recorded at epoch %d", b.GroupID, b.Epoch, prev.Epoch())
+	}
+	if !b.Own {
+		var m mls.MLSMessage
+		if err := m.Unmarshal(b.Message); err != nil {
+			return mismatch("group %x epoch %d: recorded proposal message: %v", b.GroupID, b.Epoch, err)
+		}
+		ng, rec, err := prev.Process(&m)
+		if err != nil {
+			return mismatch("group %x epoch %d: processing the recorded proposal again: %v", b.GroupID, b.Epoch, err)
+		}
+		ps := ng.PendingProposals()
+		if len(ps) == 0 || rec.ContentType != mls.ContentTypeProposal || !sameProposal(ps[len(ps)-1], b) ||
+			uint32(rec.Sender) != b.SenderLeaf || !bytes.Equal(rec.SenderCredential.Identity, b.Sender) {
+			return mismatch("group %x epoch %d: the recorded proposal message re-derives another proposal than the one recorded (ref %x)", b.GroupID, b.Epoch, b.ProposalRef)
+		}
+		c.rep.Rederived++
+	} else {
+		c.rep.Own++
+	}
+	g, err := recorded(b.State, b.GroupID, b.Epoch, prev.EpochAuthenticator())
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, p := range g.PendingProposals() {
+		if sameProposal(p, b) {
+			found = true
+		}
+	}
+	if !found {
+		return mismatch("group %x epoch %d: the recorded state does not hold proposal %x", b.GroupID, b.Epoch, b.ProposalRef)
+	}
+	c.groups[string(b.GroupID)] = g
+	return nil
+}
+
+// sameProposal reports whether a cached proposal is the recorded one.
+func sameProposal(p mls.PendingProposal, b events.ProposalStaged) bool {
+	enc, err := p.Proposal.Marshal()
+	return err == nil && bytes.Equal(p.Ref, b.ProposalRef) && uint16(p.Proposal.Type) == b.ProposalType &&
+		uint32(p.Sender.LeafIndex) == b.SenderLeaf && bytes.Equal(enc, b.Proposal)
+}
+
+// checkHandshakeFormatSet: the group must be one this installation holds.
+func checkHandshakeFormatSet(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.HandshakeFormatSet](ev)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.groups[string(b.GroupID)]; !ok || c.left[string(b.GroupID)] {
+		return mismatch("handshake wire format for group %x, which this installation is not in", b.GroupID)
+	}
 	return nil
 }
 
