@@ -27,19 +27,26 @@ type ProjectOptions struct {
 	// installation, the number of events and the new checkpoint. It runs
 	// on the applying goroutine: keep it short.
 	OnApply func(inst events.InstallationID, n int, checkpoint uint64)
+	// Fence, if set, is asked right before each batch is committed to
+	// installation inst's read model; an error stops Project with that
+	// error before the batch is applied. A lease holder passes its
+	// lease's Check (package lease), so that it never commits after its
+	// lease ended.
+	Fence func(inst events.InstallationID) error
 }
 
 // Project keeps the read models of one or many installations current: it
 // follows their events on the bus from the lowest of their checkpoints and
 // applies each event to its installation's read model, until ctx is
-// cancelled (it then returns ctx's error) or an event cannot be read or
-// applied (it returns that error, naming the stream sequence). Each read
-// model resumes from its own checkpoint after a restart: events at or
-// below it are skipped, and an event's effects commit with its checkpoint,
-// so nothing is lost or applied twice. Project must be the only writer of
-// these read models: it holds their writer locks (projections.Lock) while
-// it runs, and fails at once with projections.ErrLocked naming the holder
-// when another writer has one.
+// cancelled (it then returns ctx's error), an event cannot be read or
+// applied (it returns that error, naming the stream sequence) or
+// ProjectOptions.Fence refuses a batch (it returns the fence's error,
+// wrapped). Each read model resumes from its own checkpoint after a
+// restart: events at or below it are skipped, and an event's effects
+// commit with its checkpoint, so nothing is lost or applied twice.
+// Project must be the only writer of these read models: it holds their
+// writer locks (projections.Lock) while it runs, and fails at once with
+// projections.ErrLocked naming the holder when another writer has one.
 func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *ProjectOptions) error {
 	var o ProjectOptions
 	if opts != nil {
@@ -121,15 +128,25 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 	default:
 		err = followErr
 	}
+	var fenced fencedError
 	switch {
 	case parent.Err() != nil && errors.Is(err, parent.Err()):
 		log.Info("replay: projecting stopped", "stream", l.Stream(), "installations", len(insts), since(start))
+	case errors.As(err, &fenced):
+		log.Info("replay: projecting stopped by its fence", "stream", l.Stream(), "installations", len(insts), since(start), "err", err)
 	default:
 		countApplyError(l.Metrics(), err)
 		log.Error("replay: projecting failed", "stream", l.Stream(), "installations", len(insts), since(start), "err", err)
 	}
 	return err
 }
+
+// fencedError is ProjectOptions.Fence's refusal of a batch: Project
+// stops, and that is no failure of the read model.
+type fencedError struct{ err error }
+
+func (e fencedError) Error() string { return e.err.Error() }
+func (e fencedError) Unwrap() error { return e.err }
 
 // applyStream applies records from in as they come, grouping what is
 // already waiting into batches per installation.
@@ -142,6 +159,11 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 	flush := func() error {
 		for _, inst := range order {
 			recs := pending[inst]
+			if o.Fence != nil {
+				if err := o.Fence(inst); err != nil {
+					return fencedError{fmt.Errorf("replay: project %s: not applying events from seq %d: %w", inst, recs[0].Seq, err)}
+				}
+			}
 			if err := dbs[inst].Apply(ctx, recs); err != nil {
 				return fmt.Errorf("replay: project %s: %w", inst, err)
 			}

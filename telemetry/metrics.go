@@ -14,7 +14,7 @@
 //
 // Every method of a nil *Metrics does nothing, so code records
 // unconditionally. Labels are bounded: event kinds come from the
-// catalogue, reasons from a fixed list; only the projector's gauges carry
+// catalogue, reasons (and a lease's how) from fixed lists; only the projector's gauges carry
 // an installation label (one series per followed read model).
 //
 // docs/observability.md lists every series and every log record, and
@@ -56,6 +56,34 @@ const (
 // RetryReasons lists every value of the reason label.
 var RetryReasons = []string{RetryLostAnswer, RetryNoLeader, RetryConflict, RetryInFlight}
 
+// How a lease was acquired, the values of the how label of
+// epochlog_lease_acquisitions_total (package lease).
+const (
+	// LeaseFree: nobody held the installation (never leased, or released
+	// by its last holder).
+	LeaseFree = "free"
+	// LeaseTakeover: the last holder let the lease expire (it died, hung
+	// or lost the bus) and this process took the installation over.
+	LeaseTakeover = "takeover"
+)
+
+// Why a lease was lost, the values of the reason label of
+// epochlog_lease_losses_total.
+const (
+	// LeaseExpired: the holder could not renew the lease in time and
+	// stopped using it.
+	LeaseExpired = "expired"
+	// LeaseTaken: the lease had moved on when the holder renewed it
+	// (another holder has it, or an operator deleted it).
+	LeaseTaken = "taken"
+)
+
+// LeaseAcquisitions and LeaseLossReasons list every value of those labels.
+var (
+	LeaseAcquisitions = []string{LeaseFree, LeaseTakeover}
+	LeaseLossReasons  = []string{LeaseExpired, LeaseTaken}
+)
+
 // Metrics is the library's Prometheus collector. Create it with NewMetrics
 // and register it (it implements prometheus.Collector). A nil *Metrics is
 // valid and records nothing.
@@ -74,6 +102,10 @@ type Metrics struct {
 	lagEvents     *prometheus.GaugeVec
 	lagSeconds    *prometheus.GaugeVec
 	checkpoint    *prometheus.GaugeVec
+	leasesHeld    prometheus.Gauge
+	leaseAcquired *prometheus.CounterVec
+	leaseLost     *prometheus.CounterVec
+	shareMembers  prometheus.Gauge
 
 	all []prometheus.Collector
 }
@@ -138,10 +170,26 @@ func NewMetrics() *Metrics {
 			Namespace: Namespace, Name: "projector_checkpoint",
 			Help: "Stream sequence of the last event applied to the installation's read model.",
 		}, []string{"installation"}),
+		leasesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "leases_held",
+			Help: "Installation leases this process holds (package lease: it alone may write those read models).",
+		}),
+		leaseAcquired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "lease_acquisitions_total",
+			Help: "Installation leases acquired, by how: free (nobody held it) or takeover (its last holder let it expire).",
+		}, []string{"how"}),
+		leaseLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "lease_losses_total",
+			Help: "Installation leases lost while held, by reason: expired (not renewed in time) or taken (another holder has it).",
+		}, []string{"reason"}),
+		shareMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "share_members",
+			Help: "Live members of the share group this process belongs to, itself included, as it last saw them.",
+		}),
 	}
 	m.all = []prometheus.Collector{m.appended, m.applied, m.applyErrors, m.appendSeconds, m.conflicts,
 		m.retries, m.reconnects, m.disconnects, m.leaderChanges, m.connected, m.openReadModel,
-		m.lagEvents, m.lagSeconds, m.checkpoint}
+		m.lagEvents, m.lagSeconds, m.checkpoint, m.leasesHeld, m.leaseAcquired, m.leaseLost, m.shareMembers}
 	return m
 }
 
@@ -273,6 +321,39 @@ func (m *Metrics) ProjectorGone(installation string) {
 	m.checkpoint.DeleteLabelValues(installation)
 	m.lagEvents.DeleteLabelValues(installation)
 	m.lagSeconds.DeleteLabelValues(installation)
+}
+
+// LeaseAcquired counts an installation lease acquired (how: LeaseFree or
+// LeaseTakeover) and adds it to the leases held.
+func (m *Metrics) LeaseAcquired(how string) {
+	if m != nil {
+		m.leaseAcquired.WithLabelValues(how).Inc()
+		m.leasesHeld.Inc()
+	}
+}
+
+// LeaseLost counts an installation lease lost while held (reason:
+// LeaseExpired or LeaseTaken) and removes it from the leases held.
+func (m *Metrics) LeaseLost(reason string) {
+	if m != nil {
+		m.leaseLost.WithLabelValues(reason).Inc()
+		m.leasesHeld.Dec()
+	}
+}
+
+// LeaseReleased removes an installation lease given up by its holder from
+// the leases held.
+func (m *Metrics) LeaseReleased() {
+	if m != nil {
+		m.leasesHeld.Dec()
+	}
+}
+
+// ShareMembers records the live members of this process's share group.
+func (m *Metrics) ShareMembers(n int) {
+	if m != nil {
+		m.shareMembers.Set(float64(n))
+	}
 }
 
 // Logger returns l, or a logger that discards everything when l is nil:

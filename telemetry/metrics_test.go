@@ -32,6 +32,13 @@ func touched() *Metrics {
 	m.LeaderChanged()
 	m.ReadModelOpened()
 	m.ProjectorAt("inst-a", 7, 3, 2*time.Second)
+	for _, how := range LeaseAcquisitions {
+		m.LeaseAcquired(how)
+	}
+	for _, r := range LeaseLossReasons {
+		m.LeaseLost(r)
+	}
+	m.ShareMembers(3)
 	return m
 }
 
@@ -78,6 +85,10 @@ func TestMetricsExported(t *testing.T) {
 		"epochlog_projector_lag_events":        dto.MetricType_GAUGE,
 		"epochlog_projector_lag_seconds":       dto.MetricType_GAUGE,
 		"epochlog_projector_checkpoint":        dto.MetricType_GAUGE,
+		"epochlog_leases_held":                 dto.MetricType_GAUGE,
+		"epochlog_lease_acquisitions_total":    dto.MetricType_COUNTER,
+		"epochlog_lease_losses_total":          dto.MetricType_COUNTER,
+		"epochlog_share_members":               dto.MetricType_GAUGE,
 	}
 	for name, typ := range want {
 		f, ok := fams[name]
@@ -131,6 +142,10 @@ func TestMetricsNilAndGone(t *testing.T) {
 	m.ReadModelClosed()
 	m.ProjectorAt("i", 1, 1, time.Second)
 	m.ProjectorGone("i")
+	m.LeaseAcquired(LeaseFree)
+	m.LeaseLost(LeaseExpired)
+	m.LeaseReleased()
+	m.ShareMembers(1)
 	if Logger(nil) == nil {
 		t.Fatal("Logger(nil) is nil")
 	}
@@ -241,5 +256,30 @@ func TestDashboard(t *testing.T) {
 		if !strings.Contains(string(raw), q) {
 			t.Errorf("dashboard has no %s ...) of the append latency", q)
 		}
+	}
+}
+
+// The leases held go up with each acquisition and down with each loss or
+// release; acquisitions and losses are counted by their label.
+func TestLeaseSeries(t *testing.T) {
+	m := NewMetrics()
+	m.LeaseAcquired(LeaseFree)
+	m.LeaseAcquired(LeaseTakeover)
+	m.LeaseAcquired(LeaseFree)
+	m.LeaseLost(LeaseTaken)
+	m.LeaseReleased()
+	fams := exported(t, m)
+	if v := fams["epochlog_leases_held"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
+		t.Errorf("leases held %v, want 1", v)
+	}
+	got := map[string]float64{}
+	for _, s := range fams["epochlog_lease_acquisitions_total"].GetMetric() {
+		got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+	}
+	if got[LeaseFree] != 2 || got[LeaseTakeover] != 1 {
+		t.Errorf("acquisitions %v, want free 2, takeover 1", got)
+	}
+	if n := len(fams["epochlog_lease_losses_total"].GetMetric()); n != 1 {
+		t.Errorf("%d loss series, want 1 (taken)", n)
 	}
 }

@@ -20,7 +20,7 @@ import (
 
 // follow --config FILE: a YAML file holding what follow's flags say (the
 // connection, the event keyring, the read models, the metrics address,
-// --ready-lag, the log format and level), for a follower run by a service
+// --ready-lag, the log format and level, the share group), for a follower run by a service
 // manager. Its format, with a complete example, is in docs/operations.md
 // ("The follow config file"); TestFollowConfigDocExample parses that
 // example. Decoding is strict: an unknown key is an error naming it and
@@ -70,6 +70,7 @@ type followConfig struct {
 	Metrics    confValue        `yaml:"metrics"`
 	ReadyLag   confValue        `yaml:"ready-lag"`
 	Log        logConfig        `yaml:"log"`
+	Share      shareConfig      `yaml:"share"`
 }
 
 // natsConfig is the file's nats section: the connection flags.
@@ -112,6 +113,12 @@ type readModelConfig struct {
 	DBKeyFile    confValue `yaml:"db-key-file"`
 }
 
+// shareConfig is the share section: --share and --lease-ttl.
+type shareConfig struct {
+	Group    confValue `yaml:"group"`
+	LeaseTTL confValue `yaml:"lease-ttl"`
+}
+
 // logConfig is the log section: --log-format and --log-level.
 type logConfig struct {
 	Format confValue `yaml:"format"`
@@ -147,6 +154,8 @@ func (c *followConfig) settings() []confSetting {
 		{"ready-lag", "ready-lag", false, c.ReadyLag},
 		{"log.format", "log-format", false, c.Log.Format},
 		{"log.level", "log-level", false, c.Log.Level},
+		{"share.group", "share", false, c.Share.Group},
+		{"share.lease-ttl", "lease-ttl", false, c.Share.LeaseTTL},
 	}
 }
 
@@ -211,7 +220,7 @@ var (
 var confTypes = map[string]reflect.Type{}
 
 func init() {
-	for _, v := range []any{followConfig{}, natsConfig{}, tlsConfig{}, readModelsConfig{}, readModelConfig{}, logConfig{}} {
+	for _, v := range []any{followConfig{}, natsConfig{}, tlsConfig{}, readModelsConfig{}, readModelConfig{}, logConfig{}, shareConfig{}} {
 		t := reflect.TypeOf(v)
 		confTypes[t.Name()] = t
 	}

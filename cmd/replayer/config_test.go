@@ -79,6 +79,9 @@ func TestFollowConfigDocExample(t *testing.T) {
 	if !o.beside || o.readyLag != 30*time.Second {
 		t.Errorf("db-keys-beside %v, ready-lag %v", o.beside, o.readyLag)
 	}
+	if o.share != "models" || o.leaseTTL != 15*time.Second {
+		t.Errorf("share %q, lease-ttl %v; want models, 15s", o.share, o.leaseTTL)
+	}
 	ts, err := followTargets(o.dir, o.list, list, o.beside)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +110,8 @@ func TestFollowConfigErrors(t *testing.T) {
 		{"unknown top key", "metrics: :9464\ndb_dir: /srv\n", `line 2: unknown key "db_dir"`},
 		{"mapping for a value", "nats:\n  url:\n    host: x\n", "line 3: want a single value"},
 		{"bad duration", "ready-lag: soon\n", `config file f.yaml: line 1: ready-lag: invalid value "soon" for --ready-lag: parse error`},
+		{"bad lease ttl", "share:\n  group: g\n  lease-ttl: soon\n", `line 3: share.lease-ttl: invalid value "soon" for --lease-ttl`},
+		{"unknown share key", "share:\n  name: g\n", `line 2: unknown key "name" (the keys here are: group, lease-ttl)`},
 		{"bad log format", "log:\n  format: xml\n", `line 2: log.format: invalid value "xml" for --log-format: must be text or json, not "xml"`},
 		{"bad bool", "read-models:\n  db-keys-beside: maybe\n", "line 2: read-models.db-keys-beside:"},
 		{"entry without installation", "read-models:\n  list:\n    - db: /x.db\n", "read-models.list entry 1: installation is required"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/lease"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 	"github.com/epochlog/epochlog/telemetry"
@@ -45,7 +47,13 @@ const followHelp = "Keeps read models current from the bus until interrupted: ea
 	"else 1; a summary names each one.\n\n" +
 	"--metrics ADDR serves /metrics (Prometheus), /healthz (200 while connected to NATS)\n" +
 	"and /readyz (200 when every read model is healthy and its oldest unapplied event is\n" +
-	"younger than --ready-lag) over HTTP."
+	"younger than --ready-lag) over HTTP.\n\n" +
+	"--share NAME joins the share group NAME: followers of one group (on any host)\n" +
+	"share out the read models they know, each followed by exactly one of them at a\n" +
+	"time under a lease in a JetStream key-value bucket, and take over those of a\n" +
+	"follower that stops or dies within the lease TTL and a third (--lease-ttl, 15s for\n" +
+	"a new group). A read model missing here is built from the stream when this\n" +
+	"follower takes it (docs/operations.md, \"Running several followers\")."
 
 // followOpts are follow's flags.
 type followOpts struct {
@@ -56,6 +64,8 @@ type followOpts struct {
 	metrics           string
 	beside, verbose   bool
 	readyLag          time.Duration
+	share             string        // --share: the share group, "" alone
+	leaseTTL          time.Duration // --lease-ttl
 }
 
 // newFollowFlags returns follow's flag set and the options it fills.
@@ -72,6 +82,8 @@ func newFollowFlags(env *cliEnv) (*flag.FlagSet, *followOpts) {
 	fs.StringVar(&o.config, "config", "", "YAML `FILE` of settings: connection, keyring, read models, metrics, ready lag, logging (docs/operations.md); flags given on the command line win over it")
 	fs.StringVar(&o.metrics, "metrics", "", metricsFlagHelp)
 	fs.DurationVar(&o.readyLag, "ready-lag", 30*time.Second, "/readyz: a read model is ready when it is healthy and its oldest unapplied event is younger than this (or there is none)")
+	fs.StringVar(&o.share, "share", "", "join share group `NAME` (letters, digits, - and _): the group's followers share out the read models, one follower each at a time, and take over a lost follower's")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "with --share: the lease lifetime when this follower creates the group's bucket (default "+lease.DefaultTTL.String()+"); a lost follower's read models are followed again within about 4/3 of it. An existing group keeps its own (another value is an error)")
 	return fs, o
 }
 
@@ -94,6 +106,9 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	if o.readyLag <= 0 {
 		return usageError{fmt.Sprintf("--ready-lag %v: must be positive", o.readyLag)}
 	}
+	if err := o.checkShare(); err != nil {
+		return err
+	}
 	if o.beside && o.dbKey.onCommandLine() {
 		// $EPOCHLOG_DB_KEY is not a conflict: --db-keys-beside says where
 		// the keys are, and the environment is only a default.
@@ -113,12 +128,17 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 
-	fws := make([]*follower, len(targets))
-	for i, t := range targets {
-		fws[i] = &follower{env: env, lg: env.logger().With("installation", string(t.id), "db", t.path),
-			id: t.id, path: t.path, key: shared, keyPath: t.keyPath, verbose: o.verbose}
+	newFollower := func(t followTarget) *follower {
+		return &follower{env: env, lg: env.logger().With("installation", string(t.id), "db", t.path),
+			id: t.id, path: t.path, key: shared, keyPath: t.keyPath, verbose: o.verbose, holding: o.share == ""}
 	}
-	ops, err := startOpsServer(env, o.metrics, followCollectors(fws)...)
+	set := &followSet{}
+	if o.share == "" {
+		for _, t := range targets {
+			set.add(newFollower(t))
+		}
+	}
+	ops, err := startOpsServer(env, o.metrics, followCollectors(set)...)
 	if err != nil {
 		return err
 	}
@@ -129,26 +149,46 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
-	for _, f := range fws {
+	set.log = log
+	for _, f := range set.all() {
 		f.log = log
 	}
 	lag := o.readyLag
-	ops.SetReadiness(func(ctx context.Context) (bool, any) { return followReadiness(ctx, log, fws, lag) })
+	var sh *shareRun
+	if o.share != "" {
+		var rescan func() ([]followTarget, error)
+		if o.list == "" && len(listed) == 0 {
+			rescan = func() ([]followTarget, error) { return followTargets(o.dir, "", nil, o.beside) }
+		}
+		if sh, err = openShare(ctx, env, o, log, set, targets, rescan, newFollower); err != nil {
+			return err
+		}
+	}
+	ops.SetReadiness(func(ctx context.Context) (bool, any) { return followReadiness(ctx, log, set, sh, lag) })
 	ops.SetLog(log)
 
-	var wg sync.WaitGroup
-	for _, f := range fws {
-		wg.Go(func() { f.run(ctx) })
+	if sh != nil {
+		sh.run(ctx)
+	} else {
+		var wg sync.WaitGroup
+		for _, f := range set.all() {
+			wg.Go(func() { f.run(ctx) })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	ops.Close()
 
 	// Every follower has returned: ctx is done.
+	fws := set.all()
+	if sh != nil {
+		fmt.Fprintf(env.stderr, "replayer: share group %s: left; %d read models followed by this member, %d held when it stopped (released to the others)\n",
+			termSafe(o.share), len(fws), sh.heldAtStop.Load())
+	}
 	var failing []string
 	verification := false
 	for _, f := range fws {
 		f.summarize()
-		if f.err != nil {
+		if f.err != nil && !f.released {
 			failing = append(failing, fmt.Sprintf("%s (%s)", termSafe(string(f.id)), termSafe(f.path)))
 			verification = verification || replay.IsVerificationFailure(f.err)
 		}
@@ -253,7 +293,14 @@ type follower struct {
 	keyPath string          // read before every attempt
 	verbose bool
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// holding: this process follows the read model now (always, outside
+	// a share group); lease is the share group's lease while it does, and
+	// released says the read model went to another member of the group
+	// before follow stopped.
+	holding  bool
+	lease    *lease.Lease
+	released bool
 	opened   bool   // an attempt opened the database
 	start    uint64 // its checkpoint when first opened
 	last     uint64 // its latest checkpoint
@@ -273,6 +320,13 @@ func (f *follower) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			// Stopped (an error now is the stop's); a failure of an
 			// earlier attempt that still stands is kept in f.err.
+			return
+		}
+		if errors.Is(err, lease.ErrLeaseLost) {
+			// The share group's lease ended under a batch: not a failure
+			// of the read model. The member cancels ctx at once.
+			f.lg.Info("lease lost; stopped following (another follower of the share group takes the read model)", "err", err)
+			<-ctx.Done()
 			return
 		}
 		if err == nil {
@@ -311,8 +365,16 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
+	f.mu.Lock()
+	ls := f.lease
+	f.mu.Unlock()
 	if _, err := os.Stat(f.path); err != nil {
-		return 0, fmt.Errorf("read model: %w (create it with replayer rebuild)", err)
+		if ls == nil || !errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("read model: %w (create it with replayer rebuild)", err)
+		}
+		if err := f.build(ctx, key, ls); err != nil {
+			return 0, err
+		}
 	}
 	db, err := projections.OpenExisting(f.path, key, nil)
 	if err != nil {
@@ -353,7 +415,12 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 		batchLevel = slog.LevelInfo
 	}
 	applied := 0
+	var fence func(events.InstallationID) error
+	if ls != nil {
+		fence = func(events.InstallationID) error { return ls.Check() }
+	}
 	err = replay.Project(ctx, f.log, []replay.Projection{{Installation: f.id, DB: db}}, &replay.ProjectOptions{
+		Fence: fence,
 		OnApply: func(_ events.InstallationID, n int, cp uint64) {
 			applied += n
 			f.mu.Lock()
@@ -382,6 +449,9 @@ func (f *follower) summarize() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := termSafe(string(f.id))
+	if f.released {
+		id += " (given to another follower of the share group)"
+	}
 	switch {
 	case f.err != nil:
 		fmt.Fprintf(f.env.stderr, "replayer: %s: FAILING (database %s, %d failed attempts): %s; %d events applied",
@@ -421,12 +491,20 @@ type followReady struct {
 	// NotReady names the read models that are not ready.
 	NotReady   []string          `json:"not_ready,omitempty"`
 	ReadModels []readModelStatus `json:"read_models"`
+	// Share is the share group (--share), if any: a member that has not
+	// joined it is not ready.
+	Share *shareStatus `json:"share,omitempty"`
 }
 
-// followReadiness checks every read model (see follower.readiness), a few
-// at a time.
-func followReadiness(ctx context.Context, l *eventlog.Log, fws []*follower, lag time.Duration) (bool, any) {
+// followReadiness checks every read model followed now (see
+// follower.readiness), a few at a time, and the share group's membership.
+func followReadiness(ctx context.Context, l *eventlog.Log, set *followSet, sh *shareRun, lag time.Duration) (bool, any) {
+	fws := set.holding()
 	r := followReady{Ready: true, ReadyLag: lag.String(), ReadModels: make([]readModelStatus, len(fws))}
+	if sh != nil {
+		r.Share = sh.status()
+		r.Ready = r.Share.Joined
+	}
 	connected := l.Connected()
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
@@ -489,13 +567,15 @@ func (f *follower) readiness(ctx context.Context, connected bool, lag time.Durat
 }
 
 // followCollectors are follow's own series, read from the followers at
-// each scrape (the library's, events applied and projector lag among
-// them, are in telemetry.Metrics).
-func followCollectors(fws []*follower) []prometheus.Collector {
+// each scrape (the library's, events applied, projector lag and a share
+// group's leases among them, are in telemetry.Metrics). In a share group
+// the read models are those this member follows now; failures count
+// every read model it ever followed.
+func followCollectors(set *followSet) []prometheus.Collector {
 	count := func(pick func(f *follower) float64) func() float64 {
 		return func() float64 {
 			var n float64
-			for _, f := range fws {
+			for _, f := range set.all() {
 				f.mu.Lock()
 				n += pick(f)
 				f.mu.Unlock()
@@ -506,13 +586,13 @@ func followCollectors(fws []*follower) []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: telemetry.Namespace, Subsystem: "follow", Name: "read_models",
-			Help: "Read models this follow process keeps current.",
-		}, func() float64 { return float64(len(fws)) }),
+			Help: "Read models this follow process keeps current (in a share group: those it holds now).",
+		}, func() float64 { return float64(len(set.holding())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: telemetry.Namespace, Subsystem: "follow", Name: "read_models_failing",
 			Help: "Read models whose latest attempt failed and that have not recovered (they are tried again).",
 		}, count(func(f *follower) float64 {
-			if f.err != nil {
+			if f.err != nil && f.holding {
 				return 1
 			}
 			return 0

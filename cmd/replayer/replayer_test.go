@@ -4,21 +4,28 @@ import (
 	"context"
 	"database/sql"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// TestMain lets the scripts in testdata/script run "replayer" as a command
-// backed by this package's run function, in a subprocess of the test binary.
+// TestMain lets the scripts in testdata/script (and the tests that start
+// followers as processes) run "replayer" as a command backed by this
+// package's run function, in a subprocess of the test binary; as in main,
+// SIGINT and SIGTERM stop it between transactions.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"replayer": func() {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
-			os.Exit(run(context.Background(), env, os.Args[1:]))
+			code := run(ctx, env, os.Args[1:])
+			stop()
+			os.Exit(code)
 		},
 	})
 }

@@ -225,9 +225,11 @@ func TestFollowReadyzBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ops.Close()
-	f := &follower{env: env, lg: env.logger(), log: l, id: id, path: dir + "/behind-a.db", opened: true, last: cp}
+	f := &follower{env: env, lg: env.logger(), log: l, id: id, path: dir + "/behind-a.db", opened: true, last: cp, holding: true}
+	set := &followSet{log: l}
+	set.add(f)
 	ops.SetReadiness(func(ctx context.Context) (bool, any) {
-		return followReadiness(ctx, l, []*follower{f}, time.Nanosecond)
+		return followReadiness(ctx, l, set, nil, time.Nanosecond)
 	})
 	ops.SetLog(l)
 

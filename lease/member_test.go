@@ -1,0 +1,265 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/telemetry"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
+)
+
+// tracker records which member serves each installation, and every time
+// two served one at once.
+type tracker struct {
+	mu       sync.Mutex
+	cur      map[events.InstallationID]string
+	overlaps []string
+}
+
+func newTracker() *tracker { return &tracker{cur: map[events.InstallationID]string{}} }
+
+// serve is a Serve for member name: it serves until its ctx ends.
+func (tr *tracker) serve(name string) Serve {
+	return func(ctx context.Context, ls *Lease) {
+		inst := ls.Installation()
+		tr.mu.Lock()
+		if other := tr.cur[inst]; other != "" {
+			tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s served by %s and %s", inst, other, name))
+		}
+		tr.cur[inst] = name
+		tr.mu.Unlock()
+		<-ctx.Done()
+		tr.mu.Lock()
+		if tr.cur[inst] == name {
+			delete(tr.cur, inst)
+		}
+		tr.mu.Unlock()
+	}
+}
+
+// servedBy returns how many installations each member serves, and how
+// many are served in all.
+func (tr *tracker) servedBy() (map[string]int, int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	by := map[string]int{}
+	for _, m := range tr.cur {
+		by[m]++
+	}
+	return by, len(tr.cur)
+}
+
+func (tr *tracker) check(t *testing.T) {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.overlaps) > 0 {
+		t.Fatalf("installations served twice at once: %s", strings.Join(tr.overlaps, "; "))
+	}
+}
+
+// member is a running Member of a test.
+type member struct {
+	*proc
+	m      *Member
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startMember(t *testing.T, p *proc, tr *tracker, known []events.InstallationID) *member {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	mb := &member{proc: p, m: p.bucket.NewMember(p.name), cancel: cancel, done: make(chan error, 1)}
+	go func() { mb.done <- mb.m.Run(ctx, func() []events.InstallationID { return known }, tr.serve(p.name)) }()
+	t.Cleanup(mb.stop)
+	return mb
+}
+
+// stop ends the member's Run and waits for it.
+func (mb *member) stop() {
+	mb.cancel()
+	select {
+	case <-mb.done:
+	case <-time.After(waitLimit):
+		panic("member " + mb.name + " did not stop")
+	}
+	mb.done <- nil // for a second stop
+}
+
+func installations(n int) []events.InstallationID {
+	out := make([]events.InstallationID, n)
+	for i := range out {
+		out[i] = events.InstallationID(fmt.Sprintf("inst-%02d", i))
+	}
+	return out
+}
+
+func acquisitions(t *testing.T, how string, ps ...*member) float64 {
+	var n float64
+	for _, p := range ps {
+		n += telemetrytest.Value(t, p.metrics, "epochlog_lease_acquisitions_total", "how", how)
+	}
+	return n
+}
+
+// Three members share twelve installations with no overlap and no gap. One
+// crashes (its connection gone, nothing released): the others take its
+// installations over once its leases expire, as takeovers. Another leaves
+// cleanly: its installations are released and taken at once, as free.
+func TestShareSplitsAndTakesOver(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(12)
+	tr := newTracker()
+	var ms []*member
+	for _, name := range []string{"A", "B", "C"} {
+		ms = append(ms, startMember(t, newProc(t, cfg, name, "g", testTTL), tr, insts))
+	}
+	eventually(t, "every installation served, by every member's account", func() bool {
+		_, n := tr.servedBy()
+		held := 0
+		for _, mb := range ms {
+			held += len(mb.m.Held())
+			if n, joined := mb.m.Members(); n != 3 || !joined {
+				return false
+			}
+		}
+		return n == len(insts) && held == len(insts)
+	})
+	tr.check(t)
+	by, _ := tr.servedBy()
+	t.Logf("shared: %v", by)
+
+	// Crash the member serving the most.
+	victim := ms[0]
+	for _, mb := range ms {
+		if by[mb.name] > by[victim.name] {
+			victim = mb
+		}
+	}
+	var survivors []*member
+	for _, mb := range ms {
+		if mb != victim {
+			survivors = append(survivors, mb)
+		}
+	}
+	lost := by[victim.name]
+	crashed := time.Now()
+	victim.log.Close()
+	victim.stop()
+	eventually(t, "the survivors to serve every installation", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by[victim.name] == 0
+	})
+	took := time.Since(crashed)
+	tr.check(t)
+	t.Logf("%d installations taken over %v after the crash (bound %v + catch-up)", lost, took.Round(time.Millisecond), victim.bucket.TakeoverBound())
+	if n := acquisitions(t, telemetry.LeaseTakeover, survivors...); n < float64(lost) {
+		t.Errorf("%v takeovers, want at least the %d installations of the crashed member", n, lost)
+	}
+
+	// A clean leave hands over at once: released leases are free, not
+	// taken over.
+	leaving, staying := survivors[0], survivors[1]
+	by, _ = tr.servedBy()
+	moved := by[leaving.name]
+	freeBefore := acquisitions(t, telemetry.LeaseFree, staying)
+	takeBefore := acquisitions(t, telemetry.LeaseTakeover, staying)
+	leaving.stop()
+	eventually(t, "the last member to serve every installation", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by[staying.name] == len(insts)
+	})
+	tr.check(t)
+	if got := acquisitions(t, telemetry.LeaseFree, staying) - freeBefore; got != float64(moved) {
+		t.Errorf("%v free acquisitions after a clean leave of %d installations", got, moved)
+	}
+	if got := acquisitions(t, telemetry.LeaseTakeover, staying) - takeBefore; got != 0 {
+		t.Errorf("%v takeovers after a clean leave", got)
+	}
+	if v := telemetrytest.Value(t, staying.metrics, "epochlog_leases_held"); v != float64(len(insts)) {
+		t.Errorf("leases held %v, want %d", v, len(insts))
+	}
+}
+
+// A member that joins gets its share: the member holding everything hands
+// over what the new one owns, released before it is taken, never served
+// twice.
+func TestShareHandsOverToNewMember(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(12)
+	tr := newTracker()
+	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
+	eventually(t, "A to serve everything", func() bool { _, n := tr.servedBy(); return n == len(insts) })
+	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
+	eventually(t, "B to get its share", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by["B"] > 0 && len(a.m.Held())+len(b.m.Held()) == len(insts)
+	})
+	tr.check(t)
+	by, _ := tr.servedBy()
+	t.Logf("after B joined: %v", by)
+	if got := acquisitions(t, telemetry.LeaseFree, b); got != float64(by["B"]) {
+		t.Errorf("B acquired %v as free, serves %d", got, by["B"])
+	}
+}
+
+// Members that do not know the same installations leave no gap: an
+// installation whose owner does not know it is taken by a member that
+// does, once it stayed free for a TTL.
+func TestShareTakesWhatTheOwnerDoesNotKnow(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(12)
+	tr := newTracker()
+	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
+	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, nil) // knows none
+	eventually(t, "A to serve every installation, B none", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by["A"] == len(insts) && len(b.m.Held()) == 0
+	})
+	tr.check(t)
+	if n, _ := a.m.Members(); n != 2 {
+		t.Errorf("A sees %d members, want 2", n)
+	}
+}
+
+// A member cut off from the bucket steps aside before the others take
+// its installations (never served twice), and gets its share back once
+// it can reach the bucket again.
+func TestSharePartitionedMemberStepsAside(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(12)
+	tr := newTracker()
+	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
+	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
+	eventually(t, "both to share", func() bool {
+		by, n := tr.servedBy()
+		na, _ := a.m.Members()
+		nb, _ := b.m.Members()
+		return n == len(insts) && na == 2 && nb == 2 && by["A"] > 0
+	})
+	by, _ := tr.servedBy()
+	held := by["A"]
+	restore := cutOff(a.bucket)
+	eventually(t, "B to serve everything while A is cut off", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by["B"] == len(insts)
+	})
+	tr.check(t)
+	if v := telemetrytest.Value(t, a.metrics, "epochlog_lease_losses_total", "reason", telemetry.LeaseExpired); v != float64(held) {
+		t.Errorf("A lost %v leases as expired, held %d", v, held)
+	}
+	if n := acquisitions(t, telemetry.LeaseTakeover, b); n != float64(held) {
+		t.Errorf("B took over %v, want A's %d", n, held)
+	}
+	restore()
+	eventually(t, "A to get its share back", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by["A"] > 0
+	})
+	tr.check(t)
+}

@@ -1,0 +1,100 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/telemetry"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
+)
+
+// A fence (a share group's lease check, package lease) that refuses a
+// batch stops Project before the batch is applied: the error wraps the
+// fence's, the read model holds exactly the batches the fence let
+// through, and nothing counts as an apply error. A second Project resumes
+// from that checkpoint to the end.
+func TestProjectFenceStopsBeforeTheBatch(t *testing.T) {
+	m := telemetry.NewMetrics()
+	cfg := testConfig(natstest.Start(t, natstest.Options{}))
+	cfg.Metrics = m
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	writeHistory(t, l, instA, 2, 200)
+	ctx := context.Background()
+	key := rawDBKey(t, 0x5e)
+	path := filepath.Join(t.TempDir(), "a.db")
+	db, err := projections.Open(path, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	errRevoked := errors.New("lease revoked")
+	var asked, committed int
+	var lastCP uint64
+	fence := func(inst events.InstallationID) error {
+		if inst != instA {
+			t.Errorf("fence asked about %s", inst)
+		}
+		asked++
+		if asked > 3 {
+			return errRevoked
+		}
+		return nil
+	}
+	err = Project(ctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{BatchSize: 16, Fence: fence,
+		OnApply: func(_ events.InstallationID, _ int, cp uint64) { committed++; lastCP = cp }})
+	if !errors.Is(err, errRevoked) || !strings.Contains(err.Error(), "not applying events from seq") {
+		t.Fatalf("Project ended with %v, want the fence's error", err)
+	}
+	if committed != 3 || asked != 4 {
+		t.Fatalf("%d batches committed, fence asked %d times; want 3 and 4", committed, asked)
+	}
+	if cp, err := db.Checkpoint(ctx); err != nil || cp != lastCP {
+		t.Fatalf("checkpoint %d (%v), want the last committed batch's %d", cp, err, lastCP)
+	}
+	if v := telemetrytest.Value(t, m, "epochlog_apply_errors_total", "kind", "unknown"); v != 0 {
+		t.Errorf("%v apply errors for a fenced stop", v)
+	}
+
+	// Resume: no fence, up to the end.
+	last := lastSeq(t, l, instA)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	reached := make(chan struct{})
+	go func() {
+		done <- Project(rctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{
+			OnApply: func(_ events.InstallationID, _ int, cp uint64) {
+				if cp == last {
+					close(reached)
+				}
+			}})
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("resumed Project stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the resumed Project did not reach the end")
+	}
+	cancel()
+	<-done
+	fresh := filepath.Join(t.TempDir(), "fresh.db")
+	if _, err := Rebuild(ctx, l, instA, fresh, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := digestOf(t, fresh, key)
+	got, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := projections.Compare(want, got); diff != nil {
+		t.Fatalf("fenced then resumed read model differs from a rebuild: %v", diff)
+	}
+}
