@@ -20,7 +20,18 @@
 // [Installation.RemoveMembers], [Installation.Update] and
 // [Installation.Send] return what to deliver ([CommitOutput],
 // [SendOutput]); [Installation.Receive] takes what was delivered (a
-// Welcome, a commit or an application message) and returns [Received].
+// Welcome, a proposal, a commit or an application message, handshakes as
+// PublicMessage or PrivateMessage) and returns [Received]. Proposals are
+// cached for commits by reference: [Installation.ProposeAdd],
+// [Installation.ProposeRemove], [Installation.ProposeUpdate] and
+// [Installation.Leave] return a [ProposalOutput], and every own commit
+// ([Installation.CommitProposals] among them) carries the proposals cached
+// in its epoch. [Installation.GroupInfo] publishes a GroupInfo others
+// join from by external commit; [Installation.JoinExternal] joins by one,
+// and [Installation.Resync] rejoins a group whose state was lost or
+// forked. Own handshakes are sent as PrivateMessage unless
+// InstallationOptions.HandshakeWireFormat or
+// [Installation.SetHandshakeWireFormat] say PublicMessage.
 // Each operation decides its transition from the installation's current
 // state, appends its events as one atomic, idempotent append at the
 // group's expected position, and projects them before it returns: the
@@ -46,6 +57,8 @@
 //   - An operation whose append went unanswered retries it with the same
 //     events for as long as its context allows; give operations a context
 //     that outlasts a server failover, or see [ErrOutcomeUnknown].
-//   - Standalone proposals, encrypted handshake messages and external
-//     commits are refused with [ErrUnsupportedMessage] (docs/engine.md).
+//   - Messages of external senders, GroupInfos and KeyPackages given to
+//     Receive are refused with [ErrUnsupportedMessage]; a proposal that
+//     arrives after a commit of its epoch is [ErrStaleProposal]
+//     (docs/engine.md).
 package engine

@@ -40,6 +40,17 @@ var (
 	// to members; a proposal from an external sender).
 	ErrUnsupportedMessage = errors.New("engine: unsupported message")
 
+	// ErrAlreadyMember means JoinExternal named a group this installation
+	// is a member of; Resync rejoins one whose state is lost or forked.
+	ErrAlreadyMember = errors.New("engine: already a member of the group")
+
+	// ErrForked means this installation's state of a group is not the
+	// group's: a peer's epoch authenticator differs from its own, or
+	// another commit took the group from an epoch this installation left
+	// by a commit of its own. The error is a *ForkError with the evidence;
+	// Resync rejoins the group.
+	ErrForked = errors.New("engine: group state forked")
+
 	// ErrStaleProposal means a proposal belongs to an epoch the group has
 	// left: a commit came first, and it can no longer be committed.
 	// Nothing is recorded; acknowledge it (its sender proposes again if it

@@ -87,20 +87,6 @@ func (f *foreign) withPSKs(g *mls.Group) *mls.Group {
 	return g
 }
 
-// create makes f the creator of a new group.
-func (f *foreign) create() []byte {
-	f.t.Helper()
-	kp, sec, err := mls.NewKeyPackage(f.cs.ID(), mls.NewBasicCredential([]byte(f.id)), f.sig, nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	o := f.opts()
-	if f.g, err = mls.NewGroup(nil, kp, sec, &o); err != nil {
-		f.t.Fatal(err)
-	}
-	return f.g.GroupID()
-}
-
 // join enters the group from a Welcome.
 func (f *foreign) join(welcome []byte) {
 	f.t.Helper()
@@ -130,7 +116,11 @@ func (f *foreign) process(wire []byte) *mls.Received {
 	if err := m.Unmarshal(wire); err != nil {
 		f.t.Fatal(err)
 	}
-	ng, rec, err := f.withPSKs(f.g).Process(&m)
+	process := f.withPSKs(f.g).Process
+	if mls.IsExternalCommit(&m) {
+		process = f.withPSKs(f.g).ProcessExternalCommit
+	}
+	ng, rec, err := process(&m)
 	if err != nil {
 		f.t.Fatalf("foreign %s at epoch %d processes a message: %v", f.id, f.g.Epoch(), err)
 	}
@@ -139,6 +129,57 @@ func (f *foreign) process(wire []byte) *mls.Received {
 		f.g = nil
 	}
 	return rec
+}
+
+// joinExternal joins by external commit from a GroupInfo (an MLSMessage;
+// tree when not inline); a resync removes f's old leaf. It returns the
+// commit.
+func (f *foreign) joinExternal(groupInfo, tree []byte, resync bool) []byte {
+	f.t.Helper()
+	var m mls.MLSMessage
+	if err := m.Unmarshal(groupInfo); err != nil || m.GroupInfo == nil {
+		f.t.Fatalf("foreign %s: group info: %v", f.id, err)
+	}
+	opts := &mls.ExternalJoinOptions{Options: f.opts(), Capabilities: f.caps}
+	if tree != nil {
+		t, err := mls.UnmarshalRatchetTree(tree)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		opts.RatchetTree = &t
+	}
+	if resync {
+		opts.Resync, opts.RemoveLeaf = true, f.leaf(f.id)
+	}
+	g, commit, err := mls.JoinExternal(m.GroupInfo, mls.NewBasicCredential([]byte(f.id)), f.sig, opts)
+	if err != nil {
+		f.t.Fatalf("foreign %s joins by external commit: %v", f.id, err)
+	}
+	f.g = g
+	wire, err := commit.Marshal()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return wire
+}
+
+// groupInfo is f's GroupInfo for external joins (an MLSMessage), with the
+// tree inline or returned beside it.
+func (f *foreign) groupInfo(inline bool) (gi, tree []byte) {
+	f.t.Helper()
+	g, err := f.g.ExternalGroupInfo(inline)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if gi, err = (&mls.MLSMessage{Version: mls.ProtocolMLS10, WireFormat: mls.WireFormatGroupInfo, GroupInfo: g}).Marshal(); err != nil {
+		f.t.Fatal(err)
+	}
+	if !inline {
+		if tree, err = f.g.Tree().Marshal(); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return gi, tree
 }
 
 // commit makes a commit of f's with opts; it returns the commit and the
@@ -199,10 +240,13 @@ type world struct {
 	members map[events.InstallationID]bool
 	// steps counts the checked steps, for messages.
 	steps int
+	// stale are members whose own state is not the group's (forked, or
+	// behind): check leaves them out, and deliver does not reach them.
+	stale map[events.InstallationID]bool
 }
 
 func newWorld(t testing.TB, b *backend) *world {
-	return &world{t: t, b: b, foreign: map[events.InstallationID]*foreign{}, members: map[events.InstallationID]bool{}}
+	return &world{t: t, b: b, foreign: map[events.InstallationID]*foreign{}, members: map[events.InstallationID]bool{}, stale: map[events.InstallationID]bool{}}
 }
 
 func (w *world) addForeign(id events.InstallationID, encrypt bool) *foreign {
@@ -250,7 +294,7 @@ func (w *world) deliver(from events.InstallationID, wire []byte) map[events.Inst
 	w.t.Helper()
 	out := map[events.InstallationID]*Received{}
 	for _, id := range w.memberList() {
-		if id != from {
+		if id != from && !w.stale[id] {
 			out[id] = w.receive(id, wire)
 		}
 	}
@@ -263,7 +307,7 @@ func (w *world) committed(from events.InstallationID, commit, welcome []byte) {
 	w.t.Helper()
 	before := w.memberList()
 	for _, id := range before {
-		if id != from {
+		if id != from && !w.stale[id] {
 			w.receive(id, commit)
 		}
 	}
@@ -350,7 +394,12 @@ func (w *world) check(step string) {
 	var auth []byte
 	var first events.InstallationID
 	want := strings.Join(idList(w.members), ",")
-	for i, id := range w.memberList() {
+	i := -1
+	for _, id := range w.memberList() {
+		if w.stale[id] {
+			continue
+		}
+		i++
 		e, a := w.state(id)
 		if got := strings.Join(idList(w.identities(id)), ","); got != want {
 			w.t.Fatalf("step %d (%s): %s sees members %s, want %s", w.steps, step, id, got, want)

@@ -164,7 +164,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, nil)
+	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, in.capabilities())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: create group: %w", in.id, err)
 	}

@@ -76,10 +76,15 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 		if err != nil {
 			return nil, nil, err
 		}
+		g, strip, err := in.lendPSKs(ctx, g)
+		if err != nil {
+			return nil, nil, err
+		}
 		ng, res, err := g.Commit(co)
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: commit in group %x epoch %d: %w", in.id, id, gs.g.Epoch(), err)
 		}
+		ng = strip(ng)
 		wire, err := res.Commit.Marshal()
 		if err != nil {
 			return nil, nil, err

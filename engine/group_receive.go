@@ -30,6 +30,9 @@ func (in *Installation) Receive(ctx context.Context, wire []byte) (*Received, er
 		return in.ProcessWelcome(ctx, wire)
 	case m.PublicMessage != nil:
 		c := m.PublicMessage.Content
+		if mls.IsExternalCommit(&m) {
+			return in.processCommit(ctx, c.GroupID, c.Epoch, &m, wire)
+		}
 		if c.Sender.Type != mls.SenderTypeMember {
 			return nil, fmt.Errorf("engine: installation %s: group %x: %s from sender type %d: %w", in.id, c.GroupID, contentName(c.ContentType), c.Sender.Type, ErrUnsupportedMessage)
 		}
@@ -70,7 +73,7 @@ func contentName(ct mls.ContentType) string {
 }
 
 // processCommit applies another member's commit (of epoch ep, as the
-// message says) and records it.
+// message says), or a new member's external commit, and records it.
 func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage, wire []byte) (*Received, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -88,8 +91,29 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			} else if removed {
 				return nil, nil, fmt.Errorf("engine: installation %s: group %x: commit of epoch %d removed this installation from an earlier membership, applied already: %w", in.id, groupID, ep, ErrDuplicateMessage)
 			}
+			// Another commit of an epoch this installation left: the group
+			// went one way, this installation the other.
+			if fe, err := in.forkedBy(ctx, groupID, ep, m); err != nil {
+				return nil, nil, err
+			} else if fe != nil {
+				return nil, nil, fe
+			}
 		}
-		ng, rec, err := gs.g.ProcessCommit(m)
+		external := mls.IsExternalCommit(m)
+		g, strip, err := in.lendPSKs(ctx, gs.g)
+		if err != nil {
+			return nil, nil, err
+		}
+		var ng *mls.Group
+		var rec *mls.Received
+		if external {
+			ng, rec, err = g.ProcessExternalCommit(m)
+		} else {
+			ng, rec, err = g.ProcessCommit(m)
+		}
+		if err == nil {
+			ng = strip(ng)
+		}
 		if errors.Is(err, mls.ErrWrongEpoch) && ep > gs.g.Epoch() {
 			return nil, nil, fmt.Errorf("engine: installation %s: process commit of epoch %d for group %x at epoch %d: %w "+
 				"(a commit is missing: deliver the commits of the epochs in between first)", in.id, ep, groupID, gs.g.Epoch(), err)
@@ -107,7 +131,7 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			out.Left = proposedOwnRemoval(gs.g)
 			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -303,7 +327,9 @@ func (in *Installation) epochRetired(ctx context.Context, groupID []byte, epoch 
 // this installation's key packages. The join is recorded first
 // (group.welcome_processed with the members); only then is the key package
 // marked consumed, and a last-resort package rotated, so its private keys
-// outlive every Welcome that needs them until it is processed.
+// outlive every Welcome that needs them until it is processed. A Welcome
+// to a group this installation was removed from (or left), for a later
+// epoch than the last one it was in, starts a new membership of it.
 func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Received, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -334,11 +360,16 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if err != nil {
 		return nil, err
 	}
-	opts := mls.JoinOptions{Options: in.mlsOptions()}
+	psks, err := in.heldPSKs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opts := mls.JoinOptions{Options: in.mlsOptions(), ExternalPSKs: psks}
 	g, err := mls.Join(&m, kp.kp, kp.secrets, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: join from welcome with key package %x: %w", in.id, kp.ref, err)
 	}
+	g = stripPSKs(g, psks)
 	st, err := g.MarshalBinary()
 	if err != nil {
 		return nil, err

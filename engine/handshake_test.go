@@ -5,7 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 )
 
@@ -20,7 +19,6 @@ func TestEncryptedHandshakesBothWays(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
 	w := newWorld(t, b)
-	const dave, erin = events.InstallationID("dave"), events.InstallationID("erin")
 	alice := b.create("alice") // default: PrivateMessage
 	publicOpts := b.opts()
 	publicOpts.HandshakeWireFormat = WireFormatPublic
@@ -119,7 +117,6 @@ func TestEncryptedHandshakesBothWays(t *testing.T) {
 	w.verifyAll()
 	w.rebuildAndReopen("alice")
 	w.update("alice")
-	_, _ = dave, erin
 }
 
 // foreignKeyPackage is a fresh key package of f, decoded.

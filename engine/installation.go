@@ -52,6 +52,15 @@ type InstallationOptions struct {
 	// WireFormat for what a delivery service can see of each). A group
 	// may override it (Installation.SetHandshakeWireFormat).
 	HandshakeWireFormat WireFormat
+	// SupportedExtensions and SupportedProposals are the extension and
+	// proposal types, besides RFC 9420's defaults, that this
+	// installation's leaves advertise as supported (the capabilities of
+	// its key packages and of the groups it creates): a group can require
+	// them, or carry such extensions, only if every member supports them.
+	// A leaf keeps the capabilities it was made with: a change applies to
+	// key packages published and groups created afterwards.
+	SupportedExtensions []mls.ExtensionType
+	SupportedProposals  []mls.ProposalType
 	// DB are the read model's options.
 	DB projections.Options
 	// Now is the clock (default time.Now); tests move it forward.
@@ -111,7 +120,12 @@ type Installation struct {
 	// wireFormat caches each group's own handshake wire format (see
 	// groupWireFormat), refreshed whenever loadGroup loads the group.
 	wireFormat map[string]WireFormat
-	lock       *projections.WriterLock // held from open to Close: the one writer of db
+	// psks caches the held external PSKs (nil: to be read; see heldPSKs),
+	// guarded by pskMu: project, which refreshes it, also runs without mu
+	// (CatchUp).
+	pskMu sync.Mutex
+	psks  *[]mls.ExternalPSK
+	lock *projections.WriterLock // held from open to Close: the one writer of db
 	// closed: Close ran (the read model no longer counts as open).
 	closed bool
 }
@@ -267,6 +281,9 @@ func (in *Installation) Close() error {
 	defer in.mu.Unlock()
 	in.group = map[string]*groupState{}
 	in.wireFormat = map[string]WireFormat{}
+	in.pskMu.Lock()
+	in.psks = nil
+	in.pskMu.Unlock()
 	if in.closed {
 		return errors.Join(in.db.Close(), in.lock.Unlock())
 	}
@@ -283,6 +300,9 @@ func (in *Installation) CatchUp(ctx context.Context) error { return in.project(c
 // catchUpAll applies a long backlog with one consumer (Log.CatchUp).
 func (in *Installation) catchUpAll(ctx context.Context) error {
 	_, _, err := replay.CatchUp(ctx, in.log, in.id, in.db, &replay.Options{DB: in.opts.DB})
+	in.pskMu.Lock()
+	in.psks = nil // perhaps changed: read again when needed
+	in.pskMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
 	}

@@ -30,7 +30,7 @@ func (in *Installation) PublishKeyPackage(ctx context.Context, destination strin
 }
 
 func (in *Installation) publishKeyPackage(ctx context.Context, destination string, lastResort bool) ([]byte, []byte, error) {
-	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, nil)
+	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, in.capabilities())
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine: installation %s: new key package: %w", in.id, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -42,6 +43,14 @@ func (in *Installation) project(ctx context.Context) error {
 			return fmt.Errorf("engine: installation %s: project: %w", in.id, err)
 		}
 		countApplied(in.log.Metrics(), recs)
+		for _, r := range recs {
+			if r.Event.Aggregate.Type == events.AggInstallation {
+				// External PSKs may have changed: read them now, while the
+				// read model is at hand (nil on failure: read when needed).
+				_ = in.refreshPSKs(ctx)
+				break
+			}
+		}
 		in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq)
 	}
 	if n == maxGetsCatchUp {

@@ -159,21 +159,33 @@ func TestRedeliveredCommitIsDuplicate(t *testing.T) {
 	b.receiveAgain(b.insts[carol], carol, up.Commit, ErrDuplicateMessage)
 }
 
-// A Welcome back into a group this installation was removed from is
-// refused before anything is recorded: the read model holds one row per
-// group, so the join could never be applied.
-func TestWelcomeAfterRemovalRefused(t *testing.T) {
+// A Welcome back into a group this installation was removed from starts
+// a new membership; delivered again it is a duplicate, and so are the
+// Welcome of the first membership and the commit that ended it.
+func TestWelcomeAfterRemovalRejoins(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
 	b.create(alice)
 	b.create(carol)
-	gid := b.pair(alice, carol)
-	b.removeAndReceive(alice, gid, carol)
+	gid, first := b.invite(alice, b.keyPackage(carol))
+	if _, err := b.insts[carol].Receive(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	rm := b.removeAndReceive(alice, gid, carol)
+	// The first Welcome again, its key package's keys still held: a past
+	// membership's, not an invitation back.
+	b.receiveAgain(b.insts[carol], carol, first, ErrDuplicateMessage)
 	back, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.receiveAgain(b.insts[carol], carol, back.Welcome, ErrUnsupportedMessage)
+	r, err := b.insts[carol].Receive(ctx, back.Welcome)
+	if err != nil || r.Kind != "welcome" || r.Epoch != back.Epoch {
+		t.Fatalf("carol receives the Welcome back: %+v, %v", r, err)
+	}
+	b.receiveAgain(b.insts[carol], carol, back.Welcome, ErrDuplicateMessage)
+	b.receiveAgain(b.insts[carol], carol, rm.Commit, ErrDuplicateMessage)
+	b.checkRebuild(carol)
 }
 
 // "Two processes, one installation": bob runs in two processes with read

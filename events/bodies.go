@@ -8,6 +8,8 @@ type Kind string
 // The event kinds of the catalogue. See [Kinds] and docs/events.md.
 const (
 	KindInstallationCreated        Kind = "installation.created"
+	KindExternalPSKRegistered      Kind = "installation.psk_registered"
+	KindExternalPSKRetired         Kind = "installation.psk_retired"
 	KindKeyPackageGenerated        Kind = "keypackage.generated"
 	KindKeyPackagePublished        Kind = "keypackage.published"
 	KindKeyPackageConsumed         Kind = "keypackage.consumed"
@@ -20,6 +22,7 @@ const (
 	KindMemberRemoved              Kind = "group.member_removed"
 	KindEpochSecretsRetired        Kind = "group.epoch_secrets_retired"
 	KindHandshakeFormatSet         Kind = "group.handshake_format_set"
+	KindExternalJoined             Kind = "group.external_joined"
 	KindApplicationMessageSent     Kind = "application.message_sent"
 	KindApplicationMessageReceived Kind = "application.message_received"
 	KindDeliveryEnqueued           Kind = "delivery.enqueued"
@@ -53,6 +56,34 @@ func (InstallationCreated) Kind() Kind { return KindInstallationCreated }
 
 // SchemaVersion implements Body.
 func (InstallationCreated) SchemaVersion() uint16 { return 1 }
+
+// ExternalPSKRegistered records an external pre-shared key (RFC 9420
+// §8.4) the installation holds from now on, to inject into groups' key
+// schedules (commits and Welcomes naming PSKID).
+type ExternalPSKRegistered struct {
+	PSKID []byte `msgpack:"psk_id"`
+	// Secret is the PSK.
+	Secret Secret `msgpack:"secret"`
+}
+
+// Kind implements Body.
+func (ExternalPSKRegistered) Kind() Kind { return KindExternalPSKRegistered }
+
+// SchemaVersion implements Body.
+func (ExternalPSKRegistered) SchemaVersion() uint16 { return 1 }
+
+// ExternalPSKRetired records that the installation no longer holds an
+// external PSK: the read model deletes its secret (as epochs' secrets are
+// retired), and commits or Welcomes naming it fail from then on.
+type ExternalPSKRetired struct {
+	PSKID []byte `msgpack:"psk_id"`
+}
+
+// Kind implements Body.
+func (ExternalPSKRetired) Kind() Kind { return KindExternalPSKRetired }
+
+// SchemaVersion implements Body.
+func (ExternalPSKRetired) SchemaVersion() uint16 { return 1 }
 
 // KeyPackageGenerated records a new key package and the private keys the
 // installation needs to join a group from a Welcome that uses it.
@@ -241,6 +272,38 @@ func (WelcomeProcessed) Kind() Kind { return KindWelcomeProcessed }
 
 // SchemaVersion implements Body.
 func (WelcomeProcessed) SchemaVersion() uint16 { return 1 }
+
+// ExternalJoined records that the installation joined the group by its
+// own external commit (RFC 9420 §12.4.3.2), from a GroupInfo: a first
+// join, a return after its departure, or a resync that removed its old
+// leaf (Resync, RemovedLeaf).
+type ExternalJoined struct {
+	GroupID []byte `msgpack:"group_id"`
+	// Epoch is the epoch the commit started.
+	Epoch uint64 `msgpack:"epoch"`
+	// GroupInfo is the MLSMessage carrying the GroupInfo joined from, and
+	// RatchetTree the tree given beside it (nil when the GroupInfo
+	// carries it).
+	GroupInfo   []byte `msgpack:"group_info"`
+	RatchetTree []byte `msgpack:"ratchet_tree"`
+	// Commit is the external commit (a PublicMessage) sent to the members.
+	Commit []byte `msgpack:"commit"`
+	// Resync is set when the commit removed this installation's old leaf
+	// (RemovedLeaf): its previous membership, whose state was lost or
+	// forked (Reason: "lost" or "forked"), is abandoned.
+	Resync             bool   `msgpack:"resync"`
+	RemovedLeaf        uint32 `msgpack:"removed_leaf"`
+	Reason             string `msgpack:"reason"`
+	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
+	// State is the serialized MLS group state at Epoch.
+	State Secret `msgpack:"state"`
+}
+
+// Kind implements Body.
+func (ExternalJoined) Kind() Kind { return KindExternalJoined }
+
+// SchemaVersion implements Body.
+func (ExternalJoined) SchemaVersion() uint16 { return 1 }
 
 // MemberAdded records a member joining the group in Epoch.
 type MemberAdded struct {

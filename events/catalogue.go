@@ -94,6 +94,8 @@ func legacy[T any, Next any](up func(T, eventHeader) (Next, error)) schema {
 // version: see docs/events.md.
 var catalogue = []kindSpec{
 	current[InstallationCreated](AggInstallation, "the installation's identity: signature key pair, ciphersuite and credential", nil),
+	current[ExternalPSKRegistered](AggInstallation, "an external pre-shared key the installation holds from now on, with its secret", nil),
+	current[ExternalPSKRetired](AggInstallation, "an external pre-shared key was retired: its secret is deleted", nil),
 	current[KeyPackageGenerated](AggKeyPackage, "a key package was generated, with the private init and leaf HPKE keys needed to join from it", nil),
 	current[KeyPackagePublished](AggKeyPackage, "a key package was published where others can fetch it", nil),
 	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
@@ -104,6 +106,7 @@ var catalogue = []kindSpec{
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer)",
 		map[uint16]schema{1: legacy(upcastCommitAppliedV1)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome", nil),
+	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf)", nil),
 	current[MemberAdded](AggGroup, "a member was added to the group", nil),
 	current[MemberRemoved](AggGroup, "a member was removed from the group (or left it, by its own proposal)",
 		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),

@@ -34,6 +34,8 @@ func samples(inst InstallationID) map[Kind]Event {
 		{Aggregate{Installation: inst, Type: AggInstallation}, InstallationCreated{
 			Installation: inst, Ciphersuite: 3, SignaturePublicKey: []byte("sigpub"),
 			SignaturePrivateKey: secret("sig"), Credential: []byte("cred")}},
+		{Aggregate{Installation: inst, Type: AggInstallation}, ExternalPSKRegistered{PSKID: []byte("psk-1"), Secret: secret("psk")}},
+		{Aggregate{Installation: inst, Type: AggInstallation}, ExternalPSKRetired{PSKID: []byte("psk-1")}},
 		{kp, KeyPackageGenerated{Ref: ref, Ciphersuite: 3, KeyPackage: []byte("kp-tls"),
 			InitPrivateKey: secret("init"), EncryptionPrivateKey: secret("enc"), LastResort: true}},
 		{kp, KeyPackagePublished{Ref: ref, Destination: "directory"}},
@@ -47,6 +49,8 @@ func samples(inst InstallationID) map[Kind]Event {
 			Added: []Member{{Leaf: 3, Identity: []byte("bob")}}, Removed: []Member{{Leaf: 1, Identity: []byte("carol")}},
 			Committer: &Committer{Leaf: 2, Identity: []byte("erin")}}},
 		{grp, WelcomeProcessed{GroupID: gid, Epoch: 2, KeyPackageRef: ref, Welcome: []byte("welcome"), EpochAuthenticator: []byte("a2"), State: secret("state2")}},
+		{grp, ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), RatchetTree: []byte("tree"), Commit: []byte("ext-commit"),
+			Resync: true, RemovedLeaf: 2, Reason: "forked", EpochAuthenticator: []byte("a3"), State: secret("state3")}},
 		{grp, MemberAdded{GroupID: gid, Epoch: 6, Leaf: 4, Identity: []byte("dave"), KeyPackageRef: ref}},
 		{grp, MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 4, Identity: []byte("dave"), Left: true}},
 		{grp, EpochSecretsRetired{GroupID: gid, Epochs: []uint64{1, 2, 3}}},

@@ -397,6 +397,8 @@ var handlers map[events.Kind]handler
 func init() {
 	handlers = map[events.Kind]handler{
 		events.KindInstallationCreated:        applyInstallationCreated,
+		events.KindExternalPSKRegistered:      applyExternalPSKRegistered,
+		events.KindExternalPSKRetired:         applyExternalPSKRetired,
 		events.KindKeyPackageGenerated:        applyKeyPackageGenerated,
 		events.KindKeyPackagePublished:        applyKeyPackagePublished,
 		events.KindKeyPackageConsumed:         applyKeyPackageConsumed,
@@ -405,6 +407,7 @@ func init() {
 		events.KindProposalStaged:             applyProposalStaged,
 		events.KindCommitApplied:              applyCommitApplied,
 		events.KindWelcomeProcessed:           applyWelcomeProcessed,
+		events.KindExternalJoined:             applyExternalJoined,
 		events.KindMemberAdded:                applyMemberAdded,
 		events.KindMemberRemoved:              applyMemberRemoved,
 		events.KindEpochSecretsRetired:        applyEpochSecretsRetired,

@@ -142,7 +142,11 @@ func (a *applier) groupMembership(id []byte, g *batchGroup) (int64, error) {
 // external commit. Joining a group the read model knows is a new
 // membership (schema v3): allowed once this installation's previous one
 // ended (removed, left, or abandoned), which is archived first.
-func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, auth []byte, via string, t time.Time) error {
+//
+// own is the commit that started the epoch, for a join by this
+// installation's own external commit (nil otherwise).
+// A resync abandons the current membership, member or not.
+func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, auth []byte, via string, t time.Time, own []byte, resync bool) error {
 	if len(id) == 0 {
 		return cannot("group without id")
 	}
@@ -151,12 +155,15 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 		return err
 	}
 	membership := int64(1)
+	if n == 0 && resync {
+		return cannot("resync of group %x, which the read model does not know", id)
+	}
 	if n != 0 {
 		if a.db.schema < 3 || via == "created" {
 			return cannot("group %x exists", id)
 		}
 		var err error
-		if membership, err = a.archiveMembership(id); err != nil {
+		if membership, err = a.archiveMembership(id, resync); err != nil {
 			return err
 		}
 		membership++
@@ -169,7 +176,15 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, int64(suite), epoch, state, nullBytes(auth), via, nanos(t), nanos(t)); err != nil {
 		return err
 	}
-	if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
+	if own != nil {
+		if a.db.schema < 3 {
+			return cannot("join of group %x by external commit: the read model's schema %d keeps it from schema 3 on", id, a.db.schema)
+		}
+		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at, commit_message, committer, own_commit) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`,
+			id, epoch, nullBytes(auth), state, nanos(t), own, []byte(a.inst)); err != nil {
+			return err
+		}
+	} else if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
 		id, epoch, nullBytes(auth), state, nanos(t)); err != nil {
 		return err
 	}
@@ -190,18 +205,23 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 // archiveMembership ends the group's current membership for a new one:
 // its members and epochs move to past_members and past_epochs, without
 // the epochs' secret state (they can serve nothing any more), and its
-// proposals go. It refuses while this installation is still a member.
-// It returns the membership archived.
-func (a *applier) archiveMembership(id []byte) (int64, error) {
+// proposals go. It refuses while this installation is still a member,
+// unless resync abandons the membership. It returns the membership
+// archived.
+func (a *applier) archiveMembership(id []byte, resync bool) (int64, error) {
 	var member int
 	if err := a.query1(`SELECT count(*) FROM members WHERE group_id = ? AND identity = ? AND removed_epoch IS NULL`,
 		[]any{id, []byte(a.inst)}, &member); err != nil {
 		return 0, err
 	}
-	if member != 0 {
+	if member != 0 && !resync {
 		return 0, cannot("join group %x: this installation is a member of it already", id)
 	}
 	g := a.group(id)
+	last, err := a.loadEpoch(id, g)
+	if err != nil {
+		return 0, err
+	}
 	m, err := a.groupMembership(id, g)
 	if err != nil {
 		return 0, err
@@ -223,9 +243,10 @@ func (a *applier) archiveMembership(id []byte) (int64, error) {
 			return 0, err
 		}
 	}
-	// A membership that ended without a recorded departure (an
-	// installation that lost its state) is closed here.
-	if _, err := a.exec(`UPDATE group_memberships SET left_how = 'abandoned' WHERE group_id = ? AND membership = ? AND left_how IS NULL`, id, m); err != nil {
+	// A membership that ended without a recorded departure (a resync:
+	// its state was lost or forked) is closed here, at the last epoch it
+	// knew.
+	if _, err := a.exec(`UPDATE group_memberships SET left_epoch = ?, left_how = 'abandoned' WHERE group_id = ? AND membership = ? AND left_how IS NULL`, last, id, m); err != nil {
 		return 0, err
 	}
 	return m, nil
@@ -236,7 +257,7 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State, nil, "created", ev.Time)
+	return a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State, nil, "created", ev.Time, nil, false)
 }
 
 func applyWelcomeProcessed(a *applier, ev events.Event) error {
@@ -257,7 +278,26 @@ func applyWelcomeProcessed(a *applier, ev events.Event) error {
 			return err
 		}
 	}
-	return a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "welcome", ev.Time)
+	return a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "welcome", ev.Time, nil, false)
+}
+
+func applyExternalJoined(a *applier, ev events.Event) error {
+	b, err := body[events.ExternalJoined](ev)
+	if err != nil {
+		return err
+	}
+	var suite uint16
+	if err := a.query1(`SELECT ciphersuite FROM installation WHERE id = 1`, nil, &suite); err != nil {
+		if errors.Is(err, errNoRow) {
+			return cannot("external join of group %x before installation.created", b.GroupID)
+		}
+		return err
+	}
+	commit := b.Commit
+	if commit == nil {
+		commit = []byte{}
+	}
+	return a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync)
 }
 
 func applyProposalStaged(a *applier, ev events.Event) error {
@@ -274,9 +314,8 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		return cannot("proposal for epoch %d, group %x is at %d", b.Epoch, b.GroupID, epoch)
 	}
 	if a.db.schema < 3 {
-		if b.Message != nil || b.State != nil || b.Own || b.Sender != nil || b.MessageID != nil {
-			return cannot("proposal with its message and state in group %x: the read model's schema %d keeps them from schema 3 on", b.GroupID, a.db.schema)
-		}
+		// What an older schema holds of it: the proposal, not who made
+		// it, its message or the state it left.
 		_, err = a.exec(`INSERT INTO proposals(group_id, proposal_ref, epoch, proposal_type, sender_leaf, proposal) VALUES (?, ?, ?, ?, ?, ?)`,
 			b.GroupID, b.ProposalRef, b.Epoch, int64(b.ProposalType), int64(b.SenderLeaf), b.Proposal)
 	} else {
@@ -287,7 +326,7 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		return err
 	}
 	g.proposalsKnown, g.hasProposals = true, true
-	if len(b.State) > 0 {
+	if len(b.State) > 0 && a.db.schema >= 3 {
 		ord, err := a.messageOrdinal(b.GroupID, g)
 		if err != nil {
 			return err
@@ -306,7 +345,7 @@ func applyHandshakeFormatSet(a *applier, ev events.Event) error {
 		return err
 	}
 	if a.db.schema < 3 {
-		return cannot("handshake wire format of group %x: the read model's schema %d keeps it from schema 3 on", b.GroupID, a.db.schema)
+		return nil // an older schema does not keep it
 	}
 	if b.WireFormat > 2 {
 		return cannot("handshake wire format %d for group %x", b.WireFormat, b.GroupID)

@@ -36,6 +36,43 @@ func applyInstallationCreated(a *applier, ev events.Event) error {
 	return err
 }
 
+// applyExternalPSKRegistered keeps an external PSK (schema v3). A psk_id
+// is registered once: registering it again, even after its retirement,
+// is refused (a PSK's id names one secret for good).
+func applyExternalPSKRegistered(a *applier, ev events.Event) error {
+	b, err := body[events.ExternalPSKRegistered](ev)
+	if err != nil {
+		return err
+	}
+	if a.db.schema < 3 {
+		return nil // an older schema does not keep them
+	}
+	if len(b.PSKID) == 0 || len(b.Secret) == 0 {
+		return cannot("external PSK without id or secret")
+	}
+	_, err = a.exec(`INSERT INTO external_psks(psk_id, secret, registered_at) VALUES (?, ?, ?)`, b.PSKID, []byte(b.Secret), nanos(ev.Time))
+	return err
+}
+
+// applyExternalPSKRetired deletes a held external PSK's secret.
+func applyExternalPSKRetired(a *applier, ev events.Event) error {
+	b, err := body[events.ExternalPSKRetired](ev)
+	if err != nil {
+		return err
+	}
+	if a.db.schema < 3 {
+		return nil // an older schema does not keep them
+	}
+	res, err := a.exec(`UPDATE external_psks SET secret = NULL, retired_at = ? WHERE psk_id = ? AND retired_at IS NULL`, nanos(ev.Time), b.PSKID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return cannot("retire external PSK %x: not held", b.PSKID)
+	}
+	return nil
+}
+
 func (a *applier) keyPackageState(ref []byte) (state string, lastResort bool, err error) {
 	err = a.query1(`SELECT state, last_resort FROM key_packages WHERE ref = ?`, []any{ref}, &state, &lastResort)
 	if errors.Is(err, errNoRow) {

@@ -30,10 +30,14 @@
 //
 // Methods of [DB], by aggregate: the installation ([DB.Installation]),
 // its key packages ([DB.AvailableKeyPackages], [DB.HeldKeyPackage],
-// [DB.KeyPackageState], [DB.GroupJoinedWith]), groups ([DB.Groups],
-// [DB.GroupState], [DB.Members], [DB.IsMember], [DB.MemberRemovedAt],
-// [DB.Epochs], [DB.NewestCommit], [DB.CommitStartedEpoch],
-// [DB.EpochRetired]), messages ([DB.Messages], [DB.MessagesSentInEpoch],
+// [DB.KeyPackageState], [DB.GroupJoinedWith]) and external PSKs
+// ([DB.ExternalPSKs]), groups ([DB.Groups], [DB.Group], [DB.GroupState],
+// [DB.Members], [DB.IsMember], [DB.MemberRemovedAt], [DB.Epochs],
+// [DB.NewestCommit], [DB.NewestOwnCommit], [DB.CommitStartedEpoch],
+// [DB.EpochRetired]), their memberships ([DB.Memberships],
+// [DB.PastMembers], [DB.PastEpochs]) and pending proposals
+// ([DB.PendingProposals], [DB.HasProposalMessage]), messages
+// ([DB.Messages], [DB.MessagesSentInEpoch], [DB.MessagesSentSinceState],
 // [DB.HasMessage]), delivery queues ([DB.PendingDeliveries]), and every
 // aggregate's position ([DB.Position]). A lookup of one row returns found =
 // false when there is none; secrets come as [events.Secret], redacted when

@@ -55,14 +55,107 @@ func v3Extras(s *streamBuilder, g int) (beforeRejoin int) {
 	return beforeRejoin
 }
 
-// sampleStreamV3 is sampleStream with v3Extras: every kind of the
-// catalogue.
+// externalJoins appends a group joined by the installation's own external
+// commit, another member's external commit, and a resync.
+func externalJoins(s *streamBuilder, g int) {
+	inst := []byte(s.inst)
+	s.group(g, events.ExternalJoined{GroupID: gid(g), Epoch: 5, GroupInfo: []byte("gi-4"), Commit: []byte("ext-commit-5"),
+		EpochAuthenticator: []byte("auth-5"), State: events.Secret("state-5")})
+	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 5, Leaf: 0, Identity: []byte("peer-1")})
+	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 5, Leaf: 1, Identity: inst})
+	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 6, EpochAuthenticator: []byte("auth-6"), ConfirmedTranscriptHash: []byte("cth-6"),
+		Commit: []byte("ext-commit-6"), State: events.Secret("state-6"), Added: []events.Member{{Leaf: 2, Identity: []byte("peer-2")}},
+		Committer: &events.Committer{Leaf: 2, Identity: []byte("peer-2"), External: true}})
+	s.group(g, events.ExternalJoined{GroupID: gid(g), Epoch: 9, GroupInfo: []byte("gi-8"), RatchetTree: []byte("tree-8"), Commit: []byte("ext-commit-9"),
+		Resync: true, RemovedLeaf: 1, Reason: "forked", EpochAuthenticator: []byte("auth-9"), State: events.Secret("state-9")})
+	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 0, Identity: []byte("peer-1")})
+	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 1, Identity: inst})
+	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 2, Identity: []byte("peer-2")})
+}
+
+// sampleStreamV3 is sampleStream with v3Extras and externalJoins: every
+// kind of the catalogue.
 func sampleStreamV3(t testing.TB, inst string) []Record {
 	t.Helper()
 	s := newStream(inst)
 	buildSample(s, 2, 40)
 	v3Extras(s, 950)
+	externalJoins(s, 951)
+	pskEvents(s)
 	return s.recs
+}
+
+// pskEvents registers two external PSKs and retires one.
+func pskEvents(s *streamBuilder) {
+	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.Secret("secret-a")})
+	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-b"), Secret: events.Secret("secret-b")})
+	s.add(events.AggInstallation, "", events.ExternalPSKRetired{PSKID: []byte("psk-a")})
+}
+
+// External PSKs are held until retired; a retired one's secret is gone,
+// and an id is registered once.
+func TestExternalPSKsProjected(t *testing.T) {
+	s := newStream("inst-a")
+	buildSample(s, 1, 3)
+	pskEvents(s)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "v3.db"), newKey(t), nil)
+	applyAll(t, db, s.recs)
+	ps, err := db.ExternalPSKs(ctx)
+	if err != nil || len(ps) != 1 || string(ps[0].ID) != "psk-b" || string(ps[0].Secret) != "secret-b" {
+		t.Fatalf("held PSKs %+v, %v", ps, err)
+	}
+	if reg, _ := db.ExternalPSKRegistered(ctx, []byte("psk-a")); !reg {
+		t.Fatal("a retired PSK is forgotten")
+	}
+	var n int
+	db.sql.QueryRow(`SELECT count(*) FROM external_psks WHERE secret IS NOT NULL AND psk_id = ?`, []byte("psk-a")).Scan(&n)
+	if n != 0 {
+		t.Fatal("a retired PSK keeps its secret")
+	}
+	again := s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.Secret("other")})
+	if err := db.Apply(ctx, []Record{again}); !errors.Is(err, ErrCannotApply) {
+		t.Fatalf("registering a PSK id again: %v", err)
+	}
+	retire := s.add(events.AggInstallation, "", events.ExternalPSKRetired{PSKID: []byte("psk-a")})
+	retire.Event.Position--
+	retire.Seq--
+	if err := db.Apply(ctx, []Record{retire}); !errors.Is(err, ErrCannotApply) {
+		t.Fatalf("retiring a retired PSK: %v", err)
+	}
+}
+
+// Joins by external commit: the first membership, a resync that abandons
+// it (the installation still a member of it), committers recorded.
+func TestExternalJoinsProjected(t *testing.T) {
+	s := newStream("inst-a")
+	buildSample(s, 1, 3)
+	externalJoins(s, 951)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "v3.db"), newKey(t), &Options{BatchSize: 3})
+	applyAll(t, db, s.recs)
+	g := gid(951)
+	ms, err := db.Memberships(ctx, g)
+	if err != nil || len(ms) != 2 || ms[0].JoinedVia != "external" || ms[0].Left != "abandoned" || ms[0].LeftEpoch != 6 ||
+		ms[1].JoinedVia != "external" || ms[1].JoinedEpoch != 9 || ms[1].Left != "" {
+		t.Fatalf("memberships %+v, %v", ms, err)
+	}
+	pe, _ := db.PastEpochs(ctx, g, 1)
+	if len(pe) != 2 {
+		t.Fatalf("past epochs %+v", pe)
+	}
+	if applied, _ := db.CommitStartedEpoch(ctx, g, 9, []byte("ext-commit-9")); !applied {
+		t.Fatal("the own external commit is not the epoch's commit")
+	}
+	if ec, found, err := db.NewestOwnCommit(ctx, g, func([]byte) bool { return false }); err != nil || !found || ec.Epoch != 9 {
+		t.Fatalf("own external commit: %+v %v %v", ec, found, err)
+	}
+	gr, _, _ := db.Group(ctx, g)
+	if gr.JoinedVia != "external" || gr.Membership != 2 || gr.Epoch != 9 {
+		t.Fatalf("group %+v", gr)
+	}
+	one := build(t, filepath.Join(t.TempDir(), "one.db"), newKey(t), &Options{BatchSize: 10000}, s.recs)
+	if d, err := CompareDB(ctx, db, one); d != nil || err != nil {
+		t.Fatalf("batching changes the content: %v %v", d, err)
+	}
 }
 
 // A v1 or v2 read model migrated in place to v3 holds what a fresh v3
@@ -221,11 +314,21 @@ func TestV3EventsRefused(t *testing.T) {
 	buildSample(s, 1, 3)
 	before := v3Extras(s, 950)
 	recs := s.recs
+	// An older schema keeps what it can of the proposals, the wire format
+	// and the PSKs, and refuses the second membership.
 	v2 := mustOpen(t, filepath.Join(t.TempDir(), "v2.db"), newKey(t), &Options{SchemaVersion: 2})
 	err := v2.Apply(ctx, recs)
 	var ae *ApplyError
-	if !errors.Is(err, ErrCannotApply) || !errors.As(err, &ae) || ae.Kind != string(events.KindHandshakeFormatSet) {
-		t.Fatalf("v2 read model applying a handshake format: %v", err)
+	if !errors.Is(err, ErrCannotApply) || !errors.As(err, &ae) || ae.Kind != string(events.KindWelcomeProcessed) || ae.Seq != recs[before].Seq {
+		t.Fatalf("v2 read model applying a second membership: %v", err)
+	}
+	ext := newStream("inst-a")
+	buildSample(ext, 1, 3)
+	externalJoins(ext, 951)
+	pskEvents(ext)
+	v1 := mustOpen(t, filepath.Join(t.TempDir(), "v1.db"), newKey(t), &Options{SchemaVersion: 1})
+	if err := v1.Apply(ctx, ext.recs); !errors.Is(err, ErrCannotApply) || !errors.As(err, &ae) || ae.Kind != string(events.KindExternalJoined) {
+		t.Fatalf("v1 read model applying an external join: %v", err)
 	}
 	v3 := mustOpen(t, filepath.Join(t.TempDir(), "v3.db"), newKey(t), nil)
 	applyAll(t, v3, recs[:before-1]) // not the departure

@@ -131,3 +131,45 @@ func (db *DB) GroupJoinedWith(ctx context.Context, ref, member []byte) (groupID 
 	}
 	return groupID, found, err
 }
+
+// ExternalPSK is an external pre-shared key the installation holds.
+type ExternalPSK struct {
+	ID []byte
+	// Secret is the PSK (redacted when printed).
+	Secret       events.Secret
+	RegisteredAt time.Time
+}
+
+// ExternalPSKs lists the external PSKs the installation holds (registered,
+// not retired), by id. Before schema v3 there are none.
+func (db *DB) ExternalPSKs(ctx context.Context) ([]ExternalPSK, error) {
+	if db.schema < 3 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT psk_id, secret, registered_at FROM external_psks WHERE secret IS NOT NULL ORDER BY psk_id`)
+	if err != nil {
+		return nil, db.wrapErr("external psks", err)
+	}
+	defer rows.Close()
+	var out []ExternalPSK
+	for rows.Next() {
+		var p ExternalPSK
+		var s []byte
+		var at sql.NullInt64
+		if err := rows.Scan(&p.ID, &s, &at); err != nil {
+			return nil, db.wrapErr("external psks", err)
+		}
+		p.Secret, p.RegisteredAt = events.Secret(s), fromNanos(at)
+		out = append(out, p)
+	}
+	return out, db.wrapErr("external psks", rows.Err())
+}
+
+// ExternalPSKRegistered reports whether psk id was ever registered (held
+// or retired).
+func (db *DB) ExternalPSKRegistered(ctx context.Context, id []byte) (bool, error) {
+	if db.schema < 3 {
+		return false, nil
+	}
+	return db.exists(ctx, "external psk", `SELECT 1 FROM external_psks WHERE psk_id = ?`, id)
+}

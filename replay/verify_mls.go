@@ -32,13 +32,19 @@ type MLSReport struct {
 
 // VerifyMLS replays inst's events and re-derives its groups' MLS states: a
 // Welcome is joined again with the key package's recorded private keys, a
-// commit of another member is processed again on the state of the previous
-// epoch, and each resulting epoch authenticator must equal the recorded
-// one (and the recorded state's). An own commit must move to the next
-// epoch and its recorded state must carry the recorded authenticator.
+// commit of another member (an external commit included) is processed
+// again on the state the previous event recorded, a proposal of another
+// member is processed again and must cache the recorded proposal, and each
+// resulting epoch authenticator must equal the recorded one (and the
+// recorded state's); the external PSKs the installation registered are
+// held as it held them. An own commit, proposal or external join cannot
+// be made again (fresh randomness): it must move to the next epoch (or
+// stay, for a proposal) and its recorded state must carry the recorded
+// authenticator (and proposal).
 // Every commit's recorded membership change must be the one between the
 // previous state and the new one, every recorded member must sit at its
-// leaf in the group's tree of that epoch, and a group is joined once. The
+// leaf in the group's tree of that epoch, and a group is joined once per
+// membership (again only after a departure, or by a resync). The
 // first mismatch, a commit that skips or repeats an epoch, or an event for
 // a group not created or joined stops VerifyMLS with a *RecordError naming
 // the stream sequence and wrapping ErrMLSMismatch (or the log's own
@@ -76,6 +82,7 @@ type mlsChecker struct {
 	kps    map[string]kpKeys     // key packages generated, by ref
 	groups map[string]*mls.Group // each group's state at its latest epoch
 	left   map[string]bool       // groups this installation was removed from
+	psks   map[string][]byte     // external PSKs held, by id
 }
 
 // kpKeys is a generated key package with its private keys.
@@ -86,7 +93,7 @@ type kpKeys struct {
 
 func newMLSChecker(inst events.InstallationID) *mlsChecker {
 	return &mlsChecker{inst: inst, rep: MLSReport{Installation: inst},
-		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, left: map[string]bool{}}
+		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, left: map[string]bool{}, psks: map[string][]byte{}}
 }
 
 // mlsCheck checks one event of a kind against the checker's state and
@@ -101,9 +108,12 @@ var mlsChecks map[events.Kind]mlsCheck
 func init() {
 	mlsChecks = map[events.Kind]mlsCheck{
 		events.KindInstallationCreated:        checkInstallationCreated,
+		events.KindExternalPSKRegistered:      checkExternalPSKRegistered,
+		events.KindExternalPSKRetired:         checkExternalPSKRetired,
 		events.KindKeyPackageGenerated:        checkKeyPackageGenerated,
 		events.KindGroupCreated:               checkGroupCreated,
 		events.KindWelcomeProcessed:           checkWelcomeProcessed,
+		events.KindExternalJoined:             checkExternalJoined,
 		events.KindCommitApplied:              checkCommitApplied,
 		events.KindProposalStaged:             checkProposalStaged,
 		events.KindHandshakeFormatSet:         checkHandshakeFormatSet,
@@ -164,6 +174,49 @@ func checkInstallationCreated(c *mlsChecker, ev events.Event) error {
 	return nil
 }
 
+// checkExternalPSKRegistered holds the PSK for the commits and Welcomes
+// that follow, as the installation did.
+func checkExternalPSKRegistered(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ExternalPSKRegistered](ev)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.psks[string(b.PSKID)]; ok {
+		return mismatch("external PSK %x registered twice", b.PSKID)
+	}
+	c.psks[string(b.PSKID)] = []byte(b.Secret)
+	return nil
+}
+
+func checkExternalPSKRetired(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ExternalPSKRetired](ev)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.psks[string(b.PSKID)]; !ok {
+		return mismatch("external PSK %x retired, but not held", b.PSKID)
+	}
+	delete(c.psks, string(b.PSKID))
+	return nil
+}
+
+// withPSKs returns g holding the external PSKs held now.
+func (c *mlsChecker) withPSKs(g *mls.Group) *mls.Group {
+	for id, s := range c.psks {
+		g = g.WithExternalPSK([]byte(id), s)
+	}
+	return g
+}
+
+// externalPSKs lists the external PSKs held now, for a Welcome.
+func (c *mlsChecker) externalPSKs() []mls.ExternalPSK {
+	var out []mls.ExternalPSK
+	for id, s := range c.psks {
+		out = append(out, mls.ExternalPSK{ID: []byte(id), Secret: ciphersuite.NewSecret(s)})
+	}
+	return out
+}
+
 func checkKeyPackageGenerated(c *mlsChecker, ev events.Event) error {
 	b, err := bodyOf[events.KeyPackageGenerated](ev)
 	if err != nil {
@@ -220,7 +273,7 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err := m.Unmarshal(b.Welcome); err != nil {
 		return mismatch("group %x: recorded welcome: %v", b.GroupID, err)
 	}
-	joined, err := mls.Join(&m, k.kp, k.secrets, nil)
+	joined, err := mls.Join(&m, k.kp, k.secrets, &mls.JoinOptions{ExternalPSKs: c.externalPSKs()})
 	if err != nil {
 		return mismatch("group %x: joining again from the recorded welcome: %v", b.GroupID, err)
 	}
@@ -231,19 +284,69 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, false); err != nil {
 		return err
 	}
 	c.rep.Rederived++
 	return nil
 }
 
+// checkExternalJoined checks a join by this installation's own external
+// commit, which cannot be made again (its path and HPKE export were drawn
+// afresh): the recorded GroupInfo must be of the group, the recorded
+// state one epoch later, with the recorded authenticator, holding this
+// installation at the commit's sender leaf; the recorded commit must be
+// an external commit for the GroupInfo's epoch whose proposals (a Remove
+// of this installation's old leaf exactly when a resync says so) are what
+// the event says.
+func checkExternalJoined(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.ExternalJoined](ev)
+	if err != nil {
+		return err
+	}
+	var gm mls.MLSMessage
+	if err := gm.Unmarshal(b.GroupInfo); err != nil || gm.GroupInfo == nil {
+		return mismatch("group %x: recorded group info: %v", b.GroupID, err)
+	}
+	gc := gm.GroupInfo.GroupContext
+	if !bytes.Equal(gc.GroupID, b.GroupID) || gc.Epoch+1 != b.Epoch {
+		return mismatch("group %x epoch %d: joined from a group info of group %x epoch %d", b.GroupID, b.Epoch, gc.GroupID, gc.Epoch)
+	}
+	var cm mls.MLSMessage
+	if err := cm.Unmarshal(b.Commit); err != nil || !mls.IsExternalCommit(&cm) || cm.PublicMessage.Content.Epoch != gc.Epoch {
+		return mismatch("group %x epoch %d: the recorded commit is not an external commit of epoch %d (%v)", b.GroupID, b.Epoch, gc.Epoch, err)
+	}
+	removes := 0
+	for _, p := range cm.PublicMessage.Content.Commit.Proposals {
+		if p.Proposal != nil && p.Proposal.Type == mls.ProposalTypeRemove {
+			removes++
+			if !b.Resync || p.Proposal.Remove.Removed != mls.LeafIndex(b.RemovedLeaf) {
+				return mismatch("group %x epoch %d: the external commit removes leaf %d, the event says resync %v of leaf %d",
+					b.GroupID, b.Epoch, p.Proposal.Remove.Removed, b.Resync, b.RemovedLeaf)
+			}
+		}
+	}
+	g, err := recorded(b.State, b.GroupID, b.Epoch, b.EpochAuthenticator)
+	if err != nil {
+		return err
+	}
+	if ln := g.Tree().Leaf(g.LeafIndex()); ln == nil || !bytes.Equal(ln.Credential.Identity, []byte(c.inst)) ||
+		!bytes.Equal(ln.SignatureKey, cm.PublicMessage.Content.Commit.Path.LeafNode.SignatureKey) {
+		return mismatch("group %x epoch %d: the recorded state does not hold this installation at the external commit's leaf", b.GroupID, b.Epoch)
+	}
+	if err := c.join(b.GroupID, b.Epoch, g, b.Resync); err != nil {
+		return err
+	}
+	c.rep.Own++
+	return nil
+}
+
 // join follows a group joined (by Welcome or external commit) at epoch:
-// a group this installation is a member of is not joined again; one it
-// left (or abandoned) starts a new membership.
-func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group) error {
+// a group this installation is a member of is not joined again, unless a
+// resync abandons that membership; one it left starts a new membership.
+func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, resync bool) error {
 	if prev, ok := c.groups[string(gid)]; ok {
-		if !c.left[string(gid)] {
+		if !c.left[string(gid)] && !resync {
 			return mismatch("group %x joined again (epoch %d) while a member since epoch %d", gid, epoch, prev.Epoch())
 		}
 	} else {
@@ -289,7 +392,12 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 		}
 		c.rep.Own++
 	} else {
-		ng, rec, err := prev.ProcessCommit(&m)
+		lent := c.withPSKs(prev)
+		process := lent.ProcessCommit
+		if b.Committer != nil && b.Committer.External {
+			process = lent.ProcessExternalCommit
+		}
+		ng, rec, err := process(&m)
 		if err != nil {
 			return mismatch("group %x epoch %d: processing the recorded commit again: %v", b.GroupID, b.Epoch, err)
 		}

@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// Resync after a fork and after a loss. alice commits while a foreign
+// member commits the same epoch, and the group takes the foreign commit:
+// alice is forked, which a peer's reported epoch authenticator and the
+// group's commit both show (ErrForked, with both authenticators); she
+// rejoins by an external commit that removes her old leaf. carol misses a
+// commit the delivery service lost: she cannot process the next one, and
+// rejoins too. Both keep their old membership's history; every member
+// agrees afterwards, and every history re-derives.
+func TestResyncAfterLossOrFork(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	alice := b.create("alice")
+	bob := b.create("bob")
+	carol := b.create("carol")
+	fx := w.addForeign("fx", true)
+	fy := w.addForeign("fy", false)
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gid = created.GroupID
+	w.members["alice"] = true
+	co, err := alice.AddMembers(ctx, w.gid, w.keyPackage("bob"), w.keyPackage("carol"), w.keyPackage("fx"), w.keyPackage("fy"))
+	w.engineCommitted("alice", co, err)
+
+	// The fork: alice's update is never delivered; fx's commit of the same
+	// epoch is.
+	mine, err := alice.Update(ctx, w.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, _ := fx.commit(mls.CommitOptions{ForcePath: true})
+	for _, id := range []string{"bob", "carol", "fy"} {
+		w.receive(eventsID(id), theirs)
+	}
+	// A peer reports its epoch authenticator: alice's differs.
+	fe, fa := fx.g.Epoch(), fx.g.EpochAuthenticator()
+	err = alice.CheckEpochAuthenticator(ctx, w.gid, fe, fa)
+	var fork *ForkError
+	if !errors.Is(err, ErrForked) || !errors.As(err, &fork) || fork.Epoch != fe || !bytes.Equal(fork.Theirs, fa) || bytes.Equal(fork.Ours, fa) {
+		t.Fatalf("alice checks fx's authenticator: %v", err)
+	}
+	if err := bob.CheckEpochAuthenticator(ctx, w.gid, fe, fa); err != nil {
+		t.Fatalf("bob checks fx's authenticator: %v", err)
+	}
+	if err := bob.CheckEpochAuthenticator(ctx, w.gid, fe+1, fa); !errors.Is(err, mls.ErrWrongEpoch) {
+		t.Fatalf("an epoch bob has not reached: %v", err)
+	}
+	// The group's commit shows it too, with the authenticator it derives.
+	before := b.lastSeq("alice")
+	_, err = alice.Receive(ctx, theirs)
+	fork = nil
+	if !errors.As(err, &fork) || fork.Epoch != fe || !bytes.Equal(fork.Theirs, fa) || fork.Evidence != "commit" {
+		t.Fatalf("alice receives the group's commit of the epoch she left: %v", err)
+	}
+	if b.lastSeq("alice") != before {
+		t.Fatal("the fork was recorded as a transition")
+	}
+	_ = mine
+	w.stale["alice"] = true
+	w.check("the group, alice forked")
+	// alice resyncs from bob's GroupInfo: her old leaf goes.
+	gio, err := bob.GroupInfo(ctx, w.gid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Resync(ctx, w.gid, gio.GroupInfo, nil, "bored"); err == nil {
+		t.Fatal("a resync for no reason is accepted")
+	}
+	co, err = alice.Resync(ctx, w.gid, gio.GroupInfo, nil, ResyncForked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(w.stale, "alice")
+	w.deliver("alice", co.Commit)
+	w.check("alice resynced")
+	if n := len(w.identities("bob")); n != 5 {
+		t.Fatalf("%d members after alice's resync, want 5 (her old leaf removed)", n)
+	}
+	ms, err := alice.DB().Memberships(ctx, w.gid)
+	if err != nil || len(ms) != 2 || ms[0].Left != "abandoned" || ms[1].JoinedVia != "external" {
+		t.Fatalf("alice's memberships %+v, %v", ms, err)
+	}
+	e, a := w.state("bob")
+	if err := alice.CheckEpochAuthenticator(ctx, w.gid, e, a); err != nil {
+		t.Fatalf("alice after her resync: %v", err)
+	}
+
+	// The loss: carol misses bob's commit, and cannot take the next one.
+	lost, err := bob.Update(ctx, w.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"alice", "fx", "fy"} {
+		w.receive(eventsID(id), lost.Commit)
+	}
+	next, _ := fy.commit(mls.CommitOptions{ForcePath: true})
+	for _, id := range []string{"alice", "bob", "fx"} {
+		w.receive(eventsID(id), next)
+	}
+	if _, err := carol.Receive(ctx, next); !errors.Is(err, mls.ErrWrongEpoch) {
+		t.Fatalf("carol receives a commit two epochs ahead: %v", err)
+	}
+	w.stale["carol"] = true
+	w.check("the group, carol behind")
+	fgi, ftree := fx.groupInfo(false)
+	co, err = carol.Resync(ctx, w.gid, fgi, ftree, ResyncLost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(w.stale, "carol")
+	w.deliver("carol", co.Commit)
+	w.check("carol resynced")
+	// A resync of a group this installation is not in is refused.
+	if _, err := b.create("dave").Resync(ctx, w.gid, fgi, ftree, ResyncLost); !errors.Is(err, ErrUnknownGroup) {
+		t.Fatalf("dave resyncs a group he is not in: %v", err)
+	}
+	delete(b.insts, "dave")
+	w.update("alice")
+	w.update("carol")
+	w.verifyAll()
+	w.rebuildAndReopen("alice")
+	w.update("alice")
+}
+
+func eventsID(s string) events.InstallationID { return events.InstallationID(s) }
