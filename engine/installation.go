@@ -125,7 +125,7 @@ type Installation struct {
 	// (CatchUp).
 	pskMu sync.Mutex
 	psks  *[]mls.ExternalPSK
-	lock *projections.WriterLock // held from open to Close: the one writer of db
+	lock  *projections.WriterLock // held from open to Close: the one writer of db
 	// closed: Close ran (the read model no longer counts as open).
 	closed bool
 }
