@@ -34,6 +34,9 @@ type Log struct {
 
 	msgIDs *events.MessageIDs // seals events and derives their Nats-Msg-Id
 
+	leaderMu sync.Mutex
+	leader   string // the stream's leader as last seen (observe.go), "" before
+
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
 	tails    map[string]tail                       // by subject: the last event we know of

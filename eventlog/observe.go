@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -35,6 +36,10 @@ func (l *Log) connHandlers() []nats.Option {
 			m.Reconnected()
 			l.logger.Info("eventlog: NATS connection regained", "stream", l.cfg.Stream,
 				"server", stripUserinfo(nc.ConnectedUrl()), "server_name", nc.ConnectedServerName())
+			// An election while this client was reconnecting (often the
+			// one its own server's loss caused) sent its advisory to no
+			// one here: ask the stream who leads now.
+			go l.checkLeader()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			m.Connected(false)
@@ -66,7 +71,15 @@ func (l *Log) leaderAdvisory() string {
 // stops or steps down; a single server never does. Without permission to
 // subscribe (a restricted account) the server refuses asynchronously (see
 // connHandlers) and nothing is counted; Open does not fail for it.
+//
+// The advisory reaches only connected clients: after a reconnect the Log
+// asks the stream for its leader (checkLeader), so an election it missed
+// still counts once. A leader re-elected (the same server again) is not a
+// change and is not counted.
 func (l *Log) followLeader() {
+	if info := l.stream.CachedInfo(); info != nil && info.Cluster != nil {
+		l.leaderChanged(info.Cluster.Leader, "")
+	}
 	_, err := l.nc.Subscribe(l.leaderAdvisory(), func(msg *nats.Msg) {
 		var adv struct {
 			Stream string `json:"stream"`
@@ -76,12 +89,47 @@ func (l *Log) followLeader() {
 			l.logger.Debug("eventlog: undecodable stream leader advisory", "stream", l.cfg.Stream, "err", err)
 			return
 		}
-		l.cfg.Metrics.LeaderChanged()
-		l.logger.Warn("eventlog: stream leader elected", "stream", l.cfg.Stream, "leader", adv.Leader)
+		l.leaderChanged(adv.Leader, "eventlog: stream leader elected")
 	})
 	if err != nil {
 		l.logger.Debug("eventlog: cannot follow the stream's leader elections", "stream", l.cfg.Stream, "err", err)
 	}
+}
+
+// checkLeader asks the stream for its current leader (bounded by
+// RequestTimeout) and counts a change an advisory did not bring.
+func (l *Log) checkLeader() {
+	if l.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
+	defer cancel()
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		l.logger.Debug("eventlog: cannot ask the stream for its leader after a reconnect", "stream", l.cfg.Stream, "err", err)
+		return
+	}
+	if info.Cluster != nil {
+		l.leaderChanged(info.Cluster.Leader, "eventlog: stream leader changed while reconnecting")
+	}
+}
+
+// leaderChanged records leader as the stream's leader; when it differs
+// from the one known before (and one was known), the change counts and is
+// logged at Warn with msg. An empty msg only records the first leader.
+func (l *Log) leaderChanged(leader, msg string) {
+	if leader == "" {
+		return
+	}
+	l.leaderMu.Lock()
+	prev := l.leader
+	l.leader = leader
+	l.leaderMu.Unlock()
+	if prev == leader || msg == "" {
+		return
+	}
+	l.cfg.Metrics.LeaderChanged()
+	l.logger.Warn(msg, "stream", l.cfg.Stream, "leader", leader, "previous", prev)
 }
 
 // stripUserinfo drops user, password or token from a server URL before it

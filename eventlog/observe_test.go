@@ -174,7 +174,7 @@ func TestMetricsOfLeaderChange(t *testing.T) {
 		return telemetrytest.Value(t, m, "epochlog_stream_leader_changes_total") > before
 	})
 	var leaders []string
-	for _, r := range logs.Find(t, "WARN", "stream leader elected") {
+	for _, r := range logs.Find(t, "WARN", "eventlog: stream leader ") {
 		if r.Str("stream") != l.Stream() {
 			t.Errorf("leader record names stream %q", r.Str("stream"))
 		}
