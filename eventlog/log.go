@@ -121,6 +121,8 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.shutdown()
+	l.cfg.Metrics.Connected(false)
+	l.logger.Info("eventlog: NATS connection closed", "stream", l.cfg.Stream)
 	return nil
 }
 

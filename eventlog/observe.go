@@ -42,6 +42,12 @@ func (l *Log) connHandlers() []nats.Option {
 			go l.checkLeader()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
+			// Close records its own closing, before it returns: this
+			// handler runs on nats.go's goroutine, possibly after Close
+			// returned and the caller moved on from the logger's output.
+			if l.closed.Load() {
+				return
+			}
 			m.Connected(false)
 			l.logger.Info("eventlog: NATS connection closed", "stream", l.cfg.Stream)
 		}),
