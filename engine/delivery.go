@@ -109,8 +109,37 @@ type queue struct {
 	// idem the sequence of each idempotency key's enqueue.
 	pending map[uint64]Delivery
 	idem    map[string]uint64
+	// recent are the queue's last events, their positions contiguous up
+	// to pos: what a Host projecting the recipient's read model takes
+	// from here instead of the log. They go back to the acknowledgement
+	// before the last (a read model projected by the Host lags by about
+	// one batch), and at most maxRecent.
+	recent  []eventlog.Record
+	lastAck uint64        // position of the last acknowledgement
 	elem    *list.Element // in Deliveries.idle or .busy
 	in      *list.List
+}
+
+// maxRecent bounds queue.recent.
+const maxRecent = 1024
+
+// recentEvents returns the events of queue k after position after, if
+// this process holds every one of them (ok false: it does not).
+func (d *Deliveries) recentEvents(k queueKey, after uint64) (recs []eventlog.Record, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q := d.q[k]
+	if q == nil || after > q.pos {
+		return nil, false
+	}
+	if after == q.pos {
+		return nil, true
+	}
+	if len(q.recent) == 0 || q.recent[0].Event.Position > after+1 {
+		return nil, false
+	}
+	i := len(q.recent) - int(q.pos-after)
+	return append([]eventlog.Record(nil), q.recent[i:]...), true
 }
 
 // NewDeliveries returns the delivery service on l. now is the clock for
@@ -379,7 +408,26 @@ func (q *queue) record(r eventlog.Record) error {
 		delete(q.pending, b.Sequence)
 	}
 	q.rules, q.pos, q.seq = after, r.Event.Position, r.Seq
+	q.recent = append(q.recent, r)
+	if _, ack := b.(events.DeliveryAcknowledged); ack {
+		if q.lastAck > 0 {
+			q.dropBefore(q.lastAck)
+		}
+		q.lastAck = r.Event.Position
+	}
+	if len(q.recent) > maxRecent {
+		q.dropBefore(q.recent[len(q.recent)-maxRecent/2].Event.Position)
+	}
 	return nil
+}
+
+// dropBefore forgets the recent events before position pos.
+func (q *queue) dropBefore(pos uint64) {
+	if len(q.recent) == 0 || pos <= q.recent[0].Event.Position {
+		return
+	}
+	i := min(int(pos-q.recent[0].Event.Position), len(q.recent))
+	q.recent = append(q.recent[:0:0], q.recent[i:]...)
 }
 
 // Enqueue queues a message for its recipient and returns its sequence.
@@ -419,12 +467,18 @@ func (d *Deliveries) enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bo
 }
 
 func (d *Deliveries) enqueueEvent(q *queue, e Enqueue) events.Event {
+	return d.enqueueEventAt(q.key, q.pos, q.rules.LastSeq, e)
+}
+
+// enqueueEventAt is the event enqueuing e on queue k after the event at
+// position pos, as queue sequence lastSeq + 1.
+func (d *Deliveries) enqueueEventAt(k queueKey, pos, lastSeq uint64, e Enqueue) events.Event {
 	var exp time.Time
 	if !e.ExpiresAt.IsZero() {
 		exp = e.ExpiresAt.UTC()
 	}
-	return events.Event{Aggregate: deliveryAgg(q.key), Position: q.pos + 1, Time: d.now().UTC(), Body: events.DeliveryEnqueued{
-		Recipient: q.key.recipient, Channel: q.key.channel, Sequence: q.rules.LastSeq + 1, Payload: bytes.Clone(e.Payload),
+	return events.Event{Aggregate: deliveryAgg(k), Position: pos + 1, Time: d.now().UTC(), Body: events.DeliveryEnqueued{
+		Recipient: k.recipient, Channel: k.channel, Sequence: lastSeq + 1, Payload: bytes.Clone(e.Payload),
 		ExpiresAt: exp, IdempotencyKey: e.IdempotencyKey,
 	}}
 }
@@ -435,65 +489,134 @@ func (d *Deliveries) enqueueEvent(q *queue, e Enqueue) events.Event {
 // recipient. A group's commit goes to CommitOutput.Recipients, its Welcome
 // to CommitOutput.Added, an application message to SendOutput.Recipients.
 func (d *Deliveries) FanOut(ctx context.Context, recipients []events.InstallationID, channel string, payload []byte, expiresAt time.Time, idempotencyKey string) (map[events.InstallationID]uint64, error) {
+	out, err := d.FanOutMany(ctx, []FanOutItem{{Recipients: recipients, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey}})
+	return out[0], err
+}
+
+// FanOutItem is one message of FanOutMany: FanOut's arguments.
+type FanOutItem struct {
+	Recipients     []events.InstallationID
+	Channel        string
+	Payload        []byte
+	ExpiresAt      time.Time // zero: never
+	IdempotencyKey string    // empty: no deduplication
+}
+
+// FanOutMany is FanOut for several messages at once: every enqueue of
+// every item goes into one pipelined bulk append (eventlog.Log.AppendBulk),
+// so a batch of messages to many queues costs about one round trip per
+// message a queue receives, not one per enqueue. A queue that gets several
+// of the items gets them in item order, each one transition of its own.
+// It returns, per item, the sequences by recipient (as FanOut); on an
+// error, the items' maps hold the enqueues made so far.
+func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[events.InstallationID]uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	defer d.trim()
-	out := make(map[events.InstallationID]uint64, len(recipients))
-	var ts []eventlog.Transition
-	var qs []*queue
-	for _, r := range recipients {
-		k := queueKey{r, channel}
-		q, err := d.load(ctx, k)
-		if err != nil {
-			return nil, err
+	out := make([]map[events.InstallationID]uint64, len(items))
+	for i, it := range items {
+		out[i] = make(map[events.InstallationID]uint64, len(it.Recipients))
+	}
+	// The queues' state as this call's enqueues move them, ahead of what
+	// is appended.
+	type ahead struct {
+		rules events.QueueState
+		pos   uint64
+		evs   []events.Event
+	}
+	type planned struct {
+		item int
+		q    *queue
+		t    eventlog.Transition
+	}
+	var plan []planned
+	next := map[*queue]*ahead{}
+	for i, it := range items {
+		for _, r := range it.Recipients {
+			k := queueKey{r, it.Channel}
+			q, err := d.load(ctx, k)
+			if err != nil {
+				return out, err
+			}
+			if s, ok := q.idem[it.IdempotencyKey]; ok && it.IdempotencyKey != "" {
+				out[i][r] = s
+				continue
+			}
+			a := next[q]
+			if a == nil {
+				a = &ahead{rules: q.rules, pos: q.pos}
+				next[q] = a
+			}
+			if s, ok := aheadKey(a.evs, it.IdempotencyKey); ok {
+				out[i][r] = s // the same key earlier in this call
+				continue
+			}
+			ev := d.enqueueEventAt(k, a.pos, a.rules.LastSeq, Enqueue{Recipient: r, Channel: it.Channel, Payload: it.Payload, ExpiresAt: it.ExpiresAt, IdempotencyKey: it.IdempotencyKey})
+			after, err := q.next(a.rules, ev.Body, a.evs)
+			if err != nil {
+				return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", it.Channel, r, it.Channel, err)
+			}
+			plan = append(plan, planned{item: i, q: q, t: eventlog.Transition{Expected: a.pos, Events: []events.Event{ev}}})
+			a.rules, a.pos, a.evs = after, a.pos+1, append(a.evs, ev)
 		}
-		if s, ok := q.idem[idempotencyKey]; ok && idempotencyKey != "" {
-			out[r] = s
-			continue
-		}
-		ev := d.enqueueEvent(q, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
-		if _, err := q.next(q.rules, ev.Body, nil); err != nil {
-			return nil, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", channel, r, channel, err)
-		}
-		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
-		qs = append(qs, q)
+	}
+	ts := make([]eventlog.Transition, len(plan))
+	for i, p := range plan {
+		ts[i] = p.t
 	}
 	// The bulk stops at its first failure. Each transition it did not
-	// store, or whose answer it lost, is decided on its own: the same
-	// event at the same position (idempotent by message id, with or
-	// without an idempotency key); if another writer moved the queue
-	// meanwhile, the queue is reloaded and the message enqueued there.
+	// store, or whose answer it lost, is decided on its own, in order:
+	// the same event at the same position (idempotent by message id, with
+	// or without an idempotency key); if another writer moved the queue
+	// meanwhile, the queue is reloaded and the message enqueued there, and
+	// so are this call's later messages for that queue.
 	res, _ := appendBulkOnce(ctx, d.log, ts)
-	var undecided []int
-	for i, q := range qs {
-		if i < len(res) && res[i] != nil {
-			d.recordAppended(q, ts[i].Events, res[i])
-			out[q.key.recipient] = ts[i].Events[0].Body.(events.DeliveryEnqueued).Sequence
-			continue
-		}
-		undecided = append(undecided, i)
-	}
-	for _, i := range undecided {
-		q, evs := qs[i], ts[i].Events
+	moved := map[*queue]bool{}
+	for i, p := range plan {
+		it, q, evs := items[p.item], p.q, p.t.Events
 		r, seq := q.key.recipient, evs[0].Body.(events.DeliveryEnqueued).Sequence
-		got, err := d.decide(ctx, ts[i].Expected, evs)
-		if err == nil {
-			d.recordAppended(q, evs, got)
-			out[r] = seq
-			continue
+		if !moved[q] {
+			var got []eventlog.Appended
+			if i < len(res) {
+				got = res[i]
+			}
+			var err error
+			if got == nil {
+				got, err = d.decide(ctx, p.t.Expected, evs)
+			}
+			if err == nil {
+				d.recordAppended(q, evs, got)
+				out[p.item][r] = seq
+				continue
+			}
+			d.drop(q)
+			if !errors.Is(err, eventlog.ErrConflict) {
+				return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", it.Channel, r, it.Channel, err)
+			}
+			decidedAgain(d.log, deliveryAgg(q.key), 1, err)
+			moved[q] = true
 		}
-		d.drop(q)
-		if !errors.Is(err, eventlog.ErrConflict) {
-			return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", channel, r, channel, err)
-		}
-		decidedAgain(d.log, deliveryAgg(q.key), 1, err)
-		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: channel, Payload: payload, ExpiresAt: expiresAt, IdempotencyKey: idempotencyKey})
+		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: it.Channel, Payload: it.Payload, ExpiresAt: it.ExpiresAt, IdempotencyKey: it.IdempotencyKey})
 		if err != nil {
 			return out, err
 		}
-		out[r] = s
+		out[p.item][r] = s
 	}
 	return out, nil
+}
+
+// aheadKey returns the sequence of the enqueue among evs that used the
+// idempotency key key (not empty).
+func aheadKey(evs []events.Event, key string) (uint64, bool) {
+	if key == "" {
+		return 0, false
+	}
+	for _, ev := range evs {
+		if e, ok := deliveryBody(ev.Body).(events.DeliveryEnqueued); ok && e.IdempotencyKey == key {
+			return e.Sequence, true
+		}
+	}
+	return 0, false
 }
 
 // Fetch returns up to limit (0: all) messages of the queue after its last
@@ -508,6 +631,13 @@ func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID,
 	if err != nil {
 		return nil, err
 	}
+	return d.pendingOf(q, limit), nil
+}
+
+// pendingOf lists up to limit (0: all) of q's messages neither
+// acknowledged nor expired, in sequence order, with copies of their
+// payloads.
+func (d *Deliveries) pendingOf(q *queue, limit int) []Delivery {
 	now := d.now()
 	out := make([]Delivery, 0, len(q.pending))
 	for _, m := range q.pending {
@@ -522,6 +652,71 @@ func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID,
 	for i := range out {
 		out[i].Payload = bytes.Clone(out[i].Payload)
 	}
+	return out
+}
+
+// fetchReaders bounds the queues FetchMany reads at once.
+const fetchReaders = 16
+
+// FetchMany is Fetch for several recipients' queues on one channel: their
+// new events are read concurrently (a queue this process holds up to date
+// costs one message get), then each queue's pending messages are listed
+// as Fetch lists them. It returns the messages by recipient; on an error
+// (the first queue that could not be read) it returns nothing.
+func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.InstallationID, channel string, limit int) (map[events.InstallationID][]Delivery, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer d.trim()
+	qs := make([]*queue, 0, len(recipients))
+	seen := map[events.InstallationID]bool{}
+	for _, r := range recipients {
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		k := queueKey{r, channel}
+		q, ok := d.q[k]
+		if !ok {
+			if err := deliveryAgg(k).Validate(); err != nil {
+				return nil, err
+			}
+			q = &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
+		}
+		qs = append(qs, q)
+	}
+	// Each reader touches only its queue; the maps and lists of d are
+	// updated below, on this goroutine.
+	errs := make([]error, len(qs))
+	sem := make(chan struct{}, fetchReaders)
+	var wg sync.WaitGroup
+	for i, q := range qs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = d.readQueue(ctx, q)
+		}()
+	}
+	wg.Wait()
+	var firstErr error
+	for i, q := range qs {
+		if errs[i] != nil {
+			d.drop(q)
+			if firstErr == nil {
+				firstErr = errs[i]
+			}
+			continue
+		}
+		d.q[q.key] = q
+		d.used(q)
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	out := make(map[events.InstallationID][]Delivery, len(qs))
+	for _, q := range qs {
+		out[q.key.recipient] = d.pendingOf(q, limit)
+	}
 	return out, nil
 }
 
@@ -532,6 +727,10 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	defer d.trim()
+	return d.acknowledge(ctx, recipient, channel, upTo)
+}
+
+func (d *Deliveries) acknowledge(ctx context.Context, recipient events.InstallationID, channel string, upTo uint64) error {
 	k := queueKey{recipient, channel}
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
 		q, err := d.load(ctx, k)
@@ -549,7 +748,7 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 			// was enqueued, which the rules refuse as an event).
 			return nil
 		}
-		ev := events.Event{Aggregate: deliveryAgg(k), Time: d.now().UTC(), Body: events.DeliveryAcknowledged{Recipient: recipient, Channel: channel, UpTo: upTo}}
+		ev := d.ackEvent(k, upTo)
 		conflict, err := d.appendQueue(ctx, q, ev)
 		if conflict {
 			if attempt+1 < DefaultMaxAttempts {
@@ -566,6 +765,85 @@ func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.Installat
 		return nil
 	}
 	return fmt.Errorf("engine: acknowledge %s/%s: %w", recipient, channel, ErrTooManyConflicts)
+}
+
+func (d *Deliveries) ackEvent(k queueKey, upTo uint64) events.Event {
+	return events.Event{Aggregate: deliveryAgg(k), Time: d.now().UTC(), Body: events.DeliveryAcknowledged{Recipient: k.recipient, Channel: k.channel, UpTo: upTo}}
+}
+
+// AcknowledgeMany is Acknowledge for several queues of one channel: upTo
+// gives each recipient's sequence. The acknowledgements that need an
+// event go into one pipelined bulk append; one the bulk did not settle,
+// or one beyond the sequences this process knows, goes the way of
+// Acknowledge. It returns the failures by recipient (nil when there are
+// none).
+func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo map[events.InstallationID]uint64) map[events.InstallationID]error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer d.trim()
+	var errs map[events.InstallationID]error
+	fail := func(r events.InstallationID, err error) {
+		if errs == nil {
+			errs = map[events.InstallationID]error{}
+		}
+		errs[r] = err
+	}
+	recipients := make([]events.InstallationID, 0, len(upTo))
+	for r := range upTo {
+		recipients = append(recipients, r)
+	}
+	sort.Slice(recipients, func(i, j int) bool { return recipients[i] < recipients[j] })
+	var qs []*queue
+	var ts []eventlog.Transition
+	for _, r := range recipients {
+		k, n := queueKey{r, channel}, upTo[r]
+		q, err := d.load(ctx, k)
+		if err != nil {
+			fail(r, err)
+			continue
+		}
+		if n <= q.rules.AckedUpTo {
+			continue
+		}
+		ev := d.ackEvent(k, n)
+		if n > q.rules.LastSeq {
+			// Beyond what this process knows: Acknowledge reads first.
+			if err := d.acknowledge(ctx, r, channel, n); err != nil {
+				fail(r, err)
+			}
+			continue
+		}
+		if _, err := q.next(q.rules, ev.Body, nil); err != nil {
+			fail(r, fmt.Errorf("engine: acknowledge %s/%s up to %d, last enqueued %d: %w", r, channel, n, q.rules.LastSeq, ErrInvalidAck))
+			continue
+		}
+		ev.Position = q.pos + 1
+		qs = append(qs, q)
+		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
+	}
+	res, _ := appendBulkOnce(ctx, d.log, ts)
+	for i, q := range qs {
+		if i < len(res) && res[i] != nil {
+			d.recordAppended(q, ts[i].Events, res[i])
+			continue
+		}
+		got, err := d.decide(ctx, ts[i].Expected, ts[i].Events)
+		if err == nil {
+			d.recordAppended(q, ts[i].Events, got)
+			continue
+		}
+		d.drop(q)
+		r := q.key.recipient
+		if !errors.Is(err, eventlog.ErrConflict) {
+			fail(r, fmt.Errorf("engine: acknowledge %s/%s: %w", r, channel, err))
+			continue
+		}
+		decidedAgain(d.log, deliveryAgg(q.key), 1, err)
+		if err := d.acknowledge(ctx, r, channel, upTo[r]); err != nil {
+			fail(r, err)
+		}
+	}
+	return errs
 }
 
 // Expire records delivery.expired for every pending message of the queue
