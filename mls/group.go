@@ -337,8 +337,15 @@ func (g *Group) SealApplication(data, authData []byte) (*Group, *MLSMessage, err
 // Received describes a message processed by [Group.Process].
 type Received struct {
 	ContentType ContentType
-	// Sender is the sender's leaf in the message's epoch.
+	// SenderType is who sent it: a member, a new member by external
+	// commit (ProcessExternalCommit), or, for proposals only, an
+	// external sender or a new member asking to be added.
+	SenderType SenderType
+	// Sender is the sender's leaf in the message's epoch (a member's).
 	Sender LeafIndex
+	// ExternalSenderIndex is the external sender's entry in the group's
+	// external_senders extension (SenderType external).
+	ExternalSenderIndex uint32
 	// SenderCredential is the credential of that leaf in the message's
 	// epoch, the one its signature was verified with. Name the sender by
 	// it, not by looking the leaf up in the current tree: a late message
@@ -389,9 +396,14 @@ func isContent(m *MLSMessage, ct ContentType) bool {
 }
 
 // Process handles a PublicMessage or PrivateMessage of the group: an
-// application message is decrypted, a proposal is cached for a later
-// commit, and a commit moves the group to its next epoch.
+// application message is decrypted, a proposal (of a member, an external
+// sender or a new member) is cached for a later commit, and a commit
+// (an external one too: see ProcessExternalCommit) moves the group to its
+// next epoch.
 func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
+	if IsExternalCommit(m) {
+		return g.ProcessExternalCommit(m)
+	}
 	var groupID []byte
 	var epoch uint64
 	var ct ContentType
@@ -428,7 +440,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	var err error
 	if m.PublicMessage != nil {
 		if m.PublicMessage.Content.Sender.Type != SenderTypeMember {
-			return nil, nil, fmt.Errorf("%w: %s from %s is not supported", ErrNotMember, contentName(ct), senderString(m.PublicMessage.Content.Sender))
+			return c.processNonMember(m.PublicMessage)
 		}
 		ac, err = unprotectPublic(c.cs, m.PublicMessage, ctx, c.secrets.MembershipKey)
 	} else {
@@ -445,7 +457,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	if err := verifyFramedContent(c.cs, leaf.SignatureKey, ac, ctx); err != nil {
 		return nil, nil, err
 	}
-	r := &Received{ContentType: ct, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
+	r := &Received{ContentType: ct, SenderType: SenderTypeMember, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
 	switch ct {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData

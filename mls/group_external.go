@@ -323,7 +323,7 @@ func (g *Group) ProcessExternalCommit(m *MLSMessage) (*Group, *Received, error) 
 	placeholder := commit.Path.LeafNode.Clone()
 	placeholder.EncryptionKey = nil
 	tree, joiner := eff.tree.AddLeaf(placeholder)
-	r := &Received{ContentType: ContentTypeCommit, Sender: joiner, SenderCredential: cloneCredential(commit.Path.LeafNode.Credential),
+	r := &Received{ContentType: ContentTypeCommit, SenderType: SenderTypeNewMemberCommit, Sender: joiner, SenderCredential: cloneCredential(commit.Path.LeafNode.Credential),
 		Epoch: c.ctx.Epoch, AuthenticatedData: ac.Content.AuthenticatedData}
 	var keys *TreePrivateKeys
 	if !eff.removed {

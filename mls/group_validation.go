@@ -145,17 +145,29 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 	return eff, nil
 }
 
-// checkProposal validates a received proposal on its own, so that a bad
-// one is refused when it arrives rather than when it is committed.
+// checkProposal validates a received proposal of the member at leaf
+// sender on its own, so that a bad one is refused when it arrives rather
+// than when it is committed.
 func (g *Group) checkProposal(sender LeafIndex, p *Proposal) error {
+	return g.checkProposalFrom(Sender{Type: SenderTypeMember, LeafIndex: sender}, p)
+}
+
+// checkProposalFrom validates a received proposal of s (a member, or a
+// non-member whose proposal type the caller has checked) on its own.
+func (g *Group) checkProposalFrom(s Sender, p *Proposal) error {
+	from := senderString(s)
+	sender := s.LeafIndex
 	switch p.Type {
 	case ProposalTypeAdd:
 		kp := &p.Add.KeyPackage
 		if kp.CipherSuite != g.ctx.CipherSuite {
-			return fmt.Errorf("%w: key package of suite %d proposed by leaf %d", ErrInvalidKeyPackage, kp.CipherSuite, sender)
+			return fmt.Errorf("%w: key package of suite %d proposed by %s", ErrInvalidKeyPackage, kp.CipherSuite, from)
 		}
 		return kp.Validate()
 	case ProposalTypeUpdate:
+		if s.Type != SenderTypeMember {
+			return fmt.Errorf("%w: update from %s", ErrInvalidProposal, from)
+		}
 		ln := &p.Update.LeafNode
 		if err := ln.Validate(g.cs, LeafNodeSourceUpdate, g.ctx.GroupID, sender); err != nil {
 			return fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, sender, err)
@@ -176,15 +188,15 @@ func (g *Group) checkProposal(sender LeafIndex, p *Proposal) error {
 		}
 	case ProposalTypeRemove:
 		if g.tree.Leaf(p.Remove.Removed) == nil {
-			return fmt.Errorf("%w: leaf %d proposes removing blank leaf %d", ErrInvalidProposal, sender, p.Remove.Removed)
+			return fmt.Errorf("%w: %s proposes removing blank leaf %d", ErrInvalidProposal, from, p.Remove.Removed)
 		}
 	case ProposalTypePSK:
 		if err := checkPSKNonce(g.cs, &p.PreSharedKey.PSK); err != nil {
-			return fmt.Errorf("%w: PreSharedKey proposal from leaf %d: %w", ErrInvalidProposal, sender, err)
+			return fmt.Errorf("%w: PreSharedKey proposal from %s: %w", ErrInvalidProposal, from, err)
 		}
 	case ProposalTypeGroupContextExtensions:
 	default:
-		return fmt.Errorf("%w: proposal type %d from leaf %d is not supported", ErrInvalidProposal, p.Type, sender)
+		return fmt.Errorf("%w: proposal type %d from %s is not supported", ErrInvalidProposal, p.Type, from)
 	}
 	return nil
 }
