@@ -57,8 +57,9 @@
 //   - An operation whose append went unanswered retries it with the same
 //     events for as long as its context allows; give operations a context
 //     that outlasts a server failover, or see [ErrOutcomeUnknown].
-//   - Messages of external senders, GroupInfos and KeyPackages given to
-//     Receive are refused with [ErrUnsupportedMessage]; a proposal that
+//   - GroupInfos and KeyPackages given to Receive are refused with
+//     [ErrUnsupportedMessage] (proposals of external senders and new
+//     members are received, see [Received].NonMember); a proposal that
 //     arrives after a commit of its epoch is [ErrStaleProposal]
 //     (docs/engine.md).
 package engine

@@ -41,11 +41,18 @@ func proposalEvent(ng *mls.Group, p mls.PendingProposal, wire, id, sender []byte
 	if err != nil {
 		return events.ProposalStaged{}, fmt.Errorf("engine: encode group state: %w", err)
 	}
-	return events.ProposalStaged{
+	b := events.ProposalStaged{
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(), ProposalRef: p.Ref, ProposalType: uint16(p.Proposal.Type),
 		SenderLeaf: uint32(p.Sender.LeafIndex), Sender: bytes.Clone(sender), Own: own, Proposal: enc,
 		Message: wire, MessageID: id, State: events.Secret(st),
-	}, nil
+	}
+	switch p.Sender.Type {
+	case mls.SenderTypeExternal:
+		b.SenderType, b.SenderLeaf = uint8(p.Sender.Type), p.Sender.SenderIndex
+	case mls.SenderTypeNewMemberProposal:
+		b.SenderType = uint8(p.Sender.Type)
+	}
+	return b, nil
 }
 
 // proposalTypeName names an RFC 9420 proposal type.

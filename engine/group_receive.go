@@ -33,6 +33,10 @@ func (in *Installation) Receive(ctx context.Context, wire []byte) (*Received, er
 		if mls.IsExternalCommit(&m) {
 			return in.processCommit(ctx, c.GroupID, c.Epoch, &m, wire)
 		}
+		if c.Sender.Type != mls.SenderTypeMember && c.ContentType == mls.ContentTypeProposal &&
+			(c.Sender.Type == mls.SenderTypeExternal || c.Sender.Type == mls.SenderTypeNewMemberProposal) {
+			return in.processProposal(ctx, c.GroupID, c.Epoch, &m, wire)
+		}
 		if c.Sender.Type != mls.SenderTypeMember {
 			return nil, fmt.Errorf("engine: installation %s: group %x: %s from sender type %d: %w", in.id, c.GroupID, contentName(c.ContentType), c.Sender.Type, ErrUnsupportedMessage)
 		}
@@ -210,6 +214,12 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "proposal", Sender: events.InstallationID(rec.SenderCredential.Identity),
 			SenderLeaf: uint32(rec.Sender), ProposalType: proposalTypeName(pp.Proposal.Type), ProposalRef: pp.Ref, MessageID: id,
 			AuthenticatedData: rec.AuthenticatedData}
+		switch rec.SenderType {
+		case mls.SenderTypeExternal:
+			out.NonMember, out.SenderLeaf = "external", rec.ExternalSenderIndex
+		case mls.SenderTypeNewMemberProposal:
+			out.NonMember, out.SenderLeaf = "new_member", 0
+		}
 		return ng, []events.Body{body}, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {

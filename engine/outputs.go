@@ -85,6 +85,12 @@ type Received struct {
 	// SenderLeaf its leaf.
 	Sender     events.InstallationID
 	SenderLeaf uint32
+	// NonMember is set for a proposal whose sender is not a member (RFC
+	// 9420 §12.1.8): "external", an entry of the group's external_senders
+	// extension (Sender is its credential identity, which need not be an
+	// installation's; SenderLeaf its index in the extension), or
+	// "new_member", a client proposing its own Add (Sender its identity).
+	NonMember string
 	// ProposalType and ProposalRef describe a proposal: its type ("add",
 	// "update", "remove", "psk", "group_context_extensions") and the
 	// ProposalRef commits name it by.

@@ -181,9 +181,16 @@ type ProposalStaged struct {
 	// ProposalType is the RFC 9420 proposal type (1 add, 2 update, 3
 	// remove, 4 psk, 7 group_context_extensions).
 	ProposalType uint16 `msgpack:"proposal_type"`
-	SenderLeaf   uint32 `msgpack:"sender_leaf"`
+	// SenderLeaf is the proposer's leaf, or for an external sender its
+	// index in the group's external_senders extension.
+	SenderLeaf uint32 `msgpack:"sender_leaf"`
 	// Sender is the credential identity of the proposer.
 	Sender []byte `msgpack:"sender"`
+	// SenderType is the RFC 9420 sender type of a proposer that is not a
+	// member: 2 an external sender, 3 a new member proposing its own
+	// Add. Zero (absent, as in every event before it was added) is a
+	// member.
+	SenderType uint8 `msgpack:"sender_type"`
 	// Own is set for a proposal this installation made.
 	Own bool `msgpack:"own"`
 	// Proposal is the TLS-encoded Proposal.

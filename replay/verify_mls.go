@@ -462,7 +462,7 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 		}
 		ps := ng.PendingProposals()
 		if len(ps) == 0 || rec.ContentType != mls.ContentTypeProposal || !sameProposal(ps[len(ps)-1], b) ||
-			uint32(rec.Sender) != b.SenderLeaf || !bytes.Equal(rec.SenderCredential.Identity, b.Sender) {
+			!bytes.Equal(rec.SenderCredential.Identity, b.Sender) {
 			return mismatch("group %x epoch %d: the recorded proposal message re-derives another proposal than the one recorded (ref %x)", b.GroupID, b.Epoch, b.ProposalRef)
 		}
 		c.rep.Rederived++
@@ -486,11 +486,26 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	return nil
 }
 
-// sameProposal reports whether a cached proposal is the recorded one.
+// sameProposal reports whether a cached proposal is the recorded one,
+// from the recorded sender.
 func sameProposal(p mls.PendingProposal, b events.ProposalStaged) bool {
 	enc, err := p.Proposal.Marshal()
+	typ, at := proposalSender(p.Sender)
 	return err == nil && bytes.Equal(p.Ref, b.ProposalRef) && uint16(p.Proposal.Type) == b.ProposalType &&
-		uint32(p.Sender.LeafIndex) == b.SenderLeaf && bytes.Equal(enc, b.Proposal)
+		typ == b.SenderType && at == b.SenderLeaf && bytes.Equal(enc, b.Proposal)
+}
+
+// proposalSender is how a proposal event records its sender: the sender
+// type of a non-member (0 for a member) and the member's leaf or the
+// external sender's index.
+func proposalSender(s mls.Sender) (typ uint8, at uint32) {
+	switch s.Type {
+	case mls.SenderTypeExternal:
+		return uint8(s.Type), s.SenderIndex
+	case mls.SenderTypeNewMemberProposal:
+		return uint8(s.Type), 0
+	}
+	return 0, uint32(s.LeafIndex)
 }
 
 // checkHandshakeFormatSet: the group must be one this installation holds.
