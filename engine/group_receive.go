@@ -374,7 +374,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if err != nil {
 		return nil, err
 	}
-	opts := mls.JoinOptions{Options: in.mlsOptions(), ExternalPSKs: psks}
+	opts := mls.JoinOptions{Options: in.mlsOptions(), ExternalPSKs: psks, FindPredecessor: in.predecessorFinder(ctx)}
 	g, err := mls.Join(&m, kp.kp, kp.secrets, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: join from welcome with key package %x: %w", in.id, kp.ref, err)

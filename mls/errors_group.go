@@ -55,6 +55,12 @@ var (
 	// key package offered to join it.
 	ErrNoWelcomeSecrets = errors.New("mls: welcome is not addressed to this key package")
 
+	// ErrReInitialized reports an operation on a group whose last commit
+	// carried a ReInit (RFC 9420 §11.2): it sends and processes no more
+	// handshake messages; its members move to the new group
+	// (Group.Reinitialize, and Join with JoinOptions.Predecessors).
+	ErrReInitialized = errors.New("mls: group reinitialized")
+
 	// ErrUnknownPSK reports a PreSharedKey the client does not hold.
 	ErrUnknownPSK = errors.New("mls: pre-shared key not available")
 

@@ -91,7 +91,18 @@ type Group struct {
 	pendingUpdates map[string]*ciphersuite.HPKEPrivateKey // own Update proposals by ref
 	psks           map[string]keyschedule.Secret          // external PSKs by psk_id
 	past           []pastEpoch                            // newest first
-	random         io.Reader
+	// reinit is the ReInit this epoch's commit carried: the group is
+	// closed, its members move to the group the ReInit describes (RFC
+	// 9420 §11.2). Saved with the state.
+	reinit *ReInit
+	// lent are resumption PSKs of other groups (a branch's or a
+	// reinitialisation's predecessor) lent for the one operation that
+	// starts a new group; never saved.
+	lent []lentPSK
+	// preds are the groups a joiner holds that a Welcome may name as
+	// its predecessor (JoinOptions); only during Join.
+	preds  *joinPredecessors
+	random io.Reader
 }
 
 // String describes the group without secrets.
@@ -420,6 +431,9 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	}
 	if ct != ContentTypeApplication && g.keys == nil {
 		return nil, nil, fmt.Errorf("%w: leaf %d was removed from group %x; it processes no more handshake messages", ErrNotMember, g.me, g.ctx.GroupID)
+	}
+	if ct != ContentTypeApplication && g.reinit != nil {
+		return nil, nil, fmt.Errorf("%w: group %x epoch %d processes no more handshake messages", ErrReInitialized, g.ctx.GroupID, g.ctx.Epoch)
 	}
 	c := g.clone()
 	// Locate the epoch's keys: the current one, or a retained past one for

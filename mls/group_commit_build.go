@@ -28,11 +28,27 @@ type CommitOptions struct {
 	// OmitRatchetTree leaves the ratchet_tree extension out of the
 	// Welcome's GroupInfo; joiners then need the tree from elsewhere.
 	OmitRatchetTree bool
+	// ReInit commits a ReInit proposal inline (RFC 9420 §11.2); a commit
+	// with it carries nothing else, so every other option must be unset.
+	ReInit *ReInit
 }
 
 // committable selects the cached proposals a commit with opts can carry
 // together (see [Group.Commit]), in the order they were received.
 func (g *Group) committable(opts CommitOptions) []cachedProposal {
+	if opts.ReInit != nil {
+		return nil // a ReInit goes alone
+	}
+	// A ReInit goes alone: the first one cached, when the commit adds
+	// nothing of its own; otherwise ReInits are left out.
+	reinitOnly := opts.ReInit == nil && len(opts.Add)+len(opts.Remove)+len(opts.PSKs) == 0 && opts.GroupContextExtensions == nil
+	for _, p := range g.proposals {
+		if p.proposal.Type == ProposalTypeReInit && reinitOnly {
+			if _, err := g.applyProposals(g.me, []cachedProposal{p}); err == nil {
+				return []cachedProposal{p}
+			}
+		}
+	}
 	inlineRemoved := map[LeafIndex]bool{}
 	for _, l := range opts.Remove {
 		inlineRemoved[l] = true
@@ -88,6 +104,8 @@ func (g *Group) committable(opts CommitOptions) []cachedProposal {
 			psks[string(b)] = true
 		case ProposalTypeAdd:
 			adds = append(adds, p)
+		case ProposalTypeReInit:
+			continue
 		}
 		if p.proposal.Type != ProposalTypeAdd {
 			out = append(out, p)
@@ -168,6 +186,10 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	for i := range opts.PSKs {
 		inline(&Proposal{Type: ProposalTypePSK, PreSharedKey: &PreSharedKey{PSK: opts.PSKs[i]}})
 	}
+	if opts.ReInit != nil {
+		ri := *opts.ReInit
+		inline(&Proposal{Type: ProposalTypeReInit, ReInit: &ri})
+	}
 	eff, err := g.applyProposals(g.me, props)
 	if err != nil {
 		return nil, nil, err
@@ -237,6 +259,7 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 		return nil, nil, err
 	}
 	n.proposals, n.pendingUpdates = nil, map[string]*ciphersuite.HPKEPrivateKey{}
+	n.reinit, n.lent = eff.reinit, nil
 	res := &CommitResult{Commit: msg}
 	if res.GroupInfo, err = n.groupInfo(!opts.OmitRatchetTree); err != nil {
 		return nil, nil, err

@@ -110,6 +110,7 @@ func (g *Group) applyCommit(ac *AuthenticatedContent) (*Group, bool, error) {
 		return nil, false, err
 	}
 	n.proposals, n.pendingUpdates = nil, map[string]*ciphersuite.HPKEPrivateKey{}
+	n.reinit = eff.reinit
 	return n, false, nil
 }
 
@@ -129,6 +130,9 @@ func (g *Group) Active() bool { return g.keys != nil }
 func (g *Group) checkActive() error {
 	if g.keys == nil {
 		return fmt.Errorf("%w: leaf %d was removed from group %x", ErrNotMember, g.me, g.ctx.GroupID)
+	}
+	if g.reinit != nil {
+		return fmt.Errorf("%w: group %x epoch %d sends nothing more; its successor is group %x", ErrReInitialized, g.ctx.GroupID, g.ctx.Epoch, g.reinit.GroupID)
 	}
 	return nil
 }

@@ -15,12 +15,12 @@ import (
 // reference.
 
 // externalSenderProposals are the proposal types an external sender may
-// send (RFC 9420 §17.4, the "External" column), less ReInit, which this
-// package does not implement.
+// send (RFC 9420 §17.4, the "External" column).
 var externalSenderProposals = map[ProposalType]bool{
 	ProposalTypeAdd:                    true,
 	ProposalTypeRemove:                 true,
 	ProposalTypePSK:                    true,
+	ProposalTypeReInit:                 true,
 	ProposalTypeGroupContextExtensions: true,
 }
 

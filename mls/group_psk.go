@@ -37,6 +37,8 @@ func (g *Group) pskSecretFor(ids []PreSharedKeyID) (keyschedule.Secret, error) {
 		case PSKTypeResumption:
 			if id.Usage == ResumptionPSKUsageApplication && bytes.Equal(id.PSKGroupID, g.ctx.GroupID) {
 				s, ok = g.resumptionPSK(id.PSKEpoch)
+			} else if startsGroup(id) {
+				s, ok = g.lentPSK(id)
 			}
 		}
 		if !ok {

@@ -11,6 +11,7 @@ import (
 type proposalEffect struct {
 	tree       RatchetTree
 	extensions Extensions
+	reinit     *ReInit // the commit's ReInit, alone in it
 	added      []LeafIndex
 	addedKPs   []KeyPackage
 	psks       []PreSharedKeyID
@@ -45,10 +46,22 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 			eff.needPath = true
 		case ProposalTypeAdd:
 			adds = append(adds, i)
+		case ProposalTypeReInit:
+			if len(props) != 1 {
+				return nil, fmt.Errorf("%w: proposal %d is a ReInit among %d proposals; a ReInit goes alone", ErrInvalidProposal, i, len(props))
+			}
+			if err := checkReInit(&g.ctx, p.proposal.ReInit); err != nil {
+				return nil, fmt.Errorf("%w: proposal %d: %w", ErrInvalidProposal, i, err)
+			}
+			ri := cloneReInit(p.proposal.ReInit)
+			eff.reinit = &ri
 		case ProposalTypePSK:
 			id := p.proposal.PreSharedKey.PSK
 			if err := checkPSKNonce(g.cs, &id); err != nil {
 				return nil, fmt.Errorf("%w: proposal %d: %w", ErrInvalidProposal, i, err)
+			}
+			if startsGroup(&id) && g.ctx.Epoch != 0 {
+				return nil, fmt.Errorf("%w: proposal %d: a resumption PSK of usage %d belongs only in the first commit of a new group", ErrInvalidProposal, i, id.Usage)
 			}
 			enc, err := id.Marshal()
 			if err != nil {
@@ -193,6 +206,13 @@ func (g *Group) checkProposalFrom(s Sender, p *Proposal) error {
 	case ProposalTypePSK:
 		if err := checkPSKNonce(g.cs, &p.PreSharedKey.PSK); err != nil {
 			return fmt.Errorf("%w: PreSharedKey proposal from %s: %w", ErrInvalidProposal, from, err)
+		}
+		if startsGroup(&p.PreSharedKey.PSK) {
+			return fmt.Errorf("%w: PreSharedKey proposal from %s: a resumption PSK of usage %d is never proposed", ErrInvalidProposal, from, p.PreSharedKey.PSK.Usage)
+		}
+	case ProposalTypeReInit:
+		if err := checkReInit(&g.ctx, p.ReInit); err != nil {
+			return fmt.Errorf("%w: ReInit from %s: %w", ErrInvalidProposal, from, err)
 		}
 	case ProposalTypeGroupContextExtensions:
 	default:

@@ -15,8 +15,13 @@ import (
 // layout changes. Version 1 stored each epoch's encryption_secret and its
 // joiner_secret, from which consumed message keys could be re-derived; it
 // is refused rather than upgraded, because loading it would carry that
-// forward-secrecy gap on (see docs/mls.md).
-const stateVersion = 2
+// forward-secrecy gap on (see docs/mls.md). Version 3 is version 2 with
+// the committed ReInit after it: written only for a group that a ReInit
+// closed, so every other state keeps its version 2 bytes.
+const (
+	stateVersion       = 2
+	stateVersionReInit = 3
+)
 
 // MarshalBinary serializes the full client state, secrets included, as
 // stable versioned bytes: a version byte, then the fields in MLS
@@ -28,7 +33,11 @@ const stateVersion = 2
 // secret from which an already-consumed message key can be re-derived.
 func (g *Group) MarshalBinary() ([]byte, error) {
 	var w codec.Writer
-	w.Uint8(stateVersion)
+	if g.reinit != nil {
+		w.Uint8(stateVersionReInit)
+	} else {
+		w.Uint8(stateVersion)
+	}
 	w.Uint16(uint16(g.ctx.CipherSuite))
 	w.Uint32(uint32(int32(g.opts.MaxPastEpochs)))
 	w.Uint32(g.opts.MaxForwardRatchets)
@@ -91,6 +100,9 @@ func (g *Group) MarshalBinary() ([]byte, error) {
 			w.OpaqueV(st)
 		}
 	})
+	if g.reinit != nil {
+		g.reinit.marshal(&w)
+	}
 	return w.Finish()
 }
 
@@ -111,8 +123,8 @@ func UnmarshalState(b []byte) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v != stateVersion {
-		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrStateVersion, v, stateVersion)
+	if v != stateVersion && v != stateVersionReInit {
+		return nil, fmt.Errorf("%w: %d (this build reads %d and %d)", ErrStateVersion, v, stateVersion, stateVersionReInit)
 	}
 	suite, _ := r.Uint16()
 	cs, err := ciphersuite.Lookup(ciphersuite.Suite(suite))
@@ -251,6 +263,12 @@ func UnmarshalState(b []byte) (*Group, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if v == stateVersionReInit {
+		g.reinit = new(ReInit)
+		if err := g.reinit.unmarshal(r); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.Done(); err != nil {
 		return nil, err

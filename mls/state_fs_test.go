@@ -186,7 +186,7 @@ func TestStateOldVersionRefused(t *testing.T) {
 	if b[0] != stateVersion {
 		t.Fatalf("state starts with version %d, want %d", b[0], stateVersion)
 	}
-	for _, v := range []byte{1, stateVersion + 1} {
+	for _, v := range []byte{1, stateVersionReInit + 1} {
 		b[0] = v
 		if _, err := UnmarshalState(b); !errors.Is(err, ErrStateVersion) {
 			t.Errorf("version %d: err = %v, want ErrStateVersion", v, err)

@@ -73,6 +73,15 @@ type JoinOptions struct {
 	RatchetTree *RatchetTree
 	// ExternalPSKs are the PSKs the Welcome may name.
 	ExternalPSKs []ExternalPSK
+	// Predecessors are groups this client holds that the Welcome may
+	// name as the group it reinitialises or branches from (a resumption
+	// PSK of usage reinit or branch, RFC 9420 §11.2, §11.3): the state
+	// after the commit that carried the ReInit, or a state that still
+	// holds the branched epoch. Join checks the new group against it.
+	Predecessors []*Group
+	// FindPredecessor, when set, is asked for a predecessor the list
+	// does not hold, by group id (nil: not held).
+	FindPredecessor func(groupID []byte) *Group
 }
 
 // Join processes a Welcome with one of this client's KeyPackages and its
@@ -102,7 +111,10 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 	for _, p := range opts.ExternalPSKs {
 		g.psks[string(p.ID)] = p.Secret
 	}
+	g.preds = &joinPredecessors{list: opts.Predecessors, find: opts.FindPredecessor}
 	gi, gs, psk, err := g.openWelcome(w, kp, secrets.InitKey)
+	preds := g.preds
+	g.preds, g.lent = nil, nil
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +182,13 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 	if g.interim, err = interimTranscriptHash(cs, gc.ConfirmedTranscriptHash, g.confirmationTag); err != nil {
 		return nil, err
 	}
+	for i := range gs.PSKs {
+		if id := &gs.PSKs[i]; startsGroup(id) {
+			if err := checkSuccession(g, preds.used, id); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return g, nil
 }
 
@@ -203,8 +222,21 @@ func (g *Group) openWelcome(w *Welcome, kp *KeyPackage, initKey *ciphersuite.HPK
 		if err := checkPSKNonce(g.cs, id); err != nil {
 			return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: psk %d of the Welcome: %w", ErrInvalidProposal, i, err)
 		}
-		if id.Type != PSKTypeExternal {
-			return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: a joiner holds no resumption PSK (group %x, epoch %d)", ErrUnknownPSK, id.PSKGroupID, id.PSKEpoch)
+		switch {
+		case id.Type == PSKTypeExternal:
+		case startsGroup(id):
+			if len(g.lent) > 0 {
+				return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: the Welcome names two resumption PSKs of usage reinit or branch", ErrInvalidProposal)
+			}
+			pred, s, ok := g.preds.lookup(id)
+			if !ok {
+				return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: the Welcome starts a group from group %x epoch %d (usage %d), which this client does not hold: give it in JoinOptions.Predecessors",
+					ErrUnknownPSK, id.PSKGroupID, id.PSKEpoch, id.Usage)
+			}
+			g.lent = []lentPSK{{groupID: id.PSKGroupID, epoch: id.PSKEpoch, usage: id.Usage, secret: s}}
+			g.preds.used = pred
+		default:
+			return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: a joiner holds no resumption PSK of usage %d (group %x, epoch %d)", ErrUnknownPSK, id.Usage, id.PSKGroupID, id.PSKEpoch)
 		}
 	}
 	psk, err = g.pskSecretFor(gs.PSKs)

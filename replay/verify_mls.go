@@ -273,7 +273,8 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err := m.Unmarshal(b.Welcome); err != nil {
 		return mismatch("group %x: recorded welcome: %v", b.GroupID, err)
 	}
-	joined, err := mls.Join(&m, k.kp, k.secrets, &mls.JoinOptions{ExternalPSKs: c.externalPSKs()})
+	joined, err := mls.Join(&m, k.kp, k.secrets, &mls.JoinOptions{ExternalPSKs: c.externalPSKs(),
+		FindPredecessor: func(gid []byte) *mls.Group { return c.groups[string(gid)] }})
 	if err != nil {
 		return mismatch("group %x: joining again from the recorded welcome: %v", b.GroupID, err)
 	}
