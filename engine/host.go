@@ -59,25 +59,13 @@ type Host struct {
 	log     *eventlog.Log
 	del     *Deliveries
 	workers int
-	// cps holds, per installation, a checkpoint its read model had
-	// reached (the last sequence this Host applied to it): a lower bound
-	// of its checkpoint, which only grows, so a read from there misses
-	// nothing. It spares a query per installation and batch. (A closed
-	// installation stays in it until it is cleared.)
-	cpMu sync.Mutex
-	cps  map[*Installation]uint64
 }
 
-// maxCheckpoints bounds Host.cps; when full it is cleared, which only
-// costs queries.
-const maxCheckpoints = 1 << 16
-
-// checkpoint returns a lower bound of in's read model checkpoint.
+// checkpoint returns a lower bound of in's read model checkpoint: the
+// last one a Host saw it reach (Installation.appliedTo), else the read
+// model's.
 func (h *Host) checkpoint(ctx context.Context, in *Installation) (uint64, error) {
-	h.cpMu.Lock()
-	cp, ok := h.cps[in]
-	h.cpMu.Unlock()
-	if ok {
+	if cp := in.appliedTo.Load(); cp > 0 {
 		return cp, nil
 	}
 	return in.db.Checkpoint(ctx)
@@ -85,13 +73,11 @@ func (h *Host) checkpoint(ctx context.Context, in *Installation) (uint64, error)
 
 // applied records that in's read model holds every event up to seq.
 func (h *Host) applied(in *Installation, seq uint64) {
-	h.cpMu.Lock()
-	defer h.cpMu.Unlock()
-	if len(h.cps) >= maxCheckpoints {
-		clear(h.cps)
-	}
-	if seq > h.cps[in] {
-		h.cps[in] = seq
+	for {
+		cur := in.appliedTo.Load()
+		if seq <= cur || in.appliedTo.CompareAndSwap(cur, seq) {
+			return
+		}
 	}
 }
 
@@ -101,7 +87,7 @@ func NewHost(l *eventlog.Log, d *Deliveries, opts *HostOptions) *Host {
 	if opts != nil {
 		o = *opts
 	}
-	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0)), cps: map[*Installation]uint64{}}
+	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0))}
 }
 
 // SendRequest is one message for Host.Send: Installation.Send's arguments.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -128,6 +129,12 @@ type Installation struct {
 	lock  *projections.WriterLock // held from open to Close: the one writer of db
 	// closed: Close ran (the read model no longer counts as open).
 	closed bool
+	// appliedTo is a checkpoint a Host saw its read model reach (0: none
+	// seen): a lower bound of the read model's checkpoint, which only
+	// grows, so a Host reads from there and misses nothing (it spares a
+	// query per installation and batch). It lives and dies with the
+	// Installation, so a Pool's evictions leave nothing behind.
+	appliedTo atomic.Uint64
 }
 
 // openReadModel takes the read model's writer lock (projections.Lock) and
