@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -25,6 +26,37 @@ type groupState struct {
 	// lastUpdate is when this member last refreshed its path (its own
 	// commit, or the group's creation); zero after joining by Welcome.
 	lastUpdate time.Time
+	// held lists, oldest first, the epochs whose secrets the read model
+	// holds once this state's events are projected, when heldKnown: the
+	// epochs a commit retires are chosen from it (epochsToRetire) without
+	// reading the epochs table, whose rows carry large states. Not known
+	// (a state loaded, joined, or built by a Host) it is read from the
+	// read model by the next commit.
+	held      []uint64
+	heldKnown bool
+}
+
+// heldAfter returns the epochs gs holds (see groupState.held) after the
+// transition recorded by bodies: a commit adds its epoch, a retirement
+// takes the listed epochs away, and the events that touch no epoch's
+// secrets keep them. Any other event makes them unknown.
+func heldAfter(gs *groupState, bodies []events.Body) ([]uint64, bool) {
+	if !gs.heldKnown {
+		return nil, false
+	}
+	held := slices.Clone(gs.held)
+	for _, b := range bodies {
+		switch b := b.(type) {
+		case events.CommitApplied:
+			held = append(held, b.Epoch)
+		case events.EpochSecretsRetired:
+			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.Epochs, e) })
+		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:
+		default:
+			return nil, false
+		}
+	}
+	return held, true
 }
 
 func (in *Installation) mlsOptions() mls.Options {
@@ -125,7 +157,9 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 // happened): step
 // decides the transition from the current state and returns the new state
 // and the events; they are appended at the group's position as one atomic
-// batch, then projected. If another writer moved the group first, the
+// batch, then projected (a commit's or a proposal's from memory when
+// nothing else is new: appendAndProjectKnown). If another writer moved
+// the group first, the
 // read model catches up, the state is reloaded and step runs again.
 func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *groupState) (*mls.Group, []events.Body, error)) (*groupState, error) {
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
@@ -137,7 +171,11 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 		if err != nil {
 			return nil, err
 		}
-		err = in.appendAndProject(ctx, in.groupAgg(id), gs.pos, bodies)
+		if carriesState(bodies) {
+			err = in.appendAndProjectKnown(ctx, in.groupAgg(id), gs.pos, bodies)
+		} else {
+			err = in.appendAndProject(ctx, in.groupAgg(id), gs.pos, bodies)
+		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			delete(in.group, string(id))
 			if err := in.project(ctx); err != nil {
@@ -153,10 +191,24 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 			return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, err)
 		}
 		next := &groupState{id: gs.id, pos: gs.pos + uint64(len(bodies)), g: ng, lastUpdate: gs.lastUpdate}
+		next.held, next.heldKnown = heldAfter(gs, bodies)
 		in.group[string(id)] = next
 		return next, err
 	}
 	return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, ErrTooManyConflicts)
+}
+
+// carriesState reports whether one of bodies carries the group's state
+// (a commit, a proposal): events as large as the group's ratchet trees,
+// which appendAndProjectKnown spares reading back.
+func carriesState(bodies []events.Body) bool {
+	for _, b := range bodies {
+		switch b.(type) {
+		case events.CommitApplied, events.ProposalStaged:
+			return true
+		}
+	}
+	return false
 }
 
 // CreateGroup creates a one-member group (a nil id draws a random one) and
@@ -186,7 +238,8 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC()}
+	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
+		held: []uint64{g.Epoch()}, heldKnown: true}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
 	out.ProjectionErr, err = lagged(err)

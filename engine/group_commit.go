@@ -41,20 +41,29 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, co
 
 // epochsToRetire lists the group's epochs whose secrets the read model
 // still holds and that are older than maximum_past_epochs once the group
-// is at epoch cur.
+// is at epoch cur. It takes them from the group's cached state (the one
+// a transition is being decided on), and reads them from the read model
+// when that does not know them (once: the cache keeps them).
 func (in *Installation) epochsToRetire(ctx context.Context, id []byte, cur uint64) ([]uint64, error) {
 	keep := uint64(in.opts.MaxPastEpochs)
 	if cur <= keep {
 		return nil, nil
 	}
-	eps, err := in.db.Epochs(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("engine: group %x epochs: %w", id, err)
+	gs, ok := in.group[string(id)]
+	if !ok {
+		gs = &groupState{id: id}
+	}
+	if !gs.heldKnown {
+		held, err := in.db.HeldEpochs(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("engine: group %x epochs: %w", id, err)
+		}
+		gs.held, gs.heldKnown = held, true
 	}
 	var out []uint64
-	for _, e := range eps {
-		if !e.Retired && e.Epoch < cur-keep {
-			out = append(out, e.Epoch)
+	for _, e := range gs.held {
+		if e < cur-keep {
+			out = append(out, e)
 		}
 	}
 	return out, nil

@@ -58,3 +58,92 @@ func (in *Installation) project(ctx context.Context) error {
 	}
 	return nil
 }
+
+// appendAndProjectKnown is appendAndProject for the transitions whose
+// events are large (a group's state rides on every commit and proposal):
+// it appends them at expected, then applies them to the read model from
+// memory when the stream shows they are the only events of the
+// installation the read model lacks (applyAppended), so that they are
+// not fetched back and opened again; otherwise it projects as
+// appendAndProject does. The errors are appendAndProject's.
+func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
+	now := in.opts.Now().UTC()
+	evs := make([]events.Event, len(bodies))
+	for i, b := range bodies {
+		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
+	}
+	res, err := decideAppend(ctx, in.log, expected, evs, 0)
+	if err != nil {
+		return err
+	}
+	if len(res) > 0 {
+		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
+	}
+	if in.applyAppended(ctx, evs, res) {
+		return nil
+	}
+	if err := in.project(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errNotProjected, err)
+	}
+	return nil
+}
+
+// applyAppended applies evs, just appended with results res, to the read
+// model from memory, when it can prove they are all the read model
+// lacks: on every subject of the installation, the stream's count of
+// events (one request) must be the read model's position plus the events
+// of evs on it. Anything else (another writer's event, a delivery
+// queued meanwhile), or a failure, returns false with nothing applied:
+// the caller reads the events instead.
+func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, res []eventlog.Appended) bool {
+	if len(evs) == 0 || len(res) != len(evs) {
+		return false
+	}
+	cp, positions, err := in.db.Projected(ctx)
+	if err != nil {
+		return false
+	}
+	counts, err := in.log.SubjectCounts(ctx, in.id)
+	if err != nil {
+		return false
+	}
+	known := map[string]uint64{}
+	recs := make([]projections.Record, len(evs))
+	for i, ev := range evs {
+		if res[i].Seq <= cp || (i > 0 && res[i].Seq <= res[i-1].Seq) {
+			return false
+		}
+		subj, err := in.log.Subject(ev.Aggregate)
+		if err != nil {
+			return false
+		}
+		known[subj]++
+		ev.Position = res[i].Position
+		recs[i] = projections.Record{Seq: res[i].Seq, Event: ev}
+	}
+	held := map[string]uint64{}
+	for a, p := range positions {
+		subj, err := in.log.Subject(a)
+		if err != nil {
+			return false
+		}
+		held[subj] = p
+	}
+	for subj := range known {
+		if _, ok := counts[subj]; !ok {
+			return false
+		}
+	}
+	for subj, n := range counts {
+		if n != held[subj]+known[subj] {
+			return false
+		}
+	}
+	if err := in.db.Apply(ctx, recs); err != nil {
+		countApplyError(in.log.Metrics(), err)
+		return false
+	}
+	countApplied(in.log.Metrics(), recs)
+	in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq, "from", "memory")
+	return true
+}

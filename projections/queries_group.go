@@ -147,6 +147,26 @@ func (db *DB) Epochs(ctx context.Context, groupID []byte) ([]Epoch, error) {
 	return out, db.wrapErr("epochs", rows.Err())
 }
 
+// HeldEpochs lists the group's epochs whose secrets the read model
+// still holds (not retired), oldest first. Unlike Epochs it reads no
+// state, only the key and the retired flag of each row.
+func (db *DB) HeldEpochs(ctx context.Context, groupID []byte) ([]uint64, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT epoch FROM epochs WHERE group_id = ? AND retired = 0 ORDER BY epoch`, groupID)
+	if err != nil {
+		return nil, db.wrapErr("held epochs", err)
+	}
+	defer rows.Close()
+	var out []uint64
+	for rows.Next() {
+		var e uint64
+		if err := rows.Scan(&e); err != nil {
+			return nil, db.wrapErr("held epochs", err)
+		}
+		out = append(out, e)
+	}
+	return out, db.wrapErr("held epochs", rows.Err())
+}
+
 // IsMember reports whether identity (a member's credential identity; an
 // installation's is its id) is a current member of the group: at some
 // leaf, not removed since. An unknown group has no members.

@@ -1,0 +1,349 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// BenchmarkMLSThroughEngine measures a commit with a path update through
+// the engine against the bare mls package, in groups of 100 and 1,000
+// members, in the same benchmark and on the same group states.
+//
+// The group has two engine installations, the committer (leaf 0, which
+// created the group) and a receiver (leaf 1); the other members are bare
+// mls clients (foreign peers) added by key package in one commit, so
+// every parent node but the committer's path is blank, as in
+// mls.BenchmarkCommitWithPath. Each iteration times, in alternating
+// order:
+//
+//   - bare create: the committer's current mls.Group commits with a path
+//     (in the engine's handshake wire format, PrivateMessage) and the
+//     commit is encoded;
+//   - bare process: the receiver's current mls.Group decodes and
+//     processes that commit;
+//   - engine create: Installation.Update, which also records the commit
+//     (one atomic append to JetStream, durable before it returns) and
+//     projects it into the committer's SQLCipher read model;
+//   - engine process: the receiver's Installation.Receive of the
+//     engine's commit, recorded and projected the same way.
+//
+// The bare operations work on the states the engine holds at that moment
+// and their results are dropped; the engine's move the group on. Besides
+// each operation's time (bare-create-ms, ...) it reports the ratios
+// create-x-bare and process-x-bare (engine time / bare time, summed over
+// the iterations). The set-up (installations, key packages, the commit
+// adding everyone, the receiver's Welcome and commit) is built once per
+// process and group size, outside the timed region.
+func BenchmarkMLSThroughEngine(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			env := mlsBenchGroup(b, n)
+			env.run(b)
+		})
+	}
+}
+
+// mlsBenchEnv is one group of BenchmarkMLSThroughEngine: a log on its own
+// server, the committing and the receiving installation, and the group.
+type mlsBenchEnv struct {
+	size      int
+	dir       string
+	srv       *server.Server
+	log       *eventlog.Log
+	committer *Installation
+	receiver  *Installation
+	gid       []byte
+	// err is why the set-up failed (nil: it did not).
+	err error
+}
+
+var (
+	mlsBenchMu   sync.Mutex
+	mlsBenchEnvs = map[int]*mlsBenchEnv{}
+)
+
+// mlsBenchGroup returns the process's group of size members, building it
+// on first use. It outlives b: the sub-benchmark runs several times (once
+// per b.N tried, and per -count), and building the group of 1,000 takes
+// seconds. closeMLSBench (TestMain) removes it.
+func mlsBenchGroup(b *testing.B, size int) *mlsBenchEnv {
+	b.Helper()
+	mlsBenchMu.Lock()
+	defer mlsBenchMu.Unlock()
+	env, ok := mlsBenchEnvs[size]
+	if !ok {
+		env = &mlsBenchEnv{size: size}
+		mlsBenchEnvs[size] = env
+		start := time.Now()
+		env.err = env.build()
+		b.Logf("set-up of the group of %d: %v", size, time.Since(start).Round(time.Millisecond))
+	}
+	if env.err != nil {
+		b.Fatalf("set-up of the group of %d: %v", size, env.err)
+	}
+	return env
+}
+
+// closeMLSBench closes and removes every group mlsBenchGroup built.
+func closeMLSBench() {
+	mlsBenchMu.Lock()
+	defer mlsBenchMu.Unlock()
+	for n, env := range mlsBenchEnvs {
+		env.close()
+		delete(mlsBenchEnvs, n)
+	}
+}
+
+func (env *mlsBenchEnv) close() {
+	for _, in := range []*Installation{env.committer, env.receiver} {
+		if in != nil {
+			_ = in.Close()
+		}
+	}
+	if env.log != nil {
+		_ = env.log.Close()
+	}
+	if env.srv != nil {
+		env.srv.Shutdown()
+		env.srv.WaitForShutdown()
+	}
+	if env.dir != "" {
+		_ = os.RemoveAll(env.dir)
+	}
+}
+
+// build starts a server (as natstest does: file storage, no fsync per
+// write) and creates the group: the committer creates it, adds the
+// receiver (whose Welcome is small), then the size-2 foreign members in
+// one commit, which the receiver processes.
+func (env *mlsBenchEnv) build() error {
+	ctx := context.Background()
+	var err error
+	if env.dir, err = os.MkdirTemp("", "epochlog-mlsbench-"); err != nil {
+		return err
+	}
+	env.srv, err = server.NewServer(&server.Options{
+		ServerName: "mlsbench", Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: filepath.Join(env.dir, "jetstream"), NoLog: true, NoSigs: true,
+		JetStreamMaxMemory: 256 << 20, JetStreamMaxStore: 4 << 30,
+	})
+	if err != nil {
+		return err
+	}
+	go env.srv.Start()
+	if !env.srv.ReadyForConnections(30 * time.Second) {
+		return fmt.Errorf("nats-server not ready")
+	}
+	cfg := eventlog.Config{NATSURL: env.srv.ClientURL(), RequestTimeout: 30 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	ring, err := mlsBenchKeyring()
+	if err != nil {
+		return err
+	}
+	if env.log, err = eventlog.Open(ctx, cfg, ring); err != nil {
+		return err
+	}
+	create := func(id events.InstallationID) (*Installation, error) {
+		k, err := projections.GenerateRawKey()
+		if err != nil {
+			return nil, err
+		}
+		return CreateInstallation(ctx, env.log, id, filepath.Join(env.dir, string(id)+".db"), k, nil)
+	}
+	if env.committer, err = create("committer"); err != nil {
+		return err
+	}
+	if env.receiver, err = create("receiver"); err != nil {
+		return err
+	}
+	created, err := env.committer.CreateGroup(ctx, nil)
+	if err != nil {
+		return err
+	}
+	env.gid = created.GroupID
+	kp, err := env.receiver.PublishKeyPackage(ctx, "directory", true)
+	if err != nil {
+		return err
+	}
+	co, err := env.committer.AddMembers(ctx, env.gid, kp.KeyPackage)
+	if err != nil {
+		return err
+	}
+	if _, err := env.receiver.Receive(ctx, co.Welcome); err != nil {
+		return fmt.Errorf("receiver joins: %w", err)
+	}
+	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	if err != nil {
+		return err
+	}
+	kps := make([][]byte, 0, env.size-2)
+	for i := range env.size - 2 {
+		sig, err := cs.GenerateSignatureKey()
+		if err != nil {
+			return err
+		}
+		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
+		if err != nil {
+			return err
+		}
+		raw, err := kp.Marshal()
+		if err != nil {
+			return err
+		}
+		kps = append(kps, raw)
+	}
+	if co, err = env.committer.AddMembers(ctx, env.gid, kps...); err != nil {
+		return fmt.Errorf("add %d members: %w", len(kps), err)
+	}
+	if _, err := env.receiver.Receive(ctx, co.Commit); err != nil {
+		return fmt.Errorf("receiver processes the commit adding %d members: %w", len(kps), err)
+	}
+	return env.check()
+}
+
+// check makes sure both installations are at the same epoch with the
+// same authenticator, their read models up to date.
+func (env *mlsBenchEnv) check() error {
+	ctx := context.Background()
+	e1, a1, err := env.committer.EpochAuthenticator(ctx, env.gid)
+	if err != nil {
+		return err
+	}
+	e2, a2, err := env.receiver.EpochAuthenticator(ctx, env.gid)
+	if err != nil {
+		return err
+	}
+	if e1 != e2 || string(a1) != string(a2) {
+		return fmt.Errorf("committer at epoch %d, receiver at epoch %d: authenticators differ", e1, e2)
+	}
+	return nil
+}
+
+// states returns the mls.Group each installation holds for the group
+// now (the engine's cached state).
+func (env *mlsBenchEnv) states(b *testing.B) (committer, receiver *mls.Group) {
+	ctx := context.Background()
+	for i, in := range []*Installation{env.committer, env.receiver} {
+		in.mu.Lock()
+		gs, err := in.loadGroup(ctx, env.gid)
+		var g *mls.Group
+		if err == nil {
+			g, err = in.handshaking(ctx, gs.g)
+		}
+		in.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			committer = g
+		} else {
+			receiver = g
+		}
+	}
+	return committer, receiver
+}
+
+// run is one measurement: see BenchmarkMLSThroughEngine.
+func (env *mlsBenchEnv) run(b *testing.B) {
+	ctx := context.Background()
+	var bareCreate, bareProcess, engCreate, engProcess time.Duration
+	bare := func() {
+		gc, gr := env.states(b)
+		t0 := time.Now()
+		_, res, err := gc.Commit(mls.CommitOptions{ForcePath: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wire, err := res.Commit.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		var m mls.MLSMessage
+		if err := m.Unmarshal(wire); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := gr.ProcessCommit(&m); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		bareCreate += t1.Sub(t0)
+		bareProcess += t2.Sub(t1)
+	}
+	engine := func() {
+		t0 := time.Now()
+		co, err := env.committer.Update(ctx, env.gid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		rec, err := env.receiver.Receive(ctx, co.Commit)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		if co.ProjectionErr != nil || rec.ProjectionErr != nil {
+			b.Fatalf("read model lags: %v, %v", co.ProjectionErr, rec.ProjectionErr)
+		}
+		engCreate += t1.Sub(t0)
+		engProcess += t2.Sub(t1)
+	}
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			bare()
+			engine()
+		} else {
+			engine()
+			bare()
+		}
+		i++
+	}
+	if err := env.check(); err != nil {
+		b.Fatal(err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(i) }
+	b.ReportMetric(ms(bareCreate), "bare-create-ms")
+	b.ReportMetric(ms(bareProcess), "bare-process-ms")
+	b.ReportMetric(ms(engCreate), "engine-create-ms")
+	b.ReportMetric(ms(engProcess), "engine-process-ms")
+	b.ReportMetric(float64(engCreate)/float64(bareCreate), "create-x-bare")
+	b.ReportMetric(float64(engProcess)/float64(bareProcess), "process-x-bare")
+	gc, _ := env.states(b)
+	st, err := gc.MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(st))/1024, "state-KiB")
+}
+
+// TestMain runs the package's tests and benchmarks, then removes what
+// the benchmarks kept for the whole process (closeMLSBench).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeMLSBench()
+	os.Exit(code)
+}
+
+// mlsBenchKeyring is the keyring of the benchmark's logs (root key id 1,
+// every byte 0x42).
+func mlsBenchKeyring() (*events.Keyring, error) {
+	k, err := events.NewRootKey(bytes.Repeat([]byte{0x42}, 32))
+	if err != nil {
+		return nil, err
+	}
+	return events.NewKeyring(1, k)
+}
