@@ -112,6 +112,9 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 	if err != nil {
 		return nil, err
 	}
+	if err := l.erasedKnown(agg.Installation); err != nil {
+		return nil, err
+	}
 	prev, err := l.headOf(ctx, agg.Installation)
 	if err != nil {
 		return nil, err
@@ -135,7 +138,7 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 		}
 		e.Prev = prev
 		p.kinds[i] = string(e.Body.Kind())
-		if p.ids[i], p.envs[i], err = l.msgIDs.Seal(l.binding(as.subject), as.pseudo, e, now); err != nil {
+		if p.ids[i], p.envs[i], err = l.sealEvent(ctx, as.subject, as.pseudo, e, now); err != nil {
 			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
 		}
 	}
@@ -318,7 +321,7 @@ func (l *Log) lookup(ctx context.Context, subject string, inst events.Installati
 	if err != nil {
 		return tail{}, fmt.Errorf("eventlog: look up last event on %s: %w", subject, err)
 	}
-	ev, err := events.Open(l.keys, inst, l.binding(subject), m.Data)
+	ev, err := l.open(ctx, inst, subject, m.Data)
 	if err != nil {
 		return tail{}, l.recordError(subject, m.Sequence, "lookup", err)
 	}
@@ -376,7 +379,7 @@ func (l *Log) nextOnSubject(ctx context.Context, p *prepared, seq uint64) (*jets
 	if pos, ok := events.MessageIDPosition(m.Header.Get(hdrMsgID)); ok {
 		return m, pos, nil
 	}
-	ev, err := events.Open(l.keys, p.agg.Installation, l.binding(p.subject), m.Data)
+	ev, err := l.open(ctx, p.agg.Installation, p.subject, m.Data)
 	if err != nil {
 		return nil, 0, l.recordError(p.subject, m.Sequence, "lookup", err)
 	}

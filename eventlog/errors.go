@@ -68,6 +68,23 @@ var (
 	// nobody else can find). Load the keyring the stream was created with.
 	ErrKeyringMismatch = errors.New("eventlog: keyring does not match the stream")
 
+	// ErrErased means the installation was erased (it has a tombstone):
+	// its data keys are shredded and its events purged, or being purged.
+	// The wrapping *ErasedError names when and by whom. Reads, rebuilds
+	// and appends of it fail with it; other installations are unaffected.
+	ErrErased = errors.New("eventlog: installation erased")
+
+	// ErrNoKeyBucket means a format-3 event (sealed under a data key) was
+	// to be opened, or an installation erased, but the stream's key bucket
+	// ("<stream>_KEYS", named in the error) does not exist: a read-only
+	// Log on a store whose bucket was never created or was lost.
+	ErrNoKeyBucket = errors.New("eventlog: no data key bucket")
+
+	// ErrNoDataKey means the data key an event was sealed under is not in
+	// the key bucket: shredded (retention), or the bucket is not the
+	// stream's. The error also wraps events.ErrUnknownKey.
+	ErrNoDataKey = errors.New("eventlog: data key not in the key bucket")
+
 	// ErrClosed means the Log was closed.
 	ErrClosed = errors.New("eventlog: log closed")
 

@@ -34,6 +34,13 @@ type Log struct {
 
 	msgIDs *events.MessageIDs // seals events and derives their Nats-Msg-Id
 
+	kv       jetstream.KeyValue // the key bucket (datakeys.go); nil: none (read-only)
+	kvStream jetstream.Stream   // the stream behind kv, for purges
+	dkCache  *dataKeyCache      // unwrapped data keys, bounded, wiped on eviction
+	// sealRoot seals new events under the root keys (format 2) as before
+	// data keys: only for the benchmark that compares both.
+	sealRoot bool
+
 	leaderMu sync.Mutex
 	leader   string // the stream's leader as last seen (observe.go), "" before
 
@@ -41,6 +48,7 @@ type Log struct {
 	subjects map[events.Aggregate]aggSubject
 	tails    map[string]tail                       // by subject: the last event we know of
 	heads    map[events.InstallationID]events.Link // the latest event we know of each installation (chain.go)
+	erased   map[events.InstallationID]tombEntry   // tombstones seen (erase.go)
 }
 
 // aggSubject is an aggregate's subject and pseudonym.
@@ -74,6 +82,8 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		subjects: map[events.Aggregate]aggSubject{},
 		tails:    map[string]tail{},
 		heads:    map[events.InstallationID]events.Link{},
+		erased:   map[events.InstallationID]tombEntry{},
+		dkCache:  newDataKeyCache(dataKeyCacheMax),
 	}
 	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
 		return nil, fmt.Errorf("eventlog: open: %w", err)
@@ -105,12 +115,16 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		l.shutdown()
 		return nil, err
 	}
+	if err := l.ensureKeyBucket(ctx); err != nil {
+		l.shutdown()
+		return nil, err
+	}
 	l.followLeader()
 	server := stripUserinfo(l.nc.ConnectedUrl())
 	if cfg.EmbeddedInProcess {
 		server = "in-process"
 	}
-	l.logger.Info("eventlog: log open", "stream", cfg.Stream, "server", server, "embedded", l.srv != nil, "replicas", l.stream.CachedInfo().Config.Replicas, "atomic_batches", l.atomic, "read_only", cfg.ReadOnly)
+	l.logger.Info("eventlog: log open", "stream", cfg.Stream, "key_bucket", l.kv != nil, "server", server, "embedded", l.srv != nil, "replicas", l.stream.CachedInfo().Config.Replicas, "atomic_batches", l.atomic, "read_only", cfg.ReadOnly)
 	return l, nil
 }
 
@@ -127,6 +141,7 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) shutdown() {
+	l.dkCache.wipe()
 	if l.nc != nil {
 		l.nc.Close()
 	}

@@ -68,10 +68,14 @@ func (l *Log) FollowInstallations(ctx context.Context, insts []events.Installati
 }
 
 // LastSeq returns the stream sequence of inst's last event, or 0 if it has
-// none.
+// none. An erased installation (one with a tombstone) is an *ErasedError
+// (ErrErased), so that a rebuild or verify of it says so.
 func (l *Log) LastSeq(ctx context.Context, inst events.InstallationID) (uint64, error) {
 	f, err := l.InstallationFilter(inst)
 	if err != nil {
+		return 0, err
+	}
+	if err := l.checkNotErased(ctx, inst); err != nil {
 		return 0, err
 	}
 	return l.lastSeq(ctx, []string{f})
@@ -150,6 +154,13 @@ func (l *Log) scanRecords(ctx context.Context, insts []events.InstallationID, fr
 	if !follow {
 		var err error
 		if fromSeq <= 1 {
+			// A whole history of an erased installation is refused
+			// (its events are purged, or unreadable).
+			for _, inst := range r.insts {
+				if err := l.checkNotErased(ctx, inst); err != nil {
+					return err
+				}
+			}
 			// Counted before the end is fixed: what is appended meanwhile
 			// only adds to what the read gets.
 			if counts, err = l.subjectCounts(ctx, filters); err != nil {
@@ -313,7 +324,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		// misbehaves; refuse rather than guess the installation.
 		return l.recordError(subject, seq, "subject", fmt.Errorf("%w: subject is not one of the requested installations'", events.ErrMoved))
 	}
-	ev, err := events.Open(l.keys, inst, l.binding(subject), data)
+	ev, err := l.open(ctx, inst, subject, data)
 	if err != nil {
 		return l.recordError(subject, seq, "open", err)
 	}
@@ -433,7 +444,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		if err != nil {
 			return n, next, err
 		}
-		ev, err := events.Open(l.keys, inst, l.binding(m.Subject), m.Data)
+		ev, err := l.open(ctx, inst, m.Subject, m.Data)
 		if err != nil {
 			return n, next, l.recordError(m.Subject, m.Sequence, "open", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/nats-io/nats.go"
@@ -128,10 +129,13 @@ func TestMovedToAnotherInstallation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Alice's envelope copied onto Bob's aggregate subject, as if it were his
-	// second event.
+	// second event: it names a data key of Alice's, which Bob does not
+	// have (data key names cover the installation), so it cannot be
+	// opened as his.
 	seq := rawPublish(t, l, subjB, rawGet(t, l, resA[0].Seq).Data)
 	_, err = tryReadAll(l, instB, 0)
-	wantRecordError(t, err, seq, events.ErrMoved)
+	wantRecordError(t, err, seq, ErrNoDataKey)
+	wantRecordError(t, err, seq, events.ErrUnknownKey)
 
 	// Copied onto another aggregate of the same installation.
 	other, _ := l.Subject(group(instA, "other"))
@@ -170,6 +174,9 @@ func TestWrongAndUnknownKey(t *testing.T) {
 	}
 }
 
+// TestKeyRotation: a rotated root key wraps the data keys created from
+// then on; a period's key made before stays wrapped under the old root
+// (re-wrapping is reseal's job), so both roots are needed to read both.
 func TestKeyRotation(t *testing.T) {
 	srv := natstestStart(t)
 	r := keyring(t, 1, 0x11)
@@ -179,19 +186,22 @@ func TestKeyRotation(t *testing.T) {
 	if err := r.Rotate(2, rootKey(t, 0x22)); err != nil {
 		t.Fatal(err)
 	}
-	res := mustAppend(t, l, 1, msg(agg, 2, "new key"))
+	next := msg(agg, 2, "new key")
+	next.Time = next.Time.Add(24 * time.Hour) // a new messages period: a new data key
+	res := mustAppend(t, l, 1, next)
 
 	recs := readAll(t, l, instA, 0)
 	if len(recs) != 2 || content(recs[0].Event) != "old key" || content(recs[1].Event) != "new key" {
 		t.Fatalf("after rotation read %d records", len(recs))
 	}
 	for i, want := range []events.KeyID{1, 2} {
-		if id, err := events.EnvelopeKeyID(rawGet(t, l, recs[i].Seq).Data); err != nil || id != want {
-			t.Fatalf("event %d sealed under key %d (%v), want %d", i, id, err, want)
+		if id := wrappingKeyID(t, l, rawGet(t, l, recs[i].Seq).Data, instA); id != want {
+			t.Fatalf("event %d's data key is wrapped under root key %d, want %d", i, id, want)
 		}
 	}
-	// The second event really is under key 2: a ring without it cannot
-	// open it (but still finds it: subjects survive rotation).
+	// The second event's data key really is under root key 2: a ring
+	// without it cannot open it (but still finds it: subjects survive
+	// rotation).
 	_, err := tryReadAll(openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0)
 	wantRecordError(t, err, res[0].Seq, events.ErrUnknownKey)
 	// A reader with both keys, added in the other order, reads both.
@@ -202,6 +212,25 @@ func TestKeyRotation(t *testing.T) {
 	if recs := readAll(t, openLog(t, testConfig(srv), both), instA, 0); len(recs) != 2 {
 		t.Fatalf("reader with both keys read %d records", len(recs))
 	}
+}
+
+// wrappingKeyID returns the root key id that wraps the data key of a
+// format-3 envelope of inst, read from the key bucket.
+func wrappingKeyID(t testing.TB, l *Log, env []byte, inst events.InstallationID) events.KeyID {
+	t.Helper()
+	id, ok, err := events.EnvelopeDataKeyID(env)
+	if err != nil || !ok {
+		t.Fatalf("not a format-3 envelope: %v", err)
+	}
+	e, err := l.kv.Get(context.Background(), id.Name(l.instPseudonym(inst)))
+	if err != nil {
+		t.Fatalf("data key %s: %v", id, err)
+	}
+	kid, err := events.WrappedKeyID(e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kid
 }
 
 func TestRecordErrorContract(t *testing.T) {

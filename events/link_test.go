@@ -51,7 +51,7 @@ func TestEnvelopeFormats(t *testing.T) {
 		t.Fatalf("sealed format %d, want %d", env[3], envelopeFormat)
 	}
 	newer := append([]byte(nil), env...)
-	newer[3] = envelopeFormat + 1
+	newer[3] = envelopeNewest + 1
 	if _, err := Open(r, testInst, testBinding, newer); !errors.Is(err, ErrUnknownVersion) {
 		t.Fatalf("newer format: %v, want ErrUnknownVersion", err)
 	}

@@ -81,6 +81,17 @@ func NewMessageIDs(r *Keyring) (*MessageIDs, error) {
 // event again with another now gives the same id (and another envelope:
 // every seal draws a fresh nonce).
 func (m *MessageIDs) Seal(b Binding, aggPseudonym string, e Event, now time.Time) (id string, envelope []byte, err error) {
+	return m.seal(sealer{r: m.r}, b, aggPseudonym, e, now)
+}
+
+// SealData is [MessageIDs.Seal] under the data key k named id (envelope
+// format 3; see [SealData]). The message id does not depend on the key:
+// sealing the same event under another key gives the same id.
+func (m *MessageIDs) SealData(k DataKey, kid DataKeyID, b Binding, aggPseudonym string, e Event, now time.Time) (id string, envelope []byte, err error) {
+	return m.seal(sealer{dk: k, id: kid}, b, aggPseudonym, e, now)
+}
+
+func (m *MessageIDs) seal(sk sealer, b Binding, aggPseudonym string, e Event, now time.Time) (id string, envelope []byte, err error) {
 	digestTime := e.Time
 	if e.Time.IsZero() {
 		digestTime = unsetTime
@@ -97,7 +108,7 @@ func (m *MessageIDs) Seal(b Binding, aggPseudonym string, e Event, now time.Time
 		return "", nil, fmt.Errorf("events: seal %s: message id: %w", k, err)
 	}
 	// The seal writes the body's encoding into the MAC: the sixth element.
-	envelope, err = sealTo(m.r, b, e.Aggregate.Installation, k, v, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, body, s.mac)
+	envelope, err = sealTo(sk, b, e.Aggregate.Installation, k, v, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, body, s.mac)
 	if err != nil {
 		return "", nil, err
 	}

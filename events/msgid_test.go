@@ -245,7 +245,7 @@ func msgIDAtVersion(t testing.TB, r *Keyring, aggPseudo string, e Event, version
 	if err := s.begin(aggPseudo, e.Body.Kind(), version, e.Aggregate, e.Position, e.Time); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sealTo(r, testBinding, e.Aggregate.Installation, e.Body.Kind(), version,
+	if _, err := sealTo(sealer{r: r}, testBinding, e.Aggregate.Installation, e.Body.Kind(), version,
 		eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time}, body, s.mac); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,11 @@ type ProjectOptions struct {
 	// lease's Check (package lease), so that it never commits after its
 	// lease ended.
 	Fence func(inst events.InstallationID) error
+	// Snapshots, if set, makes a snapshot of a read model (SnapshotDB) as
+	// the policy says, in the background, while projecting goes on. A
+	// snapshot that fails is logged and tried again when next due; it
+	// never stops Project.
+	Snapshots *SnapshotPolicy
 }
 
 // Project keeps the read models of one or many installations current: it
@@ -102,6 +107,20 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if o.Snapshots.enabled() {
+		sn := newSnapshotter(ctx, l, *o.Snapshots, dbs)
+		defer func() {
+			cancel() // stops a snapshot under way; the read models outlive it
+			sn.wait()
+		}()
+		onApply := o.OnApply
+		o.OnApply = func(inst events.InstallationID, n int, cp uint64) {
+			if onApply != nil {
+				onApply(inst, n, cp)
+			}
+			sn.applied(inst, n)
+		}
+	}
 	in := make(chan eventlog.Record, 4*o.BatchSize)
 	applyErr := make(chan error, 1)
 	go func() {

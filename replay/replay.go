@@ -36,6 +36,14 @@ type Options struct {
 	// does (docs/benchmarks.md gives the cost). A mismatch stops the
 	// replay before anything is swapped in.
 	SkipMLSCheck bool
+	// FromStart makes Rebuild, Rekey, Migrate and Verify replay the whole
+	// history instead of starting from the installation's newest stored
+	// snapshot (see snapshot.go) and replaying the tail after it.
+	FromStart bool
+
+	// anchor, set by an operation that started from a snapshot, checks
+	// the tail's links into the history the snapshot replaces.
+	anchor *chainAnchor
 }
 
 func (o *Options) withDefaults() Options {
@@ -188,6 +196,9 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	readErr := l.Read(ctx, inst, cp+1, func(r eventlog.Record) error {
 		if r.Seq > to {
 			return errTargetReached
+		}
+		if err := o.anchor.check(r); err != nil {
+			return err
 		}
 		if mc != nil {
 			if err := mc.check(r.Event); err != nil {

@@ -60,9 +60,12 @@ type RebuildResult struct {
 	// Schema is the schema version of the rebuilt database.
 	Schema int
 	// Replayed counts events applied into the fresh database before the
-	// swap; CaughtUp those applied after it (appended while the rebuild
-	// ran).
+	// swap (after the snapshot it started from, if any); CaughtUp those
+	// applied after it (appended while the rebuild ran).
 	Replayed, CaughtUp int
+	// FromSnapshot is the checkpoint of the snapshot the rebuild started
+	// from (0: it replayed the whole history; see Options.FromStart).
+	FromSnapshot uint64
 	// Checkpoint is the rebuilt database's checkpoint at the end.
 	Checkpoint uint64
 	// Digest is the content digest at the swap when CompareLive was set
@@ -125,7 +128,7 @@ func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		}
 		return res, err
 	}
-	log.Info("replay: "+op+" finished", "events", res.Replayed+res.CaughtUp, "replayed", res.Replayed, "caught_up", res.CaughtUp,
+	log.Info("replay: "+op+" finished", "events", res.Replayed+res.CaughtUp, "replayed", res.Replayed, "caught_up", res.CaughtUp, "from_snapshot", res.FromSnapshot,
 		"seq", res.Checkpoint, "schema", res.Schema, "previous_schema", res.PreviousSchema, "previous_seq", res.PreviousCheckpoint,
 		"recovered", res.Recovered, since(start))
 	return res, nil
@@ -239,6 +242,22 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	target := res.PreviousCheckpoint
 	if !ro.CompareLive {
 		target = streamLast
+	}
+	if !o.FromStart {
+		base, err := fromSnapshot(ctx, l, inst, fresh, target, log)
+		if err != nil {
+			return abandon(err)
+		}
+		if base != nil {
+			res.FromSnapshot = base.Checkpoint
+			o.anchor = &chainAnchor{head: base.Head, cp: base.Checkpoint}
+			if mc != nil {
+				// The checker re-derives each group from its first event;
+				// the snapshot was checked when it was made.
+				log.Info("replay: MLS re-derivation is not run for the tail after a snapshot (replayer verify-mls, or --from-start, re-derives the whole history)")
+				mc = nil
+			}
+		}
 	}
 	n, _, err := replayInto(ctx, l, inst, fresh, target, o, PhaseReplay, mc, nil)
 	res.Replayed += n

@@ -21,13 +21,20 @@ type VerifyResult struct {
 	// replayed into the temporary database to reach it.
 	Checkpoint uint64
 	Replayed   int
+	// FromSnapshot is the checkpoint of the verified snapshot the replay
+	// started from (0: the start of the history; see Options.FromStart).
+	// The live database is compared with that snapshot plus the events
+	// after it.
+	FromSnapshot uint64
 	// Digest is the content digest both databases share.
 	Digest projections.Digest
 }
 
 // Verify checks the live database's file (projections.CheckFile: page
 // HMACs, b-trees and indexes), then replays inst's events into a temporary
-// database beside the live one, up to the live database's checkpoint and at its schema, and
+// database beside the live one (starting from the newest stored snapshot
+// at or below the live checkpoint, unless opts.FromStart), up to the live
+// database's checkpoint and at its schema, and
 // compares the two table by table, row by row. It returns a *DriftError
 // (errors.Is ErrDrift) naming the first difference when they differ. The
 // live database is only read; the temporary one (under a random key) is
@@ -50,7 +57,7 @@ func Verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 		}
 		return nil, err
 	}
-	log.Info("replay: verify finished; the read model checks out", "events", res.Replayed, "seq", res.Checkpoint, "schema", res.Schema, since(start))
+	log.Info("replay: verify finished; the read model checks out", "events", res.Replayed, "from_snapshot", res.FromSnapshot, "seq", res.Checkpoint, "schema", res.Schema, since(start))
 	return res, nil
 }
 
@@ -128,6 +135,17 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 		return nil, err
 	}
 	defer fresh.Close()
+	if !o.FromStart {
+		log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "verify", "path", live)
+		base, err := fromSnapshot(ctx, l, inst, fresh, res.Checkpoint, log)
+		if err != nil {
+			return nil, err
+		}
+		if base != nil {
+			res.FromSnapshot = base.Checkpoint
+			o.anchor = &chainAnchor{head: base.Head, cp: base.Checkpoint}
+		}
+	}
 	n, cp, err := replayInto(ctx, l, inst, fresh, res.Checkpoint, o, PhaseVerify, nil, nil)
 	res.Replayed = n
 	if err != nil {

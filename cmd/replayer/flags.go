@@ -304,6 +304,25 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 	return openEventLog(ctx, cfg, ring)
 }
 
+// openLogWritable is openLog for a command that writes beside the stream
+// (the snapshots bucket: replayer snapshot, follow with a snapshot
+// policy). The stream itself is still never appended to; a missing
+// stream is created as by any writer.
+func openLogWritable(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) (*eventlog.Log, error) {
+	cfg, err := conn.config(env)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := keys.keyring(env)
+	if err != nil {
+		return nil, err
+	}
+	return openEventLog(ctx, cfg, ring)
+}
+
+// fromStartHelp is the help of --from-start on the replaying commands.
+const fromStartHelp = "replay the whole history instead of starting from the installation's newest stored snapshot (the default: the snapshot, then the events after it)"
+
 // openEventLog opens the log. With the embedded server it first checks
 // that the data directory can be written: nats-server reports a store it
 // cannot create only to its log, which eventlog switches off, so

@@ -66,6 +66,22 @@ type followOpts struct {
 	readyLag          time.Duration
 	share             string        // --share: the share group, "" alone
 	leaseTTL          time.Duration // --lease-ttl
+	snapEvery         int           // --snapshot-every
+	snapInterval      time.Duration // --snapshot-interval
+}
+
+// snapshotPolicy is the policy --snapshot-every and --snapshot-interval
+// ask for, nil for none.
+func (o *followOpts) snapshotPolicy(env *cliEnv) *replay.SnapshotPolicy {
+	if o.snapEvery <= 0 && o.snapInterval <= 0 {
+		return nil
+	}
+	return &replay.SnapshotPolicy{EveryEvents: o.snapEvery, Every: o.snapInterval,
+		OnSnapshot: func(inst events.InstallationID, res *replay.SnapshotResult, err error) {
+			if err == nil {
+				env.logger().Info("snapshot stored", "installation", string(inst), "checkpoint", res.Checkpoint, "bytes", res.Size)
+			}
+		}}
 }
 
 // newFollowFlags returns follow's flag set and the options it fills.
@@ -83,6 +99,8 @@ func newFollowFlags(env *cliEnv) (*flag.FlagSet, *followOpts) {
 	fs.StringVar(&o.metrics, "metrics", "", metricsFlagHelp)
 	fs.DurationVar(&o.readyLag, "ready-lag", 30*time.Second, "/readyz: a read model is ready when it is healthy and its oldest unapplied event is younger than this (or there is none)")
 	fs.StringVar(&o.share, "share", "", "join share group `NAME` (letters, digits, - and _): the group's followers share out the read models, one follower each at a time, and take over a lost follower's")
+	fs.IntVar(&o.snapEvery, "snapshot-every", 0, "store a checked snapshot of a read model after this many events applied since its last one (0: off; see replayer snapshot)")
+	fs.DurationVar(&o.snapInterval, "snapshot-interval", 0, "store a checked snapshot of a read model when this long has passed since its last one and events were applied (0: off)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "with --share: the lease lifetime when this follower creates the group's bucket (default "+lease.DefaultTTL.String()+"); a lost follower's read models are followed again within about 4/3 of it. An existing group keeps its own (another value is an error)")
 	return fs, o
 }
@@ -109,6 +127,10 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	if err := o.checkShare(); err != nil {
 		return err
 	}
+	if o.snapEvery < 0 || o.snapInterval < 0 {
+		return usageError{"--snapshot-every and --snapshot-interval cannot be negative"}
+	}
+	snapshots := o.snapshotPolicy(env)
 	if o.beside && o.dbKey.onCommandLine() {
 		// $EPOCHLOG_DB_KEY is not a conflict: --db-keys-beside says where
 		// the keys are, and the environment is only a default.
@@ -130,7 +152,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 
 	newFollower := func(t followTarget) *follower {
 		return &follower{env: env, lg: env.logger().With("installation", string(t.id), "db", t.path),
-			id: t.id, path: t.path, key: shared, keyPath: t.keyPath, verbose: o.verbose, holding: o.share == ""}
+			id: t.id, path: t.path, key: shared, keyPath: t.keyPath, verbose: o.verbose, holding: o.share == "", snapshots: snapshots}
 	}
 	set := &followSet{}
 	if o.share == "" {
@@ -144,7 +166,11 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer ops.Close()
 	o.conn.metrics = ops.Metrics()
-	log, err := openLog(ctx, env, &o.conn, &o.keys)
+	open := openLog
+	if snapshots != nil {
+		open = openLogWritable // the snapshots bucket is written
+	}
+	log, err := open(ctx, env, &o.conn, &o.keys)
 	if err != nil {
 		return err
 	}
@@ -292,6 +318,9 @@ type follower struct {
 	key     projections.Key // the shared key, when keyPath is ""
 	keyPath string          // read before every attempt
 	verbose bool
+	// snapshots is the snapshot policy (--snapshot-every,
+	// --snapshot-interval), nil for none.
+	snapshots *replay.SnapshotPolicy
 
 	mu sync.Mutex
 	// holding: this process follows the read model now (always, outside
@@ -420,7 +449,8 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 		fence = func(events.InstallationID) error { return ls.Check() }
 	}
 	err = replay.Project(ctx, f.log, []replay.Projection{{Installation: f.id, DB: db}}, &replay.ProjectOptions{
-		Fence: fence,
+		Fence:     fence,
+		Snapshots: f.snapshots,
 		OnApply: func(_ events.InstallationID, n int, cp uint64) {
 			applied += n
 			f.mu.Lock()

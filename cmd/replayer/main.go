@@ -71,6 +71,8 @@ var commands = []command{
 	{"rekey", "rebuild a read model under a new key; the old key is refused afterwards", runRekey, true},
 	{"migrate", "bring a read model to the newest schema, by replay or in place", runMigrate, true},
 	{"verify", "compare a read model with a fresh replay of its history; exit 3 on drift", runVerify, true},
+	{"snapshot", "store a checked, sealed snapshot of a read model; rebuilds then replay only what follows it", runSnapshot, true},
+	{"erase", "erase an installation for good: tombstone, shred its data keys, purge its events", runErase, true},
 	{"follow", "keep read models current from the bus, resuming from their checkpoints", runFollow, false},
 	{"status", "show read models' schema, checkpoint, head, key kind and lag behind the stream", runStatus, true},
 	{"inspect", "print an installation's events, opened, as JSON lines", runInspect, false},

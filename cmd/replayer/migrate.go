@@ -20,6 +20,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 			"per version; no stream needed, no rekey).", projections.LatestSchema))
 	var r replayFlags
 	r.register(fs)
+	fromStart := fs.Bool("from-start", false, fromStartHelp)
 	r.registerRebuilding(fs)
 	newKey := newDBKeyFlags(fs, "new-")
 	inPlace := fs.Bool("in-place", false, "upgrade in place with the schema's migrations instead of replaying")
@@ -72,6 +73,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 		after = newK
 	}
 	return r.rebuildWith(ctx, env, "migrate", after, func(log *eventlog.Log, inst events.InstallationID, opts *replay.Options) (*replay.RebuildResult, error) {
+		opts.FromStart = *fromStart
 		return replay.Migrate(ctx, log, inst, r.db, key, newK, opts)
 	})
 }

@@ -25,6 +25,7 @@ func runRebuild(ctx context.Context, env *cliEnv, args []string) error {
 			"repair a drifted one (see replayer verify).")
 	var r replayFlags
 	r.register(fs)
+	fromStart := fs.Bool("from-start", false, fromStartHelp)
 	r.registerRebuilding(fs)
 	force := fs.Bool("force", false, "swap in the rebuilt database even when it holds less than the live one: the events only the live database holds are dropped")
 	schema := fs.Int("schema", projections.LatestSchema, "schema version to build: the newest, or an older one for an older reader (a downgrade by replay)")
@@ -36,6 +37,7 @@ func runRebuild(ctx context.Context, env *cliEnv, args []string) error {
 		return usageError{fmt.Sprintf("--schema must be between 1 and %d", projections.LatestSchema)}
 	}
 	return r.rebuildWith(ctx, env, "rebuild", key, func(log *eventlog.Log, inst events.InstallationID, opts *replay.Options) (*replay.RebuildResult, error) {
+		opts.FromStart = *fromStart
 		ro := &replay.RebuildOptions{SchemaVersion: *schema, Force: *force}
 		if opts != nil {
 			ro.Options = *opts

@@ -16,6 +16,7 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 			"before running it; keep the old one until the command has succeeded.")
 	var r replayFlags
 	r.register(fs)
+	fromStart := fs.Bool("from-start", false, fromStartHelp)
 	r.registerRebuilding(fs)
 	newKey := newDBKeyFlags(fs, "new-")
 	oldK, err := r.parse(fs, args, env)
@@ -30,6 +31,7 @@ func runRekey(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	return r.rebuildWith(ctx, env, "rekey", newK, func(log *eventlog.Log, inst events.InstallationID, opts *replay.Options) (*replay.RebuildResult, error) {
+		opts.FromStart = *fromStart
 		return replay.Rekey(ctx, log, inst, r.db, oldK, newK, opts)
 	})
 }

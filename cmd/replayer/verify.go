@@ -19,17 +19,19 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 			"The live database is only read.")
 	var r replayFlags
 	r.register(fs)
+	fromStart := fs.Bool("from-start", false, fromStartHelp)
 	withMLS := fs.Bool("mls", false, "also verify the MLS history (epoch authenticators) of the installation")
 	key, err := r.parse(fs, args, env)
 	if err != nil {
 		return err
 	}
 	verify := func(log *eventlog.Log, inst events.InstallationID, opts *replay.Options) (*replay.VerifyResult, error) {
+		opts.FromStart = *fromStart
 		return replay.Verify(ctx, log, inst, r.db, key, opts)
 	}
 	return replayWith(ctx, env, &r, verify, func(log *eventlog.Log, res *replay.VerifyResult) error {
 		out := map[string]any{"command": "verify", "installation": r.inst, "db": r.db, "schema": res.Schema,
-			"checkpoint": res.Checkpoint, "replayed": res.Replayed, "digest": digestID(res.Digest), "verified": true}
+			"checkpoint": res.Checkpoint, "replayed": res.Replayed, "from_snapshot": res.FromSnapshot, "digest": digestID(res.Digest), "verified": true}
 		var rep *replay.MLSReport
 		if *withMLS {
 			var err error
@@ -41,8 +43,12 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		if r.asJSON {
 			return json.NewEncoder(env.stdout).Encode(out)
 		}
-		fmt.Fprintf(env.stdout, "verified %s: %d events replayed up to checkpoint %d, digest %s equal\n",
-			r.db, res.Replayed, res.Checkpoint, digestID(res.Digest))
+		from := ""
+		if res.FromSnapshot > 0 {
+			from = fmt.Sprintf(" after the snapshot at %d", res.FromSnapshot)
+		}
+		fmt.Fprintf(env.stdout, "verified %s: %d events replayed%s up to checkpoint %d, digest %s equal\n",
+			r.db, res.Replayed, from, res.Checkpoint, digestID(res.Digest))
 		if rep != nil {
 			fmt.Fprintf(env.stdout, "verified MLS history of %s: %d received transitions re-derived, %d own commits checked\n",
 				r.inst, rep.Rederived, rep.Own)

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestEraseCommand: erase refuses without --yes when stdin is not a
+// terminal, naming the installation; with it, it erases (and deletes the
+// read model given); a rebuild of the erased installation then fails
+// saying so, and another installation still rebuilds.
+func TestEraseCommand(t *testing.T) {
+	noTTY := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	for _, id := range []events.InstallationID{"erase-me", "keep-me"} {
+		createInstallation(t, l, dir, id)
+	}
+	db := func(id string) string { return filepath.Join(dir, id+".db") }
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), ringEnv(&out, &errb, nil), args)
+		return code, out.String(), errb.String()
+	}
+	code, _, stderr := cli("erase", "--nats", srv.URL(), "--installation", "erase-me")
+	if code != exitUsage || !strings.Contains(stderr, "erase-me") || !strings.Contains(stderr, "--yes") {
+		t.Fatalf("erase without --yes: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(db("erase-me")); err != nil {
+		t.Fatalf("refused erase touched the read model: %v", err)
+	}
+	code, stdout, stderr := cli("erase", "--json", "--yes", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--by", "ops")
+	if code != exitOK {
+		t.Fatalf("erase: exit %d, stderr %q", code, stderr)
+	}
+	var res struct {
+		Installation string `json:"installation"`
+		By           string `json:"by"`
+		Events       uint64 `json:"events_purged"`
+		Keys         uint64 `json:"keys_purged"`
+		Resumed      bool   `json:"resumed"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Installation != "erase-me" || res.By != "ops" || res.Events == 0 || res.Keys == 0 || res.Resumed {
+		t.Fatalf("erase output %q (%v)", stdout, err)
+	}
+	if _, err := os.Stat(db("erase-me")); !os.IsNotExist(err) {
+		t.Fatalf("read model still there: %v", err)
+	}
+	code, _, stderr = cli("rebuild", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", filepath.Join(dir, "erase-me.key"))
+	if code == exitOK || !strings.Contains(stderr, "erased at") {
+		t.Fatalf("rebuild of the erased installation: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = cli("rebuild", "--nats", srv.URL(), "--installation", "keep-me", "--db", db("keep-me"), "--db-key-file", filepath.Join(dir, "keep-me.key"))
+	if code != exitOK {
+		t.Fatalf("rebuild of the other installation: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, _ = cli("erase", "--yes", "--nats", srv.URL(), "--installation", "erase-me")
+	if code != exitOK || !strings.Contains(stdout, "finished erasing installation erase-me") {
+		t.Fatalf("erase again: exit %d, stdout %q", code, stdout)
+	}
+}

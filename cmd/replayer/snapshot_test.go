@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestSnapshotCommand: replayer snapshot stores a checked snapshot;
+// verify and rebuild start from it, --from-start replays the whole
+// history, --list shows it.
+func TestSnapshotCommand(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("snap-cli")
+	createInstallation(t, l, dir, id)
+	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	last, err := l.LastSeq(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) map[string]any {
+		t.Helper()
+		var out, errb bytes.Buffer
+		args = append(args, "--nats", srv.URL(), "--installation", string(id), "--json")
+		if code := run(ctx, ringEnv(&out, &errb, nil), args); code != 0 {
+			t.Fatalf("%v: exit %d, stderr: %s", args, code, errb.String())
+		}
+		var m map[string]any
+		if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out.String())
+		}
+		return m
+	}
+	if m := cli("snapshot", "--list"); len(m["snapshots"].([]any)) != 0 {
+		t.Fatalf("snapshots before any: %v", m)
+	}
+	m := cli("snapshot", "--db", db, "--db-key-file", keyFile)
+	if m["checkpoint"] != float64(last) || m["base"] != float64(0) || m["bytes"].(float64) <= 0 {
+		t.Fatalf("snapshot: %v", m)
+	}
+	digest := m["digest"]
+	if m := cli("snapshot", "--list"); len(m["snapshots"].([]any)) != 1 {
+		t.Fatalf("snapshots after one: %v", m)
+	}
+	if m := cli("verify", "--db", db, "--db-key-file", keyFile); m["from_snapshot"] != float64(last) || m["replayed"] != float64(0) || m["digest"] != digest {
+		t.Fatalf("verify from the snapshot: %v", m)
+	}
+	if m := cli("verify", "--db", db, "--db-key-file", keyFile, "--from-start"); m["from_snapshot"] != float64(0) || m["replayed"] != float64(last) {
+		t.Fatalf("verify --from-start: %v", m)
+	}
+	if m := cli("rebuild", "--db", db, "--db-key-file", keyFile); m["replayed"] != float64(0) || m["digest"] != digest {
+		t.Fatalf("rebuild from the snapshot: %v", m)
+	}
+	if m := cli("rebuild", "--db", db, "--db-key-file", keyFile, "--from-start"); m["replayed"] != float64(last) || m["digest"] != digest {
+		t.Fatalf("rebuild --from-start: %v", m)
+	}
+	var out, errb bytes.Buffer
+	if code := run(ctx, ringEnv(&out, &errb, nil), []string{"snapshot", "--nats", srv.URL(), "--installation", string(id), "--db", db, "--db-key-file", keyFile, "--keep", "0"}); code != exitUsage {
+		t.Fatalf("--keep 0: exit %d, want %d", code, exitUsage)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(ctx, ringEnv(&out, &errb, nil), []string{"help"}); code != 0 || !strings.Contains(out.String()+errb.String(), "snapshot  ") {
+		t.Fatalf("help does not list snapshot: %s", out.String())
+	}
+}

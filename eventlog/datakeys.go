@@ -1,0 +1,312 @@
+package eventlog
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Data keys (docs/forward-secrecy.md): every event the Log appends is
+// sealed (envelope format 3) under a random data key of its installation,
+// class and period (events.PeriodOf). The data keys live wrapped under the
+// keyring's root keys in a JetStream KV bucket, "<stream>_KEYS", one entry
+// per key named "<installation pseudonym>.<class>.<period token>", history
+// 1, as many replicas as the stream; unwrapped, they live only in the
+// Log's bounded cache, wiped on eviction. Destroying a key's entry (erase,
+// and retention later) makes its events unreadable for good.
+
+// KeyBucketSuffix is appended to the stream name to name the key bucket.
+const KeyBucketSuffix = "_KEYS"
+
+// dataKeyCacheMax bounds the Log's cache of unwrapped data keys. A miss
+// costs one message get and an unwrap.
+const dataKeyCacheMax = 4096
+
+// keyBucket is the name of the stream's key bucket.
+func keyBucket(stream string) string { return stream + KeyBucketSuffix }
+
+// kvStreamName is the JetStream stream that backs a KV bucket.
+func kvStreamName(bucket string) string { return "KV_" + bucket }
+
+// ensureKeyBucket opens the key bucket, creating it unless the Log is
+// read-only. A read-only Log on a stream without one gets nil: it reads
+// events of formats 1 and 2, and a format-3 event fails with
+// ErrNoKeyBucket naming the bucket.
+func (l *Log) ensureKeyBucket(ctx context.Context) error {
+	bucket := keyBucket(l.cfg.Stream)
+	kv, err := l.js.KeyValue(ctx, bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) && l.cfg.ReadOnly:
+		return nil
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		storage := jetstream.FileStorage
+		if l.cfg.Storage == MemoryStorage {
+			storage = jetstream.MemoryStorage
+		}
+		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: "epochlog wrapped data keys of stream " + l.cfg.Stream,
+			History:     1,
+			Storage:     storage,
+			Replicas:    max(l.stream.CachedInfo().Config.Replicas, 1),
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = l.js.KeyValue(ctx, bucket) // another process created it meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("eventlog: create key bucket %s: %w", bucket, err)
+		}
+	case err != nil:
+		return fmt.Errorf("eventlog: open key bucket %s: %w", bucket, err)
+	}
+	s, err := l.js.Stream(ctx, kvStreamName(bucket))
+	if err != nil {
+		return fmt.Errorf("eventlog: key bucket %s: %w", bucket, err)
+	}
+	if s.CachedInfo().Config.AllowDirect && !l.cfg.ReadOnly {
+		// As for the event stream: a replica answering a direct get may
+		// lag, and miss a key just created by another writer.
+		c := s.CachedInfo().Config
+		c.AllowDirect = false
+		if s, err = l.js.UpdateStream(ctx, c); err != nil {
+			return fmt.Errorf("eventlog: key bucket %s: switch direct gets off: %w", bucket, err)
+		}
+		if kv, err = l.js.KeyValue(ctx, bucket); err != nil {
+			return fmt.Errorf("eventlog: open key bucket %s: %w", bucket, err)
+		}
+	}
+	l.kv, l.kvStream = kv, s
+	return nil
+}
+
+// KeyBucket returns the name of the Log's key bucket, "<stream>_KEYS".
+func (l *Log) KeyBucket() string { return keyBucket(l.cfg.Stream) }
+
+// dkCacheKey names one cached data key.
+type dkCacheKey struct {
+	inst events.InstallationID
+	id   events.DataKeyID
+}
+
+type dkEntry struct {
+	key dkCacheKey
+	dk  events.DataKey
+}
+
+// dataKeyCache is a bounded LRU of unwrapped data keys. It hands out
+// clones, so that wiping an evicted key never pulls one from under a seal
+// or an open in progress.
+type dataKeyCache struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // of *dkEntry, most recent first
+	m   map[dkCacheKey]*list.Element
+}
+
+func newDataKeyCache(n int) *dataKeyCache {
+	return &dataKeyCache{max: n, ll: list.New(), m: map[dkCacheKey]*list.Element{}}
+}
+
+// get returns a clone of the cached key (the caller wipes it).
+func (c *dataKeyCache) get(k dkCacheKey) (events.DataKey, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok {
+		return events.DataKey{}, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(*dkEntry).dk.Clone(), true
+}
+
+// put caches a clone of dk, wiping what it evicts.
+func (c *dataKeyCache) put(k dkCacheKey, dk events.DataKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[k]; ok {
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.m[k] = c.ll.PushFront(&dkEntry{key: k, dk: dk.Clone()})
+	for c.ll.Len() > c.max {
+		c.removeLocked(c.ll.Back())
+	}
+}
+
+func (c *dataKeyCache) removeLocked(e *list.Element) {
+	ent := e.Value.(*dkEntry)
+	ent.dk.Wipe()
+	delete(c.m, ent.key)
+	c.ll.Remove(e)
+}
+
+// dropInstallation wipes and forgets every cached key of inst.
+func (c *dataKeyCache) dropInstallation(inst events.InstallationID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.ll.Front(); e != nil; {
+		next := e.Next()
+		if e.Value.(*dkEntry).key.inst == inst {
+			c.removeLocked(e)
+		}
+		e = next
+	}
+}
+
+// wipe wipes and forgets every cached key.
+func (c *dataKeyCache) wipe() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.ll.Front(); e != nil; {
+		next := e.Next()
+		c.removeLocked(e)
+		e = next
+	}
+}
+
+// len is the number of cached keys.
+func (c *dataKeyCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
+
+// instPseudonym is inst's subject pseudonym.
+func (l *Log) instPseudonym(inst events.InstallationID) string {
+	return l.keys.Pseudonym("installation", string(inst))
+}
+
+// dataKey returns (a clone of, to be wiped by the caller) inst's data key
+// id: from the cache, else unwrapped from the bucket, else, when create is
+// set, a new random key created in the bucket (KV create: of two writers
+// racing, the loser reads and uses the winner's key). A key missing from
+// the bucket is ErrErased when the installation has a tombstone, else
+// ErrNoDataKey; creating one for an erased installation is ErrErased.
+func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create bool) (events.DataKey, error) {
+	ck := dkCacheKey{inst, id}
+	if dk, ok := l.dkCache.get(ck); ok {
+		return dk, nil
+	}
+	if l.kv == nil {
+		return events.DataKey{}, fmt.Errorf("%w: stream %s: data key %s of %s is needed, but the key bucket %s does not exist (open the log writable once to create it, or point at the store that holds it)",
+			ErrNoKeyBucket, l.cfg.Stream, id, inst, keyBucket(l.cfg.Stream))
+	}
+	name := id.Name(l.instPseudonym(inst))
+	entry, err := l.kv.Get(ctx, name)
+	switch {
+	case err == nil:
+		return l.unwrapAndCache(ck, name, entry.Value())
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
+	}
+	if err := l.checkNotErased(ctx, inst); err != nil {
+		return events.DataKey{}, err
+	}
+	if !create {
+		return events.DataKey{}, fmt.Errorf("%w: data key %s of installation %s (%s in bucket %s): %w",
+			ErrNoDataKey, id, inst, name, keyBucket(l.cfg.Stream), events.ErrUnknownKey)
+	}
+	dk, err := events.GenerateDataKey()
+	if err != nil {
+		return events.DataKey{}, err
+	}
+	wrapped, err := l.keys.WrapDataKey(l.cfg.Stream, inst, id, dk)
+	if err != nil {
+		dk.Wipe()
+		return events.DataKey{}, fmt.Errorf("eventlog: data key %s of %s: %w", id, inst, err)
+	}
+	// Create it; if another writer's create is first (or still in flight
+	// on a cluster, where the server refuses ours before it shows theirs),
+	// read theirs, asking again for up to RequestTimeout.
+	giveUp := time.Now().Add(l.cfg.RequestTimeout)
+	for attempt := 0; ; attempt++ {
+		_, err := l.kv.Create(ctx, name, wrapped)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			dk.Wipe()
+			return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: create %s: %w", keyBucket(l.cfg.Stream), name, err)
+		}
+		entry, gerr := l.kv.Get(ctx, name)
+		if gerr == nil {
+			dk.Wipe()
+			return l.unwrapAndCache(ck, name, entry.Value())
+		}
+		if !errors.Is(gerr, jetstream.ErrKeyNotFound) || time.Now().After(giveUp) {
+			dk.Wipe()
+			return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: get %s after another writer created it (%v): %w", keyBucket(l.cfg.Stream), name, err, gerr)
+		}
+		select {
+		case <-time.After(refusedBackoff(attempt)):
+		case <-ctx.Done():
+			dk.Wipe()
+			return events.DataKey{}, ctx.Err()
+		}
+	}
+	l.dkCache.put(ck, dk)
+	return dk, nil
+}
+
+func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (events.DataKey, error) {
+	dk, err := l.keys.UnwrapDataKey(l.cfg.Stream, ck.inst, ck.id, wrapped)
+	if err != nil {
+		return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
+	}
+	l.dkCache.put(ck, dk)
+	return dk, nil
+}
+
+// open opens one envelope of inst read at subject: format 3 under its
+// data key (cache or bucket), formats 1 and 2 under the root keys.
+func (l *Log) open(ctx context.Context, inst events.InstallationID, subject string, data []byte) (events.Event, error) {
+	id, ok, err := events.EnvelopeDataKeyID(data)
+	if err != nil || !ok {
+		return events.Open(l.keys, inst, l.binding(subject), data)
+	}
+	if err := inst.Validate(); err != nil {
+		return events.Event{}, fmt.Errorf("eventlog: %w", err)
+	}
+	dk, err := l.dataKey(ctx, inst, id, false)
+	if err != nil {
+		return events.Event{}, err
+	}
+	defer dk.Wipe()
+	return events.OpenData(dk, inst, l.binding(subject), data)
+}
+
+// OpenEnvelope opens one stored envelope of inst as read at subject, the
+// way Read does (a format-3 envelope under its data key, from the Log's
+// cache or the key bucket; older formats under the root keys), without
+// the order and chain checks of a read. For tools that hold raw stream
+// messages.
+func (l *Log) OpenEnvelope(ctx context.Context, inst events.InstallationID, subject string, envelope []byte) (events.Event, error) {
+	return l.open(ctx, inst, subject, envelope)
+}
+
+// sealEvent seals e for p's subject: under its period's data key
+// (created on first use), or under the root keys when the Log is set to
+// seal as before format 3 (benchmarks).
+func (l *Log) sealEvent(ctx context.Context, subject, aggPseudo string, e events.Event, now time.Time) (string, []byte, error) {
+	if l.sealRoot {
+		return l.msgIDs.Seal(l.binding(subject), aggPseudo, e, now)
+	}
+	class, parts := events.PeriodOf(e, now)
+	id, err := l.keys.DataKeyID(e.Aggregate.Installation, class, parts...)
+	if err != nil {
+		return "", nil, err
+	}
+	dk, err := l.dataKey(ctx, e.Aggregate.Installation, id, true)
+	if err != nil {
+		return "", nil, err
+	}
+	defer dk.Wipe()
+	return l.msgIDs.SealData(dk, id, l.binding(subject), aggPseudo, e, now)
+}

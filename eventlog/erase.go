@@ -1,0 +1,294 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Erasing an installation (docs/forward-secrecy.md, Erase an
+// installation), in an order that a crash at any point leaves either
+// nothing erased or a state that erasing again finishes:
+//
+//  1. a tombstone on "<prefix>.tombstone.<installation pseudonym>",
+//     sealed under a key derived from the current root key (it stays
+//     readable: it records that the installation existed and was erased);
+//     from here on every read, rebuild and append of the installation
+//     fails with ErrErased;
+//  2. its data keys are shredded: a purge of its names in the key bucket
+//     (every revision), and the Log's cache of them wiped;
+//  3. its subjects are purged from the stream.
+//
+// Erasing again finds the tombstone, keeps it, and does steps 2 and 3
+// again; both are no-ops when done.
+
+// tombstoneToken is the second subject token of tombstones. Installation
+// pseudonyms are 26 characters, so it never names an installation.
+const tombstoneToken = "tombstone"
+
+// Erased describes an installation's erasure: its tombstone and what the
+// erase removed.
+type Erased struct {
+	// Tombstone is the installation's tombstone (written now, or found
+	// from an earlier, possibly interrupted, erase).
+	Tombstone events.Tombstone
+	// TombstoneSeq is the tombstone's stream sequence.
+	TombstoneSeq uint64
+	// Resumed is set when the tombstone was already there.
+	Resumed bool
+	// KeysPurged and EventsPurged count the key bucket entries and the
+	// events this call removed (0 when an earlier call had).
+	KeysPurged, EventsPurged uint64
+}
+
+// ErasedError is returned for an erased installation (any operation but
+// Erase). It unwraps to ErrErased.
+type ErasedError struct {
+	Stream       string
+	Installation events.InstallationID
+	// ErasedAt and By are the tombstone's; Seq its stream sequence.
+	ErasedAt time.Time
+	By       string
+	Seq      uint64
+}
+
+// Error names the installation and when it was erased.
+func (e *ErasedError) Error() string {
+	s := fmt.Sprintf("eventlog: installation %s was erased at %s (tombstone at stream %s seq %d", e.Installation, e.ErasedAt.Format(time.RFC3339), e.Stream, e.Seq)
+	if e.By != "" {
+		s += ", by " + e.By
+	}
+	return s + "): its keys are shredded and its events purged"
+}
+
+// Unwrap returns ErrErased.
+func (e *ErasedError) Unwrap() error { return ErrErased }
+
+// TombstoneSubject returns the subject of inst's tombstone:
+// <prefix>.tombstone.<installation pseudonym>.
+func (l *Log) TombstoneSubject(inst events.InstallationID) (string, error) {
+	if err := inst.Validate(); err != nil {
+		return "", fmt.Errorf("eventlog: %w", err)
+	}
+	return l.cfg.SubjectPrefix + "." + tombstoneToken + "." + l.instPseudonym(inst), nil
+}
+
+// Tombstone returns inst's tombstone and its stream sequence, with found
+// false when the installation was not erased.
+func (l *Log) Tombstone(ctx context.Context, inst events.InstallationID) (t events.Tombstone, seq uint64, found bool, err error) {
+	l.mu.Lock()
+	e, ok := l.erased[inst]
+	l.mu.Unlock()
+	if ok {
+		return e.t, e.seq, true, nil
+	}
+	subj, err := l.TombstoneSubject(inst)
+	if err != nil {
+		return t, 0, false, err
+	}
+	m, err := l.stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return t, 0, false, nil
+	}
+	if err != nil {
+		return t, 0, false, fmt.Errorf("eventlog: stream %s: tombstone of %s: %w", l.cfg.Stream, inst, err)
+	}
+	if t, err = events.OpenTombstone(l.keys, inst, l.binding(subj), m.Data); err != nil {
+		return t, 0, false, l.recordError(subj, m.Sequence, "tombstone", err)
+	}
+	l.noteErased(inst, t, m.Sequence)
+	return t, m.Sequence, true, nil
+}
+
+func (l *Log) noteErased(inst events.InstallationID, t events.Tombstone, seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.erased) >= cacheMax {
+		clear(l.erased)
+	}
+	l.erased[inst] = tombEntry{t: t, seq: seq}
+}
+
+// tombEntry is a tombstone this Log has seen, and its stream sequence.
+type tombEntry struct {
+	t   events.Tombstone
+	seq uint64
+}
+
+// erasedKnown returns the *ErasedError of inst if this Log knows it was
+// erased, without asking the stream.
+func (l *Log) erasedKnown(inst events.InstallationID) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.erased[inst]; ok {
+		return &ErasedError{Stream: l.cfg.Stream, Installation: inst, ErasedAt: e.t.ErasedAt, By: e.t.By, Seq: e.seq}
+	}
+	return nil
+}
+
+// checkNotErased returns an *ErasedError if inst has a tombstone.
+func (l *Log) checkNotErased(ctx context.Context, inst events.InstallationID) error {
+	if err := l.erasedKnown(inst); err != nil {
+		return err
+	}
+	_, _, found, err := l.Tombstone(ctx, inst)
+	if err != nil {
+		return err
+	}
+	if found {
+		return l.erasedKnown(inst)
+	}
+	return nil
+}
+
+// EraseOptions tune Erase.
+type EraseOptions struct {
+	// By is recorded in the tombstone: who asked (free text, no secret).
+	By string
+	// step, when set (tests), is called after each step: "tombstone",
+	// "keys", "events".
+	step func(string)
+}
+
+// Erase erases inst: writes its tombstone, shreds its data keys (purges
+// them from the key bucket and wipes them from this Log's cache) and
+// purges its events from the stream, in that order. Calling it again on
+// a partly erased installation finishes the erase; on a fully erased one
+// it changes nothing. Other installations are untouched (their own keys
+// and subjects).
+//
+// Other processes holding the installation's keys in their caches can
+// still open events they already hold, and may append (their data keys
+// are cached) until they restart; Logs that did not know the installation
+// refuse it at once with ErrErased. Events of formats 1 and 2 are sealed
+// under keys derived from the root keys and cannot be shredded; Erase
+// purges them like the others (docs/forward-secrecy.md).
+func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *EraseOptions) (*Erased, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	if l.cfg.ReadOnly {
+		return nil, ErrReadOnly
+	}
+	var o EraseOptions
+	if opts != nil {
+		o = *opts
+	}
+	step := func(s string) {
+		if o.step != nil {
+			o.step(s)
+		}
+	}
+	subj, err := l.TombstoneSubject(inst)
+	if err != nil {
+		return nil, err
+	}
+	if l.kv == nil {
+		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	res := &Erased{}
+	t, seq, found, err := l.Tombstone(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		res.Tombstone, res.TombstoneSeq, res.Resumed = t, seq, true
+		l.logger.Info("eventlog: erase resumes after an earlier one", "stream", l.cfg.Stream, "installation", string(inst), "erased_at", t.ErasedAt, "seq", seq)
+	} else {
+		last, err := l.lastSeq(ctx, []string{l.cfg.SubjectPrefix + "." + l.instPseudonym(inst) + ".>"})
+		if err != nil {
+			return nil, err
+		}
+		t = events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: last, By: o.By}
+		if res.TombstoneSeq, res.Tombstone, res.Resumed, err = l.writeTombstone(ctx, subj, t); err != nil {
+			return nil, err
+		}
+	}
+	l.noteErased(inst, res.Tombstone, res.TombstoneSeq)
+	step("tombstone")
+
+	// Shred: every revision of every key of the installation, then the
+	// cache. After this no copy of a data key of inst is left in this
+	// process or on the bus.
+	l.dkCache.dropInstallation(inst)
+	pseudo := l.instPseudonym(inst)
+	kvFilter := "$KV." + keyBucket(l.cfg.Stream) + "." + pseudo + ".>"
+	if res.KeysPurged, err = countUnder(ctx, l.kvStream, kvFilter); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: count its data keys in bucket %s (erase again to finish): %w", inst, keyBucket(l.cfg.Stream), err)
+	}
+	if err := l.kvStream.Purge(ctx, jetstream.WithPurgeSubject(kvFilter)); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: purge its data keys from bucket %s (erase again to finish): %w", inst, keyBucket(l.cfg.Stream), err)
+	}
+	l.dkCache.dropInstallation(inst) // what an append racing the purge cached
+	step("keys")
+
+	filter := l.cfg.SubjectPrefix + "." + pseudo + ".>"
+	if res.EventsPurged, err = countUnder(ctx, l.stream, filter); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: count its events (erase again to finish): %w", inst, err)
+	}
+	if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: purge its events from stream %s (erase again to finish): %w", inst, l.cfg.Stream, err)
+	}
+	l.mu.Lock()
+	delete(l.heads, inst)
+	prefix := l.cfg.SubjectPrefix + "." + pseudo + "."
+	for s := range l.tails {
+		if strings.HasPrefix(s, prefix) {
+			delete(l.tails, s)
+		}
+	}
+	l.mu.Unlock()
+	step("events")
+	l.logger.Info("eventlog: installation erased", "stream", l.cfg.Stream, "installation", string(inst),
+		"tombstone_seq", res.TombstoneSeq, "resumed", res.Resumed, "keys_purged", res.KeysPurged, "events_purged", res.EventsPurged)
+	return res, nil
+}
+
+// writeTombstone publishes t as the first and only message of subj; when
+// another eraser won the race, it returns that one's tombstone (resumed).
+func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone) (uint64, events.Tombstone, bool, error) {
+	env, err := events.SealTombstone(l.keys, l.binding(subj), t)
+	if err != nil {
+		return 0, t, false, err
+	}
+	msg := &nats.Msg{Subject: subj, Data: env, Header: nats.Header{
+		hdrMsgID:       []string{"tombstone-" + l.instPseudonym(t.Installation)},
+		hdrExpectedSeq: []string{"0"},
+	}}
+	ack, err := l.js.PublishMsg(ctx, msg)
+	if err == nil && !ack.Duplicate {
+		return ack.Sequence, t, false, nil
+	}
+	if err != nil && !isRace(err) && !Unanswered(err) {
+		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, err)
+	}
+	// Already there (a race, a retry): read the one that is.
+	got, seq, found, gerr := l.Tombstone(ctx, t.Installation)
+	if gerr != nil {
+		return 0, t, false, gerr
+	}
+	if !found {
+		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, errors.Join(err, errors.New("no tombstone found after the publish")))
+	}
+	return seq, got, true, nil
+}
+
+// countUnder is the number of messages of s on subjects matching filter.
+func countUnder(ctx context.Context, s jetstream.Stream, filter string) (uint64, error) {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n, nil
+}

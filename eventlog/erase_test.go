@@ -1,0 +1,352 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// rawEnvelope is one stored message, kept to try keys against after an
+// erase.
+type rawEnvelope struct {
+	seq     uint64
+	subject string
+	data    []byte
+}
+
+// writeMixed appends events of every data key class for inst: identity,
+// a group with a commit, messages over two days, a delivery queue.
+func writeMixed(t testing.TB, l *Log, inst events.InstallationID) int {
+	t.Helper()
+	ia := events.Aggregate{Installation: inst, Type: events.AggInstallation}
+	mustAppend(t, l, 0, events.Event{Aggregate: ia, Time: baseTime, Body: events.InstallationCreated{
+		Installation: inst, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.Secret("priv"), Credential: []byte("c")}})
+	g := group(inst, "g1")
+	mustAppend(t, l, 0, events.Event{Aggregate: g, Time: baseTime, Body: events.GroupCreated{GroupID: []byte("g1"), Ciphersuite: 3, State: events.Secret("s0")}},
+		events.Event{Aggregate: g, Time: baseTime, Body: events.CommitApplied{GroupID: []byte("g1"), Epoch: 1, EpochAuthenticator: []byte("a"),
+			ConfirmedTranscriptHash: []byte("h"), Commit: []byte("c"), State: events.Secret("s1")}})
+	for i := uint64(3); i <= 6; i++ {
+		e := msg(g, i, "secret text")
+		e.Time = baseTime.Add(time.Duration(i) * 12 * time.Hour) // two days
+		mustAppend(t, l, i-1, e)
+	}
+	q := events.Aggregate{Installation: inst, Type: events.AggDelivery, ID: "inbox"}
+	mustAppend(t, l, 0, events.Event{Aggregate: q, Time: baseTime, Body: events.DeliveryEnqueued{Recipient: inst, Channel: "inbox", Sequence: 1,
+		Payload: []byte("payload"), ExpiresAt: baseTime.Add(time.Hour), IdempotencyKey: "k1"}})
+	return 1 + 2 + 4 + 1
+}
+
+// rawOf returns every stored message of inst.
+func rawOf(t testing.TB, l *Log, inst events.InstallationID) []rawEnvelope {
+	t.Helper()
+	var out []rawEnvelope
+	for _, r := range readAll(t, l, inst, 0) {
+		m := rawGet(t, l, r.Seq)
+		out = append(out, rawEnvelope{seq: r.Seq, subject: m.Subject, data: m.Data})
+	}
+	return out
+}
+
+// bucketKeys returns the names and values in the key bucket.
+func bucketKeys(t testing.TB, l *Log) map[string][]byte {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string][]byte{}
+	lister, err := l.kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range lister.Keys() {
+		e, err := l.kv.Get(ctx, k)
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		out[k] = e.Value()
+	}
+	return out
+}
+
+// TestEraseOpensNothing erases an installation, then tries every key
+// material the engine, the keyring and the bus still hold against every
+// event of it captured before: none opens. The other installation reads
+// back unchanged; reads, appends and a second erase behave.
+func TestEraseOpensNothing(t *testing.T) {
+	srv := natstestStart(t)
+	ring := keyring(t, 1, 0x11)
+	if err := ring.Rotate(2, rootKey(t, 0x22)); err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, testConfig(srv), ring)
+	ctx := context.Background()
+	nA := writeMixed(t, l, instA)
+	if err := ring.Rotate(3, rootKey(t, 0x33)); err != nil { // later keys wrapped under another root
+		t.Fatal(err)
+	}
+	writeMixed(t, l, instB)
+	captured := rawOf(t, l, instA)
+	if len(captured) != nA {
+		t.Fatalf("captured %d events of %s, want %d", len(captured), instA, nA)
+	}
+	beforeB := readAll(t, l, instB, 0)
+	keysBefore := bucketKeys(t, l)
+
+	res, err := l.Erase(ctx, instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatalf("erase: %v", err)
+	}
+	if res.Resumed || res.EventsPurged != uint64(nA) || res.KeysPurged == 0 || res.Tombstone.By != "test" || res.Tombstone.LastSeq != captured[len(captured)-1].seq {
+		t.Fatalf("erase result %+v", res)
+	}
+	pa := l.instPseudonym(instA)
+	keysAfter := bucketKeys(t, l)
+	for name := range keysAfter {
+		if strings.HasPrefix(name, pa+".") {
+			t.Fatalf("key %s of the erased installation is still in the bucket", name)
+		}
+	}
+	if len(keysBefore)-len(keysAfter) != int(res.KeysPurged) {
+		t.Fatalf("bucket had %d keys, has %d, erase says it purged %d", len(keysBefore), len(keysAfter), res.KeysPurged)
+	}
+	for _, c := range captured {
+		if _, err := l.stream.GetMsg(ctx, c.seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatalf("event at seq %d still on the stream: %v", c.seq, err)
+		}
+	}
+
+	// Every key material against every captured event.
+	tryAll := func(what string, open func(rawEnvelope) error) {
+		t.Helper()
+		for _, c := range captured {
+			if err := open(c); err == nil {
+				t.Fatalf("%s opened the erased installation's event at seq %d", what, c.seq)
+			}
+		}
+	}
+	var dks []events.DataKey
+	for _, id := range ring.IDs() {
+		rk, _ := ring.RootKey(id)
+		one, err := events.NewKeyring(id, rk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tryAll("root key (as a ring)", func(c rawEnvelope) error {
+			_, err := events.Open(one, instA, l.binding(c.subject), c.data)
+			return err
+		})
+		tryAll("the whole ring", func(c rawEnvelope) error {
+			_, err := events.Open(ring, instA, l.binding(c.subject), c.data)
+			return err
+		})
+		b := rk.Bytes()
+		dk, err := events.NewDataKey(b) // the root key's bytes used directly
+		clear(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dks = append(dks, dk)
+	}
+	for name, w := range keysAfter {
+		// Each remaining wrap, unwrapped as what it is (another
+		// installation's key) and tried on the erased events.
+		parts := strings.SplitN(name, ".", 3)
+		var owner events.InstallationID
+		for _, inst := range []events.InstallationID{instA, instB} {
+			if l.instPseudonym(inst) == parts[0] {
+				owner = inst
+			}
+		}
+		var id events.DataKeyID
+		for c := events.ClassState; c <= events.ClassDelivery; c++ {
+			if c.String() == parts[1] {
+				id.Class = c
+			}
+		}
+		if owner == "" || id.Class == 0 {
+			t.Fatalf("bucket key %s names no known installation or class", name)
+		}
+		var found bool
+		for _, c := range captured {
+			cid, _, _ := events.EnvelopeDataKeyID(c.data)
+			if cid.Token() == parts[2] {
+				found = true
+			}
+		}
+		if found {
+			t.Fatalf("bucket key %s names a period of the erased installation", name)
+		}
+		for _, c := range captured {
+			cid, _, _ := events.EnvelopeDataKeyID(c.data)
+			// Unwrapping under the erased installation's names fails...
+			if _, err := ring.UnwrapDataKey(l.cfg.Stream, instA, cid, w); err == nil {
+				t.Fatalf("wrap %s unwrapped as a key of the erased installation", name)
+			}
+		}
+		// ...and under its own name it gives a key that opens nothing erased.
+		if owner == instB {
+			for _, r := range beforeB {
+				m := rawGet(t, l, r.Seq)
+				cid, _, _ := events.EnvelopeDataKeyID(m.Data)
+				if cid.Name(parts[0]) == name {
+					dk, err := ring.UnwrapDataKey(l.cfg.Stream, instB, cid, w)
+					if err != nil {
+						t.Fatalf("unwrap %s: %v", name, err)
+					}
+					dks = append(dks, dk)
+					break
+				}
+			}
+		}
+	}
+	l.dkCache.mu.Lock()
+	for e := l.dkCache.ll.Front(); e != nil; e = e.Next() {
+		ent := e.Value.(*dkEntry)
+		if ent.key.inst == instA {
+			t.Errorf("the Log's cache still holds data key %s of the erased installation", ent.key.id)
+		}
+		dks = append(dks, ent.dk.Clone())
+	}
+	l.dkCache.mu.Unlock()
+	if len(dks) < len(ring.IDs())+2 {
+		t.Fatalf("only %d key materials to try", len(dks))
+	}
+	for _, dk := range dks {
+		tryAll("a data key", func(c rawEnvelope) error {
+			_, err := events.OpenData(dk, instA, l.binding(c.subject), c.data)
+			return err
+		})
+	}
+	fresh := openLog(t, testConfig(srv), ring)
+	for _, lg := range []*Log{l, fresh} {
+		tryAll("the Log", func(c rawEnvelope) error {
+			_, err := lg.OpenEnvelope(ctx, instA, c.subject, c.data)
+			if err != nil && !errors.Is(err, ErrErased) {
+				t.Fatalf("the Log opening an erased event: %v, want ErrErased", err)
+			}
+			return err
+		})
+		// Reads, appends and rebuilds of it name the erase.
+		if _, err := lg.LastSeq(ctx, instA); !errors.Is(err, ErrErased) {
+			t.Fatalf("LastSeq of the erased installation: %v", err)
+		}
+		var ee *ErasedError
+		if _, err := tryReadAll(lg, instA, 0); !errors.As(err, &ee) || !ee.ErasedAt.Equal(res.Tombstone.ErasedAt) || !strings.Contains(err.Error(), "erased at") {
+			t.Fatalf("read of the erased installation: %v", err)
+		}
+		if _, err := lg.Append(ctx, 0, msg(group(instA, "new"), 1, "after")); !errors.Is(err, ErrErased) {
+			t.Fatalf("append to the erased installation: %v, want ErrErased", err)
+		}
+		// The other installation is untouched.
+		afterB := readAll(t, lg, instB, 0)
+		if len(afterB) != len(beforeB) {
+			t.Fatalf("%s: %d events after the erase, %d before", instB, len(afterB), len(beforeB))
+		}
+		for i := range afterB {
+			sameEvent(t, afterB[i].Event, beforeB[i].Event)
+		}
+	}
+	mustAppend(t, l, 6, msg(group(instB, "g1"), 7, "still writable"))
+
+	again, err := l.Erase(ctx, instA, nil)
+	if err != nil || !again.Resumed || again.KeysPurged != 0 || again.EventsPurged != 0 || again.TombstoneSeq != res.TombstoneSeq {
+		t.Fatalf("second erase: %+v %v", again, err)
+	}
+}
+
+// TestReadOnlyWithoutKeyBucket: a read-only Log on a stream whose key
+// bucket is gone fails on the first format-3 event, naming the bucket.
+func TestReadOnlyWithoutKeyBucket(t *testing.T) {
+	srv := natstestStart(t)
+	l := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	mustAppend(t, l, 0, msg(group(instA, "g"), 1, "x"))
+	if err := l.js.DeleteKeyValue(context.Background(), l.KeyBucket()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(srv)
+	cfg.ReadOnly = true
+	ro := openLog(t, cfg, keyring(t, 1, 0x11))
+	_, err := tryReadAll(ro, instA, 0)
+	if !errors.Is(err, ErrNoKeyBucket) || !strings.Contains(err.Error(), DefaultStream+KeyBucketSuffix) {
+		t.Fatalf("read without the key bucket: %v, want ErrNoKeyBucket naming it", err)
+	}
+	if _, err := ro.js.KeyValue(context.Background(), l.KeyBucket()); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("the read-only Log created the bucket: %v", err)
+	}
+}
+
+// TestDataKeyCacheBounded: the cache never holds more than its bound and
+// wipes what it evicts.
+func TestDataKeyCacheBounded(t *testing.T) {
+	c := newDataKeyCache(2)
+	var ks []events.DataKey
+	for i := range 3 {
+		k, err := events.GenerateDataKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks = append(ks, k)
+		c.put(dkCacheKey{inst: instA, id: events.DataKeyID{Class: events.ClassState, Period: [16]byte{byte(i)}}}, k)
+	}
+	if c.len() != 2 {
+		t.Fatalf("cache holds %d keys, bound 2", c.len())
+	}
+	c.mu.Lock()
+	for e := c.ll.Front(); e != nil; e = e.Next() {
+		if !e.Value.(*dkEntry).dk.Valid() {
+			t.Error("a cached key is wiped")
+		}
+	}
+	c.mu.Unlock()
+	if _, ok := c.get(dkCacheKey{inst: instA, id: events.DataKeyID{Class: events.ClassState, Period: [16]byte{0}}}); ok {
+		t.Fatal("the oldest key was not evicted")
+	}
+	c.dropInstallation(instA)
+	if c.len() != 0 {
+		t.Fatal("dropInstallation left keys")
+	}
+	for _, k := range ks {
+		if !k.Valid() {
+			t.Fatal("the cache wiped the caller's own copy")
+		}
+	}
+}
+
+// TestRacingWritersAgreeOnDataKey: two Logs creating the same period's
+// key at once (an installation's identity and one of its key packages
+// share the installation's state period) end up with one key, and each
+// reads the other's events.
+func TestRacingWritersAgreeOnDataKey(t *testing.T) {
+	srv := natstestStart(t)
+	l1 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	evs := []events.Event{
+		{Aggregate: events.Aggregate{Installation: instA, Type: events.AggInstallation}, Time: baseTime, Body: events.InstallationCreated{
+			Installation: instA, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.Secret("priv"), Credential: []byte("c")}},
+		{Aggregate: events.Aggregate{Installation: instA, Type: events.AggKeyPackage, ID: "00aa"}, Time: baseTime, Body: events.KeyPackagePublished{Ref: []byte{0, 0xaa}, Destination: "d"}},
+	}
+	errs := make(chan error, 2)
+	for i, l := range []*Log{l1, l2} {
+		go func() {
+			_, err := l.Append(context.Background(), 0, evs[i])
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(bucketKeys(t, l1)); n != 1 {
+		t.Fatalf("bucket holds %d keys, want the one both writers agreed on", n)
+	}
+	for _, l := range []*Log{l1, l2, openLog(t, testConfig(srv), keyring(t, 1, 0x11))} {
+		if recs := readAll(t, l, instA, 0); len(recs) != 2 {
+			t.Fatalf("read %d events, want 2", len(recs))
+		}
+	}
+}

@@ -1,0 +1,310 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Snapshots live in a JetStream object store beside the stream,
+// "<stream>_SNAPSHOTS" (a read model can exceed the 1 MiB maximum payload;
+// the object store chunks), with the stream's replicas and storage. An
+// object's name is a keyed pseudonym of the installation and the
+// checkpoint ("<pseudonym>.<checkpoint, 20 digits>"): no installation id
+// in clear, and names sort by checkpoint. Its content is the snapshot
+// sealed with events.SealSnapshot, bound to the stream, the installation
+// and the checkpoint. See docs/forward-secrecy.md, Snapshots.
+
+// SnapshotBucketSuffix is appended to the stream's name to name the
+// snapshots' object store.
+const SnapshotBucketSuffix = "_SNAPSHOTS"
+
+// ErrNoSnapshot means no snapshot of that installation and checkpoint is
+// stored.
+var ErrNoSnapshot = errors.New("eventlog: no such snapshot")
+
+// SnapshotRef names one stored snapshot of an installation.
+type SnapshotRef struct {
+	// Name is the object's name in the bucket.
+	Name string
+	// Checkpoint is the stream sequence of the last event the snapshot
+	// holds.
+	Checkpoint uint64
+	// Size is the sealed snapshot's size in bytes.
+	Size uint64
+	// Modified is when the object was stored.
+	Modified time.Time
+}
+
+// SnapshotBucket returns the name of the snapshots' object store.
+func (l *Log) SnapshotBucket() string { return l.cfg.Stream + SnapshotBucketSuffix }
+
+// snapshotPrefix is the start of every object name of inst's snapshots.
+func (l *Log) snapshotPrefix(inst events.InstallationID) (string, error) {
+	if err := inst.Validate(); err != nil {
+		return "", fmt.Errorf("eventlog: %w", err)
+	}
+	return l.keys.Pseudonym("snapshot", string(inst)) + ".", nil
+}
+
+func snapshotName(prefix string, checkpoint uint64) string {
+	return fmt.Sprintf("%s%020d", prefix, checkpoint)
+}
+
+// snapshotTimeout bounds one transfer of size bytes: the request timeout,
+// plus a second per MiB.
+func (l *Log) snapshotTimeout(size uint64) time.Duration {
+	return l.cfg.RequestTimeout + time.Duration(size>>20)*time.Second
+}
+
+// snapshotStore binds to the bucket; with create it creates it when
+// missing (never on a ReadOnly Log). Without create a missing bucket is
+// (nil, nil).
+func (l *Log) snapshotStore(ctx context.Context, create bool) (jetstream.ObjectStore, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	os, err := l.js.ObjectStore(ctx, l.SnapshotBucket())
+	switch {
+	case err == nil:
+		return os, nil
+	case !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("eventlog: snapshots bucket %s: %w", l.SnapshotBucket(), err)
+	case !create:
+		return nil, nil
+	case l.cfg.ReadOnly:
+		return nil, fmt.Errorf("%w: the snapshots bucket %s would have to be created", ErrReadOnly, l.SnapshotBucket())
+	}
+	storage := jetstream.FileStorage
+	if l.cfg.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := 1
+	if info := l.stream.CachedInfo(); info != nil {
+		replicas = max(info.Config.Replicas, 1)
+	}
+	os, err = l.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      l.SnapshotBucket(),
+		Description: "epochlog sealed read-model snapshots of stream " + l.cfg.Stream,
+		Storage:     storage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: create snapshots bucket %s: %w", l.SnapshotBucket(), err)
+	}
+	return os, nil
+}
+
+// PutSnapshot seals plain (a read-model snapshot, see projections.Export)
+// with the Log's keyring, bound to the stream, inst and checkpoint, and
+// stores it, creating the bucket if needed. A snapshot of the same
+// installation and checkpoint is replaced. A ReadOnly Log refuses
+// (ErrReadOnly).
+func (l *Log) PutSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64, plain []byte) (SnapshotRef, error) {
+	if l.cfg.ReadOnly {
+		return SnapshotRef{}, fmt.Errorf("%w: put snapshot", ErrReadOnly)
+	}
+	sealed, err := events.SealSnapshot(l.keys, events.SnapshotBinding{Stream: l.cfg.Stream, Installation: inst, Checkpoint: checkpoint}, plain)
+	if err != nil {
+		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w", inst, checkpoint, err)
+	}
+	return l.PutSealedSnapshot(ctx, inst, checkpoint, sealed)
+}
+
+// PutSealedSnapshot stores an already sealed snapshot as is (a copy
+// between stores, a restore from a backup). It does not check the seal:
+// OpenSnapshot does, when the snapshot is used.
+func (l *Log) PutSealedSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64, sealed []byte) (SnapshotRef, error) {
+	if l.cfg.ReadOnly {
+		return SnapshotRef{}, fmt.Errorf("%w: put snapshot", ErrReadOnly)
+	}
+	prefix, err := l.snapshotPrefix(inst)
+	if err != nil {
+		return SnapshotRef{}, err
+	}
+	if checkpoint == 0 {
+		return SnapshotRef{}, errors.New("eventlog: put snapshot: checkpoint 0")
+	}
+	os, err := l.snapshotStore(ctx, true)
+	if err != nil {
+		return SnapshotRef{}, err
+	}
+	name := snapshotName(prefix, checkpoint)
+	ctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(uint64(len(sealed))))
+	defer cancel()
+	info, err := os.PutBytes(ctx, name, sealed)
+	if err != nil {
+		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d (%d bytes) into %s: %w", inst, checkpoint, len(sealed), l.SnapshotBucket(), err)
+	}
+	return SnapshotRef{Name: name, Checkpoint: checkpoint, Size: info.Size, Modified: info.ModTime}, nil
+}
+
+// Snapshots lists inst's stored snapshots, newest (highest checkpoint)
+// first. No bucket, or none of inst's, is an empty list.
+func (l *Log) Snapshots(ctx context.Context, inst events.InstallationID) ([]SnapshotRef, error) {
+	prefix, err := l.snapshotPrefix(inst)
+	if err != nil {
+		return nil, err
+	}
+	os, err := l.snapshotStore(ctx, false)
+	if err != nil || os == nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	infos, err := os.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: list snapshots in %s: %w", l.SnapshotBucket(), err)
+	}
+	var out []SnapshotRef
+	for _, info := range infos {
+		rest, ok := strings.CutPrefix(info.Name, prefix)
+		if !ok || info.Deleted {
+			continue
+		}
+		cp, err := strconv.ParseUint(rest, 10, 64)
+		if err != nil || cp == 0 {
+			continue
+		}
+		out = append(out, SnapshotRef{Name: info.Name, Checkpoint: cp, Size: info.Size, Modified: info.ModTime})
+	}
+	slices.SortFunc(out, func(a, b SnapshotRef) int {
+		switch {
+		case a.Checkpoint > b.Checkpoint:
+			return -1
+		case a.Checkpoint < b.Checkpoint:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// SealedSnapshot fetches inst's snapshot at checkpoint as stored (sealed).
+// A missing one is ErrNoSnapshot.
+func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
+	prefix, err := l.snapshotPrefix(inst)
+	if err != nil {
+		return nil, err
+	}
+	os, err := l.snapshotStore(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if os == nil {
+		return nil, fmt.Errorf("%w: %s at checkpoint %d (no bucket %s)", ErrNoSnapshot, inst, checkpoint, l.SnapshotBucket())
+	}
+	name := snapshotName(prefix, checkpoint)
+	ictx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	info, err := os.GetInfo(ictx, name)
+	cancel()
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: snapshot of %s at %d: %w", inst, checkpoint, err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(info.Size))
+	defer cancel()
+	b, err := os.GetBytes(gctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: get snapshot of %s at %d from %s: %w", inst, checkpoint, l.SnapshotBucket(), err)
+	}
+	return b, nil
+}
+
+// OpenSnapshot fetches inst's snapshot at checkpoint and opens it with
+// the Log's keyring (events.OpenSnapshot: a snapshot altered in the
+// bucket, or moved to another installation or checkpoint, fails with
+// events.ErrTampered; one sealed under a root key the ring lacks with
+// events.ErrUnknownKey).
+func (l *Log) OpenSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
+	sealed, err := l.SealedSnapshot(ctx, inst, checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := events.OpenSnapshot(l.keys, events.SnapshotBinding{Stream: l.cfg.Stream, Installation: inst, Checkpoint: checkpoint}, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: snapshot of %s at %d: %w", inst, checkpoint, err)
+	}
+	return plain, nil
+}
+
+// DeleteSnapshot deletes inst's snapshot at checkpoint (every chunk is
+// purged). A missing one is not an error.
+func (l *Log) DeleteSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) error {
+	if l.cfg.ReadOnly {
+		return fmt.Errorf("%w: delete snapshot", ErrReadOnly)
+	}
+	prefix, err := l.snapshotPrefix(inst)
+	if err != nil {
+		return err
+	}
+	os, err := l.snapshotStore(ctx, false)
+	if err != nil || os == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	if err := os.Delete(ctx, snapshotName(prefix, checkpoint)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("eventlog: delete snapshot of %s at %d: %w", inst, checkpoint, err)
+	}
+	return nil
+}
+
+// PruneSnapshots deletes all but inst's newest keep snapshots (keep < 1
+// counts as 1) and returns the deleted ones.
+func (l *Log) PruneSnapshots(ctx context.Context, inst events.InstallationID, keep int) ([]SnapshotRef, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	keep = max(keep, 1)
+	if len(refs) <= keep {
+		return nil, nil
+	}
+	var gone []SnapshotRef
+	for _, r := range refs[keep:] {
+		if err := l.DeleteSnapshot(ctx, inst, r.Checkpoint); err != nil {
+			return gone, err
+		}
+		gone = append(gone, r)
+	}
+	return gone, nil
+}
+
+// ChainLink returns the installation chain's link to inst's event at
+// stream sequence seq (events.LinkTo of the stored envelope): the head a
+// snapshot at checkpoint seq records. The event must be inst's.
+func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uint64) (events.Link, error) {
+	filter, err := l.InstallationFilter(inst)
+	if err != nil {
+		return events.Link{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	m, err := l.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return events.Link{}, fmt.Errorf("eventlog: stream %s: get seq %d for the chain head of %s: %w", l.cfg.Stream, seq, inst, err)
+	}
+	if !strings.HasPrefix(m.Subject, strings.TrimSuffix(filter, ">")) {
+		return events.Link{}, fmt.Errorf("%w: stream sequence %d is not an event of installation %s", ErrMissingEvent, seq, inst)
+	}
+	return events.LinkTo(m.Sequence, m.Data), nil
+}

@@ -1,0 +1,180 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustDataKey(t testing.TB) DataKey {
+	t.Helper()
+	k, err := GenerateDataKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestDataKeySealOpen(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	e := samples(testInst)[KindGroupCreated]
+	class, parts := PeriodOf(e, time.Now())
+	id, err := r.DataKeyID(testInst, class, parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := mustDataKey(t)
+	env, err := SealData(k, id, testBinding, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env[3] != envelopeFormat3 || len(env) < Overhead3 {
+		t.Fatalf("format %d, %d bytes", env[3], len(env))
+	}
+	got, ok, err := EnvelopeDataKeyID(env)
+	if err != nil || !ok || got != id {
+		t.Fatalf("EnvelopeDataKeyID: %v %v %v, want %v", got, ok, err, id)
+	}
+	back, err := OpenData(k, testInst, testBinding, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Body, e.Body) || back.Position != e.Position {
+		t.Fatal("round trip changed the event")
+	}
+	// Root keys do not open it; another data key, another place, or any
+	// flipped byte do not either, each with its documented error.
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Open of format 3 with root keys: %v", err)
+	}
+	if _, err := OpenData(mustDataKey(t), testInst, testBinding, env); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("another data key: %v", err)
+	}
+	if _, err := OpenData(k, testInst, Binding{Stream: "S", Subject: "elsewhere"}, env); !errors.Is(err, ErrMoved) {
+		t.Fatalf("moved: %v", err)
+	}
+	for i := range env {
+		m := bytes.Clone(env)
+		m[i] ^= 0x01
+		_, err := OpenData(k, testInst, testBinding, m)
+		if err == nil {
+			t.Fatalf("flip at %d opened", i)
+		}
+		ok := false
+		for _, s := range []error{ErrMalformed, ErrWrongKey, ErrTampered, ErrMoved, ErrUnknownVersion} {
+			ok = ok || errors.Is(err, s)
+		}
+		if !ok {
+			t.Fatalf("flip at %d: undocumented error %v", i, err)
+		}
+	}
+	// A wiped key opens nothing; a clone survives the wipe of its source.
+	c := k.Clone()
+	k.Wipe()
+	if _, err := OpenData(k, testInst, testBinding, env); err == nil {
+		t.Fatal("a wiped key opened an envelope")
+	}
+	if _, err := OpenData(c, testInst, testBinding, env); err != nil {
+		t.Fatalf("clone after the source's wipe: %v", err)
+	}
+}
+
+func TestDataKeyWrap(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	id, _ := r.DataKeyID(testInst, ClassState, "installation")
+	k := mustDataKey(t)
+	w, err := r.WrapDataKey("S", testInst, id, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != WrappedSize || bytes.Contains(w, k.state().key[:]) {
+		t.Fatal("wrapped key has the wrong size or holds the key in clear")
+	}
+	got, err := r.UnwrapDataKey("S", testInst, id, w)
+	if err != nil || !got.Equal(k) {
+		t.Fatalf("unwrap: %v", err)
+	}
+	other, _ := r.DataKeyID(testInst, ClassState, "other")
+	for name, f := range map[string]func() error{
+		"another stream":       func() error { _, err := r.UnwrapDataKey("T", testInst, id, w); return err },
+		"another installation": func() error { _, err := r.UnwrapDataKey("S", "other", id, w); return err },
+		"another name":         func() error { _, err := r.UnwrapDataKey("S", testInst, other, w); return err },
+	} {
+		if err := f(); !errors.Is(err, ErrTampered) {
+			t.Fatalf("%s: %v, want ErrTampered", name, err)
+		}
+	}
+	if _, err := mustRing(t, 2, 0x22).UnwrapDataKey("S", testInst, id, w); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("ring without the wrapping key: %v", err)
+	}
+	if _, err := mustRing(t, 1, 0x33).UnwrapDataKey("S", testInst, id, w); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("another key under id 1: %v", err)
+	}
+	if kid, err := WrappedKeyID(w); err != nil || kid != 1 {
+		t.Fatalf("WrappedKeyID: %d %v", kid, err)
+	}
+}
+
+func TestDataKeyRedacted(t *testing.T) {
+	k := mustDataKey(t)
+	raw := k.state().key[:]
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "k", k)
+	j, _ := json.Marshal(struct{ K DataKey }{k})
+	type holder struct{ k DataKey }
+	outs := []string{k.String(), k.GoString(), fmt.Sprintf("%v %+v %#v %x %s %q", k, k, k, k, k, k),
+		fmt.Sprintf("%v %+v", holder{k}, holder{k}), buf.String(), string(j)}
+	for _, o := range outs {
+		if strings.Contains(o, fmt.Sprintf("%x", raw)) || strings.Contains(o, string(raw)) || strings.Contains(o, fmt.Sprint(raw)) {
+			t.Fatalf("data key bytes printed: %q", o)
+		}
+	}
+}
+
+func TestPeriodOf(t *testing.T) {
+	day1 := time.Date(2026, 3, 1, 23, 59, 0, 0, time.UTC)
+	g := Aggregate{Installation: testInst, Type: AggGroup, ID: "aa"}
+	for _, c := range []struct {
+		e     Event
+		class DataKeyClass
+		parts string
+	}{
+		{Event{Aggregate: g, Time: day1, Body: ApplicationMessageSent{Epoch: 4}}, ClassMessages, "group aa 2026-03-01"},
+		{Event{Aggregate: g, Time: day1.Add(time.Minute), Body: ApplicationMessageReceived{}}, ClassMessages, "group aa 2026-03-02"},
+		{Event{Aggregate: g, Body: CommitApplied{Epoch: 7}}, ClassState, "group aa"},
+		{Event{Aggregate: g, Body: HandshakeFormatSet{}}, ClassState, "group aa"},
+		{Event{Aggregate: Aggregate{Installation: testInst, Type: AggDelivery, ID: "inbox"}, Time: day1, Body: DeliveryAcknowledged{}}, ClassDelivery, "queue inbox 2026-03-01"},
+		{Event{Aggregate: Aggregate{Installation: testInst, Type: AggInstallation}, Body: InstallationCreated{}}, ClassState, "installation"},
+	} {
+		class, parts := PeriodOf(c.e, day1)
+		if class != c.class || strings.Join(parts, " ") != c.parts {
+			t.Errorf("%s: %s %q, want %s %q", c.e.Body.Kind(), class, parts, c.class, c.parts)
+		}
+	}
+}
+
+func TestTombstone(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	ts := Tombstone{Installation: testInst, ErasedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), LastSeq: 9, By: "ops"}
+	env, err := SealTombstone(r, testBinding, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := OpenTombstone(r, testInst, testBinding, env)
+	if err != nil || got != ts {
+		t.Fatalf("tombstone round trip: %+v %v", got, err)
+	}
+	if _, err := OpenTombstone(r, "other", testBinding, env); !errors.Is(err, ErrTampered) {
+		t.Fatalf("another installation: %v", err)
+	}
+	// It is not an event envelope, and no event envelope is a tombstone.
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Open of a tombstone: %v", err)
+	}
+}

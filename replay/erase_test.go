@@ -1,0 +1,92 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestEraseKeepsOthersAndNamesTheErase: after an installation is erased,
+// every way of opening its captured events fails, its rebuild and verify
+// fail with ErrErased naming the time, and the other installations still
+// rebuild to the read-model digest they had before.
+func TestEraseKeepsOthersAndNamesTheErase(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t)
+	insts := []events.InstallationID{instA, instB, "inst-carol"}
+	for _, inst := range insts {
+		writeHistory(t, l, inst, 2, 30)
+	}
+	dir := t.TempDir()
+	key := rawDBKey(t, 0x42)
+	pathOf := func(inst events.InstallationID) string { return filepath.Join(dir, string(inst)+".db") }
+	before := map[events.InstallationID]string{}
+	for _, inst := range insts {
+		if _, err := Rebuild(ctx, l, inst, pathOf(inst), key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := digestOf(t, pathOf(inst), key)
+		before[inst] = d.String()
+	}
+	// Keep copies of the raw envelopes of the installation to erase.
+	type raw struct {
+		subject string
+		data    []byte
+	}
+	var captured []raw
+	if err := l.Read(ctx, instA, 0, func(r eventlog.Record) error {
+		m, err := l.Conn().JetStream() // legacy API, for a raw get
+		if err != nil {
+			return err
+		}
+		sm, err := m.GetMsg(l.Stream(), r.Seq)
+		if err != nil {
+			return err
+		}
+		captured = append(captured, raw{sm.Subject, sm.Data})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := l.Erase(ctx, instA, &eventlog.EraseOptions{By: "replay test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Log that erased, and a fresh one (nothing cached), open none.
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	for _, lg := range []*eventlog.Log{l, fresh} {
+		for _, c := range captured {
+			if _, err := lg.OpenEnvelope(ctx, instA, c.subject, c.data); !errors.Is(err, ErrErased) {
+				t.Fatalf("open a captured event after the erase: %v, want ErrErased", err)
+			}
+		}
+		_, err := Rebuild(ctx, lg, instA, filepath.Join(t.TempDir(), "a.db"), key, &RebuildOptions{Options: *testReplayOptions()})
+		if !errors.Is(err, ErrErased) || !strings.Contains(err.Error(), res.Tombstone.ErasedAt.Format("2006-01-02T15:04:05")) {
+			t.Fatalf("rebuild of the erased installation: %v, want ErrErased naming %v", err, res.Tombstone.ErasedAt)
+		}
+		if _, err := Verify(ctx, lg, instA, pathOf(instA), key, testReplayOptions()); !errors.Is(err, ErrErased) {
+			t.Fatalf("verify of the erased installation: %v, want ErrErased", err)
+		}
+		if IsVerificationFailure(err) {
+			t.Fatalf("an erased installation is not a verification failure: %v", err)
+		}
+	}
+	for _, inst := range insts[1:] {
+		live := filepath.Join(t.TempDir(), string(inst)+".db")
+		if _, err := Rebuild(ctx, fresh, inst, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+			t.Fatalf("rebuild %s after the erase: %v", inst, err)
+		}
+		if d, _ := digestOf(t, live, key); d.String() != before[inst] {
+			t.Fatalf("%s rebuilds to another digest after the erase", inst)
+		}
+		if _, err := Verify(ctx, fresh, inst, pathOf(inst), key, testReplayOptions()); err != nil {
+			t.Fatalf("verify %s after the erase: %v", inst, err)
+		}
+	}
+}

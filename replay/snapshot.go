@@ -1,0 +1,412 @@
+package replay
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// Snapshots (docs/forward-secrecy.md, Snapshots): a sealed copy of a read
+// model's rows at a checkpoint, stored beside the stream
+// (eventlog.Log.PutSnapshot). Snapshot makes one and proves it first;
+// Rebuild, Rekey, Migrate and Verify start from the newest one the
+// keyring opens and replay only the tail after it (Options.FromStart
+// replays the whole history instead).
+
+// DefaultSnapshotKeep is how many snapshots of an installation are kept
+// once a new one is stored, unless SnapshotOptions.Keep says otherwise.
+const DefaultSnapshotKeep = 2
+
+// PhaseSnapshot is the phase of the replay that checks a new snapshot
+// (Progress.Phase).
+const PhaseSnapshot = "snapshot"
+
+// ErrSnapshotMismatch means a snapshot did not check out when it was
+// made: the read model it was taken from differs from the previous
+// snapshot (or the start) plus the events up to its checkpoint. Nothing
+// was stored. It wraps ErrDrift: the read model drifted, or the previous
+// snapshot does not hold what the history gives.
+var ErrSnapshotMismatch = fmt.Errorf("%w: the snapshot does not check out against the history it replaces", ErrDrift)
+
+// SnapshotOptions tune Snapshot.
+type SnapshotOptions struct {
+	// Options tune the check's replay (BatchSize, DB; FromStart checks
+	// against the whole history instead of the previous snapshot plus
+	// the events after it).
+	Options
+	// Keep is how many of the installation's snapshots are kept once the
+	// new one is stored (the newest ones). Default DefaultSnapshotKeep.
+	Keep int
+	// Now is the clock of SnapshotMeta.CreatedAt (default time.Now).
+	Now func() time.Time
+}
+
+// SnapshotResult says what Snapshot stored.
+type SnapshotResult struct {
+	Installation events.InstallationID
+	// Path is the read model the snapshot was taken from.
+	Path string
+	// Checkpoint is the snapshot's checkpoint; Name its object's name,
+	// Size its sealed size in bytes, Rows the rows it holds.
+	Checkpoint uint64
+	Name       string
+	Size       uint64
+	Rows       int
+	Schema     int
+	// Digest is the read model's digest at the checkpoint, which the
+	// check reproduced.
+	Digest projections.Digest
+	// Base is the checkpoint of the snapshot the check started from (0:
+	// the start of the history); Checked counts the events it replayed.
+	Base    uint64
+	Checked int
+	// Pruned lists the checkpoints of the older snapshots deleted.
+	Pruned []uint64
+}
+
+// Snapshot takes a snapshot of the read model at live (opened with key,
+// only read) at its checkpoint, proves it, seals it and stores it, then
+// deletes all but the newest opts.Keep of the installation's snapshots.
+// See SnapshotDB.
+func Snapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *SnapshotOptions) (*SnapshotResult, error) {
+	var so SnapshotOptions
+	if opts != nil {
+		so = *opts
+	}
+	o := so.Options.withDefaults()
+	if ok, err := exists(live); err != nil || !ok {
+		if err == nil {
+			err = errors.New("no such database")
+		}
+		return nil, &projections.FileError{Path: live, Op: "snapshot", Err: err}
+	}
+	src, err := openAsIs(live, key, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	return SnapshotDB(ctx, l, inst, src, &so)
+}
+
+// SnapshotDB takes a snapshot of db (one read transaction: its writer may
+// keep applying events) at its checkpoint C and stores it only once it
+// checks out: a fresh read model beside db, under a random key, built
+// from the installation's newest snapshot below C (or from the start,
+// with opts.FromStart or without one) plus the events up to C, must have
+// the same content digest as db at C. When it does not, nothing is
+// stored and the error (ErrSnapshotMismatch) names both digests and the
+// first differing table. The snapshot records the installation chain's
+// head at C (the link to the event at C), which later tails are checked
+// against.
+func SnapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, opts *SnapshotOptions) (*SnapshotResult, error) {
+	var so SnapshotOptions
+	if opts != nil {
+		so = *opts
+	}
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "snapshot", "path", db.Path())
+	start := time.Now()
+	res, err := snapshotDB(ctx, l, inst, db, so, log)
+	if err != nil {
+		switch {
+		case IsVerificationFailure(err):
+			log.Error("replay: snapshot does not check out; nothing stored", since(start), "err", err)
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			log.Info("replay: snapshot cancelled; nothing stored", since(start), "err", err)
+		default:
+			log.Warn("replay: snapshot failed; nothing stored", since(start), "err", err)
+		}
+		return nil, err
+	}
+	log.Info("replay: snapshot stored", "seq", res.Checkpoint, "bytes", res.Size, "rows", res.Rows, "base", res.Base,
+		"checked_events", res.Checked, "pruned", len(res.Pruned), since(start))
+	return res, nil
+}
+
+func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, so SnapshotOptions, log *slog.Logger) (*SnapshotResult, error) {
+	o := so.Options.withDefaults()
+	if err := inst.Validate(); err != nil {
+		return nil, fmt.Errorf("replay: snapshot: %w", err)
+	}
+	fail := func(err error) error { return &projections.FileError{Path: db.Path(), Op: "snapshot", Err: err} }
+	snap, err := db.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	head, err := snap.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cp := snap.Checkpoint()
+	switch {
+	case head.Installation != "" && head.Installation != inst:
+		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, head.Installation, inst))
+	case head.Installation == "" || cp == 0:
+		return nil, fail(errors.New("the read model holds no installation yet: nothing to snapshot"))
+	}
+	link, err := l.ChainLink(ctx, inst, cp)
+	if err != nil {
+		return nil, fail(err)
+	}
+	now := so.Now
+	if now == nil {
+		now = time.Now
+	}
+	var buf bytes.Buffer
+	meta, err := snap.Export(ctx, &buf, projections.SnapshotMeta{Head: link, CreatedAt: now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	snap.Close() // the rest reads the stream and the check's database
+	res := &SnapshotResult{Installation: inst, Path: db.Path(), Checkpoint: cp, Rows: meta.Rows, Schema: meta.Schema, Digest: meta.Digest}
+
+	// The check: the previous snapshot (or the start) plus the tail.
+	tmpKey, err := projections.GenerateRawKey()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := projections.BuildAside(filepath.Dir(db.Path()), filepath.Base(db.Path()))
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer projections.RemoveAside(tmp)
+	fresh, err := openFresh(tmp, tmp, tmpKey, meta.Schema, o.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer fresh.Close()
+	if !o.FromStart {
+		base, err := fromSnapshot(ctx, l, inst, fresh, cp-1, log)
+		if err != nil {
+			return nil, err
+		}
+		if base != nil {
+			res.Base = base.Checkpoint
+			o.anchor = &chainAnchor{head: base.Head, cp: base.Checkpoint}
+		}
+	}
+	n, got, err := replayInto(ctx, l, inst, fresh, cp, o, PhaseSnapshot, nil, nil)
+	res.Checked = n
+	if err != nil {
+		return nil, err
+	}
+	if got != cp {
+		return nil, fail(fmt.Errorf("%w: no event of %s at the read model's checkpoint, stream sequence %d (the replay stopped at %d)", ErrBehind, inst, cp, got))
+	}
+	d, err := fresh.Digest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if diff := projections.Compare(meta.Digest, d); diff != nil {
+		from := "the start of the history"
+		if res.Base > 0 {
+			from = fmt.Sprintf("the snapshot at %d", res.Base)
+		}
+		return nil, fail(fmt.Errorf("%w: read model digest %s, %s plus the events up to %d give %s (first difference: %s)",
+			ErrSnapshotMismatch, DigestID(meta.Digest), from, cp, DigestID(d), diff))
+	}
+	ref, err := l.PutSnapshot(ctx, inst, cp, buf.Bytes())
+	clear(buf.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	res.Name, res.Size = ref.Name, ref.Size
+	pruned, err := l.PruneSnapshots(ctx, inst, cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep))
+	for _, p := range pruned {
+		res.Pruned = append(res.Pruned, p.Checkpoint)
+	}
+	if err != nil {
+		// The new snapshot is stored and good; an old one lingers.
+		log.Warn("replay: could not delete older snapshots", "err", err)
+	}
+	return res, nil
+}
+
+// DigestID is a short, stable name of a content digest: the first 8
+// bytes of the SHA-256 of its text form, in hex (what the replayer
+// prints).
+func DigestID(d projections.Digest) string {
+	sum := sha256.Sum256([]byte(d.String()))
+	return hex.EncodeToString(sum[:8])
+}
+
+// fromSnapshot imports into fresh (empty) the newest of inst's stored
+// snapshots with a checkpoint at most limit that the keyring opens and
+// that imports at fresh's schema version, and returns its header (nil:
+// none, the caller replays from the start). A snapshot that cannot be
+// fetched, opened (tampered, a root key the ring lacks) or imported is
+// passed over with a Warn log naming why, and the next older one tried;
+// one of another schema version is passed over quietly (a migration
+// replays from the start).
+func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Warn("replay: cannot list snapshots; replaying from the start", "err", err)
+		return nil, nil
+	}
+	for _, ref := range refs {
+		if ref.Checkpoint > limit {
+			continue
+		}
+		plain, err := l.OpenSnapshot(ctx, inst, ref.Checkpoint)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "snapshot_seq", ref.Checkpoint, "err", err)
+			continue
+		}
+		meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
+		if err == nil && meta.Schema != fresh.SchemaVersion() {
+			log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
+				"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
+			clear(plain)
+			continue
+		}
+		if err == nil {
+			meta, err = fresh.Import(ctx, bytes.NewReader(plain))
+		}
+		clear(plain)
+		if err == nil && (meta.Installation != inst || meta.Checkpoint != ref.Checkpoint) {
+			err = fmt.Errorf("%w: it holds %s at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if cp, cerr := fresh.Checkpoint(ctx); cerr != nil || cp != 0 {
+				return nil, errors.Join(err, cerr, errors.New("replay: a failed snapshot import left the fresh database non-empty"))
+			}
+			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "snapshot_seq", ref.Checkpoint, "err", err)
+			continue
+		}
+		log.Info("replay: starting from a snapshot", "snapshot_seq", meta.Checkpoint, "rows", meta.Rows, "created_at", meta.CreatedAt)
+		return &meta, nil
+	}
+	return nil, nil
+}
+
+// chainAnchor checks the links of a tail replayed after a snapshot into
+// the history the snapshot replaces: a link to the snapshot's checkpoint
+// must be to the event the snapshot's chain head names (same digest). A
+// link to an earlier event (a writer whose head was stale) is accepted
+// as the eventlog accepts a link before a read's first sequence: that
+// part of the history may be purged. Links within the tail are the
+// eventlog's to check.
+type chainAnchor struct {
+	head events.Link
+	cp   uint64
+}
+
+func (a *chainAnchor) check(r eventlog.Record) error {
+	if a == nil {
+		return nil
+	}
+	p := r.Event.Prev
+	if p.IsZero() || p.Seq > a.cp {
+		return nil
+	}
+	if p.Seq == a.head.Seq && p != a.head {
+		return fmt.Errorf("%w: the event links to stream sequence %d, which held another event than the snapshot's chain head records (the history the snapshot replaces was altered)", eventlog.ErrMissingEvent, p.Seq)
+	}
+	if p.Seq > a.head.Seq {
+		return fmt.Errorf("%w: the event links to stream sequence %d, after the snapshot's chain head at %d but not after its checkpoint", eventlog.ErrMissingEvent, p.Seq, a.head.Seq)
+	}
+	return nil
+}
+
+// SnapshotPolicy says when a follower (Project) snapshots a read model:
+// after EveryEvents events applied since the last snapshot, or after
+// Every has passed with events applied since; zero turns either off. A
+// snapshot is made in the background, one at a time per read model,
+// while the projection goes on.
+type SnapshotPolicy struct {
+	EveryEvents int
+	Every       time.Duration
+	// Options tune the snapshots (Keep, the check's replay).
+	Options SnapshotOptions
+	// OnSnapshot, if set, is called after each snapshot attempt (res nil
+	// when err is not), on the snapshot's goroutine.
+	OnSnapshot func(inst events.InstallationID, res *SnapshotResult, err error)
+}
+
+// enabled reports whether the policy ever snapshots.
+func (p *SnapshotPolicy) enabled() bool {
+	return p != nil && (p.EveryEvents > 0 || p.Every > 0)
+}
+
+// snapshotter runs a SnapshotPolicy for Project.
+type snapshotter struct {
+	ctx   context.Context
+	l     *eventlog.Log
+	p     SnapshotPolicy
+	dbs   map[events.InstallationID]*projections.DB
+	mu    sync.Mutex
+	state map[events.InstallationID]*snapState
+	wg    sync.WaitGroup
+}
+
+type snapState struct {
+	since   int       // events applied since the last snapshot
+	last    time.Time // the last snapshot (or the start)
+	running bool
+}
+
+func newSnapshotter(ctx context.Context, l *eventlog.Log, p SnapshotPolicy, dbs map[events.InstallationID]*projections.DB) *snapshotter {
+	s := &snapshotter{ctx: ctx, l: l, p: p, dbs: dbs, state: map[events.InstallationID]*snapState{}}
+	for inst := range dbs {
+		s.state[inst] = &snapState{last: time.Now()}
+	}
+	return s
+}
+
+// applied counts n events applied to inst's read model and starts a
+// snapshot when one is due.
+func (s *snapshotter) applied(inst events.InstallationID, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state[inst]
+	if st == nil {
+		return
+	}
+	st.since += n
+	due := (s.p.EveryEvents > 0 && st.since >= s.p.EveryEvents) || (s.p.Every > 0 && st.since > 0 && time.Since(st.last) >= s.p.Every)
+	if !due || st.running || s.ctx.Err() != nil {
+		return
+	}
+	st.running = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		opts := s.p.Options
+		res, err := SnapshotDB(s.ctx, s.l, inst, s.dbs[inst], &opts)
+		s.mu.Lock()
+		st.running = false
+		if err == nil {
+			st.since = 0
+			st.last = time.Now()
+		}
+		s.mu.Unlock()
+		if s.p.OnSnapshot != nil {
+			s.p.OnSnapshot(inst, res, err)
+		}
+	}()
+}
+
+// wait waits for the snapshots under way.
+func (s *snapshotter) wait() { s.wg.Wait() }
