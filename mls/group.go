@@ -9,6 +9,7 @@ import (
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/mls/keyschedule"
+	"github.com/epochlog/epochlog/mls/treemath"
 )
 
 // DefaultMaxPastEpochs is how many past epochs' keys a group keeps, by
@@ -51,13 +52,47 @@ type cachedProposal struct {
 }
 
 // pastEpoch keeps what a late application message of an earlier epoch
-// needs: the keys, the group context signed over and the senders' keys.
+// needs: the keys, the group context signed over and the epoch's leaves
+// (the senders' signature keys and credentials, and the leaf count the
+// secret tree is built on). The parent nodes of its tree serve no late
+// message and are not kept.
 type pastEpoch struct {
 	ctx              GroupContext
-	tree             RatchetTree
+	leaves           epochLeaves
 	senderDataSecret keyschedule.Secret
 	resumptionPSK    keyschedule.Secret
 	keys             *epochKeys
+}
+
+// epochLeaves are the leaves of one epoch's ratchet tree, indexed by
+// LeafIndex (nil: blank), as many as the tree's leaf count. The leaf
+// nodes are shared with the trees and must not be modified.
+type epochLeaves []*LeafNode
+
+// leavesOf returns the leaves of t.
+func leavesOf(t RatchetTree) epochLeaves {
+	out := make(epochLeaves, t.LeafCount())
+	t.Leaves(func(l LeafIndex, leaf *LeafNode) { out[l] = leaf })
+	return out
+}
+
+// LeafCount returns the number of leaves, blank or not.
+func (e epochLeaves) LeafCount() treemath.LeafCount { return treemath.LeafCount(len(e)) }
+
+// Leaf returns the leaf node at index l, or nil if it is blank or out of
+// range.
+func (e epochLeaves) Leaf(l LeafIndex) *LeafNode {
+	if uint64(l) >= uint64(len(e)) {
+		return nil
+	}
+	return e[l]
+}
+
+// leafSource is what opening a message needs of an epoch's tree: a
+// RatchetTree for the current epoch, epochLeaves for a past one.
+type leafSource interface {
+	LeafCount() treemath.LeafCount
+	Leaf(l LeafIndex) *LeafNode
 }
 
 // Group is one client's state of an MLS group in one epoch (RFC 9420). It
@@ -283,7 +318,7 @@ func (g *Group) retireEpoch() {
 		g.past = nil
 		return
 	}
-	pe := pastEpoch{ctx: g.ctx, tree: g.tree, senderDataSecret: g.secrets.SenderDataSecret, resumptionPSK: g.secrets.ResumptionPSK, keys: g.epochKeys}
+	pe := pastEpoch{ctx: g.ctx, leaves: leavesOf(g.tree), senderDataSecret: g.secrets.SenderDataSecret, resumptionPSK: g.secrets.ResumptionPSK, keys: g.epochKeys}
 	g.past = append([]pastEpoch{pe}, g.past...)
 	if len(g.past) > n {
 		g.past = g.past[:n]
@@ -438,7 +473,8 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	c := g.clone()
 	// Locate the epoch's keys: the current one, or a retained past one for
 	// application messages.
-	ctx, tree, sds, keys := &c.ctx, c.tree, c.secrets.SenderDataSecret, c.epochKeys
+	var tree leafSource = c.tree
+	ctx, sds, keys := &c.ctx, c.secrets.SenderDataSecret, c.epochKeys
 	if epoch != g.ctx.Epoch {
 		if epoch > g.ctx.Epoch || ct != ContentTypeApplication {
 			return nil, nil, fmt.Errorf("%w: %s for epoch %d, group %x is in epoch %d", ErrWrongEpoch, contentName(ct), epoch, g.ctx.GroupID, g.ctx.Epoch)
@@ -448,7 +484,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 			return nil, nil, fmt.Errorf("%w: epoch %d of group %x (current %d, %d past epochs kept)", ErrEpochRetired, epoch, g.ctx.GroupID, g.ctx.Epoch, len(g.past))
 		}
 		c.past[i].keys = c.past[i].keys.clone()
-		ctx, tree, sds, keys = &c.past[i].ctx, c.past[i].tree, c.past[i].senderDataSecret, c.past[i].keys
+		ctx, tree, sds, keys = &c.past[i].ctx, c.past[i].leaves, c.past[i].senderDataSecret, c.past[i].keys
 	}
 	var ac *AuthenticatedContent
 	var err error

@@ -198,6 +198,13 @@ func TestReInit(t *testing.T) {
 			if g[2], err = UnmarshalState(b); err != nil || g[2].ReInit() == nil {
 				t.Fatalf("reload of a closed group: ReInit lost (%v)", err)
 			}
+			// A closed group saved by an older build (version 3: version
+			// 2's layout with the ReInit) still loads, closed.
+			if old, err := g[2].marshalState(true); err != nil || old[0] != stateVersionV2ReInit {
+				t.Fatalf("legacy state of a closed group: %v", err)
+			} else if lg, err := UnmarshalState(old); err != nil || lg.ReInit() == nil {
+				t.Fatalf("reload of a closed group's version 3 state: ReInit lost (%v)", err)
+			}
 
 			// carol starts the successor; she must bring everyone.
 			kpA, secA := cl[0].kp(tc.to)

@@ -1,6 +1,7 @@
 package mls
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,12 +16,20 @@ import (
 // layout changes. Version 1 stored each epoch's encryption_secret and its
 // joiner_secret, from which consumed message keys could be re-derived; it
 // is refused rather than upgraded, because loading it would carry that
-// forward-secrecy gap on (see docs/mls.md). Version 3 is version 2 with
-// the committed ReInit after it: written only for a group that a ReInit
-// closed, so every other state keeps its version 2 bytes.
+// forward-secrecy gap on (see docs/mls.md). Version 2 stored each
+// retained past epoch with its whole ratchet tree; version 3 is version 2
+// with the committed ReInit after it, for a group that a ReInit closed.
+// Both still load. Version 4, written now, stores a past epoch's leaves
+// only (what a late message needs of its tree), as their differences
+// from the next newer epoch's leaves: a commit changes a few leaves, so
+// each past epoch costs a few leaf nodes instead of a whole tree. Version
+// 5 is version 4 with the committed ReInit after it, written only for a
+// group that a ReInit closed, as 3 was for 2.
 const (
-	stateVersion       = 2
-	stateVersionReInit = 3
+	stateVersionV2       = 2
+	stateVersionV2ReInit = 3
+	stateVersion         = 4
+	stateVersionReInit   = 5
 )
 
 // MarshalBinary serializes the full client state, secrets included, as
@@ -31,11 +40,27 @@ const (
 // and the current epoch's secrets without its joiner, epoch and encryption
 // secrets ([keyschedule.EpochSecrets.MarshalBinary]), so the bytes hold no
 // secret from which an already-consumed message key can be re-derived.
+// A retained past epoch keeps its group context, its leaves and its keys
+// (see stateVersion).
 func (g *Group) MarshalBinary() ([]byte, error) {
+	return g.marshalState(false)
+}
+
+// marshalState serializes g in the current layout, or with legacy in
+// version 2's (3's for a closed group), which stores each past epoch's
+// tree whole; the one kept to test that such states still load. A past
+// epoch loaded from a current state has no parent nodes: in the legacy
+// layout its tree holds its leaves only.
+func (g *Group) marshalState(legacy bool) ([]byte, error) {
 	var w codec.Writer
-	if g.reinit != nil {
+	switch {
+	case legacy && g.reinit != nil:
+		w.Uint8(stateVersionV2ReInit)
+	case legacy:
+		w.Uint8(stateVersionV2)
+	case g.reinit != nil:
 		w.Uint8(stateVersionReInit)
-	} else {
+	default:
 		w.Uint8(stateVersion)
 	}
 	w.Uint16(uint16(g.ctx.CipherSuite))
@@ -87,9 +112,15 @@ func (g *Group) MarshalBinary() ([]byte, error) {
 		})
 	}
 	w.VectorV(func(w *codec.Writer) {
+		newer := leavesOf(g.tree)
 		for _, p := range g.past {
 			p.ctx.marshal(w)
-			p.tree.marshal(w)
+			if legacy {
+				treeOfLeaves(p.leaves).marshal(w)
+			} else {
+				writeLeafDiff(w, p.leaves, newer)
+				newer = p.leaves
+			}
 			w.OpaqueV(p.senderDataSecret.Bytes())
 			w.OpaqueV(p.resumptionPSK.Bytes())
 			st, err := p.keys.st.MarshalBinary()
@@ -123,9 +154,10 @@ func UnmarshalState(b []byte) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v != stateVersion && v != stateVersionReInit {
-		return nil, fmt.Errorf("%w: %d (this build reads %d and %d)", ErrStateVersion, v, stateVersion, stateVersionReInit)
+	if v < stateVersionV2 || v > stateVersionReInit {
+		return nil, fmt.Errorf("%w: %d (this build reads %d to %d)", ErrStateVersion, v, stateVersionV2, stateVersionReInit)
 	}
+	legacy := v == stateVersionV2 || v == stateVersionV2ReInit
 	suite, _ := r.Uint16()
 	cs, err := ciphersuite.Lookup(ciphersuite.Suite(suite))
 	if err != nil {
@@ -239,15 +271,26 @@ func UnmarshalState(b []byte) (*Group, error) {
 		}
 		g.pendingUpdates[ref] = k
 	}
+	newer := leavesOf(g.tree)
 	err = r.ForEachV(func(sub *codec.Reader) error {
 		var p pastEpoch
 		if err := p.ctx.unmarshal(sub); err != nil {
 			return err
 		}
-		var err error
-		if p.tree, err = readRatchetTree(sub); err != nil {
-			return err
+		if legacy {
+			t, err := readRatchetTree(sub)
+			if err != nil {
+				return err
+			}
+			p.leaves = leavesOf(t)
+			shareLeaves(p.leaves, newer)
+		} else {
+			var err error
+			if p.leaves, err = readLeafDiff(sub, newer); err != nil {
+				return err
+			}
 		}
+		newer = p.leaves
 		sds, _ := sub.OpaqueV()
 		res, _ := sub.OpaqueV()
 		stb, _ := sub.OpaqueV()
@@ -255,7 +298,8 @@ func UnmarshalState(b []byte) (*Group, error) {
 			return err
 		}
 		p.senderDataSecret, p.resumptionPSK = ciphersuite.NewSecret(sds), ciphersuite.NewSecret(res)
-		if p.keys, err = readEpochKeys(cs, stb, p.tree.LeafCount(), p.ctx.Epoch); err != nil {
+		var err error
+		if p.keys, err = readEpochKeys(cs, stb, p.leaves.LeafCount(), p.ctx.Epoch); err != nil {
 			return err
 		}
 		g.past = append(g.past, p)
@@ -264,7 +308,7 @@ func UnmarshalState(b []byte) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v == stateVersionReInit {
+	if v == stateVersionReInit || v == stateVersionV2ReInit {
 		g.reinit = new(ReInit)
 		if err := g.reinit.unmarshal(r); err != nil {
 			return nil, err
@@ -288,4 +332,135 @@ func readEpochKeys(cs *ciphersuite.CipherSuite, b []byte, leaves treemath.LeafCo
 			ErrDecode, epoch, st.Suite().ID(), st.Leaves(), cs.ID(), leaves)
 	}
 	return &epochKeys{st: st}, nil
+}
+
+// writeLeafDiff writes the leaves of a past epoch as their differences
+// from newer, the leaves of the epoch after it: the leaf count, then each
+// leaf that differs (index, then the leaf node or blank), in index order.
+// A leaf beyond newer's count differs unless it is blank. Leaves shared
+// with newer (the same node) are equal without being encoded.
+func writeLeafDiff(w *codec.Writer, leaves, newer epochLeaves) {
+	w.Uint32(uint32(len(leaves)))
+	last := -1
+	w.VectorV(func(w *codec.Writer) {
+		for i, ln := range leaves {
+			if sameLeaf(ln, newer.Leaf(LeafIndex(i))) {
+				continue
+			}
+			w.Uint32(uint32(i))
+			w.Optional(ln != nil)
+			if ln != nil {
+				ln.marshal(w)
+			}
+			last = i
+		}
+	})
+	if !leafCountBacked(len(leaves), len(newer), last) {
+		w.Fail(fmt.Errorf("%w: past epoch of %d leaves whose right half is blank", codec.ErrEncode, len(leaves)))
+	}
+}
+
+// leafCountBacked reports whether a past epoch of n leaves may follow an
+// epoch of newer leaves when the last leaf it lists is last (-1: none).
+// A ratchet tree is truncated while the right half of its leaves is
+// blank, so its last non-blank leaf k has n < 2(k+1), and k is either
+// one of newer's or listed. The bound keeps a decoder from allocating
+// leaves that the input cannot back.
+func leafCountBacked(n, newer, last int) bool {
+	return n <= 2*max(newer, last+1, 1)
+}
+
+// readLeafDiff reads what writeLeafDiff wrote against newer. The leaves
+// it does not list are newer's, shared.
+func readLeafDiff(r *codec.Reader, newer epochLeaves) (epochLeaves, error) {
+	n, err := r.Uint32()
+	if err != nil {
+		return nil, err
+	}
+	if !treemath.ValidLeafCount(treemath.LeafCount(n)) {
+		return nil, fmt.Errorf("%w: past epoch of %d leaves", ErrDecode, n)
+	}
+	type listed struct {
+		i  uint32
+		ln *LeafNode
+	}
+	var diff []listed
+	next := uint64(0)
+	err = r.ForEachV(func(sub *codec.Reader) error {
+		i, err := sub.Uint32()
+		if err != nil {
+			return err
+		}
+		if uint64(i) < next || i >= n {
+			return sub.Failf("past epoch's leaf %d out of order or beyond its %d leaves", i, n)
+		}
+		next = uint64(i) + 1
+		present, err := sub.Optional()
+		if err != nil {
+			return err
+		}
+		var ln *LeafNode
+		if present {
+			ln = new(LeafNode)
+			if err := ln.unmarshal(sub); err != nil {
+				return err
+			}
+		}
+		if sameLeaf(ln, newer.Leaf(LeafIndex(i))) {
+			return sub.Failf("past epoch's leaf %d listed but equal to the next epoch's", i)
+		}
+		diff = append(diff, listed{i, ln})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !leafCountBacked(int(n), len(newer), int(next)-1) {
+		return nil, fmt.Errorf("%w: past epoch of %d leaves whose right half is blank", ErrDecode, n)
+	}
+	leaves := make(epochLeaves, n)
+	copy(leaves, newer)
+	for _, d := range diff {
+		leaves[d.i] = d.ln
+	}
+	return leaves, nil
+}
+
+// shareLeaves replaces each leaf of leaves equal to newer's at the same
+// index by newer's node, so that equal leaves are one node, as they are
+// in trees derived from one another: a legacy state's past trees are
+// decoded apart.
+func shareLeaves(leaves, newer epochLeaves) {
+	for i, ln := range leaves {
+		if nl := newer.Leaf(LeafIndex(i)); ln != nl && sameLeaf(ln, nl) {
+			leaves[i] = nl
+		}
+	}
+}
+
+// sameLeaf reports whether a and b are the same leaf: both blank, the
+// same node, or nodes of equal encodings.
+func sameLeaf(a, b *LeafNode) bool {
+	switch {
+	case a == b:
+		return true
+	case a == nil || b == nil:
+		return false
+	}
+	ea, err := a.Marshal()
+	if err != nil {
+		return false
+	}
+	eb, err := b.Marshal()
+	return err == nil && bytes.Equal(ea, eb)
+}
+
+// treeOfLeaves returns a tree holding leaves and blank parents: the
+// legacy layout's form of a past epoch.
+func treeOfLeaves(leaves epochLeaves) RatchetTree {
+	nodes := make([]Node, treemath.NodeWidth(leaves.LeafCount()))
+	for i, ln := range leaves {
+		nodes[LeafIndex(i).Node()].Leaf = ln
+	}
+	return RatchetTree{nodes: nodes}
 }

@@ -176,7 +176,7 @@ func TestMigrateToV3InPlace(t *testing.T) {
 			path = filepath.Join(dir, "old2.db")
 		}
 		build(t, path, k, &Options{SchemaVersion: from}, recs).Close()
-		if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != from || to != 3 {
+		if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != from || to != LatestSchema {
 			t.Fatalf("MigrateInPlace from v%d: %d -> %d, %v", from, f, to, err)
 		}
 		db := mustOpen(t, path, k, nil)

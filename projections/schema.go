@@ -10,7 +10,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 3
+const LatestSchema = 4
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -228,6 +228,78 @@ var migrateV3 = []string{
 	) WITHOUT ROWID`,
 }
 
+// migrateV4 changes no content: it rebuilds the tables whose rows carry a
+// group's state or a commit (groups, epochs, past_epochs: hundreds of KiB
+// each in a group of a thousand members) as ordinary rowid tables, with
+// the same columns and the same primary keys, and the large columns last.
+// In a WITHOUT ROWID table the whole row lives in the primary key's
+// b-tree, and a key lookup that passes a row whose record overflows reads
+// all of it (its overflow pages, each decrypted) to compare keys; so did
+// reading any column stored after a large one. Now a lookup walks a small
+// index, and a row's small columns come from its first page. The
+// digest (columns by name, rows by primary key) is unchanged.
+var migrateV4 = []string{
+	`CREATE TABLE groups_v4 (
+		group_id                  BLOB NOT NULL PRIMARY KEY,
+		ciphersuite               INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		joined_via                TEXT NOT NULL CHECK (joined_via IN ('created','welcome','external')),
+		created_at                INTEGER NOT NULL,
+		updated_at                INTEGER NOT NULL,
+		last_message_at           INTEGER,
+		membership                INTEGER NOT NULL DEFAULT 1,
+		handshake_wire_format     INTEGER NOT NULL DEFAULT 0 CHECK (handshake_wire_format IN (0, 1, 2)),
+		state_ordinal             INTEGER NOT NULL DEFAULT 0,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		state                     BLOB NOT NULL
+	)`,
+	`INSERT INTO groups_v4(group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, membership,
+			handshake_wire_format, state_ordinal, epoch_authenticator, confirmed_transcript_hash, state)
+		SELECT group_id, ciphersuite, epoch, joined_via, created_at, updated_at, last_message_at, membership,
+			handshake_wire_format, state_ordinal, epoch_authenticator, confirmed_transcript_hash, state FROM groups`,
+	`DROP TABLE groups`,
+	`ALTER TABLE groups_v4 RENAME TO groups`,
+	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
+	`CREATE TABLE epochs_v4 (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		epoch                     INTEGER NOT NULL,
+		retired                   INTEGER NOT NULL DEFAULT 0,
+		created_at                INTEGER NOT NULL,
+		own_commit                INTEGER,
+		committer                 BLOB,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_message            BLOB,
+		state                     BLOB,
+		PRIMARY KEY (group_id, epoch)
+	)`,
+	`INSERT INTO epochs_v4(group_id, epoch, retired, created_at, own_commit, committer, epoch_authenticator,
+			confirmed_transcript_hash, commit_message, state)
+		SELECT group_id, epoch, retired, created_at, own_commit, committer, epoch_authenticator,
+			confirmed_transcript_hash, commit_message, state FROM epochs`,
+	`DROP TABLE epochs`,
+	`ALTER TABLE epochs_v4 RENAME TO epochs`,
+	`CREATE TABLE past_epochs_v4 (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		membership                INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		created_at                INTEGER NOT NULL,
+		own_commit                INTEGER,
+		committer                 BLOB,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_message            BLOB,
+		PRIMARY KEY (group_id, membership, epoch)
+	)`,
+	`INSERT INTO past_epochs_v4(group_id, membership, epoch, created_at, own_commit, committer, epoch_authenticator,
+			confirmed_transcript_hash, commit_message)
+		SELECT group_id, membership, epoch, created_at, own_commit, committer, epoch_authenticator,
+			confirmed_transcript_hash, commit_message FROM past_epochs`,
+	`DROP TABLE past_epochs`,
+	`ALTER TABLE past_epochs_v4 RENAME TO past_epochs`,
+}
+
 // init validates or creates the schema on a fresh handle.
 func (db *DB) init(ctx context.Context, raw []byte) error {
 	conn, err := db.w.Conn(ctx)
@@ -312,6 +384,9 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 	if version >= 3 {
 		stmts = append(stmts, migrateV3...)
 	}
+	if version >= 4 {
+		stmts = append(stmts, migrateV4...)
+	}
 	stmts = append(stmts,
 		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
 		fmt.Sprintf("PRAGMA user_version = %d", version),
@@ -328,8 +403,8 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 
 // migrate upgrades the schema in place, one version per transaction, with
 // user_version updated in the same transaction as the change. A step that
-// rebuilds a table other tables reference (v3 rebuilds groups) runs with
-// foreign keys off, as SQLite's procedure for such changes says (the
+// rebuilds a table other tables reference (v3 and v4 rebuild groups) runs
+// with foreign keys off, as SQLite's procedure for such changes says (the
 // pragma is a no-op inside a transaction, so it is set on the connection
 // around it), then checks every foreign key before it commits.
 func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
@@ -341,6 +416,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts = migrateV2
 		case 3:
 			stmts, rebuild = migrateV3, true
+		case 4:
+			stmts, rebuild = migrateV4, true
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}
