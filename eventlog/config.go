@@ -148,6 +148,13 @@ type Config struct {
 	// ErrNoStream. Append and AppendBulk are refused with ErrReadOnly.
 	ReadOnly bool
 
+	// ResolveActive makes Open look Stream up in the metadata bucket
+	// (MetaBucket, meta.go) and open the stream and subject prefix it
+	// names as active for that base name instead, once, at Open; with no
+	// entry for it, Stream itself. Off by default: nothing changes unless
+	// asked. A Log does not follow a later switch: reopen it.
+	ResolveActive bool
+
 	// Stream is the JetStream stream name (default "EPOCHLOG").
 	Stream string
 	// SubjectPrefix is the first subject token (default "epochlog"); the

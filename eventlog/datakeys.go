@@ -187,8 +187,10 @@ func (l *Log) instPseudonym(inst events.InstallationID) string {
 // id: from the cache, else unwrapped from the bucket, else, when create is
 // set, a new random key created in the bucket (KV create: of two writers
 // racing, the loser reads and uses the winner's key). A key missing from
-// the bucket is ErrErased when the installation has a tombstone, else
-// ErrNoDataKey; creating one for an erased installation is ErrErased.
+// the bucket is ErrErased when the installation has a tombstone,
+// ErrRetainedOut when retention shredded it (retention.go), else
+// ErrNoDataKey; creating one for an erased installation is ErrErased, for
+// a shredded period ErrRetainedOut.
 func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create bool) (events.DataKey, error) {
 	ck := dkCacheKey{inst, id}
 	if dk, ok := l.dkCache.get(ck); ok {
@@ -207,6 +209,9 @@ func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events
 		return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
 	if err := l.checkNotErased(ctx, inst); err != nil {
+		return events.DataKey{}, err
+	}
+	if err := l.checkRetainedOut(ctx, inst, id); err != nil { // retention.go
 		return events.DataKey{}, err
 	}
 	if !create {

@@ -111,6 +111,13 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
+	if cfg.ResolveActive {
+		if err := l.resolveActive(ctx); err != nil {
+			l.shutdown()
+			return nil, err
+		}
+		cfg = l.cfg
+	}
 	if l.stream, l.atomic, err = ensureStream(ctx, l.js, cfg, keys.Pseudonym("keyring-check")); err != nil {
 		l.shutdown()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -384,4 +385,30 @@ func WrappedKeyID(wrapped []byte) (KeyID, error) {
 		return 0, fmt.Errorf("events: wrapped data key: %w", ErrMalformed)
 	}
 	return KeyID(binary.BigEndian.Uint32(wrapped[4:])), nil
+}
+
+// ParseDataKeyName splits a key bucket name ([DataKeyID.Name]) into the
+// installation pseudonym and the data key id, for tools that walk the
+// bucket (re-wrap). It checks the form only; the error never echoes the
+// name beyond its length.
+func ParseDataKeyName(name string) (instPseudonym string, id DataKeyID, err error) {
+	parts := strings.Split(name, ".")
+	if len(parts) != 3 || parts[0] == "" {
+		return "", DataKeyID{}, fmt.Errorf("events: data key name of %d characters: not <installation>.<class>.<period>: %w", len(name), ErrMalformed)
+	}
+	for c := ClassState; c <= ClassDelivery; c++ {
+		if parts[1] == c.String() {
+			id.Class = c
+		}
+	}
+	if !id.Class.Valid() {
+		return "", DataKeyID{}, fmt.Errorf("events: data key name: unknown class: %w", ErrMalformed)
+	}
+	if len(parts[2]) != pseudonymEncoding.EncodedLen(PeriodSize) {
+		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token: %w", ErrMalformed)
+	}
+	if n, err := pseudonymEncoding.Decode(id.Period[:], []byte(parts[2])); err != nil || n != PeriodSize {
+		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token: %w", ErrMalformed)
+	}
+	return parts[0], id, nil
 }

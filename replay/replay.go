@@ -127,6 +127,14 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	if cp >= to {
 		return 0, cp, nil
 	}
+	if cp == 0 {
+		// From the start: refused once compaction deleted part of the
+		// history (retain.go); the events of shredded periods that are
+		// still there stop the read with eventlog.ErrRetainedOut.
+		if err := l.CheckNotCompacted(ctx, inst); err != nil {
+			return 0, 0, err
+		}
+	}
 	m := l.Metrics()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

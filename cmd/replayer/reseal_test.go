@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestResealCommand: two installations with a group and messages each;
+// reseal --rewrap reports the keys; reseal --to without --switch leaves
+// the old stream active, and --rollback --to deletes the target; reseal
+// --to --switch under a new keyring verifies every event and both read
+// models' digests, then switches; a rebuild on the new stream with the
+// new keyring only works; --rollback points back; destructive steps
+// refuse without --yes.
+func TestResealCommand(t *testing.T) {
+	noTTY := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, id := range []events.InstallationID{"alice", "bob"} {
+		key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid := []byte("group-of-" + id)
+		if _, err := in.CreateGroup(ctx, gid); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{"one", "two", "three"} {
+			if _, err := in.Send(ctx, gid, []byte(m), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		in.Close()
+	}
+	newKeys := filepath.Join(dir, "new.keys")
+	if err := os.WriteFile(newKeys, []byte("9:"+strings.Repeat("c3", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(ctx, ringEnv(&out, &errb, nil), args)
+		return code, out.String(), errb.String()
+	}
+	common := []string{"--nats", srv.URL(), "--installation", "alice", "--installation", "bob"}
+
+	code, stdout, stderr := cli(append([]string{"reseal", "--rewrap"}, common...)...)
+	if code != exitOK || !strings.Contains(stdout, "root key 1: still needed by") || !strings.Contains(stdout, "pseudonyms") {
+		t.Fatalf("rewrap: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// Re-seal without switching: the old stream stays active; rollback
+	// deletes the target.
+	code, stdout, stderr = cli(append([]string{"reseal", "--to", "TRY"}, common...)...)
+	if code != exitOK || !strings.Contains(stdout, "equal for 2 installations") {
+		t.Fatalf("reseal --to TRY: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if a, err := l.ActiveStream(ctx, "EPOCHLOG"); err != nil || a.Revision != 0 {
+		t.Fatalf("pointer after an unswitched reseal: %+v %v", a, err)
+	}
+	if code, _, stderr = cli("reseal", "--rollback", "--to", "TRY", "--nats", srv.URL()); code != exitUsage || !strings.Contains(stderr, "--yes") {
+		t.Fatalf("rollback without --yes: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr = cli("reseal", "--rollback", "--to", "TRY", "--yes", "--nats", srv.URL()); code != exitOK {
+		t.Fatalf("rollback of TRY: exit %d, stderr %q", code, stderr)
+	}
+
+	// Re-seal under a new keyring and switch.
+	code, stdout, stderr = cli(append([]string{"reseal", "--json", "--to", "EPOCHLOG_R2", "--switch", "--yes", "--new-keys-file", newKeys}, common...)...)
+	if code != exitOK {
+		t.Fatalf("reseal --switch: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	var res struct {
+		Reseal  eventlog.Resealed `json:"reseal"`
+		Digests map[string]string `json:"digests"`
+		Active  eventlog.Active   `json:"active"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Reseal.Verified == 0 || res.Reseal.Verified != res.Reseal.Copied ||
+		len(res.Digests) != 2 || res.Active.Current.Stream != "EPOCHLOG_R2" || res.Active.Previous == nil || res.Active.Previous.Stream != "EPOCHLOG" {
+		t.Fatalf("reseal output %q (%v)", stdout, err)
+	}
+	// The new stream with the new keyring alone rebuilds alice.
+	var out, errb bytes.Buffer
+	code = run(ctx, &cliEnv{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}, []string{"rebuild", "--nats", srv.URL(),
+		"--stream", "EPOCHLOG_R2", "--subject-prefix", "epochlog_epochlog_r2", "--keys-file", newKeys, "--installation", "alice",
+		"--db", filepath.Join(dir, "alice-r2.db"), "--db-key-file", filepath.Join(dir, "alice.key")})
+	if code != exitOK || !strings.Contains(out.String(), res.Digests["alice"]) {
+		t.Fatalf("rebuild from the new stream: exit %d, stdout %q, stderr %q, want digest %s", code, out.String(), errb.String(), res.Digests["alice"])
+	}
+	// Roll back, then forward is a new reseal --switch; finalize needs --yes.
+	// Pointer steps open the active stream: with its keyring.
+	if code, stdout, stderr = cli("reseal", "--rollback", "--yes", "--nats", srv.URL(), "--keys-file", newKeys); code != exitOK || !strings.Contains(stdout, "EPOCHLOG is active again") {
+		t.Fatalf("rollback: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if a, err := l.ActiveStream(ctx, "EPOCHLOG"); err != nil || a.Current.Stream != "EPOCHLOG" {
+		t.Fatalf("pointer after rollback: %+v %v", a, err)
+	}
+	if code, _, stderr = cli("reseal", "--finalize", "--nats", srv.URL()); code != exitUsage {
+		t.Fatalf("finalize without --yes: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/replay"
+)
+
+// parseRetention parses --messages: "forever", "none", a Go duration
+// ("720h") or a number of days ("30d").
+func parseRetention(s string) (time.Duration, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "forever", "":
+		return replay.KeepForever, nil
+	case "none":
+		return replay.KeepNone, nil
+	}
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("%q: want a positive number of days", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q: want forever, none, a positive duration (720h) or days (30d)", s)
+	}
+	return d, nil
+}
+
+func runRetain(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlagSet(env, "retain", "--installation ID --db PATH --messages AGE [--delivery AGE] [--compact] [flags]",
+		"Applies a retention policy to an installation: the application messages of every\n"+
+			"UTC day wholly older than --messages (and the acknowledged or expired deliveries\n"+
+			"of every day older than --delivery) are deleted from the read model at --db, a\n"+
+			"snapshot of it is made and checked (the history with the same rows deleted must\n"+
+			"give the same digest), other snapshots are deleted, then the data keys of those\n"+
+			"days are shredded from the key bucket: their events are unreadable from then\n"+
+			"on. Interrupted, running it again finishes. --compact then deletes those events\n"+
+			"from the stream (as the compact command). An age is forever (nothing is\n"+
+			"shredded), none (each day is shredded once it ended), a duration (720h) or days\n"+
+			"(30d). Rebuilds then start from the snapshot; --from-start fails naming the\n"+
+			"retention.")
+	var r replayFlags
+	r.register(fs)
+	messages := fs.String("messages", "", "how long application messages are kept: forever, none, a duration (720h) or days (30d) (required)")
+	delivery := fs.String("delivery", "forever", "how long delivery queue events are kept (pending deliveries stay in the read model): forever, none, 720h, 30d")
+	compact := fs.Bool("compact", false, "then delete the shredded events the new snapshot covers from the stream")
+	key, err := r.parse(fs, args, env)
+	if err != nil {
+		return err
+	}
+	if *messages == "" {
+		return usageError{"--messages is required (forever, none, 720h, 30d)"}
+	}
+	age, err := parseRetention(*messages)
+	if err != nil {
+		return usageError{"--messages " + err.Error()}
+	}
+	delAge, err := parseRetention(*delivery)
+	if err != nil {
+		return usageError{"--delivery " + err.Error()}
+	}
+	log, err := openLogWritable(ctx, env, &r.conn, &r.keys)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	inst := events.InstallationID(r.inst)
+	opts, done := progress(ctx, env, log, "retain", inst)
+	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge}, &replay.RetainOptions{Options: *opts})
+	done(err == nil)
+	if err != nil {
+		return err
+	}
+	var comp *compactOut
+	if *compact {
+		c, err := replay.Compact(ctx, log, inst, nil)
+		if err != nil {
+			return err
+		}
+		comp = &compactOut{Through: c.Through, Scanned: c.Scanned, Deleted: c.Deleted}
+	}
+	snapAt := uint64(0)
+	if res.Snapshot != nil {
+		snapAt = res.Snapshot.Checkpoint
+	}
+	if r.asJSON {
+		out := map[string]any{"command": "retain", "installation": r.inst, "db": r.db, "messages": *messages, "delivery": *delivery,
+			"periods_shredded": len(res.Periods), "keys_shredded": res.KeysShredded, "messages_deleted": res.RowsDeleted,
+			"deliveries_deleted": res.DeliveriesDeleted, "snapshot": snapAt, "snapshots_deleted": res.SnapshotsDeleted}
+		if !res.Cutoff.IsZero() {
+			out["cutoff"] = res.Cutoff.Format(time.DateOnly)
+		}
+		if !res.DeliveryCutoff.IsZero() {
+			out["delivery_cutoff"] = res.DeliveryCutoff.Format(time.DateOnly)
+		}
+		if comp != nil {
+			out["compact"] = comp
+		}
+		return json.NewEncoder(env.stdout).Encode(out)
+	}
+	switch {
+	case res.Cutoff.IsZero() && res.DeliveryCutoff.IsZero():
+		fmt.Fprintf(env.stdout, "retain %s: history is kept forever; nothing to do\n", r.inst)
+	case len(res.Periods) == 0 && res.RowsDeleted+res.DeliveriesDeleted == 0:
+		fmt.Fprintf(env.stdout, "retain %s: nothing left to shred\n", r.inst)
+	default:
+		fmt.Fprintf(env.stdout, "retain %s: %d messages and %d deliveries deleted from %s, %d days of groups and queues shredded (%d keys destroyed)",
+			r.inst, res.RowsDeleted, res.DeliveriesDeleted, r.db, len(res.Periods), res.KeysShredded)
+		if snapAt > 0 {
+			fmt.Fprintf(env.stdout, "; snapshot at %d", snapAt)
+		}
+		if len(res.SnapshotsDeleted) > 0 {
+			fmt.Fprintf(env.stdout, "; deleted other snapshots at %v", res.SnapshotsDeleted)
+		}
+		fmt.Fprintln(env.stdout)
+	}
+	if comp != nil {
+		printCompact(env, r.inst, comp)
+	}
+	return nil
+}

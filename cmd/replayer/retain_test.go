@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestRetainCommand: replayer retain deletes the old days' messages,
+// snapshots and shreds their keys; compact deletes their events; rebuild
+// starts from the snapshot and gives the same digest, and a rebuild from
+// the start fails naming the compaction.
+func TestRetainCommand(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("retain-cli")
+	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	key, err := writeDBKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(-72 * time.Hour)
+	now := func() time.Time { return clock }
+	in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := []byte("retain-group")
+	if _, err := in.CreateGroup(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"old one", "old two"} {
+		if _, err := in.Send(ctx, gid, []byte(m), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock = time.Now()
+	if _, err := in.Send(ctx, gid, []byte("new"), nil); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+
+	cli := func(wantCode int, args ...string) (map[string]any, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		args = append(args, "--nats", srv.URL(), "--installation", string(id), "--json")
+		if code := run(ctx, ringEnv(&out, &errb, nil), args); code != wantCode {
+			t.Fatalf("%v: exit %d, want %d; stderr: %s", args, code, wantCode, errb.String())
+		}
+		var m map[string]any
+		if wantCode == 0 {
+			if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, out.String())
+			}
+		}
+		return m, out.String() + errb.String()
+	}
+	cli(exitUsage, "retain", "--db", db, "--db-key-file", keyFile)
+	cli(exitUsage, "retain", "--db", db, "--db-key-file", keyFile, "--messages", "-3h")
+	cli(exitUsage, "retain", "--db", db, "--db-key-file", keyFile, "--messages", "30d", "--delivery", "soon")
+	if m, _ := cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--messages", "forever"); m["periods_shredded"] != float64(0) || m["messages_deleted"] != float64(0) {
+		t.Fatalf("retain forever: %v", m)
+	}
+	m, _ := cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--messages", "1d", "--compact")
+	comp, _ := m["compact"].(map[string]any)
+	if m["periods_shredded"] != float64(1) || m["keys_shredded"] != float64(1) || m["messages_deleted"] != float64(2) || m["snapshot"].(float64) == 0 || comp["deleted"] != float64(2) {
+		t.Fatalf("retain --messages 1d --compact: %v", m)
+	}
+	if m, _ := cli(0, "compact"); m["compact"].(map[string]any)["deleted"] != float64(0) {
+		t.Fatalf("compact again: %v", m)
+	}
+	v, _ := cli(0, "verify", "--db", db, "--db-key-file", keyFile)
+	r, _ := cli(0, "rebuild", "--db", db, "--db-key-file", keyFile, "--no-mls-check")
+	if r["digest"] != v["digest"] {
+		t.Fatalf("rebuild from the snapshot: %v, verify said %v", r, v)
+	}
+	if _, out := cli(1, "rebuild", "--db", db, "--db-key-file", keyFile, "--from-start"); !strings.Contains(out, "compacted") {
+		t.Fatalf("rebuild --from-start after compaction: %s", out)
+	}
+}
+
+func TestParseRetention(t *testing.T) {
+	for in, want := range map[string]time.Duration{"forever": 0, "none": -1, "720h": 720 * time.Hour, "30d": 30 * 24 * time.Hour} {
+		if got, err := parseRetention(in); err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"0d", "-1h", "x", "3"} {
+		if _, err := parseRetention(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The active-stream pointer (docs/forward-secrecy.md, Re-seal, step 3): a
+// KV bucket, MetaBucket, holds for a base stream name (the name services
+// are configured with) the stream and subject prefix that are active now,
+// and the ones active before the last switch (kept until finalized, for a
+// rollback). It is changed only with a compare-and-set on its revision,
+// so two operators switching at once cannot both win. No entry means the
+// base stream itself is active. It holds no secret.
+
+// MetaBucket is the KV bucket of active-stream pointers.
+const MetaBucket = "epochlog_meta"
+
+// ErrSwitchConflict means the pointer changed since it was read: another
+// switch, rollback or finalize came first. Read it again and decide.
+var ErrSwitchConflict = errors.New("eventlog: the active-stream pointer changed meanwhile")
+
+// StreamRef names one stream of the log and its subject prefix.
+type StreamRef struct {
+	Stream        string `json:"stream"`
+	SubjectPrefix string `json:"subject_prefix"`
+}
+
+// Active is the pointer of one base name.
+type Active struct {
+	// Base is the name services are configured with.
+	Base string `json:"base"`
+	// Current is the stream active now.
+	Current StreamRef `json:"current"`
+	// Previous is the stream active before the last switch, until it is
+	// finalized (purged); nil after.
+	Previous *StreamRef `json:"previous,omitempty"`
+	// SwitchedAt is when the pointer last changed.
+	SwitchedAt time.Time `json:"switched_at"`
+	// Revision is the KV revision read (0: no entry, the base is active).
+	Revision uint64 `json:"-"`
+}
+
+// metaKV opens (creating when create is set) the metadata bucket; without
+// create a missing bucket is nil.
+func (l *Log) metaKV(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	kv, err := l.js.KeyValue(ctx, MetaBucket)
+	switch {
+	case err == nil:
+		return kv, nil
+	case !errors.Is(err, jetstream.ErrBucketNotFound):
+		return nil, fmt.Errorf("eventlog: metadata bucket %s: %w", MetaBucket, err)
+	case !create:
+		return nil, nil
+	}
+	storage := jetstream.FileStorage
+	if l.cfg.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := 1
+	if l.stream != nil {
+		replicas = max(l.stream.CachedInfo().Config.Replicas, 1)
+	}
+	kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: MetaBucket, Description: "epochlog active streams", History: 8, Storage: storage, Replicas: replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = l.js.KeyValue(ctx, MetaBucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: create metadata bucket %s: %w", MetaBucket, err)
+	}
+	return kv, nil
+}
+
+// ActiveStream reads the pointer of base. With no entry (or no bucket) the
+// base stream is active: Current is base with the Log's subject prefix
+// and Revision 0.
+func (l *Log) ActiveStream(ctx context.Context, base string) (Active, error) {
+	a := Active{Base: base, Current: StreamRef{Stream: base, SubjectPrefix: l.cfg.SubjectPrefix}}
+	kv, err := l.metaKV(ctx, false)
+	if err != nil || kv == nil {
+		return a, err
+	}
+	e, err := kv.Get(ctx, base)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return a, nil
+	}
+	if err != nil {
+		return a, fmt.Errorf("eventlog: metadata bucket %s: get %s: %w", MetaBucket, base, err)
+	}
+	var got Active
+	if err := json.Unmarshal(e.Value(), &got); err != nil {
+		return a, fmt.Errorf("eventlog: metadata bucket %s: %s: %w", MetaBucket, base, err)
+	}
+	got.Base, got.Revision = base, e.Revision()
+	return got, nil
+}
+
+// SetActive writes the pointer of base as next if it is still at revision
+// prev.Revision (0: no entry yet), and returns it with its new revision.
+// Another change first is ErrSwitchConflict.
+func (l *Log) SetActive(ctx context.Context, prev Active, next Active) (Active, error) {
+	if l.cfg.ReadOnly {
+		return next, fmt.Errorf("%w: the active-stream pointer", ErrReadOnly)
+	}
+	if !validToken(next.Current.Stream) {
+		return next, fmt.Errorf("eventlog: set active stream: stream name %q is not valid", next.Current.Stream)
+	}
+	kv, err := l.metaKV(ctx, true)
+	if err != nil {
+		return next, err
+	}
+	next.Base = prev.Base
+	next.SwitchedAt = time.Now().UTC()
+	b, err := json.Marshal(next)
+	if err != nil {
+		return next, err
+	}
+	var rev uint64
+	if prev.Revision == 0 {
+		rev, err = kv.Create(ctx, prev.Base, b)
+	} else {
+		rev, err = kv.Update(ctx, prev.Base, b, prev.Revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return next, fmt.Errorf("%w: base %s", ErrSwitchConflict, prev.Base)
+	}
+	if err != nil {
+		return next, fmt.Errorf("eventlog: metadata bucket %s: set %s: %w", MetaBucket, prev.Base, err)
+	}
+	next.Revision = rev
+	return next, nil
+}
+
+// resolveActive replaces l.cfg's stream and subject prefix with the ones
+// the pointer of l.cfg.Stream names (Config.ResolveActive).
+func (l *Log) resolveActive(ctx context.Context) error {
+	a, err := l.ActiveStream(ctx, l.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	if a.Revision != 0 {
+		l.logger.Info("eventlog: active stream resolved", "base", l.cfg.Stream, "stream", a.Current.Stream)
+		l.cfg.Stream, l.cfg.SubjectPrefix = a.Current.Stream, a.Current.SubjectPrefix
+	}
+	return nil
+}
+
+// DeleteStreamAndBuckets deletes ref's stream, its key bucket, its
+// retention marks bucket and its snapshots bucket (each missing one is
+// fine): a re-seal target that is
+// rolled back, or the old stream when a re-seal is finalized. It refuses
+// the Log's own stream. What the server frees is not overwritten on disk.
+func (l *Log) DeleteStreamAndBuckets(ctx context.Context, ref StreamRef) error {
+	if l.cfg.ReadOnly {
+		return fmt.Errorf("%w: delete stream %s", ErrReadOnly, ref.Stream)
+	}
+	if ref.Stream == l.cfg.Stream {
+		return fmt.Errorf("eventlog: delete stream %s: it is this Log's own", ref.Stream)
+	}
+	for _, name := range []string{ref.Stream, kvStreamName(keyBucket(ref.Stream)), kvStreamName(ref.Stream + RetentionBucketSuffix), "OBJ_" + ref.Stream + SnapshotBucketSuffix} {
+		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("eventlog: delete stream %s: %w", name, err)
+		}
+	}
+	return nil
+}

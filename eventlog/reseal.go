@@ -1,0 +1,285 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Re-seal (docs/forward-secrecy.md, Re-seal, step 2): the retained history
+// of a stream is copied into a new stream, each event opened (formats 1
+// and 2 under the source's root keys, 3 under its data key) and appended
+// through a Log on the new stream, which seals it as format 3 under FRESH
+// data keys (a new key bucket, wrapped under that Log's keyring), with the
+// same aggregate, position, time and body, in the same order, and links
+// and message ids derived anew by Append. Then both streams are read again
+// through the verifying read path and compared event by event. Tombstones
+// of erased installations are re-sealed under the new keyring. Snapshots
+// are not copied: they are bound to the old stream and its sequences; a
+// rebuild from the new stream replays from the start.
+//
+// Interrupted, Reseal run again resumes: an aggregate's events already in
+// the new stream (by position) are skipped, the rest appended. The source
+// is only read.
+
+// ErrResealMismatch means the new stream does not read back as the old
+// one: an event differs, is missing or is extra.
+var ErrResealMismatch = errors.New("eventlog: re-sealed stream differs from its source")
+
+// ResealOptions tune Reseal.
+type ResealOptions struct {
+	// Installations names every installation of the source (erased ones
+	// included, for their tombstones). Subjects of any other installation
+	// make Reseal refuse with ErrUnknownInstallations before it copies.
+	Installations []events.InstallationID
+	// step, when set (tests), is called after each event copied.
+	step func()
+}
+
+// Resealed reports what Reseal did.
+type Resealed struct {
+	// Source and Target are the two streams.
+	Source, Target string
+	// Copied counts events appended to the target by this call, Skipped
+	// those already there (an earlier, interrupted call).
+	Copied, Skipped int
+	// Verified counts events read back from the target and found equal to
+	// the source's.
+	Verified int
+	// Tombstones counts erased installations whose tombstone is in the
+	// target.
+	Tombstones int
+	// Installations counts the installations with events.
+	Installations int
+}
+
+// OpenBeside opens a Log on another stream of the server (or cluster) src
+// is connected to: the same connection settings, the same storage and
+// replicas as src's stream, with keys as its keyring. A src on an
+// in-process embedded server has no address to connect to.
+func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, keys *events.Keyring) (*Log, error) {
+	cfg := src.cfg
+	cfg.ReadOnly = false
+	cfg.ResolveActive = false
+	cfg.Stream, cfg.SubjectPrefix = stream, subjectPrefix
+	cfg.Replicas = max(src.stream.CachedInfo().Config.Replicas, 1)
+	cfg.MaxAge, cfg.MaxBytes = 0, 0
+	if src.srv != nil {
+		if src.cfg.EmbeddedInProcess {
+			return nil, errors.New("eventlog: open beside an in-process embedded server: it has no address")
+		}
+		cfg.NATSURL = src.ClientURL()
+		cfg.NoSync = false
+	}
+	if cfg.Stream == src.cfg.Stream {
+		return nil, fmt.Errorf("eventlog: open beside stream %s: the same stream", stream)
+	}
+	if cfg.SubjectPrefix == src.cfg.SubjectPrefix {
+		return nil, fmt.Errorf("eventlog: open beside stream %s: subject prefix %q is the source's (two streams cannot hold the same subjects)", stream, subjectPrefix)
+	}
+	return Open(ctx, cfg, keys)
+}
+
+// Reseal copies src's retained history into dst (see the comment at the
+// top of this file) and verifies it event by event. dst must be a
+// writable Log on another stream; its keyring may differ from src's
+// entirely (a new pseudonym anchor gives new subjects).
+func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed, error) {
+	if src.closed.Load() || dst.closed.Load() {
+		return nil, ErrClosed
+	}
+	if dst.cfg.ReadOnly {
+		return nil, fmt.Errorf("%w: the re-seal target %s", ErrReadOnly, dst.cfg.Stream)
+	}
+	if src.cfg.Stream == dst.cfg.Stream {
+		return nil, fmt.Errorf("eventlog: reseal: source and target are both stream %s", src.cfg.Stream)
+	}
+	var o ResealOptions
+	if opts != nil {
+		o = *opts
+	}
+	res := &Resealed{Source: src.cfg.Stream, Target: dst.cfg.Stream}
+	if err := src.checkNamed(ctx, o.Installations); err != nil {
+		return res, err
+	}
+	var live []events.InstallationID
+	for _, inst := range o.Installations {
+		t, _, found, err := src.Tombstone(ctx, inst)
+		if err != nil {
+			return res, err
+		}
+		if !found {
+			live = append(live, inst)
+			continue
+		}
+		if _, _, dfound, err := dst.Tombstone(ctx, inst); err != nil {
+			return res, err
+		} else if !dfound {
+			subj, err := dst.TombstoneSubject(inst)
+			if err != nil {
+				return res, err
+			}
+			if _, _, _, err := dst.writeTombstone(ctx, subj, t); err != nil {
+				return res, fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
+			}
+		}
+		res.Tombstones++
+	}
+	res.Installations = len(live)
+	if len(live) == 0 {
+		return res, nil
+	}
+	// Copy, in the source's stream order.
+	dstPos := map[string]uint64{} // by target subject: its last position
+	err := src.ReadInstallations(ctx, live, 0, func(r Record) error {
+		ev := r.Event
+		as, err := dst.aggSubject(ev.Aggregate)
+		if err != nil {
+			return err
+		}
+		have, ok := dstPos[as.subject]
+		if !ok {
+			t, err := dst.lookup(ctx, as.subject, ev.Aggregate.Installation)
+			if err != nil {
+				return err
+			}
+			have = t.pos
+		}
+		switch {
+		case ev.Position <= have:
+			res.Skipped++
+		case ev.Position == have+1:
+			ev.Prev = events.Link{}
+			if _, err := dst.Append(ctx, have, ev); err != nil {
+				return fmt.Errorf("re-seal into %s: %w", dst.cfg.Stream, err)
+			}
+			have = ev.Position
+			res.Copied++
+			if o.step != nil {
+				o.step()
+			}
+		default:
+			return fmt.Errorf("%w: %s %s of %s is at position %d in %s, the next event is %d", ErrResealMismatch,
+				ev.Aggregate.Type, ev.Aggregate.ID, ev.Aggregate.Installation, have, dst.cfg.Stream, ev.Position)
+		}
+		dstPos[as.subject] = have
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	n, err := VerifyResealed(ctx, src, dst, live)
+	res.Verified = n
+	return res, err
+}
+
+// VerifyResealed reads insts' histories from src and from dst through the
+// verifying read (opened, positions and links checked) and compares them
+// event by event: the same events (aggregate, position, time, kind and
+// body; links and message ids are each stream's own) in the same order
+// per installation. dst must hold no event sealed under a root key
+// (formats 1 and 2). It returns the number of events compared; a
+// difference is ErrResealMismatch naming the installation and position.
+func VerifyResealed(ctx context.Context, src, dst *Log, insts []events.InstallationID) (int, error) {
+	want, err := fingerprints(ctx, src, insts)
+	if err != nil {
+		return 0, err
+	}
+	got, err := fingerprints(ctx, dst, insts)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, inst := range insts {
+		w, g := want[inst], got[inst]
+		for i := range max(len(w), len(g)) {
+			switch {
+			case i >= len(g):
+				return n, fmt.Errorf("%w: installation %s: %s lacks event %d of %d (%s)", ErrResealMismatch, inst, dst.cfg.Stream, i+1, len(w), w[i].what)
+			case i >= len(w):
+				return n, fmt.Errorf("%w: installation %s: %s has %d events, %s %d", ErrResealMismatch, inst, dst.cfg.Stream, len(g), src.cfg.Stream, len(w))
+			case !bytes.Equal(w[i].sum[:], g[i].sum[:]):
+				return n, fmt.Errorf("%w: installation %s: event %d differs: %s in %s, %s in %s", ErrResealMismatch, inst, i+1, w[i].what, src.cfg.Stream, g[i].what, dst.cfg.Stream)
+			}
+			n++
+		}
+	}
+	uses, err := dst.RootKeyUses(ctx)
+	if err != nil {
+		return n, err
+	}
+	for id, u := range uses {
+		if u.Events > 0 {
+			return n, fmt.Errorf("%w: %s holds %d events sealed under root key %d", ErrResealMismatch, dst.cfg.Stream, u.Events, id)
+		}
+	}
+	return n, nil
+}
+
+// fingerprint is one event's identity for comparison: SHA-256 of its
+// encoding without the link, and a description without secrets.
+type fingerprint struct {
+	sum  [32]byte
+	what string
+}
+
+func fingerprints(ctx context.Context, l *Log, insts []events.InstallationID) (map[events.InstallationID][]fingerprint, error) {
+	out := map[events.InstallationID][]fingerprint{}
+	err := l.ReadInstallations(ctx, insts, 0, func(r Record) error {
+		ev := r.Event
+		ev.Prev = events.Link{}
+		b, err := events.MarshalEvent(ev)
+		if err != nil {
+			return err
+		}
+		f := fingerprint{sum: sha256.Sum256(b), what: fmt.Sprintf("%s at %s %s position %d", ev.Body.Kind(), ev.Aggregate.Type, ev.Aggregate.ID, ev.Position)}
+		clear(b)
+		inst := ev.Aggregate.Installation
+		out[inst] = append(out[inst], f)
+		return nil
+	})
+	return out, err
+}
+
+// checkNamed refuses a stream whose subjects hold installations (events
+// or tombstones) not among insts.
+func (l *Log) checkNamed(ctx context.Context, insts []events.InstallationID) error {
+	named := map[string]bool{}
+	for _, inst := range insts {
+		if err := inst.Validate(); err != nil {
+			return fmt.Errorf("eventlog: %w", err)
+		}
+		named[l.instPseudonym(inst)] = true
+	}
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(l.cfg.SubjectPrefix+".>"))
+	if err != nil {
+		return fmt.Errorf("eventlog: stream %s: list subjects: %w", l.cfg.Stream, err)
+	}
+	unknown := map[string]bool{}
+	pre := l.cfg.SubjectPrefix + "."
+	for subj := range info.State.Subjects {
+		rest, ok := strings.CutPrefix(subj, pre)
+		if !ok {
+			continue
+		}
+		tok, after, _ := strings.Cut(rest, ".")
+		if tok == tombstoneToken {
+			tok = after
+		}
+		if !named[tok] {
+			unknown[tok] = true
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%w: stream %s holds the subjects of %d installations not named (give every installation, erased ones included)",
+			ErrUnknownInstallations, l.cfg.Stream, len(unknown))
+	}
+	return nil
+}

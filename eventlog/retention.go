@@ -1,0 +1,510 @@
+package eventlog
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// Retention (docs/forward-secrecy.md, Retention, shredding and
+// compaction). The Log's part:
+//
+//   - shredding a period: its data key is destroyed (every revision of
+//     its entry purged from the key bucket, the Log's cached copy wiped),
+//     after a shred mark is written in the retention bucket
+//     "<stream>_RETAINED" (the key bucket holds wrapped keys only:
+//     re-wrap reads every entry as one), named
+//     "<installation pseudonym>.shredded.<class>.<period token>". The
+//     mark is what tells a period the retention policy destroyed from a
+//     key that went missing: an event whose key is gone and marked is
+//     ErrRetainedOut, one whose key is gone unmarked stays ErrNoDataKey
+//     (a loss). A mark's value is a keyed tag (the pseudonym key), so the
+//     bus operator cannot mark a period it deleted the key of. The mark
+//     names a period token the envelopes already carry in clear: it
+//     leaks nothing new. A new key is never created for a marked period,
+//     so an append into a shredded period (a message dated in a shredded
+//     day) fails with ErrRetainedOut instead of sealing under a second
+//     key of the same name.
+//   - compacting: the events of shredded periods below a checkpoint (the
+//     newest snapshot's) are deleted from the stream one by one (their
+//     subjects also carry events that are kept: a group's messages and
+//     state share its subject), after a compaction mark in the retention
+//     bucket, "<installation pseudonym>.compacted", records the
+//     checkpoint. From then on a whole-history replay is refused with
+//     ErrCompacted: the history before the snapshot is no longer
+//     complete.
+
+var (
+	// ErrRetainedOut means an event belongs to a period its
+	// installation's retention policy shredded: its data key was destroyed
+	// on purpose and nothing opens it any more. A replay that meets one
+	// must start from a snapshot that covers it.
+	ErrRetainedOut = errors.New("eventlog: the event's period was shredded by the retention policy")
+
+	// ErrCompacted means a replay from the start of an installation's
+	// history was asked after compaction deleted the shredded events from
+	// the stream: only a replay from a snapshot at or after the compaction
+	// point gives the read model.
+	ErrCompacted = errors.New("eventlog: the installation's history was compacted")
+)
+
+// shredToken and compactedToken are name tokens of the marks in the
+// retention bucket.
+const (
+	shredToken     = "shredded"
+	compactedToken = "compacted"
+)
+
+// RetentionBucketSuffix is appended to the stream name to name the
+// retention bucket, the KV bucket of shred and compaction marks.
+const RetentionBucketSuffix = "_RETAINED"
+
+// RetentionBucket returns the name of the Log's retention bucket,
+// "<stream>_RETAINED".
+func (l *Log) RetentionBucket() string { return l.cfg.Stream + RetentionBucketSuffix }
+
+// marks opens the retention bucket; nil when it does not exist and
+// create is false (no retention was ever applied on this stream). It is
+// opened per call: it is needed only when a data key is missing from the
+// key bucket (a period's first event, or an event of a shredded period)
+// and by the retention tools.
+func (l *Log) marks(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	bucket := l.RetentionBucket()
+	kv, err := l.js.KeyValue(ctx, bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) && !create:
+		return nil, nil
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		storage := jetstream.FileStorage
+		if l.cfg.Storage == MemoryStorage {
+			storage = jetstream.MemoryStorage
+		}
+		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: "epochlog shred and compaction marks of stream " + l.cfg.Stream,
+			History:     1,
+			Storage:     storage,
+			Replicas:    max(l.stream.CachedInfo().Config.Replicas, 1),
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = l.js.KeyValue(ctx, bucket)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: create retention bucket %s: %w", bucket, err)
+		}
+		// As for the key bucket: no direct gets, which a lagging replica
+		// could answer without a mark just written.
+		s, err := l.js.Stream(ctx, kvStreamName(bucket))
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: retention bucket %s: %w", bucket, err)
+		}
+		if c := s.CachedInfo().Config; c.AllowDirect {
+			c.AllowDirect = false
+			if _, err := l.js.UpdateStream(ctx, c); err != nil {
+				return nil, fmt.Errorf("eventlog: retention bucket %s: switch direct gets off: %w", bucket, err)
+			}
+			if kv, err = l.js.KeyValue(ctx, bucket); err != nil {
+				return nil, fmt.Errorf("eventlog: open retention bucket %s: %w", bucket, err)
+			}
+		}
+	case err != nil:
+		return nil, fmt.Errorf("eventlog: open retention bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}
+
+func (l *Log) shredMarkName(pseudo string, id events.DataKeyID) string {
+	return pseudo + "." + shredToken + "." + id.Class.String() + "." + id.Token()
+}
+
+// shredMarkValue is the keyed tag a shred mark holds.
+func (l *Log) shredMarkValue(inst events.InstallationID, id events.DataKeyID) []byte {
+	return []byte(l.keys.Pseudonym(shredToken, l.cfg.Stream, string(inst), id.Class.String(), id.Token()))
+}
+
+// checkRetainedOut returns an error wrapping ErrRetainedOut when inst's
+// period id carries a valid shred mark; nil when it has none (or the
+// Log has no bucket). A mark whose tag does not check out is ignored,
+// with a warning.
+func (l *Log) checkRetainedOut(ctx context.Context, inst events.InstallationID, id events.DataKeyID) error {
+	if id.Class != events.ClassMessages && id.Class != events.ClassDelivery {
+		return nil // retention shreds only these; a state key costs no lookup
+	}
+	marks, err := l.marks(ctx, false)
+	if err != nil || marks == nil {
+		return err
+	}
+	name := l.shredMarkName(l.instPseudonym(inst), id)
+	e, err := marks.Get(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("eventlog: retention bucket %s: get %s: %w", l.RetentionBucket(), name, err)
+	}
+	if subtle.ConstantTimeCompare(e.Value(), l.shredMarkValue(inst, id)) != 1 {
+		l.logger.Warn("eventlog: a shred mark in the retention bucket does not check out; ignored", "stream", l.cfg.Stream, "name", name)
+		return nil
+	}
+	return fmt.Errorf("%w: data key %s of installation %s was destroyed at %s",
+		ErrRetainedOut, id, inst, e.Created().UTC().Format(time.RFC3339))
+}
+
+// PeriodOfDay is one day period: a group's UTC day of the messages
+// class, or a queue's of the delivery class.
+type PeriodOfDay struct {
+	// Class is events.ClassMessages or events.ClassDelivery.
+	Class events.DataKeyClass
+	// Aggregate is the group's or the queue's aggregate id
+	// (events.Aggregate.ID).
+	Aggregate string
+	// Day is the start of the UTC day.
+	Day time.Time
+	// ID is the period's data key id.
+	ID events.DataKeyID
+}
+
+// maxRetentionDays bounds the days DayPeriodsBefore looks at per
+// aggregate (about 100 years).
+const maxRetentionDays = 36600
+
+// DayPeriodsBefore returns the periods of class (events.ClassMessages:
+// aggs are group aggregate ids; events.ClassDelivery: queue aggregate
+// ids) of inst whose data keys are still in the key bucket, among the UTC
+// days from since's day up to (not including) before's day. The bucket
+// names keys by period pseudonyms, which hide the aggregate and the day:
+// the candidates are computed (one keyed hash per aggregate and day, as
+// events.PeriodOf and Keyring.DataKeyID name them) and matched against
+// one listing of the installation's keys of that class.
+func (l *Log) DayPeriodsBefore(ctx context.Context, inst events.InstallationID, class events.DataKeyClass, aggs []string, since, before time.Time) ([]PeriodOfDay, error) {
+	if err := inst.Validate(); err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
+	}
+	var scope string
+	switch class {
+	case events.ClassMessages:
+		scope = "group"
+	case events.ClassDelivery:
+		scope = "queue"
+	default:
+		return nil, fmt.Errorf("eventlog: day periods of class %s: only messages and delivery keys have day periods", class)
+	}
+	if l.kv == nil {
+		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	pseudo := l.instPseudonym(inst)
+	names, err := l.keyNames(ctx, pseudo+"."+class.String()+".*")
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	first := since.UTC().Truncate(24 * time.Hour)
+	end := before.UTC().Truncate(24 * time.Hour)
+	if end.Sub(first) > maxRetentionDays*24*time.Hour {
+		first = end.Add(-maxRetentionDays * 24 * time.Hour)
+	}
+	var out []PeriodOfDay
+	for _, a := range aggs {
+		for d := first; d.Before(end) && len(out) < len(names); d = d.Add(24 * time.Hour) {
+			id, err := l.keys.DataKeyID(inst, class, scope, a, d.Format(time.DateOnly))
+			if err != nil {
+				return nil, err
+			}
+			if names[id.Name(pseudo)] {
+				out = append(out, PeriodOfDay{Class: class, Aggregate: a, Day: d, ID: id})
+			}
+		}
+	}
+	return out, nil
+}
+
+// MessagePeriodsBefore is DayPeriodsBefore of the messages class: groups
+// are group aggregate ids.
+func (l *Log) MessagePeriodsBefore(ctx context.Context, inst events.InstallationID, groups []string, since, before time.Time) ([]PeriodOfDay, error) {
+	return l.DayPeriodsBefore(ctx, inst, events.ClassMessages, groups, since, before)
+}
+
+// keyNames lists the key bucket's names matching filter.
+func (l *Log) keyNames(ctx context.Context, filter string) (map[string]bool, error) {
+	lister, err := l.kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: key bucket %s: list %s: %w", keyBucket(l.cfg.Stream), filter, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	names := map[string]bool{}
+	for n := range lister.Keys() {
+		names[n] = true
+	}
+	return names, nil
+}
+
+// HasDataKey reports whether inst's data key id is in the key bucket.
+func (l *Log) HasDataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID) (bool, error) {
+	if l.kv == nil {
+		return false, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	name := id.Name(l.instPseudonym(inst))
+	_, err := l.kv.Get(ctx, name)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
+}
+
+// ShredDataKeys destroys inst's data keys ids: for each, the shred mark
+// is written, then every revision of the key's entry is purged from the
+// key bucket and this Log's cached copy is wiped. It returns how many
+// entries it purged (0 for keys an earlier call destroyed: shredding
+// again is a no-op). Only messages and delivery keys are shredded by
+// retention; a state key is refused (its events are the installation's
+// state: Erase is the way to destroy them).
+//
+// Other processes that cache one of these keys can still open the events
+// they hold, and seal with it, until their cache drops it or they
+// restart; a Log that does not cache it refuses both at once.
+func (l *Log) ShredDataKeys(ctx context.Context, inst events.InstallationID, ids []events.DataKeyID) (int, error) {
+	if l.closed.Load() {
+		return 0, ErrClosed
+	}
+	if l.cfg.ReadOnly {
+		return 0, ErrReadOnly
+	}
+	if err := inst.Validate(); err != nil {
+		return 0, fmt.Errorf("eventlog: %w", err)
+	}
+	if l.kv == nil {
+		return 0, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	pseudo := l.instPseudonym(inst)
+	for _, id := range ids {
+		if id.Class != events.ClassMessages && id.Class != events.ClassDelivery {
+			return 0, fmt.Errorf("eventlog: shred %s of %s: only messages and delivery keys are shredded by retention", id, inst)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	marks, err := l.marks(ctx, true)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		if _, err := marks.Put(ctx, l.shredMarkName(pseudo, id), l.shredMarkValue(inst, id)); err != nil {
+			return n, fmt.Errorf("eventlog: shred %s of %s: write its mark in bucket %s (shred again to finish): %w", id, inst, l.RetentionBucket(), err)
+		}
+		ck := dkCacheKey{inst, id}
+		l.dkCache.drop(ck)
+		subj := "$KV." + keyBucket(l.cfg.Stream) + "." + id.Name(pseudo)
+		c, err := countUnder(ctx, l.kvStream, subj)
+		if err != nil {
+			return n, fmt.Errorf("eventlog: shred %s of %s: count its entry in bucket %s (shred again to finish): %w", id, inst, keyBucket(l.cfg.Stream), err)
+		}
+		if err := l.kvStream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			return n, fmt.Errorf("eventlog: shred %s of %s: purge it from bucket %s (shred again to finish): %w", id, inst, keyBucket(l.cfg.Stream), err)
+		}
+		l.dkCache.drop(ck) // what a read racing the purge cached
+		if c > 0 {
+			n++
+		}
+	}
+	if n > 0 {
+		l.logger.Info("eventlog: data keys shredded", "stream", l.cfg.Stream, "installation", string(inst), "keys", n)
+	}
+	return n, nil
+}
+
+// drop wipes and forgets one cached key.
+func (c *dataKeyCache) drop(k dkCacheKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[k]; ok {
+		c.removeLocked(e)
+	}
+}
+
+func (l *Log) compactedName(inst events.InstallationID) string {
+	return l.instPseudonym(inst) + "." + compactedToken
+}
+
+func (l *Log) compactedTag(inst events.InstallationID, seq uint64) string {
+	return l.keys.Pseudonym(compactedToken, l.cfg.Stream, string(inst), strconv.FormatUint(seq, 10))
+}
+
+// CompactedThrough returns the stream sequence up to which inst's
+// history was compacted (0: never). A mark whose tag does not check out
+// is an error: someone else wrote it.
+func (l *Log) CompactedThrough(ctx context.Context, inst events.InstallationID) (uint64, error) {
+	if err := inst.Validate(); err != nil {
+		return 0, fmt.Errorf("eventlog: %w", err)
+	}
+	marks, err := l.marks(ctx, false)
+	if err != nil || marks == nil {
+		return 0, err
+	}
+	name := l.compactedName(inst)
+	e, err := marks.Get(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("eventlog: retention bucket %s: get %s: %w", l.RetentionBucket(), name, err)
+	}
+	s, tag, _ := strings.Cut(string(e.Value()), ".")
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || subtle.ConstantTimeCompare([]byte(tag), []byte(l.compactedTag(inst, seq))) != 1 {
+		return 0, fmt.Errorf("eventlog: retention bucket %s: the compaction mark of %s does not check out: %w", l.RetentionBucket(), inst, events.ErrTampered)
+	}
+	return seq, nil
+}
+
+// CheckNotCompacted returns an error wrapping ErrCompacted when inst's
+// history was compacted, for a replay that would start from the
+// beginning of the history.
+func (l *Log) CheckNotCompacted(ctx context.Context, inst events.InstallationID) error {
+	seq, err := l.CompactedThrough(ctx, inst)
+	if err != nil {
+		return err
+	}
+	if seq > 0 {
+		return fmt.Errorf("%w: %s's events of shredded periods up to stream sequence %d were deleted; replay from a snapshot at or after %d (not from the start)",
+			ErrCompacted, inst, seq, seq)
+	}
+	return nil
+}
+
+// Compacted says what CompactRetainedOut did.
+type Compacted struct {
+	// Through is the stream sequence compacted up to.
+	Through uint64
+	// Scanned counts the events of the installation looked at; Deleted
+	// those deleted (shredded periods); Kept the others.
+	Scanned, Deleted, Kept int
+}
+
+// CompactOptions tune CompactRetainedOut.
+type CompactOptions struct {
+	// Step, when set (tests), is called after each step: "mark", then
+	// "delete" after each deleted event.
+	Step func(string)
+}
+
+// CompactRetainedOut deletes from the stream inst's events at or below
+// through whose data key was shredded by retention (a shred mark, no
+// key). The caller passes the checkpoint of a verified snapshot (what
+// replay.Compact does): everything at or below it is replaced by the
+// snapshot, so no event that must be kept is lost, and only events that
+// nothing opens any more are deleted. The compaction mark is written
+// first, so an interrupted compaction already refuses whole-history
+// replays; compacting again finishes it. Events of formats 1 and 2 (no
+// data key), of periods still keyed, and the event at through itself
+// (the snapshot's anchor: the installation's last sequence must not fall
+// below a snapshot's checkpoint) are kept.
+func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID, through uint64, opts *CompactOptions) (*Compacted, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	if l.cfg.ReadOnly {
+		return nil, ErrReadOnly
+	}
+	var o CompactOptions
+	if opts != nil {
+		o = *opts
+	}
+	step := func(s string) {
+		if o.Step != nil {
+			o.Step(s)
+		}
+	}
+	filter, err := l.InstallationFilter(inst)
+	if err != nil {
+		return nil, err
+	}
+	if l.kv == nil {
+		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	prev, err := l.CompactedThrough(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	res := &Compacted{Through: max(prev, through)}
+	if res.Through > prev {
+		marks, err := l.marks(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		v := strconv.FormatUint(res.Through, 10) + "." + l.compactedTag(inst, res.Through)
+		if _, err := marks.Put(ctx, l.compactedName(inst), []byte(v)); err != nil {
+			return nil, fmt.Errorf("eventlog: compact %s: write the compaction mark: %w", inst, err)
+		}
+	}
+	step("mark")
+	gone := map[events.DataKeyID]bool{} // per period: shredded (marked, no key)
+	for seq := uint64(1); seq <= through; {
+		m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return res, fmt.Errorf("eventlog: compact %s: get the next event from seq %d (compact again to finish): %w", inst, seq, err)
+		}
+		if m.Sequence > through {
+			break
+		}
+		seq = m.Sequence + 1
+		res.Scanned++
+		id, ok, err := events.EnvelopeDataKeyID(m.Data)
+		if err != nil || !ok || (id.Class != events.ClassMessages && id.Class != events.ClassDelivery) {
+			res.Kept++
+			continue
+		}
+		g, known := gone[id]
+		if !known {
+			has, err := l.HasDataKey(ctx, inst, id)
+			if err != nil {
+				return res, err
+			}
+			if !has {
+				if err := l.checkRetainedOut(ctx, inst, id); errors.Is(err, ErrRetainedOut) {
+					g = true
+				} else if err != nil {
+					return res, err
+				}
+			}
+			gone[id] = g
+		}
+		if !g || m.Sequence == through {
+			// The event at through is kept even when shredded: it is the
+			// snapshot's checkpoint, which the installation's last
+			// sequence must not fall below (a rebuild takes the newest
+			// snapshot at or below it) and whose link the snapshot
+			// records.
+			res.Kept++
+			continue
+		}
+		if err := l.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return res, fmt.Errorf("eventlog: compact %s: delete seq %d (compact again to finish): %w", inst, m.Sequence, err)
+		}
+		res.Deleted++
+		step("delete")
+	}
+	l.logger.Info("eventlog: installation compacted", "stream", l.cfg.Stream, "installation", string(inst),
+		"through", res.Through, "scanned", res.Scanned, "deleted", res.Deleted)
+	return res, nil
+}

@@ -1,0 +1,213 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestShredOpensNothing shreds the messages periods of one group before a
+// day, then tries every key material the engine, the keyring and the bus
+// still hold against every event of those periods captured before, first
+// unpurged, then after compaction deleted them: none opens. The retained
+// events (state, later messages, the delivery queue, the other
+// installation) still open; an append into a shredded day is refused; a
+// whole-history read names the retention, then the compaction.
+func TestShredOpensNothing(t *testing.T) {
+	srv := natstestStart(t)
+	ring := keyring(t, 1, 0x11)
+	if err := ring.Rotate(2, rootKey(t, 0x22)); err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, testConfig(srv), ring)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	writeMixed(t, l, instB)
+	recs := readAll(t, l, instA, 0)
+	cutoff := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) // the messages of Nov 24 and 25 go, Nov 26 stays
+	var shredded, kept []rawEnvelope
+	for _, r := range recs {
+		m := rawGet(t, l, r.Seq)
+		c := rawEnvelope{seq: r.Seq, subject: m.Subject, data: m.Data}
+		if _, isMsg := r.Event.Body.(events.ApplicationMessageSent); isMsg && r.Event.Time.Before(cutoff) {
+			shredded = append(shredded, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	if len(shredded) != 3 || len(kept) != 5 {
+		t.Fatalf("%d events to shred and %d to keep, want 3 and 5", len(shredded), len(kept))
+	}
+	beforeB := readAll(t, l, instB, 0)
+
+	periods, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1", "other"}, baseTime, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(periods) != 2 || periods[0].Day.Format(time.DateOnly) != "2026-11-24" || periods[1].Day.Format(time.DateOnly) != "2026-11-25" {
+		t.Fatalf("periods before %s: %+v, want g1's Nov 24 and 25", cutoff, periods)
+	}
+	ids := []events.DataKeyID{periods[0].ID, periods[1].ID}
+	// A state key is not retention's to shred.
+	stateID, _, _ := events.EnvelopeDataKeyID(kept[0].data)
+	if _, err := l.ShredDataKeys(ctx, instA, []events.DataKeyID{stateID}); err == nil {
+		t.Fatal("ShredDataKeys shredded a state key")
+	}
+	n, err := l.ShredDataKeys(ctx, instA, ids)
+	if err != nil || n != 2 {
+		t.Fatalf("shred: %d keys, %v; want 2", n, err)
+	}
+	if again, err := l.ShredDataKeys(ctx, instA, ids); err != nil || again != 0 {
+		t.Fatalf("shred again: %d keys, %v; want 0", again, err)
+	}
+	if p, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1"}, baseTime, cutoff); err != nil || len(p) != 0 {
+		t.Fatalf("periods left after the shred: %+v %v", p, err)
+	}
+
+	fresh := openLog(t, testConfig(srv), ring)
+	tryEverything := func(stage string) {
+		t.Helper()
+		tryAll := func(what string, open func(rawEnvelope) error) {
+			t.Helper()
+			for _, c := range shredded {
+				if err := open(c); err == nil {
+					t.Fatalf("%s: %s opened the shredded event at seq %d", stage, what, c.seq)
+				}
+			}
+		}
+		var dks []events.DataKey
+		for _, id := range ring.IDs() {
+			rk, _ := ring.RootKey(id)
+			one, err := events.NewKeyring(id, rk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tryAll("a root key (as a ring)", func(c rawEnvelope) error {
+				_, err := events.Open(one, instA, l.binding(c.subject), c.data)
+				return err
+			})
+			b := rk.Bytes()
+			dk, err := events.NewDataKey(b)
+			clear(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dks = append(dks, dk)
+		}
+		tryAll("the whole ring", func(c rawEnvelope) error {
+			_, err := events.Open(ring, instA, l.binding(c.subject), c.data)
+			return err
+		})
+		// Every wrap left in the bucket, unwrapped under every name of
+		// the shredded periods (fails) and under its own (a key that
+		// opens nothing shredded).
+		all := append(append([]rawEnvelope{}, kept...), rawOf(t, l, instB)...)
+		for name, w := range bucketKeys(t, l) {
+			if _, _, err := events.ParseDataKeyName(name); err != nil {
+				t.Fatalf("%s: key bucket entry %q is not a data key's (the marks live elsewhere): %v", stage, name, err)
+			}
+			for _, c := range shredded {
+				cid, _, _ := events.EnvelopeDataKeyID(c.data)
+				if strings.HasSuffix(name, "."+cid.Token()) {
+					t.Fatalf("%s: the key of shredded period %s is still in the bucket", stage, cid)
+				}
+				if _, err := ring.UnwrapDataKey(l.cfg.Stream, instA, cid, w); err == nil {
+					t.Fatalf("%s: wrap %s unwrapped as a shredded key", stage, name)
+				}
+			}
+			for _, c := range all {
+				cid, ok, _ := events.EnvelopeDataKeyID(c.data)
+				for _, inst := range []events.InstallationID{instA, instB} {
+					if ok && cid.Name(l.instPseudonym(inst)) == name {
+						dk, err := ring.UnwrapDataKey(l.cfg.Stream, inst, cid, w)
+						if err != nil {
+							t.Fatalf("unwrap %s: %v", name, err)
+						}
+						dks = append(dks, dk)
+					}
+				}
+			}
+		}
+		for _, lg := range []*Log{l, fresh} {
+			lg.dkCache.mu.Lock()
+			for e := lg.dkCache.ll.Front(); e != nil; e = e.Next() {
+				dks = append(dks, e.Value.(*dkEntry).dk.Clone())
+			}
+			lg.dkCache.mu.Unlock()
+		}
+		if len(dks) < len(ring.IDs())+4 {
+			t.Fatalf("only %d key materials to try", len(dks))
+		}
+		for _, dk := range dks {
+			tryAll("a data key", func(c rawEnvelope) error {
+				_, err := events.OpenData(dk, instA, l.binding(c.subject), c.data)
+				return err
+			})
+		}
+		for _, lg := range []*Log{l, fresh} {
+			tryAll("the Log", func(c rawEnvelope) error {
+				_, err := lg.OpenEnvelope(ctx, instA, c.subject, c.data)
+				if err != nil && !errors.Is(err, ErrRetainedOut) {
+					t.Fatalf("%s: the Log opening a shredded event: %v, want ErrRetainedOut", stage, err)
+				}
+				return err
+			})
+			for _, c := range kept {
+				if _, err := lg.OpenEnvelope(ctx, instA, c.subject, c.data); err != nil {
+					t.Fatalf("%s: a retained event at seq %d: %v", stage, c.seq, err)
+				}
+			}
+			if got := readAll(t, lg, instB, 0); len(got) != len(beforeB) {
+				t.Fatalf("%s: %s reads %d events, had %d", stage, instB, len(got), len(beforeB))
+			}
+		}
+	}
+	tryEverything("unpurged")
+	for _, lg := range []*Log{l, fresh} {
+		if _, err := tryReadAll(lg, instA, 0); !errors.Is(err, ErrRetainedOut) {
+			t.Fatalf("whole-history read after the shred: %v, want ErrRetainedOut", err)
+		}
+		late := msg(group(instA, "g1"), 7, "dated in a shredded day")
+		late.Time = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+		if _, err := lg.Append(ctx, 6, late); !errors.Is(err, ErrRetainedOut) {
+			t.Fatalf("append into a shredded day: %v, want ErrRetainedOut", err)
+		}
+	}
+
+	// Compaction up to a shredded event deletes what it covers but that
+	// event (the anchor at the checkpoint); then up to the end, the rest.
+	res, err := l.CompactRetainedOut(ctx, instA, shredded[1].seq, nil)
+	if err != nil || res.Deleted != 1 {
+		t.Fatalf("compact to seq %d: %+v %v; want 1 deleted", shredded[1].seq, res, err)
+	}
+	rawGet(t, l, shredded[1].seq)
+	last := recs[len(recs)-1].Seq
+	res, err = l.CompactRetainedOut(ctx, instA, last, nil)
+	if err != nil || res.Deleted != 2 || res.Through != last {
+		t.Fatalf("compact to seq %d: %+v %v; want 2 deleted", last, res, err)
+	}
+	for _, c := range shredded {
+		if _, err := l.stream.GetMsg(ctx, c.seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatalf("shredded event at seq %d still on the stream after compaction: %v", c.seq, err)
+		}
+	}
+	for _, c := range kept {
+		rawGet(t, l, c.seq)
+	}
+	tryEverything("purged")
+	if err := fresh.CheckNotCompacted(ctx, instA); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("CheckNotCompacted after compaction: %v", err)
+	}
+	if err := fresh.CheckNotCompacted(ctx, instB); err != nil {
+		t.Fatalf("CheckNotCompacted of another installation: %v", err)
+	}
+	if res, err := l.CompactRetainedOut(ctx, instA, last, nil); err != nil || res.Deleted != 0 {
+		t.Fatalf("compact again: %+v %v", res, err)
+	}
+}

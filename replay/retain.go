@@ -1,0 +1,398 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// Retention with deletion (docs/forward-secrecy.md, Retention, shredding
+// and compaction). Retain applies an installation's policy to its
+// message and delivery history, in an order that a kill at any point leaves a state
+// that running it again finishes, and where nothing that must be kept is
+// unreadable:
+//
+//  1. rows: the read model's messages older than the messages cutoff,
+//     and its acknowledged or expired deliveries enqueued before the
+//     delivery cutoff, are deleted (secure_delete is on);
+//  2. snapshot: a snapshot of the read model is made and checked (the
+//     check replays the history and deletes the same rows) and
+//     stored; it is now what carries the retained state forward;
+//  3. prune: every other snapshot of the installation is deleted (they
+//     may hold the messages just deleted, sealed under a key derived from
+//     the root);
+//  4. keys: the data key of every messages period (group, UTC day) and
+//     delivery period (queue, UTC day) before its cutoff is shredded: a
+//     shred mark, then a purge of the key's every revision from the key
+//     bucket and of the Log's cache.
+//
+// Then the periods' events are unreadable everywhere, and purgeable:
+// Compact deletes those the newest snapshot covers.
+
+// KeepForever and KeepNone are the special values of
+// RetentionPolicy.Messages and Delivery.
+const (
+	// KeepForever keeps the message history forever (the default).
+	KeepForever time.Duration = 0
+	// KeepNone keeps no history past the UTC day it was recorded in:
+	// each day is shredded once it has ended.
+	KeepNone time.Duration = -1
+)
+
+// RetentionPolicy is an installation's retention policy.
+type RetentionPolicy struct {
+	// Messages is how long application messages are kept, by age, at the
+	// granularity of their data keys' periods (a group's UTC day): a day
+	// is shredded once all of it is older than Messages, so a message
+	// lives between Messages and Messages plus a day. KeepForever (0)
+	// keeps them forever; KeepNone keeps none past its day.
+	Messages time.Duration
+	// Delivery is how long delivery queue events are kept, by age, at the
+	// granularity of a queue's UTC day, as Messages. The read model's
+	// acknowledged and expired deliveries enqueued before the cutoff are
+	// deleted (their payloads were dropped at the acknowledgement; with
+	// the rows go their idempotency keys, so the deduplication window of
+	// a queue is its delivery retention); pending ones are kept whatever
+	// their age, carried by the snapshot.
+	Delivery time.Duration
+}
+
+// cutoff is the start of the oldest UTC day kept by age at now.
+func cutoff(age time.Duration, now time.Time) (time.Time, bool) {
+	switch {
+	case age == KeepForever:
+		return time.Time{}, false
+	case age < 0:
+		return now.UTC().Truncate(24 * time.Hour), true
+	}
+	return now.Add(-age).UTC().Truncate(24 * time.Hour), true
+}
+
+// MessagesCutoff returns the start of the oldest UTC day whose messages
+// the policy keeps at now: the days before it are shredded. ok is false
+// when the policy keeps every message.
+func (p RetentionPolicy) MessagesCutoff(now time.Time) (time.Time, bool) {
+	return cutoff(p.Messages, now)
+}
+
+// DeliveryCutoff is MessagesCutoff for the delivery history.
+func (p RetentionPolicy) DeliveryCutoff(now time.Time) (time.Time, bool) {
+	return cutoff(p.Delivery, now)
+}
+
+// RetainOptions tune Retain.
+type RetainOptions struct {
+	// Options tune the snapshot's check (BatchSize, DB).
+	Options
+	// Now is the clock the policy is applied at (default time.Now).
+	Now func() time.Time
+	// Step, when set, is called after each step: "rows", "snapshot",
+	// "prune", "keys" (tests: kill points).
+	Step func(string)
+}
+
+// RetainResult says what Retain did.
+type RetainResult struct {
+	Installation events.InstallationID
+	// Cutoff and DeliveryCutoff are the starts of the oldest UTC days
+	// kept (zero: kept forever).
+	Cutoff, DeliveryCutoff time.Time
+	// Periods are the messages and delivery periods shredded (or found
+	// still keyed and shredded now).
+	Periods []eventlog.PeriodOfDay
+	// RowsDeleted counts the messages deleted from the read model,
+	// DeliveriesDeleted the deliveries.
+	RowsDeleted, DeliveriesDeleted int64
+	// Snapshot is the snapshot made (nil when the newest one already was
+	// of this read model at its checkpoint, or nothing was to do).
+	Snapshot *SnapshotResult
+	// SnapshotsDeleted lists the checkpoints of the other snapshots
+	// deleted.
+	SnapshotsDeleted []uint64
+	// KeysShredded counts the key bucket entries destroyed.
+	KeysShredded int
+}
+
+// Retain applies p to the message history of inst, whose read model is
+// db (the live one: Retain deletes from it). See the steps above. With
+// KeepForever for both it does nothing. Running it again after an interruption
+// finishes the work; running it again after it finished changes nothing
+// (the days already shredded have no key left to find).
+//
+// The periods are found from the read model's groups and delivery queues
+// and the days from the installation's creation to the cutoff: a group or
+// queue no longer in the read model keeps its keys
+// (docs/forward-secrecy.md, What is built: retention).
+func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, p RetentionPolicy, opts *RetainOptions) (*RetainResult, error) {
+	var o RetainOptions
+	if opts != nil {
+		o = *opts
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	step := func(s string) {
+		if o.Step != nil {
+			o.Step(s)
+		}
+	}
+	res := &RetainResult{Installation: inst}
+	at := now()
+	msgCut, msgOK := p.MessagesCutoff(at)
+	delCut, delOK := p.DeliveryCutoff(at)
+	if !msgOK && !delOK {
+		return res, nil
+	}
+	if msgOK {
+		res.Cutoff = msgCut
+	}
+	if delOK {
+		res.DeliveryCutoff = delCut
+	}
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "retain", "path", db.Path())
+	fail := func(err error) error { return &projections.FileError{Path: db.Path(), Op: "retain", Err: err} }
+	self, found, err := db.Installation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return nil, fail(errors.New("the read model holds no installation yet"))
+	case self.ID != inst:
+		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, self.ID, inst))
+	}
+	since := self.CreatedAt.Add(-24 * time.Hour) // a day of slack for clocks
+	if self.CreatedAt.IsZero() {
+		since = time.Time{}
+	}
+	var rows int64
+	if msgOK {
+		groups, err := db.Groups(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, len(groups))
+		for i, g := range groups {
+			ids[i] = hex.EncodeToString(g.ID) // the group aggregate's id, as the engine names it
+		}
+		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassMessages, ids, since, msgCut)
+		if err != nil {
+			return nil, err
+		}
+		res.Periods = append(res.Periods, ps...)
+		n, err := db.CountMessagesBefore(ctx, msgCut)
+		if err != nil {
+			return nil, err
+		}
+		rows += n
+	}
+	if delOK {
+		queues, err := db.DeliveryChannels(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassDelivery, queues, since, delCut)
+		if err != nil {
+			return nil, err
+		}
+		res.Periods = append(res.Periods, ps...)
+		n, err := db.CountDeliveriesBefore(ctx, delCut)
+		if err != nil {
+			return nil, err
+		}
+		rows += n
+	}
+	if len(res.Periods) == 0 && rows == 0 {
+		log.Info("replay: retention: nothing to shred", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff)
+		return res, nil
+	}
+
+	// 1. The rows, on the live read model and, in the snapshot's check,
+	// on the one rebuilt from the history.
+	deleteRows := func(ctx context.Context, db *projections.DB) (msgs, dels int64, err error) {
+		if msgOK {
+			if msgs, err = db.DeleteMessagesBefore(ctx, msgCut); err != nil {
+				return 0, 0, err
+			}
+		}
+		if delOK {
+			if dels, err = db.DeleteDeliveriesBefore(ctx, delCut); err != nil {
+				return 0, 0, err
+			}
+		}
+		return msgs, dels, nil
+	}
+	if res.RowsDeleted, res.DeliveriesDeleted, err = deleteRows(ctx, db); err != nil {
+		return nil, err
+	}
+	step("rows")
+
+	// 2. The snapshot that replaces what is shredded: reused when the
+	// newest one already holds exactly this read model at its checkpoint
+	// (an earlier, interrupted run made it).
+	snapCP, err := newestSnapshotOf(ctx, l, inst, db)
+	if err != nil {
+		return nil, err
+	}
+	if snapCP == 0 {
+		adjust := func(ctx context.Context, check *projections.DB) error {
+			_, _, err := deleteRows(ctx, check)
+			return err
+		}
+		res.Snapshot, err = SnapshotDB(ctx, l, inst, db, &SnapshotOptions{Options: o.Options, Keep: 1, Now: now, Adjust: adjust})
+		if err != nil {
+			return res, fmt.Errorf("replay: retention of %s: the snapshot that replaces the shredded history (nothing shredded; retain again): %w", inst, err)
+		}
+		snapCP = res.Snapshot.Checkpoint
+		res.SnapshotsDeleted = append(res.SnapshotsDeleted, res.Snapshot.Pruned...)
+	}
+	step("snapshot")
+
+	// 3. Older snapshots hold the deleted messages; so may a newer one
+	// (another copy of the read model, snapshotted by its follower
+	// before this snapshot was stored). Only this one is kept: a later
+	// snapshot is checked against it.
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return res, fmt.Errorf("replay: retention of %s: list snapshots (retain again to finish): %w", inst, err)
+	}
+	for _, r := range refs {
+		if r.Checkpoint == snapCP {
+			continue
+		}
+		if err := l.DeleteSnapshot(ctx, inst, r.Checkpoint); err != nil {
+			return res, fmt.Errorf("replay: retention of %s: delete an older snapshot (retain again to finish): %w", inst, err)
+		}
+		res.SnapshotsDeleted = append(res.SnapshotsDeleted, r.Checkpoint)
+	}
+	step("prune")
+
+	// 4. The keys.
+	kids := make([]events.DataKeyID, len(res.Periods))
+	for i, p := range res.Periods {
+		kids[i] = p.ID
+	}
+	if res.KeysShredded, err = l.ShredDataKeys(ctx, inst, kids); err != nil {
+		return res, fmt.Errorf("replay: retention of %s: %w", inst, err)
+	}
+	step("keys")
+	log.Info("replay: retention applied", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "periods", len(res.Periods),
+		"messages_deleted", res.RowsDeleted, "deliveries_deleted", res.DeliveriesDeleted,
+		"keys_shredded", res.KeysShredded, "snapshot_seq", snapCP, "snapshots_deleted", len(res.SnapshotsDeleted))
+	return res, nil
+}
+
+// newestSnapshotOf returns the checkpoint of inst's newest snapshot when
+// it holds exactly db's content at db's checkpoint (same digest), else 0.
+func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB) (uint64, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil || len(refs) == 0 {
+		return 0, err
+	}
+	cp, err := db.Checkpoint(ctx)
+	if err != nil || refs[0].Checkpoint != cp {
+		return 0, err
+	}
+	meta, err := snapshotMeta(ctx, l, inst, cp)
+	if err != nil {
+		return 0, nil // not usable: a new one is made
+	}
+	d, err := db.Digest(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if projections.Compare(meta.Digest, d) != nil {
+		return 0, nil
+	}
+	return cp, nil
+}
+
+// snapshotMeta opens inst's snapshot at cp and returns its header.
+func snapshotMeta(ctx context.Context, l *eventlog.Log, inst events.InstallationID, cp uint64) (projections.SnapshotMeta, error) {
+	plain, err := l.OpenSnapshot(ctx, inst, cp)
+	if err != nil {
+		return projections.SnapshotMeta{}, err
+	}
+	defer clear(plain)
+	return projections.ReadSnapshotMeta(bytes.NewReader(plain))
+}
+
+// ErrNoSnapshotToCompact means Compact found no snapshot of the
+// installation that opens: nothing is covered, nothing is deleted.
+var ErrNoSnapshotToCompact = errors.New("replay: compact: no usable snapshot of the installation")
+
+// CompactOptions tune Compact.
+type CompactOptions struct {
+	// Step, when set, is called after each step of
+	// eventlog.Log.CompactRetainedOut (tests: kill points).
+	Step func(string)
+}
+
+// Compact deletes from the stream inst's events of shredded periods
+// (Retain) that its newest usable snapshot covers (at or below its
+// checkpoint): eventlog.Log.CompactRetainedOut. Rebuild, verify, rekey
+// and migrate then start from that snapshot; one from the start fails
+// with eventlog.ErrCompacted. Compacting again finishes an interrupted
+// compaction.
+func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, opts *CompactOptions) (*eventlog.Compacted, error) {
+	var o CompactOptions
+	if opts != nil {
+		o = *opts
+	}
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "compact")
+	for _, r := range refs {
+		meta, err := snapshotMeta(ctx, l, inst, r.Checkpoint)
+		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
+			err = fmt.Errorf("%w: it holds %s at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			log.Warn("replay: compact: snapshot cannot be used; trying an older one", "snapshot_seq", r.Checkpoint, "err", err)
+			continue
+		}
+		return l.CompactRetainedOut(ctx, inst, r.Checkpoint, &eventlog.CompactOptions{Step: o.Step})
+	}
+	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
+}
+
+// RetainFile is Retain on the read model at path, opened with key (the
+// live one: its messages are deleted in place). It holds the read
+// model's writer lock (projections.Lock) throughout, so it fails at once
+// while an installation or a follower writes it.
+func RetainFile(ctx context.Context, l *eventlog.Log, inst events.InstallationID, path string, key projections.Key, p RetentionPolicy, opts *RetainOptions) (*RetainResult, error) {
+	var o RetainOptions
+	if opts != nil {
+		o = *opts
+	}
+	if ok, err := exists(path); err != nil || !ok {
+		if err == nil {
+			err = errors.New("no such database")
+		}
+		return nil, &projections.FileError{Path: path, Op: "retain", Err: err}
+	}
+	lk, err := projections.Lock(path)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	db, err := openAsIs(path, key, o.Options.withDefaults().DB)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return Retain(ctx, l, inst, db, p, &o)
+}
