@@ -246,6 +246,12 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	}
 	l.mu.Unlock()
 	step("events")
+
+	// Its retention marks (shredded periods, compaction): they name only
+	// pseudonyms, but nothing of the installation is left behind.
+	if err := l.purgeMarks(ctx, pseudo); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: purge its marks from bucket %s (erase again to finish): %w", inst, l.RetentionBucket(), err)
+	}
 	l.logger.Info("eventlog: installation erased", "stream", l.cfg.Stream, "installation", string(inst),
 		"tombstone_seq", res.TombstoneSeq, "resumed", res.Resumed, "keys_purged", res.KeysPurged, "events_purged", res.EventsPurged)
 	return res, nil
@@ -278,6 +284,20 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, errors.Join(err, errors.New("no tombstone found after the publish")))
 	}
 	return seq, got, true, nil
+}
+
+// purgeMarks removes every retention mark of the installation whose
+// pseudonym is pseudo (nothing when the stream has no retention bucket).
+func (l *Log) purgeMarks(ctx context.Context, pseudo string) error {
+	kv, err := l.marks(ctx, false)
+	if err != nil || kv == nil {
+		return err
+	}
+	s, err := l.js.Stream(ctx, kvStreamName(l.RetentionBucket()))
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx, jetstream.WithPurgeSubject("$KV."+l.RetentionBucket()+"."+pseudo+".>"))
 }
 
 // countUnder is the number of messages of s on subjects matching filter.

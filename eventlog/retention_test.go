@@ -210,4 +210,41 @@ func TestShredOpensNothing(t *testing.T) {
 	if res, err := l.CompactRetainedOut(ctx, instA, last, nil); err != nil || res.Deleted != 0 {
 		t.Fatalf("compact again: %+v %v", res, err)
 	}
+
+	// Erasing the installation takes its marks too; the other's stay.
+	marksOf := func(inst events.InstallationID) uint64 {
+		t.Helper()
+		s, err := l.js.Stream(ctx, kvStreamName(l.RetentionBucket()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := countUnder(ctx, s, "$KV."+l.RetentionBucket()+"."+l.instPseudonym(inst)+".>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if marksOf(instA) == 0 {
+		t.Fatal("no retention marks of the shredded installation before erase")
+	}
+	bPeriods, err := l.MessagePeriodsBefore(ctx, instB, []string{"g1", "other"}, baseTime, cutoff)
+	if err != nil || len(bPeriods) == 0 {
+		t.Fatalf("the other installation's periods: %+v %v", bPeriods, err)
+	}
+	if _, err := l.ShredDataKeys(ctx, instB, []events.DataKeyID{bPeriods[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	bMarks := marksOf(instB)
+	if bMarks == 0 {
+		t.Fatal("no retention marks of the other installation")
+	}
+	if _, err := l.Erase(ctx, instA, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := marksOf(instA); n != 0 {
+		t.Fatalf("%d retention marks of the erased installation left", n)
+	}
+	if n := marksOf(instB); n != bMarks {
+		t.Fatalf("erase of another installation changed this one's marks: %d, was %d", n, bMarks)
+	}
 }
