@@ -40,11 +40,25 @@ func kvStreamName(bucket string) string { return "KV_" + bucket }
 // events of formats 1 and 2, and a format-3 event fails with
 // ErrNoKeyBucket naming the bucket.
 func (l *Log) ensureKeyBucket(ctx context.Context) error {
-	bucket := keyBucket(l.cfg.Stream)
+	kv, s, err := l.openBucket(ctx, keyBucket(l.cfg.Stream), "key bucket", "epochlog wrapped data keys of stream "+l.cfg.Stream, !l.cfg.ReadOnly)
+	if err != nil || kv == nil {
+		return err
+	}
+	l.kv, l.kvStream = kv, s
+	return nil
+}
+
+// openBucket opens one of the Log's KV buckets (what names it in errors)
+// and the stream behind it. With create it makes a missing bucket (same
+// storage and replicas as the event stream, history 1) and switches
+// direct gets off, as for the event stream: a replica answering a direct
+// get may lag and miss an entry another writer just made. Without
+// create, a missing bucket is nil and no error.
+func (l *Log) openBucket(ctx context.Context, bucket, what, description string, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
 	kv, err := l.js.KeyValue(ctx, bucket)
 	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound) && l.cfg.ReadOnly:
-		return nil
+	case errors.Is(err, jetstream.ErrBucketNotFound) && !create:
+		return nil, nil, nil
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		storage := jetstream.FileStorage
 		if l.cfg.Storage == MemoryStorage {
@@ -52,7 +66,7 @@ func (l *Log) ensureKeyBucket(ctx context.Context) error {
 		}
 		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      bucket,
-			Description: "epochlog wrapped data keys of stream " + l.cfg.Stream,
+			Description: description,
 			History:     1,
 			Storage:     storage,
 			Replicas:    max(l.stream.CachedInfo().Config.Replicas, 1),
@@ -61,29 +75,25 @@ func (l *Log) ensureKeyBucket(ctx context.Context) error {
 			kv, err = l.js.KeyValue(ctx, bucket) // another process created it meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("eventlog: create key bucket %s: %w", bucket, err)
+			return nil, nil, fmt.Errorf("eventlog: create %s %s: %w", what, bucket, err)
 		}
 	case err != nil:
-		return fmt.Errorf("eventlog: open key bucket %s: %w", bucket, err)
+		return nil, nil, fmt.Errorf("eventlog: open %s %s: %w", what, bucket, err)
 	}
 	s, err := l.js.Stream(ctx, kvStreamName(bucket))
 	if err != nil {
-		return fmt.Errorf("eventlog: key bucket %s: %w", bucket, err)
+		return nil, nil, fmt.Errorf("eventlog: %s %s: %w", what, bucket, err)
 	}
-	if s.CachedInfo().Config.AllowDirect && !l.cfg.ReadOnly {
-		// As for the event stream: a replica answering a direct get may
-		// lag, and miss a key just created by another writer.
-		c := s.CachedInfo().Config
+	if c := s.CachedInfo().Config; c.AllowDirect && create {
 		c.AllowDirect = false
 		if s, err = l.js.UpdateStream(ctx, c); err != nil {
-			return fmt.Errorf("eventlog: key bucket %s: switch direct gets off: %w", bucket, err)
+			return nil, nil, fmt.Errorf("eventlog: %s %s: switch direct gets off: %w", what, bucket, err)
 		}
 		if kv, err = l.js.KeyValue(ctx, bucket); err != nil {
-			return fmt.Errorf("eventlog: open key bucket %s: %w", bucket, err)
+			return nil, nil, fmt.Errorf("eventlog: open %s %s: %w", what, bucket, err)
 		}
 	}
-	l.kv, l.kvStream = kv, s
-	return nil
+	return kv, s, nil
 }
 
 // KeyBucket returns the name of the Log's key bucket, "<stream>_KEYS".

@@ -289,12 +289,8 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 // purgeMarks removes every retention mark of the installation whose
 // pseudonym is pseudo (nothing when the stream has no retention bucket).
 func (l *Log) purgeMarks(ctx context.Context, pseudo string) error {
-	kv, err := l.marks(ctx, false)
+	kv, s, err := l.openBucket(ctx, l.RetentionBucket(), "retention bucket", "", false)
 	if err != nil || kv == nil {
-		return err
-	}
-	s, err := l.js.Stream(ctx, kvStreamName(l.RetentionBucket()))
-	if err != nil {
 		return err
 	}
 	return s.Purge(ctx, jetstream.WithPurgeSubject("$KV."+l.RetentionBucket()+"."+pseudo+".>"))

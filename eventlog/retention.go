@@ -77,48 +77,8 @@ func (l *Log) RetentionBucket() string { return l.cfg.Stream + RetentionBucketSu
 // key bucket (a period's first event, or an event of a shredded period)
 // and by the retention tools.
 func (l *Log) marks(ctx context.Context, create bool) (jetstream.KeyValue, error) {
-	bucket := l.RetentionBucket()
-	kv, err := l.js.KeyValue(ctx, bucket)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound) && !create:
-		return nil, nil
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		storage := jetstream.FileStorage
-		if l.cfg.Storage == MemoryStorage {
-			storage = jetstream.MemoryStorage
-		}
-		kv, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			Description: "epochlog shred and compaction marks of stream " + l.cfg.Stream,
-			History:     1,
-			Storage:     storage,
-			Replicas:    max(l.stream.CachedInfo().Config.Replicas, 1),
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = l.js.KeyValue(ctx, bucket)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("eventlog: create retention bucket %s: %w", bucket, err)
-		}
-		// As for the key bucket: no direct gets, which a lagging replica
-		// could answer without a mark just written.
-		s, err := l.js.Stream(ctx, kvStreamName(bucket))
-		if err != nil {
-			return nil, fmt.Errorf("eventlog: retention bucket %s: %w", bucket, err)
-		}
-		if c := s.CachedInfo().Config; c.AllowDirect {
-			c.AllowDirect = false
-			if _, err := l.js.UpdateStream(ctx, c); err != nil {
-				return nil, fmt.Errorf("eventlog: retention bucket %s: switch direct gets off: %w", bucket, err)
-			}
-			if kv, err = l.js.KeyValue(ctx, bucket); err != nil {
-				return nil, fmt.Errorf("eventlog: open retention bucket %s: %w", bucket, err)
-			}
-		}
-	case err != nil:
-		return nil, fmt.Errorf("eventlog: open retention bucket %s: %w", bucket, err)
-	}
-	return kv, nil
+	kv, _, err := l.openBucket(ctx, l.RetentionBucket(), "retention bucket", "epochlog shred and compaction marks of stream "+l.cfg.Stream, create)
+	return kv, err
 }
 
 func (l *Log) shredMarkName(pseudo string, id events.DataKeyID) string {
