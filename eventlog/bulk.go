@@ -166,6 +166,7 @@ func (l *Log) prepareAhead(ctx context.Context, ts []Transition, stop <-chan str
 		defer close(out)
 		for start := 0; start < len(ts); start += prepWindowSize {
 			w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
+			l.prefetchKeys(ctx, ts[start:start+len(w.preps)])
 			errs := make([]error, len(w.preps))
 			var wg sync.WaitGroup
 			for g := range workers {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -108,11 +109,22 @@ type dkCacheKey struct {
 type dkEntry struct {
 	key dkCacheKey
 	dk  events.DataKey
+	// refs counts the cache's own reference and one per user of the key
+	// (a seal or an open in progress); the last release wipes it, so
+	// evicting never pulls a key from under its user and no user needs
+	// a copy of its own.
+	refs atomic.Int32
 }
 
-// dataKeyCache is a bounded LRU of unwrapped data keys. It hands out
-// clones, so that wiping an evicted key never pulls one from under a seal
-// or an open in progress.
+// release drops one reference to e's key, wiping it with the last.
+func (e *dkEntry) release() {
+	if e.refs.Add(-1) == 0 {
+		e.dk.Wipe()
+	}
+}
+
+// dataKeyCache is a bounded LRU of unwrapped data keys, wiped when evicted
+// and no longer in use.
 type dataKeyCache struct {
 	mu  sync.Mutex
 	max int
@@ -124,37 +136,47 @@ func newDataKeyCache(n int) *dataKeyCache {
 	return &dataKeyCache{max: n, ll: list.New(), m: map[dkCacheKey]*list.Element{}}
 }
 
-// get returns a clone of the cached key (the caller wipes it).
-func (c *dataKeyCache) get(k dkCacheKey) (events.DataKey, bool) {
+// get returns the cached entry of k, referenced: the caller releases it.
+func (c *dataKeyCache) get(k dkCacheKey) (*dkEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok {
-		return events.DataKey{}, false
+		return nil, false
 	}
 	c.ll.MoveToFront(e)
-	return e.Value.(*dkEntry).dk.Clone(), true
+	ent := e.Value.(*dkEntry)
+	ent.refs.Add(1)
+	return ent, true
 }
 
-// put caches a clone of dk, wiping what it evicts.
-func (c *dataKeyCache) put(k dkCacheKey, dk events.DataKey) {
+// put caches dk, which it takes over, and returns its entry referenced
+// for the caller to release. When k is cached already, dk is wiped and
+// the cached entry returned.
+func (c *dataKeyCache) put(k dkCacheKey, dk events.DataKey) *dkEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[k]; ok {
+		dk.Wipe()
 		c.ll.MoveToFront(e)
-		return
+		ent := e.Value.(*dkEntry)
+		ent.refs.Add(1)
+		return ent
 	}
-	c.m[k] = c.ll.PushFront(&dkEntry{key: k, dk: dk.Clone()})
+	ent := &dkEntry{key: k, dk: dk}
+	ent.refs.Store(2) // the cache's and the caller's
+	c.m[k] = c.ll.PushFront(ent)
 	for c.ll.Len() > c.max {
 		c.removeLocked(c.ll.Back())
 	}
+	return ent
 }
 
 func (c *dataKeyCache) removeLocked(e *list.Element) {
 	ent := e.Value.(*dkEntry)
-	ent.dk.Wipe()
 	delete(c.m, ent.key)
 	c.ll.Remove(e)
+	ent.release()
 }
 
 // dropInstallation wipes and forgets every cached key of inst.
@@ -193,21 +215,27 @@ func (l *Log) instPseudonym(inst events.InstallationID) string {
 	return l.keys.Pseudonym("installation", string(inst))
 }
 
-// dataKey returns (a clone of, to be wiped by the caller) inst's data key
-// id: from the cache, else unwrapped from the bucket, else, when create is
+// dataKey returns inst's data key id, referenced (the caller releases
+// it): from the cache, else unwrapped from the bucket, else, when create is
 // set, a new random key created in the bucket (KV create: of two writers
 // racing, the loser reads and uses the winner's key). A key missing from
 // the bucket is ErrErased when the installation has a tombstone,
 // ErrRetainedOut when retention shredded it (retention.go), else
 // ErrNoDataKey; creating one for an erased installation is ErrErased, for
 // a shredded period ErrRetainedOut.
-func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create bool) (events.DataKey, error) {
+func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create bool) (*dkEntry, error) {
+	return l.fetchDataKey(ctx, inst, id, create, false)
+}
+
+// fetchDataKey is dataKey; notErased says the caller has just checked
+// that inst has no tombstone.
+func (l *Log) fetchDataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create, notErased bool) (*dkEntry, error) {
 	ck := dkCacheKey{inst, id}
-	if dk, ok := l.dkCache.get(ck); ok {
-		return dk, nil
+	if ent, ok := l.dkCache.get(ck); ok {
+		return ent, nil
 	}
 	if l.kv == nil {
-		return events.DataKey{}, fmt.Errorf("%w: stream %s: data key %s of %s is needed, but the key bucket %s does not exist (open the log writable once to create it, or point at the store that holds it)",
+		return nil, fmt.Errorf("%w: stream %s: data key %s of %s is needed, but the key bucket %s does not exist (open the log writable once to create it, or point at the store that holds it)",
 			ErrNoKeyBucket, l.cfg.Stream, id, inst, keyBucket(l.cfg.Stream))
 	}
 	name := id.Name(l.instPseudonym(inst))
@@ -216,26 +244,28 @@ func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events
 	case err == nil:
 		return l.unwrapAndCache(ck, name, entry.Value())
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
-		return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
+		return nil, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
-	if err := l.checkNotErased(ctx, inst); err != nil {
-		return events.DataKey{}, err
+	if !notErased {
+		if err := l.checkNotErased(ctx, inst); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.checkRetainedOut(ctx, inst, id); err != nil { // retention.go
-		return events.DataKey{}, err
+		return nil, err
 	}
 	if !create {
-		return events.DataKey{}, fmt.Errorf("%w: data key %s of installation %s (%s in bucket %s): %w",
+		return nil, fmt.Errorf("%w: data key %s of installation %s (%s in bucket %s): %w",
 			ErrNoDataKey, id, inst, name, keyBucket(l.cfg.Stream), events.ErrUnknownKey)
 	}
 	dk, err := events.GenerateDataKey()
 	if err != nil {
-		return events.DataKey{}, err
+		return nil, err
 	}
 	wrapped, err := l.keys.WrapDataKey(l.cfg.Stream, inst, id, dk)
 	if err != nil {
 		dk.Wipe()
-		return events.DataKey{}, fmt.Errorf("eventlog: data key %s of %s: %w", id, inst, err)
+		return nil, fmt.Errorf("eventlog: data key %s of %s: %w", id, inst, err)
 	}
 	// Create it; if another writer's create is first (or still in flight
 	// on a cluster, where the server refuses ours before it shows theirs),
@@ -248,7 +278,7 @@ func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			dk.Wipe()
-			return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: create %s: %w", keyBucket(l.cfg.Stream), name, err)
+			return nil, fmt.Errorf("eventlog: key bucket %s: create %s: %w", keyBucket(l.cfg.Stream), name, err)
 		}
 		entry, gerr := l.kv.Get(ctx, name)
 		if gerr == nil {
@@ -257,26 +287,24 @@ func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events
 		}
 		if !errors.Is(gerr, jetstream.ErrKeyNotFound) || time.Now().After(giveUp) {
 			dk.Wipe()
-			return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: get %s after another writer created it (%v): %w", keyBucket(l.cfg.Stream), name, err, gerr)
+			return nil, fmt.Errorf("eventlog: key bucket %s: get %s after another writer created it (%v): %w", keyBucket(l.cfg.Stream), name, err, gerr)
 		}
 		select {
 		case <-time.After(refusedBackoff(attempt)):
 		case <-ctx.Done():
 			dk.Wipe()
-			return events.DataKey{}, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	l.dkCache.put(ck, dk)
-	return dk, nil
+	return l.dkCache.put(ck, dk), nil
 }
 
-func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (events.DataKey, error) {
+func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (*dkEntry, error) {
 	dk, err := l.keys.UnwrapDataKey(l.cfg.Stream, ck.inst, ck.id, wrapped)
 	if err != nil {
-		return events.DataKey{}, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
+		return nil, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
-	l.dkCache.put(ck, dk)
-	return dk, nil
+	return l.dkCache.put(ck, dk), nil
 }
 
 // open opens one envelope of inst read at subject: format 3 under its
@@ -289,12 +317,12 @@ func (l *Log) open(ctx context.Context, inst events.InstallationID, subject stri
 	if err := inst.Validate(); err != nil {
 		return events.Event{}, fmt.Errorf("eventlog: %w", err)
 	}
-	dk, err := l.dataKey(ctx, inst, id, false)
+	ent, err := l.dataKey(ctx, inst, id, false)
 	if err != nil {
 		return events.Event{}, err
 	}
-	defer dk.Wipe()
-	return events.OpenData(dk, inst, l.binding(subject), data)
+	defer ent.release()
+	return events.OpenData(ent.dk, inst, l.binding(subject), data)
 }
 
 // OpenEnvelope opens one stored envelope of inst as read at subject, the
@@ -313,15 +341,123 @@ func (l *Log) sealEvent(ctx context.Context, subject, aggPseudo string, e events
 	if l.sealRoot {
 		return l.msgIDs.Seal(l.binding(subject), aggPseudo, e, now)
 	}
-	class, parts := events.PeriodOf(e, now)
-	id, err := l.keys.DataKeyID(e.Aggregate.Installation, class, parts...)
+	id, err := l.dkIDs.get(l.keys, e.Aggregate.Installation, events.PeriodKeyOf(e, now))
 	if err != nil {
 		return "", nil, err
 	}
-	dk, err := l.dataKey(ctx, e.Aggregate.Installation, id, true)
+	ent, err := l.dataKey(ctx, e.Aggregate.Installation, id, true)
 	if err != nil {
 		return "", nil, err
 	}
-	defer dk.Wipe()
-	return l.msgIDs.SealData(dk, id, l.binding(subject), aggPseudo, e, now)
+	defer ent.release()
+	return l.msgIDs.SealData(ent.dk, id, l.binding(subject), aggPseudo, e, now)
+}
+
+// prefetchParallel bounds the key fetches prefetchKeys has in flight.
+const prefetchParallel = 32
+
+// prefetchKeys puts in the cache the data keys that sealing ts will need,
+// fetching or creating the missing ones concurrently: a bulk append that
+// starts many periods (a new day, a fresh stream) otherwise pays their
+// round trips one after another, the publish pipeline empty meanwhile.
+// Each installation's tombstone is looked up once, not once per key. It
+// reports nothing: a key it could not get is asked for again, and its
+// error reported, by the seal that needs it.
+func (l *Log) prefetchKeys(ctx context.Context, ts []Transition) {
+	if l.sealRoot || l.kv == nil {
+		return
+	}
+	now := time.Now().UTC()
+	type want struct {
+		inst events.InstallationID
+		id   events.DataKeyID
+	}
+	var wants []want
+	seen := map[dkCacheKey]bool{}
+	insts := map[events.InstallationID]error{}
+	for _, t := range ts {
+		for _, e := range t.Events {
+			inst := e.Aggregate.Installation
+			if inst.Validate() != nil {
+				continue // prepare refuses it
+			}
+			id, err := l.dkIDs.get(l.keys, inst, events.PeriodKeyOf(e, now))
+			if err != nil {
+				continue
+			}
+			ck := dkCacheKey{inst, id}
+			if seen[ck] {
+				continue
+			}
+			seen[ck] = true
+			if ent, ok := l.dkCache.get(ck); ok {
+				ent.release()
+				continue
+			}
+			wants = append(wants, want{inst, id})
+			insts[inst] = nil
+		}
+	}
+	if len(wants) < 2 {
+		return // one key costs the seal no more than here
+	}
+	for inst := range insts {
+		insts[inst] = l.checkNotErased(ctx, inst)
+	}
+	sem := make(chan struct{}, prefetchParallel)
+	var wg sync.WaitGroup
+	for _, w := range wants {
+		if insts[w.inst] != nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if ent, err := l.fetchDataKey(ctx, w.inst, w.id, true, true); err == nil {
+				ent.release()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// dataKeyIDs caches the data key id of each period sealed to: the id is
+// a keyed hash of the installation and period (Keyring.DataKeyID), the
+// same for every event of the period, and computing it per event was a
+// fifth of a bulk append's sealing. It holds no secret (ids are in clear
+// envelope headers). Bounded: when full it starts over, which costs only
+// hashes.
+type dataKeyIDs struct {
+	mu sync.Mutex
+	m  map[periodOf]events.DataKeyID
+}
+
+type periodOf struct {
+	inst events.InstallationID
+	p    events.Period
+}
+
+// dataKeyIDsMax bounds dataKeyIDs.
+const dataKeyIDsMax = 1 << 14
+
+func (c *dataKeyIDs) get(r *events.Keyring, inst events.InstallationID, p events.Period) (events.DataKeyID, error) {
+	k := periodOf{inst, p}
+	c.mu.Lock()
+	id, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := r.DataKeyID(inst, p.Class, p.Parts()...)
+	if err != nil {
+		return id, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= dataKeyIDsMax {
+		c.m = make(map[periodOf]events.DataKeyID)
+	}
+	c.m[k] = id
+	c.mu.Unlock()
+	return id, nil
 }

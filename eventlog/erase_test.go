@@ -283,35 +283,49 @@ func TestReadOnlyWithoutKeyBucket(t *testing.T) {
 // wipes what it evicts.
 func TestDataKeyCacheBounded(t *testing.T) {
 	c := newDataKeyCache(2)
-	var ks []events.DataKey
+	key := func(i int) dkCacheKey {
+		return dkCacheKey{inst: instA, id: events.DataKeyID{Class: events.ClassState, Period: [16]byte{byte(i)}}}
+	}
+	var ents []*dkEntry
 	for i := range 3 {
 		k, err := events.GenerateDataKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ks = append(ks, k)
-		c.put(dkCacheKey{inst: instA, id: events.DataKeyID{Class: events.ClassState, Period: [16]byte{byte(i)}}}, k)
+		ents = append(ents, c.put(key(i), k))
+		if i > 0 {
+			ents[i].release() // key 0 stays in use, as by a seal in progress
+		}
 	}
 	if c.len() != 2 {
 		t.Fatalf("cache holds %d keys, bound 2", c.len())
 	}
-	c.mu.Lock()
-	for e := c.ll.Front(); e != nil; e = e.Next() {
-		if !e.Value.(*dkEntry).dk.Valid() {
-			t.Error("a cached key is wiped")
-		}
-	}
-	c.mu.Unlock()
-	if _, ok := c.get(dkCacheKey{inst: instA, id: events.DataKeyID{Class: events.ClassState, Period: [16]byte{0}}}); ok {
+	if _, ok := c.get(key(0)); ok {
 		t.Fatal("the oldest key was not evicted")
+	}
+	if !ents[0].dk.Valid() {
+		t.Fatal("an evicted key was wiped while still in use")
+	}
+	ents[0].release()
+	if ents[0].dk.Valid() {
+		t.Fatal("an evicted key was not wiped when its last user released it")
+	}
+	k, err := events.GenerateDataKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := c.put(key(1), k); e != ents[1] || k.Valid() {
+		t.Fatal("putting a cached key again did not return the cached entry and wipe the duplicate")
+	} else {
+		e.release()
 	}
 	c.dropInstallation(instA)
 	if c.len() != 0 {
 		t.Fatal("dropInstallation left keys")
 	}
-	for _, k := range ks {
-		if !k.Valid() {
-			t.Fatal("the cache wiped the caller's own copy")
+	for i, e := range ents {
+		if e.dk.Valid() {
+			t.Fatalf("key %d is still unwiped after eviction and release", i)
 		}
 	}
 }

@@ -37,6 +37,7 @@ type Log struct {
 	kv       jetstream.KeyValue // the key bucket (datakeys.go); nil: none (read-only)
 	kvStream jetstream.Stream   // the stream behind kv, for purges
 	dkCache  *dataKeyCache      // unwrapped data keys, bounded, wiped on eviction
+	dkIDs    dataKeyIDs         // the key id of each period sealed to, bounded
 	// sealRoot seals new events under the root keys (format 2) as before
 	// data keys: only for the benchmark that compares both.
 	sealRoot bool

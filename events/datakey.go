@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -42,7 +43,22 @@ type dataKeyState struct {
 	key        [DataKeySize]byte
 	keyCheck   [keyCheckSize]byte
 	bindingKey [32]byte
+
+	// tags caches binding tags by binding: a key's events share a few
+	// subjects, and an HMAC per seal and open was a tenth of a bulk
+	// append's sealing. Tags are in clear envelope headers: no secret.
+	tagsMu sync.Mutex
+	tags   map[tagInput][bindTagSize]byte
 }
+
+// tagInput is what a binding tag covers besides the key.
+type tagInput struct {
+	b    Binding
+	inst InstallationID
+}
+
+// maxCachedTags bounds a data key's tag cache; when full it starts over.
+const maxCachedTags = 64
 
 // Labels of the values derived from a data key (HKDF-SHA256, salt
 // kdfSalt). Part of the on-disk format.
@@ -119,8 +135,7 @@ func (k DataKey) Clone() DataKey {
 	if st == nil {
 		return DataKey{}
 	}
-	c := *st
-	p := &c
+	p := &dataKeyState{key: st.key, keyCheck: st.keyCheck, bindingKey: st.bindingKey}
 	return DataKey{st: &p}
 }
 
@@ -131,6 +146,9 @@ func (k DataKey) Wipe() {
 		clear(st.key[:])
 		clear(st.keyCheck[:])
 		clear(st.bindingKey[:])
+		st.tagsMu.Lock()
+		st.tags = nil
+		st.tagsMu.Unlock()
 	}
 }
 
@@ -162,8 +180,26 @@ func (k DataKey) MarshalJSON() ([]byte, error) { return []byte(`"` + redactedDat
 func (k DataKey) LogValue() slog.Value { return slog.StringValue(redactedDataKey) }
 
 // bindingTag is the format-3 binding tag: HMAC-SHA256 under the data
-// key's binding key, over the same input as the root keys' tag.
+// key's binding key, over the same input as the root keys' tag; cached.
 func (st *dataKeyState) bindingTag(b Binding, inst InstallationID) [bindTagSize]byte {
+	in := tagInput{b, inst}
+	st.tagsMu.Lock()
+	tag, ok := st.tags[in]
+	st.tagsMu.Unlock()
+	if ok {
+		return tag
+	}
+	tag = st.computeBindingTag(b, inst)
+	st.tagsMu.Lock()
+	if st.tags == nil || len(st.tags) >= maxCachedTags {
+		st.tags = make(map[tagInput][bindTagSize]byte)
+	}
+	st.tags[in] = tag
+	st.tagsMu.Unlock()
+	return tag
+}
+
+func (st *dataKeyState) computeBindingTag(b Binding, inst InstallationID) [bindTagSize]byte {
 	m := hmac.New(sha256.New, st.bindingKey[:])
 	msg := append(make([]byte, 0, 64+len(b.Stream)+len(b.Subject)+len(inst)), labelBindTag...)
 	msg = appendLP(msg, b.Stream)
@@ -231,9 +267,36 @@ func (id DataKeyID) Name(instPseudonym string) string {
 // String names the class and period token (no secret: a pseudonym).
 func (id DataKeyID) String() string { return id.Class.String() + "/" + id.Token() }
 
-// PeriodOf is THE function that chooses the data key of an event: its
-// class and the parts naming its period (made a pseudonym by
-// [Keyring.DataKeyID]). now stands in for a zero e.Time, as the seal does.
+// Period names the period of one data key of an installation: its class
+// and the parts the period pseudonym covers ([Keyring.DataKeyID]). It is
+// comparable, so writers can cache a period's key id by it.
+type Period struct {
+	Class DataKeyClass
+	Scope string // "queue", "group" or "installation"
+	ID    string // the queue or group aggregate id; empty for "installation"
+	Day   string // the UTC day, YYYY-MM-DD, of messages and delivery periods; else empty
+}
+
+// Parts are the period's parts as [Keyring.DataKeyID] takes them.
+func (p Period) Parts() []string {
+	switch {
+	case p.Scope == "installation":
+		return []string{p.Scope}
+	case p.Day == "":
+		return []string{p.Scope, p.ID}
+	}
+	return []string{p.Scope, p.ID, p.Day}
+}
+
+// PeriodOf is [PeriodKeyOf] as a class and the parts naming the period.
+func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
+	p := PeriodKeyOf(e, now)
+	return p.Class, p.Parts()
+}
+
+// PeriodKeyOf is THE function that chooses the data key of an event: its
+// class and period (made a pseudonym by [Keyring.DataKeyID]). now stands
+// in for a zero e.Time, as the seal does.
 //
 //   - application messages (sent, received): messages, one period per
 //     group per UTC day of the event's time;
@@ -246,23 +309,25 @@ func (id DataKeyID) String() string { return id.Class.String() + "/" + id.Token(
 //     commit's critical path (see the doc's "What is built");
 //   - installation and key package events, and any aggregate type this
 //     code does not know: state, one period per installation.
-func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
-	t := e.Time
-	if t.IsZero() {
-		t = now
+func PeriodKeyOf(e Event, now time.Time) Period {
+	day := func() string {
+		t := e.Time
+		if t.IsZero() {
+			t = now
+		}
+		return t.UTC().Format(time.DateOnly)
 	}
-	day := t.UTC().Format(time.DateOnly)
 	switch e.Aggregate.Type {
 	case AggDelivery:
-		return ClassDelivery, []string{"queue", e.Aggregate.ID, day}
+		return Period{Class: ClassDelivery, Scope: "queue", ID: e.Aggregate.ID, Day: day()}
 	case AggGroup:
 		switch e.Body.(type) {
 		case ApplicationMessageSent, ApplicationMessageReceived:
-			return ClassMessages, []string{"group", e.Aggregate.ID, day}
+			return Period{Class: ClassMessages, Scope: "group", ID: e.Aggregate.ID, Day: day()}
 		}
-		return ClassState, []string{"group", e.Aggregate.ID}
+		return Period{Class: ClassState, Scope: "group", ID: e.Aggregate.ID}
 	}
-	return ClassState, []string{"installation"}
+	return Period{Class: ClassState, Scope: "installation"}
 }
 
 // DataKeyID returns the id of inst's data key of class c for the period

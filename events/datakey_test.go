@@ -137,6 +137,35 @@ func TestDataKeyRedacted(t *testing.T) {
 	}
 }
 
+// TestBindingTagCached: the cached tag is the computed one, per binding,
+// and a wiped key forgets its tags.
+func TestBindingTagCached(t *testing.T) {
+	k := mustDataKey(t)
+	st := k.state()
+	other := Binding{Stream: testBinding.Stream, Subject: testBinding.Subject + ".x"}
+	for range 2 {
+		for _, b := range []Binding{testBinding, other} {
+			if st.bindingTag(b, testInst) != st.computeBindingTag(b, testInst) {
+				t.Fatalf("cached tag of %v differs from the computed one", b)
+			}
+		}
+	}
+	if st.bindingTag(testBinding, testInst) == st.bindingTag(other, testInst) {
+		t.Fatal("two bindings share a tag")
+	}
+	for i := range 2 * maxCachedTags {
+		b := Binding{Stream: "s", Subject: fmt.Sprint("subj.", i)}
+		st.bindingTag(b, testInst)
+		if len(st.tags) > maxCachedTags {
+			t.Fatalf("%d tags cached, bound %d", len(st.tags), maxCachedTags)
+		}
+	}
+	k.Wipe()
+	if st.tags != nil {
+		t.Fatal("a wiped key kept its tags")
+	}
+}
+
 func TestPeriodOf(t *testing.T) {
 	day1 := time.Date(2026, 3, 1, 23, 59, 0, 0, time.UTC)
 	g := Aggregate{Installation: testInst, Type: AggGroup, ID: "aa"}
