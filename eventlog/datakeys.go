@@ -100,10 +100,12 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 // KeyBucket returns the name of the Log's key bucket, "<stream>_KEYS".
 func (l *Log) KeyBucket() string { return keyBucket(l.cfg.Stream) }
 
-// dkCacheKey names one cached data key.
+// dkCacheKey names one cached data key, or with chain set a group's
+// epoch chain (id is then the chain's id at epoch 0).
 type dkCacheKey struct {
-	inst events.InstallationID
-	id   events.DataKeyID
+	inst  events.InstallationID
+	id    events.DataKeyID
+	chain bool
 }
 
 type dkEntry struct {
@@ -114,12 +116,30 @@ type dkEntry struct {
 	// evicting never pulls a key from under its user and no user needs
 	// a copy of its own.
 	refs atomic.Int32
+	// chain is set for an epoch chain entry: dk is the chain key at the
+	// epoch the key bucket holds it at.
+	chain *chainState
+}
+
+// chainState is what a cached epoch chain knows: the bucket's position,
+// and the furthest position derived from it (memory only), from which a
+// later epoch is one step away.
+type chainState struct {
+	mu        sync.Mutex
+	base      uint64 // the epoch of the entry's dk, the oldest derivable
+	cursor    events.DataKey
+	cursorEpo uint64
 }
 
 // release drops one reference to e's key, wiping it with the last.
 func (e *dkEntry) release() {
 	if e.refs.Add(-1) == 0 {
 		e.dk.Wipe()
+		if e.chain != nil {
+			e.chain.mu.Lock()
+			e.chain.cursor.Wipe()
+			e.chain.mu.Unlock()
+		}
 	}
 }
 
@@ -163,7 +183,32 @@ func (c *dataKeyCache) put(k dkCacheKey, dk events.DataKey) *dkEntry {
 		ent.refs.Add(1)
 		return ent
 	}
-	ent := &dkEntry{key: k, dk: dk}
+	return c.insertLocked(k, dk, nil)
+}
+
+// putChain is put for an epoch chain at epoch base. A chain cached
+// already is kept when it is at base or later; one at an earlier epoch is
+// replaced: the bucket has moved on.
+func (c *dataKeyCache) putChain(k dkCacheKey, dk events.DataKey, base uint64) *dkEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[k]; ok {
+		ent := e.Value.(*dkEntry)
+		if ent.chain != nil && ent.chain.base >= base {
+			dk.Wipe()
+			c.ll.MoveToFront(e)
+			ent.refs.Add(1)
+			return ent
+		}
+		c.removeLocked(e)
+	}
+	return c.insertLocked(k, dk, &chainState{base: base})
+}
+
+// insertLocked caches dk under k, which is not cached, and returns its
+// entry referenced for the caller.
+func (c *dataKeyCache) insertLocked(k dkCacheKey, dk events.DataKey, chain *chainState) *dkEntry {
+	ent := &dkEntry{key: k, dk: dk, chain: chain}
 	ent.refs.Store(2) // the cache's and the caller's
 	c.m[k] = c.ll.PushFront(ent)
 	for c.ll.Len() > c.max {
@@ -230,7 +275,17 @@ func (l *Log) dataKey(ctx context.Context, inst events.InstallationID, id events
 // fetchDataKey is dataKey; notErased says the caller has just checked
 // that inst has no tombstone.
 func (l *Log) fetchDataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID, create, notErased bool) (*dkEntry, error) {
-	ck := dkCacheKey{inst, id}
+	if id.Class == events.ClassEpoch {
+		return l.epochKey(ctx, inst, id, create, notErased)
+	}
+	return l.fetchEntry(ctx, dkCacheKey{inst: inst, id: id}, id, create, notErased)
+}
+
+// fetchEntry is fetchDataKey of the bucket entry ck names: a data key,
+// or with ck.chain an epoch chain, created (when create is set) at the
+// epoch of wrapID.
+func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataKeyID, create, notErased bool) (*dkEntry, error) {
+	inst, id := ck.inst, ck.id
 	if ent, ok := l.dkCache.get(ck); ok {
 		return ent, nil
 	}
@@ -262,7 +317,7 @@ func (l *Log) fetchDataKey(ctx context.Context, inst events.InstallationID, id e
 	if err != nil {
 		return nil, err
 	}
-	wrapped, err := l.keys.WrapDataKey(l.cfg.Stream, inst, id, dk)
+	wrapped, err := l.keys.WrapDataKey(l.cfg.Stream, inst, wrapID, dk)
 	if err != nil {
 		dk.Wipe()
 		return nil, fmt.Errorf("eventlog: data key %s of %s: %w", id, inst, err)
@@ -296,6 +351,10 @@ func (l *Log) fetchDataKey(ctx context.Context, inst events.InstallationID, id e
 			return nil, ctx.Err()
 		}
 	}
+	if ck.chain {
+		n, _ := wrapID.Epoch()
+		return l.dkCache.putChain(ck, dk, n), nil
+	}
 	return l.dkCache.put(ck, dk), nil
 }
 
@@ -304,7 +363,15 @@ func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (*dkEnt
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
-	return l.dkCache.put(ck, dk), nil
+	if !ck.chain {
+		return l.dkCache.put(ck, dk), nil
+	}
+	base, err := events.WrappedChainEpoch(wrapped)
+	if err != nil {
+		dk.Wipe()
+		return nil, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
+	}
+	return l.dkCache.putChain(ck, dk, base), nil
 }
 
 // open opens one envelope of inst read at subject: format 3 under its
@@ -385,7 +452,7 @@ func (l *Log) prefetchKeys(ctx context.Context, ts []Transition) {
 			if err != nil {
 				continue
 			}
-			ck := dkCacheKey{inst, id}
+			ck := dkCacheKey{inst: inst, id: id}
 			if seen[ck] {
 				continue
 			}
@@ -449,7 +516,7 @@ func (c *dataKeyIDs) get(r *events.Keyring, inst events.InstallationID, p events
 	if ok {
 		return id, nil
 	}
-	id, err := r.DataKeyID(inst, p.Class, p.Parts()...)
+	id, err := r.PeriodID(inst, p)
 	if err != nil {
 		return id, err
 	}

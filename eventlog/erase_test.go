@@ -162,7 +162,7 @@ func TestEraseOpensNothing(t *testing.T) {
 			}
 		}
 		var id events.DataKeyID
-		for c := events.ClassState; c <= events.ClassDelivery; c++ {
+		for c := events.ClassState; c <= events.ClassEpoch; c++ {
 			if c.String() == parts[1] {
 				id.Class = c
 			}
@@ -197,7 +197,7 @@ func TestEraseOpensNothing(t *testing.T) {
 					if err != nil {
 						t.Fatalf("unwrap %s: %v", name, err)
 					}
-					dks = append(dks, dk)
+					dks = append(dks, withEpochKeys(t, dk, cid)...)
 					break
 				}
 			}
@@ -281,6 +281,28 @@ func TestReadOnlyWithoutKeyBucket(t *testing.T) {
 
 // TestDataKeyCacheBounded: the cache never holds more than its bound and
 // wipes what it evicts.
+// withEpochKeys is dk, and when id names an epoch chain the keys it
+// derives for its first 8 epochs too: every key material a chain holds.
+func withEpochKeys(t *testing.T, dk events.DataKey, id events.DataKeyID) []events.DataKey {
+	t.Helper()
+	out := []events.DataKey{dk}
+	if id.Class != events.ClassEpoch {
+		return out
+	}
+	for steps := range uint64(8) {
+		c, err := events.EpochChainKey(dk, steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ek, err := events.EpochDataKey(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c, ek)
+	}
+	return out
+}
+
 func TestDataKeyCacheBounded(t *testing.T) {
 	c := newDataKeyCache(2)
 	key := func(i int) dkCacheKey {

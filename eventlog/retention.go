@@ -211,10 +211,16 @@ func (l *Log) keyNames(ctx context.Context, filter string) (map[string]bool, err
 	return names, nil
 }
 
-// HasDataKey reports whether inst's data key id is in the key bucket.
+// HasDataKey reports whether inst's data key id is in the key bucket (for
+// a group's epoch, whether its chain there still derives it).
 func (l *Log) HasDataKey(ctx context.Context, inst events.InstallationID, id events.DataKeyID) (bool, error) {
 	if l.kv == nil {
 		return false, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	if id.Class == events.ClassEpoch { // derivable from the group's chain
+		start, ok, err := l.EpochChainStart(ctx, inst, id)
+		n, _ := id.Epoch()
+		return ok && n >= start, err
 	}
 	name := id.Name(l.instPseudonym(inst))
 	_, err := l.kv.Get(ctx, name)
@@ -269,7 +275,7 @@ func (l *Log) ShredDataKeys(ctx context.Context, inst events.InstallationID, ids
 		if _, err := marks.Put(ctx, l.shredMarkName(pseudo, id), l.shredMarkValue(inst, id)); err != nil {
 			return n, fmt.Errorf("eventlog: shred %s of %s: write its mark in bucket %s (shred again to finish): %w", id, inst, l.RetentionBucket(), err)
 		}
-		ck := dkCacheKey{inst, id}
+		ck := dkCacheKey{inst: inst, id: id}
 		l.dkCache.drop(ck)
 		subj := "$KV." + keyBucket(l.cfg.Stream) + "." + id.Name(pseudo)
 		c, err := countUnder(ctx, l.kvStream, subj)
@@ -367,7 +373,7 @@ type CompactOptions struct {
 
 // CompactRetainedOut deletes from the stream inst's events at or below
 // through whose data key was shredded by retention (a shred mark, no
-// key). The caller passes the checkpoint of a verified snapshot (what
+// key; for a group's epochs, an epoch before its chain's start). The caller passes the checkpoint of a verified snapshot (what
 // replay.Compact does): everything at or below it is replaced by the
 // snapshot, so no event that must be kept is lost, and only events that
 // nothing opens any more are deleted. The compaction mark is written
@@ -430,12 +436,17 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 		seq = m.Sequence + 1
 		res.Scanned++
 		id, ok, err := events.EnvelopeDataKeyID(m.Data)
-		if err != nil || !ok || (id.Class != events.ClassMessages && id.Class != events.ClassDelivery) {
+		if err != nil || !ok || id.Class == events.ClassState || !id.Class.Valid() {
 			res.Kept++
 			continue
 		}
 		g, known := gone[id]
-		if !known {
+		if !known && id.Class == events.ClassEpoch {
+			if g, err = l.epochShredded(ctx, inst, id); err != nil {
+				return res, err
+			}
+			gone[id] = g
+		} else if !known {
 			has, err := l.HasDataKey(ctx, inst, id)
 			if err != nil {
 				return res, err

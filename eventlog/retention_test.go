@@ -129,7 +129,7 @@ func TestShredOpensNothing(t *testing.T) {
 						if err != nil {
 							t.Fatalf("unwrap %s: %v", name, err)
 						}
-						dks = append(dks, dk)
+						dks = append(dks, withEpochKeys(t, dk, cid)...)
 					}
 				}
 			}

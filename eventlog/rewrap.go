@@ -160,7 +160,16 @@ func (l *Log) rewrapOne(ctx context.Context, name string, inst events.Installati
 			res.AlreadyCurrent++
 			return nil
 		}
-		wrapped, err := l.wrapChecked(inst, id, dk)
+		wid := id
+		if id.Class == events.ClassEpoch { // a group's epoch chain keeps its epoch
+			n, err := events.WrappedChainEpoch(old)
+			if err != nil {
+				dk.Wipe()
+				return fmt.Errorf("eventlog: key bucket %s: %s: %w", bucket, name, err)
+			}
+			wid = id.WithEpoch(n)
+		}
+		wrapped, err := l.wrapChecked(inst, wid, dk)
 		dk.Wipe()
 		if err != nil {
 			return fmt.Errorf("eventlog: key bucket %s: %s: %w", bucket, name, err)

@@ -224,6 +224,11 @@ const (
 	ClassMessages DataKeyClass = 2
 	// ClassDelivery seals delivery queue events.
 	ClassDelivery DataKeyClass = 3
+	// ClassEpoch seals a group's events that carry its MLS state
+	// (creation, joins, proposals, commits), one key per epoch, each
+	// derived from the group's epoch chain (EpochChainKey): retention
+	// by count advances the chain and the epochs before it die.
+	ClassEpoch DataKeyClass = 4
 )
 
 // String is the class's name: "state", "messages" or "delivery".
@@ -235,12 +240,14 @@ func (c DataKeyClass) String() string {
 		return "messages"
 	case ClassDelivery:
 		return "delivery"
+	case ClassEpoch:
+		return "epoch"
 	}
 	return "class-" + strconv.Itoa(int(c))
 }
 
 // Valid reports whether c is a declared class.
-func (c DataKeyClass) Valid() bool { return c >= ClassState && c <= ClassDelivery }
+func (c DataKeyClass) Valid() bool { return c >= ClassState && c <= ClassEpoch }
 
 // PeriodSize is the size of a period pseudonym.
 const PeriodSize = 16
@@ -249,23 +256,62 @@ const PeriodSize = 16
 // pseudonym of its period. It is in the clear header of a format-3
 // envelope and, with the installation's pseudonym, is the data key's name
 // in the key bucket ([DataKeyID.Name]).
+//
+// For ClassEpoch the period is the group's chain pseudonym (8 bytes)
+// followed by the epoch, big-endian (8 bytes): every epoch of a group
+// shares one bucket entry, the chain, and the epoch says how far to
+// derive along it.
 type DataKeyID struct {
 	Class  DataKeyClass
 	Period [PeriodSize]byte
 }
 
+// chainTokenSize is the size of a ClassEpoch id's chain pseudonym.
+const chainTokenSize = 8
+
+// Epoch returns the epoch of a ClassEpoch id, and false for other classes.
+func (id DataKeyID) Epoch() (uint64, bool) {
+	if id.Class != ClassEpoch {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(id.Period[chainTokenSize:]), true
+}
+
+// WithEpoch returns the ClassEpoch id of the same chain at epoch n
+// (id itself for other classes).
+func (id DataKeyID) WithEpoch(n uint64) DataKeyID {
+	if id.Class == ClassEpoch {
+		binary.BigEndian.PutUint64(id.Period[chainTokenSize:], n)
+	}
+	return id
+}
+
 // Token is the period pseudonym as 26 characters of lowercase base32, the
-// alphabet of subject pseudonyms.
-func (id DataKeyID) Token() string { return pseudonymEncoding.EncodeToString(id.Period[:]) }
+// alphabet of subject pseudonyms; for ClassEpoch, the chain pseudonym
+// alone, 13 characters (the name of the group's chain, whatever the
+// epoch).
+func (id DataKeyID) Token() string {
+	if id.Class == ClassEpoch {
+		return pseudonymEncoding.EncodeToString(id.Period[:chainTokenSize])
+	}
+	return pseudonymEncoding.EncodeToString(id.Period[:])
+}
 
 // Name is the data key's name in the key bucket, given the installation's
-// pseudonym: "<installation pseudonym>.<class>.<period token>".
+// pseudonym: "<installation pseudonym>.<class>.<period token>"; for
+// ClassEpoch the name of the group's chain.
 func (id DataKeyID) Name(instPseudonym string) string {
 	return instPseudonym + "." + id.Class.String() + "." + id.Token()
 }
 
-// String names the class and period token (no secret: a pseudonym).
-func (id DataKeyID) String() string { return id.Class.String() + "/" + id.Token() }
+// String names the class and period token (no secret: a pseudonym), and
+// the epoch of a ClassEpoch id.
+func (id DataKeyID) String() string {
+	if n, ok := id.Epoch(); ok {
+		return id.Class.String() + "/" + id.Token() + "@" + strconv.FormatUint(n, 10)
+	}
+	return id.Class.String() + "/" + id.Token()
+}
 
 // Period names the period of one data key of an installation: its class
 // and the parts the period pseudonym covers ([Keyring.DataKeyID]). It is
@@ -275,6 +321,7 @@ type Period struct {
 	Scope string // "queue", "group" or "installation"
 	ID    string // the queue or group aggregate id; empty for "installation"
 	Day   string // the UTC day, YYYY-MM-DD, of messages and delivery periods; else empty
+	Epoch uint64 // the group epoch of a ClassEpoch period (not in Parts: one chain per group)
 }
 
 // Parts are the period's parts as [Keyring.DataKeyID] takes them.
@@ -301,12 +348,13 @@ func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
 //   - application messages (sent, received): messages, one period per
 //     group per UTC day of the event's time;
 //   - delivery queue events: delivery, one period per queue per UTC day;
-//   - other group events (creation, proposals, commits, joins,
-//     membership, secrets retired, handshake format): state, one period
-//     per group. Not per group epoch, as docs/forward-secrecy.md plans:
-//     a new period costs round trips to the key bucket before the first
-//     event of the period is published, and per epoch that is on every
-//     commit's critical path (see the doc's "What is built");
+//   - group events that carry the group's MLS state (creation, proposals,
+//     commits, joins by Welcome or external commit): epoch, one period
+//     per group epoch, the epoch the recorded state is at. Their keys are
+//     derived along the group's chain, so a new epoch costs no round
+//     trip;
+//   - other group events (membership, secrets retired, handshake
+//     format): state, one period per group;
 //   - installation and key package events, and any aggregate type this
 //     code does not know: state, one period per installation.
 func PeriodKeyOf(e Event, now time.Time) Period {
@@ -321,9 +369,22 @@ func PeriodKeyOf(e Event, now time.Time) Period {
 	case AggDelivery:
 		return Period{Class: ClassDelivery, Scope: "queue", ID: e.Aggregate.ID, Day: day()}
 	case AggGroup:
-		switch e.Body.(type) {
+		epoch := func(n uint64) Period {
+			return Period{Class: ClassEpoch, Scope: "group", ID: e.Aggregate.ID, Epoch: n}
+		}
+		switch b := e.Body.(type) {
 		case ApplicationMessageSent, ApplicationMessageReceived:
 			return Period{Class: ClassMessages, Scope: "group", ID: e.Aggregate.ID, Day: day()}
+		case GroupCreated:
+			return epoch(b.Epoch)
+		case ProposalStaged:
+			return epoch(b.Epoch)
+		case CommitApplied:
+			return epoch(b.Epoch)
+		case WelcomeProcessed:
+			return epoch(b.Epoch)
+		case ExternalJoined:
+			return epoch(b.Epoch)
 		}
 		return Period{Class: ClassState, Scope: "group", ID: e.Aggregate.ID}
 	}
@@ -348,6 +409,74 @@ func (r *Keyring) DataKeyID(inst InstallationID, c DataKeyClass, parts ...string
 	return id, nil
 }
 
+// PeriodID returns the id of inst's data key for period p: [Keyring.DataKeyID]
+// of its class and parts, and for ClassEpoch the chain pseudonym (the
+// first 8 bytes of that) followed by p.Epoch.
+func (r *Keyring) PeriodID(inst InstallationID, p Period) (DataKeyID, error) {
+	id, err := r.DataKeyID(inst, p.Class, p.Parts()...)
+	if err != nil {
+		return id, err
+	}
+	return id.WithEpoch(p.Epoch), nil
+}
+
+// Epoch chains. A group's epoch keys are not random one by one: the key
+// bucket holds one random chain key per group, C_k, at the oldest epoch
+// k the installation keeps, and
+//
+//	C_{n+1} = HKDF(C_n, "epochlog events v3 epoch chain step")
+//	E_n     = HKDF(C_n, "epochlog events v3 epoch key")    (the data key of epoch n)
+//
+// so any kept epoch's key is derived from the entry, a new epoch costs no
+// round trip, and replacing C_k by C_j (j > k) makes epochs k to j-1
+// underivable: HKDF is one-way. This is the seekable forward-secure key
+// generator of the anchors, in its simplest (linear) form; it suits
+// epochs because a group's epochs die in order, oldest first.
+const (
+	labelEpochChainStep = "epochlog events v3 epoch chain step"
+	labelEpochKey       = "epochlog events v3 epoch key"
+)
+
+func chainDerive(in *[DataKeySize]byte, label string, out *[DataKeySize]byte) {
+	b, err := hkdf.Key(sha256.New, in[:], []byte(kdfSalt), label, DataKeySize)
+	if err != nil {
+		panic("events: hkdf: " + err.Error()) // fixed sizes; unreachable
+	}
+	copy(out[:], b)
+	clear(b)
+}
+
+// EpochChainKey returns the chain key steps epochs after chain (C_{k+steps}
+// from C_k): a new key, chain is left as it is. It costs one HKDF per
+// step.
+func EpochChainKey(chain DataKey, steps uint64) (DataKey, error) {
+	st := chain.state()
+	if st == nil || !chain.Valid() {
+		return DataKey{}, errors.New("events: epoch chain: no key")
+	}
+	cur := st.key
+	for range steps {
+		chainDerive(&cur, labelEpochChainStep, &cur)
+	}
+	k := newDataKey(cur[:])
+	clear(cur[:])
+	return k, nil
+}
+
+// EpochDataKey returns the data key of the epoch chain is at (E_n from
+// C_n).
+func EpochDataKey(chain DataKey) (DataKey, error) {
+	st := chain.state()
+	if st == nil || !chain.Valid() {
+		return DataKey{}, errors.New("events: epoch key: no chain key")
+	}
+	var b [DataKeySize]byte
+	chainDerive(&st.key, labelEpochKey, &b)
+	k := newDataKey(b[:])
+	clear(b[:])
+	return k, nil
+}
+
 // A wrapped data key (the value stored in the key bucket):
 //
 //	offset size
@@ -362,11 +491,19 @@ func (r *Keyring) DataKeyID(inst InstallationID, c DataKeyClass, parts ...string
 // || key id); the associated data is lp(stream) || lp(installation) ||
 // lp(class) || lp(period token) || the first 16 bytes above, so a wrap
 // moved to another name, installation or stream does not open.
+//
+// A group's epoch chain key (ClassEpoch) is wrapped in format 2: the same
+// with the chain's epoch, 8 bytes big-endian, between the first 16 bytes
+// and the nonce, and covered by the associated data (the first 24 bytes),
+// so an older chain value cannot be passed off as a newer one's epoch.
 const (
 	wrapMagic   = "ELK"
 	wrapFormat  = 1
+	wrapFormat2 = 2
 	wrapHeader  = 16 + chacha20poly1305.NonceSizeX
 	WrappedSize = wrapHeader + DataKeySize + chacha20poly1305.Overhead
+	// WrappedChainSize is the size of a wrapped epoch chain key.
+	WrappedChainSize = WrappedSize + 8
 )
 
 func wrapAD(stream string, inst InstallationID, id DataKeyID, header []byte) []byte {
@@ -377,13 +514,23 @@ func wrapAD(stream string, inst InstallationID, id DataKeyID, header []byte) []b
 	return append(ad, header...)
 }
 
+// wrapLayout is where a wrap of id's class keeps its parts: the format,
+// the size, and the end of the clear header (the nonce follows).
+func wrapLayout(c DataKeyClass) (format byte, size, clearEnd int) {
+	if c == ClassEpoch {
+		return wrapFormat2, WrappedChainSize, 24
+	}
+	return wrapFormat, WrappedSize, 16
+}
+
 func wrapAEAD(rk *ringKey, id KeyID) []byte {
 	return derive(rk.root, infoWithKeyID(labelDataKeyWrap, id), chacha20poly1305.KeySize)
 }
 
 // WrapDataKey wraps k under the ring's current root key, bound to the
-// stream, the installation and the data key's id. The result holds no
-// secret in clear.
+// stream, the installation and the data key's id. For a ClassEpoch id, k
+// is the group's chain key at the id's epoch (format 2 keeps the epoch).
+// The result holds no secret in clear.
 func (r *Keyring) WrapDataKey(stream string, inst InstallationID, id DataKeyID, k DataKey) ([]byte, error) {
 	st := k.state()
 	if st == nil || !k.Valid() {
@@ -397,12 +544,17 @@ func (r *Keyring) WrapDataKey(stream string, inst InstallationID, id DataKeyID, 
 	if rk == nil {
 		return nil, fmt.Errorf("events: wrap data key: current key id %d: %w", kid, ErrUnknownKey)
 	}
-	out := make([]byte, wrapHeader, WrappedSize)
+	format, size, clearEnd := wrapLayout(id.Class)
+	hdr := clearEnd + chacha20poly1305.NonceSizeX
+	out := make([]byte, hdr, size)
 	copy(out, wrapMagic)
-	out[3] = wrapFormat
+	out[3] = format
 	binary.BigEndian.PutUint32(out[4:], uint32(kid))
 	copy(out[8:16], rk.keyCheck[:])
-	if _, err := rand.Read(out[16:wrapHeader]); err != nil {
+	if n, ok := id.Epoch(); ok {
+		binary.BigEndian.PutUint64(out[16:24], n)
+	}
+	if _, err := rand.Read(out[clearEnd:hdr]); err != nil {
 		return nil, fmt.Errorf("events: wrap data key: nonce: %w", err)
 	}
 	wk := wrapAEAD(rk, kid)
@@ -411,23 +563,46 @@ func (r *Keyring) WrapDataKey(stream string, inst InstallationID, id DataKeyID, 
 	if err != nil {
 		panic("events: chacha20poly1305: " + err.Error()) // fixed key size
 	}
-	return a.Seal(out, out[16:wrapHeader], st.key[:], wrapAD(stream, inst, id, out[:16])), nil
+	return a.Seal(out, out[clearEnd:hdr], st.key[:], wrapAD(stream, inst, id, out[:clearEnd])), nil
 }
 
 // UnwrapDataKey opens a wrapped data key read under the name of id for
-// inst on stream. Failures wrap ErrMalformed, ErrUnknownKey (the wrapping
-// root key is not in the ring), ErrWrongKey or ErrTampered.
+// inst on stream. For a ClassEpoch id (a group's chain; its epoch bytes
+// are ignored) it returns the chain key, at the epoch [WrappedChainEpoch]
+// reads, which the unwrap authenticates. Failures wrap ErrMalformed,
+// ErrUnknownKey (the wrapping root key is not in the ring), ErrWrongKey
+// or ErrTampered.
 func (r *Keyring) UnwrapDataKey(stream string, inst InstallationID, id DataKeyID, wrapped []byte) (DataKey, error) {
-	if len(wrapped) != WrappedSize || string(wrapped[:3]) != wrapMagic || wrapped[3] != wrapFormat {
-		return DataKey{}, fmt.Errorf("events: unwrap data key %s: not a wrapped key of format %d: %w", id, wrapFormat, ErrMalformed)
+	k, _, err := r.unwrapDataKey(stream, inst, id, wrapped)
+	return k, err
+}
+
+// WrappedChainEpoch returns the epoch a wrapped epoch chain key is at,
+// checking only its length and magic (UnwrapDataKey authenticates it).
+func WrappedChainEpoch(wrapped []byte) (uint64, error) {
+	if len(wrapped) != WrappedChainSize || string(wrapped[:3]) != wrapMagic || wrapped[3] != wrapFormat2 {
+		return 0, fmt.Errorf("events: wrapped epoch chain key: %w", ErrMalformed)
+	}
+	return binary.BigEndian.Uint64(wrapped[16:24]), nil
+}
+
+func (r *Keyring) unwrapDataKey(stream string, inst InstallationID, id DataKeyID, wrapped []byte) (DataKey, uint64, error) {
+	format, size, clearEnd := wrapLayout(id.Class)
+	if len(wrapped) != size || string(wrapped[:3]) != wrapMagic || wrapped[3] != format {
+		return DataKey{}, 0, fmt.Errorf("events: unwrap data key %s: not a wrapped key of format %d: %w", id, format, ErrMalformed)
+	}
+	var epoch uint64
+	if id.Class == ClassEpoch {
+		epoch = binary.BigEndian.Uint64(wrapped[16:24])
+		id = id.WithEpoch(epoch)
 	}
 	kid := KeyID(binary.BigEndian.Uint32(wrapped[4:]))
 	rk := r.key(kid)
 	if rk == nil {
-		return DataKey{}, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrUnknownKey)
+		return DataKey{}, 0, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrUnknownKey)
 	}
 	if subtle.ConstantTimeCompare(wrapped[8:16], rk.keyCheck[:]) != 1 {
-		return DataKey{}, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrWrongKey)
+		return DataKey{}, 0, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrWrongKey)
 	}
 	wk := wrapAEAD(rk, kid)
 	defer clear(wk)
@@ -435,18 +610,22 @@ func (r *Keyring) UnwrapDataKey(stream string, inst InstallationID, id DataKeyID
 	if err != nil {
 		panic("events: chacha20poly1305: " + err.Error())
 	}
-	plain, err := a.Open(nil, wrapped[16:wrapHeader], wrapped[wrapHeader:], wrapAD(stream, inst, id, wrapped[:16]))
+	hdr := clearEnd + chacha20poly1305.NonceSizeX
+	plain, err := a.Open(nil, wrapped[clearEnd:hdr], wrapped[hdr:], wrapAD(stream, inst, id, wrapped[:clearEnd]))
 	if err != nil {
-		return DataKey{}, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrTampered)
+		return DataKey{}, 0, fmt.Errorf("events: unwrap data key %s: root key id %d: %w", id, kid, ErrTampered)
 	}
 	defer clear(plain)
-	return NewDataKey(plain)
+	k, err := NewDataKey(plain)
+	return k, epoch, err
 }
 
 // WrappedKeyID returns the root key id a wrapped data key names (for
 // tools that re-wrap), checking only its length and magic.
 func WrappedKeyID(wrapped []byte) (KeyID, error) {
-	if len(wrapped) != WrappedSize || string(wrapped[:3]) != wrapMagic || wrapped[3] != wrapFormat {
+	ok := len(wrapped) == WrappedSize && wrapped[3] == wrapFormat ||
+		len(wrapped) == WrappedChainSize && wrapped[3] == wrapFormat2
+	if !ok || string(wrapped[:3]) != wrapMagic {
 		return 0, fmt.Errorf("events: wrapped data key: %w", ErrMalformed)
 	}
 	return KeyID(binary.BigEndian.Uint32(wrapped[4:])), nil
@@ -461,7 +640,7 @@ func ParseDataKeyName(name string) (instPseudonym string, id DataKeyID, err erro
 	if len(parts) != 3 || parts[0] == "" {
 		return "", DataKeyID{}, fmt.Errorf("events: data key name of %d characters: not <installation>.<class>.<period>: %w", len(name), ErrMalformed)
 	}
-	for c := ClassState; c <= ClassDelivery; c++ {
+	for c := ClassState; c <= ClassEpoch; c++ {
 		if parts[1] == c.String() {
 			id.Class = c
 		}
@@ -469,10 +648,14 @@ func ParseDataKeyName(name string) (instPseudonym string, id DataKeyID, err erro
 	if !id.Class.Valid() {
 		return "", DataKeyID{}, fmt.Errorf("events: data key name: unknown class: %w", ErrMalformed)
 	}
-	if len(parts[2]) != pseudonymEncoding.EncodedLen(PeriodSize) {
+	size := PeriodSize
+	if id.Class == ClassEpoch {
+		size = chainTokenSize // the chain; its epoch is in the value
+	}
+	if len(parts[2]) != pseudonymEncoding.EncodedLen(size) {
 		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token: %w", ErrMalformed)
 	}
-	if n, err := pseudonymEncoding.Decode(id.Period[:], []byte(parts[2])); err != nil || n != PeriodSize {
+	if n, err := pseudonymEncoding.Decode(id.Period[:size], []byte(parts[2])); err != nil || n != size {
 		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token: %w", ErrMalformed)
 	}
 	return parts[0], id, nil

@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -176,7 +177,12 @@ func TestPeriodOf(t *testing.T) {
 	}{
 		{Event{Aggregate: g, Time: day1, Body: ApplicationMessageSent{Epoch: 4}}, ClassMessages, "group aa 2026-03-01"},
 		{Event{Aggregate: g, Time: day1.Add(time.Minute), Body: ApplicationMessageReceived{}}, ClassMessages, "group aa 2026-03-02"},
-		{Event{Aggregate: g, Body: CommitApplied{Epoch: 7}}, ClassState, "group aa"},
+		{Event{Aggregate: g, Body: CommitApplied{Epoch: 7}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: GroupCreated{Epoch: 0}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: ProposalStaged{Epoch: 3}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: WelcomeProcessed{Epoch: 9}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: ExternalJoined{Epoch: 9}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: EpochSecretsRetired{Epochs: []uint64{1}}}, ClassState, "group aa"},
 		{Event{Aggregate: g, Body: HandshakeFormatSet{}}, ClassState, "group aa"},
 		{Event{Aggregate: Aggregate{Installation: testInst, Type: AggDelivery, ID: "inbox"}, Time: day1, Body: DeliveryAcknowledged{}}, ClassDelivery, "queue inbox 2026-03-01"},
 		{Event{Aggregate: Aggregate{Installation: testInst, Type: AggInstallation}, Body: InstallationCreated{}}, ClassState, "installation"},
@@ -185,6 +191,85 @@ func TestPeriodOf(t *testing.T) {
 		if class != c.class || strings.Join(parts, " ") != c.parts {
 			t.Errorf("%s: %s %q, want %s %q", c.e.Body.Kind(), class, parts, c.class, c.parts)
 		}
+	}
+}
+
+// TestEpochChain: epoch keys derive along a group's chain: from any
+// chain position the later epochs' keys, never an earlier one's; the
+// chain is wrapped with its epoch, which the unwrap authenticates.
+func TestEpochChain(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	g := Aggregate{Installation: testInst, Type: AggGroup, ID: "aa"}
+	p := PeriodKeyOf(Event{Aggregate: g, Body: CommitApplied{Epoch: 5}}, time.Now())
+	if p.Class != ClassEpoch || p.Epoch != 5 {
+		t.Fatalf("period of a commit to epoch 5: %+v", p)
+	}
+	id5, err := r.PeriodID(testInst, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Epoch = 6
+	id6, _ := r.PeriodID(testInst, p)
+	if n, _ := id5.Epoch(); n != 5 || id5.Name("inst") != id6.Name("inst") || id5 == id6 {
+		t.Fatalf("epochs 5 and 6 of one group: %s and %s, names %s and %s", id5, id6, id5.Name("inst"), id6.Name("inst"))
+	}
+	if _, parsed, err := ParseDataKeyName(id5.Name("inst")); err != nil || parsed != id5.WithEpoch(0) {
+		t.Fatalf("parse %s: %s %v", id5.Name("inst"), parsed, err)
+	}
+
+	c3 := mustDataKey(t)
+	c5, err := EpochChainKey(c3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c5b, _ := EpochChainKey(c3, 2)
+	if !c5.Equal(c5b) || c5.Equal(c3) {
+		t.Fatal("chain steps are not deterministic, or a step is the identity")
+	}
+	e5, _ := EpochDataKey(c5)
+	if e5.Equal(c5) {
+		t.Fatal("an epoch's data key is its chain key")
+	}
+	// Sealed under epoch 5's key, the event opens with the key derived
+	// from the chain at 3, and with nothing derived from the chain at 6.
+	e := Event{Aggregate: g, Position: 1, Time: time.Now().UTC().Truncate(time.Microsecond), Body: CommitApplied{GroupID: []byte{1}, Epoch: 5, State: Secret("s")}}
+	env, err := SealData(e5, id5, testBinding, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenData(e5, testInst, testBinding, env); err != nil {
+		t.Fatalf("open under epoch 5's key: %v", err)
+	}
+	c6, _ := EpochChainKey(c5, 1)
+	for steps := range uint64(4) {
+		c, _ := EpochChainKey(c6, steps)
+		k, _ := EpochDataKey(c)
+		if _, err := OpenData(k, testInst, testBinding, env); err == nil {
+			t.Fatalf("epoch 5's event opened under a key derived from the chain at epoch %d", 6+steps)
+		}
+		if _, err := OpenData(c, testInst, testBinding, env); err == nil {
+			t.Fatal("epoch 5's event opened under a chain key")
+		}
+	}
+
+	w, err := r.WrapDataKey("S", testInst, id5.WithEpoch(3), c3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != WrappedChainSize {
+		t.Fatalf("wrapped chain is %d bytes, want %d", len(w), WrappedChainSize)
+	}
+	if n, err := WrappedChainEpoch(w); err != nil || n != 3 {
+		t.Fatalf("wrapped chain epoch: %d %v", n, err)
+	}
+	got, err := r.UnwrapDataKey("S", testInst, id5, w) // the id's own epoch does not matter
+	if err != nil || !got.Equal(c3) {
+		t.Fatalf("unwrap the chain: %v", err)
+	}
+	moved := bytes.Clone(w)
+	binary.BigEndian.PutUint64(moved[16:24], 1) // claim an earlier epoch
+	if _, err := r.UnwrapDataKey("S", testInst, id5, moved); !errors.Is(err, ErrTampered) {
+		t.Fatalf("a chain with its epoch changed: %v", err)
 	}
 }
 

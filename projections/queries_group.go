@@ -411,6 +411,18 @@ func (db *DB) HasProposalMessage(ctx context.Context, groupID, messageID []byte)
 	return db.exists(ctx, "proposal message", `SELECT 1 FROM proposals WHERE group_id = ? AND message_id = ?`, groupID, messageID)
 }
 
+// OldestHeldEpoch returns the oldest epoch of the group whose secrets the
+// read model still holds (not retired), and false when it holds none.
+// Retention by count never destroys the keys of an epoch from it on: the
+// archive keeps what the member keeps.
+func (db *DB) OldestHeldEpoch(ctx context.Context, groupID []byte) (uint64, bool, error) {
+	var n sql.NullInt64
+	if _, err := db.lookup(ctx, "oldest held epoch", `SELECT MIN(epoch) FROM epochs WHERE group_id = ? AND retired = 0`, []any{groupID}, &n); err != nil {
+		return 0, false, err
+	}
+	return uint64(n.Int64), n.Valid, nil
+}
+
 // EpochRetired reports whether the secrets of the group's epoch were
 // deleted (epoch.secrets_retired). An epoch the read model does not know
 // is not reported as retired: the caller's own checks (the group's epoch,

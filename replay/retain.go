@@ -31,10 +31,22 @@ import (
 //  4. keys: the data key of every messages period (group, UTC day) and
 //     delivery period (queue, UTC day) before its cutoff is shredded: a
 //     shred mark, then a purge of the key's every revision from the key
-//     bucket and of the Log's cache.
+//     bucket and of the Log's cache; and each group's epoch chain is
+//     advanced past the epochs the policy no longer keeps
+//     (eventlog.Log.ShredEpochsBefore).
 //
 // Then the periods' events are unreadable everywhere, and purgeable:
 // Compact deletes those the newest snapshot covers.
+
+// KeepAllEpochs and KeepNoPastEpochs are the special values of
+// RetentionPolicy.PastEpochs.
+const (
+	// KeepAllEpochs keeps every epoch's key (the default).
+	KeepAllEpochs = 0
+	// KeepNoPastEpochs keeps the current epoch's key only (and those of
+	// the past epochs whose secrets the read model still holds).
+	KeepNoPastEpochs = -1
+)
 
 // KeepForever and KeepNone are the special values of
 // RetentionPolicy.Messages and Delivery.
@@ -62,6 +74,43 @@ type RetentionPolicy struct {
 	// a queue is its delivery retention); pending ones are kept whatever
 	// their age, carried by the snapshot.
 	Delivery time.Duration
+	// PastEpochs is how many epochs before each group's current one keep
+	// the keys of their recorded states (creation, proposals, commits,
+	// joins: events.ClassEpoch); older epochs' keys are destroyed by
+	// advancing the group's epoch chain. Never fewer than the read model
+	// still holds secrets of (the member's maximum_past_epochs window):
+	// the archive keeps what the member keeps. KeepAllEpochs (0) keeps
+	// every epoch; KeepNoPastEpochs keeps the current one only.
+	PastEpochs int
+}
+
+// keepEpochsFrom returns the oldest epoch of a group at epoch current
+// whose key the policy keeps, given the oldest the read model holds
+// secrets of (held false: none), and false when it keeps them all.
+func (p RetentionPolicy) keepEpochsFrom(current, oldestHeld uint64, held bool) (uint64, bool) {
+	var keep uint64
+	switch {
+	case p.PastEpochs == KeepAllEpochs:
+		return 0, false
+	case p.PastEpochs < 0:
+		keep = current
+	case uint64(p.PastEpochs) < current:
+		keep = current - uint64(p.PastEpochs)
+	}
+	if held {
+		keep = min(keep, oldestHeld)
+	}
+	return keep, keep > 0
+}
+
+// EpochCut is a group's epoch chain advanced by Retain.
+type EpochCut struct {
+	// Group is the group aggregate's id (hex of the MLS group id).
+	Group string `json:"group"`
+	// From is the oldest epoch whose key the chain derived before, Keep
+	// the oldest after: epochs From to Keep-1 lost their keys.
+	From uint64 `json:"from"`
+	Keep uint64 `json:"keep"`
 }
 
 // cutoff is the start of the oldest UTC day kept by age at now.
@@ -118,6 +167,9 @@ type RetainResult struct {
 	SnapshotsDeleted []uint64
 	// KeysShredded counts the key bucket entries destroyed.
 	KeysShredded int
+	// Epochs are the groups whose epoch chains were advanced (or found
+	// behind the policy and advanced now).
+	Epochs []EpochCut
 }
 
 // Retain applies p to the message history of inst, whose read model is
@@ -148,7 +200,8 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	at := now()
 	msgCut, msgOK := p.MessagesCutoff(at)
 	delCut, delOK := p.DeliveryCutoff(at)
-	if !msgOK && !delOK {
+	epochsOK := p.PastEpochs != KeepAllEpochs
+	if !msgOK && !delOK && !epochsOK {
 		return res, nil
 	}
 	if msgOK {
@@ -210,8 +263,13 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		}
 		rows += n
 	}
-	if len(res.Periods) == 0 && rows == 0 {
-		log.Info("replay: retention: nothing to shred", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff)
+	if epochsOK {
+		if res.Epochs, err = epochCuts(ctx, l, inst, db, p); err != nil {
+			return nil, err
+		}
+	}
+	if len(res.Periods) == 0 && rows == 0 && len(res.Epochs) == 0 {
+		log.Info("replay: retention: nothing to shred", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "past_epochs", p.PastEpochs)
 		return res, nil
 	}
 
@@ -283,11 +341,49 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	if res.KeysShredded, err = l.ShredDataKeys(ctx, inst, kids); err != nil {
 		return res, fmt.Errorf("replay: retention of %s: %w", inst, err)
 	}
+	for _, c := range res.Epochs {
+		if _, err := l.ShredEpochsBefore(ctx, inst, c.Group, c.Keep); err != nil {
+			return res, fmt.Errorf("replay: retention of %s: group %s: %w", inst, c.Group, err)
+		}
+	}
 	step("keys")
-	log.Info("replay: retention applied", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "periods", len(res.Periods),
+	log.Info("replay: retention applied", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "periods", len(res.Periods), "epoch_chains", len(res.Epochs),
 		"messages_deleted", res.RowsDeleted, "deliveries_deleted", res.DeliveriesDeleted,
 		"keys_shredded", res.KeysShredded, "snapshot_seq", snapCP, "snapshots_deleted", len(res.SnapshotsDeleted))
 	return res, nil
+}
+
+// epochCuts lists the groups of db whose epoch chains derive epochs the
+// policy no longer keeps.
+func epochCuts(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, p RetentionPolicy) ([]EpochCut, error) {
+	groups, err := db.Groups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var cuts []EpochCut
+	for _, g := range groups {
+		held, ok, err := db.OldestHeldEpoch(ctx, g.ID)
+		if err != nil {
+			return nil, err
+		}
+		keep, any := p.keepEpochsFrom(g.Epoch, held, ok)
+		if !any {
+			continue
+		}
+		agg := hex.EncodeToString(g.ID)
+		id, err := l.GroupEpochID(inst, agg, 0)
+		if err != nil {
+			return nil, err
+		}
+		start, found, err := l.EpochChainStart(ctx, inst, id)
+		if err != nil {
+			return nil, err
+		}
+		if found && start < keep {
+			cuts = append(cuts, EpochCut{Group: agg, From: start, Keep: keep})
+		}
+	}
+	return cuts, nil
 }
 
 // newestSnapshotOf returns the checkpoint of inst's newest snapshot when

@@ -35,8 +35,24 @@ func parseRetention(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// parsePastEpochs parses --past-epochs: "all" (every epoch keeps its
+// key), "none" or 0 (the current epoch only), or a count.
+func parsePastEpochs(s string) (int, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "all", "":
+		return replay.KeepAllEpochs, nil
+	case "none", "0":
+		return replay.KeepNoPastEpochs, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q: want all, none or a number of past epochs", s)
+	}
+	return n, nil
+}
+
 func runRetain(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "retain", "--installation ID --db PATH --messages AGE [--delivery AGE] [--compact] [flags]",
+	fs := newFlagSet(env, "retain", "--installation ID --db PATH --messages AGE [--delivery AGE] [--past-epochs N] [--compact] [flags]",
 		"Applies a retention policy to an installation: the application messages of every\n"+
 			"UTC day wholly older than --messages (and the acknowledged or expired deliveries\n"+
 			"of every day older than --delivery) are deleted from the read model at --db, a\n"+
@@ -46,19 +62,26 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"on. Interrupted, running it again finishes. --compact then deletes those events\n"+
 			"from the stream (as the compact command). An age is forever (nothing is\n"+
 			"shredded), none (each day is shredded once it ended), a duration (720h) or days\n"+
-			"(30d). Rebuilds then start from the snapshot; --from-start fails naming the\n"+
-			"retention.")
+			"(30d). --past-epochs N destroys, for each group, the keys of the recorded\n"+
+			"states of epochs older than its current one minus N (never of an epoch whose\n"+
+			"secrets the read model still holds): all (the default), none, or a count.\n"+
+			"Rebuilds then start from the snapshot; --from-start fails naming the retention.")
 	var r replayFlags
 	r.register(fs)
-	messages := fs.String("messages", "", "how long application messages are kept: forever, none, a duration (720h) or days (30d) (required)")
+	messages := fs.String("messages", "", "how long application messages are kept: forever, none, a duration (720h) or days (30d) (required unless --past-epochs is given)")
+	pastEpochs := fs.String("past-epochs", "all", "how many past epochs of each group keep the keys of their recorded states: all, none, or a count")
 	delivery := fs.String("delivery", "forever", "how long delivery queue events are kept (pending deliveries stay in the read model): forever, none, 720h, 30d")
 	compact := fs.Bool("compact", false, "then delete the shredded events the new snapshot covers from the stream")
 	key, err := r.parse(fs, args, env)
 	if err != nil {
 		return err
 	}
-	if *messages == "" {
-		return usageError{"--messages is required (forever, none, 720h, 30d)"}
+	epochs, err := parsePastEpochs(*pastEpochs)
+	if err != nil {
+		return usageError{"--past-epochs " + err.Error()}
+	}
+	if *messages == "" && epochs == replay.KeepAllEpochs {
+		return usageError{"--messages is required (forever, none, 720h, 30d), unless --past-epochs is given"}
 	}
 	age, err := parseRetention(*messages)
 	if err != nil {
@@ -75,7 +98,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	defer log.Close()
 	inst := events.InstallationID(r.inst)
 	opts, done := progress(ctx, env, log, "retain", inst)
-	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge}, &replay.RetainOptions{Options: *opts})
+	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge, PastEpochs: epochs}, &replay.RetainOptions{Options: *opts})
 	done(err == nil)
 	if err != nil {
 		return err
@@ -95,7 +118,8 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	if r.asJSON {
 		out := map[string]any{"command": "retain", "installation": r.inst, "db": r.db, "messages": *messages, "delivery": *delivery,
 			"periods_shredded": len(res.Periods), "keys_shredded": res.KeysShredded, "messages_deleted": res.RowsDeleted,
-			"deliveries_deleted": res.DeliveriesDeleted, "snapshot": snapAt, "snapshots_deleted": res.SnapshotsDeleted}
+			"deliveries_deleted": res.DeliveriesDeleted, "snapshot": snapAt, "snapshots_deleted": res.SnapshotsDeleted,
+			"past_epochs": *pastEpochs, "epoch_chains_advanced": res.Epochs}
 		if !res.Cutoff.IsZero() {
 			out["cutoff"] = res.Cutoff.Format(time.DateOnly)
 		}
@@ -108,13 +132,16 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		return json.NewEncoder(env.stdout).Encode(out)
 	}
 	switch {
-	case res.Cutoff.IsZero() && res.DeliveryCutoff.IsZero():
+	case res.Cutoff.IsZero() && res.DeliveryCutoff.IsZero() && epochs == replay.KeepAllEpochs:
 		fmt.Fprintf(env.stdout, "retain %s: history is kept forever; nothing to do\n", r.inst)
-	case len(res.Periods) == 0 && res.RowsDeleted+res.DeliveriesDeleted == 0:
+	case len(res.Periods) == 0 && res.RowsDeleted+res.DeliveriesDeleted == 0 && len(res.Epochs) == 0:
 		fmt.Fprintf(env.stdout, "retain %s: nothing left to shred\n", r.inst)
 	default:
 		fmt.Fprintf(env.stdout, "retain %s: %d messages and %d deliveries deleted from %s, %d days of groups and queues shredded (%d keys destroyed)",
 			r.inst, res.RowsDeleted, res.DeliveriesDeleted, r.db, len(res.Periods), res.KeysShredded)
+		for _, c := range res.Epochs {
+			fmt.Fprintf(env.stdout, "; group %s: epochs %d-%d shredded", c.Group, c.From, c.Keep-1)
+		}
 		if snapAt > 0 {
 			fmt.Fprintf(env.stdout, "; snapshot at %d", snapAt)
 		}

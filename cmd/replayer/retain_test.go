@@ -46,6 +46,15 @@ func TestRetainCommand(t *testing.T) {
 	if _, err := in.Send(ctx, gid, []byte("new"), nil); err != nil {
 		t.Fatal(err)
 	}
+	for range 5 { // five commits, so that the member retires its oldest epochs
+		if _, err := in.Update(ctx, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := in.DB().HeldEpochs(ctx, gid) // the member's window
+	if err != nil || len(held) == 0 || held[0] == 0 {
+		t.Fatalf("held epochs after five commits: %v %v", held, err)
+	}
 	in.Close()
 
 	cli := func(wantCode int, args ...string) (map[string]any, string) {
@@ -84,6 +93,39 @@ func TestRetainCommand(t *testing.T) {
 	}
 	if _, out := cli(1, "rebuild", "--db", db, "--db-key-file", keyFile, "--from-start"); !strings.Contains(out, "compacted") {
 		t.Fatalf("rebuild --from-start after compaction: %s", out)
+	}
+
+	// Past epochs: none by policy, but the member still holds some.
+	cli(exitUsage, "retain", "--db", db, "--db-key-file", keyFile, "--past-epochs", "some")
+	if m, _ := cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--past-epochs", "all", "--messages", "forever"); m["epoch_chains_advanced"] != nil {
+		t.Fatalf("retain --past-epochs all: %v", m)
+	}
+	m, _ = cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--past-epochs", "none", "--compact")
+	cuts, _ := m["epoch_chains_advanced"].([]any)
+	comp, _ = m["compact"].(map[string]any)
+	if len(cuts) != 1 || cuts[0].(map[string]any)["from"] != float64(0) || cuts[0].(map[string]any)["keep"] != float64(held[0]) || comp["deleted"] != float64(held[0]) {
+		t.Fatalf("retain --past-epochs none --compact: %v", m)
+	}
+	v, _ = cli(0, "verify", "--db", db, "--db-key-file", keyFile)
+	r, _ = cli(0, "rebuild", "--db", db, "--db-key-file", keyFile, "--no-mls-check")
+	if r["digest"] != v["digest"] {
+		t.Fatalf("rebuild after epoch retention: %v, verify said %v", r, v)
+	}
+	if m, _ := cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--past-epochs", "0"); m["epoch_chains_advanced"] != nil {
+		t.Fatalf("retain --past-epochs 0 again: %v", m)
+	}
+}
+
+func TestParsePastEpochs(t *testing.T) {
+	for in, want := range map[string]int{"all": 0, "": 0, "none": -1, "0": -1, "3": 3} {
+		if got, err := parsePastEpochs(in); err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "x", "2.5"} {
+		if _, err := parsePastEpochs(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
 	}
 }
 

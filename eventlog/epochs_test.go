@@ -1,0 +1,80 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestEpochChainShred: a group's state events of 40 epochs, appended in
+// one bulk append (sealed concurrently), cost one bucket entry; a fresh
+// Log reads them all; after ShredEpochsBefore(30) the earlier epochs
+// are unreadable for this Log and a fresh one, sealing into them is
+// refused, the later ones read, HasDataKey agrees, and shredding again
+// or backwards changes nothing.
+func TestEpochChainShred(t *testing.T) {
+	ctx := context.Background()
+	srv := natstestStart(t)
+	l := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	g := group(instA, "0a0b")
+	var ts []Transition
+	ts = append(ts, Transition{Events: []events.Event{{Aggregate: g, Time: baseTime,
+		Body: events.GroupCreated{GroupID: []byte{10, 11}, Ciphersuite: 1, Epoch: 0, State: events.Secret("s0")}}}})
+	for n := uint64(1); n < 40; n++ {
+		ts = append(ts, Transition{Expected: n, Events: []events.Event{{Aggregate: g, Time: baseTime,
+			Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: n, State: events.Secret("s")}}}})
+	}
+	if _, err := l.AppendBulk(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	if keys := bucketKeys(t, l); len(keys) != 1 {
+		t.Fatalf("40 epochs of one group made %d bucket entries, want 1 (the chain)", len(keys))
+	}
+	if recs := readAll(t, openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0); len(recs) != 40 {
+		t.Fatalf("a fresh Log read %d events, want 40", len(recs))
+	}
+	envs := rawOf(t, l, instA)
+	moved, err := l.ShredEpochsBefore(ctx, instA, g.ID, 30)
+	if err != nil || !moved {
+		t.Fatalf("shred epochs before 30: %v %v", moved, err)
+	}
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	for _, lg := range []*Log{l, fresh} {
+		for _, e := range envs {
+			id, _, err := events.EnvelopeDataKeyID(e.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := id.Epoch()
+			_, err = lg.OpenEnvelope(ctx, instA, e.subject, e.data)
+			if n < 30 && !errors.Is(err, ErrRetainedOut) || n >= 30 && err != nil {
+				t.Fatalf("epoch %d after shredding before 30: %v", n, err)
+			}
+			has, err := lg.HasDataKey(ctx, instA, id)
+			if err != nil || has != (n >= 30) {
+				t.Fatalf("HasDataKey of epoch %d: %v %v", n, has, err)
+			}
+		}
+	}
+	if _, err := fresh.Append(ctx, 40, events.Event{Aggregate: g, Time: baseTime,
+		Body: events.ProposalStaged{GroupID: []byte{10, 11}, Epoch: 12}}); !errors.Is(err, ErrRetainedOut) {
+		t.Fatalf("sealing into a shredded epoch: %v", err)
+	}
+	if _, err := fresh.Append(ctx, 40, events.Event{Aggregate: g, Time: baseTime,
+		Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: 40, State: events.Secret("s")}}); err != nil {
+		t.Fatalf("a new epoch after shredding: %v", err)
+	}
+	for _, keep := range []uint64{30, 10} {
+		if moved, err := l.ShredEpochsBefore(ctx, instA, g.ID, keep); err != nil || moved {
+			t.Fatalf("shred before %d again: moved %v, %v", keep, moved, err)
+		}
+	}
+	if moved, err := l.ShredEpochsBefore(ctx, instA, "ffff", 5); err != nil || moved {
+		t.Fatalf("shred a group without a chain: %v %v", moved, err)
+	}
+	if recs := readAll(t, fresh, instA, 31); len(recs) != 11 {
+		t.Fatalf("read %d events from seq 31 (epochs 30 to 40), want 11", len(recs))
+	}
+}
