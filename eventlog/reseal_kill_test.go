@@ -1,0 +1,144 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// The re-seal kill test runs Reseal (source ring {1, 2}, target ring {7})
+// in a child process (this test binary, re-executed with envResealChild
+// set; init below turns it into the child before TestMain), into a new
+// target stream each round, and SIGKILLs it at spread-out moments while
+// it pauses after each event copied. After every kill the source is
+// untouched, and Reseal run again in the parent finishes: every event
+// verified, every installation reading back equal from a fresh Log on the
+// target with the target's ring alone.
+
+const (
+	envResealChild  = "EPOCHLOG_RESEAL_CHILD"
+	envResealURL    = "EPOCHLOG_RESEAL_NATS_URL"
+	envResealTarget = "EPOCHLOG_RESEAL_TARGET"
+)
+
+const resealChildPause = 40 * time.Millisecond
+
+func init() {
+	if os.Getenv(envResealChild) == "" {
+		return
+	}
+	if err := runResealChild(); err != nil {
+		fmt.Fprintln(os.Stderr, "reseal child:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+var resealKillInsts = []events.InstallationID{"reseal-a", "reseal-b"}
+
+func resealTarget(ctx context.Context, src *Log, stream string) (*Log, error) {
+	ring, err := rewrapRing(7)
+	if err != nil {
+		return nil, err
+	}
+	return OpenBeside(ctx, src, stream, strings.ToLower(stream), ring)
+}
+
+func runResealChild() error {
+	ctx := context.Background()
+	ring, err := rewrapRing(1, 2)
+	if err != nil {
+		return err
+	}
+	src, err := Open(ctx, Config{NATSURL: os.Getenv(envResealURL), RequestTimeout: 10 * time.Second}, ring)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := resealTarget(ctx, src, os.Getenv(envResealTarget))
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	fmt.Println("open")
+	_, err = Reseal(ctx, src, dst, &ResealOptions{Installations: resealKillInsts, step: func() {
+		fmt.Println("event")
+		time.Sleep(resealChildPause)
+	}})
+	return err
+}
+
+func TestResealKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills child processes")
+	}
+	srv := natstestStart(t)
+	cfg := testConfig(srv)
+	ctx := context.Background()
+	src := openLog(t, cfg, ringOf(t, 1, 2))
+	want := map[events.InstallationID][]Record{}
+	total := 0
+	for _, inst := range resealKillInsts {
+		writeMixed(t, src, inst)
+		want[inst] = readAll(t, src, inst, 0)
+		total += len(want[inst])
+	}
+	srcMsgs := streamMsgs(t, src)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 5
+	for round := range rounds {
+		target := fmt.Sprintf("EPOCHLOG_K%d", round)
+		cmd := exec.Command(self, "-test.run=^$")
+		cmd.Env = append(os.Environ(), envResealChild+"=1", envResealURL+"="+srv.URL(), envResealTarget+"="+target)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// From just after the start to about the end of the copy.
+		time.Sleep(time.Duration(round)*time.Duration(total)*resealChildPause/(rounds-1) + 20*time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		done := strings.Count(out.String(), "event")
+		if got := streamMsgs(t, src); got != srcMsgs {
+			t.Fatalf("round %d (%d events copied): the source has %d messages, %d before", round, done, got, srcMsgs)
+		}
+		dst, err := resealTarget(ctx, src, target)
+		if err != nil {
+			t.Fatalf("round %d: open the target again: %v", round, err)
+		}
+		res, err := Reseal(ctx, src, dst, &ResealOptions{Installations: resealKillInsts})
+		if err != nil {
+			t.Fatalf("round %d (%d events copied before the kill): reseal again: %v", round, done, err)
+		}
+		if res.Verified != total || res.Copied+res.Skipped != total {
+			t.Fatalf("round %d (%d copied before the kill): reseal again: %+v, want %d events", round, done, res, total)
+		}
+		_ = dst.Close()
+		fresh, err := resealTarget(ctx, src, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for inst, recs := range want {
+			got := readAll(t, fresh, inst, 0)
+			if len(got) != len(recs) {
+				t.Fatalf("round %d: %s has %d events in the target, %d in the source", round, inst, len(got), len(recs))
+			}
+			for i := range got {
+				sameEvent(t, got[i].Event, recs[i].Event)
+			}
+		}
+		_ = fresh.Close()
+		t.Logf("round %d: killed after %d of %d events; finished by copying %d, skipping %d", round, done, total, res.Copied, res.Skipped)
+	}
+}
