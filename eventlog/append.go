@@ -321,11 +321,25 @@ func (l *Log) lookup(ctx context.Context, subject string, inst events.Installati
 	if err != nil {
 		return tail{}, fmt.Errorf("eventlog: look up last event on %s: %w", subject, err)
 	}
+	var pos uint64
 	ev, err := l.open(ctx, inst, subject, m.Data)
-	if err != nil {
+	switch {
+	case err == nil:
+		pos = ev.Position
+	case errors.Is(err, ErrRetainedOut):
+		// The aggregate's last event is of a period retention shredded (a
+		// group idle since a day that is gone): its position is read from
+		// its message id, which the next append's expected-sequence check
+		// and every reader's order check hold to account.
+		p, ok := events.MessageIDPosition(m.Header.Get(hdrMsgID))
+		if !ok {
+			return tail{}, l.recordError(subject, m.Sequence, "lookup", err)
+		}
+		pos = p
+	default:
 		return tail{}, l.recordError(subject, m.Sequence, "lookup", err)
 	}
-	t := tail{seq: m.Sequence, pos: ev.Position}
+	t := tail{seq: m.Sequence, pos: pos}
 	l.mu.Lock()
 	l.tails[subject] = t
 	l.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -77,4 +78,40 @@ func TestEpochChainShred(t *testing.T) {
 	if recs := readAll(t, fresh, instA, 31); len(recs) != 11 {
 		t.Fatalf("read %d events from seq 31 (epochs 30 to 40), want 11", len(recs))
 	}
+}
+
+// TestAppendAfterTailShredded: a group idle since a day retention
+// shredded (its last event a message of that day) takes a new event in
+// a fresh Log (which must find the group's position without opening the
+// unreadable tail), and compaction keeps each subject's last event so
+// that the position stays findable, even when all of the subject's
+// events are covered.
+func TestAppendAfterTailShredded(t *testing.T) {
+	ctx := context.Background()
+	srv := natstestStart(t)
+	l := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	g := group(instA, "0c0d")
+	mustAppend(t, l, 0, events.Event{Aggregate: g, Time: baseTime,
+		Body: events.GroupCreated{GroupID: []byte{12, 13}, Ciphersuite: 1, State: events.Secret("s0")}})
+	mustAppend(t, l, 1, msg(g, 2, "old day"))
+	mustAppend(t, l, 2, msg(g, 3, "old day too"))
+	old, err := l.MessagePeriodsBefore(ctx, instA, []string{g.ID}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
+	if err != nil || len(old) != 1 {
+		t.Fatalf("periods: %v %v", old, err)
+	}
+	if _, err := l.ShredDataKeys(ctx, instA, []events.DataKeyID{old[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	res := mustAppend(t, fresh, 3, events.Event{Aggregate: g, Time: baseTime.Add(72 * time.Hour),
+		Body: events.HandshakeFormatSet{GroupID: []byte{12, 13}, WireFormat: 1}})
+	// Compact through the new event: the two shredded messages go, but a
+	// subject's last event stays, so the position is still found.
+	c, err := fresh.CompactRetainedOut(ctx, instA, res[0].Seq, nil)
+	if err != nil || c.Deleted != 2 {
+		t.Fatalf("compact: %+v %v, want the two messages deleted", c, err)
+	}
+	again := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	mustAppend(t, again, 4, events.Event{Aggregate: g, Time: baseTime.Add(73 * time.Hour),
+		Body: events.HandshakeFormatSet{GroupID: []byte{12, 13}, WireFormat: 2}})
 }

@@ -366,6 +366,10 @@ type Compacted struct {
 
 // CompactOptions tune CompactRetainedOut.
 type CompactOptions struct {
+	// StoredBefore, when set, also deletes every event the stream stored
+	// before it (its JetStream timestamp), whatever its key: the
+	// full-history retention (replay.RetentionPolicy.History).
+	StoredBefore time.Time
 	// Step, when set (tests), is called after each step: "mark", then
 	// "delete" after each deleted event.
 	Step func(string)
@@ -422,6 +426,22 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 	}
 	step("mark")
 	gone := map[events.DataKeyID]bool{} // per period: shredded (marked, no key)
+	// Each subject's last event stays, like the anchor: the log finds an
+	// aggregate's position from it for the next append (lookup), and an
+	// emptied subject would take the next event as the first.
+	lastOn := map[string]uint64{}
+	isLast := func(m *jetstream.RawStreamMsg) (bool, error) {
+		last, ok := lastOn[m.Subject]
+		if !ok {
+			lm, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
+			if err != nil {
+				return false, fmt.Errorf("eventlog: compact %s: the last event of its subject (compact again to finish): %w", inst, err)
+			}
+			last = lm.Sequence
+			lastOn[m.Subject] = last
+		}
+		return m.Sequence == last, nil
+	}
 	for seq := uint64(1); seq <= through; {
 		m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -435,6 +455,22 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 		}
 		seq = m.Sequence + 1
 		res.Scanned++
+		last, err := isLast(m)
+		if err != nil {
+			return res, err
+		}
+		if last {
+			res.Kept++
+			continue
+		}
+		if !o.StoredBefore.IsZero() && m.Time.Before(o.StoredBefore) && m.Sequence != through {
+			if err := l.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return res, fmt.Errorf("eventlog: compact %s: delete seq %d (compact again to finish): %w", inst, m.Sequence, err)
+			}
+			res.Deleted++
+			step("delete")
+			continue
+		}
 		id, ok, err := events.EnvelopeDataKeyID(m.Data)
 		if err != nil || !ok || id.Class == events.ClassState || !id.Class.Valid() {
 			res.Kept++

@@ -74,6 +74,15 @@ type RetentionPolicy struct {
 	// a queue is its delivery retention); pending ones are kept whatever
 	// their age, carried by the snapshot.
 	Delivery time.Duration
+	// History is how long events stay on the stream at all once a
+	// snapshot covers them, by the time the stream stored them: Compact
+	// deletes older events at or below the newest snapshot, whatever
+	// their period (their content lives on in the snapshot; a replay from
+	// the start is refused from then on). KeepForever (0) keeps them;
+	// KeepNone deletes every event the snapshot covers. Unlike the other
+	// ages it destroys no key: what it removes is the events, from the
+	// stream.
+	History time.Duration
 	// PastEpochs is how many epochs before each group's current one keep
 	// the keys of their recorded states (creation, proposals, commits,
 	// joins: events.ClassEpoch); older epochs' keys are destroyed by
@@ -201,7 +210,8 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	msgCut, msgOK := p.MessagesCutoff(at)
 	delCut, delOK := p.DeliveryCutoff(at)
 	epochsOK := p.PastEpochs != KeepAllEpochs
-	if !msgOK && !delOK && !epochsOK {
+	historyOK := p.History != KeepForever
+	if !msgOK && !delOK && !epochsOK && !historyOK {
 		return res, nil
 	}
 	if msgOK {
@@ -268,7 +278,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 			return nil, err
 		}
 	}
-	if len(res.Periods) == 0 && rows == 0 && len(res.Epochs) == 0 {
+	if len(res.Periods) == 0 && rows == 0 && len(res.Epochs) == 0 && !historyOK {
 		log.Info("replay: retention: nothing to shred", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "past_epochs", p.PastEpochs)
 		return res, nil
 	}
@@ -427,14 +437,37 @@ var ErrNoSnapshotToCompact = errors.New("replay: compact: no usable snapshot of 
 
 // CompactOptions tune Compact.
 type CompactOptions struct {
+	// History, when not KeepForever, also deletes the events the stream
+	// stored longer ago than it (KeepNone: all) that the snapshot covers:
+	// RetentionPolicy.History.
+	History time.Duration
+	// Now is the clock History is applied at (default time.Now).
+	Now func() time.Time
 	// Step, when set, is called after each step of
 	// eventlog.Log.CompactRetainedOut (tests: kill points).
 	Step func(string)
 }
 
+// storedBefore is the stream time before which History deletes events
+// (zero: none).
+func (o CompactOptions) storedBefore() time.Time {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	switch {
+	case o.History == KeepForever:
+		return time.Time{}
+	case o.History < 0:
+		return now().Add(time.Hour) // every covered event, stored up to now (and a little clock skew)
+	}
+	return now().Add(-o.History)
+}
+
 // Compact deletes from the stream inst's events of shredded periods
-// (Retain) that its newest usable snapshot covers (at or below its
-// checkpoint): eventlog.Log.CompactRetainedOut. Rebuild, verify, rekey
+// (Retain), and with opts.History those stored longer ago than it, that
+// its newest usable snapshot covers (at or below its checkpoint):
+// eventlog.Log.CompactRetainedOut. Rebuild, verify, rekey
 // and migrate then start from that snapshot; one from the start fails
 // with eventlog.ErrCompacted. Compacting again finishes an interrupted
 // compaction.
@@ -460,7 +493,7 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 			log.Warn("replay: compact: snapshot cannot be used; trying an older one", "snapshot_seq", r.Checkpoint, "err", err)
 			continue
 		}
-		return l.CompactRetainedOut(ctx, inst, r.Checkpoint, &eventlog.CompactOptions{Step: o.Step})
+		return l.CompactRetainedOut(ctx, inst, r.Checkpoint, &eventlog.CompactOptions{Step: o.Step, StoredBefore: o.storedBefore()})
 	}
 	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
 }

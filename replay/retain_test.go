@@ -277,3 +277,105 @@ func TestRetentionCutoff(t *testing.T) {
 		t.Fatal("error text")
 	}
 }
+
+// TestRetainHistory: full-history retention deletes from the stream every
+// event of the installation that the snapshot covers and that the stream
+// stored before the cutoff, whatever its kind, and nothing of another
+// installation; the read model rebuilds from the snapshot as it was, more
+// events after it replay on top, and a replay from the start names the
+// compaction. An age longer than the events' deletes none.
+func TestRetainHistory(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	h := writeHistory(t, l, instA, 2, 30)
+	writeHistory(t, l, instB, 1, 10)
+	key := rawDBKey(t, 0x43)
+	live := filepath.Join(t.TempDir(), "a.db")
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, live, key)
+	defer db.Close()
+	subjectsA := map[string]bool{}
+	countOf := func(inst events.InstallationID) int {
+		t.Helper()
+		n := 0
+		if err := l.Read(ctx, inst, 0, func(r eventlog.Record) error { n++; subjectsA[r.Subject] = inst == instA; return nil }); err != nil {
+			t.Fatalf("read %s: %v", inst, err)
+		}
+		return n
+	}
+	totalA, totalB := countOf(instA), countOf(instB)
+	subjects := 0
+	for _, a := range subjectsA {
+		if a {
+			subjects++
+		}
+	}
+
+	// An age the events are younger than: a snapshot, nothing deleted.
+	res, err := Retain(ctx, l, instA, db, RetentionPolicy{History: 1000 * time.Hour}, &RetainOptions{Options: *testReplayOptions()})
+	if err != nil || res.Snapshot == nil {
+		t.Fatalf("retain --history 1000h: %+v %v", res, err)
+	}
+	comp, err := Compact(ctx, l, instA, &CompactOptions{History: 1000 * time.Hour})
+	if err != nil || comp.Deleted != 0 {
+		t.Fatalf("compact --history 1000h: %+v %v", comp, err)
+	}
+	if n := countOf(instA); n != totalA {
+		t.Fatalf("%d events after keeping 1000h of history, want %d", n, totalA)
+	}
+
+	// None: every covered event goes but the last of each subject (where
+	// the next append finds the aggregate's position; the snapshot's
+	// anchor is one).
+	res, err = Retain(ctx, l, instA, db, RetentionPolicy{History: KeepNone}, &RetainOptions{Options: *testReplayOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err = Compact(ctx, l, instA, &CompactOptions{History: KeepNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comp.Deleted != totalA-subjects || comp.Kept != subjects {
+		t.Fatalf("compact --history none: %+v, want %d deleted and the last of each of %d subjects kept", comp, totalA-subjects, subjects)
+	}
+	if n := countOf(instB); n != totalB {
+		t.Fatalf("the other installation has %d events after the compaction, want %d", n, totalB)
+	}
+	liveDigest, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := func(stage string) projections.Digest {
+		t.Helper()
+		p := filepath.Join(t.TempDir(), "rebuilt.db")
+		if _, err := Rebuild(ctx, l, instA, p, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+			t.Fatalf("%s: rebuild: %v", stage, err)
+		}
+		d, _ := digestOf(t, p, key)
+		return d
+	}
+	if d := rebuilt("compacted"); projections.Compare(d, liveDigest) != nil {
+		t.Fatalf("rebuild from the snapshot differs from the live read model: %v", projections.Compare(d, liveDigest))
+	}
+	o := *testReplayOptions()
+	o.FromStart = true
+	if _, err := Rebuild(ctx, l, instA, filepath.Join(t.TempDir(), "full.db"), key, &RebuildOptions{Options: o}); !errors.Is(err, eventlog.ErrCompacted) {
+		t.Fatalf("rebuild from the start after the history went: %v, want ErrCompacted", err)
+	}
+	// Later events replay on top of the snapshot.
+	h.messages(6, 2)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := CatchUp(ctx, l, instA, db, testReplayOptions()); err != nil {
+		t.Fatal(err)
+	}
+	if liveDigest, err = db.Digest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := rebuilt("tail"); projections.Compare(d, liveDigest) != nil {
+		t.Fatalf("rebuild from the snapshot and the tail differs from the live read model: %v", projections.Compare(d, liveDigest))
+	}
+}

@@ -17,20 +17,27 @@ type compactOut struct {
 }
 
 func printCompact(env *cliEnv, inst string, c *compactOut) {
-	fmt.Fprintf(env.stdout, "compact %s through seq %d: %d events of shredded periods deleted of %d looked at\n", inst, c.Through, c.Deleted, c.Scanned)
+	fmt.Fprintf(env.stdout, "compact %s through seq %d: %d events deleted (shredded periods, or older than --history) of %d looked at\n", inst, c.Through, c.Deleted, c.Scanned)
 }
 
 func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "compact", "--installation ID [flags]",
 		"Deletes from the stream the installation's events whose data keys retention\n"+
 			"shredded (replayer retain) and that its newest snapshot covers (at or below its\n"+
-			"checkpoint); nothing else. A compaction mark is written first: from then on a\n"+
-			"replay from the start (--from-start, or without a snapshot) fails with\n"+
-			"\"compacted\" instead of building less. Interrupted, running it again finishes.")
+			"checkpoint), and with --history AGE every covered event the stream stored\n"+
+			"longer ago than AGE (none: all it covers); nothing else. A compaction mark is\n"+
+			"written first: from then on a replay from the start (--from-start, or without\n"+
+			"a snapshot) fails with \"compacted\" instead of building less. Interrupted,\n"+
+			"running it again finishes.")
 	var r replayFlags
 	r.register(fs)
+	history := fs.String("history", "forever", "also delete covered events stored longer ago than this: forever (none), none (all covered), 720h, 90d")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
+	}
+	hist, err := parseRetention(*history)
+	if err != nil {
+		return usageError{"--history " + err.Error()}
 	}
 	if r.db == "" {
 		r.db = "-" // not used
@@ -43,7 +50,7 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
-	c, err := replay.Compact(ctx, log, events.InstallationID(r.inst), nil)
+	c, err := replay.Compact(ctx, log, events.InstallationID(r.inst), &replay.CompactOptions{History: hist})
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func parsePastEpochs(s string) (int, error) {
 }
 
 func runRetain(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "retain", "--installation ID --db PATH --messages AGE [--delivery AGE] [--past-epochs N] [--compact] [flags]",
+	fs := newFlagSet(env, "retain", "--installation ID --db PATH --messages AGE [--delivery AGE] [--past-epochs N] [--history AGE] [--compact] [flags]",
 		"Applies a retention policy to an installation: the application messages of every\n"+
 			"UTC day wholly older than --messages (and the acknowledged or expired deliveries\n"+
 			"of every day older than --delivery) are deleted from the read model at --db, a\n"+
@@ -65,6 +65,8 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"(30d). --past-epochs N destroys, for each group, the keys of the recorded\n"+
 			"states of epochs older than its current one minus N (never of an epoch whose\n"+
 			"secrets the read model still holds): all (the default), none, or a count.\n"+
+			"--history AGE then deletes from the stream every event stored longer ago than\n"+
+			"AGE that the snapshot covers, whatever its kind (implies --compact).\n"+
 			"Rebuilds then start from the snapshot; --from-start fails naming the retention.")
 	var r replayFlags
 	r.register(fs)
@@ -72,6 +74,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	pastEpochs := fs.String("past-epochs", "all", "how many past epochs of each group keep the keys of their recorded states: all, none, or a count")
 	delivery := fs.String("delivery", "forever", "how long delivery queue events are kept (pending deliveries stay in the read model): forever, none, 720h, 30d")
 	compact := fs.Bool("compact", false, "then delete the shredded events the new snapshot covers from the stream")
+	history := fs.String("history", "forever", "then delete every covered event stored longer ago than this: forever, none, 720h, 90d (implies --compact)")
 	key, err := r.parse(fs, args, env)
 	if err != nil {
 		return err
@@ -80,8 +83,12 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usageError{"--past-epochs " + err.Error()}
 	}
-	if *messages == "" && epochs == replay.KeepAllEpochs {
-		return usageError{"--messages is required (forever, none, 720h, 30d), unless --past-epochs is given"}
+	hist, err := parseRetention(*history)
+	if err != nil {
+		return usageError{"--history " + err.Error()}
+	}
+	if *messages == "" && epochs == replay.KeepAllEpochs && hist == replay.KeepForever {
+		return usageError{"--messages is required (forever, none, 720h, 30d), unless --past-epochs or --history is given"}
 	}
 	age, err := parseRetention(*messages)
 	if err != nil {
@@ -98,14 +105,14 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	defer log.Close()
 	inst := events.InstallationID(r.inst)
 	opts, done := progress(ctx, env, log, "retain", inst)
-	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge, PastEpochs: epochs}, &replay.RetainOptions{Options: *opts})
+	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge, PastEpochs: epochs, History: hist}, &replay.RetainOptions{Options: *opts})
 	done(err == nil)
 	if err != nil {
 		return err
 	}
 	var comp *compactOut
-	if *compact {
-		c, err := replay.Compact(ctx, log, inst, nil)
+	if *compact || hist != replay.KeepForever {
+		c, err := replay.Compact(ctx, log, inst, &replay.CompactOptions{History: hist})
 		if err != nil {
 			return err
 		}
@@ -119,7 +126,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		out := map[string]any{"command": "retain", "installation": r.inst, "db": r.db, "messages": *messages, "delivery": *delivery,
 			"periods_shredded": len(res.Periods), "keys_shredded": res.KeysShredded, "messages_deleted": res.RowsDeleted,
 			"deliveries_deleted": res.DeliveriesDeleted, "snapshot": snapAt, "snapshots_deleted": res.SnapshotsDeleted,
-			"past_epochs": *pastEpochs, "epoch_chains_advanced": res.Epochs}
+			"past_epochs": *pastEpochs, "epoch_chains_advanced": res.Epochs, "history": *history}
 		if !res.Cutoff.IsZero() {
 			out["cutoff"] = res.Cutoff.Format(time.DateOnly)
 		}
@@ -132,9 +139,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		return json.NewEncoder(env.stdout).Encode(out)
 	}
 	switch {
-	case res.Cutoff.IsZero() && res.DeliveryCutoff.IsZero() && epochs == replay.KeepAllEpochs:
+	case res.Cutoff.IsZero() && res.DeliveryCutoff.IsZero() && epochs == replay.KeepAllEpochs && hist == replay.KeepForever:
 		fmt.Fprintf(env.stdout, "retain %s: history is kept forever; nothing to do\n", r.inst)
-	case len(res.Periods) == 0 && res.RowsDeleted+res.DeliveriesDeleted == 0 && len(res.Epochs) == 0:
+	case len(res.Periods) == 0 && res.RowsDeleted+res.DeliveriesDeleted == 0 && len(res.Epochs) == 0 && res.Snapshot == nil:
 		fmt.Fprintf(env.stdout, "retain %s: nothing left to shred\n", r.inst)
 	default:
 		fmt.Fprintf(env.stdout, "retain %s: %d messages and %d deliveries deleted from %s, %d days of groups and queues shredded (%d keys destroyed)",

@@ -114,6 +114,19 @@ func TestRetainCommand(t *testing.T) {
 	if m, _ := cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--past-epochs", "0"); m["epoch_chains_advanced"] != nil {
 		t.Fatalf("retain --past-epochs 0 again: %v", m)
 	}
+
+	// Full history: every covered event goes but each subject's last.
+	cli(exitUsage, "compact", "--history", "soon")
+	cli(exitUsage, "retain", "--db", db, "--db-key-file", keyFile, "--history", "-1d")
+	m, _ = cli(0, "retain", "--db", db, "--db-key-file", keyFile, "--history", "none")
+	if comp, _ := m["compact"].(map[string]any); comp == nil || comp["deleted"].(float64) < 5 {
+		t.Fatalf("retain --history none: %v", m)
+	}
+	v, _ = cli(0, "verify", "--db", db, "--db-key-file", keyFile)
+	r, _ = cli(0, "rebuild", "--db", db, "--db-key-file", keyFile, "--no-mls-check")
+	if r["digest"] != v["digest"] {
+		t.Fatalf("rebuild after history retention: %v, verify said %v", r, v)
+	}
 }
 
 func TestParsePastEpochs(t *testing.T) {
