@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/replay"
+)
+
+// RetainOptions tune Installation.Retain.
+type RetainOptions struct {
+	// Compact then deletes from the stream the events the new snapshot
+	// covers whose keys are gone (and, with a History age, those stored
+	// longer ago): replay.Compact. A History age compacts whatever this
+	// says.
+	Compact bool
+	// SkipMLSCheck skips re-deriving the MLS transitions in the replay
+	// that checks the snapshot (replay.Options.SkipMLSCheck).
+	SkipMLSCheck bool
+}
+
+// Retained is what Installation.Retain did.
+type Retained struct {
+	*replay.RetainResult
+	// Compacted is the compaction's report (nil: not compacted).
+	Compacted *eventlog.Compacted
+}
+
+// Retain applies an installation's retention policy on its open read
+// model (replay.Retain: rows, a checked snapshot, older snapshots, then
+// the keys of the message and delivery days and past epochs the policy no
+// longer keeps), between operations: it holds the installation's
+// operation lock throughout, after catching the read model up, so the
+// snapshot covers everything the installation has appended. A service
+// calls it on its own schedule (daily, say); running it again after an
+// interruption finishes the work. Operations dated in a shredded period
+// fail afterwards with eventlog.ErrRetainedOut.
+func (in *Installation) Retain(ctx context.Context, p replay.RetentionPolicy, opts *RetainOptions) (*Retained, error) {
+	var o RetainOptions
+	if opts != nil {
+		o = *opts
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return nil, fmt.Errorf("engine: installation %s: retain: the installation is closed", in.id)
+	}
+	if err := in.project(ctx); err != nil {
+		return nil, err
+	}
+	ro := &replay.RetainOptions{Options: replay.Options{DB: in.opts.DB, SkipMLSCheck: o.SkipMLSCheck}, Now: in.opts.Now}
+	res, err := replay.Retain(ctx, in.log, in.id, in.db, p, ro)
+	if err != nil {
+		return &Retained{RetainResult: res}, fmt.Errorf("engine: installation %s: %w", in.id, err)
+	}
+	out := &Retained{RetainResult: res}
+	if o.Compact || p.History != replay.KeepForever {
+		if out.Compacted, err = replay.Compact(ctx, in.log, in.id, &replay.CompactOptions{History: p.History, Now: in.opts.Now}); err != nil {
+			return out, fmt.Errorf("engine: installation %s: %w", in.id, err)
+		}
+	}
+	return out, nil
+}
