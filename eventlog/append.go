@@ -241,7 +241,43 @@ func (l *Log) tailFor(ctx context.Context, p *prepared) (tail, error) {
 	if !ok && p.expected == 0 {
 		return tail{}, nil
 	}
-	return l.lookup(ctx, p.subject, p.agg.Installation)
+	t, err := l.lookup(ctx, p.subject, p.agg.Installation)
+	if err != nil || t.seq != 0 || p.expected == 0 {
+		return t, err
+	}
+	// No event on the subject, but the writer expects some: in a history
+	// a snapshot carries (compaction mark), an aggregate may have none
+	// left on the stream, and its next event goes at the position the
+	// writer's read model holds. Published for an empty subject, so a
+	// racing writer is still refused; a wrong position is refused by
+	// every projection, which knows the aggregate's position.
+	carried, err := l.carried(ctx, p.agg.Installation)
+	if err != nil || !carried {
+		return t, err
+	}
+	return tail{pos: p.expected}, nil
+}
+
+// carried reports whether inst's history on this stream was compacted
+// (carried by a snapshot from some sequence on); remembered once true.
+func (l *Log) carried(ctx context.Context, inst events.InstallationID) (bool, error) {
+	l.mu.Lock()
+	known := l.compacted[inst]
+	l.mu.Unlock()
+	if known {
+		return true, nil
+	}
+	seq, err := l.CompactedThrough(ctx, inst)
+	if err != nil || seq == 0 {
+		return false, err
+	}
+	l.mu.Lock()
+	if len(l.compacted) >= cacheMax {
+		clear(l.compacted)
+	}
+	l.compacted[inst] = true
+	l.mu.Unlock()
+	return true, nil
 }
 
 // Unanswered reports whether an Append failed for want of an

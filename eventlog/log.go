@@ -38,6 +38,9 @@ type Log struct {
 	kvStream jetstream.Stream   // the stream behind kv, for purges
 	dkCache  *dataKeyCache      // unwrapped data keys, bounded, wiped on eviction
 	dkIDs    dataKeyIDs         // the key id of each period sealed to, bounded
+	// compacted holds the installations known to have a compaction mark
+	// (carried; append.go), under mu, bounded by cacheMax.
+	compacted map[events.InstallationID]bool
 	// sealRoot seals new events under the root keys (format 2) as before
 	// data keys: only for the benchmark that compares both.
 	sealRoot bool
@@ -77,14 +80,15 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		cfg:      cfg,
-		logger:   telemetry.Logger(cfg.Logger),
-		keys:     keys,
-		subjects: map[events.Aggregate]aggSubject{},
-		tails:    map[string]tail{},
-		heads:    map[events.InstallationID]events.Link{},
-		erased:   map[events.InstallationID]tombEntry{},
-		dkCache:  newDataKeyCache(dataKeyCacheMax),
+		cfg:       cfg,
+		logger:    telemetry.Logger(cfg.Logger),
+		keys:      keys,
+		subjects:  map[events.Aggregate]aggSubject{},
+		tails:     map[string]tail{},
+		heads:     map[events.InstallationID]events.Link{},
+		compacted: map[events.InstallationID]bool{},
+		erased:    map[events.InstallationID]tombEntry{},
+		dkCache:   newDataKeyCache(dataKeyCacheMax),
 	}
 	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
 		return nil, fmt.Errorf("eventlog: open: %w", err)

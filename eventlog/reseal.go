@@ -21,9 +21,16 @@ import (
 // same aggregate, position, time and body, in the same order, and links
 // and message ids derived anew by Append. Then both streams are read again
 // through the verifying read path and compared event by event. Tombstones
-// of erased installations are re-sealed under the new keyring. Snapshots
-// are not copied: they are bound to the old stream and its sequences; a
-// rebuild from the new stream replays from the start.
+// of erased installations are re-sealed under the new keyring.
+//
+// An installation whose history retention trimmed (HistoryTrimmed: days
+// or epochs shredded, events compacted) cannot be copied from its start:
+// the caller names, in ResealOptions.From, the source sequence of its
+// newest snapshot's checkpoint, and only the events from there on are
+// copied, the first of each aggregate at its own position on an empty
+// subject. Carrying the snapshot itself (re-sealed at the target copy of
+// that first event, Resealed.Anchors) is replay.Reseal's part: snapshots
+// are read models, which this package does not read.
 //
 // Interrupted, Reseal run again resumes: an aggregate's events already in
 // the new stream (by position) are skipped, the rest appended. The source
@@ -39,6 +46,11 @@ type ResealOptions struct {
 	// included, for their tombstones). Subjects of any other installation
 	// make Reseal refuse with ErrUnknownInstallations before it copies.
 	Installations []events.InstallationID
+	// From names the installations whose history is copied from a source
+	// sequence on (the checkpoint of a snapshot that carries what came
+	// before) instead of from the start: replay.Reseal sets it for the
+	// installations whose history retention trimmed.
+	From map[events.InstallationID]uint64
 	// step, when set (tests), is called after each event copied.
 	step func()
 }
@@ -58,6 +70,11 @@ type Resealed struct {
 	Tombstones int
 	// Installations counts the installations with events.
 	Installations int
+	// Anchors are, for each installation of ResealOptions.From, the link
+	// to its first event in the target: the copy of the event at the
+	// From sequence, where the snapshot that carries its earlier history
+	// belongs in the target.
+	Anchors map[events.InstallationID]events.Link
 }
 
 // OpenBeside opens a Log on another stream of the server (or cluster) src
@@ -136,9 +153,16 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 	if len(live) == 0 {
 		return res, nil
 	}
-	// Copy, in the source's stream order.
+	// Copy: the whole histories together, in the source's stream order;
+	// then each history carried from a snapshot, from its sequence.
+	var whole []events.InstallationID
+	for _, inst := range live {
+		if _, ok := o.From[inst]; !ok {
+			whole = append(whole, inst)
+		}
+	}
 	dstPos := map[string]uint64{} // by target subject: its last position
-	err := src.ReadInstallations(ctx, live, 0, func(r Record) error {
+	copyRec := func(r Record, fromSnapshot bool) error {
 		ev := r.Event
 		as, err := dst.aggSubject(ev.Aggregate)
 		if err != nil {
@@ -155,9 +179,14 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 		switch {
 		case ev.Position <= have:
 			res.Skipped++
-		case ev.Position == have+1:
+		case ev.Position == have+1 || fromSnapshot && have == 0:
 			ev.Prev = events.Link{}
-			if _, err := dst.Append(ctx, have, ev); err != nil {
+			if have == 0 && ev.Position > 1 {
+				err = dst.appendFirstAt(ctx, ev)
+			} else {
+				_, err = dst.Append(ctx, have, ev)
+			}
+			if err != nil {
 				return fmt.Errorf("re-seal into %s: %w", dst.cfg.Stream, err)
 			}
 			have = ev.Position
@@ -171,13 +200,105 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 		}
 		dstPos[as.subject] = have
 		return nil
-	})
-	if err != nil {
-		return res, err
 	}
-	n, err := VerifyResealed(ctx, src, dst, live)
+	if len(whole) > 0 {
+		if err := src.ReadInstallations(ctx, whole, 0, func(r Record) error { return copyRec(r, false) }); err != nil {
+			return res, err
+		}
+	}
+	for _, inst := range live {
+		from, ok := o.From[inst]
+		if !ok {
+			continue
+		}
+		if err := src.readCarried(ctx, inst, from, func(r Record) error { return copyRec(r, true) }); err != nil {
+			return res, err
+		}
+		first, err := dst.firstOf(ctx, inst)
+		if err != nil {
+			return res, err
+		}
+		if res.Anchors == nil {
+			res.Anchors = map[events.InstallationID]events.Link{}
+		}
+		res.Anchors[inst] = first
+	}
+	n, err := VerifyResealed(ctx, src, dst, live, o.From)
 	res.Verified = n
 	return res, err
+}
+
+// readCarried reads inst's history from the event at seq on: that event
+// opened on its own (a carried history starts at it, and the read from
+// the next sequence does not check what comes before), then a verifying
+// read from seq+1.
+func (l *Log) readCarried(ctx context.Context, inst events.InstallationID, seq uint64, fn func(Record) error) error {
+	r, err := l.EventAt(ctx, inst, seq)
+	if err != nil {
+		return err
+	}
+	if err := fn(r); err != nil {
+		return err
+	}
+	return l.Read(ctx, inst, seq+1, fn)
+}
+
+// EventAt returns inst's event at stream sequence seq, opened (on its
+// own: no order or chain check, which need the events before it). An
+// event of another installation there is ErrMissingEvent.
+func (l *Log) EventAt(ctx context.Context, inst events.InstallationID, seq uint64) (Record, error) {
+	filter, err := l.InstallationFilter(inst)
+	if err != nil {
+		return Record{}, err
+	}
+	m, err := l.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return Record{}, fmt.Errorf("eventlog: stream %s: get seq %d of %s: %w", l.cfg.Stream, seq, inst, err)
+	}
+	if !strings.HasPrefix(m.Subject, strings.TrimSuffix(filter, ">")) {
+		return Record{}, fmt.Errorf("%w: stream sequence %d is not an event of installation %s", ErrMissingEvent, seq, inst)
+	}
+	ev, err := l.open(ctx, inst, m.Subject, m.Data)
+	if err != nil {
+		return Record{}, l.recordError(m.Subject, seq, "open", err)
+	}
+	return Record{Seq: seq, Subject: m.Subject, Event: ev}, nil
+}
+
+// firstOf returns the link to inst's first event on the stream.
+func (l *Log) firstOf(ctx context.Context, inst events.InstallationID) (events.Link, error) {
+	filter, err := l.InstallationFilter(inst)
+	if err != nil {
+		return events.Link{}, err
+	}
+	m, err := l.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
+	if err != nil {
+		return events.Link{}, fmt.Errorf("eventlog: stream %s: first event of %s: %w", l.cfg.Stream, inst, err)
+	}
+	return events.LinkTo(m.Sequence, m.Data), nil
+}
+
+// appendFirstAt appends ev, the first event of its aggregate on this
+// stream, at its own position (a history carried from a snapshot starts
+// in the middle of its aggregates): published for an empty subject, so
+// that the server refuses it if anything is there already; then the
+// stream says whether that was an earlier attempt of this copy.
+func (l *Log) appendFirstAt(ctx context.Context, ev events.Event) error {
+	p, err := l.prepare(ctx, ev.Position-1, []events.Event{ev})
+	if err != nil {
+		return err
+	}
+	res, err := l.publishOne(ctx, p, 0)
+	if err != nil {
+		t, lerr := l.lookup(ctx, p.subject, ev.Aggregate.Installation)
+		if lerr == nil && t.pos >= ev.Position {
+			return nil // landed before (the verification compares it)
+		}
+		return fmt.Errorf("eventlog: append the first event of %s at position %d: %w", p.subject, ev.Position, err)
+	}
+	l.setTail(p.subject, tail{seq: res[0].Seq, pos: ev.Position})
+	l.noteAppended(p, res)
+	return nil
 }
 
 // VerifyResealed reads insts' histories from src and from dst through the
@@ -185,14 +306,24 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 // event by event: the same events (aggregate, position, time, kind and
 // body; links and message ids are each stream's own) in the same order
 // per installation. dst must hold no event sealed under a root key
-// (formats 1 and 2). It returns the number of events compared; a
+// (formats 1 and 2). An installation in from is compared from that
+// source sequence on, and from its first event in dst (a history carried
+// from a snapshot). It returns the number of events compared; a
 // difference is ErrResealMismatch naming the installation and position.
-func VerifyResealed(ctx context.Context, src, dst *Log, insts []events.InstallationID) (int, error) {
-	want, err := fingerprints(ctx, src, insts)
+func VerifyResealed(ctx context.Context, src, dst *Log, insts []events.InstallationID, from map[events.InstallationID]uint64) (int, error) {
+	want, err := fingerprints(ctx, src, insts, from)
 	if err != nil {
 		return 0, err
 	}
-	got, err := fingerprints(ctx, dst, insts)
+	dstFrom := map[events.InstallationID]uint64{}
+	for inst := range from {
+		first, err := dst.firstOf(ctx, inst)
+		if err != nil {
+			return 0, err
+		}
+		dstFrom[inst] = first.Seq
+	}
+	got, err := fingerprints(ctx, dst, insts, dstFrom)
 	if err != nil {
 		return 0, err
 	}
@@ -230,9 +361,9 @@ type fingerprint struct {
 	what string
 }
 
-func fingerprints(ctx context.Context, l *Log, insts []events.InstallationID) (map[events.InstallationID][]fingerprint, error) {
+func fingerprints(ctx context.Context, l *Log, insts []events.InstallationID, from map[events.InstallationID]uint64) (map[events.InstallationID][]fingerprint, error) {
 	out := map[events.InstallationID][]fingerprint{}
-	err := l.ReadInstallations(ctx, insts, 0, func(r Record) error {
+	add := func(r Record) error {
 		ev := r.Event
 		ev.Prev = events.Link{}
 		b, err := events.MarshalEvent(ev)
@@ -244,8 +375,26 @@ func fingerprints(ctx context.Context, l *Log, insts []events.InstallationID) (m
 		inst := ev.Aggregate.Installation
 		out[inst] = append(out[inst], f)
 		return nil
-	})
-	return out, err
+	}
+	var whole []events.InstallationID
+	for _, inst := range insts {
+		if _, ok := from[inst]; !ok {
+			whole = append(whole, inst)
+		}
+	}
+	if len(whole) > 0 {
+		if err := l.ReadInstallations(ctx, whole, 0, add); err != nil {
+			return out, err
+		}
+	}
+	for _, inst := range insts {
+		if seq, ok := from[inst]; ok {
+			if err := l.readCarried(ctx, inst, seq, add); err != nil {
+				return out, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // checkNamed refuses a stream whose subjects hold installations (events

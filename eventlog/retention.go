@@ -515,3 +515,79 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 		"through", res.Through, "scanned", res.Scanned, "deleted", res.Deleted)
 	return res, nil
 }
+
+// HistoryTrimmed reports whether retention trimmed inst's history on this
+// stream, so that it no longer reads from its start: events compacted
+// (CompactedThrough), a day of messages or delivery shredded (a shred
+// mark), or a group's earliest epochs shredded (an epoch chain moved past
+// epoch 0). A snapshot then carries what came before (replay.Reseal).
+func (l *Log) HistoryTrimmed(ctx context.Context, inst events.InstallationID) (bool, error) {
+	if seq, err := l.CompactedThrough(ctx, inst); err != nil || seq > 0 {
+		return seq > 0, err
+	}
+	pseudo := l.instPseudonym(inst)
+	marks, err := l.marks(ctx, false)
+	if err != nil {
+		return false, err
+	}
+	if marks != nil {
+		lister, err := marks.ListKeysFiltered(ctx, pseudo+"."+shredToken+".>")
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			return false, fmt.Errorf("eventlog: retention bucket %s: list the shred marks of %s: %w", l.RetentionBucket(), inst, err)
+		}
+		if err == nil {
+			found := false
+			for range lister.Keys() {
+				found = true
+			}
+			if found {
+				return true, nil
+			}
+		}
+	}
+	if l.kv == nil {
+		return false, nil
+	}
+	names, err := l.keyNames(ctx, pseudo+"."+events.ClassEpoch.String()+".*")
+	if err != nil {
+		return false, err
+	}
+	for name := range names {
+		e, err := l.kv.Get(ctx, name)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
+		}
+		if n, err := events.WrappedChainEpoch(e.Value()); err != nil || n > 0 {
+			return err == nil, err
+		}
+	}
+	return false, nil
+}
+
+// MarkCompacted records that inst's history on this stream starts after
+// seq, carried by a snapshot there (the compaction mark that
+// CompactRetainedOut writes first): replays from the start then fail
+// with ErrCompacted, and an aggregate with no event left on the stream
+// takes its next event at the position its writer expects. replay.Reseal
+// marks the histories it carries from snapshots into a new stream.
+func (l *Log) MarkCompacted(ctx context.Context, inst events.InstallationID, seq uint64) error {
+	if l.cfg.ReadOnly {
+		return ErrReadOnly
+	}
+	prev, err := l.CompactedThrough(ctx, inst)
+	if err != nil || prev >= seq {
+		return err
+	}
+	marks, err := l.marks(ctx, true)
+	if err != nil {
+		return err
+	}
+	v := strconv.FormatUint(seq, 10) + "." + l.compactedTag(inst, seq)
+	if _, err := marks.Put(ctx, l.compactedName(inst), []byte(v)); err != nil {
+		return fmt.Errorf("eventlog: mark %s compacted through %d: %w", inst, seq, err)
+	}
+	return nil
+}

@@ -149,6 +149,27 @@ func (db *DB) Checkpoint(ctx context.Context) (uint64, error) {
 	return cp, db.wrapErr("checkpoint", err)
 }
 
+// Rebase sets the checkpoint of a read model imported from a snapshot to
+// seq, a sequence of another stream, where the same history continues
+// (a re-seal carries a snapshot into a new stream, where its checkpoint
+// event has another sequence). Nothing else changes: the content digest
+// does not cover the checkpoint. The read model must hold an installation.
+func (db *DB) Rebase(ctx context.Context, seq uint64) error {
+	if seq == 0 {
+		return &FileError{Path: db.path, Op: "rebase", Err: errors.New("checkpoint 0")}
+	}
+	db.applyMu.Lock()
+	defer db.applyMu.Unlock()
+	res, err := db.w.ExecContext(ctx, `UPDATE checkpoint SET seq = ? WHERE id = 1 AND seq > 0`, seq)
+	if err != nil {
+		return db.wrapErr("rebase", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return &FileError{Path: db.path, Op: "rebase", Err: errors.New("the read model holds no history to rebase")}
+	}
+	return nil
+}
+
 // applier applies events inside one transaction, preparing each statement
 // once per transaction. Hot per-event bookkeeping (aggregate positions, the
 // installation id, message ordinals, groups' last message time) is kept in

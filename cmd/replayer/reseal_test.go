@@ -8,13 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/replay"
 )
 
-// TestResealCommand: two installations with a group and messages each;
+// TestResealCommand: two installations with a group and messages each,
+// and a third whose history retention trimmed (carried by its snapshot);
 // reseal --rewrap reports the keys; reseal --to without --switch leaves
 // the old stream active, and --rollback --to deletes the target; reseal
 // --to --switch under a new keyring verifies every event and both read
@@ -48,6 +51,32 @@ func TestResealCommand(t *testing.T) {
 		}
 		in.Close()
 	}
+	// carol's history is trimmed: an old day of messages shredded and
+	// compacted; the re-seal carries it by its snapshot.
+	carolKey, err := writeDBKeyFile(filepath.Join(dir, "carol.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(-72 * time.Hour)
+	carol, err := engine.CreateInstallation(ctx, l, "carol", filepath.Join(dir, "carol.db"), carolKey, &engine.InstallationOptions{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.CreateGroup(ctx, []byte("group-of-carol")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"old", "new"} {
+		if m == "new" {
+			clock = time.Now()
+		}
+		if _, err := carol.Send(ctx, []byte("group-of-carol"), []byte(m), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := carol.Retain(ctx, replay.RetentionPolicy{Messages: 24 * time.Hour}, &engine.RetainOptions{Compact: true}); err != nil || r.Compacted.Deleted == 0 {
+		t.Fatalf("retain carol: %+v %v", r, err)
+	}
+	carol.Close()
 	newKeys := filepath.Join(dir, "new.keys")
 	if err := os.WriteFile(newKeys, []byte("9:"+strings.Repeat("c3", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -57,7 +86,7 @@ func TestResealCommand(t *testing.T) {
 		code := run(ctx, ringEnv(&out, &errb, nil), args)
 		return code, out.String(), errb.String()
 	}
-	common := []string{"--nats", srv.URL(), "--installation", "alice", "--installation", "bob"}
+	common := []string{"--nats", srv.URL(), "--installation", "alice", "--installation", "bob", "--installation", "carol"}
 
 	code, stdout, stderr := cli(append([]string{"reseal", "--rewrap"}, common...)...)
 	if code != exitOK || !strings.Contains(stdout, "root key 1: still needed by") || !strings.Contains(stdout, "pseudonyms") {
@@ -66,7 +95,7 @@ func TestResealCommand(t *testing.T) {
 	// Re-seal without switching: the old stream stays active; rollback
 	// deletes the target.
 	code, stdout, stderr = cli(append([]string{"reseal", "--to", "TRY"}, common...)...)
-	if code != exitOK || !strings.Contains(stdout, "equal for 2 installations") {
+	if code != exitOK || !strings.Contains(stdout, "equal for 3 installations") {
 		t.Fatalf("reseal --to TRY: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	if a, err := l.ActiveStream(ctx, "EPOCHLOG"); err != nil || a.Revision != 0 {
@@ -90,7 +119,7 @@ func TestResealCommand(t *testing.T) {
 		Active  eventlog.Active   `json:"active"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Reseal.Verified == 0 || res.Reseal.Verified != res.Reseal.Copied ||
-		len(res.Digests) != 2 || res.Active.Current.Stream != "EPOCHLOG_R2" || res.Active.Previous == nil || res.Active.Previous.Stream != "EPOCHLOG" {
+		len(res.Digests) != 3 || len(res.Reseal.Anchors) != 1 || res.Active.Current.Stream != "EPOCHLOG_R2" || res.Active.Previous == nil || res.Active.Previous.Stream != "EPOCHLOG" {
 		t.Fatalf("reseal output %q (%v)", stdout, err)
 	}
 	// The new stream with the new keyring alone rebuilds alice.
