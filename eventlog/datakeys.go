@@ -453,6 +453,9 @@ func (l *Log) prefetchKeys(ctx context.Context, ts []Transition) {
 				continue
 			}
 			ck := dkCacheKey{inst: inst, id: id}
+			if id.Class == events.ClassEpoch {
+				ck = chainKey(inst, id) // one fetch per chain; its epochs derive locally
+			}
 			if seen[ck] {
 				continue
 			}
