@@ -90,32 +90,21 @@ func Reseal(ctx context.Context, src, dst *eventlog.Log, opts *eventlog.ResealOp
 	return res, nil
 }
 
-// carrierSnapshot returns the checkpoint of inst's newest snapshot that
-// opens, is inst's, and whose anchor event (at the checkpoint) opens.
+// carrierSnapshot returns the checkpoint of inst's newest usable
+// snapshot, whose anchor event (at the checkpoint) must open.
 func carrierSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (uint64, error) {
-	refs, err := l.Snapshots(ctx, inst)
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "reseal")
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range refs {
-		meta, err := snapshotMeta(ctx, l, inst, r.Checkpoint)
-		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
-			err = fmt.Errorf("%w: it holds %s at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return 0, ctx.Err()
-			}
-			l.Logger().Warn("replay: reseal: snapshot cannot be used; trying an older one", "installation", string(inst), "snapshot_seq", r.Checkpoint, "err", err)
-			continue
-		}
-		if _, err := l.EventAt(ctx, inst, r.Checkpoint); err != nil {
-			return 0, fmt.Errorf("%w: %s's newest snapshot, at %d, is anchored on an event that does not open (make a fresh snapshot: replayer snapshot; then re-seal again): %w",
-				ErrNoSnapshotToReseal, inst, r.Checkpoint, err)
-		}
-		return r.Checkpoint, nil
+	if !ok {
+		return 0, fmt.Errorf("%w: %s (make one: replayer snapshot; then re-seal again)", ErrNoSnapshotToReseal, inst)
 	}
-	return 0, fmt.Errorf("%w: %s (make one: replayer snapshot; then re-seal again)", ErrNoSnapshotToReseal, inst)
+	if _, err := l.EventAt(ctx, inst, cp); err != nil {
+		return 0, fmt.Errorf("%w: %s's newest snapshot, at %d, is anchored on an event that does not open (make a fresh snapshot: replayer snapshot; then re-seal again): %w",
+			ErrNoSnapshotToReseal, inst, cp, err)
+	}
+	return cp, nil
 }
 
 // carrySnapshot re-seals inst's snapshot at cp in src into dst at anchor.

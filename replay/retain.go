@@ -476,11 +476,24 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 	if opts != nil {
 		o = *opts
 	}
-	refs, err := l.Snapshots(ctx, inst)
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "compact")
 	if err != nil {
 		return nil, err
 	}
-	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "compact")
+	if ok {
+		return l.CompactRetainedOut(ctx, inst, cp, &eventlog.CompactOptions{Step: o.Step, StoredBefore: o.storedBefore()})
+	}
+	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
+}
+
+// newestUsableSnapshot returns the checkpoint of inst's newest snapshot
+// that opens and holds inst's read model at its checkpoint, passing over
+// the others with a Warn log (op names the caller); false: none.
+func newestUsableSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, op string) (uint64, bool, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return 0, false, err
+	}
 	for _, r := range refs {
 		meta, err := snapshotMeta(ctx, l, inst, r.Checkpoint)
 		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
@@ -488,14 +501,15 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return 0, false, ctx.Err()
 			}
-			log.Warn("replay: compact: snapshot cannot be used; trying an older one", "snapshot_seq", r.Checkpoint, "err", err)
+			l.Logger().Warn("replay: "+op+": snapshot cannot be used; trying an older one", "installation", string(inst),
+				"stream", l.Stream(), "snapshot_seq", r.Checkpoint, "err", err)
 			continue
 		}
-		return l.CompactRetainedOut(ctx, inst, r.Checkpoint, &eventlog.CompactOptions{Step: o.Step, StoredBefore: o.storedBefore()})
+		return r.Checkpoint, true, nil
 	}
-	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
+	return 0, false, nil
 }
 
 // RetainFile is Retain on the read model at path, opened with key (the

@@ -86,16 +86,7 @@ func TestRetainOpenInstallation(t *testing.T) {
 	if _, err := replay.Rebuild(ctx, l, id, p, key, nil); err != nil {
 		t.Fatal(err)
 	}
-	db, err := projections.OpenExisting(p, key, &projections.Options{SaltPath: projections.SaltPath(p)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	d, err := db.Digest(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := projections.Compare(d, v.Digest); diff != nil {
+	if diff := projections.Compare(digestOfFile(t, p, key), v.Digest); diff != nil {
 		t.Fatalf("rebuild differs from the live read model: %v", diff)
 	}
 }
@@ -150,7 +141,7 @@ func TestRetainPastEpochs(t *testing.T) {
 	var captured []raw
 	shredded := 0
 	if err := l.Read(ctx, id, 0, func(r eventlog.Record) error {
-		env, err := rawEnvOf(l, r.Seq)
+		env, err := logtest.Envelope(l, r.Seq)
 		if err != nil {
 			return err
 		}
@@ -273,16 +264,7 @@ func TestRetainPastEpochs(t *testing.T) {
 		if _, err := replay.Rebuild(ctx, fresh, id, p, key, &replay.RebuildOptions{Options: replay.Options{SkipMLSCheck: true}}); err != nil {
 			t.Fatalf("%s: rebuild: %v", stage, err)
 		}
-		db, err := projections.OpenExisting(p, key, &projections.Options{SaltPath: projections.SaltPath(p)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		d, err := db.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := projections.Compare(d, live); diff != nil {
+		if diff := projections.Compare(digestOfFile(t, p, key), live); diff != nil {
 			t.Fatalf("%s: rebuild from the snapshot differs from the live read model: %v", stage, diff)
 		}
 		_, err = replay.Rebuild(ctx, fresh, id, filepath.Join(t.TempDir(), "full.db"), key, &replay.RebuildOptions{Options: replay.Options{FromStart: true}})
@@ -301,7 +283,7 @@ func TestRetainPastEpochs(t *testing.T) {
 	}
 	gone := map[uint64]bool{}
 	for _, c := range captured {
-		_, err := rawEnvOf(l, c.seq)
+		_, err := logtest.Envelope(l, c.seq)
 		if c.shred != (err != nil) {
 			t.Fatalf("after compaction, event of epoch %d at seq %d (shredded %v): %v", c.epoch, c.seq, c.shred, err)
 		}
@@ -322,15 +304,17 @@ func TestRetainPastEpochs(t *testing.T) {
 	verifyAndRebuild("twice retained")
 }
 
-// rawEnvOf is the stored envelope at seq.
-func rawEnvOf(l *eventlog.Log, seq uint64) ([]byte, error) {
-	js, err := l.Conn().JetStream() // legacy API, for a raw get
+// digestOfFile is the content digest of the read model at path.
+func digestOfFile(t *testing.T, path string, key projections.Key) projections.Digest {
+	t.Helper()
+	db, err := projections.OpenExisting(path, key, &projections.Options{SaltPath: projections.SaltPath(path)})
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	m, err := js.GetMsg(l.Stream(), seq)
+	defer db.Close()
+	d, err := db.Digest(context.Background())
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	return m.Data, nil
+	return d
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -43,17 +44,7 @@ var (
 )
 
 // rawEnv is the stored envelope at seq.
-func rawEnv(l *eventlog.Log, seq uint64) ([]byte, error) {
-	js, err := l.Conn().JetStream() // legacy API, for a raw get
-	if err != nil {
-		return nil, err
-	}
-	m, err := js.GetMsg(l.Stream(), seq)
-	if err != nil {
-		return nil, err
-	}
-	return m.Data, nil
-}
+var rawEnv = logtest.Envelope
 
 // messageCounts returns the messages of db before the cutoff and in all.
 func messageCounts(t testing.TB, db *projections.DB) (old, all int64) {

@@ -84,3 +84,17 @@ func LastSeq(t testing.TB, l *eventlog.Log, inst events.InstallationID) uint64 {
 	}
 	return s
 }
+
+// Envelope is the envelope stored at seq of l's stream, as is (a raw
+// get, no opening).
+func Envelope(l *eventlog.Log, seq uint64) ([]byte, error) {
+	js, err := l.Conn().JetStream() // legacy API, for a raw get
+	if err != nil {
+		return nil, err
+	}
+	m, err := js.GetMsg(l.Stream(), seq)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
