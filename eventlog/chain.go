@@ -26,9 +26,15 @@ import (
 func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Link, error) {
 	l.mu.Lock()
 	h, ok := l.heads[inst]
+	if ok && h.env != nil {
+		// The link of an appended event is hashed when first asked for:
+		// a bulk append completes far more events than it links to.
+		h = head{link: events.LinkTo(h.link.Seq, h.env)}
+		l.heads[inst] = h
+	}
 	l.mu.Unlock()
 	if ok {
-		return h, nil
+		return h.link, nil
 	}
 	filter, err := l.InstallationFilter(inst)
 	if err != nil {
@@ -41,16 +47,28 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 	if err != nil {
 		return events.Link{}, fmt.Errorf("eventlog: stream %s: last event of %s: %w", l.cfg.Stream, inst, err)
 	}
-	h = events.LinkTo(m.Sequence, m.Data)
-	l.noteHead(inst, h)
-	return h, nil
+	link := events.LinkTo(m.Sequence, m.Data)
+	l.noteHead(inst, link)
+	return link, nil
+}
+
+// head is an installation's latest known event: its link, or while env
+// is set only its sequence (link.Seq) and envelope, to be hashed into the
+// link when asked for.
+type head struct {
+	link events.Link
+	env  []byte
 }
 
 // noteHead records h as inst's head if it is newer than the one known.
 func (l *Log) noteHead(inst events.InstallationID, h events.Link) {
+	l.setHead(inst, head{link: h})
+}
+
+func (l *Log) setHead(inst events.InstallationID, h head) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cur, ok := l.heads[inst]; ok && cur.Seq >= h.Seq {
+	if cur, ok := l.heads[inst]; ok && cur.link.Seq >= h.link.Seq {
 		return
 	}
 	if len(l.heads) >= cacheMax {
@@ -64,9 +82,19 @@ func (l *Log) noteHead(inst events.InstallationID, h events.Link) {
 // earlier attempt's, whose digest this Log does not have).
 func (l *Log) noteAppended(p *prepared, res []Appended) {
 	if n := len(res); n > 0 && n == len(p.envs) && !res[n-1].Duplicate {
-		l.noteHead(p.agg.Installation, events.LinkTo(res[n-1].Seq, p.envs[n-1]))
+		seq, env := res[n-1].Seq, p.envs[n-1]
+		if len(env) > lazyHeadMax {
+			l.setHead(p.agg.Installation, head{link: events.LinkTo(seq, env)})
+			return
+		}
+		l.setHead(p.agg.Installation, head{link: events.Link{Seq: seq}, env: env})
 	}
 }
+
+// lazyHeadMax is the largest envelope whose link is hashed only when
+// asked for: larger ones (group states) are hashed at once rather than
+// kept, one per installation, until then.
+const lazyHeadMax = 4 << 10
 
 // linkWindow is the number of recent events a read remembers to check
 // links against; a link to an older event is checked with a message get.

@@ -103,7 +103,7 @@ func TestLinkBeyondTheWindowChecked(t *testing.T) {
 	lose := mustAppend(t, l, 0, msg(group(instA, "lose"), 1, "l"))[0].Seq
 	staleHead := func(seq uint64, envelope []byte) {
 		l.mu.Lock()
-		l.heads[instA] = events.LinkTo(seq, envelope)
+		l.heads[instA] = head{link: events.LinkTo(seq, envelope)}
 		l.mu.Unlock()
 	}
 	// Nothing links to the event that will be lost but the last one.

@@ -50,9 +50,9 @@ type Log struct {
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
-	tails    map[string]tail                       // by subject: the last event we know of
-	heads    map[events.InstallationID]events.Link // the latest event we know of each installation (chain.go)
-	erased   map[events.InstallationID]tombEntry   // tombstones seen (erase.go)
+	tails    map[string]tail                     // by subject: the last event we know of
+	heads    map[events.InstallationID]head      // the latest event we know of each installation (chain.go)
+	erased   map[events.InstallationID]tombEntry // tombstones seen (erase.go)
 }
 
 // aggSubject is an aggregate's subject and pseudonym.
@@ -85,7 +85,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		keys:      keys,
 		subjects:  map[events.Aggregate]aggSubject{},
 		tails:     map[string]tail{},
-		heads:     map[events.InstallationID]events.Link{},
+		heads:     map[events.InstallationID]head{},
 		compacted: map[events.InstallationID]bool{},
 		erased:    map[events.InstallationID]tombEntry{},
 		dkCache:   newDataKeyCache(dataKeyCacheMax),

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -335,6 +336,30 @@ func (p Period) Parts() []string {
 	return []string{p.Scope, p.ID, p.Day}
 }
 
+// dayName is one UTC day and its name, the last one utcDay formatted.
+type dayName struct {
+	day  int64 // days since the Unix epoch
+	name string
+}
+
+var lastDay atomic.Pointer[dayName]
+
+// utcDay is t's UTC day as YYYY-MM-DD; the last one is cached (every
+// event of a day names it, and formatting allocates).
+func utcDay(t time.Time) string {
+	sec := t.Unix()
+	d := sec / 86400
+	if sec < 0 && sec%86400 != 0 {
+		d-- // floor, before 1970
+	}
+	if c := lastDay.Load(); c != nil && c.day == d {
+		return c.name
+	}
+	name := t.UTC().Format(time.DateOnly)
+	lastDay.Store(&dayName{day: d, name: name})
+	return name
+}
+
 // PeriodOf is [PeriodKeyOf] as a class and the parts naming the period.
 func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
 	p := PeriodKeyOf(e, now)
@@ -363,7 +388,7 @@ func PeriodKeyOf(e Event, now time.Time) Period {
 		if t.IsZero() {
 			t = now
 		}
-		return t.UTC().Format(time.DateOnly)
+		return utcDay(t)
 	}
 	switch e.Aggregate.Type {
 	case AggDelivery:

@@ -167,6 +167,22 @@ func TestBindingTagCached(t *testing.T) {
 	}
 }
 
+// TestUTCDay: the cached day name is the formatted one, around midnight
+// and before 1970 too.
+func TestUTCDay(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2026, 3, 1, 23, 59, 59, 999, time.UTC), time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 3, 2, 0, 30, 0, 0, time.FixedZone("x", 3600)), time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC),
+		time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC), time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		for range 2 { // the second from the cache
+			if got, want := utcDay(tm), tm.UTC().Format(time.DateOnly); got != want {
+				t.Fatalf("utcDay(%v) = %s, want %s", tm, got, want)
+			}
+		}
+	}
+}
+
 func TestPeriodOf(t *testing.T) {
 	day1 := time.Date(2026, 3, 1, 23, 59, 0, 0, time.UTC)
 	g := Aggregate{Installation: testInst, Type: AggGroup, ID: "aa"}
