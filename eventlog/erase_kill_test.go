@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
 
-// The erase kill test runs Erase in a child process (this test binary,
-// re-executed with envEraseChild set) and SIGKILLs it at spread-out
+// The erase kill test runs Erase in a child process (kill_helpers_test.go)
+// and SIGKILLs it at spread-out
 // moments; the nats-server lives in the parent. The child pauses after
 // each step (a failpoint), so kills land before, between and after the
 // steps. After every kill the installation is either not erased at all or
@@ -23,8 +21,8 @@ import (
 // installations is lost.
 
 const (
-	envEraseChild = "EPOCHLOG_ERASE_CHILD" // the installation to erase: run as the child
-	envEraseURL   = "EPOCHLOG_ERASE_NATS_URL"
+	envEraseInst = "EPOCHLOG_ERASE_INSTALLATION" // the child's installation to erase
+	envEraseURL  = "EPOCHLOG_ERASE_NATS_URL"
 )
 
 // eraseChildPause is the child's pause after each step.
@@ -40,7 +38,8 @@ func eraseRing() (*events.Keyring, error) {
 
 // runEraseChild is the child: erase one installation, pausing after each
 // step, and say which steps it finished.
-func runEraseChild(inst string) error {
+func runEraseChild() error {
+	inst := os.Getenv(envEraseInst)
 	ring, err := eraseRing()
 	if err != nil {
 		return err
@@ -79,27 +78,14 @@ func TestEraseKill9(t *testing.T) {
 	for _, inst := range keep {
 		want[inst] = readAll(t, l, inst, 0)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := map[string]int{} // the last step a killed child reported, by name
 	for round := range rounds {
 		inst := events.InstallationID(fmt.Sprintf("erase-%d", round))
 		n := writeMixed(t, l, inst)
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envEraseChild+"="+string(inst), envEraseURL+"="+srv.URL())
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Spread the kills over the child's life: before it opens, and
 		// in each pause after a step.
-		time.Sleep(time.Duration(round) * eraseChildPause / 2)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		lines := strings.Fields(out.String())
+		out := killAfter(t, "erase", time.Duration(round)*eraseChildPause/2, envEraseInst+"="+string(inst), envEraseURL+"="+srv.URL())
+		lines := strings.Fields(out)
 		last := "none"
 		if len(lines) > 0 {
 			last = lines[len(lines)-1]

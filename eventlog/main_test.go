@@ -1,23 +1,16 @@
 package eventlog
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/epochlog/epochlog/internal/natstest"
 )
 
-// TestMain removes the nats-server binary the fault tests built, and
-// turns the test binary into the erase kill test's child when asked.
+// TestMain removes the nats-server binary the fault tests built. (A kill
+// test's child never gets here: init turns it into the child first;
+// kill_helpers_test.go.)
 func TestMain(m *testing.M) {
-	if inst := os.Getenv(envEraseChild); inst != "" {
-		if err := runEraseChild(inst); err != nil {
-			fmt.Fprintln(os.Stderr, "erase child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 	code := m.Run()
 	natstest.RemoveBuiltServer()
 	os.Exit(code)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,8 +12,7 @@ import (
 )
 
 // The re-seal kill test runs Reseal (source ring {1, 2}, target ring {7})
-// in a child process (this test binary, re-executed with envResealChild
-// set; init below turns it into the child before TestMain), into a new
+// in a child process (kill_helpers_test.go), into a new
 // target stream each round, and SIGKILLs it at spread-out moments while
 // it pauses after each event copied. After every kill the source is
 // untouched, and Reseal run again in the parent finishes: every event
@@ -23,23 +20,11 @@ import (
 // target with the target's ring alone.
 
 const (
-	envResealChild  = "EPOCHLOG_RESEAL_CHILD"
 	envResealURL    = "EPOCHLOG_RESEAL_NATS_URL"
 	envResealTarget = "EPOCHLOG_RESEAL_TARGET"
 )
 
 const resealChildPause = 40 * time.Millisecond
-
-func init() {
-	if os.Getenv(envResealChild) == "" {
-		return
-	}
-	if err := runResealChild(); err != nil {
-		fmt.Fprintln(os.Stderr, "reseal child:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 var resealKillInsts = []events.InstallationID{"reseal-a", "reseal-b"}
 
@@ -91,25 +76,13 @@ func TestResealKill9(t *testing.T) {
 		total += len(want[inst])
 	}
 	srcMsgs := streamMsgs(t, src)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const rounds = 5
 	for round := range rounds {
 		target := fmt.Sprintf("EPOCHLOG_K%d", round)
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envResealChild+"=1", envResealURL+"="+srv.URL(), envResealTarget+"="+target)
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// From just after the start to about the end of the copy.
-		time.Sleep(time.Duration(round)*time.Duration(total)*resealChildPause/(rounds-1) + 20*time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		done := strings.Count(out.String(), "event")
+		out := killAfter(t, "reseal", time.Duration(round)*time.Duration(total)*resealChildPause/(rounds-1)+20*time.Millisecond,
+			envResealURL+"="+srv.URL(), envResealTarget+"="+target)
+		done := strings.Count(out, "event")
 		if got := streamMsgs(t, src); got != srcMsgs {
 			t.Fatalf("round %d (%d events copied): the source has %d messages, %d before", round, done, got, srcMsgs)
 		}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,30 +12,15 @@ import (
 )
 
 // The re-wrap kill test runs Rewrap (ring {1, 2, 3}, current 3) in a child
-// process (this test binary, re-executed with envRewrapChild set; init
-// below turns it into the child before TestMain) and SIGKILLs it at
+// process (kill_helpers_test.go) and SIGKILLs it at
 // spread-out moments while it pauses after each entry. After every kill,
 // every entry is wrapped under 2 or 3, a fresh Log with the whole ring
 // reads every event, and re-wrapping again leaves every entry under 3 and
 // the ring without 2 reading everything.
 
-const (
-	envRewrapChild = "EPOCHLOG_REWRAP_CHILD"
-	envRewrapURL   = "EPOCHLOG_REWRAP_NATS_URL"
-)
+const envRewrapURL = "EPOCHLOG_REWRAP_NATS_URL"
 
 const rewrapChildPause = 60 * time.Millisecond
-
-func init() {
-	if os.Getenv(envRewrapChild) == "" {
-		return
-	}
-	if err := runRewrapChild(); err != nil {
-		fmt.Fprintln(os.Stderr, "rewrap child:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 var rewrapKillInsts = []events.InstallationID{"kill-a", "kill-b", "kill-c"}
 
@@ -72,10 +55,6 @@ func TestRewrapKill9(t *testing.T) {
 		want[inst] = writeMixed(t, w, inst)
 	}
 	total := wrapIDs(t, w)[2]
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// back wraps everything under 2 again before each round: ring {1, 3,
 	// 2}, current 2.
 	back := openLog(t, cfg, ringOf(t, 1, 3, 2))
@@ -84,17 +63,8 @@ func TestRewrapKill9(t *testing.T) {
 		if _, err := back.Rewrap(ctx, &RewrapOptions{Installations: rewrapKillInsts}); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), envRewrapChild+"=1", envRewrapURL+"="+srv.URL())
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(round) * time.Duration(total) * rewrapChildPause / rounds)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		done := strings.Count(out.String(), "entry")
+		out := killAfter(t, "rewrap", time.Duration(round)*time.Duration(total)*rewrapChildPause/rounds, envRewrapURL+"="+srv.URL())
+		done := strings.Count(out, "entry")
 
 		full := openLog(t, cfg, ringOf(t, 1, 2, 3))
 		ids := wrapIDs(t, full)

@@ -1,0 +1,64 @@
+package eventlog
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The kill tests (erase, re-wrap, re-seal) re-execute this test binary as
+// a child that runs one operation against the parent's nats-server,
+// printing a line and pausing after each step, and SIGKILL it at chosen
+// moments. envKillChild names the child to run; init turns the binary
+// into it before TestMain. Each child reads its other settings from its
+// own environment variables.
+const envKillChild = "EPOCHLOG_KILL_CHILD"
+
+// killChildren are the children, by name.
+var killChildren = map[string]func() error{
+	"erase":  runEraseChild,
+	"rewrap": runRewrapChild,
+	"reseal": runResealChild,
+}
+
+func init() {
+	name := os.Getenv(envKillChild)
+	if name == "" {
+		return
+	}
+	run, ok := killChildren[name]
+	if !ok {
+		fmt.Fprintln(os.Stderr, "no kill test child", name)
+		os.Exit(2)
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, name+" child:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// killAfter runs the child name with env added to this process's, kills
+// it with SIGKILL after d, and returns what it printed.
+func killAfter(t *testing.T, name string, d time.Duration, env ...string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), envKillChild+"="+name), env...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	return out.String()
+}
