@@ -20,10 +20,7 @@ import (
 // has its tombstone, and erasing again finishes; no event of the other
 // installations is lost.
 
-const (
-	envEraseInst = "EPOCHLOG_ERASE_INSTALLATION" // the child's installation to erase
-	envEraseURL  = "EPOCHLOG_ERASE_NATS_URL"
-)
+const envEraseInst = "EPOCHLOG_ERASE_INSTALLATION" // the child's installation to erase
 
 // eraseChildPause is the child's pause after each step.
 const eraseChildPause = 150 * time.Millisecond
@@ -44,7 +41,7 @@ func runEraseChild() error {
 	if err != nil {
 		return err
 	}
-	l, err := Open(context.Background(), Config{NATSURL: os.Getenv(envEraseURL), RequestTimeout: 10 * time.Second}, ring)
+	l, err := childLog(ring)
 	if err != nil {
 		return err
 	}
@@ -84,7 +81,7 @@ func TestEraseKill9(t *testing.T) {
 		n := writeMixed(t, l, inst)
 		// Spread the kills over the child's life: before it opens, and
 		// in each pause after a step.
-		out := killAfter(t, "erase", time.Duration(round)*eraseChildPause/2, envEraseInst+"="+string(inst), envEraseURL+"="+srv.URL())
+		out := killAfter(t, "erase", srv.URL(), time.Duration(round)*eraseChildPause/2, envEraseInst+"="+string(inst))
 		lines := strings.Fields(out)
 		last := "none"
 		if len(lines) > 0 {

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/epochlog/epochlog/events"
 )
 
 // The kill tests (erase, re-wrap, re-seal) re-execute this test binary as
@@ -16,7 +19,10 @@ import (
 // moments. envKillChild names the child to run; init turns the binary
 // into it before TestMain. Each child reads its other settings from its
 // own environment variables.
-const envKillChild = "EPOCHLOG_KILL_CHILD"
+const (
+	envKillChild = "EPOCHLOG_KILL_CHILD"
+	envKillURL   = "EPOCHLOG_KILL_NATS_URL" // the parent's nats-server
+)
 
 // killChildren are the children, by name.
 var killChildren = map[string]func() error{
@@ -42,16 +48,22 @@ func init() {
 	os.Exit(0)
 }
 
-// killAfter runs the child name with env added to this process's, kills
-// it with SIGKILL after d, and returns what it printed.
-func killAfter(t *testing.T, name string, d time.Duration, env ...string) string {
+// childLog opens, in a child, a Log on the parent's server under ring.
+func childLog(ring *events.Keyring) (*Log, error) {
+	return Open(context.Background(), Config{NATSURL: os.Getenv(envKillURL), RequestTimeout: 10 * time.Second}, ring)
+}
+
+// killAfter runs the child name against the server at url, with env added
+// to this process's, kills it with SIGKILL after d, and returns what it
+// printed.
+func killAfter(t *testing.T, name, url string, d time.Duration, env ...string) string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), envKillChild+"="+name), env...)
+	cmd.Env = append(append(os.Environ(), envKillChild+"="+name, envKillURL+"="+url), env...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

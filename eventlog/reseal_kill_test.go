@@ -19,10 +19,7 @@ import (
 // verified, every installation reading back equal from a fresh Log on the
 // target with the target's ring alone.
 
-const (
-	envResealURL    = "EPOCHLOG_RESEAL_NATS_URL"
-	envResealTarget = "EPOCHLOG_RESEAL_TARGET"
-)
+const envResealTarget = "EPOCHLOG_RESEAL_TARGET"
 
 const resealChildPause = 40 * time.Millisecond
 
@@ -42,7 +39,7 @@ func runResealChild() error {
 	if err != nil {
 		return err
 	}
-	src, err := Open(ctx, Config{NATSURL: os.Getenv(envResealURL), RequestTimeout: 10 * time.Second}, ring)
+	src, err := childLog(ring)
 	if err != nil {
 		return err
 	}
@@ -80,8 +77,8 @@ func TestResealKill9(t *testing.T) {
 	for round := range rounds {
 		target := fmt.Sprintf("EPOCHLOG_K%d", round)
 		// From just after the start to about the end of the copy.
-		out := killAfter(t, "reseal", time.Duration(round)*time.Duration(total)*resealChildPause/(rounds-1)+20*time.Millisecond,
-			envResealURL+"="+srv.URL(), envResealTarget+"="+target)
+		out := killAfter(t, "reseal", srv.URL(), time.Duration(round)*time.Duration(total)*resealChildPause/(rounds-1)+20*time.Millisecond,
+			envResealTarget+"="+target)
 		done := strings.Count(out, "event")
 		if got := streamMsgs(t, src); got != srcMsgs {
 			t.Fatalf("round %d (%d events copied): the source has %d messages, %d before", round, done, got, srcMsgs)

@@ -3,7 +3,6 @@ package eventlog
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +17,6 @@ import (
 // reads every event, and re-wrapping again leaves every entry under 3 and
 // the ring without 2 reading everything.
 
-const envRewrapURL = "EPOCHLOG_REWRAP_NATS_URL"
-
 const rewrapChildPause = 60 * time.Millisecond
 
 var rewrapKillInsts = []events.InstallationID{"kill-a", "kill-b", "kill-c"}
@@ -29,7 +26,7 @@ func runRewrapChild() error {
 	if err != nil {
 		return err
 	}
-	l, err := Open(context.Background(), Config{NATSURL: os.Getenv(envRewrapURL), RequestTimeout: 10 * time.Second}, ring)
+	l, err := childLog(ring)
 	if err != nil {
 		return err
 	}
@@ -63,7 +60,7 @@ func TestRewrapKill9(t *testing.T) {
 		if _, err := back.Rewrap(ctx, &RewrapOptions{Installations: rewrapKillInsts}); err != nil {
 			t.Fatal(err)
 		}
-		out := killAfter(t, "rewrap", time.Duration(round)*time.Duration(total)*rewrapChildPause/rounds, envRewrapURL+"="+srv.URL())
+		out := killAfter(t, "rewrap", srv.URL(), time.Duration(round)*time.Duration(total)*rewrapChildPause/rounds)
 		done := strings.Count(out, "entry")
 
 		full := openLog(t, cfg, ringOf(t, 1, 2, 3))
