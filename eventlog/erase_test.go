@@ -128,28 +128,12 @@ func TestEraseOpensNothing(t *testing.T) {
 			}
 		}
 	}
-	var dks []events.DataKey
-	for _, id := range ring.IDs() {
-		rk, _ := ring.RootKey(id)
-		one, err := events.NewKeyring(id, rk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tryAll("root key (as a ring)", func(c rawEnvelope) error {
-			_, err := events.Open(one, instA, l.binding(c.subject), c.data)
+	rings, dks := rootKeyMaterials(t, ring)
+	for _, r := range rings {
+		tryAll("a root key (as a ring), or the whole ring", func(c rawEnvelope) error {
+			_, err := events.Open(r, instA, l.binding(c.subject), c.data)
 			return err
 		})
-		tryAll("the whole ring", func(c rawEnvelope) error {
-			_, err := events.Open(ring, instA, l.binding(c.subject), c.data)
-			return err
-		})
-		b := rk.Bytes()
-		dk, err := events.NewDataKey(b) // the root key's bytes used directly
-		clear(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dks = append(dks, dk)
 	}
 	for name, w := range keysAfter {
 		// Each remaining wrap, unwrapped as what it is (another
@@ -281,6 +265,30 @@ func TestReadOnlyWithoutKeyBucket(t *testing.T) {
 
 // TestDataKeyCacheBounded: the cache never holds more than its bound and
 // wipes what it evicts.
+// rootKeyMaterials is what ring's root keys give an attacker: each as a
+// ring of its own and the whole ring (for events.Open), and each key's
+// bytes used directly as a data key.
+func rootKeyMaterials(t *testing.T, ring *events.Keyring) ([]*events.Keyring, []events.DataKey) {
+	t.Helper()
+	rings := []*events.Keyring{ring}
+	var dks []events.DataKey
+	for _, id := range ring.IDs() {
+		rk, _ := ring.RootKey(id)
+		one, err := events.NewKeyring(id, rk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := rk.Bytes()
+		dk, err := events.NewDataKey(b)
+		clear(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rings, dks = append(rings, one), append(dks, dk)
+	}
+	return rings, dks
+}
+
 // withEpochKeys is dk, and when id names an epoch chain the keys it
 // derives for its first 8 epochs too: every key material a chain holds.
 func withEpochKeys(t *testing.T, dk events.DataKey, id events.DataKeyID) []events.DataKey {
