@@ -49,6 +49,7 @@ func heldAfter(gs *groupState, bodies []events.Body) ([]uint64, bool) {
 		switch b := b.(type) {
 		case events.CommitApplied:
 			held = append(held, b.Epoch)
+			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.RetiredEpochs, e) })
 		case events.EpochSecretsRetired:
 			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.Epochs, e) })
 		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:

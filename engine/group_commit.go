@@ -13,8 +13,8 @@ import (
 
 // commitEvents records a transition from old to ng by the commit message
 // of committer: group.commit_applied (with the re-derivable authenticator,
-// the new state and who committed) and, when epochs fall out of the
-// maximum_past_epochs window, group.epoch_secrets_retired, in one batch.
+// the new state, who committed and the epochs that fall out of the
+// maximum_past_epochs window), one event.
 func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, commit []byte, committer events.Committer) ([]events.Body, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {
@@ -22,21 +22,21 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, co
 	}
 	added, removed := membership.Diff(old, ng)
 	gc := ng.GroupContext()
-	bodies := []events.Body{events.CommitApplied{
+	retire, err := in.epochsToRetire(ctx, ng.GroupID(), ng.Epoch())
+	if err != nil {
+		return nil, err
+	}
+	// One event: the epochs leaving the window go with the commit
+	// (RetiredEpochs), so the transition is a single publish, not an
+	// atomic batch.
+	return []events.Body{events.CommitApplied{
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(),
 		EpochAuthenticator:      ng.EpochAuthenticator(),
 		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
 		Commit:                  commit, State: events.Secret(st),
 		Added: added, Removed: removed, Committer: &committer,
-	}}
-	retire, err := in.epochsToRetire(ctx, ng.GroupID(), ng.Epoch())
-	if err != nil {
-		return nil, err
-	}
-	if len(retire) > 0 {
-		bodies = append(bodies, events.EpochSecretsRetired{GroupID: ng.GroupID(), Epochs: retire})
-	}
-	return bodies, nil
+		RetiredEpochs: retire,
+	}}, nil
 }
 
 // epochsToRetire lists the group's epochs whose secrets the read model

@@ -239,6 +239,11 @@ type Committer struct {
 // Version 2 added Committer (an encrypted commit does not show its sender
 // to whoever lacks the epoch's keys); a v1 event is upcast with Committer
 // nil, and its commit, always a PublicMessage then, names its sender.
+// Version 3 added RetiredEpochs, which a separate
+// group.epoch_secrets_retired event carried before: a commit is then one
+// event, appended without an atomic batch (on a single-replica file
+// stream, nats-server stages every atomic batch in a file store of its
+// own and syncs it, about 3.5 ms per batch: docs/benchmarks.md).
 type CommitApplied struct {
 	GroupID                 []byte `msgpack:"group_id"`
 	Epoch                   uint64 `msgpack:"epoch"`
@@ -253,13 +258,19 @@ type CommitApplied struct {
 	Removed []Member `msgpack:"removed"`
 	// Committer is who made the commit; nil in an upcast v1 event.
 	Committer *Committer `msgpack:"committer"`
+	// RetiredEpochs are the past epochs whose secrets are deleted once the
+	// group is at Epoch (forward secrecy), as group.epoch_secrets_retired
+	// lists them: exactly these, chosen by the writer's window
+	// (maximum_past_epochs). Empty in an upcast v1 or v2 event, whose
+	// retirements are events of their own.
+	RetiredEpochs []uint64 `msgpack:"retired_epochs"`
 }
 
 // Kind implements Body.
 func (CommitApplied) Kind() Kind { return KindCommitApplied }
 
 // SchemaVersion implements Body.
-func (CommitApplied) SchemaVersion() uint16 { return 2 }
+func (CommitApplied) SchemaVersion() uint16 { return 3 }
 
 // WelcomeProcessed records that the installation joined a group from a
 // Welcome.

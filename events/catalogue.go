@@ -103,8 +103,8 @@ var catalogue = []kindSpec{
 	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state", nil),
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
 		map[uint16]schema{1: legacy(upcastProposalStagedV1)}),
-	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer)",
-		map[uint16]schema{1: legacy(upcastCommitAppliedV1)}),
+	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
+		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome", nil),
 	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf)", nil),
 	current[MemberAdded](AggGroup, "a member was added to the group", nil),
@@ -198,10 +198,31 @@ type commitAppliedV1 struct {
 	Removed                 []Member `msgpack:"removed"`
 }
 
-func upcastCommitAppliedV1(old commitAppliedV1, _ eventHeader) (CommitApplied, error) {
-	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+func upcastCommitAppliedV1(old commitAppliedV1, _ eventHeader) (commitAppliedV2, error) {
+	return commitAppliedV2{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
 		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
 		Added: old.Added, Removed: old.Removed}, nil
+}
+
+// commitAppliedV2 is group.commit_applied schema version 2: no
+// RetiredEpochs (a commit's retirements were a group.epoch_secrets_retired
+// event of their own, in the same atomic batch).
+type commitAppliedV2 struct {
+	GroupID                 []byte     `msgpack:"group_id"`
+	Epoch                   uint64     `msgpack:"epoch"`
+	EpochAuthenticator      []byte     `msgpack:"epoch_authenticator"`
+	ConfirmedTranscriptHash []byte     `msgpack:"confirmed_transcript_hash"`
+	Commit                  []byte     `msgpack:"commit"`
+	State                   Secret     `msgpack:"state"`
+	Added                   []Member   `msgpack:"added"`
+	Removed                 []Member   `msgpack:"removed"`
+	Committer               *Committer `msgpack:"committer"`
+}
+
+func upcastCommitAppliedV2(old commitAppliedV2, _ eventHeader) (CommitApplied, error) {
+	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
+		Added: old.Added, Removed: old.Removed, Committer: old.Committer}, nil
 }
 
 // memberRemovedV1 is group.member_removed schema version 1: no Left.

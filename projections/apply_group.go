@@ -400,7 +400,7 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 			return err
 		}
 	}
-	return nil
+	return a.retireEpochs(b.GroupID, g, b.Epoch, b.RetiredEpochs)
 }
 
 // addMember is idempotent for the same member at the same leaf, because a
@@ -508,20 +508,28 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range b.Epochs {
+	return a.retireEpochs(b.GroupID, g, cur, b.Epochs)
+}
+
+// retireEpochs deletes the secrets of the listed epochs of a group at
+// epoch cur: what group.epoch_secrets_retired records, and a
+// group.commit_applied since version 3 (its retired_epochs), into the
+// same rows.
+func (a *applier) retireEpochs(id []byte, g *batchGroup, cur uint64, epochs []uint64) error {
+	for _, e := range epochs {
 		if e >= cur {
-			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, b.GroupID, cur)
+			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, id, cur)
 		}
 		if row, ok := g.newEpochs[e]; ok {
 			row.retired, row.state = true, nil
 			continue
 		}
-		res, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch = ?`, b.GroupID, e)
+		res, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch = ?`, id, e)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return cannot("retire epoch %d of group %x: no such epoch", e, b.GroupID)
+			return cannot("retire epoch %d of group %x: no such epoch", e, id)
 		}
 	}
 	// Exactly the listed epochs, no window of the read model's own: the
@@ -529,7 +537,7 @@ func applyEpochSecretsRetired(a *applier, ev events.Event) error {
 	// what the writer lists, so that a rebuild, or another process with
 	// other options, projects the same rows and accepts the same late
 	// messages as the live read model did.
-	for _, e := range b.Epochs {
+	for _, e := range epochs {
 		g.held[e] = false
 	}
 	return nil

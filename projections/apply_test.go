@@ -209,6 +209,12 @@ func TestCannotApply(t *testing.T) {
 		},
 		"second installation":  func(s *streamBuilder) { s.installation() },
 		"retire current epoch": func(s *streamBuilder) { s.group(0, events.EpochSecretsRetired{GroupID: gid(0), Epochs: []uint64{0}}) },
+		"commit retires its own epoch": func(s *streamBuilder) {
+			r := s.commit(0, 1, nil, nil)
+			c := r.Event.Body.(events.CommitApplied)
+			c.RetiredEpochs = []uint64{1}
+			s.recs[len(s.recs)-1].Event.Body = c
+		},
 		"publish unknown kp":   func(s *streamBuilder) { s.kpEvent(5, events.KeyPackagePublished{Ref: kref(5)}) },
 		"remove non-member":    func(s *streamBuilder) { s.group(0, events.MemberRemoved{GroupID: gid(0), Leaf: 4}) },
 		"message future epoch": func(s *streamBuilder) { s.message(0, 1, 1, true) },
@@ -501,4 +507,69 @@ func assertNothingApplied(t *testing.T, db *DB, empty Digest) {
 	if cp, _ := db.Checkpoint(ctx); cp != 0 {
 		t.Fatalf("checkpoint moved to %d", cp)
 	}
+}
+
+// A commit that lists its retirements (group.commit_applied v3) projects
+// into the same rows as a commit followed by group.epoch_secrets_retired
+// (how v2 recorded them), batched or one event per transaction: only the
+// stream's positions differ.
+func TestCommitRetiredEpochsEqualRetirementEvent(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 2, 40)
+	folded, n := foldRetirements(recs)
+	if n == 0 {
+		t.Fatal("the sample stream has no retirement after a commit to fold")
+	}
+	content := func(db *DB) Digest {
+		d, err := db.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Tables = slices.DeleteFunc(d.Tables, func(td TableDigest) bool {
+			return td.Name == "checkpoint" || td.Name == "aggregate_positions"
+		})
+		return d
+	}
+	pair := mustOpen(t, filepath.Join(t.TempDir(), "pair.db"), newKey(t), nil)
+	applyAll(t, pair, recs)
+	for _, batch := range []int{1, 64} {
+		one := mustOpen(t, filepath.Join(t.TempDir(), "one.db"), newKey(t), &Options{BatchSize: batch})
+		applyAll(t, one, folded)
+		if d := Compare(content(pair), content(one)); d != nil {
+			t.Fatalf("batch %d: commits listing their retirements differ from retirement events: %v", batch, d)
+		}
+		held, err := one.HeldEpochs(ctx, gid(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(held) == 0 || held[0] == 0 {
+			t.Fatalf("batch %d: held epochs %v: the folded retirements were not applied", batch, held)
+		}
+	}
+}
+
+// foldRetirements returns recs with each group.epoch_secrets_retired that
+// follows a commit of its group moved into that commit's RetiredEpochs,
+// positions and sequences renumbered, and how many were folded.
+func foldRetirements(recs []Record) ([]Record, int) {
+	var out []Record
+	folded := 0
+	for _, r := range recs {
+		if ret, ok := r.Event.Body.(events.EpochSecretsRetired); ok && len(out) > 0 {
+			prev := &out[len(out)-1]
+			if c, ok := prev.Event.Body.(events.CommitApplied); ok && prev.Event.Aggregate == r.Event.Aggregate {
+				c.RetiredEpochs = append(slices.Clone(c.RetiredEpochs), ret.Epochs...)
+				prev.Event.Body = c
+				folded++
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	pos := map[events.Aggregate]uint64{}
+	for i := range out {
+		out[i].Seq = uint64(i + 1)
+		pos[out[i].Event.Aggregate]++
+		out[i].Event.Position = pos[out[i].Event.Aggregate]
+	}
+	return out, folded
 }
