@@ -232,8 +232,8 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 	}
 	gid := g.GroupID()
 	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.Secret(st)},
-		events.MemberAdded{GroupID: gid, Epoch: g.Epoch(), Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)},
+		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.Secret(st),
+			Members: []events.Member{{Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)}}},
 	}
 	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
 	if err != nil && !errors.Is(err, errNotProjected) {

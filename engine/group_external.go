@@ -165,8 +165,8 @@ func (in *Installation) joinExternal(ctx context.Context, groupInfo, ratchetTree
 		GroupID: gid, Epoch: g.Epoch(), GroupInfo: groupInfo, RatchetTree: ratchetTree, Commit: wire,
 		Resync: reason != "", RemovedLeaf: uint32(opts.RemoveLeaf), Reason: reason,
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
+		Members: membership.Members(g),
 	}}
-	bodies = append(bodies, memberEvents(g)...)
 	var joinErr error
 	var pos uint64
 	for attempt := 0; ; attempt++ {
@@ -221,19 +221,6 @@ func (in *Installation) externallyJoinable(ctx context.Context, gid []byte, reas
 		return fmt.Errorf("engine: installation %s: resync group %x: not a member of it: %w", in.id, gid, ErrUnknownGroup)
 	}
 	return nil
-}
-
-// memberEvents records the members of g at its epoch (a join).
-func memberEvents(g *mls.Group) []events.Body {
-	var out []events.Body
-	ms := membership.Identities(g)
-	for l := mls.LeafIndex(0); len(ms) > 0; l++ {
-		if id, ok := ms[l]; ok {
-			out = append(out, events.MemberAdded{GroupID: g.GroupID(), Epoch: g.Epoch(), Leaf: uint32(l), Identity: id})
-			delete(ms, l)
-		}
-	}
-	return out
 }
 
 func sortIDs(ids []events.InstallationID) {

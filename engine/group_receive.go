@@ -388,14 +388,8 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	bodies := []events.Body{events.WelcomeProcessed{
 		GroupID: gid, Epoch: g.Epoch(), KeyPackageRef: kp.ref, Welcome: wire,
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
+		Members: membership.Members(g),
 	}}
-	ms := membership.Identities(g)
-	for l := mls.LeafIndex(0); len(ms) > 0; l++ {
-		if id, ok := ms[l]; ok {
-			bodies = append(bodies, events.MemberAdded{GroupID: gid, Epoch: g.Epoch(), Leaf: uint32(l), Identity: id})
-			delete(ms, l)
-		}
-	}
 	// A first join starts the group's aggregate (position 0); a group
 	// this installation was in before is joined again after its
 	// departure, at the aggregate's position (a new membership). Either

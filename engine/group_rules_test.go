@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -136,6 +139,43 @@ func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
 	}
 }
 
+// VerifyMLS checks the members a join records (group.created,
+// group.welcome_processed and group.external_joined list them since
+// version 2) against the group's tree: a record that adds a member the
+// tree does not hold is refused, a true one passes.
+func TestVerifyMLSChecksTheJoinsMembers(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	in := b.create(alice)
+	b.create(bob)
+	b.pair(alice, bob) // a true group.created and a true Welcome
+	if _, err := replay.VerifyMLS(ctx, b.log, bob); err != nil {
+		t.Fatalf("VerifyMLS of bob's true join: %v", err)
+	}
+	kp, secrets, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, in.capabilities())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := in.mlsOptions()
+	g, err := mls.NewGroup(nil, kp, secrets, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := g.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := events.GroupCreated{GroupID: g.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.Secret(st),
+		Members: []events.Member{{Leaf: 0, Identity: []byte(alice)}, {Leaf: 1, Identity: []byte("mallory")}}}
+	if err := in.appendAndProject(ctx, in.groupAgg(g.GroupID()), 0, []events.Body{forged}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = replay.VerifyMLS(ctx, b.log, alice)
+	if !errors.Is(err, replay.ErrMLSMismatch) || !strings.Contains(err.Error(), "mallory") {
+		t.Errorf("VerifyMLS of a group.created listing a member its tree lacks: %v, want replay.ErrMLSMismatch naming mallory", err)
+	}
+}
+
 // The read model retires exactly the epochs the log lists, with no window
 // of its own: an installation running with MaxPastEpochs 5 records a late
 // message of an epoch the default window (3) would have retired, and a
@@ -192,4 +232,71 @@ func TestRemoveNonMemberRefused(t *testing.T) {
 	if after := b.lastSeq(alice); after != before {
 		t.Errorf("the refused removal appended to alice's log (last seq %d -> %d)", before, after)
 	}
+}
+
+// A Welcome to a group of more than 1,000 members is recorded as one
+// event listing them, on a server with nats-server's default limits: it
+// was one event per member in one atomic batch, past the default limit
+// of 1,000 messages per batch, so nobody could join such a group unless
+// the deployment raised it.
+func TestWelcomeToALargeGroupIsOneEvent(t *testing.T) {
+	const peers = 1000
+	ctx := context.Background()
+	b := newBackend(t)
+	a := b.create(alice)
+	b.create(bob)
+	created, err := a.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kps := [][]byte{b.keyPackage(bob)}
+	for i := range peers {
+		sig, err := cs.GenerateSignatureKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := kp.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kps = append(kps, raw)
+	}
+	co, err := a.AddMembers(ctx, gid, kps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, co.Welcome); err != nil {
+		t.Fatalf("bob joins a group of %d from its Welcome: %v", peers+2, err)
+	}
+	ms, err := b.insts[bob].Members(ctx, gid)
+	if err != nil || len(ms) != peers+2 {
+		t.Fatalf("bob's read model holds %d members (%v), want %d", len(ms), err, peers+2)
+	}
+	var joins, others int
+	if err := b.log.Read(ctx, bob, 0, func(r eventlog.Record) error {
+		if r.Event.Aggregate.Type != events.AggGroup {
+			return nil
+		}
+		if w, ok := r.Event.Body.(events.WelcomeProcessed); ok && len(w.Members) == peers+2 {
+			joins++
+		} else {
+			others++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if joins != 1 || others != 0 {
+		t.Fatalf("bob's group history: %d welcome_processed listing %d members, %d other events; want the one", joins, peers+2, others)
+	}
+	b.checkRebuild(bob)
 }

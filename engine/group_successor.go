@@ -127,8 +127,8 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	}
 	gid := ng.GroupID()
 	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.Secret(st)},
-		events.MemberAdded{GroupID: gid, Epoch: first.Epoch(), Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)},
+		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.Secret(st),
+			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}},
 	}
 	commit, err := in.commitEvents(ctx, first, ng, wire, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
 	if err != nil {

@@ -151,6 +151,9 @@ func (KeyPackageRotated) Kind() Kind { return KindKeyPackageRotated }
 func (KeyPackageRotated) SchemaVersion() uint16 { return 1 }
 
 // GroupCreated records a new group at epoch 0 with its serialized state.
+//
+// Version 2 added Members (the creator), which a group.member_added event
+// carried before (events/catalogue.go, groupCreatedV1, says why).
 type GroupCreated struct {
 	GroupID     []byte `msgpack:"group_id"`
 	Ciphersuite uint16 `msgpack:"ciphersuite"`
@@ -158,13 +161,16 @@ type GroupCreated struct {
 	// State is the serialized MLS group state at Epoch (contains the epoch
 	// secrets).
 	State Secret `msgpack:"state"`
+	// Members are the group's members at Epoch, by leaf; empty in an
+	// upcast v1 event (group.member_added events follow it).
+	Members []Member `msgpack:"members"`
 }
 
 // Kind implements Body.
 func (GroupCreated) Kind() Kind { return KindGroupCreated }
 
 // SchemaVersion implements Body.
-func (GroupCreated) SchemaVersion() uint16 { return 1 }
+func (GroupCreated) SchemaVersion() uint16 { return 2 }
 
 // ProposalStaged records a proposal of Epoch cached for a commit by
 // reference (RFC 9420 §12.2): received from another member (Own unset:
@@ -283,13 +289,16 @@ type WelcomeProcessed struct {
 	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
 	// State is the serialized MLS group state at Epoch.
 	State Secret `msgpack:"state"`
+	// Members are the group's members at Epoch, by leaf (version 2); empty
+	// in an upcast v1 event, which group.member_added events follow.
+	Members []Member `msgpack:"members"`
 }
 
 // Kind implements Body.
 func (WelcomeProcessed) Kind() Kind { return KindWelcomeProcessed }
 
 // SchemaVersion implements Body.
-func (WelcomeProcessed) SchemaVersion() uint16 { return 1 }
+func (WelcomeProcessed) SchemaVersion() uint16 { return 2 }
 
 // ExternalJoined records that the installation joined the group by its
 // own external commit (RFC 9420 §12.4.3.2), from a GroupInfo: a first
@@ -315,13 +324,16 @@ type ExternalJoined struct {
 	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
 	// State is the serialized MLS group state at Epoch.
 	State Secret `msgpack:"state"`
+	// Members are the group's members at Epoch, by leaf (version 2); empty
+	// in an upcast v1 event, which group.member_added events follow.
+	Members []Member `msgpack:"members"`
 }
 
 // Kind implements Body.
 func (ExternalJoined) Kind() Kind { return KindExternalJoined }
 
 // SchemaVersion implements Body.
-func (ExternalJoined) SchemaVersion() uint16 { return 1 }
+func (ExternalJoined) SchemaVersion() uint16 { return 2 }
 
 // MemberAdded records a member joining the group in Epoch.
 type MemberAdded struct {

@@ -100,13 +100,16 @@ var catalogue = []kindSpec{
 	current[KeyPackagePublished](AggKeyPackage, "a key package was published where others can fetch it", nil),
 	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
 	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
-	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state", nil),
+	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state and its creator",
+		map[uint16]schema{1: legacy(upcastGroupCreatedV1)}),
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
 		map[uint16]schema{1: legacy(upcastProposalStagedV1)}),
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
 		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2)}),
-	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome", nil),
-	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf)", nil),
+	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome, with the group's members",
+		map[uint16]schema{1: legacy(upcastWelcomeProcessedV1)}),
+	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf), with the group's members",
+		map[uint16]schema{1: legacy(upcastExternalJoinedV1)}),
 	current[MemberAdded](AggGroup, "a member was added to the group", nil),
 	current[MemberRemoved](AggGroup, "a member was removed from the group (or left it, by its own proposal)",
 		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),
@@ -367,4 +370,56 @@ func BodyAs[T Body](e Event) (T, bool) {
 	}
 	var zero T
 	return zero, false
+}
+
+// The joins of version 1 (group.created, group.welcome_processed,
+// group.external_joined) recorded the group's members as
+// group.member_added events in the same atomic batch: a Welcome to a group
+// of 1,000 was 1,001 events, past nats-server's default limit on a batch,
+// and any batch on a single-replica file stream costs a staged, synced
+// file store. Version 2 carries them in Members; a v1 event is upcast
+// with none (its member events follow it).
+
+type groupCreatedV1 struct {
+	GroupID     []byte `msgpack:"group_id"`
+	Ciphersuite uint16 `msgpack:"ciphersuite"`
+	Epoch       uint64 `msgpack:"epoch"`
+	State       Secret `msgpack:"state"`
+}
+
+func upcastGroupCreatedV1(old groupCreatedV1, _ eventHeader) (GroupCreated, error) {
+	return GroupCreated{GroupID: old.GroupID, Ciphersuite: old.Ciphersuite, Epoch: old.Epoch, State: old.State}, nil
+}
+
+type welcomeProcessedV1 struct {
+	GroupID            []byte `msgpack:"group_id"`
+	Epoch              uint64 `msgpack:"epoch"`
+	KeyPackageRef      []byte `msgpack:"key_package_ref"`
+	Welcome            []byte `msgpack:"welcome"`
+	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
+	State              Secret `msgpack:"state"`
+}
+
+func upcastWelcomeProcessedV1(old welcomeProcessedV1, _ eventHeader) (WelcomeProcessed, error) {
+	return WelcomeProcessed{GroupID: old.GroupID, Epoch: old.Epoch, KeyPackageRef: old.KeyPackageRef,
+		Welcome: old.Welcome, EpochAuthenticator: old.EpochAuthenticator, State: old.State}, nil
+}
+
+type externalJoinedV1 struct {
+	GroupID            []byte `msgpack:"group_id"`
+	Epoch              uint64 `msgpack:"epoch"`
+	GroupInfo          []byte `msgpack:"group_info"`
+	RatchetTree        []byte `msgpack:"ratchet_tree"`
+	Commit             []byte `msgpack:"commit"`
+	Resync             bool   `msgpack:"resync"`
+	RemovedLeaf        uint32 `msgpack:"removed_leaf"`
+	Reason             string `msgpack:"reason"`
+	EpochAuthenticator []byte `msgpack:"epoch_authenticator"`
+	State              Secret `msgpack:"state"`
+}
+
+func upcastExternalJoinedV1(old externalJoinedV1, _ eventHeader) (ExternalJoined, error) {
+	return ExternalJoined{GroupID: old.GroupID, Epoch: old.Epoch, GroupInfo: old.GroupInfo, RatchetTree: old.RatchetTree,
+		Commit: old.Commit, Resync: old.Resync, RemovedLeaf: old.RemovedLeaf, Reason: old.Reason,
+		EpochAuthenticator: old.EpochAuthenticator, State: old.State}, nil
 }

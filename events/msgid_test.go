@@ -222,7 +222,14 @@ func TestMessageIDGolden(t *testing.T) {
 		Added: []Member{{Leaf: 3, Identity: []byte("bob")}}, Removed: []Member{{Leaf: 1, Identity: []byte("carol")}}}); got != golden[3].want {
 		t.Errorf("group.commit_applied v1: id %s, want %s", got, golden[3].want)
 	}
-	golden = append(golden[:3], golden[4:]...)
+	// group.created is at version 2 (with its members); its golden id is
+	// that of the version 1 body.
+	gc := golden[2].e.Body.(GroupCreated)
+	if got := msgIDAtVersion(t, r, testAggPseudonym, golden[2].e, 1, groupCreatedV1{GroupID: gc.GroupID, Ciphersuite: gc.Ciphersuite,
+		Epoch: gc.Epoch, State: gc.State}); got != golden[2].want {
+		t.Errorf("group.created v1: id %s, want %s", got, golden[2].want)
+	}
+	golden = append(golden[:2], golden[4:]...)
 	for _, g := range golden {
 		got, _ := mustSealWithID(t, m, testAggPseudonym, g.e, testTime)
 		if got != g.want {

@@ -111,6 +111,15 @@ func TestUpcastGroupKindsV1(t *testing.T) {
 			MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 2, Identity: []byte("carol")}},
 		{KindProposalStaged, proposalStagedV1{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")},
 			ProposalStaged{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")}},
+		// The joins of v1 recorded their members as member_added events.
+		{KindGroupCreated, groupCreatedV1{GroupID: gid, Ciphersuite: 3, State: Secret("st")},
+			GroupCreated{GroupID: gid, Ciphersuite: 3, State: Secret("st")}},
+		{KindWelcomeProcessed, welcomeProcessedV1{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: Secret("st")},
+			WelcomeProcessed{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: Secret("st")}},
+		{KindExternalJoined, externalJoinedV1{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"), Resync: true, RemovedLeaf: 1, Reason: "lost",
+			EpochAuthenticator: []byte("a"), State: Secret("st")},
+			ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"), Resync: true, RemovedLeaf: 1, Reason: "lost",
+				EpochAuthenticator: []byte("a"), State: Secret("st")}},
 	} {
 		env, err := seal(r, testBinding, testInst, c.kind, 1, h, c.v1)
 		if err != nil {

@@ -257,7 +257,22 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State, nil, "created", ev.Time, nil, false)
+	if err := a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State, nil, "created", ev.Time, nil, false); err != nil {
+		return err
+	}
+	return a.addMembers(b.GroupID, b.Epoch, b.Members)
+}
+
+// addMembers records the members a join lists (version 2 of
+// group.created, group.welcome_processed and group.external_joined), as
+// the group.member_added events that followed a version 1 join did.
+func (a *applier) addMembers(group []byte, epoch uint64, ms []events.Member) error {
+	for _, m := range ms {
+		if err := a.addMember(group, epoch, m.Leaf, m.Identity); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func applyWelcomeProcessed(a *applier, ev events.Event) error {
@@ -278,7 +293,10 @@ func applyWelcomeProcessed(a *applier, ev events.Event) error {
 			return err
 		}
 	}
-	return a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "welcome", ev.Time, nil, false)
+	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "welcome", ev.Time, nil, false); err != nil {
+		return err
+	}
+	return a.addMembers(b.GroupID, b.Epoch, b.Members)
 }
 
 func applyExternalJoined(a *applier, ev events.Event) error {
@@ -297,7 +315,10 @@ func applyExternalJoined(a *applier, ev events.Event) error {
 	if commit == nil {
 		commit = []byte{}
 	}
-	return a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync)
+	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync); err != nil {
+		return err
+	}
+	return a.addMembers(b.GroupID, b.Epoch, b.Members)
 }
 
 func applyProposalStaged(a *applier, ev events.Event) error {

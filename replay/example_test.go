@@ -71,7 +71,7 @@ func ExampleRebuild() {
 	}
 	fmt.Println("verified")
 	// Output:
-	// rebuilt alice-phone: 3 events replayed, replaced an existing database: true
+	// rebuilt alice-phone: 2 events replayed, replaced an existing database: true
 	// verified
 }
 

@@ -253,9 +253,39 @@ func checkGroupCreated(c *mlsChecker, ev events.Event) error {
 	if err != nil {
 		return err
 	}
+	if err := checkJoinMembers(g, b.Members); err != nil {
+		return err
+	}
 	c.groups[string(b.GroupID)] = g
 	c.rep.Groups++
 	return nil
+}
+
+// checkJoinMembers checks the members a join records (version 2 of its
+// event) against the group's tree: exactly its members, by leaf. A
+// version 1 join lists none; its group.member_added events follow and
+// are checked one by one.
+func checkJoinMembers(g *mls.Group, listed []events.Member) error {
+	if len(listed) == 0 {
+		return nil
+	}
+	want := membership.Members(g)
+	if sameMembers(want, listed) {
+		return nil
+	}
+	// Name the first difference: a group's member list can be long.
+	i := 0
+	for i < len(want) && i < len(listed) && want[i].Leaf == listed[i].Leaf && bytes.Equal(want[i].Identity, listed[i].Identity) {
+		i++
+	}
+	first := func(ms []events.Member) string {
+		if i < len(ms) {
+			return membersString(ms[i : i+1])
+		}
+		return "nobody more"
+	}
+	return mismatch("group %x epoch %d: the join records %d members, the group's tree holds %d; member %d recorded as %s, in the tree %s",
+		g.GroupID(), g.Epoch(), len(listed), len(want), i, first(listed), first(want))
 }
 
 // checkWelcomeProcessed joins again from the recorded Welcome with the key
@@ -283,6 +313,9 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	}
 	g, err := recorded(b.State, b.GroupID, b.Epoch, b.EpochAuthenticator)
 	if err != nil {
+		return err
+	}
+	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
 	if err := c.join(b.GroupID, b.Epoch, g, false); err != nil {
@@ -334,6 +367,9 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 	if ln := g.Tree().Leaf(g.LeafIndex()); ln == nil || !bytes.Equal(ln.Credential.Identity, []byte(c.inst)) ||
 		!bytes.Equal(ln.SignatureKey, cm.PublicMessage.Content.Commit.Path.LeafNode.SignatureKey) {
 		return mismatch("group %x epoch %d: the recorded state does not hold this installation at the external commit's leaf", b.GroupID, b.Epoch)
+	}
+	if err := checkJoinMembers(g, b.Members); err != nil {
+		return err
 	}
 	if err := c.join(b.GroupID, b.Epoch, g, b.Resync); err != nil {
 		return err

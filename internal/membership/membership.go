@@ -34,6 +34,19 @@ func Identities(g *mls.Group) map[mls.LeafIndex][]byte {
 	return out
 }
 
+// Members lists g's members by leaf, in leaf order: what the event of a
+// join records.
+func Members(g *mls.Group) []events.Member {
+	var out []events.Member
+	g.Tree().Leaves(func(l mls.LeafIndex, leaf *mls.LeafNode) {
+		if leaf != nil {
+			out = append(out, events.Member{Leaf: uint32(l), Identity: bytes.Clone(leaf.Credential.Identity)})
+		}
+	})
+	sortMembers(out)
+	return out
+}
+
 // Diff describes the membership change from old to new.
 func Diff(old, new *mls.Group) (added, removed []events.Member) {
 	om, nm := Identities(old), Identities(new)
