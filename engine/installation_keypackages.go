@@ -49,8 +49,8 @@ func (in *Installation) publishKeyPackage(ctx context.Context, destination strin
 			InitPrivateKey:       events.Secret(secrets.InitKey.Bytes()),
 			EncryptionPrivateKey: events.Secret(secrets.EncryptionKey.Bytes()),
 			LastResort:           lastResort,
+			Published:            true, Destination: destination,
 		},
-		events.KeyPackagePublished{Ref: ref, Destination: destination},
 	}
 	if err := in.appendAndProject(ctx, agg, 0, bodies); err != nil {
 		err = fmt.Errorf("engine: installation %s: publish key package %x: %w", in.id, ref, err)

@@ -87,6 +87,11 @@ func (ExternalPSKRetired) SchemaVersion() uint16 { return 1 }
 
 // KeyPackageGenerated records a new key package and the private keys the
 // installation needs to join a group from a Welcome that uses it.
+//
+// Version 2 added Published and Destination: a key package generated to
+// be published at once is one event, where it was this and a
+// keypackage.published in one atomic batch (which costs a staged, synced
+// file store on a single-replica file stream).
 type KeyPackageGenerated struct {
 	// Ref is the KeyPackageRef (RFC 9420, 5.2).
 	Ref         []byte `msgpack:"ref"`
@@ -99,13 +104,18 @@ type KeyPackageGenerated struct {
 	// encryption_key.
 	EncryptionPrivateKey Secret `msgpack:"encryption_private_key"`
 	LastResort           bool   `msgpack:"last_resort"`
+	// Published says the key package was published as it was generated,
+	// to Destination (as keypackage.published records it); false in an
+	// upcast v1 event, whose publication is an event of its own.
+	Published   bool   `msgpack:"published"`
+	Destination string `msgpack:"destination"`
 }
 
 // Kind implements Body.
 func (KeyPackageGenerated) Kind() Kind { return KindKeyPackageGenerated }
 
 // SchemaVersion implements Body.
-func (KeyPackageGenerated) SchemaVersion() uint16 { return 1 }
+func (KeyPackageGenerated) SchemaVersion() uint16 { return 2 }
 
 // KeyPackagePublished records that a key package was uploaded where others
 // can fetch it.

@@ -96,7 +96,8 @@ var catalogue = []kindSpec{
 	current[InstallationCreated](AggInstallation, "the installation's identity: signature key pair, ciphersuite and credential", nil),
 	current[ExternalPSKRegistered](AggInstallation, "an external pre-shared key the installation holds from now on, with its secret", nil),
 	current[ExternalPSKRetired](AggInstallation, "an external pre-shared key was retired: its secret is deleted", nil),
-	current[KeyPackageGenerated](AggKeyPackage, "a key package was generated, with the private init and leaf HPKE keys needed to join from it", nil),
+	current[KeyPackageGenerated](AggKeyPackage, "a key package was generated, with the private init and leaf HPKE keys needed to join from it (and published, when it was at once)",
+		map[uint16]schema{1: legacy(upcastKeyPackageGeneratedV1)}),
 	current[KeyPackagePublished](AggKeyPackage, "a key package was published where others can fetch it", nil),
 	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
 	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
@@ -422,4 +423,20 @@ func upcastExternalJoinedV1(old externalJoinedV1, _ eventHeader) (ExternalJoined
 	return ExternalJoined{GroupID: old.GroupID, Epoch: old.Epoch, GroupInfo: old.GroupInfo, RatchetTree: old.RatchetTree,
 		Commit: old.Commit, Resync: old.Resync, RemovedLeaf: old.RemovedLeaf, Reason: old.Reason,
 		EpochAuthenticator: old.EpochAuthenticator, State: old.State}, nil
+}
+
+// keyPackageGeneratedV1 is keypackage.generated schema version 1: its
+// publication was a keypackage.published event of its own.
+type keyPackageGeneratedV1 struct {
+	Ref                  []byte `msgpack:"ref"`
+	Ciphersuite          uint16 `msgpack:"ciphersuite"`
+	KeyPackage           []byte `msgpack:"key_package"`
+	InitPrivateKey       Secret `msgpack:"init_private_key"`
+	EncryptionPrivateKey Secret `msgpack:"encryption_private_key"`
+	LastResort           bool   `msgpack:"last_resort"`
+}
+
+func upcastKeyPackageGeneratedV1(old keyPackageGeneratedV1, _ eventHeader) (KeyPackageGenerated, error) {
+	return KeyPackageGenerated{Ref: old.Ref, Ciphersuite: old.Ciphersuite, KeyPackage: old.KeyPackage,
+		InitPrivateKey: old.InitPrivateKey, EncryptionPrivateKey: old.EncryptionPrivateKey, LastResort: old.LastResort}, nil
 }

@@ -168,3 +168,23 @@ func TestUpcastCommitAppliedV2(t *testing.T) {
 		t.Fatalf("v3 body labelled v2: got %v, want ErrMalformed", err)
 	}
 }
+
+// A keypackage.generated of version 1 (its publication an event of its
+// own) opens at version 2 unpublished.
+func TestUpcastKeyPackageGeneratedV1(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggKeyPackage, ID: "05"}
+	h := eventHeader{Aggregate: agg, Position: 1, Time: testTime}
+	v1 := keyPackageGeneratedV1{Ref: []byte{5}, Ciphersuite: 3, KeyPackage: []byte("kp"), InitPrivateKey: Secret("i"),
+		EncryptionPrivateKey: Secret("e"), LastResort: true}
+	env, err := seal(r, testBinding, testInst, KindKeyPackageGenerated, 1, h, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open keypackage.generated v1: %v", err)
+	}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 1, Time: testTime, Body: KeyPackageGenerated{Ref: []byte{5}, Ciphersuite: 3,
+		KeyPackage: []byte("kp"), InitPrivateKey: Secret("i"), EncryptionPrivateKey: Secret("e"), LastResort: true}})
+}

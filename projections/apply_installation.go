@@ -7,6 +7,8 @@ package projections
 // rotation after its own.
 
 import (
+	"time"
+
 	"errors"
 
 	"github.com/epochlog/epochlog/events"
@@ -92,7 +94,11 @@ func applyKeyPackageGenerated(a *applier, ev events.Event) error {
 	_, err = a.exec(`INSERT INTO key_packages(ref, ciphersuite, key_package, last_resort, state, init_private_key, encryption_private_key, generated_at)
 		VALUES (?, ?, ?, ?, 'generated', ?, ?, ?)`,
 		b.Ref, int64(b.Ciphersuite), b.KeyPackage, b.LastResort, nullBytes(b.InitPrivateKey), nullBytes(b.EncryptionPrivateKey), nanos(ev.Time))
-	return err
+	if err != nil || !b.Published {
+		return err
+	}
+	// Published as generated (version 2): as keypackage.published would.
+	return a.publishKeyPackage(b.Ref, b.Destination, ev.Time)
 }
 
 func applyKeyPackagePublished(a *applier, ev events.Event) error {
@@ -100,15 +106,19 @@ func applyKeyPackagePublished(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	state, _, err := a.keyPackageState(b.Ref)
+	return a.publishKeyPackage(b.Ref, b.Destination, ev.Time)
+}
+
+func (a *applier) publishKeyPackage(ref []byte, destination string, at time.Time) error {
+	state, _, err := a.keyPackageState(ref)
 	if err != nil {
 		return err
 	}
 	if state != "generated" {
-		return cannot("publish key package %x in state %s", b.Ref, state)
+		return cannot("publish key package %x in state %s", ref, state)
 	}
 	_, err = a.exec(`UPDATE key_packages SET state = 'published', published_at = ?, destination = ? WHERE ref = ?`,
-		nanos(ev.Time), b.Destination, b.Ref)
+		nanos(at), destination, ref)
 	return err
 }
 

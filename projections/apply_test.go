@@ -509,15 +509,29 @@ func assertNothingApplied(t *testing.T, db *DB, empty Digest) {
 	}
 }
 
-// A commit that lists its retirements (group.commit_applied v3) projects
-// into the same rows as a commit followed by group.epoch_secrets_retired
-// (how v2 recorded them), batched or one event per transaction: only the
-// stream's positions differ.
-func TestCommitRetiredEpochsEqualRetirementEvent(t *testing.T) {
+// The one-event forms of transitions that used to be atomic batches
+// project into the same rows as the batches did, applied one event per
+// transaction or many: a commit that lists its retirements
+// (group.commit_applied v3) as a commit and a group.epoch_secrets_retired,
+// a join that lists its members (v2 of group.created,
+// group.welcome_processed, group.external_joined) as a join and its
+// group.member_added events, a key package generated as published
+// (keypackage.generated v2) as keypackage.generated and
+// keypackage.published. Only the stream's positions differ.
+func TestOneEventFormsEqualTheirBatches(t *testing.T) {
 	recs := sampleStream(t, "inst-a", 2, 40)
-	folded, n := foldRetirements(recs)
-	if n == 0 {
-		t.Fatal("the sample stream has no retirement after a commit to fold")
+	// The events of one batch carry one time, as the engine records them
+	// (the sample's times step by a second per event).
+	for i := 1; i < len(recs); i++ {
+		if _, ok := recs[i].Event.Body.(events.KeyPackagePublished); ok && recs[i].Event.Aggregate == recs[i-1].Event.Aggregate {
+			recs[i].Event.Time = recs[i-1].Event.Time
+		}
+	}
+	folded, n := foldTransitions(recs)
+	for _, k := range []events.Kind{events.KindEpochSecretsRetired, events.KindMemberAdded, events.KindKeyPackagePublished} {
+		if n[k] == 0 {
+			t.Fatalf("the sample stream has no %s to fold", k)
+		}
 	}
 	content := func(db *DB) Digest {
 		d, err := db.Digest(ctx)
@@ -529,13 +543,13 @@ func TestCommitRetiredEpochsEqualRetirementEvent(t *testing.T) {
 		})
 		return d
 	}
-	pair := mustOpen(t, filepath.Join(t.TempDir(), "pair.db"), newKey(t), nil)
-	applyAll(t, pair, recs)
+	batches := mustOpen(t, filepath.Join(t.TempDir(), "batches.db"), newKey(t), nil)
+	applyAll(t, batches, recs)
 	for _, batch := range []int{1, 64} {
 		one := mustOpen(t, filepath.Join(t.TempDir(), "one.db"), newKey(t), &Options{BatchSize: batch})
 		applyAll(t, one, folded)
-		if d := Compare(content(pair), content(one)); d != nil {
-			t.Fatalf("batch %d: commits listing their retirements differ from retirement events: %v", batch, d)
+		if d := Compare(content(batches), content(one)); d != nil {
+			t.Fatalf("batch %d: the one-event forms differ from the batches: %v", batch, d)
 		}
 		held, err := one.HeldEpochs(ctx, gid(0))
 		if err != nil {
@@ -547,21 +561,54 @@ func TestCommitRetiredEpochsEqualRetirementEvent(t *testing.T) {
 	}
 }
 
-// foldRetirements returns recs with each group.epoch_secrets_retired that
-// follows a commit of its group moved into that commit's RetiredEpochs,
-// positions and sequences renumbered, and how many were folded.
-func foldRetirements(recs []Record) ([]Record, int) {
+// foldTransitions returns recs with the events that followed another in
+// one batch moved into it, as the current versions record them (see
+// TestOneEventFormsEqualTheirBatches), positions and sequences
+// renumbered, and how many of each kind were folded.
+func foldTransitions(recs []Record) ([]Record, map[events.Kind]int) {
 	var out []Record
-	folded := 0
-	for _, r := range recs {
-		if ret, ok := r.Event.Body.(events.EpochSecretsRetired); ok && len(out) > 0 {
-			prev := &out[len(out)-1]
-			if c, ok := prev.Event.Body.(events.CommitApplied); ok && prev.Event.Aggregate == r.Event.Aggregate {
-				c.RetiredEpochs = append(slices.Clone(c.RetiredEpochs), ret.Epochs...)
+	folded := map[events.Kind]int{}
+	fold := func(r Record) bool {
+		if len(out) == 0 || out[len(out)-1].Event.Aggregate != r.Event.Aggregate {
+			return false
+		}
+		prev := &out[len(out)-1]
+		switch b := r.Event.Body.(type) {
+		case events.EpochSecretsRetired:
+			if c, ok := prev.Event.Body.(events.CommitApplied); ok {
+				c.RetiredEpochs = append(slices.Clone(c.RetiredEpochs), b.Epochs...)
 				prev.Event.Body = c
-				folded++
-				continue
+				return true
 			}
+		case events.MemberAdded:
+			m := events.Member{Leaf: b.Leaf, Identity: b.Identity}
+			switch j := prev.Event.Body.(type) {
+			case events.GroupCreated:
+				j.Members = append(slices.Clone(j.Members), m)
+				prev.Event.Body = j
+				return true
+			case events.WelcomeProcessed:
+				j.Members = append(slices.Clone(j.Members), m)
+				prev.Event.Body = j
+				return true
+			case events.ExternalJoined:
+				j.Members = append(slices.Clone(j.Members), m)
+				prev.Event.Body = j
+				return true
+			}
+		case events.KeyPackagePublished:
+			if g, ok := prev.Event.Body.(events.KeyPackageGenerated); ok && !g.Published {
+				g.Published, g.Destination = true, b.Destination
+				prev.Event.Body = g
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range recs {
+		if fold(r) {
+			folded[r.Event.Body.Kind()]++
+			continue
 		}
 		out = append(out, r)
 	}
