@@ -145,7 +145,8 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 				if err != nil && !errors.Is(err, errNotProjected) {
 					return err
 				}
-				bodies = append(bodies, events.KeyPackageRotated{Ref: kp.ref, ReplacedBy: newRef})
+				// One event: the rotation goes with the consumption.
+				bodies = []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: true, ReplacedBy: newRef}}
 			}
 		}
 		err = in.appendAndProject(ctx, agg, pos, bodies)

@@ -134,18 +134,27 @@ func (KeyPackagePublished) SchemaVersion() uint16 { return 1 }
 
 // KeyPackageConsumed records that a Welcome used the key package. Its
 // private keys are deleted from the read model unless it is last-resort.
+//
+// Version 2 added ReplacedBy: a last-resort package rotated as it is
+// consumed is one event, where it was this and a keypackage.rotated in
+// one atomic batch.
 type KeyPackageConsumed struct {
 	Ref []byte `msgpack:"ref"`
 	// GroupID is the group the consuming Welcome joined.
 	GroupID    []byte `msgpack:"group_id"`
 	LastResort bool   `msgpack:"last_resort"`
+	// ReplacedBy, when set, is the key package that replaces this
+	// (last-resort) one as it is consumed: the rotation
+	// keypackage.rotated records. Nil in an upcast v1 event, whose
+	// rotation is an event of its own.
+	ReplacedBy []byte `msgpack:"replaced_by"`
 }
 
 // Kind implements Body.
 func (KeyPackageConsumed) Kind() Kind { return KindKeyPackageConsumed }
 
 // SchemaVersion implements Body.
-func (KeyPackageConsumed) SchemaVersion() uint16 { return 1 }
+func (KeyPackageConsumed) SchemaVersion() uint16 { return 2 }
 
 // KeyPackageRotated records, on the old key package's aggregate, that a
 // (last-resort) key package was replaced by a new one.

@@ -99,7 +99,8 @@ var catalogue = []kindSpec{
 	current[KeyPackageGenerated](AggKeyPackage, "a key package was generated, with the private init and leaf HPKE keys needed to join from it (and published, when it was at once)",
 		map[uint16]schema{1: legacy(upcastKeyPackageGeneratedV1)}),
 	current[KeyPackagePublished](AggKeyPackage, "a key package was published where others can fetch it", nil),
-	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort", nil),
+	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort (which may be rotated with it)",
+		map[uint16]schema{1: legacy(upcastKeyPackageConsumedV1)}),
 	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
 	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state and its creator",
 		map[uint16]schema{1: legacy(upcastGroupCreatedV1)}),
@@ -439,4 +440,16 @@ type keyPackageGeneratedV1 struct {
 func upcastKeyPackageGeneratedV1(old keyPackageGeneratedV1, _ eventHeader) (KeyPackageGenerated, error) {
 	return KeyPackageGenerated{Ref: old.Ref, Ciphersuite: old.Ciphersuite, KeyPackage: old.KeyPackage,
 		InitPrivateKey: old.InitPrivateKey, EncryptionPrivateKey: old.EncryptionPrivateKey, LastResort: old.LastResort}, nil
+}
+
+// keyPackageConsumedV1 is keypackage.consumed schema version 1: a
+// rotation was a keypackage.rotated event of its own.
+type keyPackageConsumedV1 struct {
+	Ref        []byte `msgpack:"ref"`
+	GroupID    []byte `msgpack:"group_id"`
+	LastResort bool   `msgpack:"last_resort"`
+}
+
+func upcastKeyPackageConsumedV1(old keyPackageConsumedV1, _ eventHeader) (KeyPackageConsumed, error) {
+	return KeyPackageConsumed{Ref: old.Ref, GroupID: old.GroupID, LastResort: old.LastResort}, nil
 }

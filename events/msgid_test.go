@@ -229,7 +229,13 @@ func TestMessageIDGolden(t *testing.T) {
 		Epoch: gc.Epoch, State: gc.State}); got != golden[2].want {
 		t.Errorf("group.created v1: id %s, want %s", got, golden[2].want)
 	}
-	golden = append(golden[:2], golden[4:]...)
+	// keypackage.consumed is at version 2 (with replaced_by).
+	kc := golden[5].e.Body.(KeyPackageConsumed)
+	if got := msgIDAtVersion(t, r, testAggPseudonym, golden[5].e, 1, keyPackageConsumedV1{Ref: kc.Ref, GroupID: kc.GroupID,
+		LastResort: kc.LastResort}); got != golden[5].want {
+		t.Errorf("keypackage.consumed v1: id %s, want %s", got, golden[5].want)
+	}
+	golden = append(golden[:2], golden[4])
 	for _, g := range golden {
 		got, _ := mustSealWithID(t, m, testAggPseudonym, g.e, testTime)
 		if got != g.want {
@@ -249,7 +255,11 @@ func msgIDAtVersion(t testing.TB, r *Keyring, aggPseudo string, e Event, version
 	t.Helper()
 	key := r.Pseudonym("engine", "message id key")
 	s := newMsgIDState([]byte(key))
-	if err := s.begin(aggPseudo, e.Body.Kind(), version, e.Aggregate, e.Position, e.Time); err != nil {
+	digestTime := e.Time
+	if e.Time.IsZero() { // as MessageIDs.seal: sealed with the time of sealing, digested unset
+		digestTime, e.Time = unsetTime, testTime
+	}
+	if err := s.begin(aggPseudo, e.Body.Kind(), version, e.Aggregate, e.Position, digestTime); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sealTo(sealer{r: r}, testBinding, e.Aggregate.Installation, e.Body.Kind(), version,

@@ -143,7 +143,14 @@ func applyKeyPackageConsumed(a *applier, ev events.Event) error {
 	if lastResort {
 		_, err = a.exec(`UPDATE key_packages SET state = 'consumed', consumed_at = ?, consumed_group = ? WHERE ref = ?`,
 			nanos(ev.Time), nullBytes(b.GroupID), b.Ref)
-		return err
+		if err != nil || b.ReplacedBy == nil {
+			return err
+		}
+		// Rotated as consumed (version 2): as keypackage.rotated would.
+		return a.rotateKeyPackage(b.Ref, b.ReplacedBy, ev.Time)
+	}
+	if b.ReplacedBy != nil {
+		return cannot("key package %x: a one-time key package is not rotated", b.Ref)
 	}
 	// A one-time key package's private keys go with its use (forward secrecy).
 	_, err = a.exec(`UPDATE key_packages SET state = 'consumed', consumed_at = ?, consumed_group = ?,
@@ -157,21 +164,25 @@ func applyKeyPackageRotated(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	state, _, err := a.keyPackageState(b.Ref)
+	return a.rotateKeyPackage(b.Ref, b.ReplacedBy, ev.Time)
+}
+
+func (a *applier) rotateKeyPackage(ref, replacedBy []byte, at time.Time) error {
+	state, _, err := a.keyPackageState(ref)
 	if err != nil {
 		return err
 	}
 	if state == "rotated" {
-		return cannot("key package %x rotated twice", b.Ref)
+		return cannot("key package %x rotated twice", ref)
 	}
 	if _, err := a.exec(`UPDATE key_packages SET state = 'rotated', rotated_at = ?, replaced_by = ? WHERE ref = ?`,
-		nanos(ev.Time), nullBytes(b.ReplacedBy), b.Ref); err != nil {
+		nanos(at), nullBytes(replacedBy), ref); err != nil {
 		return err
 	}
 	// At most two HPKE key pairs: the current package and the one just
 	// rotated out (a Welcome in flight may still use it). Every package
 	// rotated earlier loses its private keys now.
 	_, err = a.exec(`UPDATE key_packages SET init_private_key = NULL, encryption_private_key = NULL
-		WHERE state = 'rotated' AND ref <> ? AND (init_private_key IS NOT NULL OR encryption_private_key IS NOT NULL)`, b.Ref)
+		WHERE state = 'rotated' AND ref <> ? AND (init_private_key IS NOT NULL OR encryption_private_key IS NOT NULL)`, ref)
 	return err
 }

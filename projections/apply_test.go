@@ -186,6 +186,7 @@ func TestCannotApply(t *testing.T) {
 		s.installation()
 		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, State: events.Secret("s0")})
 		s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 1, Payload: []byte("p"), IdempotencyKey: "k1"})
+		s.keyPackage(7, false)
 		return s
 	}
 	cases := map[string]func(s *streamBuilder){
@@ -209,6 +210,9 @@ func TestCannotApply(t *testing.T) {
 		},
 		"second installation":  func(s *streamBuilder) { s.installation() },
 		"retire current epoch": func(s *streamBuilder) { s.group(0, events.EpochSecretsRetired{GroupID: gid(0), Epochs: []uint64{0}}) },
+		"one-time key package rotated": func(s *streamBuilder) {
+			s.kpEvent(7, events.KeyPackageConsumed{Ref: kref(7), GroupID: gid(0), ReplacedBy: kref(8)})
+		},
 		"commit retires its own epoch": func(s *streamBuilder) {
 			r := s.commit(0, 1, nil, nil)
 			c := r.Event.Body.(events.CommitApplied)
@@ -526,9 +530,14 @@ func TestOneEventFormsEqualTheirBatches(t *testing.T) {
 		if _, ok := recs[i].Event.Body.(events.KeyPackagePublished); ok && recs[i].Event.Aggregate == recs[i-1].Event.Aggregate {
 			recs[i].Event.Time = recs[i-1].Event.Time
 		}
+		if _, ok := recs[i].Event.Body.(events.KeyPackageRotated); ok {
+			if j := lastOn(recs[:i], recs[i].Event.Aggregate); j >= 0 {
+				recs[i].Event.Time = recs[j].Event.Time
+			}
+		}
 	}
 	folded, n := foldTransitions(recs)
-	for _, k := range []events.Kind{events.KindEpochSecretsRetired, events.KindMemberAdded, events.KindKeyPackagePublished} {
+	for _, k := range []events.Kind{events.KindEpochSecretsRetired, events.KindMemberAdded, events.KindKeyPackagePublished, events.KindKeyPackageRotated} {
 		if n[k] == 0 {
 			t.Fatalf("the sample stream has no %s to fold", k)
 		}
@@ -605,8 +614,27 @@ func foldTransitions(recs []Record) ([]Record, map[events.Kind]int) {
 		}
 		return false
 	}
+	// A rotation went with the consumption before it on its aggregate
+	// (the replacement's generation may lie between them).
+	foldRotation := func(r Record) bool {
+		b, ok := r.Event.Body.(events.KeyPackageRotated)
+		if !ok {
+			return false
+		}
+		j := lastOn(out, r.Event.Aggregate)
+		if j < 0 {
+			return false
+		}
+		c, ok := out[j].Event.Body.(events.KeyPackageConsumed)
+		if !ok || !c.LastResort || c.ReplacedBy != nil {
+			return false
+		}
+		c.ReplacedBy = b.ReplacedBy
+		out[j].Event.Body = c
+		return true
+	}
 	for _, r := range recs {
-		if fold(r) {
+		if fold(r) || foldRotation(r) {
 			folded[r.Event.Body.Kind()]++
 			continue
 		}
@@ -619,4 +647,14 @@ func foldTransitions(recs []Record) ([]Record, map[events.Kind]int) {
 		out[i].Event.Position = pos[out[i].Event.Aggregate]
 	}
 	return out, folded
+}
+
+// lastOn returns the index of the last of recs on aggregate agg, or -1.
+func lastOn(recs []Record, agg events.Aggregate) int {
+	for j := len(recs) - 1; j >= 0; j-- {
+		if recs[j].Event.Aggregate == agg {
+			return j
+		}
+	}
+	return -1
 }
