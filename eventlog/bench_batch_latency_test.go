@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // BenchmarkAtomicBatchLatency measures what one transition of two events
@@ -38,67 +36,53 @@ func BenchmarkAtomicBatchLatency(b *testing.B) {
 	}
 }
 
-func reportBatchLatency(b *testing.B, single, batch time.Duration, n int) {
+// alternateBatchLatency runs one and two once per iteration, in turn
+// first, and reports their summed times.
+func alternateBatchLatency(b *testing.B, one, two func(i int) time.Duration) (n int) {
+	var single, batch time.Duration
+	for b.Loop() {
+		if n%2 == 0 {
+			single += one(n)
+			batch += two(n)
+		} else {
+			batch += two(n)
+			single += one(n)
+		}
+		n++
+	}
 	b.ReportMetric(float64(single.Microseconds())/float64(n), "single-µs")
 	b.ReportMetric(float64(batch.Microseconds())/float64(n), "batch-µs")
 	b.ReportMetric(float64(batch)/float64(single), "batch-x-single")
+	return n
 }
 
 func benchBatchLatencySealed(b *testing.B, size int) {
 	e := newBenchEnv(b, size, benchMode{})
 	ctx := context.Background()
 	var posOne, posTwo uint64
-	var single, batch time.Duration
-	n := 0
-	one := func() {
+	n := alternateBatchLatency(b, func(int) time.Duration {
 		t0 := time.Now()
 		if _, err := e.log.Append(ctx, posOne, e.event(0, posOne+1)); err != nil {
 			b.Fatal(err)
 		}
-		single += time.Since(t0)
 		posOne++
-	}
-	two := func() {
+		return time.Since(t0)
+	}, func(int) time.Duration {
 		t0 := time.Now()
 		if _, err := e.log.Append(ctx, posTwo, e.event(1, posTwo+1), e.event(1, posTwo+2)); err != nil {
 			b.Fatal(err)
 		}
-		batch += time.Since(t0)
 		posTwo += 2
-	}
-	for b.Loop() {
-		if n%2 == 0 {
-			one()
-			two()
-		} else {
-			two()
-			one()
-		}
-		n++
-	}
-	reportBatchLatency(b, single, batch, n)
+		return time.Since(t0)
+	})
 	e.checkStored(b, 3*n)
 }
 
 func benchBatchLatencyRaw(b *testing.B, size int) {
 	e := newBenchEnv(b, size, benchMode{})
-	payload := make([]byte, e.env)
-	if _, err := rand.Read(payload); err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(e.log.cfg.NATSURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	payload, nc, js := e.rawClient(b)
 	ctx := context.Background()
 	var lastOne, lastTwo uint64 // the subjects' last stream sequences
-	var single, batch time.Duration
-	n := 0
 	msg := func(subj string, id string, expected *uint64) *nats.Msg {
 		h := nats.Header{hdrMsgID: []string{id}}
 		if expected != nil {
@@ -106,24 +90,23 @@ func benchBatchLatencyRaw(b *testing.B, size int) {
 		}
 		return &nats.Msg{Subject: subj, Header: h, Data: payload}
 	}
-	one := func() {
+	n := alternateBatchLatency(b, func(i int) time.Duration {
 		t0 := time.Now()
-		ack, err := js.PublishMsg(ctx, msg(e.subjs[0], fmt.Sprintf("one-%d", n), &lastOne))
+		ack, err := js.PublishMsg(ctx, msg(e.subjs[0], fmt.Sprintf("one-%d", i), &lastOne))
 		if err != nil {
 			b.Fatal(err)
 		}
-		single += time.Since(t0)
 		lastOne = ack.Sequence
-	}
-	two := func() {
+		return time.Since(t0)
+	}, func(i int) time.Duration {
 		t0 := time.Now()
 		id := nats.NewInbox()[len(nats.InboxPrefix):]
-		first := msg(e.subjs[1], fmt.Sprintf("two-%d-1", n), &lastTwo)
+		first := msg(e.subjs[1], fmt.Sprintf("two-%d-1", i), &lastTwo)
 		first.Header[hdrBatchID], first.Header[hdrBatchSeq] = []string{id}, []string{"1"}
 		if err := nc.PublishMsg(first); err != nil {
 			b.Fatal(err)
 		}
-		second := msg(e.subjs[1], fmt.Sprintf("two-%d-2", n), nil)
+		second := msg(e.subjs[1], fmt.Sprintf("two-%d-2", i), nil)
 		second.Header[hdrBatchID], second.Header[hdrBatchSeq], second.Header[hdrBatchCommit] = []string{id}, []string{"2"}, []string{"1"}
 		resp, err := nc.RequestMsg(second, 10*time.Second)
 		if err != nil {
@@ -139,19 +122,8 @@ func benchBatchLatencyRaw(b *testing.B, size int) {
 		if err := json.Unmarshal(resp.Data, &ack); err != nil || ack.Error != nil || ack.Count != 2 {
 			b.Fatalf("atomic batch: %s (%v)", resp.Data, err)
 		}
-		batch += time.Since(t0)
 		lastTwo = ack.Seq
-	}
-	for b.Loop() {
-		if n%2 == 0 {
-			one()
-			two()
-		} else {
-			two()
-			one()
-		}
-		n++
-	}
-	reportBatchLatency(b, single, batch, n)
+		return time.Since(t0)
+	})
 	e.checkStored(b, 3*n)
 }

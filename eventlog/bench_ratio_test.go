@@ -244,19 +244,7 @@ func BenchmarkAppendBatchHeaders(b *testing.B) {
 
 func benchRawBatches(b *testing.B, size int, idsOnEach bool) {
 	e := newBenchEnv(b, size, benchMode{})
-	payload := make([]byte, e.env)
-	if _, err := rand.Read(payload); err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(e.log.cfg.NATSURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(batchInFlight))
-	if err != nil {
-		b.Fatal(err)
-	}
+	payload, nc, js := e.rawClient(b, jetstream.WithPublishAsyncMaxPending(batchInFlight))
 	n := (b.N + batchEvents - 1) / batchEvents
 	b.ResetTimer()
 	for i := range n {

@@ -232,19 +232,7 @@ func benchRaw(b *testing.B, size int, m benchMode) {
 	if m.followed {
 		waitRead = e.followTail(b)
 	}
-	payload := make([]byte, e.env)
-	if _, err := rand.Read(payload); err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(e.log.cfg.NATSURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(benchInFlight))
-	if err != nil {
-		b.Fatal(err)
-	}
+	payload, _, js := e.rawClient(b, jetstream.WithPublishAsyncMaxPending(benchInFlight))
 	var ids []string
 	if m.headers {
 		ids = make([]string, b.N)
@@ -283,4 +271,25 @@ func init() {
 	if v := os.Getenv("EPOCHLOG_BENCH_INFLIGHT"); v != "" {
 		benchInFlight, _ = strconv.Atoi(v)
 	}
+}
+
+// rawClient returns a random payload the size of e's sealed envelopes and
+// a connection of its own to e's server (closed with b), for the raw side
+// of a benchmark: publishes that skip the Log.
+func (e *benchEnv) rawClient(b *testing.B, opts ...jetstream.JetStreamOpt) ([]byte, *nats.Conn, jetstream.JetStream) {
+	b.Helper()
+	payload := make([]byte, e.env)
+	if _, err := rand.Read(payload); err != nil {
+		b.Fatal(err)
+	}
+	nc, err := nats.Connect(e.log.cfg.NATSURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return payload, nc, js
 }
