@@ -9,9 +9,10 @@ package engine
 //	           expected last subject sequence), published raw with
 //	           jetstream PublishAsync, at most 256 unacknowledged, to a
 //	           stream of the same configuration on the same server;
-//	seal/open: events.Open of each of those envelopes, and events.Seal of
-//	           the events again (each event opened once: by the read
-//	           model it belongs to);
+//	seal/open: events.SealData of each of those events again under a
+//	           data key of its installation and period, and
+//	           events.OpenData of the result (each event opened once: by
+//	           the read model it belongs to);
 //	MLS:       one SealApplication (with Marshal) per message, one
 //	           Unmarshal + Process per delivery, on copies of the
 //	           sender's and a recipient's group states;
@@ -251,14 +252,32 @@ func (e *e2eEnv) rawPublish(b *testing.B, msgs []*nats.Msg) time.Duration {
 	return d
 }
 
-// sealOpen opens every envelope (as its read model does) and seals the
-// events again, and returns the time both took.
+// sealOpen times sealing every event again and opening it, as the path
+// seals each under its period's data key (envelope format 3) and each
+// read model opens it: the events are read first (untimed, through the
+// Log, as the engine reads them), then sealed with events.SealData under
+// a data key per installation and period (generated here: the key's
+// fetch is the Log's, not the building block's) and opened with
+// events.OpenData.
 func (e *e2eEnv) sealOpen(b *testing.B, msgs []*nats.Msg) time.Duration {
 	b.Helper()
+	ctx := context.Background()
 	bind := func(subject string) events.Binding {
 		return events.Binding{Stream: e.be.log.Stream(), Subject: subject}
 	}
+	type instKey struct {
+		inst events.InstallationID
+		id   events.DataKeyID
+	}
+	keys := map[instKey]events.DataKey{}
+	defer func() {
+		for _, k := range keys {
+			k.Wipe()
+		}
+	}()
 	insts := make([]events.InstallationID, len(msgs))
+	ids := make([]events.DataKeyID, len(msgs))
+	evs := make([]events.Event, len(msgs))
 	for i, m := range msgs {
 		pseudo := strings.Split(m.Subject, ".")[1]
 		id, ok := e.byPseudonym[pseudo]
@@ -266,18 +285,35 @@ func (e *e2eEnv) sealOpen(b *testing.B, msgs []*nats.Msg) time.Duration {
 			b.Fatalf("message on %s: no such installation", m.Subject)
 		}
 		insts[i] = id
-	}
-	evs := make([]events.Event, len(msgs))
-	start := time.Now()
-	for i, m := range msgs {
-		ev, err := events.Open(e.be.ring, insts[i], bind(m.Subject), m.Data)
+		ev, err := e.be.log.OpenEnvelope(ctx, id, m.Subject, m.Data)
 		if err != nil {
 			b.Fatal(err)
 		}
 		evs[i] = ev
+		kid, ok, err := events.EnvelopeDataKeyID(m.Data)
+		if err != nil || !ok {
+			b.Fatalf("message on %s: not sealed under a data key (%v)", m.Subject, err)
+		}
+		ids[i] = kid
+		if _, ok := keys[instKey{id, kid}]; !ok {
+			k, err := events.GenerateDataKey()
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys[instKey{id, kid}] = k
+		}
+	}
+	envs := make([][]byte, len(msgs))
+	start := time.Now()
+	for i, m := range msgs {
+		env, err := events.SealData(keys[instKey{insts[i], ids[i]}], ids[i], bind(m.Subject), evs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		envs[i] = env
 	}
 	for i, m := range msgs {
-		if _, err := events.Seal(e.be.ring, bind(m.Subject), evs[i]); err != nil {
+		if _, err := events.OpenData(keys[instKey{insts[i], ids[i]}], insts[i], bind(m.Subject), envs[i]); err != nil {
 			b.Fatal(err)
 		}
 	}
