@@ -32,6 +32,7 @@ package engine
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -479,8 +480,8 @@ func renumber(t tableRows, c int, seq, uniq string) [][]any {
 				nr[j] = nr[j].(int64) + int64(c)<<32
 			case name == uniq && nr[j] != nil:
 				switch v := nr[j].(type) {
-				case []byte:
-					nr[j] = append(append([]byte(nil), v...), byte(c))
+				case []byte: // four bytes: a run of one message needs 512 copies
+					nr[j] = binary.BigEndian.AppendUint32(append([]byte(nil), v...), uint32(c))
 				case string:
 					nr[j] = fmt.Sprintf("%s-%d", v, c)
 				}
