@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -114,4 +115,50 @@ func TestAppendAfterTailShredded(t *testing.T) {
 	again := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	mustAppend(t, again, 4, events.Event{Aggregate: g, Time: baseTime.Add(73 * time.Hour),
 		Body: events.HandshakeFormatSet{GroupID: []byte{12, 13}, WireFormat: 2}})
+}
+
+// TestRacingWritersAgreeOnEpochChain: two Logs (two processes' worth of
+// key caches) start the same group's epoch chain at once, each sealing
+// an event of another epoch; the aggregate takes one of them first (the
+// other is a conflict, and lands after it), and whatever the order, the
+// bucket holds one chain per group and every Log, a fresh one too, reads
+// both events. Several groups, so that the creations really overlap.
+func TestRacingWritersAgreeOnEpochChain(t *testing.T) {
+	ctx := context.Background()
+	srv := natstestStart(t)
+	l1 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	const groups = 8
+	for i := range groups {
+		g := group(instA, fmt.Sprintf("%04x", i))
+		gid := []byte{byte(i)}
+		bodies := []events.Body{
+			events.GroupCreated{GroupID: gid, Ciphersuite: 1, Epoch: 0, State: events.Secret("s0")},
+			events.CommitApplied{GroupID: gid, Epoch: 7, State: events.Secret("s7")},
+		}
+		errs := make(chan error, 2)
+		for j, l := range []*Log{l1, l2} {
+			go func() {
+				ev := events.Event{Aggregate: g, Time: baseTime, Body: bodies[j]}
+				_, err := l.Append(ctx, 0, ev)
+				if errors.Is(err, ErrConflict) {
+					_, err = l.Append(ctx, 1, ev) // after the other's
+				}
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("group %d: %v", i, err)
+			}
+		}
+	}
+	if n := len(bucketKeys(t, l1)); n != groups {
+		t.Fatalf("bucket holds %d entries for %d groups, want one chain each", n, groups)
+	}
+	for _, l := range []*Log{l1, l2, openLog(t, testConfig(srv), keyring(t, 1, 0x11))} {
+		if recs := readAll(t, l, instA, 0); len(recs) != 2*groups {
+			t.Fatalf("read %d events, want %d", len(recs), 2*groups)
+		}
+	}
 }
