@@ -152,7 +152,8 @@ type RetainOptions struct {
 	// Now is the clock the policy is applied at (default time.Now).
 	Now func() time.Time
 	// Step, when set, is called after each step: "rows", "snapshot",
-	// "prune", "keys" (tests: kill points).
+	// "prune", "epochs <group>" after each group's chain is cut, "keys"
+	// (tests: kill points).
 	Step func(string)
 }
 
@@ -355,6 +356,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		if _, err := l.ShredEpochsBefore(ctx, inst, c.Group, c.Keep); err != nil {
 			return res, fmt.Errorf("replay: retention of %s: group %s: %w", inst, c.Group, err)
 		}
+		step("epochs " + c.Group)
 	}
 	step("keys")
 	log.Info("replay: retention applied", "messages_cutoff", res.Cutoff, "delivery_cutoff", res.DeliveryCutoff, "periods", len(res.Periods), "epoch_chains", len(res.Epochs),
