@@ -1,16 +1,12 @@
 package replay
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -105,10 +101,6 @@ func TestRetainKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -122,64 +114,15 @@ func TestRetainKill9(t *testing.T) {
 		if round > 5 {
 			killAfter = 6 + 3*(round-5)
 		}
-		cmd := exec.Command(self, "-test.run=^TestRetainKill9$")
-		cmd.Env = append(os.Environ(), envRetainChild+"="+srv.URL(), envRetainDB+"="+live)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
+		var late time.Duration
+		if round%2 == 1 {
+			late = time.Duration(rng.IntN(150)) * time.Millisecond
 		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if s, ok := strings.CutPrefix(sc.Text(), "step:"); ok {
-					lines <- s
-				}
-			}
-		}()
-		var last string
-		n := 0
-		timeout := time.After(2 * time.Minute)
-	read:
-		for {
-			select {
-			case s, ok := <-lines:
-				if !ok {
-					break read // the child finished (or failed) before its kill
-				}
-				last, n = s, n+1
-				if n == killAfter {
-					if round%2 == 1 {
-						time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
-					}
-					_ = cmd.Process.Signal(syscall.SIGKILL)
-					for range lines { // drain until the pipe closes
-					}
-					break read
-				}
-			case <-timeout:
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				t.Fatalf("round %d: the child is stuck after step %q", round, last)
-			}
-		}
-		werr := cmd.Wait()
-		var ee *exec.ExitError
-		switch {
-		case werr == nil:
+		last, done := killRun(t, round, "TestRetainKill9", []string{envRetainChild + "=" + srv.URL(), envRetainDB + "=" + live}, killAfter, late)
+		if done {
 			finished = true
-			if last != "done" {
-				t.Fatalf("round %d: the child exited 0 after step %q", round, last)
-			}
-		case errors.As(werr, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signaled():
+		} else {
 			kills = append(kills, last)
-		default:
-			t.Fatalf("round %d: the child failed after step %q: %v\n%s", round, last, werr, stderr.String())
 		}
 
 		// The state the kill left, seen by a fresh Log (nothing cached).
