@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -92,18 +93,25 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 // model from memory, when it can prove they are all the read model
 // lacks: on every subject of the installation, the stream's count of
 // events (one request) must be the read model's position plus the events
-// of evs on it. Anything else (another writer's event, a delivery
-// queued meanwhile), or a failure, returns false with nothing applied:
-// the caller reads the events instead.
+// of evs on it. The request runs while SQLite writes the events, and
+// their transaction commits only if the proof holds. Anything else
+// (another writer's event, a delivery queued meanwhile), or a failure,
+// returns false with nothing applied: the caller reads the events
+// instead.
 func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, res []eventlog.Appended) bool {
 	if len(evs) == 0 || len(res) != len(evs) {
 		return false
 	}
-	cp, positions, err := in.db.Projected(ctx)
-	if err != nil {
-		return false
+	type subjectCounts struct {
+		counts map[string]uint64
+		err    error
 	}
-	counts, err := in.log.SubjectCounts(ctx, in.id)
+	asked := make(chan subjectCounts, 1) // buffered: an early return leaves no goroutine behind
+	go func() {
+		counts, err := in.log.SubjectCounts(ctx, in.id)
+		asked <- subjectCounts{counts, err}
+	}()
+	cp, positions, err := in.db.Projected(ctx)
 	if err != nil {
 		return false
 	}
@@ -129,21 +137,35 @@ func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, r
 		}
 		held[subj] = p
 	}
-	for subj := range known {
-		if _, ok := counts[subj]; !ok {
-			return false
+	proof := func() error {
+		got := <-asked
+		if got.err != nil {
+			return fmt.Errorf("%w: %w", errNotOnlyAppended, got.err)
 		}
-	}
-	for subj, n := range counts {
-		if n != held[subj]+known[subj] {
-			return false
+		for subj := range known {
+			if _, ok := got.counts[subj]; !ok {
+				return errNotOnlyAppended
+			}
 		}
+		for subj, n := range got.counts {
+			if n != held[subj]+known[subj] {
+				return errNotOnlyAppended
+			}
+		}
+		return nil
 	}
-	if err := in.db.Apply(ctx, recs); err != nil {
-		countApplyError(in.log.Metrics(), err)
+	if err := in.db.ApplyIf(ctx, recs, proof); err != nil {
+		if !errors.Is(err, errNotOnlyAppended) {
+			countApplyError(in.log.Metrics(), err)
+		}
 		return false
 	}
 	countApplied(in.log.Metrics(), recs)
 	in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq, "from", "memory")
 	return true
 }
+
+// errNotOnlyAppended is applyAppended's proof failing: the stream holds
+// events of the installation besides the read model's and those just
+// appended (or could not be asked); they are read instead.
+var errNotOnlyAppended = errors.New("engine: the read model lacks more than the events just appended")

@@ -41,11 +41,27 @@ func (db *DB) Apply(ctx context.Context, recs []Record) error {
 	defer db.applyMu.Unlock()
 	for start := 0; start < len(recs); start += db.opts.BatchSize {
 		end := min(start+db.opts.BatchSize, len(recs))
-		if err := db.applyBatch(ctx, recs[start:end]); err != nil {
+		if err := db.applyBatch(ctx, recs[start:end], nil); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ApplyIf applies recs as Apply does, but in one transaction whatever
+// their number, and commits it only if guard returns nil: guard is called
+// once the records' effects are written, before the commit. If it returns
+// an error, nothing is applied and ApplyIf returns that error as it is.
+// The guard may wait for work done meanwhile: the engine proves that the
+// records it just appended are all the read model lacks (a request to
+// the server) while SQLite writes them, instead of before.
+func (db *DB) ApplyIf(ctx context.Context, recs []Record, guard func() error) error {
+	if db.plaintext {
+		return &FileError{Path: db.path, Op: "apply", Err: errors.New("an unencrypted database is a read-only migration source")}
+	}
+	db.applyMu.Lock()
+	defer db.applyMu.Unlock()
+	return db.applyBatch(ctx, recs, guard)
 }
 
 // prepareStmts prepares, on the writer and outside any transaction (the
@@ -67,7 +83,9 @@ func (db *DB) prepareStmts(ctx context.Context, queries []string) {
 	}
 }
 
-func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
+// applyBatch applies recs in one transaction; a non-nil guard must
+// return nil for it to commit (ApplyIf).
+func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error) error {
 	// The transaction and its statements run under a context without
 	// cancellation: the driver starts a goroutine per statement to watch a
 	// cancellable one, which slowed replay by half. A transaction begun
@@ -124,6 +142,9 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
 		last = r.Seq
 	}
 	if last == cp {
+		if guard != nil {
+			return guard()
+		}
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -134,6 +155,11 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record) error {
 	}
 	if _, err := tx.ExecContext(nctx, `UPDATE checkpoint SET seq = ? WHERE id = 1`, last); err != nil {
 		return db.wrapErr("apply", err)
+	}
+	if guard != nil {
+		if err := guard(); err != nil {
+			return err // rolled back by the deferred Rollback
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return db.wrapErr("apply", err)

@@ -658,3 +658,41 @@ func lastOn(recs []Record, agg events.Aggregate) int {
 	}
 	return -1
 }
+
+// ApplyIf commits only when its guard, called after the records are
+// written, returns nil: a refusal leaves the read model as it was and
+// returns the guard's error; a later ApplyIf (or Apply) of the same
+// records applies them.
+func TestApplyIfCommitsOnlyWhenGuarded(t *testing.T) {
+	recs := sampleStream(t, "inst-a", 1, 10)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "if.db"), newKey(t), &Options{BatchSize: 4})
+	head, tail := recs[:len(recs)/2], recs[len(recs)/2:]
+	applyAll(t, db, head)
+	before, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("not proven")
+	called := 0
+	err = db.ApplyIf(ctx, tail, func() error { called++; return refused })
+	if !errors.Is(err, refused) || called != 1 {
+		t.Fatalf("ApplyIf refused by its guard: %v (guard called %d times), want the guard's error once", err, called)
+	}
+	if after, _ := db.Digest(ctx); Compare(before, after) != nil {
+		t.Fatalf("a refused ApplyIf changed the read model: %v", Compare(before, after))
+	}
+	if cp, _ := db.Checkpoint(ctx); cp != head[len(head)-1].Seq {
+		t.Fatalf("checkpoint %d after a refused ApplyIf, want %d", cp, head[len(head)-1].Seq)
+	}
+	// One transaction whatever BatchSize: the guard is asked once.
+	called = 0
+	if err := db.ApplyIf(ctx, tail, func() error { called++; return nil }); err != nil || called != 1 {
+		t.Fatalf("ApplyIf: %v, guard called %d times", err, called)
+	}
+	whole := mustOpen(t, filepath.Join(t.TempDir(), "whole.db"), newKey(t), nil)
+	applyAll(t, whole, recs)
+	want, _ := whole.Digest(ctx)
+	if got, _ := db.Digest(ctx); Compare(want, got) != nil {
+		t.Fatalf("ApplyIf of the tail differs from applying everything: %v", Compare(want, got))
+	}
+}
