@@ -300,3 +300,33 @@ func TestWelcomeToALargeGroupIsOneEvent(t *testing.T) {
 	}
 	b.checkRebuild(bob)
 }
+
+// A commit's events are applied from memory (they carry the group's
+// state, too large to read back) only when the stream proves they are
+// all the read model lacks: a delivery queued to the installation by
+// another writer meanwhile is read back with them, not skipped (the
+// checkpoint would otherwise pass it by for good).
+func TestAppliedFromMemoryOnlyWhenNothingElseLanded(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	a := b.insts[alice]
+	seqs, err := b.del.FanOut(ctx, []events.InstallationID{alice}, "inbox", []byte("queued meanwhile"), time.Time{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.Update(ctx, gid)
+	if err != nil || out.ProjectionErr != nil {
+		t.Fatalf("update: %v, %v", err, out)
+	}
+	pending, err := a.DB().PendingDeliveries(ctx, alice, "inbox", 0, 10)
+	if err != nil || len(pending) != 1 || pending[0].Seq != seqs[alice] {
+		t.Fatalf("alice's read model queues %+v (%v), want the delivery of seq %d", pending, err, seqs[alice])
+	}
+	if g, found, err := a.DB().Group(ctx, gid); err != nil || !found || g.Epoch != out.Epoch {
+		t.Fatalf("alice's read model: group at epoch %d (found %v, %v), want epoch %d", g.Epoch, found, err, out.Epoch)
+	}
+	b.checkRebuild(alice)
+}
