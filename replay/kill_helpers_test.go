@@ -2,14 +2,40 @@ package replay
 
 import (
 	"bufio"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/projections"
 )
+
+// retainChild opens, in a kill test's child, a Log on the parent's
+// server at url and instA's read model at path (closed with t), and
+// returns them with the step printer killRun reads: it prints
+// "step:<name>" and pauses retainChildPause. It prints "open" first.
+func retainChild(t *testing.T, url, path string) (*eventlog.Log, *projections.DB, func(string)) {
+	t.Helper()
+	l, err := eventlog.Open(context.Background(), eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second}, keyring(t, 1, 0x11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	db := openDB(t, path, rawDBKey(t, 0x42))
+	t.Cleanup(func() { db.Close() })
+	step := func(s string) {
+		fmt.Println("step:" + s)
+		time.Sleep(retainChildPause)
+	}
+	step("open")
+	return l, db, step
+}
 
 // killRun is one round of a kill test: the test binary re-executed as a
 // child running test alone (env added to this process's environment),

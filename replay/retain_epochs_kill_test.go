@@ -66,18 +66,7 @@ func epochHistory(t testing.TB, l *eventlog.Log) {
 
 func runRetainEpochsChild(t *testing.T, url, path string) {
 	ctx := context.Background()
-	l, err := eventlog.Open(ctx, eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second}, keyring(t, 1, 0x11))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	db := openDB(t, path, rawDBKey(t, 0x42))
-	defer db.Close()
-	step := func(s string) {
-		fmt.Println("step:" + s)
-		time.Sleep(retainChildPause)
-	}
-	step("open")
+	l, db, step := retainChild(t, url, path)
 	if _, err := Retain(ctx, l, instA, db, epochRetainPolicy, &RetainOptions{Options: *testReplayOptions(), Step: step}); err != nil {
 		t.Fatal(err)
 	}

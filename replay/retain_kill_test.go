@@ -3,7 +3,6 @@ package replay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -35,18 +34,7 @@ const retainChildPause = 100 * time.Millisecond
 // runRetainChild is the child: retain, then compact, printing each step.
 func runRetainChild(t *testing.T, url, path string) {
 	ctx := context.Background()
-	l, err := eventlog.Open(ctx, eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second}, keyring(t, 1, 0x11))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	db := openDB(t, path, rawDBKey(t, 0x42))
-	defer db.Close()
-	step := func(s string) {
-		fmt.Println("step:" + s)
-		time.Sleep(retainChildPause)
-	}
-	step("open")
+	l, db, step := retainChild(t, url, path)
 	if _, err := Retain(ctx, l, instA, db, retainPolicy, &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }, Step: step}); err != nil {
 		t.Fatal(err)
 	}
