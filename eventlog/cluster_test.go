@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,4 +134,29 @@ func TestClusterBulkOneAggregate(t *testing.T) {
 			t.Fatalf("event %d is %q, want %q", i, content(r.Event), fmt.Sprint(i+1))
 		}
 	}
+}
+
+// Opening a Log whose stream the cluster cannot place ("no suitable peers
+// for placement": too few peers online, as for a moment while a node
+// restarts or misses its heartbeats under load, which failed this
+// package's cluster tests now and then) tries again until its request
+// timeout, then fails saying so. Five replicas on three nodes are never
+// placeable; the retries are what the wait shows.
+func TestClusterOpenWaitsForPeers(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	cfg := clusterConfig(c.URL())
+	cfg.Replicas = 5
+	cfg.RequestTimeout = 2 * time.Second
+	start := time.Now()
+	_, err := Open(context.Background(), cfg, keyring(t, 1, 0x11))
+	if err == nil || !strings.Contains(err.Error(), "too few peers") || !strings.Contains(err.Error(), "5 replicas") {
+		t.Fatalf("open of an R5 stream on 3 nodes: %v, want an error naming too few peers for 5 replicas", err)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("open gave up after %v, before its request timeout (2 s): no retry", waited)
+	}
+	// The cluster is fine for what it can place.
+	cfg.Replicas = 3
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	mustAppend(t, l, 0, msg(group(instA, "placed"), 1, "on three nodes"))
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -65,7 +66,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 		return nil, false, fmt.Errorf("%w: stream %s (read-only: nothing is created; check --stream and the server or store)", ErrNoStream, want.Name)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, want)
+		s, err = createStream(ctx, js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another process created it between our lookup and create.
 			s, err = js.Stream(ctx, want.Name)
@@ -151,4 +152,32 @@ func compatible(have, want jetstream.StreamConfig) error {
 		return bad("no-ack", true, false)
 	}
 	return nil
+}
+
+// codeNoPeers is nats-server's JSClusterNoPeersErrF: too few peers are
+// online and current for the stream's replicas.
+const codeNoPeers jetstream.ErrorCode = 10005
+
+// noPeersRetry is the pause between attempts to create a stream while the
+// cluster has too few peers for it.
+const noPeersRetry = 200 * time.Millisecond
+
+// createStream creates the stream, trying again while the cluster reports
+// too few peers for its replicas: a node that is starting, restarting or
+// slow to answer its heartbeats under load is offline to the meta leader
+// for a moment. ctx bounds the wait (Open's RequestTimeout); past it the
+// last error is returned, saying so.
+func createStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	for {
+		s, err := js.CreateStream(ctx, want)
+		var ae *jetstream.APIError
+		if err == nil || !errors.As(err, &ae) || ae.ErrorCode != codeNoPeers {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%d replicas wanted; the cluster had too few peers online until the request timeout)", err, want.Replicas)
+		case <-time.After(noPeersRetry):
+		}
+	}
 }
