@@ -45,7 +45,9 @@ import (
 // and their results are dropped; the engine's move the group on. Besides
 // each operation's time (bare-create-ms, ...) it reports the ratios
 // create-x-bare and process-x-bare (engine time / bare time, summed over
-// the iterations). The set-up (installations, key packages, the commit
+// the iterations), and process-pages: the pages a processed commit wrote
+// into the receiver's read model (its WAL's growth, over the commits
+// after which SQLite had not started the WAL over). The set-up (installations, key packages, the commit
 // adding everyone, the receiver's Welcome and commit) is built once per
 // process and group size, outside the timed region.
 func BenchmarkMLSThroughEngine(b *testing.B) {
@@ -260,6 +262,7 @@ func (env *mlsBenchEnv) states(b *testing.B) (committer, receiver *mls.Group) {
 func (env *mlsBenchEnv) run(b *testing.B) {
 	ctx := context.Background()
 	var bareCreate, bareProcess, engCreate, engProcess time.Duration
+	var walFrames, walCommits int64
 	bare := func() {
 		gc, gr := env.states(b)
 		t0 := time.Now()
@@ -290,11 +293,18 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
+		wal0 := walSize(env.receiver)
 		rec, err := env.receiver.Receive(ctx, co.Commit)
 		if err != nil {
 			b.Fatal(err)
 		}
 		t2 := time.Now()
+		if grew := walSize(env.receiver) - wal0; grew > 0 {
+			// The WAL grows by a frame per page written, until SQLite
+			// checkpoints and starts it over (no growth: not counted).
+			walFrames += grew / walFrameSize
+			walCommits++
+		}
 		if co.ProjectionErr != nil || rec.ProjectionErr != nil {
 			b.Fatalf("read model lags: %v, %v", co.ProjectionErr, rec.ProjectionErr)
 		}
@@ -328,6 +338,21 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(len(st))/1024, "state-KiB")
+	if walCommits > 0 {
+		b.ReportMetric(float64(walFrames)/float64(walCommits), "process-pages")
+	}
+}
+
+// walFrameSize is a WAL frame: a 24-byte header and one 4 KiB page.
+const walFrameSize = 24 + projections.PageSize
+
+// walSize is the size of in's read model's WAL file (0 when absent).
+func walSize(in *Installation) int64 {
+	st, err := os.Stat(in.DB().Path() + "-wal")
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 // TestMain runs the package's tests and benchmarks, then removes what
