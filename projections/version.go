@@ -1,6 +1,10 @@
 package projections
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/epochlog/epochlog/internal/pagecipher"
+)
 
 // Versions reports the SQLCipher and SQLite versions linked into this
 // build (for a tool's version output and bug reports).
@@ -17,4 +21,12 @@ func Versions() (sqlcipher, sqlite string, err error) {
 		return "", "", fmt.Errorf("projections: sqlite_version: %w", err)
 	}
 	return sqlcipher, sqlite, nil
+}
+
+// PageCipher says what encrypts the read models' pages in this process:
+// the CPU's AES instructions (package internal/pagecipher) or
+// libtomcrypt's portable AES, and why.
+func PageCipher() string {
+	_, what := pagecipher.Active()
+	return what
 }

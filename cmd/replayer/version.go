@@ -21,13 +21,15 @@ type versionInfo struct {
 	Go         string `json:"go"`
 	SQLCipher  string `json:"sqlcipher"`
 	SQLite     string `json:"sqlite"`
+	PageCipher string `json:"page_cipher"`
 	NATSServer string `json:"nats_server"`
 }
 
 func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "version", "[--json]",
 		"Prints the replayer's version (module version, commit), the Go toolchain it was\n"+
-			"built with, and the SQLCipher, SQLite and embedded nats-server versions linked in.")
+			"built with, the SQLCipher, SQLite and embedded nats-server versions linked in,\n"+
+			"and what encrypts the read models' pages (the CPU's AES instructions, or not and why).")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -48,6 +50,7 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	if v.SQLCipher, v.SQLite, err = projections.Versions(); err != nil {
 		return err
 	}
+	v.PageCipher = projections.PageCipher()
 	if *asJSON {
 		return json.NewEncoder(env.stdout).Encode(v)
 	}
@@ -57,7 +60,7 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	} else if v.Modified {
 		commit += " (modified)"
 	}
-	fmt.Fprintf(env.stdout, "replayer %s (%s, commit %s)\n%s, SQLCipher %s (SQLite %s), nats-server %s\n",
-		v.Version, v.Module, commit, v.Go, v.SQLCipher, v.SQLite, v.NATSServer)
+	fmt.Fprintf(env.stdout, "replayer %s (%s, commit %s)\n%s, SQLCipher %s (SQLite %s), nats-server %s\npage cipher: %s\n",
+		v.Version, v.Module, commit, v.Go, v.SQLCipher, v.SQLite, v.NATSServer, v.PageCipher)
 	return nil
 }
