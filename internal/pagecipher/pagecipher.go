@@ -20,6 +20,8 @@
 // the expected libtomcrypt) nothing changes and [Active] says why.
 // Setting EPOCHLOG_SQLCIPHER_AESNI=off in the environment keeps
 // libtomcrypt's cipher.
+//go:build cgo
+
 package pagecipher
 
 /*
@@ -33,10 +35,6 @@ import (
 	// The SQLCipher this package changes; its C symbols are linked with it.
 	_ "github.com/mutecomm/go-sqlcipher/v4"
 )
-
-// EnvDisable is the environment variable that, set to "off", keeps
-// libtomcrypt's own page cipher.
-const EnvDisable = "EPOCHLOG_SQLCIPHER_AESNI"
 
 var status = install()
 
