@@ -64,6 +64,9 @@ AESNI static void expand_key(const unsigned char *key, __m128i ks[15]) {
 	ks[14] = expand_a(t1, _mm_aeskeygenassist_si128(t3, 0x40));
 }
 
+// Encryption is one chain of AES rounds (each block's input is the last
+// block's output). The aesni_ prefix keeps these apart from
+// libtomcrypt's cbc_encrypt and cbc_decrypt in profiles.
 AESNI static void aesni_cbc_encrypt(const __m128i ks[15], const unsigned char *iv, const unsigned char *in, int n, unsigned char *out) {
 	__m128i x = _mm_loadu_si128((const __m128i *)iv);
 	for (int off = 0; off < n; off += 16) {
@@ -74,9 +77,6 @@ AESNI static void aesni_cbc_encrypt(const __m128i ks[15], const unsigned char *i
 		_mm_storeu_si128((__m128i *)(out + off), x);
 	}
 }
-
-// (Named apart from libtomcrypt's cbc_encrypt and cbc_decrypt, which
-// profiles would otherwise show under the same names.)
 
 // Decryption has no chain between blocks' AES, so four run interleaved
 // (the instructions' latency is hidden by the others'). Each block's
