@@ -52,6 +52,7 @@ bench-smoke:
 	$(GO) test -run '^$$' -bench 'MLSThroughEngine/members=100$$' -benchtime 2x ./engine
 	$(GO) test -run '^$$' -bench 'AtomicBatchLatency/body=1024' -benchtime 5x ./eventlog
 	$(GO) test -run '^$$' -bench 'AppendBatchHeaders' -benchtime 100x ./eventlog
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/pagecipher
 
 # BenchmarkAppend against a nats-server process on a core of its own, the
 # benchmark on the other(s): docs/benchmarks.md, "With the server on a core
