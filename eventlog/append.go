@@ -349,7 +349,7 @@ func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]A
 // lookup reads the aggregate's last event from the stream, verifies it and
 // caches its sequence and position.
 func (l *Log) lookup(ctx context.Context, subject string, inst events.InstallationID) (tail, error) {
-	m, err := l.stream.GetLastMsgForSubject(ctx, subject)
+	m, err := l.getLastMsg(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		l.dropTail(subject)
 		return tail{}, nil
@@ -422,7 +422,7 @@ func (l *Log) findExisting(ctx context.Context, p *prepared, t tail) ([]Appended
 // nextOnSubject returns the first message of p's subject at or after seq,
 // and its position (from its message id, or by opening it).
 func (l *Log) nextOnSubject(ctx context.Context, p *prepared, seq uint64) (*jetstream.RawStreamMsg, uint64, error) {
-	m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(p.subject))
+	m, err := l.getMsg(ctx, seq, jetstream.WithGetMsgSubject(p.subject))
 	if err != nil {
 		return nil, 0, fmt.Errorf("eventlog: find events on %s from seq %d: %w", p.subject, seq, err)
 	}

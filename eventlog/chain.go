@@ -40,7 +40,7 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 	if err != nil {
 		return events.Link{}, err
 	}
-	m, err := l.stream.GetLastMsgForSubject(ctx, filter)
+	m, err := l.getLastMsg(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return events.Link{}, nil
 	}
@@ -145,7 +145,7 @@ func (c *linkChecker) verify(ctx context.Context, inst events.InstallationID, se
 		return fmt.Errorf("%w: the event links to stream sequence %d, an event of installation %s the stream does not give", ErrMissingEvent, p.Seq, inst)
 	}
 	// Older than the window: look it up.
-	m, err := c.l.stream.GetMsg(ctx, p.Seq)
+	m, err := c.l.getMsg(ctx, p.Seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("%w: the event links to stream sequence %d, which the stream no longer holds", ErrMissingEvent, p.Seq)
 	}

@@ -160,3 +160,96 @@ func TestClusterOpenWaitsForPeers(t *testing.T) {
 	l := openLog(t, cfg, keyring(t, 1, 0x11))
 	mustAppend(t, l, 0, msg(group(instA, "placed"), 1, "on three nodes"))
 }
+
+// A JetStream cluster drops the requests it cannot serve while it elects
+// a new meta leader (and, when the meta leader led the stream too, a new
+// stream leader). The Log's requests (a stream's info with its subject
+// counts, the last event of a subject, a message get) are asked again
+// while unanswered, within the request timeout: after the meta leader is
+// shut down, each of them answers, and so do a whole read and an append.
+// Asked once, the first of them failed with its timeout (5 s here) while
+// the cluster answered the next within milliseconds.
+func TestClusterAnswersAcrossMetaLeaderLoss(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	l := openLog(t, clusterConfig(c.URL()), keyring(t, 1, 0x11))
+	agg := group(instA, "meta-leader")
+	ctx := context.Background()
+	for pos := uint64(1); pos <= 3; pos++ {
+		if _, err := l.Append(ctx, pos-1, msg(agg, pos, fmt.Sprint(pos))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subj, err := l.Subject(agg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name string
+		run  func() error
+	}{
+		{"subject counts", func() error {
+			counts, err := l.SubjectCounts(ctx, instA)
+			if err == nil && counts[subj] < 3 {
+				err = fmt.Errorf("counts %v, want at least 3 on %s", counts, subj)
+			}
+			return err
+		}},
+		{"last sequence", func() error {
+			last, err := l.LastSeq(ctx, instA)
+			if err == nil && last == 0 {
+				err = errors.New("no last sequence")
+			}
+			return err
+		}},
+		{"message get", func() error {
+			_, found, err := l.FirstSeqAfter(ctx, subj, 0)
+			if err == nil && !found {
+				err = errors.New("no first event")
+			}
+			return err
+		}},
+	}
+	for _, check := range checks {
+		t.Run(check.name, func(t *testing.T) {
+			meta := metaLeader(t, c)
+			meta.Shutdown()
+			defer func() {
+				meta.Start()
+				c.WaitStreamCurrent(l.Stream())
+			}()
+			if err := check.run(); err != nil {
+				t.Fatalf("%s right after the meta leader %s was shut down: %v", check.name, meta.Name(), err)
+			}
+			if recs := readAll(t, l, instA, 0); len(recs) < 3 {
+				t.Fatalf("read %d events after the meta leader's loss, want at least 3", len(recs))
+			}
+			last, err := l.LastSeq(ctx, instA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos := uint64(0)
+			for _, r := range readAll(t, l, instA, 0) {
+				pos = max(pos, r.Event.Position)
+			}
+			if _, err := l.Append(ctx, pos, msg(agg, pos+1, fmt.Sprint(pos+1))); err != nil {
+				t.Fatalf("append after the meta leader's loss (last seq %d): %v", last, err)
+			}
+		})
+	}
+}
+
+// metaLeader returns the node leading the cluster's JetStream meta group.
+func metaLeader(t *testing.T, c *natstest.Cluster) *natstest.Server {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes() {
+			if s := n.NATSServer(); s != nil && s.Running() && s.JetStreamIsLeader() {
+				return n
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no meta leader within 30s")
+	return nil
+}

@@ -93,7 +93,7 @@ func (l *Log) Tombstone(ctx context.Context, inst events.InstallationID) (t even
 	if err != nil {
 		return t, 0, false, err
 	}
-	m, err := l.stream.GetLastMsgForSubject(ctx, subj)
+	m, err := l.getLastMsg(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return t, 0, false, nil
 	}

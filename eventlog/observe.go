@@ -110,7 +110,7 @@ func (l *Log) checkLeader() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
 	defer cancel()
-	info, err := l.stream.Info(ctx)
+	info, err := l.streamInfo(ctx)
 	if err != nil {
 		l.logger.Debug("eventlog: cannot ask the stream for its leader after a reconnect", "stream", l.cfg.Stream, "err", err)
 		return

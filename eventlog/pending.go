@@ -50,7 +50,7 @@ func (l *Log) Pending(ctx context.Context, inst events.InstallationID, after uin
 	fail := func(what string, err error) (Pending, error) {
 		return Pending{}, fmt.Errorf("eventlog: stream %s: events of %s pending after seq %d: %s: %w", l.cfg.Stream, inst, after, what, err)
 	}
-	last, err := l.stream.GetLastMsgForSubject(ctx, filter)
+	last, err := l.getLastMsg(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return p, nil
 	}
@@ -61,7 +61,7 @@ func (l *Log) Pending(ctx context.Context, inst events.InstallationID, after uin
 	if last.Sequence <= after {
 		return p, nil
 	}
-	first, err := l.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(filter))
+	first, err := l.getMsg(ctx, after+1, jetstream.WithGetMsgSubject(filter))
 	if err != nil {
 		// Not even jetstream.ErrMsgNotFound is expected: the last event
 		// follows after.

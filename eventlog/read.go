@@ -84,7 +84,7 @@ func (l *Log) LastSeq(ctx context.Context, inst events.InstallationID) (uint64, 
 func (l *Log) lastSeq(ctx context.Context, filters []string) (uint64, error) {
 	var last uint64
 	for _, f := range filters {
-		m, err := l.stream.GetLastMsgForSubject(ctx, f)
+		m, err := l.getLastMsg(ctx, f)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -225,7 +225,7 @@ func (l *Log) scanRecords(ctx context.Context, insts []events.InstallationID, fr
 // that is worth a new consumer.
 func (r *reader) consume(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
 	l := r.l
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cons, err := l.orderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    r.next,
@@ -367,36 +367,6 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 // Config.ProgressTimeout ends the read with ErrStalled, naming the stream
 // sequence it was reading after (ctx may end it sooner).
 func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter string, from uint64, limit int, fn func(Record) error) (int, uint64, error) {
-	// JetStream API error codes of a stream without a leader for the
-	// moment (nats-server errors.json); every answer with status 503 is
-	// one too: 10008 JSClusterNotAvailErr ("JetStream system temporarily
-	// unavailable", the answer while the stream's or the meta group has no
-	// leader), 10076 and 10039 (JetStream not yet enabled on a node that
-	// is starting).
-	const (
-		codeNotLeader     jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
-		codeOffline       jetstream.ErrorCode = 10118 // JSStreamOfflineErr
-		codeOfflineReason jetstream.ErrorCode = 10194 // JSStreamOfflineReasonErrF
-	)
-	// retry reports whether a failed get may succeed when asked again.
-	// Without an answer of the JetStream API the get had no answer at all:
-	// the try's bound passed (context.DeadlineExceeded; the leader died
-	// with the request, or an election is under way), nobody took the
-	// request (nats.ErrNoResponders: the node restarts), or the connection
-	// moved to another node (nats.ErrDisconnected,
-	// nats.ErrConnectionReconnecting, ...). An answer stands (stream not
-	// found, bad request), except the leaderless ones.
-	retry := func(err error) bool {
-		var ae *jetstream.APIError
-		if !errors.As(err, &ae) {
-			return true
-		}
-		switch ae.ErrorCode {
-		case codeNotLeader, codeOffline, codeOfflineReason:
-			return true
-		}
-		return ae.Code == 503
-	}
 	// get returns the first message on filter at or after seq (or
 	// jetstream.ErrMsgNotFound), asking again until it has an answer.
 	get := func(seq uint64) (*jetstream.RawStreamMsg, error) {
@@ -404,7 +374,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		giveUp := start.Add(l.cfg.ProgressTimeout)
 		for attempt := 0; ; attempt++ {
 			actx, cancel := context.WithTimeout(ctx, max(min(l.cfg.RequestTimeout, time.Until(giveUp)), time.Millisecond))
-			m, err := l.stream.GetMsg(actx, seq, jetstream.WithGetMsgSubject(filter))
+			m, err := l.getMsg(actx, seq, jetstream.WithGetMsgSubject(filter))
 			cancel()
 			switch {
 			case err == nil, errors.Is(err, jetstream.ErrMsgNotFound):
@@ -413,7 +383,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, ctx.Err())
 			case l.closed.Load():
 				return nil, fmt.Errorf("%w (fetching %s after seq %d)", ErrClosed, inst, seq-1)
-			case !retry(err):
+			case !unanswered(err):
 				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, err)
 			case !time.Now().Before(giveUp):
 				return nil, l.logStalled(fmt.Errorf("%w: stream %s: fetch %s after seq %d: no answer for %v (%d tries): %w",
@@ -472,7 +442,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 func (l *Log) subjectCounts(ctx context.Context, filters []string) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	for _, f := range filters {
-		info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(f))
+		info, err := l.streamInfo(ctx, jetstream.WithSubjectFilter(f))
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: stream %s: subjects of %s: %w", l.cfg.Stream, f, err)
 		}

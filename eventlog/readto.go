@@ -107,7 +107,7 @@ func (r *reader) scan(ctx context.Context, end uint64) error {
 	l := r.l
 	// No filter: the stream holds the Log's subjects only, and the server
 	// streams an unfiltered consumer's messages without matching them.
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cons, err := l.orderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       r.next,
 		InactiveThreshold: consumerInactiveThreshold,
@@ -179,7 +179,7 @@ func (l *Log) SubjectCounts(ctx context.Context, inst events.InstallationID) (ma
 // after stream sequence after (found false: none yet), with one message
 // get, without opening the event.
 func (l *Log) FirstSeqAfter(ctx context.Context, subject string, after uint64) (seq uint64, found bool, err error) {
-	m, err := l.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subject))
+	m, err := l.getMsg(ctx, after+1, jetstream.WithGetMsgSubject(subject))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, false, nil
 	}

@@ -251,7 +251,7 @@ func (l *Log) EventAt(ctx context.Context, inst events.InstallationID, seq uint6
 	if err != nil {
 		return Record{}, err
 	}
-	m, err := l.stream.GetMsg(ctx, seq)
+	m, err := l.getMsg(ctx, seq)
 	if err != nil {
 		return Record{}, fmt.Errorf("eventlog: stream %s: get seq %d of %s: %w", l.cfg.Stream, seq, inst, err)
 	}
@@ -271,7 +271,7 @@ func (l *Log) firstOf(ctx context.Context, inst events.InstallationID) (events.L
 	if err != nil {
 		return events.Link{}, err
 	}
-	m, err := l.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
+	m, err := l.getMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
 	if err != nil {
 		return events.Link{}, fmt.Errorf("eventlog: stream %s: first event of %s: %w", l.cfg.Stream, inst, err)
 	}
@@ -407,7 +407,7 @@ func (l *Log) checkNamed(ctx context.Context, insts []events.InstallationID) err
 		}
 		named[l.instPseudonym(inst)] = true
 	}
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(l.cfg.SubjectPrefix+".>"))
+	info, err := l.streamInfo(ctx, jetstream.WithSubjectFilter(l.cfg.SubjectPrefix+".>"))
 	if err != nil {
 		return fmt.Errorf("eventlog: stream %s: list subjects: %w", l.cfg.Stream, err)
 	}

@@ -433,7 +433,7 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 	isLast := func(m *jetstream.RawStreamMsg) (bool, error) {
 		last, ok := lastOn[m.Subject]
 		if !ok {
-			lm, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
+			lm, err := l.getLastMsg(ctx, m.Subject)
 			if err != nil {
 				return false, fmt.Errorf("eventlog: compact %s: the last event of its subject (compact again to finish): %w", inst, err)
 			}
@@ -443,7 +443,7 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 		return m.Sequence == last, nil
 	}
 	for seq := uint64(1); seq <= through; {
-		m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		m, err := l.getMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}

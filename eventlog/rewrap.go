@@ -407,7 +407,7 @@ func (l *Log) scanRaw(ctx context.Context, filter string, fn func(seq uint64, su
 	if last == 0 {
 		return nil
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	cons, err := l.orderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
 		return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
 	}

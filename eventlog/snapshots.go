@@ -299,7 +299,7 @@ func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uin
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
 	defer cancel()
-	m, err := l.stream.GetMsg(ctx, seq)
+	m, err := l.getMsg(ctx, seq)
 	if err != nil {
 		return events.Link{}, fmt.Errorf("eventlog: stream %s: get seq %d for the chain head of %s: %w", l.cfg.Stream, seq, inst, err)
 	}
