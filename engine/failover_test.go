@@ -31,8 +31,9 @@ import (
 // groups; Send, FanOut, Fetch, Receive, Acknowledge, Expire, commits,
 // members removed and new ones added through key packages and Welcomes)
 // runs on a 3-node cluster with the stream replicated to every node while,
-// each round, the stream's current leader is shut down and, after the
-// workload has carried on without it, started again. No engine operation
+// each round, the stream's current leader (every second round the
+// cluster's meta leader instead) is shut down and, after the workload has
+// carried on without it, started again. No engine operation
 // may fail, and in the end every read model equals a replay of its
 // history, every message reached each of its recipients exactly once, no
 // event is on the stream twice, and every delivery queue is acknowledged.
@@ -116,9 +117,15 @@ func TestFailoverStreamLeader(t *testing.T) {
 	killed := map[string]int{}
 	for r := range rounds {
 		w.waitProgress(failoverOpsBefore, done)
-		leader := streamLeader(t, admin, l.Stream())
+		// Odd rounds lose the cluster's meta leader instead (the stream's
+		// leader too when one node leads both), whose election the
+		// requests sent meanwhile must outlast.
+		role, leader := "stream leader", streamLeader(t, admin, l.Stream())
+		if r%2 == 1 {
+			role, leader = "meta leader", failoverMetaLeader(t, c)
+		}
 		node := c.Node(leader)
-		t.Logf("round %d/%d: shutting down stream leader %s after %d operations", r+1, rounds, leader, w.ops.Load())
+		t.Logf("round %d/%d: shutting down %s %s after %d operations", r+1, rounds, role, leader, w.ops.Load())
 		node.Shutdown()
 		killed[leader]++
 		w.waitProgress(failoverOpsDown, done)
@@ -164,6 +171,23 @@ func failoverAdmin(t *testing.T, c *natstest.Cluster) jetstream.JetStream {
 // streamLeader returns the name of the node leading the stream, from the
 // stream info's cluster section, asking again while there is none (an
 // election).
+// failoverMetaLeader returns the name of the node leading the cluster's
+// JetStream meta group.
+func failoverMetaLeader(t *testing.T, c *natstest.Cluster) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes() {
+			if s := n.NATSServer(); s != nil && s.Running() && s.JetStreamIsLeader() {
+				return n.Name()
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no meta leader for a minute")
+	return ""
+}
+
 func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
