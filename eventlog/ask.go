@@ -45,8 +45,8 @@ func unanswered(err error) bool {
 const firstTry = time.Second
 
 // askAgain makes an idempotent JetStream API request (a stream's info, a
-// message get) until it has an answer, within Config.RequestTimeout (or
-// ctx's deadline, if sooner). A cluster that cannot serve a request for
+// message get) until it has an answer, within ctx's deadline (or
+// Config.RequestTimeout when ctx has none: the bound one request had). A cluster that cannot serve a request for
 // a moment (its meta or stream leader died with it, an election is under
 // way) drops it unanswered: asked once, the request waited out the whole
 // timeout and failed, while the cluster answered again within seconds
@@ -56,9 +56,11 @@ const firstTry = time.Second
 // want of a leader, is asked again, after a short pause when the refusal
 // was immediate. The last error is returned as the request made it.
 func askAgain[T any](ctx context.Context, l *Log, req func(context.Context) (T, error)) (T, error) {
-	deadline := time.Now().Add(l.cfg.RequestTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	// The bound a single request had: ctx's deadline, or (as the
+	// jetstream client's default timeout) the request timeout.
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(l.cfg.RequestTimeout)
 	}
 	bound := firstTry
 	for attempt := 0; ; attempt++ {
