@@ -122,7 +122,7 @@ func TestFailoverStreamLeader(t *testing.T) {
 		// requests sent meanwhile must outlast.
 		role, leader := "stream leader", streamLeader(t, admin, l.Stream())
 		if r%2 == 1 {
-			role, leader = "meta leader", failoverMetaLeader(t, c)
+			role, leader = "meta leader", c.MetaLeader().Name()
 		}
 		node := c.Node(leader)
 		t.Logf("round %d/%d: shutting down %s %s after %d operations", r+1, rounds, role, leader, w.ops.Load())
@@ -171,23 +171,6 @@ func failoverAdmin(t *testing.T, c *natstest.Cluster) jetstream.JetStream {
 // streamLeader returns the name of the node leading the stream, from the
 // stream info's cluster section, asking again while there is none (an
 // election).
-// failoverMetaLeader returns the name of the node leading the cluster's
-// JetStream meta group.
-func failoverMetaLeader(t *testing.T, c *natstest.Cluster) string {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		for _, n := range c.Nodes() {
-			if s := n.NATSServer(); s != nil && s.Running() && s.JetStreamIsLeader() {
-				return n.Name()
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("no meta leader for a minute")
-	return ""
-}
-
 func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)

@@ -211,7 +211,7 @@ func TestClusterAnswersAcrossMetaLeaderLoss(t *testing.T) {
 	}
 	for _, check := range checks {
 		t.Run(check.name, func(t *testing.T) {
-			meta := metaLeader(t, c)
+			meta := c.MetaLeader()
 			meta.Shutdown()
 			defer func() {
 				meta.Start()
@@ -236,20 +236,4 @@ func TestClusterAnswersAcrossMetaLeaderLoss(t *testing.T) {
 			}
 		})
 	}
-}
-
-// metaLeader returns the node leading the cluster's JetStream meta group.
-func metaLeader(t *testing.T, c *natstest.Cluster) *natstest.Server {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range c.Nodes() {
-			if s := n.NATSServer(); s != nil && s.Running() && s.JetStreamIsLeader() {
-				return n
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("no meta leader within 30s")
-	return nil
 }

@@ -144,6 +144,23 @@ func (c *Cluster) StreamLeader(stream string) *Server {
 	return leader
 }
 
+// MetaLeader waits until a running node leads the cluster's JetStream
+// meta group (which creating streams and consumers needs) and returns it.
+func (c *Cluster) MetaLeader() *Server {
+	c.tb.Helper()
+	var leader *Server
+	c.waitFor("a meta leader", func() bool {
+		for i, s := range c.running() {
+			if s != nil && s.JetStreamIsLeader() {
+				leader = c.nodes[i]
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
 // WaitStreamCurrent waits until the stream's leader reports every other
 // node's replica current (caught up), as a client sees it in the stream
 // info.
