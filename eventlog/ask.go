@@ -46,15 +46,16 @@ const firstTry = time.Second
 
 // askAgain makes an idempotent JetStream API request (a stream's info, a
 // message get) until it has an answer, within ctx's deadline (or
-// Config.RequestTimeout when ctx has none: the bound one request had). A cluster that cannot serve a request for
-// a moment (its meta or stream leader died with it, an election is under
-// way) drops it unanswered: asked once, the request waited out the whole
-// timeout and failed, while the cluster answered again within seconds
-// (seen when a meta leader was shut down: the next stream info or message
-// get of a Log timed out, the one after answered at once). Each try is
-// bounded, the first by firstTry, and one left unanswered, or refused for
-// want of a leader, is asked again, after a short pause when the refusal
-// was immediate. The last error is returned as the request made it.
+// Config.RequestTimeout when ctx has none: the bound one request had). A
+// cluster that cannot serve a request for a moment (its meta or stream
+// leader died with it, an election is under way) drops it unanswered:
+// asked once, the request waited out the whole timeout and failed, while
+// the cluster answered again within seconds (seen when a meta leader was
+// shut down: the next stream info or message get of a Log timed out, the
+// one after answered at once). Each try is bounded, the first by
+// firstTry, and one left unanswered, or refused for want of a leader, is
+// asked again, after a short pause when the refusal was immediate. The
+// last error is returned as the request made it.
 func askAgain[T any](ctx context.Context, l *Log, req func(context.Context) (T, error)) (T, error) {
 	// The bound a single request had: ctx's deadline, or (as the
 	// jetstream client's default timeout) the request timeout.
