@@ -18,6 +18,10 @@ const (
 	codeNotLeader     jetstream.ErrorCode = 10009 // JSClusterNotLeaderErr
 	codeOffline       jetstream.ErrorCode = 10118 // JSStreamOfflineErr
 	codeOfflineReason jetstream.ErrorCode = 10194 // JSStreamOfflineReasonErrF
+	// codeNoPeers (JSClusterNoPeersErrF) is an answer, not a leaderless
+	// moment: too few peers are online and current for a stream's
+	// replicas. Creating a stream waits it out (createStream).
+	codeNoPeers jetstream.ErrorCode = 10005
 )
 
 // unanswered reports whether a failed request may succeed when asked

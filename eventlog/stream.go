@@ -154,10 +154,6 @@ func compatible(have, want jetstream.StreamConfig) error {
 	return nil
 }
 
-// codeNoPeers is nats-server's JSClusterNoPeersErrF: too few peers are
-// online and current for the stream's replicas.
-const codeNoPeers jetstream.ErrorCode = 10005
-
 // noPeersRetry is the pause between attempts to create a stream while the
 // cluster has too few peers for it.
 const noPeersRetry = 200 * time.Millisecond
