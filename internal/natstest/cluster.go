@@ -3,6 +3,7 @@ package natstest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -60,7 +61,49 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		c.nodes = append(c.nodes, s)
 	}
 	c.waitFor("a meta leader with every node current", c.metaReady)
+	c.waitPlaceable()
 	return c
+}
+
+// waitPlaceable waits until the cluster places a stream on every node.
+// The meta leader can see every peer current (metaReady) and still
+// refuse a replicated stream for a moment ("no suitable peers for
+// placement, peer offline", err_code 10005) until it has heard each
+// peer's JetStream statistics; the tests' first stream failed so now and
+// then under load. A memory stream with a replica on every node is
+// created (asked again while refused so) and deleted.
+func (c *Cluster) waitPlaceable() {
+	c.tb.Helper()
+	nc, err := nats.Connect(c.URL(), nats.Name("natstest placement probe"))
+	if err != nil {
+		c.tb.Fatalf("natstest: cluster: connect: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.tb.Fatalf("natstest: cluster: %v", err)
+	}
+	const probe = "NATSTEST_PLACEMENT_PROBE"
+	cfg := jetstream.StreamConfig{Name: probe, Subjects: []string{"natstest.placement.probe"}, Storage: jetstream.MemoryStorage, Replicas: len(c.nodes)}
+	var last error
+	c.waitFor("a stream placed on every node", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, last = js.CreateStream(ctx, cfg)
+		var ae *jetstream.APIError
+		if last != nil && errors.As(last, &ae) && ae.ErrorCode == 10005 { // JSClusterNoPeersErrF
+			return false
+		}
+		return true
+	})
+	if last != nil {
+		c.tb.Fatalf("natstest: cluster: placement probe: %v", last)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, probe); err != nil {
+		c.tb.Fatalf("natstest: cluster: delete the placement probe: %v", err)
+	}
 }
 
 // metaReady reports whether a node leads the meta group and sees every
