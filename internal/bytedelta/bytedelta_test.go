@@ -1,0 +1,140 @@
+package bytedelta
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+)
+
+// mutate returns a copy of b with a few runs replaced, inserted and
+// deleted, as a commit changes a state.
+func mutate(r *rand.Rand, b []byte) []byte {
+	out := bytes.Clone(b)
+	for range 1 + r.IntN(12) {
+		at := 0
+		if len(out) > 0 {
+			at = r.IntN(len(out))
+		}
+		run := make([]byte, r.IntN(200))
+		for i := range run {
+			run[i] = byte(r.Uint32())
+		}
+		switch r.IntN(3) {
+		case 0: // replace in place
+			copy(out[at:], run)
+		case 1: // insert
+			out = append(out[:at], append(run, out[at:]...)...)
+		default: // delete
+			out = append(out[:at], out[min(len(out), at+len(run)):]...)
+		}
+	}
+	return out
+}
+
+func random(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestDiffApplyRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	big := random(r, 180_000)
+	cases := map[string][2][]byte{
+		"empty both":           {nil, nil},
+		"empty base":           {nil, random(r, 100)},
+		"empty target":         {random(r, 100), nil},
+		"identical":            {big, bytes.Clone(big)},
+		"unrelated":            {random(r, 5000), random(r, 5000)},
+		"shorter than a block": {[]byte("abc"), []byte("abd")},
+		"repeated base":        {bytes.Repeat([]byte{7}, 4096), bytes.Repeat([]byte{7}, 9000)},
+	}
+	for name, c := range cases {
+		d := Diff(c[0], c[1])
+		got, err := Apply(c[0], d)
+		if err != nil || !bytes.Equal(got, c[1]) {
+			t.Errorf("%s: Apply(Diff) = %d bytes, %v; want the %d-byte target", name, len(got), err, len(c[1]))
+		}
+	}
+	for i := range 200 {
+		base := big[:r.IntN(len(big))]
+		target := mutate(r, base)
+		d := Diff(base, target)
+		got, err := Apply(base, d)
+		if err != nil || !bytes.Equal(got, target) {
+			t.Fatalf("mutation %d: Apply(Diff) = %d bytes, %v; want the %d-byte target", i, len(got), err, len(target))
+		}
+	}
+}
+
+// TestDiffIsSmallForFewChanges is what the package is for: a target that
+// differs from its base in a few places is a delta of about those places.
+func TestDiffIsSmallForFewChanges(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	base := random(r, 180_000)
+	target := bytes.Clone(base)
+	for i := range 12 { // a dozen 64-byte changes, one with a shift
+		copy(target[i*15_000:], random(r, 64))
+	}
+	target = append(target[:100_000], append(random(r, 40), target[100_000:]...)...)
+	d := Diff(base, target)
+	if len(d) > 3000 {
+		t.Fatalf("delta of %d bytes for about 800 changed bytes of %d", len(d), len(target))
+	}
+}
+
+func TestApplyRefusesMalformed(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	base := random(r, 10_000)
+	target := mutate(r, base)
+	d := Diff(base, target)
+	for cut := 0; cut < len(d); cut++ {
+		if got, err := Apply(base, d[:cut]); err == nil && !bytes.Equal(got, target) {
+			t.Fatalf("a delta cut at byte %d applied to %d wrong bytes", cut, len(got))
+		} else if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("cut at %d: %v, want ErrMalformed", cut, err)
+		}
+	}
+	if _, err := Apply(base[:100], d); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a delta applied to a shorter base: %v, want ErrMalformed", err)
+	}
+	for name, bad := range map[string][]byte{
+		"no format":       {},
+		"other format":    {2, 0},
+		"long target":     {1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+		"zero-length run": {1, 4, 1},
+		"run past target": {1, 2, 7, 'a', 'b', 'c'},
+		"copy past base":  {1, 4, 8, 0xff, 0xff, 0x03},
+		"short of target": {1, 9, 3, 'a'},
+	} {
+		if _, err := Apply(base, bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func FuzzApply(f *testing.F) {
+	base := bytes.Repeat([]byte("epochlog"), 100)
+	f.Add(base, Diff(base, append(bytes.Clone(base), "tail"...)))
+	f.Add([]byte{}, []byte{1, 0})
+	f.Fuzz(func(t *testing.T, base, delta []byte) {
+		got, err := Apply(base, delta)
+		if err == nil && delta[0] != format {
+			t.Fatalf("applied a delta of format %d", delta[0])
+		}
+		_ = got
+	})
+}
+
+func FuzzDiff(f *testing.F) {
+	f.Add([]byte("the state before the commit, with its tree"), []byte("the state after the commit, with its tree"))
+	f.Fuzz(func(t *testing.T, base, target []byte) {
+		got, err := Apply(base, Diff(base, target))
+		if err != nil || !bytes.Equal(got, target) {
+			t.Fatalf("Apply(Diff) = %q, %v; want %q", got, err, target)
+		}
+	})
+}
