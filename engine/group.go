@@ -34,6 +34,42 @@ type groupState struct {
 	// read model by the next commit.
 	held      []uint64
 	heldKnown bool
+	// epochStart is the serialized state the group's current epoch
+	// started with, as recorded (by the group's latest commit, or the
+	// event that created or joined it; a proposal cached since does not
+	// change it): a commit's state is recorded as a delta from it
+	// (events.CommitApplied, StateDelta). Nil when not known: the next
+	// commit records its state whole.
+	epochStart []byte
+}
+
+// epochStartAfter returns the group's epochStart (see groupState) after
+// the transition recorded by bodies, from prev before it: the state of
+// the last body that starts an epoch; prev if none does and the others
+// leave the epoch as it is; nil (not known) otherwise.
+func epochStartAfter(prev []byte, bodies []events.Body) []byte {
+	start := prev
+	for _, b := range bodies {
+		switch b := b.(type) {
+		case events.GroupCreated:
+			start = b.State
+		case events.WelcomeProcessed:
+			start = b.State
+		case events.ExternalJoined:
+			start = b.State
+		case events.CommitApplied:
+			st, ok := b.KnownState()
+			if !ok {
+				return nil
+			}
+			start = st
+		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
+			events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
+		default:
+			return nil
+		}
+	}
+	return start
 }
 
 // heldAfter returns the epochs gs holds (see groupState.held) after the
@@ -107,6 +143,9 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 		}
 	}
 	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g}
+	if gs.epochStart, err = in.db.EpochStartState(ctx, id); err != nil {
+		return nil, fmt.Errorf("engine: installation %s: group %x state at its epoch's start: %w", in.id, id, err)
+	}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
 		return nil, err
 	}
@@ -193,6 +232,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 		}
 		next := &groupState{id: gs.id, pos: gs.pos + uint64(len(bodies)), g: ng, lastUpdate: gs.lastUpdate}
 		next.held, next.heldKnown = heldAfter(gs, bodies)
+		next.epochStart = epochStartAfter(gs.epochStart, bodies)
 		in.group[string(id)] = next
 		return next, err
 	}
@@ -240,7 +280,7 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
 	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
-		held: []uint64{g.Epoch()}, heldKnown: true}
+		held: []uint64{g.Epoch()}, heldKnown: true, epochStart: epochStartAfter(nil, bodies)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
 	out.ProjectionErr, err = lagged(err)

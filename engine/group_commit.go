@@ -14,8 +14,10 @@ import (
 // commitEvents records a transition from old to ng by the commit message
 // of committer: group.commit_applied (with the re-derivable authenticator,
 // the new state, who committed and the epochs that fall out of the
-// maximum_past_epochs window), one event.
-func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, commit []byte, committer events.Committer) ([]events.Body, error) {
+// maximum_past_epochs window), one event. The new state is recorded as a
+// delta from base, the state the epoch before started with
+// (groupState.epochStart), when base is known; whole otherwise.
+func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, base, commit []byte, committer events.Committer) ([]events.Body, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("engine: encode group state: %w", err)
@@ -33,10 +35,10 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, co
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(),
 		EpochAuthenticator:      ng.EpochAuthenticator(),
 		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
-		Commit:                  commit, State: events.Secret(st),
-		Added: added, Removed: removed, Committer: &committer,
+		Commit:                  commit,
+		Added:                   added, Removed: removed, Committer: &committer,
 		RetiredEpochs: retire,
-	}}, nil
+	}.WithStateFrom(base, st)}, nil
 }
 
 // epochsToRetire lists the group's epochs whose secrets the read model
@@ -99,7 +101,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 			return nil, nil, err
 		}
 		self := gs.g.LeafIndex()
-		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -193,7 +193,8 @@ func (in *Installation) joinExternal(ctx context.Context, groupInfo, ratchetTree
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record external join of group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC()}
+	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
+		epochStart: epochStartAfter(nil, bodies)}
 	delete(in.wireFormat, string(gid))
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch(), Commit: wire}
 	for _, id := range membership.Identities(g) {

@@ -135,7 +135,7 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			out.Left = proposedOwnRemoval(gs.g)
 			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -420,7 +420,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g}
+	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g, epochStart: epochStartAfter(nil, bodies)}
 	delete(in.wireFormat, string(gid)) // read from the read model when needed
 	rec := &Received{GroupID: gid, Epoch: g.Epoch(), Kind: "welcome"}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {

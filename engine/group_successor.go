@@ -130,7 +130,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.Secret(st),
 			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}},
 	}
-	commit, err := in.commitEvents(ctx, first, ng, wire, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
+	commit, err := in.commitEvents(ctx, first, ng, st, wire, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
 	if err != nil {
 		return fail(err)
 	}
@@ -139,7 +139,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: %s group %x: record group %x: %w", in.id, what, groupID, gid, err)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC()}
+	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(nil, bodies)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch()}
 	if res.Welcome != nil {

@@ -791,7 +791,7 @@ func (h *Host) decideSends(ctx context.Context, w *hostWork, reqs []SendRequest,
 		}
 		id := messageID(wire)
 		agg := in.groupAgg(r.GroupID)
-		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate}
+		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate, epochStart: gs.epochStart}
 		w.ops = append(w.ops, &hostOp{idx: idx, agg: agg, expected: gs.pos, group: string(r.GroupID),
 			evs: []events.Event{{Aggregate: agg, Time: now.UTC(), Body: events.ApplicationMessageSent{
 				GroupID: r.GroupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
@@ -866,7 +866,7 @@ func (h *Host) decideReceives(ctx context.Context, w *hostWork, s *deliverState,
 			return
 		}
 		agg := in.groupAgg(gid)
-		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate}
+		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate, epochStart: gs.epochStart}
 		w.ops = append(w.ops, &hostOp{idx: c.idx, agg: agg, expected: gs.pos, group: string(gid),
 			evs: []events.Event{{Aggregate: agg, Time: now, Body: events.ApplicationMessageReceived{
 				GroupID: gid, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: c.id,

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -311,6 +313,7 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 		engCreate += t1.Sub(t0)
 		engProcess += t2.Sub(t1)
 	}
+	bytes0 := env.streamBytes(b)
 	i := 0
 	for b.Loop() {
 		if i%2 == 0 {
@@ -322,6 +325,9 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 		}
 		i++
 	}
+	// Each engine step appended two commit events: the committer's own
+	// and the receiver's processed one.
+	eventBytes := env.streamBytes(b) - bytes0
 	if err := env.check(); err != nil {
 		b.Fatal(err)
 	}
@@ -338,9 +344,34 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(len(st))/1024, "state-KiB")
+	b.ReportMetric(float64(eventBytes)/float64(2*i)/1024, "event-KiB")
 	if walCommits > 0 {
 		b.ReportMetric(float64(walFrames)/float64(walCommits), "process-pages")
 	}
+}
+
+// streamBytes is what the log's stream stores, in bytes.
+func (env *mlsBenchEnv) streamBytes(b *testing.B) uint64 {
+	nc, err := nats.Connect(env.srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, env.log.Stream())
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.State.Bytes
 }
 
 // walFrameSize is a WAL frame: a 24-byte header and one 4 KiB page.

@@ -107,7 +107,7 @@ var catalogue = []kindSpec{
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
 		map[uint16]schema{1: legacy(upcastProposalStagedV1)}),
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
-		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2)}),
+		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2), 3: legacy(upcastCommitAppliedV3)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome, with the group's members",
 		map[uint16]schema{1: legacy(upcastWelcomeProcessedV1)}),
 	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf), with the group's members",
@@ -224,10 +224,31 @@ type commitAppliedV2 struct {
 	Committer               *Committer `msgpack:"committer"`
 }
 
-func upcastCommitAppliedV2(old commitAppliedV2, _ eventHeader) (CommitApplied, error) {
-	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+func upcastCommitAppliedV2(old commitAppliedV2, _ eventHeader) (commitAppliedV3, error) {
+	return commitAppliedV3{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
 		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
 		Added: old.Added, Removed: old.Removed, Committer: old.Committer}, nil
+}
+
+// commitAppliedV3 is group.commit_applied schema version 3: the state
+// always whole (no StateDelta, StateSHA256).
+type commitAppliedV3 struct {
+	GroupID                 []byte     `msgpack:"group_id"`
+	Epoch                   uint64     `msgpack:"epoch"`
+	EpochAuthenticator      []byte     `msgpack:"epoch_authenticator"`
+	ConfirmedTranscriptHash []byte     `msgpack:"confirmed_transcript_hash"`
+	Commit                  []byte     `msgpack:"commit"`
+	State                   Secret     `msgpack:"state"`
+	Added                   []Member   `msgpack:"added"`
+	Removed                 []Member   `msgpack:"removed"`
+	Committer               *Committer `msgpack:"committer"`
+	RetiredEpochs           []uint64   `msgpack:"retired_epochs"`
+}
+
+func upcastCommitAppliedV3(old commitAppliedV3, _ eventHeader) (CommitApplied, error) {
+	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
+		Added: old.Added, Removed: old.Removed, Committer: old.Committer, RetiredEpochs: old.RetiredEpochs}, nil
 }
 
 // memberRemovedV1 is group.member_removed schema version 1: no Left.

@@ -14,6 +14,9 @@ func fieldList(t reflect.Type) string {
 	var parts []string
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		if !f.IsExported() {
+			continue // never encoded
+		}
 		name := f.Tag.Get("msgpack")
 		s := "`" + name + "`"
 		switch {

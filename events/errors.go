@@ -32,4 +32,10 @@ var (
 	// ErrMalformed means the bytes are not an envelope of ours (bad magic or
 	// format version), are truncated, or carry an undecodable event.
 	ErrMalformed = errors.New("events: malformed envelope or event")
+
+	// ErrStateBase means a commit that records its state as a delta
+	// (CommitApplied.StateOf) does not rebuild its recorded state from
+	// the base it was given: the reader holds another state of the group
+	// than the writer diffed against, or none.
+	ErrStateBase = errors.New("events: the state delta does not apply to the state held")
 )

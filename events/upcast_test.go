@@ -67,7 +67,7 @@ func TestUnknownFutureVersionAndKind(t *testing.T) {
 		version uint16
 		mention []string
 	}{
-		{KindCommitApplied, 4, []string{"group.commit_applied", "version 4"}},
+		{KindCommitApplied, 5, []string{"group.commit_applied", "version 5"}},
 		{KindCommitApplied, 0, []string{"group.commit_applied", "version 0"}},
 		{KindDeliveryEnqueued, 3, []string{"delivery.enqueued", "version 3"}},
 		{"group.teleported", 1, []string{"group.teleported"}},
@@ -187,4 +187,36 @@ func TestUpcastKeyPackageGeneratedV1(t *testing.T) {
 	}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 1, Time: testTime, Body: KeyPackageGenerated{Ref: []byte{5}, Ciphersuite: 3,
 		KeyPackage: []byte("kp"), InitPrivateKey: Secret("i"), EncryptionPrivateKey: Secret("e"), LastResort: true}})
+}
+
+// A group.commit_applied of version 3 (its state always whole) opens at
+// version 4 with the same fields and no delta; a v4 body with a delta
+// under a v3 label is refused, not read with its state lost.
+func TestUpcastCommitAppliedV3(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	committer := &Committer{Leaf: 3, Identity: []byte("dave")}
+	v3 := commitAppliedV3{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+		Commit: []byte("commit"), State: Secret("st"), Committer: committer, RetiredEpochs: []uint64{3}}
+	env, err := seal(r, testBinding, testInst, KindCommitApplied, 3, h, v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open group.commit_applied v3: %v", err)
+	}
+	want := CommitApplied{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+		Commit: []byte("commit"), State: Secret("st"), Committer: committer, RetiredEpochs: []uint64{3}}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
+	withDelta := want.WithStateFrom([]byte("the state before"), []byte("the state before, and after"))
+	env, err = seal(r, testBinding, testInst, KindCommitApplied, 3, h, withDelta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("v4 body labelled v3: got %v, want ErrMalformed", err)
+	}
 }

@@ -388,12 +388,22 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	if b.Epoch != epoch+1 {
 		return cannot("commit to epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
+	state := b.State
+	if b.StateDelta != nil || b.StateSHA256 != nil {
+		base, err := a.epochStartState(b.GroupID, g, epoch)
+		if err != nil {
+			return err
+		}
+		if state, err = b.StateOf(base); err != nil {
+			return cannot("%w", err)
+		}
+	}
 	t := nanos(ev.Time)
-	g.row = &groupRow{epoch: b.Epoch, state: []byte(b.State),
+	g.row = &groupRow{epoch: b.Epoch, state: []byte(state),
 		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
 	g.snapshot = nil
 	row := &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
-		state: []byte(b.State), createdAt: t}
+		state: []byte(state), createdAt: t}
 	if c := b.Committer; c != nil {
 		row.committer, row.own = c.Identity, c.Own
 		if row.committer == nil {
@@ -422,6 +432,23 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		}
 	}
 	return a.retireEpochs(b.GroupID, g, b.Epoch, b.RetiredEpochs)
+}
+
+// epochStartState returns the state the group's current epoch (cur)
+// started with, from which a commit's state delta starts: a commit's
+// still in the batch, else the epoch's row (every schema keeps it; a
+// proposal's state, which groups.state holds from schema 3 on, is not
+// it).
+func (a *applier) epochStartState(id []byte, g *batchGroup, cur uint64) ([]byte, error) {
+	if g.row != nil && g.row.epoch == cur {
+		return g.row.state, nil
+	}
+	var st []byte
+	err := a.query1(`SELECT state FROM epochs WHERE group_id = ? AND epoch = ?`, []any{id, cur}, &st)
+	if errors.Is(err, errNoRow) {
+		return nil, cannot("group %x has no row for its epoch %d", id, cur)
+	}
+	return st, err
 }
 
 // addMember is idempotent for the same member at the same leaf, because a

@@ -91,6 +91,17 @@ func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, er
 	return events.Secret(s), db.wrapErr("group state", err)
 }
 
+// EpochStartState returns the serialized state the group's current epoch
+// started with: the state its latest commit recorded, or the event that
+// created or joined it, without a proposal cached since (which
+// GroupState includes). A commit's state delta starts from it.
+func (db *DB) EpochStartState(ctx context.Context, groupID []byte) (events.Secret, error) {
+	var s []byte
+	err := db.sql.QueryRowContext(ctx, `SELECT e.state FROM groups g JOIN epochs e ON e.group_id = g.group_id AND e.epoch = g.epoch
+		WHERE g.group_id = ?`, groupID).Scan(&s)
+	return events.Secret(s), db.wrapErr("epoch start state", err)
+}
+
 // Member is a current member of a group.
 type Member struct {
 	Leaf       uint32

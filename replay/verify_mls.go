@@ -81,8 +81,13 @@ type mlsChecker struct {
 	sig    *ciphersuite.SignaturePrivateKey
 	kps    map[string]kpKeys     // key packages generated, by ref
 	groups map[string]*mls.Group // each group's state at its latest epoch
-	left   map[string]bool       // groups this installation was removed from
-	psks   map[string][]byte     // external PSKs held, by id
+	// states holds the serialized state each group's current epoch
+	// started with, as recorded (by its latest commit, or the event that
+	// created or joined it), from which a commit's state delta starts
+	// (events.CommitApplied.StateOf).
+	states map[string][]byte
+	left   map[string]bool   // groups this installation was removed from
+	psks   map[string][]byte // external PSKs held, by id
 }
 
 // kpKeys is a generated key package with its private keys.
@@ -93,7 +98,7 @@ type kpKeys struct {
 
 func newMLSChecker(inst events.InstallationID) *mlsChecker {
 	return &mlsChecker{inst: inst, rep: MLSReport{Installation: inst},
-		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, left: map[string]bool{}, psks: map[string][]byte{}}
+		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, states: map[string][]byte{}, left: map[string]bool{}, psks: map[string][]byte{}}
 }
 
 // mlsCheck checks one event of a kind against the checker's state and
@@ -257,6 +262,7 @@ func checkGroupCreated(c *mlsChecker, ev events.Event) error {
 		return err
 	}
 	c.groups[string(b.GroupID)] = g
+	c.states[string(b.GroupID)] = b.State
 	c.rep.Groups++
 	return nil
 }
@@ -318,7 +324,7 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, false); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State, false); err != nil {
 		return err
 	}
 	c.rep.Rederived++
@@ -371,7 +377,7 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, b.Resync); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State, b.Resync); err != nil {
 		return err
 	}
 	c.rep.Own++
@@ -381,7 +387,7 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 // join follows a group joined (by Welcome or external commit) at epoch:
 // a group this installation is a member of is not joined again, unless a
 // resync abandons that membership; one it left starts a new membership.
-func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, resync bool) error {
+func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, state []byte, resync bool) error {
 	if prev, ok := c.groups[string(gid)]; ok {
 		if !c.left[string(gid)] && !resync {
 			return mismatch("group %x joined again (epoch %d) while a member since epoch %d", gid, epoch, prev.Epoch())
@@ -390,6 +396,7 @@ func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, resync bool) e
 		c.rep.Groups++
 	}
 	c.groups[string(gid)] = g
+	c.states[string(gid)] = state
 	delete(c.left, string(gid))
 	return nil
 }
@@ -447,7 +454,11 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 		}
 		c.rep.Rederived++
 	}
-	g, err := recorded(b.State, b.GroupID, b.Epoch, b.EpochAuthenticator)
+	state, err := b.StateOf(c.states[string(b.GroupID)])
+	if err != nil {
+		return mismatch("%w", err)
+	}
+	g, err := recorded(state, b.GroupID, b.Epoch, b.EpochAuthenticator)
 	if err != nil {
 		return err
 	}
@@ -460,6 +471,7 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
 	}
 	c.groups[string(b.GroupID)] = g
+	c.states[string(b.GroupID)] = state
 	return nil
 }
 

@@ -1,0 +1,72 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// A commit's state recorded as a delta travels sealed and is rebuilt from
+// the base the writer diffed against, and from no other.
+func TestCommitStateDelta(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	base := bytes.Repeat([]byte("ratchet tree node "), 500)
+	state := bytes.Clone(base)
+	copy(state[4000:], "a new path")
+	state = append(state, "the next epoch's secrets"...)
+	e := samples(testInst)[KindCommitApplied]
+	c := e.Body.(CommitApplied).WithStateFrom(base, state)
+	if c.State != nil || len(c.StateDelta) == 0 || len(c.StateDelta) > len(state)/10 || len(c.StateSHA256) != 32 {
+		t.Fatalf("recorded whole %d, delta %d, digest %d bytes; want a small delta of a %d-byte state", len(c.State), len(c.StateDelta), len(c.StateSHA256), len(state))
+	}
+	if got, ok := c.KnownState(); !ok || !bytes.Equal(got, state) {
+		t.Fatal("the writer's value does not know its state")
+	}
+	secret := c.WithStateFrom(nil, append(bytes.Clone(state), secretMark...))
+	for _, v := range verbs {
+		if l := leaks(fmt.Sprintf(v, secret), secretMark); l != "" {
+			t.Errorf("%s of a body holding its state in memory leaks it (%s)", v, l)
+		}
+	}
+	e.Body = c
+	env, err := Seal(r, testBinding, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := opened.Body.(CommitApplied)
+	if _, ok := got.KnownState(); ok {
+		t.Fatal("a body read from an envelope claims to know its state without a base")
+	}
+	st, err := got.StateOf(base)
+	if err != nil || !bytes.Equal(st, state) {
+		t.Fatalf("StateOf(base) = %d bytes, %v; want the %d-byte state", len(st), err, len(state))
+	}
+	other := bytes.Clone(base)
+	other[100] ^= 1
+	for name, b := range map[string][]byte{"another base": other, "a shorter base": base[:1000], "no base": nil} {
+		if _, err := got.StateOf(b); !errors.Is(err, ErrStateBase) || !strings.Contains(err.Error(), "epoch 5") {
+			t.Errorf("%s: %v, want ErrStateBase naming the epoch", name, err)
+		}
+	}
+	// Whole when there is no base, or when the delta would not be small.
+	if w := got.WithStateFrom(nil, state); !bytes.Equal(w.State, state) || w.StateDelta != nil || w.StateSHA256 != nil {
+		t.Error("no base: the state is not recorded whole")
+	}
+	if w := got.WithStateFrom([]byte("unrelated"), state); !bytes.Equal(w.State, state) || w.StateDelta != nil {
+		t.Error("an unrelated base: the state is not recorded whole")
+	}
+	if st, err := got.WithStateFrom(nil, state).StateOf(nil); err != nil || !bytes.Equal(st, state) {
+		t.Errorf("a whole state: StateOf = %v", err)
+	}
+	both := got
+	both.State = Secret("x")
+	if _, err := both.StateOf(base); !errors.Is(err, ErrMalformed) {
+		t.Errorf("state recorded both ways: %v, want ErrMalformed", err)
+	}
+}

@@ -1,0 +1,139 @@
+package projections
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// withStateDeltas returns recs with every state an event carries made an
+// 8 KiB state that differs from the group's previous one in a few bytes,
+// and, when deltas is set, every commit's state recorded as a delta from
+// the state its epoch started with (group.commit_applied v4), as the
+// engine records them: not from a proposal's state since.
+func withStateDeltas(recs []Record, deltas bool) []Record {
+	out := slices.Clone(recs)
+	started := map[string][]byte{} // the state each group's epoch started with
+	last := map[string][]byte{}    // the latest state of each group
+	next := func(gid []byte, i int, newEpoch bool) []byte {
+		st := bytes.Clone(last[string(gid)])
+		if st == nil {
+			st = bytes.Repeat([]byte(string(gid)), 8192/len(gid)+1)[:8192]
+		}
+		st[(i*97)%len(st)] ^= byte(i) | 1
+		st = append(st[:len(st)-8], byte(i), byte(i>>8), 'e', 'p', 'o', 'c', 'h', '!')
+		last[string(gid)] = st
+		if newEpoch {
+			started[string(gid)] = st
+		}
+		return st
+	}
+	for i, r := range out {
+		switch b := r.Event.Body.(type) {
+		case events.GroupCreated:
+			b.State = next(b.GroupID, i, true)
+			out[i].Event.Body = b
+		case events.WelcomeProcessed:
+			b.State = next(b.GroupID, i, true)
+			out[i].Event.Body = b
+		case events.ExternalJoined:
+			b.State = next(b.GroupID, i, true)
+			out[i].Event.Body = b
+		case events.ProposalStaged:
+			if len(b.State) > 0 {
+				b.State = next(b.GroupID, i, false)
+				out[i].Event.Body = b
+			}
+		case events.CommitApplied:
+			base := started[string(b.GroupID)]
+			st := next(b.GroupID, i, true)
+			if deltas {
+				b = b.WithStateFrom(base, st)
+				if b.StateDelta == nil {
+					panic("a commit of the sample recorded whole")
+				}
+				// As read from the stream: the writer's memory left behind.
+				b = events.CommitApplied{GroupID: b.GroupID, Epoch: b.Epoch, EpochAuthenticator: b.EpochAuthenticator,
+					ConfirmedTranscriptHash: b.ConfirmedTranscriptHash, Commit: b.Commit, StateDelta: b.StateDelta,
+					StateSHA256: b.StateSHA256, Added: b.Added, Removed: b.Removed, Committer: b.Committer, RetiredEpochs: b.RetiredEpochs}
+			} else {
+				b.State = st
+			}
+			out[i].Event.Body = b
+		}
+	}
+	return out
+}
+
+// A commit recorded as a state delta projects into the rows of the same
+// commit recorded whole: per event, in batches, and across batches (the
+// base then comes from the read model), at every schema (the oldest keep
+// no proposal's state, which a delta does not start from).
+func TestCommitStateDeltasProjectAsWhole(t *testing.T) {
+	for schema := 1; schema <= LatestSchema; schema++ {
+		recs := sampleStreamV3(t, "inst-a")
+		if schema < 3 {
+			s := newStream("inst-a") // no rejoin, no external joins
+			buildSample(s, 2, 40)
+			recs = s.recs[:v3Extras(s, 950)]
+		}
+		proposals := 0
+		for _, r := range recs {
+			if p, ok := r.Event.Body.(events.ProposalStaged); ok && len(p.State) > 0 {
+				proposals++
+			}
+		}
+		if proposals == 0 {
+			t.Fatal("the sample has no proposal with a state: no delta crosses one")
+		}
+		o := func(batch int) *Options { return &Options{SchemaVersion: schema, BatchSize: batch} }
+		whole := mustOpen(t, filepath.Join(t.TempDir(), "whole.db"), newKey(t), o(0))
+		applyAll(t, whole, withStateDeltas(recs, false))
+		want, err := whole.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deltas := withStateDeltas(recs, true)
+		for _, batch := range []int{1, 7, 512} {
+			db := mustOpen(t, filepath.Join(t.TempDir(), "delta.db"), newKey(t), o(batch))
+			applyAll(t, db, deltas)
+			got, err := db.Digest(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := Compare(want, got); d != nil {
+				t.Fatalf("schema %d, batch %d: the deltas project other rows than the whole states: %v", schema, batch, d)
+			}
+		}
+	}
+}
+
+// A delta that does not rebuild its recorded state from the state the
+// read model holds (here: the digest of another state) stops the
+// projection at that event, naming it, and applies nothing of its batch.
+func TestCommitStateDeltaOnAnotherBaseRefused(t *testing.T) {
+	deltas := withStateDeltas(sampleStreamV3(t, "inst-a"), true)
+	bad := -1
+	for i, r := range deltas {
+		if b, ok := r.Event.Body.(events.CommitApplied); ok && i > len(deltas)/2 {
+			b.StateSHA256 = bytes.Clone(b.StateSHA256)
+			b.StateSHA256[0] ^= 1
+			deltas[i].Event.Body = b
+			bad = i
+			break
+		}
+	}
+	db := mustOpen(t, filepath.Join(t.TempDir(), "bad.db"), newKey(t), &Options{BatchSize: 1})
+	err := db.Apply(ctx, deltas)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Seq != deltas[bad].Seq || !errors.Is(err, ErrCannotApply) || !errors.Is(err, events.ErrStateBase) {
+		t.Fatalf("got %v, want an ApplyError at seq %d wrapping ErrCannotApply and events.ErrStateBase", err, deltas[bad].Seq)
+	}
+	if cp, _ := db.Checkpoint(ctx); cp != deltas[bad-1].Seq {
+		t.Fatalf("checkpoint %d after the refused event, want %d", cp, deltas[bad-1].Seq)
+	}
+}
