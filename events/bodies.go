@@ -308,11 +308,20 @@ type CommitApplied struct {
 	// retirements are events of their own.
 	RetiredEpochs []uint64 `msgpack:"retired_epochs"`
 
-	// known returns the whole state when this value was made by
-	// WithStateFrom (in the writer's memory; never encoded). A function,
-	// not the bytes: fmt prints an unexported field's value without its
-	// String method, and a function only as its address.
-	known func() Secret
+	// known returns, when this value was made by WithStateFrom (in the
+	// writer's memory; never encoded), the whole state and the digest of
+	// the base its delta was made from. A function, not the bytes: fmt
+	// prints an unexported field's value without its String method, and a
+	// function only as its address.
+	known func() knownState
+}
+
+// knownState is what WithStateFrom keeps of a commit's state in memory.
+type knownState struct {
+	state   Secret
+	delta   Secret   // StateDelta as made
+	sum     [32]byte // StateSHA256 as made
+	baseSum [32]byte // SHA-256 of the base of StateDelta
 }
 
 // Kind implements Body.

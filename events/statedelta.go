@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -28,11 +29,13 @@ const deltaWorthIt = 2 // the delta is at most 1/2 of the state
 // also keeps state in memory (KnownState); only what is recorded is
 // sealed.
 func (c CommitApplied) WithStateFrom(base, state []byte) CommitApplied {
-	c.State, c.StateDelta, c.StateSHA256, c.known = nil, nil, nil, func() Secret { return state }
+	c.State, c.StateDelta, c.StateSHA256, c.known = nil, nil, nil, nil
 	if base != nil {
 		if d := bytedelta.Diff(base, state); len(d)*deltaWorthIt <= len(state) {
 			sum := sha256.Sum256(state)
 			c.StateDelta, c.StateSHA256 = Secret(d), sum[:]
+			k := knownState{state: Secret(state), delta: Secret(d), sum: sum, baseSum: sha256.Sum256(base)}
+			c.known = func() knownState { return k }
 			return c
 		}
 	}
@@ -47,9 +50,25 @@ func (c CommitApplied) KnownState() (Secret, bool) {
 	case c.StateDelta == nil:
 		return c.State, true
 	case c.known != nil:
-		return c.known(), true
+		return c.known().state, true
 	}
 	return nil, false
+}
+
+// KnownDelta returns, for a value WithStateFrom made with a delta (in
+// this process) and not changed since, the state at c.Epoch and the
+// SHA-256 of the base the delta was made from: a reader holding a base
+// of that digest may take the state as it is, instead of applying the
+// delta (StateOf).
+func (c CommitApplied) KnownDelta() (state Secret, baseSum [32]byte, ok bool) {
+	if c.StateDelta == nil || c.known == nil {
+		return nil, baseSum, false
+	}
+	k := c.known()
+	if !bytes.Equal(c.StateDelta, k.delta) || !bytes.Equal(c.StateSHA256, k.sum[:]) || c.State != nil {
+		return nil, baseSum, false // changed since it was made
+	}
+	return k.state, k.baseSum, true
 }
 
 // StateOf returns the state at c.Epoch: State, or StateDelta applied to

@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,6 +25,9 @@ func TestCommitStateDelta(t *testing.T) {
 	if got, ok := c.KnownState(); !ok || !bytes.Equal(got, state) {
 		t.Fatal("the writer's value does not know its state")
 	}
+	if got, sum, ok := c.KnownDelta(); !ok || !bytes.Equal(got, state) || sum != sha256.Sum256(base) {
+		t.Fatal("the writer's value does not know its state and its base's digest")
+	}
 	secret := c.WithStateFrom(nil, append(bytes.Clone(state), secretMark...))
 	for _, v := range verbs {
 		if l := leaks(fmt.Sprintf(v, secret), secretMark); l != "" {
@@ -42,6 +46,9 @@ func TestCommitStateDelta(t *testing.T) {
 	got := opened.Body.(CommitApplied)
 	if _, ok := got.KnownState(); ok {
 		t.Fatal("a body read from an envelope claims to know its state without a base")
+	}
+	if _, _, ok := got.KnownDelta(); ok {
+		t.Fatal("a body read from an envelope claims to know its delta's base")
 	}
 	st, err := got.StateOf(base)
 	if err != nil || !bytes.Equal(st, state) {

@@ -164,7 +164,23 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error)
 	if err := tx.Commit(); err != nil {
 		return db.wrapErr("apply", err)
 	}
+	db.publishStarts(a.starts)
 	return nil
+}
+
+// publishStarts records what a committed batch learnt of its groups'
+// epoch starts (DB.starts); called with applyMu held.
+func (db *DB) publishStarts(starts map[string]epochStart) {
+	if db.starts == nil {
+		db.starts = map[string]epochStart{}
+	}
+	for id, s := range starts {
+		if s.known {
+			db.starts[id] = s
+		} else {
+			delete(db.starts, id)
+		}
+	}
 }
 
 // Checkpoint returns the stream sequence of the last applied event (0 for
@@ -220,11 +236,15 @@ type applier struct {
 	// epochOrder lists the epochs the batch's commits created, in order:
 	// flush inserts their rows (batchGroup.newEpochs).
 	epochOrder []epochKey
+	// starts are the batch's changes to DB.starts, published once it
+	// commits.
+	starts map[string]epochStart
 }
 
 func newApplier(db *DB, ctx context.Context, tx *sql.Tx) *applier {
 	return &applier{db: db, ctx: ctx, tx: tx, stmts: map[string]*sql.Stmt{},
-		pos: map[events.Aggregate]uint64{}, groups: map[string]*batchGroup{}, queues: map[queueID]*queueState{}}
+		pos: map[events.Aggregate]uint64{}, groups: map[string]*batchGroup{}, queues: map[queueID]*queueState{},
+		starts: map[string]epochStart{}}
 }
 
 // flush writes the batch's in-memory bookkeeping.

@@ -6,6 +6,7 @@ package projections
 // commits' rows once, in flush.
 
 import (
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"time"
@@ -194,6 +195,7 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 			return err
 		}
 	}
+	a.starts[string(id)] = epochStart{} // not known: read back when needed
 	g := a.group(id)
 	g.epoch, g.epochKnown = epoch, true
 	g.held = map[uint64]bool{epoch: true}
@@ -388,16 +390,15 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	if b.Epoch != epoch+1 {
 		return cannot("commit to epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
-	state := b.State
-	if b.StateDelta != nil || b.StateSHA256 != nil {
-		base, err := a.epochStartState(b.GroupID, g, epoch)
-		if err != nil {
-			return err
-		}
-		if state, err = b.StateOf(base); err != nil {
-			return cannot("%w", err)
-		}
+	state, err := a.commitState(b, g, epoch)
+	if err != nil {
+		return err
 	}
+	start := epochStart{epoch: b.Epoch}
+	if b.StateDelta != nil {
+		start.sum, start.known = [32]byte(b.StateSHA256), true // checked by commitState
+	}
+	a.starts[string(b.GroupID)] = start
 	t := nanos(ev.Time)
 	g.row = &groupRow{epoch: b.Epoch, state: []byte(state),
 		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
@@ -432,6 +433,43 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		}
 	}
 	return a.retireEpochs(b.GroupID, g, b.Epoch, b.RetiredEpochs)
+}
+
+// commitState returns the state a commit recorded: whole, or as a delta
+// from the state the epoch before (cur) started with. A delta made in
+// this process (events.CommitApplied.KnownDelta) from a base whose
+// digest is the one the read model knows for that state is taken as its
+// writer knows it; any other is applied to the base read back and
+// checked against its digest (StateOf).
+func (a *applier) commitState(b events.CommitApplied, g *batchGroup, cur uint64) (events.Secret, error) {
+	if b.StateDelta == nil && b.StateSHA256 == nil {
+		return b.State, nil
+	}
+	if st, baseSum, ok := b.KnownDelta(); ok && len(b.StateSHA256) == sha256.Size {
+		if s, ok := a.epochStartSum(b.GroupID); ok && s.epoch == cur && s.sum == baseSum {
+			return st, nil
+		}
+	}
+	base, err := a.epochStartState(b.GroupID, g, cur)
+	if err != nil {
+		return nil, err
+	}
+	st, err := b.StateOf(base)
+	if err != nil {
+		return nil, cannot("%w", err)
+	}
+	return st, nil
+}
+
+// epochStartSum returns what the read model knows of the digest of the
+// state the group's current epoch started with: from this batch, else
+// from the batches committed before it.
+func (a *applier) epochStartSum(id []byte) (epochStart, bool) {
+	if s, ok := a.starts[string(id)]; ok {
+		return s, s.known
+	}
+	s, ok := a.db.starts[string(id)]
+	return s, ok
 }
 
 // epochStartState returns the state the group's current epoch (cur)

@@ -97,8 +97,22 @@ type DB struct {
 	// stmts are the projector's statements, prepared once on the writer
 	// and reused by every batch (guarded by applyMu): re-preparing about
 	// twenty statements per transaction cost a tenth of a replay.
-	stmts     map[string]*sql.Stmt
+	stmts map[string]*sql.Stmt
+	// starts holds, per group, the SHA-256 of the state its current epoch
+	// started with, as the committed batches left it, where a commit
+	// recorded it (guarded by applyMu): a commit whose delta the writer
+	// made in this process from a base of that digest is taken as its
+	// writer knows it, without reading the base back (epochStartOK).
+	starts    map[string]epochStart
 	closeOnce sync.Once
+}
+
+// epochStart is a group's current epoch and the digest of the state it
+// started with.
+type epochStart struct {
+	epoch uint64
+	sum   [32]byte
+	known bool // false: not known; the entry is dropped when published
 }
 
 // Path returns the database file.

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -15,14 +16,18 @@ import (
 // and, when deltas is set, every commit's state recorded as a delta from
 // the state its epoch started with (group.commit_applied v4), as the
 // engine records them: not from a proposal's state since.
-func withStateDeltas(recs []Record, deltas bool) []Record {
+func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 	out := slices.Clone(recs)
 	started := map[string][]byte{} // the state each group's epoch started with
 	last := map[string][]byte{}    // the latest state of each group
 	next := func(gid []byte, i int, newEpoch bool) []byte {
 		st := bytes.Clone(last[string(gid)])
-		if st == nil {
-			st = bytes.Repeat([]byte(string(gid)), 8192/len(gid)+1)[:8192]
+		if st == nil { // random, not periodic: a run is found where it was
+			st = make([]byte, 8192)
+			r := rand.New(rand.NewPCG(uint64(len(gid)), uint64(i)))
+			for j := range st {
+				st[j] = byte(r.Uint32())
+			}
 		}
 		st[(i*97)%len(st)] ^= byte(i) | 1
 		st = append(st[:len(st)-8], byte(i), byte(i>>8), 'e', 'p', 'o', 'c', 'h', '!')
@@ -55,6 +60,10 @@ func withStateDeltas(recs []Record, deltas bool) []Record {
 				b = b.WithStateFrom(base, st)
 				if b.StateDelta == nil {
 					panic("a commit of the sample recorded whole")
+				}
+				if inMemory {
+					out[i].Event.Body = b
+					continue
 				}
 				// As read from the stream: the writer's memory left behind.
 				b = events.CommitApplied{GroupID: b.GroupID, Epoch: b.Epoch, EpochAuthenticator: b.EpochAuthenticator,
@@ -92,48 +101,69 @@ func TestCommitStateDeltasProjectAsWhole(t *testing.T) {
 		}
 		o := func(batch int) *Options { return &Options{SchemaVersion: schema, BatchSize: batch} }
 		whole := mustOpen(t, filepath.Join(t.TempDir(), "whole.db"), newKey(t), o(0))
-		applyAll(t, whole, withStateDeltas(recs, false))
+		applyAll(t, whole, withStateDeltas(recs, false, false))
 		want, err := whole.Digest(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		deltas := withStateDeltas(recs, true)
-		for _, batch := range []int{1, 7, 512} {
-			db := mustOpen(t, filepath.Join(t.TempDir(), "delta.db"), newKey(t), o(batch))
-			applyAll(t, db, deltas)
-			got, err := db.Digest(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := Compare(want, got); d != nil {
-				t.Fatalf("schema %d, batch %d: the deltas project other rows than the whole states: %v", schema, batch, d)
+		// Read from the stream, and as the writer's memory holds them
+		// (the state taken as it is where the read model knows the base).
+		for _, inMemory := range []bool{false, true} {
+			deltas := withStateDeltas(recs, true, inMemory)
+			for _, batch := range []int{1, 7, 512} {
+				db := mustOpen(t, filepath.Join(t.TempDir(), "delta.db"), newKey(t), o(batch))
+				applyAll(t, db, deltas)
+				got, err := db.Digest(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := Compare(want, got); d != nil {
+					t.Fatalf("schema %d, batch %d, in memory %v: the deltas project other rows than the whole states: %v", schema, batch, inMemory, d)
+				}
 			}
 		}
 	}
 }
 
 // A delta that does not rebuild its recorded state from the state the
-// read model holds (here: the digest of another state) stops the
-// projection at that event, naming it, and applies nothing of its batch.
+// read model holds stops the projection at that event, naming it, and
+// applies nothing of its batch: one recorded with the digest of another
+// state, and one a writer made in this process from another base than
+// the read model's (a writer's bug), which the read model does not take
+// as the writer knows it.
 func TestCommitStateDeltaOnAnotherBaseRefused(t *testing.T) {
-	deltas := withStateDeltas(sampleStreamV3(t, "inst-a"), true)
-	bad := -1
-	for i, r := range deltas {
-		if b, ok := r.Event.Body.(events.CommitApplied); ok && i > len(deltas)/2 {
+	for name, spoil := range map[string]func(b events.CommitApplied, st []byte) events.CommitApplied{
+		"another digest": func(b events.CommitApplied, _ []byte) events.CommitApplied {
 			b.StateSHA256 = bytes.Clone(b.StateSHA256)
 			b.StateSHA256[0] ^= 1
-			deltas[i].Event.Body = b
-			bad = i
-			break
+			return b
+		},
+		"another base in memory": func(b events.CommitApplied, st []byte) events.CommitApplied {
+			other := bytes.Clone(st)
+			other[len(other)/2] ^= 1
+			return b.WithStateFrom(other, st)
+		},
+	} {
+		deltas := withStateDeltas(sampleStreamV3(t, "inst-a"), true, true)
+		bad := -1
+		for i, r := range deltas {
+			if b, ok := r.Event.Body.(events.CommitApplied); ok && i > len(deltas)/2 {
+				st, _ := b.KnownState()
+				deltas[i].Event.Body = spoil(b, st)
+				bad = i
+				break
+			}
 		}
-	}
-	db := mustOpen(t, filepath.Join(t.TempDir(), "bad.db"), newKey(t), &Options{BatchSize: 1})
-	err := db.Apply(ctx, deltas)
-	var ae *ApplyError
-	if !errors.As(err, &ae) || ae.Seq != deltas[bad].Seq || !errors.Is(err, ErrCannotApply) || !errors.Is(err, events.ErrStateBase) {
-		t.Fatalf("got %v, want an ApplyError at seq %d wrapping ErrCannotApply and events.ErrStateBase", err, deltas[bad].Seq)
-	}
-	if cp, _ := db.Checkpoint(ctx); cp != deltas[bad-1].Seq {
-		t.Fatalf("checkpoint %d after the refused event, want %d", cp, deltas[bad-1].Seq)
+		for _, batch := range []int{1, 512} {
+			db := mustOpen(t, filepath.Join(t.TempDir(), "bad.db"), newKey(t), &Options{BatchSize: batch})
+			err := db.Apply(ctx, deltas)
+			var ae *ApplyError
+			if !errors.As(err, &ae) || ae.Seq != deltas[bad].Seq || !errors.Is(err, ErrCannotApply) || !errors.Is(err, events.ErrStateBase) {
+				t.Fatalf("%s, batch %d: got %v, want an ApplyError at seq %d wrapping ErrCannotApply and events.ErrStateBase", name, batch, err, deltas[bad].Seq)
+			}
+			if cp, _ := db.Checkpoint(ctx); batch == 1 && cp != deltas[bad-1].Seq {
+				t.Fatalf("%s: checkpoint %d after the refused event, want %d", name, cp, deltas[bad-1].Seq)
+			}
+		}
 	}
 }
