@@ -31,8 +31,9 @@ func newProposal(g, ng *mls.Group) (mls.PendingProposal, bool) {
 
 // proposalEvent is group.proposal_staged for proposal p, carried by the
 // message wire (id its digest), of sender, in ng, the state that caches
-// it.
-func proposalEvent(ng *mls.Group, p mls.PendingProposal, wire, id, sender []byte, own bool) (events.ProposalStaged, error) {
+// it, recorded as a delta from base (the state the epoch started with,
+// groupState.epochStart) when known.
+func proposalEvent(ng *mls.Group, p mls.PendingProposal, base, wire, id, sender []byte, own bool) (events.ProposalStaged, error) {
 	enc, err := p.Proposal.Marshal()
 	if err != nil {
 		return events.ProposalStaged{}, fmt.Errorf("engine: encode proposal: %w", err)
@@ -44,8 +45,8 @@ func proposalEvent(ng *mls.Group, p mls.PendingProposal, wire, id, sender []byte
 	b := events.ProposalStaged{
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(), ProposalRef: p.Ref, ProposalType: uint16(p.Proposal.Type),
 		SenderLeaf: uint32(p.Sender.LeafIndex), Sender: bytes.Clone(sender), Own: own, Proposal: enc,
-		Message: wire, MessageID: id, State: events.Secret(st),
-	}
+		Message: wire, MessageID: id,
+	}.WithStateFrom(base, st)
 	switch p.Sender.Type {
 	case mls.SenderTypeExternal:
 		b.SenderType, b.SenderLeaf = uint8(p.Sender.Type), p.Sender.SenderIndex
@@ -98,7 +99,7 @@ func (in *Installation) propose(ctx context.Context, groupID []byte, what string
 			return nil, nil, fmt.Errorf("engine: installation %s: propose %s in group %x: the proposal is cached already", in.id, what, groupID)
 		}
 		id := messageID(wire)
-		body, err := proposalEvent(ng, p, wire, id, []byte(in.id), true)
+		body, err := proposalEvent(ng, p, gs.epochStart, wire, id, []byte(in.id), true)
 		if err != nil {
 			return nil, nil, err
 		}

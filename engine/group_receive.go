@@ -207,7 +207,7 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 		if !ok {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x proposal %x: cached already: %w", in.id, groupID, id, ErrDuplicateMessage)
 		}
-		body, err := proposalEvent(ng, pp, wire, id, rec.SenderCredential.Identity, false)
+		body, err := proposalEvent(ng, pp, gs.epochStart, wire, id, rec.SenderCredential.Identity, false)
 		if err != nil {
 			return nil, nil, err
 		}

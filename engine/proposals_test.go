@@ -301,7 +301,7 @@ func TestVerifyMLSChecksTheRecordedProposal(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, _ := newProposal(gs.g, ng)
-	body, err := proposalEvent(ng, p, po.Proposal, po.MessageID, []byte(alice), false)
+	body, err := proposalEvent(ng, p, nil, po.Proposal, po.MessageID, []byte(alice), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,8 +37,9 @@ func commitForms(t *testing.T, b *backend, id events.InstallationID) (deltas, wh
 	return
 }
 
-// Every commit of a group of a dozen members records its state as a delta
-// from the group's recorded state before it (events.CommitApplied v4):
+// Every commit (and cached proposal) of a group of a dozen members records
+// its state as a delta from the state its epoch started with
+// (group.commit_applied v4, group.proposal_staged v3):
 // own and processed commits, a commit of a member that joined by Welcome,
 // a commit by reference to a cached proposal (whose state is the base),
 // and one after a restart (the base read back from the read model). Each
@@ -112,5 +113,22 @@ func TestCommitsRecordStateDeltas(t *testing.T) {
 				id, deltas, maxDelta, len(st), wholes, wantWhole)
 		}
 		b.checkRebuild(id)
+	}
+	// The proposal every member cached (its proposer's own included) is
+	// a delta in every history.
+	for _, id := range append([]events.InstallationID{"alice"}, members...) {
+		n := 0
+		err := b.log.Read(ctx, id, 0, func(r eventlog.Record) error {
+			if p, ok := r.Event.Body.(events.ProposalStaged); ok {
+				if p.StateDelta == nil || p.State != nil {
+					t.Errorf("%s: proposal recorded with its state whole (%d bytes)", id, len(p.State))
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil || n != 1 {
+			t.Fatalf("%s: %d proposals read, %v; want 1", id, n, err)
+		}
 	}
 }

@@ -198,7 +198,10 @@ func (GroupCreated) SchemaVersion() uint16 { return 2 }
 // starts from: the cache, and the handshake ratchets the proposal moved).
 //
 // Version 2 added Sender, Own, Message, MessageID and State; a v1 event
-// is upcast with them empty.
+// is upcast with them empty. Version 3 added StateDelta and StateSHA256,
+// as group.commit_applied v4 did (see CommitApplied.StateDelta): the
+// state may be recorded as a delta from the state the epoch started
+// with; a v2 event is upcast with both empty.
 type ProposalStaged struct {
 	GroupID     []byte `msgpack:"group_id"`
 	Epoch       uint64 `msgpack:"epoch"`
@@ -225,15 +228,21 @@ type ProposalStaged struct {
 	// engine's message id: a redelivery is recognised by it).
 	Message   []byte `msgpack:"message"`
 	MessageID []byte `msgpack:"message_id"`
-	// State is the serialized MLS group state with the proposal cached.
+	// State is the serialized MLS group state with the proposal cached,
+	// whole; empty when StateDelta records it.
 	State Secret `msgpack:"state"`
+	// StateDelta, when set, records that state as a delta from the state
+	// the epoch started with (as CommitApplied.StateDelta); StateOf
+	// rebuilds it and checks it against StateSHA256, its SHA-256.
+	StateDelta  Secret `msgpack:"state_delta"`
+	StateSHA256 []byte `msgpack:"state_sha256"`
 }
 
 // Kind implements Body.
 func (ProposalStaged) Kind() Kind { return KindProposalStaged }
 
 // SchemaVersion implements Body.
-func (ProposalStaged) SchemaVersion() uint16 { return 2 }
+func (ProposalStaged) SchemaVersion() uint16 { return 3 }
 
 // Member identifies a member of a group by leaf index and credential
 // identity.

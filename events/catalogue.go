@@ -105,7 +105,7 @@ var catalogue = []kindSpec{
 	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state and its creator",
 		map[uint16]schema{1: legacy(upcastGroupCreatedV1)}),
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
-		map[uint16]schema{1: legacy(upcastProposalStagedV1)}),
+		map[uint16]schema{1: legacy(upcastProposalStagedV1), 2: legacy(upcastProposalStagedV2)}),
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
 		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2), 3: legacy(upcastCommitAppliedV3)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome, with the group's members",
@@ -185,9 +185,32 @@ type proposalStagedV1 struct {
 	Proposal     []byte `msgpack:"proposal"`
 }
 
-func upcastProposalStagedV1(old proposalStagedV1, _ eventHeader) (ProposalStaged, error) {
-	return ProposalStaged{GroupID: old.GroupID, Epoch: old.Epoch, ProposalRef: old.ProposalRef,
+func upcastProposalStagedV1(old proposalStagedV1, _ eventHeader) (proposalStagedV2, error) {
+	return proposalStagedV2{GroupID: old.GroupID, Epoch: old.Epoch, ProposalRef: old.ProposalRef,
 		ProposalType: old.ProposalType, SenderLeaf: old.SenderLeaf, Proposal: old.Proposal}, nil
+}
+
+// proposalStagedV2 is group.proposal_staged schema version 2: the state
+// always whole (no StateDelta, StateSHA256).
+type proposalStagedV2 struct {
+	GroupID      []byte `msgpack:"group_id"`
+	Epoch        uint64 `msgpack:"epoch"`
+	ProposalRef  []byte `msgpack:"proposal_ref"`
+	ProposalType uint16 `msgpack:"proposal_type"`
+	SenderLeaf   uint32 `msgpack:"sender_leaf"`
+	Sender       []byte `msgpack:"sender"`
+	SenderType   uint8  `msgpack:"sender_type"`
+	Own          bool   `msgpack:"own"`
+	Proposal     []byte `msgpack:"proposal"`
+	Message      []byte `msgpack:"message"`
+	MessageID    []byte `msgpack:"message_id"`
+	State        Secret `msgpack:"state"`
+}
+
+func upcastProposalStagedV2(old proposalStagedV2, _ eventHeader) (ProposalStaged, error) {
+	return ProposalStaged{GroupID: old.GroupID, Epoch: old.Epoch, ProposalRef: old.ProposalRef,
+		ProposalType: old.ProposalType, SenderLeaf: old.SenderLeaf, Sender: old.Sender, SenderType: old.SenderType,
+		Own: old.Own, Proposal: old.Proposal, Message: old.Message, MessageID: old.MessageID, State: old.State}, nil
 }
 
 // commitAppliedV1 is group.commit_applied schema version 1: no committer

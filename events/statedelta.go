@@ -29,18 +29,38 @@ const deltaWorthIt = 2 // the delta is at most 1/2 of the state
 // also keeps state in memory (KnownState); only what is recorded is
 // sealed.
 func (c CommitApplied) WithStateFrom(base, state []byte) CommitApplied {
-	c.State, c.StateDelta, c.StateSHA256, c.known = nil, nil, nil, nil
+	c.State, c.StateDelta, c.StateSHA256, c.known = recordState(base, state)
+	return c
+}
+
+// recordState returns state recorded whole, or as a delta from base with
+// its digest and what a writer keeps of it in memory (WithStateFrom).
+func recordState(base, state []byte) (whole, delta Secret, sum []byte, known func() knownState) {
 	if base != nil {
 		if d := bytedelta.Diff(base, state); len(d)*deltaWorthIt <= len(state) {
-			sum := sha256.Sum256(state)
-			c.StateDelta, c.StateSHA256 = Secret(d), sum[:]
-			k := knownState{state: Secret(state), delta: Secret(d), sum: sum, baseSum: sha256.Sum256(base)}
-			c.known = func() knownState { return k }
-			return c
+			s := sha256.Sum256(state)
+			k := knownState{state: Secret(state), delta: Secret(d), sum: s, baseSum: sha256.Sum256(base)}
+			return nil, Secret(d), s[:], func() knownState { return k }
 		}
 	}
-	c.State = Secret(state)
-	return c
+	return Secret(state), nil, nil, nil
+}
+
+// WithStateFrom returns p with state, the serialized group state with
+// the proposal cached, recorded as CommitApplied.WithStateFrom records
+// a commit's: as a delta from base (the state the epoch started with)
+// when given and small enough, else whole.
+func (p ProposalStaged) WithStateFrom(base, state []byte) ProposalStaged {
+	p.State, p.StateDelta, p.StateSHA256, _ = recordState(base, state)
+	return p
+}
+
+// StateOf returns the state p recorded (nil for a proposal recorded
+// without one, before version 2): State, or StateDelta applied to base,
+// the state the epoch started with, and checked as CommitApplied.StateOf
+// checks a commit's.
+func (p ProposalStaged) StateOf(base []byte) (Secret, error) {
+	return stateOf("group.proposal_staged", p.GroupID, p.Epoch, p.State, p.StateDelta, p.StateSHA256, base)
 }
 
 // KnownState returns the state at c.Epoch when it is at hand without a
@@ -78,25 +98,31 @@ func (c CommitApplied) KnownDelta() (state Secret, baseSum [32]byte, ok bool) {
 // malformed delta), ErrMalformed for a v4 body recording the state both
 // ways or neither.
 func (c CommitApplied) StateOf(base []byte) (Secret, error) {
+	return stateOf("group.commit_applied", c.GroupID, c.Epoch, c.State, c.StateDelta, c.StateSHA256, base)
+}
+
+// stateOf is StateOf of a body of kind recording a state of group gid at
+// epoch whole, or as delta with digest sum.
+func stateOf(kind string, gid []byte, epoch uint64, whole, delta Secret, sum, base []byte) (Secret, error) {
 	switch {
-	case c.StateDelta == nil && c.StateSHA256 != nil:
-		return nil, fmt.Errorf("%w: group.commit_applied of group %x epoch %d has a state digest without a delta", ErrMalformed, c.GroupID, c.Epoch)
-	case c.StateDelta == nil:
-		return c.State, nil
-	case c.State != nil:
-		return nil, fmt.Errorf("%w: group.commit_applied of group %x epoch %d records its state both whole and as a delta", ErrMalformed, c.GroupID, c.Epoch)
-	case len(c.StateSHA256) != sha256.Size:
-		return nil, fmt.Errorf("%w: group.commit_applied of group %x epoch %d: state digest of %d bytes", ErrMalformed, c.GroupID, c.Epoch, len(c.StateSHA256))
+	case delta == nil && sum != nil:
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d has a state digest without a delta", ErrMalformed, kind, gid, epoch)
+	case delta == nil:
+		return whole, nil
+	case whole != nil:
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d records its state both whole and as a delta", ErrMalformed, kind, gid, epoch)
+	case len(sum) != sha256.Size:
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d: state digest of %d bytes", ErrMalformed, kind, gid, epoch, len(sum))
 	case base == nil:
-		return nil, fmt.Errorf("%w: group %x epoch %d: the commit records its state as a delta, and no earlier state of the group is known", ErrStateBase, c.GroupID, c.Epoch)
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d records its state as a delta, and no earlier state of the group is known", ErrStateBase, kind, gid, epoch)
 	}
-	st, err := bytedelta.Apply(base, c.StateDelta)
+	st, err := bytedelta.Apply(base, delta)
 	if err != nil {
-		return nil, fmt.Errorf("%w: group %x epoch %d: %w", ErrStateBase, c.GroupID, c.Epoch, err)
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d: %w", ErrStateBase, kind, gid, epoch, err)
 	}
-	if sum := sha256.Sum256(st); subtle.ConstantTimeCompare(sum[:], c.StateSHA256) != 1 {
+	if s := sha256.Sum256(st); subtle.ConstantTimeCompare(s[:], sum) != 1 {
 		clear(st)
-		return nil, fmt.Errorf("%w: group %x epoch %d: the delta applied to the %d-byte state held gives a state with another digest than the one recorded", ErrStateBase, c.GroupID, c.Epoch, len(base))
+		return nil, fmt.Errorf("%w: %s of group %x epoch %d: the delta applied to the %d-byte state held gives a state with another digest than the one recorded", ErrStateBase, kind, gid, epoch, len(base))
 	}
 	return Secret(st), nil
 }

@@ -77,3 +77,25 @@ func TestCommitStateDelta(t *testing.T) {
 		t.Errorf("state recorded both ways: %v, want ErrMalformed", err)
 	}
 }
+
+// A proposal's state recorded as a delta is rebuilt from its epoch's
+// starting state, and refused from another.
+func TestProposalStateDelta(t *testing.T) {
+	base := bytes.Repeat([]byte("ratchet tree node "), 500)
+	state := append(bytes.Clone(base), "a cached proposal"...)
+	p := ProposalStaged{GroupID: []byte{1}, Epoch: 3}.WithStateFrom(base, state)
+	if p.State != nil || p.StateDelta == nil || len(p.StateSHA256) != 32 {
+		t.Fatalf("recorded whole %d, delta %d bytes", len(p.State), len(p.StateDelta))
+	}
+	if got, err := p.StateOf(base); err != nil || !bytes.Equal(got, state) {
+		t.Fatalf("StateOf(base) = %d bytes, %v", len(got), err)
+	}
+	other := bytes.Clone(base)
+	other[4500] ^= 1
+	if _, err := p.StateOf(other); !errors.Is(err, ErrStateBase) || !strings.Contains(err.Error(), "group.proposal_staged") {
+		t.Fatalf("another base: %v, want ErrStateBase naming the kind", err)
+	}
+	if got, err := (ProposalStaged{}).StateOf(nil); err != nil || got != nil {
+		t.Fatalf("no state: %v, %v", got, err)
+	}
+}

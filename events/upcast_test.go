@@ -220,3 +220,25 @@ func TestUpcastCommitAppliedV3(t *testing.T) {
 		t.Fatalf("v4 body labelled v3: got %v, want ErrMalformed", err)
 	}
 }
+
+// A group.proposal_staged of version 2 (its state always whole) opens at
+// version 3 with the same fields and no delta.
+func TestUpcastProposalStagedV2(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	v2 := proposalStagedV2{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 2, SenderLeaf: 1, Sender: []byte("bob"),
+		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: Secret("st")}
+	env, err := seal(r, testBinding, testInst, KindProposalStaged, 2, h, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open group.proposal_staged v2: %v", err)
+	}
+	want := ProposalStaged{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 2, SenderLeaf: 1, Sender: []byte("bob"),
+		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: Secret("st")}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
+}

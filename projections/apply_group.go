@@ -349,12 +349,22 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		return err
 	}
 	g.proposalsKnown, g.hasProposals = true, true
-	if len(b.State) > 0 && a.db.schema >= 3 {
+	if (len(b.State) > 0 || b.StateDelta != nil) && a.db.schema >= 3 {
+		state := b.State
+		if b.StateDelta != nil || b.StateSHA256 != nil {
+			base, err := a.epochStartState(b.GroupID, g, epoch)
+			if err != nil {
+				return err
+			}
+			if state, err = b.StateOf(base); err != nil {
+				return cannot("%w", err)
+			}
+		}
 		ord, err := a.messageOrdinal(b.GroupID, g)
 		if err != nil {
 			return err
 		}
-		g.snapshot = &groupSnapshot{state: []byte(b.State), ordinal: ord}
+		g.snapshot = &groupSnapshot{state: []byte(state), ordinal: ord}
 	}
 	return nil
 }

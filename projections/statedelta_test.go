@@ -13,9 +13,10 @@ import (
 
 // withStateDeltas returns recs with every state an event carries made an
 // 8 KiB state that differs from the group's previous one in a few bytes,
-// and, when deltas is set, every commit's state recorded as a delta from
-// the state its epoch started with (group.commit_applied v4), as the
-// engine records them: not from a proposal's state since.
+// and, when deltas is set, every commit's and proposal's state recorded
+// as a delta from the state its epoch started with
+// (group.commit_applied v4, group.proposal_staged v3), as the engine
+// records them: not from a proposal's state before it.
 func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 	out := slices.Clone(recs)
 	started := map[string][]byte{} // the state each group's epoch started with
@@ -50,7 +51,13 @@ func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 			out[i].Event.Body = b
 		case events.ProposalStaged:
 			if len(b.State) > 0 {
+				base := started[string(b.GroupID)]
 				b.State = next(b.GroupID, i, false)
+				if deltas {
+					if b = b.WithStateFrom(base, b.State); b.StateDelta == nil {
+						panic("a proposal of the sample recorded whole")
+					}
+				}
 				out[i].Event.Body = b
 			}
 		case events.CommitApplied:

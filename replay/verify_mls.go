@@ -491,7 +491,7 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	if !ok {
 		return mismatch("proposal for group %x, which was never created or joined", b.GroupID)
 	}
-	if b.Message == nil && b.State == nil {
+	if b.Message == nil && b.State == nil && b.StateDelta == nil {
 		return nil
 	}
 	if c.left[string(b.GroupID)] {
@@ -518,7 +518,11 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	} else {
 		c.rep.Own++
 	}
-	g, err := recorded(b.State, b.GroupID, b.Epoch, prev.EpochAuthenticator())
+	state, err := b.StateOf(c.states[string(b.GroupID)])
+	if err != nil {
+		return mismatch("%w", err)
+	}
+	g, err := recorded(state, b.GroupID, b.Epoch, prev.EpochAuthenticator())
 	if err != nil {
 		return err
 	}
