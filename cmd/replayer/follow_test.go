@@ -409,20 +409,7 @@ func TestFollowRetriesFailedReadModel(t *testing.T) {
 
 	// An event the installation's read model cannot open stops it, with
 	// the stream sequence; the healthy one goes on.
-	filter, err := l.InstallationFilter(bad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Conn().Publish(strings.TrimSuffix(filter, ">")+"group.junk", []byte("junk")); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Conn().Flush(); err != nil {
-		t.Fatal(err)
-	}
-	junk, err := l.LastSeq(context.Background(), bad)
-	if err != nil {
-		t.Fatal(err)
-	}
+	junk := publishJunk(t, l, bad, "junk")
 	f.waitFor(t, "the bad event reported", func() bool {
 		return strings.Contains(f.stderr.String(), fmt.Sprintf("installation=late-b db=%s failures=", filepath.Join(dir, "late-b.db"))) &&
 			strings.Contains(f.stderr.String(), fmt.Sprintf(" stream_sequence=%d ", junk))

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -120,17 +123,20 @@ func publishJunk(t *testing.T, l *eventlog.Log, id events.InstallationID, token 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Conn().Publish(strings.TrimSuffix(filter, ">")+"group."+token, []byte("junk")); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Conn().Flush(); err != nil {
-		t.Fatal(err)
-	}
-	seq, err := l.LastSeq(context.Background(), id)
+	// A JetStream publish, answered once the stream stored it: with a core
+	// publish and a flush, the stream could still be storing it when its
+	// last sequence was asked (seen under the race run's load).
+	js, err := jetstream.New(l.Conn())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return seq
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ack, err := js.Publish(ctx, strings.TrimSuffix(filter, ">")+"group."+token, []byte("junk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
 }
 
 // TestStreamBytesEscaped: a subject carrying an ESC byte (a terminal
