@@ -74,15 +74,8 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 // created (asked again while refused so) and deleted.
 func (c *Cluster) waitPlaceable() {
 	c.tb.Helper()
-	nc, err := nats.Connect(c.URL(), nats.Name("natstest placement probe"))
-	if err != nil {
-		c.tb.Fatalf("natstest: cluster: connect: %v", err)
-	}
+	nc, js := c.jetStream()
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		c.tb.Fatalf("natstest: cluster: %v", err)
-	}
 	const probe = "NATSTEST_PLACEMENT_PROBE"
 	cfg := jetstream.StreamConfig{Name: probe, Subjects: []string{"natstest.placement.probe"}, Storage: jetstream.MemoryStorage, Replicas: len(c.nodes)}
 	var last error
@@ -204,20 +197,29 @@ func (c *Cluster) MetaLeader() *Server {
 	return leader
 }
 
-// WaitStreamCurrent waits until the stream's leader reports every other
-// node's replica current (caught up), as a client sees it in the stream
-// info.
-func (c *Cluster) WaitStreamCurrent(stream string) {
+// jetStream connects a client to the cluster (reconnecting to whichever
+// node is up) for the helpers' JetStream requests; the caller closes nc.
+func (c *Cluster) jetStream() (*nats.Conn, jetstream.JetStream) {
 	c.tb.Helper()
 	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
 	if err != nil {
 		c.tb.Fatalf("natstest: cluster: connect: %v", err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
+		nc.Close()
 		c.tb.Fatalf("natstest: cluster: %v", err)
 	}
+	return nc, js
+}
+
+// WaitStreamCurrent waits until the stream's leader reports every other
+// node's replica current (caught up), as a client sees it in the stream
+// info.
+func (c *Cluster) WaitStreamCurrent(stream string) {
+	c.tb.Helper()
+	nc, js := c.jetStream()
+	defer nc.Close()
 	c.waitFor("every replica of stream "+stream+" to be current", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
