@@ -345,6 +345,7 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(st))/1024, "state-KiB")
 	b.ReportMetric(float64(eventBytes)/float64(2*i)/1024, "event-KiB")
+	b.ReportMetric(float64(env.lastStateDelta(b))/1024, "state-delta-KiB")
 	if walCommits > 0 {
 		b.ReportMetric(float64(walFrames)/float64(walCommits), "process-pages")
 	}
@@ -372,6 +373,22 @@ func (env *mlsBenchEnv) streamBytes(b *testing.B) uint64 {
 		b.Fatal(err)
 	}
 	return info.State.Bytes
+}
+
+// lastStateDelta is the size of the state delta the receiver's latest
+// processed commit recorded (0: recorded whole).
+func (env *mlsBenchEnv) lastStateDelta(b *testing.B) int {
+	n := 0
+	err := env.log.Read(context.Background(), events.InstallationID(env.receiver.id), 0, func(r eventlog.Record) error {
+		if c, ok := r.Event.Body.(events.CommitApplied); ok {
+			n = len(c.StateDelta)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // walFrameSize is a WAL frame: a 24-byte header and one 4 KiB page.

@@ -73,13 +73,7 @@ func TestDiffApplyRoundTrip(t *testing.T) {
 // TestDiffIsSmallForFewChanges is what the package is for: a target that
 // differs from its base in a few places is a delta of about those places.
 func TestDiffIsSmallForFewChanges(t *testing.T) {
-	r := rand.New(rand.NewPCG(3, 4))
-	base := random(r, 180_000)
-	target := bytes.Clone(base)
-	for i := range 12 { // a dozen 64-byte changes, one with a shift
-		copy(target[i*15_000:], random(r, 64))
-	}
-	target = append(target[:100_000], append(random(r, 40), target[100_000:]...)...)
+	base, target := benchPair() // a dozen 64-byte changes, one shift
 	d := Diff(base, target)
 	if len(d) > 3000 {
 		t.Fatalf("delta of %d bytes for about 800 changed bytes of %d", len(d), len(target))
@@ -137,4 +131,38 @@ func FuzzDiff(f *testing.F) {
 			t.Fatalf("Apply(Diff) = %q, %v; want %q", got, err, target)
 		}
 	})
+}
+
+// BenchmarkDiff and BenchmarkApply time a 180,000-byte target (the size
+// of a group's state at 1,000 members) that differs from its base in a
+// dozen 64-byte runs and one 40-byte insertion, as a commit changes a
+// state: docs/benchmarks.md, "A commit's state as a delta".
+func BenchmarkDiff(b *testing.B) {
+	base, target := benchPair()
+	b.SetBytes(int64(len(target)))
+	for b.Loop() {
+		Diff(base, target)
+	}
+}
+
+func BenchmarkApply(b *testing.B) {
+	base, target := benchPair()
+	d := Diff(base, target)
+	b.SetBytes(int64(len(target)))
+	for b.Loop() {
+		if _, err := Apply(base, d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(d)), "delta-bytes")
+}
+
+func benchPair() (base, target []byte) {
+	r := rand.New(rand.NewPCG(3, 4))
+	base = random(r, 180_000)
+	target = bytes.Clone(base)
+	for i := range 12 {
+		copy(target[i*15_000:], random(r, 64))
+	}
+	return base, append(target[:100_000], append(random(r, 40), target[100_000:]...)...)
 }
