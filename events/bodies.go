@@ -328,6 +328,7 @@ type CommitApplied struct {
 // knownState is what WithStateFrom keeps of a commit's state in memory.
 type knownState struct {
 	state   Secret
+	base    Secret   // the base StateDelta was made from
 	delta   Secret   // StateDelta as made
 	sum     [32]byte // StateSHA256 as made
 	baseSum [32]byte // SHA-256 of the base of StateDelta

@@ -39,7 +39,7 @@ func recordState(base, state []byte) (whole, delta Secret, sum []byte, known fun
 	if base != nil {
 		if d := bytedelta.Diff(base, state); len(d)*deltaWorthIt <= len(state) {
 			s := sha256.Sum256(state)
-			k := knownState{state: Secret(state), delta: Secret(d), sum: s, baseSum: sha256.Sum256(base)}
+			k := knownState{state: Secret(state), base: Secret(base), delta: Secret(d), sum: s, baseSum: sha256.Sum256(base)}
 			return nil, Secret(d), s[:], func() knownState { return k }
 		}
 	}
@@ -76,19 +76,19 @@ func (c CommitApplied) KnownState() (Secret, bool) {
 }
 
 // KnownDelta returns, for a value WithStateFrom made with a delta (in
-// this process) and not changed since, the state at c.Epoch and the
-// SHA-256 of the base the delta was made from: a reader holding a base
-// of that digest may take the state as it is, instead of applying the
-// delta (StateOf).
-func (c CommitApplied) KnownDelta() (state Secret, baseSum [32]byte, ok bool) {
+// this process) and not changed since, the state at c.Epoch, the base
+// the delta was made from and that base's SHA-256: a reader holding a
+// base of that digest may take the state (and the base) as they are,
+// instead of applying the delta (StateOf).
+func (c CommitApplied) KnownDelta() (state, base Secret, baseSum [32]byte, ok bool) {
 	if c.StateDelta == nil || c.known == nil {
-		return nil, baseSum, false
+		return nil, nil, baseSum, false
 	}
 	k := c.known()
 	if !bytes.Equal(c.StateDelta, k.delta) || !bytes.Equal(c.StateSHA256, k.sum[:]) || c.State != nil {
-		return nil, baseSum, false // changed since it was made
+		return nil, nil, baseSum, false // changed since it was made
 	}
-	return k.state, k.baseSum, true
+	return k.state, k.base, k.baseSum, true
 }
 
 // StateOf returns the state at c.Epoch: State, or StateDelta applied to

@@ -25,7 +25,7 @@ func TestCommitStateDelta(t *testing.T) {
 	if got, ok := c.KnownState(); !ok || !bytes.Equal(got, state) {
 		t.Fatal("the writer's value does not know its state")
 	}
-	if got, sum, ok := c.KnownDelta(); !ok || !bytes.Equal(got, state) || sum != sha256.Sum256(base) {
+	if got, gotBase, sum, ok := c.KnownDelta(); !ok || !bytes.Equal(got, state) || !bytes.Equal(gotBase, base) || sum != sha256.Sum256(base) {
 		t.Fatal("the writer's value does not know its state and its base's digest")
 	}
 	secret := c.WithStateFrom(nil, append(bytes.Clone(state), secretMark...))
@@ -47,7 +47,7 @@ func TestCommitStateDelta(t *testing.T) {
 	if _, ok := got.KnownState(); ok {
 		t.Fatal("a body read from an envelope claims to know its state without a base")
 	}
-	if _, _, ok := got.KnownDelta(); ok {
+	if _, _, _, ok := got.KnownDelta(); ok {
 		t.Fatal("a body read from an envelope claims to know its delta's base")
 	}
 	st, err := got.StateOf(base)

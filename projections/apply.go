@@ -12,11 +12,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/bytedelta"
 )
 
 // Record is one event as read from the stream, with its stream sequence.
@@ -286,7 +289,11 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 		e := g.newEpochs[k.epoch]
 		var err error
-		if a.db.schema >= 3 {
+		if a.db.schema >= 5 { // the state is the group's, or in epoch_states
+			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, created_at, retired, committer, own_commit)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), e.createdAt, e.retired,
+				nullBytes(e.committer), e.own)
+		} else if a.db.schema >= 3 {
 			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, state, created_at, retired, committer, own_commit)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), nullBytes(e.state), e.createdAt, e.retired,
 				nullBytes(e.committer), e.own)
@@ -299,10 +306,16 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 	}
 	a.epochOrder = kept
+	if err := a.flushPast(id, g); err != nil {
+		return err
+	}
 	g.newEpochs = map[uint64]*epochRow{}
 	if r := g.row; r != nil {
 		var err error
-		if a.db.schema >= 3 {
+		if a.db.schema >= 5 {
+			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, proposal_state = NULL, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0 WHERE group_id = ?`,
+				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id))
+		} else if a.db.schema >= 3 {
 			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0 WHERE group_id = ?`,
 				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id))
 		} else {
@@ -315,7 +328,11 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		g.row = nil
 	}
 	if sn := g.snapshot; sn != nil {
-		if _, err := a.exec(`UPDATE groups SET state = ?, state_ordinal = ? WHERE group_id = ?`, sn.state, sn.ordinal, []byte(id)); err != nil {
+		q, st := `UPDATE groups SET state = ?, state_ordinal = ? WHERE group_id = ?`, sn.state
+		if a.db.schema >= 5 {
+			q, st = `UPDATE groups SET proposal_state = ?, state_ordinal = ? WHERE group_id = ?`, bytedelta.Diff(sn.base, sn.state)
+		}
+		if _, err := a.exec(q, st, sn.ordinal, []byte(id)); err != nil {
 			return err
 		}
 		g.snapshot = nil
@@ -327,6 +344,29 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 		g.hasLastMsg = false
 	}
+	return nil
+}
+
+// flushPast writes, from schema v5, the state of each epoch a commit of
+// the batch ended and that is still held: as a delta from the state of
+// the epoch after it, also of the batch (an older held epoch starts from
+// it, and epochs retire oldest first: retireEpochs sees to any other
+// order).
+func (a *applier) flushPast(id string, g *batchGroup) error {
+	for _, e := range slices.Sorted(maps.Keys(g.past)) {
+		var next []byte
+		if row, ok := g.newEpochs[e+1]; ok && !row.retired {
+			next = row.state
+		}
+		if next == nil {
+			return fmt.Errorf("projections: group %x: the state of epoch %d, held, has no state of epoch %d to start from in the batch", []byte(id), e, e+1)
+		}
+		if _, err := a.exec(`INSERT INTO epoch_states(group_id, epoch, state_delta) VALUES (?, ?, ?)`,
+			[]byte(id), e, bytedelta.Diff(next, g.past[e])); err != nil {
+			return err
+		}
+	}
+	clear(g.past)
 	return nil
 }
 
@@ -366,6 +406,15 @@ func (a *applier) exec(q string, args ...any) (sql.Result, error) {
 		return nil, cannot("%v", err)
 	}
 	return res, err
+}
+
+// query runs a read of several rows.
+func (a *applier) query(q string, args ...any) (*sql.Rows, error) {
+	s, err := a.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(a.ctx, args...)
 }
 
 // query1 scans one row; a missing row is errNoRow.

@@ -9,9 +9,12 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/bytedelta"
 )
 
 // batchGroup is one group as the batch sees it, loaded lazily: one map
@@ -43,6 +46,11 @@ type batchGroup struct {
 	// the large state blobs it would blank a few events later.
 	row       *groupRow
 	newEpochs map[uint64]*epochRow
+
+	// past holds, from schema v5, the state each epoch a commit of the
+	// batch ended started with, until flush writes it to epoch_states
+	// as a delta from the next epoch's (a retirement drops it first).
+	past map[uint64][]byte
 }
 
 // group returns the batch's view of a group (created empty on first use).
@@ -50,7 +58,7 @@ func (a *applier) group(id []byte) *batchGroup {
 	if g, ok := a.groups[string(id)]; ok {
 		return g
 	}
-	g := &batchGroup{held: map[uint64]bool{}, newEpochs: map[uint64]*epochRow{}}
+	g := &batchGroup{held: map[uint64]bool{}, newEpochs: map[uint64]*epochRow{}, past: map[uint64][]byte{}}
 	a.groups[string(id)] = g
 	return g
 }
@@ -72,9 +80,11 @@ type epochRow struct {
 
 // groupSnapshot is a group's state after a proposal was cached, and the
 // highest message ordinal then: the messages sent before it are in it.
+// From schema v5 it is stored as a delta from base, the state the epoch
+// started with.
 type groupSnapshot struct {
-	state   []byte
-	ordinal int64
+	state, base []byte
+	ordinal     int64
 }
 
 type epochKey struct {
@@ -173,6 +183,11 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 			int64(suite), epoch, state, nullBytes(auth), via, nanos(t), membership, id); err != nil {
 			return err
 		}
+		if a.db.schema >= 5 {
+			if _, err := a.exec(`UPDATE groups SET proposal_state = NULL WHERE group_id = ?`, id); err != nil {
+				return err
+			}
+		}
 	} else if _, err := a.exec(`INSERT INTO groups(group_id, ciphersuite, epoch, state, epoch_authenticator, joined_via, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, int64(suite), epoch, state, nullBytes(auth), via, nanos(t), nanos(t)); err != nil {
 		return err
@@ -181,8 +196,18 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 		if a.db.schema < 3 {
 			return cannot("join of group %x by external commit: the read model's schema %d keeps it from schema 3 on", id, a.db.schema)
 		}
-		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at, commit_message, committer, own_commit) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`,
-			id, epoch, nullBytes(auth), state, nanos(t), own, []byte(a.inst)); err != nil {
+		q := `INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at, commit_message, committer, own_commit) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`
+		args := []any{id, epoch, nullBytes(auth), state, nanos(t), own, []byte(a.inst)}
+		if a.db.schema >= 5 { // the state is the group's
+			q = `INSERT INTO epochs(group_id, epoch, epoch_authenticator, created_at, commit_message, committer, own_commit) VALUES (?, ?, ?, ?, ?, ?, 1)`
+			args = slices.Delete(args, 3, 4)
+		}
+		if _, err := a.exec(q, args...); err != nil {
+			return err
+		}
+	} else if a.db.schema >= 5 {
+		if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, created_at) VALUES (?, ?, ?, ?)`,
+			id, epoch, nullBytes(auth), nanos(t)); err != nil {
 			return err
 		}
 	} else if _, err := a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, state, created_at) VALUES (?, ?, ?, ?, ?)`,
@@ -240,7 +265,11 @@ func (a *applier) archiveMembership(id []byte, resync bool) (int64, error) {
 		SELECT group_id, ?, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at FROM epochs WHERE group_id = ?`, m, id); err != nil {
 		return 0, err
 	}
-	for _, q := range []string{`DELETE FROM members WHERE group_id = ?`, `DELETE FROM epochs WHERE group_id = ?`, `DELETE FROM proposals WHERE group_id = ?`} {
+	drop := []string{`DELETE FROM members WHERE group_id = ?`, `DELETE FROM epochs WHERE group_id = ?`, `DELETE FROM proposals WHERE group_id = ?`}
+	if a.db.schema >= 5 {
+		drop = append(drop, `DELETE FROM epoch_states WHERE group_id = ?`)
+	}
+	for _, q := range drop {
 		if _, err := a.exec(q, id); err != nil {
 			return 0, err
 		}
@@ -351,11 +380,13 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 	g.proposalsKnown, g.hasProposals = true, true
 	if (len(b.State) > 0 || b.StateDelta != nil) && a.db.schema >= 3 {
 		state := b.State
-		if b.StateDelta != nil || b.StateSHA256 != nil {
-			base, err := a.epochStartState(b.GroupID, g, epoch)
-			if err != nil {
+		var base []byte
+		if b.StateDelta != nil || b.StateSHA256 != nil || a.db.schema >= 5 {
+			if base, err = a.epochStartState(b.GroupID, g, epoch); err != nil {
 				return err
 			}
+		}
+		if b.StateDelta != nil || b.StateSHA256 != nil {
 			if state, err = b.StateOf(base); err != nil {
 				return cannot("%w", err)
 			}
@@ -364,7 +395,7 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		if err != nil {
 			return err
 		}
-		g.snapshot = &groupSnapshot{state: []byte(state), ordinal: ord}
+		g.snapshot = &groupSnapshot{state: []byte(state), base: base, ordinal: ord}
 	}
 	return nil
 }
@@ -400,9 +431,19 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	if b.Epoch != epoch+1 {
 		return cannot("commit to epoch %d, group %x is at epoch %d", b.Epoch, b.GroupID, epoch)
 	}
-	state, err := a.commitState(b, g, epoch)
+	state, base, err := a.commitState(b, g, epoch)
 	if err != nil {
 		return err
+	}
+	if a.db.schema >= 5 && !slices.Contains(b.RetiredEpochs, epoch) {
+		// The epoch this commit ends stays held: its state goes to
+		// epoch_states at flush, as a delta from the new one.
+		if base == nil {
+			if base, err = a.epochStartState(b.GroupID, g, epoch); err != nil {
+				return err
+			}
+		}
+		g.past[epoch] = base
 	}
 	start := epochStart{epoch: b.Epoch}
 	if b.StateDelta != nil {
@@ -451,24 +492,27 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 // digest is the one the read model knows for that state is taken as its
 // writer knows it; any other is applied to the base read back and
 // checked against its digest (StateOf).
-func (a *applier) commitState(b events.CommitApplied, g *batchGroup, cur uint64) (events.Secret, error) {
+//
+// It also returns that base when it had it at hand (nil for a state
+// recorded whole).
+func (a *applier) commitState(b events.CommitApplied, g *batchGroup, cur uint64) (state events.Secret, base []byte, err error) {
 	if b.StateDelta == nil && b.StateSHA256 == nil {
-		return b.State, nil
+		return b.State, nil, nil
 	}
-	if st, baseSum, ok := b.KnownDelta(); ok && len(b.StateSHA256) == sha256.Size {
+	if st, base, baseSum, ok := b.KnownDelta(); ok && len(b.StateSHA256) == sha256.Size {
 		if s, ok := a.epochStartSum(b.GroupID); ok && s.epoch == cur && s.sum == baseSum {
-			return st, nil
+			return st, base, nil
 		}
 	}
-	base, err := a.epochStartState(b.GroupID, g, cur)
+	base, err = a.epochStartState(b.GroupID, g, cur)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := b.StateOf(base)
 	if err != nil {
-		return nil, cannot("%w", err)
+		return nil, nil, cannot("%w", err)
 	}
-	return st, nil
+	return st, base, nil
 }
 
 // epochStartSum returns what the read model knows of the digest of the
@@ -492,7 +536,11 @@ func (a *applier) epochStartState(id []byte, g *batchGroup, cur uint64) ([]byte,
 		return g.row.state, nil
 	}
 	var st []byte
-	err := a.query1(`SELECT state FROM epochs WHERE group_id = ? AND epoch = ?`, []any{id, cur}, &st)
+	q, args := `SELECT state FROM epochs WHERE group_id = ? AND epoch = ?`, []any{id, cur}
+	if a.db.schema >= 5 {
+		q, args = `SELECT state FROM groups WHERE group_id = ? AND epoch = ?`, []any{id, cur}
+	}
+	err := a.query1(q, args, &st)
 	if errors.Is(err, errNoRow) {
 		return nil, cannot("group %x has no row for its epoch %d", id, cur)
 	}
@@ -616,16 +664,58 @@ func (a *applier) retireEpochs(id []byte, g *batchGroup, cur uint64, epochs []ui
 		if e >= cur {
 			return cannot("retire epoch %d of group %x: the group is at epoch %d", e, id, cur)
 		}
+	}
+	rebase := false
+	if a.db.schema >= 5 && len(epochs) > 0 {
+		var err error
+		if rebase, err = a.heldBelow(id, g, epochs); err != nil {
+			return err
+		}
+		if rebase {
+			// Past epochs' states are deltas from the next held epoch's:
+			// retiring one that an older held epoch's delta starts from
+			// (not the oldest) takes the batch written and the deltas
+			// made again from whole states. The engine only retires the
+			// oldest; this is for any other writer.
+			if err := a.flushGroup(string(id), g); err != nil {
+				return err
+			}
+		}
+	}
+	var states map[uint64][]byte
+	if rebase {
+		var err error
+		if states, err = a.heldStates(id); err != nil {
+			return err
+		}
+	}
+	for _, e := range epochs {
+		delete(g.past, e)
 		if row, ok := g.newEpochs[e]; ok {
 			row.retired, row.state = true, nil
 			continue
 		}
-		res, err := a.exec(`UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch = ?`, id, e)
+		q := `UPDATE epochs SET state = NULL, retired = 1 WHERE group_id = ? AND epoch = ?`
+		if a.db.schema >= 5 {
+			if _, err := a.exec(`DELETE FROM epoch_states WHERE group_id = ? AND epoch = ?`, id, e); err != nil {
+				return err
+			}
+			q = `UPDATE epochs SET retired = 1 WHERE group_id = ? AND epoch = ?`
+		}
+		res, err := a.exec(q, id, e)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return cannot("retire epoch %d of group %x: no such epoch", e, id)
+		}
+	}
+	if rebase {
+		for _, e := range epochs {
+			delete(states, e)
+		}
+		if err := a.writePastStates(id, cur, states); err != nil {
+			return err
 		}
 	}
 	// Exactly the listed epochs, no window of the read model's own: the
@@ -635,6 +725,81 @@ func (a *applier) retireEpochs(id []byte, g *batchGroup, cur uint64, epochs []ui
 	// messages as the live read model did.
 	for _, e := range epochs {
 		g.held[e] = false
+	}
+	return nil
+}
+
+// heldBelow reports whether a held epoch of the group, not in epochs, is
+// older than one of epochs (schema v5): retiring them then breaks the
+// chain of deltas in epoch_states.
+func (a *applier) heldBelow(id []byte, g *batchGroup, epochs []uint64) (bool, error) {
+	top := slices.Max(epochs)
+	for e, row := range g.newEpochs {
+		if e < top && !row.retired && !slices.Contains(epochs, e) {
+			return true, nil
+		}
+	}
+	rows, err := a.query(`SELECT epoch FROM epochs WHERE group_id = ? AND epoch < ? AND retired = 0`, id, top)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e uint64
+		if err := rows.Scan(&e); err != nil {
+			return false, err
+		}
+		if !slices.Contains(epochs, e) {
+			return true, nil
+		}
+	}
+	return false, rows.Err()
+}
+
+// heldStates returns the state every held epoch of the group started
+// with (schema v5), the current one included, from the database: the
+// batch's rows for the group must have been written.
+func (a *applier) heldStates(id []byte) (map[uint64][]byte, error) {
+	var cur uint64
+	var start []byte
+	if err := a.query1(`SELECT epoch, state FROM groups WHERE group_id = ?`, []any{id}, &cur, &start); err != nil {
+		return nil, err
+	}
+	rows, err := a.query(`SELECT epoch, state_delta FROM epoch_states WHERE group_id = ? ORDER BY epoch DESC`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ds []pastDelta
+	for rows.Next() {
+		var d pastDelta
+		if err := rows.Scan(&d.epoch, &d.delta); err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return pastStates(id, cur, start, ds)
+}
+
+// writePastStates replaces the group's epoch_states with the held past
+// epochs of states (epoch -> whole state; cur, the current epoch, is the
+// base of the newest), each a delta from the next one's.
+func (a *applier) writePastStates(id []byte, cur uint64, states map[uint64][]byte) error {
+	if _, err := a.exec(`DELETE FROM epoch_states WHERE group_id = ?`, id); err != nil {
+		return err
+	}
+	held := slices.Sorted(maps.Keys(states))
+	for i, e := range held {
+		if e >= cur {
+			break
+		}
+		if _, err := a.exec(`INSERT INTO epoch_states(group_id, epoch, state_delta) VALUES (?, ?, ?)`,
+			id, e, bytedelta.Diff(states[held[i+1]], states[e])); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -19,7 +19,8 @@ func TestMigrateToV4InPlace(t *testing.T) {
 	recs := s.recs
 	dir := t.TempDir()
 	k := newKey(t)
-	fresh := build(t, filepath.Join(dir, "v4.db"), newKey(t), nil, recs)
+	v4 := &Options{SchemaVersion: 4}
+	fresh := build(t, filepath.Join(dir, "v4.db"), newKey(t), v4, recs)
 	defer fresh.Close()
 	want, err := fresh.Digest(ctx)
 	if err != nil {
@@ -39,10 +40,10 @@ func TestMigrateToV4InPlace(t *testing.T) {
 	if d := Compare(want, old); d != nil {
 		t.Fatalf("a v3 build differs from a v4 build beyond the schema version: %v", d)
 	}
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 3 || to != 4 {
+	if f, to, err := MigrateInPlace(ctx, path, k, v4); err != nil || f != 3 || to != 4 {
 		t.Fatalf("MigrateInPlace from v3: %d -> %d, %v", f, to, err)
 	}
-	for name, db := range map[string]*DB{"migrated": mustOpen(t, path, k, nil), "fresh": fresh} {
+	for name, db := range map[string]*DB{"migrated": mustOpen(t, path, k, &Options{SchemaVersion: 4, NoMigrate: true}), "fresh": fresh} {
 		if name == "migrated" {
 			defer db.Close()
 			got, err := db.Digest(ctx)

@@ -6,6 +6,7 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
@@ -86,9 +87,16 @@ func (db *DB) Group(ctx context.Context, groupID []byte) (g Group, found bool, e
 // state the latest proposal cached in the epoch left (schema v3; see
 // MessagesSentSinceState).
 func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, error) {
-	var s []byte
-	err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
-	return events.Secret(s), db.wrapErr("group state", err)
+	var s, p []byte
+	if db.schema < 5 {
+		err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
+		return events.Secret(s), db.wrapErr("group state", err)
+	}
+	if err := db.sql.QueryRowContext(ctx, `SELECT state, proposal_state FROM groups WHERE group_id = ?`, groupID).Scan(&s, &p); err != nil {
+		return nil, db.wrapErr("group state", err)
+	}
+	st, err := withProposal(groupID, s, p)
+	return events.Secret(st), db.wrapErr("group state", err)
 }
 
 // EpochStartState returns the serialized state the group's current epoch
@@ -97,8 +105,11 @@ func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, er
 // GroupState includes). A commit's state delta starts from it.
 func (db *DB) EpochStartState(ctx context.Context, groupID []byte) (events.Secret, error) {
 	var s []byte
-	err := db.sql.QueryRowContext(ctx, `SELECT e.state FROM groups g JOIN epochs e ON e.group_id = g.group_id AND e.epoch = g.epoch
-		WHERE g.group_id = ?`, groupID).Scan(&s)
+	q := `SELECT e.state FROM groups g JOIN epochs e ON e.group_id = g.group_id AND e.epoch = g.epoch WHERE g.group_id = ?`
+	if db.schema >= 5 {
+		q = `SELECT state FROM groups WHERE group_id = ?`
+	}
+	err := db.sql.QueryRowContext(ctx, q, groupID).Scan(&s)
 	return events.Secret(s), db.wrapErr("epoch start state", err)
 }
 
@@ -138,6 +149,9 @@ type Epoch struct {
 
 // Epochs lists a group's epochs, oldest first.
 func (db *DB) Epochs(ctx context.Context, groupID []byte) ([]Epoch, error) {
+	if db.schema >= 5 {
+		return db.epochsV5(ctx, groupID)
+	}
 	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, epoch_authenticator, state, retired FROM epochs WHERE group_id = ? ORDER BY epoch`, groupID)
 	if err != nil {
 		return nil, db.wrapErr("epochs", err)
@@ -151,6 +165,62 @@ func (db *DB) Epochs(ctx context.Context, groupID []byte) ([]Epoch, error) {
 			return nil, db.wrapErr("epochs", err)
 		}
 		if st != nil {
+			e.State = events.Secret(st)
+		}
+		out = append(out, e)
+	}
+	return out, db.wrapErr("epochs", rows.Err())
+}
+
+// epochsV5 is Epochs from schema v5, where the held epochs' states are
+// rebuilt from the group's (see states.go), in one read transaction.
+func (db *DB) epochsV5(ctx context.Context, groupID []byte) ([]Epoch, error) {
+	tx, err := db.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, db.wrapErr("epochs", err)
+	}
+	defer tx.Rollback()
+	var cur uint64
+	var start []byte
+	switch err := tx.QueryRowContext(ctx, `SELECT epoch, state FROM groups WHERE group_id = ?`, groupID).Scan(&cur, &start); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil // no group, no epochs (as before v5)
+	case err != nil:
+		return nil, db.wrapErr("epochs", err)
+	}
+	var ds []pastDelta
+	rows, err := tx.QueryContext(ctx, `SELECT epoch, state_delta FROM epoch_states WHERE group_id = ? ORDER BY epoch DESC`, groupID)
+	if err != nil {
+		return nil, db.wrapErr("epochs", err)
+	}
+	for rows.Next() {
+		var d pastDelta
+		if err := rows.Scan(&d.epoch, &d.delta); err != nil {
+			rows.Close()
+			return nil, db.wrapErr("epochs", err)
+		}
+		ds = append(ds, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, db.wrapErr("epochs", err)
+	}
+	states, err := pastStates(groupID, cur, start, ds)
+	if err != nil {
+		return nil, db.wrapErr("epochs", err)
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT epoch, epoch_authenticator, retired FROM epochs WHERE group_id = ? ORDER BY epoch`, groupID)
+	if err != nil {
+		return nil, db.wrapErr("epochs", err)
+	}
+	defer rows.Close()
+	var out []Epoch
+	for rows.Next() {
+		var e Epoch
+		if err := rows.Scan(&e.Epoch, &e.EpochAuthenticator, &e.Retired); err != nil {
+			return nil, db.wrapErr("epochs", err)
+		}
+		if st, ok := states[e.Epoch]; ok && !e.Retired {
 			e.State = events.Secret(st)
 		}
 		out = append(out, e)

@@ -1,0 +1,216 @@
+package projections
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// groupStates is everything a read model answers about one group's
+// states: the current one, the one its epoch started with, and every
+// epoch's (nil once retired).
+type groupStates struct {
+	current, start []byte
+	epochs         []Epoch
+}
+
+func statesOf(t *testing.T, db *DB, ids [][]byte) map[string]groupStates {
+	t.Helper()
+	out := map[string]groupStates{}
+	for _, id := range ids {
+		cur, err := db.GroupState(ctx, id)
+		if err != nil {
+			t.Fatalf("group %x: %v", id, err)
+		}
+		start, err := db.EpochStartState(ctx, id)
+		if err != nil {
+			t.Fatalf("group %x: %v", id, err)
+		}
+		eps, err := db.Epochs(ctx, id)
+		if err != nil {
+			t.Fatalf("group %x: %v", id, err)
+		}
+		out[string(id)] = groupStates{current: cur, start: start, epochs: eps}
+	}
+	return out
+}
+
+func sameStates(t *testing.T, what string, want, got map[string]groupStates) {
+	t.Helper()
+	for id, w := range want {
+		g := got[id]
+		if !bytes.Equal(w.current, g.current) || !bytes.Equal(w.start, g.start) {
+			t.Fatalf("%s: group %x: current or epoch-start state differs", what, id)
+		}
+		if len(w.epochs) != len(g.epochs) {
+			t.Fatalf("%s: group %x: %d epochs, want %d", what, id, len(g.epochs), len(w.epochs))
+		}
+		for i := range w.epochs {
+			we, ge := w.epochs[i], g.epochs[i]
+			if we.Epoch != ge.Epoch || we.Retired != ge.Retired || !bytes.Equal(we.EpochAuthenticator, ge.EpochAuthenticator) || !bytes.Equal(we.State, ge.State) {
+				t.Fatalf("%s: group %x epoch %d: another state or row (%d-byte state, retired %v; want %d bytes, retired %v)", what, id, we.Epoch, len(ge.State), ge.Retired, len(we.State), we.Retired)
+			}
+		}
+	}
+}
+
+func sampleGroups(recs []Record) [][]byte {
+	var ids [][]byte
+	for _, r := range recs {
+		if r.Event.Aggregate.Type != events.AggGroup {
+			continue
+		}
+		var id []byte
+		switch b := r.Event.Body.(type) {
+		case events.GroupCreated:
+			id = b.GroupID
+		case events.WelcomeProcessed:
+			id = b.GroupID
+		case events.ExternalJoined:
+			id = b.GroupID
+		}
+		if id != nil && !slices.ContainsFunc(ids, func(x []byte) bool { return bytes.Equal(x, id) }) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// sampleWithProposalLeft is sampleStreamV3 with a proposal left cached
+// at the end in group 0 (at epoch 6): the read model then holds its state.
+func sampleWithProposalLeft() []Record {
+	s := newStream("inst-a")
+	buildSample(s, 2, 40)
+	v3Extras(s, 950)
+	externalJoins(s, 951)
+	pskEvents(s)
+	s.group(0, events.ProposalStaged{GroupID: gid(0), Epoch: 6, ProposalRef: []byte("prop-left"), ProposalType: 2, SenderLeaf: 0,
+		Proposal: []byte("update"), Sender: []byte("inst-a"), State: events.Secret("placeholder: withStateDeltas sets it")})
+	return s.recs
+}
+
+// From schema v5 a group's state is stored once: the v5 read model
+// answers every state query as a v4 one does (current, epoch start,
+// every held epoch's), whatever its batches, while it stores the current
+// epoch's state whole once and each held past epoch's as a small delta,
+// and no epoch row carries a state.
+func TestStateStoredOnce(t *testing.T) {
+	recs := withStateDeltas(sampleWithProposalLeft(), true, false)
+	ids := sampleGroups(recs)
+	v4 := build(t, filepath.Join(t.TempDir(), "v4.db"), newKey(t), &Options{SchemaVersion: 4}, recs)
+	defer v4.Close()
+	want := statesOf(t, v4, ids)
+	var digest Digest
+	for _, batch := range []int{1, 7, 512} {
+		db := build(t, filepath.Join(t.TempDir(), "v5.db"), newKey(t), &Options{BatchSize: batch}, recs)
+		sameStates(t, fmt.Sprintf("batch %d", batch), want, statesOf(t, db, ids))
+		d, err := db.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batch == 1 {
+			digest = d
+		} else if diff := Compare(digest, d); diff != nil {
+			t.Fatalf("batch %d: another read model than batch 1's: %v", batch, diff)
+		}
+		var cols int
+		if err := db.sql.QueryRow(`SELECT count(*) FROM pragma_table_info('epochs') WHERE name = 'state'`).Scan(&cols); err != nil || cols != 0 {
+			t.Fatalf("epochs has a state column (%d, %v)", cols, err)
+		}
+		// One row per held past epoch, each a delta far smaller than
+		// the 8 KiB states of the sample.
+		var rows, past, biggest, proposals int
+		db.sql.QueryRow(`SELECT count(*), coalesce(max(length(state_delta)), 0) FROM epoch_states`).Scan(&rows, &biggest)
+		db.sql.QueryRow(`SELECT count(*) FROM epochs e JOIN groups g USING (group_id) WHERE e.retired = 0 AND e.epoch < g.epoch`).Scan(&past)
+		db.sql.QueryRow(`SELECT count(*) FROM groups WHERE proposal_state IS NOT NULL`).Scan(&proposals)
+		if rows == 0 || rows != past || biggest > 8192/8 {
+			t.Fatalf("batch %d: %d epoch_states rows (largest %d bytes) for %d held past epochs", batch, rows, biggest, past)
+		}
+		if proposals == 0 {
+			t.Fatalf("batch %d: no group holds a proposal's state: the sample does not cover it", batch)
+		}
+		db.Close()
+	}
+}
+
+// A v4 read model migrated in place to v5 holds what a fresh v5 build
+// of the same events holds, and answers the same states.
+func TestMigrateToV5InPlace(t *testing.T) {
+	recs := withStateDeltas(sampleWithProposalLeft(), true, false)
+	ids := sampleGroups(recs)
+	dir := t.TempDir()
+	fresh := build(t, filepath.Join(dir, "v5.db"), newKey(t), nil, recs)
+	defer fresh.Close()
+	want, err := fresh.Digest(ctx)
+	if err != nil || want.Schema != 5 {
+		t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
+	}
+	k := newKey(t)
+	path := filepath.Join(dir, "v4.db")
+	v4 := build(t, path, k, &Options{SchemaVersion: 4}, recs)
+	states := statesOf(t, v4, ids)
+	v4.Close()
+	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 4 || to != 5 {
+		t.Fatalf("MigrateInPlace from v4: %d -> %d, %v", f, to, err)
+	}
+	db := mustOpen(t, path, k, nil)
+	defer db.Close()
+	got, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Compare(want, got); d != nil {
+		dd, _ := CompareDB(ctx, fresh, db)
+		t.Fatalf("v4 migrated in place differs from a fresh v5 build: %v (%v)", d, dd)
+	}
+	sameStates(t, "migrated", states, statesOf(t, db, ids))
+	var fk int
+	if err := db.sql.QueryRow(`PRAGMA foreign_keys`).Scan(&fk); err != nil || fk != 1 {
+		t.Fatalf("foreign keys %d after the migration, %v", fk, err)
+	}
+}
+
+// Retiring a held epoch that is not the oldest (the engine never does;
+// another writer may) keeps every other held epoch's state: the deltas
+// are made again from the next held epoch's, the same in every batch
+// size, and the result is what v4 answers.
+func TestRetireMiddleEpochKeepsOtherStates(t *testing.T) {
+	s := newStream("inst-a")
+	buildSample(s, 1, 40) // group 0 at epoch 6, epochs 3 to 5 held
+	s.group(0, events.EpochSecretsRetired{GroupID: gid(0), Epochs: []uint64{4}})
+	s.commit(0, 7, nil, nil) // epoch 6 becomes past, above the gap
+	s.group(0, events.EpochSecretsRetired{GroupID: gid(0), Epochs: []uint64{6, 5}})
+	recs := withStateDeltas(s.recs, true, false)
+	ids := [][]byte{gid(0)}
+	v4 := build(t, filepath.Join(t.TempDir(), "v4.db"), newKey(t), &Options{SchemaVersion: 4}, recs)
+	defer v4.Close()
+	want := statesOf(t, v4, ids)
+	held := 0
+	for _, e := range want[string(gid(0))].epochs {
+		if e.State != nil {
+			held++
+		}
+	}
+	if held != 2 { // epochs 3 and 7
+		t.Fatalf("the v4 build holds %d epochs' states, want 2: the test does not cover the gap", held)
+	}
+	var digest Digest
+	for _, batch := range []int{1, 3, 512} {
+		db := build(t, filepath.Join(t.TempDir(), "v5.db"), newKey(t), &Options{BatchSize: batch}, recs)
+		sameStates(t, fmt.Sprintf("batch %d", batch), want, statesOf(t, db, ids))
+		d, err := db.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batch == 1 {
+			digest = d
+		} else if diff := Compare(digest, d); diff != nil {
+			t.Fatalf("batch %d: another read model than batch 1's: %v", batch, diff)
+		}
+		db.Close()
+	}
+}
