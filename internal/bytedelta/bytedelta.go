@@ -11,6 +11,12 @@
 // minimal: Apply of its output to the same base always gives the target.
 // Apply checks every length and offset, so a malformed or truncated
 // delta, or one meant for a longer base, is an error, never a panic.
+//
+// Diff is deterministic, and its output is stored: read models from
+// schema 5 keep states as deltas and compare by digest, so a rebuild
+// must write the bytes the live read model wrote. Changing what Diff
+// returns for the same inputs is a change of the read model's format
+// (TestDiffOutputIsStable guards it).
 package bytedelta
 
 import (

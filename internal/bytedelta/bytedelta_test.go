@@ -2,8 +2,11 @@ package bytedelta
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -165,4 +168,34 @@ func benchPair() (base, target []byte) {
 		copy(target[i*15_000:], random(r, 64))
 	}
 	return base, append(target[:100_000], append(random(r, 40), target[100_000:]...)...)
+}
+
+// Diff's output is part of the read model's format (see the package
+// doc): the same inputs give the same bytes as when this test was
+// written. A deliberate change of the algorithm changes want here and
+// needs a read-model schema version.
+func TestDiffOutputIsStable(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	base := make([]byte, 64<<10)
+	for i := range base {
+		base[i] = byte(r.Uint32())
+	}
+	target := slices.Clone(base)
+	for i := 0; i < 12; i++ { // replacements, an insertion, a deletion
+		at := r.IntN(len(target) - 64)
+		for j := range 40 {
+			target[at+j] ^= byte(r.Uint32()) | 1
+		}
+	}
+	target = slices.Insert(target, 1000, []byte("inserted run")...)
+	target = slices.Delete(target, 30000, 30100)
+	d := Diff(base, target)
+	sum := sha256.Sum256(d)
+	const want, wantLen = "7fa813afe4f650392852954e740ebe3627397596b6bff3acfcccefd0d828335c", 579
+	if got := hex.EncodeToString(sum[:]); got != want || len(d) != wantLen {
+		t.Fatalf("Diff's output changed: %d bytes, SHA-256 %s, want %d bytes, %s", len(d), got, wantLen, want)
+	}
+	if got, err := Apply(base, d); err != nil || !bytes.Equal(got, target) {
+		t.Fatalf("Apply: %v", err)
+	}
 }
