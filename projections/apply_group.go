@@ -47,6 +47,11 @@ type batchGroup struct {
 	row       *groupRow
 	newEpochs map[uint64]*epochRow
 
+	// minHeld, when minHeldKnown, is at most the group's oldest held
+	// epoch: none below it is held (schema v5: see heldBelow).
+	minHeld      uint64
+	minHeldKnown bool
+
 	// past holds, from schema v5, the state each epoch a commit of the
 	// batch ended started with, until flush writes it to epoch_states
 	// as a delta from the next epoch's (a retirement drops it first).
@@ -224,6 +229,7 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 	g := a.group(id)
 	g.epoch, g.epochKnown = epoch, true
 	g.held = map[uint64]bool{epoch: true}
+	g.minHeldKnown = false
 	g.membership, g.membershipKnown = membership, true
 	g.proposalsKnown, g.hasProposals = true, false
 	return nil
@@ -733,6 +739,22 @@ func (a *applier) retireEpochs(id []byte, g *batchGroup, cur uint64, epochs []ui
 // older than one of epochs (schema v5): retiring them then breaks the
 // chain of deltas in epoch_states.
 func (a *applier) heldBelow(id []byte, g *batchGroup, epochs []uint64) (bool, error) {
+	// The engine retires the oldest held epochs, in order: known without
+	// a query once the group's oldest held epoch is.
+	if !g.minHeldKnown {
+		var m sql.NullInt64
+		if err := a.query1(`SELECT min(epoch) FROM epochs WHERE group_id = ? AND retired = 0`, []any{id}, &m); err != nil {
+			return false, err
+		}
+		g.minHeld, g.minHeldKnown = uint64(m.Int64), true // NULL: 0, a bound that proves nothing
+	}
+	r := slices.Sorted(slices.Values(epochs))
+	r = slices.Compact(r)
+	if r[0] == g.minHeld && r[len(r)-1]-r[0] == uint64(len(r)-1) {
+		g.minHeld = r[len(r)-1] + 1
+		return false, nil
+	}
+	g.minHeldKnown = false // whatever follows, read again
 	top := slices.Max(epochs)
 	for e, row := range g.newEpochs {
 		if e < top && !row.retired && !slices.Contains(epochs, e) {
