@@ -179,6 +179,9 @@ func (t RatchetTree) Marshal() ([]byte, error) {
 
 func (t RatchetTree) marshal(w *codec.Writer) {
 	w.Fail(t.encodeNodes(func(total int, enc [][]byte) error {
+		// The tree is most of a group's state: room for it and for what
+		// usually follows it, so the state is not copied as it grows.
+		w.Grow(total + total/16 + 4096)
 		w.Varint(uint64(total))
 		for _, b := range enc {
 			w.Raw(b)

@@ -47,22 +47,50 @@ func Members(g *mls.Group) []events.Member {
 	return out
 }
 
-// Diff describes the membership change from old to new.
+// Diff describes the membership change from old to new: the members of
+// a leaf that lost them or changed identity, and the members of a leaf
+// that gained them or changed identity, each in leaf order. It walks the
+// two trees' leaves side by side (a group of a thousand members is
+// compared per commit).
 func Diff(old, new *mls.Group) (added, removed []events.Member) {
-	om, nm := Identities(old), Identities(new)
-	for l, id := range om {
-		if nid, ok := nm[l]; !ok || !bytes.Equal(nid, id) {
-			removed = append(removed, events.Member{Leaf: uint32(l), Identity: id})
+	o, n := leafIdentities(old), leafIdentities(new)
+	for l := range max(len(o), len(n)) {
+		var oi, ni leafIdentity
+		if l < len(o) {
+			oi = o[l]
+		}
+		if l < len(n) {
+			ni = n[l]
+		}
+		same := oi.present && ni.present && bytes.Equal(oi.id, ni.id)
+		if oi.present && !same {
+			removed = append(removed, events.Member{Leaf: uint32(l), Identity: bytes.Clone(oi.id)})
+		}
+		if ni.present && !same {
+			added = append(added, events.Member{Leaf: uint32(l), Identity: bytes.Clone(ni.id)})
 		}
 	}
-	for l, id := range nm {
-		if oid, ok := om[l]; !ok || !bytes.Equal(oid, id) {
-			added = append(added, events.Member{Leaf: uint32(l), Identity: id})
-		}
-	}
-	sortMembers(added)
-	sortMembers(removed)
 	return added, removed
+}
+
+// leafIdentity is a leaf's member identity, if the leaf has a member.
+type leafIdentity struct {
+	present bool
+	id      []byte // the tree's, not a copy
+}
+
+func leafIdentities(g *mls.Group) []leafIdentity {
+	var out []leafIdentity
+	g.Tree().Leaves(func(l mls.LeafIndex, leaf *mls.LeafNode) {
+		if leaf == nil {
+			return
+		}
+		for len(out) <= int(l) {
+			out = append(out, leafIdentity{})
+		}
+		out[l] = leafIdentity{present: true, id: leaf.Credential.Identity}
+	})
+	return out
 }
 
 func sortMembers(ms []events.Member) {

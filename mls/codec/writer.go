@@ -1,6 +1,9 @@
 package codec
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Writer accumulates an encoding. The zero value is ready to use.
 //
@@ -15,6 +18,14 @@ type Writer struct {
 
 // NewWriter returns an empty Writer.
 func NewWriter() *Writer { return &Writer{} }
+
+// Grow makes room for n more bytes, so that a large encoding whose size
+// is known ahead is written without the buffer being copied as it grows.
+func (w *Writer) Grow(n int) {
+	if n > 0 {
+		w.buf = slices.Grow(w.buf, n)
+	}
+}
 
 // Err returns the first encoding error, if any.
 func (w *Writer) Err() error { return w.err }
