@@ -168,6 +168,7 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error)
 		return db.wrapErr("apply", err)
 	}
 	db.publishStarts(a.starts)
+	db.committed()
 	return nil
 }
 

@@ -104,6 +104,7 @@ type DB struct {
 	// made in this process from a base of that digest is taken as its
 	// writer knows it, without reading the base back (epochStartOK).
 	starts    map[string]epochStart
+	ckpt      checkpointer // background WAL checkpoints (walcheckpoint.go)
 	closeOnce sync.Once
 }
 
@@ -125,6 +126,7 @@ func (db *DB) SchemaVersion() int { return db.schema }
 func (db *DB) Close() error {
 	var err error
 	db.closeOnce.Do(func() {
+		db.stopCheckpoints()
 		err = db.sql.Close()
 		db.applyMu.Lock()
 		for _, s := range db.stmts {
@@ -378,11 +380,17 @@ func harden(c *sqlite3.SQLiteConn, encrypted bool) error {
 		_, err := c.Exec(q, nil)
 		return err
 	}
-	for _, q := range []string{
+	qs := []string{
 		"PRAGMA temp_store = MEMORY",
 		"PRAGMA foreign_keys = ON",
 		"PRAGMA trusted_schema = OFF",
-	} {
+	}
+	if encrypted {
+		// The read model checkpoints in the background (walcheckpoint.go);
+		// a writing connection does past this many WAL pages only.
+		qs = append(qs, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walSafetyPages))
+	}
+	for _, q := range qs {
 		if err := exec(q); err != nil {
 			return err
 		}
