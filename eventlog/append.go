@@ -185,7 +185,7 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		}
 		l.dropTail(p.subject)
 		if !isRace(err) {
-			return nil, fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
+			return nil, l.appendError(p, err)
 		}
 		refused = err
 		if t, err = l.lookup(ctx, p.subject, p.agg.Installation); err != nil || t.pos != p.expected {
@@ -217,7 +217,7 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 func (l *Log) afterFailedPublish(ctx context.Context, p *prepared, pubErr error) ([]Appended, error) {
 	l.dropTail(p.subject)
 	if !isRace(pubErr) {
-		return nil, fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, pubErr)
+		return nil, l.appendError(p, pubErr)
 	}
 	t, err := l.lookup(ctx, p.subject, p.agg.Installation)
 	if err != nil {
@@ -310,6 +310,23 @@ func Unanswered(err error) bool {
 
 // isRace reports whether a publish failed because the aggregate (or the
 // message id) was not in the state the publish required.
+// appendError describes the refusal err of p's publish: an event over
+// the server's max_payload by its kind, position and size
+// (ErrEventTooLarge).
+func (l *Log) appendError(p *prepared, err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		big := 0
+		for i, env := range p.envs {
+			if len(env) > len(p.envs[big]) {
+				big = i
+			}
+		}
+		return fmt.Errorf("%w: append to %s at position %d: event %s sealed to %d bytes, the server's max_payload is %d bytes (raise it on the server): %w",
+			ErrEventTooLarge, p.subject, p.expected+uint64(big)+1, p.kinds[big], len(p.envs[big]), l.nc.MaxPayload(), err)
+	}
+	return fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
+}
+
 func isRace(err error) bool {
 	var ae *jetstream.APIError
 	if !errors.As(err, &ae) {

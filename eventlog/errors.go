@@ -101,6 +101,14 @@ var (
 	// command, start, client URL if it listens). Connect to that server
 	// instead (Config.NATSURL), or stop it.
 	ErrStoreLocked = errors.New("eventlog: data directory locked by another embedded server")
+
+	// ErrEventTooLarge means the server refused an append because an
+	// event, sealed, exceeds its max_payload (1 MiB by default): nothing
+	// was stored. The error names the event's kind, position and size
+	// and the limit, and wraps nats.ErrMaxPayload. A group's whole
+	// state (a join's, at about 10,000 members) can be that large: raise
+	// max_payload on the server (the client takes it from the server).
+	ErrEventTooLarge = errors.New("eventlog: event larger than the server's max_payload")
 )
 
 // RecordError describes a failure on one stored record: which stream,
