@@ -787,20 +787,12 @@ func (a *applier) heldStates(id []byte) (map[uint64][]byte, error) {
 	if err := a.query1(`SELECT epoch, state FROM groups WHERE group_id = ?`, []any{id}, &cur, &start); err != nil {
 		return nil, err
 	}
-	rows, err := a.query(`SELECT epoch, state_delta FROM epoch_states WHERE group_id = ? ORDER BY epoch DESC`, id)
+	rows, err := a.query(pastDeltasQuery, id)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var ds []pastDelta
-	for rows.Next() {
-		var d pastDelta
-		if err := rows.Scan(&d.epoch, &d.delta); err != nil {
-			return nil, err
-		}
-		ds = append(ds, d)
-	}
-	if err := rows.Err(); err != nil {
+	ds, err := scanPastDeltas(rows)
+	if err != nil {
 		return nil, err
 	}
 	return pastStates(id, cur, start, ds)

@@ -188,21 +188,12 @@ func (db *DB) epochsV5(ctx context.Context, groupID []byte) ([]Epoch, error) {
 	case err != nil:
 		return nil, db.wrapErr("epochs", err)
 	}
-	var ds []pastDelta
-	rows, err := tx.QueryContext(ctx, `SELECT epoch, state_delta FROM epoch_states WHERE group_id = ? ORDER BY epoch DESC`, groupID)
+	rows, err := tx.QueryContext(ctx, pastDeltasQuery, groupID)
 	if err != nil {
 		return nil, db.wrapErr("epochs", err)
 	}
-	for rows.Next() {
-		var d pastDelta
-		if err := rows.Scan(&d.epoch, &d.delta); err != nil {
-			rows.Close()
-			return nil, db.wrapErr("epochs", err)
-		}
-		ds = append(ds, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	ds, err := scanPastDeltas(rows)
+	if err != nil {
 		return nil, db.wrapErr("epochs", err)
 	}
 	states, err := pastStates(groupID, cur, start, ds)

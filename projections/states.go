@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"database/sql"
 	"fmt"
 
 	"github.com/epochlog/epochlog/internal/bytedelta"
@@ -15,6 +16,24 @@ import (
 type pastDelta struct {
 	epoch uint64
 	delta []byte
+}
+
+// pastDeltasQuery reads a group's epoch_states rows, newest first, as
+// pastStates takes them.
+const pastDeltasQuery = `SELECT epoch, state_delta FROM epoch_states WHERE group_id = ? ORDER BY epoch DESC`
+
+// scanPastDeltas reads and closes the rows of pastDeltasQuery.
+func scanPastDeltas(rows *sql.Rows) ([]pastDelta, error) {
+	defer rows.Close()
+	var ds []pastDelta
+	for rows.Next() {
+		var d pastDelta
+		if err := rows.Scan(&d.epoch, &d.delta); err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return ds, rows.Err()
 }
 
 // pastStates returns the state every held epoch of group id started

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"fmt"
+	"iter"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -58,6 +59,31 @@ func sameStates(t *testing.T, what string, want, got map[string]groupStates) {
 	}
 }
 
+// everyBatch builds a v5 read model of recs in each of batches (events
+// per transaction; the first 1) and yields each, after checking that it
+// answers want's states for ids and that its digest is the first one's.
+func everyBatch(t *testing.T, recs []Record, ids [][]byte, want map[string]groupStates, batches ...int) iter.Seq2[int, *DB] {
+	return func(yield func(int, *DB) bool) {
+		var first Digest
+		for i, batch := range batches {
+			db := build(t, filepath.Join(t.TempDir(), "v5.db"), newKey(t), &Options{BatchSize: batch}, recs)
+			sameStates(t, fmt.Sprintf("batch %d", batch), want, statesOf(t, db, ids))
+			d, err := db.Digest(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				first = d
+			} else if diff := Compare(first, d); diff != nil {
+				t.Fatalf("batch %d: another read model than batch %d's: %v", batch, batches[0], diff)
+			}
+			if !yield(batch, db) {
+				return
+			}
+		}
+	}
+}
+
 func sampleGroups(recs []Record) [][]byte {
 	var ids [][]byte
 	for _, r := range recs {
@@ -104,19 +130,7 @@ func TestStateStoredOnce(t *testing.T) {
 	v4 := build(t, filepath.Join(t.TempDir(), "v4.db"), newKey(t), &Options{SchemaVersion: 4}, recs)
 	defer v4.Close()
 	want := statesOf(t, v4, ids)
-	var digest Digest
-	for _, batch := range []int{1, 7, 512} {
-		db := build(t, filepath.Join(t.TempDir(), "v5.db"), newKey(t), &Options{BatchSize: batch}, recs)
-		sameStates(t, fmt.Sprintf("batch %d", batch), want, statesOf(t, db, ids))
-		d, err := db.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if batch == 1 {
-			digest = d
-		} else if diff := Compare(digest, d); diff != nil {
-			t.Fatalf("batch %d: another read model than batch 1's: %v", batch, diff)
-		}
+	for batch, db := range everyBatch(t, recs, ids, want, 1, 7, 512) {
 		var cols int
 		if err := db.sql.QueryRow(`SELECT count(*) FROM pragma_table_info('epochs') WHERE name = 'state'`).Scan(&cols); err != nil || cols != 0 {
 			t.Fatalf("epochs has a state column (%d, %v)", cols, err)
@@ -198,19 +212,7 @@ func TestRetireMiddleEpochKeepsOtherStates(t *testing.T) {
 	if held != 2 { // epochs 3 and 7
 		t.Fatalf("the v4 build holds %d epochs' states, want 2: the test does not cover the gap", held)
 	}
-	var digest Digest
-	for _, batch := range []int{1, 3, 512} {
-		db := build(t, filepath.Join(t.TempDir(), "v5.db"), newKey(t), &Options{BatchSize: batch}, recs)
-		sameStates(t, fmt.Sprintf("batch %d", batch), want, statesOf(t, db, ids))
-		d, err := db.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if batch == 1 {
-			digest = d
-		} else if diff := Compare(digest, d); diff != nil {
-			t.Fatalf("batch %d: another read model than batch 1's: %v", batch, diff)
-		}
+	for _, db := range everyBatch(t, recs, ids, want, 1, 3, 512) {
 		db.Close()
 	}
 }
