@@ -441,9 +441,11 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	if a.db.schema >= 5 && !slices.Contains(b.RetiredEpochs, epoch) {
-		// The epoch this commit ends stays held: its state goes to
-		// epoch_states at flush, as a delta from the new one.
+	if a.db.schema >= 5 {
+		// The epoch this commit ends: its state goes to epoch_states at
+		// flush, as a delta from the new one, unless it retires first.
+		// Even retired by this very commit it is kept until then: an
+		// older held epoch's delta may start from it (retireEpochs).
 		if base == nil {
 			if base, err = a.epochStartState(b.GroupID, g, epoch); err != nil {
 				return err
