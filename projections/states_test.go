@@ -220,8 +220,9 @@ func TestRetireMiddleEpochKeepsOtherStates(t *testing.T) {
 
 // Random histories of one group (commits retiring random held epochs, or
 // none; retirements of their own; proposals left cached) answer in v5
-// the states v4 answers, whatever the batch size, and v5 builds of one
-// history in different batch sizes are the same read model.
+// the states v4 answers, whatever the batch size; v5 builds of one
+// history in different batch sizes, and the v4 build migrated in place,
+// are the same read model.
 func TestRandomRetirementsKeepStates(t *testing.T) {
 	for seed := uint64(1); seed <= 8; seed++ { // 5 and 6 found a retired base a held delta started from
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
@@ -270,11 +271,26 @@ func randomRetirements(t *testing.T, seed uint64) {
 		}
 		recs := withStateDeltas(s.recs, seed%2 == 0, false)
 		ids := [][]byte{gid(0)}
-		v4 := build(t, filepath.Join(t.TempDir(), "v4.db"), newKey(t), &Options{SchemaVersion: 4}, recs)
+		path, k := filepath.Join(t.TempDir(), "v4.db"), newKey(t)
+		v4 := build(t, path, k, &Options{SchemaVersion: 4}, recs)
 		want := statesOf(t, v4, ids)
 		v4.Close()
-		for _, db := range everyBatch(t, recs, ids, want, 1, 1+r.IntN(6), 512) {
+		var fresh Digest
+		for batch, db := range everyBatch(t, recs, ids, want, 1, 1+r.IntN(6), 512) {
+			if batch == 1 {
+				fresh, _ = db.Digest(ctx)
+			}
 			db.Close()
+		}
+		// And the v4 file migrated in place is the same read model.
+		if _, _, err := MigrateInPlace(ctx, path, k, nil); err != nil {
+			t.Fatal(err)
+		}
+		db := mustOpen(t, path, k, nil)
+		defer db.Close()
+		sameStates(t, "migrated", want, statesOf(t, db, ids))
+		if got, err := db.Digest(ctx); err != nil || Compare(fresh, got) != nil {
+			t.Fatalf("migrated in place: %v, %v", Compare(fresh, got), err)
 		}
 	}
 }
