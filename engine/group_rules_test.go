@@ -301,6 +301,62 @@ func TestWelcomeToALargeGroupIsOneEvent(t *testing.T) {
 	b.checkRebuild(bob)
 }
 
+// What a commit appended (too large to read back) is applied from
+// memory when the stream shows nothing else of the installation landed
+// since the read model's checkpoint, with other aggregates beside the
+// group (four key packages): an own commit, a processed one. A delivery
+// queued meanwhile makes the next commit's events read back instead.
+func TestAppliedFromMemoryWhenProven(t *testing.T) {
+	ctx := context.Background()
+	o := newObservedBackend(t)
+	o.createKnown(alice)
+	o.createKnown(bob)
+	gid := o.pair(alice, bob)
+	for range 3 {
+		if _, err := o.insts[alice].PublishKeyPackage(ctx, "directory", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromMemory := func(id events.InstallationID) int {
+		n := 0
+		for _, r := range o.logs.Find(t, "DEBUG", "engine: projected") {
+			if r.Str("from") == "memory" && r.Str("installation") == string(id) {
+				n++
+			}
+		}
+		return n
+	}
+	a0, b0 := fromMemory(alice), fromMemory(bob)
+	co, err := o.insts[alice].Update(ctx, gid)
+	if err != nil || co.ProjectionErr != nil {
+		t.Fatalf("alice's update: %v, %v", err, co)
+	}
+	if rec, err := o.insts[bob].Receive(ctx, co.Commit); err != nil || rec.ProjectionErr != nil {
+		t.Fatalf("bob processes it: %v, %v", err, rec)
+	}
+	if a, b := fromMemory(alice)-a0, fromMemory(bob)-b0; a != 1 || b != 1 {
+		t.Fatalf("commits applied from memory: alice %d, bob %d; want 1 each", a, b)
+	}
+	// A delivery queued to alice meanwhile: her next commit reads back.
+	if _, err := o.del.FanOut(ctx, []events.InstallationID{alice}, "inbox", []byte("queued"), time.Time{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	a0 = fromMemory(alice)
+	co, err = o.insts[alice].Update(ctx, gid)
+	if err != nil || co.ProjectionErr != nil {
+		t.Fatalf("alice's second update: %v, %v", err, co)
+	}
+	if got := fromMemory(alice) - a0; got != 0 {
+		t.Fatalf("a commit applied from memory while the read model lacked a delivery")
+	}
+	if pending, err := o.insts[alice].DB().PendingDeliveries(ctx, alice, "inbox", 0, 10); err != nil || len(pending) != 1 {
+		t.Fatalf("alice's queue: %+v, %v", pending, err)
+	}
+	if g, found, err := o.insts[alice].DB().Group(ctx, gid); err != nil || !found || g.Epoch != co.Epoch {
+		t.Fatalf("alice's group at epoch %d (%v, %v), want %d", g.Epoch, found, err, co.Epoch)
+	}
+}
+
 // A commit's events are applied from memory (they carry the group's
 // state, too large to read back) only when the stream proves they are
 // all the read model lacks: a delivery queued to the installation by
