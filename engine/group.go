@@ -125,7 +125,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	} else if !member {
 		return nil, fmt.Errorf("engine: installation %s: removed from group %x: %w", in.id, id, mls.ErrNotMember)
 	}
-	st, err := in.db.GroupState(ctx, id)
+	st, start, err := in.db.GroupStates(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
@@ -142,10 +142,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
 	}
-	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g}
-	if gs.epochStart, err = in.db.EpochStartState(ctx, id); err != nil {
-		return nil, fmt.Errorf("engine: installation %s: group %x state at its epoch's start: %w", in.id, id, err)
-	}
+	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
 		return nil, err
 	}

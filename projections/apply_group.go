@@ -757,7 +757,7 @@ func (a *applier) heldBelow(id []byte, g *batchGroup, epochs []uint64) (bool, er
 		return false, nil
 	}
 	g.minHeldKnown = false // whatever follows, read again
-	top := slices.Max(epochs)
+	top := r[len(r)-1]
 	for e, row := range g.newEpochs {
 		if e < top && !row.retired && !slices.Contains(epochs, e) {
 			return true, nil

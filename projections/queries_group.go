@@ -87,16 +87,33 @@ func (db *DB) Group(ctx context.Context, groupID []byte) (g Group, found bool, e
 // state the latest proposal cached in the epoch left (schema v3; see
 // MessagesSentSinceState).
 func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, error) {
+	if db.schema >= 5 {
+		cur, _, err := db.GroupStates(ctx, groupID)
+		return cur, err
+	}
+	var s []byte
+	err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
+	return events.Secret(s), db.wrapErr("group state", err)
+}
+
+// GroupStates returns GroupState and EpochStartState of a group, reading
+// the state once where the schema stores it once (v5), in one query
+// before.
+func (db *DB) GroupStates(ctx context.Context, groupID []byte) (current, epochStart events.Secret, err error) {
 	var s, p []byte
 	if db.schema < 5 {
-		err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
-		return events.Secret(s), db.wrapErr("group state", err)
+		err := db.sql.QueryRowContext(ctx, `SELECT g.state, e.state FROM groups g JOIN epochs e ON e.group_id = g.group_id AND e.epoch = g.epoch
+			WHERE g.group_id = ?`, groupID).Scan(&s, &p)
+		return events.Secret(s), events.Secret(p), db.wrapErr("group state", err)
 	}
 	if err := db.sql.QueryRowContext(ctx, `SELECT state, proposal_state FROM groups WHERE group_id = ?`, groupID).Scan(&s, &p); err != nil {
-		return nil, db.wrapErr("group state", err)
+		return nil, nil, db.wrapErr("group state", err)
 	}
-	st, err := withProposal(groupID, s, p)
-	return events.Secret(st), db.wrapErr("group state", err)
+	cur, err := withProposal(groupID, s, p)
+	if err != nil {
+		return nil, nil, db.wrapErr("group state", err)
+	}
+	return events.Secret(cur), events.Secret(s), nil
 }
 
 // EpochStartState returns the serialized state the group's current epoch
