@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -307,6 +308,28 @@ func TestWelcomeToALargeGroupIsOneEvent(t *testing.T) {
 // group (four key packages): an own commit, a processed one. A delivery
 // queued meanwhile makes the next commit's events read back instead.
 func TestAppliedFromMemoryWhenProven(t *testing.T) {
+	for _, proof := range []string{"first-after", "counts"} {
+		t.Run(proof, func(t *testing.T) { proofBy(t, proof); testAppliedFromMemoryWhenProven(t) })
+	}
+}
+
+// proofBy makes applyAppended prove with one proof whatever the events'
+// size: "first-after" (one message get) or "counts" (the stream's count
+// per subject), until t ends.
+func proofBy(t *testing.T, proof string) {
+	was := proofByGetMaxBytes
+	t.Cleanup(func() { proofByGetMaxBytes = was })
+	switch proof {
+	case "first-after":
+		proofByGetMaxBytes = math.MaxInt
+	case "counts":
+		proofByGetMaxBytes = -1
+	default:
+		t.Fatalf("no proof %q", proof)
+	}
+}
+
+func testAppliedFromMemoryWhenProven(t *testing.T) {
 	ctx := context.Background()
 	o := newObservedBackend(t)
 	o.createKnown(alice)
@@ -363,6 +386,12 @@ func TestAppliedFromMemoryWhenProven(t *testing.T) {
 // another writer meanwhile is read back with them, not skipped (the
 // checkpoint would otherwise pass it by for good).
 func TestAppliedFromMemoryOnlyWhenNothingElseLanded(t *testing.T) {
+	for _, proof := range []string{"first-after", "counts"} {
+		t.Run(proof, func(t *testing.T) { proofBy(t, proof); testAppliedFromMemoryOnlyWhenNothingElseLanded(t) })
+	}
+}
+
+func testAppliedFromMemoryOnlyWhenNothingElseLanded(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
 	b.create(alice)

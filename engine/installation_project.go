@@ -89,19 +89,110 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 	return nil
 }
 
+// proofByGetMaxBytes is the most applyAppended reads back to prove that
+// the events it appended are all the read model lacks. Up to it, the
+// proof is one message get: the installation's first event after the
+// read model's checkpoint, which the server returns whole. Above it (a
+// commit of a group of 1,000 is 84 KiB), the proof is the stream's count
+// of the installation's events on each subject, which costs no event
+// bytes but grows with the installation's aggregates: its groups and key
+// packages, hundreds in a long-lived installation (a commit's proof took
+// 2.5 ms at 1,000 groups against 0.1 ms at one).
+var proofByGetMaxBytes = 16 << 10 // a variable for tests (proofBy)
+
 // applyAppended applies evs, just appended with results res, to the read
 // model from memory, when it can prove they are all the read model
-// lacks: on every subject of the installation, the stream's count of
-// events (one request) must be the read model's position plus the events
-// of evs on it. The request runs while SQLite writes the events, and
-// their transaction commits only if the proof holds. Anything else
-// (another writer's event, a delivery queued meanwhile), or a failure,
-// returns false with nothing applied: the caller reads the events
-// instead.
+// lacks (firstAfterProof or countsProof, by the events' size). The proof's
+// request runs while SQLite writes the events, and their transaction
+// commits only if the proof holds. Anything else (another writer's
+// event, a delivery queued meanwhile), or a failure, returns false with
+// nothing applied: the caller reads the events instead.
 func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, res []eventlog.Appended) bool {
 	if len(evs) == 0 || len(res) != len(evs) {
 		return false
 	}
+	recs := make([]projections.Record, len(evs))
+	size, contiguous := 0, true
+	for i, ev := range evs {
+		if i > 0 && res[i].Seq <= res[i-1].Seq {
+			return false
+		}
+		if i > 0 && res[i].Seq != res[i-1].Seq+1 {
+			contiguous = false
+		}
+		size += res[i].Size
+		ev.Position = res[i].Position
+		recs[i] = projections.Record{Seq: res[i].Seq, Event: ev}
+	}
+	var proof func(from uint64) error
+	if contiguous && size <= proofByGetMaxBytes {
+		proof = in.firstAfterProof(ctx, res[0].Seq)
+	} else {
+		proof = in.countsProof(ctx, evs, res)
+	}
+	if proof == nil {
+		return false
+	}
+	if err := in.db.ApplyIf(ctx, recs, proof); err != nil {
+		if !errors.Is(err, errNotOnlyAppended) {
+			countApplyError(in.log.Metrics(), err)
+		}
+		return false
+	}
+	countApplied(in.log.Metrics(), recs)
+	in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq, "from", "memory")
+	return true
+}
+
+// firstAfterProof proves that events appended at stream sequences first,
+// first+1, ... (one atomic append is stored contiguously) are all the
+// read model lacks: the installation's first event after the read
+// model's checkpoint is the first of them. The read model holds every
+// event of the installation up to its checkpoint (it reads from there),
+// so nothing of the installation lies before them unread; what comes
+// after them is read by the next catch-up. The get is asked now and
+// checked in the transaction, against the checkpoint the transaction
+// started from (another Apply in between fails it). It returns nil
+// when the proof cannot start.
+func (in *Installation) firstAfterProof(ctx context.Context, first uint64) func(from uint64) error {
+	cp, err := in.db.Checkpoint(ctx)
+	if err != nil || first <= cp {
+		return nil
+	}
+	filter, err := in.log.InstallationFilter(in.id)
+	if err != nil {
+		return nil
+	}
+	type firstAfter struct {
+		seq   uint64
+		found bool
+		err   error
+	}
+	asked := make(chan firstAfter, 1) // buffered: an early return leaves no goroutine behind
+	go func() {
+		seq, found, err := in.log.FirstSeqAfter(ctx, filter, cp)
+		asked <- firstAfter{seq, found, err}
+	}()
+	return func(from uint64) error {
+		if from != cp {
+			return errNotOnlyAppended
+		}
+		got := <-asked
+		switch {
+		case got.err != nil:
+			return fmt.Errorf("%w: %w", errNotOnlyAppended, got.err)
+		case !got.found || got.seq != first:
+			return errNotOnlyAppended
+		}
+		return nil
+	}
+}
+
+// countsProof proves that evs, appended with results res, are all the
+// read model lacks: on every subject of the installation, the stream's
+// count of events (one request) must be the read model's position plus
+// the events of evs on it. It returns nil when the proof cannot start.
+func (in *Installation) countsProof(ctx context.Context, evs []events.Event, res []eventlog.Appended) func(from uint64) error {
 	type subjectCounts struct {
 		counts map[string]uint64
 		err    error
@@ -113,31 +204,31 @@ func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, r
 	}()
 	cp, positions, err := in.db.Projected(ctx)
 	if err != nil {
-		return false
+		return nil
 	}
 	known := map[string]uint64{}
-	recs := make([]projections.Record, len(evs))
 	for i, ev := range evs {
-		if res[i].Seq <= cp || (i > 0 && res[i].Seq <= res[i-1].Seq) {
-			return false
+		if res[i].Seq <= cp {
+			return nil
 		}
 		subj, err := in.log.Subject(ev.Aggregate)
 		if err != nil {
-			return false
+			return nil
 		}
 		known[subj]++
-		ev.Position = res[i].Position
-		recs[i] = projections.Record{Seq: res[i].Seq, Event: ev}
 	}
 	held := map[string]uint64{}
 	for a, p := range positions {
 		subj, err := in.log.Subject(a)
 		if err != nil {
-			return false
+			return nil
 		}
 		held[subj] = p
 	}
-	proof := func() error {
+	return func(from uint64) error {
+		if from != cp {
+			return errNotOnlyAppended
+		}
 		got := <-asked
 		if got.err != nil {
 			return fmt.Errorf("%w: %w", errNotOnlyAppended, got.err)
@@ -154,15 +245,6 @@ func (in *Installation) applyAppended(ctx context.Context, evs []events.Event, r
 		}
 		return nil
 	}
-	if err := in.db.ApplyIf(ctx, recs, proof); err != nil {
-		if !errors.Is(err, errNotOnlyAppended) {
-			countApplyError(in.log.Metrics(), err)
-		}
-		return false
-	}
-	countApplied(in.log.Metrics(), recs)
-	in.log.Logger().Debug("engine: projected", "installation", string(in.id), "stream", in.log.Stream(), "events", len(recs), "seq", recs[len(recs)-1].Seq, "from", "memory")
-	return true
 }
 
 // errNotOnlyAppended is applyAppended's proof failing: the stream holds

@@ -45,6 +45,9 @@ type Appended struct {
 	// Duplicate is true when the event was already in the stream: this
 	// append was a retry of one that had succeeded.
 	Duplicate bool
+	// Size is the sealed event's size in bytes, as stored: what reading
+	// it back costs.
+	Size int
 }
 
 // prepared is an append with its events sealed and their message ids.
@@ -430,7 +433,7 @@ func (l *Log) findExisting(ctx context.Context, p *prepared, t tail) ([]Appended
 		if pos != want+uint64(i) || m.Header.Get(hdrMsgID) != id {
 			return nil, false, nil
 		}
-		res = append(res, Appended{Seq: m.Sequence, Subject: p.subject, Position: pos, Duplicate: true})
+		res = append(res, Appended{Seq: m.Sequence, Subject: p.subject, Position: pos, Duplicate: true, Size: len(m.Data)})
 		seq = m.Sequence + 1
 	}
 	return res, true, nil
@@ -476,7 +479,7 @@ func (l *Log) publishOne(ctx context.Context, p *prepared, lastSeq uint64) ([]Ap
 	if err != nil {
 		return nil, err
 	}
-	return []Appended{{Seq: ack.Sequence, Subject: p.subject, Position: p.last(), Duplicate: ack.Duplicate}}, nil
+	return []Appended{{Seq: ack.Sequence, Subject: p.subject, Position: p.last(), Duplicate: ack.Duplicate, Size: len(p.envs[0])}}, nil
 }
 
 // publishBatch publishes p's events as one atomic batch: all but the last
@@ -511,7 +514,7 @@ func (l *Log) publishBatch(ctx context.Context, p *prepared, lastSeq uint64) ([]
 	// multi-entry), so the sequences end at the acknowledged one.
 	res := make([]Appended, n)
 	for i := range res {
-		res[i] = Appended{Seq: ack.Seq - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1}
+		res[i] = Appended{Seq: ack.Seq - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Size: len(p.envs[i])}
 	}
 	return res, nil
 }

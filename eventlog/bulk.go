@@ -227,7 +227,7 @@ func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
 		n := len(p.envs)
 		res := make([]Appended, n)
 		for i := range res {
-			res[i] = Appended{Seq: ack.Sequence - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: ack.Duplicate}
+			res[i] = Appended{Seq: ack.Sequence - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: ack.Duplicate, Size: len(p.envs[i])}
 		}
 		l.setTail(p.subject, tail{seq: ack.Sequence, pos: p.last()})
 		l.noteAppended(p, res)

@@ -48,6 +48,9 @@ func TestAppendBulk(t *testing.T) {
 			if a.Duplicate || a.Position != ts[i].Expected+uint64(j)+1 || seen[a.Seq] {
 				t.Fatalf("transition %d event %d: %+v", i, j, a)
 			}
+			if n := storedSize(t, l, a.Seq); n != a.Size {
+				t.Fatalf("transition %d event %d: %+v, the stream stores %d bytes", i, j, a, n)
+			}
 			seen[a.Seq] = true
 			total++
 		}

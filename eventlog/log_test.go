@@ -21,6 +21,9 @@ func TestRoundTrip(t *testing.T) {
 			if a.Position != expected+uint64(i)+1 || a.Duplicate {
 				t.Fatalf("appended %+v, want position %d, not duplicate", a, expected+uint64(i)+1)
 			}
+			if n := storedSize(t, l, a.Seq); n != a.Size {
+				t.Fatalf("appended %+v: the stream stores %d bytes at seq %d", a, n, a.Seq)
+			}
 			want[a.Seq] = evs[i]
 		}
 	}
@@ -175,6 +178,16 @@ func TestAppendValidation(t *testing.T) {
 	}
 }
 
+// storedSize is the size of the message the stream stores at seq.
+func storedSize(t *testing.T, l *Log, seq uint64) int {
+	t.Helper()
+	m, err := l.getMsg(context.Background(), seq)
+	if err != nil {
+		t.Fatalf("get seq %d: %v", seq, err)
+	}
+	return len(m.Data)
+}
+
 func TestIdempotentRetry(t *testing.T) {
 	l, srv := newLog(t)
 	agg := group(instA, "idem")
@@ -186,8 +199,8 @@ func TestIdempotentRetry(t *testing.T) {
 		t.Helper()
 		got := mustAppend(t, l, expected, evs...)
 		for i := range got {
-			if got[i].Seq != want[i].Seq || got[i].Position != want[i].Position || !got[i].Duplicate {
-				t.Fatalf("%s: retry gave %+v, want seq %d position %d duplicate", name, got[i], want[i].Seq, want[i].Position)
+			if got[i].Seq != want[i].Seq || got[i].Position != want[i].Position || !got[i].Duplicate || got[i].Size != want[i].Size {
+				t.Fatalf("%s: retry gave %+v, want seq %d position %d size %d duplicate", name, got[i], want[i].Seq, want[i].Position, want[i].Size)
 			}
 		}
 	}

@@ -53,12 +53,14 @@ func (db *DB) Apply(ctx context.Context, recs []Record) error {
 
 // ApplyIf applies recs as Apply does, but in one transaction whatever
 // their number, and commits it only if guard returns nil: guard is called
-// once the records' effects are written, before the commit. If it returns
-// an error, nothing is applied and ApplyIf returns that error as it is.
-// The guard may wait for work done meanwhile: the engine proves that the
-// records it just appended are all the read model lacks (a request to
-// the server) while SQLite writes them, instead of before.
-func (db *DB) ApplyIf(ctx context.Context, recs []Record, guard func() error) error {
+// once the records' effects are written, before the commit, with the
+// checkpoint the transaction started from (what the read model held
+// before recs). If it returns an error, nothing is applied and ApplyIf
+// returns that error as it is. The guard may wait for work done
+// meanwhile: the engine proves that the records it just appended are all
+// the read model lacks (a request to the server) while SQLite writes
+// them, instead of before.
+func (db *DB) ApplyIf(ctx context.Context, recs []Record, guard func(from uint64) error) error {
 	if db.plaintext {
 		return &FileError{Path: db.path, Op: "apply", Err: errors.New("an unencrypted database is a read-only migration source")}
 	}
@@ -88,7 +90,7 @@ func (db *DB) prepareStmts(ctx context.Context, queries []string) {
 
 // applyBatch applies recs in one transaction; a non-nil guard must
 // return nil for it to commit (ApplyIf).
-func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error) error {
+func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func(from uint64) error) error {
 	// The transaction and its statements run under a context without
 	// cancellation: the driver starts a goroutine per statement to watch a
 	// cancellable one, which slowed replay by half. A transaction begun
@@ -146,7 +148,7 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error)
 	}
 	if last == cp {
 		if guard != nil {
-			return guard()
+			return guard(cp)
 		}
 		return nil
 	}
@@ -160,7 +162,7 @@ func (db *DB) applyBatch(ctx context.Context, recs []Record, guard func() error)
 		return db.wrapErr("apply", err)
 	}
 	if guard != nil {
-		if err := guard(); err != nil {
+		if err := guard(cp); err != nil {
 			return err // rolled back by the deferred Rollback
 		}
 	}

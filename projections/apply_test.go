@@ -674,7 +674,13 @@ func TestApplyIfCommitsOnlyWhenGuarded(t *testing.T) {
 	}
 	refused := errors.New("not proven")
 	called := 0
-	err = db.ApplyIf(ctx, tail, func() error { called++; return refused })
+	err = db.ApplyIf(ctx, tail, func(from uint64) error {
+		called++
+		if want := head[len(head)-1].Seq; from != want {
+			t.Errorf("guard told the transaction started from checkpoint %d, want %d", from, want)
+		}
+		return refused
+	})
 	if !errors.Is(err, refused) || called != 1 {
 		t.Fatalf("ApplyIf refused by its guard: %v (guard called %d times), want the guard's error once", err, called)
 	}
@@ -686,7 +692,7 @@ func TestApplyIfCommitsOnlyWhenGuarded(t *testing.T) {
 	}
 	// One transaction whatever BatchSize: the guard is asked once.
 	called = 0
-	if err := db.ApplyIf(ctx, tail, func() error { called++; return nil }); err != nil || called != 1 {
+	if err := db.ApplyIf(ctx, tail, func(uint64) error { called++; return nil }); err != nil || called != 1 {
 		t.Fatalf("ApplyIf: %v, guard called %d times", err, called)
 	}
 	whole := mustOpen(t, filepath.Join(t.TempDir(), "whole.db"), newKey(t), nil)
