@@ -17,6 +17,15 @@ import (
 // file store takes a while).
 const embeddedReadyTimeout = 60 * time.Second
 
+// EmbeddedMaxPayload is the embedded server's max_payload, the largest
+// event it stores: 8 MiB, nats-server's largest recommended (its default
+// is 1 MiB). Events that record a group's whole state, and the Welcome
+// with its ratchet tree, pass 1 MiB from a few thousand members: at
+// 10,000 the commit adding them all is about 4.9 MB sealed, a join about
+// as large. A cluster's servers need the same setting (max_payload) for
+// such groups; below it an append fails with ErrEventTooLarge.
+const EmbeddedMaxPayload = 8 << 20
+
 // startEmbedded starts nats-server in this process with JetStream storing
 // under cfg.DataDir/jetstream, after taking the data directory's lock
 // (lockStore): one server per store. The lock lives as long as the server:
@@ -57,6 +66,7 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		// minutes, so a power failure could drop appends whose Commit and
 		// Welcome were already sent (docs/operations.md, "Durability").
 		SyncAlways: !cfg.NoSync,
+		MaxPayload: EmbeddedMaxPayload,
 		// The library never logs (the caller owns logging) and never owns
 		// the process's signals.
 		NoLog:  true,

@@ -103,7 +103,8 @@ var (
 	ErrStoreLocked = errors.New("eventlog: data directory locked by another embedded server")
 
 	// ErrEventTooLarge means the server refused an append because an
-	// event, sealed, exceeds its max_payload (1 MiB by default): nothing
+	// event, sealed, exceeds its max_payload (1 MiB by default, 8 MiB on the
+	// embedded server: EmbeddedMaxPayload): nothing
 	// was stored. The error names the event's kind, position and size
 	// and the limit, and wraps nats.ErrMaxPayload. A group's whole
 	// state (a join's, at about 10,000 members) can be that large: raise

@@ -124,6 +124,14 @@ func TestEmbeddedDefault(t *testing.T) {
 			}
 			agg := group(instA, "e1")
 			mustAppend(t, l, 0, msg(agg, 1, "one"), msg(agg, 2, "two"))
+			// Events past nats-server's default max_payload (1 MiB), as a
+			// large group's state and Welcome make them, are stored; one
+			// past EmbeddedMaxPayload is refused by name.
+			big := group(instA, "e-big")
+			mustAppend(t, l, 0, msg(big, 1, strings.Repeat("s", 3<<20)))
+			if _, err := l.Append(context.Background(), 1, msg(big, 2, strings.Repeat("s", EmbeddedMaxPayload))); !errors.Is(err, ErrEventTooLarge) {
+				t.Fatalf("an event over %d bytes: %v, want ErrEventTooLarge", EmbeddedMaxPayload, err)
+			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +145,7 @@ func TestEmbeddedDefault(t *testing.T) {
 			l2 := openLog(t, cfg, r)
 			mustAppend(t, l2, 2, msg(agg, 3, "three"))
 			recs := readAll(t, l2, instA, 0)
-			if len(recs) != 3 || content(recs[2].Event) != "three" {
+			if len(recs) != 4 || content(recs[3].Event) != "three" || len(content(recs[2].Event)) != 3<<20 {
 				t.Fatalf("after reopen read %d records", len(recs))
 			}
 			// File storage under DataDir, as configured.
