@@ -136,6 +136,10 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 			return nil, fmt.Errorf("%w: proposal %d: update of leaf %d: %w", ErrInvalidProposal, i, l, err)
 		}
 	}
+	if len(adds) > 0 {
+		eff.tree = eff.tree.clone() // the adds change it in place
+	}
+	var next LeafIndex // every leaf before it is taken
 	for _, i := range adds {
 		kp := props[i].proposal.Add.KeyPackage
 		if kp.CipherSuite != g.ctx.CipherSuite || kp.Version != g.ctx.Version {
@@ -144,14 +148,15 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 		if err := kp.Validate(); err != nil {
 			return nil, fmt.Errorf("mls: proposal %d: %w", i, err)
 		}
-		var l LeafIndex
-		eff.tree, l = eff.tree.AddLeaf(kp.LeafNode.Clone())
+		l := eff.tree.addLeafInPlace(kp.LeafNode.Clone(), next)
+		next = l + 1
 		if err := keys.add(l, eff.tree.Leaf(l)); err != nil {
 			return nil, fmt.Errorf("%w: proposal %d: add at leaf %d: %w", ErrInvalidKeyPackage, i, l, err)
 		}
 		eff.added = append(eff.added, l)
 		eff.addedKPs = append(eff.addedKPs, kp)
 	}
+	eff.tree.checkCache()
 	if err := checkGroupLeaves(eff.tree, eff.extensions); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidProposal, err)
 	}

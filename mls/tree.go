@@ -301,36 +301,47 @@ func (t RatchetTree) blankDirectPath(l LeafIndex) {
 // direct path (RFC 9420 §12.1.1). It returns the new tree and the index.
 func (t RatchetTree) AddLeaf(leaf *LeafNode) (RatchetTree, LeafIndex) {
 	nt := t.clone()
-	var l LeafIndex
+	l := nt.addLeafInPlace(leaf, 0)
+	nt.checkCache()
+	return nt, l
+}
+
+// addLeafInPlace is AddLeaf on a tree the caller owns (its own clone),
+// changing it: adding n members then costs one copy of the tree, not n.
+// The leftmost blank leaf is looked for from leaf from on; every leaf
+// before from must be non-blank (after an add at l, l+1 will do). Nodes
+// are shared with the tree t was cloned from, so a parent that changes
+// is copied, never written through.
+func (t *RatchetTree) addLeafInPlace(leaf *LeafNode, from LeafIndex) LeafIndex {
+	l := from
 	for {
-		if int(l.Node()) >= len(nt.nodes) {
+		if int(l.Node()) >= len(t.nodes) {
 			// No blank leaf: double the tree with a blank right subtree.
-			if len(nt.nodes) == 0 {
-				nt.nodes = make([]Node, 1)
+			if len(t.nodes) == 0 {
+				t.nodes = make([]Node, 1)
 			} else {
-				nt.nodes = append(nt.nodes, make([]Node, len(nt.nodes)+1)...)
+				t.nodes = append(t.nodes, make([]Node, len(t.nodes)+1)...)
 			}
-			nt.cache.resize(len(nt.nodes))
+			t.cache.resize(len(t.nodes))
 			break
 		}
-		if nt.nodes[l.Node()].IsBlank() {
+		if t.nodes[l.Node()].IsBlank() {
 			break
 		}
 		l++
 	}
-	for _, p := range treemath.DirectPath(l.Node(), nt.LeafCount()) {
-		pn := nt.nodes[p].Parent
+	for _, p := range treemath.DirectPath(l.Node(), t.LeafCount()) {
+		pn := t.nodes[p].Parent
 		if pn == nil {
 			continue
 		}
 		c := *pn
 		c.UnmergedLeaves = append(slices.Clone(pn.UnmergedLeaves), l)
 		slices.Sort(c.UnmergedLeaves)
-		nt.setNode(p, Node{Parent: &c})
+		t.setNode(p, Node{Parent: &c})
 	}
-	nt.setNode(l.Node(), Node{Leaf: leaf})
-	nt.checkCache()
-	return nt, l
+	t.setNode(l.Node(), Node{Leaf: leaf})
+	return l
 }
 
 // UpdateLeaf replaces the leaf at l and blanks its direct path (an Update

@@ -31,6 +31,12 @@ func (g *Group) welcome(gi *GroupInfo, eff *proposalEffect, up *PathUpdate, psk 
 	if psks == nil {
 		psks = []PreSharedKeyID{}
 	}
+	// Every new member's secrets are encrypted with egi as context, which
+	// carries the ratchet tree: hashed once, not once per new member.
+	enc, err := g.cs.NewLabeledEncrypter(labelWelcomeSecrets, egi)
+	if err != nil {
+		return nil, err
+	}
 	for i, l := range eff.added {
 		kp := &eff.addedKPs[i]
 		gs := GroupSecrets{JoinerSecret: g.joinerSecret.Bytes(), PSKs: psks}
@@ -46,7 +52,7 @@ func (g *Group) welcome(gi *GroupInfo, eff *proposalEffect, up *PathUpdate, psk 
 		if err != nil {
 			return nil, err
 		}
-		kem, ct, err := g.cs.EncryptWithLabel(kp.InitKey, labelWelcomeSecrets, egi, plain)
+		kem, ct, err := enc.Encrypt(kp.InitKey, plain)
 		if err != nil {
 			return nil, fmt.Errorf("mls: encrypting group secrets to leaf %d: %w", l, err)
 		}

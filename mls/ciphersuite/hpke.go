@@ -141,7 +141,9 @@ func (cs *CipherSuite) EncryptWithLabel(pub []byte, label string, context, plain
 	}
 	enc, s, err := hpke.NewSender(pk, cs.kdf, cs.hpAEAD, info)
 	if err != nil {
-		return nil, nil, fmt.Errorf("mls/ciphersuite: HPKE setup for %s: %w", cs.id, err)
+		// Setup fails for a low-order public key (an all-zero X25519
+		// output); that is a bad key, as for X448.
+		return nil, nil, fmt.Errorf("%w: HPKE setup for %s refused the public key: %w", ErrInvalidKey, cs.id, err)
 	}
 	ct, err := s.Seal(nil, plaintext)
 	if err != nil {

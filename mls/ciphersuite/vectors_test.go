@@ -150,6 +150,18 @@ func TestCryptoBasicsVectors(t *testing.T) {
 					t.Fatalf("fresh ciphertext: %v", err)
 				}
 				vectortest.Equal(t, "decrypted fresh plaintext", pt, v.Plaintext)
+				e, err := cs.NewLabeledEncrypter(v.Label, v.Context)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if kem, ct, err = e.Encrypt(v.Pub, v.Plaintext); err != nil {
+					t.Fatal(err)
+				}
+				pt, err = cs.DecryptWithLabel(priv, v.Label, v.Context, kem, ct)
+				if err != nil {
+					t.Fatalf("LabeledEncrypter's ciphertext: %v", err)
+				}
+				vectortest.Equal(t, "decrypted LabeledEncrypter plaintext", pt, v.Plaintext)
 				if _, err := cs.DecryptWithLabel(priv, v.Label, append(v.Context, 0), v.KEMOutput, v.Ciphertext); !errors.Is(err, ciphersuite.ErrDecrypt) {
 					t.Fatalf("decrypt with another context: err = %v, want ErrDecrypt", err)
 				}
