@@ -49,6 +49,10 @@ type cachedProposal struct {
 	ref      []byte
 	sender   Sender
 	proposal *Proposal
+	// kpChecked: an Add whose key package this commit's creator has just
+	// validated (an inline Add of its own), which applyProposals need
+	// not check again. Never set on a proposal received or cached.
+	kpChecked bool
 }
 
 // pastEpoch keeps what a late application message of an earlier epoch

@@ -182,6 +182,7 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 			return nil, nil, err
 		}
 		inline(&Proposal{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *kp}})
+		props[len(props)-1].kpChecked = true // two signatures, not to check twice
 	}
 	for i := range opts.PSKs {
 		inline(&Proposal{Type: ProposalTypePSK, PreSharedKey: &PreSharedKey{PSK: opts.PSKs[i]}})

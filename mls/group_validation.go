@@ -145,8 +145,10 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 		if kp.CipherSuite != g.ctx.CipherSuite || kp.Version != g.ctx.Version {
 			return nil, fmt.Errorf("%w: proposal %d: key package of suite %d, version %d", ErrInvalidKeyPackage, i, kp.CipherSuite, kp.Version)
 		}
-		if err := kp.Validate(); err != nil {
-			return nil, fmt.Errorf("mls: proposal %d: %w", i, err)
+		if !props[i].kpChecked {
+			if err := kp.Validate(); err != nil {
+				return nil, fmt.Errorf("mls: proposal %d: %w", i, err)
+			}
 		}
 		l := eff.tree.addLeafInPlace(kp.LeafNode.Clone(), next)
 		next = l + 1
