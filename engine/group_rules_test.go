@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
-	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -251,26 +249,11 @@ func TestWelcomeToALargeGroupIsOneEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	gid := created.GroupID
-	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	peerKPs, err := foreignKeyPackages(peers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kps := [][]byte{b.keyPackage(bob)}
-	for i := range peers {
-		sig, err := cs.GenerateSignatureKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := kp.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		kps = append(kps, raw)
-	}
+	kps := append([][]byte{b.keyPackage(bob)}, peerKPs...)
 	co, err := a.AddMembers(ctx, gid, kps...)
 	if err != nil {
 		t.Fatal(err)

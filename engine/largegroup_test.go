@@ -2,14 +2,11 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
-	"github.com/epochlog/epochlog/mls"
-	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -51,25 +48,9 @@ func TestLargeGroupOnEmbeddedDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	kps, err := foreignKeyPackages(members - 2)
 	if err != nil {
 		t.Fatal(err)
-	}
-	kps := make([][]byte, 0, members-1)
-	for i := range members - 2 {
-		sig, err := cs.GenerateSignatureKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := kp.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		kps = append(kps, raw)
 	}
 	jkp, err := joiner.PublishKeyPackage(ctx, "directory", true)
 	if err != nil {

@@ -189,25 +189,9 @@ func (env *mlsBenchEnv) build() error {
 	if _, err := env.receiver.Receive(ctx, co.Welcome); err != nil {
 		return fmt.Errorf("receiver joins: %w", err)
 	}
-	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	kps, err := foreignKeyPackages(env.size - 2)
 	if err != nil {
 		return err
-	}
-	kps := make([][]byte, 0, env.size-2)
-	for i := range env.size - 2 {
-		sig, err := cs.GenerateSignatureKey()
-		if err != nil {
-			return err
-		}
-		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
-		if err != nil {
-			return err
-		}
-		raw, err := kp.Marshal()
-		if err != nil {
-			return err
-		}
-		kps = append(kps, raw)
 	}
 	if co, err = env.committer.AddMembers(ctx, env.gid, kps...); err != nil {
 		return fmt.Errorf("add %d members: %w", len(kps), err)
@@ -419,4 +403,31 @@ func mlsBenchKeyring() (*events.Keyring, error) {
 		return nil, err
 	}
 	return events.NewKeyring(1, k)
+}
+
+// foreignKeyPackages returns n key packages (encoded) of bare mls clients
+// named peer-00000, peer-00001, ... in the default suite: members that
+// are not installations, whose private keys are thrown away.
+func foreignKeyPackages(n int) ([][]byte, error) {
+	cs, err := ciphersuite.Lookup(ciphersuite.Suite(DefaultCiphersuite))
+	if err != nil {
+		return nil, err
+	}
+	kps := make([][]byte, 0, n)
+	for i := range n {
+		sig, err := cs.GenerateSignatureKey()
+		if err != nil {
+			return nil, err
+		}
+		kp, _, err := mls.NewKeyPackage(cs.ID(), mls.NewBasicCredential(fmt.Appendf(nil, "peer-%05d", i)), sig, nil)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := kp.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		kps = append(kps, raw)
+	}
+	return kps, nil
 }
