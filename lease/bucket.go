@@ -303,6 +303,13 @@ func (b *Bucket) latest(ctx context.Context, key string) (state, error) {
 	return st, nil
 }
 
+// unansweredRead reports a read of the bucket that got no answer (a
+// timeout, a dropped connection, nobody to answer while the stream's
+// leader is elected): asking again may succeed.
+func unansweredRead(err error) bool {
+	return eventlog.Unanswered(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
 // errRevision: the key's latest revision is not the one expected.
 var errRevision = errors.New("the key's revision moved")
 

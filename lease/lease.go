@@ -74,6 +74,12 @@ func (b *Bucket) acquire(ctx context.Context, key string, inst events.Installati
 	for attempt := 0; ; attempt++ {
 		st, err := b.latest(ctx, key)
 		if err != nil {
+			if ctx.Err() == nil && attempt < 8 && unansweredRead(err) {
+				// No answer (a timeout, a stream leader being elected):
+				// read again, as a write whose answer was lost is.
+				pause(ctx, time.Duration(attempt+1)*20*time.Millisecond)
+				continue
+			}
 			return nil, fmt.Errorf("lease: acquire %s: reading its lease: %w", what, err)
 		}
 		var rev uint64

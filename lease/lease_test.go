@@ -470,3 +470,34 @@ func TestRenewalAnswerLost(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An Acquire whose reads of the lease go unanswered a few times (a
+// timeout, a stream leader being elected) reads again and acquires; one
+// that is never answered fails within its bound, naming the read.
+func TestAcquireReadsAgainWhenUnanswered(t *testing.T) {
+	cfg := startServer(t)
+	a := newProc(t, cfg, "A", "g", testTTL)
+	ctx := context.Background()
+	var gets atomic.Int32
+	flaky := func(op, key string) error {
+		if op == "get" && gets.Add(1) <= 3 {
+			return context.DeadlineExceeded
+		}
+		return nil
+	}
+	a.bucket.fault.Store(&flaky)
+	la, err := a.bucket.Acquire(ctx, inst)
+	if err != nil {
+		t.Fatalf("acquire after 3 unanswered reads: %v", err)
+	}
+	if n := gets.Load(); n != 4 {
+		t.Fatalf("%d reads, want 4", n)
+	}
+	if err := la.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cutOff(a.bucket)
+	if _, err := a.bucket.Acquire(ctx, inst); err == nil || !strings.Contains(err.Error(), "reading its lease") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquire never answered: %v, want the read's deadline", err)
+	}
+}
