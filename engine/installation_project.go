@@ -96,8 +96,9 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 // commit of a group of 1,000 is 84 KiB), the proof is the stream's count
 // of the installation's events on each subject, which costs no event
 // bytes but grows with the installation's aggregates: its groups and key
-// packages, hundreds in a long-lived installation (a commit's proof took
-// 2.5 ms at 1,000 groups against 0.1 ms at one).
+// packages, hundreds in a long-lived installation (with it, a path update
+// took 5.4 ms in an installation of 1,000 groups against 1.8 ms in one
+// of one group: BenchmarkManyAggregates).
 var proofByGetMaxBytes = 16 << 10 // a variable for tests (proofBy)
 
 // applyAppended applies evs, just appended with results res, to the read
