@@ -136,7 +136,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	if cfg.EmbeddedInProcess {
 		server = "in-process"
 	}
-	l.logger.Info("eventlog: log open", "stream", cfg.Stream, "key_bucket", l.kv != nil, "server", server, "embedded", l.srv != nil, "replicas", l.stream.CachedInfo().Config.Replicas, "atomic_batches", l.atomic, "read_only", cfg.ReadOnly)
+	l.logger.Info("eventlog: log open", "stream", cfg.Stream, "key_bucket", l.kv != nil, "server", server, "embedded", l.srv != nil, "replicas", l.stream.CachedInfo().Config.Replicas, "atomic_batches", l.atomic, "read_only", cfg.ReadOnly, "max_payload", l.nc.MaxPayload())
 	return l, nil
 }
 

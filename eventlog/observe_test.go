@@ -97,8 +97,10 @@ func TestMetricsOfAppends(t *testing.T) {
 		recs[0].Str("kind") != msgKind || recs[0].Str("seq") == "" {
 		t.Errorf("conflict log records %v, want one naming installation, stream, kind and seq", recs)
 	}
-	if len(logs.Find(t, "INFO", "log open")) != 1 {
+	if opens := logs.Find(t, "INFO", "log open"); len(opens) != 1 {
 		t.Errorf("no Info record of the open: %s", logs.String())
+	} else if got, ok := opens[0]["max_payload"].(float64); !ok || int64(got) != l.nc.MaxPayload() || got == 0 {
+		t.Errorf("the open's record gives max_payload %v, the server's is %d", opens[0]["max_payload"], l.nc.MaxPayload())
 	}
 	for _, secret := range []string{"first", "second"} {
 		if strings.Contains(logs.String(), secret) {
