@@ -79,7 +79,12 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 	if gce > 1 {
 		return nil, fmt.Errorf("%w: %d GroupContextExtensions proposals", ErrInvalidProposal, gce)
 	}
-	var err error
+	if len(updates)+len(removes)+len(adds) > 0 {
+		// The proposals change eff.tree in place: one copy of g's tree
+		// for all of them, not one each (a commit removing or adding
+		// thousands of members).
+		eff.tree = eff.tree.clone()
+	}
 	updated := map[LeafIndex]bool{}
 	for _, i := range updates {
 		p := props[i]
@@ -95,7 +100,7 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 		if old := eff.tree.Leaf(l); old != nil && bytes.Equal(old.EncryptionKey, ln.EncryptionKey) {
 			return nil, fmt.Errorf("%w: proposal %d: update of leaf %d keeps the encryption key it replaces", ErrInvalidProposal, i, l)
 		}
-		if eff.tree, err = eff.tree.UpdateLeaf(l, ln.Clone()); err != nil {
+		if err := eff.tree.updateLeafInPlace(l, ln.Clone()); err != nil {
 			return nil, err
 		}
 		if l == g.me {
@@ -111,13 +116,14 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 		if l == committer {
 			return nil, fmt.Errorf("%w: committer removes itself", ErrInvalidProposal)
 		}
-		if eff.tree, err = eff.tree.RemoveLeaf(l); err != nil {
+		if err := eff.tree.removeLeafInPlace(l); err != nil {
 			return nil, fmt.Errorf("%w: remove: %w", ErrInvalidProposal, err)
 		}
 		if l == g.me {
 			eff.removed = true
 		}
 	}
+	eff.tree.checkCache()
 	if len(updates)+len(adds) == 0 {
 		// The leaves are those of the last epoch, less removed ones: only
 		// new group context extensions can break a rule of the group.
@@ -135,9 +141,6 @@ func (g *Group) applyProposals(committer LeafIndex, props []cachedProposal) (*pr
 		if err := keys.add(l, eff.tree.Leaf(l)); err != nil {
 			return nil, fmt.Errorf("%w: proposal %d: update of leaf %d: %w", ErrInvalidProposal, i, l, err)
 		}
-	}
-	if len(adds) > 0 {
-		eff.tree = eff.tree.clone() // the adds change it in place
 	}
 	var next LeafIndex // every leaf before it is taken
 	for _, i := range adds {

@@ -347,28 +347,47 @@ func (t *RatchetTree) addLeafInPlace(leaf *LeafNode, from LeafIndex) LeafIndex {
 // UpdateLeaf replaces the leaf at l and blanks its direct path (an Update
 // proposal, RFC 9420 §12.1.2).
 func (t RatchetTree) UpdateLeaf(l LeafIndex, leaf *LeafNode) (RatchetTree, error) {
-	if t.Leaf(l) == nil {
-		return RatchetTree{}, fmt.Errorf("%w: update of blank or missing leaf %d", ErrInvalidTree, l)
-	}
 	nt := t.clone()
-	nt.blankDirectPath(l)
-	nt.setNode(l.Node(), Node{Leaf: leaf})
+	if err := nt.updateLeafInPlace(l, leaf); err != nil {
+		return RatchetTree{}, err
+	}
 	nt.checkCache()
 	return nt, nil
+}
+
+// updateLeafInPlace is UpdateLeaf on a tree the caller owns (its own
+// clone), changing it.
+func (t *RatchetTree) updateLeafInPlace(l LeafIndex, leaf *LeafNode) error {
+	if t.Leaf(l) == nil {
+		return fmt.Errorf("%w: update of blank or missing leaf %d", ErrInvalidTree, l)
+	}
+	t.blankDirectPath(l)
+	t.setNode(l.Node(), Node{Leaf: leaf})
+	return nil
 }
 
 // RemoveLeaf blanks the leaf at l and its direct path, then truncates the
 // tree while its right half is blank (a Remove proposal, RFC 9420 §12.1.3).
 func (t RatchetTree) RemoveLeaf(l LeafIndex) (RatchetTree, error) {
-	if t.Leaf(l) == nil {
-		return RatchetTree{}, fmt.Errorf("%w: removal of blank or missing leaf %d", ErrInvalidTree, l)
-	}
 	nt := t.clone()
-	nt.blankDirectPath(l)
-	nt.setNode(l.Node(), Node{})
-	nt.truncate()
+	if err := nt.removeLeafInPlace(l); err != nil {
+		return RatchetTree{}, err
+	}
 	nt.checkCache()
 	return nt, nil
+}
+
+// removeLeafInPlace is RemoveLeaf on a tree the caller owns (its own
+// clone), changing it: removing n members then costs one copy of the
+// tree, not n.
+func (t *RatchetTree) removeLeafInPlace(l LeafIndex) error {
+	if t.Leaf(l) == nil {
+		return fmt.Errorf("%w: removal of blank or missing leaf %d", ErrInvalidTree, l)
+	}
+	t.blankDirectPath(l)
+	t.setNode(l.Node(), Node{})
+	t.truncate()
+	return nil
 }
 
 // truncate halves the tree while the right subtree of the root is blank,
