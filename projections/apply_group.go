@@ -533,10 +533,8 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		}
 		g.proposalsKnown, g.hasProposals = true, false
 	}
-	for _, m := range b.Removed {
-		if err := a.removeMember(b.GroupID, b.Epoch, m.Leaf, m.Identity, false); err != nil {
-			return err
-		}
+	if err := a.removeMembers(b.GroupID, b.Epoch, b.Removed); err != nil {
+		return err
 	}
 	if err := a.addMembers(b.GroupID, b.Epoch, b.Added); err != nil {
 		return err
@@ -626,6 +624,52 @@ func (a *applier) addMember(group []byte, epoch uint64, leaf uint32, identity []
 	_, err = a.exec(`UPDATE members SET identity = ?, added_epoch = ?, removed_epoch = NULL WHERE group_id = ? AND leaf = ?`, identity, epoch, group, int64(leaf))
 	return err
 }
+
+// removeMembers records that a commit removed ms from group in epoch, as
+// removeMember does for each (not left: removed by another's proposal),
+// in updates of addMembersChunk rows where every member of a chunk names
+// its identity and is not this installation (whose departure also ends
+// its membership). An update that changes fewer rows than it was given
+// (a member already removed, or whose identity does not match) is done
+// again member by member, which answers as before: the rows the update
+// wrote are then found removed in this very epoch.
+func (a *applier) removeMembers(group []byte, epoch uint64, ms []events.Member) error {
+	for len(ms) > 0 {
+		n := min(len(ms), addMembersChunk)
+		chunk := ms[:n]
+		ms = ms[n:]
+		bulk := n == addMembersChunk
+		args := make([]any, 0, 2+2*n)
+		args = append(args, epoch, group)
+		for _, m := range chunk {
+			if len(m.Identity) == 0 || string(m.Identity) == a.inst {
+				bulk = false
+				break
+			}
+			args = append(args, int64(m.Leaf), m.Identity)
+		}
+		if bulk {
+			res, err := a.exec(removeMembersChunk, args...)
+			if err != nil {
+				return err
+			}
+			if changed, err := res.RowsAffected(); err == nil && changed == int64(n) {
+				continue
+			}
+		}
+		for _, m := range chunk {
+			if err := a.removeMember(group, epoch, m.Leaf, m.Identity, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// removeMembersChunk marks addMembersChunk members removed, each where
+// its leaf holds it (the identity) and it was a member.
+var removeMembersChunk = `UPDATE members SET removed_epoch = ? WHERE group_id = ? AND removed_epoch IS NULL AND (leaf, identity) IN (VALUES ` +
+	strings.TrimSuffix(strings.Repeat("(?, ?), ", addMembersChunk), ", ") + `)`
 
 func (a *applier) removeMember(group []byte, epoch uint64, leaf uint32, identity []byte, left bool) error {
 	var cur []byte

@@ -86,3 +86,60 @@ func TestMembersAddedInBulk(t *testing.T) {
 		t.Fatalf("a refused commit changed the read model: %v", Compare(before, after))
 	}
 }
+
+// Members are removed in updates of addMembersChunk rows: a commit
+// removing 300 members (this installation among them, whose membership
+// then ends), another listing 300 of which some twice, give the rows
+// removing them one by one gives; a member whose identity does not match
+// its leaf is refused, naming the leaf, with nothing applied.
+func TestMembersRemovedInBulk(t *testing.T) {
+	ctx := context.Background()
+	s := newStream("inst-bulk")
+	s.installation()
+	s.keyPackage(1, false)
+	join := peers(0, 1000, "a")
+	join[700] = events.Member{Leaf: 700, Identity: []byte("inst-bulk")}
+	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
+		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2"), Members: join})
+	s.commit(1, 3, nil, peers(0, 300, "a"))
+	twice := append(peers(300, 560, "a"), peers(300, 340, "a")...)
+	s.commit(1, 4, nil, twice)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "bulk.db"), newKey(t), nil)
+	applyAll(t, db, s.recs)
+	got, err := db.Members(ctx, gid(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 440 || got[0].Leaf != 560 {
+		t.Fatalf("%d members from leaf %d, want 440 from leaf 560", len(got), got[0].Leaf)
+	}
+	before, err := db.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This installation among 300 removed: its membership ends.
+	self := append(peers(560, 700, "a"), join[700])
+	self = append(self, peers(701, 860, "a")...)
+	r := s.commit(1, 5, nil, self)              // applied after the refusal below
+	bad := peers(701, 701+addMembersChunk, "a") // one chunk, without this installation
+	bad[100] = events.Member{Leaf: bad[100].Leaf, Identity: []byte("someone-else")}
+	rb := s.commit(1, 5, nil, bad)
+	rb.Seq, rb.Event.Position = r.Seq, r.Event.Position // the same slot in another history
+	err = db.Apply(ctx, []Record{rb})
+	if !errors.Is(err, ErrCannotApply) || !strings.Contains(err.Error(), fmt.Sprintf("leaf %d", bad[100].Leaf)) {
+		t.Fatalf("a member whose identity does not match: %v, want ErrCannotApply naming leaf %d", err, bad[100].Leaf)
+	}
+	if after, _ := db.Digest(ctx); Compare(before, after) != nil {
+		t.Fatalf("a refused commit changed the read model: %v", Compare(before, after))
+	}
+	if err := db.Apply(ctx, []Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Members(ctx, gid(1)); err != nil || len(got) != 140 || got[0].Leaf != 860 {
+		t.Fatalf("%d members (%v), want 140 from leaf 860", len(got), err)
+	}
+	ms, err := db.Memberships(ctx, gid(1))
+	if err != nil || len(ms) != 1 || ms[0].Left != "removed" || ms[0].LeftEpoch != 5 {
+		t.Fatalf("memberships %+v (%v), want one removed in epoch 5", ms, err)
+	}
+}
