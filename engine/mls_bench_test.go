@@ -55,7 +55,7 @@ import (
 func BenchmarkMLSThroughEngine(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
-			env := mlsBenchGroup(b, n)
+			env := mlsBenchGroup(b, n, false)
 			env.run(b)
 		})
 	}
@@ -64,7 +64,10 @@ func BenchmarkMLSThroughEngine(b *testing.B) {
 // mlsBenchEnv is one group of BenchmarkMLSThroughEngine: a log on its own
 // server, the committing and the receiving installation, and the group.
 type mlsBenchEnv struct {
-	size      int
+	size int
+	// full: the group was grown member by member, each new member
+	// committing the next one's Add with a path (BenchmarkMLSThroughEngineFullTree).
+	full      bool
 	dir       string
 	srv       *server.Server
 	log       *eventlog.Log
@@ -75,23 +78,30 @@ type mlsBenchEnv struct {
 	err error
 }
 
+// mlsBenchKey names a group of mlsBenchGroup.
+type mlsBenchKey struct {
+	size int
+	full bool
+}
+
 var (
 	mlsBenchMu   sync.Mutex
-	mlsBenchEnvs = map[int]*mlsBenchEnv{}
+	mlsBenchEnvs = map[mlsBenchKey]*mlsBenchEnv{}
 )
 
 // mlsBenchGroup returns the process's group of size members, building it
 // on first use. It outlives b: the sub-benchmark runs several times (once
 // per b.N tried, and per -count), and building the group of 1,000 takes
 // seconds. closeMLSBench (TestMain) removes it.
-func mlsBenchGroup(b *testing.B, size int) *mlsBenchEnv {
+func mlsBenchGroup(b *testing.B, size int, full bool) *mlsBenchEnv {
 	b.Helper()
 	mlsBenchMu.Lock()
 	defer mlsBenchMu.Unlock()
-	env, ok := mlsBenchEnvs[size]
+	key := mlsBenchKey{size, full}
+	env, ok := mlsBenchEnvs[key]
 	if !ok {
-		env = &mlsBenchEnv{size: size}
-		mlsBenchEnvs[size] = env
+		env = &mlsBenchEnv{size: size, full: full}
+		mlsBenchEnvs[key] = env
 		start := time.Now()
 		env.err = env.build()
 		b.Logf("set-up of the group of %d: %v", size, time.Since(start).Round(time.Millisecond))
@@ -106,9 +116,9 @@ func mlsBenchGroup(b *testing.B, size int) *mlsBenchEnv {
 func closeMLSBench() {
 	mlsBenchMu.Lock()
 	defer mlsBenchMu.Unlock()
-	for n, env := range mlsBenchEnvs {
+	for k, env := range mlsBenchEnvs {
 		env.close()
-		delete(mlsBenchEnvs, n)
+		delete(mlsBenchEnvs, k)
 	}
 }
 
@@ -188,6 +198,12 @@ func (env *mlsBenchEnv) build() error {
 	}
 	if _, err := env.receiver.Receive(ctx, co.Welcome); err != nil {
 		return fmt.Errorf("receiver joins: %w", err)
+	}
+	if env.full {
+		if err := env.growOneByOne(ctx); err != nil {
+			return err
+		}
+		return env.check()
 	}
 	kps, err := foreignKeyPackages(env.size - 2)
 	if err != nil {

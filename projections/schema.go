@@ -13,7 +13,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 5
+const LatestSchema = 6
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -356,6 +356,18 @@ var (
 	}
 )
 
+// migrateV6 changes no content: it indexes each group's held epochs
+// (not retired). Every commit asks for the oldest of them (the engine, to
+// decide which to retire; the projection, to keep epoch_states' chain of
+// deltas), and without the index SQLite read every epoch row of the group
+// from the first, retired ones included: a group's commits cost more the
+// longer its history (6.7 ms of a processed commit in a group of 1,000
+// members past 1,000 epochs). Held epochs are a handful (the engine keeps
+// MaxPastEpochs), so the index stays small whatever the history.
+var migrateV6 = []string{
+	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
+}
+
 // migrateV5Backfill moves a v4 file's states into the v5 form, group by
 // group: the current epoch's state into groups.state (with a proposal's
 // state, which v4 kept there, as proposal_state), and every held past
@@ -529,6 +541,9 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 		stmts = append(stmts, migrateV5Pre...)
 		stmts = append(stmts, migrateV5Post...)
 	}
+	if version >= 6 {
+		stmts = append(stmts, migrateV6...)
+	}
 	stmts = append(stmts,
 		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
 		fmt.Sprintf("PRAGMA user_version = %d", version),
@@ -563,6 +578,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts, rebuild = migrateV4, true
 		case 5:
 			stmts, backfill, after, rebuild = migrateV5Pre, migrateV5Backfill, migrateV5Post, true
+		case 6:
+			stmts = migrateV6
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}

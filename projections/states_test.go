@@ -165,7 +165,8 @@ func TestMigrateToV5InPlace(t *testing.T) {
 	recs := withStateDeltas(sampleWithProposalLeft(), true, false)
 	ids := sampleGroups(recs)
 	dir := t.TempDir()
-	fresh := build(t, filepath.Join(dir, "v5.db"), newKey(t), nil, recs)
+	v5 := &Options{SchemaVersion: 5}
+	fresh := build(t, filepath.Join(dir, "v5.db"), newKey(t), v5, recs)
 	defer fresh.Close()
 	want, err := fresh.Digest(ctx)
 	if err != nil || want.Schema != 5 {
@@ -176,10 +177,10 @@ func TestMigrateToV5InPlace(t *testing.T) {
 	v4 := build(t, path, k, &Options{SchemaVersion: 4}, recs)
 	states := statesOf(t, v4, ids)
 	v4.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 4 || to != 5 {
+	if f, to, err := MigrateInPlace(ctx, path, k, v5); err != nil || f != 4 || to != 5 {
 		t.Fatalf("MigrateInPlace from v4: %d -> %d, %v", f, to, err)
 	}
-	db := mustOpen(t, path, k, nil)
+	db := mustOpen(t, path, k, v5)
 	defer db.Close()
 	got, err := db.Digest(ctx)
 	if err != nil {
