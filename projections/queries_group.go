@@ -337,6 +337,9 @@ func (db *DB) NewestOwnCommit(ctx context.Context, groupID []byte, legacyOwn fun
 	if db.schema < 3 {
 		return db.NewestCommit(ctx, groupID, legacyOwn)
 	}
+	if db.schema >= 6 {
+		return db.newestOwnCommitIndexed(ctx, groupID, legacyOwn)
+	}
 	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, commit_message, created_at, own_commit FROM epochs
 		WHERE group_id = ? AND commit_message IS NOT NULL AND (own_commit IS NULL OR own_commit = 1) ORDER BY epoch DESC`, groupID)
 	if err != nil {
@@ -355,6 +358,54 @@ func (db *DB) NewestOwnCommit(ctx context.Context, groupID []byte, legacyOwn fun
 		}
 	}
 	return EpochCommit{}, false, db.wrapErr("own commits", rows.Err())
+}
+
+// newestOwnCommitIndexed is NewestOwnCommit on the indexes of schema v6:
+// the newest epoch recorded as started by an own commit, unless an epoch
+// after it, recorded without its committer, is one (legacyOwn says).
+// Neither reads the epochs of other members' commits in between.
+func (db *DB) newestOwnCommitIndexed(ctx context.Context, groupID []byte, legacyOwn func(commit []byte) bool) (EpochCommit, bool, error) {
+	var own EpochCommit
+	var at sql.NullInt64
+	found := true
+	err := db.sql.QueryRowContext(ctx, `SELECT epoch, commit_message, created_at FROM epochs
+		WHERE group_id = ? AND own_commit = 1 AND commit_message IS NOT NULL ORDER BY epoch DESC LIMIT 1`, groupID).Scan(&own.Epoch, &own.Commit, &at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		found = false
+	case err != nil:
+		return EpochCommit{}, false, db.wrapErr("own commits", err)
+	default:
+		own.CreatedAt = fromNanos(at)
+	}
+	q := `SELECT epoch, commit_message, created_at FROM epochs
+		WHERE group_id = ? AND own_commit IS NULL AND commit_message IS NOT NULL ORDER BY epoch DESC`
+	args := []any{groupID}
+	if found {
+		q = `SELECT epoch, commit_message, created_at FROM epochs
+		WHERE group_id = ? AND own_commit IS NULL AND commit_message IS NOT NULL AND epoch > ? ORDER BY epoch DESC`
+		args = append(args, own.Epoch)
+	}
+	rows, err := db.sql.QueryContext(ctx, q, args...)
+	if err != nil {
+		return EpochCommit{}, false, db.wrapErr("own commits", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e EpochCommit
+		var eat sql.NullInt64
+		if err := rows.Scan(&e.Epoch, &e.Commit, &eat); err != nil {
+			return EpochCommit{}, false, db.wrapErr("own commits", err)
+		}
+		if legacyOwn(e.Commit) {
+			e.CreatedAt = fromNanos(eat)
+			return e, true, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return EpochCommit{}, false, db.wrapErr("own commits", err)
+	}
+	return own, found, nil
 }
 
 // Membership is one of this installation's memberships of a group (schema

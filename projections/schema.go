@@ -357,15 +357,20 @@ var (
 )
 
 // migrateV6 changes no content: it indexes each group's held epochs
-// (not retired). Every commit asks for the oldest of them (the engine, to
-// decide which to retire; the projection, to keep epoch_states' chain of
-// deltas), and without the index SQLite read every epoch row of the group
-// from the first, retired ones included: a group's commits cost more the
-// longer its history (6.7 ms of a processed commit in a group of 1,000
-// members past 1,000 epochs). Held epochs are a handful (the engine keeps
-// MaxPastEpochs), so the index stays small whatever the history.
+// (not retired) and the epochs this installation's commits started.
+// Every commit asks for the oldest held epoch (the engine, to decide
+// which to retire; the projection, to keep epoch_states' chain of
+// deltas), and a group's load for the newest own commit (when the member
+// last updated its path); without the indexes SQLite read the group's
+// epoch rows one by one, retired ones included: a group's commits cost
+// more the longer its history (6.7 ms of a processed commit in a group of
+// 1,000 members past 1,000 epochs). Held epochs are a handful (the engine
+// keeps MaxPastEpochs); the last index holds only epochs recorded
+// without their committer (before schema 3), whose commit says it.
 var migrateV6 = []string{
 	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
+	`CREATE INDEX epochs_own ON epochs(group_id, epoch) WHERE own_commit = 1`,
+	`CREATE INDEX epochs_committer_unknown ON epochs(group_id, epoch) WHERE own_commit IS NULL AND commit_message IS NOT NULL`,
 }
 
 // migrateV5Backfill moves a v4 file's states into the v5 form, group by
