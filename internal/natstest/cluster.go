@@ -35,16 +35,47 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	if n < 1 {
 		tb.Fatalf("natstest: cluster of %d nodes", n)
 	}
+	root := tb.TempDir()
+	for attempt := 1; ; attempt++ {
+		c, taken := startCluster(tb, n, filepath.Join(root, fmt.Sprint(attempt)))
+		if c != nil {
+			c.waitFor("a meta leader with every node current", c.metaReady)
+			c.waitPlaceable()
+			return c
+		}
+		// A port picked free was taken before its node bound it (other
+		// tests' servers start meanwhile): a node that cannot listen
+		// never gets ready, so pick other ports rather than wait for it.
+		if attempt == 5 {
+			tb.Fatalf("natstest: cluster: port %d taken before its node started, %d times", taken, attempt)
+		}
+	}
+}
+
+// startCluster starts n nodes under root on ports picked free. If a
+// node's ports are taken by the time it starts, it shuts down the nodes
+// it started and returns nil and the port.
+func startCluster(tb testing.TB, n int, root string) (*Cluster, int) {
+	tb.Helper()
 	// Every node routes to every other, so the ports are fixed before any
-	// node starts; a restarted node comes back on the same ones.
-	clientPorts, routePorts := freePorts(tb, n), freePorts(tb, n)
+	// node starts; a restarted node comes back on the same ones. One pick
+	// of 2n ports, so that no client port is also a route port.
+	ports := freePorts(tb, 2*n)
+	clientPorts, routePorts := ports[:n], ports[n:]
 	routes := make([]string, n)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
-	root := tb.TempDir()
 	c := &Cluster{tb: tb}
 	for i := range n {
+		for _, p := range []int{clientPorts[i], routePorts[i]} {
+			if !portFree(p) {
+				for _, s := range c.nodes {
+					s.Shutdown()
+				}
+				return nil, p
+			}
+		}
 		name := fmt.Sprintf("node%d", i)
 		opts := serverOptions(tb, Options{
 			StoreDir:   filepath.Join(root, name),
@@ -60,9 +91,17 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		tb.Cleanup(s.Shutdown)
 		c.nodes = append(c.nodes, s)
 	}
-	c.waitFor("a meta leader with every node current", c.metaReady)
-	c.waitPlaceable()
-	return c
+	return c, 0
+}
+
+// portFree reports whether a loopback port can be listened on now.
+func portFree(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 // waitPlaceable waits until the cluster places a stream on every node.
