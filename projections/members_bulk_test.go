@@ -20,6 +20,17 @@ func peers(from, to int, tag string) []events.Member {
 	return ms
 }
 
+// joinedWith is the stream of installation inst-bulk joining group 1 at
+// epoch 2 by a Welcome listing members.
+func joinedWith(members []events.Member) *streamBuilder {
+	s := newStream("inst-bulk")
+	s.installation()
+	s.keyPackage(1, false)
+	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
+		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2"), Members: members})
+	return s
+}
+
 // Members are added in upserts of addMembersChunk rows: a join listing
 // 600 members, a commit adding 300 more in leaves that were never used
 // and leaves of removed members, the same members listed twice, give the
@@ -27,12 +38,7 @@ func peers(from, to int, tag string) []events.Member {
 // refused, naming the leaf, with nothing applied.
 func TestMembersAddedInBulk(t *testing.T) {
 	ctx := context.Background()
-	s := newStream("inst-bulk")
-	s.installation()
-	s.keyPackage(1, false)
-	join := peers(0, 600, "a")
-	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
-		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2"), Members: join})
+	s := joinedWith(peers(0, 600, "a"))
 	// Remove leaves 100..399, then add 300 members: 200 over removed
 	// leaves (200..399) and 100 in leaves never used (600..699).
 	s.commit(1, 3, nil, peers(100, 400, "a"))
@@ -94,13 +100,9 @@ func TestMembersAddedInBulk(t *testing.T) {
 // its leaf is refused, naming the leaf, with nothing applied.
 func TestMembersRemovedInBulk(t *testing.T) {
 	ctx := context.Background()
-	s := newStream("inst-bulk")
-	s.installation()
-	s.keyPackage(1, false)
 	join := peers(0, 1000, "a")
 	join[700] = events.Member{Leaf: 700, Identity: []byte("inst-bulk")}
-	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
-		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2"), Members: join})
+	s := joinedWith(join)
 	s.commit(1, 3, nil, peers(0, 300, "a"))
 	twice := append(peers(300, 560, "a"), peers(300, 340, "a")...)
 	s.commit(1, 4, nil, twice)

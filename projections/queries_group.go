@@ -291,24 +291,30 @@ type EpochCommit struct {
 // no epoch matches (or the group is unknown). match sees the stored bytes:
 // it must not keep or change them.
 func (db *DB) NewestCommit(ctx context.Context, groupID []byte, match func(commit []byte) bool) (ec EpochCommit, found bool, err error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, commit_message, created_at FROM epochs
+	return db.firstEpochCommit(ctx, "epoch commits", match, `SELECT epoch, commit_message, created_at FROM epochs
 		WHERE group_id = ? AND commit_message IS NOT NULL ORDER BY epoch DESC`, groupID)
+}
+
+// firstEpochCommit runs q, whose rows are (epoch, commit_message,
+// created_at), and returns the first row whose commit match accepts.
+func (db *DB) firstEpochCommit(ctx context.Context, what string, match func(commit []byte) bool, q string, args ...any) (EpochCommit, bool, error) {
+	rows, err := db.sql.QueryContext(ctx, q, args...)
 	if err != nil {
-		return EpochCommit{}, false, db.wrapErr("epoch commits", err)
+		return EpochCommit{}, false, db.wrapErr(what, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var e EpochCommit
 		var at sql.NullInt64
 		if err := rows.Scan(&e.Epoch, &e.Commit, &at); err != nil {
-			return EpochCommit{}, false, db.wrapErr("epoch commits", err)
+			return EpochCommit{}, false, db.wrapErr(what, err)
 		}
 		if match(e.Commit) {
 			e.CreatedAt = fromNanos(at)
 			return e, true, nil
 		}
 	}
-	return EpochCommit{}, false, db.wrapErr("epoch commits", rows.Err())
+	return EpochCommit{}, false, db.wrapErr(what, rows.Err())
 }
 
 // CommitStartedEpoch reports whether commit (the MLSMessage bytes) is the
@@ -378,32 +384,14 @@ func (db *DB) newestOwnCommitIndexed(ctx context.Context, groupID []byte, legacy
 	default:
 		own.CreatedAt = fromNanos(at)
 	}
-	q := `SELECT epoch, commit_message, created_at FROM epochs
-		WHERE group_id = ? AND own_commit IS NULL AND commit_message IS NOT NULL ORDER BY epoch DESC`
-	args := []any{groupID}
+	after := int64(-1) // no own commit: every epoch recorded without its committer
 	if found {
-		q = `SELECT epoch, commit_message, created_at FROM epochs
-		WHERE group_id = ? AND own_commit IS NULL AND commit_message IS NOT NULL AND epoch > ? ORDER BY epoch DESC`
-		args = append(args, own.Epoch)
+		after = int64(own.Epoch)
 	}
-	rows, err := db.sql.QueryContext(ctx, q, args...)
-	if err != nil {
-		return EpochCommit{}, false, db.wrapErr("own commits", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var e EpochCommit
-		var eat sql.NullInt64
-		if err := rows.Scan(&e.Epoch, &e.Commit, &eat); err != nil {
-			return EpochCommit{}, false, db.wrapErr("own commits", err)
-		}
-		if legacyOwn(e.Commit) {
-			e.CreatedAt = fromNanos(eat)
-			return e, true, nil
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return EpochCommit{}, false, db.wrapErr("own commits", err)
+	legacy, legacyFound, err := db.firstEpochCommit(ctx, "own commits", legacyOwn, `SELECT epoch, commit_message, created_at FROM epochs
+		WHERE group_id = ? AND own_commit IS NULL AND commit_message IS NOT NULL AND epoch > ? ORDER BY epoch DESC`, groupID, after)
+	if err != nil || legacyFound {
+		return legacy, legacyFound, err
 	}
 	return own, found, nil
 }
