@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // ErrMalformed means a delta cannot be applied to the base it was given:
@@ -46,40 +47,70 @@ func Diff(base, target []byte) []byte {
 	out := make([]byte, 0, 64)
 	out = append(out, format)
 	out = binary.AppendUvarint(out, uint64(len(target)))
-	bits := uint(4)
-	for 1<<bits < 2*(len(base)/block+1) {
-		bits++
+	tableBits := uint(4)
+	for 1<<tableBits < 2*(len(base)/block+1) {
+		tableBits++
 	}
-	table := make([]int32, 1<<bits)
+	table := make([]int32, 1<<tableBits)
 	for i := range table {
 		table[i] = -1
 	}
 	for off := 0; off+block <= len(base); off += block {
-		if h := hash(base[off:], bits); table[h] < 0 {
+		if h := hash(base[off:], tableBits); table[h] < 0 {
 			table[h] = int32(off)
 		}
 	}
 	lit := 0 // the first target byte not yet in out
 	for i := 0; i+block <= len(target); {
-		o := int(table[hash(target[i:], bits)])
+		o := int(table[hash(target[i:], tableBits)])
 		if o < 0 || string(base[o:o+block]) != string(target[i:i+block]) {
 			i++
 			continue
 		}
-		s, bs := i, o // extend back over the pending literal
-		for s > lit && bs > 0 && target[s-1] == base[bs-1] {
-			s, bs = s-1, bs-1
-		}
-		e, be := i+block, o+block
-		for e < len(target) && be < len(base) && target[e] == base[be] {
-			e, be = e+1, be+1
-		}
+		// Extend back over the pending literal, then forward: a commit
+		// leaves most of a state in place, so the forward run is usually
+		// most of the state and is compared a word at a time.
+		back := commonSuffix(target[lit:i], base[:o])
+		s, bs := i-back, o-back
+		fwd := commonPrefix(target[i+block:], base[o+block:])
+		e := i + block + fwd
 		out = appendLiteral(out, target[lit:s])
 		out = binary.AppendUvarint(out, uint64(e-s)<<1)
 		out = binary.AppendUvarint(out, uint64(bs))
 		i, lit = e, e
 	}
 	return appendLiteral(out, target[lit:])
+}
+
+// commonPrefix returns the length of the longest common prefix of a and b.
+func commonPrefix(a, b []byte) int {
+	n := min(len(a), len(b))
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		if x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:]); x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return i
+}
+
+// commonSuffix returns the length of the longest common suffix of a and b.
+func commonSuffix(a, b []byte) int {
+	n := min(len(a), len(b))
+	a, b = a[len(a)-n:], b[len(b)-n:]
+	i := 0 // bytes matched from the end
+	for ; i+8 <= n; i += 8 {
+		if x := binary.BigEndian.Uint64(a[n-i-8:]) ^ binary.BigEndian.Uint64(b[n-i-8:]); x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for i < n && a[n-i-1] == b[n-i-1] {
+		i++
+	}
+	return i
 }
 
 // hash maps the 8 bytes at the start of b to bits bits.

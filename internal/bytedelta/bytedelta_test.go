@@ -136,6 +136,52 @@ func FuzzDiff(f *testing.F) {
 	})
 }
 
+// Diff extends a match a word at a time; its output is defined byte by
+// byte (TestDiffOutputIsStable), so the word loops must find exactly the
+// runs a byte loop finds, whatever the lengths and wherever the first
+// difference falls.
+func FuzzCommonRuns(f *testing.F) {
+	f.Add([]byte("0123456789abcdefXY"), []byte("0123456789abcdefXZ"))
+	f.Add([]byte("a"), []byte(""))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		n := min(len(a), len(b))
+		p := 0
+		for p < n && a[p] == b[p] {
+			p++
+		}
+		s := 0
+		for s < n && a[len(a)-1-s] == b[len(b)-1-s] {
+			s++
+		}
+		if got := commonPrefix(a, b); got != p {
+			t.Fatalf("commonPrefix = %d, want %d", got, p)
+		}
+		if got := commonSuffix(a, b); got != s {
+			t.Fatalf("commonSuffix = %d, want %d", got, s)
+		}
+	})
+}
+
+func TestCommonRunsAtEveryOffset(t *testing.T) {
+	a := bytes.Repeat([]byte{7}, 40)
+	for at := range 40 {
+		b := bytes.Clone(a)
+		b[at] = 8
+		if got := commonPrefix(a, b); got != at {
+			t.Fatalf("difference at %d: commonPrefix = %d", at, got)
+		}
+		if got, want := commonSuffix(a, b), 39-at; got != want {
+			t.Fatalf("difference at %d: commonSuffix = %d, want %d", at, got, want)
+		}
+		if got, want := commonPrefix(a[:at], b[:at]), at; got != want {
+			t.Fatalf("equal slices of %d: commonPrefix = %d", at, got)
+		}
+		if got, want := commonSuffix(a[at+1:], b[at+1:]), 39-at; got != want {
+			t.Fatalf("equal slices of %d: commonSuffix = %d", want, got)
+		}
+	}
+}
+
 // BenchmarkDiff and BenchmarkApply time a 180,000-byte target (the size
 // of a group's state at 1,000 members) that differs from its base in a
 // dozen 64-byte runs and one 40-byte insertion, as a commit changes a
