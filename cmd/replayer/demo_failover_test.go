@@ -63,7 +63,7 @@ func TestDemoAcrossLeaderFailover(t *testing.T) {
 	go func() {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"demo", "--nats", c.URL(), "--replicas", "3",
-			"--data", t.TempDir(), "--installations", "6", "--messages", "250", "--seed", "7", "--json"})
+			"--data", t.TempDir(), "--installations", "6", "--messages", "600", "--seed", "7", "--json"})
 		done <- result{code, out.String(), errb.String()}
 	}()
 	// waitMsgs waits until the stream holds n more messages than now; false
@@ -123,8 +123,8 @@ func TestDemoAcrossLeaderFailover(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &sum); err != nil {
 		t.Fatalf("demo summary: %v\n%s", err, r.out)
 	}
-	if !sum.Verified || sum.VerifiedDBs != 6 || sum.Stats.MessagesSent != 250 {
-		t.Fatalf("demo across %d leader failovers: verified %v (%d read models), %d messages sent, want verified, 6, 250", kills, sum.Verified, sum.VerifiedDBs, sum.Stats.MessagesSent)
+	if !sum.Verified || sum.VerifiedDBs != 6 || sum.Stats.MessagesSent != 600 {
+		t.Fatalf("demo across %d leader failovers: verified %v (%d read models), %d messages sent, want verified, 6, 600", kills, sum.Verified, sum.VerifiedDBs, sum.Stats.MessagesSent)
 	}
 	t.Logf("demo across %d leader failovers: %d messages sent, %d received, %d events, verified", kills, sum.Stats.MessagesSent, sum.Stats.MessagesReceived, sum.EventsAppended)
 }
