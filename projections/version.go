@@ -3,6 +3,7 @@ package projections
 import (
 	"fmt"
 
+	"github.com/epochlog/epochlog/internal/lookaside"
 	"github.com/epochlog/epochlog/internal/pagecipher"
 )
 
@@ -28,5 +29,14 @@ func Versions() (sqlcipher, sqlite string, err error) {
 // libtomcrypt's portable AES, and why.
 func PageCipher() string {
 	_, what := pagecipher.Active()
+	return what
+}
+
+// Lookaside says how much lookaside memory each SQLite connection of this
+// process gets (package internal/lookaside: more than SQLite's default,
+// so that memory security's locked allocations stay rare), or why it
+// gets SQLite's default.
+func Lookaside() string {
+	_, what := lookaside.Configured()
 	return what
 }

@@ -308,7 +308,7 @@ func printUsage(w io.Writer) {
 // envMemorySecurity turns SQLCipher's cipher_memory_security on ("on") or
 // off ("off", the default). On, every SQLCipher allocation is mlock'ed and
 // wiped when freed, so freed memory never holds pages or keys; it makes
-// replays four to six times slower (docs/benchmarks.md). The tool defaults
+// replays 1.5 to 2.2 times slower (docs/benchmarks.md). The tool defaults
 // to off, as SQLCipher itself does since 4.5.
 const envMemorySecurity = "EPOCHLOG_SQLCIPHER_MEMORY_SECURITY"
 

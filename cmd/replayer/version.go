@@ -22,6 +22,7 @@ type versionInfo struct {
 	SQLCipher  string `json:"sqlcipher"`
 	SQLite     string `json:"sqlite"`
 	PageCipher string `json:"page_cipher"`
+	Lookaside  string `json:"sqlite_lookaside"`
 	NATSServer string `json:"nats_server"`
 }
 
@@ -29,7 +30,8 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "version", "[--json]",
 		"Prints the replayer's version (module version, commit), the Go toolchain it was\n"+
 			"built with, the SQLCipher, SQLite and embedded nats-server versions linked in,\n"+
-			"and what encrypts the read models' pages (the CPU's AES instructions, or not and why).")
+			"what encrypts the read models' pages (the CPU's AES instructions, or not and why)\n"+
+			"and the lookaside memory each SQLite connection gets.")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -51,6 +53,7 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	v.PageCipher = projections.PageCipher()
+	v.Lookaside = projections.Lookaside()
 	if *asJSON {
 		return json.NewEncoder(env.stdout).Encode(v)
 	}
@@ -60,7 +63,7 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	} else if v.Modified {
 		commit += " (modified)"
 	}
-	fmt.Fprintf(env.stdout, "replayer %s (%s, commit %s)\n%s, SQLCipher %s (SQLite %s), nats-server %s\npage cipher: %s\n",
-		v.Version, v.Module, commit, v.Go, v.SQLCipher, v.SQLite, v.NATSServer, v.PageCipher)
+	fmt.Fprintf(env.stdout, "replayer %s (%s, commit %s)\n%s, SQLCipher %s (SQLite %s), nats-server %s\npage cipher: %s\nsqlite lookaside: %s\n",
+		v.Version, v.Module, commit, v.Go, v.SQLCipher, v.SQLite, v.NATSServer, v.PageCipher, v.Lookaside)
 	return nil
 }

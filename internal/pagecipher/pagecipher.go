@@ -34,6 +34,10 @@ import (
 
 	// The SQLCipher this package changes; its C symbols are linked with it.
 	_ "github.com/mutecomm/go-sqlcipher/v4"
+
+	// Configures SQLite's lookaside, which it must do before install
+	// initialises SQLite: imported, its init runs before this package's.
+	_ "github.com/epochlog/epochlog/internal/lookaside"
 )
 
 var status = install()
