@@ -43,6 +43,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/internal/lookaside"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -136,6 +137,11 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 		env.json = c.json && jsonRequested(args[1:])
 		if err := setMemorySecurity(env); err != nil {
 			return report(ctx, env, c.name, err)
+		}
+		if _, err := lookaside.ParseSlots(env.getenv(lookaside.EnvSlots)); err != nil {
+			// Read when the process started (the pool is set before
+			// SQLite starts): a bad value left SQLite's default.
+			return report(ctx, env, c.name, usageError{"$" + err.Error()})
 		}
 		err := c.run(ctx, env, args[1:])
 		return report(ctx, env, c.name, err)

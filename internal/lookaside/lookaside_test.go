@@ -4,6 +4,7 @@ package lookaside
 
 import (
 	"database/sql"
+	"strings"
 	"testing"
 
 	_ "github.com/mutecomm/go-sqlcipher/v4"
@@ -26,7 +27,20 @@ func TestConfiguredBeforeSQLiteStarts(t *testing.T) {
 	if err := db.Ping(); err != nil {
 		t.Fatal(err)
 	}
-	if got := configure(); got == "" {
+	if got := configure(""); got == "" {
 		t.Fatal("sqlite3_config accepted a lookaside setting after SQLite was initialised")
+	}
+}
+
+func TestParseSlots(t *testing.T) {
+	for v, want := range map[string]int{"": DefaultSlots, "off": 0, "1": 1, "150": 150, "10000": MaxSlots} {
+		if got, err := ParseSlots(v); err != nil || got != want {
+			t.Errorf("ParseSlots(%q) = %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-5", "10001", "200 ", "lots", "on"} {
+		if _, err := ParseSlots(v); err == nil || !strings.Contains(err.Error(), EnvSlots) {
+			t.Errorf("ParseSlots(%q): %v, want an error naming %s", v, err, EnvSlots)
+		}
 	}
 }
