@@ -349,3 +349,41 @@ func TestCommitRefusesPathLeafBreakingGroupRules(t *testing.T) {
 		t.Fatalf("a path leaf that keeps the group's rules: %v", err)
 	}
 }
+
+// A commit builds (and signs over the whole tree) a GroupInfo only for
+// its Welcome; one adding no one returns none, and the new epoch's is made
+// on request, signed by the committer.
+func TestCommitBuildsGroupInfoOnlyForAWelcome(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 2)
+	g, res, err := w.members[0].Commit(CommitOptions{ForcePath: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GroupInfo != nil || res.Welcome != nil {
+		t.Fatalf("a commit adding no one: GroupInfo %v, Welcome %v; want neither", res.GroupInfo != nil, res.Welcome != nil)
+	}
+	gi, err := g.GroupInfo(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ciphersuite.Lookup(g.CipherSuite())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := g.Tree().Leaf(0)
+	if gi.GroupContext.Epoch != g.Epoch() || gi.VerifySignature(cs, leaf.SignatureKey) != nil {
+		t.Fatalf("the new epoch's GroupInfo: epoch %d (group at %d), signature %v", gi.GroupContext.Epoch, g.Epoch(), gi.VerifySignature(cs, leaf.SignatureKey))
+	}
+	c := newSCClient(t, "joiner")
+	_, res, err = g.Commit(CommitOptions{Add: []*KeyPackage{c.kp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GroupInfo == nil || res.Welcome == nil {
+		t.Fatalf("a commit adding a member: GroupInfo %v, Welcome %v; want both", res.GroupInfo != nil, res.Welcome != nil)
+	}
+	if _, err := Join(res.Welcome, c.kp, c.secrets, nil); err != nil {
+		t.Fatalf("join from the Welcome: %v", err)
+	}
+}
