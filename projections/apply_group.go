@@ -301,11 +301,10 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	return a.addMembers(b.GroupID, b.Epoch, b.Members)
 }
 
-// addMembers records the members a join lists (version 2 of
-// group.created, group.welcome_processed and group.external_joined), as
-// the group.member_added events that followed a version 1 join did.
-// addMembers records ms as members of group from epoch, as addMember
-// does for each, in upserts of up to addMembersChunk rows: a join or a
+// addMembers records ms as members of group from epoch (the members a
+// join lists, as the group.member_added events after a version 1 join
+// did, or those a commit adds), as addMember does for each, in upserts
+// of up to addMembersChunk rows: a join or a
 // commit adding thousands of members took two statements per member (a
 // tenth of a second per thousand). An upsert inserts a new leaf and
 // takes over a removed member's; a row it leaves alone (the leaf held by
@@ -329,11 +328,9 @@ func (a *applier) addMembers(group []byte, epoch uint64, ms []events.Member) err
 		if n > 1 {
 			q = addMembersUpsertChunk
 		}
-		res, err := a.exec(q, args...)
-		if err != nil {
+		if done, err := a.execChunk(q, n, args...); err != nil {
 			return err
-		}
-		if changed, err := res.RowsAffected(); err == nil && changed == int64(n) {
+		} else if done {
 			continue
 		}
 		for _, m := range chunk {
@@ -343,6 +340,18 @@ func (a *applier) addMembers(group []byte, epoch uint64, ms []events.Member) err
 		}
 	}
 	return nil
+}
+
+// execChunk runs q, which is meant to change n rows (one per member of a
+// chunk), and reports whether it changed exactly that many; a caller
+// redoes a chunk that did not member by member.
+func (a *applier) execChunk(q string, n int, args ...any) (bool, error) {
+	res, err := a.exec(q, args...)
+	if err != nil {
+		return false, err
+	}
+	changed, err := res.RowsAffected()
+	return err == nil && changed == int64(n), nil
 }
 
 // addMembersChunk is how many members one upsert of addMembers adds (4
@@ -649,11 +658,9 @@ func (a *applier) removeMembers(group []byte, epoch uint64, ms []events.Member) 
 			args = append(args, int64(m.Leaf), m.Identity)
 		}
 		if bulk {
-			res, err := a.exec(removeMembersChunk, args...)
-			if err != nil {
+			if done, err := a.execChunk(removeMembersChunk, n, args...); err != nil {
 				return err
-			}
-			if changed, err := res.RowsAffected(); err == nil && changed == int64(n) {
+			} else if done {
 				continue
 			}
 		}

@@ -15,7 +15,12 @@ import (
 	_ "github.com/mutecomm/go-sqlcipher/v4"
 )
 
-var status = configure(os.Getenv(EnvSlots))
+// status is "" when connections get the pool, else why they get SQLite's
+// default; configured describes the pool (read on hot paths: made once).
+var (
+	configured string
+	status     = configure(os.Getenv(EnvSlots))
+)
 
 // configure applies the setting env asks for and returns "" or why the
 // connections keep SQLite's default.
@@ -30,19 +35,15 @@ func configure(env string) string {
 	if rc := C.epochlog_lookaside_configure(SlotSize, C.int(slots)); rc != 0 {
 		return fmt.Sprintf("SQLite's default (sqlite3_config refused with error %d: SQLite was initialised before this package)", int(rc))
 	}
-	configured = slots
+	configured = fmt.Sprintf("%d slots of %d bytes", slots, SlotSize)
 	return ""
 }
-
-// configured is the number of slots each connection gets (0: SQLite's
-// default).
-var configured int
 
 // Configured reports whether connections get the pool of SlotSize-byte
 // slots this package sets, and how many, or why they get SQLite's default.
 func Configured() (bool, string) {
 	if status == "" {
-		return true, fmt.Sprintf("%d slots of %d bytes", configured, SlotSize)
+		return true, configured
 	}
 	return false, status
 }
