@@ -16,6 +16,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/ciphersuite"
 	"github.com/epochlog/epochlog/projections"
@@ -61,13 +62,41 @@ func BenchmarkMLSThroughEngine(b *testing.B) {
 	}
 }
 
+// BenchmarkMLSThroughEngineR3 is BenchmarkMLSThroughEngine on a
+// three-node cluster (natstest, in this process) whose stream keeps three
+// replicas: each append's round trip includes the replication, as in a
+// deployment, so the time the engine spends waiting for it grows, and with
+// it what overlapping that wait with the read model's writing saves.
+func BenchmarkMLSThroughEngineR3(b *testing.B) {
+	c := natstest.StartCluster(b, 3)
+	for _, n := range []int{100, 1000} {
+		env := &mlsBenchEnv{size: n, url: c.URL()}
+		b.Cleanup(env.close) // before the cluster's: cleanups run last first
+		built := false
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			if !built {
+				start := time.Now()
+				env.err, built = env.build(), true
+				b.Logf("set-up of the group of %d: %v", n, time.Since(start).Round(time.Millisecond))
+			}
+			if env.err != nil {
+				b.Fatalf("set-up of the group of %d: %v", n, env.err)
+			}
+			env.run(b)
+		})
+	}
+}
+
 // mlsBenchEnv is one group of BenchmarkMLSThroughEngine: a log on its own
 // server, the committing and the receiving installation, and the group.
 type mlsBenchEnv struct {
 	size int
 	// full: the group was grown member by member, each new member
 	// committing the next one's Add with a path (BenchmarkMLSThroughEngineFullTree).
-	full      bool
+	full bool
+	// url is the cluster the group's log is on (replicated three times),
+	// "" for a server of its own (srv).
+	url       string
 	dir       string
 	srv       *server.Server
 	log       *eventlog.Log
@@ -150,6 +179,11 @@ func (env *mlsBenchEnv) build() error {
 	if env.dir, err = os.MkdirTemp("", "epochlog-mlsbench-"); err != nil {
 		return err
 	}
+	cfg := eventlog.Config{NATSURL: env.url, RequestTimeout: 30 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	if env.url != "" {
+		cfg.Replicas = 3
+		return env.buildOn(ctx, cfg)
+	}
 	env.srv, err = server.NewServer(&server.Options{
 		ServerName: "mlsbench", Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
 		StoreDir: filepath.Join(env.dir, "jetstream"), NoLog: true, NoSigs: true,
@@ -162,7 +196,12 @@ func (env *mlsBenchEnv) build() error {
 	if !env.srv.ReadyForConnections(30 * time.Second) {
 		return fmt.Errorf("nats-server not ready")
 	}
-	cfg := eventlog.Config{NATSURL: env.srv.ClientURL(), RequestTimeout: 30 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	cfg.NATSURL = env.srv.ClientURL()
+	return env.buildOn(ctx, cfg)
+}
+
+// buildOn creates the group on the log of cfg.
+func (env *mlsBenchEnv) buildOn(ctx context.Context, cfg eventlog.Config) error {
 	ring, err := mlsBenchKeyring()
 	if err != nil {
 		return err
@@ -177,10 +216,16 @@ func (env *mlsBenchEnv) build() error {
 		}
 		return CreateInstallation(ctx, env.log, id, filepath.Join(env.dir, string(id)+".db"), k, nil)
 	}
-	if env.committer, err = create("committer"); err != nil {
+	// One cluster's stream holds the groups of every size: the
+	// installations of each are named apart.
+	suffix := ""
+	if env.url != "" {
+		suffix = fmt.Sprintf("-%d", env.size)
+	}
+	if env.committer, err = create(events.InstallationID("committer" + suffix)); err != nil {
 		return err
 	}
-	if env.receiver, err = create("receiver"); err != nil {
+	if env.receiver, err = create(events.InstallationID("receiver" + suffix)); err != nil {
 		return err
 	}
 	created, err := env.committer.CreateGroup(ctx, nil)
@@ -353,7 +398,11 @@ func (env *mlsBenchEnv) run(b *testing.B) {
 
 // streamBytes is what the log's stream stores, in bytes.
 func (env *mlsBenchEnv) streamBytes(b *testing.B) uint64 {
-	nc, err := nats.Connect(env.srv.ClientURL())
+	url := env.url
+	if url == "" {
+		url = env.srv.ClientURL()
+	}
+	nc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
 	}
