@@ -26,6 +26,10 @@ type Record struct {
 	// stream's end (for the installations read together, not each one).
 	// ReadN leaves it 0: it does not know.
 	Pending uint64
+	// Size is the event's size on the stream: its sealed envelope, in
+	// bytes. A reader that holds records before applying them (a replay's
+	// batches) bounds what it holds by it.
+	Size int
 }
 
 // Read calls fn for each of inst's events with a stream sequence at or after
@@ -345,7 +349,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		return l.recordError(subject, seq, "chain", err)
 	}
 	r.pos[subject] = ev.Position
-	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending}); err != nil {
+	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending, Size: len(data)}); err != nil {
 		return l.recordError(subject, seq, "handle", err)
 	}
 	return nil
@@ -428,7 +432,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		} else {
 			l.noteHead(inst, events.LinkTo(m.Sequence, m.Data))
 		}
-		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev}); err != nil {
+		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev, Size: len(m.Data)}); err != nil {
 			return n, next, l.recordError(m.Subject, m.Sequence, "handle", err)
 		}
 		n++

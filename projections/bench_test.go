@@ -17,7 +17,9 @@ import (
 //	BenchmarkRekeyReplay vs BenchmarkRekeyExport: rebuilding under a new
 //	key by replay vs SQLCipher's sqlcipher_export() into a new key.
 
-const benchBatch = 512
+// benchBatch is the events per transaction of both sides: the rebuild's
+// (replay.DefaultBatch).
+const benchBatch = DefaultBatchSize
 
 // benchStream is the workload: 5189 events of one installation, 4001 of
 // them messages, over 8 groups. rows=tiny carries placeholder payloads a

@@ -20,8 +20,9 @@ type Projection struct {
 // ProjectOptions tune Project. The zero value (or nil) means defaults.
 type ProjectOptions struct {
 	// BatchSize bounds the events applied in one transaction (default
-	// DefaultBatch). Under load batches fill up; when events trickle
-	// in, each is applied as soon as it arrives.
+	// DefaultBatch; a batch is also cut at 8 MiB of events). Under load
+	// batches fill up; when events trickle in, each is applied as soon as
+	// it arrives.
 	BatchSize int
 	// OnApply, if set, is called after each committed batch with the
 	// installation, the number of events and the new checkpoint. It runs
@@ -121,7 +122,7 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 			sn.applied(inst, n)
 		}
 	}
-	in := make(chan eventlog.Record, 4*o.BatchSize)
+	in := make(chan eventlog.Record, followQueue)
 	applyErr := make(chan error, 1)
 	go func() {
 		applyErr <- applyStream(ctx, l, in, dbs, o, lag)
@@ -159,6 +160,10 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 	}
 	return err
 }
+
+// followQueue is how many records Project's reader may get ahead of its
+// applier.
+const followQueue = 2048
 
 // fencedError is ProjectOptions.Fence's refusal of a batch: Project
 // stops, and that is no failure of the read model.
@@ -215,15 +220,18 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 			return nil
 		}
 		add(r)
-		// Take what is already queued, without waiting, up to a batch.
+		// Take what is already queued, without waiting, up to a batch
+		// (in events or in bytes).
+		size := r.Size
 	drain:
-		for n := 1; n < o.BatchSize; n++ {
+		for n := 1; n < o.BatchSize && size < batchBytes; n++ {
 			select {
 			case r, ok := <-in:
 				if !ok {
 					break drain
 				}
 				add(r)
+				size += r.Size
 			default:
 				break drain
 			}

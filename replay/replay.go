@@ -14,8 +14,17 @@ import (
 )
 
 // DefaultBatch is how many events a replay applies per SQLite
-// transaction unless Options.BatchSize says otherwise.
-const DefaultBatch = 512
+// transaction unless Options.BatchSize says otherwise: the read model's
+// own default (projections.DefaultBatchSize). A batch is cut sooner when
+// its events reach batchBytes.
+const DefaultBatch = projections.DefaultBatchSize
+
+// batchBytes bounds the sealed bytes of the events of one batch, so that
+// what a replay holds in memory (at most four batches, replayInto; the
+// queue of Project) is bounded whatever the events' size: 2,048 commits
+// of a group of 1,000 members, whose blank-parent commits are 84 KiB
+// each, would be 172 MB. Small events never reach it (2,048 of 4 KiB).
+var batchBytes = 8 << 20 // a variable for tests
 
 // Options tune the replay operations (CatchUp, Rebuild, Rekey,
 // Migrate, Verify). The zero value (or nil) means defaults.
@@ -188,6 +197,7 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	}()
 	batch := make([]projections.Record, 0, o.BatchSize)
 	var pending uint64 // the last record's Record.Pending
+	size := 0          // the batch's sealed bytes
 	send := func() error {
 		select {
 		case batches <- batchOf{batch, pending}:
@@ -215,7 +225,9 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		}
 		batch = append(batch, projections.Record{Seq: r.Seq, Event: r.Event})
 		pending = r.Pending
-		if len(batch) >= o.BatchSize {
+		size += r.Size
+		if len(batch) >= o.BatchSize || size >= batchBytes {
+			size = 0
 			return send()
 		}
 		return nil
