@@ -250,3 +250,31 @@ func mustKey(b testing.TB) Key {
 	}
 	return k
 }
+
+// BenchmarkCreate creates a new read model (Open of a missing file, then
+// Close): its schema in one pass (schemaLatest, what Open does) against
+// schemaV1 and every migration (how it was made until 2026-12-05), in the
+// same run. A rebuild, a rekey and a new installation each create one.
+func BenchmarkCreate(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		for _, by := range []string{"latest", "migrations"} {
+			b.Run(fmt.Sprintf("memsec=%v/by=%s", on, by), func(b *testing.B) {
+				if err := SetMemorySecurity(on); err != nil {
+					b.Fatal(err)
+				}
+				defer SetMemorySecurity(true)
+				dir := b.TempDir()
+				key := mustKey(b)
+				for i := 0; b.Loop(); i++ {
+					db, err := Open(filepath.Join(dir, fmt.Sprintf("new-%d.db", i)), key, &Options{createByMigrations: by == "migrations"})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := db.Close(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -71,6 +71,10 @@ type Options struct {
 	// SchemaVersion then only sets the schema of a database Open creates.
 	// OpenExisting sets it, and refuses to create a database.
 	NoMigrate bool
+
+	// createByMigrations makes a new database at the latest schema by
+	// schemaV1 and every migration, as before schemaLatest (tests).
+	createByMigrations bool
 }
 
 func (o *Options) withDefaults(path string) Options {

@@ -532,6 +532,32 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 		return err
 	}
 	defer tx.Rollback()
+	var stmts []string
+	if version == LatestSchema && schemaLatestVersion == LatestSchema && !db.opts.createByMigrations {
+		// The latest schema in one pass: the migrations rebuild and
+		// rename tables, and every rename makes SQLite parse the whole
+		// schema again.
+		stmts = append(stmts, schemaLatest...)
+	} else {
+		stmts = db.createByMigrations(version)
+	}
+	stmts = append(stmts,
+		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
+		fmt.Sprintf("PRAGMA user_version = %d", version),
+		`INSERT INTO epochlog_meta(name, value) VALUES ('format', '`+formatMarker+`')`,
+		`INSERT INTO checkpoint(id, seq) VALUES (1, 0)`,
+	)
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create schema v%d: %w", version, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// createByMigrations returns the statements that create schema version
+// from schemaV1 and the migrations up to it.
+func (db *DB) createByMigrations(version int) []string {
 	stmts := append([]string{}, schemaV1...)
 	if version >= 2 {
 		stmts = append(stmts, migrateV2...)
@@ -549,18 +575,7 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 	if version >= 6 {
 		stmts = append(stmts, migrateV6...)
 	}
-	stmts = append(stmts,
-		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
-		fmt.Sprintf("PRAGMA user_version = %d", version),
-		`INSERT INTO epochlog_meta(name, value) VALUES ('format', '`+formatMarker+`')`,
-		`INSERT INTO checkpoint(id, seq) VALUES (1, 0)`,
-	)
-	for _, s := range stmts {
-		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("create schema v%d: %w", version, err)
-		}
-	}
-	return tx.Commit()
+	return stmts
 }
 
 // migrate upgrades the schema in place, one version per transaction, with
