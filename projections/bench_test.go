@@ -278,3 +278,41 @@ func BenchmarkCreate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOpenExisting opens a built read model (the rebuild benchmark's
+// stream, MLS-sized rows), asks one query (the checkpoint) and closes it:
+// what a pool pays for every cold installation it serves.
+func BenchmarkOpenExisting(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("memsec=%v", on), func(b *testing.B) {
+			if err := SetMemorySecurity(on); err != nil {
+				b.Fatal(err)
+			}
+			defer SetMemorySecurity(true)
+			path := filepath.Join(b.TempDir(), "built.db")
+			key := mustKey(b)
+			db, err := Open(path, key, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := db.Apply(context.Background(), benchStream(b, "mls")); err != nil {
+				b.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				db, err := OpenExisting(path, key, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.Checkpoint(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				if err := db.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
