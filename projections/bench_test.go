@@ -38,16 +38,24 @@ func benchStream(b *testing.B, rows string) []Record {
 // (SQLCipher's default since 4.5; it dominates write costs with an
 // mlock/munlock pair per allocation), for both workloads of benchStream.
 func withMemorySecurity(b *testing.B, f func(b *testing.B, rows string)) {
-	for _, on := range []bool{true, false} {
+	onAndOff(b, func(b *testing.B) {
 		for _, rows := range []string{"tiny", "mls"} {
-			b.Run(fmt.Sprintf("memsec=%v/rows=%s", on, rows), func(b *testing.B) {
-				if err := SetMemorySecurity(on); err != nil {
-					b.Fatal(err)
-				}
-				defer SetMemorySecurity(true)
-				f(b, rows)
-			})
+			b.Run("rows="+rows, func(b *testing.B) { f(b, rows) })
 		}
+	})
+}
+
+// onAndOff runs f as sub-benchmarks memsec=true and memsec=false, with
+// cipher_memory_security set so.
+func onAndOff(b *testing.B, f func(b *testing.B)) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("memsec=%v", on), func(b *testing.B) {
+			if err := SetMemorySecurity(on); err != nil {
+				b.Fatal(err)
+			}
+			defer SetMemorySecurity(true)
+			f(b)
+		})
 	}
 }
 
@@ -256,13 +264,9 @@ func mustKey(b testing.TB) Key {
 // schemaV1 and every migration (how it was made until 2026-12-05), in the
 // same run. A rebuild, a rekey and a new installation each create one.
 func BenchmarkCreate(b *testing.B) {
-	for _, on := range []bool{true, false} {
+	onAndOff(b, func(b *testing.B) {
 		for _, by := range []string{"latest", "migrations"} {
-			b.Run(fmt.Sprintf("memsec=%v/by=%s", on, by), func(b *testing.B) {
-				if err := SetMemorySecurity(on); err != nil {
-					b.Fatal(err)
-				}
-				defer SetMemorySecurity(true)
+			b.Run("by="+by, func(b *testing.B) {
 				dir := b.TempDir()
 				key := mustKey(b)
 				for i := 0; b.Loop(); i++ {
@@ -276,43 +280,37 @@ func BenchmarkCreate(b *testing.B) {
 				}
 			})
 		}
-	}
+	})
 }
 
 // BenchmarkOpenExisting opens a built read model (the rebuild benchmark's
 // stream, MLS-sized rows), asks one query (the checkpoint) and closes it:
 // what a pool pays for every cold installation it serves.
 func BenchmarkOpenExisting(b *testing.B) {
-	for _, on := range []bool{true, false} {
-		b.Run(fmt.Sprintf("memsec=%v", on), func(b *testing.B) {
-			if err := SetMemorySecurity(on); err != nil {
-				b.Fatal(err)
-			}
-			defer SetMemorySecurity(true)
-			path := filepath.Join(b.TempDir(), "built.db")
-			key := mustKey(b)
-			db, err := Open(path, key, nil)
+	onAndOff(b, func(b *testing.B) {
+		path := filepath.Join(b.TempDir(), "built.db")
+		key := mustKey(b)
+		db, err := Open(path, key, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Apply(context.Background(), benchStream(b, "mls")); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			db, err := OpenExisting(path, key, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := db.Apply(context.Background(), benchStream(b, "mls")); err != nil {
+			if _, err := db.Checkpoint(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 			if err := db.Close(); err != nil {
 				b.Fatal(err)
 			}
-			for b.Loop() {
-				db, err := OpenExisting(path, key, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := db.Checkpoint(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-				if err := db.Close(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+		}
+	})
 }
