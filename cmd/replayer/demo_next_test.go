@@ -77,13 +77,13 @@ func shellWords(t *testing.T, line string) []string {
 // runNextSteps checks that demo printed three commands, each starting with
 // "go run ./cmd/replayer" (the test binary is no built replayer), naming
 // files the run wrote, and runs each through the CLI: each must succeed.
-func runNextSteps(t *testing.T, stdout string, env func(out, errb *bytes.Buffer) *cliEnv) []string {
+// It returns the commands' names and what each printed.
+func runNextSteps(t *testing.T, stdout string, env func(out, errb *bytes.Buffer) *cliEnv) (names, outputs []string) {
 	t.Helper()
 	cmds, _ := nextSteps(t, stdout)
 	if len(cmds) != 3 {
 		t.Fatalf("%d next steps, want 3:\n%s", len(cmds), stdout)
 	}
-	var names []string
 	for _, c := range cmds {
 		words := shellWords(t, c)
 		if len(words) < 4 || !slices.Equal(words[:3], []string{"go", "run", "./cmd/replayer"}) {
@@ -102,8 +102,9 @@ func runNextSteps(t *testing.T, stdout string, env func(out, errb *bytes.Buffer)
 			t.Fatalf("next step %q: exit %d\nstdout:\n%s\nstderr:\n%s", c, code, out.String(), errb.String())
 		}
 		names = append(names, args[0])
+		outputs = append(outputs, out.String())
 	}
-	return names
+	return names, outputs
 }
 
 // TestDemoNextSteps: the demo ends with three commands to try, with the
@@ -114,12 +115,27 @@ func TestDemoNextSteps(t *testing.T) {
 		return &cliEnv{stdout: out, stderr: errb, getenv: func(string) string { return "" }}
 	}
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), noEnv(&out, &errb), []string{"demo", "--data", data, "--installations", "2", "--groups", "1", "--messages", "3"}); code != exitOK {
+	if code := run(context.Background(), noEnv(&out, &errb), []string{"demo", "--data", data, "--installations", "3", "--groups", "1", "--messages", "10"}); code != exitOK {
 		t.Fatalf("demo: exit %d; stderr:\n%s", code, errb.String())
 	}
-	names := runNextSteps(t, out.String(), noEnv)
+	names, outputs := runNextSteps(t, out.String(), noEnv)
 	if !slices.Equal(names, []string{"status", "verify", "inspect"}) {
 		t.Fatalf("next steps %v", names)
+	}
+	// The demo leaves every read model at the stream's end (the queue's
+	// last acknowledgements included): status shows none lagging.
+	rows := 0
+	for _, line := range strings.Split(outputs[0], "\n") {
+		if !strings.Contains(line, ".db ") {
+			continue
+		}
+		rows++
+		if !strings.HasSuffix(strings.TrimSpace(line), " ok") {
+			t.Errorf("after the demo, status shows: %s", line)
+		}
+	}
+	if rows != 3 {
+		t.Fatalf("status after the demo lists %d read models, want 3:\n%s", rows, outputs[0])
 	}
 	cmds, note := nextSteps(t, out.String())
 	if note != "" || !strings.Contains(cmds[1], "--keys-file "+filepath.Join(data, "event.keys")) || !strings.Contains(cmds[1], "--mls") {
