@@ -539,7 +539,7 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 		// schema again.
 		stmts = append(stmts, schemaLatest...)
 	} else {
-		stmts = db.createByMigrations(version)
+		stmts = migrationStatements(version)
 	}
 	stmts = append(stmts,
 		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
@@ -555,9 +555,9 @@ func (db *DB) create(ctx context.Context, conn *sql.Conn, version int) error {
 	return tx.Commit()
 }
 
-// createByMigrations returns the statements that create schema version
+// migrationStatements returns the statements that create schema version
 // from schemaV1 and the migrations up to it.
-func (db *DB) createByMigrations(version int) []string {
+func migrationStatements(version int) []string {
 	stmts := append([]string{}, schemaV1...)
 	if version >= 2 {
 		stmts = append(stmts, migrateV2...)

@@ -21,9 +21,9 @@ const DefaultBatch = projections.DefaultBatchSize
 
 // batchBytes bounds the sealed bytes of the events of one batch, so that
 // what a replay holds in memory (at most four batches, replayInto; the
-// queue of Project) is bounded whatever the events' size: 2,048 commits
-// of a group of 1,000 members, whose blank-parent commits are 84 KiB
-// each, would be 172 MB. Small events never reach it (2,048 of 4 KiB).
+// batch Project is applying) is bounded whatever the events' size: 2,048
+// commits of a group of 1,000 members, whose blank-parent commits are 84
+// KiB each, would be 172 MB. Events of a few KiB reach DefaultBatch first.
 var batchBytes = 8 << 20 // a variable for tests
 
 // Options tune the replay operations (CatchUp, Rebuild, Rekey,
