@@ -28,6 +28,13 @@ void epochlog_pagecipher_use(int aesni);
 int epochlog_pagecipher_ltc(int encrypt, unsigned char *key, int key_sz, unsigned char *iv,
 			    unsigned char *in, int in_sz, unsigned char *out);
 
+// epochlog_pagecipher_hmac runs the provider's HMAC-SHA512 over in, then
+// in2 (SQLCipher authenticates a page and its number so), into out (64
+// bytes), as SQLCipher does for every page it writes or reads.
+// Benchmarks only; -1 before an install.
+int epochlog_pagecipher_hmac(unsigned char *key, int key_sz, unsigned char *in, int in_sz, unsigned char *in2,
+			     int in2_sz, unsigned char *out);
+
 #define EPOCHLOG_PAGECIPHER_INSTALLED 0
 #define EPOCHLOG_PAGECIPHER_NO_AESNI 1
 #define EPOCHLOG_PAGECIPHER_UNKNOWN_PROVIDER 2

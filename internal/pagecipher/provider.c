@@ -83,3 +83,15 @@ int epochlog_pagecipher_ltc(int encrypt, unsigned char *key, int key_sz, unsigne
 	provider->ctx_free(&ctx);
 	return rc;
 }
+
+#define SQLCIPHER_HMAC_SHA512 2 // SQLCipher 4's algorithm number (crypto.h)
+
+int epochlog_pagecipher_hmac(unsigned char *key, int key_sz, unsigned char *in, int in_sz, unsigned char *in2,
+			     int in2_sz, unsigned char *out) {
+	if (provider == NULL || provider->hmac == NULL) return -1;
+	// One context for every call, as a database keeps its own: its setup
+	// is not the HMAC's cost. Single-threaded callers only.
+	static void *ctx = NULL;
+	if (ctx == NULL && provider->ctx_init(&ctx) != 0) return -1;
+	return provider->hmac(ctx, SQLCIPHER_HMAC_SHA512, key, key_sz, in, in_sz, in2, in2_sz, out);
+}

@@ -52,6 +52,22 @@ func cbc(encrypt bool, key, iv, in []byte, ltc bool) ([]byte, error) {
 	return out, nil
 }
 
+// providerHMAC runs SQLCipher's provider's HMAC-SHA512 over in and then
+// in2, as it authenticates a page.
+func providerHMAC(key, in, in2 []byte) ([]byte, error) {
+	if len(key) == 0 || len(in) == 0 || len(in2) == 0 {
+		return nil, errCipher
+	}
+	out := make([]byte, 64)
+	rc := C.epochlog_pagecipher_hmac((*C.uchar)(unsafe.Pointer(&key[0])), C.int(len(key)),
+		(*C.uchar)(unsafe.Pointer(&in[0])), C.int(len(in)), (*C.uchar)(unsafe.Pointer(&in2[0])), C.int(len(in2)),
+		(*C.uchar)(unsafe.Pointer(&out[0])))
+	if rc != 0 {
+		return nil, errCipher
+	}
+	return out, nil
+}
+
 // useAESNI switches the installed provider for the databases opened
 // afterwards; not safe while another goroutine opens one.
 func useAESNI(on bool) {
