@@ -30,7 +30,7 @@ var batchBytes = 8 << 20 // a variable for tests
 // Migrate, Verify). The zero value (or nil) means defaults.
 type Options struct {
 	// BatchSize is how many events share one read-model transaction.
-	// Default DefaultBatch.
+	// Default DefaultBatch. A batch is also cut at 8 MiB of events.
 	BatchSize int
 	// DB are the options read models are opened with. SchemaVersion and
 	// SaltPath are set by each operation; the rest (Argon2 parameters for
