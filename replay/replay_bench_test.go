@@ -24,6 +24,11 @@ import (
 // docs/benchmarks.md reports a 1,000,000-event run).
 const envBenchEvents = "EPOCHLOG_BENCH_EVENTS"
 
+// envBenchEventBytes pads every message of BenchmarkRebuildPeakMemory's
+// history to that many bytes (default: a few), for a history of large
+// events, where what a rebuild holds is bounded by bytes, not by events.
+const envBenchEventBytes = "EPOCHLOG_BENCH_EVENT_BYTES"
+
 // BenchmarkRebuildPeakMemory rebuilds one installation with many events in
 // a child process and reports the child's peak RSS (VmHWM) and the peak Go
 // heap in use, plus the RSS at each quarter of the replay: flat memory
@@ -48,6 +53,13 @@ func BenchmarkRebuildPeakMemory(b *testing.B) {
 	}
 	l := openLog(b, testConfig(srv), ring)
 	h := newHistoryGen(instA)
+	if s := os.Getenv(envBenchEventBytes); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > 1<<20 {
+			b.Fatalf("$%s=%q: want a size of at most 1 MiB", envBenchEventBytes, s)
+		}
+		h.pad = v
+	}
 	h.setup(8)
 	for h.events < n {
 		h.messages(min(20_000, n-h.events), 8)

@@ -25,6 +25,9 @@ type historyGen struct {
 	queued uint64
 	events int // appended so far
 	ts     []eventlog.Transition
+	// pad, when above zero, is the size of every message's content
+	// (a delivery's payload), for histories of large events.
+	pad int
 }
 
 func newHistoryGen(inst events.InstallationID) *historyGen {
@@ -81,6 +84,9 @@ func (h *historyGen) messages(n, groups int) {
 		id := hex.EncodeToString(genGroupID(g))
 		mid := []byte(fmt.Sprintf("m-%d", i))
 		content := events.Secret(fmt.Sprintf("message %d", i))
+		if h.pad > len(content) {
+			content = append(content, make([]byte, h.pad-len(content))...)
+		}
 		switch i % 3 {
 		case 0:
 			h.add(events.AggGroup, id, events.ApplicationMessageSent{GroupID: genGroupID(g), Epoch: 1, Sender: h.inst, MessageID: mid, Content: content})
