@@ -3,11 +3,8 @@ package replay
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -64,33 +61,7 @@ func TestBatchesBoundedByBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var mu sync.Mutex
-	var sizes []int
-	reached := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- Project(pctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{OnApply: func(_ events.InstallationID, n int, cp uint64) {
-			mu.Lock()
-			defer mu.Unlock()
-			sizes = append(sizes, n)
-			if cp == cp1 {
-				close(reached)
-			}
-		}})
-	}()
-	select {
-	case <-reached:
-	case err := <-done:
-		t.Fatalf("project stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the read model did not catch up")
-	}
-	cancel()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
+	sizes := projectUntil(t, l, instA, db, cp1)
 	for i, n := range sizes {
 		if n != 1 {
 			t.Fatalf("project's batch %d applied %d events, want 1 with a 1-byte bound (%v)", i+1, n, sizes)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +182,41 @@ func digestOf(t testing.TB, path string, key projections.Key) (projections.Diges
 		t.Fatal(err)
 	}
 	return d, cp
+}
+
+// projectUntil runs Project on inst's read model db until it has applied
+// up to stream sequence last, then stops it; it returns the number of
+// events of each committed batch, in order. It fails t if Project stops
+// first or a minute passes.
+func projectUntil(t testing.TB, l *eventlog.Log, inst events.InstallationID, db *projections.DB, last uint64) []int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var batches []int
+	reached := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Project(ctx, l, []Projection{{Installation: inst, DB: db}}, &ProjectOptions{
+			OnApply: func(_ events.InstallationID, n int, cp uint64) {
+				mu.Lock()
+				defer mu.Unlock()
+				batches = append(batches, n)
+				if cp == last {
+					close(reached)
+				}
+			}})
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("Project stopped before seq %d: %v", last, err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("Project did not reach seq %d in a minute", last)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return batches
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
@@ -65,26 +64,7 @@ func TestProjectFenceStopsBeforeTheBatch(t *testing.T) {
 
 	// Resume: no fence, up to the end.
 	last := lastSeq(t, l, instA)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	reached := make(chan struct{})
-	go func() {
-		done <- Project(rctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{
-			OnApply: func(_ events.InstallationID, _ int, cp uint64) {
-				if cp == last {
-					close(reached)
-				}
-			}})
-	}()
-	select {
-	case <-reached:
-	case err := <-done:
-		t.Fatalf("resumed Project stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the resumed Project did not reach the end")
-	}
-	cancel()
-	<-done
+	projectUntil(t, l, instA, db, last)
 	fresh := filepath.Join(t.TempDir(), "fresh.db")
 	if _, err := Rebuild(ctx, l, instA, fresh, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
 		t.Fatal(err)
