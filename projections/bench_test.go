@@ -3,7 +3,9 @@ package projections
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,9 +19,33 @@ import (
 //	BenchmarkRekeyReplay vs BenchmarkRekeyExport: rebuilding under a new
 //	key by replay vs SQLCipher's sqlcipher_export() into a new key.
 
-// benchBatch is the events per transaction of both sides: the rebuild's
-// (replay.DefaultBatch).
-const benchBatch = DefaultBatchSize
+// envBenchBatch sets the events per transaction of the read-model
+// benchmarks, both sides (default DefaultBatchSize, what a rebuild uses):
+// docs/benchmarks.md compares 512, 1,024, 2,048 and 4,096.
+const envBenchBatch = "EPOCHLOG_BENCH_BATCH"
+
+// benchBatch is the events per transaction of both sides of a benchmark.
+func benchBatch(b testing.TB) int {
+	v := os.Getenv(envBenchBatch)
+	if v == "" {
+		return DefaultBatchSize
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("$%s=%q: want a number of events, at least 1", envBenchBatch, v)
+	}
+	return n
+}
+
+// walPages is how many pages path's WAL holds (0 when there is none):
+// after a run that no checkpoint restarted, the pages its commits wrote.
+func walPages(b testing.TB, path string) int64 {
+	st, err := os.Stat(path + "-wal")
+	if err != nil {
+		return 0
+	}
+	return (st.Size() - 32) / (24 + PageSize) // a 32-byte header, then a frame header and a page each
+}
 
 // benchStream is the workload: 5189 events of one installation, 4001 of
 // them messages, over 8 groups. rows=tiny carries placeholder payloads a
@@ -65,14 +91,18 @@ func BenchmarkRawInsert(b *testing.B) { withMemorySecurity(b, benchRawInsert) }
 
 func benchApply(b *testing.B, rows string) {
 	recs := benchStream(b, rows)
+	batch := benchBatch(b)
 	dir := b.TempDir()
+	var pages int64
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		db, err := Open(filepath.Join(dir, fmt.Sprintf("apply-%d.db", i)), mustKey(b), &Options{BatchSize: benchBatch})
+		path := filepath.Join(dir, fmt.Sprintf("apply-%d.db", i))
+		db, err := Open(path, mustKey(b), &Options{BatchSize: batch})
 		if err != nil {
 			b.Fatal(err)
 		}
+		pages = walPages(b, path)
 		b.StartTimer()
 		ctx, cancel := context.WithCancel(context.Background())
 		err = db.Apply(ctx, recs)
@@ -81,10 +111,12 @@ func benchApply(b *testing.B, rows string) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		pages = walPages(b, path) - pages
 		db.Close()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(len(recs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(pages), "wal-pages")
 }
 
 type tableRows struct {
@@ -150,14 +182,18 @@ func producedRows(b *testing.B, recs []Record) ([]tableRows, int) {
 func benchRawInsert(b *testing.B, rows string) {
 	recs := benchStream(b, rows)
 	tables, total := producedRows(b, recs)
+	batch := benchBatch(b)
 	dir := b.TempDir()
+	var pages int64
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		db, err := Open(filepath.Join(dir, fmt.Sprintf("raw-%d.db", i)), mustKey(b), nil)
+		path := filepath.Join(dir, fmt.Sprintf("raw-%d.db", i))
+		db, err := Open(path, mustKey(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
+		pages = walPages(b, path)
 		b.StartTimer()
 		n := 0
 		tx, err := db.w.Begin()
@@ -174,7 +210,7 @@ func benchRawInsert(b *testing.B, rows string) {
 					b.Fatal(err)
 				}
 				n++
-				if n%benchBatch == 0 {
+				if n%batch == 0 {
 					st.Close()
 					if _, err := tx.Exec(`UPDATE checkpoint SET seq = ? WHERE id = 1`, n); err != nil {
 						b.Fatal(err)
@@ -199,10 +235,12 @@ func benchRawInsert(b *testing.B, rows string) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		pages = walPages(b, path) - pages
 		db.Close()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(pages), "wal-pages")
 	b.ReportMetric(float64(len(recs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
@@ -215,7 +253,7 @@ func benchRekeyReplay(b *testing.B, rows string) {
 	dir := b.TempDir()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		db, err := Open(filepath.Join(dir, fmt.Sprintf("rekey-%d.db", i)), mustKey(b), &Options{BatchSize: benchBatch})
+		db, err := Open(filepath.Join(dir, fmt.Sprintf("rekey-%d.db", i)), mustKey(b), &Options{BatchSize: benchBatch(b)})
 		if err != nil {
 			b.Fatal(err)
 		}

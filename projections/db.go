@@ -39,7 +39,7 @@ const formatMarker = "epochlog.readmodel"
 // every event touches (the tables' and indexes' last pages, a group's
 // row, the checkpoint) less often, and the state a batch keeps of its
 // groups is flushed less often. On the rebuild benchmark (5,189 events,
-// MLS-sized rows) 2,048 wrote 517 pages where 512 wrote 751, and replayed
+// MLS-sized rows) 2,048 wrote 515 pages where 512 wrote 754, and replayed
 // in 37 ms instead of 44 (docs/benchmarks.md, "Read model"); beyond it
 // the gain is small. A batch's dirty pages stay in the page cache until it
 // commits (a few hundred for 2,048 such events).
