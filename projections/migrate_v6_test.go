@@ -16,7 +16,8 @@ import (
 func TestMigrateToV6InPlace(t *testing.T) {
 	recs := sampleStream(t, "inst-a", 3, 40)
 	dir := t.TempDir()
-	fresh := build(t, filepath.Join(dir, "v6.db"), newKey(t), nil, recs)
+	v6 := &Options{SchemaVersion: 6}
+	fresh := build(t, filepath.Join(dir, "v6.db"), newKey(t), v6, recs)
 	defer fresh.Close()
 	want, err := fresh.Digest(ctx)
 	if err != nil || want.Schema != 6 {
@@ -26,10 +27,10 @@ func TestMigrateToV6InPlace(t *testing.T) {
 	path := filepath.Join(dir, "v5.db")
 	v5 := build(t, path, k, &Options{SchemaVersion: 5}, recs)
 	v5.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 5 || to != 6 {
+	if f, to, err := MigrateInPlace(ctx, path, k, v6); err != nil || f != 5 || to != 6 {
 		t.Fatalf("MigrateInPlace from v5: %d -> %d, %v", f, to, err)
 	}
-	db := mustOpen(t, path, k, nil)
+	db := mustOpen(t, path, k, v6)
 	defer db.Close()
 	got, err := db.Digest(ctx)
 	if err != nil {

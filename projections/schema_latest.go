@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 6
+const schemaLatestVersion = 7
 
-// schemaLatest creates schema 6 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 7 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -32,22 +32,6 @@ var schemaLatest = []string{
 		credential            BLOB NOT NULL,
 		created_at            INTEGER NOT NULL
 	)`,
-	`CREATE TABLE key_packages (
-		ref                    BLOB PRIMARY KEY,
-		ciphersuite            INTEGER NOT NULL,
-		key_package            BLOB NOT NULL,
-		last_resort            INTEGER NOT NULL,
-		state                  TEXT NOT NULL CHECK (state IN ('generated','published','consumed','rotated')),
-		init_private_key       BLOB,
-		encryption_private_key BLOB,
-		generated_at           INTEGER NOT NULL,
-		published_at           INTEGER,
-		destination            TEXT,
-		consumed_at            INTEGER,
-		consumed_group         BLOB,
-		rotated_at             INTEGER,
-		replaced_by            BLOB
-	) WITHOUT ROWID`,
 	`CREATE TABLE members (
 		group_id      BLOB NOT NULL REFERENCES groups(group_id),
 		leaf          INTEGER NOT NULL,
@@ -56,47 +40,12 @@ var schemaLatest = []string{
 		removed_epoch INTEGER,
 		PRIMARY KEY (group_id, leaf)
 	) WITHOUT ROWID`,
-	`CREATE TABLE proposals (
-		group_id      BLOB NOT NULL REFERENCES groups(group_id),
-		proposal_ref  BLOB NOT NULL,
-		epoch         INTEGER NOT NULL,
-		proposal_type INTEGER NOT NULL,
-		sender_leaf   INTEGER NOT NULL,
-		proposal      BLOB NOT NULL, sender BLOB, own INTEGER NOT NULL DEFAULT 0, message_id BLOB,
-		PRIMARY KEY (group_id, proposal_ref)
-	) WITHOUT ROWID`,
-	`CREATE TABLE messages (
-		group_id           BLOB NOT NULL REFERENCES groups(group_id),
-		ordinal            INTEGER NOT NULL,
-		message_id         BLOB NOT NULL,
-		epoch              INTEGER NOT NULL,
-		sender_leaf        INTEGER NOT NULL,
-		sender             TEXT NOT NULL,
-		direction          TEXT NOT NULL CHECK (direction IN ('sent','received')),
-		content            BLOB NOT NULL,
-		authenticated_data BLOB NOT NULL,
-		sent_at            INTEGER NOT NULL, membership INTEGER NOT NULL DEFAULT 1,
-		PRIMARY KEY (group_id, ordinal),
-		UNIQUE (group_id, message_id)
-	) WITHOUT ROWID`,
 	`CREATE TABLE delivery_queues (
 		recipient TEXT NOT NULL,
 		channel   TEXT NOT NULL,
 		last_seq  INTEGER NOT NULL,
 		acked_seq INTEGER NOT NULL,
 		PRIMARY KEY (recipient, channel)
-	) WITHOUT ROWID`,
-	`CREATE TABLE deliveries (
-		recipient       TEXT NOT NULL,
-		channel         TEXT NOT NULL,
-		seq             INTEGER NOT NULL,
-		payload         BLOB,
-		expires_at      INTEGER,
-		idempotency_key TEXT UNIQUE,
-		enqueued_at     INTEGER NOT NULL,
-		state           TEXT NOT NULL CHECK (state IN ('pending','acked','expired')),
-		PRIMARY KEY (recipient, channel, seq),
-		FOREIGN KEY (recipient, channel) REFERENCES delivery_queues(recipient, channel)
 	) WITHOUT ROWID`,
 	`CREATE TABLE group_memberships (
 		group_id     BLOB NOT NULL REFERENCES groups(group_id),
@@ -172,4 +121,59 @@ var schemaLatest = []string{
 	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
 	`CREATE INDEX epochs_own ON epochs(group_id, epoch) WHERE own_commit = 1`,
 	`CREATE INDEX epochs_committer_unknown ON epochs(group_id, epoch) WHERE own_commit IS NULL AND commit_message IS NOT NULL`,
+	`CREATE TABLE "messages" (
+		group_id           BLOB NOT NULL REFERENCES groups(group_id),
+		ordinal            INTEGER NOT NULL,
+		message_id         BLOB NOT NULL,
+		epoch              INTEGER NOT NULL,
+		sender_leaf        INTEGER NOT NULL,
+		sender             TEXT NOT NULL,
+		direction          TEXT NOT NULL CHECK (direction IN ('sent','received')),
+		sent_at            INTEGER NOT NULL,
+		membership         INTEGER NOT NULL DEFAULT 1,
+		authenticated_data BLOB NOT NULL,
+		content            BLOB NOT NULL,
+		PRIMARY KEY (group_id, ordinal),
+		UNIQUE (group_id, message_id)
+	)`,
+	`CREATE TABLE "deliveries" (
+		recipient       TEXT NOT NULL,
+		channel         TEXT NOT NULL,
+		seq             INTEGER NOT NULL,
+		expires_at      INTEGER,
+		idempotency_key TEXT UNIQUE,
+		enqueued_at     INTEGER NOT NULL,
+		state           TEXT NOT NULL CHECK (state IN ('pending','acked','expired')),
+		payload         BLOB,
+		PRIMARY KEY (recipient, channel, seq),
+		FOREIGN KEY (recipient, channel) REFERENCES delivery_queues(recipient, channel)
+	)`,
+	`CREATE TABLE "proposals" (
+		group_id      BLOB NOT NULL REFERENCES groups(group_id),
+		proposal_ref  BLOB NOT NULL,
+		epoch         INTEGER NOT NULL,
+		proposal_type INTEGER NOT NULL,
+		sender_leaf   INTEGER NOT NULL,
+		own           INTEGER NOT NULL DEFAULT 0,
+		sender        BLOB,
+		message_id    BLOB,
+		proposal      BLOB NOT NULL,
+		PRIMARY KEY (group_id, proposal_ref)
+	)`,
+	`CREATE TABLE "key_packages" (
+		ref                    BLOB PRIMARY KEY,
+		ciphersuite            INTEGER NOT NULL,
+		last_resort            INTEGER NOT NULL,
+		state                  TEXT NOT NULL CHECK (state IN ('generated','published','consumed','rotated')),
+		generated_at           INTEGER NOT NULL,
+		published_at           INTEGER,
+		destination            TEXT,
+		consumed_at            INTEGER,
+		consumed_group         BLOB,
+		rotated_at             INTEGER,
+		replaced_by            BLOB,
+		init_private_key       BLOB,
+		encryption_private_key BLOB,
+		key_package            BLOB NOT NULL
+	)`,
 }
