@@ -241,7 +241,7 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 		return false, fmt.Errorf("eventlog: stream %s: create ordered consumer from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
 	defer r.deleteConsumer(cons)
-	it, err := cons.Messages(jetstream.PullHeartbeat(readHeartbeat))
+	it, err := cons.Messages(l.readPull()...)
 	if err != nil {
 		return false, fmt.Errorf("eventlog: stream %s: consume from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
@@ -298,6 +298,38 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 // 10s on a cluster node's loss; 2s costs one small message per idle
 // follower every 2s.
 const readHeartbeat = 2 * time.Second
+
+// readPrefetch is how many messages a read's consumer asks the server for
+// at a time (nats.go's default).
+const readPrefetch = 500
+
+// minReadRequestBytes and readRequestSlack size readRequestBytes.
+const (
+	minReadRequestBytes = 8 << 20
+	readRequestSlack    = 64 << 10 // the subject, the headers, the protocol
+)
+
+// readPull is the pull options of a read's consumer: readPrefetch
+// messages a request, and no more bytes a request than readRequestBytes.
+func (l *Log) readPull() []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{
+		jetstream.PullHeartbeat(readHeartbeat),
+		jetstream.PullMaxMessagesWithBytesLimit(readPrefetch, l.readRequestBytes()),
+	}
+}
+
+// readRequestBytes bounds the bytes of one pull request of a read's
+// consumer. A count alone buffers in the client whatever that many events
+// weigh: 500 commits carrying a group's state, or events up to the
+// embedded server's 8 MiB max_payload, are hundreds of MiB to gigabytes
+// delivered ahead of the reader (and past nats.go's 64 MiB of pending
+// bytes a subscription, messages dropped as a slow consumer). A request
+// must be able to carry the largest message the server accepts, or the
+// consumer stalls on it: max_payload, with room for the subject and
+// headers. A read holds about two requests' worth at most.
+func (l *Log) readRequestBytes() int {
+	return max(minReadRequestBytes, int(l.nc.MaxPayload())+readRequestSlack)
+}
 
 // consumerInactiveThreshold bounds how long an abandoned read's consumer
 // lingers on the server. Streams cap their consumers, so many short reads

@@ -116,7 +116,7 @@ func (r *reader) scan(ctx context.Context, end uint64) error {
 		return fmt.Errorf("eventlog: stream %s: create ordered consumer from seq %d: %w", l.cfg.Stream, r.next, err)
 	}
 	defer r.deleteConsumer(cons)
-	it, err := cons.Messages(jetstream.PullHeartbeat(readHeartbeat))
+	it, err := cons.Messages(l.readPull()...)
 	if err != nil {
 		return fmt.Errorf("eventlog: stream %s: consume from seq %d: %w", l.cfg.Stream, r.next, err)
 	}

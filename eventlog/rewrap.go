@@ -412,7 +412,7 @@ func (l *Log) scanRaw(ctx context.Context, filter string, fn func(seq uint64, su
 		return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
 	}
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(l.cfg.ProgressTimeout))
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(l.cfg.ProgressTimeout), jetstream.FetchMaxBytes(l.readRequestBytes()))
 		if err != nil {
 			return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
 		}
