@@ -58,19 +58,7 @@ func TestMigrateToV4InPlace(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for table, last := range map[string]string{"groups": "state", "epochs": "state", "past_epochs": "commit_message"} {
-			var ddl string
-			if err := db.sql.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&ddl); err != nil {
-				t.Fatalf("%s: %s: %v", name, table, err)
-			}
-			if strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
-				t.Errorf("%s: %s is still WITHOUT ROWID", name, table)
-			}
-			var col string
-			if err := db.sql.QueryRow(`SELECT name FROM pragma_table_info(?) ORDER BY cid DESC LIMIT 1`, table).Scan(&col); err != nil || col != last {
-				t.Errorf("%s: %s's last column is %q (%v), want %q", name, table, col, err, last)
-			}
-		}
+		checkRowidLargeLast(t, name, db, map[string]string{"groups": "state", "epochs": "state", "past_epochs": "commit_message"})
 		var idx int
 		db.sql.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'groups_by_activity'`).Scan(&idx)
 		if idx != 1 {
@@ -79,6 +67,25 @@ func TestMigrateToV4InPlace(t *testing.T) {
 		var fk int
 		if err := db.sql.QueryRow(`PRAGMA foreign_keys`).Scan(&fk); err != nil || fk != 1 {
 			t.Fatalf("%s: foreign keys %d, %v", name, fk, err)
+		}
+	}
+}
+
+// checkRowidLargeLast checks that each table of lastColumn is a rowid
+// table whose last column is the one named.
+func checkRowidLargeLast(t *testing.T, name string, db *DB, lastColumn map[string]string) {
+	t.Helper()
+	for table, last := range lastColumn {
+		var ddl string
+		if err := db.sql.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&ddl); err != nil {
+			t.Fatalf("%s: %s: %v", name, table, err)
+		}
+		if strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
+			t.Errorf("%s: %s is still WITHOUT ROWID", name, table)
+		}
+		var col string
+		if err := db.sql.QueryRow(`SELECT name FROM pragma_table_info(?) ORDER BY cid DESC LIMIT 1`, table).Scan(&col); err != nil || col != last {
+			t.Errorf("%s: %s's last column is %q (%v), want %q", name, table, col, err, last)
 		}
 	}
 }

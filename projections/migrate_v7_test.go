@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
@@ -87,19 +86,7 @@ func TestMigrateToV7InPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, db := range map[string]*DB{"fresh": fresh, "migrated": migrated} {
-		for table, last := range map[string]string{"messages": "content", "deliveries": "payload", "proposals": "proposal", "key_packages": "key_package"} {
-			var ddl string
-			if err := db.sql.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&ddl); err != nil {
-				t.Fatalf("%s: %s: %v", name, table, err)
-			}
-			if strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
-				t.Errorf("%s: %s is still WITHOUT ROWID", name, table)
-			}
-			var col string
-			if err := db.sql.QueryRow(`SELECT name FROM pragma_table_info(?) ORDER BY cid DESC LIMIT 1`, table).Scan(&col); err != nil || col != last {
-				t.Errorf("%s: %s's last column is %q (%v), want %q", name, table, col, err, last)
-			}
-		}
+		checkRowidLargeLast(t, name, db, map[string]string{"messages": "content", "deliveries": "payload", "proposals": "proposal", "key_packages": "key_package"})
 		// The keys are still enforced: a message id twice in a group, a
 		// delivery's sequence twice in its queue.
 		if _, err := db.w.ExecContext(ctx, `INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at)
