@@ -3,8 +3,11 @@ package replay
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -74,4 +77,72 @@ func TestBatchesBoundedByBytes(t *testing.T) {
 	if diff := projections.Compare(d1, d3); diff != nil {
 		t.Fatalf("followed and rebuilt differ: %v", diff)
 	}
+}
+
+// Project's reader gets ahead of its applier by at most followQueueBytes
+// of events (with the batch being applied), not only followQueue
+// records: with the applier paused in its first batch, a backlog of 200
+// events of 600 KiB (117 MB) is not read into memory meanwhile.
+func TestProjectReadsAheadBoundedByBytes(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	h := newHistoryGen(instA)
+	h.pad = 600 << 10
+	h.setup(1)
+	h.messages(200, 1)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	last, err := l.LastSeq(ctx, instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open(filepath.Join(t.TempDir(), "followed.db"), rawDBKey(t, 0xB8), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var held uint64
+	paused := false
+	reached := make(chan struct{})
+	done := make(chan error, 1)
+	base := heapInUse()
+	go func() {
+		done <- Project(pctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{
+			OnApply: func(_ events.InstallationID, _ int, cp uint64) {
+				if !paused {
+					paused = true
+					time.Sleep(time.Second) // the reader runs on meanwhile, as far as it may
+					held = heapInUse() - min(base, heapInUse())
+				}
+				if cp == last {
+					close(reached)
+				}
+			}})
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("Project stopped before seq %d: %v", last, err)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("Project did not reach seq %d in two minutes", last)
+	}
+	cancel()
+	<-done
+	t.Logf("held %d MiB while the applier paused", held>>20)
+	// followQueueBytes, the read's own requests (eventlog: two of at
+	// least 8 MiB) and the paused batch's decoded events.
+	if bound := uint64(4 * followQueueBytes); held > bound {
+		t.Fatalf("Project held %d MiB of the backlog while its applier paused, more than %d MiB", held>>20, bound>>20)
+	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

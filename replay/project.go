@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -123,14 +124,18 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		}
 	}
 	in := make(chan eventlog.Record, followQueue)
+	ahead := newByteGate(followQueueBytes)
 	applyErr := make(chan error, 1)
 	go func() {
-		applyErr <- applyStream(ctx, l, in, dbs, o, lag)
+		applyErr <- applyStream(ctx, l, in, dbs, o, lag, ahead)
 		cancel()
 	}()
 	followErr := l.FollowInstallations(ctx, insts, from, func(r eventlog.Record) error {
 		if r.Seq <= cps[r.Event.Aggregate.Installation] {
 			return nil
+		}
+		if err := ahead.acquire(ctx, r.Size); err != nil {
+			return err
 		}
 		select {
 		case in <- r:
@@ -162,8 +167,62 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 }
 
 // followQueue is how many records Project's reader may get ahead of its
-// applier.
-const followQueue = 2048
+// applier, and followQueueBytes how many bytes of sealed events (those
+// queued and those of the batch being applied): a backlog of large
+// events (a group's commits with its state, up to max_payload) must not
+// be held 2,048 at a time while SQLite writes them.
+const (
+	followQueue      = 2048
+	followQueueBytes = 2 * 8 << 20 // two batches of batchBytes' default
+)
+
+// byteGate bounds the bytes one producer has handed to one consumer and
+// the consumer has not yet released. A record larger than the limit
+// passes alone.
+type byteGate struct {
+	mu    sync.Mutex
+	held  int
+	limit int
+	freed chan struct{} // a release since the producer last looked
+}
+
+func newByteGate(limit int) *byteGate {
+	return &byteGate{limit: limit, freed: make(chan struct{}, 1)}
+}
+
+// cost is what a record of n bytes holds of the gate.
+func (g *byteGate) cost(n int) int { return min(max(n, 0), g.limit) }
+
+// acquire waits until a record of n bytes fits (or nothing is held), or
+// ctx ends.
+func (g *byteGate) acquire(ctx context.Context, n int) error {
+	n = g.cost(n)
+	for {
+		g.mu.Lock()
+		if g.held == 0 || g.held+n <= g.limit {
+			g.held += n
+			g.mu.Unlock()
+			return nil
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release gives back what acquire took: the sum of the records' costs.
+func (g *byteGate) release(n int) {
+	g.mu.Lock()
+	g.held -= n
+	g.mu.Unlock()
+	select {
+	case g.freed <- struct{}{}:
+	default:
+	}
+}
 
 // fencedError is ProjectOptions.Fence's refusal of a batch: Project
 // stops, and that is no failure of the read model.
@@ -174,7 +233,7 @@ func (e fencedError) Unwrap() error { return e.err }
 
 // applyStream applies records from in as they come, grouping what is
 // already waiting into batches per installation.
-func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record, dbs map[events.InstallationID]*projections.DB, o ProjectOptions, lag *lagTracker) error {
+func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record, dbs map[events.InstallationID]*projections.DB, o ProjectOptions, lag *lagTracker, ahead *byteGate) error {
 	m, log := l.Metrics(), l.Logger()
 	pending := map[events.InstallationID][]projections.Record{}
 	behind := map[events.InstallationID]uint64{} // Record.Pending of each one's last record
@@ -206,7 +265,9 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 		order = order[:0]
 		return nil
 	}
+	taken := 0 // what the batch being gathered and applied holds of ahead
 	add := func(r eventlog.Record) {
+		taken += ahead.cost(r.Size)
 		inst := r.Event.Aggregate.Installation
 		if len(pending[inst]) == 0 {
 			order = append(order, inst)
@@ -219,6 +280,7 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 		if !ok {
 			return nil
 		}
+		taken = 0
 		add(r)
 		// Take what is already queued, without waiting, up to a batch
 		// (in events or in bytes).
@@ -236,7 +298,9 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 				break drain
 			}
 		}
-		if err := flush(); err != nil {
+		err := flush()
+		ahead.release(taken)
+		if err != nil {
 			return err
 		}
 	}
