@@ -70,6 +70,11 @@ func TestOpenCreatesHardenedSQLCipher4(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
+	// The writing connection keeps a larger page cache (writerCacheKiB).
+	var cache int
+	if err := db.w.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache); err != nil || cache != -writerCacheKiB {
+		t.Errorf("writer's PRAGMA cache_size = %d (%v), want %d", cache, err, -writerCacheKiB)
+	}
 	hdr := make([]byte, 16)
 	f, _ := os.Open(path)
 	f.Read(hdr)
