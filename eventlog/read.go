@@ -322,11 +322,10 @@ func (l *Log) readPull() []jetstream.PullMessagesOpt {
 // consumer. A count alone buffers in the client whatever that many events
 // weigh: 500 commits carrying a group's state, or events up to the
 // embedded server's 8 MiB max_payload, are hundreds of MiB to gigabytes
-// delivered ahead of the reader (and past nats.go's 64 MiB of pending
-// bytes a subscription, messages dropped as a slow consumer). A request
-// must be able to carry the largest message the server accepts, or the
-// consumer stalls on it: max_payload, with room for the subject and
-// headers. A read holds about two requests' worth at most.
+// delivered ahead of the reader. A request must be able to carry the
+// largest message the server accepts, or the consumer stalls on it:
+// max_payload, with room for the subject and headers. A read holds about
+// two requests' worth at most.
 func (l *Log) readRequestBytes() int {
 	return max(minReadRequestBytes, int(l.nc.MaxPayload())+readRequestSlack)
 }

@@ -173,7 +173,7 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 // be held 2,048 at a time while SQLite writes them.
 const (
 	followQueue      = 2048
-	followQueueBytes = 2 * 8 << 20 // two batches of batchBytes' default
+	followQueueBytes = 16 << 20 // two batches cut at batchBytes (8 MiB)
 )
 
 // byteGate bounds the bytes one producer has handed to one consumer and
