@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -102,35 +101,16 @@ func TestProjectReadsAheadBoundedByBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var held uint64
 	paused := false
-	reached := make(chan struct{})
-	done := make(chan error, 1)
 	base := heapInUse()
-	go func() {
-		done <- Project(pctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{
-			OnApply: func(_ events.InstallationID, _ int, cp uint64) {
-				if !paused {
-					paused = true
-					time.Sleep(time.Second) // the reader runs on meanwhile, as far as it may
-					held = heapInUse() - min(base, heapInUse())
-				}
-				if cp == last {
-					close(reached)
-				}
-			}})
-	}()
-	select {
-	case <-reached:
-	case err := <-done:
-		t.Fatalf("Project stopped before seq %d: %v", last, err)
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("Project did not reach seq %d in two minutes", last)
-	}
-	cancel()
-	<-done
+	projectUntilWith(t, l, instA, db, last, func() {
+		if !paused {
+			paused = true
+			time.Sleep(time.Second) // the reader runs on meanwhile, as far as it may
+			held = heapInUse() - min(base, heapInUse())
+		}
+	})
 	t.Logf("held %d MiB while the applier paused", held>>20)
 	// followQueueBytes, the read's own requests (eventlog: two of at
 	// least 8 MiB) and the paused batch's decoded events.

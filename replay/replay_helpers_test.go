@@ -190,6 +190,13 @@ func digestOf(t testing.TB, path string, key projections.Key) (projections.Diges
 // first or a minute passes.
 func projectUntil(t testing.TB, l *eventlog.Log, inst events.InstallationID, db *projections.DB, last uint64) []int {
 	t.Helper()
+	return projectUntilWith(t, l, inst, db, last, nil)
+}
+
+// projectUntilWith is projectUntil that also calls onApply, when not nil,
+// after each committed batch, before Project goes on.
+func projectUntilWith(t testing.TB, l *eventlog.Log, inst events.InstallationID, db *projections.DB, last uint64, onApply func()) []int {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -202,6 +209,9 @@ func projectUntil(t testing.TB, l *eventlog.Log, inst events.InstallationID, db 
 				mu.Lock()
 				defer mu.Unlock()
 				batches = append(batches, n)
+				if onApply != nil {
+					onApply()
+				}
 				if cp == last {
 					close(reached)
 				}
