@@ -212,9 +212,9 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 			return fail(err, "")
 		}
 	}
-	wdb := sql.OpenDB(newConnector(path, raw, o, "immediate"))
+	wdb := sql.OpenDB(newConnector(path, raw, o, true))
 	wdb.SetMaxOpenConns(1)
-	sdb := sql.OpenDB(newConnector(path, raw, o, "deferred"))
+	sdb := sql.OpenDB(newConnector(path, raw, o, false))
 	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), sql: sdb, w: wdb}
 	if err := db.init(context.Background(), raw); err != nil {
 		wdb.Close()
@@ -349,7 +349,14 @@ type connector struct {
 	drv *sqlite3.SQLiteDriver
 }
 
-func newConnector(path string, raw []byte, o Options, txlock string) *connector {
+// newConnector connects to the read model at path; writer marks the one
+// writing connection (its transactions take the write lock at BEGIN, and
+// it keeps a larger page cache: harden).
+func newConnector(path string, raw []byte, o Options, writer bool) *connector {
+	txlock := "deferred"
+	if writer {
+		txlock = "immediate"
+	}
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(o.BusyTimeout.Milliseconds()))
 	q.Set("_foreign_keys", "1")
@@ -370,7 +377,7 @@ func newConnector(path string, raw []byte, o Options, txlock string) *connector 
 	}
 	return &connector{
 		dsn: path + "?" + q.Encode(),
-		drv: &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error { return harden(c, encrypted, txlock == "immediate") }},
+		drv: &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error { return harden(c, encrypted, writer) }},
 	}
 }
 

@@ -265,7 +265,7 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 		order = order[:0]
 		return nil
 	}
-	taken := 0 // what the batch being gathered and applied holds of ahead
+	taken := 0 // the batch's bytes, as it holds them of ahead
 	add := func(r eventlog.Record) {
 		taken += ahead.cost(r.Size)
 		inst := r.Event.Aggregate.Installation
@@ -284,16 +284,14 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 		add(r)
 		// Take what is already queued, without waiting, up to a batch
 		// (in events or in bytes).
-		size := r.Size
 	drain:
-		for n := 1; n < o.BatchSize && size < batchBytes; n++ {
+		for n := 1; n < o.BatchSize && taken < batchBytes; n++ {
 			select {
 			case r, ok := <-in:
 				if !ok {
 					break drain
 				}
 				add(r)
-				size += r.Size
 			default:
 				break drain
 			}
