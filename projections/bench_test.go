@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/epochlog/epochlog/events"
 )
 
 // The benchmarks compare each operation with its raw SQLCipher building
@@ -351,4 +354,59 @@ func BenchmarkOpenExisting(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMigrateToV7 migrates in place a v6 read model holding
+// $EPOCHLOG_BENCH_MIGRATE_MESSAGES (default 300) application messages of
+// 64 KiB to v7, which copies its messages (and deliveries, proposals, key
+// packages) into rowid tables: the wait of an engine's first open of such
+// a file after an upgrade. Each iteration migrates a fresh copy of the
+// same v6 file (MigrateInPlace: the step, then IntegrityCheck); the copy
+// is not timed. It reports the file's size (MB).
+func BenchmarkMigrateToV7(b *testing.B) {
+	n := 300
+	if s := os.Getenv("EPOCHLOG_BENCH_MIGRATE_MESSAGES"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("$EPOCHLOG_BENCH_MIGRATE_MESSAGES=%q: want a positive number", s)
+		}
+		n = v
+	}
+	s := newStream("inst-a")
+	buildSample(s, 3, 10)
+	content := make([]byte, 64<<10)
+	for i := range n {
+		content[0], content[1] = byte(i), byte(i>>8)
+		s.group(1, events.ApplicationMessageReceived{GroupID: gid(1), Epoch: 2, SenderLeaf: 1, Sender: "peer-1",
+			MessageID: []byte(fmt.Sprintf("big-%d", i)), Content: events.Secret(bytes.Clone(content))})
+	}
+	dir := b.TempDir()
+	key := mustKey(b)
+	v6 := filepath.Join(dir, "v6.db")
+	db, err := Open(v6, key, &Options{SchemaVersion: 6})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Apply(context.Background(), s.recs); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := os.ReadFile(v6)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		path := filepath.Join(dir, fmt.Sprintf("copy-%d.db", i))
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if from, to, err := MigrateInPlace(context.Background(), path, key, nil); err != nil || from != 6 || to != 7 {
+			b.Fatalf("migrate: %d -> %d, %v", from, to, err)
+		}
+	}
+	b.ReportMetric(float64(len(raw))/1e6, "MB")
 }
