@@ -81,11 +81,13 @@ func encodeRecord(k Kind, version uint16, h eventHeader, body any) ([]byte, erro
 }
 
 // recordEncoder encodes event records into reused buffers, so that sealing
-// allocates no plaintext: a body buffer and a record buffer, each with its
-// msgpack encoder.
+// allocates no plaintext: the body's bytes (hand-written for the hot bodies,
+// bodyAppender; by reflection for the rest) and the record's (always by
+// hand, appendRecord).
 type recordEncoder struct {
-	body, rec       bytes.Buffer
-	bodyEnc, recEnc *msgpack.Encoder
+	body    bytes.Buffer
+	bodyEnc *msgpack.Encoder
+	rec     []byte
 }
 
 // maxPooledRecord is the largest buffer a pooled recordEncoder keeps; a
@@ -100,7 +102,6 @@ const maxPooledRecord = 1 << 20
 var recordEncoders = sync.Pool{New: func() any {
 	re := &recordEncoder{}
 	re.bodyEnc = msgpack.NewEncoder(&re.body)
-	re.recEnc = msgpack.NewEncoder(&re.rec)
 	return re
 }}
 
@@ -110,25 +111,25 @@ func getRecordEncoder() *recordEncoder { return recordEncoders.Get().(*recordEnc
 // of the wireRecord. They live in re's buffer until the next encode or put.
 func (re *recordEncoder) encode(k Kind, version uint16, h eventHeader, body any) ([]byte, error) {
 	re.body.Reset()
-	if err := re.bodyEnc.Encode(body); err != nil {
+	if a, ok := body.(bodyAppender); ok {
+		avail := re.body.AvailableBuffer()
+		out := a.appendMsgpack(avail)
+		re.body.Write(out)
+		if cap(out) != cap(avail) {
+			clear(out) // the append grew into an array of its own: wipe that copy
+		}
+	} else if err := re.bodyEnc.Encode(body); err != nil {
 		return nil, fmt.Errorf("events: encode %s body: %w", k, err)
 	}
-	rec := wireRecord{Kind: k, Version: version, Aggregate: h.Aggregate, Position: h.Position, Time: h.Time.UTC(), Body: re.body.Bytes()}
-	if !h.Prev.IsZero() {
-		rec.Prev = &wireLink{Seq: h.Prev.Seq, Digest: h.Prev.Digest[:]}
-	}
-	re.rec.Reset()
-	if err := re.recEnc.Encode(&rec); err != nil {
-		return nil, fmt.Errorf("events: encode %s event: %w", k, err)
-	}
-	return re.rec.Bytes(), nil
+	re.rec = appendRecord(re.rec[:0], k, version, h, re.body.Bytes())
+	return re.rec, nil
 }
 
 // put wipes the plaintext the buffers held and returns re to the pool.
 func (re *recordEncoder) put() {
 	clear(re.body.Bytes())
-	clear(re.rec.Bytes())
-	if re.body.Cap() > maxPooledRecord || re.rec.Cap() > maxPooledRecord {
+	clear(re.rec)
+	if re.body.Cap() > maxPooledRecord || cap(re.rec) > maxPooledRecord {
 		return // let it go rather than pin a large buffer
 	}
 	recordEncoders.Put(re)

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // The message id format. The digest input's bytes are a stored format: a
@@ -104,9 +101,7 @@ func (m *MessageIDs) seal(sk sealer, b Binding, aggPseudonym string, e Event, no
 	k, v := spec.info.Kind, spec.info.Version
 	s := m.states.Get().(*msgIDState)
 	defer m.states.Put(s)
-	if err := s.begin(aggPseudonym, k, v, e.Aggregate, e.Position, digestTime); err != nil {
-		return "", nil, fmt.Errorf("events: seal %s: message id: %w", k, err)
-	}
+	s.begin(aggPseudonym, k, v, e.Aggregate, e.Position, digestTime)
 	// The seal writes the body's encoding into the MAC: the sixth element.
 	envelope, err = sealTo(sk, b, e.Aggregate.Installation, k, v, eventHeader{Aggregate: e.Aggregate, Position: e.Position, Time: e.Time, Prev: e.Prev}, body, s.mac)
 	if err != nil {
@@ -128,61 +123,35 @@ func MessageIDPosition(id string) (position uint64, ok bool) {
 	return n, err == nil && n > 0
 }
 
-// msgIDState is a reusable keyed hash, with the msgpack encoder and buffer
-// the digest input's first elements are encoded into (reused, so deriving
-// an id allocates only the id once warm).
+// msgIDState is a reusable keyed hash, with the buffer the digest input's
+// first elements are encoded into (reused, so deriving an id allocates only
+// the id once warm).
 type msgIDState struct {
 	mac hash.Hash
-	buf bytes.Buffer
-	enc *msgpack.Encoder
+	buf []byte
 	sum []byte
 }
 
 func newMsgIDState(key []byte) *msgIDState {
-	s := &msgIDState{mac: hmac.New(sha256.New, key)}
-	s.enc = msgpack.NewEncoder(&s.buf)
-	return s
+	return &msgIDState{mac: hmac.New(sha256.New, key)}
 }
 
 // begin resets the MAC and writes the aggregate pseudonym and the digest
-// input up to the body, which is to be written next.
-func (s *msgIDState) begin(aggPseudonym string, k Kind, version uint16, agg Aggregate, position uint64, t time.Time) error {
-	s.buf.Reset()
-	s.buf.WriteString(aggPseudonym) // in the buffer: a conversion would allocate
-	if err := s.encodeHead(k, version, agg, position, t); err != nil {
-		return err
-	}
+// input up to the body, which is to be written next: a msgpack array of
+// six whose first five elements each have a fixed msgpack type,
+// independent of any encoder's options.
+func (s *msgIDState) begin(aggPseudonym string, k Kind, version uint16, agg Aggregate, position uint64, t time.Time) {
+	b := append(s.buf[:0], aggPseudonym...)
+	b = appendArrayLen(b, 6)
+	b = appendStr(b, string(k))
+	b = appendUint16(b, version)
+	b = appendAggregate(b, agg)
+	b = appendUint64(b, position)
+	b = appendTime(b, t)
 	s.mac.Reset()
-	s.mac.Write(s.buf.Bytes())
-	clear(s.buf.Bytes()) // ids and time of the caller's event: keep no copy
-	return nil
-}
-
-// encodeHead encodes the digest input up to the body: each element with a
-// fixed msgpack type, independent of the encoder's options.
-func (s *msgIDState) encodeHead(k Kind, version uint16, agg Aggregate, position uint64, t time.Time) error {
-	enc := s.enc
-	if err := enc.EncodeArrayLen(6); err != nil {
-		return err
-	}
-	if err := enc.EncodeString(string(k)); err != nil {
-		return err
-	}
-	if err := enc.EncodeUint16(version); err != nil {
-		return err
-	}
-	if err := enc.EncodeMapLen(3); err != nil {
-		return err
-	}
-	for _, f := range [...]string{"installation", string(agg.Installation), "type", string(agg.Type), "id", agg.ID} {
-		if err := enc.EncodeString(f); err != nil {
-			return err
-		}
-	}
-	if err := enc.EncodeUint64(position); err != nil {
-		return err
-	}
-	return enc.EncodeTime(t.UTC())
+	s.mac.Write(b)
+	clear(b) // ids and time of the caller's event: keep no copy
+	s.buf = b
 }
 
 // id finishes the digest and formats the id of the event at position.
