@@ -48,23 +48,23 @@ type bodyAppender interface {
 }
 
 func appendMapLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, mpFixMap|byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(b, mpMap16), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(b, mpMap32), uint32(n))
+	return appendContainerLen(b, n, mpFixMap, mpMap16, mpMap32)
 }
 
 func appendArrayLen(b []byte, n int) []byte {
+	return appendContainerLen(b, n, mpFixArray, mpArray16, mpArray32)
+}
+
+// appendContainerLen writes the header of a map or an array of n
+// elements: the fix form below 16, then 16 and 32 bits.
+func appendContainerLen(b []byte, n int, fix, c16, c32 byte) []byte {
 	switch {
 	case n < 16:
-		return append(b, mpFixArray|byte(n))
+		return append(b, fix|byte(n))
 	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(b, mpArray16), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, c16), uint16(n))
 	}
-	return binary.BigEndian.AppendUint32(append(b, mpArray32), uint32(n))
+	return binary.BigEndian.AppendUint32(append(b, c32), uint32(n))
 }
 
 func appendStr(b []byte, s string) []byte {
@@ -202,11 +202,7 @@ func appendAppMessage(b, groupID []byte, epoch uint64, senderLeaf uint32, sender
 }
 
 func (d DeliveryEnqueued) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 6)
-	b = appendStr(b, "recipient")
-	b = appendStr(b, string(d.Recipient))
-	b = appendStr(b, "channel")
-	b = appendStr(b, d.Channel)
+	b = appendDeliveryHead(b, 6, d.Recipient, d.Channel)
 	b = appendStr(b, "sequence")
 	b = appendUint64(b, d.Sequence)
 	b = appendStr(b, "payload")
@@ -218,23 +214,25 @@ func (d DeliveryEnqueued) appendMsgpack(b []byte) []byte {
 }
 
 func (d DeliveryAcknowledged) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 3)
-	b = appendStr(b, "recipient")
-	b = appendStr(b, string(d.Recipient))
-	b = appendStr(b, "channel")
-	b = appendStr(b, d.Channel)
+	b = appendDeliveryHead(b, 3, d.Recipient, d.Channel)
 	b = appendStr(b, "up_to")
 	return appendUint64(b, d.UpTo)
 }
 
 func (d DeliveryExpired) appendMsgpack(b []byte) []byte {
-	b = appendMapLen(b, 4)
-	b = appendStr(b, "recipient")
-	b = appendStr(b, string(d.Recipient))
-	b = appendStr(b, "channel")
-	b = appendStr(b, d.Channel)
+	b = appendDeliveryHead(b, 4, d.Recipient, d.Channel)
 	b = appendStr(b, "sequence")
 	b = appendUint64(b, d.Sequence)
 	b = appendStr(b, "expires_at")
 	return appendTime(b, d.ExpiresAt)
+}
+
+// appendDeliveryHead writes the map header of a delivery body of n fields
+// and the two fields every delivery body starts with.
+func appendDeliveryHead(b []byte, n int, recipient InstallationID, channel string) []byte {
+	b = appendMapLen(b, n)
+	b = appendStr(b, "recipient")
+	b = appendStr(b, string(recipient))
+	b = appendStr(b, "channel")
+	return appendStr(b, channel)
 }

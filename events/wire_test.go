@@ -150,3 +150,21 @@ func FuzzWireMatchesMsgpack(f *testing.F) {
 		}
 	})
 }
+
+// TestWireHeadersMatchMsgpack covers the header forms no body reaches
+// (maps and arrays of 16 elements and more) against the Encoder's.
+func TestWireHeadersMatchMsgpack(t *testing.T) {
+	for _, n := range wireLens {
+		var buf bytes.Buffer
+		enc := msgpack.NewEncoder(&buf)
+		if err := enc.EncodeMapLen(n); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.EncodeArrayLen(n); err != nil {
+			t.Fatal(err)
+		}
+		if got := appendArrayLen(appendMapLen(nil, n), n); !bytes.Equal(got, buf.Bytes()) {
+			t.Fatalf("map and array headers of %d: %x, msgpack writes %x", n, got, buf.Bytes())
+		}
+	}
+}
