@@ -69,10 +69,19 @@ type kindSpec struct {
 func current[T Body](agg AggregateType, doc string, older map[uint16]schema) kindSpec {
 	var zero T
 	v := zero.SchemaVersion()
+	decode := decodeStrict[T]
+	if p, ok := any(zero).(bodyParser); ok {
+		decode = func(data []byte) (any, error) {
+			if b, ok := p.parseMsgpack(data); ok {
+				return b, nil
+			}
+			return decodeStrict[T](data)
+		}
+	}
 	s := kindSpec{
 		info:     KindInfo{Kind: zero.Kind(), Version: v, Aggregate: agg, Doc: doc},
 		typ:      reflect.TypeFor[T](),
-		versions: map[uint16]schema{v: {typ: reflect.TypeFor[T](), decode: decodeStrict[T]}},
+		versions: map[uint16]schema{v: {typ: reflect.TypeFor[T](), decode: decode}},
 	}
 	for ver, sc := range older {
 		s.versions[ver] = sc

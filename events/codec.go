@@ -149,11 +149,14 @@ func MarshalEvent(e Event) ([]byte, error) {
 // MarshalEvent, or by an older version of this code) and upcasts its body to
 // the current version. Errors wrap ErrMalformed or ErrUnknownVersion.
 func UnmarshalEvent(data []byte) (Event, error) {
-	v, err := decodeStrict[wireRecord](data)
-	if err != nil {
-		return Event{}, fmt.Errorf("events: decode event: %w: %v", ErrMalformed, err)
+	rec, ok := parseRecord(data) // the layout Seal writes; the decoder reads the rest
+	if !ok {
+		v, err := decodeStrict[wireRecord](data)
+		if err != nil {
+			return Event{}, fmt.Errorf("events: decode event: %w: %v", ErrMalformed, err)
+		}
+		rec = v.(wireRecord)
 	}
-	rec := v.(wireRecord)
 	h := eventHeader{Aggregate: rec.Aggregate, Position: rec.Position, Time: rec.Time}
 	if rec.Prev != nil {
 		if rec.Prev.Seq == 0 || len(rec.Prev.Digest) != LinkDigestSize {

@@ -18,7 +18,19 @@ var errMsgpackTruncated = errors.New("msgpack value truncated")
 // could exhaust memory. Each array/map element takes at least one byte, so
 // counts are bounded by the bytes left too.
 func checkMsgpack(data []byte) error {
-	pos := 0
+	end, err := msgpackValueEnd(data, 0)
+	if err != nil {
+		return err
+	}
+	if end != len(data) {
+		return fmt.Errorf("%d trailing bytes", len(data)-end)
+	}
+	return nil
+}
+
+// msgpackValueEnd checks the one msgpack value that starts at data[pos] as
+// checkMsgpack does, and returns the offset just past it.
+func msgpackValueEnd(data []byte, pos int) (int, error) {
 	stack := []int{1} // values still to read at each open level
 	readLen := func(n int) (int, error) {
 		if len(data)-pos < n {
@@ -42,7 +54,7 @@ func checkMsgpack(data []byte) error {
 		}
 		stack[top]--
 		if pos >= len(data) {
-			return errMsgpackTruncated
+			return 0, errMsgpackTruncated
 		}
 		c := data[pos]
 		pos++
@@ -95,28 +107,25 @@ func checkMsgpack(data []byte) error {
 				children, err = readLen(4)
 				children *= 2
 			default: // 0xc1 is never used
-				return fmt.Errorf("msgpack: invalid code 0x%02x at offset %d", c, pos-1)
+				return 0, fmt.Errorf("msgpack: invalid code 0x%02x at offset %d", c, pos-1)
 			}
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if size > len(data)-pos {
-			return errMsgpackTruncated
+			return 0, errMsgpackTruncated
 		}
 		pos += size
 		if children > 0 {
 			if children > len(data)-pos {
-				return errMsgpackTruncated
+				return 0, errMsgpackTruncated
 			}
 			if len(stack) > maxMsgpackDepth {
-				return fmt.Errorf("msgpack: nested deeper than %d", maxMsgpackDepth)
+				return 0, fmt.Errorf("msgpack: nested deeper than %d", maxMsgpackDepth)
 			}
 			stack = append(stack, children)
 		}
 	}
-	if pos != len(data) {
-		return fmt.Errorf("%d trailing bytes", len(data)-pos)
-	}
-	return nil
+	return pos, nil
 }
