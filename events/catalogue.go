@@ -305,7 +305,7 @@ func decodeStrict[T any](data []byte) (any, error) {
 	r := bytes.NewReader(data)
 	dec := msgpack.NewDecoder(r)
 	dec.DisallowUnknownFields(true)
-	if err := dec.Decode(&v); err != nil {
+	if err := decodeNoPanic(dec, &v); err != nil {
 		return nil, err
 	}
 	// bytes.Reader is a ByteScanner, so the decoder reads it unbuffered and
@@ -315,6 +315,20 @@ func decodeStrict[T any](data []byte) (any, error) {
 	}
 	normalizeTimes(reflect.ValueOf(&v).Elem())
 	return v, nil
+}
+
+// decodeNoPanic is dec.Decode(v) with the decoder's panics returned as
+// errors: msgpack v5 panics on some well-formed input (a nil where a
+// struct such as a time.Time or an aggregate is expected, found by
+// FuzzUnmarshalEvent), and these bytes come from outside. The decoder is
+// the caller's alone, so a panic leaves nothing half-changed behind.
+func decodeNoPanic(dec *msgpack.Decoder, v any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("msgpack decoder: %v", p)
+		}
+	}()
+	return dec.Decode(v)
 }
 
 var timeType = reflect.TypeFor[time.Time]()

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
@@ -69,6 +70,11 @@ func SealTombstone(r *Keyring, b Binding, t Tombstone) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: seal tombstone: %w", err)
 	}
+	return sealTombstonePlain(r, b, t.Installation, plain)
+}
+
+// sealTombstonePlain seals the encoded tombstone plain of inst.
+func sealTombstonePlain(r *Keyring, b Binding, inst InstallationID, plain []byte) ([]byte, error) {
 	id := r.Current()
 	rk := r.key(id)
 	if rk == nil {
@@ -82,13 +88,13 @@ func SealTombstone(r *Keyring, b Binding, t Tombstone) ([]byte, error) {
 	if _, err := rand.Read(out[16:tombHeaderSize]); err != nil {
 		return nil, fmt.Errorf("events: seal tombstone: nonce: %w", err)
 	}
-	k := tombAEAD(rk, id, t.Installation)
+	k := tombAEAD(rk, id, inst)
 	defer clear(k)
 	a, err := chacha20poly1305.NewX(k)
 	if err != nil {
 		panic("events: chacha20poly1305: " + err.Error())
 	}
-	return a.Seal(out, out[16:tombHeaderSize], plain, associatedData(nil, b, t.Installation, out[:tombHeaderSize])), nil
+	return a.Seal(out, out[16:tombHeaderSize], plain, associatedData(nil, b, inst, out[:tombHeaderSize])), nil
 }
 
 // OpenTombstone verifies and decodes a tombstone read at b for inst.
@@ -120,7 +126,7 @@ func OpenTombstone(r *Keyring, inst InstallationID, b Binding, sealed []byte) (T
 		return Tombstone{}, fmt.Errorf("events: open tombstone: key id %d: %w", id, ErrTampered)
 	}
 	var t Tombstone
-	if err := msgpack.Unmarshal(plain, &t); err != nil {
+	if err := decodeNoPanic(msgpack.NewDecoder(bytes.NewReader(plain)), &t); err != nil {
 		return Tombstone{}, fmt.Errorf("events: open tombstone: %w", ErrMalformed)
 	}
 	if t.Installation != inst {
