@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"fmt"
+	"iter"
 	"runtime"
 	"sync"
 	"time"
@@ -79,8 +80,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 
 	stop := make(chan struct{})
 	defer close(stop)
-	windows := l.prepareAhead(ctx, ts, stop)
-	for w := range windows {
+	for w := range l.sealedWindows(ctx, ts, stop) {
 		for k, p := range w.preps {
 			i := w.start + k
 			if firstErr != nil {
@@ -155,38 +155,37 @@ type prepWindow struct {
 // prepWindowSize is how many transitions are sealed together.
 const prepWindowSize = 64
 
-// prepareAhead seals the transitions in windows, in order, on other
-// goroutines (each window split across the CPUs), so that sealing overlaps
-// with publishing and with the server's work. It stops early when stop is
-// closed or a transition fails to prepare.
-func (l *Log) prepareAhead(ctx context.Context, ts []Transition, stop <-chan struct{}) <-chan prepWindow {
+// sealedWindows yields ts sealed in windows, in order, stopping after a
+// window with a transition that failed to prepare.
+//
+// With more than two CPUs (GOMAXPROCS) the windows are sealed ahead, on
+// other goroutines, so that sealing overlaps with publishing. With two or
+// fewer each window is sealed in the caller's goroutine, just before it
+// is published: the publishing loop, the connection's reader and flusher
+// (and, in a process that embeds the server, its ingest) need those CPUs,
+// and sealing workers that took both delayed them behind whole windows of
+// sealing, so that the publishes in flight waited on scheduling rather
+// than on work. On two CPUs shared with an in-process server, sealing
+// inline took BenchmarkAppendOfRaw from a median of 0.76 to 0.87 of
+// rawheaders at 256 B and from 0.77 to 0.81 at 1 KiB (docs/benchmarks.md,
+// "Sealing in the publishing goroutine").
+func (l *Log) sealedWindows(ctx context.Context, ts []Transition, stop <-chan struct{}) iter.Seq[prepWindow] {
+	workers := min(runtime.GOMAXPROCS(0)-2, 4)
+	if workers < 1 {
+		return func(yield func(prepWindow) bool) {
+			for start := 0; start < len(ts); start += prepWindowSize {
+				w := l.sealWindow(ctx, ts, start, 1)
+				if !yield(w) || w.err != nil {
+					return
+				}
+			}
+		}
+	}
 	out := make(chan prepWindow, 2)
-	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	go func() {
 		defer close(out)
 		for start := 0; start < len(ts); start += prepWindowSize {
-			w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
-			l.prefetchKeys(ctx, ts[start:start+len(w.preps)])
-			errs := make([]error, len(w.preps))
-			var wg sync.WaitGroup
-			for g := range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for k := g; k < len(w.preps); k += workers {
-						t := ts[start+k]
-						w.preps[k], errs[k] = l.prepare(ctx, t.Expected, t.Events)
-					}
-				}()
-			}
-			wg.Wait()
-			for k, err := range errs {
-				if err != nil {
-					w.preps, w.err = w.preps[:k+1], err
-					w.preps[k] = nil
-					break
-				}
-			}
+			w := l.sealWindow(ctx, ts, start, workers)
 			select {
 			case out <- w:
 			case <-stop:
@@ -197,7 +196,44 @@ func (l *Log) prepareAhead(ctx context.Context, ts []Transition, stop <-chan str
 			}
 		}
 	}()
-	return out
+	return func(yield func(prepWindow) bool) {
+		for w := range out {
+			if !yield(w) {
+				return
+			}
+		}
+	}
+}
+
+// sealWindow prepares the window of ts from start, its data keys fetched
+// first, split across workers goroutines (in the caller's when 1).
+func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers int) prepWindow {
+	w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
+	l.prefetchKeys(ctx, ts[start:start+len(w.preps)])
+	errs := make([]error, len(w.preps))
+	seal := func(g int) {
+		for k := g; k < len(w.preps); k += workers {
+			t := ts[start+k]
+			w.preps[k], errs[k] = l.prepare(ctx, t.Expected, t.Events)
+		}
+	}
+	if workers == 1 {
+		seal(0)
+	} else {
+		var wg sync.WaitGroup
+		for g := range workers {
+			wg.Go(func() { seal(g) })
+		}
+		wg.Wait()
+	}
+	for k, err := range errs {
+		if err != nil {
+			w.preps, w.err = w.preps[:k+1], err
+			w.preps[k] = nil
+			break
+		}
+	}
+	return w
 }
 
 // publishAsync publishes p without waiting: a single event as one async

@@ -4,12 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
 )
 
+// TestAppendBulk runs with each way AppendBulk seals: in the publishing
+// goroutine (two CPUs or fewer, as on CI's machine) and ahead on worker
+// goroutines (more than two).
 func TestAppendBulk(t *testing.T) {
+	for _, procs := range []int{2, 4} {
+		t.Run(fmt.Sprintf("gomaxprocs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			testAppendBulk(t)
+		})
+	}
+}
+
+func testAppendBulk(t *testing.T) {
 	l, srv := newLog(t)
 	l.cfg.MaxInFlight = 8 // small, so the bound is exercised
 	ctx := context.Background()
@@ -99,5 +113,29 @@ func TestAppendBulk(t *testing.T) {
 	res, err = l.AppendBulk(ctx, bad)
 	if !errors.Is(err, ErrConflict) || res[0] == nil || res[1] != nil {
 		t.Fatalf("conflicting load: %v, results %v", err, res)
+	}
+
+	// A transition that cannot be prepared, in a later window than the
+	// first: the load stops there, everything before it appended, it and
+	// nothing after it.
+	var load []Transition
+	for i := range 3 * prepWindowSize {
+		agg := group(instA, fmt.Sprintf("late%03d", i))
+		load = append(load, Transition{Expected: 0, Events: []events.Event{msg(agg, 1, "x")}})
+	}
+	badAt := prepWindowSize + 7
+	load[badAt].Events[0].Position = 5 // after position 0 it can only be 1
+	before := streamMsgs(t, l)
+	res, err = l.AppendBulk(ctx, load)
+	if !errors.Is(err, ErrInvalidAppend) || !strings.Contains(err.Error(), fmt.Sprintf("transition %d:", badAt)) {
+		t.Fatalf("load with transition %d invalid: %v", badAt, err)
+	}
+	for i, r := range res {
+		if (i < badAt) != (r != nil) {
+			t.Fatalf("load with transition %d invalid: transition %d's result %v", badAt, i, r)
+		}
+	}
+	if n := streamMsgs(t, l); n != before+uint64(badAt) {
+		t.Fatalf("stream holds %d messages after the load stopped at transition %d, want %d", n, badAt, before+uint64(badAt))
 	}
 }
