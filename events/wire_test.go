@@ -35,7 +35,7 @@ var wireTimes = []time.Time{
 // sometimes), unsigned integers across their range, times from wireTimes.
 // A field of another type fails the test, so that a body that gains one
 // is noticed here.
-func fillWire(t *testing.T, r *rand.Rand, v reflect.Value) {
+func fillWire(t testing.TB, r *rand.Rand, v reflect.Value) {
 	t.Helper()
 	for i := range v.NumField() {
 		f, sf := v.Field(i), v.Type().Field(i)
@@ -231,7 +231,7 @@ func decodeStrictOf(typ reflect.Type, data []byte) (any, error) {
 // wireSamples returns encodings in the appends' layout: the records of
 // every sample event (with and without a link) and bodies of the hot
 // kinds filled at random.
-func wireSamples(t *testing.T, r *rand.Rand) (records, bodies [][]byte) {
+func wireSamples(t testing.TB, r *rand.Rand) (records, bodies [][]byte) {
 	for k, e := range samples(testInst) {
 		for i := range 4 {
 			// Events that UnmarshalEvent takes whole: a position and a time
@@ -296,7 +296,7 @@ func TestWireParseMatchesDecoder(t *testing.T) {
 // on any bytes: wherever the hand-written parse accepts, the decoder
 // accepts the same value.
 func FuzzWireParseMatchesDecoder(f *testing.F) {
-	records, bodies := wireSamples(&testing.T{}, rand.New(rand.NewPCG(5, 6)))
+	records, bodies := wireSamples(f, rand.New(rand.NewPCG(5, 6)))
 	for _, d := range append(records, bodies...) {
 		f.Add(d)
 	}
