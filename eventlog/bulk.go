@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Transition is one append of AppendBulk: events of one aggregate at
@@ -23,7 +22,7 @@ type Transition struct {
 type inflight struct {
 	idx   int
 	p     *prepared
-	ack   jetstream.PubAckFuture
+	ack   *pendingAck
 	start time.Time // when the transition was first sent
 }
 
@@ -54,8 +53,10 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 		}
 	}
 
+	wait := time.NewTimer(time.Hour) // reused by every await of this call
+	wait.Stop()
 	complete := func(f *inflight) {
-		res, err := l.await(ctx, f)
+		res, err := l.await(ctx, f, wait)
 		if err != nil {
 			fail(f.idx, err)
 		} else {
@@ -239,10 +240,10 @@ func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers in
 // publishAsync publishes p without waiting: a single event as one async
 // publish; several as an atomic batch whose staged messages go without a
 // reply and whose commit is the async publish.
-func (l *Log) publishAsync(p *prepared, lastSeq uint64) (jetstream.PubAckFuture, error) {
+func (l *Log) publishAsync(p *prepared, lastSeq uint64) (*pendingAck, error) {
 	n := len(p.envs)
 	if n == 1 {
-		return l.js.PublishMsgAsync(l.message(p, 0, lastSeq, ""))
+		return l.acks.publish(l.nc, l.message(p, 0, lastSeq, ""), l.cfg.RequestTimeout)
 	}
 	id := newBatchID()
 	for i := 0; i < n-1; i++ {
@@ -250,25 +251,19 @@ func (l *Log) publishAsync(p *prepared, lastSeq uint64) (jetstream.PubAckFuture,
 			return nil, err
 		}
 	}
-	return l.js.PublishMsgAsync(l.message(p, n-1, lastSeq, id))
+	return l.acks.publish(l.nc, l.message(p, n-1, lastSeq, id), l.cfg.RequestTimeout)
 }
 
 // await waits for f's PubAck. A failed publish goes through the same
 // settling as Append: a race is decided by reading the stream; a lost
 // reply (timeout, reconnect) is retried synchronously, which is idempotent.
-func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
+func (l *Log) await(ctx context.Context, f *inflight, t *time.Timer) ([]Appended, error) {
 	p := f.p
-	select {
-	case ack := <-f.ack.Ok():
-		n := len(p.envs)
-		res := make([]Appended, n)
-		for i := range res {
-			res[i] = Appended{Seq: ack.Sequence - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: ack.Duplicate, Size: len(p.envs[i])}
-		}
-		l.setTail(p.subject, tail{seq: ack.Sequence, pos: p.last()})
-		l.noteAppended(p, res)
-		return res, nil
-	case err := <-f.ack.Err():
+	if !l.acks.wait(f.ack, f.start.Add(l.cfg.RequestTimeout), t, ctx.Done()) {
+		l.dropTail(p.subject)
+		return nil, ctx.Err()
+	}
+	if err := f.ack.err; err != nil {
 		if isRace(err) {
 			return l.afterFailedPublish(ctx, p, err)
 		}
@@ -282,8 +277,13 @@ func (l *Log) await(ctx context.Context, f *inflight) ([]Appended, error) {
 				append(appendAttrs(l.cfg.Stream, p), "err", err)...)
 		}
 		return l.appendPrepared(ctx, p)
-	case <-ctx.Done():
-		l.dropTail(p.subject)
-		return nil, ctx.Err()
 	}
+	seq, n := f.ack.seq, len(p.envs)
+	res := make([]Appended, n)
+	for i := range res {
+		res[i] = Appended{Seq: seq - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: f.ack.dup, Size: len(p.envs[i])}
+	}
+	l.setTail(p.subject, tail{seq: seq, pos: p.last()})
+	l.noteAppended(p, res)
+	return res, nil
 }

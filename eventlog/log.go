@@ -28,6 +28,7 @@ type Log struct {
 	srv    *server.Server // embedded server, nil for an external one
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	acks   *ackMux // AppendBulk's publishes and their PubAcks
 	stream jetstream.Stream
 	atomic bool // the stream accepts atomic batches
 	closed atomic.Bool
@@ -93,6 +94,9 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
 		return nil, fmt.Errorf("eventlog: open: %w", err)
 	}
+	// AppendBulk bounds what it has in flight itself; this bounds the sum
+	// of concurrent calls.
+	l.acks = newAckMux(2*cfg.MaxInFlight + cfg.MaxBatch)
 	if cfg.NATSURL == "" {
 		if l.srv, err = startEmbedded(cfg); err != nil {
 			return nil, err
@@ -105,10 +109,6 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	cfg.Metrics.Connected(true)
 	l.js, err = jetstream.New(l.nc,
 		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
-		jetstream.WithPublishAsyncTimeout(cfg.RequestTimeout),
-		// AppendBulk bounds what it has in flight itself; this is the
-		// client's own safety net, never reached by AppendBulk.
-		jetstream.WithPublishAsyncMaxPending(2*cfg.MaxInFlight+cfg.MaxBatch),
 	)
 	if err != nil {
 		l.shutdown()
@@ -156,6 +156,7 @@ func (l *Log) shutdown() {
 	l.dkCache.wipe()
 	if l.nc != nil {
 		l.nc.Close()
+		l.acks.failAll(nats.ErrConnectionClosed)
 	}
 	if l.srv != nil {
 		l.srv.Shutdown()

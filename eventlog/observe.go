@@ -26,6 +26,9 @@ func (l *Log) connHandlers() []nats.Option {
 	m := l.cfg.Metrics
 	return []nats.Option{
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// The PubAcks AppendBulk waits for are lost with the
+			// connection: its publishes are appended again, at once.
+			l.acks.failAll(nats.ErrDisconnected)
 			if l.closed.Load() || nc.IsClosed() {
 				return // Close, not a loss: ClosedHandler says it
 			}
@@ -42,6 +45,7 @@ func (l *Log) connHandlers() []nats.Option {
 			go l.checkLeader()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
+			l.acks.failAll(nats.ErrConnectionClosed)
 			// Close records its own closing, before it returns: this
 			// handler runs on nats.go's goroutine, possibly after Close
 			// returned and the caller moved on from the logger's output.
