@@ -58,6 +58,14 @@ type prepared struct {
 	ids      []string
 	envs     [][]byte
 	kinds    []string // the events' kinds, for metrics and logs
+
+	// one backs ids, envs and kinds for a single event, the common
+	// transition: one allocation instead of four.
+	one struct {
+		id   [1]string
+		env  [1][]byte
+		kind [1]string
+	}
 }
 
 func (p *prepared) last() uint64 { return p.expected + uint64(len(p.envs)) }
@@ -122,7 +130,12 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 	if err != nil {
 		return nil, err
 	}
-	p := &prepared{agg: agg, subject: as.subject, expected: expected, ids: make([]string, n), envs: make([][]byte, n), kinds: make([]string, n)}
+	p := &prepared{agg: agg, subject: as.subject, expected: expected}
+	if n == 1 {
+		p.ids, p.envs, p.kinds = p.one.id[:], p.one.env[:], p.one.kind[:]
+	} else {
+		p.ids, p.envs, p.kinds = make([]string, n), make([][]byte, n), make([]string, n)
+	}
 	now := time.Now().UTC()
 	for i, e := range evs {
 		if e.Aggregate != agg {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats.go"
 )
 
 // Transition is one append of AppendBulk: events of one aggregate at
@@ -55,6 +57,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 
 	wait := time.NewTimer(time.Hour) // reused by every await of this call
 	wait.Stop()
+	var one singleMsg // reused by every single-event publish of this call
 	complete := func(f *inflight) {
 		res, err := l.await(ctx, f, wait)
 		if err != nil {
@@ -117,7 +120,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 				continue
 			}
 			f := &inflight{idx: i, p: p, start: start}
-			if f.ack, err = l.publishAsync(p, tl.seq); err != nil {
+			if f.ack, err = l.publishAsync(p, tl.seq, &one); err != nil {
 				// Not sent (connection closed or the client's own limits):
 				// the synchronous path retries it and reports what is wrong.
 				if results[i], err = l.appendPrepared(ctx, p); err != nil {
@@ -240,10 +243,10 @@ func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers in
 // publishAsync publishes p without waiting: a single event as one async
 // publish; several as an atomic batch whose staged messages go without a
 // reply and whose commit is the async publish.
-func (l *Log) publishAsync(p *prepared, lastSeq uint64) (*pendingAck, error) {
+func (l *Log) publishAsync(p *prepared, lastSeq uint64, one *singleMsg) (*pendingAck, error) {
 	n := len(p.envs)
 	if n == 1 {
-		return l.acks.publish(l.nc, l.message(p, 0, lastSeq, ""), l.cfg.RequestTimeout)
+		return l.acks.publish(l.nc, one.set(p, lastSeq), l.cfg.RequestTimeout)
 	}
 	id := newBatchID()
 	for i := 0; i < n-1; i++ {
@@ -252,6 +255,23 @@ func (l *Log) publishAsync(p *prepared, lastSeq uint64) (*pendingAck, error) {
 		}
 	}
 	return l.acks.publish(l.nc, l.message(p, n-1, lastSeq, id), l.cfg.RequestTimeout)
+}
+
+// singleMsg is the message of a single-event transition (what
+// Log.message builds), reused from publish to publish: nc.PublishMsg has
+// copied all it sends when it returns.
+type singleMsg struct {
+	m       nats.Msg
+	id, seq [1]string
+}
+
+func (s *singleMsg) set(p *prepared, lastSeq uint64) *nats.Msg {
+	if s.m.Header == nil {
+		s.m.Header = nats.Header{hdrMsgID: s.id[:], hdrExpectedSeq: s.seq[:]}
+	}
+	s.id[0], s.seq[0] = p.ids[0], strconv.FormatUint(lastSeq, 10)
+	s.m.Subject, s.m.Reply, s.m.Data = p.subject, "", p.envs[0]
+	return &s.m
 }
 
 // await waits for f's PubAck. A failed publish goes through the same
