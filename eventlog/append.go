@@ -103,6 +103,13 @@ func (l *Log) Append(ctx context.Context, expected uint64, evs ...events.Event) 
 // the message ids and seals the envelopes. Every event of one append links
 // to the installation's head before it (positions order them).
 func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) (*prepared, error) {
+	return l.prepareAt(ctx, expected, evs, time.Now().UTC(), nil)
+}
+
+// prepareAt is prepare at now (a zero event time becomes now), with the
+// events' data keys as prefetchKeys found them (keys[i] for evs[i]; nil:
+// none found).
+func (l *Log) prepareAt(ctx context.Context, expected uint64, evs []events.Event, now time.Time, keys []windowKey) (*prepared, error) {
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -136,7 +143,6 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 	} else {
 		p.ids, p.envs, p.kinds = make([]string, n), make([][]byte, n), make([]string, n)
 	}
-	now := time.Now().UTC()
 	for i, e := range evs {
 		if e.Aggregate != agg {
 			return nil, fmt.Errorf("%w: event %d is for aggregate %s %q of %s, event 0 for %s %q of %s: one append takes one aggregate",
@@ -154,7 +160,11 @@ func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) 
 		}
 		e.Prev = prev
 		p.kinds[i] = string(e.Body.Kind())
-		if p.ids[i], p.envs[i], err = l.sealEvent(ctx, as.subject, as.pseudo, e, now); err != nil {
+		var key windowKey
+		if keys != nil {
+			key = keys[i]
+		}
+		if p.ids[i], p.envs[i], err = l.sealEvent(ctx, as.subject, as.pseudo, e, now, key); err != nil {
 			return nil, fmt.Errorf("eventlog: append to %s: event %d: %w", as.subject, i, err)
 		}
 	}

@@ -213,12 +213,23 @@ func (l *Log) sealedWindows(ctx context.Context, ts []Transition, stop <-chan st
 // first, split across workers goroutines (in the caller's when 1).
 func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers int) prepWindow {
 	w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
-	l.prefetchKeys(ctx, ts[start:start+len(w.preps)])
+	window := ts[start : start+len(w.preps)]
+	now := time.Now().UTC()
+	keys := l.prefetchKeys(ctx, window, now)
+	defer keys.release()
+	first := make([]int, len(window)) // index in keys.keys of each transition's first event
+	for k := 1; k < len(window); k++ {
+		first[k] = first[k-1] + len(window[k-1].Events)
+	}
 	errs := make([]error, len(w.preps))
 	seal := func(g int) {
 		for k := g; k < len(w.preps); k += workers {
-			t := ts[start+k]
-			w.preps[k], errs[k] = l.prepare(ctx, t.Expected, t.Events)
+			t := window[k]
+			var tk []windowKey
+			if keys.keys != nil {
+				tk = keys.keys[first[k] : first[k]+len(t.Events)]
+			}
+			w.preps[k], errs[k] = l.prepareAt(ctx, t.Expected, t.Events, now, tk)
 		}
 	}
 	if workers == 1 {

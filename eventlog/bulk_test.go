@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -155,5 +156,63 @@ func TestSingleMsgIsMessage(t *testing.T) {
 			t.Fatalf("message %d: %q %q %v, want %q %q %v", i, got.Subject, got.Data, got.Header, want.Subject, want.Data, want.Header)
 		}
 		got.Reply = "_INBOX.x.1" // as ackMux.publish sets it
+	}
+}
+
+// Each event of a bulk load is sealed under its own period's data key,
+// also where the window hands the seals the keys it found in the cache:
+// loads that mix groups, days and transitions of several events, with
+// the keys cached and not, on either way of sealing.
+func TestAppendBulkSealsUnderEachEventsKey(t *testing.T) {
+	for _, procs := range []int{2, 4} {
+		t.Run(fmt.Sprintf("gomaxprocs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			l, _ := newLog(t)
+			ctx := context.Background()
+			const groups = 5
+			pos := map[string]uint64{}
+			load := func(rounds int) []Transition {
+				var ts []Transition
+				for r := range rounds {
+					for g := range groups {
+						agg := group(instA, fmt.Sprintf("keys%d", g))
+						n := 1 + (r+g)%3 // one to three events
+						var evs []events.Event
+						for range n {
+							pos[agg.ID]++
+							e := msg(agg, pos[agg.ID], fmt.Sprintf("g%d-%d", g, pos[agg.ID]))
+							e.Time = baseTime.Add(time.Duration(pos[agg.ID]%4) * 24 * time.Hour) // four days
+							evs = append(evs, e)
+						}
+						ts = append(ts, Transition{Expected: pos[agg.ID] - uint64(n), Events: evs})
+					}
+				}
+				return ts
+			}
+			for _, ts := range [][]Transition{load(30), load(30)} { // the second with every key cached
+				if _, err := l.AppendBulk(ctx, ts); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids := map[events.DataKeyID]bool{}
+			for _, r := range readAll(t, l, instA, 0) {
+				want, err := l.dkIDs.get(l.keys, instA, events.PeriodKeyOf(r.Event, time.Time{}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := l.getMsg(ctx, r.Seq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, ok, err := events.EnvelopeDataKeyID(m.Data)
+				if err != nil || !ok || got != want {
+					t.Fatalf("seq %d (%s at position %d, %s): sealed under %v (ok %v, %v), want %v", r.Seq, r.Event.Aggregate.ID, r.Event.Position, r.Event.Time.Format(time.DateOnly), got, ok, err, want)
+				}
+				ids[got] = true
+			}
+			if len(ids) != groups*4 {
+				t.Fatalf("%d data keys, want %d (a group's day each)", len(ids), groups*4)
+			}
+		})
 	}
 }

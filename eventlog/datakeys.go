@@ -404,9 +404,14 @@ func (l *Log) OpenEnvelope(ctx context.Context, inst events.InstallationID, subj
 // sealEvent seals e for p's subject: under its period's data key
 // (created on first use), or under the root keys when the Log is set to
 // seal as before format 3 (benchmarks).
-func (l *Log) sealEvent(ctx context.Context, subject, aggPseudo string, e events.Event, now time.Time) (string, []byte, error) {
+// key, when set, is e's data key as prefetchKeys found it for now (held
+// by the caller's window): the seal takes it instead of looking it up.
+func (l *Log) sealEvent(ctx context.Context, subject, aggPseudo string, e events.Event, now time.Time, key windowKey) (string, []byte, error) {
 	if l.sealRoot {
 		return l.msgIDs.Seal(l.binding(subject), aggPseudo, e, now)
+	}
+	if key.ent != nil {
+		return l.msgIDs.SealData(key.ent.dk, key.id, l.binding(subject), aggPseudo, e, now)
 	}
 	id, err := l.dkIDs.get(l.keys, e.Aggregate.Installation, events.PeriodKeyOf(e, now))
 	if err != nil {
@@ -423,27 +428,61 @@ func (l *Log) sealEvent(ctx context.Context, subject, aggPseudo string, e events
 // prefetchParallel bounds the key fetches prefetchKeys has in flight.
 const prefetchParallel = 32
 
-// prefetchKeys puts in the cache the data keys that sealing ts will need,
-// fetching or creating the missing ones concurrently: a bulk append that
+// windowKey is the data key of one event of a window, as prefetchKeys
+// found it in the cache: its id and a reference the window holds. A zero
+// windowKey (a key not cached then, or an epoch's, derived from its
+// chain) leaves the seal to look the key up itself.
+type windowKey struct {
+	id  events.DataKeyID
+	ent *dkEntry
+}
+
+// windowKeys are a window's keys, one per event of its transitions in
+// order (nil when the Log seals under the root keys), and the references
+// behind them.
+type windowKeys struct {
+	keys []windowKey
+	held []*dkEntry
+}
+
+// release gives back the window's references, once its seals are done.
+func (w *windowKeys) release() {
+	for _, ent := range w.held {
+		ent.release()
+	}
+	w.held = nil
+}
+
+// prefetchKeys finds the data keys that sealing ts at now will need, and
+// hands the seals those in the cache (one lookup per key and window
+// instead of one per event). It fetches or creates the missing ones
+// concurrently, for the seals to find in the cache: a bulk append that
 // starts many periods (a new day, a fresh stream) otherwise pays their
 // round trips one after another, the publish pipeline empty meanwhile.
-// Each installation's tombstone is looked up once, not once per key. It
-// reports nothing: a key it could not get is asked for again, and its
-// error reported, by the seal that needs it.
-func (l *Log) prefetchKeys(ctx context.Context, ts []Transition) {
+// Each installation's tombstone is looked up once, not once per key. A
+// key it could not get is asked for again, and its error reported, by
+// the seal that needs it. The caller releases the result.
+func (l *Log) prefetchKeys(ctx context.Context, ts []Transition, now time.Time) windowKeys {
+	var w windowKeys
 	if l.sealRoot || l.kv == nil {
-		return
+		return w
 	}
-	now := time.Now().UTC()
+	n := 0
+	for _, t := range ts {
+		n += len(t.Events)
+	}
+	w.keys = make([]windowKey, n)
 	type want struct {
 		inst events.InstallationID
 		id   events.DataKeyID
 	}
 	var wants []want
-	seen := map[dkCacheKey]bool{}
+	found := map[dkCacheKey]*dkEntry{} // held, or nil: not cached
 	insts := map[events.InstallationID]error{}
+	i := -1
 	for _, t := range ts {
 		for _, e := range t.Events {
+			i++
 			inst := e.Aggregate.Installation
 			if inst.Validate() != nil {
 				continue // prepare refuses it
@@ -453,43 +492,49 @@ func (l *Log) prefetchKeys(ctx context.Context, ts []Transition) {
 				continue
 			}
 			ck := dkCacheKey{inst: inst, id: id}
-			if id.Class == events.ClassEpoch {
+			epoch := id.Class == events.ClassEpoch
+			if epoch {
 				ck = chainKey(inst, id) // one fetch per chain; its epochs derive locally
 			}
-			if seen[ck] {
-				continue
+			ent, seen := found[ck]
+			if !seen {
+				if cached, ok := l.dkCache.get(ck); ok {
+					ent = cached
+					w.held = append(w.held, cached)
+				} else {
+					wants = append(wants, want{inst, id})
+					insts[inst] = nil
+				}
+				found[ck] = ent
 			}
-			seen[ck] = true
-			if ent, ok := l.dkCache.get(ck); ok {
-				ent.release()
-				continue
+			if ent != nil && !epoch {
+				w.keys[i] = windowKey{id: id, ent: ent}
 			}
-			wants = append(wants, want{inst, id})
-			insts[inst] = nil
 		}
 	}
 	if len(wants) < 2 {
-		return // one key costs the seal no more than here
+		return w // one key costs the seal no more than here
 	}
 	for inst := range insts {
 		insts[inst] = l.checkNotErased(ctx, inst)
 	}
 	sem := make(chan struct{}, prefetchParallel)
 	var wg sync.WaitGroup
-	for _, w := range wants {
-		if insts[w.inst] != nil {
+	for _, want := range wants {
+		if insts[want.inst] != nil {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if ent, err := l.fetchDataKey(ctx, w.inst, w.id, true, true); err == nil {
+			if ent, err := l.fetchDataKey(ctx, want.inst, want.id, true, true); err == nil {
 				ent.release()
 			}
 		}()
 	}
 	wg.Wait()
+	return w
 }
 
 // dataKeyIDs caches the data key id of each period sealed to: the id is
