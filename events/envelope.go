@@ -77,7 +77,7 @@ func associatedData(ad []byte, b Binding, inst InstallationID, header []byte) []
 	ad = appendLP(ad, b.Stream)
 	ad = appendLP(ad, b.Subject)
 	ad = appendLP(ad, string(inst))
-	return appendLP(ad, string(header))
+	return appendLP(ad, header)
 }
 
 // adPool holds associated-data buffers: the AEAD takes them through an

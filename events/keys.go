@@ -152,7 +152,7 @@ func infoWithKeyID(label string, id KeyID) []byte {
 
 // appendLP appends s prefixed by its 32-bit big-endian length, so that
 // concatenations of variable parts are unambiguous.
-func appendLP(b []byte, s string) []byte {
+func appendLP[T string | []byte](b []byte, s T) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 	return append(b, s...)
 }
