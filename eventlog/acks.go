@@ -34,14 +34,15 @@ type ackMux struct {
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
-	prefix  string // reply subjects are prefix + token
+	prefix  string // reply subjects are prefix + token (base 36)
 	next    uint64 // the next token
-	pending map[string]*pendingAck
+	pending map[uint64]*pendingAck
+	reply   []byte // where the next reply subject is built
 }
 
 // pendingAck is one publish's outcome: done is closed when it is known.
 type pendingAck struct {
-	tok  string
+	tok  uint64
 	done chan struct{}
 	seq  uint64
 	dup  bool
@@ -51,13 +52,14 @@ type pendingAck struct {
 // newAckMux bounds the publishes in flight at maxPending across every
 // caller, as nats.go's WithPublishAsyncMaxPending did.
 func newAckMux(maxPending int) *ackMux {
-	return &ackMux{slots: make(chan struct{}, maxPending), pending: map[string]*pendingAck{}}
+	return &ackMux{slots: make(chan struct{}, maxPending), pending: map[uint64]*pendingAck{}}
 }
 
-// publish sends m on nc with a reply subject of its own and returns what
-// its PubAck will settle. A free slot is waited for at most stall. A
-// publish that was not sent returns its error and nothing to wait for.
-func (a *ackMux) publish(nc *nats.Conn, m *nats.Msg, stall time.Duration) (*pendingAck, error) {
+// publish sends m on nc with a reply subject of its own, and readies pa
+// (the caller's, zero or settled) for its PubAck to settle. A free slot is
+// waited for at most stall. A publish that was not sent returns its
+// error, and pa is not to be waited for.
+func (a *ackMux) publish(nc *nats.Conn, m *nats.Msg, stall time.Duration, pa *pendingAck) error {
 	select {
 	case a.slots <- struct{}{}:
 	default:
@@ -66,7 +68,7 @@ func (a *ackMux) publish(nc *nats.Conn, m *nats.Msg, stall time.Duration) (*pend
 		select {
 		case a.slots <- struct{}{}:
 		case <-t.C:
-			return nil, fmt.Errorf("%w: %d publishes in flight for %v", jetstream.ErrTooManyStalledMsgs, cap(a.slots), stall)
+			return fmt.Errorf("%w: %d publishes in flight for %v", jetstream.ErrTooManyStalledMsgs, cap(a.slots), stall)
 		}
 	}
 	a.mu.Lock()
@@ -74,21 +76,22 @@ func (a *ackMux) publish(nc *nats.Conn, m *nats.Msg, stall time.Duration) (*pend
 		if err := a.subscribeLocked(nc); err != nil {
 			a.mu.Unlock()
 			<-a.slots
-			return nil, err
+			return err
 		}
 	}
-	pa := &pendingAck{tok: strconv.FormatUint(a.next, 36), done: make(chan struct{})}
+	*pa = pendingAck{tok: a.next, done: make(chan struct{})}
 	a.next++
 	a.pending[pa.tok] = pa
-	m.Reply = a.prefix + pa.tok
+	a.reply = strconv.AppendUint(append(a.reply[:0], a.prefix...), pa.tok, 36)
+	m.Reply = string(a.reply)
 	a.mu.Unlock()
 	if err := nc.PublishMsg(m); err != nil {
 		if a.take(pa.tok) == pa {
 			<-a.slots // not settled: nobody else frees its slot
 		}
-		return nil, err
+		return err
 	}
-	return pa, nil
+	return nil
 }
 
 // subscribeLocked subscribes to the replies, on first use. The prefix is
@@ -106,7 +109,7 @@ func (a *ackMux) subscribeLocked(nc *nats.Conn) error {
 
 // take removes and returns the publish waiting on tok, nil if none (it
 // was answered, given up or failed already).
-func (a *ackMux) take(tok string) *pendingAck {
+func (a *ackMux) take(tok uint64) *pendingAck {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	pa := a.pending[tok]
@@ -129,7 +132,11 @@ func (a *ackMux) handle(m *nats.Msg) {
 	if len(m.Subject) <= len(a.prefix) {
 		return
 	}
-	pa := a.take(m.Subject[len(a.prefix):])
+	tok, err := strconv.ParseUint(m.Subject[len(a.prefix):], 36, 64)
+	if err != nil {
+		return // not a reply of ours
+	}
+	pa := a.take(tok)
 	if pa == nil {
 		return // late: its waiter gave up, or the connection was lost
 	}
@@ -152,7 +159,7 @@ func (a *ackMux) giveUp(pa *pendingAck, err error) {
 func (a *ackMux) failAll(err error) {
 	a.mu.Lock()
 	failed := a.pending
-	a.pending = map[string]*pendingAck{}
+	a.pending = map[uint64]*pendingAck{}
 	a.mu.Unlock()
 	for _, pa := range failed {
 		a.settle(pa, 0, false, err)

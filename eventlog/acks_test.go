@@ -144,15 +144,15 @@ func TestAckMuxBounds(t *testing.T) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 
-	p1, err := a.publish(nc, &nats.Msg{Subject: "silent"}, time.Second)
-	if err != nil {
+	p1 := new(pendingAck)
+	if err := a.publish(nc, &nats.Msg{Subject: "silent"}, time.Second, p1); err != nil {
 		t.Fatal(err)
 	}
-	p2, err := a.publish(nc, &nats.Msg{Subject: "silent"}, time.Second)
-	if err != nil {
+	p2 := new(pendingAck)
+	if err := a.publish(nc, &nats.Msg{Subject: "silent"}, time.Second, p2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.publish(nc, &nats.Msg{Subject: "silent"}, 50*time.Millisecond); !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+	if err := a.publish(nc, &nats.Msg{Subject: "silent"}, 50*time.Millisecond, new(pendingAck)); !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 		t.Fatalf("a third publish with two slots: err %v, want ErrTooManyStalledMsgs", err)
 	}
 
@@ -169,8 +169,8 @@ func TestAckMuxBounds(t *testing.T) {
 
 	// The connection lost with a publish in flight.
 	silentResponder(t, srv, "silent2")
-	p3, err := a.publish(nc, &nats.Msg{Subject: "silent2"}, time.Second)
-	if err != nil {
+	p3 := new(pendingAck)
+	if err := a.publish(nc, &nats.Msg{Subject: "silent2"}, time.Second, p3); err != nil {
 		t.Fatal(err)
 	}
 	a.failAll(nats.ErrDisconnected)
@@ -179,8 +179,8 @@ func TestAckMuxBounds(t *testing.T) {
 	}
 
 	// Cancelled: the wait says so and the slot is free.
-	p4, err := a.publish(nc, &nats.Msg{Subject: "silent2"}, time.Second)
-	if err != nil {
+	p4 := new(pendingAck)
+	if err := a.publish(nc, &nats.Msg{Subject: "silent2"}, time.Second, p4); err != nil {
 		t.Fatal(err)
 	}
 	cancel := make(chan struct{})
@@ -193,8 +193,8 @@ func TestAckMuxBounds(t *testing.T) {
 	}
 
 	// No responders: nothing listens on the subject.
-	p5, err := a.publish(nc, &nats.Msg{Subject: "nobody.listens"}, time.Second)
-	if err != nil {
+	p5 := new(pendingAck)
+	if err := a.publish(nc, &nats.Msg{Subject: "nobody.listens"}, time.Second, p5); err != nil {
 		t.Fatal(err)
 	}
 	if !a.wait(p5, time.Now().Add(time.Minute), timer, nil) || !errors.Is(p5.err, jetstream.ErrNoStreamResponse) {

@@ -24,7 +24,7 @@ type Transition struct {
 type inflight struct {
 	idx   int
 	p     *prepared
-	ack   *pendingAck
+	ack   pendingAck
 	start time.Time // when the transition was first sent
 }
 
@@ -120,7 +120,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 				continue
 			}
 			f := &inflight{idx: i, p: p, start: start}
-			if f.ack, err = l.publishAsync(p, tl.seq, &one); err != nil {
+			if err = l.publishAsync(p, tl.seq, &one, &f.ack); err != nil {
 				// Not sent (connection closed or the client's own limits):
 				// the synchronous path retries it and reports what is wrong.
 				if results[i], err = l.appendPrepared(ctx, p); err != nil {
@@ -254,18 +254,18 @@ func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers in
 // publishAsync publishes p without waiting: a single event as one async
 // publish; several as an atomic batch whose staged messages go without a
 // reply and whose commit is the async publish.
-func (l *Log) publishAsync(p *prepared, lastSeq uint64, one *singleMsg) (*pendingAck, error) {
+func (l *Log) publishAsync(p *prepared, lastSeq uint64, one *singleMsg, pa *pendingAck) error {
 	n := len(p.envs)
 	if n == 1 {
-		return l.acks.publish(l.nc, one.set(p, lastSeq), l.cfg.RequestTimeout)
+		return l.acks.publish(l.nc, one.set(p, lastSeq), l.cfg.RequestTimeout, pa)
 	}
 	id := newBatchID()
 	for i := 0; i < n-1; i++ {
 		if err := l.nc.PublishMsg(l.message(p, i, lastSeq, id)); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return l.acks.publish(l.nc, l.message(p, n-1, lastSeq, id), l.cfg.RequestTimeout)
+	return l.acks.publish(l.nc, l.message(p, n-1, lastSeq, id), l.cfg.RequestTimeout, pa)
 }
 
 // singleMsg is the message of a single-event transition (what
@@ -290,7 +290,7 @@ func (s *singleMsg) set(p *prepared, lastSeq uint64) *nats.Msg {
 // reply (timeout, reconnect) is retried synchronously, which is idempotent.
 func (l *Log) await(ctx context.Context, f *inflight, t *time.Timer) ([]Appended, error) {
 	p := f.p
-	if !l.acks.wait(f.ack, f.start.Add(l.cfg.RequestTimeout), t, ctx.Done()) {
+	if !l.acks.wait(&f.ack, f.start.Add(l.cfg.RequestTimeout), t, ctx.Done()) {
 		l.dropTail(p.subject)
 		return nil, ctx.Err()
 	}
