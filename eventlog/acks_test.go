@@ -13,6 +13,7 @@ import (
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
 )
 
 // Every PubAck form nats-server writes is read as encoding/json reads it:
@@ -281,5 +282,48 @@ func TestAppendBulkAcrossRestart(t *testing.T) {
 		if want := int(r.Event.Position-1)*aggs + a; r.Event.Position != next[id] || seqs[r.Seq] != want {
 			t.Fatalf("seq %d: %s at position %d reported by transition %d, want position %d of transition %d", r.Seq, id, r.Event.Position, seqs[r.Seq], next[id], want)
 		}
+	}
+}
+
+// Closing the Log under a bulk append ends it with ErrClosed, the outcome
+// of what was in flight unknown (Unanswered), and is no loss: nothing is
+// counted as a retry or logged as a warning.
+func TestAppendBulkClosedUnderIt(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	cfg, m, logs := observed(testConfig(srv))
+	l, err := Open(context.Background(), cfg, keyring(t, 1, 0x11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []Transition
+	for pos := uint64(1); pos <= 1000; pos++ {
+		for a := range 40 {
+			agg := group(instA, fmt.Sprintf("closed%02d", a))
+			ts = append(ts, Transition{Expected: pos - 1, Events: []events.Event{msg(agg, pos, "x")}})
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.AppendBulk(context.Background(), ts)
+		done <- err
+	}()
+	waitUntil(t, "some events stored", func() bool { return streamMsgs(t, l) >= 1000 })
+	l.Close()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("AppendBulk did not return within a minute of Close")
+	}
+	if !errors.Is(err, ErrClosed) && !errors.Is(err, nats.ErrConnectionClosed) {
+		t.Fatalf("AppendBulk under Close: %v, want ErrClosed or the connection closed", err)
+	}
+	if !Unanswered(err) && !errors.Is(err, ErrClosed) {
+		t.Errorf("AppendBulk under Close: %v, want its outcome unknown", err)
+	}
+	if got := telemetrytest.Value(t, m, "epochlog_append_retries_total", "reason", "lost_answer"); got != 0 {
+		t.Errorf("Close counted %v retries", got)
+	}
+	if w := logs.Find(t, "WARN", ""); len(w) != 0 {
+		t.Errorf("Close logged warnings:\n%s", logs.String())
 	}
 }

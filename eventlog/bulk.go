@@ -299,6 +299,12 @@ func (l *Log) await(ctx context.Context, f *inflight, t *time.Timer) ([]Appended
 			return l.afterFailedPublish(ctx, p, err)
 		}
 		l.dropTail(p.subject)
+		if l.closed.Load() {
+			// Closed under the call: nothing to append again with, and
+			// not a loss to count or warn of. Whether it landed is not
+			// known (Unanswered holds).
+			return nil, fmt.Errorf("%w: PubAck of %s at position %d: %w", ErrClosed, p.subject, p.expected+1, err)
+		}
 		if reason := retryReason(err); reason != "" {
 			l.cfg.Metrics.Retry(reason)
 			l.logger.Warn("eventlog: bulk append unanswered; appending the same events again",
