@@ -43,7 +43,9 @@ type inflight struct {
 // failure it waits for what is in flight, then returns the results so far
 // (nil for transitions not appended) and an error naming the transition.
 // Retrying the whole call is safe: transitions already stored are found
-// again and reported with Duplicate set.
+// again and reported with Duplicate set. Closing the Log under a call
+// ends it with ErrClosed; what was in flight then may or may not be
+// stored (Unanswered holds).
 func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, error) {
 	results := make([][]Appended, len(ts))
 	queue := make([]*inflight, 0, l.cfg.MaxInFlight)
