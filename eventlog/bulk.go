@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
-	"github.com/nats-io/nats.go"
 )
 
 // Transition is one append of AppendBulk: events of one aggregate at
@@ -59,7 +57,6 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 
 	wait := time.NewTimer(time.Hour) // reused by every await of this call
 	wait.Stop()
-	var one singleMsg // reused by every single-event publish of this call
 	complete := func(f *inflight) {
 		res, err := l.await(ctx, f, wait)
 		if err != nil {
@@ -122,7 +119,7 @@ func (l *Log) AppendBulk(ctx context.Context, ts []Transition) ([][]Appended, er
 				continue
 			}
 			f := &inflight{idx: i, p: p, start: start}
-			if err = l.publishAsync(p, tl.seq, &one, &f.ack); err != nil {
+			if err = l.publishAsync(p, tl.seq, &f.ack); err != nil {
 				// Not sent (connection closed or the client's own limits):
 				// the synchronous path retries it and reports what is wrong.
 				if results[i], err = l.appendPrepared(ctx, p); err != nil {
@@ -256,10 +253,10 @@ func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers in
 // publishAsync publishes p without waiting: a single event as one async
 // publish; several as an atomic batch whose staged messages go without a
 // reply and whose commit is the async publish.
-func (l *Log) publishAsync(p *prepared, lastSeq uint64, one *singleMsg, pa *pendingAck) error {
+func (l *Log) publishAsync(p *prepared, lastSeq uint64, pa *pendingAck) error {
 	n := len(p.envs)
 	if n == 1 {
-		return l.acks.publish(l.nc, one.set(p, lastSeq), l.cfg.RequestTimeout, pa)
+		return l.acks.publish(l.nc, l.message(p, 0, lastSeq, ""), l.cfg.RequestTimeout, pa)
 	}
 	id := newBatchID()
 	for i := 0; i < n-1; i++ {
@@ -268,23 +265,6 @@ func (l *Log) publishAsync(p *prepared, lastSeq uint64, one *singleMsg, pa *pend
 		}
 	}
 	return l.acks.publish(l.nc, l.message(p, n-1, lastSeq, id), l.cfg.RequestTimeout, pa)
-}
-
-// singleMsg is the message of a single-event transition (what
-// Log.message builds), reused from publish to publish: nc.PublishMsg has
-// copied all it sends when it returns.
-type singleMsg struct {
-	m       nats.Msg
-	id, seq [1]string
-}
-
-func (s *singleMsg) set(p *prepared, lastSeq uint64) *nats.Msg {
-	if s.m.Header == nil {
-		s.m.Header = nats.Header{hdrMsgID: s.id[:], hdrExpectedSeq: s.seq[:]}
-	}
-	s.id[0], s.seq[0] = p.ids[0], strconv.FormatUint(lastSeq, 10)
-	s.m.Subject, s.m.Reply, s.m.Data = p.subject, "", p.envs[0]
-	return &s.m
 }
 
 // await waits for f's PubAck. A failed publish goes through the same

@@ -141,24 +141,6 @@ func testAppendBulk(t *testing.T) {
 	}
 }
 
-// The reused message of a single-event transition is the message Append
-// sends, whatever it carried before.
-func TestSingleMsgIsMessage(t *testing.T) {
-	var one singleMsg
-	l := &Log{}
-	for i, p := range []*prepared{
-		{subject: "a.b", ids: []string{"1-x"}, envs: [][]byte{[]byte("env one")}},
-		{subject: "c.d", ids: []string{"22-y"}, envs: [][]byte{[]byte("env two")}},
-	} {
-		want := l.message(p, 0, uint64(i*1000), "")
-		got := one.set(p, uint64(i*1000))
-		if got.Subject != want.Subject || got.Reply != "" || string(got.Data) != string(want.Data) || fmt.Sprint(got.Header) != fmt.Sprint(want.Header) {
-			t.Fatalf("message %d: %q %q %v, want %q %q %v", i, got.Subject, got.Data, got.Header, want.Subject, want.Data, want.Header)
-		}
-		got.Reply = "_INBOX.x.1" // as ackMux.publish sets it
-	}
-}
-
 // Each event of a bulk load is sealed under its own period's data key,
 // also where the window hands the seals the keys it found in the cache:
 // loads that mix groups, days and transitions of several events, with
