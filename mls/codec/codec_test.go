@@ -370,3 +370,58 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestVectorVLengthPrefix holds VectorV, which writes the content in place
+// and moves it up when the length needs more than one byte, to OpaqueV of
+// the same content: at every length-prefix size and its boundaries, nested,
+// between other writes, and when the content fails to encode.
+func TestVectorVLengthPrefix(t *testing.T) {
+	for _, n := range []int{0, 1, 63, 64, 65, 300, 16383, 16384, 16385, 100_000} {
+		content := make([]byte, n)
+		for i := range content {
+			content[i] = byte(i*7 + 1)
+		}
+		var got, want codec.Writer
+		got.Uint16(0xa1a2)
+		got.VectorV(func(w *codec.Writer) {
+			w.Raw(content[:n/2])
+			w.VectorV(func(w *codec.Writer) { w.Raw(content[n/2:]) })
+		})
+		got.Uint8(0xb3)
+		var inner codec.Writer
+		inner.Raw(content[:n/2])
+		inner.OpaqueV(content[n/2:])
+		want.Uint16(0xa1a2)
+		want.OpaqueV(inner.Bytes())
+		want.Uint8(0xb3)
+		g, err := got.Finish()
+		if err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if !bytes.Equal(g, want.Bytes()) {
+			t.Fatalf("n=%d: VectorV wrote %d bytes unlike OpaqueV's %d (first 8: %x, want %x)", n, len(g), want.Len(), g[:min(8, len(g))], want.Bytes()[:min(8, want.Len())])
+		}
+		r := codec.NewReader(g)
+		r.Uint16()
+		sub, err := r.VectorV()
+		if err != nil {
+			t.Fatalf("n=%d: read back: %v", n, err)
+		}
+		first, _ := sub.Raw(n / 2)
+		second, err := sub.OpaqueV()
+		if err != nil || !bytes.Equal(first, content[:n/2]) || !bytes.Equal(second, content[n/2:]) || sub.Done() != nil {
+			t.Fatalf("n=%d: content read back differs (err %v)", n, err)
+		}
+	}
+
+	var w codec.Writer
+	sentinel := errors.New("bad element")
+	w.VectorV(func(w *codec.Writer) {
+		w.Raw(make([]byte, 100))
+		w.Fail(sentinel)
+	})
+	w.Uint8(1)
+	if _, err := w.Finish(); !errors.Is(err, sentinel) {
+		t.Fatalf("VectorV with a failing element: err %v", err)
+	}
+}

@@ -125,19 +125,33 @@ func (w *Writer) Optional(present bool) {
 
 // VectorV writes a <V> vector whose content is produced by fn: the content is
 // encoded first and then prefixed with its byte length.
+//
+// fn writes straight into w, after a one-byte length (a short vector's),
+// and the content is moved up when its length needs two or four bytes. A
+// vector written into a buffer of its own would be copied again at every
+// level it is nested in: a commit's path (nodes of ciphertexts, in the
+// path, in the commit, in the framed content) five times, allocations
+// included.
 func (w *Writer) VectorV(fn func(w *Writer)) {
 	if w.err != nil {
 		return
 	}
-	var sub Writer
-	fn(&sub)
-	if sub.err != nil {
-		w.err = sub.err
+	at := len(w.buf)
+	w.buf = append(w.buf, 0)
+	fn(w)
+	if w.err != nil {
 		return
 	}
-	if len(sub.buf) > MaxVarint {
-		w.err = fmt.Errorf("%w: vector of %d bytes exceeds 2^30-1", ErrEncode, len(sub.buf))
+	n := len(w.buf) - at - 1
+	var lenBuf [4]byte
+	prefix, err := AppendVarint(lenBuf[:0], uint64(n))
+	if err != nil {
+		w.err = fmt.Errorf("%w: vector of %d bytes exceeds 2^30-1", ErrEncode, n)
 		return
 	}
-	w.OpaqueV(sub.buf)
+	if grow := len(prefix) - 1; grow > 0 {
+		w.buf = append(w.buf, lenBuf[:grow]...) // room; overwritten by the move
+		copy(w.buf[at+len(prefix):], w.buf[at+1:at+1+n])
+	}
+	copy(w.buf[at:], prefix)
 }
