@@ -17,26 +17,67 @@ const (
 	reuseGuardLen         = 4
 )
 
+// encodeFramedContent encodes fc. The signature, the membership tag and
+// the confirmed transcript hash all cover this encoding: the paths that
+// compute more than one of them (creating and processing a commit) encode
+// it once and pass it on, since a commit with a path is large (82 KiB in a
+// group of 1,000 whose parents are blank, 805 KiB at 10,000).
+func encodeFramedContent(fc *FramedContent) ([]byte, error) {
+	var w codec.Writer
+	fc.marshal(&w)
+	return w.Finish()
+}
+
 // framedContentTBS encodes FramedContentTBS (RFC 9420 §6.1); the group
 // context is bound for member and new-member-commit senders only.
 func framedContentTBS(wf WireFormat, fc *FramedContent, gc *GroupContext) ([]byte, error) {
+	content, err := encodeFramedContent(fc)
+	if err != nil {
+		return nil, err
+	}
+	return framedContentTBSOf(wf, fc.Sender.Type, content, gc)
+}
+
+// framedContentTBSOf is framedContentTBS of content, the encoding of a
+// FramedContent from a sender of type sender.
+func framedContentTBSOf(wf WireFormat, sender SenderType, content []byte, gc *GroupContext) ([]byte, error) {
 	var w codec.Writer
+	w.Grow(4 + len(content) + tbsContextRoom)
+	writeFramedContentTBS(&w, wf, sender, content, gc)
+	return w.Finish()
+}
+
+// tbsContextRoom is room enough for a group context without extensions
+// (its three hashes and fixed fields), so that a large content is not
+// copied again when the context is appended.
+const tbsContextRoom = 256
+
+func writeFramedContentTBS(w *codec.Writer, wf WireFormat, sender SenderType, content []byte, gc *GroupContext) {
 	w.Uint16(uint16(ProtocolMLS10))
 	w.Uint16(uint16(wf))
-	fc.marshal(&w)
-	switch fc.Sender.Type {
+	w.Raw(content)
+	switch sender {
 	case SenderTypeMember, SenderTypeNewMemberCommit:
 		if gc == nil {
-			return nil, fmt.Errorf("mls: FramedContentTBS of a member sender needs the group context")
+			w.Fail(fmt.Errorf("mls: FramedContentTBS of a member sender needs the group context"))
+			return
 		}
-		gc.marshal(&w)
+		gc.marshal(w)
 	}
-	return w.Finish()
 }
 
 // signFramedContent returns the signature of fc sent as wf.
 func signFramedContent(cs *ciphersuite.CipherSuite, priv *ciphersuite.SignaturePrivateKey, wf WireFormat, fc *FramedContent, gc *GroupContext) ([]byte, error) {
-	tbs, err := framedContentTBS(wf, fc, gc)
+	content, err := encodeFramedContent(fc)
+	if err != nil {
+		return nil, err
+	}
+	return signFramedContentOf(cs, priv, wf, fc.Sender.Type, content, gc)
+}
+
+// signFramedContentOf is signFramedContent of content, fc's encoding.
+func signFramedContentOf(cs *ciphersuite.CipherSuite, priv *ciphersuite.SignaturePrivateKey, wf WireFormat, sender SenderType, content []byte, gc *GroupContext) ([]byte, error) {
+	tbs, err := framedContentTBSOf(wf, sender, content, gc)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +91,19 @@ func signFramedContent(cs *ciphersuite.CipherSuite, priv *ciphersuite.SignatureP
 // verifyFramedContent checks the signature of ac with the sender's key;
 // the error wraps ErrBadSignature.
 func verifyFramedContent(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, ac *AuthenticatedContent, gc *GroupContext) error {
-	tbs, err := framedContentTBS(ac.WireFormat, &ac.Content, gc)
+	return verifyFramedContentOf(cs, pub, ac, nil, gc)
+}
+
+// verifyFramedContentOf is verifyFramedContent with content, the encoding
+// of ac.Content, made already (nil: encoded here).
+func verifyFramedContentOf(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, ac *AuthenticatedContent, content []byte, gc *GroupContext) error {
+	if content == nil {
+		var err error
+		if content, err = encodeFramedContent(&ac.Content); err != nil {
+			return err
+		}
+	}
+	tbs, err := framedContentTBSOf(ac.WireFormat, ac.Content.Sender.Type, content, gc)
 	if err != nil {
 		return err
 	}
@@ -60,14 +113,18 @@ func verifyFramedContent(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, ac
 	return nil
 }
 
-// membershipTagInput encodes AuthenticatedContentTBM.
-func membershipTagInput(ac *AuthenticatedContent, gc *GroupContext) ([]byte, error) {
-	tbs, err := framedContentTBS(ac.WireFormat, &ac.Content, gc)
-	if err != nil {
-		return nil, err
+// membershipTagInput encodes AuthenticatedContentTBM, with content the
+// encoding of ac.Content made already (nil: encoded here).
+func membershipTagInput(ac *AuthenticatedContent, content []byte, gc *GroupContext) ([]byte, error) {
+	if content == nil {
+		var err error
+		if content, err = encodeFramedContent(&ac.Content); err != nil {
+			return nil, err
+		}
 	}
 	var w codec.Writer
-	w.Raw(tbs)
+	w.Grow(4 + len(content) + tbsContextRoom + len(ac.Auth.Signature) + len(ac.Auth.ConfirmationTag) + 8)
+	writeFramedContentTBS(&w, ac.WireFormat, ac.Content.Sender.Type, content, gc)
 	ac.Auth.marshalFor(&w, ac.Content.ContentType)
 	return w.Finish()
 }
@@ -75,6 +132,12 @@ func membershipTagInput(ac *AuthenticatedContent, gc *GroupContext) ([]byte, err
 // protectPublic wraps ac, already signed, in a PublicMessage with the
 // membership tag of a member sender.
 func protectPublic(cs *ciphersuite.CipherSuite, ac *AuthenticatedContent, gc *GroupContext, membershipKey keyschedule.Secret) (*PublicMessage, error) {
+	return protectPublicOf(cs, ac, nil, gc, membershipKey)
+}
+
+// protectPublicOf is protectPublic with content, the encoding of
+// ac.Content made already (nil: encoded here if needed).
+func protectPublicOf(cs *ciphersuite.CipherSuite, ac *AuthenticatedContent, content []byte, gc *GroupContext, membershipKey keyschedule.Secret) (*PublicMessage, error) {
 	if ac.WireFormat != WireFormatPublicMessage {
 		return nil, fmt.Errorf("mls: content framed for wire format %d, not a public message", ac.WireFormat)
 	}
@@ -83,7 +146,7 @@ func protectPublic(cs *ciphersuite.CipherSuite, ac *AuthenticatedContent, gc *Gr
 	}
 	pm := &PublicMessage{Content: ac.Content, Auth: ac.Auth}
 	if ac.Content.Sender.Type == SenderTypeMember {
-		in, err := membershipTagInput(ac, gc)
+		in, err := membershipTagInput(ac, content, gc)
 		if err != nil {
 			return nil, err
 		}
@@ -95,12 +158,18 @@ func protectPublic(cs *ciphersuite.CipherSuite, ac *AuthenticatedContent, gc *Gr
 // unprotectPublic checks the membership tag of a member's PublicMessage
 // (the signature is the caller's job: it knows the sender's key).
 func unprotectPublic(cs *ciphersuite.CipherSuite, pm *PublicMessage, gc *GroupContext, membershipKey keyschedule.Secret) (*AuthenticatedContent, error) {
+	return unprotectPublicOf(cs, pm, nil, gc, membershipKey)
+}
+
+// unprotectPublicOf is unprotectPublic with content, the encoding of
+// pm.Content made already (nil: encoded here if needed).
+func unprotectPublicOf(cs *ciphersuite.CipherSuite, pm *PublicMessage, content []byte, gc *GroupContext, membershipKey keyschedule.Secret) (*AuthenticatedContent, error) {
 	ac := &AuthenticatedContent{WireFormat: WireFormatPublicMessage, Content: pm.Content, Auth: pm.Auth}
 	if ac.Content.ContentType == ContentTypeApplication {
 		return nil, fmt.Errorf("%w: application data in a public message", ErrTampered)
 	}
 	if pm.Content.Sender.Type == SenderTypeMember {
-		in, err := membershipTagInput(ac, gc)
+		in, err := membershipTagInput(ac, content, gc)
 		if err != nil {
 			return nil, err
 		}
@@ -314,10 +383,23 @@ func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSec
 // confirmedTranscriptHash returns Hash(interim_transcript_hash_before ||
 // ConfirmedTranscriptHashInput) for a commit (RFC 9420 §8.2).
 func confirmedTranscriptHash(cs *ciphersuite.CipherSuite, interimBefore []byte, ac *AuthenticatedContent) ([]byte, error) {
+	return confirmedTranscriptHashOf(cs, interimBefore, ac, nil)
+}
+
+// confirmedTranscriptHashOf is confirmedTranscriptHash with content, the
+// encoding of ac.Content made already (nil: encoded here).
+func confirmedTranscriptHashOf(cs *ciphersuite.CipherSuite, interimBefore []byte, ac *AuthenticatedContent, content []byte) ([]byte, error) {
+	if content == nil {
+		var err error
+		if content, err = encodeFramedContent(&ac.Content); err != nil {
+			return nil, err
+		}
+	}
 	var w codec.Writer
+	w.Grow(len(interimBefore) + 2 + len(content) + len(ac.Auth.Signature) + 4)
 	w.Raw(interimBefore)
 	w.Uint16(uint16(ac.WireFormat))
-	ac.Content.marshal(&w)
+	w.Raw(content)
 	w.OpaqueV(ac.Auth.Signature)
 	b, err := w.Finish()
 	if err != nil {

@@ -331,6 +331,13 @@ func (g *Group) retireEpoch() {
 
 // frame builds and signs content of this member for the current epoch.
 func (g *Group) frame(ct ContentType, authData []byte, app []byte, p *Proposal, c *Commit) (*AuthenticatedContent, error) {
+	ac, _, err := g.frameOf(ct, authData, app, p, c)
+	return ac, err
+}
+
+// frameOf is frame that also returns the encoding of the content it
+// signed, for the commit's transcript hash and membership tag.
+func (g *Group) frameOf(ct ContentType, authData []byte, app []byte, p *Proposal, c *Commit) (*AuthenticatedContent, []byte, error) {
 	wf := WireFormatPublicMessage
 	if g.opts.EncryptHandshake || ct == ContentTypeApplication {
 		wf = WireFormatPrivateMessage
@@ -342,21 +349,31 @@ func (g *Group) frame(ct ContentType, authData []byte, app []byte, p *Proposal, 
 		GroupID: g.ctx.GroupID, Epoch: g.ctx.Epoch, Sender: Sender{Type: SenderTypeMember, LeafIndex: g.me},
 		AuthenticatedData: authData, ContentType: ct, ApplicationData: app, Proposal: p, Commit: c,
 	}}
-	sig, err := signFramedContent(g.cs, g.sig, wf, &ac.Content, &g.ctx)
+	content, err := encodeFramedContent(&ac.Content)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	sig, err := signFramedContentOf(g.cs, g.sig, wf, ac.Content.Sender.Type, content, &g.ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	ac.Auth.Signature = sig
-	return ac, nil
+	return ac, content, nil
 }
 
 // protect wraps signed content in an MLSMessage with the current epoch's
 // keys; it consumes a ratchet generation of g (which must be a clone).
 func (g *Group) protect(ac *AuthenticatedContent) (*MLSMessage, error) {
+	return g.protectOf(ac, nil)
+}
+
+// protectOf is protect with content, the encoding of ac.Content made
+// already (nil: encoded if needed).
+func (g *Group) protectOf(ac *AuthenticatedContent, content []byte) (*MLSMessage, error) {
 	m := &MLSMessage{Version: ProtocolMLS10, WireFormat: ac.WireFormat}
 	var err error
 	if ac.WireFormat == WireFormatPublicMessage {
-		m.PublicMessage, err = protectPublic(g.cs, ac, &g.ctx, g.secrets.MembershipKey)
+		m.PublicMessage, err = protectPublicOf(g.cs, ac, content, &g.ctx, g.secrets.MembershipKey)
 	} else {
 		m.PrivateMessage, err = protectPrivate(g.cs, g.epochKeys, g.secrets.SenderDataSecret, ac, int(g.opts.Padding), g.rand())
 	}
@@ -490,15 +507,20 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 		c.past[i].keys = c.past[i].keys.clone()
 		ctx, tree, sds, keys = &c.past[i].ctx, c.past[i].leaves, c.past[i].senderDataSecret, c.past[i].keys
 	}
+	// The content's encoding is made once: the membership tag, the
+	// signature and a commit's transcript hash all cover it.
 	var ac *AuthenticatedContent
+	var content []byte
 	var err error
 	if m.PublicMessage != nil {
 		if m.PublicMessage.Content.Sender.Type != SenderTypeMember {
 			return c.processNonMember(m.PublicMessage)
 		}
-		ac, err = unprotectPublic(c.cs, m.PublicMessage, ctx, c.secrets.MembershipKey)
-	} else {
-		ac, err = unprotectPrivate(c.cs, keys, sds, m.PrivateMessage, uint32(tree.LeafCount()))
+		if content, err = encodeFramedContent(&m.PublicMessage.Content); err == nil {
+			ac, err = unprotectPublicOf(c.cs, m.PublicMessage, content, ctx, c.secrets.MembershipKey)
+		}
+	} else if ac, err = unprotectPrivate(c.cs, keys, sds, m.PrivateMessage, uint32(tree.LeafCount())); err == nil {
+		content, err = encodeFramedContent(&ac.Content)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("group %x epoch %d: %w", groupID, epoch, err)
@@ -508,7 +530,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	if leaf == nil {
 		return nil, nil, fmt.Errorf("%w: leaf %d is blank in epoch %d", ErrNotMember, sender, epoch)
 	}
-	if err := verifyFramedContent(c.cs, leaf.SignatureKey, ac, ctx); err != nil {
+	if err := verifyFramedContentOf(c.cs, leaf.SignatureKey, ac, content, ctx); err != nil {
 		return nil, nil, err
 	}
 	r := &Received{ContentType: ct, SenderType: SenderTypeMember, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
@@ -532,7 +554,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	if sender == g.me {
 		return nil, nil, fmt.Errorf("%w: own commit echoed back; the state returned by Commit is already in the next epoch", ErrInvalidProposal)
 	}
-	ng, removed, err := c.applyCommit(ac)
+	ng, removed, err := c.applyCommit(ac, content)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -225,14 +225,14 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ac, err := g.frame(ContentTypeCommit, opts.AuthenticatedData, nil, nil, commit)
+	ac, content, err := g.frameOf(ContentTypeCommit, opts.AuthenticatedData, nil, nil, commit)
 	if err != nil {
 		return nil, nil, err
 	}
 	if newCtx.TreeHash, err = tree.TreeHash(g.cs); err != nil {
 		return nil, nil, err
 	}
-	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHash(g.cs, g.interim, ac); err != nil {
+	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHashOf(g.cs, g.interim, ac, content); err != nil {
 		return nil, nil, err
 	}
 	gcBytes, err := newCtx.Marshal()
@@ -248,7 +248,7 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	if ac.Auth.ConfirmationTag, err = confirmationTagFor(g.cs, joiner, psk, gcBytes, newCtx.ConfirmedTranscriptHash); err != nil {
 		return nil, nil, err
 	}
-	msg, err := n.protect(ac)
+	msg, err := n.protectOf(ac, content)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -27,9 +27,9 @@ func (g *Group) privateKeysFor(tree RatchetTree, leafKey *ciphersuite.HPKEPrivat
 }
 
 // applyCommit moves a clone of the group to the epoch of a commit by
-// another member (RFC 9420 §12.4.2). It returns whether this member was
-// removed.
-func (g *Group) applyCommit(ac *AuthenticatedContent) (*Group, bool, error) {
+// another member (RFC 9420 §12.4.2), content being the encoding of
+// ac.Content. It returns whether this member was removed.
+func (g *Group) applyCommit(ac *AuthenticatedContent, content []byte) (*Group, bool, error) {
 	committer := ac.Content.Sender.LeafIndex
 	commit := ac.Content.Commit
 	props, err := g.resolveProposals(committer, commit.Proposals)
@@ -81,7 +81,7 @@ func (g *Group) applyCommit(ac *AuthenticatedContent) (*Group, bool, error) {
 	if newCtx.TreeHash, err = tree.TreeHash(g.cs); err != nil {
 		return nil, false, err
 	}
-	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHash(g.cs, g.interim, ac); err != nil {
+	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHashOf(g.cs, g.interim, ac, content); err != nil {
 		return nil, false, err
 	}
 	gcBytes, err := newCtx.Marshal()
