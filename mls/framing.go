@@ -28,18 +28,9 @@ func encodeFramedContent(fc *FramedContent) ([]byte, error) {
 	return w.Finish()
 }
 
-// framedContentTBS encodes FramedContentTBS (RFC 9420 §6.1); the group
+// framedContentTBSOf encodes FramedContentTBS (RFC 9420 §6.1) of content,
+// the encoding of a FramedContent from a sender of type sender; the group
 // context is bound for member and new-member-commit senders only.
-func framedContentTBS(wf WireFormat, fc *FramedContent, gc *GroupContext) ([]byte, error) {
-	content, err := encodeFramedContent(fc)
-	if err != nil {
-		return nil, err
-	}
-	return framedContentTBSOf(wf, fc.Sender.Type, content, gc)
-}
-
-// framedContentTBSOf is framedContentTBS of content, the encoding of a
-// FramedContent from a sender of type sender.
 func framedContentTBSOf(wf WireFormat, sender SenderType, content []byte, gc *GroupContext) ([]byte, error) {
 	var w codec.Writer
 	w.Grow(4 + len(content) + tbsContextRoom)
@@ -52,6 +43,7 @@ func framedContentTBSOf(wf WireFormat, sender SenderType, content []byte, gc *Gr
 // copied again when the context is appended.
 const tbsContextRoom = 256
 
+// writeFramedContentTBS writes framedContentTBSOf's encoding to w.
 func writeFramedContentTBS(w *codec.Writer, wf WireFormat, sender SenderType, content []byte, gc *GroupContext) {
 	w.Uint16(uint16(ProtocolMLS10))
 	w.Uint16(uint16(wf))
