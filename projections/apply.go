@@ -292,7 +292,11 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 		e := g.newEpochs[k.epoch]
 		var err error
-		if a.db.schema >= 5 { // the state is the group's, or in epoch_states
+		if a.db.schema >= 8 { // of another member's commit, its hash only
+			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_sha256, commit_message, created_at, retired, committer, own_commit)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), e.commitSum(), e.commitKept(), e.createdAt, e.retired,
+				nullBytes(e.committer), e.own)
+		} else if a.db.schema >= 5 { // the state is the group's, or in epoch_states
 			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, created_at, retired, committer, own_commit)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), nullBytes(e.commit), e.createdAt, e.retired,
 				nullBytes(e.committer), e.own)

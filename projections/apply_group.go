@@ -84,6 +84,26 @@ type epochRow struct {
 	own                      any    // schema v3: nil, or 0/1
 }
 
+// commitSum is the commit_sha256 of the row (schema v8): the SHA-256 of
+// its commit, or NULL for an epoch no commit started.
+func (e *epochRow) commitSum() any {
+	if e.commit == nil {
+		return nil
+	}
+	return commitSHA256(e.commit)
+}
+
+// commitKept is the commit_message of the row from schema v8: the commit
+// whole when this installation made it, or when who made it was not
+// recorded (before schema 3); NULL for another member's commit, which its
+// hash stands for.
+func (e *epochRow) commitKept() any {
+	if own, recorded := e.own.(bool); recorded && !own {
+		return nil
+	}
+	return nullBytes(e.commit)
+}
+
 // groupSnapshot is a group's state after a proposal was cached, and the
 // highest message ordinal then: the messages sent before it are in it.
 // From schema v5 it is stored as a delta from base, the state the epoch
@@ -208,6 +228,10 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 			q = `INSERT INTO epochs(group_id, epoch, epoch_authenticator, created_at, commit_message, committer, own_commit) VALUES (?, ?, ?, ?, ?, ?, 1)`
 			args = slices.Delete(args, 3, 4)
 		}
+		if a.db.schema >= 8 {
+			q = `INSERT INTO epochs(group_id, epoch, epoch_authenticator, created_at, commit_message, committer, own_commit, commit_sha256) VALUES (?, ?, ?, ?, ?, ?, 1, ?)`
+			args = append(args, commitSHA256(own))
+		}
 		if _, err := a.exec(q, args...); err != nil {
 			return err
 		}
@@ -268,8 +292,13 @@ func (a *applier) archiveMembership(id []byte, resync bool) (int64, error) {
 		SELECT group_id, ?, leaf, identity, added_epoch, removed_epoch FROM members WHERE group_id = ?`, m, id); err != nil {
 		return 0, err
 	}
-	if _, err := a.exec(`INSERT INTO past_epochs(group_id, membership, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at)
-		SELECT group_id, ?, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at FROM epochs WHERE group_id = ?`, m, id); err != nil {
+	pastEpochs := `INSERT INTO past_epochs(group_id, membership, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at)
+		SELECT group_id, ?, epoch, epoch_authenticator, confirmed_transcript_hash, commit_message, committer, own_commit, created_at FROM epochs WHERE group_id = ?`
+	if a.db.schema >= 8 {
+		pastEpochs = `INSERT INTO past_epochs(group_id, membership, epoch, epoch_authenticator, confirmed_transcript_hash, commit_sha256, commit_message, committer, own_commit, created_at)
+		SELECT group_id, ?, epoch, epoch_authenticator, confirmed_transcript_hash, commit_sha256, commit_message, committer, own_commit, created_at FROM epochs WHERE group_id = ?`
+	}
+	if _, err := a.exec(pastEpochs, m, id); err != nil {
 		return 0, err
 	}
 	drop := []string{`DELETE FROM members WHERE group_id = ?`, `DELETE FROM epochs WHERE group_id = ?`, `DELETE FROM proposals WHERE group_id = ?`}

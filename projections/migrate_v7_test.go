@@ -52,7 +52,8 @@ func largeRowsStream() []Record {
 func TestMigrateToV7InPlace(t *testing.T) {
 	recs := largeRowsStream()
 	dir := t.TempDir()
-	fresh := build(t, filepath.Join(dir, "v7.db"), newKey(t), nil, recs)
+	v7 := &Options{SchemaVersion: 7}
+	fresh := build(t, filepath.Join(dir, "v7.db"), newKey(t), v7, recs)
 	defer fresh.Close()
 	want, err := fresh.Digest(ctx)
 	if err != nil || want.Schema != 7 {
@@ -70,7 +71,7 @@ func TestMigrateToV7InPlace(t *testing.T) {
 	if d := Compare(want, old); d != nil {
 		t.Fatalf("a v6 build differs from a v7 build beyond the schema version: %v", d)
 	}
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 6 || to != 7 {
+	if f, to, err := MigrateInPlace(ctx, path, k, v7); err != nil || f != 6 || to != 7 {
 		t.Fatalf("MigrateInPlace from v6: %d -> %d, %v", f, to, err)
 	}
 	migrated := mustOpen(t, path, k, &Options{NoMigrate: true})

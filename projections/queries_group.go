@@ -325,6 +325,12 @@ func (db *DB) CommitStartedEpoch(ctx context.Context, groupID []byte, epoch uint
 	if commit == nil {
 		commit = []byte{} // never equal to the NULL of an epoch without commit
 	}
+	if db.schema >= 8 { // commits are matched by their hash
+		sum := commitSHA256(commit)
+		return db.exists(ctx, "epoch commit", `SELECT 1 FROM epochs WHERE group_id = ? AND epoch = ? AND commit_sha256 = ?
+			UNION ALL SELECT 1 FROM past_epochs WHERE group_id = ? AND epoch = ? AND commit_sha256 = ?`,
+			groupID, epoch, sum, groupID, epoch, sum)
+	}
 	q := `SELECT 1 FROM epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`
 	if db.schema >= 3 {
 		return db.exists(ctx, "epoch commit", q+` UNION ALL SELECT 1 FROM past_epochs WHERE group_id = ? AND epoch = ? AND commit_message = ?`,

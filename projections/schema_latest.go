@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 7
+const schemaLatestVersion = 8
 
-// schemaLatest creates schema 7 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 8 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -88,39 +88,12 @@ var schemaLatest = []string{
 		state                     BLOB NOT NULL
 	, proposal_state BLOB)`,
 	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
-	`CREATE TABLE "past_epochs" (
-		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
-		membership                INTEGER NOT NULL,
-		epoch                     INTEGER NOT NULL,
-		created_at                INTEGER NOT NULL,
-		own_commit                INTEGER,
-		committer                 BLOB,
-		epoch_authenticator       BLOB,
-		confirmed_transcript_hash BLOB,
-		commit_message            BLOB,
-		PRIMARY KEY (group_id, membership, epoch)
-	)`,
 	`CREATE TABLE epoch_states (
 			group_id    BLOB NOT NULL REFERENCES groups(group_id),
 			epoch       INTEGER NOT NULL,
 			state_delta BLOB NOT NULL,
 			PRIMARY KEY (group_id, epoch)
 		)`,
-	`CREATE TABLE "epochs" (
-			group_id                  BLOB NOT NULL REFERENCES groups(group_id),
-			epoch                     INTEGER NOT NULL,
-			retired                   INTEGER NOT NULL DEFAULT 0,
-			created_at                INTEGER NOT NULL,
-			own_commit                INTEGER,
-			committer                 BLOB,
-			epoch_authenticator       BLOB,
-			confirmed_transcript_hash BLOB,
-			commit_message            BLOB,
-			PRIMARY KEY (group_id, epoch)
-		)`,
-	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
-	`CREATE INDEX epochs_own ON epochs(group_id, epoch) WHERE own_commit = 1`,
-	`CREATE INDEX epochs_committer_unknown ON epochs(group_id, epoch) WHERE own_commit IS NULL AND commit_message IS NOT NULL`,
 	`CREATE TABLE "messages" (
 		group_id           BLOB NOT NULL REFERENCES groups(group_id),
 		ordinal            INTEGER NOT NULL,
@@ -175,5 +148,34 @@ var schemaLatest = []string{
 		init_private_key       BLOB,
 		encryption_private_key BLOB,
 		key_package            BLOB NOT NULL
+	)`,
+	`CREATE TABLE "epochs" (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		epoch                     INTEGER NOT NULL,
+		retired                   INTEGER NOT NULL DEFAULT 0,
+		created_at                INTEGER NOT NULL,
+		own_commit                INTEGER,
+		committer                 BLOB,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_sha256             BLOB,
+		commit_message            BLOB,
+		PRIMARY KEY (group_id, epoch)
+	)`,
+	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
+	`CREATE INDEX epochs_own ON epochs(group_id, epoch) WHERE own_commit = 1`,
+	`CREATE INDEX epochs_committer_unknown ON epochs(group_id, epoch) WHERE own_commit IS NULL AND commit_message IS NOT NULL`,
+	`CREATE TABLE "past_epochs" (
+		group_id                  BLOB NOT NULL REFERENCES groups(group_id),
+		membership                INTEGER NOT NULL,
+		epoch                     INTEGER NOT NULL,
+		created_at                INTEGER NOT NULL,
+		own_commit                INTEGER,
+		committer                 BLOB,
+		epoch_authenticator       BLOB,
+		confirmed_transcript_hash BLOB,
+		commit_sha256             BLOB,
+		commit_message            BLOB,
+		PRIMARY KEY (group_id, membership, epoch)
 	)`,
 }
