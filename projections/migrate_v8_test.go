@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
@@ -169,4 +170,52 @@ func TestMigrateToV8InPlace(t *testing.T) {
 func sha256Of(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
+}
+
+// Processes that open one older file at once (a rolling upgrade) all
+// open it: the first migrates it, the others wait for its write lock and
+// find the step done, where they used to fail it (the v8 step's column
+// added twice) or, for some steps, do it again.
+func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	recs := v8Stream(t)
+	fresh := build(t, filepath.Join(t.TempDir(), "fresh.db"), newKey(t), nil, recs)
+	want, err := fresh.Digest(ctx)
+	fresh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		k := newKey(t)
+		path := filepath.Join(t.TempDir(), "v6.db")
+		build(t, path, k, &Options{SchemaVersion: 6}, recs).Close()
+		errs := make([]error, 3)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() {
+				db, err := Open(path, k, nil)
+				if err == nil {
+					err = db.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: open %d of 3 at once: %v", round, i, err)
+			}
+		}
+		db := mustOpen(t, path, k, &Options{NoMigrate: true})
+		got, err := db.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := Compare(want, got); d != nil {
+			t.Fatalf("round %d: migrated by three opens at once, the file differs from a fresh build: %v", round, d)
+		}
+		if err := db.IntegrityCheck(ctx); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
 }

@@ -830,6 +830,23 @@ func (db *DB) migrateStep(ctx context.Context, conn *sql.Conn, v int, stmts []st
 	if err != nil {
 		return db.wrapErr("migrate", err)
 	}
+	// Another process may open the same file and migrate it meanwhile (a
+	// rolling upgrade). The step's first statement takes the write lock
+	// (a delete of nothing: it waits out the other writer), so the version
+	// read next is the one its last writer left; a step done already is
+	// skipped, where it would fail (a column added twice) or be done twice.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM epochlog_meta WHERE 0`); err != nil {
+		tx.Rollback()
+		return db.wrapErr("migrate", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT user_version FROM pragma_user_version`).Scan(&current); err != nil {
+		tx.Rollback()
+		return db.wrapErr("migrate", err)
+	}
+	if current >= v {
+		return tx.Rollback()
+	}
 	run := func(stmts []string) error {
 		for _, s := range stmts {
 			if _, err := tx.ExecContext(ctx, s); err != nil {
