@@ -28,6 +28,15 @@ func encodeFramedContent(fc *FramedContent) ([]byte, error) {
 	return w.Finish()
 }
 
+// contentOr is content, or, when the caller has not encoded it (nil), the
+// encoding of fc.
+func contentOr(content []byte, fc *FramedContent) ([]byte, error) {
+	if content != nil {
+		return content, nil
+	}
+	return encodeFramedContent(fc)
+}
+
 // framedContentTBSOf encodes FramedContentTBS (RFC 9420 §6.1) of content,
 // the encoding of a FramedContent from a sender of type sender; the group
 // context is bound for member and new-member-commit senders only.
@@ -89,11 +98,9 @@ func verifyFramedContent(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, ac
 // verifyFramedContentOf is verifyFramedContent with content, the encoding
 // of ac.Content, made already (nil: encoded here).
 func verifyFramedContentOf(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, ac *AuthenticatedContent, content []byte, gc *GroupContext) error {
-	if content == nil {
-		var err error
-		if content, err = encodeFramedContent(&ac.Content); err != nil {
-			return err
-		}
+	content, err := contentOr(content, &ac.Content)
+	if err != nil {
+		return err
 	}
 	tbs, err := framedContentTBSOf(ac.WireFormat, ac.Content.Sender.Type, content, gc)
 	if err != nil {
@@ -108,11 +115,9 @@ func verifyFramedContentOf(cs *ciphersuite.CipherSuite, pub SignaturePublicKey, 
 // membershipTagInput encodes AuthenticatedContentTBM, with content the
 // encoding of ac.Content made already (nil: encoded here).
 func membershipTagInput(ac *AuthenticatedContent, content []byte, gc *GroupContext) ([]byte, error) {
-	if content == nil {
-		var err error
-		if content, err = encodeFramedContent(&ac.Content); err != nil {
-			return nil, err
-		}
+	content, err := contentOr(content, &ac.Content)
+	if err != nil {
+		return nil, err
 	}
 	var w codec.Writer
 	w.Grow(4 + len(content) + tbsContextRoom + len(ac.Auth.Signature) + len(ac.Auth.ConfirmationTag) + 8)
@@ -381,11 +386,9 @@ func confirmedTranscriptHash(cs *ciphersuite.CipherSuite, interimBefore []byte, 
 // confirmedTranscriptHashOf is confirmedTranscriptHash with content, the
 // encoding of ac.Content made already (nil: encoded here).
 func confirmedTranscriptHashOf(cs *ciphersuite.CipherSuite, interimBefore []byte, ac *AuthenticatedContent, content []byte) ([]byte, error) {
-	if content == nil {
-		var err error
-		if content, err = encodeFramedContent(&ac.Content); err != nil {
-			return nil, err
-		}
+	content, err := contentOr(content, &ac.Content)
+	if err != nil {
+		return nil, err
 	}
 	var w codec.Writer
 	w.Grow(len(interimBefore) + 2 + len(content) + len(ac.Auth.Signature) + 4)
