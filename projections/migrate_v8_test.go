@@ -42,15 +42,21 @@ func v8Stream(t *testing.T) []Record {
 	return s.recs
 }
 
+// groupEpoch names an epoch of a group.
+type groupEpoch struct {
+	group string
+	epoch uint64
+}
+
 // startedBy lists the commits of recs by the group and epoch they started.
-func startedBy(recs []Record) map[string][]byte {
-	commits := map[string][]byte{}
+func startedBy(recs []Record) map[groupEpoch][]byte {
+	commits := map[groupEpoch][]byte{}
 	for _, r := range recs {
 		switch b := r.Event.Body.(type) {
 		case events.CommitApplied:
-			commits[fmt.Sprintf("%s/%d", b.GroupID, b.Epoch)] = b.Commit
+			commits[groupEpoch{string(b.GroupID), b.Epoch}] = b.Commit
 		case events.ExternalJoined:
-			commits[fmt.Sprintf("%s/%d", b.GroupID, b.Epoch)] = b.Commit
+			commits[groupEpoch{string(b.GroupID), b.Epoch}] = b.Commit
 		}
 	}
 	return commits
@@ -108,7 +114,7 @@ func TestMigrateToV8InPlace(t *testing.T) {
 				if err := rows.Scan(&g, &epoch, &own, &sum, &msg); err != nil {
 					t.Fatal(err)
 				}
-				commit, ok := commits[fmt.Sprintf("%s/%d", g, epoch)]
+				commit, ok := commits[groupEpoch{string(g), epoch}]
 				switch {
 				case !ok:
 					if sum != nil || msg != nil {
@@ -146,22 +152,17 @@ func TestMigrateToV8InPlace(t *testing.T) {
 	}
 
 	for key, commit := range commits {
-		var g []byte
-		var epoch uint64
-		if _, err := fmt.Sscanf(key[len("group-0000/"):], "%d", &epoch); err != nil {
-			t.Fatal(err)
-		}
-		g = []byte(key[:len("group-0000")])
+		g, epoch := []byte(key.group), key.epoch
 		other := append(bytes.Clone(commit), 'x')
 		for name, db := range map[string]*DB{"v7": v7, "fresh": fresh, "migrated": migrated} {
 			if ok, err := db.CommitStartedEpoch(ctx, g, epoch, commit); err != nil || !ok {
-				t.Fatalf("%s: the commit that started %s is not recognised: %v, %v", name, key, ok, err)
+				t.Fatalf("%s: the commit that started %s/%d is not recognised: %v, %v", name, g, epoch, ok, err)
 			}
 			if ok, err := db.CommitStartedEpoch(ctx, g, epoch, other); err != nil || ok {
-				t.Fatalf("%s: another commit is taken for the one that started %s: %v, %v", name, key, ok, err)
+				t.Fatalf("%s: another commit is taken for the one that started %s/%d: %v, %v", name, g, epoch, ok, err)
 			}
 			if ok, err := db.CommitStartedEpoch(ctx, g, epoch+100, commit); err != nil || ok {
-				t.Fatalf("%s: the commit that started %s is taken for one of another epoch: %v, %v", name, key, ok, err)
+				t.Fatalf("%s: the commit that started %s/%d is taken for one of another epoch: %v, %v", name, g, epoch, ok, err)
 			}
 		}
 	}
