@@ -88,16 +88,23 @@ func benchDataKeys(b *testing.B, size int) {
 	b.ReportMetric(median(ratios), "of-rootkeys")
 }
 
-// appendFrom appends n single-event transitions after the first done
-// events (round-robin over the aggregates) and returns the time it took.
-func (e *benchEnv) appendFrom(b *testing.B, done, n int) time.Duration {
-	b.Helper()
+// singlesFrom are the n single-event transitions after the first done
+// events, round-robin over the aggregates.
+func (e *benchEnv) singlesFrom(done, n int) []Transition {
 	ts := make([]Transition, n)
 	for k := range ts {
 		i := done + k
 		pos := uint64(i/benchAggregates) + 1
 		ts[k] = Transition{Expected: pos - 1, Events: []events.Event{e.event(i, pos)}}
 	}
+	return ts
+}
+
+// appendFrom appends n single-event transitions after the first done
+// events (round-robin over the aggregates) and returns the time it took.
+func (e *benchEnv) appendFrom(b *testing.B, done, n int) time.Duration {
+	b.Helper()
+	ts := e.singlesFrom(done, n)
 	start := time.Now()
 	if _, err := e.log.AppendBulk(context.Background(), ts); err != nil {
 		b.Fatal(err)

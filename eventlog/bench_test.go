@@ -217,12 +217,7 @@ func benchSealed(b *testing.B, size int, m benchMode) {
 		e.appendFrom(b, 0, benchAggregates)
 		start = benchAggregates
 	}
-	ts := make([]Transition, b.N)
-	for k := range ts {
-		i := start + k
-		pos := uint64(i/benchAggregates) + 1
-		ts[k] = Transition{Expected: pos - 1, Events: []events.Event{e.event(i, pos)}}
-	}
+	ts := e.singlesFrom(start, b.N)
 	b.SetBytes(int64(e.env))
 	b.ReportAllocs()
 	b.ResetTimer()
