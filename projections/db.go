@@ -45,6 +45,12 @@ const formatMarker = "epochlog.readmodel"
 // commits (a few hundred for 2,048 such events).
 const DefaultBatchSize = 2048
 
+// DefaultMigrationWait is how long a migration step waits by default for
+// another writer, such as another process migrating the same file. Steps
+// take time in proportion to what they copy: schema 7 took about 7 s on a
+// read model of 211 MB, a rate at which ten minutes cover about 18 GB.
+const DefaultMigrationWait = 10 * time.Minute
+
 // Options configure Open. The zero value (or nil) means defaults.
 type Options struct {
 	// SchemaVersion is the schema a new database is created at and an
@@ -52,6 +58,13 @@ type Options struct {
 	SchemaVersion int
 	// BusyTimeout bounds how long a connection waits for a lock. Default 5s.
 	BusyTimeout time.Duration
+	// MigrationWait bounds how long a migration step (Open of an older
+	// file, MigrateInPlace) waits for another connection's write to end
+	// before it starts: when several processes open one older file at
+	// once (a rolling upgrade), the first migrates and the others wait
+	// here, then find the step done. Past it the step fails with
+	// ErrMigrationWait and writes nothing. Default DefaultMigrationWait.
+	MigrationWait time.Duration
 	// BatchSize is how many events Apply puts in one transaction. Default
 	// DefaultBatchSize.
 	BatchSize int
@@ -87,6 +100,9 @@ func (o *Options) withDefaults(path string) Options {
 	}
 	if r.BusyTimeout <= 0 {
 		r.BusyTimeout = 5 * time.Second
+	}
+	if r.MigrationWait <= 0 {
+		r.MigrationWait = DefaultMigrationWait
 	}
 	if r.BatchSize <= 0 {
 		r.BatchSize = DefaultBatchSize

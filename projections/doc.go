@@ -63,7 +63,8 @@
 //
 // Failures about a file are a [*FileError] (path, operation, hint); the
 // conditions callers branch on are sentinels: [ErrWrongKey], [ErrCorrupt],
-// [ErrNotOurs], [ErrSchemaTooNew], [ErrCannotApply], [ErrLocked].
+// [ErrNotOurs], [ErrSchemaTooNew], [ErrCannotApply], [ErrLocked],
+// [ErrMigrationWait].
 //
 // # Writers, heads and damage
 //

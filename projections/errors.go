@@ -28,6 +28,10 @@ var (
 	// ErrLocked means another writer holds the read model's lock (see
 	// Lock): only one writer per read model. The error names the holder.
 	ErrLocked = errors.New("projections: read model is locked by another writer")
+	// ErrMigrationWait means a migration step waited Options.MigrationWait
+	// for another connection's write to end (another process migrating
+	// the same file, say) and gave up; nothing of the step was written.
+	ErrMigrationWait = errors.New("projections: gave up waiting for another writer before migrating")
 )
 
 // FileError reports a failure about one database file. It never contains

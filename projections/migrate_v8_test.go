@@ -3,10 +3,12 @@ package projections
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -218,5 +220,81 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		db.Close()
+	}
+}
+
+// TestMigrationWaitsForAnotherWriter holds the write lock of a v7 file in
+// one connection, as a process migrating it would, while another opens
+// the file: the opener waits past its BusyTimeout for as long as
+// MigrationWait allows, migrates once the lock is released, and, when
+// MigrationWait runs out first, fails with ErrMigrationWait naming the
+// file and leaves it at v7.
+func TestMigrationWaitsForAnotherWriter(t *testing.T) {
+	recs := v8Stream(t)
+	k := newKey(t)
+	path := filepath.Join(t.TempDir(), "v7.db")
+	build(t, path, k, &Options{SchemaVersion: 7}, recs).Close()
+
+	holder := mustOpen(t, path, k, &Options{NoMigrate: true})
+	defer holder.Close()
+	hold := func() (release func()) {
+		conn, err := holder.w.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM epochlog_meta WHERE 0`); err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			if err := tx.Commit(); err != nil {
+				t.Error(err)
+			}
+			conn.Close()
+		}
+	}
+
+	// Given up: the lock outlasts MigrationWait.
+	release := hold()
+	_, err := Open(path, k, &Options{BusyTimeout: 50 * time.Millisecond, MigrationWait: 300 * time.Millisecond})
+	release()
+	var fe *FileError
+	if !errors.Is(err, ErrMigrationWait) || !errors.As(err, &fe) || fe.Path != path {
+		t.Fatalf("open while another connection holds the write lock: %v, want ErrMigrationWait naming %s", err, path)
+	}
+	if _, v, _ := schemaOf(t, path, k); v != 7 {
+		t.Fatalf("after the wait gave up the file is at schema %d, want 7", v)
+	}
+
+	// Waited out: the lock is released after several BusyTimeouts.
+	release = hold()
+	done := make(chan error, 1)
+	go func() {
+		db, err := Open(path, k, &Options{BusyTimeout: 50 * time.Millisecond})
+		if err == nil {
+			err = db.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		release()
+		t.Fatalf("open returned while the write lock was held (%v); want it to wait", err)
+	case <-time.After(time.Second): // 20 BusyTimeouts
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("open after the write lock was released: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("open still waiting a minute after the write lock was released")
+	}
+	if _, v, _ := schemaOf(t, path, k); v != LatestSchema {
+		t.Fatalf("after the wait the file is at schema %d, want %d", v, LatestSchema)
 	}
 }

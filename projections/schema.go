@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/internal/bytedelta"
+	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
 )
 
 // LatestSchema is the newest schema version this code knows. A database
@@ -826,18 +828,9 @@ func (db *DB) migrateStep(ctx context.Context, conn *sql.Conn, v int, stmts []st
 			}
 		}()
 	}
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, err := db.beginWriting(ctx, conn, v)
 	if err != nil {
-		return db.wrapErr("migrate", err)
-	}
-	// Another process may open the same file and migrate it meanwhile (a
-	// rolling upgrade). The step's first statement takes the write lock
-	// (a delete of nothing: it waits out the other writer), so the version
-	// read next is the one its last writer left; a step done already is
-	// skipped, where it would fail (a column added twice) or be done twice.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM epochlog_meta WHERE 0`); err != nil {
-		tx.Rollback()
-		return db.wrapErr("migrate", err)
+		return err
 	}
 	var current int
 	if err := tx.QueryRowContext(ctx, `SELECT user_version FROM pragma_user_version`).Scan(&current); err != nil {
@@ -887,6 +880,39 @@ func (db *DB) migrateStep(ctx context.Context, conn *sql.Conn, v int, stmts []st
 		return db.wrapErr("migrate", err)
 	}
 	return nil
+}
+
+// beginWriting begins migration step v's transaction holding the write
+// lock. Another process may open the same file and migrate it meanwhile (a
+// rolling upgrade): holding the lock before the step reads the version,
+// it reads the one the other writer left, and a step done already is
+// skipped, where it would fail (a column added twice) or be done twice.
+// The writer's BEGIN is IMMEDIATE, which takes the lock; the delete of
+// nothing takes it on a connection whose BEGIN does not. It waits out the
+// other writer for up to Options.MigrationWait, in attempts of
+// BusyTimeout (SQLite's own wait), checking ctx between them.
+func (db *DB) beginWriting(ctx context.Context, conn *sql.Conn, v int) (*sql.Tx, error) {
+	start := time.Now()
+	for {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err == nil {
+			if _, err = tx.ExecContext(ctx, `DELETE FROM epochlog_meta WHERE 0`); err == nil {
+				return tx, nil
+			}
+			tx.Rollback()
+		}
+		if sqliteCode(err) != sqlite3.ErrBusy {
+			return nil, db.wrapErr("migrate", err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, &FileError{Path: db.path, Op: "migrate", Err: fmt.Errorf("to schema %d: waiting for another connection's write lock: %w", v, cerr)}
+		}
+		if waited := time.Since(start); waited >= db.opts.MigrationWait {
+			return nil, &FileError{Path: db.path, Op: "migrate",
+				Err:  fmt.Errorf("to schema %d: %w: another connection held the write lock for %v (%v)", v, ErrMigrationWait, waited.Round(time.Millisecond), err),
+				Hint: "another process is migrating or writing this file; open it again when it is done, or raise projections.Options.MigrationWait"}
+		}
+	}
 }
 
 // MigrateInPlace upgrades the read model at path to opts.SchemaVersion
