@@ -94,6 +94,18 @@ type Config struct {
 	// User and Password authenticate with a user name and password.
 	User     string
 	Password Secret
+	// Token authenticates with the server's authorization token.
+	Token Secret
+	// InboxPrefix is the subject prefix of the connection's reply inboxes
+	// (nats.go's default is "_INBOX"), for accounts whose permissions let
+	// a client subscribe only below a prefix of its own. Every reply the
+	// Log waits for arrives there: PubAcks, reads' deliveries, key-bucket
+	// answers. It works with the embedded server too.
+	InboxPrefix string
+	// TLSHandshakeFirst makes the client start TLS before the server's
+	// greeting, for servers (or TLS-terminating proxies in front of them)
+	// configured with handshake_first. External servers only.
+	TLSHandshakeFirst bool
 	// ConnectionName names the client connection in the server's monitoring.
 	ConnectionName string
 	// ReconnectWait is the pause between reconnect attempts (default 250ms).
@@ -307,6 +319,16 @@ func (c Config) validate() error {
 	if c.Password != "" && c.User == "" {
 		return fmt.Errorf("eventlog: config: Password is set without User")
 	}
+	if c.Token != "" && (c.User != "" || c.CredsFile != "" || c.NKeySeedFile != "") {
+		return fmt.Errorf("eventlog: config: set Token or one of User, CredsFile and NKeySeedFile, not both")
+	}
+	if c.InboxPrefix != "" {
+		for _, tok := range strings.Split(c.InboxPrefix, ".") {
+			if !validToken(tok) {
+				return fmt.Errorf("eventlog: config: inbox prefix %q: tokens must be non-empty without '*', '>' or spaces", c.InboxPrefix)
+			}
+		}
+	}
 	if c.NATSURL == "" {
 		// The embedded server has no TLS and no users: settings for an
 		// external server would be dropped without a word.
@@ -315,10 +337,11 @@ func (c Config) validate() error {
 			set  bool
 		}{
 			{"TLSCAFile", c.TLSCAFile != ""}, {"TLSCertFile", c.TLSCertFile != ""}, {"CredsFile", c.CredsFile != ""},
-			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""},
+			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""}, {"Token", c.Token != ""},
+			{"TLSHandshakeFirst", c.TLSHandshakeFirst},
 		} {
 			if f.set {
-				return fmt.Errorf("eventlog: config: %s is for an external server, but NATSURL is empty (the embedded server has no TLS or users)", f.name)
+				return fmt.Errorf("eventlog: config: %s is for an external server, but NATSURL is empty (the embedded server has no TLS or authentication)", f.name)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -125,6 +126,9 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 		// the stream, so buffering them in the client only delays errors.
 		nats.ReconnectBufSize(-1),
 	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
 	url := cfg.NATSURL
 	if srv != nil {
 		if cfg.EmbeddedInProcess {
@@ -158,12 +162,43 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 		if cfg.User != "" {
 			opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
 		}
+		if cfg.Token != "" {
+			opts = append(opts, nats.Token(string(cfg.Token)))
+		}
+		if cfg.TLSHandshakeFirst {
+			opts = append(opts, nats.TLSHandshakeFirst())
+		}
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), err)
 	}
 	return nc, nil
+}
+
+// checkInbox fails at once, saying why, when the server refuses the
+// connection's subscriptions to its reply inboxes (the user may subscribe
+// only below another prefix): every request would otherwise wait out
+// RequestTimeout for a reply that cannot arrive, and report only that.
+// The server answers a refused subscription before the flush's pong.
+func checkInbox(nc *nats.Conn, cfg Config) error {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("eventlog: subscribe to reply inbox %s: %w", inbox, err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.FlushTimeout(cfg.RequestTimeout); err != nil {
+		return fmt.Errorf("%w at %s: no answer within %v: %w", ErrConnect, nc.ConnectedUrlRedacted(), cfg.RequestTimeout, err)
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), inbox) {
+		prefix := cfg.InboxPrefix
+		if prefix == "" {
+			prefix = nats.InboxPrefix[:len(nats.InboxPrefix)-1] + " (the default)"
+		}
+		return fmt.Errorf("eventlog: the server does not let this user subscribe to its reply inboxes under %s: %w; set the inbox prefix (Config.InboxPrefix) to one the user may subscribe to", prefix, err)
+	}
+	return nil
 }
 
 // redactURL hides credentials embedded in NATS URLs (nats://user:pw@host or

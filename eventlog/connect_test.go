@@ -3,12 +3,14 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/nats-io/nats.go"
 )
@@ -163,4 +165,57 @@ func TestConnectErrorIsConnectionError(t *testing.T) {
 	if !errors.Is(err, ErrConnect) || !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("Open without credentials: %v, want ErrConnect wrapping nats.ErrAuthorization", err)
 	}
+}
+
+func TestConnectToken(t *testing.T) {
+	const token = "tok-s3cret-4f1c"
+	srv := natstest.Start(t, natstest.Options{Token: token})
+	cfg := Config{NATSURL: srv.URL(), Token: token, RequestTimeout: 2 * time.Second}
+	roundTrip(t, openLog(t, cfg, keyring(t, 1, 0x21)), "token")
+
+	// No token, or another one: refused by the server, the token never shown.
+	openFails(t, Config{NATSURL: srv.URL()}, []string{"authorization violation"})
+	openFails(t, Config{NATSURL: srv.URL(), Token: "tok-wrong-9a2b"}, []string{"authorization violation"}, "tok-wrong-9a2b")
+	// A token with another way to authenticate is a mistake in the Config.
+	openFails(t, Config{NATSURL: srv.URL(), Token: token, User: "u"}, []string{"Token", "User"}, token)
+}
+
+// A user who may subscribe only below a prefix of its own: with that
+// prefix as InboxPrefix every reply the Log waits for arrives (PubAcks,
+// reads, the data keys' bucket); without it the Log says what was refused.
+func TestConnectInboxPrefix(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{User: "scoped", Password: "pw-scoped",
+		SubscribeOnly: []string{"_SCOPED.>", "$JS.EVENT.>"}})
+	cfg := Config{NATSURL: srv.URL(), User: "scoped", Password: "pw-scoped", InboxPrefix: "_SCOPED", RequestTimeout: 2 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x21))
+	roundTrip(t, l, "inbox")
+	// Pipelined appends wait for their PubAcks on the same inboxes.
+	var ts []Transition
+	for i := range 20 {
+		ts = append(ts, Transition{Events: []events.Event{msg(group(instA, fmt.Sprintf("bulk-%d", i)), 1, "bulk")}})
+	}
+	if _, err := l.AppendBulk(context.Background(), ts); err != nil {
+		t.Fatalf("AppendBulk with inbox prefix _SCOPED: %v", err)
+	}
+
+	cfg.InboxPrefix = ""
+	openFails(t, cfg, []string{"permissions violation", "_INBOX"}, "pw-scoped")
+
+	cfg.InboxPrefix = "_SCOPED.*"
+	openFails(t, cfg, []string{"inbox prefix", "_SCOPED.*"})
+}
+
+func TestConnectTLSHandshakeFirst(t *testing.T) {
+	pki := natstest.NewPKI(t)
+	srv := natstest.Start(t, natstest.Options{TLS: pki, TLSHandshakeFirst: true})
+	cfg := Config{NATSURL: srv.URL(), TLSCAFile: pki.CAFile, TLSHandshakeFirst: true, RequestTimeout: 2 * time.Second}
+	roundTrip(t, openLog(t, cfg, keyring(t, 1, 0x21)), "tls-first")
+
+	// A client that waits for the greeting first gets none: refused, as a
+	// connection failure.
+	cfg.TLSHandshakeFirst = false
+	openFails(t, cfg, []string{"cannot connect to NATS"})
+
+	// The embedded server has no TLS.
+	openFails(t, Config{DataDir: t.TempDir(), TLSHandshakeFirst: true}, []string{"TLSHandshakeFirst", "NATSURL"})
 }

@@ -107,6 +107,10 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	cfg.Metrics.Connected(true)
+	if err := checkInbox(l.nc, cfg); err != nil {
+		l.shutdown()
+		return nil, err
+	}
 	l.js, err = jetstream.New(l.nc,
 		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
 	)

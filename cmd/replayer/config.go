@@ -84,13 +84,16 @@ type natsConfig struct {
 	Creds         confValue `yaml:"creds"`
 	NKey          confValue `yaml:"nkey"`
 	User          confValue `yaml:"user"`
+	InboxPrefix   confValue `yaml:"inbox-prefix"`
 }
 
-// tlsConfig is nats.tls: --nats-ca, --nats-cert, --nats-key.
+// tlsConfig is nats.tls: --nats-ca, --nats-cert, --nats-key,
+// --nats-tls-first.
 type tlsConfig struct {
-	CA   confValue `yaml:"ca"`
-	Cert confValue `yaml:"cert"`
-	Key  confValue `yaml:"key"`
+	CA             confValue `yaml:"ca"`
+	Cert           confValue `yaml:"cert"`
+	Key            confValue `yaml:"key"`
+	HandshakeFirst confValue `yaml:"handshake-first"`
 }
 
 // readModelsConfig is the read-models section: --db-dir, the key flags and
@@ -145,6 +148,8 @@ func (c *followConfig) settings() []confSetting {
 		{"nats.creds", "nats-creds", true, c.NATS.Creds},
 		{"nats.nkey", "nats-nkey", true, c.NATS.NKey},
 		{"nats.user", "nats-user", false, c.NATS.User},
+		{"nats.inbox-prefix", "nats-inbox-prefix", false, c.NATS.InboxPrefix},
+		{"nats.tls.handshake-first", "nats-tls-first", false, c.NATS.TLS.HandshakeFirst},
 		{"keys-file", "keys-file", true, c.KeysFile},
 		{"read-models.db-dir", "db-dir", true, c.ReadModels.DBDir},
 		{"read-models.db-keys-beside", "db-keys-beside", false, c.ReadModels.DBKeysBeside},

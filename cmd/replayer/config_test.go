@@ -106,7 +106,7 @@ func TestFollowConfigDocExample(t *testing.T) {
 func TestFollowConfigErrors(t *testing.T) {
 	for _, c := range []struct{ name, text, want string }{
 		{"unknown key", "nats:\n  url: nats://x:4222\n  colour: blue\n",
-			`config file f.yaml: line 3: unknown key "colour" (the keys here are: url, context, data, stream, subject-prefix, tls, creds, nkey, user)`},
+			`config file f.yaml: line 3: unknown key "colour" (the keys here are: url, context, data, stream, subject-prefix, tls, creds, nkey, user, inbox-prefix)`},
 		{"unknown top key", "metrics: :9464\ndb_dir: /srv\n", `line 2: unknown key "db_dir"`},
 		{"mapping for a value", "nats:\n  url:\n    host: x\n", "line 3: want a single value"},
 		{"bad duration", "ready-lag: soon\n", `config file f.yaml: line 1: ready-lag: invalid value "soon" for --ready-lag: parse error`},
@@ -225,5 +225,17 @@ func TestFollowWithConfigFile(t *testing.T) {
 	recs := logRecords(t, f.stderr.String())
 	if findRecord(recs, "following read model", "installation", "conf-b", "db", filepath.Join(other, "conf-b.db")) == nil {
 		t.Fatalf("no JSON record of following conf-b:\n%s", f.stderr.String())
+	}
+}
+
+// TestFollowConfigInboxPrefixTLSFirst: the file's nats.inbox-prefix and
+// nats.tls.handshake-first set their flags.
+func TestFollowConfigInboxPrefixTLSFirst(t *testing.T) {
+	o, _, err := applyConfig(t, "/etc/epochlog/follow.yaml", "nats:\n  url: tls://nats-1:4222\n  inbox-prefix: _INBOX_replayer\n  tls:\n    handshake-first: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.conn.inboxPrefix != "_INBOX_replayer" || !o.conn.tlsFirst {
+		t.Fatalf("inbox prefix %q, TLS first %v; want _INBOX_replayer, true", o.conn.inboxPrefix, o.conn.tlsFirst)
 	}
 }

@@ -72,9 +72,9 @@ func (c *natsContext) unsupported() []string {
 		key string
 		set bool
 	}{
-		{"token", c.Token != ""}, {"user_jwt", c.UserJWT != ""}, {"nsc", c.NSC != ""},
+		{"user_jwt", c.UserJWT != ""}, {"nsc", c.NSC != ""},
 		{"jetstream_domain", c.JSDomain != ""}, {"jetstream_api_prefix", c.JSAPIPrefix != ""},
-		{"inbox_prefix", c.InboxPrefix != ""}, {"tls_first", c.TLSFirst}, {"socks_proxy", c.SocksProxy != ""},
+		{"socks_proxy", c.SocksProxy != ""},
 		{"windows_cert_store", c.WindowsCertStore != ""},
 	} {
 		if f.set {

@@ -21,16 +21,7 @@ const deadURL = "nats://127.0.0.1:1"
 // testRingText, and closes it when the test ends.
 func openTestLog(t *testing.T, url, user, password string) *eventlog.Log {
 	t.Helper()
-	ring, err := keyfile.ParseKeyring(testRingText)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlog.Open(context.Background(), eventlog.Config{NATSURL: url, User: user, Password: eventlog.Secret(password)}, ring)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	return openLogWith(t, eventlog.Config{NATSURL: url, User: user, Password: eventlog.Secret(password)})
 }
 
 // natsHome is a temporary $XDG_CONFIG_HOME holding nats CLI contexts.
@@ -165,7 +156,7 @@ func TestNATSURLAndContexts(t *testing.T) {
 		{"broken", `{"url": "` + srv.URL() + `", "password": "` + password + `" "user": "x"}`, exitFailure,
 			`nats context "broken": ` + filepath.Join(home.dir, "nats", "context", "broken.json") + ": not valid JSON (at byte"},
 		{"typed", `{"url": 4222}`, exitFailure, "url must be a JSON string"},
-		{"token", `{"url": "` + srv.URL() + `", "token": "` + password + `"}`, exitFailure, "sets token, which the replayer cannot use"},
+		{"userjwt", `{"url": "` + srv.URL() + `", "user_jwt": "` + password + `"}`, exitFailure, "sets user_jwt, which the replayer cannot use"},
 		{"nsccreds", `{"url": "` + srv.URL() + `", "creds": "nsc://op/acct/user"}`, exitFailure, "creds: a nsc:// URI is not supported"},
 		{"datacreds", `{"url": "` + srv.URL() + `", "creds": "data:;base64,` + password + `"}`, exitFailure, "creds: a data: URI is not supported"},
 	} {
@@ -243,4 +234,75 @@ func TestRedactURLs(t *testing.T) {
 			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestContextTokenInboxPrefixTLSFirst: a context's token, inbox_prefix and
+// tls_first reach the connection, as their flags do; a user who may
+// subscribe only below its own prefix is told at once, without one, which
+// inbox the server refused; no token or password is printed.
+func TestContextTokenInboxPrefixTLSFirst(t *testing.T) {
+	home := newNATSHome(t)
+	xdg := map[string]string{"XDG_CONFIG_HOME": home.dir}
+	id := events.InstallationID("ctx-b")
+	inspect := func(name string, vars map[string]string, wantOK bool, want string, secrets []string, args ...string) {
+		t.Helper()
+		code, out, errs := inspectWith(t, vars, id, args...)
+		if got := code == exitOK && strings.Contains(out, `"installation.created"`); got != wantOK || !strings.Contains(errs, want) {
+			t.Errorf("%s: exit %d, want success %v and %q in stderr:\n%s", name, code, wantOK, want, errs)
+		}
+		for _, s := range secrets {
+			if strings.Contains(out+errs, s) {
+				t.Errorf("%s: a secret is in the output:\n%s%s", name, out, errs)
+			}
+		}
+	}
+
+	// A token, from the context or in the URL.
+	const token = "tok-c0ntext-7d1e"
+	tsrv := natstest.Start(t, natstest.Options{Token: token})
+	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: tsrv.URL(), Token: token}), t.TempDir(), id)
+	home.context("tok", map[string]any{"url": tsrv.URL(), "token": token})
+	inspect("context token", xdg, true, "using an external NATS server", []string{token}, "--context", "tok")
+	tokURL := strings.Replace(tsrv.URL(), "nats://", "nats://"+token+"@", 1)
+	inspect("token in the URL", nil, true, "using an external NATS server", []string{token}, "--nats", tokURL)
+	home.context("notok", map[string]any{"url": tsrv.URL(), "token": "tok-wrong-0000"})
+	inspect("wrong context token", xdg, false, "Authorization Violation", []string{"tok-wrong-0000"}, "--context", "notok")
+
+	// A user who may subscribe only below _SCOPED.
+	const password = "pw-sc0ped"
+	ssrv := natstest.Start(t, natstest.Options{User: "scoped", Password: password, SubscribeOnly: []string{"_SCOPED.>", "$JS.EVENT.>"}})
+	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: ssrv.URL(), User: "scoped", Password: password, InboxPrefix: "_SCOPED"}), t.TempDir(), id)
+	home.context("scoped", map[string]any{"url": ssrv.URL(), "user": "scoped", "password": password, "inbox_prefix": "_SCOPED"})
+	inspect("context inbox_prefix", xdg, true, "using an external NATS server", []string{password}, "--context", "scoped")
+	pw := map[string]string{envNATSPassword: password}
+	inspect("--nats-inbox-prefix", pw, true, "using an external NATS server", []string{password},
+		"--nats", ssrv.URL(), "--nats-user", "scoped", "--nats-inbox-prefix", "_SCOPED")
+	inspect("no inbox prefix", pw, false, `permissions violation: Permissions Violation for Subscription to "_INBOX.`, []string{password},
+		"--nats", ssrv.URL(), "--nats-user", "scoped")
+
+	// A server that wants the TLS handshake first.
+	pki := natstest.NewPKI(t)
+	fsrv := natstest.Start(t, natstest.Options{TLS: pki, TLSHandshakeFirst: true})
+	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: fsrv.URL(), TLSCAFile: pki.CAFile, TLSHandshakeFirst: true}), t.TempDir(), id)
+	home.context("first", map[string]any{"url": fsrv.URL(), "ca": pki.CAFile, "tls_first": true})
+	inspect("context tls_first", xdg, true, "using an external NATS server", nil, "--context", "first")
+	inspect("--nats-tls-first", nil, true, "using an external NATS server", nil, "--nats", fsrv.URL(), "--nats-ca", pki.CAFile, "--nats-tls-first")
+	inspect("--nats-tls-first=false over the context", xdg, false, "cannot connect to NATS", nil, "--context", "first", "--nats-tls-first=false")
+	inspect("--nats-tls-first on the embedded server", nil, false, "--nats-tls-first needs --nats", nil, "--data", t.TempDir(), "--nats-tls-first")
+}
+
+// openLogWith opens the event log with cfg under testRingText and closes
+// it when the test ends.
+func openLogWith(t *testing.T, cfg eventlog.Config) *eventlog.Log {
+	t.Helper()
+	ring, err := keyfile.ParseKeyring(testRingText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(context.Background(), cfg, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }

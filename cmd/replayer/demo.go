@@ -441,10 +441,14 @@ func demoNextSteps(cfg eventlog.Config, conn *connFlags, keys *keyFlags, w *worl
 		for _, f := range []struct{ flag, value string }{
 			{"--nats-ca", conn.ca}, {"--nats-cert", conn.cert}, {"--nats-key", conn.key},
 			{"--nats-creds", conn.creds}, {"--nats-nkey", conn.nkey}, {"--nats-user", conn.user},
+			{"--nats-inbox-prefix", conn.inboxPrefix},
 		} {
 			if f.value != "" {
 				common = append(common, f.flag, f.value)
 			}
+		}
+		if conn.tlsFirst {
+			common = append(common, "--nats-tls-first")
 		}
 	} else {
 		common = append(common, "--data", cfg.DataDir)

@@ -101,6 +101,8 @@ func strayArg(a string) string {
 // without asking to change its configuration.
 type connFlags struct {
 	data, nats, context, ca, cert, key, creds, nkey, user, stream, prefix string
+	inboxPrefix                                                           string
+	tlsFirst                                                              bool
 	replicas                                                              int
 
 	// fs is the flag set the flags are registered in: config asks it
@@ -125,7 +127,7 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	c.fs = fs
 	fs.StringVar(&c.data, "data", defaultData, "data directory of the embedded JetStream server")
 	fs.StringVar(&c.nats, "nats", "", natsSourceHelp)
-	fs.StringVar(&c.context, "context", "", "nats CLI context: its url, creds, nkey, cert, key, ca, user and password "+
+	fs.StringVar(&c.context, "context", "", "nats CLI context: its url, creds, nkey, cert, key, ca, user and password, token, inbox_prefix and tls_first "+
 		"($XDG_CONFIG_HOME/nats/context/`NAME`.json, default ~/.config/nats/context/NAME.json); each flag given wins over the context's setting")
 	fs.StringVar(&c.ca, "nats-ca", "", "PEM file of CAs that sign the NATS server certificate")
 	fs.StringVar(&c.cert, "nats-cert", "", "client certificate PEM file (mutual TLS)")
@@ -133,6 +135,8 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	fs.StringVar(&c.creds, "nats-creds", "", "NATS credentials (.creds) file")
 	fs.StringVar(&c.nkey, "nats-nkey", "", "file holding a NATS user nkey seed")
 	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
+	fs.StringVar(&c.inboxPrefix, "nats-inbox-prefix", "", "subject prefix of the connection's reply inboxes (default _INBOX), for a user who may subscribe only below its own")
+	fs.BoolVar(&c.tlsFirst, "nats-tls-first", false, "start TLS before the server's greeting (servers or proxies set to handshake_first)")
 	fs.StringVar(&c.stream, "stream", eventlog.DefaultStream, "JetStream stream name")
 	fs.StringVar(&c.prefix, "subject-prefix", eventlog.DefaultSubjectPrefix, "first token of every event subject")
 }
@@ -158,7 +162,9 @@ func (c *connFlags) given() map[string]bool {
 // resolve to, with its credentials. An empty url is the embedded server.
 type natsTarget struct {
 	url, ca, cert, key, creds, nkey, user string
-	password                              eventlog.Secret
+	password, token                       eventlog.Secret
+	inboxPrefix                           string
+	tlsFirst                              bool
 	// from says where url comes from ("--nats", "$NATS_URL", a
 	// context); context names the nats context used, if any.
 	from, context string
@@ -182,7 +188,8 @@ type natsTarget struct {
 // context has none).
 func (c *connFlags) target(env *cliEnv) (natsTarget, error) {
 	given := c.given()
-	t := natsTarget{url: c.nats, ca: c.ca, cert: c.cert, key: c.key, creds: c.creds, nkey: c.nkey, user: c.user}
+	t := natsTarget{url: c.nats, ca: c.ca, cert: c.cert, key: c.key, creds: c.creds, nkey: c.nkey, user: c.user,
+		inboxPrefix: c.inboxPrefix, tlsFirst: c.tlsFirst}
 	if c.user != "" {
 		t.password = eventlog.Secret(env.getenv(envNATSPassword))
 	}
@@ -237,11 +244,21 @@ func (c *connFlags) target(env *cliEnv) (natsTarget, error) {
 		if t.cert == "" && t.key == "" {
 			t.cert, t.key = nc.Cert, nc.Key
 		}
+		// The context's user or token only when the flags gave no
+		// credentials of their own: one way to authenticate, not two.
+		own := t.user != "" || t.creds != "" || t.nkey != ""
 		if t.user == "" && nc.User != "" {
 			t.user, t.password = nc.User, nc.Password
 			if t.password == "" {
 				t.password = eventlog.Secret(env.getenv(envNATSPassword))
 			}
+		}
+		if !own && nc.Token != "" {
+			t.token = nc.Token
+		}
+		fill(&t.inboxPrefix, nc.InboxPrefix)
+		if !given["nats-tls-first"] {
+			t.tlsFirst = nc.TLSFirst
 		}
 	}
 	return t, nil
@@ -259,7 +276,8 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 	cfg.NATSURL = t.url
 	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = t.ca, t.cert, t.key
 	cfg.CredsFile, cfg.NKeySeedFile = t.creds, t.nkey
-	cfg.User, cfg.Password = t.user, t.password
+	cfg.User, cfg.Password, cfg.Token = t.user, t.password, t.token
+	cfg.InboxPrefix, cfg.TLSHandshakeFirst = t.inboxPrefix, t.tlsFirst
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
 	// Zero (every command but demo): an existing stream keeps its own.
 	cfg.Replicas = c.replicas
@@ -276,6 +294,9 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 			if f.value != "" {
 				return cfg, usageError{f.flag + " needs --nats (the embedded server has no TLS or users)"}
 			}
+		}
+		if c.tlsFirst {
+			return cfg, usageError{"--nats-tls-first needs --nats (the embedded server has no TLS)"}
 		}
 		env.logger().Info("using the embedded NATS server", "data", c.data)
 	} else {

@@ -250,8 +250,14 @@ func (o Options) clientOptions(tb testing.TB) []nats.Option {
 	if o.User != "" {
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
 	if o.TLS != nil {
 		opts = append(opts, nats.RootCAs(o.TLS.CAFile))
+		if o.TLSHandshakeFirst {
+			opts = append(opts, nats.TLSHandshakeFirst())
+		}
 		if o.VerifyClients {
 			opts = append(opts, nats.ClientCert(o.TLS.ClientCertFile, o.TLS.ClientKeyFile))
 		}

@@ -32,6 +32,15 @@ type Options struct {
 	// User and Password, when set, are required of every client.
 	User     string
 	Password string
+	// SubscribeOnly, when set with User, limits what User may subscribe
+	// to to these subjects (publishing stays free), as an account that
+	// gives each client its own reply prefix does.
+	SubscribeOnly []string
+	// Token, when set, is the authorization token every client must give.
+	Token string
+	// TLSHandshakeFirst, with TLS, makes the server expect the TLS
+	// handshake before it sends its INFO (handshake_first).
+	TLSHandshakeFirst bool
 	// TLS, when set, makes the server require TLS with PKI's server
 	// certificate; VerifyClients also requires a client certificate signed
 	// by PKI's CA (mutual TLS).
@@ -100,7 +109,15 @@ func serverOptions(tb testing.TB, o Options) server.Options {
 	}
 	if o.TLS != nil {
 		o.TLS.tlsOptions(tb, &opts, o.VerifyClients)
+		opts.TLSHandshakeFirst = o.TLSHandshakeFirst
 	}
+	if o.SubscribeOnly != nil {
+		opts.Username, opts.Password = "", ""
+		opts.Users = []*server.User{{Username: o.User, Password: o.Password, Permissions: &server.Permissions{
+			Subscribe: &server.SubjectPermission{Allow: o.SubscribeOnly},
+		}}}
+	}
+	opts.Authorization = o.Token
 	if o.NKey != nil {
 		opts.Nkeys = []*server.NkeyUser{{Nkey: o.NKey.Public}}
 	}
