@@ -51,6 +51,10 @@ func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []e
 			sent = sent || eventlog.Unanswered(err)
 			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
 		case errors.Is(err, eventlog.ErrClosed), errors.Is(err, nats.ErrConnectionClosed):
+			// Closed under the try, which may have been sent and stored
+			// (Unanswered holds: the connection closed while the
+			// PubAck was awaited); a Log closed before it sent nothing.
+			sent = sent || eventlog.Unanswered(err)
 			return nil, undecided(err)
 		case !failedOver(err):
 			return nil, undecided(err) // refused: this try stored nothing

@@ -43,9 +43,10 @@ type Enqueue struct {
 // its MaxQueues is 0.
 const DefaultMaxQueues = 4096
 
-// DefaultOutcomeTimeout is how long a Deliveries tries to decide an append
-// whose answer was lost when its OutcomeTimeout is 0: eventlog's default
-// ProgressTimeout, which outlasts a stream-leader failover.
+// DefaultOutcomeTimeout is how long an operation (of an Installation, a
+// Host or a Deliveries) tries to decide an append whose answer was lost
+// when its OutcomeTimeout is 0: eventlog's default ProgressTimeout, which
+// outlasts a stream-leader failover.
 const DefaultOutcomeTimeout = eventlog.DefaultProgressTimeout
 
 // Deliveries is the service side of the delivery queues: per (recipient

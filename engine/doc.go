@@ -55,8 +55,10 @@
 //     be updated succeeds: its output's ProjectionErr says so, and
 //     [Installation.CatchUp] (or the next operation) repairs the lag.
 //   - An operation whose append went unanswered retries it with the same
-//     events for as long as its context allows; give operations a context
-//     that outlasts a server failover, or see [ErrOutcomeUnknown].
+//     events for as long as its context and its outcome timeout
+//     ([InstallationOptions].OutcomeTimeout, 60 s by default) allow; give
+//     operations a context that outlasts a server failover, or see
+//     [ErrOutcomeUnknown].
 //   - GroupInfos and KeyPackages given to Receive are refused with
 //     [ErrUnsupportedMessage] (proposals of external senders and new
 //     members are received, see [Received].NonMember); a proposal that

@@ -62,14 +62,16 @@ var (
 	ErrTooManyConflicts = errors.New("engine: operation lost every race for the group")
 
 	// ErrOutcomeUnknown means an operation's append was sent but its
-	// outcome could not be learned before the context ended (or the
-	// connection closed): its events may or may not be recorded. An
-	// operation (of an Installation or of Deliveries) retries an append
-	// whose answer was lost (a timeout, a reconnect, a stream without a
-	// leader) with the same events, which Append never stores twice, for
-	// as long as its context allows (Deliveries: at most
-	// Deliveries.OutcomeTimeout); each try is bounded by the Log's
-	// RequestTimeout, so a deadline longer than a failover is enough.
+	// outcome could not be learned before the context ended, the
+	// connection closed or the operation's outcome timeout passed: its
+	// events may or may not be recorded. An operation (of an
+	// Installation, a Host or Deliveries) retries an append whose answer
+	// was lost (a timeout, a reconnect, a stream without a leader) with
+	// the same events, which Append never stores twice, for as long as
+	// its context allows and at most InstallationOptions.OutcomeTimeout
+	// (Deliveries: Deliveries.OutcomeTimeout), both 60 s by default; each
+	// try is bounded by the Log's RequestTimeout, so a bound longer than
+	// a failover is enough.
 	// After this error, CatchUp shows whether the transition happened;
 	// its output is not returned.
 	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -316,7 +317,8 @@ type hostOp struct {
 	agg      events.Aggregate
 	expected uint64
 	evs      []events.Event
-	group    string // string(group id)
+	limit    time.Duration // its installation's OutcomeTimeout
+	group    string        // string(group id)
 	send     *SendOutput
 	recv     *Received
 	res      []eventlog.Appended
@@ -518,7 +520,7 @@ func (c *committer) run(q *aggQueue) {
 			continue
 		}
 		c.sem <- struct{}{}
-		op.res, op.err = decideAppend(c.ctx, c.log, op.expected, op.evs, 0)
+		op.res, op.err = decideAppend(c.ctx, c.log, op.expected, op.evs, op.limit)
 		<-c.sem
 		if op.err != nil {
 			c.mu.Lock()
@@ -792,7 +794,7 @@ func (h *Host) decideSends(ctx context.Context, w *hostWork, reqs []SendRequest,
 		id := messageID(wire)
 		agg := in.groupAgg(r.GroupID)
 		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate, epochStart: gs.epochStart}
-		w.ops = append(w.ops, &hostOp{idx: idx, agg: agg, expected: gs.pos, group: string(r.GroupID),
+		w.ops = append(w.ops, &hostOp{idx: idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(r.GroupID),
 			evs: []events.Event{{Aggregate: agg, Time: now.UTC(), Body: events.ApplicationMessageSent{
 				GroupID: r.GroupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
 				MessageID: id, Content: events.Secret(r.Content), AuthenticatedData: r.AuthenticatedData,
@@ -867,7 +869,7 @@ func (h *Host) decideReceives(ctx context.Context, w *hostWork, s *deliverState,
 		}
 		agg := in.groupAgg(gid)
 		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate, epochStart: gs.epochStart}
-		w.ops = append(w.ops, &hostOp{idx: c.idx, agg: agg, expected: gs.pos, group: string(gid),
+		w.ops = append(w.ops, &hostOp{idx: c.idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(gid),
 			evs: []events.Event{{Aggregate: agg, Time: now, Body: events.ApplicationMessageReceived{
 				GroupID: gid, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: c.id,
 				Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,

@@ -48,6 +48,12 @@ type InstallationOptions struct {
 	// MaxAttempts bounds the retries of an operation that loses races for
 	// its group (default 8).
 	MaxAttempts int
+	// OutcomeTimeout bounds how long an operation tries to decide an
+	// append whose answer was lost (the server gone, a failover longer
+	// than it), appending the same events again, before it fails with
+	// ErrOutcomeUnknown (default DefaultOutcomeTimeout; a shorter
+	// context deadline ends it sooner).
+	OutcomeTimeout time.Duration
 	// HandshakeWireFormat is how this installation sends its proposals
 	// and commits (default DefaultHandshakeWireFormat, PrivateMessage; see
 	// WireFormat for what a delivery service can see of each). A group
@@ -87,6 +93,12 @@ func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 	}
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = DefaultMaxAttempts
+	}
+	if r.OutcomeTimeout < 0 {
+		return r, fmt.Errorf("engine: installation options: OutcomeTimeout %v: must be 0 (the default, %v) or more", r.OutcomeTimeout, DefaultOutcomeTimeout)
+	}
+	if r.OutcomeTimeout == 0 {
+		r.OutcomeTimeout = DefaultOutcomeTimeout
 	}
 	if !r.HandshakeWireFormat.valid() {
 		return r, fmt.Errorf("engine: installation options: HandshakeWireFormat %d is none of default, public_message, private_message", uint16(r.HandshakeWireFormat))
@@ -207,7 +219,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 			Credential:          encodeBasicCredential([]byte(id)),
 		},
 	}
-	if _, err := decideAppend(ctx, l, 0, []events.Event{ev}, 0); err != nil {
+	if _, err := decideAppend(ctx, l, 0, []events.Event{ev}, o.OutcomeTimeout); err != nil {
 		closeReadModel(l, db, lk)
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
@@ -345,14 +357,15 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 }
 
 // appendDecided appends evs at expected and does not return before the
-// outcome is known, unless ctx ends first (ErrOutcomeUnknown). A lost
+// outcome is known, unless ctx ends or OutcomeTimeout passes first
+// (ErrOutcomeUnknown). A lost
 // answer (a timeout, a reconnect) leaves the events perhaps stored: the
 // operation's output (a commit, a Welcome) must then not be dropped while
 // its events are durable, nor returned while they are not. So the same
 // events (same message ids: evs keep their time) are appended again until
 // the server answers; Append finds them if the first attempt landed.
 func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
-	res, err := decideAppend(ctx, in.log, expected, evs, 0)
+	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
 	if err == nil && len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
 	}

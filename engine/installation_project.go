@@ -73,7 +73,7 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 	for i, b := range bodies {
 		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
 	}
-	res, err := decideAppend(ctx, in.log, expected, evs, 0)
+	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
 	if err != nil {
 		return err
 	}

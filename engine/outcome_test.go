@@ -238,3 +238,127 @@ func TestOperationRefusedAppendIsNotRetried(t *testing.T) {
 		t.Errorf("Send of an oversized message: %v; want eventlog.ErrEventTooLarge naming the event, not ErrOutcomeUnknown", err)
 	}
 }
+
+// With the server gone, an operation under a context without deadline
+// returns once its OutcomeTimeout has passed, instead of waiting for the
+// server forever holding the installation's lock; nothing was recorded,
+// and once the server is back the group goes on from where it was.
+func TestOperationReturnsWithTheServerGone(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	opts := b.opts()
+	opts.OutcomeTimeout = 2 * time.Second
+	b.createWith(alice, opts)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	b.srv.Shutdown()
+	for _, op := range []string{"Send", "Update"} {
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			if op == "Send" {
+				_, err = b.insts[alice].Send(ctx, gid, []byte("to nobody"), nil)
+			} else {
+				_, err = b.insts[alice].Update(ctx, gid)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			t.Logf("%s with the server gone: %v", op, err)
+			if err == nil {
+				t.Fatalf("%s succeeded with the server gone", op)
+			}
+		case <-time.After(2 * time.Minute): // OutcomeTimeout plus a request timeout, generously
+			b.srv.Start()
+			t.Fatalf("%s still waiting two minutes after the server went, its OutcomeTimeout 2s", op)
+		}
+	}
+	b.srv.Start()
+	if err := b.insts[alice].CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := b.insts[alice].Epoch(ctx, gid); err != nil || e != 0 {
+		t.Fatalf("after the server came back the group is at epoch %d (%v), want 0", e, err)
+	}
+	if n := messageCount(t, b.insts[alice], gid); n != 0 {
+		t.Fatalf("%d messages recorded while the server was gone", n)
+	}
+	if co, err := b.insts[alice].Update(ctx, gid); err != nil || co.Epoch != 1 {
+		t.Fatalf("Update after the server came back: %+v, %v; want epoch 1", co, err)
+	}
+}
+
+// A Log closed under a run of operations: every operation that returned
+// success is recorded, and one that failed without ErrOutcomeUnknown
+// recorded nothing. A commit recorded behind a plain error would have
+// moved the group on without its Commit ever reaching the other members.
+func TestLogClosedUnderOperationsLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	for round := range 6 {
+		b := newBackend(t)
+		b.create(alice)
+		created, err := b.insts[alice].CreateGroup(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid := created.GroupID
+		var sent [][]byte
+		updates := 0
+		var last error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ; i++ {
+				if i%3 == 2 {
+					if _, last = b.insts[alice].Update(ctx, gid); last != nil {
+						return
+					}
+					updates++
+					continue
+				}
+				var out *SendOutput
+				if out, last = b.insts[alice].Send(ctx, gid, []byte("m"), nil); last != nil {
+					return
+				}
+				sent = append(sent, out.MessageID)
+			}
+		}()
+		time.Sleep(time.Duration(100+round*41) * time.Millisecond)
+		b.log.Close()
+		<-done
+		unknown := errors.Is(last, ErrOutcomeUnknown)
+		b.insts[alice].Close()
+		delete(b.insts, alice)
+		b.log = nil
+		b.open()
+		in, err := OpenInstallation(ctx, b.log, alice, b.dbPath(alice), b.keys[alice], b.opts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.insts[alice] = in
+		epoch, err := in.Epoch(ctx, gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := messageCount(t, in, gid)
+		t.Logf("round %d: %d sends and %d updates returned, then %v; recorded %d messages, epoch %d", round, len(sent), updates, last, n, epoch)
+		known, err := in.DB().KnownMessages(ctx, gid, sent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range sent {
+			if !known[string(id)] {
+				t.Fatalf("round %d: message %x returned as sent is not recorded", round, id)
+			}
+		}
+		extra := n - len(sent) + int(epoch) - updates
+		if extra != 0 && !(unknown && extra == 1) {
+			t.Fatalf("round %d: %d transitions recorded beyond those returned (%d messages for %d sends, epoch %d after %d updates), the last error %v", round, extra, n, len(sent), epoch, updates, last)
+		}
+		b.close()
+	}
+}
