@@ -21,7 +21,9 @@ var (
 
 	// ErrEpochRetired means an application message belongs to an epoch
 	// whose secrets were retired (older than maximum_past_epochs): it can
-	// no longer be decrypted, by design (forward secrecy).
+	// no longer be decrypted, by design (forward secrecy). A commit of
+	// such an epoch, other than the one applied, cannot be authenticated
+	// either, and is refused with it too.
 	ErrEpochRetired = errors.New("engine: message from a retired epoch")
 
 	// ErrDuplicateMessage means a message was already processed: an
@@ -46,10 +48,17 @@ var (
 
 	// ErrForked means this installation's state of a group is not the
 	// group's: a peer's epoch authenticator differs from its own, or
-	// another commit took the group from an epoch this installation left
-	// by a commit of its own. The error is a *ForkError with the evidence;
-	// Resync rejoins the group.
+	// another commit, authenticated in that epoch, took the group from an
+	// epoch this installation left by a commit of its own. The error is a
+	// *ForkError with the evidence; Resync rejoins the group.
 	ErrForked = errors.New("engine: group state forked")
+
+	// ErrStaleCommit means a commit belongs to an epoch this installation
+	// left by another member's commit: the delivery order put this one
+	// second, and the group (as this installation follows it) took the
+	// other. Nothing is recorded; acknowledge it. Its committer, if it
+	// applied its own commit, is the one forked.
+	ErrStaleCommit = errors.New("engine: commit of an epoch the group left by another commit")
 
 	// ErrStaleProposal means a proposal belongs to an epoch the group has
 	// left: a commit came first, and it can no longer be committed.

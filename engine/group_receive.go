@@ -97,10 +97,8 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			}
 			// Another commit of an epoch this installation left: the group
 			// went one way, this installation the other.
-			if fe, err := in.forkedBy(ctx, groupID, ep, m); err != nil {
+			if err := in.competingCommit(ctx, groupID, ep, m); err != nil {
 				return nil, nil, err
-			} else if fe != nil {
-				return nil, nil, fe
 			}
 		}
 		external := mls.IsExternalCommit(m)

@@ -91,53 +91,89 @@ func (in *Installation) CheckEpochAuthenticator(ctx context.Context, groupID []b
 	return nil
 }
 
-// forkedBy explains a commit of epoch ep, which this installation left
-// by another commit (its own, mostly, which the group did not take): it
-// processes the commit on the recorded state of epoch ep, and returns the
-// *ForkError with both authenticators of epoch ep+1 (Theirs nil when the
-// commit cannot be processed on that state: it references proposals the
-// read model no longer keeps, or the epoch's state was retired). It
-// returns nil when the commit does not authenticate in that epoch (not a
-// commit of the group's epoch ep at all), or derives the same epoch.
-func (in *Installation) forkedBy(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage) (*ForkError, error) {
+// competingCommit explains a commit of epoch ep that is not the one
+// this installation applied to leave ep. It processes the commit on the
+// recorded state of epoch ep, which authenticates it, and returns:
+//   - a *ForkError with both authenticators of epoch ep+1 when this
+//     installation left ep by a commit of its own: the group went one
+//     way, this installation the other;
+//   - an error wrapping ErrStaleCommit when another member's commit took
+//     it out of ep: this one came second in the delivery order (its
+//     committer, not this installation, is the one forked);
+//   - an error wrapping ErrEpochRetired when the state of epoch ep is
+//     retired, or was never held (joined later): the commit cannot be
+//     authenticated, so it proves nothing, not a fork;
+//   - nil when ep is not an epoch of this membership, the commit does
+//     not authenticate in epoch ep (not a commit of the group's epoch at
+//     all: processing it goes on and says why), or it derives the same
+//     epoch.
+//
+// Until 2026-12-06 every such commit was a *ForkError, even one whose
+// epoch state was gone, which any bytes naming that epoch could raise,
+// and one that only came second to another member's commit.
+func (in *Installation) competingCommit(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage) error {
 	eps, err := in.db.Epochs(ctx, groupID)
 	if err != nil {
-		return nil, fmt.Errorf("engine: installation %s: group %x epochs: %w", in.id, groupID, err)
+		return fmt.Errorf("engine: installation %s: group %x epochs: %w", in.id, groupID, err)
 	}
 	var before, ours []byte
+	held := false
 	for _, e := range eps {
 		switch e.Epoch {
 		case ep:
-			before = e.State
+			before, held = e.State, true
 		case ep + 1:
 			ours = e.EpochAuthenticator
 		}
 	}
 	if ours == nil {
-		return nil, nil // not an epoch of this membership
+		return nil // not an epoch of this membership
 	}
-	fe := &ForkError{Installation: string(in.id), GroupID: bytes.Clone(groupID), Epoch: ep + 1, Ours: bytes.Clone(ours), Evidence: "commit"}
 	if before == nil {
-		return fe, nil
+		why := "its state is retired"
+		if !held {
+			why = "this installation joined the group after it"
+		}
+		return fmt.Errorf("engine: installation %s: group %x: a commit of epoch %d, not the one this installation applied; %s, so the commit cannot be authenticated: %w",
+			in.id, groupID, ep, why, ErrEpochRetired)
 	}
 	g, err := mls.UnmarshalState(before)
 	if err != nil {
-		return fe, nil
+		return fmt.Errorf("engine: installation %s: group %x: the recorded state of epoch %d does not decode: %w", in.id, groupID, ep, err)
 	}
+	external := mls.IsExternalCommit(m)
 	process := g.ProcessCommit
-	if mls.IsExternalCommit(m) {
+	if external {
 		process = g.ProcessExternalCommit
 	}
-	ng, _, err := process(m)
-	if errors.Is(err, mls.ErrInvalidProposal) {
-		return fe, nil // references proposals not kept: cannot tell theirs
+	ng, rec, err := process(m)
+	var theirs []byte
+	switch {
+	case err == nil:
+		if bytes.Equal(ng.EpochAuthenticator(), ours) {
+			return nil // the same epoch after all
+		}
+		theirs = ng.EpochAuthenticator()
+	case errors.Is(err, mls.ErrInvalidProposal) && !external:
+		// A member's commit is authenticated (signature, membership tag
+		// or decryption) before its proposals are resolved: this one is
+		// the group's, and references proposals this installation did not
+		// keep, so its epoch cannot be derived here.
+	default:
+		return nil
 	}
+	own, known, err := in.db.EpochCommitter(ctx, groupID, ep+1)
 	if err != nil {
-		return nil, nil
+		return fmt.Errorf("engine: installation %s: group %x epoch %d: %w", in.id, groupID, ep+1, err)
 	}
-	if bytes.Equal(ng.EpochAuthenticator(), ours) {
-		return nil, nil // the same epoch after all: not a fork
+	if known && !own {
+		from := "a member"
+		if rec != nil {
+			from = fmt.Sprintf("leaf %d", rec.Sender)
+		}
+		return fmt.Errorf("engine: installation %s: group %x: a commit of epoch %d by %s, not the one this installation applied (another member's): it came second: %w",
+			in.id, groupID, ep, from, ErrStaleCommit)
 	}
-	fe.Theirs = ng.EpochAuthenticator()
-	return fe, nil
+	return &ForkError{Installation: string(in.id), GroupID: bytes.Clone(groupID), Epoch: ep + 1, Ours: bytes.Clone(ours),
+		Theirs: theirs, Evidence: "commit"}
 }

@@ -154,15 +154,15 @@ type DeliverResult struct {
 	Installation events.InstallationID
 	// Delivered are the deliveries processed, in sequence order: received
 	// (Received set, with ProjectionErr when the read model lags) or
-	// refused as ErrDuplicateMessage (Err set).
+	// refused as settled (Err set: see Deliver).
 	Delivered []Delivered
 	// Acked is the sequence acknowledged on the channel (0: none): the
 	// last delivery of the longest run of processed ones.
 	Acked uint64
 	// Err is what stopped the installation's deliveries, if anything: a
-	// delivery's error other than ErrDuplicateMessage (that delivery is
-	// the last in Delivered, and it and those after it stay queued), a
-	// failed fetch or acknowledgement.
+	// delivery's error other than a settled one (that delivery is the
+	// last in Delivered, and it and those after it stay queued), a failed
+	// fetch or acknowledgement.
 	Err error
 }
 
@@ -172,9 +172,11 @@ type DeliverResult struct {
 // for each and Deliveries.Acknowledge, as examples/backend does, for
 // every installation at once. Runs of application messages are received
 // with group commit; anything else goes through Installation.Receive in
-// its place. A delivery refused as ErrDuplicateMessage is acknowledged
-// like the rest; any other error stops that installation's deliveries at
-// it, unacknowledged (the others carry on). It returns one result per
+// its place. A delivery refused as settled, which records nothing and
+// which no later delivery can change (ErrDuplicateMessage, ErrStaleCommit,
+// ErrStaleProposal), is acknowledged like the rest, its error in its
+// Delivered; any other error stops that installation's deliveries at it,
+// unacknowledged (the others carry on). It returns one result per
 // installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -236,7 +238,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			d := s.ds[s.next]
 			r, err := s.in.Receive(ctx, d.Payload)
 			s.out[s.next] = &Delivered{Delivery: d, Received: r, Err: err}
-			if err != nil && !errors.Is(err, ErrDuplicateMessage) {
+			if err != nil && !settled(err) {
 				s.err = err
 			}
 			s.advance()
@@ -253,7 +255,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			// A delivery recorded out of turn (after one that stopped
 			// the installation) is returned all the same: it happened.
 			res[i].Delivered = append(res[i].Delivered, *d)
-			if ok && (d.Err == nil || errors.Is(d.Err, ErrDuplicateMessage)) {
+			if ok && (d.Err == nil || settled(d.Err)) {
 				res[i].Acked = d.Delivery.Seq
 			} else {
 				ok = false
@@ -288,12 +290,20 @@ type deliverState struct {
 // error stopped the installation ends them.
 func (s *deliverState) advance() {
 	for s.next < len(s.ds) && s.out[s.next] != nil {
-		if d := s.out[s.next]; d.Err != nil && !errors.Is(d.Err, ErrDuplicateMessage) {
+		if d := s.out[s.next]; d.Err != nil && !settled(d.Err) {
 			s.next = len(s.ds)
 			return
 		}
 		s.next++
 	}
+}
+
+// settled reports whether a delivery's error leaves nothing to do with
+// it but acknowledge it: it is refused, nothing is recorded, and no
+// later delivery changes that (a redelivery, a commit or proposal of an
+// epoch the group left).
+func settled(err error) bool {
+	return errors.Is(err, ErrDuplicateMessage) || errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrStaleProposal)
 }
 
 // hostWork is one installation's part of a batch.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -137,3 +139,101 @@ func TestResyncAfterLossOrFork(t *testing.T) {
 }
 
 func eventsID(s string) events.InstallationID { return events.InstallationID(s) }
+
+// Competing commits of one epoch, as each member sees them. Alice and
+// carol both commit epoch 1; bob takes alice's first. Carol, who left
+// epoch 1 by her own commit, is forked (both authenticators in the
+// error). Bob, who followed alice's, is not: carol's reaches him second
+// (ErrStaleCommit). Bytes that do not authenticate in the epoch, or a
+// commit of an epoch whose state is retired, prove nothing and are no
+// fork either. None of them records anything.
+func TestCompetingCommitsForkOnlyTheirCommitter(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	coA, err := b.insts[alice].Update(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coC, err := b.insts[carol].Update(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, coA.Commit); err != nil {
+		t.Fatal(err)
+	}
+	_, groupAuth, err := b.insts[bob].EpochAuthenticator(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(who events.InstallationID, what string, wire []byte) error {
+		t.Helper()
+		before := b.lastSeq(who)
+		_, err := b.insts[who].Receive(ctx, wire)
+		t.Logf("%s receives %s: %v", who, what, err)
+		if err == nil {
+			t.Fatalf("%s received %s", who, what)
+		}
+		if b.lastSeq(who) != before {
+			t.Fatalf("%s recorded %s", who, what)
+		}
+		return err
+	}
+
+	err = refused(bob, "carol's commit of epoch 1, after alice's", coC.Commit)
+	if !errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrForked) {
+		t.Fatalf("bob: %v, want ErrStaleCommit, not ErrForked", err)
+	}
+	// Delivered so, the stale commit is acknowledged, not left to block
+	// bob's queue; the message after it is received.
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, coC.Commit, time.Time{}, "carol's losing commit"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(alice, g1, "after the race")
+	res := NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
+	if r := res[0]; r.Err != nil || len(r.Delivered) != 2 || !errors.Is(r.Delivered[0].Err, ErrStaleCommit) ||
+		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content) != "after the race" || r.Acked != r.Delivered[1].Delivery.Seq {
+		t.Fatalf("Host.Deliver of the stale commit and a message: %+v", r)
+	}
+	err = refused(carol, "alice's commit of epoch 1, after her own", coA.Commit)
+	var fork *ForkError
+	if !errors.As(err, &fork) || fork.Epoch != 2 || !bytes.Equal(fork.Theirs, groupAuth) || bytes.Equal(fork.Ours, groupAuth) || fork.Evidence != "commit" {
+		t.Fatalf("carol: %v, want a *ForkError at epoch 2 with the group's authenticator as Theirs", err)
+	}
+	for i := range coC.Commit {
+		if i%7 != 0 {
+			continue
+		}
+		forged := bytes.Clone(coC.Commit)
+		forged[i] ^= 0x01
+		if err := refused(bob, fmt.Sprintf("carol's commit with byte %d flipped", i), forged); errors.Is(err, ErrForked) {
+			t.Fatalf("bytes that do not authenticate made bob forked: %v", err)
+		}
+	}
+
+	// Alice moves the group on until bob retires the state of epoch 1.
+	for range 4 {
+		co, err := b.insts[alice].Update(ctx, g1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.insts[bob].Receive(ctx, co.Commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		wire []byte
+	}{{"carol's commit of epoch 1, its state retired", coC.Commit}, {"garbage naming epoch 1", flipLast(coC.Commit)}} {
+		if err := refused(bob, c.what, c.wire); !errors.Is(err, ErrEpochRetired) || errors.Is(err, ErrForked) {
+			t.Fatalf("bob: %v, want ErrEpochRetired, not ErrForked", err)
+		}
+	}
+}
+
+// flipLast returns b with its last byte flipped.
+func flipLast(b []byte) []byte {
+	out := bytes.Clone(b)
+	out[len(out)-1] ^= 0xff
+	return out
+}

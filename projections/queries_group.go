@@ -339,6 +339,25 @@ func (db *DB) CommitStartedEpoch(ctx context.Context, groupID []byte, epoch uint
 	return db.exists(ctx, "epoch commit", q, groupID, epoch, commit)
 }
 
+// EpochCommitter says who started the group's epoch in its current
+// membership: own is true when this installation's own commit did (an
+// external commit that joined it too), false when another member's did.
+// known is false when the read model does not say: no such epoch, an
+// epoch not started by a commit this installation processed (created,
+// joined by Welcome), or one recorded without its committer (before
+// schema 3, or by a commit event that did not name it).
+func (db *DB) EpochCommitter(ctx context.Context, groupID []byte, epoch uint64) (own, known bool, err error) {
+	if db.schema < 3 {
+		return false, false, nil
+	}
+	var o sql.NullBool
+	found, err := db.lookup(ctx, "epoch committer", `SELECT own_commit FROM epochs WHERE group_id = ? AND epoch = ?`, []any{groupID, epoch}, &o)
+	if err != nil || !found || !o.Valid {
+		return false, false, err
+	}
+	return o.Bool, true, nil
+}
+
 // NewestOwnCommit returns the newest epoch of the group's current
 // membership that this installation's own commit started. From schema v3
 // the read model records who committed; an epoch recorded without it (a

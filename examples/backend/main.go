@@ -201,9 +201,12 @@ func (s *service) drainAll(ctx context.Context) error {
 		}
 		for _, d := range ds {
 			// A redelivery (processed before, but this service stopped
-			// before acknowledging it) is refused as a duplicate and
-			// records nothing: acknowledge it like the rest.
-			if _, err := in.Receive(ctx, d.Payload); err != nil && !errors.Is(err, engine.ErrDuplicateMessage) {
+			// before acknowledging it) is refused as a duplicate, and a
+			// commit or proposal of an epoch the group left (another
+			// commit came first) as stale: neither records anything, so
+			// acknowledge them like the rest.
+			if _, err := in.Receive(ctx, d.Payload); err != nil && !errors.Is(err, engine.ErrDuplicateMessage) &&
+				!errors.Is(err, engine.ErrStaleCommit) && !errors.Is(err, engine.ErrStaleProposal) {
 				return fmt.Errorf("%s: delivery %d: %w", id, d.Seq, err)
 			}
 			if err := s.queue.Acknowledge(ctx, id, channel, d.Seq); err != nil {
