@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"container/list"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sort"
@@ -107,9 +108,9 @@ type queue struct {
 	pos   uint64            // aggregate position of the last event
 	seq   uint64            // its stream sequence
 	// pending are the messages enqueued, neither acknowledged nor expired;
-	// idem the sequence of each idempotency key's enqueue.
+	// idem the enqueue of each idempotency key.
 	pending map[uint64]Delivery
-	idem    map[string]uint64
+	idem    map[string]idemEntry
 	// recent are the queue's last events, their positions contiguous up
 	// to pos: what a Host projecting the recipient's read model takes
 	// from here instead of the log. They go back to the acknowledgement
@@ -269,7 +270,7 @@ func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
 	if err := deliveryAgg(k).Validate(); err != nil {
 		return nil, err
 	}
-	q := &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
+	q := &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]idemEntry{}}
 	if err := d.readQueue(ctx, q); err != nil {
 		return nil, err
 	}
@@ -335,7 +336,7 @@ func (q *queue) next(s events.QueueState, b events.Body, ahead []events.Event) (
 			break
 		}
 		if first, ok := q.idem[b.IdempotencyKey]; ok {
-			return s, fmt.Errorf("%w: enqueue sequence %d: idempotency key used before, by sequence %d", events.ErrQueueRule, b.Sequence, first)
+			return s, fmt.Errorf("%w: enqueue sequence %d: idempotency key used before, by sequence %d", events.ErrQueueRule, b.Sequence, first.seq)
 		}
 		for _, ev := range ahead {
 			if e, ok := deliveryBody(ev.Body).(events.DeliveryEnqueued); ok && e.IdempotencyKey == b.IdempotencyKey {
@@ -399,7 +400,7 @@ func (q *queue) record(r eventlog.Record) error {
 	case events.DeliveryEnqueued:
 		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
 		if b.IdempotencyKey != "" {
-			q.idem[b.IdempotencyKey] = b.Sequence
+			q.idem[b.IdempotencyKey] = idemEntry{seq: b.Sequence, sum: sha256.Sum256(b.Payload)}
 		}
 	case events.DeliveryAcknowledged:
 		for s := q.rules.AckedUpTo + 1; s <= after.AckedUpTo; s++ {
@@ -432,8 +433,10 @@ func (q *queue) dropBefore(pos uint64) {
 }
 
 // Enqueue queues a message for its recipient and returns its sequence.
-// dup is true when the idempotency key was seen before on the queue: then
-// nothing is appended and the first enqueue's sequence is returned.
+// dup is true when the idempotency key was seen before on the queue with
+// the same payload: then nothing is appended and the first enqueue's
+// sequence is returned. The key seen with another payload is
+// ErrIdempotencyKeyReused, and nothing is appended.
 func (d *Deliveries) Enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -448,8 +451,11 @@ func (d *Deliveries) enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bo
 		if err != nil {
 			return 0, false, err
 		}
-		if s, ok := q.idem[e.IdempotencyKey]; ok && e.IdempotencyKey != "" {
-			return s, true, nil
+		if first, ok := q.idem[e.IdempotencyKey]; ok && e.IdempotencyKey != "" {
+			if err := first.check(k, e.IdempotencyKey, e.Payload); err != nil {
+				return 0, false, err
+			}
+			return first.seq, true, nil
 		}
 		ev := d.enqueueEvent(q, e)
 		conflict, err := d.appendQueue(ctx, q, ev)
@@ -486,7 +492,9 @@ func (d *Deliveries) enqueueEventAt(k queueKey, pos, lastSeq uint64, e Enqueue) 
 
 // FanOut queues payload for every recipient on channel, pipelined (one
 // append per recipient queue, in flight together). Each recipient's
-// enqueue is idempotent under idempotencyKey. It returns the sequences by
+// enqueue is idempotent under idempotencyKey; a key a queue has seen with
+// another payload is ErrIdempotencyKeyReused, and nothing of the call is
+// enqueued. It returns the sequences by
 // recipient. A group's commit goes to CommitOutput.Recipients, its Welcome
 // to CommitOutput.Added, an application message to SendOutput.Recipients.
 func (d *Deliveries) FanOut(ctx context.Context, recipients []events.InstallationID, channel string, payload []byte, expiresAt time.Time, idempotencyKey string) (map[events.InstallationID]uint64, error) {
@@ -539,8 +547,11 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 			if err != nil {
 				return out, err
 			}
-			if s, ok := q.idem[it.IdempotencyKey]; ok && it.IdempotencyKey != "" {
-				out[i][r] = s
+			if first, ok := q.idem[it.IdempotencyKey]; ok && it.IdempotencyKey != "" {
+				if err := first.check(k, it.IdempotencyKey, it.Payload); err != nil {
+					return out, fmt.Errorf("engine: fan-out on %s: %w", it.Channel, err)
+				}
+				out[i][r] = first.seq
 				continue
 			}
 			a := next[q]
@@ -548,8 +559,11 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 				a = &ahead{rules: q.rules, pos: q.pos}
 				next[q] = a
 			}
-			if s, ok := aheadKey(a.evs, it.IdempotencyKey); ok {
-				out[i][r] = s // the same key earlier in this call
+			if first, ok := aheadKey(a.evs, it.IdempotencyKey); ok { // the same key earlier in this call
+				if err := first.check(k, it.IdempotencyKey, it.Payload); err != nil {
+					return out, fmt.Errorf("engine: fan-out on %s: %w", it.Channel, err)
+				}
+				out[i][r] = first.seq
 				continue
 			}
 			ev := d.enqueueEventAt(k, a.pos, a.rules.LastSeq, Enqueue{Recipient: r, Channel: it.Channel, Payload: it.Payload, ExpiresAt: it.ExpiresAt, IdempotencyKey: it.IdempotencyKey})
@@ -608,16 +622,35 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 
 // aheadKey returns the sequence of the enqueue among evs that used the
 // idempotency key key (not empty).
-func aheadKey(evs []events.Event, key string) (uint64, bool) {
+func aheadKey(evs []events.Event, key string) (idemEntry, bool) {
 	if key == "" {
-		return 0, false
+		return idemEntry{}, false
 	}
 	for _, ev := range evs {
 		if e, ok := deliveryBody(ev.Body).(events.DeliveryEnqueued); ok && e.IdempotencyKey == key {
-			return e.Sequence, true
+			return idemEntry{seq: e.Sequence, sum: sha256.Sum256(e.Payload)}, true
 		}
 	}
-	return 0, false
+	return idemEntry{}, false
+}
+
+// idemEntry is the enqueue an idempotency key named: its sequence, and
+// the SHA-256 of its payload, so that the key given again with another
+// payload is refused rather than answered as the first enqueue.
+type idemEntry struct {
+	seq uint64
+	sum [sha256.Size]byte
+}
+
+// check refuses payload under key on queue k when the key's enqueue had
+// another payload: the caller would take the first message's sequence for
+// its own, and its message would never be queued.
+func (e idemEntry) check(k queueKey, key string, payload []byte) error {
+	if sha256.Sum256(payload) == e.sum {
+		return nil
+	}
+	return fmt.Errorf("engine: enqueue on %s/%s: idempotency key %q names sequence %d, whose payload differs: %w",
+		k.recipient, k.channel, key, e.seq, ErrIdempotencyKeyReused)
 }
 
 // Fetch returns up to limit (0: all) messages of the queue after its last
@@ -681,7 +714,7 @@ func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.Installa
 			if err := deliveryAgg(k).Validate(); err != nil {
 				return nil, err
 			}
-			q = &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]uint64{}}
+			q = &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]idemEntry{}}
 		}
 		qs = append(qs, q)
 	}

@@ -24,7 +24,7 @@ func TestBatchedDeliveries(t *testing.T) {
 	items := []FanOutItem{
 		{Recipients: ids(r1, r2), Channel: "c", Payload: []byte("a"), IdempotencyKey: "ka"},
 		{Recipients: ids(r2, r3), Channel: "c", Payload: []byte("b"), IdempotencyKey: "kb"},
-		{Recipients: ids(r1), Channel: "c", Payload: []byte("a again"), IdempotencyKey: "ka"}, // same key: r1 has it
+		{Recipients: ids(r1), Channel: "c", Payload: []byte("a"), IdempotencyKey: "ka"}, // the same message again: r1 has it
 		{Recipients: ids(r1, r2, r3), Channel: "c", Payload: []byte("c")},
 	}
 	out, err := b.del.FanOutMany(ctx, items)

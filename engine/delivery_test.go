@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestDeliveryQueues(t *testing.T) {
 	if s, dup := enq("one", "k1", time.Time{}); s != 1 || dup {
 		t.Fatalf("first enqueue: seq %d dup %v", s, dup)
 	}
-	if s, dup := enq("one again", "k1", time.Time{}); s != 1 || !dup {
+	if s, dup := enq("one", "k1", time.Time{}); s != 1 || !dup {
 		t.Fatalf("retried enqueue: seq %d dup %v, want 1 true", s, dup)
 	}
 	enq("two", "k2", b.now.Add(time.Minute))
@@ -371,5 +372,58 @@ func TestDeliveriesHoldAtMostMaxQueues(t *testing.T) {
 		if ds, err := d2.Fetch(ctx, bob, ch, 0); err != nil || len(ds) != want {
 			t.Errorf("queue %s: %d pending (%v), want %d", ch, len(ds), err, want)
 		}
+	}
+}
+
+// An idempotency key given again with another payload is refused, by
+// Enqueue and by FanOut, and nothing is queued: answering it as the first
+// enqueue would drop the second message while reporting it queued. The
+// same key and payload again is the first enqueue's sequence.
+func TestIdempotencyKeyWithAnotherPayloadIsRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	first, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("payload A"), time.Time{}, "commit-g-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("payload A"), time.Time{}, "commit-g-1")
+	if err != nil || again[bob] != first[bob] {
+		t.Fatalf("the same fan-out again: %v, %v; want sequence %d", again, err, first[bob])
+	}
+	// To bob (who has the key) and alice (who has not): refused for both.
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{alice, bob}, mlsChannel, []byte("payload B"), time.Time{}, "commit-g-1"); !errors.Is(err, ErrIdempotencyKeyReused) ||
+		!strings.Contains(err.Error(), `"commit-g-1" names sequence 1`) {
+		t.Fatalf("fan-out of another payload under the key: %v, want ErrIdempotencyKeyReused naming the key and sequence", err)
+	}
+	if _, dup, err := b.del.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("payload C"), IdempotencyKey: "commit-g-1"}); !errors.Is(err, ErrIdempotencyKeyReused) || dup {
+		t.Fatalf("enqueue of another payload under the key: dup %v, %v; want ErrIdempotencyKeyReused", dup, err)
+	}
+	// Within one call too.
+	if _, err := b.del.FanOutMany(ctx, []FanOutItem{
+		{Recipients: []events.InstallationID{alice}, Channel: mlsChannel, Payload: []byte("x"), IdempotencyKey: "k2"},
+		{Recipients: []events.InstallationID{alice}, Channel: mlsChannel, Payload: []byte("y"), IdempotencyKey: "k2"},
+	}); !errors.Is(err, ErrIdempotencyKeyReused) {
+		t.Fatalf("one call with a key twice, two payloads: %v, want ErrIdempotencyKeyReused", err)
+	}
+	for id, want := range map[events.InstallationID][]string{bob: {"payload A"}, alice: nil} {
+		ds, err := b.del.Fetch(ctx, id, mlsChannel, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range ds {
+			got = append(got, string(d.Payload))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s's queue holds %q, want %q", id, got, want)
+		}
+	}
+	// A new process (the keys read back from the log) refuses it too.
+	b.close()
+	b.open()
+	if _, _, err := b.del.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("payload B"), IdempotencyKey: "commit-g-1"}); !errors.Is(err, ErrIdempotencyKeyReused) {
+		t.Fatalf("after a restart: %v, want ErrIdempotencyKeyReused", err)
 	}
 }

@@ -88,6 +88,13 @@ var (
 	// ErrInvalidAck means an acknowledgement names a sequence beyond the last
 	// one enqueued on the channel.
 	ErrInvalidAck = errors.New("engine: acknowledgement beyond the last enqueued sequence")
+
+	// ErrIdempotencyKeyReused means an enqueue or fan-out gave an
+	// idempotency key the queue had seen with another payload: nothing is
+	// enqueued (a fan-out enqueues on none of its queues). With keys such
+	// as "commit-<group>-<epoch>", another member's commit of that epoch
+	// was queued first: the delivery order has taken it.
+	ErrIdempotencyKeyReused = errors.New("engine: idempotency key used before for another payload")
 )
 
 // errNotProjected marks an operation whose events are durable (it
