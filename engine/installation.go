@@ -279,7 +279,24 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	}
 	in.cred = mls.NewBasicCredential([]byte(id))
 	in.opts.Ciphersuite = ident.Ciphersuite
-	cp, _ := db.Checkpoint(ctx)
+	cp, err := db.Checkpoint(ctx)
+	if err != nil {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
+	}
+	// A read model ahead of the stream holds events the stream has lost
+	// (deleted, or a store restored from an older copy): operating on it
+	// would append after events no one else can see.
+	last, err := l.LastSeq(ctx, id)
+	if err != nil {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
+	}
+	if cp > last {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: read model %s has applied events up to stream sequence %d, the stream's last event of the installation is at %d: %w (verify the read model against the stream: replayer verify)",
+			id, dbPath, cp, last, eventlog.ErrMissingEvent)
+	}
 	l.Logger().Debug("engine: installation opened", "installation", string(id), "stream", l.Stream(), "path", dbPath, "seq", cp)
 	return in, nil
 }

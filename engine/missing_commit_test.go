@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/mls"
 )
 
@@ -70,5 +71,71 @@ func TestMessageOfNextEpochHintsMissingCommit(t *testing.T) {
 		if strings.Contains(s, "after the update") {
 			t.Fatalf("the message body printed: %s", s)
 		}
+	}
+}
+
+// The last event of bob's group deleted from the stream while his read
+// model holds it: his next operations on the group say that an event of
+// the history is missing, naming the positions, at once; not that they
+// lost every race, which would have the caller retry for good.
+func TestOperationAfterALostTailSaysAnEventIsMissing(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	co, err := b.insts[alice].Update(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drainAll()
+	subject, err := b.log.Subject(b.insts[bob].groupAgg(g1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstreamFor(b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, b.log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	for _, restart := range []bool{false, true} {
+		if restart {
+			b.restart(bob)
+		}
+		_, err := b.insts[bob].Send(ctx, g1, []byte("after the loss"), nil)
+		if !errors.Is(err, eventlog.ErrMissingEvent) || errors.Is(err, ErrTooManyConflicts) || errors.Is(err, eventlog.ErrConflict) ||
+			!strings.Contains(err.Error(), "the stream's last event of it is at position") {
+			t.Fatalf("Send after the group's last event was lost (restarted %v): %v, want eventlog.ErrMissingEvent naming the positions", restart, err)
+		}
+	}
+
+	// The installation's last event lost too: opening its read model,
+	// now ahead of the stream, says so.
+	filter, err := b.log.InstallationFilter(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, err = st.GetLastMsgForSubject(ctx, filter); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.insts[bob].Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, bob)
+	_, err = OpenInstallation(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], b.opts())
+	if !errors.Is(err, eventlog.ErrMissingEvent) || !strings.Contains(err.Error(), fmt.Sprintf("up to stream sequence %d", last.Sequence)) {
+		t.Fatalf("open of a read model ahead of the stream: %v, want eventlog.ErrMissingEvent naming sequence %d", err, last.Sequence)
 	}
 }

@@ -77,7 +77,9 @@ func (p *prepared) last() uint64 { return p.expected + uint64(len(p.envs)) }
 //
 // The events land together or not at all (one JetStream atomic batch when
 // there are several; see ErrAtomicUnsupported). If another writer appended
-// to the aggregate first, Append fails with ErrConflict and writes nothing.
+// to the aggregate first, Append fails with ErrConflict and writes nothing;
+// if the aggregate's last event on the stream is before expected (the
+// caller holds events the stream lost), with ErrMissingEvent.
 //
 // Append is idempotent: each event carries a deterministic Nats-Msg-Id (the
 // position and a keyed digest of the event), so repeating an append whose
@@ -366,9 +368,27 @@ func isRace(err error) bool {
 }
 
 // settle decides an append whose expected position is not the aggregate's
-// tail t: a retry of an append that already landed (return its events) or
-// a conflict.
+// tail t: a retry of an append that already landed (return its events), a
+// conflict, or, when the stream's tail is before the expected position,
+// events missing from the stream.
 func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]Appended, error) {
+	if t.pos < p.expected {
+		// Another writer only moves a tail forward: the writer saw events
+		// of the aggregate (its read model holds them) that the stream no
+		// longer gives, deleted or lost. Appending after them, or
+		// catching up and trying again, cannot mend that.
+		carried := false
+		if t.seq == 0 {
+			var err error
+			if carried, err = l.carried(ctx, p.agg.Installation); err != nil {
+				return nil, err
+			}
+		}
+		if !carried {
+			return nil, fmt.Errorf("eventlog: append to %s %q of installation %s (subject %s) after position %d: the stream's last event of it is at position %d (stream seq %d): %w; the events the writer holds after it are gone from the stream (verify the read model against the stream: replayer verify)",
+				p.agg.Type, p.agg.ID, p.agg.Installation, p.subject, p.expected, t.pos, t.seq, ErrMissingEvent)
+		}
+	}
 	if t.pos >= p.last() {
 		res, ok, err := l.findExisting(ctx, p, t)
 		if err != nil {

@@ -77,6 +77,34 @@ func TestTruncatedTailDetectedByTheNextAppend(t *testing.T) {
 	wantRecordError(t, err, next, ErrMissingEvent)
 }
 
+// An append after an aggregate's event the stream has lost (its writer's
+// read model holds it) is told so, naming both positions, not answered as
+// a conflict: another writer only moves a tail forward, so catching up
+// and trying again, as a conflict asks, could never succeed. Pipelined
+// appends are told the same.
+func TestAppendAfterALostTailIsAMissingEvent(t *testing.T) {
+	l, _ := newLog(t)
+	a := group(instA, "a")
+	mustAppend(t, l, 0, msg(a, 1, "a1"))
+	lost := mustAppend(t, l, 1, msg(a, 2, "a2"))[0].Seq
+	if err := l.stream.DeleteMsg(context.Background(), lost); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Append(context.Background(), 2, msg(a, 3, "a3"))
+	if !errors.Is(err, ErrMissingEvent) || errors.Is(err, ErrConflict) ||
+		!strings.Contains(err.Error(), "after position 2: the stream's last event of it is at position 1") {
+		t.Fatalf("append after the lost tail: %v, want ErrMissingEvent naming positions 2 and 1, not ErrConflict", err)
+	}
+	_, err = l.AppendBulk(context.Background(), []Transition{{Expected: 2, Events: []events.Event{msg(a, 3, "a3")}}})
+	if !errors.Is(err, ErrMissingEvent) || errors.Is(err, ErrConflict) {
+		t.Fatalf("bulk append after the lost tail: %v, want ErrMissingEvent", err)
+	}
+	// A conflict is still one: the tail past the expected position.
+	if _, err := l.Append(context.Background(), 0, msg(a, 1, "a1 again")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("append behind the tail: %v, want ErrConflict", err)
+	}
+}
+
 // Two writers of one installation with stale heads (say, the installation
 // and the delivery service) link to older events: that is no gap.
 func TestConcurrentWritersStaleHeadsAreNoGap(t *testing.T) {

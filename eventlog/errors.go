@@ -24,7 +24,10 @@ var (
 	// with other content: an event of the history was lost (a corrupted
 	// block the server dropped, a deleted message) or the stream was
 	// truncated and written again. The wrapping *RecordError names the
-	// linking event's sequence; the message names the missing one.
+	// linking event's sequence; the message names the missing one. An
+	// append whose expected position is past the aggregate's last event
+	// on the stream fails with it too (the writer holds events the stream
+	// lost), naming both positions.
 	ErrMissingEvent = errors.New("eventlog: an event of the installation's history is missing")
 
 	// ErrStalled means a read made no progress for Config.ProgressTimeout
