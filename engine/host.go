@@ -174,8 +174,8 @@ type DeliverResult struct {
 // with group commit; anything else goes through Installation.Receive in
 // its place. A delivery refused as settled, which records nothing and
 // which no later delivery can change (ErrDuplicateMessage, ErrStaleCommit,
-// ErrStaleProposal), is acknowledged like the rest, its error in its
-// Delivered; any other error stops that installation's deliveries at it,
+// ErrStaleProposal, a payload that does not decode: mls.ErrDecode), is
+// acknowledged like the rest, its error in its Delivered; any other error stops that installation's deliveries at it,
 // unacknowledged (the others carry on). It returns one result per
 // installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
@@ -301,9 +301,11 @@ func (s *deliverState) advance() {
 // settled reports whether a delivery's error leaves nothing to do with
 // it but acknowledge it: it is refused, nothing is recorded, and no
 // later delivery changes that (a redelivery, a commit or proposal of an
-// epoch the group left).
+// epoch the group left, a payload that is no MLS message at all, which
+// anyone who can enqueue could otherwise use to stop the queue for good).
 func settled(err error) bool {
-	return errors.Is(err, ErrDuplicateMessage) || errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrStaleProposal)
+	return errors.Is(err, ErrDuplicateMessage) || errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrStaleProposal) ||
+		errors.Is(err, mls.ErrDecode)
 }
 
 // hostWork is one installation's part of a batch.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
 )
 
 // hostSend sends reqs through h and fans the outputs out in order (a path
@@ -485,5 +486,23 @@ func TestHostDeliverAcrossServerRestart(t *testing.T) {
 			t.Fatalf("%s's read model holds %d messages, want %d", id, c, n)
 		}
 		b.checkRebuild(id)
+	}
+}
+
+// A payload that is no MLS message, queued by anyone who can enqueue, is
+// acknowledged with its error, not left to stop the recipient's queue on
+// every Deliver; the message after it is received.
+func TestDeliverAcknowledgesAPayloadThatDoesNotDecode(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte{0, 1, 0, 2, 0xff}, time.Time{}, "junk"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(alice, g1, "after the junk")
+	res := NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
+	if r := res[0]; r.Err != nil || len(r.Delivered) != 2 || !errors.Is(r.Delivered[0].Err, mls.ErrDecode) ||
+		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content) != "after the junk" || r.Acked != r.Delivered[1].Delivery.Seq {
+		t.Fatalf("Host.Deliver of junk and a message: %+v", r)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -201,12 +202,13 @@ func (s *service) drainAll(ctx context.Context) error {
 		}
 		for _, d := range ds {
 			// A redelivery (processed before, but this service stopped
-			// before acknowledging it) is refused as a duplicate, and a
+			// before acknowledging it) is refused as a duplicate, a
 			// commit or proposal of an epoch the group left (another
-			// commit came first) as stale: neither records anything, so
+			// commit came first) as stale, and junk as not decoding:
+			// none records anything or can succeed later, so
 			// acknowledge them like the rest.
 			if _, err := in.Receive(ctx, d.Payload); err != nil && !errors.Is(err, engine.ErrDuplicateMessage) &&
-				!errors.Is(err, engine.ErrStaleCommit) && !errors.Is(err, engine.ErrStaleProposal) {
+				!errors.Is(err, engine.ErrStaleCommit) && !errors.Is(err, engine.ErrStaleProposal) && !errors.Is(err, mls.ErrDecode) {
 				return fmt.Errorf("%s: delivery %d: %w", id, d.Seq, err)
 			}
 			if err := s.queue.Acknowledge(ctx, id, channel, d.Seq); err != nil {
