@@ -164,10 +164,78 @@ func (l *Log) DeleteStreamAndBuckets(ctx context.Context, ref StreamRef) error {
 	if ref.Stream == l.cfg.Stream {
 		return fmt.Errorf("eventlog: delete stream %s: it is this Log's own", ref.Stream)
 	}
+	// Only a log's event stream goes with its buckets: not a bucket's own
+	// stream (KV_..., OBJ_...), nor anything else the account holds.
+	if _, err := l.logStreamMeta(ctx, ref.Stream); err != nil {
+		return fmt.Errorf("eventlog: delete stream %s: %w", ref.Stream, err)
+	}
 	for _, name := range []string{ref.Stream, kvStreamName(keyBucket(ref.Stream)), kvStreamName(ref.Stream + RetentionBucketSuffix), "OBJ_" + ref.Stream + SnapshotBucketSuffix} {
 		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("eventlog: delete stream %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// metaResealOf is the stream metadata key a re-seal target carries: the
+// stream it was re-sealed from (OpenBeside), so that only such a target
+// is deleted as one (DeleteResealTarget).
+const metaResealOf = "epochlog_reseal_of"
+
+// logStreamMeta returns the metadata of stream name, an event stream of
+// a Log (it carries the keyring check every Log's stream gets): a missing
+// stream is ErrNoStream, another stream ErrIncompatibleStream.
+func (l *Log) logStreamMeta(ctx context.Context, name string) (map[string]string, error) {
+	s, err := l.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: no stream %s", ErrNoStream, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	meta := s.CachedInfo().Config.Metadata
+	if _, ok := meta[metaKeyringCheck]; !ok {
+		return nil, fmt.Errorf("%w: stream %s is not a log's event stream (it has no %s)", ErrIncompatibleStream, name, metaKeyringCheck)
+	}
+	return meta, nil
+}
+
+// DeleteResealTarget deletes ref, an unswitched re-seal target of this
+// Log's stream, with its buckets (DeleteStreamAndBuckets). It refuses a
+// stream that OpenBeside did not create from this Log's stream (a target
+// records its source), and one that is the active or previous stream of
+// any base name in MetaBucket: whatever the name given, only a re-seal
+// target nobody reads from goes.
+func (l *Log) DeleteResealTarget(ctx context.Context, ref StreamRef) error {
+	meta, err := l.logStreamMeta(ctx, ref.Stream)
+	if err != nil {
+		return fmt.Errorf("eventlog: delete re-seal target %s: %w", ref.Stream, err)
+	}
+	if src := meta[metaResealOf]; src != l.cfg.Stream {
+		why := "it records no source"
+		if src != "" {
+			why = "its source is " + src
+		}
+		return fmt.Errorf("eventlog: delete re-seal target %s: not a re-seal target of %s (%s)", ref.Stream, l.cfg.Stream, why)
+	}
+	kv, err := l.metaKV(ctx, false)
+	if err != nil {
+		return err
+	}
+	if kv != nil {
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("eventlog: metadata bucket %s: list: %w", MetaBucket, err)
+		}
+		for base := range keys.Keys() {
+			a, err := l.ActiveStream(ctx, base)
+			if err != nil {
+				return err
+			}
+			if a.Current.Stream == ref.Stream || (a.Previous != nil && a.Previous.Stream == ref.Stream) {
+				return fmt.Errorf("eventlog: delete re-seal target %s: it is a stream of base %s (active %s)", ref.Stream, base, a.Current.Stream)
+			}
+		}
+	}
+	return l.DeleteStreamAndBuckets(ctx, ref)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -101,7 +102,23 @@ func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, key
 	if cfg.SubjectPrefix == src.cfg.SubjectPrefix {
 		return nil, fmt.Errorf("eventlog: open beside stream %s: subject prefix %q is the source's (two streams cannot hold the same subjects)", stream, subjectPrefix)
 	}
-	return Open(ctx, cfg, keys)
+	dst, err := Open(ctx, cfg, keys)
+	if err != nil {
+		return nil, err
+	}
+	// Record the source, so that only this target is ever deleted as one
+	// (DeleteResealTarget).
+	have := dst.stream.CachedInfo().Config
+	if have.Metadata[metaResealOf] == "" {
+		upd := have
+		upd.Metadata = maps.Clone(have.Metadata)
+		upd.Metadata[metaResealOf] = src.cfg.Stream
+		if dst.stream, err = dst.js.UpdateStream(ctx, upd); err != nil {
+			dst.Close()
+			return nil, fmt.Errorf("eventlog: open beside stream %s: record its source: %w", stream, err)
+		}
+	}
+	return dst, nil
 }
 
 // Reseal copies src's retained history into dst (see the comment at the

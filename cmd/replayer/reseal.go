@@ -177,7 +177,7 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		if err := confirm(fmt.Sprintf("delete stream %s and its key bucket (an unswitched re-seal target)", *to)); err != nil {
 			return err
 		}
-		if err := log.DeleteStreamAndBuckets(ctx, eventlog.StreamRef{Stream: *to}); err != nil {
+		if err := log.DeleteResealTarget(ctx, eventlog.StreamRef{Stream: *to}); err != nil {
 			return err
 		}
 		out["deleted"] = *to

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/replay"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestResealCommand: two installations with a group and messages each,
@@ -104,8 +106,32 @@ func TestResealCommand(t *testing.T) {
 	if code, _, stderr = cli("reseal", "--rollback", "--to", "TRY", "--nats", srv.URL()); code != exitUsage || !strings.Contains(stderr, "--yes") {
 		t.Fatalf("rollback without --yes: exit %d, stderr %q", code, stderr)
 	}
+	// Rollback deletes an unswitched re-seal target of the active stream
+	// and nothing else: not a bucket's stream, not a missing one, not
+	// another log's stream.
+	openLogWith(t, eventlog.Config{NATSURL: srv.URL(), Stream: "OTHER", SubjectPrefix: "other"})
+	for _, name := range []string{"KV_EPOCHLOG_KEYS", "NOPE", "OTHER"} {
+		code, stdout, stderr := cli("reseal", "--rollback", "--to", name, "--yes", "--nats", srv.URL())
+		if code == exitOK || strings.Contains(stdout, "deleted") {
+			t.Fatalf("rollback --to %s: exit %d, stdout %q, stderr %q; want it refused", name, code, stdout, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		t.Logf("rollback --to %s: %s", name, lines[len(lines)-1])
+	}
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"KV_EPOCHLOG_KEYS", "OTHER"} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			t.Fatalf("stream %s after the refused rollbacks: %v", name, err)
+		}
+	}
 	if code, _, stderr = cli("reseal", "--rollback", "--to", "TRY", "--yes", "--nats", srv.URL()); code != exitOK {
 		t.Fatalf("rollback of TRY: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := js.Stream(ctx, "TRY"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("stream TRY after its rollback: %v, want it deleted", err)
 	}
 
 	// Re-seal under a new keyring and switch.
