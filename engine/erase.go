@@ -10,6 +10,7 @@ import (
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // EraseOptions tune Erase.
@@ -19,8 +20,14 @@ type EraseOptions struct {
 	// ReadModel, if set, is the installation's read model: Erase deletes
 	// it (with its -wal, -shm, -journal and .salt sidecars) after the
 	// log's erase, holding its writer lock, so no plaintext of the
-	// installation is left in it either.
+	// installation is left in it either. Before anything is erased it
+	// must be a regular file (not a link or a directory) that ReadModelKey
+	// opens as this installation's read model (else
+	// replay.ErrWrongInstallation, projections.ErrWrongKey, ...), or be
+	// missing (an erase run again after it was deleted).
 	ReadModel string
+	// ReadModelKey is ReadModel's key, required with it.
+	ReadModelKey projections.Key
 }
 
 // Erase erases installation id: the log's erase (eventlog.Log.Erase: a
@@ -48,6 +55,12 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 			return nil, fmt.Errorf("engine: erase %s: %w", id, err)
 		}
 		defer lk.Unlock()
+		// Checked before the log's erase, which cannot be undone: a
+		// typo or another installation's file must stop it, not be
+		// deleted after it.
+		if err := checkErasable(ctx, id, o.ReadModel, o.ReadModelKey); err != nil {
+			return nil, fmt.Errorf("engine: erase %s: read model %s: %w (nothing was erased)", id, o.ReadModel, err)
+		}
 	}
 	res, err := l.Erase(ctx, id, &eventlog.EraseOptions{By: o.By})
 	if err != nil {
@@ -62,4 +75,38 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		}
 	}
 	return res, nil
+}
+
+// checkErasable checks that path, if it exists, is a regular file that
+// key opens as installation id's read model.
+func checkErasable(ctx context.Context, id events.InstallationID, path string, key projections.Key) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // deleted by an earlier run: its sidecars still go
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (%s): give the read model's own path", fi.Mode().Type())
+	}
+	if !key.Valid() {
+		return errors.New("no key given for it: it is opened first, to check it is this installation's read model")
+	}
+	db, err := projections.OpenExisting(path, key, &projections.Options{NoMigrate: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ident, found, err := db.Installation(ctx)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("%w: it holds no installation", replay.ErrWrongInstallation)
+	}
+	if ident.ID != id {
+		return fmt.Errorf("%w: it is installation %s's", replay.ErrWrongInstallation, ident.ID)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // eraseConfirm asks the operator to type the installation id, and reports
@@ -36,7 +37,8 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 			"erased), shreds its data keys from the key bucket, then purges its events from\n"+
 			"the stream, in that order. Interrupted, running it again finishes the erase.\n"+
 			"Rebuilds of it then fail with \"erased\"; other installations are not touched.\n"+
-			"With --db it also deletes the installation's read model. Without --yes it asks\n"+
+			"With --db it also deletes the installation's read model, after opening it with\n"+
+			"its key (--db-key-file, ...) to check whose it is. Without --yes it asks\n"+
 			"you to type the installation id, and refuses when stdin is not a terminal.")
 	var conn connFlags
 	conn.register(fs, ".epochlog/demo")
@@ -44,7 +46,8 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	keys.register(fs)
 	inst := fs.String("installation", "", "installation id to erase (required)")
 	yes := fs.Bool("yes", false, "erase without asking (needed when stdin is not a terminal)")
-	db := fs.String("db", "", "the installation's read model, deleted too")
+	db := fs.String("db", "", "the installation's read model, deleted too (opened with its key first, to check it is this installation's)")
+	dbKey := newDBKeyFlags(fs, "")
 	by := fs.String("by", "", "who asks, recorded in the tombstone (default: $USER)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	if err := parseFlags(env, fs, args); err != nil {
@@ -65,6 +68,18 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 			return fmt.Errorf("erase of installation %s not confirmed; nothing was changed", id)
 		}
 	}
+	var key projections.Key
+	existed := false
+	if *db != "" {
+		var err error
+		if key, err = dbKey.key(env); err != nil {
+			return err
+		}
+		_, err = os.Lstat(*db)
+		existed = err == nil
+	} else if dbKey.onCommandLine() {
+		return usageError{"a read-model key is for --db: give the read model too"}
+	}
 	who := *by
 	if who == "" {
 		who = env.getenv("USER")
@@ -82,14 +97,14 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
-	res, err := engine.Erase(ctx, log, id, &engine.EraseOptions{By: who, ReadModel: *db})
+	res, err := engine.Erase(ctx, log, id, &engine.EraseOptions{By: who, ReadModel: *db, ReadModelKey: key})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return json.NewEncoder(env.stdout).Encode(map[string]any{"command": "erase", "installation": *inst,
 			"erased_at": res.Tombstone.ErasedAt.Format(time.RFC3339Nano), "by": res.Tombstone.By, "tombstone_seq": res.TombstoneSeq,
-			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "db_removed": *db != ""})
+			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "db_removed": existed})
 	}
 	verb := "erased"
 	if res.Resumed {
@@ -97,8 +112,11 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "%s installation %s (tombstone at seq %d, erased at %s): %d data keys shredded, %d events purged\n",
 		verb, id, res.TombstoneSeq, res.Tombstone.ErasedAt.Format(time.RFC3339), res.KeysPurged, res.EventsPurged)
-	if *db != "" {
+	switch {
+	case existed:
 		fmt.Fprintf(env.stdout, "removed read model %s\n", *db)
+	case *db != "":
+		fmt.Fprintf(env.stdout, "no read model at %s: nothing removed there\n", *db)
 	}
 	return nil
 }

@@ -38,7 +38,45 @@ func TestEraseCommand(t *testing.T) {
 	if _, err := os.Stat(db("erase-me")); err != nil {
 		t.Fatalf("refused erase touched the read model: %v", err)
 	}
-	code, stdout, stderr := cli("erase", "--json", "--yes", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--by", "ops")
+	key := func(id string) string { return filepath.Join(dir, id+".key") }
+	// --db is checked before anything is erased: it must be the
+	// installation's own read model, opened with its key. Another
+	// installation's file, a link to the right one, a directory, any file
+	// at all, or no key: refused, nothing erased or deleted.
+	notes := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(notes, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "erase-me.db")
+	if err := os.Symlink(db("erase-me"), link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"another installation's read model", []string{"--db", db("keep-me"), "--db-key-file", key("keep-me")}, "installation keep-me's"},
+		{"its own file under another's key", []string{"--db", db("erase-me"), "--db-key-file", key("keep-me")}, "wrong key"},
+		{"a link to the read model", []string{"--db", link, "--db-key-file", key("erase-me")}, "not a regular file"},
+		{"a directory", []string{"--db", dir, "--db-key-file", key("erase-me")}, "not a regular file"},
+		{"a text file", []string{"--db", notes, "--db-key-file", key("erase-me")}, notes},
+		{"no key", []string{"--db", db("erase-me")}, "no read-model key"},
+	} {
+		code, _, stderr := cli(append([]string{"erase", "--yes", "--nats", srv.URL(), "--installation", "erase-me"}, c.args...)...)
+		if code == exitOK || !strings.Contains(stderr, c.want) {
+			t.Fatalf("erase with %s: exit %d, stderr %q; want it refused with %q", c.name, code, stderr, c.want)
+		}
+		for _, f := range []string{db("erase-me"), db("keep-me"), notes, link} {
+			if _, err := os.Lstat(f); err != nil {
+				t.Fatalf("erase with %s, refused, removed %s: %v", c.name, f, err)
+			}
+		}
+		if last, err := l.LastSeq(context.Background(), "erase-me"); err != nil || last == 0 {
+			t.Fatalf("erase with %s, refused: the installation's last event at %d (%v), want its events kept", c.name, last, err)
+		}
+	}
+	code, stdout, stderr := cli("erase", "--json", "--yes", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", key("erase-me"), "--by", "ops")
 	if code != exitOK {
 		t.Fatalf("erase: exit %d, stderr %q", code, stderr)
 	}
@@ -63,8 +101,8 @@ func TestEraseCommand(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("rebuild of the other installation: exit %d, stderr %q", code, stderr)
 	}
-	code, stdout, _ = cli("erase", "--yes", "--nats", srv.URL(), "--installation", "erase-me")
-	if code != exitOK || !strings.Contains(stdout, "finished erasing installation erase-me") {
+	code, stdout, _ = cli("erase", "--yes", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", key("erase-me"))
+	if code != exitOK || !strings.Contains(stdout, "finished erasing installation erase-me") || !strings.Contains(stdout, "nothing removed there") {
 		t.Fatalf("erase again: exit %d, stdout %q", code, stdout)
 	}
 }
