@@ -76,18 +76,18 @@ func Lock(path string) (*WriterLock, error) {
 // describes it. The description holds nothing secret: never put a key,
 // passphrase or flag value into holder.
 //
-// The lock is per path name: path is made absolute and cleaned, so
-// "./a.db" and "a.db" name the same lock, but two different names for one
-// file (a symbolic or hard link to the database or to its directory) take
-// two different locks. The lock file itself must not be a symbolic link.
-// Use one canonical path per read model. The lock works on local file
+// The lock is per file: path is made canonical (CanonicalPath), so
+// "./a.db", "a.db" and a symbolic link to the database or to its
+// directory name the same lock, taken beside the file the link points to;
+// a hard link is another name the lock cannot see. The lock file itself
+// must not be a symbolic link. The lock works on local file
 // systems; on network file systems flock(2) may be emulated or refused.
 // The lock is not inherited by child processes.
 func LockAs(path, holder string) (*WriterLock, error) {
 	if path == "" {
 		return nil, &FileError{Path: path, Op: "lock", Err: errors.New("empty database path")}
 	}
-	abs, err := filepath.Abs(path)
+	abs, err := CanonicalPath(path)
 	if err != nil {
 		return nil, &FileError{Path: path, Op: "lock", Err: err}
 	}
@@ -235,4 +235,32 @@ func sanitize(s string, max int) string {
 		b.WriteRune(r)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// CanonicalPath returns path absolute, cleaned and with symbolic links
+// resolved: of the file when it exists, else of its directory. Every
+// operation that writes a read model (a lock, a rebuild's swap) works on
+// this name, so that a link to the database changes the database, not the
+// link (until 2026-12-06 a rebuild through a link replaced the link with
+// the rebuilt file and left the database as it was).
+func CanonicalPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	r, err := filepath.EvalSymlinks(abs)
+	if err == nil {
+		return r, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	switch {
+	case err == nil:
+		return filepath.Join(dir, filepath.Base(abs)), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return abs, nil
+	}
+	return "", err
 }

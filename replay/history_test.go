@@ -202,3 +202,61 @@ func deleteMsg(t *testing.T, l *eventlog.Log, seq uint64) {
 		t.Fatalf("delete seq %d: %v", seq, err)
 	}
 }
+
+// A rekey through a symbolic link to the read model (or to its directory)
+// rekeys the database the link names and leaves the link a link: it
+// replaced the link with the rebuilt file, the database unchanged under
+// the old key. A writer holding the database's lock by its own name stops
+// it: one lock per file, whatever the name.
+func TestRekeyThroughASymlinkRekeysTheDatabase(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 20)
+	oldKey, newKey := rawDBKey(t, 0xA1), rawDBKey(t, 0xA2)
+	dir := t.TempDir()
+	live := filepath.Join(dir, "a.db")
+	mustRebuild(t, l, instA, live, oldKey)
+	links := t.TempDir()
+	fileLink := filepath.Join(links, "a.db")
+	if err := os.Symlink(live, fileLink); err != nil {
+		t.Fatal(err)
+	}
+	dirLink := filepath.Join(links, "models")
+	if err := os.Symlink(dir, dirLink); err != nil {
+		t.Fatal(err)
+	}
+
+	lk, err := projections.Lock(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rekey(context.Background(), l, instA, fileLink, oldKey, newKey, testReplayOptions()); !errors.Is(err, projections.ErrLocked) {
+		t.Fatalf("rekey through a link while the database's own name is locked: %v, want ErrLocked", err)
+	}
+	lk.Unlock()
+
+	res, err := Rekey(context.Background(), l, instA, fileLink, oldKey, newKey, testReplayOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err := projections.CanonicalPath(live); err != nil || res.Path != want {
+		t.Errorf("rekey reports path %s, want the database's %s (%v)", res.Path, want, err)
+	}
+	if fi, err := os.Lstat(fileLink); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link after the rekey: %v, %v; want it still a link", fi, err)
+	}
+	db, err := projections.OpenExisting(live, newKey, &projections.Options{NoMigrate: true})
+	if err != nil {
+		t.Fatalf("the database under the new key: %v", err)
+	}
+	db.Close()
+
+	// Through a link to its directory: the same.
+	if _, err := Rekey(context.Background(), l, instA, filepath.Join(dirLink, "a.db"), newKey, oldKey, testReplayOptions()); err != nil {
+		t.Fatal(err)
+	}
+	db, err = projections.OpenExisting(live, oldKey, &projections.Options{NoMigrate: true})
+	if err != nil {
+		t.Fatalf("the database under the key of the rekey through the directory's link: %v", err)
+	}
+	db.Close()
+}

@@ -155,6 +155,13 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if err := ensureDir(filepath.Dir(live)); err != nil {
 		return nil, fail("rebuild", err)
 	}
+	// Through a symbolic link, the database it names is rebuilt (and
+	// locked), not the link.
+	canon, err := projections.CanonicalPath(live)
+	if err != nil {
+		return nil, fail("rebuild", err)
+	}
+	live = canon
 	lk, err := projections.Lock(live)
 	if err != nil {
 		return nil, err
