@@ -242,20 +242,23 @@ func TestSharePartitionedMemberStepsAside(t *testing.T) {
 		nb, _ := b.m.Members()
 		return n == len(insts) && na == 2 && nb == 2 && by["A"] > 0
 	})
-	by, _ := tr.servedBy()
-	held := by["A"]
 	restore := cutOff(a.bucket)
 	eventually(t, "B to serve everything while A is cut off", func() bool {
 		by, n := tr.servedBy()
 		return n == len(insts) && by["B"] == len(insts)
 	})
 	tr.check(t)
-	if v := telemetrytest.Value(t, a.metrics, "epochlog_lease_losses_total", "reason", telemetry.LeaseExpired); v != float64(held) {
-		t.Errorf("A lost %v leases as expired, held %d", v, held)
+	// What A held when it was cut off is what it lost as expired and B
+	// took over. (Counted from the metrics, not from a sample taken
+	// before the cut: A may still have been handing B its share then.)
+	lost := telemetrytest.Value(t, a.metrics, "epochlog_lease_losses_total", "reason", telemetry.LeaseExpired)
+	if lost < 1 || lost > float64(len(insts)) {
+		t.Errorf("A lost %v leases as expired, want 1 to %d", lost, len(insts))
 	}
-	if n := acquisitions(t, telemetry.LeaseTakeover, b); n != float64(held) {
-		t.Errorf("B took over %v, want A's %d", n, held)
+	if n := acquisitions(t, telemetry.LeaseTakeover, b); n != lost {
+		t.Errorf("B took over %v, want the %v A lost", n, lost)
 	}
+	eventually(t, "A, cut off, to hold nothing", func() bool { return len(a.m.Held()) == 0 })
 	restore()
 	eventually(t, "A to get its share back", func() bool {
 		by, n := tr.servedBy()
