@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,9 +172,66 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), scrubURLs(err, url))
 	}
 	return nc, nil
+}
+
+// scrubbedError is an error whose text had the URLs it quoted redacted;
+// it unwraps to the original, so errors.Is still finds its sentinels.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// scrubURLs returns err with every URL of urls (comma-separated) that it
+// quotes redacted: the client's error for a URL that does not parse
+// quotes it whole, password and all (`parse "nats://u:pw@h": invalid URL
+// escape "%zz"`), and so does the parser's own error, in a piece.
+func scrubURLs(err error, urls string) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		// The parser's own words quote the URL, or a piece of it (the
+		// bad escape): say what is wrong without either.
+		why := "it does not parse"
+		var esc neturl.EscapeError
+		var host neturl.InvalidHostError
+		switch {
+		case errors.As(ue.Err, &esc):
+			why = "a '%' in it is not followed by two hex digits (write a '%' in a password as %25)"
+		case errors.As(ue.Err, &host):
+			why = "its host has a character a host cannot"
+		}
+		return &scrubbedError{msg: "invalid URL: " + why, err: err}
+	}
+	msg := err.Error()
+	scrubbed := msg
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		at := strings.LastIndexByte(u, '@')
+		if at < 0 {
+			continue
+		}
+		scrubbed = strings.ReplaceAll(scrubbed, u, redactURL(u))
+		// Whatever is left of the user information (a piece the parser
+		// quotes on its own) goes too.
+		userinfo := u[:at]
+		if k := strings.Index(userinfo, "://"); k >= 0 {
+			userinfo = userinfo[k+3:]
+		}
+		for _, piece := range strings.FieldsFunc(userinfo, func(r rune) bool { return r == ':' }) {
+			if len(piece) >= 3 {
+				scrubbed = strings.ReplaceAll(scrubbed, piece, "xxxxx")
+			}
+		}
+	}
+	if scrubbed == msg {
+		return err
+	}
+	return &scrubbedError{msg: scrubbed, err: err}
 }
 
 // checkInbox fails at once, saying why, when the server refuses the

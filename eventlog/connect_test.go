@@ -219,3 +219,27 @@ func TestConnectTLSHandshakeFirst(t *testing.T) {
 	// The embedded server has no TLS.
 	openFails(t, Config{DataDir: t.TempDir(), TLSHandshakeFirst: true}, []string{"TLSHandshakeFirst", "NATSURL"})
 }
+
+// A URL that does not parse is named without its password: the client's
+// error quotes the URL whole, and the parser's a piece of it.
+func TestConnectBadURLHidesItsPassword(t *testing.T) {
+	for _, u := range []string{
+		"nats://alice:S3cret%zzPW@127.0.0.1:1",
+		"nats://alice:S3cret PW@127.0.0.1:1",
+		"nats://alice:S3cretPW@[::1:4222",
+	} {
+		_, err := Open(context.Background(), Config{NATSURL: u, RequestTimeout: time.Second}, keyring(t, 1, 0x21))
+		if err == nil {
+			t.Fatalf("%q: opened", u)
+		}
+		t.Logf("refused: %v", err)
+		for _, secret := range []string{"S3cret", "zzPW", "%zz"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%q: error %q shows part of the password (%q)", u, err, secret)
+			}
+		}
+		if !errors.Is(err, ErrConnect) {
+			t.Errorf("%q: %v, want ErrConnect", u, err)
+		}
+	}
+}
