@@ -274,6 +274,10 @@ func yamlError(err error) string {
 // file is the config file's path: relative paths in it are taken relative
 // to its directory. A value its flag refuses is a usage error naming the
 // file, line and key.
+// maxShownValue is the longest invalid setting an error quotes: a longer
+// one may be a key or passphrase pasted under the wrong name.
+const maxShownValue = 24
+
 func (c *followConfig) apply(fs *flag.FlagSet, file string) ([]readModelConfig, error) {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[confGroup(f.Name)] = true })
@@ -293,7 +297,14 @@ func (c *followConfig) apply(fs *flag.FlagSet, file string) ([]readModelConfig, 
 			v = resolve(v)
 		}
 		if err := fs.Set(s.flag, v); err != nil {
-			return nil, usageError{fmt.Sprintf("config file %s: line %d: %s: invalid value %q for --%s: %v", file, s.v.line, s.key, v, s.flag, err)}
+			shown, why := fmt.Sprintf("%q", v), err.Error()
+			if len(v) > maxShownValue {
+				// Long enough to be a key pasted into the wrong place:
+				// this error goes to the service manager's logs.
+				shown = fmt.Sprintf("(%d characters, not shown)", len(v))
+				why = strings.ReplaceAll(why, v, "…")
+			}
+			return nil, usageError{fmt.Sprintf("config file %s: line %d: %s: invalid value %s for --%s: %v", file, s.v.line, s.key, shown, s.flag, why)}
 		}
 	}
 	if given["installation"] {

@@ -114,6 +114,9 @@ func TestFollowConfigErrors(t *testing.T) {
 		{"unknown share key", "share:\n  name: g\n", `line 2: unknown key "name" (the keys here are: group, lease-ttl)`},
 		{"bad log format", "log:\n  format: xml\n", `line 2: log.format: invalid value "xml" for --log-format: must be text or json, not "xml"`},
 		{"bad bool", "read-models:\n  db-keys-beside: maybe\n", "line 2: read-models.db-keys-beside:"},
+		// A key pasted in the wrong place is not quoted into the logs.
+		{"a key for a bool", "read-models:\n  db-keys-beside: 19b7ec0a5d3e2f4c6a8b0d1e3f5a7c9e1b3d5f7a9c0e2a4c6e8a0b2d4f6a8c0e\n",
+			"line 2: read-models.db-keys-beside: invalid value (64 characters, not shown) for --db-keys-beside"},
 		{"entry without installation", "read-models:\n  list:\n    - db: /x.db\n", "read-models.list entry 1: installation is required"},
 		{"bad installation", "read-models:\n  list:\n    - installation: a.b\n", `line 3: read-models.list: installation: events: installation id: "a.b": byte 1 is '.'`},
 		{"syntax", "nats: [\n", "config file f.yaml: "},
@@ -128,6 +131,9 @@ func TestFollowConfigErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %q does not say %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "19b7ec0a") {
+				t.Fatalf("error %q quotes the key", err)
 			}
 		})
 	}
