@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -393,6 +394,12 @@ func (s *Snapshot) CompareDB(ctx context.Context, b *DB) (*Difference, error) {
 	}
 	defer sb.Close()
 	ta, tb := s.tx, sb.tx
+	// The schema's objects first: a trigger, view or index planted in a
+	// read model changes what the next event does to it (or what a query
+	// returns) without changing a row.
+	if d, err := compareSchemaObjects(ctx, ta, tb, a, b); err != nil || d != nil {
+		return d, err
+	}
 	tia, err := a.tables(ctx, ta)
 	if err != nil {
 		return nil, a.wrapErr("compare", err)
@@ -459,4 +466,65 @@ func compareTable(ctx context.Context, qa, qb queryer, t tableInfo, a, b *DB) (*
 			return &Difference{Table: t.name, RowKey: ca.keyString(), Detail: "row content differs"}, nil
 		}
 	}
+}
+
+// schemaObject is one entry of sqlite_master as compared: its SQL with
+// runs of white space made one space.
+type schemaObject struct{ typ, name, table, sql string }
+
+// schemaObjects lists the schema's tables, indexes, views and triggers
+// (the indexes SQLite makes for a table's constraints, which have no SQL
+// of their own, follow from their table's).
+func schemaObjects(ctx context.Context, q queryer) (map[string]schemaObject, error) {
+	rows, err := q.QueryContext(ctx, `SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]schemaObject{}
+	for rows.Next() {
+		var o schemaObject
+		if err := rows.Scan(&o.typ, &o.name, &o.table, &o.sql); err != nil {
+			return nil, err
+		}
+		o.sql = strings.Join(strings.Fields(o.sql), " ")
+		out[o.typ+" "+o.name] = o
+	}
+	return out, rows.Err()
+}
+
+// compareSchemaObjects returns the first schema object (by type and name)
+// that one database has and the other has not, or has with other SQL.
+func compareSchemaObjects(ctx context.Context, ta, tb queryer, a, b *DB) (*Difference, error) {
+	oa, err := schemaObjects(ctx, ta)
+	if err != nil {
+		return nil, a.wrapErr("compare schema", err)
+	}
+	ob, err := schemaObjects(ctx, tb)
+	if err != nil {
+		return nil, b.wrapErr("compare schema", err)
+	}
+	keys := make([]string, 0, len(oa)+len(ob))
+	for k := range oa {
+		keys = append(keys, k)
+	}
+	for k := range ob {
+		if _, ok := oa[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		x, inA := oa[k]
+		y, inB := ob[k]
+		switch {
+		case !inB:
+			return &Difference{Table: "(schema)", RowKey: k, Detail: fmt.Sprintf("%s on %s is not in the other database: %s", k, x.table, x.sql)}, nil
+		case !inA:
+			return &Difference{Table: "(schema)", RowKey: k, Detail: fmt.Sprintf("%s on %s is missing", k, y.table)}, nil
+		case x != y:
+			return &Difference{Table: "(schema)", RowKey: k, Detail: fmt.Sprintf("%s differs: %s vs %s", k, x.sql, y.sql)}, nil
+		}
+	}
+	return nil, nil
 }

@@ -325,6 +325,24 @@ func TestVerifyCatchesDrift(t *testing.T) {
 		t.Fatalf("live database after refused rekey: %v", err)
 	}
 
+	// A trigger, view, index or table planted in the schema is drift too,
+	// though no row differs: a trigger changes what the next event does.
+	for _, c := range []struct{ key, sql string }{
+		{"trigger evil", `CREATE TRIGGER evil AFTER INSERT ON messages BEGIN DELETE FROM messages WHERE ordinal < NEW.ordinal; END`},
+		{"view peek", `CREATE VIEW peek AS SELECT content FROM messages`},
+		{"index messages_extra", `CREATE INDEX messages_extra ON messages(content)`},
+		{"table notes", `CREATE TABLE notes(x)`},
+	} {
+		if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+			t.Fatal(err)
+		}
+		sqlExec(t, live, rawHex, c.sql)
+		_, err = Verify(ctx, l, instA, live, key, nil)
+		if !errors.As(err, &de) || de.Table != "(schema)" || de.RowKey != c.key {
+			t.Fatalf("verify with %s planted: %v, want a *DriftError naming it", c.key, err)
+		}
+	}
+
 	// A checkpoint moved past the stream cannot be told from a stream that
 	// lost its tail: it is the stream holding less, never a reason to
 	// rebuild.
