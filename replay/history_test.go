@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -259,4 +260,36 @@ func TestRekeyThroughASymlinkRekeysTheDatabase(t *testing.T) {
 		t.Fatalf("the database under the key of the rekey through the directory's link: %v", err)
 	}
 	db.Close()
+}
+
+// Project refuses, before following anything, a read model of another
+// installation and one whose checkpoint is past the installation's last
+// event on the stream: followed, the first would take another's events
+// and the second wait, looking healthy, for events the stream lost.
+func TestProjectRefusesAnotherInstallationsOrAheadReadModel(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 20)
+	writeHistory(t, l, instB, 1, 20)
+	key := rawDBKey(t, 0xA1)
+	dir := t.TempDir()
+	liveA, liveB := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	mustRebuild(t, l, instA, liveA, key)
+	mustRebuild(t, l, instB, liveB, key)
+	project := func(inst events.InstallationID, path string) error {
+		db, err := projections.Open(path, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return Project(ctx, l, []Projection{{Installation: inst, DB: db}}, nil)
+	}
+	if err := project(instA, liveB); !errors.Is(err, ErrWrongInstallation) || !strings.Contains(err.Error(), string(instB)) {
+		t.Fatalf("project %s into %s's read model: %v, want ErrWrongInstallation naming it", instA, instB, err)
+	}
+	sqlExec(t, liveA, strings.Repeat("a1", projections.KeySize), `UPDATE checkpoint SET seq = seq + 1000`)
+	if err := project(instA, liveA); !errors.Is(err, ErrBehind) {
+		t.Fatalf("project into a read model ahead of the stream: %v, want ErrBehind", err)
+	}
 }

@@ -96,6 +96,16 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		}
 		defer lk.Unlock()
 	}
+	// Each read model must be its installation's and no further on than
+	// the stream: another installation's file would take events meant for
+	// its name, and one ahead would wait, healthy-looking, for events the
+	// stream lost (and skip new ones at sequences at or below its
+	// checkpoint).
+	for _, pr := range ps {
+		if err := checkFollowable(ctx, l, pr, cps[pr.Installation]); err != nil {
+			return err
+		}
+	}
 
 	log := l.Logger()
 	lag := newLagTracker(l, len(insts) == 1)
@@ -302,4 +312,30 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 			return err
 		}
 	}
+}
+
+// checkFollowable refuses to project into pr's read model when it is
+// another installation's (ErrWrongInstallation) or has applied events past
+// the installation's last one on the stream (ErrBehind).
+func checkFollowable(ctx context.Context, l *eventlog.Log, pr Projection, cp uint64) error {
+	path := pr.DB.Path()
+	h, err := pr.DB.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
+	}
+	if h.Installation != "" && h.Installation != pr.Installation {
+		return &projections.FileError{Path: path, Op: "project", Err: fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, h.Installation, pr.Installation)}
+	}
+	last, err := l.LastSeq(ctx, pr.Installation)
+	if errors.Is(err, eventlog.ErrErased) {
+		return nil // the follow says so, as before
+	}
+	if err != nil {
+		return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
+	}
+	if cp > last {
+		return &projections.FileError{Path: path, Op: "project", Err: fmt.Errorf("%w: the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", ErrBehind, pr.Installation, cp, last),
+			Hint: "keep this database; the stream lacks events it holds: find the missing events, or check --data / --nats point at the right stream"}
+	}
+	return nil
 }

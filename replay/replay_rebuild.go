@@ -215,6 +215,15 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if liveHead != nil && streamLast < liveHead.Checkpoint && !ro.Force {
 		return nil, fail("rebuild", fmt.Errorf("%w: the live database has applied events up to stream sequence %d, the stream's last event of %s is at %d", ErrBehind, liveHead.Checkpoint, inst, streamLast))
 	}
+	if !ro.Force {
+		// Without a live database (a lost one recovered, a damaged one)
+		// a stored snapshot may still show what the stream held.
+		if cp, err := snapshotPast(ctx, l, inst, streamLast, log); err != nil {
+			return nil, err
+		} else if cp > 0 {
+			return nil, fail("rebuild", fmt.Errorf("%w: a snapshot of %s (replayer snapshot) was taken at stream sequence %d, the stream's last event of it is at %d: the stream lost events the snapshot holds", ErrBehind, inst, cp, streamLast))
+		}
+	}
 	var mc *mlsChecker
 	if !o.SkipMLSCheck {
 		mc = newMLSChecker(inst)
@@ -476,4 +485,34 @@ func ensureDir(dir string) error {
 		return err
 	}
 	return os.Chmod(dir, 0o700)
+}
+
+// snapshotPast returns the checkpoint of the newest of inst's stored
+// snapshots taken past the stream's last event of inst, last, that opens
+// (its seal authenticates it: a name alone proves nothing), or 0.
+func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.InstallationID, last uint64, log *slog.Logger) (uint64, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		log.Warn("replay: cannot list snapshots to compare with the stream", "err", err)
+		return 0, nil
+	}
+	for _, ref := range refs {
+		if ref.Checkpoint <= last {
+			continue
+		}
+		plain, err := l.OpenSnapshot(ctx, inst, ref.Checkpoint)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			log.Warn("replay: a snapshot past the stream's last event does not open; not taken as evidence", "snapshot_seq", ref.Checkpoint, "last", last, "err", err)
+			continue
+		}
+		clear(plain)
+		return ref.Checkpoint, nil
+	}
+	return 0, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -360,5 +362,28 @@ func TestProjectSnapshotPolicy(t *testing.T) {
 	refs, err := l.Snapshots(context.Background(), instA)
 	if err != nil || len(refs) == 0 || int(made.Load()) < 2 {
 		t.Fatalf("snapshots %+v (%d made), %v", refs, made.Load(), err)
+	}
+}
+
+// A lost read model recovered from a stream that lost its tail: the
+// snapshot taken at the lost tail shows it, and the rebuild says so
+// (ErrBehind) instead of recovering less and exiting 0. --force takes the
+// stream's word.
+func TestRecoveryRefusesAStreamBehindItsSnapshot(t *testing.T) {
+	l, _ := newLog(t)
+	_, _, _, first := snapshotFixture(t, l)
+	deleteMsg(t, l, first.Checkpoint)
+	lost := filepath.Join(t.TempDir(), "recovered.db")
+	key := rawDBKey(t, 0x62)
+	_, err := Rebuild(context.Background(), l, instA, lost, key, rebuildOpts(false))
+	if !errors.Is(err, ErrBehind) || !strings.Contains(err.Error(), fmt.Sprintf("snapshot of %s (replayer snapshot) was taken at stream sequence %d", instA, first.Checkpoint)) {
+		t.Fatalf("recovery from a stream behind its snapshot: %v, want ErrBehind naming the snapshot", err)
+	}
+	if _, err := os.Stat(lost); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused recovery left a database: %v", err)
+	}
+	res, err := Rebuild(context.Background(), l, instA, lost, key, rebuildOpts(true))
+	if err != nil || res.Checkpoint >= first.Checkpoint {
+		t.Fatalf("forced recovery: %+v, %v; want it short of the lost event at %d", res, err, first.Checkpoint)
 	}
 }
