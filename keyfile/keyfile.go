@@ -40,6 +40,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
@@ -153,7 +154,7 @@ func LoadKeyring(path string) (*events.Keyring, error) {
 	if err := checkPrivate(path, "keyring file"); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := ReadSecretFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading keyring: %w", err)
 	}
@@ -272,7 +273,7 @@ func LoadDBKey(path string) (projections.Key, error) {
 	if err := CheckPrivate(path); err != nil {
 		return projections.Key{}, err
 	}
-	b, err := os.ReadFile(path)
+	b, err := ReadSecretFile(path)
 	if err != nil {
 		return projections.Key{}, fmt.Errorf("reading key file: %w", err)
 	}
@@ -292,7 +293,7 @@ func LoadDBPassphrase(path string) (projections.Key, error) {
 	if err := CheckPrivate(path); err != nil {
 		return projections.Key{}, err
 	}
-	b, err := os.ReadFile(path)
+	b, err := ReadSecretFile(path)
 	if err != nil {
 		return projections.Key{}, fmt.Errorf("reading passphrase file: %w", err)
 	}
@@ -400,4 +401,38 @@ func syncDir(dir string) error {
 		return err
 	}
 	return d.Close()
+}
+
+// SecretReadTimeout bounds ReadSecretFile's wait for a file that is not a
+// regular one (a pipe, such as a shell's <(...), or a device).
+var SecretReadTimeout = 30 * time.Second
+
+// ReadSecretFile reads the key or keyring file at path. A regular file is
+// read at once; anything else (a FIFO, whose writer may never come) is
+// read for at most SecretReadTimeout, then given up with an error naming
+// the file: a read never hangs a command for good. Over a pipe, the
+// caller's file descriptor may stay open until the process ends.
+func ReadSecretFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().IsRegular() {
+		return os.ReadFile(path)
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := os.ReadFile(path)
+		done <- result{b, err}
+	}()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-time.After(SecretReadTimeout):
+		return nil, fmt.Errorf("%s (%s) gave nothing within %v: a pipe without a writer?", path, fi.Mode().Type(), SecretReadTimeout)
+	}
 }

@@ -435,7 +435,7 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 		if err := checkKeyFileMode(env, k.file); err != nil {
 			return nil, err
 		}
-		data, err := os.ReadFile(k.file)
+		data, err := keyfile.ReadSecretFile(k.file)
 		if err != nil {
 			return nil, fmt.Errorf("reading keyring: %w", err)
 		}
