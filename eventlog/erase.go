@@ -206,6 +206,17 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		if err != nil {
 			return nil, err
 		}
+		if last == 0 {
+			// A tombstone cannot be taken back: for an id the stream
+			// knows nothing of (a typo), write none.
+			keys, err := countUnder(ctx, l.kvStream, "$KV."+keyBucket(l.cfg.Stream)+"."+l.instPseudonym(inst)+".>")
+			if err != nil {
+				return nil, err
+			}
+			if keys == 0 {
+				return nil, fmt.Errorf("%w: stream %s holds no event and no data key of installation %s: nothing to erase, and no tombstone written (check the id)", ErrUnknownInstallation, l.cfg.Stream, inst)
+			}
+		}
 		t = events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: last, By: o.By}
 		if res.TombstoneSeq, res.Tombstone, res.Resumed, err = l.writeTombstone(ctx, subj, t); err != nil {
 			return nil, err

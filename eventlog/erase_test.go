@@ -394,3 +394,21 @@ func TestRacingWritersAgreeOnDataKey(t *testing.T) {
 		}
 	}
 }
+
+// An id the stream knows nothing of (a typo) is not erased: a tombstone
+// cannot be taken back, and "0 events purged" read as success.
+func TestEraseOfAnUnknownInstallationWritesNoTombstone(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	mustAppend(t, l, 0, msg(group(instA, "g"), 1, "kept"))
+	_, err := l.Erase(ctx, "inst-typo", &EraseOptions{By: "test"})
+	if !errors.Is(err, ErrUnknownInstallation) || !strings.Contains(err.Error(), "inst-typo") {
+		t.Fatalf("erase of an unknown id: %v, want ErrUnknownInstallation naming it", err)
+	}
+	if _, _, found, err := l.Tombstone(ctx, "inst-typo"); err != nil || found {
+		t.Fatalf("tombstone of the unknown id: found %v, %v; want none", found, err)
+	}
+	if _, err := l.Append(ctx, 0, msg(group("inst-typo", "g"), 1, "later")); err != nil {
+		t.Fatalf("the id is usable afterwards: %v", err)
+	}
+}

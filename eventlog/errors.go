@@ -88,6 +88,12 @@ var (
 	// stream's. The error also wraps events.ErrUnknownKey.
 	ErrNoDataKey = errors.New("eventlog: data key not in the key bucket")
 
+	// ErrUnknownInstallation means the stream holds nothing of an
+	// installation an operation needs to exist (Erase of an id with no
+	// event and no data key: a typo, which a tombstone would make
+	// permanent).
+	ErrUnknownInstallation = errors.New("eventlog: the stream holds nothing of the installation")
+
 	// ErrClosed means the Log was closed.
 	ErrClosed = errors.New("eventlog: log closed")
 

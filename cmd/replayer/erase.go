@@ -41,7 +41,7 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 			"its key (--db-key-file, ...) to check whose it is. Without --yes it asks\n"+
 			"you to type the installation id, and refuses when stdin is not a terminal.")
 	var conn connFlags
-	conn.register(fs, ".epochlog/demo")
+	conn.register(fs, "") // no default: an erase names its store
 	var keys keyFlags
 	keys.register(fs)
 	inst := fs.String("installation", "", "installation id to erase (required)")

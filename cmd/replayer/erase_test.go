@@ -39,6 +39,10 @@ func TestEraseCommand(t *testing.T) {
 		t.Fatalf("refused erase touched the read model: %v", err)
 	}
 	key := func(id string) string { return filepath.Join(dir, id+".key") }
+	// An id the stream does not know (a typo) is refused, no tombstone.
+	if code, stdout, stderr := cli("erase", "--yes", "--nats", srv.URL(), "--installation", "erase-mee"); code == exitOK || !strings.Contains(stderr, "nothing to erase") {
+		t.Fatalf("erase of a typo'd id: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
 	// --db is checked before anything is erased: it must be the
 	// installation's own read model, opened with its key. Another
 	// installation's file, a link to the right one, a directory, any file
