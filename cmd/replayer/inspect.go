@@ -73,6 +73,15 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 	if *follow {
 		err = log.Follow(ctx, id, *from, print)
 	} else {
+		// An id the stream knows nothing of (a typo) printed nothing and
+		// exited 0, as an installation without events would.
+		last, lerr := log.LastSeq(ctx, id)
+		if lerr != nil {
+			return lerr
+		}
+		if last == 0 {
+			return fmt.Errorf("%w: stream %s holds no event of installation %s (check the id, and --data / --nats)", replay.ErrNoHistory, log.Stream(), id)
+		}
 		err = log.Read(ctx, id, *from, print)
 	}
 	// Only an event that does not check out is a verification failure

@@ -36,3 +36,15 @@ func TestInspectWriteFailureIsNotVerificationFailure(t *testing.T) {
 		t.Fatalf("inspect: exit %d, stdout %s, stderr %s", code, out.String(), errb.String())
 	}
 }
+
+// An id the stream holds no event of (a typo) is an error naming it, not
+// an empty listing that exits 0.
+func TestInspectOfAnUnknownInstallation(t *testing.T) {
+	srv, l := startLog(t)
+	createInstallation(t, l, t.TempDir(), "inspect-b")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"inspect", "--nats", srv.URL(), "--installation", "inspect-bb"})
+	if code == exitOK || !strings.Contains(errb.String(), "holds no event of installation inspect-bb") || out.Len() != 0 {
+		t.Fatalf("inspect of an unknown id: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
