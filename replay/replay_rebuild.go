@@ -184,6 +184,14 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 			// file is replaced without being read further.
 			res.Recovered = true
 		case err != nil:
+			// Reading every row (rekey, migrate) meets damage the open
+			// did not, which SQLite may report only as "SQL logic
+			// error": the file check names the page.
+			if ro.CompareLive && !errors.Is(err, projections.ErrWrongKey) {
+				if cerr := projections.CheckFile(ctx, live, key, &o.DB); cerr != nil {
+					return nil, cerr
+				}
+			}
 			return nil, err
 		default:
 			res.PreviousSchema, res.PreviousCheckpoint, liveDigest, liveHead = lv.schema, lv.head.Checkpoint, lv.digest, &lv.head

@@ -160,6 +160,35 @@ func TestRebuildRecoversCorruptDatabase(t *testing.T) {
 	}
 }
 
+// A rekey reads every row of the live database, so it meets damage the
+// open did not: it names it as the file check does (ErrCorrupt, the
+// page), not as SQLite's "SQL logic error", and leaves the file as it is.
+func TestRekeyOfADamagedDatabaseNamesTheDamage(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	writeHistory(t, l, instA, 1, 200)
+	live := filepath.Join(t.TempDir(), "a.db")
+	key := rawDBKey(t, 1)
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(live, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	if _, err := f.WriteAt([]byte("garbage garbage garbage"), st.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := readFile(t, live)
+	_, err = Rekey(ctx, l, instA, live, key, rawDBKey(t, 2), testReplayOptions())
+	if !errors.Is(err, projections.ErrCorrupt) || strings.Contains(err.Error(), "SQL logic error") {
+		t.Fatalf("rekey of a damaged database: %v, want ErrCorrupt naming the damage", err)
+	}
+	unchanged(t, live, before)
+}
+
 func TestRebuildCancelledLeavesEverythingConsistent(t *testing.T) {
 	l, _ := newLog(t)
 	writeHistory(t, l, instA, 2, 600)
