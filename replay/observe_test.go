@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -312,15 +311,7 @@ func TestLogsOfRekeyDamageAndDrift(t *testing.T) {
 	}
 
 	// Damage: the rebuild keeps the damaged file aside and says where.
-	f, err := os.OpenFile(live, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := f.Stat()
-	if _, err := f.WriteAt([]byte("garbage garbage garbage"), st.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	damageMiddle(t, live)
 	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
 	if err != nil {
 		t.Fatal(err)

@@ -130,16 +130,7 @@ func TestRebuildRecoversCorruptDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := digestOf(t, live, key)
-	// Damage a page in the middle of the file.
-	f, err := os.OpenFile(live, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := f.Stat()
-	if _, err := f.WriteAt([]byte("garbage garbage garbage"), st.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	damageMiddle(t, live)
 	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
 	if err != nil {
 		// The damage may only show when the page is read; an integrity
@@ -172,21 +163,31 @@ func TestRekeyOfADamagedDatabaseNamesTheDamage(t *testing.T) {
 	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(live, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := f.Stat()
-	if _, err := f.WriteAt([]byte("garbage garbage garbage"), st.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	damageMiddle(t, live)
 	before := readFile(t, live)
-	_, err = Rekey(ctx, l, instA, live, key, rawDBKey(t, 2), testReplayOptions())
+	_, err := Rekey(ctx, l, instA, live, key, rawDBKey(t, 2), testReplayOptions())
 	if !errors.Is(err, projections.ErrCorrupt) || strings.Contains(err.Error(), "SQL logic error") {
 		t.Fatalf("rekey of a damaged database: %v, want ErrCorrupt naming the damage", err)
 	}
 	unchanged(t, live, before)
+}
+
+// damageMiddle writes garbage over a page in the middle of the file at
+// path.
+func damageMiddle(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("garbage garbage garbage"), st.Size()/2); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRebuildCancelledLeavesEverythingConsistent(t *testing.T) {
