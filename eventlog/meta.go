@@ -200,6 +200,15 @@ func (l *Log) logStreamMeta(ctx context.Context, name string) (map[string]string
 	return meta, nil
 }
 
+// ResealedFrom returns the stream this Log's stream was re-sealed from
+// (OpenBeside records it), or "" for a stream no re-seal made. Its
+// sequences are not those of the source: a read model's checkpoint from
+// the source compares with them by aggregate positions only, which a
+// re-seal keeps.
+func (l *Log) ResealedFrom() string {
+	return l.stream.CachedInfo().Config.Metadata[metaResealOf]
+}
+
 // DeleteResealTarget deletes ref, an unswitched re-seal target of this
 // Log's stream, with its buckets (DeleteStreamAndBuckets). It refuses a
 // stream that OpenBeside did not create from this Log's stream (a target

@@ -220,7 +220,12 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if streamLast == 0 {
 		return nil, fail("rebuild", fmt.Errorf("%w: stream %s holds no event of installation %s (check the installation id and the store or server you point at)", ErrNoHistory, l.Stream(), inst))
 	}
-	if liveHead != nil && streamLast < liveHead.Checkpoint && !ro.Force {
+	// On a stream a re-seal made, a read model of the source has
+	// checkpoints of the source's sequences: only the positions of its
+	// aggregates, which the re-seal keeps, say whether the stream holds
+	// less (after the replay, notLess). Until 2026-12-06 this took --force,
+	// which switched that check off too.
+	if liveHead != nil && streamLast < liveHead.Checkpoint && !ro.Force && l.ResealedFrom() == "" {
 		return nil, fail("rebuild", fmt.Errorf("%w: the live database has applied events up to stream sequence %d, the stream's last event of %s is at %d", ErrBehind, liveHead.Checkpoint, inst, streamLast))
 	}
 	if !ro.Force {
@@ -307,7 +312,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if cp < target {
 		return abandon(fail("rebuild", fmt.Errorf("%w: the rebuilt database stopped at stream sequence %d, before the stream's last event of %s at %d", ErrBehind, cp, inst, target)))
 	}
-	if err := notLess(ctx, fresh, inst, liveHead, ro.Force); err != nil {
+	if err := notLess(ctx, fresh, inst, liveHead, ro.Force, l.ResealedFrom() != ""); err != nil {
 		return abandon(fail("rebuild", err))
 	}
 	if err := fresh.IntegrityCheck(ctx); err != nil {
@@ -392,8 +397,10 @@ func readLive(ctx context.Context, live string, key projections.Key, base projec
 }
 
 // notLess refuses a rebuilt database that is not inst's history or holds
-// less than the live one (live nil: none to compare with).
-func notLess(ctx context.Context, fresh *projections.DB, inst events.InstallationID, live *projections.Head, force bool) error {
+// less than the live one (live nil: none to compare with). On a stream a
+// re-seal made (resealed), the live checkpoint may be of the source's
+// sequences: positions alone decide.
+func notLess(ctx context.Context, fresh *projections.DB, inst events.InstallationID, live *projections.Head, force, resealed bool) error {
 	h, err := fresh.Head(ctx)
 	if err != nil {
 		return err
@@ -405,7 +412,7 @@ func notLess(ctx context.Context, fresh *projections.DB, inst events.Installatio
 		return nil
 	}
 	lacks := h.Lacks(*live)
-	if len(lacks) == 0 && h.Checkpoint >= live.Checkpoint {
+	if len(lacks) == 0 && (h.Checkpoint >= live.Checkpoint || resealed) {
 		return nil
 	}
 	what := make([]string, 0, 4)

@@ -147,3 +147,60 @@ func TestResealRetained(t *testing.T) {
 		t.Fatalf("the refused reseal wrote %s's events to the new stream (last seq %d, %v)", instC, n, err)
 	}
 }
+
+// After a re-seal the new stream's sequences are lower than those a read
+// model of the old one was checkpointed at. A rebuild over that read model
+// from the new stream compares what it holds by aggregate positions,
+// which the re-seal keeps: it needs no --force (which would switch the
+// check off), and events the new stream lacks are still refused.
+func TestRebuildAfterAResealComparesPositions(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t)
+	writeHistory(t, l, instB, 1, 40) // first: instA's sequences on the old stream are the higher
+	writeHistory(t, l, instA, 1, 20)
+	key := rawDBKey(t, 0x45)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, key)
+	dst, err := eventlog.OpenBeside(ctx, l, "EPOCHLOG_R", "epochlog_r", keyring(t, 7, 0x77))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// instB erased: its events are not copied, so instA's come first on
+	// the new stream (as after purges).
+	if _, err := l.Erase(ctx, instB, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Reseal(ctx, l, dst, &eventlog.ResealOptions{Installations: []events.InstallationID{instA, instB}}); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	r := openLog(t, eventlog.Config{NATSURL: srv.URL(), Stream: "EPOCHLOG_R", SubjectPrefix: "epochlog_r"}, keyring(t, 7, 0x77))
+	if r.ResealedFrom() != l.Stream() {
+		t.Fatalf("the new stream records its source as %q, want %s", r.ResealedFrom(), l.Stream())
+	}
+	liveCP := checkpointOf(t, live, key)
+	if last := lastSeq(t, r, instA); last >= liveCP {
+		t.Fatalf("instA's last event on the new stream at %d, the read model's checkpoint %d: want it lower for this test", last, liveCP)
+	}
+	if _, err := Rebuild(ctx, r, instA, live, key, rebuildOpts(false)); err != nil {
+		t.Fatalf("rebuild over the old stream's read model from the new stream, unforced: %v", err)
+	}
+	before := readFile(t, live)
+	deleteMsg(t, r, lastSeq(t, r, instA))
+	if _, err := Rebuild(ctx, r, instA, live, key, rebuildOpts(false)); !errors.Is(err, ErrBehind) {
+		t.Fatalf("rebuild from a new stream that lost an event: %v, want ErrBehind", err)
+	}
+	unchanged(t, live, before)
+}
+
+// checkpointOf is the checkpoint of the read model at path.
+func checkpointOf(t *testing.T, path string, key projections.Key) uint64 {
+	t.Helper()
+	db := openDB(t, path, key)
+	defer db.Close()
+	cp, err := db.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
