@@ -300,6 +300,11 @@ func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uin
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
 	defer cancel()
 	m, err := l.getMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// The event a read model's checkpoint names is gone from the
+		// stream: the history lost it, not a server error.
+		return events.Link{}, fmt.Errorf("%w: stream %s holds no event at sequence %d, the last one applied to the read model of %s", ErrMissingEvent, l.cfg.Stream, seq, inst)
+	}
 	if err != nil {
 		return events.Link{}, fmt.Errorf("eventlog: stream %s: get seq %d for the chain head of %s: %w", l.cfg.Stream, seq, inst, err)
 	}

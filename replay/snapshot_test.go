@@ -387,3 +387,16 @@ func TestRecoveryRefusesAStreamBehindItsSnapshot(t *testing.T) {
 		t.Fatalf("forced recovery: %+v, %v; want it short of the lost event at %d", res, err, first.Checkpoint)
 	}
 }
+
+// A snapshot of a read model whose checkpoint's event the stream lost
+// says so (eventlog.ErrMissingEvent, a verification failure), not as the
+// server's "message not found".
+func TestSnapshotOfACheckpointTheStreamLost(t *testing.T) {
+	l, _ := newLog(t)
+	_, live, key, first := snapshotFixture(t, l)
+	deleteMsg(t, l, first.Checkpoint)
+	_, err := Snapshot(context.Background(), l, instA, live, key, snapshotOpts())
+	if !errors.Is(err, eventlog.ErrMissingEvent) || !IsVerificationFailure(err) || !strings.Contains(err.Error(), fmt.Sprintf("no event at sequence %d", first.Checkpoint)) {
+		t.Fatalf("snapshot with its checkpoint's event lost: %v, want eventlog.ErrMissingEvent naming the sequence", err)
+	}
+}
