@@ -521,6 +521,16 @@ func (db *DB) classify(err error, raw []byte) error {
 		return ErrWrongKey
 	case sqlite3.ErrCorrupt:
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	case sqlite3.ErrCantOpen:
+		// The file is there but its directory cannot be written: SQLite
+		// said only "no such file or directory", of the -wal or -shm it
+		// could not create.
+		if _, serr := os.Stat(db.path); serr == nil {
+			if dir := filepath.Dir(db.path); !dirWritable(dir) {
+				base := filepath.Base(db.path)
+				return fmt.Errorf("%v: directory %s cannot be written, and a read model (in WAL mode) needs %s-wal and %s-shm created beside it, to read it too: copy it to a writable directory", err, dir, base, base)
+			}
+		}
 	}
 	return err
 }

@@ -115,3 +115,9 @@ func clearHolder(fd int) error {
 func closeLockFile(fd int) error {
 	return syscall.Close(fd)
 }
+
+// dirWritable reports whether this process may create files in dir (not
+// on a read-only mount, not immutable, its mode allowing it).
+func dirWritable(dir string) bool {
+	return syscall.Access(dir, 0x2) == nil // W_OK
+}
