@@ -22,13 +22,18 @@ var eraseConfirm = func(env *cliEnv, inst string) bool {
 	return err == nil && strings.TrimSpace(line) == inst
 }
 
-// stdinIsTerminal reports whether standard input is a character device,
-// as main's stderrIsTerminal does (someone who may answer the
-// confirmation; /dev/null is one too, and then reads as no answer). It is
-// a variable for tests.
+// stdinIsTerminal reports whether standard input is a character device
+// other than /dev/null, as main's stderrIsTerminal does: someone who may
+// answer the confirmation. It is a variable for tests.
 var stdinIsTerminal = func() bool {
 	fi, err := os.Stdin.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	// /dev/null is a character device too, but nobody can answer there:
+	// it is refused like a pipe (exit 2), not asked and read as "no".
+	null, err := os.Stat(os.DevNull)
+	return err != nil || !os.SameFile(fi, null)
 }
 
 func runErase(ctx context.Context, env *cliEnv, args []string) error {
