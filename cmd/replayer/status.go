@@ -227,6 +227,13 @@ func readStatus(ctx context.Context, log *eventlog.Log, key projections.Key, row
 		row.Lag.AgeSeconds = max(0, now.Sub(t).Seconds())
 	}
 	if head.Checkpoint > p.StreamLast {
+		// An erased installation's events are purged: say that, not that
+		// the stream lost them.
+		if t, seq, found, err := log.Tombstone(ctx, inst); err == nil && found {
+			row.fail(fmt.Errorf("installation %s was erased at %s (tombstone at stream sequence %d): this read model is what is left of it; delete it: %w",
+				inst, t.ErasedAt.Format(time.RFC3339), seq, eventlog.ErrErased))
+			return
+		}
 		row.fail(fmt.Errorf("checkpoint %d is past the installation's last event on the stream (%d): the stream holds less than the read model; keep the database (%w)",
 			head.Checkpoint, p.StreamLast, replay.ErrBehind))
 	}

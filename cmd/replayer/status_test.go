@@ -172,3 +172,20 @@ func TestStatusOneReadModel(t *testing.T) {
 		t.Fatalf("--db and --db-dir: exit %d", code)
 	}
 }
+
+// The read model of an erased installation is reported as that, not as a
+// read model the stream holds less than.
+func TestStatusOfAnErasedInstallation(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "status-e")
+	if _, err := l.Erase(ctx, "status-e", nil); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run(ctx, ringEnv(&out, &errb, nil), []string{"status", "--nats", srv.URL(), "--db", filepath.Join(dir, "status-e.db"), "--db-key-file", filepath.Join(dir, "status-e.key")})
+	if code == exitOK || !strings.Contains(out.String()+errb.String(), "installation status-e was erased at") || strings.Contains(out.String()+errb.String(), "holds less") {
+		t.Fatalf("status of an erased installation's read model: exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+	}
+}
