@@ -117,25 +117,4 @@ func TestOperationAfterALostTailSaysAnEventIsMissing(t *testing.T) {
 			t.Fatalf("Send after the group's last event was lost (restarted %v): %v, want eventlog.ErrMissingEvent naming the positions", restart, err)
 		}
 	}
-
-	// The installation's last event lost too: opening its read model,
-	// now ahead of the stream, says so.
-	filter, err := b.log.InstallationFilter(bob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if last, err = st.GetLastMsgForSubject(ctx, filter); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, last.Sequence); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.insts[bob].Close(); err != nil {
-		t.Fatal(err)
-	}
-	delete(b.insts, bob)
-	_, err = OpenInstallation(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], b.opts())
-	if !errors.Is(err, eventlog.ErrMissingEvent) || !strings.Contains(err.Error(), fmt.Sprintf("up to stream sequence %d", last.Sequence)) {
-		t.Fatalf("open of a read model ahead of the stream: %v, want eventlog.ErrMissingEvent naming sequence %d", err, last.Sequence)
-	}
 }
