@@ -334,8 +334,7 @@ func checkFollowable(ctx context.Context, l *eventlog.Log, pr Projection, cp uin
 		return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
 	}
 	if cp > last {
-		return &projections.FileError{Path: path, Op: "project", Err: fmt.Errorf("%w: the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", ErrBehind, pr.Installation, cp, last),
-			Hint: "keep this database; the stream lacks events it holds: find the missing events, or check --data / --nats point at the right stream"}
+		return behindError(path, "project", fmt.Sprintf("the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", pr.Installation, cp, last))
 	}
 	return nil
 }

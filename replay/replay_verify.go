@@ -113,10 +113,7 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	}
 	// The stream holding less than the database is not drift of the
 	// database: rebuilding it from this stream would lose what it holds.
-	behind := func(detail string) error {
-		return &projections.FileError{Path: live, Op: "verify", Err: fmt.Errorf("%w: %s", ErrBehind, detail),
-			Hint: "keep this database; the stream lacks events it holds (a rebuild from this stream is refused): find the missing events, or check --data / --nats point at the right stream"}
-	}
+	behind := func(detail string) error { return behindError(live, "verify", detail) }
 	if res.Checkpoint > last {
 		return nil, behind(fmt.Sprintf("the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", inst, res.Checkpoint, last))
 	}
@@ -187,4 +184,11 @@ func explainDrift(ctx context.Context, l *eventlog.Log, inst events.Installation
 		e.Table, e.RowKey, e.Detail = row.Table, row.RowKey, "live database vs replay: "+row.Detail
 	}
 	return e
+}
+
+// behindError is ErrBehind about the read model at path: the stream holds
+// less than it (detail says what), which is no reason to rebuild it.
+func behindError(path, op, detail string) error {
+	return &projections.FileError{Path: path, Op: op, Err: fmt.Errorf("%w: %s", ErrBehind, detail),
+		Hint: "keep this database; the stream lacks events it holds (a rebuild from this stream is refused): find the missing events, or check --data / --nats point at the right stream"}
 }
