@@ -123,10 +123,13 @@ type DB struct {
 	path      string
 	opts      Options
 	plaintext bool
-	sql       *sql.DB // readers: deferred transactions, pooled
-	w         *sql.DB // the writer: one connection, BEGIN IMMEDIATE
-	schema    int
-	applyMu   sync.Mutex // one Apply at a time
+	// readOnly: the file is opened immutable, as a copy that cannot
+	// change (readOnlyCopy); every write fails.
+	readOnly bool
+	sql      *sql.DB // readers: deferred transactions, pooled
+	w        *sql.DB // the writer: one connection, BEGIN IMMEDIATE
+	schema   int
+	applyMu  sync.Mutex // one Apply at a time
 	// stmts are the projector's statements, prepared once on the writer
 	// and reused by every batch (guarded by applyMu): re-preparing about
 	// twenty statements per transaction cost a tenth of a replay.
@@ -152,6 +155,11 @@ type epochStart struct {
 // Path returns the database file.
 func (db *DB) Path() string { return db.path }
 
+// ReadOnly reports whether the file was opened for reading only: as it
+// is (OpenExisting), in a directory this process cannot write, with no
+// -wal beside it. Every write to it fails.
+func (db *DB) ReadOnly() bool { return db.readOnly }
+
 // SchemaVersion returns the schema version of the open database.
 func (db *DB) SchemaVersion() int { return db.schema }
 
@@ -171,7 +179,7 @@ func (db *DB) Close() error {
 			_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 		}
 		err = errors.Join(err, db.w.Close())
-		if err == nil && !db.plaintext {
+		if err == nil && !db.plaintext && !db.readOnly {
 			err = fixModes(db.path)
 		}
 	})
@@ -228,10 +236,11 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 			return fail(err, "")
 		}
 	}
-	wdb := sql.OpenDB(newConnector(path, raw, o, true))
+	readOnly := exists && !key.IsPlaintext() && readOnlyCopy(path, o)
+	wdb := sql.OpenDB(newConnector(path, raw, o, true, readOnly))
 	wdb.SetMaxOpenConns(1)
-	sdb := sql.OpenDB(newConnector(path, raw, o, false))
-	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), sql: sdb, w: wdb}
+	sdb := sql.OpenDB(newConnector(path, raw, o, false, readOnly))
+	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), readOnly: readOnly, sql: sdb, w: wdb}
 	if err := db.init(context.Background(), raw); err != nil {
 		wdb.Close()
 		sdb.Close()
@@ -241,7 +250,7 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 		}
 		return fail(err, hintFor(err))
 	}
-	if !db.plaintext {
+	if !db.plaintext && !readOnly {
 		if err := fixModes(path); err != nil {
 			wdb.Close()
 			sdb.Close()
@@ -368,7 +377,7 @@ type connector struct {
 // newConnector connects to the read model at path; writer marks the one
 // writing connection (its transactions take the write lock at BEGIN, and
 // it keeps a larger page cache: harden).
-func newConnector(path string, raw []byte, o Options, writer bool) *connector {
+func newConnector(path string, raw []byte, o Options, writer, readOnly bool) *connector {
 	txlock := "deferred"
 	if writer {
 		txlock = "immediate"
@@ -386,14 +395,24 @@ func newConnector(path string, raw []byte, o Options, writer bool) *connector {
 		// is hex we produce, so nothing user-supplied reaches this SQL.
 		q.Set("_pragma_key", "x'"+hex.EncodeToString(raw)+"'\"; PRAGMA cipher_compatibility = 4; --")
 		q.Set("_pragma_cipher_page_size", fmt.Sprint(PageSize))
-		q.Set("_journal_mode", "WAL")
-		q.Set("_sync", "NORMAL")
+		if readOnly {
+			q.Set("mode", "ro")
+			q.Set("immutable", "1")
+		} else {
+			q.Set("_journal_mode", "WAL")
+			q.Set("_sync", "NORMAL")
+		}
 	} else {
 		q.Set("_query_only", "1")
 	}
+	name := path
+	if readOnly {
+		// SQLite reads mode and immutable from a URI filename only.
+		name = "file:" + (&url.URL{Path: path}).EscapedPath()
+	}
 	return &connector{
-		dsn: path + "?" + q.Encode(),
-		drv: &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error { return harden(c, encrypted, writer) }},
+		dsn: name + "?" + q.Encode(),
+		drv: &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error { return harden(c, encrypted, writer, readOnly) }},
 	}
 }
 
@@ -426,7 +445,7 @@ const writerCacheKiB = 8 << 10
 // harden runs on every new connection, after the driver has set the key,
 // the page size, the busy timeout, foreign keys and the journal mode.
 // writer marks the read model's one writing connection.
-func harden(c *sqlite3.SQLiteConn, encrypted, writer bool) error {
+func harden(c *sqlite3.SQLiteConn, encrypted, writer, readOnly bool) error {
 	exec := func(q string) error {
 		_, err := c.Exec(q, nil)
 		return err
@@ -449,12 +468,14 @@ func harden(c *sqlite3.SQLiteConn, encrypted, writer bool) error {
 			return err
 		}
 	}
-	return checkSettings(c, encrypted)
+	return checkSettings(c, encrypted, readOnly)
 }
 
 // checkSettings confirms a connection runs with the settings the file
 // format and the hardening promise; a connection that does not is refused.
-func checkSettings(c *sqlite3.SQLiteConn, encrypted bool) error {
+// A file opened immutable (readOnly) reports journal_mode "delete": it
+// reads no WAL, and readOnlyCopy opens it so only when it has none.
+func checkSettings(c *sqlite3.SQLiteConn, encrypted, readOnly bool) error {
 	want := [][2]string{{"temp_store", "2"}, {"foreign_keys", "1"}}
 	if encrypted {
 		want = append(want,
@@ -462,8 +483,10 @@ func checkSettings(c *sqlite3.SQLiteConn, encrypted bool) error {
 			[2]string{"cipher_hmac_algorithm", "HMAC_SHA512"},
 			[2]string{"cipher_kdf_algorithm", "PBKDF2_HMAC_SHA512"},
 			[2]string{"kdf_iter", "256000"},
-			[2]string{"journal_mode", "wal"},
 		)
+		if !readOnly {
+			want = append(want, [2]string{"journal_mode", "wal"})
+		}
 	}
 	for _, w := range want {
 		rows, err := c.Query("PRAGMA "+w[0], nil)
@@ -535,6 +558,22 @@ func (db *DB) classify(err error, raw []byte) error {
 	return err
 }
 
+// readOnlyCopy reports whether the existing read model at path is to be
+// opened immutable, for reading only: it is opened as it is (NoMigrate),
+// its directory cannot be written by this process (a backup on a
+// read-only mount, an immutable directory), and no -wal is beside it. In
+// WAL mode SQLite creates -wal and -shm to open a file at all, even to
+// read. A file without a -wal is open nowhere (the last connection to
+// close removes it; one killed leaves it) and, its directory unwritable,
+// cannot be opened for writing, so nothing changes it while it is read.
+func readOnlyCopy(path string, o Options) bool {
+	if !o.NoMigrate || dirWritable(filepath.Dir(path)) {
+		return false
+	}
+	_, err := os.Lstat(path + "-wal")
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // wrapErr turns a runtime SQLite error into a FileError with a sentinel
 // where one applies.
 func (db *DB) wrapErr(op string, err error) error {
@@ -544,6 +583,11 @@ func (db *DB) wrapErr(op string, err error) error {
 	switch sqliteCode(err) {
 	case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
 		return &FileError{Path: db.path, Op: op, Err: fmt.Errorf("%w: %v", ErrCorrupt, err), Hint: hintFor(ErrCorrupt)}
+	case sqlite3.ErrReadonly:
+		if db.readOnly {
+			return &FileError{Path: db.path, Op: op, Err: err,
+				Hint: "opened for reading only, its directory cannot be written; copy it to a writable directory to write to it"}
+		}
 	}
 	return &FileError{Path: db.path, Op: op, Err: err}
 }

@@ -79,6 +79,9 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 		if _, dup := dbs[p.Installation]; dup {
 			return fmt.Errorf("replay: project: installation %s given twice", p.Installation)
 		}
+		if p.DB.ReadOnly() {
+			return fmt.Errorf("replay: project %s: read model %s is open for reading only (its directory cannot be written)", p.Installation, p.DB.Path())
+		}
 		cp, err := p.DB.Checkpoint(ctx)
 		if err != nil {
 			return fmt.Errorf("replay: project %s: %w", p.Installation, err)

@@ -122,7 +122,7 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := projections.BuildAside(filepath.Dir(live), filepath.Base(live))
+	tmp, err := projections.BuildAside(scratchDir(src), filepath.Base(live))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -139,6 +140,18 @@ func SnapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	return res, nil
 }
 
+// scratchDir is where a check replays into a database it then discards
+// (under a key of its own): beside db, on the same file system and in its
+// private directory, unless db was opened for reading only because that
+// directory cannot be written (a backup on a read-only mount); then the
+// system's temporary directory.
+func scratchDir(db *projections.DB) string {
+	if db.ReadOnly() {
+		return os.TempDir()
+	}
+	return filepath.Dir(db.Path())
+}
+
 func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, so SnapshotOptions, log *slog.Logger) (*SnapshotResult, error) {
 	o := so.Options.withDefaults()
 	if err := inst.Validate(); err != nil {
@@ -182,7 +195,7 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := projections.BuildAside(filepath.Dir(db.Path()), filepath.Base(db.Path()))
+	tmp, err := projections.BuildAside(scratchDir(db), filepath.Base(db.Path()))
 	if err != nil {
 		return nil, fail(err)
 	}
