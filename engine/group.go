@@ -123,7 +123,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if member, err := in.isMember(ctx, id); err != nil {
 		return nil, err
 	} else if !member {
-		return nil, fmt.Errorf("engine: installation %s: removed from group %x: %w", in.id, id, mls.ErrNotMember)
+		return nil, fmt.Errorf("engine: installation %s is no longer a member of group %x (it was removed or left; a Welcome can add it back): %w", in.id, id, mls.ErrNotMember)
 	}
 	st, start, err := in.db.GroupStates(ctx, id)
 	if err != nil {

@@ -74,7 +74,7 @@ func (in *Installation) GroupInfo(ctx context.Context, groupID []byte, inlineTre
 func (in *Installation) JoinExternal(ctx context.Context, groupInfo, ratchetTree []byte) (*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.joinExternal(ctx, groupInfo, ratchetTree, "")
+	return in.joinExternal(ctx, nil, groupInfo, ratchetTree, "")
 }
 
 // Resync rejoins a group this installation is a member of but whose state
@@ -91,12 +91,7 @@ func (in *Installation) Resync(ctx context.Context, groupID, groupInfo, ratchetT
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	out, err := in.joinExternal(ctx, groupInfo, ratchetTree, reason)
-	if err == nil && !bytes.Equal(out.GroupID, groupID) {
-		// joinExternal checked the group before recording anything.
-		return nil, fmt.Errorf("engine: installation %s: resync group %x: %w", in.id, groupID, ErrUnknownGroup)
-	}
-	return out, err
+	return in.joinExternal(ctx, groupID, groupInfo, ratchetTree, reason)
 }
 
 // Reasons for a resync.
@@ -107,7 +102,11 @@ const (
 
 // joinExternal joins by external commit; reason non-empty makes it a
 // resync.
-func (in *Installation) joinExternal(ctx context.Context, groupInfo, ratchetTree []byte, reason string) (*CommitOutput, error) {
+// joinExternal joins by external commit the group of groupInfo, which
+// must be group want when want is not nil (Resync): it is checked before
+// anything else, since the installation may be a member of the group the
+// GroupInfo names too, and a resync of that group would be recorded.
+func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratchetTree []byte, reason string) (*CommitOutput, error) {
 	var m mls.MLSMessage
 	if err := m.Unmarshal(groupInfo); err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group info: %w", in.id, err)
@@ -117,6 +116,9 @@ func (in *Installation) joinExternal(ctx context.Context, groupInfo, ratchetTree
 	}
 	gi := m.GroupInfo
 	gid := gi.GroupContext.GroupID
+	if want != nil && !bytes.Equal(gid, want) {
+		return nil, fmt.Errorf("engine: installation %s: resync group %x: the group info is of group %x: %w", in.id, want, gid, mls.ErrWrongGroup)
+	}
 	opts := mls.ExternalJoinOptions{Options: in.mlsOptions()}
 	if kpo := in.capabilities(); kpo != nil {
 		opts.Capabilities = kpo.Capabilities

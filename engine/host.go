@@ -172,11 +172,13 @@ type DeliverResult struct {
 // for each and Deliveries.Acknowledge, as examples/backend does, for
 // every installation at once. Runs of application messages are received
 // with group commit; anything else goes through Installation.Receive in
-// its place. A delivery refused as settled, which records nothing and
-// which no later delivery can change (ErrDuplicateMessage, ErrStaleCommit,
-// ErrStaleProposal, a payload that does not decode: mls.ErrDecode), is
-// acknowledged like the rest, its error in its Delivered; any other error stops that installation's deliveries at it,
-// unacknowledged (the others carry on). It returns one result per
+// its place. A delivery refused for what it is, which records nothing and
+// which every later try would refuse the same way (a redelivery, a stale
+// or retired epoch, bytes that do not decode or authenticate, a group or
+// sender this installation does not have: see settled), is acknowledged
+// like the rest, its error in its Delivered; any other error (the stream,
+// the read model, ErrForked, a commit missing before it) stops that
+// installation's deliveries at it, unacknowledged (the others carry on). It returns one result per
 // installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -299,13 +301,37 @@ func (s *deliverState) advance() {
 }
 
 // settled reports whether a delivery's error leaves nothing to do with
-// it but acknowledge it: it is refused, nothing is recorded, and no
-// later delivery changes that (a redelivery, a commit or proposal of an
-// epoch the group left, a payload that is no MLS message at all, which
-// anyone who can enqueue could otherwise use to stop the queue for good).
+// it but acknowledge it: the payload itself is refused, nothing is
+// recorded, and the same payload would be refused again on every
+// delivery, so holding it would stop the installation's queue for good
+// and never reach what is behind it (a Welcome, another group's
+// messages). That is: a redelivery; a commit, proposal or message of an
+// epoch the group left or retired; bytes that do not decode or do not
+// authenticate (which anyone who can enqueue can send); a message of a
+// group this installation does not hold (a commit queued to a joiner
+// ahead of its Welcome) or from a sender the epoch does not have; a
+// message kind Receive does not take, a Welcome for none of its key
+// packages. What may go otherwise on a later try stops the queue
+// instead: failures of the stream or the read model, an outcome not
+// known, ErrForked (the installation must Resync), a message of an epoch
+// the group has not reached (a commit is missing), a pre-shared key not
+// registered yet (mls.ErrUnknownPSK).
 func settled(err error) bool {
-	return errors.Is(err, ErrDuplicateMessage) || errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrStaleProposal) ||
-		errors.Is(err, mls.ErrDecode)
+	for _, s := range settledErrs {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+var settledErrs = []error{
+	ErrDuplicateMessage, ErrStaleCommit, ErrStaleProposal, ErrEpochRetired, ErrUnknownGroup,
+	ErrUnsupportedMessage, ErrNoKeyPackage,
+	mls.ErrDecode, mls.ErrTampered, mls.ErrBadSignature, mls.ErrDecrypt, mls.ErrNotMember,
+	mls.ErrWrongGroup, mls.ErrEpochRetired, mls.ErrGenerationReused, mls.ErrTooFarAhead,
+	mls.ErrInvalidTree, mls.ErrInvalidLeafNode, mls.ErrInvalidKeyPackage, mls.ErrInvalidUpdatePath,
+	mls.ErrInvalidProposal, mls.ErrNoWelcomeSecrets, mls.ErrReInitialized,
 }
 
 // hostWork is one installation's part of a batch.

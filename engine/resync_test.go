@@ -237,3 +237,42 @@ func flipLast(b []byte) []byte {
 	out[len(out)-1] ^= 0xff
 	return out
 }
+
+// Resync of one group given another group's GroupInfo (mixed up, or
+// handed over by a hostile peer or delivery service) is refused before
+// anything is recorded. Until 2026-12-06 the group was checked after the
+// append: when the installation was a member of the other group too, a
+// resync of that group was recorded (its membership abandoned for an
+// external commit nobody would receive) and an error returned.
+func TestResyncWithAnotherGroupsGroupInfoRecordsNothing(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, g2 := setupGroups(t, b) // bob and carol are in both
+	_, auth2Before, err := b.insts[carol].EpochAuthenticator(ctx, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gi2, err := b.insts[bob].GroupInfo(ctx, g2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.lastSeq(carol)
+	_, err = b.insts[carol].Resync(ctx, g1, gi2.GroupInfo, gi2.RatchetTree, ResyncForked)
+	if err == nil {
+		t.Fatal("resync of g1 with g2's GroupInfo accepted")
+	}
+	if !errors.Is(err, mls.ErrWrongGroup) {
+		t.Errorf("error %v, want mls.ErrWrongGroup", err)
+	}
+	if after := b.lastSeq(carol); after != before {
+		t.Errorf("the refused resync appended to carol's log (last seq %d -> %d)", before, after)
+	}
+	_, auth2After, err := b.insts[carol].EpochAuthenticator(ctx, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(auth2Before, auth2After) {
+		ms, _ := b.insts[carol].DB().Memberships(ctx, g2)
+		t.Errorf("carol's membership of g2 was replaced by an external commit nobody will receive; memberships now: %+v", ms)
+	}
+}
