@@ -150,4 +150,3 @@ func TestDeliverCommitQueuedAheadOfItsWelcome(t *testing.T) {
 		t.Fatalf("carol never joins: the commit queued ahead of her Welcome stops her queue for good: %v", err)
 	}
 }
-
