@@ -175,7 +175,7 @@ type DeliverResult struct {
 // its place. A delivery refused for what it is, which records nothing and
 // which every later try would refuse the same way (a redelivery, a stale
 // or retired epoch, bytes that do not decode or authenticate, a group or
-// sender this installation does not have: see settled), is acknowledged
+// sender this installation does not have: see Settled), is acknowledged
 // like the rest, its error in its Delivered; any other error (the stream,
 // the read model, ErrForked, a commit missing before it) stops that
 // installation's deliveries at it, unacknowledged (the others carry on). It returns one result per
@@ -240,7 +240,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			d := s.ds[s.next]
 			r, err := s.in.Receive(ctx, d.Payload)
 			s.out[s.next] = &Delivered{Delivery: d, Received: r, Err: err}
-			if err != nil && !settled(err) {
+			if err != nil && !Settled(err) {
 				s.err = err
 			}
 			s.advance()
@@ -257,7 +257,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			// A delivery recorded out of turn (after one that stopped
 			// the installation) is returned all the same: it happened.
 			res[i].Delivered = append(res[i].Delivered, *d)
-			if ok && (d.Err == nil || settled(d.Err)) {
+			if ok && (d.Err == nil || Settled(d.Err)) {
 				res[i].Acked = d.Delivery.Seq
 			} else {
 				ok = false
@@ -292,7 +292,7 @@ type deliverState struct {
 // error stopped the installation ends them.
 func (s *deliverState) advance() {
 	for s.next < len(s.ds) && s.out[s.next] != nil {
-		if d := s.out[s.next]; d.Err != nil && !settled(d.Err) {
+		if d := s.out[s.next]; d.Err != nil && !Settled(d.Err) {
 			s.next = len(s.ds)
 			return
 		}
@@ -300,8 +300,9 @@ func (s *deliverState) advance() {
 	}
 }
 
-// settled reports whether a delivery's error leaves nothing to do with
-// it but acknowledge it: the payload itself is refused, nothing is
+// Settled reports whether a delivery's error leaves nothing to do with
+// it but acknowledge it (Host.Deliver does; a service draining a queue
+// through Installation.Receive should too): the payload itself is refused, nothing is
 // recorded, and the same payload would be refused again on every
 // delivery, so holding it would stop the installation's queue for good
 // and never reach what is behind it (a Welcome, another group's
@@ -316,7 +317,7 @@ func (s *deliverState) advance() {
 // known, ErrForked (the installation must Resync), a message of an epoch
 // the group has not reached (a commit is missing), a pre-shared key not
 // registered yet (mls.ErrUnknownPSK).
-func settled(err error) bool {
+func Settled(err error) bool {
 	for _, s := range settledErrs {
 		if errors.Is(err, s) {
 			return true

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -21,7 +20,6 @@ import (
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
-	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -203,12 +201,11 @@ func (s *service) drainAll(ctx context.Context) error {
 		for _, d := range ds {
 			// A redelivery (processed before, but this service stopped
 			// before acknowledging it) is refused as a duplicate, a
-			// commit or proposal of an epoch the group left (another
-			// commit came first) as stale, and junk as not decoding:
-			// none records anything or can succeed later, so
-			// acknowledge them like the rest.
-			if _, err := in.Receive(ctx, d.Payload); err != nil && !errors.Is(err, engine.ErrDuplicateMessage) &&
-				!errors.Is(err, engine.ErrStaleCommit) && !errors.Is(err, engine.ErrStaleProposal) && !errors.Is(err, mls.ErrDecode) {
+			// commit of an epoch the group left as stale, junk or a
+			// tampered copy as not decoding or not authentic, and so
+			// on: none records anything or can succeed later
+			// (engine.Settled), so acknowledge them like the rest.
+			if _, err := in.Receive(ctx, d.Payload); err != nil && !engine.Settled(err) {
 				return fmt.Errorf("%s: delivery %d: %w", id, d.Seq, err)
 			}
 			if err := s.queue.Acknowledge(ctx, id, channel, d.Seq); err != nil {
