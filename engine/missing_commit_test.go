@@ -118,3 +118,42 @@ func TestOperationAfterALostTailSaysAnEventIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// A process that restarts after the stream lost its installation's last
+// event (deleted, or dropped with a damaged block) must not link its next
+// event, of any aggregate, over the hole: the stream would then show a
+// complete history without the event its read model holds. The first
+// append asks the stream for the installation's head and finds it before
+// the read model's checkpoint (eventlog.Log.ExpectThrough). Until
+// 2026-12-06 only an append to the aggregate whose event was lost
+// noticed, and only in the process that had written it.
+func TestRestartedWriterRefusesToLinkOverALostEvent(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	b.send(bob, g1, "the last thing bob did") // bob's last event: application.message_sent
+	b.drainAll()
+	// drainAll may have written more events of bob; the last one is lost.
+	last := b.lastSeq(bob)
+	js, err := jetstreamFor(b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, b.log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	// The processes restart (a server crash truncated its last block; the
+	// services came back with it): fresh Log, installations reopened from
+	// their read models.
+	b.close()
+	b.open()
+	b.reopen()
+	_, err = b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
+	if !errors.Is(err, eventlog.ErrMissingEvent) {
+		t.Fatalf("bob's first append after the stream lost his event at seq %d (his read model holds it): err = %v, want eventlog.ErrMissingEvent; the new event links over the hole and every reader of the stream now sees a complete history", last, err)
+	}
+}

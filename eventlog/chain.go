@@ -26,6 +26,10 @@ import (
 func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Link, error) {
 	l.mu.Lock()
 	h, ok := l.heads[inst]
+	floor := l.floors[inst]
+	if ok && h.link.Seq < floor {
+		ok = false // a reader has applied more than this Log saw: ask the stream
+	}
 	if ok && h.env != nil {
 		// The link of an appended event is hashed when first asked for:
 		// a bulk append completes far more events than it links to.
@@ -41,15 +45,67 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 		return events.Link{}, err
 	}
 	m, err := l.getLastMsg(ctx, filter)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return events.Link{}, nil
-	}
-	if err != nil {
+	var last uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
 		return events.Link{}, fmt.Errorf("eventlog: stream %s: last event of %s: %w", l.cfg.Stream, inst, err)
+	default:
+		last = m.Sequence
+	}
+	if last < floor {
+		if err := l.belowFloor(ctx, inst, floor, last); err != nil {
+			return events.Link{}, err
+		}
+	}
+	if last == 0 {
+		return events.Link{}, nil
 	}
 	link := events.LinkTo(m.Sequence, m.Data)
 	l.noteHead(inst, link)
 	return link, nil
+}
+
+// ExpectThrough tells the Log that a reader of inst, its read model, has
+// applied inst's events through stream sequence seq, so the stream's last
+// event of inst is at seq or later. An append for inst that must ask the
+// stream for the installation's head (the first after this; no extra
+// round trip) checks it: when the stream's last event of inst is before
+// seq, the events the reader holds after it are gone (deleted, or lost
+// with a damaged block), and the append fails with ErrMissingEvent
+// instead of linking over them, which would leave a history that no
+// longer shows the loss. engine.OpenInstallation calls it with its read
+// model's checkpoint.
+func (l *Log) ExpectThrough(inst events.InstallationID, seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.floors[inst] >= seq {
+		return
+	}
+	if len(l.floors) >= cacheMax {
+		clear(l.floors)
+	}
+	l.floors[inst] = seq
+}
+
+// belowFloor decides a stream whose last event of inst (last; 0: none) is
+// before the floor a reader set: events missing, unless a snapshot
+// carries inst's history through the floor (a compacted installation
+// may have no event left on the stream).
+func (l *Log) belowFloor(ctx context.Context, inst events.InstallationID, floor, last uint64) error {
+	carried, err := l.CompactedThrough(ctx, inst)
+	if err != nil {
+		return err
+	}
+	if carried >= floor {
+		return nil
+	}
+	at := "has none"
+	if last > 0 {
+		at = fmt.Sprintf("is at stream seq %d", last)
+	}
+	return fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, but the stream's last event of it %s: %w; appending now would link over the events that are gone (verify the read model against the stream: replayer verify)",
+		inst, floor, at, ErrMissingEvent)
 }
 
 // head is an installation's latest known event: its link, or while env
