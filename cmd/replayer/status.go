@@ -236,6 +236,10 @@ func readStatus(ctx context.Context, log *eventlog.Log, key projections.Key, row
 		}
 		row.fail(fmt.Errorf("checkpoint %d is past the installation's last event on the stream (%d): the stream holds less than the read model; keep the database (%w)",
 			head.Checkpoint, p.StreamLast, replay.ErrBehind))
+		return
+	}
+	if err := replay.CheckCheckpoint(ctx, log, inst, head.Checkpoint); err != nil {
+		row.fail(fmt.Errorf("%w; keep the database (replayer verify compares it with the stream)", err))
 	}
 }
 

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
@@ -187,5 +191,49 @@ func TestStatusOfAnErasedInstallation(t *testing.T) {
 	code := run(ctx, ringEnv(&out, &errb, nil), []string{"status", "--nats", srv.URL(), "--db", filepath.Join(dir, "status-e.db"), "--db-key-file", filepath.Join(dir, "status-e.key")})
 	if code == exitOK || !strings.Contains(out.String()+errb.String(), "installation status-e was erased at") || strings.Contains(out.String()+errb.String(), "holds less") {
 		t.Fatalf("status of an erased installation's read model: exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+	}
+}
+
+// TestStatusAndFollowNoticeTheCheckpointsEventGone: the stream loses the
+// event a read model last applied, and another writer (a delivery
+// service) appends after the hole, so the stream's last event is past the
+// checkpoint again. status exits 3 naming the sequence, and follow refuses
+// to resume after it rather than take the new event as the rest of the
+// read model's history. Until 2026-12-06 both said "ok".
+func TestStatusAndFollowNoticeTheCheckpointsEventGone(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("status-gone")
+	createInstallation(t, l, dir, id)
+	last, err := l.LastSeq(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	enqueueFor(t, l, id, "after the hole", 1)
+	db, key := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	want := fmt.Sprintf("no event at sequence %d", last)
+	var out, errb bytes.Buffer
+	if code := run(ctx, ringEnv(&out, &errb, nil), []string{"status", "--nats", srv.URL(), "--db", db, "--db-key-file", key}); code != exitVerify || !strings.Contains(out.String()+errb.String(), want) {
+		t.Fatalf("status: exit %d, want %d saying %q\n%s%s", code, exitVerify, want, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	code := run(c, ringEnv(&out, &errb, nil), []string{"follow", "--nats", srv.URL(), "--db-dir", dir, "--db-keys-beside"})
+	if code == exitOK || !strings.Contains(errb.String(), want) || strings.Contains(errb.String(), "events applied, checkpoint "+fmt.Sprint(last+1)) {
+		t.Fatalf("follow: exit %d, want a refusal saying %q\n%s%s", code, want, out.String(), errb.String())
 	}
 }
