@@ -160,6 +160,15 @@ type Config struct {
 	// ErrNoStream. Append and AppendBulk are refused with ErrReadOnly.
 	ReadOnly bool
 
+	// NoCreate makes Open refuse what ReadOnly refuses to create (a
+	// missing data directory or store: ErrNoStore; a missing stream:
+	// ErrNoStream) while the Log may still write: for a tool that works
+	// on an existing log (snapshots, retention, erase, re-seal), where a
+	// missing stream means a mistyped name or a store the server could not
+	// load, and creating an empty one would hide it. Until 2026-12-06
+	// those tools created it.
+	NoCreate bool
+
 	// ResolveActive makes Open look Stream up in the metadata bucket
 	// (MetaBucket, meta.go) and open the stream and subject prefix it
 	// names as active for that base name instead, once, at Open; with no

@@ -35,12 +35,12 @@ const EmbeddedMaxPayload = 8 << 20
 // failure paths), when its store is closed, and by the kernel if the
 // process dies.
 func startEmbedded(cfg Config) (*server.Server, error) {
-	if cfg.ReadOnly {
-		// A read tool on a mistyped --data must not start an empty store
+	if cfg.ReadOnly || cfg.NoCreate {
+		// A tool on a mistyped --data must not start an empty store
 		// there and report an empty history.
 		store := filepath.Join(cfg.DataDir, "jetstream")
 		if st, err := os.Stat(store); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("%w: %s holds no JetStream store (%s missing); read commands create none: check --data, or run demo first", ErrNoStore, cfg.DataDir, store)
+			return nil, fmt.Errorf("%w: %s holds no JetStream store (%s missing); only demo creates one: check --data, or run demo first", ErrNoStore, cfg.DataDir, store)
 		}
 	}
 	// nats-server stores under <StoreDir>/jetstream itself.

@@ -65,6 +65,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.ReadOnly {
 		return nil, false, fmt.Errorf("%w: stream %s (read-only: nothing is created; check --stream and the server or store)", ErrNoStream, want.Name)
 	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.NoCreate {
+		return nil, false, fmt.Errorf("%w: stream %s (nothing is created: check --stream, and the server or store: a stream whose files are there but damaged is not loaded)", ErrNoStream, want.Name)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = createStream(ctx, js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

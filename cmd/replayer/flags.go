@@ -327,8 +327,8 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 
 // openLogWritable is openLog for a command that writes beside the stream
 // (the snapshots bucket: replayer snapshot, follow with a snapshot
-// policy). The stream itself is still never appended to; a missing
-// stream is created as by any writer.
+// policy; retention). The stream itself is never appended to, and a
+// missing stream or store is refused, not created (only demo creates).
 func openLogWritable(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) (*eventlog.Log, error) {
 	cfg, err := conn.config(env)
 	if err != nil {
@@ -338,6 +338,7 @@ func openLogWritable(ctx context.Context, env *cliEnv, conn *connFlags, keys *ke
 	if err != nil {
 		return nil, err
 	}
+	cfg.NoCreate = true
 	return openEventLog(ctx, cfg, ring)
 }
 
@@ -351,7 +352,7 @@ const fromStartHelp = "replay the whole history instead of starting from the ins
 // and then not say why.
 func openEventLog(ctx context.Context, cfg eventlog.Config, ring *events.Keyring) (*eventlog.Log, error) {
 	if cfg.NATSURL == "" {
-		if _, err := os.Stat(cfg.DataDir); cfg.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(cfg.DataDir); (cfg.ReadOnly || cfg.NoCreate) && errors.Is(err, fs.ErrNotExist) {
 			// eventlog names the missing store; nothing is created.
 			return eventlog.Open(ctx, cfg, ring)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,4 +177,39 @@ func writable(dir string) bool {
 	f.Close()
 	os.Remove(f.Name())
 	return true
+}
+
+// TestWritingCommandsCreateNoStream: the commands that write beside an
+// existing log (snapshot, retain, compact, erase, reseal) refuse a stream
+// that does not exist, a mistyped --stream or a stream whose damaged files
+// the server did not load, naming it, and create nothing. Until
+// 2026-12-06 they created an empty stream of that name and went on (when
+// its subjects did not overlap another stream's, as here).
+func TestWritingCommandsCreateNoStream(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("no-create")
+	createInstallation(t, l, dir, id)
+	db, key := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"snapshot", "--installation", string(id), "--db", db, "--db-key-file", key},
+		{"retain", "--installation", string(id), "--db", db, "--db-key-file", key, "--messages", "30d"},
+		{"compact", "--installation", string(id)},
+		{"erase", "--yes", "--installation", string(id)},
+		{"reseal", "--yes", "--to", "NEWSTREAM"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(ctx, ringEnv(&out, &errb, nil), append(args, "--nats", srv.URL(), "--stream", "TYPO", "--subject-prefix", "typo"))
+		if code == exitOK || !strings.Contains(errb.String(), "stream TYPO") {
+			t.Errorf("%s --stream TYPO: exit %d, want a refusal naming the stream\n%s%s", args[0], code, out.String(), errb.String())
+		}
+		if _, err := js.Stream(ctx, "TYPO"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Fatalf("%s --stream TYPO created the stream (%v)", args[0], err)
+		}
+	}
 }
