@@ -97,7 +97,7 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg.NoCreate = true // a mistyped --stream or --data is refused, not created
+	cfg.NoCreate = true                      // a mistyped --stream or --data is refused, not created
 	log, err := openEventLog(ctx, cfg, ring) // writable: erase writes and purges
 	if err != nil {
 		return err

@@ -121,7 +121,7 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	base := cfg.Stream
 	cfg.ResolveActive = true
-	cfg.NoCreate = true // a mistyped --stream or --data is refused, not created
+	cfg.NoCreate = true                      // a mistyped --stream or --data is refused, not created
 	log, err := openEventLog(ctx, cfg, ring) // writable: the key bucket and the pointer
 	if err != nil {
 		return err
