@@ -277,7 +277,14 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 			return nil, nil, err
 		}
 		cur := gs.g.Epoch()
-		if epoch+uint64(in.opts.MaxPastEpochs) < cur {
+		if epoch > cur {
+			// Before the arithmetic below (which would wrap) and the read
+			// model (whose integers are signed).
+			return nil, nil, fmt.Errorf("engine: installation %s: group %x: message for epoch %d, the group is in epoch %d: %w "+
+				"(a commit is missing: deliver the commit (SendOutput/CommitOutput .Commit) to this member before messages of the next epoch)",
+				in.id, groupID, epoch, cur, mls.ErrWrongEpoch)
+		}
+		if cur-epoch > uint64(in.opts.MaxPastEpochs) {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: message of epoch %d, group at epoch %d keeps %d past epochs: %w",
 				in.id, groupID, epoch, cur, in.opts.MaxPastEpochs, ErrEpochRetired)
 		}

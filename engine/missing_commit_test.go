@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,35 @@ func TestRestartedWriterRefusesToLinkOverALostEvent(t *testing.T) {
 	_, err = b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
 	if !errors.Is(err, eventlog.ErrMissingEvent) {
 		t.Fatalf("bob's first append after the stream lost his event at seq %d (his read model holds it): err = %v, want eventlog.ErrMissingEvent; the new event links over the hole and every reader of the stream now sees a complete history", last, err)
+	}
+}
+
+// An application message naming an epoch far ahead (up to 2^64-1) is a
+// message of an epoch the group has not reached, mls.ErrWrongEpoch, as the
+// same bytes are as a commit. Until 2026-12-06 the retention arithmetic
+// wrapped (ErrEpochRetired), or from 2^63 the read model's driver refused
+// the integer, naming the database's path.
+func TestApplicationMessageOfAFarFutureEpoch(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	out, err := b.insts[alice].Send(ctx, g1, []byte("hi"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range []uint64{math.MaxUint64 - 1, math.MaxUint64, 1 << 63} {
+		var m mls.MLSMessage
+		if err := m.Unmarshal(out.Message); err != nil {
+			t.Fatal(err)
+		}
+		m.PrivateMessage.Epoch = ep
+		wire, _ := m.Marshal()
+		_, err := b.insts[bob].Receive(ctx, wire)
+		if !errors.Is(err, mls.ErrWrongEpoch) {
+			t.Errorf("message naming epoch %d: %v, want mls.ErrWrongEpoch", ep, err)
+		}
+	}
+	if _, err := b.insts[bob].Receive(ctx, out.Message); err != nil {
+		t.Fatalf("the real message after them: %v", err)
 	}
 }

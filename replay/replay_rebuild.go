@@ -283,7 +283,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 			if mc != nil {
 				// The checker re-derives each group from its first event;
 				// the snapshot was checked when it was made.
-				log.Info("replay: MLS re-derivation is not run for the tail after a snapshot (replayer verify-mls, or --from-start, re-derives the whole history)")
+				log.Info("replay: MLS re-derivation is not run for the tail after a snapshot (replayer verify --mls, or --from-start, re-derives the whole history)")
 				mc = nil
 			}
 		}
