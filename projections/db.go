@@ -126,6 +126,8 @@ type DB struct {
 	// readOnly: the file is opened immutable, as a copy that cannot
 	// change (readOnlyCopy); every write fails.
 	readOnly bool
+	// file is the file opened, as stat saw it (Replaced).
+	file os.FileInfo
 	sql      *sql.DB // readers: deferred transactions, pooled
 	w        *sql.DB // the writer: one connection, BEGIN IMMEDIATE
 	schema   int
@@ -154,6 +156,22 @@ type epochStart struct {
 
 // Path returns the database file.
 func (db *DB) Path() string { return db.path }
+
+// Replaced reports whether the file at the read model's path is no longer
+// the one this DB opened: a rebuild, rekey or migrate swapped another in
+// (or it was removed), so that what this DB writes goes to a file nobody
+// will open again. A writer that takes the read model's lock after
+// opening it (replay.Project) checks it once it holds the lock.
+func (db *DB) Replaced() (bool, error) {
+	st, err := os.Stat(db.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, &FileError{Path: db.path, Op: "stat", Err: err}
+	}
+	return !os.SameFile(db.file, st), nil
+}
 
 // ReadOnly reports whether the file was opened for reading only: as it
 // is (OpenExisting), in a directory this process cannot write, with no
@@ -240,7 +258,7 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 	wdb := sql.OpenDB(newConnector(path, raw, o, true, readOnly))
 	wdb.SetMaxOpenConns(1)
 	sdb := sql.OpenDB(newConnector(path, raw, o, false, readOnly))
-	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), readOnly: readOnly, sql: sdb, w: wdb}
+	db := &DB{path: path, opts: o, plaintext: key.IsPlaintext(), readOnly: readOnly, sql: sdb, w: wdb, file: st}
 	if err := db.init(context.Background(), raw); err != nil {
 		wdb.Close()
 		sdb.Close()
@@ -249,6 +267,13 @@ func Open(path string, key Key, opts *Options) (*DB, error) {
 			return nil, err
 		}
 		return fail(err, hintFor(err))
+	}
+	if db.file == nil {
+		if db.file, err = os.Stat(path); err != nil {
+			wdb.Close()
+			sdb.Close()
+			return fail(err, "")
+		}
 	}
 	if !db.plaintext && !readOnly {
 		if err := fixModes(path); err != nil {

@@ -293,3 +293,28 @@ func TestProjectRefusesAnotherInstallationsOrAheadReadModel(t *testing.T) {
 		t.Fatalf("project into a read model ahead of the stream: %v, want ErrBehind", err)
 	}
 }
+
+// A read model rebuilt (or rekeyed, migrated) between a follower's open
+// and the lock Project takes is refused: applying to the open handle would
+// write to the replaced file, and the read model at the path would never
+// move on while the follower reported progress. Until 2026-12-06 it was
+// followed.
+func TestProjectRefusesAReadModelReplacedAfterItsOpen(t *testing.T) {
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 20)
+	key := rawDBKey(t, 0xA1)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, key)
+	db, err := projections.OpenExisting(live, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustRebuild(t, l, instA, live, key) // swaps a new file in
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = Project(ctx, l, []Projection{{Installation: instA, DB: db}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "was replaced") {
+		t.Fatalf("project through a handle of a replaced file: %v, want a refusal saying it was replaced", err)
+	}
+}

@@ -98,6 +98,16 @@ func Project(ctx context.Context, l *eventlog.Log, ps []Projection, opts *Projec
 			return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
 		}
 		defer lk.Unlock()
+		// A rebuild, rekey or migrate may have swapped the file between
+		// the caller's open and this lock: what Project would apply would
+		// go to the replaced file, and the read model at the path never
+		// move on.
+		if replaced, err := pr.DB.Replaced(); err != nil {
+			return fmt.Errorf("replay: project %s: %w", pr.Installation, err)
+		} else if replaced {
+			return &projections.FileError{Path: pr.DB.Path(), Op: "project", Err: fmt.Errorf("the read model of %s was replaced (rebuilt, rekeyed or migrated) after it was opened", pr.Installation),
+				Hint: "open it again"}
+		}
 	}
 	// Each read model must be its installation's and no further on than
 	// the stream: another installation's file would take events meant for
