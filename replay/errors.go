@@ -88,3 +88,21 @@ func IsVerificationFailure(err error) bool {
 	}
 	return false
 }
+
+// SwappedError reports a rebuild, rekey or migrate that failed after its
+// swap: the rebuilt database is live at Path (under the new key, for a
+// rekey), and only catching it up with the events appended while it was
+// built failed or was interrupted (Err). It holds all it held at the
+// swap; it lags the stream until a follow or another rebuild catches it
+// up. The RebuildResult returned with it says what was done.
+type SwappedError struct {
+	Path string
+	Err  error
+}
+
+func (e *SwappedError) Error() string {
+	return fmt.Sprintf("the rebuilt database is live at %s; catching it up after the swap failed (it lags the stream until followed or rebuilt): %v", e.Path, e.Err)
+}
+
+// Unwrap returns the catch-up's error.
+func (e *SwappedError) Unwrap() error { return e.Err }

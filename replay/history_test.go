@@ -318,3 +318,62 @@ func TestProjectRefusesAReadModelReplacedAfterItsOpen(t *testing.T) {
 		t.Fatalf("project through a handle of a replaced file: %v, want a refusal saying it was replaced", err)
 	}
 }
+
+// A rekey interrupted after its swap, while catching up with what was
+// appended meanwhile, says the rekeyed database is live (a SwappedError
+// with the result): the new key opens it and the old one does not. Until
+// 2026-12-06 it returned the bare cancellation, which the tool reported as
+// "interrupted; nothing was left half-written", and an operator who kept
+// the old key on that word kept a key that opens nothing.
+func TestRekeyInterruptedAfterTheSwapSaysItIsDone(t *testing.T) {
+	l, _ := newLog(t)
+	h := writeHistory(t, l, instA, 1, 20)
+	oldKey, newKey := rawDBKey(t, 0xA1), rawDBKey(t, 0xA2)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, oldKey)
+	before, err := os.Stat(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	more := func() {
+		h.messages(3, 1)
+		if _, err := h.flush(context.Background(), l); err != nil {
+			t.Error(err)
+		}
+	}
+	appended := map[string]bool{}
+	o := testReplayOptions()
+	o.BatchSize = 1
+	o.Progress = func(p Progress) {
+		if now, err := os.Stat(live); err == nil && !os.SameFile(before, now) {
+			cancel() // swapped: interrupt the catch-up after it
+			return
+		}
+		// Before the swap, events for the catch-up before it (appended
+		// while replaying) and for the one after it (appended while
+		// catching up, after the end that catch-up reads to).
+		if !appended[p.Phase] {
+			appended[p.Phase] = true
+			more()
+		}
+	}
+	res, err := Rekey(ctx, l, instA, live, oldKey, newKey, o)
+	var se *SwappedError
+	if !errors.As(err, &se) || !errors.Is(err, context.Canceled) || res == nil {
+		t.Fatalf("rekey interrupted after its swap: %v (result %v), want a SwappedError wrapping the cancellation, with the result", err, res)
+	}
+	if _, err := projections.OpenExisting(live, oldKey, nil); !errors.Is(err, projections.ErrWrongKey) {
+		t.Fatalf("the old key after the swap: %v, want ErrWrongKey", err)
+	}
+	db, err := projections.OpenExisting(live, newKey, nil)
+	if err != nil {
+		t.Fatalf("the new key after the swap: %v", err)
+	}
+	cp, err := db.Checkpoint(context.Background())
+	db.Close()
+	if err != nil || cp != res.Checkpoint || cp == 0 {
+		t.Fatalf("checkpoint %d (%v), the result says %d", cp, err, res.Checkpoint)
+	}
+}

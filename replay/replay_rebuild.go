@@ -338,24 +338,34 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if err := projections.Swap(tmp, live); err != nil {
 		return abandon(err)
 	}
+	// From here the rebuilt database is live: a failure must say so (an
+	// operator keeping the old key would keep one that opens nothing).
+	swapped := func(err error) (*RebuildResult, error) {
+		return res, &SwappedError{Path: live, Err: err}
+	}
 	if !newKey.Equal(key) && !isPassphrase(newKey) {
 		// The old passphrase's salt now protects nothing.
 		if err := os.Remove(projections.SaltPath(live)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fail("rebuild: remove old salt sidecar", err)
+			log.Warn("replay: the old passphrase's salt sidecar could not be removed; it protects nothing now", "salt", projections.SaltPath(live), "err", err)
 		}
 	}
 	res.Schema = schema
+	res.Checkpoint = cp // as swapped
 	db, err := openAt(live, newKey, schema, o.DB)
 	if err != nil {
-		return res, err
+		return swapped(err)
 	}
 	defer db.Close()
-	n, res.Checkpoint, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc, nil)
+	n, cp, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc, nil)
 	res.CaughtUp = n
+	res.Checkpoint = max(res.Checkpoint, cp)
 	if err != nil {
-		return res, err
+		return swapped(err)
 	}
-	return res, db.Close()
+	if err := db.Close(); err != nil {
+		return swapped(err)
+	}
+	return res, nil
 }
 
 // liveState is what Rebuild reads of the live database, in one snapshot.

@@ -173,11 +173,20 @@ type failure struct {
 func classify(ctx context.Context, name string, err error) failure {
 	var ue usageError
 	var ve verifyError
+	var se *replay.SwappedError
 	f := failure{Code: "failure", Exit: exitFailure, Message: err.Error(), Hint: errorHint(err)}
 	switch {
 	case errors.As(err, &ue):
 		f.Code, f.Exit = "usage", exitUsage
 		f.Hint = fmt.Sprintf("run \"replayer %s -h\" for its flags", name)
+	case errors.As(err, &se):
+		// The change is made: saying "nothing was left half-written"
+		// would have an operator keep an old key that opens nothing.
+		f.Code = "swapped_lagging"
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			f.Exit = exitInterrupted
+		}
+		f.Hint = "the command's change is made (after a rekey the new key opens the database and the old one does not); replayer follow, or the same command again, catches it up"
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		f.Code, f.Exit = "interrupted", exitInterrupted
 		f.Message, f.Hint = "interrupted; nothing was left half-written", ""
