@@ -40,6 +40,15 @@ type Active struct {
 	// Previous is the stream active before the last switch, until it is
 	// finalized (purged); nil after.
 	Previous *StreamRef `json:"previous,omitempty"`
+	// PreviousLastSeq is Previous's last stream sequence when the switch
+	// was made (0: not recorded, a switch by an older version): events
+	// after it were appended to Previous after the switch, and the
+	// current stream does not have them.
+	PreviousLastSeq uint64 `json:"previous_last_seq,omitempty"`
+	// CurrentStartSeq is Current's last stream sequence when the switch
+	// was made (0: not recorded): events after it were appended to
+	// Current since, and Previous does not have them.
+	CurrentStartSeq uint64 `json:"current_start_seq,omitempty"`
 	// SwitchedAt is when the pointer last changed.
 	SwitchedAt time.Time `json:"switched_at"`
 	// Revision is the KV revision read (0: no entry, the base is active).
@@ -247,4 +256,17 @@ func (l *Log) DeleteResealTarget(ctx context.Context, ref StreamRef) error {
 		}
 	}
 	return l.DeleteStreamAndBuckets(ctx, ref)
+}
+
+// StreamLast returns the last sequence of stream name on this Log's
+// server and the time it was stored (0 and zero: an empty stream).
+func (l *Log) StreamLast(ctx context.Context, name string) (uint64, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	s, err := l.js.Stream(ctx, name)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("eventlog: stream %s: %w", name, err)
+	}
+	st := s.CachedInfo().State
+	return st.LastSeq, st.LastTime, nil
 }

@@ -85,6 +85,7 @@ type Resealed struct {
 func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, keys *events.Keyring) (*Log, error) {
 	cfg := src.cfg
 	cfg.ReadOnly = false
+	cfg.NoCreate = false // the target is created
 	cfg.ResolveActive = false
 	cfg.Stream, cfg.SubjectPrefix = stream, subjectPrefix
 	cfg.Replicas = max(src.stream.CachedInfo().Config.Replicas, 1)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -161,7 +162,23 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 			if err := confirm(fmt.Sprintf("make %s active again instead of %s", a.Previous.Stream, a.Current.Stream)); err != nil {
 				return err
 			}
-			b, err := log.SetActive(ctx, a, eventlog.Active{Current: *a.Previous, Previous: &a.Current})
+			// Writers on the current stream since the switch appended
+			// events the previous one does not have: rolling back would
+			// hide them, and a finalize then delete them.
+			if err := movedSince(ctx, log, a.Current.Stream, a.CurrentStartSeq, a.SwitchedAt,
+				fmt.Sprintf("rolling back would hide them from readers of %s (and reseal --finalize would then delete them): nothing changed; to go back, re-seal %s into a new stream instead", a.Previous.Stream, a.Current.Stream),
+				a.Previous.Stream); err != nil {
+				return err
+			}
+			prevLast, _, err := log.StreamLast(ctx, a.Current.Stream)
+			if err != nil {
+				return err
+			}
+			curStart, _, err := log.StreamLast(ctx, a.Previous.Stream)
+			if err != nil {
+				return err
+			}
+			b, err := log.SetActive(ctx, a, eventlog.Active{Current: *a.Previous, Previous: &a.Current, PreviousLastSeq: prevLast, CurrentStartSeq: curStart})
 			if err != nil {
 				return err
 			}
@@ -191,6 +208,14 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if a.Previous == nil {
 			return fmt.Errorf("nothing to finalize for %s: no previous stream is recorded", base)
+		}
+		// A writer still on the previous stream after the switch appended
+		// events the current stream does not have: deleting it would lose
+		// them.
+		if err := movedSince(ctx, log, a.Previous.Stream, a.PreviousLastSeq, a.SwitchedAt,
+			fmt.Sprintf("nothing deleted; roll back (reseal --rollback), stop every writer, and re-seal again (reseal --to %s --switch)", a.Current.Stream),
+			a.Current.Stream); err != nil {
+			return err
 		}
 		if err := confirm(fmt.Sprintf("delete the previous stream %s, its key bucket and snapshots for good", a.Previous.Stream)); err != nil {
 			return err
@@ -228,6 +253,10 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer dst.Close()
+	srcLast, _, err := log.StreamLast(ctx, log.Stream())
+	if err != nil {
+		return err
+	}
 	res, err := replay.Reseal(ctx, log, dst, &eventlog.ResealOptions{Installations: insts})
 	if err != nil {
 		if errors.Is(err, eventlog.ErrResealMismatch) {
@@ -252,8 +281,22 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		if err := confirm(fmt.Sprintf("make %s active for %s instead of %s", *to, base, a.Current.Stream)); err != nil {
 			return err
 		}
+		// What was re-sealed and compared is the source up to srcLast; an
+		// event appended since may not be in the target.
+		now, _, err := log.StreamLast(ctx, log.Stream())
+		if err != nil {
+			return err
+		}
+		if now != srcLast {
+			return verifyError{fmt.Errorf("stream %s moved on while it was re-sealed (last sequence %d when the re-seal started, %d now): a writer still appends to it; nothing switched: stop every writer, then run reseal --to %s --switch again (it resumes)",
+				log.Stream(), srcLast, now, *to)}
+		}
 		cur := a.Current
-		b, err := log.SetActive(ctx, a, eventlog.Active{Current: eventlog.StreamRef{Stream: *to, SubjectPrefix: prefix}, Previous: &cur})
+		dstLast, _, err := dst.StreamLast(ctx, *to)
+		if err != nil {
+			return err
+		}
+		b, err := log.SetActive(ctx, a, eventlog.Active{Current: eventlog.StreamRef{Stream: *to, SubjectPrefix: prefix}, Previous: &cur, PreviousLastSeq: now, CurrentStartSeq: dstLast})
 		if err != nil {
 			return err
 		}
@@ -261,6 +304,25 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		say("%s is now active for %s (rollback: reseal --rollback; restart services and rebuild read models on it)\n", *to, base)
 	}
 	return done()
+}
+
+// movedSince refuses a pointer step when stream has events appended since
+// the switch (after sequence since, or when since was not recorded, by a
+// switch of an older version, stored after switchedAt) that other lacks.
+func movedSince(ctx context.Context, log *eventlog.Log, stream string, since uint64, switchedAt time.Time, then, other string) error {
+	last, lastAt, err := log.StreamLast(ctx, stream)
+	if err != nil {
+		return err
+	}
+	switch {
+	case since != 0 && last > since:
+		return verifyError{fmt.Errorf("stream %s holds %d events appended since the switch (sequences %d to %d) that %s does not: %s",
+			stream, last-since, since+1, last, other, then)}
+	case since == 0 && lastAt.After(switchedAt):
+		return verifyError{fmt.Errorf("stream %s stored its last event (sequence %d) at %s, after the switch at %s, so it may hold events %s does not: %s",
+			stream, last, lastAt.UTC().Format(time.RFC3339Nano), switchedAt.Format(time.RFC3339Nano), other, then)}
+	}
+	return nil
 }
 
 // reportUses prints what still needs each root key of the ring.

@@ -167,4 +167,33 @@ func TestResealCommand(t *testing.T) {
 	if code, _, stderr = cli("reseal", "--finalize", "--nats", srv.URL()); code != exitUsage {
 		t.Fatalf("finalize without --yes: exit %d, stderr %q", code, stderr)
 	}
+
+	// A writer still on the previous stream (EPOCHLOG_R2 since the
+	// rollback) appends an event the active one lacks: finalize refuses
+	// to delete it. Until 2026-12-06 it deleted it and exited 0.
+	ring2, err := parseKeyring("9:" + strings.Repeat("c3", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := eventlog.Open(ctx, eventlog.Config{NATSURL: srv.URL(), Stream: "EPOCHLOG_R2", SubjectPrefix: "epochlog_epochlog_r2"}, ring2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	enqueueFor(t, l2, "alice", "on the old stream", 1)
+	if code, _, stderr = cli("reseal", "--finalize", "--yes", "--nats", srv.URL()); code != exitVerify || !strings.Contains(stderr, "1 events appended since the switch") {
+		t.Fatalf("finalize with an event only the previous stream holds: exit %d, want %d; stderr %q", code, exitVerify, stderr)
+	}
+	if _, err := js.Stream(ctx, "EPOCHLOG_R2"); err != nil {
+		t.Fatalf("the previous stream after a refused finalize: %v", err)
+	}
+	// And the active stream took an event since the rollback, which the
+	// previous one lacks: rolling back again would hide it.
+	enqueueFor(t, l, "alice", "on the active stream", 1)
+	if code, _, stderr = cli("reseal", "--rollback", "--yes", "--nats", srv.URL()); code != exitVerify || !strings.Contains(stderr, "rolling back would hide them") {
+		t.Fatalf("rollback with an event only the active stream holds: exit %d, want %d; stderr %q", code, exitVerify, stderr)
+	}
+	if a, err := l.ActiveStream(ctx, "EPOCHLOG"); err != nil || a.Current.Stream != "EPOCHLOG" {
+		t.Fatalf("pointer after a refused rollback: %+v %v", a, err)
+	}
 }
