@@ -53,6 +53,14 @@ var (
 	// *ForkError with the evidence; Resync rejoins the group.
 	ErrForked = errors.New("engine: group state forked")
 
+	// ErrMemberRefused means a transition would put into a group a
+	// member this installation does not accept: an identity that is not a
+	// valid installation id, one another leaf of the group already holds
+	// (two leaves cannot both be one installation: one is an impostor),
+	// or one InstallationOptions.CheckMember refused. Nothing is
+	// recorded.
+	ErrMemberRefused = errors.New("engine: member refused")
+
 	// ErrStaleCommit means a commit belongs to an epoch this installation
 	// left by another member's commit: the delivery order put this one
 	// second, and the group (as this installation follows it) took the

@@ -385,6 +385,9 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		return nil, fmt.Errorf("engine: installation %s: join from welcome with key package %x: %w", in.id, kp.ref, err)
 	}
 	g = stripPSKs(g, psks)
+	if err := in.checkMembers(ctx, g, nil); err != nil {
+		return nil, err
+	}
 	st, err := g.MarshalBinary()
 	if err != nil {
 		return nil, err

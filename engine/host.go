@@ -328,7 +328,7 @@ func Settled(err error) bool {
 
 var settledErrs = []error{
 	ErrDuplicateMessage, ErrStaleCommit, ErrStaleProposal, ErrEpochRetired, ErrUnknownGroup,
-	ErrUnsupportedMessage, ErrNoKeyPackage,
+	ErrUnsupportedMessage, ErrNoKeyPackage, ErrMemberRefused,
 	mls.ErrDecode, mls.ErrTampered, mls.ErrBadSignature, mls.ErrDecrypt, mls.ErrNotMember,
 	mls.ErrWrongGroup, mls.ErrEpochRetired, mls.ErrGenerationReused, mls.ErrTooFarAhead,
 	mls.ErrInvalidTree, mls.ErrInvalidLeafNode, mls.ErrInvalidKeyPackage, mls.ErrInvalidUpdatePath,

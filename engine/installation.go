@@ -68,6 +68,17 @@ type InstallationOptions struct {
 	// key packages published and groups created afterwards.
 	SupportedExtensions []mls.ExtensionType
 	SupportedProposals  []mls.ProposalType
+	// CheckMember is the application's Authentication Service (RFC 9420
+	// §5.3.1): it is called with each member a transition would put into
+	// a group (added by a commit, own or received; every member of a
+	// group joined from a Welcome or by external commit), its
+	// installation id (the basic credential's identity) and signature
+	// public key, and says whether that key is that installation's. An
+	// error refuses the transition, nothing recorded, with
+	// ErrMemberRefused wrapping it. Nil: any key is taken. Whatever it
+	// says, an identity that is not a valid installation id, or that
+	// another leaf of the group already holds, is refused.
+	CheckMember func(ctx context.Context, id events.InstallationID, signatureKey []byte) error
 	// DB are the read model's options.
 	DB projections.Options
 	// Now is the clock (default time.Now); tests move it forward.

@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// The engine names members, senders and recipients by their credential's
+// identity: a member it cannot name as one installation is refused,
+// nothing recorded, wherever it would enter a group. Until 2026-12-06 a
+// second leaf claiming an installation already in the group (an impostor
+// with its own key) was added, and its messages came back as that
+// installation's; an identity that is no installation id was added, and
+// then its every message refused and every later commit's fan-out
+// refused.
+func TestMembersTheEngineCannotNameAreRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	alice := b.create("alice")
+	b.create("bob")
+	mallory := w.addForeign("bob", true) // claims to be bob, with its own key
+	odd := w.addForeign("carol.example.com", true)
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	for name, kps := range map[string][][]byte{
+		"a second leaf of bob":     {b.keyPackage("bob"), mallory.keyPackage()},
+		"not an installation id":   {odd.keyPackage()},
+		"a second leaf of herself": {newForeign(t, "alice", true).keyPackage()},
+	} {
+		before := b.lastSeq("alice")
+		if _, err := alice.AddMembers(ctx, gid, kps...); !errors.Is(err, ErrMemberRefused) {
+			t.Fatalf("%s: AddMembers: %v, want ErrMemberRefused", name, err)
+		}
+		if after := b.lastSeq("alice"); after != before {
+			t.Fatalf("%s: the refused commit recorded events (last seq %d -> %d)", name, before, after)
+		}
+	}
+	if ms, err := alice.Members(ctx, gid); err != nil || len(ms) != 1 {
+		t.Fatalf("members after the refusals: %v %v", ms, err)
+	}
+}
+
+// A received commit that adds a member the engine cannot name, and a
+// Welcome into a group that holds one, are refused too: the impostor was
+// added by a member that does not use this engine.
+func TestReceivedImpostorIsRefused(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	alice := b.create("alice")
+	b.create("bob")
+	frank := w.addForeign("frank", true)
+	mallory := w.addForeign("bob", true)
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := alice.AddMembers(ctx, created.GroupID, frank.keyPackage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frank.join(co.Welcome)
+	// frank adds bob and a second "bob": alice refuses the commit, and
+	// bob refuses the Welcome.
+	kpOf := func(wire []byte) *mls.KeyPackage {
+		var kp mls.KeyPackage
+		if err := kp.Unmarshal(wire); err == nil {
+			return &kp
+		}
+		var m mls.MLSMessage
+		if err := m.Unmarshal(wire); err != nil || m.KeyPackage == nil {
+			t.Fatalf("not a key package: %v", err)
+		}
+		return m.KeyPackage
+	}
+	commit, welcome := frank.commit(mls.CommitOptions{Add: []*mls.KeyPackage{kpOf(b.keyPackage("bob")), kpOf(mallory.keyPackage())}})
+	before := b.lastSeq("alice")
+	if _, err := alice.Receive(ctx, commit); !errors.Is(err, ErrMemberRefused) {
+		t.Fatalf("alice receives a commit adding a second bob: %v, want ErrMemberRefused", err)
+	}
+	if after := b.lastSeq("alice"); after != before {
+		t.Fatalf("the refused commit recorded events (last seq %d -> %d)", before, after)
+	}
+	if _, err := b.insts["bob"].Receive(ctx, welcome); !errors.Is(err, ErrMemberRefused) {
+		t.Fatalf("bob receives a Welcome into a group with a second bob: %v, want ErrMemberRefused", err)
+	}
+	if !Settled(ErrMemberRefused) {
+		t.Fatal("a refused member's commit would stop a delivery queue for good")
+	}
+}
+
+// CheckMember is the application's Authentication Service: a key it does
+// not know for an installation id is refused, a known one taken.
+func TestCheckMemberIsTheAuthenticationService(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	directory := map[events.InstallationID][]byte{}
+	check := func(_ context.Context, id events.InstallationID, key []byte) error {
+		if !bytes.Equal(directory[id], key) {
+			return errors.New("not the key the directory holds")
+		}
+		return nil
+	}
+	alice := b.createWith("alice", &InstallationOptions{CheckMember: check})
+	bob := b.create("bob")
+	directory["alice"], directory["bob"] = alice.SignaturePublicKey(), bob.SignaturePublicKey()
+	dave := w.addForeign("dave", true) // not in the directory
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.AddMembers(ctx, created.GroupID, dave.keyPackage()); !errors.Is(err, ErrMemberRefused) || !bytes.Contains([]byte(err.Error()), []byte("not the key the directory holds")) {
+		t.Fatalf("adding a member the directory does not know: %v, want ErrMemberRefused with the reason", err)
+	}
+	if _, err := alice.AddMembers(ctx, created.GroupID, b.keyPackage("bob")); err != nil {
+		t.Fatalf("adding a member the directory knows: %v", err)
+	}
+}
