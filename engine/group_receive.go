@@ -409,7 +409,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 			return nil, err
 		}
 		if pos > 0 {
-			if err := in.rejoinable(ctx, gid, g.Epoch(), kp); err != nil {
+			if err := in.rejoinable(ctx, gid, g, kp); err != nil {
 				return nil, err
 			}
 		}
@@ -450,7 +450,14 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 // there. After its departure (removed, or left) a Welcome to a later
 // epoch than the last one it was in is an invitation back; an earlier one
 // is the Welcome of a past membership delivered again.
-func (in *Installation) rejoinable(ctx context.Context, gid []byte, epoch uint64, kp *heldKeyPackage) error {
+//
+// A Welcome to an epoch this membership holds is that redelivery only if
+// it leads to the epoch this installation holds (the same epoch
+// authenticator): another is a competing commit's Welcome (two members
+// added this installation in one epoch, with different key packages),
+// which is a fork of the group, not a duplicate, and records nothing.
+func (in *Installation) rejoinable(ctx context.Context, gid []byte, g *mls.Group, kp *heldKeyPackage) error {
+	epoch := g.Epoch()
 	member, err := in.isMember(ctx, gid)
 	if err != nil {
 		return err
@@ -464,6 +471,24 @@ func (in *Installation) rejoinable(ctx context.Context, gid []byte, epoch uint64
 		return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d, a member at epoch %d: %w "+
 			"(commits are missing: deliver them before the Welcome, or resync)", in.id, gid, epoch, row.Epoch, mls.ErrWrongEpoch)
 	case member:
+		eps, err := in.db.Epochs(ctx, gid)
+		if err != nil {
+			return fmt.Errorf("engine: installation %s: group %x epochs: %w", in.id, gid, err)
+		}
+		var ours []byte
+		for _, e := range eps {
+			if e.Epoch == epoch {
+				ours = e.EpochAuthenticator
+			}
+		}
+		switch theirs := g.EpochAuthenticator(); {
+		case ours == nil:
+			return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d, before this membership's epochs (now %d): %w",
+				in.id, gid, epoch, row.Epoch, ErrStaleCommit)
+		case !bytes.Equal(ours, theirs):
+			return &ForkError{Installation: string(in.id), GroupID: bytes.Clone(gid), Epoch: epoch, Ours: bytes.Clone(ours),
+				Theirs: bytes.Clone(theirs), Evidence: "welcome"}
+		}
 		if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
 			return err
 		}

@@ -276,3 +276,54 @@ func TestResyncWithAnotherGroupsGroupInfoRecordsNothing(t *testing.T) {
 		t.Errorf("carol's membership of g2 was replaced by an external commit nobody will receive; memberships now: %+v", ms)
 	}
 }
+
+// Two members commit the same epoch, each adding carol with a key package
+// of hers. She joins from one Welcome; the other (the group's, say) is a
+// fork of the group, not a redelivery: a *ForkError with evidence
+// "welcome", nothing recorded. Until 2026-12-06 it was ErrDuplicateMessage
+// (a delivery service drops that) and consumed its key package, and carol
+// stayed on the dead branch, every later message failing as tampered.
+func TestCompetingWelcomeIsAFork(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	alice := b.create("alice")
+	carol := b.create("carol")
+	fx := w.addForeign("fx", true)
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gid = created.GroupID
+	w.members["alice"] = true
+	co, err := alice.AddMembers(ctx, w.gid, w.keyPackage("fx"))
+	w.engineCommitted("alice", co, err)
+
+	// alice and fx both commit epoch 1 -> 2, each adding carol.
+	coA, err := alice.AddMembers(ctx, w.gid, b.keyPackage("carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kp mls.KeyPackage
+	if err := kp.Unmarshal(b.keyPackage("carol")); err != nil {
+		t.Fatal(err)
+	}
+	_, welcomeB := fx.commit(mls.CommitOptions{Add: []*mls.KeyPackage{&kp}}) // the group's commit
+	if _, err := carol.Receive(ctx, coA.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	before := b.lastSeq("carol")
+	_, err = carol.Receive(ctx, welcomeB)
+	after := b.lastSeq("carol")
+	var fe *ForkError
+	if !errors.As(err, &fe) || fe.Evidence != "welcome" || fe.Epoch != 2 {
+		t.Errorf("a different Welcome to the same group and epoch (a competing commit's): %v, want a *ForkError with evidence welcome at epoch 2", err)
+	}
+	if after != before {
+		t.Errorf("the refused Welcome appended to carol's log (seq %d -> %d)", before, after)
+	}
+	// The Welcome she joined with, delivered again, is still a duplicate.
+	if _, err := carol.Receive(ctx, coA.Welcome); !errors.Is(err, ErrDuplicateMessage) {
+		t.Errorf("the Welcome carol joined with, again: %v, want ErrDuplicateMessage", err)
+	}
+}
