@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -151,6 +152,12 @@ func TestRebuildRefusesWhenTheStreamLostTheTail(t *testing.T) {
 	if res.Checkpoint >= last {
 		t.Fatalf("forced rebuild at checkpoint %d, the deleted event was at %d", res.Checkpoint, last)
 	}
+	// Forced, the old database is kept beside, and what it held more is
+	// named (until 2026-12-06 it was dropped silently).
+	if res.KeptReplaced == "" || !strings.Contains(res.Dropped, fmt.Sprint(last)) {
+		t.Fatalf("forced rebuild kept %q, dropped %q; want the old database kept and the loss up to %d named", res.KeptReplaced, res.Dropped, last)
+	}
+	unchanged(t, res.KeptReplaced, before)
 }
 
 // An aggregate's last event lost in the middle of the stream, after which

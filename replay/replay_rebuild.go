@@ -37,6 +37,8 @@ type RebuildOptions struct {
 	// the live one (ErrBehind): for an operator who knows the stream is
 	// the history to trust and the live database's extra events are to be
 	// dropped. It never overrides ErrWrongInstallation or ErrNoHistory.
+	// What the live database held more is named (RebuildResult.Dropped)
+	// and the live database kept beside (RebuildResult.KeptReplaced).
 	Force bool
 
 	op string // what the logs call it: "rebuild" (default), "rekey", "migrate"
@@ -68,6 +70,12 @@ type RebuildResult struct {
 	FromSnapshot uint64
 	// Checkpoint is the rebuilt database's checkpoint at the end.
 	Checkpoint uint64
+	// Dropped says what the live database held that the rebuilt one does
+	// not, when Force overruled that refusal (ErrBehind); the live
+	// database is then kept at KeptReplaced ("<live>.replaced-<unix
+	// time>", a hard link made before the swap).
+	Dropped      string
+	KeptReplaced string
 	// Digest is the content digest at the swap when CompareLive was set
 	// (equal to the old database's), else the zero Digest.
 	Digest projections.Digest
@@ -312,8 +320,14 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if cp < target {
 		return abandon(fail("rebuild", fmt.Errorf("%w: the rebuilt database stopped at stream sequence %d, before the stream's last event of %s at %d", ErrBehind, cp, inst, target)))
 	}
-	if err := notLess(ctx, fresh, inst, liveHead, ro.Force, l.ResealedFrom() != ""); err != nil {
-		return abandon(fail("rebuild", err))
+	if err := notLess(ctx, fresh, inst, liveHead, l.ResealedFrom() != ""); err != nil {
+		if !ro.Force || !errors.Is(err, ErrBehind) {
+			return abandon(fail("rebuild", err))
+		}
+		// Forced: the live database's word is overruled, not thrown
+		// away: it is kept beside, and the loss named.
+		res.Dropped = err.Error()
+		res.KeptReplaced = fmt.Sprintf("%s.replaced-%d", live, time.Now().Unix())
 	}
 	if err := fresh.IntegrityCheck(ctx); err != nil {
 		return abandon(err)
@@ -334,6 +348,13 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 			return abandon(fail("rebuild: keep the damaged database", err))
 		}
 		log.Warn("replay: the live read model is damaged; kept aside, a rebuilt one replaces it", "kept", res.KeptDamaged)
+	}
+	if res.KeptReplaced != "" {
+		if err := os.Link(live, res.KeptReplaced); err != nil {
+			return abandon(fail("rebuild: keep the replaced database", err))
+		}
+		log.Warn("replay: forced: the live read model holds events the stream does not; kept aside, a rebuilt one with less replaces it",
+			"kept", res.KeptReplaced, "dropped", res.Dropped)
 	}
 	if err := projections.Swap(tmp, live); err != nil {
 		return abandon(err)
@@ -410,7 +431,7 @@ func readLive(ctx context.Context, live string, key projections.Key, base projec
 // less than the live one (live nil: none to compare with). On a stream a
 // re-seal made (resealed), the live checkpoint may be of the source's
 // sequences: positions alone decide.
-func notLess(ctx context.Context, fresh *projections.DB, inst events.InstallationID, live *projections.Head, force, resealed bool) error {
+func notLess(ctx context.Context, fresh *projections.DB, inst events.InstallationID, live *projections.Head, resealed bool) error {
 	h, err := fresh.Head(ctx)
 	if err != nil {
 		return err
@@ -418,7 +439,7 @@ func notLess(ctx context.Context, fresh *projections.DB, inst events.Installatio
 	if h.Installation != inst {
 		return fmt.Errorf("%w: the events of %s on the stream (up to sequence %d) hold no installation.created: its first events are missing", ErrNoHistory, inst, h.Checkpoint)
 	}
-	if live == nil || force {
+	if live == nil {
 		return nil
 	}
 	lacks := h.Lacks(*live)

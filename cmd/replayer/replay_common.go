@@ -116,6 +116,8 @@ type replayResult struct {
 	Existed            bool   `json:"existed"`
 	Recovered          bool   `json:"recovered"`
 	KeptDamaged        string `json:"kept_damaged,omitempty"`
+	KeptReplaced       string `json:"kept_replaced,omitempty"`
+	Dropped            string `json:"dropped,omitempty"`
 	PreviousSchema     int    `json:"previous_schema"`
 	PreviousCheckpoint uint64 `json:"previous_checkpoint"`
 	Schema             int    `json:"schema"`
@@ -129,6 +131,7 @@ type replayResult struct {
 func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *replay.RebuildResult, key projections.Key) error {
 	out := replayResult{
 		Command: cmd, Installation: string(res.Installation), DB: res.Path, KeptDamaged: res.KeptDamaged,
+		KeptReplaced: res.KeptReplaced, Dropped: res.Dropped,
 		Existed: res.Existed, Recovered: res.Recovered,
 		PreviousSchema: res.PreviousSchema, PreviousCheckpoint: res.PreviousCheckpoint,
 		Schema: res.Schema, Replayed: res.Replayed, CaughtUp: res.CaughtUp, Checkpoint: res.Checkpoint,
@@ -147,6 +150,9 @@ func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *
 		fmt.Fprintf(w, "%s: the old database was damaged and has been replaced\n", cmd)
 	case !res.Existed:
 		fmt.Fprintf(w, "%s: there was no database; it has been recovered from the stream\n", cmd)
+	}
+	if res.KeptReplaced != "" {
+		fmt.Fprintf(w, "%s: forced: the old database held more than the stream gives (%s); it is kept at %s\n", cmd, res.Dropped, res.KeptReplaced)
 	}
 	fmt.Fprintf(w, "%s %s: %d events replayed, %d caught up after the swap; schema %d, checkpoint %d, digest %s\n",
 		cmd, res.Path, res.Replayed, res.CaughtUp, res.Schema, res.Checkpoint, out.Digest)
