@@ -535,16 +535,21 @@ func ensureDir(dir string) error {
 
 // snapshotPast returns the checkpoint of the newest of inst's stored
 // snapshots taken past the stream's last event of inst, last, that opens
-// (its seal authenticates it: a name alone proves nothing), or 0.
+// (its seal authenticates it: a name alone proves nothing), or 0. One
+// past it that does not open (a chunk lost, bytes changed, another
+// installation's moved under this name) proves nothing either way, and
+// nothing else is left to say what the stream held: it is refused
+// (ErrBehind) as well, naming it, for the operator to decide (--force).
+// Until 2026-12-06 it was a warning, and the rebuild went on with less.
 func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.InstallationID, last uint64, log *slog.Logger) (uint64, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		log.Warn("replay: cannot list snapshots to compare with the stream", "err", err)
-		return 0, nil
+		return 0, fmt.Errorf("replay: rebuild: the stored snapshots, which may show what the stream held, cannot be listed (--force rebuilds without looking): %w", err)
 	}
+	var unreadable error
 	for _, ref := range refs {
 		if ref.Checkpoint <= last {
 			continue
@@ -554,11 +559,15 @@ func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.Installation
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
 			}
-			log.Warn("replay: a snapshot past the stream's last event does not open; not taken as evidence", "snapshot_seq", ref.Checkpoint, "last", last, "err", err)
+			log.Warn("replay: a snapshot past the stream's last event does not open", "snapshot_seq", ref.Checkpoint, "last", last, "err", err)
+			if unreadable == nil {
+				unreadable = fmt.Errorf("%w: a snapshot object of %s named for stream sequence %d, past the stream's last event of it at %d, does not open (%v): the stream may have lost events it holds, or the snapshot was damaged or planted; keep what you have, and --force rebuilds from the stream anyway",
+					ErrBehind, inst, ref.Checkpoint, last, err)
+			}
 			continue
 		}
 		clear(plain)
 		return ref.Checkpoint, nil
 	}
-	return 0, nil
+	return 0, unreadable
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
@@ -398,5 +400,53 @@ func TestSnapshotOfACheckpointTheStreamLost(t *testing.T) {
 	_, err := Snapshot(context.Background(), l, instA, live, key, snapshotOpts())
 	if !errors.Is(err, eventlog.ErrMissingEvent) || !IsVerificationFailure(err) || !strings.Contains(err.Error(), fmt.Sprintf("no event at sequence %d", first.Checkpoint)) {
 		t.Fatalf("snapshot with its checkpoint's event lost: %v, want eventlog.ErrMissingEvent naming the sequence", err)
+	}
+}
+
+// A snapshot past the stream that does not open (bytes changed, a chunk
+// lost) proves nothing either way, and nothing else is left to say what
+// the stream held: the recovery is refused too, naming it; --force
+// rebuilds from the stream anyway. Until 2026-12-06 it was a warning, and
+// the recovery exited 0 with less.
+func TestRecoveryRefusesWhenASnapshotPastTheStreamDoesNotOpen(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	_, _, _, first := snapshotFixture(t, l)
+	deleteMsg(t, l, first.Checkpoint)
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, l.SnapshotBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := obs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := ""
+	for _, info := range infos {
+		if strings.HasSuffix(info.Name, fmt.Sprint(first.Checkpoint)) {
+			damaged = info.Name
+		}
+	}
+	if damaged == "" {
+		t.Fatalf("no snapshot object for sequence %d among %d", first.Checkpoint, len(infos))
+	}
+	if _, err := obs.PutBytes(ctx, damaged, []byte("not a sealed snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	lost := filepath.Join(t.TempDir(), "recovered.db")
+	key := rawDBKey(t, 0x62)
+	_, err = Rebuild(ctx, l, instA, lost, key, rebuildOpts(false))
+	if !errors.Is(err, ErrBehind) || !strings.Contains(err.Error(), fmt.Sprintf("named for stream sequence %d", first.Checkpoint)) {
+		t.Fatalf("recovery with a snapshot past the stream that does not open: %v, want ErrBehind naming it", err)
+	}
+	if _, err := os.Stat(lost); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused recovery left a database: %v", err)
+	}
+	if _, err := Rebuild(ctx, l, instA, lost, key, rebuildOpts(true)); err != nil {
+		t.Fatalf("forced recovery: %v", err)
 	}
 }
