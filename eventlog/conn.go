@@ -104,6 +104,14 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	return srv, nil
 }
 
+// pingInterval and pingsOut bound how long a connection to a server that
+// stopped answering looks connected: pingsOut unanswered pings, one every
+// pingInterval.
+const (
+	pingInterval = 20 * time.Second
+	pingsOut     = 3
+)
+
 // connect opens the client connection: to the embedded server if srv is not
 // nil, else to cfg.NATSURL with the configured TLS and credentials. extra
 // are more options (the Log's handlers of the connection's life).
@@ -123,6 +131,12 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait),
 		nats.Timeout(cfg.RequestTimeout),
+		// A server that stops answering without closing the connection
+		// (a hung process, a path that drops packets) is noticed after
+		// pingsOut pings go unanswered: about a minute, not nats.go's
+		// default of four to six.
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(pingsOut),
 		// Appends in flight during a disconnect are resolved by re-reading
 		// the stream, so buffering them in the client only delays errors.
 		nats.ReconnectBufSize(-1),

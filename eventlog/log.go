@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/telemetry"
@@ -180,6 +181,22 @@ func (l *Log) Logger() *slog.Logger { return l.logger }
 // Connected reports whether the client connection to NATS is up now (a
 // health check's question; the Log reconnects on its own).
 func (l *Log) Connected() bool { return l.nc != nil && l.nc.IsConnected() }
+
+// Responsive reports whether the server answers now: a round trip (PING
+// and PONG) within timeout. Connected alone holds for a connection to a
+// server that stopped answering (a hung process, a path that drops
+// packets) until its pings time out.
+func (l *Log) Responsive(timeout time.Duration) error {
+	if l.nc == nil || !l.nc.IsConnected() {
+		return fmt.Errorf("eventlog: not connected to NATS")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := l.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("eventlog: the NATS server did not answer a ping within %v: %w", timeout, err)
+	}
+	return nil
+}
 
 // Metrics is Config.Metrics (nil when not set; a nil *telemetry.Metrics
 // records nothing): engine and replay record through it.

@@ -26,7 +26,8 @@ import (
 //	/metrics  Prometheus: the library's telemetry.Metrics (the same one
 //	          the command hands to eventlog.Config.Metrics), the command's
 //	          own series, and the Go and process collectors;
-//	/healthz  200 while the process runs and is connected to NATS, else 503
+//	/healthz  200 while the process runs and the NATS server it is
+//	          connected to answers a ping within healthzPing, else 503
 //	          with the reason;
 //	/readyz   200 when the command is ready (follow: every read model
 //	          healthy and caught up within --ready-lag), else 503; a JSON
@@ -159,8 +160,17 @@ func (s *opsServer) health() string {
 	case !l.Connected():
 		return "not connected to NATS (the client is reconnecting)"
 	}
+	if err := l.Responsive(healthzPing); err != nil {
+		return err.Error()
+	}
 	return ""
 }
+
+// healthzPing bounds the round trip to the server /healthz makes: a
+// server that stopped answering (hung, or a path that drops packets while
+// the connection stays up) is unhealthy at once, not after the client's
+// pings time out.
+const healthzPing = 5 * time.Second
 
 func (s *opsServer) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,4 +131,22 @@ func (s *Process) Kill() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
+}
+
+// Freeze stops the process (SIGSTOP) without closing its connections: a
+// server that hangs, or a path that drops packets while TCP stays up.
+// Thaw (SIGCONT) resumes it; Kill works on a frozen process too.
+func (s *Process) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen process.
+func (s *Process) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Process) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		s.t.Fatal("natstest: the nats-server process is not running")
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
 }
