@@ -344,6 +344,7 @@ type follower struct {
 // run follows until ctx ends.
 func (f *follower) run(ctx context.Context) {
 	wait := followRetryMin
+	streak := 0 // failures in a row without an event applied
 	for {
 		applied, err := f.attempt(ctx)
 		if ctx.Err() != nil {
@@ -362,13 +363,23 @@ func (f *follower) run(ctx context.Context) {
 			err = errors.New("following stopped without an error")
 		}
 		if applied > 0 {
-			wait = followRetryMin
+			wait, streak = followRetryMin, 0
 		}
+		streak++
 		f.mu.Lock()
 		f.err = err
 		f.failures++
 		failures := f.failures
+		shared := f.lease != nil
 		f.mu.Unlock()
+		if shared && streak >= shareGiveUpAfter {
+			// A member of a share group that cannot follow the read model
+			// (a key it lacks, a file it cannot open) hands it back, so
+			// that another member that can takes it (shareRun.serve).
+			f.lg.Error("read model failed; giving it back to the share group for another member to take",
+				"failures", failures, "err", err)
+			return
+		}
 		attrs := []any{"failures", failures}
 		if seq, ok := streamSeq(err); ok {
 			attrs = append(attrs, "stream_sequence", seq)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -103,6 +104,9 @@ type shareRun struct {
 	targets   map[events.InstallationID]followTarget
 	order     []events.InstallationID
 	rescanErr string // the last rescan error logged
+	// resting are the read models this member gave back after failing
+	// to follow them, and until when it leaves them to the others.
+	resting map[events.InstallationID]time.Time
 
 	ctx        context.Context // run's: done when follow stops
 	heldAtStop atomic.Int64
@@ -118,7 +122,8 @@ func openShare(ctx context.Context, env *cliEnv, o *followOpts, log *eventlog.Lo
 		return nil, fmt.Errorf("share group %s: %w", o.share, err)
 	}
 	s := &shareRun{env: env, group: o.share, bucket: b, member: b.NewMember(""), set: set,
-		newFollower: newFollower, rescan: rescan, targets: map[events.InstallationID]followTarget{}}
+		newFollower: newFollower, rescan: rescan, targets: map[events.InstallationID]followTarget{},
+		resting: map[events.InstallationID]time.Time{}}
 	s.setTargets(targets)
 	env.logger().Info("following read models as a member of a share group", "group", o.share, "member", s.member.ID(),
 		"bucket", b.Name(), "lease_ttl", b.TTL().String(), "read_models_known", len(targets),
@@ -159,7 +164,18 @@ func (s *shareRun) known() []events.InstallationID {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.order)
+	now := time.Now()
+	out := make([]events.InstallationID, 0, len(s.order))
+	for _, id := range s.order {
+		if until, ok := s.resting[id]; ok {
+			if now.Before(until) {
+				continue
+			}
+			delete(s.resting, id)
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // run takes part in the share group until ctx ends.
@@ -201,10 +217,27 @@ func (s *shareRun) serve(ctx context.Context, ls *lease.Lease) {
 		why := "handed over to another member"
 		if err := ls.Err(); err != nil {
 			why = err.Error()
+		} else if ctx.Err() == nil {
+			// f.run gave up: this member cannot follow it. The others
+			// get it first; this member tries again after shareRest.
+			why = "this member failed to follow it " + fmt.Sprint(shareGiveUpAfter) + " times in a row; it leaves it to the others for " + shareRest.String()
+			s.mu.Lock()
+			s.resting[id] = time.Now().Add(shareRest)
+			s.mu.Unlock()
 		}
 		f.lg.Info("read model given up to the share group", "group", s.group, "member", s.member.ID(), "why", why)
 	}
 }
+
+// shareGiveUpAfter is how many failures in a row (no event applied in
+// between) make a share group's member give a read model back, and
+// shareRest how long it then leaves it to the others. Until 2026-12-06 a
+// member that could not open a read model (a wrong key) held it for good,
+// and no member that could took it over.
+const (
+	shareGiveUpAfter = 3
+	shareRest        = 2 * time.Minute
+)
 
 // shareStatus is the share group in /readyz's body.
 type shareStatus struct {

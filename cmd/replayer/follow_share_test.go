@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/logtest"
@@ -87,5 +89,52 @@ func TestFollowShareBuildsMissingReadModel(t *testing.T) {
 	got, _ := digestAt(t, db, key)
 	if diff := projections.Compare(want, got); diff != nil {
 		t.Fatalf("the built read model differs from a rebuild: %v", diff)
+	}
+}
+
+// A member of a share group that cannot follow a read model it owns (here
+// every read model: it was given the wrong key) gives it back after a few
+// failures in a row, and a member that can takes it: every read model is
+// followed. Until 2026-12-06 the failing member held its share for good.
+func TestFollowShareMemberThatCannotFollowGivesItBack(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	// Ten read models: the chance that the member with the wrong key owns
+	// none of them (rendezvous hashing) is one in a thousand.
+	var ids []events.InstallationID
+	for i := range 10 {
+		ids = append(ids, events.InstallationID(fmt.Sprintf("give-%d", i)))
+	}
+	for _, id := range ids {
+		createInstallation(t, l, dir, id)
+		enqueueFor(t, l, id, "before", 2)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.key")
+	if _, err := writeDBKeyFile(wrong); err != nil {
+		t.Fatal(err)
+	}
+	bad := startFollow(t, srv.URL(), dir, "--db-key-file", wrong, "--share", "give", "--lease-ttl", "2s")
+	good := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "give", "--lease-ttl", "2s")
+	caughtUp := func() bool {
+		for _, id := range ids {
+			last, err := l.LastSeq(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if checkpointOf(t, dir, id) != last {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for !caughtUp() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not every read model is followed two minutes on\nthe member with the wrong key said: %s\nthe other said: %s", bad.stderr.String(), good.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(bad.stderr.String(), "giving it back to the share group") {
+		t.Logf("the member with the wrong key owned nothing (rendezvous hashing); the test did not exercise the give-back: %s", bad.stderr.String())
 	}
 }
