@@ -161,6 +161,9 @@ func (s *opsServer) health() string {
 		return "not connected to NATS (the client is reconnecting)"
 	}
 	if err := l.Responsive(healthzPing); err != nil {
+		if !l.Connected() {
+			return "not connected to NATS (the client is reconnecting)"
+		}
 		return err.Error()
 	}
 	return ""
