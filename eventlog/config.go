@@ -212,7 +212,12 @@ type Config struct {
 	// built on them) goes without progress while the stream holds events
 	// it has not delivered, or while the server does not answer: then it
 	// fails with ErrStalled instead of retrying forever (default 60s). It
-	// outlasts a stream-leader failover and a quick server restart.
+	// outlasts a stream-leader failover and a quick server restart. A
+	// stall is noticed within an eighth of it; telling a server that does
+	// not answer at all from a stream that does not deliver takes a round
+	// trip of up to 5 s more, and stopping the read's consumer then up to
+	// nats.go's own request timeout (its consumer is not deleted: the
+	// server reaps it).
 	ProgressTimeout time.Duration
 	// MaxInFlight bounds unacknowledged publishes of AppendBulk (default 256).
 	MaxInFlight int

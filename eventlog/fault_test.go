@@ -1,9 +1,14 @@
 package eventlog
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 )
 
@@ -56,5 +61,52 @@ func TestResponsiveNoticesAFrozenServer(t *testing.T) {
 			t.Fatalf("the server does not answer a minute after it resumed: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A read whose server stops answering mid-read (hung, or a path that drops
+// packets) ends with ErrStalled saying the server did not answer, not
+// that the stream holds events it does not deliver, within its
+// bound (eventlog.Config.ProgressTimeout): its consumer is not deleted
+// (that request would wait out its own timeout; the server reaps it).
+// Until 2026-12-06 it blamed the stream.
+func TestReadStalledByAFrozenServerSaysSo(t *testing.T) {
+	srv := natstest.StartProcess(t)
+	cfg := Config{NATSURL: srv.URL(), RequestTimeout: 3 * time.Second, ProgressTimeout: 3 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	ctx := context.Background()
+	// More events than a read buffers ahead (two pull requests of 500).
+	var ts []Transition
+	for i := range 3000 {
+		agg := group(instA, fmt.Sprintf("g%d", i%10))
+		ts = append(ts, Transition{Expected: uint64(i / 10), Events: []events.Event{msg(agg, uint64(i/10)+1, "x")}})
+	}
+	if _, err := l.AppendBulk(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	frozen := false
+	defer func() {
+		if frozen {
+			srv.Thaw()
+		}
+	}()
+	start := time.Now()
+	err := l.Read(ctx, instA, 1, func(Record) error {
+		if !frozen {
+			srv.Freeze()
+			frozen = true
+			start = time.Now()
+		}
+		return nil
+	})
+	took := time.Since(start)
+	if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "no answer from the server") {
+		t.Fatalf("read with the server frozen: %v, want ErrStalled saying the server did not answer", err)
+	}
+	// ProgressTimeout, a tick of the watchdog, the probe, and Stop
+	// waiting out the consumer's own attempt to recreate itself: about
+	// 15 s; generously bounded for a loaded machine.
+	if took > 45*time.Second {
+		t.Fatalf("the stalled read took %v to end", took)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
@@ -113,6 +114,9 @@ type reader struct {
 	lastProgress time.Time
 	fn           func(Record) error
 	prefix       string
+	// silent is set when the server stopped answering a stalled read: its
+	// consumer is not deleted (the request would wait out its timeout).
+	silent atomic.Bool
 }
 
 // scan is Read, Follow and their plural forms; a stalled read is logged.
@@ -340,7 +344,7 @@ const consumerInactiveThreshold = 30 * time.Second
 // consumer after consumerInactiveThreshold, and the read's outcome stands.
 func (r *reader) deleteConsumer(cons jetstream.Consumer) {
 	info := cons.CachedInfo()
-	if info == nil || r.l.closed.Load() {
+	if info == nil || r.l.closed.Load() || r.silent.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.RequestTimeout)

@@ -28,6 +28,10 @@ type watchdog struct {
 	busy     bool          // the read is in its handler: not waiting on the server
 }
 
+// stallProbe bounds the round trip a stalled read makes to tell a server
+// that does not answer from a stream that does not deliver.
+const stallProbe = 5 * time.Second
+
 // handling marks the read as inside (or out of) its handler; the idle
 // clock restarts when it comes out.
 func (w *watchdog) handling(in bool) {
@@ -65,6 +69,16 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 				w.touch() // an idle follow: nothing to wait for
 				continue
 			}
+			if err == nil {
+				// Undelivered events: a server that does not answer at
+				// all is not the stream's fault, and says so.
+				err = r.l.Responsive(min(r.l.cfg.RequestTimeout, stallProbe))
+			}
+			if err != nil {
+				// Its consumer cannot be deleted either: the server reaps
+				// it (consumerInactiveThreshold).
+				r.silent.Store(true)
+			}
 			w.mu.Lock()
 			if err != nil {
 				w.err = fmt.Errorf("%w: no answer from the server for %v reading after seq %d: %w", ErrStalled, idle.Round(time.Second), w.next.Load()-1, err)
@@ -72,6 +86,9 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 				w.err = fmt.Errorf("%w: the stream holds events after seq %d it has not delivered for %v (a stored message it cannot load, or a lost stream leader)", ErrStalled, w.next.Load()-1, idle.Round(time.Second))
 			}
 			w.mu.Unlock()
+			// With the server silent, Stop waits for the ordered
+			// consumer's attempt to recreate itself to time out (it holds
+			// the consumer's lock meanwhile): nats.go's request timeout.
 			it.Stop()
 			return
 		}
