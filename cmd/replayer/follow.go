@@ -289,6 +289,11 @@ func followTargets(dir, list string, listed []readModelConfig, beside bool) ([]f
 			ts = append(ts, followTarget{id: id, path: p})
 		}
 		if len(ts) == 0 {
+			if st, err := os.Stat(dir); err != nil {
+				return nil, usageError{fmt.Sprintf("read-model directory %s: %v", termSafe(dir), err)}
+			} else if !st.IsDir() {
+				return nil, usageError{fmt.Sprintf("read-model directory %s is not a directory", termSafe(dir))}
+			}
 			return nil, usageError{fmt.Sprintf("no read models to follow in %s (give --installation)", termSafe(dir))}
 		}
 	}

@@ -138,3 +138,24 @@ func TestFollowShareMemberThatCannotFollowGivesItBack(t *testing.T) {
 		t.Logf("the member with the wrong key owned nothing (rendezvous hashing); the test did not exercise the give-back: %s", bad.stderr.String())
 	}
 }
+
+// A --db-dir that does not exist, or is a file, is named as such, not
+// reported as holding no read models.
+func TestFollowNamesAMissingReadModelDirectory(t *testing.T) {
+	srv, _ := startLog(t)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		filepath.Join(t.TempDir(), "missing"): "no such file or directory",
+		file:                                  "is not a directory",
+		t.TempDir():                           "no read models to follow in",
+	} {
+		var errb bytes.Buffer
+		code := run(context.Background(), ringEnv(&errb, &errb, nil), []string{"follow", "--nats", srv.URL(), "--db-dir", dir, "--db-keys-beside"})
+		if code != exitUsage || !strings.Contains(errb.String(), want) {
+			t.Errorf("follow --db-dir %s: exit %d, %q; want %d saying %q", dir, code, errb.String(), exitUsage, want)
+		}
+	}
+}
