@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -351,6 +352,12 @@ func (l *Log) appendError(p *prepared, err error) error {
 		}
 		return fmt.Errorf("%w: append to %s at position %d: event %s sealed to %d bytes, the server's max_payload is %d bytes (raise it on the server): %w",
 			ErrEventTooLarge, p.subject, p.expected+uint64(big)+1, p.kinds[big], len(p.envs[big]), l.nc.MaxPayload(), err)
+	}
+	if l.srv != nil && !l.srv.JetStreamEnabled() {
+		// nats-server switches JetStream off when its store fails (a
+		// full disk); appends then go unanswered, which says nothing.
+		return fmt.Errorf("eventlog: append to %s at position %d: the embedded server has switched JetStream off, as it does when its store at %s is full or cannot be written (free space there, then start again): %w",
+			p.subject, p.expected+1, filepath.Join(l.cfg.DataDir, "jetstream"), err)
 	}
 	return fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
 }

@@ -304,3 +304,24 @@ func TestStoreLockAcrossProcesses(t *testing.T) {
 		t.Fatalf("after the holder was killed: %d records, want the parent's and the child's", len(recs))
 	}
 }
+
+// The embedded server switches JetStream off when its store fails (a full
+// disk): an append then goes unanswered, and its error says why and where
+// instead of only that no answer came.
+func TestAppendSaysTheEmbeddedStoreIsOff(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(context.Background(), Config{DataDir: dir, EmbeddedInProcess: true, RequestTimeout: time.Second}, keyring(t, 1, 0x11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	agg := group(instA, "full")
+	mustAppend(t, l, 0, msg(agg, 1, "before"))
+	if err := l.srv.DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Append(context.Background(), 1, msg(agg, 2, "after"))
+	if err == nil || !strings.Contains(err.Error(), "switched JetStream off") || !strings.Contains(err.Error(), filepath.Join(dir, "jetstream")) {
+		t.Fatalf("append with JetStream off: %v, want it to say so and name the store", err)
+	}
+}
