@@ -186,9 +186,38 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %w", ErrConnect, redactURL(url), scrubURLs(err, url))
+		return nil, fmt.Errorf("%w at %s: %w%s", ErrConnect, redactURL(url), scrubURLs(err, url), connectCause(err, url, cfg.RequestTimeout))
 	}
 	return nc, nil
+}
+
+// connectCause says more than nats.go does about a failed connect: "no
+// servers available" hides the dial's own error (a refused connection, a
+// name that does not resolve), and an i/o timeout while waiting for the
+// server's INFO is most often a port where something other than NATS
+// listens.
+func connectCause(err error, urls string, timeout time.Duration) string {
+	switch {
+	case errors.Is(err, nats.ErrNoServers):
+		for _, u := range strings.Split(urls, ",") {
+			pu, perr := neturl.Parse(strings.TrimSpace(u))
+			if perr != nil || pu.Host == "" {
+				continue
+			}
+			host := pu.Host
+			if pu.Port() == "" {
+				host = net.JoinHostPort(pu.Hostname(), "4222")
+			}
+			c, derr := net.DialTimeout("tcp", host, min(timeout, 5*time.Second))
+			if derr != nil {
+				return fmt.Sprintf(" (%v)", derr)
+			}
+			c.Close()
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return " (the address accepted the connection but sent no NATS greeting: is a NATS server listening there, or something else?)"
+	}
+	return ""
 }
 
 // scrubbedError is an error whose text had the URLs it quoted redacted;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -240,6 +241,41 @@ func TestConnectBadURLHidesItsPassword(t *testing.T) {
 		}
 		if !errors.Is(err, ErrConnect) {
 			t.Errorf("%q: %v, want ErrConnect", u, err)
+		}
+	}
+}
+
+// A failed connect says why in the operator's terms: a refused connection
+// (nats.go says only "no servers available"), and a port that accepts
+// but never speaks NATS (nats.go says "i/o timeout").
+func TestConnectSaysWhyItFailed(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "nats://" + closed.Addr().String()
+	closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accept, then say nothing
+		}
+	}()
+	for url, want := range map[string]string{
+		closedURL:                          "connection refused",
+		"nats://" + silent.Addr().String(): "sent no NATS greeting",
+	} {
+		_, err := Open(context.Background(), Config{NATSURL: url, RequestTimeout: time.Second}, keyring(t, 1, 0x11))
+		if !errors.Is(err, ErrConnect) || !strings.Contains(err.Error(), want) {
+			t.Errorf("connect to %s: %v, want ErrConnect saying %q", url, err, want)
 		}
 	}
 }
