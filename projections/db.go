@@ -127,11 +127,11 @@ type DB struct {
 	// change (readOnlyCopy); every write fails.
 	readOnly bool
 	// file is the file opened, as stat saw it (Replaced).
-	file os.FileInfo
-	sql      *sql.DB // readers: deferred transactions, pooled
-	w        *sql.DB // the writer: one connection, BEGIN IMMEDIATE
-	schema   int
-	applyMu  sync.Mutex // one Apply at a time
+	file    os.FileInfo
+	sql     *sql.DB // readers: deferred transactions, pooled
+	w       *sql.DB // the writer: one connection, BEGIN IMMEDIATE
+	schema  int
+	applyMu sync.Mutex // one Apply at a time
 	// stmts are the projector's statements, prepared once on the writer
 	// and reused by every batch (guarded by applyMu): re-preparing about
 	// twenty statements per transaction cost a tenth of a replay.
