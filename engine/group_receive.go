@@ -454,8 +454,9 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 // A Welcome to an epoch this membership holds is that redelivery only if
 // it leads to the epoch this installation holds (the same epoch
 // authenticator): another is a competing commit's Welcome (two members
-// added this installation in one epoch, with different key packages),
-// which is a fork of the group, not a duplicate, and records nothing.
+// added this installation in one epoch, with different key packages) or
+// a forged one, ErrStaleCommit, which records nothing and consumes no key
+// package.
 func (in *Installation) rejoinable(ctx context.Context, gid []byte, g *mls.Group, kp *heldKeyPackage) error {
 	epoch := g.Epoch()
 	member, err := in.isMember(ctx, gid)
@@ -486,8 +487,12 @@ func (in *Installation) rejoinable(ctx context.Context, gid []byte, g *mls.Group
 			return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d, before this membership's epochs (now %d): %w",
 				in.id, gid, epoch, row.Epoch, ErrStaleCommit)
 		case !bytes.Equal(ours, theirs):
-			return &ForkError{Installation: string(in.id), GroupID: bytes.Clone(gid), Epoch: epoch, Ours: bytes.Clone(ours),
-				Theirs: bytes.Clone(theirs), Evidence: "welcome"}
+			// Not a fork this installation can prove: a Welcome is signed
+			// by whoever made it, and anyone holding one of this
+			// installation's key packages can make one for any group id.
+			// The group's own commits tell a real fork (ErrForked).
+			return fmt.Errorf("engine: installation %s: welcome to group %x at epoch %d leads to epoch authenticator %x, this membership holds %x there: another commit's Welcome (or a forged one): %w",
+				in.id, gid, epoch, theirs[:min(len(theirs), 6)], ours[:min(len(ours), 6)], ErrStaleCommit)
 		}
 		if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {
 			return err

@@ -26,10 +26,8 @@ type ForkError struct {
 	Epoch        uint64
 	Ours, Theirs []byte
 	// Evidence says how it was found: "reported" (an authenticator given
-	// to CheckEpochAuthenticator), "commit" (another commit of an epoch
-	// this installation left by its own) or "welcome" (a Welcome to an
-	// epoch it holds, leading elsewhere: two members added it in one
-	// epoch).
+	// to CheckEpochAuthenticator) or "commit" (another commit of an epoch
+	// this installation left by its own).
 	Evidence string
 }
 

@@ -302,21 +302,26 @@ func (s *deliverState) advance() {
 
 // Settled reports whether a delivery's error leaves nothing to do with
 // it but acknowledge it (Host.Deliver does; a service draining a queue
-// through Installation.Receive should too): the payload itself is refused, nothing is
-// recorded, and the same payload would be refused again on every
-// delivery, so holding it would stop the installation's queue for good
-// and never reach what is behind it (a Welcome, another group's
-// messages). That is: a redelivery; a commit, proposal or message of an
-// epoch the group left or retired; bytes that do not decode or do not
-// authenticate (which anyone who can enqueue can send); a message of a
-// group this installation does not hold (a commit queued to a joiner
-// ahead of its Welcome) or from a sender the epoch does not have; a
-// message kind Receive does not take, a Welcome for none of its key
-// packages. What may go otherwise on a later try stops the queue
+// through Installation.Receive should too): the payload itself is
+// refused, nothing is recorded, and holding it would stop the
+// installation's queue at it, on every delivery, so that what is behind
+// it (a Welcome, another group's messages) is never received. That is: a
+// redelivery; a commit, proposal or message of an epoch the group left or
+// retired; bytes that do not decode or do not authenticate (which anyone
+// who can enqueue can send); a message of a group this installation does
+// not hold (a commit queued to a joiner ahead of its Welcome) or from a
+// sender the epoch does not have; a member refused (ErrMemberRefused);
+// a message kind Receive does not take, a Welcome for none of its key
+// packages; and a message of an epoch the group has not reached
+// (mls.ErrWrongEpoch): a PrivateMessage's epoch is not authenticated
+// before it can be decrypted, so anyone who can enqueue can send one, and
+// a queue stopped at it would stay stopped. Such a payload is in its
+// Delivered (Delivery.Payload, with the error): a service whose commits
+// may come by another channel keeps it and hands it to Receive once the
+// commit is in. What may go otherwise on a later try stops the queue
 // instead: failures of the stream or the read model, an outcome not
-// known, ErrForked (the installation must Resync), a message of an epoch
-// the group has not reached (a commit is missing), a pre-shared key not
-// registered yet (mls.ErrUnknownPSK).
+// known, ErrForked (the installation must Resync), a pre-shared key not
+// registered yet (mls.ErrUnknownPSK), a CheckMember that could not decide.
 func Settled(err error) bool {
 	for _, s := range settledErrs {
 		if errors.Is(err, s) {
@@ -332,7 +337,7 @@ var settledErrs = []error{
 	mls.ErrDecode, mls.ErrTampered, mls.ErrBadSignature, mls.ErrDecrypt, mls.ErrNotMember,
 	mls.ErrWrongGroup, mls.ErrEpochRetired, mls.ErrGenerationReused, mls.ErrTooFarAhead,
 	mls.ErrInvalidTree, mls.ErrInvalidLeafNode, mls.ErrInvalidKeyPackage, mls.ErrInvalidUpdatePath,
-	mls.ErrInvalidProposal, mls.ErrNoWelcomeSecrets, mls.ErrReInitialized,
+	mls.ErrInvalidProposal, mls.ErrNoWelcomeSecrets, mls.ErrReInitialized, mls.ErrWrongEpoch,
 }
 
 // hostWork is one installation's part of a batch.

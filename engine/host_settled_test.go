@@ -10,10 +10,12 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
 )
 
 func TestDeliverAcknowledgesWhatNoTryCanReceive(t *testing.T) {
@@ -148,5 +150,184 @@ func TestDeliverCommitQueuedAheadOfItsWelcome(t *testing.T) {
 	}
 	if _, err := b.insts[carol].Epoch(ctx, created.GroupID); err != nil {
 		t.Fatalf("carol never joins: the commit queued ahead of her Welcome stops her queue for good: %v", err)
+	}
+}
+
+// A payload naming one of the recipient's groups and a later epoch (a
+// real message with its cleartext epoch changed: a PrivateMessage's epoch
+// is authenticated only by decryption) is mls.ErrWrongEpoch, and
+// acknowledged: a queue stopped at it would stay stopped, and anyone who
+// can enqueue can send one. Until later on 2026-12-06 it stopped the
+// queue for good.
+func TestDeliverAcknowledgesAMessageOfAFutureEpoch(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, g2 := setupGroups(t, b)
+	out, err := b.insts[alice].Send(ctx, g1, []byte("real"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m mls.MLSMessage
+	if err := m.Unmarshal(out.Message); err != nil {
+		t.Fatal(err)
+	}
+	m.PrivateMessage.Epoch++
+	bad, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, bad, time.Time{}, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(carol, g2, "after it")
+	h := NewHost(b.log, b.del, nil)
+	got := false
+	for round := 0; round < 3; round++ {
+		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+		for _, d := range r.Delivered {
+			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
+			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "after it" {
+				got = true
+			}
+		}
+	}
+	if !got {
+		t.Fatalf("one unauthenticated payload (a message with its cleartext epoch set one ahead) stops bob's queue for good: the other group's message behind it is never received")
+	}
+}
+
+// A Welcome to a group the recipient is in, leading elsewhere (here
+// forged: mallory made a group with bob's group id and one of his key
+// packages; both are in clear), is acknowledged, at the epoch bob holds
+// and one ahead. For a few hours on 2026-12-06 it was a *ForkError, which
+// stops the queue.
+func TestDeliverAcknowledgesAForgedWelcome(t *testing.T) {
+	// ahead=0: the forged Welcome is at bob's epoch (*ForkError, new today);
+	// ahead=1: one epoch past bob's (mls.ErrWrongEpoch "commits are
+	// missing", also not Settled: the sibling the fix missed).
+	for _, ahead := range []uint64{0, 1} {
+		t.Run(map[uint64]string{0: "same-epoch-ForkError", 1: "later-epoch-ErrWrongEpoch"}[ahead], func(t *testing.T) {
+			forgedWelcome(t, ahead)
+		})
+	}
+}
+
+func forgedWelcome(t *testing.T, ahead uint64) {
+	ctx := context.Background()
+	b := newBackend(t)
+	const mallory events.InstallationID = "mallory-phone"
+	b.create(alice)
+	b.create(bob)
+	b.create(mallory)
+	g, welcome := b.invite(alice, b.keyPackage(bob))
+	if _, err := b.insts[bob].Receive(ctx, welcome); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := b.insts[bob].Epoch(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// mallory: a group of her own under bob's group id, at the same epoch,
+	// with one of bob's key packages from the directory
+	if _, err := b.insts[mallory].CreateGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < ahead; i++ {
+		if _, err := b.insts[mallory].Update(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	co, err := b.insts[mallory].AddMembers(ctx, g, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co.Epoch != ep+ahead {
+		t.Fatalf("setup: mallory's group at epoch %d, bob's at %d", co.Epoch, ep)
+	}
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, co.Welcome, time.Time{}, "forged-welcome"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(alice, g, "a real message behind it")
+
+	h := NewHost(b.log, b.del, nil)
+	got := false
+	for round := 0; round < 3; round++ {
+		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+		for _, d := range r.Delivered {
+			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
+			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "a real message behind it" {
+				got = true
+			}
+		}
+	}
+	if !got {
+		t.Fatalf("one forged Welcome (not Settled) stops bob's queue for good: the real message behind it is never received")
+	}
+}
+
+// A commit the recipient refuses for what it is (here its CheckMember
+// refuses the member it adds) is acknowledged; the group goes on without
+// the recipient, and its next message (of an epoch not reached) does not
+// stop the queue either: the other group's messages behind it arrive.
+func TestDeliverGoesOnAfterARefusedCommit(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	bobOpts := b.opts()
+	bobOpts.CheckMember = func(ctx context.Context, id events.InstallationID, key []byte) error {
+		if id == carol {
+			return fmt.Errorf("%w: carol's key is not the one the directory knows", ErrMemberRefused)
+		}
+		return nil
+	}
+	b.create(alice)
+	b.createWith(bob, bobOpts)
+	b.create(carol)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, g, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(bob)
+	// a second group, bob's, with alice
+	created, err = b.insts[bob].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2 := created.GroupID
+	co, err = b.insts[bob].AddMembers(ctx, g2, b.keyPackage(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(alice)
+
+	// alice adds carol to g (bob refuses carol), then speaks in g, then in g2
+	co, err = b.insts[alice].AddMembers(ctx, g, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.send(alice, g, "in the new epoch")
+	b.send(alice, g2, "another group, behind it")
+
+	h := NewHost(b.log, b.del, nil)
+	got := false
+	for round := 0; round < 3; round++ {
+		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+		for _, d := range r.Delivered {
+			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
+			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "another group, behind it" {
+				got = true
+			}
+		}
+	}
+	if !got {
+		t.Fatalf("bob's queue is stopped for good by a commit he refused plus one message of the next epoch: the other group's message behind it is never received")
 	}
 }

@@ -73,11 +73,14 @@ type InstallationOptions struct {
 	// a group (added by a commit, own or received; every member of a
 	// group joined from a Welcome or by external commit), its
 	// installation id (the basic credential's identity) and signature
-	// public key, and says whether that key is that installation's. An
-	// error refuses the transition, nothing recorded, with
-	// ErrMemberRefused wrapping it. Nil: any key is taken. Whatever it
-	// says, an identity that is not a valid installation id, or that
-	// another leaf of the group already holds, is refused.
+	// public key, and says whether that key is that installation's. To
+	// refuse, it returns an error wrapping ErrMemberRefused: the
+	// transition is refused for good, nothing recorded (Host.Deliver
+	// acknowledges it). Any other error means it could not decide (its
+	// directory unreachable): the transition fails, nothing recorded, and
+	// is tried again (Host.Deliver stops at it). Nil: any key is taken.
+	// Whatever it says, an identity that is not a valid installation id,
+	// or that another leaf of the group already holds, is refused.
 	CheckMember func(ctx context.Context, id events.InstallationID, signatureKey []byte) error
 	// DB are the read model's options.
 	DB projections.Options

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/epochlog/epochlog/events"
@@ -31,8 +32,15 @@ func (in *Installation) checkMembers(ctx context.Context, g *mls.Group, added []
 			return refuse(leaf, id, "not an installation id", err)
 		}
 		if in.opts.CheckMember != nil {
-			if err := in.opts.CheckMember(ctx, events.InstallationID(id), bytes.Clone(node.SignatureKey)); err != nil {
-				return refuse(leaf, id, "refused by CheckMember", err)
+			err := in.opts.CheckMember(ctx, events.InstallationID(id), bytes.Clone(node.SignatureKey))
+			switch {
+			case errors.Is(err, ErrMemberRefused):
+				return fmt.Errorf("engine: installation %s: group %x: member at leaf %d (%q): refused by CheckMember: %w", in.id, g.GroupID(), leaf, id, err)
+			case err != nil:
+				// Not a refusal: the Authentication Service could not
+				// decide (down, slow). Nothing is recorded, and the same
+				// transition is tried again later (Host.Deliver stops).
+				return fmt.Errorf("engine: installation %s: group %x: member at leaf %d (%q): CheckMember could not decide: %w", in.id, g.GroupID(), leaf, id, err)
 			}
 		}
 		return nil

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -107,7 +110,7 @@ func TestCheckMemberIsTheAuthenticationService(t *testing.T) {
 	directory := map[events.InstallationID][]byte{}
 	check := func(_ context.Context, id events.InstallationID, key []byte) error {
 		if !bytes.Equal(directory[id], key) {
-			return errors.New("not the key the directory holds")
+			return fmt.Errorf("%w: not the key the directory holds", ErrMemberRefused)
 		}
 		return nil
 	}
@@ -125,4 +128,71 @@ func TestCheckMemberIsTheAuthenticationService(t *testing.T) {
 	if _, err := alice.AddMembers(ctx, created.GroupID, b.keyPackage("bob")); err != nil {
 		t.Fatalf("adding a member the directory knows: %v", err)
 	}
+}
+
+// A CheckMember that cannot decide (its directory unreachable) refuses
+// nothing: the commit is not acknowledged, and received once it can.
+// Until later on 2026-12-06 every error of the hook was a refusal, and
+// Host.Deliver dropped the commit.
+func TestCheckMemberThatCannotDecideRefusesNothing(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	var asDown atomic.Bool
+	bobOpts := b.opts()
+	bobOpts.CheckMember = func(ctx context.Context, id events.InstallationID, key []byte) error {
+		if asDown.Load() {
+			return fmt.Errorf("authentication service unreachable: %w", context.DeadlineExceeded)
+		}
+		return nil
+	}
+	b.create(alice)
+	b.createWith(bob, bobOpts)
+	b.create(carol)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, g, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(bob)
+
+	// The AS is down for a moment while bob receives alice's commit adding carol.
+	co, err = b.insts[alice].AddMembers(ctx, g, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	asDown.Store(true)
+	h := NewHost(b.log, b.del, nil)
+	r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+	for _, d := range r.Delivered {
+		t.Logf("AS down: delivery %d err=%v settled=%v", d.Delivery.Seq, d.Err, d.Err != nil && Settled(d.Err))
+	}
+	asDown.Store(false) // the AS is back
+
+	b.send(alice, g, "hello after the add")
+	var got bool
+	var stopErr error
+	for round := 0; round < 3; round++ {
+		r = h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+		for _, d := range r.Delivered {
+			t.Logf("AS up, round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
+			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "hello after the add" {
+				got = true
+			}
+		}
+		if r.Err != nil {
+			stopErr = r.Err
+		}
+	}
+	ep, _ := b.insts[bob].Epoch(ctx, g)
+	if !got || ep != co.Epoch {
+		t.Fatalf("a transient CheckMember failure made Host.Deliver acknowledge (drop) alice's commit: bob is at epoch %d (want %d), message received: %v, queue stopped: %v (errors.Is DeadlineExceeded: %v)",
+			ep, co.Epoch, got, stopErr, errors.Is(stopErr, context.DeadlineExceeded))
+	}
+	_ = time.Second
 }

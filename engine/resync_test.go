@@ -278,11 +278,11 @@ func TestResyncWithAnotherGroupsGroupInfoRecordsNothing(t *testing.T) {
 }
 
 // Two members commit the same epoch, each adding carol with a key package
-// of hers. She joins from one Welcome; the other (the group's, say) is a
-// fork of the group, not a redelivery: a *ForkError with evidence
-// "welcome", nothing recorded. Until 2026-12-06 it was ErrDuplicateMessage
-// (a delivery service drops that) and consumed its key package, and carol
-// stayed on the dead branch, every later message failing as tampered.
+// of hers. She joins from one Welcome; the other is not a redelivery:
+// ErrStaleCommit, nothing recorded, its key package not consumed. (A
+// *ForkError it cannot be: anyone with one of her key packages can forge
+// a Welcome to any group id, and ErrForked stops her queue.) Until
+// 2026-12-06 it was ErrDuplicateMessage and consumed its key package.
 func TestCompetingWelcomeIsAFork(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
@@ -315,9 +315,8 @@ func TestCompetingWelcomeIsAFork(t *testing.T) {
 	before := b.lastSeq("carol")
 	_, err = carol.Receive(ctx, welcomeB)
 	after := b.lastSeq("carol")
-	var fe *ForkError
-	if !errors.As(err, &fe) || fe.Evidence != "welcome" || fe.Epoch != 2 {
-		t.Errorf("a different Welcome to the same group and epoch (a competing commit's): %v, want a *ForkError with evidence welcome at epoch 2", err)
+	if !errors.Is(err, ErrStaleCommit) || errors.Is(err, ErrDuplicateMessage) || !Settled(err) {
+		t.Errorf("a different Welcome to the same group and epoch (a competing commit's): %v, want ErrStaleCommit, not a duplicate", err)
 	}
 	if after != before {
 		t.Errorf("the refused Welcome appended to carol's log (seq %d -> %d)", before, after)
