@@ -23,7 +23,7 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, ba
 		return nil, fmt.Errorf("engine: encode group state: %w", err)
 	}
 	added, removed := membership.Diff(old, ng)
-	if err := in.checkMembers(ctx, ng, added); err != nil {
+	if err := in.checkMembers(ctx, old, ng, added); err != nil {
 		return nil, err
 	}
 	gc := ng.GroupContext()

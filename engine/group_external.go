@@ -155,7 +155,7 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: join group %x by external commit at epoch %d: %w", in.id, gid, gi.GroupContext.Epoch, err)
 	}
-	if err := in.checkMembers(ctx, g, nil); err != nil {
+	if err := in.checkMembers(ctx, nil, g, nil); err != nil {
 		return nil, err
 	}
 	wire, err := commit.Marshal()

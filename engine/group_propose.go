@@ -98,6 +98,9 @@ func (in *Installation) propose(ctx context.Context, groupID []byte, what string
 		if !ok {
 			return nil, nil, fmt.Errorf("engine: installation %s: propose %s in group %x: the proposal is cached already", in.id, what, groupID)
 		}
+		if err := in.checkProposal(ctx, gs.g, p.Proposal); err != nil {
+			return nil, nil, err
+		}
 		id := messageID(wire)
 		body, err := proposalEvent(ng, p, gs.epochStart, wire, id, []byte(in.id), true)
 		if err != nil {

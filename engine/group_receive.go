@@ -205,6 +205,9 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 		if !ok {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x proposal %x: cached already: %w", in.id, groupID, id, ErrDuplicateMessage)
 		}
+		if err := in.checkProposal(ctx, gs.g, pp.Proposal); err != nil {
+			return nil, nil, err
+		}
 		body, err := proposalEvent(ng, pp, gs.epochStart, wire, id, rec.SenderCredential.Identity, false)
 		if err != nil {
 			return nil, nil, err
@@ -385,7 +388,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		return nil, fmt.Errorf("engine: installation %s: join from welcome with key package %x: %w", in.id, kp.ref, err)
 	}
 	g = stripPSKs(g, psks)
-	if err := in.checkMembers(ctx, g, nil); err != nil {
+	if err := in.checkMembers(ctx, nil, g, nil); err != nil {
 		return nil, err
 	}
 	st, err := g.MarshalBinary()

@@ -196,3 +196,41 @@ func TestCheckMemberThatCannotDecideRefusesNothing(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// An Add proposal of a member the engine refuses is refused when it is
+// made or received, not cached: cached, every commit of the epoch that
+// takes the cache would be refused, and no engine member could move the
+// group on. Until later on 2026-12-06 it was cached.
+func TestProposalOfARefusedMemberIsNotCached(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	w := newWorld(t, b)
+	alice := b.create("alice")
+	frank := w.addForeign("frank", true)
+	odd := w.addForeign("carol.example.com", true)
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	co, err := alice.AddMembers(ctx, gid, frank.keyPackage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frank.join(co.Welcome)
+	if _, err := alice.ProposeAdd(ctx, gid, odd.keyPackage()); !errors.Is(err, ErrMemberRefused) {
+		t.Fatalf("alice proposes adding an identity that is no installation id: %v, want ErrMemberRefused", err)
+	}
+	kp := foreignKeyPackage(t, odd)
+	proposal := frank.propose(func(g *mls.Group) (*mls.Group, *mls.MLSMessage, error) { return g.ProposeAdd(kp) })
+	before := b.lastSeq("alice")
+	if _, err := alice.Receive(ctx, proposal); !errors.Is(err, ErrMemberRefused) || !Settled(err) {
+		t.Fatalf("alice receives frank's proposal to add it: %v, want ErrMemberRefused", err)
+	}
+	if after := b.lastSeq("alice"); after != before {
+		t.Fatalf("the refused proposal recorded events (last seq %d -> %d)", before, after)
+	}
+	if _, err := alice.Update(ctx, gid); err != nil {
+		t.Fatalf("alice's next commit: %v", err)
+	}
+}
