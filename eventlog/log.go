@@ -160,6 +160,10 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) shutdown() {
+	// As Close: the connection's ClosedHandler runs on nats.go's
+	// goroutine, perhaps after Open failed and returned, while its caller
+	// writes to the logger's output; a Log that closes says so itself.
+	l.closed.Store(true)
 	l.dkCache.wipe()
 	if l.nc != nil {
 		l.nc.Close()
