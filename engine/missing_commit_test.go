@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 )
 
@@ -186,5 +187,64 @@ func TestApplicationMessageOfAFarFutureEpoch(t *testing.T) {
 	}
 	if _, err := b.insts[bob].Receive(ctx, out.Message); err != nil {
 		t.Fatalf("the real message after them: %v", err)
+	}
+}
+
+// The same, after a delivery service appended to the installation over the
+// hole (its own Log, or the same Log before the installation was opened):
+// the stream's last event of the installation is past the read model's
+// checkpoint again, but the event at the checkpoint is gone, and the
+// installation's own next append still refuses to link on. Until later on
+// 2026-12-06 it compared the last event only.
+func TestRestartedWriterRefusesToLinkAfterAnotherWriterDid(t *testing.T) {
+	for _, sameProcess := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own-process-DS", true: "same-Log-DS-before-open"}[sameProcess], func(t *testing.T) {
+			linkedOverByADeliveryService(t, sameProcess)
+		})
+	}
+}
+
+func linkedOverByADeliveryService(t *testing.T, sameProcess bool) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	b.send(bob, g1, "the last thing bob did")
+	b.drainAll()
+	last := b.lastSeq(bob)
+	js, err := jetstreamFor(b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, b.log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	b.close()
+	b.open()
+	if sameProcess {
+		// one process: the delivery service takes an enqueue for bob
+		// before bob's installation is opened (a Host opens them lazily)
+		if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("early payload"), time.Time{}, "early"); err != nil {
+			t.Fatalf("enqueue before open: %v", err)
+		}
+	}
+	b.reopen() // bob's Log now has the floor
+
+	// the delivery service, its own process: its own Log
+	dsLog, err := eventlog.Open(ctx, testConfig(b.srv), b.ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dsLog.Close()
+	ds := NewDeliveries(dsLog, b.clock)
+	if _, err := ds.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("some payload"), time.Time{}, "after-the-loss"); err != nil {
+		t.Fatalf("delivery service enqueue: %v", err)
+	}
+	_, err = b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
+	if !errors.Is(err, eventlog.ErrMissingEvent) {
+		t.Fatalf("bob's read model holds seq %d, which the stream lost; after the delivery service linked an event over the hole, bob's own append: err = %v, want eventlog.ErrMissingEvent", last, err)
 	}
 }

@@ -26,9 +26,13 @@ import (
 func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Link, error) {
 	l.mu.Lock()
 	h, ok := l.heads[inst]
-	floor := l.floors[inst]
-	if ok && h.link.Seq < floor {
-		ok = false // a reader has applied more than this Log saw: ask the stream
+	fl := l.floors[inst]
+	floor := fl.seq
+	if ok && (h.link.Seq < floor || !fl.checked) {
+		// A reader has applied more than this Log saw, or the floor is
+		// not checked yet (a head learned before it was set may itself
+		// link over a hole): ask the stream.
+		ok = false
 	}
 	if ok && h.env != nil {
 		// The link of an appended event is hashed when first asked for:
@@ -53,10 +57,31 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 	default:
 		last = m.Sequence
 	}
-	if last < floor {
+	switch {
+	case floor == 0:
+	case last < floor:
 		if err := l.belowFloor(ctx, inst, floor, last); err != nil {
 			return events.Link{}, err
 		}
+	case last > floor:
+		// Another writer (a delivery service) may have appended after a
+		// hole: the event the reader applied last must still be there.
+		if _, err := l.ChainLink(ctx, inst, floor); errors.Is(err, ErrMissingEvent) {
+			if carried, cerr := l.CompactedThrough(ctx, inst); cerr != nil || carried < floor {
+				return events.Link{}, fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, which the stream no longer holds as its event (%w); appending now would link over what is gone (verify the read model against the stream: replayer verify)",
+					inst, floor, err)
+			}
+		} else if err != nil {
+			return events.Link{}, err
+		}
+	}
+	if floor > 0 {
+		l.mu.Lock()
+		if f, ok := l.floors[inst]; ok && f.seq == floor {
+			f.checked = true
+			l.floors[inst] = f
+		}
+		l.mu.Unlock()
 	}
 	if last == 0 {
 		return events.Link{}, nil
@@ -71,21 +96,33 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 // event of inst is at seq or later. An append for inst that must ask the
 // stream for the installation's head (the first after this; no extra
 // round trip) checks it: when the stream's last event of inst is before
-// seq, the events the reader holds after it are gone (deleted, or lost
-// with a damaged block), and the append fails with ErrMissingEvent
-// instead of linking over them, which would leave a history that no
-// longer shows the loss. engine.OpenInstallation calls it with its read
+// seq, or the event at seq is gone although another writer appended
+// after it (a delivery service), the events the reader holds are gone
+// (deleted, or lost with a damaged block), and the append fails with
+// ErrMissingEvent instead of linking over them, which would leave a
+// history that no longer shows the loss. engine.OpenInstallation calls it with its read
 // model's checkpoint.
 func (l *Log) ExpectThrough(inst events.InstallationID, seq uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.floors[inst] >= seq {
+	f, known := l.floors[inst]
+	if f.seq >= seq {
 		return
 	}
-	if len(l.floors) >= cacheMax {
+	if !known && len(l.floors) >= cacheMax {
 		clear(l.floors)
 	}
-	l.floors[inst] = seq
+	// The first floor of an installation is checked at its next append;
+	// a later one only follows what this process read or appended.
+	l.floors[inst] = floor{seq: seq, checked: known && f.checked}
+}
+
+// floor is what ExpectThrough was told of an installation: the sequence
+// its reader applied its events through, and whether headOf has checked
+// the stream against it.
+type floor struct {
+	seq     uint64
+	checked bool
 }
 
 // belowFloor decides a stream whose last event of inst (last; 0: none) is

@@ -54,7 +54,7 @@ type Log struct {
 	subjects map[events.Aggregate]aggSubject
 	tails    map[string]tail                     // by subject: the last event we know of
 	heads    map[events.InstallationID]head      // the latest event we know of each installation (chain.go)
-	floors   map[events.InstallationID]uint64    // the sequence a reader has applied each installation's events through (ExpectThrough)
+	floors   map[events.InstallationID]floor     // the sequence a reader has applied each installation's events through (ExpectThrough)
 	erased   map[events.InstallationID]tombEntry // tombstones seen (erase.go)
 }
 
@@ -89,7 +89,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		subjects:  map[events.Aggregate]aggSubject{},
 		tails:     map[string]tail{},
 		heads:     map[events.InstallationID]head{},
-		floors:    map[events.InstallationID]uint64{},
+		floors:    map[events.InstallationID]floor{},
 		compacted: map[events.InstallationID]bool{},
 		erased:    map[events.InstallationID]tombEntry{},
 		dkCache:   newDataKeyCache(dataKeyCacheMax),
