@@ -591,11 +591,24 @@ func (db *DB) classify(err error, raw []byte) error {
 // read. A file without a -wal is open nowhere (the last connection to
 // close removes it; one killed leaves it) and, its directory unwritable,
 // cannot be opened for writing, so nothing changes it while it is read.
+//
+// The checks are of the file itself: through a symbolic link, of its real
+// directory and -wal; a file with more than one name (a hard link) is
+// never opened so, since its -wal would be beside whichever name its
+// writer used.
 func readOnlyCopy(path string, o Options) bool {
-	if !o.NoMigrate || dirWritable(filepath.Dir(path)) {
+	if !o.NoMigrate {
 		return false
 	}
-	_, err := os.Lstat(path + "-wal")
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	st, err := os.Stat(real)
+	if err != nil || fileLinks(st) != 1 || dirWritable(filepath.Dir(real)) {
+		return false
+	}
+	_, err = os.Lstat(real + "-wal")
 	return errors.Is(err, fs.ErrNotExist)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"syscall"
 )
 
@@ -120,4 +121,12 @@ func closeLockFile(fd int) error {
 // on a read-only mount, not immutable, its mode allowing it).
 func dirWritable(dir string) bool {
 	return syscall.Access(dir, 0x2) == nil // W_OK
+}
+
+// fileLinks returns how many names (hard links) the file of st has.
+func fileLinks(st os.FileInfo) uint64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return uint64(sys.Nlink)
+	}
+	return 1
 }

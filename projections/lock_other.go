@@ -5,6 +5,7 @@ package projections
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 )
 
@@ -22,3 +23,7 @@ func closeLockFile(int) error               { return errLockUnsupported }
 // dirWritable cannot tell here: it answers yes, and the error stays
 // SQLite's.
 func dirWritable(string) bool { return true }
+
+// fileLinks cannot tell here: it answers 2, so that a file is never taken
+// for a lone read-only copy.
+func fileLinks(os.FileInfo) uint64 { return 2 }

@@ -99,3 +99,57 @@ func TestOpenInAReadOnlyDirectoryWithAWALSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// A live read model reached by another name in an unwritable directory (a
+// symbolic link, a hard link) is not taken for a read-only copy: its -wal
+// is beside its real name, and an immutable open would ignore it and read
+// stale rows. Through a link, the real file's directory and -wal decide;
+// a file with another name is never opened so. Until later on 2026-12-06
+// the name given decided.
+func TestReadOnlyDirectoryNameOfALiveFileIsNotACopy(t *testing.T) {
+	for _, how := range []string{"symlink", "hard link"} {
+		t.Run(how, func(t *testing.T) { liveFileByAnotherName(t, how) })
+	}
+}
+
+func liveFileByAnotherName(t *testing.T, how string) {
+	liveDir := t.TempDir()
+	live := filepath.Join(liveDir, "a.db")
+	k := newKey(t)
+	recs := sampleStream(t, "inst-a", 2, 10)
+	w := mustOpen(t, live, k, nil)
+	defer w.Close()
+	applyAll(t, w, recs[:len(recs)/2])
+	w.Close()
+	w = mustOpen(t, live, k, nil) // the live writer, open: its last transactions sit in the -wal
+	applyAll(t, w, recs[len(recs)/2:])
+	wantCP, _ := w.Checkpoint(ctx)
+	if st, err := os.Stat(live + "-wal"); err != nil || st.Size() == 0 {
+		t.Skipf("no non-empty -wal beside the live file (%v)", err)
+	}
+
+	roDir := t.TempDir()
+	link := filepath.Join(roDir, "a.db")
+	link_ := os.Symlink
+	if how == "hard link" {
+		link_ = os.Link
+	}
+	if err := link_(live, link); err != nil {
+		t.Fatal(err)
+	}
+	makeDirReadOnly(t, roDir)
+	ro, err := OpenExisting(link, k, nil)
+	if err != nil {
+		// Refused (a hard link's directory cannot hold SQLite's files):
+		// what mattered is that it is not read as a copy.
+		if how == "hard link" {
+			return
+		}
+		t.Fatalf("open through the symlink: %v", err)
+	}
+	defer ro.Close()
+	cp, err := ro.Checkpoint(ctx)
+	if ro.ReadOnly() || err != nil || cp != wantCP {
+		t.Fatalf("a live read model by a %s in an unwritable directory: read-only copy %v, checkpoint %d (%v), the file's is %d", how, ro.ReadOnly(), cp, err, wantCP)
+	}
+}
