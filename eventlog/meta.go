@@ -261,12 +261,19 @@ func (l *Log) DeleteResealTarget(ctx context.Context, ref StreamRef) error {
 // StreamLast returns the last sequence of stream name on this Log's
 // server and the time it was stored (0 and zero: an empty stream).
 func (l *Log) StreamLast(ctx context.Context, name string) (uint64, time.Time, error) {
+	st, err := l.StreamState(ctx, name)
+	return st.LastSeq, st.LastTime, err
+}
+
+// StreamState returns the state of stream name on this Log's server: its
+// first and last sequences, message count and last time. A purge (retention,
+// compaction) moves the first sequence and the count; an append the last.
+func (l *Log) StreamState(ctx context.Context, name string) (jetstream.StreamState, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
 	defer cancel()
 	s, err := l.js.Stream(ctx, name)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("eventlog: stream %s: %w", name, err)
+		return jetstream.StreamState{}, fmt.Errorf("eventlog: stream %s: %w", name, err)
 	}
-	st := s.CachedInfo().State
-	return st.LastSeq, st.LastTime, nil
+	return s.CachedInfo().State, nil
 }

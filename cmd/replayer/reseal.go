@@ -253,7 +253,7 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer dst.Close()
-	srcLast, _, err := log.StreamLast(ctx, log.Stream())
+	before, err := sourceState(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -283,14 +283,15 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		// What was re-sealed and compared is the source up to srcLast; an
 		// event appended since may not be in the target.
-		now, _, err := log.StreamLast(ctx, log.Stream())
+		after, err := sourceState(ctx, log)
 		if err != nil {
 			return err
 		}
-		if now != srcLast {
-			return verifyError{fmt.Errorf("stream %s moved on while it was re-sealed (last sequence %d when the re-seal started, %d now): a writer still appends to it; nothing switched: stop every writer, then run reseal --to %s --switch again (it resumes)",
-				log.Stream(), srcLast, now, *to)}
+		if after != before {
+			return verifyError{fmt.Errorf("stream %s or its key bucket changed while it was re-sealed (%s when the re-seal started, %s now): a writer still appends, or retention ran; nothing switched: stop every writer and retention, then run reseal --to %s --switch again (it resumes)",
+				log.Stream(), before, after, *to)}
 		}
+		now := after.last
 		cur := a.Current
 		dstLast, _, err := dst.StreamLast(ctx, *to)
 		if err != nil {
@@ -304,6 +305,30 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		say("%s is now active for %s (rollback: reseal --rollback; restart services and rebuild read models on it)\n", *to, base)
 	}
 	return done()
+}
+
+// resealSource is what a re-seal copied and compared: the source stream's
+// first and last sequences and count (appends move the last, retention
+// and compaction the first and the count) and its key bucket's last
+// sequence (a data key shredded, or created).
+type resealSource struct {
+	first, last, msgs, keys uint64
+}
+
+func (r resealSource) String() string {
+	return fmt.Sprintf("sequences %d-%d, %d messages, key bucket at %d", r.first, r.last, r.msgs, r.keys)
+}
+
+func sourceState(ctx context.Context, log *eventlog.Log) (resealSource, error) {
+	st, err := log.StreamState(ctx, log.Stream())
+	if err != nil {
+		return resealSource{}, err
+	}
+	kst, err := log.StreamState(ctx, "KV_"+log.KeyBucket())
+	if err != nil {
+		return resealSource{}, err
+	}
+	return resealSource{first: st.FirstSeq, last: st.LastSeq, msgs: st.Msgs, keys: kst.LastSeq}, nil
 }
 
 // movedSince refuses a pointer step when stream has events appended since
