@@ -266,6 +266,15 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, err
 	}
 	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
+	// The stream must still hold what the read model applied: the first
+	// append checks it where it asks for the installation's head (no
+	// round trip here; eventlog.Log.ExpectThrough).
+	if cp, err := db.Checkpoint(ctx); err != nil {
+		closeReadModel(l, db, lk)
+		return nil, err
+	} else {
+		l.ExpectThrough(id, cp)
+	}
 	if err := in.project(ctx); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err

@@ -25,9 +25,6 @@ func (in *Installation) project(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The stream must still hold what the read model applied: the next
-	// append checks it where it asks for the installation's head.
-	in.log.ExpectThrough(in.id, cp)
 	filter, err := in.log.InstallationFilter(in.id)
 	if err != nil {
 		return err

@@ -114,8 +114,10 @@ func TestOperationAfterALostTailSaysAnEventIsMissing(t *testing.T) {
 			b.restart(bob)
 		}
 		_, err := b.insts[bob].Send(ctx, g1, []byte("after the loss"), nil)
+		// In the process that wrote it, the aggregate's position says it;
+		// after a restart the read model's checkpoint may say it first.
 		if !errors.Is(err, eventlog.ErrMissingEvent) || errors.Is(err, ErrTooManyConflicts) || errors.Is(err, eventlog.ErrConflict) ||
-			!strings.Contains(err.Error(), "the stream's last event of it is at position") {
+			!strings.Contains(err.Error(), "the stream's last event of it is at position") && !(restart && strings.Contains(err.Error(), "which the stream no longer holds")) {
 			t.Fatalf("Send after the group's last event was lost (restarted %v): %v, want eventlog.ErrMissingEvent naming the positions", restart, err)
 		}
 	}

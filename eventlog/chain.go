@@ -28,7 +28,7 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 	h, ok := l.heads[inst]
 	fl := l.floors[inst]
 	floor := fl.seq
-	if ok && (h.link.Seq < floor || !fl.checked) {
+	if ok && (h.link.Seq < floor || (floor > 0 && !fl.checked)) {
 		// A reader has applied more than this Log saw, or the floor is
 		// not checked yet (a head learned before it was set may itself
 		// link over a hole): ask the stream.
