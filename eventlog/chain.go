@@ -92,15 +92,16 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 }
 
 // ExpectThrough tells the Log that a reader of inst, its read model, has
-// applied inst's events through stream sequence seq, so the stream's last
-// event of inst is at seq or later. An append for inst that must ask the
-// stream for the installation's head (the first after this; no extra
-// round trip) checks it: when the stream's last event of inst is before
-// seq, or the event at seq is gone although another writer appended
-// after it (a delivery service), the events the reader holds are gone
-// (deleted, or lost with a damaged block), and the append fails with
-// ErrMissingEvent instead of linking over them, which would leave a
-// history that no longer shows the loss. engine.OpenInstallation calls it with its read
+// applied inst's events through stream sequence seq, so the stream still
+// holds inst's event at seq. The first append for inst after the first
+// such call checks it, where it asks the stream for the installation's
+// head (one more message get only when the stream's last event of inst
+// is past seq): when the stream's last event of inst is before seq, or
+// the event at seq is gone although another writer appended after it (a
+// delivery service), events the reader holds are gone (deleted, or lost
+// with a damaged block), and the append fails with ErrMissingEvent
+// instead of linking over them, which would leave a history that no
+// longer shows the loss. engine.OpenInstallation calls it with its read
 // model's checkpoint.
 func (l *Log) ExpectThrough(inst events.InstallationID, seq uint64) {
 	l.mu.Lock()
@@ -114,13 +115,13 @@ func (l *Log) ExpectThrough(inst events.InstallationID, seq uint64) {
 	}
 	// The first floor of an installation is checked at its next append;
 	// a later one only follows what this process read or appended.
-	l.floors[inst] = floor{seq: seq, checked: known && f.checked}
+	l.floors[inst] = readerFloor{seq: seq, checked: known && f.checked}
 }
 
-// floor is what ExpectThrough was told of an installation: the sequence
-// its reader applied its events through, and whether headOf has checked
-// the stream against it.
-type floor struct {
+// readerFloor is what ExpectThrough was told of an installation: the
+// sequence its reader applied its events through, and whether headOf has
+// checked the stream against it.
+type readerFloor struct {
 	seq     uint64
 	checked bool
 }

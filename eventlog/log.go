@@ -52,10 +52,10 @@ type Log struct {
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
-	tails    map[string]tail                     // by subject: the last event we know of
-	heads    map[events.InstallationID]head      // the latest event we know of each installation (chain.go)
-	floors   map[events.InstallationID]floor     // the sequence a reader has applied each installation's events through (ExpectThrough)
-	erased   map[events.InstallationID]tombEntry // tombstones seen (erase.go)
+	tails    map[string]tail                       // by subject: the last event we know of
+	heads    map[events.InstallationID]head        // the latest event we know of each installation (chain.go)
+	floors   map[events.InstallationID]readerFloor // the sequence a reader has applied each installation's events through (ExpectThrough)
+	erased   map[events.InstallationID]tombEntry   // tombstones seen (erase.go)
 }
 
 // aggSubject is an aggregate's subject and pseudonym.
@@ -89,7 +89,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		subjects:  map[events.Aggregate]aggSubject{},
 		tails:     map[string]tail{},
 		heads:     map[events.InstallationID]head{},
-		floors:    map[events.InstallationID]floor{},
+		floors:    map[events.InstallationID]readerFloor{},
 		compacted: map[events.InstallationID]bool{},
 		erased:    map[events.InstallationID]tombEntry{},
 		dkCache:   newDataKeyCache(dataKeyCacheMax),
