@@ -281,8 +281,9 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		if err := confirm(fmt.Sprintf("make %s active for %s instead of %s", *to, base, a.Current.Stream)); err != nil {
 			return err
 		}
-		// What was re-sealed and compared is the source up to srcLast; an
-		// event appended since may not be in the target.
+		// What was re-sealed and compared is the source as it was when
+		// the run started: an event appended since may not be in the
+		// target, and a purge or key shred since would be undone.
 		after, err := sourceState(ctx, log)
 		if err != nil {
 			return err
