@@ -174,11 +174,13 @@ type DeliverResult struct {
 // with group commit; anything else goes through Installation.Receive in
 // its place. A delivery refused for what it is, which records nothing and
 // which every later try would refuse the same way (a redelivery, a stale
-// or retired epoch, bytes that do not decode or authenticate, a group or
-// sender this installation does not have: see Settled), is acknowledged
-// like the rest, its error in its Delivered; any other error (the stream,
-// the read model, ErrForked, a commit missing before it) stops that
-// installation's deliveries at it, unacknowledged (the others carry on). It returns one result per
+// or retired epoch or one not reached, bytes that do not decode or
+// authenticate, a group or sender this installation does not have, a
+// member refused: see Settled), is acknowledged like the rest, its error
+// in its Delivered; any other error (the stream, the read model,
+// ErrForked, a CheckMember that could not decide) stops that
+// installation's deliveries at it, unacknowledged (the others carry on).
+// It returns one result per
 // installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
