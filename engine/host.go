@@ -180,8 +180,7 @@ type DeliverResult struct {
 // in its Delivered; any other error (the stream, the read model,
 // ErrForked, a CheckMember that could not decide) stops that
 // installation's deliveries at it, unacknowledged (the others carry on).
-// It returns one result per
-// installation, in the order of insts.
+// It returns one result per installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
 	res := make([]DeliverResult, len(insts))
