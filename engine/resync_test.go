@@ -283,7 +283,7 @@ func TestResyncWithAnotherGroupsGroupInfoRecordsNothing(t *testing.T) {
 // *ForkError it cannot be: anyone with one of her key packages can forge
 // a Welcome to any group id, and ErrForked stops her queue.) Until
 // 2026-12-06 it was ErrDuplicateMessage and consumed its key package.
-func TestCompetingWelcomeIsAFork(t *testing.T) {
+func TestCompetingWelcomeIsNotADuplicate(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
 	w := newWorld(t, b)
