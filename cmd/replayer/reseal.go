@@ -284,13 +284,9 @@ func runReseal(ctx context.Context, env *cliEnv, args []string) error {
 		// What was re-sealed and compared is the source as it was when
 		// the run started: an event appended since may not be in the
 		// target, and a purge or key shred since would be undone.
-		after, err := sourceState(ctx, log)
+		after, err := unchangedSince(ctx, log, before, *to)
 		if err != nil {
 			return err
-		}
-		if after != before {
-			return verifyError{fmt.Errorf("stream %s or its key bucket changed while it was re-sealed (%s when the re-seal started, %s now): a writer still appends, or retention ran; nothing switched: stop every writer and retention, then run reseal --to %s --switch again (it resumes)",
-				log.Stream(), before, after, *to)}
 		}
 		now := after.last
 		cur := a.Current
@@ -330,6 +326,21 @@ func sourceState(ctx context.Context, log *eventlog.Log) (resealSource, error) {
 		return resealSource{}, err
 	}
 	return resealSource{first: st.FirstSeq, last: st.LastSeq, msgs: st.Msgs, keys: kst.LastSeq}, nil
+}
+
+// unchangedSince returns the source's state now, refusing (exit 3) when it
+// is not before's: what was re-sealed would not be all of it, or would
+// undo a purge.
+func unchangedSince(ctx context.Context, log *eventlog.Log, before resealSource, to string) (resealSource, error) {
+	after, err := sourceState(ctx, log)
+	if err != nil {
+		return after, err
+	}
+	if after != before {
+		return after, verifyError{fmt.Errorf("stream %s or its key bucket changed while it was re-sealed (%s when the re-seal started, %s now): a writer still appends, or retention ran; nothing switched: stop every writer and retention, then run reseal --to %s --switch again (it resumes)",
+			log.Stream(), before, after, to)}
+	}
+	return after, nil
 }
 
 // movedSince refuses a pointer step when stream has events appended since

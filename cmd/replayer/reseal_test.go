@@ -197,3 +197,44 @@ func TestResealCommand(t *testing.T) {
 		t.Fatalf("pointer after a refused rollback: %+v %v", a, err)
 	}
 }
+
+// What --switch compares before it switches: the source as the re-seal
+// found it. An append, and a purge of the stream, each change it; the
+// same state does not.
+func TestResealSwitchRefusesASourceThatChanged(t *testing.T) {
+	ctx := context.Background()
+	_, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "moving")
+	before, err := sourceState(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unchangedSince(ctx, l, before, "NEXT"); err != nil {
+		t.Fatalf("an unchanged source: %v", err)
+	}
+	enqueueFor(t, l, "moving", "during the re-seal", 1)
+	_, err = unchangedSince(ctx, l, before, "NEXT")
+	var ve verifyError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "changed while it was re-sealed") {
+		t.Fatalf("a source appended to during the re-seal: %v, want a refusal (exit 3)", err)
+	}
+	before, err = sourceState(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, before.first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unchangedSince(ctx, l, before, "NEXT"); !errors.As(err, &ve) {
+		t.Fatalf("a source purged during the re-seal: %v, want a refusal", err)
+	}
+}
