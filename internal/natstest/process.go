@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -134,9 +135,29 @@ func (s *Process) Kill() {
 }
 
 // Freeze stops the process (SIGSTOP) without closing its connections: a
-// server that hangs, or a path that drops packets while TCP stays up.
-// Thaw (SIGCONT) resumes it; Kill works on a frozen process too.
-func (s *Process) Freeze() { s.signal(syscall.SIGSTOP) }
+// server that hangs, or a path that drops packets while TCP stays up. It
+// returns once the process is stopped (a signal is delivered
+// asynchronously: a server still running for a moment answers). Thaw
+// (SIGCONT) resumes it; Kill works on a frozen process too.
+func (s *Process) Freeze() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	stat := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			time.Sleep(200 * time.Millisecond) // no /proc: give the signal time
+			return
+		}
+		// "pid (comm) state ...": the state follows the last ')'.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("natstest: the nats-server process did not stop within 10s of SIGSTOP")
+		}
+	}
+}
 
 // Thaw resumes a frozen process.
 func (s *Process) Thaw() { s.signal(syscall.SIGCONT) }
