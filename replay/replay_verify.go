@@ -190,5 +190,5 @@ func explainDrift(ctx context.Context, l *eventlog.Log, inst events.Installation
 // less than it (detail says what), which is no reason to rebuild it.
 func behindError(path, op, detail string) error {
 	return &projections.FileError{Path: path, Op: op, Err: fmt.Errorf("%w: %s", ErrBehind, detail),
-		Hint: "keep this database; the stream lacks events it holds (a rebuild from this stream is refused): find the missing events, or check --data / --nats point at the right stream"}
+		Hint: "keep this database; the stream lacks events it holds, at least at their sequences (a rebuild from this stream refuses to drop any, and takes one that only moved at its new sequence): find the missing events, or check --data / --nats point at the right stream"}
 }
