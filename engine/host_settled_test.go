@@ -180,18 +180,7 @@ func TestDeliverAcknowledgesAMessageOfAFutureEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.send(carol, g2, "after it")
-	h := NewHost(b.log, b.del, nil)
-	got := false
-	for round := 0; round < 3; round++ {
-		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
-		for _, d := range r.Delivered {
-			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
-			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "after it" {
-				got = true
-			}
-		}
-	}
-	if !got {
+	if got, _ := deliveredWithin(t, NewHost(b.log, b.del, nil), b.insts[bob], "after it"); !got {
 		t.Fatalf("one unauthenticated payload (a message with its cleartext epoch set one ahead) stops bob's queue for good: the other group's message behind it is never received")
 	}
 }
@@ -202,11 +191,11 @@ func TestDeliverAcknowledgesAMessageOfAFutureEpoch(t *testing.T) {
 // and one ahead. For a few hours on 2026-12-06 it was a *ForkError, which
 // stops the queue.
 func TestDeliverAcknowledgesAForgedWelcome(t *testing.T) {
-	// ahead=0: the forged Welcome is at bob's epoch (*ForkError, new today);
+	// ahead=0: the forged Welcome is at bob's epoch (ErrStaleCommit);
 	// ahead=1: one epoch past bob's (mls.ErrWrongEpoch "commits are
-	// missing", also not Settled: the sibling the fix missed).
+	// missing").
 	for _, ahead := range []uint64{0, 1} {
-		t.Run(map[uint64]string{0: "same-epoch-ForkError", 1: "later-epoch-ErrWrongEpoch"}[ahead], func(t *testing.T) {
+		t.Run(map[uint64]string{0: "same-epoch", 1: "later-epoch"}[ahead], func(t *testing.T) {
 			forgedWelcome(t, ahead)
 		})
 	}
@@ -250,18 +239,7 @@ func forgedWelcome(t *testing.T, ahead uint64) {
 	}
 	b.send(alice, g, "a real message behind it")
 
-	h := NewHost(b.log, b.del, nil)
-	got := false
-	for round := 0; round < 3; round++ {
-		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
-		for _, d := range r.Delivered {
-			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
-			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "a real message behind it" {
-				got = true
-			}
-		}
-	}
-	if !got {
+	if got, _ := deliveredWithin(t, NewHost(b.log, b.del, nil), b.insts[bob], "a real message behind it"); !got {
 		t.Fatalf("one forged Welcome (not Settled) stops bob's queue for good: the real message behind it is never received")
 	}
 }
@@ -272,35 +250,19 @@ func forgedWelcome(t *testing.T, ahead uint64) {
 // stop the queue either: the other group's messages behind it arrive.
 func TestDeliverGoesOnAfterARefusedCommit(t *testing.T) {
 	ctx := context.Background()
-	b := newBackend(t)
-	bobOpts := b.opts()
-	bobOpts.CheckMember = func(ctx context.Context, id events.InstallationID, key []byte) error {
+	b, g := groupOfBobChecking(t, func(ctx context.Context, id events.InstallationID, key []byte) error {
 		if id == carol {
 			return fmt.Errorf("%w: carol's key is not the one the directory knows", ErrMemberRefused)
 		}
 		return nil
-	}
-	b.create(alice)
-	b.createWith(bob, bobOpts)
-	b.create(carol)
-	created, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := created.GroupID
-	co, err := b.insts[alice].AddMembers(ctx, g, b.keyPackage(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drain(bob)
+	})
 	// a second group, bob's, with alice
-	created, err = b.insts[bob].CreateGroup(ctx, nil)
+	created, err := b.insts[bob].CreateGroup(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	g2 := created.GroupID
-	co, err = b.insts[bob].AddMembers(ctx, g2, b.keyPackage(alice))
+	co, err := b.insts[bob].AddMembers(ctx, g2, b.keyPackage(alice))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,18 +278,51 @@ func TestDeliverGoesOnAfterARefusedCommit(t *testing.T) {
 	b.send(alice, g, "in the new epoch")
 	b.send(alice, g2, "another group, behind it")
 
-	h := NewHost(b.log, b.del, nil)
-	got := false
-	for round := 0; round < 3; round++ {
-		r := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
+	if got, _ := deliveredWithin(t, NewHost(b.log, b.del, nil), b.insts[bob], "another group, behind it"); !got {
+		t.Fatalf("bob's queue is stopped for good by a commit he refused plus one message of the next epoch: the other group's message behind it is never received")
+	}
+}
+
+// deliveredWithin runs up to three rounds of h.Deliver for in and reports
+// whether a message with content was received, and the last error that
+// stopped its deliveries.
+func deliveredWithin(t *testing.T, h *Host, in *Installation, content string) (got bool, stopErr error) {
+	t.Helper()
+	for round := 0; round < 3 && !got; round++ {
+		r := h.Deliver(context.Background(), mlsChannel, []*Installation{in}, 0)[0]
 		for _, d := range r.Delivered {
 			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
-			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "another group, behind it" {
+			if d.Err == nil && d.Received != nil && string(d.Received.Content) == content {
 				got = true
 			}
 		}
+		if r.Err != nil {
+			stopErr = r.Err
+		}
 	}
-	if !got {
-		t.Fatalf("bob's queue is stopped for good by a commit he refused plus one message of the next epoch: the other group's message behind it is never received")
+	return got, stopErr
+}
+
+// groupOfBobChecking is a backend with alice, bob (whose CheckMember is
+// check) and carol, and a group of alice's that bob is in.
+func groupOfBobChecking(t *testing.T, check func(context.Context, events.InstallationID, []byte) error) (*backend, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	b := newBackend(t)
+	bobOpts := b.opts()
+	bobOpts.CheckMember = check
+	b.create(alice)
+	b.createWith(bob, bobOpts)
+	b.create(carol)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	co, err := b.insts[alice].AddMembers(ctx, created.GroupID, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(bob)
+	return b, created.GroupID
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -136,32 +135,15 @@ func TestCheckMemberIsTheAuthenticationService(t *testing.T) {
 // Host.Deliver dropped the commit.
 func TestCheckMemberThatCannotDecideRefusesNothing(t *testing.T) {
 	ctx := context.Background()
-	b := newBackend(t)
 	var asDown atomic.Bool
-	bobOpts := b.opts()
-	bobOpts.CheckMember = func(ctx context.Context, id events.InstallationID, key []byte) error {
+	b, g := groupOfBobChecking(t, func(ctx context.Context, id events.InstallationID, key []byte) error {
 		if asDown.Load() {
 			return fmt.Errorf("authentication service unreachable: %w", context.DeadlineExceeded)
 		}
 		return nil
-	}
-	b.create(alice)
-	b.createWith(bob, bobOpts)
-	b.create(carol)
-	created, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := created.GroupID
-	co, err := b.insts[alice].AddMembers(ctx, g, b.keyPackage(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drain(bob)
-
+	})
 	// The AS is down for a moment while bob receives alice's commit adding carol.
-	co, err = b.insts[alice].AddMembers(ctx, g, b.keyPackage(carol))
+	co, err := b.insts[alice].AddMembers(ctx, g, b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,26 +157,12 @@ func TestCheckMemberThatCannotDecideRefusesNothing(t *testing.T) {
 	asDown.Store(false) // the AS is back
 
 	b.send(alice, g, "hello after the add")
-	var got bool
-	var stopErr error
-	for round := 0; round < 3; round++ {
-		r = h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)[0]
-		for _, d := range r.Delivered {
-			t.Logf("AS up, round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
-			if d.Err == nil && d.Received != nil && string(d.Received.Content) == "hello after the add" {
-				got = true
-			}
-		}
-		if r.Err != nil {
-			stopErr = r.Err
-		}
-	}
+	got, stopErr := deliveredWithin(t, h, b.insts[bob], "hello after the add")
 	ep, _ := b.insts[bob].Epoch(ctx, g)
 	if !got || ep != co.Epoch {
 		t.Fatalf("a transient CheckMember failure made Host.Deliver acknowledge (drop) alice's commit: bob is at epoch %d (want %d), message received: %v, queue stopped: %v (errors.Is DeadlineExceeded: %v)",
 			ep, co.Epoch, got, stopErr, errors.Is(stopErr, context.DeadlineExceeded))
 	}
-	_ = time.Second
 }
 
 // An Add proposal of a member the engine refuses is refused when it is
