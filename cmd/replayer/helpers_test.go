@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -58,4 +60,21 @@ func ringEnv(stdout, stderr interface{ Write([]byte) (int, error) }, vars map[st
 		}
 		return vars[k]
 	}}
+}
+
+// deleteSeq deletes the message at stream sequence seq from l's stream: a
+// lost event.
+func deleteSeq(t *testing.T, l *eventlog.Log, seq uint64) {
+	t.Helper()
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(context.Background(), seq); err != nil {
+		t.Fatalf("delete stream seq %d: %v", seq, err)
+	}
 }

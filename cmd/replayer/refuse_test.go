@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -56,21 +54,11 @@ func TestRebuildRefusesToLoseData(t *testing.T) {
 	same("rebuild of a mistyped installation")
 
 	// The stream loses bob's last event.
-	js, err := jetstream.New(l.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, l.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
 	last, err := l.LastSeq(ctx, "bob-phone")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.DeleteMsg(ctx, last); err != nil {
-		t.Fatal(err)
-	}
+	deleteSeq(t, l, last)
 	code, stderr = rebuild("bob-phone", db("bob-phone"), key("bob-phone"))
 	if code != exitVerify || !strings.Contains(stderr, "holds less") {
 		t.Fatalf("rebuild from a stream missing the last event: exit %d, %s", code, stderr)

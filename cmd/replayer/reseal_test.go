@@ -223,17 +223,7 @@ func TestResealSwitchRefusesASourceThatChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(l.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, l.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, before.first); err != nil {
-		t.Fatal(err)
-	}
+	deleteSeq(t, l, before.first)
 	if _, err := unchangedSince(ctx, l, before, "NEXT"); !errors.As(err, &ve) {
 		t.Fatalf("a source purged during the re-seal: %v, want a refusal", err)
 	}

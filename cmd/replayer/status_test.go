@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/keyfile"
@@ -210,17 +208,7 @@ func TestStatusAndFollowNoticeTheCheckpointsEventGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(l.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, l.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, last); err != nil {
-		t.Fatal(err)
-	}
+	deleteSeq(t, l, last)
 	enqueueFor(t, l, id, "after the hole", 1)
 	db, key := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
 	want := fmt.Sprintf("no event at sequence %d", last)
