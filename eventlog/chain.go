@@ -66,13 +66,9 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 	case last > floor:
 		// Another writer (a delivery service) may have appended after a
 		// hole: the event the reader applied last must still be there.
-		if _, err := l.ChainLink(ctx, inst, floor); errors.Is(err, ErrMissingEvent) {
-			if carried, cerr := l.CompactedThrough(ctx, inst); cerr != nil || carried < floor {
-				return events.Link{}, fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, which the stream no longer holds as its event (%w); appending now would link over what is gone (verify the read model against the stream: replayer verify)",
-					inst, floor, err)
-			}
-		} else if err != nil {
-			return events.Link{}, err
+		if err := l.StillHolds(ctx, inst, floor); err != nil {
+			return events.Link{}, fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, which the stream no longer holds as its event (%w); appending now would link over what is gone (verify the read model against the stream: replayer verify)",
+				inst, floor, err)
 		}
 	}
 	if floor > 0 {
@@ -116,6 +112,29 @@ func (l *Log) ExpectThrough(inst events.InstallationID, seq uint64) {
 	// The first floor of an installation is checked at its next append;
 	// a later one only follows what this process read or appended.
 	l.floors[inst] = readerFloor{seq: seq, checked: known && f.checked}
+}
+
+// StillHolds confirms that the stream still holds inst's event at stream
+// sequence seq, the last one a reader (a read model) applied, or that a
+// snapshot carries inst's history through it (compaction). A reader
+// resuming after seq, or a writer linking to what follows, would
+// otherwise take what comes next as the rest of the history: the event
+// may be gone (deleted, lost with a damaged block, the stream restored
+// from an older backup and written since) while another writer appended
+// past it, so the stream's last event being past seq proves nothing.
+// The error wraps ErrMissingEvent. 0 holds trivially.
+func (l *Log) StillHolds(ctx context.Context, inst events.InstallationID, seq uint64) error {
+	if seq == 0 {
+		return nil
+	}
+	_, err := l.ChainLink(ctx, inst, seq)
+	if err == nil || !errors.Is(err, ErrMissingEvent) {
+		return err
+	}
+	if carried, cerr := l.CompactedThrough(ctx, inst); cerr == nil && carried >= seq {
+		return nil
+	}
+	return err
 }
 
 // readerFloor is what ExpectThrough was told of an installation: the

@@ -349,31 +349,8 @@ func checkFollowable(ctx context.Context, l *eventlog.Log, pr Projection, cp uin
 	if cp > last {
 		return behindError(path, "project", fmt.Sprintf("the database has applied events of %s up to stream sequence %d, the stream's last one is at %d", pr.Installation, cp, last))
 	}
-	if err := CheckCheckpoint(ctx, l, pr.Installation, cp); err != nil {
+	if err := l.StillHolds(ctx, pr.Installation, cp); err != nil {
 		return &projections.FileError{Path: path, Op: "project", Err: err, Hint: "keep the database; replayer verify compares it with the stream"}
 	}
 	return nil
-}
-
-// CheckCheckpoint confirms that the stream still holds the event a read
-// model of inst last applied, at stream sequence cp, as an event of inst:
-// a follower resumes after cp, and a read model whose last event is gone
-// (deleted, lost with a damaged block, the stream restored from an older
-// backup and written since) would take what comes next as the rest of
-// its history. The stream's last event may well be past cp (another
-// writer, a delivery service, linked over the hole), so comparing with
-// it is not enough. An event a snapshot carries (compaction) needs not
-// be there. The error wraps eventlog.ErrMissingEvent.
-func CheckCheckpoint(ctx context.Context, l *eventlog.Log, inst events.InstallationID, cp uint64) error {
-	if cp == 0 {
-		return nil
-	}
-	_, err := l.ChainLink(ctx, inst, cp)
-	if err == nil || !errors.Is(err, eventlog.ErrMissingEvent) {
-		return err
-	}
-	if carried, cerr := l.CompactedThrough(ctx, inst); cerr == nil && carried >= cp {
-		return nil
-	}
-	return err
 }

@@ -238,7 +238,7 @@ func readStatus(ctx context.Context, log *eventlog.Log, key projections.Key, row
 			head.Checkpoint, p.StreamLast, replay.ErrBehind))
 		return
 	}
-	if err := replay.CheckCheckpoint(ctx, log, inst, head.Checkpoint); err != nil {
+	if err := log.StillHolds(ctx, inst, head.Checkpoint); err != nil {
 		row.fail(fmt.Errorf("%w; keep the database (replayer verify compares it with the stream)", err))
 	}
 }
