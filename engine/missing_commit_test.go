@@ -134,29 +134,14 @@ func TestOperationAfterALostTailSaysAnEventIsMissing(t *testing.T) {
 func TestRestartedWriterRefusesToLinkOverALostEvent(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
-	g1, _ := setupGroups(t, b)
-	b.send(bob, g1, "the last thing bob did") // bob's last event: application.message_sent
-	b.drainAll()
-	// drainAll may have written more events of bob; the last one is lost.
-	last := b.lastSeq(bob)
-	js, err := jetstreamFor(b.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, b.log.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, last); err != nil {
-		t.Fatal(err)
-	}
+	last := loseBobsLastEvent(t, b)
 	// The processes restart (a server crash truncated its last block; the
 	// services came back with it): fresh Log, installations reopened from
 	// their read models.
 	b.close()
 	b.open()
 	b.reopen()
-	_, err = b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
+	_, err := b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
 	if !errors.Is(err, eventlog.ErrMissingEvent) {
 		t.Fatalf("bob's first append after the stream lost his event at seq %d (his read model holds it): err = %v, want eventlog.ErrMissingEvent; the new event links over the hole and every reader of the stream now sees a complete history", last, err)
 	}
@@ -209,21 +194,7 @@ func TestRestartedWriterRefusesToLinkAfterAnotherWriterDid(t *testing.T) {
 func linkedOverByADeliveryService(t *testing.T, sameProcess bool) {
 	ctx := context.Background()
 	b := newBackend(t)
-	g1, _ := setupGroups(t, b)
-	b.send(bob, g1, "the last thing bob did")
-	b.drainAll()
-	last := b.lastSeq(bob)
-	js, err := jetstreamFor(b.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, b.log.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, last); err != nil {
-		t.Fatal(err)
-	}
+	last := loseBobsLastEvent(t, b)
 	b.close()
 	b.open()
 	if sameProcess {
@@ -249,4 +220,29 @@ func linkedOverByADeliveryService(t *testing.T, sameProcess bool) {
 	if !errors.Is(err, eventlog.ErrMissingEvent) {
 		t.Fatalf("bob's read model holds seq %d, which the stream lost; after the delivery service linked an event over the hole, bob's own append: err = %v, want eventlog.ErrMissingEvent", last, err)
 	}
+}
+
+// loseBobsLastEvent gives bob a group and a message sent in it, delivers
+// everything, then deletes bob's last event from the stream (his read
+// model holds it) and returns its sequence.
+func loseBobsLastEvent(t *testing.T, b *backend) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	g1, _ := setupGroups(t, b)
+	b.send(bob, g1, "the last thing bob did")
+	b.drainAll()
+	// drainAll may have written more events of bob; the last one is lost.
+	last := b.lastSeq(bob)
+	js, err := jetstreamFor(b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, b.log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	return last
 }
