@@ -67,8 +67,8 @@ func (l *Log) headOf(ctx context.Context, inst events.InstallationID) (events.Li
 		// Another writer (a delivery service) may have appended after a
 		// hole: the event the reader applied last must still be there.
 		if err := l.StillHolds(ctx, inst, floor); err != nil {
-			return events.Link{}, fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, which the stream no longer holds as its event (%w); appending now would link over what is gone (verify the read model against the stream: replayer verify)",
-				inst, floor, err)
+			return events.Link{}, fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, which the stream no longer holds as its event (%w); appending now would link over what is gone (verify the read model against the stream: replayer verify)%s",
+				inst, floor, err, l.resealHint())
 		}
 	}
 	if floor > 0 {
@@ -161,8 +161,21 @@ func (l *Log) belowFloor(ctx context.Context, inst events.InstallationID, floor,
 	if last > 0 {
 		at = fmt.Sprintf("is at stream seq %d", last)
 	}
-	return fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, but the stream's last event of it %s: %w; appending now would link over the events that are gone (verify the read model against the stream: replayer verify)",
-		inst, floor, at, ErrMissingEvent)
+	return fmt.Errorf("eventlog: installation %s: its read model has applied its events through stream seq %d, but the stream's last event of it %s: %w; appending now would link over the events that are gone (verify the read model against the stream: replayer verify)%s",
+		inst, floor, at, ErrMissingEvent, l.resealHint())
+}
+
+// resealHint is what a missing-event error adds on a re-sealed stream: a
+// read model built from the source before the switch holds the source's
+// sequences, which are not this stream's, so its checkpoint points at
+// some other event here or none, and the cure is a rebuild, not a repair.
+func (l *Log) resealHint() string {
+	src := l.ResealedFrom()
+	if src == "" {
+		return ""
+	}
+	return fmt.Sprintf("; stream %s was re-sealed from %s, whose sequences differ: a read model built from %s before the switch must be rebuilt from %s first (replayer rebuild --stream %s)",
+		l.cfg.Stream, src, src, l.cfg.Stream, l.cfg.Stream)
 }
 
 // head is an installation's latest known event: its link, or while env

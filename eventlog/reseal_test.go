@@ -3,7 +3,9 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -172,5 +174,54 @@ func TestResealNewStream(t *testing.T) {
 	}
 	if got := readAll(t, fresh, instB, 0); len(got) != len(want[instB]) {
 		t.Fatalf("new stream after finalize: %d events", len(got))
+	}
+}
+
+// A read model built from the source before a re-seal holds the source's
+// sequences. A writer on the new stream that it sets its floor for is
+// refused (ErrMissingEvent, as for any checkpoint the stream does not
+// hold), and the error says why here: the stream was re-sealed, and the
+// cure is a rebuild. Until 2026-12-07 it said only that events were gone.
+func TestMissingEventOnAResealedStreamNamesTheReseal(t *testing.T) {
+	srv := natstestStart(t)
+	ctx := context.Background()
+	ring := ringOf(t, 1)
+	src := openLog(t, testConfig(srv), ring)
+	const gone events.InstallationID = "inst-gone"
+	// The erased installation's events keep their sequences on the
+	// source; the new stream holds only its tombstone, so instA's events
+	// sit at lower sequences there.
+	writeMixed(t, src, gone)
+	if _, err := src.Erase(ctx, gone, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeMixed(t, src, instA)
+	floor, err := src.LastSeq(ctx, instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := OpenBeside(ctx, src, "EPOCHLOG_R2", "epochlog_r2", ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Close() })
+	if _, err := Reseal(ctx, src, dst, &ResealOptions{Installations: []events.InstallationID{instA, gone}}); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := dst.LastSeq(ctx, instA); err != nil || last >= floor {
+		t.Fatalf("instA's last event on the new stream: seq %d (%v), want below the source's %d", last, err, floor)
+	}
+
+	dst.ExpectThrough(instA, floor)
+	q := events.Aggregate{Installation: instA, Type: events.AggDelivery, ID: "inbox"}
+	_, err = dst.Append(ctx, 1, events.Event{Aggregate: q, Time: baseTime, Body: events.DeliveryEnqueued{Recipient: instA, Channel: "inbox", Sequence: 2,
+		Payload: []byte("p2"), ExpiresAt: baseTime.Add(time.Hour), IdempotencyKey: "k2"}})
+	if !errors.Is(err, ErrMissingEvent) {
+		t.Fatalf("append after a floor from the source: %v, want ErrMissingEvent", err)
+	}
+	for _, want := range []string{"re-sealed from EPOCHLOG", "rebuild"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }
