@@ -160,9 +160,10 @@ type DeliverResult struct {
 	// last delivery of the longest run of processed ones.
 	Acked uint64
 	// Err is what stopped the installation's deliveries, if anything: a
-	// delivery's error other than a settled one (that delivery is the
-	// last in Delivered, and it and those after it stay queued), a failed
-	// fetch or acknowledgement.
+	// delivery's error other than a settled one (it and those after it
+	// stay queued: those received meanwhile are in Delivered, and refused
+	// as duplicates when delivered again), a failed fetch or
+	// acknowledgement.
 	Err error
 }
 
@@ -180,6 +181,12 @@ type DeliverResult struct {
 // in its Delivered; any other error (the stream, the read model,
 // ErrForked, a CheckMember that could not decide) stops that
 // installation's deliveries at it, unacknowledged (the others carry on).
+// A delivery refused because its group or epoch is not reached yet (a
+// message queued ahead of the Welcome or commit it needs: a delivery
+// service that did not keep the member's order) is tried again whenever
+// a later delivery of the same call moves its group, and received then;
+// only what is still refused at the end is acknowledged as settled. Up to
+// 64 such deliveries per installation and call wait so.
 // It returns one result per installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -241,8 +248,13 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			d := s.ds[s.next]
 			r, err := s.in.Receive(ctx, d.Payload)
 			s.out[s.next] = &Delivered{Delivery: d, Received: r, Err: err}
-			if err != nil && !Settled(err) {
+			switch {
+			case err == nil:
+				s.receivedMoved(ctx, r)
+			case !Settled(err):
 				s.err = err
+			default:
+				s.wait(s.next, err)
 			}
 			s.advance()
 		})
@@ -287,6 +299,95 @@ type deliverState struct {
 	out  []*Delivered // by index in ds
 	next int          // the first delivery not processed
 	err  error        // what stopped it
+	// waiting are the deliveries refused because their group or epoch
+	// is not reached yet, by index in ds, with their group: each is tried
+	// again when a later delivery of the batch moves its group (a
+	// Welcome, a commit), and stays refused (settled) otherwise.
+	waiting []waitingDelivery
+}
+
+type waitingDelivery struct {
+	idx   int
+	group string
+}
+
+// maxWaiting bounds the deliveries of one installation and Deliver call
+// that wait for their group or epoch: each is tried again after every
+// Welcome or commit of its group in the batch, and a payload's cleartext
+// group and epoch are anyone's to forge.
+const maxWaiting = 64
+
+// notYet reports whether a settled refusal may turn into a receipt once
+// the installation has processed more of its queue: a message of a group
+// it does not hold yet (queued ahead of its Welcome), of an epoch not
+// reached (ahead of its commit), or reaching it as a non-member (ahead of
+// the Welcome that adds it again).
+func notYet(err error) bool {
+	return errors.Is(err, ErrUnknownGroup) || errors.Is(err, mls.ErrWrongEpoch) || errors.Is(err, mls.ErrNotMember)
+}
+
+// wait keeps delivery idx, refused with err, to try again if err may
+// pass later (notYet) and the bound allows.
+func (s *deliverState) wait(idx int, err error) {
+	if !notYet(err) || len(s.waiting) >= maxWaiting {
+		return
+	}
+	var m mls.MLSMessage
+	if m.Unmarshal(s.ds[idx].Payload) != nil {
+		return
+	}
+	var gid []byte
+	switch {
+	case m.PrivateMessage != nil:
+		gid = m.PrivateMessage.GroupID
+	case m.PublicMessage != nil:
+		gid = m.PublicMessage.Content.GroupID
+	default:
+		return
+	}
+	s.waiting = append(s.waiting, waitingDelivery{idx: idx, group: string(gid)})
+}
+
+// receivedMoved tries the waiting deliveries of r's group again once r,
+// a Welcome or a commit, moved it: in queue order, until a pass receives
+// none (a received commit may let the next one through). A delivery that
+// now passes replaces its refusal; one still refused for what it is stays
+// so; any other error stops the installation there, like a delivery of
+// its own turn (what was received after it is redelivered and refused as
+// a duplicate).
+func (s *deliverState) receivedMoved(ctx context.Context, r *Received) {
+	if r == nil || (r.Kind != "welcome" && r.Kind != "commit") {
+		return
+	}
+	moved := map[string]bool{string(r.GroupID): true}
+	for progress := true; progress && s.err == nil; {
+		progress = false
+		kept := s.waiting[:0]
+		for _, w := range s.waiting {
+			if !moved[w.group] || s.err != nil {
+				kept = append(kept, w)
+				continue
+			}
+			d := s.ds[w.idx]
+			got, err := s.in.Receive(ctx, d.Payload)
+			switch {
+			case err == nil:
+				s.out[w.idx] = &Delivered{Delivery: d, Received: got}
+				progress = true
+				if got.Kind == "welcome" || got.Kind == "commit" {
+					moved[string(got.GroupID)] = true
+				}
+			case !Settled(err):
+				s.out[w.idx] = &Delivered{Delivery: d, Err: err}
+				s.err = err
+			case notYet(err):
+				kept = append(kept, w)
+			default:
+				s.out[w.idx] = &Delivered{Delivery: d, Err: err}
+			}
+		}
+		s.waiting = kept
+	}
 }
 
 // advance moves next past the processed deliveries; a delivery whose

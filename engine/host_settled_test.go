@@ -11,11 +11,13 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
 )
 
 func TestDeliverAcknowledgesWhatNoTryCanReceive(t *testing.T) {
@@ -325,4 +327,93 @@ func groupOfBobChecking(t *testing.T, check func(context.Context, events.Install
 	b.deliverCommit(co)
 	b.drain(bob)
 	return b, created.GroupID
+}
+
+// A delivery service that does not keep one member's order can queue a
+// message ahead of what makes it receivable: bob's message to the group
+// ahead of carol's Welcome, alice's message of the next epoch ahead of
+// her commit. Host.Deliver tries such a message again once a later
+// delivery of the same call moved its group, so nothing the queue holds
+// is lost. Until 2026-12-07 it was acknowledged as ErrUnknownGroup or
+// mls.ErrWrongEpoch, and lost.
+func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	b.create(carol)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(bob)
+	co, err = b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, co.Commit, time.Time{}, "commit-carol"); err != nil {
+		t.Fatal(err)
+	}
+	b.drain(bob)
+	b.send(alice, gid, "hello carol") // queued to carol ahead of her Welcome
+	if _, err := b.del.FanOut(ctx, co.Added, mlsChannel, co.Welcome, time.Time{}, "welcome-carol"); err != nil {
+		t.Fatal(err)
+	}
+	// alice moves the group on and writes in the new epoch; the queues
+	// get the message first.
+	up, err := b.insts[alice].Update(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.send(alice, gid, "new epoch") // queued ahead of the commit
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob, carol}, mlsChannel, up.Commit, time.Time{}, "commit-update"); err != nil {
+		t.Fatal(err)
+	}
+
+	h := NewHost(b.log, b.del, nil)
+	res := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob], b.insts[carol]}, 0)
+	want := map[events.InstallationID][]string{bob: {"hello carol", "new epoch"}, carol: {"hello carol", "new epoch"}}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatalf("%s: %v", r.Installation, r.Err)
+		}
+		var got []string
+		for _, d := range r.Delivered {
+			if d.Err != nil {
+				t.Errorf("%s: delivery %d: %v, want it received once what it needs was", r.Installation, d.Delivery.Seq, d.Err)
+				continue
+			}
+			if d.Received.Kind == "application" {
+				got = append(got, string(d.Received.Content))
+			}
+		}
+		if !slices.Equal(got, want[r.Installation]) {
+			t.Errorf("%s received %q, want %q", r.Installation, got, want[r.Installation])
+		}
+		if last := r.Delivered[len(r.Delivered)-1].Delivery.Seq; r.Acked != last {
+			t.Errorf("%s: acked %d, want %d", r.Installation, r.Acked, last)
+		}
+	}
+	// The read models hold the messages too.
+	for id, texts := range want {
+		page, err := b.insts[id].DB().Messages(ctx, gid, projections.Page{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range page.Messages {
+			got = append(got, string(m.Content))
+		}
+		for _, text := range texts {
+			if !slices.Contains(got, text) {
+				t.Errorf("%s's read model lacks %q: %q", id, text, got)
+			}
+		}
+	}
 }
