@@ -342,18 +342,8 @@ func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
 	b.create(alice)
 	b.create(bob)
 	b.create(carol)
-	created, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := created.GroupID
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drain(bob)
-	co, err = b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
+	gid := b.pair(alice, bob)
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(carol))
 	if err != nil {
 		t.Fatal(err)
 	}
