@@ -183,3 +183,56 @@ func TestUserPasswordAuth(t *testing.T) {
 		t.Fatalf("error echoes the password: %v", err)
 	}
 }
+
+// An existing stream whose settings would drop or hide acknowledged events
+// is refused, naming the setting; so is a Config limit that would make a
+// discard-old stream drop them.
+func TestStreamThatLosesEventsRefused(t *testing.T) {
+	srv := natstestStart(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for i, tc := range []struct {
+		name, want string
+		set        func(c *jetstream.StreamConfig)
+		cfg        func(c *Config)
+	}{
+		{"per subject", "max messages per subject", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 1 }, nil},
+		{"transform", "subject transform", func(c *jetstream.StreamConfig) {
+			c.SubjectTransform = &jetstream.SubjectTransformConfig{Source: ">", Destination: "moved.>"}
+		}, nil},
+		{"max msgs, discard old", "discard policy old", func(c *jetstream.StreamConfig) { c.MaxMsgs, c.Discard = 3, jetstream.DiscardOld }, nil},
+		{"max bytes, discard old", "discard policy old", func(c *jetstream.StreamConfig) { c.MaxBytes, c.Discard = 1<<20, jetstream.DiscardOld }, nil},
+		{"Config max bytes, discard old", "discard policy old", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld },
+			func(c *Config) { c.MaxBytes = 1 << 20 }},
+	} {
+		prefix := fmt.Sprintf("lose%d", i)
+		sc := jetstream.StreamConfig{Name: strings.ToUpper(prefix), Subjects: []string{prefix + ".>"}}
+		tc.set(&sc)
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		cfg := testConfig(srv)
+		cfg.Stream, cfg.SubjectPrefix = sc.Name, prefix
+		if tc.cfg != nil {
+			tc.cfg(&cfg)
+		}
+		for _, ro := range []bool{false, true} {
+			cfg.ReadOnly = ro
+			l, err := Open(ctx, cfg, keyring(t, 1, 1))
+			if err == nil {
+				l.Close()
+			}
+			if tc.cfg != nil && ro {
+				continue // a reader sets no limit
+			}
+			if !errors.Is(err, ErrIncompatibleStream) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s (read-only %v): open: %v, want ErrIncompatibleStream naming %q", tc.name, ro, err, tc.want)
+			}
+		}
+	}
+}

@@ -50,8 +50,9 @@ var (
 	ErrReadOnly = errors.New("eventlog: log opened read-only")
 
 	// ErrIncompatibleStream means the stream exists but its configuration
-	// cannot hold this log (other subjects, other storage, other retention),
-	// and changing it would need an operator's decision.
+	// cannot hold this log (other subjects, other storage, other retention,
+	// or a setting that would drop or hide acknowledged events), and
+	// changing it would need an operator's decision.
 	ErrIncompatibleStream = errors.New("eventlog: existing stream is incompatible with the configuration")
 
 	// ErrAtomicUnsupported means a multi-event append was asked of a stream

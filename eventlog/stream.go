@@ -114,6 +114,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 	if cfg.Replicas != 0 {
 		upd.Replicas = want.Replicas
 	}
+	if err := discardsOld(upd); err != nil {
+		// The limit this Config sets would make the stream drop events.
+		return nil, false, err
+	}
 	upd.AllowAtomicPublish = true
 	// Direct gets are answered by any replica, which may lag the leader:
 	// Append's tail lookups would then see a stale tail (a spurious
@@ -154,7 +158,34 @@ func compatible(have, want jetstream.StreamConfig) error {
 	if have.NoAck {
 		return bad("no-ack", true, false)
 	}
-	return nil
+	// What follows would lose or hide acknowledged events: each aggregate
+	// (a group) has many events on its subject, a transform stores them
+	// under subjects no read of the log asks for, and sources mix in
+	// messages the log did not append.
+	if have.MaxMsgsPerSubject > 0 {
+		return fmt.Errorf("%w: stream %s has max messages per subject %d: it would keep only the last %[3]d events of each aggregate, dropping the rest (set it to unlimited: nats stream edit %[2]s --max-msgs-per-subject=-1)",
+			ErrIncompatibleStream, have.Name, have.MaxMsgsPerSubject)
+	}
+	if t := have.SubjectTransform; t != nil && t.Destination != "" {
+		return fmt.Errorf("%w: stream %s has a subject transform (%s to %s): appends would be acknowledged but stored under subjects no read asks for",
+			ErrIncompatibleStream, have.Name, t.Source, t.Destination)
+	}
+	if len(have.Sources) > 0 {
+		return bad("sources", len(have.Sources), "none")
+	}
+	return discardsOld(have)
+}
+
+// discardsOld refuses a stream that drops its oldest events when full:
+// discard policy old with a message or byte limit. The log wants a full
+// stream to refuse appends instead (discard new), as it creates it;
+// `nats stream add` defaults to discard old.
+func discardsOld(c jetstream.StreamConfig) error {
+	if c.Discard != jetstream.DiscardOld || (c.MaxMsgs <= 0 && c.MaxBytes <= 0) {
+		return nil
+	}
+	return fmt.Errorf("%w: stream %s has discard policy old with a limit (max messages %d, max bytes %d): when full it would drop the oldest events instead of refusing appends (set discard new: nats stream edit %[2]s --discard=new)",
+		ErrIncompatibleStream, c.Name, c.MaxMsgs, c.MaxBytes)
 }
 
 // noPeersRetry is the pause between attempts to create a stream while the
