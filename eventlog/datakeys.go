@@ -85,6 +85,9 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("eventlog: %s %s: %w", what, bucket, err)
 	}
+	if err := l.keepsEntries(what, bucket, s.CachedInfo().Config); err != nil {
+		return nil, nil, err
+	}
 	if c := s.CachedInfo().Config; c.AllowDirect && create {
 		c.AllowDirect = false
 		if s, err = l.js.UpdateStream(ctx, c); err != nil {
@@ -95,6 +98,29 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 		}
 	}
 	return kv, s, nil
+}
+
+// keepsEntries refuses a bucket (what, named bucket; c is the stream
+// behind it) that an operator created or edited to drop entries the log
+// never deleted: a TTL, discard old with a limit, or memory storage under
+// a file-stored log. The key bucket losing a data key makes every event
+// sealed under it unreadable for good, as an erasure would; the retention
+// bucket losing a mark, or the snapshots bucket a snapshot, loses what
+// compaction already purged from the stream.
+func (l *Log) keepsEntries(what, bucket string, c jetstream.StreamConfig) error {
+	bad := func(setting string) error {
+		return fmt.Errorf("%w: %s %s (stream %s) has %s: it would drop entries the log needs (remove the setting with nats stream edit; do not delete the bucket: its entries are needed)",
+			ErrIncompatibleStream, what, bucket, c.Name, setting)
+	}
+	switch {
+	case c.MaxAge > 0:
+		return bad(fmt.Sprintf("a TTL (max age %v)", c.MaxAge))
+	case c.Discard == jetstream.DiscardOld && (c.MaxMsgs > 0 || c.MaxBytes > 0):
+		return bad(fmt.Sprintf("discard policy old with a limit (max messages %d, max bytes %d)", c.MaxMsgs, c.MaxBytes))
+	case c.Storage == jetstream.MemoryStorage && l.cfg.Storage == FileStorage:
+		return bad("memory storage (lost when the server restarts) under a file-stored log")
+	}
+	return nil
 }
 
 // KeyBucket returns the name of the Log's key bucket, "<stream>_KEYS".

@@ -77,6 +77,15 @@ func (l *Log) snapshotStore(ctx context.Context, create bool) (jetstream.ObjectS
 	os, err := l.js.ObjectStore(ctx, l.SnapshotBucket())
 	switch {
 	case err == nil:
+		st, err := os.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: snapshots bucket %s: %w", l.SnapshotBucket(), err)
+		}
+		if bs, ok := st.(*jetstream.ObjectBucketStatus); ok && bs.StreamInfo() != nil {
+			if err := l.keepsEntries("snapshots bucket", l.SnapshotBucket(), bs.StreamInfo().Config); err != nil {
+				return nil, err
+			}
+		}
 		return os, nil
 	case !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound):
 		return nil, fmt.Errorf("eventlog: snapshots bucket %s: %w", l.SnapshotBucket(), err)
