@@ -214,7 +214,16 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		}
 		l.dropTail(p.subject)
 		if !isRace(err) {
-			return nil, l.appendError(p, err)
+			err = l.appendError(p, err)
+			if len(p.envs) > 1 && !Unanswered(err) {
+				// Refused, but perhaps not whole (ErrPartialBatch).
+				if t, lerr := l.lookup(ctx, p.subject, p.agg.Installation); lerr == nil && t.pos > p.expected && t.pos < p.last() {
+					if perr := l.partialBatch(ctx, p, t, err); perr != nil {
+						return nil, perr
+					}
+				}
+			}
+			return nil, err
 		}
 		refused = err
 		if t, err = l.lookup(ctx, p.subject, p.agg.Installation); err != nil || t.pos != p.expected {
@@ -405,6 +414,13 @@ func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]A
 			return res, nil
 		}
 	}
+	if t.pos < p.last() {
+		// Between p's first and last position: another writer, or only
+		// the first of p's own events stored.
+		if err := l.partialBatch(ctx, p, t, cause); err != nil {
+			return nil, err
+		}
+	}
 	err := fmt.Errorf("%w: %s %q of installation %s (subject %s) is at position %d (stream seq %d), append expected %d",
 		ErrConflict, p.agg.Type, p.agg.ID, p.agg.Installation, p.subject, t.pos, t.seq, p.expected)
 	if cause != nil {
@@ -452,11 +468,36 @@ func (l *Log) lookup(ctx context.Context, subject string, inst events.Installati
 	return t, nil
 }
 
+// partialBatch returns an error wrapping ErrPartialBatch when the
+// aggregate's events after p.expected through its tail t, which is short of
+// p's last position, are p's own first events (their message ids match):
+// the server stored part of p's batch. It returns nil when they are
+// another writer's (or cannot be read: the caller's own error stands).
+func (l *Log) partialBatch(ctx context.Context, p *prepared, t tail, cause error) error {
+	n := int(t.pos - p.expected)
+	res, ok, err := l.findFirst(ctx, p, t, n)
+	if err != nil || !ok {
+		return nil
+	}
+	err = fmt.Errorf("%w: append to %s %q of installation %s (subject %s) at positions %d to %d: the server stored the first %d of its %d events (stream seq %d to %d) and not the rest, breaking the batch's atomicity (a storage limit of the server or account reached mid-batch?); the stream holds part of the transition, which appending again cannot mend",
+		ErrPartialBatch, p.agg.Type, p.agg.ID, p.agg.Installation, p.subject, p.expected+1, p.last(), n, len(p.envs), res[0].Seq, res[n-1].Seq)
+	if cause != nil {
+		err = fmt.Errorf("%w (server: %v)", err, cause)
+	}
+	return err
+}
+
 // findExisting looks for p's events on the stream, given that the
 // aggregate's tail t is at or past p's last position. It finds the message
 // at position p.expected+1 by binary search over stream sequences (positions
 // grow with sequences on one subject), then compares message ids.
 func (l *Log) findExisting(ctx context.Context, p *prepared, t tail) ([]Appended, bool, error) {
+	return l.findFirst(ctx, p, t, len(p.ids))
+}
+
+// findFirst is findExisting for p's first n events, with t at or past
+// position p.expected+n.
+func (l *Log) findFirst(ctx context.Context, p *prepared, t tail, n int) ([]Appended, bool, error) {
 	want := p.expected + 1
 	// Smallest s such that the first message at or after s has a position
 	// of at least want; such a message exists (t itself).
@@ -473,9 +514,9 @@ func (l *Log) findExisting(ctx context.Context, p *prepared, t tail) ([]Appended
 			lo = m.Sequence + 1
 		}
 	}
-	res := make([]Appended, 0, len(p.ids))
+	res := make([]Appended, 0, n)
 	seq := hi
-	for i, id := range p.ids {
+	for i, id := range p.ids[:n] {
 		m, pos, err := l.nextOnSubject(ctx, p, seq)
 		if err != nil {
 			return nil, false, err

@@ -61,6 +61,16 @@ var (
 	// instead, or upgrade the server.
 	ErrAtomicUnsupported = errors.New("eventlog: atomic batch publish not supported by the server or stream")
 
+	// ErrPartialBatch means the server stored only the first events of
+	// an atomic batch (one Append of several events) and not the rest:
+	// nats-server 2.15 can do so when its own or the account's storage
+	// limit is reached in the middle of a batch (it answers "insufficient
+	// resources", or not at all), although a batch is meant to be stored
+	// whole or not at all. The stream then holds part of a transition;
+	// appending again cannot mend it. The error names the stored events'
+	// positions and stream sequences.
+	ErrPartialBatch = errors.New("eventlog: the server stored only part of an atomic batch")
+
 	// ErrInvalidAppend means the events passed to Append cannot be appended
 	// as given: no events, events of several aggregates, positions that do
 	// not follow the expected one, or an invalid aggregate.
