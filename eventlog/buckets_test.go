@@ -74,3 +74,29 @@ func TestBucketThatDropsEntriesRefused(t *testing.T) {
 	_, err = l.PutSnapshot(ctx, instA, 1, []byte("state"))
 	refused("snapshots bucket", err, l.SnapshotBucket())
 }
+
+// The metadata bucket of the active-stream pointers with a TTL would send
+// every process back to the base stream once the pointer expires: Open
+// with ResolveActive refuses it.
+func TestMetaBucketWithTTLRefused(t *testing.T) {
+	srv := natstestStart(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: MetaBucket, TTL: time.Hour, History: 8}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(srv)
+	cfg.ResolveActive = true
+	l, err := Open(ctx, cfg, keyring(t, 1, 1))
+	if err == nil {
+		l.Close()
+	}
+	if !errors.Is(err, ErrIncompatibleStream) || !strings.Contains(err.Error(), MetaBucket) {
+		t.Fatalf("open with a metadata bucket with a TTL: %v, want ErrIncompatibleStream naming %s", err, MetaBucket)
+	}
+}

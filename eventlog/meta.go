@@ -61,6 +61,17 @@ func (l *Log) metaKV(ctx context.Context, create bool) (jetstream.KeyValue, erro
 	kv, err := l.js.KeyValue(ctx, MetaBucket)
 	switch {
 	case err == nil:
+		// A pointer that expires sends every process back to the base
+		// stream, silently, while others write to the one switched to.
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: metadata bucket %s: %w", MetaBucket, err)
+		}
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+			if err := l.keepsEntries("metadata bucket", MetaBucket, bs.StreamInfo().Config); err != nil {
+				return nil, err
+			}
+		}
 		return kv, nil
 	case !errors.Is(err, jetstream.ErrBucketNotFound):
 		return nil, fmt.Errorf("eventlog: metadata bucket %s: %w", MetaBucket, err)
