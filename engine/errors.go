@@ -15,6 +15,11 @@ var (
 	// event for the id: create it first.
 	ErrNoInstallation = errors.New("engine: installation does not exist")
 
+	// ErrWrongReadModel means OpenInstallation was given the read model
+	// of another installation (its file and key): nothing was read into
+	// it or recorded.
+	ErrWrongReadModel = errors.New("engine: read model of another installation")
+
 	// ErrUnknownGroup means an operation named a group this installation is
 	// not in (never created or joined).
 	ErrUnknownGroup = errors.New("engine: unknown group")

@@ -266,6 +266,16 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, err
 	}
 	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
+	// Another installation's read model (a path mixed up) is refused
+	// before its checkpoint becomes id's floor in the shared Log, which
+	// would fail id's appends in this process with ErrMissingEvent.
+	if ident, found, err := db.Installation(ctx); err != nil {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
+	} else if found && ident.ID != id {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
+	}
 	// The stream must still hold what the read model applied: the first
 	// append checks it where it asks for the installation's head (no
 	// round trip here; eventlog.Log.ExpectThrough).
@@ -290,7 +300,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	}
 	if ident.ID != id {
 		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q", id, dbPath, ident.ID)
+		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
 	}
 	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(ident.Ciphersuite)); err != nil {
 		closeReadModel(l, db, lk)
