@@ -83,7 +83,9 @@ type PoolOptions struct {
 // installation's, an id with no installation on the log) is returned to
 // the acquires waiting for it, naming the installation and its read
 // model, and leaves the installation closed: the next acquire tries
-// again. AcquireMany takes several installations at once, all or none, so
+// again. An open that failed because its own acquire's context ended is
+// not the others' error: each of them whose context goes on opens the
+// installation again. AcquireMany takes several installations at once, all or none, so
 // that callers who need sets (a Host call) never hold some while waiting
 // for others.
 //
@@ -152,6 +154,9 @@ type poolEntry struct {
 type poolOp struct {
 	done chan struct{}
 	err  error
+	// abandoned: the open failed once its opener's context had ended,
+	// which says nothing of the installation to the acquires that joined.
+	abandoned bool
 }
 
 // PoolStats are a Pool's counts.
@@ -271,20 +276,30 @@ func (p *Pool) AcquireMany(ctx context.Context, ids []events.InstallationID) ([]
 	if len(ids) == 0 {
 		return nil, func() {}, nil
 	}
-	r, err := p.reserve(ctx, ids)
-	if err != nil {
-		return nil, nil, err
-	}
-	release := func() {
-		for _, e := range r.entries {
-			p.release(e)
+	var r reservation
+	var release func()
+	for {
+		var err error
+		if r, err = p.reserve(ctx, ids); err != nil {
+			return nil, nil, err
 		}
-	}
-	p.evict(r.evict)
-	p.openAll(ctx, r.open)
-	if err := r.settle(ctx); err != nil {
+		release = func() {
+			for _, e := range r.entries {
+				p.release(e)
+			}
+		}
+		p.evict(r.evict)
+		p.openAll(ctx, r.open)
+		retry, err := r.settle(ctx)
+		if err == nil && !retry {
+			break
+		}
 		release()
-		return nil, nil, err
+		if err != nil {
+			return nil, nil, err
+		}
+		// An open this acquire joined ended with its opener's context,
+		// not its own: open again under this one.
 	}
 	out := make([]*Installation, len(ids))
 	p.mu.Lock()
@@ -535,6 +550,7 @@ func (p *Pool) openEntry(ctx context.Context, e *poolEntry) {
 	e.op = nil
 	if err != nil {
 		op.err = err
+		op.abandoned = ctx.Err() != nil
 		e.state = poolClosed
 		p.held--
 		p.live--
@@ -562,20 +578,26 @@ func (p *Pool) open(ctx context.Context, e *poolEntry) (*Installation, error) {
 }
 
 // settle waits for the opens r waits for (another acquire's up to ctx)
-// and returns the errors of those that failed.
-func (r *reservation) settle(ctx context.Context) error {
+// and returns the errors of those that failed. retry reports an open of
+// another acquire that failed only because that acquire's context ended
+// while ctx goes on: the acquire is to be made again.
+func (r *reservation) settle(ctx context.Context) (retry bool, err error) {
 	var errs []error
 	for _, op := range r.ops {
 		select {
 		case <-op.done:
 		case <-ctx.Done():
-			return fmt.Errorf("engine: pool: acquire: waiting for an installation's open: %w", ctx.Err())
+			return false, fmt.Errorf("engine: pool: acquire: waiting for an installation's open: %w", ctx.Err())
 		}
-		if op.err != nil {
+		switch {
+		case op.err == nil:
+		case op.abandoned && ctx.Err() == nil:
+			retry = true
+		default:
 			errs = append(errs, op.err)
 		}
 	}
-	return errors.Join(errs...)
+	return retry, errors.Join(errs...)
 }
 
 // release lets go of one hold on e; the last makes it idle (most

@@ -2,7 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestOpenWithAnotherInstallationsReadModel: a typo'd Register or an
@@ -40,5 +46,73 @@ func TestOpenWithAnotherInstallationsReadModel(t *testing.T) {
 	b.insts["alice"] = alice
 	if _, err := alice.PublishKeyPackage(ctx, "directory", true); err != nil {
 		t.Fatalf("alice: %v", err)
+	}
+}
+
+// TestPoolJoinedOpenOutlivesItsOpenersContext: an acquire that joins
+// another acquire's open of the same installation is not failed by the
+// opener's context ending: its own context is alive, so it opens the
+// installation itself.
+func TestPoolJoinedOpenOutlivesItsOpenersContext(t *testing.T) {
+	f := newPoolFixture(t, 1)
+	id := f.ids[0]
+	entered := make(chan struct{})
+	var calls atomic.Int32
+	keys := func(ctx context.Context, id events.InstallationID) (projections.Key, error) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-ctx.Done() // the first open is slow, and its caller gives up
+			return projections.Key{}, ctx.Err()
+		}
+		return f.key(ctx, id)
+	}
+	p := NewPool(f.log, keys, &PoolOptions{MaxOpen: 2, Wait: time.Minute})
+	t.Cleanup(func() { p.Close() })
+	if err := p.Register(id, f.path(id)); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	aerr := make(chan error, 1)
+	go func() {
+		_, release, err := p.Acquire(actx, id)
+		if err == nil {
+			release()
+		}
+		aerr <- err
+	}()
+	<-entered
+	berr := make(chan error, 1)
+	go func() {
+		in, release, err := p.Acquire(context.Background(), id)
+		if err == nil {
+			err = touch(context.Background(), in)
+			release()
+		}
+		berr <- err
+	}()
+	// B has joined A's open once the entry holds two refs.
+	for deadline := time.Now().Add(time.Minute); ; {
+		p.mu.Lock()
+		refs := p.entries[id].refs
+		p.mu.Unlock()
+		if refs == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second acquire never joined the open")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-aerr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("opener: %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-berr:
+		if err != nil {
+			t.Fatalf("acquire with a live context failed with its opener's: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("second acquire stuck")
 	}
 }
