@@ -15,6 +15,11 @@ var (
 	// event for the id: create it first.
 	ErrNoInstallation = errors.New("engine: installation does not exist")
 
+	// ErrClosed means an operation was called on an Installation after
+	// its Close (or, for a Pool's installation, after its release let
+	// the Pool close it): nothing was recorded.
+	ErrClosed = errors.New("engine: installation closed")
+
 	// ErrWrongReadModel means OpenInstallation was given the read model
 	// of another installation (its file and key): nothing was read into
 	// it or recorded.

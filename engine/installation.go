@@ -153,8 +153,9 @@ type Installation struct {
 	pskMu sync.Mutex
 	psks  *[]mls.ExternalPSK
 	lock  *projections.WriterLock // held from open to Close: the one writer of db
-	// closed: Close ran (the read model no longer counts as open).
-	closed bool
+	// closed: Close ran (the read model no longer counts as open). Set
+	// under mu; read without it by CatchUp.
+	closed atomic.Bool
 	// appliedTo is a checkpoint a Host saw its read model reach (0: none
 	// seen): a lower bound of the read model's checkpoint, which only
 	// grows, so a Host reads from there and misses nothing (it spares a
@@ -338,7 +339,9 @@ func (in *Installation) DB() *projections.DB { return in.db }
 // SignaturePublicKey returns the installation's signature public key.
 func (in *Installation) SignaturePublicKey() []byte { return in.sig.PublicKey() }
 
-// Close closes the read model. The Log stays open (it is shared).
+// Close closes the read model. The Log stays open (it is shared). An
+// operation called afterwards fails with ErrClosed, recording nothing;
+// Close again does nothing more.
 func (in *Installation) Close() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -347,13 +350,23 @@ func (in *Installation) Close() error {
 	in.pskMu.Lock()
 	in.psks = nil
 	in.pskMu.Unlock()
-	if in.closed {
+	if in.closed.Load() {
 		return errors.Join(in.db.Close(), in.lock.Unlock())
 	}
-	in.closed = true
+	in.closed.Store(true)
 	in.log.Metrics().ProjectorGone(string(in.id))
 	in.log.Logger().Debug("engine: installation closed", "installation", string(in.id), "stream", in.log.Stream())
 	return closeReadModel(in.log, in.db, in.lock)
+}
+
+// errIfClosed is ErrClosed, naming the installation, once Close ran: an
+// operation must not append for an installation whose read model is
+// closed (CreateGroup and PublishKeyPackage append before reading it).
+func (in *Installation) errIfClosed() error {
+	if in.closed.Load() {
+		return fmt.Errorf("engine: installation %s: %w", in.id, ErrClosed)
+	}
+	return nil
 }
 
 // CatchUp applies the installation's events appended since the read
@@ -375,6 +388,9 @@ func (in *Installation) catchUpAll(ctx context.Context) error {
 // position returns the position of an aggregate's last event as the read
 // model knows it (0: none).
 func (in *Installation) position(ctx context.Context, t events.AggregateType, id string) (uint64, error) {
+	if err := in.errIfClosed(); err != nil {
+		return 0, err
+	}
 	pos, err := in.db.Position(ctx, events.Aggregate{Installation: in.id, Type: t, ID: id})
 	if err != nil {
 		return 0, fmt.Errorf("engine: installation %s: position of %s %s: %w", in.id, t, id, err)
@@ -409,6 +425,9 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 // events (same message ids: evs keep their time) are appended again until
 // the server answers; Append finds them if the first attempt landed.
 func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
+	if err := in.errIfClosed(); err != nil {
+		return err
+	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
 	if err == nil && len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)

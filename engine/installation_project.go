@@ -21,6 +21,9 @@ const maxGetsCatchUp = 256
 // operation; a longer backlog goes through Log.CatchUp. The read model
 // refuses gaps and repeats per aggregate.
 func (in *Installation) project(ctx context.Context) error {
+	if err := in.errIfClosed(); err != nil {
+		return err
+	}
 	cp, err := in.db.Checkpoint(ctx)
 	if err != nil {
 		return err
@@ -72,6 +75,9 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 	evs := make([]events.Event, len(bodies))
 	for i, b := range bodies {
 		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
+	}
+	if err := in.errIfClosed(); err != nil {
+		return err
 	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
 	if err != nil {

@@ -43,8 +43,8 @@ func (in *Installation) Retain(ctx context.Context, p replay.RetentionPolicy, op
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.closed {
-		return nil, fmt.Errorf("engine: installation %s: retain: the installation is closed", in.id)
+	if err := in.errIfClosed(); err != nil {
+		return nil, fmt.Errorf("engine: retain: %w", err)
 	}
 	if err := in.project(ctx); err != nil {
 		return nil, err

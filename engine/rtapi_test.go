@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
@@ -114,5 +115,54 @@ func TestPoolJoinedOpenOutlivesItsOpenersContext(t *testing.T) {
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatal("second acquire stuck")
+	}
+}
+
+// TestClosedInstallationRecordsNothing: an operation on a closed
+// Installation (a handle kept after Close, or after a Pool's release) is
+// refused with ErrClosed, and appends nothing to the log.
+func TestClosedInstallationRecordsNothing(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	alice := b.create("alice")
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	last := func() uint64 {
+		filter, err := b.log.InstallationFilter("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq uint64
+		if _, _, err := b.log.ReadN(ctx, "alice", filter, 1, 1000, func(r eventlog.Record) error { seq = r.Seq; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	before := last()
+	ops := map[string]func() error{
+		"CreateGroup":         func() error { _, err := alice.CreateGroup(ctx, nil); return err },
+		"Send":                func() error { _, err := alice.Send(ctx, g.GroupID, []byte("x"), nil); return err },
+		"Update":              func() error { _, err := alice.Update(ctx, g.GroupID); return err },
+		"PublishKeyPackage":   func() error { _, err := alice.PublishKeyPackage(ctx, "d", true); return err },
+		"RegisterExternalPSK": func() error { return alice.RegisterExternalPSK(ctx, []byte("psk"), make([]byte, 32)) },
+		"CatchUp":             func() error { return alice.CatchUp(ctx) },
+		"Epoch":               func() error { _, err := alice.Epoch(ctx, g.GroupID); return err },
+		"Host.Send": func() error {
+			return NewHost(b.log, b.del, nil).Send(ctx, []SendRequest{{Installation: alice, GroupID: g.GroupID, Content: []byte("x")}})[0].Err
+		},
+	}
+	for name, op := range ops {
+		if err := op(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s on a closed installation: %v, want ErrClosed", name, err)
+		}
+	}
+	if after := last(); after != before {
+		t.Fatalf("a closed installation appended: last event %d, was %d", after, before)
 	}
 }
