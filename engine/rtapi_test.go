@@ -3,7 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,5 +170,123 @@ func TestClosedInstallationRecordsNothing(t *testing.T) {
 	}
 	if after := last(); after != before {
 		t.Fatalf("a closed installation appended: last event %d, was %d", after, before)
+	}
+}
+
+// TestPoolLowFileLimit runs a Pool whose opens run out of file
+// descriptors (RLIMIT_NOFILE lowered, in a child process): every acquire
+// returns, its error says what ran out, nothing is half recorded, and
+// once descriptors are free again every installation opens and works.
+func TestPoolLowFileLimit(t *testing.T) {
+	if os.Getenv("RTAPI_NOFILE_CHILD") == "" {
+		for _, extra := range []int{4, 7, 10, 14, 20} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPoolLowFileLimit$", "-test.v", "-test.count=1")
+			cmd.Env = append(os.Environ(), "RTAPI_NOFILE_CHILD="+strconv.Itoa(extra))
+			out, err := cmd.CombinedOutput()
+			t.Logf("child with %d descriptors to spare:\n%s", extra, out)
+			if ctx.Err() != nil {
+				t.Fatal("child hung")
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("child: %v", err)
+			}
+		}
+		return
+	}
+	const n = 8
+	f := newPoolFixture(t, n)
+	ctx := context.Background()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	extra, _ := strconv.Atoi(os.Getenv("RTAPI_NOFILE_CHILD"))
+	low.Cur = uint64(len(fds) + extra) // room for a few installations at most
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool(f.log, f.key, &PoolOptions{MaxOpen: n, Wait: 30 * time.Second})
+	for _, id := range f.ids {
+		if err := p.Register(id, f.path(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	errs := make([]error, n)
+	hold := make(chan struct{})
+	for i, id := range f.ids {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+			defer cancel()
+			errs[i] = p.With(cctx, id, func(in *Installation) error {
+				if _, err := in.PublishKeyPackage(cctx, "d", true); err != nil {
+					return err
+				}
+				ok.Add(1)
+				<-hold // all held at once: the descriptors stay taken
+				return nil
+			})
+		})
+	}
+	// Wait until every acquire has succeeded or failed.
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		failed := int(p.Stats().OpenErrors)
+		if int(ok.Load())+failed >= n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(hold)
+	wg.Wait()
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			failed++
+			t.Logf("%s: %v", f.ids[i], err)
+			if !errors.Is(err, syscall.EMFILE) && !strings.Contains(err.Error(), "too many open files") {
+				t.Errorf("%s: error does not say what ran out: %v", f.ids[i], err)
+			}
+		}
+	}
+	t.Logf("%d succeeded, %d failed", ok.Load(), failed)
+	if failed == 0 {
+		t.Log("no open failed: the limit was not low enough")
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("close pool: %v", err)
+	}
+	// Descriptors back: every installation opens and catches up, and
+	// holds exactly the key packages whose publish returned.
+	p2 := NewPool(f.log, f.key, &PoolOptions{MaxOpen: 2})
+	defer p2.Close()
+	var total int
+	for _, id := range f.ids {
+		if err := p2.Register(id, f.path(id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p2.With(ctx, id, func(in *Installation) error {
+			if err := touch(ctx, in); err != nil {
+				return err
+			}
+			kps, err := in.DB().AvailableKeyPackages(ctx)
+			total += len(kps)
+			return err
+		}); err != nil {
+			t.Fatalf("%s after the limit is raised: %v", id, err)
+		}
+	}
+	if total != int(ok.Load()) {
+		t.Fatalf("%d key packages recorded, %d publishes returned", total, ok.Load())
 	}
 }

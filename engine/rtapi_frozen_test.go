@@ -1,0 +1,250 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// TestFrozenServerEveryCallReturns freezes the server (SIGSTOP: its TCP
+// connections stay up, nothing answers) under every kind of call a
+// service makes, each with a context without deadline: each must return
+// an error, and once the server thaws nothing returned as done is lost.
+func TestFrozenServerEveryCallReturns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	ctx := context.Background()
+	srv := natstest.StartProcess(t)
+	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x42))
+	dir := t.TempDir()
+	keys := map[events.InstallationID]projections.Key{}
+	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}
+	create := func(id events.InstallationID) *Installation {
+		k, _ := projections.GenerateRawKey()
+		keys[id] = k
+		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	del := NewDeliveries(l, nil)
+	del.OutcomeTimeout = 3 * time.Second
+	alice, bob := create("alice"), create("bob")
+	for _, id := range []events.InstallationID{"carol", "dave"} {
+		if err := create(id).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kp, err := bob.PublishKeyPackage(ctx, "d", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := alice.AddMembers(ctx, g.GroupID, kp.KeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	first, err := alice.Send(ctx, g.GroupID, []byte("before"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := del.FanOut(ctx, first.Recipients, mlsChannel, first.Message, time.Time{}, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pool := NewPool(l, func(_ context.Context, id events.InstallationID) (projections.Key, error) { return keys[id], nil }, &PoolOptions{Installation: opts})
+	defer pool.Close()
+	if err := pool.Register("dave", filepath.Join(dir, "dave.db")); err != nil {
+		t.Fatal(err)
+	}
+	del2 := NewDeliveries(l, nil) // holds no queue yet
+	del2.OutcomeTimeout = 3 * time.Second
+	host := NewHost(l, NewDeliveries(l, nil), nil)
+
+	srv.Freeze()
+	var sent *SendOutput
+	calls := map[string]func() error{
+		"Installation.Send":    func() (err error) { sent, err = alice.Send(ctx, g.GroupID, []byte("frozen"), nil); return err },
+		"Installation.Receive": func() error { _, err := bob.Receive(ctx, first.Message); return err },
+		"Installation.CatchUp": func() error { return alice.CatchUp(ctx) },
+		"OpenInstallation": func() error {
+			in, err := OpenInstallation(ctx, l, "carol", filepath.Join(dir, "carol.db"), keys["carol"], opts)
+			if err == nil {
+				in.Close()
+			}
+			return err
+		},
+		"Pool.Acquire": func() error {
+			_, release, err := pool.Acquire(ctx, "dave")
+			if err == nil {
+				release()
+			}
+			return err
+		},
+		"Deliveries.Fetch":       func() error { _, err := del2.Fetch(ctx, "bob", mlsChannel, 0); return err },
+		"Deliveries.Acknowledge": func() error { return del2.Acknowledge(ctx, "alice", mlsChannel, 1) },
+		"Deliveries.FanOut": func() error {
+			_, err := del.FanOut(ctx, []events.InstallationID{"carol"}, mlsChannel, []byte("x"), time.Time{}, "k-frozen")
+			return err
+		},
+		"Host.Deliver": func() error { return host.Deliver(ctx, mlsChannel, []*Installation{bob}, 0)[0].Err },
+	}
+	var mu sync.Mutex
+	results := map[string]error{}
+	var wg sync.WaitGroup
+	for name, call := range calls {
+		wg.Go(func() {
+			start := time.Now()
+			err := call()
+			mu.Lock()
+			results[name] = err
+			mu.Unlock()
+			t.Logf("%s with the server frozen, after %v: %v", name, time.Since(start).Round(time.Millisecond), err)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(4 * time.Minute):
+		mu.Lock()
+		var missing []string
+		for name := range calls {
+			if _, ok := results[name]; !ok {
+				missing = append(missing, name)
+			}
+		}
+		mu.Unlock()
+		srv.Thaw()
+		t.Fatalf("still waiting on a frozen server after 4 minutes: %v", missing)
+	}
+	srv.Thaw()
+	for name, err := range results {
+		if err == nil && name != "Host.Deliver" {
+			t.Errorf("%s succeeded with the server frozen", name)
+		}
+	}
+	// Thawed: whatever returned nil is there; the rest can be done now.
+	if err := bob.CatchUp(ctx); err != nil {
+		t.Fatalf("bob catch up after thaw: %v", err)
+	}
+	if results["Installation.Send"] == nil && sent == nil {
+		t.Fatal("send returned nil without output")
+	}
+	ds, err := NewDeliveries(l, nil).Fetch(ctx, "bob", mlsChannel, 0)
+	if err != nil {
+		t.Fatalf("fetch after thaw: %v", err)
+	}
+	if len(ds) != 1 || ds[0].Seq != seqs["bob"] {
+		t.Fatalf("bob's queue after thaw: %+v, want the one message", ds)
+	}
+	if _, err := alice.Send(ctx, g.GroupID, []byte("after"), nil); err != nil {
+		t.Fatalf("send after thaw: %v", err)
+	}
+	_ = fmt.Sprint()
+}
+
+// TestOutcomeUnknownCommitStaysDeliverable: a commit whose append was
+// sent to a server that froze (its answer never came: ErrOutcomeUnknown)
+// is stored once the server thaws. The group has then moved on in the
+// committer's history, so its Commit (and Welcome) must still reach the
+// other members some way, or they can follow no later commit.
+func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	if os.Getenv("EPOCHLOG_KNOWN_GAPS") == "" {
+		// Fails today: the engine returns no output with ErrOutcomeUnknown
+		// and records no Welcome of an own commit, so neither can be sent
+		// once the commit turns out stored (red-team report, 2026-12-06).
+		t.Skip("known gap: a stored commit whose outcome was unknown cannot be delivered (set EPOCHLOG_KNOWN_GAPS=1)")
+	}
+	ctx := context.Background()
+	srv := natstest.StartProcess(t)
+	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x42))
+	dir := t.TempDir()
+	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}
+	create := func(id events.InstallationID) *Installation {
+		k, _ := projections.GenerateRawKey()
+		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	alice, bob := create("alice"), create("bob")
+	kp, err := bob.PublishKeyPackage(ctx, "d", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := alice.AddMembers(ctx, g.GroupID, kp.KeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	warm, err := alice.Update(ctx, g.GroupID) // head and keys cached
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, warm.Commit); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := alice.Epoch(ctx, g.GroupID)
+
+	srv.Freeze()
+	_, err = alice.Update(ctx, g.GroupID)
+	srv.Thaw()
+	uerr := err
+	if err == nil {
+		t.Skip("the update was answered before the freeze")
+	}
+	mustErrIs(t, err, ErrOutcomeUnknown)
+	if err := alice.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := alice.Epoch(ctx, g.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("update with the server frozen: %v; epoch %d -> %d", uerr, before, after)
+	if after == before {
+		t.Skip("the frozen update was not stored")
+	}
+	// The commit of epoch `after` is recorded in alice's history, and bob
+	// never got it: alice's next commit is one bob cannot follow.
+	next, err := alice.Update(ctx, g.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, next.Commit); err != nil {
+		t.Fatalf("bob cannot follow alice after a commit whose outcome was unknown: %v", err)
+	}
+}
