@@ -33,8 +33,15 @@ import (
 // has passed: then the error wraps ErrOutcomeUnknown if a try went
 // unanswered, and is the last try's otherwise.
 func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event, limit time.Duration) ([]eventlog.Appended, error) {
+	return decideAppendFrom(ctx, l, expected, evs, limit, false)
+}
+
+// decideAppendFrom is decideAppend for events that an earlier append (a
+// bulk) may have sent already when sent is set: then even an append
+// that sends nothing more fails with ErrOutcomeUnknown.
+func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event, limit time.Duration, sent bool) ([]eventlog.Appended, error) {
 	start := time.Now()
-	sent := false // an earlier try went unanswered: it may have landed
+	// sent: an earlier try went unanswered, so it may have landed.
 	undecided := func(err error) error {
 		if sent {
 			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
@@ -47,8 +54,9 @@ func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []e
 		case err == nil, errors.Is(err, eventlog.ErrConflict):
 			return res, err
 		case ctx.Err() != nil:
-			// The try was cancelled with ctx, or failed as ctx ended.
-			sent = sent || eventlog.Unanswered(err)
+			// The try was cancelled with ctx, or failed as ctx ended; a
+			// try that found ctx ended sent nothing.
+			sent = sent || eventlog.Unanswered(err) && !errors.Is(err, errNotSent)
 			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
 		case errors.Is(err, eventlog.ErrClosed), errors.Is(err, nats.ErrConnectionClosed):
 			// Closed under the try, which may have been sent and stored
@@ -84,11 +92,20 @@ func decideAppend(ctx context.Context, l *eventlog.Log, expected uint64, evs []e
 // ctx's deadline a publish that went down with the stream leader would
 // wait out all of ctx, leaving no time to try again.
 func appendOnce(ctx context.Context, l *eventlog.Log, expected uint64, evs []events.Event) ([]eventlog.Appended, error) {
+	if err := ctx.Err(); err != nil {
+		// AfterFunc below would cancel the append only after it began:
+		// a publish sent on an ended context could land after the
+		// caller's CatchUp found it missing.
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
 	return l.Append(actx, expected, evs...)
 }
+
+// errNotSent marks a try that found its context ended and sent nothing.
+var errNotSent = errors.New("engine: append not sent")
 
 // failedOver reports whether an append failed in a way a failover
 // explains, so that trying again may succeed: no answer

@@ -226,11 +226,19 @@ func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Ev
 // decide appends evs at expected and returns once the outcome is known
 // (decideAppend), trying for at most d's OutcomeTimeout.
 func (d *Deliveries) decide(ctx context.Context, expected uint64, evs []events.Event) ([]eventlog.Appended, error) {
-	return decideAppend(ctx, d.log, expected, evs, cmp.Or(d.OutcomeTimeout, DefaultOutcomeTimeout))
+	return d.decideAfter(ctx, expected, evs, false)
+}
+
+// decideAfter is decide for events a bulk may have sent already (sent).
+func (d *Deliveries) decideAfter(ctx context.Context, expected uint64, evs []events.Event, sent bool) ([]eventlog.Appended, error) {
+	return decideAppendFrom(ctx, d.log, expected, evs, cmp.Or(d.OutcomeTimeout, DefaultOutcomeTimeout), sent)
 }
 
 // appendBulkOnce is appendOnce for AppendBulk.
 func appendBulkOnce(ctx context.Context, l *eventlog.Log, ts []eventlog.Transition) ([][]eventlog.Appended, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err) // see appendOnce
+	}
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
@@ -585,7 +593,8 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 	// or without an idempotency key); if another writer moved the queue
 	// meanwhile, the queue is reloaded and the message enqueued there, and
 	// so are this call's later messages for that queue.
-	res, _ := appendBulkOnce(ctx, d.log, ts)
+	res, berr := appendBulkOnce(ctx, d.log, ts)
+	bulkSent := !errors.Is(berr, errNotSent)
 	moved := map[*queue]bool{}
 	for i, p := range plan {
 		it, q, evs := items[p.item], p.q, p.t.Events
@@ -597,7 +606,7 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 			}
 			var err error
 			if got == nil {
-				got, err = d.decide(ctx, p.t.Expected, evs)
+				got, err = d.decideAfter(ctx, p.t.Expected, evs, bulkSent)
 			}
 			if err == nil {
 				d.recordAppended(q, evs, got)
@@ -855,13 +864,14 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 		qs = append(qs, q)
 		ts = append(ts, eventlog.Transition{Expected: q.pos, Events: []events.Event{ev}})
 	}
-	res, _ := appendBulkOnce(ctx, d.log, ts)
+	res, berr := appendBulkOnce(ctx, d.log, ts)
+	bulkSent := !errors.Is(berr, errNotSent)
 	for i, q := range qs {
 		if i < len(res) && res[i] != nil {
 			d.recordAppended(q, ts[i].Events, res[i])
 			continue
 		}
-		got, err := d.decide(ctx, ts[i].Expected, ts[i].Events)
+		got, err := d.decideAfter(ctx, ts[i].Expected, ts[i].Events, bulkSent)
 		if err == nil {
 			d.recordAppended(q, ts[i].Events, got)
 			continue
