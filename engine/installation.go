@@ -371,7 +371,15 @@ func (in *Installation) errIfClosed() error {
 
 // CatchUp applies the installation's events appended since the read
 // model's checkpoint (by this process or any other, deliveries included).
-func (in *Installation) CatchUp(ctx context.Context) error { return in.project(ctx) }
+func (in *Installation) CatchUp(ctx context.Context) error {
+	err := in.project(ctx)
+	if err != nil && !errors.Is(err, ErrClosed) && in.closed.Load() {
+		// Closed under it (CatchUp does not hold the operation lock):
+		// the read model's own error says less.
+		return fmt.Errorf("engine: installation %s: %w (%v)", in.id, ErrClosed, err)
+	}
+	return err
+}
 
 // catchUpAll applies a long backlog with one consumer (Log.CatchUp).
 func (in *Installation) catchUpAll(ctx context.Context) error {

@@ -465,3 +465,70 @@ func TestEndedContextRecordsNothing(t *testing.T) {
 		t.Fatalf("%d messages recorded under an ended context", n)
 	}
 }
+
+// TestCloseUnderConcurrentCalls closes an Installation while goroutines
+// send, catch up and read through it: every call returns (sent or
+// ErrClosed), Close waits for the one in progress, and every message a
+// call returned is recorded exactly once.
+func TestCloseUnderConcurrentCalls(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	a := b.create("alice")
+	g, err := a.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := g.GroupID
+	var sent atomic.Int32
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 8)
+	errs := make(chan error, 8)
+	for w := range 6 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				var err error
+				switch w % 3 {
+				case 0, 1:
+					if _, err = a.Send(ctx, gid, []byte(fmt.Sprintf("w%d-%d", w, i)), nil); err == nil {
+						sent.Add(1)
+					}
+				case 2:
+					err = a.CatchUp(ctx)
+				}
+				if i == 2 {
+					started <- struct{}{}
+				}
+				if err != nil {
+					if !errors.Is(err, ErrClosed) {
+						errs <- fmt.Errorf("worker %d call %d: %w", w, i, err)
+					}
+					return
+				}
+			}
+		})
+	}
+	for range 6 {
+		<-started
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("close under calls: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a call failed otherwise than ErrClosed: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	delete(b.insts, "alice")
+	in, err := OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts())
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	b.insts["alice"] = in
+	if n := messageCount(t, in, gid); n != int(sent.Load()) {
+		t.Fatalf("%d messages recorded, %d sends returned", n, sent.Load())
+	}
+	b.checkRebuild("alice")
+}
