@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -190,6 +191,24 @@ func openReadModel(l *eventlog.Log, dbPath string, key projections.Key, opts *pr
 	return db, lk, nil
 }
 
+// newFiles lists the files an open of the read model at dbPath would
+// create: the database, its SQLite sidecars and its salt sidecar, those
+// of them that do not exist yet (none when the database exists and is
+// not empty). The writer's lock file is not among them: another opener
+// may hold it open.
+func newFiles(dbPath, salt string) []string {
+	if st, err := os.Stat(dbPath); err == nil && st.Size() > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	var out []string
+	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm", dbPath + "-journal", salt} {
+		if _, err := os.Lstat(f); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // closeReadModel closes the database, then lets go of its lock.
 func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock) error {
 	err := db.Close()
@@ -253,7 +272,9 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 // OpenInstallation opens an existing installation: it opens the read model
 // at dbPath (creating it empty if it is missing) and resumes it from its
 // checkpoint by catching up with the log, then loads the identity from it.
-// An id with no installation.created event is ErrNoInstallation.
+// An id with no installation.created event is ErrNoInstallation; a read
+// model file this call created is then removed again, so a
+// CreateInstallation with another key can follow.
 func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -262,6 +283,8 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
+	salt := cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath))
+	created := newFiles(dbPath, salt)
 	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
@@ -296,7 +319,20 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
 	}
 	if !found {
-		closeReadModel(l, db, lk)
+		// A read model this open created is removed: left behind under
+		// key, it would refuse the CreateInstallation that usually
+		// follows ("open, else create") with another key.
+		err := db.Close()
+		l.Metrics().ReadModelClosed()
+		for _, f := range created {
+			if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = errors.Join(err, rerr)
+			}
+		}
+		err = errors.Join(err, lk.Unlock())
+		if err != nil {
+			l.Logger().Warn("engine: removing the read model of an installation that does not exist failed", "installation", string(id), "path", dbPath, "error", err)
+		}
 		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
 	}
 	if ident.ID != id {

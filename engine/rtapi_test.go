@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -531,4 +532,27 @@ func TestCloseUnderConcurrentCalls(t *testing.T) {
 		t.Fatalf("%d messages recorded, %d sends returned", n, sent.Load())
 	}
 	b.checkRebuild("alice")
+}
+
+// TestOpenBeforeCreateLeavesNothing: "open, else create" (the
+// installation does not exist yet) must not leave a read model behind
+// under the key of the failed open, which the create (with its own new
+// key) could then not open.
+func TestOpenBeforeCreateLeavesNothing(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	path := filepath.Join(b.dir, "sub", "new.db")
+	k1, _ := projections.GenerateRawKey()
+	if _, err := OpenInstallation(ctx, b.log, "new", path, k1, b.opts()); !errors.Is(err, ErrNoInstallation) {
+		t.Fatalf("open of an installation never created: %v, want ErrNoInstallation", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read model left behind by the failed open: %v", err)
+	}
+	k2, _ := projections.GenerateRawKey()
+	in, err := CreateInstallation(ctx, b.log, "new", path, k2, b.opts())
+	if err != nil {
+		t.Fatalf("create after a failed open: %v", err)
+	}
+	b.insts["new"], b.keys["new"] = in, k2
 }
