@@ -209,6 +209,21 @@ func newFiles(dbPath, salt string) []string {
 	return out
 }
 
+// discardReadModel closes a read model and removes the files its open
+// created (newFiles), holding its lock until they are gone.
+func discardReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock, id events.InstallationID, created []string) {
+	err := db.Close()
+	l.Metrics().ReadModelClosed()
+	for _, f := range created {
+		if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err = errors.Join(err, lk.Unlock()); err != nil {
+		l.Logger().Warn("engine: removing a read model this call created failed", "installation", string(id), "path", db.Path(), "error", err)
+	}
+}
+
 // closeReadModel closes the database, then lets go of its lock.
 func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock) error {
 	err := db.Close()
@@ -218,7 +233,8 @@ func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterL
 
 // CreateInstallation creates installation id: it draws a signature key,
 // appends installation.created and opens (creating) the read model at
-// dbPath under key. An id that already exists is ErrInstallationExists.
+// dbPath under key. An id that already exists is ErrInstallationExists;
+// a read model file this call created is then removed again.
 func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -238,6 +254,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	cred := mls.NewBasicCredential([]byte(id))
 	// Lock and open the read model before anything is recorded, so a
 	// database held by another writer records nothing.
+	created := newFiles(dbPath, cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath)))
 	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
@@ -254,7 +271,13 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		},
 	}
 	if _, err := decideAppend(ctx, l, 0, []events.Event{ev}, o.OutcomeTimeout); err != nil {
-		closeReadModel(l, db, lk)
+		if errors.Is(err, ErrOutcomeUnknown) {
+			closeReadModel(l, db, lk) // perhaps created: OpenInstallation takes it up
+		} else {
+			// Nothing recorded: a file left under this key would refuse
+			// the OpenInstallation of an existing id under its own key.
+			discardReadModel(l, db, lk, id, created)
+		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
 		}
@@ -322,17 +345,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		// A read model this open created is removed: left behind under
 		// key, it would refuse the CreateInstallation that usually
 		// follows ("open, else create") with another key.
-		err := db.Close()
-		l.Metrics().ReadModelClosed()
-		for _, f := range created {
-			if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				err = errors.Join(err, rerr)
-			}
-		}
-		err = errors.Join(err, lk.Unlock())
-		if err != nil {
-			l.Logger().Warn("engine: removing the read model of an installation that does not exist failed", "installation", string(id), "path", dbPath, "error", err)
-		}
+		discardReadModel(l, db, lk, id, created)
 		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
 	}
 	if ident.ID != id {

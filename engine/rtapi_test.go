@@ -556,3 +556,23 @@ func TestOpenBeforeCreateLeavesNothing(t *testing.T) {
 	}
 	b.insts["new"], b.keys["new"] = in, k2
 }
+
+// TestCreateOfAnExistingInstallationLeavesNothing: "create, else open"
+// on a host that holds no read model of the installation yet: the
+// refused create must not leave a file under its new key, which the
+// open under the installation's own key could not open.
+func TestCreateOfAnExistingInstallationLeavesNothing(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	b.create("old")
+	path := filepath.Join(b.dir, "elsewhere", "old.db")
+	k, _ := projections.GenerateRawKey()
+	if _, err := CreateInstallation(ctx, b.log, "old", path, k, b.opts()); !errors.Is(err, ErrInstallationExists) {
+		t.Fatalf("create of an existing id: %v, want ErrInstallationExists", err)
+	}
+	in, err := OpenInstallation(ctx, b.log, "old", path, b.keys["old"], b.opts())
+	if err != nil {
+		t.Fatalf("open after the refused create: %v", err)
+	}
+	in.Close()
+}
