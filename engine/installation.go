@@ -45,9 +45,10 @@ type InstallationOptions struct {
 	// UpdateInterval is how old this member's last path update may get
 	// before Send first commits a fresh one (default 24h). A member that
 	// joined from a Welcome always updates before its first message.
+	// Negative is refused.
 	UpdateInterval time.Duration
 	// MaxAttempts bounds the retries of an operation that loses races for
-	// its group (default 8).
+	// its group (default 8; negative is refused).
 	MaxAttempts int
 	// OutcomeTimeout bounds how long an operation tries to decide an
 	// append whose answer was lost (the server gone, a failover longer
@@ -103,8 +104,16 @@ func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 	if r.MaxPastEpochs == 0 {
 		r.MaxPastEpochs = mls.DefaultMaxPastEpochs
 	}
+	if r.UpdateInterval < 0 {
+		return r, fmt.Errorf("engine: installation options: UpdateInterval %v: must be 0 (the default, %v) or more", r.UpdateInterval, DefaultUpdateInterval)
+	}
 	if r.UpdateInterval == 0 {
 		r.UpdateInterval = DefaultUpdateInterval
+	}
+	if r.MaxAttempts < 0 {
+		// A loop of no attempts failed every commit with
+		// ErrTooManyConflicts, and a Welcome's with none at all.
+		return r, fmt.Errorf("engine: installation options: MaxAttempts %d: must be 0 (the default, %d) or more", r.MaxAttempts, DefaultMaxAttempts)
 	}
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = DefaultMaxAttempts

@@ -576,3 +576,27 @@ func TestCreateOfAnExistingInstallationLeavesNothing(t *testing.T) {
 	}
 	in.Close()
 }
+
+// TestNegativeOptionsRefused: a negative MaxAttempts or UpdateInterval
+// is refused when the installation is opened, as a negative
+// MaxPastEpochs or OutcomeTimeout is, instead of failing every commit
+// with ErrTooManyConflicts before a single try (MaxAttempts), or making
+// every Send commit a path update first (UpdateInterval).
+func TestNegativeOptionsRefused(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	for name, o := range map[string]*InstallationOptions{
+		"MaxAttempts":    {MaxAttempts: -1},
+		"UpdateInterval": {UpdateInterval: -time.Hour},
+	} {
+		k, _ := projections.GenerateRawKey()
+		id := events.InstallationID("neg-" + strings.ToLower(name))
+		in, err := CreateInstallation(ctx, b.log, id, b.dbPath(id), k, o)
+		if err == nil {
+			in.Close()
+			t.Errorf("negative %s taken", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
