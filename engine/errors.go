@@ -99,8 +99,10 @@ var (
 	// (Deliveries: Deliveries.OutcomeTimeout), both 60 s by default; each
 	// try is bounded by the Log's RequestTimeout, so a bound longer than
 	// a failover is enough.
-	// After this error, CatchUp shows whether the transition happened;
-	// its output is not returned.
+	// After this error, CatchUp decides whether the transition happened
+	// (it appends the same events again: stored once, or refused for
+	// good); an own commit's or a Send's output comes in the error, an
+	// *OutcomeUnknownError, for Installation.Decide.
 	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
 
 	// ErrInvalidAck means an acknowledgement names a sequence beyond the last
@@ -130,3 +132,28 @@ func lagged(err error) (projectionErr, opErr error) {
 	}
 	return nil, err
 }
+
+// OutcomeUnknownError is the error of an own commit (AddMembers,
+// RemoveMembers, Update, CommitProposals, ...) or a Send whose append went
+// unanswered: it wraps ErrOutcomeUnknown and carries the operation's
+// output as the operation would have returned it. Whether that output
+// may be delivered is not known yet: Installation.Decide finds out.
+// Delivered before, it could announce a commit the group never took;
+// dropped after it was recorded, the members would never follow the
+// group's later commits, and the added members never join.
+type OutcomeUnknownError struct {
+	// Err is the operation's error; it wraps ErrOutcomeUnknown.
+	Err error
+	// Commit is an own commit's output (Send: its path update, when
+	// that is what went unanswered).
+	Commit *CommitOutput
+	// Send is Send's output (the message), when its append went
+	// unanswered.
+	Send *SendOutput
+}
+
+// Error returns the operation's error text.
+func (e *OutcomeUnknownError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the operation's error, which wraps ErrOutcomeUnknown.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }

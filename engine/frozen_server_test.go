@@ -2,8 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -166,18 +166,16 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 
 // TestOutcomeUnknownCommitStaysDeliverable: a commit whose append was
 // sent to a server that froze (its answer never came: ErrOutcomeUnknown)
-// is stored once the server thaws. The group has then moved on in the
-// committer's history, so its Commit (and Welcome) must still reach the
-// other members some way, or they can follow no later commit.
+// may be stored once the server thaws. Its output comes in the error
+// (*OutcomeUnknownError), and Installation.Decide says whether it is in
+// the history: delivered then, bob follows alice's later commits; not
+// recorded, it is not delivered and bob follows all the same. Until
+// 2026-12-07 the output was lost with the error, and a stored commit
+// left bob unable to follow alice ever again; and CatchUp, a read, could
+// miss the commit landing just after it.
 func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
-	}
-	if os.Getenv("EPOCHLOG_KNOWN_GAPS") == "" {
-		// Fails today: the engine returns no output with ErrOutcomeUnknown
-		// and records no Welcome of an own commit, so neither can be sent
-		// once the commit turns out stored (red-team report, 2026-12-06).
-		t.Skip("known gap: a stored commit whose outcome was unknown cannot be delivered (set EPOCHLOG_KNOWN_GAPS=1)")
 	}
 	ctx := context.Background()
 	srv := natstest.StartProcess(t)
@@ -220,26 +218,32 @@ func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 	before, _ := alice.Epoch(ctx, g.GroupID)
 
 	srv.Freeze()
-	_, err = alice.Update(ctx, g.GroupID)
+	frozen, err := alice.Update(ctx, g.GroupID)
 	srv.Thaw()
-	uerr := err
-	if err == nil {
-		t.Skip("the update was answered before the freeze")
-	}
-	mustErrIs(t, err, ErrOutcomeUnknown)
-	if err := alice.CatchUp(ctx); err != nil {
-		t.Fatal(err)
+	recorded := err == nil // answered before the freeze took hold
+	if err != nil {
+		var u *OutcomeUnknownError
+		if !errors.As(err, &u) || !errors.Is(err, ErrOutcomeUnknown) || u.Commit == nil {
+			t.Fatalf("update with the server frozen: %v, want an *OutcomeUnknownError carrying the commit", err)
+		}
+		if recorded, err = alice.Decide(ctx, u); err != nil {
+			t.Fatalf("decide after the thaw: %v", err)
+		}
+		frozen = u.Commit
 	}
 	after, err := alice.Epoch(ctx, g.GroupID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("update with the server frozen: %v; epoch %d -> %d", uerr, before, after)
-	if after == before {
-		t.Skip("the frozen update was not stored")
+	t.Logf("update with the server frozen: recorded %v; epoch %d -> %d", recorded, before, after)
+	if recorded != (after == frozen.Epoch) || !recorded && after != before {
+		t.Fatalf("decided recorded=%v, but alice's epoch went %d -> %d (the commit's is %d)", recorded, before, after, frozen.Epoch)
 	}
-	// The commit of epoch `after` is recorded in alice's history, and bob
-	// never got it: alice's next commit is one bob cannot follow.
+	if recorded {
+		if _, err := bob.Receive(ctx, frozen.Commit); err != nil {
+			t.Fatalf("bob receives the decided commit: %v", err)
+		}
+	}
 	next, err := alice.Update(ctx, g.GroupID)
 	if err != nil {
 		t.Fatal(err)

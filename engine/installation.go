@@ -166,6 +166,10 @@ type Installation struct {
 	// closed: Close ran (the read model no longer counts as open). Set
 	// under mu; read without it by CatchUp.
 	closed atomic.Bool
+	// undecided are the appends whose outcome an operation could not
+	// learn (ErrOutcomeUnknown), oldest first: CatchUp decides them.
+	undecidedMu sync.Mutex
+	undecided   []undecidedAppend
 	// appliedTo is a checkpoint a Host saw its read model reach (0: none
 	// seen): a lower bound of the read model's checkpoint, which only
 	// grows, so a Host reads from there and misses nothing (it spares a
@@ -429,7 +433,13 @@ func (in *Installation) errIfClosed() error {
 
 // CatchUp applies the installation's events appended since the read
 // model's checkpoint (by this process or any other, deliveries included).
+// After an operation failed with ErrOutcomeUnknown, it first decides that
+// operation's append (decideUndecided), so that what it then shows is the
+// outcome for good.
 func (in *Installation) CatchUp(ctx context.Context) error {
+	if err := in.decideUndecided(ctx); err != nil {
+		return err
+	}
 	err := in.project(ctx)
 	if err != nil && !errors.Is(err, ErrClosed) && in.closed.Load() {
 		// Closed under it (CatchUp does not hold the operation lock):
@@ -495,10 +505,80 @@ func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs 
 		return err
 	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
+	in.noteUndecided(expected, evs, err)
 	if err == nil && len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
 	}
 	return err
+}
+
+// undecidedAppend is an append an operation could not decide: its events,
+// kept as sent (their message ids), and the position they were to follow.
+type undecidedAppend struct {
+	expected uint64
+	evs      []events.Event
+}
+
+// maxUndecided bounds the undecided appends an installation keeps; older
+// ones are still decided by the next operation on their aggregate (a
+// conflict if they landed), only their outputs are then not deliverable.
+const maxUndecided = 64
+
+// noteUndecided keeps an append that ended with ErrOutcomeUnknown for
+// CatchUp to decide.
+func (in *Installation) noteUndecided(expected uint64, evs []events.Event, err error) {
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		return
+	}
+	in.undecidedMu.Lock()
+	defer in.undecidedMu.Unlock()
+	if len(in.undecided) >= maxUndecided {
+		in.undecided = in.undecided[1:]
+	}
+	in.undecided = append(in.undecided, undecidedAppend{expected: expected, evs: evs})
+}
+
+// decideUndecided appends each undecided append's events again, as they
+// were sent. The stream stores an append once, and orders it after the
+// lost one (sent earlier on the same connection), so the answer is the
+// outcome for good: stored (now, or before: the duplicate is found), or
+// refused because another event holds the position (eventlog.ErrConflict:
+// the lost append did not land and never will). A read alone could not
+// tell: the stream answers reads beside its ingest, so a publish still in
+// flight may land after a read that did not see it. An append still
+// unanswered keeps it undecided and fails CatchUp with ErrOutcomeUnknown.
+func (in *Installation) decideUndecided(ctx context.Context) error {
+	in.undecidedMu.Lock()
+	pending := len(in.undecided)
+	in.undecidedMu.Unlock()
+	if pending == 0 {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for {
+		in.undecidedMu.Lock()
+		if len(in.undecided) == 0 {
+			in.undecidedMu.Unlock()
+			return nil
+		}
+		u := in.undecided[0]
+		in.undecidedMu.Unlock()
+		if err := in.errIfClosed(); err != nil {
+			return err
+		}
+		_, err := decideAppend(ctx, in.log, u.expected, u.evs, in.opts.OutcomeTimeout)
+		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
+			return fmt.Errorf("engine: installation %s: deciding an append whose outcome was unknown (%s %q after position %d): %w",
+				in.id, u.evs[0].Aggregate.Type, u.evs[0].Aggregate.ID, u.expected, err)
+		}
+		// Decided either way; a group state cached since is stale if
+		// it landed now (the cache reloads from the read model).
+		clear(in.group)
+		in.undecidedMu.Lock()
+		in.undecided = in.undecided[1:]
+		in.undecidedMu.Unlock()
+	}
 }
 
 // encodeBasicCredential is the TLS encoding of a basic Credential
@@ -526,4 +606,33 @@ func groupKey(id []byte) string { return hex.EncodeToString(id) }
 func messageID(wire []byte) []byte {
 	h := sha256.Sum256(wire)
 	return h[:16]
+}
+
+// Decide settles an operation that failed with an *OutcomeUnknownError:
+// it catches up (CatchUp, which decides the operation's append for good)
+// and reports whether u's transition is in the installation's history.
+// Recorded: deliver u.Commit (its Commit to its Recipients, its Welcome
+// to Added) or u.Send as the operation would have returned them. Not
+// recorded: never deliver them; the operation can be made again. An
+// error (the server still not answering) decides nothing: call Decide
+// again later.
+func (in *Installation) Decide(ctx context.Context, u *OutcomeUnknownError) (recorded bool, err error) {
+	if err := in.CatchUp(ctx); err != nil {
+		return false, err
+	}
+	switch {
+	case u.Send != nil:
+		known, err := in.db.KnownMessages(ctx, u.Send.GroupID, [][]byte{u.Send.MessageID})
+		if err != nil {
+			return false, fmt.Errorf("engine: installation %s: decide: %w", in.id, err)
+		}
+		return known[string(u.Send.MessageID)], nil
+	case u.Commit != nil:
+		ok, err := in.db.CommitStartedEpoch(ctx, u.Commit.GroupID, u.Commit.Epoch, u.Commit.Commit)
+		if err != nil {
+			return false, fmt.Errorf("engine: installation %s: decide: %w", in.id, err)
+		}
+		return ok, nil
+	}
+	return false, fmt.Errorf("engine: installation %s: decide: the error carries no output", in.id)
 }

@@ -80,6 +80,7 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 		return err
 	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
+	in.noteUndecided(expected, evs, err)
 	if err != nil {
 		return err
 	}
