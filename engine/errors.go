@@ -1,6 +1,10 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/epochlog/epochlog/events"
+)
 
 // Sentinel errors of the engine. Test for them with errors.Is; the returned
 // errors wrap them with the installation, group or queue involved. Errors
@@ -99,10 +103,10 @@ var (
 	// (Deliveries: Deliveries.OutcomeTimeout), both 60 s by default; each
 	// try is bounded by the Log's RequestTimeout, so a bound longer than
 	// a failover is enough.
-	// After this error, CatchUp decides whether the transition happened
-	// (it appends the same events again: stored once, or refused for
-	// good); an own commit's or a Send's output comes in the error, an
-	// *OutcomeUnknownError, for Installation.Decide.
+	// After this error, CatchUp shows what the stream holds so far, and
+	// the next operation on the group follows whatever it holds; an own
+	// commit's or a Send's output comes in the error, an
+	// *OutcomeUnknownError, and Installation.Decide settles it for good.
 	ErrOutcomeUnknown = errors.New("engine: outcome of the append unknown")
 
 	// ErrInvalidAck means an acknowledgement names a sequence beyond the last
@@ -150,6 +154,9 @@ type OutcomeUnknownError struct {
 	// Send is Send's output (the message), when its append went
 	// unanswered.
 	Send *SendOutput
+
+	expected uint64         // the position the events were to follow
+	evs      []events.Event // as sent: Decide appends them again
 }
 
 // Error returns the operation's error text.

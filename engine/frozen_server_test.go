@@ -170,7 +170,7 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 // (*OutcomeUnknownError), and Installation.Decide says whether it is in
 // the history: delivered then, bob follows alice's later commits; not
 // recorded, it is not delivered and bob follows all the same. Until
-// 2026-12-07 the output was lost with the error, and a stored commit
+// 2026-12-06 the output was lost with the error, and a stored commit
 // left bob unable to follow alice ever again; and CatchUp, a read, could
 // miss the commit landing just after it.
 func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {

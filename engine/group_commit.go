@@ -123,10 +123,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 		return ng, bodies, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
-		if out != nil && errors.Is(err, ErrOutcomeUnknown) {
-			return nil, &OutcomeUnknownError{Err: err, Commit: out}
-		}
-		return nil, err
+		return nil, outcomeUnknown(err, func(u *OutcomeUnknownError) { u.Commit = out })
 	}
 	in.group[string(id)].lastUpdate = in.opts.Now().UTC()
 	return out, err

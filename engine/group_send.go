@@ -48,9 +48,7 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		}}, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
-		if out != nil && errors.Is(err, ErrOutcomeUnknown) {
-			err = &OutcomeUnknownError{Err: err, Send: out}
-		}
+		err = outcomeUnknown(err, func(u *OutcomeUnknownError) { u.Send = out })
 		if update != nil {
 			// The update is recorded: it must still reach the members.
 			return &SendOutput{GroupID: bytes.Clone(groupID), Update: update}, err

@@ -334,7 +334,7 @@ func groupOfBobChecking(t *testing.T, check func(context.Context, events.Install
 // ahead of carol's Welcome, alice's message of the next epoch ahead of
 // her commit. Host.Deliver tries such a message again once a later
 // delivery of the same call moved its group, so nothing the queue holds
-// is lost. Until 2026-12-07 it was acknowledged as ErrUnknownGroup or
+// is lost. Until 2026-12-06 it was acknowledged as ErrUnknownGroup or
 // mls.ErrWrongEpoch, and lost.
 func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
 	ctx := context.Background()

@@ -166,10 +166,6 @@ type Installation struct {
 	// closed: Close ran (the read model no longer counts as open). Set
 	// under mu; read without it by CatchUp.
 	closed atomic.Bool
-	// undecided are the appends whose outcome an operation could not
-	// learn (ErrOutcomeUnknown), oldest first: CatchUp decides them.
-	undecidedMu sync.Mutex
-	undecided   []undecidedAppend
 	// appliedTo is a checkpoint a Host saw its read model reach (0: none
 	// seen): a lower bound of the read model's checkpoint, which only
 	// grows, so a Host reads from there and misses nothing (it spares a
@@ -433,13 +429,7 @@ func (in *Installation) errIfClosed() error {
 
 // CatchUp applies the installation's events appended since the read
 // model's checkpoint (by this process or any other, deliveries included).
-// After an operation failed with ErrOutcomeUnknown, it first decides that
-// operation's append (decideUndecided), so that what it then shows is the
-// outcome for good.
 func (in *Installation) CatchUp(ctx context.Context) error {
-	if err := in.decideUndecided(ctx); err != nil {
-		return err
-	}
 	err := in.project(ctx)
 	if err != nil && !errors.Is(err, ErrClosed) && in.closed.Load() {
 		// Closed under it (CatchUp does not hold the operation lock):
@@ -505,80 +495,44 @@ func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs 
 		return err
 	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
-	in.noteUndecided(expected, evs, err)
+	err = markUndecided(expected, evs, err)
 	if err == nil && len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
 	}
 	return err
 }
 
-// undecidedAppend is an append an operation could not decide: its events,
-// kept as sent (their message ids), and the position they were to follow.
+// undecidedAppend marks an append that ended with ErrOutcomeUnknown with
+// its events, as sent (their message ids), and the position they were to
+// follow, for an *OutcomeUnknownError to carry to Installation.Decide.
 type undecidedAppend struct {
+	err      error
 	expected uint64
 	evs      []events.Event
 }
 
-// maxUndecided bounds the undecided appends an installation keeps; older
-// ones are still decided by the next operation on their aggregate (a
-// conflict if they landed), only their outputs are then not deliverable.
-const maxUndecided = 64
+func (u *undecidedAppend) Error() string { return u.err.Error() }
+func (u *undecidedAppend) Unwrap() error { return u.err }
 
-// noteUndecided keeps an append that ended with ErrOutcomeUnknown for
-// CatchUp to decide.
-func (in *Installation) noteUndecided(expected uint64, evs []events.Event, err error) {
+// markUndecided wraps an append's ErrOutcomeUnknown with its events.
+func markUndecided(expected uint64, evs []events.Event, err error) error {
 	if !errors.Is(err, ErrOutcomeUnknown) {
-		return
+		return err
 	}
-	in.undecidedMu.Lock()
-	defer in.undecidedMu.Unlock()
-	if len(in.undecided) >= maxUndecided {
-		in.undecided = in.undecided[1:]
-	}
-	in.undecided = append(in.undecided, undecidedAppend{expected: expected, evs: evs})
+	return &undecidedAppend{err: err, expected: expected, evs: evs}
 }
 
-// decideUndecided appends each undecided append's events again, as they
-// were sent. The stream stores an append once, and orders it after the
-// lost one (sent earlier on the same connection), so the answer is the
-// outcome for good: stored (now, or before: the duplicate is found), or
-// refused because another event holds the position (eventlog.ErrConflict:
-// the lost append did not land and never will). A read alone could not
-// tell: the stream answers reads beside its ingest, so a publish still in
-// flight may land after a read that did not see it. An append still
-// unanswered keeps it undecided and fails CatchUp with ErrOutcomeUnknown.
-func (in *Installation) decideUndecided(ctx context.Context) error {
-	in.undecidedMu.Lock()
-	pending := len(in.undecided)
-	in.undecidedMu.Unlock()
-	if pending == 0 {
-		return nil
+// outcomeUnknown makes err, an operation's error, an *OutcomeUnknownError
+// carrying the operation's output (set) and its undecided append, if err
+// is an append's ErrOutcomeUnknown; it returns err as it is otherwise.
+func outcomeUnknown(err error, set func(*OutcomeUnknownError)) error {
+	var u *undecidedAppend
+	if !errors.As(err, &u) {
+		return err
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for {
-		in.undecidedMu.Lock()
-		if len(in.undecided) == 0 {
-			in.undecidedMu.Unlock()
-			return nil
-		}
-		u := in.undecided[0]
-		in.undecidedMu.Unlock()
-		if err := in.errIfClosed(); err != nil {
-			return err
-		}
-		_, err := decideAppend(ctx, in.log, u.expected, u.evs, in.opts.OutcomeTimeout)
-		if err != nil && !errors.Is(err, eventlog.ErrConflict) {
-			return fmt.Errorf("engine: installation %s: deciding an append whose outcome was unknown (%s %q after position %d): %w",
-				in.id, u.evs[0].Aggregate.Type, u.evs[0].Aggregate.ID, u.expected, err)
-		}
-		// Decided either way; a group state cached since is stale if
-		// it landed now (the cache reloads from the read model).
-		clear(in.group)
-		in.undecidedMu.Lock()
-		in.undecided = in.undecided[1:]
-		in.undecidedMu.Unlock()
-	}
+	e := &OutcomeUnknownError{Err: err, expected: u.expected, evs: u.evs}
+	set(e)
+	return e
 }
 
 // encodeBasicCredential is the TLS encoding of a basic Credential
@@ -609,30 +563,43 @@ func messageID(wire []byte) []byte {
 }
 
 // Decide settles an operation that failed with an *OutcomeUnknownError:
-// it catches up (CatchUp, which decides the operation's append for good)
-// and reports whether u's transition is in the installation's history.
-// Recorded: deliver u.Commit (its Commit to its Recipients, its Welcome
-// to Added) or u.Send as the operation would have returned them. Not
-// recorded: never deliver them; the operation can be made again. An
-// error (the server still not answering) decides nothing: call Decide
-// again later.
+// it appends the operation's events again, as they were sent. The stream
+// stores an append once and orders this one after the lost one (sent
+// earlier on the same connection), so the answer is final: recorded (it
+// had landed, or lands now), or not recorded because the group moved on
+// meanwhile (another event holds its position: the lost append never
+// lands). A read could not tell: the server answers reads beside its
+// ingest, and a publish in flight may land after a read that missed it.
+// Then the read model catches up. Recorded: deliver u.Commit (its Commit
+// to its Recipients, its Welcome to Added) or u.Send as the operation
+// would have returned them. Not recorded: never deliver them; make the
+// operation again if it is still wanted. An error (the server still not
+// answering: ErrOutcomeUnknown again) decides nothing: call Decide again.
 func (in *Installation) Decide(ctx context.Context, u *OutcomeUnknownError) (recorded bool, err error) {
-	if err := in.CatchUp(ctx); err != nil {
+	if len(u.evs) == 0 {
+		return false, fmt.Errorf("engine: installation %s: decide: the error carries no append", in.id)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := in.errIfClosed(); err != nil {
 		return false, err
 	}
+	_, err = decideAppend(ctx, in.log, u.expected, u.evs, in.opts.OutcomeTimeout)
 	switch {
-	case u.Send != nil:
-		known, err := in.db.KnownMessages(ctx, u.Send.GroupID, [][]byte{u.Send.MessageID})
-		if err != nil {
-			return false, fmt.Errorf("engine: installation %s: decide: %w", in.id, err)
-		}
-		return known[string(u.Send.MessageID)], nil
-	case u.Commit != nil:
-		ok, err := in.db.CommitStartedEpoch(ctx, u.Commit.GroupID, u.Commit.Epoch, u.Commit.Commit)
-		if err != nil {
-			return false, fmt.Errorf("engine: installation %s: decide: %w", in.id, err)
-		}
-		return ok, nil
+	case err == nil:
+		recorded = true
+	case errors.Is(err, eventlog.ErrConflict):
+	default:
+		return false, fmt.Errorf("engine: installation %s: decide the append of %s %q after position %d: %w",
+			in.id, u.evs[0].Aggregate.Type, u.evs[0].Aggregate.ID, u.expected, err)
 	}
-	return false, fmt.Errorf("engine: installation %s: decide: the error carries no output", in.id)
+	// Group states cached since the operation are stale if it landed
+	// now; they reload from the read model.
+	clear(in.group)
+	if err := in.project(ctx); err != nil {
+		// Decided all the same; the next operation or CatchUp brings
+		// the read model up to date.
+		in.log.Logger().Warn("engine: decided, the read model lags", "installation", string(in.id), "recorded", recorded, "error", err)
+	}
+	return recorded, nil
 }

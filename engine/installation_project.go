@@ -80,9 +80,8 @@ func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Ag
 		return err
 	}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
-	in.noteUndecided(expected, evs, err)
 	if err != nil {
-		return err
+		return markUndecided(expected, evs, err)
 	}
 	if len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)

@@ -181,7 +181,7 @@ func TestResealNewStream(t *testing.T) {
 // sequences. A writer on the new stream that it sets its floor for is
 // refused (ErrMissingEvent, as for any checkpoint the stream does not
 // hold), and the error says why here: the stream was re-sealed, and the
-// cure is a rebuild. Until 2026-12-07 it said only that events were gone.
+// cure is a rebuild. Until 2026-12-06 it said only that events were gone.
 func TestMissingEventOnAResealedStreamNamesTheReseal(t *testing.T) {
 	srv := natstestStart(t)
 	ctx := context.Background()
