@@ -255,6 +255,7 @@ func TestOperationReturnsWithTheServerGone(t *testing.T) {
 	}
 	gid := created.GroupID
 	b.srv.Shutdown()
+	undecided := map[string]*OutcomeUnknownError{}
 	for _, op := range []string{"Send", "Update"} {
 		done := make(chan error, 1)
 		go func() {
@@ -272,6 +273,9 @@ func TestOperationReturnsWithTheServerGone(t *testing.T) {
 			if err == nil {
 				t.Fatalf("%s succeeded with the server gone", op)
 			}
+			if u := new(OutcomeUnknownError); errors.As(err, &u) {
+				undecided[op] = u
+			}
 		case <-time.After(2 * time.Minute): // OutcomeTimeout plus a request timeout, generously
 			b.srv.Start()
 			t.Fatalf("%s still waiting two minutes after the server went, its OutcomeTimeout 2s", op)
@@ -287,8 +291,31 @@ func TestOperationReturnsWithTheServerGone(t *testing.T) {
 	if n := messageCount(t, b.insts[alice], gid); n != 0 {
 		t.Fatalf("%d messages recorded while the server was gone", n)
 	}
-	if co, err := b.insts[alice].Update(ctx, gid); err != nil || co.Epoch != 1 {
-		t.Fatalf("Update after the server came back: %+v, %v; want epoch 1", co, err)
+	// Decide settles each for good: the Update, decided first, is
+	// recorded now (it never reached the server, and the group has not
+	// moved); the Send, sealed for epoch 0 at the position the Update
+	// took, never will be.
+	for _, c := range []struct {
+		op       string
+		recorded bool
+	}{{"Update", true}, {"Send", false}} {
+		u := undecided[c.op]
+		if u == nil || (c.op == "Update") != (u.Commit != nil) || (c.op == "Send") != (u.Send != nil) {
+			t.Fatalf("%s: the error carries no output to decide: %+v", c.op, u)
+		}
+		got, err := b.insts[alice].Decide(ctx, u)
+		if err != nil || got != c.recorded {
+			t.Fatalf("decide the %s: recorded %v (%v), want %v", c.op, got, err, c.recorded)
+		}
+	}
+	if e, err := b.insts[alice].Epoch(ctx, gid); err != nil || e != undecided["Update"].Commit.Epoch {
+		t.Fatalf("after the decided update the group is at epoch %d (%v), want %d", e, err, undecided["Update"].Commit.Epoch)
+	}
+	if n := messageCount(t, b.insts[alice], gid); n != 0 {
+		t.Fatalf("%d messages recorded, want the undecided one refused", n)
+	}
+	if co, err := b.insts[alice].Update(ctx, gid); err != nil || co.Epoch != 2 {
+		t.Fatalf("Update after the server came back: %+v, %v; want epoch 2", co, err)
 	}
 }
 
