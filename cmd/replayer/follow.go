@@ -370,13 +370,21 @@ func (f *follower) run(ctx context.Context) {
 		if applied > 0 {
 			wait, streak = followRetryMin, 0
 		}
-		streak++
 		f.mu.Lock()
 		f.err = err
 		f.failures++
 		failures := f.failures
 		shared := f.lease != nil
 		f.mu.Unlock()
+		// Under a lease, another writer holding the file's lock is one
+		// that outlived its own lease (a member stopped or hung past it):
+		// no other member could open the file either, so the read model
+		// is kept, not given back, and tried again often enough to follow
+		// it within the takeover bound once that writer lets go.
+		locked := shared && errors.Is(err, projections.ErrLocked)
+		if !locked {
+			streak++
+		}
 		if shared && streak >= shareGiveUpAfter {
 			// A member of a share group that cannot follow the read model
 			// (a key it lacks, a file it cannot open) hands it back, so
@@ -389,6 +397,9 @@ func (f *follower) run(ctx context.Context) {
 		if seq, ok := streamSeq(err); ok {
 			attrs = append(attrs, "stream_sequence", seq)
 		}
+		if locked {
+			wait = min(wait, shareLockedRetry)
+		}
 		attrs = append(attrs, "err", err, "retry_in", wait.String())
 		f.lg.Error("read model failed; trying again, the others carry on", attrs...)
 		select {
@@ -397,6 +408,9 @@ func (f *follower) run(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, followRetryMax)
+		if locked {
+			wait = min(wait, shareLockedRetry)
+		}
 	}
 }
 

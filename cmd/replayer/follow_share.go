@@ -239,6 +239,12 @@ const (
 	shareRest        = 2 * time.Minute
 )
 
+// shareLockedRetry bounds the pause before trying again a read model this
+// member holds the lease of while another writer still has its file
+// locked (follower.run): that writer's lease ended, and it lets go when
+// it notices or dies.
+const shareLockedRetry = 2 * time.Second
+
 // shareStatus is the share group in /readyz's body.
 type shareStatus struct {
 	Group   string `json:"group"`

@@ -159,3 +159,48 @@ func TestFollowNamesAMissingReadModelDirectory(t *testing.T) {
 		}
 	}
 }
+
+// A member given a read model whose file another writer still has locked
+// (on one host: a member that was stopped, SIGSTOP or a hang, past its
+// lease and still holds the writer's lock) keeps the read model and
+// follows it as soon as the lock is let go, within the takeover bound,
+// rather than giving it back: no other member can open it either. Until
+// 2026-12-06 it gave it back after three failures and left it to the
+// others, here none, for shareRest: the read model went unfollowed for
+// two minutes after the stopped member died.
+func TestFollowShareWaitsOutAStaleWriterLock(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("share-locked")
+	createInstallation(t, l, dir, id)
+	enqueueFor(t, l, id, "before", 2)
+	// The stopped member: it holds the read model's lock.
+	stale, err := projections.LockAs(filepath.Join(dir, string(id)+".db"), "replayer follow (stopped)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "stale", "--lease-ttl", "2s")
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(f.stderr.String(), "read model failed") < shareGiveUpAfter {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not fail %d times on the locked read model within a minute: %s", shareGiveUpAfter, f.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The stopped member dies: its lock goes with it.
+	if err := stale.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	enqueueFor(t, l, id, "after", 2)
+	// Well within shareRest, well beyond the takeover bound (a few seconds).
+	deadline = time.Now().Add(time.Minute)
+	for checkpointOf(t, dir, id) != logtest.LastSeq(t, l, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the read model is not followed a minute after its stale lock was let go: %s", f.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(f.stderr.String(), "giving it back to the share group") {
+		t.Errorf("the member gave a locked read model back: %s", f.stderr.String())
+	}
+}
