@@ -30,8 +30,11 @@ type ProjectOptions struct {
 	// on the applying goroutine: keep it short.
 	OnApply func(inst events.InstallationID, n int, checkpoint uint64)
 	// Fence, if set, is asked right before each batch is committed to
-	// installation inst's read model; an error stops Project with that
-	// error before the batch is applied. A lease holder passes its
+	// installation inst's read model, once the batch is written in its
+	// transaction; an error rolls the batch back and stops Project with
+	// that error (until 2026-12-06 it was asked before the batch was
+	// written, which for a large batch could be seconds before the
+	// commit). A lease holder passes its
 	// lease's Check (package lease), so that it never commits after its
 	// lease ended.
 	Fence func(inst events.InstallationID) error
@@ -265,12 +268,25 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 	flush := func() error {
 		for _, inst := range order {
 			recs := pending[inst]
+			var err error
 			if o.Fence != nil {
-				if err := o.Fence(inst); err != nil {
-					return fencedError{fmt.Errorf("replay: project %s: not applying events from seq %d: %w", inst, recs[0].Seq, err)}
-				}
+				// Asked once the batch is written, right before its
+				// commit: a lease that ends while a large batch is
+				// written stops it.
+				err = dbs[inst].ApplyIf(ctx, recs, func(uint64) error {
+					if err := o.Fence(inst); err != nil {
+						return fencedError{fmt.Errorf("replay: project %s: not applying events from seq %d: %w", inst, recs[0].Seq, err)}
+					}
+					return nil
+				})
+			} else {
+				err = dbs[inst].Apply(ctx, recs)
 			}
-			if err := dbs[inst].Apply(ctx, recs); err != nil {
+			var fenced fencedError
+			if errors.As(err, &fenced) {
+				return err
+			}
+			if err != nil {
 				return fmt.Errorf("replay: project %s: %w", inst, err)
 			}
 			cp := recs[len(recs)-1].Seq

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -76,5 +77,53 @@ func TestProjectFenceStopsBeforeTheBatch(t *testing.T) {
 	}
 	if diff := projections.Compare(want, got); diff != nil {
 		t.Fatalf("fenced then resumed read model differs from a rebuild: %v", diff)
+	}
+}
+
+// The fence is asked right before each batch commits, once the batch's
+// writes are done, not before they start: a lease that ends while a
+// large batch is being written (2048 events, seconds on a loaded host,
+// against a margin of TTL/4) stops the commit. Until 2026-12-06 it was
+// asked before the batch's transaction began. Another connection probes
+// the read model at each ask: the batch's write transaction must be open.
+func TestProjectFenceAskedRightBeforeTheCommit(t *testing.T) {
+	cfg := testConfig(natstest.Start(t, natstest.Options{}))
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	writeHistory(t, l, instA, 2, 60)
+	ctx := context.Background()
+	key := rawDBKey(t, 0x5e)
+	path := filepath.Join(t.TempDir(), "a.db")
+	db, err := projections.Open(path, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	probe, err := sql.Open("sqlite3", "file:"+path+"?_pragma_key=x'"+strings.Repeat("5e", projections.KeySize)+"'&_pragma_cipher_page_size=4096&_busy_timeout=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	probe.SetMaxOpenConns(1)
+
+	errStop := errors.New("enough")
+	var asked, midBatch int
+	fence := func(events.InstallationID) error {
+		asked++
+		if _, err := probe.Exec(`BEGIN IMMEDIATE`); err != nil {
+			midBatch++ // the applier holds the write lock: its batch is written
+		} else if _, err := probe.Exec(`ROLLBACK`); err != nil {
+			t.Errorf("rollback: %v", err)
+		}
+		if asked == 3 {
+			return errStop
+		}
+		return nil
+	}
+	err = Project(ctx, l, []Projection{{Installation: instA, DB: db}}, &ProjectOptions{BatchSize: 8, Fence: fence})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("Project ended with %v, want the fence's error", err)
+	}
+	if midBatch != asked {
+		t.Fatalf("the fence was asked %d times, %d of them with the batch written and not committed; want all", asked, midBatch)
 	}
 }
