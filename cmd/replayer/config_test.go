@@ -82,7 +82,7 @@ func TestFollowConfigDocExample(t *testing.T) {
 	if o.share != "models" || o.leaseTTL != 15*time.Second {
 		t.Errorf("share %q, lease-ttl %v; want models, 15s", o.share, o.leaseTTL)
 	}
-	ts, err := followTargets(o.dir, o.list, list, o.beside)
+	ts, err := followTargets(o.dir, o.list, list, o.beside, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

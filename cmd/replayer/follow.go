@@ -136,7 +136,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 		// the keys are, and the environment is only a default.
 		return usageError{"give either --db-keys-beside or one read-model key flag"}
 	}
-	targets, err := followTargets(o.dir, o.list, listed, o.beside)
+	targets, err := followTargets(o.dir, o.list, listed, o.beside, nil)
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,17 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	if o.share != "" {
 		var rescan func() ([]followTarget, error)
 		if o.list == "" && len(listed) == 0 {
-			rescan = func() ([]followTarget, error) { return followTargets(o.dir, "", nil, o.beside) }
+			// A file that is no read model ("alice.old.db", left by hand)
+			// is skipped, named once: failing the listing would stop
+			// every read model that appears later from being followed.
+			warned := map[string]bool{}
+			stray := func(p string, err error) {
+				if !warned[p] {
+					warned[p] = true
+					env.logger().Warn("skipping a file of --db-dir that is not a read model", "file", termSafe(p), "err", err)
+				}
+			}
+			rescan = func() ([]followTarget, error) { return followTargets(o.dir, "", nil, o.beside, stray) }
 		}
 		if sh, err = openShare(ctx, env, o, log, set, targets, rescan, newFollower); err != nil {
 			return err
@@ -240,8 +250,11 @@ type followTarget struct {
 // followTargets lists the read models to follow: those of --installation
 // in dir, else those of the config file's list (each database by default
 // in dir), else every *.db in dir. With beside, a read model without a key
-// file of its own has its key beside its database (DIR/ID.key).
-func followTargets(dir, list string, listed []readModelConfig, beside bool) ([]followTarget, error) {
+// file of its own has its key beside its database (DIR/ID.key). A *.db
+// whose name is no installation id is a usage error, unless stray is
+// set: it is then told of it, and the file skipped (a share group's
+// member listing dir again while it runs).
+func followTargets(dir, list string, listed []readModelConfig, beside bool, stray func(path string, err error)) ([]followTarget, error) {
 	var ts []followTarget
 	inDir := func(id events.InstallationID) (string, error) {
 		if dir == "" {
@@ -284,6 +297,10 @@ func followTargets(dir, list string, listed []readModelConfig, beside bool) ([]f
 		for _, p := range paths {
 			id := events.InstallationID(strings.TrimSuffix(filepath.Base(p), ".db"))
 			if err := id.Validate(); err != nil {
+				if stray != nil {
+					stray(p, err)
+					continue
+				}
 				return nil, usageError{fmt.Sprintf("installation %q (from %s): %v", id, termSafe(p), err)}
 			}
 			ts = append(ts, followTarget{id: id, path: p})

@@ -204,3 +204,37 @@ func TestFollowShareWaitsOutAStaleWriterLock(t *testing.T) {
 		t.Errorf("the member gave a locked read model back: %s", f.stderr.String())
 	}
 }
+
+// A member following every *.db of --db-dir lists the directory again at
+// each pass, and picks up a read model that appears meanwhile. A file
+// there whose name is no installation id ("alice.old.db", a copy left by
+// hand) is skipped with a warning, and does not stop read models that
+// appear after it from being picked up. Until 2026-12-06 it made every
+// later listing fail, and no new read model was followed until restart.
+func TestFollowShareSkipsAStrayFileWhenListingAgain(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	first := events.InstallationID("share-first")
+	createInstallation(t, l, dir, first)
+	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "rescan", "--lease-ttl", "2s")
+	f.waitFor(t, "the first read model followed", func() bool {
+		return strings.Contains(f.stderr.String(), `msg="the share group gave this follower the read model"`)
+	})
+	if err := os.WriteFile(filepath.Join(dir, "share-first.old.db"), []byte("a copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a few passes list the directory with the stray file
+	later := events.InstallationID("share-later")
+	createInstallation(t, l, dir, later)
+	enqueueFor(t, l, later, "after", 3)
+	deadline := time.Now().Add(time.Minute)
+	for checkpointOf(t, dir, later) != logtest.LastSeq(t, l, later) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a read model that appeared in --db-dir is not followed a minute on: %s", f.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(f.stderr.String(), "share-first.old.db") {
+		t.Errorf("the stray file was not named in a warning: %s", f.stderr.String())
+	}
+}
