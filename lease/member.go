@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/telemetry"
 )
 
 // Serve serves one installation for as long as its ctx lasts: a share
@@ -131,7 +132,7 @@ func (m *Member) Run(ctx context.Context, known func() []events.InstallationID, 
 	r := &run{m: m, b: m.b, known: known, serve: serve, view: map[string]*seen{},
 		holdings: map[events.InstallationID]*holding{}, pseudos: map[events.InstallationID]string{},
 		freeSince: map[string]time.Time{}, cooldown: map[events.InstallationID]time.Time{},
-		owners:   map[events.InstallationID]string{},
+		owners: map[events.InstallationID]string{}, heldKeys: map[string]events.InstallationID{},
 		finished: make(chan events.InstallationID), quit: make(chan struct{})}
 	return r.loop(ctx)
 }
@@ -163,6 +164,7 @@ type run struct {
 	synced   bool // the watcher delivered the bucket's current state
 	view     map[string]*seen
 	holdings map[events.InstallationID]*holding
+	heldKeys map[string]events.InstallationID // the lease key of each holding
 	pseudos  map[events.InstallationID]string
 	// freeSince is when a key was first seen free (for the orphan rule);
 	// cooldown keeps an installation whose serve returned by itself from
@@ -252,6 +254,9 @@ func (r *run) saw(e jetstream.KeyValueEntry) bool {
 		st.op = opExpired
 	}
 	key := e.Key()
+	if inst, ok := r.heldKeys[key]; ok {
+		r.foreign(inst, e.Revision(), st)
+	}
 	old := r.view[key]
 	s := &seen{st: st, at: now, since: now}
 	if old != nil && old.st.op == opPut && st.op == opPut && now.Sub(old.at) <= r.b.ttl {
@@ -266,6 +271,23 @@ func (r *run) saw(e jetstream.KeyValueEntry) bool {
 	default:
 		return old.st.rec.Token != st.rec.Token
 	}
+}
+
+// foreign ends the lease of held installation inst if the bucket shows
+// its key changed by someone else after this member last wrote it
+// (deleted, purged, expired or taken): whoever acquires it now may write
+// at once, and renewing, which would notice, may be a TTL/3 away or
+// unanswered. Older entries (a watch that lags) are left alone.
+func (r *run) foreign(inst events.InstallationID, rev uint64, st state) {
+	h := r.holdings[inst]
+	if h == nil || rev <= h.ls.Revision() || st.op == opPut && st.rec.Token == h.ls.token {
+		return
+	}
+	why := "deleted, purged or expired on the server (seen by the watch)"
+	if st.op == opPut {
+		why = "taken by " + st.rec.Holder + " (seen by the watch)"
+	}
+	h.ls.lose(telemetry.LeaseTaken, why)
 }
 
 // live returns the live members and when each became live: those whose
@@ -453,6 +475,7 @@ func (r *run) take(ctx context.Context, inst events.InstallationID, key string, 
 	hctx, cancel := context.WithCancel(ctx)
 	h := &holding{ls: ls, cancel: cancel, orphan: orphan}
 	r.holdings[inst] = h
+	r.heldKeys[key] = inst
 	r.m.mu.Lock()
 	r.m.held[inst] = ls
 	r.m.mu.Unlock()
@@ -489,6 +512,7 @@ func (r *run) ended(ctx context.Context, inst events.InstallationID) {
 		return
 	}
 	delete(r.holdings, inst)
+	delete(r.heldKeys, h.ls.key)
 	r.m.mu.Lock()
 	delete(r.m.held, inst)
 	r.m.mu.Unlock()
