@@ -87,7 +87,8 @@ type Bucket struct {
 	name    string
 	group   string
 	ttl     time.Duration
-	markers bool // the server marks expired keys (a watcher sees expiry at once)
+	created time.Time // the bucket stream's creation: tells a bucket created again
+	markers bool      // the server marks expired keys (a watcher sees expiry at once)
 	holder  string
 	timeout time.Duration
 
@@ -177,7 +178,29 @@ func (b *Bucket) openOrCreate(ctx context.Context, cfg Config) error {
 	if kv, err = b.js.KeyValue(ctx, b.name); err != nil {
 		return err
 	}
-	b.kv, b.stream = kv, s
+	b.kv, b.stream, b.created = kv, s, s.CachedInfo().Created
+	return nil
+}
+
+// unchanged checks that the bucket is still the one Open found, not
+// deleted and created again meanwhile: a lease taken in a bucket created
+// again with a shorter TTL would be counted valid after the server freed
+// it, and the revisions of leases held before mean nothing there. The
+// error wraps ErrBucketMismatch then; another is the server's answer.
+func (b *Bucket) unchanged(ctx context.Context) error {
+	// Bounded by a renewal period too: a member's pass waits for it.
+	ctx, cancel := context.WithTimeout(ctx, min(b.timeout, b.RenewEvery()))
+	defer cancel()
+	info, err := b.stream.Info(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: bucket %s was deleted", ErrBucketMismatch, b.name)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the settings of bucket %s: %w", b.name, err)
+	}
+	if info.Config.MaxAge != b.ttl || !info.Created.Equal(b.created) {
+		return fmt.Errorf("%w: bucket %s was deleted and created again (TTL %v, was %v); open it again", ErrBucketMismatch, b.name, info.Config.MaxAge, b.ttl)
+	}
 	return nil
 }
 

@@ -52,6 +52,9 @@ func (b *Bucket) Acquire(ctx context.Context, inst events.InstallationID) (*Leas
 	if err != nil {
 		return nil, err
 	}
+	if err := b.unchanged(ctx); errors.Is(err, ErrBucketMismatch) {
+		return nil, fmt.Errorf("lease: acquire installation %s: %w", inst, err)
+	}
 	return b.acquire(ctx, key, inst, "")
 }
 

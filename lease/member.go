@@ -175,6 +175,7 @@ type run struct {
 	owners   map[events.InstallationID]string
 	liveKey  string
 	warned   bool // an acquire failure was logged at Warn since the last success
+	mismatch bool // the bucket changed under the member (logged)
 	serving  sync.WaitGroup
 	finished chan events.InstallationID
 	quit     chan struct{}
@@ -311,6 +312,25 @@ func (r *run) live(now time.Time) map[string]time.Time {
 // pass does what the member should do now (see Run).
 func (r *run) pass(ctx context.Context) {
 	if ctx.Err() != nil {
+		return
+	}
+	if err := r.b.unchanged(ctx); errors.Is(err, ErrBucketMismatch) {
+		// Every lease held is void there, and a lease taken there would
+		// be counted valid for the wrong TTL: give everything up, take
+		// nothing, until this process opens the bucket again.
+		if !r.mismatch {
+			r.mismatch = true
+			r.b.logger.Error("lease: the share group's bucket changed under this member; it stops taking part (restart it)", "group", r.b.group, "member", r.m.id, "err", err)
+		}
+		for _, h := range r.holdings {
+			h.ls.lose(telemetry.LeaseTaken, err.Error())
+		}
+		if r.self != nil {
+			r.self.lose(telemetry.LeaseTaken, err.Error())
+		}
+		r.m.mu.Lock()
+		r.m.joined = false
+		r.m.mu.Unlock()
 		return
 	}
 	now := time.Now()
