@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -58,6 +59,35 @@ func TestShareMemberStopsWhenItsKeyIsDeleted(t *testing.T) {
 			a.m.mu.Unlock()
 			restore = cutOff(a.bucket)
 		}
+	}
+	tr.check(t)
+}
+
+// Run on a Member that is already running is refused: the two would
+// take each other's leases, each counting the other's as its own
+// (the same member id), and serve the same installations at once.
+func TestMemberRunTwiceIsRefused(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(4)
+	tr := newTracker()
+	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
+	eventually(t, "A to serve everything", func() bool { _, n := tr.servedBy(); return n == len(insts) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		second <- a.m.Run(ctx, func() []events.InstallationID { return insts }, tr.serve("A-again"))
+	}()
+	select {
+	case err := <-second:
+		if err == nil || errors.Is(err, context.Canceled) {
+			t.Fatalf("a second Run of a running member returned %v, want an error", err)
+		}
+	case <-time.After(3 * testTTL):
+		cancel()
+		<-second
+		tr.check(t)
+		t.Fatal("a second Run of a running member runs")
 	}
 	tr.check(t)
 }

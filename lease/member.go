@@ -8,10 +8,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,8 +35,9 @@ type Serve func(ctx context.Context, ls *Lease)
 
 // Member is this process's membership of a share group: see Run.
 type Member struct {
-	b  *Bucket
-	id string
+	b       *Bucket
+	id      string
+	running atomic.Bool // Run is under way
 
 	mu      sync.Mutex
 	held    map[events.InstallationID]*Lease
@@ -128,7 +131,16 @@ func (m *Member) Members() (int, bool) {
 // ends, Run cancels every serve, waits for them, releases every lease and
 // its member key (so the others take over at once rather than after a
 // TTL), each release bounded by the Config's RequestTimeout.
+//
+// Run returns an error at once if the member is running already: two
+// Runs of one member id would each take the other's leases as their
+// own, and serve the same installations at once. Once Run returned, it
+// may be called again.
 func (m *Member) Run(ctx context.Context, known func() []events.InstallationID, serve Serve) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("lease: member %s of share group %s is running already", m.id, m.b.group)
+	}
+	defer m.running.Store(false)
 	r := &run{m: m, b: m.b, known: known, serve: serve, view: map[string]*seen{},
 		holdings: map[events.InstallationID]*holding{}, pseudos: map[events.InstallationID]string{},
 		freeSince: map[string]time.Time{}, cooldown: map[events.InstallationID]time.Time{},
