@@ -366,7 +366,8 @@ type follower struct {
 // run follows until ctx ends.
 func (f *follower) run(ctx context.Context) {
 	wait := followRetryMin
-	streak := 0 // failures in a row without an event applied
+	streak := 0        // failures in a row without an event applied
+	wasLocked := false // the last failure was a lock held by another writer
 	for {
 		applied, err := f.attempt(ctx)
 		if ctx.Err() != nil {
@@ -414,11 +415,18 @@ func (f *follower) run(ctx context.Context) {
 		if seq, ok := streamSeq(err); ok {
 			attrs = append(attrs, "stream_sequence", seq)
 		}
+		level := slog.LevelError
 		if locked {
 			wait = min(wait, shareLockedRetry)
+			if wasLocked {
+				// Said once: tried every few seconds, it would flood the
+				// log (a whole directory another share group follows).
+				level = slog.LevelDebug
+			}
 		}
+		wasLocked = locked
 		attrs = append(attrs, "err", err, "retry_in", wait.String())
-		f.lg.Error("read model failed; trying again, the others carry on", attrs...)
+		f.lg.Log(ctx, level, "read model failed; trying again, the others carry on", attrs...)
 		select {
 		case <-ctx.Done():
 			return
