@@ -525,7 +525,8 @@ type FanOutItem struct {
 // message a queue receives, not one per enqueue. A queue that gets several
 // of the items gets them in item order, each one transition of its own.
 // It returns, per item, the sequences by recipient (as FanOut); on an
-// error, the items' maps hold the enqueues made so far.
+// error, the items' maps hold the enqueues made so far. A recipient named
+// twice in an item is enqueued once.
 func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[events.InstallationID]uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -549,7 +550,14 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 	var plan []planned
 	next := map[*queue]*ahead{}
 	for i, it := range items {
+		named := make(map[events.InstallationID]bool, len(it.Recipients))
 		for _, r := range it.Recipients {
+			if named[r] {
+				// Named twice: one enqueue (the map holds one sequence
+				// per recipient, and a member gets a message once).
+				continue
+			}
+			named[r] = true
 			k := queueKey{r, it.Channel}
 			q, err := d.load(ctx, k)
 			if err != nil {

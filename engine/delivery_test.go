@@ -427,3 +427,27 @@ func TestIdempotencyKeyWithAnotherPayloadIsRefused(t *testing.T) {
 		t.Fatalf("after a restart: %v, want ErrIdempotencyKeyReused", err)
 	}
 }
+
+// A recipient named twice in one fan-out (with or without an idempotency
+// key) gets the message once: the returned map holds one sequence per
+// recipient. Until 2026-12-06 the message was enqueued twice and the map
+// kept the second sequence only.
+func TestFanOutToARecipientNamedTwiceEnqueuesOnce(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	for _, key := range []string{"", "fan-twice"} {
+		out, err := b.del.FanOut(ctx, []events.InstallationID{bob, carol, bob}, "twice"+key, []byte("once"), time.Time{}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []events.InstallationID{bob, carol} {
+			ds, err := b.del.Fetch(ctx, id, "twice"+key, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 1 || out[id] != ds[0].Seq {
+				t.Errorf("key %q: %s has %d deliveries (fan-out returned seq %d), want one", key, id, len(ds), out[id])
+			}
+		}
+	}
+}
