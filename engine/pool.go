@@ -56,11 +56,12 @@ type PoolOptions struct {
 	// MaxOpen caps how many installations are open at once (read models
 	// and their files), in use or idle (default DefaultMaxOpen). It is a
 	// hard cap: an acquire that needs a slot while all MaxOpen are in use
-	// waits for a release (see Wait).
+	// waits for a release (see Wait). Below 0 counts as 1.
 	MaxOpen int
 	// Wait bounds how long an acquire waits for a slot when all MaxOpen
 	// open installations are in use (default DefaultPoolWait); it then
-	// fails with ErrPoolFull. The acquire's context bounds it too.
+	// fails with ErrPoolFull. The acquire's context bounds it too. Below
+	// 0: no wait at all, an acquire that finds no slot fails at once.
 	Wait time.Duration
 	// OpenParallelism bounds how many installations one AcquireMany opens
 	// at once (default twice GOMAXPROCS).
