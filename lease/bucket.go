@@ -269,7 +269,11 @@ func (b *Bucket) Validity() time.Duration { return b.ttl - b.ttl/4 }
 // it: the lease expires TTL after the last renewal, and the other members
 // see it at once (expiry markers) or at their next pass (TTL/3 later).
 // Serving it again then takes the time to open and catch up the read
-// model. docs/operations.md ("Running several followers") states it.
+// model. It assumes the surviving members agree on who is live; while
+// they do not (a member joining or leaving meanwhile), an installation
+// nobody takes for its owner is taken once free for a TTL, up to about
+// 2×TTL + TTL/3. docs/operations.md ("Running several followers")
+// states both.
 func (b *Bucket) TakeoverBound() time.Duration { return b.ttl + b.ttl/3 }
 
 // Holder describes this process in the leases it holds.
