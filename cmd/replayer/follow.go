@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -363,6 +364,17 @@ type follower struct {
 	err error
 }
 
+// everyMembers reports whether a follower's failure is the stream's or
+// the connection's (the server gone or stalled, no answer in time), which
+// every member of a share group meets alike: giving the read model back
+// for it would only leave it unfollowed for shareRest once the outage
+// ends. What may be this member's own (its key, its file, its directory,
+// an event its keyring does not open) still counts towards giving back.
+func everyMembers(err error) bool {
+	return eventlog.Unanswered(err) || errors.Is(err, eventlog.ErrStalled) ||
+		errors.Is(err, eventlog.ErrConnect) || errors.Is(err, nats.ErrNoResponders)
+}
+
 // run follows until ctx ends.
 func (f *follower) run(ctx context.Context) {
 	wait := followRetryMin
@@ -400,7 +412,7 @@ func (f *follower) run(ctx context.Context) {
 		// is kept, not given back, and tried again often enough to follow
 		// it within the takeover bound once that writer lets go.
 		locked := shared && errors.Is(err, projections.ErrLocked)
-		if !locked {
+		if !locked && !everyMembers(err) {
 			streak++
 		}
 		if shared && streak >= shareGiveUpAfter {

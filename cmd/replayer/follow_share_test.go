@@ -245,3 +245,38 @@ func TestFollowShareSkipsAStrayFileWhenListingAgain(t *testing.T) {
 		t.Errorf("the stray file was not named in a warning: %s", f.stderr.String())
 	}
 }
+
+// A member gives a read model back to its share group after failures of
+// its own copy (a key it lacks, a file it cannot open), which another
+// member may not have; not after the stream's or the connection's (the
+// server gone, a read stalled), which every member meets alike: given
+// back for those, the read models of the whole group went unfollowed for
+// shareRest after an outage. Until 2026-12-06 every failure counted.
+// The errors here are real ones: a follow's catch-up with the server
+// gone, and a read model opened with another key.
+func TestFollowShareGivesBackOnlyForItsOwnFailures(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("share-outage")
+	createInstallation(t, l, dir, id)
+	enqueueFor(t, l, id, "before", 2)
+	path := filepath.Join(dir, string(id)+".db")
+
+	other, err := projections.GenerateRawKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wrongKey := projections.OpenExisting(path, other, nil)
+	if wrongKey == nil || everyMembers(wrongKey) {
+		t.Errorf("a read model opened with another key (%v) counts as every member's failure", wrongKey)
+	}
+
+	srv.Shutdown()
+	defer srv.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, gone := l.LastSeq(ctx, id)
+	if gone == nil || !everyMembers(gone) {
+		t.Errorf("the server gone (%v) counts as this member's own failure", gone)
+	}
+}
