@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -105,7 +106,7 @@ func run(ctx context.Context, dir string, messages int) error {
 		return err
 	}
 	gid := created.GroupID
-	co, err := s.inst[alice].AddMembers(ctx, gid, kps...)
+	co, err := decided(ctx, s.inst[alice])(s.inst[alice].AddMembers(ctx, gid, kps...))
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func run(ctx context.Context, dir string, messages int) error {
 		}
 	}
 
-	co, err = s.inst[alice].RemoveMembers(ctx, gid, carol)
+	co, err = decided(ctx, s.inst[alice])(s.inst[alice].RemoveMembers(ctx, gid, carol))
 	if err != nil {
 		return err
 	}
@@ -174,6 +175,26 @@ func run(ctx context.Context, dir string, messages int) error {
 	}
 	fmt.Printf("rebuilt %s from %d events, checkpoint %d\n", bob, res.Replayed, res.Checkpoint)
 	return nil
+}
+
+// decided passes on a commit's output, and settles one whose append went
+// unanswered (engine.OutcomeUnknownError): its output is delivered only
+// if the commit turns out recorded, never otherwise.
+func decided(ctx context.Context, in *engine.Installation) func(*engine.CommitOutput, error) (*engine.CommitOutput, error) {
+	return func(co *engine.CommitOutput, err error) (*engine.CommitOutput, error) {
+		var u *engine.OutcomeUnknownError
+		if !errors.As(err, &u) || u.Commit == nil {
+			return co, err
+		}
+		recorded, derr := in.Decide(ctx, u)
+		switch {
+		case derr != nil:
+			return nil, fmt.Errorf("%w (deciding it: %w)", err, derr) // still unknown: decide again later
+		case !recorded:
+			return nil, fmt.Errorf("commit not recorded, the group moved on: %w", err)
+		}
+		return u.Commit, nil
+	}
 }
 
 // noExpiry queues messages that never expire.
