@@ -116,6 +116,9 @@ func (l *Log) prepareAt(ctx context.Context, expected uint64, evs []events.Event
 	if l.closed.Load() {
 		return nil, ErrClosed
 	}
+	if e := l.edited.Load(); e != nil {
+		return nil, *e
+	}
 	if l.cfg.ReadOnly {
 		return nil, ErrReadOnly
 	}

@@ -236,3 +236,74 @@ func TestStreamThatLosesEventsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A stream edited while a Log runs so that it would drop events (here a
+// per-subject limit, as `nats stream edit --max-msgs-per-subject 1` sets)
+// stops the Log's appends with ErrIncompatibleStream, naming the setting,
+// before the server can drop anything; edited back, appends go on. Until
+// 2026-12-06 only the next Open noticed, and the appends meanwhile were
+// acknowledged and then dropped by the server.
+func TestStreamEditedWhileOpenStopsAppends(t *testing.T) {
+	srv := natstestStart(t)
+	ctx := context.Background()
+	l := openLog(t, testConfig(srv), keyring(t, 1, 1))
+	g := group(instA, "g")
+	mustAppend(t, l, 0, msg(g, 1, "before the edit"))
+
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	edit := func(perSubject int64) {
+		t.Helper()
+		s, err := js.Stream(ctx, l.Stream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		c.MaxMsgsPerSubject = perSubject
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The advisory reaches the Log asynchronously: an append racing it
+	// may still be stored (and an older event of its subject dropped by
+	// the server). The Log must refuse within moments, and from then on.
+	edit(1)
+	pos := uint64(2)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := l.Append(ctx, pos-1, msg(g, pos, "after the edit"))
+		if err == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("appends still stored a minute after the stream was edited to keep one event per subject (position %d)", pos)
+			}
+			pos++
+			continue
+		}
+		if !errors.Is(err, ErrIncompatibleStream) || !strings.Contains(err.Error(), "max messages per subject") {
+			t.Fatalf("append at %d after the edit: %v, want ErrIncompatibleStream naming the setting", pos, err)
+		}
+		break
+	}
+	t.Logf("appends stored while the edit's advisory was on its way: %d", pos-2)
+	for range 3 {
+		if _, err := l.Append(ctx, pos-1, msg(g, pos, "still refused")); !errors.Is(err, ErrIncompatibleStream) {
+			t.Fatalf("append after the first refusal: %v, want ErrIncompatibleStream", err)
+		}
+	}
+	edit(-1)
+	deadline = time.Now().Add(time.Minute)
+	for {
+		_, err := l.Append(ctx, pos-1, msg(g, pos, "edited back"))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrIncompatibleStream) || time.Now().After(deadline) {
+			t.Fatalf("append after the stream was edited back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

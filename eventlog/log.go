@@ -49,6 +49,10 @@ type Log struct {
 
 	leaderMu sync.Mutex
 	leader   string // the stream's leader as last seen (observe.go), "" before
+	// edited is why the stream, edited since Open, would now drop or hide
+	// events (observe.go, watchConfig); nil while it is fit. Appends are
+	// refused while it is set.
+	edited atomic.Pointer[error]
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
@@ -139,6 +143,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	l.followLeader()
+	l.watchConfig()
 	server := stripUserinfo(l.nc.ConnectedUrl())
 	if cfg.EmbeddedInProcess {
 		server = "in-process"

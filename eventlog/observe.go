@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -64,6 +65,10 @@ func (l *Log) connHandlers() []nats.Option {
 				l.logger.Debug("eventlog: no permission to follow the stream's leader elections; not counted", "stream", l.cfg.Stream, "err", err)
 				return
 			}
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), l.updateAdvisory()) {
+				l.logger.Debug("eventlog: no permission to follow the stream's configuration updates; checked after reconnects only", "stream", l.cfg.Stream, "err", err)
+				return
+			}
 			l.logger.Debug("eventlog: NATS asynchronous error", "stream", l.cfg.Stream, "err", err)
 		}),
 	}
@@ -121,6 +126,62 @@ func (l *Log) checkLeader() {
 	}
 	if info.Cluster != nil {
 		l.leaderChanged(info.Cluster.Leader, "eventlog: stream leader changed while reconnecting")
+	}
+	// An edit while this client was away sent its advisory to no one here.
+	l.noteConfig(info.Config)
+}
+
+// updateAdvisory is the subject on which JetStream announces a change of
+// the log's stream's configuration.
+func (l *Log) updateAdvisory() string {
+	return "$JS.EVENT.ADVISORY.STREAM.UPDATED." + l.cfg.Stream
+}
+
+// watchConfig subscribes to the stream's configuration updates (an
+// operator's `nats stream edit`, another process's Open) and checks each
+// as Open checks an existing stream (compatible): a stream edited, while
+// this Log runs, to drop or hide events (a per-subject limit, a subject
+// transform, discard old with a limit, another retention) fails every
+// append with ErrIncompatibleStream, logged once at Error, until it is
+// edited back. Open alone would notice only at the next restart, and
+// appends meanwhile would be acknowledged and then dropped. Without
+// permission to subscribe the check runs after reconnects only.
+func (l *Log) watchConfig() {
+	_, err := l.nc.Subscribe(l.updateAdvisory(), func(*nats.Msg) { go l.recheckConfig() })
+	if err != nil {
+		l.logger.Debug("eventlog: cannot follow the stream's configuration updates", "stream", l.cfg.Stream, "err", err)
+	}
+}
+
+// recheckConfig reads the stream's configuration (bounded by
+// RequestTimeout) and notes it (noteConfig).
+func (l *Log) recheckConfig() {
+	if l.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
+	defer cancel()
+	info, err := l.streamInfo(ctx)
+	if err != nil {
+		l.logger.Warn("eventlog: the stream's configuration changed and cannot be read back to check it", "stream", l.cfg.Stream, "err", err)
+		return
+	}
+	l.noteConfig(info.Config)
+}
+
+// noteConfig checks have, the stream's configuration as read now, and
+// refuses appends while it would drop or hide events.
+func (l *Log) noteConfig(have jetstream.StreamConfig) {
+	err := compatible(have, l.cfg.streamConfig())
+	if err == nil {
+		if l.edited.Swap(nil) != nil {
+			l.logger.Info("eventlog: the stream's configuration is fit again; appends go on", "stream", l.cfg.Stream)
+		}
+		return
+	}
+	err = fmt.Errorf("eventlog: stream %s was edited while this log runs, and appends are refused until it is edited back: %w", l.cfg.Stream, err)
+	if l.edited.Swap(&err) == nil {
+		l.logger.Error("eventlog: the stream's configuration would drop or hide events; appends refused", "stream", l.cfg.Stream, "err", err)
 	}
 }
 
