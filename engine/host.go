@@ -161,9 +161,10 @@ type DeliverResult struct {
 	Acked uint64
 	// Err is what stopped the installation's deliveries, if anything: a
 	// delivery's error other than a settled one (it and those after it
-	// stay queued: those received meanwhile are in Delivered, and refused
-	// as duplicates when delivered again), a failed fetch or
-	// acknowledgement.
+	// stay queued, and so do those refused before it that were waiting
+	// for their group or epoch: those received meanwhile are in
+	// Delivered, and refused as duplicates when delivered again), a
+	// failed fetch or acknowledgement.
 	Err error
 }
 
@@ -185,8 +186,10 @@ type DeliverResult struct {
 // message queued ahead of the Welcome or commit it needs: a delivery
 // service that did not keep the member's order) is tried again whenever
 // a later delivery of the same call moves its group, and received then;
-// only what is still refused at the end is acknowledged as settled. Up to
-// 64 such deliveries per installation and call wait so.
+// only what is still refused at the end is acknowledged as settled (if
+// another error stopped the installation, such a delivery stays queued
+// with what it may wait for). Up to 64 such deliveries per installation
+// and call wait so.
 // It returns one result per installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -262,7 +265,17 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 	acks := map[events.InstallationID]uint64{}
 	for i, s := range st {
 		ok := true // every delivery so far processed
-		for _, d := range s.out {
+		// Stopped, the installation gets its deliveries again from the
+		// first one not acknowledged: one still waiting for its group or
+		// epoch stays queued with the Welcome or commit it may be waiting
+		// for, which the stop left queued too.
+		held := map[int]bool{}
+		if s.err != nil {
+			for _, w := range s.waiting {
+				held[w.idx] = true
+			}
+		}
+		for j, d := range s.out {
 			if d == nil {
 				ok = false
 				continue
@@ -270,7 +283,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			// A delivery recorded out of turn (after one that stopped
 			// the installation) is returned all the same: it happened.
 			res[i].Delivered = append(res[i].Delivered, *d)
-			if ok && (d.Err == nil || Settled(d.Err)) {
+			if ok && !held[j] && (d.Err == nil || Settled(d.Err)) {
 				res[i].Acked = d.Delivery.Seq
 			} else {
 				ok = false

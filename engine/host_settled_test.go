@@ -10,6 +10,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -406,4 +407,61 @@ func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A message queued ahead of the commit it needs waits for that commit;
+// when the commit then stops the installation's deliveries (a pre-shared
+// key not registered yet: a later try receives it), the message must
+// stay queued with it, not be acknowledged as refused: once the key is
+// registered, the next Deliver receives the commit and the message.
+func TestDeliverKeepsAWaitingMessageQueuedWhenItsCommitStops(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain(bob)
+	id, secret := []byte("late-psk"), []byte("a pre-shared secret, 32 bytes..")
+	if err := b.insts[alice].RegisterExternalPSK(ctx, id, secret); err != nil {
+		t.Fatal(err)
+	}
+	pco, err := b.insts[alice].CommitPreSharedKeys(ctx, gid, ExternalPSK(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.send(alice, gid, "after the psk") // queued ahead of the commit
+	if _, err := b.del.FanOut(ctx, pco.Recipients, mlsChannel, pco.Commit, time.Time{}, "commit-psk"); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHost(b.log, b.del, nil)
+	res := h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
+	if !errors.Is(res[0].Err, mls.ErrUnknownPSK) {
+		t.Fatalf("deliver without the PSK: %v, want mls.ErrUnknownPSK", res[0].Err)
+	}
+	if err := b.insts[bob].RegisterExternalPSK(ctx, id, secret); err != nil {
+		t.Fatal(err)
+	}
+	res = h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
+	if res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	page, err := b.insts[bob].DB().Messages(ctx, gid, projections.Page{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range page.Messages {
+		if string(m.Content) == "after the psk" {
+			return
+		}
+	}
+	t.Fatalf("bob never received the message queued ahead of the commit that stopped his deliveries (%d messages)", len(page.Messages))
 }
