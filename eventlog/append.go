@@ -417,9 +417,10 @@ func (l *Log) settle(ctx context.Context, p *prepared, t tail, cause error) ([]A
 			return res, nil
 		}
 	}
-	if t.pos < p.last() {
+	if t.pos > p.expected && t.pos < p.last() {
 		// Between p's first and last position: another writer, or only
-		// the first of p's own events stored.
+		// the first of p's own events stored. (A tail before p's first
+		// position is a carried aggregate's empty subject: none of p.)
 		if err := l.partialBatch(ctx, p, t, cause); err != nil {
 			return nil, err
 		}
