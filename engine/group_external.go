@@ -172,6 +172,13 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
 		Members: membership.Members(g),
 	}}
+	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch(), Commit: wire}
+	for _, id := range membership.Identities(g) {
+		if string(id) != string(in.id) {
+			out.Recipients = append(out.Recipients, events.InstallationID(id))
+		}
+	}
+	sortIDs(out.Recipients)
 	var joinErr error
 	var pos uint64
 	for attempt := 0; ; attempt++ {
@@ -196,18 +203,14 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 		decidedAgain(in.log, in.groupAgg(gid), attempt+1, joinErr)
 	}
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
-		return nil, fmt.Errorf("engine: installation %s: record external join of group %x: %w", in.id, gid, joinErr)
+		// Undecided, the commit comes in the error: recorded, the members
+		// must get it (Decide).
+		return nil, outcomeUnknown(fmt.Errorf("engine: installation %s: record external join of group %x: %w", in.id, gid, joinErr),
+			func(u *OutcomeUnknownError) { u.Commit = out })
 	}
 	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
 		epochStart: epochStartAfter(nil, bodies)}
 	delete(in.wireFormat, string(gid))
-	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch(), Commit: wire}
-	for _, id := range membership.Identities(g) {
-		if string(id) != string(in.id) {
-			out.Recipients = append(out.Recipients, events.InstallationID(id))
-		}
-	}
-	sortIDs(out.Recipients)
 	out.ProjectionErr, _ = lagged(joinErr)
 	return out, nil
 }

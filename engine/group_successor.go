@@ -135,22 +135,25 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		return fail(err)
 	}
 	bodies = append(bodies, commit...)
-	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
-	if err != nil && !errors.Is(err, errNotProjected) {
-		return nil, fmt.Errorf("engine: installation %s: %s group %x: record group %x: %w", in.id, what, groupID, gid, err)
-	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(nil, bodies)}
-	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch()}
 	if res.Welcome != nil {
 		if out.Welcome, err = res.Welcome.Marshal(); err != nil {
-			return nil, err
+			return fail(err)
 		}
 		added, _ := membership.Diff(first, ng)
 		for _, m := range added {
 			out.Added = append(out.Added, events.InstallationID(m.Identity))
 		}
 	}
+	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+	if err != nil && !errors.Is(err, errNotProjected) {
+		// Undecided, the Welcome comes in the error: recorded, the
+		// members added must get it (Decide).
+		return nil, outcomeUnknown(fmt.Errorf("engine: installation %s: %s group %x: record group %x: %w", in.id, what, groupID, gid, err),
+			func(u *OutcomeUnknownError) { u.Commit = out })
+	}
+	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(nil, bodies)}
+	in.wireFormat[string(gid)] = WireFormatDefault
 	out.ProjectionErr, err = lagged(err)
 	return out, err
 }

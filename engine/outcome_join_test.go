@@ -1,0 +1,78 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// A join by external commit is an own commit too: when the server stops
+// answering as its append is sent, it returns its output inside an
+// *OutcomeUnknownError, and Decide settles it. Until now it failed with a
+// plain ErrOutcomeUnknown: a join recorded meanwhile left the joiner in a
+// group whose members could never be given its commit.
+func TestExternalJoinCarriesItsCommitWhenUndecided(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	ctx := context.Background()
+	srv := natstest.StartProcess(t)
+	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x42))
+	dir := t.TempDir()
+	var freeze atomic.Bool
+	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour,
+		// The application's check runs right before the append: the
+		// server freezes then.
+		CheckMember: func(context.Context, events.InstallationID, []byte) error {
+			if freeze.CompareAndSwap(true, false) {
+				srv.Freeze()
+			}
+			return nil
+		}}
+	create := func(id events.InstallationID) *Installation {
+		k, _ := projections.GenerateRawKey()
+		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	alice, carol := create("alice"), create("carol")
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gio, err := alice.GroupInfo(ctx, g.GroupID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeze.Store(true)
+	_, err = carol.JoinExternal(ctx, gio.GroupInfo, nil)
+	srv.Thaw()
+	if err == nil {
+		t.Skip("the join was answered before the freeze took hold")
+	}
+	var u *OutcomeUnknownError
+	if !errors.As(err, &u) || u.Commit == nil {
+		t.Fatalf("join by external commit with the server frozen: %v, want an *OutcomeUnknownError carrying the commit", err)
+	}
+	recorded, err := carol.Decide(ctx, u)
+	if err != nil {
+		t.Fatalf("decide after the thaw: %v", err)
+	}
+	if recorded {
+		if _, err := alice.Receive(ctx, u.Commit.Commit); err != nil {
+			t.Fatalf("alice receives the decided join: %v", err)
+		}
+	}
+}
