@@ -579,6 +579,11 @@ func (in *Installation) Decide(ctx context.Context, u *OutcomeUnknownError) (rec
 	if len(u.evs) == 0 {
 		return false, fmt.Errorf("engine: installation %s: decide: the error carries no append", in.id)
 	}
+	if owner := u.evs[0].Aggregate.Installation; owner != in.id {
+		// Appended here, its events would be decided against this
+		// installation's Log, and caught up into the wrong read model.
+		return false, fmt.Errorf("engine: installation %s: decide: the operation is installation %s's", in.id, owner)
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if err := in.errIfClosed(); err != nil {

@@ -76,3 +76,60 @@ func TestExternalJoinCarriesItsCommitWhenUndecided(t *testing.T) {
 		}
 	}
 }
+
+// Decide settles an operation of the installation it is called on: given
+// another installation's error, it refuses and appends nothing. It
+// appended the events and caught up its own read model instead, and on
+// another Log answered "not recorded" for a commit that was.
+func TestDecideRefusesAnotherInstallationsOperation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	ctx := context.Background()
+	srv := natstest.StartProcess(t)
+	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
+	l := openLog(t, cfg, keyring(t, 1, 0x42))
+	dir := t.TempDir()
+	var freeze atomic.Bool
+	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour,
+		CheckMember: func(context.Context, events.InstallationID, []byte) error {
+			if freeze.CompareAndSwap(true, false) {
+				srv.Freeze()
+			}
+			return nil
+		}}
+	create := func(id events.InstallationID) *Installation {
+		k, _ := projections.GenerateRawKey()
+		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	alice, bob := create("alice"), create("bob")
+	kp, err := bob.PublishKeyPackage(ctx, "d", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeze.Store(true)
+	_, err = alice.AddMembers(ctx, g.GroupID, kp.KeyPackage)
+	srv.Thaw()
+	if err == nil {
+		t.Skip("the commit was answered before the freeze took hold")
+	}
+	var u *OutcomeUnknownError
+	if !errors.As(err, &u) {
+		t.Fatalf("add with the server frozen: %v, want an *OutcomeUnknownError", err)
+	}
+	if recorded, err := bob.Decide(ctx, u); err == nil {
+		t.Fatalf("bob decided alice's commit: recorded %v, want an error", recorded)
+	}
+	if _, err := alice.Decide(ctx, u); err != nil {
+		t.Fatalf("alice decides her commit: %v", err)
+	}
+}
