@@ -24,9 +24,9 @@ var (
 	// the Pool close it): nothing was recorded.
 	ErrClosed = errors.New("engine: installation closed")
 
-	// ErrWrongReadModel means OpenInstallation was given the read model
-	// of another installation (its file and key): nothing was read into
-	// it or recorded.
+	// ErrWrongReadModel means OpenInstallation or CreateInstallation was
+	// given the read model of another installation (its file and key):
+	// nothing was read into it or recorded.
 	ErrWrongReadModel = errors.New("engine: read model of another installation")
 
 	// ErrUnknownGroup means an operation named a group this installation is

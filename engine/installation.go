@@ -243,7 +243,8 @@ func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterL
 // CreateInstallation creates installation id: it draws a signature key,
 // appends installation.created and opens (creating) the read model at
 // dbPath under key. An id that already exists is ErrInstallationExists;
-// a read model file this call created is then removed again.
+// a read model file this call created is then removed again. Another
+// installation's read model is ErrWrongReadModel, recording nothing.
 func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -267,6 +268,16 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
+	}
+	// Another installation's read model (a path mixed up) is refused
+	// before the append: the installation would be recorded, and then
+	// fail to project into it, behind an error.
+	if ident, found, err := db.Installation(ctx); err != nil {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: create installation %s: read identity: %w", id, err)
+	} else if found && ident.ID != id {
+		closeReadModel(l, db, lk)
+		return nil, fmt.Errorf("engine: create installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
 	}
 	ev := events.Event{
 		Aggregate: events.Aggregate{Installation: id, Type: events.AggInstallation},

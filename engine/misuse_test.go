@@ -600,3 +600,35 @@ func TestNegativeOptionsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateWithAnotherInstallationsReadModel: CreateInstallation given
+// another installation's read model (its file and key: a path mixed up)
+// is refused before anything is recorded, as OpenInstallation is: the
+// new installation is not created behind an error, and the other read
+// model is left as it was.
+func TestCreateWithAnotherInstallationsReadModel(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	b.create("alice")
+	b.keyPackage("alice")
+	if err := b.insts["alice"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	if in, err := CreateInstallation(ctx, b.log, "dave", b.dbPath("alice"), b.keys["alice"], b.opts()); err == nil {
+		in.Close()
+		t.Fatal("created dave on alice's read model")
+	} else {
+		mustErrIs(t, err, ErrWrongReadModel)
+	}
+	// Nothing was recorded: dave can be created where he belongs.
+	b.create("dave")
+	alice, err := OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts())
+	if err != nil {
+		t.Fatalf("reopen alice: %v", err)
+	}
+	b.insts["alice"] = alice
+	if _, err := alice.PublishKeyPackage(ctx, "directory", true); err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+}
