@@ -204,29 +204,35 @@ func openReadModel(l *eventlog.Log, dbPath string, key projections.Key, opts *pr
 // create: the database, its SQLite sidecars and its salt sidecar, those
 // of them that do not exist yet (none when the database exists and is
 // not empty). The writer's lock file is not among them: another opener
-// may hold it open.
-func newFiles(dbPath, salt string) []string {
-	if st, err := os.Stat(dbPath); err == nil && st.Size() > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil
+// may hold it open. empty reports a database that exists as an empty
+// file (a name reserved beforehand): the open writes it, so it is
+// emptied again rather than removed.
+func newFiles(dbPath, salt string) (created []string, empty bool) {
+	st, err := os.Stat(dbPath)
+	if err == nil && st.Size() > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false
 	}
-	var out []string
 	for _, f := range []string{dbPath, dbPath + "-wal", dbPath + "-shm", dbPath + "-journal", salt} {
 		if _, err := os.Lstat(f); errors.Is(err, fs.ErrNotExist) {
-			out = append(out, f)
+			created = append(created, f)
 		}
 	}
-	return out
+	return created, err == nil
 }
 
 // discardReadModel closes a read model and removes the files its open
-// created (newFiles), holding its lock until they are gone.
-func discardReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock, id events.InstallationID, created []string) {
+// created (newFiles), or empties the database if it was an empty file
+// before, holding its lock until that is done.
+func discardReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock, id events.InstallationID, created []string, empty bool) {
 	err := db.Close()
 	l.Metrics().ReadModelClosed()
 	for _, f := range created {
 		if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = errors.Join(err, rerr)
 		}
+	}
+	if empty {
+		err = errors.Join(err, os.Truncate(db.Path(), 0))
 	}
 	if err = errors.Join(err, lk.Unlock()); err != nil {
 		l.Logger().Warn("engine: removing a read model this call created failed", "installation", string(id), "path", db.Path(), "error", err)
@@ -264,7 +270,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	cred := mls.NewBasicCredential([]byte(id))
 	// Lock and open the read model before anything is recorded, so a
 	// database held by another writer records nothing.
-	created := newFiles(dbPath, cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath)))
+	created, empty := newFiles(dbPath, cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath)))
 	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
@@ -296,7 +302,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		} else {
 			// Nothing recorded: a file left under this key would refuse
 			// the OpenInstallation of an existing id under its own key.
-			discardReadModel(l, db, lk, id, created)
+			discardReadModel(l, db, lk, id, created, empty)
 		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			return nil, fmt.Errorf("engine: create installation %s: %w", id, ErrInstallationExists)
@@ -327,7 +333,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, err
 	}
 	salt := cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath))
-	created := newFiles(dbPath, salt)
+	created, empty := newFiles(dbPath, salt)
 	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
@@ -365,7 +371,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		// A read model this open created is removed: left behind under
 		// key, it would refuse the CreateInstallation that usually
 		// follows ("open, else create") with another key.
-		discardReadModel(l, db, lk, id, created)
+		discardReadModel(l, db, lk, id, created, empty)
 		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
 	}
 	if ident.ID != id {

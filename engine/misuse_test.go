@@ -632,3 +632,28 @@ func TestCreateWithAnotherInstallationsReadModel(t *testing.T) {
 		t.Fatalf("alice: %v", err)
 	}
 }
+
+// TestOpenBeforeCreateOnAnEmptyFile: "open, else create" where the
+// database path is an empty file made beforehand (os.CreateTemp reserving
+// a name): the failed open must leave it as it found it, empty, so that
+// the create under another key can follow.
+func TestOpenBeforeCreateOnAnEmptyFile(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	f, err := os.CreateTemp(b.dir, "*.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	path := f.Name()
+	k1, _ := projections.GenerateRawKey()
+	if _, err := OpenInstallation(ctx, b.log, "new", path, k1, b.opts()); !errors.Is(err, ErrNoInstallation) {
+		t.Fatalf("open of an installation never created: %v, want ErrNoInstallation", err)
+	}
+	k2, _ := projections.GenerateRawKey()
+	in, err := CreateInstallation(ctx, b.log, "new", path, k2, b.opts())
+	if err != nil {
+		t.Fatalf("create after a failed open: %v", err)
+	}
+	b.insts["new"], b.keys["new"] = in, k2
+}
