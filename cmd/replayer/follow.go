@@ -137,7 +137,22 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 		// the keys are, and the environment is only a default.
 		return usageError{"give either --db-keys-beside or one read-model key flag"}
 	}
-	targets, err := followTargets(o.dir, o.list, listed, o.beside, nil)
+	// A share group's member following every *.db of --db-dir skips a
+	// file that is no read model ("alice.old.db", left by hand), named
+	// once, at start as at each listing again: failing the listing would
+	// keep the member from starting, and from following every read model
+	// that appears later.
+	var stray func(p string, err error)
+	if o.share != "" && o.list == "" && len(listed) == 0 {
+		warned := map[string]bool{}
+		stray = func(p string, err error) {
+			if !warned[p] {
+				warned[p] = true
+				env.logger().Warn("skipping a file of --db-dir that is not a read model", "file", termSafe(p), "err", err)
+			}
+		}
+	}
+	targets, err := followTargets(o.dir, o.list, listed, o.beside, stray)
 	if err != nil {
 		return err
 	}
@@ -184,17 +199,7 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	var sh *shareRun
 	if o.share != "" {
 		var rescan func() ([]followTarget, error)
-		if o.list == "" && len(listed) == 0 {
-			// A file that is no read model ("alice.old.db", left by hand)
-			// is skipped, named once: failing the listing would stop
-			// every read model that appears later from being followed.
-			warned := map[string]bool{}
-			stray := func(p string, err error) {
-				if !warned[p] {
-					warned[p] = true
-					env.logger().Warn("skipping a file of --db-dir that is not a read model", "file", termSafe(p), "err", err)
-				}
-			}
+		if stray != nil {
 			rescan = func() ([]followTarget, error) { return followTargets(o.dir, "", nil, o.beside, stray) }
 		}
 		if sh, err = openShare(ctx, env, o, log, set, targets, rescan, newFollower); err != nil {

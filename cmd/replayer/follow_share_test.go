@@ -280,3 +280,25 @@ func TestFollowShareGivesBackOnlyForItsOwnFailures(t *testing.T) {
 		t.Errorf("the server gone (%v) counts as this member's own failure", gone)
 	}
 }
+
+// A member that starts (or restarts) while a stray file lies in --db-dir
+// skips it as a later listing does, and follows the read models there:
+// a share group's directory is listed alike at start and at each pass.
+// Until now the first listing refused the stray file as a usage error,
+// so no member could start, or be restarted, on that directory.
+func TestFollowShareStartsBesideAStrayFile(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	first := events.InstallationID("share-first")
+	createInstallation(t, l, dir, first)
+	if err := os.WriteFile(filepath.Join(dir, "share-first.old.db"), []byte("a copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "stray", "--lease-ttl", "2s")
+	f.waitFor(t, "the read model followed", func() bool {
+		return strings.Contains(f.stderr.String(), `msg="the share group gave this follower the read model"`)
+	})
+	if !strings.Contains(f.stderr.String(), "share-first.old.db") {
+		t.Errorf("the stray file was not named in a warning: %s", f.stderr.String())
+	}
+}
