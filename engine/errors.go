@@ -151,8 +151,9 @@ type OutcomeUnknownError struct {
 	// Commit is an own commit's output (Send: its path update, when
 	// that is what went unanswered).
 	Commit *CommitOutput
-	// Send is Send's output (the message), when its append went
-	// unanswered.
+	// Send is Send's (or Host.Send's) output, the message, when its
+	// append went unanswered; without its Update, which Send returns
+	// beside the error when it was recorded first.
 	Send *SendOutput
 
 	expected uint64         // the position the events were to follow

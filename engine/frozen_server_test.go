@@ -178,6 +178,52 @@ func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 		t.Skip("builds nats-server")
 	}
 	ctx := context.Background()
+	srv, alice, bob, g := frozenPair(t)
+	before, _ := alice.Epoch(ctx, g)
+
+	srv.Freeze()
+	frozen, err := alice.Update(ctx, g)
+	srv.Thaw()
+	recorded := err == nil // answered before the freeze took hold
+	if err != nil {
+		var u *OutcomeUnknownError
+		if !errors.As(err, &u) || !errors.Is(err, ErrOutcomeUnknown) || u.Commit == nil {
+			t.Fatalf("update with the server frozen: %v, want an *OutcomeUnknownError carrying the commit", err)
+		}
+		if recorded, err = alice.Decide(ctx, u); err != nil {
+			t.Fatalf("decide after the thaw: %v", err)
+		}
+		frozen = u.Commit
+	}
+	after, err := alice.Epoch(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("update with the server frozen: recorded %v; epoch %d -> %d", recorded, before, after)
+	if recorded != (after == frozen.Epoch) || !recorded && after != before {
+		t.Fatalf("decided recorded=%v, but alice's epoch went %d -> %d (the commit's is %d)", recorded, before, after, frozen.Epoch)
+	}
+	if recorded {
+		if _, err := bob.Receive(ctx, frozen.Commit); err != nil {
+			t.Fatalf("bob receives the decided commit: %v", err)
+		}
+	}
+	next, err := alice.Update(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, next.Commit); err != nil {
+		t.Fatalf("bob cannot follow alice after a commit whose outcome was unknown: %v", err)
+	}
+}
+
+// frozenPair starts a nats-server process and a group of alice and bob
+// (installations on a Log with short bounds), warmed so that a commit's
+// head and data keys are cached: an operation after a Freeze sends its
+// publish at once. It returns the server, alice, bob and the group id.
+func frozenPair(t *testing.T) (*natstest.Process, *Installation, *Installation, []byte) {
+	t.Helper()
+	ctx := context.Background()
 	srv := natstest.StartProcess(t)
 	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x42))
@@ -208,47 +254,55 @@ func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
 		t.Fatal(err)
 	}
-	warm, err := alice.Update(ctx, g.GroupID) // head and keys cached
+	warm, err := alice.Update(ctx, g.GroupID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bob.Receive(ctx, warm.Commit); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := alice.Epoch(ctx, g.GroupID)
+	if _, err := alice.Send(ctx, g.GroupID, []byte("warm"), nil); err != nil {
+		t.Fatal(err)
+	}
+	return srv, alice, bob, g.GroupID
+}
 
+// A batch of Host.Send whose append went unanswered (the server frozen)
+// returns each message in an *OutcomeUnknownError, as Installation.Send
+// does, and Decide says whether it is in alice's history: the read model
+// holds it exactly when recorded. Until 2026-12-06 the batch returned a
+// plain ErrOutcomeUnknown, and a message that landed was never delivered.
+func TestHostSendOutcomeUnknownCarriesTheMessage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	ctx := context.Background()
+	srv, alice, _, g := frozenPair(t)
+	h := NewHost(alice.log, nil, nil)
 	srv.Freeze()
-	frozen, err := alice.Update(ctx, g.GroupID)
+	res := h.Send(ctx, []SendRequest{{Installation: alice, GroupID: g, Content: []byte("frozen")}})
 	srv.Thaw()
+	err := res[0].Err
 	recorded := err == nil // answered before the freeze took hold
 	if err != nil {
 		var u *OutcomeUnknownError
-		if !errors.As(err, &u) || !errors.Is(err, ErrOutcomeUnknown) || u.Commit == nil {
-			t.Fatalf("update with the server frozen: %v, want an *OutcomeUnknownError carrying the commit", err)
+		if !errors.As(err, &u) || u.Send == nil || string(u.Send.GroupID) != string(g) || u.Send.Message == nil {
+			t.Fatalf("Host.Send with the server frozen: %v, want an *OutcomeUnknownError carrying the message", err)
 		}
 		if recorded, err = alice.Decide(ctx, u); err != nil {
 			t.Fatalf("decide after the thaw: %v", err)
 		}
-		frozen = u.Commit
 	}
-	after, err := alice.Epoch(ctx, g.GroupID)
+	page, err := alice.DB().Messages(ctx, g, projections.Page{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("update with the server frozen: recorded %v; epoch %d -> %d", recorded, before, after)
-	if recorded != (after == frozen.Epoch) || !recorded && after != before {
-		t.Fatalf("decided recorded=%v, but alice's epoch went %d -> %d (the commit's is %d)", recorded, before, after, frozen.Epoch)
+	held := false
+	for _, m := range page.Messages {
+		held = held || string(m.Content) == "frozen"
 	}
-	if recorded {
-		if _, err := bob.Receive(ctx, frozen.Commit); err != nil {
-			t.Fatalf("bob receives the decided commit: %v", err)
-		}
-	}
-	next, err := alice.Update(ctx, g.GroupID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Receive(ctx, next.Commit); err != nil {
-		t.Fatalf("bob cannot follow alice after a commit whose outcome was unknown: %v", err)
+	t.Logf("Host.Send with the server frozen: %v; recorded %v", res[0].Err, recorded)
+	if held != recorded {
+		t.Fatalf("decided recorded=%v, but the read model holds the message: %v", recorded, held)
 	}
 }

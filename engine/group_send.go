@@ -48,7 +48,13 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		}}, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
-		err = outcomeUnknown(err, func(u *OutcomeUnknownError) { u.Send = out })
+		err = outcomeUnknown(err, func(u *OutcomeUnknownError) {
+			// The message alone: its path update, recorded, is in the
+			// output returned beside the error, to deliver once.
+			msg := *out
+			msg.Update = nil
+			u.Send = &msg
+		})
 		if update != nil {
 			// The update is recorded: it must still reach the members.
 			return &SendOutput{GroupID: bytes.Clone(groupID), Update: update}, err

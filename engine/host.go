@@ -121,7 +121,12 @@ func (h *Host) Send(ctx context.Context, reqs []SendRequest) []SendResult {
 				out[op.idx] = SendResult{Output: op.send}
 				w.done[op.idx] = true
 			} else if !retried(op.err) {
-				out[op.idx] = SendResult{Err: fmt.Errorf("engine: installation %s: send to group %x: %w", w.in.id, reqs[op.idx].GroupID, op.err)}
+				err := fmt.Errorf("engine: installation %s: send to group %x: %w", w.in.id, reqs[op.idx].GroupID, op.err)
+				if errors.Is(op.err, ErrOutcomeUnknown) && op.send != nil {
+					// As Installation.Send: the message, for Decide.
+					err = &OutcomeUnknownError{Err: err, Send: op.send, expected: op.expected, evs: op.evs}
+				}
+				out[op.idx] = SendResult{Err: err}
 				w.done[op.idx] = true
 			}
 		}
