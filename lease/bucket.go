@@ -182,6 +182,11 @@ func (b *Bucket) openOrCreate(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// errBucketGone marks an unchanged that found no bucket stream. A
+// cluster's replica still recovering the stream answers so too, for a
+// moment: a member concludes only when it sees it twice in a row.
+var errBucketGone = errors.New("no such stream")
+
 // unchanged checks that the bucket is still the one Open found, not
 // deleted and created again meanwhile: a lease taken in a bucket created
 // again with a shorter TTL would be counted valid after the server freed
@@ -193,7 +198,7 @@ func (b *Bucket) unchanged(ctx context.Context) error {
 	defer cancel()
 	info, err := b.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("%w: bucket %s was deleted", ErrBucketMismatch, b.name)
+		return fmt.Errorf("%w: bucket %s was deleted: %w", ErrBucketMismatch, b.name, errBucketGone)
 	}
 	if err != nil {
 		return fmt.Errorf("reading the settings of bucket %s: %w", b.name, err)

@@ -188,6 +188,7 @@ type run struct {
 	liveKey  string
 	warned   bool // an acquire failure was logged at Warn since the last success
 	mismatch bool // the bucket changed under the member (logged)
+	gone     bool // the last pass found no bucket stream (errBucketGone)
 	serving  sync.WaitGroup
 	finished chan events.InstallationID
 	quit     chan struct{}
@@ -326,7 +327,18 @@ func (r *run) pass(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	if err := r.b.unchanged(ctx); errors.Is(err, ErrBucketMismatch) {
+	err := r.b.unchanged(ctx)
+	if errors.Is(err, errBucketGone) && !r.gone {
+		// Seen once: perhaps a replica recovering the stream answered.
+		// Renewals fail in a bucket really gone, and nobody acquires
+		// there; the next pass decides.
+		r.gone = true
+		r.b.logger.Warn("lease: the share group's bucket was not found; looking again at the next pass", "group", r.b.group, "member", r.m.id, "err", err)
+		err = nil
+	} else if err == nil {
+		r.gone = false
+	}
+	if errors.Is(err, ErrBucketMismatch) {
 		// Every lease held is void there, and a lease taken there would
 		// be counted valid for the wrong TTL: give everything up, take
 		// nothing, until this process opens the bucket again.
