@@ -109,8 +109,15 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 // compaction already purged from the stream.
 func (l *Log) keepsEntries(what, bucket string, c jetstream.StreamConfig) error {
 	bad := func(setting string) error {
-		return fmt.Errorf("%w: %s %s (stream %s) has %s: it would drop entries the log needs (remove the setting with nats stream edit; do not delete the bucket: its entries are needed)",
+		err := fmt.Errorf("%w: %s %s (stream %s) has %s: it would drop entries the log needs (remove the setting with nats stream edit; do not delete the bucket: its entries are needed)",
 			ErrIncompatibleStream, what, bucket, c.Name, setting)
+		if l.cfg.ReadOnly {
+			// A reader changes nothing, and may be what rescues the
+			// history (a rebuild, a verify) before the entries go.
+			l.logger.Error("eventlog: a bucket the log needs would drop entries; reading all the same", "stream", l.cfg.Stream, "err", err)
+			return nil
+		}
+		return err
 	}
 	switch {
 	case c.MaxAge > 0:
