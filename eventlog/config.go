@@ -237,6 +237,11 @@ type Config struct {
 	// Register it with a Prometheus registry (package telemetry; the
 	// series are listed in docs/observability.md). Nil records nothing.
 	Metrics *telemetry.Metrics
+
+	// resealOf is the source stream OpenBeside records in the target's
+	// metadata, set as Open creates or updates the stream: before the
+	// Log's own goroutines (watchConfig, checkLeader) read its handle.
+	resealOf string
 }
 
 // DefaultConfig returns an embedded-server configuration storing under dataDir

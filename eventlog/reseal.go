@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -103,23 +102,10 @@ func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, key
 	if cfg.SubjectPrefix == src.cfg.SubjectPrefix {
 		return nil, fmt.Errorf("eventlog: open beside stream %s: subject prefix %q is the source's (two streams cannot hold the same subjects)", stream, subjectPrefix)
 	}
-	dst, err := Open(ctx, cfg, keys)
-	if err != nil {
-		return nil, err
-	}
-	// Record the source, so that only this target is ever deleted as one
-	// (DeleteResealTarget).
-	have := dst.stream.CachedInfo().Config
-	if have.Metadata[metaResealOf] == "" {
-		upd := have
-		upd.Metadata = maps.Clone(have.Metadata)
-		upd.Metadata[metaResealOf] = src.cfg.Stream
-		if dst.stream, err = dst.js.UpdateStream(ctx, upd); err != nil {
-			dst.Close()
-			return nil, fmt.Errorf("eventlog: open beside stream %s: record its source: %w", stream, err)
-		}
-	}
-	return dst, nil
+	// Open records the source in the stream's metadata, so that only
+	// this target is ever deleted as one (DeleteResealTarget).
+	cfg.resealOf = src.cfg.Stream
+	return Open(ctx, cfg, keys)
 }
 
 // Reseal copies src's retained history into dst (see the comment at the

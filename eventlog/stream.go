@@ -61,6 +61,9 @@ const metaKeyringCheck = "epochlog_keyring_check"
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
 	want := cfg.streamConfig()
 	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
+	if cfg.resealOf != "" {
+		want.Metadata[metaResealOf] = cfg.resealOf
+	}
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.ReadOnly {
 		return nil, false, fmt.Errorf("%w: stream %s (read-only: nothing is created; check --stream and the server or store)", ErrNoStream, want.Name)
@@ -101,6 +104,14 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 		}
 		upd.Metadata[metaKeyringCheck] = keyCheck
 	}
+	if cfg.resealOf != "" && have.Metadata[metaResealOf] == "" {
+		// A re-seal target created by an older OpenBeside: record it now.
+		upd.Metadata = maps.Clone(upd.Metadata)
+		if upd.Metadata == nil {
+			upd.Metadata = map[string]string{}
+		}
+		upd.Metadata[metaResealOf] = cfg.resealOf
+	}
 	// Only what the Config sets explicitly changes an existing stream.
 	if cfg.DuplicateWindow != 0 {
 		upd.Duplicates = want.Duplicates
@@ -124,7 +135,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 	// ErrConflict) and catch-up reads could miss an event just appended.
 	// The Log needs its reads from the leader, so it switches them off.
 	upd.AllowDirect = false
-	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
+	if upd.Metadata[metaKeyringCheck] != have.Metadata[metaKeyringCheck] || upd.Metadata[metaResealOf] != have.Metadata[metaResealOf] || upd.Duplicates != have.Duplicates || upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes ||
 		upd.Replicas != have.Replicas || upd.AllowAtomicPublish != have.AllowAtomicPublish || upd.AllowDirect != have.AllowDirect {
 		s, err = js.UpdateStream(ctx, upd)
 		if err != nil {
