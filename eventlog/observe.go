@@ -162,6 +162,11 @@ func (l *Log) recheckConfig() {
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
 	defer cancel()
 	info, err := l.streamInfo(ctx)
+	if l.closed.Load() {
+		// Closed meanwhile: its caller may have moved on from the
+		// logger's output.
+		return
+	}
 	if err != nil {
 		l.logger.Warn("eventlog: the stream's configuration changed and cannot be read back to check it", "stream", l.cfg.Stream, "err", err)
 		return
