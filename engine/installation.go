@@ -235,7 +235,7 @@ func discardReadModel(l *eventlog.Log, db *projections.DB, lk *projections.Write
 		err = errors.Join(err, os.Truncate(db.Path(), 0))
 	}
 	if err = errors.Join(err, lk.Unlock()); err != nil {
-		l.Logger().Warn("engine: removing a read model this call created failed", "installation", string(id), "path", db.Path(), "error", err)
+		l.Logger().Warn("engine: removing a read model this call created failed", "installation", string(id), "path", db.Path(), "err", err)
 	}
 }
 
@@ -621,7 +621,7 @@ func (in *Installation) Decide(ctx context.Context, u *OutcomeUnknownError) (rec
 	if err := in.project(ctx); err != nil {
 		// Decided all the same; the next operation or CatchUp brings
 		// the read model up to date.
-		in.log.Logger().Warn("engine: decided, the read model lags", "installation", string(in.id), "recorded", recorded, "error", err)
+		in.log.Logger().Warn("engine: decided, the read model lags", "installation", string(in.id), "recorded", recorded, "err", err)
 	}
 	return recorded, nil
 }
