@@ -18,9 +18,10 @@ type EraseOptions struct {
 	// By is recorded in the tombstone: who asked (free text, no secret).
 	By string
 	// ReadModel, if set, is the installation's read model: Erase deletes
-	// it (with its -wal, -shm, -journal and .salt sidecars) after the
-	// log's erase, holding its writer lock, so no plaintext of the
-	// installation is left in it either. Before anything is erased it
+	// it (with its -wal, -shm, -journal and .salt sidecars, and the copies
+	// rebuilds keep beside it: projections.RemoveCopies) after the log's
+	// erase, holding its writer lock, so no plaintext of the installation
+	// is left in it either. Before anything is erased it
 	// must be a regular file (not a link or a directory) that ReadModelKey
 	// opens as this installation's read model (else
 	// replay.ErrWrongInstallation, projections.ErrWrongKey, ...), or be
@@ -72,6 +73,11 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return res, fmt.Errorf("engine: erase %s: remove its read model (erase again to finish): %w", id, err)
 			}
+		}
+		// The copies rebuilds keep beside it hold the same history, and
+		// the key given here still opens them.
+		if _, err := projections.RemoveCopies(p); err != nil {
+			return res, fmt.Errorf("engine: erase %s: remove the copies of its read model (erase again to finish): %w", id, err)
 		}
 	}
 	return res, nil

@@ -76,6 +76,43 @@ func RemoveLeftovers(live string) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// RemoveCopies deletes every copy of the read model at live that
+// epochlog keeps beside it: what RemoveLeftovers removes, and the
+// databases a rebuild kept ("<live>.replaced-*", "<live>.damaged-*"),
+// with their sidecars. They hold the live database's history under its
+// key, so erasing an installation removes them with it. It returns how
+// many databases it removed and never touches live or its sidecars. The
+// caller holds live's writer lock (Lock), so no rebuild is under way.
+func RemoveCopies(live string) (int, error) {
+	n, err := RemoveLeftovers(live)
+	errs := []error{err}
+	for _, kept := range []string{".replaced-*", ".damaged-*"} {
+		matches, err := filepath.Glob(globEscape(live) + kept)
+		if err != nil {
+			return n, err
+		}
+		for _, m := range matches {
+			if isSidecar(m) {
+				continue // removed with its database, or below
+			}
+			if err := RemoveAside(m); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+		}
+		// Sidecars whose database is already gone.
+		for _, m := range matches {
+			if isSidecar(m) {
+				if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
 // isSidecar reports whether p names a SQLite sidecar (-wal, -shm,
 // -journal).
 func isSidecar(p string) bool {
