@@ -223,7 +223,7 @@ func TestSwapDropsStaleRollbackJournal(t *testing.T) {
 	// A real hot journal of the live file: a writer in rollback-journal
 	// mode with a tiny cache (so it spills pages into the file before
 	// committing), copied mid-transaction.
-	w, err := sql.Open("sqlite3", live+"?_pragma_key="+url.QueryEscape("x'"+hex.EncodeToString(k.b)+"'\"; PRAGMA cipher_compatibility = 4; --"))
+	w, err := sql.Open("sqlite3", live+"?_pragma_key="+url.QueryEscape("x'"+hex.EncodeToString(k.bytes())+"'\"; PRAGMA cipher_compatibility = 4; --"))
 	if err != nil {
 		t.Fatal(err)
 	}

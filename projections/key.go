@@ -30,9 +30,29 @@ const KeySize = 32
 // passphrase (stretched with Argon2id and a salt kept beside the database),
 // or NoKey for reading an unencrypted database being migrated. The zero Key
 // is invalid. Its bytes are unexported and never printed.
+//
+// The bytes sit behind a pointer to a pointer, as events.RootKey's do: a
+// Key in an unexported field of another struct is printed by fmt's
+// reflection without its Format method, and that reflection prints a
+// nested pointer as an address, where it would print a slice's bytes.
 type Key struct {
 	kind keyKind
-	b    []byte
+	b    **[]byte
+	_    [0]func() // not comparable with ==: compare keys with Equal
+}
+
+// makeKey returns a Key of kind holding b, which it takes over.
+func makeKey(kind keyKind, b []byte) Key {
+	p := &b
+	return Key{kind: kind, b: &p}
+}
+
+// bytes returns the key's bytes (nil for NoKey and the zero Key).
+func (k Key) bytes() []byte {
+	if k.b == nil || *k.b == nil {
+		return nil
+	}
+	return **k.b
 }
 
 // RawKey returns a key that SQLCipher uses as is (x'..', no KDF). b must be
@@ -41,7 +61,7 @@ func RawKey(b []byte) (Key, error) {
 	if len(b) != KeySize {
 		return Key{}, fmt.Errorf("projections: raw key must be %d bytes, got %d", KeySize, len(b))
 	}
-	return Key{kind: keyRaw, b: append([]byte(nil), b...)}, nil
+	return makeKey(keyRaw, append([]byte(nil), b...)), nil
 }
 
 // GenerateRawKey returns a fresh random raw key.
@@ -50,7 +70,7 @@ func GenerateRawKey() (Key, error) {
 	if _, err := rand.Read(b); err != nil {
 		return Key{}, fmt.Errorf("projections: generate key: %w", err)
 	}
-	return Key{kind: keyRaw, b: b}, nil
+	return makeKey(keyRaw, b), nil
 }
 
 // PassphraseKey returns a key derived at Open time with Argon2id from the
@@ -61,7 +81,7 @@ func PassphraseKey(passphrase []byte) (Key, error) {
 	if len(passphrase) == 0 {
 		return Key{}, errors.New("projections: empty passphrase")
 	}
-	return Key{kind: keyPassphrase, b: append([]byte(nil), passphrase...)}, nil
+	return makeKey(keyPassphrase, append([]byte(nil), passphrase...)), nil
 }
 
 // NoKey opens an existing unencrypted SQLite read model, read-only. It
@@ -78,7 +98,7 @@ func (k Key) Valid() bool { return k.kind != keyInvalid }
 // Equal reports whether both keys are of the same kind with the same
 // bytes, in constant time with respect to the bytes.
 func (k Key) Equal(o Key) bool {
-	same := subtle.ConstantTimeCompare(k.b, o.b) == 1
+	same := subtle.ConstantTimeCompare(k.bytes(), o.bytes()) == 1
 	return same && k.kind == o.kind
 }
 
@@ -215,7 +235,7 @@ func writeSalt(path string, p Argon2Params) (saltFile, error) {
 func rawKeyFor(k Key, saltPath string, p Argon2Params, create bool) ([]byte, error) {
 	switch k.kind {
 	case keyRaw:
-		return k.b, nil
+		return k.bytes(), nil
 	case keyPassphrase:
 		sf, err := readSalt(saltPath)
 		if errors.Is(err, fs.ErrNotExist) && create {
@@ -224,7 +244,7 @@ func rawKeyFor(k Key, saltPath string, p Argon2Params, create bool) ([]byte, err
 		if err != nil {
 			return nil, err
 		}
-		return argon2.IDKey(k.b, sf.salt, sf.params.Time, sf.params.MemoryKiB, sf.params.Threads, KeySize), nil
+		return argon2.IDKey(k.bytes(), sf.salt, sf.params.Time, sf.params.MemoryKiB, sf.params.Threads, KeySize), nil
 	}
 	return nil, errors.New("projections: no usable key (use RawKey, PassphraseKey or NoKey)")
 }

@@ -326,7 +326,7 @@ func TestNotOurs(t *testing.T) {
 	k := newKey(t)
 	// An encrypted SQLCipher database with someone else's schema.
 	path := filepath.Join(dir, "foreign.db")
-	c := newConnector(path, k.b, (&Options{}).withDefaults(path), false, false)
+	c := newConnector(path, k.bytes(), (&Options{}).withDefaults(path), false, false)
 	if err := prepareFile(path); err != nil {
 		t.Fatal(err)
 	}
