@@ -479,6 +479,10 @@ func harden(c *sqlite3.SQLiteConn, encrypted, writer, readOnly bool) error {
 		"PRAGMA temp_store = MEMORY",
 		"PRAGMA foreign_keys = ON",
 		"PRAGMA trusted_schema = OFF",
+		// Deleted secrets (retention, past epochs, consumed key packages)
+		// are overwritten in the file. SQLCipher builds default to it;
+		// forward secrecy must not rest on a build default.
+		"PRAGMA secure_delete = ON",
 	}
 	if encrypted {
 		// The read model checkpoints in the background (walcheckpoint.go);
@@ -501,7 +505,7 @@ func harden(c *sqlite3.SQLiteConn, encrypted, writer, readOnly bool) error {
 // A file opened immutable (readOnly) reports journal_mode "delete": it
 // reads no WAL, and readOnlyCopy opens it so only when it has none.
 func checkSettings(c *sqlite3.SQLiteConn, encrypted, readOnly bool) error {
-	want := [][2]string{{"temp_store", "2"}, {"foreign_keys", "1"}}
+	want := [][2]string{{"temp_store", "2"}, {"foreign_keys", "1"}, {"secure_delete", "1"}}
 	if encrypted {
 		want = append(want,
 			[2]string{"cipher_page_size", "4096"},

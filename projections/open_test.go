@@ -57,7 +57,7 @@ func TestOpenCreatesHardenedSQLCipher4(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		for p, want := range map[string]string{"temp_store": "2", "journal_mode": "wal", "foreign_keys": "1", "cipher_page_size": "4096", "kdf_iter": "256000", "cipher_hmac_algorithm": "HMAC_SHA512", "busy_timeout": "5000"} {
+		for p, want := range map[string]string{"temp_store": "2", "journal_mode": "wal", "foreign_keys": "1", "cipher_page_size": "4096", "kdf_iter": "256000", "cipher_hmac_algorithm": "HMAC_SHA512", "busy_timeout": "5000", "secure_delete": "1"} {
 			var got string
 			if err := c.QueryRowContext(ctx, "PRAGMA "+p).Scan(&got); err != nil {
 				t.Fatal(err)

@@ -69,7 +69,7 @@ func TestDeletedMessagesLeaveNoTraceInFile(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(decryptedPages(t, path, k.b), []byte(marker)) {
+	if !bytes.Contains(decryptedPages(t, path, k.bytes()), []byte(marker)) {
 		t.Fatal("the messages are not in the decrypted file: the test cannot see what it looks for")
 	}
 	db = mustOpen(t, path, k, nil)
@@ -80,7 +80,7 @@ func TestDeletedMessagesLeaveNoTraceInFile(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if i := bytes.Index(decryptedPages(t, path, k.b), []byte(marker)); i >= 0 {
+	if i := bytes.Index(decryptedPages(t, path, k.bytes()), []byte(marker)); i >= 0 {
 		t.Fatalf("a deleted message's plaintext is still in the database file (decrypted offset %d): secure_delete is off", i)
 	}
 }
