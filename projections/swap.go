@@ -76,9 +76,28 @@ func RemoveLeftovers(live string) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// KeptCopies lists the databases a rebuild kept beside the read model at
+// live ("<live>.replaced-*", "<live>.damaged-*": see replay.RebuildResult),
+// without their sidecars. They hold the history live held then, under its
+// key.
+func KeptCopies(live string) ([]string, error) {
+	var out []string
+	for _, kept := range []string{".replaced-*", ".damaged-*"} {
+		matches, err := filepath.Glob(globEscape(live) + kept)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range matches {
+			if !isSidecar(m) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out, nil
+}
+
 // RemoveCopies deletes every copy of the read model at live that
-// epochlog keeps beside it: what RemoveLeftovers removes, and the
-// databases a rebuild kept ("<live>.replaced-*", "<live>.damaged-*"),
+// epochlog keeps beside it: what RemoveLeftovers removes, and KeptCopies
 // with their sidecars. They hold the live database's history under its
 // key, so erasing an installation removes them with it. It returns how
 // many databases it removed and never touches live or its sidecars. The
@@ -86,22 +105,20 @@ func RemoveLeftovers(live string) (int, error) {
 func RemoveCopies(live string) (int, error) {
 	n, err := RemoveLeftovers(live)
 	errs := []error{err}
+	kept, err := KeptCopies(live)
+	if err != nil {
+		return n, errors.Join(append(errs, err)...)
+	}
+	for _, m := range kept {
+		if err := RemoveAside(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	// Sidecars whose database is already gone.
 	for _, kept := range []string{".replaced-*", ".damaged-*"} {
-		matches, err := filepath.Glob(globEscape(live) + kept)
-		if err != nil {
-			return n, err
-		}
-		for _, m := range matches {
-			if isSidecar(m) {
-				continue // removed with its database, or below
-			}
-			if err := RemoveAside(m); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			n++
-		}
-		// Sidecars whose database is already gone.
+		matches, _ := filepath.Glob(globEscape(live) + kept)
 		for _, m := range matches {
 			if isSidecar(m) {
 				if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {

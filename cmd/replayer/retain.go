@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
 
@@ -118,6 +119,16 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		comp = &compactOut{Through: c.Through, Scanned: c.Scanned, Deleted: c.Deleted}
 	}
+	// Copies a rebuild kept beside the read model still hold what was
+	// just deleted, under the same key; they may hold what nothing else
+	// does, so they are named, not deleted.
+	kept, err := projections.KeptCopies(r.db)
+	if err != nil {
+		return err
+	}
+	for _, k := range kept {
+		fmt.Fprintf(env.stderr, "replayer: warning: %s, a copy a rebuild kept, still holds the history this retention deleted, under the same key: delete it when it is no longer needed\n", k)
+	}
 	snapAt := uint64(0)
 	if res.Snapshot != nil {
 		snapAt = res.Snapshot.Checkpoint
@@ -135,6 +146,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if comp != nil {
 			out["compact"] = comp
+		}
+		if len(kept) > 0 {
+			out["kept_copies"] = kept
 		}
 		return json.NewEncoder(env.stdout).Encode(out)
 	}
