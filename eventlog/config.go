@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -54,6 +55,31 @@ func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 // LogValue redacts the secret for every slog handler, including one that
 // would encode the value by reflection.
 func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// configFields is Config without its methods: what Config's printing
+// methods print.
+type configFields Config
+
+// printable returns c's fields with the credentials of NATSURL redacted
+// (nats://user:pw@host, nats://token@host); Password and Token redact
+// themselves.
+func (c Config) printable() configFields {
+	c.NATSURL = redactURL(c.NATSURL)
+	return configFields(c)
+}
+
+// Format prints the Config as fmt would, but for the credentials of
+// NATSURL, which are redacted under every verb.
+func (c Config) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), c.printable())
+}
+
+// MarshalJSON encodes the Config as encoding/json would, but for the
+// credentials of NATSURL, which are redacted.
+func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.printable()) }
+
+// LogValue redacts the credentials of NATSURL for every slog handler.
+func (c Config) LogValue() slog.Value { return slog.AnyValue(c.printable()) }
 
 // Unbounded, as Config.MaxAge or Config.MaxBytes, removes that limit from
 // an existing stream (zero would leave it as it is).
