@@ -275,8 +275,9 @@ func DigestID(d projections.Digest) string {
 // none, the caller replays from the start). A snapshot that cannot be
 // fetched, opened (tampered, a root key the ring lacks) or imported is
 // passed over with a Warn log naming why, and the next older one tried;
-// one of another schema version is passed over quietly (a migration
-// replays from the start).
+// one of an older schema version (from minMigratedSnapshotSchema on) is
+// migrated to fresh's (migrateSnapshot); one of a newer version, or of
+// one older than that, is passed over quietly.
 func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
@@ -300,10 +301,24 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 		}
 		meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
 		if err == nil && meta.Schema != fresh.SchemaVersion() {
-			log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
-				"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
+			if meta.Schema < minMigratedSnapshotSchema || meta.Schema > fresh.SchemaVersion() {
+				log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
+					"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
+				clear(plain)
+				continue
+			}
+			migrated, merr := migrateSnapshot(ctx, plain, fresh)
 			clear(plain)
-			continue
+			if merr != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				log.Warn("replay: snapshot of an older schema version cannot be migrated; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
+					"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion(), "err", merr)
+				continue
+			}
+			log.Info("replay: snapshot migrated", "snapshot_seq", ref.Checkpoint, "snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
+			plain = migrated
 		}
 		if err == nil {
 			meta, err = fresh.Import(ctx, bytes.NewReader(plain))
@@ -326,6 +341,61 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 		return &meta, nil
 	}
 	return nil, nil
+}
+
+// minMigratedSnapshotSchema is the oldest schema version of a snapshot
+// that fromSnapshot migrates: from schema 3 on, the in-place migrations
+// give what a replay gives (below it a file records no committer of its
+// epochs), so a migrated snapshot plus the tail equals a full replay.
+const minMigratedSnapshotSchema = 3
+
+// migrateSnapshot brings plain, a snapshot of a schema version older than
+// fresh's, to fresh's version: it imports it into a scratch read model at
+// its own version beside fresh (the import checks its digest), migrates
+// that in place (projections.Open) and exports it again with the header's
+// chain head and creation time. The scratch database is removed. A
+// snapshot is the only copy of the history a compaction deleted, so an
+// upgrade to a newer schema must be able to start from one an older
+// build made.
+func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB) (out []byte, err error) {
+	key, err := projections.GenerateRawKey()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := projections.BuildAside(filepath.Dir(fresh.Path()), filepath.Base(fresh.Path()))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, projections.RemoveAside(tmp)) }()
+	meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
+	if err != nil {
+		return nil, err
+	}
+	old, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: meta.Schema})
+	if err != nil {
+		return nil, err
+	}
+	meta, err = old.Import(ctx, bytes.NewReader(plain))
+	if cerr := old.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	db, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: fresh.SchemaVersion()})
+	if err != nil {
+		return nil, fmt.Errorf("migrate snapshot from schema %d: %w", meta.Schema, err)
+	}
+	var buf bytes.Buffer
+	_, err = db.ExportSnapshot(ctx, &buf, projections.SnapshotMeta{Head: meta.Head, CreatedAt: meta.CreatedAt})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		clear(buf.Bytes())
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // chainAnchor checks the links of a tail replayed after a snapshot into
