@@ -43,6 +43,10 @@ type Log struct {
 	// compacted holds the installations known to have a compaction mark
 	// (carried; append.go), under mu, bounded by cacheMax.
 	compacted map[events.InstallationID]bool
+	// resealOf is the source of a re-seal target an older replayer made
+	// (no metaResealOf in its metadata), found by the active-stream
+	// pointer at Open (ResealedFrom); "" otherwise.
+	resealOf string
 	// sealRoot seals new events under the root keys (format 2) as before
 	// data keys: only for the benchmark that compares both.
 	sealRoot bool
@@ -141,6 +145,9 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	if err := l.ensureKeyBucket(ctx); err != nil {
 		l.shutdown()
 		return nil, err
+	}
+	if l.stream.CachedInfo().Config.Metadata[metaResealOf] == "" {
+		l.resealOf = l.resealOfByPointer(ctx)
 	}
 	l.followLeader()
 	l.watchConfig()

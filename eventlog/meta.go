@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,12 +222,68 @@ func (l *Log) logStreamMeta(ctx context.Context, name string) (map[string]string
 }
 
 // ResealedFrom returns the stream this Log's stream was re-sealed from
-// (OpenBeside records it), or "" for a stream no re-seal made. Its
-// sequences are not those of the source: a read model's checkpoint from
-// the source compares with them by aggregate positions only, which a
-// re-seal keeps.
+// (OpenBeside records it; for a target an older replayer made, which
+// records none, the active-stream pointer that switched to it names it),
+// or "" for a stream no re-seal made. Its sequences are not those of the
+// source: a read model's checkpoint from the source compares with them by
+// aggregate positions only, which a re-seal keeps.
 func (l *Log) ResealedFrom() string {
-	return l.stream.CachedInfo().Config.Metadata[metaResealOf]
+	if src := l.stream.CachedInfo().Config.Metadata[metaResealOf]; src != "" {
+		return src
+	}
+	return l.resealOf
+}
+
+// resealOfByPointer finds the source of this Log's stream when it is a
+// re-seal target an older replayer made and switched to (until
+// 2026-12-06 a target recorded no source in its metadata): the previous
+// stream of an active-stream pointer that names this stream as current,
+// when that stream was created before this one (a rollback names the
+// older stream current and the newer previous). It returns "" when no
+// pointer does; a pointer that cannot be read is logged and taken as none.
+func (l *Log) resealOfByPointer(ctx context.Context) string {
+	src, err := l.pointerSource(ctx)
+	if err != nil {
+		l.logger.Warn("eventlog: cannot read the active-stream pointers; the stream is taken as no re-seal's target", "stream", l.cfg.Stream, "err", err)
+	}
+	return src
+}
+
+// pointerSource is resealOfByPointer's search; an error is the first
+// pointer or stream it could not read.
+func (l *Log) pointerSource(ctx context.Context) (string, error) {
+	kv, err := l.metaKV(ctx, false)
+	if err != nil || kv == nil {
+		return "", err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return "", fmt.Errorf("eventlog: metadata bucket %s: list: %w", MetaBucket, err)
+	}
+	defer keys.Stop()
+	var first error
+	for base := range keys.Keys() {
+		a, err := l.ActiveStream(ctx, base)
+		if err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		if a.Current.Stream != l.cfg.Stream || a.Previous == nil || a.Previous.Stream == l.cfg.Stream {
+			continue
+		}
+		prev, err := l.js.Stream(ctx, a.Previous.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // deleted: which came first cannot be told
+		}
+		if err != nil {
+			first = cmp.Or(first, fmt.Errorf("eventlog: stream %s, previous of %s: %w", a.Previous.Stream, base, err))
+			continue
+		}
+		if prev.CachedInfo().Created.Before(l.stream.CachedInfo().Created) {
+			return a.Previous.Stream, nil
+		}
+	}
+	return "", first
 }
 
 // DeleteResealTarget deletes ref, an unswitched re-seal target of this

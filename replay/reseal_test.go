@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -191,4 +194,70 @@ func TestRebuildAfterAResealComparesPositions(t *testing.T) {
 		t.Fatalf("rebuild from a new stream that lost an event: %v, want ErrBehind", err)
 	}
 	unchanged(t, live, before)
+}
+
+// A re-seal target made by an older replayer records no source in its
+// metadata; the active-stream pointer that switched to it names the
+// source. A rebuild over a read model of the source from it compares by
+// aggregate positions as from a target that records its source (it was
+// refused with ErrBehind, exit 3, and status called every read model
+// ahead of the stream); a rollback's pointer (the older stream current)
+// makes no stream a target.
+func TestRebuildAfterAnOlderResealComparesPositions(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t)
+	writeHistory(t, l, instB, 1, 40)
+	writeHistory(t, l, instA, 1, 20)
+	key := rawDBKey(t, 0x46)
+	live := filepath.Join(t.TempDir(), "a.db")
+	mustRebuild(t, l, instA, live, key)
+	dst, err := eventlog.OpenBeside(ctx, l, "EPOCHLOG_R", "epochlog_r", keyring(t, 7, 0x77))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Erase(ctx, instB, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Reseal(ctx, l, dst, &eventlog.ResealOptions{Installations: []events.InstallationID{instA, instB}}); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	// What an older replayer left: no source in the target's metadata,
+	// a pointer without sequences.
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "EPOCHLOG_R")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	delete(cfg.Metadata, "epochlog_reseal_of")
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	base := eventlog.StreamRef{Stream: l.Stream(), SubjectPrefix: "epochlog"}
+	target := eventlog.StreamRef{Stream: "EPOCHLOG_R", SubjectPrefix: "epochlog_r"}
+	a, err := l.SetActive(ctx, eventlog.Active{Base: l.Stream()}, eventlog.Active{Current: target, Previous: &base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := openLog(t, eventlog.Config{NATSURL: srv.URL(), Stream: "EPOCHLOG_R", SubjectPrefix: "epochlog_r", ReadOnly: true}, keyring(t, 7, 0x77))
+	if r.ResealedFrom() != l.Stream() {
+		t.Fatalf("the older re-seal's target is taken as re-sealed from %q, want %s", r.ResealedFrom(), l.Stream())
+	}
+	if _, err := Rebuild(ctx, r, instA, live, key, rebuildOpts(false)); err != nil {
+		t.Fatalf("rebuild over the old stream's read model from an older re-seal's target, unforced: %v", err)
+	}
+
+	// Rolled back: the base is current again, and no re-seal's target.
+	if _, err := l.SetActive(ctx, a, eventlog.Active{Current: base, Previous: &target}); err != nil {
+		t.Fatal(err)
+	}
+	b := openLog(t, eventlog.Config{NATSURL: srv.URL(), ReadOnly: true}, keyring(t, 1, 0x11))
+	if src := b.ResealedFrom(); src != "" {
+		t.Fatalf("after a rollback the base stream is taken as re-sealed from %q", src)
+	}
 }
