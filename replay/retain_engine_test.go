@@ -89,6 +89,12 @@ func TestRetainOpenInstallation(t *testing.T) {
 	if diff := projections.Compare(digestOfFile(t, p, key), v.Digest); diff != nil {
 		t.Fatalf("rebuild differs from the live read model: %v", diff)
 	}
+	// The MLS check replays from the start: it names the compaction, not
+	// a missing event (a verification failure, as if the history were
+	// altered).
+	if _, err := replay.VerifyMLS(ctx, l, id); !errors.Is(err, eventlog.ErrCompacted) || replay.IsVerificationFailure(err) {
+		t.Fatalf("MLS verification of a compacted history: %v, want ErrCompacted", err)
+	}
 }
 
 // TestRetainPastEpochs applies retention by epoch count to an
