@@ -275,9 +275,10 @@ func DigestID(d projections.Digest) string {
 // none, the caller replays from the start). A snapshot that cannot be
 // fetched, opened (tampered, a root key the ring lacks) or imported is
 // passed over with a Warn log naming why, and the next older one tried;
-// one of an older schema version (from minMigratedSnapshotSchema on) is
-// migrated to fresh's (migrateSnapshot); one of a newer version, or of
-// one older than that, is passed over quietly.
+// one of an older schema version is migrated to fresh's (migrateSnapshot;
+// below minMigratedSnapshotSchema only after a compaction); one of a
+// newer version, or an uncompacted one below that, is passed over
+// quietly.
 func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
@@ -287,6 +288,15 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 		log.Warn("replay: cannot list snapshots; replaying from the start", "err", err)
 		return nil, nil
 	}
+	// compacted says whether a compaction left no replay from the start
+	// (asked once, when a snapshot below minMigratedSnapshotSchema is met).
+	compacted := sync.OnceValue(func() bool {
+		through, err := l.CompactedThrough(ctx, inst)
+		if err != nil {
+			log.Warn("replay: cannot read the compaction marks; a snapshot below schema 3 is passed over", "err", err)
+		}
+		return through > 0
+	})
 	for _, ref := range refs {
 		if ref.Checkpoint > limit {
 			continue
@@ -301,7 +311,7 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 		}
 		meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
 		if err == nil && meta.Schema != fresh.SchemaVersion() {
-			if meta.Schema < minMigratedSnapshotSchema || meta.Schema > fresh.SchemaVersion() {
+			if meta.Schema > fresh.SchemaVersion() || (meta.Schema < minMigratedSnapshotSchema && !compacted()) {
 				log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
 					"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
 				clear(plain)
@@ -344,9 +354,13 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 }
 
 // minMigratedSnapshotSchema is the oldest schema version of a snapshot
-// that fromSnapshot migrates: from schema 3 on, the in-place migrations
-// give what a replay gives (below it a file records no committer of its
-// epochs), so a migrated snapshot plus the tail equals a full replay.
+// that fromSnapshot migrates whenever it is the newest usable one: from
+// schema 3 on, the in-place migrations give what a replay gives, so a
+// migrated snapshot plus the tail equals a full replay. Below it a file
+// records no committer of its epochs, which a replay of newer events
+// gives: such a snapshot is migrated (the committers staying unknown, as
+// migrate --in-place leaves them) only once the history was compacted,
+// when no replay from the start is left.
 const minMigratedSnapshotSchema = 3
 
 // migrateSnapshot brings plain, a snapshot of a schema version older than
