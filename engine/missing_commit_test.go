@@ -246,3 +246,26 @@ func loseBobsLastEvent(t *testing.T, b *backend) uint64 {
 	}
 	return last
 }
+
+// An installation erased while a read model of it was kept (a device
+// that kept its file, or a service restarted after an erase by another
+// process or an older replayer): reopened from that read model, its
+// first append is refused as erased, not as events the stream lost
+// (eventlog.ErrMissingEvent, whose hint is to verify the read model).
+func TestReopenedErasedInstallationRefusesAsErased(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	setupGroups(t, b)
+	b.close()
+	b.open()
+	if _, err := b.log.Erase(ctx, bob, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.close()
+	b.open()
+	b.reopen()
+	_, err := b.insts[bob].PublishKeyPackage(ctx, "kp-server", false)
+	if !errors.Is(err, eventlog.ErrErased) {
+		t.Fatalf("first append of an erased installation reopened from its read model: %v, want eventlog.ErrErased", err)
+	}
+}

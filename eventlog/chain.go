@@ -148,8 +148,12 @@ type readerFloor struct {
 // belowFloor decides a stream whose last event of inst (last; 0: none) is
 // before the floor a reader set: events missing, unless a snapshot
 // carries inst's history through the floor (a compacted installation
-// may have no event left on the stream).
+// may have no event left on the stream), or inst was erased (its
+// tombstone: ErrErased, as every append of an erased installation is).
 func (l *Log) belowFloor(ctx context.Context, inst events.InstallationID, floor, last uint64) error {
+	if err := l.checkNotErased(ctx, inst); err != nil {
+		return err
+	}
 	carried, err := l.CompactedThrough(ctx, inst)
 	if err != nil {
 		return err
