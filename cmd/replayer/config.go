@@ -268,16 +268,16 @@ func yamlError(err error) string {
 	return strings.Join(msgs, "; ")
 }
 
+// maxShownValue is the longest invalid setting an error quotes: a longer
+// one may be a key or passphrase pasted under the wrong name.
+const maxShownValue = 24
+
 // apply sets, in fs, every flag the file gives a value for and the command
 // line did not (by group: see confGroups), and returns the file's list of
 // read models, or nil when the command line names the read models itself.
 // file is the config file's path: relative paths in it are taken relative
 // to its directory. A value its flag refuses is a usage error naming the
 // file, line and key.
-// maxShownValue is the longest invalid setting an error quotes: a longer
-// one may be a key or passphrase pasted under the wrong name.
-const maxShownValue = 24
-
 func (c *followConfig) apply(fs *flag.FlagSet, file string) ([]readModelConfig, error) {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[confGroup(f.Name)] = true })
