@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -161,6 +162,14 @@ func mismatch(format string, args ...any) error {
 // epoch (and authenticator, when given) the event says.
 func recorded(st events.Secret, gid []byte, epoch uint64, auth []byte) (*mls.Group, error) {
 	g, err := mls.UnmarshalState([]byte(st))
+	if errors.Is(err, mls.ErrStateVersion) {
+		// A state another epochlog version recorded (version 1, which
+		// builds of 2026-11-23 before state v2 wrote, is refused on
+		// purpose: docs/mls.md): the event is authentic, only not
+		// loadable here. It cannot be checked, which is not a check
+		// that failed.
+		return nil, fmt.Errorf("replay: group %x: this build cannot load its recorded state to re-derive it: %w (replay without the MLS check: --no-mls-check, Options.SkipMLSCheck)", gid, err)
+	}
 	if err != nil {
 		return nil, mismatch("group %x: recorded state: %v", gid, err)
 	}
