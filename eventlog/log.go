@@ -46,7 +46,7 @@ type Log struct {
 	// resealOf is the source of a re-seal target an older replayer made
 	// (no metaResealOf in its metadata), found by the active-stream
 	// pointer at Open (ResealedFrom); "" otherwise.
-	resealOf string
+	resealOfPointer string
 	// sealRoot seals new events under the root keys (format 2) as before
 	// data keys: only for the benchmark that compares both.
 	sealRoot bool
@@ -147,7 +147,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	if l.stream.CachedInfo().Config.Metadata[metaResealOf] == "" {
-		l.resealOf = l.resealOfByPointer(ctx)
+		l.resealOfPointer = l.resealOfByPointer(ctx)
 	}
 	l.followLeader()
 	l.watchConfig()

@@ -231,7 +231,7 @@ func (l *Log) ResealedFrom() string {
 	if src := l.stream.CachedInfo().Config.Metadata[metaResealOf]; src != "" {
 		return src
 	}
-	return l.resealOf
+	return l.resealOfPointer
 }
 
 // resealOfByPointer finds the source of this Log's stream when it is a
