@@ -43,7 +43,7 @@ type Log struct {
 	// compacted holds the installations known to have a compaction mark
 	// (carried; append.go), under mu, bounded by cacheMax.
 	compacted map[events.InstallationID]bool
-	// resealOf is the source of a re-seal target an older replayer made
+	// resealOfPointer is the source of a re-seal target an older replayer made
 	// (no metaResealOf in its metadata), found by the active-stream
 	// pointer at Open (ResealedFrom); "" otherwise.
 	resealOfPointer string
