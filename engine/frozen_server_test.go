@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,19 +218,27 @@ func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 	}
 }
 
-// frozenPair starts a nats-server process and a group of alice and bob
-// (installations on a Log with short bounds), warmed so that a commit's
-// head and data keys are cached: an operation after a Freeze sends its
-// publish at once. It returns the server, alice, bob and the group id.
-func frozenPair(t *testing.T) (*natstest.Process, *Installation, *Installation, []byte) {
+// frozenWorld starts a nats-server process and returns it with a maker
+// of installations on a Log with short bounds (requests 2 s, outcomes
+// 3 s). Setting freezeNext freezes the server the next time an
+// installation's CheckMember runs: right before a commit's or a join's
+// append, so that its answer never comes.
+func frozenWorld(t *testing.T) (srv *natstest.Process, create func(events.InstallationID) *Installation, freezeNext *atomic.Bool) {
 	t.Helper()
 	ctx := context.Background()
-	srv := natstest.StartProcess(t)
+	srv = natstest.StartProcess(t)
 	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x42))
 	dir := t.TempDir()
-	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}
-	create := func(id events.InstallationID) *Installation {
+	freezeNext = new(atomic.Bool)
+	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour,
+		CheckMember: func(context.Context, events.InstallationID, []byte) error {
+			if freezeNext.CompareAndSwap(true, false) {
+				srv.Freeze()
+			}
+			return nil
+		}}
+	create = func(id events.InstallationID) *Installation {
 		k, _ := projections.GenerateRawKey()
 		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
 		if err != nil {
@@ -238,6 +247,17 @@ func frozenPair(t *testing.T) (*natstest.Process, *Installation, *Installation, 
 		t.Cleanup(func() { in.Close() })
 		return in
 	}
+	return srv, create, freezeNext
+}
+
+// frozenPair starts a nats-server process and a group of alice and bob
+// (frozenWorld), warmed so that a commit's head and data keys are cached:
+// an operation after a Freeze sends its publish at once. It returns the
+// server, alice, bob and the group id.
+func frozenPair(t *testing.T) (*natstest.Process, *Installation, *Installation, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	srv, create, _ := frozenWorld(t)
 	alice, bob := create("alice"), create("bob")
 	kp, err := bob.PublishKeyPackage(ctx, "d", true)
 	if err != nil {

@@ -3,15 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/epochlog/epochlog/eventlog"
-	"github.com/epochlog/epochlog/events"
-	"github.com/epochlog/epochlog/internal/natstest"
-	"github.com/epochlog/epochlog/projections"
 )
 
 // A join by external commit is an own commit too: when the server stops
@@ -24,29 +16,7 @@ func TestExternalJoinCarriesItsCommitWhenUndecided(t *testing.T) {
 		t.Skip("builds nats-server")
 	}
 	ctx := context.Background()
-	srv := natstest.StartProcess(t)
-	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
-	l := openLog(t, cfg, keyring(t, 1, 0x42))
-	dir := t.TempDir()
-	var freeze atomic.Bool
-	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour,
-		// The application's check runs right before the append: the
-		// server freezes then.
-		CheckMember: func(context.Context, events.InstallationID, []byte) error {
-			if freeze.CompareAndSwap(true, false) {
-				srv.Freeze()
-			}
-			return nil
-		}}
-	create := func(id events.InstallationID) *Installation {
-		k, _ := projections.GenerateRawKey()
-		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
+	srv, create, freeze := frozenWorld(t)
 	alice, carol := create("alice"), create("carol")
 	g, err := alice.CreateGroup(ctx, nil)
 	if err != nil {
@@ -86,27 +56,7 @@ func TestDecideRefusesAnotherInstallationsOperation(t *testing.T) {
 		t.Skip("builds nats-server")
 	}
 	ctx := context.Background()
-	srv := natstest.StartProcess(t)
-	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
-	l := openLog(t, cfg, keyring(t, 1, 0x42))
-	dir := t.TempDir()
-	var freeze atomic.Bool
-	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour,
-		CheckMember: func(context.Context, events.InstallationID, []byte) error {
-			if freeze.CompareAndSwap(true, false) {
-				srv.Freeze()
-			}
-			return nil
-		}}
-	create := func(id events.InstallationID) *Installation {
-		k, _ := projections.GenerateRawKey()
-		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
+	srv, create, freeze := frozenWorld(t)
 	alice, bob := create("alice"), create("bob")
 	kp, err := bob.PublishKeyPackage(ctx, "d", true)
 	if err != nil {
