@@ -78,6 +78,10 @@ type SnapshotResult struct {
 	// the start of the history); Checked counts the events it replayed.
 	Base    uint64
 	Checked int
+	// Unchanged: a snapshot was stored at this checkpoint already (the
+	// read model has not moved since), and the read model equals it;
+	// nothing new was stored (Name and Size are the stored one's).
+	Unchanged bool
 	// Pruned lists the checkpoints of the older snapshots deleted.
 	Pruned []uint64
 }
@@ -205,10 +209,17 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		return nil, err
 	}
 	defer fresh.Close()
+	var stored *eventlog.SnapshotRef // one at cp already: the check's base, nothing new stored
 	if !o.FromStart {
 		limit := cp - 1 // a snapshot is not checked against itself
 		if so.Adjust != nil {
 			limit = cp // but an adjusted one may be checked against its predecessor at cp
+		} else if refs, err := l.Snapshots(ctx, inst); err == nil && len(refs) > 0 && refs[0].Checkpoint == cp {
+			// The read model has not moved since its last snapshot: it
+			// must equal that one. Checked from an older base instead, a
+			// history compacted through cp could not be replayed to it
+			// (ErrCompacted, every time for an idle installation).
+			limit, stored = cp, &refs[0]
 		}
 		base, err := fromSnapshot(ctx, l, inst, fresh, limit, log)
 		if err != nil {
@@ -217,6 +228,9 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		if base != nil {
 			res.Base = base.Checkpoint
 			o.anchor = &chainAnchor{head: base.Head, cp: base.Checkpoint}
+		}
+		if base == nil || base.Checkpoint != cp {
+			stored = nil // the one at cp did not open: checked as usual, stored anew
 		}
 	}
 	n, got, err := replayInto(ctx, l, inst, fresh, cp, o, PhaseSnapshot, nil, nil)
@@ -243,6 +257,11 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		}
 		return nil, fail(fmt.Errorf("%w: read model digest %s, %s plus the events up to %d give %s (first difference: %s)",
 			ErrSnapshotMismatch, DigestID(meta.Digest), from, cp, DigestID(d), diff))
+	}
+	if stored != nil {
+		clear(buf.Bytes())
+		res.Name, res.Size, res.Unchanged = stored.Name, stored.Size, true
+		return res, nil
 	}
 	ref, err := l.PutSnapshot(ctx, inst, cp, buf.Bytes())
 	clear(buf.Bytes())

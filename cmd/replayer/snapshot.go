@@ -65,7 +65,12 @@ func runSnapshot(ctx context.Context, env *cliEnv, args []string) error {
 		return json.NewEncoder(env.stdout).Encode(map[string]any{
 			"command": "snapshot", "installation": r.inst, "db": r.db, "checkpoint": res.Checkpoint, "object": res.Name,
 			"bytes": res.Size, "rows": res.Rows, "schema": res.Schema, "digest": digestID(res.Digest),
-			"base": res.Base, "checked": res.Checked, "pruned": res.Pruned, "bucket": log.SnapshotBucket()})
+			"base": res.Base, "checked": res.Checked, "pruned": res.Pruned, "bucket": log.SnapshotBucket(), "unchanged": res.Unchanged})
+	}
+	if res.Unchanged {
+		fmt.Fprintf(env.stdout, "snapshot of %s at checkpoint %d: unchanged since the one stored there (%s), which it equals (digest %s); nothing new stored\n",
+			r.db, res.Checkpoint, res.Name, digestID(res.Digest))
+		return nil
 	}
 	from := "the start"
 	if res.Base > 0 {
