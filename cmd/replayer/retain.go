@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -114,6 +115,16 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	var comp *compactOut
 	if *compact || hist != replay.KeepForever {
 		c, err := replay.Compact(ctx, log, inst, &replay.CompactOptions{History: hist})
+		if errors.Is(err, replay.ErrNoSnapshotToCompact) && res.Snapshot == nil {
+			// Nothing was shredded, so retain took no snapshot, and the
+			// installation has none: the compaction asked for needs one.
+			snap, serr := replay.Snapshot(ctx, log, inst, r.db, key, &replay.SnapshotOptions{Options: *opts})
+			if serr != nil {
+				return fmt.Errorf("retain: a snapshot for the compaction: %w", serr)
+			}
+			res.Snapshot = snap
+			c, err = replay.Compact(ctx, log, inst, &replay.CompactOptions{History: hist})
+		}
 		if err != nil {
 			return err
 		}
