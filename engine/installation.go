@@ -239,6 +239,20 @@ func discardReadModel(l *eventlog.Log, db *projections.DB, lk *projections.Write
 	}
 }
 
+// ownIdentity reads the installation a read model holds (found false: none
+// yet) and refuses another installation's with ErrWrongReadModel; op
+// ("open", "create") names the call in the error.
+func ownIdentity(ctx context.Context, db *projections.DB, id events.InstallationID, op string) (projections.Installation, bool, error) {
+	ident, found, err := db.Installation(ctx)
+	if err != nil {
+		return ident, false, fmt.Errorf("engine: %s installation %s: read identity: %w", op, id, err)
+	}
+	if found && ident.ID != id {
+		return ident, false, fmt.Errorf("engine: %s installation %s: read model %s belongs to installation %q: %w", op, id, db.Path(), ident.ID, ErrWrongReadModel)
+	}
+	return ident, found, nil
+}
+
 // closeReadModel closes the database, then lets go of its lock.
 func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterLock) error {
 	err := db.Close()
@@ -278,12 +292,9 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	// Another installation's read model (a path mixed up) is refused
 	// before the append: the installation would be recorded, and then
 	// fail to project into it, behind an error.
-	if ident, found, err := db.Installation(ctx); err != nil {
+	if _, _, err := ownIdentity(ctx, db, id, "create"); err != nil {
 		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: create installation %s: read identity: %w", id, err)
-	} else if found && ident.ID != id {
-		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: create installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
+		return nil, err
 	}
 	ev := events.Event{
 		Aggregate: events.Aggregate{Installation: id, Type: events.AggInstallation},
@@ -342,12 +353,9 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	// Another installation's read model (a path mixed up) is refused
 	// before its checkpoint becomes id's floor in the shared Log, which
 	// would fail id's appends in this process with ErrMissingEvent.
-	if ident, found, err := db.Installation(ctx); err != nil {
+	if _, _, err := ownIdentity(ctx, db, id, "open"); err != nil {
 		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
-	} else if found && ident.ID != id {
-		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
+		return nil, err
 	}
 	// The stream must still hold what the read model applied: the first
 	// append checks it where it asks for the installation's head (no
@@ -362,10 +370,10 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		closeReadModel(l, db, lk)
 		return nil, err
 	}
-	ident, found, err := db.Installation(ctx)
+	ident, found, err := ownIdentity(ctx, db, id, "open")
 	if err != nil {
 		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: read identity: %w", id, err)
+		return nil, err
 	}
 	if !found {
 		// A read model this open created is removed: left behind under
@@ -373,10 +381,6 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		// follows ("open, else create") with another key.
 		discardReadModel(l, db, lk, id, created, empty)
 		return nil, fmt.Errorf("engine: open installation %s (read model %s): %w", id, dbPath, ErrNoInstallation)
-	}
-	if ident.ID != id {
-		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: read model %s belongs to installation %q: %w", id, dbPath, ident.ID, ErrWrongReadModel)
 	}
 	if in.cs, err = ciphersuite.Lookup(ciphersuite.Suite(ident.Ciphersuite)); err != nil {
 		closeReadModel(l, db, lk)
