@@ -57,6 +57,9 @@ type Log struct {
 	// events (observe.go, watchConfig); nil while it is fit. Appends are
 	// refused while it is set.
 	edited atomic.Pointer[error]
+	// snapshotsChecked: the snapshots bucket's settings passed
+	// keepsEntries once (snapshotStore checks them only until then).
+	snapshotsChecked atomic.Bool
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject

@@ -77,6 +77,9 @@ func (l *Log) snapshotStore(ctx context.Context, create bool) (jetstream.ObjectS
 	os, err := l.js.ObjectStore(ctx, l.SnapshotBucket())
 	switch {
 	case err == nil:
+		if l.snapshotsChecked.Load() {
+			return os, nil // its settings are checked once per Log: a status is one more request
+		}
 		st, err := os.Status(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: snapshots bucket %s: %w", l.SnapshotBucket(), err)
@@ -86,6 +89,7 @@ func (l *Log) snapshotStore(ctx context.Context, create bool) (jetstream.ObjectS
 				return nil, err
 			}
 		}
+		l.snapshotsChecked.Store(true)
 		return os, nil
 	case !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound):
 		return nil, fmt.Errorf("eventlog: snapshots bucket %s: %w", l.SnapshotBucket(), err)
