@@ -419,17 +419,7 @@ func TestDeliverKeepsAWaitingMessageQueuedWhenItsCommitStops(t *testing.T) {
 	b := newBackend(t)
 	b.create(alice)
 	b.create(bob)
-	created, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := created.GroupID
-	co, err := b.insts[alice].AddMembers(ctx, gid, b.keyPackage(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drain(bob)
+	gid := b.pair(alice, bob)
 	id, secret := []byte("late-psk"), []byte("a pre-shared secret, 32 bytes..")
 	if err := b.insts[alice].RegisterExternalPSK(ctx, id, secret); err != nil {
 		t.Fatal(err)
