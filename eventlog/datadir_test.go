@@ -32,8 +32,10 @@ func lockedOpen(t *testing.T, cfg Config) *StoreLockedError {
 		t.Fatalf("second Open of %s succeeded, want ErrStoreLocked", cfg.DataDir)
 	}
 	t.Logf("refused in %v: %v", time.Since(start).Round(time.Millisecond), err)
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("refusal took %v, want it at once", d)
+	// At once, not after waiting for the lock: a wait would be as long as
+	// the holder lives (the test's). The bound is generous for a loaded CI.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("refusal took %v, want it at once (no wait for the lock)", d)
 	}
 	if !errors.Is(err, ErrStoreLocked) || !errors.Is(fmt.Errorf("wrapped: %w", err), ErrStoreLocked) {
 		t.Fatalf("error %v is not ErrStoreLocked", err)
