@@ -21,8 +21,11 @@
 //
 // Every file here is a secret. The loaders refuse a file that users other
 // than its owner can access (any of the mode bits 0077) with a
-// *PermissionError naming the file and its mode (errors.Is ErrNotPrivate);
-// the savers write mode 0600 files, in directories they create 0700, through
+// *PermissionError naming the file and its mode (errors.Is ErrNotPrivate),
+// and, on Unix, a file owned by neither the effective user nor root with an
+// *OwnerError (errors.Is ErrNotOwned): its owner can rewrite it, and so
+// choose the key a command run by another user (root) reads. A symbolic
+// link is judged by the file it leads to. The savers write mode 0600 files, in directories they create 0700, through
 // a temporary file that is fsynced and renamed (or linked) into place, so a
 // crash never leaves a partial key file.
 //
@@ -68,10 +71,42 @@ func (e *PermissionError) Error() string {
 // Unwrap returns ErrNotPrivate.
 func (e *PermissionError) Unwrap() error { return ErrNotPrivate }
 
+// ErrNotOwned is what an *OwnerError wraps: a key file owned by a user
+// other than the one reading it (and not root).
+var ErrNotOwned = errors.New("keyfile: key file is owned by another user")
+
+// OwnerError reports a key file owned by neither the effective user nor
+// root. Its owner can rewrite it, so a command run by another user (root
+// above all) would use a key that user chose: the rule OpenSSH applies to
+// authorized_keys. Root's own files are accepted, as root can rewrite any
+// file anyway.
+type OwnerError struct {
+	// What names the file's role: "key file" or "keyring file".
+	What string
+	// Path is the file as given; Target is the file it leads to when Path
+	// is a symbolic link, else "".
+	Path, Target string
+	// Owner is the file's uid, Self the effective uid reading it.
+	Owner, Self int
+}
+
+func (e *OwnerError) Error() string {
+	target := ""
+	if e.Target != "" {
+		target = " (a link to " + e.Target + ")"
+	}
+	return fmt.Sprintf("%s %s%s is owned by uid %d, not by uid %d reading it nor by root: uid %d could rewrite the key; chown %d it (or run as uid %d)",
+		e.What, e.Path, target, e.Owner, e.Self, e.Owner, e.Self, e.Owner)
+}
+
+// Unwrap returns ErrNotOwned.
+func (e *OwnerError) Unwrap() error { return ErrNotOwned }
+
 // CheckPrivate returns a *PermissionError when users other than the owner
 // can access the file at path (a read-model key leaking through file modes
-// defeats the encryption at rest), and the error of stat when it cannot be
-// examined.
+// defeats the encryption at rest), an *OwnerError when it is owned by
+// neither the effective user nor root, and the error of stat when it cannot
+// be examined. A symbolic link is judged by the file it leads to.
 func CheckPrivate(path string) error {
 	return checkPrivate(path, "key file")
 }
@@ -81,10 +116,38 @@ func checkPrivate(path, what string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if err := checkOwner(path, what, fi); err != nil {
+		return err
+	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return &PermissionError{What: what, Path: path, Mode: fi.Mode().Perm()}
 	}
 	return nil
+}
+
+// CheckOwner returns an *OwnerError when the file at path (or the file a
+// symbolic link there leads to) is owned by neither the effective user nor
+// root, and the error of stat when it cannot be examined. It does not look
+// at the mode (CheckPrivate does both).
+func CheckOwner(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	return checkOwner(path, "key file", fi)
+}
+
+// checkOwner applies the owner rule to fi, the result of os.Stat(path).
+func checkOwner(path, what string, fi fs.FileInfo) error {
+	owner, self, ok := fileOwner(fi)
+	if !ok || owner == self || owner == 0 {
+		return nil
+	}
+	e := &OwnerError{What: what, Path: path, Owner: owner, Self: self}
+	if t, err := filepath.EvalSymlinks(path); err == nil && t != filepath.Clean(path) {
+		e.Target = t
+	}
+	return e
 }
 
 // ParseKeyring reads keyring entries "<id>:<hex>" separated by newlines or

@@ -463,11 +463,16 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 	return nil, usageError{"no event keyring: give --keys-file or set $" + envRootKeys}
 }
 
-// checkKeyFileMode warns when a key file is readable by others.
+// checkKeyFileMode warns when a key file is readable by others, and
+// refuses one owned by another user (keyfile.CheckOwner): that user could
+// choose the keys this command seals with.
 func checkKeyFileMode(env *cliEnv, path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("keyring file: %w", err)
+	}
+	if err := keyfile.CheckOwner(path); err != nil {
+		return err
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		fmt.Fprintf(env.stderr, "replayer: warning: keyring file %s is accessible by other users (mode %04o); chmod 600 it\n", path, fi.Mode().Perm())

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/keyfile"
 )
 
 // TestKeyringFlagsWinOverEnvironment: $EPOCHLOG_ROOT_KEYS is only the
@@ -112,5 +113,28 @@ func TestEnsureKeyringFileNeverLeavesPartialFile(t *testing.T) {
 	}
 	if b2, _ := os.ReadFile(path); !bytes.Equal(b, b2) {
 		t.Fatal("an existing keyring was replaced")
+	}
+}
+
+// TestKeyringFileOfAnotherUserRefused: --keys-file owned by another user
+// (who could rewrite it and so choose the keys root seals with) is
+// refused, naming the file and its owner, where a loose mode only warns.
+func TestKeyringFileOfAnotherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving a file to another user takes root (chown)")
+	}
+	file := filepath.Join(t.TempDir(), "event.keys")
+	if err := os.WriteFile(file, []byte("7:"+strings.Repeat("77", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(file, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	env := &cliEnv{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	k := keyFlags{file: file}
+	_, err := k.keyring(env)
+	if !errors.Is(err, keyfile.ErrNotOwned) || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "uid 65534") {
+		t.Fatalf("--keys-file owned by uid 65534: %v, want an error naming the file and its owner", err)
 	}
 }
