@@ -27,7 +27,12 @@
 // choose the key a command run by another user (root) reads. A symbolic
 // link is judged by the file it leads to. The savers write mode 0600 files, in directories they create 0700, through
 // a temporary file that is fsynced and renamed (or linked) into place, so a
-// crash never leaves a partial key file.
+// crash never leaves a partial key file. A crash between the two leaves the
+// temporary file (<file>.tmp-<digits>, a full key): the next write or read
+// of that key file removes it, with a warning on slog's default logger
+// naming it. Writers hold a lock (flock(2)) on their temporary file, so a
+// write in progress is never taken for a leftover; where there is no
+// flock(2), leftovers are not removed.
 //
 // No error of this package contains a key, a passphrase or any part of a
 // file's content: entries are named by their position and key id.
@@ -39,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -402,28 +408,43 @@ func NewDBKeyFile(path string) (projections.Key, error) {
 // (mode 0600), then renames it over path, or with exclusive set links it
 // into place (failing with fs.ErrExist when path exists), and fsyncs the
 // directory. The directory is created 0700 if missing. A failure leaves no
-// temporary file.
+// temporary file; a crash may, and the next write or read of path removes
+// it (removeStaleTemps).
 func install(path string, data []byte, exclusive bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
+	removeStaleTemps(path)
 	tmp, err := writeTemp(path, data)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	defer os.Remove(tmp)
+	renamed := false
+	defer func() {
+		// Removed before closing, which drops the lock: a cleaner never
+		// sees it unlocked. After a rename the name is no longer ours.
+		if !renamed {
+			os.Remove(tmp.Name())
+		}
+		tmp.Close()
+	}()
+	if afterTempWritten != nil {
+		afterTempWritten(tmp.Name())
+	}
 	if exclusive {
 		// Link, not rename: it fails if the file appeared meanwhile, so a
 		// key in use is never replaced.
-		if err := os.Link(tmp, path); err != nil {
+		if err := os.Link(tmp.Name(), path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return err
 			}
 			return fmt.Errorf("installing %s: %w", path, err)
 		}
-	} else if err := os.Rename(tmp, path); err != nil {
+	} else if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("installing %s: %w", path, err)
+	} else {
+		renamed = true
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("syncing the directory of %s: %w", path, err)
@@ -431,25 +452,123 @@ func install(path string, data []byte, exclusive bool) error {
 	return nil
 }
 
+// afterTempWritten, when set (by tests), is called between writing the
+// temporary file and installing it: where a crash leaves it behind.
+var afterTempWritten func(tmp string)
+
+// tempSuffix joins a key file's name and the random digits of its
+// temporary files (os.CreateTemp's pattern base+tempSuffix+"*").
+const tempSuffix = ".tmp-"
+
 // writeTemp writes data to a new temporary file beside path (mode 0600,
-// as os.CreateTemp makes it) and fsyncs it. A failure leaves no file.
-func writeTemp(path string, data []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+// as os.CreateTemp makes it), locked (lockTemp) so that no other process
+// takes it for a crash's leftover, and fsyncs it. It returns the file open
+// and locked; the caller removes (or renames) it, then closes it. A
+// failure leaves no file.
+func writeTemp(path string, data []byte) (*os.File, error) {
+	for attempt := 1; ; attempt++ {
+		f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+tempSuffix+"*")
+		if err != nil {
+			return nil, err
+		}
+		if err := lockTemp(f); err != nil {
+			os.Remove(f.Name())
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+		}
+		// Between its creation and the lock, a cleaner may have taken the
+		// new file for a leftover and removed it: then start again.
+		if !stillNamed(f) {
+			f.Close()
+			if attempt == 3 {
+				return nil, fmt.Errorf("temporary files beside %s keep being removed as leftovers while written", path)
+			}
+			continue
+		}
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+// stillNamed reports whether f's name still leads to f.
+func stillNamed(f *os.File) bool {
+	fi, err := f.Stat()
 	if err != nil {
-		return "", err
+		return false
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	named, err := os.Lstat(f.Name())
+	return err == nil && os.SameFile(fi, named)
+}
+
+// removeStaleTemps removes the temporary files of path's own name
+// (<path>.tmp-<digits>) that a write interrupted by a crash left beside
+// it, each a full copy of a key, and logs a warning naming each one
+// removed (slog's default logger), or one it could not remove. A file a
+// live writer holds (locked) is left alone, and so is one that is not a
+// regular file or not owned by this user. Where there is no flock(2),
+// nothing is removed.
+func removeStaleTemps(path string) {
+	dir := filepath.Dir(path)
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		os.Remove(f.Name())
-		return "", err
+		return // reading or writing the key file reports what is wrong
 	}
-	return f.Name(), nil
+	prefix := filepath.Base(path) + tempSuffix
+	for _, e := range entries {
+		digits, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || digits == "" || strings.Trim(digits, "0123456789") != "" || !e.Type().IsRegular() {
+			continue
+		}
+		name := filepath.Join(dir, e.Name())
+		removed, err := removeIfStale(name)
+		switch {
+		case err != nil:
+			slog.Warn("keyfile: a temporary key file an interrupted write left could not be removed", "file", name, "key_file", path, "err", err)
+		case removed:
+			slog.Warn("keyfile: removed a temporary key file an interrupted write left", "file", name, "key_file", path)
+		}
+	}
+}
+
+// removeIfStale removes the temporary key file name unless a writer holds
+// its lock, it is not a regular file, or another user owns it.
+func removeIfStale(name string) (bool, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|oNoFollow, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil // its writer finished meanwhile
+		}
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if owner, self, ok := fileOwner(fi); !fi.Mode().IsRegular() || ok && owner != self {
+		return false, nil
+	}
+	locked, err := tryLockTemp(f)
+	if err != nil || !locked {
+		return false, err
+	}
+	// Held: no writer can take it now. Remove it if the name still leads
+	// to the file locked (not to one a writer created meanwhile).
+	if !stillNamed(f) {
+		return false, nil
+	}
+	if err := os.Remove(name); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // syncDir fsyncs a directory so a file just installed in it survives a
@@ -471,7 +590,8 @@ func syncDir(dir string) error {
 var SecretReadTimeout = 30 * time.Second
 
 // ReadSecretFile reads the key or keyring file at path. A regular file is
-// read at once; anything else (a FIFO, whose writer may never come) is
+// read at once, after removing the temporary files of its name a crash
+// left beside it (see install); anything else (a FIFO, whose writer may never come) is
 // read for at most SecretReadTimeout, then given up with an error naming
 // the file: a read never hangs a command for good. Over a pipe, the
 // caller's file descriptor may stay open until the process ends.
@@ -481,6 +601,7 @@ func ReadSecretFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if fi.Mode().IsRegular() {
+		removeStaleTemps(path)
 		return os.ReadFile(path)
 	}
 	type result struct {

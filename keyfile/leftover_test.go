@@ -1,0 +1,125 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package keyfile
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// envCrashChild names the key file TestCrashBetweenWriteAndRenameChild
+// writes, in the child process the parent test starts and kills.
+const envCrashChild = "EPOCHLOG_KEYFILE_CRASH_CHILD"
+
+// TestCrashBetweenWriteAndRenameChild is the child of
+// TestCrashLeftoverRemoved: it saves a key file and is killed (SIGKILL)
+// between writing the temporary file and renaming it. It does nothing
+// when run alone.
+func TestCrashBetweenWriteAndRenameChild(t *testing.T) {
+	path := os.Getenv(envCrashChild)
+	if path == "" {
+		t.Skip("run by TestCrashLeftoverRemoved")
+	}
+	afterTempWritten = func(string) { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	SaveDBKey(path, bytes.Repeat([]byte{0x42}, 32))
+	t.Fatal("not killed between writing and renaming")
+}
+
+// leftovers lists the temporary files of path's name beside it.
+func leftovers(t *testing.T, path string) []string {
+	t.Helper()
+	m, err := filepath.Glob(path + tempSuffix + "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// captureWarnings sends slog's default logger to a buffer for the test.
+func captureWarnings(t *testing.T) *bytes.Buffer {
+	var b bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&b, nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return &b
+}
+
+// TestCrashLeftoverRemoved: a process killed between writing a key file's
+// temporary file and renaming it leaves that file (a full key) beside the
+// key file; the next read removes it with a warning naming it, and so
+// does the next write. A temporary file a live writer holds is left alone.
+func TestCrashLeftoverRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "db.key")
+	if _, err := NewDBKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	crash := func() string {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashBetweenWriteAndRenameChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), envCrashChild+"="+path)
+		out, err := cmd.CombinedOutput()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("the child was not killed between write and rename: %v\n%s", err, out)
+		}
+		left := leftovers(t, path)
+		if len(left) != 1 {
+			t.Fatalf("after the crash: temporary files %v, want one", left)
+		}
+		return left[0]
+	}
+	warnings := captureWarnings(t)
+
+	// A read removes it.
+	left := crash()
+	if _, err := LoadDBKey(path); err != nil {
+		t.Fatal(err)
+	}
+	if l := leftovers(t, path); len(l) != 0 {
+		t.Fatalf("after a read: temporary files %v remain", l)
+	}
+	if !strings.Contains(warnings.String(), left) {
+		t.Fatalf("no warning names the leftover %s removed: %q", left, warnings.String())
+	}
+
+	// A write removes it.
+	left = crash()
+	warnings.Reset()
+	if _, err := NewDBKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if l := leftovers(t, path); len(l) != 0 {
+		t.Fatalf("after a write: temporary files %v remain", l)
+	}
+	if !strings.Contains(warnings.String(), left) {
+		t.Fatalf("no warning names the leftover %s removed: %q", left, warnings.String())
+	}
+
+	// A temporary file a writer is still writing (it holds the lock) stays,
+	// and so do files that only look alike.
+	busy, err := writeTemp(path, []byte("in progress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	others := []string{path + tempSuffix + "x1", filepath.Join(dir, "other.key"+tempSuffix+"1")}
+	for _, o := range others {
+		if err := os.WriteFile(o, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := LoadDBKey(path); err != nil {
+		t.Fatal(err)
+	}
+	for _, keep := range append(others, busy.Name()) {
+		if _, err := os.Stat(keep); err != nil {
+			t.Fatalf("%s removed: %v", keep, err)
+		}
+	}
+}
