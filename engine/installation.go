@@ -360,13 +360,13 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	// The stream must still hold what the read model applied: the first
 	// append checks it where it asks for the installation's head (no
 	// round trip here; eventlog.Log.ExpectThrough).
-	if cp, err := db.Checkpoint(ctx); err != nil {
+	cp, err := db.Checkpoint(ctx)
+	if err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err
-	} else {
-		l.ExpectThrough(id, cp)
 	}
-	if err := in.project(ctx); err != nil {
+	l.ExpectThrough(id, cp)
+	if cp, err = in.projectFrom(ctx, cp); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err
 	}
@@ -392,11 +392,6 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	}
 	in.cred = mls.NewBasicCredential([]byte(id))
 	in.opts.Ciphersuite = ident.Ciphersuite
-	cp, err := db.Checkpoint(ctx)
-	if err != nil {
-		closeReadModel(l, db, lk)
-		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
-	}
 	// A read model ahead of the stream (events the stream lost) is not
 	// looked for here: asking the stream for the installation's last
 	// event is a wildcard lookup, which made a cold open in BenchmarkWorld
@@ -460,16 +455,17 @@ func (in *Installation) CatchUp(ctx context.Context) error {
 	return err
 }
 
-// catchUpAll applies a long backlog with one consumer (Log.CatchUp).
-func (in *Installation) catchUpAll(ctx context.Context) error {
-	_, _, err := replay.CatchUp(ctx, in.log, in.id, in.db, &replay.Options{DB: in.opts.DB})
+// catchUpAll applies a long backlog with one consumer (Log.CatchUp) and
+// returns the checkpoint reached.
+func (in *Installation) catchUpAll(ctx context.Context) (uint64, error) {
+	_, cp, err := replay.CatchUp(ctx, in.log, in.id, in.db, &replay.Options{DB: in.opts.DB})
 	in.pskMu.Lock()
 	in.psks = nil // perhaps changed: read again when needed
 	in.pskMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
+		return 0, fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
 	}
-	return nil
+	return cp, nil
 }
 
 // position returns the position of an aggregate's last event as the read

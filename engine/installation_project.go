@@ -28,9 +28,16 @@ func (in *Installation) project(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	_, err = in.projectFrom(ctx, cp)
+	return err
+}
+
+// projectFrom is project from cp, the read model's checkpoint, which the
+// caller has just read; it returns the checkpoint reached.
+func (in *Installation) projectFrom(ctx context.Context, cp uint64) (uint64, error) {
 	filter, err := in.log.InstallationFilter(in.id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var recs []projections.Record
 	n, _, err := in.log.ReadN(ctx, in.id, filter, cp+1, maxGetsCatchUp, func(r eventlog.Record) error {
@@ -39,13 +46,14 @@ func (in *Installation) project(ctx context.Context) error {
 	})
 	if err != nil {
 		countApplyError(in.log.Metrics(), err)
-		return fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
+		return 0, fmt.Errorf("engine: installation %s: catch up read model: %w", in.id, err)
 	}
 	if len(recs) > 0 {
 		if err := in.db.Apply(ctx, recs); err != nil {
 			countApplyError(in.log.Metrics(), err)
-			return fmt.Errorf("engine: installation %s: project: %w", in.id, err)
+			return 0, fmt.Errorf("engine: installation %s: project: %w", in.id, err)
 		}
+		cp = recs[len(recs)-1].Seq
 		countApplied(in.log.Metrics(), recs)
 		for _, r := range recs {
 			if r.Event.Aggregate.Type == events.AggInstallation {
@@ -60,7 +68,7 @@ func (in *Installation) project(ctx context.Context) error {
 	if n == maxGetsCatchUp {
 		return in.catchUpAll(ctx)
 	}
-	return nil
+	return cp, nil
 }
 
 // appendAndProjectKnown is appendAndProject for the transitions whose

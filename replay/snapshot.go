@@ -212,16 +212,20 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	var stored *eventlog.SnapshotRef // one at cp already: the check's base, nothing new stored
 	if !o.FromStart {
 		limit := cp - 1 // a snapshot is not checked against itself
+		refs, err := listSnapshots(ctx, l, inst, log)
+		if err != nil {
+			return nil, err
+		}
 		if so.Adjust != nil {
 			limit = cp // but an adjusted one may be checked against its predecessor at cp
-		} else if refs, err := l.Snapshots(ctx, inst); err == nil && len(refs) > 0 && refs[0].Checkpoint == cp {
+		} else if len(refs) > 0 && refs[0].Checkpoint == cp {
 			// The read model has not moved since its last snapshot: it
 			// must equal that one. Checked from an older base instead, a
 			// history compacted through cp could not be replayed to it
 			// (ErrCompacted, every time for an idle installation).
 			limit, stored = cp, &refs[0]
 		}
-		base, err := fromSnapshot(ctx, l, inst, fresh, limit, log)
+		base, err := importSnapshot(ctx, l, inst, fresh, refs, limit, log)
 		if err != nil {
 			return nil, err
 		}
@@ -299,6 +303,17 @@ func DigestID(d projections.Digest) string {
 // newer version, or an uncompacted one below that, is passed over
 // quietly.
 func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
+	refs, err := listSnapshots(ctx, l, inst, log)
+	if err != nil {
+		return nil, err
+	}
+	return importSnapshot(ctx, l, inst, fresh, refs, limit, log)
+}
+
+// listSnapshots lists inst's stored snapshots, newest first. Only a
+// cancelled ctx is an error: when they cannot be listed, that is logged
+// (Warn) and the list is empty, so the caller replays from the start.
+func listSnapshots(ctx context.Context, l *eventlog.Log, inst events.InstallationID, log *slog.Logger) ([]eventlog.SnapshotRef, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -307,6 +322,12 @@ func fromSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installation
 		log.Warn("replay: cannot list snapshots; replaying from the start", "err", err)
 		return nil, nil
 	}
+	return refs, nil
+}
+
+// importSnapshot is fromSnapshot on refs, inst's snapshots as
+// listSnapshots gives them.
+func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, refs []eventlog.SnapshotRef, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
 	// compacted says whether a compaction left no replay from the start
 	// (asked once, when a snapshot below minMigratedSnapshotSchema is met).
 	compacted := sync.OnceValue(func() bool {
