@@ -36,7 +36,11 @@ type VerifyResult struct {
 // at or below the live checkpoint, unless opts.FromStart), up to the live
 // database's checkpoint and at its schema, and
 // compares the two table by table, row by row. It returns a *DriftError
-// (errors.Is ErrDrift) naming the first difference when they differ. The
+// (errors.Is ErrDrift) naming the first difference when they differ. A
+// stream holding less than the database is ErrBehind, unless the events
+// missing at the database's sequences are there later (moved): then its
+// checkpoint is what drifted (a *DriftError on table "checkpoint"), and a
+// Rebuild takes them at their new sequences. The
 // live database is only read; the temporary one (under a random key) is
 // removed in every case. key may be projections.NoKey for an unencrypted
 // database. The live database's writer may keep running: Verify compares
@@ -148,15 +152,39 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	if err != nil {
 		return nil, err
 	}
+	short := ""
 	if cp != res.Checkpoint {
-		return nil, behind(fmt.Sprintf("no event of %s at the database's checkpoint, stream sequence %d (the replay stopped at %d)", inst, res.Checkpoint, cp))
+		short = fmt.Sprintf("no event of %s at the database's checkpoint, stream sequence %d (the replay stopped at %d)", inst, res.Checkpoint, cp)
+	} else {
+		freshHead, err := fresh.Head(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if lacks := freshHead.Lacks(liveHead); len(lacks) > 0 {
+			short = fmt.Sprintf("missing from the stream: %s", lacks[0])
+		}
 	}
-	freshHead, err := fresh.Head(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if lacks := freshHead.Lacks(liveHead); len(lacks) > 0 {
-		return nil, behind(fmt.Sprintf("missing from the stream: %s", lacks[0]))
+	if short != "" {
+		// What the stream lacks at the database's sequences may be on it
+		// later (an event republished at the stream's end, the original
+		// deleted). Then the database has lost nothing, but its
+		// checkpoint names no event and its catch-up stops at the moved
+		// event, which it holds; a rebuild takes the events at their new
+		// sequences (notLess, as Rebuild checks it). That is drift of the
+		// checkpoint, which a rebuild repairs, not a stream holding less.
+		m, end, err := replayInto(ctx, l, inst, fresh, untilEnd, o, PhaseVerify, nil, nil)
+		res.Replayed += m
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errors.Join(behind(short), fmt.Errorf("replay: verify: looking for the missing events later in the stream: %w", err))
+		}
+		if notLess(ctx, fresh, inst, &liveHead, l.ResealedFrom() != "") != nil {
+			return nil, behind(short)
+		}
+		return nil, drift("checkpoint", "", fmt.Sprintf("%s, but every event the database holds is on the stream, the last at later sequences (up to %d): "+
+			"its checkpoint names no event and it cannot catch up; a rebuild takes them at their new sequences and loses nothing", short, end))
 	}
 	diff, err := snap.CompareDB(ctx, fresh)
 	if err != nil {
@@ -190,5 +218,5 @@ func explainDrift(ctx context.Context, l *eventlog.Log, inst events.Installation
 // less than it (detail says what), which is no reason to rebuild it.
 func behindError(path, op, detail string) error {
 	return &projections.FileError{Path: path, Op: op, Err: fmt.Errorf("%w: %s", ErrBehind, detail),
-		Hint: "keep this database; the stream lacks events it holds, at least at their sequences (a rebuild from this stream refuses to drop any, and takes one that only moved at its new sequence): find the missing events, or check --data / --nats point at the right stream"}
+		Hint: "keep this database; the stream lacks events it holds (a rebuild from this stream refuses to drop any): find the missing events, or check --data / --nats point at the right stream"}
 }
