@@ -219,6 +219,7 @@ func parseFollowConfig(name string, b []byte) (*followConfig, error) {
 var (
 	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (.+) not found in type main\.(\w+)$`)
 	typeNameRE     = regexp.MustCompile(`main\.(\w+)`)
+	syntaxLineRE   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 )
 
 // confTypes are the file's mappings, by type name, for errors.
@@ -252,6 +253,13 @@ func confKeys(name string) string {
 func yamlError(err error) string {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
+		// A syntax error: yaml.v3 names the line where the construct
+		// holding it began, and for some errors the line before that
+		// (its 0-based number: "[a, b" left open on line 2 and noticed
+		// on line 3 is "line 1"). The error is on that line or after.
+		if m := syntaxLineRE.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Sprintf("YAML syntax error at or after line %s: %s", m[1], m[2])
+		}
 		return strings.TrimPrefix(err.Error(), "yaml: ")
 	}
 	msgs := make([]string, 0, len(te.Errors))

@@ -119,7 +119,11 @@ func TestFollowConfigErrors(t *testing.T) {
 			"line 2: read-models.db-keys-beside: invalid value (64 characters, not shown) for --db-keys-beside"},
 		{"entry without installation", "read-models:\n  list:\n    - db: /x.db\n", "read-models.list entry 1: installation is required"},
 		{"bad installation", "read-models:\n  list:\n    - installation: a.b\n", `line 3: read-models.list: installation: events: installation id: "a.b": byte 1 is '.'`},
-		{"syntax", "nats: [\n", "config file f.yaml: "},
+		{"syntax", "nats: [\n", "config file f.yaml: YAML syntax error at or after line 1: "},
+		// yaml.v3 says line 1 for a flow sequence opened on line 2 and
+		// found unclosed on line 3: the error says "at or after".
+		{"unclosed flow sequence", "metrics: :9464\nnats: [a, b\nready-lag: 1s\n",
+			"config file f.yaml: YAML syntax error at or after line 1: did not find expected ',' or ']'"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, _, err := applyConfig(t, "f.yaml", c.text)
