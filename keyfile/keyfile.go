@@ -30,7 +30,8 @@
 // crash never leaves a partial key file. A crash between the two leaves the
 // temporary file (<file>.tmp-<digits>, a full key): the next write or read
 // of that key file removes it, with a warning on slog's default logger
-// naming it. Writers hold a lock (flock(2)) on their temporary file, so a
+// naming it. Writers hold a lock (flock(2)) on their temporary file, taken
+// under a lock on the directory that the removal holds exclusively, so a
 // write in progress is never taken for a leftover; where there is no
 // flock(2), leftovers are not removed.
 //
@@ -461,41 +462,40 @@ var afterTempWritten func(tmp string)
 const tempSuffix = ".tmp-"
 
 // writeTemp writes data to a new temporary file beside path (mode 0600,
-// as os.CreateTemp makes it), locked (lockTemp) so that no other process
-// takes it for a crash's leftover, and fsyncs it. It returns the file open
-// and locked; the caller removes (or renames) it, then closes it. A
-// failure leaves no file.
+// as os.CreateTemp makes it), locked (flock, exclusive) so that no other
+// process takes it for a crash's leftover, and fsyncs it. It returns the
+// file open and locked; the caller removes (or renames) it, then closes
+// it. A failure leaves no file.
 func writeTemp(path string, data []byte) (*os.File, error) {
-	for attempt := 1; ; attempt++ {
-		f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+tempSuffix+"*")
-		if err != nil {
-			return nil, err
-		}
-		if err := lockTemp(f); err != nil {
-			os.Remove(f.Name())
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
-		}
-		// Between its creation and the lock, a cleaner may have taken the
-		// new file for a leftover and removed it: then start again.
-		if !stillNamed(f) {
-			f.Close()
-			if attempt == 3 {
-				return nil, fmt.Errorf("temporary files beside %s keep being removed as leftovers while written", path)
-			}
-			continue
-		}
-		_, err = f.Write(data)
-		if err == nil {
-			err = f.Sync()
-		}
-		if err != nil {
-			os.Remove(f.Name())
-			f.Close()
-			return nil, err
-		}
-		return f, nil
+	dir := filepath.Dir(path)
+	// A cleaner (removeStaleTemps) holds the directory's lock exclusively:
+	// held shared from the file's creation to its lock, no cleaner sees
+	// the new file unlocked.
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
 	}
+	defer d.Close()
+	if _, err := flock(d, false, true); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+tempSuffix+"*")
+	if err != nil {
+		return nil, err
+	}
+	_, err = flock(f, true, true)
+	d.Close() // the directory's lock: the file holds its own now
+	if err != nil {
+		err = fmt.Errorf("locking %s: %w", f.Name(), err)
+	} else if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // stillNamed reports whether f's name still leads to f.
@@ -513,13 +513,25 @@ func stillNamed(f *os.File) bool {
 // it, each a full copy of a key, and logs a warning naming each one
 // removed (slog's default logger), or one it could not remove. A file a
 // live writer holds (locked) is left alone, and so is one that is not a
-// regular file or not owned by this user. Where there is no flock(2),
-// nothing is removed.
+// regular file or not owned by this user; while a writer is creating one
+// (the directory's lock, see writeTemp), nothing is removed this time.
+// Where there is no flock(2), nothing is removed.
 func removeStaleTemps(path string) {
 	dir := filepath.Dir(path)
-	entries, err := os.ReadDir(dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return // reading or writing the key file reports what is wrong
+	}
+	defer d.Close()
+	// Writers hold the directory's lock shared while they create and lock
+	// a temporary file: one is at that step now; the leftovers wait for
+	// the next read or write.
+	if ok, err := flock(d, true, false); err != nil || !ok {
+		return
+	}
+	entries, err := d.ReadDir(-1)
+	if err != nil {
+		return
 	}
 	prefix := filepath.Base(path) + tempSuffix
 	for _, e := range entries {
@@ -556,12 +568,12 @@ func removeIfStale(name string) (bool, error) {
 	if owner, self, ok := fileOwner(fi); !fi.Mode().IsRegular() || ok && owner != self {
 		return false, nil
 	}
-	locked, err := tryLockTemp(f)
+	locked, err := flock(f, true, false)
 	if err != nil || !locked {
 		return false, err
 	}
-	// Held: no writer can take it now. Remove it if the name still leads
-	// to the file locked (not to one a writer created meanwhile).
+	// Held: no writer holds it. Remove it if the name still leads to the
+	// file locked (a writer may have renamed it into place meanwhile).
 	if !stillNamed(f) {
 		return false, nil
 	}

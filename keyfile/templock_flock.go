@@ -7,27 +7,19 @@ import (
 	"syscall"
 )
 
-// A temporary key file is locked (flock(2)) by its writer from creation
-// until it is renamed or removed; the lock dies with the writer. So a
-// temporary file nobody holds a lock on is one a crash left, and is
-// removed; one a live writer holds is left alone.
-
-// lockTemp takes an exclusive lock on f, waiting for a cleaner that holds
-// it (only for as long as the cleaner takes to remove the file).
-func lockTemp(f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			return err
-		}
+// flock takes a flock(2) on f, exclusive or shared, waiting for it or
+// not; false means another holds it (only without waiting). Locks die
+// with their holder, so a crash releases them.
+func flock(f *os.File, exclusive, wait bool) (bool, error) {
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
 	}
-}
-
-// tryLockTemp takes an exclusive lock on f without waiting; false means
-// a writer holds it.
-func tryLockTemp(f *os.File) (bool, error) {
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
 	for {
-		switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err {
+		switch err := syscall.Flock(int(f.Fd()), how); err {
 		case nil:
 			return true, nil
 		case syscall.EINTR:

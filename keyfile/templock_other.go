@@ -4,12 +4,10 @@ package keyfile
 
 import "os"
 
-// lockTemp does not lock on this platform (no flock(2)).
-func lockTemp(*os.File) error { return nil }
-
-// tryLockTemp never gets a lock here: a live writer cannot be told from a
-// crashed one, so no temporary key file is removed on this platform.
-func tryLockTemp(*os.File) (bool, error) { return false, nil }
+// flock does not lock on this platform (no flock(2)): waiting "gets" a
+// lock at once, trying never does, so no temporary key file is taken for
+// a leftover and removed here.
+func flock(_ *os.File, _, wait bool) (bool, error) { return wait, nil }
 
 // oNoFollow makes opening a leftover temporary file fail on a symbolic
 // link (not available on this platform).
