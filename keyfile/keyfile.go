@@ -24,16 +24,19 @@
 // *PermissionError naming the file and its mode (errors.Is ErrNotPrivate),
 // and, on Unix, a file owned by neither the effective user nor root with an
 // *OwnerError (errors.Is ErrNotOwned): its owner can rewrite it, and so
-// choose the key a command run by another user (root) reads. A symbolic
-// link is judged by the file it leads to. The savers write mode 0600 files, in directories they create 0700, through
-// a temporary file that is fsynced and renamed (or linked) into place, so a
-// crash never leaves a partial key file. A crash between the two leaves the
-// temporary file (<file>.tmp-<digits>, a full key): the next write or read
-// of that key file removes it, with a warning on slog's default logger
-// naming it. Writers hold a lock (flock(2)) on their temporary file, taken
-// under a lock on the directory that the removal holds exclusively, so a
-// write in progress is never taken for a leftover; where there is no
-// flock(2), leftovers are not removed.
+// choose the key a command run by another user (root) reads. A symbolic link
+// is judged by the file it leads to. The savers write mode 0600 files, in
+// directories they create 0700, through a temporary file that is fsynced and
+// renamed (or linked) into place, so a crash never leaves a partial key
+// file. A crash between the two leaves the temporary file
+// (<file>.tmp-<digits>, a full key): the next write of that key file removes
+// it, with a warning on slog's default logger naming it. Reads do not look
+// for leftovers: a key is read at each open of a read model, and listing a
+// directory of thousands of them at each would cost more than the leftover
+// (a key the write never put in place) is worth. Writers hold a lock
+// (flock(2)) on their temporary file, taken under a lock on the directory
+// that the removal holds exclusively, so a write in progress is never taken
+// for a leftover; where there is no flock(2), leftovers are not removed.
 //
 // No error of this package contains a key, a passphrase or any part of a
 // file's content: entries are named by their position and key id.
@@ -409,8 +412,8 @@ func NewDBKeyFile(path string) (projections.Key, error) {
 // (mode 0600), then renames it over path, or with exclusive set links it
 // into place (failing with fs.ErrExist when path exists), and fsyncs the
 // directory. The directory is created 0700 if missing. A failure leaves no
-// temporary file; a crash may, and the next write or read of path removes
-// it (removeStaleTemps).
+// temporary file; a crash may, and the next write of path removes it
+// (removeStaleTemps).
 func install(path string, data []byte, exclusive bool) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -525,7 +528,7 @@ func removeStaleTemps(path string) {
 	defer d.Close()
 	// Writers hold the directory's lock shared while they create and lock
 	// a temporary file: one is at that step now; the leftovers wait for
-	// the next read or write.
+	// the next write.
 	if ok, err := flock(d, true, false); err != nil || !ok {
 		return
 	}
@@ -602,8 +605,7 @@ func syncDir(dir string) error {
 var SecretReadTimeout = 30 * time.Second
 
 // ReadSecretFile reads the key or keyring file at path. A regular file is
-// read at once, after removing the temporary files of its name a crash
-// left beside it (see install); anything else (a FIFO, whose writer may never come) is
+// read at once; anything else (a FIFO, whose writer may never come) is
 // read for at most SecretReadTimeout, then given up with an error naming
 // the file: a read never hangs a command for good. Over a pipe, the
 // caller's file descriptor may stay open until the process ends.
@@ -613,7 +615,6 @@ func ReadSecretFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if fi.Mode().IsRegular() {
-		removeStaleTemps(path)
 		return os.ReadFile(path)
 	}
 	type result struct {
