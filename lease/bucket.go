@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,9 +93,15 @@ type Bucket struct {
 	holder  string
 	timeout time.Duration
 
+	// idLast is the latest check of the bucket's identity begun for a
+	// renewal or a release (sameSince), shared by all that wait for one.
+	idMu   sync.Mutex
+	idLast *idCheck
+
 	// fault, when set (tests), is called before each request on a key
-	// (op "get", "put" or "del"); an error fails the request as an
-	// unanswered one would, without sending it.
+	// (op "get", "put" or "del", or "info" for the bucket's identity,
+	// key then being the bucket's name); an error fails the request as
+	// an unanswered one would, without sending it.
 	fault atomic.Pointer[func(op, key string) error]
 }
 
@@ -196,6 +203,9 @@ func (b *Bucket) unchanged(ctx context.Context) error {
 	// Bounded by a renewal period too: a member's pass waits for it.
 	ctx, cancel := context.WithTimeout(ctx, min(b.timeout, b.RenewEvery()))
 	defer cancel()
+	if err := b.faultFor("info", b.name); err != nil {
+		return fmt.Errorf("reading the settings of bucket %s: %w", b.name, err)
+	}
 	info, err := b.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("%w: bucket %s was deleted: %w", ErrBucketMismatch, b.name, errBucketGone)
@@ -207,6 +217,65 @@ func (b *Bucket) unchanged(ctx context.Context) error {
 		return fmt.Errorf("%w: bucket %s was deleted and created again (TTL %v, was %v); open it again", ErrBucketMismatch, b.name, info.Config.MaxAge, b.ttl)
 	}
 	return nil
+}
+
+// idCheck is one check of the bucket's identity (unchanged).
+type idCheck struct {
+	start time.Time
+	done  chan struct{} // closed once err is set
+	err   error
+}
+
+// sameSince returns the answer of a check of the bucket's identity
+// (unchanged) begun at t or later. Renewals and releases write at a
+// lease's revision, and a bucket deleted and created again counts its
+// revisions from 1 again, so such a write could match there and land
+// over another holder's lease: they ask before writing and after. One
+// check runs at a time, shared by every caller that waits for one begun
+// after its t, so that many leases cost a few checks per round trip
+// rather than one each.
+func (b *Bucket) sameSince(ctx context.Context, t time.Time) error {
+	for {
+		b.idMu.Lock()
+		c := b.idLast
+		if c == nil || c.start.Before(t) && isClosed(c.done) {
+			c = &idCheck{start: time.Now(), done: make(chan struct{})}
+			b.idLast = c
+			// Not bound to ctx: others may wait for it. unchanged bounds
+			// it by a renewal period.
+			go func() {
+				c.err = b.unchanged(context.Background())
+				close(c.done)
+			}()
+		}
+		b.idMu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !c.start.Before(t) {
+			return c.err
+		}
+		// Begun before t: wait for the next.
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// replaced reports an identity check's answer that the bucket was
+// deleted and created again (or changed): not a bucket merely not found
+// for now (errBucketGone), which a replica recovering the stream may
+// answer too.
+func replaced(err error) bool {
+	return errors.Is(err, ErrBucketMismatch) && !errors.Is(err, errBucketGone)
 }
 
 // create creates the bucket: one value per key, the TTL as its max age,

@@ -42,6 +42,10 @@
 //     than TTL/4 between [Lease.Check] and its commit (a stopped process, a
 //     stalled disk) commits after its lease ended. Keep commits short
 //     against the TTL.
+//   - Deleting the bucket voids every lease in it at once, but each holder
+//     counts its own valid until its next renewal (TTL/3) finds the bucket
+//     gone or created again, and never renews into another bucket. Delete
+//     a lease bucket only while no holder runs.
 //   - Every held lease is one write to the bucket every TTL/3: 10 000
 //     installations at the default TTL of 15 s are 2 000 writes a second.
 //     Raise the TTL for large groups.

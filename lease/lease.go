@@ -42,7 +42,10 @@ type Lease struct {
 // itself until Release; if another holder has it, the error is a
 // *HeldError (errors.Is ErrHeld) naming the holder. Each request is
 // bounded by the Config's RequestTimeout. A lease whose holder died is
-// held until it expires (TTL after its last renewal).
+// held until it expires (TTL after its last renewal). Each renewal first
+// checks that the bucket is still the one Open found: in a bucket deleted
+// and created again the lease ends, its Err wrapping ErrLeaseLost and
+// ErrBucketMismatch.
 //
 // A service that writes an installation's read model (an engine
 // installation) takes its lease before opening it and checks it before
@@ -174,7 +177,7 @@ func (ls *Lease) Check() error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.err == nil && !time.Now().Before(ls.validUntil) {
-		ls.loseLocked(telemetry.LeaseExpired, "not renewed in time")
+		ls.loseLocked(telemetry.LeaseExpired, errors.New("not renewed in time"))
 	}
 	return ls.err
 }
@@ -217,6 +220,15 @@ func (ls *Lease) Release(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, ls.b.timeout)
 	defer cancel()
+	// A delete at the lease's revision could match in a bucket created
+	// again, whose revisions start from 1 again, and free another
+	// holder's lease there.
+	if err := ls.b.sameSince(ctx, time.Now()); errors.Is(err, ErrBucketMismatch) {
+		ls.b.logger.Info("lease: not released: its bucket is gone or was created again, where it is void", "key", ls.key, "bucket", ls.b.name, "err", err)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("lease: release %s: %w (it expires within %v)", ls.what(), err, ls.b.ttl)
+	}
 	err := ls.b.del(ctx, ls.key, rev)
 	if errors.Is(err, errRevision) {
 		// A renewal cut short by the release may have landed after all.
@@ -246,12 +258,12 @@ func (ls *Lease) what() string {
 	return "member key " + ls.key
 }
 
-// loseLocked ends the lease (ls.mu held).
-func (ls *Lease) loseLocked(reason, why string) {
+// loseLocked ends the lease because of cause (ls.mu held).
+func (ls *Lease) loseLocked(reason string, cause error) {
 	if ls.err != nil {
 		return
 	}
-	ls.err = fmt.Errorf("%w: %s: %s", ErrLeaseLost, ls.what(), why)
+	ls.err = fmt.Errorf("%w: %s: %w", ErrLeaseLost, ls.what(), cause)
 	close(ls.done)
 	ls.cancel()
 	if ls.inst != "" {
@@ -260,10 +272,13 @@ func (ls *Lease) loseLocked(reason, why string) {
 	}
 }
 
-func (ls *Lease) lose(reason, why string) {
+func (ls *Lease) lose(reason, why string) { ls.loseErr(reason, errors.New(why)) }
+
+// loseErr ends the lease; its Err wraps cause (ErrBucketMismatch, say).
+func (ls *Lease) loseErr(reason string, cause error) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	ls.loseLocked(reason, why)
+	ls.loseLocked(reason, cause)
 }
 
 // renewing renews the lease every TTL/3 (from the sending of one
@@ -313,14 +328,29 @@ func (ls *Lease) renew() bool {
 			first = sent
 		}
 		ctx, cancel := context.WithDeadline(ls.ctx, minTime(sent.Add(b.ttl/4), until))
-		got, err := b.put(ctx, ls.key, ls.value, rev)
+		// The bucket is asked, before the write, whether it is the one
+		// the lease was taken in: a bucket deleted and created again
+		// counts revisions from 1 again, so a write at the lease's
+		// revision could land there over another holder's lease.
+		err := b.sameSince(ctx, sent)
+		var got uint64
+		if err == nil {
+			got, err = b.put(ctx, ls.key, ls.value, rev)
+		}
+		if err == nil {
+			err = ls.landed(ctx, got, sent)
+		}
 		if err == nil {
 			cancel()
-			ls.renewed(got, sent)
 			if warned {
 				b.logger.Info("lease: renewed again", "installation", string(ls.inst), "bucket", b.name, "attempts", n)
 			}
 			return true
+		}
+		if replaced(err) {
+			cancel()
+			ls.loseErr(telemetry.LeaseTaken, err)
+			return false
 		}
 		if errors.Is(err, errRevision) {
 			st, gerr := b.latest(ctx, ls.key)
@@ -329,9 +359,15 @@ func (ls *Lease) renew() bool {
 			case st.op == opPut && st.rec.Token == ls.token && st.rev > rev:
 				// An earlier try landed; its answer was lost. It left
 				// after first at the earliest.
-				cancel()
-				ls.renewed(st.rev, first)
-				return true
+				if err = ls.landed(ctx, st.rev, first); err == nil {
+					cancel()
+					return true
+				}
+				if replaced(err) {
+					cancel()
+					ls.loseErr(telemetry.LeaseTaken, err)
+					return false
+				}
 			case st.op == opPut && st.rec.Token == ls.token:
 				// Refused at our own revision: a replicated stream
 				// settling. Try again.
@@ -360,6 +396,22 @@ func (ls *Lease) renew() bool {
 		pause(ls.ctx, wait)
 		wait = min(2*wait, b.RenewEvery()/4)
 	}
+}
+
+// landed counts a write of the lease that landed at rev, sent at sent,
+// as a renewal once a check of the bucket begun after it finds the
+// bucket the one the lease was taken in: the write cannot have landed in
+// another bucket then, since a bucket, once deleted, never comes back.
+// Until it is counted, the next write expects rev all the same.
+func (ls *Lease) landed(ctx context.Context, rev uint64, sent time.Time) error {
+	ls.mu.Lock()
+	ls.rev = rev
+	ls.mu.Unlock()
+	if err := ls.b.sameSince(ctx, time.Now()); err != nil {
+		return err
+	}
+	ls.renewed(rev, sent)
+	return nil
 }
 
 // renewed records a renewal that landed at revision rev, sent at sent. A

@@ -347,10 +347,10 @@ func (r *run) pass(ctx context.Context) {
 			r.b.logger.Error("lease: the share group's bucket changed under this member; it stops taking part (restart it)", "group", r.b.group, "member", r.m.id, "err", err)
 		}
 		for _, h := range r.holdings {
-			h.ls.lose(telemetry.LeaseTaken, err.Error())
+			h.ls.loseErr(telemetry.LeaseTaken, err)
 		}
 		if r.self != nil {
-			r.self.lose(telemetry.LeaseTaken, err.Error())
+			r.self.loseErr(telemetry.LeaseTaken, err)
 		}
 		r.m.mu.Lock()
 		r.m.joined = false

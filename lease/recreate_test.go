@@ -52,3 +52,68 @@ func TestBucketCreatedAgainWithShorterTTL(t *testing.T) {
 		t.Fatalf("Acquire on a bucket created again: %v, want ErrBucketMismatch", err)
 	}
 }
+
+// A lease acquired alone (Bucket.Acquire, no member) while its bucket is
+// deleted and created again by another process, which acquires the same
+// installation there at once: the new bucket's revisions start from 1
+// again, so the old holder's renewal (a write at the revision it last
+// wrote) matched the new holder's revision and landed in the new bucket,
+// over the new holder's lease, and both counted themselves holders.
+// Until 2026-12-06 it did; now the renewal finds the bucket changed,
+// sends nothing, and the old lease ends naming ErrBucketMismatch, while
+// the new holder keeps its lease.
+func TestRenewalDoesNotLandInBucketCreatedAgain(t *testing.T) {
+	ctx := context.Background()
+	cfg := startServer(t)
+	a := newProc(t, cfg, "A", "g", testTTL)
+	la, err := a.bucket.Acquire(ctx, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(a.log.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, a.bucket.Name()); err != nil {
+		t.Fatal(err)
+	}
+	c := newProc(t, cfg, "C", "g", testTTL) // creates it again
+	lc, err := c.bucket.Acquire(ctx, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc.Revision() != la.Revision() {
+		t.Fatalf("C acquired at revision %d, A at %d: the test needs them equal", lc.Revision(), la.Revision())
+	}
+	// A's next renewal decides: either it lands over C's lease, or A's
+	// lease ends.
+	eventually(t, "A's renewal to land or A's lease to end", func() bool {
+		h, err := c.bucket.Holding(ctx, inst)
+		return la.Err() != nil || err == nil && h.Holder != "holder C"
+	})
+	if h, err := c.bucket.Holding(ctx, inst); err != nil || h.Holder != "holder C" || h.Revision != lc.Revision() {
+		t.Fatalf("the lease in the bucket created again: %+v (%v); want C's at revision %d (A's renewal landed there)", h, err, lc.Revision())
+	}
+	select {
+	case <-la.Done():
+	case <-time.After(waitLimit):
+		t.Fatal("A's lease did not end")
+	}
+	if err := la.Check(); !errors.Is(err, ErrLeaseLost) || !errors.Is(err, ErrBucketMismatch) {
+		t.Fatalf("A's lease: %v, want ErrLeaseLost and ErrBucketMismatch", err)
+	}
+	// C renews in its own bucket, undisturbed.
+	eventually(t, "C to renew", func() bool { return lc.Revision() > la.Revision() })
+	if err := lc.Check(); err != nil {
+		t.Fatalf("C's lease: %v", err)
+	}
+	if err := la.Release(ctx); err != nil {
+		t.Fatalf("releasing A's ended lease: %v", err)
+	}
+	if h, err := c.bucket.Holding(ctx, inst); err != nil || h.Holder != "holder C" {
+		t.Fatalf("after A's release: %+v (%v); want C's lease", h, err)
+	}
+	if err := lc.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
