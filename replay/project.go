@@ -268,20 +268,7 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 	flush := func() error {
 		for _, inst := range order {
 			recs := pending[inst]
-			var err error
-			if o.Fence != nil {
-				// Asked once the batch is written, right before its
-				// commit: a lease that ends while a large batch is
-				// written stops it.
-				err = dbs[inst].ApplyIf(ctx, recs, func(uint64) error {
-					if err := o.Fence(inst); err != nil {
-						return fencedError{fmt.Errorf("replay: project %s: not applying events from seq %d: %w", inst, recs[0].Seq, err)}
-					}
-					return nil
-				})
-			} else {
-				err = dbs[inst].Apply(ctx, recs)
-			}
+			err := applyFenced(ctx, dbs[inst], inst, recs, o.Fence)
 			var fenced fencedError
 			if errors.As(err, &fenced) {
 				return err

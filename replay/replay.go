@@ -53,6 +53,9 @@ type Options struct {
 	// anchor, set by an operation that started from a snapshot, checks
 	// the tail's links into the history the snapshot replaces.
 	anchor *chainAnchor
+	// fence, if set, is asked before each batch commits (ApplyIf):
+	// RebuildOptions.Fence, once the rebuilt database is live.
+	fence func(inst events.InstallationID) error
 }
 
 func (o *Options) withDefaults() Options {
@@ -125,6 +128,22 @@ const untilEnd = ^uint64(0)
 // set, where db stands is recorded as it advances (lagTracker). Every
 // committed batch counts in the Log's Metrics, by event kind, as does an
 // event that could not be applied.
+// applyFenced applies recs to db, asking fence (if set) right before the
+// commit; its refusal comes back as a fencedError.
+func applyFenced(ctx context.Context, db *projections.DB, inst events.InstallationID, recs []projections.Record, fence func(events.InstallationID) error) error {
+	if fence == nil {
+		return db.Apply(ctx, recs)
+	}
+	// Asked once the batch is written, right before its commit: a lease
+	// that ends while a large batch is written stops it.
+	return db.ApplyIf(ctx, recs, func(uint64) error {
+		if err := fence(inst); err != nil {
+			return fencedError{fmt.Errorf("replay: %s: not applying events from seq %d: %w", inst, recs[0].Seq, err)}
+		}
+		return nil
+	})
+}
+
 func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string, mc *mlsChecker, lag *lagTracker) (int, uint64, error) {
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
@@ -169,7 +188,7 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			if res.err != nil {
 				continue
 			}
-			if err := db.Apply(ctx, b); err != nil {
+			if err := applyFenced(ctx, db, inst, b, o.fence); err != nil {
 				res.err = err
 				cancel()
 				continue

@@ -40,6 +40,16 @@ type RebuildOptions struct {
 	// What the live database held more is named (RebuildResult.Dropped)
 	// and the live database kept beside (RebuildResult.KeptReplaced).
 	Force bool
+	// Fence, if set, is asked right before the rebuilt database is
+	// swapped in, and before each batch the catch-up after the swap
+	// commits to it, as ProjectOptions.Fence is: an error leaves the live
+	// database as it was (or, after the swap, stops the catch-up), removes
+	// the rebuilt file, and Rebuild returns it wrapped. A lease holder
+	// (package lease) passes its lease's Check: the writer lock Rebuild
+	// holds covers one host only, and a holder whose lease ended while it
+	// rebuilt must not swap its file in over the new holder's on shared
+	// storage.
+	Fence func(inst events.InstallationID) error
 
 	op string // what the logs call it: "rebuild" (default), "rekey", "migrate"
 }
@@ -356,6 +366,18 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		log.Warn("replay: forced: the live read model holds events the stream does not; kept aside, a rebuilt one with less replaces it",
 			"kept", res.KeptReplaced, "dropped", res.Dropped)
 	}
+	if ro.Fence != nil {
+		// Asked last, as a projection's commit is (ApplyIf): whoever
+		// holds the read model now may have written it meanwhile.
+		if err := ro.Fence(inst); err != nil {
+			for _, kept := range []string{res.KeptDamaged, res.KeptReplaced} {
+				if kept != "" {
+					_ = os.Remove(kept) // a link to the live file, which stays
+				}
+			}
+			return abandon(fmt.Errorf("replay: %s: not swapping the rebuilt database (stream sequence %d) in at %s: %w", inst, cp, live, err))
+		}
+	}
 	if err := projections.Swap(tmp, live); err != nil {
 		return abandon(err)
 	}
@@ -377,6 +399,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		return swapped(err)
 	}
 	defer db.Close()
+	o.fence = ro.Fence // the file is live now
 	n, cp, err = replayInto(ctx, l, inst, db, untilEnd, o, PhaseCatchUp, mc, nil)
 	res.CaughtUp = n
 	res.Checkpoint = max(res.Checkpoint, cp)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,5 +127,56 @@ func TestProjectFenceAskedRightBeforeTheCommit(t *testing.T) {
 	}
 	if midBatch != asked {
 		t.Fatalf("the fence was asked %d times, %d of them with the batch written and not committed; want all", asked, midBatch)
+	}
+}
+
+// RebuildOptions.Fence is asked right before the swap and before each
+// commit of the catch-up after it, as a lease holder's check (package
+// lease) is. Refused at the swap, no read model appears at live and the
+// rebuilt file is removed; let through at the swap and refused after it
+// (events appended meanwhile), the catch-up stops before committing them
+// and the error says the file was swapped in.
+func TestRebuildFenceStopsTheSwap(t *testing.T) {
+	cfg := testConfig(natstest.Start(t, natstest.Options{}))
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	h := writeHistory(t, l, instA, 2, 40)
+	ctx := context.Background()
+	key := rawDBKey(t, 0x5e)
+	live := filepath.Join(t.TempDir(), "a.db")
+	errRevoked := errors.New("lease revoked")
+
+	refuse := func(events.InstallationID) error { return errRevoked }
+	_, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions(), Fence: refuse})
+	if !errors.Is(err, errRevoked) || !strings.Contains(err.Error(), "not swapping the rebuilt database") {
+		t.Fatalf("Rebuild refused by its fence: %v, want the fence's error, not swapped", err)
+	}
+	if _, err := os.Stat(live); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a read model at %s after a refused swap (%v)", live, err)
+	}
+	if left, _ := filepath.Glob(live + ".rebuild-*"); len(left) != 0 {
+		t.Fatalf("the rebuilt file left behind: %v", left)
+	}
+
+	swapCP := lastSeq(t, l, instA)
+	asked := 0
+	fence := func(events.InstallationID) error {
+		asked++
+		if asked > 1 {
+			return errRevoked
+		}
+		// Right before the swap: these are for the catch-up after it.
+		h.messages(10, 2)
+		if _, err := h.flush(ctx, l); err != nil {
+			t.Errorf("append: %v", err)
+		}
+		return nil
+	}
+	_, err = Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions(), Fence: fence})
+	var swapped *SwappedError
+	if !errors.As(err, &swapped) || !errors.Is(err, errRevoked) {
+		t.Fatalf("Rebuild refused after its swap: %v, want a *SwappedError wrapping the fence's error", err)
+	}
+	if _, cp := digestOf(t, live, key); cp != swapCP || lastSeq(t, l, instA) <= swapCP || asked != 2 {
+		t.Fatalf("checkpoint %d after the swap at %d (stream at %d), fence asked %d times; want the swap's, and 2", cp, swapCP, lastSeq(t, l, instA), asked)
 	}
 }

@@ -265,13 +265,17 @@ func (s *shareRun) status() *shareStatus {
 // build makes the read model this follower was given, and does not have,
 // from the stream (replay.Rebuild: MLS verified, built aside, swapped
 // in): taking over a read model is a rebuild where there is none, a
-// catch-up from its own checkpoint where there is one.
+// catch-up from its own checkpoint where there is one. The lease is asked
+// right before the swap and each commit after it: the writer lock covers
+// one host only, and a follower that lost its lease while it rebuilt must
+// not swap its file in over the new holder's on shared storage.
 func (f *follower) build(ctx context.Context, key projections.Key, ls *lease.Lease) error {
 	if err := ls.Check(); err != nil {
 		return err
 	}
 	f.lg.Info("no read model here; building it from the stream")
-	res, err := replay.Rebuild(ctx, f.log, f.id, f.path, key, nil)
+	fence := func(events.InstallationID) error { return ls.Check() }
+	res, err := replay.Rebuild(ctx, f.log, f.id, f.path, key, &replay.RebuildOptions{Fence: fence})
 	if err != nil {
 		return fmt.Errorf("building the read model from the stream: %w", err)
 	}
