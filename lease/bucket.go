@@ -232,8 +232,8 @@ type idCheck struct {
 // revisions from 1 again, so such a write could match there and land
 // over another holder's lease: they ask before writing and after. One
 // check runs at a time, shared by every caller that waits for one begun
-// after its t, so that many leases cost a few checks per round trip
-// rather than one each.
+// after its t: a process pays at most one check per round trip however
+// many leases it holds (about one per renewal while renewals are sparse).
 func (b *Bucket) sameSince(ctx context.Context, t time.Time) error {
 	for {
 		b.idMu.Lock()
