@@ -141,12 +141,16 @@ func (m *Member) Run(ctx context.Context, known func() []events.InstallationID, 
 		return fmt.Errorf("lease: member %s of share group %s is running already", m.id, m.b.group)
 	}
 	defer m.running.Store(false)
-	r := &run{m: m, b: m.b, known: known, serve: serve, view: map[string]*seen{},
+	return m.newRun(known, serve).loop(ctx)
+}
+
+// newRun returns the state of one Run.
+func (m *Member) newRun(known func() []events.InstallationID, serve Serve) *run {
+	return &run{m: m, b: m.b, known: known, serve: serve, view: map[string]*seen{},
 		holdings: map[events.InstallationID]*holding{}, pseudos: map[events.InstallationID]string{},
 		freeSince: map[string]time.Time{}, cooldown: map[events.InstallationID]time.Time{},
 		owners: map[events.InstallationID]string{}, heldKeys: map[string]events.InstallationID{},
 		finished: make(chan events.InstallationID), quit: make(chan struct{})}
-	return r.loop(ctx)
 }
 
 // seen is the latest a member saw of a key in the bucket.
@@ -322,6 +326,19 @@ func (r *run) live(now time.Time) map[string]time.Time {
 	return out
 }
 
+// forget drops the keys the view holds as free (deleted, expired, or
+// not renewed within the TTL), which count the same as keys never seen:
+// a restarted process joins as a new member, so the view would otherwise
+// keep one more member for every restart of another, as long as this
+// member runs.
+func (r *run) forget(now time.Time) {
+	for key, s := range r.view {
+		if s.st.op != opPut || now.Sub(s.at) > r.b.ttl {
+			delete(r.view, key)
+		}
+	}
+}
+
 // pass does what the member should do now (see Run).
 func (r *run) pass(ctx context.Context) {
 	if ctx.Err() != nil {
@@ -367,6 +384,7 @@ func (r *run) pass(ctx context.Context) {
 			r.watcher, r.synced = w, false
 		}
 	}
+	r.forget(now)
 	live := r.live(now)
 	ids := make([]string, 0, len(live))
 	for id := range live {
