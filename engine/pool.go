@@ -43,6 +43,10 @@ var (
 
 	// ErrPoolClosed means the Pool was closed.
 	ErrPoolClosed = errors.New("engine: pool closed")
+
+	// ErrPoolInUse means Unregister named an installation an acquire
+	// holds, or one being opened or closed.
+	ErrPoolInUse = errors.New("engine: installation in use in the pool")
 )
 
 // KeyFunc returns the read model key of an installation. A Pool calls it
@@ -148,6 +152,8 @@ type poolEntry struct {
 	in         *Installation // when open
 	op         *poolOp       // the open or close in progress
 	prev, next *poolEntry    // the idle list
+	// drop: Unregister closes it; it leaves entries once closed.
+	drop bool
 }
 
 // poolOp is an open or close in progress: done is closed when it ends,
@@ -216,9 +222,46 @@ func (p *Pool) Register(id events.InstallationID, dbPath string) error {
 		if e.path != dbPath {
 			return fmt.Errorf("engine: pool: register installation %s at %s: already registered at %s", id, dbPath, e.path)
 		}
+		e.drop = false // registered again while Unregister closes it: it stays
 		return nil
 	}
 	p.entries[id] = &poolEntry{id: id, path: dbPath}
+	return nil
+}
+
+// Unregister removes installation id from the Pool, closing it first if
+// it is open: a long-running service drops the installations it no
+// longer serves (erased, moved to another process), which would
+// otherwise stay registered for as long as the Pool lives. An
+// installation an acquire holds, or one being opened or closed, is
+// refused with ErrPoolInUse (unregister it once released); one not
+// registered is ErrNotRegistered. A failure to close it is an
+// eviction's (logged, and returned by Close). Acquires of id fail with
+// ErrNotRegistered from then on, until it is registered again.
+func (p *Pool) Unregister(id events.InstallationID) error {
+	p.mu.Lock()
+	e := p.entries[id]
+	switch {
+	case e == nil || e.drop:
+		p.mu.Unlock()
+		return fmt.Errorf("engine: pool: unregister installation %s: %w", id, ErrNotRegistered)
+	case e.refs > 0 || e.state == poolOpening || e.state == poolClosing:
+		p.mu.Unlock()
+		return fmt.Errorf("engine: pool: unregister installation %s: %w", id, ErrPoolInUse)
+	case e.state == poolClosed:
+		delete(p.entries, id)
+		p.mu.Unlock()
+		return nil
+	}
+	// Open and idle: closed as an eviction closes, and kept in entries
+	// (closing) until then, so an acquire or a Register of id meanwhile
+	// waits for its writer lock to be let go.
+	p.unidle(e)
+	e.state = poolClosing
+	e.op = &poolOp{done: make(chan struct{})}
+	e.drop = true
+	p.mu.Unlock()
+	p.closeEntry(e)
 	return nil
 }
 
@@ -516,6 +559,9 @@ func (p *Pool) closeEntry(v *poolEntry) {
 	v.op = nil
 	p.held--
 	p.live--
+	if v.drop && p.entries[v.id] == v {
+		delete(p.entries, v.id)
+	}
 	p.signal()
 }
 

@@ -698,3 +698,66 @@ func TestPoolClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A long-running Pool drops the installations it no longer serves: each
+// registered, used and unregistered leaves nothing behind (no entry, no
+// open file), so a service whose installations come and go does not
+// grow. One in use is refused and stays usable; once released it is
+// closed and removed; registered again, it opens again. Until 2026-12-06
+// a Pool had no way to forget an installation.
+func TestPoolUnregister(t *testing.T) {
+	f := newPoolFixture(t, 3)
+	ctx := context.Background()
+	p := f.pool(2, time.Minute)
+	base := p.Stats().Registered
+	const churn = 20
+	for i := range churn {
+		id := events.InstallationID(fmt.Sprintf("churn-%d", i))
+		f.create(id).Close()
+		if err := p.Register(id, f.path(id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.With(ctx, id, func(in *Installation) error { return touch(ctx, in) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Unregister(id); err != nil {
+			t.Fatalf("unregister %s, idle: %v", id, err)
+		}
+	}
+	if got := p.Stats().Registered; got != base {
+		t.Fatalf("after %d installations registered, used and unregistered, %d are registered, want %d", churn, got, base)
+	}
+	if dbs, locks := openReadModels(t, f.dir); len(dbs)+len(locks) != 0 {
+		t.Fatalf("unregistered installations still open: %v %v", dbs, locks)
+	}
+
+	in, release, err := p.Acquire(ctx, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Unregister("p0"); !errors.Is(err, ErrPoolInUse) {
+		t.Fatalf("unregister of an installation in use: %v, want ErrPoolInUse", err)
+	}
+	if err := touch(ctx, in); err != nil {
+		t.Fatalf("the installation in use was closed by a refused unregister: %v", err)
+	}
+	release()
+	if err := p.Unregister("p0"); err != nil {
+		t.Fatalf("unregister once released: %v", err)
+	}
+	if _, _, err := p.Acquire(ctx, "p0"); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("acquire after unregister: %v, want ErrNotRegistered", err)
+	}
+	if err := p.Unregister("p0"); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("unregister twice: %v, want ErrNotRegistered", err)
+	}
+	if err := p.Unregister("p1"); err != nil { // never opened
+		t.Fatalf("unregister of a closed installation: %v", err)
+	}
+	if err := p.Register("p0", f.path("p0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.With(ctx, "p0", func(in *Installation) error { return touch(ctx, in) }); err != nil {
+		t.Fatalf("registered again: %v", err)
+	}
+}
