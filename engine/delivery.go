@@ -26,6 +26,9 @@ type Delivery struct {
 	Payload        []byte
 	ExpiresAt      time.Time // zero: never
 	IdempotencyKey string
+	// EnqueuedAt is when it was queued (its enqueue event's time, by
+	// the clock of the Deliveries that queued it).
+	EnqueuedAt time.Time
 }
 
 // Enqueue is one message to queue (see Deliveries.Enqueue).
@@ -406,7 +409,7 @@ func (q *queue) record(r eventlog.Record) error {
 	}
 	switch b := b.(type) {
 	case events.DeliveryEnqueued:
-		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey}
+		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey, EnqueuedAt: r.Event.Time}
 		if b.IdempotencyKey != "" {
 			q.idem[b.IdempotencyKey] = idemEntry{seq: b.Sequence, sum: sha256.Sum256(b.Payload)}
 		}

@@ -50,7 +50,9 @@
 // # Caveats
 //
 //   - One process per installation at a time is the intended use; a second
-//     one is safe (it loses races and catches up) but does the work twice.
+//     one is safe (it loses races and catches up) but does the work twice,
+//     and the two may fan out a sender's commits out of order: give the
+//     receiving Host a HostOptions.HoldNotYet (docs/engine.md, "Host").
 //   - An operation whose events are durable but whose read model could not
 //     be updated succeeds: its output's ProjectionErr says so, and
 //     [Installation.CatchUp] (or the next operation) repairs the lag.

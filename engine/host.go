@@ -25,6 +25,20 @@ type HostOptions struct {
 	// (MLS, checks against their read models, projection); default
 	// twice GOMAXPROCS.
 	Workers int
+	// HoldNotYet keeps a delivery that Deliver refuses because its group
+	// or epoch is not reached yet queued, unacknowledged with those
+	// after it, until it is HoldNotYet older than its enqueue
+	// (Delivery.EnqueuedAt, by the Deliveries' clock); then it is
+	// acknowledged as settled. The Welcome or commit it waits for may
+	// be queued after it: when several processes act for the sender, a
+	// commit decided on top of another process's commit can be fanned
+	// out first (the other process slow, or killed and redoing its
+	// fan-out after a restart), and a member that acknowledged it would
+	// stay behind for good. 0 (the default) acknowledges it at the end
+	// of the call: for a delivery service that keeps each member's
+	// order. A forged payload (the epoch of a PrivateMessage is not
+	// authenticated) holds the queue for at most HoldNotYet.
+	HoldNotYet time.Duration
 }
 
 // Host runs the operations of many installations together, with group
@@ -60,6 +74,7 @@ type Host struct {
 	log     *eventlog.Log
 	del     *Deliveries
 	workers int
+	hold    time.Duration // HostOptions.HoldNotYet
 }
 
 // checkpoint returns a lower bound of in's read model checkpoint: the
@@ -88,7 +103,7 @@ func NewHost(l *eventlog.Log, d *Deliveries, opts *HostOptions) *Host {
 	if opts != nil {
 		o = *opts
 	}
-	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0))}
+	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0)), hold: o.HoldNotYet}
 }
 
 // SendRequest is one message for Host.Send: Installation.Send's arguments.
@@ -194,7 +209,10 @@ type DeliverResult struct {
 // only what is still refused at the end is acknowledged as settled (if
 // another error stopped the installation, such a delivery stays queued
 // with what it may wait for). Up to 64 such deliveries per installation
-// and call wait so.
+// and call wait so. With HostOptions.HoldNotYet, such a delivery younger
+// than it is not acknowledged at the end either: it stays queued (with
+// those after it) for a later call, as the Welcome or commit it needs
+// may be queued after it.
 // It returns one result per installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -268,6 +286,7 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 		})
 	}
 	acks := map[events.InstallationID]uint64{}
+	now := h.del.now()
 	for i, s := range st {
 		ok := true // every delivery so far processed
 		// Stopped, the installation gets its deliveries again from the
@@ -284,6 +303,10 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			if d == nil {
 				ok = false
 				continue
+			}
+			if d.Err != nil && notYet(d.Err) && now.Sub(d.Delivery.EnqueuedAt) < h.hold {
+				// What it waits for may be queued after it (HoldNotYet).
+				held[j] = true
 			}
 			// A delivery recorded out of turn (after one that stopped
 			// the installation) is returned all the same: it happened.
