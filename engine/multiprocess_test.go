@@ -2,11 +2,17 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // twoProcessCommits has two processes of alice commit in g1 one after
@@ -93,4 +99,113 @@ func TestHoldNotYetEnds(t *testing.T) {
 	}
 	checkQueuesEmpty(t, b, bob)
 	checkEpoch(t, b, g1, second.Epoch-2, bob)
+}
+
+// Four processes of bob open one read model file that does not exist
+// yet, at once: one opens it (creating it from the log), the others get
+// projections.ErrLocked, and the file verifies against the log.
+func TestConcurrentOpensOfOneReadModel(t *testing.T) {
+	b := newBackend(t)
+	setupGroups(t, b)
+	ctx := context.Background()
+	for round := 0; round < 8; round++ {
+		path := filepath.Join(t.TempDir(), "bob.db")
+		var wg sync.WaitGroup
+		res := make([]error, 4)
+		ins := make([]*Installation, 4)
+		for i := range 4 {
+			l, err := eventlog.Open(ctx, testConfig(b.srv), b.ring)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ins[i], res[i] = OpenInstallation(ctx, l, bob, path, b.keys[bob], b.opts())
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range res {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, projections.ErrLocked):
+			default:
+				t.Errorf("round %d opener %d: %v", round, i, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d openers succeeded: %v", round, ok, res)
+		}
+		for _, in := range ins {
+			if in != nil {
+				in.Close()
+			}
+		}
+		if _, err := replay.Verify(ctx, b.log, bob, path, b.keys[bob], nil); err != nil {
+			t.Fatalf("round %d: verify: %v", round, err)
+		}
+	}
+}
+
+// Two processes of alice decide one unknown outcome (an Update whose
+// answer was lost) while the second one also commits: both find it
+// recorded, the stream holds it once, and the second commit follows it.
+func TestTwoProcessesDecideOneOutcome(t *testing.T) {
+	ctx := context.Background()
+	b, proxy, direct := lossyBackend(t)
+	b.create(alice)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	proxy.mute.Store(true)
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	_, err = b.insts[alice].Update(short, gid)
+	cancel()
+	var u *OutcomeUnknownError
+	if !errors.As(err, &u) {
+		t.Fatalf("%v", err)
+	}
+	proxy.mute.Store(false)
+	proxy.drop()
+	other, err := OpenInstallation(ctx, direct, alice, filepath.Join(t.TempDir(), "a2.db"), b.keys[alice], b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var wg sync.WaitGroup
+	var rec [3]bool
+	var errs [3]error
+	var up *CommitOutput
+	for i, in := range []*Installation{b.insts[alice], other} {
+		wg.Add(1)
+		go func() { defer wg.Done(); rec[i], errs[i] = in.Decide(ctx, u) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); up, errs[2] = other.Update(ctx, gid) }()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if seqs := commitsTo(t, direct, gid, 1); len(seqs) != 1 {
+		t.Fatalf("commits to epoch 1: %v", seqs)
+	}
+	if !rec[0] || !rec[1] {
+		t.Fatalf("decided %v, want both recorded", rec)
+	}
+	if up == nil || up.Epoch != 2 {
+		t.Fatalf("other's update %+v", up)
+	}
+	for _, in := range []*Installation{b.insts[alice], other} {
+		if e, err := in.Epoch(ctx, gid); err != nil || e != 2 {
+			t.Errorf("epoch %d %v", e, err)
+		}
+	}
+	b.checkRebuild(alice)
 }
