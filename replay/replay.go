@@ -119,15 +119,6 @@ func CatchUp(ctx context.Context, l *eventlog.Log, inst events.InstallationID, d
 // read begins.
 const untilEnd = ^uint64(0)
 
-// replayInto applies inst's events after db's checkpoint up to stream
-// sequence to (untilEnd: up to the stream's end when the read begins). Reading,
-// opening and decoding events runs on the consumer's goroutine while a
-// second goroutine applies the previous batch, so the two overlap.
-// With mc set, every record is also checked by mc (MLS re-derived) before
-// it is applied; mc must have seen every earlier record of inst. With lag
-// set, where db stands is recorded as it advances (lagTracker). Every
-// committed batch counts in the Log's Metrics, by event kind, as does an
-// event that could not be applied.
 // applyFenced applies recs to db, asking fence (if set) right before the
 // commit; its refusal comes back as a fencedError.
 func applyFenced(ctx context.Context, db *projections.DB, inst events.InstallationID, recs []projections.Record, fence func(events.InstallationID) error) error {
@@ -144,6 +135,15 @@ func applyFenced(ctx context.Context, db *projections.DB, inst events.Installati
 	})
 }
 
+// replayInto applies inst's events after db's checkpoint up to stream
+// sequence to (untilEnd: up to the stream's end when the read begins). Reading,
+// opening and decoding events runs on the consumer's goroutine while a
+// second goroutine applies the previous batch, so the two overlap.
+// With mc set, every record is also checked by mc (MLS re-derived) before
+// it is applied; mc must have seen every earlier record of inst. With lag
+// set, where db stands is recorded as it advances (lagTracker). Every
+// committed batch counts in the Log's Metrics, by event kind, as does an
+// event that could not be applied.
 func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, to uint64, o Options, phase string, mc *mlsChecker, lag *lagTracker) (int, uint64, error) {
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
