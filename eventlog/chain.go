@@ -226,9 +226,16 @@ func (l *Log) noteAppended(p *prepared, res []Appended) {
 // kept, one per installation, until then.
 const lazyHeadMax = 4 << 10
 
-// linkWindow is the number of recent events a read remembers to check
-// links against; a link to an older event is checked with a message get.
+// linkWindow is the most recent events a read remembers to check links
+// against; a link to an older event is checked with a message get.
 var linkWindow = 1 << 16 // a variable for tests
+
+// linkWindowPerInstallation caps the window of a read of few
+// installations: an event links to its installation's previous event,
+// rarely further back than a few of them (concurrent writers), while a
+// full window costs about 4 MB, which a follower holding one read per
+// read model would pay for each of hundreds.
+const linkWindowPerInstallation = 1 << 12
 
 // linkChecker checks the links of the records one read delivers: each link
 // at or after the read's first sequence must name an event the read
@@ -241,10 +248,14 @@ type linkChecker struct {
 	ring   []uint64 // the sequences in seen, oldest evicted first
 	next   int
 	oldest uint64 // the oldest sequence still in seen
+	window int    // how many events seen holds at most
 }
 
-func newLinkChecker(l *Log, from uint64) *linkChecker {
-	return &linkChecker{l: l, from: max(from, 1), seen: map[uint64][events.LinkDigestSize]byte{}}
+// newLinkChecker returns the link checker of a read of insts
+// installations from stream sequence from.
+func newLinkChecker(l *Log, from uint64, insts int) *linkChecker {
+	return &linkChecker{l: l, from: max(from, 1), seen: map[uint64][events.LinkDigestSize]byte{},
+		window: min(linkWindow, linkWindowPerInstallation*max(insts, 1))}
 }
 
 // check verifies ev's link, then remembers the record (seq, envelope) for
@@ -271,7 +282,7 @@ func (c *linkChecker) verify(ctx context.Context, inst events.InstallationID, se
 		}
 		return nil
 	}
-	if len(c.ring) < linkWindow || p.Seq >= c.oldest {
+	if len(c.ring) < c.window || p.Seq >= c.oldest {
 		return fmt.Errorf("%w: the event links to stream sequence %d, an event of installation %s the stream does not give", ErrMissingEvent, p.Seq, inst)
 	}
 	// Older than the window: look it up.
@@ -289,12 +300,12 @@ func (c *linkChecker) verify(ctx context.Context, inst events.InstallationID, se
 }
 
 func (c *linkChecker) remember(self events.Link) {
-	if len(c.ring) < linkWindow {
+	if len(c.ring) < c.window {
 		c.ring = append(c.ring, self.Seq)
 	} else {
 		delete(c.seen, c.ring[c.next])
 		c.ring[c.next] = self.Seq
-		c.next = (c.next + 1) % linkWindow
+		c.next = (c.next + 1) % c.window
 		c.oldest = c.ring[c.next]
 	}
 	if len(c.ring) == 1 {

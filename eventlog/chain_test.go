@@ -186,3 +186,22 @@ func TestCheckCounts(t *testing.T) {
 		t.Fatalf("no counts: %v", err)
 	}
 }
+
+// A read of one installation remembers at most linkWindowPerInstallation
+// events for its link checks, a read of many up to linkWindow: a follower
+// holds one read per read model, and each full window costs megabytes.
+func TestLinkWindowScalesWithTheInstallationsRead(t *testing.T) {
+	const n = 3 * linkWindowPerInstallation
+	for _, c := range []struct{ insts, want int }{{1, linkWindowPerInstallation}, {100, n}} {
+		lc := newLinkChecker(nil, 1, c.insts)
+		for seq := uint64(1); seq <= n; seq++ {
+			lc.remember(events.Link{Seq: seq})
+		}
+		if len(lc.seen) != c.want || len(lc.ring) != c.want {
+			t.Errorf("a read of %d installations after %d events remembers %d (ring %d), want %d", c.insts, n, len(lc.seen), len(lc.ring), c.want)
+		}
+		if want := uint64(n - c.want + 1); lc.oldest != want {
+			t.Errorf("a read of %d installations: oldest remembered seq %d, want %d", c.insts, lc.oldest, want)
+		}
+	}
+}

@@ -142,7 +142,7 @@ func (l *Log) scanRecords(ctx context.Context, insts []events.InstallationID, fr
 	fromSeq = max(fromSeq, 1)
 	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
 		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
-	r.links = newLinkChecker(l, fromSeq)
+	r.links = newLinkChecker(l, fromSeq, len(insts))
 	r.lastProgress = time.Now()
 	filters := make([]string, 0, len(insts))
 	for _, inst := range insts {
@@ -443,7 +443,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 	// passes the filter; a narrower read still teaches the Log its head.
 	var links *linkChecker
 	if all, err := l.InstallationFilter(inst); err == nil && all == filter {
-		links = newLinkChecker(l, next)
+		links = newLinkChecker(l, next, 1)
 	}
 	for n < limit {
 		m, err := get(next)

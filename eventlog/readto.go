@@ -70,7 +70,7 @@ func (l *Log) rangeReader(insts []events.InstallationID, fromSeq uint64, fn func
 	fromSeq = max(fromSeq, 1)
 	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
 		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
-	r.links = newLinkChecker(l, fromSeq)
+	r.links = newLinkChecker(l, fromSeq, len(insts))
 	r.lastProgress = time.Now()
 	filters := make([]string, 0, len(insts))
 	for _, inst := range insts {
