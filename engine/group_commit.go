@@ -165,7 +165,7 @@ func (in *Installation) RemoveMembers(ctx context.Context, groupID []byte, insts
 				}
 			}
 			if !found {
-				return mls.CommitOptions{}, fmt.Errorf("engine: remove %s from group %x: %w", inst, groupID, mls.ErrNotMember)
+				return mls.CommitOptions{}, fmt.Errorf("engine: remove %s from group %x: no leaf of the group holds it: %w", inst, groupID, mls.ErrNotMember)
 			}
 		}
 		return mls.CommitOptions{Remove: leaves}, nil

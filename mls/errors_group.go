@@ -40,7 +40,7 @@ var (
 
 	// ErrNotMember reports a message from a sender that is not a member of
 	// the epoch, or an operation by a client that is no longer a member.
-	ErrNotMember = errors.New("mls: sender is not a member")
+	ErrNotMember = errors.New("mls: not a member")
 
 	// ErrInvalidProposal reports a proposal or proposal list that violates
 	// RFC 9420 §12.2 (unknown reference, duplicate, removal of a blank
