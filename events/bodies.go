@@ -266,6 +266,15 @@ type Committer struct {
 	External bool `msgpack:"external"`
 }
 
+// OwnOutput is what an own commit's output (the engine's CommitOutput)
+// needs besides the commit message and the membership changes its
+// group.commit_applied holds.
+type OwnOutput struct {
+	// Welcome is the Welcome (an MLSMessage) for the members the commit
+	// added (CommitApplied.Added); nil when it added none.
+	Welcome []byte `msgpack:"welcome"`
+}
+
 // CommitApplied records an epoch change: the group moved to Epoch by
 // merging Commit. EpochAuthenticator and ConfirmedTranscriptHash are what
 // replay re-derives and checks.
@@ -281,6 +290,9 @@ type Committer struct {
 // Version 4 added StateDelta and StateSHA256: the new state may be
 // recorded as a delta from the group's state before the commit (see
 // StateDelta) instead of whole; a v3 event is upcast with both empty.
+// Version 5 added OwnOutput: an own commit's output can be rebuilt from
+// its event after a crash that lost it; a v4 event is upcast with
+// OwnOutput nil (its output is not recorded).
 type CommitApplied struct {
 	GroupID                 []byte `msgpack:"group_id"`
 	Epoch                   uint64 `msgpack:"epoch"`
@@ -316,6 +328,12 @@ type CommitApplied struct {
 	// (maximum_past_epochs). Empty in an upcast v1 or v2 event, whose
 	// retirements are events of their own.
 	RetiredEpochs []uint64 `msgpack:"retired_epochs"`
+	// OwnOutput is set on this installation's own commits from version 5
+	// on: what the commit's output needs besides what the event holds
+	// anyway, so that a process restarted after a crash that lost the
+	// output can hand it out again (engine's Installation.OwnCommits).
+	// Nil on other members' commits and in events before version 5.
+	OwnOutput *OwnOutput `msgpack:"own_output"`
 
 	// known returns, when this value was made by WithStateFrom (in the
 	// writer's memory; never encoded), the whole state and the digest of
@@ -338,7 +356,7 @@ type knownState struct {
 func (CommitApplied) Kind() Kind { return KindCommitApplied }
 
 // SchemaVersion implements Body.
-func (CommitApplied) SchemaVersion() uint16 { return 4 }
+func (CommitApplied) SchemaVersion() uint16 { return 5 }
 
 // WelcomeProcessed records that the installation joined a group from a
 // Welcome.

@@ -116,7 +116,7 @@ var catalogue = []kindSpec{
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
 		map[uint16]schema{1: legacy(upcastProposalStagedV1), 2: legacy(upcastProposalStagedV2)}),
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
-		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2), 3: legacy(upcastCommitAppliedV3)}),
+		map[uint16]schema{1: legacy(upcastCommitAppliedV1), 2: legacy(upcastCommitAppliedV2), 3: legacy(upcastCommitAppliedV3), 4: legacy(upcastCommitAppliedV4)}),
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome, with the group's members",
 		map[uint16]schema{1: legacy(upcastWelcomeProcessedV1)}),
 	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf), with the group's members",
@@ -277,9 +277,32 @@ type commitAppliedV3 struct {
 	RetiredEpochs           []uint64   `msgpack:"retired_epochs"`
 }
 
-func upcastCommitAppliedV3(old commitAppliedV3, _ eventHeader) (CommitApplied, error) {
+func upcastCommitAppliedV3(old commitAppliedV3, _ eventHeader) (commitAppliedV4, error) {
+	return commitAppliedV4{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
+		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
+		Added: old.Added, Removed: old.Removed, Committer: old.Committer, RetiredEpochs: old.RetiredEpochs}, nil
+}
+
+// commitAppliedV4 is group.commit_applied schema version 4: no Welcome.
+type commitAppliedV4 struct {
+	GroupID                 []byte     `msgpack:"group_id"`
+	Epoch                   uint64     `msgpack:"epoch"`
+	EpochAuthenticator      []byte     `msgpack:"epoch_authenticator"`
+	ConfirmedTranscriptHash []byte     `msgpack:"confirmed_transcript_hash"`
+	Commit                  []byte     `msgpack:"commit"`
+	State                   Secret     `msgpack:"state"`
+	StateDelta              Secret     `msgpack:"state_delta"`
+	StateSHA256             []byte     `msgpack:"state_sha256"`
+	Added                   []Member   `msgpack:"added"`
+	Removed                 []Member   `msgpack:"removed"`
+	Committer               *Committer `msgpack:"committer"`
+	RetiredEpochs           []uint64   `msgpack:"retired_epochs"`
+}
+
+func upcastCommitAppliedV4(old commitAppliedV4, _ eventHeader) (CommitApplied, error) {
 	return CommitApplied{GroupID: old.GroupID, Epoch: old.Epoch, EpochAuthenticator: old.EpochAuthenticator,
 		ConfirmedTranscriptHash: old.ConfirmedTranscriptHash, Commit: old.Commit, State: old.State,
+		StateDelta: old.StateDelta, StateSHA256: old.StateSHA256,
 		Added: old.Added, Removed: old.Removed, Committer: old.Committer, RetiredEpochs: old.RetiredEpochs}, nil
 }
 

@@ -47,7 +47,7 @@ func samples(inst InstallationID) map[Kind]Event {
 		{grp, CommitApplied{GroupID: gid, Epoch: 5, EpochAuthenticator: []byte("auth"), ConfirmedTranscriptHash: []byte("cth"),
 			Commit: []byte("commit"), State: secret("state5"),
 			Added: []Member{{Leaf: 3, Identity: []byte("bob")}}, Removed: []Member{{Leaf: 1, Identity: []byte("carol")}},
-			Committer: &Committer{Leaf: 2, Identity: []byte("erin")}, RetiredEpochs: []uint64{1}}},
+			Committer: &Committer{Leaf: 2, Identity: []byte("erin")}, RetiredEpochs: []uint64{1}, OwnOutput: &OwnOutput{Welcome: []byte("welcome5")}}},
 		{grp, WelcomeProcessed{GroupID: gid, Epoch: 2, KeyPackageRef: ref, Welcome: []byte("welcome"), EpochAuthenticator: []byte("a2"), State: secret("state2"),
 			Members: []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 2, Identity: []byte("carol")}}}},
 		{grp, ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), RatchetTree: []byte("tree"), Commit: []byte("ext-commit"),

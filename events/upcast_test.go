@@ -67,7 +67,7 @@ func TestUnknownFutureVersionAndKind(t *testing.T) {
 		version uint16
 		mention []string
 	}{
-		{KindCommitApplied, 5, []string{"group.commit_applied", "version 5"}},
+		{KindCommitApplied, 6, []string{"group.commit_applied", "version 6"}},
 		{KindCommitApplied, 0, []string{"group.commit_applied", "version 0"}},
 		{KindDeliveryEnqueued, 3, []string{"delivery.enqueued", "version 3"}},
 		{"group.teleported", 1, []string{"group.teleported"}},
@@ -218,6 +218,41 @@ func TestUpcastCommitAppliedV3(t *testing.T) {
 	}
 	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("v4 body labelled v3: got %v, want ErrMalformed", err)
+	}
+}
+
+// A group.commit_applied of version 4 opens at version 5 with the same
+// fields, the state delta kept, and OwnOutput nil (its output was not
+// recorded); a v5 body with OwnOutput labelled v4 is refused.
+func TestUpcastCommitAppliedV4(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	committer := &Committer{Leaf: 3, Identity: []byte("dave"), Own: true}
+	added := []Member{{Leaf: 4, Identity: []byte("erin")}}
+	v4 := commitAppliedV4{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+		Commit: []byte("commit"), StateDelta: Secret("delta"), StateSHA256: []byte("sum"), Added: added,
+		Committer: committer, RetiredEpochs: []uint64{3}}
+	env, err := seal(r, testBinding, testInst, KindCommitApplied, 4, h, v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open group.commit_applied v4: %v", err)
+	}
+	want := CommitApplied{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
+		Commit: []byte("commit"), StateDelta: Secret("delta"), StateSHA256: []byte("sum"), Added: added,
+		Committer: committer, RetiredEpochs: []uint64{3}}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
+	want.OwnOutput = &OwnOutput{Welcome: []byte("welcome")}
+	env, err = seal(r, testBinding, testInst, KindCommitApplied, 4, h, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("v5 body labelled v4: got %v, want ErrMalformed", err)
 	}
 }
 
