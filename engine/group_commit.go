@@ -14,10 +14,12 @@ import (
 // commitEvents records a transition from old to ng by the commit message
 // of committer: group.commit_applied (with the re-derivable authenticator,
 // the new state, who committed and the epochs that fall out of the
-// maximum_past_epochs window), one event. The new state is recorded as a
-// delta from base, the state the epoch before started with
-// (groupState.epochStart), when base is known; whole otherwise.
-func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, base, commit []byte, committer events.Committer) ([]events.Body, error) {
+// maximum_past_epochs window and, for an own commit, what its output
+// needs besides, its Welcome, so that the output survives a crash:
+// OwnCommits), one event. The new state is recorded as a delta from base, the state the
+// epoch before started with (groupState.epochStart), when base is known;
+// whole otherwise.
+func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, base, commit, welcome []byte, committer events.Committer) ([]events.Body, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("engine: encode group state: %w", err)
@@ -31,6 +33,10 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, ba
 	if err != nil {
 		return nil, err
 	}
+	var own *events.OwnOutput
+	if committer.Own {
+		own = &events.OwnOutput{Welcome: welcome}
+	}
 	// One event: the epochs leaving the window go with the commit
 	// (RetiredEpochs), so the transition is a single publish, not an
 	// atomic batch.
@@ -40,7 +46,7 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, ba
 		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
 		Commit:                  commit,
 		Added:                   added, Removed: removed, Committer: &committer,
-		RetiredEpochs: retire,
+		RetiredEpochs: retire, OwnOutput: own,
 	}.WithStateFrom(base, st)}, nil
 }
 
@@ -103,16 +109,19 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 		if err != nil {
 			return nil, nil, err
 		}
+		var welcome []byte
+		if res.Welcome != nil {
+			if welcome, err = res.Welcome.Marshal(); err != nil {
+				return nil, nil, err
+			}
+		}
 		self := gs.g.LeafIndex()
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, welcome, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
 		if err != nil {
 			return nil, nil, err
 		}
-		out = &CommitOutput{GroupID: bytes.Clone(id), Epoch: ng.Epoch(), Commit: wire, Recipients: otherMembers(gs.g)}
-		if res.Welcome != nil {
-			if out.Welcome, err = res.Welcome.Marshal(); err != nil {
-				return nil, nil, err
-			}
+		out = &CommitOutput{GroupID: bytes.Clone(id), Epoch: ng.Epoch(), Commit: wire, Recipients: otherMembers(gs.g), Welcome: welcome}
+		if welcome != nil {
 			// Added inline or by reference: the Welcome is for every
 			// member the commit added.
 			added, _ := membership.Diff(gs.g, ng)

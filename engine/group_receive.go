@@ -133,7 +133,7 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			out.Left = proposedOwnRemoval(gs.g)
 			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, nil, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -24,8 +24,8 @@ import (
 // with the installations whose key packages are given, each of which
 // must be a member of the group: its first commit carries a resumption
 // PSK (usage branch) of the group's current epoch. The output's Welcome
-// goes to Added; Commit is nil (nobody else was in the new group's epoch
-// 0). The old group is unchanged.
+// goes to Added; Commit is for no one (Recipients is empty: nobody else
+// was in the new group's epoch 0). The old group is unchanged.
 func (in *Installation) Branch(ctx context.Context, groupID, newGroupID []byte, keyPackages ...[]byte) (*CommitOutput, error) {
 	return in.startSuccessor(ctx, groupID, "branch", keyPackages, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets, members []*mls.KeyPackage) (*mls.Group, mls.CommitOptions, error) {
 		return g.PrepareBranch(newGroupID, kp, sec, members)
@@ -130,16 +130,21 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.Secret(st),
 			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}},
 	}
-	commit, err := in.commitEvents(ctx, first, ng, st, wire, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
+	var welcome []byte
+	if res.Welcome != nil {
+		if welcome, err = res.Welcome.Marshal(); err != nil {
+			return fail(err)
+		}
+	}
+	commit, err := in.commitEvents(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
 	if err != nil {
 		return fail(err)
 	}
 	bodies = append(bodies, commit...)
-	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch()}
-	if res.Welcome != nil {
-		if out.Welcome, err = res.Welcome.Marshal(); err != nil {
-			return fail(err)
-		}
+	// Commit is for no one (the successor had only this member before
+	// it), but it is the epoch's commit, as OwnCommits hands it back.
+	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch(), Commit: wire, Welcome: welcome}
+	if welcome != nil {
 		added, _ := membership.Diff(first, ng)
 		for _, m := range added {
 			out.Added = append(out.Added, events.InstallationID(m.Identity))

@@ -75,7 +75,7 @@ func TestSuccessorGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if branch.Commit != nil || branch.Epoch != 1 || len(branch.Added) != 2 || branch.ProjectionErr != nil {
+	if branch.Commit == nil || len(branch.Recipients) != 0 || branch.Epoch != 1 || len(branch.Added) != 2 || branch.ProjectionErr != nil {
 		t.Fatalf("branch output %+v", branch)
 	}
 	if _, err := bob.Receive(ctx, branch.Welcome); err != nil {
