@@ -292,7 +292,13 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 		e := g.newEpochs[k.epoch]
 		var err error
-		if a.db.schema >= 8 { // of another member's commit, its hash only
+		if a.db.schema >= 9 && e.output != nil { // an own commit's output
+			o := e.output
+			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_sha256, commit_message, created_at, retired, committer, own_commit,
+				recipients, welcome, welcome_recipients)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), e.commitSum(), e.commitKept(), e.createdAt, e.retired,
+				nullBytes(e.committer), e.own, o.recipients, nullBytes(o.welcome), nullBytes(o.welcomeTo))
+		} else if a.db.schema >= 8 { // of another member's commit, its hash only
 			_, err = a.exec(`INSERT INTO epochs(group_id, epoch, epoch_authenticator, confirmed_transcript_hash, commit_sha256, commit_message, created_at, retired, committer, own_commit)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []byte(k.group), k.epoch, nullBytes(e.auth), nullBytes(e.cth), e.commitSum(), e.commitKept(), e.createdAt, e.retired,
 				nullBytes(e.committer), e.own)

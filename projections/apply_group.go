@@ -82,6 +82,18 @@ type epochRow struct {
 	retired                  bool
 	committer                []byte // schema v3; nil: not recorded
 	own                      any    // schema v3: nil, or 0/1
+	// output is the output of an own commit that recorded it (schema
+	// v9; nil otherwise).
+	output *ownOutputRow
+}
+
+// ownOutputRow is what schema 9 keeps of an own commit's output besides
+// its message: whom the commit is for (the members of the epoch it
+// ended other than this installation, by leaf, removed ones included, as
+// the members table had them then), and the Welcome with the members it
+// is for (the commit's added members, in the event's order).
+type ownOutputRow struct {
+	recipients, welcome, welcomeTo []byte // encodeIdentities; welcome(To) NULL when none
 }
 
 // commitSum is the commit_sha256 of the row (schema v8): the SHA-256 of
@@ -560,6 +572,12 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 			row.committer = []byte{}
 		}
 	}
+	if c := b.Committer; a.db.schema >= 9 && b.OwnOutput != nil && c != nil && c.Own {
+		// Before the commit's membership changes: whom it is for.
+		if row.output, err = a.ownOutput(b); err != nil {
+			return err
+		}
+	}
 	g.newEpochs[b.Epoch] = row
 	a.epochOrder = append(a.epochOrder, epochKey{string(b.GroupID), b.Epoch})
 	g.epoch = b.Epoch
@@ -578,6 +596,42 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		return err
 	}
 	return a.retireEpochs(b.GroupID, g, b.Epoch, b.RetiredEpochs)
+}
+
+// ownOutput is the output of the own commit b, read before its
+// membership changes apply: the engine delivered it to the members of
+// the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
+// and its Welcome to the members it added.
+func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
+	rows, err := a.query(`SELECT identity FROM members WHERE group_id = ? AND removed_epoch IS NULL AND leaf != ? ORDER BY leaf`,
+		b.GroupID, int64(b.Committer.Leaf))
+	if err != nil {
+		return nil, err
+	}
+	var to [][]byte
+	for rows.Next() {
+		var id []byte
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		to = append(to, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := &ownOutputRow{recipients: encodeIdentities(to)}
+	if b.OwnOutput.Welcome != nil {
+		added := make([][]byte, len(b.Added))
+		for i, m := range b.Added {
+			added[i] = m.Identity
+		}
+		out.welcome, out.welcomeTo = b.OwnOutput.Welcome, encodeIdentities(added)
+	}
+	return out, nil
 }
 
 // commitState returns the state a commit recorded: whole, or as a delta

@@ -34,7 +34,7 @@
 // ([DB.ExternalPSKs]), groups ([DB.Groups], [DB.Group], [DB.GroupState],
 // [DB.Members], [DB.IsMember], [DB.MemberRemovedAt], [DB.Epochs],
 // [DB.NewestCommit], [DB.NewestOwnCommit], [DB.CommitStartedEpoch],
-// [DB.EpochRetired]), their memberships ([DB.Memberships],
+// [DB.EpochRetired], [DB.OwnCommitOutputs]), their memberships ([DB.Memberships],
 // [DB.PastMembers], [DB.PastEpochs]) and pending proposals
 // ([DB.PendingProposals], [DB.HasProposalMessage]), messages
 // ([DB.Messages], [DB.MessagesSentInEpoch], [DB.MessagesSentSinceState],

@@ -72,7 +72,8 @@ func startedBy(recs []Record) map[groupEpoch][]byte {
 func TestMigrateToV8InPlace(t *testing.T) {
 	recs := v8Stream(t)
 	dir := t.TempDir()
-	fresh := build(t, filepath.Join(dir, "v8.db"), newKey(t), nil, recs)
+	v8 := &Options{SchemaVersion: 8}
+	fresh := build(t, filepath.Join(dir, "v8.db"), newKey(t), v8, recs)
 	defer fresh.Close()
 	want, err := fresh.Digest(ctx)
 	if err != nil || want.Schema != 8 {
@@ -84,7 +85,7 @@ func TestMigrateToV8InPlace(t *testing.T) {
 	path := filepath.Join(dir, "migrated.db")
 	old := build(t, path, k, &Options{SchemaVersion: 7}, recs)
 	old.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 7 || to != 8 {
+	if f, to, err := MigrateInPlace(ctx, path, k, v8); err != nil || f != 7 || to != 8 {
 		t.Fatalf("MigrateInPlace from v7: %d -> %d, %v", f, to, err)
 	}
 	migrated := mustOpen(t, path, k, &Options{NoMigrate: true})

@@ -4,9 +4,12 @@ package projections
 // epochs.
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
@@ -584,4 +587,92 @@ func (db *DB) EpochRetired(ctx context.Context, groupID []byte, epoch uint64) (b
 	var retired bool
 	_, err := db.lookup(ctx, "epoch retired", `SELECT retired FROM epochs WHERE group_id = ? AND epoch = ?`, []any{groupID, epoch}, &retired)
 	return retired, err
+}
+
+// OwnCommitOutput is the recorded output of one of this installation's
+// own commits (schema v9): what the engine's operation returned for the
+// delivery service.
+type OwnCommitOutput struct {
+	// Epoch is the epoch the commit started.
+	Epoch uint64
+	// Commit is the commit (an MLSMessage).
+	Commit []byte
+	// Recipients are the members of the epoch the commit ended other
+	// than this installation, by leaf, removed ones included.
+	Recipients [][]byte
+	// Welcome is the commit's Welcome, nil when it added no one, and
+	// Added the members it is for.
+	Welcome []byte
+	Added   [][]byte
+}
+
+// OwnCommitOutputs returns the recorded outputs of this installation's
+// own commits in the group's current membership that started an epoch
+// from fromEpoch on, oldest first. Only commits whose
+// group.commit_applied recorded its output (version 5 on) and that were
+// projected at schema 9 or later have one; the others are left out.
+// Before schema 9 it is empty.
+func (db *DB) OwnCommitOutputs(ctx context.Context, groupID []byte, fromEpoch uint64) ([]OwnCommitOutput, error) {
+	if db.schema < 9 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT epoch, commit_message, recipients, welcome, welcome_recipients FROM epochs
+		WHERE group_id = ? AND own_commit = 1 AND epoch >= ? AND recipients IS NOT NULL ORDER BY epoch`, groupID, fromEpoch)
+	if err != nil {
+		return nil, db.wrapErr("own commit outputs", err)
+	}
+	defer rows.Close()
+	var out []OwnCommitOutput
+	for rows.Next() {
+		var o OwnCommitOutput
+		var to, welcomeTo []byte
+		if err := rows.Scan(&o.Epoch, &o.Commit, &to, &o.Welcome, &welcomeTo); err != nil {
+			return nil, db.wrapErr("own commit outputs", err)
+		}
+		if o.Recipients, err = decodeIdentities(to); err != nil {
+			return nil, fmt.Errorf("projections: %s: group %x epoch %d: recipients: %w", db.path, groupID, o.Epoch, err)
+		}
+		if o.Welcome != nil {
+			if o.Added, err = decodeIdentities(welcomeTo); err != nil {
+				return nil, fmt.Errorf("projections: %s: group %x epoch %d: welcome recipients: %w", db.path, groupID, o.Epoch, err)
+			}
+		}
+		out = append(out, o)
+	}
+	return out, db.wrapErr("own commit outputs", rows.Err())
+}
+
+// encodeIdentities packs a list of identities as a uvarint count, then
+// each as a uvarint length and its bytes: never empty, so an empty list
+// is not NULL.
+func encodeIdentities(ids [][]byte) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(ids)))
+	for _, id := range ids {
+		b = binary.AppendUvarint(b, uint64(len(id)))
+		b = append(b, id...)
+	}
+	return b
+}
+
+// decodeIdentities unpacks what encodeIdentities packed; anything else is
+// ErrCorrupt.
+func decodeIdentities(b []byte) ([][]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: identity list of %d bytes has no valid count", ErrCorrupt, len(b))
+	}
+	b = b[k:]
+	var ids [][]byte
+	for i := uint64(0); i < n; i++ {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, fmt.Errorf("%w: identity list: entry %d of %d runs past the end", ErrCorrupt, i, n)
+		}
+		ids = append(ids, bytes.Clone(b[k:k+int(l)]))
+		b = b[k+int(l):]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: identity list: %d bytes after its %d entries", ErrCorrupt, len(b), n)
+	}
+	return ids, nil
 }

@@ -16,7 +16,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 8
+const LatestSchema = 9
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -526,6 +526,20 @@ var migrateV8Post = []string{
 	`ALTER TABLE past_epochs_v8 RENAME TO past_epochs`,
 }
 
+// migrateV9 keeps the output of an own commit with its epoch (the
+// commit message is kept already, v8): whom it is for (recipients), its
+// Welcome and the members that is for (welcome_recipients), so that a
+// process restarted after a crash that lost the output hands it out
+// again (the engine's Installation.OwnCommits). Only commits whose
+// group.commit_applied (v5 on) says its output is recorded have them: a
+// fresh build of the same events leaves the rows of older events empty,
+// as this step does.
+var migrateV9 = []string{
+	`ALTER TABLE epochs ADD COLUMN recipients BLOB`,
+	`ALTER TABLE epochs ADD COLUMN welcome BLOB`,
+	`ALTER TABLE epochs ADD COLUMN welcome_recipients BLOB`,
+}
+
 // migrateV8Backfill records the SHA-256 of every commit message the
 // epochs and past epochs hold (SQLite has no SHA-256 of its own), before
 // migrateV8Post drops the messages of other members' commits.
@@ -775,6 +789,9 @@ func migrationStatements(version int) []string {
 		stmts = append(stmts, migrateV8Pre...)
 		stmts = append(stmts, migrateV8Post...)
 	}
+	if version >= 9 {
+		stmts = append(stmts, migrateV9...)
+	}
 	return stmts
 }
 
@@ -804,6 +821,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts, rebuild = migrateV7, true
 		case 8:
 			stmts, backfill, after, rebuild = migrateV8Pre, migrateV8Backfill, migrateV8Post, true
+		case 9:
+			stmts = migrateV9
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}

@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 8
+const schemaLatestVersion = 9
 
-// schemaLatest creates schema 8 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 9 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -159,7 +159,7 @@ var schemaLatest = []string{
 		epoch_authenticator       BLOB,
 		confirmed_transcript_hash BLOB,
 		commit_sha256             BLOB,
-		commit_message            BLOB,
+		commit_message            BLOB, recipients BLOB, welcome BLOB, welcome_recipients BLOB,
 		PRIMARY KEY (group_id, epoch)
 	)`,
 	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,

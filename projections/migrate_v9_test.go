@@ -1,0 +1,131 @@
+package projections
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// ownCommit is an own commit of group 1 by s.inst at leaf 0; out nil is
+// one recorded before group.commit_applied v5 (its output not recorded).
+func (s *streamBuilder) ownCommit(epoch uint64, added, removed []events.Member, out *events.OwnOutput) {
+	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: epoch, EpochAuthenticator: fmt.Appendf(nil, "a-%d", epoch),
+		ConfirmedTranscriptHash: fmt.Appendf(nil, "c-%d", epoch), Commit: fmt.Appendf(nil, "commit-%d", epoch),
+		State: events.Secret(fmt.Sprintf("s-%d", epoch)), Added: added, Removed: removed,
+		Committer: &events.Committer{Leaf: 0, Identity: []byte(s.inst), Own: true}, OwnOutput: out})
+}
+
+func members(ms ...any) []events.Member {
+	var out []events.Member
+	for i := 0; i < len(ms); i += 2 {
+		out = append(out, events.Member{Leaf: uint32(ms[i].(int)), Identity: []byte(ms[i+1].(string))})
+	}
+	return out
+}
+
+func ids(s ...string) [][]byte {
+	out := make([][]byte, len(s))
+	for i, id := range s {
+		out[i] = []byte(id)
+	}
+	return out
+}
+
+// A v8 read model migrated in place to v9 holds what a fresh v9 build of
+// the same (v4) events holds: no own commit output. The own commits
+// recorded after it (v5, with own_output) come back from
+// OwnCommitOutputs with whom they were for (the epoch's members then,
+// by leaf, one removed by the commit included, even once its leaf is
+// taken by another member), their Welcome and its members; in both.
+func TestMigrateToV9InPlace(t *testing.T) {
+	s := newStream("inst-a")
+	s.installation()
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+		Members: members(0, "inst-a")})
+	s.ownCommit(1, members(1, "peer-1", 2, "peer-2"), nil, nil) // before v5: no output
+	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: 2, EpochAuthenticator: []byte("a-2"), ConfirmedTranscriptHash: []byte("c-2"),
+		Commit: []byte("commit-2"), State: events.Secret("s-2"), Committer: &events.Committer{Leaf: 1, Identity: []byte("peer-1")}})
+	before := len(s.recs)
+	s.ownCommit(3, members(3, "peer-3"), members(2, "peer-2"), &events.OwnOutput{Welcome: []byte("welcome-3")})
+	s.ownCommit(4, nil, members(1, "peer-1"), &events.OwnOutput{})
+	// peer-3 adds peer-5 at the leaf peer-1 left: the members table
+	// forgets peer-1, whom epoch 4's commit was for.
+	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: 5, EpochAuthenticator: []byte("a-5"), ConfirmedTranscriptHash: []byte("c-5"),
+		Commit: []byte("commit-5"), State: events.Secret("s-5"), Added: members(1, "peer-5"),
+		Committer: &events.Committer{Leaf: 3, Identity: []byte("peer-3")}})
+	recs := s.recs
+
+	dir := t.TempDir()
+	k := newKey(t)
+	path := filepath.Join(dir, "migrated.db")
+	old := build(t, path, k, &Options{SchemaVersion: 8}, recs[:before])
+	if got, err := old.OwnCommitOutputs(ctx, gid(1), 0); err != nil || got != nil {
+		t.Fatalf("schema 8: own commit outputs %v, %v; want none", got, err)
+	}
+	old.Close()
+	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 8 || to != 9 {
+		t.Fatalf("MigrateInPlace from v8: %d -> %d, %v", f, to, err)
+	}
+	migrated := mustOpen(t, path, k, nil)
+	defer migrated.Close()
+	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), nil, recs[:before])
+	defer fresh.Close()
+	same := func(when string) {
+		t.Helper()
+		want, err := fresh.Digest(ctx)
+		if err != nil || want.Schema != 9 {
+			t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
+		}
+		got, err := migrated.Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := Compare(want, got); d != nil {
+			t.Fatalf("%s: v8 migrated in place differs from a fresh v9 build: %v", when, d)
+		}
+	}
+	same("migrated")
+	if got, err := migrated.OwnCommitOutputs(ctx, gid(1), 0); err != nil || got != nil {
+		t.Fatalf("migrated: own commit outputs of v4 events %v, %v; want none", got, err)
+	}
+
+	applyAll(t, migrated, recs[before:])
+	applyAll(t, fresh, recs[before:])
+	same("after own commits")
+	want := []OwnCommitOutput{
+		{Epoch: 3, Commit: []byte("commit-3"), Recipients: ids("peer-1", "peer-2"), Welcome: []byte("welcome-3"), Added: ids("peer-3")},
+		{Epoch: 4, Commit: []byte("commit-4"), Recipients: ids("peer-1", "peer-3")},
+	}
+	for name, db := range map[string]*DB{"migrated": migrated, "fresh": fresh} {
+		got, err := db.OwnCommitOutputs(ctx, gid(1), 0)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: own commit outputs\n got %+v, %v\nwant %+v", name, got, err, want)
+		}
+		got, err = db.OwnCommitOutputs(ctx, gid(1), 4)
+		if err != nil || !reflect.DeepEqual(got, want[1:]) {
+			t.Fatalf("%s: own commit outputs from epoch 4\n got %+v, %v\nwant %+v", name, got, err, want[1:])
+		}
+		if got, err := db.OwnCommitOutputs(ctx, gid(2), 0); err != nil || got != nil {
+			t.Fatalf("%s: own commit outputs of an unknown group %v, %v", name, got, err)
+		}
+	}
+}
+
+// A corrupt identity list is ErrCorrupt, never a panic or a short list.
+func TestDecodeIdentities(t *testing.T) {
+	for _, l := range [][][]byte{nil, ids(""), ids("a", "bb", "")} {
+		got, err := decodeIdentities(encodeIdentities(l))
+		if err != nil || len(got) != len(l) || (len(l) > 0 && !reflect.DeepEqual(got, l)) {
+			t.Fatalf("round trip of %q: %q, %v", l, got, err)
+		}
+	}
+	for _, b := range [][]byte{nil, {}, {2, 1, 'a'}, {1, 5, 'a'}, {1, 1, 'a', 'b'}, {0xff}} {
+		if _, err := decodeIdentities(b); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("decode %x: %v, want ErrCorrupt", b, err)
+		}
+	}
+}
