@@ -61,6 +61,12 @@
 //     ([InstallationOptions].OutcomeTimeout, 60 s by default) allow; give
 //     operations a context that outlasts a server failover, or see
 //     [ErrOutcomeUnknown].
+//   - A process that dies between recording an own commit and queuing its
+//     output would strand the group: on a restart (or a group's first use
+//     in a process), fan out again what [Installation.OwnCommits] hands
+//     back, in epoch order, with the idempotency keys of the live path, so
+//     that what was queued before is not queued twice (docs/engine.md,
+//     "After a crash").
 //   - GroupInfos and KeyPackages given to Receive are refused with
 //     [ErrUnsupportedMessage] (proposals of external senders and new
 //     members are received, see [Received].NonMember); a proposal that

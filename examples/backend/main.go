@@ -2,8 +2,10 @@
 // would: it starts an embedded event log, creates three installations with
 // their SQLCipher read models, runs real MLS through them (a group, adds,
 // a removal, application messages) with every message going through the
-// delivery queues, then verifies each installation's MLS history and
-// rebuilds one read model from the log.
+// delivery queues, then verifies each installation's MLS history,
+// rebuilds one read model from the log and, as a restarted service
+// would, fans its own commits out again (a crash may have kept them from
+// the queues).
 //
 // Run it with `go run ./examples/backend` (or `-dir DIR` to keep the data).
 package main
@@ -174,7 +176,45 @@ func run(ctx context.Context, dir string, messages int) error {
 		return err
 	}
 	fmt.Printf("rebuilt %s from %d events, checkpoint %d\n", bob, res.Replayed, res.Checkpoint)
+	// What a service does as it opens an installation (here bob's own
+	// commits were all queued before: nothing is queued again).
+	n, err := s.redeliverOwnCommits(ctx, s.inst[bob])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %d recorded own commits fanned out again at startup\n", bob, n)
 	return nil
+}
+
+// redeliverOwnCommits fans out again, group by group in epoch order, the
+// outputs of the installation's own commits (engine.Installation.
+// OwnCommits) with the idempotency keys of deliverCommit: a process that
+// crashed between recording a commit and queuing its output delivers it
+// now, and one queued before is not queued twice. A commit whose key
+// another commit of its epoch took (the group took that one: this
+// installation forked, Receive will say engine.ErrForked) is skipped,
+// with the own commits after it.
+func (s *service) redeliverOwnCommits(ctx context.Context, in *engine.Installation) (int, error) {
+	groups, err := in.DB().Groups(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range groups {
+		cos, err := in.OwnCommits(ctx, g.ID, 0)
+		if err != nil {
+			return n, err
+		}
+		for _, co := range cos {
+			if err := s.deliverCommit(ctx, co); errors.Is(err, engine.ErrIdempotencyKeyReused) {
+				break
+			} else if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // decided passes on a commit's output, and settles one whose append went
