@@ -16,9 +16,9 @@ import (
 // the new state, who committed and the epochs that fall out of the
 // maximum_past_epochs window and, for an own commit, what its output
 // needs besides, its Welcome, so that the output survives a crash:
-// OwnCommits), one event. The new state is recorded as a delta from base, the state the
-// epoch before started with (groupState.epochStart), when base is known;
-// whole otherwise.
+// OwnCommits), one event. The new state is recorded as a delta from
+// base, the state the epoch before started with (groupState.epochStart),
+// when base is known; whole otherwise.
 func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, base, commit, welcome []byte, committer events.Committer) ([]events.Body, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {

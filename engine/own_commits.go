@@ -17,13 +17,14 @@ import (
 // model is caught up first.
 //
 // It holds the outputs of every own commit of the installation's current
-// membership of the group recorded as group.commit_applied version 5 on
-// and projected into a read model of schema 9 on, retired epochs
-// included (an output holds no secret). Commits recorded before, and the
-// commits of an ended membership, are not handed back; neither are
-// external joins (JoinExternal, Resync), whose event records no output.
-// A group the installation never held is ErrUnknownGroup; one it was
-// removed from still hands back the own commits of that membership.
+// membership of the group (a join by external commit, JoinExternal or
+// Resync, included) recorded with its output (group.commit_applied
+// version 5 on, group.external_joined version 3 on) and projected into a
+// read model of schema 9 on, retired epochs included (an output holds no
+// secret). Commits recorded before, and the commits of an ended
+// membership, are not handed back. A group the installation never held
+// is ErrUnknownGroup; one it was removed from still hands back the own
+// commits of that membership.
 func (in *Installation) OwnCommits(ctx context.Context, groupID []byte, fromEpoch uint64) ([]*CommitOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()

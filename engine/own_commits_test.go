@@ -41,8 +41,10 @@ func ownCommits(t *testing.T, in *Installation, gid []byte, from uint64) []*Comm
 
 // OwnCommits hands back what the own commits returned: a commit adding
 // and removing at once (dave takes the leaf carol leaves: carol is still
-// among whom it is for), an update, and a successor group's first
-// commit; not the commits of other members.
+// among whom it is for), an update, a join by external commit and a
+// resync (which starts a new membership: the own commits of the one it
+// left are not handed back), and a successor group's first commit; not
+// the commits of other members.
 func TestOwnCommitsEqualWhatTheOperationsReturned(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
@@ -88,6 +90,29 @@ func TestOwnCommitsEqualWhatTheOperationsReturned(t *testing.T) {
 	if got := ownCommits(t, bob, gid, 0); len(got) != 1 || got[0].Epoch != 3 {
 		t.Fatalf("bob's own commits: %+v, want his update of epoch 3", got)
 	}
+
+	// An external join: its commit is for the other members, sorted.
+	erin := b.create("erin")
+	gio, err := alice.GroupInfo(ctx, gid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := commit(erin.JoinExternal(ctx, gio.GroupInfo, nil))
+	if len(joined.Recipients) != 3 {
+		t.Fatalf("external join for %v, want alice, bob and dave", joined.Recipients)
+	}
+	sameOutputs(t, "external join", ownCommits(t, erin, gid, 0), []*CommitOutput{joined})
+	// A resync starts a new membership: its join, and the own commits
+	// after it, are handed back; not those of the membership it left.
+	erinUpdate := commit(erin.Update(ctx, gid))
+	sameOutputs(t, "external join and update", ownCommits(t, erin, gid, 0), []*CommitOutput{joined, erinUpdate})
+	gio, err = bob.GroupInfo(ctx, gid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resynced := commit(erin.Resync(ctx, gid, gio.GroupInfo, nil, ResyncLost))
+	sameOutputs(t, "resync", ownCommits(t, erin, gid, 0), []*CommitOutput{resynced})
+	sameOutputs(t, "group after the joins", ownCommits(t, alice, gid, 0), want)
 
 	branch, err := alice.Branch(ctx, gid, nil, b.keyPackage("bob"))
 	if err != nil {

@@ -407,13 +407,19 @@ type ExternalJoined struct {
 	// Members are the group's members at Epoch, by leaf (version 2); empty
 	// in an upcast v1 event, which group.member_added events follow.
 	Members []Member `msgpack:"members"`
+	// OwnOutput is set from version 3 on: the join's output (its commit
+	// for the other members) is recorded, to be handed out again after a
+	// crash that lost it (engine's Installation.OwnCommits). An external
+	// commit adds no one by Welcome: Welcome is nil. Nil in an upcast v1
+	// or v2 event.
+	OwnOutput *OwnOutput `msgpack:"own_output"`
 }
 
 // Kind implements Body.
 func (ExternalJoined) Kind() Kind { return KindExternalJoined }
 
 // SchemaVersion implements Body.
-func (ExternalJoined) SchemaVersion() uint16 { return 2 }
+func (ExternalJoined) SchemaVersion() uint16 { return 3 }
 
 // MemberAdded records a member joining the group in Epoch.
 type MemberAdded struct {

@@ -120,7 +120,7 @@ var catalogue = []kindSpec{
 	current[WelcomeProcessed](AggGroup, "the installation joined the group from a Welcome, with the group's members",
 		map[uint16]schema{1: legacy(upcastWelcomeProcessedV1)}),
 	current[ExternalJoined](AggGroup, "the installation joined the group by its own external commit, from a GroupInfo (a resync removes its old leaf), with the group's members",
-		map[uint16]schema{1: legacy(upcastExternalJoinedV1)}),
+		map[uint16]schema{1: legacy(upcastExternalJoinedV1), 2: legacy(upcastExternalJoinedV2)}),
 	current[MemberAdded](AggGroup, "a member was added to the group", nil),
 	current[MemberRemoved](AggGroup, "a member was removed from the group (or left it, by its own proposal)",
 		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),
@@ -510,10 +510,32 @@ type externalJoinedV1 struct {
 	State              Secret `msgpack:"state"`
 }
 
-func upcastExternalJoinedV1(old externalJoinedV1, _ eventHeader) (ExternalJoined, error) {
-	return ExternalJoined{GroupID: old.GroupID, Epoch: old.Epoch, GroupInfo: old.GroupInfo, RatchetTree: old.RatchetTree,
+func upcastExternalJoinedV1(old externalJoinedV1, _ eventHeader) (externalJoinedV2, error) {
+	return externalJoinedV2{GroupID: old.GroupID, Epoch: old.Epoch, GroupInfo: old.GroupInfo, RatchetTree: old.RatchetTree,
 		Commit: old.Commit, Resync: old.Resync, RemovedLeaf: old.RemovedLeaf, Reason: old.Reason,
 		EpochAuthenticator: old.EpochAuthenticator, State: old.State}, nil
+}
+
+// externalJoinedV2 is group.external_joined schema version 2: its output
+// not recorded (no OwnOutput).
+type externalJoinedV2 struct {
+	GroupID            []byte   `msgpack:"group_id"`
+	Epoch              uint64   `msgpack:"epoch"`
+	GroupInfo          []byte   `msgpack:"group_info"`
+	RatchetTree        []byte   `msgpack:"ratchet_tree"`
+	Commit             []byte   `msgpack:"commit"`
+	Resync             bool     `msgpack:"resync"`
+	RemovedLeaf        uint32   `msgpack:"removed_leaf"`
+	Reason             string   `msgpack:"reason"`
+	EpochAuthenticator []byte   `msgpack:"epoch_authenticator"`
+	State              Secret   `msgpack:"state"`
+	Members            []Member `msgpack:"members"`
+}
+
+func upcastExternalJoinedV2(old externalJoinedV2, _ eventHeader) (ExternalJoined, error) {
+	return ExternalJoined{GroupID: old.GroupID, Epoch: old.Epoch, GroupInfo: old.GroupInfo, RatchetTree: old.RatchetTree,
+		Commit: old.Commit, Resync: old.Resync, RemovedLeaf: old.RemovedLeaf, Reason: old.Reason,
+		EpochAuthenticator: old.EpochAuthenticator, State: old.State, Members: old.Members}, nil
 }
 
 // keyPackageGeneratedV1 is keypackage.generated schema version 1: its

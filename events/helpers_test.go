@@ -52,7 +52,7 @@ func samples(inst InstallationID) map[Kind]Event {
 			Members: []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 2, Identity: []byte("carol")}}}},
 		{grp, ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), RatchetTree: []byte("tree"), Commit: []byte("ext-commit"),
 			Resync: true, RemovedLeaf: 2, Reason: "forked", EpochAuthenticator: []byte("a3"), State: secret("state3"),
-			Members: []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 2, Identity: []byte(testInst)}}}},
+			Members: []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 2, Identity: []byte(testInst)}}, OwnOutput: &OwnOutput{}}},
 		{grp, MemberAdded{GroupID: gid, Epoch: 6, Leaf: 4, Identity: []byte("dave"), KeyPackageRef: ref}},
 		{grp, MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 4, Identity: []byte("dave"), Left: true}},
 		{grp, EpochSecretsRetired{GroupID: gid, Epochs: []uint64{1, 2, 3}}},

@@ -256,6 +256,38 @@ func TestUpcastCommitAppliedV4(t *testing.T) {
 	}
 }
 
+// A group.external_joined of version 2 opens at version 3 with the same
+// fields and OwnOutput nil (its output not recorded); a v3 body with
+// OwnOutput labelled v2 is refused.
+func TestUpcastExternalJoinedV2(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	ms := []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 1, Identity: []byte(testInst)}}
+	v2 := externalJoinedV2{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"),
+		EpochAuthenticator: []byte("a"), State: Secret("st"), Members: ms}
+	env, err := seal(r, testBinding, testInst, KindExternalJoined, 2, h, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open group.external_joined v2: %v", err)
+	}
+	want := ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"),
+		EpochAuthenticator: []byte("a"), State: Secret("st"), Members: ms}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
+	want.OwnOutput = &OwnOutput{}
+	env, err = seal(r, testBinding, testInst, KindExternalJoined, 2, h, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("v3 body labelled v2: got %v, want ErrMalformed", err)
+	}
+}
+
 // A group.proposal_staged of version 2 (its state always whole) opens at
 // version 3 with the same fields and no delta.
 func TestUpcastProposalStagedV2(t *testing.T) {

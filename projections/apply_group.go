@@ -6,6 +6,7 @@ package projections
 // commits' rows once, in flush.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"database/sql"
 	"errors"
@@ -456,6 +457,20 @@ func applyExternalJoined(a *applier, ev events.Event) error {
 	}
 	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync); err != nil {
 		return err
+	}
+	if a.db.schema >= 9 && b.OwnOutput != nil {
+		// The join's output: its commit is for the group's other members
+		// (by identity, as the engine sorts them).
+		var to [][]byte
+		for _, m := range b.Members {
+			if string(m.Identity) != a.inst {
+				to = append(to, m.Identity)
+			}
+		}
+		slices.SortFunc(to, bytes.Compare)
+		if _, err := a.exec(`UPDATE epochs SET recipients = ? WHERE group_id = ? AND epoch = ?`, encodeIdentities(to), b.GroupID, b.Epoch); err != nil {
+			return err
+		}
 	}
 	return a.addMembers(b.GroupID, b.Epoch, b.Members)
 }

@@ -40,7 +40,9 @@ func ids(s ...string) [][]byte {
 // recorded after it (v5, with own_output) come back from
 // OwnCommitOutputs with whom they were for (the epoch's members then,
 // by leaf, one removed by the commit included, even once its leaf is
-// taken by another member), their Welcome and its members; in both.
+// taken by another member), their Welcome and its members, and a join
+// by external commit recorded after it (v3) with the group's other
+// members, sorted; in both.
 func TestMigrateToV9InPlace(t *testing.T) {
 	s := newStream("inst-a")
 	s.installation()
@@ -49,7 +51,11 @@ func TestMigrateToV9InPlace(t *testing.T) {
 	s.ownCommit(1, members(1, "peer-1", 2, "peer-2"), nil, nil) // before v5: no output
 	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: 2, EpochAuthenticator: []byte("a-2"), ConfirmedTranscriptHash: []byte("c-2"),
 		Commit: []byte("commit-2"), State: events.Secret("s-2"), Committer: &events.Committer{Leaf: 1, Identity: []byte("peer-1")}})
+	s.group(3, events.ExternalJoined{GroupID: gid(3), Epoch: 4, Commit: []byte("ext-3"), EpochAuthenticator: []byte("a-4"),
+		State: events.Secret("s-4"), Members: members(0, "zed", 1, "inst-a")}) // before v3: no output
 	before := len(s.recs)
+	s.group(2, events.ExternalJoined{GroupID: gid(2), Epoch: 7, Commit: []byte("ext-2"), EpochAuthenticator: []byte("a-7"),
+		State: events.Secret("s-7"), Members: members(0, "zed", 1, "inst-a", 2, "amy"), OwnOutput: &events.OwnOutput{}})
 	s.ownCommit(3, members(3, "peer-3"), members(2, "peer-2"), &events.OwnOutput{Welcome: []byte("welcome-3")})
 	s.ownCommit(4, nil, members(1, "peer-1"), &events.OwnOutput{})
 	// peer-3 adds peer-5 at the leaf peer-1 left: the members table
@@ -109,8 +115,14 @@ func TestMigrateToV9InPlace(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, want[1:]) {
 			t.Fatalf("%s: own commit outputs from epoch 4\n got %+v, %v\nwant %+v", name, got, err, want[1:])
 		}
-		if got, err := db.OwnCommitOutputs(ctx, gid(2), 0); err != nil || got != nil {
-			t.Fatalf("%s: own commit outputs of an unknown group %v, %v", name, got, err)
+		ext := []OwnCommitOutput{{Epoch: 7, Commit: []byte("ext-2"), Recipients: ids("amy", "zed")}}
+		if got, err := db.OwnCommitOutputs(ctx, gid(2), 0); err != nil || !reflect.DeepEqual(got, ext) {
+			t.Fatalf("%s: external join's output\n got %+v, %v\nwant %+v", name, got, err, ext)
+		}
+		for _, g := range []int{3, 4} { // joined before v3; unknown
+			if got, err := db.OwnCommitOutputs(ctx, gid(g), 0); err != nil || got != nil {
+				t.Fatalf("%s: own commit outputs of group %d: %v, %v; want none", name, g, got, err)
+			}
 		}
 	}
 }

@@ -530,10 +530,11 @@ var migrateV8Post = []string{
 // commit message is kept already, v8): whom it is for (recipients), its
 // Welcome and the members that is for (welcome_recipients), so that a
 // process restarted after a crash that lost the output hands it out
-// again (the engine's Installation.OwnCommits). Only commits whose
-// group.commit_applied (v5 on) says its output is recorded have them: a
-// fresh build of the same events leaves the rows of older events empty,
-// as this step does.
+// again (the engine's Installation.OwnCommits); a join by external
+// commit keeps its recipients. Only commits whose event says its output
+// is recorded (group.commit_applied v5 on, group.external_joined v3 on)
+// have them: a fresh build of the same events leaves the rows of older
+// events empty, as this step does.
 var migrateV9 = []string{
 	`ALTER TABLE epochs ADD COLUMN recipients BLOB`,
 	`ALTER TABLE epochs ADD COLUMN welcome BLOB`,
