@@ -7,38 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/internal/natstest"
 )
-
-// moveMsg republishes the message at seq (its subject and body, as a
-// mirror or an operator's copy would) at the stream's end and deletes the
-// original; it returns the new sequence.
-func moveMsg(t *testing.T, l *eventlog.Log, seq uint64) uint64 {
-	t.Helper()
-	ctx := context.Background()
-	js, err := jetstream.New(l.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, l.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := st.GetMsg(ctx, seq)
-	if err != nil {
-		t.Fatalf("get seq %d: %v", seq, err)
-	}
-	ack, err := js.Publish(ctx, m.Subject, m.Data)
-	if err != nil {
-		t.Fatalf("republish seq %d: %v", seq, err)
-	}
-	if err := st.DeleteMsg(ctx, seq); err != nil {
-		t.Fatalf("delete seq %d: %v", seq, err)
-	}
-	return ack.Sequence
-}
 
 // The installation's last event (the last of its aggregate; nothing links
 // to it yet) republished at the stream's end and the original deleted:
@@ -57,7 +27,7 @@ func TestVerifyAndRebuildAgreeOnAnEventMovedLater(t *testing.T) {
 	live := filepath.Join(t.TempDir(), "a.db")
 	mustRebuild(t, l, instA, live, key)
 	last := lastSeq(t, l, instA)
-	moved := moveMsg(t, l, last)
+	moved := natstest.MoveMsg(t, l.Conn(), l.Stream(), last)
 
 	// The live read model cannot go on from this stream.
 	db := openDB(t, live, key)

@@ -7,38 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
 )
-
-// moveSeq republishes the message at stream sequence seq (subject and
-// body, as a copied or repaired stream would hold it) at the stream's end
-// and deletes the original; it returns the new sequence.
-func moveSeq(t *testing.T, l *eventlog.Log, seq uint64) uint64 {
-	t.Helper()
-	ctx := context.Background()
-	js, err := jetstream.New(l.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, l.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := st.GetMsg(ctx, seq)
-	if err != nil {
-		t.Fatalf("get stream seq %d: %v", seq, err)
-	}
-	ack, err := js.Publish(ctx, m.Subject, m.Data)
-	if err != nil {
-		t.Fatalf("republish stream seq %d: %v", seq, err)
-	}
-	deleteSeq(t, l, seq)
-	return ack.Sequence
-}
 
 // TestVerifyAndRebuildAgreeOnAMovedEvent: the installation's last event
 // republished at the stream's end, the original deleted. Every event the
@@ -86,7 +59,7 @@ func TestVerifyAndRebuildAgreeOnAMovedEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved := moveSeq(t, l, last)
+	moved := natstest.MoveMsg(t, l.Conn(), l.Stream(), last)
 
 	code, out := cli("verify")
 	if code != exitVerify || !strings.Contains(out, "table checkpoint") || !strings.Contains(out, "loses nothing") || strings.Contains(out, "keep this database") {
@@ -109,7 +82,7 @@ func TestVerifyAndRebuildAgreeOnAMovedEvent(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	moveSeq(t, l, first)
+	natstest.MoveMsg(t, l.Conn(), l.Stream(), first)
 	for _, cmd := range []string{"verify", "rebuild"} {
 		if code, out := cli(cmd); code != exitVerify || !strings.Contains(out, "missing") {
 			t.Fatalf("%s with the first event moved to the end: exit %d, want 3 naming what is missing\n%s", cmd, code, out)
