@@ -117,23 +117,7 @@ func TestSaveKeyringRefusesLowerCurrent(t *testing.T) {
 // can access is refused with an error naming the file and its mode.
 func TestLoadRefusesLooseModes(t *testing.T) {
 	dir := t.TempDir()
-	ringPath := filepath.Join(dir, "event.keys")
-	if created, err := CreateKeyring(ringPath); err != nil || !created {
-		t.Fatalf("CreateKeyring: %v, %v", created, err)
-	}
-	keyPath := filepath.Join(dir, "db.key")
-	if _, err := NewDBKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	passPath := filepath.Join(dir, "db.pass")
-	if err := os.WriteFile(passPath, []byte("correct horse\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	loaders := map[string]func(string) error{
-		ringPath: func(p string) error { _, err := LoadKeyring(p); return err },
-		keyPath:  func(p string) error { _, err := LoadDBKey(p); return err },
-		passPath: func(p string) error { _, err := LoadDBPassphrase(p); return err },
-	}
+	loaders := privateFiles(t, dir)
 	for path, load := range loaders {
 		if err := load(path); err != nil {
 			t.Fatalf("%s at 0600: %v", path, err)
@@ -258,5 +242,28 @@ func TestParseKeyringErrorsHideContent(t *testing.T) {
 	ring, err := ParseKeyring("# c\n1:" + strings.Repeat("ab", 32) + ", 2:" + strings.Repeat("cd", 32) + "\r\n")
 	if err != nil || ring.Current() != 2 || len(ring.IDs()) != 2 {
 		t.Fatalf("comma and CRLF separated keyring: %v, %v", ring, err)
+	}
+}
+
+// privateFiles writes a keyring, a read-model key and a passphrase file
+// (mode 0600) in dir and returns, by path, the loader of each.
+func privateFiles(t *testing.T, dir string) map[string]func(string) error {
+	t.Helper()
+	ringPath := filepath.Join(dir, "event.keys")
+	if created, err := CreateKeyring(ringPath); err != nil || !created {
+		t.Fatalf("CreateKeyring: %v, %v", created, err)
+	}
+	keyPath := filepath.Join(dir, "db.key")
+	if _, err := NewDBKeyFile(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	passPath := filepath.Join(dir, "db.pass")
+	if err := os.WriteFile(passPath, []byte("correct horse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]func(string) error{
+		ringPath: func(p string) error { _, err := LoadKeyring(p); return err },
+		keyPath:  func(p string) error { _, err := LoadDBKey(p); return err },
+		passPath: func(p string) error { _, err := LoadDBPassphrase(p); return err },
 	}
 }

@@ -5,7 +5,6 @@ package keyfile
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,23 +20,7 @@ func TestLoadRefusesOtherOwners(t *testing.T) {
 	}
 	const other = 65534 // nobody
 	dir := t.TempDir()
-	ringPath := filepath.Join(dir, "event.keys")
-	if created, err := CreateKeyring(ringPath); err != nil || !created {
-		t.Fatalf("CreateKeyring: %v, %v", created, err)
-	}
-	keyPath := filepath.Join(dir, "db.key")
-	if _, err := NewDBKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	passPath := filepath.Join(dir, "db.pass")
-	if err := os.WriteFile(passPath, []byte("correct horse\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	loaders := map[string]func(string) error{
-		ringPath: func(p string) error { _, err := LoadKeyring(p); return err },
-		keyPath:  func(p string) error { _, err := LoadDBKey(p); return err },
-		passPath: func(p string) error { _, err := LoadDBPassphrase(p); return err },
-	}
+	loaders := privateFiles(t, dir)
 	for path, load := range loaders {
 		if err := load(path); err != nil {
 			t.Fatalf("%s owned by root: %v", path, err)
