@@ -37,7 +37,9 @@ var (
 	// whose secrets were retired (older than maximum_past_epochs): it can
 	// no longer be decrypted, by design (forward secrecy). A commit of
 	// such an epoch, other than the one applied, cannot be authenticated
-	// either, and is refused with it too.
+	// either, and is refused with it too. So is a message of an epoch of
+	// this installation's membership that a removal ended, delivered
+	// after the removal.
 	ErrEpochRetired = errors.New("engine: message from a retired epoch")
 
 	// ErrDuplicateMessage means a message was already processed: an

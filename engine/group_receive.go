@@ -329,12 +329,35 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		if derr := in.messageReceived(ctx, groupID, id); derr != nil {
 			return nil, derr
 		}
+		// One of the ended membership's epochs can never be received (a
+		// Welcome adds this installation back at a later epoch): settled,
+		// not held as one queued ahead of that Welcome.
+		if left, ended, lerr := in.leftAfter(ctx, groupID, epoch); lerr != nil {
+			return nil, lerr
+		} else if ended {
+			return nil, fmt.Errorf("engine: installation %s: group %x: message of epoch %d, this installation's membership ended at epoch %d: %w",
+				in.id, groupID, epoch, left, ErrEpochRetired)
+		}
 	}
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err
 	}
 	out.ProjectionErr, err = lagged(err)
 	return out, err
+}
+
+// leftAfter reports whether this installation's latest membership of the
+// group ended at epoch ep or later, and at which epoch.
+func (in *Installation) leftAfter(ctx context.Context, groupID []byte, ep uint64) (uint64, bool, error) {
+	ms, err := in.db.Memberships(ctx, groupID)
+	if err != nil {
+		return 0, false, fmt.Errorf("engine: installation %s: group %x memberships: %w", in.id, groupID, err)
+	}
+	if len(ms) == 0 {
+		return 0, false, nil
+	}
+	last := ms[len(ms)-1]
+	return last.LeftEpoch, last.Left != "" && ep <= last.LeftEpoch, nil
 }
 
 func (in *Installation) epochRetired(ctx context.Context, groupID []byte, epoch uint64) (bool, error) {

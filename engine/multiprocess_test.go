@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -208,4 +209,38 @@ func TestTwoProcessesDecideOneOutcome(t *testing.T) {
 		}
 	}
 	b.checkRebuild(alice)
+}
+
+// A message of an epoch this installation was a member at, queued after
+// the commit that removed it (its sender had not seen the removal yet),
+// can never be received: a Welcome adds it back at a later epoch. It is
+// refused as retired (settled), not as not-yet: with HoldNotYet it would
+// otherwise hold the queue, another group's messages behind it included,
+// for that long. (Before, it was mls.ErrNotMember and held.)
+func TestLateMessageOfAnEndedMembershipNotHeld(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, g2 := setupGroups(t, b)
+	b.send(bob, g1, "first") // with bob's path update
+	b.drainAll()
+	late, err := b.insts[bob].Send(ctx, g1, []byte("sent before the removal"), nil)
+	if err != nil || late.Update != nil {
+		t.Fatalf("bob's message: %+v, %v", late, err)
+	}
+	removal, err := b.insts[alice].RemoveMembers(ctx, g1, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(removal)
+	if _, err := b.del.FanOut(ctx, late.Recipients, mlsChannel, late.Message, time.Time{}, "late"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(bob, g2, "in the other group")
+	h := NewHost(b.log, b.del, &HostOptions{HoldNotYet: time.Minute})
+	got := hostDeliver(t, h, []*Installation{b.insts[carol]}, ErrEpochRetired)[carol]
+	want := []string{"commit", "error", string(bob) + ": in the other group"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("carol's deliveries %q, want %q", got, want)
+	}
+	checkQueuesEmpty(t, b, carol)
 }
