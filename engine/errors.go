@@ -39,7 +39,7 @@ var (
 	// such an epoch, other than the one applied, cannot be authenticated
 	// either, and is refused with it too. So is a message of an epoch of
 	// this installation's membership that a removal ended, delivered
-	// after the removal.
+	// after the removal, and a commit of an epoch before its membership.
 	ErrEpochRetired = errors.New("engine: message from a retired epoch")
 
 	// ErrDuplicateMessage means a message was already processed: an

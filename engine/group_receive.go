@@ -120,6 +120,13 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			return nil, nil, fmt.Errorf("engine: installation %s: process commit of epoch %d for group %x at epoch %d: %w "+
 				"(a commit is missing: deliver the commits of the epochs in between first)", in.id, ep, groupID, gs.g.Epoch(), err)
 		}
+		if errors.Is(err, mls.ErrWrongEpoch) && ep < gs.g.Epoch() {
+			// An epoch this installation holds nothing of (before its
+			// membership): it can never apply. Settled, not held as one
+			// queued ahead of its turn.
+			return nil, nil, fmt.Errorf("engine: installation %s: commit of epoch %d for group %x at epoch %d, an epoch this installation holds no state of: %w",
+				in.id, ep, groupID, gs.g.Epoch(), ErrEpochRetired)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: process commit for group %x epoch %d: %w", in.id, groupID, gs.g.Epoch(), err)
 		}

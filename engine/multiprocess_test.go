@@ -244,3 +244,38 @@ func TestLateMessageOfAnEndedMembershipNotHeld(t *testing.T) {
 	}
 	checkQueuesEmpty(t, b, carol)
 }
+
+// A commit of an epoch before this installation's membership (carol,
+// removed and added back, gets a commit of the epoch in between, as a
+// fan-out to an old member list would queue it) can never be applied:
+// it is ErrEpochRetired, settled, not held by HoldNotYet as one ahead of
+// its turn with another group's messages behind it. (Before, it was
+// mls.ErrWrongEpoch and held.)
+func TestCommitOfAnEpochBeforeTheMembershipNotHeld(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	g1, g2 := setupGroups(t, b)
+	commit := func(co *CommitOutput, err error) *CommitOutput {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.deliverCommit(co)
+		b.drainAll()
+		return co
+	}
+	commit(b.insts[alice].RemoveMembers(ctx, g1, carol))
+	between := commit(b.insts[alice].Update(ctx, g1))
+	commit(b.insts[alice].AddMembers(ctx, g1, b.keyPackage(carol)))
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{carol}, mlsChannel, between.Commit, time.Time{}, "late"); err != nil {
+		t.Fatal(err)
+	}
+	b.send(bob, g2, "in the other group")
+	h := NewHost(b.log, b.del, &HostOptions{HoldNotYet: time.Minute})
+	got := hostDeliver(t, h, []*Installation{b.insts[carol]}, ErrEpochRetired)[carol]
+	want := []string{"error", string(bob) + ": in the other group"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("carol's deliveries %q, want %q", got, want)
+	}
+	checkQueuesEmpty(t, b, carol)
+}
