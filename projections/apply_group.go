@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -458,6 +459,11 @@ func applyExternalJoined(a *applier, ev events.Event) error {
 	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync); err != nil {
 		return err
 	}
+	if b.OwnOutput != nil && a.db.schema < 9 {
+		if err := a.outputNotKept(b.GroupID, b.Epoch); err != nil {
+			return err
+		}
+	}
 	if a.db.schema >= 9 && b.OwnOutput != nil {
 		// The join's output: its commit is for the group's other members
 		// (by identity, as the engine sorts them).
@@ -587,6 +593,11 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 			row.committer = []byte{}
 		}
 	}
+	if c := b.Committer; a.db.schema < 9 && b.OwnOutput != nil && c != nil && c.Own {
+		if err := a.outputNotKept(b.GroupID, b.Epoch); err != nil {
+			return err
+		}
+	}
 	if c := b.Committer; a.db.schema >= 9 && b.OwnOutput != nil && c != nil && c.Own {
 		// Before the commit's membership changes: whom it is for.
 		if row.output, err = a.ownOutput(b); err != nil {
@@ -617,6 +628,17 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 // membership changes apply: the engine delivered it to the members of
 // the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
 // and its Welcome to the members it added.
+// outputNotKept notes in a file older than schema 9 (kept at its schema
+// by follow, or built for an older reader) the first own commit whose
+// recorded output it could not keep: migrated in place, such a file would
+// lack what a fresh build of the same events has, so MigrateInPlace
+// refuses it (ErrOutputsNotKept) rather than lose the outputs silently.
+func (a *applier) outputNotKept(group []byte, epoch uint64) error {
+	_, err := a.exec(`INSERT OR IGNORE INTO epochlog_meta(name, value) VALUES ('`+outputsNotKeptMeta+`', ?)`,
+		fmt.Sprintf("group %x epoch %d", group, epoch))
+	return err
+}
+
 func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
 	rows, err := a.query(`SELECT identity FROM members WHERE group_id = ? AND removed_epoch IS NULL AND leaf != ? ORDER BY leaf`,
 		b.GroupID, int64(b.Committer.Leaf))

@@ -30,6 +30,11 @@ const PageSize = 4096
 // (PRAGMA application_id): "EPLG".
 const applicationID = 0x45504C47
 
+// outputsNotKeptMeta names the epochlog_meta row a file older than
+// schema 9 gets at the first own commit output it applied without
+// keeping (applier.outputNotKept).
+const outputsNotKeptMeta = "outputs_not_kept"
+
 // formatMarker is the value of the "format" row of epochlog_meta.
 const formatMarker = "epochlog.readmodel"
 

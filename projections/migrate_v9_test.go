@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
@@ -139,5 +140,62 @@ func TestDecodeIdentities(t *testing.T) {
 		if _, err := decodeIdentities(b); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("decode %x: %v, want ErrCorrupt", b, err)
 		}
+	}
+}
+
+// A file kept at schema 8 while own commits recorded with their output
+// (v5, v3) are applied to it (follow keeps a file at its schema) cannot
+// keep them: MigrateInPlace refuses it, naming the first such commit and
+// writing nothing, since the migrated file would lack what a fresh build
+// has. A file that applied none migrates as before
+// (TestMigrateToV9InPlace).
+func TestMigrateInPlaceRefusesOutputsNotKept(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		group int
+		add   func(s *streamBuilder)
+	}{
+		{"commit", 1, func(s *streamBuilder) {
+			s.ownCommit(1, members(1, "peer-1"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
+		}},
+		{"external join", 2, func(s *streamBuilder) {
+			s.group(2, events.ExternalJoined{GroupID: gid(2), Epoch: 7, Commit: []byte("ext-2"), EpochAuthenticator: []byte("a-7"),
+				State: events.Secret("s-7"), Members: members(0, "zed", 1, "inst-a"), OwnOutput: &events.OwnOutput{}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStream("inst-a")
+			s.installation()
+			s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+				Members: members(0, "inst-a")})
+			tc.add(s)
+			path := filepath.Join(t.TempDir(), "kept-at-8.db")
+			k := newKey(t)
+			old := build(t, path, k, &Options{SchemaVersion: 8}, s.recs)
+			before, err := old.Digest(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+			f, to, err := MigrateInPlace(ctx, path, k, nil)
+			if !errors.Is(err, ErrOutputsNotKept) || f != 8 || to != 8 {
+				t.Fatalf("MigrateInPlace of a v8 file that applied v5/v3 outputs: %d -> %d, %v; want ErrOutputsNotKept", f, to, err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, fmt.Sprintf("group %x", gid(tc.group))) || !strings.Contains(msg, "by replay") {
+				t.Errorf("error %q does not name the file, the group and what to do", msg)
+			}
+			db, err := OpenExisting(path, k, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			after, err := db.Digest(ctx)
+			if err != nil || after.Schema != 8 {
+				t.Fatalf("after the refusal: schema %d, %v; want 8", after.Schema, err)
+			}
+			if d := Compare(before, after); d != nil {
+				t.Fatalf("the refused migration changed the file: %v", d)
+			}
+		})
 	}
 }

@@ -978,6 +978,17 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 	if from > target {
 		return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, from, target), Hint: hintFor(ErrSchemaTooNew)})
 	}
+	if from < 9 && target >= 9 {
+		var first string
+		err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = '`+outputsNotKeptMeta+`'`).Scan(&first)
+		switch {
+		case err == nil:
+			return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: schema %d applied the recorded output of own commits from %s on", ErrOutputsNotKept, from, first),
+				Hint: "migrate it by replay (replayer migrate without --in-place), which keeps them"})
+		case !errors.Is(err, sql.ErrNoRows):
+			return fail(from, db.wrapErr("migrate", err))
+		}
+	}
 	if from < target {
 		conn, err := db.w.Conn(ctx)
 		if err != nil {
