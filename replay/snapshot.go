@@ -329,7 +329,8 @@ func listSnapshots(ctx context.Context, l *eventlog.Log, inst events.Installatio
 // listSnapshots gives them.
 func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, refs []eventlog.SnapshotRef, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
 	// compacted says whether a compaction left no replay from the start
-	// (asked once, when a snapshot below minMigratedSnapshotSchema is met).
+	// (asked once, when a snapshot below minMigratedSnapshotSchema is met,
+	// or one of a newer schema was all there was).
 	compacted := sync.OnceValue(func() bool {
 		through, err := l.CompactedThrough(ctx, inst)
 		if err != nil {
@@ -337,6 +338,13 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 		}
 		return through > 0
 	})
+	// newer is the newest snapshot passed over for a newer schema: after
+	// a compaction it may hold the only copy of the history, and a
+	// replay from the start would fail naming nothing but the compaction.
+	var newer struct {
+		seq    uint64
+		schema int
+	}
 	for _, ref := range refs {
 		if ref.Checkpoint > limit {
 			continue
@@ -354,6 +362,9 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 			if meta.Schema > fresh.SchemaVersion() || (meta.Schema < minMigratedSnapshotSchema && !compacted()) {
 				log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
 					"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion())
+				if meta.Schema > fresh.SchemaVersion() && newer.seq == 0 {
+					newer.seq, newer.schema = ref.Checkpoint, meta.Schema
+				}
 				clear(plain)
 				continue
 			}
@@ -389,6 +400,10 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 		}
 		log.Info("replay: starting from a snapshot", "snapshot_seq", meta.Checkpoint, "rows", meta.Rows, "created_at", meta.CreatedAt)
 		return &meta, nil
+	}
+	if newer.seq != 0 && compacted() {
+		return nil, fmt.Errorf("replay: %s: %w: its snapshot at stream sequence %d is of schema %d, this replay builds schema %d, and the history before it was compacted: "+
+			"use a build that knows schema %d (from it, rebuild --schema %d gives this one)", inst, projections.ErrSchemaTooNew, newer.seq, newer.schema, fresh.SchemaVersion(), newer.schema, fresh.SchemaVersion())
 	}
 	return nil, nil
 }

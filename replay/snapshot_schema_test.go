@@ -2,8 +2,10 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/projections"
@@ -79,5 +81,44 @@ func testSnapshotOfAnOlderSchema(t *testing.T, old int) {
 	// A new snapshot is checked against the migrated one.
 	if _, err := Snapshot(ctx, l, instA, live, key, snapshotOpts()); err != nil {
 		t.Fatalf("snapshot after the upgrade: %v", err)
+	}
+}
+
+// TestSnapshotOfANewerSchemaAfterCompaction: a build that does not know
+// the schema of an installation's only snapshot after a compaction (an
+// older build after an upgrade's retain, or a rebuild --schema N) is
+// refused with ErrSchemaTooNew naming the snapshot and its schema, not
+// with ErrCompacted, which said to replay from a snapshot that exists.
+// Before the compaction it replays from the start as before.
+func TestSnapshotOfANewerSchemaAfterCompaction(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 2, 30)
+	key := rawDBKey(t, 0x48)
+	live := filepath.Join(t.TempDir(), "a.db")
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, live, key)
+	ret, err := Retain(ctx, l, instA, db, RetentionPolicy{History: KeepNone}, &RetainOptions{Options: *testReplayOptions()})
+	db.Close()
+	if err != nil || ret.Snapshot == nil {
+		t.Fatalf("retain: %+v %v", ret, err)
+	}
+	old := projections.LatestSchema - 1
+	atOld := &RebuildOptions{Options: *testReplayOptions(), SchemaVersion: old}
+	if res, err := Rebuild(ctx, l, instA, filepath.Join(t.TempDir(), "before.db"), key, atOld); err != nil || res.FromSnapshot != 0 {
+		t.Fatalf("rebuild at schema %d before the compaction: %+v %v; want one from the start", old, res, err)
+	}
+	if comp, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone}); err != nil || comp.Deleted == 0 {
+		t.Fatalf("compact: %+v %v", comp, err)
+	}
+	_, err = Rebuild(ctx, l, instA, filepath.Join(t.TempDir(), "after.db"), key, atOld)
+	if !errors.Is(err, projections.ErrSchemaTooNew) {
+		t.Fatalf("rebuild at schema %d after the compaction: %v; want ErrSchemaTooNew", old, err)
+	}
+	want := fmt.Sprintf("snapshot at stream sequence %d is of schema %d", ret.Snapshot.Checkpoint, projections.LatestSchema)
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
 	}
 }
