@@ -979,14 +979,9 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 		return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, from, target), Hint: hintFor(ErrSchemaTooNew)})
 	}
 	if from < 9 && target >= 9 {
-		var first string
-		err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = '`+outputsNotKeptMeta+`'`).Scan(&first)
-		switch {
-		case err == nil:
-			return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: schema %d applied the recorded output of own commits from %s on", ErrOutputsNotKept, from, first),
+		if err := db.OutputsKept(ctx); err != nil {
+			return fail(from, &FileError{Path: path, Op: "migrate", Err: err,
 				Hint: "migrate it by replay (replayer migrate without --in-place), which keeps them"})
-		case !errors.Is(err, sql.ErrNoRows):
-			return fail(from, db.wrapErr("migrate", err))
 		}
 	}
 	if from < target {
@@ -1005,6 +1000,23 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 		return fail(to, err)
 	}
 	return from, to, db.Close()
+}
+
+// OutputsKept says whether the read model kept the output of every own
+// commit whose event records one: an ErrOutputsNotKept naming the first
+// it did not keep (a file older than schema 9 that applied such events),
+// else nil. Migrated to schema 9, such a file lacks what a fresh build of
+// the same events has.
+func (db *DB) OutputsKept(ctx context.Context) error {
+	var first string
+	err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = '`+outputsNotKeptMeta+`'`).Scan(&first)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return db.wrapErr("read meta", err)
+	}
+	return fmt.Errorf("%w: schema %d applied the recorded output of own commits from %s on", ErrOutputsNotKept, db.schema, first)
 }
 
 // IntegrityCheck verifies every page's HMAC (PRAGMA cipher_integrity_check)

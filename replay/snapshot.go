@@ -368,11 +368,18 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 				clear(plain)
 				continue
 			}
-			migrated, merr := migrateSnapshot(ctx, plain, fresh)
+			// Outputs a snapshot did not keep are in the history until it
+			// is compacted: replay it rather than lose them.
+			migrated, merr := migrateSnapshot(ctx, plain, fresh, fresh.SchemaVersion() < 9 || compacted())
 			clear(plain)
 			if merr != nil {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
+				}
+				if errors.Is(merr, projections.ErrOutputsNotKept) {
+					log.Info("replay: snapshot of an older schema did not keep own commit outputs; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
+						"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion(), "err", merr)
+					continue
 				}
 				log.Warn("replay: snapshot of an older schema version cannot be migrated; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
 					"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion(), "err", merr)
@@ -426,7 +433,11 @@ const minMigratedSnapshotSchema = 3
 // snapshot is the only copy of the history a compaction deleted, so an
 // upgrade to a newer schema must be able to start from one an older
 // build made.
-func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB) (out []byte, err error) {
+//
+// A snapshot of a file that applied own commit outputs it could not keep
+// (below schema 9) is projections.ErrOutputsNotKept unless lossy: its
+// migration would lack what a replay gives.
+func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, lossy bool) (out []byte, err error) {
 	key, err := projections.GenerateRawKey()
 	if err != nil {
 		return nil, err
@@ -445,6 +456,9 @@ func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB) (
 		return nil, err
 	}
 	meta, err = old.Import(ctx, bytes.NewReader(plain))
+	if err == nil && meta.Schema < 9 && !lossy {
+		err = old.OutputsKept(ctx)
+	}
 	if cerr := old.Close(); err == nil {
 		err = cerr
 	}

@@ -2,12 +2,14 @@ package replay
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -120,5 +122,53 @@ func TestSnapshotOfANewerSchemaAfterCompaction(t *testing.T) {
 	want := fmt.Sprintf("snapshot at stream sequence %d is of schema %d", ret.Snapshot.Checkpoint, projections.LatestSchema)
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
+	}
+}
+
+// TestSnapshotThatDidNotKeepOutputs: a snapshot of a schema 8 file that
+// applied own commits recorded with their output (a follower keeps a
+// file at its schema) lacks those outputs. While the history still holds
+// them it is passed over: a rebuild at the latest schema replays from
+// the start and keeps them, and verify of a read model that has them
+// agrees (it found drift, and a rebuild from the snapshot lost them).
+func TestSnapshotThatDidNotKeepOutputs(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	h := newHistoryGen(instA)
+	h.setup(1)
+	gid := []byte("own-output-group")
+	id := hex.EncodeToString(gid)
+	h.add(events.AggGroup, id, events.GroupCreated{GroupID: gid, Ciphersuite: 3, Epoch: 0, State: events.Secret("state-0"),
+		Members: []events.Member{{Leaf: 0, Identity: []byte(instA)}}})
+	h.add(events.AggGroup, id, events.CommitApplied{GroupID: gid, Epoch: 1, EpochAuthenticator: []byte("auth-1"),
+		ConfirmedTranscriptHash: []byte("cth-1"), Commit: []byte("commit-1"), State: events.Secret("state-1"),
+		Added:     []events.Member{{Leaf: 1, Identity: []byte("newbie")}},
+		Committer: &events.Committer{Leaf: 0, Identity: []byte(instA), Own: true}, OwnOutput: &events.OwnOutput{Welcome: []byte("welcome-1")}},
+		events.MemberAdded{GroupID: gid, Epoch: 1, Leaf: 1, Identity: []byte("newbie")})
+	h.messages(6, 1)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	key := rawDBKey(t, 0x49)
+	kept := filepath.Join(t.TempDir(), "kept-at-8.db")
+	if _, err := Rebuild(ctx, l, instA, kept, key, &RebuildOptions{Options: *testReplayOptions(), SchemaVersion: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Snapshot(ctx, l, instA, kept, key, snapshotOpts()); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(t.TempDir(), "live.db")
+	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
+	if err != nil || res.FromSnapshot != 0 || res.Schema != projections.LatestSchema {
+		t.Fatalf("rebuild at the latest schema: %+v %v; want one from the start, not the snapshot", res, err)
+	}
+	db := openDB(t, live, key)
+	outs, err := db.OwnCommitOutputs(ctx, gid, 0)
+	db.Close()
+	if err != nil || len(outs) != 1 || string(outs[0].Welcome) != "welcome-1" {
+		t.Fatalf("own commit outputs after the rebuild: %+v %v; want epoch 1's", outs, err)
+	}
+	if vr, err := Verify(ctx, l, instA, live, key, testReplayOptions()); err != nil {
+		t.Fatalf("verify of a read model that kept the outputs: %+v %v", vr, err)
 	}
 }
