@@ -624,10 +624,6 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 	return a.retireEpochs(b.GroupID, g, b.Epoch, b.RetiredEpochs)
 }
 
-// ownOutput is the output of the own commit b, read before its
-// membership changes apply: the engine delivered it to the members of
-// the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
-// and its Welcome to the members it added.
 // outputNotKept notes in a file older than schema 9 (kept at its schema
 // by follow, or built for an older reader) the first own commit whose
 // recorded output it could not keep: migrated in place, such a file would
@@ -639,6 +635,10 @@ func (a *applier) outputNotKept(group []byte, epoch uint64) error {
 	return err
 }
 
+// ownOutput is the output of the own commit b, read before its
+// membership changes apply: the engine delivered it to the members of
+// the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
+// and its Welcome to the members it added.
 func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
 	rows, err := a.query(`SELECT identity FROM members WHERE group_id = ? AND removed_epoch IS NULL AND leaf != ? ORDER BY leaf`,
 		b.GroupID, int64(b.Committer.Leaf))
