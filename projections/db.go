@@ -579,6 +579,12 @@ func (db *DB) classify(err error, raw []byte) error {
 	case sqlite3.ErrCorrupt:
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	case sqlite3.ErrCantOpen:
+		// Out of descriptors, SQLite may report the errno of a later
+		// step ("no such file or directory") rather than EMFILE: say
+		// what ran out.
+		if fdErr := descriptorsExhausted(); fdErr != nil {
+			return fmt.Errorf("%w (%w)", err, fdErr)
+		}
 		// The file is there but its directory cannot be written: SQLite
 		// said only "no such file or directory", of the -wal or -shm it
 		// could not create.
