@@ -120,11 +120,13 @@ func (a *ackMux) take(tok uint64) *pendingAck {
 }
 
 // settle records pa's outcome and frees its slot; the caller has taken
-// pa out of pending, so it runs once per publish.
+// pa out of pending, so it runs once per publish. The slot is freed
+// before done is closed: whoever sees the outcome sees the slot free too
+// (TestAckMuxBounds counted a settled publish's slot still taken).
 func (a *ackMux) settle(pa *pendingAck, seq uint64, dup bool, err error) {
 	pa.seq, pa.dup, pa.err = seq, dup, err
-	close(pa.done)
 	<-a.slots
+	close(pa.done)
 }
 
 // handle is the reply subscription's handler.
