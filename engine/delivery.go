@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -64,7 +65,11 @@ const DefaultOutcomeTimeout = eventlog.DefaultProgressTimeout
 // an append with optimistic concurrency, retried after reloading on
 // eventlog.ErrConflict, and Fetch (and an acknowledgement beyond the last
 // sequence this process knows) first reads what other processes appended
-// since. It is safe for concurrent use.
+// since. It is safe for concurrent use: calls on different queues run
+// side by side (a queue being loaded from a long history holds up only
+// the calls on that queue), calls on one queue one after the other, in
+// the order they got to it; a call waiting for a queue gives up when its
+// context ends.
 //
 // Its calls carry on across a stream-leader failover. An append whose
 // answer is lost (a timeout, a reconnect, a stream without a leader for
@@ -78,9 +83,10 @@ const DefaultOutcomeTimeout = eventlog.DefaultProgressTimeout
 //
 // A queue's state (its pending messages and idempotency keys) is loaded
 // from the log on first use and kept in memory, for at most MaxQueues
-// queues between calls: beyond that the least recently used ones are
-// dropped, those with nothing pending (every message acknowledged or
-// expired) first, and loaded again from the log when next used.
+// queues between calls (calls in progress hold theirs beyond it): beyond
+// that the least recently used ones are dropped, those with nothing
+// pending (every message acknowledged or expired) first, and loaded again
+// from the log when next used.
 type Deliveries struct {
 	// MaxQueues caps the queues held in memory (0: DefaultMaxQueues).
 	// Set it before the first call.
@@ -92,10 +98,13 @@ type Deliveries struct {
 
 	log *eventlog.Log
 	now func() time.Time
-	mu  sync.Mutex
-	q   map[queueKey]*queue
-	// The held queues, most recently used first, by whether they have
-	// messages pending: the idle ones are dropped first.
+	// mu guards q, the two lists and each queue's refs and place in
+	// them; it is never held across a network call (a queue's own lock
+	// is).
+	mu sync.Mutex
+	q  map[queueKey]*queue
+	// The held queues, most recently used first, by whether they had
+	// messages pending when last used: the idle ones are dropped first.
 	idle, busy list.List
 }
 
@@ -104,12 +113,30 @@ type queueKey struct {
 	channel   string
 }
 
+// compare orders queue keys: queues are locked in this order.
+func (k queueKey) compare(o queueKey) int {
+	return cmp.Or(cmp.Compare(k.recipient, o.recipient), cmp.Compare(k.channel, o.channel))
+}
+
 // queue is one delivery queue as this process last read it from the log.
 type queue struct {
-	key   queueKey
-	rules events.QueueState // the counters the queue's rules step
-	pos   uint64            // aggregate position of the last event
-	seq   uint64            // its stream sequence
+	key queueKey
+	// lock is held by the call using the queue, across its reads and
+	// appends; a channel, so that a call waiting for it can give up
+	// when its context ends.
+	lock chan struct{}
+
+	// Guarded by Deliveries.mu: the calls holding or waiting for lock (a
+	// queue they hold is never dropped), and its place in idle or busy.
+	refs int
+	elem *list.Element
+	in   *list.List
+
+	// The rest is guarded by lock.
+	loaded bool              // read from the log (false: read it before use)
+	rules  events.QueueState // the counters the queue's rules step
+	pos    uint64            // aggregate position of the last event
+	seq    uint64            // its stream sequence
 	// pending are the messages enqueued, neither acknowledged nor expired;
 	// idem the enqueue of each idempotency key.
 	pending map[uint64]Delivery
@@ -120,21 +147,30 @@ type queue struct {
 	// before the last (a read model projected by the Host lags by about
 	// one batch), and at most maxRecent.
 	recent  []eventlog.Record
-	lastAck uint64        // position of the last acknowledgement
-	elem    *list.Element // in Deliveries.idle or .busy
-	in      *list.List
+	lastAck uint64 // position of the last acknowledgement
 }
 
 // maxRecent bounds queue.recent.
 const maxRecent = 1024
 
 // recentEvents returns the events of queue k after position after, if
-// this process holds every one of them (ok false: it does not).
-func (d *Deliveries) recentEvents(k queueKey, after uint64) (recs []eventlog.Record, ok bool) {
+// this process holds every one of them (ok false: it does not, or ctx
+// ended while another call held the queue).
+func (d *Deliveries) recentEvents(ctx context.Context, k queueKey, after uint64) (recs []eventlog.Record, ok bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	q := d.q[k]
-	if q == nil || after > q.pos {
+	if q == nil {
+		d.mu.Unlock()
+		return nil, false
+	}
+	q.refs++
+	d.mu.Unlock()
+	if !q.take(ctx) {
+		d.unref(q)
+		return nil, false
+	}
+	defer d.release(q)
+	if !q.loaded || after > q.pos {
 		return nil, false
 	}
 	if after == q.pos {
@@ -160,11 +196,103 @@ func deliveryAgg(k queueKey) events.Aggregate {
 	return events.Aggregate{Installation: k.recipient, Type: events.AggDelivery, ID: k.channel}
 }
 
-// used marks q as the most recently used queue, filed by whether it has
-// messages pending.
-func (d *Deliveries) used(q *queue) {
+// acquire returns the queues of keys (each once, in key order), locked
+// for the calling call, which releases them with release. They are
+// locked in key order, so that calls sharing queues never wait for each
+// other in a cycle. A queue not held yet is held from now on, not read
+// from the log yet (see load). It fails, holding nothing, with a key that
+// names no valid queue, or when ctx ends while another call holds one of
+// them.
+func (d *Deliveries) acquire(ctx context.Context, keys ...queueKey) ([]*queue, error) {
+	keys = slices.Clone(keys)
+	slices.SortFunc(keys, queueKey.compare)
+	keys = slices.Compact(keys)
+	for _, k := range keys {
+		if err := deliveryAgg(k).Validate(); err != nil {
+			return nil, err
+		}
+	}
+	qs := make([]*queue, len(keys))
+	d.mu.Lock()
+	for i, k := range keys {
+		q := d.q[k]
+		if q == nil {
+			q = &queue{key: k, lock: make(chan struct{}, 1)}
+			q.reset()
+			d.q[k] = q
+			d.file(q, false)
+		}
+		q.refs++
+		qs[i] = q
+	}
+	d.mu.Unlock()
+	for i, q := range qs {
+		if !q.take(ctx) {
+			d.release(qs[:i]...)
+			d.unref(qs[i:]...)
+			return nil, fmt.Errorf("engine: delivery queue %s/%s: waiting for another call on it: %w", q.key.recipient, q.key.channel, ctx.Err())
+		}
+	}
+	return qs, nil
+}
+
+// acquire1 is acquire for one queue.
+func (d *Deliveries) acquire1(ctx context.Context, k queueKey) (*queue, error) {
+	qs, err := d.acquire(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return qs[0], nil
+}
+
+// take waits for q's lock, for as long as ctx lasts (false: it ended).
+func (q *queue) take(ctx context.Context) bool {
+	select {
+	case q.lock <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case q.lock <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// release unlocks the queues a call acquired, files them as the most
+// recently used, and drops the least recently used queues beyond
+// MaxQueues.
+func (d *Deliveries) release(qs ...*queue) {
+	pending := make([]bool, len(qs))
+	for i, q := range qs {
+		pending[i] = len(q.pending) > 0
+		<-q.lock
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, q := range qs {
+		q.refs--
+		d.file(q, pending[i])
+	}
+	d.trim()
+}
+
+// unref lets go of queues a call counted itself in but did not lock.
+func (d *Deliveries) unref(qs ...*queue) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range qs {
+		q.refs--
+	}
+	d.trim()
+}
+
+// file puts q first in the list for whether it has messages pending.
+// d.mu is held.
+func (d *Deliveries) file(q *queue, pending bool) {
 	l := &d.idle
-	if len(q.pending) > 0 {
+	if pending {
 		l = &d.busy
 	}
 	if q.elem != nil {
@@ -173,37 +301,38 @@ func (d *Deliveries) used(q *queue) {
 	q.elem, q.in = l.PushFront(q), l
 }
 
-// drop forgets q: the next use of its queue loads it again.
-func (d *Deliveries) drop(q *queue) {
-	if d.q[q.key] == q {
-		delete(d.q, q.key)
-	}
-	if q.elem != nil {
-		q.in.Remove(q.elem)
-		q.elem, q.in = nil, nil
-	}
-}
-
 // trim drops the least recently used queues beyond MaxQueues, idle ones
-// first. Every call ends with it.
+// first, passing over those a call holds. d.mu is held.
 func (d *Deliveries) trim() {
 	limit := d.MaxQueues
 	if limit <= 0 {
 		limit = DefaultMaxQueues
 	}
-	for len(d.q) > limit {
-		e := d.idle.Back()
-		if e == nil {
-			e = d.busy.Back()
+	for _, l := range []*list.List{&d.idle, &d.busy} {
+		for e := l.Back(); e != nil && len(d.q) > limit; {
+			q, prev := e.Value.(*queue), e.Prev()
+			if q.refs == 0 {
+				delete(d.q, q.key)
+				l.Remove(e)
+				q.elem, q.in = nil, nil
+			}
+			e = prev
 		}
-		d.drop(e.Value.(*queue))
 	}
+}
+
+// reset forgets what q read from the log: its next use reads it again.
+// q's lock is held.
+func (q *queue) reset() {
+	q.loaded = false
+	q.rules, q.pos, q.seq, q.lastAck = events.QueueState{}, 0, 0, 0
+	q.pending, q.idem, q.recent = map[uint64]Delivery{}, map[string]idemEntry{}, nil
 }
 
 // appendQueue checks evs against the queue's rules, appends them at the
 // queue's position (decided: see decide) and records them in q. A refusal
 // by the rules wraps events.ErrQueueRule and leaves q as it was. On any
-// failure of the append q is dropped, so the next attempt reloads it; a
+// failure of the append q is reset, so the next attempt reloads it; a
 // conflict (another writer moved the queue) is reported apart, for a
 // retry.
 func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Event) (conflict bool, err error) {
@@ -215,13 +344,13 @@ func (d *Deliveries) appendQueue(ctx context.Context, q *queue, evs ...events.Ev
 	}
 	res, err := d.decide(ctx, q.pos, evs)
 	if err != nil {
-		d.drop(q)
+		q.reset()
 		if errors.Is(err, eventlog.ErrConflict) {
 			return true, nil
 		}
 		return false, err
 	}
-	d.recordAppended(q, evs, res)
+	recordAppended(q, evs, res)
 	d.log.Logger().Debug("engine: delivery queue appended", append(aggAttrs(d.log, evs), "seq", res[len(res)-1].Seq)...)
 	return false, nil
 }
@@ -257,52 +386,37 @@ const (
 
 // recordAppended records in q the events just appended to its queue (res
 // says where they landed).
-func (d *Deliveries) recordAppended(q *queue, evs []events.Event, res []eventlog.Appended) {
+func recordAppended(q *queue, evs []events.Event, res []eventlog.Appended) {
 	for i, a := range res {
 		ev := evs[i]
 		ev.Position = a.Position
 		if err := q.record(eventlog.Record{Seq: a.Seq, Subject: a.Subject, Event: ev}); err != nil {
 			// Checked before the append, so this does not happen; should
 			// it, the queue is read again from the log at its next use.
-			d.drop(q)
+			q.reset()
 			return
 		}
 	}
-	d.used(q)
 }
 
-// load returns the queue as this process last saw it, reading its events
-// from the recipient's log the first time (or after it was dropped).
-func (d *Deliveries) load(ctx context.Context, k queueKey) (*queue, error) {
-	if q, ok := d.q[k]; ok {
-		d.used(q)
-		return q, nil
+// load reads the queue's events from the recipient's log if this process
+// does not hold them (its first use, or after a failure reset it).
+func (d *Deliveries) load(ctx context.Context, q *queue) error {
+	if q.loaded {
+		return nil
 	}
-	if err := deliveryAgg(k).Validate(); err != nil {
-		return nil, err
-	}
-	q := &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]idemEntry{}}
-	if err := d.readQueue(ctx, q); err != nil {
-		return nil, err
-	}
-	d.q[k] = q
-	d.used(q)
-	return q, nil
+	return d.refresh(ctx, q)
 }
 
-// refresh returns the queue with every event appended to it so far,
-// including other processes' since this one last looked.
-func (d *Deliveries) refresh(ctx context.Context, k queueKey) (*queue, error) {
-	q, ok := d.q[k]
-	if !ok {
-		return d.load(ctx, k)
-	}
+// refresh reads the queue's events appended since this process last
+// looked, other processes' included (all of them if it holds none).
+func (d *Deliveries) refresh(ctx context.Context, q *queue) error {
 	if err := d.readQueue(ctx, q); err != nil {
-		d.drop(q)
-		return nil, err
+		q.reset()
+		return err
 	}
-	d.used(q)
-	return q, nil
+	q.loaded = true
+	return nil
 }
 
 // readQueue records the queue's events after the last one q holds, in
@@ -449,17 +563,19 @@ func (q *queue) dropBefore(pos uint64) {
 // sequence is returned. The key seen with another payload is
 // ErrIdempotencyKeyReused, and nothing is appended.
 func (d *Deliveries) Enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bool, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
-	return d.enqueue(ctx, e)
+	q, err := d.acquire1(ctx, queueKey{e.Recipient, e.Channel})
+	if err != nil {
+		return 0, false, err
+	}
+	defer d.release(q)
+	return d.enqueue(ctx, q, e)
 }
 
-func (d *Deliveries) enqueue(ctx context.Context, e Enqueue) (seq uint64, dup bool, err error) {
-	k := queueKey{e.Recipient, e.Channel}
+// enqueue is Enqueue on q, whose lock the caller holds.
+func (d *Deliveries) enqueue(ctx context.Context, q *queue, e Enqueue) (seq uint64, dup bool, err error) {
+	k := q.key
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
-		q, err := d.load(ctx, k)
-		if err != nil {
+		if err := d.load(ctx, q); err != nil {
 			return 0, false, err
 		}
 		if first, ok := q.idem[e.IdempotencyKey]; ok && e.IdempotencyKey != "" {
@@ -531,12 +647,25 @@ type FanOutItem struct {
 // error, the items' maps hold the enqueues made so far. A recipient named
 // twice in an item is enqueued once.
 func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[events.InstallationID]uint64, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
 	out := make([]map[events.InstallationID]uint64, len(items))
+	var keys []queueKey
 	for i, it := range items {
 		out[i] = make(map[events.InstallationID]uint64, len(it.Recipients))
+		for _, r := range it.Recipients {
+			keys = append(keys, queueKey{r, it.Channel})
+		}
+	}
+	qs, err := d.acquire(ctx, keys...)
+	if err != nil {
+		return out, err
+	}
+	defer d.release(qs...)
+	if err := cmp.Or(d.readAll(ctx, qs, d.load)...); err != nil {
+		return out, err
+	}
+	held := make(map[queueKey]*queue, len(qs))
+	for _, q := range qs {
+		held[q.key] = q
 	}
 	// The queues' state as this call's enqueues move them, ahead of what
 	// is appended.
@@ -562,10 +691,7 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 			}
 			named[r] = true
 			k := queueKey{r, it.Channel}
-			q, err := d.load(ctx, k)
-			if err != nil {
-				return out, err
-			}
+			q := held[k]
 			if first, ok := q.idem[it.IdempotencyKey]; ok && it.IdempotencyKey != "" {
 				if err := first.check(k, it.IdempotencyKey, it.Payload); err != nil {
 					return out, fmt.Errorf("engine: fan-out on %s: %w", it.Channel, err)
@@ -620,18 +746,18 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 				got, err = d.decideAfter(ctx, p.t.Expected, evs, bulkSent)
 			}
 			if err == nil {
-				d.recordAppended(q, evs, got)
+				recordAppended(q, evs, got)
 				out[p.item][r] = seq
 				continue
 			}
-			d.drop(q)
+			q.reset()
 			if !errors.Is(err, eventlog.ErrConflict) {
 				return out, fmt.Errorf("engine: fan-out on %s: enqueue on %s/%s: %w", it.Channel, r, it.Channel, err)
 			}
 			decidedAgain(d.log, deliveryAgg(q.key), 1, err)
 			moved[q] = true
 		}
-		s, _, err := d.enqueue(ctx, Enqueue{Recipient: r, Channel: it.Channel, Payload: it.Payload, ExpiresAt: it.ExpiresAt, IdempotencyKey: it.IdempotencyKey})
+		s, _, err := d.enqueue(ctx, q, Enqueue{Recipient: r, Channel: it.Channel, Payload: it.Payload, ExpiresAt: it.ExpiresAt, IdempotencyKey: it.IdempotencyKey})
 		if err != nil {
 			return out, err
 		}
@@ -678,11 +804,12 @@ func (e idemEntry) check(k queueKey, key string, payload []byte) error {
 // reads the queue's new events first, so it shows what other processes
 // enqueued and acknowledged too.
 func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID, channel string, limit int) ([]Delivery, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
-	q, err := d.refresh(ctx, queueKey{recipient, channel})
+	q, err := d.acquire1(ctx, queueKey{recipient, channel})
 	if err != nil {
+		return nil, err
+	}
+	defer d.release(q)
+	if err := d.refresh(ctx, q); err != nil {
 		return nil, err
 	}
 	return d.pendingOf(q, limit), nil
@@ -709,8 +836,33 @@ func (d *Deliveries) pendingOf(q *queue, limit int) []Delivery {
 	return out
 }
 
-// fetchReaders bounds the queues FetchMany reads at once.
-const fetchReaders = 16
+// queueReaders bounds the queues a call reads from the log at once.
+const queueReaders = 16
+
+// readAll reads the queues qs, held by the caller, with read (load or
+// refresh), up to queueReaders at once: a cold queue's history is a
+// round trip per 1,024 events, and several cold queues need not wait for
+// each other. It returns each queue's error (a queue that failed is
+// reset).
+func (d *Deliveries) readAll(ctx context.Context, qs []*queue, read func(context.Context, *queue) error) []error {
+	errs := make([]error, len(qs))
+	if len(qs) == 1 {
+		errs[0] = read(ctx, qs[0])
+		return errs
+	}
+	sem := make(chan struct{}, queueReaders)
+	var wg sync.WaitGroup
+	for i, q := range qs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = read(ctx, q)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
 
 // FetchMany is Fetch for several recipients' queues on one channel: their
 // new events are read concurrently (a queue this process holds up to date
@@ -718,54 +870,17 @@ const fetchReaders = 16
 // as Fetch lists them. It returns the messages by recipient; on an error
 // (the first queue that could not be read) it returns nothing.
 func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.InstallationID, channel string, limit int) (map[events.InstallationID][]Delivery, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
-	qs := make([]*queue, 0, len(recipients))
-	seen := map[events.InstallationID]bool{}
-	for _, r := range recipients {
-		if seen[r] {
-			continue
-		}
-		seen[r] = true
-		k := queueKey{r, channel}
-		q, ok := d.q[k]
-		if !ok {
-			if err := deliveryAgg(k).Validate(); err != nil {
-				return nil, err
-			}
-			q = &queue{key: k, pending: map[uint64]Delivery{}, idem: map[string]idemEntry{}}
-		}
-		qs = append(qs, q)
+	keys := make([]queueKey, len(recipients))
+	for i, r := range recipients {
+		keys[i] = queueKey{r, channel}
 	}
-	// Each reader touches only its queue; the maps and lists of d are
-	// updated below, on this goroutine.
-	errs := make([]error, len(qs))
-	sem := make(chan struct{}, fetchReaders)
-	var wg sync.WaitGroup
-	for i, q := range qs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			errs[i] = d.readQueue(ctx, q)
-		}()
+	qs, err := d.acquire(ctx, keys...)
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	var firstErr error
-	for i, q := range qs {
-		if errs[i] != nil {
-			d.drop(q)
-			if firstErr == nil {
-				firstErr = errs[i]
-			}
-			continue
-		}
-		d.q[q.key] = q
-		d.used(q)
-	}
-	if firstErr != nil {
-		return nil, firstErr
+	defer d.release(qs...)
+	if err := cmp.Or(d.readAll(ctx, qs, d.refresh)...); err != nil {
+		return nil, err
 	}
 	out := make(map[events.InstallationID][]Delivery, len(qs))
 	for _, q := range qs {
@@ -778,22 +893,25 @@ func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.Installa
 // channel up to and including upTo. An older acknowledgement is a no-op;
 // one beyond the last enqueued sequence is ErrInvalidAck.
 func (d *Deliveries) Acknowledge(ctx context.Context, recipient events.InstallationID, channel string, upTo uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
-	return d.acknowledge(ctx, recipient, channel, upTo)
+	q, err := d.acquire1(ctx, queueKey{recipient, channel})
+	if err != nil {
+		return err
+	}
+	defer d.release(q)
+	return d.acknowledge(ctx, q, upTo)
 }
 
-func (d *Deliveries) acknowledge(ctx context.Context, recipient events.InstallationID, channel string, upTo uint64) error {
-	k := queueKey{recipient, channel}
+// acknowledge is Acknowledge on q, whose lock the caller holds.
+func (d *Deliveries) acknowledge(ctx context.Context, q *queue, upTo uint64) error {
+	k := q.key
+	recipient, channel := k.recipient, k.channel
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
-		q, err := d.load(ctx, k)
-		if err != nil {
+		if err := d.load(ctx, q); err != nil {
 			return err
 		}
 		if upTo > q.rules.LastSeq {
 			// Perhaps enqueued by another process: look before refusing.
-			if q, err = d.refresh(ctx, k); err != nil {
+			if err := d.refresh(ctx, q); err != nil {
 				return err
 			}
 		}
@@ -832,9 +950,6 @@ func (d *Deliveries) ackEvent(k queueKey, upTo uint64) events.Event {
 // Acknowledge. It returns the failures by recipient (nil when there are
 // none).
 func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo map[events.InstallationID]uint64) map[events.InstallationID]error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
 	var errs map[events.InstallationID]error
 	fail := func(r events.InstallationID, err error) {
 		if errs == nil {
@@ -842,18 +957,31 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 		}
 		errs[r] = err
 	}
-	recipients := make([]events.InstallationID, 0, len(upTo))
+	keys := make([]queueKey, 0, len(upTo))
 	for r := range upTo {
-		recipients = append(recipients, r)
+		k := queueKey{r, channel}
+		if err := deliveryAgg(k).Validate(); err != nil {
+			fail(r, err)
+			continue
+		}
+		keys = append(keys, k)
 	}
-	sort.Slice(recipients, func(i, j int) bool { return recipients[i] < recipients[j] })
+	held, err := d.acquire(ctx, keys...)
+	if err != nil {
+		for _, k := range keys {
+			fail(k.recipient, err)
+		}
+		return errs
+	}
+	defer d.release(held...)
+	loadErrs := d.readAll(ctx, held, d.load)
 	var qs []*queue
 	var ts []eventlog.Transition
-	for _, r := range recipients {
-		k, n := queueKey{r, channel}, upTo[r]
-		q, err := d.load(ctx, k)
-		if err != nil {
-			fail(r, err)
+	for i, q := range held {
+		k := q.key
+		r, n := k.recipient, upTo[k.recipient]
+		if loadErrs[i] != nil {
+			fail(r, loadErrs[i])
 			continue
 		}
 		if n <= q.rules.AckedUpTo {
@@ -862,7 +990,7 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 		ev := d.ackEvent(k, n)
 		if n > q.rules.LastSeq {
 			// Beyond what this process knows: Acknowledge reads first.
-			if err := d.acknowledge(ctx, r, channel, n); err != nil {
+			if err := d.acknowledge(ctx, q, n); err != nil {
 				fail(r, err)
 			}
 			continue
@@ -879,22 +1007,22 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 	bulkSent := !errors.Is(berr, errNotSent)
 	for i, q := range qs {
 		if i < len(res) && res[i] != nil {
-			d.recordAppended(q, ts[i].Events, res[i])
+			recordAppended(q, ts[i].Events, res[i])
 			continue
 		}
 		got, err := d.decideAfter(ctx, ts[i].Expected, ts[i].Events, bulkSent)
 		if err == nil {
-			d.recordAppended(q, ts[i].Events, got)
+			recordAppended(q, ts[i].Events, got)
 			continue
 		}
-		d.drop(q)
+		q.reset()
 		r := q.key.recipient
 		if !errors.Is(err, eventlog.ErrConflict) {
 			fail(r, fmt.Errorf("engine: acknowledge %s/%s: %w", r, channel, err))
 			continue
 		}
 		decidedAgain(d.log, deliveryAgg(q.key), 1, err)
-		if err := d.acknowledge(ctx, r, channel, upTo[r]); err != nil {
+		if err := d.acknowledge(ctx, q, upTo[r]); err != nil {
 			fail(r, err)
 		}
 	}
@@ -905,13 +1033,14 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 // whose expiry has passed, in one atomic append, and returns their
 // sequences.
 func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID, channel string) ([]uint64, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.trim()
 	k := queueKey{recipient, channel}
+	q, err := d.acquire1(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	defer d.release(q)
 	for attempt := 0; attempt < DefaultMaxAttempts; attempt++ {
-		q, err := d.load(ctx, k)
-		if err != nil {
+		if err := d.load(ctx, q); err != nil {
 			return nil, err
 		}
 		now := d.now()

@@ -1,0 +1,225 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// A call on one queue (here: one that holds it, as a cold load of a long
+// history does) holds up only the calls on that queue: the others go on,
+// and a call waiting for the held queue gives up when its context ends,
+// having done nothing, a fan-out to it and another queue included.
+func TestQueueHeldByACallHoldsUpOnlyItsOwnCalls(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	d := b.del
+	for _, ch := range []string{"slow", "fast"} {
+		if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: ch, Payload: []byte(ch + " 1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow, err := d.acquire1(ctx, queueKey{bob, "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Every call on another queue completes while "slow" is held (a
+	// generous bound: these are a few round trips each).
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: "fast", Payload: []byte("fast 2")}); err != nil {
+				return err
+			}
+			if _, err := d.FanOut(ctx, []events.InstallationID{bob, carol}, "fast", []byte("fast 3"), time.Time{}, "k3"); err != nil {
+				return err
+			}
+			got, err := d.FetchMany(ctx, []events.InstallationID{bob, carol}, "fast", 0)
+			if err != nil {
+				return err
+			}
+			if len(got[bob]) != 3 || len(got[carol]) != 1 {
+				return fmt.Errorf("fetched %d and %d messages, want 3 and 1", len(got[bob]), len(got[carol]))
+			}
+			if errs := d.AcknowledgeMany(ctx, "fast", map[events.InstallationID]uint64{bob: 2, carol: 1}); errs != nil {
+				return fmt.Errorf("acknowledge: %v", errs)
+			}
+			_, err = d.Expire(ctx, bob, "fast")
+			return err
+		}()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("calls on another queue while one is held: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("calls on another queue did not complete while one queue was held")
+	}
+
+	// Calls that need the held queue wait for it, for as long as their
+	// context lasts, and then fail having appended nothing.
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
+	if _, _, err := d.Enqueue(short(), Enqueue{Recipient: bob, Channel: "slow", Payload: []byte("slow 2")}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("enqueue on the held queue: %v, want the context's deadline", err)
+	}
+	_, err = d.FanOutMany(short(), []FanOutItem{{Recipients: []events.InstallationID{carol, bob}, Channel: "slow", Payload: []byte("slow 3")}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fan-out to the held queue and another: %v, want the context's deadline", err)
+	}
+	if errs := d.AcknowledgeMany(short(), "slow", map[events.InstallationID]uint64{bob: 1}); !errors.Is(errs[bob], context.DeadlineExceeded) {
+		t.Fatalf("acknowledge on the held queue: %v, want the context's deadline", errs)
+	}
+
+	d.release(slow)
+	got, err := d.FetchMany(ctx, []events.InstallationID{bob, carol}, "slow", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got[bob]) != 1 || string(got[bob][0].Payload) != "slow 1" || len(got[carol]) != 0 {
+		t.Fatalf("after the queue was let go: %+v, want only bob's first message (the calls that gave up appended nothing)", got)
+	}
+}
+
+// Many calls at once, over queues they share, with fewer queues held than
+// used (so queues are dropped and loaded again between the calls): every
+// enqueue gets its own sequence, nothing is lost or queued twice, and what
+// this process holds agrees with the log as another process reads it.
+func TestConcurrentCallsOnSharedQueues(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	d := NewDeliveries(b.log, b.clock)
+	d.MaxQueues = 2
+	recipients := []events.InstallationID{alice, bob, carol}
+	channels := []string{"a", "b"}
+
+	const workers, calls = 6, 25
+	var (
+		mu  sync.Mutex
+		got = map[queueKey]map[uint64]string{} // sequence -> payload, as the calls returned them
+	)
+	note := func(k queueKey, seq uint64, payload string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if got[k] == nil {
+			got[k] = map[uint64]string{}
+		}
+		if p, ok := got[k][seq]; ok && p != payload {
+			return fmt.Errorf("%s/%s sequence %d returned for %q and %q", k.recipient, k.channel, seq, p, payload)
+		}
+		got[k][seq] = payload
+		return nil
+	}
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			errs <- func() error {
+				for i := range calls {
+					ch := channels[rng.IntN(len(channels))]
+					payload := fmt.Sprintf("w%d-%d", w, i)
+					switch rng.IntN(4) {
+					case 0, 1:
+						r := recipients[rng.IntN(len(recipients))]
+						seq, _, err := d.Enqueue(ctx, Enqueue{Recipient: r, Channel: ch, Payload: []byte(payload), IdempotencyKey: payload})
+						if err != nil {
+							return err
+						}
+						if err := note(queueKey{r, ch}, seq, payload); err != nil {
+							return err
+						}
+					case 2:
+						seqs, err := d.FanOut(ctx, recipients, ch, []byte(payload), time.Time{}, payload)
+						if err != nil {
+							return err
+						}
+						for r, seq := range seqs {
+							if err := note(queueKey{r, ch}, seq, payload); err != nil {
+								return err
+							}
+						}
+					case 3:
+						pending, err := d.FetchMany(ctx, recipients, ch, 2)
+						if err != nil {
+							return err
+						}
+						upTo := map[events.InstallationID]uint64{}
+						for r, ms := range pending {
+							if len(ms) > 0 {
+								upTo[r] = ms[len(ms)-1].Seq
+							}
+						}
+						if errs := d.AcknowledgeMany(ctx, ch, upTo); errs != nil {
+							return fmt.Errorf("acknowledge: %v", errs)
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Another process reads the queues from the log: each holds exactly
+	// the sequences the calls returned, contiguous from 1, each with the
+	// payload returned for it, and this process agrees about what is
+	// pending.
+	other := NewDeliveries(b.log, b.clock)
+	for _, r := range recipients {
+		for _, ch := range channels {
+			k := queueKey{r, ch}
+			q, err := other.acquire1(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := other.load(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+			last, acked := q.rules.LastSeq, q.rules.AckedUpTo
+			other.release(q)
+			if last != uint64(len(got[k])) {
+				t.Errorf("%s/%s: %d enqueued on the log, %d returned by the calls", r, ch, last, len(got[k]))
+			}
+			mine, err := d.Fetch(ctx, r, ch, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			theirs, err := other.Fetch(ctx, r, ch, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(mine) != len(theirs) || uint64(len(theirs)) != last-acked {
+				t.Errorf("%s/%s: %d pending here, %d read from the log, want %d", r, ch, len(mine), len(theirs), last-acked)
+			}
+			for _, m := range theirs {
+				if want := got[k][m.Seq]; string(m.Payload) != want {
+					t.Errorf("%s/%s sequence %d: %q on the log, %q returned", r, ch, m.Seq, m.Payload, want)
+				}
+			}
+		}
+	}
+	if n := len(d.q); n > d.MaxQueues {
+		t.Errorf("%d queues held after the calls, cap %d", n, d.MaxQueues)
+	}
+}
+
