@@ -420,27 +420,31 @@ func (d *Deliveries) refresh(ctx context.Context, q *queue) error {
 }
 
 // readQueue records the queue's events after the last one q holds, in
-// stream order. The queue's own subject holds only its events: they are
-// read with message gets (no consumer per queue), checking positions, since
-// a queue has one writer history like any aggregate.
+// stream order. The queue's own subject holds only its events: the first
+// queueGets are read with message gets (no consumer for the few events a
+// queue in use gains between calls), the rest, a long history read
+// cold, through one consumer. Positions are checked either way, since a
+// queue has one writer history like any aggregate.
 func (d *Deliveries) readQueue(ctx context.Context, q *queue) error {
 	k := q.key
 	subject, err := d.log.Subject(deliveryAgg(k))
 	if err != nil {
 		return err
 	}
-	from := q.seq + 1
-	for {
-		n, next, err := d.log.ReadN(ctx, k.recipient, subject, from, 1024, q.record)
-		if err != nil {
-			return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
-		}
-		if n < 1024 {
-			return nil
-		}
-		from = next
+	n, next, err := d.log.ReadN(ctx, k.recipient, subject, q.seq+1, queueGets, q.record)
+	if err == nil && n == queueGets {
+		err = d.log.ReadSubject(ctx, k.recipient, subject, next, q.record)
 	}
+	if err != nil {
+		return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
+	}
+	return nil
 }
+
+// queueGets is how many new events of a queue are read with message gets
+// before a consumer reads the rest (about the round trips a consumer's
+// set-up costs, times a few).
+const queueGets = 64
 
 // next checks b as the queue's next event, after q's and those in ahead
 // (checked before it for the same append, not yet recorded in q), by the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -223,3 +224,46 @@ func TestConcurrentCallsOnSharedQueues(t *testing.T) {
 	}
 }
 
+// A queue's history longer than queueGets is read cold partly by message
+// gets and partly through a consumer: both parts are folded by the same
+// rules (idempotency keys and acknowledgements from either part hold),
+// and an event the rules refuse in the consumer's part stops the load at
+// its stream sequence as one in the first part does.
+func TestLongQueueReadCold(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	const ch = "inbox"
+	long := func(r events.InstallationID, extra ...events.Body) []uint64 {
+		n := uint64(queueGets + 40)
+		bodies := make([]events.Body, 0, n+2)
+		for s := uint64(1); s <= n; s++ {
+			bodies = append(bodies, events.DeliveryEnqueued{Recipient: r, Channel: ch, Sequence: s, Payload: fmt.Appendf(nil, "m%d", s), IdempotencyKey: fmt.Sprintf("k%d", s)})
+		}
+		bodies = append(bodies, events.DeliveryAcknowledged{Recipient: r, Channel: ch, UpTo: queueGets + 10})
+		return b.rawQueue(r, ch, append(bodies, extra...)...)
+	}
+
+	long("long")
+	d := NewDeliveries(b.log, b.clock)
+	got, err := d.Fetch(ctx, "long", ch, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 30 || got[0].Seq != queueGets+11 || string(got[29].Payload) != fmt.Sprintf("m%d", queueGets+40) {
+		t.Fatalf("fetched %d messages (first %+v), want the 30 after the acknowledgement", len(got), got[0])
+	}
+	for _, s := range []int{1, queueGets + 30} { // a key of each part
+		key, payload := fmt.Sprintf("k%d", s), fmt.Sprintf("m%d", s)
+		if seq, dup, err := d.Enqueue(ctx, Enqueue{Recipient: "long", Channel: ch, Payload: []byte(payload), IdempotencyKey: key}); err != nil || !dup || seq != uint64(s) {
+			t.Errorf("enqueue again under key %s: sequence %d, duplicate %v, %v; want %d, true", key, seq, dup, err, s)
+		}
+	}
+
+	seqs := long("broken", events.DeliveryEnqueued{Recipient: "broken", Channel: ch, Sequence: queueGets + 42, Payload: []byte("gap")})
+	bad := seqs[len(seqs)-1]
+	_, err = NewDeliveries(b.log, b.clock).Fetch(ctx, "broken", ch, 0)
+	var re *eventlog.RecordError
+	if !errors.Is(err, events.ErrQueueRule) || !errors.As(err, &re) || re.Seq != bad {
+		t.Fatalf("loading a long queue with a gap: %v, want events.ErrQueueRule at stream sequence %d", err, bad)
+	}
+}

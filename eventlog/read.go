@@ -121,42 +121,50 @@ type reader struct {
 
 // scan is Read, Follow and their plural forms; a stalled read is logged.
 func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
-	err := l.scanRecords(ctx, insts, fromSeq, follow, fn)
-	if errors.Is(err, ErrStalled) {
-		names := make([]string, len(insts))
-		for i, inst := range insts {
-			names[i] = string(inst)
-		}
-		l.logStalled(err, strings.Join(names, ","))
+	r, filters, err := l.rangeReader(insts, fromSeq, fn)
+	if err != nil {
+		return err
 	}
-	return err
+	return l.rangeStalled(r.run(ctx, filters, follow), insts)
 }
 
-func (l *Log) scanRecords(ctx context.Context, insts []events.InstallationID, fromSeq uint64, follow bool, fn func(Record) error) error {
+// ReadSubject is Read of one of inst's subjects (an aggregate's, as
+// Subject names it): its events with a stream sequence at or after
+// fromSeq, in stream order, through one consumer. It is the way to read a
+// long history of one aggregate, which ReadN reads with a message get per
+// event. Records are checked as ReadInstallations checks them, but for
+// the links between events, which run across the installation's other
+// subjects (as in ReadN).
+func (l *Log) ReadSubject(ctx context.Context, inst events.InstallationID, subject string, fromSeq uint64, fn func(Record) error) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	if len(insts) == 0 {
-		return errors.New("eventlog: read: no installations given")
+	r := l.newReader(fromSeq, fn)
+	f, err := l.InstallationFilter(inst)
+	if err != nil {
+		return err
 	}
+	p := strings.TrimSuffix(strings.TrimPrefix(f, r.prefix), ".>")
+	if !strings.HasPrefix(subject, r.prefix+p+".") || strings.ContainsAny(subject, "*>") {
+		return fmt.Errorf("eventlog: read %s: subject %q is not one of the installation's subjects", inst, subject)
+	}
+	r.insts[p] = inst
+	return l.rangeStalled(r.run(ctx, []string{subject}, false), []events.InstallationID{inst})
+}
+
+// newReader returns a read from stream sequence fromSeq (0 and 1: from
+// the start) handing its records to fn, for its caller to give the
+// installations it reads and a link checker (none: links are not
+// checked).
+func (l *Log) newReader(fromSeq uint64, fn func(Record) error) *reader {
 	fromSeq = max(fromSeq, 1)
-	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
-		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
-	r.links = newLinkChecker(l, fromSeq, len(insts))
-	r.lastProgress = time.Now()
-	filters := make([]string, 0, len(insts))
-	for _, inst := range insts {
-		f, err := l.InstallationFilter(inst)
-		if err != nil {
-			return err
-		}
-		p := strings.TrimSuffix(strings.TrimPrefix(f, r.prefix), ".>")
-		if _, dup := r.insts[p]; dup {
-			continue
-		}
-		r.insts[p] = inst
-		filters = append(filters, f)
-	}
+	return &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
+		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + ".", lastProgress: time.Now()}
+}
+
+// run reads the subjects of filters (r's installations', or narrower).
+func (r *reader) run(ctx context.Context, filters []string, follow bool) error {
+	l, fromSeq := r.l, r.from
 	var end uint64
 	var counts map[string]uint64 // the server's message count per subject, for a whole history
 	if !follow {
@@ -380,7 +388,9 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 	case !seen && r.from <= 1 && ev.Position != 1:
 		return l.recordError(subject, seq, "order", fmt.Errorf("%w: first event of the aggregate has position %d, want 1", ErrOutOfOrder, ev.Position))
 	}
-	if err := r.links.check(ctx, inst, seq, ev, data); err != nil {
+	if r.links == nil {
+		l.noteHead(inst, events.LinkTo(seq, data))
+	} else if err := r.links.check(ctx, inst, seq, ev, data); err != nil {
 		return l.recordError(subject, seq, "chain", err)
 	}
 	r.pos[subject] = ev.Position

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -59,7 +58,8 @@ func (l *Log) ScanTo(ctx context.Context, insts []events.InstallationID, fromSeq
 	return l.rangeStalled(r.scan(ctx, toSeq), insts)
 }
 
-// rangeReader is the reader of a range read of insts from fromSeq.
+// rangeReader is the reader of insts from fromSeq (Read, Follow, their
+// plural forms and the range reads) and the filters it reads.
 func (l *Log) rangeReader(insts []events.InstallationID, fromSeq uint64, fn func(Record) error) (*reader, []string, error) {
 	if l.closed.Load() {
 		return nil, nil, ErrClosed
@@ -67,11 +67,8 @@ func (l *Log) rangeReader(insts []events.InstallationID, fromSeq uint64, fn func
 	if len(insts) == 0 {
 		return nil, nil, errors.New("eventlog: read: no installations given")
 	}
-	fromSeq = max(fromSeq, 1)
-	r := &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
-		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + "."}
-	r.links = newLinkChecker(l, fromSeq, len(insts))
-	r.lastProgress = time.Now()
+	r := l.newReader(fromSeq, fn)
+	r.links = newLinkChecker(l, r.from, len(insts))
 	filters := make([]string, 0, len(insts))
 	for _, inst := range insts {
 		f, err := l.InstallationFilter(inst)
