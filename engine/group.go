@@ -343,11 +343,13 @@ func (in *Installation) currentGroup(ctx context.Context, id []byte) (*groupStat
 	return in.loadGroup(ctx, id)
 }
 
-// Epoch returns the group's current epoch.
+// Epoch returns the group's current epoch, once the read model has caught
+// up with the installation's events (another process's included, as
+// EpochAuthenticator).
 func (in *Installation) Epoch(ctx context.Context, groupID []byte) (uint64, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	gs, err := in.loadGroup(ctx, groupID)
+	gs, err := in.currentGroup(ctx, groupID)
 	if err != nil {
 		return 0, err
 	}

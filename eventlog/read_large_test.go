@@ -79,8 +79,11 @@ func TestReadsOfLargeEventsBufferBytesNotMessages(t *testing.T) {
 				t.Fatalf("%s returned %d of %d events", name, got, n)
 			}
 			t.Logf("%s held %d MiB while its reader paused", name, held>>20)
-			if bound := uint64(3 * l.readRequestBytes()); held > bound {
-				t.Errorf("%s held %d MiB of the history while its reader paused, more than %d MiB (three requests of readRequestBytes)", name, held>>20, bound>>20)
+			// Three requests, and the record in the reader's hand: its
+			// envelope and its opened copy (a run under load held 25 MiB
+			// against a bound of three requests alone, 24 MiB).
+			if bound := uint64(3*l.readRequestBytes() + 2*size); held > bound {
+				t.Errorf("%s held %d MiB of the history while its reader paused, more than %d MiB (three requests of readRequestBytes and the record in hand)", name, held>>20, bound>>20)
 			}
 		})
 	}
