@@ -48,6 +48,10 @@ type Enqueue struct {
 // its MaxQueues is 0.
 const DefaultMaxQueues = 4096
 
+// DefaultMaxQueueBytes is about how much memory the queues a Deliveries
+// holds take when its MaxQueueBytes is 0.
+const DefaultMaxQueueBytes = 256 << 20
+
 // DefaultOutcomeTimeout is how long an operation (of an Installation, a
 // Host or a Deliveries) tries to decide an append whose answer was lost
 // when its OutcomeTimeout is 0: eventlog's default ProgressTimeout, which
@@ -83,14 +87,21 @@ const DefaultOutcomeTimeout = eventlog.DefaultProgressTimeout
 //
 // A queue's state (its pending messages and idempotency keys) is loaded
 // from the log on first use and kept in memory, for at most MaxQueues
-// queues between calls (calls in progress hold theirs beyond it): beyond
-// that the least recently used ones are dropped, those with nothing
-// pending (every message acknowledged or expired) first, and loaded again
-// from the log when next used.
+// queues taking about MaxQueueBytes between calls (calls in progress hold
+// theirs beyond it): beyond that the least recently used ones are
+// dropped, those with nothing pending (every message acknowledged or
+// expired) first, and loaded again from the log when next used.
 type Deliveries struct {
 	// MaxQueues caps the queues held in memory (0: DefaultMaxQueues).
 	// Set it before the first call.
 	MaxQueues int
+	// MaxQueueBytes caps about how much memory they take (0:
+	// DefaultMaxQueueBytes): a queue keeps every idempotency key it ever
+	// saw, so a long history weighs more than a short one. The estimate
+	// is on the high side; the queues of calls in progress, and those a
+	// call has just used, are kept beyond it. Set it before the first
+	// call.
+	MaxQueueBytes int64
 	// OutcomeTimeout bounds how long an append whose answer was lost is
 	// tried again before the call fails with ErrOutcomeUnknown (0:
 	// DefaultOutcomeTimeout). Set it before the first call.
@@ -101,8 +112,9 @@ type Deliveries struct {
 	// mu guards q, the two lists and each queue's refs and place in
 	// them; it is never held across a network call (a queue's own lock
 	// is).
-	mu sync.Mutex
-	q  map[queueKey]*queue
+	mu    sync.Mutex
+	q     map[queueKey]*queue
+	bytes int64 // the held queues' estimated memory, as last accounted
 	// The held queues, most recently used first, by whether they had
 	// messages pending when last used: the idle ones are dropped first.
 	idle, busy list.List
@@ -128,9 +140,11 @@ type queue struct {
 
 	// Guarded by Deliveries.mu: the calls holding or waiting for lock (a
 	// queue they hold is never dropped), and its place in idle or busy.
-	refs int
-	elem *list.Element
-	in   *list.List
+	refs      int
+	elem      *list.Element
+	in        *list.List
+	accounted int64 // its bytes in Deliveries.bytes
+	justUsed  bool  // released by the call trimming: kept beyond MaxQueueBytes
 
 	// The rest is guarded by lock.
 	loaded bool              // read from the log (false: read it before use)
@@ -140,7 +154,7 @@ type queue struct {
 	// pending are the messages enqueued, neither acknowledged nor expired;
 	// idem the enqueue of each idempotency key.
 	pending map[uint64]Delivery
-	idem    map[string]idemEntry
+	idem    map[idemKey]idemEntry
 	// recent are the queue's last events, their positions contiguous up
 	// to pos: what a Host projecting the recipient's read model takes
 	// from here instead of the log. They go back to the acknowledgement
@@ -148,6 +162,7 @@ type queue struct {
 	// one batch), and at most maxRecent.
 	recent  []eventlog.Record
 	lastAck uint64 // position of the last acknowledgement
+	bytes   int64  // the memory all this takes, estimated (see queueBytes)
 }
 
 // maxRecent bounds queue.recent.
@@ -262,20 +277,28 @@ func (q *queue) take(ctx context.Context) bool {
 
 // release unlocks the queues a call acquired, files them as the most
 // recently used, and drops the least recently used queues beyond
-// MaxQueues.
+// MaxQueues, and beyond MaxQueueBytes but those: a queue larger than the
+// budget is kept until another call's queues push it out, rather than
+// read again at every call.
 func (d *Deliveries) release(qs ...*queue) {
 	pending := make([]bool, len(qs))
+	bytes := make([]int64, len(qs))
 	for i, q := range qs {
-		pending[i] = len(q.pending) > 0
+		pending[i], bytes[i] = len(q.pending) > 0, q.bytes
 		<-q.lock
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, q := range qs {
-		q.refs--
 		d.file(q, pending[i])
+		d.bytes += bytes[i] - q.accounted
+		q.accounted, q.justUsed = bytes[i], true
+		q.refs--
 	}
 	d.trim()
+	for _, q := range qs {
+		q.justUsed = false
+	}
 }
 
 // unref lets go of queues a call counted itself in but did not lock.
@@ -301,20 +324,20 @@ func (d *Deliveries) file(q *queue, pending bool) {
 	q.elem, q.in = l.PushFront(q), l
 }
 
-// trim drops the least recently used queues beyond MaxQueues, idle ones
-// first, passing over those a call holds. d.mu is held.
+// trim drops the least recently used queues beyond MaxQueues and
+// MaxQueueBytes, idle ones first, passing over those a call holds (and,
+// for MaxQueueBytes, those just released). d.mu is held.
 func (d *Deliveries) trim() {
-	limit := d.MaxQueues
-	if limit <= 0 {
-		limit = DefaultMaxQueues
-	}
+	limit := cmp.Or(max(d.MaxQueues, 0), DefaultMaxQueues)
+	byteLimit := cmp.Or(max(d.MaxQueueBytes, 0), DefaultMaxQueueBytes)
 	for _, l := range []*list.List{&d.idle, &d.busy} {
-		for e := l.Back(); e != nil && len(d.q) > limit; {
+		for e := l.Back(); e != nil && (len(d.q) > limit || d.bytes > byteLimit); {
 			q, prev := e.Value.(*queue), e.Prev()
-			if q.refs == 0 {
+			if q.refs == 0 && (len(d.q) > limit || !q.justUsed) {
 				delete(d.q, q.key)
 				l.Remove(e)
 				q.elem, q.in = nil, nil
+				d.bytes -= q.accounted
 			}
 			e = prev
 		}
@@ -326,7 +349,7 @@ func (d *Deliveries) trim() {
 func (q *queue) reset() {
 	q.loaded = false
 	q.rules, q.pos, q.seq, q.lastAck = events.QueueState{}, 0, 0, 0
-	q.pending, q.idem, q.recent = map[uint64]Delivery{}, map[string]idemEntry{}, nil
+	q.pending, q.idem, q.recent, q.bytes = map[uint64]Delivery{}, map[idemKey]idemEntry{}, nil, 0
 }
 
 // appendQueue checks evs against the queue's rules, appends them at the
@@ -464,7 +487,7 @@ func (q *queue) next(s events.QueueState, b events.Body, ahead []events.Event) (
 		if b.IdempotencyKey == "" {
 			break
 		}
-		if first, ok := q.idem[b.IdempotencyKey]; ok {
+		if first, ok := q.idem[keyOf(b.IdempotencyKey)]; ok {
 			return s, fmt.Errorf("%w: enqueue sequence %d: idempotency key used before, by sequence %d", events.ErrQueueRule, b.Sequence, first.seq)
 		}
 		for _, ev := range ahead {
@@ -527,19 +550,23 @@ func (q *queue) record(r eventlog.Record) error {
 	}
 	switch b := b.(type) {
 	case events.DeliveryEnqueued:
-		q.pending[b.Sequence] = Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey, EnqueuedAt: r.Event.Time}
+		m := Delivery{Recipient: k.recipient, Channel: k.channel, Seq: b.Sequence, Payload: b.Payload, ExpiresAt: b.ExpiresAt, IdempotencyKey: b.IdempotencyKey, EnqueuedAt: r.Event.Time}
+		q.pending[b.Sequence] = m
+		q.bytes += pendingBytes(m)
 		if b.IdempotencyKey != "" {
-			q.idem[b.IdempotencyKey] = idemEntry{seq: b.Sequence, sum: sha256.Sum256(b.Payload)}
+			q.idem[keyOf(b.IdempotencyKey)] = newIdemEntry(b.Sequence, b.Payload)
+			q.bytes += idemBytes
 		}
 	case events.DeliveryAcknowledged:
 		for s := q.rules.AckedUpTo + 1; s <= after.AckedUpTo; s++ {
-			delete(q.pending, s)
+			q.unpend(s)
 		}
 	case events.DeliveryExpired:
-		delete(q.pending, b.Sequence)
+		q.unpend(b.Sequence)
 	}
 	q.rules, q.pos, q.seq = after, r.Event.Position, r.Seq
 	q.recent = append(q.recent, r)
+	q.bytes += recordBytes(r)
 	if _, ack := b.(events.DeliveryAcknowledged); ack {
 		if q.lastAck > 0 {
 			q.dropBefore(q.lastAck)
@@ -558,7 +585,40 @@ func (q *queue) dropBefore(pos uint64) {
 		return
 	}
 	i := min(int(pos-q.recent[0].Event.Position), len(q.recent))
+	for _, r := range q.recent[:i] {
+		q.bytes -= recordBytes(r)
+	}
 	q.recent = append(q.recent[:0:0], q.recent[i:]...)
+}
+
+// unpend forgets pending message seq (acknowledged or expired).
+func (q *queue) unpend(seq uint64) {
+	if m, ok := q.pending[seq]; ok {
+		q.bytes -= pendingBytes(m)
+		delete(q.pending, seq)
+	}
+}
+
+// What a queue's state takes in memory, estimated on the high side from
+// BenchmarkDeliveryColdQueue's heap-B/acked (Go's map overhead
+// included): an idempotency key, a pending message beyond its payload,
+// and a recent event beyond its payload (which the pending message may
+// share: counted twice).
+const (
+	idemBytes     = 96
+	pendingBytes0 = 160
+	recordBytes0  = 320
+)
+
+func pendingBytes(m Delivery) int64 {
+	return pendingBytes0 + int64(len(m.Payload)+len(m.IdempotencyKey))
+}
+
+func recordBytes(r eventlog.Record) int64 {
+	if e, ok := deliveryBody(r.Event.Body).(events.DeliveryEnqueued); ok {
+		return recordBytes0 + int64(len(e.Payload)+len(e.IdempotencyKey))
+	}
+	return recordBytes0
 }
 
 // Enqueue queues a message for its recipient and returns its sequence.
@@ -582,7 +642,7 @@ func (d *Deliveries) enqueue(ctx context.Context, q *queue, e Enqueue) (seq uint
 		if err := d.load(ctx, q); err != nil {
 			return 0, false, err
 		}
-		if first, ok := q.idem[e.IdempotencyKey]; ok && e.IdempotencyKey != "" {
+		if first, ok := q.idem[keyOf(e.IdempotencyKey)]; ok && e.IdempotencyKey != "" {
 			if err := first.check(k, e.IdempotencyKey, e.Payload); err != nil {
 				return 0, false, err
 			}
@@ -696,7 +756,7 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 			named[r] = true
 			k := queueKey{r, it.Channel}
 			q := held[k]
-			if first, ok := q.idem[it.IdempotencyKey]; ok && it.IdempotencyKey != "" {
+			if first, ok := q.idem[keyOf(it.IdempotencyKey)]; ok && it.IdempotencyKey != "" {
 				if err := first.check(k, it.IdempotencyKey, it.Payload); err != nil {
 					return out, fmt.Errorf("engine: fan-out on %s: %w", it.Channel, err)
 				}
@@ -778,25 +838,41 @@ func aheadKey(evs []events.Event, key string) (idemEntry, bool) {
 	}
 	for _, ev := range evs {
 		if e, ok := deliveryBody(ev.Body).(events.DeliveryEnqueued); ok && e.IdempotencyKey == key {
-			return idemEntry{seq: e.Sequence, sum: sha256.Sum256(e.Payload)}, true
+			return newIdemEntry(e.Sequence, e.Payload), true
 		}
 	}
 	return idemEntry{}, false
 }
 
+// idemKey is an idempotency key as a queue remembers it: the first 128
+// bits of its SHA-256, a fixed size whatever the caller's keys (a queue
+// keeps every key it ever saw).
+type idemKey [16]byte
+
+func keyOf(key string) idemKey {
+	sum := sha256.Sum256([]byte(key))
+	return idemKey(sum[:16])
+}
+
 // idemEntry is the enqueue an idempotency key named: its sequence, and
-// the SHA-256 of its payload, so that the key given again with another
-// payload is refused rather than answered as the first enqueue.
+// the first 128 bits of its payload's SHA-256, so that the key given
+// again with another payload is refused rather than answered as the first
+// enqueue.
 type idemEntry struct {
 	seq uint64
-	sum [sha256.Size]byte
+	sum [16]byte
+}
+
+func newIdemEntry(seq uint64, payload []byte) idemEntry {
+	sum := sha256.Sum256(payload)
+	return idemEntry{seq: seq, sum: [16]byte(sum[:16])}
 }
 
 // check refuses payload under key on queue k when the key's enqueue had
 // another payload: the caller would take the first message's sequence for
 // its own, and its message would never be queued.
 func (e idemEntry) check(k queueKey, key string, payload []byte) error {
-	if sha256.Sum256(payload) == e.sum {
+	if newIdemEntry(e.seq, payload) == e {
 		return nil
 	}
 	return fmt.Errorf("engine: enqueue on %s/%s: idempotency key %q names sequence %d, whose payload differs: %w",

@@ -21,8 +21,9 @@ import (
 // Deliveries, already loaded, every millisecond: the longest of those
 // fetches, over the load's time, is how much of the load a call on
 // another queue can be made to wait (1: all of it). Reported: ms per
-// load, events read per second, that share, and the heap the loaded
-// queue keeps (bytes per acknowledged message). Run with -benchtime=1x
+// load, events read per second, that share, the heap the loaded
+// queue keeps (bytes per acknowledged message), and what the Deliveries
+// estimates it takes (MaxQueueBytes). Run with -benchtime=1x
 // for the 100k case.
 func BenchmarkDeliveryColdQueue(b *testing.B) {
 	for _, acked := range []int{10_000, 100_000} {
@@ -52,6 +53,7 @@ func BenchmarkDeliveryColdQueue(b *testing.B) {
 				b.Fatal(err)
 			}
 			var heap uint64
+			var estimate int64
 			var waited time.Duration // the longest warm fetch, over all loads
 			b.ResetTimer()
 			for b.Loop() {
@@ -90,6 +92,9 @@ func BenchmarkDeliveryColdQueue(b *testing.B) {
 				// What the loaded queue keeps: the heap with it, less the
 				// heap without it.
 				with := heapAfterGC()
+				d.mu.Lock()
+				estimate = d.bytes
+				d.mu.Unlock()
 				runtime.KeepAlive(d)
 				if without := heapAfterGC(); with > without {
 					heap = with - without
@@ -101,6 +106,7 @@ func BenchmarkDeliveryColdQueue(b *testing.B) {
 			b.ReportMetric(float64(pos)*n/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(waited.Seconds()*n/b.Elapsed().Seconds(), "waited-x-load")
 			b.ReportMetric(float64(heap)/float64(acked), "heap-B/acked")
+			b.ReportMetric(float64(estimate)/float64(acked), "estimate-B/acked")
 		})
 	}
 }

@@ -451,3 +451,55 @@ func TestFanOutToARecipientNamedTwiceEnqueuesOnce(t *testing.T) {
 		}
 	}
 }
+
+// MaxQueueBytes bounds the memory of the queues held as MaxQueues bounds
+// their number: beyond it the least recently used go, and come back from
+// the log, keys and all. A queue larger than the budget on its own stays
+// held after the call that used it (else every call would read it again).
+func TestDeliveriesHoldAtMostMaxQueueBytes(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	d := NewDeliveries(b.log, b.clock)
+	held := func(ch string) bool {
+		_, ok := d.q[queueKey{bob, ch}]
+		return ok
+	}
+	fill := func(ch string, n int) {
+		t.Helper()
+		for i := range n {
+			if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: ch, Payload: []byte(ch), IdempotencyKey: fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	accounted := func() {
+		t.Helper()
+		var sum int64
+		for _, q := range d.q {
+			sum += q.bytes
+		}
+		if sum != d.bytes || sum <= 0 {
+			t.Fatalf("%d bytes accounted, the held queues estimate %d", d.bytes, sum)
+		}
+	}
+	fill("a", 20)
+	accounted()
+	one := d.bytes
+	d.MaxQueueBytes = one * 3 / 2 // room for a queue like a, not two
+	fill("b", 20)
+	accounted()
+	if held("a") || !held("b") {
+		t.Fatalf("held a %v b %v, want b only (%d bytes a queue, budget %d)", held("a"), held("b"), one, d.MaxQueueBytes)
+	}
+	// Over the budget on its own: kept after the call.
+	d.MaxQueueBytes = one / 2
+	fill("c", 20)
+	if held("b") || !held("c") {
+		t.Fatalf("held b %v c %v, want c only", held("b"), held("c"))
+	}
+	// a comes back from the log with its keys.
+	if seq, dup, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: "a", Payload: []byte("a"), IdempotencyKey: "7"}); err != nil || !dup || seq != 8 {
+		t.Fatalf("enqueue again on a dropped queue: sequence %d, duplicate %v, %v; want 8, true", seq, dup, err)
+	}
+	accounted()
+}
