@@ -486,6 +486,10 @@ func (HandshakeFormatSet) SchemaVersion() uint16 { return 1 }
 
 // ApplicationMessageSent records an application message this installation
 // encrypted and sent.
+//
+// Version 2 added Message: the message's output can be handed out again
+// after a crash that lost it; a v1 event is upcast with Message nil (its
+// output is not recorded).
 type ApplicationMessageSent struct {
 	GroupID    []byte         `msgpack:"group_id"`
 	Epoch      uint64         `msgpack:"epoch"`
@@ -495,13 +499,22 @@ type ApplicationMessageSent struct {
 	// Content is the message plaintext.
 	Content           Secret `msgpack:"content"`
 	AuthenticatedData []byte `msgpack:"authenticated_data"`
+	// Message is the MLSMessage (a PrivateMessage) as encrypted for the
+	// members (the engine's SendOutput.Message; MessageID is its digest),
+	// from version 2 on, so that a process restarted after a crash that
+	// lost the output can hand it out again (engine's
+	// Installation.OwnMessages): a new encryption would be another
+	// message. Its recipients are not recorded: they are the members of
+	// Epoch other than SenderLeaf, which the group's events hold. Nil in
+	// events before version 2.
+	Message []byte `msgpack:"message"`
 }
 
 // Kind implements Body.
 func (ApplicationMessageSent) Kind() Kind { return KindApplicationMessageSent }
 
 // SchemaVersion implements Body.
-func (ApplicationMessageSent) SchemaVersion() uint16 { return 1 }
+func (ApplicationMessageSent) SchemaVersion() uint16 { return 2 }
 
 // ApplicationMessageReceived records an application message this
 // installation received and decrypted.

@@ -126,7 +126,8 @@ var catalogue = []kindSpec{
 		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),
 	current[EpochSecretsRetired](AggGroup, "the secrets of past epochs were deleted (forward secrecy)", nil),
 	current[HandshakeFormatSet](AggGroup, "the wire format of this installation's proposals and commits in the group was set (PublicMessage or PrivateMessage)", nil),
-	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent", nil),
+	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent",
+		map[uint16]schema{1: legacy(upcastApplicationMessageSentV1)}),
 	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted", nil),
 	current[DeliveryEnqueued](AggDelivery, "a message was queued for a recipient installation on a channel, with expiry and idempotency key",
 		map[uint16]schema{1: legacy(upcastDeliveryEnqueuedV1)}),
@@ -564,4 +565,21 @@ type keyPackageConsumedV1 struct {
 
 func upcastKeyPackageConsumedV1(old keyPackageConsumedV1, _ eventHeader) (KeyPackageConsumed, error) {
 	return KeyPackageConsumed{Ref: old.Ref, GroupID: old.GroupID, LastResort: old.LastResort}, nil
+}
+
+// applicationMessageSentV1 is application.message_sent schema version 1:
+// no Message.
+type applicationMessageSentV1 struct {
+	GroupID           []byte         `msgpack:"group_id"`
+	Epoch             uint64         `msgpack:"epoch"`
+	SenderLeaf        uint32         `msgpack:"sender_leaf"`
+	Sender            InstallationID `msgpack:"sender"`
+	MessageID         []byte         `msgpack:"message_id"`
+	Content           Secret         `msgpack:"content"`
+	AuthenticatedData []byte         `msgpack:"authenticated_data"`
+}
+
+func upcastApplicationMessageSentV1(old applicationMessageSentV1, _ eventHeader) (ApplicationMessageSent, error) {
+	return ApplicationMessageSent{GroupID: old.GroupID, Epoch: old.Epoch, SenderLeaf: old.SenderLeaf, Sender: old.Sender,
+		MessageID: old.MessageID, Content: old.Content, AuthenticatedData: old.AuthenticatedData}, nil
 }

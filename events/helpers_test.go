@@ -58,7 +58,7 @@ func samples(inst InstallationID) map[Kind]Event {
 		{grp, EpochSecretsRetired{GroupID: gid, Epochs: []uint64{1, 2, 3}}},
 		{grp, HandshakeFormatSet{GroupID: gid, WireFormat: 2}},
 		{grp, ApplicationMessageSent{GroupID: gid, Epoch: 7, SenderLeaf: 0, Sender: inst, MessageID: []byte("m1"),
-			Content: secret("hello"), AuthenticatedData: []byte("ad")}},
+			Content: secret("hello"), AuthenticatedData: []byte("ad"), Message: []byte("private-message-1")}},
 		{grp, ApplicationMessageReceived{GroupID: gid, Epoch: 7, SenderLeaf: 2, Sender: "inst-bob", MessageID: []byte("m2"),
 			Content: secret("hi"), AuthenticatedData: []byte("ad2")}},
 		{dlv, DeliveryEnqueued{Recipient: "inst-bob", Channel: "inbox", Sequence: 12, Payload: []byte("ciphertext"),

@@ -235,7 +235,14 @@ func TestMessageIDGolden(t *testing.T) {
 		LastResort: kc.LastResort}); got != golden[5].want {
 		t.Errorf("keypackage.consumed v1: id %s, want %s", got, golden[5].want)
 	}
-	golden = append(golden[:2], golden[4])
+	// application.message_sent is at version 2 (with message).
+	ms := golden[4].e.Body.(ApplicationMessageSent)
+	if got := msgIDAtVersion(t, r, testAggPseudonym, golden[4].e, 1, applicationMessageSentV1{GroupID: ms.GroupID, Epoch: ms.Epoch,
+		SenderLeaf: ms.SenderLeaf, Sender: ms.Sender, MessageID: ms.MessageID, Content: ms.Content,
+		AuthenticatedData: ms.AuthenticatedData}); got != golden[4].want {
+		t.Errorf("application.message_sent v1: id %s, want %s", got, golden[4].want)
+	}
+	golden = golden[:2]
 	for _, g := range golden {
 		got, _ := mustSealWithID(t, m, testAggPseudonym, g.e, testTime)
 		if got != g.want {

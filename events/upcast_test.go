@@ -221,6 +221,37 @@ func TestUpcastCommitAppliedV3(t *testing.T) {
 	}
 }
 
+// An application.message_sent of version 1 opens at version 2 with the
+// same fields and Message nil (its output was not recorded); a v2 body
+// with Message labelled v1 is refused.
+func TestUpcastApplicationMessageSentV1(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	v1 := applicationMessageSentV1{GroupID: gid, Epoch: 6, SenderLeaf: 2, Sender: testInst, MessageID: []byte("m"),
+		Content: Secret("hello"), AuthenticatedData: []byte("ad")}
+	env, err := seal(r, testBinding, testInst, KindApplicationMessageSent, 1, h, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open application.message_sent v1: %v", err)
+	}
+	want := ApplicationMessageSent{GroupID: gid, Epoch: 6, SenderLeaf: 2, Sender: testInst, MessageID: []byte("m"),
+		Content: Secret("hello"), AuthenticatedData: []byte("ad")}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
+	want.Message = []byte("private-message")
+	env, err = seal(r, testBinding, testInst, KindApplicationMessageSent, 1, h, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("v2 body labelled v1: got %v, want ErrMalformed", err)
+	}
+}
+
 // A group.commit_applied of version 4 opens at version 5 with the same
 // fields, the state delta kept, and OwnOutput nil (its output was not
 // recorded); a v5 body with OwnOutput labelled v4 is refused.

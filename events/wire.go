@@ -174,17 +174,20 @@ func appendRecord(b []byte, k Kind, version uint16, h eventHeader, body []byte) 
 }
 
 func (m ApplicationMessageSent) appendMsgpack(b []byte) []byte {
-	return appendAppMessage(b, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
+	b = appendAppMessage(b, 8, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
+	b = appendStr(b, "message")
+	return appendBin(b, m.Message)
 }
 
 func (m ApplicationMessageReceived) appendMsgpack(b []byte) []byte {
-	return appendAppMessage(b, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
+	return appendAppMessage(b, 7, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
 }
 
-// appendAppMessage writes the fields ApplicationMessageSent and
-// ApplicationMessageReceived share, in their order.
-func appendAppMessage(b, groupID []byte, epoch uint64, senderLeaf uint32, sender InstallationID, messageID []byte, content Secret, ad []byte) []byte {
-	b = appendMapLen(b, 7)
+// appendAppMessage writes the map header of a body of n fields and the
+// fields ApplicationMessageSent and ApplicationMessageReceived share, in
+// their order.
+func appendAppMessage(b []byte, n int, groupID []byte, epoch uint64, senderLeaf uint32, sender InstallationID, messageID []byte, content Secret, ad []byte) []byte {
+	b = appendMapLen(b, n)
 	b = appendStr(b, "group_id")
 	b = appendBin(b, groupID)
 	b = appendStr(b, "epoch")

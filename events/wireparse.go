@@ -233,19 +233,23 @@ type bodyParser interface {
 func (ApplicationMessageSent) parseMsgpack(data []byte) (Body, bool) {
 	var m ApplicationMessageSent
 	r := wireReader{b: data}
-	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r)
+	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r, 8)
+	r.key("message")
+	m.Message = r.bin()
 	return m, r.done()
 }
 
 func (ApplicationMessageReceived) parseMsgpack(data []byte) (Body, bool) {
 	var m ApplicationMessageReceived
 	r := wireReader{b: data}
-	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r)
+	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r, 7)
 	return m, r.done()
 }
 
-func parseAppMessage(r *wireReader) (groupID []byte, epoch uint64, senderLeaf uint32, sender InstallationID, messageID []byte, content Secret, ad []byte) {
-	r.expect(mpFixMap | 7)
+// parseAppMessage reads the map header of a body of n fields and the
+// fields appendAppMessage writes.
+func parseAppMessage(r *wireReader, n byte) (groupID []byte, epoch uint64, senderLeaf uint32, sender InstallationID, messageID []byte, content Secret, ad []byte) {
+	r.expect(mpFixMap | n)
 	r.key("group_id")
 	groupID = r.bin()
 	r.key("epoch")
