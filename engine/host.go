@@ -984,7 +984,7 @@ func (h *Host) decideSends(ctx context.Context, w *hostWork, reqs []SendRequest,
 		w.ops = append(w.ops, &hostOp{idx: idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(r.GroupID),
 			evs: []events.Event{{Aggregate: agg, Time: now.UTC(), Body: events.ApplicationMessageSent{
 				GroupID: r.GroupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
-				MessageID: id, Content: events.Secret(r.Content), AuthenticatedData: r.AuthenticatedData,
+				MessageID: id, Content: events.Secret(r.Content), AuthenticatedData: r.AuthenticatedData, Message: wire,
 			}}},
 			send: &SendOutput{GroupID: bytes.Clone(r.GroupID), Epoch: ng.Epoch(), MessageID: id, Message: wire, Recipients: otherMembers(ng)},
 		})

@@ -319,6 +319,9 @@ func (a *applier) archiveMembership(id []byte, resync bool) (int64, error) {
 	if a.db.schema >= 5 {
 		drop = append(drop, `DELETE FROM epoch_states WHERE group_id = ?`)
 	}
+	if a.db.schema >= 10 {
+		drop = append(drop, `DELETE FROM message_recipients WHERE group_id = ?`)
+	}
 	for _, q := range drop {
 		if _, err := a.exec(q, id); err != nil {
 			return 0, err
@@ -635,13 +638,12 @@ func (a *applier) outputNotKept(group []byte, epoch uint64) error {
 	return err
 }
 
-// ownOutput is the output of the own commit b, read before its
-// membership changes apply: the engine delivered it to the members of
-// the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
-// and its Welcome to the members it added.
-func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
+// otherMembers returns the group's current members but the one at leaf,
+// by leaf, packed by encodeIdentities: whom this installation's own
+// commit or message is for (the engine's outputs' Recipients).
+func (a *applier) otherMembers(group []byte, leaf uint32) ([]byte, error) {
 	rows, err := a.query(`SELECT identity FROM members WHERE group_id = ? AND removed_epoch IS NULL AND leaf != ? ORDER BY leaf`,
-		b.GroupID, int64(b.Committer.Leaf))
+		group, int64(leaf))
 	if err != nil {
 		return nil, err
 	}
@@ -660,7 +662,19 @@ func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	out := &ownOutputRow{recipients: encodeIdentities(to)}
+	return encodeIdentities(to), nil
+}
+
+// ownOutput is the output of the own commit b, read before its
+// membership changes apply: the engine delivered it to the members of
+// the epoch it ended but the committer (CommitOutput.Recipients, by leaf)
+// and its Welcome to the members it added.
+func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
+	to, err := a.otherMembers(b.GroupID, b.Committer.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	out := &ownOutputRow{recipients: to}
 	if b.OwnOutput.Welcome != nil {
 		added := make([][]byte, len(b.Added))
 		for i, m := range b.Added {

@@ -4,10 +4,14 @@ package projections
 // kept per group in order of arrival (the ordinal).
 
 import (
+	"fmt"
+
 	"github.com/epochlog/epochlog/events"
 )
 
-func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte) error {
+// message inserts a message; output is the message as encrypted of an own
+// message that recorded it (application.message_sent v2), else nil.
+func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte, output []byte) error {
 	g := a.group(group)
 	cur, err := a.loadEpoch(group, g)
 	if err != nil {
@@ -37,13 +41,28 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 		content = []byte{}
 	}
 	t := nanos(ev.Time)
+	if output != nil && a.db.schema < 10 {
+		if err := a.messageOutputNotKept(group, epoch, id); err != nil {
+			return err
+		}
+	}
 	if a.db.schema >= 3 {
 		m, err := a.groupMembership(group, g)
 		if err != nil {
 			return err
 		}
-		_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m)
+		if output != nil && a.db.schema >= 10 { // an own message's output
+			if epoch == cur {
+				if err := a.messageRecipients(group, epoch, leaf); err != nil {
+					return err
+				}
+			}
+			_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership, message)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m, output)
+		} else {
+			_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m)
+		}
 		if err != nil {
 			return err
 		}
@@ -56,6 +75,35 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 		g.hasLastMsg, g.lastMsg = true, t
 	}
 	return nil
+}
+
+// messageRecipients records, at the first own message of the group's
+// current epoch that keeps its output, whom the epoch's own messages are
+// for: its members but the sender (at leaf), as the engine's
+// SendOutput.Recipients has them. Once per epoch: the members table
+// forgets a removed member once another takes its leaf, and a later
+// commit may do that before the output is asked for.
+func (a *applier) messageRecipients(group []byte, epoch uint64, leaf uint32) error {
+	var n int
+	if err := a.query1(`SELECT count(*) FROM message_recipients WHERE group_id = ? AND epoch = ?`, []any{group, epoch}, &n); err != nil || n > 0 {
+		return err
+	}
+	to, err := a.otherMembers(group, leaf)
+	if err != nil {
+		return err
+	}
+	_, err = a.exec(`INSERT INTO message_recipients(group_id, epoch, recipients) VALUES (?, ?, ?)`, group, epoch, to)
+	return err
+}
+
+// messageOutputNotKept notes in a file older than schema 10 the first own
+// message whose recorded output (the message as encrypted) it could not
+// keep, as outputNotKept does for own commits: MigrateInPlace refuses
+// such a file (ErrOutputsNotKept).
+func (a *applier) messageOutputNotKept(group []byte, epoch uint64, id []byte) error {
+	_, err := a.exec(`INSERT OR IGNORE INTO epochlog_meta(name, value) VALUES ('`+messageOutputsNotKeptMeta+`', ?)`,
+		fmt.Sprintf("group %x epoch %d message %x", group, epoch, id))
+	return err
 }
 
 // messageOrdinal returns the group's highest message ordinal (0: none).
@@ -74,7 +122,7 @@ func applyMessageSent(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData)
+	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData, b.Message)
 }
 
 func applyMessageReceived(a *applier, ev events.Event) error {
@@ -82,5 +130,5 @@ func applyMessageReceived(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData)
+	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData, nil)
 }

@@ -35,6 +35,11 @@ const applicationID = 0x45504C47
 // keeping (applier.outputNotKept).
 const outputsNotKeptMeta = "outputs_not_kept"
 
+// messageOutputsNotKeptMeta names the epochlog_meta row a file older
+// than schema 10 gets at the first own message output it applied
+// without keeping (applier.messageOutputNotKept).
+const messageOutputsNotKeptMeta = "message_outputs_not_kept"
+
 // formatMarker is the value of the "format" row of epochlog_meta.
 const formatMarker = "epochlog.readmodel"
 

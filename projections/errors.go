@@ -34,10 +34,12 @@ var (
 	ErrMigrationWait = errors.New("projections: gave up waiting for another writer before migrating")
 	// ErrOutputsNotKept means a file older than schema 9 applied own
 	// commits whose events record their output (group.commit_applied v5,
-	// group.external_joined v3) without keeping it: migrated in place it
-	// would lack those outputs, which a fresh build has. Migrate it by
-	// replay instead; MigrateInPlace refuses it and writes nothing.
-	ErrOutputsNotKept = errors.New("projections: own commit outputs were applied but not kept (schema older than 9)")
+	// group.external_joined v3), or one older than schema 10 own
+	// application messages that record theirs (application.message_sent
+	// v2), without keeping it: migrated in place it would lack those
+	// outputs, which a fresh build has. Migrate it by replay instead;
+	// MigrateInPlace refuses it and writes nothing.
+	ErrOutputsNotKept = errors.New("projections: own commit or message outputs were applied but not kept (schema older than 9 or 10)")
 )
 
 // FileError reports a failure about one database file. It never contains

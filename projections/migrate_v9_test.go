@@ -74,12 +74,13 @@ func TestMigrateToV9InPlace(t *testing.T) {
 		t.Fatalf("schema 8: own commit outputs %v, %v; want none", got, err)
 	}
 	old.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 8 || to != 9 {
+	v9 := &Options{SchemaVersion: 9}
+	if f, to, err := MigrateInPlace(ctx, path, k, v9); err != nil || f != 8 || to != 9 {
 		t.Fatalf("MigrateInPlace from v8: %d -> %d, %v", f, to, err)
 	}
-	migrated := mustOpen(t, path, k, nil)
+	migrated := mustOpen(t, path, k, &Options{NoMigrate: true})
 	defer migrated.Close()
-	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), nil, recs[:before])
+	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), v9, recs[:before])
 	defer fresh.Close()
 	same := func(when string) {
 		t.Helper()

@@ -5,6 +5,8 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
@@ -140,4 +142,65 @@ func scanMessage(rows *sql.Rows) (Message, error) {
 	}
 	m.Sender, m.Content, m.SentAt = events.InstallationID(sender), events.Secret(content), fromNanos(at)
 	return m, nil
+}
+
+// OwnMessageOutput is the recorded output of one of this installation's
+// own application messages (schema v10): what the engine's Send returned
+// for the delivery service.
+type OwnMessageOutput struct {
+	// Ordinal is the message's place among the group's messages.
+	Ordinal uint64
+	// Epoch is the epoch the message was encrypted in.
+	Epoch uint64
+	// MessageID is the digest of Message.
+	MessageID []byte
+	// Message is the message as encrypted (an MLSMessage).
+	Message []byte
+	// Recipients are the members of Epoch other than this installation,
+	// by leaf.
+	Recipients [][]byte
+}
+
+// OwnMessageOutputs returns the recorded outputs of this installation's
+// own application messages in the group's current membership, of epochs
+// from fromEpoch on that it has not retired: the newest limit of them
+// (all when limit <= 0), oldest first. Only messages whose
+// application.message_sent recorded the message (version 2 on) and that
+// were projected at schema 10 or later have one; the others are left
+// out. Before schema 10 it is empty.
+func (db *DB) OwnMessageOutputs(ctx context.Context, groupID []byte, fromEpoch uint64, limit int) ([]OwnMessageOutput, error) {
+	if db.schema < 10 {
+		return nil, nil
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT m.ordinal, m.epoch, m.message_id, m.message, r.recipients
+		FROM messages m INDEXED BY messages_own_output
+		JOIN groups g ON g.group_id = m.group_id AND g.membership = m.membership
+		JOIN epochs e ON e.group_id = m.group_id AND e.epoch = m.epoch AND e.retired = 0
+		JOIN message_recipients r ON r.group_id = m.group_id AND r.epoch = m.epoch
+		WHERE m.group_id = ? AND m.message IS NOT NULL AND m.epoch >= ?
+		ORDER BY m.ordinal DESC LIMIT ?`, groupID, fromEpoch, limit)
+	if err != nil {
+		return nil, db.wrapErr("own message outputs", err)
+	}
+	defer rows.Close()
+	var out []OwnMessageOutput
+	for rows.Next() {
+		var o OwnMessageOutput
+		var to []byte
+		if err := rows.Scan(&o.Ordinal, &o.Epoch, &o.MessageID, &o.Message, &to); err != nil {
+			return nil, db.wrapErr("own message outputs", err)
+		}
+		if o.Recipients, err = decodeIdentities(to); err != nil {
+			return nil, fmt.Errorf("projections: %s: group %x epoch %d message %x: recipients: %w", db.path, groupID, o.Epoch, o.MessageID, err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.wrapErr("own message outputs", err)
+	}
+	slices.Reverse(out)
+	return out, nil
 }

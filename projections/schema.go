@@ -16,7 +16,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 9
+const LatestSchema = 10
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -541,6 +541,29 @@ var migrateV9 = []string{
 	`ALTER TABLE epochs ADD COLUMN welcome_recipients BLOB`,
 }
 
+// migrateV10 keeps the output of an own application message: the message
+// as encrypted (messages.message) and whom the own messages of an epoch
+// are for (message_recipients: the epoch's members other than this
+// installation, by leaf, packed as encodeIdentities packs them; once per
+// epoch in which it sent one, not per message), so that a process
+// restarted after a crash that lost the output hands it out again (the
+// engine's Installation.OwnMessages). Only messages whose
+// application.message_sent (v2 on) records the message have them: a
+// fresh build of the same events leaves the rows of older events empty,
+// as this step does.
+var migrateV10 = []string{
+	`ALTER TABLE messages ADD COLUMN message BLOB`,
+	`CREATE TABLE message_recipients (
+		group_id   BLOB NOT NULL REFERENCES groups(group_id),
+		epoch      INTEGER NOT NULL,
+		recipients BLOB NOT NULL,
+		PRIMARY KEY (group_id, epoch)
+	) WITHOUT ROWID`,
+	// The own messages with an output only: OwnMessageOutputs reads no
+	// received message's row (nor its content) to find them.
+	`CREATE INDEX messages_own_output ON messages(group_id, ordinal) WHERE message IS NOT NULL`,
+}
+
 // migrateV8Backfill records the SHA-256 of every commit message the
 // epochs and past epochs hold (SQLite has no SHA-256 of its own), before
 // migrateV8Post drops the messages of other members' commits.
@@ -793,6 +816,9 @@ func migrationStatements(version int) []string {
 	if version >= 9 {
 		stmts = append(stmts, migrateV9...)
 	}
+	if version >= 10 {
+		stmts = append(stmts, migrateV10...)
+	}
 	return stmts
 }
 
@@ -824,6 +850,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts, backfill, after, rebuild = migrateV8Pre, migrateV8Backfill, migrateV8Post, true
 		case 9:
 			stmts = migrateV9
+		case 10:
+			stmts = migrateV10
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}
@@ -978,8 +1006,8 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 	if from > target {
 		return fail(from, &FileError{Path: path, Op: "migrate", Err: fmt.Errorf("%w: file has schema %d, %d was requested (downgrade refused)", ErrSchemaTooNew, from, target), Hint: hintFor(ErrSchemaTooNew)})
 	}
-	if from < 9 && target >= 9 {
-		if err := db.OutputsKept(ctx); err != nil {
+	if from < target {
+		if err := db.OutputsKept(ctx, target); err != nil {
 			return fail(from, &FileError{Path: path, Op: "migrate", Err: err,
 				Hint: "migrate it by replay (replayer migrate without --in-place), which keeps them"})
 		}
@@ -1002,21 +1030,33 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 	return from, to, db.Close()
 }
 
-// OutputsKept says whether the read model kept the output of every own
-// commit whose event records one: an ErrOutputsNotKept naming the first
-// it did not keep (a file older than schema 9 that applied such events),
-// else nil. Migrated to schema 9, such a file lacks what a fresh build of
-// the same events has.
-func (db *DB) OutputsKept(ctx context.Context) error {
-	var first string
-	err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = '`+outputsNotKeptMeta+`'`).Scan(&first)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil
-	case err != nil:
-		return db.wrapErr("read meta", err)
+// OutputsKept says whether the read model kept every recorded output that
+// a file of schema would keep: the output of own commits whose event
+// records one (schema 9 on) and of own application messages whose event
+// records the message (schema 10 on). It is an ErrOutputsNotKept naming
+// the first it did not keep (a file older than that schema that applied
+// such events), else nil. Migrated to schema, such a file lacks what a
+// fresh build of the same events has.
+func (db *DB) OutputsKept(ctx context.Context, schema int) error {
+	for _, c := range []struct {
+		since int
+		meta  string
+		what  string
+	}{{9, outputsNotKeptMeta, "own commits"}, {10, messageOutputsNotKeptMeta, "own messages"}} {
+		if schema < c.since || db.schema >= c.since {
+			continue
+		}
+		var first string
+		err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = ?`, c.meta).Scan(&first)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return db.wrapErr("read meta", err)
+		}
+		return fmt.Errorf("%w: schema %d applied the recorded output of %s from %s on", ErrOutputsNotKept, db.schema, c.what, first)
 	}
-	return fmt.Errorf("%w: schema %d applied the recorded output of own commits from %s on", ErrOutputsNotKept, db.schema, first)
+	return nil
 }
 
 // IntegrityCheck verifies every page's HMAC (PRAGMA cipher_integrity_check)

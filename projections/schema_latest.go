@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 9
+const schemaLatestVersion = 10
 
-// schemaLatest creates schema 9 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 10 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -105,7 +105,7 @@ var schemaLatest = []string{
 		sent_at            INTEGER NOT NULL,
 		membership         INTEGER NOT NULL DEFAULT 1,
 		authenticated_data BLOB NOT NULL,
-		content            BLOB NOT NULL,
+		content            BLOB NOT NULL, message BLOB,
 		PRIMARY KEY (group_id, ordinal),
 		UNIQUE (group_id, message_id)
 	)`,
@@ -178,4 +178,11 @@ var schemaLatest = []string{
 		commit_message            BLOB,
 		PRIMARY KEY (group_id, membership, epoch)
 	)`,
+	`CREATE TABLE message_recipients (
+		group_id   BLOB NOT NULL REFERENCES groups(group_id),
+		epoch      INTEGER NOT NULL,
+		recipients BLOB NOT NULL,
+		PRIMARY KEY (group_id, epoch)
+	) WITHOUT ROWID`,
+	`CREATE INDEX messages_own_output ON messages(group_id, ordinal) WHERE message IS NOT NULL`,
 }

@@ -370,14 +370,14 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 			}
 			// Outputs a snapshot did not keep are in the history until it
 			// is compacted: replay it rather than lose them.
-			migrated, merr := migrateSnapshot(ctx, plain, fresh, fresh.SchemaVersion() < 9 || compacted())
+			migrated, merr := migrateSnapshot(ctx, plain, fresh, compacted())
 			clear(plain)
 			if merr != nil {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
 				if errors.Is(merr, projections.ErrOutputsNotKept) {
-					log.Info("replay: snapshot of an older schema did not keep own commit outputs; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
+					log.Info("replay: snapshot of an older schema did not keep own commit or message outputs; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
 						"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion(), "err", merr)
 					continue
 				}
@@ -434,9 +434,10 @@ const minMigratedSnapshotSchema = 3
 // upgrade to a newer schema must be able to start from one an older
 // build made.
 //
-// A snapshot of a file that applied own commit outputs it could not keep
-// (below schema 9) is projections.ErrOutputsNotKept unless lossy: its
-// migration would lack what a replay gives.
+// A snapshot of a file that applied own commit or message outputs it
+// could not keep (below schema 9 or 10) is projections.ErrOutputsNotKept
+// unless lossy, when fresh's schema keeps them: its migration would lack
+// what a replay gives.
 func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, lossy bool) (out []byte, err error) {
 	key, err := projections.GenerateRawKey()
 	if err != nil {
@@ -456,8 +457,8 @@ func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, l
 		return nil, err
 	}
 	meta, err = old.Import(ctx, bytes.NewReader(plain))
-	if err == nil && meta.Schema < 9 && !lossy {
-		err = old.OutputsKept(ctx)
+	if err == nil && !lossy {
+		err = old.OutputsKept(ctx, fresh.SchemaVersion())
 	}
 	if cerr := old.Close(); err == nil {
 		err = cerr
