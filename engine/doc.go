@@ -66,7 +66,10 @@
 //     in a process), fan out again what [Installation.OwnCommits] hands
 //     back, in epoch order, with the idempotency keys of the live path, so
 //     that what was queued before is not queued twice (docs/engine.md,
-//     "After a crash").
+//     "After a crash"). Likewise an own application message: fan out
+//     again the newest that [Installation.OwnMessages] hands back
+//     (msg-%x of its MessageID), each epoch's after the own commit that
+//     started it.
 //   - GroupInfos and KeyPackages given to Receive are refused with
 //     [ErrUnsupportedMessage] (proposals of external senders and new
 //     members are received, see [Received].NonMember); a proposal that

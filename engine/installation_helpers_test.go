@@ -147,13 +147,19 @@ func (b *backend) send(from events.InstallationID, gid []byte, text string) *Sen
 	if err != nil {
 		b.t.Fatalf("%s send: %v", from, err)
 	}
+	b.deliverSend(out)
+	return out
+}
+
+// deliverSend queues a Send's path update, if any, then its message.
+func (b *backend) deliverSend(out *SendOutput) {
+	b.t.Helper()
 	if out.Update != nil {
 		b.deliverCommit(out.Update)
 	}
 	if _, err := b.del.FanOut(context.Background(), out.Recipients, mlsChannel, out.Message, time.Time{}, fmt.Sprintf("msg-%x", out.MessageID)); err != nil {
 		b.t.Fatalf("fan out message: %v", err)
 	}
-	return out
 }
 
 // drain delivers every pending message to id and acknowledges it; it

@@ -130,7 +130,7 @@ func run(ctx context.Context, dir string, messages int) error {
 				return err
 			}
 		}
-		if _, err := s.queue.FanOut(ctx, out.Recipients, channel, out.Message, noExpiry, fmt.Sprintf("msg-%x", out.MessageID)); err != nil {
+		if err := s.deliverMessage(ctx, out); err != nil {
 			return err
 		}
 		if err := s.drainAll(ctx); err != nil {
@@ -177,44 +177,63 @@ func run(ctx context.Context, dir string, messages int) error {
 	}
 	fmt.Printf("rebuilt %s from %d events, checkpoint %d\n", bob, res.Replayed, res.Checkpoint)
 	// What a service does as it opens an installation (here bob's own
-	// commits were all queued before: nothing is queued again).
-	n, err := s.redeliverOwnCommits(ctx, s.inst[bob])
+	// commits and messages were all queued before: nothing is queued
+	// again).
+	commits, msgs, err := s.redeliverOwnOutputs(ctx, s.inst[bob])
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %d recorded own commits fanned out again at startup\n", bob, n)
+	fmt.Printf("%s: %d recorded own commits and %d own messages fanned out again at startup\n", bob, commits, msgs)
 	return nil
 }
 
-// redeliverOwnCommits fans out again, group by group in epoch order, the
-// outputs of the installation's own commits (engine.Installation.
-// OwnCommits) with the idempotency keys of deliverCommit: a process that
-// crashed between recording a commit and queuing its output delivers it
-// now, and one queued before is not queued twice. A commit whose key
-// another commit of its epoch took (the group took that one: this
-// installation forked, Receive will say engine.ErrForked) is skipped,
-// with the own commits after it.
-func (s *service) redeliverOwnCommits(ctx context.Context, in *engine.Installation) (int, error) {
+// inFlight bounds the own messages of a group fanned out again at
+// startup: more than this service ever sends to a group at once, so
+// every output a crash can have lost is among them.
+const inFlight = 64
+
+// redeliverOwnOutputs fans out again, group by group, the outputs of the
+// installation's own commits (engine.Installation.OwnCommits) and of its
+// newest own messages (OwnMessages), with the idempotency keys of
+// deliverCommit and deliverMessage, in the live order: an epoch's
+// messages after the commit that started it. A process that crashed
+// between recording a commit or a message and queuing its output
+// delivers it now, and one queued before is not queued twice. A commit
+// whose key another commit of its epoch took (the group took that one:
+// this installation forked, Receive will say engine.ErrForked) is
+// skipped, with the own commits and messages after it.
+func (s *service) redeliverOwnOutputs(ctx context.Context, in *engine.Installation) (commits, msgs int, err error) {
 	groups, err := in.DB().Groups(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
 	for _, g := range groups {
 		cos, err := in.OwnCommits(ctx, g.ID, 0)
 		if err != nil {
-			return n, err
+			return commits, msgs, err
 		}
-		for _, co := range cos {
-			if err := s.deliverCommit(ctx, co); errors.Is(err, engine.ErrIdempotencyKeyReused) {
-				break
-			} else if err != nil {
-				return n, err
+		outs, err := in.OwnMessages(ctx, g.ID, 0, inFlight)
+		if err != nil {
+			return commits, msgs, err
+		}
+	group:
+		for len(cos) > 0 || len(outs) > 0 {
+			if len(cos) > 0 && (len(outs) == 0 || cos[0].Epoch <= outs[0].Epoch) {
+				if err := s.deliverCommit(ctx, cos[0]); errors.Is(err, engine.ErrIdempotencyKeyReused) {
+					break group
+				} else if err != nil {
+					return commits, msgs, err
+				}
+				cos, commits = cos[1:], commits+1
+				continue
 			}
-			n++
+			if err := s.deliverMessage(ctx, outs[0]); err != nil {
+				return commits, msgs, err
+			}
+			outs, msgs = outs[1:], msgs+1
 		}
 	}
-	return n, nil
+	return commits, msgs, nil
 }
 
 // decided passes on a commit's output, and settles one whose append went
@@ -248,6 +267,13 @@ func (s *service) deliverCommit(ctx context.Context, co *engine.CommitOutput) er
 		return nil
 	}
 	_, err := s.queue.FanOut(ctx, co.Added, channel, co.Welcome, noExpiry, fmt.Sprintf("welcome-%x-%d", co.GroupID, co.Epoch))
+	return err
+}
+
+// deliverMessage queues an application message under the key of its
+// message id: queued again (after a restart), it is not queued twice.
+func (s *service) deliverMessage(ctx context.Context, out *engine.SendOutput) error {
+	_, err := s.queue.FanOut(ctx, out.Recipients, channel, out.Message, noExpiry, fmt.Sprintf("msg-%x", out.MessageID))
 	return err
 }
 
