@@ -65,9 +65,11 @@ func (in *Installation) OwnCommits(ctx context.Context, groupID []byte, fromEpoc
 // group recorded with their message (application.message_sent version 2
 // on) and projected into a read model of schema 10 on. Messages recorded
 // before, those of an ended membership, and those of an epoch whose
-// secrets this installation has retired are not handed back: the members
-// retire past epochs as it does (maximum_past_epochs), and could not
-// decrypt them. A group the installation never held is ErrUnknownGroup.
+// secrets this installation has retired (MaxPastEpochs commits later)
+// are not handed back: a member with the same window has retired that
+// epoch too and could not decrypt them (its Receive says
+// ErrEpochRetired). A group the installation never held is
+// ErrUnknownGroup; a negative limit is refused.
 func (in *Installation) OwnMessages(ctx context.Context, groupID []byte, fromEpoch uint64, limit int) ([]*SendOutput, error) {
 	if limit < 0 {
 		return nil, fmt.Errorf("engine: installation %s: own messages of group %x: limit %d is negative", in.id, groupID, limit)
