@@ -25,6 +25,7 @@ import (
 // demoSummary is what demo prints (as text, or one JSON object).
 type demoSummary struct {
 	Run            string              `json:"run"`
+	Seed           uint64              `json:"seed"` // --seed repeats the run's random choices
 	Stream         string              `json:"stream"`
 	Server         string              `json:"server"`
 	DataDir        string              `json:"data_dir"`
@@ -93,7 +94,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	n := fs.Int("installations", 10, "number of installations (2 or more)")
 	groups := fs.Int("groups", 0, "number of groups (default: one per five installations, at least 3)")
 	messages := fs.Int("messages", 2000, "number of application messages")
-	seed := fs.Uint64("seed", 0, "seed for the random choices (0: random)")
+	seed := fs.Uint64("seed", 0, "seed for the random choices (0: draw one); the summary names the seed, so that --seed repeats a run")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
 	metricsAddr := registerMetricsFlag(fs)
 	if err := parseFlags(env, fs, args); err != nil {
@@ -155,7 +156,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		rng:   mrand.New(mrand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15)),
 	}
 	defer w.close()
-	sum := demoSummary{Run: run, Stream: log.Stream(), Server: demoServer(log, cfg.NATSURL), DataDir: conn.data, DBDir: w.dbDir}
+	sum := demoSummary{Run: run, Seed: *seed, Stream: log.Stream(), Server: demoServer(log, cfg.NATSURL), DataDir: conn.data, DBDir: w.dbDir}
 
 	t0 := time.Now()
 	if err := w.createInstallations(ctx, run, *n, nil); err != nil {
@@ -348,7 +349,7 @@ func (w *world) census(ctx context.Context, sum *demoSummary, gs []*demoGroup) e
 func printDemoSummary(env *cliEnv, s demoSummary) {
 	w := env.stdout
 	st := s.Stats
-	fmt.Fprintf(w, "epochlog demo, run %s: stream %s on %s\n", s.Run, s.Stream, s.Server)
+	fmt.Fprintf(w, "epochlog demo, run %s (seed %d): stream %s on %s\n", s.Run, s.Seed, s.Stream, s.Server)
 	fmt.Fprintf(w, "  %d installations, each with its own SQLCipher read model in %s\n", len(s.Installations), s.DBDir)
 	for _, g := range s.Groups {
 		fmt.Fprintf(w, "  group %.16s…  %2d members, epoch %d\n", g.ID, g.Members, g.Epoch)
