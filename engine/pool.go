@@ -551,7 +551,7 @@ func (p *Pool) closeEntry(v *poolEntry) {
 	defer p.mu.Unlock()
 	if err != nil {
 		p.closeErrs = append(p.closeErrs, fmt.Errorf("engine: pool: close installation %s (read model %s): %w", v.id, v.path, err))
-		p.log.Logger().Warn("engine: pool: closing an evicted installation failed", "installation", string(v.id), "path", v.path, "error", err)
+		p.log.Logger().Warn("engine: pool: closing an evicted installation failed", "installation", string(v.id), "path", v.path, "err", err)
 	}
 	v.in = nil
 	v.state = poolClosed

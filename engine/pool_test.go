@@ -18,12 +18,14 @@ import (
 	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
 )
 
 // poolFixture is a Log on an in-process server with installations
 // created and closed, their read models in dir, ready to register.
 type poolFixture struct {
 	t    *testing.T
+	srv  *natstest.Server
 	log  *eventlog.Log
 	dir  string
 	mu   sync.Mutex
@@ -39,7 +41,7 @@ type poolFixture struct {
 func newPoolFixture(t *testing.T, n int) *poolFixture {
 	t.Helper()
 	srv := natstest.Start(t, natstest.Options{})
-	f := &poolFixture{t: t, log: openLog(t, testConfig(srv), keyring(t, 1, 0x42)), dir: t.TempDir(),
+	f := &poolFixture{t: t, srv: srv, log: openLog(t, testConfig(srv), keyring(t, 1, 0x42)), dir: t.TempDir(),
 		keys: map[events.InstallationID]projections.Key{}, keyErr: map[events.InstallationID]error{}, wrongKey: map[events.InstallationID]bool{}}
 	for i := range n {
 		id := events.InstallationID(fmt.Sprintf("p%d", i))
@@ -696,6 +698,55 @@ func TestPoolClose(t *testing.T) {
 	p2 := f.pool(3, time.Minute)
 	if err := p2.With(ctx, f.ids[0], func(in *Installation) error { return touch(ctx, in) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPoolEvictionCloseFailure: an eviction whose close fails is logged
+// at warn level with the error under err, the attribute every record of
+// the library uses (docs/observability.md; until 2026-12-06 this one
+// said error), and Pool.Close returns it, naming the installation.
+func TestPoolEvictionCloseFailure(t *testing.T) {
+	f := newPoolFixture(t, 2)
+	logs := &telemetrytest.Logs{}
+	cfg := testConfig(f.srv)
+	cfg.Logger = logs.Logger()
+	p := NewPool(openLog(t, cfg, keyring(t, 1, 0x42)), f.key, &PoolOptions{MaxOpen: 1, Wait: time.Minute})
+	for _, id := range f.ids {
+		if err := p.Register(id, f.path(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := p.With(ctx, f.ids[0], func(in *Installation) error { return touch(ctx, in) }); err != nil {
+		t.Fatal(err)
+	}
+	// The close of a read model ends by setting its files' modes; a
+	// symbolic link that loops where its rollback journal would be
+	// makes that fail (ELOOP), whoever runs the test.
+	journal := f.path(f.ids[0]) + "-journal"
+	if err := os.Symlink(filepath.Base(journal), journal); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(journal)
+	if err := p.With(ctx, f.ids[1], func(in *Installation) error { return touch(ctx, in) }); err != nil {
+		t.Fatalf("an acquire is not failed by another installation's eviction: %v", err)
+	}
+	var found bool
+	for _, r := range logs.Records(t) {
+		if r.Msg() != "engine: pool: closing an evicted installation failed" {
+			continue
+		}
+		found = true
+		if r.Level() != "WARN" || r.Str("installation") != string(f.ids[0]) || !strings.Contains(r.Str("err"), "-journal") {
+			t.Errorf("eviction failure logged as %v; want WARN, installation %s, err naming the journal", r, f.ids[0])
+		}
+	}
+	if !found {
+		t.Fatalf("no record of the failed close; logs:\n%s", logs.String())
+	}
+	err := p.Close()
+	if err == nil || !strings.Contains(err.Error(), "close installation "+string(f.ids[0])) {
+		t.Fatalf("Pool.Close: %v; want the eviction's failure, naming %s", err, f.ids[0])
 	}
 }
 
