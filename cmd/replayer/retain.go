@@ -72,7 +72,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"Rebuilds then start from the snapshot; --from-start fails naming the retention.")
 	var r replayFlags
 	r.register(fs)
-	messages := fs.String("messages", "", "how long application messages are kept: forever, none, a duration (720h) or days (30d) (required unless --past-epochs is given)")
+	messages := fs.String("messages", "", "how long application messages are kept: forever, none, a duration (720h) or days (30d) (required unless --past-epochs or --history is given)")
 	pastEpochs := fs.String("past-epochs", "all", "how many past epochs of each group keep the keys of their recorded states: all, none, or a count")
 	delivery := fs.String("delivery", "forever", "how long delivery queue events are kept (pending deliveries stay in the read model): forever, none, 720h, 30d")
 	compact := fs.Bool("compact", false, "then delete the shredded events the new snapshot covers from the stream")
