@@ -39,7 +39,7 @@ func newFlagSet(env *cliEnv, name, args, summary string) *flag.FlagSet {
 	}
 	env.logFlags.register(fs, level)
 	fs.Usage = func() {
-		fmt.Fprintf(env.stderr, "usage: replayer %s %s\n\n%s\n\nflags:\n", name, args, summary)
+		fmt.Fprintf(fs.Output(), "usage: replayer %s %s\n\n%s\n\nflags:\n", name, args, summary)
 		fs.PrintDefaults()
 	}
 	return fs
@@ -49,7 +49,21 @@ func newFlagSet(env *cliEnv, name, args, summary string) *flag.FlagSet {
 // records in env whether the command was asked for --json (when it has
 // that flag), so that report prints a failure as JSON too.
 func parseFlags(env *cliEnv, fs *flag.FlagSet, args []string) error {
+	// The usage is printed here, not by Parse: asked for with -h it is
+	// the command's output (stdout); after a bad flag it goes to stderr
+	// with the error.
+	usage := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(env.stdout)
+		usage()
+		fs.SetOutput(env.stderr)
+	case err != nil:
+		usage()
+	}
 	if f := fs.Lookup("json"); f == nil {
 		env.json = false
 	} else if on, _ := f.Value.(flag.Getter).Get().(bool); err == nil {

@@ -123,11 +123,12 @@ func main() {
 
 // run executes one invocation and returns its exit code.
 func run(ctx context.Context, env *cliEnv, args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
 		printUsage(env.stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printUsage(env.stdout) // asked for: the command's output
 		return exitOK
 	}
 	for _, c := range commands {
