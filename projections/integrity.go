@@ -23,9 +23,10 @@ import (
 const opCheckFile = "check file"
 
 // checkFileHint is the hint of a damaged file. It recommends nothing
-// destructive on its own: a rebuild replaces the file, which is safe only
-// when the stream holds everything the file held.
-const checkFileHint = "the file is damaged: keep it; rebuilding from the stream is safe only if `replayer verify` of the stream shows it complete"
+// destructive: a rebuild keeps the damaged file beside the new one (a
+// hard link), and refuses a stream holding less than the file's head
+// when that can still be read.
+const checkFileHint = "the file is damaged: `replayer rebuild` replaces it from the stream and keeps it beside as <db>.damaged-<time> (refusing a stream that holds less than it can still read of the file)"
 
 // maxReported bounds how many failing pages and how many integrity_check
 // findings a CorruptionError lists; the totals are counted in full.

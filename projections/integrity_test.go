@@ -58,6 +58,12 @@ func wantCorruptPage(t *testing.T, err error, path string, page uint32) *Corrupt
 	if !errors.As(err, &fe) || fe.Path != path || fe.Op != opCheckFile || fe.Hint != checkFileHint {
 		t.Fatalf("page %d damaged: want a *FileError for %s (check file, hint), got %#v", page, path, err)
 	}
+	// The hint names what repairs the file without losing it, a command
+	// that exists (until 2026-12-06 it sent the operator to a "replayer
+	// verify of the stream", which no command does).
+	if !strings.Contains(fe.Hint, "replayer rebuild") || !strings.Contains(fe.Hint, ".damaged-") || strings.Contains(fe.Hint, "of the stream") {
+		t.Fatalf("page %d damaged: hint %q does not say that replayer rebuild replaces the file and keeps it as <db>.damaged-<time>", page, fe.Hint)
+	}
 	var ce *CorruptionError
 	if !errors.As(err, &ce) {
 		t.Fatalf("page %d damaged: no *CorruptionError in %v", page, err)
