@@ -90,6 +90,9 @@ func (env *cliEnv) setLogger() {
 		env.logFlags = &logFlags{format: "text", level: logLevel(slog.LevelInfo)}
 	}
 	env.log = env.logFlags.newLogger(env.stderr)
+	if env.processLogger {
+		slog.SetDefault(env.log)
+	}
 }
 
 // logger returns the command's logger (text, info, to stderr when the

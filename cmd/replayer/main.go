@@ -101,6 +101,11 @@ type cliEnv struct {
 	// eventlog.Config.Logger.
 	logFlags *logFlags
 	log      *slog.Logger
+	// processLogger makes the logger slog's default too (main's env: the
+	// process is this one command), so that packages logging through
+	// the default (keyfile, which has no Log) follow --log-format and
+	// --log-level. Tests leave it off: they run commands side by side.
+	processLogger bool
 }
 
 // usageError marks a bad invocation: exit code 2 and a hint.
@@ -117,7 +122,7 @@ func (e verifyError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stderrIsTerminal()}
+	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stderrIsTerminal(), processLogger: true}
 	os.Exit(run(ctx, env, os.Args[1:]))
 }
 
