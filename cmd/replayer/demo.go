@@ -139,6 +139,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
+	warnIfNotActive(ctx, env, log)
 	ops.SetLog(log)
 	if *groups == 0 {
 		*groups = max(3, (*n+4)/5)

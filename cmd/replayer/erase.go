@@ -103,6 +103,7 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
+	warnIfNotActive(ctx, env, log)
 	res, err := engine.Erase(ctx, log, id, &engine.EraseOptions{By: who, ReadModel: *db, ReadModelKey: key})
 	if err != nil {
 		return err

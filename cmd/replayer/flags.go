@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -336,7 +337,29 @@ func openLog(ctx context.Context, env *cliEnv, conn *connFlags, keys *keyFlags) 
 	// Every command but demo only reads the stream: it creates no store
 	// or stream and changes no stream setting.
 	cfg.ReadOnly = true
-	return openEventLog(ctx, cfg, ring)
+	l, err := openEventLog(ctx, cfg, ring)
+	if err == nil {
+		warnIfNotActive(ctx, env, l)
+	}
+	return l, err
+}
+
+// warnIfNotActive warns when a re-seal switched the stream the log opened
+// (a base name) to another: the command reads the stream it was given,
+// as it always has, but its operator most likely meant the active one,
+// and a read model rebuilt there does not match this one. A pointer that
+// cannot be read (no permission on the metadata bucket) says nothing.
+func warnIfNotActive(ctx context.Context, env *cliEnv, l *eventlog.Log) {
+	a, err := l.ActiveStream(ctx, l.Stream())
+	if err != nil {
+		env.logger().Debug("cannot read the active-stream pointer", "stream", l.Stream(), "err", err)
+		return
+	}
+	if a.Revision == 0 || a.Current.Stream == l.Stream() {
+		return
+	}
+	env.logger().Warn(fmt.Sprintf("stream %s is not the active stream: replayer reseal switched it to %s at %s; this command reads %s as asked (give --stream %s --subject-prefix %s and that stream's keyring to read the active one)",
+		l.Stream(), a.Current.Stream, a.SwitchedAt.UTC().Format(time.RFC3339), l.Stream(), a.Current.Stream, a.Current.SubjectPrefix))
 }
 
 // openLogWritable is openLog for a command that writes beside the stream
@@ -353,7 +376,11 @@ func openLogWritable(ctx context.Context, env *cliEnv, conn *connFlags, keys *ke
 		return nil, err
 	}
 	cfg.NoCreate = true
-	return openEventLog(ctx, cfg, ring)
+	l, err := openEventLog(ctx, cfg, ring)
+	if err == nil {
+		warnIfNotActive(ctx, env, l)
+	}
+	return l, err
 }
 
 // fromStartHelp is the help of --from-start on the replaying commands.

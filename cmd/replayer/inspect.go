@@ -55,6 +55,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer log.Close()
+	warnIfNotActive(ctx, env, log)
 
 	enc := json.NewEncoder(env.stdout)
 	print := func(r eventlog.Record) error {

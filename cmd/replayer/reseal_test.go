@@ -156,6 +156,14 @@ func TestResealCommand(t *testing.T) {
 	if code != exitOK || !strings.Contains(out.String(), res.Digests["alice"]) {
 		t.Fatalf("rebuild from the new stream: exit %d, stdout %q, stderr %q, want digest %s", code, out.String(), errb.String(), res.Digests["alice"])
 	}
+	// A command given the base stream after the switch reads it as asked,
+	// and warns that it is not the active one, naming the one to give.
+	// Until 2026-12-06 nothing said so: a verify of a read model rebuilt
+	// on the new stream then advised rebuilding it from the old one.
+	if code, _, stderr = cli("inspect", "--nats", srv.URL(), "--installation", "alice"); code != exitOK ||
+		!strings.Contains(stderr, "not the active stream") || !strings.Contains(stderr, "--stream EPOCHLOG_R2 --subject-prefix epochlog_epochlog_r2") {
+		t.Fatalf("inspect of the base stream after a switch: exit %d, stderr %q; want a warning naming EPOCHLOG_R2", code, stderr)
+	}
 	// Roll back, then forward is a new reseal --switch; finalize needs --yes.
 	// Pointer steps open the active stream: with its keyring.
 	if code, stdout, stderr = cli("reseal", "--rollback", "--yes", "--nats", srv.URL(), "--keys-file", newKeys); code != exitOK || !strings.Contains(stdout, "EPOCHLOG is active again") {
