@@ -114,8 +114,13 @@ var errNotSent = errors.New("engine: append not sent")
 // reports as jetstream.ErrNoStreamResponse), or the server's answer that
 // the stream or JetStream has no leader right now (status 503: 10008
 // JSClusterNotAvailErr, 10076 and 10039 on a node still starting; 10009,
-// 10118).
+// 10118). A stream without room (eventlog.ErrStreamFull, also status
+// 503) is an answer: trying again fails the same way until an operator
+// makes room.
 func failedOver(err error) bool {
+	if errors.Is(err, eventlog.ErrStreamFull) {
+		return false
+	}
 	if eventlog.Unanswered(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return true
 	}

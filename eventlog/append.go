@@ -33,6 +33,11 @@ const (
 	codeWrongLastSeqConstant jetstream.ErrorCode = 10164 // same, replicated streams / in-flight subject
 	codeDupInProcess         jetstream.ErrorCode = 10158 // message id in process (clustered)
 	codeBatchDuplicate       jetstream.ErrorCode = 10201 // atomic batch holds an already stored message id
+
+	codeAccountResources  jetstream.ErrorCode = 10002 // the account's JetStream limits reached
+	codeInsufficientRes   jetstream.ErrorCode = 10023 // the server's storage limit (max_file_store) reached
+	codeStorageExceeded   jetstream.ErrorCode = 10047 // no storage resources left on the server
+	codeStreamStoreFailed jetstream.ErrorCode = 10077 // the stream's store refused the message ("{err}")
 )
 
 // Appended describes one event Append stored (or found already stored).
@@ -365,6 +370,10 @@ func (l *Log) appendError(p *prepared, err error) error {
 		return fmt.Errorf("%w: append to %s at position %d: event %s sealed to %d bytes, the server's max_payload is %d bytes (raise it on the server): %w",
 			ErrEventTooLarge, p.subject, p.expected+uint64(big)+1, p.kinds[big], len(p.envs[big]), l.nc.MaxPayload(), err)
 	}
+	if limit := storeFull(err); limit != "" {
+		return fmt.Errorf("%w: append to %s at position %d: stream %s has reached %s; make room (purge the stream, raise the limit or free the disk) and append again: %w",
+			ErrStreamFull, p.subject, p.expected+1, l.cfg.Stream, limit, err)
+	}
 	if l.srv != nil && !l.srv.JetStreamEnabled() {
 		// nats-server switches JetStream off when its store fails (a
 		// full disk); appends then go unanswered, which says nothing.
@@ -372,6 +381,35 @@ func (l *Log) appendError(p *prepared, err error) error {
 			p.subject, p.expected+1, filepath.Join(l.cfg.DataDir, "jetstream"), err)
 	}
 	return fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
+}
+
+// storeFull names the limit when err is the server's refusal of a
+// publish for want of room, and returns "" otherwise. nats-server answers
+// these with status 503 too, as it does a stream without a leader, but
+// publishing again cannot succeed before an operator makes room. Of the
+// store's refusals (10077, whose description is the store's own error)
+// only its limits are: a closed store is a failover.
+func storeFull(err error) string {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		return ""
+	}
+	switch ae.ErrorCode {
+	case codeAccountResources:
+		return "the account's JetStream storage limit"
+	case codeInsufficientRes, codeStorageExceeded:
+		return "the server's JetStream storage limit (max_file_store) or the end of its disk"
+	case codeStreamStoreFailed:
+		switch ae.Description {
+		case "maximum bytes exceeded":
+			return "its max_bytes limit (discard new)"
+		case "maximum messages exceeded":
+			return "its max_msgs limit (discard new)"
+		case "maximum messages per subject exceeded":
+			return "its max_msgs_per_subject limit (discard new)"
+		}
+	}
+	return ""
 }
 
 func isRace(err error) bool {

@@ -122,6 +122,15 @@ var (
 	// instead (Config.NATSURL), or stop it.
 	ErrStoreLocked = errors.New("eventlog: data directory locked by another embedded server")
 
+	// ErrStreamFull means the server refused an append for want of room:
+	// the stream's limit (max_bytes, max_msgs, discard new), the
+	// account's, or the server's storage (max_file_store, a full disk).
+	// Nothing of the refused append was stored (unless ErrPartialBatch
+	// says otherwise). The error names the stream, the subject, the
+	// position and the limit. Appending again succeeds once an operator
+	// has made room; until then it fails at once, the same way.
+	ErrStreamFull = errors.New("eventlog: stream full")
+
 	// ErrEventTooLarge means the server refused an append because an
 	// event, sealed, exceeds its max_payload (1 MiB by default, 8 MiB on the
 	// embedded server: EmbeddedMaxPayload): nothing

@@ -87,3 +87,36 @@ func TestPartialBatchIsReported(t *testing.T) {
 		})
 	}
 }
+
+// A single-event append refused for want of room, by the server's
+// storage limit, the account's or the stream's own max_bytes (discard
+// new), fails with ErrStreamFull naming the stream and the limit: an
+// answer, not a lost one (Unanswered does not hold), so a caller does not
+// send it again for nothing.
+func TestStoreLimitIsStreamFull(t *testing.T) {
+	for _, tc := range []struct{ name, conf, user, limit string }{
+		{"server limit", "listen: \"127.0.0.1:-1\"\njetstream { store_dir: %q, max_file_store: 65536 }\n", "", "max_file_store"},
+		{"account limit", "listen: \"127.0.0.1:-1\"\njetstream { store_dir: %q }\naccounts { A { jetstream { max_file: 65536, max_mem: 0 }, users [{user: a, password: a}] } }\n", "a", "storage limit"},
+		{"stream max_bytes", "listen: \"127.0.0.1:-1\"\njetstream { store_dir: %q }\n", "", "max_bytes"},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			cfg := Config{NATSURL: startLimited(t, tc.conf), RequestTimeout: 2 * time.Second}
+			if tc.user != "" {
+				cfg.User, cfg.Password = tc.user, Secret(tc.user)
+			}
+			if tc.limit == "max_bytes" {
+				cfg.MaxBytes = 65536
+			}
+			l := openLog(t, cfg, keyring(t, 1, 1))
+			a := group(instA, "g")
+			big := strings.Repeat("x", 8<<10)
+			var err error
+			for p := uint64(0); p < 40 && err == nil; p++ {
+				_, err = l.Append(context.Background(), p, msg(a, p+1, big))
+			}
+			if !errors.Is(err, ErrStreamFull) || Unanswered(err) || !strings.Contains(err.Error(), tc.limit) || !strings.Contains(err.Error(), l.Stream()) {
+				t.Fatalf("append beyond the %s: %v; want ErrStreamFull naming the stream and %q", tc.name, err, tc.limit)
+			}
+		})
+	}
+}
