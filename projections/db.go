@@ -203,8 +203,8 @@ func (db *DB) Close() error {
 		}
 		db.stmts = nil
 		db.applyMu.Unlock()
-		if !db.plaintext {
-			_, _ = db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		if !db.plaintext && !db.readOnly {
+			err = errors.Join(err, db.closeCheckpoint())
 		}
 		err = errors.Join(err, db.w.Close())
 		if err == nil && !db.plaintext && !db.readOnly {
@@ -212,6 +212,21 @@ func (db *DB) Close() error {
 		}
 	})
 	return err
+}
+
+// closeCheckpoint checkpoints the WAL into the file before the writer
+// closes. A reader still open elsewhere (SQLITE_BUSY) only leaves the
+// WAL for later; any other failure is reported. Without room for the
+// pages in the file (SQLITE_FULL) the last connection's own checkpoint
+// fails as well, silently, and the -wal stays beside the file: a rebuilt
+// file then cannot be swapped in, and the caller must know why.
+func (db *DB) closeCheckpoint() error {
+	_, err := db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	if code := sqliteCode(err); err == nil || code == sqlite3.ErrBusy || code == sqlite3.ErrLocked {
+		return nil
+	}
+	return &FileError{Path: db.path, Op: "close", Err: fmt.Errorf("checkpoint of the write-ahead log into the file: %w", err),
+		Hint: fmt.Sprintf("what was committed stays in %s-wal, which the next open applies; make room in %s", filepath.Base(db.path), filepath.Dir(db.path))}
 }
 
 // Open opens (or creates) the read model at path with key. Every pooled

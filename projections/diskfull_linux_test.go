@@ -1,0 +1,100 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a fresh directory and
+// unmounts it when the test ends. It skips the test where mounting is not
+// allowed (not root, or in a container without CAP_SYS_ADMIN): a full
+// disk cannot be made otherwise without filling a real one.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)+",mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (%v): needs root or CAP_SYS_ADMIN", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes a file in dir until the file system is full, and
+// returns its path: removing it makes room again.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: %v", dir, err)
+			}
+			return path
+		}
+	}
+}
+
+// A read model closed on a full disk cannot checkpoint its WAL into the
+// file. Close says so, naming the file (until 2026-12-06 it returned nil
+// and left the -wal, and a rebuild then failed in Swap with "still has a
+// write-ahead log: close it before swapping ... rebuild again", which
+// failed the same way); the next open, once there is room, applies the
+// WAL and has every committed transaction.
+func TestCloseOnFullDiskSaysSo(t *testing.T) {
+	dir := mountTmpfs(t, 4<<20)
+	path := filepath.Join(dir, "full.db")
+	k := newKey(t)
+	// One large batch: few commits, so no background checkpoint runs and
+	// the WAL holds the pages.
+	db := mustOpen(t, path, k, &Options{BatchSize: 100000})
+	recs := mlsSizedStream(t, "inst-a", 4, 150)
+	applyAll(t, db, recs)
+	want, err := db.Digest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() < 64<<10 {
+		t.Fatalf("the WAL holds too little to need room when checkpointed: %v", err)
+	}
+	filler := fillDisk(t, dir)
+
+	err = db.Close()
+	var fe *FileError
+	if !errors.As(err, &fe) || fe.Path != path || fe.Op != "close" || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("Close on a full disk: %v; want a FileError naming %s and the full disk", err, path)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, path, k, nil)
+	got, err := db.Digest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(want) {
+		t.Fatalf("reopened after room was made: digest %v, want %v", got, want)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close with room: %v", err)
+	}
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a -wal is left after Close with room: %v", err)
+	}
+}
