@@ -605,6 +605,9 @@ func (db *DB) classify(err error, raw []byte) error {
 		if fdErr := descriptorsExhausted(); fdErr != nil {
 			return fmt.Errorf("%w (%w)", err, fdErr)
 		}
+		if inErr := inodesExhausted(filepath.Dir(db.path)); inErr != nil {
+			return fmt.Errorf("%w (%w)", err, inErr)
+		}
 		// The file is there but its directory cannot be written: SQLite
 		// said only "no such file or directory", of the -wal or -shm it
 		// could not create.

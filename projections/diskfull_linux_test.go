@@ -12,14 +12,15 @@ import (
 	"testing"
 )
 
-// mountTmpfs mounts a tmpfs of size bytes on a fresh directory and
+// mountTmpfs mounts a tmpfs with options opts (size=..., nr_inodes=...)
+// on a fresh directory and
 // unmounts it when the test ends. It skips the test where mounting is not
 // allowed (not root, or in a container without CAP_SYS_ADMIN): a full
 // disk cannot be made otherwise without filling a real one.
-func mountTmpfs(t *testing.T, size int) string {
+func mountTmpfs(t *testing.T, opts string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)+",mode=0700"); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts+",mode=0700"); err != nil {
 		t.Skipf("cannot mount a tmpfs to fill (%v): needs root or CAP_SYS_ADMIN", err)
 	}
 	t.Cleanup(func() {
@@ -58,7 +59,7 @@ func fillDisk(t *testing.T, dir string) string {
 // failed the same way); the next open, once there is room, applies the
 // WAL and has every committed transaction.
 func TestCloseOnFullDiskSaysSo(t *testing.T) {
-	dir := mountTmpfs(t, 4<<20)
+	dir := mountTmpfs(t, "size=4m")
 	path := filepath.Join(dir, "full.db")
 	k := newKey(t)
 	// One large batch: few commits, so no background checkpoint runs and
@@ -96,5 +97,45 @@ func TestCloseOnFullDiskSaysSo(t *testing.T) {
 	}
 	if _, err := os.Stat(path + "-wal"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a -wal is left after Close with room: %v", err)
+	}
+}
+
+// Out of inodes, SQLite fails to create the -wal or -shm with "unable to
+// open database file: no such file or directory". Open says what ran out
+// (ENOSPC, no free inode), naming the directory; the file opens once
+// inodes are free.
+func TestOpenOutOfInodesSaysSo(t *testing.T) {
+	// The root directory, the database and two spare files.
+	dir := mountTmpfs(t, "size=4m,nr_inodes=4")
+	path := filepath.Join(dir, "inodes.db")
+	k := newKey(t)
+	db := mustOpen(t, path, k, nil)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var spares []string
+	for {
+		spare := filepath.Join(dir, "spare"+strconv.Itoa(len(spares)))
+		if err := os.WriteFile(spare, nil, 0o600); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+		spares = append(spares, spare)
+	}
+	_, err := Open(path, k, nil)
+	var fe *FileError
+	if !errors.As(err, &fe) || fe.Path != path || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "no free inode") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Open out of inodes: %v; want a FileError naming %s, wrapping ENOSPC, saying no inode is free in %s", err, path, dir)
+	}
+	for _, spare := range spares {
+		if err := os.Remove(spare); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db = mustOpen(t, path, k, nil)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
