@@ -204,7 +204,17 @@ func (db *DB) Close() error {
 		db.stmts = nil
 		db.applyMu.Unlock()
 		if !db.plaintext && !db.readOnly {
-			err = errors.Join(err, db.closeCheckpoint())
+			ckErr := db.closeCheckpoint()
+			db.ckpt.mu.Lock()
+			applied := db.ckpt.applied
+			db.ckpt.mu.Unlock()
+			if db.opts.NoMigrate && !applied {
+				// Opened as it is and not written here (a reader, a
+				// verify): the -wal another writer left is not this
+				// handle's to fail on.
+				ckErr = nil
+			}
+			err = errors.Join(err, ckErr)
 		}
 		err = errors.Join(err, db.w.Close())
 		if err == nil && !db.plaintext && !db.readOnly {
@@ -216,10 +226,12 @@ func (db *DB) Close() error {
 
 // closeCheckpoint checkpoints the WAL into the file before the writer
 // closes. A reader still open elsewhere (SQLITE_BUSY) only leaves the
-// WAL for later; any other failure is reported. Without room for the
-// pages in the file (SQLITE_FULL) the last connection's own checkpoint
-// fails as well, silently, and the -wal stays beside the file: a rebuilt
-// file then cannot be swapped in, and the caller must know why.
+// WAL for later; any other failure is reported (Close drops it for a
+// file opened as it is, NoMigrate, that nothing was applied to). Without
+// room for the pages in the file (SQLITE_FULL) the last connection's own
+// checkpoint fails as well, silently, and the -wal stays beside the
+// file: a rebuilt file then cannot be swapped in, and the caller must
+// know why.
 func (db *DB) closeCheckpoint() error {
 	_, err := db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	if code := sqliteCode(err); err == nil || code == sqlite3.ErrBusy || code == sqlite3.ErrLocked {

@@ -56,8 +56,9 @@ func fillDisk(t *testing.T, dir string) string {
 // file. Close says so, naming the file (until 2026-12-06 it returned nil
 // and left the -wal, and a rebuild then failed in Swap with "still has a
 // write-ahead log: close it before swapping ... rebuild again", which
-// failed the same way); the next open, once there is room, applies the
-// WAL and has every committed transaction.
+// failed the same way); a reader's Close does not fail on it; the next
+// open, once there is room, applies the WAL and has every committed
+// transaction.
 func TestCloseOnFullDiskSaysSo(t *testing.T) {
 	dir := mountTmpfs(t, "size=4m")
 	path := filepath.Join(dir, "full.db")
@@ -80,6 +81,15 @@ func TestCloseOnFullDiskSaysSo(t *testing.T) {
 	var fe *FileError
 	if !errors.As(err, &fe) || fe.Path != path || fe.Op != "close" || !strings.Contains(err.Error(), "full") {
 		t.Fatalf("Close on a full disk: %v; want a FileError naming %s and the full disk", err, path)
+	}
+	// A reader (opened as it is, nothing applied) is not failed by the
+	// -wal the writer left: it is not its to checkpoint.
+	ro, err := OpenExisting(path, k, nil)
+	if err != nil {
+		t.Fatalf("open as it is on the full disk: %v", err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatalf("Close of a reader on the full disk: %v", err)
 	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)

@@ -33,8 +33,9 @@ type checkpointer struct {
 	mu      sync.Mutex
 	running bool
 	closed  bool
-	commits int // since the last checkpoint started
-	every   int // commits between checkpoints
+	commits int  // since the last checkpoint started
+	applied bool // a transaction of Apply has committed (Close reports a failed checkpoint)
+	every   int  // commits between checkpoints
 	wg      sync.WaitGroup
 	// lastErr is the last checkpoint's failure (nil: it succeeded). A
 	// failed one costs nothing but WAL: the writer still checkpoints
@@ -49,6 +50,7 @@ func (db *DB) committed() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.commits++
+	c.applied = true
 	if c.every == 0 {
 		c.every = firstCheckpointAfter
 	}
