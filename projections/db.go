@@ -21,6 +21,8 @@ import (
 	"time"
 
 	sqlite3 "github.com/mutecomm/go-sqlcipher/v4"
+
+	"github.com/epochlog/epochlog/internal/diskspace"
 )
 
 // PageSize is the SQLCipher 4 page size (cipher_compatibility = 4).
@@ -617,8 +619,10 @@ func (db *DB) classify(err error, raw []byte) error {
 		if fdErr := descriptorsExhausted(); fdErr != nil {
 			return fmt.Errorf("%w (%w)", err, fdErr)
 		}
-		if inErr := inodesExhausted(filepath.Dir(db.path)); inErr != nil {
-			return fmt.Errorf("%w (%w)", err, inErr)
+		// Out of inodes or space, creating the -wal or -shm fails with
+		// ENOSPC, reported the same way.
+		if fullErr := diskspace.Exhausted(filepath.Dir(db.path), 0); fullErr != nil {
+			return fmt.Errorf("%w (%w)", err, fullErr)
 		}
 		// The file is there but its directory cannot be written: SQLite
 		// said only "no such file or directory", of the -wal or -shm it

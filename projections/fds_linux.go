@@ -32,16 +32,3 @@ func descriptorsExhausted() error {
 	}
 	return nil
 }
-
-// inodesExhausted returns an error wrapping ENOSPC when the file system
-// holding dir has no free inode left, nil otherwise (or when it cannot
-// tell). Out of inodes, creating the -wal, -shm or a rebuilt file fails
-// with ENOSPC, which SQLite reports as "unable to open database file" with
-// the errno of a later step ("no such file or directory").
-func inodesExhausted(dir string) error {
-	var st syscall.Statfs_t
-	if syscall.Statfs(dir, &st) != nil || st.Files == 0 || st.Ffree > 0 {
-		return nil // Files 0: a file system that does not count inodes
-	}
-	return fmt.Errorf("%w: the file system of %s has no free inode (%d in all): remove files there or give it more", syscall.ENOSPC, dir, st.Files)
-}

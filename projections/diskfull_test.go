@@ -10,47 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/epochlog/epochlog/internal/tmpfstest"
 )
-
-// mountTmpfs mounts a tmpfs with options opts (size=..., nr_inodes=...)
-// on a fresh directory and
-// unmounts it when the test ends. It skips the test where mounting is not
-// allowed (not root, or in a container without CAP_SYS_ADMIN): a full
-// disk cannot be made otherwise without filling a real one.
-func mountTmpfs(t *testing.T, opts string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts+",mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs to fill (%v): needs root or CAP_SYS_ADMIN", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file in dir until the file system is full, and
-// returns its path: removing it makes room again.
-func fillDisk(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // A read model closed on a full disk cannot checkpoint its WAL into the
 // file. Close says so, naming the file (until 2026-12-06 it returned nil
@@ -60,7 +22,7 @@ func fillDisk(t *testing.T, dir string) string {
 // open, once there is room, applies the WAL and has every committed
 // transaction.
 func TestCloseOnFullDiskSaysSo(t *testing.T) {
-	dir := mountTmpfs(t, "size=4m")
+	dir := tmpfstest.Mount(t, "size=4m")
 	path := filepath.Join(dir, "full.db")
 	k := newKey(t)
 	// One large batch: few commits, so no background checkpoint runs and
@@ -75,7 +37,7 @@ func TestCloseOnFullDiskSaysSo(t *testing.T) {
 	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() < 64<<10 {
 		t.Fatalf("the WAL holds too little to need room when checkpointed: %v", err)
 	}
-	filler := fillDisk(t, dir)
+	filler := tmpfstest.Fill(t, dir)
 
 	err = db.Close()
 	var fe *FileError
@@ -116,7 +78,7 @@ func TestCloseOnFullDiskSaysSo(t *testing.T) {
 // inodes are free.
 func TestOpenOutOfInodesSaysSo(t *testing.T) {
 	// The root directory, the database and two spare files.
-	dir := mountTmpfs(t, "size=4m,nr_inodes=4")
+	dir := tmpfstest.Mount(t, "size=4m,nr_inodes=4")
 	path := filepath.Join(dir, "inodes.db")
 	k := newKey(t)
 	db := mustOpen(t, path, k, nil)
