@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/diskspace"
 	"github.com/epochlog/epochlog/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,6 +27,11 @@ const (
 	hdrBatchSeq    = "Nats-Batch-Sequence"
 	hdrBatchCommit = "Nats-Batch-Commit"
 )
+
+// storeMinFree is the free space below which a failed append on the
+// embedded server is put down to a full disk: less than one block of the
+// server's file store.
+const storeMinFree = 1 << 20
 
 // JetStream API error codes Append reacts to.
 const (
@@ -379,6 +385,15 @@ func (l *Log) appendError(p *prepared, err error) error {
 		// full disk); appends then go unanswered, which says nothing.
 		return fmt.Errorf("eventlog: append to %s at position %d: the embedded server has switched JetStream off, as it does when its store at %s is full or cannot be written (free space there, then start again): %w",
 			p.subject, p.expected+1, filepath.Join(l.cfg.DataDir, "jetstream"), err)
+	}
+	if l.srv != nil {
+		// A standalone server whose store cannot write often just does
+		// not answer, JetStream still on: say the disk is full when it is.
+		store := filepath.Join(l.cfg.DataDir, "jetstream")
+		if full := diskspace.Exhausted(store, storeMinFree); full != nil {
+			return fmt.Errorf("eventlog: append to %s at position %d: the embedded server's store cannot grow (%w): make room there, then restart the process (the server keeps its store's write error until it starts again): %w",
+				p.subject, p.expected+1, full, err)
+		}
 	}
 	return fmt.Errorf("eventlog: append to %s at position %d: %w", p.subject, p.expected+1, err)
 }
