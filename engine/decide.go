@@ -65,7 +65,15 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 			sent = sent || eventlog.Unanswered(err)
 			return nil, undecided(err)
 		case !failedOver(err):
-			return nil, undecided(err) // refused: this try stored nothing
+			// Refused: this try stored nothing. A refusal the server
+			// answered, or one that no try could have passed (an event
+			// too large), also says that no earlier try stored the events:
+			// one stored would have been answered as a duplicate (same
+			// message ids, within the stream's duplicate window).
+			if answered(err) {
+				return nil, err
+			}
+			return nil, undecided(err)
 		}
 		sent = sent || eventlog.Unanswered(err)
 		if limit > 0 && time.Since(start) >= limit {
@@ -84,6 +92,15 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 			return nil, undecided(fmt.Errorf("%w (last try: %v)", ctx.Err(), err))
 		}
 	}
+}
+
+// answered reports whether err is the server's answer to an append
+// (a JetStream API error: a full stream, a rule of the stream) or the
+// client's refusal of an event larger than max_payload, which every try
+// meets the same way.
+func answered(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) || errors.Is(err, eventlog.ErrEventTooLarge)
 }
 
 // appendOnce is one try of an append. It runs on ctx without ctx's

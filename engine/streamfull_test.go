@@ -44,6 +44,15 @@ func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A message each for bob and carol (on a channel of its own), to
+	// acknowledge once the stream is full.
+	pending, err := b.del.FanOut(bg, []events.InstallationID{bob, carol}, "other", []byte("before"), time.Time{}, "before-full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err = st.Info(bg); err != nil {
+		t.Fatal(err)
+	}
 	setMax(int64(info.State.Bytes) + 4096)
 
 	// Shorter than the engine's own limit on sending again (a minute),
@@ -65,10 +74,17 @@ func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 	full("commit", err)
 	_, err = b.insts[bob].PublishKeyPackage(ctx, "directory", true)
 	full("key package", err)
-	// A fan-out's refused enqueue wraps ErrOutcomeUnknown as well (its
-	// bulk append was sent), which is not tested here.
-	if _, err = b.del.FanOut(ctx, []events.InstallationID{bob, carol}, mlsChannel, []byte("x"), time.Time{}, "full-fanout"); !errors.Is(err, eventlog.ErrStreamFull) {
-		t.Fatalf("fan-out on a full stream: %v; want eventlog.ErrStreamFull", err)
+	// A fan-out's and a batch acknowledgement's bulk append was sent: a
+	// refusal the server answered is still not ErrOutcomeUnknown (a
+	// stored enqueue would have been answered as a duplicate).
+	_, err = b.del.FanOut(ctx, []events.InstallationID{bob, carol}, mlsChannel, []byte("x"), time.Time{}, "full-fanout")
+	full("fan-out", err)
+	if errs := b.del.AcknowledgeMany(ctx, "other", pending); errs == nil {
+		t.Fatal("batch acknowledgement on a full stream: no error")
+	} else {
+		for id, err := range errs {
+			full("batch acknowledgement of "+string(id), err)
+		}
 	}
 
 	setMax(-1) // the operator raises the limit
@@ -87,5 +103,20 @@ func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 	}
 	for _, id := range []events.InstallationID{alice, bob, carol} {
 		b.checkRebuild(id)
+	}
+}
+
+// A fan-out of a payload larger than the server's max_payload is refused
+// before anything is stored, and says so: eventlog.ErrEventTooLarge, not
+// ErrOutcomeUnknown (its bulk append was tried, but no try can carry it).
+func TestFanOutTooLargeIsNotUnknown(t *testing.T) {
+	b := newBackend(t)
+	big := make([]byte, b.log.Conn().MaxPayload()+1)
+	_, err := b.del.FanOut(context.Background(), []events.InstallationID{bob, carol}, mlsChannel, big, time.Time{}, "too-large")
+	if !errors.Is(err, eventlog.ErrEventTooLarge) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("fan-out of %d bytes: %v; want eventlog.ErrEventTooLarge, not ErrOutcomeUnknown", len(big), err)
+	}
+	if got, err := b.del.Fetch(context.Background(), bob, mlsChannel, 0); err != nil || len(got) != 0 {
+		t.Fatalf("bob's queue after the refused fan-out: %d messages, %v", len(got), err)
 	}
 }
