@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,46 @@ func TestFanOutTooLargeIsNotUnknown(t *testing.T) {
 	}
 	if got, err := b.del.Fetch(context.Background(), bob, mlsChannel, 0); err != nil || len(got) != 0 {
 		t.Fatalf("bob's queue after the refused fan-out: %d messages, %v", len(got), err)
+	}
+}
+
+// Every application message Send accepts can be queued: its
+// application.message_sent event holds the content and the encrypted
+// message, so Send refuses (ErrEventTooLarge, nothing recorded) long
+// before the message's enqueue (the encrypted message and a few hundred
+// bytes) would exceed max_payload. Found the other way round before the
+// event held the encrypted message: a message within about 600 bytes of
+// max_payload was recorded as sent and could not be queued.
+func TestEverySentMessageCanBeQueued(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	limit := int(b.log.Conn().MaxPayload())
+	// The largest content Send takes, by bisection (a refusal records
+	// nothing; an acceptance is one more message of the group).
+	lo, hi := 0, limit
+	var largest *SendOutput
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		out, err := b.insts[alice].Send(ctx, gid, make([]byte, mid), nil)
+		switch {
+		case err == nil:
+			lo, largest = mid, out
+		case errors.Is(err, eventlog.ErrEventTooLarge):
+			hi = mid - 1
+		default:
+			t.Fatalf("send of %d bytes: %v", mid, err)
+		}
+	}
+	if largest == nil {
+		t.Fatal("no message sent")
+	}
+	t.Logf("max_payload %d: the largest content sent %d bytes, its message %d", limit, lo, len(largest.Message))
+	recipient := events.InstallationID(strings.Repeat("r", 128)) // a long name and key: a larger enqueue event
+	key := fmt.Sprintf("msg-%x-%s", largest.MessageID, strings.Repeat("k", 200))
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob, recipient}, strings.Repeat("c", 100), largest.Message, time.Now().Add(time.Hour), key); err != nil {
+		t.Fatalf("fan-out of the largest message Send took (%d bytes): %v", len(largest.Message), err)
 	}
 }
