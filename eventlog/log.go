@@ -23,7 +23,8 @@ const cacheMax = 1 << 16
 // Log is the event log: sealed events of many installations on one
 // JetStream stream. It is safe for concurrent use.
 type Log struct {
-	cfg    Config
+	cfg    Config // without its credentials, which are in creds
+	creds  *credentials
 	logger *slog.Logger // cfg.Logger, never nil
 	keys   *events.Keyring
 	srv    *server.Server // embedded server, nil for an external one
@@ -94,7 +95,8 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		cfg:       cfg,
+		cfg:       cfg.withoutCredentials(),
+		creds:     &credentials{natsURL: cfg.NATSURL, password: cfg.Password, token: cfg.Token},
 		logger:    telemetry.Logger(cfg.Logger),
 		keys:      keys,
 		subjects:  map[events.Aggregate]aggSubject{},

@@ -82,7 +82,7 @@ type Resealed struct {
 // replicas as src's stream, with keys as its keyring. A src on an
 // in-process embedded server has no address to connect to.
 func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, keys *events.Keyring) (*Log, error) {
-	cfg := src.cfg
+	cfg := src.config()
 	cfg.ReadOnly = false
 	cfg.NoCreate = false // the target is created
 	cfg.ResolveActive = false
