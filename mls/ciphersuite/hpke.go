@@ -13,9 +13,11 @@ import (
 // its bytes are unexported and never printed.
 type HPKEPrivateKey struct {
 	suite Suite
-	k     hpke.PrivateKey // crypto/hpke suites
-	x     kem.PrivateKey  // X448 suites (circl), stored clamped
-	pub   []byte
+	// The private key, hidden (hidden.go) so that no verb prints it
+	// from a field fmt cannot call Format on.
+	k   hidden[hpke.PrivateKey] // crypto/hpke suites
+	x   hidden[kem.PrivateKey]  // X448 suites (circl), stored clamped
+	pub []byte
 }
 
 // Suite returns the suite the key belongs to.
@@ -27,10 +29,10 @@ func (k *HPKEPrivateKey) PublicKey() []byte { return append([]byte(nil), k.pub..
 
 // Bytes returns the private key serialized as RFC 9180 SerializePrivateKey.
 func (k *HPKEPrivateKey) Bytes() []byte {
-	if k.x != nil {
+	if k.x.get() != nil {
 		return k.x448Bytes()
 	}
-	b, err := k.k.Bytes()
+	b, err := k.k.get().Bytes()
 	if err != nil {
 		// The key was validated when it was built; serialization of a
 		// valid DHKEM key cannot fail.
@@ -61,7 +63,7 @@ func (k *HPKEPrivateKey) Format(f fmt.State, _ rune) { fmt.Fprint(f, k.String())
 func (k *HPKEPrivateKey) MarshalJSON() ([]byte, error) { return nil, ErrSecretMarshal }
 
 func (cs *CipherSuite) wrapHPKE(k hpke.PrivateKey) *HPKEPrivateKey {
-	return &HPKEPrivateKey{suite: cs.id, k: k, pub: k.PublicKey().Bytes()}
+	return &HPKEPrivateKey{suite: cs.id, k: hide(k), pub: k.PublicKey().Bytes()}
 }
 
 // DeriveKeyPair is the KEM's DeriveKeyPair(ikm) (RFC 9180 §7.1.3), used for
@@ -164,13 +166,13 @@ func (cs *CipherSuite) DecryptWithLabel(priv *HPKEPrivateKey, label string, cont
 		return nil, fmt.Errorf("mls/ciphersuite: DecryptWithLabel %q: %w", label, err)
 	}
 	if cs.x448 != nil {
-		pt, err := cs.x448.open(priv.x, kemOutput, info, ciphertext)
+		pt, err := cs.x448.open(priv.x.get(), kemOutput, info, ciphertext)
 		if err != nil {
 			return nil, ErrDecrypt
 		}
 		return pt, nil
 	}
-	r, err := hpke.NewRecipient(kemOutput, priv.k, cs.kdf, cs.hpAEAD, info)
+	r, err := hpke.NewRecipient(kemOutput, priv.k.get(), cs.kdf, cs.hpAEAD, info)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

@@ -14,28 +14,28 @@ var ErrSecretMarshal = errors.New("mls/ciphersuite: refusing to marshal secret m
 // a ratchet secret, an AEAD key). Its bytes are unexported and never printed:
 // every fmt verb shows a placeholder with the length only.
 type Secret struct {
-	b []byte
+	b hidden[[]byte] // so that a Secret in an unexported field prints no byte either
 }
 
 // NewSecret returns a Secret holding a copy of b.
-func NewSecret(b []byte) Secret { return Secret{b: append([]byte(nil), b...)} }
+func NewSecret(b []byte) Secret { return Secret{b: hide(append([]byte(nil), b...))} }
 
 // Bytes returns a copy of the secret's bytes.
-func (s Secret) Bytes() []byte { return append([]byte(nil), s.b...) }
+func (s Secret) Bytes() []byte { return append([]byte(nil), s.b.get()...) }
 
 // Len returns the length of the secret in bytes.
-func (s Secret) Len() int { return len(s.b) }
+func (s Secret) Len() int { return len(s.b.get()) }
 
 // IsZero reports whether s holds no bytes (the zero Secret).
-func (s Secret) IsZero() bool { return len(s.b) == 0 }
+func (s Secret) IsZero() bool { return s.Len() == 0 }
 
 // Equal reports in constant time whether s and o hold the same bytes.
 func (s Secret) Equal(o Secret) bool {
-	return subtle.ConstantTimeCompare(s.b, o.b) == 1
+	return subtle.ConstantTimeCompare(s.b.get(), o.b.get()) == 1
 }
 
 // String returns a placeholder that shows only the length.
-func (s Secret) String() string { return fmt.Sprintf("Secret(REDACTED, %d bytes)", len(s.b)) }
+func (s Secret) String() string { return fmt.Sprintf("Secret(REDACTED, %d bytes)", s.Len()) }
 
 // GoString returns the same placeholder as String.
 func (s Secret) GoString() string { return s.String() }

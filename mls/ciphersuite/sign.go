@@ -16,9 +16,11 @@ import (
 // unexported and never printed.
 type SignaturePrivateKey struct {
 	suite Suite
-	ed    ed25519.PrivateKey
-	ec    *ecdsa.PrivateKey
-	ed448 ed448.PrivateKey
+	// The private key of the suite's scheme, hidden (hidden.go) so that
+	// no verb prints it from a field fmt cannot call Format on.
+	ed    hidden[ed25519.PrivateKey]
+	ec    hidden[*ecdsa.PrivateKey]
+	ed448 hidden[ed448.PrivateKey]
 	pub   []byte
 }
 
@@ -33,17 +35,17 @@ func (k *SignaturePrivateKey) PublicKey() []byte { return append([]byte(nil), k.
 // Bytes returns the private key in the test-vector format: the 32-byte seed
 // for Ed25519, the big-endian scalar for ECDSA, the 57-byte seed for Ed448.
 func (k *SignaturePrivateKey) Bytes() []byte {
-	if k.ed448 != nil {
-		return append([]byte(nil), k.ed448.Seed()...)
+	if k.ed448.get() != nil {
+		return append([]byte(nil), k.ed448.get().Seed()...)
 	}
-	if k.ec != nil {
-		b, err := k.ec.Bytes()
+	if k.ec.get() != nil {
+		b, err := k.ec.get().Bytes()
 		if err != nil {
 			panic("mls/ciphersuite: serializing a validated ECDSA private key failed")
 		}
 		return b
 	}
-	return append([]byte(nil), k.ed.Seed()...)
+	return append([]byte(nil), k.ed.get().Seed()...)
 }
 
 // Equal reports in constant time whether k and o are the same key of the
@@ -77,7 +79,7 @@ func (cs *CipherSuite) GenerateSignatureKey() (*SignaturePrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mls/ciphersuite: generating Ed25519 key: %w", err)
 		}
-		return &SignaturePrivateKey{suite: cs.id, ed: priv, pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
+		return &SignaturePrivateKey{suite: cs.id, ed: hide(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
 	}
 	priv, err := ecdsa.GenerateKey(cs.curve, rand.Reader)
 	if err != nil {
@@ -91,7 +93,7 @@ func (cs *CipherSuite) wrapECDSA(priv *ecdsa.PrivateKey) (*SignaturePrivateKey, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: ECDSA public key for %s", ErrInvalidKey, cs.id)
 	}
-	return &SignaturePrivateKey{suite: cs.id, ec: priv, pub: pub}, nil
+	return &SignaturePrivateKey{suite: cs.id, ec: hide(priv), pub: pub}, nil
 }
 
 // ParseSignaturePrivateKey parses a private key in the test-vector format
@@ -109,7 +111,7 @@ func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey,
 			return nil, fmt.Errorf("%w: Ed25519 private key is %d bytes, want %d", ErrInvalidKey, len(b), ed25519.SeedSize)
 		}
 		priv := ed25519.NewKeyFromSeed(b)
-		return &SignaturePrivateKey{suite: cs.id, ed: priv, pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
+		return &SignaturePrivateKey{suite: cs.id, ed: hide(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
 	}
 	priv, err := ecdsa.ParseRawPrivateKey(cs.curve, cs.padScalar(b))
 	if err != nil {
@@ -155,13 +157,13 @@ func (cs *CipherSuite) SignWithLabel(priv *SignaturePrivateKey, label string, co
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: SignWithLabel %q: %w", label, err)
 	}
-	if priv.ed != nil {
-		return ed25519.Sign(priv.ed, msg), nil
+	if priv.ed.get() != nil {
+		return ed25519.Sign(priv.ed.get(), msg), nil
 	}
-	if priv.ed448 != nil {
-		return signEd448(priv.ed448, msg), nil
+	if priv.ed448.get() != nil {
+		return signEd448(priv.ed448.get(), msg), nil
 	}
-	sig, err := ecdsa.SignASN1(rand.Reader, priv.ec, cs.Hash(msg))
+	sig, err := ecdsa.SignASN1(rand.Reader, priv.ec.get(), cs.Hash(msg))
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: ECDSA signing for %s: %w", cs.id, err)
 	}

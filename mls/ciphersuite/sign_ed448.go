@@ -19,7 +19,7 @@ const ed448Context = ""
 
 func (cs *CipherSuite) wrapEd448(priv ed448.PrivateKey) *SignaturePrivateKey {
 	pub := priv.Public().(ed448.PublicKey)
-	return &SignaturePrivateKey{suite: cs.id, ed448: priv, pub: append([]byte(nil), pub...)}
+	return &SignaturePrivateKey{suite: cs.id, ed448: hide(priv), pub: append([]byte(nil), pub...)}
 }
 
 func (cs *CipherSuite) generateEd448Key() (*SignaturePrivateKey, error) {
