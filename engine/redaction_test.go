@@ -1,0 +1,46 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/internal/redacttest"
+	"github.com/epochlog/epochlog/projections"
+)
+
+// An Installation holds its signature key, read model and groups (with
+// their external PSKs) in unexported fields: however it is printed, none
+// of their secrets shows.
+func TestInstallationPrintsNoSecret(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	dbKey := []byte("DBKEY-redaction-0123456789abcdef")
+	k, err := projections.RawKey(dbKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := CreateInstallation(ctx, b.log, "alice", b.dbPath("alice"), k, b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.insts["alice"], b.keys["alice"] = in, k
+	psk := []byte("PSK-redaction-0123456789abcdef!!")
+	if err := in.RegisterExternalPSK(ctx, []byte("psk-1"), psk); err != nil {
+		t.Fatal(err)
+	}
+	g, err := in.CreateGroup(ctx, []byte("redaction-group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.heldPSKs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string][]byte{"signature key": in.sig.Bytes(), "read-model key": dbKey, "external PSK": psk}
+	redacttest.Check(t, in, secrets)
+	redacttest.Check(t, g, secrets)
+	if s := fmt.Sprint(in); !strings.Contains(s, "alice") || !strings.Contains(s, b.dbPath("alice")) {
+		t.Errorf("printed Installation %q does not name it", s)
+	}
+}
