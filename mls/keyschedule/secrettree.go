@@ -82,9 +82,26 @@ func (r *ratchet) clone() *ratchet {
 type SecretTree struct {
 	cs         *ciphersuite.CipherSuite
 	leaves     treemath.LeafCount
-	nodes      map[treemath.NodeIndex][]byte
-	ratchets   map[ratchetID]*ratchet
 	maxForward uint32
+	*treeSecrets
+}
+
+// treeSecrets and treeMaps put a SecretTree's secrets two pointers away
+// from it, so that no fmt verb reaches them wherever the tree is held: in
+// an unexported field fmt cannot call Format, and under %s or %q it
+// prints what a pointer there points to, but from that point every
+// further pointer as an address (as ciphersuite's hidden does for
+// Secret). Embedded, they leave st.nodes and st.ratchets as they were.
+type treeSecrets struct{ *treeMaps }
+
+type treeMaps struct {
+	nodes    map[treemath.NodeIndex][]byte
+	ratchets map[ratchetID]*ratchet
+}
+
+// newTreeSecrets returns empty maps, behind their two pointers.
+func newTreeSecrets(nodes, ratchets int) *treeSecrets {
+	return &treeSecrets{&treeMaps{nodes: make(map[treemath.NodeIndex][]byte, nodes), ratchets: make(map[ratchetID]*ratchet, ratchets)}}
 }
 
 type ratchetID struct {
@@ -106,13 +123,9 @@ func NewSecretTree(cs *ciphersuite.CipherSuite, encryptionSecret Secret, leaves 
 	if opts != nil && opts.MaxForwardRatchets != 0 {
 		max = opts.MaxForwardRatchets
 	}
-	return &SecretTree{
-		cs:         cs,
-		leaves:     leaves,
-		nodes:      map[treemath.NodeIndex][]byte{treemath.Root(leaves): encryptionSecret.Bytes()},
-		ratchets:   map[ratchetID]*ratchet{},
-		maxForward: max,
-	}, nil
+	st := &SecretTree{cs: cs, leaves: leaves, maxForward: max, treeSecrets: newTreeSecrets(1, 0)}
+	st.nodes[treemath.Root(leaves)] = encryptionSecret.Bytes()
+	return st, nil
 }
 
 // Leaves returns the number of leaves of the tree.
@@ -120,8 +133,7 @@ func (st *SecretTree) Leaves() treemath.LeafCount { return st.leaves }
 
 // Clone returns an independent deep copy of the tree's current state.
 func (st *SecretTree) Clone() *SecretTree {
-	c := &SecretTree{cs: st.cs, leaves: st.leaves, maxForward: st.maxForward,
-		nodes: make(map[treemath.NodeIndex][]byte, len(st.nodes)), ratchets: make(map[ratchetID]*ratchet, len(st.ratchets))}
+	c := &SecretTree{cs: st.cs, leaves: st.leaves, maxForward: st.maxForward, treeSecrets: newTreeSecrets(len(st.nodes), len(st.ratchets))}
 	for n, s := range st.nodes {
 		c.nodes[n] = append([]byte(nil), s...)
 	}
@@ -132,16 +144,16 @@ func (st *SecretTree) Clone() *SecretTree {
 }
 
 // String describes the tree without any secret.
-func (st *SecretTree) String() string {
+func (st SecretTree) String() string {
 	return fmt.Sprintf("SecretTree(%s, %d leaves, %d node secrets, %d ratchets)", st.cs.ID(), st.leaves, len(st.nodes), len(st.ratchets))
 }
 
 // GoString returns the same description as String.
-func (st *SecretTree) GoString() string { return st.String() }
+func (st SecretTree) GoString() string { return st.String() }
 
 // Format prints the description under every verb, so no verb can reach the
 // secrets inside.
-func (st *SecretTree) Format(f fmt.State, _ rune) { fmt.Fprint(f, st.String()) }
+func (st SecretTree) Format(f fmt.State, _ rune) { fmt.Fprint(f, st.String()) }
 
 // leafSecret derives (and removes from the tree) the secret of leaf l,
 // deriving and keeping the copath secrets on the way down.

@@ -105,8 +105,7 @@ func UnmarshalSecretTree(b []byte) (*SecretTree, error) {
 	if maxForward == 0 {
 		return nil, fmt.Errorf("mls/keyschedule: %w: secret tree forward-ratchet limit is 0", codec.ErrDecode)
 	}
-	st := &SecretTree{cs: cs, leaves: n, maxForward: maxForward,
-		nodes: map[treemath.NodeIndex][]byte{}, ratchets: map[ratchetID]*ratchet{}}
+	st := &SecretTree{cs: cs, leaves: n, maxForward: maxForward, treeSecrets: newTreeSecrets(0, 0)}
 	secret := func(sub *codec.Reader, size int, what string) ([]byte, error) {
 		s, err := sub.OpaqueV()
 		if err != nil {
