@@ -18,7 +18,9 @@ import (
 // writer, and returns how many it deleted. The checkpoint does not move:
 // the deletion is not an event, and the read model's digest reflects it
 // like any other content. Everything else about the groups (epochs,
-// members, the time of the last message) is kept.
+// members, the time of the last message) is kept, but whom the deleted
+// own messages were for (message_recipients) where none of an epoch's
+// own messages is left.
 func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error) {
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
@@ -34,6 +36,14 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 	n, err := res.RowsAffected()
 	if err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
+	}
+	if db.schema >= 10 {
+		// Whom an epoch's own messages were for goes with the last of
+		// them (a later own message of the epoch records it again).
+		if _, err := tx.ExecContext(ctx, `DELETE FROM message_recipients WHERE NOT EXISTS (SELECT 1 FROM messages m
+			WHERE m.group_id = message_recipients.group_id AND m.epoch = message_recipients.epoch AND m.message IS NOT NULL)`); err != nil {
+			return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: fmt.Errorf("commit: %w", err)}
