@@ -162,7 +162,7 @@ type queue struct {
 	// one batch), and at most maxRecent.
 	recent  []eventlog.Record
 	lastAck uint64 // position of the last acknowledgement
-	bytes   int64  // the memory all this takes, estimated (see queueBytes)
+	bytes   int64  // the memory all this takes, estimated (see idemBytes)
 }
 
 // maxRecent bounds queue.recent.
@@ -211,10 +211,9 @@ func deliveryAgg(k queueKey) events.Aggregate {
 	return events.Aggregate{Installation: k.recipient, Type: events.AggDelivery, ID: k.channel}
 }
 
-// acquire returns the queues of keys (each once, in key order), locked
-// for the calling call, which releases them with release. They are
-// locked in key order, so that calls sharing queues never wait for each
-// other in a cycle. A queue not held yet is held from now on, not read
+// acquire returns the queues of keys (each once), locked for the caller,
+// which releases them with release. They are locked in key order, so
+// that calls sharing queues never wait for each other in a cycle. A queue not held yet is held from now on, not read
 // from the log yet (see load). It fails, holding nothing, with a key that
 // names no valid queue, or when ctx ends while another call holds one of
 // them.
