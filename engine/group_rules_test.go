@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"math"
 	"slices"
@@ -397,4 +398,63 @@ func testAppliedFromMemoryOnlyWhenNothingElseLanded(t *testing.T) {
 		t.Fatalf("alice's read model: group at epoch %d (found %v, %v), want epoch %d", g.Epoch, found, err, out.Epoch)
 	}
 	b.checkRebuild(alice)
+}
+
+// VerifyMLS checks the message an own application message records (the
+// output OwnMessages hands out again after a crash): a genuine one
+// passes; one whose message id is not its digest, or that is another
+// group's message, is refused.
+func TestVerifyMLSChecksTheRecordedOwnMessage(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name  string
+		alter func(b *events.ApplicationMessageSent, other []byte)
+	}{
+		{"genuine", nil},
+		{"message id not its digest", func(b *events.ApplicationMessageSent, _ []byte) { b.MessageID = []byte("0123456789abcdef") }},
+		{"another group's message", func(b *events.ApplicationMessageSent, other []byte) {
+			b.Message = other
+			sum := sha256.Sum256(other)
+			b.MessageID = sum[:16]
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newBackend(t)
+			b.create(alice)
+			b.create(bob)
+			b.create(carol)
+			gid := b.pair(alice, bob)
+			other := b.pair(alice, carol)
+			otherOut, err := b.insts[alice].Send(ctx, other, []byte("elsewhere"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := b.insts[alice].Send(ctx, gid, []byte("hello"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.alter != nil {
+				// A second record of the message, altered (a buggy or
+				// compromised writer).
+				in := b.insts[alice]
+				gs, err := in.loadGroup(ctx, gid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := events.ApplicationMessageSent{GroupID: gid, Epoch: out.Epoch, SenderLeaf: uint32(gs.g.LeafIndex()), Sender: alice,
+					MessageID: out.MessageID, Content: events.Secret("hello"), Message: out.Message}
+				c.alter(&body, otherOut.Message)
+				if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, []events.Body{body}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err = replay.VerifyMLS(ctx, b.log, alice)
+			if c.alter == nil && err != nil {
+				t.Fatalf("VerifyMLS of genuine own messages: %v", err)
+			}
+			if c.alter != nil && !errors.Is(err, replay.ErrMLSMismatch) {
+				t.Fatalf("VerifyMLS: %v, want replay.ErrMLSMismatch", err)
+			}
+		})
+	}
 }

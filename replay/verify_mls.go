@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -620,7 +621,40 @@ func checkMessageSent(c *mlsChecker, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return checkMessageEpoch(c.groups, b.GroupID, b.Epoch)
+	if err := checkMessageEpoch(c.groups, b.GroupID, b.Epoch); err != nil {
+		return err
+	}
+	return checkSentMessage(b)
+}
+
+// checkSentMessage checks the message an own application message records
+// (application.message_sent v2 on), which a restarted sender hands out
+// again (the engine's OwnMessages): a PrivateMessage of the recorded
+// group and epoch, carrying application data and the recorded
+// authenticated data, whose digest is the recorded message id (the
+// engine's: the first 16 bytes of its SHA-256). Its content cannot be
+// checked here: only the other members can decrypt it.
+func checkSentMessage(b events.ApplicationMessageSent) error {
+	if b.Message == nil {
+		return nil // v1: not recorded
+	}
+	var m mls.MLSMessage
+	if err := m.Unmarshal(b.Message); err != nil {
+		return mismatch("group %x epoch %d: own message %x: the recorded message does not decode: %v", b.GroupID, b.Epoch, b.MessageID, err)
+	}
+	pm := m.PrivateMessage
+	switch {
+	case pm == nil:
+		return mismatch("group %x epoch %d: own message %x: the recorded message is a %v, not a PrivateMessage", b.GroupID, b.Epoch, b.MessageID, m.WireFormat)
+	case !bytes.Equal(pm.GroupID, b.GroupID) || pm.Epoch != b.Epoch:
+		return mismatch("group %x epoch %d: own message %x: the recorded message is of group %x epoch %d", b.GroupID, b.Epoch, b.MessageID, pm.GroupID, pm.Epoch)
+	case pm.ContentType != mls.ContentTypeApplication || !bytes.Equal(pm.AuthenticatedData, b.AuthenticatedData):
+		return mismatch("group %x epoch %d: own message %x: the recorded message carries %v content or other authenticated data", b.GroupID, b.Epoch, b.MessageID, pm.ContentType)
+	}
+	if sum := sha256.Sum256(b.Message); !bytes.Equal(sum[:16], b.MessageID) {
+		return mismatch("group %x epoch %d: own message %x: the recorded message's digest is %x", b.GroupID, b.Epoch, b.MessageID, sum[:16])
+	}
+	return nil
 }
 
 func checkMessageReceived(c *mlsChecker, ev events.Event) error {
