@@ -10,7 +10,13 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/telemetry"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
 )
 
 // A stream at its max_bytes (discard new) refuses appends with status
@@ -160,5 +166,73 @@ func TestEverySentMessageCanBeQueued(t *testing.T) {
 	key := fmt.Sprintf("msg-%x-%s", largest.MessageID, strings.Repeat("k", 200))
 	if _, err := b.del.FanOut(ctx, []events.InstallationID{bob, recipient}, strings.Repeat("c", 100), largest.Message, time.Now().Add(time.Hour), key); err != nil {
 		t.Fatalf("fan-out of the largest message Send took (%d bytes): %v", len(largest.Message), err)
+	}
+}
+
+// In a cluster, nats-server checks the account's (and the server's)
+// storage before it looks up a message id (processClusteredInboundMsg),
+// so an event stored by a try whose answer was lost is not answered as a
+// duplicate once the account is full: a publish again is refused with
+// "resource limits exceeded for account" (10002, eventlog.ErrStreamFull).
+// The fan-out still learns its enqueue landed, because eventlog reads the
+// aggregate's tail from the stream leader before sending again; it must
+// never end in a plain eventlog.ErrStreamFull, which tells the caller
+// nothing was queued while the message is on the stream.
+func TestLostAnswerThenAccountFullIsUnknown(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	ring := logtest.Keyring(t, 1, 0x5b)
+	direct := logtest.Open(t, logtest.ClusterConfig(c.URL()), ring)
+	proxy := newLossyProxy(t, c.Nodes()[0].URL())
+	cfg := logtest.ClusterConfig(proxy.url())
+	cfg.RequestTimeout = time.Second
+	cfg.Metrics = telemetry.NewMetrics()
+	d := NewDeliveries(logtest.Open(t, cfg, ring), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := d.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("first"), time.Time{}, "k1"); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.mute.Store(true) // the next PubAcks are lost
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, []byte("second"), time.Time{}, "k2")
+		done <- err
+	}()
+	// Until the enqueue is stored and a try's answer is known lost (a
+	// timeout, then the same event sent again).
+	watcher := NewDeliveries(direct, nil)
+	for {
+		got, err := watcher.Fetch(ctx, bob, mlsChannel, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost := telemetrytest.Value(t, cfg.Metrics, "epochlog_append_retries_total", "reason", telemetry.RetryLostAnswer)
+		if len(got) == 2 && lost > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("fan-out returned (%v) while its answers were lost", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// The operator's account is now full: any further message exceeds it.
+	for _, n := range c.Nodes() {
+		full := map[string]server.JetStreamAccountLimits{"": {MaxMemory: -1, MaxStore: 1, MaxStreams: -1, MaxConsumers: -1}}
+		if err := n.NATSServer().GlobalAccount().UpdateJetStreamLimits(full); err != nil {
+			t.Fatalf("limit the account on %s: %v", n.Name(), err)
+		}
+	}
+	proxy.mute.Store(false)
+	proxy.drop()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("fan-out still running after 2 minutes")
+	}
+	if err != nil && !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("fan-out whose enqueue is stored (answer lost, then the account full): %v; want success or ErrOutcomeUnknown", err)
 	}
 }
