@@ -147,3 +147,62 @@ func seqsOf(ms []Delivery) []uint64 {
 	}
 	return out
 }
+
+// A queue with a long history loaded cold (message gets, then a consumer)
+// while another process keeps enqueuing to it: each load succeeds and
+// holds a contiguous prefix of the queue, every message pending with the
+// payload enqueued at its sequence.
+func TestColdQueueLoadedWhileAnotherProcessAppends(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	writer := NewDeliveries(openLog(t, testConfig(b.srv), b.ring), b.clock)
+	const ch = "inbox"
+	enqueue := func(i int) error {
+		seq, _, err := writer.Enqueue(ctx, Enqueue{Recipient: bob, Channel: ch, Payload: []byte(fmt.Sprint(i)), IdempotencyKey: fmt.Sprint("k", i)})
+		if err == nil && seq != uint64(i) {
+			err = fmt.Errorf("enqueue %d got sequence %d", i, seq)
+		}
+		return err
+	}
+	const before = 3 * queueGets
+	for i := 1; i <= before; i++ {
+		if err := enqueue(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		for i := before + 1; ; i++ {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			default:
+			}
+			if err := enqueue(i); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	for range 20 {
+		got, err := NewDeliveries(b.log, b.clock).Fetch(ctx, bob, ch, 0)
+		if err != nil {
+			close(stop)
+			t.Fatalf("cold load while another process appends: %v", err)
+		}
+		if len(got) < before {
+			t.Fatalf("cold load: %d messages, want at least %d", len(got), before)
+		}
+		for i, m := range got {
+			if m.Seq != uint64(i+1) || string(m.Payload) != fmt.Sprint(i+1) {
+				t.Fatalf("cold load: message %d is sequence %d %q", i, m.Seq, m.Payload)
+			}
+		}
+	}
+	close(stop)
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+}
