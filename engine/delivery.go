@@ -169,9 +169,13 @@ type queue struct {
 const maxRecent = 1024
 
 // recentEvents returns the events of queue k after position after, if
-// this process holds every one of them (ok false: it does not, or ctx
-// ended while another call held the queue).
-func (d *Deliveries) recentEvents(ctx context.Context, k queueKey, after uint64) (recs []eventlog.Record, ok bool) {
+// this process holds every one of them (ok false: it does not, or
+// another call holds the queue). It does not wait for a queue in use:
+// its caller, a Host's batch, holds the lock of every installation of
+// the batch, and the call on the queue may take up to OutcomeTimeout
+// (deciding a lost answer) or a long history's read; the log has the
+// events.
+func (d *Deliveries) recentEvents(k queueKey, after uint64) (recs []eventlog.Record, ok bool) {
 	d.mu.Lock()
 	q := d.q[k]
 	if q == nil {
@@ -180,7 +184,9 @@ func (d *Deliveries) recentEvents(ctx context.Context, k queueKey, after uint64)
 	}
 	q.refs++
 	d.mu.Unlock()
-	if !q.take(ctx) {
+	select {
+	case q.lock <- struct{}{}:
+	default:
 		d.unref(q)
 		return nil, false
 	}

@@ -122,13 +122,13 @@ func TestQueueKeepsRecentEvents(t *testing.T) {
 	enqueue(2)                                    // 5-6
 	mustNil(t, b.del.Acknowledge(ctx, r, "c", 5)) // 7: back to 4 kept
 	enqueue(1)                                    // 8
-	if recs, ok := b.del.recentEvents(context.Background(), k, 3); !ok || len(recs) != 5 || recs[0].Event.Position != 4 || recs[4].Event.Position != 8 {
+	if recs, ok := b.del.recentEvents(k, 3); !ok || len(recs) != 5 || recs[0].Event.Position != 4 || recs[4].Event.Position != 8 {
 		t.Fatalf("after position 3: %d events (%v)", len(recs), ok)
 	}
-	if _, ok := b.del.recentEvents(context.Background(), k, 2); ok {
+	if _, ok := b.del.recentEvents(k, 2); ok {
 		t.Fatal("after position 2: the events before the acknowledgement before the last are gone, want ok false")
 	}
-	if recs, ok := b.del.recentEvents(context.Background(), k, 8); !ok || len(recs) != 0 {
+	if recs, ok := b.del.recentEvents(k, 8); !ok || len(recs) != 0 {
 		t.Fatalf("after the last position: %d events (%v)", len(recs), ok)
 	}
 	for _, rec := range mustRecent(t, b.del, k, 3) {
@@ -147,7 +147,7 @@ func mustNil(t *testing.T, err error) {
 
 func mustRecent(t *testing.T, d *Deliveries, k queueKey, after uint64) []eventlog.Record {
 	t.Helper()
-	recs, ok := d.recentEvents(context.Background(), k, after)
+	recs, ok := d.recentEvents(k, after)
 	if !ok {
 		t.Fatalf("no recent events after %d", after)
 	}

@@ -267,3 +267,33 @@ func TestLongQueueReadCold(t *testing.T) {
 		t.Fatalf("loading a long queue with a gap: %v, want events.ErrQueueRule at stream sequence %d", err, bad)
 	}
 }
+
+// A Host's batch holds the lock of every installation in it while it
+// projects their new events; a queue of one of them held by another call
+// (a fan-out deciding a lost answer holds it for up to OutcomeTimeout, a
+// cold load for a long history) must not hold the batch up: the events
+// are read from the log instead of taken from the queue in memory.
+func TestHostBatchNotHeldUpByABusyQueue(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(alice)
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	b.send(bob, gid, "to alice")
+	b.drainAll() // alice's read model knows her queue now
+	h := NewHost(b.log, b.del, nil)
+	q, err := b.del.acquire1(ctx, queueKey{alice, mlsChannel}) // another call on alice's queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res := h.Send(sctx, []SendRequest{{Installation: b.insts[alice], GroupID: gid, Content: []byte("hi")}})
+	b.del.release(q)
+	if res[0].Err != nil {
+		t.Fatalf("Host.Send while another call held alice's queue: %v", res[0].Err)
+	}
+	if res[0].Output.ProjectionErr != nil {
+		t.Fatalf("Host.Send while another call held alice's queue: read model not projected: %v", res[0].Output.ProjectionErr)
+	}
+}

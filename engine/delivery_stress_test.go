@@ -76,7 +76,7 @@ func TestDeliveriesUnderCancelledOverlappingCalls(t *testing.T) {
 							}
 						}
 					case 3:
-						d.recentEvents(cctx, queueKey{recipients[rng.IntN(len(recipients))], ch}, 0)
+						d.recentEvents(queueKey{recipients[rng.IntN(len(recipients))], ch}, 0)
 					case 4:
 						_, err = d.Fetch(cctx, recipients[rng.IntN(len(recipients))], ch, 0)
 					}

@@ -879,7 +879,7 @@ func (h *Host) projectKnown(ctx context.Context, w *hostWork, channel string) bo
 	}
 	for ch := range channels {
 		k := queueKey{in.id, ch}
-		qrs, ok := h.del.recentEvents(ctx, k, positions[deliveryAgg(k)])
+		qrs, ok := h.del.recentEvents(k, positions[deliveryAgg(k)])
 		if !ok {
 			if ch == channel {
 				return false
