@@ -69,7 +69,9 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 			// answered, or one that no try could have passed (an event
 			// too large), also says that no earlier try stored the events:
 			// one stored would have been answered as a duplicate (same
-			// message ids, within the stream's duplicate window).
+			// message ids, within the stream's duplicate window), or
+			// found at the aggregate's tail, which Append reads first;
+			// but for a refusal for storage (see answered).
 			if answered(err) {
 				return nil, err
 			}
@@ -97,11 +99,29 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 // answered reports whether err is the server's answer to an append
 // (a JetStream API error: a full stream, a rule of the stream) or the
 // client's refusal of an event larger than max_payload, which every try
-// meets the same way.
+// meets the same way. A refusal for the server's or the account's
+// storage is not: on a cluster nats-server checks those before the
+// message id (processClusteredInboundMsg), so it refuses so a try whose
+// earlier try is still being replicated, and stored after.
 func answered(err error) bool {
 	var ae *jetstream.APIError
-	return errors.As(err, &ae) || errors.Is(err, eventlog.ErrEventTooLarge)
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode {
+		case codeAccountResources, codeInsufficientResources, codeStorageResources:
+			return false
+		}
+		return true
+	}
+	return errors.Is(err, eventlog.ErrEventTooLarge)
 }
+
+// JetStream API error codes of a refusal for the server's or the
+// account's storage (nats-server errors.json).
+const (
+	codeAccountResources      jetstream.ErrorCode = 10002 // JSAccountResourcesExceededErr
+	codeInsufficientResources jetstream.ErrorCode = 10023 // JSInsufficientResourcesErr
+	codeStorageResources      jetstream.ErrorCode = 10047 // JSStorageResourcesExceededErr
+)
 
 // appendOnce is one try of an append. It runs on ctx without ctx's
 // deadline, cancelled when ctx ends: nats.go then bounds each request of

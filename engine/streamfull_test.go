@@ -236,3 +236,89 @@ func TestLostAnswerThenAccountFullIsUnknown(t *testing.T) {
 		t.Fatalf("fan-out whose enqueue is stored (answer lost, then the account full): %v; want success or ErrOutcomeUnknown", err)
 	}
 }
+
+// An append whose answer was lost while its event was still being
+// replicated (the stream leader without a quorum), tried again once the
+// account is full: nats-server refuses the new try for the account's
+// storage (10002) before it looks at the message id, and the earlier try
+// is stored once the quorum is back. The refusal says nothing of the
+// earlier try, so the enqueue must end in ErrOutcomeUnknown, not in a
+// plain eventlog.ErrStreamFull while its message is on the stream (as it
+// did from 2026-12-06, 6bb2db8, until this test). The pending event is
+// not always kept through the leader's loss of its quorum: up to five
+// rounds, each on a cluster of its own, until one stores it.
+func TestLostAnswerInFlightThenAccountFullIsUnknown(t *testing.T) {
+	for round := range 5 {
+		if lostAnswerInFlightThenAccountFull(t, round) {
+			return
+		}
+	}
+	t.Log("no round stored the pending event; nothing shown")
+}
+
+// lostAnswerInFlightThenAccountFull is one round of
+// TestLostAnswerInFlightThenAccountFullIsUnknown: true when it decided
+// (the enqueue's outcome, or the stored event, showed what the test looks
+// for).
+func lostAnswerInFlightThenAccountFull(t *testing.T, round int) bool {
+	c := natstest.StartCluster(t, 3)
+	cfg := logtest.ClusterConfig(c.URL())
+	cfg.RequestTimeout = time.Second
+	cfg.Metrics = telemetry.NewMetrics()
+	l := logtest.Open(t, cfg, logtest.Keyring(t, 1, 0x5c))
+	d := NewDeliveries(l, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitStreamCurrent(l.Stream())
+	leader := c.StreamLeader(l.Stream())
+	var followers []*natstest.Server
+	for _, n := range c.Nodes() {
+		if n != leader {
+			followers = append(followers, n)
+		}
+	}
+	for _, f := range followers {
+		f.Shutdown() // the leader proposes, and cannot commit
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := d.Enqueue(ctx, Enqueue{Recipient: bob, Channel: mlsChannel, Payload: []byte("second")})
+		done <- err
+	}()
+	// Until a try's answer is known lost (a timeout, then sent again).
+	for telemetrytest.Value(t, cfg.Metrics, "epochlog_append_retries_total", "reason", telemetry.RetryLostAnswer) == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("round %d: enqueue returned (%v) without a lost answer", round, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	full := map[string]server.JetStreamAccountLimits{"": {MaxMemory: -1, MaxStore: 1, MaxStreams: -1, MaxConsumers: -1}}
+	if err := leader.NATSServer().GlobalAccount().UpdateJetStreamLimits(full); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatalf("round %d: enqueue still running after 2 minutes", round)
+	}
+	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+		return true // decided, or said to be undecided
+	}
+	// A plain refusal: the message must then not be on the stream once
+	// the quorum is back (one follower: the leader's log, which holds
+	// the pending event, is the longer).
+	followers[0].Start()
+	other := NewDeliveries(l, nil)
+	for range 100 {
+		if got, ferr := other.Fetch(ctx, bob, mlsChannel, 0); ferr == nil && len(got) == 2 {
+			t.Fatalf("round %d: enqueue refused with %v (not ErrOutcomeUnknown), but its message is on the stream (sequence %d)", round, err, got[1].Seq)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
