@@ -286,19 +286,18 @@ func (q *queue) take(ctx context.Context) bool {
 // budget is kept until another call's queues push it out, rather than
 // read again at every call.
 func (d *Deliveries) release(qs ...*queue) {
-	pending := make([]bool, len(qs))
-	bytes := make([]int64, len(qs))
-	for i, q := range qs {
-		pending[i], bytes[i] = len(q.pending) > 0, q.bytes
-		<-q.lock
-	}
+	// The queues are accounted before they are unlocked, so that a call
+	// that takes one next and releases it first is not undone by this
+	// one's older figures. (d.mu is taken with queue locks held, never
+	// the other way round: acquire waits for a queue without d.mu.)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for i, q := range qs {
-		d.file(q, pending[i])
-		d.bytes += bytes[i] - q.accounted
-		q.accounted, q.justUsed = bytes[i], true
+	for _, q := range qs {
+		d.file(q, len(q.pending) > 0)
+		d.bytes += q.bytes - q.accounted
+		q.accounted, q.justUsed = q.bytes, true
 		q.refs--
+		<-q.lock
 	}
 	d.trim()
 	for _, q := range qs {
