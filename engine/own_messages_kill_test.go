@@ -103,17 +103,7 @@ func TestOwnMessagesAfterSIGKILL(t *testing.T) {
 	b.insts["alice"], b.keys["alice"] = alice, rawDBKey(t, killDBFill)
 	b.create("bob")
 	b.create("carol")
-	created, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := created.GroupID
-	add, err := alice.AddMembers(ctx, gid, b.keyPackage("bob"), b.keyPackage("carol"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(add)
-	b.drainAll()
+	gid := b.groupOf(alice, "bob", "carol")
 	if err := alice.Close(); err != nil {
 		t.Fatal(err)
 	}

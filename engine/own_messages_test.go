@@ -37,6 +37,28 @@ func ownMessages(t *testing.T, in *Installation, gid []byte, from uint64, limit 
 	return out
 }
 
+// groupOf has creator create a group and add members by key package,
+// the commit and the Welcome delivered and received.
+func (b *backend) groupOf(creator *Installation, members ...events.InstallationID) []byte {
+	b.t.Helper()
+	ctx := context.Background()
+	created, err := creator.CreateGroup(ctx, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	kps := make([][]byte, len(members))
+	for i, m := range members {
+		kps[i] = b.keyPackage(m)
+	}
+	add, err := creator.AddMembers(ctx, created.GroupID, kps...)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.deliverCommit(add)
+	b.drainAll()
+	return created.GroupID
+}
+
 // hostSend sends through a Host (the batched path) and fans out.
 func (b *backend) hostSend(from events.InstallationID, gid []byte, texts ...string) []*SendOutput {
 	b.t.Helper()
@@ -66,17 +88,7 @@ func TestOwnMessagesEqualWhatSendReturned(t *testing.T) {
 	alice, bob := b.create("alice"), b.create("bob")
 	b.create("carol")
 	b.create("dave")
-	created, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := created.GroupID
-	add, err := alice.AddMembers(ctx, gid, b.keyPackage("bob"), b.keyPackage("carol"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(add)
-	b.drainAll()
+	gid := b.groupOf(alice, "bob", "carol")
 	fromBob := b.send("bob", gid, "hello from bob") // his first since the Welcome: a path update first
 	if fromBob.Update == nil {
 		t.Fatal("bob's first message made no path update")
@@ -175,17 +187,7 @@ func TestOwnMessagesDeliveredAfterACrash(t *testing.T) {
 	alice := b.create("alice")
 	b.create("bob")
 	b.create("carol")
-	created, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := created.GroupID
-	add, err := alice.AddMembers(ctx, gid, b.keyPackage("bob"), b.keyPackage("carol"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(add)
-	b.drainAll()
+	gid := b.groupOf(alice, "bob", "carol")
 	delivered := b.send("alice", gid, "delivered")
 	b.drainAll()
 	queued := b.send("alice", gid, "queued") // queued, not yet received
