@@ -427,7 +427,8 @@ func recordAppended(q *queue, evs []events.Event, res []eventlog.Appended) {
 }
 
 // load reads the queue's events from the recipient's log if this process
-// does not hold them (its first use, or after a failure reset it).
+// does not hold them all (its first use, after a failure reset it, or
+// after a read its context cut short).
 func (d *Deliveries) load(ctx context.Context, q *queue) error {
 	if q.loaded {
 		return nil
@@ -437,9 +438,16 @@ func (d *Deliveries) load(ctx context.Context, q *queue) error {
 
 // refresh reads the queue's events appended since this process last
 // looked, other processes' included (all of them if it holds none).
+//
+// A read its context ended keeps what it read: every event passed its
+// checks, so q holds a prefix of the queue and the next read goes on
+// after it. A long history then loads across calls whose deadlines are
+// each too short for all of it. Any other failure resets q.
 func (d *Deliveries) refresh(ctx context.Context, q *queue) error {
 	if err := d.readQueue(ctx, q); err != nil {
-		q.reset()
+		if ctx.Err() == nil {
+			q.reset()
+		}
 		return err
 	}
 	q.loaded = true
@@ -458,15 +466,23 @@ func (d *Deliveries) readQueue(ctx context.Context, q *queue) error {
 	if err != nil {
 		return err
 	}
-	n, next, err := d.log.ReadN(ctx, k.recipient, subject, q.seq+1, queueGets, q.record)
+	record := q.record
+	if queueRecordHook != nil {
+		record = func(r eventlog.Record) error { queueRecordHook(r); return q.record(r) }
+	}
+	n, next, err := d.log.ReadN(ctx, k.recipient, subject, q.seq+1, queueGets, record)
 	if err == nil && n == queueGets {
-		err = d.log.ReadSubject(ctx, k.recipient, subject, next, q.record)
+		err = d.log.ReadSubject(ctx, k.recipient, subject, next, record)
 	}
 	if err != nil {
 		return fmt.Errorf("engine: load delivery queue %s/%s: %w", k.recipient, k.channel, err)
 	}
 	return nil
 }
+
+// queueRecordHook, when set (by tests only), sees each event a queue
+// reads from the log before it is recorded.
+var queueRecordHook func(eventlog.Record)
 
 // queueGets is how many new events of a queue are read with message gets
 // before a consumer reads the rest (about the round trips a consumer's

@@ -297,3 +297,48 @@ func TestHostBatchNotHeldUpByABusyQueue(t *testing.T) {
 		t.Fatalf("Host.Send while another call held alice's queue: read model not projected: %v", res[0].Output.ProjectionErr)
 	}
 }
+
+// A cold load cut short by its caller's context keeps what it read: the
+// next call reads only the rest and finds the queue a fresh load finds,
+// so a history too long for one call's deadline loads across calls
+// (until 2026-12-06 each call started over).
+func TestColdLoadCutShortKeepsWhatItRead(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	const ch, n = "inbox", 400 // beyond queueGets: most of it through the consumer
+	r := events.InstallationID("long")
+	bodies := make([]events.Body, 0, n+1)
+	for s := uint64(1); s <= n; s++ {
+		bodies = append(bodies, events.DeliveryEnqueued{Recipient: r, Channel: ch, Sequence: s, Payload: fmt.Appendf(nil, "m%d", s), IdempotencyKey: fmt.Sprintf("k%d", s)})
+	}
+	bodies = append(bodies, events.DeliveryAcknowledged{Recipient: r, Channel: ch, UpTo: n / 2})
+	b.rawQueue(r, ch, bodies...)
+
+	var read int
+	cut, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queueRecordHook = func(eventlog.Record) {
+		if read++; read == n/2 {
+			cancel()
+		}
+	}
+	defer func() { queueRecordHook = nil }()
+	d := NewDeliveries(b.log, b.clock)
+	if _, err := d.Fetch(cut, r, ch, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("fetch whose context ends mid-load: %v, want context.Canceled", err)
+	}
+	first := read
+	if first < n/2 || first > n {
+		t.Fatalf("the cut load read %d events, want at least %d and not all %d", first, n/2, n+1)
+	}
+	got, err := d.Fetch(ctx, r, ch, 0)
+	if err != nil || len(got) != n/2 || got[0].Seq != n/2+1 {
+		t.Fatalf("fetch after the cut: %d messages (%v), want the %d after the acknowledgement", len(got), err, n/2)
+	}
+	if again := read - first; again != n+1-first {
+		t.Errorf("the next load read %d events, want the %d the cut one had not", again, n+1-first)
+	}
+	if seq, dup, err := d.Enqueue(ctx, Enqueue{Recipient: r, Channel: ch, Payload: []byte("m1"), IdempotencyKey: "k1"}); err != nil || !dup || seq != 1 {
+		t.Errorf("enqueue again under the first key: sequence %d, duplicate %v, %v; want 1, true", seq, dup, err)
+	}
+}
