@@ -115,6 +115,24 @@ func (b *backend) restart(id events.InstallationID) *Installation {
 	return in
 }
 
+// rebuildAndRestart closes id, rebuilds its read model by replay and
+// opens it again from the rebuilt file.
+func (b *backend) rebuildAndRestart(id events.InstallationID) *Installation {
+	b.t.Helper()
+	if err := b.insts[id].Close(); err != nil {
+		b.t.Fatalf("close %s: %v", id, err)
+	}
+	if _, err := replay.Rebuild(context.Background(), b.log, id, b.dbPath(id), b.keys[id], nil); err != nil {
+		b.t.Fatalf("rebuild %s: %v", id, err)
+	}
+	in, err := OpenInstallation(context.Background(), b.log, id, b.dbPath(id), b.keys[id], b.opts())
+	if err != nil {
+		b.t.Fatalf("reopen %s: %v", id, err)
+	}
+	b.insts[id] = in
+	return in
+}
+
 // reopen opens every known installation again from its read model.
 func (b *backend) reopen() {
 	b.t.Helper()

@@ -91,6 +91,13 @@ func exchange(t *testing.T, b *backend, gid []byte, senders []events.Installatio
 
 func messageCount(t *testing.T, in *Installation, gid []byte) int {
 	t.Helper()
+	return countMessages(t, in, gid, func(projections.Message) bool { return true })
+}
+
+// countMessages is how many of gid's messages in in's read model keep
+// holds for.
+func countMessages(t *testing.T, in *Installation, gid []byte, keep func(projections.Message) bool) int {
+	t.Helper()
 	n := 0
 	p := projections.Page{Limit: 1000}
 	for {
@@ -98,7 +105,11 @@ func messageCount(t *testing.T, in *Installation, gid []byte) int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += len(page.Messages)
+		for _, m := range page.Messages {
+			if keep(m) {
+				n++
+			}
+		}
 		if page.Next == 0 {
 			return n
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
-	"github.com/epochlog/epochlog/replay"
 )
 
 // sameOutputs fails unless got (OwnCommits) is want (what the operations
@@ -202,17 +201,7 @@ func TestOwnCommitsDeliveredAfterACrash(t *testing.T) {
 	}
 
 	// Rebuilt by replay: the same outputs (the Welcome is in the event).
-	if err := alice.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := replay.Rebuild(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], nil); err != nil {
-		t.Fatalf("rebuild alice: %v", err)
-	}
-	alice, err = OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts["alice"] = alice
+	alice = b.rebuildAndRestart("alice")
 	sameOutputs(t, "rebuilt by replay", ownCommits(t, alice, gid, 0), []*CommitOutput{queued, lost1, lost2})
 }
 

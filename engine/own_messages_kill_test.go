@@ -196,21 +196,5 @@ func TestOwnMessagesAfterSIGKILL(t *testing.T) {
 // sentCount is how many messages in's read model holds as sent to gid.
 func sentCount(t *testing.T, in *Installation, gid []byte) int {
 	t.Helper()
-	n := 0
-	p := projections.Page{Limit: 1000}
-	for {
-		page, err := in.DB().Messages(context.Background(), gid, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range page.Messages {
-			if m.Direction == "sent" {
-				n++
-			}
-		}
-		if page.Next == 0 {
-			return n
-		}
-		p.Before = page.Next
-	}
+	return countMessages(t, in, gid, func(m projections.Message) bool { return m.Direction == "sent" })
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
-	"github.com/epochlog/epochlog/replay"
 )
 
 // sameSends fails unless got (OwnMessages) is want (what Send returned,
@@ -241,17 +240,7 @@ func TestOwnMessagesDeliveredAfterACrash(t *testing.T) {
 	}
 
 	// Rebuilt by replay: the same outputs (the message is in the event).
-	if err := alice.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := replay.Rebuild(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], nil); err != nil {
-		t.Fatalf("rebuild alice: %v", err)
-	}
-	alice, err = OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts["alice"] = alice
+	alice = b.rebuildAndRestart("alice")
 	sameSends(t, "rebuilt by replay", ownMessages(t, alice, gid, 0, 0), all)
 }
 
@@ -299,16 +288,6 @@ func TestOwnMessagesAfterMigrationFromSchema9(t *testing.T) {
 		t.Fatalf("bob received %d messages, want 2", len(got))
 	}
 
-	if err := alice.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := replay.Rebuild(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], nil); err != nil {
-		t.Fatalf("rebuild alice: %v", err)
-	}
-	alice, err = OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts["alice"] = alice
+	alice = b.rebuildAndRestart("alice")
 	sameSends(t, "migrated by replay", ownMessages(t, alice, gid, 0, 0), []*SendOutput{before, after})
 }
