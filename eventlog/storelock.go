@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/epochlog/epochlog/internal/flock"
 )
 
 // lockFileName is the embedded server's lock file in Config.DataDir.
@@ -80,7 +83,7 @@ var heldLocks struct {
 func lockStore(dir string) (*storeLock, error) {
 	path := filepath.Join(dir, lockFileName)
 	// Never through a symbolic link: the file is written and truncated.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|oNoFollow, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|flock.NoFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: embedded server: lock file: %w", err)
 	}
@@ -94,7 +97,12 @@ func lockStore(dir string) (*storeLock, error) {
 	}
 	deadline := time.Now().Add(embeddedReadyTimeout)
 	for retried := false; ; {
-		ok, err := tryLock(f)
+		ok, err := flock.Lock(f.Fd(), true, false)
+		if errors.Is(err, flock.ErrUnsupported) {
+			// The lock file is written, but a second embedded server on
+			// the same store is not refused here.
+			ok, err = true, nil
+		}
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("eventlog: embedded server: lock %s: %w", path, err)

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/flock"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -479,14 +480,14 @@ func writeTemp(path string, data []byte) (*os.File, error) {
 		return nil, err
 	}
 	defer d.Close()
-	if _, err := flock(d, false, true); err != nil {
+	if _, err := lock(d, false, true); err != nil {
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, filepath.Base(path)+tempSuffix+"*")
 	if err != nil {
 		return nil, err
 	}
-	_, err = flock(f, true, true)
+	_, err = lock(f, true, true)
 	d.Close() // the directory's lock: the file holds its own now
 	if err != nil {
 		err = fmt.Errorf("locking %s: %w", f.Name(), err)
@@ -529,7 +530,7 @@ func removeStaleTemps(path string) {
 	// Writers hold the directory's lock shared while they create and lock
 	// a temporary file: one is at that step now; the leftovers wait for
 	// the next write.
-	if ok, err := flock(d, true, false); err != nil || !ok {
+	if ok, err := lock(d, true, false); err != nil || !ok {
 		return
 	}
 	entries, err := d.ReadDir(-1)
@@ -556,7 +557,7 @@ func removeStaleTemps(path string) {
 // removeIfStale removes the temporary key file name unless a writer holds
 // its lock, it is not a regular file, or another user owns it.
 func removeIfStale(name string) (bool, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|oNoFollow, 0)
+	f, err := os.OpenFile(name, os.O_RDONLY|flock.NoFollow, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, nil // its writer finished meanwhile
@@ -571,7 +572,7 @@ func removeIfStale(name string) (bool, error) {
 	if owner, self, ok := fileOwner(fi); !fi.Mode().IsRegular() || ok && owner != self {
 		return false, nil
 	}
-	locked, err := flock(f, true, false)
+	locked, err := lock(f, true, false)
 	if err != nil || !locked {
 		return false, err
 	}
@@ -632,4 +633,17 @@ func ReadSecretFile(path string) ([]byte, error) {
 	case <-time.After(SecretReadTimeout):
 		return nil, fmt.Errorf("%s (%s) gave nothing within %v: a pipe without a writer?", path, fi.Mode().Type(), SecretReadTimeout)
 	}
+}
+
+// lock takes a flock(2) on f, exclusive or shared, waiting for it or not;
+// false means another holds it (only without waiting). Locks die with
+// their holder, so a crash releases them. Where there is no flock(2),
+// waiting "gets" a lock at once and trying never does, so no temporary
+// key file is taken for a leftover and removed there.
+func lock(f *os.File, exclusive, wait bool) (bool, error) {
+	ok, err := flock.Lock(f.Fd(), exclusive, wait)
+	if errors.Is(err, flock.ErrUnsupported) {
+		return wait, nil
+	}
+	return ok, err
 }

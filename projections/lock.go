@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/epochlog/epochlog/internal/flock"
 )
 
 // A read model has one writer at a time. Two writers on one file trample
@@ -100,7 +102,7 @@ func LockAs(path, holder string) (*WriterLock, error) {
 		}
 		return nil, fe
 	}
-	ok, err := tryLock(fd)
+	ok, err := flock.Lock(uintptr(fd), true, false)
 	if err != nil {
 		closeLockFile(fd)
 		return nil, &FileError{Path: abs, Op: "lock", Err: fmt.Errorf("flock %s: %w", name, err),

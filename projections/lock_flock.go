@@ -41,25 +41,6 @@ func openLockFile(name string) (int, error) {
 	return fd, nil
 }
 
-// tryLock takes an exclusive flock(2) on fd without waiting. It returns
-// false if another open file description holds one: another process, or
-// another open of the same file in this process.
-func tryLock(fd int) (bool, error) {
-	for {
-		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-		switch err {
-		case nil:
-			return true, nil
-		case syscall.EINTR:
-			continue
-		case syscall.EWOULDBLOCK:
-			return false, nil
-		default:
-			return false, err
-		}
-	}
-}
-
 // readLockFile reads at most max bytes from the start of the lock file.
 func readLockFile(fd int, max int) ([]byte, error) {
 	b := make([]byte, max)

@@ -14,7 +14,6 @@ import (
 var errLockUnsupported = fmt.Errorf("locking a read model is not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 
 func openLockFile(string) (int, error)      { return -1, errLockUnsupported }
-func tryLock(int) (bool, error)             { return false, errLockUnsupported }
 func readLockFile(int, int) ([]byte, error) { return nil, errLockUnsupported }
 func writeHolder(int, []byte) error         { return errLockUnsupported }
 func clearHolder(int) error                 { return errLockUnsupported }
