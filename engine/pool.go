@@ -125,8 +125,9 @@ type Pool struct {
 	changed chan struct{}
 	waiters int
 	closed  bool
-	// closeErrs are the errors of closing evicted installations, for
-	// Close to report (an eviction's failure is not its acquirer's).
+	// closeErrs are the first errors of closing evicted installations,
+	// at most maxCloseErrs, for Close to report (an eviction's failure is
+	// not its acquirer's); every one is logged and counted in stats.
 	closeErrs []error
 	stats     PoolStats
 }
@@ -174,6 +175,9 @@ type PoolStats struct {
 	Opens      int64
 	OpenErrors int64
 	Evictions  int64
+	// EvictionErrors counts the closes of evicted installations that
+	// failed (each logged; Close returns the first few).
+	EvictionErrors int64
 	// Waits counts the times an acquire waited for a slot or for an
 	// eviction of one of its installations to finish.
 	Waits int64
@@ -550,7 +554,10 @@ func (p *Pool) closeEntry(v *poolEntry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
-		p.closeErrs = append(p.closeErrs, fmt.Errorf("engine: pool: close installation %s (read model %s): %w", v.id, v.path, err))
+		p.stats.EvictionErrors++
+		if len(p.closeErrs) < maxCloseErrs {
+			p.closeErrs = append(p.closeErrs, fmt.Errorf("engine: pool: close installation %s (read model %s): %w", v.id, v.path, err))
+		}
 		p.log.Logger().Warn("engine: pool: closing an evicted installation failed", "installation", string(v.id), "path", v.path, "err", err)
 	}
 	v.in = nil
@@ -714,7 +721,9 @@ func (p *Pool) unidle(e *poolEntry) {
 // on (ErrPoolClosed). An installation still held is closed when it is
 // released; an open in progress completes for its acquire and is closed
 // on release too. It returns the errors of the closes it did and of
-// earlier evictions. The Log stays open (it is shared).
+// earlier evictions: the first 16, and how many more failed (all are
+// logged and counted in PoolStats.EvictionErrors). The Log stays open
+// (it is shared).
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -745,7 +754,15 @@ func (p *Pool) Close() error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	err := errors.Join(p.closeErrs...)
+	errs := p.closeErrs
+	if n := p.stats.EvictionErrors - int64(len(errs)); n > 0 {
+		errs = append(errs, fmt.Errorf("engine: pool: %d more closes of evicted installations failed (logged)", n))
+	}
 	p.closeErrs = nil
-	return err
+	return errors.Join(errs...)
 }
+
+// maxCloseErrs bounds the eviction errors a Pool keeps for Close: a
+// process running for months with a failing disk would otherwise keep
+// one per eviction.
+const maxCloseErrs = 16

@@ -750,6 +750,46 @@ func TestPoolEvictionCloseFailure(t *testing.T) {
 	}
 }
 
+// TestPoolKeepsAFewEvictionErrors: a Pool whose evictions keep failing (a
+// disk gone bad under a service running for months) keeps the first
+// maxCloseErrs errors for Close and counts the rest, rather than one
+// error per eviction until Close.
+func TestPoolKeepsAFewEvictionErrors(t *testing.T) {
+	const n = maxCloseErrs + 4
+	f := newPoolFixture(t, n)
+	p := f.pool(1, time.Minute)
+	ctx := context.Background()
+	for _, id := range f.ids {
+		if err := p.With(ctx, id, func(in *Installation) error { return touch(ctx, in) }); err != nil {
+			t.Fatal(err)
+		}
+		// As in TestPoolEvictionCloseFailure: its close, by the next
+		// acquire's eviction or by Close, fails.
+		journal := f.path(id) + "-journal"
+		if err := os.Symlink(filepath.Base(journal), journal); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(journal) })
+	}
+	if got := p.Stats().EvictionErrors; got != n-1 {
+		t.Fatalf("EvictionErrors %d after %d failed evictions", got, n-1)
+	}
+	err := p.Close()
+	if got := p.Stats().EvictionErrors; got != n {
+		t.Fatalf("EvictionErrors %d after Close's failed close too; want %d", got, n)
+	}
+	if err == nil {
+		t.Fatal("Pool.Close: nil; want the failed closes")
+	}
+	msg := err.Error()
+	if got := strings.Count(msg, "engine: pool: close installation "); got != maxCloseErrs {
+		t.Errorf("Pool.Close reports %d closes; want the first %d:\n%s", got, maxCloseErrs, msg)
+	}
+	if !strings.Contains(msg, fmt.Sprintf("%d more closes of evicted installations failed", n-maxCloseErrs)) {
+		t.Errorf("Pool.Close does not count the closes it leaves out:\n%s", msg)
+	}
+}
+
 // A long-running Pool drops the installations it no longer serves: each
 // registered, used and unregistered leaves nothing behind (no entry, no
 // open file), so a service whose installations come and go does not
