@@ -28,8 +28,22 @@ func (g *Group) privateKeysFor(tree RatchetTree, leafKey *ciphersuite.HPKEPrivat
 
 // applyCommit moves a clone of the group to the epoch of a commit by
 // another member (RFC 9420 §12.4.2), content being the encoding of
-// ac.Content. It returns whether this member was removed.
+// ac.Content, once its confirmation tag verifies. It returns whether this
+// member was removed.
 func (g *Group) applyCommit(ac *AuthenticatedContent, content []byte) (*Group, bool, error) {
+	n, removed, err := g.commitEpoch(ac, content)
+	if err != nil || removed {
+		return n, removed, err
+	}
+	if !g.cs.VerifyMAC(n.secrets.ConfirmationKey.Bytes(), n.ctx.ConfirmedTranscriptHash, ac.Auth.ConfirmationTag) {
+		return nil, false, fmt.Errorf("%w: confirmation tag of the commit from leaf %d for epoch %d", ErrTampered, ac.Content.Sender.LeafIndex, n.ctx.Epoch)
+	}
+	return n, false, nil
+}
+
+// commitEpoch is applyCommit without the check of the confirmation tag:
+// the group in the commit's epoch, with the tag this member derives.
+func (g *Group) commitEpoch(ac *AuthenticatedContent, content []byte) (*Group, bool, error) {
 	committer := ac.Content.Sender.LeafIndex
 	commit := ac.Content.Commit
 	props, err := g.resolveProposals(committer, commit.Proposals)
@@ -101,9 +115,6 @@ func (g *Group) applyCommit(ac *AuthenticatedContent, content []byte) (*Group, b
 	tag, err := n.secrets.ConfirmationTag(newCtx.ConfirmedTranscriptHash)
 	if err != nil {
 		return nil, false, err
-	}
-	if !g.cs.VerifyMAC(n.secrets.ConfirmationKey.Bytes(), newCtx.ConfirmedTranscriptHash, ac.Auth.ConfirmationTag) {
-		return nil, false, fmt.Errorf("%w: confirmation tag of the commit from leaf %d for epoch %d", ErrTampered, committer, newCtx.Epoch)
 	}
 	n.confirmationTag = tag
 	if n.interim, err = interimTranscriptHash(g.cs, newCtx.ConfirmedTranscriptHash, tag); err != nil {
