@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -312,7 +313,8 @@ func (w *insiderWorld) pathFrom(in *fuzzBytes, props []cachedProposal) *UpdatePa
 	ctx.Epoch++
 	tree := attacker.tree
 	var exclude []LeafIndex
-	if eff, err := attacker.applyProposals(insiderAttacker, props); err == nil {
+	known := slices.DeleteFunc(slices.Clone(props), func(p cachedProposal) bool { return p.proposal == nil })
+	if eff, err := attacker.applyProposals(insiderAttacker, known); err == nil {
 		tree, ctx.Extensions, exclude = eff.tree, eff.extensions, eff.added
 	}
 	leaf := tree.Leaf(insiderAttacker)
@@ -334,7 +336,9 @@ func (w *insiderWorld) pathFrom(in *fuzzBytes, props []cachedProposal) *UpdatePa
 			case 3:
 				leaf.Extensions = Extensions{{Type: ExtensionType(0xff00 | uint16(in.n(2))), Data: []byte{}}}
 			case 4:
-				leaf.SignatureKey = tree.Leaf(LeafIndex(in.n(4))).SignatureKey
+				if other := tree.Leaf(LeafIndex(in.n(4))); other != nil {
+					leaf.SignatureKey = other.SignatureKey
+				}
 			case 5:
 				sig, _ = w.cs.GenerateSignatureKey()
 				leaf.SignatureKey = sig.PublicKey()
