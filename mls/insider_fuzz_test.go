@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/mls/keyschedule"
 )
 
 // The insider targets play a malicious member: it signs, tags and
@@ -674,4 +675,261 @@ func mustRejectRule(cs *ciphersuite.CipherSuite, old *Group, ic *insiderCommit) 
 		return fmt.Errorf("§12.4: path required and absent")
 	}
 	return nil
+}
+
+// insiderWelcome is the attacker's honest commit adding a client, the
+// starting point of the Welcomes FuzzInsiderWelcome forges.
+type insiderWelcome struct {
+	joiner scClient
+	next   *Group // the attacker in the new epoch
+	gi     *GroupInfo
+	gs     GroupSecrets
+}
+
+var (
+	insiderWelcomeOnce sync.Once
+	insiderWelcomeW    *insiderWelcome
+)
+
+func insiderWelcomeFor(tb testing.TB) (*insiderWorld, *insiderWelcome) {
+	w := insiderWorldFor(tb)
+	insiderWelcomeOnce.Do(func() {
+		j := newInsiderClient(tb, "joiner", insiderExt)
+		next, res, err := w.members[insiderAttacker].Commit(CommitOptions{Add: []*KeyPackage{j.kp}, ForcePath: true})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		l, _ := next.tree.FindLeaf(&j.kp.LeafNode)
+		iw := &insiderWelcome{joiner: j, next: next, gi: res.GroupInfo, gs: GroupSecrets{JoinerSecret: next.joinerSecret.Bytes(), PSKs: []PreSharedKeyID{}}}
+		// The path secret of the joiner's common ancestor with the
+		// attacker: what the honest Welcome carries.
+		ref, _ := j.kp.Ref()
+		wm := res.Welcome.Welcome
+		i := slices.IndexFunc(wm.Secrets, func(s EncryptedGroupSecrets) bool { return bytes.Equal(s.NewMember, ref) })
+		if i < 0 {
+			tb.Fatal("the honest Welcome has no secrets for the joiner")
+		}
+		plain, err := w.cs.DecryptWithLabel(j.secrets.InitKey, labelWelcomeSecrets, wm.EncryptedGroupInfo, wm.Secrets[i].EncryptedGroupSecrets.KEMOutput, wm.Secrets[i].EncryptedGroupSecrets.Ciphertext)
+		if err != nil {
+			tb.Fatalf("opening the honest Welcome for leaf %d: %v", l, err)
+		}
+		if err := iw.gs.Unmarshal(plain); err != nil {
+			tb.Fatal(err)
+		}
+		insiderWelcomeW = iw
+	})
+	if insiderWelcomeW == nil {
+		tb.Fatal("insider Welcome failed to build")
+	}
+	return w, insiderWelcomeW
+}
+
+// forgeWelcome builds the Welcome the fuzzer describes: the honest one's
+// GroupInfo, tree and group secrets changed, the tree hash and
+// confirmation tag recomputed unless the fuzzer says not to, signed by
+// the attacker and encrypted to the joiner.
+func (w *insiderWorld) forgeWelcome(in *fuzzBytes, iw *insiderWelcome) *MLSMessage {
+	gi := *iw.gi
+	gc := iw.next.GroupContext()
+	gs := iw.gs
+	gs.PSKs = slices.Clone(gs.PSKs)
+	tree, err := UnmarshalRatchetTree(mustTreeExt(iw.gi))
+	if err != nil {
+		return nil
+	}
+	me, _ := tree.FindLeaf(&iw.joiner.kp.LeafNode)
+	attacker := iw.next
+	withTree, fixHash, fixTag := true, true, true
+	parent := func() (NodeIndex, *ParentNode) {
+		x := NodeIndex(2*in.n(tree.NodeWidth()/2) + 1)
+		if p := tree.Node(x).Parent; p != nil {
+			c := *p
+			c.UnmergedLeaves = slices.Clone(c.UnmergedLeaves)
+			return x, &c
+		}
+		return x, nil
+	}
+	for range in.n(4) {
+		switch in.n(16) {
+		case 0:
+			x, _ := parent()
+			tree.setNode(x, Node{})
+		case 1:
+			if x, p := parent(); p != nil {
+				if i := slices.Index(p.UnmergedLeaves, me); i >= 0 {
+					p.UnmergedLeaves = slices.Delete(p.UnmergedLeaves, i, i+1)
+				} else {
+					p.UnmergedLeaves = append(p.UnmergedLeaves, me)
+					slices.Sort(p.UnmergedLeaves)
+				}
+				tree.setNode(x, Node{Parent: p})
+			}
+		case 2:
+			if x, p := parent(); p != nil {
+				if other := tree.Leaf(LeafIndex(in.n(int(tree.LeafCount())))); other != nil {
+					p.EncryptionKey = other.EncryptionKey
+				} else {
+					p.EncryptionKey = in.bytes(33)
+				}
+				tree.setNode(x, Node{Parent: p})
+			}
+		case 3:
+			if x, p := parent(); p != nil && len(p.ParentHash) > 0 {
+				p.ParentHash = bytes.Clone(p.ParentHash)
+				p.ParentHash[in.n(len(p.ParentHash))] ^= 1
+				tree.setNode(x, Node{Parent: p})
+			}
+		case 4:
+			gc.Epoch = uint64(in.byte())
+		case 5:
+			gc.Extensions = w.extensionsFrom(in)
+		case 6:
+			gi.Signer = LeafIndex(in.n(6))
+		case 7:
+			if l := LeafIndex(in.n(int(tree.LeafCount()))); l != me {
+				tree.setNode(l.Node(), Node{})
+			}
+		case 8: // a leaf of the attacker's making at a blank or other leaf
+			l := LeafIndex(in.n(int(tree.LeafCount())))
+			ln := w.keyPackageFrom(in).LeafNode.Clone()
+			tree.setNode(l.Node(), Node{Leaf: ln})
+		case 9:
+			gs.PathSecret = nil
+		case 10:
+			gs.PathSecret = &PathSecret{PathSecret: in.bytes(33)}
+		case 11:
+			nonce := make([]byte, w.cs.Nh()-1+in.n(3))
+			gs.PSKs = append(gs.PSKs, PreSharedKeyID{Type: PSKType(1 + in.n(2)), PSKID: insiderPSKID, Usage: ResumptionPSKUsage(1 + in.n(3)),
+				PSKGroupID: gc.GroupID, PSKEpoch: uint64(in.n(6)), PSKNonce: nonce})
+		case 12:
+			withTree = false
+		case 13:
+			gc.ConfirmedTranscriptHash = in.bytes(32)
+		case 14:
+			fixHash = false
+		default:
+			fixTag = false
+		}
+	}
+	gi.Extensions = Extensions{}
+	if withTree {
+		e, err := tree.Extension()
+		if err != nil {
+			return nil
+		}
+		gi.Extensions = append(gi.Extensions, e)
+	}
+	if fixHash {
+		if gc.TreeHash, err = tree.TreeHash(w.cs); err != nil {
+			return nil
+		}
+	}
+	gi.GroupContext = gc
+	psk, _ := attacker.pskSecretFor(gs.PSKs)
+	gcBytes, err := gc.Marshal()
+	if err != nil {
+		return nil
+	}
+	joiner := ciphersuite.NewSecret(gs.JoinerSecret)
+	if fixTag {
+		if gi.ConfirmationTag, err = confirmationTagFor(w.cs, joiner, psk, gcBytes, gc.ConfirmedTranscriptHash); err != nil {
+			return nil
+		}
+	}
+	if err := gi.Sign(w.cs, attacker.sig); err != nil {
+		return nil
+	}
+	giBytes, err := gi.Marshal()
+	if err != nil {
+		return nil
+	}
+	ws, err := keyschedule.WelcomeSecret(w.cs, joiner, psk)
+	if err != nil {
+		return nil
+	}
+	key, nonce, err := keyschedule.WelcomeKeyNonce(w.cs, ws)
+	if err != nil {
+		return nil
+	}
+	egi, err := w.cs.Seal(key.Bytes(), nonce.Bytes(), nil, giBytes)
+	if err != nil {
+		return nil
+	}
+	plain, err := gs.Marshal()
+	if err != nil {
+		return nil
+	}
+	kem, ct, err := w.cs.EncryptWithLabel(iw.joiner.kp.InitKey, labelWelcomeSecrets, egi, plain)
+	if err != nil {
+		return nil
+	}
+	ref, err := iw.joiner.kp.Ref()
+	if err != nil {
+		return nil
+	}
+	return &MLSMessage{Version: ProtocolMLS10, WireFormat: WireFormatWelcome, Welcome: &Welcome{CipherSuite: w.cs.ID(), EncryptedGroupInfo: egi,
+		Secrets: []EncryptedGroupSecrets{{NewMember: ref, EncryptedGroupSecrets: HPKECiphertext{KEMOutput: kem, Ciphertext: ct}}}}}
+}
+
+// mustTreeExt returns the ratchet_tree extension's data of gi.
+func mustTreeExt(gi *GroupInfo) []byte {
+	e, _ := gi.Extensions.Find(ExtensionTypeRatchetTree)
+	return e.Data
+}
+
+// FuzzInsiderWelcome has a joiner process Welcomes a malicious member
+// forged (GroupInfo, tree and group secrets, signed and encrypted with the
+// real keys). What it accepts must hold together: the tree validates
+// (RFC 9420 §12.4.3.1: signature, tree hash, §7.9 tree validity, the
+// joiner's leaf, path secret matching the tree, confirmation tag), the
+// private keys match it, the state saves and loads, and the joiner can
+// commit in it.
+func FuzzInsiderWelcome(f *testing.F) {
+	for _, s := range [][]byte{
+		{0}, {1, 0, 0}, {1, 1, 0}, {1, 2, 0}, {1, 3, 0}, {1, 4, 9}, {1, 5, 1, 2, 1, 0}, {1, 6, 3}, {1, 7, 2},
+		{1, 8, 3, 1, 7, 1}, {1, 9}, {1, 10, 32}, {1, 11, 0, 1, 0, 1}, {1, 12}, {1, 13, 1}, {1, 14}, {1, 15},
+		{2, 9, 1, 1, 0}, {3, 0, 1, 9, 7, 3},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, iw := insiderWelcomeFor(t)
+		in := fuzzBytes(data)
+		m := w.forgeWelcome(&in, iw)
+		if m == nil {
+			return
+		}
+		j := iw.joiner
+		g, err := Join(m, j.kp, j.secrets, &JoinOptions{ExternalPSKs: []ExternalPSK{{ID: insiderPSKID, Secret: ciphersuite.NewSecret([]byte("insider psk secret"))}}})
+		if err != nil {
+			return
+		}
+		cs := w.cs
+		if err := g.tree.Validate(cs, g.ctx.GroupID, g.ctx.Extensions); err != nil {
+			t.Fatalf("joined with an invalid tree: %v", err)
+		}
+		if th, err := g.tree.TreeHash(cs); err != nil || !bytes.Equal(th, g.ctx.TreeHash) {
+			t.Fatalf("joined a tree whose hash is not the group context's (%v)", err)
+		}
+		if err := g.keys.CheckAgainst(g.tree); err != nil {
+			t.Fatalf("joined with private keys that do not match the tree: %v", err)
+		}
+		if !bytes.Equal(g.tree.Leaf(g.me).EncryptionKey, j.kp.LeafNode.EncryptionKey) {
+			t.Fatalf("joined at leaf %d, which is not the key package's", g.me)
+		}
+		b, err := g.MarshalBinary()
+		if err != nil {
+			t.Fatalf("saving the joined state: %v", err)
+		}
+		loaded, err := UnmarshalState(b)
+		if err != nil {
+			t.Fatalf("loading the joined state: %v", err)
+		}
+		if b2, err := loaded.MarshalBinary(); err != nil || !bytes.Equal(b, b2) {
+			t.Fatalf("the joined state does not load back the same (%v)", err)
+		}
+		if _, _, err := g.Commit(CommitOptions{ForcePath: true}); err != nil {
+			t.Fatalf("the joiner cannot commit in the group it joined: %v", err)
+		}
+	})
 }
