@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -325,31 +326,7 @@ func (w *insiderWorld) pathFrom(in *fuzzBytes, props []cachedProposal) *UpdatePa
 	leaf = leaf.Clone()
 	sig := attacker.sig
 	if mode == 2 {
-		for range 1 + in.n(3) {
-			switch in.n(8) {
-			case 0:
-				leaf.Capabilities.Extensions = []ExtensionType{}
-			case 1:
-				leaf.Capabilities.Credentials = []CredentialType{CredentialTypeX509}
-				leaf.Credential = Credential{Type: CredentialTypeX509, Certificates: [][]byte{{1}}}
-			case 2:
-				leaf.Capabilities.Credentials = []CredentialType{CredentialTypeBasic}
-			case 3:
-				leaf.Extensions = Extensions{{Type: ExtensionType(0xff00 | uint16(in.n(2))), Data: []byte{}}}
-			case 4:
-				if other := tree.Leaf(LeafIndex(in.n(4))); other != nil {
-					leaf.SignatureKey = other.SignatureKey
-				}
-			case 5:
-				sig, _ = w.cs.GenerateSignatureKey()
-				leaf.SignatureKey = sig.PublicKey()
-			case 6:
-				leaf.Capabilities.Credentials = append(leaf.Capabilities.Credentials, CredentialType(0xff00))
-				leaf.Credential = Credential{Type: 0xff00, Identity: []byte("odd")}
-			default:
-				leaf.Capabilities.Versions = []ProtocolVersion{}
-			}
-		}
+		sig = w.oddLeaf(in, leaf, tree, sig)
 	}
 	up, err := tree.CreateUpdatePath(w.cs, ctx, insiderAttacker, leaf, sig, exclude, nil)
 	if err != nil {
@@ -402,6 +379,38 @@ func (w *insiderWorld) pathFrom(in *fuzzBytes, props []cachedProposal) *UpdatePa
 		path.LeafNode = *ln
 	}
 	return &path
+}
+
+// oddLeaf makes the fuzzer's changes to leaf, a copy of one of tree's,
+// and returns the key to sign it with: sig, or a fresh key the leaf now
+// carries.
+func (w *insiderWorld) oddLeaf(in *fuzzBytes, leaf *LeafNode, tree RatchetTree, sig *ciphersuite.SignaturePrivateKey) *ciphersuite.SignaturePrivateKey {
+	for range 1 + in.n(3) {
+		switch in.n(8) {
+		case 0:
+			leaf.Capabilities.Extensions = []ExtensionType{}
+		case 1:
+			leaf.Capabilities.Credentials = []CredentialType{CredentialTypeX509}
+			leaf.Credential = Credential{Type: CredentialTypeX509, Certificates: [][]byte{{1}}}
+		case 2:
+			leaf.Capabilities.Credentials = []CredentialType{CredentialTypeBasic}
+		case 3:
+			leaf.Extensions = Extensions{{Type: ExtensionType(0xff00 | uint16(in.n(2))), Data: []byte{}}}
+		case 4:
+			if other := tree.Leaf(LeafIndex(in.n(4))); other != nil {
+				leaf.SignatureKey = other.SignatureKey
+			}
+		case 5:
+			sig, _ = w.cs.GenerateSignatureKey()
+			leaf.SignatureKey = sig.PublicKey()
+		case 6:
+			leaf.Capabilities.Credentials = append(leaf.Capabilities.Credentials, CredentialType(0xff00))
+			leaf.Credential = Credential{Type: 0xff00, Identity: []byte("odd")}
+		default:
+			leaf.Capabilities.Versions = []ProtocolVersion{}
+		}
+	}
+	return sig
 }
 
 // commitFrom decodes the fuzzer's input into the attacker's commit.
@@ -932,4 +941,90 @@ func FuzzInsiderWelcome(f *testing.F) {
 			t.Fatalf("the joiner cannot commit in the group it joined: %v", err)
 		}
 	})
+}
+
+// FuzzInsiderProposal has the malicious member send a proposal of the
+// fuzzer's making (an Update with an odd leaf, an Add of an odd key
+// package, a Remove, PSK, GroupContextExtensions, ReInit or ExternalInit),
+// signed and protected with its real keys. The honest members must agree
+// on whether to cache it, and a cached proposal must not stop the group:
+// an honest member commits what it holds and the others follow.
+func FuzzInsiderProposal(f *testing.F) {
+	for _, s := range [][]byte{
+		{0, 0, 0}, {0, 1, 1}, {0, 2, 3}, {0, 3, 5}, {0, 4, 6}, {0, 5, 0}, {0, 6, 2},
+		{1, 3}, {1, 4, 0, 4}, {1, 4, 0, 3, 2}, {1, 5, 3}, {1, 5, 1}, {1, 7, 1, 0, 0, 1},
+		{1, 8, 1, 2, 1, 0}, {1, 8, 1, 0}, {1, 9, 1, 1, 1, 1, 0}, {1, 9, 0, 3},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w := insiderWorldFor(t)
+		in := fuzzBytes(data)
+		p := w.standaloneProposal(&in)
+		if p == nil {
+			return
+		}
+		attacker := w.members[insiderAttacker].WithHandshakeEncryption(in.n(2) == 1)
+		ac, content, err := attacker.frameOf(ContentTypeProposal, in.bytes(3), nil, p, nil)
+		if err != nil {
+			return
+		}
+		m, err := attacker.protectOf(ac, content)
+		if err != nil {
+			return
+		}
+		accepted := map[LeafIndex]*Group{}
+		for l, g := range w.members {
+			if LeafIndex(l) == insiderAttacker {
+				continue
+			}
+			if ng, _, err := g.Process(m); err == nil {
+				accepted[LeafIndex(l)] = ng
+			}
+		}
+		if len(accepted) == 0 {
+			return
+		}
+		if len(accepted) != len(w.members)-1 {
+			t.Fatalf("only leaves %v of the honest members cached the proposal", slices.Collect(maps.Keys(accepted)))
+		}
+		next, res, err := accepted[0].Commit(CommitOptions{})
+		if err != nil {
+			t.Fatalf("leaf 0 cannot commit the proposals it holds: %v", err)
+		}
+		for l, g := range accepted {
+			if l == 0 {
+				continue
+			}
+			ng, r, err := g.Process(res.Commit)
+			if err != nil {
+				t.Fatalf("leaf %d cannot process leaf 0's commit of the proposals: %v", l, err)
+			}
+			if !r.Removed && !bytes.Equal(ng.EpochAuthenticator(), next.EpochAuthenticator()) {
+				t.Fatalf("leaf %d and leaf 0 disagree after the commit", l)
+			}
+		}
+	})
+}
+
+// standaloneProposal is a proposal the attacker sends on its own: an
+// Update of its leaf with the fuzzer's changes, or one of proposalFrom's
+// by-value proposals (nil for a reference).
+func (w *insiderWorld) standaloneProposal(in *fuzzBytes) *Proposal {
+	if in.n(2) == 1 {
+		por, _ := w.proposalFrom(in)
+		return por.Proposal
+	}
+	attacker := w.members[insiderAttacker]
+	ln := attacker.tree.Leaf(insiderAttacker).Clone()
+	key, err := w.cs.GenerateHPKEKey()
+	if err != nil {
+		return nil
+	}
+	ln.EncryptionKey, ln.Source, ln.Lifetime, ln.ParentHash = key.PublicKey(), LeafNodeSourceUpdate, Lifetime{}, nil
+	sig := w.oddLeaf(in, ln, attacker.tree, attacker.sig)
+	if err := ln.Sign(w.cs, sig, attacker.ctx.GroupID, insiderAttacker); err != nil {
+		return nil
+	}
+	return &Proposal{Type: ProposalTypeUpdate, Update: &Update{LeafNode: *ln}}
 }
