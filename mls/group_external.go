@@ -88,6 +88,9 @@ func JoinExternal(gi *GroupInfo, credential Credential, sig *ciphersuite.Signatu
 	if opts == nil {
 		opts = &ExternalJoinOptions{}
 	}
+	if err := gi.checkExtensionLists(); err != nil {
+		return nil, nil, err
+	}
 	gc := gi.GroupContext
 	cs, err := ciphersuite.Lookup(gc.CipherSuite)
 	if err != nil {

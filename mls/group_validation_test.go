@@ -387,3 +387,67 @@ func TestCommitBuildsGroupInfoOnlyForAWelcome(t *testing.T) {
 		t.Fatalf("join from the Welcome: %v", err)
 	}
 }
+
+// RFC 9420 §13 (Extensibility): "Any field containing a list of
+// extensions MUST NOT have more than one extension of any given type."
+// A KeyPackage whose own extensions repeat a type is invalid: refused by
+// the committer that would add it and by the members processing a commit
+// that does.
+func TestCommitRefusesAddWithDuplicateKeyPackageExtensions(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	dup := Extensions{{Type: 0xff00, Data: []byte{1}}, {Type: 0xff00, Data: []byte{2}}}
+	kp, _, err := NewKeyPackage(scenarioSuite, NewBasicCredential([]byte("dup")), nil, &KeyPackageOptions{Extensions: dup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.Validate(); !errors.Is(err, ErrInvalidKeyPackage) {
+		t.Fatalf("Validate of a key package with extension 0xff00 twice: %v, want ErrInvalidKeyPackage", err)
+	}
+	if _, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{kp}}); !errors.Is(err, ErrInvalidKeyPackage) {
+		t.Fatalf("committer: %v, want ErrInvalidKeyPackage", err)
+	}
+	msg := commitWithoutChecks(t, w.members[0], []*Proposal{{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *kp}}}, nil)
+	if _, _, err := w.members[1].Process(msg); !errors.Is(err, ErrInvalidKeyPackage) {
+		t.Fatalf("receiver: %v, want ErrInvalidKeyPackage", err)
+	}
+}
+
+// RFC 9420 §13: no extension list may repeat a type, the GroupInfo's
+// included. A joiner refuses a Welcome whose GroupInfo, properly signed
+// by a member, carries an extension type twice (here the ratchet_tree,
+// where which copy counts would be up to the implementation).
+func TestJoinRefusesGroupInfoWithDuplicateExtensions(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	c := newSCClient(t, "joiner")
+	g, res, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{c.kp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gi := *res.GroupInfo
+	gi.Extensions = append(slices.Clone(gi.Extensions), gi.Extensions...)
+	if err := gi.Sign(g.cs, g.sig); err != nil {
+		t.Fatal(err)
+	}
+	eff := &proposalEffect{added: []LeafIndex{2}, addedKPs: []KeyPackage{*c.kp}}
+	welcome, err := g.welcome(&gi, eff, nil, keyschedule.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Join(welcome, c.kp, c.secrets, nil); !errors.Is(err, ErrDecode) {
+		t.Fatalf("Join of a GroupInfo with the ratchet_tree extension twice: %v, want ErrDecode", err)
+	}
+	// An external joiner too.
+	egi, err := g.ExternalGroupInfo(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	egi.Extensions = append(slices.Clone(egi.Extensions), egi.Extensions...)
+	if err := egi.Sign(g.cs, g.sig); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := JoinExternal(egi, NewBasicCredential([]byte("external")), c.secrets.SignatureKey, nil); !errors.Is(err, ErrDecode) {
+		t.Fatalf("JoinExternal with a GroupInfo whose extensions repeat: %v, want ErrDecode", err)
+	}
+}

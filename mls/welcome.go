@@ -124,6 +124,9 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 	if err != nil {
 		return nil, err
 	}
+	if err := gi.checkExtensionLists(); err != nil {
+		return nil, err
+	}
 	joiner := ciphersuite.NewSecret(gs.JoinerSecret)
 	gc := gi.GroupContext
 	if gc.CipherSuite != w.CipherSuite || gc.Version != ProtocolMLS10 {

@@ -249,8 +249,9 @@ func (kp *KeyPackage) Ref() ([]byte, error) {
 }
 
 // Validate checks a KeyPackage (RFC 9420 §10.1): supported version and
-// suite, a valid key_package leaf, its signature, and an init key that
-// differs from the leaf's encryption key. Errors wrap [ErrInvalidKeyPackage].
+// suite, a valid key_package leaf, its signature, an init key that
+// differs from the leaf's encryption key, and extensions of distinct
+// types (§13). Errors wrap [ErrInvalidKeyPackage].
 func (kp *KeyPackage) Validate() error {
 	if kp.Version != ProtocolMLS10 {
 		return fmt.Errorf("%w: version %d", ErrInvalidKeyPackage, kp.Version)
@@ -264,6 +265,9 @@ func (kp *KeyPackage) Validate() error {
 	}
 	if bytes.Equal(kp.InitKey, kp.LeafNode.EncryptionKey) {
 		return fmt.Errorf("%w: init key equals the leaf encryption key", ErrInvalidKeyPackage)
+	}
+	if err := kp.Extensions.checkUnique(); err != nil {
+		return fmt.Errorf("%w: key package extensions: %s", ErrInvalidKeyPackage, err)
 	}
 	if err := kp.LeafNode.Validate(cs, LeafNodeSourceKeyPackage, nil, 0); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidKeyPackage, err)

@@ -17,6 +17,20 @@ type GroupInfo struct {
 	Signature []byte
 }
 
+// checkExtensionLists reports an extension type that appears twice in
+// the GroupInfo's extensions or in its GroupContext's, which RFC 9420 §13
+// forbids in any extension list; which copy counted would be up to the
+// reader. The error wraps [ErrDecode].
+func (gi *GroupInfo) checkExtensionLists() error {
+	if err := gi.Extensions.checkUnique(); err != nil {
+		return fmt.Errorf("%w: group info extensions: %s", ErrDecode, err)
+	}
+	if err := gi.GroupContext.Extensions.checkUnique(); err != nil {
+		return fmt.Errorf("%w: group context extensions: %s", ErrDecode, err)
+	}
+	return nil
+}
+
 func (gi *GroupInfo) marshalTBS(w *codec.Writer) {
 	gi.GroupContext.marshal(w)
 	gi.Extensions.marshal(w)
