@@ -451,3 +451,43 @@ func TestJoinRefusesGroupInfoWithDuplicateExtensions(t *testing.T) {
 		t.Fatalf("JoinExternal with a GroupInfo whose extensions repeat: %v, want ErrDecode", err)
 	}
 }
+
+// An UpdatePath node whose encryption key is not a public key of the
+// suite's KEM is refused (RFC 9420 §12.4.2 with §7.3, which checks the
+// leaf's keys; a parent node's key is used the same way). Members below
+// a higher node of the path never derive that node's key, so without
+// the check they accepted the commit and then could not commit with a
+// path again: every path encrypts to that node, the Remove that would
+// expel the attacker included. A tree holding such a key is invalid for
+// a joiner too.
+func TestCommitRefusesPathWithInvalidNodeKey(t *testing.T) {
+	w := insiderWorldFor(t)
+	// FuzzInsiderCommit's encoding: no proposals; a path (mode 3) whose
+	// node 0 gets (op 3) the 5 bytes 1..5 as its key, the leaf signed
+	// again with the parent hash that gives and the path secrets
+	// encrypted again under the group context it gives.
+	in := fuzzBytes{0, 3, 0, 3, 5, 1, 2, 3, 4, 5}
+	ic := w.commitFrom(&in)
+	if ic.commit.Path == nil || len(ic.commit.Path.Nodes[0].EncryptionKey) != 5 {
+		t.Fatal("the attacker's path does not carry the 5-byte key")
+	}
+	m := w.seal(&in, ic.commit)
+	for _, l := range []LeafIndex{0, 2, 3} {
+		if _, _, err := w.members[l].Process(m); !errors.Is(err, ErrInvalidUpdatePath) {
+			t.Errorf("leaf %d: %v, want ErrInvalidUpdatePath for a path node key of 5 bytes", l, err)
+		}
+	}
+	g := w.members[2]
+	pubs := make([]HPKEPublicKey, len(ic.commit.Path.Nodes))
+	for i, n := range ic.commit.Path.Nodes {
+		pubs[i] = n.EncryptionKey
+	}
+	merged, err := g.tree.mergePath(g.cs, insiderAttacker, pubs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged.setLeaf(ic.commit.Path.LeafNode.Clone())
+	if err := merged.tree.Validate(g.cs, g.ctx.GroupID, g.ctx.Extensions); !errors.Is(err, ErrInvalidTree) {
+		t.Fatalf("Validate of a tree with a parent key of 5 bytes: %v, want ErrInvalidTree", err)
+	}
+}

@@ -338,45 +338,63 @@ func (w *insiderWorld) pathFrom(in *fuzzBytes, props []cachedProposal) *UpdatePa
 	}
 	nodes := append([]UpdatePathNode{}, path.Nodes...)
 	i := in.n(len(nodes))
-	switch in.n(7) {
+	op := in.n(7)
+	switch op {
 	case 0:
 		nodes = nodes[:len(nodes)-1]
 	case 1: // another node's key of the tree
-		other := tree.Leaf(LeafIndex(in.n(4)))
-		if other != nil {
+		if other := tree.Leaf(LeafIndex(in.n(4))); other != nil {
 			nodes[i].EncryptionKey = other.EncryptionKey
 		}
 	case 2:
 		nodes[i].EncryptionKey = nodes[len(nodes)-1-i].EncryptionKey
 	case 3:
 		nodes[i].EncryptionKey = in.bytes(33)
-	case 4:
-		if n := len(nodes[i].EncryptedPathSecret); n > 0 {
-			nodes[i].EncryptedPathSecret = nodes[i].EncryptedPathSecret[:n-1]
-		}
-	case 5:
-		if n := len(nodes[i].EncryptedPathSecret); n > 0 {
-			ct := nodes[i].EncryptedPathSecret[in.n(n)]
-			ct.Ciphertext = bytes.Clone(ct.Ciphertext)
-			ct.Ciphertext[in.n(len(ct.Ciphertext))] ^= 1
-			nodes[i].EncryptedPathSecret = append(append([]HPKECiphertext{}, nodes[i].EncryptedPathSecret...), ct)
-			nodes[i].EncryptedPathSecret = nodes[i].EncryptedPathSecret[1:]
-		}
-	default:
-		nodes[i].EncryptedPathSecret = append(append([]HPKECiphertext{}, nodes[i].EncryptedPathSecret...), nodes[i].EncryptedPathSecret...)
 	}
 	path.Nodes = nodes
 	// The attacker signs the leaf again with the parent hash its nodes
-	// give, so that only the receivers' own checks stand in the way.
+	// give and encrypts its path secrets again under the group context
+	// they give, so that only the receivers' own checks stand in the way.
 	pubs := make([]HPKEPublicKey, len(nodes))
 	for j := range nodes {
 		pubs[j] = nodes[j].EncryptionKey
 	}
-	if m, err := tree.mergePath(w.cs, insiderAttacker, pubs); err == nil {
-		ln := path.LeafNode.Clone()
-		ln.ParentHash = m.leafPH
-		_ = ln.Sign(w.cs, sig, ctx.GroupID, insiderAttacker)
-		path.LeafNode = *ln
+	m, err := tree.mergePath(w.cs, insiderAttacker, pubs)
+	if err != nil {
+		return &path
+	}
+	ln := path.LeafNode.Clone()
+	ln.ParentHash = m.leafPH
+	_ = ln.Sign(w.cs, sig, ctx.GroupID, insiderAttacker)
+	path.LeafNode = *ln
+	m.setLeaf(ln)
+	_, gcBytes, err := withTreeHash(w.cs, ctx, m)
+	if err != nil {
+		return &path
+	}
+	for j, x := range m.fdp {
+		secret, _ := up.PathSecret(x)
+		node := UpdatePathNode{EncryptionKey: pubs[j]}
+		for _, target := range m.tree.encryptionTargets(m.copath[j], exclude) {
+			kem, ct, err := w.cs.EncryptWithLabel(m.tree.Node(target).encryptionKey(), labelUpdatePathNode, gcBytes, secret.Bytes())
+			if err != nil {
+				return &path
+			}
+			node.EncryptedPathSecret = append(node.EncryptedPathSecret, HPKECiphertext{KEMOutput: kem, Ciphertext: ct})
+		}
+		nodes[j] = node
+	}
+	switch n := len(nodes[i].EncryptedPathSecret); {
+	case n == 0:
+	case op == 4:
+		nodes[i].EncryptedPathSecret = nodes[i].EncryptedPathSecret[:n-1]
+	case op == 5:
+		ct := nodes[i].EncryptedPathSecret[in.n(n)]
+		ct.Ciphertext = bytes.Clone(ct.Ciphertext)
+		ct.Ciphertext[in.n(len(ct.Ciphertext))] ^= 1
+		nodes[i].EncryptedPathSecret = append(nodes[i].EncryptedPathSecret[1:], ct)
+	case op == 6:
+		nodes[i].EncryptedPathSecret = append(slices.Clone(nodes[i].EncryptedPathSecret), nodes[i].EncryptedPathSecret...)
 	}
 	return &path
 }

@@ -253,7 +253,8 @@ func sameSet(a, b []NodeIndex) bool {
 // and extension support, the group's required capabilities from
 // groupExtensions), credential types supported by every member, unmerged
 // leaves (non-blank descendants, listed at every non-blank node in
-// between), and unique encryption and signature keys. The caller compares
+// between), parent keys that are keys of the suite's KEM, and unique
+// encryption and signature keys. The caller compares
 // [RatchetTree.TreeHash] with the GroupContext. Lifetimes are not checked
 // (RFC 9420 §7.3 only recommends it for received trees). Errors wrap
 // [ErrInvalidTree].
@@ -304,6 +305,9 @@ func (t RatchetTree) Validate(cs *ciphersuite.CipherSuite, groupID []byte, group
 		encKeys[key] = NodeIndex(x)
 		if node.Parent == nil {
 			continue
+		}
+		if err := cs.ValidateHPKEPublicKey(node.Parent.EncryptionKey); err != nil {
+			return fmt.Errorf("%w: parent node %d: %w", ErrInvalidTree, x, err)
 		}
 		px := NodeIndex(x)
 		for i, u := range node.Parent.UnmergedLeaves {

@@ -359,8 +359,8 @@ func (t RatchetTree) CreateUpdatePath(cs *ciphersuite.CipherSuite, gc GroupConte
 
 // ApplyUpdatePath merges path, sent by sender, into a copy of t (RFC 9420
 // §7.5): it checks the leaf (commit source, signature bound to the group
-// and sender), that the path's keys are new to the tree, the ciphertext
-// counts and the parent hash in the leaf. With keys (the receiver's private
+// and sender), that the path's keys are valid keys of the suite's KEM and
+// new to the tree, the ciphertext counts and the parent hash in the leaf. With keys (the receiver's private
 // state) it then decrypts the path secret of the lowest node above the
 // receiver, derives the rest, checks that the derived public keys match,
 // and returns the new private state and commit secret; with keys nil it only
@@ -383,6 +383,11 @@ func (t RatchetTree) ApplyUpdatePath(cs *ciphersuite.CipherSuite, gc GroupContex
 	pubs := make([]HPKEPublicKey, len(path.Nodes))
 	for i := range path.Nodes {
 		pubs[i] = path.Nodes[i].EncryptionKey
+		// A member below a higher node never derives this one's key; an
+		// invalid key would let it accept a tree no path can encrypt to.
+		if err := cs.ValidateHPKEPublicKey(pubs[i]); err != nil {
+			return nil, fmt.Errorf("%w: key of path node %d: %w", ErrInvalidUpdatePath, i, err)
+		}
 	}
 	if err := t.checkFreshKeys(sender, append([]HPKEPublicKey{path.LeafNode.EncryptionKey}, pubs...)); err != nil {
 		return nil, err
