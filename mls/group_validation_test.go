@@ -463,31 +463,34 @@ func TestJoinRefusesGroupInfoWithDuplicateExtensions(t *testing.T) {
 func TestCommitRefusesPathWithInvalidNodeKey(t *testing.T) {
 	w := insiderWorldFor(t)
 	// FuzzInsiderCommit's encoding: no proposals; a path (mode 3) whose
-	// node 0 gets (op 3) the 5 bytes 1..5 as its key, the leaf signed
-	// again with the parent hash that gives and the path secrets
-	// encrypted again under the group context it gives.
-	in := fuzzBytes{0, 3, 0, 3, 5, 1, 2, 3, 4, 5}
-	ic := w.commitFrom(&in)
-	if ic.commit.Path == nil || len(ic.commit.Path.Nodes[0].EncryptionKey) != 5 {
-		t.Fatal("the attacker's path does not carry the 5-byte key")
-	}
-	m := w.seal(&in, ic.commit)
-	for _, l := range []LeafIndex{0, 2, 3} {
-		if _, _, err := w.members[l].Process(m); !errors.Is(err, ErrInvalidUpdatePath) {
-			t.Errorf("leaf %d: %v, want ErrInvalidUpdatePath for a path node key of 5 bytes", l, err)
+	// node 0 gets (op 3) raw bytes as its key, the leaf signed again with
+	// the parent hash that gives and the path secrets encrypted again
+	// under the group context it gives: 5 bytes 1..5, or 32 zero bytes
+	// (an X25519 point of low order, of the right length).
+	for _, in := range []fuzzBytes{{0, 3, 0, 3, 5, 1, 2, 3, 4, 5}, {0, 3, 0, 3, 32}} {
+		want := in[4]
+		ic := w.commitFrom(&in)
+		if ic.commit.Path == nil || len(ic.commit.Path.Nodes[0].EncryptionKey) != int(want) {
+			t.Fatalf("the attacker's path does not carry the %d-byte key", want)
 		}
-	}
-	g := w.members[2]
-	pubs := make([]HPKEPublicKey, len(ic.commit.Path.Nodes))
-	for i, n := range ic.commit.Path.Nodes {
-		pubs[i] = n.EncryptionKey
-	}
-	merged, err := g.tree.mergePath(g.cs, insiderAttacker, pubs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	merged.setLeaf(ic.commit.Path.LeafNode.Clone())
-	if err := merged.tree.Validate(g.cs, g.ctx.GroupID, g.ctx.Extensions); !errors.Is(err, ErrInvalidTree) {
-		t.Fatalf("Validate of a tree with a parent key of 5 bytes: %v, want ErrInvalidTree", err)
+		m := w.seal(&in, ic.commit)
+		for _, l := range []LeafIndex{0, 2, 3} {
+			if _, _, err := w.members[l].Process(m); !errors.Is(err, ErrInvalidUpdatePath) {
+				t.Errorf("leaf %d: %v, want ErrInvalidUpdatePath for a path node key of %d bytes", l, err, want)
+			}
+		}
+		g := w.members[2]
+		pubs := make([]HPKEPublicKey, len(ic.commit.Path.Nodes))
+		for i, n := range ic.commit.Path.Nodes {
+			pubs[i] = n.EncryptionKey
+		}
+		merged, err := g.tree.mergePath(g.cs, insiderAttacker, pubs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged.setLeaf(ic.commit.Path.LeafNode.Clone())
+		if err := merged.tree.Validate(g.cs, g.ctx.GroupID, g.ctx.Extensions); !errors.Is(err, ErrInvalidTree) {
+			t.Errorf("Validate of a tree with a parent key of %d bytes: %v, want ErrInvalidTree", want, err)
+		}
 	}
 }

@@ -372,3 +372,42 @@ func TestShortScalarsLeftPadded(t *testing.T) {
 		t.Errorf("zero scalar: err = %v, want ErrInvalidKey", err)
 	}
 }
+
+// A low-order X25519 or X448 point has the right length but no HPKE
+// encryption to it succeeds (the DH output is all zeros, RFC 7748 §6,
+// which RFC 9180 §7.1.4 has senders refuse). ValidateHPKEPublicKey
+// refuses it, so that a tree node or a key package carrying one is
+// refused when it arrives, not when a member next tries to encrypt to it.
+func TestValidateHPKEPublicKeyRefusesLowOrderPoints(t *testing.T) {
+	for _, c := range []struct {
+		suite ciphersuite.Suite
+		size  int
+	}{
+		{ciphersuite.MLS128DHKEMX25519AES128GCMSHA256Ed25519, 32},
+		{ciphersuite.MLS128DHKEMX25519ChaCha20Poly1305SHA256Ed25519, 32},
+		{ciphersuite.MLS256DHKEMX448AES256GCMSHA512Ed448, 56},
+		{ciphersuite.MLS256DHKEMX448ChaCha20Poly1305SHA512Ed448, 56},
+	} {
+		cs, err := ciphersuite.Lookup(c.suite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := make([]byte, c.size)
+		one[0] = 1
+		for name, pub := range map[string][]byte{"zero": make([]byte, c.size), "one": one} {
+			if err := cs.ValidateHPKEPublicKey(pub); !errors.Is(err, ciphersuite.ErrInvalidKey) {
+				t.Errorf("suite %d, the point %s: %v, want ErrInvalidKey", c.suite, name, err)
+			}
+			if _, _, err := cs.EncryptWithLabel(pub, "test", nil, []byte("x")); err == nil {
+				t.Errorf("suite %d: encrypting to the point %s succeeded; the test's premise is wrong", c.suite, name)
+			}
+		}
+		k, err := cs.GenerateHPKEKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.ValidateHPKEPublicKey(k.PublicKey()); err != nil {
+			t.Errorf("suite %d: a generated key: %v", c.suite, err)
+		}
+	}
+}
