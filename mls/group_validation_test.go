@@ -494,3 +494,29 @@ func TestCommitRefusesPathWithInvalidNodeKey(t *testing.T) {
 		}
 	}
 }
+
+// RFC 9420 §4.1 (tree invariant: each member knows the private key of
+// every non-blank node above it, unless it is an unmerged leaf there) and
+// §12.4.3.1: a Welcome whose group secrets leave out the path secret, so
+// that the joiner lacks the key of a non-blank node above it that does
+// not list it as unmerged, is refused. Accepted, the joiner could decrypt
+// no commit whose path encrypts to that node.
+func TestJoinRefusesWelcomeLeavingAnAncestorKeyUnknown(t *testing.T) {
+	w, iw := insiderWelcomeFor(t)
+	// FuzzInsiderWelcome's encoding: one change (9), the path secret
+	// dropped; tree hash and confirmation tag recomputed, signed by the
+	// committer.
+	in := fuzzBytes{1, 9}
+	m := w.forgeWelcome(&in, iw)
+	if m == nil {
+		t.Fatal("forging the Welcome failed")
+	}
+	j := iw.joiner
+	if _, err := Join(m, j.kp, j.secrets, insiderJoinOptions()); !errors.Is(err, ErrInvalidTree) {
+		t.Fatalf("Join without the path secret: %v, want ErrInvalidTree", err)
+	}
+	in = fuzzBytes{0}
+	if _, err := Join(w.forgeWelcome(&in, iw), j.kp, j.secrets, insiderJoinOptions()); err != nil {
+		t.Fatalf("Join of the Welcome unchanged: %v", err)
+	}
+}

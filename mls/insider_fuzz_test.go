@@ -43,8 +43,9 @@ var (
 	insiderW    *insiderWorld
 )
 
-// insiderPSKID is an external PSK every member holds.
-var insiderPSKID = []byte("insider-psk")
+// insiderPSKID and insiderPSKSecret are an external PSK every member
+// holds.
+var insiderPSKID, insiderPSKSecret = []byte("insider-psk"), []byte("insider psk secret")
 
 func newInsiderClient(tb testing.TB, name string, exts ...ExtensionType) scClient {
 	tb.Helper()
@@ -89,7 +90,7 @@ func buildInsiderWorld(tb testing.TB) *insiderWorld {
 		w.members = append(w.members, g)
 	}
 	for i, g := range w.members {
-		w.members[i] = g.WithExternalPSK(insiderPSKID, []byte("insider psk secret"))
+		w.members[i] = g.WithExternalPSK(insiderPSKID, insiderPSKSecret)
 	}
 	// A commit with a path by member 2, so parent nodes are set and leaf 3
 	// sits below a node it shares with nobody else.
@@ -898,6 +899,11 @@ func (w *insiderWorld) forgeWelcome(in *fuzzBytes, iw *insiderWelcome) *MLSMessa
 		Secrets: []EncryptedGroupSecrets{{NewMember: ref, EncryptedGroupSecrets: HPKECiphertext{KEMOutput: kem, Ciphertext: ct}}}}}
 }
 
+// insiderJoinOptions gives a joiner the PSK every member holds.
+func insiderJoinOptions() *JoinOptions {
+	return &JoinOptions{ExternalPSKs: []ExternalPSK{{ID: insiderPSKID, Secret: ciphersuite.NewSecret(insiderPSKSecret)}}}
+}
+
 // mustTreeExt returns the ratchet_tree extension's data of gi.
 func mustTreeExt(gi *GroupInfo) []byte {
 	e, _ := gi.Extensions.Find(ExtensionTypeRatchetTree)
@@ -927,7 +933,7 @@ func FuzzInsiderWelcome(f *testing.F) {
 			return
 		}
 		j := iw.joiner
-		g, err := Join(m, j.kp, j.secrets, &JoinOptions{ExternalPSKs: []ExternalPSK{{ID: insiderPSKID, Secret: ciphersuite.NewSecret([]byte("insider psk secret"))}}})
+		g, err := Join(m, j.kp, j.secrets, insiderJoinOptions())
 		if err != nil {
 			return
 		}

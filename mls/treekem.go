@@ -84,6 +84,23 @@ func (k *TreePrivateKeys) CheckAgainst(t RatchetTree) error {
 	return nil
 }
 
+// checkCovers reports a non-blank node above the leaf of k in t whose
+// private key k lacks although the leaf is not unmerged there: RFC 9420
+// §4.1's tree invariant, which a joiner's keys must meet or it could not
+// decrypt a path encrypted to that node. Errors wrap [ErrInvalidTree].
+func (k *TreePrivateKeys) checkCovers(t RatchetTree) error {
+	for _, x := range treemath.DirectPath(k.leaf.Node(), t.LeafCount()) {
+		p := t.Node(x).Parent
+		if p == nil || contains(p.UnmergedLeaves, k.leaf) {
+			continue
+		}
+		if _, ok := k.keys[x]; !ok {
+			return fmt.Errorf("%w: leaf %d is below node %d, not unmerged there, and holds no key for it", ErrInvalidTree, k.leaf, x)
+		}
+	}
+	return nil
+}
+
 // ImplantPathSecret returns a copy that holds the keys derived from
 // pathSecret for node x and, by repeated DeriveSecret(., "path"), for every
 // node above x on the filtered direct path of sender in t, as a joiner

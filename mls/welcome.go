@@ -93,8 +93,9 @@ type JoinOptions struct {
 // Join processes a Welcome with one of this client's KeyPackages and its
 // private keys, and returns the client's state in the group's epoch (RFC
 // 9420 §12.4.3.1). It checks the GroupInfo signature, the ratchet tree
-// (validity and tree hash), the path secret against the tree, and the
-// confirmation tag.
+// (validity and tree hash), the path secret against the tree, that it
+// gives the key of every non-blank node above the joiner that does not
+// list it as unmerged, and the confirmation tag.
 func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts *JoinOptions) (*Group, error) {
 	if welcome.WireFormat != WireFormatWelcome || welcome.Welcome == nil {
 		return nil, fmt.Errorf("%w: wire format %d is not a Welcome", ErrDecode, welcome.WireFormat)
@@ -174,6 +175,9 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 		}
 	}
 	if err := keys.CheckAgainst(tree); err != nil {
+		return nil, err
+	}
+	if err := keys.checkCovers(tree); err != nil {
 		return nil, err
 	}
 	g.ctx, g.tree, g.me, g.keys = gc, tree, me, keys
