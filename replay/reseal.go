@@ -93,7 +93,7 @@ func Reseal(ctx context.Context, src, dst *eventlog.Log, opts *eventlog.ResealOp
 // carrierSnapshot returns the checkpoint of inst's newest usable
 // snapshot, whose anchor event (at the checkpoint) must open.
 func carrierSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (uint64, error) {
-	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "reseal")
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "reseal", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -473,34 +475,77 @@ func (o CompactOptions) storedBefore() time.Time {
 // and migrate then start from that snapshot; one from the start fails
 // with eventlog.ErrCompacted. Compacting again finishes an interrupted
 // compaction.
+//
+// A snapshot of a read model kept below the latest schema that applied
+// own commit or message outputs without keeping them
+// (projections.ErrOutputsNotKept: a follower's file at its old schema
+// while upgraded engines write) is passed over while the history it
+// covers is not compacted: that history is their only copy. When no
+// other snapshot is usable, the error wraps both ErrNoSnapshotToCompact
+// and ErrOutputsNotKept, naming the snapshot.
 func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, opts *CompactOptions) (*eventlog.Compacted, error) {
 	var o CompactOptions
 	if opts != nil {
 		o = *opts
 	}
-	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "compact")
+	through, err := l.CompactedThrough(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	var notKept error
+	keepsOutputs := func(r eventlog.SnapshotRef, meta projections.SnapshotMeta, plain []byte) error {
+		if meta.Schema >= projections.LatestSchema || r.Checkpoint <= through {
+			return nil // nothing it lacks is left in the history
+		}
+		// The check is the migration a rebuild after the compaction
+		// would make; rare (retain's own snapshot is at the latest schema).
+		out, err := migrateSnapshot(ctx, plain, filepath.Join(os.TempDir(), "epochlog-compact"), projections.LatestSchema, false)
+		clear(out)
+		if !errors.Is(err, projections.ErrOutputsNotKept) {
+			return nil // usable as before; a rebuild says what else is wrong
+		}
+		err = fmt.Errorf("snapshot at %d (schema %d): %w; compacting the history it covers would lose them: "+
+			"migrate that read model by replay (replayer migrate) and snapshot it", r.Checkpoint, meta.Schema, err)
+		if notKept == nil {
+			notKept = err
+		}
+		return err
+	}
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "compact", keepsOutputs)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
 		return l.CompactRetainedOut(ctx, inst, cp, &eventlog.CompactOptions{Step: o.Step, StoredBefore: o.storedBefore()})
 	}
+	if notKept != nil {
+		return nil, fmt.Errorf("%w %s: %w", ErrNoSnapshotToCompact, inst, notKept)
+	}
 	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
 }
 
 // newestUsableSnapshot returns the checkpoint of inst's newest snapshot
-// that opens and holds inst's read model at its checkpoint, passing over
-// the others with a Warn log (op names the caller); false: none.
-func newestUsableSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, op string) (uint64, bool, error) {
+// that opens, holds inst's read model at its checkpoint and passes check
+// (when not nil: given the snapshot's header and plaintext), passing
+// over the others with a Warn log (op names the caller); false: none.
+func newestUsableSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, op string, check func(eventlog.SnapshotRef, projections.SnapshotMeta, []byte) error) (uint64, bool, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
 		return 0, false, err
 	}
 	for _, r := range refs {
-		meta, err := snapshotMeta(ctx, l, inst, r.Checkpoint)
+		plain, err := l.OpenSnapshot(ctx, inst, r.Checkpoint)
+		var meta projections.SnapshotMeta
+		if err == nil {
+			meta, err = projections.ReadSnapshotMeta(bytes.NewReader(plain))
+		}
 		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
 			err = fmt.Errorf("%w: it holds %s at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
 		}
+		if err == nil && check != nil {
+			err = check(r, meta, plain)
+		}
+		clear(plain)
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, false, ctx.Err()

@@ -328,16 +328,25 @@ func listSnapshots(ctx context.Context, l *eventlog.Log, inst events.Installatio
 // importSnapshot is fromSnapshot on refs, inst's snapshots as
 // listSnapshots gives them.
 func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, refs []eventlog.SnapshotRef, limit uint64, log *slog.Logger) (*projections.SnapshotMeta, error) {
-	// compacted says whether a compaction left no replay from the start
-	// (asked once, when a snapshot below minMigratedSnapshotSchema is met,
-	// or one of a newer schema was all there was).
-	compacted := sync.OnceValue(func() bool {
+	return importSnapshotOf(ctx, l, inst, fresh, refs, limit, log, false)
+}
+
+// importSnapshotOf is importSnapshot; lossy migrates snapshots that did
+// not keep own outputs all the same (projections.ErrOutputsNotKept), as
+// the last resort once a compaction left no replay from the start.
+func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, refs []eventlog.SnapshotRef, limit uint64, log *slog.Logger, lossy bool) (*projections.SnapshotMeta, error) {
+	// compactedThrough is the sequence through which a compaction left
+	// no replay (asked once, when a snapshot of an older schema is met,
+	// or one of a newer schema was all there was); compacted says
+	// whether it left no replay from the start.
+	compactedThrough := sync.OnceValue(func() uint64 {
 		through, err := l.CompactedThrough(ctx, inst)
 		if err != nil {
-			log.Warn("replay: cannot read the compaction marks; a snapshot below schema 3 is passed over", "err", err)
+			log.Warn("replay: cannot read the compaction marks; a snapshot below schema 3, or one that did not keep own outputs, is passed over", "err", err)
 		}
-		return through > 0
+		return through
 	})
+	compacted := func() bool { return compactedThrough() > 0 }
 	// newer is the newest snapshot passed over for a newer schema: after
 	// a compaction it may hold the only copy of the history, and a
 	// replay from the start would fail naming nothing but the compaction.
@@ -345,6 +354,7 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 		seq    uint64
 		schema int
 	}
+	var notKept []eventlog.SnapshotRef // passed over for outputs the history may hold
 	for _, ref := range refs {
 		if ref.Checkpoint > limit {
 			continue
@@ -369,14 +379,16 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 				continue
 			}
 			// Outputs a snapshot did not keep are in the history until it
-			// is compacted: replay it rather than lose them.
-			migrated, merr := migrateSnapshot(ctx, plain, fresh, compacted())
+			// is compacted through the snapshot: replay it rather than
+			// lose them (an older snapshot may cover what was compacted).
+			migrated, merr := migrateSnapshot(ctx, plain, fresh.Path(), fresh.SchemaVersion(), lossy || compactedThrough() >= ref.Checkpoint)
 			clear(plain)
 			if merr != nil {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
 				if errors.Is(merr, projections.ErrOutputsNotKept) {
+					notKept = append(notKept, ref)
 					log.Info("replay: snapshot of an older schema did not keep own commit or message outputs; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
 						"snapshot_schema", meta.Schema, "schema", fresh.SchemaVersion(), "err", merr)
 					continue
@@ -408,6 +420,10 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 		log.Info("replay: starting from a snapshot", "snapshot_seq", meta.Checkpoint, "rows", meta.Rows, "created_at", meta.CreatedAt)
 		return &meta, nil
 	}
+	if len(notKept) > 0 && compacted() {
+		// No snapshot covers the compacted history but these.
+		return importSnapshotOf(ctx, l, inst, fresh, notKept, limit, log, true)
+	}
 	if newer.seq != 0 && compacted() {
 		return nil, fmt.Errorf("replay: %s: %w: its snapshot at stream sequence %d is of schema %d, this replay builds schema %d, and the history before it was compacted: "+
 			"use a build that knows schema %d (from it, rebuild --schema %d gives this one)", inst, projections.ErrSchemaTooNew, newer.seq, newer.schema, fresh.SchemaVersion(), newer.schema, fresh.SchemaVersion())
@@ -426,24 +442,24 @@ func importSnapshot(ctx context.Context, l *eventlog.Log, inst events.Installati
 const minMigratedSnapshotSchema = 3
 
 // migrateSnapshot brings plain, a snapshot of a schema version older than
-// fresh's, to fresh's version: it imports it into a scratch read model at
-// its own version beside fresh (the import checks its digest), migrates
-// that in place (projections.Open) and exports it again with the header's
-// chain head and creation time. The scratch database is removed. A
-// snapshot is the only copy of the history a compaction deleted, so an
-// upgrade to a newer schema must be able to start from one an older
-// build made.
+// schema, to schema: it imports it into a scratch read model at its own
+// version beside the file at beside (projections.BuildAside; the import
+// checks its digest), migrates that in place
+// (projections.Open) and exports it again with the header's chain head
+// and creation time. The scratch database is removed. A snapshot is the
+// only copy of the history a compaction deleted, so an upgrade to a
+// newer schema must be able to start from one an older build made.
 //
 // A snapshot of a file that applied own commit or message outputs it
 // could not keep (below schema 9 or 10) is projections.ErrOutputsNotKept
-// unless lossy, when fresh's schema keeps them: its migration would lack
-// what a replay gives.
-func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, lossy bool) (out []byte, err error) {
+// unless lossy, when schema keeps them: its migration would lack what a
+// replay gives.
+func migrateSnapshot(ctx context.Context, plain []byte, beside string, schema int, lossy bool) (out []byte, err error) {
 	key, err := projections.GenerateRawKey()
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := projections.BuildAside(filepath.Dir(fresh.Path()), filepath.Base(fresh.Path()))
+	tmp, err := projections.BuildAside(filepath.Dir(beside), filepath.Base(beside))
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +474,7 @@ func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, l
 	}
 	meta, err = old.Import(ctx, bytes.NewReader(plain))
 	if err == nil && !lossy {
-		err = old.OutputsKept(ctx, fresh.SchemaVersion())
+		err = old.OutputsKept(ctx, schema)
 	}
 	if cerr := old.Close(); err == nil {
 		err = cerr
@@ -466,7 +482,7 @@ func migrateSnapshot(ctx context.Context, plain []byte, fresh *projections.DB, l
 	if err != nil {
 		return nil, err
 	}
-	db, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: fresh.SchemaVersion()})
+	db, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: schema})
 	if err != nil {
 		return nil, fmt.Errorf("migrate snapshot from schema %d: %w", meta.Schema, err)
 	}

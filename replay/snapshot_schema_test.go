@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 )
@@ -134,8 +135,114 @@ func TestSnapshotOfANewerSchemaAfterCompaction(t *testing.T) {
 func TestSnapshotThatDidNotKeepOutputs(t *testing.T) {
 	ctx := context.Background()
 	l, _ := newLog(t)
+	gid, key := snapshotWithoutOutputs(t, l, false)
+	live := filepath.Join(t.TempDir(), "live.db")
+	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
+	if err != nil || res.FromSnapshot != 0 || res.Schema != projections.LatestSchema {
+		t.Fatalf("rebuild at the latest schema: %+v %v; want one from the start, not the snapshot", res, err)
+	}
+	wantOwnCommitOutput(t, live, key, gid)
+	if vr, err := Verify(ctx, l, instA, live, key, testReplayOptions()); err != nil {
+		t.Fatalf("verify of a read model that kept the outputs: %+v %v", vr, err)
+	}
+}
+
+// TestCompactKeepsOutputsASnapshotDidNotKeep: a compaction does not
+// delete the history that holds own commit outputs when the snapshot
+// covering it (of a follower's read model kept at schema 8) did not keep
+// them. Until 2026-12-06 Compact used that snapshot: it deleted the
+// history, exit 0, and every rebuild after it started from the snapshot
+// without the outputs (OwnCommits had no Welcome to hand back).
+func TestCompactKeepsOutputsASnapshotDidNotKeep(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	gid, key := snapshotWithoutOutputs(t, l, false)
+	_, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone})
+	if !errors.Is(err, projections.ErrOutputsNotKept) || !errors.Is(err, ErrNoSnapshotToCompact) {
+		t.Fatalf("compact over a snapshot that did not keep the outputs: %v; want ErrNoSnapshotToCompact and ErrOutputsNotKept", err)
+	}
+	if through, err := l.CompactedThrough(ctx, instA); err != nil || through != 0 {
+		t.Fatalf("compacted through %d, %v; want nothing compacted", through, err)
+	}
+	live := filepath.Join(t.TempDir(), "live.db")
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	wantOwnCommitOutput(t, live, key, gid)
+
+	// A snapshot that kept them covers the history: compacted as usual.
+	if _, err := Snapshot(ctx, l, instA, live, key, snapshotOpts()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone}); err != nil {
+		t.Fatalf("compact over a snapshot that kept the outputs: %v", err)
+	}
+	again := filepath.Join(t.TempDir(), "again.db")
+	if res, err := Rebuild(ctx, l, instA, again, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil || res.FromSnapshot == 0 {
+		t.Fatalf("rebuild after the compaction: %+v %v; want one from the snapshot", res, err)
+	}
+	wantOwnCommitOutput(t, again, key, gid)
+}
+
+// TestCompactThroughAnOlderSnapshotKeepsOutputs: with a snapshot that
+// kept the outputs older than one that did not, a compaction goes
+// through the older one, and a rebuild after it starts from there and
+// replays the outputs (the newer snapshot migrated without them is not
+// taken for the history compacted before it).
+func TestCompactThroughAnOlderSnapshotKeepsOutputs(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	gid, key := snapshotWithoutOutputs(t, l, true)
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil || len(refs) != 2 {
+		t.Fatalf("%d snapshots, %v; want 2", len(refs), err)
+	}
+	c, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone})
+	if err != nil || c.Through != refs[1].Checkpoint {
+		t.Fatalf("compact: %+v %v; want through the older snapshot, at %d", c, err, refs[1].Checkpoint)
+	}
+	live := filepath.Join(t.TempDir(), "live.db")
+	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
+	if err != nil || res.FromSnapshot != refs[1].Checkpoint {
+		t.Fatalf("rebuild after the compaction: %+v %v; want one from the snapshot at %d", res, err, refs[1].Checkpoint)
+	}
+	wantOwnCommitOutput(t, live, key, gid)
+
+	// With the older one gone, the newer one is all that covers the
+	// compacted history: used without the outputs rather than no rebuild.
+	if err := l.DeleteSnapshot(ctx, instA, refs[1].Checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	last := filepath.Join(t.TempDir(), "last.db")
+	if res, err := Rebuild(ctx, l, instA, last, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil || res.FromSnapshot != refs[0].Checkpoint {
+		t.Fatalf("rebuild with only the snapshot that did not keep the outputs: %+v %v; want one from it, at %d", res, err, refs[0].Checkpoint)
+	}
+}
+
+// snapshotWithoutOutputs writes instA's history with an own commit that
+// records its output (a Welcome) and stores a snapshot of a read model
+// kept at schema 8, which applied it without keeping the output. With
+// keptBefore, a snapshot at the latest schema is stored first, of the
+// history before that commit. It returns the group and the read models'
+// key.
+func snapshotWithoutOutputs(t *testing.T, l *eventlog.Log, keptBefore bool) ([]byte, projections.Key) {
+	t.Helper()
+	ctx := context.Background()
+	key := rawDBKey(t, 0x49)
 	h := newHistoryGen(instA)
 	h.setup(1)
+	if keptBefore {
+		if _, err := h.flush(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		before := filepath.Join(t.TempDir(), "before.db")
+		if _, err := Rebuild(ctx, l, instA, before, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Snapshot(ctx, l, instA, before, key, snapshotOpts()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	gid := []byte("own-output-group")
 	id := hex.EncodeToString(gid)
 	h.add(events.AggGroup, id, events.GroupCreated{GroupID: gid, Ciphersuite: 3, Epoch: 0, State: events.Secret("state-0"),
@@ -149,7 +256,6 @@ func TestSnapshotThatDidNotKeepOutputs(t *testing.T) {
 	if _, err := h.flush(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	key := rawDBKey(t, 0x49)
 	kept := filepath.Join(t.TempDir(), "kept-at-8.db")
 	if _, err := Rebuild(ctx, l, instA, kept, key, &RebuildOptions{Options: *testReplayOptions(), SchemaVersion: 8}); err != nil {
 		t.Fatal(err)
@@ -157,18 +263,17 @@ func TestSnapshotThatDidNotKeepOutputs(t *testing.T) {
 	if _, err := Snapshot(ctx, l, instA, kept, key, snapshotOpts()); err != nil {
 		t.Fatal(err)
 	}
-	live := filepath.Join(t.TempDir(), "live.db")
-	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
-	if err != nil || res.FromSnapshot != 0 || res.Schema != projections.LatestSchema {
-		t.Fatalf("rebuild at the latest schema: %+v %v; want one from the start, not the snapshot", res, err)
-	}
-	db := openDB(t, live, key)
-	outs, err := db.OwnCommitOutputs(ctx, gid, 0)
+	return gid, key
+}
+
+// wantOwnCommitOutput fails t unless the read model at path hands back
+// the Welcome of the own commit snapshotWithoutOutputs recorded.
+func wantOwnCommitOutput(t *testing.T, path string, key projections.Key, gid []byte) {
+	t.Helper()
+	db := openDB(t, path, key)
+	outs, err := db.OwnCommitOutputs(context.Background(), gid, 0)
 	db.Close()
 	if err != nil || len(outs) != 1 || string(outs[0].Welcome) != "welcome-1" {
-		t.Fatalf("own commit outputs after the rebuild: %+v %v; want epoch 1's", outs, err)
-	}
-	if vr, err := Verify(ctx, l, instA, live, key, testReplayOptions()); err != nil {
-		t.Fatalf("verify of a read model that kept the outputs: %+v %v", vr, err)
+		t.Fatalf("own commit outputs of %s: %+v %v; want epoch 1's", path, outs, err)
 	}
 }
