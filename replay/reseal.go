@@ -91,14 +91,27 @@ func Reseal(ctx context.Context, src, dst *eventlog.Log, opts *eventlog.ResealOp
 }
 
 // carrierSnapshot returns the checkpoint of inst's newest usable
-// snapshot, whose anchor event (at the checkpoint) must open.
+// snapshot, whose anchor event (at the checkpoint) must open, and which
+// must keep the own outputs the history before it holds (outputsCheck):
+// the history before it is not copied.
 func carrierSnapshot(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (uint64, error) {
-	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "reseal", nil)
+	keepsOutputs, err := outputsCheck(ctx, l, inst)
+	if err != nil {
+		return 0, err
+	}
+	var notKept error
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "reseal", func(r eventlog.SnapshotRef, meta projections.SnapshotMeta, plain []byte) error {
+		notKept = keepsOutputs(r, meta, plain)
+		return nil // the newest usable one carries, or none
+	})
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
 		return 0, fmt.Errorf("%w: %s (make one: replayer snapshot; then re-seal again)", ErrNoSnapshotToReseal, inst)
+	}
+	if notKept != nil {
+		return 0, fmt.Errorf("%w: %s: %w; the history before it, which holds them, is not copied (%s; then re-seal again)", ErrNoSnapshotToReseal, inst, notKept, snapshotKeepingOutputs)
 	}
 	if _, err := l.EventAt(ctx, inst, cp); err != nil {
 		return 0, fmt.Errorf("%w: %s's newest snapshot, at %d, is anchored on an event that does not open (make a fresh snapshot: replayer snapshot; then re-seal again): %w",

@@ -261,3 +261,30 @@ func TestRebuildAfterAnOlderResealComparesPositions(t *testing.T) {
 		t.Fatalf("after a rollback the base stream is taken as re-sealed from %q", src)
 	}
 }
+
+// TestResealRefusesACarrierThatDidNotKeepOutputs: a trimmed history is
+// not carried by a snapshot that did not keep own commit outputs the
+// history before it still holds (a follower's read model kept at schema
+// 8): the re-seal copies nothing before the snapshot, and the new stream
+// would have lost them. Until 2026-12-06 it was carried, and a rebuild
+// from the new stream lacked the Welcome.
+func TestResealRefusesACarrierThatDidNotKeepOutputs(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	snapshotWithoutOutputs(t, l, true)
+	if _, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone}); err != nil {
+		t.Fatal(err) // through the older snapshot, which kept them
+	}
+	dst, err := eventlog.OpenBeside(ctx, l, "EPOCHLOG_R", "epochlog_r", keyring(t, 7, 0x77))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	_, err = Reseal(ctx, l, dst, &eventlog.ResealOptions{Installations: []events.InstallationID{instA}})
+	if !errors.Is(err, ErrNoSnapshotToReseal) || !errors.Is(err, projections.ErrOutputsNotKept) {
+		t.Fatalf("reseal carried by a snapshot that did not keep the outputs: %v; want ErrNoSnapshotToReseal and ErrOutputsNotKept", err)
+	}
+	if n, err := dst.LastSeq(ctx, instA); err != nil || n != 0 {
+		t.Fatalf("the refused reseal wrote %s's events to the new stream (last seq %d, %v)", instA, n, err)
+	}
+}

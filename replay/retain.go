@@ -488,30 +488,18 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 	if opts != nil {
 		o = *opts
 	}
-	through, err := l.CompactedThrough(ctx, inst)
+	keepsOutputs, err := outputsCheck(ctx, l, inst)
 	if err != nil {
 		return nil, err
 	}
 	var notKept error
-	keepsOutputs := func(r eventlog.SnapshotRef, meta projections.SnapshotMeta, plain []byte) error {
-		if meta.Schema >= projections.LatestSchema || r.Checkpoint <= through {
-			return nil // nothing it lacks is left in the history
-		}
-		// The check is the migration a rebuild after the compaction
-		// would make; rare (retain's own snapshot is at the latest schema).
-		out, err := migrateSnapshot(ctx, plain, filepath.Join(os.TempDir(), "epochlog-compact"), projections.LatestSchema, false)
-		clear(out)
-		if !errors.Is(err, projections.ErrOutputsNotKept) {
-			return nil // usable as before; a rebuild says what else is wrong
-		}
-		err = fmt.Errorf("snapshot at %d (schema %d): %w; compacting the history it covers would lose them: "+
-			"migrate that read model by replay (replayer migrate) and snapshot it", r.Checkpoint, meta.Schema, err)
-		if notKept == nil {
+	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "compact", func(r eventlog.SnapshotRef, meta projections.SnapshotMeta, plain []byte) error {
+		err := keepsOutputs(r, meta, plain)
+		if err != nil && notKept == nil {
 			notKept = err
 		}
 		return err
-	}
-	cp, ok, err := newestUsableSnapshot(ctx, l, inst, "compact", keepsOutputs)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -519,9 +507,38 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 		return l.CompactRetainedOut(ctx, inst, cp, &eventlog.CompactOptions{Step: o.Step, StoredBefore: o.storedBefore()})
 	}
 	if notKept != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrNoSnapshotToCompact, inst, notKept)
+		return nil, fmt.Errorf("%w %s: %w; compacting the history it covers would lose them (%s)", ErrNoSnapshotToCompact, inst, notKept, snapshotKeepingOutputs)
 	}
 	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
+}
+
+// snapshotKeepingOutputs is the remedy for a snapshot outputsCheck
+// refuses.
+const snapshotKeepingOutputs = "make a snapshot that keeps them: migrate that read model by replay (replayer migrate), then replayer snapshot"
+
+// outputsCheck returns a check of inst's snapshots for
+// newestUsableSnapshot that refuses one of a read model kept below the
+// latest schema that applied own commit or message outputs without
+// keeping them (projections.ErrOutputsNotKept, naming the snapshot),
+// unless the history is compacted through it: until then the history
+// holds their only copy. The check is the migration a rebuild would
+// make; it runs only on a snapshot below the latest schema.
+func outputsCheck(ctx context.Context, l *eventlog.Log, inst events.InstallationID) (func(eventlog.SnapshotRef, projections.SnapshotMeta, []byte) error, error) {
+	through, err := l.CompactedThrough(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	return func(r eventlog.SnapshotRef, meta projections.SnapshotMeta, plain []byte) error {
+		if meta.Schema >= projections.LatestSchema || r.Checkpoint <= through {
+			return nil // nothing it lacks is left in the history
+		}
+		out, err := migrateSnapshot(ctx, plain, filepath.Join(os.TempDir(), "epochlog-snapshot-check"), projections.LatestSchema, false)
+		clear(out)
+		if !errors.Is(err, projections.ErrOutputsNotKept) {
+			return nil // usable as before; a rebuild says what else is wrong
+		}
+		return fmt.Errorf("snapshot at %d (schema %d): %w", r.Checkpoint, meta.Schema, err)
+	}, nil
 }
 
 // newestUsableSnapshot returns the checkpoint of inst's newest snapshot
