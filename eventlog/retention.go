@@ -362,6 +362,11 @@ type Compacted struct {
 	// Scanned counts the events of the installation looked at; Deleted
 	// those deleted (shredded periods); Kept the others.
 	Scanned, Deleted, Kept int
+	// RootSealed counts the kept events sealed under a root key
+	// (envelope formats 1 and 2): written before data keys, or by a
+	// writer built before them still appending. No shredding reaches
+	// them; they stay readable under the root keys until a re-seal.
+	RootSealed int
 }
 
 // CompactOptions tune CompactRetainedOut.
@@ -472,6 +477,9 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 			continue
 		}
 		id, ok, err := events.EnvelopeDataKeyID(m.Data)
+		if err == nil && !ok {
+			res.RootSealed++
+		}
 		if err != nil || !ok || id.Class == events.ClassState || !id.Class.Valid() {
 			res.Kept++
 			continue
@@ -513,6 +521,10 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 	}
 	l.logger.Info("eventlog: installation compacted", "stream", l.cfg.Stream, "installation", string(inst),
 		"through", res.Through, "scanned", res.Scanned, "deleted", res.Deleted)
+	if res.RootSealed > 0 {
+		l.logger.Warn("eventlog: compaction kept events sealed under a root key, which no shredding reaches (written before data keys, or by a writer built before them); a re-seal retires them",
+			"stream", l.cfg.Stream, "installation", string(inst), "root_sealed", res.RootSealed)
+	}
 	return res, nil
 }
 

@@ -232,3 +232,35 @@ func TestShredOpensNothing(t *testing.T) {
 		t.Fatalf("erase of another installation changed this one's marks: %d, was %d", n, bMarks)
 	}
 }
+
+// TestCompactCountsRootSealedEvents: an event a writer built before data
+// keys appends (sealed under the root key, envelope format 2) between
+// events under data keys is past any shredding: the compaction of its
+// shredded day keeps it, readable, and says so (Compacted.RootSealed and
+// a warning), where it reported only what it deleted.
+func TestCompactCountsRootSealedEvents(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	g := group(instA, "g1")
+	mustAppend(t, l, 0, msg(g, 1, "under its data key"))
+	l.sealRoot = true // a writer from before data keys
+	old := mustAppend(t, l, 1, msg(g, 2, "under the root key"))
+	l.sealRoot = false
+	last := mustAppend(t, l, 2, msg(g, 3, "under its data key again"))
+	periods, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1"}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
+	if err != nil || len(periods) != 1 {
+		t.Fatalf("periods: %+v %v; want the one day", periods, err)
+	}
+	if _, err := l.ShredDataKeys(ctx, instA, []events.DataKeyID{periods[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.CompactRetainedOut(ctx, instA, last[0].Seq, nil)
+	if err != nil || res.Deleted != 1 || res.RootSealed != 1 {
+		t.Fatalf("compact: %+v %v; want 1 deleted, 1 root-sealed kept", res, err)
+	}
+	m := rawGet(t, l, old[0].Seq)
+	ev, err := l.OpenEnvelope(ctx, instA, m.Subject, m.Data)
+	if err != nil || content(ev) != "under the root key" {
+		t.Fatalf("the root-sealed event after the compaction: %v; want it kept and readable", err)
+	}
+}

@@ -5,19 +5,30 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/replay"
 )
 
 // compactOut is what compact reports.
 type compactOut struct {
-	Through uint64 `json:"through"`
-	Scanned int    `json:"scanned"`
-	Deleted int    `json:"deleted"`
+	Through    uint64 `json:"through"`
+	Scanned    int    `json:"scanned"`
+	Deleted    int    `json:"deleted"`
+	RootSealed int    `json:"root_sealed,omitempty"`
+}
+
+// newCompactOut is what compact reports of c.
+func newCompactOut(c *eventlog.Compacted) *compactOut {
+	return &compactOut{Through: c.Through, Scanned: c.Scanned, Deleted: c.Deleted, RootSealed: c.RootSealed}
 }
 
 func printCompact(env *cliEnv, inst string, c *compactOut) {
 	fmt.Fprintf(env.stdout, "compact %s through seq %d: %d events deleted (shredded periods, or older than --history) of %d looked at\n", inst, c.Through, c.Deleted, c.Scanned)
+	if c.RootSealed > 0 {
+		// Retention's promise does not hold for them: say so.
+		fmt.Fprintf(env.stdout, "compact %s: %d events kept are sealed under a root key (written before data keys, or by a writer built before them): no shredding reaches them; stop such writers, and re-seal (replayer reseal) to retire them\n", inst, c.RootSealed)
+	}
 }
 
 func runCompact(ctx context.Context, env *cliEnv, args []string) error {
@@ -54,7 +65,7 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	out := &compactOut{Through: c.Through, Scanned: c.Scanned, Deleted: c.Deleted}
+	out := newCompactOut(c)
 	if r.asJSON {
 		return json.NewEncoder(env.stdout).Encode(map[string]any{"command": "compact", "installation": r.inst, "compact": out})
 	}

@@ -128,7 +128,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		comp = &compactOut{Through: c.Through, Scanned: c.Scanned, Deleted: c.Deleted}
+		comp = newCompactOut(c)
 	}
 	// Copies a rebuild kept beside the read model still hold what was
 	// just deleted, under the same key; they may hold what nothing else
