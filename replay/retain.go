@@ -534,10 +534,16 @@ func outputsCheck(ctx context.Context, l *eventlog.Log, inst events.Installation
 		}
 		out, err := migrateSnapshot(ctx, plain, filepath.Join(os.TempDir(), "epochlog-snapshot-check"), projections.LatestSchema, false)
 		clear(out)
-		if !errors.Is(err, projections.ErrOutputsNotKept) {
-			return nil // usable as before; a rebuild says what else is wrong
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, projections.ErrOutputsNotKept):
+			return fmt.Errorf("snapshot at %d (schema %d): %w", r.Checkpoint, meta.Schema, err)
+		default:
+			// Not known to keep them (a full temporary directory, say):
+			// passed over, not taken on trust.
+			return fmt.Errorf("snapshot at %d (schema %d): checking that it keeps own outputs (migrated in %s): %w", r.Checkpoint, meta.Schema, os.TempDir(), err)
 		}
-		return fmt.Errorf("snapshot at %d (schema %d): %w", r.Checkpoint, meta.Schema, err)
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -182,6 +183,46 @@ func TestCompactKeepsOutputsASnapshotDidNotKeep(t *testing.T) {
 		t.Fatalf("rebuild after the compaction: %+v %v; want one from the snapshot", res, err)
 	}
 	wantOwnCommitOutput(t, again, key, gid)
+}
+
+// TestCompactRefusesASnapshotItCannotCheck: a snapshot of an older schema
+// whose check for kept outputs cannot run (its scratch migration in the
+// temporary directory fails) is passed over, not taken on trust; once the
+// check can run, the same snapshot carries the compaction.
+func TestCompactRefusesASnapshotItCannotCheck(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	key := rawDBKey(t, 0x4a)
+	h := newHistoryGen(instA)
+	h.setup(1)
+	h.messages(6, 1)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(t.TempDir(), "at-8.db")
+	if _, err := Rebuild(ctx, l, instA, old, key, &RebuildOptions{Options: *testReplayOptions(), SchemaVersion: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Snapshot(ctx, l, instA, old, key, snapshotOpts()); err != nil {
+		t.Fatal(err)
+	}
+	// A temporary directory under a regular file cannot be made.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", filepath.Join(file, "tmp"))
+	_, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone})
+	if !errors.Is(err, ErrNoSnapshotToCompact) {
+		t.Fatalf("compact with the check unable to run: %v; want ErrNoSnapshotToCompact", err)
+	}
+	if through, err := l.CompactedThrough(ctx, instA); err != nil || through != 0 {
+		t.Fatalf("compacted through %d, %v; want nothing compacted", through, err)
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	if _, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone}); err != nil {
+		t.Fatalf("compact once the check runs: %v", err)
+	}
 }
 
 // TestCompactThroughAnOlderSnapshotKeepsOutputs: with a snapshot that
