@@ -223,6 +223,13 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	if delOK {
 		res.DeliveryCutoff = delCut
 	}
+	if msgOK || delOK || historyOK {
+		// The ages are measured on this clock: one far ahead would shred
+		// every day there is.
+		if err := l.CheckClock(ctx, at); err != nil {
+			return nil, fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
+		}
+	}
 	log := l.Logger().With("installation", string(inst), "stream", l.Stream(), "op", "retain", "path", db.Path())
 	fail := func(err error) error { return &projections.FileError{Path: db.Path(), Op: "retain", Err: err} }
 	self, found, err := db.Installation(ctx)
@@ -452,13 +459,18 @@ type CompactOptions struct {
 	Step func(string)
 }
 
+// clock is o.Now, default time.Now.
+func (o CompactOptions) clock() func() time.Time {
+	if o.Now != nil {
+		return o.Now
+	}
+	return time.Now
+}
+
 // storedBefore is the stream time before which History deletes events
 // (zero: none).
 func (o CompactOptions) storedBefore() time.Time {
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
-	}
+	now := o.clock()
 	switch {
 	case o.History == KeepForever:
 		return time.Time{}
@@ -487,6 +499,11 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 	var o CompactOptions
 	if opts != nil {
 		o = *opts
+	}
+	if o.History != KeepForever {
+		if err := l.CheckClock(ctx, o.clock()()); err != nil {
+			return nil, fmt.Errorf("replay: compact %s by stored time (nothing done): %w", inst, err)
+		}
 	}
 	keepsOutputs, err := outputsCheck(ctx, l, inst)
 	if err != nil {
