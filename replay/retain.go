@@ -56,7 +56,8 @@ const (
 	// KeepForever keeps the message history forever (the default).
 	KeepForever time.Duration = 0
 	// KeepNone keeps no history past the UTC day it was recorded in:
-	// each day is shredded once it has ended.
+	// each day is shredded once it has ended (and RetentionGrace has
+	// passed).
 	KeepNone time.Duration = -1
 )
 
@@ -64,9 +65,9 @@ const (
 type RetentionPolicy struct {
 	// Messages is how long application messages are kept, by age, at the
 	// granularity of their data keys' periods (a group's UTC day): a day
-	// is shredded once all of it is older than Messages, so a message
-	// lives between Messages and Messages plus a day. KeepForever (0)
-	// keeps them forever; KeepNone keeps none past its day.
+	// is shredded once all of it is older than Messages plus
+	// RetentionGrace, so a message lives between that and a day more.
+	// KeepForever (0) keeps them forever; KeepNone keeps none past its day.
 	Messages time.Duration
 	// Delivery is how long delivery queue events are kept, by age, at the
 	// granularity of a queue's UTC day, as Messages. The read model's
@@ -124,15 +125,23 @@ type EpochCut struct {
 	Keep uint64 `json:"keep"`
 }
 
+// RetentionGrace is how long after the age says a day may go retention
+// still keeps it. Writers in other processes seal a day's events under
+// the day's key as they cached it, by their own clocks: one a little
+// behind, or an append still being retried (for up to the engine's
+// OutcomeTimeout), seals into a day that has just ended, and an event
+// sealed under a key shredded meanwhile opens for no one else.
+const RetentionGrace = time.Hour
+
 // cutoff is the start of the oldest UTC day kept by age at now.
 func cutoff(age time.Duration, now time.Time) (time.Time, bool) {
 	switch {
 	case age == KeepForever:
 		return time.Time{}, false
 	case age < 0:
-		return now.UTC().Truncate(24 * time.Hour), true
+		age = 0
 	}
-	return now.Add(-age).UTC().Truncate(24 * time.Hour), true
+	return now.Add(-age - RetentionGrace).UTC().Truncate(24 * time.Hour), true
 }
 
 // MessagesCutoff returns the start of the oldest UTC day whose messages

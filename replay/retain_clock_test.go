@@ -71,3 +71,59 @@ func TestRetainRefusesClockAhead(t *testing.T) {
 		t.Fatalf("retain with the right clock: %+v, %v", res, err)
 	}
 }
+
+// TestRetainSkewedWriterAtMidnight: a writer in another process whose
+// clock is a little behind (or whose append is still in flight) seals
+// a message into the day that just ended, with the key it cached, while
+// retention elsewhere (keeping no day past its end) shreds that day a
+// moment after midnight. The append succeeded, but no other process can
+// open the message: every replay after the snapshot stops at it
+// (ErrRetainedOut), and the writer's own read model holds a message the
+// history no longer gives. Retention leaves a day alone until it ended
+// RetentionGrace ago, so what was sealed into it stays readable.
+func TestRetainSkewedWriterAtMidnight(t *testing.T) {
+	ctx := context.Background()
+	lw, srv := logtest.New(t)
+	lr := logtest.Open(t, logtest.Config(srv), logtest.Keyring(t, 1, 0x11)) // the retaining process
+	key := logtest.RawDBKey(t, 0x32)
+	id := events.InstallationID("retain-midnight")
+	midnight := time.Now().UTC().Truncate(24 * time.Hour)
+	clock := midnight.Add(-2 * time.Minute) // the writer's clock: behind
+	in, err := engine.CreateInstallation(ctx, lw, id, filepath.Join(t.TempDir(), "a.db"), key, &engine.InstallationOptions{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	gid := []byte("retain-midnight-group")
+	if _, err := in.CreateGroup(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Send(ctx, gid, []byte("before midnight"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The retaining machine's clock: a few seconds past midnight.
+	retainAt := func() time.Time { return midnight.Add(5 * time.Second) }
+	res, err := replay.Retain(ctx, lr, id, in.DB(), replay.RetentionPolicy{Messages: replay.KeepNone}, &replay.RetainOptions{Options: replay.Options{SkipMLSCheck: true}, Now: retainAt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := uint64(1)
+	if res.Snapshot != nil {
+		from = res.Snapshot.Checkpoint + 1
+	}
+	clock = clock.Add(time.Minute) // still yesterday for the writer
+	_, sendErr := in.Send(ctx, gid, []byte("a minute later, by the writer's clock"), nil)
+	if sendErr != nil && !errors.Is(sendErr, eventlog.ErrRetainedOut) {
+		t.Fatal(sendErr)
+	}
+	// Whatever the writer's append did, what the history holds after
+	// the retention's snapshot must open for a process that did not
+	// cache the key.
+	var read int
+	if err := lr.Read(ctx, id, from, func(eventlog.Record) error {
+		read++
+		return nil
+	}); err != nil {
+		t.Fatalf("read the history after the snapshot in another process (%d events read; the send: %v): %v", read, sendErr, err)
+	}
+}

@@ -246,7 +246,7 @@ func TestRetainAndCompact(t *testing.T) {
 }
 
 // TestRetentionCutoff: the policy's cutoff is the start of a UTC day;
-// KeepNone keeps only today.
+// KeepNone keeps only today, and the day before for RetentionGrace.
 func TestRetentionCutoff(t *testing.T) {
 	now := time.Date(2026, 3, 10, 13, 0, 0, 0, time.FixedZone("x", 5*3600))
 	for _, c := range []struct {
@@ -263,6 +263,11 @@ func TestRetentionCutoff(t *testing.T) {
 		if ok != c.ok || (ok && (got.Format(time.DateOnly) != c.want || got.Location() != time.UTC || got.Hour() != 0)) {
 			t.Errorf("%+v: cutoff %v %v, want %s %v", c.p, got, ok, c.want, c.ok)
 		}
+	}
+	// Just past midnight the day that ended stays for RetentionGrace:
+	// writers with a clock a little behind still seal into it.
+	if got, _ := (RetentionPolicy{Messages: KeepNone}).MessagesCutoff(time.Date(2026, 3, 10, 0, 5, 0, 0, time.UTC)); got.Format(time.DateOnly) != "2026-03-09" {
+		t.Errorf("KeepNone at 00:05: cutoff %v, want 2026-03-09 (the day that just ended kept for RetentionGrace)", got)
 	}
 	if !strings.Contains(ErrNoSnapshotToCompact.Error(), "snapshot") {
 		t.Fatal("error text")

@@ -63,10 +63,12 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"days are shredded from the key bucket: their events are unreadable from then\n"+
 			"on. Interrupted, running it again finishes. --compact then deletes those events\n"+
 			"from the stream (as the compact command). An age is forever (nothing is\n"+
-			"shredded), none (each day is shredded once it ended), a duration (720h) or days\n"+
-			"(30d). --past-epochs N destroys, for each group, the keys of the recorded\n"+
-			"states of epochs older than its current one minus N (never of an epoch whose\n"+
-			"secrets the read model still holds): all (the default), none, or a count.\n"+
+			"shredded), none (each day is shredded an hour after it ended), a duration (720h)\n"+
+			"or days (30d); a day is kept an hour past its age, for writers whose clocks lag.\n"+
+			"Refused when this machine's clock is ahead of the NATS server's. --past-epochs N\n"+
+			"destroys, for each group, the keys of the recorded states of epochs older than\n"+
+			"its current one minus N (never of an epoch whose secrets the read model still\n"+
+			"holds): all (the default), none, or a count.\n"+
 			"--history AGE then deletes from the stream every event stored longer ago than\n"+
 			"AGE that the snapshot covers, whatever its kind (implies --compact).\n"+
 			"Rebuilds then start from the snapshot; --from-start fails naming the retention.")
