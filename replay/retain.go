@@ -200,8 +200,10 @@ type RetainResult struct {
 // (the days already shredded have no key left to find).
 //
 // The periods are found from the read model's groups and delivery queues
-// and the days from the installation's creation to the cutoff: a group or
-// queue no longer in the read model keeps its keys
+// and the days from a day before the installation's creation (or its
+// oldest message or delivery held, when older: writers date them by
+// their own clocks) to the cutoff: a group or queue no longer in the
+// read model keeps its keys
 // (docs/forward-secrecy.md, What is built: retention).
 func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, p RetentionPolicy, opts *RetainOptions) (*RetainResult, error) {
 	var o RetainOptions
@@ -251,9 +253,23 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	case self.ID != inst:
 		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, self.ID, inst))
 	}
-	since := self.CreatedAt.Add(-24 * time.Hour) // a day of slack for clocks
-	if self.CreatedAt.IsZero() {
-		since = time.Time{}
+	// The days are looked for from a day (of slack for clocks) before the
+	// installation's creation or its oldest message or delivery held,
+	// whichever is older: writers date them by their own clocks, the
+	// creation by the creating machine's.
+	oldMsg, oldDel, err := db.OldestRetained(ctx)
+	if err != nil {
+		return nil, err
+	}
+	since := func(oldest time.Time) time.Time {
+		if self.CreatedAt.IsZero() {
+			return time.Time{}
+		}
+		t := self.CreatedAt
+		if !oldest.IsZero() && oldest.Before(t) {
+			t = oldest
+		}
+		return t.Add(-24 * time.Hour)
 	}
 	var rows int64
 	if msgOK {
@@ -265,7 +281,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		for i, g := range groups {
 			ids[i] = hex.EncodeToString(g.ID) // the group aggregate's id, as the engine names it
 		}
-		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassMessages, ids, since, msgCut)
+		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassMessages, ids, since(oldMsg), msgCut)
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +297,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		if err != nil {
 			return nil, err
 		}
-		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassDelivery, queues, since, delCut)
+		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassDelivery, queues, since(oldDel), delCut)
 		if err != nil {
 			return nil, err
 		}

@@ -127,3 +127,42 @@ func TestRetainSkewedWriterAtMidnight(t *testing.T) {
 		t.Fatalf("read the history after the snapshot in another process (%d events read; the send: %v): %v", read, sendErr, err)
 	}
 }
+
+// TestRetainCreatedByClockAhead: the installation was created on a
+// machine whose clock was days ahead (its recorded creation time is in
+// the future of the messages its writers date by their right clocks).
+// Retention looked for day periods from a day before the creation only,
+// so it deleted the old messages from the read model but found and
+// shredded no key: the events stayed readable on the stream, a
+// forward-secrecy gap nobody was told about. The days are now looked for
+// from the oldest message the read model holds as well.
+func TestRetainCreatedByClockAhead(t *testing.T) {
+	ctx := context.Background()
+	l, _ := logtest.New(t)
+	key := logtest.RawDBKey(t, 0x33)
+	id := events.InstallationID("retain-created-ahead")
+	clock := time.Now().AddDate(0, 0, 10) // the creating machine's clock
+	in, err := engine.CreateInstallation(ctx, l, id, filepath.Join(t.TempDir(), "a.db"), key, &engine.InstallationOptions{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	clock = time.Now().AddDate(0, 0, -3) // the writers' clocks: right, the messages are old
+	gid := []byte("retain-created-ahead-group")
+	if _, err := in.CreateGroup(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"old 1", "old 2"} {
+		if _, err := in.Send(ctx, gid, []byte(m), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock = time.Now()
+	res, err := replay.Retain(ctx, l, id, in.DB(), replay.RetentionPolicy{Messages: 24 * time.Hour}, &replay.RetainOptions{Options: replay.Options{SkipMLSCheck: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowsDeleted != 2 || len(res.Periods) != 1 || res.KeysShredded != 1 {
+		t.Fatalf("retain: %d rows deleted, %d periods, %d keys shredded; want 2, 1, 1 (the old day's key must go with its messages)", res.RowsDeleted, len(res.Periods), res.KeysShredded)
+	}
+}
