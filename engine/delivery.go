@@ -1131,7 +1131,8 @@ func (d *Deliveries) AcknowledgeMany(ctx context.Context, channel string, upTo m
 
 // Expire records delivery.expired for every pending message of the queue
 // whose expiry has passed, in one atomic append, and returns their
-// sequences.
+// sequences. It refuses (eventlog.ErrClockAhead) when the Deliveries'
+// clock is ahead of the server's by more than eventlog.MaxClockAhead.
 func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID, channel string) ([]uint64, error) {
 	k := queueKey{recipient, channel}
 	q, err := d.acquire1(ctx, k)
@@ -1152,6 +1153,11 @@ func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID
 		}
 		if len(seqs) == 0 {
 			return nil, nil
+		}
+		// Expiry is judged on this clock: one far ahead would expire, for
+		// good, every message that has an expiry.
+		if err := d.log.CheckClock(ctx, now); err != nil {
+			return nil, fmt.Errorf("engine: expire on %s/%s (nothing expired): %w", recipient, channel, err)
 		}
 		sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 		evs := make([]events.Event, len(seqs))
