@@ -27,8 +27,9 @@ type HostOptions struct {
 	Workers int
 	// HoldNotYet keeps a delivery that Deliver refuses because its group
 	// or epoch is not reached yet queued, unacknowledged with those
-	// after it, until it is HoldNotYet older than its enqueue
-	// (Delivery.EnqueuedAt, by the Deliveries' clock); then it is
+	// after it, for HoldNotYet from when this Host first held it (by
+	// the Deliveries' clock; not from Delivery.EnqueuedAt, which the
+	// enqueuing process stamped on its own clock); then it is
 	// acknowledged as settled. The Welcome or commit it waits for may
 	// be queued after it: when several processes act for the sender, a
 	// commit decided on top of another process's commit can be fanned
@@ -75,6 +76,11 @@ type Host struct {
 	del     *Deliveries
 	workers int
 	hold    time.Duration // HostOptions.HoldNotYet
+
+	heldMu sync.Mutex
+	// heldSince is when this Host first held each delivery refused as
+	// not yet (HoldNotYet), by queue and sequence.
+	heldSince map[queueKey]map[uint64]time.Time
 }
 
 // checkpoint returns a lower bound of in's read model checkpoint: the
@@ -103,7 +109,55 @@ func NewHost(l *eventlog.Log, d *Deliveries, opts *HostOptions) *Host {
 	if opts != nil {
 		o = *opts
 	}
-	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0)), hold: o.HoldNotYet}
+	return &Host{log: l, del: d, workers: cmp.Or(o.Workers, 2*runtime.GOMAXPROCS(0)), hold: o.HoldNotYet,
+		heldSince: map[queueKey]map[uint64]time.Time{}}
+}
+
+// holds returns, for the deliveries ds of queue k as a call processed
+// them (out), which of those refused as not yet are still held at now,
+// and records when this Host first held each. HoldNotYet is counted on
+// this Host's clock: the deliveries' EnqueuedAt is the enqueuing
+// process's, and one running minutes behind gave no hold at all, one a
+// year ahead held the queue for a year. What the call did not reach
+// (after ds, or left unprocessed) keeps its time; what is before ds was
+// acknowledged and is forgotten.
+func (h *Host) holds(k queueKey, ds []Delivery, out []*Delivered, now time.Time) map[int]bool {
+	if h.hold <= 0 {
+		return nil
+	}
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	old := h.heldSince[k]
+	next := map[uint64]time.Time{}
+	held := map[int]bool{}
+	for j, d := range ds {
+		since, seen := old[d.Seq]
+		switch {
+		case out[j] == nil:
+			if seen {
+				next[d.Seq] = since
+			}
+		case out[j].Err != nil && notYet(out[j].Err):
+			if !seen {
+				since = now
+			}
+			next[d.Seq] = since
+			held[j] = now.Sub(since) < h.hold
+		}
+	}
+	if len(ds) > 0 {
+		for seq, since := range old {
+			if seq > ds[len(ds)-1].Seq {
+				next[seq] = since
+			}
+		}
+	}
+	if len(next) == 0 {
+		delete(h.heldSince, k)
+	} else {
+		h.heldSince[k] = next
+	}
+	return held
 }
 
 // SendRequest is one message for Host.Send: Installation.Send's arguments.
@@ -209,10 +263,10 @@ type DeliverResult struct {
 // only what is still refused at the end is acknowledged as settled (if
 // another error stopped the installation, such a delivery stays queued
 // with what it may wait for). Up to 64 such deliveries per installation
-// and call wait so. With HostOptions.HoldNotYet, such a delivery younger
-// than it is not acknowledged at the end either: it stays queued (with
-// those after it) for a later call, as the Welcome or commit it needs
-// may be queued after it.
+// and call wait so. With HostOptions.HoldNotYet, such a delivery this
+// Host first held less than that long ago is not acknowledged at the end
+// either: it stays queued (with those after it) for a later call, as the
+// Welcome or commit it needs may be queued after it.
 // It returns one result per installation, in the order of insts.
 func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installation, limit int) []DeliverResult {
 	insts = distinct(insts)
@@ -293,8 +347,13 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 		// first one not acknowledged: one still waiting for its group or
 		// epoch stays queued with the Welcome or commit it may be waiting
 		// for, which the stop left queued too.
-		held := map[int]bool{}
+		// What a delivery refused as not yet waits for may be queued
+		// after it (HoldNotYet).
+		held := h.holds(queueKey{s.in.id, channel}, s.ds, s.out, now)
 		if s.err != nil {
+			if held == nil {
+				held = map[int]bool{}
+			}
 			for _, w := range s.waiting {
 				held[w.idx] = true
 			}
@@ -303,10 +362,6 @@ func (h *Host) Deliver(ctx context.Context, channel string, insts []*Installatio
 			if d == nil {
 				ok = false
 				continue
-			}
-			if d.Err != nil && notYet(d.Err) && now.Sub(d.Delivery.EnqueuedAt) < h.hold {
-				// What it waits for may be queued after it (HoldNotYet).
-				held[j] = true
 			}
 			// A delivery recorded out of turn (after one that stopped
 			// the installation) is returned all the same: it happened.
