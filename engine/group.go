@@ -189,6 +189,15 @@ func (in *Installation) lastPathUpdate(ctx context.Context, id []byte, self mls.
 	return time.Time{}, nil
 }
 
+// updateDue reports whether gs's member must refresh its path before
+// sending at now: never refreshed, or longer ago than interval. A last
+// update recorded further in the future than interval (by a process
+// whose clock ran ahead) is due too: counted as recent, it would keep
+// the path unrefreshed until that clock's time came.
+func (gs *groupState) updateDue(now time.Time, interval time.Duration) bool {
+	return gs.lastUpdate.IsZero() || now.Sub(gs.lastUpdate) > interval || gs.lastUpdate.Sub(now) > interval
+}
+
 // transact runs one group transition with optimistic concurrency (an
 // errNotProjected error comes with the new state: the transition
 // happened): step

@@ -25,7 +25,7 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		return nil, err
 	}
 	var update *CommitOutput
-	if gs.lastUpdate.IsZero() || in.opts.Now().Sub(gs.lastUpdate) > in.opts.UpdateInterval {
+	if gs.updateDue(in.opts.Now(), in.opts.UpdateInterval) {
 		if update, err = committed(in.commit(ctx, groupID, func(*mls.Group) (mls.CommitOptions, error) { return mls.CommitOptions{}, nil })); err != nil {
 			return nil, err
 		}

@@ -1022,7 +1022,7 @@ func (h *Host) decideSends(ctx context.Context, w *hostWork, reqs []SendRequest,
 				return
 			}
 		}
-		if gs.lastUpdate.IsZero() || now.Sub(gs.lastUpdate) > in.opts.UpdateInterval {
+		if gs.updateDue(now, in.opts.UpdateInterval) {
 			return // Send commits a path update first
 		}
 		ng, msg, err := gs.g.SealApplication(r.Content, r.AuthenticatedData)

@@ -44,8 +44,9 @@ type InstallationOptions struct {
 	MaxPastEpochs int
 	// UpdateInterval is how old this member's last path update may get
 	// before Send first commits a fresh one (default 24h). A member that
-	// joined from a Welcome always updates before its first message.
-	// Negative is refused.
+	// joined from a Welcome always updates before its first message;
+	// so does one whose last update was recorded more than this in the
+	// future (by a clock that ran ahead). Negative is refused.
 	UpdateInterval time.Duration
 	// MaxAttempts bounds the retries of an operation that loses races for
 	// its group (default 8; negative is refused).
