@@ -109,6 +109,10 @@ type Deliveries struct {
 
 	log *eventlog.Log
 	now func() time.Time
+	// clockMu guards clockOK, when (by now) the clock was last found not
+	// ahead of the server's (checkClock).
+	clockMu sync.Mutex
+	clockOK time.Time
 	// mu guards q, the two lists and each queue's refs and place in
 	// them; it is never held across a network call (a queue's own lock
 	// is).
@@ -202,6 +206,32 @@ func (d *Deliveries) recentEvents(k queueKey, after uint64) (recs []eventlog.Rec
 	}
 	i := len(q.recent) - int(q.pos-after)
 	return append([]eventlog.Record(nil), q.recent[i:]...), true
+}
+
+// clockRecheck is how long a clock check that passed answers for
+// (checkClock).
+const clockRecheck = 10 * time.Second
+
+// checkClock is eventlog.Log.CheckClock at now, answered from the last
+// check that passed for clockRecheck after it (on the same clock: a
+// step either way asks again). Expiry is judged on this clock, so a
+// clock far ahead would expire, or leave out of a fetch, messages that
+// are not due.
+func (d *Deliveries) checkClock(ctx context.Context, now time.Time) error {
+	d.clockMu.Lock()
+	since := now.Sub(d.clockOK)
+	fresh := !d.clockOK.IsZero() && since >= 0 && since < clockRecheck
+	d.clockMu.Unlock()
+	if fresh {
+		return nil
+	}
+	if err := d.log.CheckClock(ctx, now); err != nil {
+		return err
+	}
+	d.clockMu.Lock()
+	d.clockOK = now
+	d.clockMu.Unlock()
+	return nil
 }
 
 // NewDeliveries returns the delivery service on l. now is the clock for
@@ -902,7 +932,9 @@ func (e idemEntry) check(k queueKey, key string, payload []byte) error {
 // Fetch returns up to limit (0: all) messages of the queue after its last
 // acknowledged sequence, in sequence order, leaving out expired ones. It
 // reads the queue's new events first, so it shows what other processes
-// enqueued and acknowledged too.
+// enqueued and acknowledged too. When it would leave one out, it refuses
+// (eventlog.ErrClockAhead) if the Deliveries' clock is ahead of the
+// server's by more than eventlog.MaxClockAhead.
 func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID, channel string, limit int) ([]Delivery, error) {
 	q, err := d.acquire1(ctx, queueKey{recipient, channel})
 	if err != nil {
@@ -912,18 +944,32 @@ func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID,
 	if err := d.refresh(ctx, q); err != nil {
 		return nil, err
 	}
-	return d.pendingOf(q, limit), nil
+	out, err := d.pendingOf(ctx, q, limit)
+	if err != nil {
+		return nil, fmt.Errorf("engine: fetch %s/%s: %w", recipient, channel, err)
+	}
+	return out, nil
 }
 
 // pendingOf lists up to limit (0: all) of q's messages neither
 // acknowledged nor expired, in sequence order, with copies of their
-// payloads.
-func (d *Deliveries) pendingOf(q *queue, limit int) []Delivery {
+// payloads. When it leaves out one whose expiry passed by the
+// Deliveries' clock, that clock must not be ahead of the server's
+// (checkClock): acknowledging past a message left out gives it up.
+func (d *Deliveries) pendingOf(ctx context.Context, q *queue, limit int) ([]Delivery, error) {
 	now := d.now()
 	out := make([]Delivery, 0, len(q.pending))
+	expired := false
 	for _, m := range q.pending {
 		if m.ExpiresAt.IsZero() || now.Before(m.ExpiresAt) {
 			out = append(out, m)
+		} else {
+			expired = true
+		}
+	}
+	if expired {
+		if err := d.checkClock(ctx, now); err != nil {
+			return nil, err
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
@@ -933,7 +979,7 @@ func (d *Deliveries) pendingOf(q *queue, limit int) []Delivery {
 	for i := range out {
 		out[i].Payload = bytes.Clone(out[i].Payload)
 	}
-	return out
+	return out, nil
 }
 
 // queueReaders bounds the queues a call reads from the log at once.
@@ -984,7 +1030,11 @@ func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.Installa
 	}
 	out := make(map[events.InstallationID][]Delivery, len(qs))
 	for _, q := range qs {
-		out[q.key.recipient] = d.pendingOf(q, limit)
+		ds, err := d.pendingOf(ctx, q, limit)
+		if err != nil {
+			return nil, fmt.Errorf("engine: fetch %s/%s: %w", q.key.recipient, channel, err)
+		}
+		out[q.key.recipient] = ds
 	}
 	return out, nil
 }
@@ -1154,9 +1204,8 @@ func (d *Deliveries) Expire(ctx context.Context, recipient events.InstallationID
 		if len(seqs) == 0 {
 			return nil, nil
 		}
-		// Expiry is judged on this clock: one far ahead would expire, for
-		// good, every message that has an expiry.
-		if err := d.log.CheckClock(ctx, now); err != nil {
+		// Expiry is judged on this clock (checkClock).
+		if err := d.checkClock(ctx, now); err != nil {
 			return nil, fmt.Errorf("engine: expire on %s/%s (nothing expired): %w", recipient, channel, err)
 		}
 		sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
