@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cloudflare/circl/kem"
+	"github.com/epochlog/epochlog/internal/hidden"
 	"github.com/epochlog/epochlog/mls/codec"
 )
 
@@ -14,10 +15,10 @@ import (
 // its bytes are unexported and never printed.
 type HPKEPrivateKey struct {
 	suite Suite
-	// The private key, hidden (hidden.go) so that no verb prints it
+	// The private key, hidden (internal/hidden) so that no verb prints it
 	// from a field fmt cannot call Format on.
-	k   hidden[hpke.PrivateKey] // crypto/hpke suites
-	x   hidden[kem.PrivateKey]  // X448 suites (circl), stored clamped
+	k   hidden.Value[hpke.PrivateKey] // crypto/hpke suites
+	x   hidden.Value[kem.PrivateKey]  // X448 suites (circl), stored clamped
 	pub []byte
 }
 
@@ -30,10 +31,10 @@ func (k *HPKEPrivateKey) PublicKey() []byte { return append([]byte(nil), k.pub..
 
 // Bytes returns the private key serialized as RFC 9180 SerializePrivateKey.
 func (k *HPKEPrivateKey) Bytes() []byte {
-	if k.x.get() != nil {
+	if k.x.Get() != nil {
 		return k.x448Bytes()
 	}
-	b, err := k.k.get().Bytes()
+	b, err := k.k.Get().Bytes()
 	if err != nil {
 		// The key was validated when it was built; serialization of a
 		// valid DHKEM key cannot fail.
@@ -64,7 +65,7 @@ func (k *HPKEPrivateKey) Format(f fmt.State, _ rune) { fmt.Fprint(f, k.String())
 func (k *HPKEPrivateKey) MarshalJSON() ([]byte, error) { return nil, ErrSecretMarshal }
 
 func (cs *CipherSuite) wrapHPKE(k hpke.PrivateKey) *HPKEPrivateKey {
-	return &HPKEPrivateKey{suite: cs.id, k: hide(k), pub: k.PublicKey().Bytes()}
+	return &HPKEPrivateKey{suite: cs.id, k: hidden.New(k), pub: k.PublicKey().Bytes()}
 }
 
 // DeriveKeyPair is the KEM's DeriveKeyPair(ikm) (RFC 9180 §7.1.3), used for
@@ -170,13 +171,13 @@ func (cs *CipherSuite) DecryptWithLabel(priv *HPKEPrivateKey, label string, cont
 		return nil, fmt.Errorf("mls/ciphersuite: DecryptWithLabel %q: %w", label, err)
 	}
 	if cs.x448 != nil {
-		pt, err := cs.x448.open(priv.x.get(), kemOutput, info, ciphertext)
+		pt, err := cs.x448.open(priv.x.Get(), kemOutput, info, ciphertext)
 		if err != nil {
 			return nil, ErrDecrypt
 		}
 		return pt, nil
 	}
-	r, err := hpke.NewRecipient(kemOutput, priv.k.get(), cs.kdf, cs.hpAEAD, info)
+	r, err := hpke.NewRecipient(kemOutput, priv.k.Get(), cs.kdf, cs.hpAEAD, info)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

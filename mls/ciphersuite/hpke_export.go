@@ -54,7 +54,7 @@ func (cs *CipherSuite) ExportReceive(priv *HPKEPrivateKey, kemOutput []byte, exp
 		return nil, fmt.Errorf("%w: HPKE private key is not for %s", ErrInvalidKey, cs.id)
 	}
 	if cs.x448 != nil {
-		r, err := cs.x448.suite.NewReceiver(priv.x.get(), nil)
+		r, err := cs.x448.suite.NewReceiver(priv.x.Get(), nil)
 		if err != nil {
 			return nil, ErrDecrypt
 		}
@@ -80,5 +80,5 @@ func hpkeNewSender(pk hpke.PublicKey, cs *CipherSuite) ([]byte, *hpke.Sender, er
 }
 
 func hpkeNewRecipient(enc []byte, priv *HPKEPrivateKey, cs *CipherSuite) (*hpke.Recipient, error) {
-	return hpke.NewRecipient(enc, priv.k.get(), cs.kdf, cs.hpAEAD, nil)
+	return hpke.NewRecipient(enc, priv.k.Get(), cs.kdf, cs.hpAEAD, nil)
 }

@@ -8,6 +8,7 @@ import (
 
 	circlhpke "github.com/cloudflare/circl/hpke"
 	"github.com/cloudflare/circl/kem"
+	"github.com/epochlog/epochlog/internal/hidden"
 )
 
 // HPKE with DHKEM(X448, HKDF-SHA512), for suites 4 and 6.
@@ -127,12 +128,12 @@ func (cs *CipherSuite) wrapX448(k kem.PrivateKey) (*HPKEPrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: X448 public key for %s", ErrInvalidKey, cs.id)
 	}
-	return &HPKEPrivateKey{suite: cs.id, x: hide(k), pub: pub}, nil
+	return &HPKEPrivateKey{suite: cs.id, x: hidden.New(k), pub: pub}, nil
 }
 
 // x448Bytes is [HPKEPrivateKey.Bytes] for an X448 key: the clamped 56 bytes.
 func (k *HPKEPrivateKey) x448Bytes() []byte {
-	b, err := k.x.get().MarshalBinary()
+	b, err := k.x.Get().MarshalBinary()
 	if err != nil {
 		// circl's X448 MarshalBinary only copies the stored bytes.
 		panic("mls/ciphersuite: serializing a validated X448 private key failed")

@@ -4,6 +4,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+
+	"github.com/epochlog/epochlog/internal/hidden"
 )
 
 // ErrSecretMarshal is returned when a secret-holding type is marshaled to
@@ -14,24 +16,24 @@ var ErrSecretMarshal = errors.New("mls/ciphersuite: refusing to marshal secret m
 // a ratchet secret, an AEAD key). Its bytes are unexported and never printed:
 // every fmt verb shows a placeholder with the length only.
 type Secret struct {
-	b hidden[[]byte] // so that a Secret in an unexported field prints no byte either
+	b hidden.Value[[]byte] // so that a Secret in an unexported field prints no byte either
 }
 
 // NewSecret returns a Secret holding a copy of b.
-func NewSecret(b []byte) Secret { return Secret{b: hide(append([]byte(nil), b...))} }
+func NewSecret(b []byte) Secret { return Secret{b: hidden.New(append([]byte(nil), b...))} }
 
 // Bytes returns a copy of the secret's bytes.
-func (s Secret) Bytes() []byte { return append([]byte(nil), s.b.get()...) }
+func (s Secret) Bytes() []byte { return append([]byte(nil), s.b.Get()...) }
 
 // Len returns the length of the secret in bytes.
-func (s Secret) Len() int { return len(s.b.get()) }
+func (s Secret) Len() int { return len(s.b.Get()) }
 
 // IsZero reports whether s holds no bytes (the zero Secret).
 func (s Secret) IsZero() bool { return s.Len() == 0 }
 
 // Equal reports in constant time whether s and o hold the same bytes.
 func (s Secret) Equal(o Secret) bool {
-	return subtle.ConstantTimeCompare(s.b.get(), o.b.get()) == 1
+	return subtle.ConstantTimeCompare(s.b.Get(), o.b.Get()) == 1
 }
 
 // String returns a placeholder that shows only the length.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/cloudflare/circl/sign/ed448"
+	"github.com/epochlog/epochlog/internal/hidden"
 	"github.com/epochlog/epochlog/mls/codec"
 )
 
@@ -16,11 +17,11 @@ import (
 // unexported and never printed.
 type SignaturePrivateKey struct {
 	suite Suite
-	// The private key of the suite's scheme, hidden (hidden.go) so that
+	// The private key of the suite's scheme, hidden (internal/hidden) so that
 	// no verb prints it from a field fmt cannot call Format on.
-	ed    hidden[ed25519.PrivateKey]
-	ec    hidden[*ecdsa.PrivateKey]
-	ed448 hidden[ed448.PrivateKey]
+	ed    hidden.Value[ed25519.PrivateKey]
+	ec    hidden.Value[*ecdsa.PrivateKey]
+	ed448 hidden.Value[ed448.PrivateKey]
 	pub   []byte
 }
 
@@ -35,17 +36,17 @@ func (k *SignaturePrivateKey) PublicKey() []byte { return append([]byte(nil), k.
 // Bytes returns the private key in the test-vector format: the 32-byte seed
 // for Ed25519, the big-endian scalar for ECDSA, the 57-byte seed for Ed448.
 func (k *SignaturePrivateKey) Bytes() []byte {
-	if k.ed448.get() != nil {
-		return append([]byte(nil), k.ed448.get().Seed()...)
+	if k.ed448.Get() != nil {
+		return append([]byte(nil), k.ed448.Get().Seed()...)
 	}
-	if k.ec.get() != nil {
-		b, err := k.ec.get().Bytes()
+	if k.ec.Get() != nil {
+		b, err := k.ec.Get().Bytes()
 		if err != nil {
 			panic("mls/ciphersuite: serializing a validated ECDSA private key failed")
 		}
 		return b
 	}
-	return append([]byte(nil), k.ed.get().Seed()...)
+	return append([]byte(nil), k.ed.Get().Seed()...)
 }
 
 // Equal reports in constant time whether k and o are the same key of the
@@ -79,7 +80,7 @@ func (cs *CipherSuite) GenerateSignatureKey() (*SignaturePrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mls/ciphersuite: generating Ed25519 key: %w", err)
 		}
-		return &SignaturePrivateKey{suite: cs.id, ed: hide(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
+		return &SignaturePrivateKey{suite: cs.id, ed: hidden.New(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
 	}
 	priv, err := ecdsa.GenerateKey(cs.curve, rand.Reader)
 	if err != nil {
@@ -93,7 +94,7 @@ func (cs *CipherSuite) wrapECDSA(priv *ecdsa.PrivateKey) (*SignaturePrivateKey, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: ECDSA public key for %s", ErrInvalidKey, cs.id)
 	}
-	return &SignaturePrivateKey{suite: cs.id, ec: hide(priv), pub: pub}, nil
+	return &SignaturePrivateKey{suite: cs.id, ec: hidden.New(priv), pub: pub}, nil
 }
 
 // ParseSignaturePrivateKey parses a private key in the test-vector format
@@ -111,7 +112,7 @@ func (cs *CipherSuite) ParseSignaturePrivateKey(b []byte) (*SignaturePrivateKey,
 			return nil, fmt.Errorf("%w: Ed25519 private key is %d bytes, want %d", ErrInvalidKey, len(b), ed25519.SeedSize)
 		}
 		priv := ed25519.NewKeyFromSeed(b)
-		return &SignaturePrivateKey{suite: cs.id, ed: hide(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
+		return &SignaturePrivateKey{suite: cs.id, ed: hidden.New(priv), pub: append([]byte(nil), priv.Public().(ed25519.PublicKey)...)}, nil
 	}
 	priv, err := ecdsa.ParseRawPrivateKey(cs.curve, cs.padScalar(b))
 	if err != nil {
@@ -157,13 +158,13 @@ func (cs *CipherSuite) SignWithLabel(priv *SignaturePrivateKey, label string, co
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: SignWithLabel %q: %w", label, err)
 	}
-	if priv.ed.get() != nil {
-		return ed25519.Sign(priv.ed.get(), msg), nil
+	if priv.ed.Get() != nil {
+		return ed25519.Sign(priv.ed.Get(), msg), nil
 	}
-	if priv.ed448.get() != nil {
-		return signEd448(priv.ed448.get(), msg), nil
+	if priv.ed448.Get() != nil {
+		return signEd448(priv.ed448.Get(), msg), nil
 	}
-	sig, err := ecdsa.SignASN1(rand.Reader, priv.ec.get(), cs.Hash(msg))
+	sig, err := ecdsa.SignASN1(rand.Reader, priv.ec.Get(), cs.Hash(msg))
 	if err != nil {
 		return nil, fmt.Errorf("mls/ciphersuite: ECDSA signing for %s: %w", cs.id, err)
 	}

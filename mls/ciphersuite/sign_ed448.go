@@ -6,6 +6,7 @@ import (
 
 	"github.com/cloudflare/circl/ecc/goldilocks"
 	"github.com/cloudflare/circl/sign/ed448"
+	"github.com/epochlog/epochlog/internal/hidden"
 )
 
 // Ed448 signatures, for suites 4 and 6, on github.com/cloudflare/circl: the
@@ -19,7 +20,7 @@ const ed448Context = ""
 
 func (cs *CipherSuite) wrapEd448(priv ed448.PrivateKey) *SignaturePrivateKey {
 	pub := priv.Public().(ed448.PublicKey)
-	return &SignaturePrivateKey{suite: cs.id, ed448: hide(priv), pub: append([]byte(nil), pub...)}
+	return &SignaturePrivateKey{suite: cs.id, ed448: hidden.New(priv), pub: append([]byte(nil), pub...)}
 }
 
 func (cs *CipherSuite) generateEd448Key() (*SignaturePrivateKey, error) {

@@ -90,7 +90,7 @@ type SecretTree struct {
 // from it, so that no fmt verb reaches them wherever the tree is held: in
 // an unexported field fmt cannot call Format, and under %s or %q it
 // prints what a pointer there points to, but from that point every
-// further pointer as an address (as ciphersuite's hidden does for
+// further pointer as an address (as internal/hidden does for
 // Secret). Embedded, they leave st.nodes and st.ratchets as they were.
 type treeSecrets struct{ *treeMaps }
 
