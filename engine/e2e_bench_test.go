@@ -226,7 +226,7 @@ func (e *e2eEnv) runHost(b *testing.B) {
 				}
 				for _, d := range r.Delivered {
 					want := fmt.Sprintf("message %d", base+next[i])
-					if d.Err != nil || d.Received.ProjectionErr != nil || string(d.Received.Content) != want {
+					if d.Err != nil || d.Received.ProjectionErr != nil || string(d.Received.Content.Bytes()) != want {
 						fail(fmt.Errorf("%s: delivery %d: got %+v, want %q", r.Installation, d.Delivery.Seq, d, want))
 						return
 					}
@@ -535,7 +535,7 @@ func BenchmarkE2ERebuild(b *testing.B) {
 		g = ng
 		pos++
 		batch = append(batch, events.Event{Aggregate: agg, Position: pos, Time: t0.Add(time.Duration(i) * time.Millisecond), Body: events.ApplicationMessageSent{
-			GroupID: gid, Epoch: g.Epoch(), SenderLeaf: uint32(g.LeafIndex()), Sender: alice, MessageID: messageID(wire), Content: events.Secret(content)}})
+			GroupID: gid, Epoch: g.Epoch(), SenderLeaf: uint32(g.LeafIndex()), Sender: alice, MessageID: messageID(wire), Content: events.NewSecret(content)}})
 		if len(batch) == 1000 {
 			ts = append(ts, eventlog.Transition{Expected: pos - uint64(len(batch)), Events: batch})
 			batch = nil

@@ -94,7 +94,7 @@ func Example() {
 		if err != nil {
 			panic(err)
 		}
-		fmt.Printf("bob received: %s, epoch %d, %q\n", rec.Kind, rec.Epoch, string(rec.Content)) // Content is an events.Secret: it prints redacted unless converted
+		fmt.Printf("bob received: %s, epoch %d, %q\n", rec.Kind, rec.Epoch, string(rec.Content.Bytes())) // Content is an events.Secret: it prints redacted; Bytes reads it
 		if err := queues.Acknowledge(ctx, bob.ID(), "mls", d.Seq); err != nil {
 			panic(err)
 		}

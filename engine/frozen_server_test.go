@@ -319,7 +319,7 @@ func TestHostSendOutcomeUnknownCarriesTheMessage(t *testing.T) {
 	}
 	held := false
 	for _, m := range page.Messages {
-		held = held || string(m.Content) == "frozen"
+		held = held || string(m.Content.Bytes()) == "frozen"
 	}
 	t.Logf("Host.Send with the server frozen: %v; recorded %v", res[0].Err, recorded)
 	if held != recorded {

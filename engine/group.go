@@ -52,17 +52,17 @@ func epochStartAfter(prev []byte, bodies []events.Body) []byte {
 	for _, b := range bodies {
 		switch b := b.(type) {
 		case events.GroupCreated:
-			start = b.State
+			start = b.State.Bytes()
 		case events.WelcomeProcessed:
-			start = b.State
+			start = b.State.Bytes()
 		case events.ExternalJoined:
-			start = b.State
+			start = b.State.Bytes()
 		case events.CommitApplied:
 			st, ok := b.KnownState()
 			if !ok {
 				return nil
 			}
-			start = st
+			start = st.Bytes()
 		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
 			events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
 		default:
@@ -129,7 +129,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
-	g, err := mls.UnmarshalState([]byte(st))
+	g, err := mls.UnmarshalState(st.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
@@ -138,11 +138,11 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)
 	}
 	for _, m := range sent {
-		if g, _, err = g.SealApplication([]byte(m.Content), m.AuthenticatedData); err != nil {
+		if g, _, err = g.SealApplication(m.Content.Bytes(), m.AuthenticatedData); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
 	}
-	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start}
+	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start.Bytes()}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
 		return nil, err
 	}
@@ -278,7 +278,7 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 	}
 	gid := g.GroupID()
 	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.Secret(st),
+		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.NewSecret(st),
 			Members: []events.Member{{Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)}}},
 	}
 	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)

@@ -169,7 +169,7 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 	bodies := []events.Body{events.ExternalJoined{
 		GroupID: gid, Epoch: g.Epoch(), GroupInfo: groupInfo, RatchetTree: ratchetTree, Commit: wire,
 		Resync: reason != "", RemovedLeaf: uint32(opts.RemoveLeaf), Reason: reason,
-		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
+		EpochAuthenticator: g.EpochAuthenticator(), State: events.NewSecret(st),
 		Members: membership.Members(g), OwnOutput: &events.OwnOutput{},
 	}}
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch(), Commit: wire}

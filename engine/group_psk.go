@@ -75,7 +75,7 @@ func (in *Installation) RegisterExternalPSK(ctx context.Context, id, secret []by
 			return fmt.Errorf("engine: installation %s: external PSK %x: registered already (an id names one secret)", in.id, id)
 		}
 		return nil
-	}, events.ExternalPSKRegistered{PSKID: bytes.Clone(id), Secret: events.Secret(bytes.Clone(secret))})
+	}, events.ExternalPSKRegistered{PSKID: bytes.Clone(id), Secret: events.NewSecret(bytes.Clone(secret))})
 }
 
 // RetireExternalPSK records that the installation no longer holds the
@@ -160,7 +160,7 @@ func (in *Installation) readPSKs(ctx context.Context) error {
 	}
 	out := make([]mls.ExternalPSK, len(ps))
 	for i, p := range ps {
-		out[i] = mls.ExternalPSK{ID: p.ID, Secret: ciphersuite.NewSecret([]byte(p.Secret))}
+		out[i] = mls.ExternalPSK{ID: p.ID, Secret: ciphersuite.NewSecret(p.Secret.Bytes())}
 	}
 	in.psks = &out
 	return nil

@@ -325,10 +325,10 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: sender leaf %d: %w", in.id, groupID, rec.Sender, err)
 		}
 		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
-			Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: id}
+			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: id}
 		return ng, []events.Body{events.ApplicationMessageReceived{
 			GroupID: groupID, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: id,
-			Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
+			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
 		}}, nil
 	})
 	if errors.Is(err, mls.ErrNotMember) {
@@ -428,7 +428,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	gid := g.GroupID()
 	bodies := []events.Body{events.WelcomeProcessed{
 		GroupID: gid, Epoch: g.Epoch(), KeyPackageRef: kp.ref, Welcome: wire,
-		EpochAuthenticator: g.EpochAuthenticator(), State: events.Secret(st),
+		EpochAuthenticator: g.EpochAuthenticator(), State: events.NewSecret(st),
 		Members: membership.Members(g),
 	}}
 	// A first join starts the group's aggregate (position 0); a group

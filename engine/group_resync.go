@@ -121,7 +121,7 @@ func (in *Installation) competingCommit(ctx context.Context, groupID []byte, ep 
 	for _, e := range eps {
 		switch e.Epoch {
 		case ep:
-			before, held = e.State, true
+			before, held = e.State.Bytes(), true
 		case ep + 1:
 			ours = e.EpochAuthenticator
 		}

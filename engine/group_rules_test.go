@@ -165,7 +165,7 @@ func TestVerifyMLSChecksTheJoinsMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := events.GroupCreated{GroupID: g.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.Secret(st),
+	forged := events.GroupCreated{GroupID: g.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.NewSecret(st),
 		Members: []events.Member{{Leaf: 0, Identity: []byte(alice)}, {Leaf: 1, Identity: []byte("mallory")}}}
 	if err := in.appendAndProject(ctx, in.groupAgg(g.GroupID()), 0, []events.Body{forged}); err != nil {
 		t.Fatal(err)
@@ -442,7 +442,7 @@ func TestVerifyMLSChecksTheRecordedOwnMessage(t *testing.T) {
 					t.Fatal(err)
 				}
 				body := events.ApplicationMessageSent{GroupID: gid, Epoch: out.Epoch, SenderLeaf: uint32(gs.g.LeafIndex()), Sender: alice,
-					MessageID: out.MessageID, Content: events.Secret("hello"), Message: out.Message}
+					MessageID: out.MessageID, Content: events.NewSecret([]byte("hello")), Message: out.Message}
 				c.alter(&body, otherOut.Message)
 				if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, []events.Body{body}); err != nil {
 					t.Fatal(err)

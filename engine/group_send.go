@@ -44,7 +44,7 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		out = &SendOutput{GroupID: bytes.Clone(groupID), Epoch: ng.Epoch(), MessageID: id, Message: wire, Recipients: otherMembers(ng), Update: update}
 		return ng, []events.Body{events.ApplicationMessageSent{
 			GroupID: groupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
-			MessageID: id, Content: events.Secret(content), AuthenticatedData: authenticatedData, Message: wire,
+			MessageID: id, Content: events.NewSecret(content), AuthenticatedData: authenticatedData, Message: wire,
 		}}, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {

@@ -127,7 +127,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	}
 	gid := ng.GroupID()
 	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.Secret(st),
+		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
 			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}},
 	}
 	var welcome []byte

@@ -1039,7 +1039,7 @@ func (h *Host) decideSends(ctx context.Context, w *hostWork, reqs []SendRequest,
 		w.ops = append(w.ops, &hostOp{idx: idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(r.GroupID),
 			evs: []events.Event{{Aggregate: agg, Time: now.UTC(), Body: events.ApplicationMessageSent{
 				GroupID: r.GroupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
-				MessageID: id, Content: events.Secret(r.Content), AuthenticatedData: r.AuthenticatedData, Message: wire,
+				MessageID: id, Content: events.NewSecret(r.Content), AuthenticatedData: r.AuthenticatedData, Message: wire,
 			}}},
 			send: &SendOutput{GroupID: bytes.Clone(r.GroupID), Epoch: ng.Epoch(), MessageID: id, Message: wire, Recipients: otherMembers(ng)},
 		})
@@ -1114,10 +1114,10 @@ func (h *Host) decideReceives(ctx context.Context, w *hostWork, s *deliverState,
 		w.ops = append(w.ops, &hostOp{idx: c.idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(gid),
 			evs: []events.Event{{Aggregate: agg, Time: now, Body: events.ApplicationMessageReceived{
 				GroupID: gid, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: c.id,
-				Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
+				Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
 			}}},
 			recv: &Received{GroupID: bytes.Clone(gid), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
-				Content: events.Secret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: c.id},
+				Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: c.id},
 		})
 		emit(w.ops[len(w.ops)-1])
 		states[string(gid)] = after

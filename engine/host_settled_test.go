@@ -100,7 +100,7 @@ func TestDeliverAcknowledgesWhatNoTryCanReceive(t *testing.T) {
 				case d.Err != nil:
 					refused++
 					t.Logf("delivery %d refused: %v", d.Delivery.Seq, d.Err)
-				case d.Received.Kind == "application" && string(d.Received.Content) == "after it":
+				case d.Received.Kind == "application" && string(d.Received.Content.Bytes()) == "after it":
 					got = true
 				}
 			}
@@ -295,7 +295,7 @@ func deliveredWithin(t *testing.T, h *Host, in *Installation, content string) (g
 		r := h.Deliver(context.Background(), mlsChannel, []*Installation{in}, 0)[0]
 		for _, d := range r.Delivered {
 			t.Logf("round %d: delivery %d err=%v", round, d.Delivery.Seq, d.Err)
-			if d.Err == nil && d.Received != nil && string(d.Received.Content) == content {
+			if d.Err == nil && d.Received != nil && string(d.Received.Content.Bytes()) == content {
 				got = true
 			}
 		}
@@ -381,7 +381,7 @@ func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
 				continue
 			}
 			if d.Received.Kind == "application" {
-				got = append(got, string(d.Received.Content))
+				got = append(got, string(d.Received.Content.Bytes()))
 			}
 		}
 		if !slices.Equal(got, want[r.Installation]) {
@@ -399,7 +399,7 @@ func TestDeliverReceivesAMessageQueuedAheadOfWhatItNeeds(t *testing.T) {
 		}
 		var got []string
 		for _, m := range page.Messages {
-			got = append(got, string(m.Content))
+			got = append(got, string(m.Content.Bytes()))
 		}
 		for _, text := range texts {
 			if !slices.Contains(got, text) {
@@ -449,7 +449,7 @@ func TestDeliverKeepsAWaitingMessageQueuedWhenItsCommitStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range page.Messages {
-		if string(m.Content) == "after the psk" {
+		if string(m.Content.Bytes()) == "after the psk" {
 			return
 		}
 	}

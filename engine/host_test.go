@@ -75,7 +75,7 @@ func hostDeliver(t *testing.T, h *Host, insts []*Installation, allow ...error) m
 			case d.Received.ProjectionErr != nil:
 				t.Fatalf("%s: delivery %d: projection: %v", r.Installation, d.Delivery.Seq, d.Received.ProjectionErr)
 			case d.Received.Kind == "application":
-				out[r.Installation] = append(out[r.Installation], string(d.Received.Sender)+": "+string(d.Received.Content))
+				out[r.Installation] = append(out[r.Installation], string(d.Received.Sender)+": "+string(d.Received.Content.Bytes()))
 			default:
 				out[r.Installation] = append(out[r.Installation], d.Received.Kind)
 			}
@@ -315,7 +315,7 @@ func TestHostConcurrentDelivers(t *testing.T) {
 					mu.Lock()
 					for _, d := range r.Delivered {
 						if d.Err == nil {
-							got[r.Installation] = append(got[r.Installation], string(d.Received.Content))
+							got[r.Installation] = append(got[r.Installation], string(d.Received.Content.Bytes()))
 						} else if !errors.Is(d.Err, ErrDuplicateMessage) {
 							t.Errorf("%s: %v", r.Installation, d.Err)
 						}
@@ -502,7 +502,7 @@ func TestDeliverAcknowledgesAPayloadThatDoesNotDecode(t *testing.T) {
 	b.send(alice, g1, "after the junk")
 	res := NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
 	if r := res[0]; r.Err != nil || len(r.Delivered) != 2 || !errors.Is(r.Delivered[0].Err, mls.ErrDecode) ||
-		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content) != "after the junk" || r.Acked != r.Delivered[1].Delivery.Seq {
+		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content.Bytes()) != "after the junk" || r.Acked != r.Delivered[1].Delivery.Seq {
 		t.Fatalf("Host.Deliver of junk and a message: %+v", r)
 	}
 }

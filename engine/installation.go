@@ -304,7 +304,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 			Installation:        id,
 			Ciphersuite:         o.Ciphersuite,
 			SignaturePublicKey:  sig.PublicKey(),
-			SignaturePrivateKey: events.Secret(sig.Bytes()),
+			SignaturePrivateKey: events.NewSecret(sig.Bytes()),
 			Credential:          encodeBasicCredential([]byte(id)),
 		},
 	}
@@ -387,7 +387,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: %w", id, err)
 	}
-	if in.sig, err = in.cs.ParseSignaturePrivateKey([]byte(ident.SignaturePrivateKey)); err != nil {
+	if in.sig, err = in.cs.ParseSignaturePrivateKey(ident.SignaturePrivateKey.Bytes()); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, fmt.Errorf("engine: open installation %s: signature key: %w", id, err)
 	}

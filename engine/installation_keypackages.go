@@ -46,8 +46,8 @@ func (in *Installation) publishKeyPackage(ctx context.Context, destination strin
 	bodies := []events.Body{
 		events.KeyPackageGenerated{
 			Ref: ref, Ciphersuite: uint16(in.cs.ID()), KeyPackage: raw,
-			InitPrivateKey:       events.Secret(secrets.InitKey.Bytes()),
-			EncryptionPrivateKey: events.Secret(secrets.EncryptionKey.Bytes()),
+			InitPrivateKey:       events.NewSecret(secrets.InitKey.Bytes()),
+			EncryptionPrivateKey: events.NewSecret(secrets.EncryptionKey.Bytes()),
 			LastResort:           lastResort,
 			Published:            true, Destination: destination,
 		},
@@ -86,11 +86,11 @@ func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*hel
 		if err := kp.Unmarshal(held.KeyPackage.KeyPackage); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: stored key package %x: %w", in.id, ref, err)
 		}
-		ik, err := in.cs.ParseHPKEPrivateKey([]byte(held.InitPrivateKey))
+		ik, err := in.cs.ParseHPKEPrivateKey(held.InitPrivateKey.Bytes())
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x init key: %w", in.id, ref, err)
 		}
-		ek, err := in.cs.ParseHPKEPrivateKey([]byte(held.EncryptionPrivateKey))
+		ek, err := in.cs.ParseHPKEPrivateKey(held.EncryptionPrivateKey.Bytes())
 		if err != nil {
 			return nil, fmt.Errorf("engine: installation %s: key package %x encryption key: %w", in.id, ref, err)
 		}

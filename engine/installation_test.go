@@ -79,7 +79,7 @@ func exchange(t *testing.T, b *backend, gid []byte, senders []events.Installatio
 		out := b.send(from, gid, text)
 		for _, r := range out.Recipients {
 			got := b.drain(r)
-			if len(got) != 1 || string(got[0].Content) != text || got[0].Sender != from || !bytes.Equal(got[0].MessageID, out.MessageID) {
+			if len(got) != 1 || string(got[0].Content.Bytes()) != text || got[0].Sender != from || !bytes.Equal(got[0].MessageID, out.MessageID) {
 				t.Fatalf("%s got %d messages after %q from %s", r, len(got), text, from)
 			}
 		}
@@ -233,7 +233,7 @@ func TestBackendRestartMidScenario(t *testing.T) {
 	// The new process finds the queued message and the recipients open it.
 	for _, r := range pending.Recipients {
 		got := b.drain(r)
-		if len(got) != 1 || string(got[0].Content) != "sent before the restart" {
+		if len(got) != 1 || string(got[0].Content.Bytes()) != "sent before the restart" {
 			t.Fatalf("%s after restart got %d messages", r, len(got))
 		}
 	}
@@ -313,7 +313,7 @@ func TestTwoProcessesRaceOnOneGroup(t *testing.T) {
 		}
 	}
 	got := b.drain(bob)
-	if len(got) != 2 || string(got[0].Content) != "from process 1" || string(got[1].Content) != "from process 2" {
+	if len(got) != 2 || string(got[0].Content.Bytes()) != "from process 1" || string(got[1].Content.Bytes()) != "from process 2" {
 		t.Fatalf("bob got %d messages", len(got))
 	}
 	b.drain(carol)
@@ -386,7 +386,7 @@ func TestTamperedCommitDetectedOnReplay(t *testing.T) {
 	wrong[0] ^= 1
 	agg := bobIn.groupAgg(g1)
 	ev := events.Event{Aggregate: agg, Position: gs.pos + 1, Time: b.now, Body: events.CommitApplied{
-		GroupID: g1, Epoch: ng.Epoch(), EpochAuthenticator: wrong, Commit: wire, State: events.Secret(st)}}
+		GroupID: g1, Epoch: ng.Epoch(), EpochAuthenticator: wrong, Commit: wire, State: events.NewSecret(st)}}
 	subj, err := b.log.Subject(agg)
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +467,7 @@ func TestRetiredEpochMessageRefused(t *testing.T) {
 	for _, e := range eps {
 		if e.Retired {
 			retired++
-			if e.State != nil {
+			if !e.State.IsZero() {
 				t.Fatalf("retired epoch %d keeps its state", e.Epoch)
 			}
 		}

@@ -66,8 +66,8 @@ func TestMessageOfNextEpochHintsMissingCommit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after the commit: %v", err)
 	}
-	if string(rec.Content) != "after the update" {
-		t.Fatalf("received %d bytes, not the message sent", len(rec.Content))
+	if string(rec.Content.Bytes()) != "after the update" {
+		t.Fatalf("received %d bytes, not the message sent", rec.Content.Len())
 	}
 	for _, s := range []string{fmt.Sprint(rec.Content), fmt.Sprintf("%+v", rec), fmt.Sprintf("%#v", *rec)} {
 		if strings.Contains(s, "after the update") {

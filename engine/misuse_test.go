@@ -397,7 +397,7 @@ func TestCancelledAtEveryPoint(t *testing.T) {
 		switch {
 		case err == nil:
 			outcomes["send ok"]++
-			if r := receive(d, so.Message); r != nil && string(r.Content) != text {
+			if r := receive(d, so.Message); r != nil && string(r.Content.Bytes()) != text {
 				t.Fatalf("bob got %q, want %q", r.Content, text)
 			}
 		case errors.Is(err, ErrOutcomeUnknown):
@@ -419,7 +419,7 @@ func TestCancelledAtEveryPoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := bo.Receive(ctx, so.Message); err != nil || string(r.Content) != "last" {
+	if r, err := bo.Receive(ctx, so.Message); err != nil || string(r.Content.Bytes()) != "last" {
 		t.Fatalf("last message: %v", err)
 	}
 	b.checkRebuild("alice")

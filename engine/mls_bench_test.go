@@ -438,7 +438,7 @@ func (env *mlsBenchEnv) lastStateDelta(b *testing.B) int {
 	n := 0
 	err := env.log.Read(context.Background(), events.InstallationID(env.receiver.id), 0, func(r eventlog.Record) error {
 		if c, ok := r.Event.Body.(events.CommitApplied); ok {
-			n = len(c.StateDelta)
+			n = c.StateDelta.Len()
 		}
 		return nil
 	})

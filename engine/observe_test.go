@@ -199,7 +199,7 @@ func TestLogsRedactSecrets(t *testing.T) {
 	o.drainAll()
 	const content = "meet at the old mill, 23:40 - codeword PELICAN"
 	o.send(alice, g, content)
-	if got := o.drain(bob); len(got) != 1 || string(got[0].Content) != content {
+	if got := o.drain(bob); len(got) != 1 || string(got[0].Content.Bytes()) != content {
 		t.Fatalf("bob received %d messages", len(got))
 	}
 
@@ -238,7 +238,7 @@ func TestLogsRedactSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sigKeys = append(sigKeys, []byte(ident.SignaturePrivateKey))
+		sigKeys = append(sigKeys, ident.SignaturePrivateKey.Bytes())
 	}
 
 	// Rebuild and rekey alice's read model (its installation closed).

@@ -98,8 +98,8 @@ type Received struct {
 	ProposalRef  []byte
 	// Content and AuthenticatedData are set for application messages.
 	// Content is the plaintext, as events.Secret (the type of
-	// projections.Message.Content too): it prints redacted; convert it
-	// to []byte or string to use the text.
+	// projections.Message.Content too): it prints redacted; Content.Bytes()
+	// is the text.
 	Content           events.Secret
 	AuthenticatedData []byte
 	MessageID         []byte

@@ -162,7 +162,7 @@ func TestOwnMessagesAfterSIGKILL(t *testing.T) {
 		delete(b.insts, "alice")
 		for _, id := range []events.InstallationID{"bob", "carol"} {
 			for _, r := range b.drain(id) { // fails on a refusal: a message twice, or before its commit
-				received[id] = append(received[id], string(r.Content))
+				received[id] = append(received[id], string(r.Content.Bytes()))
 			}
 		}
 		// Every message alice recorded (OwnMessages leaves out those of

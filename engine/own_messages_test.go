@@ -223,7 +223,7 @@ func TestOwnMessagesDeliveredAfterACrash(t *testing.T) {
 	for _, id := range []events.InstallationID{"bob", "carol"} {
 		var texts []string
 		for _, r := range got[id] {
-			texts = append(texts, string(r.Content))
+			texts = append(texts, string(r.Content.Bytes()))
 		}
 		if w := []string{"queued", "lost by Send", "lost by Host.Send", "lost after the update"}; !reflect.DeepEqual(texts, w) {
 			t.Fatalf("%s after the recovery received %q, want %q", id, texts, w)

@@ -423,7 +423,7 @@ func TestPoolReopenAfterEviction(t *testing.T) {
 					return fmt.Errorf("receive %d: %w", d.Seq, err)
 				}
 				if r.Kind == "application" {
-					texts = append(texts, string(r.Content))
+					texts = append(texts, string(r.Content.Bytes()))
 				}
 				if err := del.Acknowledge(ctx, "bob", mlsChannel, d.Seq); err != nil {
 					return err
@@ -466,7 +466,7 @@ func TestPoolReopenAfterEviction(t *testing.T) {
 		}
 		var texts []string
 		for _, m := range page.Messages {
-			texts = append(texts, string(m.Content))
+			texts = append(texts, string(m.Content.Bytes()))
 		}
 		if strings.Join(texts, ",") != "two,one" {
 			return fmt.Errorf("read model holds messages %q, want two, one", texts)

@@ -103,11 +103,11 @@ func TestPreSharedKeys(t *testing.T) {
 		}
 		eps, _ := in.DB().Epochs(ctx, w.gid)
 		for _, ep := range eps {
-			if bytes.Contains(ep.State, secret) {
+			if bytes.Contains(ep.State.Bytes(), secret) {
 				t.Fatalf("%s: the state of epoch %d carries the PSK", in.ID(), ep.Epoch)
 			}
 		}
-		if bytes.Contains(st, secret) {
+		if bytes.Contains(st.Bytes(), secret) {
 			t.Fatalf("%s: the group state carries the PSK", in.ID())
 		}
 	}

@@ -61,7 +61,7 @@ func TestReAddAfterRemoval(t *testing.T) {
 	if err != nil || len(past) != 5 {
 		t.Fatalf("carol's first membership's members: %+v, %v", past, err)
 	}
-	if eps, _ := carol.DB().PastEpochs(ctx, w.gid, 1); len(eps) == 0 || eps[len(eps)-1].State != nil {
+	if eps, _ := carol.DB().PastEpochs(ctx, w.gid, 1); len(eps) == 0 || !eps[len(eps)-1].State.IsZero() {
 		t.Fatalf("carol's first membership's epochs: %+v", eps)
 	}
 	if eps, _ := carol.DB().Epochs(ctx, w.gid); len(eps) != 1 || eps[0].Epoch != co.Epoch {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/redacttest"
 	"github.com/epochlog/epochlog/projections"
 )
@@ -43,4 +44,21 @@ func TestInstallationPrintsNoSecret(t *testing.T) {
 	if s := fmt.Sprint(in); !strings.Contains(s, "alice") || !strings.Contains(s, b.dbPath("alice")) {
 		t.Errorf("printed Installation %q does not name it", s)
 	}
+}
+
+// A caller's handler that keeps what Receive returned in unexported
+// fields (a value, pointers in a slice, a map) prints none of the
+// plaintext: fmt prints such fields by reflection, without calling
+// events.Secret's Format, and the Secret keeps its bytes two pointers away.
+func TestReceivedPrintsNoPlaintext(t *testing.T) {
+	plaintext := []byte("PLAINTEXT-received-0123456789abc")
+	rec := Received{GroupID: []byte("redaction-group"), Epoch: 2, Kind: "application", Sender: "bob", SenderLeaf: 1,
+		Content: events.NewSecret(plaintext), MessageID: []byte("m-1")}
+	type handler struct {
+		last   Received
+		recent []*Received
+		byID   map[string]Received
+	}
+	h := handler{last: rec, recent: []*Received{&rec}, byID: map[string]Received{"m-1": rec}}
+	redacttest.Check(t, h, map[string][]byte{"plaintext": plaintext})
 }

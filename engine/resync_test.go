@@ -192,7 +192,7 @@ func TestCompetingCommitsForkOnlyTheirCommitter(t *testing.T) {
 	b.send(alice, g1, "after the race")
 	res := NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 0)
 	if r := res[0]; r.Err != nil || len(r.Delivered) != 2 || !errors.Is(r.Delivered[0].Err, ErrStaleCommit) ||
-		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content) != "after the race" || r.Acked != r.Delivered[1].Delivery.Seq {
+		r.Delivered[1].Err != nil || string(r.Delivered[1].Received.Content.Bytes()) != "after the race" || r.Acked != r.Delivered[1].Delivery.Seq {
 		t.Fatalf("Host.Deliver of the stale commit and a message: %+v", r)
 	}
 	err = refused(carol, "alice's commit of epoch 1, after her own", coA.Commit)

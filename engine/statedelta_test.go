@@ -20,13 +20,13 @@ func commitForms(t *testing.T, b *backend, id events.InstallationID) (deltas, wh
 		if !ok {
 			return nil
 		}
-		if c.StateDelta != nil {
+		if !c.StateDelta.IsZero() {
 			deltas++
-			maxDelta = max(maxDelta, len(c.StateDelta))
+			maxDelta = max(maxDelta, c.StateDelta.Len())
 		} else {
 			wholes++
-			if minWhole == 0 || len(c.State) < minWhole {
-				minWhole = len(c.State)
+			if minWhole == 0 || c.State.Len() < minWhole {
+				minWhole = c.State.Len()
 			}
 		}
 		return nil
@@ -108,9 +108,9 @@ func TestCommitsRecordStateDeltas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if wholes != wantWhole || deltas != 4 || maxDelta*2 > len(st) {
+		if wholes != wantWhole || deltas != 4 || maxDelta*2 > st.Len() {
 			t.Errorf("%s: %d commits recorded as deltas (largest %d bytes, state %d), %d whole; want 4 deltas of at most half the state, %d whole",
-				id, deltas, maxDelta, len(st), wholes, wantWhole)
+				id, deltas, maxDelta, st.Len(), wholes, wantWhole)
 		}
 		b.checkRebuild(id)
 	}
@@ -120,8 +120,8 @@ func TestCommitsRecordStateDeltas(t *testing.T) {
 		n := 0
 		err := b.log.Read(ctx, id, 0, func(r eventlog.Record) error {
 			if p, ok := r.Event.Body.(events.ProposalStaged); ok {
-				if p.StateDelta == nil || p.State != nil {
-					t.Errorf("%s: proposal recorded with its state whole (%d bytes)", id, len(p.State))
+				if p.StateDelta.IsZero() || !p.State.IsZero() {
+					t.Errorf("%s: proposal recorded with its state whole (%d bytes)", id, p.State.Len())
 				}
 				n++
 			}

@@ -104,7 +104,7 @@ func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 	b.drainAll()
 	b.send(alice, g1, "after")
 	for id, got := range b.drainAll() {
-		if id != alice && (len(got) != 1 || string(got[0].Content) != "after") {
+		if id != alice && (len(got) != 1 || string(got[0].Content.Bytes()) != "after") {
 			t.Fatalf("%s received %d messages after the limit was raised, want the one sent", id, len(got))
 		}
 	}

@@ -164,7 +164,7 @@ func TestSuccessorGroups(t *testing.T) {
 		agree(next.GroupID, []*Installation{bob, alice, carol}, fxNext)
 	}
 	got, err := carol.Receive(ctx, sent.Message)
-	if err != nil || string(got.Content) != "hello again" {
+	if err != nil || string(got.Content.Bytes()) != "hello again" {
 		t.Fatalf("carol receives in the successor: %v", err)
 	}
 

@@ -194,7 +194,7 @@ func (e *benchEnv) event(i int, pos uint64) events.Event {
 			Epoch:     7,
 			Sender:    instA,
 			MessageID: []byte(fmt.Sprintf("%016x", i)),
-			Content:   events.Secret(e.body),
+			Content:   events.NewSecret(e.body),
 		},
 	}
 }

@@ -23,10 +23,10 @@ func TestEpochChainShred(t *testing.T) {
 	g := group(instA, "0a0b")
 	var ts []Transition
 	ts = append(ts, Transition{Events: []events.Event{{Aggregate: g, Time: baseTime,
-		Body: events.GroupCreated{GroupID: []byte{10, 11}, Ciphersuite: 1, Epoch: 0, State: events.Secret("s0")}}}})
+		Body: events.GroupCreated{GroupID: []byte{10, 11}, Ciphersuite: 1, Epoch: 0, State: events.NewSecret([]byte("s0"))}}}})
 	for n := uint64(1); n < 40; n++ {
 		ts = append(ts, Transition{Expected: n, Events: []events.Event{{Aggregate: g, Time: baseTime,
-			Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: n, State: events.Secret("s")}}}})
+			Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: n, State: events.NewSecret([]byte("s"))}}}})
 	}
 	if _, err := l.AppendBulk(ctx, ts); err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestEpochChainShred(t *testing.T) {
 		t.Fatalf("sealing into a shredded epoch: %v", err)
 	}
 	if _, err := fresh.Append(ctx, 40, events.Event{Aggregate: g, Time: baseTime,
-		Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: 40, State: events.Secret("s")}}); err != nil {
+		Body: events.CommitApplied{GroupID: []byte{10, 11}, Epoch: 40, State: events.NewSecret([]byte("s"))}}); err != nil {
 		t.Fatalf("a new epoch after shredding: %v", err)
 	}
 	for _, keep := range []uint64{30, 10} {
@@ -93,7 +93,7 @@ func TestAppendAfterTailShredded(t *testing.T) {
 	l := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	g := group(instA, "0c0d")
 	mustAppend(t, l, 0, events.Event{Aggregate: g, Time: baseTime,
-		Body: events.GroupCreated{GroupID: []byte{12, 13}, Ciphersuite: 1, State: events.Secret("s0")}})
+		Body: events.GroupCreated{GroupID: []byte{12, 13}, Ciphersuite: 1, State: events.NewSecret([]byte("s0"))}})
 	mustAppend(t, l, 1, msg(g, 2, "old day"))
 	mustAppend(t, l, 2, msg(g, 3, "old day too"))
 	old, err := l.MessagePeriodsBefore(ctx, instA, []string{g.ID}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
@@ -133,8 +133,8 @@ func TestRacingWritersAgreeOnEpochChain(t *testing.T) {
 		g := group(instA, fmt.Sprintf("%04x", i))
 		gid := []byte{byte(i)}
 		bodies := []events.Body{
-			events.GroupCreated{GroupID: gid, Ciphersuite: 1, Epoch: 0, State: events.Secret("s0")},
-			events.CommitApplied{GroupID: gid, Epoch: 7, State: events.Secret("s7")},
+			events.GroupCreated{GroupID: gid, Ciphersuite: 1, Epoch: 0, State: events.NewSecret([]byte("s0"))},
+			events.CommitApplied{GroupID: gid, Epoch: 7, State: events.NewSecret([]byte("s7"))},
 		}
 		errs := make(chan error, 2)
 		for j, l := range []*Log{l1, l2} {

@@ -26,11 +26,11 @@ func writeMixed(t testing.TB, l *Log, inst events.InstallationID) int {
 	t.Helper()
 	ia := events.Aggregate{Installation: inst, Type: events.AggInstallation}
 	mustAppend(t, l, 0, events.Event{Aggregate: ia, Time: baseTime, Body: events.InstallationCreated{
-		Installation: inst, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.Secret("priv"), Credential: []byte("c")}})
+		Installation: inst, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.NewSecret([]byte("priv")), Credential: []byte("c")}})
 	g := group(inst, "g1")
-	mustAppend(t, l, 0, events.Event{Aggregate: g, Time: baseTime, Body: events.GroupCreated{GroupID: []byte("g1"), Ciphersuite: 3, State: events.Secret("s0")}},
+	mustAppend(t, l, 0, events.Event{Aggregate: g, Time: baseTime, Body: events.GroupCreated{GroupID: []byte("g1"), Ciphersuite: 3, State: events.NewSecret([]byte("s0"))}},
 		events.Event{Aggregate: g, Time: baseTime, Body: events.CommitApplied{GroupID: []byte("g1"), Epoch: 1, EpochAuthenticator: []byte("a"),
-			ConfirmedTranscriptHash: []byte("h"), Commit: []byte("c"), State: events.Secret("s1")}})
+			ConfirmedTranscriptHash: []byte("h"), Commit: []byte("c"), State: events.NewSecret([]byte("s1"))}})
 	for i := uint64(3); i <= 6; i++ {
 		e := msg(g, i, "secret text")
 		e.Time = baseTime.Add(time.Duration(i) * 12 * time.Hour) // two days
@@ -370,7 +370,7 @@ func TestRacingWritersAgreeOnDataKey(t *testing.T) {
 	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	evs := []events.Event{
 		{Aggregate: events.Aggregate{Installation: instA, Type: events.AggInstallation}, Time: baseTime, Body: events.InstallationCreated{
-			Installation: instA, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.Secret("priv"), Credential: []byte("c")}},
+			Installation: instA, Ciphersuite: 3, SignaturePublicKey: []byte("pub"), SignaturePrivateKey: events.NewSecret([]byte("priv")), Credential: []byte("c")}},
 		{Aggregate: events.Aggregate{Installation: instA, Type: events.AggKeyPackage, ID: "00aa"}, Time: baseTime, Body: events.KeyPackagePublished{Ref: []byte{0, 0xaa}, Destination: "d"}},
 	}
 	errs := make(chan error, 2)

@@ -75,7 +75,7 @@ func msg(agg events.Aggregate, pos uint64, text string) events.Event {
 			Epoch:     1,
 			Sender:    agg.Installation,
 			MessageID: []byte(fmt.Sprintf("m-%d", pos)),
-			Content:   events.Secret(text),
+			Content:   events.NewSecret([]byte(text)),
 		},
 	}
 }
@@ -85,7 +85,7 @@ func content(e events.Event) string {
 	if !ok {
 		return fmt.Sprintf("<%s>", e.Body.Kind())
 	}
-	return string(b.Content)
+	return string(b.Content.Bytes())
 }
 
 func mustAppend(t testing.TB, l *Log, expected uint64, evs ...events.Event) []Appended {

@@ -35,7 +35,7 @@ func TestReadsOfLargeEventsBufferBytesNotMessages(t *testing.T) {
 		}
 		e := msg(agg, uint64(i+1), "")
 		b := e.Body.(events.ApplicationMessageSent)
-		b.Content = events.Secret(want[i])
+		b.Content = events.NewSecret(want[i])
 		e.Body = b
 		mustAppend(t, l, uint64(i), e)
 	}
@@ -66,8 +66,8 @@ func TestReadsOfLargeEventsBufferBytesNotMessages(t *testing.T) {
 				if r.Event.Position != uint64(got+1) {
 					return fmt.Errorf("record %d at position %d", got, r.Event.Position)
 				}
-				if c := r.Event.Body.(events.ApplicationMessageSent).Content; !bytes.Equal(c, want[got]) {
-					return fmt.Errorf("record %d: content of %d bytes differs from the appended %d", got, len(c), len(want[got]))
+				if c := r.Event.Body.(events.ApplicationMessageSent).Content; !bytes.Equal(c.Bytes(), want[got]) {
+					return fmt.Errorf("record %d: content of %d bytes differs from the appended %d", got, c.Len(), len(want[got]))
 				}
 				got++
 				return nil

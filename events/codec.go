@@ -12,7 +12,7 @@ import (
 // EncodeMsgpack writes the secret as plain msgpack bytes: it only ever
 // travels inside a sealed envelope. Without this method msgpack would use
 // the redacting MarshalText.
-func (s Secret) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.EncodeBytes(s) }
+func (s Secret) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.EncodeBytes(s.Bytes()) }
 
 // DecodeMsgpack reads msgpack bytes (or nil) into s.
 func (s *Secret) DecodeMsgpack(dec *msgpack.Decoder) error {
@@ -20,7 +20,7 @@ func (s *Secret) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return err
 	}
-	*s = b
+	*s = NewSecret(b)
 	return nil
 }
 

@@ -248,7 +248,7 @@ func TestEpochChain(t *testing.T) {
 	}
 	// Sealed under epoch 5's key, the event opens with the key derived
 	// from the chain at 3, and with nothing derived from the chain at 6.
-	e := Event{Aggregate: g, Position: 1, Time: time.Now().UTC().Truncate(time.Microsecond), Body: CommitApplied{GroupID: []byte{1}, Epoch: 5, State: Secret("s")}}
+	e := Event{Aggregate: g, Position: 1, Time: time.Now().UTC().Truncate(time.Microsecond), Body: CommitApplied{GroupID: []byte{1}, Epoch: 5, State: NewSecret([]byte("s"))}}
 	env, err := SealData(e5, id5, testBinding, e)
 	if err != nil {
 		t.Fatal(err)

@@ -30,9 +30,9 @@
 //     change is no longer recognised as written. A zero [Event.Time]
 //     digests as Unix 0, the same as a time set to the Unix epoch.
 //   - Secret-bearing body fields have type [Secret], whose printed and JSON
-//     forms are redacted. Converting a Secret to []byte, or calling
-//     [MarshalJSONReveal], exposes the bytes; do that only where the caller
-//     intends to show them.
+//     forms are redacted, wherever the Secret is held. [Secret.Bytes] and
+//     [MarshalJSONReveal] expose the bytes; call them only where the caller
+//     intends to use or show them.
 //   - The envelope hides kind, version and body from the bus operator, but
 //     not the envelope's size, its key id, its timing, or the subject it is
 //     published on.

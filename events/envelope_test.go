@@ -374,7 +374,7 @@ func TestPooledRecordEncodingMatchesMarshal(t *testing.T) {
 	big := Event{Aggregate: Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}, Position: 7,
 		Time: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
 		Body: ApplicationMessageSent{GroupID: []byte("g"), Epoch: 1, Sender: testInst, MessageID: []byte("m"),
-			Content: Secret(strings.Repeat("x", 100<<10))}} // larger than a pooled buffer may stay
+			Content: NewSecret([]byte(strings.Repeat("x", 100<<10)))}} // larger than a pooled buffer may stay
 	for round := range 3 {
 		for _, e := range append([]Event{big}, evs...) {
 			spec, body, err := checkEvent(e)

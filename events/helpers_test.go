@@ -12,7 +12,7 @@ import (
 var secretMark = []byte("TOPSECRET-plaintext-4b1d")
 
 func secret(tag string) Secret {
-	return Secret(append(append([]byte{}, secretMark...), tag...))
+	return NewSecret(append(append([]byte{}, secretMark...), tag...))
 }
 
 const testInst InstallationID = "inst-alice-01"

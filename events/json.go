@@ -64,7 +64,7 @@ func jsonValue(v reflect.Value, reveal bool) any {
 	case v.Type() == secretType:
 		s := v.Interface().(Secret)
 		if reveal {
-			return []byte(s)
+			return s.Bytes()
 		}
 		return s // its MarshalJSON redacts
 	case v.Type() == timeType:

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/epochlog/epochlog/internal/hidden"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -427,14 +428,55 @@ func (r *Keyring) MarshalJSON() ([]byte, error) { return fmt.Appendf(nil, "%q", 
 // MLS group state (which contains epoch secrets) and message plaintext. It
 // encodes to msgpack as plain bytes (it is inside the sealed envelope), but
 // every printed form and its JSON and text forms are redacted; use
-// [MarshalJSONReveal] or a conversion to []byte to see the bytes on purpose.
-type Secret []byte
+// [Secret.Bytes] or [MarshalJSONReveal] to see the bytes on purpose.
+//
+// The bytes sit two pointers away (internal/hidden), so that no fmt verb
+// prints them wherever a Secret is held: fmt cannot call Format on a Secret
+// in an unexported field (of an Event, of a caller's struct) and falls back
+// to reflection, which shows only an address there.
+//
+// A Secret is immutable by convention: [NewSecret] keeps the slice it is
+// given and [Secret.Bytes] returns it, neither copies (plaintext and group
+// states can be large, and every event recorded or read would pay for the
+// copy), so neither side may change the bytes afterwards. Its zero value is
+// what a nil []byte was: no bytes recorded.
+type Secret struct {
+	b hidden.Value[[]byte]
+}
+
+// NewSecret returns a Secret holding b itself, not a copy (see [Secret]):
+// the caller must not change b afterwards. A nil b gives the zero Secret; an
+// empty non-nil b gives an empty Secret that is not zero, as msgpack keeps
+// them apart (nil and empty bytes).
+func NewSecret(b []byte) Secret {
+	if b == nil {
+		return Secret{}
+	}
+	return Secret{b: hidden.New(b)}
+}
+
+// Bytes returns the bytes held, not a copy: the caller must not change
+// them. It is nil for the zero Secret.
+func (s Secret) Bytes() []byte { return s.b.Get() }
+
+// Len returns the number of bytes held.
+func (s Secret) Len() int { return len(s.b.Get()) }
+
+// IsZero reports whether s is the zero Secret (no bytes recorded, nil),
+// as opposed to one holding bytes or an empty slice.
+func (s Secret) IsZero() bool { return s.b.Get() == nil }
+
+// Equal reports in constant time whether s and o hold the same bytes (a
+// zero and an empty Secret hold the same: none).
+func (s Secret) Equal(o Secret) bool {
+	return subtle.ConstantTimeCompare(s.b.Get(), o.b.Get()) == 1
+}
 
 func (s Secret) redacted() string {
-	if s == nil {
+	if s.IsZero() {
 		return "events.Secret(nil)"
 	}
-	return fmt.Sprintf("events.Secret(REDACTED, %d bytes)", len(s))
+	return fmt.Sprintf("events.Secret(REDACTED, %d bytes)", s.Len())
 }
 
 // String returns a redacted placeholder with the length.

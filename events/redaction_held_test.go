@@ -36,3 +36,44 @@ func TestKeysPrintNothingWhereverHeld(t *testing.T) {
 		"data binding key": dk.state().bindingKey[:],
 	})
 }
+
+// A Secret prints nothing of its bytes however it is held: in an Event in
+// an unexported field of a caller's struct, behind a pointer, in a slice
+// or a map, at any depth (fmt prints an unexported field by reflection,
+// without calling its Format, and slog's handlers print such a struct
+// with fmt). Every sample event too, each holding secretMark in a Secret.
+func TestSecretsPrintNothingWhereverHeld(t *testing.T) {
+	plaintext := []byte("PLAINTEXT-held-0123456789abcdef")
+	state := []byte("GROUPSTATE-held-0123456789abcdef")
+	msg := Event{
+		Aggregate: Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"},
+		Position:  7,
+		Time:      testTime,
+		Body: ApplicationMessageReceived{GroupID: []byte{0xde, 0xad}, Epoch: 3, SenderLeaf: 1, Sender: "bob",
+			MessageID: []byte("m-1"), Content: NewSecret(plaintext)},
+	}
+	commit := CommitApplied{GroupID: []byte{0xde, 0xad}, Epoch: 4, State: NewSecret(state)}
+	type inner struct {
+		ev     Event
+		evs    []Event
+		byID   map[string]*Event
+		commit *CommitApplied
+		raw    Secret
+	}
+	type handler struct {
+		last  inner
+		inner *inner
+		all   []inner
+	}
+	in := inner{ev: msg, evs: []Event{msg}, byID: map[string]*Event{"m-1": &msg}, commit: &commit, raw: NewSecret(plaintext)}
+	secrets := map[string][]byte{"plaintext": plaintext, "group state": state}
+	redacttest.Check(t, handler{last: in, inner: &in, all: []inner{in}}, secrets)
+	redacttest.Check(t, msg, secrets)
+
+	type pending struct{ evs []Event }
+	var all pending
+	for _, e := range samples(testInst) {
+		all.evs = append(all.evs, e)
+	}
+	redacttest.Check(t, all, map[string][]byte{"sample secret": secretMark})
+}

@@ -137,7 +137,7 @@ func TestEventsNeverPrintSecrets(t *testing.T) {
 }
 
 func TestSecretForms(t *testing.T) {
-	s := Secret("hunter2-hunter2")
+	s := NewSecret([]byte("hunter2-hunter2"))
 	for _, v := range verbs {
 		if o := fmt.Sprintf(v, s); strings.Contains(o, "hunter") || strings.Contains(o, "68756e746572") {
 			t.Errorf("%s leaks: %s", v, o)
@@ -146,7 +146,7 @@ func TestSecretForms(t *testing.T) {
 	if got := fmt.Sprint(s); got != "events.Secret(REDACTED, 15 bytes)" {
 		t.Errorf("String = %q", got)
 	}
-	if got := fmt.Sprint(Secret(nil)); got != "events.Secret(nil)" {
+	if got := fmt.Sprint(Secret{}); got != "events.Secret(nil)" {
 		t.Errorf("nil String = %q", got)
 	}
 	txt, _ := s.MarshalText()

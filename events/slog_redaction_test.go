@@ -16,14 +16,14 @@ func TestSecretsRedactedInSlog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	content := Secret("the plaintext of a message")
+	content := NewSecret([]byte("the plaintext of a message"))
 	var buf bytes.Buffer
 	for _, h := range []slog.Handler{slog.NewTextHandler(&buf, nil), slog.NewJSONHandler(&buf, nil)} {
 		l := slog.New(h)
 		l.Info("secrets", "root", k, "content", content, "group", slog.GroupValue(slog.Any("nested", content)))
 	}
 	out := buf.String()
-	for _, leak := range []string{string(content), hex.EncodeToString(raw), string(raw)} {
+	for _, leak := range []string{string(content.Bytes()), hex.EncodeToString(raw), string(raw)} {
 		if strings.Contains(out, leak) {
 			t.Fatalf("slog output holds a secret: %s", out)
 		}

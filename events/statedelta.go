@@ -39,11 +39,11 @@ func recordState(base, state []byte) (whole, delta Secret, sum []byte, known fun
 	if base != nil {
 		if d := bytedelta.Diff(base, state); len(d)*deltaWorthIt <= len(state) {
 			s := sha256.Sum256(state)
-			k := knownState{state: Secret(state), base: Secret(base), delta: Secret(d), sum: s, baseSum: sha256.Sum256(base)}
-			return nil, Secret(d), s[:], func() knownState { return k }
+			k := knownState{state: NewSecret(state), base: NewSecret(base), delta: NewSecret(d), sum: s, baseSum: sha256.Sum256(base)}
+			return Secret{}, k.delta, s[:], func() knownState { return k }
 		}
 	}
-	return Secret(state), nil, nil, nil
+	return NewSecret(state), Secret{}, nil, nil
 }
 
 // WithStateFrom returns p with state, the serialized group state with
@@ -67,12 +67,12 @@ func (p ProposalStaged) StateOf(base []byte) (Secret, error) {
 // base: recorded whole, or given to WithStateFrom in this process.
 func (c CommitApplied) KnownState() (Secret, bool) {
 	switch {
-	case c.StateDelta == nil:
+	case c.StateDelta.IsZero():
 		return c.State, true
 	case c.known != nil:
 		return c.known().state, true
 	}
-	return nil, false
+	return Secret{}, false
 }
 
 // KnownDelta returns, for a value WithStateFrom made with a delta (in
@@ -81,12 +81,12 @@ func (c CommitApplied) KnownState() (Secret, bool) {
 // base of that digest may take the state (and the base) as they are,
 // instead of applying the delta (StateOf).
 func (c CommitApplied) KnownDelta() (state, base Secret, baseSum [32]byte, ok bool) {
-	if c.StateDelta == nil || c.known == nil {
-		return nil, nil, baseSum, false
+	if c.StateDelta.IsZero() || c.known == nil {
+		return Secret{}, Secret{}, baseSum, false
 	}
 	k := c.known()
-	if !bytes.Equal(c.StateDelta, k.delta) || !bytes.Equal(c.StateSHA256, k.sum[:]) || c.State != nil {
-		return nil, nil, baseSum, false // changed since it was made
+	if !bytes.Equal(c.StateDelta.Bytes(), k.delta.Bytes()) || !bytes.Equal(c.StateSHA256, k.sum[:]) || !c.State.IsZero() {
+		return Secret{}, Secret{}, baseSum, false // changed since it was made
 	}
 	return k.state, k.base, k.baseSum, true
 }
@@ -105,24 +105,24 @@ func (c CommitApplied) StateOf(base []byte) (Secret, error) {
 // epoch whole, or as delta with digest sum.
 func stateOf(kind string, gid []byte, epoch uint64, whole, delta Secret, sum, base []byte) (Secret, error) {
 	switch {
-	case delta == nil && sum != nil:
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d has a state digest without a delta", ErrMalformed, kind, gid, epoch)
-	case delta == nil:
+	case delta.IsZero() && sum != nil:
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d has a state digest without a delta", ErrMalformed, kind, gid, epoch)
+	case delta.IsZero():
 		return whole, nil
-	case whole != nil:
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d records its state both whole and as a delta", ErrMalformed, kind, gid, epoch)
+	case !whole.IsZero():
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d records its state both whole and as a delta", ErrMalformed, kind, gid, epoch)
 	case len(sum) != sha256.Size:
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d: state digest of %d bytes", ErrMalformed, kind, gid, epoch, len(sum))
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d: state digest of %d bytes", ErrMalformed, kind, gid, epoch, len(sum))
 	case base == nil:
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d records its state as a delta, and no earlier state of the group is known", ErrStateBase, kind, gid, epoch)
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d records its state as a delta, and no earlier state of the group is known", ErrStateBase, kind, gid, epoch)
 	}
-	st, err := bytedelta.Apply(base, delta)
+	st, err := bytedelta.Apply(base, delta.Bytes())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d: %w", ErrStateBase, kind, gid, epoch, err)
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d: %w", ErrStateBase, kind, gid, epoch, err)
 	}
 	if s := sha256.Sum256(st); subtle.ConstantTimeCompare(s[:], sum) != 1 {
 		clear(st)
-		return nil, fmt.Errorf("%w: %s of group %x epoch %d: the delta applied to the %d-byte state held gives a state with another digest than the one recorded", ErrStateBase, kind, gid, epoch, len(base))
+		return Secret{}, fmt.Errorf("%w: %s of group %x epoch %d: the delta applied to the %d-byte state held gives a state with another digest than the one recorded", ErrStateBase, kind, gid, epoch, len(base))
 	}
-	return Secret(st), nil
+	return NewSecret(st), nil
 }

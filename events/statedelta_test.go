@@ -19,13 +19,13 @@ func TestCommitStateDelta(t *testing.T) {
 	state = append(state, "the next epoch's secrets"...)
 	e := samples(testInst)[KindCommitApplied]
 	c := e.Body.(CommitApplied).WithStateFrom(base, state)
-	if c.State != nil || len(c.StateDelta) == 0 || len(c.StateDelta) > len(state)/10 || len(c.StateSHA256) != 32 {
-		t.Fatalf("recorded whole %d, delta %d, digest %d bytes; want a small delta of a %d-byte state", len(c.State), len(c.StateDelta), len(c.StateSHA256), len(state))
+	if !c.State.IsZero() || c.StateDelta.Len() == 0 || c.StateDelta.Len() > len(state)/10 || len(c.StateSHA256) != 32 {
+		t.Fatalf("recorded whole %d, delta %d, digest %d bytes; want a small delta of a %d-byte state", c.State.Len(), c.StateDelta.Len(), len(c.StateSHA256), len(state))
 	}
-	if got, ok := c.KnownState(); !ok || !bytes.Equal(got, state) {
+	if got, ok := c.KnownState(); !ok || !bytes.Equal(got.Bytes(), state) {
 		t.Fatal("the writer's value does not know its state")
 	}
-	if got, gotBase, sum, ok := c.KnownDelta(); !ok || !bytes.Equal(got, state) || !bytes.Equal(gotBase, base) || sum != sha256.Sum256(base) {
+	if got, gotBase, sum, ok := c.KnownDelta(); !ok || !bytes.Equal(got.Bytes(), state) || !bytes.Equal(gotBase.Bytes(), base) || sum != sha256.Sum256(base) {
 		t.Fatal("the writer's value does not know its state and its base's digest")
 	}
 	secret := c.WithStateFrom(nil, append(bytes.Clone(state), secretMark...))
@@ -51,8 +51,8 @@ func TestCommitStateDelta(t *testing.T) {
 		t.Fatal("a body read from an envelope claims to know its delta's base")
 	}
 	st, err := got.StateOf(base)
-	if err != nil || !bytes.Equal(st, state) {
-		t.Fatalf("StateOf(base) = %d bytes, %v; want the %d-byte state", len(st), err, len(state))
+	if err != nil || !bytes.Equal(st.Bytes(), state) {
+		t.Fatalf("StateOf(base) = %d bytes, %v; want the %d-byte state", st.Len(), err, len(state))
 	}
 	other := bytes.Clone(base)
 	other[100] ^= 1
@@ -62,17 +62,17 @@ func TestCommitStateDelta(t *testing.T) {
 		}
 	}
 	// Whole when there is no base, or when the delta would not be small.
-	if w := got.WithStateFrom(nil, state); !bytes.Equal(w.State, state) || w.StateDelta != nil || w.StateSHA256 != nil {
+	if w := got.WithStateFrom(nil, state); !bytes.Equal(w.State.Bytes(), state) || !w.StateDelta.IsZero() || w.StateSHA256 != nil {
 		t.Error("no base: the state is not recorded whole")
 	}
-	if w := got.WithStateFrom([]byte("unrelated"), state); !bytes.Equal(w.State, state) || w.StateDelta != nil {
+	if w := got.WithStateFrom([]byte("unrelated"), state); !bytes.Equal(w.State.Bytes(), state) || !w.StateDelta.IsZero() {
 		t.Error("an unrelated base: the state is not recorded whole")
 	}
-	if st, err := got.WithStateFrom(nil, state).StateOf(nil); err != nil || !bytes.Equal(st, state) {
+	if st, err := got.WithStateFrom(nil, state).StateOf(nil); err != nil || !bytes.Equal(st.Bytes(), state) {
 		t.Errorf("a whole state: StateOf = %v", err)
 	}
 	both := got
-	both.State = Secret("x")
+	both.State = NewSecret([]byte("x"))
 	if _, err := both.StateOf(base); !errors.Is(err, ErrMalformed) {
 		t.Errorf("state recorded both ways: %v, want ErrMalformed", err)
 	}
@@ -84,18 +84,18 @@ func TestProposalStateDelta(t *testing.T) {
 	base := bytes.Repeat([]byte("ratchet tree node "), 500)
 	state := append(bytes.Clone(base), "a cached proposal"...)
 	p := ProposalStaged{GroupID: []byte{1}, Epoch: 3}.WithStateFrom(base, state)
-	if p.State != nil || p.StateDelta == nil || len(p.StateSHA256) != 32 {
-		t.Fatalf("recorded whole %d, delta %d bytes", len(p.State), len(p.StateDelta))
+	if !p.State.IsZero() || p.StateDelta.IsZero() || len(p.StateSHA256) != 32 {
+		t.Fatalf("recorded whole %d, delta %d bytes", p.State.Len(), p.StateDelta.Len())
 	}
-	if got, err := p.StateOf(base); err != nil || !bytes.Equal(got, state) {
-		t.Fatalf("StateOf(base) = %d bytes, %v", len(got), err)
+	if got, err := p.StateOf(base); err != nil || !bytes.Equal(got.Bytes(), state) {
+		t.Fatalf("StateOf(base) = %d bytes, %v", got.Len(), err)
 	}
 	other := bytes.Clone(base)
 	other[4500] ^= 1
 	if _, err := p.StateOf(other); !errors.Is(err, ErrStateBase) || !strings.Contains(err.Error(), "group.proposal_staged") {
 		t.Fatalf("another base: %v, want ErrStateBase naming the kind", err)
 	}
-	if got, err := (ProposalStaged{}).StateOf(nil); err != nil || got != nil {
+	if got, err := (ProposalStaged{}).StateOf(nil); err != nil || !got.IsZero() {
 		t.Fatalf("no state: %v, %v", got, err)
 	}
 }

@@ -104,22 +104,22 @@ func TestUpcastGroupKindsV1(t *testing.T) {
 		want Body
 	}{
 		{KindCommitApplied, commitAppliedV1{GroupID: gid, Epoch: 5, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-			Commit: []byte("commit"), State: Secret("st"), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}},
+			Commit: []byte("commit"), State: NewSecret([]byte("st")), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}},
 			CommitApplied{GroupID: gid, Epoch: 5, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-				Commit: []byte("commit"), State: Secret("st"), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}}},
+				Commit: []byte("commit"), State: NewSecret([]byte("st")), Added: []Member{{Leaf: 1, Identity: []byte("bob")}}}},
 		{KindMemberRemoved, memberRemovedV1{GroupID: gid, Epoch: 7, Leaf: 2, Identity: []byte("carol")},
 			MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 2, Identity: []byte("carol")}},
 		{KindProposalStaged, proposalStagedV1{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")},
 			ProposalStaged{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 3, SenderLeaf: 1, Proposal: []byte("p")}},
 		// The joins of v1 recorded their members as member_added events.
-		{KindGroupCreated, groupCreatedV1{GroupID: gid, Ciphersuite: 3, State: Secret("st")},
-			GroupCreated{GroupID: gid, Ciphersuite: 3, State: Secret("st")}},
-		{KindWelcomeProcessed, welcomeProcessedV1{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: Secret("st")},
-			WelcomeProcessed{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: Secret("st")}},
+		{KindGroupCreated, groupCreatedV1{GroupID: gid, Ciphersuite: 3, State: NewSecret([]byte("st"))},
+			GroupCreated{GroupID: gid, Ciphersuite: 3, State: NewSecret([]byte("st"))}},
+		{KindWelcomeProcessed, welcomeProcessedV1{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st"))},
+			WelcomeProcessed{GroupID: gid, Epoch: 2, KeyPackageRef: []byte{9}, Welcome: []byte("w"), EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st"))}},
 		{KindExternalJoined, externalJoinedV1{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"), Resync: true, RemovedLeaf: 1, Reason: "lost",
-			EpochAuthenticator: []byte("a"), State: Secret("st")},
+			EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st"))},
 			ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"), Resync: true, RemovedLeaf: 1, Reason: "lost",
-				EpochAuthenticator: []byte("a"), State: Secret("st")}},
+				EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st"))}},
 	} {
 		env, err := seal(r, testBinding, testInst, c.kind, 1, h, c.v1)
 		if err != nil {
@@ -145,7 +145,7 @@ func TestUpcastCommitAppliedV2(t *testing.T) {
 	gid := []byte{0xde, 0xad}
 	committer := &Committer{Leaf: 3, Identity: []byte("dave"), Own: true}
 	v2 := commitAppliedV2{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), State: Secret("st"), Removed: []Member{{Leaf: 2, Identity: []byte("carol")}}, Committer: committer}
+		Commit: []byte("commit"), State: NewSecret([]byte("st")), Removed: []Member{{Leaf: 2, Identity: []byte("carol")}}, Committer: committer}
 	env, err := seal(r, testBinding, testInst, KindCommitApplied, 2, h, v2)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestUpcastCommitAppliedV2(t *testing.T) {
 		t.Fatalf("open group.commit_applied v2: %v", err)
 	}
 	want := CommitApplied{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), State: Secret("st"), Removed: []Member{{Leaf: 2, Identity: []byte("carol")}}, Committer: committer}
+		Commit: []byte("commit"), State: NewSecret([]byte("st")), Removed: []Member{{Leaf: 2, Identity: []byte("carol")}}, Committer: committer}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 	// A v3 body under a v2 label is refused, not read with a field lost.
 	withRetired := want
@@ -175,8 +175,8 @@ func TestUpcastKeyPackageGeneratedV1(t *testing.T) {
 	r := mustRing(t, 1, 0x11)
 	agg := Aggregate{Installation: testInst, Type: AggKeyPackage, ID: "05"}
 	h := eventHeader{Aggregate: agg, Position: 1, Time: testTime}
-	v1 := keyPackageGeneratedV1{Ref: []byte{5}, Ciphersuite: 3, KeyPackage: []byte("kp"), InitPrivateKey: Secret("i"),
-		EncryptionPrivateKey: Secret("e"), LastResort: true}
+	v1 := keyPackageGeneratedV1{Ref: []byte{5}, Ciphersuite: 3, KeyPackage: []byte("kp"), InitPrivateKey: NewSecret([]byte("i")),
+		EncryptionPrivateKey: NewSecret([]byte("e")), LastResort: true}
 	env, err := seal(r, testBinding, testInst, KindKeyPackageGenerated, 1, h, v1)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestUpcastKeyPackageGeneratedV1(t *testing.T) {
 		t.Fatalf("open keypackage.generated v1: %v", err)
 	}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 1, Time: testTime, Body: KeyPackageGenerated{Ref: []byte{5}, Ciphersuite: 3,
-		KeyPackage: []byte("kp"), InitPrivateKey: Secret("i"), EncryptionPrivateKey: Secret("e"), LastResort: true}})
+		KeyPackage: []byte("kp"), InitPrivateKey: NewSecret([]byte("i")), EncryptionPrivateKey: NewSecret([]byte("e")), LastResort: true}})
 }
 
 // A group.commit_applied of version 3 (its state always whole) opens at
@@ -199,7 +199,7 @@ func TestUpcastCommitAppliedV3(t *testing.T) {
 	gid := []byte{0xde, 0xad}
 	committer := &Committer{Leaf: 3, Identity: []byte("dave")}
 	v3 := commitAppliedV3{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), State: Secret("st"), Committer: committer, RetiredEpochs: []uint64{3}}
+		Commit: []byte("commit"), State: NewSecret([]byte("st")), Committer: committer, RetiredEpochs: []uint64{3}}
 	env, err := seal(r, testBinding, testInst, KindCommitApplied, 3, h, v3)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestUpcastCommitAppliedV3(t *testing.T) {
 		t.Fatalf("open group.commit_applied v3: %v", err)
 	}
 	want := CommitApplied{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), State: Secret("st"), Committer: committer, RetiredEpochs: []uint64{3}}
+		Commit: []byte("commit"), State: NewSecret([]byte("st")), Committer: committer, RetiredEpochs: []uint64{3}}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 	withDelta := want.WithStateFrom([]byte("the state before"), []byte("the state before, and after"))
 	env, err = seal(r, testBinding, testInst, KindCommitApplied, 3, h, withDelta)
@@ -230,7 +230,7 @@ func TestUpcastApplicationMessageSentV1(t *testing.T) {
 	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
 	gid := []byte{0xde, 0xad}
 	v1 := applicationMessageSentV1{GroupID: gid, Epoch: 6, SenderLeaf: 2, Sender: testInst, MessageID: []byte("m"),
-		Content: Secret("hello"), AuthenticatedData: []byte("ad")}
+		Content: NewSecret([]byte("hello")), AuthenticatedData: []byte("ad")}
 	env, err := seal(r, testBinding, testInst, KindApplicationMessageSent, 1, h, v1)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +240,7 @@ func TestUpcastApplicationMessageSentV1(t *testing.T) {
 		t.Fatalf("open application.message_sent v1: %v", err)
 	}
 	want := ApplicationMessageSent{GroupID: gid, Epoch: 6, SenderLeaf: 2, Sender: testInst, MessageID: []byte("m"),
-		Content: Secret("hello"), AuthenticatedData: []byte("ad")}
+		Content: NewSecret([]byte("hello")), AuthenticatedData: []byte("ad")}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 	want.Message = []byte("private-message")
 	env, err = seal(r, testBinding, testInst, KindApplicationMessageSent, 1, h, want)
@@ -263,7 +263,7 @@ func TestUpcastCommitAppliedV4(t *testing.T) {
 	committer := &Committer{Leaf: 3, Identity: []byte("dave"), Own: true}
 	added := []Member{{Leaf: 4, Identity: []byte("erin")}}
 	v4 := commitAppliedV4{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), StateDelta: Secret("delta"), StateSHA256: []byte("sum"), Added: added,
+		Commit: []byte("commit"), StateDelta: NewSecret([]byte("delta")), StateSHA256: []byte("sum"), Added: added,
 		Committer: committer, RetiredEpochs: []uint64{3}}
 	env, err := seal(r, testBinding, testInst, KindCommitApplied, 4, h, v4)
 	if err != nil {
@@ -274,7 +274,7 @@ func TestUpcastCommitAppliedV4(t *testing.T) {
 		t.Fatalf("open group.commit_applied v4: %v", err)
 	}
 	want := CommitApplied{GroupID: gid, Epoch: 6, EpochAuthenticator: []byte("a"), ConfirmedTranscriptHash: []byte("c"),
-		Commit: []byte("commit"), StateDelta: Secret("delta"), StateSHA256: []byte("sum"), Added: added,
+		Commit: []byte("commit"), StateDelta: NewSecret([]byte("delta")), StateSHA256: []byte("sum"), Added: added,
 		Committer: committer, RetiredEpochs: []uint64{3}}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 	want.OwnOutput = &OwnOutput{Welcome: []byte("welcome")}
@@ -297,7 +297,7 @@ func TestUpcastExternalJoinedV2(t *testing.T) {
 	gid := []byte{0xde, 0xad}
 	ms := []Member{{Leaf: 0, Identity: []byte("alice")}, {Leaf: 1, Identity: []byte(testInst)}}
 	v2 := externalJoinedV2{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"),
-		EpochAuthenticator: []byte("a"), State: Secret("st"), Members: ms}
+		EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st")), Members: ms}
 	env, err := seal(r, testBinding, testInst, KindExternalJoined, 2, h, v2)
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +307,7 @@ func TestUpcastExternalJoinedV2(t *testing.T) {
 		t.Fatalf("open group.external_joined v2: %v", err)
 	}
 	want := ExternalJoined{GroupID: gid, Epoch: 3, GroupInfo: []byte("gi"), Commit: []byte("c"),
-		EpochAuthenticator: []byte("a"), State: Secret("st"), Members: ms}
+		EpochAuthenticator: []byte("a"), State: NewSecret([]byte("st")), Members: ms}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 	want.OwnOutput = &OwnOutput{}
 	env, err = seal(r, testBinding, testInst, KindExternalJoined, 2, h, want)
@@ -327,7 +327,7 @@ func TestUpcastProposalStagedV2(t *testing.T) {
 	h := eventHeader{Aggregate: agg, Position: 9, Time: testTime}
 	gid := []byte{0xde, 0xad}
 	v2 := proposalStagedV2{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 2, SenderLeaf: 1, Sender: []byte("bob"),
-		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: Secret("st")}
+		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: NewSecret([]byte("st"))}
 	env, err := seal(r, testBinding, testInst, KindProposalStaged, 2, h, v2)
 	if err != nil {
 		t.Fatal(err)
@@ -337,6 +337,6 @@ func TestUpcastProposalStagedV2(t *testing.T) {
 		t.Fatalf("open group.proposal_staged v2: %v", err)
 	}
 	want := ProposalStaged{GroupID: gid, Epoch: 4, ProposalRef: []byte{7}, ProposalType: 2, SenderLeaf: 1, Sender: []byte("bob"),
-		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: Secret("st")}
+		SenderType: 2, Own: true, Proposal: []byte("p"), Message: []byte("m"), MessageID: []byte("id"), State: NewSecret([]byte("st"))}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 9, Time: testTime, Body: want})
 }

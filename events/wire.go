@@ -199,7 +199,7 @@ func appendAppMessage(b []byte, n int, groupID []byte, epoch uint64, senderLeaf 
 	b = appendStr(b, "message_id")
 	b = appendBin(b, messageID)
 	b = appendStr(b, "content")
-	b = appendBin(b, content)
+	b = appendBin(b, content.Bytes())
 	b = appendStr(b, "authenticated_data")
 	return appendBin(b, ad)
 }

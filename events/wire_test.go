@@ -31,7 +31,7 @@ var wireTimes = []time.Time{
 }
 
 // fillWire sets every exported field of the struct v points to from r:
-// strings and byte slices of the lengths in wireLens (byte slices nil
+// strings, byte slices and Secrets of the lengths in wireLens (bytes nil
 // sometimes), unsigned integers across their range, times from wireTimes.
 // A field of another type fails the test, so that a body that gains one
 // is noticed here.
@@ -48,21 +48,28 @@ func fillWire(t testing.TB, r *rand.Rand, v reflect.Value) {
 		case f.Kind() == reflect.String:
 			f.SetString(strings.Repeat("é", wireLens[r.IntN(len(wireLens))]/2) + "x"[:r.IntN(2)])
 		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Uint8:
-			if r.IntN(5) == 0 {
-				f.SetZero() // nil: msgpack nil, not an empty bin
-				continue
-			}
-			b := make([]byte, wireLens[r.IntN(len(wireLens))])
-			for j := range b {
-				b[j] = byte(r.Uint32())
-			}
-			f.SetBytes(b)
+			f.SetBytes(wireBytes(r))
+		case f.Type() == secretType:
+			f.Set(reflect.ValueOf(NewSecret(wireBytes(r))))
 		case f.CanUint():
 			f.SetUint(r.Uint64() >> r.IntN(64))
 		default:
 			t.Fatalf("fillWire: %s.%s is a %s: teach fillWire (and the body's appendMsgpack) about it", v.Type(), sf.Name, f.Type())
 		}
 	}
+}
+
+// wireBytes returns bytes of one of the lengths in wireLens, or nil
+// (msgpack nil, not an empty bin) one time in five.
+func wireBytes(r *rand.Rand) []byte {
+	if r.IntN(5) == 0 {
+		return nil
+	}
+	b := make([]byte, wireLens[r.IntN(len(wireLens))])
+	for j := range b {
+		b[j] = byte(r.Uint32())
+	}
+	return b
 }
 
 // TestWireMatchesMsgpack holds the hand-written encodings to msgpack v5's

@@ -261,7 +261,7 @@ func parseAppMessage(r *wireReader, n byte) (groupID []byte, epoch uint64, sende
 	r.key("message_id")
 	messageID = r.bin()
 	r.key("content")
-	content = r.bin()
+	content = NewSecret(r.bin())
 	r.key("authenticated_data")
 	ad = r.bin()
 	return

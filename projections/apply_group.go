@@ -341,7 +341,7 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	if err := a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State, nil, "created", ev.Time, nil, false); err != nil {
+	if err := a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State.Bytes(), nil, "created", ev.Time, nil, false); err != nil {
 		return err
 	}
 	return a.addMembers(b.GroupID, b.Epoch, b.Members)
@@ -437,7 +437,7 @@ func applyWelcomeProcessed(a *applier, ev events.Event) error {
 			return err
 		}
 	}
-	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "welcome", ev.Time, nil, false); err != nil {
+	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State.Bytes(), b.EpochAuthenticator, "welcome", ev.Time, nil, false); err != nil {
 		return err
 	}
 	return a.addMembers(b.GroupID, b.Epoch, b.Members)
@@ -459,7 +459,7 @@ func applyExternalJoined(a *applier, ev events.Event) error {
 	if commit == nil {
 		commit = []byte{}
 	}
-	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State, b.EpochAuthenticator, "external", ev.Time, commit, b.Resync); err != nil {
+	if err := a.newGroup(b.GroupID, suite, b.Epoch, b.State.Bytes(), b.EpochAuthenticator, "external", ev.Time, commit, b.Resync); err != nil {
 		return err
 	}
 	if b.OwnOutput != nil && a.db.schema < 9 {
@@ -510,15 +510,15 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		return err
 	}
 	g.proposalsKnown, g.hasProposals = true, true
-	if (len(b.State) > 0 || b.StateDelta != nil) && a.db.schema >= 3 {
+	if (b.State.Len() > 0 || !b.StateDelta.IsZero()) && a.db.schema >= 3 {
 		state := b.State
 		var base []byte
-		if b.StateDelta != nil || b.StateSHA256 != nil || a.db.schema >= 5 {
+		if !b.StateDelta.IsZero() || b.StateSHA256 != nil || a.db.schema >= 5 {
 			if base, err = a.epochStartState(b.GroupID, g, epoch); err != nil {
 				return err
 			}
 		}
-		if b.StateDelta != nil || b.StateSHA256 != nil {
+		if !b.StateDelta.IsZero() || b.StateSHA256 != nil {
 			if state, err = b.StateOf(base); err != nil {
 				return cannot("%w", err)
 			}
@@ -527,7 +527,7 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 		if err != nil {
 			return err
 		}
-		g.snapshot = &groupSnapshot{state: []byte(state), base: base, ordinal: ord}
+		g.snapshot = &groupSnapshot{state: state.Bytes(), base: base, ordinal: ord}
 	}
 	return nil
 }
@@ -580,16 +580,16 @@ func applyCommitApplied(a *applier, ev events.Event) error {
 		g.past[epoch] = base
 	}
 	start := epochStart{epoch: b.Epoch}
-	if b.StateDelta != nil {
+	if !b.StateDelta.IsZero() {
 		start.sum, start.known = [32]byte(b.StateSHA256), true // checked by commitState
 	}
 	a.starts[string(b.GroupID)] = start
 	t := nanos(ev.Time)
-	g.row = &groupRow{epoch: b.Epoch, state: []byte(state),
+	g.row = &groupRow{epoch: b.Epoch, state: state.Bytes(),
 		auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, updatedAt: t}
 	g.snapshot = nil
 	row := &epochRow{auth: b.EpochAuthenticator, cth: b.ConfirmedTranscriptHash, commit: b.Commit,
-		state: []byte(state), createdAt: t}
+		state: state.Bytes(), createdAt: t}
 	if c := b.Committer; c != nil {
 		row.committer, row.own = c.Identity, c.Own
 		if row.committer == nil {
@@ -695,21 +695,21 @@ func (a *applier) ownOutput(b events.CommitApplied) (*ownOutputRow, error) {
 // It also returns that base when it had it at hand (nil for a state
 // recorded whole).
 func (a *applier) commitState(b events.CommitApplied, g *batchGroup, cur uint64) (state events.Secret, base []byte, err error) {
-	if b.StateDelta == nil && b.StateSHA256 == nil {
+	if b.StateDelta.IsZero() && b.StateSHA256 == nil {
 		return b.State, nil, nil
 	}
 	if st, base, baseSum, ok := b.KnownDelta(); ok && len(b.StateSHA256) == sha256.Size {
 		if s, ok := a.epochStartSum(b.GroupID); ok && s.epoch == cur && s.sum == baseSum {
-			return st, base, nil
+			return st, base.Bytes(), nil
 		}
 	}
 	base, err = a.epochStartState(b.GroupID, g, cur)
 	if err != nil {
-		return nil, nil, err
+		return events.Secret{}, nil, err
 	}
 	st, err := b.StateOf(base)
 	if err != nil {
-		return nil, nil, cannot("%w", err)
+		return events.Secret{}, nil, cannot("%w", err)
 	}
 	return st, base, nil
 }

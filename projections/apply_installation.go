@@ -31,7 +31,7 @@ func applyInstallationCreated(a *applier, ev events.Event) error {
 	}
 	_, err = a.exec(`INSERT INTO installation(id, installation_id, ciphersuite, signature_public_key, signature_private_key, credential, created_at)
 		VALUES (1, ?, ?, ?, ?, ?, ?)`,
-		string(b.Installation), int64(b.Ciphersuite), b.SignaturePublicKey, nullBytes(b.SignaturePrivateKey), b.Credential, nanos(ev.Time))
+		string(b.Installation), int64(b.Ciphersuite), b.SignaturePublicKey, nullBytes(b.SignaturePrivateKey.Bytes()), b.Credential, nanos(ev.Time))
 	if err == nil {
 		a.inst, a.instLoaded = string(b.Installation), true
 	}
@@ -49,10 +49,10 @@ func applyExternalPSKRegistered(a *applier, ev events.Event) error {
 	if a.db.schema < 3 {
 		return nil // an older schema does not keep them
 	}
-	if len(b.PSKID) == 0 || len(b.Secret) == 0 {
+	if len(b.PSKID) == 0 || b.Secret.Len() == 0 {
 		return cannot("external PSK without id or secret")
 	}
-	_, err = a.exec(`INSERT INTO external_psks(psk_id, secret, registered_at) VALUES (?, ?, ?)`, b.PSKID, []byte(b.Secret), nanos(ev.Time))
+	_, err = a.exec(`INSERT INTO external_psks(psk_id, secret, registered_at) VALUES (?, ?, ?)`, b.PSKID, b.Secret.Bytes(), nanos(ev.Time))
 	return err
 }
 
@@ -93,7 +93,7 @@ func applyKeyPackageGenerated(a *applier, ev events.Event) error {
 	}
 	_, err = a.exec(`INSERT INTO key_packages(ref, ciphersuite, key_package, last_resort, state, init_private_key, encryption_private_key, generated_at)
 		VALUES (?, ?, ?, ?, 'generated', ?, ?, ?)`,
-		b.Ref, int64(b.Ciphersuite), b.KeyPackage, b.LastResort, nullBytes(b.InitPrivateKey), nullBytes(b.EncryptionPrivateKey), nanos(ev.Time))
+		b.Ref, int64(b.Ciphersuite), b.KeyPackage, b.LastResort, nullBytes(b.InitPrivateKey.Bytes()), nullBytes(b.EncryptionPrivateKey.Bytes()), nanos(ev.Time))
 	if err != nil || !b.Published {
 		return err
 	}

@@ -122,7 +122,7 @@ func applyMessageSent(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData, b.Message)
+	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, b.Message)
 }
 
 func applyMessageReceived(a *applier, ev events.Event) error {
@@ -130,5 +130,5 @@ func applyMessageReceived(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content, b.AuthenticatedData, nil)
+	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, nil)
 }

@@ -57,7 +57,7 @@ func TestApplyEveryKind(t *testing.T) {
 		t.Fatalf("group 0: %+v", g0)
 	}
 	st, err := db.GroupState(ctx, gid(0))
-	if err != nil || string(st) != "state-0-6" {
+	if err != nil || string(st.Bytes()) != "state-0-6" {
 		t.Fatalf("group state %q, %v", st, err)
 	}
 	members, err := db.Members(ctx, gid(0))
@@ -90,7 +90,7 @@ func TestApplyEveryKind(t *testing.T) {
 	}
 	mp, _ := db.Messages(ctx, gid(0), Page{Limit: 1})
 	m := mp.Messages[0]
-	if string(m.Content) != "hello 39 in group 0" || m.Direction != "received" || m.Epoch != 6 || strings.Contains(fmt.Sprint(m), "hello") {
+	if string(m.Content.Bytes()) != "hello 39 in group 0" || m.Direction != "received" || m.Epoch != 6 || strings.Contains(fmt.Sprint(m), "hello") {
 		t.Fatalf("newest message %v (content %q)", m, m.Content)
 	}
 	pend, err := db.PendingDeliveries(ctx, "inst-a", "welcome", 0, 10)
@@ -184,7 +184,7 @@ func TestCannotApply(t *testing.T) {
 	base := func() *streamBuilder {
 		s := newStream("inst-a")
 		s.installation()
-		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, State: events.Secret("s0")})
+		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, State: events.NewSecret([]byte("s0"))})
 		s.delivery("c", events.DeliveryEnqueued{Recipient: "inst-a", Channel: "c", Sequence: 1, Payload: []byte("p"), IdempotencyKey: "k1"})
 		s.keyPackage(7, false)
 		return s
@@ -275,8 +275,8 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("epochs %d, %v", len(eps), err)
 	}
 	for _, e := range eps {
-		if e.Retired != (e.State == nil) {
-			t.Fatalf("epoch %d: retired=%v with state %v", e.Epoch, e.Retired, e.State != nil)
+		if e.Retired != (e.State.IsZero()) {
+			t.Fatalf("epoch %d: retired=%v with state %v", e.Epoch, e.Retired, !e.State.IsZero())
 		}
 		if want := e.Epoch < 3; e.Retired != want {
 			t.Errorf("epoch %d retired %v, want %v (only the listed epochs)", e.Epoch, e.Retired, want)
@@ -396,7 +396,7 @@ func TestMessageInEpochRetiredWithinBatch(t *testing.T) {
 		}
 	}
 	late := Record{Seq: lastSeq(recs) + 1, Event: events.Event{Aggregate: agg, Position: pos + 1, Time: recs[len(recs)-1].Event.Time,
-		Body: events.ApplicationMessageReceived{GroupID: gid(0), Epoch: 1, SenderLeaf: 1, Sender: "peer-1", MessageID: []byte("late"), Content: events.Secret("late")}}}
+		Body: events.ApplicationMessageReceived{GroupID: gid(0), Epoch: 1, SenderLeaf: 1, Sender: "peer-1", MessageID: []byte("late"), Content: events.NewSecret([]byte("late"))}}}
 	for _, size := range []int{1, 512} {
 		db := mustOpen(t, filepath.Join(t.TempDir(), "late.db"), newKey(t), &Options{BatchSize: size})
 		err := db.Apply(ctx, append(slices.Clone(recs), late))

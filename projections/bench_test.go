@@ -378,7 +378,7 @@ func BenchmarkMigrateToV7(b *testing.B) {
 	for i := range n {
 		content[0], content[1] = byte(i), byte(i>>8)
 		s.group(1, events.ApplicationMessageReceived{GroupID: gid(1), Epoch: 2, SenderLeaf: 1, Sender: "peer-1",
-			MessageID: []byte(fmt.Sprintf("big-%d", i)), Content: events.Secret(bytes.Clone(content))})
+			MessageID: []byte(fmt.Sprintf("big-%d", i)), Content: events.NewSecret(bytes.Clone(content))})
 	}
 	dir := b.TempDir()
 	key := mustKey(b)

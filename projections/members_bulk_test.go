@@ -27,7 +27,7 @@ func joinedWith(members []events.Member) *streamBuilder {
 	s.installation()
 	s.keyPackage(1, false)
 	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
-		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2"), Members: members})
+		EpochAuthenticator: []byte("auth-2"), State: events.NewSecret([]byte("state-2")), Members: members})
 	return s
 }
 

@@ -15,7 +15,7 @@ import (
 func removedFromGroup(s *streamBuilder, g int) {
 	inst := []byte(s.inst)
 	s.group(g, events.WelcomeProcessed{GroupID: gid(g), Epoch: 2, KeyPackageRef: kref(4), Welcome: []byte("welcome-a"),
-		EpochAuthenticator: []byte("auth-a"), State: events.Secret("state-a-2")})
+		EpochAuthenticator: []byte("auth-a"), State: events.NewSecret([]byte("state-a-2"))})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 2, Leaf: 0, Identity: []byte("peer-1")})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 2, Leaf: 1, Identity: inst})
 	s.commit(g, 3, []events.Member{{Leaf: 2, Identity: []byte("peer-2")}}, nil)
@@ -30,25 +30,25 @@ func removedFromGroup(s *streamBuilder, g int) {
 func v3Extras(s *streamBuilder, g int) (beforeRejoin int) {
 	inst := []byte(s.inst)
 	s.group(g, events.WelcomeProcessed{GroupID: gid(g), Epoch: 2, KeyPackageRef: kref(4), Welcome: []byte("welcome-1"),
-		EpochAuthenticator: []byte("auth-2"), State: events.Secret("state-2")})
+		EpochAuthenticator: []byte("auth-2"), State: events.NewSecret([]byte("state-2"))})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 2, Leaf: 0, Identity: []byte("peer-1")})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 2, Leaf: 1, Identity: inst})
 	s.group(g, events.HandshakeFormatSet{GroupID: gid(g), WireFormat: 2})
 	s.message(g, 2, 100, true)
 	s.group(g, events.ProposalStaged{GroupID: gid(g), Epoch: 2, ProposalRef: []byte("ref-own"), ProposalType: 2, SenderLeaf: 1,
-		Sender: inst, Own: true, Proposal: []byte("update"), Message: []byte("msg-own"), MessageID: []byte("id-own"), State: events.Secret("state-2-p1")})
+		Sender: inst, Own: true, Proposal: []byte("update"), Message: []byte("msg-own"), MessageID: []byte("id-own"), State: events.NewSecret([]byte("state-2-p1"))})
 	s.message(g, 2, 101, true)
 	s.group(g, events.ProposalStaged{GroupID: gid(g), Epoch: 2, ProposalRef: []byte("ref-peer"), ProposalType: 3, SenderLeaf: 0,
-		Sender: []byte("peer-1"), Proposal: []byte("remove"), Message: []byte("msg-peer"), MessageID: []byte("id-peer"), State: events.Secret("state-2-p2")})
+		Sender: []byte("peer-1"), Proposal: []byte("remove"), Message: []byte("msg-peer"), MessageID: []byte("id-peer"), State: events.NewSecret([]byte("state-2-p2"))})
 	s.message(g, 2, 102, true)
 	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 3, EpochAuthenticator: []byte("auth-3"), ConfirmedTranscriptHash: []byte("cth-3"),
-		Commit: []byte("commit-3"), State: events.Secret("state-3"), Committer: &events.Committer{Leaf: 1, Identity: inst, Own: true}})
+		Commit: []byte("commit-3"), State: events.NewSecret([]byte("state-3")), Committer: &events.Committer{Leaf: 1, Identity: inst, Own: true}})
 	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 4, EpochAuthenticator: []byte("auth-4"), ConfirmedTranscriptHash: []byte("cth-4"),
-		Commit: []byte("commit-4"), State: events.Secret("state-4"), Committer: &events.Committer{Leaf: 0, Identity: []byte("peer-1")}})
+		Commit: []byte("commit-4"), State: events.NewSecret([]byte("state-4")), Committer: &events.Committer{Leaf: 0, Identity: []byte("peer-1")}})
 	s.group(g, events.MemberRemoved{GroupID: gid(g), Epoch: 4, Leaf: 1, Identity: inst, Left: true})
 	beforeRejoin = len(s.recs)
 	s.group(g, events.WelcomeProcessed{GroupID: gid(g), Epoch: 7, KeyPackageRef: kref(4), Welcome: []byte("welcome-2"),
-		EpochAuthenticator: []byte("auth-7"), State: events.Secret("state-7")})
+		EpochAuthenticator: []byte("auth-7"), State: events.NewSecret([]byte("state-7"))})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 7, Leaf: 0, Identity: []byte("peer-1")})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 7, Leaf: 2, Identity: inst})
 	s.message(g, 7, 103, false)
@@ -60,14 +60,14 @@ func v3Extras(s *streamBuilder, g int) (beforeRejoin int) {
 func externalJoins(s *streamBuilder, g int) {
 	inst := []byte(s.inst)
 	s.group(g, events.ExternalJoined{GroupID: gid(g), Epoch: 5, GroupInfo: []byte("gi-4"), Commit: []byte("ext-commit-5"),
-		EpochAuthenticator: []byte("auth-5"), State: events.Secret("state-5")})
+		EpochAuthenticator: []byte("auth-5"), State: events.NewSecret([]byte("state-5"))})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 5, Leaf: 0, Identity: []byte("peer-1")})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 5, Leaf: 1, Identity: inst})
 	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 6, EpochAuthenticator: []byte("auth-6"), ConfirmedTranscriptHash: []byte("cth-6"),
-		Commit: []byte("ext-commit-6"), State: events.Secret("state-6"), Added: []events.Member{{Leaf: 2, Identity: []byte("peer-2")}},
+		Commit: []byte("ext-commit-6"), State: events.NewSecret([]byte("state-6")), Added: []events.Member{{Leaf: 2, Identity: []byte("peer-2")}},
 		Committer: &events.Committer{Leaf: 2, Identity: []byte("peer-2"), External: true}})
 	s.group(g, events.ExternalJoined{GroupID: gid(g), Epoch: 9, GroupInfo: []byte("gi-8"), RatchetTree: []byte("tree-8"), Commit: []byte("ext-commit-9"),
-		Resync: true, RemovedLeaf: 1, Reason: "forked", EpochAuthenticator: []byte("auth-9"), State: events.Secret("state-9")})
+		Resync: true, RemovedLeaf: 1, Reason: "forked", EpochAuthenticator: []byte("auth-9"), State: events.NewSecret([]byte("state-9"))})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 0, Identity: []byte("peer-1")})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 1, Identity: inst})
 	s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 9, Leaf: 2, Identity: []byte("peer-2")})
@@ -87,8 +87,8 @@ func sampleStreamV3(t testing.TB, inst string) []Record {
 
 // pskEvents registers two external PSKs and retires one.
 func pskEvents(s *streamBuilder) {
-	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.Secret("secret-a")})
-	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-b"), Secret: events.Secret("secret-b")})
+	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.NewSecret([]byte("secret-a"))})
+	s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-b"), Secret: events.NewSecret([]byte("secret-b"))})
 	s.add(events.AggInstallation, "", events.ExternalPSKRetired{PSKID: []byte("psk-a")})
 }
 
@@ -101,7 +101,7 @@ func TestExternalPSKsProjected(t *testing.T) {
 	db := mustOpen(t, filepath.Join(t.TempDir(), "v3.db"), newKey(t), nil)
 	applyAll(t, db, s.recs)
 	ps, err := db.ExternalPSKs(ctx)
-	if err != nil || len(ps) != 1 || string(ps[0].ID) != "psk-b" || string(ps[0].Secret) != "secret-b" {
+	if err != nil || len(ps) != 1 || string(ps[0].ID) != "psk-b" || string(ps[0].Secret.Bytes()) != "secret-b" {
 		t.Fatalf("held PSKs %+v, %v", ps, err)
 	}
 	if reg, _ := db.ExternalPSKRegistered(ctx, []byte("psk-a")); !reg {
@@ -112,7 +112,7 @@ func TestExternalPSKsProjected(t *testing.T) {
 	if n != 0 {
 		t.Fatal("a retired PSK keeps its secret")
 	}
-	again := s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.Secret("other")})
+	again := s.add(events.AggInstallation, "", events.ExternalPSKRegistered{PSKID: []byte("psk-a"), Secret: events.NewSecret([]byte("other"))})
 	if err := db.Apply(ctx, []Record{again}); !errors.Is(err, ErrCannotApply) {
 		t.Fatalf("registering a PSK id again: %v", err)
 	}
@@ -230,7 +230,7 @@ func TestMembershipsAndProposals(t *testing.T) {
 	i := upTo(events.KindApplicationMessageSent, 3)
 	applyAll(t, db, recs[:i])
 	g := gid(950)
-	if st, err := db.GroupState(ctx, g); err != nil || string(st) != "state-2-p2" {
+	if st, err := db.GroupState(ctx, g); err != nil || string(st.Bytes()) != "state-2-p2" {
 		t.Fatalf("state after the proposals %q, %v", st, err)
 	}
 	if ms, err := db.MessagesSentSinceState(ctx, g, 2); err != nil || len(ms) != 1 || ms[0].Ordinal != 3 {
@@ -250,7 +250,7 @@ func TestMembershipsAndProposals(t *testing.T) {
 		}
 	}
 	applyAll(t, db, recs[:before])
-	if st, _ := db.GroupState(ctx, g); string(st) != "state-4" {
+	if st, _ := db.GroupState(ctx, g); string(st.Bytes()) != "state-4" {
 		t.Fatalf("state after the commits %q", st)
 	}
 	if ms, _ := db.MessagesSentSinceState(ctx, g, 4); len(ms) != 0 {
@@ -276,7 +276,7 @@ func TestMembershipsAndProposals(t *testing.T) {
 		t.Fatalf("past members %+v, %v", pm, err)
 	}
 	pe, err := db.PastEpochs(ctx, g, 1)
-	if err != nil || len(pe) != 3 || pe[0].Epoch != 2 || pe[2].Epoch != 4 || pe[2].State != nil {
+	if err != nil || len(pe) != 3 || pe[0].Epoch != 2 || pe[2].Epoch != 4 || !pe[2].State.IsZero() {
 		t.Fatalf("past epochs %+v, %v", pe, err)
 	}
 	if eps, _ := db.Epochs(ctx, g); len(eps) != 1 || eps[0].Epoch != 7 {
@@ -297,7 +297,7 @@ func TestMembershipsAndProposals(t *testing.T) {
 	if _, found, _ := db.NewestOwnCommit(ctx, g, func([]byte) bool { return true }); found {
 		t.Fatal("the new membership has an own commit")
 	}
-	if st, _ := db.GroupState(ctx, g); string(st) != "state-7" {
+	if st, _ := db.GroupState(ctx, g); string(st.Bytes()) != "state-7" {
 		t.Fatalf("state after the second Welcome %q", st)
 	}
 	// One batch or many: the same content.
@@ -339,7 +339,7 @@ func TestV3EventsRefused(t *testing.T) {
 		t.Fatalf("joining again while a member: %v", err)
 	}
 	created := events.Event{Aggregate: again.Event.Aggregate, Position: again.Event.Position, Time: again.Event.Time,
-		Body: events.GroupCreated{GroupID: gid(950), Ciphersuite: 3, State: events.Secret("s")}}
+		Body: events.GroupCreated{GroupID: gid(950), Ciphersuite: 3, State: events.NewSecret([]byte("s"))}}
 	if err := v3.Apply(ctx, []Record{{Seq: again.Seq, Event: created}}); !errors.Is(err, ErrCannotApply) {
 		t.Fatalf("creating a group that exists: %v", err)
 	}

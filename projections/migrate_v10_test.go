@@ -20,7 +20,7 @@ func (s *streamBuilder) ownMessage(epoch uint64, n int, withOutput bool) OwnMess
 		o.Message = fmt.Appendf(nil, "private-message-%d", n)
 	}
 	s.group(1, events.ApplicationMessageSent{GroupID: gid(1), Epoch: epoch, SenderLeaf: 0, Sender: events.InstallationID(s.inst),
-		MessageID: o.MessageID, Content: events.Secret(fmt.Sprintf("hello %d", n)), Message: o.Message})
+		MessageID: o.MessageID, Content: events.NewSecret([]byte(fmt.Sprintf("hello %d", n))), Message: o.Message})
 	return o
 }
 
@@ -28,7 +28,7 @@ func (s *streamBuilder) ownMessage(epoch uint64, n int, withOutput bool) OwnMess
 func (s *streamBuilder) othersCommit(epoch uint64, added, removed []events.Member) {
 	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: epoch, EpochAuthenticator: fmt.Appendf(nil, "a-%d", epoch),
 		ConfirmedTranscriptHash: fmt.Appendf(nil, "c-%d", epoch), Commit: fmt.Appendf(nil, "commit-%d", epoch),
-		State: events.Secret(fmt.Sprintf("s-%d", epoch)), Added: added, Removed: removed,
+		State: events.NewSecret([]byte(fmt.Sprintf("s-%d", epoch))), Added: added, Removed: removed,
 		Committer: &events.Committer{Leaf: 1, Identity: []byte("peer-1")}})
 }
 
@@ -42,14 +42,14 @@ func (s *streamBuilder) othersCommit(epoch uint64, added, removed []events.Membe
 func TestMigrateToV10InPlace(t *testing.T) {
 	s := newStream("inst-a")
 	s.installation()
-	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
 		Members: members(0, "inst-a")})
 	s.ownCommit(1, members(1, "peer-1", 2, "peer-2"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
 	s.ownMessage(1, 0, false) // before v2: no output
 	before := len(s.recs)
 	m1 := s.ownMessage(1, 1, true)
 	s.group(1, events.ApplicationMessageReceived{GroupID: gid(1), Epoch: 1, SenderLeaf: 1, Sender: "peer-1", MessageID: []byte("id-r"),
-		Content: events.Secret("hi")})
+		Content: events.NewSecret([]byte("hi"))})
 	m2 := s.ownMessage(1, 2, true)
 	// peer-1 removes peer-2, then adds peer-3 at the leaf peer-2 left:
 	// the members table forgets peer-2, whom epoch 1's messages were for.
@@ -139,7 +139,7 @@ func TestMigrateToV10InPlace(t *testing.T) {
 func TestMigrateInPlaceRefusesMessageOutputsNotKept(t *testing.T) {
 	s := newStream("inst-a")
 	s.installation()
-	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
 		Members: members(0, "inst-a")})
 	s.ownCommit(1, members(1, "peer-1"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
 	s.ownMessage(1, 7, true)

@@ -83,7 +83,7 @@ func TestNewestOwnCommitIndexedAnswersAsTheScan(t *testing.T) {
 	s.installation()
 	s.keyPackage(1, false)
 	s.group(1, events.WelcomeProcessed{GroupID: gid(1), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
-		EpochAuthenticator: []byte("a-2"), State: events.Secret("s-2"),
+		EpochAuthenticator: []byte("a-2"), State: events.NewSecret([]byte("s-2")),
 		Members: []events.Member{{Leaf: 0, Identity: []byte("peer")}, {Leaf: 1, Identity: []byte("inst-own")}}})
 	committers := []string{"own", "peer", "unknown", "peer", "own", "unknown", "peer", "unknown"}
 	for i, who := range committers {
@@ -97,7 +97,7 @@ func TestNewestOwnCommitIndexedAnswersAsTheScan(t *testing.T) {
 		}
 		s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: e, EpochAuthenticator: fmt.Appendf(nil, "a-%d", e),
 			ConfirmedTranscriptHash: fmt.Appendf(nil, "c-%d", e), Commit: fmt.Appendf(nil, "commit-%d", e),
-			State: events.Secret(fmt.Sprintf("s-%d", e)), Committer: c})
+			State: events.NewSecret([]byte(fmt.Sprintf("s-%d", e))), Committer: c})
 	}
 	dir := t.TempDir()
 	v5 := build(t, filepath.Join(dir, "v5.db"), newKey(t), &Options{SchemaVersion: 5}, s.recs)

@@ -27,15 +27,15 @@ func largeRowsStream() []Record {
 	for n := 100; n < 110; n++ {
 		id := []byte(fmt.Sprintf("big-msg-%d", n))
 		if n%2 == 0 {
-			s.group(1, events.ApplicationMessageSent{GroupID: gid(1), Epoch: 5, SenderLeaf: 0, Sender: s.inst, MessageID: id, Content: events.Secret(big("sent", 64<<10)), AuthenticatedData: big("ad", 2<<10)})
+			s.group(1, events.ApplicationMessageSent{GroupID: gid(1), Epoch: 5, SenderLeaf: 0, Sender: s.inst, MessageID: id, Content: events.NewSecret(big("sent", 64<<10)), AuthenticatedData: big("ad", 2<<10)})
 		} else {
-			s.group(1, events.ApplicationMessageReceived{GroupID: gid(1), Epoch: 5, SenderLeaf: 1, Sender: "peer-1", MessageID: id, Content: events.Secret(big("received", 64<<10))})
+			s.group(1, events.ApplicationMessageReceived{GroupID: gid(1), Epoch: 5, SenderLeaf: 1, Sender: "peer-1", MessageID: id, Content: events.NewSecret(big("received", 64<<10))})
 		}
 	}
 	s.group(2, events.ProposalStaged{GroupID: gid(2), Epoch: 5, ProposalRef: []byte("prop-big"), ProposalType: 1, SenderLeaf: 1, Proposal: big("add", 20<<10)})
 	s.add(events.AggKeyPackage, "6b702d30303939", events.KeyPackageGenerated{
 		Ref: kref(99), Ciphersuite: 3, KeyPackage: big("x509 chain", 12<<10),
-		InitPrivateKey: events.Secret("init-priv-99"), EncryptionPrivateKey: events.Secret("enc-priv-99"),
+		InitPrivateKey: events.NewSecret([]byte("init-priv-99")), EncryptionPrivateKey: events.NewSecret([]byte("enc-priv-99")),
 	})
 	far := s.t0.AddDate(100, 0, 0)
 	for i := uint64(1); i <= 4; i++ {
@@ -101,8 +101,8 @@ func TestMigrateToV7InPlace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(page.Messages) != 5 || len(page.Messages[0].Content) < 64<<10 || !bytes.HasPrefix(page.Messages[0].Content, []byte("received")) {
-			t.Fatalf("%s: newest messages of group 1 read back as %d messages, the first of %d bytes", name, len(page.Messages), len(page.Messages[0].Content))
+		if len(page.Messages) != 5 || page.Messages[0].Content.Len() < 64<<10 || !bytes.HasPrefix(page.Messages[0].Content.Bytes(), []byte("received")) {
+			t.Fatalf("%s: newest messages of group 1 read back as %d messages, the first of %d bytes", name, len(page.Messages), page.Messages[0].Content.Len())
 		}
 		ds, err := db.PendingDeliveries(ctx, "inst-a", "commits", 0, 10)
 		if err != nil {

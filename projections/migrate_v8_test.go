@@ -26,7 +26,7 @@ func v8Stream(t *testing.T) []Record {
 	externalJoins(s, 951)
 	removedFromGroup(s, 952)
 	s.group(960, events.WelcomeProcessed{GroupID: gid(960), Epoch: 2, KeyPackageRef: kref(1), Welcome: []byte("w"),
-		EpochAuthenticator: []byte("a-2"), State: events.Secret("s-2"),
+		EpochAuthenticator: []byte("a-2"), State: events.NewSecret([]byte("s-2")),
 		Members: []events.Member{{Leaf: 0, Identity: []byte("peer")}, {Leaf: 1, Identity: []byte(s.inst)}}})
 	for i, who := range []string{"own", "peer", "unknown", "peer", "own", "peer"} {
 		e := uint64(3 + i)
@@ -39,7 +39,7 @@ func v8Stream(t *testing.T) []Record {
 		}
 		s.group(960, events.CommitApplied{GroupID: gid(960), Epoch: e, EpochAuthenticator: fmt.Appendf(nil, "a-%d", e),
 			ConfirmedTranscriptHash: fmt.Appendf(nil, "c-%d", e), Commit: bytes.Repeat(fmt.Appendf(nil, "commit-%d-", e), 2000),
-			State: events.Secret(fmt.Sprintf("s-%d", e)), Committer: c})
+			State: events.NewSecret([]byte(fmt.Sprintf("s-%d", e))), Committer: c})
 	}
 	return s.recs
 }

@@ -16,7 +16,7 @@ import (
 func (s *streamBuilder) ownCommit(epoch uint64, added, removed []events.Member, out *events.OwnOutput) {
 	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: epoch, EpochAuthenticator: fmt.Appendf(nil, "a-%d", epoch),
 		ConfirmedTranscriptHash: fmt.Appendf(nil, "c-%d", epoch), Commit: fmt.Appendf(nil, "commit-%d", epoch),
-		State: events.Secret(fmt.Sprintf("s-%d", epoch)), Added: added, Removed: removed,
+		State: events.NewSecret([]byte(fmt.Sprintf("s-%d", epoch))), Added: added, Removed: removed,
 		Committer: &events.Committer{Leaf: 0, Identity: []byte(s.inst), Own: true}, OwnOutput: out})
 }
 
@@ -47,22 +47,22 @@ func ids(s ...string) [][]byte {
 func TestMigrateToV9InPlace(t *testing.T) {
 	s := newStream("inst-a")
 	s.installation()
-	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
 		Members: members(0, "inst-a")})
 	s.ownCommit(1, members(1, "peer-1", 2, "peer-2"), nil, nil) // before v5: no output
 	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: 2, EpochAuthenticator: []byte("a-2"), ConfirmedTranscriptHash: []byte("c-2"),
-		Commit: []byte("commit-2"), State: events.Secret("s-2"), Committer: &events.Committer{Leaf: 1, Identity: []byte("peer-1")}})
+		Commit: []byte("commit-2"), State: events.NewSecret([]byte("s-2")), Committer: &events.Committer{Leaf: 1, Identity: []byte("peer-1")}})
 	s.group(3, events.ExternalJoined{GroupID: gid(3), Epoch: 4, Commit: []byte("ext-3"), EpochAuthenticator: []byte("a-4"),
-		State: events.Secret("s-4"), Members: members(0, "zed", 1, "inst-a")}) // before v3: no output
+		State: events.NewSecret([]byte("s-4")), Members: members(0, "zed", 1, "inst-a")}) // before v3: no output
 	before := len(s.recs)
 	s.group(2, events.ExternalJoined{GroupID: gid(2), Epoch: 7, Commit: []byte("ext-2"), EpochAuthenticator: []byte("a-7"),
-		State: events.Secret("s-7"), Members: members(0, "zed", 1, "inst-a", 2, "amy"), OwnOutput: &events.OwnOutput{}})
+		State: events.NewSecret([]byte("s-7")), Members: members(0, "zed", 1, "inst-a", 2, "amy"), OwnOutput: &events.OwnOutput{}})
 	s.ownCommit(3, members(3, "peer-3"), members(2, "peer-2"), &events.OwnOutput{Welcome: []byte("welcome-3")})
 	s.ownCommit(4, nil, members(1, "peer-1"), &events.OwnOutput{})
 	// peer-3 adds peer-5 at the leaf peer-1 left: the members table
 	// forgets peer-1, whom epoch 4's commit was for.
 	s.group(1, events.CommitApplied{GroupID: gid(1), Epoch: 5, EpochAuthenticator: []byte("a-5"), ConfirmedTranscriptHash: []byte("c-5"),
-		Commit: []byte("commit-5"), State: events.Secret("s-5"), Added: members(1, "peer-5"),
+		Commit: []byte("commit-5"), State: events.NewSecret([]byte("s-5")), Added: members(1, "peer-5"),
 		Committer: &events.Committer{Leaf: 3, Identity: []byte("peer-3")}})
 	recs := s.recs
 
@@ -161,13 +161,13 @@ func TestMigrateInPlaceRefusesOutputsNotKept(t *testing.T) {
 		}},
 		{"external join", 2, func(s *streamBuilder) {
 			s.group(2, events.ExternalJoined{GroupID: gid(2), Epoch: 7, Commit: []byte("ext-2"), EpochAuthenticator: []byte("a-7"),
-				State: events.Secret("s-7"), Members: members(0, "zed", 1, "inst-a"), OwnOutput: &events.OwnOutput{}})
+				State: events.NewSecret([]byte("s-7")), Members: members(0, "zed", 1, "inst-a"), OwnOutput: &events.OwnOutput{}})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStream("inst-a")
 			s.installation()
-			s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+			s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
 				Members: members(0, "inst-a")})
 			tc.add(s)
 			path := filepath.Join(t.TempDir(), "kept-at-8.db")

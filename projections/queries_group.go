@@ -96,7 +96,7 @@ func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, er
 	}
 	var s []byte
 	err := db.sql.QueryRowContext(ctx, `SELECT state FROM groups WHERE group_id = ?`, groupID).Scan(&s)
-	return events.Secret(s), db.wrapErr("group state", err)
+	return events.NewSecret(s), db.wrapErr("group state", err)
 }
 
 // GroupStates returns GroupState and EpochStartState of a group, reading
@@ -107,16 +107,16 @@ func (db *DB) GroupStates(ctx context.Context, groupID []byte) (current, epochSt
 	if db.schema < 5 {
 		err := db.sql.QueryRowContext(ctx, `SELECT g.state, e.state FROM groups g JOIN epochs e ON e.group_id = g.group_id AND e.epoch = g.epoch
 			WHERE g.group_id = ?`, groupID).Scan(&s, &p)
-		return events.Secret(s), events.Secret(p), db.wrapErr("group state", err)
+		return events.NewSecret(s), events.NewSecret(p), db.wrapErr("group state", err)
 	}
 	if err := db.sql.QueryRowContext(ctx, `SELECT state, proposal_state FROM groups WHERE group_id = ?`, groupID).Scan(&s, &p); err != nil {
-		return nil, nil, db.wrapErr("group state", err)
+		return events.Secret{}, events.Secret{}, db.wrapErr("group state", err)
 	}
 	cur, err := withProposal(groupID, s, p)
 	if err != nil {
-		return nil, nil, db.wrapErr("group state", err)
+		return events.Secret{}, events.Secret{}, db.wrapErr("group state", err)
 	}
-	return events.Secret(cur), events.Secret(s), nil
+	return events.NewSecret(cur), events.NewSecret(s), nil
 }
 
 // EpochStartState returns the serialized state the group's current epoch
@@ -130,7 +130,7 @@ func (db *DB) EpochStartState(ctx context.Context, groupID []byte) (events.Secre
 		q = `SELECT state FROM groups WHERE group_id = ?`
 	}
 	err := db.sql.QueryRowContext(ctx, q, groupID).Scan(&s)
-	return events.Secret(s), db.wrapErr("epoch start state", err)
+	return events.NewSecret(s), db.wrapErr("epoch start state", err)
 }
 
 // Member is a current member of a group.
@@ -185,7 +185,7 @@ func (db *DB) Epochs(ctx context.Context, groupID []byte) ([]Epoch, error) {
 			return nil, db.wrapErr("epochs", err)
 		}
 		if st != nil {
-			e.State = events.Secret(st)
+			e.State = events.NewSecret(st)
 		}
 		out = append(out, e)
 	}
@@ -232,7 +232,7 @@ func (db *DB) epochsV5(ctx context.Context, groupID []byte) ([]Epoch, error) {
 			return nil, db.wrapErr("epochs", err)
 		}
 		if st, ok := states[e.Epoch]; ok && !e.Retired {
-			e.State = events.Secret(st)
+			e.State = events.NewSecret(st)
 		}
 		out = append(out, e)
 	}

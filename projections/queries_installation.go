@@ -34,7 +34,7 @@ func (db *DB) Installation(ctx context.Context) (inst Installation, found bool, 
 	}
 	inst.ID, inst.CreatedAt = events.InstallationID(id), fromNanos(at)
 	if priv != nil {
-		inst.SignaturePrivateKey = events.Secret(priv)
+		inst.SignaturePrivateKey = events.NewSecret(priv)
 	}
 	return inst, true, nil
 }
@@ -105,7 +105,7 @@ func (db *DB) HeldKeyPackage(ctx context.Context, ref []byte) (kp HeldKeyPackage
 		return HeldKeyPackage{}, false, err
 	}
 	kp.GeneratedAt = fromNanos(at)
-	kp.InitPrivateKey, kp.EncryptionPrivateKey = events.Secret(initPriv), events.Secret(encPriv)
+	kp.InitPrivateKey, kp.EncryptionPrivateKey = events.NewSecret(initPriv), events.NewSecret(encPriv)
 	return kp, true, nil
 }
 
@@ -159,7 +159,7 @@ func (db *DB) ExternalPSKs(ctx context.Context) ([]ExternalPSK, error) {
 		if err := rows.Scan(&p.ID, &s, &at); err != nil {
 			return nil, db.wrapErr("external psks", err)
 		}
-		p.Secret, p.RegisteredAt = events.Secret(s), fromNanos(at)
+		p.Secret, p.RegisteredAt = events.NewSecret(s), fromNanos(at)
 		out = append(out, p)
 	}
 	return out, db.wrapErr("external psks", rows.Err())

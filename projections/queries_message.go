@@ -140,7 +140,7 @@ func scanMessage(rows *sql.Rows) (Message, error) {
 	if err := rows.Scan(&m.Ordinal, &m.ID, &m.Epoch, &m.SenderLeaf, &sender, &m.Direction, &content, &m.AuthenticatedData, &at); err != nil {
 		return Message{}, err
 	}
-	m.Sender, m.Content, m.SentAt = events.InstallationID(sender), events.Secret(content), fromNanos(at)
+	m.Sender, m.Content, m.SentAt = events.InstallationID(sender), events.NewSecret(content), fromNanos(at)
 	return m, nil
 }
 

@@ -33,7 +33,7 @@ func TestEngineQueries(t *testing.T) {
 		if err != nil || !found {
 			t.Fatalf("installation: %v, %v", found, err)
 		}
-		if inst.ID != "inst-a" || inst.Ciphersuite != 3 || string(inst.SignaturePrivateKey) != "sigpriv-inst-a" ||
+		if inst.ID != "inst-a" || inst.Ciphersuite != 3 || string(inst.SignaturePrivateKey.Bytes()) != "sigpriv-inst-a" ||
 			string(inst.SignaturePublicKey) != "sigpub-inst-a" || string(inst.Credential) != "cred-inst-a" || !inst.CreatedAt.Equal(recs[0].Event.Time) {
 			t.Fatalf("installation %+v (private key %q)", inst, inst.SignaturePrivateKey)
 		}
@@ -77,7 +77,7 @@ func TestEngineQueries(t *testing.T) {
 				continue
 			}
 			if !c.held {
-				if kp.Ref != nil || kp.InitPrivateKey != nil {
+				if kp.Ref != nil || !kp.InitPrivateKey.IsZero() {
 					t.Errorf("held key package %s not found, but returned %+v", c.ref, kp)
 				}
 				continue
@@ -85,7 +85,7 @@ func TestEngineQueries(t *testing.T) {
 			n := c.ref[len(c.ref)-1] - '0'
 			if !bytes.Equal(kp.Ref, c.ref) || kp.State != c.state || !kp.LastResort || kp.Ciphersuite != 3 ||
 				string(kp.KeyPackage.KeyPackage) != fmt.Sprintf("kp-bytes-%d", n) || kp.GeneratedAt.IsZero() ||
-				string(kp.InitPrivateKey) != fmt.Sprintf("init-priv-%d", n) || string(kp.EncryptionPrivateKey) != fmt.Sprintf("enc-priv-%d", n) {
+				string(kp.InitPrivateKey.Bytes()) != fmt.Sprintf("init-priv-%d", n) || string(kp.EncryptionPrivateKey.Bytes()) != fmt.Sprintf("enc-priv-%d", n) {
 				t.Errorf("held key package %s: %+v", c.ref, kp)
 			}
 			assertRedacted(t, kp, "priv")
@@ -181,7 +181,7 @@ func TestEngineQueries(t *testing.T) {
 		}
 		for i, m := range ms {
 			n := 2 * i
-			if string(m.Content) != fmt.Sprintf("hello %d in group 0", n) || string(m.AuthenticatedData) != "ad" ||
+			if string(m.Content.Bytes()) != fmt.Sprintf("hello %d in group 0", n) || string(m.AuthenticatedData) != "ad" ||
 				m.Direction != "sent" || m.Epoch != 1 || m.Sender != "inst-a" || string(m.ID) != fmt.Sprintf("msg-0-%d", n) {
 				t.Errorf("sent message %d: %+v (content %q)", i, m, m.Content)
 			}

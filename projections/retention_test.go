@@ -16,7 +16,7 @@ func TestRetentionTakesWhomOwnMessagesWereFor(t *testing.T) {
 	ctx := context.Background()
 	s := newStream("inst-a")
 	s.installation()
-	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.Secret("s-0"),
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
 		Members: members(0, "inst-a")})
 	s.ownCommit(1, members(1, "peer-1"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
 	s.ownMessage(1, 1, true)

@@ -55,12 +55,12 @@ func TestDeletedMessagesLeaveNoTraceInFile(t *testing.T) {
 	db := mustOpen(t, path, k, nil)
 	s := newStream("inst-sd")
 	s.installation()
-	s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.Secret("state-0-0")})
+	s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("state-0-0"))})
 	s.group(0, events.MemberAdded{GroupID: gid(0), Epoch: 0, Leaf: 0, Identity: []byte("inst-sd")})
 	const marker = "SECRET-PLAINTEXT-MARKER-"
 	for i := 0; i < 50; i++ {
 		s.group(0, events.ApplicationMessageSent{GroupID: gid(0), Epoch: 0, Sender: s.inst,
-			MessageID: []byte(fmt.Sprintf("m-%d", i)), Content: events.Secret(fmt.Sprintf("%s%04d", marker, i) + string(bytes.Repeat([]byte{'x'}, 200)))})
+			MessageID: []byte(fmt.Sprintf("m-%d", i)), Content: events.NewSecret([]byte(fmt.Sprintf("%s%04d", marker, i) + string(bytes.Repeat([]byte{'x'}, 200))))})
 	}
 	if err := db.Apply(ctx, s.recs); err != nil {
 		t.Fatal(err)

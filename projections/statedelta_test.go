@@ -41,20 +41,20 @@ func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 	for i, r := range out {
 		switch b := r.Event.Body.(type) {
 		case events.GroupCreated:
-			b.State = next(b.GroupID, i, true)
+			b.State = events.NewSecret(next(b.GroupID, i, true))
 			out[i].Event.Body = b
 		case events.WelcomeProcessed:
-			b.State = next(b.GroupID, i, true)
+			b.State = events.NewSecret(next(b.GroupID, i, true))
 			out[i].Event.Body = b
 		case events.ExternalJoined:
-			b.State = next(b.GroupID, i, true)
+			b.State = events.NewSecret(next(b.GroupID, i, true))
 			out[i].Event.Body = b
 		case events.ProposalStaged:
-			if len(b.State) > 0 {
+			if b.State.Len() > 0 {
 				base := started[string(b.GroupID)]
-				b.State = next(b.GroupID, i, false)
+				b.State = events.NewSecret(next(b.GroupID, i, false))
 				if deltas {
-					if b = b.WithStateFrom(base, b.State); b.StateDelta == nil {
+					if b = b.WithStateFrom(base, b.State.Bytes()); b.StateDelta.IsZero() {
 						panic("a proposal of the sample recorded whole")
 					}
 				}
@@ -65,7 +65,7 @@ func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 			st := next(b.GroupID, i, true)
 			if deltas {
 				b = b.WithStateFrom(base, st)
-				if b.StateDelta == nil {
+				if b.StateDelta.IsZero() {
 					panic("a commit of the sample recorded whole")
 				}
 				if inMemory {
@@ -77,7 +77,7 @@ func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 					ConfirmedTranscriptHash: b.ConfirmedTranscriptHash, Commit: b.Commit, StateDelta: b.StateDelta,
 					StateSHA256: b.StateSHA256, Added: b.Added, Removed: b.Removed, Committer: b.Committer, RetiredEpochs: b.RetiredEpochs}
 			} else {
-				b.State = st
+				b.State = events.NewSecret(st)
 			}
 			out[i].Event.Body = b
 		}
@@ -99,7 +99,7 @@ func TestCommitStateDeltasProjectAsWhole(t *testing.T) {
 		}
 		proposals := 0
 		for _, r := range recs {
-			if p, ok := r.Event.Body.(events.ProposalStaged); ok && len(p.State) > 0 {
+			if p, ok := r.Event.Body.(events.ProposalStaged); ok && p.State.Len() > 0 {
 				proposals++
 			}
 		}
@@ -156,7 +156,7 @@ func TestCommitStateDeltaOnAnotherBaseRefused(t *testing.T) {
 		for i, r := range deltas {
 			if b, ok := r.Event.Body.(events.CommitApplied); ok && i > len(deltas)/2 {
 				st, _ := b.KnownState()
-				deltas[i].Event.Body = spoil(b, st)
+				deltas[i].Event.Body = spoil(b, st.Bytes())
 				bad = i
 				break
 			}

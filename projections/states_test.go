@@ -36,14 +36,14 @@ func statesOf(t *testing.T, db *DB, ids [][]byte) map[string]groupStates {
 			t.Fatalf("group %x: %v", id, err)
 		}
 		both, bothStart, err := db.GroupStates(ctx, id)
-		if err != nil || !bytes.Equal(both, cur) || !bytes.Equal(bothStart, start) {
+		if err != nil || !bytes.Equal(both.Bytes(), cur.Bytes()) || !bytes.Equal(bothStart.Bytes(), start.Bytes()) {
 			t.Fatalf("group %x: GroupStates differs from GroupState and EpochStartState (%v)", id, err)
 		}
 		eps, err := db.Epochs(ctx, id)
 		if err != nil {
 			t.Fatalf("group %x: %v", id, err)
 		}
-		out[string(id)] = groupStates{current: cur, start: start, epochs: eps}
+		out[string(id)] = groupStates{current: cur.Bytes(), start: start.Bytes(), epochs: eps}
 	}
 	return out
 }
@@ -60,8 +60,8 @@ func sameStates(t *testing.T, what string, want, got map[string]groupStates) {
 		}
 		for i := range w.epochs {
 			we, ge := w.epochs[i], g.epochs[i]
-			if we.Epoch != ge.Epoch || we.Retired != ge.Retired || !bytes.Equal(we.EpochAuthenticator, ge.EpochAuthenticator) || !bytes.Equal(we.State, ge.State) {
-				t.Fatalf("%s: group %x epoch %d: another state or row (%d-byte state, retired %v; want %d bytes, retired %v)", what, id, we.Epoch, len(ge.State), ge.Retired, len(we.State), we.Retired)
+			if we.Epoch != ge.Epoch || we.Retired != ge.Retired || !bytes.Equal(we.EpochAuthenticator, ge.EpochAuthenticator) || !bytes.Equal(we.State.Bytes(), ge.State.Bytes()) {
+				t.Fatalf("%s: group %x epoch %d: another state or row (%d-byte state, retired %v; want %d bytes, retired %v)", what, id, we.Epoch, ge.State.Len(), ge.Retired, we.State.Len(), we.Retired)
 			}
 		}
 	}
@@ -123,7 +123,7 @@ func sampleWithProposalLeft() []Record {
 	externalJoins(s, 951)
 	pskEvents(s)
 	s.group(0, events.ProposalStaged{GroupID: gid(0), Epoch: 6, ProposalRef: []byte("prop-left"), ProposalType: 2, SenderLeaf: 0,
-		Proposal: []byte("update"), Sender: []byte("inst-a"), State: events.Secret("placeholder: withStateDeltas sets it")})
+		Proposal: []byte("update"), Sender: []byte("inst-a"), State: events.NewSecret([]byte("placeholder: withStateDeltas sets it"))})
 	return s.recs
 }
 
@@ -214,7 +214,7 @@ func TestRetireMiddleEpochKeepsOtherStates(t *testing.T) {
 	want := statesOf(t, v4, ids)
 	held := 0
 	for _, e := range want[string(gid(0))].epochs {
-		if e.State != nil {
+		if !e.State.IsZero() {
 			held++
 		}
 	}
@@ -245,7 +245,7 @@ func randomRetirements(t *testing.T, seed uint64) {
 		r := rand.New(rand.NewPCG(seed, 7))
 		s := newStream("inst-a")
 		s.installation()
-		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.Secret("set by withStateDeltas")})
+		s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("set by withStateDeltas"))})
 		held := []uint64{0}
 		epoch := uint64(0)
 		retire := func() []uint64 {
@@ -274,7 +274,7 @@ func randomRetirements(t *testing.T, seed uint64) {
 				}
 			case 3:
 				s.group(0, events.ProposalStaged{GroupID: gid(0), Epoch: epoch, ProposalRef: fmt.Appendf(nil, "p-%d", i), ProposalType: 2,
-					Proposal: []byte("update"), Sender: []byte("inst-a"), State: events.Secret("set by withStateDeltas")})
+					Proposal: []byte("update"), Sender: []byte("inst-a"), State: events.NewSecret([]byte("set by withStateDeltas"))})
 			}
 		}
 		recs := withStateDeltas(s.recs, seed%2 == 0, false)
@@ -330,8 +330,8 @@ func TestCorruptStateDeltaNamed(t *testing.T) {
 		t.Fatalf("GroupState over a damaged proposal state: %v, want ErrCorrupt naming the proposal's state", err)
 	}
 	// The epoch start, stored whole, still reads.
-	if st, err := db.EpochStartState(ctx, gid(0)); err != nil || len(st) == 0 {
-		t.Fatalf("EpochStartState: %d bytes, %v", len(st), err)
+	if st, err := db.EpochStartState(ctx, gid(0)); err != nil || st.Len() == 0 {
+		t.Fatalf("EpochStartState: %d bytes, %v", st.Len(), err)
 	}
 	// Retiring an epoch above an older held one rebuilds the states: the
 	// projection stops at that event, naming the damage.
@@ -370,7 +370,7 @@ func TestStateRewrittenInPlace(t *testing.T) {
 	}
 	s := newStream("inst-a")
 	s.installation()
-	s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.Secret(bytes.Clone(st))})
+	s.group(0, events.GroupCreated{GroupID: gid(0), Ciphersuite: 3, Epoch: 0, State: events.NewSecret(bytes.Clone(st))})
 	const commits = 24
 	for e := uint64(1); e <= commits; e++ {
 		for range 15 { // a dozen or so runs, as a path update changes
@@ -381,7 +381,7 @@ func TestStateRewrittenInPlace(t *testing.T) {
 		}
 		rec := s.commit(0, e, nil, nil)
 		c := rec.Event.Body.(events.CommitApplied)
-		c.State = events.Secret(bytes.Clone(st))
+		c.State = events.NewSecret(bytes.Clone(st))
 		if e > 3 {
 			c.RetiredEpochs = []uint64{e - 4}
 		}

@@ -68,14 +68,14 @@ func kref(i int) []byte { return []byte(fmt.Sprintf("kp-%04d", i)) }
 func (s *streamBuilder) installation() {
 	s.add(events.AggInstallation, "", events.InstallationCreated{
 		Installation: s.inst, Ciphersuite: 3, SignaturePublicKey: []byte("sigpub-" + s.inst),
-		SignaturePrivateKey: events.Secret("sigpriv-" + s.inst), Credential: []byte("cred-" + s.inst),
+		SignaturePrivateKey: events.NewSecret([]byte("sigpriv-" + s.inst)), Credential: []byte("cred-" + s.inst),
 	})
 }
 
 func (s *streamBuilder) keyPackage(i int, lastResort bool) {
 	s.add(events.AggKeyPackage, hex.EncodeToString(kref(i)), events.KeyPackageGenerated{
 		Ref: kref(i), Ciphersuite: 3, KeyPackage: []byte(fmt.Sprintf("kp-bytes-%d", i)),
-		InitPrivateKey: events.Secret(fmt.Sprintf("init-priv-%d", i)), EncryptionPrivateKey: events.Secret(fmt.Sprintf("enc-priv-%d", i)),
+		InitPrivateKey: events.NewSecret([]byte(fmt.Sprintf("init-priv-%d", i))), EncryptionPrivateKey: events.NewSecret([]byte(fmt.Sprintf("enc-priv-%d", i))),
 		LastResort: lastResort,
 	})
 }
@@ -93,13 +93,13 @@ func (s *streamBuilder) commit(g int, epoch uint64, added, removed []events.Memb
 		GroupID: gid(g), Epoch: epoch, EpochAuthenticator: s.mlsSized([]byte(fmt.Sprintf("auth-%d-%d", g, epoch)), mlsHashSize),
 		ConfirmedTranscriptHash: s.mlsSized([]byte(fmt.Sprintf("cth-%d-%d", g, epoch)), mlsHashSize),
 		Commit:                  s.mlsSized([]byte(fmt.Sprintf("commit-%d-%d", g, epoch)), mlsCommitSize),
-		State:                   events.Secret(s.mlsSized([]byte(fmt.Sprintf("state-%d-%d", g, epoch)), mlsStateSize)), Added: added, Removed: removed,
+		State:                   events.NewSecret(s.mlsSized([]byte(fmt.Sprintf("state-%d-%d", g, epoch)), mlsStateSize)), Added: added, Removed: removed,
 	})
 }
 
 func (s *streamBuilder) message(g int, epoch uint64, n int, sent bool) Record {
 	id := s.mlsSized([]byte(fmt.Sprintf("msg-%d-%d", g, n)), mlsMsgIDSize)
-	content := events.Secret(s.mlsSized([]byte(fmt.Sprintf("hello %d in group %d", n, g)), mlsContentSize))
+	content := events.NewSecret(s.mlsSized([]byte(fmt.Sprintf("hello %d in group %d", n, g)), mlsContentSize))
 	if sent {
 		return s.group(g, events.ApplicationMessageSent{GroupID: gid(g), Epoch: epoch, SenderLeaf: 0, Sender: s.inst, MessageID: id, Content: content, AuthenticatedData: []byte("ad")})
 	}
@@ -135,7 +135,7 @@ func buildSample(s *streamBuilder, groups, msgs int) []Record {
 	s.keyPackage(2, false)
 	s.kpEvent(2, events.KeyPackagePublished{Ref: kref(2), Destination: "directory"})
 	for g := 0; g < groups; g++ {
-		s.group(g, events.GroupCreated{GroupID: gid(g), Ciphersuite: 3, Epoch: 0, State: events.Secret(s.mlsSized([]byte(fmt.Sprintf("state-%d-0", g)), mlsStateSize))})
+		s.group(g, events.GroupCreated{GroupID: gid(g), Ciphersuite: 3, Epoch: 0, State: events.NewSecret(s.mlsSized([]byte(fmt.Sprintf("state-%d-0", g)), mlsStateSize))})
 		s.group(g, events.MemberAdded{GroupID: gid(g), Epoch: 0, Leaf: 0, Identity: []byte(inst)})
 		s.group(g, events.ProposalStaged{GroupID: gid(g), Epoch: 0, ProposalRef: []byte("prop-1"), ProposalType: 1, SenderLeaf: 0, Proposal: []byte("add peer-1")})
 		s.commit(g, 1, []events.Member{{Leaf: 1, Identity: []byte("peer-1")}}, nil)
@@ -164,7 +164,7 @@ func buildSample(s *streamBuilder, groups, msgs int) []Record {
 	}
 	// Joined from a Welcome, consuming the one-time key package.
 	s.kpEvent(2, events.KeyPackageConsumed{Ref: kref(2), GroupID: gid(900)})
-	s.group(900, events.WelcomeProcessed{GroupID: gid(900), Epoch: 4, KeyPackageRef: kref(2), Welcome: []byte("welcome"), EpochAuthenticator: []byte("auth-900-4"), State: events.Secret(s.mlsSized([]byte("state-900-4"), mlsStateSize))})
+	s.group(900, events.WelcomeProcessed{GroupID: gid(900), Epoch: 4, KeyPackageRef: kref(2), Welcome: []byte("welcome"), EpochAuthenticator: []byte("auth-900-4"), State: events.NewSecret(s.mlsSized([]byte("state-900-4"), mlsStateSize))})
 	s.group(900, events.MemberAdded{GroupID: gid(900), Epoch: 4, Leaf: 3, Identity: []byte(inst)})
 	s.message(900, 4, 1, false)
 	// The last-resort package rotates twice: only current + previous keep

@@ -185,7 +185,7 @@ func TestRebuildNamesTheAggregateThatLostEvents(t *testing.T) {
 	}
 	deleteMsg(t, l, inboxLast)
 	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
-	h.add(events.AggGroup, "feedface", events.GroupCreated{GroupID: []byte("g-new"), Ciphersuite: 3, State: events.Secret("s")})
+	h.add(events.AggGroup, "feedface", events.GroupCreated{GroupID: []byte("g-new"), Ciphersuite: 3, State: events.NewSecret([]byte("s"))})
 	if _, err := h.flush(context.Background(), l2); err != nil {
 		t.Fatal(err)
 	}

@@ -54,22 +54,22 @@ func genGroupID(g int) []byte { return []byte(fmt.Sprintf("group-%04d", g)) }
 func (h *historyGen) setup(groups int) {
 	h.add(events.AggInstallation, "", events.InstallationCreated{
 		Installation: h.inst, Ciphersuite: 3, SignaturePublicKey: []byte("sigpub-" + h.inst),
-		SignaturePrivateKey: events.Secret("sigpriv-" + h.inst), Credential: []byte("cred-" + h.inst),
+		SignaturePrivateKey: events.NewSecret([]byte("sigpriv-" + h.inst)), Credential: []byte("cred-" + h.inst),
 	})
 	for i := range 2 {
 		ref := []byte(fmt.Sprintf("kp-%d", i))
 		h.add(events.AggKeyPackage, hex.EncodeToString(ref),
 			events.KeyPackageGenerated{Ref: ref, Ciphersuite: 3, KeyPackage: []byte("kp-bytes"),
-				InitPrivateKey: events.Secret("init"), EncryptionPrivateKey: events.Secret("enc"), LastResort: i == 1},
+				InitPrivateKey: events.NewSecret([]byte("init")), EncryptionPrivateKey: events.NewSecret([]byte("enc")), LastResort: i == 1},
 			events.KeyPackagePublished{Ref: ref, Destination: "directory"})
 	}
 	for g := range groups {
 		id := hex.EncodeToString(genGroupID(g))
-		h.add(events.AggGroup, id, events.GroupCreated{GroupID: genGroupID(g), Ciphersuite: 3, Epoch: 0, State: events.Secret("state-0")})
+		h.add(events.AggGroup, id, events.GroupCreated{GroupID: genGroupID(g), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("state-0"))})
 		peer := events.Member{Leaf: 1, Identity: []byte("peer")}
 		h.add(events.AggGroup, id,
 			events.CommitApplied{GroupID: genGroupID(g), Epoch: 1, EpochAuthenticator: []byte("auth-1"),
-				ConfirmedTranscriptHash: []byte("cth-1"), Commit: []byte("commit-1"), State: events.Secret("state-1"),
+				ConfirmedTranscriptHash: []byte("cth-1"), Commit: []byte("commit-1"), State: events.NewSecret([]byte("state-1")),
 				Added: []events.Member{peer}},
 			events.MemberAdded{GroupID: genGroupID(g), Epoch: 1, Leaf: 1, Identity: []byte("peer")})
 	}
@@ -84,19 +84,19 @@ func (h *historyGen) messages(n, groups int) {
 		g := i % groups
 		id := hex.EncodeToString(genGroupID(g))
 		mid := []byte(fmt.Sprintf("m-%d", i))
-		content := events.Secret(fmt.Sprintf("message %d", i))
+		content := []byte(fmt.Sprintf("message %d", i))
 		if h.pad > len(content) {
 			content = append(content, make([]byte, h.pad-len(content))...)
 		}
 		switch i % 3 {
 		case 0:
-			h.add(events.AggGroup, id, events.ApplicationMessageSent{GroupID: genGroupID(g), Epoch: 1, Sender: h.inst, MessageID: mid, Content: content})
+			h.add(events.AggGroup, id, events.ApplicationMessageSent{GroupID: genGroupID(g), Epoch: 1, Sender: h.inst, MessageID: mid, Content: events.NewSecret(content)})
 		case 1:
-			h.add(events.AggGroup, id, events.ApplicationMessageReceived{GroupID: genGroupID(g), Epoch: 1, SenderLeaf: 1, Sender: "peer", MessageID: mid, Content: content})
+			h.add(events.AggGroup, id, events.ApplicationMessageReceived{GroupID: genGroupID(g), Epoch: 1, SenderLeaf: 1, Sender: "peer", MessageID: mid, Content: events.NewSecret(content)})
 		default:
 			h.queued++
 			h.add(events.AggDelivery, "inbox", events.DeliveryEnqueued{Recipient: h.inst, Channel: "inbox", Sequence: h.queued,
-				Payload: []byte(content), ExpiresAt: h.t.Add(time.Hour), IdempotencyKey: fmt.Sprintf("idem-%d", i)})
+				Payload: content, ExpiresAt: h.t.Add(time.Hour), IdempotencyKey: fmt.Sprintf("idem-%d", i)})
 			if h.queued%10 == 0 {
 				h.add(events.AggDelivery, "inbox", events.DeliveryAcknowledged{Recipient: h.inst, Channel: "inbox", UpTo: h.queued})
 			}

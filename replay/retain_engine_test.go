@@ -64,7 +64,7 @@ func TestRetainOpenInstallation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(page.Messages) != 2 || string(page.Messages[0].Content) != "after" || string(page.Messages[1].Content) != "today" {
+	if len(page.Messages) != 2 || string(page.Messages[0].Content.Bytes()) != "after" || string(page.Messages[1].Content.Bytes()) != "today" {
 		t.Fatalf("messages after retention: %d", len(page.Messages))
 	}
 	clock = old

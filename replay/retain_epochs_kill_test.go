@@ -56,7 +56,7 @@ func epochHistory(t testing.TB, l *eventlog.Log) {
 			}
 			h.add(events.AggGroup, hex.EncodeToString(gid), events.CommitApplied{GroupID: gid, Epoch: e,
 				EpochAuthenticator: []byte(fmt.Sprintf("auth-%d", e)), ConfirmedTranscriptHash: []byte(fmt.Sprintf("cth-%d", e)),
-				Commit: []byte(fmt.Sprintf("commit-%d", e)), State: events.Secret(fmt.Sprintf("state-%d", e)), RetiredEpochs: retired})
+				Commit: []byte(fmt.Sprintf("commit-%d", e)), State: events.NewSecret([]byte(fmt.Sprintf("state-%d", e))), RetiredEpochs: retired})
 		}
 	}
 	if _, err := h.flush(context.Background(), l); err != nil {

@@ -286,10 +286,10 @@ func snapshotWithoutOutputs(t *testing.T, l *eventlog.Log, keptBefore bool) ([]b
 	}
 	gid := []byte("own-output-group")
 	id := hex.EncodeToString(gid)
-	h.add(events.AggGroup, id, events.GroupCreated{GroupID: gid, Ciphersuite: 3, Epoch: 0, State: events.Secret("state-0"),
+	h.add(events.AggGroup, id, events.GroupCreated{GroupID: gid, Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("state-0")),
 		Members: []events.Member{{Leaf: 0, Identity: []byte(instA)}}})
 	h.add(events.AggGroup, id, events.CommitApplied{GroupID: gid, Epoch: 1, EpochAuthenticator: []byte("auth-1"),
-		ConfirmedTranscriptHash: []byte("cth-1"), Commit: []byte("commit-1"), State: events.Secret("state-1"),
+		ConfirmedTranscriptHash: []byte("cth-1"), Commit: []byte("commit-1"), State: events.NewSecret([]byte("state-1")),
 		Added:     []events.Member{{Leaf: 1, Identity: []byte("newbie")}},
 		Committer: &events.Committer{Leaf: 0, Identity: []byte(instA), Own: true}, OwnOutput: &events.OwnOutput{Welcome: []byte("welcome-1")}},
 		events.MemberAdded{GroupID: gid, Epoch: 1, Leaf: 1, Identity: []byte("newbie")})

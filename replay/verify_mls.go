@@ -162,7 +162,7 @@ func mismatch(format string, args ...any) error {
 // recorded loads a recorded group state and checks it is the group and
 // epoch (and authenticator, when given) the event says.
 func recorded(st events.Secret, gid []byte, epoch uint64, auth []byte) (*mls.Group, error) {
-	g, err := mls.UnmarshalState([]byte(st))
+	g, err := mls.UnmarshalState(st.Bytes())
 	if errors.Is(err, mls.ErrStateVersion) {
 		// A state another epochlog version recorded (version 1, which
 		// builds of 2026-11-23 before state v2 wrote, is refused on
@@ -191,7 +191,7 @@ func checkInstallationCreated(c *mlsChecker, ev events.Event) error {
 	if c.cs, err = ciphersuite.Lookup(ciphersuite.Suite(b.Ciphersuite)); err != nil {
 		return mismatch("installation ciphersuite: %v", err)
 	}
-	if c.sig, err = c.cs.ParseSignaturePrivateKey([]byte(b.SignaturePrivateKey)); err != nil {
+	if c.sig, err = c.cs.ParseSignaturePrivateKey(b.SignaturePrivateKey.Bytes()); err != nil {
 		return mismatch("installation signature key: %v", err)
 	}
 	return nil
@@ -207,7 +207,7 @@ func checkExternalPSKRegistered(c *mlsChecker, ev events.Event) error {
 	if _, ok := c.psks[string(b.PSKID)]; ok {
 		return mismatch("external PSK %x registered twice", b.PSKID)
 	}
-	c.psks[string(b.PSKID)] = []byte(b.Secret)
+	c.psks[string(b.PSKID)] = b.Secret.Bytes()
 	return nil
 }
 
@@ -252,11 +252,11 @@ func checkKeyPackageGenerated(c *mlsChecker, ev events.Event) error {
 	if err := kp.Unmarshal(b.KeyPackage); err != nil {
 		return mismatch("key package %x: %v", b.Ref, err)
 	}
-	ik, err := c.cs.ParseHPKEPrivateKey([]byte(b.InitPrivateKey))
+	ik, err := c.cs.ParseHPKEPrivateKey(b.InitPrivateKey.Bytes())
 	if err != nil {
 		return mismatch("key package %x init key: %v", b.Ref, err)
 	}
-	ek, err := c.cs.ParseHPKEPrivateKey([]byte(b.EncryptionPrivateKey))
+	ek, err := c.cs.ParseHPKEPrivateKey(b.EncryptionPrivateKey.Bytes())
 	if err != nil {
 		return mismatch("key package %x encryption key: %v", b.Ref, err)
 	}
@@ -280,7 +280,7 @@ func checkGroupCreated(c *mlsChecker, ev events.Event) error {
 		return err
 	}
 	c.groups[string(b.GroupID)] = g
-	c.states[string(b.GroupID)] = b.State
+	c.states[string(b.GroupID)] = b.State.Bytes()
 	c.rep.Groups++
 	return nil
 }
@@ -342,7 +342,7 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, b.State, false); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State.Bytes(), false); err != nil {
 		return err
 	}
 	c.rep.Rederived++
@@ -395,7 +395,7 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, b.State, b.Resync); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State.Bytes(), b.Resync); err != nil {
 		return err
 	}
 	c.rep.Own++
@@ -489,7 +489,7 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
 	}
 	c.groups[string(b.GroupID)] = g
-	c.states[string(b.GroupID)] = state
+	c.states[string(b.GroupID)] = state.Bytes()
 	return nil
 }
 
@@ -509,7 +509,7 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	if !ok {
 		return mismatch("proposal for group %x, which was never created or joined", b.GroupID)
 	}
-	if b.Message == nil && b.State == nil && b.StateDelta == nil {
+	if b.Message == nil && b.State.IsZero() && b.StateDelta.IsZero() {
 		return nil
 	}
 	if c.left[string(b.GroupID)] {

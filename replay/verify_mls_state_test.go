@@ -16,12 +16,12 @@ import (
 func TestRecordedStateOfAnotherVersion(t *testing.T) {
 	gid := []byte("group-0001")
 	for _, v := range []byte{1, 0xFF} {
-		_, err := recorded(events.Secret{v, 0, 0, 0}, gid, 1, nil)
+		_, err := recorded(events.NewSecret([]byte{v, 0, 0, 0}), gid, 1, nil)
 		if !errors.Is(err, mls.ErrStateVersion) || IsVerificationFailure(err) {
 			t.Errorf("state version %d: %v, want mls.ErrStateVersion and no verification failure", v, err)
 		}
 	}
-	if _, err := recorded(events.Secret{4, 0, 0, 0}, gid, 1, nil); !errors.Is(err, ErrMLSMismatch) {
+	if _, err := recorded(events.NewSecret([]byte{4, 0, 0, 0}), gid, 1, nil); !errors.Is(err, ErrMLSMismatch) {
 		t.Errorf("a state that does not decode: %v, want ErrMLSMismatch", err)
 	}
 }
