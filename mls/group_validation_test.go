@@ -215,12 +215,20 @@ func TestCommitRefusesAddWithUnsupportedCredentialType(t *testing.T) {
 	w := newSCWorld(t, Options{})
 	w.grow(0, 2)
 	kp := kpWithX509Credential(t, "x509")
-	if _, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{kp}}); !errors.Is(err, ErrInvalidProposal) {
-		t.Fatalf("committer: %v, want ErrInvalidProposal for an Add of a credential type other members do not support", err)
+	wantAddRefused(t, w, kp, ErrInvalidProposal, "an Add of a credential type other members do not support")
+}
+
+// wantAddRefused fails t unless member 0 refuses to commit an Add of kp
+// and member 1 refuses the same commit made without the committer's
+// checks, both with want.
+func wantAddRefused(t *testing.T, w *scWorld, kp *KeyPackage, want error, what string) {
+	t.Helper()
+	if _, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{kp}}); !errors.Is(err, want) {
+		t.Fatalf("committer: %v, want %v for %s", err, want, what)
 	}
 	msg := commitWithoutChecks(t, w.members[0], []*Proposal{{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *kp}}}, nil)
-	if _, _, err := w.members[1].Process(msg); !errors.Is(err, ErrInvalidProposal) {
-		t.Fatalf("receiver: %v, want ErrInvalidProposal for an Add of a credential type other members do not support", err)
+	if _, _, err := w.members[1].Process(msg); !errors.Is(err, want) {
+		t.Fatalf("receiver: %v, want %v for %s", err, want, what)
 	}
 }
 
@@ -404,13 +412,7 @@ func TestCommitRefusesAddWithDuplicateKeyPackageExtensions(t *testing.T) {
 	if err := kp.Validate(); !errors.Is(err, ErrInvalidKeyPackage) {
 		t.Fatalf("Validate of a key package with extension 0xff00 twice: %v, want ErrInvalidKeyPackage", err)
 	}
-	if _, _, err := w.members[0].Commit(CommitOptions{Add: []*KeyPackage{kp}}); !errors.Is(err, ErrInvalidKeyPackage) {
-		t.Fatalf("committer: %v, want ErrInvalidKeyPackage", err)
-	}
-	msg := commitWithoutChecks(t, w.members[0], []*Proposal{{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *kp}}}, nil)
-	if _, _, err := w.members[1].Process(msg); !errors.Is(err, ErrInvalidKeyPackage) {
-		t.Fatalf("receiver: %v, want ErrInvalidKeyPackage", err)
-	}
+	wantAddRefused(t, w, kp, ErrInvalidKeyPackage, "an Add of a key package with extension 0xff00 twice")
 }
 
 // RFC 9420 §13: no extension list may repeat a type, the GroupInfo's
