@@ -508,21 +508,35 @@ func FuzzInsiderCommit(f *testing.F) {
 		if m == nil {
 			return
 		}
-		w.deliver(t, m, ic)
+		w.deliver(t, m, insiderAttacker, func(old, n *Group, _ *Received) { checkAccepted(t, w.cs, old, n, ic) })
 	})
 }
 
-// deliver has every honest member process m and checks what they accept.
-func (w *insiderWorld) deliver(t *testing.T, m *MLSMessage, ic *insiderCommit) {
+// isFuzzRefusal reports whether err, a refusal of what an attacker sent,
+// wraps one of the sentinels a caller tests.
+func isFuzzRefusal(err error) bool {
+	for _, s := range []error{ErrInvalidProposal, ErrInvalidUpdatePath, ErrInvalidKeyPackage, ErrTampered, ErrUnknownPSK,
+		ErrInvalidLeafNode, ErrInvalidTree, ErrBadSignature, ErrDecode, ErrWrongGroup, ErrWrongEpoch, ErrNotMember} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliver has every member but skip process m and checks what each
+// accepts with check. Those that accept, and the followers (the sender's
+// own state, when it is a joiner that must be in the same epoch), must
+// agree, and the group must go on from there.
+func (w *insiderWorld) deliver(t *testing.T, m *MLSMessage, skip LeafIndex, check func(old, n *Group, r *Received), followers ...*Group) {
 	accepted := map[LeafIndex]*Group{}
 	for l, g := range w.members {
-		if LeafIndex(l) == insiderAttacker {
+		if LeafIndex(l) == skip {
 			continue
 		}
 		ng, r, err := g.Process(m)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidProposal) && !errors.Is(err, ErrInvalidUpdatePath) && !errors.Is(err, ErrInvalidKeyPackage) &&
-				!errors.Is(err, ErrTampered) && !errors.Is(err, ErrUnknownPSK) && !errors.Is(err, ErrInvalidLeafNode) && !errors.Is(err, ErrInvalidTree) {
+			if !isFuzzRefusal(err) {
 				t.Errorf("leaf %d refused with an error of no sentinel: %v", l, err)
 			}
 			continue
@@ -530,8 +544,13 @@ func (w *insiderWorld) deliver(t *testing.T, m *MLSMessage, ic *insiderCommit) {
 		if r.Removed {
 			continue
 		}
-		checkAccepted(t, w.cs, g, ng, ic)
+		check(g, ng, r)
 		accepted[LeafIndex(l)] = ng
+	}
+	if len(accepted) > 0 {
+		for _, f := range followers {
+			accepted[f.me] = f
+		}
 	}
 	var ref *Group
 	for l, g := range accepted {
@@ -587,17 +606,33 @@ func checkAccepted(t *testing.T, cs *ciphersuite.CipherSuite, old, n *Group, ic 
 	if err := mustRejectRule(cs, old, ic); err != nil {
 		t.Fatalf("leaf %d accepted a commit RFC 9420 says to reject: %v", old.me, err)
 	}
+	checkConsistent(t, cs, old, n)
+}
+
+// checkConsistent checks the state n that an honest member accepted from
+// old: the next epoch, a tree that validates and matches the tree hash,
+// private keys that match it, group context extensions every member
+// supports, and a state that saves and loads to the same bytes.
+func checkConsistent(t *testing.T, cs *ciphersuite.CipherSuite, old, n *Group) {
+	t.Helper()
 	if n.Epoch() != old.Epoch()+1 {
 		t.Fatalf("leaf %d: epoch %d after epoch %d", old.me, n.Epoch(), old.Epoch())
 	}
+	checkState(t, cs, n)
+}
+
+// checkState is checkConsistent without the epoch: for a state that a
+// client entered by joining.
+func checkState(t *testing.T, cs *ciphersuite.CipherSuite, n *Group) {
+	t.Helper()
 	if err := n.tree.Validate(cs, n.ctx.GroupID, n.ctx.Extensions); err != nil {
-		t.Fatalf("leaf %d accepted a commit that leaves an invalid tree: %v", old.me, err)
+		t.Fatalf("leaf %d accepted a commit that leaves an invalid tree: %v", n.me, err)
 	}
 	if th, err := n.tree.TreeHash(cs); err != nil || !bytes.Equal(th, n.ctx.TreeHash) {
-		t.Fatalf("leaf %d: tree hash does not match the group context (%v)", old.me, err)
+		t.Fatalf("leaf %d: tree hash does not match the group context (%v)", n.me, err)
 	}
 	if err := n.keys.CheckAgainst(n.tree); err != nil {
-		t.Fatalf("leaf %d: private keys do not match the tree: %v", old.me, err)
+		t.Fatalf("leaf %d: private keys do not match the tree: %v", n.me, err)
 	}
 	var bad error
 	n.tree.Leaves(func(l LeafIndex, ln *LeafNode) {
@@ -608,19 +643,19 @@ func checkAccepted(t *testing.T, cs *ciphersuite.CipherSuite, old, n *Group, ic 
 		}
 	})
 	if bad != nil {
-		t.Fatalf("leaf %d accepted: %v", old.me, bad)
+		t.Fatalf("leaf %d accepted: %v", n.me, bad)
 	}
 	b, err := n.MarshalBinary()
 	if err != nil {
-		t.Fatalf("leaf %d: saving the accepted state: %v", old.me, err)
+		t.Fatalf("leaf %d: saving the accepted state: %v", n.me, err)
 	}
 	loaded, err := UnmarshalState(b)
 	if err != nil {
-		t.Fatalf("leaf %d: loading the accepted state: %v", old.me, err)
+		t.Fatalf("leaf %d: loading the accepted state: %v", n.me, err)
 	}
 	b2, err := loaded.MarshalBinary()
 	if err != nil || !bytes.Equal(b, b2) || !bytes.Equal(loaded.EpochAuthenticator(), n.EpochAuthenticator()) {
-		t.Fatalf("leaf %d: the accepted state does not load back the same (%v)", old.me, err)
+		t.Fatalf("leaf %d: the accepted state does not load back the same (%v)", n.me, err)
 	}
 }
 

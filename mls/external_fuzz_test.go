@@ -1,0 +1,302 @@
+package mls
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/mls/keyschedule"
+)
+
+// The external targets play attackers from outside the group: a client
+// that got a GroupInfo and sends an external commit of the fuzzer's
+// making (FuzzExternalCommit), a malicious member that serves a forged
+// GroupInfo to an honest joiner (FuzzExternalGroupInfo), and an external
+// sender listed in the group's external_senders or a client proposing its
+// own Add (FuzzExternalProposal). They reuse the insider world: its group
+// of four, in an epoch with proposals cached, and its input decoders.
+
+// outsider is what an external attacker holds: the GroupInfo a member
+// served, the external init it derives from it, and leaves of two
+// identities (its own, and member 2's, for a resync), with their keys.
+type outsider struct {
+	gi        *GroupInfo
+	kemOutput []byte
+	init      []byte // the init secret kemOutput gives
+	leaves    [2]*LeafNode
+	sigs      [2]*ciphersuite.SignaturePrivateKey
+}
+
+var (
+	outsiderOnce sync.Once
+	outsiderV    *outsider
+)
+
+// outsiderLeaf returns a fresh leaf of credential, and its signature key.
+func outsiderLeaf(tb testing.TB, cs *ciphersuite.CipherSuite, credential Credential) (*LeafNode, *ciphersuite.SignaturePrivateKey) {
+	tb.Helper()
+	sig, err := cs.GenerateSignatureKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caps := &Capabilities{Versions: []ProtocolVersion{ProtocolMLS10}, CipherSuites: []ciphersuite.Suite{scenarioSuite},
+		Extensions: []ExtensionType{insiderExt}, Proposals: []ProposalType{}, Credentials: []CredentialType{CredentialTypeBasic, CredentialTypeX509}}
+	kp, _, err := NewKeyPackage(scenarioSuite, credential, sig, &KeyPackageOptions{Capabilities: caps})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return kp.LeafNode.Clone(), sig
+}
+
+func outsiderFor(tb testing.TB) (*insiderWorld, *outsider) {
+	w := insiderWorldFor(tb)
+	outsiderOnce.Do(func() {
+		gi, err := w.members[0].ExternalGroupInfo(true)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e, _ := gi.Extensions.Find(ExtensionTypeExternalPub)
+		var pub ExternalPub
+		if err := pub.Unmarshal(e.Data); err != nil {
+			tb.Fatal(err)
+		}
+		o := &outsider{gi: gi}
+		if o.kemOutput, o.init, err = w.cs.ExportSend(pub.ExternalPub, labelExternalInit, w.cs.Nh()); err != nil {
+			tb.Fatal(err)
+		}
+		o.leaves[0], o.sigs[0] = outsiderLeaf(tb, w.cs, NewBasicCredential([]byte("outsider")))
+		o.leaves[1], o.sigs[1] = outsiderLeaf(tb, w.cs, w.members[2].tree.Leaf(2).Credential)
+		outsiderV = o
+	})
+	if outsiderV == nil {
+		tb.Fatal("outsider failed to build")
+	}
+	return w, outsiderV
+}
+
+// externalProposalFrom builds one entry of an external commit's list: an
+// ExternalInit (the attacker's, or odd bytes), a Remove, or any of the
+// insider's proposals (references, Adds, Updates, PSKs, ...).
+func (w *insiderWorld) externalProposalFrom(in *fuzzBytes, o *outsider) (ProposalOrRef, cachedProposal) {
+	self := Sender{Type: SenderTypeNewMemberCommit}
+	var p *Proposal
+	switch in.n(6) {
+	case 0, 1:
+		p = &Proposal{Type: ProposalTypeExternalInit, ExternalInit: &ExternalInit{KEMOutput: o.kemOutput}}
+	case 2:
+		var kem []byte
+		switch in.n(3) {
+		case 0:
+			kem = in.bytes(33)
+		case 1: // a point of the group's: a leaf key
+			kem = w.members[0].tree.Leaf(LeafIndex(in.n(4))).EncryptionKey
+		default: // a point of low order
+			kem = make([]byte, 32)
+		}
+		p = &Proposal{Type: ProposalTypeExternalInit, ExternalInit: &ExternalInit{KEMOutput: kem}}
+	case 3:
+		p = &Proposal{Type: ProposalTypeRemove, Remove: &Remove{Removed: LeafIndex(in.n(6))}}
+	default:
+		por, cp := w.proposalFrom(in)
+		if por.Type == ProposalOrRefProposal {
+			cp.sender = self
+		}
+		return por, cp
+	}
+	return ProposalOrRef{Type: ProposalOrRefProposal, Proposal: p}, cachedProposal{sender: self, proposal: p}
+}
+
+// externalCommitFrom builds the outsider's external commit as the fuzzer
+// describes: its proposals, a path from the leftmost free leaf (honest,
+// with an odd leaf, or none), signed with the path leaf's key, and a
+// confirmation tag the outsider derives from its init secret (or odd
+// bytes).
+func (w *insiderWorld) externalCommitFrom(in *fuzzBytes, o *outsider) (*MLSMessage, *insiderCommit) {
+	cs, g0 := w.cs, w.members[0]
+	who := in.n(2)
+	ic := &insiderCommit{commit: &Commit{Proposals: []ProposalOrRef{}}}
+	for range in.n(5) {
+		por, cp := w.externalProposalFrom(in, o)
+		ic.commit.Proposals = append(ic.commit.Proposals, por)
+		ic.props = append(ic.props, cp)
+	}
+	gc := o.gi.GroupContext
+	newCtx := gc
+	newCtx.Epoch++
+	tree := g0.tree
+	var psks []PreSharedKeyID
+	known := slices.DeleteFunc(slices.Clone(ic.props), func(p cachedProposal) bool {
+		return p.proposal == nil || p.proposal.Type == ProposalTypeExternalInit
+	})
+	if eff, err := g0.applyProposals(noLeaf, known); err == nil {
+		tree, newCtx.Extensions, psks = eff.tree, eff.extensions, eff.psks
+	}
+	leaf, sig := o.leaves[who].Clone(), o.sigs[who]
+	commitSecret := keyschedule.Secret{}
+	if mode := in.n(4); mode != 0 {
+		if mode == 2 {
+			sig = w.oddLeaf(in, leaf, tree, sig)
+		}
+		t2, me := tree.AddLeaf(leaf)
+		up, err := t2.CreateUpdatePath(cs, newCtx, me, t2.Leaf(me), sig, nil, nil)
+		if err != nil {
+			return nil, nil
+		}
+		ic.commit.Path = &up.Path
+		commitSecret = up.CommitSecret
+		if newCtx.TreeHash, err = up.Tree.TreeHash(cs); err != nil {
+			return nil, nil
+		}
+	}
+	ac := &AuthenticatedContent{WireFormat: WireFormatPublicMessage, Content: FramedContent{
+		GroupID: gc.GroupID, Epoch: gc.Epoch, Sender: Sender{Type: SenderTypeNewMemberCommit},
+		AuthenticatedData: in.bytes(3), ContentType: ContentTypeCommit, Commit: ic.commit,
+	}}
+	var err error
+	if ac.Auth.Signature, err = signFramedContent(cs, sig, ac.WireFormat, &ac.Content, &gc); err != nil {
+		return nil, nil
+	}
+	interim, err := interimTranscriptHash(cs, gc.ConfirmedTranscriptHash, o.gi.ConfirmationTag)
+	if err != nil {
+		return nil, nil
+	}
+	if newCtx.ConfirmedTranscriptHash, err = confirmedTranscriptHash(cs, interim, ac); err != nil {
+		return nil, nil
+	}
+	gcBytes, err := newCtx.Marshal()
+	if err != nil {
+		return nil, nil
+	}
+	psk, _ := g0.pskSecretFor(psks)
+	joiner, err := keyschedule.JoinerSecret(cs, ciphersuite.NewSecret(o.init), commitSecret, gcBytes)
+	if err != nil {
+		return nil, nil
+	}
+	if ac.Auth.ConfirmationTag, err = confirmationTagFor(cs, joiner, psk, gcBytes, newCtx.ConfirmedTranscriptHash); err != nil {
+		return nil, nil
+	}
+	if in.n(8) == 7 {
+		ac.Auth.ConfirmationTag = in.bytes(32)
+	}
+	pm, err := protectPublic(cs, ac, &gc, keyschedule.Secret{})
+	if err != nil {
+		return nil, nil
+	}
+	return &MLSMessage{Version: ProtocolMLS10, WireFormat: WireFormatPublicMessage, PublicMessage: pm}, ic
+}
+
+// externalMustReject reports the first rule of RFC 9420 §12.4.3.2 (and
+// the proposal rules of §12.2, §12.1.x, §8.4 it refers to) that the
+// external commit ic breaks for the member in old.
+func externalMustReject(cs *ciphersuite.CipherSuite, old *Group, ic *insiderCommit) error {
+	c := ic.commit
+	if c.Path == nil {
+		return fmt.Errorf("§12.4.3.2: external commit without a path")
+	}
+	inits, removes := 0, 0
+	psks := map[string]bool{}
+	for i, por := range c.Proposals {
+		if por.Type != ProposalOrRefProposal {
+			return fmt.Errorf("§12.4.3.2: proposal %d by reference", i)
+		}
+		switch p := por.Proposal; p.Type {
+		case ProposalTypeExternalInit:
+			inits++
+		case ProposalTypeRemove:
+			if removes++; removes > 1 {
+				return fmt.Errorf("§12.4.3.2: two Removes")
+			}
+			ln := old.tree.Leaf(p.Remove.Removed)
+			if ln == nil {
+				return fmt.Errorf("§12.1.3: Remove of blank leaf %d", p.Remove.Removed)
+			}
+			if !sameIdentity(ln.Credential, c.Path.LeafNode.Credential) {
+				return fmt.Errorf("§12.4.3.2: Remove of leaf %d, another identity than the joiner's", p.Remove.Removed)
+			}
+		case ProposalTypePSK:
+			id := p.PreSharedKey.PSK
+			if len(id.PSKNonce) != cs.Nh() {
+				return fmt.Errorf("§8.4: psk_nonce of %d bytes", len(id.PSKNonce))
+			}
+			if startsGroup(&id) {
+				return fmt.Errorf("§12.1.4: resumption PSK of usage %d in a running group", id.Usage)
+			}
+			b, _ := id.Marshal()
+			if psks[string(b)] {
+				return fmt.Errorf("§12.2: PSK %d repeated", i)
+			}
+			psks[string(b)] = true
+		default:
+			return fmt.Errorf("§12.4.3.2: proposal %d of type %d in an external commit", i, p.Type)
+		}
+	}
+	if inits != 1 {
+		return fmt.Errorf("§12.4.3.2: %d ExternalInit proposals", inits)
+	}
+	return nil
+}
+
+// leftmostFree is the leaf an external joiner takes in old's tree once
+// the commit's Remove (if any) is applied (RFC 9420 §12.4.3.2).
+func leftmostFree(old *Group, ic *insiderCommit) LeafIndex {
+	removed := LeafIndex(noLeaf)
+	for _, por := range ic.commit.Proposals {
+		if p := por.Proposal; p != nil && p.Type == ProposalTypeRemove {
+			removed = p.Remove.Removed
+		}
+	}
+	for l := range LeafIndex(old.tree.LeafCount()) {
+		if l == removed || old.tree.Leaf(l) == nil {
+			return l
+		}
+	}
+	return LeafIndex(old.tree.LeafCount())
+}
+
+// FuzzExternalCommit has every member process an external commit that a
+// non-member, holding a GroupInfo of the epoch, made as the fuzzer
+// describes (its proposals, path and confirmation tag; signed with the
+// path leaf's key). What a member accepts must break no rule of RFC 9420
+// §12.4.3.2 (see externalMustReject), place the joiner at the leftmost
+// free leaf and be consistent (see checkConsistent); the members that
+// accept must agree and be able to go on.
+func FuzzExternalCommit(f *testing.F) {
+	for _, s := range [][]byte{
+		{0, 1, 0, 1},          // honest join
+		{1, 2, 0, 3, 2, 1},    // honest resync of leaf 2
+		{1, 2, 0, 3, 1, 1},    // resync removing another identity
+		{0, 1, 0, 0},          // no path
+		{0, 0, 1},             // no ExternalInit
+		{0, 2, 0, 0, 1},       // two ExternalInits
+		{0, 1, 2, 0, 1},       // odd ExternalInit
+		{0, 1, 2, 2, 1},       // low-order ExternalInit
+		{0, 2, 0, 4, 0, 0, 1}, // a reference to a cached proposal
+		{0, 2, 0, 4, 3, 1},    // an inline Add
+		{0, 2, 0, 5, 7, 1, 0, 0, 1, 1, 0, 1},
+		{0, 2, 0, 4, 8, 1, 0, 1, 1},
+		{0, 1, 0, 2, 1, 2},
+		{0, 1, 0, 2, 0, 5},
+		{0, 1, 0, 1, 7},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, o := outsiderFor(t)
+		in := fuzzBytes(data)
+		m, ic := w.externalCommitFrom(&in, o)
+		if m == nil {
+			return
+		}
+		w.deliver(t, m, noLeaf, func(old, n *Group, r *Received) {
+			if err := externalMustReject(w.cs, old, ic); err != nil {
+				t.Fatalf("leaf %d accepted an external commit RFC 9420 says to reject: %v", old.me, err)
+			}
+			if want := leftmostFree(old, ic); r.Sender != want {
+				t.Fatalf("leaf %d placed the joiner at leaf %d, not the leftmost free leaf %d", old.me, r.Sender, want)
+			}
+			checkConsistent(t, w.cs, old, n)
+		})
+	})
+}
