@@ -1,6 +1,7 @@
 package mls
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"sync"
@@ -138,6 +139,9 @@ func (w *insiderWorld) externalCommitFrom(in *fuzzBytes, o *outsider) (*MLSMessa
 	if mode := in.n(4); mode != 0 {
 		if mode == 2 {
 			sig = w.oddLeaf(in, leaf, tree, sig)
+			if _, err := leaf.Marshal(); err != nil {
+				return nil, nil // a leaf no wire carries
+			}
 		}
 		t2, me := tree.AddLeaf(leaf)
 		up, err := t2.CreateUpdatePath(cs, newCtx, me, t2.Leaf(me), sig, nil, nil)
@@ -184,7 +188,21 @@ func (w *insiderWorld) externalCommitFrom(in *fuzzBytes, o *outsider) (*MLSMessa
 	if err != nil {
 		return nil, nil
 	}
-	return &MLSMessage{Version: ProtocolMLS10, WireFormat: WireFormatPublicMessage, PublicMessage: pm}, ic
+	return onWire(&MLSMessage{Version: ProtocolMLS10, WireFormat: WireFormatPublicMessage, PublicMessage: pm}), ic
+}
+
+// onWire returns m as a receiver decodes it from the wire (nil if it has
+// no encoding).
+func onWire(m *MLSMessage) *MLSMessage {
+	b, err := m.Marshal()
+	if err != nil {
+		return nil
+	}
+	var out MLSMessage
+	if err := out.Unmarshal(b); err != nil {
+		return nil
+	}
+	return &out
 }
 
 // externalMustReject reports the first rule of RFC 9420 §12.4.3.2 (and
@@ -298,5 +316,184 @@ func FuzzExternalCommit(f *testing.F) {
 			}
 			checkConsistent(t, w.cs, old, n)
 		})
+	})
+}
+
+// externalJoiner is an honest client that joins by external commit.
+type externalJoiner struct {
+	credential Credential
+	sig        *ciphersuite.SignaturePrivateKey
+	caps       *Capabilities
+}
+
+var (
+	externalJoinerOnce sync.Once
+	externalJoinerV    *externalJoiner
+)
+
+func externalJoinerFor(tb testing.TB) *externalJoiner {
+	externalJoinerOnce.Do(func() {
+		leaf, sig := outsiderLeaf(tb, mustSuite(tb, scenarioSuite), NewBasicCredential([]byte("joiner")))
+		externalJoinerV = &externalJoiner{credential: leaf.Credential, sig: sig, caps: &leaf.Capabilities}
+	})
+	if externalJoinerV == nil {
+		tb.Fatal("external joiner failed to build")
+	}
+	return externalJoinerV
+}
+
+// forgeGroupInfo returns the GroupInfo for external joins that the
+// attacker serves, as the fuzzer describes: its honest one with the tree,
+// group context, signer, confirmation tag or external_pub changed, the
+// tree hash recomputed unless the fuzzer says not to, signed with the
+// attacker's key. The second result is the tree to give the joiner when
+// the GroupInfo carries none (nil: none).
+func (w *insiderWorld) forgeGroupInfo(in *fuzzBytes) (*GroupInfo, *RatchetTree) {
+	attacker := w.members[insiderAttacker]
+	gi, err := attacker.ExternalGroupInfo(true)
+	if err != nil {
+		return nil, nil
+	}
+	tree := attacker.tree.clone()
+	gc := gi.GroupContext
+	epub, _ := gi.Extensions.Find(ExtensionTypeExternalPub)
+	extra := Extensions{}
+	withTree, giveTree, fixHash := true, false, true
+	parent := func() (NodeIndex, *ParentNode) {
+		x := NodeIndex(2*in.n(tree.NodeWidth()/2) + 1)
+		if p := tree.Node(x).Parent; p != nil {
+			c := *p
+			c.UnmergedLeaves = slices.Clone(c.UnmergedLeaves)
+			return x, &c
+		}
+		return x, nil
+	}
+	for range in.n(4) {
+		switch in.n(16) {
+		case 0:
+			x, _ := parent()
+			tree.setNode(x, Node{})
+		case 1:
+			if x, p := parent(); p != nil {
+				if other := tree.Leaf(LeafIndex(in.n(4))); other != nil {
+					p.EncryptionKey = other.EncryptionKey
+				} else {
+					p.EncryptionKey = in.bytes(33)
+				}
+				tree.setNode(x, Node{Parent: p})
+			}
+		case 2:
+			if x, p := parent(); p != nil {
+				p.UnmergedLeaves = append(p.UnmergedLeaves, LeafIndex(in.n(4)))
+				slices.Sort(p.UnmergedLeaves)
+				tree.setNode(x, Node{Parent: p})
+			}
+		case 3:
+			tree.setNode(LeafIndex(in.n(4)).Node(), Node{})
+		case 4:
+			l := LeafIndex(in.n(4))
+			tree.setNode(l.Node(), Node{Leaf: w.keyPackageFrom(in).LeafNode.Clone()})
+		case 5:
+			gc.Extensions = w.extensionsFrom(in)
+		case 6:
+			gc.Epoch = uint64(in.byte())
+		case 7:
+			gc.CipherSuite = ciphersuite.Suite(in.n(8))
+		case 8:
+			gc.Version = ProtocolVersion(in.n(3))
+		case 9:
+			gc.ConfirmedTranscriptHash = in.bytes(32)
+		case 10:
+			gi.Signer = LeafIndex(in.n(6))
+		case 11:
+			gi.ConfirmationTag = in.bytes(32)
+		case 12: // another external_pub: odd bytes, a member's key, a point of low order
+			var pub []byte
+			switch in.n(3) {
+			case 0:
+				pub = in.bytes(33)
+			case 1:
+				pub = tree.Node(LeafIndex(in.n(4)).Node()).encryptionKey()
+			default:
+				pub = make([]byte, 32)
+			}
+			b, _ := (&ExternalPub{ExternalPub: pub}).Marshal()
+			epub.Data = b
+		case 13:
+			if in.n(2) == 0 {
+				epub.Data = nil
+			} else {
+				extra = append(extra, w.extensionsFrom(in)...)
+			}
+		case 14:
+			withTree, giveTree = false, in.n(2) == 0
+		default:
+			fixHash = false
+		}
+	}
+	gi.Extensions = Extensions{}
+	if epub.Data != nil {
+		gi.Extensions = append(gi.Extensions, epub)
+	}
+	if withTree {
+		e, err := tree.Extension()
+		if err != nil {
+			return nil, nil
+		}
+		gi.Extensions = append(gi.Extensions, e)
+	}
+	gi.Extensions = append(gi.Extensions, extra...)
+	if fixHash {
+		if gc.TreeHash, err = tree.TreeHash(w.cs); err != nil {
+			return nil, nil
+		}
+	}
+	gi.GroupContext = gc
+	if err := gi.Sign(w.cs, attacker.sig); err != nil {
+		return nil, nil
+	}
+	if giveTree {
+		return gi, &tree
+	}
+	return gi, nil
+}
+
+// FuzzExternalGroupInfo has an honest client join by external commit
+// from a GroupInfo a malicious member forged and signed. What JoinExternal
+// accepts must be consistent (the tree validates against the group
+// context, every member supports its extensions, the state saves and
+// loads: RFC 9420 §12.4.3.2 has the joiner check the GroupInfo and tree
+// as a Welcome's, §12.4.3.1); the members that accept the joiner's commit
+// must agree with it and go on.
+func FuzzExternalGroupInfo(f *testing.F) {
+	for _, s := range [][]byte{
+		{0}, {1, 0, 1}, {1, 1, 1, 1}, {1, 2, 3}, {1, 3, 3}, {1, 4, 1, 1}, {1, 5, 1, 0, 1}, {1, 5, 1, 2, 1, 0},
+		{1, 6, 9}, {1, 7, 1}, {1, 8, 0}, {1, 9, 0}, {1, 10, 3}, {1, 11, 0}, {1, 12, 0, 3}, {1, 12, 1, 2}, {1, 12, 2},
+		{1, 13, 0}, {1, 13, 1, 1, 0, 1, 2}, {1, 14, 0}, {1, 14, 1}, {1, 15},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w := insiderWorldFor(t)
+		j := externalJoinerFor(t)
+		in := fuzzBytes(data)
+		gi, tree := w.forgeGroupInfo(&in)
+		if gi == nil {
+			return
+		}
+		g, m, err := JoinExternal(gi, j.credential, j.sig, &ExternalJoinOptions{RatchetTree: tree, Capabilities: j.caps})
+		if err != nil {
+			if !isFuzzRefusal(err) {
+				t.Fatalf("JoinExternal refused with an error of no sentinel: %v", err)
+			}
+			return
+		}
+		checkState(t, w.cs, g)
+		w.deliver(t, m, insiderAttacker, func(old, n *Group, _ *Received) {
+			checkConsistent(t, w.cs, old, n)
+			if !bytes.Equal(n.EpochAuthenticator(), g.EpochAuthenticator()) {
+				t.Fatalf("leaf %d accepted the joiner's commit and disagrees with it", old.me)
+			}
+		}, g)
 	})
 }

@@ -100,7 +100,7 @@ func JoinExternal(gi *GroupInfo, credential Credential, sig *ciphersuite.Signatu
 		return nil, nil, fmt.Errorf("%w: group info of version %d", ErrWrongGroup, gc.Version)
 	}
 	if sig.Suite() != gc.CipherSuite {
-		return nil, nil, fmt.Errorf("mls: signature key is for suite %d, the group's is %d", sig.Suite(), gc.CipherSuite)
+		return nil, nil, fmt.Errorf("%w: group info of suite %d for a signature key of suite %d", ErrWrongGroup, gc.CipherSuite, sig.Suite())
 	}
 	var tree RatchetTree
 	if e, ok := gi.Extensions.Find(ExtensionTypeRatchetTree); ok {
@@ -136,6 +136,11 @@ func JoinExternal(gi *GroupInfo, credential Credential, sig *ciphersuite.Signatu
 	var pub ExternalPub
 	if err := pub.Unmarshal(e.Data); err != nil {
 		return nil, nil, fmt.Errorf("mls: external_pub extension: %w", err)
+	}
+	// A key of the suite's KEM, of no small order: the KEM would refuse
+	// it too, with an error of its own, not ours.
+	if err := cs.ValidateHPKEPublicKey(pub.ExternalPub); err != nil {
+		return nil, nil, fmt.Errorf("%w: external_pub of the GroupInfo of group %x epoch %d: %w", ErrInvalidProposal, gc.GroupID, gc.Epoch, err)
 	}
 	kemOutput, initSecret, err := cs.ExportSend(pub.ExternalPub, labelExternalInit, cs.Nh())
 	if err != nil {

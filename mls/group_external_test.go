@@ -143,3 +143,57 @@ func TestExternalJoinAndResync(t *testing.T) {
 		})
 	}
 }
+
+// A member may serve a GroupInfo it forged and signed. JoinExternal
+// refuses one whose external_pub is no key of the suite's KEM or an
+// X25519 point of small order (RFC 9420 §8.3 derives the external init
+// from it with the suite's HPKE; RFC 9180 §7.1.4 refuses a DH to such a
+// point), or whose suite is not that of the joiner's signature key, with
+// a sentinel that says why (before, the KEM's own error or a bare string).
+func TestJoinExternalForgedGroupInfoSentinels(t *testing.T) {
+	w := insiderWorldFor(t)
+	j := externalJoinerFor(t)
+	attacker := w.members[insiderAttacker]
+	forge := func(change func(gi *GroupInfo)) *GroupInfo {
+		gi, err := attacker.ExternalGroupInfo(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(gi)
+		if err := gi.Sign(w.cs, attacker.sig); err != nil {
+			t.Fatal(err)
+		}
+		return gi
+	}
+	withPub := func(pub []byte) func(gi *GroupInfo) {
+		return func(gi *GroupInfo) {
+			b, err := (&ExternalPub{ExternalPub: pub}).Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range gi.Extensions {
+				if gi.Extensions[i].Type == ExtensionTypeExternalPub {
+					gi.Extensions[i].Data = b
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		change func(gi *GroupInfo)
+		want   []error
+	}{
+		{"low-order external_pub", withPub(make([]byte, 32)), []error{ErrInvalidProposal, ciphersuite.ErrInvalidKey}},
+		{"short external_pub", withPub([]byte{1, 2, 3}), []error{ErrInvalidProposal, ciphersuite.ErrInvalidKey}},
+		{"another suite", func(gi *GroupInfo) { gi.GroupContext.CipherSuite = ciphersuite.Suite(1) }, []error{ErrWrongGroup}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := JoinExternal(forge(c.change), j.credential, j.sig, &ExternalJoinOptions{Capabilities: j.caps})
+			for _, want := range c.want {
+				if !errors.Is(err, want) {
+					t.Fatalf("JoinExternal: %v, want %v", err, want)
+				}
+			}
+		})
+	}
+}

@@ -516,7 +516,7 @@ func FuzzInsiderCommit(f *testing.F) {
 // wraps one of the sentinels a caller tests.
 func isFuzzRefusal(err error) bool {
 	for _, s := range []error{ErrInvalidProposal, ErrInvalidUpdatePath, ErrInvalidKeyPackage, ErrTampered, ErrUnknownPSK,
-		ErrInvalidLeafNode, ErrInvalidTree, ErrBadSignature, ErrDecode, ErrWrongGroup, ErrWrongEpoch, ErrNotMember} {
+		ErrInvalidLeafNode, ErrInvalidTree, ErrBadSignature, ErrDecode, ErrWrongGroup, ErrWrongEpoch, ErrNotMember, ciphersuite.ErrUnsupportedSuite} {
 		if errors.Is(err, s) {
 			return true
 		}
