@@ -3,6 +3,7 @@ package mls
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -495,5 +496,193 @@ func FuzzExternalGroupInfo(f *testing.F) {
 				t.Fatalf("leaf %d accepted the joiner's commit and disagrees with it", old.me)
 			}
 		}, g)
+	})
+}
+
+// senderWorld is a group of four honest members whose group context
+// lists two external senders; the attacker holds the first one's key.
+type senderWorld struct {
+	members []*Group
+	keys    [2]*ciphersuite.SignaturePrivateKey
+}
+
+var (
+	senderOnce sync.Once
+	senderW    *senderWorld
+)
+
+func senderWorldFor(tb testing.TB) (*insiderWorld, *senderWorld) {
+	w := insiderWorldFor(tb)
+	senderOnce.Do(func() {
+		sw := &senderWorld{}
+		var es ExternalSenders
+		for i := range sw.keys {
+			k, err := w.cs.GenerateSignatureKey()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			sw.keys[i] = k
+			es = append(es, ExternalSender{SignatureKey: k.PublicKey(), Credential: NewBasicCredential(fmt.Appendf(nil, "ds%d", i))})
+		}
+		b, err := es.Marshal()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		clients := []scClient{
+			newInsiderClient(tb, "s0", insiderExt), newInsiderClient(tb, "s1", insiderExt),
+			newInsiderClient(tb, "s2", insiderExt), newInsiderClient(tb, "s3"),
+		}
+		g0, err := NewGroup([]byte("sender-group"), clients[0].kp, clients[0].secrets, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		exts := Extensions{{Type: ExtensionTypeExternalSenders, Data: b}}
+		g0, res, err := g0.Commit(CommitOptions{Add: []*KeyPackage{clients[1].kp, clients[2].kp, clients[3].kp}, GroupContextExtensions: &exts})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sw.members = []*Group{g0.WithExternalPSK(insiderPSKID, insiderPSKSecret)}
+		for _, c := range clients[1:] {
+			g, err := Join(res.Welcome, c.kp, c.secrets, insiderJoinOptions())
+			if err != nil {
+				tb.Fatal(err)
+			}
+			sw.members = append(sw.members, g.WithExternalPSK(insiderPSKID, insiderPSKSecret))
+		}
+		senderW = sw
+	})
+	if senderW == nil {
+		tb.Fatal("sender world failed to build")
+	}
+	return w, senderW
+}
+
+// nonMemberFrom builds the proposal the fuzzer describes, from an
+// external sender (the attacker's listed key, or an index it does not
+// hold) or a new member, of any type, signed and sent on the wire.
+func (w *insiderWorld) nonMemberFrom(in *fuzzBytes, sw *senderWorld) (*MLSMessage, Sender) {
+	g := sw.members[0]
+	var p *Proposal
+	if in.n(4) == 0 {
+		p = &Proposal{Type: ProposalTypeAdd, Add: &Add{KeyPackage: *w.keyPackageFrom(in)}}
+	} else if p = w.standaloneProposal(in); p == nil {
+		return nil, Sender{}
+	}
+	s := Sender{Type: SenderTypeExternal}
+	priv := sw.keys[0]
+	switch in.n(4) {
+	case 0: // the attacker's listed key
+	case 1: // an index it does not hold, or none listed
+		s.SenderIndex = uint32(1 + in.n(3))
+	default: // the Add of a new member, signed with the key package's key
+		s.Type, priv = SenderTypeNewMemberProposal, w.mutable.secrets.SignatureKey
+	}
+	epoch := g.Epoch()
+	if in.n(8) == 7 {
+		epoch += uint64(in.n(3)) - 1
+	}
+	m, err := nonMemberProposal(w.cs.ID(), priv, s, g.ctx.GroupID, epoch, p, in.bytes(3))
+	if err != nil {
+		return nil, Sender{}
+	}
+	if in.n(8) == 7 { // a membership tag no non-member may send
+		m.PublicMessage.MembershipTag = in.bytes(32)
+	}
+	return onWire(m), s
+}
+
+// nonMemberMustReject reports the first rule of RFC 9420 §12.1.8 and
+// §6.2 a non-member's proposal breaks: an external sender's index must
+// name an entry of external_senders (whose key signs it) and its type be
+// one of §17.4's "External" column (Add, Remove, PSK, ReInit,
+// GroupContextExtensions); a new member proposes only an Add (of its own
+// key package: the signature is by its leaf's key); no membership tag.
+func nonMemberMustReject(m *MLSMessage, s Sender) error {
+	pm := m.PublicMessage
+	if len(pm.MembershipTag) != 0 {
+		return fmt.Errorf("§6.2: membership tag from %s", senderString(s))
+	}
+	p := pm.Content.Proposal
+	switch s.Type {
+	case SenderTypeExternal:
+		if s.SenderIndex != 0 {
+			return fmt.Errorf("§12.1.8.1: external sender %d, whose key the attacker does not hold", s.SenderIndex)
+		}
+		switch p.Type {
+		case ProposalTypeAdd, ProposalTypeRemove, ProposalTypePSK, ProposalTypeReInit, ProposalTypeGroupContextExtensions:
+		default:
+			return fmt.Errorf("§17.4: proposal type %d from an external sender", p.Type)
+		}
+	case SenderTypeNewMemberProposal:
+		if p.Type != ProposalTypeAdd {
+			return fmt.Errorf("§12.1.8: proposal type %d from a new member", p.Type)
+		}
+	}
+	return nil
+}
+
+// FuzzExternalProposal has the members of a group with external_senders
+// process a proposal of the fuzzer's making from an external sender (the
+// attacker's listed key, or one it does not hold) or a new member. What
+// they cache must break no rule of RFC 9420 §12.1.8 (see
+// nonMemberMustReject); they must agree on caching it, and a cached
+// proposal must not stop the group: a member commits what it holds and
+// the others follow.
+func FuzzExternalProposal(f *testing.F) {
+	for _, s := range [][]byte{
+		{0, 0, 0}, {0, 0, 2}, {0, 0, 1, 1}, {0, 1, 0, 0}, {1, 1, 5, 3, 0}, {1, 1, 5, 0, 2}, {1, 1, 3, 0}, {1, 1, 3, 2},
+		{1, 1, 7, 1, 0, 0, 1, 0}, {1, 1, 8, 1, 2, 1, 0, 0}, {1, 1, 8, 1, 0, 0}, {1, 1, 9, 1, 1, 1, 1, 0, 0}, {1, 1, 9, 0, 3, 0},
+		{1, 0, 0, 0, 0}, {1, 1, 5, 3, 0, 0}, {1, 1, 5, 3, 0, 1, 0}, {1, 1, 6, 0}, {0, 0, 7, 0, 2}, {0, 0, 5, 2}, {1, 1, 5, 3, 1, 0},
+		{1, 1, 5, 3, 0, 7, 0}, {1, 1, 5, 3, 0, 0, 7},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, sw := senderWorldFor(t)
+		in := fuzzBytes(data)
+		m, s := w.nonMemberFrom(&in, sw)
+		if m == nil {
+			return
+		}
+		accepted := map[LeafIndex]*Group{}
+		for l, g := range sw.members {
+			ng, _, err := g.Process(m)
+			if err != nil {
+				if !isFuzzRefusal(err) {
+					t.Errorf("leaf %d refused with an error of no sentinel: %v", l, err)
+				}
+				continue
+			}
+			accepted[LeafIndex(l)] = ng
+		}
+		if len(accepted) == 0 {
+			return
+		}
+		if err := nonMemberMustReject(m, s); err != nil {
+			t.Fatalf("members cached a proposal RFC 9420 says to reject: %v", err)
+		}
+		if len(accepted) != len(sw.members) {
+			t.Fatalf("only leaves %v of the members cached the proposal", slices.Collect(maps.Keys(accepted)))
+		}
+		next, res, err := accepted[0].Commit(CommitOptions{})
+		if err != nil {
+			t.Fatalf("leaf 0 cannot commit the proposals it holds: %v", err)
+		}
+		for l, g := range accepted {
+			if l == 0 {
+				continue
+			}
+			ng, r, err := g.Process(res.Commit)
+			if err != nil {
+				t.Fatalf("leaf %d cannot process leaf 0's commit of the proposals: %v", l, err)
+			}
+			if r.Removed {
+				continue
+			}
+			checkConsistent(t, w.cs, g, ng)
+			if !bytes.Equal(ng.EpochAuthenticator(), next.EpochAuthenticator()) {
+				t.Fatalf("leaf %d and leaf 0 disagree after the commit", l)
+			}
+		}
 	})
 }
