@@ -686,3 +686,205 @@ func FuzzExternalProposal(f *testing.F) {
 		}
 	})
 }
+
+// successor is a group the attacker (leaf 1 of the insider world) starts
+// from the insider group by ReInit or branch, and the honest joiner
+// (member 2, with a fresh key package) it welcomes, holding pred, its
+// state in the group the new one succeeds.
+type successor struct {
+	iw    *insiderWelcome // next holds every PSK the attacker may name
+	pred  *Group
+	usage ResumptionPSKUsage
+}
+
+var (
+	successorOnce sync.Once
+	successorV    [2]*successor
+)
+
+func successorsFor(tb testing.TB) (*insiderWorld, [2]*successor) {
+	w := insiderWorldFor(tb)
+	successorOnce.Do(func() {
+		kps := func(names ...string) (out []scClient, kp []*KeyPackage) {
+			for _, n := range names {
+				c := newInsiderClient(tb, n, insiderExt)
+				out, kp = append(out, c), append(kp, c.kp)
+			}
+			return out, kp
+		}
+		// ReInit: the attacker commits the cached ReInit; member 2
+		// follows; the attacker starts the new group with everyone.
+		closed, res, err := w.members[insiderAttacker].Commit(CommitOptions{})
+		if err != nil || closed.ReInit() == nil {
+			tb.Fatalf("committing the cached ReInit: %v", err)
+		}
+		pred, _, err := w.members[2].Process(res.Commit)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cs, kp := kps("m1", "m0", "m2", "m3")
+		first, co, err := closed.PrepareReinitialize(cs[0].kp, cs[0].secrets, kp[1:])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		successorV[0] = w.successorOf(tb, closed, first, co, cs[2], pred, ResumptionPSKUsageReInit)
+		// Branch: the attacker branches the insider group with member 2.
+		cs, kp = kps("m1", "m2")
+		first, co, err = w.members[insiderAttacker].PrepareBranch([]byte("insider-branch"), cs[0].kp, cs[0].secrets, kp[1:])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		successorV[1] = w.successorOf(tb, w.members[insiderAttacker], first, co, cs[1], w.members[2], ResumptionPSKUsageBranch)
+	})
+	if successorV[0] == nil || successorV[1] == nil {
+		tb.Fatal("successor groups failed to build")
+	}
+	return w, successorV
+}
+
+// successorOf commits first's first commit co and keeps what the attacker
+// needs to forge its Welcome to j: the PSKs of old's current and last
+// epochs with either usage, lent to the new group.
+func (w *insiderWorld) successorOf(tb testing.TB, old, first *Group, co CommitOptions, j scClient, pred *Group, usage ResumptionPSKUsage) *successor {
+	tb.Helper()
+	next, res, err := first.Commit(co)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, _ := next.tree.FindLeaf(&j.kp.LeafNode)
+	gs := openGroupSecrets(tb, w.cs, res.Welcome.Welcome, j, l)
+	next = next.clone()
+	for _, ep := range []uint64{old.Epoch(), old.Epoch() - 1} {
+		s, ok := old.resumptionPSK(ep)
+		if !ok {
+			tb.Fatalf("the attacker holds no resumption PSK of epoch %d", ep)
+		}
+		for _, u := range []ResumptionPSKUsage{ResumptionPSKUsageReInit, ResumptionPSKUsageBranch} {
+			next.lent = append(next.lent, lentPSK{groupID: old.ctx.GroupID, epoch: ep, usage: u, secret: s})
+		}
+	}
+	return &successor{iw: &insiderWelcome{joiner: j, next: next, gi: res.GroupInfo, gs: gs}, pred: pred, usage: usage}
+}
+
+// successionMustReject reports the first rule of RFC 9420 §12.4.3.1
+// (and §11.2, §11.3) that the group g, joined with the PSKs psks, breaks
+// for a joiner holding pred.
+func successionMustReject(g, pred *Group, psks []PreSharedKeyID) error {
+	var ids []*PreSharedKeyID
+	for i := range psks {
+		if startsGroup(&psks[i]) {
+			ids = append(ids, &psks[i])
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if len(ids) > 1 {
+		return fmt.Errorf("§12.4.3.1: %d resumption PSKs of usage reinit or branch", len(ids))
+	}
+	id := ids[0]
+	if g.Epoch() != 1 {
+		return fmt.Errorf("§12.4.3.1: a group started with usage %d in epoch %d", id.Usage, g.Epoch())
+	}
+	if !bytes.Equal(id.PSKGroupID, pred.ctx.GroupID) {
+		return nil // names a group the joiner does not hold: it cannot have joined
+	}
+	var missing, extra bool
+	pred.tree.Leaves(func(_ LeafIndex, ln *LeafNode) { missing = missing || !g.hasIdentity(ln.Credential) })
+	g.tree.Leaves(func(_ LeafIndex, ln *LeafNode) { extra = extra || !pred.hasIdentity(ln.Credential) })
+	switch id.Usage {
+	case ResumptionPSKUsageReInit:
+		ri := pred.reinit
+		if ri == nil || id.PSKEpoch != pred.Epoch() {
+			return fmt.Errorf("§11.2: reinit PSK of epoch %d, not the epoch after a ReInit", id.PSKEpoch)
+		}
+		a, _ := marshalExtensions(ri.Extensions)
+		b, _ := marshalExtensions(g.ctx.Extensions)
+		if !bytes.Equal(ri.GroupID, g.ctx.GroupID) || ri.Version != g.ctx.Version || ri.CipherSuite != g.ctx.CipherSuite || !bytes.Equal(a, b) {
+			return fmt.Errorf("§12.4.3.1: the new group does not match the ReInit")
+		}
+		if missing {
+			return fmt.Errorf("§12.4.3.1: a member of the old group is not in the reinitialised one")
+		}
+	case ResumptionPSKUsageBranch:
+		if g.ctx.Version != pred.ctx.Version || g.ctx.CipherSuite != pred.ctx.CipherSuite {
+			return fmt.Errorf("§12.4.3.1: a branch of another version or suite")
+		}
+		if extra {
+			return fmt.Errorf("§11.3: a member of the branch is not in the old group")
+		}
+	}
+	return nil
+}
+
+// FuzzSuccessorWelcome has an honest member join the group a malicious
+// member started from theirs by ReInit or branch, from a Welcome it
+// forged: the reinit or branch PSK changed (usage, epoch, group, a second
+// one, none), then the GroupInfo, tree and group secrets as
+// FuzzInsiderWelcome changes them. What Join accepts must keep the rules
+// of RFC 9420 §12.4.3.1 (see successionMustReject) and be consistent.
+func FuzzSuccessorWelcome(f *testing.F) {
+	for _, s := range [][]byte{
+		{0, 0, 0}, {1, 0, 0}, {0, 1, 0, 0}, {1, 1, 0, 0}, {0, 1, 1, 0, 0}, {0, 1, 1, 2, 0}, {1, 1, 1, 0, 0}, {0, 1, 2, 0},
+		{0, 1, 3, 0}, {1, 1, 3, 0}, {0, 1, 4, 0}, {0, 1, 5, 0}, {0, 0, 1, 4, 9}, {0, 0, 1, 5, 1, 2, 1, 0}, {0, 0, 1, 7, 0},
+		{1, 0, 1, 7, 0}, {1, 0, 1, 8, 3, 1, 7, 1}, {0, 0, 1, 6, 2}, {0, 0, 1, 11, 1, 1, 0, 1},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, succ := successorsFor(t)
+		in := fuzzBytes(data)
+		sc := succ[in.n(2)]
+		iw := *sc.iw
+		iw.gs.PSKs = slices.Clone(iw.gs.PSKs)
+		psks := iw.gs.PSKs
+		for range in.n(3) {
+			if len(psks) == 0 {
+				break
+			}
+			id := &psks[0]
+			switch in.n(6) {
+			case 0:
+				id.Usage = ResumptionPSKUsageReInit + ResumptionPSKUsageBranch - id.Usage
+			case 1:
+				id.PSKEpoch += uint64(in.n(3)) - 1
+			case 2:
+				id.PSKGroupID = []byte("insider-next")
+			case 3: // a second one, of the other usage
+				two := *id
+				two.Usage = ResumptionPSKUsageReInit + ResumptionPSKUsageBranch - id.Usage
+				psks = append(psks, two)
+			case 4:
+				psks = psks[1:]
+			default:
+				id.Usage = ResumptionPSKUsageApplication
+			}
+		}
+		iw.gs.PSKs = psks
+		m := w.forgeWelcome(&in, &iw)
+		if m == nil {
+			return
+		}
+		m = onWire(m)
+		if m == nil {
+			return
+		}
+		j := iw.joiner
+		opts := insiderJoinOptions()
+		opts.Predecessors = []*Group{sc.pred}
+		g, err := Join(m, j.kp, j.secrets, opts)
+		if err != nil {
+			if !isFuzzRefusal(err) {
+				t.Fatalf("Join refused with an error of no sentinel: %v", err)
+			}
+			return
+		}
+		if err := successionMustReject(g, sc.pred, psks); err != nil {
+			t.Fatalf("joined a group RFC 9420 says to refuse: %v", err)
+		}
+		checkState(t, w.cs, g)
+		if _, _, err := g.Commit(CommitOptions{ForcePath: true}); err != nil {
+			t.Fatalf("the joiner cannot commit in the group it joined: %v", err)
+		}
+	})
+}

@@ -763,28 +763,34 @@ func insiderWelcomeFor(tb testing.TB) (*insiderWorld, *insiderWelcome) {
 			tb.Fatal(err)
 		}
 		l, _ := next.tree.FindLeaf(&j.kp.LeafNode)
-		iw := &insiderWelcome{joiner: j, next: next, gi: res.GroupInfo, gs: GroupSecrets{JoinerSecret: next.joinerSecret.Bytes(), PSKs: []PreSharedKeyID{}}}
 		// The path secret of the joiner's common ancestor with the
 		// attacker: what the honest Welcome carries.
-		ref, _ := j.kp.Ref()
-		wm := res.Welcome.Welcome
-		i := slices.IndexFunc(wm.Secrets, func(s EncryptedGroupSecrets) bool { return bytes.Equal(s.NewMember, ref) })
-		if i < 0 {
-			tb.Fatal("the honest Welcome has no secrets for the joiner")
-		}
-		plain, err := w.cs.DecryptWithLabel(j.secrets.InitKey, labelWelcomeSecrets, wm.EncryptedGroupInfo, wm.Secrets[i].EncryptedGroupSecrets.KEMOutput, wm.Secrets[i].EncryptedGroupSecrets.Ciphertext)
-		if err != nil {
-			tb.Fatalf("opening the honest Welcome for leaf %d: %v", l, err)
-		}
-		if err := iw.gs.Unmarshal(plain); err != nil {
-			tb.Fatal(err)
-		}
-		insiderWelcomeW = iw
+		insiderWelcomeW = &insiderWelcome{joiner: j, next: next, gi: res.GroupInfo, gs: openGroupSecrets(tb, w.cs, res.Welcome.Welcome, j, l)}
 	})
 	if insiderWelcomeW == nil {
 		tb.Fatal("insider Welcome failed to build")
 	}
 	return w, insiderWelcomeW
+}
+
+// openGroupSecrets decrypts the group secrets the Welcome wm holds for
+// j, the joiner at leaf l.
+func openGroupSecrets(tb testing.TB, cs *ciphersuite.CipherSuite, wm *Welcome, j scClient, l LeafIndex) GroupSecrets {
+	tb.Helper()
+	ref, _ := j.kp.Ref()
+	i := slices.IndexFunc(wm.Secrets, func(s EncryptedGroupSecrets) bool { return bytes.Equal(s.NewMember, ref) })
+	if i < 0 {
+		tb.Fatal("the honest Welcome has no secrets for the joiner")
+	}
+	plain, err := cs.DecryptWithLabel(j.secrets.InitKey, labelWelcomeSecrets, wm.EncryptedGroupInfo, wm.Secrets[i].EncryptedGroupSecrets.KEMOutput, wm.Secrets[i].EncryptedGroupSecrets.Ciphertext)
+	if err != nil {
+		tb.Fatalf("opening the honest Welcome for leaf %d: %v", l, err)
+	}
+	var gs GroupSecrets
+	if err := gs.Unmarshal(plain); err != nil {
+		tb.Fatal(err)
+	}
+	return gs
 }
 
 // forgeWelcome builds the Welcome the fuzzer describes: the honest one's
