@@ -263,6 +263,12 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 	wd := r.watch(ctx, it, filters, end, follow)
 	defer wd.done()
 	for {
+		// it.Stop runs after ctx ends, but in a goroutine of its own:
+		// until it does, Next hands out what the consumer holds, and a
+		// read cancelled by its own handler could finish as if not.
+		if err := ctx.Err(); err != nil {
+			return true, err
+		}
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
