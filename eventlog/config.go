@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/epochlog/epochlog/internal/hidden"
 	"github.com/epochlog/epochlog/telemetry"
 )
 
@@ -34,11 +35,34 @@ func (s Storage) String() string {
 	}
 }
 
-// Secret is a credential (a password) that never prints: String, GoString,
-// every fmt verb, JSON and text marshalling and slog all give "REDACTED".
-type Secret string
+// Secret is a credential (a password, a token) that never prints: String,
+// GoString, every fmt verb, JSON and text marshalling and slog all give
+// "REDACTED", wherever the Secret is held. It is opaque rather than a
+// string because fmt prints a string in an unexported field (a caller's
+// struct{ cfg eventlog.Config }) by reflection, without calling its
+// methods: the credential sits in an internal/hidden.Value, two pointers
+// away, where that reflection reaches only an address. Make one with
+// [NewSecret]; the zero Secret is no credential.
+type Secret struct {
+	v hidden.Value[string]
+}
 
 const redacted = "REDACTED"
+
+// NewSecret returns a Secret holding s; NewSecret("") is the zero Secret.
+func NewSecret(s string) Secret {
+	if s == "" {
+		return Secret{}
+	}
+	return Secret{v: hidden.New(s)}
+}
+
+// Reveal returns the credential held ("" for the zero Secret), for the
+// one place that must send it (the NATS connection).
+func (s Secret) Reveal() string { return s.v.Get() }
+
+// IsZero reports whether s holds no credential.
+func (s Secret) IsZero() bool { return s.v.Get() == "" }
 
 // String redacts the secret.
 func (Secret) String() string { return redacted }
@@ -49,8 +73,16 @@ func (Secret) GoString() string { return "eventlog.Secret(" + redacted + ")" }
 // Format redacts the secret for every verb, including %x and %q.
 func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
-// MarshalText redacts the secret (and so does JSON).
+// MarshalText redacts the secret (and so does JSON): what it writes does
+// not read back as the credential.
 func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// UnmarshalText sets the secret to text, so that a JSON or text document
+// (a nats CLI context's password) can fill a Secret field.
+func (s *Secret) UnmarshalText(text []byte) error {
+	*s = NewSecret(string(text))
+	return nil
+}
 
 // LogValue redacts the secret for every slog handler, including one that
 // would encode the value by reflection.
@@ -361,10 +393,10 @@ func (c Config) validate() error {
 	if c.CredsFile != "" && c.NKeySeedFile != "" {
 		return fmt.Errorf("eventlog: config: set CredsFile or NKeySeedFile, not both")
 	}
-	if c.Password != "" && c.User == "" {
+	if !c.Password.IsZero() && c.User == "" {
 		return fmt.Errorf("eventlog: config: Password is set without User")
 	}
-	if c.Token != "" && (c.User != "" || c.CredsFile != "" || c.NKeySeedFile != "") {
+	if !c.Token.IsZero() && (c.User != "" || c.CredsFile != "" || c.NKeySeedFile != "") {
 		return fmt.Errorf("eventlog: config: set Token or one of User, CredsFile and NKeySeedFile, not both")
 	}
 	if c.InboxPrefix != "" {
@@ -382,7 +414,7 @@ func (c Config) validate() error {
 			set  bool
 		}{
 			{"TLSCAFile", c.TLSCAFile != ""}, {"TLSCertFile", c.TLSCertFile != ""}, {"CredsFile", c.CredsFile != ""},
-			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""}, {"Token", c.Token != ""},
+			{"NKeySeedFile", c.NKeySeedFile != ""}, {"User", c.User != ""}, {"Token", !c.Token.IsZero()},
 			{"TLSHandshakeFirst", c.TLSHandshakeFirst},
 		} {
 			if f.set {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != DefaultConfig("/tmp/x") {
+	if !reflect.DeepEqual(c, DefaultConfig("/tmp/x")) {
 		t.Fatalf("zero-value defaults differ from DefaultConfig:\n%+v\n%+v", c, DefaultConfig("/tmp/x"))
 	}
 	bad := map[string]Config{
@@ -42,8 +43,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"embedded with cert":  {DataDir: "d", TLSCertFile: "c.pem", TLSKeyFile: "k.pem"},
 		"embedded with creds": {DataDir: "d", CredsFile: "a.creds"},
 		"embedded with nkey":  {DataDir: "d", NKeySeedFile: "a.nk"},
-		"embedded with user":  {DataDir: "d", User: "u", Password: "p"},
-		"password, no user":   {NATSURL: "nats://h", Password: "p"},
+		"embedded with user":  {DataDir: "d", User: "u", Password: NewSecret("p")},
+		"password, no user":   {NATSURL: "nats://h", Password: NewSecret("p")},
 	}
 	for name, cfg := range bad {
 		if _, err := cfg.withDefaults(); err == nil {
@@ -57,7 +58,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 
 func TestSecretsRedacted(t *testing.T) {
 	const pw = "hunter2-very-secret"
-	cfg := Config{NATSURL: "nats://h", User: "u", Password: pw}
+	cfg := Config{NATSURL: "nats://h", User: "u", Password: NewSecret(pw)}
 	js, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -170,11 +171,11 @@ func TestStreamCreateCheckUpdate(t *testing.T) {
 func TestUserPasswordAuth(t *testing.T) {
 	const pw = "s3cret-pass-word"
 	srv := natstest.Start(t, natstest.Options{User: "epoch", Password: pw})
-	cfg := Config{NATSURL: srv.URL(), User: "epoch", Password: pw, RequestTimeout: 2 * time.Second}
+	cfg := Config{NATSURL: srv.URL(), User: "epoch", Password: NewSecret(pw), RequestTimeout: 2 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x11))
 	mustAppend(t, l, 0, msg(group(instA, "auth"), 1, "ok"))
 
-	cfg.Password = "wrong-" + pw
+	cfg.Password = NewSecret("wrong-" + pw)
 	_, err := Open(context.Background(), cfg, keyring(t, 1, 0x11))
 	if err == nil {
 		t.Fatal("wrong password accepted")

@@ -175,10 +175,10 @@ func connect(cfg Config, srv *server.Server, extra ...nats.Option) (*nats.Conn, 
 			opts = append(opts, o)
 		}
 		if cfg.User != "" {
-			opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
+			opts = append(opts, nats.UserInfo(cfg.User, cfg.Password.Reveal()))
 		}
-		if cfg.Token != "" {
-			opts = append(opts, nats.Token(string(cfg.Token)))
+		if !cfg.Token.IsZero() {
+			opts = append(opts, nats.Token(cfg.Token.Reveal()))
 		}
 		if cfg.TLSHandshakeFirst {
 			opts = append(opts, nats.TLSHandshakeFirst())

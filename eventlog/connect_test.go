@@ -171,14 +171,14 @@ func TestConnectErrorIsConnectionError(t *testing.T) {
 func TestConnectToken(t *testing.T) {
 	const token = "tok-s3cret-4f1c"
 	srv := natstest.Start(t, natstest.Options{Token: token})
-	cfg := Config{NATSURL: srv.URL(), Token: token, RequestTimeout: 2 * time.Second}
+	cfg := Config{NATSURL: srv.URL(), Token: NewSecret(token), RequestTimeout: 2 * time.Second}
 	roundTrip(t, openLog(t, cfg, keyring(t, 1, 0x21)), "token")
 
 	// No token, or another one: refused by the server, the token never shown.
 	openFails(t, Config{NATSURL: srv.URL()}, []string{"authorization violation"})
-	openFails(t, Config{NATSURL: srv.URL(), Token: "tok-wrong-9a2b"}, []string{"authorization violation"}, "tok-wrong-9a2b")
+	openFails(t, Config{NATSURL: srv.URL(), Token: NewSecret("tok-wrong-9a2b")}, []string{"authorization violation"}, "tok-wrong-9a2b")
 	// A token with another way to authenticate is a mistake in the Config.
-	openFails(t, Config{NATSURL: srv.URL(), Token: token, User: "u"}, []string{"Token", "User"}, token)
+	openFails(t, Config{NATSURL: srv.URL(), Token: NewSecret(token), User: "u"}, []string{"Token", "User"}, token)
 }
 
 // A user who may subscribe only below a prefix of its own: with that
@@ -187,7 +187,7 @@ func TestConnectToken(t *testing.T) {
 func TestConnectInboxPrefix(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{User: "scoped", Password: "pw-scoped",
 		SubscribeOnly: []string{"_SCOPED.>", "$JS.EVENT.>"}})
-	cfg := Config{NATSURL: srv.URL(), User: "scoped", Password: "pw-scoped", InboxPrefix: "_SCOPED", RequestTimeout: 2 * time.Second}
+	cfg := Config{NATSURL: srv.URL(), User: "scoped", Password: NewSecret("pw-scoped"), InboxPrefix: "_SCOPED", RequestTimeout: 2 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x21))
 	roundTrip(t, l, "inbox")
 	// Pipelined appends wait for their PubAcks on the same inboxes.

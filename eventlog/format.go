@@ -35,7 +35,7 @@ type credentials struct {
 // credentials of NATSURL redacted.
 func (c Config) withoutCredentials() Config {
 	c.NATSURL = redactURL(c.NATSURL)
-	c.Password, c.Token = "", ""
+	c.Password, c.Token = Secret{}, Secret{}
 	return c
 }
 

@@ -209,7 +209,7 @@ func TestLeaderAdvisoryWithoutPermission(t *testing.T) {
 		t.Fatal("server not ready")
 	}
 	t.Cleanup(srv.Shutdown)
-	cfg, m, logs := observed(Config{NATSURL: srv.ClientURL(), User: "u", Password: "p", RequestTimeout: 5 * time.Second})
+	cfg, m, logs := observed(Config{NATSURL: srv.ClientURL(), User: "u", Password: NewSecret("p"), RequestTimeout: 5 * time.Second})
 	l := openLog(t, cfg, keyring(t, 1, 0x11))
 	mustAppend(t, l, 0, msg(group(instA, "perm"), 1, "x"))
 	waitUntil(t, "permission refusal logged", func() bool {
@@ -255,9 +255,9 @@ func TestStalledReadLogged(t *testing.T) {
 // A password logged by mistake prints redacted, whatever the handler.
 func TestSecretLogValue(t *testing.T) {
 	logs := &telemetrytest.Logs{}
-	logs.Logger().Info("config", "password", Secret("hunter2"), "cfg", Config{User: "u", Password: "hunter2"})
+	logs.Logger().Info("config", "password", NewSecret("hunter2"), "cfg", Config{User: "u", Password: NewSecret("hunter2")})
 	var text strings.Builder
-	slog.New(slog.NewTextHandler(&text, nil)).Info("config", "password", Secret("hunter2"))
+	slog.New(slog.NewTextHandler(&text, nil)).Info("config", "password", NewSecret("hunter2"))
 	for _, out := range []string{logs.String(), text.String()} {
 		if strings.Contains(out, "hunter2") || !strings.Contains(out, "REDACTED") {
 			t.Errorf("logged secret: %s", out)

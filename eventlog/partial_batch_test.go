@@ -54,7 +54,7 @@ func TestPartialBatchIsReported(t *testing.T) {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			cfg := Config{NATSURL: startLimited(t, tc.conf), RequestTimeout: 2 * time.Second}
 			if tc.user != "" {
-				cfg.User, cfg.Password = tc.user, Secret(tc.user)
+				cfg.User, cfg.Password = tc.user, NewSecret(tc.user)
 			}
 			l := openLog(t, cfg, keyring(t, 1, 1))
 			ctx := context.Background()
@@ -102,7 +102,7 @@ func TestStoreLimitIsStreamFull(t *testing.T) {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			cfg := Config{NATSURL: startLimited(t, tc.conf), RequestTimeout: 2 * time.Second}
 			if tc.user != "" {
-				cfg.User, cfg.Password = tc.user, Secret(tc.user)
+				cfg.User, cfg.Password = tc.user, NewSecret(tc.user)
 			}
 			if tc.limit == "max_bytes" {
 				cfg.MaxBytes = 65536

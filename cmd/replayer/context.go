@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/epochlog/epochlog/eventlog"
@@ -72,7 +73,7 @@ func (c *natsContext) unsupported() []string {
 		key string
 		set bool
 	}{
-		{"user_jwt", c.UserJWT != ""}, {"nsc", c.NSC != ""},
+		{"user_jwt", !c.UserJWT.IsZero()}, {"nsc", c.NSC != ""},
 		{"jetstream_domain", c.JSDomain != ""}, {"jetstream_api_prefix", c.JSAPIPrefix != ""},
 		{"socks_proxy", c.SocksProxy != ""},
 		{"windows_cert_store", c.WindowsCertStore != ""},
@@ -152,7 +153,11 @@ func loadNATSContext(env *cliEnv, name string) (*natsContext, error) {
 		case errors.As(err, &se):
 			err = fmt.Errorf("not valid JSON (at byte %d)", se.Offset)
 		case errors.As(err, &te):
-			err = fmt.Errorf("%s must be a JSON %s", te.Field, te.Type.Kind())
+			kind := te.Type.Kind().String()
+			if te.Type == reflect.TypeFor[eventlog.Secret]() {
+				kind = "string" // an opaque struct, read from a JSON string
+			}
+			err = fmt.Errorf("%s must be a JSON %s", te.Field, kind)
 		default:
 			err = errors.New("not a JSON object of context settings")
 		}

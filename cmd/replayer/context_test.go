@@ -21,7 +21,7 @@ const deadURL = "nats://127.0.0.1:1"
 // testRingText, and closes it when the test ends.
 func openTestLog(t *testing.T, url, user, password string) *eventlog.Log {
 	t.Helper()
-	return openLogWith(t, eventlog.Config{NATSURL: url, User: user, Password: eventlog.Secret(password)})
+	return openLogWith(t, eventlog.Config{NATSURL: url, User: user, Password: eventlog.NewSecret(password)})
 }
 
 // natsHome is a temporary $XDG_CONFIG_HOME holding nats CLI contexts.
@@ -156,6 +156,7 @@ func TestNATSURLAndContexts(t *testing.T) {
 		{"broken", `{"url": "` + srv.URL() + `", "password": "` + password + `" "user": "x"}`, exitFailure,
 			`nats context "broken": ` + filepath.Join(home.dir, "nats", "context", "broken.json") + ": not valid JSON (at byte"},
 		{"typed", `{"url": 4222}`, exitFailure, "url must be a JSON string"},
+		{"typedpw", `{"url": "` + srv.URL() + `", "password": 4222}`, exitFailure, "password must be a JSON string"},
 		{"userjwt", `{"url": "` + srv.URL() + `", "user_jwt": "` + password + `"}`, exitFailure, "sets user_jwt, which the replayer cannot use"},
 		{"nsccreds", `{"url": "` + srv.URL() + `", "creds": "nsc://op/acct/user"}`, exitFailure, "creds: a nsc:// URI is not supported"},
 		{"datacreds", `{"url": "` + srv.URL() + `", "creds": "data:;base64,` + password + `"}`, exitFailure, "creds: a data: URI is not supported"},
@@ -260,7 +261,7 @@ func TestContextTokenInboxPrefixTLSFirst(t *testing.T) {
 	// A token, from the context or in the URL.
 	const token = "tok-c0ntext-7d1e"
 	tsrv := natstest.Start(t, natstest.Options{Token: token})
-	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: tsrv.URL(), Token: token}), t.TempDir(), id)
+	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: tsrv.URL(), Token: eventlog.NewSecret(token)}), t.TempDir(), id)
 	home.context("tok", map[string]any{"url": tsrv.URL(), "token": token})
 	inspect("context token", xdg, true, "using an external NATS server", []string{token}, "--context", "tok")
 	tokURL := strings.Replace(tsrv.URL(), "nats://", "nats://"+token+"@", 1)
@@ -271,7 +272,7 @@ func TestContextTokenInboxPrefixTLSFirst(t *testing.T) {
 	// A user who may subscribe only below _SCOPED.
 	const password = "pw-sc0ped"
 	ssrv := natstest.Start(t, natstest.Options{User: "scoped", Password: password, SubscribeOnly: []string{"_SCOPED.>", "$JS.EVENT.>"}})
-	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: ssrv.URL(), User: "scoped", Password: password, InboxPrefix: "_SCOPED"}), t.TempDir(), id)
+	createInstallation(t, openLogWith(t, eventlog.Config{NATSURL: ssrv.URL(), User: "scoped", Password: eventlog.NewSecret(password), InboxPrefix: "_SCOPED"}), t.TempDir(), id)
 	home.context("scoped", map[string]any{"url": ssrv.URL(), "user": "scoped", "password": password, "inbox_prefix": "_SCOPED"})
 	inspect("context inbox_prefix", xdg, true, "using an external NATS server", []string{password}, "--context", "scoped")
 	pw := map[string]string{envNATSPassword: password}

@@ -206,7 +206,7 @@ func (c *connFlags) target(env *cliEnv) (natsTarget, error) {
 	t := natsTarget{url: c.nats, ca: c.ca, cert: c.cert, key: c.key, creds: c.creds, nkey: c.nkey, user: c.user,
 		inboxPrefix: c.inboxPrefix, tlsFirst: c.tlsFirst}
 	if c.user != "" {
-		t.password = eventlog.Secret(env.getenv(envNATSPassword))
+		t.password = eventlog.NewSecret(env.getenv(envNATSPassword))
 	}
 	if t.url != "" {
 		t.from = "--nats"
@@ -264,11 +264,11 @@ func (c *connFlags) target(env *cliEnv) (natsTarget, error) {
 		own := t.user != "" || t.creds != "" || t.nkey != ""
 		if t.user == "" && nc.User != "" {
 			t.user, t.password = nc.User, nc.Password
-			if t.password == "" {
-				t.password = eventlog.Secret(env.getenv(envNATSPassword))
+			if t.password.IsZero() {
+				t.password = eventlog.NewSecret(env.getenv(envNATSPassword))
 			}
 		}
-		if !own && nc.Token != "" {
+		if !own && !nc.Token.IsZero() {
 			t.token = nc.Token
 		}
 		fill(&t.inboxPrefix, nc.InboxPrefix)
