@@ -20,10 +20,11 @@ const (
 // rekey and migrate: once for the current key and once, with prefix "new-",
 // for the key the database is rebuilt under.
 type dbKeyFlags struct {
-	prefix                 string // "" or "new-"
-	envKey, envPassphrase  string
-	keyFile, passFile, hex string
-	plaintext              bool
+	prefix                string // "" or "new-"
+	envKey, envPassphrase string
+	keyFile, passFile     string
+	hex                   secretFlag
+	plaintext             bool
 }
 
 func newDBKeyFlags(fs *flag.FlagSet, prefix string) *dbKeyFlags {
@@ -35,7 +36,7 @@ func newDBKeyFlags(fs *flag.FlagSet, prefix string) *dbKeyFlags {
 	}
 	fs.StringVar(&k.keyFile, prefix+"db-key-file", "", what+": file of 64 hex digits (a raw SQLCipher key), mode 0600; default $"+k.envKey)
 	fs.StringVar(&k.passFile, prefix+"db-passphrase-file", "", what+": file holding a passphrase (Argon2id, salt in <db>.salt); default $"+k.envPassphrase)
-	fs.StringVar(&k.hex, prefix+"db-key", "", what+" as 64 hex digits on the command line (discouraged: visible to other users)")
+	fs.Var(&k.hex, prefix+"db-key", what+" on the command line as `HEX`, 64 hex digits (discouraged: visible to other users)")
 	if prefix == "" {
 		// Only a source may be unencrypted: read models are never
 		// written without a key.
@@ -55,14 +56,14 @@ func (k *dbKeyFlags) given(env *cliEnv) bool {
 // default, and a shell that exports a key must not break an invocation
 // that does not use it.
 func (k *dbKeyFlags) onCommandLine() bool {
-	return k.keyFile != "" || k.passFile != "" || k.hex != "" || k.plaintext
+	return k.keyFile != "" || k.passFile != "" || k.hex.given() || k.plaintext
 }
 
 // key resolves the flags to a typed key. Exactly one source may be given.
 // Errors name the flag, file or variable, never the key.
 func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
 	sources := 0
-	for _, set := range []bool{k.keyFile != "", k.passFile != "", k.hex != "", k.plaintext} {
+	for _, set := range []bool{k.keyFile != "", k.passFile != "", k.hex.given(), k.plaintext} {
 		if set {
 			sources++
 		}
@@ -75,9 +76,9 @@ func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
 		return readDBKeyFile(k.keyFile)
 	case k.passFile != "":
 		return keyfile.LoadDBPassphrase(k.passFile)
-	case k.hex != "":
+	case k.hex.given():
 		fmt.Fprintf(env.stderr, "replayer: warning: a key on the command line is visible to other users (ps, shell history); prefer --%sdb-key-file or $%s\n", k.prefix, k.envKey)
-		return parseDBKeyHex(k.hex, "--"+k.prefix+"db-key")
+		return parseDBKeyHex(k.hex.reveal(), "--"+k.prefix+"db-key")
 	case k.plaintext:
 		return projections.NoKey(), nil
 	case env.getenv(k.envKey) != "":
@@ -93,7 +94,7 @@ func (k *dbKeyFlags) key(env *cliEnv) (projections.Key, error) {
 // key", "passphrase" or "plaintext" (never the key).
 func (k *dbKeyFlags) kind(env *cliEnv) string {
 	switch {
-	case k.keyFile != "", k.hex != "":
+	case k.keyFile != "", k.hex.given():
 		return "raw key"
 	case k.passFile != "":
 		return "passphrase"

@@ -114,7 +114,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if keys.file == "" && env.getenv(envRootKeys) == "" && keys.inline == "" {
+	if keys.file == "" && env.getenv(envRootKeys) == "" && !keys.inline.given() {
 		keys.file = filepath.Join(conn.data, "event.keys")
 		created, err := ensureKeyringFile(keys.file)
 		if err != nil {
@@ -464,7 +464,7 @@ func demoNextSteps(cfg eventlog.Config, conn *connFlags, keys *keyFlags, w *worl
 	switch {
 	case keys.file != "":
 		common = append(common, "--keys-file", keys.file)
-	case keys.inline != "":
+	case keys.inline.given():
 		note += "; give the keyring the demo ran with: --keys-file FILE or $" + envRootKeys
 	}
 	// Otherwise the keyring came from $EPOCHLOG_ROOT_KEYS, which the

@@ -451,15 +451,36 @@ func pathCause(err error) error {
 	return err
 }
 
+// secretFlag is the value of a flag that is a key (--keys, --db-key). It
+// keeps the key in an eventlog.Secret rather than a string, which fmt
+// would print raw from the unexported fields of the flag structs; its
+// String, which the flag package calls for defaults, is empty.
+type secretFlag struct{ v eventlog.Secret }
+
+// Set implements flag.Value.
+func (s *secretFlag) Set(v string) error {
+	s.v = eventlog.NewSecret(v)
+	return nil
+}
+
+// String implements flag.Value without the key.
+func (s *secretFlag) String() string { return "" }
+
+// given reports whether the flag holds a key.
+func (s *secretFlag) given() bool { return !s.v.IsZero() }
+
+// reveal returns the key given.
+func (s *secretFlag) reveal() string { return s.v.Reveal() }
+
 // keyFlags locate the event keyring.
 type keyFlags struct {
 	file   string
-	inline string
+	inline secretFlag
 }
 
 func (k *keyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.file, "keys-file", "", "event keyring file (lines \"<key-id>:<64 hex digits>\"; the highest id seals new events); default $"+envRootKeys)
-	fs.StringVar(&k.inline, "keys", "", "event keyring given inline (discouraged: visible in the process list and shell history); wins over $"+envRootKeys)
+	fs.Var(&k.inline, "keys", "event keyring given inline as `TEXT` (discouraged: visible in the process list and shell history); wins over $"+envRootKeys)
 }
 
 // keyring loads the keyring from --keys-file, --keys or $EPOCHLOG_ROOT_KEYS,
@@ -467,7 +488,7 @@ func (k *keyFlags) register(fs *flag.FlagSet) {
 // the environment, which is only the default (a shell that exports a
 // keyring must not silently override the one asked for).
 func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
-	if k.file != "" && k.inline != "" {
+	if k.file != "" && k.inline.given() {
 		return nil, usageError{"give the event keyring once: --keys-file or --keys, not both"}
 	}
 	switch {
@@ -487,9 +508,9 @@ func (k *keyFlags) keyring(env *cliEnv) (*events.Keyring, error) {
 			return nil, fmt.Errorf("keyring file %s: %w", k.file, err)
 		}
 		return ring, nil
-	case k.inline != "":
+	case k.inline.given():
 		fmt.Fprintln(env.stderr, "replayer: warning: a key given on the command line is visible to other users of this machine; prefer --keys-file or $"+envRootKeys)
-		ring, err := parseKeyring(k.inline)
+		ring, err := parseKeyring(k.inline.reveal())
 		if err != nil {
 			return nil, fmt.Errorf("--keys: %w", err)
 		}

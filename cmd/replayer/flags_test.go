@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/keyfile"
 )
@@ -28,7 +29,7 @@ func TestKeyringFlagsWinOverEnvironment(t *testing.T) {
 		k    keyFlags
 		want events.KeyID
 	}{
-		{"--keys", keyFlags{inline: flagRing}, 7},
+		{"--keys", keyFlags{inline: secretFlag{eventlog.NewSecret(flagRing)}}, 7},
 		{"--keys-file", keyFlags{file: file}, 7},
 		{"environment", keyFlags{}, 1},
 	} {
@@ -56,7 +57,7 @@ func TestKeyringFlagsWinOverEnvironment(t *testing.T) {
 func TestKeyringGivenTwiceRefused(t *testing.T) {
 	var out, errb bytes.Buffer
 	env := &cliEnv{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
-	k := keyFlags{file: "event.keys", inline: "1:" + strings.Repeat("11", 32)}
+	k := keyFlags{file: "event.keys", inline: secretFlag{eventlog.NewSecret("1:" + strings.Repeat("11", 32))}}
 	var ue usageError
 	if _, err := k.keyring(env); !errors.As(err, &ue) {
 		t.Fatalf("--keys-file and --keys together: %v, want a usage error", err)
