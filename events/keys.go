@@ -222,8 +222,11 @@ type ringState struct {
 	keys         map[KeyID]*ringKey
 	current      KeyID
 	pseudoAnchor KeyID
-	pseudoKey    [32]byte
-	aeads        map[aeadCacheKey]cipher.AEAD
+	// pseudoKey is behind a hidden.Value: a caller's struct may hold a
+	// Keyring by value (the zero Keyring is usable), and fmt's bad-verb
+	// path prints what st points to, and so a key held inline here.
+	pseudoKey hidden.Value[[]byte]
+	aeads     map[aeadCacheKey]cipher.AEAD
 }
 
 // NewKeyring returns a keyring holding k under id, which is also the current
@@ -266,7 +269,7 @@ func (r *Keyring) addLocked(id KeyID, k RootKey) error {
 	r.st.keys[id] = newRingKey(id, k)
 	if r.st.pseudoAnchor == 0 || id < r.st.pseudoAnchor {
 		r.st.pseudoAnchor = id
-		copy(r.st.pseudoKey[:], derive(k, []byte(labelPseudonym), 32))
+		r.st.pseudoKey = hidden.New(derive(k, []byte(labelPseudonym), 32))
 	}
 	return nil
 }
@@ -350,7 +353,7 @@ func (r *Keyring) Pseudonym(parts ...string) string {
 		r.mu.RUnlock()
 		return ""
 	}
-	m := hmac.New(sha256.New, r.st.pseudoKey[:])
+	m := hmac.New(sha256.New, r.st.pseudoKey.Get())
 	r.mu.RUnlock()
 	msg := []byte(labelPseudoMAC)
 	for _, p := range parts {

@@ -26,7 +26,7 @@ func TestKeysPrintNothingWhereverHeld(t *testing.T) {
 	}
 	derived := map[string][]byte{
 		"root key":      root,
-		"pseudonym key": r.st.pseudoKey[:],
+		"pseudonym key": r.st.pseudoKey.Get(),
 		"binding key":   r.st.keys[3].bindingKey[:],
 	}
 	redacttest.Check(t, k, map[string][]byte{"root key": root})
@@ -76,4 +76,38 @@ func TestSecretsPrintNothingWhereverHeld(t *testing.T) {
 		all.evs = append(all.evs, e)
 	}
 	redacttest.Check(t, all, map[string][]byte{"sample secret": secretMark})
+}
+
+// ringHolder is a caller's struct holding a Keyring by value, as the zero
+// Keyring allows.
+type ringHolder struct {
+	name string
+	ring Keyring
+}
+
+// A Keyring held by value in a caller's struct prints none of its keys
+// either: fmt's bad-verb path (%s, %q on the struct's pointer) prints
+// what the Keyring's state pointer points to, so no key may be held
+// inline there.
+func TestKeyringHeldByValuePrintsNoKey(t *testing.T) {
+	root := []byte("ROOTKEY-byvalue-0123456789abcde!")
+	k, err := NewRootKey(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &ringHolder{name: "svc"}
+	if err := h.ring.Add(2, k); err != nil {
+		t.Fatal(err)
+	}
+	if h.ring.Pseudonym("x") == "" {
+		t.Fatal("a zero Keyring given a key derives no pseudonyms")
+	}
+	secrets := map[string][]byte{
+		"root key":      root,
+		"pseudonym key": h.ring.st.pseudoKey.Get(),
+		"binding key":   h.ring.st.keys[2].bindingKey[:],
+	}
+	redacttest.Check(t, h, secrets)
+	redacttest.Check(t, []*ringHolder{h}, secrets)
+	redacttest.Check(t, map[string]*ringHolder{"svc": h}, secrets)
 }

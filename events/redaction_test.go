@@ -90,7 +90,7 @@ func TestKeyringNeverPrintsBytes(t *testing.T) {
 		if l := leaks(o, raw); l != "" {
 			t.Errorf("output %d leaks key bytes (%s): %s", i, l, o)
 		}
-		if l := leaks(o, r.st.pseudoKey[:]); l != "" {
+		if l := leaks(o, r.st.pseudoKey.Get()); l != "" {
 			t.Errorf("output %d leaks the pseudonym key (%s): %s", i, l, o)
 		}
 		if l := leaks(o, r.st.keys[5].bindingKey[:]); l != "" {
