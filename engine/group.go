@@ -39,34 +39,35 @@ type groupState struct {
 	// event that created or joined it; a proposal cached since does not
 	// change it): a commit's state is recorded as a delta from it
 	// (events.CommitApplied, StateDelta). Nil when not known: the next
-	// commit records its state whole.
-	epochStart []byte
+	// commit records its state whole. It holds the epoch's secrets and
+	// the signature key: an events.Secret, so that fmt prints none of it.
+	epochStart events.Secret
 }
 
 // epochStartAfter returns the group's epochStart (see groupState) after
 // the transition recorded by bodies, from prev before it: the state of
 // the last body that starts an epoch; prev if none does and the others
-// leave the epoch as it is; nil (not known) otherwise.
-func epochStartAfter(prev []byte, bodies []events.Body) []byte {
+// leave the epoch as it is; the zero Secret (not known) otherwise.
+func epochStartAfter(prev events.Secret, bodies []events.Body) events.Secret {
 	start := prev
 	for _, b := range bodies {
 		switch b := b.(type) {
 		case events.GroupCreated:
-			start = b.State.Bytes()
+			start = b.State
 		case events.WelcomeProcessed:
-			start = b.State.Bytes()
+			start = b.State
 		case events.ExternalJoined:
-			start = b.State.Bytes()
+			start = b.State
 		case events.CommitApplied:
 			st, ok := b.KnownState()
 			if !ok {
-				return nil
+				return events.Secret{}
 			}
-			start = st.Bytes()
+			start = st
 		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
 			events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
 		default:
-			return nil
+			return events.Secret{}
 		}
 	}
 	return start
@@ -142,7 +143,7 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
 	}
-	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start.Bytes()}
+	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start}
 	if gs.lastUpdate, err = in.lastPathUpdate(ctx, id, g.LeafIndex()); err != nil {
 		return nil, err
 	}
@@ -286,7 +287,7 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
 	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
-		held: []uint64{g.Epoch()}, heldKnown: true, epochStart: epochStartAfter(nil, bodies)}
+		held: []uint64{g.Epoch()}, heldKnown: true, epochStart: epochStartAfter(events.Secret{}, bodies)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
 	out.ProjectionErr, err = lagged(err)

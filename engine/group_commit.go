@@ -116,7 +116,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 			}
 		}
 		self := gs.g.LeafIndex()
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, welcome, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, welcome, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
 		if err != nil {
 			return nil, nil, err
 		}

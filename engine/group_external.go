@@ -209,7 +209,7 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 			func(u *OutcomeUnknownError) { u.Commit = out })
 	}
 	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
-		epochStart: epochStartAfter(nil, bodies)}
+		epochStart: epochStartAfter(events.Secret{}, bodies)}
 	delete(in.wireFormat, string(gid))
 	out.ProjectionErr, _ = lagged(joinErr)
 	return out, nil

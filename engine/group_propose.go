@@ -102,7 +102,7 @@ func (in *Installation) propose(ctx context.Context, groupID []byte, what string
 			return nil, nil, err
 		}
 		id := messageID(wire)
-		body, err := proposalEvent(ng, p, gs.epochStart, wire, id, []byte(in.id), true)
+		body, err := proposalEvent(ng, p, gs.epochStart.Bytes(), wire, id, []byte(in.id), true)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -140,7 +140,7 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			out.Left = proposedOwnRemoval(gs.g)
 			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, wire, nil, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
+		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, nil, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -215,7 +215,7 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 		if err := in.checkProposal(ctx, gs.g, pp.Proposal); err != nil {
 			return nil, nil, err
 		}
-		body, err := proposalEvent(ng, pp, gs.epochStart, wire, id, rec.SenderCredential.Identity, false)
+		body, err := proposalEvent(ng, pp, gs.epochStart.Bytes(), wire, id, rec.SenderCredential.Identity, false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -461,7 +461,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g, epochStart: epochStartAfter(nil, bodies)}
+	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g, epochStart: epochStartAfter(events.Secret{}, bodies)}
 	delete(in.wireFormat, string(gid)) // read from the read model when needed
 	rec := &Received{GroupID: gid, Epoch: g.Epoch(), Kind: "welcome"}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {

@@ -118,7 +118,7 @@ func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart, co.Commit, nil, events.Committer{Leaf: 0, Identity: []byte(alice)})
+	bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), co.Commit, nil, events.Committer{Leaf: 0, Identity: []byte(alice)})
 	if err != nil {
 		t.Fatal(err)
 	}

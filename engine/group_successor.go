@@ -157,7 +157,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		return nil, outcomeUnknown(fmt.Errorf("engine: installation %s: %s group %x: record group %x: %w", in.id, what, groupID, gid, err),
 			func(u *OutcomeUnknownError) { u.Commit = out })
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(nil, bodies)}
+	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(events.Secret{}, bodies)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out.ProjectionErr, err = lagged(err)
 	return out, err

@@ -41,6 +41,15 @@ func TestInstallationPrintsNoSecret(t *testing.T) {
 	secrets := map[string][]byte{"signature key": in.sig.Bytes(), "read-model key": dbKey, "external PSK": psk}
 	redacttest.Check(t, in, secrets)
 	redacttest.Check(t, g, secrets)
+	// The Installation's cache of a group holds the serialized state its
+	// epoch started with (the signature key and the epoch's secrets):
+	// fmt follows one pointer under %s and %q (redacttest prints the
+	// pointee of a *groupState), so it must not be a []byte there.
+	gs := in.group["redaction-group"]
+	if gs == nil || gs.epochStart.IsZero() {
+		t.Fatal("the group's epoch-start state is not cached")
+	}
+	redacttest.Check(t, gs, secrets)
 	if s := fmt.Sprint(in); !strings.Contains(s, "alice") || !strings.Contains(s, b.dbPath("alice")) {
 		t.Errorf("printed Installation %q does not name it", s)
 	}
