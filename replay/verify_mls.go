@@ -95,9 +95,11 @@ type mlsChecker struct {
 	// started with, as recorded (by its latest commit, or the event that
 	// created or joined it), from which a commit's state delta starts
 	// (events.CommitApplied.StateOf).
-	states map[string][]byte
-	left   map[string]bool   // groups this installation was removed from
-	psks   map[string][]byte // external PSKs held, by id
+	// states and psks are events.Secrets (epoch secrets and the
+	// signature key; PSKs), so that fmt prints none of them.
+	states map[string]events.Secret
+	left   map[string]bool          // groups this installation was removed from
+	psks   map[string]events.Secret // external PSKs held, by id
 }
 
 // kpKeys is a generated key package with its private keys.
@@ -108,7 +110,7 @@ type kpKeys struct {
 
 func newMLSChecker(inst events.InstallationID) *mlsChecker {
 	return &mlsChecker{inst: inst, rep: MLSReport{Installation: inst},
-		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, states: map[string][]byte{}, left: map[string]bool{}, psks: map[string][]byte{}}
+		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, states: map[string]events.Secret{}, left: map[string]bool{}, psks: map[string]events.Secret{}}
 }
 
 // mlsCheck checks one event of a kind against the checker's state and
@@ -207,7 +209,7 @@ func checkExternalPSKRegistered(c *mlsChecker, ev events.Event) error {
 	if _, ok := c.psks[string(b.PSKID)]; ok {
 		return mismatch("external PSK %x registered twice", b.PSKID)
 	}
-	c.psks[string(b.PSKID)] = b.Secret.Bytes()
+	c.psks[string(b.PSKID)] = b.Secret
 	return nil
 }
 
@@ -226,7 +228,7 @@ func checkExternalPSKRetired(c *mlsChecker, ev events.Event) error {
 // withPSKs returns g holding the external PSKs held now.
 func (c *mlsChecker) withPSKs(g *mls.Group) *mls.Group {
 	for id, s := range c.psks {
-		g = g.WithExternalPSK([]byte(id), s)
+		g = g.WithExternalPSK([]byte(id), s.Bytes())
 	}
 	return g
 }
@@ -235,7 +237,7 @@ func (c *mlsChecker) withPSKs(g *mls.Group) *mls.Group {
 func (c *mlsChecker) externalPSKs() []mls.ExternalPSK {
 	var out []mls.ExternalPSK
 	for id, s := range c.psks {
-		out = append(out, mls.ExternalPSK{ID: []byte(id), Secret: ciphersuite.NewSecret(s)})
+		out = append(out, mls.ExternalPSK{ID: []byte(id), Secret: ciphersuite.NewSecret(s.Bytes())})
 	}
 	return out
 }
@@ -280,7 +282,7 @@ func checkGroupCreated(c *mlsChecker, ev events.Event) error {
 		return err
 	}
 	c.groups[string(b.GroupID)] = g
-	c.states[string(b.GroupID)] = b.State.Bytes()
+	c.states[string(b.GroupID)] = b.State
 	c.rep.Groups++
 	return nil
 }
@@ -342,7 +344,7 @@ func checkWelcomeProcessed(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, b.State.Bytes(), false); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State, false); err != nil {
 		return err
 	}
 	c.rep.Rederived++
@@ -395,7 +397,7 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 	if err := checkJoinMembers(g, b.Members); err != nil {
 		return err
 	}
-	if err := c.join(b.GroupID, b.Epoch, g, b.State.Bytes(), b.Resync); err != nil {
+	if err := c.join(b.GroupID, b.Epoch, g, b.State, b.Resync); err != nil {
 		return err
 	}
 	c.rep.Own++
@@ -405,7 +407,7 @@ func checkExternalJoined(c *mlsChecker, ev events.Event) error {
 // join follows a group joined (by Welcome or external commit) at epoch:
 // a group this installation is a member of is not joined again, unless a
 // resync abandons that membership; one it left starts a new membership.
-func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, state []byte, resync bool) error {
+func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, state events.Secret, resync bool) error {
 	if prev, ok := c.groups[string(gid)]; ok {
 		if !c.left[string(gid)] && !resync {
 			return mismatch("group %x joined again (epoch %d) while a member since epoch %d", gid, epoch, prev.Epoch())
@@ -472,7 +474,7 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 		}
 		c.rep.Rederived++
 	}
-	state, err := b.StateOf(c.states[string(b.GroupID)])
+	state, err := b.StateOf(c.states[string(b.GroupID)].Bytes())
 	if err != nil {
 		return mismatch("%w", err)
 	}
@@ -489,7 +491,7 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
 	}
 	c.groups[string(b.GroupID)] = g
-	c.states[string(b.GroupID)] = state.Bytes()
+	c.states[string(b.GroupID)] = state
 	return nil
 }
 
@@ -536,7 +538,7 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	} else {
 		c.rep.Own++
 	}
-	state, err := b.StateOf(c.states[string(b.GroupID)])
+	state, err := b.StateOf(c.states[string(b.GroupID)].Bytes())
 	if err != nil {
 		return mismatch("%w", err)
 	}
