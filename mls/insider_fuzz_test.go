@@ -865,7 +865,7 @@ func (w *insiderWorld) forgeWelcome(in *fuzzBytes, iw *insiderWelcome) *MLSMessa
 		case 9:
 			gs.PathSecret = nil
 		case 10:
-			gs.PathSecret = &PathSecret{PathSecret: in.bytes(33)}
+			gs.PathSecret = &PathSecret{PathSecret: ciphersuite.NewSecret(in.bytes(33))}
 		case 11:
 			nonce := make([]byte, w.cs.Nh()-1+in.n(3))
 			gs.PSKs = append(gs.PSKs, PreSharedKeyID{Type: PSKType(1 + in.n(2)), PSKID: insiderPSKID, Usage: ResumptionPSKUsage(1 + in.n(3)),
@@ -899,7 +899,7 @@ func (w *insiderWorld) forgeWelcome(in *fuzzBytes, iw *insiderWelcome) *MLSMessa
 	if err != nil {
 		return nil
 	}
-	joiner := ciphersuite.NewSecret(gs.JoinerSecret)
+	joiner := gs.JoinerSecret
 	if fixTag {
 		if gi.ConfirmationTag, err = confirmationTagFor(w.cs, joiner, psk, gcBytes, gc.ConfirmedTranscriptHash); err != nil {
 			return nil

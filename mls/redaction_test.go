@@ -49,3 +49,29 @@ func TestGroupPrintsNoSecret(t *testing.T) {
 		"signature key":  c.secrets.SignatureKey.Bytes(),
 	})
 }
+
+// A Welcome's GroupSecrets and PathSecret print neither secret however
+// they are held: in an unexported field of a caller's struct fmt cannot
+// call their Format and prints their fields by reflection.
+func TestGroupSecretsPrintNothingWhereverHeld(t *testing.T) {
+	joiner := []byte("JOINER-held-0123456789abcdef-!!!")
+	path := []byte("PATHSECRET-held-0123456789abcdef")
+	ps := &PathSecret{PathSecret: ciphersuite.NewSecret(path)}
+	gs := GroupSecrets{JoinerSecret: ciphersuite.NewSecret(joiner), PathSecret: ps, PSKs: []PreSharedKeyID{}}
+	secrets := map[string][]byte{"joiner secret": joiner, "path secret": path}
+	redacttest.Check(t, gs, secrets)
+	redacttest.Check(t, []GroupSecrets{gs}, secrets)
+	redacttest.Check(t, map[string]PathSecret{"x": *ps}, map[string][]byte{"path secret": path})
+	// The wire form still carries them.
+	b, err := gs.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back GroupSecrets
+	if err := back.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	if !back.JoinerSecret.Equal(gs.JoinerSecret) || back.PathSecret == nil || !back.PathSecret.PathSecret.Equal(ps.PathSecret) {
+		t.Fatal("GroupSecrets does not decode to the secrets it encoded")
+	}
+}

@@ -39,14 +39,14 @@ func (g *Group) welcome(gi *GroupInfo, eff *proposalEffect, up *PathUpdate, psk 
 	}
 	for i, l := range eff.added {
 		kp := &eff.addedKPs[i]
-		gs := GroupSecrets{JoinerSecret: g.joinerSecret.Bytes(), PSKs: psks}
+		gs := GroupSecrets{JoinerSecret: g.joinerSecret, PSKs: psks}
 		if up != nil {
 			x := treemath.CommonAncestor(l.Node(), g.me.Node())
 			ps, ok := up.PathSecret(x)
 			if !ok {
 				return nil, fmt.Errorf("mls: no path secret for node %d, common ancestor of leaves %d and %d", x, l, g.me)
 			}
-			gs.PathSecret = &PathSecret{PathSecret: ps.Bytes()}
+			gs.PathSecret = &PathSecret{PathSecret: ps}
 		}
 		plain, err := gs.Marshal()
 		if err != nil {
@@ -128,7 +128,7 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 	if err := gi.checkExtensionLists(); err != nil {
 		return nil, err
 	}
-	joiner := ciphersuite.NewSecret(gs.JoinerSecret)
+	joiner := gs.JoinerSecret
 	gc := gi.GroupContext
 	if gc.CipherSuite != w.CipherSuite || gc.Version != ProtocolMLS10 {
 		return nil, fmt.Errorf("%w: group info of suite %d, version %d in a Welcome of suite %d", ErrWrongGroup, gc.CipherSuite, gc.Version, w.CipherSuite)
@@ -170,7 +170,7 @@ func Join(welcome *MLSMessage, kp *KeyPackage, secrets *KeyPackageSecrets, opts 
 	keys := NewTreePrivateKeys(me, secrets.EncryptionKey)
 	if gs.PathSecret != nil {
 		x := treemath.CommonAncestor(me.Node(), gi.Signer.Node())
-		if keys, err = keys.ImplantPathSecret(cs, tree, gi.Signer, x, gs.PathSecret.PathSecret); err != nil {
+		if keys, err = keys.ImplantPathSecret(cs, tree, gi.Signer, x, gs.PathSecret.PathSecret.Bytes()); err != nil {
 			return nil, err
 		}
 	}
@@ -256,7 +256,7 @@ func (g *Group) openWelcome(w *Welcome, kp *KeyPackage, initKey *ciphersuite.HPK
 	if err != nil {
 		return nil, nil, keyschedule.Secret{}, err
 	}
-	joiner := ciphersuite.NewSecret(gs.JoinerSecret)
+	joiner := gs.JoinerSecret
 	if joiner.Len() != g.cs.Nh() {
 		return nil, nil, keyschedule.Secret{}, fmt.Errorf("%w: joiner secret of %d bytes", ErrTampered, joiner.Len())
 	}

@@ -54,7 +54,7 @@ func TestWelcomeVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			es, err := keyschedule.FromJoinerSecret(cs, ciphersuite.NewSecret(gs.JoinerSecret), psk, gcBytes)
+			es, err := keyschedule.FromJoinerSecret(cs, gs.JoinerSecret, psk, gcBytes)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -163,7 +163,7 @@ func withTrailingBlank(t *testing.T, tree []byte) []byte {
 
 func TestSecretsNotPrinted(t *testing.T) {
 	secret := []byte("very-secret-joiner-bytes")
-	gs := GroupSecrets{JoinerSecret: secret, PathSecret: &PathSecret{PathSecret: secret}}
+	gs := GroupSecrets{JoinerSecret: ciphersuite.NewSecret(secret), PathSecret: &PathSecret{PathSecret: ciphersuite.NewSecret(secret)}}
 	for _, s := range []string{fmt.Sprint(gs), fmt.Sprintf("%v %+v %#v", gs, gs, gs), fmt.Sprint(*gs.PathSecret), fmt.Sprintf("%#v", *gs.PathSecret)} {
 		if bytes.Contains([]byte(s), secret) || bytes.Contains([]byte(s), []byte(fmt.Sprint(secret))) {
 			t.Errorf("formatted GroupSecrets reveals the secret: %s", s)
@@ -177,7 +177,7 @@ func TestSecretsNotPrinted(t *testing.T) {
 func TestGroupSecretsNeverPrintSecrets(t *testing.T) {
 	joiner := []byte{0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04}
 	path := []byte{0xca, 0xfe, 0xba, 0xbe, 0x05, 0x06, 0x07, 0x08}
-	gs := GroupSecrets{JoinerSecret: joiner, PathSecret: &PathSecret{PathSecret: path}, PSKs: []PreSharedKeyID{}}
+	gs := GroupSecrets{JoinerSecret: ciphersuite.NewSecret(joiner), PathSecret: &PathSecret{PathSecret: ciphersuite.NewSecret(path)}, PSKs: []PreSharedKeyID{}}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%d", "%q"} {
 		for _, v := range []any{gs, &gs, *gs.PathSecret, gs.PathSecret} {
 			out := fmt.Sprintf(verb, v)

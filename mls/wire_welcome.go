@@ -96,7 +96,7 @@ func (gi *GroupInfo) VerifySignature(cs *ciphersuite.CipherSuite, pub SignatureP
 // It holds a secret: no fmt verb prints the bytes, and JSON and text
 // marshaling refuse with [ciphersuite.ErrSecretMarshal].
 type PathSecret struct {
-	PathSecret []byte
+	PathSecret ciphersuite.Secret
 }
 
 // String implements fmt.Stringer without revealing the secret.
@@ -118,7 +118,7 @@ func (ps PathSecret) MarshalText() ([]byte, error) { return nil, ciphersuite.Err
 // fmt verb prints them, and JSON and text marshaling refuse with
 // [ciphersuite.ErrSecretMarshal].
 type GroupSecrets struct {
-	JoinerSecret []byte
+	JoinerSecret ciphersuite.Secret
 	// PathSecret is nil when absent.
 	PathSecret *PathSecret
 	PSKs       []PreSharedKeyID
@@ -143,16 +143,17 @@ func (gs GroupSecrets) MarshalJSON() ([]byte, error) { return nil, ciphersuite.E
 func (gs GroupSecrets) MarshalText() ([]byte, error) { return nil, ciphersuite.ErrSecretMarshal }
 
 func (gs *GroupSecrets) marshal(w *codec.Writer) {
-	w.OpaqueV(gs.JoinerSecret)
+	w.OpaqueV(gs.JoinerSecret.Bytes())
 	w.Optional(gs.PathSecret != nil)
 	if gs.PathSecret != nil {
-		w.OpaqueV(gs.PathSecret.PathSecret)
+		w.OpaqueV(gs.PathSecret.PathSecret.Bytes())
 	}
 	writeStructList(w, gs.PSKs)
 }
 
 func (gs *GroupSecrets) unmarshal(r *codec.Reader) error {
-	gs.JoinerSecret, _ = r.OpaqueV()
+	js, _ := r.OpaqueV()
+	gs.JoinerSecret = ciphersuite.NewSecret(js)
 	present, err := r.Optional()
 	if err != nil {
 		return err
@@ -160,7 +161,7 @@ func (gs *GroupSecrets) unmarshal(r *codec.Reader) error {
 	gs.PathSecret = nil
 	if present {
 		ps, _ := r.OpaqueV()
-		gs.PathSecret = &PathSecret{PathSecret: ps}
+		gs.PathSecret = &PathSecret{PathSecret: ciphersuite.NewSecret(ps)}
 	}
 	gs.PSKs = readStructList[PreSharedKeyID](r)
 	return r.Err()
