@@ -315,43 +315,43 @@ func protectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSecre
 }
 
 // unprotectPrivate decrypts a PrivateMessage (RFC 9420 §6.3.2) and returns
-// its content; the signature is left to the caller. leaves bounds the
-// sender's leaf index. Decryption failures wrap ErrTampered; replays wrap
-// ErrGenerationReused.
-func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSecret keyschedule.Secret, pm *PrivateMessage, leaves uint32) (*AuthenticatedContent, error) {
+// its content and the generation of the sender's ratchet it used; the
+// signature is left to the caller. leaves bounds the sender's leaf index.
+// Decryption failures wrap ErrTampered; replays wrap ErrGenerationReused.
+func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSecret keyschedule.Secret, pm *PrivateMessage, leaves uint32) (*AuthenticatedContent, uint32, error) {
 	sdKey, sdNonce, err := keyschedule.SenderDataKeyNonce(cs, senderDataSecret, pm.Ciphertext)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sdAAD, err := senderDataAAD(pm.GroupID, pm.Epoch, pm.ContentType)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	senderData, err := cs.Open(sdKey.Bytes(), sdNonce.Bytes(), sdAAD, pm.EncryptedSenderData)
 	if err != nil {
-		return nil, fmt.Errorf("%w: sender data of a %s in epoch %d: %w", ErrTampered, contentName(pm.ContentType), pm.Epoch, err)
+		return nil, 0, fmt.Errorf("%w: sender data of a %s in epoch %d: %w", ErrTampered, contentName(pm.ContentType), pm.Epoch, err)
 	}
 	r := codec.NewReader(senderData)
 	leaf, _ := r.Uint32()
 	gen, _ := r.Uint32()
 	guard, _ := r.Raw(reuseGuardLen)
 	if err := r.Done(); err != nil {
-		return nil, fmt.Errorf("%w: sender data: %w", ErrTampered, err)
+		return nil, 0, fmt.Errorf("%w: sender data: %w", ErrTampered, err)
 	}
 	if leaf >= leaves {
-		return nil, fmt.Errorf("%w: sender leaf %d outside a tree of %d leaves", ErrNotMember, leaf, leaves)
+		return nil, 0, fmt.Errorf("%w: sender leaf %d outside a tree of %d leaves", ErrNotMember, leaf, leaves)
 	}
 	kn, err := keys.Get(LeafIndex(leaf), ratchetFor(pm.ContentType), gen)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	aad, err := privateContentAAD(pm.GroupID, pm.Epoch, pm.ContentType, pm.AuthenticatedData)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	plain, err := cs.Open(kn.Key.Bytes(), guardNonce(kn.Nonce, guard), aad, pm.Ciphertext)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s from leaf %d, generation %d, epoch %d: %w", ErrTampered, contentName(pm.ContentType), leaf, gen, pm.Epoch, err)
+		return nil, 0, fmt.Errorf("%w: %s from leaf %d, generation %d, epoch %d: %w", ErrTampered, contentName(pm.ContentType), leaf, gen, pm.Epoch, err)
 	}
 	ac := &AuthenticatedContent{WireFormat: WireFormatPrivateMessage, Content: FramedContent{
 		GroupID:           append([]byte(nil), pm.GroupID...),
@@ -363,18 +363,18 @@ func unprotectPrivate(cs *ciphersuite.CipherSuite, keys keySource, senderDataSec
 	cr := codec.NewReader(plain)
 	fc := &ac.Content
 	if fc.ApplicationData, fc.Proposal, fc.Commit, err = unmarshalContentBody(cr, pm.ContentType); err != nil {
-		return nil, fmt.Errorf("%w: content of a %s from leaf %d: %w", ErrTampered, contentName(pm.ContentType), leaf, err)
+		return nil, 0, fmt.Errorf("%w: content of a %s from leaf %d: %w", ErrTampered, contentName(pm.ContentType), leaf, err)
 	}
 	if err := ac.Auth.unmarshalFor(cr, pm.ContentType); err != nil {
-		return nil, fmt.Errorf("%w: auth data of a %s from leaf %d: %w", ErrTampered, contentName(pm.ContentType), leaf, err)
+		return nil, 0, fmt.Errorf("%w: auth data of a %s from leaf %d: %w", ErrTampered, contentName(pm.ContentType), leaf, err)
 	}
 	pad, _ := cr.Raw(cr.Len())
 	for _, b := range pad {
 		if b != 0 {
-			return nil, fmt.Errorf("%w: non-zero padding in a %s from leaf %d", ErrTampered, contentName(pm.ContentType), leaf)
+			return nil, 0, fmt.Errorf("%w: non-zero padding in a %s from leaf %d", ErrTampered, contentName(pm.ContentType), leaf)
 		}
 	}
-	return ac, nil
+	return ac, gen, nil
 }
 
 // confirmedTranscriptHash returns Hash(interim_transcript_hash_before ||

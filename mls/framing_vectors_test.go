@@ -128,7 +128,7 @@ func runMessageProtection(t *testing.T, cs *ciphersuite.CipherSuite, tc *message
 	}
 	checkPrivate := func(t *testing.T, st *keyschedule.SecretTree, pm *PrivateMessage, raw []byte) {
 		t.Helper()
-		ac, err := unprotectPrivate(cs, st, sds, pm, 2)
+		ac, _, err := unprotectPrivate(cs, st, sds, pm, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,13 +181,13 @@ func runMessageProtection(t *testing.T, cs *ciphersuite.CipherSuite, tc *message
 				t.Fatal(err)
 			}
 			checkPrivate(t, receiver, pm, c.raw)
-			if _, err := unprotectPrivate(cs, receiver, sds, pm, 2); !errors.Is(err, ErrGenerationReused) {
+			if _, _, err := unprotectPrivate(cs, receiver, sds, pm, 2); !errors.Is(err, ErrGenerationReused) {
 				t.Fatalf("replay: %v, want ErrGenerationReused", err)
 			}
 			tampered := *pm
 			tampered.Ciphertext = bytes.Clone(pm.Ciphertext)
 			tampered.Ciphertext[len(tampered.Ciphertext)-1] ^= 1
-			if _, err := unprotectPrivate(cs, newTree(t), sds, &tampered, 2); !errors.Is(err, ErrTampered) {
+			if _, _, err := unprotectPrivate(cs, newTree(t), sds, &tampered, 2); !errors.Is(err, ErrTampered) {
 				t.Fatalf("tampered ciphertext: %v, want ErrTampered", err)
 			}
 		})

@@ -3,6 +3,7 @@ package mls
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -420,6 +421,11 @@ type Received struct {
 	SenderCredential Credential
 	// Epoch is the epoch the message was sent in.
 	Epoch uint64
+	// Generation is the generation of the sender's ratchet a
+	// PrivateMessage used (zero for a PublicMessage). A member that
+	// reloads a state saved before it received the message passes it to
+	// MarkReceived to move its ratchet on as processing the message did.
+	Generation uint32
 	// ApplicationData is set for application messages.
 	ApplicationData []byte
 	// AuthenticatedData is the sender's authenticated associated data.
@@ -441,6 +447,49 @@ func (g *Group) OpenApplication(m *MLSMessage) (*Group, []byte, error) {
 		return nil, nil, err
 	}
 	return ng, r.ApplicationData, nil
+}
+
+// ReceivedGeneration names a message a member received: the epoch it was
+// sent in, its sender's leaf and the generation of the sender's
+// application ratchet it used (Received.Generation).
+type ReceivedGeneration struct {
+	Epoch      uint64
+	Sender     LeafIndex
+	Generation uint32
+}
+
+// MarkReceived moves the application ratchets on as processing the
+// messages ms names did, in their order: each one's key is taken and
+// deleted, the generations it skipped are kept. A state saved before a
+// member received some messages (an epoch's first, or one a proposal
+// changed) is so brought back to where it was: no generation is accepted
+// twice, and a sender's next message is within the ratchet's reach
+// (maximum_forward_ratchets, RFC 9420 §9.4, counted from where the
+// ratchet was, not from the saved state). A message the state consumed
+// already, or of an epoch it no longer holds, is passed over: the state
+// holds no key of it. Any other failure (a leaf outside the epoch's
+// tree, a generation out of reach) is returned and the group is not
+// changed.
+func (g *Group) MarkReceived(ms []ReceivedGeneration) (*Group, error) {
+	c := g.clone()
+	cloned := map[uint64]bool{}
+	for _, m := range ms {
+		keys := c.epochKeys
+		if m.Epoch != g.ctx.Epoch {
+			i := slices.IndexFunc(c.past, func(p pastEpoch) bool { return p.ctx.Epoch == m.Epoch })
+			if i < 0 || m.Epoch > g.ctx.Epoch {
+				continue
+			}
+			if !cloned[m.Epoch] {
+				c.past[i].keys, cloned[m.Epoch] = c.past[i].keys.clone(), true
+			}
+			keys = c.past[i].keys
+		}
+		if _, err := keys.Get(m.Sender, keyschedule.Application, m.Generation); err != nil && !errors.Is(err, ErrGenerationReused) {
+			return nil, fmt.Errorf("group %x: mark generation %d of leaf %d in epoch %d received: %w", g.ctx.GroupID, m.Generation, m.Sender, m.Epoch, err)
+		}
+	}
+	return c, nil
 }
 
 // ProcessCommit applies a commit of another member; the returned group is
@@ -511,6 +560,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	// signature and a commit's transcript hash all cover it.
 	var ac *AuthenticatedContent
 	var content []byte
+	var gen uint32
 	var err error
 	if m.PublicMessage != nil {
 		if m.PublicMessage.Content.Sender.Type != SenderTypeMember {
@@ -519,7 +569,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 		if content, err = encodeFramedContent(&m.PublicMessage.Content); err == nil {
 			ac, err = unprotectPublicOf(c.cs, m.PublicMessage, content, ctx, c.secrets.MembershipKey)
 		}
-	} else if ac, err = unprotectPrivate(c.cs, keys, sds, m.PrivateMessage, uint32(tree.LeafCount())); err == nil {
+	} else if ac, gen, err = unprotectPrivate(c.cs, keys, sds, m.PrivateMessage, uint32(tree.LeafCount())); err == nil {
 		content, err = encodeFramedContent(&ac.Content)
 	}
 	if err != nil {
@@ -533,7 +583,7 @@ func (g *Group) Process(m *MLSMessage) (*Group, *Received, error) {
 	if err := verifyFramedContentOf(c.cs, leaf.SignatureKey, ac, content, ctx); err != nil {
 		return nil, nil, err
 	}
-	r := &Received{ContentType: ct, SenderType: SenderTypeMember, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, AuthenticatedData: ac.Content.AuthenticatedData}
+	r := &Received{ContentType: ct, SenderType: SenderTypeMember, Sender: sender, SenderCredential: cloneCredential(leaf.Credential), Epoch: epoch, Generation: gen, AuthenticatedData: ac.Content.AuthenticatedData}
 	switch ct {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData
