@@ -518,6 +518,10 @@ func (ApplicationMessageSent) SchemaVersion() uint16 { return 2 }
 
 // ApplicationMessageReceived records an application message this
 // installation received and decrypted.
+//
+// Version 2 added Generation: a member reloading the group from a state
+// saved before it received the message moves its ratchet on as receiving
+// it did; a v1 event is upcast with GenerationKnown false.
 type ApplicationMessageReceived struct {
 	GroupID    []byte         `msgpack:"group_id"`
 	Epoch      uint64         `msgpack:"epoch"`
@@ -527,13 +531,22 @@ type ApplicationMessageReceived struct {
 	// Content is the message plaintext.
 	Content           Secret `msgpack:"content"`
 	AuthenticatedData []byte `msgpack:"authenticated_data"`
+	// Generation is the generation of the sender's application ratchet
+	// the message used (mls.Received.Generation), from version 2 on. The
+	// group's saved state does not move with received messages; a member
+	// that reloads it marks the messages received since
+	// (mls.Group.MarkReceived), so that no generation is accepted twice
+	// and the sender's next message is within the ratchet's reach.
+	// GenerationKnown is false in events before version 2.
+	Generation      uint32 `msgpack:"generation"`
+	GenerationKnown bool   `msgpack:"generation_known"`
 }
 
 // Kind implements Body.
 func (ApplicationMessageReceived) Kind() Kind { return KindApplicationMessageReceived }
 
 // SchemaVersion implements Body.
-func (ApplicationMessageReceived) SchemaVersion() uint16 { return 1 }
+func (ApplicationMessageReceived) SchemaVersion() uint16 { return 2 }
 
 // DeliveryEnqueued records a message queued for Recipient on Channel at
 // Sequence (per (recipient, channel), 1-based, contiguous).

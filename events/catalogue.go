@@ -128,7 +128,8 @@ var catalogue = []kindSpec{
 	current[HandshakeFormatSet](AggGroup, "the wire format of this installation's proposals and commits in the group was set (PublicMessage or PrivateMessage)", nil),
 	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent",
 		map[uint16]schema{1: legacy(upcastApplicationMessageSentV1)}),
-	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted", nil),
+	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted",
+		map[uint16]schema{1: legacy(upcastApplicationMessageReceivedV1)}),
 	current[DeliveryEnqueued](AggDelivery, "a message was queued for a recipient installation on a channel, with expiry and idempotency key",
 		map[uint16]schema{1: legacy(upcastDeliveryEnqueuedV1)}),
 	current[DeliveryAcknowledged](AggDelivery, "the recipient acknowledged every message up to a sequence", nil),
@@ -581,5 +582,22 @@ type applicationMessageSentV1 struct {
 
 func upcastApplicationMessageSentV1(old applicationMessageSentV1, _ eventHeader) (ApplicationMessageSent, error) {
 	return ApplicationMessageSent{GroupID: old.GroupID, Epoch: old.Epoch, SenderLeaf: old.SenderLeaf, Sender: old.Sender,
+		MessageID: old.MessageID, Content: old.Content, AuthenticatedData: old.AuthenticatedData}, nil
+}
+
+// applicationMessageReceivedV1 is application.message_received schema
+// version 1: no Generation.
+type applicationMessageReceivedV1 struct {
+	GroupID           []byte         `msgpack:"group_id"`
+	Epoch             uint64         `msgpack:"epoch"`
+	SenderLeaf        uint32         `msgpack:"sender_leaf"`
+	Sender            InstallationID `msgpack:"sender"`
+	MessageID         []byte         `msgpack:"message_id"`
+	Content           Secret         `msgpack:"content"`
+	AuthenticatedData []byte         `msgpack:"authenticated_data"`
+}
+
+func upcastApplicationMessageReceivedV1(old applicationMessageReceivedV1, _ eventHeader) (ApplicationMessageReceived, error) {
+	return ApplicationMessageReceived{GroupID: old.GroupID, Epoch: old.Epoch, SenderLeaf: old.SenderLeaf, Sender: old.Sender,
 		MessageID: old.MessageID, Content: old.Content, AuthenticatedData: old.AuthenticatedData}, nil
 }

@@ -60,7 +60,7 @@ func samples(inst InstallationID) map[Kind]Event {
 		{grp, ApplicationMessageSent{GroupID: gid, Epoch: 7, SenderLeaf: 0, Sender: inst, MessageID: []byte("m1"),
 			Content: secret("hello"), AuthenticatedData: []byte("ad"), Message: []byte("private-message-1")}},
 		{grp, ApplicationMessageReceived{GroupID: gid, Epoch: 7, SenderLeaf: 2, Sender: "inst-bob", MessageID: []byte("m2"),
-			Content: secret("hi"), AuthenticatedData: []byte("ad2")}},
+			Content: secret("hi"), AuthenticatedData: []byte("ad2"), Generation: 41, GenerationKnown: true}},
 		{dlv, DeliveryEnqueued{Recipient: "inst-bob", Channel: "inbox", Sequence: 12, Payload: []byte("ciphertext"),
 			ExpiresAt: testTime.Add(time.Hour), IdempotencyKey: "idem-1"}},
 		{dlv, DeliveryAcknowledged{Recipient: "inst-bob", Channel: "inbox", UpTo: 12}},

@@ -18,6 +18,8 @@ import (
 // The msgpack codes used here (msgpack spec, "formats").
 const (
 	mpNil      = 0xc0
+	mpFalse    = 0xc2
+	mpTrue     = 0xc3
 	mpBin8     = 0xc4
 	mpBin16    = 0xc5
 	mpBin32    = 0xc6
@@ -100,6 +102,13 @@ func appendBin(b, v []byte) []byte {
 
 // appendUint16/32/64 keep the type's width, as the Encoder without
 // compact ints does.
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, mpTrue)
+	}
+	return append(b, mpFalse)
+}
+
 func appendUint16(b []byte, v uint16) []byte {
 	return binary.BigEndian.AppendUint16(append(b, mpUint16), v)
 }
@@ -180,7 +189,11 @@ func (m ApplicationMessageSent) appendMsgpack(b []byte) []byte {
 }
 
 func (m ApplicationMessageReceived) appendMsgpack(b []byte) []byte {
-	return appendAppMessage(b, 7, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
+	b = appendAppMessage(b, 9, m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData)
+	b = appendStr(b, "generation")
+	b = appendUint32(b, m.Generation)
+	b = appendStr(b, "generation_known")
+	return appendBool(b, m.GenerationKnown)
 }
 
 // appendAppMessage writes the map header of a body of n fields and the

@@ -53,6 +53,8 @@ func fillWire(t testing.TB, r *rand.Rand, v reflect.Value) {
 			f.Set(reflect.ValueOf(NewSecret(wireBytes(r))))
 		case f.CanUint():
 			f.SetUint(r.Uint64() >> r.IntN(64))
+		case f.Kind() == reflect.Bool:
+			f.SetBool(r.IntN(2) == 1)
 		default:
 			t.Fatalf("fillWire: %s.%s is a %s: teach fillWire (and the body's appendMsgpack) about it", v.Type(), sf.Name, f.Type())
 		}

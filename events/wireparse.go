@@ -123,6 +123,17 @@ func (r *wireReader) bin() []byte {
 	return append(make([]byte, 0, n), s...)
 }
 
+func (r *wireReader) bool() bool {
+	switch r.byte1() {
+	case mpTrue:
+		return true
+	case mpFalse:
+	default:
+		r.bad = true
+	}
+	return false
+}
+
 func (r *wireReader) uint16() uint16 {
 	r.expect(mpUint16)
 	return r.be16()
@@ -242,7 +253,11 @@ func (ApplicationMessageSent) parseMsgpack(data []byte) (Body, bool) {
 func (ApplicationMessageReceived) parseMsgpack(data []byte) (Body, bool) {
 	var m ApplicationMessageReceived
 	r := wireReader{b: data}
-	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r, 7)
+	m.GroupID, m.Epoch, m.SenderLeaf, m.Sender, m.MessageID, m.Content, m.AuthenticatedData = parseAppMessage(&r, 9)
+	r.key("generation")
+	m.Generation = r.uint32()
+	r.key("generation_known")
+	m.GenerationKnown = r.bool()
 	return m, r.done()
 }
 
