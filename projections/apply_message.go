@@ -5,13 +5,16 @@ package projections
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/epochlog/epochlog/events"
 )
 
 // message inserts a message; output is the message as encrypted of an own
-// message that recorded it (application.message_sent v2), else nil.
-func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte, output []byte) error {
+// message that recorded it (application.message_sent v2), else nil, and
+// gen the generation a received message recorded
+// (application.message_received v2), else nil.
+func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint64, leaf uint32, sender events.InstallationID, id []byte, content []byte, ad []byte, output []byte, gen *uint32) error {
 	g := a.group(group)
 	cur, err := a.loadEpoch(group, g)
 	if err != nil {
@@ -42,32 +45,36 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 	}
 	t := nanos(ev.Time)
 	if output != nil && a.db.schema < 10 {
-		if err := a.messageOutputNotKept(group, epoch, id); err != nil {
+		if err := a.notKept(messageOutputsNotKeptMeta, group, epoch, id); err != nil {
 			return err
 		}
 	}
+	if gen != nil && a.db.schema < 11 {
+		if err := a.notKept(generationsNotKeptMeta, group, epoch, id); err != nil {
+			return err
+		}
+	}
+	cols := `group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at`
+	args := []any{group, ord + 1, id, epoch, int64(leaf), string(sender), dir, content, ad, t}
 	if a.db.schema >= 3 {
 		m, err := a.groupMembership(group, g)
 		if err != nil {
 			return err
 		}
-		if output != nil && a.db.schema >= 10 { // an own message's output
-			if epoch == cur {
-				if err := a.messageRecipients(group, epoch, leaf); err != nil {
-					return err
-				}
+		cols, args = cols+", membership", append(args, m)
+	}
+	if output != nil && a.db.schema >= 10 { // an own message's output
+		if epoch == cur {
+			if err := a.messageRecipients(group, epoch, leaf); err != nil {
+				return err
 			}
-			_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership, message)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m, output)
-		} else {
-			_, err = a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at, membership)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t, m)
 		}
-		if err != nil {
-			return err
-		}
-	} else if _, err := a.exec(`INSERT INTO messages(group_id, ordinal, message_id, epoch, sender_leaf, sender, direction, content, authenticated_data, sent_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, group, ord+1, id, epoch, int64(leaf), string(sender), dir, content, ad, t); err != nil {
+		cols, args = cols+", message", append(args, output)
+	}
+	if gen != nil && a.db.schema >= 11 {
+		cols, args = cols+", generation", append(args, int64(*gen))
+	}
+	if _, err := a.exec(`INSERT INTO messages(`+cols+`) VALUES (?`+strings.Repeat(", ?", len(args)-1)+`)`, args...); err != nil {
 		return err
 	}
 	g.ordinal = ord + 1
@@ -96,13 +103,14 @@ func (a *applier) messageRecipients(group []byte, epoch uint64, leaf uint32) err
 	return err
 }
 
-// messageOutputNotKept notes in a file older than schema 10 the first own
-// message whose recorded output (the message as encrypted) it could not
-// keep, as outputNotKept does for own commits: MigrateInPlace refuses
+// notKept notes under meta, in a file older than the schema that keeps
+// it, the first message whose recorded output (an own message as
+// encrypted, schema 10) or generation (a received one, schema 11) it could
+// not keep, as outputNotKept does for own commits: MigrateInPlace refuses
 // such a file (ErrOutputsNotKept).
-func (a *applier) messageOutputNotKept(group []byte, epoch uint64, id []byte) error {
-	_, err := a.exec(`INSERT OR IGNORE INTO epochlog_meta(name, value) VALUES ('`+messageOutputsNotKeptMeta+`', ?)`,
-		fmt.Sprintf("group %x epoch %d message %x", group, epoch, id))
+func (a *applier) notKept(meta string, group []byte, epoch uint64, id []byte) error {
+	_, err := a.exec(`INSERT OR IGNORE INTO epochlog_meta(name, value) VALUES (?, ?)`,
+		meta, fmt.Sprintf("group %x epoch %d message %x", group, epoch, id))
 	return err
 }
 
@@ -122,7 +130,7 @@ func applyMessageSent(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, b.Message)
+	return a.message(ev, "sent", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, b.Message, nil)
 }
 
 func applyMessageReceived(a *applier, ev events.Event) error {
@@ -130,5 +138,9 @@ func applyMessageReceived(a *applier, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, nil)
+	var gen *uint32
+	if b.GenerationKnown {
+		gen = &b.Generation
+	}
+	return a.message(ev, "received", b.GroupID, b.Epoch, b.SenderLeaf, b.Sender, b.MessageID, b.Content.Bytes(), b.AuthenticatedData, nil, gen)
 }

@@ -39,8 +39,13 @@ const outputsNotKeptMeta = "outputs_not_kept"
 
 // messageOutputsNotKeptMeta names the epochlog_meta row a file older
 // than schema 10 gets at the first own message output it applied
-// without keeping (applier.messageOutputNotKept).
+// without keeping (applier.notKept).
 const messageOutputsNotKeptMeta = "message_outputs_not_kept"
+
+// generationsNotKeptMeta names the epochlog_meta row a file older than
+// schema 11 gets at the first received message whose generation it
+// applied without keeping (applier.notKept).
+const generationsNotKeptMeta = "generations_not_kept"
 
 // formatMarker is the value of the "format" row of epochlog_meta.
 const formatMarker = "epochlog.readmodel"

@@ -68,12 +68,12 @@ func TestMigrateToV10InPlace(t *testing.T) {
 		t.Fatalf("schema 9: own message outputs %v, %v; want none", got, err)
 	}
 	old.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 9 || to != 10 {
+	if f, to, err := MigrateInPlace(ctx, path, k, &Options{SchemaVersion: 10}); err != nil || f != 9 || to != 10 {
 		t.Fatalf("MigrateInPlace from v9: %d -> %d, %v", f, to, err)
 	}
-	migrated := mustOpen(t, path, k, nil)
+	migrated := mustOpen(t, path, k, &Options{SchemaVersion: 10})
 	defer migrated.Close()
-	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), nil, recs[:before])
+	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), &Options{SchemaVersion: 10}, recs[:before])
 	defer fresh.Close()
 	same := func(when string) {
 		t.Helper()

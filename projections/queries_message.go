@@ -123,6 +123,48 @@ func (db *DB) MessagesSentSinceState(ctx context.Context, groupID []byte, epoch 
 	return out, db.wrapErr("sent messages", rows.Err())
 }
 
+// ReceivedGeneration is a received message's place in its sender's
+// ratchet (schema 11): its epoch, its sender's leaf and the generation
+// it used.
+type ReceivedGeneration struct {
+	Epoch      uint64
+	SenderLeaf uint32
+	Generation uint32
+}
+
+// MessagesReceivedSinceState lists, in the order they were received, the
+// received messages of the group's current membership whose generation
+// it keeps and that the state GroupState returns may not have seen: those
+// of the current epoch after that state was recorded, and those of the
+// past epochs it holds (late messages; the state recorded at the commit
+// saw the ones received before it, which mls.Group.MarkReceived passes
+// over). A member reloading the group marks them, so that its ratchets
+// are where receiving them left them. Before schema 11 it lists none.
+func (db *DB) MessagesReceivedSinceState(ctx context.Context, groupID []byte) ([]ReceivedGeneration, error) {
+	if db.schema < 11 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT m.epoch, m.sender_leaf, m.generation
+		FROM messages m JOIN groups g ON g.group_id = m.group_id
+		WHERE m.group_id = ? AND m.generation IS NOT NULL AND m.membership = g.membership
+			AND (m.epoch = g.epoch AND m.ordinal > g.state_ordinal
+				OR m.epoch < g.epoch AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0))
+		ORDER BY m.ordinal`, groupID)
+	if err != nil {
+		return nil, db.wrapErr("received generations", err)
+	}
+	defer rows.Close()
+	var out []ReceivedGeneration
+	for rows.Next() {
+		var r ReceivedGeneration
+		if err := rows.Scan(&r.Epoch, &r.SenderLeaf, &r.Generation); err != nil {
+			return nil, db.wrapErr("received generations", err)
+		}
+		out = append(out, r)
+	}
+	return out, db.wrapErr("received generations", rows.Err())
+}
+
 // HasMessage reports whether the group holds a message (sent or received)
 // with this id.
 func (db *DB) HasMessage(ctx context.Context, groupID, messageID []byte) (bool, error) {

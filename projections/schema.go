@@ -16,7 +16,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 10
+const LatestSchema = 11
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -564,6 +564,19 @@ var migrateV10 = []string{
 	`CREATE INDEX messages_own_output ON messages(group_id, ordinal) WHERE message IS NOT NULL`,
 }
 
+// migrateV11 keeps the generation of the sender's ratchet a received
+// application message used (messages.generation), from
+// application.message_received v2 on: a member reloading a group's saved
+// state marks the messages it received since (MessagesReceivedSinceState),
+// so that its ratchets are where they were. NULL for sent messages and
+// for received ones whose event does not record it, as a fresh build of
+// the same events leaves them. The partial index finds a group's received
+// messages of its held epochs without reading the rest of its history.
+var migrateV11 = []string{
+	`ALTER TABLE messages ADD COLUMN generation INTEGER`,
+	`CREATE INDEX messages_received_generation ON messages(group_id, epoch, ordinal) WHERE generation IS NOT NULL`,
+}
+
 // migrateV8Backfill records the SHA-256 of every commit message the
 // epochs and past epochs hold (SQLite has no SHA-256 of its own), before
 // migrateV8Post drops the messages of other members' commits.
@@ -819,6 +832,9 @@ func migrationStatements(version int) []string {
 	if version >= 10 {
 		stmts = append(stmts, migrateV10...)
 	}
+	if version >= 11 {
+		stmts = append(stmts, migrateV11...)
+	}
 	return stmts
 }
 
@@ -852,6 +868,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts = migrateV9
 		case 10:
 			stmts = migrateV10
+		case 11:
+			stmts = migrateV11
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}
@@ -1032,8 +1050,9 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 
 // OutputsKept says whether the read model kept every recorded output that
 // a file of schema would keep: the output of own commits whose event
-// records one (schema 9 on) and of own application messages whose event
-// records the message (schema 10 on). It is an ErrOutputsNotKept naming
+// records one (schema 9 on), of own application messages whose event
+// records the message (schema 10 on), and the generation of received
+// messages whose event records it (schema 11 on). It is an ErrOutputsNotKept naming
 // the first it did not keep (a file older than that schema that applied
 // such events), else nil. Migrated to schema, such a file lacks what a
 // fresh build of the same events has.
@@ -1042,7 +1061,7 @@ func (db *DB) OutputsKept(ctx context.Context, schema int) error {
 		since int
 		meta  string
 		what  string
-	}{{9, outputsNotKeptMeta, "own commits"}, {10, messageOutputsNotKeptMeta, "own messages"}} {
+	}{{9, outputsNotKeptMeta, "own commits"}, {10, messageOutputsNotKeptMeta, "own messages"}, {11, generationsNotKeptMeta, "received messages' generations"}} {
 		if schema < c.since || db.schema >= c.since {
 			continue
 		}

@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 10
+const schemaLatestVersion = 11
 
-// schemaLatest creates schema 10 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 11 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -105,7 +105,7 @@ var schemaLatest = []string{
 		sent_at            INTEGER NOT NULL,
 		membership         INTEGER NOT NULL DEFAULT 1,
 		authenticated_data BLOB NOT NULL,
-		content            BLOB NOT NULL, message BLOB,
+		content            BLOB NOT NULL, message BLOB, generation INTEGER,
 		PRIMARY KEY (group_id, ordinal),
 		UNIQUE (group_id, message_id)
 	)`,
@@ -185,4 +185,5 @@ var schemaLatest = []string{
 		PRIMARY KEY (group_id, epoch)
 	) WITHOUT ROWID`,
 	`CREATE INDEX messages_own_output ON messages(group_id, ordinal) WHERE message IS NOT NULL`,
+	`CREATE INDEX messages_received_generation ON messages(group_id, epoch, ordinal) WHERE generation IS NOT NULL`,
 }
