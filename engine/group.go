@@ -109,7 +109,11 @@ func (in *Installation) groupAgg(id []byte) events.Aggregate {
 // model: the state recorded last (at the current epoch's start, or by the
 // latest proposal cached in it), with this member's messages sent since
 // then re-sealed (discarding the ciphertexts) so its sending ratchet is
-// where it was and no key is used twice.
+// where it was and no key is used twice, and the messages it received
+// since marked received (mls.Group.MarkReceived) so its receiving
+// ratchets are where they were: no generation is accepted twice, and a
+// sender's next message is within maximum_forward_ratchets of where the
+// ratchet was, not of the saved state.
 func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, error) {
 	if gs, ok := in.group[string(id)]; ok {
 		return gs, nil
@@ -141,6 +145,19 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	for _, m := range sent {
 		if g, _, err = g.SealApplication(m.Content.Bytes(), m.AuthenticatedData); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
+		}
+	}
+	received, err := in.db.MessagesReceivedSinceState(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("engine: installation %s: group %x received messages: %w", in.id, id, err)
+	}
+	if len(received) > 0 {
+		marks := make([]mls.ReceivedGeneration, len(received))
+		for i, r := range received {
+			marks[i] = mls.ReceivedGeneration{Epoch: r.Epoch, Sender: mls.LeafIndex(r.SenderLeaf), Generation: r.Generation}
+		}
+		if g, err = g.MarkReceived(marks); err != nil {
+			return nil, fmt.Errorf("engine: installation %s: group %x: advance receiving ratchets: %w", in.id, id, err)
 		}
 	}
 	gs := &groupState{id: bytes.Clone(id), pos: pos, g: g, epochStart: start}

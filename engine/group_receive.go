@@ -324,12 +324,9 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		if err := sender.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: group %x: sender leaf %d: %w", in.id, groupID, rec.Sender, err)
 		}
-		out = &Received{GroupID: bytes.Clone(groupID), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
-			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: id}
-		return ng, []events.Body{events.ApplicationMessageReceived{
-			GroupID: groupID, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: id,
-			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
-		}}, nil
+		ev, r := applicationReceived(groupID, id, sender, rec)
+		out = r
+		return ng, []events.Body{ev}, nil
 	})
 	if errors.Is(err, mls.ErrNotMember) {
 		// Removed since: a message received before is still a duplicate.
@@ -555,4 +552,17 @@ func (in *Installation) joinedWith(ctx context.Context, refs [][]byte) ([]byte, 
 		}
 	}
 	return nil, false, nil
+}
+
+// applicationReceived is the event an application message rec of group
+// gid, with message id id, from sender records, and what Receive returns
+// of it. The event records the generation the message used: a process
+// reloading the group's saved state marks it received (loadGroup).
+func applicationReceived(gid, id []byte, sender events.InstallationID, rec *mls.Received) (events.ApplicationMessageReceived, *Received) {
+	return events.ApplicationMessageReceived{
+			GroupID: gid, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: id,
+			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
+			Generation: rec.Generation, GenerationKnown: true,
+		}, &Received{GroupID: bytes.Clone(gid), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
+			Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: id}
 }

@@ -1111,14 +1111,9 @@ func (h *Host) decideReceives(ctx context.Context, w *hostWork, s *deliverState,
 		}
 		agg := in.groupAgg(gid)
 		after := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate, epochStart: gs.epochStart}
+		ev, recv := applicationReceived(gid, c.id, sender, rec)
 		w.ops = append(w.ops, &hostOp{idx: c.idx, agg: agg, expected: gs.pos, limit: in.opts.OutcomeTimeout, group: string(gid),
-			evs: []events.Event{{Aggregate: agg, Time: now, Body: events.ApplicationMessageReceived{
-				GroupID: gid, Epoch: rec.Epoch, SenderLeaf: uint32(rec.Sender), Sender: sender, MessageID: c.id,
-				Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData,
-			}}},
-			recv: &Received{GroupID: bytes.Clone(gid), Epoch: rec.Epoch, Kind: "application", Sender: sender, SenderLeaf: uint32(rec.Sender),
-				Content: events.NewSecret(rec.ApplicationData), AuthenticatedData: rec.AuthenticatedData, MessageID: c.id},
-		})
+			evs: []events.Event{{Aggregate: agg, Time: now, Body: ev}}, recv: recv})
 		emit(w.ops[len(w.ops)-1])
 		states[string(gid)] = after
 		w.groups = states
