@@ -108,8 +108,9 @@ func (in *Installation) groupAgg(id []byte) events.Aggregate {
 // loadGroup returns the group's cached state, or rebuilds it from the read
 // model: the state recorded last (at the current epoch's start, or by the
 // latest proposal cached in it), with this member's messages sent since
-// then re-sealed (discarding the ciphertexts) so its sending ratchet is
-// where it was and no key is used twice, and the messages it received
+// then marked sent (mls.Group.MarkSent: its sending ratchet moved on as
+// sealing them did, without signing them again) so no key is used
+// twice, and the messages it received
 // since marked received (mls.Group.MarkReceived) so its receiving
 // ratchets are where they were: no generation is accepted twice, and a
 // sender's next message is within maximum_forward_ratchets of where the
@@ -142,8 +143,8 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)
 	}
-	for _, m := range sent {
-		if g, _, err = g.SealApplication(m.Content.Bytes(), m.AuthenticatedData); err != nil {
+	if len(sent) > 0 {
+		if g, err = g.MarkSent(len(sent)); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
 	}

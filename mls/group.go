@@ -449,6 +449,23 @@ func (g *Group) OpenApplication(m *MLSMessage) (*Group, []byte, error) {
 	return ng, r.ApplicationData, nil
 }
 
+// MarkSent moves this member's application sending ratchet on by n
+// generations, as sealing n messages (SealApplication) did, without
+// sealing or signing them: a member reloading a state saved before it
+// sent them uses none of their keys again.
+func (g *Group) MarkSent(n int) (*Group, error) {
+	if err := g.checkActive(); err != nil {
+		return nil, err
+	}
+	c := g.clone()
+	for range n {
+		if _, err := c.epochKeys.Next(c.me, keyschedule.Application); err != nil {
+			return nil, fmt.Errorf("group %x epoch %d: mark sent: %w", g.ctx.GroupID, g.ctx.Epoch, err)
+		}
+	}
+	return c, nil
+}
+
 // ReceivedGeneration names a message a member received: the epoch it was
 // sent in, its sender's leaf and the generation of the sender's
 // application ratchet it used (Received.Generation).

@@ -96,3 +96,38 @@ func TestMarkReceivedBringsASavedStateBack(t *testing.T) {
 		t.Fatal("a mark of a leaf outside the tree was taken")
 	}
 }
+
+// MarkSent(n) leaves the sending ratchet where sealing n messages did:
+// the next message of either uses the same generation.
+func TestMarkSentIsSealingWithoutTheMessages(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	start := w.members[0]
+	const n = 7
+	sealed := start
+	for i := range n {
+		var err error
+		if sealed, _, err = sealed.SealApplication(fmt.Appendf(nil, "m%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marked, err := start.MarkSent(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, a, err := sealed.SealApplication([]byte("after sealing"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := marked.SealApplication([]byte("after marking"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, r, err := w.members[1].Process(a)
+	if err != nil || r.Generation != n {
+		t.Fatalf("after sealing %d: generation %v, %v", n, r, err)
+	}
+	if _, _, err := g.Process(b); !errors.Is(err, ErrGenerationReused) {
+		t.Fatalf("after marking %d: %v, want the same generation (ErrGenerationReused)", n, err)
+	}
+}
