@@ -75,20 +75,7 @@ func TestMigrateToV10InPlace(t *testing.T) {
 	defer migrated.Close()
 	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), &Options{SchemaVersion: 10}, recs[:before])
 	defer fresh.Close()
-	same := func(when string) {
-		t.Helper()
-		want, err := fresh.Digest(ctx)
-		if err != nil || want.Schema != 10 {
-			t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
-		}
-		got, err := migrated.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := Compare(want, got); d != nil {
-			t.Fatalf("%s: v9 migrated in place differs from a fresh v10 build: %v", when, d)
-		}
-	}
+	same := func(when string) { t.Helper(); sameAsFresh(t, fresh, migrated, 10, when) }
 	same("migrated")
 	if got, err := migrated.OwnMessageOutputs(ctx, gid(1), 0, 0); err != nil || got != nil {
 		t.Fatalf("migrated: own message outputs of v1 events %v, %v; want none", got, err)

@@ -61,20 +61,7 @@ func TestMigrateToV11InPlace(t *testing.T) {
 	defer migrated.Close()
 	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), nil, recs[:before])
 	defer fresh.Close()
-	same := func(when string) {
-		t.Helper()
-		want, err := fresh.Digest(ctx)
-		if err != nil || want.Schema != 11 {
-			t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
-		}
-		got, err := migrated.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := Compare(want, got); d != nil {
-			t.Fatalf("%s: v10 migrated in place differs from a fresh v11 build: %v", when, d)
-		}
-	}
+	same := func(when string) { t.Helper(); sameAsFresh(t, fresh, migrated, 11, when) }
 	same("migrated")
 	check := func(when string, want []ReceivedGeneration) {
 		t.Helper()

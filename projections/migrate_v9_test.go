@@ -82,20 +82,7 @@ func TestMigrateToV9InPlace(t *testing.T) {
 	defer migrated.Close()
 	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), v9, recs[:before])
 	defer fresh.Close()
-	same := func(when string) {
-		t.Helper()
-		want, err := fresh.Digest(ctx)
-		if err != nil || want.Schema != 9 {
-			t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
-		}
-		got, err := migrated.Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := Compare(want, got); d != nil {
-			t.Fatalf("%s: v8 migrated in place differs from a fresh v9 build: %v", when, d)
-		}
-	}
+	same := func(when string) { t.Helper(); sameAsFresh(t, fresh, migrated, 9, when) }
 	same("migrated")
 	if got, err := migrated.OwnCommitOutputs(ctx, gid(1), 0); err != nil || got != nil {
 		t.Fatalf("migrated: own commit outputs of v4 events %v, %v; want none", got, err)

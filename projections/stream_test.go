@@ -190,3 +190,21 @@ func applyAll(t testing.TB, db *DB, recs []Record) {
 		t.Fatalf("apply: %v", err)
 	}
 }
+
+// sameAsFresh fails unless migrated, a file of the previous schema
+// migrated in place to schema, holds what fresh, a build of the same
+// events at schema, holds.
+func sameAsFresh(t *testing.T, fresh, migrated *DB, schema int, when string) {
+	t.Helper()
+	want, err := fresh.Digest(ctx)
+	if err != nil || want.Schema != schema {
+		t.Fatalf("fresh build at schema %d, %v", want.Schema, err)
+	}
+	got, err := migrated.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Compare(want, got); d != nil {
+		t.Fatalf("%s: v%d migrated in place differs from a fresh v%d build: %v", when, schema-1, schema, d)
+	}
+}
