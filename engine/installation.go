@@ -180,7 +180,12 @@ type Installation struct {
 // process of the installation on the same file, or a rebuild or follower
 // of it, fails at once with projections.ErrLocked naming the holder.
 // The Log's Metrics count it open (read_models_open) until closeReadModel.
-func openReadModel(l *eventlog.Log, dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
+//
+// A file that migrated in place would lose the own commit or message
+// outputs it applied without keeping them (projections.ErrOutputsNotKept:
+// a file below schema 9 or 10, as rebuild --schema or an older build left
+// it) is migrated by replay instead (migrateByReplay), then opened.
+func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
 	if dir := filepath.Dir(dbPath); dir != "" {
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -193,12 +198,46 @@ func openReadModel(l *eventlog.Log, dbPath string, key projections.Key, opts *pr
 		return nil, nil, err
 	}
 	db, err := projections.Open(dbPath, key, opts)
+	if errors.Is(err, projections.ErrOutputsNotKept) {
+		// Rebuild takes the lock itself: a flock of another descriptor
+		// of this process would conflict with ours.
+		lk.Unlock()
+		if err := migrateByReplay(ctx, l, id, dbPath, key, opts, err); err != nil {
+			return nil, nil, err
+		}
+		if lk, err = projections.Lock(dbPath); err != nil {
+			return nil, nil, err
+		}
+		db, err = projections.Open(dbPath, key, opts)
+	}
 	if err != nil {
 		lk.Unlock()
 		return nil, nil, err
 	}
 	l.Metrics().ReadModelOpened()
 	return db, lk, nil
+}
+
+// migrateByReplay brings the read model at dbPath to opts.SchemaVersion
+// by replay (replay.Rebuild, as replayer migrate does): a fresh build of
+// id's events, which record the outputs the file did not keep (notKept
+// says which), checked against the file (another installation's is
+// refused, one holding more than the stream too) and swapped in. Until
+// 2026-12-06 the open migrated such a file in place, losing them
+// silently. A failure leaves the file as it was, and names both.
+func migrateByReplay(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options, notKept error) error {
+	l.Logger().Warn("engine: the read model did not keep own outputs a migration in place would lose; migrating it by replay", "installation", string(id), "path", dbPath, "reason", notKept)
+	res, err := replay.Rebuild(ctx, l, id, dbPath, key, &replay.RebuildOptions{Options: replay.Options{DB: *opts}, SchemaVersion: opts.SchemaVersion})
+	if errors.Is(err, replay.ErrWrongInstallation) {
+		// What an open of another installation's file says (ownIdentity).
+		return fmt.Errorf("engine: installation %s: read model %s: %w: %w", id, dbPath, ErrWrongReadModel, err)
+	}
+	if err != nil {
+		return fmt.Errorf("engine: installation %s: %w; migrating read model %s by replay instead failed (nothing changed unless it says it swapped): %w", id, notKept, dbPath, err)
+	}
+	l.Logger().Info("engine: read model migrated by replay", "installation", string(id), "path", dbPath,
+		"previous_schema", res.PreviousSchema, "schema", res.Schema, "seq", res.Checkpoint, "from_snapshot", res.FromSnapshot)
+	return nil
 }
 
 // newFiles lists the files an open of the read model at dbPath would
@@ -286,7 +325,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	// Lock and open the read model before anything is recorded, so a
 	// database held by another writer records nothing.
 	created, empty := newFiles(dbPath, cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath)))
-	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
+	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +385,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	}
 	salt := cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath))
 	created, empty := newFiles(dbPath, salt)
-	db, lk, err := openReadModel(l, dbPath, key, &o.DB)
+	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB)
 	if err != nil {
 		return nil, err
 	}

@@ -101,6 +101,16 @@ type Options struct {
 	// SchemaVersion then only sets the schema of a database Open creates.
 	// OpenExisting sets it, and refuses to create a database.
 	NoMigrate bool
+	// MigrateWithoutOutputs lets Open migrate in place a file that
+	// applied own commit or message outputs it could not keep (below
+	// schema 9 or 10; DB.OutputsKept): the migrated file lacks what a
+	// fresh build of the same events has, for good. Without it Open
+	// refuses such a file with a *FileError wrapping ErrOutputsNotKept
+	// and writes nothing; migrate it by replay instead (package replay;
+	// engine.OpenInstallation does). Only for a copy whose loss the
+	// caller accounts for: replay's migration of an old snapshot once
+	// the history it covers was compacted away.
+	MigrateWithoutOutputs bool
 
 	// createByMigrations makes a new database at the latest schema by
 	// schemaV1 and every migration, as before schemaLatest (tests).
@@ -371,6 +381,8 @@ func hintFor(err error) string {
 		return "use a newer epochlog, or rebuild at this version from the stream"
 	case errors.Is(err, ErrNotOurs):
 		return "point at an epochlog read model"
+	case errors.Is(err, ErrOutputsNotKept):
+		return "migrate it by replay (replayer migrate without --in-place; engine.OpenInstallation does so itself), which keeps them"
 	}
 	return ""
 }

@@ -38,7 +38,8 @@ var (
 	// application messages that record theirs (application.message_sent
 	// v2), without keeping it: migrated in place it would lack those
 	// outputs, which a fresh build has. Migrate it by replay instead;
-	// MigrateInPlace refuses it and writes nothing.
+	// MigrateInPlace, and Open without Options.MigrateWithoutOutputs,
+	// refuse it and write nothing.
 	ErrOutputsNotKept = errors.New("projections: own commit or message outputs were applied but not kept (schema older than 9 or 10)")
 )
 

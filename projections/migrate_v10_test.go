@@ -146,6 +146,7 @@ func TestMigrateInPlaceRefusesMessageOutputsNotKept(t *testing.T) {
 		!strings.Contains(msg, "by replay") {
 		t.Errorf("error %q does not name the file, the message and what to do", msg)
 	}
+	openRefusesToLoseOutputs(t, path, k, 9, fmt.Sprintf("group %x epoch 1 message %x", gid(1), "id-7"))
 	db, err := OpenExisting(path, k, nil)
 	if err != nil {
 		t.Fatal(err)

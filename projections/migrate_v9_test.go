@@ -1,8 +1,11 @@
 package projections
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -172,6 +175,7 @@ func TestMigrateInPlaceRefusesOutputsNotKept(t *testing.T) {
 			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, fmt.Sprintf("group %x", gid(tc.group))) || !strings.Contains(msg, "by replay") {
 				t.Errorf("error %q does not name the file, the group and what to do", msg)
 			}
+			openRefusesToLoseOutputs(t, path, k, 8, fmt.Sprintf("group %x", gid(tc.group)))
 			db, err := OpenExisting(path, k, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -185,5 +189,38 @@ func TestMigrateInPlaceRefusesOutputsNotKept(t *testing.T) {
 				t.Fatalf("the refused migration changed the file: %v", d)
 			}
 		})
+	}
+}
+
+// openRefusesToLoseOutputs checks that Open, asked for the latest schema,
+// refuses the file at path (schema from, which applied own outputs it did
+// not keep, the first named by first) as MigrateInPlace does, naming the
+// file, its schema, what was not kept and what to do, and leaves the file
+// byte-identical. Until 2026-12-06 Open migrated it in place, losing them.
+func openRefusesToLoseOutputs(t *testing.T, path string, k Key, from int, first string) {
+	t.Helper()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(path, k, nil)
+	if err == nil {
+		v := db.SchemaVersion()
+		db.Close()
+		t.Fatalf("Open of a schema %d file that did not keep own outputs migrated it to schema %d", from, v)
+	}
+	var fe *FileError
+	if !errors.Is(err, ErrOutputsNotKept) || !errors.As(err, &fe) || fe.Path != path {
+		t.Fatalf("Open of a schema %d file that did not keep own outputs: %v; want a *FileError of %s wrapping ErrOutputsNotKept", from, err, path)
+	}
+	if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("schema %d applied", from)) || !strings.Contains(msg, first) || !strings.Contains(msg, "by replay") {
+		t.Errorf("error %q does not name the schema, what was not kept and what to do", msg)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, sa := sha256.Sum256(before), sha256.Sum256(after); !bytes.Equal(sb[:], sa[:]) {
+		t.Fatalf("the refused Open changed %s (sha256 %x -> %x)", path, sb, sa)
 	}
 }

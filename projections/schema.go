@@ -758,6 +758,13 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 			// A migration source is read-only; it is read at its version.
 			return nil
 		}
+		if !db.opts.MigrateWithoutOutputs {
+			// Until 2026-12-06 such a file was migrated here all the
+			// same, losing its outputs silently (the engine's open).
+			if err := outputsKept(ctx, conn, userVersion, db.opts.SchemaVersion); err != nil {
+				return fmt.Errorf("migrating in place to schema %d: %w", db.opts.SchemaVersion, err)
+			}
+		}
 		if err := db.migrate(ctx, conn, db.opts.SchemaVersion); err != nil {
 			return err
 		}
@@ -1026,8 +1033,7 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 	}
 	if from < target {
 		if err := db.OutputsKept(ctx, target); err != nil {
-			return fail(from, &FileError{Path: path, Op: "migrate", Err: err,
-				Hint: "migrate it by replay (replayer migrate without --in-place), which keeps them"})
+			return fail(from, &FileError{Path: path, Op: "migrate", Err: err, Hint: hintFor(err)})
 		}
 	}
 	if from < target {
@@ -1057,23 +1063,34 @@ func MigrateInPlace(ctx context.Context, path string, key Key, opts *Options) (f
 // such events), else nil. Migrated to schema, such a file lacks what a
 // fresh build of the same events has.
 func (db *DB) OutputsKept(ctx context.Context, schema int) error {
+	err := outputsKept(ctx, db.sql, db.schema, schema)
+	if err != nil && !errors.Is(err, ErrOutputsNotKept) {
+		return db.wrapErr("read meta", err)
+	}
+	return err
+}
+
+// outputsKept is DB.OutputsKept of a file at schema from, read through q.
+func outputsKept(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, from, schema int) error {
 	for _, c := range []struct {
 		since int
 		meta  string
 		what  string
 	}{{9, outputsNotKeptMeta, "own commits"}, {10, messageOutputsNotKeptMeta, "own messages"}, {11, generationsNotKeptMeta, "received messages' generations"}} {
-		if schema < c.since || db.schema >= c.since {
+		if schema < c.since || from >= c.since {
 			continue
 		}
 		var first string
-		err := db.sql.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = ?`, c.meta).Scan(&first)
+		err := q.QueryRowContext(ctx, `SELECT value FROM epochlog_meta WHERE name = ?`, c.meta).Scan(&first)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
 		case err != nil:
-			return db.wrapErr("read meta", err)
+			return err
 		}
-		return fmt.Errorf("%w: schema %d applied the recorded output of %s from %s on", ErrOutputsNotKept, db.schema, c.what, first)
+		return fmt.Errorf("%w: schema %d applied the recorded output of %s from %s on", ErrOutputsNotKept, from, c.what, first)
 	}
 	return nil
 }

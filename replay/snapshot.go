@@ -482,7 +482,7 @@ func migrateSnapshot(ctx context.Context, plain []byte, beside string, schema in
 	if err != nil {
 		return nil, err
 	}
-	db, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: schema})
+	db, err := projections.Open(tmp, key, &projections.Options{SchemaVersion: schema, MigrateWithoutOutputs: lossy})
 	if err != nil {
 		return nil, fmt.Errorf("migrate snapshot from schema %d: %w", meta.Schema, err)
 	}

@@ -1,0 +1,157 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
+)
+
+// fileSum is the SHA-256 of the file at path.
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// notKeptAt fails unless the read model at path is at schema and did not
+// keep own outputs the latest schema keeps.
+func notKeptAt(t *testing.T, path string, key projections.Key, schema int) {
+	t.Helper()
+	db, err := projections.OpenExisting(path, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v := db.SchemaVersion(); v != schema {
+		t.Fatalf("%s: schema %d, want %d", path, v, schema)
+	}
+	if err := db.OutputsKept(context.Background(), projections.LatestSchema); !errors.Is(err, projections.ErrOutputsNotKept) {
+		t.Fatalf("%s at schema %d after own commits and messages: outputs kept %v, want ErrOutputsNotKept", path, schema, err)
+	}
+}
+
+// A read model rebuilt for an older reader (replayer rebuild --schema 8)
+// keeps no own outputs; migrate --in-place refuses it, leaving it as it
+// is, and an engine of the latest schema opening it (through a Pool)
+// migrates it by replay: the own commits and messages come back as the
+// operations returned them, and the file is what a replay builds
+// (replayer verify passes). Until 2026-12-06 the open migrated it in
+// place and they were lost for good.
+func TestOpenAfterRebuildAtSchema8LosesNoOutputs(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	alice := b.create("alice")
+	b.create("bob")
+	b.create("carol")
+	gid := b.groupOf(alice, "bob")
+	add, err := alice.AddMembers(ctx, gid, b.keyPackage("carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(add)
+	b.drainAll()
+	b.send("alice", gid, "before the downgrade")
+	cos, msgs := ownCommits(t, alice, gid, 0), ownMessages(t, alice, gid, 0, 0)
+	if len(cos) != 2 || len(msgs) != 1 {
+		t.Fatalf("%d own commits and %d own messages, want 2 and 1", len(cos), len(msgs))
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path, key := b.dbPath("alice"), b.keys["alice"]
+
+	if _, err := replay.Rebuild(ctx, b.log, "alice", path, key, &replay.RebuildOptions{SchemaVersion: 8}); err != nil {
+		t.Fatalf("rebuild at schema 8: %v", err)
+	}
+	notKeptAt(t, path, key, 8)
+	sum := fileSum(t, path)
+	if from, to, err := projections.MigrateInPlace(ctx, path, key, nil); !errors.Is(err, projections.ErrOutputsNotKept) || from != 8 || to != 8 {
+		t.Fatalf("migrate --in-place of the schema 8 file: %d -> %d, %v; want ErrOutputsNotKept", from, to, err)
+	}
+	if fileSum(t, path) != sum {
+		t.Fatal("the refused migration in place changed the file")
+	}
+
+	p := NewPool(b.log, func(context.Context, events.InstallationID) (projections.Key, error) { return key, nil }, &PoolOptions{Installation: b.opts()})
+	if err := p.Register("alice", path); err != nil {
+		t.Fatal(err)
+	}
+	in, release, err := p.Acquire(ctx, "alice")
+	if err != nil {
+		t.Fatalf("pool: open the schema 8 read model: %v", err)
+	}
+	if v := in.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("opened at schema %d, want %d", v, projections.LatestSchema)
+	}
+	sameOutputs(t, "migrated as it opened", ownCommits(t, in, gid, 0), cos)
+	sameSends(t, "migrated as it opened", ownMessages(t, in, gid, 0, 0), msgs)
+	release()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Verify(ctx, b.log, "alice", path, key, nil); err != nil {
+		t.Fatalf("verify the read model the open migrated: %v", err)
+	}
+	alice = b.restart("alice")
+	sameOutputs(t, "reopened", ownCommits(t, alice, gid, 0), cos)
+	b.checkRebuild("alice")
+}
+
+// An open that cannot migrate by replay a read model that did not keep
+// own outputs leaves the file as it was and says why: another
+// installation's file is ErrWrongReadModel, as for any read model; an
+// open whose context ends is ErrOutputsNotKept and the context's error.
+// Until 2026-12-06 the open migrated the file in place first.
+func TestOpenThatCannotMigrateByReplayLeavesTheFile(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	v8 := b.opts()
+	v8.DB.SchemaVersion = 8
+	alice := b.createWith("alice", v8)
+	b.create("bob")
+	gid := b.groupOf(alice, "bob")
+	b.send("alice", gid, "at schema 8")
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path, key := b.dbPath("alice"), b.keys["alice"]
+	notKeptAt(t, path, key, 8)
+	sum := fileSum(t, path)
+
+	if in, err := OpenInstallation(ctx, b.log, "bob", path, key, b.opts()); !errors.Is(err, ErrWrongReadModel) {
+		if in != nil {
+			in.Close()
+		}
+		t.Fatalf("open alice's schema 8 read model as bob: %v, want ErrWrongReadModel", err)
+	}
+	if fileSum(t, path) != sum {
+		t.Fatal("opening another installation's read model changed it")
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	in, err := OpenInstallation(cctx, b.log, "alice", path, key, b.opts())
+	if err == nil {
+		in.Close()
+	}
+	if !errors.Is(err, projections.ErrOutputsNotKept) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("open with an ended context: %v, want ErrOutputsNotKept and context.Canceled", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, "schema 8 applied") {
+		t.Errorf("error %q does not name the file and its schema", msg)
+	}
+	if fileSum(t, path) != sum {
+		t.Fatal("an open that could not migrate by replay changed the file")
+	}
+	notKeptAt(t, path, key, 8)
+}
