@@ -14,8 +14,9 @@ import (
 )
 
 // rebuild --schema 8 over a read model whose installation recorded own
-// commits and messages with their outputs makes a file that keeps none;
-// migrate --in-place then fails (exit 1), names the file, its schema and
+// commits and messages with their outputs makes a file that keeps none,
+// and says so on stderr (until 2026-12-06 it said nothing); migrate
+// --in-place then fails (exit 1), names the file, its schema and
 // what to do, and leaves the file byte for byte as it was; migrate by
 // replay brings it back, and verify passes.
 func TestMigrateInPlaceRefusesARebuildAtSchema8(t *testing.T) {
@@ -50,8 +51,12 @@ func TestMigrateInPlaceRefusesARebuildAtSchema8(t *testing.T) {
 		return code, errb.String()
 	}
 	common := []string{"--nats", srv.URL(), "--installation", "alice", "--db", path, "--db-key-file", keyPath}
-	if code, stderr := cli(append([]string{"rebuild", "--schema", "8"}, common...)...); code != exitOK {
+	code, stderr := cli(append([]string{"rebuild", "--schema", "8"}, common...)...)
+	if code != exitOK {
 		t.Fatalf("rebuild --schema 8: exit %d, stderr %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "note: "+path) || !strings.Contains(stderr, "schema 8 applied") || !strings.Contains(stderr, "by replay") {
+		t.Errorf("rebuild --schema 8: stderr %q does not note the outputs the file could not keep", stderr)
 	}
 	sum := func() [32]byte {
 		b, err := os.ReadFile(path)
@@ -61,7 +66,7 @@ func TestMigrateInPlaceRefusesARebuildAtSchema8(t *testing.T) {
 		return sha256.Sum256(b)
 	}
 	before := sum()
-	code, stderr := cli("migrate", "--db", path, "--db-key-file", keyPath, "--in-place")
+	code, stderr = cli("migrate", "--db", path, "--db-key-file", keyPath, "--in-place")
 	if code != exitFailure {
 		t.Fatalf("migrate --in-place of a schema 8 file that kept no own outputs: exit %d, want %d; stderr %s", code, exitFailure, stderr)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -141,6 +142,9 @@ func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *
 		return err
 	}
 	out.Digest = digestID(d)
+	if res.Schema < projections.LatestSchema {
+		noteOutputsNotKept(ctx, env, cmd, res.Path, key)
+	}
 	if r.asJSON {
 		return json.NewEncoder(env.stdout).Encode(out)
 	}
@@ -157,6 +161,23 @@ func (r *replayFlags) finish(ctx context.Context, env *cliEnv, cmd string, res *
 	fmt.Fprintf(w, "%s %s: %d events replayed, %d caught up after the swap; schema %d, checkpoint %d, digest %s\n",
 		cmd, res.Path, res.Replayed, res.CaughtUp, res.Schema, res.Checkpoint, out.Digest)
 	return nil
+}
+
+// noteOutputsNotKept says on stderr when the read model at path, built
+// below the latest schema (rebuild --schema N for an older reader), could
+// not keep own commit or message outputs its events record: not an error
+// (the stream holds them), but the file is not what a newer build gives,
+// and what happens to it next is worth knowing before it happens.
+func noteOutputsNotKept(ctx context.Context, env *cliEnv, cmd, path string, key projections.Key) {
+	db, err := projections.OpenExisting(path, key, nil)
+	if err == nil {
+		err = db.OutputsKept(ctx, projections.LatestSchema)
+		db.Close()
+	}
+	if errors.Is(err, projections.ErrOutputsNotKept) {
+		fmt.Fprintf(env.stderr, "replayer %s: note: %s: %s; migrate --in-place refuses it, an engine of schema %d opening it migrates it by replay, "+
+			"and rebuild or migrate at the latest schema keeps them\n", cmd, path, termSafe(err.Error()), projections.LatestSchema)
+	}
 }
 
 // digestFile opens the read model at path just long enough to digest it.
