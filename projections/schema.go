@@ -762,6 +762,9 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 			// Until 2026-12-06 such a file was migrated here all the
 			// same, losing its outputs silently (the engine's open).
 			if err := outputsKept(ctx, conn, userVersion, db.opts.SchemaVersion); err != nil {
+				if !errors.Is(err, ErrOutputsNotKept) {
+					err = db.classify(err, raw)
+				}
 				return fmt.Errorf("migrating in place to schema %d: %w", db.opts.SchemaVersion, err)
 			}
 		}
