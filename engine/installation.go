@@ -183,7 +183,7 @@ type Installation struct {
 //
 // A file that migrated in place would lose the own commit or message
 // outputs it applied without keeping them (projections.ErrOutputsNotKept:
-// a file below schema 9 or 10, as rebuild --schema or an older build left
+// a file below schema 9, 10 or 11, as rebuild --schema or an older build left
 // it) is migrated by replay instead (migrateByReplay), then opened.
 func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
 	if dir := filepath.Dir(dbPath); dir != "" {

@@ -103,7 +103,7 @@ type Options struct {
 	NoMigrate bool
 	// MigrateWithoutOutputs lets Open migrate in place a file that
 	// applied own commit or message outputs it could not keep (below
-	// schema 9 or 10; DB.OutputsKept): the migrated file lacks what a
+	// schema 9, 10 or 11; DB.OutputsKept): the migrated file lacks what a
 	// fresh build of the same events has, for good. Without it Open
 	// refuses such a file with a *FileError wrapping ErrOutputsNotKept
 	// and writes nothing; migrate it by replay instead (package replay;

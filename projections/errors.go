@@ -36,11 +36,13 @@ var (
 	// commits whose events record their output (group.commit_applied v5,
 	// group.external_joined v3), or one older than schema 10 own
 	// application messages that record theirs (application.message_sent
-	// v2), without keeping it: migrated in place it would lack those
-	// outputs, which a fresh build has. Migrate it by replay instead;
+	// v2), or one older than schema 11 received messages that record
+	// their generation (application.message_received v2), without
+	// keeping it: migrated in place it would lack those outputs, which a
+	// fresh build has. Migrate it by replay instead;
 	// MigrateInPlace, and Open without Options.MigrateWithoutOutputs,
 	// refuse it and write nothing.
-	ErrOutputsNotKept = errors.New("projections: own commit or message outputs were applied but not kept (schema older than 9 or 10)")
+	ErrOutputsNotKept = errors.New("projections: own commit or message outputs were applied but not kept (schema older than 9, 10 or 11)")
 )
 
 // FileError reports a failure about one database file. It never contains

@@ -451,7 +451,7 @@ const minMigratedSnapshotSchema = 3
 // newer schema must be able to start from one an older build made.
 //
 // A snapshot of a file that applied own commit or message outputs it
-// could not keep (below schema 9 or 10) is projections.ErrOutputsNotKept
+// could not keep (below schema 9, 10 or 11) is projections.ErrOutputsNotKept
 // unless lossy, when schema keeps them: its migration would lack what a
 // replay gives.
 func migrateSnapshot(ctx context.Context, plain []byte, beside string, schema int, lossy bool) (out []byte, err error) {
