@@ -8,6 +8,7 @@ import (
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/keyschedule"
 	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // A member that received more of one sender's messages in an epoch than
@@ -44,6 +45,27 @@ func TestReceivingRatchetSurvivesAReload(t *testing.T) {
 	b.send(alice, g1, "after a rebuild")
 	if got := b.drain(bob); len(got) != 1 || string(got[0].Content.Bytes()) != "after a rebuild" {
 		t.Fatalf("bob after a rebuild: %d messages", len(got))
+	}
+	// Rebuilt for an older reader (schema 10 keeps no generation), then
+	// opened at the latest schema: the open migrates it by replay, which
+	// keeps them, rather than in place.
+	if err := b.insts[bob].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Rebuild(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], &replay.RebuildOptions{SchemaVersion: 10}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := OpenInstallation(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], b.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.insts[bob] = in
+	if v := in.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("opened at schema %d", v)
+	}
+	b.send(alice, g1, "after a downgrade")
+	if got := b.drain(bob); len(got) != 1 || string(got[0].Content.Bytes()) != "after a downgrade" {
+		t.Fatalf("bob after a downgrade: %d messages", len(got))
 	}
 }
 
