@@ -96,8 +96,7 @@ type configFields Config
 // (nats://user:pw@host, nats://token@host); Password and Token redact
 // themselves.
 func (c Config) printable() configFields {
-	c.NATSURL = redactURL(c.NATSURL)
-	return configFields(c)
+	return configFields(c.withRedactedURL())
 }
 
 // Format prints the Config as fmt would, but for the credentials of

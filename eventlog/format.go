@@ -22,26 +22,15 @@ func (l *Log) GoString() string { return l.String() }
 // a field fmt cannot call methods on) prints the Log's fields.
 func (l *Log) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, l.String()) }
 
-// credentials are a Config's secrets, which a Log keeps apart from its
-// Config and behind a pointer: fmt prints a struct behind a pointer in an
-// unexported field (struct{ l *Log } under %s or %q, where it cannot call
-// Log's Format), but not a pointer inside that struct.
-type credentials struct {
-	natsURL         string
-	password, token Secret
-}
-
-// withoutCredentials returns c without Password and Token, and with the
-// credentials of NATSURL redacted.
-func (c Config) withoutCredentials() Config {
+// withRedactedURL returns c with the credentials of NATSURL redacted.
+func (c Config) withRedactedURL() Config {
 	c.NATSURL = redactURL(c.NATSURL)
-	c.Password, c.Token = Secret{}, Secret{}
 	return c
 }
 
-// config returns the Log's Config with its credentials.
+// config returns the Log's Config with NATSURL as given.
 func (l *Log) config() Config {
 	c := l.cfg
-	c.NATSURL, c.Password, c.Token = l.creds.natsURL, l.creds.password, l.creds.token
+	c.NATSURL = l.rawURL.Get()
 	return c
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/hidden"
 	"github.com/epochlog/epochlog/telemetry"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -23,8 +24,12 @@ const cacheMax = 1 << 16
 // Log is the event log: sealed events of many installations on one
 // JetStream stream. It is safe for concurrent use.
 type Log struct {
-	cfg    Config // without its credentials, which are in creds
-	creds  *credentials
+	cfg Config // NATSURL with its credentials redacted; rawURL holds it whole
+	// rawURL is Config.NATSURL as given: a plain string that may carry
+	// user:pw@, kept where fmt reaching into a Log's fields (struct{ l *Log }
+	// under %s) finds only an address. Password and Token stay in cfg:
+	// they are Secrets, which hide themselves.
+	rawURL hidden.Value[string]
 	logger *slog.Logger // cfg.Logger, never nil
 	keys   *events.Keyring
 	srv    *server.Server // embedded server, nil for an external one
@@ -95,8 +100,8 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		cfg:       cfg.withoutCredentials(),
-		creds:     &credentials{natsURL: cfg.NATSURL, password: cfg.Password, token: cfg.Token},
+		cfg:       cfg.withRedactedURL(),
+		rawURL:    hidden.New(cfg.NATSURL),
 		logger:    telemetry.Logger(cfg.Logger),
 		keys:      keys,
 		subjects:  map[events.Aggregate]aggSubject{},
