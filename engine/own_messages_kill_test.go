@@ -1,13 +1,11 @@
 package engine
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/childproc"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -115,41 +114,25 @@ func TestOwnMessagesAfterSIGKILL(t *testing.T) {
 	received := map[events.InstallationID][]string{}
 	next := 0
 	for round, mode := range []string{"self", "wait", "wait", "wait"} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestOwnMessagesAfterSIGKILLChild$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %x %d %s", envKillChild, b.srv.URL(), b.dir, gid, next, mode))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var out strings.Builder
-		ready := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if sc.Text() == "ready" {
-					close(ready)
-				}
-				out.WriteString(sc.Text() + "\n")
-			}
-		}()
+		child := childproc.Start(t, "TestOwnMessagesAfterSIGKILLChild",
+			[]string{fmt.Sprintf("%s=%s %s %x %d %s", envKillChild, b.srv.URL(), b.dir, gid, next, mode)}, "-test.count=1", "-test.v")
 		if mode == "wait" {
-			select {
-			case <-ready:
-			case <-time.After(2 * time.Minute):
-				cmd.Process.Kill()
-				t.Fatalf("round %d: child not ready after 2 minutes", round)
+			for {
+				line, err := child.Next()
+				if err != nil {
+					child.Kill()
+					child.Wait()
+					t.Fatalf("round %d: child not ready: %v\n%s", round, err, child.Output())
+				}
+				if line == "ready" {
+					break
+				}
 			}
 			time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond) // kill it somewhere in its sends
-			cmd.Process.Signal(syscall.SIGKILL)
+			child.Kill()
 		}
-		cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("round %d: child not killed: %v\n%s%s", round, cmd.ProcessState, out.String(), stderr.String())
+		if err := child.Wait(); !child.Killed() {
+			t.Fatalf("round %d: child not killed (wait: %v)\n%s", round, err, child.Output())
 		}
 
 		// The restart: alice's read model as the killed process left it.

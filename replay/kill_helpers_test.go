@@ -1,18 +1,15 @@
 package replay
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
+	"io"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/internal/childproc"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -43,69 +40,41 @@ func retainChild(t *testing.T, url, path string) (*eventlog.Log, *projections.DB
 // SIGKILLed after its killAfter-th step, late after it (inside the next
 // step) when late is not zero, or left to finish. It returns the last
 // step the child printed and whether the child finished: exited 0 after
-// its "done" step. A child that fails, exits 0 early or hangs for two
-// minutes fails t.
+// its "done" step. A child that fails, exits 0 early or hangs for
+// childproc.Timeout fails t.
 func killRun(t *testing.T, round int, test string, env []string, killAfter int, late time.Duration) (last string, finished bool) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "-test.run=^"+test+"$")
-	cmd.Env = append(os.Environ(), env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), "step:"); ok {
-				lines <- s
-			}
+	child := childproc.Start(t, test, env)
+	for n := 0; ; {
+		line, err := child.Next()
+		if err == io.EOF {
+			break // the child finished (or failed) before its kill
 		}
-	}()
-	n := 0
-	timeout := time.After(2 * time.Minute)
-read:
-	for {
-		select {
-		case s, ok := <-lines:
-			if !ok {
-				break read // the child finished (or failed) before its kill
-			}
-			last, n = s, n+1
-			if n == killAfter {
-				time.Sleep(late)
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				for range lines { // drain until the pipe closes
-				}
-				break read
-			}
-		case <-timeout:
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			t.Fatalf("round %d: the child is stuck after step %q", round, last)
+		if err != nil {
+			child.Kill()
+			t.Fatalf("round %d: the child is stuck after step %q: %v", round, last, err)
+		}
+		s, ok := strings.CutPrefix(line, "step:")
+		if !ok {
+			continue
+		}
+		if last, n = s, n+1; n == killAfter {
+			time.Sleep(late)
+			child.Kill()
+			break // Wait reads the rest
 		}
 	}
-	werr := cmd.Wait()
-	var ee *exec.ExitError
+	werr := child.Wait()
 	switch {
 	case werr == nil:
 		if last != "done" {
 			t.Fatalf("round %d: the child exited 0 after step %q", round, last)
 		}
 		return last, true
-	case errors.As(werr, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signaled():
+	case child.Killed():
 		return last, false
 	default:
-		t.Fatalf("round %d: the child failed after step %q: %v\n%s", round, last, werr, stderr.String())
+		t.Fatalf("round %d: the child failed after step %q: %v\n%s", round, last, werr, child.Output())
 	}
 	return last, false
 }
