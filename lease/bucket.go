@@ -98,6 +98,11 @@ type Bucket struct {
 	idMu   sync.Mutex
 	idLast *idCheck
 
+	// now reads the clock leases are measured on: leaseClock, or in
+	// tests a clock that jumps as a suspend makes it. Set before any
+	// lease is taken.
+	now func() instant
+
 	// fault, when set (tests), is called before each request on a key
 	// (op "get", "put" or "del", or "info" for the bucket's identity,
 	// key then being the bucket's name); an error fails the request as
@@ -127,7 +132,7 @@ func Open(ctx context.Context, l *eventlog.Log, cfg Config) (*Bucket, error) {
 		cfg.Holder = describeProcess()
 	}
 	b := &Bucket{log: l, logger: l.Logger(), metrics: l.Metrics(), name: BucketName(l.Stream(), cfg.Group),
-		group: cfg.Group, holder: sanitize(cfg.Holder, 200), timeout: cfg.RequestTimeout}
+		group: cfg.Group, holder: sanitize(cfg.Holder, 200), timeout: cfg.RequestTimeout, now: leaseClock}
 	ctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	var err error

@@ -32,7 +32,12 @@
 // # Caveats
 //
 //   - Leases assume clocks that run at the same rate: a holder measures its
-//     lease on its own monotonic clock, the server expires it on its own.
+//     lease on its own clock, the server expires it on its own. On Linux
+//     the holder's clock is CLOCK_BOOTTIME, which counts a system suspend
+//     as the server's TTL does, so a holder suspended past its lease finds
+//     it lost on resuming; elsewhere it is Go's monotonic clock, which may
+//     stop while the system sleeps, and such a holder's Check passes after
+//     resuming until its next renewal (TTL/3 at most) finds it over.
 //     A server clock stepped forward by more than TTL/4 can free a lease
 //     while its holder still uses it. A read model's own checkpoint is the
 //     last guard: an event applied at a position its read model already

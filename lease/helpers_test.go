@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,4 +98,13 @@ func cutOff(b *Bucket) (restore func()) {
 	f := func(string, string) error { return context.DeadlineExceeded }
 	b.fault.Store(&f)
 	return func() { b.fault.Store(nil) }
+}
+
+// jumpClock makes b's lease clock run ahead by what jump is given, as a
+// system suspend moves CLOCK_BOOTTIME while Go's monotonic clock stands
+// still. Call it before b takes a lease.
+func jumpClock(b *Bucket) (jump func(time.Duration)) {
+	var ahead atomic.Int64
+	b.now = func() instant { return leaseClock().add(time.Duration(ahead.Load())) }
+	return func(d time.Duration) { ahead.Add(int64(d)) }
 }

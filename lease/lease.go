@@ -32,9 +32,9 @@ type Lease struct {
 
 	mu         sync.Mutex
 	rev        uint64
-	sent       time.Time // when the last successful write was sent (at the latest)
-	validUntil time.Time // on this process's monotonic clock
-	err        error     // why it ended; nil while held
+	sent       instant // when the last successful write was sent (at the latest)
+	validUntil instant // on the lease clock (b.now), which counts a suspend
+	err        error   // why it ended; nil while held
 	done       chan struct{}
 }
 
@@ -75,7 +75,8 @@ func (b *Bucket) acquire(ctx context.Context, key string, inst events.Installati
 	if inst == "" {
 		what = "member " + member
 	}
-	var first time.Time // when the first write that may have landed was sent
+	var first instant // when the first write that may have landed was sent
+	sentAny := false  // first is set
 	how := telemetry.LeaseFree
 	for attempt := 0; ; attempt++ {
 		st, err := b.latest(ctx, key)
@@ -102,9 +103,8 @@ func (b *Bucket) acquire(ctx context.Context, key string, inst events.Installati
 			if st.op == opExpired {
 				how = telemetry.LeaseTakeover
 			}
-			sent := time.Now()
-			if first.IsZero() {
-				first = sent
+			if !sentAny {
+				first, sentAny = b.now(), true
 			}
 			rev, err = b.put(ctx, key, value, st.rev)
 			if err != nil {
@@ -144,9 +144,9 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
-func (b *Bucket) newLease(key string, inst events.InstallationID, value []byte, token string, rev uint64, sent time.Time, how string) *Lease {
+func (b *Bucket) newLease(key string, inst events.InstallationID, value []byte, token string, rev uint64, sent instant, how string) *Lease {
 	ls := &Lease{b: b, key: key, inst: inst, value: value, token: token, how: how, rev: rev,
-		sent: sent, validUntil: sent.Add(b.Validity()), done: make(chan struct{}), exited: make(chan struct{})}
+		sent: sent, validUntil: sent.add(b.Validity()), done: make(chan struct{}), exited: make(chan struct{})}
 	ls.ctx, ls.cancel = context.WithCancel(context.Background())
 	go ls.renewing()
 	return ls
@@ -172,11 +172,13 @@ func (ls *Lease) TakenOver() bool { return ls.how == telemetry.LeaseTakeover }
 // is valid until 3/4 of the TTL after its last successful renewal was
 // sent, and the server frees it a TTL after that renewal arrived, so a
 // holder that checks before each write never writes once another holder
-// may have it. Call it right before each commit.
+// may have it. Call it right before each commit. On Linux the clock it
+// reads goes on while the system is suspended, as the server's TTL does:
+// a holder suspended past the lease's validity finds it lost on resuming.
 func (ls *Lease) Check() error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.err == nil && !time.Now().Before(ls.validUntil) {
+	if ls.err == nil && ls.b.now() >= ls.validUntil {
 		ls.loseLocked(telemetry.LeaseExpired, errors.New("not renewed in time"))
 	}
 	return ls.err
@@ -298,9 +300,9 @@ func (ls *Lease) renewing() {
 			return
 		}
 		ls.mu.Lock()
-		next := ls.sent.Add(every)
+		next := ls.sent.add(every)
 		ls.mu.Unlock()
-		t.Reset(max(time.Until(next), 0))
+		t.Reset(max(next.sub(ls.b.now()), 0))
 	}
 }
 
@@ -308,7 +310,7 @@ func (ls *Lease) renewing() {
 // returns false when the lease ended.
 func (ls *Lease) renew() bool {
 	b := ls.b
-	var first time.Time // the first write of this renewal that may have landed
+	var first instant // the first write of this renewal that may have landed
 	wait := 20 * time.Millisecond
 	warned := false
 	for n := 1; ; n++ {
@@ -318,21 +320,22 @@ func (ls *Lease) renew() bool {
 		if ended {
 			return false
 		}
-		now := time.Now()
-		if !now.Before(until) {
-			ls.lose(telemetry.LeaseExpired, fmt.Sprintf("not renewed in time: the bucket did not answer for %v", b.Validity()))
+		// sent is on the lease clock, for the validity; asked on
+		// time's, for the bucket check begun after it.
+		sent, asked := b.now(), time.Now()
+		if sent >= until {
+			ls.lose(telemetry.LeaseExpired, fmt.Sprintf("not renewed in time: none landed for %v (the bucket did not answer, or the system was suspended)", b.Validity()))
 			return false
 		}
-		sent := now
-		if first.IsZero() {
+		if n == 1 {
 			first = sent
 		}
-		ctx, cancel := context.WithDeadline(ls.ctx, minTime(sent.Add(b.ttl/4), until))
+		ctx, cancel := context.WithTimeout(ls.ctx, min(b.ttl/4, until.sub(sent)))
 		// The bucket is asked, before the write, whether it is the one
 		// the lease was taken in: a bucket deleted and created again
 		// counts revisions from 1 again, so a write at the lease's
 		// revision could land there over another holder's lease.
-		err := b.sameSince(ctx, sent)
+		err := b.sameSince(ctx, asked)
 		var got uint64
 		if err == nil {
 			got, err = b.put(ctx, ls.key, ls.value, rev)
@@ -390,7 +393,7 @@ func (ls *Lease) renew() bool {
 			level, warned = slog.LevelWarn, true
 		}
 		ls.mu.Lock()
-		left := time.Until(ls.validUntil)
+		left := ls.validUntil.sub(b.now())
 		ls.mu.Unlock()
 		b.logger.Log(ls.ctx, level, "lease: renewal failed; trying again while the lease lasts", "installation", string(ls.inst), "key", ls.key, "bucket", b.name, "attempt", n, "valid_for", left.Round(time.Millisecond).String(), "err", err)
 		pause(ls.ctx, wait)
@@ -403,7 +406,7 @@ func (ls *Lease) renew() bool {
 // bucket the one the lease was taken in: the write cannot have landed in
 // another bucket then, since a bucket, once deleted, never comes back.
 // Until it is counted, the next write expects rev all the same.
-func (ls *Lease) landed(ctx context.Context, rev uint64, sent time.Time) error {
+func (ls *Lease) landed(ctx context.Context, rev uint64, sent instant) error {
 	ls.mu.Lock()
 	ls.rev = rev
 	ls.mu.Unlock()
@@ -417,19 +420,12 @@ func (ls *Lease) landed(ctx context.Context, rev uint64, sent time.Time) error {
 // renewed records a renewal that landed at revision rev, sent at sent. A
 // lease that ended meanwhile stays ended, but keeps the revision, so that
 // Release deletes the key at the revision it really has.
-func (ls *Lease) renewed(rev uint64, sent time.Time) {
+func (ls *Lease) renewed(rev uint64, sent instant) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.rev = rev
 	if ls.err == nil {
 		ls.sent = sent
-		ls.validUntil = sent.Add(ls.b.Validity())
+		ls.validUntil = sent.add(ls.b.Validity())
 	}
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
