@@ -132,8 +132,8 @@ type PeriodOfDay struct {
 	ID events.DataKeyID
 }
 
-// maxRetentionDays bounds the days DayPeriodsBefore looks at per
-// aggregate (about 100 years).
+// maxRetentionDays bounds the days DayPeriodsBefore and OldDayPeriods
+// look at per aggregate (about 100 years).
 const maxRetentionDays = 36600
 
 // DayPeriodsBefore returns the periods of class (events.ClassMessages:
@@ -145,28 +145,9 @@ const maxRetentionDays = 36600
 // events.PeriodOf and Keyring.DataKeyID name them) and matched against
 // one listing of the installation's keys of that class.
 func (l *Log) DayPeriodsBefore(ctx context.Context, inst events.InstallationID, class events.DataKeyClass, aggs []string, since, before time.Time) ([]PeriodOfDay, error) {
-	if err := inst.Validate(); err != nil {
-		return nil, fmt.Errorf("eventlog: %w", err)
-	}
-	var scope string
-	switch class {
-	case events.ClassMessages:
-		scope = "group"
-	case events.ClassDelivery:
-		scope = "queue"
-	default:
-		return nil, fmt.Errorf("eventlog: day periods of class %s: only messages and delivery keys have day periods", class)
-	}
-	if l.kv == nil {
-		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
-	}
-	pseudo := l.instPseudonym(inst)
-	names, err := l.keyNames(ctx, pseudo+"."+class.String()+".*")
-	if err != nil {
+	scope, pseudo, names, err := l.dayKeyNames(ctx, inst, class)
+	if err != nil || len(names) == 0 {
 		return nil, err
-	}
-	if len(names) == 0 {
-		return nil, nil
 	}
 	first := since.UTC().Truncate(24 * time.Hour)
 	end := before.UTC().Truncate(24 * time.Hour)
@@ -188,27 +169,112 @@ func (l *Log) DayPeriodsBefore(ctx context.Context, inst events.InstallationID, 
 	return out, nil
 }
 
+// dayKeyNames lists inst's key names of class (messages or delivery),
+// with the scope its periods name aggregates by and inst's pseudonym.
+func (l *Log) dayKeyNames(ctx context.Context, inst events.InstallationID, class events.DataKeyClass) (scope, pseudo string, names map[string]bool, err error) {
+	if err := inst.Validate(); err != nil {
+		return "", "", nil, fmt.Errorf("eventlog: %w", err)
+	}
+	switch class {
+	case events.ClassMessages:
+		scope = "group"
+	case events.ClassDelivery:
+		scope = "queue"
+	default:
+		return "", "", nil, fmt.Errorf("eventlog: day periods of class %s: only messages and delivery keys have day periods", class)
+	}
+	if l.kv == nil {
+		return "", "", nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
+	}
+	pseudo = l.instPseudonym(inst)
+	names, err = l.keyNames(ctx, pseudo+"."+class.String()+".*")
+	return scope, pseudo, names, err
+}
+
+// keptAheadDays is how many days after now's OldDayPeriods matches keys
+// as kept: days writers whose clocks are a little ahead have keyed.
+const keptAheadDays = 2
+
+// OldDayPeriods returns every period of class (as DayPeriodsBefore:
+// aggs are the group or queue aggregate ids) of inst whose data key is
+// still in the key bucket and whose UTC day is before before's day,
+// however old: every key of the installation of that class in the bucket
+// is accounted for, not only those of the days an age implies. Days are
+// matched from keptAheadDays after now's back to maxRetentionDays before
+// before's, and the search stops once every key listed is matched (to an
+// old day or a kept one), so it costs the days the installation actually
+// has keys of. unknown counts the keys matched to no aggregate of aggs on
+// any of those days (an aggregate the caller does not know, a day dated
+// further ahead): they are not returned, so they are kept.
+func (l *Log) OldDayPeriods(ctx context.Context, inst events.InstallationID, class events.DataKeyClass, aggs []string, before, now time.Time) (old []PeriodOfDay, unknown int, err error) {
+	scope, pseudo, names, err := l.dayKeyNames(ctx, inst, class)
+	if err != nil || len(names) == 0 {
+		return nil, 0, err
+	}
+	end := before.UTC().Truncate(24 * time.Hour)
+	first := end.Add(-maxRetentionDays * 24 * time.Hour)
+	last := now.UTC().Truncate(24 * time.Hour)
+	if last.Before(end) {
+		last = end
+	}
+	last = last.Add(keptAheadDays * 24 * time.Hour)
+	matched := 0
+	for d := last; !d.Before(first) && matched < len(names); d = d.Add(-24 * time.Hour) {
+		day := d.Format(time.DateOnly)
+		for _, a := range aggs {
+			id, err := l.keys.DataKeyID(inst, class, scope, a, day)
+			if err != nil {
+				return nil, 0, err
+			}
+			if !names[id.Name(pseudo)] {
+				continue
+			}
+			matched++
+			if d.Before(end) {
+				old = append(old, PeriodOfDay{Class: class, Aggregate: a, Day: d, ID: id})
+			}
+		}
+	}
+	return old, len(names) - matched, nil
+}
+
 // MessagePeriodsBefore is DayPeriodsBefore of the messages class: groups
 // are group aggregate ids.
 func (l *Log) MessagePeriodsBefore(ctx context.Context, inst events.InstallationID, groups []string, since, before time.Time) ([]PeriodOfDay, error) {
 	return l.DayPeriodsBefore(ctx, inst, events.ClassMessages, groups, since, before)
 }
 
-// keyNames lists the key bucket's names matching filter.
+// keyNames lists the key bucket's names matching filter. Each wait for
+// the next name is bounded by RequestTimeout: a listing cut short is an
+// error, never a shorter list (a key left out would be a key kept).
 func (l *Log) keyNames(ctx context.Context, filter string) (map[string]bool, error) {
-	lister, err := l.kv.ListKeysFiltered(ctx, filter)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := l.kv.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: key bucket %s: list %s: %w", keyBucket(l.cfg.Stream), filter, err)
 	}
-	defer func() { _ = lister.Stop() }()
+	defer func() { _ = w.Stop() }()
 	names := map[string]bool{}
-	for n := range lister.Keys() {
-		names[n] = true
+	idle := time.NewTimer(l.cfg.RequestTimeout)
+	defer idle.Stop()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("eventlog: key bucket %s: list %s: the listing ended after %d names, before the bucket said it was complete", keyBucket(l.cfg.Stream), filter, len(names))
+			}
+			if e == nil { // every name there was has been sent
+				return names, nil
+			}
+			names[e.Key()] = true
+			idle.Reset(l.cfg.RequestTimeout)
+		case <-idle.C:
+			return nil, fmt.Errorf("eventlog: key bucket %s: list %s: no answer for %s after %d names: %w", keyBucket(l.cfg.Stream), filter, l.cfg.RequestTimeout, len(names), context.DeadlineExceeded)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("eventlog: key bucket %s: list %s after %d names: %w", keyBucket(l.cfg.Stream), filter, len(names), ctx.Err())
+		}
 	}
-	return names, nil
 }
 
 // HasDataKey reports whether inst's data key id is in the key bucket (for

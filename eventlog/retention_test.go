@@ -264,3 +264,35 @@ func TestCompactCountsRootSealedEvents(t *testing.T) {
 		t.Fatalf("the root-sealed event after the compaction: %v; want it kept and readable", err)
 	}
 }
+
+// TestOldDayPeriodsAccountsForEveryKey: OldDayPeriods finds the keys of
+// every day before the cutoff however long before (the search is not
+// bounded by a day the caller guesses), keeps the days from the cutoff
+// on, and counts the keys of an aggregate it was not given as unknown,
+// not old.
+func TestOldDayPeriodsAccountsForEveryKey(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA) // g1's messages of Nov 24, 25 and 26
+	writeMixed(t, l, instB)
+	cutoff := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	old, unknown, err := l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"g1", "other"}, cutoff, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(old) != 2 || unknown != 0 || old[0].Day.Format(time.DateOnly) != "2026-11-25" || old[1].Day.Format(time.DateOnly) != "2026-11-24" {
+		t.Fatalf("old periods before %s: %+v, %d unknown; want g1's Nov 25 and 24, none unknown", cutoff, old, unknown)
+	}
+	// Retention run years later: the same two days, found from far off.
+	later := cutoff.AddDate(3, 0, 0)
+	if old, unknown, err = l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"g1"}, later, later); err != nil || len(old) != 3 || unknown != 0 {
+		t.Fatalf("old periods before %s: %+v, %d unknown, %v; want all three days of g1", later, old, unknown, err)
+	}
+	// A group it is not told of: its keys are unknown, not old.
+	if old, unknown, err = l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"other"}, cutoff, cutoff); err != nil || len(old) != 0 || unknown != 3 {
+		t.Fatalf("old periods of another group: %+v, %d unknown, %v; want none, 3 unknown", old, unknown, err)
+	}
+	if _, _, err := l.OldDayPeriods(ctx, instA, events.ClassState, []string{"g1"}, cutoff, cutoff); err == nil {
+		t.Fatal("OldDayPeriods of the state class: no error")
+	}
+}

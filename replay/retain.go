@@ -188,6 +188,10 @@ type RetainResult struct {
 	SnapshotsDeleted []uint64
 	// KeysShredded counts the key bucket entries destroyed.
 	KeysShredded int
+	// UnknownKeys counts the installation's messages and delivery keys
+	// whose day Retain could not tell (of no group or queue the read
+	// model holds, or dated days ahead): kept, and logged.
+	UnknownKeys int
 	// Epochs are the groups whose epoch chains were advanced (or found
 	// behind the policy and advanced now).
 	Epochs []EpochCut
@@ -200,10 +204,12 @@ type RetainResult struct {
 // (the days already shredded have no key left to find).
 //
 // The periods are found from the read model's groups and delivery queues
-// and the days from a day before the installation's creation (or its
-// oldest message or delivery held, when older: writers date them by
-// their own clocks) to the cutoff: a group or queue no longer in the
-// read model keeps its keys
+// and every key of the installation in the key bucket
+// (eventlog.Log.OldDayPeriods): a day before the cutoff is shredded
+// whether or not the read model still holds a message of it (an earlier
+// run, or a build before this search, may have deleted its messages and
+// left its key). A key of no group or queue of the read model keeps its
+// key, counted in UnknownKeys
 // (docs/forward-secrecy.md, What is built: retention).
 func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, p RetentionPolicy, opts *RetainOptions) (*RetainResult, error) {
 	var o RetainOptions
@@ -253,24 +259,6 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	case self.ID != inst:
 		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, self.ID, inst))
 	}
-	// The days are looked for from a day (of slack for clocks) before the
-	// installation's creation or its oldest message or delivery held,
-	// whichever is older: writers date them by their own clocks, the
-	// creation by the creating machine's.
-	oldMsg, oldDel, err := db.OldestRetained(ctx)
-	if err != nil {
-		return nil, err
-	}
-	since := func(oldest time.Time) time.Time {
-		if self.CreatedAt.IsZero() {
-			return time.Time{}
-		}
-		t := self.CreatedAt
-		if !oldest.IsZero() && oldest.Before(t) {
-			t = oldest
-		}
-		return t.Add(-24 * time.Hour)
-	}
 	var rows int64
 	if msgOK {
 		groups, err := db.Groups(ctx)
@@ -281,11 +269,12 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		for i, g := range groups {
 			ids[i] = hex.EncodeToString(g.ID) // the group aggregate's id, as the engine names it
 		}
-		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassMessages, ids, since(oldMsg), msgCut)
+		ps, unknown, err := l.OldDayPeriods(ctx, inst, events.ClassMessages, ids, msgCut, at)
 		if err != nil {
 			return nil, err
 		}
 		res.Periods = append(res.Periods, ps...)
+		res.UnknownKeys += unknown
 		n, err := db.CountMessagesBefore(ctx, msgCut)
 		if err != nil {
 			return nil, err
@@ -297,16 +286,20 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		if err != nil {
 			return nil, err
 		}
-		ps, err := l.DayPeriodsBefore(ctx, inst, events.ClassDelivery, queues, since(oldDel), delCut)
+		ps, unknown, err := l.OldDayPeriods(ctx, inst, events.ClassDelivery, queues, delCut, at)
 		if err != nil {
 			return nil, err
 		}
 		res.Periods = append(res.Periods, ps...)
+		res.UnknownKeys += unknown
 		n, err := db.CountDeliveriesBefore(ctx, delCut)
 		if err != nil {
 			return nil, err
 		}
 		rows += n
+	}
+	if res.UnknownKeys > 0 {
+		log.Warn("replay: retention: keys of the installation whose day it cannot tell are kept (a group or queue the read model does not hold, or a day far ahead)", "keys", res.UnknownKeys)
 	}
 	if epochsOK {
 		if res.Epochs, err = epochCuts(ctx, l, inst, db, p); err != nil {

@@ -142,6 +142,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	for _, k := range kept {
 		fmt.Fprintf(env.stderr, "replayer: warning: %s, a copy a rebuild kept, still holds the history this retention deleted, under the same key: delete it when it is no longer needed\n", k)
 	}
+	if res.UnknownKeys > 0 {
+		fmt.Fprintf(env.stderr, "replayer: warning: %d data keys of %s match no group or queue that %s holds, on any day: kept, and the events they seal still open\n", res.UnknownKeys, r.inst, r.db)
+	}
 	snapAt := uint64(0)
 	if res.Snapshot != nil {
 		snapAt = res.Snapshot.Checkpoint
@@ -162,6 +165,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if len(kept) > 0 {
 			out["kept_copies"] = kept
+		}
+		if res.UnknownKeys > 0 {
+			out["keys_of_unknown_day"] = res.UnknownKeys
 		}
 		return json.NewEncoder(env.stdout).Encode(out)
 	}
