@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -50,25 +49,6 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: fmt.Errorf("commit: %w", err)}
 	}
 	return n, nil
-}
-
-// OldestRetained returns the time of the oldest application message and
-// of the oldest delivery's enqueue the read model holds (zero: none).
-// Writers date them by their own clocks, so they may be older than the
-// installation's recorded creation: retention looks for their day
-// periods from there too.
-func (db *DB) OldestRetained(ctx context.Context) (message, delivery time.Time, err error) {
-	var m, d sql.NullInt64
-	if err := db.sql.QueryRowContext(ctx, `SELECT (SELECT min(sent_at) FROM messages), (SELECT min(enqueued_at) FROM deliveries)`).Scan(&m, &d); err != nil {
-		return time.Time{}, time.Time{}, &FileError{Path: db.path, Op: "oldest retained", Err: err}
-	}
-	if m.Valid {
-		message = time.Unix(0, m.Int64).UTC()
-	}
-	if d.Valid {
-		delivery = time.Unix(0, d.Int64).UTC()
-	}
-	return message, delivery, nil
 }
 
 // CountMessagesBefore returns how many application messages are older
