@@ -117,7 +117,7 @@ func (l *Log) Append(ctx context.Context, expected uint64, evs ...events.Event) 
 // the message ids and seals the envelopes. Every event of one append links
 // to the installation's head before it (positions order them).
 func (l *Log) prepare(ctx context.Context, expected uint64, evs []events.Event) (*prepared, error) {
-	return l.prepareAt(ctx, expected, evs, time.Now().UTC(), nil)
+	return l.prepareAt(ctx, expected, evs, l.now().UTC(), nil)
 }
 
 // prepareAt is prepare at now (a zero event time becomes now), with the
@@ -132,6 +132,9 @@ func (l *Log) prepareAt(ctx context.Context, expected uint64, evs []events.Event
 	}
 	if l.cfg.ReadOnly {
 		return nil, ErrReadOnly
+	}
+	if err := l.checkNotBehind(ctx); err != nil {
+		return nil, err
 	}
 	n := len(evs)
 	switch {

@@ -213,8 +213,11 @@ func (l *Log) sealedWindows(ctx context.Context, ts []Transition, stop <-chan st
 func (l *Log) sealWindow(ctx context.Context, ts []Transition, start, workers int) prepWindow {
 	w := prepWindow{start: start, preps: make([]*prepared, min(prepWindowSize, len(ts)-start))}
 	window := ts[start : start+len(w.preps)]
-	now := time.Now().UTC()
-	keys := l.prefetchKeys(ctx, window, now)
+	now := l.now().UTC()
+	var keys windowKeys
+	if l.checkNotBehind(ctx) == nil { // else each seal reports it
+		keys = l.prefetchKeys(ctx, window, now)
+	}
 	defer keys.release()
 	first := make([]int, len(window)) // index in keys.keys of each transition's first event
 	for k := 1; k < len(window); k++ {

@@ -66,6 +66,11 @@ type Log struct {
 	// snapshotsChecked: the snapshots bucket's settings passed
 	// keepsEntries once (snapshotStore checks them only until then).
 	snapshotsChecked atomic.Bool
+	// now is the Log's clock (time.Now; tests set another), which dates
+	// events appended without a time; clock is its last check against
+	// the server's (clock.go).
+	now   func() time.Time
+	clock atomic.Pointer[clockCheck]
 
 	mu       sync.Mutex
 	subjects map[events.Aggregate]aggSubject
@@ -111,6 +116,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		compacted: map[events.InstallationID]bool{},
 		erased:    map[events.InstallationID]tombEntry{},
 		dkCache:   newDataKeyCache(dataKeyCacheMax),
+		now:       time.Now,
 	}
 	if l.msgIDs, err = events.NewMessageIDs(keys); err != nil {
 		return nil, fmt.Errorf("eventlog: open: %w", err)
@@ -155,6 +161,11 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 	if err := l.ensureKeyBucket(ctx); err != nil {
 		l.shutdown()
 		return nil, err
+	}
+	if ts := l.stream.CachedInfo().TimeStamp; !cfg.ReadOnly && !ts.IsZero() {
+		// The first clock check, from the answer just read: a Log whose
+		// clock is behind opens, and refuses appends (ErrClockBehind).
+		_ = l.noteClock(ts, l.now())
 	}
 	if l.stream.CachedInfo().Config.Metadata[metaResealOf] == "" {
 		l.resealOfPointer = l.resealOfByPointer(ctx)

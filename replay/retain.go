@@ -130,7 +130,10 @@ type EpochCut struct {
 // the day's key as they cached it, by their own clocks: one a little
 // behind, or an append still being retried (for up to the engine's
 // OutcomeTimeout), seals into a day that has just ended, and an event
-// sealed under a key shredded meanwhile opens for no one else.
+// sealed under a key shredded meanwhile opens for no one else. A Log
+// whose clock lags the server's by more than eventlog.MaxClockBehind
+// (less than this) refuses appends, so no writer dates events further
+// back than that.
 const RetentionGrace = time.Hour
 
 // cutoff is the start of the oldest UTC day kept by age at now.

@@ -166,3 +166,15 @@ func TestRetainCreatedByClockAhead(t *testing.T) {
 		t.Fatalf("retain: %d rows deleted, %d periods, %d keys shredded; want 2, 1, 1 (the old day's key must go with its messages)", res.RowsDeleted, len(res.Periods), res.KeysShredded)
 	}
 }
+
+// TestRetentionGraceCoversLaggingWriters: the grace retention waits after
+// a day ended must exceed how far a writer's clock may lag the server's
+// and still append (eventlog.MaxClockBehind), with room for an append
+// sealed then retried for the engine's outcome timeout; else a writer
+// allowed to append seals into a day already shredded.
+func TestRetentionGraceCoversLaggingWriters(t *testing.T) {
+	if eventlog.MaxClockBehind+engine.DefaultOutcomeTimeout+eventlog.MaxClockAhead >= replay.RetentionGrace {
+		t.Fatalf("MaxClockBehind %s + outcome timeout %s + the retaining clock's MaxClockAhead %s is not within RetentionGrace %s",
+			eventlog.MaxClockBehind, engine.DefaultOutcomeTimeout, eventlog.MaxClockAhead, replay.RetentionGrace)
+	}
+}
