@@ -67,3 +67,54 @@ func TestAppendRefusedOnClockBehind(t *testing.T) {
 		t.Fatalf("read what the writer appended after the shred: %d events, %v; want 1, no error", read, err)
 	}
 }
+
+// TestCachedDayKeyRecheckedBeforeSealing: an event its caller dates
+// itself (an engine on its own clock, an import) in a day another
+// process shredded sealed under the key this Log had cached, for as long
+// as the key stayed cached (until the process restarted): the append
+// succeeded, and nothing else could open the event. A cached day key is
+// now looked up in the bucket again before it seals once it was last
+// found there more than dayKeyRecheck ago: the append is refused with
+// ErrRetainedOut, through Append and AppendBulk, and nothing is stored.
+func TestCachedDayKeyRecheckedBeforeSealing(t *testing.T) {
+	srv := natstestStart(t)
+	ring := keyring(t, 1, 0x11)
+	lw := openLog(t, testConfig(srv), ring) // the writer
+	lr := openLog(t, testConfig(srv), ring) // the retaining process
+	var offset atomic.Int64
+	lw.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ctx := context.Background()
+	day := time.Now().UTC()
+	dated := func(g events.Aggregate, pos uint64, text string) events.Event {
+		e := msg(g, pos, text)
+		e.Time = day
+		return e
+	}
+	// One group for each way to append, its day's key cached by the
+	// writer, then shredded by the other process.
+	g1, g2 := group(instA, "g1"), group(instA, "g2")
+	for _, g := range []events.Aggregate{g1, g2} {
+		first := mustAppend(t, lw, 0, dated(g, 1, "before the shred"))[0]
+		dayKey, _, err := events.EnvelopeDataKeyID(rawGet(t, lw, first.Seq).Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := lr.ShredDataKeys(ctx, instA, []events.DataKeyID{dayKey}); err != nil || n != 1 {
+			t.Fatalf("shred %s's day: %d, %v", g.ID, n, err)
+		}
+	}
+	// The writer's clock moves on past the recheck (a little ahead of the
+	// server's is allowed).
+	offset.Store(int64(dayKeyRecheck + time.Minute))
+	before := streamMsgs(t, lw)
+	if _, err := lw.Append(ctx, 1, dated(g1, 2, "after the shred")); !errors.Is(err, ErrRetainedOut) {
+		t.Fatalf("append into the shredded day with its key cached: %v; want ErrRetainedOut", err)
+	}
+	_, err := lw.AppendBulk(ctx, []Transition{{Expected: 1, Events: []events.Event{dated(g2, 2, "bulk, after the shred")}}})
+	if !errors.Is(err, ErrRetainedOut) {
+		t.Fatalf("bulk append into the shredded day with its key cached: %v; want ErrRetainedOut", err)
+	}
+	if after := streamMsgs(t, lw); after != before {
+		t.Fatalf("the stream went from %d to %d messages: sealed under a shredded key", before, after)
+	}
+}

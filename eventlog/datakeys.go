@@ -152,6 +152,40 @@ type dkEntry struct {
 	// chain is set for an epoch chain entry: dk is the chain key at the
 	// epoch the key bucket holds it at.
 	chain *chainState
+	// checked is when (the Log's clock, Unix ns) the key was last found
+	// in the bucket: a day key sealed with longer than dayKeyRecheck
+	// after is looked up again (sealable).
+	checked atomic.Int64
+}
+
+// dayKeyRecheck is how long a cached messages or delivery key seals
+// before the Log looks it up in the bucket again: retention in another
+// process may have shredded its day, and an event sealed under it then
+// opens for no one else. One lookup per key and dayKeyRecheck, not per
+// append; it bounds how long a process seals with a shredded key.
+const dayKeyRecheck = 10 * time.Minute
+
+// sealable takes a reference to ck's cached entry for a seal: nil when
+// it is not cached, or is a day key last found in the bucket more than
+// dayKeyRecheck ago (then dropped, for the seal to look it up).
+func (l *Log) sealable(ck dkCacheKey) *dkEntry {
+	ent, ok := l.dkCache.get(ck)
+	if !ok {
+		return nil
+	}
+	c := ent.key.id.Class
+	if (c != events.ClassMessages && c != events.ClassDelivery) || l.now().UnixNano()-ent.checked.Load() <= int64(dayKeyRecheck) {
+		return ent
+	}
+	ent.release()
+	l.dkCache.drop(ck)
+	return nil
+}
+
+// found marks ent as just found in (or created in) the bucket.
+func (l *Log) found(ent *dkEntry) *dkEntry {
+	ent.checked.Store(l.now().UnixNano())
+	return ent
 }
 
 // chainState is what a cached epoch chain knows: the bucket's position,
@@ -319,7 +353,11 @@ func (l *Log) fetchDataKey(ctx context.Context, inst events.InstallationID, id e
 // epoch of wrapID.
 func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataKeyID, create, notErased bool) (*dkEntry, error) {
 	inst, id := ck.inst, ck.id
-	if ent, ok := l.dkCache.get(ck); ok {
+	if create {
+		if ent := l.sealable(ck); ent != nil {
+			return ent, nil
+		}
+	} else if ent, ok := l.dkCache.get(ck); ok {
 		return ent, nil
 	}
 	if l.kv == nil {
@@ -388,7 +426,7 @@ func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataK
 		n, _ := wrapID.Epoch()
 		return l.dkCache.putChain(ck, dk, n), nil
 	}
-	return l.dkCache.put(ck, dk), nil
+	return l.found(l.dkCache.put(ck, dk)), nil
 }
 
 func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (*dkEntry, error) {
@@ -397,7 +435,7 @@ func (l *Log) unwrapAndCache(ck dkCacheKey, name string, wrapped []byte) (*dkEnt
 		return nil, fmt.Errorf("eventlog: key bucket %s: %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
 	if !ck.chain {
-		return l.dkCache.put(ck, dk), nil
+		return l.found(l.dkCache.put(ck, dk)), nil
 	}
 	base, err := events.WrappedChainEpoch(wrapped)
 	if err != nil {
@@ -531,7 +569,7 @@ func (l *Log) prefetchKeys(ctx context.Context, ts []Transition, now time.Time) 
 			}
 			ent, seen := found[ck]
 			if !seen {
-				if cached, ok := l.dkCache.get(ck); ok {
+				if cached := l.sealable(ck); cached != nil {
 					ent = cached
 					w.held = append(w.held, cached)
 				} else {

@@ -308,8 +308,9 @@ func (l *Log) HasDataKey(ctx context.Context, inst events.InstallationID, id eve
 // state: Erase is the way to destroy them).
 //
 // Other processes that cache one of these keys can still open the events
-// they hold, and seal with it, until their cache drops it or they
-// restart; a Log that does not cache it refuses both at once.
+// they hold until their cache drops it or they restart, and seal with it
+// for up to dayKeyRecheck (10 min), when they look it up again; a Log
+// that does not cache it refuses both at once.
 func (l *Log) ShredDataKeys(ctx context.Context, inst events.InstallationID, ids []events.DataKeyID) (int, error) {
 	if l.closed.Load() {
 		return 0, ErrClosed
