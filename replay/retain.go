@@ -211,8 +211,8 @@ type RetainResult struct {
 // (eventlog.Log.OldDayPeriods): a day before the cutoff is shredded
 // whether or not the read model still holds a message of it (an earlier
 // run, or a build before this search, may have deleted its messages and
-// left its key). A key of no group or queue of the read model keeps its
-// key, counted in UnknownKeys
+// left its key). A key that matches no group or queue of the read model
+// is kept, counted in UnknownKeys
 // (docs/forward-secrecy.md, What is built: retention).
 func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, p RetentionPolicy, opts *RetainOptions) (*RetainResult, error) {
 	var o RetainOptions
