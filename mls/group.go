@@ -482,11 +482,13 @@ type ReceivedGeneration struct {
 // changed) is so brought back to where it was: no generation is accepted
 // twice, and a sender's next message is within the ratchet's reach
 // (maximum_forward_ratchets, RFC 9420 §9.4, counted from where the
-// ratchet was, not from the saved state). A message the state consumed
-// already, or of an epoch it no longer holds, is passed over: the state
-// holds no key of it. Any other failure (a leaf outside the epoch's
-// tree, a generation out of reach) is returned and the group is not
-// changed.
+// ratchet was, not from the saved state). A mark may be further ahead of
+// the one before than the ratchet reaches (the messages between were
+// deleted by retention): the ratchet steps there all the same, since
+// the message was accepted. A message the state consumed already, or of
+// an epoch it no longer holds, is passed over: the state holds no key of
+// it. Any other failure (a leaf outside the epoch's tree) is returned
+// and the group is not changed.
 func (g *Group) MarkReceived(ms []ReceivedGeneration) (*Group, error) {
 	c := g.clone()
 	cloned := map[uint64]bool{}
@@ -502,7 +504,7 @@ func (g *Group) MarkReceived(ms []ReceivedGeneration) (*Group, error) {
 			}
 			keys = c.past[i].keys
 		}
-		if _, err := keys.Get(m.Sender, keyschedule.Application, m.Generation); err != nil && !errors.Is(err, ErrGenerationReused) {
+		if err := keys.Consume(m.Sender, keyschedule.Application, m.Generation); err != nil && !errors.Is(err, ErrGenerationReused) {
 			return nil, fmt.Errorf("group %x: mark generation %d of leaf %d in epoch %d received: %w", g.ctx.GroupID, m.Generation, m.Sender, m.Epoch, err)
 		}
 	}

@@ -32,6 +32,12 @@ func (k *epochKeys) Next(leaf LeafIndex, typ keyschedule.ContentType) (keyschedu
 	return k.st.Next(leaf, typ)
 }
 
+// Consume takes gen's key as Get does, however far ahead (restoring a
+// saved state: keyschedule.SecretTree.Consume).
+func (k *epochKeys) Consume(leaf LeafIndex, typ keyschedule.ContentType, gen uint32) error {
+	return k.st.Consume(leaf, typ, gen)
+}
+
 // Get implements keySource for a receiver.
 func (k *epochKeys) Get(leaf LeafIndex, typ keyschedule.ContentType, gen uint32) (keyschedule.KeyNonce, error) {
 	return k.st.Get(leaf, typ, gen)

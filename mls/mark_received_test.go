@@ -57,6 +57,15 @@ func TestMarkReceivedBringsASavedStateBack(t *testing.T) {
 	if _, _, err := restored.OpenApplication(msgs[3]); !errors.Is(err, ErrGenerationReused) {
 		t.Fatalf("a message received before the reload: %v, want ErrGenerationReused", err)
 	}
+	// Marks whose first is out of the ratchet's reach (retention deleted
+	// the messages before it) are taken all the same.
+	partial, err := reloaded.MarkReceived(marks[reach+2:])
+	if err != nil {
+		t.Fatalf("marks from generation %d, beyond a reach of %d: %v", reach+2, reach, err)
+	}
+	if _, data, err := partial.OpenApplication(next); err != nil || string(data) != "next" {
+		t.Fatalf("after marks beyond reach: %q, %v", data, err)
+	}
 	// Marking again is no error: the state consumed them already.
 	if _, err := restored.MarkReceived(marks); err != nil {
 		t.Fatalf("marking twice: %v", err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -275,6 +276,22 @@ func (st *SecretTree) Next(leaf treemath.LeafIndex, typ ContentType) (KeyNonce, 
 // Callers that may fail to decrypt with the returned key and want to keep it
 // should Clone the tree first: taking a key deletes it.
 func (st *SecretTree) Get(leaf treemath.LeafIndex, typ ContentType, generation uint32) (KeyNonce, error) {
+	return st.get(leaf, typ, generation, st.maxForward)
+}
+
+// Consume deletes the key of generation of leaf's ratchet as Get does,
+// for a member restoring a saved tree to where receiving messages left
+// it, but ratchets forward as far as it takes: those messages were
+// accepted, each within MaxForwardRatchets of the ratchet then, and the
+// record of the ones between may be gone (retention deleted them). The
+// steps cost one derivation each; the keys kept for skipped generations
+// are bounded as Get bounds them.
+func (st *SecretTree) Consume(leaf treemath.LeafIndex, typ ContentType, generation uint32) error {
+	_, err := st.get(leaf, typ, generation, math.MaxUint32)
+	return err
+}
+
+func (st *SecretTree) get(leaf treemath.LeafIndex, typ ContentType, generation, maxForward uint32) (KeyNonce, error) {
 	r, err := st.ratchet(leaf, typ)
 	if err != nil {
 		return KeyNonce{}, err
@@ -287,15 +304,23 @@ func (st *SecretTree) Get(leaf treemath.LeafIndex, typ ContentType, generation u
 		delete(r.skipped, generation)
 		return kn, nil
 	}
-	if generation-r.next > st.maxForward {
-		return KeyNonce{}, fmt.Errorf("%w: %s ratchet of leaf %d is at generation %d, message has %d (limit %d)", ErrTooFarAhead, typ, leaf, r.next, generation, st.maxForward)
+	if generation-r.next > maxForward {
+		return KeyNonce{}, fmt.Errorf("%w: %s ratchet of leaf %d is at generation %d, message has %d (limit %d)", ErrTooFarAhead, typ, leaf, r.next, generation, maxForward)
+	}
+	// Keys more than maxForward behind generation would be dropped below
+	// anyway: not kept at all (Consume may step far).
+	keepFrom := uint32(0)
+	if generation > st.maxForward {
+		keepFrom = generation - st.maxForward
 	}
 	for r.next < generation {
 		kn, err := st.step(r)
 		if err != nil {
 			return KeyNonce{}, fmt.Errorf("mls/keyschedule: %s ratchet of leaf %d: %w", typ, leaf, err)
 		}
-		r.skipped[kn.Generation] = kn
+		if kn.Generation >= keepFrom {
+			r.skipped[kn.Generation] = kn
+		}
 	}
 	// Keep at most maxForward skipped keys: the oldest are the least likely
 	// to arrive and each one kept is a forward-secrecy cost.

@@ -260,3 +260,25 @@ func TestKeyScheduleHelpers(t *testing.T) {
 		t.Fatalf("PSKSecret of no PSKs = %v, %v; want Nh zero bytes", s, err)
 	}
 }
+
+// Consume takes a generation however far ahead of the ratchet, keeps the
+// keys of the newest MaxForwardRatchets generations it skipped (as Get
+// within reach does), and is refused a generation consumed before.
+func TestSecretTreeConsumeBeyondReach(t *testing.T) {
+	st := newTree(t, 2, &keyschedule.SecretTreeOptions{MaxForwardRatchets: 3})
+	if _, err := st.Get(0, keyschedule.Application, 10); !errors.Is(err, keyschedule.ErrTooFarAhead) {
+		t.Fatalf("Get(10) with limit 3: %v, want ErrTooFarAhead", err)
+	}
+	if err := st.Consume(0, keyschedule.Application, 10); err != nil {
+		t.Fatalf("Consume(10) on a fresh ratchet with limit 3: %v", err)
+	}
+	if err := st.Consume(0, keyschedule.Application, 10); !errors.Is(err, keyschedule.ErrGenerationReused) {
+		t.Fatalf("Consume(10) twice: %v, want ErrGenerationReused", err)
+	}
+	for g := uint32(0); g <= 11; g++ {
+		_, err := st.Get(0, keyschedule.Application, g)
+		if kept := g >= 7 && g != 10; kept != (err == nil) {
+			t.Fatalf("generation %d after Consume(10): %v, want kept %v", g, err, kept)
+		}
+	}
+}
