@@ -139,12 +139,12 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
-	sent, err := in.db.MessagesSentSinceState(ctx, id, g.Epoch())
+	sent, err := in.db.SentSinceState(ctx, id, g.Epoch())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)
 	}
-	if len(sent) > 0 {
-		if g, err = g.MarkSent(len(sent)); err != nil {
+	if sent > 0 {
+		if g, err = g.MarkSent(sent); err != nil {
 			return nil, fmt.Errorf("engine: installation %s: group %x: advance sending ratchet: %w", in.id, id, err)
 		}
 	}

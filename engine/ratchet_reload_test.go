@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/keyschedule"
@@ -105,5 +106,33 @@ func TestGenerationReuseRefusedAfterAReload(t *testing.T) {
 	mustErrIs(t, err, mls.ErrGenerationReused)
 	if n := countMessages(t, b.insts[bob], g1, func(m projections.Message) bool { return m.Direction == "received" }); n != 1 {
 		t.Fatalf("bob holds %d received messages, want 1", n)
+	}
+}
+
+// Retention that deletes a sender's own messages of the current epoch
+// (a day an hour old with --messages none) does not make it reuse their
+// generations after a reload: its peers, who received them, would refuse
+// the new messages as reused (and drop them). The read model counts the
+// own messages it deleted since the group's state (groups.sent_deleted).
+func TestOwnMessagesRetentionDeletedAreNotReused(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	for i := range 3 {
+		b.send(alice, g1, fmt.Sprintf("before retention %d", i))
+	}
+	if got := b.drain(bob); len(got) != 3 {
+		t.Fatalf("bob received %d, want 3", len(got))
+	}
+	if n, err := b.insts[alice].DB().DeleteMessagesBefore(ctx, b.now.Add(time.Hour)); err != nil || n != 3 {
+		t.Fatalf("retention deleted %d of alice's messages, %v; want 3", n, err)
+	}
+	b.restart(alice)
+	out := b.send(alice, g1, "after retention")
+	if out.Update != nil {
+		t.Fatal("the send made a path update: the test needs the epoch of the deleted messages")
+	}
+	if got := b.drain(bob); len(got) != 1 || string(got[0].Content.Bytes()) != "after retention" {
+		t.Fatalf("bob after alice's reload: %d messages", len(got))
 	}
 }

@@ -326,7 +326,7 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 	if r := g.row; r != nil {
 		var err error
 		if a.db.schema >= 5 {
-			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, proposal_state = NULL, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0 WHERE group_id = ?`,
+			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, proposal_state = NULL, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0`+a.sentDeletedReset()+` WHERE group_id = ?`,
 				r.epoch, r.state, nullBytes(r.auth), nullBytes(r.cth), r.updatedAt, []byte(id))
 		} else if a.db.schema >= 3 {
 			_, err = a.exec(`UPDATE groups SET epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = ?, updated_at = ?, state_ordinal = 0 WHERE group_id = ?`,
@@ -343,7 +343,7 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 	if sn := g.snapshot; sn != nil {
 		q, st := `UPDATE groups SET state = ?, state_ordinal = ? WHERE group_id = ?`, sn.state
 		if a.db.schema >= 5 {
-			q, st = `UPDATE groups SET proposal_state = ?, state_ordinal = ? WHERE group_id = ?`, bytedelta.Diff(sn.base, sn.state)
+			q, st = `UPDATE groups SET proposal_state = ?, state_ordinal = ?`+a.sentDeletedReset()+` WHERE group_id = ?`, bytedelta.Diff(sn.base, sn.state)
 		}
 		if _, err := a.exec(q, st, sn.ordinal, []byte(id)); err != nil {
 			return err
@@ -557,4 +557,14 @@ func body[T events.Body](ev events.Event) (T, error) {
 		return b, cannot("body of kind %s has type %T", ev.Body.Kind(), ev.Body)
 	}
 	return b, nil
+}
+
+// sentDeletedReset is what an UPDATE that records a group's state (and
+// its state_ordinal) adds from schema 11: the own messages retention
+// deleted since the state before are behind this one.
+func (a *applier) sentDeletedReset() string {
+	if a.db.schema >= 11 {
+		return ", sent_deleted = 0"
+	}
+	return ""
 }

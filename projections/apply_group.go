@@ -219,7 +219,7 @@ func (a *applier) newGroup(id []byte, suite uint16, epoch uint64, state []byte, 
 		}
 		membership++
 		if _, err := a.exec(`UPDATE groups SET ciphersuite = ?, epoch = ?, state = ?, epoch_authenticator = ?, confirmed_transcript_hash = NULL,
-			joined_via = ?, updated_at = ?, membership = ?, state_ordinal = 0 WHERE group_id = ?`,
+			joined_via = ?, updated_at = ?, membership = ?, state_ordinal = 0`+a.sentDeletedReset()+` WHERE group_id = ?`,
 			int64(suite), epoch, state, nullBytes(auth), via, nanos(t), membership, id); err != nil {
 			return err
 		}

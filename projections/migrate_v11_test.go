@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -116,4 +117,38 @@ func TestMigrateInPlaceRefusesGenerationsNotKept(t *testing.T) {
 	if !errors.Is(err, ErrOutputsNotKept) || f != 10 || to != 10 {
 		t.Fatalf("MigrateInPlace of a v10 file that applied a generation: %d -> %d, %v; want ErrOutputsNotKept", f, to, err)
 	}
+}
+
+// SentSinceState counts the own messages since the group's state that
+// retention deleted as well, until the next state is recorded.
+func TestSentSinceStateCountsDeletedOwnMessages(t *testing.T) {
+	s := newStream("inst-a")
+	s.installation()
+	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
+		Members: members(0, "inst-a")})
+	s.ownCommit(1, members(1, "peer-1"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
+	for i := range 3 {
+		s.ownMessage(1, i, true)
+	}
+	db := build(t, filepath.Join(t.TempDir(), "v11.db"), newKey(t), nil, s.recs)
+	defer db.Close()
+	count := func(when string, epoch uint64, want int) {
+		t.Helper()
+		if n, err := db.SentSinceState(ctx, gid(1), epoch); err != nil || n != want {
+			t.Fatalf("%s: %d sent since the state, %v; want %d", when, n, err, want)
+		}
+	}
+	count("before retention", 1, 3)
+	if n, err := db.DeleteMessagesBefore(ctx, s.t0.Add(24*time.Hour)); err != nil || n != 3 {
+		t.Fatalf("retention deleted %d, %v", n, err)
+	}
+	count("after retention", 1, 3)
+	s.recs = nil
+	s.ownMessage(1, 3, true)
+	applyAll(t, db, s.recs)
+	count("one more", 1, 4)
+	s.recs = nil
+	s.othersCommit(2, nil, nil)
+	applyAll(t, db, s.recs)
+	count("after a commit", 2, 0)
 }

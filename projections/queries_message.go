@@ -5,6 +5,7 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -163,6 +164,31 @@ func (db *DB) MessagesReceivedSinceState(ctx context.Context, groupID []byte) ([
 		out = append(out, r)
 	}
 	return out, db.wrapErr("received generations", rows.Err())
+}
+
+// SentSinceState counts the messages this installation sent in the
+// group's current epoch and membership after the state GroupState returns
+// was recorded, those retention deleted since included (schema 11): a
+// sender reloading the group from that state moves its sending ratchet
+// past them (mls.Group.MarkSent). Before schema 11 it counts what
+// MessagesSentSinceState lists.
+func (db *DB) SentSinceState(ctx context.Context, groupID []byte, epoch uint64) (int, error) {
+	if db.schema < 3 {
+		sent, err := db.MessagesSentInEpoch(ctx, groupID, epoch)
+		return len(sent), err
+	}
+	deleted := `0`
+	if db.schema >= 11 {
+		deleted = `g.sent_deleted`
+	}
+	var n int
+	err := db.sql.QueryRowContext(ctx, `SELECT `+deleted+` + (SELECT count(*) FROM messages m
+		WHERE m.group_id = g.group_id AND m.epoch = ? AND m.direction = 'sent' AND m.membership = g.membership AND m.ordinal > g.state_ordinal)
+		FROM groups g WHERE g.group_id = ?`, epoch, groupID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, db.wrapErr("sent messages", err)
 }
 
 // HasMessage reports whether the group holds a message (sent or received)

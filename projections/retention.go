@@ -29,6 +29,18 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
 	}
 	defer func() { _ = tx.Rollback() }() // after a commit, a no-op
+	if db.schema >= 11 {
+		// A reloaded sender moves its ratchet past the own messages sent
+		// since the group's state (SentSinceState): those deleted here
+		// are counted, or it would seal under their generations again.
+		if _, err := tx.ExecContext(ctx, `UPDATE groups SET sent_deleted = sent_deleted + (SELECT count(*) FROM messages m
+			WHERE m.group_id = groups.group_id AND m.direction = 'sent' AND m.epoch = groups.epoch AND m.membership = groups.membership
+				AND m.ordinal > groups.state_ordinal AND m.sent_at < ?1)
+			WHERE EXISTS (SELECT 1 FROM messages m WHERE m.group_id = groups.group_id AND m.direction = 'sent' AND m.epoch = groups.epoch
+				AND m.membership = groups.membership AND m.ordinal > groups.state_ordinal AND m.sent_at < ?1)`, t.UnixNano()); err != nil {
+			return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
+		}
+	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE sent_at < ?`, t.UnixNano())
 	if err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}

@@ -572,8 +572,12 @@ var migrateV10 = []string{
 // for received ones whose event does not record it, as a fresh build of
 // the same events leaves them. The partial index finds a group's received
 // messages of its held epochs without reading the rest of its history.
+// groups.sent_deleted counts the own messages since the state that
+// retention deleted (DeleteMessagesBefore): a reloaded sender still moves
+// its ratchet past them (SentSinceState).
 var migrateV11 = []string{
 	`ALTER TABLE messages ADD COLUMN generation INTEGER`,
+	`ALTER TABLE groups ADD COLUMN sent_deleted INTEGER NOT NULL DEFAULT 0`,
 	`CREATE INDEX messages_received_generation ON messages(group_id, epoch, ordinal) WHERE generation IS NOT NULL`,
 }
 

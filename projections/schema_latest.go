@@ -86,7 +86,7 @@ var schemaLatest = []string{
 		epoch_authenticator       BLOB,
 		confirmed_transcript_hash BLOB,
 		state                     BLOB NOT NULL
-	, proposal_state BLOB)`,
+	, proposal_state BLOB, sent_deleted INTEGER NOT NULL DEFAULT 0)`,
 	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
 	`CREATE TABLE epoch_states (
 			group_id    BLOB NOT NULL REFERENCES groups(group_id),
