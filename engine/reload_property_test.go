@@ -1,0 +1,478 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
+)
+
+// envReloadSteps sets the number of random steps of each seeded run of
+// TestReloadEqualsMemory (default reloadSteps), and envReloadSeeds the
+// number of seeds (default 1): `EPOCHLOG_RELOAD_STEPS=3000
+// EPOCHLOG_RELOAD_SEEDS=20` is the long run.
+const (
+	envReloadSteps = "EPOCHLOG_RELOAD_STEPS"
+	envReloadSeeds = "EPOCHLOG_RELOAD_SEEDS"
+	reloadSteps    = 120
+)
+
+const dave events.InstallationID = "dave-watch"
+
+// rtItem is one message queued for an installation: handshakes (commits,
+// proposals, Welcomes) are processed in queue order, application messages
+// in any order before the next handshake, or after it (late).
+type rtItem struct {
+	wire      []byte
+	handshake bool
+	what      string
+}
+
+// reloadSim drives random operations on one group over four
+// installations and checks that a group reloaded from the read model
+// equals the one in memory.
+type reloadSim struct {
+	t     *testing.T
+	b     *backend
+	rng   *rand.Rand
+	gid   []byte
+	ids   []events.InstallationID
+	queue map[events.InstallationID][]rtItem
+	// got lists the application messages each installation received, to
+	// replay them.
+	got map[events.InstallationID][][]byte
+	log []string
+	// refused counts the late messages refused, by error.
+	refused map[string]int
+}
+
+func readIntEnv(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("$%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+// TestReloadEqualsMemory runs random sequences of group operations (sends,
+// deliveries in and out of order, late messages of past epochs, own and
+// received proposals, commits, adds and removes, Welcome joins, handshake
+// wire format changes, PSKs) and, after each step, reloads one
+// installation's group from its read model (as a restart, a Pool eviction
+// or a lost race does), restarts it or rebuilds its read model: the
+// reloaded mls.Group must serialize to the same bytes as the one in
+// memory, and the members must go on exchanging messages.
+func TestReloadEqualsMemory(t *testing.T) {
+	steps := readIntEnv(t, envReloadSteps, reloadSteps)
+	seeds := readIntEnv(t, envReloadSeeds, 1)
+	for seed := range seeds {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			runReloadSim(t, uint64(seed), steps)
+		})
+	}
+}
+
+func runReloadSim(t *testing.T, seed uint64, steps int) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	b.create(dave)
+	s := &reloadSim{t: t, b: b, rng: rand.New(rand.NewPCG(seed, 0x5eed)), gid: g1,
+		ids: []events.InstallationID{alice, bob, carol, dave}, queue: map[events.InstallationID][]rtItem{},
+		got: map[events.InstallationID][][]byte{}, refused: map[string]int{}}
+	ctx := context.Background()
+	for _, id := range s.ids {
+		if err := b.insts[id].RegisterExternalPSK(ctx, []byte("shared-psk"), []byte("the shared secret")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("seed %d, steps:\n%s", seed, joinLines(s.log))
+		}
+	}()
+	for step := range steps {
+		s.step(step)
+		if t.Failed() {
+			return
+		}
+		s.checkReload(s.ids[s.rng.IntN(len(s.ids))])
+	}
+	// Everyone catches up: the members agree and go on talking.
+	for _, id := range s.ids {
+		s.catchUp(id, len(s.queue[id]))
+	}
+	for _, id := range s.ids {
+		s.checkReload(id)
+		s.restartCheck(id, false)
+	}
+	for _, id := range s.ids {
+		if s.member(id) {
+			s.send(id)
+		}
+	}
+	for _, id := range s.ids {
+		s.catchUp(id, len(s.queue[id]))
+		b.checkRebuild(id)
+	}
+	t.Logf("late messages refused: %v", s.refused)
+}
+
+func joinLines(ls []string) string {
+	var buf bytes.Buffer
+	for i, l := range ls {
+		fmt.Fprintf(&buf, "%4d %s\n", i, l)
+	}
+	return buf.String()
+}
+
+func (s *reloadSim) logf(format string, args ...any) {
+	s.log = append(s.log, fmt.Sprintf(format, args...))
+}
+
+// member reports whether id holds the group as an active member.
+func (s *reloadSim) member(id events.InstallationID) bool {
+	in := s.b.insts[id]
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	gs, err := in.loadGroup(context.Background(), s.gid)
+	return err == nil && gs.g.Active()
+}
+
+func (s *reloadSim) enqueue(to []events.InstallationID, it rtItem) {
+	for _, id := range to {
+		s.queue[id] = append(s.queue[id], it)
+	}
+}
+
+func (s *reloadSim) enqueueCommit(co *CommitOutput) {
+	s.enqueue(co.Recipients, rtItem{wire: co.Commit, handshake: true, what: fmt.Sprintf("commit to epoch %d", co.Epoch)})
+	if co.Welcome != nil {
+		s.enqueue(co.Added, rtItem{wire: co.Welcome, handshake: true, what: fmt.Sprintf("welcome to epoch %d", co.Epoch)})
+	}
+}
+
+// deliver processes the i-th queued message of id.
+func (s *reloadSim) deliver(id events.InstallationID, i int) {
+	it := s.queue[id][i]
+	s.queue[id] = slices.Delete(s.queue[id], i, i+1)
+	r, err := s.b.insts[id].Receive(context.Background(), it.wire)
+	s.logf("%s receives %s: %v", id, it.what, err)
+	switch {
+	case err == nil:
+		if r.Kind == "application" {
+			s.got[id] = append(s.got[id], it.wire)
+		}
+	case !it.handshake && (errors.Is(err, ErrEpochRetired) || errors.Is(err, mls.ErrEpochRetired) || errors.Is(err, mls.ErrWrongEpoch) || errors.Is(err, mls.ErrNotMember)):
+		// A late message of an epoch the member no longer holds, or
+		// of a group it left.
+		for _, e := range []error{ErrEpochRetired, mls.ErrEpochRetired, mls.ErrWrongEpoch, mls.ErrNotMember} {
+			if errors.Is(err, e) {
+				s.refused[e.Error()]++
+				break
+			}
+		}
+	case it.handshake && errors.Is(err, mls.ErrNotMember):
+		// Removed, a later commit reached it.
+	default:
+		s.t.Fatalf("%s receives %s: %v", id, it.what, err)
+	}
+
+}
+
+// catchUp delivers id's first n queued messages in order.
+func (s *reloadSim) catchUp(id events.InstallationID, n int) {
+	for range n {
+		s.deliver(id, 0)
+	}
+}
+
+// catchUpHandshakes delivers id's queue up to its last handshake, so that
+// it is at the group's latest epoch; the application messages before it
+// are delivered or, at random, left to arrive late.
+func (s *reloadSim) catchUpHandshakes(id events.InstallationID) {
+	last := -1
+	for i, it := range s.queue[id] {
+		if it.handshake {
+			last = i
+		}
+	}
+	for i := 0; i <= last; {
+		if !s.queue[id][i].handshake && s.rng.IntN(3) == 0 {
+			i++
+			continue
+		}
+		s.deliver(id, i)
+		last--
+	}
+}
+
+func (s *reloadSim) send(id events.InstallationID) {
+	in := s.b.insts[id]
+	in.mu.Lock()
+	gs, err := in.loadGroup(context.Background(), s.gid)
+	due := err == nil && gs.updateDue(in.opts.Now(), in.opts.UpdateInterval)
+	in.mu.Unlock()
+	if due {
+		s.catchUpHandshakes(id)
+		if !s.member(id) {
+			return
+		}
+	}
+	text := fmt.Sprintf("m%d from %s", len(s.log), id)
+	out, err := in.Send(context.Background(), s.gid, []byte(text), nil)
+	s.logf("%s sends %q (update %v): %v", id, text, out != nil && out.Update != nil, err)
+	if err != nil {
+		s.t.Fatalf("%s send: %v", id, err)
+	}
+	if out.Update != nil {
+		s.enqueueCommit(out.Update)
+	}
+	s.enqueue(out.Recipients, rtItem{wire: out.Message, what: fmt.Sprintf("%q of epoch %d", text, out.Epoch)})
+}
+
+// handshake runs one random handshake operation of id, once id is at the
+// latest epoch.
+func (s *reloadSim) handshake(id events.InstallationID) {
+	ctx := context.Background()
+	s.catchUpHandshakes(id)
+	if !s.member(id) {
+		return
+	}
+	in := s.b.insts[id]
+	ms, err := in.Members(ctx, s.gid)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var others []events.InstallationID
+	for _, m := range ms {
+		if m != id {
+			others = append(others, m)
+		}
+	}
+	var outsiders []events.InstallationID
+	for _, o := range s.ids {
+		if !slices.Contains(ms, o) {
+			outsiders = append(outsiders, o)
+		}
+	}
+	in.mu.Lock()
+	gs, _ := in.loadGroup(ctx, s.gid)
+	pending := len(gs.g.PendingProposals())
+	epoch := gs.g.Epoch()
+	in.mu.Unlock()
+	var co *CommitOutput
+	var po *ProposalOutput
+	var what string
+	switch op := s.rng.IntN(10); {
+	case op == 0:
+		what = "update"
+		co, err = in.Update(ctx, s.gid)
+	case op == 1 && len(outsiders) > 0 && pending == 0:
+		o := outsiders[s.rng.IntN(len(outsiders))]
+		what = "add " + string(o)
+		co, err = in.AddMembers(ctx, s.gid, s.b.keyPackage(o))
+	case op == 2 && len(others) > 1:
+		o := others[s.rng.IntN(len(others))]
+		what = "remove " + string(o)
+		co, err = in.RemoveMembers(ctx, s.gid, o)
+	case op == 3:
+		what = "propose update"
+		po, err = in.ProposeUpdate(ctx, s.gid)
+	case op == 4 && len(outsiders) > 0 && pending == 0:
+		o := outsiders[s.rng.IntN(len(outsiders))]
+		what = "propose add " + string(o)
+		po, err = in.ProposeAdd(ctx, s.gid, s.b.keyPackage(o))
+	case op == 5 && len(others) > 1 && pending == 0:
+		o := others[s.rng.IntN(len(others))]
+		what = "propose remove " + string(o)
+		po, err = in.ProposeRemove(ctx, s.gid, o)
+	case op == 6 && pending > 0:
+		what = "commit proposals"
+		co, err = in.CommitProposals(ctx, s.gid)
+	case op == 7:
+		wf := []WireFormat{WireFormatDefault, WireFormatPublic, WireFormatPrivate}[s.rng.IntN(3)]
+		what = "handshake format " + wf.String()
+		err = in.SetHandshakeWireFormat(ctx, s.gid, wf)
+	case op == 8 && pending == 0:
+		what = "commit resumption psk"
+		co, err = in.CommitPreSharedKeys(ctx, s.gid, ResumptionPSK(epoch))
+	case op == 9:
+		what = "propose external psk"
+		po, err = in.ProposePreSharedKey(ctx, s.gid, ExternalPSK([]byte("shared-psk")))
+	default:
+		return
+	}
+	s.logf("%s %s at epoch %d: %v", id, what, epoch, err)
+	if errors.Is(err, mls.ErrInvalidProposal) {
+		return
+	}
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", id, what, err)
+	}
+	if co != nil {
+		s.enqueueCommit(co)
+	}
+	if po != nil {
+		s.enqueue(po.Recipients, rtItem{wire: po.Proposal, handshake: true, what: fmt.Sprintf("proposal of epoch %d", po.Epoch)})
+	}
+}
+
+// step runs one random operation.
+func (s *reloadSim) step(n int) {
+	id := s.ids[s.rng.IntN(len(s.ids))]
+	switch op := s.rng.IntN(20); {
+	case op < 6:
+		if s.member(id) {
+			s.send(id)
+		}
+	case op < 12:
+		// One queued message, any application message before the next
+		// handshake, or that handshake.
+		q := s.queue[id]
+		if len(q) == 0 {
+			return
+		}
+		end := slices.IndexFunc(q, func(it rtItem) bool { return it.handshake })
+		if end < 0 {
+			end = len(q) - 1
+		}
+		s.deliver(id, s.rng.IntN(end+1))
+	case op < 15:
+		s.handshake(id)
+	case op < 16:
+		s.replay(id)
+	case op < 18:
+		s.restartCheck(id, false)
+	case op < 19:
+		s.restartCheck(id, true)
+	default:
+		s.catchUp(id, len(s.queue[id]))
+	}
+}
+
+// replay delivers again a message id received: it must be refused, and
+// nothing recorded.
+func (s *reloadSim) replay(id events.InstallationID) {
+	got := s.got[id]
+	if len(got) == 0 {
+		return
+	}
+	wire := got[s.rng.IntN(len(got))]
+	before := messageCount(s.t, s.b.insts[id], s.gid)
+	r, err := s.b.insts[id].Receive(context.Background(), wire)
+	s.logf("%s receives a replay: %v", id, err)
+	if err == nil {
+		s.t.Fatalf("%s accepted a replayed message (%s)", id, r.Kind)
+	}
+	if after := messageCount(s.t, s.b.insts[id], s.gid); after != before {
+		s.t.Fatalf("%s recorded a replayed message: %d messages, was %d", id, after, before)
+	}
+}
+
+// snapshot is what a group's cached state holds that a reload must give
+// back.
+type snapshot struct {
+	state      []byte
+	pos        uint64
+	epochStart []byte
+	lastUpdate string
+	wireFormat WireFormat
+}
+
+func (s *reloadSim) snap(in *Installation, gs *groupState) snapshot {
+	st, err := gs.g.MarshalBinary()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	wf, err := in.handshakeWireFormat(context.Background(), s.gid)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return snapshot{state: st, pos: gs.pos, epochStart: gs.epochStart.Bytes(), lastUpdate: gs.lastUpdate.UTC().String(), wireFormat: wf}
+}
+
+func (s *reloadSim) compare(id events.InstallationID, how string, mem, got snapshot) {
+	s.t.Helper()
+	if !bytes.Equal(mem.state, got.state) {
+		s.t.Errorf("%s after %s: the reloaded group state differs from the one in memory (%d and %d bytes)", id, how, len(got.state), len(mem.state))
+	}
+	if mem.pos != got.pos {
+		s.t.Errorf("%s after %s: position %d, in memory %d", id, how, got.pos, mem.pos)
+	}
+	if mem.epochStart != nil && !bytes.Equal(mem.epochStart, got.epochStart) {
+		s.t.Errorf("%s after %s: the epoch start state differs from the one in memory", id, how)
+	}
+	if mem.lastUpdate != got.lastUpdate {
+		s.t.Errorf("%s after %s: last path update %s, in memory %s", id, how, got.lastUpdate, mem.lastUpdate)
+	}
+	if mem.wireFormat != got.wireFormat {
+		s.t.Errorf("%s after %s: handshake wire format %s, in memory %s", id, how, got.wireFormat, mem.wireFormat)
+	}
+}
+
+// checkReload drops id's cached group and loads it again from the read
+// model, as an eviction or a lost race does, and compares.
+func (s *reloadSim) checkReload(id events.InstallationID) {
+	in := s.b.insts[id]
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	gs, ok := in.group[string(s.gid)]
+	if !ok {
+		return
+	}
+	mem := s.snap(in, gs)
+	delete(in.group, string(s.gid))
+	got, err := in.loadGroup(context.Background(), s.gid)
+	if err != nil {
+		if errors.Is(err, mls.ErrNotMember) && !gs.g.Active() {
+			return
+		}
+		s.t.Fatalf("%s reload: %v", id, err)
+	}
+	s.compare(id, "a reload", mem, s.snap(in, got))
+}
+
+// restartCheck restarts id (after rebuilding its read model if rebuild)
+// and compares the group it loads with the one it held in memory.
+func (s *reloadSim) restartCheck(id events.InstallationID, rebuild bool) {
+	in := s.b.insts[id]
+	gs, ok := in.group[string(s.gid)]
+	var mem snapshot
+	if ok {
+		mem = s.snap(in, gs)
+	}
+	how := "a restart"
+	if rebuild {
+		how = "a rebuild"
+		in = s.b.rebuildAndRestart(id)
+	} else {
+		in = s.b.restart(id)
+	}
+	s.logf("%s %s", id, how)
+	if !ok {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	got, err := in.loadGroup(context.Background(), s.gid)
+	if err != nil {
+		if errors.Is(err, mls.ErrNotMember) && !gs.g.Active() {
+			return
+		}
+		s.t.Fatalf("%s load after %s: %v", id, how, err)
+	}
+	s.compare(id, how, mem, s.snap(in, got))
+}
