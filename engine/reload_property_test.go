@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
@@ -52,6 +53,8 @@ type reloadSim struct {
 	log []string
 	// refused counts the late messages refused, by error.
 	refused map[string]int
+	host    *Host
+	fanouts int
 }
 
 func readIntEnv(t *testing.T, name string, def int) int {
@@ -91,7 +94,8 @@ func runReloadSim(t *testing.T, seed uint64, steps int) {
 	b.create(dave)
 	s := &reloadSim{t: t, b: b, rng: rand.New(rand.NewPCG(seed, 0x5eed)), gid: g1,
 		ids: []events.InstallationID{alice, bob, carol, dave}, queue: map[events.InstallationID][]rtItem{},
-		got: map[events.InstallationID][][]byte{}, refused: map[string]int{}}
+		got: map[events.InstallationID][][]byte{}, refused: map[string]int{},
+		host: NewHost(b.log, b.del, nil)}
 	ctx := context.Background()
 	for _, id := range s.ids {
 		if err := b.insts[id].RegisterExternalPSK(ctx, []byte("shared-psk"), []byte("the shared secret")); err != nil {
@@ -108,7 +112,9 @@ func runReloadSim(t *testing.T, seed uint64, steps int) {
 		if t.Failed() {
 			return
 		}
-		s.checkReload(s.ids[s.rng.IntN(len(s.ids))])
+		for _, id := range s.ids {
+			s.checkReload(id)
+		}
 	}
 	// Everyone catches up: the members agree and go on talking.
 	for _, id := range s.ids {
@@ -170,6 +176,12 @@ func (s *reloadSim) deliver(id events.InstallationID, i int) {
 	s.queue[id] = slices.Delete(s.queue[id], i, i+1)
 	r, err := s.b.insts[id].Receive(context.Background(), it.wire)
 	s.logf("%s receives %s: %v", id, it.what, err)
+	s.received(id, it, r, err)
+}
+
+// received checks the outcome of id's receipt of it.
+func (s *reloadSim) received(id events.InstallationID, it rtItem, r *Received, err error) {
+	s.t.Helper()
 	switch {
 	case err == nil:
 		if r.Kind == "application" {
@@ -190,6 +202,83 @@ func (s *reloadSim) deliver(id events.InstallationID, i int) {
 		s.t.Fatalf("%s receives %s: %v", id, it.what, err)
 	}
 
+}
+
+// pick takes one of id's queued messages: an application message before
+// the next handshake, or that handshake.
+func (s *reloadSim) pick(id events.InstallationID) rtItem {
+	q := s.queue[id]
+	end := slices.IndexFunc(q, func(it rtItem) bool { return it.handshake })
+	if end < 0 {
+		end = len(q) - 1
+	}
+	i := s.rng.IntN(end + 1)
+	it := q[i]
+	s.queue[id] = slices.Delete(q, i, i+1)
+	return it
+}
+
+// hostDeliver queues a few messages of each installation, picked as
+// deliver picks them, and delivers them with a Host in one call.
+func (s *reloadSim) hostDeliver() {
+	ctx := context.Background()
+	var insts []*Installation
+	sent := map[events.InstallationID][]rtItem{}
+	for _, id := range s.ids {
+		insts = append(insts, s.b.insts[id])
+		for range s.rng.IntN(len(s.queue[id]) + 1) {
+			it := s.pick(id)
+			s.fanouts++
+			if _, err := s.b.del.FanOut(ctx, []events.InstallationID{id}, mlsChannel, it.wire, time.Time{}, fmt.Sprintf("rt-%d", s.fanouts)); err != nil {
+				s.t.Fatal(err)
+			}
+			sent[id] = append(sent[id], it)
+		}
+	}
+	for _, res := range s.host.Deliver(ctx, mlsChannel, insts, 0) {
+		if res.Err != nil {
+			s.t.Fatalf("host delivers to %s: %v", res.Installation, res.Err)
+		}
+		its := sent[res.Installation]
+		if len(res.Delivered) != len(its) {
+			s.t.Fatalf("host delivered %d messages to %s, want %d", len(res.Delivered), res.Installation, len(its))
+		}
+		for i, d := range res.Delivered {
+			s.logf("%s receives %s from a host: %v", res.Installation, its[i].what, d.Err)
+			s.received(res.Installation, its[i], d.Received, d.Err)
+		}
+	}
+}
+
+// hostSend sends a few messages of a few members with a Host in one call
+// (those with no path update due: the others would commit one, maybe at a
+// stale epoch).
+func (s *reloadSim) hostSend() {
+	ctx := context.Background()
+	var reqs []SendRequest
+	for _, id := range s.ids {
+		in := s.b.insts[id]
+		in.mu.Lock()
+		gs, err := in.loadGroup(ctx, s.gid)
+		ok := err == nil && gs.g.Active() && !gs.updateDue(in.opts.Now(), in.opts.UpdateInterval)
+		in.mu.Unlock()
+		if !ok || s.rng.IntN(2) == 0 {
+			continue
+		}
+		for j := range 1 + s.rng.IntN(3) {
+			reqs = append(reqs, SendRequest{Installation: in, GroupID: s.gid, Content: fmt.Appendf(nil, "h%d.%d from %s", len(s.log), j, id)})
+		}
+	}
+	for i, res := range s.host.Send(ctx, reqs) {
+		s.logf("%s sends %q from a host: %v", reqs[i].Installation.ID(), reqs[i].Content, res.Err)
+		if res.Err != nil {
+			s.t.Fatalf("host send of %s: %v", reqs[i].Installation.ID(), res.Err)
+		}
+		if res.Output.Update != nil {
+			s.t.Fatalf("host send of %s made a path update", reqs[i].Installation.ID())
+		}
+		s.enqueue(res.Output.Recipients, rtItem{wire: res.Output.Message, what: fmt.Sprintf("%q of epoch %d", reqs[i].Content, res.Output.Epoch)})
+	}
 }
 
 // catchUp delivers id's first n queued messages in order.
@@ -333,30 +422,32 @@ func (s *reloadSim) handshake(id events.InstallationID) {
 // step runs one random operation.
 func (s *reloadSim) step(n int) {
 	id := s.ids[s.rng.IntN(len(s.ids))]
-	switch op := s.rng.IntN(20); {
+	switch op := s.rng.IntN(24); {
 	case op < 6:
 		if s.member(id) {
 			s.send(id)
 		}
-	case op < 12:
+	case op < 8:
+		s.hostSend()
+	case op < 10:
+		s.hostDeliver()
+	case op < 16:
 		// One queued message, any application message before the next
 		// handshake, or that handshake.
-		q := s.queue[id]
-		if len(q) == 0 {
+		if len(s.queue[id]) == 0 {
 			return
 		}
-		end := slices.IndexFunc(q, func(it rtItem) bool { return it.handshake })
-		if end < 0 {
-			end = len(q) - 1
-		}
-		s.deliver(id, s.rng.IntN(end+1))
-	case op < 15:
-		s.handshake(id)
-	case op < 16:
-		s.replay(id)
-	case op < 18:
-		s.restartCheck(id, false)
+		it := s.pick(id)
+		r, err := s.b.insts[id].Receive(context.Background(), it.wire)
+		s.logf("%s receives %s: %v", id, it.what, err)
+		s.received(id, it, r, err)
 	case op < 19:
+		s.handshake(id)
+	case op < 20:
+		s.replay(id)
+	case op < 22:
+		s.restartCheck(id, false)
+	case op < 23:
 		s.restartCheck(id, true)
 	default:
 		s.catchUp(id, len(s.queue[id]))
@@ -424,7 +515,7 @@ func (s *reloadSim) compare(id events.InstallationID, how string, mem, got snaps
 }
 
 // checkReload drops id's cached group and loads it again from the read
-// model, as an eviction or a lost race does, and compares.
+// model, as a lost race does, and compares; it goes on with either.
 func (s *reloadSim) checkReload(id events.InstallationID) {
 	in := s.b.insts[id]
 	in.mu.Lock()
@@ -443,6 +534,11 @@ func (s *reloadSim) checkReload(id events.InstallationID) {
 		s.t.Fatalf("%s reload: %v", id, err)
 	}
 	s.compare(id, "a reload", mem, s.snap(in, got))
+	if s.rng.IntN(2) == 0 {
+		// Go on with the state in memory: what it holds besides the
+		// group (held epochs) is used too.
+		in.group[string(s.gid)] = gs
+	}
 }
 
 // restartCheck restarts id (after rebuilding its read model if rebuild)
