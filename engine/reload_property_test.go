@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,8 @@ type reloadSim struct {
 	refused map[string]int
 	host    *Host
 	fanouts int
+	// ops counts the handshake operations done, by kind.
+	ops map[string]int
 }
 
 func readIntEnv(t *testing.T, name string, def int) int {
@@ -95,7 +98,7 @@ func runReloadSim(t *testing.T, seed uint64, steps int) {
 	s := &reloadSim{t: t, b: b, rng: rand.New(rand.NewPCG(seed, 0x5eed)), gid: g1,
 		ids: []events.InstallationID{alice, bob, carol, dave}, queue: map[events.InstallationID][]rtItem{},
 		got: map[events.InstallationID][][]byte{}, refused: map[string]int{},
-		host: NewHost(b.log, b.del, nil)}
+		host: NewHost(b.log, b.del, nil), ops: map[string]int{}}
 	ctx := context.Background()
 	for _, id := range s.ids {
 		if err := b.insts[id].RegisterExternalPSK(ctx, []byte("shared-psk"), []byte("the shared secret")); err != nil {
@@ -133,7 +136,7 @@ func runReloadSim(t *testing.T, seed uint64, steps int) {
 		s.catchUp(id, len(s.queue[id]))
 		b.checkRebuild(id)
 	}
-	t.Logf("late messages refused: %v", s.refused)
+	t.Logf("handshakes: %v; late messages refused: %v", s.ops, s.refused)
 }
 
 func joinLines(ls []string) string {
@@ -338,6 +341,7 @@ func (s *reloadSim) handshake(id events.InstallationID) {
 	ctx := context.Background()
 	s.catchUpHandshakes(id)
 	if !s.member(id) {
+		s.joinExternal(id)
 		return
 	}
 	in := s.b.insts[id]
@@ -365,7 +369,7 @@ func (s *reloadSim) handshake(id events.InstallationID) {
 	var co *CommitOutput
 	var po *ProposalOutput
 	var what string
-	switch op := s.rng.IntN(10); {
+	switch op := s.rng.IntN(12); {
 	case op == 0:
 		what = "update"
 		co, err = in.Update(ctx, s.gid)
@@ -401,10 +405,22 @@ func (s *reloadSim) handshake(id events.InstallationID) {
 	case op == 9:
 		what = "propose external psk"
 		po, err = in.ProposePreSharedKey(ctx, s.gid, ExternalPSK([]byte("shared-psk")))
+	case op == 10 && len(others) > 0 && pending == 0:
+		gi := s.groupInfo(others[s.rng.IntN(len(others))])
+		what = "resync"
+		co, err = in.Resync(ctx, s.gid, gi, nil, ResyncLost)
+	case op == 11 && len(others) > 1 && pending == 0:
+		what = "leave"
+		po, err = in.Leave(ctx, s.gid)
 	default:
 		return
 	}
 	s.logf("%s %s at epoch %d: %v", id, what, epoch, err)
+	kind := what
+	for _, o := range s.ids {
+		kind = strings.ReplaceAll(kind, " "+string(o), "")
+	}
+	s.ops[kind]++
 	if errors.Is(err, mls.ErrInvalidProposal) {
 		return
 	}
@@ -417,6 +433,47 @@ func (s *reloadSim) handshake(id events.InstallationID) {
 	if po != nil {
 		s.enqueue(po.Recipients, rtItem{wire: po.Proposal, handshake: true, what: fmt.Sprintf("proposal of epoch %d", po.Epoch)})
 	}
+}
+
+// groupInfo returns a GroupInfo of the group's latest epoch from member
+// id.
+func (s *reloadSim) groupInfo(id events.InstallationID) []byte {
+	s.catchUpHandshakes(id)
+	gio, err := s.b.insts[id].GroupInfo(context.Background(), s.gid, true)
+	if err != nil {
+		s.t.Fatalf("%s group info: %v", id, err)
+	}
+	return gio.GroupInfo
+}
+
+// joinExternal has id, not a member, join by external commit, at random.
+func (s *reloadSim) joinExternal(id events.InstallationID) {
+	if s.rng.IntN(2) == 0 {
+		return
+	}
+	s.catchUp(id, len(s.queue[id]))
+	var from []events.InstallationID
+	for _, o := range s.ids {
+		if o != id && s.member(o) {
+			from = append(from, o)
+		}
+	}
+	o := from[s.rng.IntN(len(from))]
+	in := s.b.insts[o]
+	in.mu.Lock()
+	gs, _ := in.loadGroup(context.Background(), s.gid)
+	pending := len(gs.g.PendingProposals())
+	in.mu.Unlock()
+	if pending > 0 {
+		return
+	}
+	co, err := s.b.insts[id].JoinExternal(context.Background(), s.groupInfo(o), nil)
+	s.logf("%s joins by external commit: %v", id, err)
+	s.ops["external join"]++
+	if err != nil {
+		s.t.Fatalf("%s joins by external commit: %v", id, err)
+	}
+	s.enqueueCommit(co)
 }
 
 // step runs one random operation.
