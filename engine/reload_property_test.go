@@ -86,12 +86,18 @@ func TestReloadEqualsMemory(t *testing.T) {
 	seeds := readIntEnv(t, envReloadSeeds, 1)
 	for seed := range seeds {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			runReloadSim(t, uint64(seed), steps)
+			runReloadSim(t, uint64(seed), steps, false)
+		})
+		// Every operation on an installation opened afresh, as by a Pool
+		// of one that evicts between operations (Pool.Acquire opens with
+		// OpenInstallation, an eviction is Close).
+		t.Run(fmt.Sprintf("seed%d-evicted", seed), func(t *testing.T) {
+			runReloadSim(t, uint64(seed), max(steps/4, 1), true)
 		})
 	}
 }
 
-func runReloadSim(t *testing.T, seed uint64, steps int) {
+func runReloadSim(t *testing.T, seed uint64, steps int, evict bool) {
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
 	b.create(dave)
@@ -116,7 +122,11 @@ func runReloadSim(t *testing.T, seed uint64, steps int) {
 			return
 		}
 		for _, id := range s.ids {
-			s.checkReload(id)
+			if evict {
+				s.restartCheck(id, false)
+			} else {
+				s.checkReload(id)
+			}
 		}
 	}
 	// Everyone catches up: the members agree and go on talking.
