@@ -227,12 +227,26 @@ func (gs *groupState) updateDue(now time.Time, interval time.Duration) bool {
 // the group first, the
 // read model catches up, the state is reloaded and step runs again.
 func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *groupState) (*mls.Group, []events.Body, error)) (*groupState, error) {
+	caughtUp := false
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
 		gs, err := in.loadGroup(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		ng, bodies, err := step(gs)
+		if err != nil && !caughtUp && !errors.Is(err, ErrDuplicateMessage) {
+			// Refused on the cached state, which another process of this
+			// installation may have moved on (a message of an epoch it
+			// reached, a commit of a proposal it received): catch up
+			// once and, if the group moved, decide again. A duplicate
+			// stays one.
+			caughtUp = true
+			if moved, merr := in.groupMoved(ctx, id, gs.pos); merr == nil && moved {
+				delete(in.group, string(id))
+				attempt-- // not a lost race
+				continue
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -356,19 +370,32 @@ func (in *Installation) EpochAuthenticator(ctx context.Context, groupID []byte) 
 // currentGroup is loadGroup after catching the read model up: a cached
 // state another process has moved past is reloaded.
 func (in *Installation) currentGroup(ctx context.Context, id []byte) (*groupState, error) {
-	if err := in.project(ctx); err != nil {
-		return nil, err
-	}
 	if gs, ok := in.group[string(id)]; ok {
-		pos, err := in.position(ctx, events.AggGroup, groupKey(id))
+		moved, err := in.groupMoved(ctx, id, gs.pos)
 		if err != nil {
 			return nil, err
 		}
-		if pos != gs.pos {
+		if moved {
 			delete(in.group, string(id))
 		}
+	} else if err := in.project(ctx); err != nil {
+		return nil, err
 	}
 	return in.loadGroup(ctx, id)
+}
+
+// groupMoved catches the read model up and reports whether the group's
+// position is no longer pos (a cached state's): another process of the
+// installation appended to it.
+func (in *Installation) groupMoved(ctx context.Context, id []byte, pos uint64) (bool, error) {
+	if err := in.project(ctx); err != nil {
+		return false, err
+	}
+	cur, err := in.position(ctx, events.AggGroup, groupKey(id))
+	if err != nil {
+		return false, err
+	}
+	return cur != pos, nil
 }
 
 // Epoch returns the group's current epoch, once the read model has caught

@@ -279,3 +279,112 @@ func TestCommitOfAnEpochBeforeTheMembershipNotHeld(t *testing.T) {
 	}
 	checkQueuesEmpty(t, b, carol)
 }
+
+// A process of an installation whose cached group another process of it
+// has moved on receives what follows: a refusal decided on the cached
+// state catches up and decides again when the group moved. Before, the
+// stale process refused every message of an epoch the other process
+// reached (application message, proposal or commit, as mls.ErrWrongEpoch
+// "a commit is missing"), and a commit of a proposal the other process
+// had received (mls.ErrInvalidProposal), until an append of its own lost
+// a race; a Host settles both refusals, so the messages were dropped and
+// the installation was left behind its group.
+func TestStaleProcessReceivesTheNewEpoch(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	p2 := b.secondProcess(bob, nil)
+	m1 := b.send(alice, g1, "one")
+	if _, err := p2.Receive(ctx, m1.Message); err != nil { // p2 caches the group at epoch 1
+		t.Fatal(err)
+	}
+	update := func() *CommitOutput {
+		co, err := b.insts[alice].Update(ctx, g1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return co
+	}
+	co := update()
+	if _, err := b.insts[bob].Receive(ctx, co.Commit); err != nil { // bob's first process: epoch 2
+		t.Fatal(err)
+	}
+	m2, err := b.insts[alice].Send(ctx, g1, []byte("two"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p2.Receive(ctx, m2.Message); err != nil || string(r.Content.Bytes()) != "two" {
+		t.Fatalf("the stale process receives a message of epoch 2: %v", err)
+	}
+	co = update()
+	if _, err := b.insts[bob].Receive(ctx, co.Commit); err != nil { // epoch 3
+		t.Fatal(err)
+	}
+	co = update()
+	if r, err := p2.Receive(ctx, co.Commit); err != nil || r.Epoch != 4 {
+		t.Fatalf("the stale process receives the commit of epoch 3: %v", err)
+	}
+	pr, err := b.insts[alice].ProposeUpdate(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, pr.Proposal); err != nil {
+		t.Fatal(err)
+	}
+	co = update()
+	if _, err := b.insts[bob].Receive(ctx, co.Commit); err != nil { // epoch 5
+		t.Fatal(err)
+	}
+	pr, err = b.insts[alice].ProposeUpdate(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p2.Receive(ctx, pr.Proposal); err != nil {
+		t.Fatalf("the stale process receives a proposal of epoch 5: %v", err)
+	}
+	// A commit of a proposal the other process received, both ways.
+	if r, err := b.insts[bob].Receive(ctx, update().Commit); err != nil || r.Epoch != 6 {
+		t.Fatalf("the first process receives the commit of a proposal the second one received: %v", err)
+	}
+	own, err := b.insts[bob].ProposeUpdate(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[alice].Receive(ctx, own.Proposal); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p2.Receive(ctx, update().Commit); err != nil || r.Epoch != 7 {
+		t.Fatalf("the second process receives the commit of a proposal the first one made: %v", err)
+	}
+	// Of the same epoch: the first process, at epoch 7 too, did not see
+	// the second's proposal.
+	if ep, err := b.insts[bob].Epoch(ctx, g1); err != nil || ep != 7 {
+		t.Fatalf("bob's first process at epoch %d: %v", ep, err)
+	}
+	if own, err = p2.ProposeUpdate(ctx, g1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[alice].Receive(ctx, own.Proposal); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.insts[bob].Receive(ctx, update().Commit); err != nil || r.Epoch != 8 {
+		t.Fatalf("the first process receives the commit of a proposal the second one made in its epoch: %v", err)
+	}
+	// A message of an epoch not reached yet is still refused.
+	co = update()
+	m9, err := b.insts[alice].Send(ctx, g1, []byte("nine"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p2.Receive(ctx, m9.Message)
+	mustErrIs(t, err, mls.ErrWrongEpoch)
+	if _, err := p2.Receive(ctx, co.Commit); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p2.Receive(ctx, m9.Message); err != nil || string(r.Content.Bytes()) != "nine" {
+		t.Fatalf("after the commit: %v", err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, m9.Message); !errors.Is(err, ErrDuplicateMessage) {
+		t.Fatalf("the first process receives the message the second did: %v, want ErrDuplicateMessage", err)
+	}
+}
