@@ -58,6 +58,9 @@ type reloadSim struct {
 	fanouts int
 	// ops counts the handshake operations done, by kind.
 	ops map[string]int
+	// second holds a second process of an installation (its own read
+	// model file), opened at its first use.
+	second map[events.InstallationID]*Installation
 }
 
 func readIntEnv(t *testing.T, name string, def int) int {
@@ -104,7 +107,8 @@ func runReloadSim(t *testing.T, seed uint64, steps int, evict bool) {
 	s := &reloadSim{t: t, b: b, rng: rand.New(rand.NewPCG(seed, 0x5eed)), gid: g1,
 		ids: []events.InstallationID{alice, bob, carol, dave}, queue: map[events.InstallationID][]rtItem{},
 		got: map[events.InstallationID][][]byte{}, refused: map[string]int{},
-		host: NewHost(b.log, b.del, nil), ops: map[string]int{}}
+		host: NewHost(b.log, b.del, nil), ops: map[string]int{},
+		second: map[events.InstallationID]*Installation{}}
 	ctx := context.Background()
 	for _, id := range s.ids {
 		if err := b.insts[id].RegisterExternalPSK(ctx, []byte("shared-psk"), []byte("the shared secret")); err != nil {
@@ -200,10 +204,10 @@ func (s *reloadSim) received(id events.InstallationID, it rtItem, r *Received, e
 		if r.Kind == "application" {
 			s.got[id] = append(s.got[id], it.wire)
 		}
-	case !it.handshake && (errors.Is(err, ErrEpochRetired) || errors.Is(err, mls.ErrEpochRetired) || errors.Is(err, mls.ErrWrongEpoch) || errors.Is(err, mls.ErrNotMember)):
+	case !it.handshake && (errors.Is(err, ErrEpochRetired) || errors.Is(err, mls.ErrEpochRetired) || errors.Is(err, mls.ErrNotMember)):
 		// A late message of an epoch the member no longer holds, or
 		// of a group it left.
-		for _, e := range []error{ErrEpochRetired, mls.ErrEpochRetired, mls.ErrWrongEpoch, mls.ErrNotMember} {
+		for _, e := range []error{ErrEpochRetired, mls.ErrEpochRetired, mls.ErrNotMember} {
 			if errors.Is(err, e) {
 				s.refused[e.Error()]++
 				break
@@ -486,10 +490,75 @@ func (s *reloadSim) joinExternal(id events.InstallationID) {
 	s.enqueueCommit(co)
 }
 
+// otherProcess has a second process of id send a message or receive one
+// of id's queued messages; the first process's state, stale since, is
+// then reloaded (after catching up, as a lost race does) and compared
+// with the second's in memory.
+func (s *reloadSim) otherProcess(id events.InstallationID) {
+	ctx := context.Background()
+	if !s.member(id) {
+		return
+	}
+	p2 := s.second[id]
+	if p2 == nil {
+		p2 = s.b.secondProcess(id, nil)
+		s.second[id] = p2
+	}
+	var err error
+	if s.rng.IntN(2) == 0 || len(s.queue[id]) == 0 {
+		s.catchUpHandshakes(id) // a path update due is made at the latest epoch
+		if !s.member(id) {
+			return
+		}
+		text := fmt.Sprintf("m%d from %s's second process", len(s.log), id)
+		var out *SendOutput
+		out, err = p2.Send(ctx, s.gid, []byte(text), nil)
+		s.logf("%s's second process sends %q (update %v): %v", id, text, out != nil && out.Update != nil, err)
+		if err != nil {
+			s.t.Fatalf("%s's second process sends: %v", id, err)
+		}
+		if out.Update != nil {
+			s.enqueueCommit(out.Update)
+		}
+		s.enqueue(out.Recipients, rtItem{wire: out.Message, what: fmt.Sprintf("%q of epoch %d", text, out.Epoch)})
+	} else {
+		it := s.pick(id)
+		var r *Received
+		r, err = p2.Receive(ctx, it.wire)
+		s.logf("%s's second process receives %s: %v", id, it.what, err)
+		s.received(id, it, r, err)
+	}
+	p2.mu.Lock()
+	gs, ok := p2.group[string(s.gid)]
+	var mem snapshot
+	if ok {
+		mem = s.snap(p2, gs)
+	}
+	p2.mu.Unlock()
+	if !ok || err != nil {
+		// Nothing appended (refused, or recorded by the first process
+		// already): the second process's state may be stale.
+		return
+	}
+	in := s.b.insts[id]
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	got, err := in.currentGroup(ctx, s.gid)
+	if err != nil {
+		if errors.Is(err, mls.ErrNotMember) && !gs.g.Active() {
+			return
+		}
+		s.t.Fatalf("%s reload after its second process: %v", id, err)
+	}
+	s.compare(id, "its second process moved the group", mem, s.snap(in, got))
+}
+
 // step runs one random operation.
 func (s *reloadSim) step(n int) {
 	id := s.ids[s.rng.IntN(len(s.ids))]
-	switch op := s.rng.IntN(24); {
+	switch op := s.rng.IntN(26); {
+	case op >= 24:
+		s.otherProcess(id)
 	case op < 6:
 		if s.member(id) {
 			s.send(id)
