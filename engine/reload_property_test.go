@@ -15,6 +15,7 @@ import (
 
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // envReloadSteps sets the number of random steps of each seeded run of
@@ -707,4 +708,78 @@ func (s *reloadSim) restartCheck(id events.InstallationID, rebuild bool) {
 		s.t.Fatalf("%s load after %s: %v", id, how, err)
 	}
 	s.compare(id, how, mem, s.snap(in, got))
+}
+
+// A Pool of one evicts an installation between every two operations of
+// different installations: each operation runs on a group loaded from the
+// read model. Messages sent and received that way go on in order, and a
+// message received before is refused when delivered again.
+func TestPoolOfOneReloadsRatchets(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	for id, in := range b.insts {
+		if err := in.Close(); err != nil {
+			t.Fatal(err)
+		}
+		delete(b.insts, id)
+	}
+	p := NewPool(b.log, func(_ context.Context, id events.InstallationID) (projections.Key, error) { return b.keys[id], nil },
+		&PoolOptions{MaxOpen: 1, Installation: b.opts()})
+	defer func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, id := range []events.InstallationID{alice, bob, carol} {
+		if err := p.Register(id, b.dbPath(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	with := func(id events.InstallationID, f func(*Installation) error) {
+		t.Helper()
+		if err := p.With(ctx, id, f); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	var sent [][]byte
+	for i := range 24 {
+		from, to := alice, bob
+		if i%3 == 2 {
+			from, to = carol, alice
+		}
+		text := fmt.Sprintf("m%d", i)
+		var out *SendOutput
+		with(from, func(in *Installation) (err error) {
+			out, err = in.Send(ctx, g1, []byte(text), nil)
+			return err
+		})
+		sent = append(sent, out.Message)
+		if out.Update != nil { // a member joined by Welcome updates its path first
+			for _, r := range out.Update.Recipients {
+				with(r, func(in *Installation) error {
+					_, err := in.Receive(ctx, out.Update.Commit)
+					return err
+				})
+			}
+		}
+		with(to, func(in *Installation) error {
+			r, err := in.Receive(ctx, out.Message)
+			if err == nil && string(r.Content.Bytes()) != text {
+				err = fmt.Errorf("received %q, want %q", r.Content.Bytes(), text)
+			}
+			return err
+		})
+		if i%3 == 1 {
+			with(bob, func(in *Installation) error {
+				if _, err := in.Receive(ctx, sent[i-1]); !errors.Is(err, ErrDuplicateMessage) {
+					return fmt.Errorf("a message received before, again: %v, want ErrDuplicateMessage", err)
+				}
+				return nil
+			})
+		}
+	}
+	if st := p.Stats(); st.Evictions < 40 {
+		t.Fatalf("%d evictions: the test needs one between operations", st.Evictions)
+	}
 }
