@@ -172,6 +172,22 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	return gs, nil
 }
 
+// loadGroupCaughtUp is loadGroup, tried again after catching the read
+// model up when it has the group unknown or left: another process of
+// the installation may have joined it, or joined it again, since. It
+// reports whether it caught up.
+func (in *Installation) loadGroupCaughtUp(ctx context.Context, id []byte) (*groupState, bool, error) {
+	gs, err := in.loadGroup(ctx, id)
+	if err == nil || !errors.Is(err, ErrUnknownGroup) && !errors.Is(err, mls.ErrNotMember) {
+		return gs, false, err
+	}
+	if perr := in.project(ctx); perr != nil {
+		return nil, false, err
+	}
+	gs, err = in.loadGroup(ctx, id)
+	return gs, true, err
+}
+
 // isMember reports whether the read model has this installation as a
 // current member of the group.
 func (in *Installation) isMember(ctx context.Context, id []byte) (bool, error) {
@@ -229,7 +245,13 @@ func (gs *groupState) updateDue(now time.Time, interval time.Duration) bool {
 func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *groupState) (*mls.Group, []events.Body, error)) (*groupState, error) {
 	caughtUp := false
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
-		gs, err := in.loadGroup(ctx, id)
+		var gs *groupState
+		var err error
+		if caughtUp {
+			gs, err = in.loadGroup(ctx, id)
+		} else {
+			gs, caughtUp, err = in.loadGroupCaughtUp(ctx, id)
+		}
 		if err != nil {
 			return nil, err
 		}

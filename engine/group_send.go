@@ -20,7 +20,7 @@ import (
 func (in *Installation) Send(ctx context.Context, groupID, content, authenticatedData []byte) (*SendOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	gs, err := in.loadGroup(ctx, groupID)
+	gs, _, err := in.loadGroupCaughtUp(ctx, groupID)
 	if err != nil {
 		return nil, err
 	}

@@ -388,3 +388,64 @@ func TestStaleProcessReceivesTheNewEpoch(t *testing.T) {
 		t.Fatalf("the first process receives the message the second did: %v, want ErrDuplicateMessage", err)
 	}
 }
+
+// A process of an installation receives and sends in a group another
+// process of it joined (by Welcome) after this one last caught up.
+// Before, it refused the group as unknown (ErrUnknownGroup; a Host
+// settled the messages) until something else caught its read model up;
+// likewise a group the installation rejoined there (mls.ErrNotMember).
+func TestStaleProcessReceivesAGroupJoinedElsewhere(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	p2 := b.secondProcess(carol, nil)
+	if _, err := p2.Epoch(ctx, g1); err != nil { // caught up now, not after
+		t.Fatal(err)
+	}
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g3 := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, g3, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.insts[alice].Send(ctx, g3, []byte("hello"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p2.Receive(ctx, m.Message); err != nil || string(r.Content.Bytes()) != "hello" {
+		t.Fatalf("the second process receives in a group the first joined: %v", err)
+	}
+	// Removed (in the second process), added again (in the first).
+	rm, err := b.insts[alice].RemoveMembers(ctx, g3, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := p2.Receive(ctx, rm.Commit); err != nil || !r.Removed {
+		t.Fatalf("the second process receives carol's removal: %v", err)
+	}
+	co, err = b.insts[alice].AddMembers(ctx, g3, b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[carol].Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p2.Send(ctx, g3, []byte("back"), nil)
+	if err != nil {
+		t.Fatalf("the second process sends in the group the first rejoined: %v", err)
+	}
+	if out.Update != nil {
+		if _, err := b.insts[alice].Receive(ctx, out.Update.Commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := b.insts[alice].Receive(ctx, out.Message); err != nil || string(r.Content.Bytes()) != "back" {
+		t.Fatalf("alice receives it: %v", err)
+	}
+}
