@@ -536,20 +536,21 @@ func (s *reloadSim) otherProcess(id events.InstallationID) {
 		mem = s.snap(p2, gs)
 	}
 	p2.mu.Unlock()
-	if !ok || err != nil {
-		// Nothing appended (refused, or recorded by the first process
-		// already): the second process's state may be stale.
-		return
-	}
 	in := s.b.insts[id]
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	got, err := in.currentGroup(ctx, s.gid)
-	if err != nil {
-		if errors.Is(err, mls.ErrNotMember) && !gs.g.Active() {
+	got, gerr := in.currentGroup(ctx, s.gid)
+	if !ok || err != nil {
+		// Nothing appended (refused, or recorded by the first process
+		// already), or removed: the second process's state may be
+		// stale, or gone.
+		return
+	}
+	if gerr != nil {
+		if errors.Is(gerr, mls.ErrNotMember) && !gs.g.Active() {
 			return
 		}
-		s.t.Fatalf("%s reload after its second process: %v", id, err)
+		s.t.Fatalf("%s reload after its second process: %v", id, gerr)
 	}
 	s.compare(id, "its second process moved the group", mem, s.snap(in, got))
 }
