@@ -81,9 +81,15 @@ func TestReadsOfLargeEventsBufferBytesNotMessages(t *testing.T) {
 			t.Logf("%s held %d MiB while its reader paused", name, held>>20)
 			// Three requests, and the record in the reader's hand: its
 			// envelope and its opened copy (a run under load held 25 MiB
-			// against a bound of three requests alone, 24 MiB).
-			if bound := uint64(3*l.readRequestBytes() + 2*size); held > bound {
-				t.Errorf("%s held %d MiB of the history while its reader paused, more than %d MiB (three requests of readRequestBytes and the record in hand)", name, held>>20, bound>>20)
+			// against a bound of three requests alone, 24 MiB). The heap
+			// is the in-process server's too, which caches the message
+			// blocks it writes and reads (8 MiB each at most): two of
+			// them (a run under load held 32 MiB against 25). Buffering
+			// by message count, as reads did before, holds the whole
+			// history here (90 MiB).
+			const serverBlocks = 2 * 8 << 20
+			if bound := uint64(3*l.readRequestBytes() + 2*size + serverBlocks); held > bound {
+				t.Errorf("%s held %d MiB of the history while its reader paused, more than %d MiB (three requests of readRequestBytes, the record in hand and two of the server's block caches)", name, held>>20, bound>>20)
 			}
 		})
 	}
