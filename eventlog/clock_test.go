@@ -21,12 +21,7 @@ import (
 // server's, from the first append after the clock stepped back (not
 // only at the next periodic check), and appends again once it is right.
 func TestAppendRefusedOnClockBehind(t *testing.T) {
-	srv := natstestStart(t)
-	ring := keyring(t, 1, 0x11)
-	lw := openLog(t, testConfig(srv), ring) // the writer
-	lr := openLog(t, testConfig(srv), ring) // the retaining process
-	var offset atomic.Int64
-	lw.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	lw, lr, offset := writerAndRetainer(t)
 	lw.clock.Store(nil)
 	ctx := context.Background()
 	g := group(instA, "g1")
@@ -77,12 +72,7 @@ func TestAppendRefusedOnClockBehind(t *testing.T) {
 // found there more than dayKeyRecheck ago: the append is refused with
 // ErrRetainedOut, through Append and AppendBulk, and nothing is stored.
 func TestCachedDayKeyRecheckedBeforeSealing(t *testing.T) {
-	srv := natstestStart(t)
-	ring := keyring(t, 1, 0x11)
-	lw := openLog(t, testConfig(srv), ring) // the writer
-	lr := openLog(t, testConfig(srv), ring) // the retaining process
-	var offset atomic.Int64
-	lw.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	lw, lr, offset := writerAndRetainer(t)
 	ctx := context.Background()
 	day := time.Now().UTC()
 	dated := func(g events.Aggregate, pos uint64, text string) events.Event {
@@ -117,4 +107,18 @@ func TestCachedDayKeyRecheckedBeforeSealing(t *testing.T) {
 	if after := streamMsgs(t, lw); after != before {
 		t.Fatalf("the stream went from %d to %d messages: sealed under a shredded key", before, after)
 	}
+}
+
+// writerAndRetainer opens two Logs of one stream: a writer whose clock
+// runs offset (nanoseconds) from this process's, and the process that
+// retains.
+func writerAndRetainer(t *testing.T) (lw, lr *Log, offset *atomic.Int64) {
+	t.Helper()
+	srv := natstestStart(t)
+	ring := keyring(t, 1, 0x11)
+	lw = openLog(t, testConfig(srv), ring)
+	lr = openLog(t, testConfig(srv), ring)
+	offset = new(atomic.Int64)
+	lw.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	return lw, lr, offset
 }
