@@ -181,11 +181,17 @@ type Installation struct {
 // of it, fails at once with projections.ErrLocked naming the holder.
 // The Log's Metrics count it open (read_models_open) until closeReadModel.
 //
+// An older schema is migrated only once the file is known to be id's
+// (op, "open" or "create", names the call in ErrWrongReadModel): the file
+// is opened as it is first (projections.Options.NoMigrate), and one of
+// another schema opened again to migrate it. Until 2026-12-07 another
+// installation's older file was migrated in place, then refused.
+//
 // A file that migrated in place would lose the own commit or message
 // outputs it applied without keeping them (projections.ErrOutputsNotKept:
 // a file below schema 9, 10 or 11, as rebuild --schema or an older build left
 // it) is migrated by replay instead (migrateByReplay), then opened.
-func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options) (*projections.DB, *projections.WriterLock, error) {
+func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options, op string) (*projections.DB, *projections.WriterLock, error) {
 	if dir := filepath.Dir(dbPath); dir != "" {
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -197,7 +203,21 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := projections.Open(dbPath, key, opts)
+	asIs := *opts
+	asIs.NoMigrate = true
+	db, err := projections.Open(dbPath, key, &asIs)
+	if err == nil && db.SchemaVersion() != cmp.Or(opts.SchemaVersion, projections.LatestSchema) {
+		// Without ctx's end: a local read of one row, and an ended ctx
+		// is reported by the migration by replay with the file's reason.
+		if _, _, err := ownIdentity(context.WithoutCancel(ctx), db, id, op); err != nil {
+			db.Close()
+			lk.Unlock()
+			return nil, nil, err
+		}
+		// Migrated in place, refused (a newer schema) or ErrOutputsNotKept.
+		db.Close()
+		db, err = projections.Open(dbPath, key, opts)
+	}
 	if errors.Is(err, projections.ErrOutputsNotKept) {
 		// Rebuild takes the lock itself: a flock of another descriptor
 		// of this process would conflict with ours.
@@ -325,7 +345,7 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	// Lock and open the read model before anything is recorded, so a
 	// database held by another writer records nothing.
 	created, empty := newFiles(dbPath, cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath)))
-	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB)
+	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB, "create")
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +405,7 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 	}
 	salt := cmp.Or(o.DB.SaltPath, projections.SaltPath(dbPath))
 	created, empty := newFiles(dbPath, salt)
-	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB)
+	db, lk, err := openReadModel(ctx, l, id, dbPath, key, &o.DB, "open")
 	if err != nil {
 		return nil, err
 	}

@@ -155,3 +155,63 @@ func TestOpenThatCannotMigrateByReplayLeavesTheFile(t *testing.T) {
 	}
 	notKeptAt(t, path, key, 8)
 }
+
+// Another installation's read model of an older schema that migrates in
+// place (it applied no own outputs) is refused by OpenInstallation and
+// CreateInstallation before anything is migrated: the file stays byte for
+// byte as it was, at its schema, and its own installation still opens
+// (and migrates) it. Until 2026-12-07 the open migrated it in place to
+// the latest schema first, then refused it.
+func TestOpenOfAnotherInstallationsOlderFileLeavesIt(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	v8 := b.opts()
+	v8.DB.SchemaVersion = 8
+	alice := b.createWith("alice", v8)
+	b.create("bob")
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	path, key := b.dbPath("alice"), b.keys["alice"]
+	sum := fileSum(t, path)
+	schemaIs := func(when string, want int) {
+		t.Helper()
+		db, err := projections.OpenExisting(path, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if v := db.SchemaVersion(); v != want {
+			t.Fatalf("%s: %s at schema %d, want %d", when, path, v, want)
+		}
+	}
+	for _, op := range []string{"open", "create"} {
+		var in *Installation
+		var err error
+		if op == "open" {
+			in, err = OpenInstallation(ctx, b.log, "bob", path, key, b.opts())
+		} else {
+			in, err = CreateInstallation(ctx, b.log, "dave", path, key, b.opts())
+		}
+		if in != nil {
+			in.Close()
+		}
+		if !errors.Is(err, ErrWrongReadModel) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("%s with alice's schema 8 read model: %v, want ErrWrongReadModel naming %s", op, err, path)
+		}
+		if fileSum(t, path) != sum {
+			t.Fatalf("%s of another installation's schema 8 read model changed it", op)
+		}
+		schemaIs(op+" refused", 8)
+	}
+	alice, err := OpenInstallation(ctx, b.log, "alice", path, key, b.opts())
+	if err != nil {
+		t.Fatalf("alice's own open: %v", err)
+	}
+	b.insts["alice"] = alice
+	if v := alice.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("alice's own open: schema %d, want %d", v, projections.LatestSchema)
+	}
+	b.checkRebuild("alice")
+}
