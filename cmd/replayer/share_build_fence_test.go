@@ -14,37 +14,10 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/lease"
 	"github.com/epochlog/epochlog/replay"
 )
-
-// onMessage is a slog handler that writes to w and calls hook once, after
-// the first record whose message is msg: a point inside a running
-// operation where the test acts, found by what the operation logs.
-type onMessage struct {
-	slog.Handler
-	msg  string
-	once *sync.Once
-	hook func()
-}
-
-func (h onMessage) Handle(ctx context.Context, r slog.Record) error {
-	err := h.Handler.Handle(ctx, r)
-	if r.Message == h.msg {
-		h.once.Do(h.hook)
-	}
-	return err
-}
-
-func (h onMessage) WithAttrs(as []slog.Attr) slog.Handler {
-	h.Handler = h.Handler.WithAttrs(as)
-	return h
-}
-
-func (h onMessage) WithGroup(name string) slog.Handler {
-	h.Handler = h.Handler.WithGroup(name)
-	return h
-}
 
 // A share group's follower building a read model it lacks loses its lease
 // while it rebuilds, and the new holder (another host, on shared storage:
@@ -107,7 +80,7 @@ func TestFollowShareBuildDoesNotSwapAfterLosingItsLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := onMessage{Handler: slog.NewTextHandler(logs, nil), msg: "replay: rebuild started", once: &sync.Once{}, hook: loseLease}
+	h := logtest.OnMessage{Handler: slog.NewTextHandler(logs, nil), Msg: "replay: rebuild started", Once: &sync.Once{}, Hook: loseLease}
 	la, err := eventlog.Open(ctx, eventlog.Config{NATSURL: srv.URL(), Logger: slog.New(h)}, ring)
 	if err != nil {
 		t.Fatal(err)

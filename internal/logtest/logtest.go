@@ -5,6 +5,8 @@ package logtest
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,4 +99,36 @@ func Envelope(l *eventlog.Log, seq uint64) ([]byte, error) {
 		return nil, err
 	}
 	return m.Data, nil
+}
+
+// OnMessage is a slog handler that passes records to Handler and calls
+// Hook once, after the first record whose message is Msg: a point inside
+// a running operation where a test acts, found by what the operation
+// logs. Once must be set; copies made by WithAttrs share it.
+type OnMessage struct {
+	slog.Handler
+	Msg  string
+	Once *sync.Once
+	Hook func()
+}
+
+// Handle passes r on, then calls Hook if r is the first record of Msg.
+func (h OnMessage) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Message == h.Msg {
+		h.Once.Do(h.Hook)
+	}
+	return err
+}
+
+// WithAttrs is Handler's, still watching for Msg.
+func (h OnMessage) WithAttrs(as []slog.Attr) slog.Handler {
+	h.Handler = h.Handler.WithAttrs(as)
+	return h
+}
+
+// WithGroup is Handler's, still watching for Msg.
+func (h OnMessage) WithGroup(name string) slog.Handler {
+	h.Handler = h.Handler.WithGroup(name)
+	return h
 }
