@@ -219,13 +219,11 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 		db, err = projections.Open(dbPath, key, opts)
 	}
 	if errors.Is(err, projections.ErrOutputsNotKept) {
-		// Rebuild takes the lock itself: a flock of another descriptor
-		// of this process would conflict with ours.
-		lk.Unlock()
-		if err := migrateByReplay(ctx, l, id, dbPath, key, opts, err); err != nil {
-			return nil, nil, err
-		}
-		if lk, err = projections.Lock(dbPath); err != nil {
+		// Under the lock taken above, throughout: no other process of
+		// the installation opens the file half migrated, nor migrates it
+		// again. Until 2026-12-07 it was let go of around the replay.
+		if err := migrateByReplay(ctx, l, id, dbPath, key, opts, lk, err); err != nil {
+			lk.Unlock()
 			return nil, nil, err
 		}
 		db, err = projections.Open(dbPath, key, opts)
@@ -242,12 +240,13 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 // by replay (replay.Rebuild, as replayer migrate does): a fresh build of
 // id's events, which record the outputs the file did not keep (notKept
 // says which), checked against the file (another installation's is
-// refused, one holding more than the stream too) and swapped in. Until
+// refused, one holding more than the stream too) and swapped in, under
+// the writer lock lk the open holds (RebuildOptions.Lock). Until
 // 2026-12-06 the open migrated such a file in place, losing them
 // silently. A failure leaves the file as it was, and names both.
-func migrateByReplay(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options, notKept error) error {
+func migrateByReplay(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options, lk *projections.WriterLock, notKept error) error {
 	l.Logger().Warn("engine: the read model did not keep own outputs a migration in place would lose; migrating it by replay", "installation", string(id), "path", dbPath, "reason", notKept)
-	res, err := replay.Rebuild(ctx, l, id, dbPath, key, &replay.RebuildOptions{Options: replay.Options{DB: *opts}, SchemaVersion: opts.SchemaVersion})
+	res, err := replay.Rebuild(ctx, l, id, dbPath, key, &replay.RebuildOptions{Options: replay.Options{DB: *opts}, SchemaVersion: opts.SchemaVersion, Lock: lk})
 	if errors.Is(err, replay.ErrWrongInstallation) {
 		// What an open of another installation's file says (ownIdentity).
 		return fmt.Errorf("engine: installation %s: read model %s: %w: %w", id, dbPath, ErrWrongReadModel, err)

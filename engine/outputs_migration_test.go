@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -212,6 +215,70 @@ func TestOpenOfAnotherInstallationsOlderFileLeavesIt(t *testing.T) {
 	b.insts["alice"] = alice
 	if v := alice.DB().SchemaVersion(); v != projections.LatestSchema {
 		t.Fatalf("alice's own open: schema %d, want %d", v, projections.LatestSchema)
+	}
+	b.checkRebuild("alice")
+}
+
+// While an open migrates a read model by replay, it holds the file's
+// writer lock from its first look at the file until it returns: a second
+// process of the installation opening the same file, and a replayer
+// migrate of it, fail at once with projections.ErrLocked (they neither
+// open the half-migrated file nor migrate it a second time), and the
+// open that migrates returns the file a fresh build equals. Until
+// 2026-12-07 the open let go of the lock around the replay: the second
+// process took it, migrated the file itself, and the first migrated it
+// again.
+func TestMigrationByReplayInAnOpenHoldsTheLock(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	v8 := b.opts()
+	v8.DB.SchemaVersion = 8
+	alice := b.createWith("alice", v8)
+	b.create("bob")
+	gid := b.groupOf(alice, "bob")
+	b.send("alice", gid, "at schema 8")
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	path, key := b.dbPath("alice"), b.keys["alice"]
+	notKeptAt(t, path, key, 8)
+
+	var logs strings.Builder // written by the open's goroutine only
+	other := openLog(t, testConfig(b.srv), b.ring)
+	var migrateErr, openErr error
+	ran := false
+	hook := func() { // inside the first open, as its replay starts
+		ran = true
+		_, migrateErr = replay.Migrate(ctx, other, "alice", path, key, key, nil)
+		var in *Installation
+		if in, openErr = OpenInstallation(ctx, other, "alice", path, key, b.opts()); in != nil {
+			in.Close()
+		}
+	}
+	cfg := testConfig(b.srv)
+	cfg.Logger = slog.New(logtest.OnMessage{Handler: slog.NewTextHandler(&logs, nil), Once: &sync.Once{}, Hook: hook,
+		Msg: "engine: the read model did not keep own outputs a migration in place would lose; migrating it by replay"})
+	l := openLog(t, cfg, b.ring)
+	alice, err := OpenInstallation(ctx, l, "alice", path, key, b.opts())
+	if err != nil {
+		t.Fatalf("open that migrates by replay: %v\n%s", err, logs.String())
+	}
+	b.insts["alice"] = alice
+	if !ran {
+		t.Fatal("the open did not migrate by replay (or its log message changed): the second process never ran")
+	}
+	if !errors.Is(migrateErr, projections.ErrLocked) {
+		t.Errorf("replayer migrate during the open's migration: %v, want ErrLocked", migrateErr)
+	}
+	if !errors.Is(openErr, projections.ErrLocked) {
+		t.Errorf("second open during the open's migration: %v, want ErrLocked", openErr)
+	}
+	if v := alice.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("opened at schema %d, want %d", v, projections.LatestSchema)
+	}
+	if cos, msgs := ownCommits(t, alice, gid, 0), ownMessages(t, alice, gid, 0, 0); len(cos) != 1 || len(msgs) != 1 {
+		t.Fatalf("migrated as it opened: %d own commits and %d own messages, want 1 and 1", len(cos), len(msgs))
 	}
 	b.checkRebuild("alice")
 }

@@ -150,6 +150,24 @@ func (l *WriterLock) Unlock() error {
 	return nil
 }
 
+// Path returns the database the lock is on, as LockAs made it canonical.
+func (l *WriterLock) Path() string { return l.path }
+
+// Held reports whether l is still held (not unlocked) and is the lock of
+// the database at path (made canonical as LockAs does).
+func (l *WriterLock) Held(path string) bool {
+	if l == nil {
+		return false
+	}
+	abs, err := CanonicalPath(path)
+	if err != nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fd >= 0 && abs == l.path
+}
+
 // readHolder returns the description in a held lock file, sanitised, or
 // a placeholder saying why there is none.
 func readHolder(fd int) string {

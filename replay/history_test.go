@@ -384,3 +384,52 @@ func TestRekeyInterruptedAfterTheSwapSaysItIsDone(t *testing.T) {
 		t.Fatalf("checkpoint %d (%v), the result says %d", cp, err, res.Checkpoint)
 	}
 }
+
+// A rebuild under the caller's writer lock (RebuildOptions.Lock, as
+// engine.OpenInstallation migrating by replay passes it) runs without
+// taking the lock again, and the caller still holds it afterwards; a
+// lock of another database, or one let go of, is refused before anything
+// is written.
+func TestRebuildUnderTheCallersLock(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	writeHistory(t, l, instA, 1, 20)
+	key := rawDBKey(t, 0xA1)
+	dir := t.TempDir()
+	live, other := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	mustRebuild(t, l, instA, live, key)
+	before, err := os.Stat(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	olk, err := projections.Lock(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer olk.Unlock()
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions(), Lock: olk}); err == nil || !strings.Contains(err.Error(), other) {
+		t.Fatalf("rebuild under another database's lock: %v, want a refusal naming %s", err, other)
+	}
+	lk, err := projections.Lock(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions(), Lock: lk}); err != nil {
+		t.Fatalf("rebuild under the caller's lock: %v", err)
+	}
+	if _, err := projections.Lock(live); !errors.Is(err, projections.ErrLocked) {
+		t.Fatalf("lock after the rebuild under the caller's lock: %v, want ErrLocked (the caller still holds it)", err)
+	}
+	lk.Unlock()
+	after, err := os.Stat(live)
+	if err != nil || os.SameFile(before, after) {
+		t.Fatalf("the live database after the rebuild: %v, same file %v; want the rebuilt one", err, err == nil)
+	}
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions(), Lock: lk}); err == nil {
+		t.Fatal("rebuild under a lock let go of: nil error")
+	}
+	if now, err := os.Stat(live); err != nil || !os.SameFile(now, after) {
+		t.Fatalf("a refused rebuild replaced the live database (%v)", err)
+	}
+}

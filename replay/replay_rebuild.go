@@ -50,6 +50,14 @@ type RebuildOptions struct {
 	// rebuilt must not swap its file in over the new holder's on shared
 	// storage.
 	Fence func(inst events.InstallationID) error
+	// Lock is the live database's writer lock when the caller holds it
+	// already (projections.Lock of live): Rebuild then neither takes it
+	// (a second flock, even in this process, would conflict) nor lets go
+	// of it, so no other writer comes between what the caller did and
+	// the rebuild, or between the rebuild and what the caller does next.
+	// engine.OpenInstallation migrating by replay passes its own. A lock
+	// of another file is refused.
+	Lock *projections.WriterLock
 
 	op string // what the logs call it: "rebuild" (default), "rekey", "migrate"
 }
@@ -112,8 +120,8 @@ type RebuildResult struct {
 // next catch-up fixes). A cancelled ctx removes the temporary file and
 // leaves the live database as it was, unless the rename already happened.
 //
-// Rebuild holds the live database's writer lock (projections.Lock) from
-// start to end: while an installation or a follower holds it, Rebuild
+// Rebuild holds the live database's writer lock (projections.Lock, or
+// the caller's: RebuildOptions.Lock) from start to end: while an installation or a follower holds it, Rebuild
 // fails at once with projections.ErrLocked naming the holder (stop it
 // first), and none can start writing while Rebuild runs. A live database that is damaged (ErrCorrupt, on
 // opening it or reading its checkpoint) is replaced without being read
@@ -180,11 +188,15 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 		return nil, fail("rebuild", err)
 	}
 	live = canon
-	lk, err := projections.Lock(live)
-	if err != nil {
-		return nil, err
+	if ro.Lock == nil {
+		lk, err := projections.Lock(live)
+		if err != nil {
+			return nil, err
+		}
+		defer lk.Unlock()
+	} else if !ro.Lock.Held(live) {
+		return nil, fail("rebuild", fmt.Errorf("the writer lock given (RebuildOptions.Lock) is not held on this database (it is on %s)", ro.Lock.Path()))
 	}
-	defer lk.Unlock()
 	if _, err := projections.RemoveLeftovers(live); err != nil {
 		return nil, fail("rebuild: remove leftovers", err)
 	}
