@@ -54,6 +54,13 @@ func epochStartAfter(prev events.Secret, bodies []events.Body) events.Secret {
 		switch b := b.(type) {
 		case events.GroupCreated:
 			start = b.State
+			if c := b.FirstCommit; c != nil {
+				st, ok := c.KnownState()
+				if !ok {
+					return events.Secret{}
+				}
+				start = st
+			}
 		case events.WelcomeProcessed:
 			start = b.State
 		case events.ExternalJoined:

@@ -15,8 +15,8 @@ import (
 // group, or the group that replaces one a ReInit closed. Either is a new
 // group whose first commit injects a resumption PSK of the old group, so
 // that joining it proves membership of the old one. The new group is
-// recorded on its own aggregate in one append (its creation and its first
-// commit); the old group is not touched. Joiners need nothing new: a
+// recorded on its own aggregate in one event (group.created carrying its
+// first commit); the old group is not touched. Joiners need nothing new: a
 // Welcome that names a predecessor is joined with the predecessor's state
 // from the read model (ProcessWelcome), and VerifyMLS re-derives it.
 
@@ -126,10 +126,6 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		return fail(err)
 	}
 	gid := ng.GroupID()
-	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
-			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}},
-	}
 	var welcome []byte
 	if res.Welcome != nil {
 		if welcome, err = res.Welcome.Marshal(); err != nil {
@@ -140,7 +136,20 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	if err != nil {
 		return fail(err)
 	}
-	bodies = append(bodies, commit...)
+	// One event, the creation carrying the first commit: no atomic batch,
+	// which a server could store in part (a group created whose first
+	// commit and Welcome never existed).
+	var fc events.CommitApplied
+	if len(commit) == 1 {
+		fc, _ = commit[0].(events.CommitApplied)
+	}
+	if fc.Committer == nil {
+		return fail(fmt.Errorf("first commit of group %x made %d events, not one group.commit_applied", gid, len(commit)))
+	}
+	bodies := []events.Body{
+		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
+			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}, FirstCommit: &fc},
+	}
 	// Commit is for no one (the successor had only this member before
 	// it), but it is the epoch's commit, as OwnCommits hands it back.
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch(), Commit: wire, Welcome: welcome}

@@ -19,7 +19,8 @@ import (
 // It holds the outputs of every own commit of the installation's current
 // membership of the group (a join by external commit, JoinExternal or
 // Resync, included) recorded with its output (group.commit_applied
-// version 5 on, group.external_joined version 3 on) and projected into a
+// version 5 on, group.external_joined version 3 on, a successor's first
+// commit in its group.created) and projected into a
 // read model of schema 9 on, retired epochs included (an output holds no
 // secret). Commits recorded before, and the commits of an ended
 // membership, are not handed back. A group the installation never held

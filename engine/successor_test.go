@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -173,4 +174,180 @@ func TestSuccessorGroups(t *testing.T) {
 	for _, id := range []events.InstallationID{"alice", "bob", "carol"} {
 		b.checkRebuild(id)
 	}
+}
+
+// groupEvents returns the events of in's aggregate of the group, in
+// order, as the stream holds them.
+func groupEvents(t *testing.T, b *backend, in *Installation, gid []byte) []eventlog.Record {
+	t.Helper()
+	var out []eventlog.Record
+	agg := in.groupAgg(gid)
+	if err := b.log.Read(context.Background(), in.ID(), 0, func(r eventlog.Record) error {
+		if r.Event.Aggregate == agg {
+			out = append(out, r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// twoMembers returns alice and bob in a group alice created.
+func twoMembers(t *testing.T, b *backend) (alice, bob *Installation, gid []byte) {
+	t.Helper()
+	ctx := context.Background()
+	alice, bob = b.create("alice"), b.create("bob")
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := alice.AddMembers(ctx, created.GroupID, b.keyPackage("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	return alice, bob, created.GroupID
+}
+
+// A successor group's start is one event on its aggregate: its creation
+// carrying its first commit (group.created v3), no atomic batch. The
+// engine's position of the group is 1, the commit is handed back by
+// OwnCommits, the next commit is recorded from the first commit's state
+// (no reload), and rebuild and VerifyMLS agree.
+func TestSuccessorStartIsOneEvent(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	alice, bob, gid := twoMembers(t, b)
+	branch, err := alice.Branch(ctx, gid, []byte("one-event-branch"), b.keyPackage("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := groupEvents(t, b, alice, branch.GroupID)
+	if len(recs) != 1 {
+		t.Fatalf("the branch's start is %d events on its aggregate, want 1", len(recs))
+	}
+	gc, ok := recs[0].Event.Body.(events.GroupCreated)
+	if !ok || gc.Epoch != 0 || gc.FirstCommit == nil || gc.FirstCommit.Epoch != 1 || gc.FirstCommit.OwnOutput == nil ||
+		!bytes.Equal(gc.FirstCommit.Commit, branch.Commit) || !bytes.Equal(gc.FirstCommit.OwnOutput.Welcome, branch.Welcome) {
+		t.Fatalf("the branch's start recorded as %s %+v", recs[0].Event.Body.Kind(), recs[0].Event.Body)
+	}
+	// The epoch the first commit started begins with its state: the next
+	// commit's delta starts from it.
+	start, err := gc.FirstCommit.StateOf(gc.State.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := alice.group[string(branch.GroupID)]
+	if gs == nil || gs.pos != 1 || gs.g.Epoch() != 1 || !bytes.Equal(gs.epochStart.Bytes(), start.Bytes()) {
+		t.Fatalf("alice's state of the branch: %+v", gs)
+	}
+	sameOutputs(t, "branch", ownCommits(t, alice, branch.GroupID, 0), []*CommitOutput{branch})
+	if _, err := bob.Receive(ctx, branch.Welcome); err != nil {
+		t.Fatalf("bob joins the branch: %v", err)
+	}
+	up, err := alice.Update(ctx, branch.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs := groupEvents(t, b, alice, branch.GroupID); len(recs) != 2 || recs[1].Event.Position != 2 {
+		t.Fatalf("after an update the branch's aggregate holds %d events", len(recs))
+	}
+	if _, err := bob.Receive(ctx, up.Commit); err != nil {
+		t.Fatalf("bob follows alice's update in the branch: %v", err)
+	}
+	b.checkRebuild("alice")
+	b.checkRebuild("bob")
+}
+
+// A history written before group.created v3 holds a successor's start as
+// two events, group.created and its first group.commit_applied, appended
+// as one atomic batch. It still reads: the engine loads the group from
+// it, OwnCommits hands the first commit back, VerifyMLS re-derives it
+// and a rebuild equals the live read model.
+func TestSuccessorTwoEventFormStillReads(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	alice, bob, gid := twoMembers(t, b)
+	var bobKP mls.KeyPackage
+	if err := bobKP.Unmarshal(b.keyPackage("bob")); err != nil {
+		t.Fatal(err)
+	}
+	// The start as the engine recorded it before: two events, one batch.
+	ng, bodies := oldSuccessorStart(t, alice, gid, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error) {
+		return g.PrepareBranch([]byte("old-branch"), kp, sec, []*mls.KeyPackage{&bobKP})
+	})
+	if err := alice.appendAndProject(ctx, alice.groupAgg(ng.GroupID()), 0, bodies); err != nil {
+		t.Fatal(err)
+	}
+	if recs := groupEvents(t, b, alice, ng.GroupID()); len(recs) != 2 || recs[0].Event.Body.Kind() != events.KindGroupCreated || recs[1].Event.Body.Kind() != events.KindCommitApplied {
+		t.Fatalf("the old form is not two events: %d", len(recs))
+	}
+	c := bodies[1].(events.CommitApplied)
+	outs := ownCommits(t, alice, ng.GroupID(), 0)
+	if len(outs) != 1 || outs[0].Epoch != 1 || !bytes.Equal(outs[0].Commit, c.Commit) || !bytes.Equal(outs[0].Welcome, c.OwnOutput.Welcome) {
+		t.Fatalf("own commits of the old form: %+v", outs)
+	}
+	if _, err := bob.Receive(ctx, c.OwnOutput.Welcome); err != nil {
+		t.Fatalf("bob joins the old form's successor: %v", err)
+	}
+	up, err := alice.Update(ctx, ng.GroupID())
+	if err != nil {
+		t.Fatalf("alice commits in the old form's successor: %v", err)
+	}
+	if _, err := bob.Receive(ctx, up.Commit); err != nil {
+		t.Fatal(err)
+	}
+	b.checkRebuild("alice")
+	alice = b.rebuildAndRestart("alice")
+	if _, err := alice.Send(ctx, ng.GroupID(), []byte("after a rebuild"), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oldSuccessorStart makes the bodies an engine before group.created v3
+// appended to start a successor of the group: group.created alone (the
+// successor at epoch 0) and its first commit, a group.commit_applied.
+func oldSuccessorStart(t *testing.T, in *Installation, gid []byte,
+	prepare func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error)) (*mls.Group, []events.Body) {
+	t.Helper()
+	ctx := context.Background()
+	gs, err := in.currentGroup(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, sec, err := mls.NewKeyPackage(in.cs.ID(), in.cred, in.sig, in.capabilities())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, co, err := prepare(gs.g, kp, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.ForcePath = true
+	st, err := first.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng, res, err := first.Commit(co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := res.Commit.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	welcome, err := res.Welcome.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, err := in.commitEvents(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID()), Own: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := events.GroupCreated{GroupID: ng.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
+		Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID())}}}
+	return ng, append([]events.Body{created}, commit...)
 }

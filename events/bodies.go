@@ -173,6 +173,12 @@ func (KeyPackageRotated) SchemaVersion() uint16 { return 1 }
 //
 // Version 2 added Members (the creator), which a group.member_added event
 // carried before (events/catalogue.go, groupCreatedV1, says why).
+// Version 3 added FirstCommit: a successor group (a ReInit's or a
+// branch) is created and moved to its first epoch by its first commit in
+// this one event, where it was this and a group.commit_applied in one
+// atomic batch (which nats-server 2.15 could store in part, leaving a
+// group created whose first commit and Welcome never existed); a v2
+// event is upcast with FirstCommit nil.
 type GroupCreated struct {
 	GroupID     []byte `msgpack:"group_id"`
 	Ciphersuite uint16 `msgpack:"ciphersuite"`
@@ -183,13 +189,35 @@ type GroupCreated struct {
 	// Members are the group's members at Epoch, by leaf; empty in an
 	// upcast v1 event (group.member_added events follow it).
 	Members []Member `msgpack:"members"`
+	// FirstCommit, when set, is the group's first commit (this
+	// installation's own, from Epoch to FirstCommit.Epoch), recorded
+	// with its creation: the event stands for group.created followed by
+	// that group.commit_applied ([FirstCommitOf]), and the group is at
+	// FirstCommit.Epoch after it. Its state delta, if any, starts from
+	// State. Nil for a group created alone, and in events before
+	// version 3.
+	FirstCommit *CommitApplied `msgpack:"first_commit"`
 }
 
 // Kind implements Body.
 func (GroupCreated) Kind() Kind { return KindGroupCreated }
 
 // SchemaVersion implements Body.
-func (GroupCreated) SchemaVersion() uint16 { return 2 }
+func (GroupCreated) SchemaVersion() uint16 { return 3 }
+
+// FirstCommitOf returns, for a group.created event that carries its
+// group's first commit (GroupCreated.FirstCommit), that commit as the
+// group.commit_applied event it stands for: the same aggregate,
+// position, time and link, so that readers apply it as they apply any
+// commit, after the creation. ok is false for any other event.
+func FirstCommitOf(e Event) (commit Event, ok bool) {
+	gc, ok := BodyAs[GroupCreated](e)
+	if !ok || gc.FirstCommit == nil {
+		return Event{}, false
+	}
+	e.Body = *gc.FirstCommit
+	return e, true
+}
 
 // ProposalStaged records a proposal of Epoch cached for a commit by
 // reference (RFC 9420 §12.2): received from another member (Own unset:

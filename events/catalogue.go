@@ -111,8 +111,8 @@ var catalogue = []kindSpec{
 	current[KeyPackageConsumed](AggKeyPackage, "a Welcome consumed the key package; its private keys go unless it is last-resort (which may be rotated with it)",
 		map[uint16]schema{1: legacy(upcastKeyPackageConsumedV1)}),
 	current[KeyPackageRotated](AggKeyPackage, "a (last-resort) key package was replaced by a new one", nil),
-	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state and its creator",
-		map[uint16]schema{1: legacy(upcastGroupCreatedV1)}),
+	current[GroupCreated](AggGroup, "a group was created at epoch 0, with its serialized state and its creator (a successor group with its first commit)",
+		map[uint16]schema{1: legacy(upcastGroupCreatedV1), 2: legacy(upcastGroupCreatedV2)}),
 	current[ProposalStaged](AggGroup, "a proposal was cached for a commit by reference (received, or this installation's own), with the state that holds it",
 		map[uint16]schema{1: legacy(upcastProposalStagedV1), 2: legacy(upcastProposalStagedV2)}),
 	current[CommitApplied](AggGroup, "a commit moved the group to a new epoch (authenticator, transcript hash, state, membership changes, committer, epochs retired)",
@@ -481,8 +481,24 @@ type groupCreatedV1 struct {
 	State       Secret `msgpack:"state"`
 }
 
-func upcastGroupCreatedV1(old groupCreatedV1, _ eventHeader) (GroupCreated, error) {
-	return GroupCreated{GroupID: old.GroupID, Ciphersuite: old.Ciphersuite, Epoch: old.Epoch, State: old.State}, nil
+func upcastGroupCreatedV1(old groupCreatedV1, _ eventHeader) (groupCreatedV2, error) {
+	return groupCreatedV2{GroupID: old.GroupID, Ciphersuite: old.Ciphersuite, Epoch: old.Epoch, State: old.State}, nil
+}
+
+// groupCreatedV2 is group.created schema version 2: a successor group's
+// first commit was a group.commit_applied of its own, appended with it
+// in one atomic batch. Version 3 may carry it (FirstCommit); a v2 event
+// is upcast without.
+type groupCreatedV2 struct {
+	GroupID     []byte   `msgpack:"group_id"`
+	Ciphersuite uint16   `msgpack:"ciphersuite"`
+	Epoch       uint64   `msgpack:"epoch"`
+	State       Secret   `msgpack:"state"`
+	Members     []Member `msgpack:"members"`
+}
+
+func upcastGroupCreatedV2(old groupCreatedV2, _ eventHeader) (GroupCreated, error) {
+	return GroupCreated{GroupID: old.GroupID, Ciphersuite: old.Ciphersuite, Epoch: old.Epoch, State: old.State, Members: old.Members}, nil
 }
 
 type welcomeProcessedV1 struct {

@@ -375,9 +375,11 @@ func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
 //   - delivery queue events: delivery, one period per queue per UTC day;
 //   - group events that carry the group's MLS state (creation, proposals,
 //     commits, joins by Welcome or external commit): epoch, one period
-//     per group epoch, the epoch the recorded state is at. Their keys are
-//     derived along the group's chain, so a new epoch costs no round
-//     trip;
+//     per group epoch, the epoch the recorded state is at (for a
+//     group.created that carries its first commit, the epoch that
+//     commit starts: the group's, which the member keeps longest). Their
+//     keys are derived along the group's chain, so a new epoch costs no
+//     round trip;
 //   - other group events (membership, secrets retired, handshake
 //     format): state, one period per group;
 //   - installation and key package events, and any aggregate type this
@@ -401,6 +403,9 @@ func PeriodKeyOf(e Event, now time.Time) Period {
 		case ApplicationMessageSent, ApplicationMessageReceived:
 			return Period{Class: ClassMessages, Scope: "group", ID: e.Aggregate.ID, Day: day()}
 		case GroupCreated:
+			if b.FirstCommit != nil {
+				return epoch(b.FirstCommit.Epoch)
+			}
 			return epoch(b.Epoch)
 		case ProposalStaged:
 			return epoch(b.Epoch)

@@ -169,6 +169,60 @@ func TestUpcastCommitAppliedV2(t *testing.T) {
 	}
 }
 
+// A group.created of version 2 (a successor's first commit an event of
+// its own) opens at version 3 without a first commit; a v3 body with one
+// under a v2 label is refused, not read with the commit lost.
+func TestUpcastGroupCreatedV2(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	agg := Aggregate{Installation: testInst, Type: AggGroup, ID: "deadbeef"}
+	h := eventHeader{Aggregate: agg, Position: 1, Time: testTime}
+	gid := []byte{0xde, 0xad}
+	members := []Member{{Leaf: 0, Identity: []byte("alice")}}
+	v2 := groupCreatedV2{GroupID: gid, Ciphersuite: 3, State: NewSecret([]byte("st")), Members: members}
+	env, err := seal(r, testBinding, testInst, KindGroupCreated, 2, h, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(r, testInst, testBinding, env)
+	if err != nil {
+		t.Fatalf("open group.created v2: %v", err)
+	}
+	want := GroupCreated{GroupID: gid, Ciphersuite: 3, State: NewSecret([]byte("st")), Members: members}
+	assertEventEqual(t, got, Event{Aggregate: agg, Position: 1, Time: testTime, Body: want})
+	if _, ok := FirstCommitOf(got); ok {
+		t.Fatal("an upcast v2 group.created stands for a first commit")
+	}
+	withFirst := want
+	withFirst.FirstCommit = &CommitApplied{GroupID: gid, Epoch: 1, State: NewSecret([]byte("st1"))}
+	env, err = seal(r, testBinding, testInst, KindGroupCreated, 2, h, withFirst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("v3 body labelled v2: got %v, want ErrMalformed", err)
+	}
+}
+
+// A group.created with a first commit stands for that commit at its own
+// position and time, and is sealed under the key of the commit's epoch.
+func TestFirstCommitOf(t *testing.T) {
+	e := samples(testInst)[KindGroupCreated]
+	gc := e.Body.(GroupCreated)
+	if gc.FirstCommit == nil {
+		t.Fatal("the group.created sample carries no first commit")
+	}
+	c, ok := FirstCommitOf(e)
+	if !ok || c.Aggregate != e.Aggregate || c.Position != e.Position || !c.Time.Equal(e.Time) || c.Body.Kind() != KindCommitApplied {
+		t.Fatalf("FirstCommitOf: %v, %+v", ok, c)
+	}
+	if p := PeriodKeyOf(e, testTime); p.Class != ClassEpoch || p.Epoch != gc.FirstCommit.Epoch {
+		t.Fatalf("a group.created with its first commit is keyed under %+v, want epoch %d", p, gc.FirstCommit.Epoch)
+	}
+	if _, ok := FirstCommitOf(samples(testInst)[KindCommitApplied]); ok {
+		t.Fatal("FirstCommitOf of a commit")
+	}
+}
+
 // A keypackage.generated of version 1 (its publication an event of its
 // own) opens at version 2 unpublished.
 func TestUpcastKeyPackageGeneratedV1(t *testing.T) {

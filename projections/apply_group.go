@@ -344,7 +344,19 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	if err := a.newGroup(b.GroupID, b.Ciphersuite, b.Epoch, b.State.Bytes(), nil, "created", ev.Time, nil, false); err != nil {
 		return err
 	}
-	return a.addMembers(b.GroupID, b.Epoch, b.Members)
+	if err := a.addMembers(b.GroupID, b.Epoch, b.Members); err != nil {
+		return err
+	}
+	// A successor group's first commit comes with its creation (version
+	// 3): the rows are those of the two events a version 2 writer
+	// appended, the creation then the commit.
+	if commit, ok := events.FirstCommitOf(ev); ok {
+		if fc := b.FirstCommit; !bytes.Equal(fc.GroupID, b.GroupID) {
+			return cannot("group %x created with a first commit of group %x", b.GroupID, fc.GroupID)
+		}
+		return applyCommitApplied(a, commit)
+	}
+	return nil
 }
 
 // addMembers records ms as members of group from epoch (the members a

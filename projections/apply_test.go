@@ -521,9 +521,24 @@ func assertNothingApplied(t *testing.T, db *DB, empty Digest) {
 // group.welcome_processed, group.external_joined) as a join and its
 // group.member_added events, a key package generated as published
 // (keypackage.generated v2) as keypackage.generated and
-// keypackage.published. Only the stream's positions differ.
+// keypackage.published, a successor group created with its first commit
+// (group.created v3) as group.created and group.commit_applied. Only the
+// stream's positions differ.
 func TestOneEventFormsEqualTheirBatches(t *testing.T) {
-	recs := sampleStream(t, "inst-a", 2, 40)
+	s := newStream("inst-a")
+	buildSample(s, 2, 40)
+	// A successor group (ReInit, branch): its creation and its first,
+	// own commit adding a member, then a message in the new epoch.
+	created := s.group(7, events.GroupCreated{GroupID: gid(7), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("state-7-0")),
+		Members: []events.Member{{Leaf: 0, Identity: []byte("inst-a")}}})
+	first := s.commit(7, 1, []events.Member{{Leaf: 1, Identity: []byte("peer-1")}}, nil)
+	c := first.Event.Body.(events.CommitApplied)
+	c.Committer = &events.Committer{Leaf: 0, Identity: []byte("inst-a"), Own: true}
+	c.OwnOutput = &events.OwnOutput{Welcome: []byte("welcome-7-1")}
+	s.recs[len(s.recs)-1].Event.Body = c
+	s.recs[len(s.recs)-1].Event.Time = created.Event.Time
+	s.message(7, 1, 1, true)
+	recs := s.recs
 	// The events of one batch carry one time, as the engine records them
 	// (the sample's times step by a second per event).
 	for i := 1; i < len(recs); i++ {
@@ -537,7 +552,7 @@ func TestOneEventFormsEqualTheirBatches(t *testing.T) {
 		}
 	}
 	folded, n := foldTransitions(recs)
-	for _, k := range []events.Kind{events.KindEpochSecretsRetired, events.KindMemberAdded, events.KindKeyPackagePublished, events.KindKeyPackageRotated} {
+	for _, k := range []events.Kind{events.KindEpochSecretsRetired, events.KindMemberAdded, events.KindKeyPackagePublished, events.KindKeyPackageRotated, events.KindCommitApplied} {
 		if n[k] == 0 {
 			t.Fatalf("the sample stream has no %s to fold", k)
 		}
@@ -583,6 +598,12 @@ func foldTransitions(recs []Record) ([]Record, map[events.Kind]int) {
 		}
 		prev := &out[len(out)-1]
 		switch b := r.Event.Body.(type) {
+		case events.CommitApplied:
+			if j, ok := prev.Event.Body.(events.GroupCreated); ok && j.FirstCommit == nil && b.Epoch == j.Epoch+1 {
+				j.FirstCommit = &b
+				prev.Event.Body = j
+				return true
+			}
 		case events.EpochSecretsRetired:
 			if c, ok := prev.Event.Body.(events.CommitApplied); ok {
 				c.RetiredEpochs = append(slices.Clone(c.RetiredEpochs), b.Epochs...)
