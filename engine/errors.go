@@ -62,6 +62,17 @@ var (
 	// is a member of; Resync rejoins one whose state is lost or forked.
 	ErrAlreadyMember = errors.New("engine: already a member of the group")
 
+	// ErrSuccessorStranded means Reinitialize or Branch named a successor
+	// group whose aggregate in this installation's history holds a group
+	// created at epoch 0 and nothing after: the first half of a successor
+	// start that an engine before group.created version 3 appended as an
+	// atomic batch the server stored in part (or a group created under
+	// that id). Its first commit and Welcome were never recorded, and the
+	// successor cannot be started under that id by this installation
+	// (docs/engine.md, "A successor's creation stored alone"). Nothing is
+	// recorded.
+	ErrSuccessorStranded = errors.New("engine: successor group holds only its creation")
+
 	// ErrForked means this installation's state of a group is not the
 	// group's: a peer's epoch authenticator differs from its own, or
 	// another commit, authenticated in that epoch, took the group from an

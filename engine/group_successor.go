@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/membership"
 	"github.com/epochlog/epochlog/mls"
@@ -160,6 +161,9 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		}
 	}
 	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+	if errors.Is(err, eventlog.ErrConflict) {
+		return fail(in.successorTaken(ctx, gid, err))
+	}
 	if err != nil && !errors.Is(err, errNotProjected) {
 		// Undecided, the Welcome comes in the error: recorded, the
 		// members added must get it (Decide).
@@ -170,6 +174,28 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out.ProjectionErr, err = lagged(err)
 	return out, err
+}
+
+// successorTaken explains err, a successor's start refused because the
+// aggregate of its group (gid) holds events already: a group created at
+// epoch 0 and nothing after is ErrSuccessorStranded; anything else is
+// err as it is.
+func (in *Installation) successorTaken(ctx context.Context, gid []byte, err error) error {
+	if in.project(ctx) != nil {
+		return err
+	}
+	pos, perr := in.position(ctx, events.AggGroup, groupKey(gid))
+	if perr != nil || pos != 1 {
+		return err
+	}
+	row, _, perr := in.db.Group(ctx, gid)
+	if perr != nil || row.Epoch != 0 {
+		return err
+	}
+	// err (not wrapped: no retry gets past it) names the stream sequence.
+	return fmt.Errorf("successor group %x: %w: its aggregate holds one event, the group created at epoch 0 "+
+		"(the first half of a start recorded as an atomic batch the server stored in part, or a group created under this id); "+
+		"its first commit and Welcome were never recorded (%v)", gid, ErrSuccessorStranded, err)
 }
 
 // predecessorFinder lends ProcessWelcome the groups this installation

@@ -3,8 +3,12 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -177,12 +181,12 @@ func TestSuccessorGroups(t *testing.T) {
 }
 
 // groupEvents returns the events of in's aggregate of the group, in
-// order, as the stream holds them.
-func groupEvents(t *testing.T, b *backend, in *Installation, gid []byte) []eventlog.Record {
+// order, as the stream holds them (read through l).
+func groupEvents(t *testing.T, l *eventlog.Log, in *Installation, gid []byte) []eventlog.Record {
 	t.Helper()
 	var out []eventlog.Record
 	agg := in.groupAgg(gid)
-	if err := b.log.Read(context.Background(), in.ID(), 0, func(r eventlog.Record) error {
+	if err := l.Read(context.Background(), in.ID(), 0, func(r eventlog.Record) error {
 		if r.Event.Aggregate == agg {
 			out = append(out, r)
 		}
@@ -225,7 +229,7 @@ func TestSuccessorStartIsOneEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := groupEvents(t, b, alice, branch.GroupID)
+	recs := groupEvents(t, b.log, alice, branch.GroupID)
 	if len(recs) != 1 {
 		t.Fatalf("the branch's start is %d events on its aggregate, want 1", len(recs))
 	}
@@ -252,7 +256,7 @@ func TestSuccessorStartIsOneEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if recs := groupEvents(t, b, alice, branch.GroupID); len(recs) != 2 || recs[1].Event.Position != 2 {
+	if recs := groupEvents(t, b.log, alice, branch.GroupID); len(recs) != 2 || recs[1].Event.Position != 2 {
 		t.Fatalf("after an update the branch's aggregate holds %d events", len(recs))
 	}
 	if _, err := bob.Receive(ctx, up.Commit); err != nil {
@@ -282,7 +286,7 @@ func TestSuccessorTwoEventFormStillReads(t *testing.T) {
 	if err := alice.appendAndProject(ctx, alice.groupAgg(ng.GroupID()), 0, bodies); err != nil {
 		t.Fatal(err)
 	}
-	if recs := groupEvents(t, b, alice, ng.GroupID()); len(recs) != 2 || recs[0].Event.Body.Kind() != events.KindGroupCreated || recs[1].Event.Body.Kind() != events.KindCommitApplied {
+	if recs := groupEvents(t, b.log, alice, ng.GroupID()); len(recs) != 2 || recs[0].Event.Body.Kind() != events.KindGroupCreated || recs[1].Event.Body.Kind() != events.KindCommitApplied {
 		t.Fatalf("the old form is not two events: %d", len(recs))
 	}
 	c := bodies[1].(events.CommitApplied)
@@ -350,4 +354,137 @@ func oldSuccessorStart(t *testing.T, in *Installation, gid []byte,
 	created := events.GroupCreated{GroupID: ng.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
 		Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID())}}}
 	return ng, append([]events.Body{created}, commit...)
+}
+
+// A history written by an engine before group.created v3 may hold the
+// first of a successor start's two events alone: the server stored part
+// of the atomic batch. It reads as the one-member group at epoch 0 it
+// records (rebuild and VerifyMLS agree); starting the successor again
+// under its id is refused with ErrSuccessorStranded, naming the group,
+// and records nothing; another member, whose history is whole, starts
+// it, and the stranded member resyncs into it (its Welcome is refused:
+// the member holds the group at epoch 0).
+func TestSuccessorCreationStoredAlone(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	alice, bob, gid := twoMembers(t, b)
+	ri := mls.ReInit{GroupID: []byte("stranded-successor"), Version: mls.ProtocolMLS10, CipherSuite: ciphersuite.Suite(DefaultCiphersuite)}
+	co, err := alice.CommitReInit(ctx, gid, ri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, co.Commit); err != nil {
+		t.Fatal(err)
+	}
+	var bobKP mls.KeyPackage
+	if err := bobKP.Unmarshal(b.keyPackage("bob")); err != nil {
+		t.Fatal(err)
+	}
+	ng, bodies := oldSuccessorStart(t, alice, gid, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error) {
+		return g.PrepareReinitialize(kp, sec, []*mls.KeyPackage{&bobKP})
+	})
+	if err := alice.appendAndProject(ctx, alice.groupAgg(ng.GroupID()), 0, bodies[:1]); err != nil {
+		t.Fatal(err)
+	}
+	b.checkRebuild("alice")
+
+	kp := b.keyPackage("bob")
+	before := b.lastSeq("alice")
+	_, err = alice.Reinitialize(ctx, gid, kp)
+	mustErrIs(t, err, ErrSuccessorStranded)
+	if !strings.Contains(err.Error(), hex.EncodeToString(ri.GroupID)) {
+		t.Fatalf("the refusal does not name the successor group: %v", err)
+	}
+	if after := b.lastSeq("alice"); after != before {
+		t.Fatalf("a refused successor start recorded events %d..%d", before+1, after)
+	}
+	next, err := bob.Reinitialize(ctx, gid, b.keyPackage("alice"))
+	if err != nil {
+		t.Fatalf("bob starts the successor: %v", err)
+	}
+	// alice holds the group at epoch 0: the Welcome to epoch 1 is
+	// refused as one that commits are missing before; she resyncs into
+	// bob's successor from its GroupInfo (her leaf there is replaced).
+	_, err = alice.Receive(ctx, next.Welcome)
+	mustErrIs(t, err, mls.ErrWrongEpoch)
+	gi, err := bob.GroupInfo(ctx, next.GroupID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := alice.Resync(ctx, next.GroupID, gi.GroupInfo, nil, ResyncLost)
+	if err != nil {
+		t.Fatalf("alice resyncs into bob's successor: %v", err)
+	}
+	if _, err := bob.Receive(ctx, rs.Commit); err != nil {
+		t.Fatal(err)
+	}
+	ea, aa, err := alice.EpochAuthenticator(ctx, next.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, ab, err := bob.EpochAuthenticator(ctx, next.GroupID)
+	if err != nil || ea != eb || !bytes.Equal(aa, ab) {
+		t.Fatalf("alice at epoch %d, bob at %d (%v): they disagree", ea, eb, err)
+	}
+	b.checkRebuild("alice")
+	b.checkRebuild("bob")
+}
+
+// A successor's start whose answer was lost is one undecided append: the
+// *OutcomeUnknownError carries its output, Decide finds the one event
+// recorded (never a part of it), the Welcome joins, and the group goes
+// on from position 1.
+func TestSuccessorStartDecided(t *testing.T) {
+	ctx := context.Background()
+	b, proxy, direct := lossyBackend(t)
+	// The answers are lost from alice's append on: her clock, read as
+	// the events are stamped (after the read model caught up), mutes the
+	// proxy once armed.
+	var armed atomic.Bool
+	opts := b.opts()
+	opts.Now = func() time.Time {
+		if armed.Load() {
+			proxy.mute.Store(true)
+		}
+		return b.clock()
+	}
+	b.createWith(alice, opts)
+	b.create(bob)
+	gid := b.pair(alice, bob)
+	kp := b.keyPackage(bob)
+	armed.Store(true)
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	_, err := b.insts[alice].Branch(short, gid, []byte("undecided-branch"), kp)
+	cancel()
+	var u *OutcomeUnknownError
+	if !errors.As(err, &u) || u.Commit == nil || u.Commit.Welcome == nil || len(u.evs) != 1 {
+		t.Fatalf("Branch whose answer never came: %v, want an *OutcomeUnknownError with the output and one event", err)
+	}
+	armed.Store(false)
+	reconnects := b.log.Conn().Stats().Reconnects
+	proxy.mute.Store(false)
+	proxy.drop()
+	for deadline := time.Now().Add(10 * time.Second); b.log.Conn().Stats().Reconnects == reconnects || !b.log.Conn().IsConnected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the log did not reconnect")
+		}
+	}
+	recorded, err := b.insts[alice].Decide(ctx, u)
+	if err != nil || !recorded {
+		t.Fatalf("Decide: recorded %v, %v", recorded, err)
+	}
+	if recs := groupEvents(t, direct, b.insts[alice], u.Commit.GroupID); len(recs) != 1 || recs[0].Event.Body.Kind() != events.KindGroupCreated {
+		t.Fatalf("the decided start is %d events on its aggregate, want 1", len(recs))
+	}
+	if _, err := b.insts[bob].Receive(ctx, u.Commit.Welcome); err != nil {
+		t.Fatalf("bob joins the decided branch: %v", err)
+	}
+	up, err := b.insts[alice].Update(ctx, u.Commit.GroupID)
+	if err != nil || up.Epoch != 2 {
+		t.Fatalf("alice's update in the decided branch: %+v, %v", up, err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, up.Commit); err != nil {
+		t.Fatal(err)
+	}
+	b.checkRebuild(alice)
 }
