@@ -218,9 +218,10 @@ func twoMembers(t *testing.T, b *backend) (alice, bob *Installation, gid []byte)
 
 // A successor group's start is one event on its aggregate: its creation
 // carrying its first commit (group.created v3), no atomic batch. The
-// engine's position of the group is 1, the commit is handed back by
-// OwnCommits, the next commit is recorded from the first commit's state
-// (no reload), and rebuild and VerifyMLS agree.
+// engine's position of the group is 1 and what it holds in memory is
+// what a reload gives, the commit is handed back by OwnCommits, the next
+// commit is recorded from the first commit's state, and rebuild and
+// VerifyMLS agree.
 func TestSuccessorStartIsOneEvent(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
@@ -247,6 +248,22 @@ func TestSuccessorStartIsOneEvent(t *testing.T) {
 	gs := alice.group[string(branch.GroupID)]
 	if gs == nil || gs.pos != 1 || gs.g.Epoch() != 1 || !bytes.Equal(gs.epochStart.Bytes(), start.Bytes()) {
 		t.Fatalf("alice's state of the branch: %+v", gs)
+	}
+	// What the engine holds in memory is what a reload from the read
+	// model gives (as TestReloadEqualsMemory checks for other operations).
+	mem, err := gs.g.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(alice.group, string(branch.GroupID))
+	got, err := alice.loadGroup(ctx, branch.GroupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := got.g.MarshalBinary(); err != nil || !bytes.Equal(st, mem) || got.pos != gs.pos ||
+		!bytes.Equal(got.epochStart.Bytes(), gs.epochStart.Bytes()) || !got.lastUpdate.Equal(gs.lastUpdate) {
+		t.Fatalf("the branch reloaded: position %d (in memory %d), same state %v, same epoch start %v, last update %v (in memory %v) (%v)",
+			got.pos, gs.pos, bytes.Equal(st, mem), bytes.Equal(got.epochStart.Bytes(), gs.epochStart.Bytes()), got.lastUpdate, gs.lastUpdate, err)
 	}
 	sameOutputs(t, "branch", ownCommits(t, alice, branch.GroupID, 0), []*CommitOutput{branch})
 	if _, err := bob.Receive(ctx, branch.Welcome); err != nil {
