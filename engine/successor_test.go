@@ -14,6 +14,7 @@ import (
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/mls/ciphersuite"
+	"github.com/epochlog/epochlog/replay"
 )
 
 // Successor groups through the engine: a branch of some members, and a
@@ -504,4 +505,54 @@ func TestSuccessorStartDecided(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.checkRebuild(alice)
+}
+
+// A successor's start is sealed under the key of its first commit's
+// epoch (the state it leaves the group in): once the member retired
+// epoch 0 but still holds epoch 1, retention cuts the group's epoch
+// chain at 1 and the event still opens, with compaction too; the member
+// goes on and its read model verifies.
+func TestSuccessorStartOutlivesEpochZero(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	alice, bob, gid := twoMembers(t, b)
+	branch, err := alice.Branch(ctx, gid, []byte("retained-branch"), b.keyPackage("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Receive(ctx, branch.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // epochs 2 to 4: epoch 0 leaves the window of 3
+		if _, err := alice.Update(ctx, branch.GroupID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := alice.DB().HeldEpochs(ctx, branch.GroupID)
+	if err != nil || len(held) == 0 || held[0] != 1 {
+		t.Fatalf("held epochs of the branch: %v (%v), want from 1", held, err)
+	}
+	res, err := alice.Retain(ctx, replay.RetentionPolicy{PastEpochs: replay.KeepNoPastEpochs}, &RetainOptions{Compact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := false
+	for _, e := range res.Epochs {
+		cut = cut || e.Keep == 1
+	}
+	if !cut {
+		t.Fatalf("retention did not cut the branch's chain at epoch 1: %+v", res.Epochs)
+	}
+	if recs := groupEvents(t, b.log, alice, branch.GroupID); len(recs) == 0 || recs[0].Event.Body.Kind() != events.KindGroupCreated {
+		t.Fatalf("the branch's start is gone after retention (%d events left)", len(recs))
+	}
+	if _, err := alice.Update(ctx, branch.GroupID); err != nil {
+		t.Fatalf("commit after retention: %v", err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Verify(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], nil); err != nil {
+		t.Fatalf("verify after retention: %v", err)
+	}
 }
