@@ -244,8 +244,9 @@ func (gs *groupState) updateDue(now time.Time, interval time.Duration) bool {
 // errNotProjected error comes with the new state: the transition
 // happened): step
 // decides the transition from the current state and returns the new state
-// and the events; they are appended at the group's position as one atomic
-// batch, then projected (a commit's or a proposal's from memory when
+// and its event; it is appended at the group's position in one append
+// (no atomic batch: every transition is one event), then projected (a
+// commit's or a proposal's from memory when
 // nothing else is new: appendAndProjectKnown). If another writer moved
 // the group first, the
 // read model catches up, the state is reloaded and step runs again.

@@ -141,8 +141,8 @@ func (o *InstallationOptions) withDefaults() (InstallationOptions, error) {
 // identity (signature key and basic credential whose identity is the
 // installation id), the event log its transitions are recorded in (sealed
 // with the log's keyring), and its SQLCipher read model. Every operation
-// appends its events as one atomic batch with optimistic concurrency on the
-// aggregate, then projects them; its result (the messages to deliver) is
+// appends its transition, one event, with optimistic concurrency on the
+// aggregate, then projects it; its result (the messages to deliver) is
 // returned only once the events are durable. It is safe for concurrent use;
 // operations are serialized.
 type Installation struct {
