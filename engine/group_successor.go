@@ -140,11 +140,11 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 	// One event, the creation carrying the first commit: no atomic batch,
 	// which a server could store in part (a group created whose first
 	// commit and Welcome never existed).
-	var fc events.CommitApplied
-	if len(commit) == 1 {
-		fc, _ = commit[0].(events.CommitApplied)
+	fc, ok := events.CommitApplied{}, len(commit) == 1
+	if ok {
+		fc, ok = commit[0].(events.CommitApplied)
 	}
-	if fc.Committer == nil {
+	if !ok {
 		return fail(fmt.Errorf("first commit of group %x made %d events, not one group.commit_applied", gid, len(commit)))
 	}
 	bodies := []events.Body{

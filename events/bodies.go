@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"bytes"
+	"fmt"
+	"time"
+)
 
 // Kind names an event kind, "<area>.<what_happened>".
 type Kind string
@@ -209,14 +213,19 @@ func (GroupCreated) SchemaVersion() uint16 { return 3 }
 // group's first commit (GroupCreated.FirstCommit), that commit as the
 // group.commit_applied event it stands for: the same aggregate,
 // position, time and link, so that readers apply it as they apply any
-// commit, after the creation. ok is false for any other event.
-func FirstCommitOf(e Event) (commit Event, ok bool) {
+// commit, after the creation. ok is false for any other event. A first
+// commit of another group than the one created is an error wrapping
+// ErrMalformed.
+func FirstCommitOf(e Event) (commit Event, ok bool, err error) {
 	gc, ok := BodyAs[GroupCreated](e)
 	if !ok || gc.FirstCommit == nil {
-		return Event{}, false
+		return Event{}, false, nil
+	}
+	if !bytes.Equal(gc.FirstCommit.GroupID, gc.GroupID) {
+		return Event{}, false, fmt.Errorf("events: %w: group.created of group %x carries a first commit of group %x", ErrMalformed, gc.GroupID, gc.FirstCommit.GroupID)
 	}
 	e.Body = *gc.FirstCommit
-	return e, true
+	return e, true, nil
 }
 
 // ProposalStaged records a proposal of Epoch cached for a commit by

@@ -189,7 +189,7 @@ func TestUpcastGroupCreatedV2(t *testing.T) {
 	}
 	want := GroupCreated{GroupID: gid, Ciphersuite: 3, State: NewSecret([]byte("st")), Members: members}
 	assertEventEqual(t, got, Event{Aggregate: agg, Position: 1, Time: testTime, Body: want})
-	if _, ok := FirstCommitOf(got); ok {
+	if _, ok, _ := FirstCommitOf(got); ok {
 		t.Fatal("an upcast v2 group.created stands for a first commit")
 	}
 	withFirst := want
@@ -211,14 +211,23 @@ func TestFirstCommitOf(t *testing.T) {
 	if gc.FirstCommit == nil {
 		t.Fatal("the group.created sample carries no first commit")
 	}
-	c, ok := FirstCommitOf(e)
-	if !ok || c.Aggregate != e.Aggregate || c.Position != e.Position || !c.Time.Equal(e.Time) || c.Body.Kind() != KindCommitApplied {
-		t.Fatalf("FirstCommitOf: %v, %+v", ok, c)
+	c, ok, err := FirstCommitOf(e)
+	if err != nil || !ok || c.Aggregate != e.Aggregate || c.Position != e.Position || !c.Time.Equal(e.Time) || c.Body.Kind() != KindCommitApplied {
+		t.Fatalf("FirstCommitOf: %v, %v, %+v", ok, err, c)
+	}
+	other := gc
+	fc := *gc.FirstCommit
+	fc.GroupID = []byte("another group")
+	other.FirstCommit = &fc
+	e2 := e
+	e2.Body = other
+	if _, _, err := FirstCommitOf(e2); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a first commit of another group: %v, want ErrMalformed", err)
 	}
 	if p := PeriodKeyOf(e, testTime); p.Class != ClassEpoch || p.Epoch != gc.FirstCommit.Epoch {
 		t.Fatalf("a group.created with its first commit is keyed under %+v, want epoch %d", p, gc.FirstCommit.Epoch)
 	}
-	if _, ok := FirstCommitOf(samples(testInst)[KindCommitApplied]); ok {
+	if _, ok, _ := FirstCommitOf(samples(testInst)[KindCommitApplied]); ok {
 		t.Fatal("FirstCommitOf of a commit")
 	}
 }

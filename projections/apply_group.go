@@ -350,10 +350,11 @@ func applyGroupCreated(a *applier, ev events.Event) error {
 	// A successor group's first commit comes with its creation (version
 	// 3): the rows are those of the two events a version 2 writer
 	// appended, the creation then the commit.
-	if commit, ok := events.FirstCommitOf(ev); ok {
-		if fc := b.FirstCommit; !bytes.Equal(fc.GroupID, b.GroupID) {
-			return cannot("group %x created with a first commit of group %x", b.GroupID, fc.GroupID)
-		}
+	commit, ok, err := events.FirstCommitOf(ev)
+	if err != nil {
+		return cannot("%w", err)
+	}
+	if ok {
 		return applyCommitApplied(a, commit)
 	}
 	return nil

@@ -286,10 +286,11 @@ func checkGroupCreated(c *mlsChecker, ev events.Event) error {
 	c.rep.Groups++
 	// A successor group's first commit, recorded with its creation, is
 	// checked as the group.commit_applied a version 2 writer appended.
-	if commit, ok := events.FirstCommitOf(ev); ok {
-		if fc := b.FirstCommit; !bytes.Equal(fc.GroupID, b.GroupID) {
-			return mismatch("group %x created with a first commit of group %x", b.GroupID, fc.GroupID)
-		}
+	commit, ok, err := events.FirstCommitOf(ev)
+	if err != nil {
+		return mismatch("%w", err)
+	}
+	if ok {
 		return checkCommitApplied(c, commit)
 	}
 	return nil
