@@ -111,7 +111,7 @@ func TestMigrationByReplayKilled(t *testing.T) {
 	}
 	delete(b.insts, "alice")
 	path := b.dbPath("alice")
-	notKeptAt(t, path, key, 8)
+	notKeptAt(t, path, key, nil, 8)
 	pristine, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

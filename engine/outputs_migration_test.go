@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,11 +28,11 @@ func fileSum(t *testing.T, path string) [32]byte {
 	return sha256.Sum256(b)
 }
 
-// notKeptAt fails unless the read model at path is at schema and did not
-// keep own outputs the latest schema keeps.
-func notKeptAt(t *testing.T, path string, key projections.Key, schema int) {
+// notKeptAt fails unless the read model at path (opened with opts) is at
+// schema and did not keep own outputs the latest schema keeps.
+func notKeptAt(t *testing.T, path string, key projections.Key, opts *projections.Options, schema int) {
 	t.Helper()
-	db, err := projections.OpenExisting(path, key, nil)
+	db, err := projections.OpenExisting(path, key, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +78,7 @@ func TestOpenAfterRebuildAtSchema8LosesNoOutputs(t *testing.T) {
 	if _, err := replay.Rebuild(ctx, b.log, "alice", path, key, &replay.RebuildOptions{SchemaVersion: 8}); err != nil {
 		t.Fatalf("rebuild at schema 8: %v", err)
 	}
-	notKeptAt(t, path, key, 8)
+	notKeptAt(t, path, key, nil, 8)
 	sum := fileSum(t, path)
 	if from, to, err := projections.MigrateInPlace(ctx, path, key, nil); !errors.Is(err, projections.ErrOutputsNotKept) || from != 8 || to != 8 {
 		t.Fatalf("migrate --in-place of the schema 8 file: %d -> %d, %v; want ErrOutputsNotKept", from, to, err)
@@ -128,7 +130,7 @@ func TestOpenThatCannotMigrateByReplayLeavesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	path, key := b.dbPath("alice"), b.keys["alice"]
-	notKeptAt(t, path, key, 8)
+	notKeptAt(t, path, key, nil, 8)
 	sum := fileSum(t, path)
 
 	if in, err := OpenInstallation(ctx, b.log, "bob", path, key, b.opts()); !errors.Is(err, ErrWrongReadModel) {
@@ -156,7 +158,82 @@ func TestOpenThatCannotMigrateByReplayLeavesTheFile(t *testing.T) {
 	if fileSum(t, path) != sum {
 		t.Fatal("an open that could not migrate by replay changed the file")
 	}
-	notKeptAt(t, path, key, 8)
+	notKeptAt(t, path, key, nil, 8)
+}
+
+// A passphrase-keyed read model whose salt sidecar is not beside it
+// (Options.SaltPath) is migrated by replay as it opens, as one with the
+// default sidecar is: the rebuilt file opens with the same salt at the
+// same place, no "<db>.salt" appears, and nothing is lost. Until
+// 2026-12-07 the migration by replay looked for "<db>.salt" and the open
+// failed, leaving the file at its old schema.
+func TestOpenMigratesByReplayWithACustomSaltPath(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	key, err := projections.PassphraseKey([]byte("alice's read model passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, salt := b.dbPath("alice"), filepath.Join(t.TempDir(), "alice.salt")
+	dbOpts := projections.Options{SaltPath: salt, Argon2: projections.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}}
+	v8 := b.opts()
+	v8.DB = dbOpts
+	v8.DB.SchemaVersion = 8
+	alice, err := CreateInstallation(ctx, b.log, "alice", path, key, v8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.insts["alice"], b.keys["alice"] = alice, key
+	b.create("bob")
+	created, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := created.GroupID
+	add, err := alice.AddMembers(ctx, gid, b.keyPackage("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(add)
+	b.drainAll()
+	// What the operations returned: the read model at schema 8 keeps
+	// none of it, the migration by replay gives it back.
+	cos, msgs := []*CommitOutput{add}, []*SendOutput{b.send("alice", gid, "at schema 8, salt elsewhere")}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	notKeptAt(t, path, key, &dbOpts, 8)
+	saltBefore := fileSum(t, salt)
+
+	latest := b.opts()
+	latest.DB = dbOpts
+	in, err := OpenInstallation(ctx, b.log, "alice", path, key, latest)
+	if err != nil {
+		t.Fatalf("open the schema 8 read model with its salt at %s: %v", salt, err)
+	}
+	b.insts["alice"] = in
+	if v := in.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("opened at schema %d, want %d", v, projections.LatestSchema)
+	}
+	sameOutputs(t, "migrated as it opened", ownCommits(t, in, gid, 0), cos)
+	sameSends(t, "migrated as it opened", ownMessages(t, in, gid, 0, 0), msgs)
+	if _, err := os.Lstat(projections.SaltPath(path)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s after the migration: %v, want no such file (the salt is at %s)", projections.SaltPath(path), err, salt)
+	}
+	if fileSum(t, salt) != saltBefore {
+		t.Error("the migration changed the salt sidecar")
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Verify(ctx, b.log, "alice", path, key, &replay.Options{DB: dbOpts}); err != nil {
+		t.Fatalf("verify the read model the open migrated: %v", err)
+	}
+	if in, err = OpenInstallation(ctx, b.log, "alice", path, key, latest); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	b.insts["alice"] = in
+	sameOutputs(t, "reopened", ownCommits(t, in, gid, 0), cos)
 }
 
 // Another installation's read model of an older schema that migrates in
@@ -242,7 +319,7 @@ func TestMigrationByReplayInAnOpenHoldsTheLock(t *testing.T) {
 	}
 	delete(b.insts, "alice")
 	path, key := b.dbPath("alice"), b.keys["alice"]
-	notKeptAt(t, path, key, 8)
+	notKeptAt(t, path, key, nil, 8)
 
 	var logs strings.Builder // written by the open's goroutine only
 	other := openLog(t, testConfig(b.srv), b.ring)

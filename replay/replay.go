@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,9 +33,12 @@ type Options struct {
 	// BatchSize is how many events share one read-model transaction.
 	// Default DefaultBatch. A batch is also cut at 8 MiB of events.
 	BatchSize int
-	// DB are the options read models are opened with. SchemaVersion and
-	// SaltPath are set by each operation; the rest (Argon2 parameters for
-	// new passphrase sidecars, BusyTimeout) are passed on.
+	// DB are the options read models are opened with. SchemaVersion is
+	// set by each operation; SaltPath, if set, is the salt sidecar of the
+	// read model operated on (default projections.SaltPath of its path),
+	// which a rebuilt file is created with and keeps after the swap; the
+	// rest (Argon2 parameters for new passphrase sidecars, BusyTimeout)
+	// are passed on.
 	DB projections.Options
 	// Progress, if set, is called after each applied batch. It runs on the
 	// replay's own goroutine: keep it short.
@@ -281,9 +285,15 @@ func replayInto(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 // source must never do. NoKey opens an unencrypted source read-only.
 func openAsIs(path string, key projections.Key, base projections.Options) (*projections.DB, error) {
 	o := base
-	o.SaltPath = projections.SaltPath(path)
+	o.SaltPath = saltPath(path, base)
 	o.CheckIntegrity = false
 	return projections.OpenExisting(path, key, &o)
+}
+
+// saltPath is the salt sidecar of the read model at path: the one the
+// caller's options name, else the default beside it.
+func saltPath(path string, base projections.Options) string {
+	return cmp.Or(base.SaltPath, projections.SaltPath(path))
 }
 
 // exists reports whether path is a non-empty file.

@@ -129,8 +129,8 @@ type RebuildResult struct {
 // schema too new) stops Rebuild before it writes. With CompareLive a
 // damaged database stops Rebuild too: there is nothing to compare with.
 //
-// A passphrase key uses the live database's salt sidecar (created if
-// missing) so the swapped file opens with it; a rekey to another
+// A passphrase key uses the live database's salt sidecar (opts.DB.SaltPath,
+// default projections.SaltPath(live); created there if missing) so the swapped file opens with it; a rekey to another
 // passphrase keeps that salt, since the database and its sidecar cannot
 // be replaced in one atomic step.
 func Rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key projections.Key, opts *RebuildOptions) (*RebuildResult, error) {
@@ -285,7 +285,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if err != nil {
 		return nil, fail("rebuild", err)
 	}
-	fresh, err := openFresh(tmp, live, newKey, schema, o.DB)
+	fresh, err := openFresh(tmp, saltPath(live, o.DB), newKey, schema, o.DB)
 	if err != nil {
 		_ = projections.RemoveAside(tmp)
 		return nil, err
@@ -400,8 +400,9 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	}
 	if !newKey.Equal(key) && !isPassphrase(newKey) {
 		// The old passphrase's salt now protects nothing.
-		if err := os.Remove(projections.SaltPath(live)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("replay: the old passphrase's salt sidecar could not be removed; it protects nothing now", "salt", projections.SaltPath(live), "err", err)
+		salt := saltPath(live, o.DB)
+		if err := os.Remove(salt); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("replay: the old passphrase's salt sidecar could not be removed; it protects nothing now", "salt", salt, "err", err)
 		}
 	}
 	res.Schema = schema
@@ -504,12 +505,12 @@ func isPassphrase(k projections.Key) bool {
 	return strings.Contains(string(t), "passphrase")
 }
 
-// openFresh creates the rebuilt database at tmp, using live's salt sidecar
-// for a passphrase key.
-func openFresh(tmp, live string, key projections.Key, schema int, base projections.Options) (*projections.DB, error) {
+// openFresh creates the rebuilt database at tmp, using the salt sidecar at
+// salt (the live database's, which stays where it is) for a passphrase key.
+func openFresh(tmp, salt string, key projections.Key, schema int, base projections.Options) (*projections.DB, error) {
 	o := base
 	o.SchemaVersion = schema
-	o.SaltPath = projections.SaltPath(live)
+	o.SaltPath = salt
 	o.CheckIntegrity = false
 	return projections.Open(tmp, key, &o)
 }
@@ -518,7 +519,7 @@ func openFresh(tmp, live string, key projections.Key, schema int, base projectio
 func openAt(live string, key projections.Key, schema int, base projections.Options) (*projections.DB, error) {
 	o := base
 	o.SchemaVersion = schema
-	o.SaltPath = projections.SaltPath(live)
+	o.SaltPath = saltPath(live, base)
 	o.CheckIntegrity = false
 	return projections.Open(live, key, &o)
 }

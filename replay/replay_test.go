@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,6 +265,56 @@ func TestRekeyRawAndPassphrase(t *testing.T) {
 	if _, err := Rekey(ctx, l, instA, live, rawDBKey(t, 3), rawDBKey(t, 3), testReplayOptions()); err == nil {
 		t.Fatal("rekey to the same key succeeded")
 	}
+}
+
+// A rekey to a passphrase with Options.DB.SaltPath set creates the salt
+// there, before the swap, and the rekeyed file opens (and verifies) with
+// it; no "<db>.salt" appears; a rekey back to a raw key removes it. Until
+// 2026-12-07 every replay operation put the salt at "<db>.salt" whatever
+// the options said.
+func TestRekeyWithACustomSaltPath(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	writeHistory(t, l, instA, 2, 50)
+	live, salt := filepath.Join(t.TempDir(), "a.db"), filepath.Join(t.TempDir(), "a.salt")
+	k1, pass := rawDBKey(t, 1), passKey(t, "correct horse")
+	if _, err := Rebuild(ctx, l, instA, live, k1, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := digestOf(t, live, k1)
+	o := testReplayOptions()
+	o.DB.SaltPath = salt
+	if _, err := Rekey(ctx, l, instA, live, k1, pass, o); err != nil {
+		t.Fatalf("rekey to a passphrase with the salt at %s: %v", salt, err)
+	}
+	if _, err := os.Stat(salt); err != nil {
+		t.Fatalf("salt sidecar at the custom path after the rekey: %v", err)
+	}
+	if _, err := os.Lstat(projections.SaltPath(live)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s after the rekey: %v, want no such file", projections.SaltPath(live), err)
+	}
+	db, err := openAsIs(live, pass, o.DB)
+	if err != nil {
+		t.Fatalf("open the rekeyed file with the custom salt: %v", err)
+	}
+	got, err := db.Digest(ctx)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := projections.Compare(want, got); diff != nil {
+		t.Fatalf("content under the passphrase differs: %v", diff)
+	}
+	if _, err := Verify(ctx, l, instA, live, pass, o); err != nil {
+		t.Fatalf("verify with the custom salt: %v", err)
+	}
+	if _, err := Rekey(ctx, l, instA, live, pass, rawDBKey(t, 2), o); err != nil {
+		t.Fatalf("rekey back to a raw key: %v", err)
+	}
+	if _, err := os.Lstat(salt); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("custom salt sidecar after a rekey to a raw key: %v, want removed", err)
+	}
+	noLeftovers(t, live)
 }
 
 // sqlOpen opens a read model with its raw key (hex) through the SQLCipher

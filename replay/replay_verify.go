@@ -131,7 +131,7 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 		return nil, err
 	}
 	defer projections.RemoveAside(tmp)
-	fresh, err := openFresh(tmp, tmp, tmpKey, res.Schema, o.DB)
+	fresh, err := openFresh(tmp, projections.SaltPath(tmp), tmpKey, res.Schema, o.DB)
 	if err != nil {
 		return nil, err
 	}

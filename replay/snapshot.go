@@ -204,7 +204,7 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		return nil, fail(err)
 	}
 	defer projections.RemoveAside(tmp)
-	fresh, err := openFresh(tmp, tmp, tmpKey, meta.Schema, o.DB)
+	fresh, err := openFresh(tmp, projections.SaltPath(tmp), tmpKey, meta.Schema, o.DB)
 	if err != nil {
 		return nil, err
 	}
