@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,11 @@ type EraseOptions struct {
 	ReadModel string
 	// ReadModelKey is ReadModel's key, required with it.
 	ReadModelKey projections.Key
+	// ReadModelSaltPath is ReadModel's salt sidecar when it is not the
+	// default projections.SaltPath(ReadModel) (the read model was opened
+	// with InstallationOptions.DB.SaltPath): a passphrase key needs it to
+	// open the file, and Erase deletes it with the read model.
+	ReadModelSaltPath string
 }
 
 // Erase erases installation id: the log's erase (eventlog.Log.Erase: a
@@ -50,6 +56,7 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		return nil, fmt.Errorf("engine: erase: %w", err)
 	}
 	var lk *projections.WriterLock
+	salt := cmp.Or(o.ReadModelSaltPath, projections.SaltPath(o.ReadModel))
 	if o.ReadModel != "" {
 		var err error
 		if lk, err = projections.Lock(o.ReadModel); err != nil {
@@ -59,7 +66,7 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		// Checked before the log's erase, which cannot be undone: a
 		// typo or another installation's file must stop it, not be
 		// deleted after it.
-		if err := checkErasable(ctx, id, o.ReadModel, o.ReadModelKey); err != nil {
+		if err := checkErasable(ctx, id, o.ReadModel, o.ReadModelKey, salt); err != nil {
 			return nil, fmt.Errorf("engine: erase %s: read model %s: %w (nothing was erased)", id, o.ReadModel, err)
 		}
 	}
@@ -69,7 +76,7 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 	}
 	if o.ReadModel != "" {
 		p := o.ReadModel
-		for _, f := range []string{p, p + "-wal", p + "-shm", p + "-journal", projections.SaltPath(p)} {
+		for _, f := range []string{p, p + "-wal", p + "-shm", p + "-journal", salt} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return res, fmt.Errorf("engine: erase %s: remove its read model (erase again to finish): %w", id, err)
 			}
@@ -84,8 +91,9 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 }
 
 // checkErasable checks that path, if it exists, is a regular file that
-// key opens as installation id's read model.
-func checkErasable(ctx context.Context, id events.InstallationID, path string, key projections.Key) error {
+// key (with the salt sidecar at salt) opens as installation id's read
+// model.
+func checkErasable(ctx context.Context, id events.InstallationID, path string, key projections.Key, salt string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // deleted by an earlier run: its sidecars still go
@@ -99,7 +107,7 @@ func checkErasable(ctx context.Context, id events.InstallationID, path string, k
 	if !key.Valid() {
 		return errors.New("no key given for it: it is opened first, to check it is this installation's read model")
 	}
-	db, err := projections.OpenExisting(path, key, &projections.Options{NoMigrate: true})
+	db, err := projections.OpenExisting(path, key, &projections.Options{NoMigrate: true, SaltPath: salt})
 	if err != nil {
 		return err
 	}
