@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 )
@@ -108,5 +111,114 @@ func TestReadStalledByAFrozenServerSaysSo(t *testing.T) {
 	// 15 s; generously bounded for a loaded machine.
 	if took > 45*time.Second {
 		t.Fatalf("the stalled read took %v to end", took)
+	}
+}
+
+// A listing of the key bucket whose server stops answering midway (here
+// frozen, SIGSTOP, while the listing waits on flow control) is an error
+// naming the bucket and the filter, never the shorter list it got so
+// far: retention takes a key left out of the list for a key kept, and
+// erase for a key destroyed.
+//
+// The listing is made long enough for the server to stop at a flow
+// control window (about 1 MiB of names a window, doubling): a second
+// connection listens on the consumer's deliver subjects and the server is
+// frozen as soon as it asks for the first flow control reply, before the
+// listing client can have drained the window and answered twice. A
+// listing that still completed (the freeze came late) is tried again.
+func TestKeyListingCutShortIsAnError(t *testing.T) {
+	srv := natstest.StartProcess(t)
+	// The Log's inboxes have a prefix of their own, which the spy below
+	// listens on.
+	cfg := Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, InboxPrefix: "LISTING"}
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const keys = 40000 // about 9 MiB of names: more than the first windows
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := l.instPseudonym(instA) + "." + events.ClassMessages.String() + ".*"
+	prefix := "$KV." + keyBucket(l.cfg.Stream) + "." + strings.TrimSuffix(filter, "*")
+	for i := range keys {
+		if _, err := js.PublishAsync(fmt.Sprintf("%stok%05d", prefix, i), []byte("k")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		t.Fatal("filling the key bucket: no acknowledgement of every put within 2 minutes")
+	}
+	if names, err := l.keyNames(ctx, filter); err != nil || len(names) != keys {
+		t.Fatalf("listing with the server answering: %d names, %v; want %d", len(names), err, keys)
+	}
+
+	// Flow control requests go to the consumer's deliver subject (an
+	// inbox of the Log's) with a reply subject of $JS.FC.; the first one
+	// of each listing (each has its own deliver subject) is signalled.
+	asked := make(chan struct{}, 1)
+	seen := map[string]bool{} // only the subscription's goroutine touches it
+	spy, err := nc.Subscribe("LISTING.>", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Reply, "$JS.FC.") && !seen[m.Subject] {
+			seen[m.Subject] = true
+			asked <- struct{}{}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; ; attempt++ {
+		type listing struct {
+			names map[string]bool
+			err   error
+		}
+		done := make(chan listing, 1)
+		go func() {
+			names, err := l.keyNames(ctx, filter)
+			done <- listing{names, err}
+		}()
+		var got listing
+		select {
+		case <-asked:
+		case got = <-done:
+			t.Fatalf("the listing of %d names returned (%d names, %v) without asking for flow control: the test cannot stop the server midway", keys, len(got.names), got.err)
+		case <-time.After(time.Minute):
+			t.Fatal("the listing neither asked for flow control nor returned within a minute")
+		}
+		srv.Freeze()
+		select {
+		case got = <-done:
+		case <-time.After(time.Minute):
+			srv.Thaw()
+			t.Fatal("the listing did not return within a minute of the server freezing")
+		}
+		srv.Thaw()
+		if got.err == nil && len(got.names) < keys {
+			t.Fatalf("listing cut short by a frozen server: %d of %d names and no error", len(got.names), keys)
+		}
+		if got.err != nil {
+			msg := got.err.Error()
+			if !strings.Contains(msg, keyBucket(l.cfg.Stream)) || !strings.Contains(msg, filter) {
+				t.Fatalf("listing cut short: error %q does not name the bucket %s and the filter %s", msg, keyBucket(l.cfg.Stream), filter)
+			}
+			if got.names != nil {
+				t.Fatalf("listing cut short: an error and %d names", len(got.names))
+			}
+			return
+		}
+		// Complete: the freeze came after the server had sent every name.
+		if attempt == 3 {
+			t.Skipf("the server sent all %d names before it froze, 3 times: this machine is too loaded for the test", keys)
+		}
 	}
 }
