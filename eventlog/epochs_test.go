@@ -96,7 +96,8 @@ func TestAppendAfterTailShredded(t *testing.T) {
 		Body: events.GroupCreated{GroupID: []byte{12, 13}, Ciphersuite: 1, State: events.NewSecret([]byte("s0"))}})
 	mustAppend(t, l, 1, msg(g, 2, "old day"))
 	mustAppend(t, l, 2, msg(g, 3, "old day too"))
-	old, err := l.MessagePeriodsBefore(ctx, instA, []string{g.ID}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
+	until := baseTime.Add(48 * time.Hour)
+	old, _, err := l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{g.ID}, until, until)
 	if err != nil || len(old) != 1 {
 		t.Fatalf("periods: %v %v", old, err)
 	}

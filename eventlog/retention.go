@@ -132,42 +132,9 @@ type PeriodOfDay struct {
 	ID events.DataKeyID
 }
 
-// maxRetentionDays bounds the days DayPeriodsBefore and OldDayPeriods
-// look at per aggregate (about 100 years).
+// maxRetentionDays bounds the days OldDayPeriods looks at per aggregate
+// (about 100 years).
 const maxRetentionDays = 36600
-
-// DayPeriodsBefore returns the periods of class (events.ClassMessages:
-// aggs are group aggregate ids; events.ClassDelivery: queue aggregate
-// ids) of inst whose data keys are still in the key bucket, among the UTC
-// days from since's day up to (not including) before's day. The bucket
-// names keys by period pseudonyms, which hide the aggregate and the day:
-// the candidates are computed (one keyed hash per aggregate and day, as
-// events.PeriodOf and Keyring.DataKeyID name them) and matched against
-// one listing of the installation's keys of that class.
-func (l *Log) DayPeriodsBefore(ctx context.Context, inst events.InstallationID, class events.DataKeyClass, aggs []string, since, before time.Time) ([]PeriodOfDay, error) {
-	scope, pseudo, names, err := l.dayKeyNames(ctx, inst, class)
-	if err != nil || len(names) == 0 {
-		return nil, err
-	}
-	first := since.UTC().Truncate(24 * time.Hour)
-	end := before.UTC().Truncate(24 * time.Hour)
-	if end.Sub(first) > maxRetentionDays*24*time.Hour {
-		first = end.Add(-maxRetentionDays * 24 * time.Hour)
-	}
-	var out []PeriodOfDay
-	for _, a := range aggs {
-		for d := first; d.Before(end) && len(out) < len(names); d = d.Add(24 * time.Hour) {
-			id, err := l.keys.DataKeyID(inst, class, scope, a, d.Format(time.DateOnly))
-			if err != nil {
-				return nil, err
-			}
-			if names[id.Name(pseudo)] {
-				out = append(out, PeriodOfDay{Class: class, Aggregate: a, Day: d, ID: id})
-			}
-		}
-	}
-	return out, nil
-}
 
 // dayKeyNames lists inst's key names of class (messages or delivery),
 // with the scope its periods name aggregates by and inst's pseudonym.
@@ -195,11 +162,16 @@ func (l *Log) dayKeyNames(ctx context.Context, inst events.InstallationID, class
 // as kept: days writers whose clocks are a little ahead have keyed.
 const keptAheadDays = 2
 
-// OldDayPeriods returns every period of class (as DayPeriodsBefore:
-// aggs are the group or queue aggregate ids) of inst whose data key is
-// still in the key bucket and whose UTC day is before before's day,
-// however old: every key of the installation of that class in the bucket
-// is accounted for, not only those of the days an age implies. Days are
+// OldDayPeriods returns every period of class (events.ClassMessages:
+// aggs are group aggregate ids; events.ClassDelivery: queue aggregate
+// ids) of inst whose data key is still in the key bucket and whose UTC
+// day is before before's day, however old, newest day first. The bucket
+// names keys by period pseudonyms, which hide the aggregate and the day:
+// the candidates are computed (one keyed hash per aggregate and day, as
+// events.PeriodOf and Keyring.DataKeyID name them) and matched against
+// one listing of the installation's keys of that class: every key of the
+// installation of that class in the bucket is accounted for, not only
+// those of the days an age implies. Days are
 // matched from keptAheadDays after now's back to maxRetentionDays before
 // before's, and the search stops once every key listed is matched (to an
 // old day or a kept one), so it costs the days the installation actually
@@ -236,12 +208,6 @@ func (l *Log) OldDayPeriods(ctx context.Context, inst events.InstallationID, cla
 		}
 	}
 	return old, len(names) - matched, nil
-}
-
-// MessagePeriodsBefore is DayPeriodsBefore of the messages class: groups
-// are group aggregate ids.
-func (l *Log) MessagePeriodsBefore(ctx context.Context, inst events.InstallationID, groups []string, since, before time.Time) ([]PeriodOfDay, error) {
-	return l.DayPeriodsBefore(ctx, inst, events.ClassMessages, groups, since, before)
 }
 
 // keyNames lists the key bucket's names matching filter. Each wait for

@@ -46,12 +46,12 @@ func TestShredOpensNothing(t *testing.T) {
 	}
 	beforeB := readAll(t, l, instB, 0)
 
-	periods, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1", "other"}, baseTime, cutoff)
+	periods, _, err := l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"g1", "other"}, cutoff, cutoff)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(periods) != 2 || periods[0].Day.Format(time.DateOnly) != "2026-11-24" || periods[1].Day.Format(time.DateOnly) != "2026-11-25" {
-		t.Fatalf("periods before %s: %+v, want g1's Nov 24 and 25", cutoff, periods)
+	if len(periods) != 2 || periods[0].Day.Format(time.DateOnly) != "2026-11-25" || periods[1].Day.Format(time.DateOnly) != "2026-11-24" {
+		t.Fatalf("periods before %s: %+v, want g1's Nov 25 and 24", cutoff, periods)
 	}
 	ids := []events.DataKeyID{periods[0].ID, periods[1].ID}
 	// A state key is not retention's to shred.
@@ -66,7 +66,7 @@ func TestShredOpensNothing(t *testing.T) {
 	if again, err := l.ShredDataKeys(ctx, instA, ids); err != nil || again != 0 {
 		t.Fatalf("shred again: %d keys, %v; want 0", again, err)
 	}
-	if p, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1"}, baseTime, cutoff); err != nil || len(p) != 0 {
+	if p, _, err := l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"g1"}, cutoff, cutoff); err != nil || len(p) != 0 {
 		t.Fatalf("periods left after the shred: %+v %v", p, err)
 	}
 
@@ -211,7 +211,7 @@ func TestShredOpensNothing(t *testing.T) {
 	if marksOf(instA) == 0 {
 		t.Fatal("no retention marks of the shredded installation before erase")
 	}
-	bPeriods, err := l.MessagePeriodsBefore(ctx, instB, []string{"g1", "other"}, baseTime, cutoff)
+	bPeriods, _, err := l.OldDayPeriods(ctx, instB, events.ClassMessages, []string{"g1", "other"}, cutoff, cutoff)
 	if err != nil || len(bPeriods) == 0 {
 		t.Fatalf("the other installation's periods: %+v %v", bPeriods, err)
 	}
@@ -247,7 +247,8 @@ func TestCompactCountsRootSealedEvents(t *testing.T) {
 	old := mustAppend(t, l, 1, msg(g, 2, "under the root key"))
 	l.sealRoot = false
 	last := mustAppend(t, l, 2, msg(g, 3, "under its data key again"))
-	periods, err := l.MessagePeriodsBefore(ctx, instA, []string{"g1"}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
+	until := baseTime.Add(48 * time.Hour)
+	periods, _, err := l.OldDayPeriods(ctx, instA, events.ClassMessages, []string{"g1"}, until, until)
 	if err != nil || len(periods) != 1 {
 		t.Fatalf("periods: %+v %v; want the one day", periods, err)
 	}

@@ -37,7 +37,7 @@
 // [DB.EpochRetired], [DB.OwnCommitOutputs]), their memberships ([DB.Memberships],
 // [DB.PastMembers], [DB.PastEpochs]) and pending proposals
 // ([DB.PendingProposals], [DB.HasProposalMessage]), messages
-// ([DB.Messages], [DB.MessagesSentInEpoch], [DB.MessagesSentSinceState],
+// ([DB.Messages], [DB.MessagesSentInEpoch], [DB.SentSinceState],
 // [DB.HasMessage], [DB.OwnMessageOutputs]), delivery queues ([DB.PendingDeliveries]), and every
 // aggregate's position ([DB.Position]). A lookup of one row returns found =
 // false when there is none; secrets come as [events.Secret], redacted when

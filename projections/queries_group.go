@@ -88,7 +88,7 @@ func (db *DB) Group(ctx context.Context, groupID []byte) (g Group, found bool, e
 // GroupState returns the serialized MLS state of a group (secret;
 // redacted when printed): the state its current epoch began with, or the
 // state the latest proposal cached in the epoch left (schema v3; see
-// MessagesSentSinceState).
+// SentSinceState).
 func (db *DB) GroupState(ctx context.Context, groupID []byte) (events.Secret, error) {
 	if db.schema >= 5 {
 		cur, _, err := db.GroupStates(ctx, groupID)

@@ -96,34 +96,6 @@ func (db *DB) MessagesSentInEpoch(ctx context.Context, groupID []byte, epoch uin
 	return out, db.wrapErr("sent messages", rows.Err())
 }
 
-// MessagesSentSinceState lists the messages this installation sent in the
-// group's current epoch and membership after the state GroupState returns
-// was recorded, oldest first: a sender reloading the group from that state
-// advances its sending ratchet past them. Before schema v3 the state is
-// always the epoch's first, and this is MessagesSentInEpoch.
-func (db *DB) MessagesSentSinceState(ctx context.Context, groupID []byte, epoch uint64) ([]Message, error) {
-	if db.schema < 3 {
-		return db.MessagesSentInEpoch(ctx, groupID, epoch)
-	}
-	rows, err := db.sql.QueryContext(ctx, `SELECT m.ordinal, m.message_id, m.epoch, m.sender_leaf, m.sender, m.direction, m.content, m.authenticated_data, m.sent_at
-		FROM messages m JOIN groups g ON g.group_id = m.group_id
-		WHERE m.group_id = ? AND m.epoch = ? AND m.direction = 'sent' AND m.membership = g.membership AND m.ordinal > g.state_ordinal
-		ORDER BY m.ordinal`, groupID, epoch)
-	if err != nil {
-		return nil, db.wrapErr("sent messages", err)
-	}
-	defer rows.Close()
-	var out []Message
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, db.wrapErr("sent messages", err)
-		}
-		out = append(out, m)
-	}
-	return out, db.wrapErr("sent messages", rows.Err())
-}
-
 // ReceivedGeneration is a received message's place in its sender's
 // ratchet (schema 11): its epoch, its sender's leaf and the generation
 // it used.
@@ -170,8 +142,9 @@ func (db *DB) MessagesReceivedSinceState(ctx context.Context, groupID []byte) ([
 // group's current epoch and membership after the state GroupState returns
 // was recorded, those retention deleted since included (schema 11): a
 // sender reloading the group from that state moves its sending ratchet
-// past them (mls.Group.MarkSent). Before schema 11 it counts what
-// MessagesSentSinceState lists.
+// past them (mls.Group.MarkSent). Before schema 11 it counts those the
+// read model still holds; before schema v3, whose state is always the
+// epoch's first, those of the epoch (MessagesSentInEpoch).
 func (db *DB) SentSinceState(ctx context.Context, groupID []byte, epoch uint64) (int, error) {
 	if db.schema < 3 {
 		sent, err := db.MessagesSentInEpoch(ctx, groupID, epoch)

@@ -136,7 +136,8 @@ func TestResealRetained(t *testing.T) {
 	// A trimmed installation without a snapshot: refused before copying.
 	const instC events.InstallationID = "inst-carol"
 	writeHistory(t, l, instC, 1, 6)
-	ps, err := l.MessagePeriodsBefore(ctx, instC, []string{hex.EncodeToString(genGroupID(0))}, baseTime.Add(-48*time.Hour), baseTime.Add(48*time.Hour))
+	until := baseTime.Add(48 * time.Hour)
+	ps, _, err := l.OldDayPeriods(ctx, instC, events.ClassMessages, []string{hex.EncodeToString(genGroupID(0))}, until, until)
 	if err != nil || len(ps) == 0 {
 		t.Fatalf("periods of %s: %v %v", instC, ps, err)
 	}

@@ -121,7 +121,7 @@ func TestRetainKill9(t *testing.T) {
 		if all-old != 40 {
 			t.Fatalf("round %d (killed after %q): the live read model holds %d retained messages, want 40", round, last, all-old)
 		}
-		left, err := check.MessagePeriodsBefore(ctx, instA, groups, baseTime.Add(-24*time.Hour), retainCutoff)
+		left, _, err := check.OldDayPeriods(ctx, instA, events.ClassMessages, groups, retainCutoff, retainCutoff)
 		if err != nil {
 			t.Fatal(err)
 		}
