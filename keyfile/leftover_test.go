@@ -6,12 +6,13 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/epochlog/epochlog/internal/childproc"
 )
 
 // envCrashChild names the key file TestCrashBetweenWriteAndRenameChild
@@ -63,11 +64,9 @@ func TestCrashLeftoverRemoved(t *testing.T) {
 	}
 	crash := func() string {
 		t.Helper()
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashBetweenWriteAndRenameChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), envCrashChild+"="+path)
-		out, err := cmd.CombinedOutput()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("the child was not killed between write and rename: %v\n%s", err, out)
+		child := childproc.Start(t, "TestCrashBetweenWriteAndRenameChild", []string{envCrashChild + "=" + path})
+		if err := child.Wait(); !child.Killed() {
+			t.Fatalf("the child was not killed between write and rename: %v\n%s", err, child.Output())
 		}
 		left := leftovers(t, path)
 		if len(left) != 1 {
