@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/childproc"
 )
 
 // The kill tests (erase, re-wrap, re-seal) re-execute this test binary as
@@ -55,22 +53,12 @@ func childLog(ring *events.Keyring) (*Log, error) {
 
 // killAfter runs the child name against the server at url, with env added
 // to this process's, kills it with SIGKILL after d, and returns what it
-// printed.
+// printed. init runs the child before any test: the child runs none.
 func killAfter(t *testing.T, name, url string, d time.Duration, env ...string) string {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), envKillChild+"="+name, envKillURL+"="+url), env...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	child := childproc.Start(t, "", append([]string{envKillChild + "=" + name, envKillURL + "=" + url}, env...))
 	time.Sleep(d)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	return out.String()
+	child.Kill()
+	_ = child.Wait()
+	return child.Output()
 }
