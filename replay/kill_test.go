@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/childproc"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
 )
@@ -120,18 +119,17 @@ func TestKillDuringRebuildAndRekey(t *testing.T) {
 	}
 	want, _ := digestOf(t, live, k1)
 
-	child := func(op string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envKillChild+"="+op, envKillURL+"="+srv.URL(),
-			envKillDB+"="+live, envKillKey+"="+k1hex, envKillNewKey+"="+k2hex)
-		cmd.Stderr = os.Stderr
-		return cmd
+	// The child runs no test: TestMain runs op instead.
+	child := func(op string) *childproc.Child {
+		return childproc.Start(t, "", []string{envKillChild + "=" + op, envKillURL + "=" + srv.URL(),
+			envKillDB + "=" + live, envKillKey + "=" + k1hex, envKillNewKey + "=" + k2hex})
 	}
 	// One uninterrupted run of each sets the range the kills spread over.
 	timed := func(op string) time.Duration {
 		start := time.Now()
-		if err := child(op).Run(); err != nil {
-			t.Fatalf("uninterrupted %s child: %v", op, err)
+		c := child(op)
+		if err := c.Wait(); err != nil {
+			t.Fatalf("uninterrupted %s child: %v\n%s", op, err, c.Output())
 		}
 		return time.Since(start)
 	}
@@ -175,13 +173,10 @@ func TestKillDuringRebuildAndRekey(t *testing.T) {
 				}
 			}
 			delay := time.Duration(frac * float64(span))
-			cmd := child(op)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			c := child(op)
 			time.Sleep(delay)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
+			c.Kill()
+			_ = c.Wait()
 
 			// The live file is the old one (same inode) or the new one.
 			after, err := os.Stat(live)
