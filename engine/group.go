@@ -71,7 +71,7 @@ func epochStartAfter(prev events.Secret, bodies []events.Body) events.Secret {
 				return events.Secret{}
 			}
 			start = st
-		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
+		case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
 			events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
 		default:
 			return events.Secret{}
@@ -96,7 +96,7 @@ func heldAfter(gs *groupState, bodies []events.Body) ([]uint64, bool) {
 			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.RetiredEpochs, e) })
 		case events.EpochSecretsRetired:
 			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.Epochs, e) })
-		case events.ProposalStaged, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:
+		case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:
 		default:
 			return nil, false
 		}
@@ -314,7 +314,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 func carriesState(bodies []events.Body) bool {
 	for _, b := range bodies {
 		switch b.(type) {
-		case events.CommitApplied, events.ProposalStaged:
+		case events.CommitApplied, events.ProposalStaged, events.StateRecorded:
 			return true
 		}
 	}

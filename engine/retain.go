@@ -2,9 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/replay"
 )
 
@@ -25,6 +29,41 @@ type Retained struct {
 	*replay.RetainResult
 	// Compacted is the compaction's report (nil: not compacted).
 	Compacted *eventlog.Compacted
+}
+
+// recordStatesBefore records, for each group holding messages older than
+// cut that a reload of the group still needs (recorded since its state,
+// in an epoch it holds: projections.DB.GroupsToRecordBefore), its state
+// as it stands, ratchets moved on (events.StateRecorded), and projects
+// it: the messages are then behind the group's state and retention
+// deletes them, and a reload still refuses a replay of a deleted one (its
+// generation is consumed in the state). Each is one group transition
+// (transact): a lost race with another process of the installation
+// catches up and records the state again.
+func (in *Installation) recordStatesBefore(ctx context.Context, cut time.Time) error {
+	ids, err := in.db.GroupsToRecordBefore(ctx, cut)
+	if err != nil {
+		return fmt.Errorf("engine: installation %s: %w", in.id, err)
+	}
+	for _, id := range ids {
+		_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, []events.Body, error) {
+			st, err := gs.g.MarshalBinary()
+			if err != nil {
+				return nil, nil, fmt.Errorf("engine: installation %s: group %x: encode group state: %w", in.id, id, err)
+			}
+			b := events.StateRecorded{GroupID: gs.g.GroupID(), Epoch: gs.g.Epoch()}.WithStateFrom(gs.epochStart.Bytes(), st)
+			return gs.g, []events.Body{b}, nil
+		})
+		if errors.Is(err, ErrUnknownGroup) || errors.Is(err, mls.ErrNotMember) {
+			continue // left meanwhile (another process): no reload needs them
+		}
+		if err != nil {
+			// errNotProjected too: the messages are deleted only behind a
+			// state the read model holds.
+			return fmt.Errorf("engine: installation %s: group %x: record its state before retention: %w", in.id, id, err)
+		}
+	}
+	return nil
 }
 
 // Retain applies an installation's retention policy on its open read
@@ -49,7 +88,7 @@ func (in *Installation) Retain(ctx context.Context, p replay.RetentionPolicy, op
 	if err := in.project(ctx); err != nil {
 		return nil, err
 	}
-	ro := &replay.RetainOptions{Options: replay.Options{DB: in.opts.DB, SkipMLSCheck: o.SkipMLSCheck}, Now: in.opts.Now}
+	ro := &replay.RetainOptions{Options: replay.Options{DB: in.opts.DB, SkipMLSCheck: o.SkipMLSCheck}, Now: in.opts.Now, RecordStates: in.recordStatesBefore}
 	res, err := replay.Retain(ctx, in.log, in.id, in.db, p, ro)
 	if err != nil {
 		return &Retained{RetainResult: res}, fmt.Errorf("engine: installation %s: %w", in.id, err)

@@ -67,4 +67,17 @@ func TestRetentionKeepsSentGenerations(t *testing.T) {
 	if r, err := b.insts[alice].Receive(ctx, ds[0].Payload); err != nil || string(r.Content.Bytes()) != "second" {
 		t.Fatalf("alice receives bob's message sent after retention and a restart: %v", err)
 	}
+	// The message sent after retention counts as sent since the state
+	// retention recorded, though it took the ordinal of a deleted one:
+	// after another restart, the next one is not sealed under its
+	// generation.
+	in = reopen()
+	third, err := in.Send(ctx, g1, []byte("third"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverSend(third)
+	if r, err := b.insts[alice].Receive(ctx, third.Message); err != nil || string(r.Content.Bytes()) != "third" {
+		t.Fatalf("alice receives bob's message sent after retention and two restarts: %v", err)
+	}
 }

@@ -26,6 +26,7 @@ const (
 	KindMemberRemoved              Kind = "group.member_removed"
 	KindEpochSecretsRetired        Kind = "group.epoch_secrets_retired"
 	KindHandshakeFormatSet         Kind = "group.handshake_format_set"
+	KindStateRecorded              Kind = "group.state_recorded"
 	KindExternalJoined             Kind = "group.external_joined"
 	KindApplicationMessageSent     Kind = "application.message_sent"
 	KindApplicationMessageReceived Kind = "application.message_received"
@@ -280,6 +281,33 @@ func (ProposalStaged) Kind() Kind { return KindProposalStaged }
 
 // SchemaVersion implements Body.
 func (ProposalStaged) SchemaVersion() uint16 { return 3 }
+
+// StateRecorded records the group's state at Epoch as the member holds
+// it, its ratchets moved on by the application messages it sent and
+// received since the state recorded before (mls.Group.MarshalBinary):
+// what a reload starts from from then on. The engine records it before
+// retention deletes messages recorded since the group's state, of an
+// epoch the group still holds: a reload no longer needs them (a replay
+// of a deleted message is refused, its generation consumed in the
+// state), and takes no ratchet step for them.
+type StateRecorded struct {
+	GroupID []byte `msgpack:"group_id"`
+	Epoch   uint64 `msgpack:"epoch"`
+	// State is the serialized MLS group state, whole; empty when
+	// StateDelta records it.
+	State Secret `msgpack:"state"`
+	// StateDelta, when set, records that state as a delta from the state
+	// the epoch started with (as ProposalStaged.StateDelta); StateOf
+	// rebuilds it and checks it against StateSHA256, its SHA-256.
+	StateDelta  Secret `msgpack:"state_delta"`
+	StateSHA256 []byte `msgpack:"state_sha256"`
+}
+
+// Kind implements Body.
+func (StateRecorded) Kind() Kind { return KindStateRecorded }
+
+// SchemaVersion implements Body.
+func (StateRecorded) SchemaVersion() uint16 { return 1 }
 
 // Member identifies a member of a group by leaf index and credential
 // identity.

@@ -126,6 +126,7 @@ var catalogue = []kindSpec{
 		map[uint16]schema{1: legacy(upcastMemberRemovedV1)}),
 	current[EpochSecretsRetired](AggGroup, "the secrets of past epochs were deleted (forward secrecy)", nil),
 	current[HandshakeFormatSet](AggGroup, "the wire format of this installation's proposals and commits in the group was set (PublicMessage or PrivateMessage)", nil),
+	current[StateRecorded](AggGroup, "the group's state with its ratchets as they stand, recorded before retention deletes messages received or sent since the state before", nil),
 	current[ApplicationMessageSent](AggGroup, "an application message was encrypted and sent",
 		map[uint16]schema{1: legacy(upcastApplicationMessageSentV1)}),
 	current[ApplicationMessageReceived](AggGroup, "an application message was received and decrypted",

@@ -374,12 +374,12 @@ func PeriodOf(e Event, now time.Time) (DataKeyClass, []string) {
 //     group per UTC day of the event's time;
 //   - delivery queue events: delivery, one period per queue per UTC day;
 //   - group events that carry the group's MLS state (creation, proposals,
-//     commits, joins by Welcome or external commit): epoch, one period
-//     per group epoch, the epoch the recorded state is at (for a
-//     group.created that carries its first commit, the epoch that
-//     commit starts: the group's, which the member keeps longest). Their
-//     keys are derived along the group's chain, so a new epoch costs no
-//     round trip;
+//     commits, joins by Welcome or external commit, a state recorded
+//     before retention): epoch, one period per group epoch, the epoch the
+//     recorded state is at (for a group.created that carries its first
+//     commit, the epoch that commit starts: the group's, which the member
+//     keeps longest). Their keys are derived along the group's chain, so a
+//     new epoch costs no round trip;
 //   - other group events (membership, secrets retired, handshake
 //     format): state, one period per group;
 //   - installation and key package events, and any aggregate type this
@@ -408,6 +408,8 @@ func PeriodKeyOf(e Event, now time.Time) Period {
 			}
 			return epoch(b.Epoch)
 		case ProposalStaged:
+			return epoch(b.Epoch)
+		case StateRecorded:
 			return epoch(b.Epoch)
 		case CommitApplied:
 			return epoch(b.Epoch)

@@ -196,6 +196,7 @@ func TestPeriodOf(t *testing.T) {
 		{Event{Aggregate: g, Body: CommitApplied{Epoch: 7}}, ClassEpoch, "group aa"},
 		{Event{Aggregate: g, Body: GroupCreated{Epoch: 0}}, ClassEpoch, "group aa"},
 		{Event{Aggregate: g, Body: ProposalStaged{Epoch: 3}}, ClassEpoch, "group aa"},
+		{Event{Aggregate: g, Body: StateRecorded{Epoch: 3}}, ClassEpoch, "group aa"},
 		{Event{Aggregate: g, Body: WelcomeProcessed{Epoch: 9}}, ClassEpoch, "group aa"},
 		{Event{Aggregate: g, Body: ExternalJoined{Epoch: 9}}, ClassEpoch, "group aa"},
 		{Event{Aggregate: g, Body: EpochSecretsRetired{Epochs: []uint64{1}}}, ClassState, "group aa"},

@@ -60,6 +60,7 @@ func samples(inst InstallationID) map[Kind]Event {
 		{grp, MemberRemoved{GroupID: gid, Epoch: 7, Leaf: 4, Identity: []byte("dave"), Left: true}},
 		{grp, EpochSecretsRetired{GroupID: gid, Epochs: []uint64{1, 2, 3}}},
 		{grp, HandshakeFormatSet{GroupID: gid, WireFormat: 2}},
+		{grp, StateRecorded{GroupID: gid, Epoch: 7, State: secret("state7r")}},
 		{grp, ApplicationMessageSent{GroupID: gid, Epoch: 7, SenderLeaf: 0, Sender: inst, MessageID: []byte("m1"),
 			Content: secret("hello"), AuthenticatedData: []byte("ad"), Message: []byte("private-message-1")}},
 		{grp, ApplicationMessageReceived{GroupID: gid, Epoch: 7, SenderLeaf: 2, Sender: "inst-bob", MessageID: []byte("m2"),

@@ -63,6 +63,22 @@ func (p ProposalStaged) StateOf(base []byte) (Secret, error) {
 	return stateOf("group.proposal_staged", p.GroupID, p.Epoch, p.State, p.StateDelta, p.StateSHA256, base)
 }
 
+// WithStateFrom returns r with state recorded as
+// ProposalStaged.WithStateFrom records a proposal's: as a delta from base
+// (the state the epoch started with) when given and small enough, else
+// whole.
+func (r StateRecorded) WithStateFrom(base, state []byte) StateRecorded {
+	r.State, r.StateDelta, r.StateSHA256, _ = recordState(base, state)
+	return r
+}
+
+// StateOf returns the state r recorded: State, or StateDelta applied to
+// base, the state the epoch started with, checked as
+// ProposalStaged.StateOf checks a proposal's.
+func (r StateRecorded) StateOf(base []byte) (Secret, error) {
+	return stateOf("group.state_recorded", r.GroupID, r.Epoch, r.State, r.StateDelta, r.StateSHA256, base)
+}
+
 // KnownState returns the state at c.Epoch when it is at hand without a
 // base: recorded whole, or given to WithStateFrom in this process.
 func (c CommitApplied) KnownState() (Secret, bool) {

@@ -541,6 +541,7 @@ func init() {
 		events.KindMemberRemoved:              applyMemberRemoved,
 		events.KindEpochSecretsRetired:        applyEpochSecretsRetired,
 		events.KindHandshakeFormatSet:         applyHandshakeFormatSet,
+		events.KindStateRecorded:              applyStateRecorded,
 		events.KindApplicationMessageSent:     applyMessageSent,
 		events.KindApplicationMessageReceived: applyMessageReceived,
 		events.KindDeliveryEnqueued:           applyDeliveryEnqueued,

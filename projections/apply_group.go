@@ -524,25 +524,59 @@ func applyProposalStaged(a *applier, ev events.Event) error {
 	}
 	g.proposalsKnown, g.hasProposals = true, true
 	if (b.State.Len() > 0 || !b.StateDelta.IsZero()) && a.db.schema >= 3 {
-		state := b.State
-		var base []byte
-		if !b.StateDelta.IsZero() || b.StateSHA256 != nil || a.db.schema >= 5 {
-			if base, err = a.epochStartState(b.GroupID, g, epoch); err != nil {
-				return err
-			}
-		}
-		if !b.StateDelta.IsZero() || b.StateSHA256 != nil {
-			if state, err = b.StateOf(base); err != nil {
-				return cannot("%w", err)
-			}
-		}
-		ord, err := a.messageOrdinal(b.GroupID, g)
-		if err != nil {
-			return err
-		}
-		g.snapshot = &groupSnapshot{state: state.Bytes(), base: base, ordinal: ord}
+		return a.stateSince(b.GroupID, g, epoch, b.State, !b.StateDelta.IsZero() || b.StateSHA256 != nil, b.StateOf)
 	}
 	return nil
+}
+
+// stateSince makes state (or, when asDelta, what stateOf rebuilds from
+// the epoch's starting state) the group's state as of its messages so
+// far (groups.state_ordinal): the state a reload starts from, which the
+// messages recorded since move on. A proposal's, or one recorded before
+// retention.
+func (a *applier) stateSince(id []byte, g *batchGroup, epoch uint64, state events.Secret, asDelta bool, stateOf func(base []byte) (events.Secret, error)) error {
+	var base []byte
+	var err error
+	if asDelta || a.db.schema >= 5 {
+		if base, err = a.epochStartState(id, g, epoch); err != nil {
+			return err
+		}
+	}
+	if asDelta {
+		if state, err = stateOf(base); err != nil {
+			return cannot("%w", err)
+		}
+	}
+	ord, err := a.messageOrdinal(id, g)
+	if err != nil {
+		return err
+	}
+	g.snapshot = &groupSnapshot{state: state.Bytes(), base: base, ordinal: ord}
+	return nil
+}
+
+// applyStateRecorded: the recorded state becomes the group's, as a
+// proposal's does (from v5 groups.proposal_state, a delta from
+// groups.state), as of the messages recorded so far; the own messages
+// retention deleted since the state before are behind it
+// (groups.sent_deleted 0).
+func applyStateRecorded(a *applier, ev events.Event) error {
+	b, err := body[events.StateRecorded](ev)
+	if err != nil {
+		return err
+	}
+	g := a.group(b.GroupID)
+	epoch, err := a.loadEpoch(b.GroupID, g)
+	if err != nil {
+		return err
+	}
+	if b.Epoch != epoch {
+		return cannot("state of epoch %d recorded, group %x is at %d", b.Epoch, b.GroupID, epoch)
+	}
+	if a.db.schema < 3 {
+		return nil // an older schema keeps the epoch's state only
+	}
+	return a.stateSince(b.GroupID, g, epoch, b.State, !b.StateDelta.IsZero() || b.StateSHA256 != nil, b.StateOf)
 }
 
 func applyHandshakeFormatSet(a *applier, ev events.Event) error {

@@ -41,6 +41,7 @@ func v3Extras(s *streamBuilder, g int) (beforeRejoin int) {
 	s.group(g, events.ProposalStaged{GroupID: gid(g), Epoch: 2, ProposalRef: []byte("ref-peer"), ProposalType: 3, SenderLeaf: 0,
 		Sender: []byte("peer-1"), Proposal: []byte("remove"), Message: []byte("msg-peer"), MessageID: []byte("id-peer"), State: events.NewSecret([]byte("state-2-p2"))})
 	s.message(g, 2, 102, true)
+	s.group(g, events.StateRecorded{GroupID: gid(g), Epoch: 2, State: events.NewSecret([]byte("state-2-r"))})
 	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 3, EpochAuthenticator: []byte("auth-3"), ConfirmedTranscriptHash: []byte("cth-3"),
 		Commit: []byte("commit-3"), State: events.NewSecret([]byte("state-3")), Committer: &events.Committer{Leaf: 1, Identity: inst, Own: true}})
 	s.group(g, events.CommitApplied{GroupID: gid(g), Epoch: 4, EpochAuthenticator: []byte("auth-4"), ConfirmedTranscriptHash: []byte("cth-4"),

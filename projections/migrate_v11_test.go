@@ -38,10 +38,10 @@ func TestMigrateToV11InPlace(t *testing.T) {
 	s.ownCommit(1, members(1, "peer-1"), nil, &events.OwnOutput{Welcome: []byte("welcome-1")})
 	s.received(1, 0, -1) // before v2: no generation
 	before := len(s.recs)
-	r1 := s.received(1, 1, 1)
+	s.received(1, 1, 1)
 	s.othersCommit(2, nil, nil)
 	r2 := s.received(2, 2, 0)
-	late := s.received(1, 3, 7) // a late message of epoch 1, held
+	s.received(1, 3, 7) // a late message of epoch 1, held
 	s.group(1, events.ProposalStaged{GroupID: gid(1), Epoch: 2, ProposalRef: []byte("ref-peer"), ProposalType: 3, SenderLeaf: 1,
 		Sender: []byte("peer-1"), Proposal: []byte("remove"), Message: []byte("msg-peer"), MessageID: []byte("id-peer"), State: events.NewSecret([]byte("s-2-p"))})
 	r4 := s.received(2, 4, 1)
@@ -79,10 +79,17 @@ func TestMigrateToV11InPlace(t *testing.T) {
 	applyAll(t, migrated, recs[before:])
 	applyAll(t, fresh, recs[before:])
 	same("after received messages")
-	// The proposal's state saw r2 (received before it in epoch 2), not r4;
-	// epoch 1 is held, so r1 and the late message are listed.
-	check("after a proposal", []ReceivedGeneration{r1, late, r4})
+	// The proposal's state saw r2 and, in epoch 1 (held), r1 and the late
+	// message (received before it), not r4.
+	check("after a proposal", []ReceivedGeneration{r4})
 
+	s.recs = nil
+	r6 := s.received(1, 6, 8) // a late message of epoch 1 after the proposal
+	applyAll(t, migrated, s.recs)
+	applyAll(t, fresh, s.recs)
+	check("after a late message", []ReceivedGeneration{r4, r6})
+
+	s.recs = nil
 	s.group(1, events.EpochSecretsRetired{GroupID: gid(1), Epochs: []uint64{1}})
 	applyAll(t, migrated, s.recs)
 	applyAll(t, fresh, s.recs)
@@ -98,6 +105,15 @@ func TestMigrateToV11InPlace(t *testing.T) {
 	// Epoch 2 is now past and held: all its messages are listed (the
 	// commit's state saw them; MarkReceived passes those over).
 	check("after a commit", []ReceivedGeneration{r2, r4, r5})
+
+	s.recs = nil
+	s.group(1, events.StateRecorded{GroupID: gid(1), Epoch: 3, State: events.NewSecret([]byte("s-3-r"))})
+	r7 := s.received(3, 7, 1)
+	applyAll(t, migrated, s.recs)
+	applyAll(t, fresh, s.recs)
+	same("after a recorded state")
+	// A state recorded as it stood (before retention) saw them all.
+	check("after a recorded state", []ReceivedGeneration{r7})
 }
 
 // A v10 file that applies a received message recording its generation
@@ -119,9 +135,11 @@ func TestMigrateInPlaceRefusesGenerationsNotKept(t *testing.T) {
 	}
 }
 
-// SentSinceState counts the own messages since the group's state that
-// retention deleted as well, until the next state is recorded.
-func TestSentSinceStateCountsDeletedOwnMessages(t *testing.T) {
+// Retention keeps the own messages since the group's state, which
+// SentSinceState counts (a reload moves the sending ratchet past them),
+// until a state is recorded after them (group.state_recorded): then they
+// are deleted, and not counted.
+func TestRetentionKeepsOwnMessagesSinceState(t *testing.T) {
 	s := newStream("inst-a")
 	s.installation()
 	s.group(1, events.GroupCreated{GroupID: gid(1), Ciphersuite: 3, Epoch: 0, State: events.NewSecret([]byte("s-0")),
@@ -139,14 +157,29 @@ func TestSentSinceStateCountsDeletedOwnMessages(t *testing.T) {
 		}
 	}
 	count("before retention", 1, 3)
-	if n, err := db.DeleteMessagesBefore(ctx, s.t0.Add(24*time.Hour)); err != nil || n != 3 {
-		t.Fatalf("retention deleted %d, %v", n, err)
+	cut := s.t0.Add(24 * time.Hour)
+	if n, err := db.DeleteMessagesBefore(ctx, cut); err != nil || n != 0 {
+		t.Fatalf("retention deleted %d, %v; want 0", n, err)
+	}
+	if ids, err := db.GroupsToRecordBefore(ctx, cut); err != nil || len(ids) != 1 || string(ids[0]) != string(gid(1)) {
+		t.Fatalf("groups to record %x, %v; want group 1", ids, err)
 	}
 	count("after retention", 1, 3)
 	s.recs = nil
+	s.group(1, events.StateRecorded{GroupID: gid(1), Epoch: 1, State: events.NewSecret([]byte("s-1-r"))})
+	applyAll(t, db, s.recs)
+	count("after a recorded state", 1, 0)
+	if ids, err := db.GroupsToRecordBefore(ctx, cut); err != nil || len(ids) != 0 {
+		t.Fatalf("groups to record after the recorded state %x, %v", ids, err)
+	}
+	if n, err := db.DeleteMessagesBefore(ctx, cut); err != nil || n != 3 {
+		t.Fatalf("retention after the recorded state deleted %d, %v; want 3", n, err)
+	}
+	count("after retention", 1, 0)
+	s.recs = nil
 	s.ownMessage(1, 3, true)
 	applyAll(t, db, s.recs)
-	count("one more", 1, 4)
+	count("one more", 1, 1)
 	s.recs = nil
 	s.othersCommit(2, nil, nil)
 	applyAll(t, db, s.recs)

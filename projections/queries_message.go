@@ -108,10 +108,11 @@ type ReceivedGeneration struct {
 // MessagesReceivedSinceState lists, in the order they were received, the
 // received messages of the group's current membership whose generation
 // it keeps and that the state GroupState returns may not have seen: those
-// of the current epoch after that state was recorded, and those of the
-// past epochs it holds (late messages; the state recorded at the commit
-// saw the ones received before it, which mls.Group.MarkReceived passes
-// over). A member reloading the group marks them, so that its ratchets
+// recorded after that state (a commit's: every one since; a proposal's or
+// one recorded before retention: those after it) of the current epoch
+// and of the past epochs it holds (late messages; the state recorded at
+// the commit saw the ones received before it, which
+// mls.Group.MarkReceived passes over). A member reloading the group marks them, so that its ratchets
 // are where receiving them left them. Before schema 11 it lists none.
 func (db *DB) MessagesReceivedSinceState(ctx context.Context, groupID []byte) ([]ReceivedGeneration, error) {
 	if db.schema < 11 {
@@ -119,8 +120,8 @@ func (db *DB) MessagesReceivedSinceState(ctx context.Context, groupID []byte) ([
 	}
 	rows, err := db.sql.QueryContext(ctx, `SELECT m.epoch, m.sender_leaf, m.generation
 		FROM messages m JOIN groups g ON g.group_id = m.group_id
-		WHERE m.group_id = ? AND m.generation IS NOT NULL AND m.membership = g.membership
-			AND (m.epoch = g.epoch AND m.ordinal > g.state_ordinal
+		WHERE m.group_id = ? AND m.generation IS NOT NULL AND m.membership = g.membership AND m.ordinal > g.state_ordinal
+			AND (m.epoch = g.epoch
 				OR m.epoch < g.epoch AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0))
 		ORDER BY m.ordinal`, groupID)
 	if err != nil {

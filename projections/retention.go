@@ -13,9 +13,66 @@ import (
 // destroyed history, no longer holds it. secure_delete is on, so the
 // deleted rows' bytes are overwritten in the database file.
 
+// markedSinceState is the condition (schema 11) on a message row m that
+// a reload of its group still needs it: of the group's current
+// membership, this installation still a member, recorded since the
+// group's state (state_ordinal), and in its current epoch an own message
+// (mls.Group.MarkSent) or a received one with its generation, or in a
+// past epoch it holds a received one with its generation
+// (mls.Group.MarkReceived). Deleted, a reload would not mark it: a
+// replay of a received one would be accepted again.
+const markedSinceState = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_id AND m.membership = g.membership AND m.ordinal > g.state_ordinal
+	AND EXISTS (SELECT 1 FROM members mb WHERE mb.group_id = g.group_id AND mb.removed_epoch IS NULL
+		AND mb.identity = (SELECT CAST(installation_id AS BLOB) FROM installation))
+	AND (m.epoch = g.epoch AND (m.direction = 'sent' OR m.generation IS NOT NULL)
+		OR m.generation IS NOT NULL AND m.epoch < g.epoch
+			AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0)))`
+
+// deletableBefore is the condition on a message row m that
+// DeleteMessagesBefore deletes it (?1: the time).
+func (db *DB) deletableBefore() string {
+	if db.schema >= 11 {
+		return `m.sent_at < ?1 AND NOT ` + markedSinceState
+	}
+	return `m.sent_at < ?1`
+}
+
+// GroupsToRecordBefore lists the groups holding messages older than t
+// that a reload of the group still needs (from schema 11; before, none),
+// which DeleteMessagesBefore therefore keeps: those recorded since the
+// group's state, in an epoch it holds, while this installation is a
+// member. Once the group's state is recorded as it stands
+// (events.StateRecorded, which the engine's retention records first),
+// they are behind it and deleted.
+func (db *DB) GroupsToRecordBefore(ctx context.Context, t time.Time) ([][]byte, error) {
+	if db.schema < 11 {
+		return nil, nil
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT DISTINCT m.group_id FROM messages m WHERE m.sent_at < ?1 AND `+markedSinceState+` ORDER BY m.group_id`, t.UnixNano())
+	if err != nil {
+		return nil, &FileError{Path: db.path, Op: "groups to record", Err: err}
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var id []byte
+		if err := rows.Scan(&id); err != nil {
+			return nil, &FileError{Path: db.path, Op: "groups to record", Err: err}
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, &FileError{Path: db.path, Op: "groups to record", Err: err}
+	}
+	return out, nil
+}
+
 // DeleteMessagesBefore deletes the application messages whose time
 // (sent_at, the event's time) is before t, in one transaction on the
-// writer, and returns how many it deleted. The checkpoint does not move:
+// writer, and returns how many it deleted. From schema 11 it keeps those
+// a reload of their group still needs (GroupsToRecordBefore lists their
+// groups): deleted, a received message's generation would no longer be
+// refused as a replay after a reload. The checkpoint does not move:
 // the deletion is not an event, and the read model's digest reflects it
 // like any other content. Everything else about the groups (epochs,
 // members, the time of the last message) is kept, but whom the deleted
@@ -33,21 +90,33 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 		// A reloaded sender moves its ratchet past the own messages sent
 		// since the group's state (SentSinceState): those deleted here
 		// are counted, or it would seal under their generations again.
+		// (Those of a group it is a member of are kept, deletableBefore.)
 		if _, err := tx.ExecContext(ctx, `UPDATE groups SET sent_deleted = sent_deleted + (SELECT count(*) FROM messages m
 			WHERE m.group_id = groups.group_id AND m.direction = 'sent' AND m.epoch = groups.epoch AND m.membership = groups.membership
-				AND m.ordinal > groups.state_ordinal AND m.sent_at < ?1)
+				AND m.ordinal > groups.state_ordinal AND `+db.deletableBefore()+`)
 			WHERE EXISTS (SELECT 1 FROM messages m WHERE m.group_id = groups.group_id AND m.direction = 'sent' AND m.epoch = groups.epoch
-				AND m.membership = groups.membership AND m.ordinal > groups.state_ordinal AND m.sent_at < ?1)`, t.UnixNano()); err != nil {
+				AND m.membership = groups.membership AND m.ordinal > groups.state_ordinal AND `+db.deletableBefore()+`)`, t.UnixNano()); err != nil {
 			return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
 		}
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE sent_at < ?`, t.UnixNano())
+	res, err := tx.ExecContext(ctx, `DELETE FROM messages AS m WHERE `+db.deletableBefore(), t.UnixNano())
 	if err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
+	}
+	if db.schema >= 3 && n > 0 {
+		// A group's next message takes the ordinal after its last row
+		// left: one the state's ordinal must stay below, or a message
+		// recorded after the state would count as before it (a reloaded
+		// sender would reuse its generation). The rows left keep their
+		// side of it.
+		if _, err := tx.ExecContext(ctx, `UPDATE groups SET state_ordinal = (SELECT coalesce(max(m.ordinal), 0) FROM messages m WHERE m.group_id = groups.group_id)
+			WHERE state_ordinal > (SELECT coalesce(max(m.ordinal), 0) FROM messages m WHERE m.group_id = groups.group_id)`); err != nil {
+			return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
+		}
 	}
 	if db.schema >= 10 {
 		// Whom an epoch's own messages were for goes with the last of
@@ -64,10 +133,10 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 }
 
 // CountMessagesBefore returns how many application messages are older
-// than t (what DeleteMessagesBefore would delete).
+// than t that DeleteMessagesBefore would delete.
 func (db *DB) CountMessagesBefore(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
-	if err := db.sql.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE sent_at < ?`, t.UnixNano()).Scan(&n); err != nil {
+	if err := db.sql.QueryRowContext(ctx, `SELECT count(*) FROM messages AS m WHERE `+db.deletableBefore(), t.UnixNano()).Scan(&n); err != nil {
 		return 0, &FileError{Path: db.path, Op: "count messages", Err: err}
 	}
 	return n, nil

@@ -62,6 +62,8 @@ func TestDeletedMessagesLeaveNoTraceInFile(t *testing.T) {
 		s.group(0, events.ApplicationMessageSent{GroupID: gid(0), Epoch: 0, Sender: s.inst,
 			MessageID: []byte(fmt.Sprintf("m-%d", i)), Content: events.NewSecret([]byte(fmt.Sprintf("%s%04d", marker, i) + string(bytes.Repeat([]byte{'x'}, 200))))})
 	}
+	// The state after them, or retention keeps them (a reload needs them).
+	s.group(0, events.StateRecorded{GroupID: gid(0), Epoch: 0, State: events.NewSecret([]byte("state-0-r"))})
 	if err := db.Apply(ctx, s.recs); err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,15 @@ func withStateDeltas(recs []Record, deltas, inMemory bool) []Record {
 				}
 				out[i].Event.Body = b
 			}
+		case events.StateRecorded:
+			base := started[string(b.GroupID)]
+			b.State = events.NewSecret(next(b.GroupID, i, false))
+			if deltas {
+				if b = b.WithStateFrom(base, b.State.Bytes()); b.StateDelta.IsZero() {
+					panic("a recorded state of the sample recorded whole")
+				}
+			}
+			out[i].Event.Body = b
 		case events.CommitApplied:
 			base := started[string(b.GroupID)]
 			st := next(b.GroupID, i, true)

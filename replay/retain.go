@@ -165,6 +165,14 @@ type RetainOptions struct {
 	Options
 	// Now is the clock the policy is applied at (default time.Now).
 	Now func() time.Time
+	// RecordStates, when set, is called with the messages cutoff before
+	// any message is counted or deleted, to record the state of each group
+	// whose messages older than it a reload of the group still needs
+	// (projections.DB.GroupsToRecordBefore): the engine's
+	// Installation.Retain records them (events.StateRecorded) and
+	// projects them into the read model. The messages of groups it does
+	// not record are kept (RetainResult.GroupsKept).
+	RecordStates func(ctx context.Context, cutoff time.Time) error
 	// Step, when set, is called after each step: "rows", "snapshot",
 	// "prune", "epochs <group>" after each group's chain is cut, "keys"
 	// (tests: kill points).
@@ -183,6 +191,13 @@ type RetainResult struct {
 	// RowsDeleted counts the messages deleted from the read model,
 	// DeliveriesDeleted the deliveries.
 	RowsDeleted, DeliveriesDeleted int64
+	// GroupsKept counts the groups whose messages older than the cutoff
+	// were kept because a reload of the group still needs them (recorded
+	// since its state, in an epoch it holds: projections.DB.DeleteMessagesBefore)
+	// and no state was recorded for it (RetainOptions.RecordStates): they
+	// go once the group's state moves past them (its next commit, once
+	// their epoch is retired, or retention through the engine).
+	GroupsKept int
 	// Snapshot is the snapshot made (nil when the newest one already was
 	// of this read model at its checkpoint, or nothing was to do).
 	Snapshot *SnapshotResult
@@ -263,6 +278,11 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, self.ID, inst))
 	}
 	var rows int64
+	if msgOK && o.RecordStates != nil {
+		if err := o.RecordStates(ctx, msgCut); err != nil {
+			return nil, fmt.Errorf("replay: retention of %s (nothing deleted): record the group states the messages to delete are since: %w", inst, err)
+		}
+	}
 	if msgOK {
 		groups, err := db.Groups(ctx)
 		if err != nil {
@@ -331,6 +351,16 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	}
 	if res.RowsDeleted, res.DeliveriesDeleted, err = deleteRows(ctx, db); err != nil {
 		return nil, err
+	}
+	if msgOK {
+		kept, err := db.GroupsToRecordBefore(ctx, msgCut)
+		if err != nil {
+			return nil, err
+		}
+		if res.GroupsKept = len(kept); res.GroupsKept > 0 {
+			log.Warn("replay: retention: messages older than the cutoff kept, recorded since their group's state (a reload still needs them); retention through the engine (Installation.Retain) records the states and deletes them",
+				"groups", res.GroupsKept)
+		}
 	}
 	step("rows")
 

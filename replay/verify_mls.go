@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -134,6 +135,7 @@ func init() {
 		events.KindCommitApplied:              checkCommitApplied,
 		events.KindProposalStaged:             checkProposalStaged,
 		events.KindHandshakeFormatSet:         checkHandshakeFormatSet,
+		events.KindStateRecorded:              checkStateRecorded,
 		events.KindMemberAdded:                checkMemberAdded,
 		events.KindMemberRemoved:              checkMemberRemoved,
 		events.KindApplicationMessageSent:     checkMessageSent,
@@ -588,6 +590,39 @@ func proposalSender(s mls.Sender) (typ uint8, at uint32) {
 		return uint8(s.Type), 0
 	}
 	return 0, uint32(s.LeafIndex)
+}
+
+// checkStateRecorded: a state recorded as it stood (before retention)
+// cannot be re-derived (the messages that moved its ratchets may be
+// gone); it must be of a group this installation is in, at the group's
+// epoch and authenticator, caching the proposals the state before
+// cached. It is what follows.
+func checkStateRecorded(c *mlsChecker, ev events.Event) error {
+	b, err := bodyOf[events.StateRecorded](ev)
+	if err != nil {
+		return err
+	}
+	prev, ok := c.groups[string(b.GroupID)]
+	if !ok || c.left[string(b.GroupID)] {
+		return mismatch("state recorded for group %x, which this installation is not in", b.GroupID)
+	}
+	if b.Epoch != prev.Epoch() {
+		return mismatch("group %x: state of epoch %d recorded at epoch %d", b.GroupID, b.Epoch, prev.Epoch())
+	}
+	state, err := b.StateOf(c.states[string(b.GroupID)].Bytes())
+	if err != nil {
+		return mismatch("%w", err)
+	}
+	g, err := recorded(state, b.GroupID, b.Epoch, prev.EpochAuthenticator())
+	if err != nil {
+		return err
+	}
+	before, after := prev.PendingProposals(), g.PendingProposals()
+	if !slices.EqualFunc(before, after, func(p, q mls.PendingProposal) bool { return bytes.Equal(p.Ref, q.Ref) }) {
+		return mismatch("group %x epoch %d: the recorded state caches %d proposals, the state before %d", b.GroupID, b.Epoch, len(after), len(before))
+	}
+	c.groups[string(b.GroupID)] = g
+	return nil
 }
 
 // checkHandshakeFormatSet: the group must be one this installation holds.

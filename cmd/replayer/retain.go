@@ -142,6 +142,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	for _, k := range kept {
 		fmt.Fprintf(env.stderr, "replayer: warning: %s, a copy a rebuild kept, still holds the history this retention deleted, under the same key: delete it when it is no longer needed\n", k)
 	}
+	if res.GroupsKept > 0 {
+		fmt.Fprintf(env.stderr, "replayer: warning: %d groups keep messages older than the cutoff that were recorded since the group's state (a reload of the group needs them to refuse a replayed message): they go once the group's state moves past them, or at once with retention through the engine (Installation.Retain), which records it\n", res.GroupsKept)
+	}
 	if res.UnknownKeys > 0 {
 		fmt.Fprintf(env.stderr, "replayer: warning: %d data keys of %s match no group or queue that %s holds, on any day: kept, and the events they seal still open\n", res.UnknownKeys, r.inst, r.db)
 	}
@@ -168,6 +171,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if res.UnknownKeys > 0 {
 			out["keys_of_unknown_day"] = res.UnknownKeys
+		}
+		if res.GroupsKept > 0 {
+			out["groups_keeping_messages"] = res.GroupsKept
 		}
 		return json.NewEncoder(env.stdout).Encode(out)
 	}

@@ -42,6 +42,11 @@ func TestRetainNamesKeptCopies(t *testing.T) {
 	if _, err := in.Send(ctx, gid, []byte("old secret"), nil); err != nil {
 		t.Fatal(err)
 	}
+	// A commit after it: an own message of a past epoch is one a reload
+	// no longer needs, which retention without the engine deletes.
+	if _, err := in.Update(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
 	in.Close()
 	b, err := os.ReadFile(db)
 	if err != nil {
@@ -63,5 +68,47 @@ func TestRetainNamesKeptCopies(t *testing.T) {
 	copies, _ := m["kept_copies"].([]any)
 	if len(copies) != 1 || copies[0] != kept || !strings.Contains(errb.String(), kept) {
 		t.Fatalf("retain does not name the kept copy that still holds the deleted messages: kept_copies %v, stderr %q", m["kept_copies"], errb.String())
+	}
+}
+
+// TestRetainKeepsWhatAReloadNeeds: retain cannot record a group's state
+// (the engine's Installation.Retain does), so it keeps the messages
+// recorded since it in an epoch the group holds (deleted, a restarted
+// member would accept a received one delivered again), and says so on
+// stderr and in --json.
+func TestRetainKeepsWhatAReloadNeeds(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("retain-keeps")
+	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	key, err := writeDBKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(-72 * time.Hour)
+	in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := []byte("retain-group")
+	if _, err := in.CreateGroup(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Send(ctx, gid, []byte("old, of the current epoch"), nil); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	var out, errb bytes.Buffer
+	args := []string{"retain", "--nats", srv.URL(), "--installation", string(id), "--db", db, "--db-key-file", keyFile, "--messages", "1d", "--json"}
+	if code := run(ctx, ringEnv(&out, &errb, nil), args); code != exitOK {
+		t.Fatalf("retain: exit %d, stderr %s", code, errb.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil || m["messages_deleted"] != float64(0) || m["groups_keeping_messages"] != float64(1) {
+		t.Fatalf("retain output %s (%v)", out.String(), err)
+	}
+	if !strings.Contains(errb.String(), "1 groups keep messages older than the cutoff") {
+		t.Fatalf("retain does not warn of the messages it kept: stderr %q", errb.String())
 	}
 }
