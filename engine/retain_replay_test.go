@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
@@ -23,8 +24,20 @@ func TestRetentionDeletedMessageNotReceivedAgain(t *testing.T) {
 	for _, reload := range []string{"restart", "rebuild"} {
 		t.Run(reload, func(t *testing.T) {
 			b := newBackend(t)
-			g1, _ := setupGroups(t, b)
+			g1, g2 := setupGroups(t, b)
 			ctx := context.Background()
+			positions := func() (uint64, uint64) {
+				t.Helper()
+				p1, err := b.insts[bob].position(ctx, events.AggGroup, groupKey(g1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p2, err := b.insts[bob].position(ctx, events.AggGroup, groupKey(g2))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p1, p2
+			}
 			var sent []*SendOutput
 			for i := range 3 {
 				out := b.send(alice, g1, fmt.Sprintf("before retention %d", i))
@@ -37,9 +50,15 @@ func TestRetentionDeletedMessageNotReceivedAgain(t *testing.T) {
 				t.Fatalf("bob received %d, want 3", len(got))
 			}
 			b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
+			before1, before2 := positions()
 			res, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil)
-			if err != nil || res.RowsDeleted < 3 {
+			if err != nil || res.RowsDeleted < 3 || res.GroupsKept != 0 {
 				t.Fatalf("retain: %+v, %v", res, err)
+			}
+			// One event for the group whose messages it deleted, none for
+			// the group without messages.
+			if after1, after2 := positions(); after1 != before1+1 || after2 != before2 {
+				t.Fatalf("group positions %d, %d after retention; want %d, %d", after1, after2, before1+1, before2)
 			}
 			if n := countMessages(t, b.insts[bob], g1, func(projections.Message) bool { return true }); n != 0 {
 				t.Fatalf("bob holds %d messages after retention, want 0", n)
