@@ -212,3 +212,35 @@ func TestRetentionWithoutTheEngineKeepsWhatAReloadNeeds(t *testing.T) {
 	_, err = b.insts[bob].Receive(ctx, first.Message)
 	mustErrIs(t, err, mls.ErrGenerationReused)
 }
+
+// A message of a past epoch the member still holds, received late
+// (after the commit that ended its epoch), then deleted by retention, is
+// refused as a replay after a restart too: the state retention records
+// has that epoch's ratchet moved on.
+func TestRetentionDeletedLateMessageNotReceivedAgain(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	late, err := b.insts[alice].Send(ctx, g1, []byte("late"), nil)
+	if err != nil || late.Update != nil {
+		t.Fatalf("alice's send: %+v, %v; want one message of epoch 1", late, err)
+	}
+	co, err := b.insts[carol].Update(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.insts[bob].Receive(ctx, co.Commit); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.insts[bob].Receive(ctx, late.Message); err != nil || string(r.Content.Bytes()) != "late" {
+		t.Fatalf("bob receives the late message: %v", err)
+	}
+	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
+	res, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil)
+	if err != nil || res.RowsDeleted != 1 || res.GroupsKept != 0 {
+		t.Fatalf("retain: %+v, %v", res, err)
+	}
+	b.restart(bob)
+	_, err = b.insts[bob].Receive(ctx, late.Message)
+	mustErrIs(t, err, mls.ErrGenerationReused)
+}
