@@ -69,7 +69,10 @@ func (in *Installation) recordStatesBefore(ctx context.Context, cut time.Time) e
 // Retain applies an installation's retention policy on its open read
 // model (replay.Retain: rows, a checked snapshot, older snapshots, then
 // the keys of the message and delivery days and past epochs the policy no
-// longer keeps), between operations: it holds the installation's
+// longer keeps), first recording the state of each group whose messages
+// to delete a reload would still need (group.state_recorded:
+// recordStatesBefore), so that all of them go and a deleted message
+// delivered again stays refused, between operations: it holds the installation's
 // operation lock throughout, after catching the read model up, so the
 // snapshot covers everything the installation has appended. A service
 // calls it on its own schedule (daily, say); running it again after an
