@@ -61,7 +61,10 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"snapshot of it is made and checked (the history with the same rows deleted must\n"+
 			"give the same digest), other snapshots are deleted, then the data keys of those\n"+
 			"days are shredded from the key bucket: their events are unreadable from then\n"+
-			"on. Interrupted, running it again finishes. --compact then deletes those events\n"+
+			"on. Messages a reload of their group still needs (recorded since the group's\n"+
+			"state, in an epoch it holds) are kept, with a warning: retention through the\n"+
+			"engine (Installation.Retain) records the group's state first and deletes them.\n"+
+			"Interrupted, running it again finishes. --compact then deletes those events\n"+
 			"from the stream (as the compact command). An age is forever (nothing is\n"+
 			"shredded), none (each day is shredded an hour after it ended), a duration (720h)\n"+
 			"or days (30d); a day is kept an hour past its age, for writers whose clocks lag.\n"+
