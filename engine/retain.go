@@ -22,6 +22,10 @@ type RetainOptions struct {
 	// SkipMLSCheck skips re-deriving the MLS transitions in the replay
 	// that checks the snapshot (replay.Options.SkipMLSCheck).
 	SkipMLSCheck bool
+	// Check, if set, tunes the replay that checks the snapshot (its
+	// batch size, its progress reports); its DB options are always the
+	// installation's.
+	Check *replay.Options
 }
 
 // Retained is what Installation.Retain did.
@@ -91,14 +95,29 @@ func (in *Installation) Retain(ctx context.Context, p replay.RetentionPolicy, op
 	if err := in.project(ctx); err != nil {
 		return nil, err
 	}
-	ro := &replay.RetainOptions{Options: replay.Options{DB: in.opts.DB, SkipMLSCheck: o.SkipMLSCheck}, Now: in.opts.Now, RecordStates: in.recordStatesBefore}
+	var check replay.Options
+	if o.Check != nil {
+		check = *o.Check
+	}
+	check.DB, check.SkipMLSCheck = in.opts.DB, check.SkipMLSCheck || o.SkipMLSCheck
+	ro := &replay.RetainOptions{Options: check, Now: in.opts.Now, RecordStates: in.recordStatesBefore}
 	res, err := replay.Retain(ctx, in.log, in.id, in.db, p, ro)
 	if err != nil {
 		return &Retained{RetainResult: res}, fmt.Errorf("engine: installation %s: %w", in.id, err)
 	}
 	out := &Retained{RetainResult: res}
 	if o.Compact || p.History != replay.KeepForever {
-		if out.Compacted, err = replay.Compact(ctx, in.log, in.id, &replay.CompactOptions{History: p.History, Now: in.opts.Now}); err != nil {
+		co := &replay.CompactOptions{History: p.History, Now: in.opts.Now}
+		out.Compacted, err = replay.Compact(ctx, in.log, in.id, co)
+		if errors.Is(err, replay.ErrNoSnapshotToCompact) && res.Snapshot == nil {
+			// Nothing was shredded, so no snapshot was taken, and the
+			// installation has none: the compaction asked for needs one.
+			if res.Snapshot, err = replay.SnapshotDB(ctx, in.log, in.id, in.db, &replay.SnapshotOptions{Options: check}); err != nil {
+				return out, fmt.Errorf("engine: installation %s: a snapshot for the compaction: %w", in.id, err)
+			}
+			out.Compacted, err = replay.Compact(ctx, in.log, in.id, co)
+		}
+		if err != nil {
 			return out, fmt.Errorf("engine: installation %s: %w", in.id, err)
 		}
 	}
