@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
@@ -61,9 +62,9 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 			"snapshot of it is made and checked (the history with the same rows deleted must\n"+
 			"give the same digest), other snapshots are deleted, then the data keys of those\n"+
 			"days are shredded from the key bucket: their events are unreadable from then\n"+
-			"on. Messages a reload of their group still needs (recorded since the group's\n"+
-			"state, in an epoch it holds) are kept, with a warning: retention through the\n"+
-			"engine (Installation.Retain) records the group's state first and deletes them.\n"+
+			"on. The installation is opened through the engine, at the schema the read model\n"+
+			"has (nothing is migrated), which first records the state of each group whose\n"+
+			"messages to delete a reload of the group still needs (group.state_recorded).\n"+
 			"Interrupted, running it again finishes. --compact then deletes those events\n"+
 			"from the stream (as the compact command). An age is forever (nothing is\n"+
 			"shredded), none (each day is shredded an hour after it ended), a duration (720h)\n"+
@@ -112,28 +113,16 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 	defer log.Close()
 	inst := events.InstallationID(r.inst)
 	opts, done := progress(ctx, env, log, "retain", inst)
-	res, err := replay.RetainFile(ctx, log, inst, r.db, key, replay.RetentionPolicy{Messages: age, Delivery: delAge, PastEpochs: epochs, History: hist}, &replay.RetainOptions{Options: *opts})
+	out, err := retainThroughEngine(ctx, log, inst, r.db, key,
+		replay.RetentionPolicy{Messages: age, Delivery: delAge, PastEpochs: epochs, History: hist}, *compact, opts)
 	done(err == nil)
 	if err != nil {
 		return err
 	}
+	res := out.RetainResult
 	var comp *compactOut
-	if *compact || hist != replay.KeepForever {
-		c, err := replay.Compact(ctx, log, inst, &replay.CompactOptions{History: hist})
-		if errors.Is(err, replay.ErrNoSnapshotToCompact) && res.Snapshot == nil {
-			// Nothing was shredded, so retain took no snapshot, and the
-			// installation has none: the compaction asked for needs one.
-			snap, serr := replay.Snapshot(ctx, log, inst, r.db, key, &replay.SnapshotOptions{Options: *opts})
-			if serr != nil {
-				return fmt.Errorf("retain: a snapshot for the compaction: %w", serr)
-			}
-			res.Snapshot = snap
-			c, err = replay.Compact(ctx, log, inst, &replay.CompactOptions{History: hist})
-		}
-		if err != nil {
-			return err
-		}
-		comp = newCompactOut(c)
+	if out.Compacted != nil {
+		comp = newCompactOut(out.Compacted)
 	}
 	// Copies a rebuild kept beside the read model still hold what was
 	// just deleted, under the same key; they may hold what nothing else
@@ -146,7 +135,7 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stderr, "replayer: warning: %s, a copy a rebuild kept, still holds the history this retention deleted, under the same key: delete it when it is no longer needed\n", k)
 	}
 	if res.GroupsKept > 0 {
-		fmt.Fprintf(env.stderr, "replayer: warning: %d groups keep messages older than the cutoff that were recorded since the group's state (a reload of the group needs them to refuse a replayed message): they go once the group's state moves past them, or at once with retention through the engine (Installation.Retain), which records it\n", res.GroupsKept)
+		fmt.Fprintf(env.stderr, "replayer: warning: %d groups keep messages older than the cutoff that were recorded since the group's state (a reload of the group needs them to refuse a replayed message) and whose state could not be recorded: they go once the group's state moves past them\n", res.GroupsKept)
 	}
 	if res.UnknownKeys > 0 {
 		fmt.Fprintf(env.stderr, "replayer: warning: %d data keys of %s match no group or queue that %s holds, on any day: kept, and the events they seal still open\n", res.UnknownKeys, r.inst, r.db)
@@ -203,4 +192,36 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 		printCompact(env, r.inst, comp)
 	}
 	return nil
+}
+
+// retainThroughEngine applies p to inst's read model at path through the
+// engine (engine.Installation.Retain), which records the state of each
+// group whose messages to delete a reload of the group still needs
+// (group.state_recorded) and so deletes them too; replay.RetainFile,
+// which cannot record a state, keeps them. The installation is opened at
+// the schema the file has: an operator's retain must not migrate the
+// read model under a service that may not know the newer schema.
+func retainThroughEngine(ctx context.Context, l *eventlog.Log, inst events.InstallationID, path string, key projections.Key,
+	p replay.RetentionPolicy, compact bool, check *replay.Options) (*engine.Retained, error) {
+	asIs := check.DB
+	asIs.NoMigrate = true
+	db, err := projections.OpenExisting(path, key, &asIs)
+	if err != nil {
+		return nil, err
+	}
+	schema := db.SchemaVersion()
+	if err := db.Close(); err != nil {
+		return nil, err
+	}
+	io := &engine.InstallationOptions{DB: check.DB}
+	io.DB.SchemaVersion = schema
+	in, err := engine.OpenInstallation(ctx, l, inst, path, key, io)
+	if err != nil {
+		return nil, err
+	}
+	out, err := in.Retain(ctx, p, &engine.RetainOptions{Compact: compact, Check: check})
+	if cerr := in.Close(); err == nil {
+		err = cerr
+	}
+	return out, err
 }

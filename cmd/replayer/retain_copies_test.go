@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestRetainNamesKeptCopies: retention deletes old messages from --db and
@@ -71,44 +74,67 @@ func TestRetainNamesKeptCopies(t *testing.T) {
 	}
 }
 
-// TestRetainKeepsWhatAReloadNeeds: retain cannot record a group's state
-// (the engine's Installation.Retain does), so it keeps the messages
-// recorded since it in an epoch the group holds (deleted, a restarted
-// member would accept a received one delivered again), and says so on
-// stderr and in --json.
-func TestRetainKeepsWhatAReloadNeeds(t *testing.T) {
+// TestRetainRecordsWhatAReloadNeeds: retain goes through the engine
+// (Installation.Retain), which records the state of a group whose
+// messages a reload still needs (recorded since its state, in an epoch
+// it holds: deleted unrecorded, a restarted member would accept a
+// received one delivered again), so they are deleted too; and it opens
+// the read model at the schema it has, migrating nothing.
+func TestRetainRecordsWhatAReloadNeeds(t *testing.T) {
 	ctx := context.Background()
 	srv, l := startLog(t)
-	dir := t.TempDir()
-	id := events.InstallationID("retain-keeps")
-	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
-	key, err := writeDBKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := time.Now().Add(-72 * time.Hour)
-	in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := []byte("retain-group")
-	if _, err := in.CreateGroup(ctx, gid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := in.Send(ctx, gid, []byte("old, of the current epoch"), nil); err != nil {
-		t.Fatal(err)
-	}
-	in.Close()
-	var out, errb bytes.Buffer
-	args := []string{"retain", "--nats", srv.URL(), "--installation", string(id), "--db", db, "--db-key-file", keyFile, "--messages", "1d", "--json"}
-	if code := run(ctx, ringEnv(&out, &errb, nil), args); code != exitOK {
-		t.Fatalf("retain: exit %d, stderr %s", code, errb.String())
-	}
-	var m map[string]any
-	if err := json.Unmarshal(out.Bytes(), &m); err != nil || m["messages_deleted"] != float64(0) || m["groups_keeping_messages"] != float64(1) {
-		t.Fatalf("retain output %s (%v)", out.String(), err)
-	}
-	if !strings.Contains(errb.String(), "1 groups keep messages older than the cutoff") {
-		t.Fatalf("retain does not warn of the messages it kept: stderr %q", errb.String())
+	for _, schema := range []int{projections.LatestSchema, 10} {
+		dir := t.TempDir()
+		id := events.InstallationID(fmt.Sprintf("retain-records-%d", schema))
+		db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+		key, err := writeDBKeyFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := time.Now().Add(-72 * time.Hour)
+		in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{
+			Now: func() time.Time { return clock }, DB: projections.Options{SchemaVersion: schema}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid := []byte("retain-group")
+		if _, err := in.CreateGroup(ctx, gid); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Send(ctx, gid, []byte("old, of the current epoch"), nil); err != nil {
+			t.Fatal(err)
+		}
+		in.Close()
+		var out, errb bytes.Buffer
+		args := []string{"retain", "--nats", srv.URL(), "--installation", string(id), "--db", db, "--db-key-file", keyFile, "--messages", "1d", "--json"}
+		if code := run(ctx, ringEnv(&out, &errb, nil), args); code != exitOK {
+			t.Fatalf("schema %d: retain: exit %d, stderr %s", schema, code, errb.String())
+		}
+		var m map[string]any
+		if err := json.Unmarshal(out.Bytes(), &m); err != nil || m["messages_deleted"] != float64(1) || m["groups_keeping_messages"] != nil {
+			t.Fatalf("schema %d: retain output %s (%v), want the message deleted and none kept", schema, out.String(), err)
+		}
+		recorded := 0
+		if err := l.Read(ctx, id, 0, func(r eventlog.Record) error {
+			if r.Event.Body.Kind() == events.KindStateRecorded {
+				recorded++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Below schema 11 no generation is kept, so a reload needs nothing
+		// of the rows (and nothing is recorded).
+		if want := map[bool]int{true: 1, false: 0}[schema >= 11]; recorded != want {
+			t.Fatalf("schema %d: %d group.state_recorded events, want %d", schema, recorded, want)
+		}
+		got, err := projections.OpenExisting(db, key, &projections.Options{NoMigrate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := got.SchemaVersion(); v != schema {
+			t.Fatalf("retain left the read model at schema %d, want %d (as it was)", v, schema)
+		}
+		got.Close()
 	}
 }
