@@ -51,8 +51,9 @@ var (
 
 // KeyFunc returns the read model key of an installation. A Pool calls it
 // each time it opens the installation, so an idle installation holds no
-// key in memory. Its error is returned by the acquire (wrapped, naming
-// the installation); it must not carry the key.
+// key in memory, under the context of the acquire that started the open
+// (or the Pool's end, if that comes first). Its error is returned by the
+// acquire (wrapped, naming the installation); it must not carry the key.
 type KeyFunc func(ctx context.Context, id events.InstallationID) (projections.Key, error)
 
 // PoolOptions tune a Pool. The zero value (or nil) means defaults.
@@ -84,15 +85,21 @@ type PoolOptions struct {
 // room only when nobody holds it. An installation in use is never closed.
 //
 // Acquires of the same closed installation open it once; the others wait
-// for that open. A failed open (a wrong key, a read model that is not the
-// installation's, an id with no installation on the log) is returned to
-// the acquires waiting for it, naming the installation and its read
-// model, and leaves the installation closed: the next acquire tries
-// again. An open that failed because its own acquire's context ended is
-// not the others' error: each of them whose context goes on opens the
-// installation again. AcquireMany takes several installations at once, all or none, so
-// that callers who need sets (a Host call) never hold some while waiting
-// for others.
+// for that open. The open (OpenInstallation, once the KeyFunc returned
+// the key) runs on the Pool's lifetime, not its acquire's: an acquire
+// whose context ends first returns the context's error and leaves the
+// open running, a later acquire waits for that same open, and an open
+// nobody waits for any more leaves the installation idle, as a release
+// does. So an open longer than any one acquire's deadline (a read model
+// migrated by replay) still finishes, once. A failed open (a wrong key, a
+// read model that is not the installation's, an id with no installation
+// on the log) is returned to the acquires waiting for it, naming the
+// installation and its read model, and leaves the installation closed:
+// the next acquire tries again. A key lookup that failed because its own
+// acquire's context ended is not the others' error: each of them whose
+// context goes on opens the installation again. AcquireMany takes
+// several installations at once, all or none, so that callers who need
+// sets (a Host call) never hold some while waiting for others.
 //
 // The Installations it hands out are the Pool's: use them between acquire
 // and release, pass them to a Host, but do not Close them or keep them
@@ -104,6 +111,12 @@ type Pool struct {
 	wait    time.Duration
 	par     int
 	instOpt *InstallationOptions
+
+	// ctx is the opens' lifetime: Close cancels it, and waits for opens
+	// (each counted in opens from its reservation to its end).
+	ctx    context.Context
+	cancel context.CancelFunc
+	opens  sync.WaitGroup
 
 	mu      sync.Mutex
 	entries map[events.InstallationID]*poolEntry
@@ -137,7 +150,7 @@ type poolState uint8
 
 const (
 	poolClosed  poolState = iota // no Installation
-	poolOpening                  // being opened by an acquire (op set)
+	poolOpening                  // being opened for an acquire (op set), which may have given up
 	poolOpen                     // in, in use (refs > 0) or idle (in the LRU list)
 	poolClosing                  // being closed (op set)
 )
@@ -149,7 +162,7 @@ type poolEntry struct {
 	path       string
 	state      poolState
 	inIdle     bool
-	refs       int32         // acquires holding it (or waiting for its open)
+	refs       int32         // acquires holding it (or waiting for its open); 0 while opening: an open nobody waits for
 	in         *Installation // when open
 	op         *poolOp       // the open or close in progress
 	prev, next *poolEntry    // the idle list
@@ -162,8 +175,9 @@ type poolEntry struct {
 type poolOp struct {
 	done chan struct{}
 	err  error
-	// abandoned: the open failed once its opener's context had ended,
-	// which says nothing of the installation to the acquires that joined.
+	// abandoned: the open failed once its context had ended (its
+	// opener's, during the key lookup, or the Pool's), which says
+	// nothing of the installation to the acquires that joined.
 	abandoned bool
 }
 
@@ -190,8 +204,9 @@ func NewPool(l *eventlog.Log, keys KeyFunc, opts *PoolOptions) *Pool {
 	if opts != nil {
 		o = *opts
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		log: l, keys: keys,
+		log: l, keys: keys, ctx: ctx, cancel: cancel,
 		max:     max(cmp.Or(o.MaxOpen, DefaultMaxOpen), 1),
 		wait:    cmp.Or(o.Wait, DefaultPoolWait),
 		par:     max(cmp.Or(o.OpenParallelism, 2*runtime.GOMAXPROCS(0)), 1),
@@ -290,8 +305,10 @@ func (p *Pool) Stats() PoolStats {
 // (OpenInstallation, which catches up with the log); when MaxOpen are
 // open, the least recently used one that nobody holds is closed first,
 // and when all are in use Acquire waits for a release, up to
-// PoolOptions.Wait (ErrPoolFull) or the end of ctx. Several goroutines
-// may hold the same installation at once (its operations serialize).
+// PoolOptions.Wait (ErrPoolFull) or the end of ctx. An open that ctx
+// does not leave time for goes on after Acquire returned ctx's error, for
+// the next acquire (see Pool). Several goroutines may hold the same
+// installation at once (its operations serialize).
 func (p *Pool) Acquire(ctx context.Context, id events.InstallationID) (*Installation, func(), error) {
 	ins, release, err := p.AcquireMany(ctx, []events.InstallationID{id})
 	if err != nil {
@@ -317,9 +334,10 @@ func (p *Pool) With(ctx context.Context, id events.InstallationID, f func(*Insta
 // Host.Send or Host.Deliver over a batch. It waits, holding none of them,
 // until the ones not open can all be opened within MaxOpen; more
 // distinct ids than MaxOpen are refused at once with ErrPoolFull. The
-// installations not open are opened in parallel. If any open fails, the
-// others are released (and stay open, idle) and the error names the
-// installation and its read model.
+// installations not open are opened in parallel, and go on when ctx
+// ends first (see Pool). If any open fails, the others are released (and
+// stay open, idle) and the error names the installation and its read
+// model.
 func (p *Pool) AcquireMany(ctx context.Context, ids []events.InstallationID) ([]*Installation, func(), error) {
 	if len(ids) == 0 {
 		return nil, func() {}, nil
@@ -346,8 +364,9 @@ func (p *Pool) AcquireMany(ctx context.Context, ids []events.InstallationID) ([]
 		if err != nil {
 			return nil, nil, err
 		}
-		// An open this acquire joined ended with its opener's context,
-		// not its own: open again under this one.
+		// An open this acquire joined ended with its opener's context
+		// (or the Pool's: the next reserve says so), not its own: open
+		// again under this one.
 	}
 	out := make([]*Installation, len(ids))
 	p.mu.Lock()
@@ -375,9 +394,15 @@ func (p *Pool) AcquireMany(ctx context.Context, ids []events.InstallationID) ([]
 // it closes first to make room.
 type reservation struct {
 	entries []*poolEntry
-	ops     []*poolOp
+	ops     []pendingOpen
 	open    []*poolEntry
 	evict   []*poolEntry
+}
+
+// pendingOpen is an open an acquire waits for, and whose.
+type pendingOpen struct {
+	id events.InstallationID
+	op *poolOp
 }
 
 // reserve returns the reservation of the distinct entries of ids once
@@ -522,9 +547,12 @@ func (p *Pool) commit(r *reservation) {
 			e.state = poolOpening
 			e.op = &poolOp{done: make(chan struct{})}
 			p.held++
-			r.ops = append(r.ops, e.op)
+			p.opens.Add(1) // here, under mu and not closed: Close waits for it
+			r.ops = append(r.ops, pendingOpen{e.id, e.op})
 		case poolOpening:
-			r.ops = append(r.ops, e.op) // another acquire's open: join it
+			// Another acquire's open, or one whose acquires all gave
+			// up: join it.
+			r.ops = append(r.ops, pendingOpen{e.id, e.op})
 		}
 	}
 	for _, v := range r.evict {
@@ -572,76 +600,117 @@ func (p *Pool) closeEntry(v *poolEntry) {
 	p.signal()
 }
 
-// openAll opens the entries an acquire marked opening, up to
-// OpenParallelism at once; each reports through its poolOp.
+// openAll starts the opens of the entries an acquire marked opening, up
+// to OpenParallelism at once, and returns: they run on after the
+// acquire gave up (see open), and each reports through its poolOp.
 func (p *Pool) openAll(ctx context.Context, es []*poolEntry) {
-	if len(es) == 1 {
-		p.openEntry(ctx, es[0])
+	switch len(es) {
+	case 0:
+		return
+	case 1:
+		go p.openEntry(ctx, es[0])
 		return
 	}
-	sem := make(chan struct{}, p.par)
-	var wg sync.WaitGroup
-	for _, e := range es {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			p.openEntry(ctx, e)
-		})
-	}
-	wg.Wait()
+	go func() {
+		sem := make(chan struct{}, p.par)
+		for _, e := range es {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				p.openEntry(ctx, e)
+			}()
+		}
+	}()
 }
 
 // openEntry opens an entry marked opening and marks it open, or closed
-// with the error in its op.
+// with the error in its op. An open no acquire waits for any more
+// becomes idle, as a release leaves it, or is closed if the Pool is.
 func (p *Pool) openEntry(ctx context.Context, e *poolEntry) {
+	defer p.opens.Done()
 	p.mu.Lock()
 	p.live++
 	p.mu.Unlock()
-	in, err := p.open(ctx, e)
+	in, abandoned, err := p.open(ctx, e)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	op := e.op
 	e.op = nil
+	defer close(op.done)
 	if err != nil {
 		op.err = err
-		op.abandoned = ctx.Err() != nil
+		op.abandoned = abandoned
 		e.state = poolClosed
 		p.held--
 		p.live--
 		p.stats.OpenErrors++
 		p.signal()
-	} else {
-		e.in = in
-		e.state = poolOpen
-		p.stats.Opens++
+		p.mu.Unlock()
+		return
 	}
-	close(op.done)
+	e.in = in
+	e.state = poolOpen
+	p.stats.Opens++
+	switch {
+	case e.refs > 0: // its acquires take it
+	case p.closed:
+		e.state = poolClosing
+		e.op = &poolOp{done: make(chan struct{})}
+		p.mu.Unlock()
+		p.closeEntry(e)
+		return
+	default:
+		p.toIdle(e)
+		p.signal()
+	}
+	p.mu.Unlock()
 }
 
-// open opens e's installation with its key.
-func (p *Pool) open(ctx context.Context, e *poolEntry) (*Installation, error) {
-	key, err := p.keys(ctx, e.id)
+// open opens e's installation with its key. The key is looked up under
+// ctx, the acquire's that started the open, so a key service that does
+// not answer is bounded by the acquire's deadline; OpenInstallation then
+// runs on the Pool's lifetime (ctx's values, not its end), since it may
+// take longer than any acquire's deadline (a read model migrated by
+// replay) and would otherwise be started over by every acquire. Both
+// end at Close. abandoned reports a failure once the context had ended.
+func (p *Pool) open(ctx context.Context, e *poolEntry) (in *Installation, abandoned bool, err error) {
+	kctx, cancel := p.bound(ctx)
+	defer cancel()
+	key, err := p.keys(kctx, e.id)
 	if err != nil {
-		return nil, fmt.Errorf("engine: pool: installation %s: read model key: %w", e.id, err)
+		return nil, kctx.Err() != nil, fmt.Errorf("engine: pool: installation %s: read model key: %w", e.id, err)
 	}
-	in, err := OpenInstallation(ctx, p.log, e.id, e.path, key, p.instOpt)
+	octx, cancel := p.bound(context.WithoutCancel(ctx))
+	defer cancel()
+	in, err = OpenInstallation(octx, p.log, e.id, e.path, key, p.instOpt)
 	if err != nil {
-		return nil, fmt.Errorf("engine: pool: open installation %s (read model %s): %w", e.id, e.path, err)
+		return nil, octx.Err() != nil, fmt.Errorf("engine: pool: open installation %s (read model %s): %w", e.id, e.path, err)
 	}
-	return in, nil
+	return in, false, nil
 }
 
-// settle waits for the opens r waits for (another acquire's up to ctx)
-// and returns the errors of those that failed. retry reports an open of
-// another acquire that failed only because that acquire's context ended
-// while ctx goes on: the acquire is to be made again.
+// bound returns ctx ended at the Pool's Close too.
+func (p *Pool) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(p.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// settle waits for the opens r waits for, up to ctx, and returns the
+// errors of those that failed; an open still running when ctx ends goes
+// on (see Pool.open). retry reports an open that failed only because its
+// context ended while ctx goes on: the acquire is to be made again.
 func (r *reservation) settle(ctx context.Context) (retry bool, err error) {
 	var errs []error
-	for _, op := range r.ops {
+	for _, w := range r.ops {
+		op := w.op
 		select {
 		case <-op.done:
 		case <-ctx.Done():
-			return false, fmt.Errorf("engine: pool: acquire: waiting for an installation's open: %w", ctx.Err())
+		}
+		// ctx's end wins over an open ending at the same time: the
+		// acquire's caller has given up.
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("engine: pool: acquire: waiting for the open of installation %s (it goes on, for the next acquire): %w", w.id, ctx.Err())
 		}
 		switch {
 		case op.err == nil:
@@ -716,11 +785,12 @@ func (p *Pool) unidle(e *poolEntry) {
 	p.nIdle--
 }
 
-// Close closes every open installation nobody holds, waits for the
-// closes in progress, and refuses acquires and registrations from then
-// on (ErrPoolClosed). An installation still held is closed when it is
-// released; an open in progress completes for its acquire and is closed
-// on release too. It returns the errors of the closes it did and of
+// Close closes every open installation nobody holds, stops the opens in
+// progress and waits for them and for the closes in progress, and
+// refuses acquires and registrations from then on (ErrPoolClosed: the
+// acquires waiting for a stopped open get it too). An installation still
+// held is closed when it is released, as is one whose open completed
+// for an acquire anyway. It returns the errors of the closes it did and of
 // earlier evictions: the first 16, and how many more failed (all are
 // logged and counted in PoolStats.EvictionErrors). The Log stays open
 // (it is shared).
@@ -748,10 +818,12 @@ func (p *Pool) Close() error {
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
+	p.cancel() // the opens in progress: their acquires retry, and find it closed
 	p.evict(victims)
 	for _, op := range pending {
 		<-op.done
 	}
+	p.opens.Wait() // an open that completed anyway closed its installation if nobody held it
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	errs := p.closeErrs

@@ -1,0 +1,243 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/telemetry/telemetrytest"
+)
+
+// migratingByReplay is what an open logs as it starts a migration by
+// replay (migrateByReplay).
+const migratingByReplay = "engine: the read model did not keep own outputs a migration in place would lose; migrating it by replay"
+
+// migratingPool is a Pool of alice, whose read model must be migrated by
+// replay as it opens (made at schema 8 with an own commit and an own
+// message), and bob (latest schema), on a Log whose first migration by
+// replay runs hook as it starts: an open slow in a real place, for as
+// long as the test needs.
+type migratingPool struct {
+	b    *backend
+	p    *Pool
+	logs *telemetrytest.Logs
+	gid  []byte
+}
+
+func newMigratingPool(t *testing.T, maxOpen int, hook func()) *migratingPool {
+	t.Helper()
+	b := newBackend(t)
+	v8 := b.opts()
+	v8.DB.SchemaVersion = 8
+	alice := b.createWith("alice", v8)
+	b.create("bob")
+	gid := b.groupOf(alice, "bob")
+	b.send("alice", gid, "at schema 8")
+	for _, id := range []events.InstallationID{"alice", "bob"} {
+		if err := b.insts[id].Close(); err != nil {
+			t.Fatal(err)
+		}
+		delete(b.insts, id)
+	}
+	notKeptAt(t, b.dbPath("alice"), b.keys["alice"], nil, 8)
+
+	logs := &telemetrytest.Logs{}
+	cfg := testConfig(b.srv)
+	cfg.Logger = slog.New(logtest.OnMessage{Handler: logs.Logger().Handler(), Msg: migratingByReplay, Once: &sync.Once{}, Hook: hook})
+	keys := func(_ context.Context, id events.InstallationID) (projections.Key, error) { return b.keys[id], nil }
+	p := NewPool(openLog(t, cfg, b.ring), keys, &PoolOptions{MaxOpen: maxOpen, Wait: time.Minute, Installation: b.opts()})
+	for _, id := range []events.InstallationID{"alice", "bob"} {
+		if err := p.Register(id, b.dbPath(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close pool: %v", err)
+		}
+	})
+	return &migratingPool{b: b, p: p, logs: logs, gid: gid}
+}
+
+// migrations counts the migrations by replay started so far.
+func (m *migratingPool) migrations(t *testing.T) int {
+	return len(m.logs.Find(t, "WARN", migratingByReplay))
+}
+
+// migrated fails unless in is alice migrated to the latest schema with
+// her own outputs.
+func (m *migratingPool) migrated(t *testing.T, in *Installation) {
+	t.Helper()
+	if v := in.DB().SchemaVersion(); v != projections.LatestSchema {
+		t.Fatalf("alice opened at schema %d, want %d", v, projections.LatestSchema)
+	}
+	if cos, msgs := ownCommits(t, in, m.gid, 0), ownMessages(t, in, m.gid, 0, 0); len(cos) != 1 || len(msgs) != 1 {
+		t.Fatalf("alice migrated: %d own commits and %d own messages, want 1 and 1", len(cos), len(msgs))
+	}
+}
+
+// shortAcquire acquires id with a short deadline, noted in cur for the
+// hook to wait for.
+func shortAcquire(p *Pool, cur *atomic.Pointer[context.Context], id events.InstallationID) (*Installation, func(), error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	cur.Store(&ctx)
+	return p.Acquire(ctx, id)
+}
+
+// TestPoolOpenOutlivesShortDeadlines: an installation whose open takes
+// longer than any acquire's deadline (its read model migrated by replay)
+// still opens: the acquires fail with their deadline while the open goes
+// on, and a later one gets the installation from that same open, the
+// replay made once. Checked to fail before the open ran on the Pool's
+// lifetime: each acquire's deadline stopped the replay, and the next
+// acquire started it over (a second migration by replay), for good.
+func TestPoolOpenOutlivesShortDeadlines(t *testing.T) {
+	var cur atomic.Pointer[context.Context]
+	// The replay starts once the acquire in flight has given up.
+	m := newMigratingPool(t, 2, func() { <-(*cur.Load()).Done() })
+	var in *Installation
+	var release func()
+	failed := 0
+	for bound := time.Now().Add(3 * time.Minute); in == nil; {
+		if time.Now().After(bound) {
+			t.Fatalf("alice never acquired: %d acquires failed, %d migrations by replay started", failed, m.migrations(t))
+		}
+		var err error
+		if in, release, err = shortAcquire(m.p, &cur, "alice"); err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("acquire %d: %v, want context.DeadlineExceeded", failed+1, err)
+			}
+			failed++
+		}
+		if n := m.migrations(t); n > 1 {
+			t.Fatalf("after %d acquires failed with their deadline, %d migrations by replay started, want 1: each acquire starts the open over", failed, n)
+		}
+	}
+	defer release()
+	if failed == 0 {
+		t.Fatal("no acquire failed: the open was not longer than the deadline")
+	}
+	m.migrated(t, in)
+	if n := m.migrations(t); n != 1 {
+		t.Fatalf("%d migrations by replay, want 1", n)
+	}
+	if s := m.p.Stats(); s.Opens != 1 || s.OpenErrors != 0 || s.InUse != 1 {
+		t.Fatalf("stats %+v: want one open, no failed open, alice in use", s)
+	}
+}
+
+// TestPoolOpenNobodyWaitsForBecomesIdle: an open whose acquire gave up
+// completes, and leaves the installation idle (open, unpinned), as a
+// release does: within the cap (MaxOpen 1 here: evicted for the next
+// installation), and opened again without a second replay.
+func TestPoolOpenNobodyWaitsForBecomesIdle(t *testing.T) {
+	var cur atomic.Pointer[context.Context]
+	m := newMigratingPool(t, 1, func() { <-(*cur.Load()).Done() })
+	_, _, err := shortAcquire(m.p, &cur, "alice")
+	mustErrIs(t, err, context.DeadlineExceeded)
+	for bound := time.Now().Add(3 * time.Minute); ; {
+		s := m.p.Stats()
+		if s.OpenErrors != 0 {
+			t.Fatalf("stats %+v: the open failed with its acquire's deadline", s)
+		}
+		if s.Opens == 1 {
+			if s.Open != 1 || s.InUse != 0 {
+				t.Fatalf("stats %+v: want alice open and idle", s)
+			}
+			break
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("stats %+v: the open nobody waits for never completed", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx := context.Background()
+	if err := m.p.With(ctx, "bob", func(in *Installation) error { return touch(ctx, in) }); err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	if s := m.p.Stats(); s.Evictions != 1 || s.Open != 1 {
+		t.Fatalf("stats %+v: want alice evicted for bob, one open", s)
+	}
+	err = m.p.With(ctx, "alice", func(in *Installation) error {
+		m.migrated(t, in)
+		return touch(ctx, in)
+	})
+	if err != nil {
+		t.Fatalf("alice, reopened: %v", err)
+	}
+	if n := m.migrations(t); n != 1 {
+		t.Fatalf("%d migrations by replay, want 1", n)
+	}
+}
+
+// TestPoolCloseStopsAnOpenNobodyWaitsFor: Close stops an open that goes
+// on after its acquire gave up, and waits for it: when Close returns no
+// read model is open, the file is as it was (the replay was stopped
+// before its swap), and another Pool opens it.
+func TestPoolCloseStopsAnOpenNobodyWaitsFor(t *testing.T) {
+	var cur atomic.Pointer[context.Context]
+	closing := make(chan struct{})
+	m := newMigratingPool(t, 2, func() {
+		<-(*cur.Load()).Done()
+		select { // the replay starts once the Pool is closing
+		case <-closing:
+		case <-time.After(2 * time.Minute):
+		}
+	})
+	path := m.b.dbPath("alice")
+	sum := fileSum(t, path)
+	_, _, err := shortAcquire(m.p, &cur, "alice")
+	mustErrIs(t, err, context.DeadlineExceeded)
+	closed := make(chan error, 1)
+	go func() { closed <- m.p.Close() }()
+	for bound := time.Now().Add(time.Minute); ; {
+		m.p.mu.Lock()
+		c := m.p.closed
+		m.p.mu.Unlock()
+		if c {
+			break
+		}
+		if time.Now().After(bound) {
+			t.Fatal("Close never marked the pool closed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(closing)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("Close did not return")
+	}
+	if dbs, locks := openReadModels(t, m.b.dir); len(dbs)+len(locks) != 0 {
+		t.Fatalf("after Close: still open %v %v", dbs, locks)
+	}
+	if fileSum(t, path) != sum {
+		t.Fatal("the stopped migration changed the file")
+	}
+	if s := m.p.Stats(); s.Opens != 0 || s.OpenErrors != 1 {
+		t.Fatalf("stats %+v: want the open stopped", s)
+	}
+	_, _, err = m.p.Acquire(context.Background(), "alice")
+	mustErrIs(t, err, ErrPoolClosed)
+
+	p := NewPool(m.b.log, func(context.Context, events.InstallationID) (projections.Key, error) { return m.b.keys["alice"], nil }, &PoolOptions{Installation: m.b.opts()})
+	defer p.Close()
+	if err := p.Register("alice", path); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.With(ctx, "alice", func(in *Installation) error { m.migrated(t, in); return touch(ctx, in) }); err != nil {
+		t.Fatalf("alice in another pool: %v", err)
+	}
+}
