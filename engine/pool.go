@@ -643,6 +643,10 @@ func (p *Pool) openEntry(ctx context.Context, e *poolEntry) {
 		p.held--
 		p.live--
 		p.stats.OpenErrors++
+		if e.refs == 0 && !abandoned {
+			// No acquire waits for it to be told: an operator is.
+			p.log.Logger().Warn("engine: pool: an open whose acquires gave up failed", "installation", string(e.id), "path", e.path, "err", err)
+		}
 		p.signal()
 		p.mu.Unlock()
 		return

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -239,5 +241,42 @@ func TestPoolCloseStopsAnOpenNobodyWaitsFor(t *testing.T) {
 	ctx := context.Background()
 	if err := p.With(ctx, "alice", func(in *Installation) error { m.migrated(t, in); return touch(ctx, in) }); err != nil {
 		t.Fatalf("alice in another pool: %v", err)
+	}
+}
+
+// TestPoolOpenNobodyWaitsForFailsLogged: an open that fails after every
+// acquire waiting for it gave up has nobody to return its error to: it
+// is logged at Warn, naming the installation, its read model and the
+// error, and counted; the next acquire opens again and gets its own.
+func TestPoolOpenNobodyWaitsForFailsLogged(t *testing.T) {
+	var cur atomic.Pointer[context.Context]
+	var m *migratingPool
+	m = newMigratingPool(t, 2, func() {
+		<-(*cur.Load()).Done()
+		// Under the open: alice's file replaced by another's, which the
+		// replay cannot read under alice's key.
+		b, err := os.ReadFile(m.b.dbPath("bob"))
+		if err == nil {
+			err = os.WriteFile(m.b.dbPath("alice"), b, 0o600)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	_, _, err := shortAcquire(m.p, &cur, "alice")
+	mustErrIs(t, err, context.DeadlineExceeded)
+	for bound := time.Now().Add(3 * time.Minute); m.p.Stats().OpenErrors == 0; {
+		if time.Now().After(bound) {
+			t.Fatalf("stats %+v: the open never failed", m.p.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	const msg = "engine: pool: an open whose acquires gave up failed"
+	recs := m.logs.Find(t, "WARN", msg)
+	if len(recs) != 1 || recs[0].Str("installation") != "alice" || recs[0].Str("path") != m.b.dbPath("alice") || recs[0].Str("err") == "" {
+		t.Fatalf("records of %q: %v, want one naming alice, her read model and the error", msg, recs)
+	}
+	if _, _, err := m.p.Acquire(context.Background(), "alice"); err == nil || !strings.Contains(err.Error(), "alice") {
+		t.Fatalf("acquire after the failed open: %v, want its own error naming alice", err)
 	}
 }
