@@ -280,3 +280,50 @@ func TestPoolOpenNobodyWaitsForFailsLogged(t *testing.T) {
 		t.Fatalf("acquire after the failed open: %v, want its own error naming alice", err)
 	}
 }
+
+// TestPoolAcquireManyOpensOutliveItsDeadline: an AcquireMany whose
+// context ends while one of its opens runs returns the context's error
+// holding none of the set (all or none), and its opens go on: both
+// installations end idle, and the next AcquireMany of the set gets them
+// without a second replay.
+func TestPoolAcquireManyOpensOutliveItsDeadline(t *testing.T) {
+	var cur atomic.Pointer[context.Context]
+	m := newMigratingPool(t, 2, func() { <-(*cur.Load()).Done() })
+	set := []events.InstallationID{"bob", "alice"}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	cur.Store(&ctx)
+	_, _, err := m.p.AcquireMany(ctx, set)
+	mustErrIs(t, err, context.DeadlineExceeded)
+	for bound := time.Now().Add(3 * time.Minute); ; {
+		s := m.p.Stats()
+		if s.OpenErrors != 0 {
+			t.Fatalf("stats %+v: an open failed with the acquire's deadline", s)
+		}
+		if s.Opens == 2 {
+			if s.Open != 2 || s.InUse != 0 {
+				t.Fatalf("stats %+v: want both open and idle", s)
+			}
+			break
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("stats %+v: the opens nobody waits for never completed", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ins, release, err := m.p.AcquireMany(context.Background(), set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if ins[0].ID() != "bob" || ins[1].ID() != "alice" {
+		t.Fatalf("AcquireMany returned %s, %s", ins[0].ID(), ins[1].ID())
+	}
+	m.migrated(t, ins[1])
+	if s := m.p.Stats(); s.Opens != 2 || s.InUse != 2 {
+		t.Fatalf("stats %+v: want the two opens, both in use", s)
+	}
+	if n := m.migrations(t); n != 1 {
+		t.Fatalf("%d migrations by replay, want 1", n)
+	}
+}
