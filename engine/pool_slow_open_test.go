@@ -327,3 +327,61 @@ func TestPoolAcquireManyOpensOutliveItsDeadline(t *testing.T) {
 		t.Fatalf("%d migrations by replay, want 1", n)
 	}
 }
+
+// TestPoolCloseStopsAnOpenAnAcquireWaitsFor: Close stops an open an
+// acquire still waits for, rather than wait for it to finish, and that
+// acquire fails with ErrPoolClosed, as any acquire after Close.
+func TestPoolCloseStopsAnOpenAnAcquireWaitsFor(t *testing.T) {
+	closing := make(chan struct{})
+	m := newMigratingPool(t, 2, func() {
+		select { // the replay starts once the Pool is closing
+		case <-closing:
+		case <-time.After(2 * time.Minute):
+		}
+	})
+	acquired := make(chan error, 1)
+	go func() {
+		_, release, err := m.p.Acquire(context.Background(), "alice")
+		if err == nil {
+			release()
+		}
+		acquired <- err
+	}()
+	for bound := time.Now().Add(time.Minute); m.migrations(t) == 0; {
+		if time.Now().After(bound) {
+			t.Fatal("the open never started its migration by replay")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- m.p.Close() }()
+	for bound := time.Now().Add(time.Minute); ; {
+		m.p.mu.Lock()
+		c := m.p.closed
+		m.p.mu.Unlock()
+		if c {
+			break
+		}
+		if time.Now().After(bound) {
+			t.Fatal("Close never marked the pool closed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(closing)
+	for name, ch := range map[string]chan error{"close": closed, "acquire": acquired} {
+		select {
+		case err := <-ch:
+			if name == "close" && err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			if name == "acquire" {
+				mustErrIs(t, err, ErrPoolClosed)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("%s did not return", name)
+		}
+	}
+	if dbs, locks := openReadModels(t, m.b.dir); len(dbs)+len(locks) != 0 {
+		t.Fatalf("after Close: still open %v %v", dbs, locks)
+	}
+}
