@@ -146,6 +146,11 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
+	if !bytes.Equal(g.GroupID(), id) {
+		// Sending or receiving with it would record one group's
+		// messages and commits under another's aggregate.
+		return nil, fmt.Errorf("engine: installation %s: group %x: its state in the read model is of group %x: %w", in.id, id, g.GroupID(), ErrStateOfAnotherGroup)
+	}
 	sent, err := in.db.SentSinceState(ctx, id, g.Epoch())
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x sent messages: %w", in.id, id, err)

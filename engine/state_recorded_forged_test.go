@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
+	"github.com/epochlog/epochlog/replay"
+)
+
+// A group.state_recorded that the installation did not record as its
+// group stood, appended to the stream by whoever holds its key (a wrong
+// epoch, the state of another group of the installation, a delta whose
+// digest does not match), is refused by the projection and by VerifyMLS,
+// both naming its stream sequence: never applied silently.
+func TestForgedStateRecordedRefused(t *testing.T) {
+	for _, forge := range []string{"wrong epoch", "another group's state", "delta digest"} {
+		t.Run(forge, func(t *testing.T) {
+			b := newBackend(t)
+			g1, g2 := setupGroups(t, b)
+			ctx := context.Background()
+			b.send(alice, g1, "first")
+			if got := b.drain(bob); len(got) != 1 {
+				t.Fatalf("bob received %d, want 1", len(got))
+			}
+			in := b.insts[bob]
+			in.mu.Lock()
+			gs1, err := in.loadGroup(ctx, g1)
+			if err != nil {
+				in.mu.Unlock()
+				t.Fatal(err)
+			}
+			gs2, err := in.loadGroup(ctx, g2)
+			in.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st1, err := gs1.g.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st2, err := gs2.g.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body events.StateRecorded
+			switch forge {
+			case "wrong epoch":
+				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch() + 1, State: events.NewSecret(st1)}
+			case "another group's state":
+				if gs2.g.Epoch() != gs1.g.Epoch() {
+					t.Fatalf("groups at epochs %d and %d: the forgery needs one", gs1.g.Epoch(), gs2.g.Epoch())
+				}
+				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch(), State: events.NewSecret(st2)}
+			case "delta digest":
+				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch()}.WithStateFrom(gs1.epochStart.Bytes(), st1)
+				if body.StateDelta.IsZero() {
+					t.Fatal("the state was recorded whole: the forgery needs a delta")
+				}
+				body.StateSHA256 = append([]byte(nil), body.StateSHA256...)
+				body.StateSHA256[0] ^= 1
+			}
+			app, err := b.log.Append(ctx, gs1.pos, events.Event{Aggregate: in.groupAgg(g1), Time: b.now, Body: body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq := app[0].Seq
+			want := fmt.Sprintf("seq %d", seq)
+
+			_, err = replay.VerifyMLS(ctx, b.log, bob)
+			if !replay.IsVerificationFailure(err) || !strings.Contains(err.Error(), want) {
+				t.Errorf("VerifyMLS: %v; want a verification failure naming %s", err, want)
+			}
+
+			in.mu.Lock()
+			err = in.project(ctx)
+			in.mu.Unlock()
+			if forge == "another group's state" {
+				// The projection does not decode MLS states: it applies it,
+				// and the engine refuses to load it (it would seal g1's
+				// messages and commits with g2's keys under g1's aggregate).
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.restart(bob)
+				in = b.insts[bob]
+				pos, err := in.position(ctx, events.AggGroup, groupKey(g1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = in.Send(ctx, g1, []byte("after the forgery"), nil)
+				mustErrIs(t, err, ErrStateOfAnotherGroup)
+				if after, err := in.position(ctx, events.AggGroup, groupKey(g1)); err != nil || after != pos {
+					t.Fatalf("group position %d (%v) after the refused send, want %d", after, err, pos)
+				}
+				if _, err := in.Receive(ctx, b.send(alice, g1, "to bob").Message); !errors.Is(err, ErrStateOfAnotherGroup) {
+					t.Fatalf("receive with another group's state: %v, want ErrStateOfAnotherGroup", err)
+				}
+				return
+			}
+			var ae *projections.ApplyError
+			if !errors.As(err, &ae) || ae.Seq != seq || !errors.Is(err, projections.ErrCannotApply) {
+				t.Errorf("projection: %v; want it refused at stream sequence %d", err, seq)
+			}
+			if cp, err := in.DB().Checkpoint(ctx); err != nil || cp >= seq {
+				t.Errorf("read model checkpoint %d (%v), want it before the forged event at %d", cp, err, seq)
+			}
+		})
+	}
+}
