@@ -73,14 +73,14 @@ var (
 	// recorded.
 	ErrSuccessorStranded = errors.New("engine: successor group holds only its creation")
 
-	// ErrStateOfAnotherGroup means the state the read model holds for a
-	// group is another group's: an event recording it (a forged
-	// group.state_recorded, group.proposal_staged or commit, appended by
-	// whoever holds the installation's event keys) that the projection,
-	// which does not decode MLS states, applied. The group is not loaded
-	// and nothing is recorded; replay.VerifyMLS names the event's stream
-	// sequence.
-	ErrStateOfAnotherGroup = errors.New("engine: the read model holds another group's state for the group")
+	// ErrStateMismatch means the state the read model holds for a group
+	// is another group's, or of another epoch than the group's: an event
+	// recording it (a forged group.state_recorded, group.proposal_staged
+	// or commit, appended by whoever holds the installation's event keys)
+	// that the projection, which does not decode MLS states, applied. The
+	// group is not loaded and nothing is recorded; replay.VerifyMLS names
+	// the event's stream sequence.
+	ErrStateMismatch = errors.New("engine: the read model holds a state of another group or epoch for the group")
 
 	// ErrForked means this installation's state of a group is not the
 	// group's: a peer's epoch authenticator differs from its own, or

@@ -146,10 +146,16 @@ func (in *Installation) loadGroup(ctx context.Context, id []byte) (*groupState, 
 	if err != nil {
 		return nil, fmt.Errorf("engine: installation %s: group %x state: %w", in.id, id, err)
 	}
-	if !bytes.Equal(g.GroupID(), id) {
-		// Sending or receiving with it would record one group's
-		// messages and commits under another's aggregate.
-		return nil, fmt.Errorf("engine: installation %s: group %x: its state in the read model is of group %x: %w", in.id, id, g.GroupID(), ErrStateOfAnotherGroup)
+	row, _, err := in.db.Group(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, err)
+	}
+	if !bytes.Equal(g.GroupID(), id) || g.Epoch() != row.Epoch {
+		// Sending or receiving with it would record messages and
+		// commits sealed with another group's keys, or an older epoch's
+		// (generations used before), under this group's aggregate.
+		return nil, fmt.Errorf("engine: installation %s: group %x at epoch %d: its state in the read model is of group %x epoch %d: %w",
+			in.id, id, row.Epoch, g.GroupID(), g.Epoch(), ErrStateMismatch)
 	}
 	sent, err := in.db.SentSinceState(ctx, id, g.Epoch())
 	if err != nil {

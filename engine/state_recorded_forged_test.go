@@ -14,11 +14,14 @@ import (
 
 // A group.state_recorded that the installation did not record as its
 // group stood, appended to the stream by whoever holds its key (a wrong
-// epoch, the state of another group of the installation, a delta whose
-// digest does not match), is refused by the projection and by VerifyMLS,
-// both naming its stream sequence: never applied silently.
+// epoch, a delta whose digest does not match, the state of another group
+// of the installation or an older epoch's state of the group), is
+// refused by VerifyMLS naming its stream sequence and never used: the
+// projection refuses the first two at that sequence; the last two, which
+// it cannot tell without decoding MLS states, the engine refuses to load
+// (ErrStateMismatch), recording nothing.
 func TestForgedStateRecordedRefused(t *testing.T) {
-	for _, forge := range []string{"wrong epoch", "another group's state", "delta digest"} {
+	for _, forge := range []string{"wrong epoch", "another group's state", "an older epoch's state", "delta digest"} {
 		t.Run(forge, func(t *testing.T) {
 			b := newBackend(t)
 			g1, g2 := setupGroups(t, b)
@@ -56,6 +59,20 @@ func TestForgedStateRecordedRefused(t *testing.T) {
 					t.Fatalf("groups at epochs %d and %d: the forgery needs one", gs1.g.Epoch(), gs2.g.Epoch())
 				}
 				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch(), State: events.NewSecret(st2)}
+			case "an older epoch's state":
+				co, err := b.insts[alice].Update(ctx, g1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.deliverCommit(co)
+				b.drain(bob)
+				in.mu.Lock()
+				gs1, err = in.loadGroup(ctx, g1)
+				in.mu.Unlock()
+				if err != nil || gs1.g.Epoch() != co.Epoch {
+					t.Fatalf("bob after alice's commit: %v", err)
+				}
+				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch(), State: events.NewSecret(st1)}
 			case "delta digest":
 				body = events.StateRecorded{GroupID: g1, Epoch: gs1.g.Epoch()}.WithStateFrom(gs1.epochStart.Bytes(), st1)
 				if body.StateDelta.IsZero() {
@@ -79,10 +96,11 @@ func TestForgedStateRecordedRefused(t *testing.T) {
 			in.mu.Lock()
 			err = in.project(ctx)
 			in.mu.Unlock()
-			if forge == "another group's state" {
+			if forge == "another group's state" || forge == "an older epoch's state" {
 				// The projection does not decode MLS states: it applies it,
 				// and the engine refuses to load it (it would seal g1's
-				// messages and commits with g2's keys under g1's aggregate).
+				// messages and commits with g2's keys, or an older epoch's,
+				// under g1's aggregate).
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -93,12 +111,12 @@ func TestForgedStateRecordedRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, err = in.Send(ctx, g1, []byte("after the forgery"), nil)
-				mustErrIs(t, err, ErrStateOfAnotherGroup)
+				mustErrIs(t, err, ErrStateMismatch)
 				if after, err := in.position(ctx, events.AggGroup, groupKey(g1)); err != nil || after != pos {
 					t.Fatalf("group position %d (%v) after the refused send, want %d", after, err, pos)
 				}
-				if _, err := in.Receive(ctx, b.send(alice, g1, "to bob").Message); !errors.Is(err, ErrStateOfAnotherGroup) {
-					t.Fatalf("receive with another group's state: %v, want ErrStateOfAnotherGroup", err)
+				if _, err := in.Receive(ctx, b.send(alice, g1, "to bob").Message); !errors.Is(err, ErrStateMismatch) {
+					t.Fatalf("receive with the forged state: %v, want ErrStateMismatch", err)
 				}
 				return
 			}
