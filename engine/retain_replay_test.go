@@ -244,3 +244,77 @@ func TestRetentionDeletedLateMessageNotReceivedAgain(t *testing.T) {
 	_, err = b.insts[bob].Receive(ctx, late.Message)
 	mustErrIs(t, err, mls.ErrGenerationReused)
 }
+
+// A state retention records while the group caches a proposal (another
+// member's, received) caches it too; the commit that carries it by
+// reference is received after a restart from the recorded state, a
+// deleted message stays refused, and VerifyMLS and a rebuild agree
+// with the live read model.
+func TestRetentionRecordsStateWithACachedProposal(t *testing.T) {
+	for _, verify := range []bool{false, true} {
+		t.Run(map[bool]string{false: "retain", true: "verify"}[verify], func(t *testing.T) {
+			testStateRecordedWithACachedProposal(t, verify)
+		})
+	}
+}
+
+func testStateRecordedWithACachedProposal(t *testing.T, verify bool) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	sent := b.send(alice, g1, "before the proposal")
+	p, err := b.insts[carol].ProposeUpdate(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []events.InstallationID{alice, bob} {
+		if r, err := b.insts[id].Receive(ctx, p.Proposal); err != nil || r.Kind != "proposal" {
+			t.Fatalf("%s receives carol's proposal: %+v, %v", id, r, err)
+		}
+	}
+	if got := b.drain(bob); len(got) != 1 {
+		t.Fatalf("bob received %d, want 1", len(got))
+	}
+	if verify {
+		// The state recorded as retention would, without its shred: the
+		// history stays whole for VerifyMLS.
+		in := b.insts[bob]
+		in.mu.Lock()
+		err := in.recordStatesBefore(ctx, b.now.Add(time.Hour))
+		in.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.restart(bob)
+	} else {
+		b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
+		if res, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil); err != nil || res.RowsDeleted == 0 || res.GroupsKept != 0 {
+			t.Fatalf("retain: %+v, %v", res, err)
+		}
+		b.restart(bob)
+		_, err = b.insts[bob].Receive(ctx, sent.Message)
+		mustErrIs(t, err, mls.ErrGenerationReused)
+	}
+	co, err := b.insts[alice].CommitProposals(ctx, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.insts[bob].Receive(ctx, co.Commit); err != nil || r.Kind != "commit" {
+		t.Fatalf("bob receives the commit of the cached proposal after the restart: %+v, %v", r, err)
+	}
+	if e, err := b.insts[bob].Epoch(ctx, g1); err != nil || e != co.Epoch {
+		t.Fatalf("bob at epoch %d (%v), want %d", e, err, co.Epoch)
+	}
+	if verify {
+		b.checkRebuild(bob)
+		return
+	}
+	live, err := b.insts[bob].DB().Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.rebuildAndRestart(bob)
+	if got, err := b.insts[bob].DB().Digest(ctx); err != nil || !live.Equal(got) {
+		t.Fatalf("the rebuilt read model differs from the live one (%v)", err)
+	}
+}
