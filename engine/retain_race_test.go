@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/mls"
+	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
 )
 
@@ -121,5 +123,92 @@ func TestRetentionRacesTraffic(t *testing.T) {
 	b.rebuildAndRestart(bob)
 	if got, err := b.insts[bob].DB().Digest(ctx); err != nil || !live.Equal(got) {
 		t.Fatalf("the rebuilt read model differs from the live one (%v)", err)
+	}
+}
+
+// Two processes of the installation, each with its own read model,
+// apply retention (messages none, compacted) at the same time, as two
+// replicas of a service on one schedule would: both finish, every
+// message delivered again after restarts is refused by both, the
+// member's next message is received, and each read model equals a
+// rebuild from the snapshots left.
+func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
+	b := newBackend(t)
+	g1, g2 := setupGroups(t, b)
+	ctx := context.Background()
+	p2 := b.secondProcess(bob, nil)
+	var replays []*SendOutput
+	for i := range 3 {
+		replays = append(replays, b.send(alice, g1, fmt.Sprintf("alice %d", i)), b.send(carol, g2, fmt.Sprintf("carol %d", i)))
+	}
+	if got := b.drain(bob); len(got) != len(replays) {
+		t.Fatalf("bob received %d, want %d", len(got), len(replays))
+	}
+	if err := p2.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, in := range []*Installation{b.insts[bob], p2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = in.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, &RetainOptions{Compact: true})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("process %d retains: %v", i+1, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Each runs it again: nothing left to do, nothing fails.
+	for i, in := range []*Installation{b.insts[bob], p2} {
+		if _, err := in.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, &RetainOptions{Compact: true}); err != nil {
+			t.Fatalf("process %d retains again: %v", i+1, err)
+		}
+	}
+	if err := p2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p2 = b.secondProcess(bob, nil)
+	b.restart(bob)
+	for i, m := range replays {
+		for j, in := range []*Installation{b.insts[bob], p2} {
+			if r, err := in.Receive(ctx, m.Message); !errors.Is(err, mls.ErrGenerationReused) && !errors.Is(err, ErrDuplicateMessage) {
+				t.Fatalf("process %d: message %d delivered again: %+v, %v; want it refused", j+1, i, r, err)
+			}
+		}
+	}
+	b.send(bob, g1, "after")
+	if got := b.drain(alice); len(got) != 1 {
+		t.Fatalf("alice received %d of bob's messages after retention, want 1", len(got))
+	}
+	if err := p2.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range []*Installation{b.insts[bob], p2} {
+		live, err := in.DB().Digest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := projections.GenerateRawKey()
+		path := filepath.Join(t.TempDir(), "fresh.db")
+		if _, err := replay.Rebuild(ctx, b.log, bob, path, k, nil); err != nil {
+			t.Fatalf("process %d: rebuild: %v", i+1, err)
+		}
+		fresh, err := projections.OpenExisting(path, k, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fresh.Digest(ctx)
+		fresh.Close()
+		if err != nil || !live.Equal(got) {
+			t.Errorf("process %d: the rebuilt read model differs from the live one (%v)", i+1, err)
+		}
 	}
 }

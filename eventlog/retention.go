@@ -413,6 +413,24 @@ type CompactOptions struct {
 	Step func(string)
 }
 
+// deleteCompacted deletes the event at seq from the stream. One already
+// gone counts as deleted: another process compacting the installation
+// at the same time (two replicas retaining on one schedule) deleted it
+// first. The server then answers "no message found" or "sequence not
+// found" (JetStream errors 10057, 10043), which nats.go wraps in
+// jetstream.ErrMsgDeleteUnsuccessful as text only, so whether it is gone
+// is asked again.
+func (l *Log) deleteCompacted(ctx context.Context, seq uint64) error {
+	err := l.stream.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if _, gerr := l.getMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return err
+}
+
 // CompactRetainedOut deletes from the stream inst's events at or below
 // through whose data key was shredded by retention (a shred mark, no
 // key; for a group's epochs, an epoch before its chain's start). The caller passes the checkpoint of a verified snapshot (what
@@ -502,7 +520,7 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 			continue
 		}
 		if !o.StoredBefore.IsZero() && m.Time.Before(o.StoredBefore) && m.Sequence != through {
-			if err := l.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if err := l.deleteCompacted(ctx, m.Sequence); err != nil {
 				return res, fmt.Errorf("eventlog: compact %s: delete seq %d (compact again to finish): %w", inst, m.Sequence, err)
 			}
 			res.Deleted++
@@ -546,7 +564,7 @@ func (l *Log) CompactRetainedOut(ctx context.Context, inst events.InstallationID
 			res.Kept++
 			continue
 		}
-		if err := l.stream.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := l.deleteCompacted(ctx, m.Sequence); err != nil {
 			return res, fmt.Errorf("eventlog: compact %s: delete seq %d (compact again to finish): %w", inst, m.Sequence, err)
 		}
 		res.Deleted++

@@ -297,3 +297,28 @@ func TestOldDayPeriodsAccountsForEveryKey(t *testing.T) {
 		t.Fatal("OldDayPeriods of the state class: no error")
 	}
 }
+
+// TestCompactTakesAnEventDeletedMeanwhile: an event another process's
+// compaction of the installation deleted first (two replicas retaining
+// at once) is deleted as far as this compaction goes, not a failure
+// (the server answers "sequence not found", which nats.go does not map
+// to jetstream.ErrMsgNotFound); a failure to delete an event still
+// there is reported.
+func TestCompactTakesAnEventDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	g := group(instA, "g1")
+	first := mustAppend(t, l, 0, msg(g, 1, "deleted by another compaction"))
+	mustAppend(t, l, 1, msg(g, 2, "kept"))
+	if err := l.stream.DeleteMsg(ctx, first[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.deleteCompacted(ctx, first[0].Seq); err != nil {
+		t.Fatalf("delete an event deleted meanwhile: %v, want nil", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.deleteCompacted(cctx, first[0].Seq+1); err == nil {
+		t.Fatal("a delete that could not run reported none")
+	}
+}
