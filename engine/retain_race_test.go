@@ -127,12 +127,22 @@ func TestRetentionRacesTraffic(t *testing.T) {
 }
 
 // Two processes of the installation, each with its own read model,
-// apply retention (messages none, compacted) at the same time, as two
-// replicas of a service on one schedule would: both finish, every
+// apply retention (messages none; then deliveries none and no past
+// epoch too; compacted) at the same time, as two replicas of a service
+// on one schedule would: both finish, every
 // message delivered again after restarts is refused by both, the
 // member's next message is received, and each read model equals a
 // rebuild from the snapshots left.
 func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
+	for _, p := range []replay.RetentionPolicy{
+		{Messages: replay.KeepNone},
+		{Messages: replay.KeepNone, Delivery: replay.KeepNone, PastEpochs: replay.KeepNoPastEpochs},
+	} {
+		t.Run(fmt.Sprintf("%+v", p), func(t *testing.T) { testRetentionOfTwoProcessesAtOnce(t, p) })
+	}
+}
+
+func testRetentionOfTwoProcessesAtOnce(t *testing.T, policy replay.RetentionPolicy) {
 	b := newBackend(t)
 	g1, g2 := setupGroups(t, b)
 	ctx := context.Background()
@@ -144,6 +154,16 @@ func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
 	if got := b.drain(bob); len(got) != len(replays) {
 		t.Fatalf("bob received %d, want %d", len(got), len(replays))
 	}
+	if policy.PastEpochs != replay.KeepAllEpochs {
+		for range 4 { // epoch 1 leaves the window of 3
+			co, err := b.insts[alice].Update(ctx, g1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.deliverCommit(co)
+		}
+		b.drainAll()
+	}
 	if err := p2.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +174,7 @@ func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = in.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, &RetainOptions{Compact: true})
+			_, errs[i] = in.Retain(ctx, policy, &RetainOptions{Compact: true})
 		}()
 	}
 	wg.Wait()
@@ -168,7 +188,7 @@ func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
 	}
 	// Each runs it again: nothing left to do, nothing fails.
 	for i, in := range []*Installation{b.insts[bob], p2} {
-		if _, err := in.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, &RetainOptions{Compact: true}); err != nil {
+		if _, err := in.Retain(ctx, policy, &RetainOptions{Compact: true}); err != nil {
 			t.Fatalf("process %d retains again: %v", i+1, err)
 		}
 	}
@@ -179,7 +199,7 @@ func TestRetentionOfTwoProcessesAtOnce(t *testing.T) {
 	b.restart(bob)
 	for i, m := range replays {
 		for j, in := range []*Installation{b.insts[bob], p2} {
-			if r, err := in.Receive(ctx, m.Message); !errors.Is(err, mls.ErrGenerationReused) && !errors.Is(err, ErrDuplicateMessage) {
+			if r, err := in.Receive(ctx, m.Message); !errors.Is(err, mls.ErrGenerationReused) && !errors.Is(err, ErrDuplicateMessage) && !errors.Is(err, ErrEpochRetired) {
 				t.Fatalf("process %d: message %d delivered again: %+v, %v; want it refused", j+1, i, r, err)
 			}
 		}
