@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
 	"github.com/epochlog/epochlog/replay"
@@ -230,5 +231,105 @@ func testRetentionOfTwoProcessesAtOnce(t *testing.T, policy replay.RetentionPoli
 		if err != nil || !live.Equal(got) {
 			t.Errorf("process %d: the rebuilt read model differs from the live one (%v)", i+1, err)
 		}
+	}
+}
+
+// A Host delivering to the member in another goroutine while the same
+// process applies retention: the deliveries wait for retention between
+// operations, every message is handed to the application once, and all
+// of them delivered again (the delivery service replaying its queue)
+// are settled as refused, none handed over a second time.
+func TestRetentionWhileAHostDelivers(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	const n = 10
+	var sent []*SendOutput
+	for i := range n {
+		sent = append(sent, b.send(alice, g1, fmt.Sprintf("m%d", i)))
+	}
+	h := NewHost(b.log, b.del, nil)
+	deliver := func() (got int, errs []error) {
+		for _, r := range h.Deliver(ctx, mlsChannel, []*Installation{b.insts[bob]}, 1) {
+			if r.Err != nil {
+				errs = append(errs, r.Err)
+			}
+			for _, d := range r.Delivered {
+				if d.Received != nil && d.Received.Kind == "application" {
+					got++
+				} else if d.Err == nil || !Settled(d.Err) {
+					errs = append(errs, fmt.Errorf("delivery %d: %+v, %v", d.Delivery.Seq, d.Received, d.Err))
+				}
+			}
+		}
+		return got, errs
+	}
+	received := 0
+	for range n / 2 { // half of them the day they were sent
+		got, errs := deliver()
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		received += got
+	}
+	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	var hostErrs []error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range n - n/2 {
+			got, errs := deliver()
+			hostErrs = append(hostErrs, errs...)
+			received += got
+		}
+	}()
+	for range 3 {
+		if _, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Wait()
+	if len(hostErrs) > 0 {
+		t.Fatal(hostErrs)
+	}
+	if received != n {
+		t.Fatalf("the application was handed %d messages, want %d", received, n)
+	}
+	if _, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.restart(bob)
+	for i, m := range sent {
+		if _, err := b.del.FanOut(ctx, []events.InstallationID{bob}, mlsChannel, m.Message, time.Time{}, fmt.Sprintf("again-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		got, errs := deliver()
+		if got != 0 || len(errs) > 0 {
+			t.Fatalf("a message delivered again was handed over (%d) or not settled: %v", got, errs)
+		}
+	}
+	if err := b.insts[bob].CatchUp(ctx); err != nil { // the Host's last acknowledgements
+		t.Fatal(err)
+	}
+	live, err := b.insts[bob].DB().Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := projections.GenerateRawKey()
+	path := filepath.Join(t.TempDir(), "fresh.db")
+	if _, err := replay.Rebuild(ctx, b.log, bob, path, k, nil); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := projections.OpenExisting(path, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if got, err := fresh.Digest(ctx); err != nil || !live.Equal(got) {
+		d, _ := projections.CompareDB(ctx, b.insts[bob].DB(), fresh)
+		t.Fatalf("the rebuilt read model differs from the live one (%v): %v", err, d)
 	}
 }
