@@ -13,6 +13,11 @@ import (
 // destroyed history, no longer holds it. secure_delete is on, so the
 // deleted rows' bytes are overwritten in the database file.
 
+// reloadMember is the condition on a groups row g that this
+// installation is still one of its members.
+const reloadMember = `EXISTS (SELECT 1 FROM members mb WHERE mb.group_id = g.group_id AND mb.removed_epoch IS NULL
+		AND mb.identity = (SELECT CAST(installation_id AS BLOB) FROM installation))`
+
 // markedSinceState is the condition (schema 11) on a message row m that
 // a reload of its group still needs it: of the group's current
 // membership, this installation still a member, recorded since the
@@ -22,33 +27,55 @@ import (
 // (mls.Group.MarkReceived). Deleted, a reload would not mark it: a
 // replay of a received one would be accepted again.
 const markedSinceState = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_id AND m.membership = g.membership AND m.ordinal > g.state_ordinal
-	AND EXISTS (SELECT 1 FROM members mb WHERE mb.group_id = g.group_id AND mb.removed_epoch IS NULL
-		AND mb.identity = (SELECT CAST(installation_id AS BLOB) FROM installation))
+	AND ` + reloadMember + `
 	AND (m.epoch = g.epoch AND (m.direction = 'sent' OR m.generation IS NOT NULL)
 		OR m.generation IS NOT NULL AND m.epoch < g.epoch
 			AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0)))`
 
+// sentSinceState is markedSinceState before schema 11 (from 3), which
+// keeps no generation and no count of deleted own messages
+// (groups.sent_deleted): an own message of the group's current epoch
+// recorded since its state. Deleted, a reloaded sender would seal under
+// its generation again (SentSinceState counts the rows).
+const sentSinceState = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_id AND m.membership = g.membership AND m.ordinal > g.state_ordinal
+	AND ` + reloadMember + ` AND m.epoch = g.epoch AND m.direction = 'sent')`
+
+// sentInEpoch is the same before schema 3, which has no state ordinal:
+// a reloaded sender counts the own messages of the current epoch
+// (MessagesSentInEpoch), and no state recorded since changes that.
+const sentInEpoch = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_id AND m.epoch = g.epoch AND m.direction = 'sent')`
+
+// neededByReload is the condition on a message row m that a reload of
+// its group still needs it, at the read model's schema.
+func (db *DB) neededByReload() string {
+	switch {
+	case db.schema >= 11:
+		return markedSinceState
+	case db.schema >= 3:
+		return sentSinceState
+	}
+	return sentInEpoch
+}
+
 // deletableBefore is the condition on a message row m that
 // DeleteMessagesBefore deletes it (?1: the time).
 func (db *DB) deletableBefore() string {
-	if db.schema >= 11 {
-		return `m.sent_at < ?1 AND NOT ` + markedSinceState
-	}
-	return `m.sent_at < ?1`
+	return `m.sent_at < ?1 AND NOT ` + db.neededByReload()
 }
 
 // GroupsToRecordBefore lists the groups holding messages older than t
-// that a reload of the group still needs (from schema 11; before, none),
-// which DeleteMessagesBefore therefore keeps: those recorded since the
-// group's state, in an epoch it holds, while this installation is a
-// member. Once the group's state is recorded as it stands
+// that a reload of the group still needs (neededByReload; before
+// schema 11 own messages of the current epoch only; before schema 3,
+// which keeps no recorded state, none), which DeleteMessagesBefore
+// therefore keeps: those recorded since the group's state, in an epoch
+// it holds, while this installation is a member. Once the group's state is recorded as it stands
 // (events.StateRecorded, which the engine's retention records first),
 // they are behind it and deleted.
 func (db *DB) GroupsToRecordBefore(ctx context.Context, t time.Time) ([][]byte, error) {
-	if db.schema < 11 {
-		return nil, nil
+	if db.schema < 3 {
+		return nil, nil // a recorded state is not kept (applyStateRecorded)
 	}
-	rows, err := db.sql.QueryContext(ctx, `SELECT DISTINCT m.group_id FROM messages m WHERE m.sent_at < ?1 AND `+markedSinceState+` ORDER BY m.group_id`, t.UnixNano())
+	rows, err := db.sql.QueryContext(ctx, `SELECT DISTINCT m.group_id FROM messages m WHERE m.sent_at < ?1 AND `+db.neededByReload()+` ORDER BY m.group_id`, t.UnixNano())
 	if err != nil {
 		return nil, &FileError{Path: db.path, Op: "groups to record", Err: err}
 	}
