@@ -36,14 +36,20 @@ var migrateKillSteps = map[string]string{
 	"engine: read model migrated by replay": "migrated",
 }
 
-// stepPrinter is the child's slog handler: it prints "step:<name>" for
-// the messages of migrateKillSteps, pausing after all but "start".
-type stepPrinter struct{ slog.Handler }
+// stepPrinter is a kill test child's slog handler: it prints
+// "step:<name>" for each message of steps, at any level, and pauses
+// after each but quick, so that the parent can kill it there.
+type stepPrinter struct {
+	steps map[string]string
+	quick string // a step printed without the pause ("": none)
+}
 
-func (h stepPrinter) Handle(ctx context.Context, r slog.Record) error {
-	if s, ok := migrateKillSteps[r.Message]; ok {
+func (h stepPrinter) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h stepPrinter) Handle(_ context.Context, r slog.Record) error {
+	if s, ok := h.steps[r.Message]; ok {
 		fmt.Println("step:" + s)
-		if s != "start" {
+		if s != h.quick {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
@@ -64,7 +70,7 @@ func TestMigrationByReplayKilledChild(t *testing.T) {
 	url, path, _ := strings.Cut(arg, " ")
 	ctx := context.Background()
 	cfg := eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second, ReconnectWait: 20 * time.Millisecond,
-		Logger: slog.New(stepPrinter{slog.NewTextHandler(io.Discard, nil)})}
+		Logger: slog.New(stepPrinter{steps: migrateKillSteps, quick: "start"})}
 	l, err := eventlog.Open(ctx, cfg, keyring(t, 1, 0x42))
 	if err != nil {
 		t.Fatal(err)

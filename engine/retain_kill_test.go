@@ -43,23 +43,6 @@ var retainKillSteps = map[string]string{
 	"eventlog: installation compacted": "compacted",
 }
 
-// retainStepPrinter is the child's slog handler: it prints
-// "step:<name>" for the messages of retainKillSteps and pauses.
-type retainStepPrinter struct{ slog.Handler }
-
-func (h retainStepPrinter) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h retainStepPrinter) Handle(ctx context.Context, r slog.Record) error {
-	if s, ok := retainKillSteps[r.Message]; ok {
-		fmt.Println("step:" + s)
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
-}
-
-func (h retainStepPrinter) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h retainStepPrinter) WithGroup(string) slog.Handler      { return h }
-
 // TestRetainKilledChild is bob's process applying retention through the
 // engine (messages none, compacted), run by TestRetainKilled. It does
 // nothing when run alone.
@@ -71,7 +54,7 @@ func TestRetainKilledChild(t *testing.T) {
 	url, path, _ := strings.Cut(arg, " ")
 	ctx := context.Background()
 	cfg := eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second, ReconnectWait: 20 * time.Millisecond,
-		Logger: slog.New(retainStepPrinter{slog.NewTextHandler(io.Discard, nil)})}
+		Logger: slog.New(stepPrinter{steps: retainKillSteps})}
 	l, err := eventlog.Open(ctx, cfg, keyring(t, 1, 0x42))
 	if err != nil {
 		t.Fatal(err)
