@@ -23,7 +23,7 @@ import (
 func TestSuccessorBothFormsAcrossReloadsAndRetention(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
-	alice, bob, gid := twoMembers(t, b)
+	alice, _, gid := twoMembers(t, b)
 	var bobKP mls.KeyPackage
 	if err := bobKP.Unmarshal(b.keyPackage("bob")); err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func TestSuccessorBothFormsAcrossReloadsAndRetention(t *testing.T) {
 	}
 	successors := [][]byte{old.GroupID(), branch.GroupID}
 
-	bob = b.restart("bob")
+	bob := b.restart("bob")
 	for i, w := range [][]byte{oldWelcome, branch.Welcome} {
 		if r, err := bob.Receive(ctx, w); err != nil || r.Kind != "welcome" {
 			t.Fatalf("bob joins successor %d after a restart: %+v, %v", i, r, err)
