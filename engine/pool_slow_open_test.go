@@ -145,22 +145,7 @@ func TestPoolOpenNobodyWaitsForBecomesIdle(t *testing.T) {
 	m := newMigratingPool(t, 1, func() { <-(*cur.Load()).Done() })
 	_, _, err := shortAcquire(m.p, &cur, "alice")
 	mustErrIs(t, err, context.DeadlineExceeded)
-	for bound := time.Now().Add(3 * time.Minute); ; {
-		s := m.p.Stats()
-		if s.OpenErrors != 0 {
-			t.Fatalf("stats %+v: the open failed with its acquire's deadline", s)
-		}
-		if s.Opens == 1 {
-			if s.Open != 1 || s.InUse != 0 {
-				t.Fatalf("stats %+v: want alice open and idle", s)
-			}
-			break
-		}
-		if time.Now().After(bound) {
-			t.Fatalf("stats %+v: the open nobody waits for never completed", s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitIdleOpens(t, m.p, 1)
 	ctx := context.Background()
 	if err := m.p.With(ctx, "bob", func(in *Installation) error { return touch(ctx, in) }); err != nil {
 		t.Fatalf("bob: %v", err)
@@ -295,22 +280,7 @@ func TestPoolAcquireManyOpensOutliveItsDeadline(t *testing.T) {
 	cur.Store(&ctx)
 	_, _, err := m.p.AcquireMany(ctx, set)
 	mustErrIs(t, err, context.DeadlineExceeded)
-	for bound := time.Now().Add(3 * time.Minute); ; {
-		s := m.p.Stats()
-		if s.OpenErrors != 0 {
-			t.Fatalf("stats %+v: an open failed with the acquire's deadline", s)
-		}
-		if s.Opens == 2 {
-			if s.Open != 2 || s.InUse != 0 {
-				t.Fatalf("stats %+v: want both open and idle", s)
-			}
-			break
-		}
-		if time.Now().After(bound) {
-			t.Fatalf("stats %+v: the opens nobody waits for never completed", s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitIdleOpens(t, m.p, 2)
 	ins, release, err := m.p.AcquireMany(context.Background(), set)
 	if err != nil {
 		t.Fatal(err)
@@ -383,5 +353,28 @@ func TestPoolCloseStopsAnOpenAnAcquireWaitsFor(t *testing.T) {
 	}
 	if dbs, locks := openReadModels(t, m.b.dir); len(dbs)+len(locks) != 0 {
 		t.Fatalf("after Close: still open %v %v", dbs, locks)
+	}
+}
+
+// waitIdleOpens waits (generously) until p has completed n opens that no
+// acquire waits for any more, and checks none failed and all n are open
+// and idle.
+func waitIdleOpens(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	for bound := time.Now().Add(3 * time.Minute); ; {
+		s := p.Stats()
+		if s.OpenErrors != 0 {
+			t.Fatalf("stats %+v: an open failed with its acquire's deadline", s)
+		}
+		if s.Opens == int64(n) {
+			if s.Open != n || s.InUse != 0 {
+				t.Fatalf("stats %+v: want %d open and idle", s, n)
+			}
+			return
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("stats %+v: the opens nobody waits for never completed", s)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
