@@ -59,23 +59,32 @@ func (h stepPrinter) Handle(_ context.Context, r slog.Record) error {
 func (h stepPrinter) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h stepPrinter) WithGroup(string) slog.Handler      { return h }
 
+// killChildLog is a kill test child's start: the server URL and read
+// model path its parent put in the environment variable env (the test
+// skips when run alone, not by parent), and a Log on that server whose
+// logger prints the child's steps.
+func killChildLog(t *testing.T, env, parent string, steps stepPrinter) (*eventlog.Log, string) {
+	t.Helper()
+	arg := os.Getenv(env)
+	if arg == "" {
+		t.Skip("run by " + parent)
+	}
+	url, path, _ := strings.Cut(arg, " ")
+	cfg := eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second, ReconnectWait: 20 * time.Millisecond, Logger: slog.New(steps)}
+	l, err := eventlog.Open(context.Background(), cfg, keyring(t, 1, 0x42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
 // TestMigrationByReplayKilledChild is alice's process opening her schema
 // 8 read model with the latest schema (which migrates it by replay), run
 // by TestMigrationByReplayKilled. It does nothing when run alone.
 func TestMigrationByReplayKilledChild(t *testing.T) {
-	arg := os.Getenv(envMigrateKillChild)
-	if arg == "" {
-		t.Skip("run by TestMigrationByReplayKilled")
-	}
-	url, path, _ := strings.Cut(arg, " ")
+	l, path := killChildLog(t, envMigrateKillChild, "TestMigrationByReplayKilled", stepPrinter{steps: migrateKillSteps, quick: "start"})
 	ctx := context.Background()
-	cfg := eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second, ReconnectWait: 20 * time.Millisecond,
-		Logger: slog.New(stepPrinter{steps: migrateKillSteps, quick: "start"})}
-	l, err := eventlog.Open(ctx, cfg, keyring(t, 1, 0x42))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	in, err := OpenInstallation(ctx, l, "alice", path, rawDBKey(t, migrateKillFill), &InstallationOptions{UpdateInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

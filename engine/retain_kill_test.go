@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/internal/childproc"
 	"github.com/epochlog/epochlog/mls"
 	"github.com/epochlog/epochlog/projections"
@@ -47,19 +44,8 @@ var retainKillSteps = map[string]string{
 // engine (messages none, compacted), run by TestRetainKilled. It does
 // nothing when run alone.
 func TestRetainKilledChild(t *testing.T) {
-	arg := os.Getenv(envRetainKillChild)
-	if arg == "" {
-		t.Skip("run by TestRetainKilled")
-	}
-	url, path, _ := strings.Cut(arg, " ")
+	l, path := killChildLog(t, envRetainKillChild, "TestRetainKilled", stepPrinter{steps: retainKillSteps})
 	ctx := context.Background()
-	cfg := eventlog.Config{NATSURL: url, RequestTimeout: 10 * time.Second, ReconnectWait: 20 * time.Millisecond,
-		Logger: slog.New(stepPrinter{steps: retainKillSteps})}
-	l, err := eventlog.Open(ctx, cfg, keyring(t, 1, 0x42))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	in, err := OpenInstallation(ctx, l, bob, path, rawDBKey(t, retainKillFill),
 		&InstallationOptions{UpdateInterval: time.Hour, Now: func() time.Time { return retainKillAt }})
 	if err != nil {
