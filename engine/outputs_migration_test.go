@@ -112,6 +112,24 @@ func TestOpenAfterRebuildAtSchema8LosesNoOutputs(t *testing.T) {
 	b.checkRebuild("alice")
 }
 
+// aliceAtSchema8 creates alice with a read model at schema 8, in a group
+// with bob, sends one own message (an output schema 8 cannot keep) and
+// closes alice: her file can only be migrated by replay.
+func aliceAtSchema8(t *testing.T, b *backend) (gid []byte) {
+	t.Helper()
+	v8 := b.opts()
+	v8.DB.SchemaVersion = 8
+	alice := b.createWith("alice", v8)
+	b.create("bob")
+	gid = b.groupOf(alice, "bob")
+	b.send("alice", gid, "at schema 8")
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	return gid
+}
+
 // An open that cannot migrate by replay a read model that did not keep
 // own outputs leaves the file as it was and says why: another
 // installation's file is ErrWrongReadModel, as for any read model; an
@@ -120,15 +138,7 @@ func TestOpenAfterRebuildAtSchema8LosesNoOutputs(t *testing.T) {
 func TestOpenThatCannotMigrateByReplayLeavesTheFile(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
-	v8 := b.opts()
-	v8.DB.SchemaVersion = 8
-	alice := b.createWith("alice", v8)
-	b.create("bob")
-	gid := b.groupOf(alice, "bob")
-	b.send("alice", gid, "at schema 8")
-	if err := alice.Close(); err != nil {
-		t.Fatal(err)
-	}
+	aliceAtSchema8(t, b)
 	path, key := b.dbPath("alice"), b.keys["alice"]
 	notKeptAt(t, path, key, nil, 8)
 	sum := fileSum(t, path)
@@ -308,16 +318,7 @@ func TestOpenOfAnotherInstallationsOlderFileLeavesIt(t *testing.T) {
 func TestMigrationByReplayInAnOpenHoldsTheLock(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t)
-	v8 := b.opts()
-	v8.DB.SchemaVersion = 8
-	alice := b.createWith("alice", v8)
-	b.create("bob")
-	gid := b.groupOf(alice, "bob")
-	b.send("alice", gid, "at schema 8")
-	if err := alice.Close(); err != nil {
-		t.Fatal(err)
-	}
-	delete(b.insts, "alice")
+	gid := aliceAtSchema8(t, b)
 	path, key := b.dbPath("alice"), b.keys["alice"]
 	notKeptAt(t, path, key, nil, 8)
 

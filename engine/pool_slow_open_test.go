@@ -36,18 +36,11 @@ type migratingPool struct {
 func newMigratingPool(t *testing.T, maxOpen int, hook func()) *migratingPool {
 	t.Helper()
 	b := newBackend(t)
-	v8 := b.opts()
-	v8.DB.SchemaVersion = 8
-	alice := b.createWith("alice", v8)
-	b.create("bob")
-	gid := b.groupOf(alice, "bob")
-	b.send("alice", gid, "at schema 8")
-	for _, id := range []events.InstallationID{"alice", "bob"} {
-		if err := b.insts[id].Close(); err != nil {
-			t.Fatal(err)
-		}
-		delete(b.insts, id)
+	gid := aliceAtSchema8(t, b)
+	if err := b.insts["bob"].Close(); err != nil {
+		t.Fatal(err)
 	}
+	delete(b.insts, "bob")
 	notKeptAt(t, b.dbPath("alice"), b.keys["alice"], nil, 8)
 
 	logs := &telemetrytest.Logs{}
