@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,16 +27,8 @@ func TestRetainNamesKeptCopies(t *testing.T) {
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("retain-copies")
-	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
-	key, err := writeDBKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := time.Now().Add(-72 * time.Hour)
-	in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, db, keyFile, _ := keyedInstallation(t, l, dir, id, &engine.InstallationOptions{Now: func() time.Time { return clock }})
 	gid := []byte("retain-group")
 	if _, err := in.CreateGroup(ctx, gid); err != nil {
 		t.Fatal(err)
@@ -86,17 +77,9 @@ func TestRetainRecordsWhatAReloadNeeds(t *testing.T) {
 	for _, schema := range []int{projections.LatestSchema, 10} {
 		dir := t.TempDir()
 		id := events.InstallationID(fmt.Sprintf("retain-records-%d", schema))
-		db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
-		key, err := writeDBKeyFile(keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
 		clock := time.Now().Add(-72 * time.Hour)
-		in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{
+		in, db, keyFile, key := keyedInstallation(t, l, dir, id, &engine.InstallationOptions{
 			Now: func() time.Time { return clock }, DB: projections.Options{SchemaVersion: schema}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		gid := []byte("retain-group")
 		if _, err := in.CreateGroup(ctx, gid); err != nil {
 			t.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 
-	"github.com/epochlog/epochlog/engine"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -28,15 +26,7 @@ func TestRetainCompactsWithNothingToShred(t *testing.T) {
 		{"retain-idle-compact", []string{"--messages", "forever", "--compact"}, false},
 		{"retain-idle-history", []string{"--messages", "forever", "--history", "none"}, true},
 	} {
-		db, keyFile := filepath.Join(dir, string(tc.id)+".db"), filepath.Join(dir, string(tc.id)+".key")
-		key, err := writeDBKeyFile(keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := engine.CreateInstallation(ctx, l, tc.id, db, key, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		in, db, keyFile, _ := keyedInstallation(t, l, dir, tc.id, nil)
 		gid := []byte("idle-group")
 		if _, err := in.CreateGroup(ctx, gid); err != nil {
 			t.Fatal(err)

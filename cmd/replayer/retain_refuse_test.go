@@ -26,17 +26,9 @@ func TestRetainRefusesAndCatchesUp(t *testing.T) {
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("retain-refuse")
-	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
-	key, err := writeDBKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := time.Now().Add(-72 * time.Hour)
 	opts := &engine.InstallationOptions{Now: func() time.Time { return clock }}
-	in, err := engine.CreateInstallation(ctx, l, id, db, key, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, db, keyFile, key := keyedInstallation(t, l, dir, id, opts)
 	gid := []byte("retain-group")
 	if _, err := in.CreateGroup(ctx, gid); err != nil {
 		t.Fatal(err)
@@ -45,15 +37,7 @@ func TestRetainRefusesAndCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := events.InstallationID("retain-other")
-	odb, okeyFile := filepath.Join(dir, string(other)+".db"), filepath.Join(dir, string(other)+".key")
-	okey, err := writeDBKeyFile(okeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oin, err := engine.CreateInstallation(ctx, l, other, odb, okey, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oin, odb, okeyFile, _ := keyedInstallation(t, l, dir, other, opts)
 	if err := oin.Close(); err != nil {
 		t.Fatal(err)
 	}

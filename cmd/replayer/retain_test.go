@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestRetainCommand: replayer retain deletes the old days' messages,
@@ -22,17 +24,9 @@ func TestRetainCommand(t *testing.T) {
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("retain-cli")
-	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
-	key, err := writeDBKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := time.Now().Add(-72 * time.Hour)
 	now := func() time.Time { return clock }
-	in, err := engine.CreateInstallation(ctx, l, id, db, key, &engine.InstallationOptions{Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, db, keyFile, _ := keyedInstallation(t, l, dir, id, &engine.InstallationOptions{Now: now})
 	gid := []byte("retain-group")
 	if _, err := in.CreateGroup(ctx, gid); err != nil {
 		t.Fatal(err)
@@ -155,4 +149,19 @@ func TestParseRetention(t *testing.T) {
 			t.Errorf("%q: no error", in)
 		}
 	}
+}
+
+// keyedInstallation creates installation id with its read model and the
+// read model's key file in dir, as the retain command's tests run it.
+func keyedInstallation(t *testing.T, l *eventlog.Log, dir string, id events.InstallationID, opts *engine.InstallationOptions) (in *engine.Installation, db, keyFile string, key projections.Key) {
+	t.Helper()
+	db, keyFile = filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	key, err := writeDBKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, err = engine.CreateInstallation(context.Background(), l, id, db, key, opts); err != nil {
+		t.Fatal(err)
+	}
+	return in, db, keyFile, key
 }
