@@ -756,7 +756,10 @@ type FanOutItem struct {
 // every item goes into one pipelined bulk append (eventlog.Log.AppendBulk),
 // so a batch of messages to many queues costs about one round trip per
 // message a queue receives, not one per enqueue. A queue that gets several
-// of the items gets them in item order, each one transition of its own.
+// of the items gets them in item order, each one transition of its own;
+// when every enqueue of the call goes to one queue, the run is appended
+// as atomic batches (appendEnqueues), which a call to one queue would
+// otherwise wait for one round trip at a time.
 // It returns, per item, the sequences by recipient (as FanOut); on an
 // error, the items' maps hold the enqueues made so far. A recipient named
 // twice in an item is enqueued once.
@@ -838,13 +841,17 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 	for i, p := range plan {
 		ts[i] = p.t
 	}
+	queues := make([]*queue, len(plan))
+	for i, p := range plan {
+		queues[i] = p.q
+	}
 	// The bulk stops at its first failure. Each transition it did not
 	// store, or whose answer it lost, is decided on its own, in order:
 	// the same event at the same position (idempotent by message id, with
 	// or without an idempotency key); if another writer moved the queue
 	// meanwhile, the queue is reloaded and the message enqueued there, and
 	// so are this call's later messages for that queue.
-	res, berr := appendBulkOnce(ctx, d.log, ts)
+	res, berr := d.appendEnqueues(ctx, ts, queues)
 	bulkSent := !errors.Is(berr, errNotSent)
 	moved := map[*queue]bool{}
 	for i, p := range plan {
@@ -878,6 +885,64 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 		out[p.item][r] = s
 	}
 	return out, nil
+}
+
+// A call's enqueues to one queue are appended one transition each, every
+// one waiting for the answer to the one before (its sequence is the next
+// one's expected sequence): a burst of n messages to a queue is n round
+// trips in a row. When a call's enqueues all go to one queue (a Host
+// fanning out a group of two), nothing else fills the pipeline meanwhile
+// and that chain is the fan-out's time; appendEnqueues then appends the
+// run as atomic batches. A batch costs the server a staged, synced store
+// of its own (a batch of two took as long as 13-18 single appends on a
+// single replica: docs/benchmarks.md, "Atomic batches on a single
+// replica") and CPU; with several queues in flight side by side the
+// round trips overlap and batching them cost more than it saved (E2E at
+// 5 and at 100 members, "Fan-out runs as atomic batches"), so only a
+// single queue's run is batched. Each enqueue stays a transition of its
+// own; a batch only makes several of them atomic together.
+var (
+	// batchFrom is the fewest enqueues of a call that are batched.
+	batchFrom = 16
+	// batchBytes bounds a batch's payloads, which the server stages whole.
+	batchBytes = 8 << 20
+)
+
+// appendEnqueues appends ts, one enqueue each (queues[i] is ts[i]'s
+// queue, a queue's in position order), in one bulk: a single queue's run
+// of at least batchFrom as atomic batches of up to the Log's MaxBatch
+// events and batchBytes of payload. It returns each enqueue's appended
+// event, nil for those the bulk did not store or whose answer it lost
+// (a batch's events share its fate), and the bulk's error, as
+// appendBulkOnce.
+func (d *Deliveries) appendEnqueues(ctx context.Context, ts []eventlog.Transition, queues []*queue) ([][]eventlog.Appended, error) {
+	if !d.log.AtomicBatches() || len(ts) < batchFrom || slices.ContainsFunc(queues, func(q *queue) bool { return q != queues[0] }) {
+		return appendBulkOnce(ctx, d.log, ts)
+	}
+	var bulk []eventlog.Transition
+	first := make([]int, 0, len(ts)/d.log.MaxBatch()+1) // ts index of each batch's first event
+	size := 0
+	for i, t := range ts {
+		n := len(t.Events[0].Body.(events.DeliveryEnqueued).Payload)
+		if len(bulk) == 0 || len(bulk[len(bulk)-1].Events) >= d.log.MaxBatch() || size+n > batchBytes {
+			bulk = append(bulk, eventlog.Transition{Expected: t.Expected})
+			first = append(first, i)
+			size = 0
+		}
+		b := &bulk[len(bulk)-1]
+		b.Events = append(b.Events, t.Events[0])
+		size += n
+	}
+	got, err := appendBulkOnce(ctx, d.log, bulk)
+	res := make([][]eventlog.Appended, len(ts))
+	for j, from := range first {
+		if j < len(got) && got[j] != nil {
+			for k := range got[j] {
+				res[from+k] = got[j][k : k+1]
+			}
+		}
+	}
+	return res, err
 }
 
 // aheadKey returns the sequence of the enqueue among evs that used the

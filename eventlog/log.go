@@ -243,6 +243,9 @@ func (l *Log) Metrics() *telemetry.Metrics { return l.cfg.Metrics }
 // whether Append takes more than one event per call.
 func (l *Log) AtomicBatches() bool { return l.atomic }
 
+// MaxBatch is Config.MaxBatch: the most events one Append takes.
+func (l *Log) MaxBatch() int { return l.cfg.MaxBatch }
+
 // Conn returns the NATS connection (for inspection tools; do not close it).
 func (l *Log) Conn() *nats.Conn { return l.nc }
 
