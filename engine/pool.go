@@ -434,6 +434,13 @@ func (p *Pool) reserve(ctx context.Context, ids []events.InstallationID) (reserv
 			return reservation{}, fmt.Errorf("engine: pool: acquire %s: more than MaxOpen (%d) at once: %w", describeIDs(ids), p.max, ErrPoolFull)
 		}
 		if r, ok := p.plan(es); ok {
+			if err := ctx.Err(); err != nil && len(r.open) > 0 {
+				// An open nobody will wait for: not started (one that
+				// outlives its acquire is for an acquire that gave up
+				// while it ran).
+				p.mu.Unlock()
+				return reservation{}, fmt.Errorf("engine: pool: acquire %s: %w", describeIDs(ids), err)
+			}
 			p.commit(&r)
 			p.mu.Unlock()
 			return r, nil

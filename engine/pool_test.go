@@ -852,3 +852,31 @@ func TestPoolUnregister(t *testing.T) {
 		t.Fatalf("registered again: %v", err)
 	}
 }
+
+// An acquire whose context has already ended starts no open (nobody
+// would wait for it; until 2026-12-07 it opened the read model, and
+// migrated it if asked, for no one, taking a slot another installation
+// then had to evict it from), but still hands out an installation that
+// is open.
+func TestPoolAcquireWithEndedContextOpensNothing(t *testing.T) {
+	f := newPoolFixture(t, 2)
+	p := f.pool(1, time.Minute)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := p.Acquire(done, f.ids[0]); !errors.Is(err, context.Canceled) {
+		t.Fatalf("acquire of a closed installation with an ended context: %v, want context.Canceled", err)
+	}
+	in, release, err := p.Acquire(context.Background(), f.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if s := p.Stats(); s.Opens != 1 || s.Evictions != 0 {
+		t.Fatalf("stats %+v: want one open (the second installation's) and nothing evicted for it", s)
+	}
+	again, release, err := p.Acquire(done, f.ids[1])
+	if err != nil || again != in {
+		t.Fatalf("acquire of an open installation with an ended context: %v (same installation: %v), want it", err, again == in)
+	}
+	release()
+}
