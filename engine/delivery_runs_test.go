@@ -270,3 +270,66 @@ func TestFanOutManyBatchWhoseAnswerWasLost(t *testing.T) {
 	}
 	wantQueue(t, NewDeliveries(direct, nil), bob, items, 20)
 }
+
+// Two services fanning runs out to one queue at once, each on its own
+// connection: their batches race for the queue's position; the loser's
+// is refused whole and made again after the winner's. Every item lands
+// once, each service's in its order, and the read model agrees.
+func TestFanOutManyBatchesOfTwoServicesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	b.create(bob)
+	const rounds, n = 5, 24
+	var services [2]*Deliveries
+	metrics := telemetry.NewMetrics()
+	for i := range services {
+		cfg := testConfig(b.srv)
+		cfg.Metrics = metrics
+		l, err := eventlog.Open(ctx, cfg, b.ring)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		services[i] = NewDeliveries(l, b.clock)
+	}
+	for r := range rounds {
+		errs := make(chan error, len(services))
+		for i, d := range services {
+			items := runItems(n, 0, bob)
+			for j := range items {
+				items[j].Payload = fmt.Appendf(nil, "s%d-r%d-%d", i, r, j)
+				items[j].IdempotencyKey = string(items[j].Payload)
+			}
+			go func() {
+				_, err := d.FanOutMany(ctx, items)
+				errs <- err
+			}()
+		}
+		for range services {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", r, err)
+			}
+		}
+	}
+	t.Logf("%v appends refused for the queue's position", telemetrytest.Value(t, metrics, "epochlog_append_conflicts_total"))
+	ds, err := NewDeliveries(b.log, b.clock).Fetch(ctx, bob, "c", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2*rounds*n {
+		t.Fatalf("bob's queue holds %d messages, want %d (each item once)", len(ds), 2*rounds*n)
+	}
+	next := map[string]int{} // by service and round: the next item expected
+	for _, d := range ds {
+		var s, r, j int
+		if _, err := fmt.Sscanf(string(d.Payload), "s%d-r%d-%d", &s, &r, &j); err != nil {
+			t.Fatalf("payload %q: %v", d.Payload, err)
+		}
+		k := fmt.Sprint(s, r)
+		if j != next[k] {
+			t.Fatalf("service %d's round %d: item %d queued where %d was due", s, r, j, next[k])
+		}
+		next[k]++
+	}
+	b.checkRebuild(bob)
+}
