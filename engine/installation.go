@@ -181,7 +181,8 @@ type Installation struct {
 // of it, fails at once with projections.ErrLocked naming the holder.
 // The Log's Metrics count it open (read_models_open) until closeReadModel.
 //
-// An older schema is migrated only once the file is known to be id's
+// With opts.NoMigrate the file is opened at the schema it has, once.
+// Otherwise an older schema is migrated only once the file is known to be id's
 // (op, "open" or "create", names the call in ErrWrongReadModel): the file
 // is opened as it is first (projections.Options.NoMigrate), and one of
 // another schema opened again to migrate it. Until 2026-12-07 another
@@ -206,7 +207,7 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 	asIs := *opts
 	asIs.NoMigrate = true
 	db, err := projections.Open(dbPath, key, &asIs)
-	if err == nil && db.SchemaVersion() != cmp.Or(opts.SchemaVersion, projections.LatestSchema) {
+	if err == nil && !opts.NoMigrate && db.SchemaVersion() != cmp.Or(opts.SchemaVersion, projections.LatestSchema) {
 		// Without ctx's end: a local read of one row, and an ended ctx
 		// is reported by the migration by replay with the file's reason.
 		if _, _, err := ownIdentity(context.WithoutCancel(ctx), db, id, op); err != nil {

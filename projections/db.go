@@ -358,6 +358,12 @@ func OpenExisting(path string, key Key, opts *Options) (*DB, error) {
 	return Open(path, key, &o)
 }
 
+// MustExist returns nil when path holds a read model to open, and a
+// *FileError wrapping fs.ErrNotExist for a missing or empty file: for
+// callers that open through something that would create one (an engine
+// Installation) but must not.
+func MustExist(path string) error { return mustExist(path, "open") }
+
 // mustExist refuses a missing or empty database file, where there is no
 // read model to open as it is, with a *FileError wrapping fs.ErrNotExist.
 func mustExist(path, op string) error {

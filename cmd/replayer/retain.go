@@ -199,22 +199,19 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 // group whose messages to delete a reload of the group still needs
 // (group.state_recorded) and so deletes them too; replay.RetainFile,
 // which cannot record a state, keeps them. The installation is opened at
-// the schema the file has: an operator's retain must not migrate the
-// read model under a service that may not know the newer schema.
+// the schema the file has (NoMigrate): an operator's retain must not
+// migrate the read model under a service that may not know the newer
+// schema. The engine takes the file's writer lock before it opens it:
+// a read model a service holds is refused untouched. (Until 2026-12-07
+// the file was opened first to learn its schema, and that handle's close
+// checkpointed the holder's WAL before the refusal.)
 func retainThroughEngine(ctx context.Context, l *eventlog.Log, inst events.InstallationID, path string, key projections.Key,
 	p replay.RetentionPolicy, compact bool, check *replay.Options) (*engine.Retained, error) {
-	asIs := check.DB
-	asIs.NoMigrate = true
-	db, err := projections.OpenExisting(path, key, &asIs)
-	if err != nil {
-		return nil, err
-	}
-	schema := db.SchemaVersion()
-	if err := db.Close(); err != nil {
+	if err := projections.MustExist(path); err != nil { // OpenInstallation would create it
 		return nil, err
 	}
 	io := &engine.InstallationOptions{DB: check.DB}
-	io.DB.SchemaVersion = schema
+	io.DB.NoMigrate = true
 	in, err := engine.OpenInstallation(ctx, l, inst, path, key, io)
 	if err != nil {
 		return nil, err

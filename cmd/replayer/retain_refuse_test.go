@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,20 +73,28 @@ func TestRetainRefusesAndCatchesUp(t *testing.T) {
 		return s
 	}
 
-	// The service holds the read model. (Closing the handle that reads
-	// the file's schema checkpoints the service's WAL into the file, as
-	// any reader's close does: the bytes move, the content does not.)
+	// The service holds the read model: refused before the file is
+	// opened, its bytes and its WAL's untouched. (Until 2026-12-07 a
+	// handle opened to read the file's schema was closed first, which
+	// checkpointed the service's WAL into the file.)
 	seq := lastSeq()
 	before, err := in.DB().Digest(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st, err := os.Stat(db + "-wal"); err != nil || st.Size() == 0 {
+		t.Fatalf("the service's WAL: %v (size %v), want one to hold pages", err, st)
+	}
+	fileBefore, walBefore := fileSum(db), fileSum(db+"-wal")
 	code, stderr, _ := cli(id, db, keyFile)
 	if code == exitOK || !strings.Contains(stderr, "locked by") || !strings.Contains(stderr, "pid") {
 		t.Fatalf("retain of a held read model: exit %d, stderr %s; want it refused naming the holder", code, stderr)
 	}
 	if got := lastSeq(); got != seq {
 		t.Fatalf("the refused retain appended: stream at %d, was %d", got, seq)
+	}
+	if fileSum(db) != fileBefore || fileSum(db+"-wal") != walBefore {
+		t.Fatal("the refused retain wrote to the held read model's file or WAL")
 	}
 	if after, err := in.DB().Digest(ctx); err != nil || !after.Equal(before) {
 		t.Fatalf("the refused retain changed the read model (%v)", err)
@@ -103,6 +113,18 @@ func TestRetainRefusesAndCatchesUp(t *testing.T) {
 	}
 	if err := p2.Close(); err != nil {
 		t.Fatal(err)
+	}
+
+	// A path with a typo: refused naming it, and nothing created there.
+	typo, seq := db+".typo", lastSeq()
+	if code, stderr, _ := cli(id, typo, keyFile); code == exitOK || !strings.Contains(stderr, typo) {
+		t.Fatalf("retain of a missing read model: exit %d, stderr %s; want it refused naming %s", code, stderr, typo)
+	}
+	if _, err := os.Stat(typo); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused retain left %s behind: %v", typo, err)
+	}
+	if got := lastSeq(); got != seq {
+		t.Fatalf("the retain of a missing read model appended: stream at %d, was %d", got, seq)
 	}
 
 	// Another installation's read model.
