@@ -182,31 +182,12 @@ func TestFanOutManyBatchOnAFullStream(t *testing.T) {
 	bg := context.Background()
 	b := newBackend(t)
 	b.create(bob)
-	js, err := jetstream.New(b.log.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(bg, b.log.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	setMax := func(n int64) {
-		t.Helper()
-		cfg.MaxBytes = n
-		if _, err := js.UpdateStream(bg, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bytes, setMax := b.streamLimit()
 	items := runItems(30, 1024, bob)
-	setMax(int64(info.State.Bytes) + 10*1500) // room for about ten of them
+	setMax(bytes() + 10*1500) // room for about ten of them
 	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
-	_, err = b.del.FanOutMany(ctx, items)
+	_, err := b.del.FanOutMany(ctx, items)
 	if !errors.Is(err, eventlog.ErrStreamFull) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("fan-out of 30 onto a stream with room for 10: %v; want eventlog.ErrStreamFull, not ErrOutcomeUnknown", err)
 	}

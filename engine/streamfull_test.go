@@ -28,39 +28,15 @@ import (
 func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
-	nc := b.srv.Connect()
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bg := context.Background()
-	st, err := js.Stream(bg, b.log.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	setMax := func(n int64) {
-		t.Helper()
-		cfg.MaxBytes = n
-		if _, err := js.UpdateStream(bg, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stored, setMax := b.streamLimit()
 	// A message each for bob and carol (on a channel of its own), to
 	// acknowledge once the stream is full.
 	pending, err := b.del.FanOut(bg, []events.InstallationID{bob, carol}, "other", []byte("before"), time.Time{}, "before-full")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err = st.Info(bg); err != nil {
-		t.Fatal(err)
-	}
-	setMax(int64(info.State.Bytes) + 4096)
+	setMax(stored() + 4096)
 
 	// Shorter than the engine's own limit on sending again (a minute),
 	// so that waiting it out fails the test rather than passing it.
@@ -110,6 +86,37 @@ func TestStreamFullFailsAtOnceAndRecovers(t *testing.T) {
 	}
 	for _, id := range []events.InstallationID{alice, bob, carol} {
 		b.checkRebuild(id)
+	}
+}
+
+// streamLimit returns the bytes b's stream stores, and a function that
+// sets its max_bytes (-1: no limit), as an operator would.
+func (b *backend) streamLimit() (stored func() int64, setMax func(int64)) {
+	b.t.Helper()
+	bg := context.Background()
+	js, err := jetstream.New(b.log.Conn())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	st, err := js.Stream(bg, b.log.Stream())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	info := func() *jetstream.StreamInfo {
+		b.t.Helper()
+		info, err := st.Info(bg)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		return info
+	}
+	cfg := info().Config
+	return func() int64 { return int64(info().State.Bytes) }, func(n int64) {
+		b.t.Helper()
+		cfg.MaxBytes = n
+		if _, err := js.UpdateStream(bg, cfg); err != nil {
+			b.t.Fatal(err)
+		}
 	}
 }
 
