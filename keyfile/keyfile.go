@@ -47,6 +47,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -127,6 +128,11 @@ func checkPrivate(path, what string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	return judgePrivate(path, what, fi)
+}
+
+// judgePrivate applies CheckPrivate's rules to fi, path's file.
+func judgePrivate(path, what string, fi fs.FileInfo) error {
 	if err := checkOwner(path, what, fi); err != nil {
 		return err
 	}
@@ -134,6 +140,50 @@ func checkPrivate(path, what string) error {
 		return &PermissionError{What: what, Path: path, Mode: fi.Mode().Perm()}
 	}
 	return nil
+}
+
+// readPrivate reads the secret file at path (what names it in errors)
+// once CheckPrivate's rules pass. A regular file is opened first and the
+// rules applied to the open file, which is the one read: a file put in
+// its place between a check and a read (until 2026-12-07 the path was
+// checked, then opened again) is not read unjudged. Anything else (a
+// FIFO) is checked, then read as ReadSecretFile reads it. An error of
+// the rules is returned as it is; one of reading wraps readErr.
+func readPrivate(path, what string, readErr string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if !fi.Mode().IsRegular() {
+		if err := judgePrivate(path, what, fi); err != nil {
+			return nil, err
+		}
+		b, err := ReadSecretFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", readErr, err)
+		}
+		return b, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", readErr, err)
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("%s: %w", readErr, err)
+	}
+	if err := judgePrivate(path, what, fi); err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %s is no longer a regular file (%s)", readErr, path, fi.Mode().Type())
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		clear(b)
+		return nil, fmt.Errorf("%s: %w", readErr, err)
+	}
+	return b, nil
 }
 
 // CheckOwner returns an *OwnerError when the file at path (or the file a
@@ -225,12 +275,9 @@ func ParseKeyring(text string) (*events.Keyring, error) {
 // access is refused (*PermissionError); a malformed one is an error naming
 // the file and the entry.
 func LoadKeyring(path string) (*events.Keyring, error) {
-	if err := checkPrivate(path, "keyring file"); err != nil {
-		return nil, err
-	}
-	data, err := ReadSecretFile(path)
+	data, err := readPrivate(path, "keyring file", "reading keyring")
 	if err != nil {
-		return nil, fmt.Errorf("reading keyring: %w", err)
+		return nil, err
 	}
 	defer clear(data)
 	ring, err := ParseKeyring(string(data))
@@ -344,12 +391,9 @@ func ParseDBKey(text string) (projections.Key, error) {
 // newline, mode 0600 or stricter (a file others can access is refused with
 // a *PermissionError).
 func LoadDBKey(path string) (projections.Key, error) {
-	if err := CheckPrivate(path); err != nil {
-		return projections.Key{}, err
-	}
-	b, err := ReadSecretFile(path)
+	b, err := readPrivate(path, "key file", "reading key file")
 	if err != nil {
-		return projections.Key{}, fmt.Errorf("reading key file: %w", err)
+		return projections.Key{}, err
 	}
 	defer clear(b)
 	k, err := ParseDBKey(string(b))
@@ -364,12 +408,9 @@ func LoadDBKey(path string) (projections.Key, error) {
 // the passphrase key (projections.PassphraseKey: Argon2id, with the salt
 // kept beside the database).
 func LoadDBPassphrase(path string) (projections.Key, error) {
-	if err := CheckPrivate(path); err != nil {
-		return projections.Key{}, err
-	}
-	b, err := ReadSecretFile(path)
+	b, err := readPrivate(path, "key file", "reading passphrase file")
 	if err != nil {
-		return projections.Key{}, fmt.Errorf("reading passphrase file: %w", err)
+		return projections.Key{}, err
 	}
 	defer clear(b)
 	pass := []byte(strings.TrimRight(string(b), "\r\n"))
