@@ -12,6 +12,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/telemetry"
 	"github.com/epochlog/epochlog/telemetry/telemetrytest"
 )
@@ -254,13 +255,26 @@ func TestFanOutManyBatchWhoseAnswerWasLost(t *testing.T) {
 
 // Two services fanning runs out to one queue at once, each on its own
 // connection: their batches race for the queue's position; the loser's
-// is refused whole and made again after the winner's. Every item lands
-// once, each service's in its order, and the read model agrees.
+// is refused whole and made again after the winner's. On a server that
+// stages one batch per stream at a time, a batch is also refused for
+// the other one in flight (at its first message, which asks no answer,
+// so its commit is answered as an incomplete batch), and its enqueues
+// are made one by one. Every item lands once, each service's in its
+// order, and the read model agrees.
 func TestFanOutManyBatchesOfTwoServicesAtOnce(t *testing.T) {
+	t.Run("default", func(t *testing.T) { fanOutBatchesAtOnce(t, natstest.Options{}, 24, 0) })
+	// Runs of 800 KiB, so that the two services' batches are staged at
+	// the same time.
+	t.Run("one-batch-in-flight", func(t *testing.T) { fanOutBatchesAtOnce(t, natstest.Options{MaxBatchInflight: 1}, 200, 4<<10) })
+}
+
+// fanOutBatchesAtOnce runs the test above on a server started with opts,
+// with runs of n items of size bytes.
+func fanOutBatchesAtOnce(t *testing.T, opts natstest.Options, n, size int) {
 	ctx := context.Background()
-	b := newBackend(t)
+	b := newBackendOn(t, opts)
 	b.create(bob)
-	const rounds, n = 5, 24
+	const rounds = 5
 	var services [2]*Deliveries
 	metrics := telemetry.NewMetrics()
 	for i := range services {
@@ -276,10 +290,11 @@ func TestFanOutManyBatchesOfTwoServicesAtOnce(t *testing.T) {
 	for r := range rounds {
 		errs := make(chan error, len(services))
 		for i, d := range services {
-			items := runItems(n, 0, bob)
+			items := runItems(n, size, bob)
 			for j := range items {
-				items[j].Payload = fmt.Appendf(nil, "s%d-r%d-%d", i, r, j)
-				items[j].IdempotencyKey = string(items[j].Payload)
+				key := fmt.Sprintf("s%d-r%d-%d", i, r, j)
+				items[j].IdempotencyKey = key
+				items[j].Payload = append([]byte(key+" "), items[j].Payload...)
 			}
 			go func() {
 				_, err := d.FanOutMany(ctx, items)
@@ -303,7 +318,7 @@ func TestFanOutManyBatchesOfTwoServicesAtOnce(t *testing.T) {
 	next := map[string]int{} // by service and round: the next item expected
 	for _, d := range ds {
 		var s, r, j int
-		if _, err := fmt.Sscanf(string(d.Payload), "s%d-r%d-%d", &s, &r, &j); err != nil {
+		if _, err := fmt.Sscanf(string(d.Payload), "s%d-r%d-%d ", &s, &r, &j); err != nil {
 			t.Fatalf("payload %q: %v", d.Payload, err)
 		}
 		k := fmt.Sprint(s, r)

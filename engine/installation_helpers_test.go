@@ -37,7 +37,13 @@ type backend struct {
 
 func newBackend(t testing.TB) *backend {
 	t.Helper()
-	srv := natstest.Start(t, natstest.Options{})
+	return newBackendOn(t, natstest.Options{})
+}
+
+// newBackendOn is newBackend on a server started with opts.
+func newBackendOn(t testing.TB, opts natstest.Options) *backend {
+	t.Helper()
+	srv := natstest.Start(t, opts)
 	b := &backend{t: t, srv: srv, ring: keyring(t, 1, 0x42), dir: t.TempDir(),
 		insts: map[events.InstallationID]*Installation{}, keys: map[events.InstallationID]projections.Key{},
 		now: time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)}

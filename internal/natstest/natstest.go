@@ -29,6 +29,10 @@ type Options struct {
 	ServerName string
 	// SyncAlways makes the file store fsync every write.
 	SyncAlways bool
+	// MaxBatchInflight, when set, is the most atomic batches a stream
+	// stages at once (max_batch_inflight_per_stream; the server's
+	// default is 50): more are refused.
+	MaxBatchInflight int
 	// User and Password, when set, are required of every client.
 	User     string
 	Password string
@@ -107,6 +111,7 @@ func serverOptions(tb testing.TB, o Options) server.Options {
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  4 << 30,
 	}
+	opts.JetStreamLimits.MaxBatchInflightPerStream = o.MaxBatchInflight
 	if o.TLS != nil {
 		o.TLS.tlsOptions(tb, &opts, o.VerifyClients)
 		opts.TLSHandshakeFirst = o.TLSHandshakeFirst
