@@ -350,13 +350,23 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		}
 		g.snapshot = nil
 	}
-	if g.hasLastMsg {
+	switch {
+	case g.hasLastMsg && g.ordinalDirty: // one statement for a batch's messages
+		t := g.lastMsg
+		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?), last_ordinal = ? WHERE group_id = ?`, t, t, g.ordinal, []byte(id)); err != nil {
+			return err
+		}
+	case g.hasLastMsg:
 		t := g.lastMsg
 		if _, err := a.exec(`UPDATE groups SET last_message_at = max(coalesce(last_message_at, ?), ?) WHERE group_id = ?`, t, t, []byte(id)); err != nil {
 			return err
 		}
-		g.hasLastMsg = false
+	case g.ordinalDirty:
+		if _, err := a.exec(`UPDATE groups SET last_ordinal = ? WHERE group_id = ?`, g.ordinal, []byte(id)); err != nil {
+			return err
+		}
 	}
+	g.hasLastMsg, g.ordinalDirty = false, false
 	return nil
 }
 

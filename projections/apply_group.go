@@ -30,6 +30,7 @@ type batchGroup struct {
 
 	ordinalKnown bool
 	ordinal      int64 // highest message ordinal
+	ordinalDirty bool  // ordinal moved (schema v12: groups.last_ordinal), written in flush
 
 	hasLastMsg bool
 	lastMsg    int64 // latest message time (schema v2), written in flush

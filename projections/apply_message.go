@@ -4,6 +4,7 @@ package projections
 // kept per group in order of arrival (the ordinal).
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -77,7 +78,7 @@ func (a *applier) message(ev events.Event, dir string, group []byte, epoch uint6
 	if _, err := a.exec(`INSERT INTO messages(`+cols+`) VALUES (?`+strings.Repeat(", ?", len(args)-1)+`)`, args...); err != nil {
 		return err
 	}
-	g.ordinal = ord + 1
+	g.ordinal, g.ordinalDirty = ord+1, a.db.schema >= 12
 	if a.db.schema >= 2 && (!g.hasLastMsg || t > g.lastMsg) {
 		g.hasLastMsg, g.lastMsg = true, t
 	}
@@ -114,10 +115,21 @@ func (a *applier) notKept(meta string, group []byte, epoch uint64, id []byte) er
 	return err
 }
 
-// messageOrdinal returns the group's highest message ordinal (0: none).
+// messageOrdinal returns the group's highest message ordinal (0: none):
+// from schema 12 the highest it handed out (groups.last_ordinal), which
+// retention does not lower, so an ordinal is never handed out twice;
+// before, the highest of the rows left.
 func (a *applier) messageOrdinal(group []byte, g *batchGroup) (int64, error) {
 	if !g.ordinalKnown {
-		if err := a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &g.ordinal); err != nil {
+		q := `SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`
+		if a.db.schema >= 12 {
+			q = `SELECT last_ordinal FROM groups WHERE group_id = ?`
+		}
+		err := a.query1(q, []any{group}, &g.ordinal)
+		if errors.Is(err, errNoRow) {
+			return 0, cannot("unknown group %x", group)
+		}
+		if err != nil {
 			return 0, err
 		}
 		g.ordinalKnown = true

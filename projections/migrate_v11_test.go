@@ -55,12 +55,12 @@ func TestMigrateToV11InPlace(t *testing.T) {
 		t.Fatalf("schema 10: received generations %v, %v; want none", got, err)
 	}
 	old.Close()
-	if f, to, err := MigrateInPlace(ctx, path, k, nil); err != nil || f != 10 || to != 11 {
+	if f, to, err := MigrateInPlace(ctx, path, k, &Options{SchemaVersion: 11}); err != nil || f != 10 || to != 11 {
 		t.Fatalf("MigrateInPlace from v10: %d -> %d, %v", f, to, err)
 	}
-	migrated := mustOpen(t, path, k, nil)
+	migrated := mustOpen(t, path, k, &Options{SchemaVersion: 11})
 	defer migrated.Close()
-	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), nil, recs[:before])
+	fresh := build(t, filepath.Join(dir, "fresh.db"), newKey(t), &Options{SchemaVersion: 11}, recs[:before])
 	defer fresh.Close()
 	same := func(when string) { t.Helper(); sameAsFresh(t, fresh, migrated, 11, when) }
 	same("migrated")

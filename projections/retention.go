@@ -102,7 +102,8 @@ func (db *DB) GroupsToRecordBefore(ctx context.Context, t time.Time) ([][]byte, 
 // refused as a replay after a reload. The checkpoint does not move:
 // the deletion is not an event, and the read model's digest reflects it
 // like any other content. Everything else about the groups (epochs,
-// members, the time of the last message) is kept, but whom the deleted
+// members, the time of the last message, from schema 12 the highest
+// ordinal handed out, so that none is handed out again) is kept, but whom the deleted
 // own messages were for (message_recipients) where none of an epoch's
 // own messages is left.
 func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error) {
@@ -134,12 +135,14 @@ func (db *DB) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, err
 	if err != nil {
 		return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}
 	}
-	if db.schema >= 3 && n > 0 {
-		// A group's next message takes the ordinal after its last row
-		// left: one the state's ordinal must stay below, or a message
-		// recorded after the state would count as before it (a reloaded
-		// sender would reuse its generation). The rows left keep their
-		// side of it.
+	if db.schema >= 3 && db.schema < 12 && n > 0 {
+		// Before schema 12 a group's next message takes the ordinal after
+		// its last row left: one the state's ordinal must stay below, or
+		// a message recorded after the state would count as before it (a
+		// reloaded sender would reuse its generation). The rows left keep
+		// their side of it. From 12 the next ordinal follows the highest
+		// handed out (groups.last_ordinal, not lowered here), which the
+		// state's ordinal never exceeds.
 		if _, err := tx.ExecContext(ctx, `UPDATE groups SET state_ordinal = (SELECT coalesce(max(m.ordinal), 0) FROM messages m WHERE m.group_id = groups.group_id)
 			WHERE state_ordinal > (SELECT coalesce(max(m.ordinal), 0) FROM messages m WHERE m.group_id = groups.group_id)`); err != nil {
 			return 0, &FileError{Path: db.path, Op: "delete messages", Err: err}

@@ -16,7 +16,7 @@ import (
 
 // LatestSchema is the newest schema version this code knows. A database
 // with a newer PRAGMA user_version is refused (ErrSchemaTooNew).
-const LatestSchema = 11
+const LatestSchema = 12
 
 // schemaV1 is the original schema. Times are unix nanoseconds (UTC) taken
 // from event times, never from the wall clock, so two replays of one
@@ -581,6 +581,21 @@ var migrateV11 = []string{
 	`CREATE INDEX messages_received_generation ON messages(group_id, epoch, ordinal) WHERE generation IS NOT NULL`,
 }
 
+// migrateV12 keeps a group's highest message ordinal handed out
+// (groups.last_ordinal), which the next message's ordinal follows and
+// retention (DeleteMessagesBefore) never lowers: until schema 12 the next
+// ordinal followed the highest row left, so a group whose newest
+// messages retention deleted handed their ordinals (the paging cursor)
+// out again. The step sets it from the rows, as a fresh build of the
+// same events has it where retention deleted none; an ordinal retention
+// deleted above the highest row left before the migration cannot be
+// known here (docs/read-model.md, v12).
+var migrateV12 = []string{
+	`ALTER TABLE groups ADD COLUMN last_ordinal INTEGER NOT NULL DEFAULT 0`,
+	`UPDATE groups SET last_ordinal = (SELECT max(m.ordinal) FROM messages m WHERE m.group_id = groups.group_id)
+		WHERE EXISTS (SELECT 1 FROM messages m WHERE m.group_id = groups.group_id)`,
+}
+
 // migrateV8Backfill records the SHA-256 of every commit message the
 // epochs and past epochs hold (SQLite has no SHA-256 of its own), before
 // migrateV8Post drops the messages of other members' commits.
@@ -849,6 +864,9 @@ func migrationStatements(version int) []string {
 	if version >= 11 {
 		stmts = append(stmts, migrateV11...)
 	}
+	if version >= 12 {
+		stmts = append(stmts, migrateV12...)
+	}
 	return stmts
 }
 
@@ -884,6 +902,8 @@ func (db *DB) migrate(ctx context.Context, conn *sql.Conn, to int) error {
 			stmts = migrateV10
 		case 11:
 			stmts = migrateV11
+		case 12:
+			stmts = migrateV12
 		default:
 			return fmt.Errorf("no migration to schema %d", v)
 		}

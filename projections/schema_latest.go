@@ -3,9 +3,9 @@
 package projections
 
 // schemaLatestVersion is the schema schemaLatest creates.
-const schemaLatestVersion = 11
+const schemaLatestVersion = 12
 
-// schemaLatest creates schema 11 in one pass, in the words SQLite keeps
+// schemaLatest creates schema 12 in one pass, in the words SQLite keeps
 // once schemaV1 and every migration have run (see create).
 var schemaLatest = []string{
 	`CREATE TABLE epochlog_meta (
@@ -86,7 +86,7 @@ var schemaLatest = []string{
 		epoch_authenticator       BLOB,
 		confirmed_transcript_hash BLOB,
 		state                     BLOB NOT NULL
-	, proposal_state BLOB, sent_deleted INTEGER NOT NULL DEFAULT 0)`,
+	, proposal_state BLOB, sent_deleted INTEGER NOT NULL DEFAULT 0, last_ordinal INTEGER NOT NULL DEFAULT 0)`,
 	`CREATE INDEX groups_by_activity ON groups(last_message_at DESC, group_id)`,
 	`CREATE TABLE epoch_states (
 			group_id    BLOB NOT NULL REFERENCES groups(group_id),
