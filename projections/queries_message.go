@@ -23,7 +23,7 @@ type Page struct {
 // Message is an application message, sent or received. Content is the
 // plaintext (secret; redacted when printed).
 type Message struct {
-	Ordinal           uint64 // per-group order of arrival; the paging cursor
+	Ordinal           uint64 // per-group order of arrival; the paging cursor; from schema 12 never reused
 	ID                []byte
 	Epoch             uint64
 	SenderLeaf        uint32
