@@ -838,12 +838,9 @@ func (d *Deliveries) FanOutMany(ctx context.Context, items []FanOutItem) ([]map[
 		}
 	}
 	ts := make([]eventlog.Transition, len(plan))
-	for i, p := range plan {
-		ts[i] = p.t
-	}
 	queues := make([]*queue, len(plan))
 	for i, p := range plan {
-		queues[i] = p.q
+		ts[i], queues[i] = p.t, p.q
 	}
 	// The bulk stops at its first failure. Each transition it did not
 	// store, or whose answer it lost, is decided on its own, in order:

@@ -148,8 +148,8 @@ func judgePrivate(path, what string, fi fs.FileInfo) error {
 // its place between a check and a read (until 2026-12-07 the path was
 // checked, then opened again) is not read unjudged. Anything else (a
 // FIFO) is checked, then read as ReadSecretFile reads it. An error of
-// the rules is returned as it is; one of reading wraps readErr.
-func readPrivate(path, what string, readErr string) ([]byte, error) {
+// the rules is returned as it is; one of reading says reading first.
+func readPrivate(path, what, reading string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -160,28 +160,28 @@ func readPrivate(path, what string, readErr string) ([]byte, error) {
 		}
 		b, err := ReadSecretFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", readErr, err)
+			return nil, fmt.Errorf("%s: %w", reading, err)
 		}
 		return b, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", readErr, err)
+		return nil, fmt.Errorf("%s: %w", reading, err)
 	}
 	defer f.Close()
 	if fi, err = f.Stat(); err != nil {
-		return nil, fmt.Errorf("%s: %w", readErr, err)
+		return nil, fmt.Errorf("%s: %w", reading, err)
 	}
 	if err := judgePrivate(path, what, fi); err != nil {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %s is no longer a regular file (%s)", readErr, path, fi.Mode().Type())
+		return nil, fmt.Errorf("%s: %s is no longer a regular file (%s)", reading, path, fi.Mode().Type())
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		clear(b)
-		return nil, fmt.Errorf("%s: %w", readErr, err)
+		return nil, fmt.Errorf("%s: %w", reading, err)
 	}
 	return b, nil
 }
