@@ -317,6 +317,11 @@ func (a *applier) flushGroup(id string, g *batchGroup) error {
 		if err != nil {
 			return err
 		}
+		if e.recordedOrdinal != 0 {
+			if _, err := a.exec(`UPDATE epochs SET recorded_ordinal = ? WHERE group_id = ? AND epoch = ?`, e.recordedOrdinal, []byte(k.group), k.epoch); err != nil {
+				return err
+			}
+		}
 	}
 	a.epochOrder = kept
 	if err := a.flushPast(id, g); err != nil {

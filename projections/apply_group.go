@@ -88,6 +88,9 @@ type epochRow struct {
 	// output is the output of an own commit that recorded it (schema
 	// v9; nil otherwise).
 	output *ownOutputRow
+	// recordedOrdinal is recorded_ordinal (schema v12), written after
+	// the insert when not 0.
+	recordedOrdinal int64
 }
 
 // ownOutputRow is what schema 9 keeps of an own commit's output besides
@@ -577,7 +580,37 @@ func applyStateRecorded(a *applier, ev events.Event) error {
 	if a.db.schema < 3 {
 		return nil // an older schema keeps the epoch's state only
 	}
-	return a.stateSince(b.GroupID, g, epoch, b.State, !b.StateDelta.IsZero() || b.StateSHA256 != nil, b.StateOf)
+	if err := a.stateSince(b.GroupID, g, epoch, b.State, !b.StateDelta.IsZero() || b.StateSHA256 != nil, b.StateOf); err != nil {
+		return err
+	}
+	if a.db.schema < 12 {
+		return nil
+	}
+	return a.recordedOrdinal(b.GroupID, g, epoch, g.snapshot.ordinal)
+}
+
+// recordedOrdinal keeps (schema v12) in the row of the group's current
+// epoch the state ordinal of the state recorded in it
+// (epochs.recorded_ordinal): the received messages of the epoch, and of
+// the held ones before it, up to there are behind that state and every
+// state after it, past the commit that ends the epoch too, so retention
+// deletes them (markedSinceRecordedState). A proposal's state is not
+// one: until schema 12 a commit forgot it (state_ordinal 0), and
+// history before 12 holds no group.state_recorded, so a file migrated in
+// place keeps what a fresh build has.
+func (a *applier) recordedOrdinal(id []byte, g *batchGroup, epoch uint64, ord int64) error {
+	if row, ok := g.newEpochs[epoch]; ok {
+		row.recordedOrdinal = ord
+		return nil
+	}
+	res, err := a.exec(`UPDATE epochs SET recorded_ordinal = ? WHERE group_id = ? AND epoch = ?`, ord, id, epoch)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return cannot("state of epoch %d of group %x recorded: no such epoch", epoch, id)
+	}
+	return nil
 }
 
 func applyHandshakeFormatSet(a *applier, ev events.Event) error {

@@ -32,6 +32,28 @@ const markedSinceState = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.gr
 		OR m.generation IS NOT NULL AND m.epoch < g.epoch
 			AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0)))`
 
+// markedSinceRecordedState is markedSinceState from schema 12, where
+// the received messages are judged by the states recorded
+// (epochs.recorded_ordinal, group.state_recorded), not by the group's
+// state_ordinal: a received message of the group's current epoch, or of
+// a past one it holds, with its generation, is needed until a state
+// recorded in its epoch or a later one (which carries the epoch's
+// ratchets on, past commits too) has an ordinal at or above its own.
+// The group's state_ordinal, which a commit resets to 0 and a proposal
+// moves, is no measure that holds across the epoch's end: a message
+// deleted behind it while its epoch was current was needed again once a
+// commit ended the epoch, so retention's snapshot check, replaying the
+// commit before the deletion, kept rows the live read model had deleted
+// and failed every time. Own messages of the current epoch are judged
+// by state_ordinal as before (SentSinceState counts from it; a past
+// epoch's are never needed).
+const markedSinceRecordedState = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_id AND m.membership = g.membership
+	AND ` + reloadMember + `
+	AND (m.epoch = g.epoch AND m.direction = 'sent' AND m.ordinal > g.state_ordinal
+		OR m.generation IS NOT NULL AND m.epoch <= g.epoch
+			AND m.epoch IN (SELECT e.epoch FROM epochs e WHERE e.group_id = g.group_id AND e.retired = 0)
+			AND m.ordinal > (SELECT coalesce(max(e.recorded_ordinal), 0) FROM epochs e WHERE e.group_id = g.group_id AND e.epoch >= m.epoch)))`
+
 // sentSinceState is markedSinceState before schema 11 (from 3), which
 // keeps no generation and no count of deleted own messages
 // (groups.sent_deleted): an own message of the group's current epoch
@@ -49,6 +71,8 @@ const sentInEpoch = `EXISTS (SELECT 1 FROM groups g WHERE g.group_id = m.group_i
 // its group still needs it, at the read model's schema.
 func (db *DB) neededByReload() string {
 	switch {
+	case db.schema >= 12:
+		return markedSinceRecordedState
 	case db.schema >= 11:
 		return markedSinceState
 	case db.schema >= 3:
@@ -68,7 +92,9 @@ func (db *DB) deletableBefore() string {
 // schema 11 own messages of the current epoch only; before schema 3,
 // which keeps no recorded state, none), which DeleteMessagesBefore
 // therefore keeps: those recorded since the group's state, in an epoch
-// it holds, while this installation is a member. Once the group's state is recorded as it stands
+// it holds, while this installation is a member (from schema 12 a
+// received one since the latest state recorded in its epoch or a later
+// one: markedSinceRecordedState). Once the group's state is recorded as it stands
 // (events.StateRecorded, which the engine's retention records first),
 // they are behind it and deleted.
 func (db *DB) GroupsToRecordBefore(ctx context.Context, t time.Time) ([][]byte, error) {

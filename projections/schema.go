@@ -590,8 +590,22 @@ var migrateV11 = []string{
 // same events has it where retention deleted none; an ordinal retention
 // deleted above the highest row left before the migration cannot be
 // known here (docs/read-model.md, v12).
+//
+// It also keeps, in each epoch's row, the state ordinal of the latest
+// state recorded in the epoch (epochs.recorded_ordinal:
+// group.state_recorded, which retention records before it deletes
+// messages a reload needs; 0 when none): a received message of an epoch
+// the group holds is needed by a reload until a state recorded in its
+// epoch or a later one covers it (markedSinceRecordedState), and a
+// commit no longer makes the group forget that, as its reset of
+// state_ordinal to 0 did (a snapshot check that replayed a commit before
+// the deletion kept rows the live read model had deleted behind the
+// recorded state: retention failed every time it ran again). The step
+// leaves 0, which a fresh build of history without group.state_recorded
+// has too (docs/read-model.md, v12).
 var migrateV12 = []string{
 	`ALTER TABLE groups ADD COLUMN last_ordinal INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE epochs ADD COLUMN recorded_ordinal INTEGER NOT NULL DEFAULT 0`,
 	`UPDATE groups SET last_ordinal = (SELECT max(m.ordinal) FROM messages m WHERE m.group_id = groups.group_id)
 		WHERE EXISTS (SELECT 1 FROM messages m WHERE m.group_id = groups.group_id)`,
 }

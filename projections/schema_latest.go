@@ -159,7 +159,7 @@ var schemaLatest = []string{
 		epoch_authenticator       BLOB,
 		confirmed_transcript_hash BLOB,
 		commit_sha256             BLOB,
-		commit_message            BLOB, recipients BLOB, welcome BLOB, welcome_recipients BLOB,
+		commit_message            BLOB, recipients BLOB, welcome BLOB, welcome_recipients BLOB, recorded_ordinal INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (group_id, epoch)
 	)`,
 	`CREATE INDEX epochs_held ON epochs(group_id, epoch) WHERE retired = 0`,
