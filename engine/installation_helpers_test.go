@@ -121,6 +121,26 @@ func (b *backend) restart(id events.InstallationID) *Installation {
 	return in
 }
 
+// rebuiltAsLive is rebuildAndRestart, requiring the rebuilt read model's
+// digest to be the live one's.
+func (b *backend) rebuiltAsLive(id events.InstallationID) *Installation {
+	b.t.Helper()
+	ctx := context.Background()
+	live, err := b.insts[id].DB().Digest(ctx)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	in := b.rebuildAndRestart(id)
+	got, err := in.DB().Digest(ctx)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if !live.Equal(got) {
+		b.t.Fatalf("%s: the rebuilt read model differs from the live one: %v", id, projections.Compare(live, got))
+	}
+	return in
+}
+
 // rebuildAndRestart closes id, rebuilds its read model by replay and
 // opens it again from the rebuilt file.
 func (b *backend) rebuildAndRestart(id events.InstallationID) *Installation {

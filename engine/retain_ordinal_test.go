@@ -195,14 +195,7 @@ func TestRetentionInterruptedBeforeItsSnapshotThenAMessage(t *testing.T) {
 	if err := b.insts[bob].CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live, err := b.insts[bob].DB().Digest(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.rebuildAndRestart(bob)
-	if got, err := b.insts[bob].DB().Digest(ctx); err != nil || !live.Equal(got) {
-		t.Fatalf("the rebuilt read model differs from the live one (%v)", err)
-	}
+	b.rebuiltAsLive(bob)
 }
 
 // A read model kept at schema 11 (engine OpenInstallation with the
@@ -288,14 +281,8 @@ func TestRetentionOrdinalsAcrossTheMigrationFrom11(t *testing.T) {
 		if err := b.insts[bob].CatchUp(ctx); err != nil {
 			t.Fatal(err)
 		}
-		live, err := b.insts[bob].DB().Digest(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.rebuildAndRestart(bob)
-		if got, err := b.insts[bob].DB().Digest(ctx); err != nil || !live.Equal(got) {
-			t.Fatalf("%s: the rebuilt read model differs from the live one: %v, %v", when, projections.Compare(live, got), err)
-		}
+		t.Logf("%s: rebuilt, compared with the live read model", when)
+		b.rebuiltAsLive(bob)
 	}
 	sameAsRebuilt("migrated")
 	next("migrated, after a rebuild")
