@@ -121,6 +121,20 @@ func (b *backend) restart(id events.InstallationID) *Installation {
 	return in
 }
 
+// recordStates does what Installation.Retain does first for id: records
+// the state of each group holding messages before cut that a reload
+// needs (a retention stopped there leaves that, and the rows).
+func (b *backend) recordStates(id events.InstallationID, cut time.Time) {
+	b.t.Helper()
+	in := b.insts[id]
+	in.mu.Lock()
+	err := in.recordStatesBefore(context.Background(), cut)
+	in.mu.Unlock()
+	if err != nil {
+		b.t.Fatalf("record the states of %s: %v", id, err)
+	}
+}
+
 // rebuiltAsLive is rebuildAndRestart, requiring the rebuilt read model's
 // digest to be the live one's.
 func (b *backend) rebuiltAsLive(id events.InstallationID) *Installation {

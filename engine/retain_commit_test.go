@@ -64,12 +64,7 @@ func TestRetentionInterruptedBeforeItsSnapshotThenACommit(t *testing.T) {
 	cut, _ := replay.RetentionPolicy{Messages: replay.KeepNone}.MessagesCutoff(b.now)
 	in := b.insts[bob]
 	// What Installation.Retain does before its snapshot.
-	in.mu.Lock()
-	err := in.recordStatesBefore(ctx, cut)
-	in.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.recordStates(bob, cut)
 	if n, err := in.DB().DeleteMessagesBefore(ctx, cut); err != nil || n != 3 {
 		t.Fatalf("delete messages: %d, %v; want 3", n, err)
 	}
@@ -104,13 +99,7 @@ func TestRetentionKeepsAPastEpochMessageReceivedAfterItsState(t *testing.T) {
 	ctx := context.Background()
 	before := sendInOneEpoch(t, b, g1, 3, "before the state")
 	cut, _ := replay.RetentionPolicy{Messages: replay.KeepNone}.MessagesCutoff(time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC))
-	in := b.insts[bob]
-	in.mu.Lock()
-	err := in.recordStatesBefore(ctx, cut)
-	in.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.recordStates(bob, cut)
 	after := sendInOneEpoch(t, b, g1, 1, "after the state")[0]
 	commitByCarol(t, b, g1)
 	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
@@ -126,7 +115,7 @@ func TestRetentionKeepsAPastEpochMessageReceivedAfterItsState(t *testing.T) {
 	b.restart(bob)
 	// Its row kept, it is refused as one held; those deleted, by their
 	// generations, which the recorded state consumed.
-	_, err = b.insts[bob].Receive(ctx, after.Message)
+	_, err := b.insts[bob].Receive(ctx, after.Message)
 	mustErrIs(t, err, ErrDuplicateMessage)
 	_, err = b.insts[bob].Receive(ctx, before[0].Message)
 	mustErrIs(t, err, mls.ErrGenerationReused)
@@ -173,14 +162,7 @@ func TestRetentionAfterTheMigrationFrom11OfAnEpochWithAProposal(t *testing.T) {
 		t.Fatal(err)
 	}
 	commitByCarol(t, b, g1)
-	if err := b.insts[bob].Close(); err != nil {
-		t.Fatal(err)
-	}
-	in, err := OpenInstallation(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], b.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.insts[bob] = in
+	in := b.restart(bob)
 	if v := in.DB().SchemaVersion(); v != projections.LatestSchema {
 		t.Fatalf("opened at schema %d, want %d", v, projections.LatestSchema)
 	}

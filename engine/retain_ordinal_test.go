@@ -169,12 +169,7 @@ func TestRetentionInterruptedBeforeItsSnapshotThenAMessage(t *testing.T) {
 	in := b.insts[bob]
 	// What Installation.Retain does before its snapshot: the states a
 	// reload needs recorded, then the rows deleted.
-	in.mu.Lock()
-	err = in.recordStatesBefore(ctx, cut)
-	in.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.recordStates(bob, cut)
 	if n, err := in.DB().DeleteMessagesBefore(ctx, cut); err != nil || n != 3 {
 		t.Fatalf("delete messages: %d, %v; want 3", n, err)
 	}
