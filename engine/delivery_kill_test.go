@@ -12,6 +12,8 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/internal/childproc"
+	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/internal/natstest"
 )
 
 // envFanOutKillChild carries what the child of TestFanOutBatchKilled
@@ -126,4 +128,61 @@ func TestFanOutBatchKilled(t *testing.T) {
 		}
 	}
 	b.checkRebuild(bob)
+}
+
+// Batched runs fanned out to one queue on a three-node cluster (where the
+// stream leader stages a batch in memory) while the stream's leadership
+// moves from node to node under them: a batch lost with its leader, or
+// refused by the new one, is decided enqueue by enqueue; every item of
+// every run lands once, in order.
+func TestFanOutBatchesAcrossStreamLeaderChanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node cluster; not with -short")
+	}
+	ctx := context.Background()
+	c := natstest.StartCluster(t, 3)
+	l := logtest.Open(t, logtest.ClusterConfig(c.URL()), logtest.Keyring(t, 1, 0x5a))
+	d := NewDeliveries(l, nil)
+	const runs, moves = 16, 4
+	progress := make(chan int, runs)
+	done := make(chan error, 1)
+	go func() {
+		for r := range runs {
+			if _, err := d.FanOutMany(ctx, killRun(r)); err != nil {
+				done <- fmt.Errorf("run %d: %w", r, err)
+				return
+			}
+			progress <- r
+		}
+		done <- nil
+	}()
+	for m := range moves {
+		<-progress // a run done: the next one goes while the leader moves
+		leader := c.StreamLeader(l.Stream())
+		next := c.Nodes()[0]
+		for _, n := range c.Nodes() {
+			if n != leader {
+				next = n
+				break
+			}
+		}
+		c.StepDownStream(l.Stream(), next)
+		t.Logf("move %d: stream leader %s -> %s", m+1, leader.Name(), next.Name())
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ds, err := NewDeliveries(l, nil).Fetch(ctx, bob, "c", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != runs*killRunItems {
+		t.Fatalf("bob's queue holds %d messages, want %d (each item once)", len(ds), runs*killRunItems)
+	}
+	for i, d := range ds {
+		want := fmt.Sprintf("run%d-%d ", i/killRunItems, i%killRunItems)
+		if d.Seq != uint64(i+1) || !strings.HasPrefix(string(d.Payload), want) {
+			t.Fatalf("message %d: seq %d, payload %.16q; want seq %d, %q", i, d.Seq, d.Payload, i+1, want)
+		}
+	}
 }
