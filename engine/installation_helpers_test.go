@@ -135,6 +135,19 @@ func (b *backend) recordStates(id events.InstallationID, cut time.Time) {
 	}
 }
 
+// retentionKilledBeforeSnapshot leaves id's read model as a retention
+// SIGKILLed after deleting its rows and before its snapshot does: the
+// states before cut recorded, the rows before cut deleted (want of
+// them), then a restart.
+func (b *backend) retentionKilledBeforeSnapshot(id events.InstallationID, cut time.Time, want int64) {
+	b.t.Helper()
+	b.recordStates(id, cut)
+	if n, err := b.insts[id].DB().DeleteMessagesBefore(context.Background(), cut); err != nil || n != want {
+		b.t.Fatalf("%s: delete messages: %d, %v; want %d", id, n, err, want)
+	}
+	b.restart(id)
+}
+
 // rebuiltAsLive is rebuildAndRestart, requiring the rebuilt read model's
 // digest to be the live one's.
 func (b *backend) rebuiltAsLive(id events.InstallationID) *Installation {

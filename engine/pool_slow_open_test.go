@@ -176,20 +176,7 @@ func TestPoolCloseStopsAnOpenNobodyWaitsFor(t *testing.T) {
 	sum := fileSum(t, path)
 	_, _, err := shortAcquire(m.p, &cur, "alice")
 	mustErrIs(t, err, context.DeadlineExceeded)
-	closed := make(chan error, 1)
-	go func() { closed <- m.p.Close() }()
-	for bound := time.Now().Add(time.Minute); ; {
-		m.p.mu.Lock()
-		c := m.p.closed
-		m.p.mu.Unlock()
-		if c {
-			break
-		}
-		if time.Now().After(bound) {
-			t.Fatal("Close never marked the pool closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	closed := closeMarked(t, m.p)
 	close(closing)
 	select {
 	case err := <-closed:
@@ -316,22 +303,9 @@ func TestPoolCloseStopsAnOpenAnAcquireWaitsFor(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	closed := make(chan error, 1)
-	go func() { closed <- m.p.Close() }()
-	for bound := time.Now().Add(time.Minute); ; {
-		m.p.mu.Lock()
-		c := m.p.closed
-		m.p.mu.Unlock()
-		if c {
-			break
-		}
-		if time.Now().After(bound) {
-			t.Fatal("Close never marked the pool closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	closed := closeMarked(t, m.p)
 	close(closing)
-	for name, ch := range map[string]chan error{"close": closed, "acquire": acquired} {
+	for name, ch := range map[string]<-chan error{"close": closed, "acquire": acquired} {
 		select {
 		case err := <-ch:
 			if name == "close" && err != nil {
@@ -369,5 +343,26 @@ func waitIdleOpens(t *testing.T, p *Pool, n int) {
 			t.Fatalf("stats %+v: the opens nobody waits for never completed", s)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closeMarked closes p in another goroutine and returns once Close has
+// marked it closed (its opens are then told to stop); Close's error
+// comes on the channel.
+func closeMarked(t *testing.T, p *Pool) <-chan error {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	for bound := time.Now().Add(time.Minute); ; {
+		p.mu.Lock()
+		c := p.closed
+		p.mu.Unlock()
+		if c {
+			return closed
+		}
+		if time.Now().After(bound) {
+			t.Fatal("Close never marked the pool closed")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

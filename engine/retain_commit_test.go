@@ -62,13 +62,7 @@ func TestRetentionInterruptedBeforeItsSnapshotThenACommit(t *testing.T) {
 	sent := sendInOneEpoch(t, b, g1, 3, "before retention")
 	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
 	cut, _ := replay.RetentionPolicy{Messages: replay.KeepNone}.MessagesCutoff(b.now)
-	in := b.insts[bob]
-	// What Installation.Retain does before its snapshot.
-	b.recordStates(bob, cut)
-	if n, err := in.DB().DeleteMessagesBefore(ctx, cut); err != nil || n != 3 {
-		t.Fatalf("delete messages: %d, %v; want 3", n, err)
-	}
-	b.restart(bob) // the kill
+	b.retentionKilledBeforeSnapshot(bob, cut, 3)
 	commitByCarol(t, b, g1)
 	res, err := b.insts[bob].Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, nil)
 	if err != nil || res.Snapshot == nil {

@@ -166,14 +166,7 @@ func TestRetentionInterruptedBeforeItsSnapshotThenAMessage(t *testing.T) {
 	b.insts[alice] = a
 	b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
 	cut, _ := replay.RetentionPolicy{Messages: replay.KeepNone}.MessagesCutoff(b.now)
-	in := b.insts[bob]
-	// What Installation.Retain does before its snapshot: the states a
-	// reload needs recorded, then the rows deleted.
-	b.recordStates(bob, cut)
-	if n, err := in.DB().DeleteMessagesBefore(ctx, cut); err != nil || n != 3 {
-		t.Fatalf("delete messages: %d, %v; want 3", n, err)
-	}
-	b.restart(bob)
+	b.retentionKilledBeforeSnapshot(bob, cut, 3)
 	out := b.send(alice, g1, "after the interrupted retention")
 	if out.Update != nil {
 		t.Fatal("alice's send made a path update: the test needs the epoch of the deleted messages")

@@ -104,12 +104,7 @@ func TestStateRecordedReplaysAsLive(t *testing.T) {
 		t.Fatalf("bob received %d, want 1", len(got))
 	}
 	in := b.insts[bob]
-	in.mu.Lock()
-	err := in.recordStatesBefore(ctx, b.now.Add(time.Hour))
-	in.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.recordStates(bob, b.now.Add(time.Hour))
 	if ids, err := in.DB().GroupsToRecordBefore(ctx, b.now.Add(time.Hour)); err != nil || len(ids) != 0 {
 		t.Fatalf("groups still to record: %d, %v", len(ids), err)
 	}
@@ -267,13 +262,7 @@ func testStateRecordedWithACachedProposal(t *testing.T, verify bool) {
 	if verify {
 		// The state recorded as retention would, without its shred: the
 		// history stays whole for VerifyMLS.
-		in := b.insts[bob]
-		in.mu.Lock()
-		err := in.recordStatesBefore(ctx, b.now.Add(time.Hour))
-		in.mu.Unlock()
-		if err != nil {
-			t.Fatal(err)
-		}
+		b.recordStates(bob, b.now.Add(time.Hour))
 		b.restart(bob)
 	} else {
 		b.now = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
