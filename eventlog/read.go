@@ -31,6 +31,10 @@ type Record struct {
 	// bytes. A reader that holds records before applying them (a replay's
 	// batches) bounds what it holds by it.
 	Size int
+	// Stored is when the server stored the event (its timestamp): an
+	// event stored before it has a lower stream sequence (within the
+	// clock skew between a cluster's nodes, across a leader change).
+	Stored time.Time
 }
 
 // Read calls fn for each of inst's events with a stream sequence at or after
@@ -289,7 +293,7 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 			continue
 		}
 		wd.handling(true) // the time the caller's handler takes is not the server's
-		err = r.deliver(ctx, seq, m.Subject(), m.Data(), md.NumPending)
+		err = r.deliver(ctx, seq, m.Subject(), m.Data(), md.NumPending, md.Timestamp)
 		wd.handling(false)
 		if err != nil {
 			return true, err
@@ -367,7 +371,7 @@ func (r *reader) deleteConsumer(cons jetstream.Consumer) {
 }
 
 // deliver verifies one record and hands it to fn.
-func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte, pending uint64) error {
+func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte, pending uint64, stored time.Time) error {
 	l := r.l
 	rest, ok := strings.CutPrefix(subject, r.prefix)
 	instP, _, _ := strings.Cut(rest, ".")
@@ -400,7 +404,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		return l.recordError(subject, seq, "chain", err)
 	}
 	r.pos[subject] = ev.Position
-	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending, Size: len(data)}); err != nil {
+	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending, Size: len(data), Stored: stored}); err != nil {
 		return l.recordError(subject, seq, "handle", err)
 	}
 	return nil
@@ -483,7 +487,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		} else {
 			l.noteHead(inst, events.LinkTo(m.Sequence, m.Data))
 		}
-		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev, Size: len(m.Data)}); err != nil {
+		if err := fn(Record{Seq: m.Sequence, Subject: m.Subject, Event: ev, Size: len(m.Data), Stored: m.Time}); err != nil {
 			return n, next, l.recordError(m.Subject, m.Sequence, "handle", err)
 		}
 		n++

@@ -145,7 +145,7 @@ func (r *reader) scan(ctx context.Context, end uint64) error {
 		instP, _, _ := strings.Cut(rest, ".")
 		if _, ours := r.insts[instP]; ours {
 			wd.handling(true)
-			err = r.deliver(ctx, seq, m.Subject(), m.Data(), md.NumPending)
+			err = r.deliver(ctx, seq, m.Subject(), m.Data(), md.NumPending, md.Timestamp)
 			wd.handling(false)
 			if err != nil {
 				return err

@@ -266,7 +266,7 @@ func (l *Log) EventAt(ctx context.Context, inst events.InstallationID, seq uint6
 	if err != nil {
 		return Record{}, l.recordError(m.Subject, seq, "open", err)
 	}
-	return Record{Seq: seq, Subject: m.Subject, Event: ev, Size: len(m.Data)}, nil
+	return Record{Seq: seq, Subject: m.Subject, Event: ev, Size: len(m.Data), Stored: m.Time}, nil
 }
 
 // firstOf returns the link to inst's first event on the stream.

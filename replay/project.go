@@ -29,6 +29,15 @@ type ProjectOptions struct {
 	// installation, the number of events and the new checkpoint. It runs
 	// on the applying goroutine: keep it short.
 	OnApply func(inst events.InstallationID, n int, checkpoint uint64)
+	// OnHeldUntil, if set, is called after each committed batch, after
+	// OnApply, once per installation of the batch: its read model, at
+	// checkpoint, holds every event of the installation the stream stored
+	// before until (the server's timestamp of the batch's last event,
+	// eventlog.Record.Stored). An event it has not applied is younger
+	// than time.Since(until), which is what a readiness check needs
+	// without asking the stream. It runs on the applying goroutine: keep
+	// it short.
+	OnHeldUntil func(inst events.InstallationID, checkpoint uint64, until time.Time)
 	// Fence, if set, is asked right before each batch is committed to
 	// installation inst's read model, once the batch is written in its
 	// transaction; an error rolls the batch back and stops Project with
@@ -282,6 +291,9 @@ func applyStream(ctx context.Context, l *eventlog.Log, in <-chan eventlog.Record
 			log.Debug("replay: applied", "installation", string(inst), "stream", l.Stream(), "events", len(recs), "seq", cp)
 			if o.OnApply != nil {
 				o.OnApply(inst, len(recs), cp)
+			}
+			if o.OnHeldUntil != nil {
+				o.OnHeldUntil(inst, cp, last.Stored)
 			}
 			pending[inst] = recs[:0]
 		}

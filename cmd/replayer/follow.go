@@ -367,6 +367,28 @@ type follower struct {
 	// fails, cleared when a later attempt applies events or finds the
 	// read model already at the installation's last event.
 	err error
+	// held is what the follower knows of how far the read model is
+	// behind without asking the stream: from its batches
+	// (replay.ProjectOptions.OnHeldUntil) and from readiness checks that
+	// asked. Zero until known; reset by each attempt's open.
+	held heldUntil
+}
+
+// heldUntil says a read model at checkpoint cp held every event its
+// installation had stored on the stream before until.
+type heldUntil struct {
+	cp    uint64
+	until time.Time
+}
+
+// noteHeld records that the read model at checkpoint cp holds every event
+// stored before until, unless a later until is known.
+func (f *follower) noteHeld(cp uint64, until time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opened && cp <= f.last && until.After(f.held.until) {
+		f.held = heldUntil{cp: cp, until: until}
+	}
 }
 
 // everyMembers reports whether a follower's failure is the stream's or
@@ -497,6 +519,7 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 		f.opened, f.start = true, cp
 	}
 	f.last = cp
+	f.held = heldUntil{} // the file may not be the one it was
 	failures := f.failures
 	f.mu.Unlock()
 	if first {
@@ -531,7 +554,9 @@ func (f *follower) attempt(ctx context.Context) (int, error) {
 			f.mu.Unlock()
 			f.recovered()
 			f.lg.Log(ctx, batchLevel, "applied events", "events", n, "checkpoint", cp)
-		}})
+		},
+		OnHeldUntil: func(_ events.InstallationID, cp uint64, until time.Time) { f.noteHeld(cp, until) },
+	})
 	return applied, err
 }
 
@@ -584,6 +609,11 @@ type readModelStatus struct {
 	// OldestPendingSeconds the age of the oldest of them.
 	PendingEvents        uint64  `json:"pending_events"`
 	OldestPendingSeconds float64 `json:"oldest_pending_seconds,omitempty"`
+	// HeldUntilSecondsAgo is set when the answer comes from what the
+	// follower knows, without asking the stream: the read model holds
+	// every event of its installation stored until this many seconds
+	// ago, so any it lacks is younger. PendingEvents then counts none.
+	HeldUntilSecondsAgo float64 `json:"held_until_seconds_ago,omitempty"`
 }
 
 // followReady is /readyz's body for follow.
@@ -630,9 +660,16 @@ func followReadiness(ctx context.Context, l *eventlog.Log, set *followSet, sh *s
 // readiness reports whether the read model is ready: healthy (opened, not
 // failing) and caught up within lag, i.e. its installation's oldest event
 // it has not applied is younger than lag, or there is none.
+//
+// It asks the stream (Log.Pending: one to four requests) only when the
+// follower does not know the answer: a read model that holds every event
+// stored until less than lag ago is ready whatever came since. So a
+// follower of thousands of read models, probed every few seconds, asks
+// for none that applied an event stored within lag, and for an idle one
+// about once per lag.
 func (f *follower) readiness(ctx context.Context, connected bool, lag time.Duration) readModelStatus {
 	f.mu.Lock()
-	opened, cp, ferr := f.opened, f.last, f.err
+	opened, cp, ferr, held := f.opened, f.last, f.err, f.held
 	f.mu.Unlock()
 	st := readModelStatus{Installation: string(f.id), DB: f.path, Checkpoint: cp}
 	switch {
@@ -646,10 +683,25 @@ func (f *follower) readiness(ctx context.Context, connected bool, lag time.Durat
 		st.Reason = "not connected to NATS"
 		return st
 	}
+	if !held.until.IsZero() && held.cp <= cp {
+		if ago := time.Since(held.until); ago < lag {
+			st.Ready, st.HeldUntilSecondsAgo = true, max(ago.Seconds(), 1e-6)
+			return st
+		}
+	}
+	asked := time.Now()
 	p, err := f.log.Pending(ctx, f.id, cp)
 	if err != nil {
 		st.Reason = "how far it is behind is unknown: " + err.Error()
 		return st
+	}
+	switch {
+	case p.Events > 0:
+		f.noteHeld(cp, p.Oldest)
+	case p.StreamLast <= cp:
+		// Nothing after cp when the stream answered, which was after
+		// asked.
+		f.noteHeld(cp, asked)
 	}
 	st.PendingEvents = p.Events
 	var age time.Duration

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,5 +286,104 @@ func TestMetricsAddressInUse(t *testing.T) {
 		[]string{"follow", "--nats", "nats://127.0.0.1:1", "--db-dir", dir, "--installation", "a", "--metrics", "9464"})
 	if code != exitUsage || !strings.Contains(stderr2.String(), `--metrics "9464": want host:port`) {
 		t.Fatalf("follow --metrics 9464: exit %d: %s", code, stderr2.String())
+	}
+}
+
+// TestFollowReadyzAsksTheStreamOnlyWhenItMust: a read model known to hold
+// every event stored until less than --ready-lag ago is ready without a
+// request to the stream (a follower of thousands of read models probed
+// every few seconds would put that many on the server); one whose lag
+// may have grown past it is asked about, and found behind. The follower
+// is held at a checkpoint by hand, so nothing races the checks.
+func TestFollowReadyzAsksTheStreamOnlyWhenItMust(t *testing.T) {
+	_, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("asks-a")
+	createInstallation(t, l, dir, id)
+	last, err := l.LastSeq(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	env := ringEnv(io.Discard, io.Discard, nil)
+	ops, err := startOpsServer(env, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	f := &follower{env: env, lg: env.logger(), log: l, id: id, path: dir + "/asks-a.db", opened: true, last: last, holding: true}
+	set := &followSet{log: l}
+	set.add(f)
+	var lag atomic.Int64
+	lag.Store(int64(time.Hour))
+	ops.SetReadiness(func(ctx context.Context) (bool, any) {
+		return followReadiness(ctx, l, set, nil, time.Duration(lag.Load()))
+	})
+	ops.SetLog(l)
+	// probe asks /readyz and says how many messages this process sent
+	// the server meanwhile (requests to the stream among them).
+	probe := func() (int, readModelStatus, uint64) {
+		t.Helper()
+		before := l.Conn().Stats().OutMsgs
+		code, body := get(t, ops.addr, "/readyz")
+		sent := l.Conn().Stats().OutMsgs - before
+		var r followReady
+		if err := json.Unmarshal([]byte(body), &r); err != nil || len(r.ReadModels) != 1 {
+			t.Fatalf("/readyz body: %v: %s", err, body)
+		}
+		return code, r.ReadModels[0], sent
+	}
+
+	code, st, sent := probe()
+	if code != http.StatusOK || sent == 0 || st.HeldUntilSecondsAgo != 0 {
+		t.Fatalf("first /readyz: %d, %+v, %d messages sent; want 200, asked of the stream", code, st, sent)
+	}
+	code, st, sent = probe()
+	if code != http.StatusOK || sent != 0 || st.HeldUntilSecondsAgo <= 0 {
+		t.Fatalf("second /readyz: %d, %+v, %d messages sent; want 200 from what the first learnt", code, st, sent)
+	}
+
+	// Events it lacks, younger than the lag: still ready, still unasked.
+	enqueueFor(t, l, id, "pending", 4)
+	if code, st, sent = probe(); code != http.StatusOK || sent != 0 {
+		t.Fatalf("/readyz with 4 events younger than the lag: %d, %+v, %d messages sent", code, st, sent)
+	}
+
+	// Once they may be older than the lag, it asks, and finds them.
+	lag.Store(int64(300 * time.Millisecond))
+	time.Sleep(400 * time.Millisecond) // the events are now older than the lag
+	code, st, sent = probe()
+	if code != http.StatusServiceUnavailable || sent == 0 || st.PendingEvents != 4 || !strings.Contains(st.Reason, "4 events behind") {
+		t.Fatalf("/readyz with 4 events older than the lag: %d, %+v, %d messages sent", code, st, sent)
+	}
+}
+
+// TestFollowReadyzFromItsBatches: a follower that applied events knows,
+// from its batches, that it holds every event stored until its last one,
+// and its first /readyz answers from that without asking the stream.
+func TestFollowReadyzFromItsBatches(t *testing.T) {
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("batches-a")
+	createInstallation(t, l, dir, id)
+	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--metrics", "127.0.0.1:0", "--ready-lag", "1h", "--log-format", "json")
+	addr := f.metricsAddr(t)
+	enqueueFor(t, l, id, "after", 3)
+	last, err := l.LastSeq(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, "the read model to apply the 3 events", func() bool { return checkpointOf(t, dir, id) == last })
+
+	code, body := get(t, addr, "/readyz")
+	var r followReady
+	if err := json.Unmarshal([]byte(body), &r); err != nil || len(r.ReadModels) != 1 {
+		t.Fatalf("/readyz body: %v: %s", err, body)
+	}
+	if st := r.ReadModels[0]; code != http.StatusOK || st.Checkpoint != last || st.HeldUntilSecondsAgo <= 0 {
+		t.Fatalf("/readyz after applying events: %d %s; want 200 at %d, held until its last event", code, body, last)
+	}
+	if c := f.stop(); c != exitInterrupted {
+		t.Fatalf("follow exited %d: %s", c, f.stderr.String())
 	}
 }
