@@ -130,3 +130,59 @@ func TestForgedStateRecordedRefused(t *testing.T) {
 		})
 	}
 }
+
+// A group.state_recorded carrying the state its epoch started with, after
+// the installation received a message of that epoch, rolls the sender's
+// ratchet back: loaded, it would accept that message again. Everything
+// else about it checks out (its group, its epoch, its authenticator, its
+// proposals), so it takes the keys' positions to refuse it: VerifyMLS
+// and a rebuild, which re-derive the group's state (and mark the messages
+// received since the state before), refuse it naming its stream
+// sequence; a state recorded as the group stood passes.
+func TestForgedStateRecordedRollingBackRatchetsRefused(t *testing.T) {
+	b := newBackend(t)
+	g1, _ := setupGroups(t, b)
+	ctx := context.Background()
+	b.send(alice, g1, "first")
+	b.send(alice, g1, "second")
+	if got := b.drain(bob); len(got) != 2 {
+		t.Fatalf("bob received %d, want 2", len(got))
+	}
+	in := b.insts[bob]
+	in.mu.Lock()
+	gs, err := in.loadGroup(ctx, g1)
+	in.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := gs.g.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the group stands: the messages consumed. It passes.
+	honest := events.StateRecorded{GroupID: g1, Epoch: gs.g.Epoch()}.WithStateFrom(gs.epochStart.Bytes(), st)
+	if _, err := b.log.Append(ctx, gs.pos, events.Event{Aggregate: in.groupAgg(g1), Time: b.now, Body: honest}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.VerifyMLS(ctx, b.log, bob); err != nil {
+		t.Fatalf("VerifyMLS of a state recorded as the group stood: %v", err)
+	}
+
+	// As the epoch started: before the two messages.
+	forged := events.StateRecorded{GroupID: g1, Epoch: gs.g.Epoch(), State: events.NewSecret(gs.epochStart.Bytes())}
+	app, err := b.log.Append(ctx, gs.pos+1, events.Event{Aggregate: in.groupAgg(g1), Time: b.now, Body: forged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("seq %d", app[0].Seq)
+	_, err = replay.VerifyMLS(ctx, b.log, bob)
+	if !errors.Is(err, replay.ErrMLSMismatch) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("VerifyMLS of a rolled-back state: %v; want ErrMLSMismatch naming %s and the rollback", err, want)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Rebuild(ctx, b.log, bob, b.dbPath(bob), b.keys[bob], nil); !errors.Is(err, replay.ErrMLSMismatch) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("rebuild with a rolled-back state: %v; want ErrMLSMismatch naming %s", err, want)
+	}
+}

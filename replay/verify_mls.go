@@ -101,6 +101,10 @@ type mlsChecker struct {
 	states map[string]events.Secret
 	left   map[string]bool          // groups this installation was removed from
 	psks   map[string]events.Secret // external PSKs held, by id
+	// received lists, per group, the messages received since its state
+	// was last recorded (application.message_received v2 and later),
+	// which a state recorded next must have consumed (checkFollows).
+	received map[string][]mls.ReceivedGeneration
 }
 
 // kpKeys is a generated key package with its private keys.
@@ -111,7 +115,26 @@ type kpKeys struct {
 
 func newMLSChecker(inst events.InstallationID) *mlsChecker {
 	return &mlsChecker{inst: inst, rep: MLSReport{Installation: inst},
-		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, states: map[string]events.Secret{}, left: map[string]bool{}, psks: map[string]events.Secret{}}
+		kps: map[string]kpKeys{}, groups: map[string]*mls.Group{}, states: map[string]events.Secret{}, left: map[string]bool{}, psks: map[string]events.Secret{},
+		received: map[string][]mls.ReceivedGeneration{}}
+}
+
+// checkFollows refuses a state g of group gid, recorded whole rather than
+// re-derived (a commit's, a proposal's, one recorded before retention),
+// that brings back a key the state before it, prev, with the messages
+// received since marked, had used or deleted (mls.Group.CheckFollows): a
+// state forged from an earlier one would accept those messages again.
+func (c *mlsChecker) checkFollows(gid []byte, prev, g *mls.Group) error {
+	base, err := prev.MarkReceived(c.received[string(gid)])
+	if err != nil {
+		return mismatch("group %x epoch %d: the messages received since the state before: %v", gid, prev.Epoch(), err)
+	}
+	if err := g.CheckFollows(base); err != nil {
+		return mismatch("the recorded state is behind the one before it: %v", err)
+	}
+	// g, which follows base, has consumed them.
+	delete(c.received, string(gid))
+	return nil
 }
 
 // mlsCheck checks one event of a kind against the checker's state and
@@ -429,6 +452,7 @@ func (c *mlsChecker) join(gid []byte, epoch uint64, g *mls.Group, state events.S
 	c.groups[string(gid)] = g
 	c.states[string(gid)] = state
 	delete(c.left, string(gid))
+	delete(c.received, string(gid)) // of a membership that ended
 	return nil
 }
 
@@ -501,6 +525,9 @@ func checkCommitApplied(c *mlsChecker, ev events.Event) error {
 		return mismatch("group %x epoch %d: commit recorded as adding %s and removing %s; the states differ by adding %s and removing %s",
 			b.GroupID, b.Epoch, membersString(b.Added), membersString(b.Removed), membersString(added), membersString(removed))
 	}
+	if err := c.checkFollows(b.GroupID, prev, g); err != nil {
+		return err
+	}
 	c.groups[string(b.GroupID)] = g
 	c.states[string(b.GroupID)] = state
 	return nil
@@ -566,6 +593,9 @@ func checkProposalStaged(c *mlsChecker, ev events.Event) error {
 	if !found {
 		return mismatch("group %x epoch %d: the recorded state does not hold proposal %x", b.GroupID, b.Epoch, b.ProposalRef)
 	}
+	if err := c.checkFollows(b.GroupID, prev, g); err != nil {
+		return err
+	}
 	c.groups[string(b.GroupID)] = g
 	return nil
 }
@@ -620,6 +650,9 @@ func checkStateRecorded(c *mlsChecker, ev events.Event) error {
 	before, after := prev.PendingProposals(), g.PendingProposals()
 	if !slices.EqualFunc(before, after, func(p, q mls.PendingProposal) bool { return bytes.Equal(p.Ref, q.Ref) }) {
 		return mismatch("group %x epoch %d: the recorded state caches %d proposals, the state before %d", b.GroupID, b.Epoch, len(after), len(before))
+	}
+	if err := c.checkFollows(b.GroupID, prev, g); err != nil {
+		return err
 	}
 	c.groups[string(b.GroupID)] = g
 	return nil
@@ -708,7 +741,14 @@ func checkMessageReceived(c *mlsChecker, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	return checkMessageEpoch(c.groups, b.GroupID, b.Epoch)
+	if err := checkMessageEpoch(c.groups, b.GroupID, b.Epoch); err != nil {
+		return err
+	}
+	if b.GenerationKnown {
+		gid := string(b.GroupID)
+		c.received[gid] = append(c.received[gid], mls.ReceivedGeneration{Epoch: b.Epoch, Sender: mls.LeafIndex(b.SenderLeaf), Generation: b.Generation})
+	}
+	return nil
 }
 
 // checkMember reports a recorded member that does not sit at its leaf in
