@@ -29,11 +29,13 @@ var retainKillAt = time.Date(2026, 11, 24, 1, 30, 0, 0, time.UTC)
 
 // retainKillSteps are the log messages at which the child prints a step
 // and pauses, so that a kill lands there: a group state appended (not
-// yet projected) and projected, the snapshot stored, the keys shredded,
-// retention applied, the stream compacted.
+// yet projected) and projected, the rows deleted (no snapshot yet), the
+// snapshot stored, the keys shredded, retention applied, the stream
+// compacted.
 var retainKillSteps = map[string]string{
 	"engine: recorded":                 "recorded",
 	"engine: projected":                "projected",
+	"replay: retention: rows deleted":  "deleted",
 	"replay: snapshot stored":          "snapshot",
 	"eventlog: data keys shredded":     "shredded",
 	"replay: retention applied":        "applied",
@@ -63,7 +65,8 @@ func TestRetainKilledChild(t *testing.T) {
 
 // An engine process SIGKILLed (a real child process) at each step of
 // Installation.Retain (a group's state appended but not projected, then
-// projected, between the two groups, after the snapshot, the shred,
+// projected, between the two groups, after the rows are deleted and
+// before the snapshot, after the snapshot, the shred,
 // before the compaction) loses nothing and re-accepts nothing: after a
 // restart every message delivered again is refused, retention run again
 // finishes, the member's next messages are received by its peers (no
@@ -156,6 +159,17 @@ func TestRetainKilled(t *testing.T) {
 				t.Fatalf("open after the kill at %q: %v", last, err)
 			}
 			b.insts[bob] = in
+			if last == "deleted" {
+				// The kill landed where it says: the rows gone, no snapshot.
+				for _, g := range [][]byte{g1, g2} {
+					if n := countMessages(t, in, g, func(projections.Message) bool { return true }); n != 0 {
+						t.Fatalf("killed after the rows were deleted: %d messages of group %x left", n, g)
+					}
+				}
+				if refs, err := b.log.Snapshots(ctx, bob); err != nil || len(refs) != 0 {
+					t.Fatalf("killed before the snapshot: snapshots %v, %v; want none", refs, err)
+				}
+			}
 			refused("after the kill")
 			if _, err := in.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepNone}, &RetainOptions{Compact: true}); err != nil {
 				t.Fatalf("retain again after the kill at %q: %v", last, err)

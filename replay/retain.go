@@ -362,6 +362,9 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 				"groups", res.GroupsKept)
 		}
 	}
+	// The rows are gone and no snapshot holds their absence yet: the
+	// moment the engine's kill test stops a retention at.
+	log.Debug("replay: retention: rows deleted", "messages_deleted", res.RowsDeleted, "deliveries_deleted", res.DeliveriesDeleted)
 	step("rows")
 
 	// 2. The snapshot that replaces what is shredded: reused when the
