@@ -118,14 +118,23 @@ func (a *applier) notKept(meta string, group []byte, epoch uint64, id []byte) er
 // messageOrdinal returns the group's highest message ordinal (0: none):
 // from schema 12 the highest it handed out (groups.last_ordinal), which
 // retention does not lower, so an ordinal is never handed out twice;
-// before, the highest of the rows left.
+// before, the highest of the rows left. It is read once per batch, and
+// from schema 12 with the highest stored ordinal: a last_ordinal below it
+// is damage (*OrdinalError), refused before the insert would fail on the
+// primary key or hand out an ordinal out of order.
 func (a *applier) messageOrdinal(group []byte, g *batchGroup) (int64, error) {
 	if !g.ordinalKnown {
-		q := `SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`
+		var err error
 		if a.db.schema >= 12 {
-			q = `SELECT last_ordinal FROM groups WHERE group_id = ?`
+			var highest int64
+			err = a.query1(`SELECT last_ordinal, (SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?1) FROM groups WHERE group_id = ?1`,
+				[]any{group}, &g.ordinal, &highest)
+			if err == nil && highest > g.ordinal {
+				return 0, &OrdinalError{Group: group, Last: g.ordinal, Highest: highest}
+			}
+		} else {
+			err = a.query1(`SELECT coalesce(max(ordinal), 0) FROM messages WHERE group_id = ?`, []any{group}, &g.ordinal)
 		}
-		err := a.query1(q, []any{group}, &g.ordinal)
 		if errors.Is(err, errNoRow) {
 			return 0, cannot("unknown group %x", group)
 		}

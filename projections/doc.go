@@ -64,7 +64,7 @@
 // Failures about a file are a [*FileError] (path, operation, hint); the
 // conditions callers branch on are sentinels: [ErrWrongKey], [ErrCorrupt],
 // [ErrNotOurs], [ErrSchemaTooNew], [ErrCannotApply], [ErrLocked],
-// [ErrMigrationWait].
+// [ErrMigrationWait], [ErrOrdinalBehind].
 //
 // # Writers, heads and damage
 //

@@ -43,7 +43,41 @@ var (
 	// MigrateInPlace, and Open without Options.MigrateWithoutOutputs,
 	// refuse it and write nothing.
 	ErrOutputsNotKept = errors.New("projections: own commit or message outputs were applied but not kept (schema older than 9, 10 or 11)")
+	// ErrOrdinalBehind means a group's highest message ordinal handed out
+	// (groups.last_ordinal, schema 12) is below the highest ordinal of its
+	// stored messages: the value is damaged, and the group's next message
+	// would take an ordinal already stored or hand out one out of order.
+	// It comes in an *OrdinalError, for which errors.Is(err, ErrCorrupt)
+	// holds too: a rebuild from the stream replaces the file.
+	ErrOrdinalBehind = errors.New("projections: a group's last ordinal is below its highest stored message ordinal")
 )
+
+// OrdinalError names a group whose groups.last_ordinal is below the
+// highest ordinal of its stored messages (ErrOrdinalBehind, ErrCorrupt).
+// The file's checks (DB.CheckFile, DB.IntegrityCheck) report the first
+// such group by id and count the others; the applier reports the group
+// of the message it was about to store.
+type OrdinalError struct {
+	Group   []byte // the group's id
+	Last    int64  // its groups.last_ordinal
+	Highest int64  // the highest ordinal of its stored messages
+	More    int    // other groups found with the same damage
+}
+
+// Error names the group (hex) and both ordinals.
+func (e *OrdinalError) Error() string {
+	s := fmt.Sprintf("%v: group %x: last_ordinal %d is below its highest stored message ordinal %d", ErrCorrupt, e.Group, e.Last, e.Highest)
+	switch {
+	case e.More == 1:
+		s += " (and 1 more group)"
+	case e.More > 1:
+		s += fmt.Sprintf(" (and %d more groups)", e.More)
+	}
+	return s
+}
+
+// Unwrap returns ErrOrdinalBehind and ErrCorrupt.
+func (e *OrdinalError) Unwrap() []error { return []error{ErrOrdinalBehind, ErrCorrupt} }
 
 // FileError reports a failure about one database file. It never contains
 // key material.

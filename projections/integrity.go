@@ -131,8 +131,12 @@ func (e *CorruptionError) addProblem(s string) {
 // It returns nil for an undamaged file, and for a damaged one a *FileError
 // (operation "check file") wrapping a *CorruptionError, for which
 // errors.Is(err, ErrCorrupt) holds, naming the pages that fail their HMAC,
-// integrity_check's findings and the tables concerned. Other failures
-// (a cancelled ctx, a busy file) are a *FileError without ErrCorrupt.
+// integrity_check's findings and the tables concerned. A file whose pages
+// hold but whose rows break the rule the applier relies on (from schema
+// 12, a group's last_ordinal below its highest stored message ordinal)
+// gets a *FileError wrapping an *OrdinalError (ErrOrdinalBehind and
+// ErrCorrupt) naming the group and both ordinals. Other failures (a
+// cancelled ctx, a busy file) are a *FileError without ErrCorrupt.
 //
 // It reads the whole file, and the pages' HMACs twice where one fails (a
 // page a checkpoint is writing at that moment may read torn: it counts
@@ -173,6 +177,14 @@ func (db *DB) CheckFile(ctx context.Context) error {
 		return db.wrapErr(opCheckFile, err)
 	}
 	if ce.empty() {
+		// The pages and b-trees hold: then the rule the rows keep.
+		oe, err := db.ordinalsBehind(ctx, conn)
+		if err != nil {
+			return db.wrapErr(opCheckFile, err)
+		}
+		if oe != nil {
+			return &FileError{Path: db.path, Op: opCheckFile, Err: oe, Hint: checkFileHint}
+		}
 		return nil
 	}
 	ce.Tables = damagedTables(ctx, conn)
@@ -416,4 +428,39 @@ func hmacFailures(path string, raw []byte) ([]uint32, error) {
 			failed = append(failed, pgno)
 		}
 	}
+}
+
+// ordinalsBehind finds the groups whose highest message ordinal handed
+// out (groups.last_ordinal, schema 12) is below the highest ordinal of
+// their stored messages: damage no page check sees, which otherwise shows
+// only when the group's next message is applied (ErrOrdinalBehind). It
+// returns nil when there is none, or the file is older than schema 12,
+// and an *OrdinalError naming the first by group id and counting the
+// others. One seek of the messages' primary key per group.
+func (db *DB) ordinalsBehind(ctx context.Context, conn *sql.Conn) (*OrdinalError, error) {
+	if db.schema < 12 {
+		return nil, nil
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT group_id, last_ordinal, highest FROM (
+		SELECT g.group_id, g.last_ordinal, (SELECT max(m.ordinal) FROM messages m WHERE m.group_id = g.group_id) AS highest FROM groups g)
+		WHERE highest > last_ordinal ORDER BY group_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var oe *OrdinalError
+	for rows.Next() {
+		if oe != nil {
+			oe.More++
+			continue
+		}
+		oe = &OrdinalError{}
+		if err := rows.Scan(&oe.Group, &oe.Last, &oe.Highest); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return oe, nil
 }

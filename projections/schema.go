@@ -1137,7 +1137,9 @@ func outputsKept(ctx context.Context, q interface {
 }
 
 // IntegrityCheck verifies every page's HMAC (PRAGMA cipher_integrity_check)
-// and the b-tree structure (PRAGMA quick_check). Damage is ErrCorrupt.
+// and the b-tree structure (PRAGMA quick_check), and from schema 12 that
+// no group's last_ordinal is below its highest stored message ordinal
+// (an *OrdinalError, ErrOrdinalBehind). Damage is ErrCorrupt.
 func (db *DB) IntegrityCheck(ctx context.Context) error {
 	conn, err := db.sql.Conn(ctx)
 	if err != nil {
@@ -1180,6 +1182,13 @@ func (db *DB) integrity(ctx context.Context, conn *sql.Conn) error {
 	}
 	if res != "ok" {
 		return corrupt(res)
+	}
+	oe, err := db.ordinalsBehind(ctx, conn)
+	if err != nil {
+		return db.wrapErr("integrity check", err)
+	}
+	if oe != nil {
+		return &FileError{Path: db.path, Op: "integrity check", Err: oe, Hint: hintFor(ErrCorrupt)}
 	}
 	return nil
 }
