@@ -380,6 +380,15 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 			return err
 		}
 		res.Snapshot, err = SnapshotDB(ctx, l, inst, db, &SnapshotOptions{Options: o.Options, Keep: 1, Now: now, Adjust: adjust})
+		if errors.Is(err, ErrSnapshotMismatch) {
+			// Retaining again compares the same two: it would fail the same
+			// way, every time (a retention interrupted before its snapshot
+			// on a file since migrated in place to schema 12, or drift).
+			// Nothing is shredded yet, so the history still holds every
+			// row this retention deleted.
+			return res, fmt.Errorf("replay: retention of %s: the snapshot that replaces the shredded history (nothing shredded; retaining again fails the same way: "+
+				"rebuild the read model from the stream, replayer rebuild, which brings back the rows deleted since its last snapshot, then retain again): %w", inst, err)
+		}
 		if err != nil {
 			return res, fmt.Errorf("replay: retention of %s: the snapshot that replaces the shredded history (nothing shredded; retain again): %w", inst, err)
 		}
