@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/crypto/argon2"
 )
 
 type keyKind uint8
@@ -244,7 +242,7 @@ func rawKeyFor(k Key, saltPath string, p Argon2Params, create bool) ([]byte, err
 		if err != nil {
 			return nil, err
 		}
-		return argon2.IDKey(k.bytes(), sf.salt, sf.params.Time, sf.params.MemoryKiB, sf.params.Threads, KeySize), nil
+		return deriveArgon2(k.bytes(), sf.salt, sf.params, KeySize), nil
 	}
 	return nil, errors.New("projections: no usable key (use RawKey, PassphraseKey or NoKey)")
 }
