@@ -267,15 +267,7 @@ func (c *Cluster) WaitStreamCurrent(stream string) {
 			return false
 		}
 		ci := st.CachedInfo().Cluster
-		if ci == nil || ci.Leader == "" || len(ci.Replicas) != len(c.nodes)-1 {
-			return false
-		}
-		for _, r := range ci.Replicas {
-			if !r.Current || r.Offline {
-				return false
-			}
-		}
-		return true
+		return ci != nil && replicasCurrent(ci, len(c.nodes))
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -83,5 +84,49 @@ func TestClusterFailover(t *testing.T) {
 		if !r.Current {
 			t.Fatalf("replica %s not current", r.Name)
 		}
+	}
+}
+
+// A 3-node process cluster replicates a stream, elects a new leader when
+// the leader is killed (SIGKILL), and the node started again catches up.
+func TestProcessClusterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server; not with -short")
+	}
+	t.Cleanup(RemoveBuiltServer)
+	c := StartProcessCluster(t, 3)
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	old := c.StreamLeader("T")
+	old.Kill()
+	if now := c.StreamLeader("T"); now == old {
+		t.Fatal("the killed node still leads the stream")
+	}
+	if _, err := js.Publish(ctx, "t.a", []byte("during")); err != nil {
+		t.Fatalf("publish with the old leader killed: %v", err)
+	}
+	old.Start()
+	c.WaitStreamCurrent("T")
+	c.StepDownStream("T", old)
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := st.CachedInfo(); info.State.Msgs != 2 || info.Cluster == nil || info.Cluster.Leader != old.Name() {
+		t.Fatalf("stream: %d messages, cluster %+v; want 2 messages, led by %s again", info.State.Msgs, info.Cluster, old.Name())
 	}
 }

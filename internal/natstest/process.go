@@ -66,6 +66,8 @@ type Process struct {
 	bin   string
 	port  int
 	store string
+	name  string   // server name; empty but in a ProcessCluster
+	args  []string // the command line's arguments after the store's and port's
 	cmd   *exec.Cmd
 }
 
@@ -96,11 +98,17 @@ func (s *Process) Store() string { return s.store }
 // URL is the client URL of the process.
 func (s *Process) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
+// Name is the process's server name in a ProcessCluster.
+func (s *Process) Name() string { return s.name }
+
 // Start starts the process (again) on the same port and store and waits
-// until JetStream answers.
+// until JetStream answers; a node of a ProcessCluster, until it takes
+// clients (its JetStream needs a quorum of the cluster, which the
+// cluster waits for).
 func (s *Process) Start() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
+	args := append([]string{"-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port)}, s.args...)
+	s.cmd = exec.Command(s.bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -108,6 +116,10 @@ func (s *Process) Start() {
 	for {
 		nc, err := nats.Connect(s.URL())
 		if err == nil {
+			if s.name != "" {
+				nc.Close()
+				return
+			}
 			js, jerr := nc.JetStream()
 			if jerr == nil {
 				if _, jerr = js.AccountInfo(); jerr == nil {
