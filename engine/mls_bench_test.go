@@ -488,10 +488,12 @@ func lastTxPages(in *Installation) (int, error) {
 }
 
 // TestMain runs the package's tests and benchmarks, then removes what
-// the benchmarks kept for the whole process (closeMLSBench).
+// the benchmarks kept for the whole process (closeMLSBench) and the
+// nats-server binary the process tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	closeMLSBench()
+	natstest.RemoveBuiltServer()
 	os.Exit(code)
 }
 
