@@ -94,6 +94,9 @@ fuzz:
 # Then the stream-leader failover test at 20 rounds: the demo's workload on
 # a 3-node cluster, the leader shut down and restarted each round
 # (docs/operations.md, "Failover").
+# Then the batched fan-out test with 12 stream leaders killed (SIGKILL,
+# a cluster of nats-server processes) mid-run (docs/operations.md,
+# "Batched fan-outs with the stream leader killed").
 # Then the share group's takeover test at 10 rounds: 3 `replayer follow
 # --share` processes on a 3-node cluster, the one holding the most read
 # models SIGKILLed each round and replaced (docs/operations.md, "Running
@@ -102,6 +105,7 @@ soak:
 	EPOCHLOG_KILL_ROUNDS=200 $(GO) test -count=1 -run 'TestKill' -v -timeout 30m ./replay/
 	EPOCHLOG_FLIP_ROUNDS=200 $(GO) test -count=1 -run 'TestRebuildUnderByteFlips' -v -timeout 30m ./cmd/replayer/
 	EPOCHLOG_FAILOVER_ROUNDS=20 $(GO) test -count=1 -run 'TestFailoverStreamLeader' -v -timeout 30m ./engine/
+	EPOCHLOG_LEADER_KILLS=12 $(GO) test -count=1 -run 'TestFanOutBatchesWhileAStreamLeaderDies' -v -timeout 30m ./engine/
 	EPOCHLOG_SHARE_ROUNDS=10 $(GO) test -count=1 -run 'TestShareFollowersTakeOver' -v -timeout 30m ./cmd/replayer/
 
 demo:
