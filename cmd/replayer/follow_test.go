@@ -222,7 +222,7 @@ type runningFollow struct {
 
 // startFollow runs "replayer follow --nats URL --db-dir DIR args..." until
 // stop is called.
-func startFollow(t *testing.T, url, dir string, args ...string) *runningFollow {
+func startFollow(t testing.TB, url, dir string, args ...string) *runningFollow {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &runningFollow{stdout: &syncBuffer{}, stderr: &syncBuffer{}, code: make(chan int, 1), cancel: cancel}
@@ -239,7 +239,7 @@ func startFollow(t *testing.T, url, dir string, args ...string) *runningFollow {
 
 // waitFor waits until cond holds, failing the test if follow exits first
 // or it takes too long.
-func (f *runningFollow) waitFor(t *testing.T, what string, cond func() bool) {
+func (f *runningFollow) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

@@ -20,7 +20,7 @@ var testRingText = "1:" + strings.Repeat("5a", 32)
 
 // startLog starts a JetStream server and opens the event log on it under
 // testRingText.
-func startLog(t *testing.T) (*natstest.Server, *eventlog.Log) {
+func startLog(t testing.TB) (*natstest.Server, *eventlog.Log) {
 	t.Helper()
 	srv := natstest.Start(t, natstest.Options{})
 	ring, err := parseKeyring(testRingText)
@@ -39,7 +39,7 @@ func startLog(t *testing.T) (*natstest.Server, *eventlog.Log) {
 // DIR/ID.db under a raw key written to DIR/ID.key (the layout follow
 // --db-keys-beside reads), and closes it: a follower or a command, not the
 // installation, keeps the read model from here on.
-func createInstallation(t *testing.T, l *eventlog.Log, dir string, id events.InstallationID) {
+func createInstallation(t testing.TB, l *eventlog.Log, dir string, id events.InstallationID) {
 	t.Helper()
 	key, err := writeDBKeyFile(filepath.Join(dir, string(id)+".key"))
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 // logRecords parses the JSON log records in out (--log-format json),
 // skipping the lines that are not records (the summary, the final error).
 // Every line that starts with "{" must be a record with time, level and msg.
-func logRecords(t *testing.T, out string) []map[string]any {
+func logRecords(t testing.TB, out string) []map[string]any {
 	t.Helper()
 	var recs []map[string]any
 	for _, line := range strings.Split(out, "\n") {
@@ -63,7 +63,7 @@ next:
 
 // metricsAddr waits for follow's "serving metrics" record and returns the
 // address it listens on.
-func (f *runningFollow) metricsAddr(t *testing.T) string {
+func (f *runningFollow) metricsAddr(t testing.TB) string {
 	t.Helper()
 	var addr string
 	f.waitFor(t, "the metrics server", func() bool {
@@ -76,7 +76,7 @@ func (f *runningFollow) metricsAddr(t *testing.T) string {
 }
 
 // get fetches http://addr/path and returns the status and body.
-func get(t *testing.T, addr, path string) (int, string) {
+func get(t testing.TB, addr, path string) (int, string) {
 	t.Helper()
 	c := http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get("http://" + addr + path)
