@@ -143,9 +143,20 @@ type Argon2Params struct {
 // (t=3, m=64 MiB, p=4).
 var DefaultArgon2 = Argon2Params{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
 
+// maxArgon2Work bounds an Argon2id derivation's passes times its memory
+// (in KiB): 16 GiB-passes, four passes over 4 GiB or 256 over 64 MiB,
+// a minute or so of one core. A sidecar asking for more (damaged, or
+// written to stall every open) is refused rather than derived: a
+// derivation cannot be cancelled, and it holds its share of the
+// process's Argon2 budget (argon2Gate) while it runs.
+const maxArgon2Work = 16 << 20
+
 func (p Argon2Params) validate() error {
 	if p.Time < 1 || p.MemoryKiB < 8*uint32(p.Threads) || p.Threads < 1 || p.MemoryKiB > 4<<20 {
 		return fmt.Errorf("projections: invalid argon2id parameters t=%d m=%dKiB p=%d", p.Time, p.MemoryKiB, p.Threads)
+	}
+	if uint64(p.Time)*uint64(p.MemoryKiB) > maxArgon2Work {
+		return fmt.Errorf("projections: argon2id parameters t=%d m=%dKiB p=%d ask for more than %d GiB-passes of work", p.Time, p.MemoryKiB, p.Threads, maxArgon2Work>>20)
 	}
 	return nil
 }
