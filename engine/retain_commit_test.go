@@ -134,23 +134,7 @@ func TestRetentionKeepsAPastEpochMessageReceivedAfterItsState(t *testing.T) {
 // before it.
 func TestRetentionAfterTheMigrationFrom11OfAnEpochWithAProposal(t *testing.T) {
 	ctx := context.Background()
-	b := newBackend(t)
-	o11 := b.opts()
-	o11.DB.SchemaVersion = 11
-	b.create(alice)
-	b.create(carol)
-	b.createWith(bob, o11)
-	created, err := b.insts[alice].CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g1 := created.GroupID
-	co, err := b.insts[alice].AddMembers(ctx, g1, b.keyPackage(bob), b.keyPackage(carol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drainAll()
+	b, g1 := bobAtSchema11InAGroup(t)
 	sent := sendInOneEpoch(t, b, g1, 3, "at 11")
 	if _, err := b.insts[bob].ProposeUpdate(ctx, g1); err != nil {
 		t.Fatal(err)
@@ -171,4 +155,30 @@ func TestRetentionAfterTheMigrationFrom11OfAnEpochWithAProposal(t *testing.T) {
 	b.restart(bob)
 	_, err = b.insts[bob].Receive(ctx, sent[0].Message)
 	mustErrIs(t, err, mls.ErrGenerationReused)
+}
+
+// bobAtSchema11InAGroup makes a backend whose bob keeps its read model at
+// schema 11, in a group alice created with bob and carol, everything
+// delivered.
+func bobAtSchema11InAGroup(t *testing.T) (*backend, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	b := newBackend(t)
+	o11 := b.opts()
+	o11.DB.SchemaVersion = 11
+	b.create(alice)
+	b.create(carol)
+	b.createWith(bob, o11)
+	created, err := b.insts[alice].CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1 := created.GroupID
+	co, err := b.insts[alice].AddMembers(ctx, g1, b.keyPackage(bob), b.keyPackage(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drainAll()
+	return b, g1
 }

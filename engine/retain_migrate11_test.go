@@ -34,23 +34,7 @@ func TestRetentionInterruptedAt11ThenMigrated(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			b := newBackend(t)
-			o11 := b.opts()
-			o11.DB.SchemaVersion = 11
-			b.create(alice)
-			b.create(carol)
-			b.createWith(bob, o11)
-			created, err := b.insts[alice].CreateGroup(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g1 := created.GroupID
-			co, err := b.insts[alice].AddMembers(ctx, g1, b.keyPackage(bob), b.keyPackage(carol))
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.deliverCommit(co)
-			b.drainAll()
+			b, g1 := bobAtSchema11InAGroup(t)
 			sent := sendInOneEpoch(t, b, g1, 3, "at 11")
 			if proposal {
 				if _, err := b.insts[bob].ProposeUpdate(ctx, g1); err != nil {
