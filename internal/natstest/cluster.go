@@ -183,20 +183,37 @@ func (c *Cluster) Nodes() []*Server { return c.nodes }
 // there is none.
 func (c *Cluster) Node(name string) *Server {
 	c.tb.Helper()
-	for _, s := range c.nodes {
-		if s.Name() == name {
-			return s
-		}
-	}
-	c.tb.Fatalf("natstest: cluster has no node %q", name)
-	return nil
+	return nodeNamed(c.tb, c.nodes, name)
 }
 
 // URL lists every node's client URL, comma-separated, as nats.Connect
 // accepts it: a client fails over to another node when its own goes away.
-func (c *Cluster) URL() string {
-	urls := make([]string, len(c.nodes))
-	for i, s := range c.nodes {
+func (c *Cluster) URL() string { return clusterURL(c.nodes) }
+
+// node is what a Cluster's and a ProcessCluster's nodes have in common.
+type node interface {
+	Name() string
+	URL() string
+}
+
+// nodeNamed returns the node of nodes with the given server name, failing
+// the test if there is none.
+func nodeNamed[N node](tb testing.TB, nodes []N, name string) N {
+	tb.Helper()
+	for _, s := range nodes {
+		if s.Name() == name {
+			return s
+		}
+	}
+	tb.Fatalf("natstest: cluster has no node %q", name)
+	var none N
+	return none
+}
+
+// clusterURL lists the nodes' client URLs, comma-separated.
+func clusterURL[N node](nodes []N) string {
+	urls := make([]string, len(nodes))
+	for i, s := range nodes {
 		urls[i] = s.URL()
 	}
 	return strings.Join(urls, ",")

@@ -66,23 +66,11 @@ func (c *ProcessCluster) Nodes() []*Process { return c.nodes }
 // there is none.
 func (c *ProcessCluster) Node(name string) *Process {
 	c.t.Helper()
-	for _, s := range c.nodes {
-		if s.name == name {
-			return s
-		}
-	}
-	c.t.Fatalf("natstest: process cluster has no node %q", name)
-	return nil
+	return nodeNamed(c.t, c.nodes, name)
 }
 
 // URL lists every node's client URL, comma-separated (see Cluster.URL).
-func (c *ProcessCluster) URL() string {
-	urls := make([]string, len(c.nodes))
-	for i, s := range c.nodes {
-		urls[i] = s.URL()
-	}
-	return strings.Join(urls, ",")
-}
+func (c *ProcessCluster) URL() string { return clusterURL(c.nodes) }
 
 // StreamLeader waits until the stream info names a leader and returns
 // that node.
