@@ -43,6 +43,19 @@ type Member struct {
 	held    map[events.InstallationID]*Lease
 	members int
 	joined  bool
+	maxHeld int // 0: no limit
+}
+
+// SetMaxHeld bounds how many installations the member holds at once (0,
+// the default: no bound): what a process can serve (its open files, its
+// memory). It takes none beyond it, its own share included, which other
+// members take once its owner has left it free for a TTL, as an
+// installation its owner does not know; with every member at its bound
+// the rest stay unheld. Set it before Run.
+func (m *Member) SetMaxHeld(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maxHeld = max(n, 0)
 }
 
 // NewMember returns a member of b's share group. name (letters, digits,
@@ -191,6 +204,7 @@ type run struct {
 	owners   map[events.InstallationID]string
 	liveKey  string
 	warned   bool // an acquire failure was logged at Warn since the last success
+	full     bool // at Member.SetMaxHeld's bound (logged)
 	mismatch bool // the bucket changed under the member (logged)
 	gone     bool // the last pass found no bucket stream (errBucketGone)
 	serving  sync.WaitGroup
@@ -461,6 +475,9 @@ func (r *run) pass(ctx context.Context) {
 			since = now
 			r.freeSince[key] = now
 		}
+		if !r.roomFor(inst) {
+			continue
+		}
 		switch {
 		case owner == r.m.id:
 			r.take(ctx, inst, key, false)
@@ -491,6 +508,24 @@ func (r *run) join(ctx context.Context) {
 	}
 	r.self = ls
 	r.b.logger.Info("lease: joined share group", "group", r.b.group, "member", r.m.id, "bucket", r.b.name)
+}
+
+// roomFor reports whether the member may take one more installation
+// (Member.SetMaxHeld); the first refusal since it last had room is logged.
+func (r *run) roomFor(inst events.InstallationID) bool {
+	r.m.mu.Lock()
+	limit := r.m.maxHeld
+	r.m.mu.Unlock()
+	if limit == 0 || len(r.holdings) < limit {
+		r.full = false
+		return true
+	}
+	if !r.full {
+		r.full = true
+		r.b.logger.Warn("lease: holding as many installations as this member may (SetMaxHeld); leaving the others to the group",
+			"group", r.b.group, "member", r.m.id, "held", len(r.holdings), "max", limit, "installation", string(inst))
+	}
+	return false
 }
 
 // rendezvous returns the member of ids with the highest score for the

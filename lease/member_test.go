@@ -281,3 +281,54 @@ func TestSharePartitionedMemberStepsAside(t *testing.T) {
 	})
 	tr.check(t)
 }
+
+// A member bounded by SetMaxHeld never holds more than its bound: the
+// installations of its share beyond it are left free, and the other
+// member takes them once they have been free for a TTL. When the other
+// member leaves, the bounded one still holds no more than its bound, and
+// the rest stay unheld.
+func TestShareMemberHoldsNoMoreThanItsBound(t *testing.T) {
+	cfg := startServer(t)
+	insts := installations(12)
+	tr := newTracker()
+	pa := newProc(t, cfg, "A", "g", testTTL)
+	a := &member{proc: pa, m: pa.bucket.NewMember("A"), done: make(chan error, 1)}
+	a.m.SetMaxHeld(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	var most int
+	var mu sync.Mutex
+	serve := tr.serve("A")
+	go func() {
+		a.done <- a.m.Run(ctx, func() []events.InstallationID { return insts }, func(ctx context.Context, ls *Lease) {
+			mu.Lock()
+			most = max(most, len(a.m.Held()))
+			mu.Unlock()
+			serve(ctx, ls)
+		})
+	}()
+	t.Cleanup(a.stop)
+	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
+	eventually(t, "every installation served, A at its bound", func() bool {
+		by, n := tr.servedBy()
+		return n == len(insts) && by["A"] == 3 && by["B"] == len(insts)-3
+	})
+	tr.check(t)
+
+	b.stop()
+	eventually(t, "B's installations let go", func() bool {
+		by, _ := tr.servedBy()
+		return by["B"] == 0
+	})
+	// A TTL and more for A to take what it may of B's: nothing.
+	time.Sleep(2 * testTTL)
+	if by, n := tr.servedBy(); by["A"] != 3 || n != 3 || len(a.m.Held()) != 3 {
+		t.Fatalf("with B gone, A serves %d of %d served (holds %d); want its bound, 3", by["A"], n, len(a.m.Held()))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 3 {
+		t.Fatalf("A held %d installations at once, more than its bound of 3", most)
+	}
+	tr.check(t)
+}
