@@ -156,6 +156,13 @@ func runFollow(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.share == "" {
+		// A share group's member holds no more than it can keep open
+		// (openShare); alone, follow must keep every one open.
+		if err := checkCapacity(len(targets)); err != nil {
+			return err
+		}
+	}
 	var shared projections.Key
 	for _, t := range targets {
 		if t.keyPath == "" {

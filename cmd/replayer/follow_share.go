@@ -125,9 +125,14 @@ func openShare(ctx context.Context, env *cliEnv, o *followOpts, log *eventlog.Lo
 		newFollower: newFollower, rescan: rescan, targets: map[events.InstallationID]followTarget{},
 		resting: map[events.InstallationID]time.Time{}}
 	s.setTargets(targets)
+	// Past the open-file limit, every read model opened beyond it fails:
+	// the member holds no more than it can keep open, and leaves the
+	// others to the group.
+	capacity, limit := followCapacity()
+	s.member.SetMaxHeld(capacity)
 	env.logger().Info("following read models as a member of a share group", "group", o.share, "member", s.member.ID(),
 		"bucket", b.Name(), "lease_ttl", b.TTL().String(), "read_models_known", len(targets),
-		"takeover_within", b.TakeoverBound().String())
+		"takeover_within", b.TakeoverBound().String(), "read_models_at_most", capacity, "open_file_limit", limit)
 	return s, nil
 }
 
@@ -251,15 +256,19 @@ type shareStatus struct {
 	Member  string `json:"member"`
 	Joined  bool   `json:"joined"`
 	Members int    `json:"members"`
-	// Held counts the read models this member follows now.
+	// Held counts the read models this member follows now; MaxHeld is
+	// the most it may (what its open-file limit lets it keep open; 0: no
+	// bound). A member at its bound leaves the others to the group.
 	Held     int    `json:"held"`
+	MaxHeld  int    `json:"max_held,omitempty"`
 	LeaseTTL string `json:"lease_ttl"`
 }
 
 func (s *shareRun) status() *shareStatus {
 	n, joined := s.member.Members()
+	maxHeld, _ := followCapacity()
 	return &shareStatus{Group: s.group, Member: s.member.ID(), Joined: joined, Members: n,
-		Held: len(s.member.Held()), LeaseTTL: s.bucket.TTL().String()}
+		Held: len(s.member.Held()), MaxHeld: maxHeld, LeaseTTL: s.bucket.TTL().String()}
 }
 
 // build makes the read model this follower was given, and does not have,
