@@ -79,7 +79,7 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 		}
 		sent = sent || eventlog.Unanswered(err)
 		if limit > 0 && time.Since(start) >= limit {
-			return nil, undecided(fmt.Errorf("no answer for %v (%d tries): %w", time.Since(start).Round(time.Second), attempt+1, err))
+			return nil, undecided(fmt.Errorf("no answer for %v (%d tries): %w", time.Since(start).Round(time.Millisecond), attempt+1, err))
 		}
 		reason := telemetry.RetryNoLeader
 		if eventlog.Unanswered(err) {

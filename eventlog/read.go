@@ -446,7 +446,7 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 				return nil, fmt.Errorf("eventlog: stream %s: fetch %s after seq %d: %w", l.cfg.Stream, inst, seq-1, err)
 			case !time.Now().Before(giveUp):
 				return nil, l.logStalled(fmt.Errorf("%w: stream %s: fetch %s after seq %d: no answer for %v (%d tries): %w",
-					ErrStalled, l.cfg.Stream, inst, seq-1, time.Since(start).Round(time.Second), attempt+1, err), string(inst))
+					ErrStalled, l.cfg.Stream, inst, seq-1, time.Since(start).Round(time.Millisecond), attempt+1, err), string(inst))
 			}
 			l.logger.Debug("eventlog: message get unanswered; asking again", "stream", l.cfg.Stream, "installation", string(inst),
 				"seq", seq-1, "attempt", attempt+1, "err", err)
