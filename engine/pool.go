@@ -12,6 +12,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/fdlimit"
 	"github.com/epochlog/epochlog/projections"
 )
 
@@ -61,7 +62,11 @@ type PoolOptions struct {
 	// MaxOpen caps how many installations are open at once (read models
 	// and their files), in use or idle (default DefaultMaxOpen). It is a
 	// hard cap: an acquire that needs a slot while all MaxOpen are in use
-	// waits for a release (see Wait). Below 0 counts as 1.
+	// waits for a release (see Wait). Below 0 counts as 1. It is kept
+	// under what the process's open-file limit lets it keep open (6
+	// descriptors a read model, 256 kept for the rest; package
+	// internal/fdlimit), with a warning in the log: past the limit,
+	// every open would fail.
 	MaxOpen int
 	// Wait bounds how long an acquire waits for a slot when all MaxOpen
 	// open installations are in use (default DefaultPoolWait); it then
@@ -204,10 +209,17 @@ func NewPool(l *eventlog.Log, keys KeyFunc, opts *PoolOptions) *Pool {
 	if opts != nil {
 		o = *opts
 	}
+	maxOpen := max(cmp.Or(o.MaxOpen, DefaultMaxOpen), 1)
+	if fit, limit := fdlimit.ReadModels(); fit > 0 && maxOpen > fit {
+		l.Logger().Warn("engine: pool: keeping fewer installations open than asked: the open-file limit has room for no more",
+			"stream", l.Stream(), "max_open", maxOpen, "kept_open_at_most", fit, "open_file_limit", limit,
+			"descriptors_each", fdlimit.PerReadModel)
+		maxOpen = fit
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
 		log: l, keys: keys, ctx: ctx, cancel: cancel,
-		max:     max(cmp.Or(o.MaxOpen, DefaultMaxOpen), 1),
+		max:     maxOpen,
 		wait:    cmp.Or(o.Wait, DefaultPoolWait),
 		par:     max(cmp.Or(o.OpenParallelism, 2*runtime.GOMAXPROCS(0)), 1),
 		instOpt: o.Installation,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/fdlimit"
 	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
@@ -879,4 +880,26 @@ func TestPoolAcquireWithEndedContextOpensNothing(t *testing.T) {
 		t.Fatalf("acquire of an open installation with an ended context: %v (same installation: %v), want it", err, again == in)
 	}
 	release()
+}
+
+// A Pool keeps its cap under what the process's open-file limit lets it
+// keep open (past it every open would fail), and says so: asked for 10
+// with room for 2, it keeps 2 open at most, evicting for a third.
+func TestPoolKeepsItsCapUnderTheOpenFileLimit(t *testing.T) {
+	f := newPoolFixture(t, 3)
+	prev := fdlimit.Limit
+	fdlimit.Limit = func() (uint64, bool) { return fdlimit.Reserve + 2*fdlimit.PerReadModel, true }
+	t.Cleanup(func() { fdlimit.Limit = prev })
+	p := f.pool(10, time.Minute)
+	if got := p.MaxOpen(); got != 2 {
+		t.Fatalf("MaxOpen with room for 2 open read models: %d, want 2", got)
+	}
+	for _, id := range f.ids {
+		if err := p.With(context.Background(), id, func(*Installation) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := p.Stats(); s.Opens != 3 || s.Evictions != 1 {
+		t.Fatalf("stats %+v after using 3 installations with room for 2: want 3 opens and 1 eviction", s)
+	}
 }

@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/fdlimit"
 )
 
 // withFileLimit makes follow see an open-file limit that fits n read
 // models, for the test.
 func withFileLimit(t *testing.T, n int) {
 	t.Helper()
-	prev := openFileLimit
-	openFileLimit = func() (uint64, bool) { return uint64(fdReserve + n*fdsPerReadModel), true }
-	t.Cleanup(func() { openFileLimit = prev })
+	prev := fdlimit.Limit
+	fdlimit.Limit = func() (uint64, bool) { return uint64(fdlimit.Reserve + n*fdlimit.PerReadModel), true }
+	t.Cleanup(func() { fdlimit.Limit = prev })
 }
 
 // Follow refuses, at once and naming the counts, more read models than
