@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // the same run, the time of asking the stream how far each read model is
 // behind (Log.Pending, eight at a time, as /readyz did for every read
 // model at every probe until 2026-12-07; asking-ms) with the probe's
-// share of it (of-asking).
+// share of it (of-asking); and the process's open descriptors and
+// resident memory per read model once they were ready (Linux /proc).
 func BenchmarkFollowReadyz(b *testing.B) {
 	n := 200
 	if s := os.Getenv("EPOCHLOG_BENCH_FOLLOW"); s != "" {
@@ -56,6 +58,13 @@ func BenchmarkFollowReadyz(b *testing.B) {
 		}
 	}
 	ready := time.Since(start)
+	// What the followed read models hold (the server's consumers, in
+	// this process too, included): descriptors and resident memory.
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rss := residentBytes(b)
 
 	// What the probe did before: the stream asked for each read model,
 	// at its checkpoint (its installation's last event: caught up).
@@ -92,5 +101,27 @@ func BenchmarkFollowReadyz(b *testing.B) {
 	b.ReportMetric(float64(asking)/1e6, "asking-ms")
 	b.ReportMetric(float64(perProbe)/float64(asking), "of-asking")
 	b.ReportMetric(float64(n), "read-models")
+	b.ReportMetric(float64(len(fds))/float64(n), "fds/read-model")
+	b.ReportMetric(float64(rss)/float64(n)/(1<<20), "rss-MiB/read-model")
 	f.stop()
+}
+
+// residentBytes is the process's resident memory (VmRSS, Linux).
+func residentBytes(b *testing.B) uint64 {
+	b.Helper()
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(st)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kib, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				b.Fatalf("VmRSS %q: %v", rest, err)
+			}
+			return kib << 10
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }

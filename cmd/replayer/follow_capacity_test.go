@@ -24,13 +24,8 @@ func withFileLimit(t *testing.T, n int) {
 // the limit failed, were tried again, and those read models were never
 // followed); as many as fit are followed.
 func TestFollowRefusesMoreReadModelsThanItCanKeepOpen(t *testing.T) {
-	srv, l := startLog(t)
-	dir := t.TempDir()
-	for i := range 3 {
-		createInstallation(t, l, dir, events.InstallationID(fmt.Sprintf("cap-%d", i)))
-	}
-	withFileLimit(t, 2)
-	f := startFollow(t, srv.URL(), dir, "--db-keys-beside")
+	url, dir := threeReadModelsRoomForTwo(t)
+	f := startFollow(t, url, dir, "--db-keys-beside")
 	select {
 	case code := <-f.code:
 		f.code <- code
@@ -47,7 +42,7 @@ func TestFollowRefusesMoreReadModelsThanItCanKeepOpen(t *testing.T) {
 	}
 
 	withFileLimit(t, 3)
-	f = startFollow(t, srv.URL(), dir, "--db-keys-beside")
+	f = startFollow(t, url, dir, "--db-keys-beside")
 	f.waitFor(t, "every read model followed", func() bool {
 		return strings.Count(f.stderr.String(), `msg="following read model"`) == 3
 	})
@@ -59,13 +54,8 @@ func TestFollowRefusesMoreReadModelsThanItCanKeepOpen(t *testing.T) {
 // A share group's member holds no more read models than it can keep open,
 // says so, and leaves the others to the group.
 func TestFollowShareHoldsNoMoreThanItCanKeepOpen(t *testing.T) {
-	srv, l := startLog(t)
-	dir := t.TempDir()
-	for i := range 3 {
-		createInstallation(t, l, dir, events.InstallationID(fmt.Sprintf("cap-%d", i)))
-	}
-	withFileLimit(t, 2)
-	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "capped", "--lease-ttl", "2s")
+	url, dir := threeReadModelsRoomForTwo(t)
+	f := startFollow(t, url, dir, "--db-keys-beside", "--share", "capped", "--lease-ttl", "2s")
 	f.waitFor(t, "two read models followed", func() bool {
 		return strings.Count(f.stderr.String(), `msg="following read model"`) == 2
 	})
@@ -79,4 +69,18 @@ func TestFollowShareHoldsNoMoreThanItCanKeepOpen(t *testing.T) {
 	if code := f.stop(); code != exitInterrupted {
 		t.Fatalf("follow exited %d: %s", code, f.stderr.String())
 	}
+}
+
+// threeReadModelsRoomForTwo makes three installations with their read
+// models (keys beside) in a directory, and an open-file limit with room
+// for two; it returns the server's URL and the directory.
+func threeReadModelsRoomForTwo(t *testing.T) (string, string) {
+	t.Helper()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	for i := range 3 {
+		createInstallation(t, l, dir, events.InstallationID(fmt.Sprintf("cap-%d", i)))
+	}
+	withFileLimit(t, 2)
+	return srv.URL(), dir
 }

@@ -5,9 +5,9 @@ package fdlimit
 
 // PerReadModel is how many file descriptors an open read model keeps:
 // its SQLCipher connections' database, WAL and shared-memory files and
-// its writer lock (6, counted on a follower of 2,000 read models: 12,019
-// descriptors; docs/benchmarks.md, "A follower's readiness over 1,000
-// read models"). It is measured, not counted at run time: a change to the
+// its writer lock (6: BenchmarkFollowReadyz's fds/read-model, 6.0 at
+// 2,000 read models; docs/benchmarks.md, "A follower's readiness over
+// 1,000 read models"). It is measured, not counted at run time: a change to the
 // read model's connections moves it.
 const PerReadModel = 6
 
