@@ -47,15 +47,15 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		// tests' servers start meanwhile): a node that cannot listen
 		// never gets ready, so pick other ports rather than wait for it.
 		if attempt == 5 {
-			tb.Fatalf("natstest: cluster: port %d taken before its node started, %d times", taken, attempt)
+			tb.Fatalf("natstest: cluster: %v (%d times)", taken, attempt)
 		}
 	}
 }
 
 // startCluster starts n nodes under root on ports picked free. If a
 // node's ports are taken by the time it starts, it shuts down the nodes
-// it started and returns nil and the port.
-func startCluster(tb testing.TB, n int, root string) (*Cluster, int) {
+// it started and returns nil and what was taken.
+func startCluster(tb testing.TB, n int, root string) (*Cluster, error) {
 	tb.Helper()
 	// Every node routes to every other, so the ports are fixed before any
 	// node starts; a restarted node comes back on the same ones. One pick
@@ -73,7 +73,7 @@ func startCluster(tb testing.TB, n int, root string) (*Cluster, int) {
 				for _, s := range c.nodes {
 					s.Shutdown()
 				}
-				return nil, p
+				return nil, fmt.Errorf("port %d taken before its node started", p)
 			}
 		}
 		name := fmt.Sprintf("node%d", i)
@@ -85,14 +85,27 @@ func startCluster(tb testing.TB, n int, root string) (*Cluster, int) {
 		opts.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: routePorts[i]}
 		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		s := &Server{tb: tb, opts: opts}
-		if err := s.start(); err != nil {
+		if beforeNodeStart != nil {
+			beforeNodeStart(clientPorts[i])
+		}
+		if err := s.start(); errors.Is(err, errPortTaken) {
+			// Taken since portFree looked: start over, as above.
+			for _, s := range c.nodes {
+				s.Shutdown()
+			}
+			return nil, fmt.Errorf("%s: %w", name, err)
+		} else if err != nil {
 			tb.Fatalf("natstest: cluster %s: %v", name, err)
 		}
 		tb.Cleanup(s.Shutdown)
 		c.nodes = append(c.nodes, s)
 	}
-	return c, 0
+	return c, nil
 }
+
+// beforeNodeStart, when set (by a test), is called with a cluster
+// node's client port just before the node starts.
+var beforeNodeStart func(clientPort int)
 
 // portFree reports whether a loopback port can be listened on now.
 func portFree(port int) bool {

@@ -2,6 +2,11 @@ package natstest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -128,5 +133,91 @@ func TestProcessClusterKill(t *testing.T) {
 	}
 	if info := st.CachedInfo(); info.State.Msgs != 2 || info.Cluster == nil || info.Cluster.Leader != old.Name() {
 		t.Fatalf("stream: %d messages, cluster %+v; want 2 messages, led by %s again", info.State.Msgs, info.Cluster, old.Name())
+	}
+}
+
+// A server given a port someone else listens on says so (errPortTaken),
+// rather than waiting out readyTimeout for a listener it will never have.
+func TestStartOnATakenPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := &Server{tb: t, opts: serverOptions(t, Options{StoreDir: t.TempDir(), Port: port})}
+	err = s.start()
+	if !errors.Is(err, errPortTaken) {
+		t.Fatalf("start on a taken port: %v, want errPortTaken", err)
+	}
+	if !strings.Contains(err.Error(), strconv.Itoa(port)) {
+		t.Fatalf("the error does not name port %d: %v", port, err)
+	}
+	if s.NATSServer() != nil {
+		t.Fatal("a server that never listened is reported running")
+	}
+}
+
+// A cluster node's port taken after it was picked free (by a client
+// connection's local port, say) makes StartCluster start over on other
+// ports instead of failing: the failure CI met.
+func TestClusterStartsOverWhenAPortIsTaken(t *testing.T) {
+	var taken net.Listener
+	starts := 0
+	beforeNodeStart = func(port int) {
+		starts++
+		if taken != nil {
+			return
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatalf("take port %d: %v", port, err)
+		}
+		taken = ln
+	}
+	defer func() { beforeNodeStart = nil }()
+	c := StartCluster(t, 3)
+	defer taken.Close()
+	if starts != 4 {
+		t.Fatalf("%d node starts, want 4 (one refused, then three)", starts)
+	}
+	takenURL := "nats://" + taken.Addr().String()
+	for _, n := range c.Nodes() {
+		if n.URL() == takenURL {
+			t.Fatalf("node %s on the taken port %s", n.Name(), takenURL)
+		}
+	}
+	nc := c.Nodes()[0].Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The same for a nats-server process: it exits saying it cannot listen,
+// and start says the port is taken instead of waiting (or reaching
+// whatever listens there).
+func TestProcessOnATakenPort(t *testing.T) {
+	bin, err := serverBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := &Process{t: t, bin: bin, port: port, store: t.TempDir(), name: "taken"}
+	err = s.start()
+	if !errors.Is(err, errPortTaken) {
+		s.Kill()
+		t.Fatalf("start on a taken port: %v, want errPortTaken", err)
+	}
+	if !strings.Contains(err.Error(), strconv.Itoa(port)) {
+		t.Fatalf("the error does not name port %d: %v", port, err)
 	}
 }

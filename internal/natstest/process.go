@@ -1,14 +1,15 @@
 package natstest
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -62,14 +63,20 @@ func serverBinary() (string, error) {
 // process on a fixed port and store directory, so it can be killed with
 // SIGKILL and started again on the same state.
 type Process struct {
-	t     *testing.T
-	bin   string
-	port  int
-	store string
-	name  string   // server name; empty but in a ProcessCluster
-	args  []string // the command line's arguments after the store's and port's
-	cmd   *exec.Cmd
+	t       *testing.T
+	bin     string
+	port    int
+	store   string
+	name    string   // server name, which the client checks it reached
+	cluster bool     // a ProcessCluster's node: ready when it takes clients
+	args    []string // the command line's arguments after the name's, store's and port's
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has exited and been waited for
+	stderr  *tail         // the end of cmd's standard error
 }
+
+// processes numbers the processes StartProcess names.
+var processes atomic.Int64
 
 // StartProcess builds nats-server (once per test binary) and starts it with
 // JetStream on a free loopback port and a fresh store; the test's cleanup
@@ -80,16 +87,21 @@ func StartProcess(t *testing.T) *Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	store := t.TempDir()
+	name := fmt.Sprintf("natstest-%d-%d", os.Getpid(), processes.Add(1))
+	for attempt := 1; ; attempt++ {
+		s := &Process{t: t, bin: bin, port: freePorts(t, 1)[0], store: store, name: name}
+		err := s.start()
+		if err == nil {
+			t.Cleanup(s.Kill)
+			return s
+		}
+		// A port picked free can be taken before the process listens on
+		// it (see errPortTaken): pick another.
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			t.Fatalf("natstest: %v", err)
+		}
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Process{t: t, bin: bin, port: port, store: t.TempDir()}
-	s.Start()
-	t.Cleanup(s.Kill)
-	return s
 }
 
 // Store is the process's JetStream store directory.
@@ -98,7 +110,7 @@ func (s *Process) Store() string { return s.store }
 // URL is the client URL of the process.
 func (s *Process) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
-// Name is the process's server name in a ProcessCluster.
+// Name is the process's server name.
 func (s *Process) Name() string { return s.name }
 
 // Start starts the process (again) on the same port and store and waits
@@ -107,33 +119,71 @@ func (s *Process) Name() string { return s.name }
 // cluster waits for).
 func (s *Process) Start() {
 	s.t.Helper()
-	args := append([]string{"-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port)}, s.args...)
-	s.cmd = exec.Command(s.bin, args...)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
+	if err := s.start(); err != nil {
+		s.t.Fatalf("natstest: %v", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		nc, err := nats.Connect(s.URL())
-		if err == nil {
-			if s.name != "" {
-				nc.Close()
-				return
+}
+
+// start is Start, returning errPortTaken if the process exits saying it
+// could not listen, and an error naming what it said if it exits
+// otherwise.
+func (s *Process) start() error {
+	args := append([]string{"-n", s.name, "-js", "-sd", s.store, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port)}, s.args...)
+	cmd := exec.Command(s.bin, args...)
+	s.stderr = &tail{}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("nats-server process: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
+	var err error
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			s.cmd = nil
+			said := s.stderr.String()
+			if strings.Contains(said, "Error listening") {
+				return fmt.Errorf("nats-server process on port %d: %w: %s", s.port, errPortTaken, said)
 			}
-			js, jerr := nc.JetStream()
-			if jerr == nil {
-				if _, jerr = js.AccountInfo(); jerr == nil {
-					nc.Close()
-					return
-				}
-			}
-			nc.Close()
+			return fmt.Errorf("nats-server process on port %d exited: %s", s.port, said)
+		default:
+		}
+		if err = s.ready(); err == nil {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("nats-server process on port %d not ready: %v", s.port, err)
+			s.Kill()
+			return fmt.Errorf("nats-server process on port %d not ready after %v: %w", s.port, readyTimeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// ready reports why the process does not take clients yet (nil if it
+// does): alone, until JetStream answers too. A server that answers under
+// another name is another test's, on a port this one could not take.
+func (s *Process) ready() error {
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if got := nc.ConnectedServerName(); got != s.name {
+		return fmt.Errorf("port %d answered by server %q, not %q", s.port, got, s.name)
+	}
+	if s.cluster {
+		return nil
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		return err
+	}
+	_, err = js.AccountInfo()
+	return err
 }
 
 // Kill sends SIGKILL and waits for the process to go.
@@ -142,8 +192,31 @@ func (s *Process) Kill() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
+}
+
+// tail keeps the last 4 KiB written to it: enough of a process's log to
+// say why it exited.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - 4<<10; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
 }
 
 // Freeze stops the process (SIGSTOP) without closing its connections: a

@@ -3,6 +3,7 @@ package natstest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -39,6 +40,22 @@ func StartProcessCluster(t *testing.T, n int) *ProcessCluster {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		c, err := startProcessCluster(t, bin, n, filepath.Join(root, strconv.Itoa(attempt)))
+		if err == nil {
+			c.waitPlaceable()
+			return c
+		}
+		// A port taken since it was picked (see errPortTaken): other ports.
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			t.Fatalf("natstest: process cluster: %v", err)
+		}
+	}
+}
+
+// startProcessCluster starts n nodes under root on ports picked free. If
+// a node cannot start, it kills those it started and says why.
+func startProcessCluster(t *testing.T, bin string, n int, root string) (*ProcessCluster, error) {
 	ports := freePorts(t, 2*n)
 	clientPorts, routePorts := ports[:n], ports[n:]
 	routes := make([]string, n)
@@ -48,15 +65,19 @@ func StartProcessCluster(t *testing.T, n int) *ProcessCluster {
 	c := &ProcessCluster{t: t}
 	for i := range n {
 		name := fmt.Sprintf("node%d", i)
-		s := &Process{t: t, bin: bin, port: clientPorts[i], store: filepath.Join(root, name), name: name,
-			args: []string{"-n", name, "--cluster_name", "natstest",
+		s := &Process{t: t, bin: bin, port: clientPorts[i], store: filepath.Join(root, name), name: name, cluster: true,
+			args: []string{"--cluster_name", "natstest",
 				"--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}}
-		s.Start()
+		if err := s.start(); err != nil {
+			for _, s := range c.nodes {
+				s.Kill()
+			}
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
 		t.Cleanup(s.Kill)
 		c.nodes = append(c.nodes, s)
 	}
-	c.waitPlaceable()
-	return c
+	return c, nil
 }
 
 // Nodes returns the cluster's processes, in start order.
