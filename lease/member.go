@@ -44,6 +44,7 @@ type Member struct {
 	members int
 	joined  bool
 	maxHeld int // 0: no limit
+	unheld  int // known installations nobody held at the last pass
 }
 
 // SetMaxHeld bounds how many installations the member holds at once (0,
@@ -113,6 +114,17 @@ func (m *Member) Members() (int, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.members, m.joined
+}
+
+// Unheld returns how many of the installations this process knows no
+// member of the group held at the member's last pass, though one could
+// have taken each over (it had been free for longer than a TTL and a
+// pass): installations nobody follows, because every member is at its
+// bound (SetMaxHeld) or every attempt to serve them fails.
+func (m *Member) Unheld() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unheld
 }
 
 // Run makes the member take part in its share group until ctx ends, and
@@ -432,6 +444,13 @@ func (r *run) pass(ctx context.Context) {
 		return
 	}
 	every := r.b.RenewEvery()
+	unheld := 0
+	defer func() {
+		r.m.mu.Lock()
+		r.m.unheld = unheld
+		r.m.mu.Unlock()
+		r.b.metrics.ShareUnheld(unheld)
+	}()
 	for _, inst := range known {
 		p, ok := r.pseudos[inst]
 		if !ok {
@@ -458,12 +477,6 @@ func (r *run) pass(ctx context.Context) {
 			}
 			continue
 		}
-		if until, ok := r.cooldown[inst]; ok {
-			if now.Before(until) {
-				continue
-			}
-			delete(r.cooldown, inst)
-		}
 		s := r.view[key]
 		free := s == nil || s.st.op != opPut || now.Sub(s.at) > r.b.ttl || s.st.rec.Member == r.m.id
 		if !free {
@@ -474,6 +487,16 @@ func (r *run) pass(ctx context.Context) {
 		if !ok {
 			since = now
 			r.freeSince[key] = now
+		}
+		if now.Sub(since) >= r.b.ttl+every {
+			// Any member could have taken it as an orphan by now.
+			unheld++
+		}
+		if until, ok := r.cooldown[inst]; ok {
+			if now.Before(until) {
+				continue
+			}
+			delete(r.cooldown, inst)
 		}
 		if !r.roomFor(inst) {
 			continue

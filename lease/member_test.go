@@ -314,17 +314,22 @@ func TestShareMemberHoldsNoMoreThanItsBound(t *testing.T) {
 		return n == len(insts) && by["A"] == 3 && by["B"] == len(insts)-3
 	})
 	tr.check(t)
+	if n := a.m.Unheld(); n != 0 {
+		t.Fatalf("A counts %d installations unheld while every one is served", n)
+	}
 
 	b.stop()
 	eventually(t, "B's installations let go", func() bool {
 		by, _ := tr.servedBy()
 		return by["B"] == 0
 	})
-	// A TTL and more for A to take what it may of B's: nothing.
+	// A TTL and more for A to take what it may of B's: nothing. The rest
+	// are counted as nobody's once any member could have taken them.
 	time.Sleep(2 * testTTL)
 	if by, n := tr.servedBy(); by["A"] != 3 || n != 3 || len(a.m.Held()) != 3 {
 		t.Fatalf("with B gone, A serves %d of %d served (holds %d); want its bound, 3", by["A"], n, len(a.m.Held()))
 	}
+	eventually(t, "A to count the 9 installations nobody holds", func() bool { return a.m.Unheld() == len(insts)-3 })
 	mu.Lock()
 	defer mu.Unlock()
 	if most > 3 {

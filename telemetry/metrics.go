@@ -106,6 +106,7 @@ type Metrics struct {
 	leaseAcquired *prometheus.CounterVec
 	leaseLost     *prometheus.CounterVec
 	shareMembers  prometheus.Gauge
+	shareUnheld   prometheus.Gauge
 
 	all []prometheus.Collector
 }
@@ -186,10 +187,14 @@ func NewMetrics() *Metrics {
 			Namespace: Namespace, Name: "share_members",
 			Help: "Live members of the share group this process belongs to, itself included, as it last saw them.",
 		}),
+		shareUnheld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "share_unheld",
+			Help: "Installations this process knows that no member of its share group held at its last pass, though one could have taken each over: followed by nobody (every member at its bound, or serving them fails). Alert on it above 0.",
+		}),
 	}
 	m.all = []prometheus.Collector{m.appended, m.applied, m.applyErrors, m.appendSeconds, m.conflicts,
 		m.retries, m.reconnects, m.disconnects, m.leaderChanges, m.connected, m.openReadModel,
-		m.lagEvents, m.lagSeconds, m.checkpoint, m.leasesHeld, m.leaseAcquired, m.leaseLost, m.shareMembers}
+		m.lagEvents, m.lagSeconds, m.checkpoint, m.leasesHeld, m.leaseAcquired, m.leaseLost, m.shareMembers, m.shareUnheld}
 	return m
 }
 
@@ -353,6 +358,14 @@ func (m *Metrics) LeaseReleased() {
 func (m *Metrics) ShareMembers(n int) {
 	if m != nil {
 		m.shareMembers.Set(float64(n))
+	}
+}
+
+// ShareUnheld records the installations this process knows that no
+// member of its share group holds (lease.Member.Unheld).
+func (m *Metrics) ShareUnheld(n int) {
+	if m != nil {
+		m.shareUnheld.Set(float64(n))
 	}
 }
 

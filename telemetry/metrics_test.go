@@ -39,6 +39,7 @@ func touched() *Metrics {
 		m.LeaseLost(r)
 	}
 	m.ShareMembers(3)
+	m.ShareUnheld(2)
 	return m
 }
 
@@ -89,6 +90,7 @@ func TestMetricsExported(t *testing.T) {
 		"epochlog_lease_acquisitions_total":    dto.MetricType_COUNTER,
 		"epochlog_lease_losses_total":          dto.MetricType_COUNTER,
 		"epochlog_share_members":               dto.MetricType_GAUGE,
+		"epochlog_share_unheld":                dto.MetricType_GAUGE,
 	}
 	for name, typ := range want {
 		f, ok := fams[name]
@@ -146,6 +148,7 @@ func TestMetricsNilAndGone(t *testing.T) {
 	m.LeaseLost(LeaseExpired)
 	m.LeaseReleased()
 	m.ShareMembers(1)
+	m.ShareUnheld(1)
 	if Logger(nil) == nil {
 		t.Fatal("Logger(nil) is nil")
 	}

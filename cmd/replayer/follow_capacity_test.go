@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -55,16 +56,30 @@ func TestFollowRefusesMoreReadModelsThanItCanKeepOpen(t *testing.T) {
 // says so, and leaves the others to the group.
 func TestFollowShareHoldsNoMoreThanItCanKeepOpen(t *testing.T) {
 	url, dir := threeReadModelsRoomForTwo(t)
-	f := startFollow(t, url, dir, "--db-keys-beside", "--share", "capped", "--lease-ttl", "2s")
+	f := startFollow(t, url, dir, "--db-keys-beside", "--share", "capped", "--lease-ttl", "2s", "--metrics", "127.0.0.1:0", "--log-format", "json")
+	addr := f.metricsAddr(t)
 	f.waitFor(t, "two read models followed", func() bool {
-		return strings.Count(f.stderr.String(), `msg="following read model"`) == 2
+		return strings.Count(f.stderr.String(), `"msg":"following read model"`) == 2
 	})
 	f.waitFor(t, "the member to say it holds as many as it may", func() bool {
 		return strings.Contains(f.stderr.String(), "holding as many installations as this member may")
 	})
 	time.Sleep(5 * time.Second) // two lease TTLs and more: nothing else taken
-	if n := strings.Count(f.stderr.String(), `msg="following read model"`); n != 2 {
+	if n := strings.Count(f.stderr.String(), `"msg":"following read model"`); n != 2 {
 		t.Fatalf("the member followed %d read models with room for 2:\n%s", n, f.stderr.String())
+	}
+	// The third, which nobody follows, is counted where an operator looks.
+	f.waitFor(t, "the read model nobody follows counted", func() bool {
+		_, body := get(t, addr, "/metrics")
+		return metricValue(t, body, "epochlog_share_unheld", "") == 1
+	})
+	_, body := get(t, addr, "/readyz")
+	var r followReady
+	if err := json.Unmarshal([]byte(body), &r); err != nil || r.Share == nil {
+		t.Fatalf("/readyz body: %v: %s", err, body)
+	}
+	if r.Share.Held != 2 || r.Share.MaxHeld != 2 || r.Share.Unheld != 1 {
+		t.Fatalf("/readyz share: %+v; want 2 held of at most 2, 1 unheld", *r.Share)
 	}
 	if code := f.stop(); code != exitInterrupted {
 		t.Fatalf("follow exited %d: %s", code, f.stderr.String())

@@ -259,8 +259,13 @@ type shareStatus struct {
 	// Held counts the read models this member follows now; MaxHeld is
 	// the most it may (what its open-file limit lets it keep open; 0: no
 	// bound). A member at its bound leaves the others to the group.
-	Held     int    `json:"held"`
-	MaxHeld  int    `json:"max_held,omitempty"`
+	Held    int `json:"held"`
+	MaxHeld int `json:"max_held,omitempty"`
+	// Unheld counts the read models this member knows that no member
+	// held at its last pass though one could have taken each over
+	// (lease.Member.Unheld): nobody follows them. They do not make this
+	// member unready; epochlog_share_unheld is the series to alert on.
+	Unheld   int    `json:"unheld"`
 	LeaseTTL string `json:"lease_ttl"`
 }
 
@@ -268,7 +273,7 @@ func (s *shareRun) status() *shareStatus {
 	n, joined := s.member.Members()
 	maxHeld, _ := followCapacity()
 	return &shareStatus{Group: s.group, Member: s.member.ID(), Joined: joined, Members: n,
-		Held: len(s.member.Held()), MaxHeld: maxHeld, LeaseTTL: s.bucket.TTL().String()}
+		Held: len(s.member.Held()), MaxHeld: maxHeld, Unheld: s.member.Unheld(), LeaseTTL: s.bucket.TTL().String()}
 }
 
 // build makes the read model this follower was given, and does not have,
