@@ -8,11 +8,14 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/epochlog/epochlog/internal/serverready"
 )
 
 // embeddedReadyTimeout bounds the embedded server's start (recovering a large
@@ -80,12 +83,14 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("eventlog: embedded server (store %s): %w", storeDir, err)
 	}
 	lk.srv.Store(srv)
-	go srv.Start()
-	if !srv.ReadyForConnections(embeddedReadyTimeout) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	// A listen address in use or not this host's is said at once, not
+	// waited out.
+	if err := serverready.Start(srv, embeddedReadyTimeout); errors.Is(err, serverready.ErrListen) {
 		lk.release()
-		return nil, fmt.Errorf("eventlog: embedded server (store %s, %s:%d) not ready after %v", storeDir, cfg.ListenHost, cfg.ListenPort, embeddedReadyTimeout)
+		return nil, fmt.Errorf("%w (store %s, listening on %s): %w", ErrListenAddr, storeDir, wantedAddr(cfg), err)
+	} else if err != nil {
+		lk.release()
+		return nil, fmt.Errorf("eventlog: embedded server (store %s, listening on %s): %w", storeDir, wantedAddr(cfg), err)
 	}
 	where := "url " + srv.ClientURL()
 	if cfg.EmbeddedInProcess {
@@ -102,6 +107,19 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		lk.release()
 	}()
 	return srv, nil
+}
+
+// wantedAddr is where cfg asks the embedded server to listen, as an
+// error names it.
+func wantedAddr(cfg Config) string {
+	if cfg.EmbeddedInProcess {
+		return "no port (in process)"
+	}
+	port := "a random port"
+	if cfg.ListenPort != 0 {
+		port = "port " + strconv.Itoa(cfg.ListenPort)
+	}
+	return cfg.ListenHost + ", " + port
 }
 
 // pingInterval and pingsOut bound how long a connection to a server that

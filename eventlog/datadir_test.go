@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,4 +327,26 @@ func TestAppendSaysTheEmbeddedStoreIsOff(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "switched JetStream off") || !strings.Contains(err.Error(), filepath.Join(dir, "jetstream")) {
 		t.Fatalf("append with JetStream off: %v, want it to say so and name the store", err)
 	}
+}
+
+// An embedded server given a port in use says so at once (ErrListenAddr,
+// naming the port) instead of waiting out its start timeout with an error
+// that names nothing; its data directory is free again after.
+func TestEmbeddedListenPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	_, err = Open(context.Background(), Config{DataDir: dir, ListenPort: port}, keyring(t, 1, 0x11))
+	if !errors.Is(err, ErrListenAddr) {
+		t.Fatalf("Open on a port in use: %v, want ErrListenAddr", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("port %d", port)) {
+		t.Fatalf("the error does not name port %d: %v", port, err)
+	}
+	l := openLog(t, Config{DataDir: dir}, keyring(t, 1, 0x11))
+	mustAppend(t, l, 0, msg(group(instA, "g1"), 1, "on another port"))
 }

@@ -122,6 +122,13 @@ var (
 	// instead (Config.NATSURL), or stop it.
 	ErrStoreLocked = errors.New("eventlog: data directory locked by another embedded server")
 
+	// ErrListenAddr means the embedded server could not listen on
+	// Config.ListenHost and ListenPort: the port is in use, or the host
+	// is not an address of this machine. The error names both and what
+	// the server said. Nothing was written; the data directory's lock is
+	// released.
+	ErrListenAddr = errors.New("eventlog: embedded server cannot listen on its address")
+
 	// ErrStreamFull means the server refused an append for want of room:
 	// the stream's limit (max_bytes, max_msgs, discard new), the
 	// account's, or the server's storage (max_file_store, a full disk).

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/epochlog/epochlog/internal/serverready"
 )
 
 // readyTimeout bounds how long Start and Restart wait for the server to accept
@@ -145,13 +146,9 @@ func (s *Server) start() error {
 	if err != nil {
 		return fmt.Errorf("new server (store %s, port %d): %w", s.opts.StoreDir, s.opts.Port, err)
 	}
-	// The server reports a port it cannot listen on only to its logger
-	// (with NoLog, to nobody) and never gets ready: watch for it.
-	fatal := &fatalLogger{said: make(chan string, 1)}
-	srv.SetLogger(fatal, false, false)
-	go srv.Start()
-	if err := waitReady(srv, fatal.said); err != nil {
-		srv.Shutdown()
+	if err := serverready.Start(srv, readyTimeout); errors.Is(err, serverready.ErrListen) {
+		return fmt.Errorf("server on port %d (store %s): %w: %w", s.opts.Port, s.opts.StoreDir, errPortTaken, err)
+	} else if err != nil {
 		return fmt.Errorf("server on port %d (store %s): %w", s.opts.Port, s.opts.StoreDir, err)
 	}
 	if s.opts.Port == server.RANDOM_PORT {
@@ -166,41 +163,6 @@ func (s *Server) start() error {
 // server, or as a client connection's local port) before the node that
 // was to listen on it starts.
 var errPortTaken = errors.New("port taken")
-
-// waitReady waits until srv takes clients, or its logger says why it
-// will not.
-func waitReady(srv *server.Server, fatal <-chan string) error {
-	for deadline := time.Now().Add(readyTimeout); time.Now().Before(deadline); {
-		if srv.ReadyForConnections(50 * time.Millisecond) {
-			return nil
-		}
-		select {
-		case msg := <-fatal:
-			if strings.Contains(msg, "Error listening") {
-				return fmt.Errorf("%w: %s", errPortTaken, msg)
-			}
-			return errors.New(msg)
-		default:
-		}
-	}
-	return fmt.Errorf("not ready after %v", readyTimeout)
-}
-
-// fatalLogger is a server's logger that keeps its first fatal error and
-// drops everything else (as NoLog would).
-type fatalLogger struct{ said chan string }
-
-func (l *fatalLogger) Fatalf(format string, v ...any) {
-	select {
-	case l.said <- fmt.Sprintf(format, v...):
-	default:
-	}
-}
-func (*fatalLogger) Noticef(string, ...any) {}
-func (*fatalLogger) Warnf(string, ...any)   {}
-func (*fatalLogger) Errorf(string, ...any)  {}
-func (*fatalLogger) Debugf(string, ...any)  {}
-func (*fatalLogger) Tracef(string, ...any)  {}
 
 // URL is the client URL (nats://127.0.0.1:<port>); it stays the same across Restart.
 func (s *Server) URL() string {
