@@ -41,6 +41,12 @@ const PhaseSnapshot = "snapshot"
 // snapshot does not hold what the history gives.
 var ErrSnapshotMismatch = fmt.Errorf("%w: the snapshot does not check out against the history it replaces", ErrDrift)
 
+// ErrSnapshotSuperseded is Snapshot's refusal of a read model behind
+// the snapshots kept: as many newer ones as SnapshotOptions.Keep are
+// stored already, so this one would be deleted as soon as stored.
+// Nothing was stored or deleted.
+var ErrSnapshotSuperseded = errors.New("replay: snapshot not stored: newer snapshots are kept")
+
 // SnapshotOptions tune Snapshot.
 type SnapshotOptions struct {
 	// Options tune the check's replay (BatchSize, DB; FromStart checks
@@ -178,6 +184,13 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	case head.Installation == "" || cp == 0:
 		return nil, fail(errors.New("the read model holds no installation yet: nothing to snapshot"))
 	}
+	refs, err := listSnapshots(ctx, l, inst, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKept(refs, cp, cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep)); err != nil {
+		return nil, fail(err)
+	}
 	link, err := l.ChainLink(ctx, inst, cp)
 	if err != nil {
 		return nil, fail(err)
@@ -212,10 +225,6 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	var stored *eventlog.SnapshotRef // one at cp already: the check's base, nothing new stored
 	if !o.FromStart {
 		limit := cp - 1 // a snapshot is not checked against itself
-		refs, err := listSnapshots(ctx, l, inst, log)
-		if err != nil {
-			return nil, err
-		}
 		if so.Adjust != nil {
 			limit = cp // but an adjusted one may be checked against its predecessor at cp
 		} else if len(refs) > 0 && refs[0].Checkpoint == cp {
@@ -282,6 +291,25 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		log.Warn("replay: could not delete older snapshots", "err", err)
 	}
 	return res, nil
+}
+
+// checkKept refuses a snapshot at checkpoint cp that keeping the newest
+// keep of refs (inst's stored snapshots, newest first) and it would
+// delete at once: one taken of a read model behind the stored ones (a
+// restored copy, a follower's stale file). It would have been stored,
+// reported, and pruned by the same call.
+func checkKept(refs []eventlog.SnapshotRef, cp uint64, keep int) error {
+	var newer []uint64
+	for _, r := range refs {
+		if r.Checkpoint > cp {
+			newer = append(newer, r.Checkpoint)
+		}
+	}
+	if len(newer) < max(keep, 1) {
+		return nil
+	}
+	return fmt.Errorf("%w: the read model's checkpoint is %d, and the stream keeps %d newer snapshots (at %v) of the %d kept: "+
+		"this one would be deleted as soon as stored (snapshot a current read model, or keep more)", ErrSnapshotSuperseded, cp, len(newer), newer, keep)
 }
 
 // DigestID is a short, stable name of a content digest: the first 8

@@ -450,3 +450,60 @@ func TestRecoveryRefusesWhenASnapshotPastTheStreamDoesNotOpen(t *testing.T) {
 		t.Fatalf("forced recovery: %v", err)
 	}
 }
+
+// A snapshot of a read model behind the snapshots kept (a restored copy,
+// a stale follower's file) is refused, naming the checkpoints: stored, it
+// would have been deleted by the same call's pruning while the command
+// reported it stored.
+func TestSnapshotBehindTheKeptOnesRefused(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	h, live, key, first := snapshotFixture(t, l)
+	old := filepath.Join(t.TempDir(), "old.db")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(live + suffix)
+		if errors.Is(err, fs.ErrNotExist) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(old+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var kept []uint64
+	for range 2 {
+		more(t, l, h, 20)
+		db := openDB(t, live, key)
+		if _, _, err := CatchUp(ctx, l, instA, db, testReplayOptions()); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		res, err := Snapshot(ctx, l, instA, live, key, snapshotOpts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append([]uint64{res.Checkpoint}, kept...)
+	}
+
+	res, err := Snapshot(ctx, l, instA, old, key, snapshotOpts())
+	if !errors.Is(err, ErrSnapshotSuperseded) {
+		t.Fatalf("snapshot of a read model at %d behind the kept %v: %+v, %v; want ErrSnapshotSuperseded", first.Checkpoint, kept, res, err)
+	}
+	for _, want := range []string{fmt.Sprint(first.Checkpoint), fmt.Sprint(kept), old} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not name %s: %v", want, err)
+		}
+	}
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil || len(refs) != 2 || refs[0].Checkpoint != kept[0] || refs[1].Checkpoint != kept[1] {
+		t.Fatalf("stored snapshots after the refusal: %+v %v; want %v", refs, err, kept)
+	}
+	// Keeping more, it is stored and kept.
+	o := snapshotOpts()
+	o.Keep = 3
+	if res, err = Snapshot(ctx, l, instA, old, key, o); err != nil || len(res.Pruned) != 0 {
+		t.Fatalf("snapshot of the older read model keeping 3: %+v, %v", res, err)
+	}
+}
