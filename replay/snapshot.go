@@ -453,8 +453,18 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 		return importSnapshotOf(ctx, l, inst, fresh, notKept, limit, log, true)
 	}
 	if newer.seq != 0 && compacted() {
-		return nil, fmt.Errorf("replay: %s: %w: its snapshot at stream sequence %d is of schema %d, this replay builds schema %d, and the history before it was compacted: "+
-			"use a build that knows schema %d (from it, rebuild --schema %d gives this one)", inst, projections.ErrSchemaTooNew, newer.seq, newer.schema, fresh.SchemaVersion(), newer.schema, fresh.SchemaVersion())
+		// An older build after a newer one's retain needs a build that
+		// knows the snapshot's schema. This build knows it when the
+		// replay was asked for an older schema (rebuild --schema N): no
+		// build can go down from the snapshot, so none is to be advised
+		// (until 2026-12-07 both were told to use a build that knows it,
+		// then to run the very rebuild --schema N that was refused).
+		hint := fmt.Sprintf("use a build that knows schema %d", newer.schema)
+		if newer.schema <= projections.LatestSchema {
+			hint = fmt.Sprintf("a read model of schema %d can no longer be built from this history (a downgrade across a compaction needs a snapshot of that schema taken before it): build schema %d or later", fresh.SchemaVersion(), newer.schema)
+		}
+		return nil, fmt.Errorf("replay: %s: %w: its snapshot at stream sequence %d is of schema %d, this replay builds schema %d, and the history before it was compacted: %s",
+			inst, projections.ErrSchemaTooNew, newer.seq, newer.schema, fresh.SchemaVersion(), hint)
 	}
 	return nil, nil
 }

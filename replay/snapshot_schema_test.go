@@ -125,6 +125,15 @@ func TestSnapshotOfANewerSchemaAfterCompaction(t *testing.T) {
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
+	// This build knows the snapshot's schema: the refusal is of the
+	// downgrade, and no other build would do it (it said to use a build
+	// that knows the schema, and then to run this very rebuild).
+	if strings.Contains(err.Error(), "use a build that knows") || strings.Contains(err.Error(), "rebuild --schema") {
+		t.Errorf("error %q sends the operator to a build that knows schema %d, which this one is", err, projections.LatestSchema)
+	}
+	if want := "a downgrade across a compaction needs a snapshot of that schema taken before it"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
 }
 
 // TestSnapshotThatDidNotKeepOutputs: a snapshot of a schema 8 file that
