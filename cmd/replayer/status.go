@@ -28,7 +28,8 @@ A read model that cannot be read (a wrong key, not a read model, a missing file)
 is reported on its row with the reason, and so is one whose checkpoint is past
 the installation's last event on the stream (the stream holds less than it);
 the others are still shown. The exit status is then 3 if one of those is a
-verification failure (a wrong key, a damaged file, the stream behind), else 1.`
+verification failure (a wrong key, a damaged file, the stream behind), else 1.
+Only what is printed is read: "ok" is no check of every page (verify is).`
 
 // statusRow is what status reports about one read model (one JSON object
 // per read model with --json). Head is there once the read model was
