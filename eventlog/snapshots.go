@@ -314,6 +314,13 @@ func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uin
 	defer cancel()
 	m, err := l.getMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// An erased installation's events are purged on purpose: what
+		// is left of it is its read model, not a history that lost an
+		// event (until 2026-12-07 a snapshot of it said ErrMissingEvent,
+		// exit 3, sending the operator after lost events).
+		if eerr := l.checkNotErased(ctx, inst); eerr != nil {
+			return events.Link{}, eerr
+		}
 		// The event a read model's checkpoint names is gone from the
 		// stream: the history lost it, not a server error.
 		return events.Link{}, fmt.Errorf("%w: stream %s holds no event at sequence %d, the last one applied to the read model of %s", ErrMissingEvent, l.cfg.Stream, seq, inst)

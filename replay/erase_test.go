@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestEraseKeepsOthersAndNamesTheErase: after an installation is erased,
@@ -75,6 +77,30 @@ func TestEraseKeepsOthersAndNamesTheErase(t *testing.T) {
 		}
 		if IsVerificationFailure(err) {
 			t.Fatalf("an erased installation is not a verification failure: %v", err)
+		}
+		// What is left of it, its read model, cannot be snapshotted or
+		// its history compacted, for the erase, not for a lost event
+		// (snapshot said ErrMissingEvent, exit 3; compact said to make
+		// a snapshot).
+		_, err = Snapshot(ctx, lg, instA, pathOf(instA), key, snapshotOpts())
+		if !errors.Is(err, ErrErased) || errors.Is(err, eventlog.ErrMissingEvent) || IsVerificationFailure(err) {
+			t.Fatalf("snapshot of the erased installation's read model: %v, want ErrErased", err)
+		}
+		if _, err := Compact(ctx, lg, instA, nil); !errors.Is(err, ErrErased) {
+			t.Fatalf("compact of the erased installation: %v, want ErrErased", err)
+		}
+		// Nor followed: nothing of it comes any more, and a follow of
+		// it waited, healthy, for good.
+		db, err := projections.Open(pathOf(instA), key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = Project(pctx, lg, []Projection{{Installation: instA, DB: db}}, nil)
+		cancel()
+		db.Close()
+		if !errors.Is(err, ErrErased) {
+			t.Fatalf("follow of the erased installation's read model: %v, want ErrErased", err)
 		}
 	}
 	for _, inst := range insts[1:] {

@@ -356,7 +356,10 @@ func checkFollowable(ctx context.Context, l *eventlog.Log, pr Projection, cp uin
 	}
 	last, err := l.LastSeq(ctx, pr.Installation)
 	if errors.Is(err, eventlog.ErrErased) {
-		return nil // the follow says so, as before
+		// Nothing of it is left to follow: its subjects were purged and
+		// its tombstone is on a subject a follow does not read, so the
+		// follow would wait, healthy, for good (until 2026-12-07 it did).
+		return &projections.FileError{Path: path, Op: "project", Err: err, Hint: "this read model is what is left of an erased installation: delete it"}
 	}
 	if err != nil {
 		return fmt.Errorf("replay: project %s: %w", pr.Installation, err)

@@ -589,6 +589,14 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 	if notKept != nil {
 		return nil, fmt.Errorf("%w %s: %w; compacting the history it covers would lose them (%s)", ErrNoSnapshotToCompact, inst, notKept, snapshotKeepingOutputs)
 	}
+	// An erased installation has no snapshot left, and none can be made:
+	// say so rather than send the operator to make one (until
+	// 2026-12-07 it did).
+	if t, seq, found, terr := l.Tombstone(ctx, inst); terr != nil {
+		return nil, terr
+	} else if found {
+		return nil, fmt.Errorf("replay: compact: %w", &eventlog.ErasedError{Stream: l.Stream(), Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq})
+	}
 	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
 }
 
