@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/user"
 	"strings"
 	"time"
 
@@ -53,7 +54,7 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	yes := fs.Bool("yes", false, "erase without asking (needed when stdin is not a terminal)")
 	db := fs.String("db", "", "the installation's read model, deleted too (opened with its key first, to check it is this installation's)")
 	dbKey := newDBKeyFlags(fs, "")
-	by := fs.String("by", "", "who asks, recorded in the tombstone (default: $USER)")
+	by := fs.String("by", "", "who asks, recorded in the tombstone (default: $USER, else the user running the command)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -88,6 +89,13 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	who := *by
 	if who == "" {
 		who = env.getenv("USER")
+	}
+	if who == "" {
+		// A service manager, cron or a container often sets no $USER:
+		// the tombstone then named nobody (until 2026-12-07).
+		if u, err := user.Current(); err == nil {
+			who = u.Username
+		}
 	}
 	cfg, err := conn.config(env)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,5 +109,32 @@ func TestEraseCommand(t *testing.T) {
 	code, stdout, _ = cli("erase", "--yes", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", key("erase-me"))
 	if code != exitOK || !strings.Contains(stdout, "finished erasing installation erase-me") || !strings.Contains(stdout, "nothing removed there") {
 		t.Fatalf("erase again: exit %d, stdout %q", code, stdout)
+	}
+}
+
+// TestEraseNamesWhoWithoutUSER: with no --by and no $USER (a service
+// manager, cron, a container), the tombstone names the user running the
+// command; it named nobody.
+func TestEraseNamesWhoWithoutUSER(t *testing.T) {
+	me, err := user.Current()
+	if err != nil || me.Username == "" {
+		t.Skipf("no user name to expect: %v", err)
+	}
+	srv, l := startLog(t)
+	createInstallation(t, l, t.TempDir(), "erase-me")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"erase", "--json", "--yes", "--nats", srv.URL(), "--installation", "erase-me"})
+	if code != exitOK {
+		t.Fatalf("erase: exit %d, stderr %q", code, errb.String())
+	}
+	var res struct {
+		By string `json:"by"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.By != me.Username {
+		t.Fatalf("erase output %q (%v): want by %q", out.String(), err, me.Username)
+	}
+	tomb, _, found, err := l.Tombstone(context.Background(), "erase-me")
+	if err != nil || !found || tomb.By != me.Username {
+		t.Fatalf("tombstone by %q (found %v, %v), want %q", tomb.By, found, err, me.Username)
 	}
 }
