@@ -175,6 +175,16 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if !newKey.Valid() || newKey.IsPlaintext() {
 		return nil, fail("rebuild", errors.New("the rebuilt database needs an encryption key (raw or passphrase)"))
 	}
+	// A rekey or a migration of a path that holds nothing (a typo) is
+	// refused before the directory, the lock file or anything else is
+	// made there.
+	if ok, err := exists(live); err != nil {
+		return nil, fail(ro.op, err)
+	} else if !ok {
+		if err := needsLive(ro); err != nil {
+			return nil, fail(ro.op, err)
+		}
+	}
 	// The one writer of live from here to the end: a follower or an
 	// installation writing meanwhile would write to the file the swap
 	// replaces.
@@ -234,8 +244,8 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 				return nil, err
 			}
 		}
-	} else if ro.CompareLive {
-		return nil, fail("rebuild", fmt.Errorf("%w: no live database to compare with", fs.ErrNotExist))
+	} else if err := needsLive(ro); err != nil {
+		return nil, fail(ro.op, err)
 	}
 	if liveHead != nil && liveHead.Installation != "" && liveHead.Installation != inst {
 		return nil, fail("rebuild", fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, liveHead.Installation, inst))
@@ -548,13 +558,29 @@ func Rekey(ctx context.Context, l *eventlog.Log, inst events.InstallationID, liv
 // schema (projections.LatestSchema), under newKey if it is valid, else
 // under key. It is the general migration path: it works from any older
 // schema and from an unencrypted database (key = projections.NoKey, newKey
-// required). projections.MigrateInPlace is the fast path for small schema steps.
+// required). A missing live database is refused (fs.ErrNotExist): Rebuild
+// builds one. projections.MigrateInPlace is the fast path for small schema steps.
 func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, live string, key, newKey projections.Key, opts *Options) (*RebuildResult, error) {
 	ro := RebuildOptions{NewKey: newKey, SchemaVersion: projections.LatestSchema, op: "migrate"}
 	if opts != nil {
 		ro.Options = *opts
 	}
 	return Rebuild(ctx, l, inst, live, key, &ro)
+}
+
+// needsLive is the refusal of ro's operation when there is no live
+// database, or nil when it builds one: a rekey has nothing to compare
+// with, and a migration would build a new database where a typo'd path
+// points, report it recovered, and leave the one meant at its old schema
+// (until 2026-12-07).
+func needsLive(ro RebuildOptions) error {
+	switch {
+	case ro.CompareLive:
+		return fmt.Errorf("%w: no live database to compare with", fs.ErrNotExist)
+	case ro.op == "migrate":
+		return fmt.Errorf("%w: no database to migrate (rebuild builds one from the stream)", fs.ErrNotExist)
+	}
+	return nil
 }
 
 // ensureDir creates a missing read-model directory (0700), as opening a

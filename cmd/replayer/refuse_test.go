@@ -99,3 +99,38 @@ func TestReadCommandsCreateNoStore(t *testing.T) {
 		}
 	}
 }
+
+// rekey and migrate of a path that holds nothing (a typo of the file or
+// of its directory) are refused naming it, and leave nothing there: no
+// database, no lock file, no directory. A migrate built a new database
+// from the stream at the typo'd path and said it had recovered it, the
+// database meant left at its old schema.
+func TestRekeyAndMigrateRefuseAMissingDatabase(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "alice-phone")
+	key := filepath.Join(dir, "alice-phone.key")
+	newKey := filepath.Join(dir, "new.key")
+	if _, err := writeDBKeyFile(newKey); err != nil {
+		t.Fatal(err)
+	}
+	for _, typo := range []string{filepath.Join(dir, "alice-phnoe.db"), filepath.Join(dir, "dbs", "alice-phone.db")} {
+		for _, args := range [][]string{
+			{"migrate", "--db-key-file", key},
+			{"rekey", "--db-key-file", key, "--new-db-key-file", newKey},
+		} {
+			var out, errb bytes.Buffer
+			args = append(args, "--nats", srv.URL(), "--installation", "alice-phone", "--db", typo)
+			code := run(ctx, ringEnv(&out, &errb, nil), args)
+			if code == 0 || !strings.Contains(errb.String(), typo) || !strings.Contains(errb.String(), "no ") {
+				t.Fatalf("%s of %s: exit %d, stdout %q, stderr %q; want a refusal naming it", args[0], typo, code, out.String(), errb.String())
+			}
+			for _, p := range []string{typo, typo + ".lock", filepath.Join(dir, "dbs")} {
+				if _, err := os.Lstat(p); !os.IsNotExist(err) {
+					t.Fatalf("%s of %s left %s (%v)", args[0], typo, p, err)
+				}
+			}
+		}
+	}
+}
