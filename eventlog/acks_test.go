@@ -106,6 +106,65 @@ func FuzzParsePubAckFast(f *testing.F) {
 	})
 }
 
+// The PubAck of a batch's commit: only an acknowledgement of the whole
+// batch, ending where the batch can end, is taken.
+func TestParseBatchAck(t *testing.T) {
+	for _, c := range []struct {
+		data string
+		n    int
+		ok   bool
+	}{
+		{`{"stream":"S","seq":9,"batch":"b1","count":3}`, 3, true},
+		{`{"stream":"S","seq":3,"batch":"b1","count":3}`, 3, true},
+		{`{"stream":"S","seq":9}`, 3, true}, // a server that does not count
+		{`{"stream":"S","seq":9,"batch":"b1","count":2}`, 3, false},
+		{`{"stream":"S","seq":2,"batch":"b1","count":3}`, 3, false}, // would start at sequence 0
+		{`{"stream":"S","seq":1}`, 2, false},
+		{`{"stream":"S","seq":0,"count":2}`, 2, false},
+		{`{"seq":9,"count":2}`, 2, false},
+		{`{"error":{"code":503,"err_code":10118,"description":"stream is offline"}}`, 2, false},
+		{`{"stream":"S","seq":"9"}`, 2, false},
+	} {
+		a, err := parseBatchAck([]byte(c.data), c.n)
+		if (err == nil) != c.ok {
+			t.Errorf("%s of a batch of %d: %+v, %v; want ok %v", c.data, c.n, a, err, c.ok)
+		}
+	}
+}
+
+// FuzzParseBatchAck: whatever the commit's PubAck holds, parseBatchAck
+// never panics, and what it takes names a stream, the batch's count (or
+// none) and a last sequence the whole batch fits before, and reads the
+// same once encoded again.
+func FuzzParseBatchAck(f *testing.F) {
+	for _, s := range []string{
+		`{"stream":"S","seq":9,"batch":"b1","count":3}`,
+		`{"stream":"EPOCHLOG","seq":18446744073709551615,"batch":"x","count":3}`,
+		`{"stream":"S","seq":2,"batch":"b1","count":3}`,
+		`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"},"stream":"S","seq":0}`,
+	} {
+		f.Add([]byte(s), uint8(1)) // a batch of 3
+	}
+	f.Fuzz(func(t *testing.T, data []byte, n8 uint8) {
+		n := int(n8) + 2 // a batch has 2 messages or more
+		a, err := parseBatchAck(data, n)
+		if err != nil {
+			return
+		}
+		if a.Error != nil || a.Stream == "" || a.Count != 0 && a.Count != n || a.Seq < uint64(n) {
+			t.Fatalf("took %+v for a batch of %d", a, n)
+		}
+		enc, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := parseBatchAck(enc, n)
+		if err != nil || back != a {
+			t.Fatalf("re-encoded %s reads as %+v, %v; want %+v", enc, back, err, a)
+		}
+	})
+}
+
 // silentResponder subscribes to subject on srv and answers nothing until
 // answer is closed; then it answers every request it took with a PubAck.
 func silentResponder(t *testing.T, srv *natstest.Server, subject string) (answer chan struct{}) {

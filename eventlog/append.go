@@ -653,12 +653,9 @@ func (l *Log) publishBatch(ctx context.Context, p *prepared, lastSeq uint64) ([]
 	if err != nil {
 		return nil, fmt.Errorf("commit batch of %d: %w", n, err)
 	}
-	ack, err := parseBatchAck(resp.Data)
+	ack, err := parseBatchAck(resp.Data, n)
 	if err != nil {
 		return nil, err
-	}
-	if ack.Count != 0 && ack.Count != n {
-		return nil, fmt.Errorf("commit batch of %d: server acknowledged %d messages", n, ack.Count)
 	}
 	// A committed batch is stored contiguously (the server holds the
 	// stream's isolation lock across the commit, or proposes it as one
@@ -683,7 +680,10 @@ type batchAck struct {
 	Error  *jetstream.APIError `json:"error"`
 }
 
-func parseBatchAck(data []byte) (batchAck, error) {
+// parseBatchAck reads the PubAck of the commit of a batch of n messages:
+// an acknowledgement of another count, or of a last sequence the batch
+// cannot end at, is an error.
+func parseBatchAck(data []byte, n int) (batchAck, error) {
 	var a batchAck
 	if err := json.Unmarshal(data, &a); err != nil {
 		return a, fmt.Errorf("commit batch: invalid PubAck: %w", err)
@@ -694,5 +694,19 @@ func parseBatchAck(data []byte) (batchAck, error) {
 	if a.Stream == "" || a.Seq == 0 {
 		return a, fmt.Errorf("commit batch: invalid PubAck %q", data)
 	}
-	return a, nil
+	if a.Count != 0 && a.Count != n {
+		return a, fmt.Errorf("commit batch of %d: server acknowledged %d messages", n, a.Count)
+	}
+	return a, checkBatchEnd(n, a.Seq)
+}
+
+// checkBatchEnd checks that a batch of n messages can end at stream
+// sequence last: its first message is at last-(n-1), which is at least
+// 1. A PubAck naming an earlier one would make the batch's sequences
+// wrap around below zero.
+func checkBatchEnd(n int, last uint64) error {
+	if n > 0 && last < uint64(n) {
+		return fmt.Errorf("commit batch of %d: the PubAck names stream sequence %d as the batch's last, which leaves no room for the batch before it", n, last)
+	}
+	return nil
 }

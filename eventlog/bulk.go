@@ -301,6 +301,10 @@ func (l *Log) await(ctx context.Context, f *inflight, t *time.Timer) ([]Appended
 		return l.appendPrepared(ctx, p)
 	}
 	seq, n := f.ack.seq, len(p.envs)
+	if err := checkBatchEnd(n, seq); n > 1 && err != nil {
+		l.dropTail(p.subject)
+		return nil, err
+	}
 	res := make([]Appended, n)
 	for i := range res {
 		res[i] = Appended{Seq: seq - uint64(n-1-i), Subject: p.subject, Position: p.expected + uint64(i) + 1, Duplicate: f.ack.dup, Size: len(p.envs[i])}
