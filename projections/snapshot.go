@@ -218,16 +218,39 @@ type snapReader struct {
 	buf []byte
 }
 
+// snapChunk is the most a length field makes the reader allocate before
+// the bytes it announces are there: past it, the buffer grows with what
+// is read, so a forged length (up to maxSnapshotString) at the end of a
+// short snapshot costs no more than the snapshot.
+const snapChunk = 1 << 16
+
+// full reads the next n bytes into r's buffer, reused from call to call.
 func (r *snapReader) full(n int) ([]byte, error) {
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	b := r.buf[:n]
-	if _, err := io.ReadFull(r.r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	b, err := readBounded(r.r, r.buf[:0], n)
+	if err != nil {
 		return nil, err
+	}
+	r.buf = b
+	return b, nil
+}
+
+// readBounded appends the next n bytes of rd to b, allocating ahead of
+// the bytes read no more than snapChunk or as many as were read.
+func readBounded(rd io.Reader, b []byte, n int) ([]byte, error) {
+	start := len(b)
+	for len(b)-start < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-(len(b)-start), max(cap(b), snapChunk)))
+		}
+		m := min(cap(b), start+n)
+		k, err := io.ReadFull(rd, b[len(b):m])
+		b = b[:len(b)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -280,9 +303,12 @@ func (r *snapReader) value() (any, error) {
 		if n > maxSnapshotString {
 			return nil, fmt.Errorf("a %d-byte value", n)
 		}
-		v := make([]byte, n)
-		if _, err := io.ReadFull(r.r, v); err != nil {
+		v, err := readBounded(r.r, nil, int(n))
+		if err != nil {
 			return nil, io.ErrUnexpectedEOF
+		}
+		if v == nil {
+			v = []byte{}
 		}
 		if tag == 3 {
 			return string(v), nil
