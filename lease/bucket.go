@@ -366,6 +366,18 @@ type record struct {
 	Since  time.Time `json:"since"`
 }
 
+// decodeRecord reads a lease key's value: the record acquire wrote, or
+// the zero record for a value that does not decode (held, by nobody this
+// code can name); never a record decoded halfway, whose holder, member or
+// token were read before the part that failed.
+func decodeRecord(data []byte) record {
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return record{}
+	}
+	return r
+}
+
 // op is what the latest message of a key says.
 type op int
 
@@ -404,7 +416,7 @@ func (b *Bucket) latest(ctx context.Context, key string) (state, error) {
 	case m.Header.Get(kvOperationHeader) == kvPurge, m.Header.Get(jetstream.MarkerReasonHeader) != "":
 		st.op = opExpired
 	default:
-		_ = json.Unmarshal(m.Data, &st.rec) // an undecodable value is still held
+		st.rec = decodeRecord(m.Data) // an undecodable value is still held
 	}
 	return st, nil
 }

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -500,4 +501,70 @@ func TestAcquireReadsAgainWhenUnanswered(t *testing.T) {
 	if _, err := a.bucket.Acquire(ctx, inst); err == nil || !strings.Contains(err.Error(), "reading its lease") || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire never answered: %v, want the read's deadline", err)
 	}
+}
+
+// A lease key whose value does not decode is held by nobody this code
+// can name: Holding says held, with no holder, member or time, not the
+// fields read before the part that failed (a newer writer's record, or
+// bytes someone else put there).
+func TestUndecodableLeaseValue(t *testing.T) {
+	ctx := context.Background()
+	p := newProc(t, startServer(t), "A", "g", 0)
+	key, err := p.bucket.installationKey(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{
+		`{"holder":"someone","member":"m1","token":"t1","since":"yesterday"}`,
+		`{"holder":"someone","member":"m1","token":"t1","since":"2026-12-07T09:00:00Z"`,
+		`not json`,
+	} {
+		if _, err := p.bucket.kv.Put(ctx, key, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		h, err := p.bucket.Holding(ctx, inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !h.Held || h.Holder != "" || h.Member != "" || !h.Since.IsZero() {
+			t.Errorf("value %s: %+v, want held by nobody named", v, h)
+		}
+		if _, err := p.bucket.Acquire(ctx, inst); !errors.Is(err, ErrHeld) {
+			t.Errorf("value %s: acquire: %v, want ErrHeld", v, err)
+		}
+	}
+}
+
+// FuzzDecodeRecord: a lease key's value, whatever its bytes, decodes to
+// the zero record or to a whole one, which encodes and decodes to itself.
+func FuzzDecodeRecord(f *testing.F) {
+	for _, r := range []record{
+		{Holder: "holder A", Token: "tok", Since: time.Date(2026, 12, 7, 9, 0, 0, 123e6, time.UTC)},
+		{Holder: "pid 1 replayer host h", Member: "m-1", Token: "t", Since: time.Unix(0, 0).UTC()},
+	} {
+		b, err := json.Marshal(r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"holder":"h","member":"m","token":"t","since":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := decodeRecord(data)
+		var whole record
+		if err := json.Unmarshal(data, &whole); err != nil {
+			if r != (record{}) {
+				t.Fatalf("undecodable value (%v) read as %+v", err, r)
+			}
+			return
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return // a time json cannot write (year past 9999): nothing re-encodes it
+		}
+		back := decodeRecord(b)
+		if back.Holder != r.Holder || back.Member != r.Member || back.Token != r.Token || !back.Since.Equal(r.Since) {
+			t.Fatalf("%s reads back as %+v, want %+v", b, back, r)
+		}
+	})
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -291,7 +290,7 @@ func (r *run) saw(e jetstream.KeyValueEntry) bool {
 	switch e.Operation() {
 	case jetstream.KeyValuePut:
 		st.op = opPut
-		_ = json.Unmarshal(e.Value(), &st.rec)
+		st.rec = decodeRecord(e.Value())
 	case jetstream.KeyValueDelete:
 		st.op = opDelete
 	default:
