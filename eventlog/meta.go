@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -115,12 +116,47 @@ func (l *Log) ActiveStream(ctx context.Context, base string) (Active, error) {
 	if err != nil {
 		return a, fmt.Errorf("eventlog: metadata bucket %s: get %s: %w", MetaBucket, base, err)
 	}
-	var got Active
-	if err := json.Unmarshal(e.Value(), &got); err != nil {
-		return a, fmt.Errorf("eventlog: metadata bucket %s: %s: %w", MetaBucket, base, err)
+	got, err := decodeActive(e.Value())
+	if err != nil {
+		return a, fmt.Errorf("eventlog: metadata bucket %s: %s at revision %d: %w", MetaBucket, base, e.Revision(), err)
 	}
 	got.Base, got.Revision = base, e.Revision()
 	return got, nil
+}
+
+// decodeActive reads a pointer's value. The streams it names are checked
+// as a Config's are: a Log that resolves its stream through it (or a
+// re-seal that switches, rolls back or deletes by it) never takes a
+// stream or subject prefix that no Config could name, such as a prefix
+// with a wildcard, which would read other subjects than the log's.
+func decodeActive(value []byte) (Active, error) {
+	var a Active
+	if err := json.Unmarshal(value, &a); err != nil {
+		return Active{}, err
+	}
+	if err := a.Current.validate(); err != nil {
+		return Active{}, fmt.Errorf("current stream: %w", err)
+	}
+	if a.Previous != nil {
+		if err := a.Previous.validate(); err != nil {
+			return Active{}, fmt.Errorf("previous stream: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// validate checks r's stream name and subject prefix as Config.validate
+// checks a Config's.
+func (r StreamRef) validate() error {
+	if !validToken(r.Stream) {
+		return fmt.Errorf("stream name %q is not valid", r.Stream)
+	}
+	for _, tok := range strings.Split(r.SubjectPrefix, ".") {
+		if !validToken(tok) {
+			return fmt.Errorf("stream %s: subject prefix %q is not valid", r.Stream, r.SubjectPrefix)
+		}
+	}
+	return nil
 }
 
 // SetActive writes the pointer of base as next if it is still at revision
@@ -130,8 +166,13 @@ func (l *Log) SetActive(ctx context.Context, prev Active, next Active) (Active, 
 	if l.cfg.ReadOnly {
 		return next, fmt.Errorf("%w: the active-stream pointer", ErrReadOnly)
 	}
-	if !validToken(next.Current.Stream) {
-		return next, fmt.Errorf("eventlog: set active stream: stream name %q is not valid", next.Current.Stream)
+	if err := next.Current.validate(); err != nil {
+		return next, fmt.Errorf("eventlog: set active stream: %w", err)
+	}
+	if next.Previous != nil {
+		if err := next.Previous.validate(); err != nil {
+			return next, fmt.Errorf("eventlog: set active stream: previous: %w", err)
+		}
 	}
 	kv, err := l.metaKV(ctx, true)
 	if err != nil {
