@@ -690,5 +690,10 @@ func ParseDataKeyName(name string) (instPseudonym string, id DataKeyID, err erro
 	if n, err := pseudonymEncoding.Decode(id.Period[:size], []byte(parts[2])); err != nil || n != size {
 		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token: %w", ErrMalformed)
 	}
+	// base32 ignores the bits past the last byte: several tokens decode
+	// to one period, and only the one Token gives back names its key.
+	if id.Token() != parts[2] {
+		return "", DataKeyID{}, fmt.Errorf("events: data key name: period token not in canonical form: %w", ErrMalformed)
+	}
 	return parts[0], id, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -170,6 +171,230 @@ func FuzzUnmarshalEvent(f *testing.F) {
 		}
 		if enc2, err := MarshalEvent(back); err != nil || !bytes.Equal(enc, enc2) {
 			t.Fatalf("re-encoding is not stable (err %v)", err)
+		}
+	})
+}
+
+// fuzzSnapBinding is the binding FuzzOpenSnapshot's seeds are sealed for.
+var fuzzSnapBinding = SnapshotBinding{Stream: "EPOCHLOG", Installation: testInst, Checkpoint: 42}
+
+// FuzzOpenSnapshot feeds OpenSnapshot sealed snapshots (under both keys of
+// the ring, of several sizes) and mutations of them; with asPlaintext set,
+// the bytes are sealed as the snapshot first. OpenSnapshot must never
+// panic, must fail only with documented errors, must agree with
+// SnapshotKeyID on the header, and what opens must re-seal and re-open to
+// the same bytes.
+func FuzzOpenSnapshot(f *testing.F) {
+	old := mustRing(f, 1, 0x11)
+	for _, plain := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte("read model rows "), 40)} {
+		for _, r := range []*Keyring{fuzzRing, old} {
+			sealed, err := SealSnapshot(r, fuzzSnapBinding, plain)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(sealed, false)
+		}
+		f.Add(plain, true)
+	}
+	f.Add([]byte("ELS\x01"), false)
+	f.Add([]byte{}, false)
+
+	f.Fuzz(func(t *testing.T, sealed []byte, asPlaintext bool) {
+		if asPlaintext {
+			var err error
+			if sealed, err = SealSnapshot(fuzzRing, fuzzSnapBinding, sealed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		id, idErr := SnapshotKeyID(sealed)
+		plain, err := OpenSnapshot(fuzzRing, fuzzSnapBinding, sealed)
+		if err != nil {
+			if !isDocumented(err) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			if idErr != nil && !errors.Is(err, errors.Unwrap(idErr)) {
+				t.Fatalf("SnapshotKeyID: %v, but OpenSnapshot: %v", idErr, err)
+			}
+			return
+		}
+		if idErr != nil || !fuzzRing.Has(id) {
+			t.Fatalf("opened a snapshot whose header SnapshotKeyID reads as key id %d, %v", id, idErr)
+		}
+		if len(plain) != len(sealed)-SnapshotOverhead {
+			t.Fatalf("opened %d bytes out of a %d-byte snapshot", len(plain), len(sealed))
+		}
+		again, err := SealSnapshot(fuzzRing, fuzzSnapBinding, plain)
+		if err != nil {
+			t.Fatalf("re-seal: %v", err)
+		}
+		back, err := OpenSnapshot(fuzzRing, fuzzSnapBinding, again)
+		if err != nil || !bytes.Equal(back, plain) {
+			t.Fatalf("re-open: %v (equal %v)", err, bytes.Equal(back, plain))
+		}
+	})
+}
+
+// FuzzOpenTombstone does the same for sealed tombstones; with asPlaintext
+// the bytes are sealed as the tombstone's msgpack, so that mutations reach
+// the decoder behind the AEAD. What opens must re-seal and re-open equal.
+func FuzzOpenTombstone(f *testing.F) {
+	old := mustRing(f, 1, 0x11)
+	for _, ts := range []Tombstone{
+		{Installation: testInst, ErasedAt: testTime, LastSeq: 9, By: "ops"},
+		{Installation: testInst},
+	} {
+		for _, r := range []*Keyring{fuzzRing, old} {
+			sealed, err := SealTombstone(r, testBinding, ts)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(sealed, false)
+		}
+		plain, err := msgpack.Marshal(&ts)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(plain, true)
+	}
+	f.Add([]byte("ELT\x01"), false)
+	f.Add([]byte{0x80}, true)
+
+	f.Fuzz(func(t *testing.T, sealed []byte, asPlaintext bool) {
+		if asPlaintext {
+			var err error
+			if sealed, err = sealTombstonePlain(fuzzRing, testBinding, testInst, sealed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := OpenTombstone(fuzzRing, testInst, testBinding, sealed)
+		if err != nil {
+			if !isDocumented(err) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if got.Installation != testInst || got.ErasedAt.Location() != time.UTC {
+			t.Fatalf("opened a tombstone of %q erased at %v", got.Installation, got.ErasedAt)
+		}
+		again, err := SealTombstone(fuzzRing, testBinding, got)
+		if err != nil {
+			t.Fatalf("re-seal: %v", err)
+		}
+		back, err := OpenTombstone(fuzzRing, testInst, testBinding, again)
+		if err != nil || back != got {
+			t.Fatalf("re-open: %+v, %v; want %+v", back, err, got)
+		}
+	})
+}
+
+// FuzzUnwrapDataKey feeds UnwrapDataKey real wraps of every class (a
+// period key under both root keys, an epoch chain) and mutations of them,
+// read under a name of the class the fuzzer picks. It must never panic
+// and fail only with documented errors; WrappedKeyID and
+// WrappedChainEpoch must read what the unwrap authenticated, and the key
+// must re-wrap and unwrap to the same key at the same epoch.
+func FuzzUnwrapDataKey(f *testing.F) {
+	old := mustRing(f, 1, 0x11)
+	ids := map[DataKeyClass]DataKeyID{}
+	for c := ClassState; c <= ClassEpoch; c++ {
+		id, err := fuzzRing.DataKeyID(testInst, c, "group", "g")
+		if err != nil {
+			f.Fatal(err)
+		}
+		ids[c] = id.WithEpoch(7)
+	}
+	k, err := NewDataKey(bytes.Repeat([]byte{0x5a}, DataKeySize))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for c, id := range ids {
+		for _, r := range []*Keyring{fuzzRing, old} {
+			w, err := r.WrapDataKey("S", testInst, id, k)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(uint8(c), w)
+		}
+	}
+	f.Add(uint8(0), []byte("ELK\x01"))
+	f.Add(uint8(200), bytes.Repeat([]byte{0}, WrappedChainSize))
+
+	f.Fuzz(func(t *testing.T, class uint8, wrapped []byte) {
+		id, ok := ids[DataKeyClass(class)]
+		if !ok {
+			id = DataKeyID{Class: DataKeyClass(class)}
+		}
+		got, err := fuzzRing.UnwrapDataKey("S", testInst, id, wrapped)
+		if err != nil {
+			if !isDocumented(err) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if !got.Valid() {
+			t.Fatal("unwrapped an invalid key")
+		}
+		kid, err := WrappedKeyID(wrapped)
+		if err != nil || !fuzzRing.Has(kid) {
+			t.Fatalf("unwrapped a key whose wrap WrappedKeyID reads as key id %d, %v", kid, err)
+		}
+		wid := id
+		if id.Class == ClassEpoch {
+			n, err := WrappedChainEpoch(wrapped)
+			if err != nil {
+				t.Fatalf("unwrapped an epoch chain whose epoch does not read: %v", err)
+			}
+			wid = id.WithEpoch(n)
+		} else if _, err := WrappedChainEpoch(wrapped); err == nil {
+			t.Fatalf("a %s key's wrap reads as an epoch chain's", id.Class)
+		}
+		again, err := fuzzRing.WrapDataKey("S", testInst, wid, got)
+		if err != nil {
+			t.Fatalf("re-wrap: %v", err)
+		}
+		if len(again) != len(wrapped) {
+			t.Fatalf("re-wrapped in %d bytes, read from %d", len(again), len(wrapped))
+		}
+		back, err := fuzzRing.UnwrapDataKey("S", testInst, id, again)
+		if err != nil || !back.Equal(got) {
+			t.Fatalf("unwrap of the re-wrap: %v (equal %v)", err, err == nil && back.Equal(got))
+		}
+		if id.Class == ClassEpoch {
+			want, _ := wid.Epoch()
+			if n, err := WrappedChainEpoch(again); err != nil || n != want {
+				t.Fatalf("re-wrapped at epoch %d (%v), read at %s", n, err, wid)
+			}
+		}
+	})
+}
+
+// FuzzParseDataKeyName parses key bucket names (the names of real wraps
+// of every class and mutations of them): never a panic, only ErrMalformed,
+// and a name that parses is the name its parts give back: one entry per
+// key, whatever bytes the bucket holds.
+func FuzzParseDataKeyName(f *testing.F) {
+	for c := ClassState; c <= ClassEpoch; c++ {
+		id, err := fuzzRing.DataKeyID(testInst, c, "group", "g")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(id.Name(fuzzRing.Pseudonym(string(testInst))))
+	}
+	f.Add("a.b.c")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, name string) {
+		pseudo, id, err := ParseDataKeyName(name)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if !id.Class.Valid() {
+			t.Fatalf("parsed class %d", id.Class)
+		}
+		if got := id.Name(pseudo); got != name {
+			t.Fatalf("name %q parses to %q %s, whose name is %q", name, pseudo, id, got)
 		}
 	})
 }
