@@ -76,9 +76,12 @@ plots-only:
 	$(GO) run ./internal/benchplot/cmd/benchplot -spec docs/plots/plots.json -out docs/plots docs/plots/bench.txt
 
 # A short run of every fuzz target (go test -fuzz accepts one target per run).
+# A package whose tests do not build fails the run (its targets were
+# skipped in silence before: the listing's failure was grep's no match).
 fuzz:
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
-	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	  list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; echo "fuzz: cannot list the targets of $$pkg"; exit 1; }; \
+	  for t in $$(echo "$$list" | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$t"; \
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
