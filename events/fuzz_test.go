@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"reflect"
 	"testing"
@@ -395,6 +396,45 @@ func FuzzParseDataKeyName(f *testing.F) {
 		}
 		if got := id.Name(pseudo); got != name {
 			t.Fatalf("name %q parses to %q %s, whose name is %q", name, pseudo, id, got)
+		}
+	})
+}
+
+// FuzzStateOf rebuilds a commit's state from a recorded delta, digest and
+// the base a reader holds, all as read from outside: never a panic, only
+// ErrStateBase or ErrMalformed, a state given only when its digest is the
+// one recorded, and that state recorded again from the same base rebuilds
+// the same.
+func FuzzStateOf(f *testing.F) {
+	base := bytes.Repeat([]byte("ratchet tree node "), 40)
+	state := append(bytes.Clone(base[:300]), "a new path, then the rest"...)
+	state = append(state, base[320:]...)
+	c := CommitApplied{GroupID: []byte{1}, Epoch: 2}.WithStateFrom(base, state)
+	if c.StateDelta.IsZero() {
+		f.Fatal("the seed state was recorded whole")
+	}
+	f.Add(base, c.StateDelta.Bytes(), c.StateSHA256)
+	f.Add(state, c.StateDelta.Bytes(), c.StateSHA256)
+	f.Add([]byte{}, []byte{1, 0}, make([]byte, 32))
+	f.Fuzz(func(t *testing.T, base, delta, sum []byte) {
+		c := CommitApplied{GroupID: []byte{1}, Epoch: 2, StateDelta: NewSecret(delta), StateSHA256: sum}
+		st, err := c.StateOf(base)
+		if err != nil {
+			if !errors.Is(err, ErrStateBase) && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if c.StateDelta.IsZero() {
+			return // recorded whole (here: nothing)
+		}
+		if s := sha256.Sum256(st.Bytes()); !bytes.Equal(s[:], sum) {
+			t.Fatalf("gave a state of digest %x, recorded %x", s, sum)
+		}
+		again := CommitApplied{GroupID: []byte{1}, Epoch: 2}.WithStateFrom(base, st.Bytes())
+		back, err := again.StateOf(base)
+		if err != nil || !back.Equal(st) {
+			t.Fatalf("recorded again from the same base: %v (equal %v)", err, err == nil && back.Equal(st))
 		}
 	})
 }
