@@ -345,7 +345,7 @@ func TestFanOutBatchesWhileAStreamLeaderDies(t *testing.T) {
 		case 2:
 			impatient := cfg
 			impatient.RequestTimeout = 250 * time.Millisecond
-			l = logtest.Open(t, impatient, ring)
+			l = openPatiently(t, impatient, ring)
 			b.del = NewDeliveries(l, nil)
 			b.del.OutcomeTimeout = 100 * time.Millisecond
 		}
@@ -423,4 +423,23 @@ func TestFanOutBatchesWhileAStreamLeaderDies(t *testing.T) {
 		t.Fatalf("bob's read model: %d deliveries pending, the queue %d", projected, len(ds))
 	}
 	b.rebuiltAsLive(bob)
+}
+
+// openPatiently opens a Log as a restarting service does, trying again
+// for up to a minute: cfg's RequestTimeout may be too short for the open
+// itself (its key bucket's requests) while the cluster is still settling
+// after a kill, on a loaded machine (CI met "open key bucket: context
+// deadline exceeded" at 250 ms under -race).
+func openPatiently(t *testing.T, cfg eventlog.Config, ring *events.Keyring) *eventlog.Log {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		l, err := eventlog.Open(context.Background(), cfg, ring)
+		if err == nil {
+			t.Cleanup(func() { _ = l.Close() })
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open log for a minute: %v", err)
+		}
+	}
 }
