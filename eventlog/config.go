@@ -360,13 +360,8 @@ func (c Config) validate() error {
 	if c.NATSURL != "" && c.NoSync {
 		return fmt.Errorf("eventlog: config: NoSync is for the embedded server, but NATSURL is set (an external server's sync is its own configuration)")
 	}
-	if !validToken(c.Stream) {
-		return fmt.Errorf("eventlog: config: stream name %q: must be non-empty without '.', '*', '>', '/', '\\' or spaces", c.Stream)
-	}
-	for _, tok := range strings.Split(c.SubjectPrefix, ".") {
-		if !validToken(tok) {
-			return fmt.Errorf("eventlog: config: subject prefix %q: tokens must be non-empty without '*', '>' or spaces", c.SubjectPrefix)
-		}
+	if err := (StreamRef{Stream: c.Stream, SubjectPrefix: c.SubjectPrefix}).validate(); err != nil {
+		return fmt.Errorf("eventlog: config: %w", err)
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("eventlog: config: replicas %d: must be 1 to 5 (or 0: the stream's own)", c.Replicas)

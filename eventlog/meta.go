@@ -145,15 +145,15 @@ func decodeActive(value []byte) (Active, error) {
 	return a, nil
 }
 
-// validate checks r's stream name and subject prefix as Config.validate
-// checks a Config's.
+// validate checks r's stream name and subject prefix, by the rules a
+// Config's are held to too (Config.validate).
 func (r StreamRef) validate() error {
 	if !validToken(r.Stream) {
-		return fmt.Errorf("stream name %q is not valid", r.Stream)
+		return fmt.Errorf("stream name %q: must be non-empty without '.', '*', '>', '/', '\\' or spaces", r.Stream)
 	}
 	for _, tok := range strings.Split(r.SubjectPrefix, ".") {
 		if !validToken(tok) {
-			return fmt.Errorf("stream %s: subject prefix %q is not valid", r.Stream, r.SubjectPrefix)
+			return fmt.Errorf("subject prefix %q: tokens must be non-empty without '*', '>' or spaces", r.SubjectPrefix)
 		}
 	}
 	return nil
