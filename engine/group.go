@@ -45,63 +45,55 @@ type groupState struct {
 }
 
 // epochStartAfter returns the group's epochStart (see groupState) after
-// the transition recorded by bodies, from prev before it: the state of
-// the last body that starts an epoch; prev if none does and the others
-// leave the epoch as it is; the zero Secret (not known) otherwise.
-func epochStartAfter(prev events.Secret, bodies []events.Body) events.Secret {
-	start := prev
-	for _, b := range bodies {
-		switch b := b.(type) {
-		case events.GroupCreated:
-			start = b.State
-			if c := b.FirstCommit; c != nil {
-				st, ok := c.KnownState()
-				if !ok {
-					return events.Secret{}
-				}
-				start = st
-			}
-		case events.WelcomeProcessed:
-			start = b.State
-		case events.ExternalJoined:
-			start = b.State
-		case events.CommitApplied:
-			st, ok := b.KnownState()
+// the transition recorded by b, from prev before it: b's state if b
+// starts an epoch; prev if b leaves the epoch as it is; the zero Secret
+// (not known) otherwise.
+func epochStartAfter(prev events.Secret, b events.Body) events.Secret {
+	switch b := b.(type) {
+	case events.GroupCreated:
+		if c := b.FirstCommit; c != nil {
+			st, ok := c.KnownState()
 			if !ok {
 				return events.Secret{}
 			}
-			start = st
-		case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
-			events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
-		default:
+			return st
+		}
+		return b.State
+	case events.WelcomeProcessed:
+		return b.State
+	case events.ExternalJoined:
+		return b.State
+	case events.CommitApplied:
+		st, ok := b.KnownState()
+		if !ok {
 			return events.Secret{}
 		}
+		return st
+	case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet,
+		events.EpochSecretsRetired, events.MemberAdded, events.MemberRemoved:
+		return prev
+	default:
+		return events.Secret{}
 	}
-	return start
 }
 
 // heldAfter returns the epochs gs holds (see groupState.held) after the
-// transition recorded by bodies: a commit adds its epoch, a retirement
-// takes the listed epochs away, and the events that touch no epoch's
-// secrets keep them. Any other event makes them unknown.
-func heldAfter(gs *groupState, bodies []events.Body) ([]uint64, bool) {
+// transition recorded by b: a commit adds its epoch and takes away the
+// epochs it retires, and the events that touch no epoch's secrets keep
+// them. Any other event makes them unknown.
+func heldAfter(gs *groupState, b events.Body) ([]uint64, bool) {
 	if !gs.heldKnown {
 		return nil, false
 	}
-	held := slices.Clone(gs.held)
-	for _, b := range bodies {
-		switch b := b.(type) {
-		case events.CommitApplied:
-			held = append(held, b.Epoch)
-			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.RetiredEpochs, e) })
-		case events.EpochSecretsRetired:
-			held = slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.Epochs, e) })
-		case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:
-		default:
-			return nil, false
-		}
+	switch b := b.(type) {
+	case events.CommitApplied:
+		held := append(slices.Clone(gs.held), b.Epoch)
+		return slices.DeleteFunc(held, func(e uint64) bool { return slices.Contains(b.RetiredEpochs, e) }), true
+	case events.ProposalStaged, events.StateRecorded, events.ApplicationMessageSent, events.ApplicationMessageReceived, events.HandshakeFormatSet:
+		return slices.Clone(gs.held), true
+	default:
+		return nil, false
 	}
-	return held, true
 }
 
 func (in *Installation) mlsOptions() mls.Options {
@@ -255,13 +247,13 @@ func (gs *groupState) updateDue(now time.Time, interval time.Duration) bool {
 // errNotProjected error comes with the new state: the transition
 // happened): step
 // decides the transition from the current state and returns the new state
-// and its event; it is appended at the group's position in one append
+// and the body of its event; it is appended at the group's position in one append
 // (no atomic batch: every transition is one event), then projected (a
 // commit's or a proposal's from memory when
 // nothing else is new: appendAndProjectKnown). If another writer moved
 // the group first, the
 // read model catches up, the state is reloaded and step runs again.
-func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *groupState) (*mls.Group, []events.Body, error)) (*groupState, error) {
+func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *groupState) (*mls.Group, events.Body, error)) (*groupState, error) {
 	caughtUp := false
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
 		var gs *groupState
@@ -274,7 +266,7 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 		if err != nil {
 			return nil, err
 		}
-		ng, bodies, err := step(gs)
+		ng, body, err := step(gs)
 		if err != nil && !caughtUp && !errors.Is(err, ErrDuplicateMessage) {
 			// Refused on the cached state, which another process of this
 			// installation may have moved on (a message of an epoch it
@@ -291,10 +283,10 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 		if err != nil {
 			return nil, err
 		}
-		if carriesState(bodies) {
-			err = in.appendAndProjectKnown(ctx, in.groupAgg(id), gs.pos, bodies)
+		if carriesState(body) {
+			err = in.appendAndProjectKnown(ctx, in.groupAgg(id), gs.pos, body)
 		} else {
-			err = in.appendAndProject(ctx, in.groupAgg(id), gs.pos, bodies)
+			err = in.appendAndProject(ctx, in.groupAgg(id), gs.pos, body)
 		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			delete(in.group, string(id))
@@ -310,24 +302,22 @@ func (in *Installation) transact(ctx context.Context, id []byte, step func(gs *g
 			delete(in.group, string(id))
 			return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, err)
 		}
-		next := &groupState{id: gs.id, pos: gs.pos + uint64(len(bodies)), g: ng, lastUpdate: gs.lastUpdate}
-		next.held, next.heldKnown = heldAfter(gs, bodies)
-		next.epochStart = epochStartAfter(gs.epochStart, bodies)
+		next := &groupState{id: gs.id, pos: gs.pos + 1, g: ng, lastUpdate: gs.lastUpdate}
+		next.held, next.heldKnown = heldAfter(gs, body)
+		next.epochStart = epochStartAfter(gs.epochStart, body)
 		in.group[string(id)] = next
 		return next, err
 	}
 	return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, id, ErrTooManyConflicts)
 }
 
-// carriesState reports whether one of bodies carries the group's state
-// (a commit, a proposal): events as large as the group's ratchet trees,
-// which appendAndProjectKnown spares reading back.
-func carriesState(bodies []events.Body) bool {
-	for _, b := range bodies {
-		switch b.(type) {
-		case events.CommitApplied, events.ProposalStaged, events.StateRecorded:
-			return true
-		}
+// carriesState reports whether b carries the group's state (a commit, a
+// proposal, a recorded state): events as large as the group's ratchet
+// trees, which appendAndProjectKnown spares reading back.
+func carriesState(b events.Body) bool {
+	switch b.(type) {
+	case events.CommitApplied, events.ProposalStaged, events.StateRecorded:
+		return true
 	}
 	return false
 }
@@ -351,16 +341,14 @@ func (in *Installation) CreateGroup(ctx context.Context, id []byte) (*GroupOutpu
 		return nil, fmt.Errorf("engine: installation %s: create group: %w", in.id, err)
 	}
 	gid := g.GroupID()
-	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.NewSecret(st),
-			Members: []events.Member{{Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)}}},
-	}
-	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+	created := events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.NewSecret(st),
+		Members: []events.Member{{Leaf: uint32(g.LeafIndex()), Identity: []byte(in.id)}}}
+	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, created)
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: create group %x: %w", in.id, gid, err)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
-		held: []uint64{g.Epoch()}, heldKnown: true, epochStart: epochStartAfter(events.Secret{}, bodies)}
+	in.group[string(gid)] = &groupState{id: gid, pos: 1, g: g, lastUpdate: in.opts.Now().UTC(),
+		held: []uint64{g.Epoch()}, heldKnown: true, epochStart: epochStartAfter(events.Secret{}, created)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out := &GroupOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch()}
 	out.ProjectionErr, err = lagged(err)

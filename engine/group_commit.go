@@ -11,7 +11,7 @@ import (
 	"github.com/epochlog/epochlog/mls"
 )
 
-// commitEvents records a transition from old to ng by the commit message
+// commitEvent records a transition from old to ng by the commit message
 // of committer: group.commit_applied (with the re-derivable authenticator,
 // the new state, who committed and the epochs that fall out of the
 // maximum_past_epochs window and, for an own commit, what its output
@@ -19,19 +19,19 @@ import (
 // OwnCommits), one event. The new state is recorded as a delta from
 // base, the state the epoch before started with (groupState.epochStart),
 // when base is known; whole otherwise.
-func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, base, commit, welcome []byte, committer events.Committer) ([]events.Body, error) {
+func (in *Installation) commitEvent(ctx context.Context, old, ng *mls.Group, base, commit, welcome []byte, committer events.Committer) (events.CommitApplied, error) {
 	st, err := ng.MarshalBinary()
 	if err != nil {
-		return nil, fmt.Errorf("engine: encode group state: %w", err)
+		return events.CommitApplied{}, fmt.Errorf("engine: encode group state: %w", err)
 	}
 	added, removed := membership.Diff(old, ng)
 	if err := in.checkMembers(ctx, old, ng, added); err != nil {
-		return nil, err
+		return events.CommitApplied{}, err
 	}
 	gc := ng.GroupContext()
 	retire, err := in.epochsToRetire(ctx, ng.GroupID(), ng.Epoch())
 	if err != nil {
-		return nil, err
+		return events.CommitApplied{}, err
 	}
 	var own *events.OwnOutput
 	if committer.Own {
@@ -40,14 +40,14 @@ func (in *Installation) commitEvents(ctx context.Context, old, ng *mls.Group, ba
 	// One event: the epochs leaving the window go with the commit
 	// (RetiredEpochs), so the transition is a single publish, not an
 	// atomic batch.
-	return []events.Body{events.CommitApplied{
+	return events.CommitApplied{
 		GroupID: ng.GroupID(), Epoch: ng.Epoch(),
 		EpochAuthenticator:      ng.EpochAuthenticator(),
 		ConfirmedTranscriptHash: gc.ConfirmedTranscriptHash,
 		Commit:                  commit,
 		Added:                   added, Removed: removed, Committer: &committer,
 		RetiredEpochs: retire, OwnOutput: own,
-	}.WithStateFrom(base, st)}, nil
+	}.WithStateFrom(base, st), nil
 }
 
 // epochsToRetire lists the group's epochs whose secrets the read model
@@ -86,7 +86,7 @@ func (in *Installation) epochsToRetire(ctx context.Context, id []byte, cur uint6
 // 9420 §12.2), and is sent in the group's handshake wire format.
 func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.Group) (mls.CommitOptions, error)) (*CommitOutput, error) {
 	var out *CommitOutput
-	_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, events.Body, error) {
 		co, err := opts(gs.g)
 		if err != nil {
 			return nil, nil, err
@@ -116,7 +116,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 			}
 		}
 		self := gs.g.LeafIndex()
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, welcome, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
+		body, err := in.commitEvent(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, welcome, events.Committer{Leaf: uint32(self), Identity: []byte(in.id), Own: true})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -129,7 +129,7 @@ func (in *Installation) commit(ctx context.Context, id []byte, opts func(g *mls.
 				out.Added = append(out.Added, events.InstallationID(m.Identity))
 			}
 		}
-		return ng, bodies, nil
+		return ng, body, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, outcomeUnknown(err, func(u *OutcomeUnknownError) { u.Commit = out })

@@ -166,12 +166,12 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 	if err != nil {
 		return nil, err
 	}
-	bodies := []events.Body{events.ExternalJoined{
+	joined := events.ExternalJoined{
 		GroupID: gid, Epoch: g.Epoch(), GroupInfo: groupInfo, RatchetTree: ratchetTree, Commit: wire,
 		Resync: reason != "", RemovedLeaf: uint32(opts.RemoveLeaf), Reason: reason,
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.NewSecret(st),
 		Members: membership.Members(g), OwnOutput: &events.OwnOutput{},
-	}}
+	}
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: g.Epoch(), Commit: wire}
 	for _, id := range membership.Identities(g) {
 		if string(id) != string(in.id) {
@@ -188,7 +188,7 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 		if attempt == in.opts.MaxAttempts {
 			return nil, fmt.Errorf("engine: installation %s: record external join of group %x: %w", in.id, gid, ErrTooManyConflicts)
 		}
-		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), pos, bodies)
+		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), pos, joined)
 		if !errors.Is(joinErr, eventlog.ErrConflict) {
 			break
 		}
@@ -208,8 +208,8 @@ func (in *Installation) joinExternal(ctx context.Context, want, groupInfo, ratch
 		return nil, outcomeUnknown(fmt.Errorf("engine: installation %s: record external join of group %x: %w", in.id, gid, joinErr),
 			func(u *OutcomeUnknownError) { u.Commit = out })
 	}
-	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + uint64(len(bodies)), g: g, lastUpdate: in.opts.Now().UTC(),
-		epochStart: epochStartAfter(events.Secret{}, bodies)}
+	in.group[string(gid)] = &groupState{id: bytes.Clone(gid), pos: pos + 1, g: g, lastUpdate: in.opts.Now().UTC(),
+		epochStart: epochStartAfter(events.Secret{}, joined)}
 	delete(in.wireFormat, string(gid))
 	out.ProjectionErr, _ = lagged(joinErr)
 	return out, nil

@@ -81,7 +81,7 @@ func proposalTypeName(t mls.ProposalType) string {
 // group's state (set to the group's handshake wire format).
 func (in *Installation) propose(ctx context.Context, groupID []byte, what string, build func(g *mls.Group) (*mls.Group, *mls.MLSMessage, error)) (*ProposalOutput, error) {
 	var out *ProposalOutput
-	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
 		g, err := in.handshaking(ctx, gs.g)
 		if err != nil {
 			return nil, nil, err
@@ -107,7 +107,7 @@ func (in *Installation) propose(ctx context.Context, groupID []byte, what string
 			return nil, nil, err
 		}
 		out = &ProposalOutput{GroupID: bytes.Clone(groupID), Epoch: ng.Epoch(), Proposal: wire, Ref: p.Ref, MessageID: id, Recipients: otherMembers(gs.g)}
-		return ng, []events.Body{body}, nil
+		return ng, body, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err

@@ -115,7 +115,7 @@ func (in *Installation) installationEvent(ctx context.Context, check func() erro
 		if err != nil {
 			return err
 		}
-		err = in.appendAndProject(ctx, agg, pos, []events.Body{body})
+		err = in.appendAndProject(ctx, agg, pos, body)
 		if errors.Is(err, eventlog.ErrConflict) {
 			if attempt+1 < in.opts.MaxAttempts {
 				decidedAgain(in.log, agg, attempt+1, err)

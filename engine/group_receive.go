@@ -82,7 +82,7 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	var out *Received
-	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
 		if ep < gs.g.Epoch() {
 			if applied, err := in.commitApplied(ctx, groupID, ep, wire); err != nil {
 				return nil, nil, err
@@ -138,13 +138,13 @@ func (in *Installation) processCommit(ctx context.Context, groupID []byte, ep ui
 			// left if it had proposed its own removal in that epoch.
 			out.Epoch = gs.g.Epoch() + 1
 			out.Left = proposedOwnRemoval(gs.g)
-			return ng, []events.Body{events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}}, nil
+			return ng, events.MemberRemoved{GroupID: groupID, Epoch: gs.g.Epoch(), Leaf: uint32(gs.g.LeafIndex()), Identity: []byte(in.id), Left: out.Left}, nil
 		}
-		bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, nil, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
+		body, err := in.commitEvent(ctx, gs.g, ng, gs.epochStart.Bytes(), wire, nil, events.Committer{Leaf: uint32(rec.Sender), Identity: rec.SenderCredential.Identity, External: external})
 		if err != nil {
 			return nil, nil, err
 		}
-		return ng, bodies, nil
+		return ng, body, nil
 	})
 	if errors.Is(err, mls.ErrNotMember) {
 		// No group state to load: removed. The commit that removed this
@@ -185,7 +185,7 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 	defer in.mu.Unlock()
 	id := messageID(wire)
 	var out *Received
-	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
 		// Checked on every attempt: after a lost race the read model may
 		// hold it, recorded by another process of this installation.
 		if dup, err := in.db.HasProposalMessage(ctx, groupID, id); err != nil {
@@ -228,7 +228,7 @@ func (in *Installation) processProposal(ctx context.Context, groupID []byte, ep 
 		case mls.SenderTypeNewMemberProposal:
 			out.NonMember, out.SenderLeaf = "new_member", 0
 		}
-		return ng, []events.Body{body}, nil
+		return ng, body, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
 		return nil, err
@@ -278,7 +278,7 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 	defer in.mu.Unlock()
 	id := messageID(wire)
 	var out *Received
-	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
 		// Checked on every attempt: after a lost race the read model has
 		// caught up, and may hold this message as received by another
 		// process of this installation (a reloaded group cannot tell, its
@@ -326,7 +326,7 @@ func (in *Installation) processApplication(ctx context.Context, groupID []byte, 
 		}
 		ev, r := applicationReceived(groupID, id, sender, rec)
 		out = r
-		return ng, []events.Body{ev}, nil
+		return ng, ev, nil
 	})
 	if errors.Is(err, mls.ErrNotMember) {
 		// Removed since: a message received before is still a duplicate.
@@ -423,11 +423,11 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		return nil, err
 	}
 	gid := g.GroupID()
-	bodies := []events.Body{events.WelcomeProcessed{
+	joined := events.WelcomeProcessed{
 		GroupID: gid, Epoch: g.Epoch(), KeyPackageRef: kp.ref, Welcome: wire,
 		EpochAuthenticator: g.EpochAuthenticator(), State: events.NewSecret(st),
 		Members: membership.Members(g),
-	}}
+	}
 	// A first join starts the group's aggregate (position 0); a group
 	// this installation was in before is joined again after its
 	// departure, at the aggregate's position (a new membership). Either
@@ -446,7 +446,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 		if attempt == in.opts.MaxAttempts {
 			return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, ErrTooManyConflicts)
 		}
-		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), pos, bodies)
+		joinErr = in.appendAndProject(ctx, in.groupAgg(gid), pos, joined)
 		if !errors.Is(joinErr, eventlog.ErrConflict) {
 			break
 		}
@@ -458,7 +458,7 @@ func (in *Installation) ProcessWelcome(ctx context.Context, wire []byte) (*Recei
 	if joinErr != nil && !errors.Is(joinErr, errNotProjected) {
 		return nil, fmt.Errorf("engine: installation %s: record welcome to group %x: %w", in.id, gid, joinErr)
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: pos + uint64(len(bodies)), g: g, epochStart: epochStartAfter(events.Secret{}, bodies)}
+	in.group[string(gid)] = &groupState{id: gid, pos: pos + 1, g: g, epochStart: epochStartAfter(events.Secret{}, joined)}
 	delete(in.wireFormat, string(gid)) // read from the read model when needed
 	rec := &Received{GroupID: gid, Epoch: g.Epoch(), Kind: "welcome"}
 	if err := in.consumeKeyPackage(ctx, kp, gid); err != nil {

@@ -118,17 +118,15 @@ func TestVerifyMLSChecksTheRecordedMembershipChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bodies, err := in.commitEvents(ctx, gs.g, ng, gs.epochStart.Bytes(), co.Commit, nil, events.Committer{Leaf: 0, Identity: []byte(alice)})
+	ca, err := in.commitEvent(ctx, gs.g, ng, gs.epochStart.Bytes(), co.Commit, nil, events.Committer{Leaf: 0, Identity: []byte(alice)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := bodies[0].(events.CommitApplied)
 	// An inconsistent summary (a buggy or compromised writer): the commit
 	// is a plain update, the record says alice left and mallory joined.
 	ca.Removed = []events.Member{{Leaf: 0, Identity: []byte(alice)}}
 	ca.Added = []events.Member{{Leaf: 7, Identity: []byte("mallory")}}
-	bodies[0] = ca
-	if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, bodies); err != nil {
+	if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, ca); err != nil {
 		t.Fatal(err)
 	}
 	ms, _ := in.Members(ctx, gid)
@@ -167,7 +165,7 @@ func TestVerifyMLSChecksTheJoinsMembers(t *testing.T) {
 	}
 	forged := events.GroupCreated{GroupID: g.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: g.Epoch(), State: events.NewSecret(st),
 		Members: []events.Member{{Leaf: 0, Identity: []byte(alice)}, {Leaf: 1, Identity: []byte("mallory")}}}
-	if err := in.appendAndProject(ctx, in.groupAgg(g.GroupID()), 0, []events.Body{forged}); err != nil {
+	if err := in.appendAndProject(ctx, in.groupAgg(g.GroupID()), 0, forged); err != nil {
 		t.Fatal(err)
 	}
 	_, err = replay.VerifyMLS(ctx, b.log, alice)
@@ -444,7 +442,7 @@ func TestVerifyMLSChecksTheRecordedOwnMessage(t *testing.T) {
 				body := events.ApplicationMessageSent{GroupID: gid, Epoch: out.Epoch, SenderLeaf: uint32(gs.g.LeafIndex()), Sender: alice,
 					MessageID: out.MessageID, Content: events.NewSecret([]byte("hello")), Message: out.Message}
 				c.alter(&body, otherOut.Message)
-				if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, []events.Body{body}); err != nil {
+				if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, body); err != nil {
 					t.Fatal(err)
 				}
 			}

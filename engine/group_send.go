@@ -31,7 +31,7 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		}
 	}
 	var out *SendOutput
-	_, err = in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
+	_, err = in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
 		ng, msg, err := gs.g.SealApplication(content, authenticatedData)
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: installation %s: seal for group %x: %w", in.id, groupID, err)
@@ -42,10 +42,10 @@ func (in *Installation) Send(ctx context.Context, groupID, content, authenticate
 		}
 		id := messageID(wire)
 		out = &SendOutput{GroupID: bytes.Clone(groupID), Epoch: ng.Epoch(), MessageID: id, Message: wire, Recipients: otherMembers(ng), Update: update}
-		return ng, []events.Body{events.ApplicationMessageSent{
+		return ng, events.ApplicationMessageSent{
 			GroupID: groupID, Epoch: ng.Epoch(), SenderLeaf: uint32(ng.LeafIndex()), Sender: in.id,
 			MessageID: id, Content: events.NewSecret(content), AuthenticatedData: authenticatedData, Message: wire,
-		}}, nil
+		}, nil
 	})
 	if err != nil && !errors.Is(err, errNotProjected) {
 		err = outcomeUnknown(err, func(u *OutcomeUnknownError) {

@@ -133,24 +133,15 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 			return fail(err)
 		}
 	}
-	commit, err := in.commitEvents(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
+	fc, err := in.commitEvent(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id), Own: true})
 	if err != nil {
 		return fail(err)
 	}
 	// One event, the creation carrying the first commit: no atomic batch,
 	// which a server could store in part (a group created whose first
 	// commit and Welcome never existed).
-	fc, ok := events.CommitApplied{}, len(commit) == 1
-	if ok {
-		fc, ok = commit[0].(events.CommitApplied)
-	}
-	if !ok {
-		return fail(fmt.Errorf("first commit of group %x made %d events, not one group.commit_applied", gid, len(commit)))
-	}
-	bodies := []events.Body{
-		events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
-			Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}, FirstCommit: &fc},
-	}
+	created := events.GroupCreated{GroupID: gid, Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
+		Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.id)}}, FirstCommit: &fc}
 	// Commit is for no one (the successor had only this member before
 	// it), but it is the epoch's commit, as OwnCommits hands it back.
 	out := &CommitOutput{GroupID: bytes.Clone(gid), Epoch: ng.Epoch(), Commit: wire, Welcome: welcome}
@@ -160,7 +151,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 			out.Added = append(out.Added, events.InstallationID(m.Identity))
 		}
 	}
-	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, bodies)
+	err = in.appendAndProject(ctx, in.groupAgg(gid), 0, created)
 	if errors.Is(err, eventlog.ErrConflict) {
 		return fail(in.successorTaken(ctx, gid, err))
 	}
@@ -170,7 +161,7 @@ func (in *Installation) startSuccessor(ctx context.Context, groupID []byte, what
 		return nil, outcomeUnknown(fmt.Errorf("engine: installation %s: %s group %x: record group %x: %w", in.id, what, groupID, gid, err),
 			func(u *OutcomeUnknownError) { u.Commit = out })
 	}
-	in.group[string(gid)] = &groupState{id: gid, pos: uint64(len(bodies)), g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(events.Secret{}, bodies)}
+	in.group[string(gid)] = &groupState{id: gid, pos: 1, g: ng, lastUpdate: in.opts.Now().UTC(), epochStart: epochStartAfter(events.Secret{}, created)}
 	in.wireFormat[string(gid)] = WireFormatDefault
 	out.ProjectionErr, err = lagged(err)
 	return out, err

@@ -71,8 +71,8 @@ func (in *Installation) SetHandshakeWireFormat(ctx context.Context, groupID []by
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, []events.Body, error) {
-		return gs.g, []events.Body{events.HandshakeFormatSet{GroupID: groupID, WireFormat: uint16(wf)}}, nil
+	_, err := in.transact(ctx, groupID, func(gs *groupState) (*mls.Group, events.Body, error) {
+		return gs.g, events.HandshakeFormatSet{GroupID: groupID, WireFormat: uint16(wf)}, nil
 	})
 	if _, err := lagged(err); err != nil {
 		return err

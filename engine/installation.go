@@ -541,16 +541,13 @@ func (in *Installation) position(ctx context.Context, t events.AggregateType, id
 	return pos, nil
 }
 
-// appendAndProject appends evs to agg at expected and brings the read model
-// up to date with them. On eventlog.ErrConflict nothing was written; on
-// errNotProjected everything was; on ErrOutcomeUnknown either may be true.
-func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
-	now := in.opts.Now().UTC()
-	evs := make([]events.Event, len(bodies))
-	for i, b := range bodies {
-		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
-	}
-	if err := in.appendDecided(ctx, expected, evs); err != nil {
+// appendAndProject records the transition of agg whose event has body b,
+// at expected, and brings the read model up to date with it (every
+// transition is one event, one append). On eventlog.ErrConflict nothing
+// was written; on errNotProjected everything was; on ErrOutcomeUnknown
+// either may be true.
+func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggregate, expected uint64, b events.Body) error {
+	if _, _, err := in.appendDecided(ctx, agg, expected, b); err != nil {
 		return err
 	}
 	if err := in.project(ctx); err != nil {
@@ -559,24 +556,28 @@ func (in *Installation) appendAndProject(ctx context.Context, agg events.Aggrega
 	return nil
 }
 
-// appendDecided appends evs at expected and does not return before the
-// outcome is known, unless ctx ends or OutcomeTimeout passes first
-// (ErrOutcomeUnknown). A lost
-// answer (a timeout, a reconnect) leaves the events perhaps stored: the
-// operation's output (a commit, a Welcome) must then not be dropped while
-// its events are durable, nor returned while they are not. So the same
-// events (same message ids: evs keep their time) are appended again until
-// the server answers; Append finds them if the first attempt landed.
-func (in *Installation) appendDecided(ctx context.Context, expected uint64, evs []events.Event) error {
+// appendDecided appends the event of agg with body b at expected, timed
+// now, and does not return before the outcome is known, unless ctx ends
+// or OutcomeTimeout passes first (ErrOutcomeUnknown). A lost answer (a
+// timeout, a reconnect) leaves the event perhaps stored: the operation's
+// output (a commit, a Welcome) must then not be dropped while its event
+// is durable, nor returned while it is not. So the same event (same
+// message id: it keeps its time) is appended again until the server
+// answers; Append finds it if the first attempt landed. It returns the
+// event as appended and its result.
+func (in *Installation) appendDecided(ctx context.Context, agg events.Aggregate, expected uint64, b events.Body) ([]events.Event, []eventlog.Appended, error) {
 	if err := in.errIfClosed(); err != nil {
-		return err
+		return nil, nil, err
 	}
+	evs := []events.Event{{Aggregate: agg, Time: in.opts.Now().UTC(), Body: b}}
 	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
-	err = markUndecided(expected, evs, err)
-	if err == nil && len(res) > 0 {
+	if err != nil {
+		return nil, nil, markUndecided(expected, evs, err)
+	}
+	if len(res) > 0 {
 		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
 	}
-	return err
+	return evs, res, nil
 }
 
 // undecidedAppend marks an append that ended with ErrOutcomeUnknown with

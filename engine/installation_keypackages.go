@@ -43,16 +43,14 @@ func (in *Installation) publishKeyPackage(ctx context.Context, destination strin
 		return nil, nil, fmt.Errorf("engine: installation %s: encode key package: %w", in.id, err)
 	}
 	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(ref)}
-	bodies := []events.Body{
-		events.KeyPackageGenerated{
-			Ref: ref, Ciphersuite: uint16(in.cs.ID()), KeyPackage: raw,
-			InitPrivateKey:       events.NewSecret(secrets.InitKey.Bytes()),
-			EncryptionPrivateKey: events.NewSecret(secrets.EncryptionKey.Bytes()),
-			LastResort:           lastResort,
-			Published:            true, Destination: destination,
-		},
+	generated := events.KeyPackageGenerated{
+		Ref: ref, Ciphersuite: uint16(in.cs.ID()), KeyPackage: raw,
+		InitPrivateKey:       events.NewSecret(secrets.InitKey.Bytes()),
+		EncryptionPrivateKey: events.NewSecret(secrets.EncryptionKey.Bytes()),
+		LastResort:           lastResort,
+		Published:            true, Destination: destination,
 	}
-	if err := in.appendAndProject(ctx, agg, 0, bodies); err != nil {
+	if err := in.appendAndProject(ctx, agg, 0, generated); err != nil {
 		err = fmt.Errorf("engine: installation %s: publish key package %x: %w", in.id, ref, err)
 		if errors.Is(err, errNotProjected) {
 			return ref, raw, err
@@ -113,7 +111,7 @@ func (in *Installation) findKeyPackage(ctx context.Context, refs [][]byte) (*hel
 // cannot apply. The caller has brought the read model up to date.
 func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackage, groupID []byte) error {
 	agg := events.Aggregate{Installation: in.id, Type: events.AggKeyPackage, ID: groupKey(kp.ref)}
-	var bodies []events.Body
+	var consumed events.Body
 	for attempt := 0; attempt < in.opts.MaxAttempts; attempt++ {
 		state, found, err := in.db.KeyPackageState(ctx, kp.ref)
 		if err != nil {
@@ -135,8 +133,8 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 		if err != nil {
 			return err
 		}
-		if bodies == nil {
-			bodies = []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}}
+		if consumed == nil {
+			consumed = events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: kp.lastResort}
 			if kp.lastResort {
 				// Published once, before the rotation that names it. If
 				// another process rotates kp meanwhile, this package stays
@@ -146,10 +144,10 @@ func (in *Installation) consumeKeyPackage(ctx context.Context, kp *heldKeyPackag
 					return err
 				}
 				// One event: the rotation goes with the consumption.
-				bodies = []events.Body{events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: true, ReplacedBy: newRef}}
+				consumed = events.KeyPackageConsumed{Ref: kp.ref, GroupID: groupID, LastResort: true, ReplacedBy: newRef}
 			}
 		}
-		err = in.appendAndProject(ctx, agg, pos, bodies)
+		err = in.appendAndProject(ctx, agg, pos, consumed)
 		if errors.Is(err, eventlog.ErrConflict) {
 			if err := in.project(ctx); err != nil {
 				return err

@@ -72,27 +72,16 @@ func (in *Installation) projectFrom(ctx context.Context, cp uint64) (uint64, err
 }
 
 // appendAndProjectKnown is appendAndProject for the transitions whose
-// events are large (a group's state rides on every commit and proposal):
-// it appends them at expected, then applies them to the read model from
-// memory when the stream shows they are the only events of the
-// installation the read model lacks (applyAppended), so that they are
-// not fetched back and opened again; otherwise it projects as
+// event is large (a group's state rides on every commit and proposal):
+// it appends the event at expected, then applies it to the read model
+// from memory when the stream shows it is the only event of the
+// installation the read model lacks (applyAppended), so that it is not
+// fetched back and opened again; otherwise it projects as
 // appendAndProject does. The errors are appendAndProject's.
-func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Aggregate, expected uint64, bodies []events.Body) error {
-	now := in.opts.Now().UTC()
-	evs := make([]events.Event, len(bodies))
-	for i, b := range bodies {
-		evs[i] = events.Event{Aggregate: agg, Time: now, Body: b}
-	}
-	if err := in.errIfClosed(); err != nil {
-		return err
-	}
-	res, err := decideAppend(ctx, in.log, expected, evs, in.opts.OutcomeTimeout)
+func (in *Installation) appendAndProjectKnown(ctx context.Context, agg events.Aggregate, expected uint64, b events.Body) error {
+	evs, res, err := in.appendDecided(ctx, agg, expected, b)
 	if err != nil {
-		return markUndecided(expected, evs, err)
-	}
-	if len(res) > 0 {
-		in.log.Logger().Debug("engine: recorded", append(aggAttrs(in.log, evs), "seq", res[len(res)-1].Seq, "duplicate", res[0].Duplicate)...)
+		return err
 	}
 	if in.applyAppended(ctx, evs, res) {
 		return nil

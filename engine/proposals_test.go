@@ -306,7 +306,7 @@ func TestVerifyMLSChecksTheRecordedProposal(t *testing.T) {
 		t.Fatal(err)
 	}
 	body.ProposalType = uint16(mls.ProposalTypeRemove) // the record lies about the proposal
-	if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, []events.Body{body}); err != nil {
+	if err := in.appendAndProject(ctx, in.groupAgg(gid), gs.pos, body); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := replay.VerifyMLS(ctx, b.log, bob); !errors.Is(err, replay.ErrMLSMismatch) {

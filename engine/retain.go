@@ -50,13 +50,13 @@ func (in *Installation) recordStatesBefore(ctx context.Context, cut time.Time) e
 		return fmt.Errorf("engine: installation %s: %w", in.id, err)
 	}
 	for _, id := range ids {
-		_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, []events.Body, error) {
+		_, err := in.transact(ctx, id, func(gs *groupState) (*mls.Group, events.Body, error) {
 			st, err := gs.g.MarshalBinary()
 			if err != nil {
 				return nil, nil, fmt.Errorf("engine: installation %s: group %x: encode group state: %w", in.id, id, err)
 			}
 			b := events.StateRecorded{GroupID: gs.g.GroupID(), Epoch: gs.g.Epoch()}.WithStateFrom(gs.epochStart.Bytes(), st)
-			return gs.g, []events.Body{b}, nil
+			return gs.g, b, nil
 		})
 		if errors.Is(err, ErrUnknownGroup) || errors.Is(err, mls.ErrNotMember) {
 			continue // left meanwhile (another process): no reload needs them

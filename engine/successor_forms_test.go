@@ -31,7 +31,7 @@ func TestSuccessorBothFormsAcrossReloadsAndRetention(t *testing.T) {
 	old, bodies := oldSuccessorStart(t, alice, gid, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error) {
 		return g.PrepareBranch([]byte("old-branch"), kp, sec, []*mls.KeyPackage{&bobKP})
 	})
-	if err := alice.appendAndProject(ctx, alice.groupAgg(old.GroupID()), 0, bodies); err != nil {
+	if err := appendOldForm(t, alice, alice.groupAgg(old.GroupID()), bodies...); err != nil {
 		t.Fatal(err)
 	}
 	oldWelcome := bodies[1].(events.CommitApplied).OwnOutput.Welcome

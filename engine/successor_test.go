@@ -301,7 +301,7 @@ func TestSuccessorTwoEventFormStillReads(t *testing.T) {
 	ng, bodies := oldSuccessorStart(t, alice, gid, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error) {
 		return g.PrepareBranch([]byte("old-branch"), kp, sec, []*mls.KeyPackage{&bobKP})
 	})
-	if err := alice.appendAndProject(ctx, alice.groupAgg(ng.GroupID()), 0, bodies); err != nil {
+	if err := appendOldForm(t, alice, alice.groupAgg(ng.GroupID()), bodies...); err != nil {
 		t.Fatal(err)
 	}
 	if recs := groupEvents(t, b.log, alice, ng.GroupID()); len(recs) != 2 || recs[0].Event.Body.Kind() != events.KindGroupCreated || recs[1].Event.Body.Kind() != events.KindCommitApplied {
@@ -327,6 +327,22 @@ func TestSuccessorTwoEventFormStillReads(t *testing.T) {
 	if _, err := alice.Send(ctx, ng.GroupID(), []byte("after a rebuild"), nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// appendOldForm records bodies as an engine before group.created v3 did a
+// successor's start: the group's first events, in one atomic append (a
+// batch when there are several), then projected.
+func appendOldForm(t *testing.T, in *Installation, agg events.Aggregate, bodies ...events.Body) error {
+	t.Helper()
+	ctx := context.Background()
+	evs := make([]events.Event, len(bodies))
+	for i, b := range bodies {
+		evs[i] = events.Event{Aggregate: agg, Time: in.opts.Now().UTC(), Body: b}
+	}
+	if _, err := decideAppend(ctx, in.log, 0, evs, in.opts.OutcomeTimeout); err != nil {
+		return err
+	}
+	return in.project(ctx)
 }
 
 // oldSuccessorStart makes the bodies an engine before group.created v3
@@ -365,13 +381,13 @@ func oldSuccessorStart(t *testing.T, in *Installation, gid []byte,
 	if err != nil {
 		t.Fatal(err)
 	}
-	commit, err := in.commitEvents(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID()), Own: true})
+	commit, err := in.commitEvent(ctx, first, ng, st, wire, welcome, events.Committer{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID()), Own: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	created := events.GroupCreated{GroupID: ng.GroupID(), Ciphersuite: uint16(in.cs.ID()), Epoch: first.Epoch(), State: events.NewSecret(st),
 		Members: []events.Member{{Leaf: uint32(first.LeafIndex()), Identity: []byte(in.ID())}}}
-	return ng, append([]events.Body{created}, commit...)
+	return ng, []events.Body{created, commit}
 }
 
 // A history written by an engine before group.created v3 may hold the
@@ -401,7 +417,7 @@ func TestSuccessorCreationStoredAlone(t *testing.T) {
 	ng, bodies := oldSuccessorStart(t, alice, gid, func(g *mls.Group, kp *mls.KeyPackage, sec *mls.KeyPackageSecrets) (*mls.Group, mls.CommitOptions, error) {
 		return g.PrepareReinitialize(kp, sec, []*mls.KeyPackage{&bobKP})
 	})
-	if err := alice.appendAndProject(ctx, alice.groupAgg(ng.GroupID()), 0, bodies[:1]); err != nil {
+	if err := appendOldForm(t, alice, alice.groupAgg(ng.GroupID()), bodies[0]); err != nil {
 		t.Fatal(err)
 	}
 	b.checkRebuild("alice")
