@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 func mustDataKey(t testing.TB) DataKey {
@@ -307,5 +309,36 @@ func TestTombstone(t *testing.T) {
 	// It is not an event envelope, and no event envelope is a tombstone.
 	if _, err := Open(r, testInst, testBinding, env); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("Open of a tombstone: %v", err)
+	}
+}
+
+// TestTombstoneTrailingBytes: a tombstone whose sealed msgpack carries
+// bytes after the record is refused, as the event decoders refuse them,
+// naming how many; the same record without them opens.
+func TestTombstoneTrailingBytes(t *testing.T) {
+	r := mustRing(t, 1, 0x11)
+	ts := Tombstone{Installation: testInst, ErasedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), LastSeq: 9, By: "ops"}
+	plain, err := msgpack.Marshal(&ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tail := range map[string][]byte{"none": nil, "a nil": {0xc0}, "a second record": plain} {
+		sealed, err := sealTombstonePlain(r, testBinding, testInst, append(bytes.Clone(plain), tail...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := OpenTombstone(r, testInst, testBinding, sealed)
+		if len(tail) == 0 {
+			if err != nil || got != ts {
+				t.Fatalf("%s: %+v, %v; want %+v", name, got, err, ts)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("%s after the tombstone: opened %+v, %v; want ErrMalformed", name, got, err)
+		}
+		if want := fmt.Sprintf("%d trailing bytes", len(tail)); !strings.Contains(err.Error(), want) {
+			t.Errorf("%s after the tombstone: %q does not say %q", name, err, want)
+		}
 	}
 }

@@ -259,6 +259,7 @@ func FuzzOpenTombstone(f *testing.F) {
 	}
 	f.Add([]byte("ELT\x01"), false)
 	f.Add([]byte{0x80}, true)
+	f.Add([]byte{0x80, 0xc0}, true) // a record with a byte after it
 
 	f.Fuzz(func(t *testing.T, sealed []byte, asPlaintext bool) {
 		if asPlaintext {

@@ -125,6 +125,11 @@ func OpenTombstone(r *Keyring, inst InstallationID, b Binding, sealed []byte) (T
 	if err != nil {
 		return Tombstone{}, fmt.Errorf("events: open tombstone: key id %d: %w", id, ErrTampered)
 	}
+	// Exactly one msgpack value, as the event decoders read: bytes after
+	// the record are refused, not dropped.
+	if err := checkMsgpack(plain); err != nil {
+		return Tombstone{}, fmt.Errorf("events: open tombstone: key id %d: %w: %v", id, ErrMalformed, err)
+	}
 	var t Tombstone
 	if err := decodeNoPanic(msgpack.NewDecoder(bytes.NewReader(plain)), &t); err != nil {
 		return Tombstone{}, fmt.Errorf("events: open tombstone: %w", ErrMalformed)
