@@ -396,6 +396,14 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 			continue
 		}
 		meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
+		// Whose it is and up to where, from its header, before anything
+		// is written: Import commits what the header says (checking the
+		// rows against it), so a snapshot of another installation, or of
+		// another checkpoint, is passed over with fresh untouched.
+		if err == nil && (meta.Installation != inst || meta.Checkpoint != ref.Checkpoint) {
+			err = fmt.Errorf("%w: stored as installation %s's at stream sequence %d, it holds installation %s's read model at %d",
+				projections.ErrSnapshot, inst, ref.Checkpoint, meta.Installation, meta.Checkpoint)
+		}
 		if err == nil && meta.Schema != fresh.SchemaVersion() {
 			if meta.Schema > fresh.SchemaVersion() || (meta.Schema < minMigratedSnapshotSchema && !compacted()) {
 				log.Info("replay: snapshot is of another schema version; trying an older one or the start", "snapshot_seq", ref.Checkpoint,
@@ -432,9 +440,6 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 			meta, err = fresh.Import(ctx, bytes.NewReader(plain))
 		}
 		clear(plain)
-		if err == nil && (meta.Installation != inst || meta.Checkpoint != ref.Checkpoint) {
-			err = fmt.Errorf("%w: it holds %s at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
-		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
