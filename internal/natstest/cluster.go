@@ -36,25 +36,20 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		tb.Fatalf("natstest: cluster of %d nodes", n)
 	}
 	root := tb.TempDir()
-	for attempt := 1; ; attempt++ {
-		c, taken := startCluster(tb, n, filepath.Join(root, fmt.Sprint(attempt)))
-		if c != nil {
-			c.waitFor("a meta leader with every node current", c.metaReady)
-			c.waitPlaceable()
-			return c
-		}
-		// A port picked free was taken before its node bound it (other
-		// tests' servers start meanwhile): a node that cannot listen
-		// never gets ready, so pick other ports rather than wait for it.
-		if attempt == 5 {
-			tb.Fatalf("natstest: cluster: %v (%d times)", taken, attempt)
-		}
-	}
+	// A port picked free can be taken before its node binds it (other
+	// tests' servers start meanwhile): a node that cannot listen never
+	// gets ready, so other ports are picked rather than waiting for it.
+	c := startOnFreePorts(tb, "cluster", func(attempt int) (*Cluster, error) {
+		return startCluster(tb, n, filepath.Join(root, fmt.Sprint(attempt)))
+	})
+	c.waitFor("a meta leader with every node current", c.metaReady)
+	c.waitPlaceable()
+	return c
 }
 
 // startCluster starts n nodes under root on ports picked free. If a
 // node's ports are taken by the time it starts, it shuts down the nodes
-// it started and returns nil and what was taken.
+// it started and returns nil and an errPortTaken naming what was taken.
 func startCluster(tb testing.TB, n int, root string) (*Cluster, error) {
 	tb.Helper()
 	// Every node routes to every other, so the ports are fixed before any
@@ -73,7 +68,7 @@ func startCluster(tb testing.TB, n int, root string) (*Cluster, error) {
 				for _, s := range c.nodes {
 					s.Shutdown()
 				}
-				return nil, fmt.Errorf("port %d taken before its node started", p)
+				return nil, fmt.Errorf("port %d: %w before its node started", p, errPortTaken)
 			}
 		}
 		name := fmt.Sprintf("node%d", i)

@@ -164,6 +164,31 @@ func (s *Server) start() error {
 // was to listen on it starts.
 var errPortTaken = errors.New("port taken")
 
+// maxStartAttempts is how many times startOnFreePorts tries.
+const maxStartAttempts = 5
+
+// startOnFreePorts returns what start gives, calling it again (with the
+// next attempt number, from 1) while it fails with errPortTaken: a port
+// picked free can be taken before its server listens on it, and other
+// ports are picked then. start must undo what it started before it
+// fails. Another error, or errPortTaken maxStartAttempts times, fails tb
+// (what names what was started).
+func startOnFreePorts[T any](tb testing.TB, what string, start func(attempt int) (T, error)) T {
+	tb.Helper()
+	for attempt := 1; ; attempt++ {
+		v, err := start(attempt)
+		if err == nil {
+			return v
+		}
+		if !errors.Is(err, errPortTaken) {
+			tb.Fatalf("natstest: %s: %v", what, err)
+		}
+		if attempt == maxStartAttempts {
+			tb.Fatalf("natstest: %s: %v (%d times)", what, err, attempt)
+		}
+	}
+}
+
 // URL is the client URL (nats://127.0.0.1:<port>); it stays the same across Restart.
 func (s *Server) URL() string {
 	return fmt.Sprintf("nats://127.0.0.1:%d", s.opts.Port)

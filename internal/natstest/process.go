@@ -1,7 +1,6 @@
 package natstest
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,19 +88,14 @@ func StartProcess(t *testing.T) *Process {
 	}
 	store := t.TempDir()
 	name := fmt.Sprintf("natstest-%d-%d", os.Getpid(), processes.Add(1))
-	for attempt := 1; ; attempt++ {
+	// A port picked free can be taken before the process listens on it
+	// (see errPortTaken): another is picked.
+	s := startOnFreePorts(t, "process", func(int) (*Process, error) {
 		s := &Process{t: t, bin: bin, port: freePorts(t, 1)[0], store: store, name: name}
-		err := s.start()
-		if err == nil {
-			t.Cleanup(s.Kill)
-			return s
-		}
-		// A port picked free can be taken before the process listens on
-		// it (see errPortTaken): pick another.
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
-			t.Fatalf("natstest: %v", err)
-		}
-	}
+		return s, s.start()
+	})
+	t.Cleanup(s.Kill)
+	return s
 }
 
 // Store is the process's JetStream store directory.

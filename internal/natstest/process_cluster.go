@@ -3,7 +3,6 @@ package natstest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -40,17 +39,12 @@ func StartProcessCluster(t *testing.T, n int) *ProcessCluster {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		c, err := startProcessCluster(t, bin, n, filepath.Join(root, strconv.Itoa(attempt)))
-		if err == nil {
-			c.waitPlaceable()
-			return c
-		}
-		// A port taken since it was picked (see errPortTaken): other ports.
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
-			t.Fatalf("natstest: process cluster: %v", err)
-		}
-	}
+	// A port taken since it was picked (see errPortTaken): other ports.
+	c := startOnFreePorts(t, "process cluster", func(attempt int) (*ProcessCluster, error) {
+		return startProcessCluster(t, bin, n, filepath.Join(root, strconv.Itoa(attempt)))
+	})
+	c.waitPlaceable()
+	return c
 }
 
 // startProcessCluster starts n nodes under root on ports picked free. If
