@@ -1,0 +1,173 @@
+package eventlog
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
+)
+
+// ackForger forwards TCP between clients and a nats-server and, while a
+// forged sequence is set, rewrites the PubAcks of atomic batch commits
+// the server sends (MSG payloads with a "batch" field): the server
+// stores the batch as sent, the client is told it ends at the forged
+// sequence. Everything else passes unchanged.
+type ackForger struct {
+	ln     net.Listener
+	seq    atomic.Uint64 // the forged "seq"; 0: none
+	forged atomic.Int64  // how many PubAcks were rewritten
+}
+
+func newAckForger(t *testing.T, serverURL string) *ackForger {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &ackForger{ln: ln}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	target := strings.TrimPrefix(serverURL, "nats://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { f.forward(c, bufio.NewReader(s)); c.Close() }()
+		}
+	}()
+	return f
+}
+
+func (f *ackForger) url() string { return "nats://" + f.ln.Addr().String() }
+
+// forward copies the server's protocol from r to c one operation at a
+// time, rewriting batch PubAcks (see forge).
+func (f *ackForger) forward(c net.Conn, r *bufio.Reader) {
+	w := bufio.NewWriter(c)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var payload []byte
+		if bytes.HasPrefix(line, []byte("MSG ")) || bytes.HasPrefix(line, []byte("HMSG ")) {
+			// MSG <subject> <sid> [reply] <bytes>, HMSG ... <header bytes> <total bytes>
+			fields := strings.Fields(string(line))
+			size, err := strconv.Atoi(fields[len(fields)-1])
+			if err != nil {
+				return
+			}
+			payload = make([]byte, size+2) // and its CRLF
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			if fields[0] == "MSG" {
+				if forged, ok := f.forge(payload[:size]); ok {
+					fields[len(fields)-1] = strconv.Itoa(len(forged))
+					line = []byte(strings.Join(fields, " ") + "\r\n")
+					payload = append(forged, '\r', '\n')
+				}
+			}
+		}
+		if _, err := w.Write(line); err != nil {
+			return
+		}
+		if _, err := w.Write(payload); err != nil {
+			return
+		}
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// forge gives data with its "seq" replaced by the forged one when data
+// is a batch commit's PubAck and a forged sequence is set.
+func (f *ackForger) forge(data []byte) ([]byte, bool) {
+	seq := f.seq.Load()
+	if seq == 0 || !bytes.Contains(data, []byte(`"batch":`)) {
+		return nil, false
+	}
+	var ack map[string]any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&ack); err != nil || ack["stream"] == nil || ack["batch"] == nil {
+		return nil, false
+	}
+	ack["seq"] = seq
+	out, err := json.Marshal(ack)
+	if err != nil {
+		return nil, false
+	}
+	f.forged.Add(1)
+	return out, true
+}
+
+// A batch appended by AppendBulk (published async, its commit's PubAck
+// awaited) whose PubAck names a last stream sequence the batch cannot end
+// at (1, for 3 messages) is refused, naming it, instead of reported
+// appended at sequences that wrapped below zero. The server's answer is
+// forged by a proxy; the server itself stored the batch at 1-3.
+func TestBulkBatchAckBelowTheBatchIsRefused(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	proxy := newAckForger(t, srv.URL())
+	cfg := testConfig(srv)
+	cfg.NATSURL = proxy.url()
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	ctx := context.Background()
+
+	agg := group(instA, "forged")
+	evs := []events.Event{msg(agg, 1, "a"), msg(agg, 2, "b"), msg(agg, 3, "c")}
+	proxy.seq.Store(1)
+	res, err := l.AppendBulk(ctx, []Transition{{Expected: 0, Events: evs}})
+	proxy.seq.Store(0)
+	if proxy.forged.Load() == 0 {
+		t.Fatalf("no batch PubAck went through the proxy (AppendBulk: %v)", err)
+	}
+	if err == nil {
+		t.Fatalf("a batch of 3 acknowledged as ending at stream sequence 1 was reported appended: %+v", res)
+	}
+	if !strings.Contains(err.Error(), "stream sequence 1") || !strings.Contains(err.Error(), "batch of 3") {
+		t.Fatalf("the error does not name the batch and the sequence its PubAck names: %v", err)
+	}
+	if len(res) != 1 || res[0] != nil {
+		t.Fatalf("results of the refused batch: %+v", res)
+	}
+	// The server stored it; a Log reading straight from the server sees
+	// it at 1-3.
+	recs := readAll(t, openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0)
+	if len(recs) != 3 || recs[0].Seq != 1 || recs[2].Seq != 3 {
+		t.Fatalf("the stream holds %d records, want the batch at 1-3", len(recs))
+	}
+}
