@@ -42,11 +42,12 @@ type ackMux struct {
 
 // pendingAck is one publish's outcome: done is closed when it is known.
 type pendingAck struct {
-	tok  uint64
-	done chan struct{}
-	seq  uint64
-	dup  bool
-	err  error
+	tok   uint64
+	done  chan struct{}
+	seq   uint64
+	dup   bool
+	count int // of a batch commit's PubAck (0: not said)
+	err   error
 }
 
 // newAckMux bounds the publishes in flight at maxPending across every
@@ -123,8 +124,8 @@ func (a *ackMux) take(tok uint64) *pendingAck {
 // pa out of pending, so it runs once per publish. The slot is freed
 // before done is closed: whoever sees the outcome sees the slot free too
 // (TestAckMuxBounds counted a settled publish's slot still taken).
-func (a *ackMux) settle(pa *pendingAck, seq uint64, dup bool, err error) {
-	pa.seq, pa.dup, pa.err = seq, dup, err
+func (a *ackMux) settle(pa *pendingAck, seq uint64, dup bool, count int, err error) {
+	pa.seq, pa.dup, pa.count, pa.err = seq, dup, count, err
 	<-a.slots
 	close(pa.done)
 }
@@ -142,15 +143,15 @@ func (a *ackMux) handle(m *nats.Msg) {
 	if pa == nil {
 		return // late: its waiter gave up, or the connection was lost
 	}
-	seq, dup, err := parsePubAck(m)
-	a.settle(pa, seq, dup, err)
+	seq, dup, count, err := parsePubAck(m)
+	a.settle(pa, seq, dup, count, err)
 }
 
 // giveUp settles pa with err unless it was settled already; a PubAck
 // arriving later is dropped.
 func (a *ackMux) giveUp(pa *pendingAck, err error) {
 	if a.take(pa.tok) == pa {
-		a.settle(pa, 0, false, err)
+		a.settle(pa, 0, false, 0, err)
 	}
 	<-pa.done // settled by us, or being settled by handle or failAll
 }
@@ -164,7 +165,7 @@ func (a *ackMux) failAll(err error) {
 	a.pending = map[uint64]*pendingAck{}
 	a.mu.Unlock()
 	for _, pa := range failed {
-		a.settle(pa, 0, false, err)
+		a.settle(pa, 0, false, 0, err)
 	}
 }
 
@@ -196,30 +197,32 @@ func (a *ackMux) wait(pa *pendingAck, deadline time.Time, t *time.Timer, cancel 
 var pubAckOK = []byte(`{"stream":"`)
 
 // parsePubAck reads a PubAck: the server's usual answer by hand, anything
-// else through encoding/json.
-func parsePubAck(m *nats.Msg) (seq uint64, dup bool, err error) {
+// else through encoding/json. count is a batch commit's count of
+// messages (0 when the PubAck says none).
+func parsePubAck(m *nats.Msg) (seq uint64, dup bool, count int, err error) {
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-		return 0, false, jetstream.ErrNoStreamResponse
+		return 0, false, 0, jetstream.ErrNoStreamResponse
 	}
 	if seq, dup, ok := parsePubAckFast(m.Data); ok {
-		return seq, dup, nil
+		return seq, dup, 0, nil
 	}
 	var r struct {
 		Error     *jetstream.APIError `json:"error,omitempty"`
 		Stream    string              `json:"stream"`
 		Sequence  uint64              `json:"seq"`
 		Duplicate bool                `json:"duplicate,omitempty"`
+		Count     int                 `json:"count,omitempty"`
 	}
 	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return 0, false, jetstream.ErrInvalidJSAck
+		return 0, false, 0, jetstream.ErrInvalidJSAck
 	}
 	if r.Error != nil {
-		return 0, false, r.Error
+		return 0, false, 0, r.Error
 	}
 	if r.Stream == "" {
-		return 0, false, jetstream.ErrInvalidJSAck
+		return 0, false, 0, jetstream.ErrInvalidJSAck
 	}
-	return r.Sequence, r.Duplicate, nil
+	return r.Sequence, r.Duplicate, r.Count, nil
 }
 
 // parsePubAckFast parses exactly {"stream":"<name>","seq":<n>} and

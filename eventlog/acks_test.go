@@ -45,6 +45,8 @@ func TestParsePubAck(t *testing.T) {
 			}
 		}
 	}
+	// The count of a batch commit's PubAck (the others: 0).
+	counts := map[string]int{`{"stream":"S","seq":9,"batch":"b1","count":3}`: 3}
 	for _, c := range []struct {
 		data  string
 		fast  bool // read by hand
@@ -70,12 +72,15 @@ func TestParsePubAck(t *testing.T) {
 			if _, _, fast := parsePubAckFast([]byte(c.data)); fast != c.fast {
 				t.Errorf("read by hand: %v, want %v", fast, c.fast)
 			}
-			seq, dup, err := parsePubAck(&nats.Msg{Data: []byte(c.data)})
+			seq, dup, count, err := parsePubAck(&nats.Msg{Data: []byte(c.data)})
 			c.check(t, seq, dup, err)
+			if count != counts[c.data] {
+				t.Errorf("count %d, want %d", count, counts[c.data])
+			}
 		})
 	}
 	// No stream listens on the subject: the server's 503, without a body.
-	_, _, err := parsePubAck(&nats.Msg{Header: nats.Header{"Status": []string{"503"}}})
+	_, _, _, err := parsePubAck(&nats.Msg{Header: nats.Header{"Status": []string{"503"}}})
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) || retryReason(err) == "" {
 		t.Errorf("no responders: err %v (retry reason %q), want ErrNoStreamResponse, retried", err, retryReason(err))
 	}

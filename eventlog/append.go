@@ -694,10 +694,17 @@ func parseBatchAck(data []byte, n int) (batchAck, error) {
 	if a.Stream == "" || a.Seq == 0 {
 		return a, fmt.Errorf("commit batch: invalid PubAck %q", data)
 	}
-	if a.Count != 0 && a.Count != n {
-		return a, fmt.Errorf("commit batch of %d: server acknowledged %d messages", n, a.Count)
+	return a, checkBatchAck(n, a.Count, a.Seq)
+}
+
+// checkBatchAck checks a batch commit's PubAck, of count messages (0:
+// not said) ending at stream sequence last, against the batch of n
+// messages it acknowledges, for Append and AppendBulk alike.
+func checkBatchAck(n, count int, last uint64) error {
+	if count != 0 && count != n {
+		return fmt.Errorf("commit batch of %d: server acknowledged %d messages", n, count)
 	}
-	return a, checkBatchEnd(n, a.Seq)
+	return checkBatchEnd(n, last)
 }
 
 // checkBatchEnd checks that a batch of n messages can end at stream

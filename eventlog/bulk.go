@@ -301,7 +301,7 @@ func (l *Log) await(ctx context.Context, f *inflight, t *time.Timer) ([]Appended
 		return l.appendPrepared(ctx, p)
 	}
 	seq, n := f.ack.seq, len(p.envs)
-	if err := checkBatchEnd(n, seq); n > 1 && err != nil {
+	if err := checkBatchAck(n, f.ack.count, seq); n > 1 && err != nil {
 		l.dropTail(p.subject)
 		return nil, err
 	}

@@ -18,13 +18,15 @@ import (
 )
 
 // ackForger forwards TCP between clients and a nats-server and, while a
-// forged sequence is set, rewrites the PubAcks of atomic batch commits
-// the server sends (MSG payloads with a "batch" field): the server
-// stores the batch as sent, the client is told it ends at the forged
-// sequence. Everything else passes unchanged.
+// forged sequence or count is set, rewrites the PubAcks of atomic batch
+// commits the server sends (MSG payloads with a "batch" field): the
+// server stores the batch as sent, the client is told it ends at the
+// forged sequence, or holds the forged count of messages. Everything
+// else passes unchanged.
 type ackForger struct {
 	ln     net.Listener
-	seq    atomic.Uint64 // the forged "seq"; 0: none
+	seq    atomic.Uint64 // the forged "seq"; 0: the server's
+	count  atomic.Uint64 // the forged "count"; 0: the server's
 	forged atomic.Int64  // how many PubAcks were rewritten
 }
 
@@ -112,11 +114,11 @@ func (f *ackForger) forward(c net.Conn, r *bufio.Reader) {
 	}
 }
 
-// forge gives data with its "seq" replaced by the forged one when data
-// is a batch commit's PubAck and a forged sequence is set.
+// forge gives data with its "seq" and "count" replaced by the forged
+// ones that are set when data is a batch commit's PubAck.
 func (f *ackForger) forge(data []byte) ([]byte, bool) {
-	seq := f.seq.Load()
-	if seq == 0 || !bytes.Contains(data, []byte(`"batch":`)) {
+	seq, count := f.seq.Load(), f.count.Load()
+	if (seq == 0 && count == 0) || !bytes.Contains(data, []byte(`"batch":`)) {
 		return nil, false
 	}
 	var ack map[string]any
@@ -125,7 +127,12 @@ func (f *ackForger) forge(data []byte) ([]byte, bool) {
 	if err := dec.Decode(&ack); err != nil || ack["stream"] == nil || ack["batch"] == nil {
 		return nil, false
 	}
-	ack["seq"] = seq
+	if seq != 0 {
+		ack["seq"] = seq
+	}
+	if count != 0 {
+		ack["count"] = count
+	}
 	out, err := json.Marshal(ack)
 	if err != nil {
 		return nil, false
@@ -169,5 +176,37 @@ func TestBulkBatchAckBelowTheBatchIsRefused(t *testing.T) {
 	recs := readAll(t, openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0)
 	if len(recs) != 3 || recs[0].Seq != 1 || recs[2].Seq != 3 {
 		t.Fatalf("the stream holds %d records, want the batch at 1-3", len(recs))
+	}
+}
+
+// The same for a batch whose PubAck counts other messages than it has
+// (2 of 3): refused, naming both counts, as Append refuses it.
+func TestBulkBatchAckOfAnotherCountIsRefused(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	proxy := newAckForger(t, srv.URL())
+	cfg := testConfig(srv)
+	cfg.NATSURL = proxy.url()
+	l := openLog(t, cfg, keyring(t, 1, 0x11))
+	ctx := context.Background()
+
+	agg := group(instA, "forged")
+	evs := []events.Event{msg(agg, 1, "a"), msg(agg, 2, "b"), msg(agg, 3, "c")}
+	proxy.count.Store(2)
+	res, err := l.AppendBulk(ctx, []Transition{{Expected: 0, Events: evs}})
+	if proxy.forged.Load() == 0 {
+		t.Fatalf("no batch PubAck went through the proxy (AppendBulk: %v)", err)
+	}
+	if err == nil {
+		t.Fatalf("a batch of 3 acknowledged as 2 messages was reported appended: %+v", res)
+	}
+	if !strings.Contains(err.Error(), "batch of 3") || !strings.Contains(err.Error(), "acknowledged 2 messages") {
+		t.Fatalf("the error does not name both counts: %v", err)
+	}
+	if len(res) != 1 || res[0] != nil {
+		t.Fatalf("results of the refused batch: %+v", res)
+	}
+	// Append (synchronous) refuses it the same way.
+	if res, err := l.Append(ctx, 3, msg(agg, 4, "d"), msg(agg, 5, "e"), msg(agg, 6, "f")); err == nil || !strings.Contains(err.Error(), "acknowledged 2 messages") {
+		t.Fatalf("Append of a batch of 3 acknowledged as 2 messages: %+v, %v; want it refused", res, err)
 	}
 }
