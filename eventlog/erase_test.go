@@ -412,3 +412,81 @@ func TestEraseOfAnUnknownInstallationWritesNoTombstone(t *testing.T) {
 		t.Fatalf("the id is usable afterwards: %v", err)
 	}
 }
+
+// TestFollowEndsAtTheErase: a follow of an installation that another
+// process erases ends with its *ErasedError as soon as the tombstone is
+// written, naming the installation and the tombstone's sequence; a
+// follow of the other installation carries on and is told nothing.
+// Until 2026-12-07 the follow waited, for good, on purged subjects.
+func TestFollowEndsAtTheErase(t *testing.T) {
+	l, srv := newLog(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nA := writeMixed(t, l, instA)
+	nB := writeMixed(t, l, instB)
+	type follow struct {
+		mu   chan struct{} // closed when the follow returned
+		got  []Record
+		err  error
+		seen chan int
+	}
+	start := func(insts ...events.InstallationID) *follow {
+		f := &follow{mu: make(chan struct{}), seen: make(chan int, 100)}
+		go func() {
+			defer close(f.mu)
+			f.err = l.FollowInstallations(ctx, insts, 0, func(r Record) error {
+				f.got = append(f.got, r)
+				f.seen <- len(f.got)
+				return nil
+			})
+		}()
+		return f
+	}
+	waitN := func(f *follow, n int) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case got := <-f.seen:
+				if got >= n {
+					return
+				}
+			case <-f.mu:
+				t.Fatalf("follow ended before %d records: %v", n, f.err)
+			case <-timeout:
+				t.Fatalf("follow did not deliver %d records", n)
+			}
+		}
+	}
+	both, onlyB := start(instA, instB), start(instB)
+	waitN(both, nA+nB)
+	waitN(onlyB, nB)
+
+	other := openLog(t, testConfig(srv), keyring(t, 1, 0x11)) // another process
+	res, err := other.Erase(context.Background(), instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-both.mu:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a follow of the erased installation did not end")
+	}
+	var ee *ErasedError
+	if !errors.As(both.err, &ee) || !errors.Is(both.err, ErrErased) || ee.Installation != instA || ee.Seq != res.TombstoneSeq || ee.By != "test" {
+		t.Fatalf("follow of %s and %s after %s's erase: %v, want its *ErasedError at seq %d", instA, instB, instA, both.err, res.TombstoneSeq)
+	}
+	if len(both.got) != nA+nB {
+		t.Fatalf("follow delivered %d records, want %d (the tombstone is not one)", len(both.got), nA+nB)
+	}
+
+	// The other installation's follow goes on.
+	g := group(instB, "g1")
+	mustAppend(t, l, 6, msg(g, 7, "after the erase"))
+	waitN(onlyB, nB+1)
+	cancel()
+	<-onlyB.mu
+	if !errors.Is(onlyB.err, context.Canceled) {
+		t.Fatalf("follow of %s ended with %v, want the cancel", instB, onlyB.err)
+	}
+}

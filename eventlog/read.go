@@ -49,7 +49,10 @@ func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint
 // events as they are appended until ctx is cancelled (it then returns
 // ctx's error) or the Log is closed (ErrClosed). A NATS disconnect or server restart in between loses
 // nothing and delivers nothing twice: delivery resumes after the last
-// sequence handed to fn.
+// sequence handed to fn. An erase of the installation (Erase) ends it
+// with an *ErasedError (ErrErased) as soon as the tombstone is written:
+// the follow reads the tombstone's subject too (until 2026-12-07 it
+// waited, for good, on subjects the erase had purged).
 func (l *Log) Follow(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, true, fn)
 }
@@ -71,7 +74,8 @@ func (l *Log) ReadInstallations(ctx context.Context, insts []events.Installation
 	return l.scan(ctx, insts, fromSeq, false, fn)
 }
 
-// FollowInstallations is Follow over several installations at once.
+// FollowInstallations is Follow over several installations at once. The
+// erase of any of them ends it with that installation's *ErasedError.
 func (l *Log) FollowInstallations(ctx context.Context, insts []events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, insts, fromSeq, true, fn)
 }
@@ -121,6 +125,9 @@ type reader struct {
 	// silent is set when the server stopped answering a stalled read: its
 	// consumer is not deleted (the request would wait out its timeout).
 	silent atomic.Bool
+	// tombs are the tombstone subjects a follow reads, by subject: one
+	// delivered ends the follow with the installation's *ErasedError.
+	tombs map[string]events.InstallationID
 }
 
 // scan is Read, Follow and their plural forms; a stalled read is logged.
@@ -128,6 +135,23 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 	r, filters, err := l.rangeReader(insts, fromSeq, fn)
 	if err != nil {
 		return err
+	}
+	if follow {
+		// A follow reads its installations' tombstone subjects too: an
+		// erase while it runs purges the subjects it reads, and would
+		// leave it waiting for good. One subject each, exact: another
+		// installation's erase delivers nothing here.
+		r.tombs = make(map[string]events.InstallationID, len(r.insts))
+		for _, inst := range r.insts {
+			subj, err := l.TombstoneSubject(inst)
+			if err != nil {
+				return err
+			}
+			if _, dup := r.tombs[subj]; !dup {
+				r.tombs[subj] = inst
+				filters = append(filters, subj)
+			}
+		}
 	}
 	return l.rangeStalled(r.run(ctx, filters, follow), insts)
 }
@@ -264,7 +288,14 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	wd := r.watch(ctx, it, filters, end, follow)
+	// The watchdog looks for undelivered events on the installations'
+	// subjects only: asking for the tombstone subjects too would double
+	// an idle follow's requests, for a message that comes once, if ever.
+	watched := filters
+	if len(r.tombs) > 0 {
+		watched = slices.DeleteFunc(slices.Clone(filters), func(f string) bool { _, t := r.tombs[f]; return t })
+	}
+	wd := r.watch(ctx, it, watched, end, follow)
 	defer wd.done()
 	for {
 		// it.Stop runs after ctx ends, but in a goroutine of its own:
@@ -373,6 +404,9 @@ func (r *reader) deleteConsumer(cons jetstream.Consumer) {
 // deliver verifies one record and hands it to fn.
 func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data []byte, pending uint64, stored time.Time) error {
 	l := r.l
+	if inst, ok := r.tombs[subject]; ok {
+		return r.erased(inst, seq, subject, data)
+	}
 	rest, ok := strings.CutPrefix(subject, r.prefix)
 	instP, _, _ := strings.Cut(rest, ".")
 	inst, known := r.insts[instP]
@@ -408,6 +442,19 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		return l.recordError(subject, seq, "handle", err)
 	}
 	return nil
+}
+
+// erased opens the tombstone of inst a follow was delivered (at stream
+// sequence seq on subject) and returns the *ErasedError that ends the
+// follow; a tombstone that does not open is a *RecordError.
+func (r *reader) erased(inst events.InstallationID, seq uint64, subject string, data []byte) error {
+	l := r.l
+	t, err := events.OpenTombstone(l.keys, inst, l.binding(subject), data)
+	if err != nil {
+		return l.recordError(subject, seq, "tombstone", err)
+	}
+	l.noteErased(inst, t, seq)
+	return &ErasedError{Stream: l.cfg.Stream, Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq}
 }
 
 // ReadN fetches up to limit of inst's records on subjects matching

@@ -445,6 +445,16 @@ func (f *follower) run(ctx context.Context) {
 		// no other member could open the file either, so the read model
 		// is kept, not given back, and tried again often enough to follow
 		// it within the takeover bound once that writer lets go.
+		if !shared && errors.Is(err, eventlog.ErrErased) {
+			// Erased while followed (the follow read its tombstone) or
+			// before: nothing of it is left to follow, now or later. It
+			// stays reported as failing (readiness, the failing gauge,
+			// the summary); the others carry on. Until 2026-12-07 one
+			// erased while followed was followed, healthy, until follow
+			// restarted, and one erased before was tried again for good.
+			f.lg.Error("installation erased; stopped following its read model (delete it)", "failures", failures, "err", err)
+			return
+		}
 		locked := shared && errors.Is(err, projections.ErrLocked)
 		if !locked && !everyMembers(err) {
 			streak++

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestFollowStopsAtAnErasedInstallation: a follower of two read models,
+// both caught up, whose installation gone-b is erased while it runs,
+// notices it: it says so at level ERROR naming the installation, stops
+// following gone-b (tried no more), shows it as failing in /readyz and
+// the failing-read-models gauge, and goes on following keep-a. Until
+// 2026-12-07 it followed gone-b, healthy, until restarted.
+func TestFollowStopsAtAnErasedInstallation(t *testing.T) {
+	shortRetries(t)
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	keep, gone := events.InstallationID("keep-a"), events.InstallationID("gone-b")
+	for _, id := range []events.InstallationID{keep, gone} {
+		createInstallation(t, l, dir, id)
+		enqueueFor(t, l, id, "before", 3)
+	}
+	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--metrics", "127.0.0.1:0", "--log-format", "json")
+	addr := f.metricsAddr(t)
+	caughtUp := func(id events.InstallationID) func() bool {
+		return func() bool {
+			last, err := l.LastSeq(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return checkpointOf(t, dir, id) == last
+		}
+	}
+	f.waitFor(t, "keep-a to catch up", caughtUp(keep))
+	f.waitFor(t, "gone-b to catch up", caughtUp(gone))
+	f.waitFor(t, "/readyz 200", func() bool { code, _ := get(t, addr, "/readyz"); return code == http.StatusOK })
+
+	if _, err := l.Erase(ctx, gone, &eventlog.EraseOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	var stopped map[string]any
+	f.waitFor(t, "the erase noticed", func() bool {
+		stopped = findRecord(logRecords(t, f.stderr.String()), "installation erased; stopped following its read model (delete it)",
+			"installation", string(gone), "level", "ERROR")
+		return stopped != nil
+	})
+	if e, _ := stopped["err"].(string); !strings.Contains(e, "installation gone-b was erased at") {
+		t.Fatalf("the record does not give the erase: %v", stopped)
+	}
+
+	// keep-a is still followed.
+	enqueueFor(t, l, keep, "after-erase", 4)
+	f.waitFor(t, "keep-a to catch up after the erase", caughtUp(keep))
+
+	code, body := get(t, addr, "/readyz")
+	var ready followReady
+	if err := json.Unmarshal([]byte(body), &ready); err != nil {
+		t.Fatalf("/readyz body: %v: %s", err, body)
+	}
+	if code != http.StatusServiceUnavailable || ready.Ready || len(ready.NotReady) != 1 || ready.NotReady[0] != string(gone) {
+		t.Fatalf("/readyz after the erase: %d %s", code, body)
+	}
+	for _, rm := range ready.ReadModels {
+		switch events.InstallationID(rm.Installation) {
+		case keep:
+			if !rm.Ready {
+				t.Fatalf("/readyz: keep-a not ready after another installation's erase: %s", body)
+			}
+		case gone:
+			if !strings.Contains(rm.Reason, "failing: ") || !strings.Contains(rm.Reason, "was erased at") {
+				t.Fatalf("/readyz: gone-b's reason does not say it was erased: %s", body)
+			}
+		}
+	}
+	_, metrics := get(t, addr, "/metrics")
+	if v := metricValue(t, metrics, "epochlog_follow_read_models_failing", ""); v != 1 {
+		t.Fatalf("epochlog_follow_read_models_failing = %v after the erase, want 1", v)
+	}
+
+	code = f.stop()
+	out := f.stderr.String()
+	if code != exitFailure {
+		t.Fatalf("follow with an erased read model exited %d after Ctrl-C, want %d: %s", code, exitFailure, out)
+	}
+	// It was not tried again: one failure, however long follow ran on.
+	goneDB := filepath.Join(dir, string(gone)+".db")
+	if !strings.Contains(out, fmt.Sprintf("replayer: gone-b: FAILING (database %s, 1 failed attempts)", goneDB)) {
+		t.Fatalf("the summary does not show gone-b failing once: %s", out)
+	}
+	if n := strings.Count(out, `"msg":"following read model again","installation":"gone-b"`); n != 0 {
+		t.Fatalf("gone-b was tried again %d times after the erase: %s", n, out)
+	}
+	if !strings.Contains(out, "1 of 2 read models failing when follow stopped: gone-b ("+goneDB+")") {
+		t.Fatalf("the final error does not name gone-b: %s", out)
+	}
+}
