@@ -89,6 +89,19 @@ func TestEraseKeepsOthersAndNamesTheErase(t *testing.T) {
 		if _, err := Compact(ctx, lg, instA, nil); !errors.Is(err, ErrErased) {
 			t.Fatalf("compact of the erased installation: %v, want ErrErased", err)
 		}
+		// Nor retained: there is nothing of it to shred, and the read
+		// model is left as it is (until 2026-12-07 RetainFile deleted
+		// its old messages, then failed on the snapshot).
+		for _, p := range []RetentionPolicy{{Messages: KeepNone}, {Messages: KeepForever}} {
+			_, err = RetainFile(ctx, lg, instA, pathOf(instA), key, p, &RetainOptions{Options: *testReplayOptions()})
+			var ee *eventlog.ErasedError
+			if !errors.As(err, &ee) || ee.Installation != instA || IsVerificationFailure(err) {
+				t.Fatalf("retain (%+v) of the erased installation's read model: %v, want its *ErasedError", p, err)
+			}
+			if d, _ := digestOf(t, pathOf(instA), key); d.String() != before[instA] {
+				t.Fatalf("a refused retain (%+v) changed the erased installation's read model", p)
+			}
+		}
 		// Nor followed: nothing of it comes any more, and a follow of
 		// it waited, healthy, for good.
 		db, err := projections.Open(pathOf(instA), key, nil)

@@ -243,6 +243,21 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 			o.Step(s)
 		}
 	}
+	// An erased installation has nothing left to shred, and its read
+	// model is what is left of it: refused, untouched, as snapshot,
+	// compact and follow refuse it, before anything is asked of the read
+	// model or the clock. Until 2026-12-07 retain went ahead: RetainFile
+	// deleted the read model's old messages, then failed on the
+	// snapshot; through the engine it failed recording a group's state,
+	// or, with no message to delete (--past-epochs), succeeded having
+	// "nothing left to shred".
+	if t, seq, found, err := l.Tombstone(ctx, inst); err != nil {
+		return nil, fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
+	} else if found {
+		return nil, &projections.FileError{Path: db.Path(), Op: "retain",
+			Err:  &eventlog.ErasedError{Stream: l.Stream(), Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq},
+			Hint: "nothing was changed; this read model is what is left of an erased installation: delete it"}
+	}
 	res := &RetainResult{Installation: inst}
 	at := now()
 	msgCut, msgOK := p.MessagesCutoff(at)
