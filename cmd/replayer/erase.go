@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/epochlog/epochlog/engine"
@@ -44,7 +48,9 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 			"the stream, in that order. Interrupted, running it again finishes the erase.\n"+
 			"Rebuilds of it then fail with \"erased\"; other installations are not touched.\n"+
 			"With --db it also deletes the installation's read model, after opening it with\n"+
-			"its key (--db-key-file, ...) to check whose it is. Without --yes it asks\n"+
+			"its key (--db-key-file, ...) to check whose it is, and its own key file\n"+
+			"(<db without .db>.key, holding that key; a key file other read models may use\n"+
+			"is kept, and named). Without --yes it asks\n"+
 			"you to type the installation id, and refuses when stdin is not a terminal.")
 	var conn connFlags
 	conn.register(fs, "") // no default: an erase names its store
@@ -77,12 +83,17 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	var key projections.Key
 	existed := false
 	if *db != "" {
-		var err error
-		if key, err = dbKey.key(env); err != nil {
-			return err
-		}
-		_, err = os.Lstat(*db)
+		_, err := os.Lstat(*db)
 		existed = err == nil
+		if key, err = dbKey.key(env); err != nil {
+			// Run again after it finished, the read model and its key
+			// file are gone: the key is needed only to check a read
+			// model that is there.
+			if existed || !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			key = projections.Key{}
+		}
 	} else if dbKey.onCommandLine() {
 		return usageError{"a read-model key is for --db: give the read model too"}
 	}
@@ -116,10 +127,24 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	var kf keyFileOutcome
+	if *db != "" {
+		kf = removeOwnKeyFile(*db, key, dbKey.keyFile, dbKey.passFile)
+	}
 	if *asJSON {
-		return json.NewEncoder(env.stdout).Encode(map[string]any{"command": "erase", "installation": *inst,
+		out := map[string]any{"command": "erase", "installation": *inst,
 			"erased_at": res.Tombstone.ErasedAt.Format(time.RFC3339Nano), "by": res.Tombstone.By, "tombstone_seq": res.TombstoneSeq,
-			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "db_removed": existed})
+			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "db_removed": existed}
+		if kf.removed != "" {
+			out["key_file_removed"] = kf.removed
+		}
+		if kf.kept != "" {
+			out["key_file_kept"], out["key_file_kept_why"] = kf.kept, kf.why
+		}
+		if err := json.NewEncoder(env.stdout).Encode(out); err != nil {
+			return err
+		}
+		return kf.err
 	}
 	verb := "erased"
 	if res.Resumed {
@@ -133,5 +158,106 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	case *db != "":
 		fmt.Fprintf(env.stdout, "no read model at %s: nothing removed there\n", *db)
 	}
-	return nil
+	if kf.removed != "" {
+		fmt.Fprintf(env.stdout, "removed its key file %s\n", kf.removed)
+	}
+	if kf.kept != "" {
+		fmt.Fprintf(env.stdout, "kept key file %s: %s\n", kf.kept, kf.why)
+	}
+	return kf.err
+}
+
+// keyFileOutcome is what erase did with the erased read model's key
+// file: the path it removed, or the one it kept and why; err when the
+// removal failed.
+type keyFileOutcome struct {
+	removed, kept, why string
+	err                error
+}
+
+// removeOwnKeyFile removes the key file of the erased read model at db,
+// if it has one of its own: <db without .db>.key beside it (what follow
+// and status --db-keys-beside and demo use), a regular file holding key,
+// the key erase opened the read model with, and no other name in its
+// directory for the same file (a hard or symbolic link another read
+// model's key may be). Any other file stays: one named by --db-key-file
+// under another name may be the key of other read models too (a shared
+// key), and is reported kept. A key to an erased read model opens
+// nothing any more, but it is a secret left for nobody (until 2026-12-07
+// every key file stayed).
+func removeOwnKeyFile(db string, key projections.Key, named, passFile string) keyFileOutcome {
+	if passFile != "" {
+		// No passphrase file is a read model's own by name; the salt that
+		// made the key from it went with the read model.
+		return keyFileOutcome{kept: passFile, why: "a passphrase file is never removed: other read models may use it; delete it once none does"}
+	}
+	own := strings.TrimSuffix(db, ".db") + ".key"
+	if own == db {
+		own = "" // no name of its own to tell its key by
+	}
+	sharedWhy := "its name is not the read model's own (" + own + "), so other read models may use it; delete it once none does"
+	if own == "" {
+		sharedWhy = "the read model's name does not end in .db, so no key file is its own by name; delete it once no other read model uses it"
+	}
+	if _, err := os.Lstat(named); named != "" && errors.Is(err, fs.ErrNotExist) {
+		return keyFileOutcome{} // removed by an earlier run
+	}
+	if named != "" && (own == "" || filepath.Clean(named) != filepath.Clean(own)) {
+		// A key named on the command line under another name: kept, and
+		// a key file of its own beside it is not looked for (it would
+		// hold another key, or this one twice).
+		return keyFileOutcome{kept: named, why: sharedWhy}
+	}
+	if own == "" || !key.Valid() || key.IsPlaintext() {
+		return keyFileOutcome{}
+	}
+	fi, err := os.Lstat(own)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return keyFileOutcome{}
+	case err != nil:
+		return keyFileOutcome{kept: own, why: err.Error()}
+	case !fi.Mode().IsRegular():
+		return keyFileOutcome{kept: own, why: "not a regular file (" + fi.Mode().Type().String() + "): the file it leads to may be other read models' key"}
+	}
+	k, err := readDBKeyFile(own)
+	if err != nil || !k.Equal(key) {
+		// Not the key that opened the read model: not its key file.
+		return keyFileOutcome{kept: own, why: "it does not hold the key the read model was opened with"}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		return keyFileOutcome{kept: own, why: fmt.Sprintf("the file has %d names (hard links), one of which may be another read model's key", st.Nlink)}
+	}
+	if other := otherNameOf(own, fi); other != "" {
+		return keyFileOutcome{kept: own, why: "the same file is also " + other + ", which may be another read model's key"}
+	}
+	if err := os.Remove(own); err != nil {
+		return keyFileOutcome{kept: own, why: err.Error(), err: fmt.Errorf("installation erased, but its key file %s was not removed (erase again to finish): %w", own, err)}
+	}
+	if d, err := os.Open(filepath.Dir(own)); err == nil {
+		_ = d.Sync() // the removal is durable; a failure leaves only the key of an erased read model
+		d.Close()
+	}
+	return keyFileOutcome{removed: own}
+}
+
+// otherNameOf returns another entry of path's directory that is the file
+// fi describes (a hard link, or a symbolic link to it), or "".
+func otherNameOf(path string, fi os.FileInfo) string {
+	dir := filepath.Dir(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	base := filepath.Base(path)
+	for _, e := range ents {
+		if e.Name() == base || e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Stat(p); err == nil && os.SameFile(st, fi) {
+			return p
+		}
+	}
+	return ""
 }

@@ -98,7 +98,11 @@ func TestEraseCommand(t *testing.T) {
 	if _, err := os.Stat(db("erase-me")); !os.IsNotExist(err) {
 		t.Fatalf("read model still there: %v", err)
 	}
-	code, _, stderr = cli("rebuild", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", filepath.Join(dir, "erase-me.key"))
+	// Its own key file went with it (until 2026-12-07 it stayed).
+	if _, err := os.Stat(key("erase-me")); !os.IsNotExist(err) || !strings.Contains(stdout, `"key_file_removed":"`+key("erase-me")+`"`) {
+		t.Fatalf("the erased read model's key file: %v; erase said %q", err, stdout)
+	}
+	code, _, stderr = cli("rebuild", "--nats", srv.URL(), "--installation", "erase-me", "--db", db("erase-me"), "--db-key-file", filepath.Join(dir, "keep-me.key"))
 	if code == exitOK || !strings.Contains(stderr, "erased at") {
 		t.Fatalf("rebuild of the erased installation: exit %d, stderr %q", code, stderr)
 	}
