@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -25,7 +27,8 @@ read (no lock: a follower or the installation may keep writing) and the stream
 is opened read-only.
 
 A read model that cannot be read (a wrong key, not a read model, a missing file)
-is reported on its row with the reason, and so is one whose checkpoint is past
+is reported on its row with the reason (with --db-keys-beside, a missing key
+file says "key file missing" in the KEY column), and so is one whose checkpoint is past
 the installation's last event on the stream (the stream holds less than it);
 the others are still shown. The exit status is then 3 if one of those is a
 verification failure (a wrong key, a damaged file, the stream behind), else 1.
@@ -40,7 +43,9 @@ type statusRow struct {
 	// ("" before its installation.created is applied).
 	Installation string `json:"installation,omitempty"`
 	// KeyKind is "raw key", "passphrase" or "plaintext": how it is opened,
-	// never the key.
+	// never the key; with --db-keys-beside, "key file missing" or "key
+	// file unreadable" when its key file is missing or holds no key (Error
+	// says which file, and why).
 	KeyKind string      `json:"key_kind"`
 	Schema  int         `json:"schema,omitempty"`
 	Head    *statusHead `json:"head,omitempty"`
@@ -135,6 +140,12 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		row := statusRow{DB: path, KeyKind: kind}
 		if keyErr != nil {
+			// Not a raw key that failed: no key at all (until 2026-12-07
+			// the column said "raw key").
+			row.KeyKind = "key file unreadable"
+			if errors.Is(keyErr, os.ErrNotExist) {
+				row.KeyKind = "key file missing"
+			}
 			row.fail(keyErr)
 		} else {
 			readStatus(ctx, log, key, &row, *dir != "", time.Now())
