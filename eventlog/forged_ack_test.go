@@ -142,71 +142,56 @@ func (f *ackForger) forge(data []byte) ([]byte, bool) {
 }
 
 // A batch appended by AppendBulk (published async, its commit's PubAck
-// awaited) whose PubAck names a last stream sequence the batch cannot end
-// at (1, for 3 messages) is refused, naming it, instead of reported
-// appended at sequences that wrapped below zero. The server's answer is
-// forged by a proxy; the server itself stored the batch at 1-3.
-func TestBulkBatchAckBelowTheBatchIsRefused(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{})
-	proxy := newAckForger(t, srv.URL())
-	cfg := testConfig(srv)
-	cfg.NATSURL = proxy.url()
-	l := openLog(t, cfg, keyring(t, 1, 0x11))
-	ctx := context.Background()
+// awaited) whose PubAck the batch cannot have (forged by a proxy; the
+// server itself stored the batch at 1-3) is refused, naming what is
+// wrong, as Append refuses it: a last stream sequence the batch cannot
+// end at (1, for 3 messages), reported before as appended at sequences
+// that wrapped below zero; a count of other messages (2 of 3), taken
+// before as the batch's.
+func TestBulkBatchAckForgedIsRefused(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		forge func(*ackForger)
+		want  []string // in the error
+	}{
+		{"below the batch", func(f *ackForger) { f.seq.Store(1) }, []string{"stream sequence 1", "batch of 3"}},
+		{"another count", func(f *ackForger) { f.count.Store(2) }, []string{"batch of 3", "acknowledged 2 messages"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := natstest.Start(t, natstest.Options{})
+			proxy := newAckForger(t, srv.URL())
+			cfg := testConfig(srv)
+			cfg.NATSURL = proxy.url()
+			l := openLog(t, cfg, keyring(t, 1, 0x11))
+			ctx := context.Background()
 
-	agg := group(instA, "forged")
-	evs := []events.Event{msg(agg, 1, "a"), msg(agg, 2, "b"), msg(agg, 3, "c")}
-	proxy.seq.Store(1)
-	res, err := l.AppendBulk(ctx, []Transition{{Expected: 0, Events: evs}})
-	proxy.seq.Store(0)
-	if proxy.forged.Load() == 0 {
-		t.Fatalf("no batch PubAck went through the proxy (AppendBulk: %v)", err)
-	}
-	if err == nil {
-		t.Fatalf("a batch of 3 acknowledged as ending at stream sequence 1 was reported appended: %+v", res)
-	}
-	if !strings.Contains(err.Error(), "stream sequence 1") || !strings.Contains(err.Error(), "batch of 3") {
-		t.Fatalf("the error does not name the batch and the sequence its PubAck names: %v", err)
-	}
-	if len(res) != 1 || res[0] != nil {
-		t.Fatalf("results of the refused batch: %+v", res)
-	}
-	// The server stored it; a Log reading straight from the server sees
-	// it at 1-3.
-	recs := readAll(t, openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0)
-	if len(recs) != 3 || recs[0].Seq != 1 || recs[2].Seq != 3 {
-		t.Fatalf("the stream holds %d records, want the batch at 1-3", len(recs))
-	}
-}
-
-// The same for a batch whose PubAck counts other messages than it has
-// (2 of 3): refused, naming both counts, as Append refuses it.
-func TestBulkBatchAckOfAnotherCountIsRefused(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{})
-	proxy := newAckForger(t, srv.URL())
-	cfg := testConfig(srv)
-	cfg.NATSURL = proxy.url()
-	l := openLog(t, cfg, keyring(t, 1, 0x11))
-	ctx := context.Background()
-
-	agg := group(instA, "forged")
-	evs := []events.Event{msg(agg, 1, "a"), msg(agg, 2, "b"), msg(agg, 3, "c")}
-	proxy.count.Store(2)
-	res, err := l.AppendBulk(ctx, []Transition{{Expected: 0, Events: evs}})
-	if proxy.forged.Load() == 0 {
-		t.Fatalf("no batch PubAck went through the proxy (AppendBulk: %v)", err)
-	}
-	if err == nil {
-		t.Fatalf("a batch of 3 acknowledged as 2 messages was reported appended: %+v", res)
-	}
-	if !strings.Contains(err.Error(), "batch of 3") || !strings.Contains(err.Error(), "acknowledged 2 messages") {
-		t.Fatalf("the error does not name both counts: %v", err)
-	}
-	if len(res) != 1 || res[0] != nil {
-		t.Fatalf("results of the refused batch: %+v", res)
-	}
-	// Append (synchronous) refuses it the same way.
-	if res, err := l.Append(ctx, 3, msg(agg, 4, "d"), msg(agg, 5, "e"), msg(agg, 6, "f")); err == nil || !strings.Contains(err.Error(), "acknowledged 2 messages") {
-		t.Fatalf("Append of a batch of 3 acknowledged as 2 messages: %+v, %v; want it refused", res, err)
+			agg := group(instA, "forged")
+			c.forge(proxy)
+			res, err := l.AppendBulk(ctx, []Transition{{Expected: 0, Events: []events.Event{msg(agg, 1, "a"), msg(agg, 2, "b"), msg(agg, 3, "c")}}})
+			if proxy.forged.Load() == 0 {
+				t.Fatalf("no batch PubAck went through the proxy (AppendBulk: %v)", err)
+			}
+			if err == nil {
+				t.Fatalf("a batch of 3 with a forged PubAck was reported appended: %+v", res)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("the error does not say %q: %v", w, err)
+				}
+			}
+			if len(res) != 1 || res[0] != nil {
+				t.Fatalf("results of the refused batch: %+v", res)
+			}
+			// Append (synchronous) refuses it the same way.
+			if res, err := l.Append(ctx, 3, msg(agg, 4, "d"), msg(agg, 5, "e"), msg(agg, 6, "f")); err == nil || !strings.Contains(err.Error(), c.want[len(c.want)-1]) {
+				t.Fatalf("Append of a batch of 3 with a forged PubAck: %+v, %v; want it refused", res, err)
+			}
+			// The server stored both; a Log reading straight from the
+			// server sees the first at 1-3.
+			recs := readAll(t, openLog(t, testConfig(srv), keyring(t, 1, 0x11)), instA, 0)
+			if len(recs) != 6 || recs[0].Seq != 1 || recs[2].Seq != 3 {
+				t.Fatalf("the stream holds %d records, want both batches, the first at 1-3", len(recs))
+			}
+		})
 	}
 }
