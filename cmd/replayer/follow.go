@@ -440,21 +440,28 @@ func (f *follower) run(ctx context.Context) {
 		failures := f.failures
 		shared := f.lease != nil
 		f.mu.Unlock()
+		if errors.Is(err, eventlog.ErrErased) {
+			// Erased while followed (the follow read its tombstone) or
+			// before: nothing of it is left to follow, now or later. It
+			// stays reported as failing (readiness, the failing gauge,
+			// the summary); the others carry on. A share group's member
+			// gives it back and never takes it again (shareRun.serve).
+			// Until 2026-12-07 one erased while followed was followed,
+			// healthy, until follow restarted, and one erased before was
+			// tried again for good (in a share group, by each member in
+			// turn, every shareRest).
+			msg := "installation erased; stopped following its read model (delete it)"
+			if shared {
+				msg = "installation erased; this member gives its read model back to the share group and will not take it again (delete it)"
+			}
+			f.lg.Error(msg, "failures", failures, "err", err)
+			return
+		}
 		// Under a lease, another writer holding the file's lock is one
 		// that outlived its own lease (a member stopped or hung past it):
 		// no other member could open the file either, so the read model
 		// is kept, not given back, and tried again often enough to follow
 		// it within the takeover bound once that writer lets go.
-		if !shared && errors.Is(err, eventlog.ErrErased) {
-			// Erased while followed (the follow read its tombstone) or
-			// before: nothing of it is left to follow, now or later. It
-			// stays reported as failing (readiness, the failing gauge,
-			// the summary); the others carry on. Until 2026-12-07 one
-			// erased while followed was followed, healthy, until follow
-			// restarted, and one erased before was tried again for good.
-			f.lg.Error("installation erased; stopped following its read model (delete it)", "failures", failures, "err", err)
-			return
-		}
 		locked := shared && errors.Is(err, projections.ErrLocked)
 		if !locked && !everyMembers(err) {
 			streak++

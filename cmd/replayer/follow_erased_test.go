@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
@@ -102,4 +103,76 @@ func TestFollowStopsAtAnErasedInstallation(t *testing.T) {
 	if !strings.Contains(out, "1 of 2 read models failing when follow stopped: gone-b ("+goneDB+")") {
 		t.Fatalf("the final error does not name gone-b: %s", out)
 	}
+}
+
+// TestFollowShareLeavesAnErasedInstallation: in a share group, the member
+// following an installation that is erased gives its read model back at
+// once, saying why at level ERROR, and no member takes it more than once
+// after that (each may find it erased once); the other read model is
+// still followed. Until 2026-12-07 each member took it in turn, failed
+// three times, rested shareRest and took it again, for good.
+func TestFollowShareLeavesAnErasedInstallation(t *testing.T) {
+	shortRetries(t)
+	oldRest := shareRest
+	shareRest = 300 * time.Millisecond
+	t.Cleanup(func() { shareRest = oldRest })
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	keep, gone := events.InstallationID("keep-a"), events.InstallationID("gone-b")
+	for _, id := range []events.InstallationID{keep, gone} {
+		createInstallation(t, l, dir, id)
+		enqueueFor(t, l, id, "before", 3)
+	}
+	members := []*runningFollow{
+		startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "erase", "--lease-ttl", "2s", "--log-format", "json"),
+		startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "erase", "--lease-ttl", "2s", "--log-format", "json"),
+	}
+	caughtUp := func(id events.InstallationID) func() bool {
+		return func() bool {
+			last, err := l.LastSeq(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return checkpointOf(t, dir, id) == last
+		}
+	}
+	members[0].waitFor(t, "keep-a to catch up", caughtUp(keep))
+	members[0].waitFor(t, "gone-b to catch up", caughtUp(gone))
+	const given = "the share group gave this follower the read model"
+	takes := func(m *runningFollow) int {
+		n := 0
+		for _, r := range logRecords(t, m.stderr.String()) {
+			if r["msg"] == given && r["installation"] == string(gone) {
+				n++
+			}
+		}
+		return n
+	}
+	before := []int{takes(members[0]), takes(members[1])}
+
+	if _, err := l.Erase(ctx, gone, &eventlog.EraseOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	left := func() bool {
+		for _, m := range members {
+			if findRecord(logRecords(t, m.stderr.String()),
+				"installation erased; this member gives its read model back to the share group and will not take it again (delete it)",
+				"installation", string(gone), "level", "ERROR") != nil {
+				return true
+			}
+		}
+		return false
+	}
+	members[0].waitFor(t, "a member to give gone-b back as erased", left)
+	// Several lease periods and many rests: long enough for the members
+	// to take it again and again if they did.
+	time.Sleep(4 * 2 * time.Second)
+	for i, m := range members {
+		if n := takes(m) - before[i]; n > 1 {
+			t.Fatalf("member %d took the erased read model %d times after the erase, want at most once: %s", i, n, m.stderr.String())
+		}
+	}
+	enqueueFor(t, l, keep, "after-erase", 2)
+	members[0].waitFor(t, "keep-a to catch up after the erase", caughtUp(keep))
 }

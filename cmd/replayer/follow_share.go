@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -107,6 +108,9 @@ type shareRun struct {
 	// resting are the read models this member gave back after failing
 	// to follow them, and until when it leaves them to the others.
 	resting map[events.InstallationID]time.Time
+	// erased are the read models of erased installations this member
+	// found: it never takes them again (nor counts them unheld).
+	erased map[events.InstallationID]bool
 
 	ctx        context.Context // run's: done when follow stops
 	heldAtStop atomic.Int64
@@ -123,7 +127,7 @@ func openShare(ctx context.Context, env *cliEnv, o *followOpts, log *eventlog.Lo
 	}
 	s := &shareRun{env: env, group: o.share, bucket: b, member: b.NewMember(""), set: set,
 		newFollower: newFollower, rescan: rescan, targets: map[events.InstallationID]followTarget{},
-		resting: map[events.InstallationID]time.Time{}}
+		resting: map[events.InstallationID]time.Time{}, erased: map[events.InstallationID]bool{}}
 	s.setTargets(targets)
 	// Past the open-file limit, every read model opened beyond it fails:
 	// the member holds no more than it can keep open, and leaves the
@@ -172,6 +176,9 @@ func (s *shareRun) known() []events.InstallationID {
 	now := time.Now()
 	out := make([]events.InstallationID, 0, len(s.order))
 	for _, id := range s.order {
+		if s.erased[id] {
+			continue
+		}
 		if until, ok := s.resting[id]; ok {
 			if now.Before(until) {
 				continue
@@ -220,8 +227,16 @@ func (s *shareRun) serve(ctx context.Context, ls *lease.Lease) {
 	}
 	if !stopping {
 		why := "handed over to another member"
+		f.mu.Lock()
+		erased := errors.Is(f.err, eventlog.ErrErased)
+		f.mu.Unlock()
 		if err := ls.Err(); err != nil {
 			why = err.Error()
+		} else if erased {
+			why = "its installation was erased; this member will not take it again"
+			s.mu.Lock()
+			s.erased[id] = true
+			s.mu.Unlock()
 		} else if ctx.Err() == nil {
 			// f.run gave up: this member cannot follow it. The others
 			// get it first; this member tries again after shareRest.
@@ -239,10 +254,10 @@ func (s *shareRun) serve(ctx context.Context, ls *lease.Lease) {
 // shareRest how long it then leaves it to the others. Until 2026-12-06 a
 // member that could not open a read model (a wrong key) held it for good,
 // and no member that could took it over.
-const (
-	shareGiveUpAfter = 3
-	shareRest        = 2 * time.Minute
-)
+const shareGiveUpAfter = 3
+
+// shareRest is a variable, so tests can shorten it.
+var shareRest = 2 * time.Minute
 
 // shareLockedRetry bounds the pause before trying again a read model this
 // member holds the lease of while another writer still has its file
