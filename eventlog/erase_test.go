@@ -490,3 +490,39 @@ func TestFollowEndsAtTheErase(t *testing.T) {
 		t.Fatalf("follow of %s ended with %v, want the cancel", instB, onlyB.err)
 	}
 }
+
+// TestFollowStartedAfterTheErase: a follow of an installation erased
+// before it started ends with its *ErasedError at once, whatever
+// sequence it starts from: before the tombstone, or after it (a
+// checkpoint past it, other installations' events since). Until
+// 2026-12-07 one from past the tombstone waited, for good, on purged
+// subjects (replayer inspect --follow --from N printed nothing and ran
+// until interrupted).
+func TestFollowStartedAfterTheErase(t *testing.T) {
+	l, srv := newLog(t)
+	writeMixed(t, l, instA)
+	writeMixed(t, l, instB)
+	other := openLog(t, testConfig(srv), keyring(t, 1, 0x11)) // another process
+	res, err := other.Erase(context.Background(), instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := group(instB, "g1")
+	after := mustAppend(t, l, 6, msg(g, 7, "after the erase"))
+	// A fresh Log knows nothing of the erase from a cache.
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	for _, from := range []uint64{0, res.TombstoneSeq, res.TombstoneSeq + 1, after[0].Seq + 1} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var got []Record
+		err := fresh.FollowInstallations(ctx, []events.InstallationID{instB, instA}, from, func(r Record) error {
+			got = append(got, r)
+			return nil
+		})
+		cancel()
+		var ee *ErasedError
+		if !errors.As(err, &ee) || ee.Installation != instA || ee.Seq != res.TombstoneSeq {
+			t.Fatalf("follow of %s (erased, tombstone at seq %d) and %s from seq %d: %v after %d records, want %s's *ErasedError",
+				instA, res.TombstoneSeq, instB, from, err, len(got), instA)
+		}
+	}
+}

@@ -52,7 +52,8 @@ func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint
 // sequence handed to fn. An erase of the installation (Erase) ends it
 // with an *ErasedError (ErrErased) as soon as the tombstone is written:
 // the follow reads the tombstone's subject too (until 2026-12-07 it
-// waited, for good, on subjects the erase had purged).
+// waited, for good, on subjects the erase had purged). One erased before
+// Follow is called ends it at once, whatever fromSeq.
 func (l *Log) Follow(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, true, fn)
 }
@@ -143,6 +144,12 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		// installation's erase delivers nothing here.
 		r.tombs = make(map[string]events.InstallationID, len(r.insts))
 		for _, inst := range r.insts {
+			// One erased already ends it at once: a follow from past
+			// its tombstone (a checkpoint after it) would never be
+			// delivered it (until 2026-12-07 it waited for good).
+			if err := l.checkNotErased(ctx, inst); err != nil {
+				return err
+			}
 			subj, err := l.TombstoneSubject(inst)
 			if err != nil {
 				return err
