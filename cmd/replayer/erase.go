@@ -202,7 +202,7 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string) ke
 	if _, err := os.Lstat(named); named != "" && errors.Is(err, fs.ErrNotExist) {
 		return keyFileOutcome{} // removed by an earlier run
 	}
-	if named != "" && (own == "" || filepath.Clean(named) != filepath.Clean(own)) {
+	if named != "" && (own == "" || !samePath(named, own)) {
 		// A key named on the command line under another name: kept, and
 		// a key file of its own beside it is not looked for (it would
 		// hold another key, or this one twice).
@@ -239,6 +239,18 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string) ke
 		d.Close()
 	}
 	return keyFileOutcome{removed: own}
+}
+
+// samePath reports whether a and b name the same path, once made
+// absolute: "k.key" in the read model's directory is its own key file
+// (until 2026-12-07 only the same spelling was).
+func samePath(a, b string) bool {
+	aa, err := filepath.Abs(a)
+	if err != nil {
+		return false
+	}
+	ab, err := filepath.Abs(b)
+	return err == nil && aa == ab
 }
 
 // otherNameOf returns another entry of path's directory that is the file

@@ -108,3 +108,34 @@ func TestEraseRemovesTheReadModelsOwnKeyFile(t *testing.T) {
 	}
 	opens("shared-f", sharedKey)
 }
+
+// TestEraseRemovesItsKeyFileNamedOtherwise: --db-key-file naming the
+// read model's own key file by another spelling of its path (relative
+// to the working directory, with the read model's absolute) is its own
+// key file, removed. Until 2026-12-07 it was kept, "its name is not the
+// read model's own (" + the same file + ")".
+func TestEraseRemovesItsKeyFileNamedOtherwise(t *testing.T) {
+	noTTY := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "rel-a")
+	t.Chdir(dir)
+	for _, named := range []string{"rel-a.key", "./rel-a.key"} {
+		if named == "./rel-a.key" {
+			// Run again: the read model is gone, the key file back (a
+			// restore, or a kill between the erase and the removal).
+			if err := os.WriteFile("rel-a.key", []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out, errb bytes.Buffer
+		args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", "rel-a", "--db", filepath.Join(dir, "rel-a.db"), "--db-key-file", named}
+		code := run(ctx, ringEnv(&out, &errb, nil), args)
+		if _, err := os.Lstat(filepath.Join(dir, "rel-a.key")); code != exitOK || !os.IsNotExist(err) {
+			t.Fatalf("%v: exit %d, key file there: %v; stdout %q, stderr %q", args, code, err == nil, out.String(), errb.String())
+		}
+	}
+}
