@@ -221,7 +221,12 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string) ke
 		return keyFileOutcome{kept: own, why: "not a regular file (" + fi.Mode().Type().String() + "): the file it leads to may be other read models' key"}
 	}
 	k, err := readDBKeyFile(own)
-	if err != nil || !k.Equal(key) {
+	if err != nil {
+		// Its error names the file and why (its mode, its content),
+		// never the key.
+		return keyFileOutcome{kept: own, why: "it cannot be read as a key file: " + err.Error()}
+	}
+	if !k.Equal(key) {
 		// Not the key that opened the read model: not its key file.
 		return keyFileOutcome{kept: own, why: "it does not hold the key the read model was opened with"}
 	}

@@ -139,3 +139,37 @@ func TestEraseRemovesItsKeyFileNamedOtherwise(t *testing.T) {
 		}
 	}
 }
+
+// TestEraseSaysWhyItsKeyFileWasNotRead: a key file beside the read model
+// that cannot be read as a key (mode 0644: readable by others) is kept,
+// and the reason given is why it could not be read, not that it holds
+// another key. Until 2026-12-07 it said "it does not hold the key the
+// read model was opened with", for a file holding that very key.
+func TestEraseSaysWhyItsKeyFileWasNotRead(t *testing.T) {
+	noTTY := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "open-a")
+	keyFile := filepath.Join(dir, "open-a.key")
+	hex, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", "open-a", "--db", filepath.Join(dir, "open-a.db"), "--json"}
+	code := run(ctx, ringEnv(&out, &errb, map[string]string{envDBKey: strings.TrimSpace(string(hex))}), args)
+	var res map[string]any
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || code != exitOK {
+		t.Fatalf("%v: exit %d, stdout %q, stderr %q (%v)", args, code, out.String(), errb.String(), err)
+	}
+	why, _ := res["key_file_kept_why"].(string)
+	if res["key_file_kept"] != keyFile || strings.Contains(why, "does not hold the key") || !strings.Contains(why, keyFile) {
+		t.Fatalf("a key file of mode 0644 holding the read model's key: %q", out.String())
+	}
+}
