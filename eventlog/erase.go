@@ -46,6 +46,9 @@ type Erased struct {
 	// KeysPurged and EventsPurged count the key bucket entries and the
 	// events this call removed (0 when an earlier call had).
 	KeysPurged, EventsPurged uint64
+	// SnapshotsPurged counts the read-model snapshots this call deleted
+	// from the snapshots bucket.
+	SnapshotsPurged int
 }
 
 // ErasedError is returned for an erased installation (any operation but
@@ -258,13 +261,22 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	l.mu.Unlock()
 	step("events")
 
+	// Its read-model snapshots: sealed under a key derived from the root
+	// key, which stays, they would open its whole read model (until
+	// 2026-12-07 they stayed).
+	if res.SnapshotsPurged, err = l.purgeSnapshots(ctx, inst); err != nil {
+		return res, fmt.Errorf("eventlog: erase %s: delete its snapshots from bucket %s (erase again to finish): %w", inst, l.SnapshotBucket(), err)
+	}
+	step("snapshots")
+
 	// Its retention marks (shredded periods, compaction): they name only
 	// pseudonyms, but nothing of the installation is left behind.
 	if err := l.purgeMarks(ctx, pseudo); err != nil {
 		return res, fmt.Errorf("eventlog: erase %s: purge its marks from bucket %s (erase again to finish): %w", inst, l.RetentionBucket(), err)
 	}
 	l.logger.Info("eventlog: installation erased", "stream", l.cfg.Stream, "installation", string(inst),
-		"tombstone_seq", res.TombstoneSeq, "resumed", res.Resumed, "keys_purged", res.KeysPurged, "events_purged", res.EventsPurged)
+		"tombstone_seq", res.TombstoneSeq, "resumed", res.Resumed, "keys_purged", res.KeysPurged, "events_purged", res.EventsPurged,
+		"snapshots_purged", res.SnapshotsPurged)
 	return res, nil
 }
 
@@ -295,6 +307,21 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, errors.Join(err, errors.New("no tombstone found after the publish")))
 	}
 	return seq, got, true, nil
+}
+
+// purgeSnapshots deletes every snapshot of inst (every chunk purged)
+// and returns how many; no bucket is none.
+func (l *Log) purgeSnapshots(ctx context.Context, inst events.InstallationID) (int, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return 0, err
+	}
+	for i, r := range refs {
+		if err := l.DeleteSnapshot(ctx, inst, r.Checkpoint); err != nil {
+			return i, err
+		}
+	}
+	return len(refs), nil
 }
 
 // purgeMarks removes every retention mark of the installation whose

@@ -526,3 +526,52 @@ func TestFollowStartedAfterTheErase(t *testing.T) {
 		}
 	}
 }
+
+// TestEraseDeletesTheSnapshots: an erase deletes the installation's
+// read-model snapshots from the snapshots bucket: they are sealed under
+// a key derived from the root key, which the erase does not shred, so
+// whoever holds the root key (every process of the archive) could open
+// the erased installation's whole read model (its private keys, group
+// states, message plaintext) from them. The other installation's stay.
+// Until 2026-12-07 they stayed, and opened.
+func TestEraseDeletesTheSnapshots(t *testing.T) {
+	l, srv := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	writeMixed(t, l, instB)
+	for _, inst := range []events.InstallationID{instA, instB} {
+		for _, cp := range []uint64{3, 5} {
+			if _, err := l.PutSnapshot(ctx, inst, cp, []byte("read model of "+string(inst))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sealedA, err := l.SealedSnapshot(ctx, instA, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := openLog(t, testConfig(srv), keyring(t, 1, 0x11)) // another process
+	if _, err := other.Erase(ctx, instA, &EraseOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	if refs, err := fresh.Snapshots(ctx, instA); err != nil || len(refs) != 0 {
+		t.Fatalf("snapshots of erased %s: %v (%v), want none", instA, refs, err)
+	}
+	for _, cp := range []uint64{3, 5} {
+		if b, err := fresh.SealedSnapshot(ctx, instA, cp); !errors.Is(err, ErrNoSnapshot) {
+			t.Fatalf("snapshot of erased %s at %d: %d bytes (%v), want ErrNoSnapshot", instA, cp, len(b), err)
+		}
+	}
+	// What a copy taken before shows: it opened under the root key alone.
+	if _, err := events.OpenSnapshot(fresh.keys, events.SnapshotBinding{Stream: fresh.cfg.Stream, Installation: instA, Checkpoint: 5}, sealedA); err != nil {
+		t.Fatalf("the test's premise: %v", err)
+	}
+	if refs, err := fresh.Snapshots(ctx, instB); err != nil || len(refs) != 2 {
+		t.Fatalf("snapshots of %s after %s's erase: %v (%v), want both", instB, instA, refs, err)
+	}
+	// Erasing again is a no-op on the bucket.
+	if _, err := other.Erase(ctx, instA, nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -134,7 +134,8 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	if *asJSON {
 		out := map[string]any{"command": "erase", "installation": *inst,
 			"erased_at": res.Tombstone.ErasedAt.Format(time.RFC3339Nano), "by": res.Tombstone.By, "tombstone_seq": res.TombstoneSeq,
-			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "db_removed": existed}
+			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "snapshots_purged": res.SnapshotsPurged,
+			"db_removed": existed}
 		if kf.removed != "" {
 			out["key_file_removed"] = kf.removed
 		}
