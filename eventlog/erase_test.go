@@ -575,3 +575,24 @@ func TestEraseDeletesTheSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNoSnapshotOfAnErasedInstallation: a snapshot put for an
+// installation erased meanwhile (a follower's, made while the erase ran)
+// is refused with its *ErasedError and not stored. Until 2026-12-07 it
+// was stored, after the erase, and stayed.
+func TestNoSnapshotOfAnErasedInstallation(t *testing.T) {
+	l, srv := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	other := openLog(t, testConfig(srv), keyring(t, 1, 0x11)) // the eraser
+	if _, err := other.Erase(ctx, instA, &EraseOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.PutSnapshot(ctx, instA, 3, []byte("read model of "+string(instA)))
+	if !errors.Is(err, ErrErased) {
+		t.Fatalf("put snapshot of erased %s: %v, want ErrErased", instA, err)
+	}
+	if refs, err := other.Snapshots(ctx, instA); err != nil || len(refs) != 0 {
+		t.Fatalf("snapshots of erased %s: %v (%v), want none", instA, refs, err)
+	}
+}

@@ -148,16 +148,30 @@ func (l *Log) PutSealedSnapshot(ctx context.Context, inst events.InstallationID,
 	if checkpoint == 0 {
 		return SnapshotRef{}, errors.New("eventlog: put snapshot: checkpoint 0")
 	}
+	// An erased installation gets no snapshot: Erase deletes its
+	// snapshots after writing its tombstone, so one stored while it ran
+	// is deleted by it (stored before its listing) or found here
+	// (stored after its tombstone). Until 2026-12-07 a snapshot made
+	// while an erase ran (a follower's) was stored and stayed.
+	if err := l.checkNotErased(ctx, inst); err != nil {
+		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w", inst, checkpoint, err)
+	}
 	os, err := l.snapshotStore(ctx, true)
 	if err != nil {
 		return SnapshotRef{}, err
 	}
 	name := snapshotName(prefix, checkpoint)
-	ctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(uint64(len(sealed))))
+	pctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(uint64(len(sealed))))
 	defer cancel()
-	info, err := os.PutBytes(ctx, name, sealed)
+	info, err := os.PutBytes(pctx, name, sealed)
 	if err != nil {
 		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d (%d bytes) into %s: %w", inst, checkpoint, len(sealed), l.SnapshotBucket(), err)
+	}
+	if eerr := l.checkNotErased(ctx, inst); errors.Is(eerr, ErrErased) {
+		if err := l.DeleteSnapshot(ctx, inst, checkpoint); err != nil {
+			return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w, and the snapshot stored meanwhile was not deleted (erase again to delete it): %w", inst, checkpoint, eerr, err)
+		}
+		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w (the snapshot stored meanwhile was deleted)", inst, checkpoint, eerr)
 	}
 	return SnapshotRef{Name: name, Checkpoint: checkpoint, Size: info.Size, Modified: info.ModTime}, nil
 }
