@@ -193,7 +193,7 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string) ke
 		return keyFileOutcome{kept: passFile, why: "a passphrase file is never removed: other read models may use it; delete it once none does"}
 	}
 	own := strings.TrimSuffix(db, ".db") + ".key"
-	if own == db {
+	if !strings.HasSuffix(db, ".db") {
 		own = "" // no name of its own to tell its key by
 	}
 	sharedWhy := "its name is not the read model's own (" + own + "), so other read models may use it; delete it once none does"

@@ -173,3 +173,34 @@ func TestEraseSaysWhyItsKeyFileWasNotRead(t *testing.T) {
 		t.Fatalf("a key file of mode 0644 holding the read model's key: %q", out.String())
 	}
 }
+
+// TestEraseKeepsTheKeyOfAReadModelNotNamedDB: a read model whose name
+// does not end in .db has no key file of its own by name (follow and
+// status --db-keys-beside know only ID.db beside ID.key): erase --db
+// keeps the key file named beside it, saying why. Until 2026-12-07 the
+// rule's test (own == db) could never hold, and NAME.key was removed as
+// the read model's own.
+func TestEraseKeepsTheKeyOfAReadModelNotNamedDB(t *testing.T) {
+	noTTY := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("bare-name")
+	createInstallation(t, l, dir, id)
+	db, key := filepath.Join(dir, string(id)), filepath.Join(dir, string(id)+".key")
+	if err := os.Rename(db+".db", db); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", string(id), "--db", db, "--db-key-file", key}
+	if code := run(context.Background(), ringEnv(&out, &errb, nil), args); code != exitOK {
+		t.Fatalf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+	}
+	if _, err := os.Lstat(key); err != nil {
+		t.Fatalf("the key file of a read model not named .db was removed: %v; stdout %q", err, out.String())
+	}
+	if !strings.Contains(out.String(), "kept key file "+key+": the read model's name does not end in .db") {
+		t.Fatalf("erase does not say why it kept the key file: %q", out.String())
+	}
+}
