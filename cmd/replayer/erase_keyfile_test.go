@@ -23,9 +23,7 @@ import (
 // another read model's key may be). Until 2026-12-07 every key file
 // stayed.
 func TestEraseRemovesTheReadModelsOwnKeyFile(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	ctx := context.Background()
 	srv, l := startLog(t)
 	dir := t.TempDir()
@@ -115,9 +113,7 @@ func TestEraseRemovesTheReadModelsOwnKeyFile(t *testing.T) {
 // key file, removed. Until 2026-12-07 it was kept, "its name is not the
 // read model's own (" + the same file + ")".
 func TestEraseRemovesItsKeyFileNamedOtherwise(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	ctx := context.Background()
 	srv, l := startLog(t)
 	dir := t.TempDir()
@@ -146,9 +142,7 @@ func TestEraseRemovesItsKeyFileNamedOtherwise(t *testing.T) {
 // another key. Until 2026-12-07 it said "it does not hold the key the
 // read model was opened with", for a file holding that very key.
 func TestEraseSaysWhyItsKeyFileWasNotRead(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	ctx := context.Background()
 	srv, l := startLog(t)
 	dir := t.TempDir()
@@ -181,9 +175,7 @@ func TestEraseSaysWhyItsKeyFileWasNotRead(t *testing.T) {
 // rule's test (own == db) could never hold, and NAME.key was removed as
 // the read model's own.
 func TestEraseKeepsTheKeyOfAReadModelNotNamedDB(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	id := events.InstallationID("bare-name")

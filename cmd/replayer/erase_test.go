@@ -18,9 +18,7 @@ import (
 // read model given); a rebuild of the erased installation then fails
 // saying so, and another installation still rebuilds.
 func TestEraseCommand(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	for _, id := range []events.InstallationID{"erase-me", "keep-me"} {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
 )
 
 // TestFollowStopsAtAnErasedInstallation: a follower of two read models,
@@ -23,24 +24,11 @@ import (
 func TestFollowStopsAtAnErasedInstallation(t *testing.T) {
 	shortRetries(t)
 	ctx := context.Background()
-	srv, l := startLog(t)
-	dir := t.TempDir()
-	keep, gone := events.InstallationID("keep-a"), events.InstallationID("gone-b")
-	for _, id := range []events.InstallationID{keep, gone} {
-		createInstallation(t, l, dir, id)
-		enqueueFor(t, l, id, "before", 3)
-	}
+	w := newErasedWorld(t)
+	srv, l, dir, keep, gone := w.srv, w.l, w.dir, w.keep, w.gone
+	caughtUp := func(id events.InstallationID) func() bool { return w.caughtUp(t, id) }
 	f := startFollow(t, srv.URL(), dir, "--db-keys-beside", "--metrics", "127.0.0.1:0", "--log-format", "json")
 	addr := f.metricsAddr(t)
-	caughtUp := func(id events.InstallationID) func() bool {
-		return func() bool {
-			last, err := l.LastSeq(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return checkpointOf(t, dir, id) == last
-		}
-	}
 	f.waitFor(t, "keep-a to catch up", caughtUp(keep))
 	f.waitFor(t, "gone-b to catch up", caughtUp(gone))
 	f.waitFor(t, "/readyz 200", func() bool { code, _ := get(t, addr, "/readyz"); return code == http.StatusOK })
@@ -117,25 +105,12 @@ func TestFollowShareLeavesAnErasedInstallation(t *testing.T) {
 	shareRest = 300 * time.Millisecond
 	t.Cleanup(func() { shareRest = oldRest })
 	ctx := context.Background()
-	srv, l := startLog(t)
-	dir := t.TempDir()
-	keep, gone := events.InstallationID("keep-a"), events.InstallationID("gone-b")
-	for _, id := range []events.InstallationID{keep, gone} {
-		createInstallation(t, l, dir, id)
-		enqueueFor(t, l, id, "before", 3)
-	}
+	w := newErasedWorld(t)
+	srv, l, dir, keep, gone := w.srv, w.l, w.dir, w.keep, w.gone
+	caughtUp := func(id events.InstallationID) func() bool { return w.caughtUp(t, id) }
 	members := []*runningFollow{
 		startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "erase", "--lease-ttl", "2s", "--log-format", "json"),
 		startFollow(t, srv.URL(), dir, "--db-keys-beside", "--share", "erase", "--lease-ttl", "2s", "--log-format", "json"),
-	}
-	caughtUp := func(id events.InstallationID) func() bool {
-		return func() bool {
-			last, err := l.LastSeq(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return checkpointOf(t, dir, id) == last
-		}
 	}
 	members[0].waitFor(t, "keep-a to catch up", caughtUp(keep))
 	members[0].waitFor(t, "gone-b to catch up", caughtUp(gone))
@@ -175,4 +150,36 @@ func TestFollowShareLeavesAnErasedInstallation(t *testing.T) {
 	}
 	enqueueFor(t, l, keep, "after-erase", 2)
 	members[0].waitFor(t, "keep-a to catch up after the erase", caughtUp(keep))
+}
+
+// erasedWorld is two installations with read models in dir, keep-a and
+// gone-b (the one a test erases), each with a few events to follow.
+type erasedWorld struct {
+	srv        *natstest.Server
+	l          *eventlog.Log
+	dir        string
+	keep, gone events.InstallationID
+}
+
+func newErasedWorld(t *testing.T) *erasedWorld {
+	t.Helper()
+	srv, l := startLog(t)
+	w := &erasedWorld{srv: srv, l: l, dir: t.TempDir(), keep: "keep-a", gone: "gone-b"}
+	for _, id := range []events.InstallationID{w.keep, w.gone} {
+		createInstallation(t, l, w.dir, id)
+		enqueueFor(t, l, id, "before", 3)
+	}
+	return w
+}
+
+// caughtUp is a condition for waitFor: id's read model holds its
+// installation's last event.
+func (w *erasedWorld) caughtUp(t *testing.T, id events.InstallationID) func() bool {
+	return func() bool {
+		last, err := w.l.LastSeq(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return checkpointOf(t, w.dir, id) == last
+	}
 }

@@ -78,3 +78,12 @@ func deleteSeq(t *testing.T, l *eventlog.Log, seq uint64) {
 		t.Fatalf("delete stream seq %d: %v", seq, err)
 	}
 }
+
+// noTerminal makes the command take stdin for no terminal, as under a
+// service manager or in CI, until the test ends.
+func noTerminal(t *testing.T) {
+	t.Helper()
+	was := stdinIsTerminal
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { stdinIsTerminal = was })
+}

@@ -27,9 +27,7 @@ import (
 // new keyring only works; --rollback points back; destructive steps
 // refuse without --yes.
 func TestResealCommand(t *testing.T) {
-	noTTY := stdinIsTerminal
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { stdinIsTerminal = noTTY })
+	noTerminal(t)
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	ctx := context.Background()
