@@ -33,7 +33,7 @@ func unmuteLater(p *lossyProxy) {
 	go func() {
 		time.Sleep(2500 * time.Millisecond)
 		p.mute.Store(false)
-		p.drop()
+		p.Drop()
 	}()
 }
 

@@ -172,7 +172,7 @@ func TestTwoProcessesDecideOneOutcome(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	proxy.mute.Store(false)
-	proxy.drop()
+	proxy.Drop()
 	other, err := OpenInstallation(ctx, direct, alice, filepath.Join(t.TempDir(), "a2.db"), b.keys[alice], b.opts())
 	if err != nil {
 		t.Fatal(err)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,66 +21,28 @@ import (
 // is set it drops what the server sends, so the server stores what it is
 // sent and its answers (PubAcks) are lost.
 type lossyProxy struct {
-	ln    net.Listener
-	mute  atomic.Bool
-	mu    sync.Mutex
-	conns []net.Conn
+	*natstest.Proxy
+	mute atomic.Bool
 }
 
 func newLossyProxy(t *testing.T, serverURL string) *lossyProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &lossyProxy{ln: ln}
-	t.Cleanup(func() { ln.Close(); p.drop() })
-	target := strings.TrimPrefix(serverURL, "nats://")
-	go func() {
+	p := &lossyProxy{}
+	p.Proxy = natstest.NewProxy(t, serverURL, func(client io.Writer, server io.Reader) {
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := server.Read(buf)
+			if n > 0 && !p.mute.Load() {
+				if _, err := client.Write(buf[:n]); err != nil {
+					return
+				}
+			}
 			if err != nil {
 				return
 			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 && !p.mute.Load() {
-						if _, err := c.Write(buf[:n]); err != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				c.Close()
-			}()
 		}
-	}()
+	})
 	return p
-}
-
-func (p *lossyProxy) url() string { return "nats://" + p.ln.Addr().String() }
-
-// drop closes every proxied connection (the clients reconnect).
-func (p *lossyProxy) drop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
 
 // lossyBackend is a backend whose Log reaches the server through a
@@ -94,7 +54,7 @@ func lossyBackend(t *testing.T) (b *backend, proxy *lossyProxy, direct *eventlog
 		insts: map[events.InstallationID]*Installation{}, keys: map[events.InstallationID]projections.Key{},
 		now: time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)}
 	cfg := testConfig(srv)
-	cfg.NATSURL = proxy.url()
+	cfg.NATSURL = proxy.URL()
 	cfg.RequestTimeout = time.Second
 	cfg.ReconnectWait = 50 * time.Millisecond
 	l, err := eventlog.Open(context.Background(), cfg, b.ring)
@@ -139,7 +99,7 @@ func TestOperationDecidesAnAppendWhoseAnswerWasLost(t *testing.T) {
 	go func() {
 		time.Sleep(2500 * time.Millisecond) // more than two request timeouts
 		proxy.mute.Store(false)
-		proxy.drop()
+		proxy.Drop()
 	}()
 	co, err := b.insts[alice].AddMembers(ctx, gid, kpBob)
 	if err != nil {
@@ -189,7 +149,7 @@ func TestOperationOutcomeUnknownWhenContextEnds(t *testing.T) {
 	}
 	reconnects := b.log.Conn().Stats().Reconnects
 	proxy.mute.Store(false)
-	proxy.drop()
+	proxy.Drop()
 	for deadline := time.Now().Add(10 * time.Second); b.log.Conn().Stats().Reconnects == reconnects || !b.log.Conn().IsConnected(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the log did not reconnect")

@@ -190,7 +190,7 @@ func TestLostAnswerThenAccountFullIsUnknown(t *testing.T) {
 	ring := logtest.Keyring(t, 1, 0x5b)
 	direct := logtest.Open(t, logtest.ClusterConfig(c.URL()), ring)
 	proxy := newLossyProxy(t, c.Nodes()[0].URL())
-	cfg := logtest.ClusterConfig(proxy.url())
+	cfg := logtest.ClusterConfig(proxy.URL())
 	cfg.RequestTimeout = time.Second
 	cfg.Metrics = telemetry.NewMetrics()
 	d := NewDeliveries(logtest.Open(t, cfg, ring), nil)
@@ -232,7 +232,7 @@ func TestLostAnswerThenAccountFullIsUnknown(t *testing.T) {
 		}
 	}
 	proxy.mute.Store(false)
-	proxy.drop()
+	proxy.Drop()
 	var err error
 	select {
 	case err = <-done:

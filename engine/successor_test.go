@@ -497,7 +497,7 @@ func TestSuccessorStartDecided(t *testing.T) {
 	armed.Store(false)
 	reconnects := b.log.Conn().Stats().Reconnects
 	proxy.mute.Store(false)
-	proxy.drop()
+	proxy.Drop()
 	for deadline := time.Now().Add(10 * time.Second); b.log.Conn().Stats().Reconnects == reconnects || !b.log.Conn().IsConnected(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the log did not reconnect")

@@ -6,10 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -24,7 +22,7 @@ import (
 // forged sequence, or holds the forged count of messages. Everything
 // else passes unchanged.
 type ackForger struct {
-	ln     net.Listener
+	*natstest.Proxy
 	seq    atomic.Uint64 // the forged "seq"; 0: the server's
 	count  atomic.Uint64 // the forged "count"; 0: the server's
 	forged atomic.Int64  // how many PubAcks were rewritten
@@ -32,48 +30,16 @@ type ackForger struct {
 
 func newAckForger(t *testing.T, serverURL string) *ackForger {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &ackForger{ln: ln}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
+	f := &ackForger{}
+	f.Proxy = natstest.NewProxy(t, serverURL, func(client io.Writer, server io.Reader) {
+		f.forward(client, bufio.NewReader(server))
 	})
-	target := strings.TrimPrefix(serverURL, "nats://")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { f.forward(c, bufio.NewReader(s)); c.Close() }()
-		}
-	}()
 	return f
 }
 
-func (f *ackForger) url() string { return "nats://" + f.ln.Addr().String() }
-
 // forward copies the server's protocol from r to c one operation at a
 // time, rewriting batch PubAcks (see forge).
-func (f *ackForger) forward(c net.Conn, r *bufio.Reader) {
+func (f *ackForger) forward(c io.Writer, r *bufio.Reader) {
 	w := bufio.NewWriter(c)
 	for {
 		line, err := r.ReadBytes('\n')
@@ -161,7 +127,7 @@ func TestBulkBatchAckForgedIsRefused(t *testing.T) {
 			srv := natstest.Start(t, natstest.Options{})
 			proxy := newAckForger(t, srv.URL())
 			cfg := testConfig(srv)
-			cfg.NATSURL = proxy.url()
+			cfg.NATSURL = proxy.URL()
 			l := openLog(t, cfg, keyring(t, 1, 0x11))
 			ctx := context.Background()
 
