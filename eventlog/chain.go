@@ -151,7 +151,7 @@ type readerFloor struct {
 // may have no event left on the stream), or inst was erased (its
 // tombstone: ErrErased, as every append of an erased installation is).
 func (l *Log) belowFloor(ctx context.Context, inst events.InstallationID, floor, last uint64) error {
-	if err := l.checkNotErased(ctx, inst); err != nil {
+	if err := l.CheckNotErased(ctx, inst); err != nil {
 		return err
 	}
 	carried, err := l.CompactedThrough(ctx, inst)

@@ -373,7 +373,7 @@ func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataK
 		return nil, fmt.Errorf("eventlog: key bucket %s: get %s: %w", keyBucket(l.cfg.Stream), name, err)
 	}
 	if !notErased {
-		if err := l.checkNotErased(ctx, inst); err != nil {
+		if err := l.CheckNotErased(ctx, inst); err != nil {
 			return nil, err
 		}
 	}
@@ -587,7 +587,7 @@ func (l *Log) prefetchKeys(ctx context.Context, ts []Transition, now time.Time) 
 		return w // one key costs the seal no more than here
 	}
 	for inst := range insts {
-		insts[inst] = l.checkNotErased(ctx, inst)
+		insts[inst] = l.CheckNotErased(ctx, inst)
 	}
 	sem := make(chan struct{}, prefetchParallel)
 	var wg sync.WaitGroup

@@ -136,8 +136,10 @@ func (l *Log) erasedKnown(inst events.InstallationID) error {
 	return nil
 }
 
-// checkNotErased returns an *ErasedError if inst has a tombstone.
-func (l *Log) checkNotErased(ctx context.Context, inst events.InstallationID) error {
+// CheckNotErased returns inst's *ErasedError (ErrErased) if inst has a
+// tombstone, nil if it has none, or why the stream could not tell. A
+// tombstone this Log has seen is not asked for again.
+func (l *Log) CheckNotErased(ctx context.Context, inst events.InstallationID) error {
 	if err := l.erasedKnown(inst); err != nil {
 		return err
 	}

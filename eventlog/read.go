@@ -89,7 +89,7 @@ func (l *Log) LastSeq(ctx context.Context, inst events.InstallationID) (uint64, 
 	if err != nil {
 		return 0, err
 	}
-	if err := l.checkNotErased(ctx, inst); err != nil {
+	if err := l.CheckNotErased(ctx, inst); err != nil {
 		return 0, err
 	}
 	return l.lastSeq(ctx, []string{f})
@@ -147,7 +147,7 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 			// One erased already ends it at once: a follow from past
 			// its tombstone (a checkpoint after it) would never be
 			// delivered it (until 2026-12-07 it waited for good).
-			if err := l.checkNotErased(ctx, inst); err != nil {
+			if err := l.CheckNotErased(ctx, inst); err != nil {
 				return err
 			}
 			subj, err := l.TombstoneSubject(inst)
@@ -208,7 +208,7 @@ func (r *reader) run(ctx context.Context, filters []string, follow bool) error {
 			// A whole history of an erased installation is refused
 			// (its events are purged, or unreadable).
 			for _, inst := range r.insts {
-				if err := l.checkNotErased(ctx, inst); err != nil {
+				if err := l.CheckNotErased(ctx, inst); err != nil {
 					return err
 				}
 			}

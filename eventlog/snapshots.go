@@ -153,7 +153,7 @@ func (l *Log) PutSealedSnapshot(ctx context.Context, inst events.InstallationID,
 	// is deleted by it (stored before its listing) or found here
 	// (stored after its tombstone). Until 2026-12-07 a snapshot made
 	// while an erase ran (a follower's) was stored and stayed.
-	if err := l.checkNotErased(ctx, inst); err != nil {
+	if err := l.CheckNotErased(ctx, inst); err != nil {
 		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w", inst, checkpoint, err)
 	}
 	os, err := l.snapshotStore(ctx, true)
@@ -167,7 +167,7 @@ func (l *Log) PutSealedSnapshot(ctx context.Context, inst events.InstallationID,
 	if err != nil {
 		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d (%d bytes) into %s: %w", inst, checkpoint, len(sealed), l.SnapshotBucket(), err)
 	}
-	if eerr := l.checkNotErased(ctx, inst); errors.Is(eerr, ErrErased) {
+	if eerr := l.CheckNotErased(ctx, inst); errors.Is(eerr, ErrErased) {
 		if err := l.DeleteSnapshot(ctx, inst, checkpoint); err != nil {
 			return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w, and the snapshot stored meanwhile was not deleted (erase again to delete it): %w", inst, checkpoint, eerr, err)
 		}
@@ -332,7 +332,7 @@ func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uin
 		// is left of it is its read model, not a history that lost an
 		// event (until 2026-12-07 a snapshot of it said ErrMissingEvent,
 		// exit 3, sending the operator after lost events).
-		if eerr := l.checkNotErased(ctx, inst); eerr != nil {
+		if eerr := l.CheckNotErased(ctx, inst); eerr != nil {
 			return events.Link{}, eerr
 		}
 		// The event a read model's checkpoint names is gone from the

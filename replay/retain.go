@@ -251,12 +251,11 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// snapshot; through the engine it failed recording a group's state,
 	// or, with no message to delete (--past-epochs), succeeded having
 	// "nothing left to shred".
-	if t, seq, found, err := l.Tombstone(ctx, inst); err != nil {
-		return nil, fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
-	} else if found {
-		return nil, &projections.FileError{Path: db.Path(), Op: "retain",
-			Err:  &eventlog.ErasedError{Stream: l.Stream(), Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq},
+	if err := l.CheckNotErased(ctx, inst); errors.Is(err, eventlog.ErrErased) {
+		return nil, &projections.FileError{Path: db.Path(), Op: "retain", Err: err,
 			Hint: "nothing was changed; this read model is what is left of an erased installation: delete it"}
+	} else if err != nil {
+		return nil, fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
 	}
 	res := &RetainResult{Installation: inst}
 	at := now()
@@ -607,10 +606,10 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 	// An erased installation has no snapshot left, and none can be made:
 	// say so rather than send the operator to make one (until
 	// 2026-12-07 it did).
-	if t, seq, found, terr := l.Tombstone(ctx, inst); terr != nil {
-		return nil, terr
-	} else if found {
-		return nil, fmt.Errorf("replay: compact: %w", &eventlog.ErasedError{Stream: l.Stream(), Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq})
+	if err := l.CheckNotErased(ctx, inst); errors.Is(err, eventlog.ErrErased) {
+		return nil, fmt.Errorf("replay: compact: %w", err)
+	} else if err != nil {
+		return nil, err
 	}
 	return nil, fmt.Errorf("%w %s (make one: replayer snapshot, or retain)", ErrNoSnapshotToCompact, inst)
 }
