@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,16 +101,6 @@ func startCluster(tb testing.TB, n int, root string) (*Cluster, error) {
 // node's client port just before the node starts.
 var beforeNodeStart func(clientPort int)
 
-// portFree reports whether a loopback port can be listened on now.
-func portFree(port int) bool {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
-}
-
 // waitPlaceable waits until the cluster places a stream on every node.
 // The meta leader can see every peer current (metaReady) and still
 // refuse a replicated stream for a moment ("no suitable peers for
@@ -166,22 +155,6 @@ func (c *Cluster) metaReady() bool {
 		return true
 	}
 	return false
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(tb testing.TB, n int) []int {
-	tb.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("natstest: find a free port: %v", err)
-		}
-		// Held until all are picked, so the n ports differ.
-		defer ln.Close()
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	return ports
 }
 
 // Nodes returns the cluster's servers, in start order.

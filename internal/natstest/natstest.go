@@ -4,9 +4,9 @@ package natstest
 import (
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +68,8 @@ type Server struct {
 	opts   server.Options
 	client []nats.Option // what Connect needs for the security settings
 	srv    *server.Server
+	// portTaken counts the starts that found a port taken.
+	portTaken atomic.Int32
 }
 
 // Start starts a JetStream server for the test and shuts it down when the
@@ -77,10 +79,21 @@ func Start(tb testing.TB, o Options) *Server {
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(tb.TempDir(), "jetstream")
 	}
-	s := &Server{tb: tb, opts: serverOptions(tb, o), client: o.clientOptions(tb)}
-	if err := s.start(); err != nil {
-		tb.Fatalf("natstest: %v", err)
+	client := o.clientOptions(tb)
+	if o.Port != 0 {
+		s := &Server{tb: tb, opts: serverOptions(tb, o), client: client}
+		if err := s.start(); err != nil {
+			tb.Fatalf("natstest: %v", err)
+		}
+		tb.Cleanup(s.Shutdown)
+		return s
 	}
+	s := startOnFreePorts(tb, "server", func(int) (*Server, error) {
+		o := o
+		o.Port = freePorts(tb, 1)[0]
+		s := &Server{tb: tb, opts: serverOptions(tb, o), client: client}
+		return s, s.start()
+	})
 	tb.Cleanup(s.Shutdown)
 	return s
 }
@@ -88,12 +101,6 @@ func Start(tb testing.TB, o Options) *Server {
 // serverOptions turns o (with its StoreDir set) into nats-server options.
 func serverOptions(tb testing.TB, o Options) server.Options {
 	tb.Helper()
-	port := o.Port
-	if port == 0 {
-		// Bind a random port; start records the one the server got, so that
-		// Restart comes back on the same URL.
-		port = server.RANDOM_PORT
-	}
 	name := o.ServerName
 	if name == "" {
 		name = "natstest"
@@ -101,7 +108,7 @@ func serverOptions(tb testing.TB, o Options) server.Options {
 	opts := server.Options{
 		ServerName: name,
 		Host:       "127.0.0.1",
-		Port:       port,
+		Port:       o.Port,
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
 		SyncAlways: o.SyncAlways,
@@ -147,12 +154,10 @@ func (s *Server) start() error {
 		return fmt.Errorf("new server (store %s, port %d): %w", s.opts.StoreDir, s.opts.Port, err)
 	}
 	if err := serverready.Start(srv, readyTimeout); errors.Is(err, serverready.ErrListen) {
+		s.portTaken.Add(1)
 		return fmt.Errorf("server on port %d (store %s): %w: %w", s.opts.Port, s.opts.StoreDir, errPortTaken, err)
 	} else if err != nil {
 		return fmt.Errorf("server on port %d (store %s): %w", s.opts.Port, s.opts.StoreDir, err)
-	}
-	if s.opts.Port == server.RANDOM_PORT {
-		s.opts.Port = srv.Addr().(*net.TCPAddr).Port
 	}
 	s.srv = srv
 	return nil
@@ -186,6 +191,22 @@ func startOnFreePorts[T any](tb testing.TB, what string, start func(attempt int)
 		if attempt == maxStartAttempts {
 			tb.Fatalf("natstest: %s: %v (%d times)", what, err, attempt)
 		}
+	}
+}
+
+// restartOnSamePorts calls start, a server's start on the ports it had
+// before (its clients and cluster peers know them), again while it fails
+// with errPortTaken, for up to readyTimeout. Below the ephemeral range
+// (ports.go) only another test's server can have taken one meanwhile,
+// and it may give it back while this waits.
+func restartOnSamePorts(start func() error) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		err := start()
+		if !errors.Is(err, errPortTaken) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
@@ -229,7 +250,7 @@ func (s *Server) Shutdown() {
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Shutdown()
-	if err := s.start(); err != nil {
+	if err := restartOnSamePorts(s.start); err != nil {
 		s.tb.Fatalf("natstest: restart: %v", err)
 	}
 }
@@ -237,7 +258,7 @@ func (s *Server) Restart() {
 // Start starts a stopped server again (after Shutdown) on the same store and port.
 func (s *Server) Start() {
 	s.tb.Helper()
-	if err := s.start(); err != nil {
+	if err := restartOnSamePorts(s.start); err != nil {
 		s.tb.Fatalf("natstest: start: %v", err)
 	}
 }

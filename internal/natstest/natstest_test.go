@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -219,5 +220,55 @@ func TestProcessOnATakenPort(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), strconv.Itoa(port)) {
 		t.Fatalf("the error does not name port %d: %v", port, err)
+	}
+}
+
+// Servers listen below the ephemeral range, where no outgoing
+// connection's local port can take a port a server gave up for a
+// restart (or one picked free before its server started).
+func TestPortsBelowTheEphemeralRange(t *testing.T) {
+	lo, hi := pickRange()
+	if hi == 0 {
+		t.Skipf("this machine's ephemeral range (from port %d) leaves fewer than %d ports above %d", ephemeralLow(), minPickRange, pickFloor)
+	}
+	s := Start(t, Options{})
+	c := StartCluster(t, 3)
+	ports := []int{s.Port()}
+	for _, n := range c.Nodes() {
+		ports = append(ports, n.Port(), n.opts.Cluster.Port)
+	}
+	for _, p := range ports {
+		if p < lo || p >= hi {
+			t.Errorf("port %d is outside %d-%d, below the ephemeral range", p, lo, hi-1)
+		}
+	}
+}
+
+// A server restarted while another has its port waits for the port
+// rather than failing the test at once.
+func TestRestartWaitsForItsPort(t *testing.T) {
+	s := Start(t, Options{})
+	s.Shutdown()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port()))
+	if err != nil {
+		t.Fatalf("take port %d: %v", s.Port(), err)
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		// Given back after the first start found it taken.
+		for s.portTaken.Load() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		ln.Close()
+	}()
+	s.Start()
+	<-released
+	if s.NATSServer() == nil {
+		t.Fatal("not running after Start")
+	}
+	nc := s.Connect()
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("client on the restarted server: %v", err)
 	}
 }

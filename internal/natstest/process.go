@@ -113,7 +113,7 @@ func (s *Process) Name() string { return s.name }
 // cluster waits for).
 func (s *Process) Start() {
 	s.t.Helper()
-	if err := s.start(); err != nil {
+	if err := restartOnSamePorts(s.start); err != nil {
 		s.t.Fatalf("natstest: %v", err)
 	}
 }
