@@ -66,12 +66,14 @@ func TestProposalsByReference(t *testing.T) {
 	proposed("fx", fx.propose(func(g *mls.Group) (*mls.Group, *mls.MLSMessage, error) {
 		return g.ProposePreSharedKey(mls.PreSharedKeyID{Type: mls.PSKTypeExternal, PSKID: []byte("nobody holds this"), PSKNonce: nonce})
 	}), "psk")
-	appID, err := mls.ApplicationIDExtension([]byte("epochlog-test"))
+	// external_senders, a GroupContext extension (an application_id, a
+	// LeafNode extension, may not be one; RFC 9420 §17.3).
+	senders, err := mls.ExternalSenders{{SignatureKey: bytes.Repeat([]byte{7}, 32), Credential: mls.NewBasicCredential([]byte("epochlog-test"))}}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	proposed("fy", fy.propose(func(g *mls.Group) (*mls.Group, *mls.MLSMessage, error) {
-		return g.ProposeGroupContextExtensions(mls.Extensions{appID})
+		return g.ProposeGroupContextExtensions(mls.Extensions{{Type: mls.ExtensionTypeExternalSenders, Data: senders}})
 	}), "group_context_extensions")
 	// Engine proposals: bob's public, alice's encrypted.
 	po, err := bob.ProposeRemove(ctx, w.gid, "fy")
@@ -113,7 +115,7 @@ func TestProposalsByReference(t *testing.T) {
 	if w.members["fy"] || !w.members["fz"] || !w.members["dave"] {
 		t.Fatalf("members after the commit: %v", w.memberList())
 	}
-	if e, ok := fx.g.GroupContext().Extensions.Find(mls.ExtensionTypeApplicationID); !ok || !bytes.Contains(e.Data, []byte("epochlog-test")) {
+	if e, ok := fx.g.GroupContext().Extensions.Find(mls.ExtensionTypeExternalSenders); !ok || !bytes.Contains(e.Data, []byte("epochlog-test")) {
 		t.Fatal("the group context extensions proposal was not committed")
 	}
 	if ps, _ := alice.DB().PendingProposals(ctx, w.gid); len(ps) != 0 {

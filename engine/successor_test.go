@@ -93,11 +93,14 @@ func TestSuccessorGroups(t *testing.T) {
 	}
 
 	// fx proposes a ReInit; carol commits it by reference.
-	appID, err := mls.ApplicationIDExtension([]byte("successor"))
+	// The successor's GroupContext extensions: external_senders (an
+	// application_id, a LeafNode extension, may not be one; RFC 9420 §17.3).
+	senders, err := mls.ExternalSenders{{SignatureKey: bytes.Repeat([]byte{7}, 32), Credential: mls.NewBasicCredential([]byte("successor"))}}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ri := mls.ReInit{GroupID: []byte("the-successor"), Version: mls.ProtocolMLS10, CipherSuite: ciphersuite.Suite(DefaultCiphersuite), Extensions: mls.Extensions{appID}}
+	ri := mls.ReInit{GroupID: []byte("the-successor"), Version: mls.ProtocolMLS10, CipherSuite: ciphersuite.Suite(DefaultCiphersuite),
+		Extensions: mls.Extensions{{Type: mls.ExtensionTypeExternalSenders, Data: senders}}}
 	proposal := fx.propose(func(g *mls.Group) (*mls.Group, *mls.MLSMessage, error) { return g.ProposeReInit(ri) })
 	for id, r := range w.deliver("fx", proposal) {
 		if r != nil && (r.Kind != "proposal" || r.ProposalType != "reinit") {
@@ -146,7 +149,7 @@ func TestSuccessorGroups(t *testing.T) {
 	}
 	fxNext := foreignJoin(next.Welcome)
 	agree(next.GroupID, []*Installation{bob, alice, carol}, fxNext)
-	if e, ok := fxNext.GroupContext().Extensions.Find(mls.ExtensionTypeApplicationID); !ok || !bytes.Contains(e.Data, []byte("successor")) {
+	if e, ok := fxNext.GroupContext().Extensions.Find(mls.ExtensionTypeExternalSenders); !ok || !bytes.Contains(e.Data, []byte("successor")) {
 		t.Fatal("the successor lacks the ReInit's extensions")
 	}
 	// The successor carries messages.

@@ -48,7 +48,10 @@ var (
 	// Update that keeps its encryption key or reuses a member's key, a
 	// leaf whose credential type or capabilities do not fit the group
 	// (§7.3), or a psk_nonce that is not KDF.Nh bytes long (§8.4), also in
-	// a Welcome.
+	// a Welcome. This member also refuses to make a GroupContextExtensions
+	// proposal or a ReInit carrying an extension type the IANA registry
+	// assigns to other messages (§17.3: application_id, ratchet_tree,
+	// external_pub, GREASE); received, they are applied.
 	ErrInvalidProposal = errors.New("mls: invalid proposal")
 
 	// ErrNoWelcomeSecrets reports a Welcome that holds no entry for the

@@ -31,6 +31,26 @@ type CommitOptions struct {
 	// ReInit commits a ReInit proposal inline (RFC 9420 §11.2); a commit
 	// with it carries nothing else, so every other option must be unset.
 	ReInit *ReInit
+
+	// fromReInit marks the first commit of a ReInit's successor, whose
+	// GroupContextExtensions are the committed ReInit's: the group agreed
+	// on them, so the checks on extensions this member makes (see
+	// checkMadeExtensions) do not apply.
+	fromReInit bool
+}
+
+// checkMadeExtensions refuses group context extensions this member is
+// about to propose or commit (or a ReInit's, the successor's group
+// context's) that the IANA registry assigns to other messages
+// (checkGroupContextExtensionTypes). Only what this member makes is
+// refused: such extensions received from another member are applied,
+// as mls-rs does (OpenMLS refuses them), so that a history recorded
+// with them, which replay checks by the same rules, still replays.
+func checkMadeExtensions(what string, exts Extensions) error {
+	if err := checkGroupContextExtensionTypes(exts); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalidProposal, what, err)
+	}
+	return nil
 }
 
 // committable selects the cached proposals a commit with opts can carry
@@ -162,6 +182,16 @@ type CommitResult struct {
 func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	if err := g.checkActive(); err != nil {
 		return nil, nil, err
+	}
+	if opts.GroupContextExtensions != nil && !opts.fromReInit {
+		if err := checkMadeExtensions("GroupContextExtensions", *opts.GroupContextExtensions); err != nil {
+			return nil, nil, err
+		}
+	}
+	if opts.ReInit != nil {
+		if err := checkMadeExtensions("ReInit", opts.ReInit.Extensions); err != nil {
+			return nil, nil, err
+		}
 	}
 	var list []ProposalOrRef
 	var props []cachedProposal

@@ -68,10 +68,15 @@ func (g *Group) ProposePreSharedKey(id PreSharedKeyID) (*Group, *MLSMessage, err
 // ProposeGroupContextExtensions proposes replacing the group context
 // extensions with exts. A commit carries it only if every member supports
 // the extensions (and the required capabilities they name, RFC 9420
-// §12.1.7).
+// §12.1.7). An extension the registry assigns to other messages
+// (application_id, ratchet_tree, external_pub, GREASE; §17.3) is refused
+// with ErrInvalidProposal.
 func (g *Group) ProposeGroupContextExtensions(exts Extensions) (*Group, *MLSMessage, error) {
 	if exts == nil {
 		exts = Extensions{}
+	}
+	if err := checkMadeExtensions("GroupContextExtensions", exts); err != nil {
+		return nil, nil, err
 	}
 	if _, err := g.applyProposals(g.me, []cachedProposal{{sender: Sender{Type: SenderTypeMember, LeafIndex: g.me},
 		proposal: &Proposal{Type: ProposalTypeGroupContextExtensions, GroupContextExtensions: &GroupContextExtensions{Extensions: exts}}}}); err != nil {

@@ -97,6 +97,9 @@ func (g *Group) ProposeReInit(ri ReInit) (*Group, *MLSMessage, error) {
 	if err := checkReInit(&g.ctx, &ri); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidProposal, err)
 	}
+	if err := checkMadeExtensions("ReInit", ri.Extensions); err != nil {
+		return nil, nil, err
+	}
 	ri = cloneReInit(&ri)
 	ng, m, _, err := g.propose(&Proposal{Type: ProposalTypeReInit, ReInit: &ri})
 	return ng, m, err
@@ -141,7 +144,7 @@ func (g *Group) prepareSuccessor(usage ResumptionPSKUsage, groupID []byte, kp *K
 	}
 	id := PreSharedKeyID{Type: PSKTypeResumption, Usage: usage, PSKGroupID: bytes.Clone(g.ctx.GroupID), PSKEpoch: g.ctx.Epoch, PSKNonce: nonce}
 	ng.lent = []lentPSK{{groupID: id.PSKGroupID, epoch: id.PSKEpoch, usage: usage, secret: g.secrets.ResumptionPSK}}
-	copts := CommitOptions{Add: adds, PSKs: []PreSharedKeyID{id}}
+	copts := CommitOptions{Add: adds, PSKs: []PreSharedKeyID{id}, fromReInit: true}
 	if len(exts) > 0 {
 		copts.GroupContextExtensions = &exts
 	}

@@ -147,15 +147,13 @@ func TestReInit(t *testing.T) {
 	for _, tc := range []struct{ from, to ciphersuite.Suite }{{1, 3}, {3, 2}, {2, 7}} {
 		t.Run(tc.from.String()+"_to_"+tc.to.String(), func(t *testing.T) {
 			cl, g := threeMembers(t, tc.from)
-			appID, err := ApplicationIDExtension([]byte("after-reinit"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ri := ReInit{GroupID: []byte("the-successor"), Version: ProtocolMLS10, CipherSuite: tc.to, Extensions: Extensions{appID}}
+			senders := externalSendersExtension(t, "after-reinit")
+			ri := ReInit{GroupID: []byte("the-successor"), Version: ProtocolMLS10, CipherSuite: tc.to, Extensions: Extensions{senders}}
 			if _, _, err := g[0].Commit(CommitOptions{ReInit: &ri, ForcePath: true, Remove: []LeafIndex{2}}); !errors.Is(err, ErrInvalidProposal) {
 				t.Fatalf("a ReInit with a Remove: %v, want ErrInvalidProposal", err)
 			}
 			var p *MLSMessage
+			var err error
 			if g[1], p, err = g[1].ProposeReInit(ri); err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +230,7 @@ func TestReInit(t *testing.T) {
 				t.Fatalf("bob joins the successor: %v", err)
 			}
 			agreeAll(t, next, nextA, nextB)
-			if e, ok := nextA.GroupContext().Extensions.Find(ExtensionTypeApplicationID); !ok || !bytes.Contains(e.Data, []byte("after-reinit")) {
+			if e, ok := nextA.GroupContext().Extensions.Find(ExtensionTypeExternalSenders); !ok || !bytes.Contains(e.Data, []byte("after-reinit")) {
 				t.Fatal("the successor lacks the ReInit's extensions")
 			}
 			if _, _, err := nextA.SealApplication([]byte("hello"), nil); err != nil {

@@ -110,12 +110,9 @@ func TestExternalPSKAndExtensions(t *testing.T) {
 		t.Fatalf("unsupported group context extension: %v, want ErrInvalidProposal", err)
 	}
 	j := newSCClient(t, "psk-joiner")
-	appID, err := ApplicationIDExtension([]byte("epochlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	senders := externalSendersExtension(t, "epochlog")
 	g, res, err := w.members[0].Commit(CommitOptions{PSKs: []PreSharedKeyID{psk}, Add: []*KeyPackage{j.kp},
-		GroupContextExtensions: &Extensions{appID}})
+		GroupContextExtensions: &Extensions{senders}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +131,7 @@ func TestExternalPSKAndExtensions(t *testing.T) {
 		if !bytes.Equal(o.EpochAuthenticator(), g.EpochAuthenticator()) {
 			t.Fatal("PSK commit: members disagree")
 		}
-		if _, ok := o.GroupContext().Extensions.Find(ExtensionTypeApplicationID); !ok {
+		if e, ok := o.GroupContext().Extensions.Find(ExtensionTypeExternalSenders); !ok || !bytes.Equal(e.Data, senders.Data) {
 			t.Fatal("group context extension not applied")
 		}
 	}

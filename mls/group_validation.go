@@ -350,6 +350,43 @@ func checkLeafExtensions(ln *LeafNode, exts Extensions) error {
 	return leafSupports(ln, exts, required)
 }
 
+// checkGroupContextExtensionTypes reports an extension of exts whose type
+// the IANA "MLS Extension Types" registry (RFC 9420 §17.3, column
+// "Message(s)": the messages in which the extension may appear) does not
+// allow in a GroupContext: application_id (LeafNode), ratchet_tree and
+// external_pub (GroupInfo), the GREASE values (KeyPackage, GroupInfo,
+// LeafNode; §13.5 also forbids them in GroupContextExtensions.extensions)
+// and the reserved 0x0000. Types the registry does not list are the
+// application's and pass (every member must still support them). The
+// error names the type and wraps no sentinel.
+func checkGroupContextExtensionTypes(exts Extensions) error {
+	for _, e := range exts {
+		var what string
+		switch {
+		case e.Type == 0:
+			what = "reserved"
+		case e.Type == ExtensionTypeApplicationID:
+			what = "application_id, a LeafNode extension"
+		case e.Type == ExtensionTypeRatchetTree:
+			what = "ratchet_tree, a GroupInfo extension"
+		case e.Type == ExtensionTypeExternalPub:
+			what = "external_pub, a GroupInfo extension"
+		case isGreaseExtension(e.Type):
+			what = "GREASE, for KeyPackages, GroupInfos and LeafNodes"
+		default:
+			continue
+		}
+		return fmt.Errorf("extension type 0x%04x (%s) may not appear in a group context", uint16(e.Type), what)
+	}
+	return nil
+}
+
+// isGreaseExtension reports the extension types RFC 9420 §13.5 reserves
+// for GREASE: 0x0A0A, 0x1A1A, ..., 0xEAEA (0xFAFA is private use).
+func isGreaseExtension(t ExtensionType) bool {
+	return t&0x0F0F == 0x0A0A && t>>12 == (t>>4)&0xF && t != 0xFAFA
+}
+
 // requiredCapabilities decodes the required_capabilities extension of
 // exts; nil if there is none.
 func requiredCapabilities(exts Extensions) (*RequiredCapabilities, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -50,8 +51,8 @@ func kpWithX509Credential(t *testing.T, name string) *KeyPackage {
 
 // commitWithoutChecks builds a commit of g carrying props inline exactly
 // as Group.Commit would, but without the committer's validation of the
-// proposals, so that a receiver's checks are what is exercised. Only Add
-// and PreSharedKey proposals are supported. With mod set, the commit
+// proposals, so that a receiver's checks are what is exercised. Only Add,
+// PreSharedKey and GroupContextExtensions proposals are supported. With mod set, the commit
 // carries an UpdatePath whose new leaf is g's leaf changed by mod.
 func commitWithoutChecks(t *testing.T, g *Group, props []*Proposal, mod func(*LeafNode)) *MLSMessage {
 	t.Helper()
@@ -77,6 +78,8 @@ func commitWithoutChecksThen(t *testing.T, g *Group, props []*Proposal, mod func
 			added = append(added, l)
 		case ProposalTypePSK:
 			psks = append(psks, p.PreSharedKey.PSK)
+		case ProposalTypeGroupContextExtensions:
+			newCtx.Extensions = p.GroupContextExtensions.Extensions
 		default:
 			t.Fatalf("commitWithoutChecks: proposal type %d", p.Type)
 		}
@@ -520,5 +523,108 @@ func TestJoinRefusesWelcomeLeavingAnAncestorKeyUnknown(t *testing.T) {
 	in = fuzzBytes{0}
 	if _, err := Join(w.forgeWelcome(&in, iw), j.kp, j.secrets, insiderJoinOptions()); err != nil {
 		t.Fatalf("Join of the Welcome unchanged: %v", err)
+	}
+}
+
+// This member makes no GroupContextExtensions proposal, inline or by
+// reference, and no ReInit (whose extensions are the successor's group
+// context's) carrying an extension the IANA registry assigns to other
+// messages (RFC 9420 §17.3, column "Message(s)"): application_id
+// (LeafNode), ratchet_tree and external_pub (GroupInfo), the GREASE
+// values; ErrInvalidProposal names the type. The same received from a
+// peer that makes them (mls-rs accepts them) is applied, as replay of a
+// history recorded with them needs; a successor of a received ReInit
+// carrying one starts.
+func TestGroupContextExtensionsMadeOnlyOfGroupContextTypes(t *testing.T) {
+	w := newSCWorld(t, Options{})
+	w.grow(0, 1)
+	appID, err := ApplicationIDExtension([]byte("epochlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := w.members[0].Tree().Extension()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		ext  Extension
+	}{
+		{"application_id", appID},
+		{"ratchet_tree", tree},
+		{"external_pub", Extension{Type: ExtensionTypeExternalPub, Data: []byte{0}}},
+		{"GREASE", Extension{Type: 0x3A3A, Data: []byte{}}},
+	} {
+		exts := Extensions{tc.ext}
+		wantErr := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrInvalidProposal) || !strings.Contains(err.Error(), tc.name) {
+				t.Errorf("%s %s: %v, want ErrInvalidProposal naming %s", what, tc.name, err, tc.name)
+			}
+		}
+		_, _, err := w.members[0].Commit(CommitOptions{GroupContextExtensions: &exts})
+		wantErr("committing", err)
+		_, _, err = w.members[0].ProposeGroupContextExtensions(exts)
+		wantErr("proposing", err)
+		ri := ReInit{GroupID: []byte("successor"), Version: ProtocolMLS10, CipherSuite: scenarioSuite, Extensions: exts}
+		_, _, err = w.members[0].ProposeReInit(ri)
+		wantErr("proposing a ReInit with", err)
+		_, _, err = w.members[0].Commit(CommitOptions{ReInit: &ri})
+		wantErr("committing a ReInit with", err)
+	}
+
+	// Received: a proposal by reference, then a commit carrying one inline.
+	gce := &Proposal{Type: ProposalTypeGroupContextExtensions, GroupContextExtensions: &GroupContextExtensions{Extensions: Extensions{appID}}}
+	_, byRef, _, err := w.members[1].propose(gce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.members[0].Process(byRef); err != nil {
+		t.Fatalf("receiving a proposal of application_id: %v", err)
+	}
+	g0, _, err := w.members[0].Process(commitWithoutChecks(t, w.members[1], []*Proposal{gce}, func(*LeafNode) {}))
+	if err != nil {
+		t.Fatalf("receiving a commit of application_id: %v", err)
+	}
+	if e, found := g0.GroupContext().Extensions.Find(ExtensionTypeApplicationID); !found || !bytes.Equal(e.Data, appID.Data) {
+		t.Fatal("a received application_id group context extension was not applied")
+	}
+}
+
+// A ReInit received from a peer with an extension this member would not
+// make is committed by reference and its successor started: the group
+// agreed on it, so the successor's first commit carries it.
+func TestSuccessorOfAReceivedReInitKeepsItsExtensions(t *testing.T) {
+	cl, g := threeMembers(t, scenarioSuite)
+	appID, err := ApplicationIDExtension([]byte("from-a-peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri := ReInit{GroupID: []byte("the-successor"), Version: ProtocolMLS10, CipherSuite: scenarioSuite, Extensions: Extensions{appID}}
+	// Made as a peer that allows it would (g[1].propose skips the
+	// proposer's checks).
+	var p *MLSMessage
+	if g[1], p, _, err = g[1].propose(&Proposal{Type: ProposalTypeReInit, ReInit: &ri}); err != nil {
+		t.Fatal(err)
+	}
+	if g[0], _, err = g[0].Process(p); err != nil {
+		t.Fatalf("receiving the ReInit: %v", err)
+	}
+	g0, res, err := g[0].Commit(CommitOptions{})
+	if err != nil {
+		t.Fatalf("committing the received ReInit: %v", err)
+	}
+	if g[1], _, err = g[1].Process(res.Commit); err != nil {
+		t.Fatalf("the proposer processes the commit: %v", err)
+	}
+	kp, secrets := cl[0].kp(scenarioSuite)
+	kp1, _ := cl[1].kp(scenarioSuite)
+	kp2, _ := cl[2].kp(scenarioSuite)
+	next, _, err := g0.Reinitialize(kp, secrets, []*KeyPackage{kp1, kp2})
+	if err != nil {
+		t.Fatalf("the successor of a received ReInit with application_id: %v", err)
+	}
+	if _, found := next.GroupContext().Extensions.Find(ExtensionTypeApplicationID); !found {
+		t.Fatal("the successor lacks the ReInit's extensions")
 	}
 }

@@ -1,6 +1,7 @@
 package mls
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/epochlog/epochlog/mls/ciphersuite"
@@ -84,4 +85,17 @@ func init() { verifyTreeCache.Store(true) }
 func noCacheCheck(b *testing.B) {
 	verifyTreeCache.Store(false)
 	b.Cleanup(func() { verifyTreeCache.Store(true) })
+}
+
+// externalSendersExtension returns an external_senders extension naming
+// one external sender whose basic credential holds id: a GroupContext
+// extension every member supports, to see group context extensions
+// applied (application_id, a LeafNode extension, may not be one).
+func externalSendersExtension(tb testing.TB, id string) Extension {
+	tb.Helper()
+	b, err := ExternalSenders{{SignatureKey: bytes.Repeat([]byte{7}, 32), Credential: NewBasicCredential([]byte(id))}}.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Extension{Type: ExtensionTypeExternalSenders, Data: b}
 }

@@ -111,7 +111,7 @@ func buildInsiderWorld(tb testing.TB) *insiderWorld {
 		return g.ProposePreSharedKey(PreSharedKeyID{Type: PSKTypeExternal, PSKID: insiderPSKID, PSKNonce: nonce})
 	})
 	w.do(tb, 0, func(g *Group) (*Group, *MLSMessage, error) {
-		return g.ProposeGroupContextExtensions(Extensions{{Type: ExtensionTypeApplicationID, Data: []byte("app")}})
+		return g.ProposeGroupContextExtensions(Extensions{externalSendersExtension(tb, "app")})
 	})
 	w.do(tb, 0, func(g *Group) (*Group, *MLSMessage, error) { return g.ProposeRemove(3) })
 	w.do(tb, 3, func(g *Group) (*Group, *MLSMessage, error) { return g.ProposeUpdate() })
