@@ -296,7 +296,10 @@ func saltPath(path string, base projections.Options) string {
 	return cmp.Or(base.SaltPath, projections.SaltPath(path))
 }
 
-// exists reports whether path is a non-empty file.
+// exists reports whether path is a non-empty file. Anything else there
+// (a directory, a named pipe, a device such as /dev/null) is ErrNotOurs:
+// a pipe or a device has size 0, and was taken for a missing database,
+// which a rebuild "recovered" by renaming its file over it.
 func exists(path string) (bool, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -305,5 +308,23 @@ func exists(path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if !st.Mode().IsRegular() {
+		return false, fmt.Errorf("%w: not a regular file (%s)", projections.ErrNotOurs, fileKind(st.Mode()))
+	}
 	return st.Size() > 0, nil
+}
+
+// fileKind names the kind of file of mode, for an error.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.Type().String()
 }

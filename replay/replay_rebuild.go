@@ -179,7 +179,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	// refused before the directory, the lock file or anything else is
 	// made there.
 	if ok, err := exists(live); err != nil {
-		return nil, fail(ro.op, err)
+		return nil, fail(cmp.Or(ro.op, "rebuild"), err)
 	} else if !ok {
 		if err := needsLive(ro); err != nil {
 			return nil, fail(ro.op, err)
