@@ -365,12 +365,16 @@ func OpenExisting(path string, key Key, opts *Options) (*DB, error) {
 func MustExist(path string) error { return mustExist(path, "open") }
 
 // mustExist refuses a missing or empty database file, where there is no
-// read model to open as it is, with a *FileError wrapping fs.ErrNotExist.
+// read model to open as it is, with a *FileError wrapping fs.ErrNotExist;
+// anything but a regular file (a named pipe, a device: size 0 too) with
+// ErrNotOurs, as Open does.
 func mustExist(path, op string) error {
 	st, err := os.Stat(path)
 	switch {
 	case err != nil:
 		return &FileError{Path: path, Op: op, Err: err}
+	case !st.Mode().IsRegular():
+		return &FileError{Path: path, Op: op, Err: fmt.Errorf("%w: not a regular file", ErrNotOurs)}
 	case st.Size() == 0:
 		return &FileError{Path: path, Op: op, Err: fmt.Errorf("%w: empty file", fs.ErrNotExist)}
 	}

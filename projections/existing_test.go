@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 )
 
@@ -122,6 +123,19 @@ func TestOpenExistingRefusals(t *testing.T) {
 	assertNotExist(t, "empty file", err, empty)
 	if st, _ := os.Stat(empty); st.Size() != 0 {
 		t.Fatalf("OpenExisting wrote %d bytes into an empty file", st.Size())
+	}
+	// A named pipe (or a device) has size 0 too, but is no missing read
+	// model: it was reported as "file does not exist: empty file".
+	pipe := filepath.Join(dir, "pipe.db")
+	if err := syscall.Mkfifo(pipe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenExisting(pipe, k, nil)
+	if !errors.Is(err, ErrNotOurs) || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("named pipe: %v, want ErrNotOurs (not a regular file)", err)
+	}
+	if _, _, err := MigrateInPlace(ctx, pipe, k, nil); !errors.Is(err, ErrNotOurs) || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("migrate a named pipe in place: %v, want ErrNotOurs (not a regular file)", err)
 	}
 
 	path := filepath.Join(dir, "a.db")
