@@ -71,9 +71,7 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		return enc.Encode(inspectLine{Seq: r.Seq, Subject: r.Subject, Event: body})
 	}
-	if *follow {
-		err = log.Follow(ctx, id, *from, print)
-	} else {
+	if !*follow {
 		// An id the stream knows nothing of (a typo) printed nothing and
 		// exited 0, as an installation without events would.
 		last, lerr := log.LastSeq(ctx, id)
@@ -83,6 +81,20 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 		if last == 0 {
 			return fmt.Errorf("%w: stream %s holds no event of installation %s (check the id, and --data / --nats)", replay.ErrNoHistory, log.Stream(), id)
 		}
+	}
+	// A listing from where a compaction deleted events is refused as a
+	// replay from the start is: the events left link to deleted ones,
+	// which the read reported as missing (exit 3, as for a stream that
+	// lost events).
+	if through, err := log.CompactedThrough(ctx, id); err != nil {
+		return err
+	} else if through > 0 && *from <= through {
+		return fmt.Errorf("%w: %s's events up to stream sequence %d were deleted by a compaction (replayer retain, compact); inspect --from %d lists what follows",
+			eventlog.ErrCompacted, id, through, through+1)
+	}
+	if *follow {
+		err = log.Follow(ctx, id, *from, print)
+	} else {
 		err = log.Read(ctx, id, *from, print)
 	}
 	// Only an event that does not check out is a verification failure

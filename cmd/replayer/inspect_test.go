@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -46,5 +49,70 @@ func TestInspectOfAnUnknownInstallation(t *testing.T) {
 	code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"inspect", "--nats", srv.URL(), "--installation", "inspect-bb"})
 	if code == exitOK || !strings.Contains(errb.String(), "holds no event of installation inspect-bb") || out.Len() != 0 {
 		t.Fatalf("inspect of an unknown id: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
+
+// A compacted history (retain, compact) is named as such by inspect, as
+// by rebuild --from-start and verify --mls: exit 1 saying "compacted" and
+// from where the listing can start. Read from the start (or from any
+// sequence the compaction covers), the events left linked to the deleted
+// ones, and inspect said "verification failed: ... an event of the
+// installation's history is missing", exit 3, as for a stream that lost
+// or was robbed of events.
+func TestInspectOfACompactedHistory(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	id := events.InstallationID("inspect-compacted")
+	in, db, keyFile, _ := keyedInstallation(t, l, t.TempDir(), id, nil)
+	defer in.Close()
+	gid := []byte("inspect-group")
+	if _, err := in.CreateGroup(ctx, gid); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := in.Send(ctx, gid, []byte("hello"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli := func(ctx context.Context, args ...string) (int, string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		args = append(args, "--nats", srv.URL(), "--installation", string(id))
+		return run(ctx, ringEnv(&out, &errb, nil), args), out.String(), errb.String()
+	}
+	if code, _, errs := cli(ctx, "snapshot", "--db", db, "--db-key-file", keyFile); code != exitOK {
+		t.Fatalf("snapshot: exit %d: %s", code, errs)
+	}
+	through, err := l.LastSeq(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Send(ctx, gid, []byte("after the snapshot"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := cli(ctx, "compact", "--history", "none"); code != exitOK || strings.Contains(out, " 0 events deleted") {
+		t.Fatalf("compact --history none: exit %d: %s%s", code, out, errs)
+	}
+	want := fmt.Sprintf("--from %d", through+1)
+	for _, from := range []string{"0", "2", strconv.FormatUint(through, 10)} {
+		for _, follow := range []bool{false, true} {
+			args := []string{"inspect", "--from", from}
+			if follow {
+				args = append(args, "--follow")
+			}
+			// A follow that waited instead would end at this bound.
+			fctx, cancel := context.WithTimeout(ctx, time.Minute)
+			code, out, errs := cli(fctx, args...)
+			cancel()
+			if code != exitFailure || !strings.Contains(errs, "compacted") || !strings.Contains(errs, want) || strings.Contains(errs, "verification failed") || out != "" {
+				t.Errorf("%v of a history compacted through %d: exit %d, want %d naming the compaction and %s; stdout %q, stderr %s",
+					args, through, code, exitFailure, want, out, errs)
+			}
+		}
+	}
+	// What follows the compaction prints.
+	code, out, errs := cli(ctx, "inspect", "--from", strconv.FormatUint(through+1, 10))
+	if code != exitOK || !strings.Contains(out, "application.message_sent") {
+		t.Errorf("inspect --from %d after a compaction through %d: exit %d, stdout %s, stderr %s", through+1, through, code, out, errs)
 	}
 }
