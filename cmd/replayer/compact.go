@@ -40,8 +40,13 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 			"written first: from then on a replay from the start (--from-start, or without\n"+
 			"a snapshot) fails with \"compacted\" instead of building less. Interrupted,\n"+
 			"running it again finishes.")
+	// The stream alone: no --db nor read-model key, which it would not read.
 	var r replayFlags
-	r.register(fs)
+	r.cmd = fs.Name()
+	r.conn.register(fs, "")
+	r.keys.register(fs)
+	fs.StringVar(&r.inst, "installation", "", "installation id (required)")
+	fs.BoolVar(&r.asJSON, "json", false, "print the result as one JSON object")
 	history := fs.String("history", "forever", "also delete covered events stored longer ago than this: forever (none), none (all covered), 720h, 90d")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -50,9 +55,7 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usageError{"--history " + err.Error()}
 	}
-	if r.db == "" {
-		r.db = "-" // not used
-	}
+	r.db = "-" // check asks for one
 	if err := r.check(); err != nil {
 		return err
 	}
