@@ -45,9 +45,9 @@ func RemoveAside(tmp string) error {
 // BuildAside) with its sidecars, and sidecars whose database is gone. It
 // returns how many databases it removed. It never touches live, its
 // sidecars or its salt sidecar, nor another database's leftovers. Call it
-// before rebuilding or verifying beside live; only one such operation may
-// run on a read model at a time, since it would delete another's
-// database under construction.
+// before rebuilding beside live, holding live's writer lock (Lock): it
+// would delete another writer's database under construction, and a
+// reader without the lock (a verify) may not call it at all.
 func RemoveLeftovers(live string) (int, error) {
 	matches, err := filepath.Glob(globEscape(live) + ".rebuild-*")
 	if err != nil {

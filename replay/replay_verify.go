@@ -70,9 +70,10 @@ func verify(ctx context.Context, l *eventlog.Log, inst events.InstallationID, li
 	if err := inst.Validate(); err != nil {
 		return nil, fmt.Errorf("replay: verify: %w", err)
 	}
-	if _, err := projections.RemoveLeftovers(live); err != nil {
-		return nil, &projections.FileError{Path: live, Op: "verify: remove leftovers", Err: err}
-	}
+	// No projections.RemoveLeftovers here: verify takes no lock, and a
+	// rebuild, rekey or migrate holding it may be building its
+	// "<live>.rebuild-*" beside live, which that removed (the writer then
+	// failed at its swap). Leftovers are removed by the next writer.
 	ok, err := exists(live)
 	if err != nil || !ok {
 		if err == nil {
