@@ -262,18 +262,41 @@ func sanitize(s string, max int) string {
 // operation that writes a read model (a lock, a rebuild's swap) works on
 // this name, so that a link to the database changes the database, not the
 // link (until 2026-12-06 a rebuild through a link replaced the link with
-// the rebuilt file and left the database as it was).
+// the rebuilt file and left the database as it was). A link to a file
+// that is not there names that file, to be created in its directory,
+// which must exist: a missing one (a volume not mounted) is an error
+// naming the link (until 2026-12-07 such a link was taken as the file
+// itself, and a rebuild replaced it).
 func CanonicalPath(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", err
 	}
-	r, err := filepath.EvalSymlinks(abs)
-	if err == nil {
-		return r, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", err
+	for hops := 0; ; hops++ {
+		r, err := filepath.EvalSymlinks(abs)
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		if st, err := os.Lstat(abs); err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			break
+		}
+		if hops == 40 {
+			return "", fmt.Errorf("%s: too many symbolic links", path)
+		}
+		target, err := os.Readlink(abs)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(abs), target)
+		}
+		if _, err := os.Stat(filepath.Dir(target)); err != nil {
+			return "", fmt.Errorf("%s is a symbolic link to %s, whose directory cannot be used (a volume not mounted?): %w", abs, target, err)
+		}
+		abs = filepath.Clean(target)
 	}
 	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
 	switch {
