@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,18 @@ import (
 //
 // Erasing again finds the tombstone, keeps it, and does steps 2 and 3
 // again; both are no-ops when done.
+//
+// The tombstone subject is meant to hold the installation's tombstone
+// and nothing else, but anyone who may publish on the stream's subjects
+// can put a message there. Erase reads every message on it: the first
+// that opens as the installation's tombstone is its tombstone (found:
+// the erase resumes); every other (not a tombstone, another
+// installation's, a copy) is named in Erased.Removed and deleted, after
+// the tombstone is written at the subject's last sequence Erase saw
+// (until 2026-12-07 it was written only at sequence 0, so one such
+// message blocked the erase for good). Reads of an installation whose
+// tombstone subject ends in such a message fail naming its sequence,
+// until an erase removes it.
 
 // tombstoneToken is the second subject token of tombstones. Installation
 // pseudonyms are 26 characters, so it never names an installation.
@@ -49,7 +62,21 @@ type Erased struct {
 	// SnapshotsPurged counts the read-model snapshots this call deleted
 	// from the snapshots bucket.
 	SnapshotsPurged int
+	// Removed names the messages this call deleted from the tombstone
+	// subject: none of them was the installation's tombstone.
+	Removed []Removed
 }
+
+// Removed is a message Erase deleted from an installation's tombstone
+// subject, and why it was not the installation's tombstone.
+type Removed struct {
+	Seq uint64 // its stream sequence
+	Why string // e.g. "not a tombstone (malformed)"
+}
+
+// maxTombstoneTries bounds how often Erase writes its tombstone again
+// after a publisher put another message on the subject meanwhile.
+const maxTombstoneTries = 5
 
 // ErasedError is returned for an erased installation (any operation but
 // Erase). It unwraps to ErrErased.
@@ -199,19 +226,19 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
 	}
 	res := &Erased{}
-	t, seq, found, err := l.Tombstone(ctx, inst)
+	tomb, others, last, err := l.scanTombstoneSubject(ctx, inst, subj)
 	if err != nil {
 		return nil, err
 	}
-	if found {
-		res.Tombstone, res.TombstoneSeq, res.Resumed = t, seq, true
-		l.logger.Info("eventlog: erase resumes after an earlier one", "stream", l.cfg.Stream, "installation", string(inst), "erased_at", t.ErasedAt, "seq", seq)
+	if tomb != nil {
+		res.Tombstone, res.TombstoneSeq, res.Resumed = tomb.t, tomb.seq, true
+		l.logger.Info("eventlog: erase resumes after an earlier one", "stream", l.cfg.Stream, "installation", string(inst), "erased_at", tomb.t.ErasedAt, "seq", tomb.seq)
 	} else {
-		last, err := l.lastSeq(ctx, []string{l.cfg.SubjectPrefix + "." + l.instPseudonym(inst) + ".>"})
+		lastEvent, err := l.lastSeq(ctx, []string{l.cfg.SubjectPrefix + "." + l.instPseudonym(inst) + ".>"})
 		if err != nil {
 			return nil, err
 		}
-		if last == 0 {
+		if lastEvent == 0 {
 			// A tombstone cannot be taken back: for an id the stream
 			// knows nothing of (a typo), write none.
 			keys, err := countUnder(ctx, l.kvStream, "$KV."+keyBucket(l.cfg.Stream)+"."+l.instPseudonym(inst)+".>")
@@ -222,10 +249,39 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 				return nil, fmt.Errorf("%w: stream %s holds no event and no data key of installation %s: nothing to erase, and no tombstone written (check the id)", ErrUnknownInstallation, l.cfg.Stream, inst)
 			}
 		}
-		t = events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: last, By: o.By}
-		if res.TombstoneSeq, res.Tombstone, res.Resumed, err = l.writeTombstone(ctx, subj, t); err != nil {
-			return nil, err
+		t := events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: lastEvent, By: o.By}
+		for try := 1; ; try++ {
+			var won bool
+			if won, err = l.writeTombstone(ctx, subj, t, last, res); err != nil {
+				return nil, err
+			}
+			if won {
+				break
+			}
+			// Another message came first: an eraser's tombstone (then
+			// it is the one), or another publisher's.
+			if tomb, others, last, err = l.scanTombstoneSubject(ctx, inst, subj); err != nil {
+				return nil, err
+			}
+			if tomb != nil {
+				res.Tombstone, res.TombstoneSeq = tomb.t, tomb.seq
+				res.Resumed = !(tomb.t.ErasedAt.Equal(t.ErasedAt) && tomb.t.By == t.By && tomb.t.LastSeq == t.LastSeq)
+				break
+			}
+			if try == maxTombstoneTries {
+				return nil, fmt.Errorf("eventlog: erase %s: write tombstone on %s: another message was published there before it %d times (last at seq %d); nothing was erased, erase again", inst, subj, try, last)
+			}
 		}
+	}
+	// What else is on the subject goes: the tombstone, written after it
+	// (or found before it), already decides every read.
+	for _, o := range others {
+		if err := l.deleteMsg(ctx, o.Seq); err != nil {
+			return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, o.Seq, subj, o.Why, err)
+		}
+		res.Removed = append(res.Removed, o)
+		l.logger.Warn("eventlog: erase removed a message from the tombstone subject that is not the installation's tombstone",
+			"stream", l.cfg.Stream, "installation", string(inst), "seq", o.Seq, "why", o.Why)
 	}
 	l.noteErased(inst, res.Tombstone, res.TombstoneSeq)
 	step("tombstone")
@@ -282,33 +338,100 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	return res, nil
 }
 
-// writeTombstone publishes t as the first and only message of subj; when
-// another eraser won the race, it returns that one's tombstone (resumed).
-func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone) (uint64, events.Tombstone, bool, error) {
+// writeTombstone publishes t on subj at expected last subject sequence
+// last, and reports whether it was stored (res then records it); false
+// means another message was there first (or the answer was lost): read
+// the subject again.
+func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone, last uint64, res *Erased) (bool, error) {
 	env, err := events.SealTombstone(l.keys, l.binding(subj), t)
 	if err != nil {
-		return 0, t, false, err
+		return false, err
 	}
+	seqText := strconv.FormatUint(last, 10)
 	msg := &nats.Msg{Subject: subj, Data: env, Header: nats.Header{
-		hdrMsgID:       []string{"tombstone-" + l.instPseudonym(t.Installation)},
-		hdrExpectedSeq: []string{"0"},
+		// The expected sequence is in the id: a retry, or a racing
+		// eraser, that saw the same subject is the same publish; a
+		// message of another publisher that took the id does not hold
+		// it for the next try.
+		hdrMsgID:       []string{"tombstone-" + l.instPseudonym(t.Installation) + "-" + seqText},
+		hdrExpectedSeq: []string{seqText},
 	}}
 	ack, err := l.js.PublishMsg(ctx, msg)
 	if err == nil && !ack.Duplicate {
-		return ack.Sequence, t, false, nil
+		res.Tombstone, res.TombstoneSeq = t, ack.Sequence
+		return true, nil
 	}
 	if err != nil && !isRace(err) && !Unanswered(err) {
-		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, err)
+		return false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, err)
 	}
-	// Already there (a race, a retry): read the one that is.
-	got, seq, found, gerr := l.Tombstone(ctx, t.Installation)
-	if gerr != nil {
-		return 0, t, false, gerr
+	return false, nil
+}
+
+// scanTombstoneSubject reads every message on inst's tombstone subject
+// subj up to its last one when it began (last: its sequence, 0 when
+// none): the first that opens as inst's tombstone is tomb; every other
+// is in others, with why it is not.
+func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.InstallationID, subj string) (tomb *tombEntry, others []Removed, last uint64, err error) {
+	m, err := l.getLastMsg(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil, 0, nil
 	}
-	if !found {
-		return 0, t, false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, errors.Join(err, errors.New("no tombstone found after the publish")))
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s: %w", l.cfg.Stream, inst, err)
 	}
-	return seq, got, true, nil
+	last = m.Sequence
+	for next := uint64(1); next <= last; {
+		m, err := l.getMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break // deleted meanwhile (a racing erase)
+		}
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s from seq %d: %w", l.cfg.Stream, inst, next, err)
+		}
+		if m.Sequence > last {
+			break
+		}
+		next = m.Sequence + 1
+		t, oerr := events.OpenTombstone(l.keys, inst, l.binding(subj), m.Data)
+		switch {
+		case oerr == nil && tomb == nil:
+			tomb = &tombEntry{t: t, seq: m.Sequence}
+		case oerr == nil:
+			others = append(others, Removed{Seq: m.Sequence, Why: fmt.Sprintf("a copy of the installation's tombstone at seq %d", tomb.seq)})
+		default:
+			others = append(others, Removed{Seq: m.Sequence, Why: notTombstoneWhy(oerr)})
+		}
+	}
+	if tomb != nil {
+		l.noteErased(inst, tomb.t, tomb.seq)
+	}
+	return tomb, others, last, nil
+}
+
+// notTombstoneWhy says why a message on a tombstone subject is not the
+// installation's tombstone (err from events.OpenTombstone).
+func notTombstoneWhy(err error) string {
+	switch {
+	case errors.Is(err, events.ErrMalformed):
+		return "not a tombstone (malformed)"
+	case errors.Is(err, events.ErrTampered), errors.Is(err, events.ErrMoved):
+		return "not this installation's tombstone (another installation's, or altered)"
+	case errors.Is(err, events.ErrUnknownKey), errors.Is(err, events.ErrWrongKey):
+		return "not a tombstone this keyring opens (" + strings.TrimPrefix(err.Error(), "events: open tombstone: ") + ")"
+	}
+	return "not this installation's tombstone (" + err.Error() + ")"
+}
+
+// deleteMsg deletes the message at seq; one already gone is no error.
+func (l *Log) deleteMsg(ctx context.Context, seq uint64) error {
+	err := l.stream.DeleteMsg(ctx, seq)
+	if err == nil {
+		return nil
+	}
+	if _, gerr := l.getMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return err
 }
 
 // purgeSnapshots deletes every snapshot of inst (every chunk purged)

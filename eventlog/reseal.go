@@ -147,8 +147,20 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 			if err != nil {
 				return res, err
 			}
-			if _, _, _, err := dst.writeTombstone(ctx, subj, t); err != nil {
+			won, err := dst.writeTombstone(ctx, subj, t, 0, &Erased{})
+			if err != nil {
 				return res, fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
+			}
+			if !won {
+				// Another writer came first: a tombstone (a racing
+				// reseal's), or something that stops the reseal.
+				_, _, dfound, err := dst.Tombstone(ctx, inst)
+				if err == nil && !dfound {
+					err = errors.New("the publish was not stored and no tombstone is there")
+				}
+				if err != nil {
+					return res, fmt.Errorf("eventlog: reseal: tombstone of %s on %s: %w", inst, subj, err)
+				}
 			}
 		}
 		res.Tombstones++

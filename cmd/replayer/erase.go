@@ -136,6 +136,13 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 			"erased_at": res.Tombstone.ErasedAt.Format(time.RFC3339Nano), "by": res.Tombstone.By, "tombstone_seq": res.TombstoneSeq,
 			"resumed": res.Resumed, "keys_purged": res.KeysPurged, "events_purged": res.EventsPurged, "snapshots_purged": res.SnapshotsPurged,
 			"db_removed": existed}
+		if len(res.Removed) > 0 {
+			rm := make([]map[string]any, len(res.Removed))
+			for i, r := range res.Removed {
+				rm[i] = map[string]any{"seq": r.Seq, "why": r.Why}
+			}
+			out["tombstone_subject_removed"] = rm
+		}
 		if kf.removed != "" {
 			out["key_file_removed"] = kf.removed
 		}
@@ -153,6 +160,9 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "%s installation %s (tombstone at seq %d, erased at %s): %d data keys shredded, %d events purged\n",
 		verb, id, res.TombstoneSeq, res.Tombstone.ErasedAt.Format(time.RFC3339), res.KeysPurged, res.EventsPurged)
+	for _, r := range res.Removed {
+		fmt.Fprintf(env.stdout, "removed the message at seq %d from the tombstone subject: %s\n", r.Seq, r.Why)
+	}
 	switch {
 	case existed:
 		fmt.Fprintf(env.stdout, "removed read model %s\n", *db)

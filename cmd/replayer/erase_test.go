@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/events"
 )
@@ -138,5 +141,59 @@ func TestEraseNamesWhoWithoutUSER(t *testing.T) {
 	tomb, _, found, err := l.Tombstone(context.Background(), "erase-me")
 	if err != nil || !found || tomb.By != me.Username {
 		t.Fatalf("tombstone by %q (found %v, %v), want %q", tomb.By, found, err, me.Username)
+	}
+}
+
+// TestEraseNamesWhatItRemovedFromTheTombstoneSubject: a message another
+// publisher put on the installation's tombstone subject does not stop
+// erase: it is removed and named, on stdout and in --json. Until
+// 2026-12-07 the erase failed for good on it.
+func TestEraseNamesWhatItRemovedFromTheTombstoneSubject(t *testing.T) {
+	noTerminal(t)
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	for _, id := range []events.InstallationID{"squat-a", "squat-b"} {
+		createInstallation(t, l, dir, id)
+	}
+	for _, c := range []struct {
+		id   events.InstallationID
+		json bool
+	}{{"squat-a", false}, {"squat-b", true}} {
+		subj, err := l.TombstoneSubject(c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jetstream.New(l.Conn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(context.Background(), subj, []byte("garbage"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", string(c.id)}
+		if c.json {
+			args = append(args, "--json")
+		}
+		if code := run(context.Background(), ringEnv(&out, &errb, nil), args); code != exitOK {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+		}
+		if !c.json {
+			want := fmt.Sprintf("removed the message at seq %d from the tombstone subject: not a tombstone (malformed)", ack.Sequence)
+			if !strings.Contains(out.String(), want) {
+				t.Fatalf("erase stdout %q, want %q", out.String(), want)
+			}
+			continue
+		}
+		var res struct {
+			Removed []struct {
+				Seq uint64 `json:"seq"`
+				Why string `json:"why"`
+			} `json:"tombstone_subject_removed"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil || len(res.Removed) != 1 || res.Removed[0].Seq != ack.Sequence || res.Removed[0].Why == "" {
+			t.Fatalf("erase --json %q (%v), want seq %d in tombstone_subject_removed", out.String(), err, ack.Sequence)
+		}
 	}
 }

@@ -1,0 +1,147 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// publishOn stores data on subject as any publisher with rights on the
+// stream's subjects can, and returns its stream sequence.
+func publishOn(t testing.TB, l *Log, subject string, data []byte) uint64 {
+	t.Helper()
+	ack, err := l.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Data: data})
+	if err != nil {
+		t.Fatalf("publish on %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// tombstoneSubjectSeqs returns the stream sequences of the messages on
+// subject.
+func tombstoneSubjectSeqs(t testing.TB, l *Log, subject string) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	for next := uint64(1); ; {
+		m, err := l.stream.GetMsg(context.Background(), next, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return seqs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, m.Sequence)
+		next = m.Sequence + 1
+	}
+}
+
+// TestEraseRemovesWhatSquatsOnItsTombstoneSubject: a message on an
+// installation's tombstone subject that is not its tombstone (garbage,
+// another installation's genuine tombstone copied there) fails every
+// read of the installation naming its sequence, but does not stop the
+// erase: the erase writes the tombstone, deletes those messages and
+// names them; reads then say erased. One published after the tombstone
+// is removed by the next erase. Two erases racing over such a subject
+// agree on one tombstone. Until 2026-12-07 the tombstone was written
+// only at subject sequence 0: the erase failed for good.
+func TestEraseRemovesWhatSquatsOnItsTombstoneSubject(t *testing.T) {
+	l, srv := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	writeMixed(t, l, instB)
+	subjA, err := l.TombstoneSubject(instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subjB, err := l.TombstoneSubject(instB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := publishOn(t, l, subjA, []byte("not a tombstone"))
+	bTomb, err := events.SealTombstone(l.keys, l.binding(subjB), events.Tombstone{Installation: instB, By: "forger"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := publishOn(t, l, subjA, bTomb)
+
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	_, err = tryReadAll(fresh, instA, 0)
+	var rerr *RecordError
+	if !errors.As(err, &rerr) || rerr.Seq != copied {
+		t.Fatalf("read of %s with a foreign message last on its tombstone subject: %v, want a *RecordError at seq %d", instA, err, copied)
+	}
+
+	res, err := l.Erase(ctx, instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatalf("erase of %s with messages on its tombstone subject: %v", instA, err)
+	}
+	if res.Resumed || len(res.Removed) != 2 || res.Removed[0].Seq != garbage || res.Removed[1].Seq != copied ||
+		!strings.Contains(res.Removed[0].Why, "malformed") || !strings.Contains(res.Removed[1].Why, "another installation's") {
+		t.Fatalf("erase result %+v, want seqs %d and %d removed", res, garbage, copied)
+	}
+	if got := tombstoneSubjectSeqs(t, l, subjA); len(got) != 1 || got[0] != res.TombstoneSeq {
+		t.Fatalf("tombstone subject holds seqs %v, want only the tombstone's %d", got, res.TombstoneSeq)
+	}
+	fresh = openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	if _, err := tryReadAll(fresh, instA, 0); !errors.Is(err, ErrErased) {
+		t.Fatalf("read of the erased %s: %v, want ErrErased", instA, err)
+	}
+	if got := readAll(t, fresh, instB, 0); len(got) == 0 {
+		t.Fatalf("%s lost its events", instB)
+	}
+
+	// Garbage after the tombstone: reads name it; the next erase keeps
+	// the tombstone and removes it.
+	late := publishOn(t, l, subjA, []byte("later garbage"))
+	fresh = openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	if _, err := tryReadAll(fresh, instA, 0); !errors.As(err, &rerr) || rerr.Seq != late {
+		t.Fatalf("read of %s with garbage after its tombstone: %v, want a *RecordError at seq %d", instA, err, late)
+	}
+	again, err := fresh.Erase(ctx, instA, &EraseOptions{By: "again"})
+	if err != nil || !again.Resumed || again.TombstoneSeq != res.TombstoneSeq || again.Tombstone.By != "test" ||
+		len(again.Removed) != 1 || again.Removed[0].Seq != late {
+		t.Fatalf("erase again: %+v, %v; want the tombstone at seq %d kept and seq %d removed", again, err, res.TombstoneSeq, late)
+	}
+	fresh = openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	if _, err := tryReadAll(fresh, instA, 0); !errors.Is(err, ErrErased) {
+		t.Fatalf("read of the erased %s: %v, want ErrErased", instA, err)
+	}
+
+	// Two erases racing over a subject with garbage: one tombstone.
+	const racers = 4
+	publishOn(t, l, subjB, []byte("garbage for B"))
+	var wg sync.WaitGroup
+	results := make([]*Erased, racers)
+	errs := make([]error, racers)
+	for i := range racers {
+		li := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = li.Erase(ctx, instB, &EraseOptions{By: "racer"})
+		}()
+	}
+	wg.Wait()
+	fresh = openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	for i := range racers {
+		if errs[i] != nil {
+			t.Fatalf("racing erase %d: %v", i, errs[i])
+		}
+		if results[i].TombstoneSeq != results[0].TombstoneSeq {
+			t.Fatalf("racing erases disagree on the tombstone: seq %d and %d", results[0].TombstoneSeq, results[i].TombstoneSeq)
+		}
+	}
+	if got := tombstoneSubjectSeqs(t, l, subjB); len(got) != 1 || got[0] != results[0].TombstoneSeq {
+		t.Fatalf("after racing erases the tombstone subject holds seqs %v, want only %d", got, results[0].TombstoneSeq)
+	}
+	if _, err := tryReadAll(fresh, instB, 0); !errors.Is(err, ErrErased) {
+		t.Fatalf("read of the erased %s: %v, want ErrErased", instB, err)
+	}
+}
