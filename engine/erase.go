@@ -35,6 +35,14 @@ type EraseOptions struct {
 	// with InstallationOptions.DB.SaltPath): a passphrase key needs it to
 	// open the file, and Erase deletes it with the read model.
 	ReadModelSaltPath string
+	// BeforeRemove, if set, is called when ReadModel was there and
+	// ReadModelKey opened it as this installation's read model, after the
+	// log's erase and before the read model is deleted: a caller that
+	// removes more with it (the file its key came from) records there,
+	// durably, that the key was proven its key, for a run that finds the
+	// read model gone (erase again after a kill). An error stops Erase
+	// before the deletion (erase again to finish).
+	BeforeRemove func() error
 }
 
 // Erase erases installation id: the log's erase (eventlog.Log.Erase: a
@@ -56,6 +64,7 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		return nil, fmt.Errorf("engine: erase: %w", err)
 	}
 	var lk *projections.WriterLock
+	var present bool // the read model is there, proven this installation's
 	salt := cmp.Or(o.ReadModelSaltPath, projections.SaltPath(o.ReadModel))
 	if o.ReadModel != "" {
 		var err error
@@ -66,7 +75,7 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		// Checked before the log's erase, which cannot be undone: a
 		// typo or another installation's file must stop it, not be
 		// deleted after it.
-		if err := checkErasable(ctx, id, o.ReadModel, o.ReadModelKey, salt); err != nil {
+		if present, err = checkErasable(ctx, id, o.ReadModel, o.ReadModelKey, salt); err != nil {
 			return nil, fmt.Errorf("engine: erase %s: read model %s: %w (nothing was erased)", id, o.ReadModel, err)
 		}
 	}
@@ -75,6 +84,11 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 		return res, fmt.Errorf("engine: erase %s: %w", id, err)
 	}
 	if o.ReadModel != "" {
+		if present && o.BeforeRemove != nil {
+			if err := o.BeforeRemove(); err != nil {
+				return res, fmt.Errorf("engine: erase %s: before removing its read model (erase again to finish): %w", id, err)
+			}
+		}
 		p := o.ReadModel
 		for _, f := range []string{p, p + "-wal", p + "-shm", p + "-journal", salt} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -92,15 +106,20 @@ func Erase(ctx context.Context, l *eventlog.Log, id events.InstallationID, opts 
 
 // checkErasable checks that path, if it exists, is a regular file that
 // key (with the salt sidecar at salt) opens as installation id's read
-// model.
-func checkErasable(ctx context.Context, id events.InstallationID, path string, key projections.Key, salt string) error {
+// model; present says it exists (and passed).
+func checkErasable(ctx context.Context, id events.InstallationID, path string, key projections.Key, salt string) (present bool, err error) {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // deleted by an earlier run: its sidecars still go
+		return false, nil // deleted by an earlier run: its sidecars still go
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
+	return true, openErasable(ctx, id, path, fi, key, salt)
+}
+
+// openErasable is checkErasable of a path that exists (fi).
+func openErasable(ctx context.Context, id events.InstallationID, path string, fi os.FileInfo, key projections.Key, salt string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("not a regular file (%s): give the read model's own path", fi.Mode().Type())
 	}

@@ -123,13 +123,23 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer log.Close()
 	warnIfNotActive(ctx, env, log)
-	res, err := engine.Erase(ctx, log, id, &engine.EraseOptions{By: who, ReadModel: *db, ReadModelKey: key})
+	opts := &engine.EraseOptions{By: who, ReadModel: *db, ReadModelKey: key}
+	if *db != "" && dbKey.passFile == "" {
+		// Proven, durably, before the read model goes: a run killed
+		// after it went, before its key file did, can tell its key
+		// file from one that may open another read model.
+		opts.BeforeRemove = func() error { return writeEraseMarker(*db, id, keyFileCandidate(*db, dbKey.keyFile)) }
+	}
+	res, err := engine.Erase(ctx, log, id, opts)
 	if err != nil {
 		return err
 	}
 	var kf keyFileOutcome
 	if *db != "" {
-		kf = removeOwnKeyFile(*db, key, dbKey.keyFile, dbKey.passFile)
+		proven := func(path string) bool { return provenByMarker(*db, id, path) }
+		if kf = removeOwnKeyFile(*db, key, dbKey.keyFile, dbKey.passFile, proven); kf.err == nil {
+			removeEraseMarker(*db)
+		}
 	}
 	if *asJSON {
 		out := map[string]any{"command": "erase", "installation": *inst,
@@ -196,7 +206,14 @@ type keyFileOutcome struct {
 // key), and is reported kept. A key to an erased read model opens
 // nothing any more, but it is a secret left for nobody (until 2026-12-07
 // every key file stayed).
-func removeOwnKeyFile(db string, key projections.Key, named, passFile string) keyFileOutcome {
+//
+// It is removed only when proven the key of the read model this erase
+// deleted: an erase that found the read model and opened it with the key
+// from that very file recorded so (writeEraseMarker) before deleting it.
+// A key file beside a --db that was not there (a first run on a read
+// model deleted by hand, a mistyped path) may open another read model:
+// it is kept, saying why (until 2026-12-07 it was removed on a guess).
+func removeOwnKeyFile(db string, key projections.Key, named, passFile string, proven func(string) bool) keyFileOutcome {
 	if passFile != "" {
 		// No passphrase file is a read model's own by name; the salt that
 		// made the key from it went with the read model.
@@ -247,6 +264,9 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string) ke
 	if other := otherNameOf(own, fi); other != "" {
 		return keyFileOutcome{kept: own, why: "the same file is also " + other + ", which may be another read model's key"}
 	}
+	if !proven(own) {
+		return keyFileOutcome{kept: own, why: "no read model proved it is its key: " + db + " was not there to open with it, and no earlier erase of this installation opened it with this file; it may open another read model: delete it yourself if none uses it"}
+	}
 	if err := os.Remove(own); err != nil {
 		return keyFileOutcome{kept: own, why: err.Error(), err: fmt.Errorf("installation erased, but its key file %s was not removed (erase again to finish): %w", own, err)}
 	}
@@ -288,4 +308,121 @@ func otherNameOf(path string, fi os.FileInfo) string {
 		}
 	}
 	return ""
+}
+
+// eraseMarkerPath is the file beside read model db in which erase
+// records, before deleting the read model, which key file opened it.
+func eraseMarkerPath(db string) string { return db + ".erasing" }
+
+// eraseMarker is what eraseMarkerPath holds: the installation and the
+// identity of the key file (absolute path, device, inode, size, mtime),
+// never a key.
+type eraseMarker struct {
+	Installation string `json:"installation"`
+	KeyFile      string `json:"key_file"`
+	Dev          uint64 `json:"dev"`
+	Ino          uint64 `json:"ino"`
+	Size         int64  `json:"size"`
+	MtimeNS      int64  `json:"mtime_ns"`
+}
+
+// keyFileCandidate is the key file erase may remove with read model db:
+// the one named by --db-key-file, else <db without .db>.key ("" for a
+// read model not named *.db).
+func keyFileCandidate(db, named string) string {
+	if named != "" {
+		return named
+	}
+	if !strings.HasSuffix(db, ".db") {
+		return ""
+	}
+	return strings.TrimSuffix(db, ".db") + ".key"
+}
+
+// markerOf returns the marker of installation inst and key file path as
+// it is now; ok false when path is not a regular file.
+func markerOf(inst events.InstallationID, path string) (eraseMarker, bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return eraseMarker{}, false
+	}
+	fi, err := os.Lstat(abs)
+	if err != nil || !fi.Mode().IsRegular() {
+		return eraseMarker{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return eraseMarker{}, false
+	}
+	return eraseMarker{Installation: string(inst), KeyFile: abs, Dev: uint64(st.Dev), Ino: st.Ino, Size: fi.Size(), MtimeNS: fi.ModTime().UnixNano()}, true
+}
+
+// writeEraseMarker records, durably, that read model db, about to be
+// deleted, was opened as inst's with the key in keyFile (nothing when
+// there is no such file: no key file will be removed).
+func writeEraseMarker(db string, inst events.InstallationID, keyFile string) error {
+	m, ok := markerOf(inst, keyFile)
+	if keyFile == "" || !ok {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	path := eraseMarkerPath(db)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("sync the directory of %s: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync the directory of %s: %w", path, err)
+	}
+	return nil
+}
+
+// provenByMarker reports whether db's marker says an erase of inst
+// opened the read model with the key in keyFile, the same file unchanged
+// since.
+func provenByMarker(db string, inst events.InstallationID, keyFile string) bool {
+	b, err := os.ReadFile(eraseMarkerPath(db))
+	if err != nil {
+		return false
+	}
+	var rec eraseMarker
+	if json.Unmarshal(b, &rec) != nil {
+		return false
+	}
+	now, ok := markerOf(inst, keyFile)
+	return ok && rec == now
+}
+
+// removeEraseMarker removes db's marker once its key file is dealt with
+// (best effort: it names no secret, and proves only the same file).
+func removeEraseMarker(db string) {
+	if err := os.Remove(eraseMarkerPath(db)); err == nil {
+		if d, err := os.Open(filepath.Dir(db)); err == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+	}
 }

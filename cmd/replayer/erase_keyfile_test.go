@@ -110,28 +110,99 @@ func TestEraseRemovesTheReadModelsOwnKeyFile(t *testing.T) {
 // TestEraseRemovesItsKeyFileNamedOtherwise: --db-key-file naming the
 // read model's own key file by another spelling of its path (relative
 // to the working directory, with the read model's absolute) is its own
-// key file, removed. Until 2026-12-07 it was kept, "its name is not the
-// read model's own (" + the same file + ")".
+// key file, removed: by the run that removes the read model, and by the
+// run after a kill between the read model's removal and its key file's.
+// Until 2026-12-07 it was kept, "its name is not the read model's own
+// (" + the same file + ")".
 func TestEraseRemovesItsKeyFileNamedOtherwise(t *testing.T) {
 	noTerminal(t)
 	ctx := context.Background()
 	srv, l := startLog(t)
 	dir := t.TempDir()
 	createInstallation(t, l, dir, "rel-a")
+	createInstallation(t, l, dir, "rel-b")
 	t.Chdir(dir)
-	for _, named := range []string{"rel-a.key", "./rel-a.key"} {
-		if named == "./rel-a.key" {
-			// Run again: the read model is gone, the key file back (a
-			// restore, or a kill between the erase and the removal).
-			if err := os.WriteFile("rel-a.key", []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
+	// rel-b: killed after its read model went, before its key file did
+	// (what erase did up to there: the marker, then the removal).
+	dbB := filepath.Join(dir, "rel-b.db")
+	key, err := readDBKeyFile("rel-b.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Erase(ctx, l, "rel-b", &engine.EraseOptions{By: "test", ReadModel: dbB, ReadModelKey: key,
+		BeforeRemove: func() error { return writeEraseMarker(dbB, "rel-b", "rel-b.key") }}); err != nil {
+		t.Fatal(err)
+	}
+	for id, named := range map[string]string{"rel-a": "rel-a.key", "rel-b": "./rel-b.key"} {
 		var out, errb bytes.Buffer
-		args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", "rel-a", "--db", filepath.Join(dir, "rel-a.db"), "--db-key-file", named}
+		args := []string{"erase", "--yes", "--nats", srv.URL(), "--installation", id, "--db", filepath.Join(dir, id+".db"), "--db-key-file", named}
 		code := run(ctx, ringEnv(&out, &errb, nil), args)
-		if _, err := os.Lstat(filepath.Join(dir, "rel-a.key")); code != exitOK || !os.IsNotExist(err) {
+		if _, err := os.Lstat(filepath.Join(dir, id+".key")); code != exitOK || !os.IsNotExist(err) {
 			t.Fatalf("%v: exit %d, key file there: %v; stdout %q, stderr %q", args, code, err == nil, out.String(), errb.String())
+		}
+		if _, err := os.Lstat(eraseMarkerPath(filepath.Join(dir, id+".db"))); !os.IsNotExist(err) {
+			t.Fatalf("%v: its marker is left (%v)", args, err)
+		}
+	}
+}
+
+// TestEraseKeepsAKeyFileNoReadModelProved: an erase whose --db is not
+// there (deleted by hand, a mistyped path) keeps the key file named by
+// --db-key-file, or found beside it with the key given otherwise: no
+// read model proved it is that read model's key, and it may open
+// another; it says so. One replaced after a killed erase proved the
+// earlier file is kept too. Until 2026-12-07 it was removed on a guess.
+func TestEraseKeepsAKeyFileNoReadModelProved(t *testing.T) {
+	noTerminal(t)
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	for _, id := range []events.InstallationID{"gone-a", "gone-b", "gone-c"} {
+		createInstallation(t, l, dir, id)
+	}
+	db := func(id string) string { return filepath.Join(dir, id+".db") }
+	keyOf := func(id string) string { return filepath.Join(dir, id+".key") }
+	// gone-a, gone-b: read model deleted by hand before any erase.
+	for _, id := range []string{"gone-a", "gone-b"} {
+		if err := os.Remove(db(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// gone-c: killed after its read model went; its key file replaced
+	// since by another one of the same name.
+	key, err := readDBKeyFile(keyOf("gone-c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Erase(ctx, l, "gone-c", &engine.EraseOptions{By: "test", ReadModel: db("gone-c"), ReadModelKey: key,
+		BeforeRemove: func() error { return writeEraseMarker(db("gone-c"), "gone-c", keyOf("gone-c")) }}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(keyOf("gone-c")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeDBKeyFile(keyOf("gone-c")); err != nil {
+		t.Fatal(err)
+	}
+	hexB, err := os.ReadFile(keyOf("gone-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id   string
+		vars map[string]string
+		args []string
+	}{
+		{"gone-a", nil, []string{"--db-key-file", keyOf("gone-a")}},
+		{"gone-b", map[string]string{envDBKey: strings.TrimSpace(string(hexB))}, nil},
+		{"gone-c", nil, []string{"--db-key-file", keyOf("gone-c")}},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"erase", "--yes", "--nats", srv.URL(), "--installation", c.id, "--db", db(c.id)}, c.args...)
+		code := run(ctx, ringEnv(&out, &errb, c.vars), args)
+		if _, err := os.Lstat(keyOf(c.id)); code != exitOK || err != nil ||
+			!strings.Contains(out.String(), "kept key file "+keyOf(c.id)+": no read model proved it is its key") {
+			t.Fatalf("%v: exit %d, key file gone: %v; stdout %q, stderr %q", args, code, err != nil, out.String(), errb.String())
 		}
 	}
 }
