@@ -40,7 +40,11 @@ type Record struct {
 // Read calls fn for each of inst's events with a stream sequence at or after
 // fromSeq (0 and 1 both mean from the start), in stream order, and returns
 // when it has delivered every event that was in the stream when Read began.
-// See ReadInstallations for the checks made on every record.
+// See ReadInstallations for the checks made on every record. An erased
+// installation is its *ErasedError (ErrErased), whatever fromSeq: from
+// the start it is checked before reading, from later when the read
+// delivered nothing of it (until 2026-12-07 that returned nothing and no
+// error).
 func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, false, fn)
 }
@@ -129,6 +133,31 @@ type reader struct {
 	// tombs are the tombstone subjects a follow reads, by subject: one
 	// delivered ends the follow with the installation's *ErasedError.
 	tombs map[string]events.InstallationID
+	// got holds the installations the read delivered a record of.
+	got map[events.InstallationID]bool
+}
+
+// silentErased is what ends a read from past the start (fromSeq > 1)
+// that finished with err (nil, or stalled): the *ErasedError of one of
+// its installations it delivered nothing of, if one has a tombstone
+// (its events are purged: such a read found nothing and said nothing,
+// until 2026-12-07). A read from the start checks before it begins; one
+// that delivered records of every installation asks nothing.
+func (r *reader) silentErased(ctx context.Context, err error) error {
+	if r.from <= 1 || (err != nil && !errors.Is(err, ErrStalled)) {
+		return err
+	}
+	for _, inst := range r.insts {
+		if r.got[inst] {
+			continue
+		}
+		if eerr := r.l.CheckNotErased(ctx, inst); errors.Is(eerr, ErrErased) {
+			return eerr
+		} else if eerr != nil && err == nil {
+			return eerr
+		}
+	}
+	return err
 }
 
 // scan is Read, Follow and their plural forms; a stalled read is logged.
@@ -160,7 +189,11 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 			}
 		}
 	}
-	return l.rangeStalled(r.run(ctx, filters, follow), insts)
+	err = r.run(ctx, filters, follow)
+	if !follow {
+		err = r.silentErased(ctx, err)
+	}
+	return l.rangeStalled(err, insts)
 }
 
 // ReadSubject is Read of one of inst's subjects (an aggregate's, as
@@ -184,7 +217,12 @@ func (l *Log) ReadSubject(ctx context.Context, inst events.InstallationID, subje
 		return fmt.Errorf("eventlog: read %s: subject %q is not one of the installation's subjects", inst, subject)
 	}
 	r.insts[p] = inst
-	return l.rangeStalled(r.run(ctx, []string{subject}, false), []events.InstallationID{inst})
+	if r.from <= 1 {
+		if err := l.CheckNotErased(ctx, inst); err != nil {
+			return err
+		}
+	}
+	return l.rangeStalled(r.silentErased(ctx, r.run(ctx, []string{subject}, false)), []events.InstallationID{inst})
 }
 
 // newReader returns a read from stream sequence fromSeq (0 and 1: from
@@ -194,7 +232,8 @@ func (l *Log) ReadSubject(ctx context.Context, inst events.InstallationID, subje
 func (l *Log) newReader(fromSeq uint64, fn func(Record) error) *reader {
 	fromSeq = max(fromSeq, 1)
 	return &reader{l: l, insts: map[string]events.InstallationID{}, from: fromSeq, next: fromSeq,
-		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + ".", lastProgress: time.Now()}
+		pos: map[string]uint64{}, fn: fn, prefix: l.cfg.SubjectPrefix + ".", lastProgress: time.Now(),
+		got: map[events.InstallationID]bool{}}
 }
 
 // run reads the subjects of filters (r's installations', or narrower).
@@ -445,6 +484,7 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 		return l.recordError(subject, seq, "chain", err)
 	}
 	r.pos[subject] = ev.Position
+	r.got[inst] = true
 	if err := r.fn(Record{Seq: seq, Subject: subject, Event: ev, Pending: pending, Size: len(data), Stored: stored}); err != nil {
 		return l.recordError(subject, seq, "handle", err)
 	}
@@ -471,7 +511,8 @@ func (r *reader) erased(inst events.InstallationID, seq uint64, subject string, 
 // an operation needs. Each record is opened and verified and must sit on
 // its aggregate's subject, as in Read. It returns how many records it
 // delivered and the sequence to continue from; fewer than limit means the
-// end was reached.
+// end was reached. One that finds nothing at all asks whether inst was
+// erased (its events purged), and returns its *ErasedError if so.
 //
 // ReadN carries on across a stream-leader failover: each message get is
 // bounded by Config.RequestTimeout, and one the server leaves unanswered,
@@ -546,6 +587,13 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		}
 		n++
 		next = m.Sequence + 1
+	}
+	if n == 0 {
+		// Nothing there: an erased installation's events are purged,
+		// which is not "nothing new" (until 2026-12-07 it said nothing).
+		if err := l.CheckNotErased(ctx, inst); err != nil {
+			return 0, next, err
+		}
 	}
 	return n, next, nil
 }

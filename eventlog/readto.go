@@ -39,7 +39,7 @@ func (l *Log) ReadInstallationsTo(ctx context.Context, insts []events.Installati
 		return err
 	}
 	_, err = r.consume(ctx, filters, toSeq, false)
-	return l.rangeStalled(err, insts)
+	return l.rangeStalled(r.silentErased(ctx, err), insts)
 }
 
 // ScanTo is ReadInstallationsTo reading the whole stream between fromSeq
@@ -55,7 +55,7 @@ func (l *Log) ScanTo(ctx context.Context, insts []events.InstallationID, fromSeq
 	if err != nil || toSeq < r.from {
 		return err
 	}
-	return l.rangeStalled(r.scan(ctx, toSeq), insts)
+	return l.rangeStalled(r.silentErased(ctx, r.scan(ctx, toSeq)), insts)
 }
 
 // rangeReader is the reader of insts from fromSeq (Read, Follow, their

@@ -268,11 +268,17 @@ func (l *Log) EventAt(ctx context.Context, inst events.InstallationID, seq uint6
 		return Record{}, err
 	}
 	m, err := l.getMsg(ctx, seq)
-	if err != nil {
-		return Record{}, fmt.Errorf("eventlog: stream %s: get seq %d of %s: %w", l.cfg.Stream, seq, inst, err)
+	if err == nil && !strings.HasPrefix(m.Subject, strings.TrimSuffix(filter, ">")) {
+		err = fmt.Errorf("%w: stream sequence %d is not an event of installation %s", ErrMissingEvent, seq, inst)
+	} else if err != nil {
+		err = fmt.Errorf("eventlog: stream %s: get seq %d of %s: %w", l.cfg.Stream, seq, inst, err)
 	}
-	if !strings.HasPrefix(m.Subject, strings.TrimSuffix(filter, ">")) {
-		return Record{}, fmt.Errorf("%w: stream sequence %d is not an event of installation %s", ErrMissingEvent, seq, inst)
+	if err != nil {
+		// Not there: an erased installation's events are purged.
+		if eerr := l.CheckNotErased(ctx, inst); errors.Is(eerr, ErrErased) {
+			return Record{}, eerr
+		}
+		return Record{}, err
 	}
 	ev, err := l.open(ctx, inst, m.Subject, m.Data)
 	if err != nil {

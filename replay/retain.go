@@ -251,11 +251,8 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// snapshot; through the engine it failed recording a group's state,
 	// or, with no message to delete (--past-epochs), succeeded having
 	// "nothing left to shred".
-	if err := l.CheckNotErased(ctx, inst); errors.Is(err, eventlog.ErrErased) {
-		return nil, &projections.FileError{Path: db.Path(), Op: "retain", Err: err,
-			Hint: "nothing was changed; this read model is what is left of an erased installation: delete it"}
-	} else if err != nil {
-		return nil, fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
+	if err := RefuseErased(ctx, l, inst, db.Path()); err != nil {
+		return nil, err
 	}
 	res := &RetainResult{Installation: inst}
 	at := now()
@@ -710,4 +707,20 @@ func RetainFile(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	}
 	defer db.Close()
 	return Retain(ctx, l, inst, db, p, &o)
+}
+
+// RefuseErased is Retain's refusal of an erased installation inst, whose
+// read model is at path: a *projections.FileError wrapping its
+// *eventlog.ErasedError with the hint to delete what is left; nil when
+// inst is not erased. A caller that opens the installation through the
+// engine before Retain (its catch-up fails on an erased installation
+// too, without the hint) asks it first.
+func RefuseErased(ctx context.Context, l *eventlog.Log, inst events.InstallationID, path string) error {
+	if err := l.CheckNotErased(ctx, inst); errors.Is(err, eventlog.ErrErased) {
+		return &projections.FileError{Path: path, Op: "retain", Err: err,
+			Hint: "nothing was changed; this read model is what is left of an erased installation: delete it"}
+	} else if err != nil {
+		return fmt.Errorf("replay: retention of %s (nothing done): %w", inst, err)
+	}
+	return nil
 }

@@ -116,3 +116,26 @@ func TestInspectOfACompactedHistory(t *testing.T) {
 		t.Errorf("inspect --from %d after a compaction through %d: exit %d, stdout %s, stderr %s", through+1, through, code, out, errs)
 	}
 }
+
+// TestInspectFromOfAnErasedInstallation: inspect --from N of an erased
+// installation says it was erased (exit 1), whatever N. Until
+// 2026-12-07 one from past sequence 1 printed nothing and exited 0.
+func TestInspectFromOfAnErasedInstallation(t *testing.T) {
+	noTerminal(t)
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	createInstallation(t, l, dir, "gone-i")
+	createInstallation(t, l, dir, "kept-i")
+	res, err := l.Erase(context.Background(), "gone-i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []uint64{0, 2, res.TombstoneSeq + 1} {
+		var out, errb bytes.Buffer
+		args := []string{"inspect", "--nats", srv.URL(), "--installation", "gone-i", "--from", strconv.FormatUint(from, 10)}
+		code := run(context.Background(), ringEnv(&out, &errb, nil), args)
+		if code != exitFailure || !strings.Contains(errb.String(), "installation gone-i was erased") || out.Len() != 0 {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want exit %d saying it was erased", args, code, out.String(), errb.String(), exitFailure)
+		}
+	}
+}

@@ -210,6 +210,11 @@ func retainThroughEngine(ctx context.Context, l *eventlog.Log, inst events.Insta
 	if err := projections.MustExist(path); err != nil { // OpenInstallation would create it
 		return nil, err
 	}
+	// An erased installation is refused with retain's hint before the
+	// open, whose catch-up fails on it too.
+	if err := replay.RefuseErased(ctx, l, inst, path); err != nil {
+		return nil, err
+	}
 	io := &engine.InstallationOptions{DB: check.DB}
 	io.DB.NoMigrate = true
 	in, err := engine.OpenInstallation(ctx, l, inst, path, key, io)
