@@ -133,6 +133,9 @@ type reader struct {
 	// tombs are the tombstone subjects a follow reads, by subject: one
 	// delivered ends the follow with the installation's *ErasedError.
 	tombs map[string]events.InstallationID
+	// tombOf is the tombstone subject of each installation filter of a
+	// follow, for its watchdog.
+	tombOf map[string]string
 	// got holds the installations the read delivered a record of.
 	got map[events.InstallationID]bool
 }
@@ -172,6 +175,7 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		// leave it waiting for good. One subject each, exact: another
 		// installation's erase delivers nothing here.
 		r.tombs = make(map[string]events.InstallationID, len(r.insts))
+		r.tombOf = make(map[string]string, len(r.insts))
 		for _, inst := range r.insts {
 			// One erased already ends it at once: a follow from past
 			// its tombstone (a checkpoint after it) would never be
@@ -186,6 +190,9 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 			if _, dup := r.tombs[subj]; !dup {
 				r.tombs[subj] = inst
 				filters = append(filters, subj)
+			}
+			if f, err := l.InstallationFilter(inst); err == nil {
+				r.tombOf[f] = subj
 			}
 		}
 	}
@@ -335,8 +342,10 @@ func (r *reader) consume(ctx context.Context, filters []string, end uint64, foll
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	// The watchdog looks for undelivered events on the installations'
-	// subjects only: asking for the tombstone subjects too would double
-	// an idle follow's requests, for a message that comes once, if ever.
+	// subjects, and on the tombstone subject only of one that holds no
+	// event (an erase purged them; see watchdog.pending): asking for
+	// every tombstone subject would double an idle follow's requests,
+	// for a message that comes once, if ever.
 	watched := filters
 	if len(r.tombs) > 0 {
 		watched = slices.DeleteFunc(slices.Clone(filters), func(f string) bool { _, t := r.tombs[f]; return t })

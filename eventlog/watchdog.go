@@ -26,6 +26,9 @@ type watchdog struct {
 	quit     chan struct{}
 	next     atomic.Uint64 // the read's next sequence, as the read last said
 	busy     bool          // the read is in its handler: not waiting on the server
+	// touched is set once the read made progress (a delivery, or an
+	// idle follow found nothing pending): only then is last progress.
+	touched bool
 }
 
 // stallProbe bounds the round trip a stalled read makes to tell a server
@@ -97,7 +100,12 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 }
 
 // pending reports whether the stream holds events of the read's filters
-// that the read has not delivered yet.
+// that the read has not delivered yet. A follow's installation filter
+// that holds no event at all has its tombstone subject asked too: an
+// erase purges the events it would look at, and its tombstone, stored
+// but undelivered (the consumer cannot load it), would otherwise leave
+// the follow idle for good (until 2026-12-07). An installation with
+// events costs no request more.
 func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
 	next := w.next.Load()
 	if !follow {
@@ -105,9 +113,18 @@ func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, fo
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.r.l.cfg.RequestTimeout)
 	defer cancel()
-	last, err := w.r.l.lastSeq(ctx, filters)
-	if err != nil {
-		return false, err
+	var last uint64
+	for _, f := range filters {
+		fl, err := w.r.l.lastSeq(ctx, []string{f})
+		if err != nil {
+			return false, err
+		}
+		if tomb := w.r.tombOf[f]; fl == 0 && tomb != "" {
+			if fl, err = w.r.l.lastSeq(ctx, []string{tomb}); err != nil {
+				return false, err
+			}
+		}
+		last = max(last, fl)
 	}
 	return last >= next, nil
 }
@@ -124,6 +141,7 @@ func (w *watchdog) progress() {
 func (w *watchdog) touch() {
 	w.mu.Lock()
 	w.last = time.Now()
+	w.touched = true
 	w.mu.Unlock()
 }
 
@@ -135,11 +153,15 @@ func (w *watchdog) stalled() error {
 }
 
 // done stops the watchdog; it runs on the read's goroutine and carries an
-// idle follow's progress over to the reader.
+// idle follow's progress over to the reader. A run that made none (its
+// start is not progress) carries nothing: a follow whose consumers each
+// stall on an event they do not deliver ends once the stalls outlast
+// Config.ProgressTimeout (until 2026-12-07 each new consumer counted as
+// progress, and the follow tried again for good).
 func (w *watchdog) done() {
 	w.stopOnce.Do(func() { close(w.quit) })
 	w.mu.Lock()
-	if w.last.After(w.r.lastProgress) {
+	if w.touched && w.last.After(w.r.lastProgress) {
 		w.r.lastProgress = w.last
 	}
 	w.mu.Unlock()
