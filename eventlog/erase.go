@@ -275,13 +275,13 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	}
 	// What else is on the subject goes: the tombstone, written after it
 	// (or found before it), already decides every read.
-	for _, o := range others {
-		if err := l.deleteMsg(ctx, o.Seq); err != nil {
-			return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, o.Seq, subj, o.Why, err)
+	for _, m := range others {
+		if err := l.deleteMsg(ctx, m.Seq); err != nil {
+			return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, m.Seq, subj, m.Why, err)
 		}
-		res.Removed = append(res.Removed, o)
+		res.Removed = append(res.Removed, m)
 		l.logger.Warn("eventlog: erase removed a message from the tombstone subject that is not the installation's tombstone",
-			"stream", l.cfg.Stream, "installation", string(inst), "seq", o.Seq, "why", o.Why)
+			"stream", l.cfg.Stream, "installation", string(inst), "seq", m.Seq, "why", m.Why)
 	}
 	l.noteErased(inst, res.Tombstone, res.TombstoneSeq)
 	step("tombstone")
