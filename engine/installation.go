@@ -426,9 +426,20 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, err
 	}
 	l.ExpectThrough(id, cp)
+	opened := cp
 	if cp, err = in.projectFrom(ctx, cp); err != nil {
 		closeReadModel(l, db, lk)
 		return nil, err
+	}
+	if cp == opened && cp > 0 {
+		// Nothing new may be an erase that purged the events after cp
+		// (the catch-up's read does not ask): refused here rather than
+		// at the first append, so that nothing is served from the read
+		// model of an erased installation.
+		if err := l.CheckNotErased(ctx, id); err != nil {
+			closeReadModel(l, db, lk)
+			return nil, fmt.Errorf("engine: open %s: %w", id, err)
+		}
 	}
 	ident, found, err := ownIdentity(ctx, db, id, "open")
 	if err != nil {

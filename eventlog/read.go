@@ -520,8 +520,11 @@ func (r *reader) erased(inst events.InstallationID, seq uint64, subject string, 
 // an operation needs. Each record is opened and verified and must sit on
 // its aggregate's subject, as in Read. It returns how many records it
 // delivered and the sequence to continue from; fewer than limit means the
-// end was reached. One that finds nothing at all asks whether inst was
-// erased (its events purged), and returns its *ErasedError if so.
+// end was reached. Finding nothing, it does not tell an erased
+// installation (its events purged) from one with nothing new: it is the
+// read after every operation, where that would cost a request each time
+// (the engine asks CheckNotErased when it opens an installation, and an
+// append to an erased one fails with its *ErasedError).
 //
 // ReadN carries on across a stream-leader failover: each message get is
 // bounded by Config.RequestTimeout, and one the server leaves unanswered,
@@ -596,13 +599,6 @@ func (l *Log) ReadN(ctx context.Context, inst events.InstallationID, filter stri
 		}
 		n++
 		next = m.Sequence + 1
-	}
-	if n == 0 {
-		// Nothing there: an erased installation's events are purged,
-		// which is not "nothing new" (until 2026-12-07 it said nothing).
-		if err := l.CheckNotErased(ctx, inst); err != nil {
-			return 0, next, err
-		}
 	}
 	return n, next, nil
 }
