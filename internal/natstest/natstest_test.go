@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/internal/flock"
 )
 
 // Restart comes back on the same URL with the same store: a client
@@ -270,5 +274,42 @@ func TestRestartWaitsForItsPort(t *testing.T) {
 	nc := s.Connect()
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("client on the restarted server: %v", err)
+	}
+}
+
+// A port is picked once per test process, and never while another test
+// process holds it: a server shut down for a restart keeps its port, so
+// its clients cannot reconnect to another test's server there.
+func TestPortReservedAcrossProcesses(t *testing.T) {
+	lo, hi := pickRange()
+	if hi == 0 {
+		t.Skipf("no pick range on this machine (ephemeral range from %d)", ephemeralLow())
+	}
+	s := Start(t, Options{})
+	s.Shutdown()
+	if ok, err := reserve(s.Port()); ok || err != nil {
+		t.Fatalf("the port of a stopped server was reserved again (%v)", err)
+	}
+	// Another process's hold: a lock on another open file description
+	// of a port's file conflicts as a process's would.
+	var port int
+	for port = lo; port < hi; port++ {
+		reserved.Lock()
+		_, mine := reserved.files[port]
+		reserved.Unlock()
+		if !mine {
+			break
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "epochlog-natstest-ports", strconv.Itoa(port)), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if ok, err := flock.Lock(f.Fd(), true, false); !ok || err != nil {
+		t.Skipf("port %d is held by another test process now (%v)", port, err)
+	}
+	if ok, err := reserve(port); ok || err != nil {
+		t.Fatalf("port %d, held by another process, was reserved (%v)", port, err)
 	}
 }
