@@ -226,6 +226,23 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		return nil, fmt.Errorf("%w: stream %s: bucket %s", ErrNoKeyBucket, l.cfg.Stream, keyBucket(l.cfg.Stream))
 	}
 	res := &Erased{}
+	// What the stream holds of inst is asked before its tombstone
+	// subject: an erase racing this one writes its tombstone before it
+	// shreds and purges, so finding nothing left here means its
+	// tombstone is found below (asked the other way round, a racing
+	// erase that finished in between made this one "nothing to erase").
+	lastEvent, err := l.lastSeq(ctx, []string{l.cfg.SubjectPrefix + "." + l.instPseudonym(inst) + ".>"})
+	if err != nil {
+		return nil, err
+	}
+	noKeys := false // counted only when inst has no event left
+	if lastEvent == 0 {
+		var keys uint64
+		if keys, err = countUnder(ctx, l.kvStream, "$KV."+keyBucket(l.cfg.Stream)+"."+l.instPseudonym(inst)+".>"); err != nil {
+			return nil, err
+		}
+		noKeys = keys == 0
+	}
 	tomb, others, last, err := l.scanTombstoneSubject(ctx, inst, subj)
 	if err != nil {
 		return nil, err
@@ -234,20 +251,10 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		res.Tombstone, res.TombstoneSeq, res.Resumed = tomb.t, tomb.seq, true
 		l.logger.Info("eventlog: erase resumes after an earlier one", "stream", l.cfg.Stream, "installation", string(inst), "erased_at", tomb.t.ErasedAt, "seq", tomb.seq)
 	} else {
-		lastEvent, err := l.lastSeq(ctx, []string{l.cfg.SubjectPrefix + "." + l.instPseudonym(inst) + ".>"})
-		if err != nil {
-			return nil, err
-		}
-		if lastEvent == 0 {
+		if noKeys {
 			// A tombstone cannot be taken back: for an id the stream
 			// knows nothing of (a typo), write none.
-			keys, err := countUnder(ctx, l.kvStream, "$KV."+keyBucket(l.cfg.Stream)+"."+l.instPseudonym(inst)+".>")
-			if err != nil {
-				return nil, err
-			}
-			if keys == 0 {
-				return nil, fmt.Errorf("%w: stream %s holds no event and no data key of installation %s: nothing to erase, and no tombstone written (check the id)", ErrUnknownInstallation, l.cfg.Stream, inst)
-			}
+			return nil, fmt.Errorf("%w: stream %s holds no event and no data key of installation %s: nothing to erase, and no tombstone written (check the id)", ErrUnknownInstallation, l.cfg.Stream, inst)
 		}
 		t := events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: lastEvent, By: o.By}
 		for try := 1; ; try++ {
