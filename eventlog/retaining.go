@@ -1,0 +1,148 @@
+package eventlog
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// retainingToken names an installation's retention mark in the
+// retention bucket, "<installation pseudonym>.retaining".
+const retainingToken = "retaining"
+
+// RetentionMark records the latest retention that deleted rows from an
+// installation's read model (replay.Retain writes it before it deletes
+// them): the read model's checkpoint, which the retention's snapshot is
+// taken at, and the cutoffs it deleted before. A snapshot checked
+// against one older than Checkpoint (or against the start) may hold
+// those rows, whose keys the retention shreds: replay refuses to store
+// it (docs/forward-secrecy.md, Snapshots racing a retention).
+type RetentionMark struct {
+	Checkpoint uint64
+	// Messages and Delivery are the cutoffs: the messages sent, and the
+	// deliveries enqueued, before them were deleted (zero: none by age).
+	Messages, Delivery time.Time
+}
+
+func (l *Log) retainingName(inst events.InstallationID) string {
+	return l.instPseudonym(inst) + "." + retainingToken
+}
+
+// retainingTag is the keyed tag a mark's value v carries.
+func (l *Log) retainingTag(inst events.InstallationID, v string) string {
+	return l.keys.Pseudonym(retainingToken, l.cfg.Stream, string(inst), v)
+}
+
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// RetentionMarkOf returns inst's retention mark; false when none was
+// written (no retention deleted rows, or the Log has no retention
+// bucket). A mark whose tag does not check out is an error wrapping
+// events.ErrTampered: someone else wrote it.
+func (l *Log) RetentionMarkOf(ctx context.Context, inst events.InstallationID) (RetentionMark, bool, error) {
+	if err := inst.Validate(); err != nil {
+		return RetentionMark{}, false, fmt.Errorf("eventlog: %w", err)
+	}
+	marks, err := l.marks(ctx, false)
+	if err != nil || marks == nil {
+		return RetentionMark{}, false, err
+	}
+	m, _, ok, err := l.retentionMark(ctx, marks, inst)
+	return m, ok, err
+}
+
+func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst events.InstallationID) (RetentionMark, uint64, bool, error) {
+	name := l.retainingName(inst)
+	gctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+	defer cancel()
+	e, err := marks.Get(gctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return RetentionMark{}, 0, false, nil
+	case err != nil:
+		return RetentionMark{}, 0, false, fmt.Errorf("eventlog: retention bucket %s: get the retention mark of %s: %w", l.RetentionBucket(), inst, err)
+	}
+	bad := fmt.Errorf("eventlog: retention bucket %s: the retention mark of %s does not check out: %w", l.RetentionBucket(), inst, events.ErrTampered)
+	i := strings.LastIndexByte(string(e.Value()), '.')
+	if i < 0 {
+		return RetentionMark{}, 0, false, bad
+	}
+	v, tag := string(e.Value()[:i]), string(e.Value()[i+1:])
+	if subtle.ConstantTimeCompare([]byte(tag), []byte(l.retainingTag(inst, v))) != 1 {
+		return RetentionMark{}, 0, false, bad
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) != 3 {
+		return RetentionMark{}, 0, false, bad
+	}
+	cp, err1 := strconv.ParseUint(parts[0], 10, 64)
+	msgs, err2 := strconv.ParseInt(parts[1], 10, 64)
+	dels, err3 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return RetentionMark{}, 0, false, bad
+	}
+	return RetentionMark{Checkpoint: cp, Messages: fromUnixNanos(msgs), Delivery: fromUnixNanos(dels)}, e.Revision(), true, nil
+}
+
+// MarkRetention records m as inst's retention mark, unless the mark
+// recorded is at a later checkpoint (compare-and-set: two retentions at
+// once leave the later one's). A ReadOnly Log refuses (ErrReadOnly).
+func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m RetentionMark) error {
+	if l.cfg.ReadOnly {
+		return fmt.Errorf("%w: mark a retention", ErrReadOnly)
+	}
+	if err := inst.Validate(); err != nil {
+		return fmt.Errorf("eventlog: %w", err)
+	}
+	marks, err := l.marks(ctx, true)
+	if err != nil {
+		return err
+	}
+	v := fmt.Sprintf("%d.%d.%d", m.Checkpoint, unixNanos(m.Messages), unixNanos(m.Delivery))
+	val := []byte(v + "." + l.retainingTag(inst, v))
+	name := l.retainingName(inst)
+	for range 10 {
+		prev, rev, found, err := l.retentionMark(ctx, marks, inst)
+		if err != nil {
+			return err
+		}
+		if found && prev.Checkpoint > m.Checkpoint {
+			return nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+		if found {
+			_, err = marks.Update(pctx, name, val, rev)
+		} else {
+			_, err = marks.Create(pctx, name, val)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: %w", l.RetentionBucket(), inst, m.Checkpoint, err)
+		}
+		// Another retention wrote it meanwhile: compare again.
+	}
+	return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: the mark kept changing", l.RetentionBucket(), inst, m.Checkpoint)
+}

@@ -1,0 +1,46 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+)
+
+// TestRetentionMark: no mark reads as none; a mark reads back; one at an
+// earlier checkpoint does not replace a later one (two retentions at
+// once); one whose tag does not check out (written by someone without
+// the keyring) is ErrTampered.
+func TestRetentionMark(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	if _, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || ok {
+		t.Fatalf("before any retention: %v %v, want none", ok, err)
+	}
+	cut := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 10, Messages: cut}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 5, Messages: cut.Add(-24 * time.Hour), Delivery: cut}); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := l.RetentionMarkOf(ctx, instA)
+	if err != nil || !ok || m.Checkpoint != 10 || !m.Messages.Equal(cut) || !m.Delivery.IsZero() {
+		t.Fatalf("mark: %+v %v %v, want at 10, messages before %s", m, ok, err, cut)
+	}
+	if _, ok, err := l.RetentionMarkOf(ctx, instB); err != nil || ok {
+		t.Fatalf("another installation's mark: %v %v, want none", ok, err)
+	}
+	marks, err := l.marks(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := marks.Put(ctx, l.retainingName(instA), []byte("99.0.0.forgedtag")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.RetentionMarkOf(ctx, instA); !errors.Is(err, events.ErrTampered) {
+		t.Fatalf("forged mark: %v, want ErrTampered", err)
+	}
+}
