@@ -345,6 +345,31 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		return res, nil
 	}
 
+	// 0. The mark: from now on a snapshot checked against one older than
+	// the read model's checkpoint (the retention's snapshot's), or
+	// against the start, is refused or undone (snapshotDB,
+	// retainedSince): it may hold the rows deleted next. Without it a
+	// snapshot that read the read model before step 1 and was stored
+	// after step 2 replaced (same checkpoint) or outlived (a copy ahead)
+	// the retention's, with the rows in it, once their keys were gone
+	// (until 2026-12-07; TestSnapshotRacingRetention).
+	if rows > 0 {
+		cp, err := db.Checkpoint(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m := eventlog.RetentionMark{Checkpoint: cp}
+		if msgOK {
+			m.Messages = msgCut
+		}
+		if delOK {
+			m.Delivery = delCut
+		}
+		if err := l.MarkRetention(ctx, inst, m); err != nil {
+			return nil, fmt.Errorf("replay: retention of %s (nothing deleted): %w", inst, err)
+		}
+	}
+
 	// 1. The rows, on the live read model and, in the snapshot's check,
 	// on the one rebuilt from the history.
 	deleteRows := func(ctx context.Context, db *projections.DB) (msgs, dels int64, err error) {
@@ -390,7 +415,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 			_, _, err := deleteRows(ctx, check)
 			return err
 		}
-		res.Snapshot, err = SnapshotDB(ctx, l, inst, db, &SnapshotOptions{Options: o.Options, Keep: 1, Now: now, Adjust: adjust})
+		res.Snapshot, err = SnapshotDB(ctx, l, inst, db, &SnapshotOptions{Options: o.Options, Keep: 1, Now: now, Adjust: adjust, retention: true})
 		if errors.Is(err, ErrSnapshotMismatch) {
 			// Retaining again compares the same two: it would fail the same
 			// way, every time (a retention interrupted before its snapshot
@@ -426,6 +451,17 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		res.SnapshotsDeleted = append(res.SnapshotsDeleted, r.Checkpoint)
 	}
 	step("prune")
+
+	// Still this read model's: a snapshot that read it before step 1 may
+	// have been stored over it at the same checkpoint. That one stores
+	// this content again once it finds the mark (snapshotDB); until then
+	// nothing is shredded.
+	if held, err := snapshotHolds(ctx, l, inst, snapCP, db); err != nil {
+		return res, fmt.Errorf("replay: retention of %s: check the snapshot at %d (nothing shredded; retain again): %w", inst, snapCP, err)
+	} else if !held {
+		return res, fmt.Errorf("replay: retention of %s: %w: the snapshot at %d no longer holds the retained read model: a snapshot that read it before its rows were deleted was stored over it (nothing shredded; retain again)",
+			inst, ErrRetainedMeanwhile, snapCP)
+	}
 
 	// 4. The keys.
 	kids := make([]events.DataKeyID, len(res.Periods))
@@ -492,18 +528,25 @@ func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 	if err != nil || refs[0].Checkpoint != cp {
 		return 0, err
 	}
+	if held, err := snapshotHolds(ctx, l, inst, cp, db); err != nil || !held {
+		return 0, err
+	}
+	return cp, nil
+}
+
+// snapshotHolds reports whether inst's snapshot at cp opens and holds
+// exactly db's content (same digest); one that does not open, or is
+// missing, does not.
+func snapshotHolds(ctx context.Context, l *eventlog.Log, inst events.InstallationID, cp uint64, db *projections.DB) (bool, error) {
 	meta, err := snapshotMeta(ctx, l, inst, cp)
 	if err != nil {
-		return 0, nil // not usable: a new one is made
+		return false, ctx.Err() // not usable: a new one is made
 	}
 	d, err := db.Digest(ctx)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
-	if projections.Compare(meta.Digest, d) != nil {
-		return 0, nil
-	}
-	return cp, nil
+	return projections.Compare(meta.Digest, d) == nil, nil
 }
 
 // snapshotMeta opens inst's snapshot at cp and returns its header.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,14 @@ var ErrSnapshotMismatch = fmt.Errorf("%w: the snapshot does not check out agains
 // Nothing was stored or deleted.
 var ErrSnapshotSuperseded = errors.New("replay: snapshot not stored: newer snapshots are kept")
 
+// ErrRetainedMeanwhile is a snapshot's refusal of what it read because
+// a retention deleted rows from the installation's read model after the
+// snapshot it was checked against (the retention mark,
+// eventlog.Log.RetentionMark, is past its base): it may hold those rows,
+// whose keys the retention shreds. Snapshot again: the check then starts
+// from the retention's snapshot.
+var ErrRetainedMeanwhile = errors.New("replay: snapshot not stored: a retention deleted rows since the snapshot it was checked against")
+
 // SnapshotOptions tune Snapshot.
 type SnapshotOptions struct {
 	// Options tune the check's replay (BatchSize, DB; FromStart checks
@@ -63,6 +72,21 @@ type SnapshotOptions struct {
 	// live read model beside the events (Retain: the rows retention
 	// deleted).
 	Adjust func(ctx context.Context, check *projections.DB) error
+
+	// retention marks Retain's own snapshot, which the retention mark
+	// does not refuse (it is the one the mark names).
+	retention bool
+	// hook, when set (tests), is called with "checked" once the check
+	// passed, "put" right before the snapshot is stored and "stored"
+	// right after.
+	hook func(stage string)
+}
+
+// at calls the test hook, if any.
+func (so *SnapshotOptions) at(stage string) {
+	if so.hook != nil {
+		so.hook(stage)
+	}
 }
 
 // SnapshotResult says what Snapshot stored.
@@ -138,6 +162,8 @@ func SnapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		switch {
 		case IsVerificationFailure(err):
 			log.Error("replay: snapshot does not check out; nothing stored", since(start), "err", err)
+		case errors.Is(err, ErrRetainedMeanwhile):
+			log.Warn("replay: snapshot of what was read not stored: a retention ran meanwhile", since(start), "err", err)
 		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 			log.Info("replay: snapshot cancelled; nothing stored", since(start), "err", err)
 		default:
@@ -271,17 +297,44 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		return nil, fail(fmt.Errorf("%w: read model digest %s, %s plus the events up to %d give %s (first difference: %s)",
 			ErrSnapshotMismatch, DigestID(meta.Digest), from, cp, DigestID(d), diff))
 	}
+	so.at("checked")
+	if !so.retention {
+		// A retention that deleted rows after the base: this read model
+		// may hold them (it was read before the deletion, or is another
+		// copy that was never retained).
+		if m, since, err := retainedSince(ctx, l, inst, res.Base); err != nil {
+			return nil, fail(fmt.Errorf("nothing stored: %w", err))
+		} else if since {
+			return nil, fail(fmt.Errorf("%w: %s; nothing stored (snapshot again: it is then checked against the retention's snapshot, and a read model that still holds those rows must be retained or rebuilt first)",
+				ErrRetainedMeanwhile, retainedWhat(inst, m, res.Base)))
+		}
+	}
 	if stored != nil {
 		clear(buf.Bytes())
 		res.Name, res.Size, res.Unchanged = stored.Name, stored.Size, true
 		return res, nil
 	}
+	so.at("put")
 	ref, err := l.PutSnapshot(ctx, inst, cp, buf.Bytes())
 	clear(buf.Bytes())
 	if err != nil {
 		return nil, err
 	}
 	res.Name, res.Size = ref.Name, ref.Size
+	so.at("stored")
+	if !so.retention {
+		// Checked again after the put: a retention that marked itself
+		// between the check above and the put was not seen by it, and
+		// its snapshot may have been stored over, or pruned by, this
+		// one's.
+		m, since, err := retainedSince(ctx, l, inst, res.Base)
+		if err != nil {
+			return nil, fmt.Errorf("replay: snapshot of %s at %d stored, but whether a retention deleted rows meanwhile is unknown (snapshot again): %w", inst, cp, err)
+		}
+		if since {
+			return nil, undoRetainedMeanwhile(ctx, l, inst, fresh, cp, link, now, m, res.Base)
+		}
+	}
 	pruned, err := l.PruneSnapshots(ctx, inst, cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep))
 	for _, p := range pruned {
 		res.Pruned = append(res.Pruned, p.Checkpoint)
@@ -291,6 +344,75 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		log.Warn("replay: could not delete older snapshots", "err", err)
 	}
 	return res, nil
+}
+
+// retainedSince returns inst's retention mark and whether it is past
+// base, the checkpoint of the snapshot a new one was checked against (0:
+// the start): a retention deleted rows since, which the new one may
+// hold.
+func retainedSince(ctx context.Context, l *eventlog.Log, inst events.InstallationID, base uint64) (eventlog.RetentionMark, bool, error) {
+	m, ok, err := l.RetentionMarkOf(ctx, inst)
+	if err != nil || !ok || m.Checkpoint <= base {
+		return m, false, err
+	}
+	return m, true, nil
+}
+
+// retainedWhat says what retention m did since base.
+func retainedWhat(inst events.InstallationID, m eventlog.RetentionMark, base uint64) string {
+	var cut []string
+	if !m.Messages.IsZero() {
+		cut = append(cut, "messages before "+m.Messages.Format(time.RFC3339))
+	}
+	if !m.Delivery.IsZero() {
+		cut = append(cut, "deliveries before "+m.Delivery.Format(time.RFC3339))
+	}
+	from := "the start of the history"
+	if base > 0 {
+		from = fmt.Sprintf("the snapshot at %d", base)
+	}
+	return fmt.Sprintf("a retention of %s at stream sequence %d deleted %s after %s, which this snapshot was checked against",
+		inst, m.Checkpoint, strings.Join(cut, " and "), from)
+}
+
+// undoRetainedMeanwhile undoes the put of a snapshot at cp that a
+// retention (m) marked past its base after it was checked: one at
+// another checkpoint than the retention's is deleted; one at the
+// retention's checkpoint may have replaced the retention's snapshot, so
+// it is replaced in turn by what the retention stores there: fresh (the
+// check's read model, equal to the snapshot) less the rows the retention
+// deleted. Either way the error wraps ErrRetainedMeanwhile.
+func undoRetainedMeanwhile(ctx context.Context, l *eventlog.Log, inst events.InstallationID, fresh *projections.DB, cp uint64, head events.Link, now func() time.Time, m eventlog.RetentionMark, base uint64) error {
+	what := retainedWhat(inst, m, base)
+	if cp != m.Checkpoint {
+		if err := l.DeleteSnapshot(ctx, inst, cp); err != nil {
+			return fmt.Errorf("%w: %s; the snapshot stored at %d meanwhile may hold those rows and could not be deleted (delete it: replayer snapshot --list names it): %w", ErrRetainedMeanwhile, what, cp, err)
+		}
+		return fmt.Errorf("%w: %s; the snapshot stored at %d meanwhile was deleted (snapshot again)", ErrRetainedMeanwhile, what, cp)
+	}
+	err := func() error {
+		if !m.Messages.IsZero() {
+			if _, err := fresh.DeleteMessagesBefore(ctx, m.Messages); err != nil {
+				return err
+			}
+		}
+		if !m.Delivery.IsZero() {
+			if _, err := fresh.DeleteDeliveriesBefore(ctx, m.Delivery); err != nil {
+				return err
+			}
+		}
+		var buf bytes.Buffer
+		defer func() { clear(buf.Bytes()) }()
+		if _, err := fresh.ExportSnapshot(ctx, &buf, projections.SnapshotMeta{Head: head, CreatedAt: now().UTC()}); err != nil {
+			return err
+		}
+		_, err := l.PutSnapshot(ctx, inst, cp, buf.Bytes())
+		return err
+	}()
+	if err != nil {
+		return fmt.Errorf("%w: %s; the snapshot stored at %d meanwhile may hold those rows, and storing the retained one there failed (retain again: it stores its snapshot there): %w", ErrRetainedMeanwhile, what, cp, err)
+	}
+	return fmt.Errorf("%w: %s; stored at %d instead: this read model less the rows the retention deleted, what the retention stores there", ErrRetainedMeanwhile, what, cp)
 }
 
 // checkKept refuses a snapshot at checkpoint cp that keeping the newest
