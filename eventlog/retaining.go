@@ -75,12 +75,20 @@ func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst 
 	name := l.retainingName(inst)
 	gctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
 	defer cancel()
-	e, err := marks.Get(gctx, name)
+	// Asked again while unanswered: a bucket another process has just
+	// created may not answer a get yet ("no responders").
+	e, err := askAgain(gctx, l, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		e, err := marks.Get(ctx, name)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, nil // an answer: no mark
+		}
+		return e, err
+	})
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return RetentionMark{}, 0, false, nil
 	case err != nil:
 		return RetentionMark{}, 0, false, fmt.Errorf("eventlog: retention bucket %s: get the retention mark of %s: %w", l.RetentionBucket(), inst, err)
+	case e == nil:
+		return RetentionMark{}, 0, false, nil
 	}
 	bad := fmt.Errorf("eventlog: retention bucket %s: the retention mark of %s does not check out: %w", l.RetentionBucket(), inst, events.ErrTampered)
 	i := strings.LastIndexByte(string(e.Value()), '.')
@@ -114,9 +122,18 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 	if err := inst.Validate(); err != nil {
 		return fmt.Errorf("eventlog: %w", err)
 	}
-	marks, err := l.marks(ctx, true)
+	if _, err := l.marks(ctx, true); err != nil {
+		return err
+	}
+	// Bound anew: a handle from a create that raced another (two
+	// retentions at once) could leave its gets unanswered ("no
+	// responders") for seconds.
+	marks, err := l.marks(ctx, false)
 	if err != nil {
 		return err
+	}
+	if marks == nil {
+		return fmt.Errorf("eventlog: retention bucket %s: not found right after its creation", l.RetentionBucket())
 	}
 	v := fmt.Sprintf("%d.%d.%d", m.Checkpoint, unixNanos(m.Messages), unixNanos(m.Delivery))
 	val := []byte(v + "." + l.retainingTag(inst, v))
