@@ -1,58 +1,14 @@
 package eventlog
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/internal/natstest"
 )
-
-// dropSubject forwards the server's protocol from r to c, leaving out
-// the messages delivered on subject (MSG and HMSG frames): a consumer
-// that stays alive (its heartbeats pass) and never delivers them.
-func dropSubject(c io.Writer, r *bufio.Reader, subject string) {
-	w := bufio.NewWriter(c)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var payload []byte
-		drop := false
-		if bytes.HasPrefix(line, []byte("MSG ")) || bytes.HasPrefix(line, []byte("HMSG ")) {
-			fields := strings.Fields(string(line))
-			size, err := strconv.Atoi(fields[len(fields)-1])
-			if err != nil {
-				return
-			}
-			payload = make([]byte, size+2)
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			drop = fields[1] == subject
-		}
-		if !drop {
-			if _, err := w.Write(line); err != nil {
-				return
-			}
-			if _, err := w.Write(payload); err != nil {
-				return
-			}
-		}
-		if r.Buffered() == 0 {
-			if err := w.Flush(); err != nil {
-				return
-			}
-		}
-	}
-}
 
 // TestFollowNoticesATombstoneItIsNotDelivered: a follow whose consumer
 // stays alive but never delivers the installation's tombstone (a stored
@@ -69,8 +25,9 @@ func TestFollowNoticesATombstoneItIsNotDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server's deliveries on the tombstone subject are left out.
 	px := natstest.NewProxy(t, srv.URL(), func(client io.Writer, server io.Reader) {
-		dropSubject(client, bufio.NewReader(server), tomb)
+		natstest.EditMessages(client, server, func(subject string, data []byte) ([]byte, bool) { return data, subject != tomb })
 	})
 	cfg := testConfig(srv)
 	cfg.NATSURL = px.URL()

@@ -1,12 +1,10 @@
 package eventlog
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,52 +30,14 @@ func newAckForger(t *testing.T, serverURL string) *ackForger {
 	t.Helper()
 	f := &ackForger{}
 	f.Proxy = natstest.NewProxy(t, serverURL, func(client io.Writer, server io.Reader) {
-		f.forward(client, bufio.NewReader(server))
+		natstest.EditMessages(client, server, func(_ string, data []byte) ([]byte, bool) {
+			if forged, ok := f.forge(data); ok {
+				return forged, true
+			}
+			return data, true
+		})
 	})
 	return f
-}
-
-// forward copies the server's protocol from r to c one operation at a
-// time, rewriting batch PubAcks (see forge).
-func (f *ackForger) forward(c io.Writer, r *bufio.Reader) {
-	w := bufio.NewWriter(c)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var payload []byte
-		if bytes.HasPrefix(line, []byte("MSG ")) || bytes.HasPrefix(line, []byte("HMSG ")) {
-			// MSG <subject> <sid> [reply] <bytes>, HMSG ... <header bytes> <total bytes>
-			fields := strings.Fields(string(line))
-			size, err := strconv.Atoi(fields[len(fields)-1])
-			if err != nil {
-				return
-			}
-			payload = make([]byte, size+2) // and its CRLF
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			if fields[0] == "MSG" {
-				if forged, ok := f.forge(payload[:size]); ok {
-					fields[len(fields)-1] = strconv.Itoa(len(forged))
-					line = []byte(strings.Join(fields, " ") + "\r\n")
-					payload = append(forged, '\r', '\n')
-				}
-			}
-		}
-		if _, err := w.Write(line); err != nil {
-			return
-		}
-		if _, err := w.Write(payload); err != nil {
-			return
-		}
-		if r.Buffered() == 0 {
-			if err := w.Flush(); err != nil {
-				return
-			}
-		}
-	}
 }
 
 // forge gives data with its "seq" and "count" replaced by the forged

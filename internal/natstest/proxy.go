@@ -1,8 +1,11 @@
 package natstest
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,4 +67,55 @@ func (p *Proxy) Drop() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// EditMessages copies a server's protocol from server to client one
+// operation at a time (a toClient for NewProxy), passing each message it
+// delivers (an MSG or HMSG frame) through edit with the frame's subject
+// and its bytes (an HMSG's headers and body). edit returns the bytes to
+// deliver instead (the frame's size is set to theirs; an HMSG's header
+// size is kept, so change only its body) and keep false to leave the
+// message out. Everything else passes unchanged.
+func EditMessages(client io.Writer, server io.Reader, edit func(subject string, data []byte) (out []byte, keep bool)) {
+	r := bufio.NewReader(server)
+	w := bufio.NewWriter(client)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var payload []byte
+		keep := true
+		if bytes.HasPrefix(line, []byte("MSG ")) || bytes.HasPrefix(line, []byte("HMSG ")) {
+			// MSG <subject> <sid> [reply] <bytes>, HMSG ... <header bytes> <total bytes>
+			fields := strings.Fields(string(line))
+			size, err := strconv.Atoi(fields[len(fields)-1])
+			if err != nil {
+				return
+			}
+			payload = make([]byte, size+2) // and its CRLF
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			var out []byte
+			if out, keep = edit(fields[1], payload[:size]); keep && !bytes.Equal(out, payload[:size]) {
+				fields[len(fields)-1] = strconv.Itoa(len(out))
+				line = []byte(strings.Join(fields, " ") + "\r\n")
+				payload = append(out, '\r', '\n')
+			}
+		}
+		if keep {
+			if _, err := w.Write(line); err != nil {
+				return
+			}
+			if _, err := w.Write(payload); err != nil {
+				return
+			}
+		}
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}
 }
