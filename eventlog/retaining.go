@@ -90,31 +90,37 @@ func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst 
 	case e == nil:
 		return RetentionMark{}, 0, false, nil
 	}
+	// A mark that does not check out comes with its revision: a
+	// retention replaces it (MarkRetention).
 	bad := fmt.Errorf("eventlog: retention bucket %s: the retention mark of %s does not check out: %w", l.RetentionBucket(), inst, events.ErrTampered)
 	i := strings.LastIndexByte(string(e.Value()), '.')
 	if i < 0 {
-		return RetentionMark{}, 0, false, bad
+		return RetentionMark{}, e.Revision(), false, bad
 	}
 	v, tag := string(e.Value()[:i]), string(e.Value()[i+1:])
 	if subtle.ConstantTimeCompare([]byte(tag), []byte(l.retainingTag(inst, v))) != 1 {
-		return RetentionMark{}, 0, false, bad
+		return RetentionMark{}, e.Revision(), false, bad
 	}
 	parts := strings.Split(v, ".")
 	if len(parts) != 3 {
-		return RetentionMark{}, 0, false, bad
+		return RetentionMark{}, e.Revision(), false, bad
 	}
 	cp, err1 := strconv.ParseUint(parts[0], 10, 64)
 	msgs, err2 := strconv.ParseInt(parts[1], 10, 64)
 	dels, err3 := strconv.ParseInt(parts[2], 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil {
-		return RetentionMark{}, 0, false, bad
+		return RetentionMark{}, e.Revision(), false, bad
 	}
 	return RetentionMark{Checkpoint: cp, Messages: fromUnixNanos(msgs), Delivery: fromUnixNanos(dels)}, e.Revision(), true, nil
 }
 
 // MarkRetention records m as inst's retention mark, unless the mark
 // recorded is at a later checkpoint (compare-and-set: two retentions at
-// once leave the later one's). A ReadOnly Log refuses (ErrReadOnly).
+// once leave the later one's). A recorded mark that does not check out
+// (someone without the keyring wrote it) is replaced, with a Warn log:
+// it tells nothing a deleted mark would not, and refusing it would stop
+// every retention, and every snapshot, for good. A ReadOnly Log refuses
+// (ErrReadOnly).
 func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m RetentionMark) error {
 	if l.cfg.ReadOnly {
 		return fmt.Errorf("%w: mark a retention", ErrReadOnly)
@@ -140,14 +146,19 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 	name := l.retainingName(inst)
 	for range 10 {
 		prev, rev, found, err := l.retentionMark(ctx, marks, inst)
-		if err != nil {
+		forged := errors.Is(err, events.ErrTampered)
+		if err != nil && !forged {
 			return err
 		}
 		if found && prev.Checkpoint > m.Checkpoint {
 			return nil
 		}
+		if forged {
+			l.logger.Warn("eventlog: retention replaces a retention mark that does not check out (written by someone without the keyring)",
+				"stream", l.cfg.Stream, "installation", string(inst), "bucket", l.RetentionBucket(), "revision", rev)
+		}
 		pctx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
-		if found {
+		if found || forged {
 			_, err = marks.Update(pctx, name, val, rev)
 		} else {
 			_, err = marks.Create(pctx, name, val)

@@ -13,7 +13,7 @@ import (
 // TestRetentionMark: no mark reads as none; a mark reads back; one at an
 // earlier checkpoint does not replace a later one (two retentions at
 // once); one whose tag does not check out (written by someone without
-// the keyring) is ErrTampered.
+// the keyring) is ErrTampered, and the next mark replaces it.
 func TestRetentionMark(t *testing.T) {
 	ctx := context.Background()
 	l, _ := newLog(t)
@@ -43,6 +43,14 @@ func TestRetentionMark(t *testing.T) {
 	}
 	if _, _, err := l.RetentionMarkOf(ctx, instA); !errors.Is(err, events.ErrTampered) {
 		t.Fatalf("forged mark: %v, want ErrTampered", err)
+	}
+	// A retention replaces it, even at an earlier checkpoint than the
+	// forgery claims.
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 3}); err != nil {
+		t.Fatalf("mark over a forged mark: %v", err)
+	}
+	if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != 3 {
+		t.Fatalf("mark after replacing a forged one: %+v %v %v, want at 3", m, ok, err)
 	}
 }
 

@@ -303,6 +303,11 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		// may hold them (it was read before the deletion, or is another
 		// copy that was never retained).
 		if m, since, err := retainedSince(ctx, l, inst, res.Base); err != nil {
+			if errors.Is(err, events.ErrTampered) {
+				// Forged: whether a retention ran is unknown; the next
+				// retention with rows to delete replaces it.
+				return nil, fail(fmt.Errorf("nothing stored (a retention with rows to delete replaces the mark; until then no snapshot is stored): %w", err))
+			}
 			return nil, fail(fmt.Errorf("nothing stored: %w", err))
 		} else if since {
 			return nil, fail(fmt.Errorf("%w: %s; nothing stored (snapshot again: it is then checked against the retention's snapshot, and a read model that still holds those rows must be retained or rebuilt first)",

@@ -1,0 +1,75 @@
+package replay
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/epochlog/epochlog/eventlog"
+)
+
+// TestRetainOverAForgedRetentionMark: someone with write access to the
+// retention bucket but not the keyring overwrites instA's retention mark
+// with garbage. A retention with rows to delete replaces it with its own
+// (the forged one says nothing a deletion of the key would not) and
+// succeeds, and snapshots work again after it. Until 2026-12-07 every
+// retain failed on it for good ("does not check out", nothing deleted),
+// and so did every snapshot: only deleting the key by hand, under a
+// pseudonym the operator cannot compute, ended it.
+func TestRetainOverAForgedRetentionMark(t *testing.T) {
+	ctx := context.Background()
+	l, _, db, _, _ := retainRaceWorld(t)
+	// A genuine mark, so that the key exists under instA's pseudonym;
+	// then the forgery, under every mark name the bucket lists.
+	if err := l.MarkRetention(ctx, instA, eventlog.RetentionMark{Checkpoint: 1}); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, l.RetentionBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := 0
+	for name := range names.Keys() {
+		if strings.HasSuffix(name, ".retaining") {
+			if _, err := kv.Put(ctx, name, []byte("garbage")); err != nil {
+				t.Fatal(err)
+			}
+			forged++
+		}
+	}
+	if forged == 0 {
+		t.Fatal("no retention mark to forge")
+	}
+	if _, _, err := l.RetentionMarkOf(ctx, instA); err == nil {
+		t.Fatal("the forged mark checks out")
+	}
+
+	res, err := Retain(ctx, l, instA, db, retainPolicy, &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }})
+	if err != nil {
+		t.Fatalf("retain over a forged retention mark: %v", err)
+	}
+	if res.RowsDeleted == 0 || res.KeysShredded == 0 {
+		t.Fatalf("retain deleted nothing: %+v", res)
+	}
+	cp, err := db.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != cp {
+		t.Fatalf("retention mark after the retention: %+v %v %v, want its own at %d", m, ok, err, cp)
+	}
+	if _, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatalf("snapshot after the retention: %v", err)
+	}
+}
