@@ -354,14 +354,16 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 	if err != nil {
 		return false, err
 	}
-	seqText := strconv.FormatUint(last, 10)
 	msg := &nats.Msg{Subject: subj, Data: env, Header: nats.Header{
-		// The expected sequence is in the id: a retry, or a racing
-		// eraser, that saw the same subject is the same publish; a
-		// message of another publisher that took the id does not hold
-		// it for the next try.
-		hdrMsgID:       []string{"tombstone-" + l.instPseudonym(t.Installation) + "-" + seqText},
-		hdrExpectedSeq: []string{seqText},
+		// The expected last subject sequence alone makes the publish
+		// happen once: a retry, or a racing eraser, that saw the same
+		// subject fails it once one is stored, and reads the subject
+		// again. No message id: one anyone can compute (until
+		// 2026-12-07, "tombstone-<pseudonym>-<seq>") can be taken first,
+		// on any subject of the stream, and the server then answers
+		// every try as that message's duplicate for its whole duplicate
+		// window.
+		hdrExpectedSeq: []string{strconv.FormatUint(last, 10)},
 	}}
 	ack, err := l.js.PublishMsg(ctx, msg)
 	if err == nil && !ack.Duplicate {

@@ -145,3 +145,41 @@ func TestEraseRemovesWhatSquatsOnItsTombstoneSubject(t *testing.T) {
 		t.Fatalf("read of the erased %s: %v, want ErrErased", instB, err)
 	}
 }
+
+// TestEraseOfATombstoneMessageIDTakenElsewhere: a publisher stores a
+// message on another subject of the stream under the message id the
+// erase of instA gives its tombstone ("tombstone-<pseudonym>-<seq>":
+// the pseudonym is in instA's subjects, the sequence is the tombstone
+// subject's last, 0). The erase still writes its tombstone and erases.
+// Until 2026-12-07 the server answered each of its publishes as a
+// duplicate of that message, and the erase failed ("another message was
+// published there before it 5 times"), again on every try for as long
+// as the server remembers the id (the duplicate window, 2 minutes by
+// default, which the publisher can renew).
+func TestEraseOfATombstoneMessageIDTakenElsewhere(t *testing.T) {
+	l, _ := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	id := "tombstone-" + l.instPseudonym(instA) + "-0"
+	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.cfg.SubjectPrefix + ".squatter", Data: []byte("x"),
+		Header: nats.Header{hdrMsgID: []string{id}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Erase(ctx, instA, nil)
+	if err != nil {
+		t.Fatalf("erase with its tombstone's message id taken: %v", err)
+	}
+	if res.Resumed || res.EventsPurged == 0 {
+		t.Fatalf("erase: %+v, want a new tombstone and the events purged", res)
+	}
+	if err := l.CheckNotErased(ctx, instA); !errors.Is(err, ErrErased) {
+		t.Fatalf("after the erase: %v, want ErrErased", err)
+	}
+	subj, err := l.TombstoneSubject(instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seqs := tombstoneSubjectSeqs(t, l, subj); len(seqs) != 1 || seqs[0] != res.TombstoneSeq {
+		t.Fatalf("tombstone subject holds %v, want the tombstone at %d alone", seqs, res.TombstoneSeq)
+	}
+}
