@@ -128,6 +128,12 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 	if err := inst.Validate(); err != nil {
 		return fmt.Errorf("eventlog: %w", err)
 	}
+	// An erased installation gets no mark: Erase purges its marks after
+	// writing its tombstone, so one written while it ran is purged by it
+	// or found below (until 2026-12-07 it stayed).
+	if err := l.CheckNotErased(ctx, inst); err != nil {
+		return fmt.Errorf("eventlog: mark %s retained at %d: %w", inst, m.Checkpoint, err)
+	}
 	if _, err := l.marks(ctx, true); err != nil {
 		return err
 	}
@@ -165,7 +171,7 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 		}
 		cancel()
 		if err == nil {
-			return nil
+			return l.unmarkErased(ctx, inst, m)
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: %w", l.RetentionBucket(), inst, m.Checkpoint, err)
@@ -173,4 +179,18 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 		// Another retention wrote it meanwhile: compare again.
 	}
 	return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: the mark kept changing", l.RetentionBucket(), inst, m.Checkpoint)
+}
+
+// unmarkErased purges inst's marks again if inst was erased while its
+// retention mark m was being written, and returns its *ErasedError; nil
+// when inst is not erased.
+func (l *Log) unmarkErased(ctx context.Context, inst events.InstallationID, m RetentionMark) error {
+	eerr := l.CheckNotErased(ctx, inst)
+	if !errors.Is(eerr, ErrErased) {
+		return nil
+	}
+	if err := l.purgeMarks(ctx, l.instPseudonym(inst)); err != nil {
+		return fmt.Errorf("eventlog: mark %s retained at %d: %w, and the mark written meanwhile was not purged (erase again to purge it): %w", inst, m.Checkpoint, eerr, err)
+	}
+	return fmt.Errorf("eventlog: mark %s retained at %d: %w (the mark written meanwhile was purged)", inst, m.Checkpoint, eerr)
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -82,6 +84,37 @@ func TestRetentionMarkOfTwoRetentionsAtOnce(t *testing.T) {
 		}
 		if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != 11 {
 			t.Fatalf("round %d: mark %+v %v %v, want at 11", round, m, ok, err)
+		}
+	}
+}
+
+// TestRetentionMarkOfAnErasedInstallation: a retention that passed its
+// check that the installation is not erased, then marks itself after an
+// erase purged the installation's marks (replay.Retain racing erase),
+// is refused with the installation's *ErasedError and leaves no mark.
+// Until 2026-12-07 the mark was written and stayed: the pseudonym, a
+// checkpoint and the cutoffs of an erased installation, in a bucket the
+// erase had cleared ("nothing of the installation is left behind").
+func TestRetentionMarkOfAnErasedInstallation(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t)
+	writeMixed(t, l, instA)
+	if _, err := l.Erase(ctx, instA, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another process's Log, which has not seen the tombstone.
+	other := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	var eerr *ErasedError
+	if err := other.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 7}); !errors.As(err, &eerr) {
+		t.Fatalf("mark of an erased installation: %v, want its *ErasedError", err)
+	}
+	marks, err := l.marks(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if marks != nil {
+		if _, err := marks.Get(ctx, l.retainingName(instA)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("the retention mark of the erased installation: %v, want none", err)
 		}
 	}
 }
