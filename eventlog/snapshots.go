@@ -235,25 +235,43 @@ func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, ch
 		return nil, fmt.Errorf("%w: %s at checkpoint %d (no bucket %s)", ErrNoSnapshot, inst, checkpoint, l.SnapshotBucket())
 	}
 	name := snapshotName(prefix, checkpoint)
-	ictx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
-	info, err := os.GetInfo(ictx, name)
-	cancel()
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+	info := func() (*jetstream.ObjectInfo, error) {
+		ictx, cancel := context.WithTimeout(ctx, l.cfg.RequestTimeout)
+		defer cancel()
+		info, err := os.GetInfo(ictx, name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: snapshot of %s at %d: %w", inst, checkpoint, err)
+		}
+		return info, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("eventlog: snapshot of %s at %d: %w", inst, checkpoint, err)
+	// A snapshot put again at the same checkpoint (another process of the
+	// installation, a retention storing its own) replaces the object's
+	// chunks while they are read: the read fails, and is made again from
+	// the new object, a few times.
+	const reads = 3
+	for try := 1; ; try++ {
+		was, err := info()
+		if err != nil {
+			return nil, err
+		}
+		gctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(was.Size))
+		b, err := os.GetBytes(gctx, name)
+		cancel()
+		if err == nil {
+			return b, nil
+		}
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+		}
+		err = fmt.Errorf("eventlog: get snapshot of %s at %d from %s: %w", inst, checkpoint, l.SnapshotBucket(), err)
+		now, ierr := info()
+		if ierr != nil || now.NUID == was.NUID || try == reads || ctx.Err() != nil {
+			return nil, err
+		}
 	}
-	gctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(info.Size))
-	defer cancel()
-	b, err := os.GetBytes(gctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("eventlog: get snapshot of %s at %d from %s: %w", inst, checkpoint, l.SnapshotBucket(), err)
-	}
-	return b, nil
 }
 
 // OpenSnapshot fetches inst's snapshot at checkpoint and opens it with
