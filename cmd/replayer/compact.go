@@ -42,11 +42,7 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 			"running it again finishes.")
 	// The stream alone: no --db nor read-model key, which it would not read.
 	var r replayFlags
-	r.cmd = fs.Name()
-	r.conn.register(fs, "")
-	r.keys.register(fs)
-	fs.StringVar(&r.inst, "installation", "", "installation id (required)")
-	fs.BoolVar(&r.asJSON, "json", false, "print the result as one JSON object")
+	r.registerStream(fs)
 	history := fs.String("history", "forever", "also delete covered events stored longer ago than this: forever (none), none (all covered), 720h, 90d")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -55,8 +51,7 @@ func runCompact(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usageError{"--history " + err.Error()}
 	}
-	r.db = "-" // check asks for one
-	if err := r.check(); err != nil {
+	if err := r.checkInstallation(); err != nil {
 		return err
 	}
 	log, err := openLogWritable(ctx, env, &r.conn, &r.keys)

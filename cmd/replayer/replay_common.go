@@ -39,22 +39,37 @@ func (r *replayFlags) registerRebuilding(fs *flag.FlagSet) {
 }
 
 func (r *replayFlags) register(fs *flag.FlagSet) {
+	r.registerStream(fs)
+	fs.StringVar(&r.db, "db", "", "path of the installation's read model (required)")
+	r.dbKey = newDBKeyFlags(fs, "")
+}
+
+// registerStream registers the flags of a command that works on the
+// stream alone (compact): no read model, no read-model key.
+func (r *replayFlags) registerStream(fs *flag.FlagSet) {
 	r.cmd = fs.Name()
 	r.conn.register(fs, "")
 	r.keys.register(fs)
 	fs.StringVar(&r.inst, "installation", "", "installation id (required)")
-	fs.StringVar(&r.db, "db", "", "path of the installation's read model (required)")
-	r.dbKey = newDBKeyFlags(fs, "")
 	fs.BoolVar(&r.asJSON, "json", false, "print the result as one JSON object")
 }
 
-// check validates the flags every replay command needs.
-func (r *replayFlags) check() error {
+// checkInstallation validates --installation, which every replay
+// command needs.
+func (r *replayFlags) checkInstallation() error {
 	if r.inst == "" {
 		return usageError{"--installation is required"}
 	}
 	if err := events.InstallationID(r.inst).Validate(); err != nil {
 		return usageError{fmt.Sprintf("--installation: %v", err)}
+	}
+	return nil
+}
+
+// check validates the flags every replay command with a read model needs.
+func (r *replayFlags) check() error {
+	if err := r.checkInstallation(); err != nil {
+		return err
 	}
 	if r.db == "" {
 		return usageError{"--db is required"}
