@@ -17,11 +17,13 @@ build:
 	$(GO) build -o bin/replayer ./cmd/replayer
 	@echo "built bin/replayer"
 
+# go test's default 10 min per package is too close: engine takes about
+# 4 min alone, 7 under -race, and CI shares its 2 cores with other work.
 test:
-	$(GO) test -count=1 $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 test-race:
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)
