@@ -92,7 +92,7 @@ func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst 
 	}
 	// A mark that does not check out comes with its revision: a
 	// retention replaces it (MarkRetention).
-	bad := fmt.Errorf("eventlog: retention bucket %s: the retention mark of %s does not check out: %w", l.RetentionBucket(), inst, events.ErrTampered)
+	bad := fmt.Errorf("eventlog: retention bucket %s: the retention mark of %s (key %s) does not check out: %w", l.RetentionBucket(), inst, name, events.ErrTampered)
 	i := strings.LastIndexByte(string(e.Value()), '.')
 	if i < 0 {
 		return RetentionMark{}, e.Revision(), false, bad

@@ -217,7 +217,8 @@ type RetainResult struct {
 
 // Retain applies p to the message history of inst, whose read model is
 // db (the live one: Retain deletes from it). See the steps above. With
-// KeepForever for both it does nothing. Running it again after an interruption
+// KeepForever for both it does nothing but replace a retention mark that
+// does not check out (replaceForgedMark), as every retention does. Running it again after an interruption
 // finishes the work; running it again after it finished changes nothing
 // (the days already shredded have no key left to find).
 //
@@ -260,9 +261,6 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	delCut, delOK := p.DeliveryCutoff(at)
 	epochsOK := p.PastEpochs != KeepAllEpochs
 	historyOK := p.History != KeepForever
-	if !msgOK && !delOK && !epochsOK && !historyOK {
-		return res, nil
-	}
 	if msgOK {
 		res.Cutoff = msgCut
 	}
@@ -287,6 +285,17 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 		return nil, fail(errors.New("the read model holds no installation yet"))
 	case self.ID != inst:
 		return nil, fail(fmt.Errorf("%w: the database is installation %s's, not %s's", ErrWrongInstallation, self.ID, inst))
+	}
+	// A retention mark that does not check out (written by someone
+	// without the keyring) refuses every snapshot of inst: replaced here
+	// whatever this retention deletes, since retain is the remedy the
+	// snapshot's refusal names. Until 2026-12-07 only a retention with
+	// rows to delete (MarkRetention, step 0) replaced it.
+	if err := replaceForgedMark(ctx, l, inst); err != nil {
+		return nil, fmt.Errorf("replay: retention of %s (nothing deleted): %w", inst, err)
+	}
+	if !msgOK && !delOK && !epochsOK && !historyOK {
+		return res, nil
 	}
 	var rows int64
 	if msgOK && o.RecordStates != nil {
@@ -532,6 +541,30 @@ func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 		return 0, err
 	}
 	return cp, nil
+}
+
+// replaceForgedMark replaces inst's retention mark when it does not
+// check out (events.ErrTampered) with one of this keyring at the newest
+// snapshot's checkpoint (0 when there is none), no cutoffs. The forged
+// mark may hide a genuine one; a finished retention leaves its snapshot
+// as the newest, so a mark there refuses what the genuine one would
+// (a snapshot checked against an older base), and lets through a
+// snapshot checked against the newest. A forged mark tells nothing more
+// than a mark deleted by the same hand would.
+func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.InstallationID) error {
+	_, _, err := l.RetentionMarkOf(ctx, inst)
+	if !errors.Is(err, events.ErrTampered) {
+		return err
+	}
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return fmt.Errorf("replace a retention mark that does not check out: %w", err)
+	}
+	var m eventlog.RetentionMark
+	if len(refs) > 0 {
+		m.Checkpoint = refs[0].Checkpoint
+	}
+	return l.MarkRetention(ctx, inst, m)
 }
 
 // snapshotHolds reports whether inst's snapshot at cp opens and holds

@@ -73,3 +73,82 @@ func TestRetainOverAForgedRetentionMark(t *testing.T) {
 		t.Fatalf("snapshot after the retention: %v", err)
 	}
 }
+
+// forgeRetentionMarks overwrites every retention mark in l's retention
+// bucket with garbage and returns the names it overwrote.
+func forgeRetentionMarks(t *testing.T, l *eventlog.Log) []string {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, l.RetentionBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var forged []string
+	for name := range names.Keys() {
+		if strings.HasSuffix(name, ".retaining") {
+			if _, err := kv.Put(ctx, name, []byte("garbage")); err != nil {
+				t.Fatal(err)
+			}
+			forged = append(forged, name)
+		}
+	}
+	if len(forged) == 0 {
+		t.Fatal("no retention mark to forge")
+	}
+	return forged
+}
+
+// TestRetainWithNothingToDeleteReplacesAForgedRetentionMark: the mark is
+// forged after a retention deleted what there was to delete. The
+// snapshot's refusal names the bucket key and the remedy; a retention
+// with nothing left to delete (the remedy) replaces the mark with one of
+// its own at the newest snapshot's checkpoint, and snapshots work again.
+// Until 2026-12-07 only a retention that deleted rows replaced it: one
+// with nothing to delete left it, and every snapshot stayed refused.
+func TestRetainWithNothingToDeleteReplacesAForgedRetentionMark(t *testing.T) {
+	ctx := context.Background()
+	l, _, db, _, _ := retainRaceWorld(t)
+	opts := &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }}
+	if res, err := Retain(ctx, l, instA, db, retainPolicy, opts); err != nil || res.RowsDeleted == 0 {
+		t.Fatalf("first retention: %+v %v", res, err)
+	}
+	forged := forgeRetentionMarks(t, l)
+
+	_, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()})
+	if err == nil {
+		t.Fatal("snapshot stored over a forged retention mark")
+	}
+	for _, want := range []string{l.RetentionBucket(), forged[0], "replayer retain"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("snapshot refusal %q does not name %q", err, want)
+		}
+	}
+
+	// As the refusal says: with the installation's policy, or with
+	// --messages forever (KeepForever: nothing to do but this).
+	res, err := Retain(ctx, l, instA, db, RetentionPolicy{Messages: KeepForever, Delivery: KeepForever}, opts)
+	if err != nil {
+		t.Fatalf("retain with nothing to delete over a forged mark: %v", err)
+	}
+	if res.RowsDeleted != 0 || res.DeliveriesDeleted != 0 {
+		t.Fatalf("second retention deleted rows: %+v", res)
+	}
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil || len(refs) == 0 {
+		t.Fatalf("snapshots: %v %v", refs, err)
+	}
+	if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != refs[0].Checkpoint {
+		t.Fatalf("retention mark after the retention: %+v %v %v, want its own at %d", m, ok, err, refs[0].Checkpoint)
+	}
+	if _, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatalf("snapshot after the retention: %v", err)
+	}
+}

@@ -304,9 +304,12 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		// copy that was never retained).
 		if m, since, err := retainedSince(ctx, l, inst, res.Base); err != nil {
 			if errors.Is(err, events.ErrTampered) {
-				// Forged: whether a retention ran is unknown; the next
-				// retention with rows to delete replaces it.
-				return nil, fail(fmt.Errorf("nothing stored (a retention with rows to delete replaces the mark; until then no snapshot is stored): %w", err))
+				// Forged: whether a retention ran is unknown; a
+				// retention replaces it (replaceForgedMark), with or
+				// without rows to delete. Not ignored: a genuine mark
+				// overwritten during a retention would let this
+				// snapshot keep the rows it deletes.
+				return nil, fail(fmt.Errorf("nothing stored (until the mark is replaced no snapshot of %s is stored: retain this read model, replayer retain --installation %s --db %s with its policy or --messages forever, which writes its own mark over it): %w", inst, inst, db.Path(), err))
 			}
 			return nil, fail(fmt.Errorf("nothing stored: %w", err))
 		} else if since {
@@ -371,6 +374,10 @@ func retainedWhat(inst events.InstallationID, m eventlog.RetentionMark, base uin
 	}
 	if !m.Delivery.IsZero() {
 		cut = append(cut, "deliveries before "+m.Delivery.Format(time.RFC3339))
+	}
+	if len(cut) == 0 {
+		// replaceForgedMark's: what the forged mark hid is unknown.
+		cut = append(cut, "what a retention mark that did not check out hid (replaced by a retention at the newest snapshot)")
 	}
 	from := "the start of the history"
 	if base > 0 {
