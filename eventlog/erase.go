@@ -38,9 +38,9 @@ import (
 // installation's, a copy) is named in Erased.Removed and deleted, after
 // the tombstone is written at the subject's last sequence Erase saw
 // (until 2026-12-07 it was written only at sequence 0, so one such
-// message blocked the erase for good). Reads of an installation whose
-// tombstone subject ends in such a message fail naming its sequence,
-// until an erase removes it.
+// message blocked the erase for good). Reads pass over such a message
+// (Tombstone reads the whole subject, a Warn log names it): the
+// installation is erased only if a message there opens as its tombstone.
 
 // tombstoneToken is the second subject token of tombstones. Installation
 // pseudonyms are 26 characters, so it never names an installation.
@@ -131,10 +131,48 @@ func (l *Log) Tombstone(ctx context.Context, inst events.InstallationID) (t even
 		return t, 0, false, fmt.Errorf("eventlog: stream %s: tombstone of %s: %w", l.cfg.Stream, inst, err)
 	}
 	if t, err = events.OpenTombstone(l.keys, inst, l.binding(subj), m.Data); err != nil {
-		return t, 0, false, l.recordError(subj, m.Sequence, "tombstone", err)
+		return l.tombstoneBehind(ctx, inst, subj, m.Sequence)
 	}
 	l.noteErased(inst, t, m.Sequence)
 	return t, m.Sequence, true, nil
+}
+
+// tombstoneBehind is Tombstone when the last message on inst's tombstone
+// subject subj, at seq last, is not inst's tombstone (anyone who may
+// publish on the stream's subjects can put one there): the subject is
+// read whole, and the first message that opens as inst's tombstone is
+// its tombstone (one published after it does not hide it). None: inst
+// is not erased, and each such message is logged (Warn, once per Log
+// and subject end) with how to delete it; reads of the installation go
+// on. Until 2026-12-07 every read of a live installation with one last
+// on its tombstone subject failed for good (a *RecordError), and the
+// documented remedy, erase, would have erased it.
+func (l *Log) tombstoneBehind(ctx context.Context, inst events.InstallationID, subj string, last uint64) (events.Tombstone, uint64, bool, error) {
+	l.mu.Lock()
+	through, ok := l.notTombs[inst]
+	l.mu.Unlock()
+	if ok && through == last {
+		return events.Tombstone{}, 0, false, nil
+	}
+	tomb, others, end, err := l.scanTombstoneSubject(ctx, inst, subj)
+	if err != nil {
+		return events.Tombstone{}, 0, false, err
+	}
+	if tomb != nil {
+		return tomb.t, tomb.seq, true, nil
+	}
+	for _, o := range others {
+		l.logger.Warn("eventlog: a message on the tombstone subject is not the installation's tombstone; ignored (the installation is not erased)",
+			"stream", l.cfg.Stream, "installation", string(inst), "subject", subj, "seq", o.Seq, "why", o.Why,
+			"remedy", fmt.Sprintf("nats stream rmm %s %d", l.cfg.Stream, o.Seq))
+	}
+	l.mu.Lock()
+	if len(l.notTombs) >= cacheMax {
+		clear(l.notTombs)
+	}
+	l.notTombs[inst] = max(end, last)
+	l.mu.Unlock()
+	return events.Tombstone{}, 0, false, nil
 }
 
 func (l *Log) noteErased(inst events.InstallationID, t events.Tombstone, seq uint64) {

@@ -78,6 +78,10 @@ type Log struct {
 	heads    map[events.InstallationID]head        // the latest event we know of each installation (chain.go)
 	floors   map[events.InstallationID]readerFloor // the sequence a reader has applied each installation's events through (ExpectThrough)
 	erased   map[events.InstallationID]tombEntry   // tombstones seen (erase.go)
+	// notTombs holds, of an installation whose tombstone subject ends in
+	// a message that is not its tombstone, the last sequence the subject
+	// was found to hold no tombstone through (erase.go, notErasedThrough).
+	notTombs map[events.InstallationID]uint64
 }
 
 // aggSubject is an aggregate's subject and pseudonym.
@@ -115,6 +119,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		floors:    map[events.InstallationID]readerFloor{},
 		compacted: map[events.InstallationID]bool{},
 		erased:    map[events.InstallationID]tombEntry{},
+		notTombs:  map[events.InstallationID]uint64{},
 		dkCache:   newDataKeyCache(dataKeyCacheMax),
 		now:       time.Now,
 	}

@@ -502,12 +502,18 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 
 // erased opens the tombstone of inst a follow was delivered (at stream
 // sequence seq on subject) and returns the *ErasedError that ends the
-// follow; a tombstone that does not open is a *RecordError.
+// follow. A message there that does not open as inst's tombstone (anyone
+// who may publish on the stream's subjects can put one there) is passed
+// over with a Warn log naming it: the installation is not erased by it
+// (until 2026-12-07 it ended the follow with a *RecordError).
 func (r *reader) erased(inst events.InstallationID, seq uint64, subject string, data []byte) error {
 	l := r.l
 	t, err := events.OpenTombstone(l.keys, inst, l.binding(subject), data)
 	if err != nil {
-		return l.recordError(subject, seq, "tombstone", err)
+		l.logger.Warn("eventlog: a message on the tombstone subject is not the installation's tombstone; ignored (the installation is not erased)",
+			"stream", l.cfg.Stream, "installation", string(inst), "subject", subject, "seq", seq, "why", notTombstoneWhy(err),
+			"remedy", fmt.Sprintf("nats stream rmm %s %d", l.cfg.Stream, seq))
+		return nil
 	}
 	l.noteErased(inst, t, seq)
 	return &ErasedError{Stream: l.cfg.Stream, Installation: inst, ErasedAt: t.ErasedAt, By: t.By, Seq: seq}
