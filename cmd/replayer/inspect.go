@@ -81,6 +81,13 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 		if last == 0 {
 			return fmt.Errorf("%w: stream %s holds no event of installation %s (check the id, and --data / --nats)", replay.ErrNoHistory, log.Stream(), id)
 		}
+		// A listing that cannot print anything is refused as the id the
+		// stream does not know is (until 2026-12-07 it printed nothing
+		// and exited 0). --follow waits there for new events.
+		if *from > last {
+			return fmt.Errorf("--from %d is past the last event of installation %s on stream %s, at stream sequence %d: nothing to list (inspect --from %d or lower, or --follow to wait for new events)",
+				*from, id, log.Stream(), last, last)
+		}
 	}
 	// A listing from where a compaction deleted events is refused as a
 	// replay from the start is: the events left link to deleted ones,

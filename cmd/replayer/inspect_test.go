@@ -139,3 +139,31 @@ func TestInspectFromOfAnErasedInstallation(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectFromPastTheEnd: --from past the installation's last event
+// is an error naming both sequences, exit 1, as an unknown id is; at the
+// last event it lists that event. Until 2026-12-07 it printed nothing and
+// exited 0, as if the range were listed.
+func TestInspectFromPastTheEnd(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	id := events.InstallationID("inspect-end")
+	createInstallation(t, l, t.TempDir(), id)
+	last, err := l.LastSeq(ctx, id)
+	if err != nil || last == 0 {
+		t.Fatalf("last seq: %d, %v", last, err)
+	}
+	var out, errb bytes.Buffer
+	past := last + 5
+	code := run(ctx, ringEnv(&out, &errb, nil), []string{"inspect", "--nats", srv.URL(), "--installation", string(id), "--from", strconv.FormatUint(past, 10)})
+	want := fmt.Sprintf("--from %d is past the last event of installation %s on stream %s, at stream sequence %d", past, id, l.Stream(), last)
+	if code != exitFailure || out.Len() != 0 || !strings.Contains(errb.String(), want) {
+		t.Fatalf("inspect --from %d (last %d): exit %d, stdout %q, stderr %q; want exit %d saying %q", past, last, code, out.String(), errb.String(), exitFailure, want)
+	}
+	out.Reset()
+	errb.Reset()
+	code = run(ctx, ringEnv(&out, &errb, nil), []string{"inspect", "--nats", srv.URL(), "--installation", string(id), "--from", strconv.FormatUint(last, 10)})
+	if code != exitOK || strings.Count(out.String(), "\n") != 1 || !strings.Contains(out.String(), fmt.Sprintf(`"seq":%d`, last)) {
+		t.Fatalf("inspect --from %d (the last): exit %d, stdout %q, stderr %q", last, code, out.String(), errb.String())
+	}
+}
