@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/epochlog/epochlog/events"
@@ -30,11 +32,11 @@ func runSnapshot(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *list {
-		if r.db == "" {
-			r.db = "-" // not used
-		}
-		if err := r.check(); err != nil {
+		if err := r.checkInstallation(); err != nil {
 			return err
+		}
+		if bad := snapshotOnlyFlags(fs); len(bad) > 0 {
+			return usageError{fmt.Sprintf("--list lists every stored snapshot of the installation: %s take or select no snapshot there (leave them out)", strings.Join(bad, ", "))}
 		}
 		return listSnapshots(ctx, env, &r)
 	}
@@ -83,6 +85,25 @@ func runSnapshot(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintln(env.stdout)
 	return nil
+}
+
+// snapshotOnlyFlags returns the flags set on fs (as --name) that only
+// taking a snapshot uses: the read model and its key, --keep and
+// --from-start. --list ignored them (until 2026-12-07): a --db did not
+// narrow the listing to that read model's snapshots, a --keep pruned
+// nothing.
+func snapshotOnlyFlags(fs *flag.FlagSet) []string {
+	only := map[string]bool{"db": true, "keep": true, "from-start": true}
+	scratch := flag.NewFlagSet("", flag.ContinueOnError)
+	newDBKeyFlags(scratch, "")
+	scratch.VisitAll(func(f *flag.Flag) { only[f.Name] = true })
+	var set []string
+	fs.Visit(func(f *flag.Flag) {
+		if only[f.Name] {
+			set = append(set, "--"+f.Name)
+		}
+	})
+	return set
 }
 
 // listSnapshots prints inst's stored snapshots.

@@ -71,3 +71,37 @@ func TestSnapshotCommand(t *testing.T) {
 		t.Fatalf("help does not list snapshot: %s", out.String())
 	}
 }
+
+// TestSnapshotListRefusesTheFlagsItIgnores: --list lists every stored
+// snapshot of the installation; --db, a read-model key, --keep and
+// --from-start given with it are refused (exit 2, naming them), nothing
+// listed or pruned. Until 2026-12-07 they were ignored: --list --db X
+// listed snapshots of any copy, --list --keep 1 pruned nothing.
+func TestSnapshotListRefusesTheFlagsItIgnores(t *testing.T) {
+	ctx := context.Background()
+	srv, l := startLog(t)
+	dir := t.TempDir()
+	id := events.InstallationID("snap-list")
+	createInstallation(t, l, dir, id)
+	db, keyFile := filepath.Join(dir, string(id)+".db"), filepath.Join(dir, string(id)+".key")
+	base := []string{"snapshot", "--list", "--nats", srv.URL(), "--installation", string(id)}
+	for _, tc := range []struct {
+		extra []string
+		want  string
+	}{
+		{[]string{"--db", db}, "--db"},
+		{[]string{"--db", db, "--db-key-file", keyFile}, "--db, --db-key-file"},
+		{[]string{"--keep", "1"}, "--keep"},
+		{[]string{"--from-start"}, "--from-start"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(ctx, ringEnv(&out, &errb, nil), append(append([]string{}, base...), tc.extra...))
+		if code != exitUsage || out.Len() != 0 || !strings.Contains(errb.String(), tc.want+" take or select no snapshot") {
+			t.Fatalf("snapshot --list %v: exit %d, stdout %q, stderr %q; want exit %d naming %s", tc.extra, code, out.String(), errb.String(), exitUsage, tc.want)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run(ctx, ringEnv(&out, &errb, nil), base); code != exitOK || !strings.Contains(out.String(), "no snapshots of "+string(id)) {
+		t.Fatalf("snapshot --list: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
