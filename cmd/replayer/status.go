@@ -103,6 +103,17 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	case *db != "":
 		paths = []string{*db}
 	default:
+		// A path that is not a directory said "no read models (*.db) in
+		// PATH" (until 2026-12-07), as an empty directory does.
+		if fi, err := os.Stat(*dir); err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return usageError{fmt.Sprintf("--db-dir %s: %v", termSafe(*dir), err)}
+		} else if !fi.IsDir() {
+			return usageError{fmt.Sprintf("--db-dir %s: not a directory (--db PATH names one read model)", termSafe(*dir))}
+		}
 		m, err := filepath.Glob(filepath.Join(*dir, "*.db"))
 		if err != nil {
 			return usageError{fmt.Sprintf("--db-dir %s: %v", termSafe(*dir), err)}

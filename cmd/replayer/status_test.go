@@ -225,3 +225,30 @@ func TestStatusAndFollowNoticeTheCheckpointsEventGone(t *testing.T) {
 		t.Fatalf("follow: exit %d, want a refusal saying %q\n%s%s", code, want, out.String(), errb.String())
 	}
 }
+
+// TestStatusDBDirNotADirectory: --db-dir naming a regular file, or
+// nothing, is a usage error naming the path and what is wrong with it;
+// an empty directory says it holds no read models. Until 2026-12-07 all
+// three said "no read models (*.db) in PATH".
+func TestStatusDBDirNotADirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a.db")
+	if err := os.WriteFile(file, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{file, "--db-dir " + file + ": not a directory"},
+		{filepath.Join(dir, "missing"), "--db-dir " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{empty, "no read models (*.db) in " + empty},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"status", "--db-dir", tc.path, "--db-key", strings.Repeat("ab", 32)})
+		if code != exitUsage || !strings.Contains(errb.String(), tc.want) {
+			t.Fatalf("status --db-dir %s: exit %d, stderr %q; want exit %d saying %q", tc.path, code, errb.String(), exitUsage, tc.want)
+		}
+	}
+}
