@@ -35,8 +35,21 @@ type CommitOptions struct {
 	// fromReInit marks the first commit of a ReInit's successor, whose
 	// GroupContextExtensions are the committed ReInit's: the group agreed
 	// on them, so the checks on extensions this member makes (see
-	// checkMadeExtensions) do not apply.
+	// checkMadeExtensions) do not apply. It stays on a value a caller
+	// reuses: Commit honours it only on that first commit
+	// (reinitFirstCommit).
 	fromReInit bool
+}
+
+// reinitFirstCommit reports whether a commit of g with opts is the first
+// commit of a ReInit's successor: opts from PrepareReinitialize, and g
+// at epoch 0 still holding its predecessor's resumption PSK lent for a
+// reinit. The options reused for a later commit of the successor (at
+// epoch 1 on, the PSK gone) or for another new group are checked as any
+// (until 2026-12-07 they skipped the checks on made extensions for
+// good).
+func (g *Group) reinitFirstCommit(opts CommitOptions) bool {
+	return opts.fromReInit && g.ctx.Epoch == 0 && len(g.lent) == 1 && g.lent[0].usage == ResumptionPSKUsageReInit
 }
 
 // checkMadeExtensions refuses group context extensions this member is
@@ -183,7 +196,7 @@ func (g *Group) Commit(opts CommitOptions) (*Group, *CommitResult, error) {
 	if err := g.checkActive(); err != nil {
 		return nil, nil, err
 	}
-	if opts.GroupContextExtensions != nil && !opts.fromReInit {
+	if opts.GroupContextExtensions != nil && !g.reinitFirstCommit(opts) {
 		if err := checkMadeExtensions("GroupContextExtensions", *opts.GroupContextExtensions); err != nil {
 			return nil, nil, err
 		}

@@ -628,3 +628,60 @@ func TestSuccessorOfAReceivedReInitKeepsItsExtensions(t *testing.T) {
 		t.Fatal("the successor lacks the ReInit's extensions")
 	}
 }
+
+// TestReInitCommitOptionsReusedAreChecked: the options
+// PrepareReinitialize returns skip the checks on made extensions for the
+// successor's first commit only. Reused for a later commit of the
+// successor (with extensions this member may not make), or for the
+// first commit of another group at epoch 0, they are checked as any
+// (ErrInvalidProposal). Until 2026-12-07 the mark stayed on the value,
+// and every commit made with it skipped the check.
+func TestReInitCommitOptionsReusedAreChecked(t *testing.T) {
+	cl, g := threeMembers(t, scenarioSuite)
+	appID, err := ApplicationIDExtension([]byte("from-a-peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri := ReInit{GroupID: []byte("the-successor"), Version: ProtocolMLS10, CipherSuite: scenarioSuite, Extensions: Extensions{appID}}
+	var p *MLSMessage
+	if g[1], p, _, err = g[1].propose(&Proposal{Type: ProposalTypeReInit, ReInit: &ri}); err != nil {
+		t.Fatal(err)
+	}
+	if g[0], _, err = g[0].Process(p); err != nil {
+		t.Fatal(err)
+	}
+	g0, _, err := g[0].Commit(CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, secrets := cl[0].kp(scenarioSuite)
+	kp1, _ := cl[1].kp(scenarioSuite)
+	kp2, _ := cl[2].kp(scenarioSuite)
+	first, co, err := g0.PrepareReinitialize(kp, secrets, []*KeyPackage{kp1, kp2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _, err := first.Commit(co)
+	if err != nil {
+		t.Fatalf("the successor's first commit: %v", err)
+	}
+	other, err := ApplicationIDExtension([]byte("made-here"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reused := co
+	reused.Add, reused.PSKs = nil, nil
+	reused.GroupContextExtensions = &Extensions{other}
+	if _, _, err := next.Commit(reused); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("a later commit of the successor with the ReInit's options reused and application_id set: %v, want ErrInvalidProposal", err)
+	}
+	// Another group at epoch 0 (no predecessor's PSK lent).
+	kp3, secrets3 := cl[0].kp(scenarioSuite)
+	fresh, err := NewGroup([]byte("another"), kp3, secrets3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fresh.Commit(reused); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("a new group's first commit with the ReInit's options reused: %v, want ErrInvalidProposal", err)
+	}
+}
