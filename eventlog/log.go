@@ -80,7 +80,7 @@ type Log struct {
 	erased   map[events.InstallationID]tombEntry   // tombstones seen (erase.go)
 	// notTombs holds, of an installation whose tombstone subject ends in
 	// a message that is not its tombstone, the last sequence the subject
-	// was found to hold no tombstone through (erase.go, notErasedThrough).
+	// was found to hold no tombstone through (erase.go, tombstoneBehind).
 	notTombs map[events.InstallationID]uint64
 }
 
