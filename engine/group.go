@@ -370,8 +370,16 @@ func otherMembers(g *mls.Group) []events.InstallationID {
 // Members returns the installations currently in the group, this one
 // included, as the read model knows them.
 func (in *Installation) Members(ctx context.Context, groupID []byte) ([]events.InstallationID, error) {
+	if err := in.errIfClosed(); err != nil {
+		return nil, err
+	}
 	ms, err := in.db.Members(ctx, groupID)
 	if err != nil {
+		if in.closed.Load() {
+			// Closed under it (Members does not hold the operation
+			// lock): the read model's own error says less.
+			return nil, fmt.Errorf("engine: installation %s: %w (%v)", in.id, ErrClosed, err)
+		}
 		return nil, err
 	}
 	out := make([]events.InstallationID, len(ms))

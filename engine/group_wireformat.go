@@ -87,6 +87,9 @@ func (in *Installation) SetHandshakeWireFormat(ctx context.Context, groupID []by
 func (in *Installation) HandshakeWireFormat(ctx context.Context, groupID []byte) (WireFormat, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if err := in.errIfClosed(); err != nil {
+		return 0, err
+	}
 	return in.handshakeWireFormat(ctx, groupID)
 }
 

@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/replay"
+)
+
+func replayPolicyZero() replay.RetentionPolicy { return replay.RetentionPolicy{} }
+
+// TestEveryMethodAfterCloseIsErrClosed calls every method of a closed
+// Installation that takes a context: each fails with ErrClosed, as
+// Close's doc says ("An operation called afterwards fails with
+// ErrClosed"), and nothing is appended.
+func TestEveryMethodAfterCloseIsErrClosed(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	alice := b.create("alice")
+	b.create("bob")
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := b.keyPackage("bob")
+	co, err := alice.AddMembers(ctx, g.GroupID, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gi, err := alice.GroupInfo(ctx, g.GroupID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Something pending for alice, for Host.Deliver to receive.
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{"alice"}, mlsChannel, co.Commit, time.Time{}, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	gid := g.GroupID
+	ops := map[string]func() error{
+		"AddMembers":                    func() error { _, err := alice.AddMembers(ctx, gid, kp); return err },
+		"Branch":                        func() error { _, err := alice.Branch(ctx, gid, nil, kp); return err },
+		"CheckEpochAuthenticator":       func() error { return alice.CheckEpochAuthenticator(ctx, gid, 1, []byte("x")) },
+		"CommitPreSharedKeys":           func() error { _, err := alice.CommitPreSharedKeys(ctx, gid, ResumptionPSK(0)); return err },
+		"CommitProposals":               func() error { _, err := alice.CommitProposals(ctx, gid); return err },
+		"EpochAuthenticator":            func() error { _, _, err := alice.EpochAuthenticator(ctx, gid); return err },
+		"GroupContextExtensions":        func() error { _, err := alice.GroupContextExtensions(ctx, gid); return err },
+		"GroupInfo":                     func() error { _, err := alice.GroupInfo(ctx, gid, true); return err },
+		"HandshakeWireFormat":           func() error { _, err := alice.HandshakeWireFormat(ctx, gid); return err },
+		"JoinExternal":                  func() error { _, err := alice.JoinExternal(ctx, gi.GroupInfo, nil); return err },
+		"Leave":                         func() error { _, err := alice.Leave(ctx, gid); return err },
+		"Members":                       func() error { _, err := alice.Members(ctx, gid); return err },
+		"OwnCommits":                    func() error { _, err := alice.OwnCommits(ctx, gid, 0); return err },
+		"OwnMessages":                   func() error { _, err := alice.OwnMessages(ctx, gid, 0, 0); return err },
+		"ProcessWelcome":                func() error { _, err := alice.ProcessWelcome(ctx, co.Welcome); return err },
+		"ProposeAdd":                    func() error { _, err := alice.ProposeAdd(ctx, gid, kp); return err },
+		"ProposeGroupContextExtensions": func() error { _, err := alice.ProposeGroupContextExtensions(ctx, gid, nil); return err },
+		"ProposePreSharedKey":           func() error { _, err := alice.ProposePreSharedKey(ctx, gid, ResumptionPSK(0)); return err },
+		"ProposeRemove":                 func() error { _, err := alice.ProposeRemove(ctx, gid, "bob"); return err },
+		"ProposeUpdate":                 func() error { _, err := alice.ProposeUpdate(ctx, gid); return err },
+		"ReInitOf":                      func() error { _, err := alice.ReInitOf(ctx, gid); return err },
+		"Receive":                       func() error { _, err := alice.Receive(ctx, co.Commit); return err },
+		"Reinitialize":                  func() error { _, err := alice.Reinitialize(ctx, gid, kp); return err },
+		"RemoveMembers":                 func() error { _, err := alice.RemoveMembers(ctx, gid, "bob"); return err },
+		"Resync":                        func() error { _, err := alice.Resync(ctx, gid, gi.GroupInfo, nil, ResyncLost); return err },
+		"Retain":                        func() error { _, err := alice.Retain(ctx, replayPolicyZero(), nil); return err },
+		"RetireExternalPSK":             func() error { return alice.RetireExternalPSK(ctx, []byte("p")) },
+		"SetGroupContextExtensions":     func() error { _, err := alice.SetGroupContextExtensions(ctx, gid, nil); return err },
+		"SetHandshakeWireFormat":        func() error { return alice.SetHandshakeWireFormat(ctx, gid, WireFormatPublic) },
+		"Update":                        func() error { _, err := alice.Update(ctx, gid); return err },
+		"Host.Deliver": func() error {
+			return NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{alice}, 0)[0].Err
+		},
+	}
+	for name, op := range ops {
+		if err := op(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s on a closed installation: %v, want ErrClosed", name, err)
+		}
+	}
+}
