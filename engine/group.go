@@ -368,7 +368,8 @@ func otherMembers(g *mls.Group) []events.InstallationID {
 }
 
 // Members returns the installations currently in the group, this one
-// included, as the read model knows them.
+// included, as the read model knows them. A group the read model does
+// not hold is ErrUnknownGroup.
 func (in *Installation) Members(ctx context.Context, groupID []byte) ([]events.InstallationID, error) {
 	if err := in.errIfClosed(); err != nil {
 		return nil, err
@@ -381,6 +382,16 @@ func (in *Installation) Members(ctx context.Context, groupID []byte) ([]events.I
 			return nil, fmt.Errorf("engine: installation %s: %w (%v)", in.id, ErrClosed, err)
 		}
 		return nil, err
+	}
+	if len(ms) == 0 {
+		// No member at all: a group the read model does not know (one
+		// it holds lists at least this installation, or, once left, the
+		// members that stayed).
+		if _, found, err := in.db.Group(ctx, groupID); err != nil {
+			return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, err)
+		} else if !found {
+			return nil, fmt.Errorf("engine: installation %s: group %x: %w", in.id, groupID, ErrUnknownGroup)
+		}
 	}
 	out := make([]events.InstallationID, len(ms))
 	for i, m := range ms {

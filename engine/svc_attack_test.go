@@ -84,3 +84,48 @@ func TestEveryMethodAfterCloseIsErrClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestMembersOfAnUnknownGroup: Members of a group the installation never
+// held is ErrUnknownGroup, as for every other operation naming a group
+// (it was an empty list and no error, the same as a group with no one
+// left); a group it holds lists its members, one it left those that
+// stayed.
+func TestMembersOfAnUnknownGroup(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	alice := b.create("alice")
+	b.create("bob")
+	if _, err := alice.Members(ctx, []byte("no such group")); !errors.Is(err, ErrUnknownGroup) {
+		t.Fatalf("Members of an unknown group: %v, want ErrUnknownGroup", err)
+	}
+	if _, err := alice.Members(ctx, nil); !errors.Is(err, ErrUnknownGroup) {
+		t.Fatalf("Members of a nil group id: %v, want ErrUnknownGroup", err)
+	}
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := alice.AddMembers(ctx, g.GroupID, b.keyPackage("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain("bob")
+	for _, id := range []events.InstallationID{"alice", "bob"} {
+		ms, err := b.insts[id].Members(ctx, g.GroupID)
+		if err != nil || len(ms) != 2 {
+			t.Fatalf("%s: members %v, %v; want alice and bob", id, ms, err)
+		}
+	}
+	co, err = alice.RemoveMembers(ctx, g.GroupID, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.deliverCommit(co)
+	b.drain("bob")
+	ms, err := b.insts["bob"].Members(ctx, g.GroupID)
+	if err != nil {
+		t.Fatalf("members of a group bob was removed from: %v", err)
+	}
+	t.Logf("bob, removed, sees members %v", ms)
+}
