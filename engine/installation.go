@@ -665,7 +665,9 @@ func messageID(wire []byte) []byte {
 // operation again if it is still wanted. An error (the server still not
 // answering: ErrOutcomeUnknown again) decides nothing: call Decide again.
 func (in *Installation) Decide(ctx context.Context, u *OutcomeUnknownError) (recorded bool, err error) {
-	if len(u.evs) == 0 {
+	if u == nil || len(u.evs) == 0 {
+		// nil: an errors.As that found no *OutcomeUnknownError (an
+		// ErrOutcomeUnknown of Receive, or of Deliveries, carries none).
 		return false, fmt.Errorf("engine: installation %s: decide: the error carries no append", in.id)
 	}
 	if owner := u.evs[0].Aggregate.Installation; owner != in.id {

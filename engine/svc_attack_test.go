@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,4 +129,18 @@ func TestMembersOfAnUnknownGroup(t *testing.T) {
 		t.Fatalf("members of a group bob was removed from: %v", err)
 	}
 	t.Logf("bob, removed, sees members %v", ms)
+}
+
+// TestDecideOfNoOutcomeUnknownError: a service that hands Decide what
+// errors.As found, nil when the error was no *OutcomeUnknownError (an
+// ErrOutcomeUnknown of Receive), gets an error, not a panic.
+func TestDecideOfNoOutcomeUnknownError(t *testing.T) {
+	b := newBackend(t)
+	alice := b.create("alice")
+	var u *OutcomeUnknownError
+	errors.As(fmt.Errorf("receive: %w", ErrOutcomeUnknown), &u)
+	recorded, err := alice.Decide(context.Background(), u)
+	if err == nil || recorded {
+		t.Fatalf("Decide(nil): %v, %v; want an error", recorded, err)
+	}
 }
