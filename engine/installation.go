@@ -323,8 +323,9 @@ func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterL
 // CreateInstallation creates installation id: it draws a signature key,
 // appends installation.created and opens (creating) the read model at
 // dbPath under key. An id that already exists is ErrInstallationExists;
-// a read model file this call created is then removed again. Another
-// installation's read model is ErrWrongReadModel, recording nothing.
+// a read model file this call created is then removed again, as after
+// any other error that recorded nothing. Another installation's read
+// model is ErrWrongReadModel, recording nothing.
 func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -353,7 +354,9 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 	// before the append: the installation would be recorded, and then
 	// fail to project into it, behind an error.
 	if _, _, err := ownIdentity(ctx, db, id, "create"); err != nil {
-		closeReadModel(l, db, lk)
+		// Nothing recorded: a file this call created, left under key,
+		// would refuse a create again under another key (ErrWrongKey).
+		discardReadModel(l, db, lk, id, created, empty)
 		return nil, err
 	}
 	ev := events.Event{
