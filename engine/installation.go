@@ -325,7 +325,12 @@ func closeReadModel(l *eventlog.Log, db *projections.DB, lk *projections.WriterL
 // dbPath under key. An id that already exists is ErrInstallationExists;
 // a read model file this call created is then removed again, as after
 // any other error that recorded nothing. Another installation's read
-// model is ErrWrongReadModel, recording nothing.
+// model is ErrWrongReadModel, recording nothing. Once installation.created
+// is durable the call succeeds, even if the read model could not apply
+// it yet (its context ended, say): the next operation, or CatchUp, does.
+// ErrOutcomeUnknown means it may or may not be recorded: the read model
+// is kept under key, so call CreateInstallation again with the same key
+// and, on ErrInstallationExists, OpenInstallation.
 func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *InstallationOptions) (*Installation, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -383,14 +388,24 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 		}
 		return nil, fmt.Errorf("engine: create installation %s: %w", id, err)
 	}
+	if createdHook != nil {
+		createdHook()
+	}
 	in := &Installation{log: l, id: id, db: db, cs: cs, sig: sig, cred: cred, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
 	if err := in.project(ctx); err != nil {
-		closeReadModel(l, db, lk)
-		return nil, err
+		// Created all the same (installation.created is durable): an
+		// error here hid that, and a create again under another key
+		// found this file (ErrWrongKey). The next operation, or
+		// CatchUp, brings the read model up to date.
+		l.Logger().Warn("engine: installation created, the read model lags", "installation", string(id), "stream", l.Stream(), "path", dbPath, "err", err)
 	}
 	l.Logger().Debug("engine: installation created", "installation", string(id), "stream", l.Stream(), "path", dbPath, "ciphersuite", o.Ciphersuite)
 	return in, nil
 }
+
+// createdHook, when set (by tests only), runs in CreateInstallation once
+// installation.created is durable, before the read model applies it.
+var createdHook func()
 
 // OpenInstallation opens an existing installation: it opens the read model
 // at dbPath (creating it empty if it is missing) and resumes it from its
