@@ -428,26 +428,40 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		return nil, err
 	}
 	in := &Installation{log: l, id: id, db: db, opts: o, group: map[string]*groupState{}, wireFormat: map[string]WireFormat{}, lock: lk}
+	// failed closes the read model after an error. One this call created
+	// that holds nothing of the installation yet (its context ended
+	// before the catch-up applied installation.created, say) is removed,
+	// as when the installation does not exist: left under key, the
+	// CreateInstallation that follows an open that found nothing was
+	// ErrWrongKey under another key for good, the next open not having
+	// created the file.
+	failed := func(err error) (*Installation, error) {
+		if len(created) > 0 || empty {
+			if _, found, ierr := ownIdentity(context.WithoutCancel(ctx), db, id, "open"); ierr == nil && !found {
+				discardReadModel(l, db, lk, id, created, empty)
+				return nil, err
+			}
+		}
+		closeReadModel(l, db, lk)
+		return nil, err
+	}
 	// Another installation's read model (a path mixed up) is refused
 	// before its checkpoint becomes id's floor in the shared Log, which
 	// would fail id's appends in this process with ErrMissingEvent.
 	if _, _, err := ownIdentity(ctx, db, id, "open"); err != nil {
-		closeReadModel(l, db, lk)
-		return nil, err
+		return failed(err)
 	}
 	// The stream must still hold what the read model applied: the first
 	// append checks it where it asks for the installation's head (no
 	// round trip here; eventlog.Log.ExpectThrough).
 	cp, err := db.Checkpoint(ctx)
 	if err != nil {
-		closeReadModel(l, db, lk)
-		return nil, err
+		return failed(err)
 	}
 	l.ExpectThrough(id, cp)
 	opened := cp
 	if cp, err = in.projectFrom(ctx, cp); err != nil {
-		closeReadModel(l, db, lk)
-		return nil, err
+		return failed(err)
 	}
 	if cp == opened && cp > 0 {
 		// Nothing new may be an erase that purged the events after cp
@@ -455,14 +469,12 @@ func OpenInstallation(ctx context.Context, l *eventlog.Log, id events.Installati
 		// at the first append, so that nothing is served from the read
 		// model of an erased installation.
 		if err := l.CheckNotErased(ctx, id); err != nil {
-			closeReadModel(l, db, lk)
-			return nil, fmt.Errorf("engine: open %s: %w", id, err)
+			return failed(fmt.Errorf("engine: open %s: %w", id, err))
 		}
 	}
 	ident, found, err := ownIdentity(ctx, db, id, "open")
 	if err != nil {
-		closeReadModel(l, db, lk)
-		return nil, err
+		return failed(err)
 	}
 	if !found {
 		// A read model this open created is removed: left behind under

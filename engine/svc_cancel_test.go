@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -188,4 +189,45 @@ func TestWelcomeCancelledAtEveryPoint(t *testing.T) {
 	b.checkRebuild("bob")
 	b.restart("bob")
 	b.checkRebuild("bob")
+}
+
+// TestOpenUnderAnEndedContextLeavesNoFile: an open ("open, else create")
+// whose context has ended, of an installation not created yet, removes
+// the read model file it made, so the open again says ErrNoInstallation
+// and the CreateInstallation that follows works under another key (the
+// file was left under the first key: the next open, not having created
+// it, kept it, and the create was ErrWrongKey for good).
+func TestOpenUnderAnEndedContextLeavesNoFile(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	k1, _ := projections.GenerateRawKey()
+	if _, err := OpenInstallation(ended, b.log, "svc", b.dbPath("svc"), k1, b.opts()); err == nil {
+		t.Fatal("open under an ended context succeeded")
+	}
+	if _, err := os.Stat(b.dbPath("svc")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read model file after an open that found nothing: %v", err)
+	}
+	if _, err := OpenInstallation(ctx, b.log, "svc", b.dbPath("svc"), k1, b.opts()); !errors.Is(err, ErrNoInstallation) {
+		t.Fatalf("open again: %v, want ErrNoInstallation", err)
+	}
+	k2, _ := projections.GenerateRawKey()
+	in, err := CreateInstallation(ctx, b.log, "svc", b.dbPath("svc"), k2, b.opts())
+	if err != nil {
+		t.Fatalf("create under another key after the opens: %v", err)
+	}
+	b.insts["svc"], b.keys["svc"] = in, k2
+	// A fresh read model of an existing installation (a lost one being
+	// recovered) whose open ends before it holds anything goes the same
+	// way, and the open again builds it.
+	if _, err := OpenInstallation(ended, b.log, "svc", filepath.Join(b.dir, "svc-2.db"), k2, b.opts()); err == nil {
+		t.Fatal("open under an ended context succeeded")
+	}
+	in2, err := OpenInstallation(ctx, b.log, "svc", filepath.Join(b.dir, "svc-2.db"), k2, b.opts())
+	if err != nil {
+		t.Fatalf("open a second read model of svc: %v", err)
+	}
+	in2.Close()
+	b.checkRebuild("svc")
 }
