@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/replay"
 )
@@ -142,5 +143,44 @@ func TestDecideOfNoOutcomeUnknownError(t *testing.T) {
 	recorded, err := alice.Decide(context.Background(), u)
 	if err == nil || recorded {
 		t.Fatalf("Decide(nil): %v, %v; want an error", recorded, err)
+	}
+}
+
+// TestFanOutToAnErasedInstallation: a fan-out naming an erased
+// installation (a wiped device still in a group) fails with
+// eventlog.ErrErased, not ErrOutcomeUnknown, which had the service
+// decide again, and fan out again, for good; without it, the fan-out
+// goes through, each recipient's message queued once.
+func TestFanOutToAnErasedInstallation(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	b.create("alice")
+	b.create("bob")
+	b.create("carol")
+	if err := b.insts["alice"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	if _, err := Erase(ctx, b.log, "alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range [][]events.InstallationID{{"alice", "bob"}, {"carol", "alice"}} {
+		_, err := b.del.FanOut(ctx, rs, mlsChannel, []byte("m"), time.Time{}, "k")
+		if !errors.Is(err, eventlog.ErrErased) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("fan-out to %v, alice erased: %v; want eventlog.ErrErased and no ErrOutcomeUnknown", rs, err)
+		}
+		_, err = b.del.FanOutMany(ctx, []FanOutItem{{Recipients: rs, Channel: "other", Payload: []byte("m"), IdempotencyKey: "k"}})
+		if !errors.Is(err, eventlog.ErrErased) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("fan-out many to %v, alice erased: %v; want eventlog.ErrErased and no ErrOutcomeUnknown", rs, err)
+		}
+	}
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{"bob", "carol"}, mlsChannel, []byte("m"), time.Time{}, "k"); err != nil {
+		t.Fatalf("fan-out without the erased installation: %v", err)
+	}
+	for _, id := range []events.InstallationID{"bob", "carol"} {
+		ds, err := b.del.Fetch(ctx, id, mlsChannel, 0)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("%s: %d deliveries, %v; want the message once", id, len(ds), err)
+		}
 	}
 }
