@@ -159,3 +159,77 @@ func TestServiceLifecycleLeaksNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelledOperationsLeakNothing: operations whose contexts end at a
+// sweep of moments (sends, updates, receives, fan-outs, fetches, a Host's
+// batches) leave no goroutine or file descriptor behind once everything
+// is closed.
+func TestCancelledOperationsLeakNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("many rounds")
+	}
+	srv := natstest.Start(t, natstest.Options{})
+	cfg := testConfig(srv)
+	ring := keyring(t, 1, 0x42)
+	dir := t.TempDir()
+	keys := map[events.InstallationID]projections.Key{}
+	serviceRound(t, cfg, ring, dir, 0, keys)
+	g0, fd0 := settledGoroutines(), svcOpenFDs(t)
+	ctx := context.Background()
+	for round := 1; round <= 3; round++ {
+		func() {
+			l, err := eventlog.Open(ctx, cfg, ring)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			del := NewDeliveries(l, nil)
+			host := NewHost(l, del, nil)
+			var ins []*Installation
+			for _, name := range []string{"a", "b"} {
+				id := events.InstallationID(fmt.Sprintf("c%s-%d", name, round))
+				k, _ := projections.GenerateRawKey()
+				in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close()
+				ins = append(ins, in)
+			}
+			kp, err := ins[1].PublishKeyPackage(ctx, "d", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := ins[0].CreateGroup(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			co, err := ins[0].AddMembers(ctx, g.GroupID, kp.KeyPackage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ins[1].Receive(ctx, co.Welcome); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 40 {
+				d := time.Duration(i) * 150 * time.Microsecond
+				cctx, cancel := context.WithTimeout(ctx, d)
+				if s, err := ins[0].Send(cctx, g.GroupID, []byte("x"), nil); err == nil {
+					_, _ = del.FanOut(cctx, s.Recipients, "mls", s.Message, time.Time{}, fmt.Sprintf("m%d-%d", round, i))
+				}
+				_, _ = del.Fetch(cctx, ins[1].ID(), "mls", 0)
+				host.Deliver(cctx, "mls", ins[1:], 0)
+				host.Send(cctx, []SendRequest{{Installation: ins[1], GroupID: g.GroupID, Content: []byte("y")}})
+				_ = ins[0].CatchUp(cctx)
+				cancel()
+			}
+		}()
+	}
+	g1, fd1 := settledGoroutines(), svcOpenFDs(t)
+	if g1 > g0+2 {
+		t.Errorf("goroutines %d before, %d after rounds of cancelled operations:\n%s", g0, g1, goroutineDump())
+	}
+	if len(fd1) > len(fd0)+2 {
+		t.Errorf("file descriptors %d before, %d after rounds of cancelled operations: %v", len(fd0), len(fd1), fd1)
+	}
+}
