@@ -49,8 +49,13 @@ type EraseOptions struct {
 // sealed tombstone, its data keys shredded, its events purged, in that
 // order, resumable), then its read model if opts names one. The
 // installation must not be open (its read model's writer lock is taken).
-// Rebuilding, reading or appending to it afterwards fails with
-// eventlog.ErrErased; other installations are not touched.
+// Rebuilding, reading the log of or appending to it afterwards fails
+// with eventlog.ErrErased, and OpenInstallation refuses it; other
+// installations are not touched. An Installation another process still
+// holds open (its read model elsewhere) fails at its next append, but
+// its queries (Epoch, Members, ...) and a CatchUp that finds nothing new
+// serve what its read model held until it is closed: asking the stream
+// on every CatchUp would cost each a round trip.
 //
 // It lives on the Log (eventlog) because it needs what only the Log holds
 // (the key bucket, the data-key cache, the stream purge); this function

@@ -16,7 +16,11 @@ import (
 // than UpdateInterval, it first commits a path update (returned in
 // SendOutput.Update, to be delivered first). If the message then fails,
 // the error comes with a SendOutput holding only that Update, which
-// happened and must be delivered all the same.
+// happened and must be delivered all the same. The event holds the
+// content and the message encrypting it, so content above about half the
+// server's max_payload (1 MiB by default, the embedded server's 8 MiB) is
+// refused, recording nothing: eventlog.ErrEventTooLarge, naming the size
+// and the limit.
 func (in *Installation) Send(ctx context.Context, groupID, content, authenticatedData []byte) (*SendOutput, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()

@@ -184,3 +184,42 @@ func TestFanOutToAnErasedInstallation(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallationErasedWhileOpenElsewhere holds Erase's doc to what an
+// Installation another process keeps open meets: its next appends fail
+// with eventlog.ErrErased (and are not an unknown outcome), its queries
+// serve what its read model held, and an open again is refused.
+func TestInstallationErasedWhileOpenElsewhere(t *testing.T) {
+	b := newBackend(t)
+	ctx := context.Background()
+	alice := b.create("alice")
+	g, err := alice.CreateGroup(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process's erase: its own Log, the read model not named.
+	other, err := eventlog.Open(ctx, testConfig(b.srv), b.ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := Erase(ctx, other, "alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, g.GroupID, []byte("after the erase"), nil); !errors.Is(err, eventlog.ErrErased) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("send of an installation erased meanwhile: %v; want eventlog.ErrErased", err)
+	}
+	if _, err := alice.CreateGroup(ctx, nil); !errors.Is(err, eventlog.ErrErased) {
+		t.Fatalf("create group of an installation erased meanwhile: %v; want eventlog.ErrErased", err)
+	}
+	if ep, err := alice.Epoch(ctx, g.GroupID); err != nil || ep != 0 {
+		t.Fatalf("epoch from the read model it holds: %d, %v", ep, err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(b.insts, "alice")
+	if _, err := OpenInstallation(ctx, b.log, "alice", b.dbPath("alice"), b.keys["alice"], b.opts()); !errors.Is(err, eventlog.ErrErased) {
+		t.Fatalf("open of the erased installation: %v; want eventlog.ErrErased", err)
+	}
+}
