@@ -98,8 +98,9 @@ func decideAppendFrom(ctx context.Context, l *eventlog.Log, expected uint64, evs
 
 // answered reports whether err is the server's answer to an append
 // (a JetStream API error: a full stream, a rule of the stream) or the
-// client's refusal of an event larger than max_payload, or of an erased
-// installation's, which every try meets the same way. A refusal for the server's or the account's
+// client's refusal of an event larger than max_payload, of an erased
+// installation's or of one dated in a period retention shredded, which
+// every try meets the same way. A refusal for the server's or the account's
 // storage is not: on a cluster nats-server checks those before the
 // message id (processClusteredInboundMsg), so it refuses so a try whose
 // earlier try is still being replicated, and stored after.
@@ -112,11 +113,13 @@ func answered(err error) bool {
 		}
 		return true
 	}
-	// An erased installation's events are refused before they are sent
-	// (they cannot be sealed), by every try, and whatever an earlier try
-	// stored goes with the rest of its history: the append is over, and
-	// unknown would have the caller try again for good.
-	return errors.Is(err, eventlog.ErrEventTooLarge) || errors.Is(err, eventlog.ErrErased)
+	// An erased installation's events, and events dated in a period
+	// retention shredded, are refused before they are sent (they cannot
+	// be sealed), by every try, and whatever an earlier try stored is
+	// unreadable for good (its history erased, its period's key gone):
+	// the append is over, and unknown would have the caller try again
+	// for good.
+	return errors.Is(err, eventlog.ErrEventTooLarge) || errors.Is(err, eventlog.ErrErased) || errors.Is(err, eventlog.ErrRetainedOut)
 }
 
 // JetStream API error codes of a refusal for the server's or the

@@ -223,3 +223,48 @@ func TestInstallationErasedWhileOpenElsewhere(t *testing.T) {
 		t.Fatalf("open of the erased installation: %v; want eventlog.ErrErased", err)
 	}
 }
+
+// TestFanOutIntoAShreddedDeliveryDay: a fan-out dated (the Deliveries'
+// clock) in a day whose delivery keys the recipient's retention shredded
+// is refused before anything is sent, by every try: eventlog.ErrRetainedOut
+// alone, not an unknown outcome a service would decide and try again for
+// good.
+func TestFanOutIntoAShreddedDeliveryDay(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	bob := b.create("bob")
+	day1 := b.now
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{"bob"}, mlsChannel, []byte("old"), time.Time{}, "old"); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := b.del.Fetch(ctx, "bob", mlsChannel, 0)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	if err := b.del.Acknowledge(ctx, "bob", mlsChannel, ds[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	b.now = day1.Add(48 * time.Hour)
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{"bob"}, mlsChannel, []byte("new"), time.Time{}, "new"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bob.Retain(ctx, replay.RetentionPolicy{Messages: replay.KeepForever, Delivery: 24 * time.Hour, History: replay.KeepForever, PastEpochs: replay.KeepAllEpochs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Periods) == 0 {
+		t.Fatalf("retain shredded nothing: %+v", res.RetainResult)
+	}
+	b.now = day1
+	for _, key := range []string{"late", "late-many"} {
+		var err error
+		if key == "late" {
+			_, err = b.del.FanOut(ctx, []events.InstallationID{"bob"}, mlsChannel, []byte("late"), time.Time{}, key)
+		} else {
+			_, err = b.del.FanOutMany(ctx, []FanOutItem{{Recipients: []events.InstallationID{"bob"}, Channel: mlsChannel, Payload: []byte("late"), IdempotencyKey: key}})
+		}
+		if !errors.Is(err, eventlog.ErrRetainedOut) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("fan-out %s dated in a shredded delivery day: %v; want eventlog.ErrRetainedOut and no ErrOutcomeUnknown", key, err)
+		}
+	}
+}
