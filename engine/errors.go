@@ -141,6 +141,12 @@ var (
 	// as "commit-<group>-<epoch>", another member's commit of that epoch
 	// was queued first: the delivery order has taken it.
 	ErrIdempotencyKeyReused = errors.New("engine: idempotency key used before for another payload")
+
+	// ErrPSKRegistered means RegisterExternalPSK named an id the
+	// installation registered before (an id names one secret, retired
+	// ones included): nothing is recorded. After an ErrOutcomeUnknown it
+	// tells that the first try was recorded.
+	ErrPSKRegistered = errors.New("engine: external PSK id registered already")
 )
 
 // errNotProjected marks an operation whose events are durable (it

@@ -59,7 +59,8 @@ func pskID(g *mls.Group, p PSK) (mls.PreSharedKeyID, error) {
 // RegisterExternalPSK records an external PSK the installation holds from
 // now on (installation.psk_registered, the secret sealed in the event and
 // kept in the read model until retired). Commits and Welcomes that name
-// its id can then be made and processed. An id is registered once.
+// its id can then be made and processed. An id is registered once: again
+// is ErrPSKRegistered.
 func (in *Installation) RegisterExternalPSK(ctx context.Context, id, secret []byte) error {
 	if len(id) == 0 || len(secret) == 0 {
 		return fmt.Errorf("engine: installation %s: register external PSK: empty id or secret", in.id)
@@ -72,7 +73,7 @@ func (in *Installation) RegisterExternalPSK(ctx context.Context, id, secret []by
 			return fmt.Errorf("engine: installation %s: external PSK %x: %w", in.id, id, err)
 		}
 		if reg {
-			return fmt.Errorf("engine: installation %s: external PSK %x: registered already (an id names one secret)", in.id, id)
+			return fmt.Errorf("engine: installation %s: external PSK %x: %w (an id names one secret)", in.id, id, ErrPSKRegistered)
 		}
 		return nil
 	}, events.ExternalPSKRegistered{PSKID: bytes.Clone(id), Secret: events.NewSecret(bytes.Clone(secret))})

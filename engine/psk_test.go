@@ -32,8 +32,8 @@ func TestPreSharedKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := alice.RegisterExternalPSK(ctx, id, []byte("another")); err == nil {
-		t.Fatal("a PSK id registered twice")
+	if err := alice.RegisterExternalPSK(ctx, id, []byte("another")); !errors.Is(err, ErrPSKRegistered) {
+		t.Fatalf("a PSK id registered twice: %v, want ErrPSKRegistered", err)
 	}
 	fx.psks[string(id)] = secret
 	created, err := alice.CreateGroup(ctx, nil)
