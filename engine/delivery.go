@@ -991,13 +991,17 @@ func (e idemEntry) check(k queueKey, key string, payload []byte) error {
 		k.recipient, k.channel, key, e.seq, ErrIdempotencyKeyReused)
 }
 
-// Fetch returns up to limit (0: all) messages of the queue after its last
-// acknowledged sequence, in sequence order, leaving out expired ones. It
+// Fetch returns up to limit (0: all; negative is refused) messages of
+// the queue after its last acknowledged sequence, in sequence order,
+// leaving out expired ones. It
 // reads the queue's new events first, so it shows what other processes
 // enqueued and acknowledged too. When it would leave one out, it refuses
 // (eventlog.ErrClockAhead) if the Deliveries' clock is ahead of the
 // server's by more than eventlog.MaxClockAhead.
 func (d *Deliveries) Fetch(ctx context.Context, recipient events.InstallationID, channel string, limit int) ([]Delivery, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("engine: fetch %s/%s: limit %d is negative", recipient, channel, limit)
+	}
 	q, err := d.acquire1(ctx, queueKey{recipient, channel})
 	if err != nil {
 		return nil, err
@@ -1078,6 +1082,9 @@ func (d *Deliveries) readAll(ctx context.Context, qs []*queue, read func(context
 // as Fetch lists them. It returns the messages by recipient; on an error
 // (the first queue that could not be read) it returns nothing.
 func (d *Deliveries) FetchMany(ctx context.Context, recipients []events.InstallationID, channel string, limit int) (map[events.InstallationID][]Delivery, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("engine: fetch on %s: limit %d is negative", channel, limit)
+	}
 	keys := make([]queueKey, len(recipients))
 	for i, r := range recipients {
 		keys[i] = queueKey{r, channel}

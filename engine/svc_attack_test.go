@@ -268,3 +268,26 @@ func TestFanOutIntoAShreddedDeliveryDay(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchOfANegativeLimit: Fetch, FetchMany and Host.Deliver refuse a
+// negative limit, as OwnMessages does (it fetched everything).
+func TestFetchOfANegativeLimit(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t)
+	bob := b.create("bob")
+	if _, err := b.del.FanOut(ctx, []events.InstallationID{"bob"}, mlsChannel, []byte("m"), time.Time{}, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := b.del.Fetch(ctx, "bob", mlsChannel, -1); err == nil {
+		t.Fatalf("fetch with limit -1: %d deliveries, no error", len(ds))
+	}
+	if ds, err := b.del.FetchMany(ctx, []events.InstallationID{"bob"}, mlsChannel, -1); err == nil {
+		t.Fatalf("fetch many with limit -1: %v, no error", ds)
+	}
+	if r := NewHost(b.log, b.del, nil).Deliver(ctx, mlsChannel, []*Installation{bob}, -1); r[0].Err == nil {
+		t.Fatalf("deliver with limit -1: %+v, no error", r[0])
+	}
+	if ds, err := b.del.Fetch(ctx, "bob", mlsChannel, 0); err != nil || len(ds) != 1 {
+		t.Fatalf("fetch with limit 0: %d, %v; want the message", len(ds), err)
+	}
+}
