@@ -140,10 +140,10 @@ func (l *Log) Tombstone(ctx context.Context, inst events.InstallationID) (t even
 // tombstoneBehind is Tombstone when the last message on inst's tombstone
 // subject subj, at seq last, is not inst's tombstone (anyone who may
 // publish on the stream's subjects can put one there): the subject is
-// read whole, and the first message that opens as inst's tombstone is
-// its tombstone (one published after it does not hide it). None: inst
-// is not erased, and each such message is logged (Warn, once per Log
-// and subject end) with how to delete it; reads of the installation go
+// read (what this Log has not read of it yet), and the first message
+// that opens as inst's tombstone is its tombstone (one published after
+// it does not hide it). None: inst is not erased, and each such message
+// is logged (Warn, once per Log) with how to delete it; reads of the installation go
 // on. Until 2026-12-07 every read of a live installation with one last
 // on its tombstone subject failed for good (a *RecordError), and the
 // documented remedy, erase, would have erased it.
@@ -151,10 +151,18 @@ func (l *Log) tombstoneBehind(ctx context.Context, inst events.InstallationID, s
 	l.mu.Lock()
 	through, ok := l.notTombs[inst]
 	l.mu.Unlock()
-	if ok && through == last {
+	if ok && through >= last {
 		return events.Tombstone{}, 0, false, nil
 	}
-	tomb, others, end, err := l.scanTombstoneSubject(ctx, inst, subj)
+	// What was read is not read again: a tombstone is written after what
+	// its eraser saw, so one there now is past through (until 2026-12-07
+	// each message published there made the next read read the whole
+	// subject again, a request a message).
+	from := uint64(1)
+	if ok {
+		from = through + 1
+	}
+	tomb, others, end, err := l.scanTombstoneSubject(ctx, inst, subj, from)
 	if err != nil {
 		return events.Tombstone{}, 0, false, err
 	}
@@ -281,7 +289,7 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		}
 		noKeys = keys == 0
 	}
-	tomb, others, last, err := l.scanTombstoneSubject(ctx, inst, subj)
+	tomb, others, last, err := l.scanTombstoneSubject(ctx, inst, subj, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +313,7 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 			}
 			// Another message came first: an eraser's tombstone (then
 			// it is the one), or another publisher's.
-			if tomb, others, last, err = l.scanTombstoneSubject(ctx, inst, subj); err != nil {
+			if tomb, others, last, err = l.scanTombstoneSubject(ctx, inst, subj, 1); err != nil {
 				return nil, err
 			}
 			if tomb != nil {
@@ -415,10 +423,10 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 }
 
 // scanTombstoneSubject reads every message on inst's tombstone subject
-// subj up to its last one when it began (last: its sequence, 0 when
-// none): the first that opens as inst's tombstone is tomb; every other
+// subj from stream sequence from up to its last one when it began (last:
+// its sequence, 0 when none): the first that opens as inst's tombstone is tomb; every other
 // is in others, with why it is not.
-func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.InstallationID, subj string) (tomb *tombEntry, others []Removed, last uint64, err error) {
+func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.InstallationID, subj string, from uint64) (tomb *tombEntry, others []Removed, last uint64, err error) {
 	m, err := l.getLastMsg(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil, 0, nil
@@ -427,7 +435,7 @@ func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.Installation
 		return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s: %w", l.cfg.Stream, inst, err)
 	}
 	last = m.Sequence
-	for next := uint64(1); next <= last; {
+	for next := max(from, 1); next <= last; {
 		m, err := l.getMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break // deleted meanwhile (a racing erase)

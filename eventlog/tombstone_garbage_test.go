@@ -66,3 +66,50 @@ func TestGarbageOnALiveInstallationsTombstoneSubject(t *testing.T) {
 		t.Fatalf("follow of the live %s ended with %v, want context.Canceled", instA, err)
 	}
 }
+
+// TestGarbageFloodOnATombstoneSubjectIsReadOnce: a Log reads the messages
+// on a live installation's tombstone subject that are not its tombstone
+// once: one more published after them costs its next erased check that
+// message, not the whole subject again (counted in requests the Log's
+// connection sends). A genuine tombstone written after the flood is
+// still found, with more garbage after it. Until 2026-12-07 every check
+// after one more message read the whole subject again, one request a
+// message: a publisher adding one message per check made every read of
+// the installation as slow as all it had published.
+func TestGarbageFloodOnATombstoneSubjectIsReadOnce(t *testing.T) {
+	l, srv := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	subjA, err := l.TombstoneSubject(instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 200
+	for range flood {
+		publishOn(t, l, subjA, []byte("not a tombstone"))
+	}
+	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	if err := fresh.CheckNotErased(ctx, instA); err != nil {
+		t.Fatalf("erased check of the live %s under %d garbage messages: %v", instA, flood, err)
+	}
+	for i := range 3 {
+		publishOn(t, l, subjA, []byte("one more"))
+		before := fresh.Conn().Stats().OutMsgs
+		if err := fresh.CheckNotErased(ctx, instA); err != nil {
+			t.Fatalf("erased check %d of the live %s: %v", i, instA, err)
+		}
+		if sent := fresh.Conn().Stats().OutMsgs - before; sent > flood/4 {
+			t.Fatalf("erased check %d after one more garbage message sent %d requests: the %d read before were read again", i, sent, flood)
+		}
+	}
+
+	res, err := l.Erase(ctx, instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishOn(t, l, subjA, []byte("after the tombstone"))
+	var eerr *ErasedError
+	if err := fresh.CheckNotErased(ctx, instA); !errors.As(err, &eerr) || eerr.Seq != res.TombstoneSeq {
+		t.Fatalf("erased check after the erase, garbage after the tombstone: %v, want the *ErasedError at seq %d", err, res.TombstoneSeq)
+	}
+}
