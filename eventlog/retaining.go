@@ -122,30 +122,49 @@ func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst 
 // every retention, and every snapshot, for good. A ReadOnly Log refuses
 // (ErrReadOnly).
 func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m RetentionMark) error {
+	_, err := l.markRetention(ctx, inst, m, false)
+	return err
+}
+
+// ReplaceForgedRetentionMark records m as inst's retention mark only
+// over one that does not check out, and reports whether it did: a mark
+// that checks out, or none, is left as it is, also one written between
+// the caller's read that found the forged one and this write (compare-
+// and-set on the forged mark's revision). Through MarkRetention a
+// genuine mark written meanwhile at m's checkpoint would be replaced,
+// its cutoffs lost (until 2026-12-07, replay's replacement of a forged
+// mark).
+func (l *Log) ReplaceForgedRetentionMark(ctx context.Context, inst events.InstallationID, m RetentionMark) (bool, error) {
+	return l.markRetention(ctx, inst, m, true)
+}
+
+// markRetention is MarkRetention, or with forgedOnly
+// ReplaceForgedRetentionMark; it reports whether it wrote m.
+func (l *Log) markRetention(ctx context.Context, inst events.InstallationID, m RetentionMark, forgedOnly bool) (bool, error) {
 	if l.cfg.ReadOnly {
-		return fmt.Errorf("%w: mark a retention", ErrReadOnly)
+		return false, fmt.Errorf("%w: mark a retention", ErrReadOnly)
 	}
 	if err := inst.Validate(); err != nil {
-		return fmt.Errorf("eventlog: %w", err)
+		return false, fmt.Errorf("eventlog: %w", err)
 	}
 	// An erased installation gets no mark: Erase purges its marks after
 	// writing its tombstone, so one written while it ran is purged by it
 	// or found below (until 2026-12-07 it stayed).
 	if err := l.CheckNotErased(ctx, inst); err != nil {
-		return fmt.Errorf("eventlog: mark %s retained at %d: %w", inst, m.Checkpoint, err)
+		return false, fmt.Errorf("eventlog: mark %s retained at %d: %w", inst, m.Checkpoint, err)
 	}
 	if _, err := l.marks(ctx, true); err != nil {
-		return err
+		return false, err
 	}
 	// Bound anew: a handle from a create that raced another (two
 	// retentions at once) could leave its gets unanswered ("no
 	// responders") for seconds.
 	marks, err := l.marks(ctx, false)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if marks == nil {
-		return fmt.Errorf("eventlog: retention bucket %s: not found right after its creation", l.RetentionBucket())
+		return false, fmt.Errorf("eventlog: retention bucket %s: not found right after its creation", l.RetentionBucket())
 	}
 	v := fmt.Sprintf("%d.%d.%d", m.Checkpoint, unixNanos(m.Messages), unixNanos(m.Delivery))
 	val := []byte(v + "." + l.retainingTag(inst, v))
@@ -154,10 +173,13 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 		prev, rev, found, err := l.retentionMark(ctx, marks, inst)
 		forged := errors.Is(err, events.ErrTampered)
 		if err != nil && !forged {
-			return err
+			return false, err
+		}
+		if forgedOnly && !forged {
+			return false, nil
 		}
 		if found && prev.Checkpoint > m.Checkpoint {
-			return nil
+			return false, nil
 		}
 		if forged {
 			l.logger.Warn("eventlog: retention replaces a retention mark that does not check out (written by someone without the keyring)",
@@ -171,14 +193,14 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 		}
 		cancel()
 		if err == nil {
-			return l.unmarkErased(ctx, inst, m)
+			return true, l.unmarkErased(ctx, inst, m)
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: %w", l.RetentionBucket(), inst, m.Checkpoint, err)
+			return false, fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: %w", l.RetentionBucket(), inst, m.Checkpoint, err)
 		}
 		// Another retention wrote it meanwhile: compare again.
 	}
-	return fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: the mark kept changing", l.RetentionBucket(), inst, m.Checkpoint)
+	return false, fmt.Errorf("eventlog: retention bucket %s: mark %s retained at %d: the mark kept changing", l.RetentionBucket(), inst, m.Checkpoint)
 }
 
 // unmarkErased purges inst's marks again if inst was erased while its

@@ -564,7 +564,11 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 	if len(refs) > 0 {
 		m.Checkpoint = refs[0].Checkpoint
 	}
-	return l.MarkRetention(ctx, inst, m)
+	// Only over the forged mark: a genuine one written since it was read
+	// (a retention of another copy) stays, with its cutoffs (until
+	// 2026-12-07 one at the same checkpoint was replaced by this one).
+	_, err = l.ReplaceForgedRetentionMark(ctx, inst, m)
+	return err
 }
 
 // snapshotHolds reports whether inst's snapshot at cp opens and holds

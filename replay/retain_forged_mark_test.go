@@ -2,13 +2,17 @@ package replay
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/internal/logtest"
 )
 
 // TestRetainOverAForgedRetentionMark: someone with write access to the
@@ -150,5 +154,51 @@ func TestRetainWithNothingToDeleteReplacesAForgedRetentionMark(t *testing.T) {
 	}
 	if _, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()}); err != nil {
 		t.Fatalf("snapshot after the retention: %v", err)
+	}
+}
+
+// TestReplacingAForgedMarkKeepsAGenuineOneWrittenMeanwhile: a retention
+// with nothing to delete (the remedy the snapshot's refusal names) finds
+// instA's mark forged; before it replaces it, another retention (of
+// another copy of the read model, at the same checkpoint, the newest
+// snapshot's) writes its genuine mark, with its cutoffs. That mark
+// stays: a snapshot stored over the other retention's undoes itself by
+// deleting the rows before the mark's cutoffs (undoRetainedMeanwhile),
+// and with none it would keep the rows whose keys that retention
+// shreds. Until 2026-12-07 the replacement, at the same checkpoint, was
+// written over the genuine mark (no cutoffs).
+func TestReplacingAForgedMarkKeepsAGenuineOneWrittenMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	l, _, db, _, _ := retainRaceWorld(t)
+	snap, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := snap.Checkpoint
+	if err := l.MarkRetention(ctx, instA, eventlog.RetentionMark{Checkpoint: 1}); err != nil {
+		t.Fatal(err)
+	}
+	forgeRetentionMarks(t, l)
+
+	genuine := eventlog.RetentionMark{Checkpoint: cp, Messages: retainCutoff, Delivery: retainCutoff}
+	var hookErr error
+	cfg := eventlog.Config{NATSURL: l.Conn().ConnectedUrl(), RequestTimeout: 5 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	cfg.Logger = slog.New(logtest.OnMessage{
+		Handler: slog.NewTextHandler(io.Discard, nil),
+		Msg:     "eventlog: retention replaces a retention mark that does not check out (written by someone without the keyring)",
+		Once:    new(sync.Once),
+		Hook:    func() { hookErr = l.MarkRetention(ctx, instA, genuine) },
+	})
+	l2 := openLog(t, cfg, keyring(t, 1, 0x11))
+	opts := &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }}
+	if _, err := Retain(ctx, l2, instA, db, RetentionPolicy{Messages: KeepForever, Delivery: KeepForever}, opts); err != nil {
+		t.Fatalf("retain with nothing to delete over a forged mark: %v", err)
+	}
+	if hookErr != nil {
+		t.Fatalf("the genuine mark written meanwhile: %v", hookErr)
+	}
+	m, ok, err := l.RetentionMarkOf(ctx, instA)
+	if err != nil || !ok || m != genuine {
+		t.Fatalf("retention mark after the replacement raced a genuine one: %+v %v %v, want the genuine %+v", m, ok, err, genuine)
 	}
 }
