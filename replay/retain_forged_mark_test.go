@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/logtest"
 )
 
@@ -201,4 +203,58 @@ func TestReplacingAForgedMarkKeepsAGenuineOneWrittenMeanwhile(t *testing.T) {
 	if err != nil || !ok || m != genuine {
 		t.Fatalf("retention mark after the replacement raced a genuine one: %+v %v %v, want the genuine %+v", m, ok, err, genuine)
 	}
+}
+
+// TestSnapshotFindingTheMarkForgedAfterItsPutUndoesIt: a snapshot reads
+// instA's read model before a retention deletes its rows, and puts
+// after the retention finished (stored its snapshot at the same
+// checkpoint, shredded the keys); the retention mark, which would have
+// had the snapshot mend itself (undoRetainedMeanwhile), is forged in
+// between. The snapshot finds it so after its put and puts back what
+// was there (the retention's): no stored snapshot holds the rows whose
+// keys are gone, and a rebuild equals the retained read model. Until
+// 2026-12-07 the snapshot stayed, the error said "snapshot again", and
+// retaining again did not mend it (nothing left to shred).
+func TestSnapshotFindingTheMarkForgedAfterItsPutUndoesIt(t *testing.T) {
+	ctx := context.Background()
+	l, _, db, live, key := retainRaceWorld(t)
+	sdb := openDB(t, live, key)
+	defer sdb.Close()
+	waiting, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	so := &SnapshotOptions{Options: *testReplayOptions(), hook: func(stage string) {
+		if stage == "put" {
+			close(waiting)
+			<-release
+		}
+	}}
+	go func() {
+		_, err := SnapshotDB(ctx, l, instA, sdb, so)
+		done <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the snapshot ended before its put: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the snapshot did not reach its put")
+	}
+	opts := &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }}
+	if res, err := Retain(ctx, l, instA, db, retainPolicy, opts); err != nil || res.KeysShredded == 0 {
+		t.Fatalf("retain: %+v %v", res, err)
+	}
+	forgeRetentionMarks(t, l)
+	close(release)
+	if err := <-done; !errors.Is(err, events.ErrTampered) {
+		t.Fatalf("snapshot that found the mark forged after its put: %v, want events.ErrTampered", err)
+	}
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil || len(refs) == 0 {
+		t.Fatalf("snapshots: %v %v", refs, err)
+	}
+	for _, r := range refs {
+		if msgs, dels := retainedRowsIn(t, l, instA, r.Checkpoint); msgs != 0 || dels != 0 {
+			t.Errorf("the snapshot at %d holds %d messages and %d deliveries the retention deleted (stored snapshots %v)", r.Checkpoint, msgs, dels, checkpoints(refs))
+		}
+	}
+	checkRetainedRebuild(t, l, live, key, true)
 }

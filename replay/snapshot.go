@@ -323,6 +323,19 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		return res, nil
 	}
 	so.at("put")
+	// What is at cp now (a retention's snapshot stored since the check,
+	// say), kept sealed to put back should the mark be found forged
+	// after the put (undoForgedMeanwhile).
+	var prev []byte
+	if !so.retention {
+		if prev, err = l.SealedSnapshot(ctx, inst, cp); errors.Is(err, eventlog.ErrNoSnapshot) {
+			prev, err = nil, nil
+		}
+		if err != nil {
+			clear(buf.Bytes())
+			return nil, fail(fmt.Errorf("nothing stored: the snapshot at %d it would replace: %w", cp, err))
+		}
+	}
 	ref, err := l.PutSnapshot(ctx, inst, cp, buf.Bytes())
 	clear(buf.Bytes())
 	if err != nil {
@@ -336,6 +349,9 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		// its snapshot may have been stored over, or pruned by, this
 		// one's.
 		m, since, err := retainedSince(ctx, l, inst, res.Base)
+		if errors.Is(err, events.ErrTampered) {
+			return nil, undoForgedMeanwhile(ctx, l, inst, cp, prev, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("replay: snapshot of %s at %d stored, but whether a retention deleted rows meanwhile is unknown (snapshot again): %w", inst, cp, err)
 		}
@@ -385,6 +401,28 @@ func retainedWhat(inst events.InstallationID, m eventlog.RetentionMark, base uin
 	}
 	return fmt.Sprintf("a retention of %s at stream sequence %d deleted %s after %s, which this snapshot was checked against",
 		inst, m.Checkpoint, strings.Join(cut, " and "), from)
+}
+
+// undoForgedMeanwhile undoes the put of a snapshot at cp after which
+// inst's retention mark no longer checks out (err): forged after it was
+// checked, it may hide a retention that deleted rows meanwhile, whose
+// snapshot at cp this one may have replaced (what undoRetainedMeanwhile
+// mends needs the mark). What was at cp before the put, prev (sealed;
+// nil: nothing), is put back. Until 2026-12-07 the snapshot stayed: one
+// holding the rows a retention had just deleted, and shredded the keys
+// of, replaced the retention's, and retaining again did not mend it
+// (nothing left to shred).
+func undoForgedMeanwhile(ctx context.Context, l *eventlog.Log, inst events.InstallationID, cp uint64, prev []byte, err error) error {
+	var uerr error
+	if prev != nil {
+		_, uerr = l.PutSealedSnapshot(ctx, inst, cp, prev)
+	} else {
+		uerr = l.DeleteSnapshot(ctx, inst, cp)
+	}
+	if uerr != nil {
+		return fmt.Errorf("replay: snapshot of %s at %d stored, but the retention mark no longer checks out, so it may hold rows a retention deleted meanwhile, and undoing the put failed (retain the installation's read model, which stores its snapshot): %w; %w", inst, cp, err, uerr)
+	}
+	return fmt.Errorf("replay: snapshot of %s at %d: nothing stored (the put was undone: the retention mark no longer checks out, and a retention may have deleted rows meanwhile; replayer retain replaces the mark, then snapshot again): %w", inst, cp, err)
 }
 
 // undoRetainedMeanwhile undoes the put of a snapshot at cp that a
