@@ -108,6 +108,38 @@ func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, key
 	return Open(ctx, cfg, keys)
 }
 
+// copyTombstone writes t, inst's tombstone in the source, on inst's
+// tombstone subject in l, the target, unless one is there: after the
+// subject's last message (anyone who may publish on the target's
+// subjects can put one there that is not a tombstone; reads pass over
+// it). Until 2026-12-07 it was written only at subject sequence 0, and
+// one such message failed every reseal for good.
+func (l *Log) copyTombstone(ctx context.Context, inst events.InstallationID, t events.Tombstone) error {
+	subj, err := l.TombstoneSubject(inst)
+	if err != nil {
+		return err
+	}
+	for try := 1; ; try++ {
+		tomb, _, last, err := l.scanTombstoneSubject(ctx, inst, subj, 1)
+		if err != nil {
+			return err
+		}
+		if tomb != nil {
+			return nil // an earlier or racing reseal's
+		}
+		if try > maxTombstoneTries {
+			return fmt.Errorf("eventlog: reseal: tombstone of %s on %s: another message was published there before it %d times (last at seq %d); reseal again", inst, subj, maxTombstoneTries, last)
+		}
+		won, err := l.writeTombstone(ctx, subj, t, last, &Erased{})
+		if err != nil {
+			return fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
+		}
+		if won {
+			return nil
+		}
+	}
+}
+
 // Reseal copies src's retained history into dst (see the comment at the
 // top of this file) and verifies it event by event. dst must be a
 // writable Log on another stream; its keyring may differ from src's
@@ -140,28 +172,8 @@ func Reseal(ctx context.Context, src, dst *Log, opts *ResealOptions) (*Resealed,
 			live = append(live, inst)
 			continue
 		}
-		if _, _, dfound, err := dst.Tombstone(ctx, inst); err != nil {
+		if err := dst.copyTombstone(ctx, inst, t); err != nil {
 			return res, err
-		} else if !dfound {
-			subj, err := dst.TombstoneSubject(inst)
-			if err != nil {
-				return res, err
-			}
-			won, err := dst.writeTombstone(ctx, subj, t, 0, &Erased{})
-			if err != nil {
-				return res, fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
-			}
-			if !won {
-				// Another writer came first: a tombstone (a racing
-				// reseal's), or something that stops the reseal.
-				_, _, dfound, err := dst.Tombstone(ctx, inst)
-				if err == nil && !dfound {
-					err = errors.New("the publish was not stored and no tombstone is there")
-				}
-				if err != nil {
-					return res, fmt.Errorf("eventlog: reseal: tombstone of %s on %s: %w", inst, subj, err)
-				}
-			}
 		}
 		res.Tombstones++
 	}

@@ -317,7 +317,15 @@ func (l *Log) RootKeyUses(ctx context.Context) (map[events.KeyID]*RootKeyUse, er
 		if strings.HasPrefix(subject, tombPrefix) {
 			id, err := tombstoneKeyID(data)
 			if err != nil {
-				return l.recordError(subject, seq, "scan", err)
+				// Not a tombstone (anyone who may publish on the
+				// stream's subjects can put one there): it needs no
+				// key, and reads pass over it too (Tombstone). Until
+				// 2026-12-07 it failed every scan, a reseal's check of
+				// its target included.
+				l.logger.Warn("eventlog: a message on the tombstone subject is not the installation's tombstone; ignored (the installation is not erased)",
+					"stream", l.cfg.Stream, "subject", subject, "seq", seq, "why", notTombstoneWhy(err),
+					"remedy", fmt.Sprintf("nats stream rmm %s %d", l.cfg.Stream, seq))
+				return nil
 			}
 			use(id).Tombstones++
 			return nil
