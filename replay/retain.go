@@ -545,7 +545,8 @@ func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 
 // replaceForgedMark replaces inst's retention mark when it does not
 // check out (events.ErrTampered) with one of this keyring at the newest
-// snapshot's checkpoint (0 when there is none), no cutoffs. The forged
+// snapshot's checkpoint (of one that opens; 0 when there is none), no
+// cutoffs. The forged
 // mark may hide a genuine one; a finished retention leaves its snapshot
 // as the newest, so a mark there refuses what the genuine one would
 // (a snapshot checked against an older base), and lets through a
@@ -560,9 +561,23 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 	if err != nil {
 		return fmt.Errorf("replace a retention mark that does not check out: %w", err)
 	}
+	// The newest that opens: anyone who may write to the snapshots
+	// bucket can list its names and put one under a checkpoint past any
+	// the installation will reach, and a mark there would refuse every
+	// snapshot for good, no later retention replacing it (until
+	// 2026-12-07 the newest name listed was taken).
 	var m eventlog.RetentionMark
-	if len(refs) > 0 {
-		m.Checkpoint = refs[0].Checkpoint
+	for _, r := range refs {
+		plain, err := l.OpenSnapshot(ctx, inst, r.Checkpoint)
+		clear(plain)
+		if err == nil {
+			m.Checkpoint = r.Checkpoint
+			break
+		}
+		if !errors.Is(err, eventlog.ErrNoSnapshot) && !errors.Is(err, events.ErrTampered) && !errors.Is(err, events.ErrMalformed) &&
+			!errors.Is(err, events.ErrUnknownKey) && !errors.Is(err, events.ErrWrongKey) && !errors.Is(err, events.ErrUnknownVersion) {
+			return fmt.Errorf("replace a retention mark that does not check out: %w", err)
+		}
 	}
 	// Only over the forged mark: a genuine one written since it was read
 	// (a retention of another copy) stays, with its cutoffs (until

@@ -258,3 +258,47 @@ func TestSnapshotFindingTheMarkForgedAfterItsPutUndoesIt(t *testing.T) {
 	}
 	checkRetainedRebuild(t, l, live, key, true)
 }
+
+// TestReplacingAForgedMarkIgnoresAForgedSnapshot: beside the forged mark,
+// an object under instA's snapshot names at a checkpoint far past its
+// history that does not open (whoever may write to the snapshots bucket
+// can list the names and put one). The retention that replaces the mark
+// writes it at the newest snapshot that opens: snapshots of the read
+// model, moved on, work again.
+// Until 2026-12-07 it took the newest name listed: its mark, past every
+// checkpoint the installation will reach, refused every snapshot
+// (ErrRetainedMeanwhile) and no later retention could replace it (the
+// later checkpoint stays).
+func TestReplacingAForgedMarkIgnoresAForgedSnapshot(t *testing.T) {
+	ctx := context.Background()
+	l, h, db, _, _ := retainRaceWorld(t)
+	snap, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkRetention(ctx, instA, eventlog.RetentionMark{Checkpoint: 1}); err != nil {
+		t.Fatal(err)
+	}
+	forgeRetentionMarks(t, l)
+	const far = 1 << 40
+	if _, err := l.PutSealedSnapshot(ctx, instA, far, []byte("not a snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	opts := &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }}
+	if _, err := Retain(ctx, l, instA, db, RetentionPolicy{Messages: KeepForever, Delivery: KeepForever}, opts); err != nil {
+		t.Fatalf("retain with nothing to delete over a forged mark: %v", err)
+	}
+	if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != snap.Checkpoint {
+		t.Fatalf("retention mark after the retention: %+v %v %v, want one at the newest snapshot that opens, %d", m, ok, err, snap.Checkpoint)
+	}
+	h.messages(2, 1)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := CatchUp(ctx, l, instA, db, testReplayOptions()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SnapshotDB(ctx, l, instA, db, &SnapshotOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatalf("snapshot after the retention: %v", err)
+	}
+}
