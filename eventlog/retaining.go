@@ -116,7 +116,8 @@ func (l *Log) retentionMark(ctx context.Context, marks jetstream.KeyValue, inst 
 
 // MarkRetention records m as inst's retention mark, unless the mark
 // recorded is at a later checkpoint (compare-and-set: two retentions at
-// once leave the later one's). A recorded mark that does not check out
+// once leave the later one's; two at one checkpoint, the later cutoff
+// of each kind). A recorded mark that does not check out
 // (someone without the keyring wrote it) is replaced, with a Warn log:
 // it tells nothing a deleted mark would not, and refusing it would stop
 // every retention, and every snapshot, for good. A ReadOnly Log refuses
@@ -166,8 +167,6 @@ func (l *Log) markRetention(ctx context.Context, inst events.InstallationID, m R
 	if marks == nil {
 		return false, fmt.Errorf("eventlog: retention bucket %s: not found right after its creation", l.RetentionBucket())
 	}
-	v := fmt.Sprintf("%d.%d.%d", m.Checkpoint, unixNanos(m.Messages), unixNanos(m.Delivery))
-	val := []byte(v + "." + l.retainingTag(inst, v))
 	name := l.retainingName(inst)
 	for range 10 {
 		prev, rev, found, err := l.retentionMark(ctx, marks, inst)
@@ -181,6 +180,15 @@ func (l *Log) markRetention(ctx context.Context, inst events.InstallationID, m R
 		if found && prev.Checkpoint > m.Checkpoint {
 			return false, nil
 		}
+		w := m
+		if found && prev.Checkpoint == m.Checkpoint {
+			// Another retention at this checkpoint (another copy of the
+			// read model): the later cutoff of each kind stays, what
+			// either deleted (until 2026-12-07 the last writer's).
+			w.Messages, w.Delivery = laterOf(w.Messages, prev.Messages), laterOf(w.Delivery, prev.Delivery)
+		}
+		v := fmt.Sprintf("%d.%d.%d", w.Checkpoint, unixNanos(w.Messages), unixNanos(w.Delivery))
+		val := []byte(v + "." + l.retainingTag(inst, v))
 		if forged {
 			l.logger.Warn("eventlog: retention replaces a retention mark that does not check out (written by someone without the keyring)",
 				"stream", l.cfg.Stream, "installation", string(inst), "bucket", l.RetentionBucket(), "revision", rev)
@@ -215,4 +223,12 @@ func (l *Log) unmarkErased(ctx context.Context, inst events.InstallationID, m Re
 		return fmt.Errorf("eventlog: mark %s retained at %d: %w, and the mark written meanwhile was not purged (erase again to purge it): %w", inst, m.Checkpoint, eerr, err)
 	}
 	return fmt.Errorf("eventlog: mark %s retained at %d: %w (the mark written meanwhile was purged)", inst, m.Checkpoint, eerr)
+}
+
+// laterOf is the later of two cutoffs (the zero time: none).
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

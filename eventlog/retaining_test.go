@@ -56,6 +56,36 @@ func TestRetentionMark(t *testing.T) {
 	}
 }
 
+// TestRetentionMarksAtOneCheckpointKeepTheLaterCutoffs: two retentions
+// at one checkpoint (two copies of a read model retained with different
+// policies or clocks) leave a mark with the later cutoff of each kind,
+// whichever wrote last: a snapshot racing them undoes itself by the mark's
+// cutoffs, and the rows before the later one are gone from the history
+// (their keys shredded). Until 2026-12-07 the last writer's stayed, an
+// earlier cutoff hiding what the other retention deleted.
+func TestRetentionMarksAtOneCheckpointKeepTheLaterCutoffs(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	cut := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 10, Messages: cut, Delivery: cut.Add(-48 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 10, Messages: cut.Add(-24 * time.Hour), Delivery: cut}); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := l.RetentionMarkOf(ctx, instA)
+	if err != nil || !ok || m.Checkpoint != 10 || !m.Messages.Equal(cut) || !m.Delivery.Equal(cut) {
+		t.Fatalf("mark: %+v %v %v, want at 10 with messages and deliveries before %s", m, ok, err, cut)
+	}
+	// A later checkpoint's mark is its own: its cutoffs are not merged.
+	if err := l.MarkRetention(ctx, instA, RetentionMark{Checkpoint: 11}); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok, err := l.RetentionMarkOf(ctx, instA); err != nil || !ok || m.Checkpoint != 11 || !m.Messages.IsZero() || !m.Delivery.IsZero() {
+		t.Fatalf("mark at a later checkpoint: %+v %v %v, want at 11 without cutoffs", m, ok, err)
+	}
+}
+
 // TestRetentionMarkOfTwoRetentionsAtOnce marks one installation from two
 // goroutines of one Log on a stream without a retention bucket (two
 // engine installations of one Log retaining at once): both succeed and
