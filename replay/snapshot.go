@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -253,12 +254,16 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 		limit := cp - 1 // a snapshot is not checked against itself
 		if so.Adjust != nil {
 			limit = cp // but an adjusted one may be checked against its predecessor at cp
-		} else if len(refs) > 0 && refs[0].Checkpoint == cp {
+		} else if i := slices.IndexFunc(refs, func(r eventlog.SnapshotRef) bool { return r.Checkpoint == cp }); i >= 0 {
 			// The read model has not moved since its last snapshot: it
 			// must equal that one. Checked from an older base instead, a
 			// history compacted through cp could not be replayed to it
-			// (ErrCompacted, every time for an idle installation).
-			limit, stored = cp, &refs[0]
+			// (ErrCompacted, every time for an idle installation). Found
+			// among all the names, not only the newest: an object put
+			// under a later name by whoever may write to the bucket
+			// (until 2026-12-07) hid it. One at cp that does not open is
+			// passed over by the import below, and stored anew.
+			limit, stored = cp, &refs[i]
 		}
 		base, err := importSnapshot(ctx, l, inst, fresh, refs, limit, log)
 		if err != nil {
