@@ -64,7 +64,9 @@ type SnapshotOptions struct {
 	// the events after it).
 	Options
 	// Keep is how many of the installation's snapshots are kept once the
-	// new one is stored (the newest ones). Default DefaultSnapshotKeep.
+	// new one is stored (the newest ones; objects under its names that
+	// are not snapshots it opens are not counted: newestOpening). Default
+	// DefaultSnapshotKeep.
 	Keep int
 	// Now is the clock of SnapshotMeta.CreatedAt (default time.Now).
 	Now func() time.Time
@@ -215,7 +217,12 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 	if err != nil {
 		return nil, err
 	}
-	if err := checkKept(refs, cp, cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep)); err != nil {
+	keep := cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep)
+	newer, err := newestOpening(ctx, l, inst, refs, cp, max(keep, 1), log)
+	if err != nil {
+		return nil, fail(fmt.Errorf("nothing stored: the snapshots stored past the read model's checkpoint %d: %w", cp, err))
+	}
+	if err := checkKept(newer, cp, keep); err != nil {
 		return nil, fail(err)
 	}
 	link, err := l.ChainLink(ctx, inst, cp)
@@ -364,7 +371,7 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			return nil, undoRetainedMeanwhile(ctx, l, inst, fresh, cp, link, now, m, res.Base)
 		}
 	}
-	pruned, err := l.PruneSnapshots(ctx, inst, cmp.Or(max(so.Keep, 0), DefaultSnapshotKeep))
+	pruned, err := pruneSnapshots(ctx, l, inst, keep, log, cp, res.Base)
 	for _, p := range pruned {
 		res.Pruned = append(res.Pruned, p.Checkpoint)
 	}
@@ -471,10 +478,10 @@ func undoRetainedMeanwhile(ctx context.Context, l *eventlog.Log, inst events.Ins
 }
 
 // checkKept refuses a snapshot at checkpoint cp that keeping the newest
-// keep of refs (inst's stored snapshots, newest first) and it would
-// delete at once: one taken of a read model behind the stored ones (a
-// restored copy, a follower's stale file). It would have been stored,
-// reported, and pruned by the same call.
+// keep of refs (inst's stored snapshots that open, newest first:
+// newestOpening) and it would delete at once: one taken of a read model
+// behind the stored ones (a restored copy, a follower's stale file). It
+// would have been stored, reported, and pruned by the same call.
 func checkKept(refs []eventlog.SnapshotRef, cp uint64, keep int) error {
 	var newer []uint64
 	for _, r := range refs {
@@ -487,6 +494,84 @@ func checkKept(refs []eventlog.SnapshotRef, cp uint64, keep int) error {
 	}
 	return fmt.Errorf("%w: the read model's checkpoint is %d, and the stream keeps %d newer snapshots (at %v) of the %d kept: "+
 		"this one would be deleted as soon as stored (snapshot a current read model, or keep more)", ErrSnapshotSuperseded, cp, len(newer), newer, keep)
+}
+
+// newestOpening returns the newest n of refs (inst's snapshot objects,
+// newest first) above checkpoint floor that are snapshots: they open with
+// the keyring and hold inst's read model at their checkpoint. Those in
+// known (just stored, or just imported) are taken as such unread. An
+// object that is not one (garbage, or a snapshot of another checkpoint,
+// installation or stream, put under inst's names by whoever may write to
+// the bucket; or one sealed under a root key the ring lacks) is passed
+// over with a Warn naming the bucket, the object and why: it counts
+// neither as a snapshot kept nor as one that supersedes. A failure that
+// says nothing of the object (the server, ctx) is returned. Until
+// 2026-12-07 the newest names were counted: a snapshot was refused as
+// superseded by objects that do not open, and genuine ones were pruned
+// for them.
+func newestOpening(ctx context.Context, l *eventlog.Log, inst events.InstallationID, refs []eventlog.SnapshotRef, floor uint64, n int, log *slog.Logger, known ...uint64) ([]eventlog.SnapshotRef, error) {
+	var out []eventlog.SnapshotRef
+	for _, r := range refs {
+		if len(out) >= n || r.Checkpoint <= floor {
+			break
+		}
+		if slices.Contains(known, r.Checkpoint) {
+			out = append(out, r)
+			continue
+		}
+		plain, err := l.OpenSnapshot(ctx, inst, r.Checkpoint)
+		var meta projections.SnapshotMeta
+		if err == nil {
+			meta, err = projections.ReadSnapshotMeta(bytes.NewReader(plain))
+		}
+		clear(plain)
+		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
+			err = fmt.Errorf("%w: it holds installation %s's read model at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
+		}
+		switch {
+		case err == nil:
+			out = append(out, r)
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, eventlog.ErrNoSnapshot), errors.Is(err, events.ErrTampered), errors.Is(err, events.ErrMalformed),
+			errors.Is(err, events.ErrUnknownKey), errors.Is(err, events.ErrWrongKey), errors.Is(err, events.ErrUnknownVersion),
+			errors.Is(err, projections.ErrSnapshot):
+			log.Warn("replay: snapshot object is not a snapshot of the installation this keyring opens; passed over (neither kept nor deleted for it)",
+				"bucket", l.SnapshotBucket(), "object", r.Name, "snapshot_seq", r.Checkpoint, "err", err)
+		default:
+			return nil, fmt.Errorf("snapshot object %s in %s: %w", r.Name, l.SnapshotBucket(), err)
+		}
+	}
+	return out, nil
+}
+
+// pruneSnapshots deletes inst's snapshot objects older than the newest
+// keep snapshots (newestOpening; known: checkpoints known to be, the one
+// just stored and its check's base) and returns the deleted ones. With
+// fewer than keep, nothing is deleted. Objects among the newest that are
+// not snapshots are left, and not counted.
+func pruneSnapshots(ctx context.Context, l *eventlog.Log, inst events.InstallationID, keep int, log *slog.Logger, known ...uint64) ([]eventlog.SnapshotRef, error) {
+	refs, err := l.Snapshots(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	keep = max(keep, 1)
+	kept, err := newestOpening(ctx, l, inst, refs, 0, keep, log, known...)
+	if err != nil || len(kept) < keep {
+		return nil, err
+	}
+	oldest := kept[len(kept)-1].Checkpoint
+	var gone []eventlog.SnapshotRef
+	for _, r := range refs {
+		if r.Checkpoint >= oldest {
+			continue
+		}
+		if err := l.DeleteSnapshot(ctx, inst, r.Checkpoint); err != nil {
+			return gone, err
+		}
+		gone = append(gone, r)
+	}
+	return gone, nil
 }
 
 // DigestID is a short, stable name of a content digest: the first 8
