@@ -621,10 +621,14 @@ func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.Installation
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
 			}
-			log.Warn("replay: a snapshot past the stream's last event does not open", "snapshot_seq", ref.Checkpoint, "last", last, "err", err)
+			log.Warn("replay: a snapshot past the stream's last event does not open", "bucket", l.SnapshotBucket(), "object", ref.Name,
+				"snapshot_seq", ref.Checkpoint, "last", last, "err", err)
 			if unreadable == nil {
-				unreadable = fmt.Errorf("%w: a snapshot object of %s named for stream sequence %d, past the stream's last event of it at %d, does not open (%v): the stream may have lost events it holds, or the snapshot was damaged or planted; keep what you have, and --force rebuilds from the stream anyway",
-					ErrBehind, inst, ref.Checkpoint, last, err)
+				// Named by object and bucket, for the operator to look
+				// at (until 2026-12-07 only by installation and
+				// checkpoint: the name is a keyed pseudonym).
+				unreadable = fmt.Errorf("%w: a snapshot object of %s named for stream sequence %d (object %s in bucket %s), past the stream's last event of it at %d, does not open (%v): the stream may have lost events it holds, or the snapshot was damaged or planted; keep what you have, and --force rebuilds from the stream anyway",
+					ErrBehind, inst, ref.Checkpoint, ref.Name, l.SnapshotBucket(), last, err)
 			}
 			continue
 		}

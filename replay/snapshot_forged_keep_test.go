@@ -5,11 +5,13 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // forgeSnapshotNames puts under inst's snapshot names, at checkpoints
@@ -140,4 +142,51 @@ func TestRetainPastForgedSnapshotNames(t *testing.T) {
 		t.Fatalf("retain: %+v, want rows deleted, keys shredded and its snapshot stored", res)
 	}
 	checkRetainedRebuild(t, l, live, key, true)
+}
+
+// After a retention, objects put under instA's snapshot names past its
+// history (garbage, its snapshot copied to a later name, instB's
+// renamed) are not what a compaction trusts: it compacts through the
+// retention's snapshot, the newest that opens. A rebuild is refused while
+// they are there (they do not open, and may be all that shows the stream
+// lost its tail: ErrBehind), naming the bucket and each object's name,
+// and with --force rebuilds from the retention's snapshot what the
+// retained read model holds. Until 2026-12-07 the refusal named neither
+// the bucket nor the object.
+func TestCompactAndRebuildPastForgedSnapshotNames(t *testing.T) {
+	ctx := context.Background()
+	l, _, db, live, key := retainRaceWorld(t)
+	res, err := Retain(ctx, l, instA, db, retainPolicy, &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }})
+	if err != nil || res.Snapshot == nil {
+		t.Fatalf("retain: %+v %v", res, err)
+	}
+	forgeSnapshotNames(t, l, instA, res.Snapshot.Checkpoint, instB, snapshotOfB(t, l))
+	comp, err := Compact(ctx, l, instA, &CompactOptions{History: KeepNone})
+	if err != nil || comp.Through != res.Snapshot.Checkpoint || comp.Deleted == 0 {
+		t.Fatalf("compact beside forged snapshot names: %+v %v, want it through the retention's snapshot at %d", comp, err, res.Snapshot.Checkpoint)
+	}
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := filepath.Join(filepath.Dir(live), "rebuilt.db")
+	_, err = Rebuild(ctx, l, instA, rebuilt, key, &RebuildOptions{Options: *testReplayOptions()})
+	if !errors.Is(err, ErrBehind) {
+		t.Fatalf("rebuild beside forged snapshot names: %v, want ErrBehind", err)
+	}
+	for _, r := range refs {
+		if r.Checkpoint == forgedFar && !strings.Contains(err.Error(), r.Name) {
+			t.Errorf("rebuild's refusal %q does not name the object %s", err, r.Name)
+		}
+	}
+	if !strings.Contains(err.Error(), l.SnapshotBucket()) {
+		t.Errorf("rebuild's refusal %q does not name the bucket %s", err, l.SnapshotBucket())
+	}
+	if _, err := Rebuild(ctx, l, instA, rebuilt, key, &RebuildOptions{Options: *testReplayOptions(), Force: true}); err != nil {
+		t.Fatalf("forced rebuild beside forged snapshot names: %v", err)
+	}
+	want, _ := digestOf(t, live, key)
+	if got, _ := digestOf(t, rebuilt, key); projections.Compare(want, got) != nil {
+		t.Fatalf("the forced rebuild differs from the retained read model: %v", projections.Compare(want, got))
+	}
 }
