@@ -271,7 +271,7 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	if !ro.Force {
 		// Without a live database (a lost one recovered, a damaged one)
 		// a stored snapshot may still show what the stream held.
-		if cp, err := snapshotPast(ctx, l, inst, streamLast, log); err != nil {
+		if cp, err := snapshotPast(ctx, l, inst, streamLast, liveHead != nil && liveHead.Checkpoint > 0, log); err != nil {
 			return nil, err
 		} else if cp > 0 {
 			return nil, fail("rebuild", fmt.Errorf("%w: a snapshot of %s (replayer snapshot) was taken at stream sequence %d, the stream's last event of it is at %d: the stream lost events the snapshot holds", ErrBehind, inst, cp, streamLast))
@@ -603,7 +603,13 @@ func ensureDir(dir string) error {
 // nothing else is left to say what the stream held: it is refused
 // (ErrBehind) as well, naming it, for the operator to decide (--force).
 // Until 2026-12-06 it was a warning, and the rebuild went on with less.
-func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.InstallationID, last uint64, log *slog.Logger) (uint64, error) {
+// With a live read model (live: one that has applied events), whose
+// checkpoint against last says whether the stream holds less, such an
+// object is only logged: whoever may write to the bucket can put one
+// under any name, and until 2026-12-07 that refused every rekey and
+// migrate (which have no --force) and an engine's migration by replay,
+// for good.
+func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.InstallationID, last uint64, live bool, log *slog.Logger) (uint64, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -623,7 +629,7 @@ func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.Installation
 			}
 			log.Warn("replay: a snapshot past the stream's last event does not open", "bucket", l.SnapshotBucket(), "object", ref.Name,
 				"snapshot_seq", ref.Checkpoint, "last", last, "err", err)
-			if unreadable == nil {
+			if unreadable == nil && !live {
 				// Named by object and bucket, for the operator to look
 				// at (until 2026-12-07 only by installation and
 				// checkpoint: the name is a keyed pseudonym).
