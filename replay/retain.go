@@ -768,7 +768,7 @@ func newestUsableSnapshot(ctx context.Context, l *eventlog.Log, inst events.Inst
 				return 0, false, ctx.Err()
 			}
 			l.Logger().Warn("replay: "+op+": snapshot cannot be used; trying an older one", "installation", string(inst),
-				"stream", l.Stream(), "snapshot_seq", r.Checkpoint, "err", err)
+				"stream", l.Stream(), "bucket", l.SnapshotBucket(), "object", r.Name, "snapshot_seq", r.Checkpoint, "err", err)
 			continue
 		}
 		return r.Checkpoint, true, nil

@@ -654,7 +654,7 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "snapshot_seq", ref.Checkpoint, "err", err)
+			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "bucket", l.SnapshotBucket(), "object", ref.Name, "snapshot_seq", ref.Checkpoint, "err", err)
 			continue
 		}
 		meta, err := projections.ReadSnapshotMeta(bytes.NewReader(plain))
@@ -709,7 +709,7 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 			if cp, cerr := fresh.Checkpoint(ctx); cerr != nil || cp != 0 {
 				return nil, errors.Join(err, cerr, errors.New("replay: a failed snapshot import left the fresh database non-empty"))
 			}
-			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "snapshot_seq", ref.Checkpoint, "err", err)
+			log.Warn("replay: snapshot cannot be used; trying an older one or the start", "bucket", l.SnapshotBucket(), "object", ref.Name, "snapshot_seq", ref.Checkpoint, "err", err)
 			continue
 		}
 		log.Info("replay: starting from a snapshot", "snapshot_seq", meta.Checkpoint, "rows", meta.Rows, "created_at", meta.CreatedAt)

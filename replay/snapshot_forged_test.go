@@ -1,10 +1,16 @@
 package replay
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/projections"
@@ -86,5 +92,94 @@ func TestRekeyPastAForgedSnapshotName(t *testing.T) {
 	lost := filepath.Join(t.TempDir(), "recovered.db")
 	if _, err := Rebuild(ctx, l, instA, lost, newKey, &RebuildOptions{Options: *testReplayOptions()}); !errors.Is(err, ErrBehind) {
 		t.Fatalf("recovery beside a forged snapshot name: %v, want ErrBehind (no live read model to say what the stream held)", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a logger may write from several
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An object under instA's snapshot names that does not open, passed over
+// by a rebuild from a snapshot (at the read model's checkpoint, above the
+// genuine one) and by a compaction (far past the history), is named in
+// the Warn that passes over it: its bucket and object name, and why.
+// Until 2026-12-07 both named the checkpoint only: the object's name is
+// a keyed pseudonym the operator cannot compute.
+func TestForgedSnapshotObjectsAreNamedWhenPassedOver(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t)
+	h := writeHistory(t, l, instA, 2, 10)
+	key := rawDBKey(t, 0x55)
+	live := filepath.Join(t.TempDir(), "a.db")
+	if _, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := Snapshot(ctx, l, instA, live, key, snapshotOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.messages(3, 2)
+	if _, err := h.flush(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Rebuild(ctx, l, instA, live, key, &RebuildOptions{Options: *testReplayOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cp := range []uint64{res.Checkpoint, forgedFar} {
+		if _, err := l.PutSealedSnapshot(ctx, instA, cp, []byte("not a snapshot")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refs, err := l.Snapshots(ctx, instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	cfg := eventlog.Config{NATSURL: l.Conn().ConnectedUrl(), RequestTimeout: 5 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	l2 := openLog(t, cfg, keyring(t, 1, 0x11))
+	if got, err := Rebuild(ctx, l2, instA, live, key, &RebuildOptions{Options: *testReplayOptions()}); err != nil || got.FromSnapshot != snap.Checkpoint {
+		t.Fatalf("rebuild past a forged snapshot object: %+v %v, want it from the snapshot at %d", got, err, snap.Checkpoint)
+	}
+	if _, err := Compact(ctx, l2, instA, nil); err != nil && !errors.Is(err, ErrNoSnapshotToCompact) {
+		t.Fatal(err)
+	}
+	// Each Warn that passes over one: the import's (at 24) and the
+	// compaction's (both).
+	names := map[uint64]string{}
+	for _, r := range refs {
+		names[r.Checkpoint] = r.Name
+	}
+	passed := 0
+	for line := range strings.Lines(logs.String()) {
+		if !strings.Contains(line, "snapshot cannot be used") {
+			continue
+		}
+		passed++
+		for cp, name := range names {
+			if strings.Contains(line, fmt.Sprintf("snapshot_seq=%d ", cp)) &&
+				(!strings.Contains(line, "object="+name) || !strings.Contains(line, "bucket="+l.SnapshotBucket())) {
+				t.Errorf("a Warn passing over the object %s at %d does not name it and its bucket %s: %s", name, cp, l.SnapshotBucket(), line)
+			}
+		}
+	}
+	if passed < 3 {
+		t.Errorf("%d Warns passing over a snapshot object, want 3 (the rebuild's, the compaction's two):\n%s", passed, logs.String())
 	}
 }
