@@ -313,27 +313,6 @@ func (l *Log) DeleteSnapshot(ctx context.Context, inst events.InstallationID, ch
 	return nil
 }
 
-// PruneSnapshots deletes all but inst's newest keep snapshots (keep < 1
-// counts as 1) and returns the deleted ones.
-func (l *Log) PruneSnapshots(ctx context.Context, inst events.InstallationID, keep int) ([]SnapshotRef, error) {
-	refs, err := l.Snapshots(ctx, inst)
-	if err != nil {
-		return nil, err
-	}
-	keep = max(keep, 1)
-	if len(refs) <= keep {
-		return nil, nil
-	}
-	var gone []SnapshotRef
-	for _, r := range refs[keep:] {
-		if err := l.DeleteSnapshot(ctx, inst, r.Checkpoint); err != nil {
-			return gone, err
-		}
-		gone = append(gone, r)
-	}
-	return gone, nil
-}
-
 // ChainLink returns the installation chain's link to inst's event at
 // stream sequence seq (events.LinkTo of the stored envelope): the head a
 // snapshot at checkpoint seq records. The event must be inst's.
