@@ -568,14 +568,12 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 	// 2026-12-07 the newest name listed was taken).
 	var m eventlog.RetentionMark
 	for _, r := range refs {
-		plain, err := l.OpenSnapshot(ctx, inst, r.Checkpoint)
-		clear(plain)
+		err := CheckSnapshotObject(ctx, l, inst, r)
 		if err == nil {
 			m.Checkpoint = r.Checkpoint
 			break
 		}
-		if !errors.Is(err, eventlog.ErrNoSnapshot) && !errors.Is(err, events.ErrTampered) && !errors.Is(err, events.ErrMalformed) &&
-			!errors.Is(err, events.ErrUnknownKey) && !errors.Is(err, events.ErrWrongKey) && !errors.Is(err, events.ErrUnknownVersion) {
+		if !errors.Is(err, ErrNotASnapshot) {
 			return fmt.Errorf("replace a retention mark that does not check out: %w", err)
 		}
 	}

@@ -519,23 +519,13 @@ func newestOpening(ctx context.Context, l *eventlog.Log, inst events.Installatio
 			out = append(out, r)
 			continue
 		}
-		plain, err := l.OpenSnapshot(ctx, inst, r.Checkpoint)
-		var meta projections.SnapshotMeta
-		if err == nil {
-			meta, err = projections.ReadSnapshotMeta(bytes.NewReader(plain))
-		}
-		clear(plain)
-		if err == nil && (meta.Installation != inst || meta.Checkpoint != r.Checkpoint) {
-			err = fmt.Errorf("%w: it holds installation %s's read model at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
-		}
+		err := CheckSnapshotObject(ctx, l, inst, r)
 		switch {
 		case err == nil:
 			out = append(out, r)
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, eventlog.ErrNoSnapshot), errors.Is(err, events.ErrTampered), errors.Is(err, events.ErrMalformed),
-			errors.Is(err, events.ErrUnknownKey), errors.Is(err, events.ErrWrongKey), errors.Is(err, events.ErrUnknownVersion),
-			errors.Is(err, projections.ErrSnapshot):
+		case errors.Is(err, ErrNotASnapshot):
 			log.Warn("replay: snapshot object is not a snapshot of the installation this keyring opens; passed over (neither kept nor deleted for it)",
 				"bucket", l.SnapshotBucket(), "object", r.Name, "snapshot_seq", r.Checkpoint, "err", err)
 		default:
@@ -543,6 +533,41 @@ func newestOpening(ctx context.Context, l *eventlog.Log, inst events.Installatio
 		}
 	}
 	return out, nil
+}
+
+// ErrNotASnapshot marks an object under an installation's snapshot
+// names that is not a snapshot of it this keyring opens (CheckSnapshotObject).
+var ErrNotASnapshot = errors.New("replay: not a snapshot of the installation this keyring opens")
+
+// CheckSnapshotObject reports whether the object ref, listed under inst's
+// snapshot names, is a snapshot: it opens with l's keyring and holds
+// inst's read model at ref's checkpoint. One that is not (garbage, a
+// snapshot of another checkpoint, installation or stream put there by
+// whoever may write to the bucket, one sealed under a root key the
+// keyring lacks, one gone meanwhile) is an error wrapping
+// ErrNotASnapshot and why; any other error (the server, ctx) says
+// nothing of the object.
+func CheckSnapshotObject(ctx context.Context, l *eventlog.Log, inst events.InstallationID, ref eventlog.SnapshotRef) error {
+	plain, err := l.OpenSnapshot(ctx, inst, ref.Checkpoint)
+	var meta projections.SnapshotMeta
+	if err == nil {
+		meta, err = projections.ReadSnapshotMeta(bytes.NewReader(plain))
+	}
+	clear(plain)
+	if err == nil && (meta.Installation != inst || meta.Checkpoint != ref.Checkpoint) {
+		err = fmt.Errorf("%w: it holds installation %s's read model at %d", projections.ErrSnapshot, meta.Installation, meta.Checkpoint)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return err
+	case errors.Is(err, eventlog.ErrNoSnapshot), errors.Is(err, events.ErrTampered), errors.Is(err, events.ErrMalformed),
+		errors.Is(err, events.ErrUnknownKey), errors.Is(err, events.ErrWrongKey), errors.Is(err, events.ErrUnknownVersion),
+		errors.Is(err, projections.ErrSnapshot):
+		return fmt.Errorf("%w: %w", ErrNotASnapshot, err)
+	}
+	return err
 }
 
 // pruneSnapshots deletes inst's snapshot objects older than the newest

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -122,10 +123,22 @@ func listSnapshots(ctx context.Context, env *cliEnv, r *replayFlags) error {
 		Object     string    `json:"object"`
 		Bytes      uint64    `json:"bytes"`
 		Stored     time.Time `json:"stored"`
+		// NotASnapshot says why the object is not a snapshot of the
+		// installation this keyring opens (put under its names by
+		// whoever may write to the bucket, say): every command passes
+		// over it. Empty for a snapshot.
+		NotASnapshot string `json:"not_a_snapshot,omitempty"`
 	}
+	inst := events.InstallationID(r.inst)
 	out := make([]item, 0, len(refs))
 	for _, ref := range refs {
-		out = append(out, item{ref.Checkpoint, ref.Name, ref.Size, ref.Modified.UTC()})
+		it := item{ref.Checkpoint, ref.Name, ref.Size, ref.Modified.UTC(), ""}
+		if err := replay.CheckSnapshotObject(ctx, log, inst, ref); errors.Is(err, replay.ErrNotASnapshot) {
+			it.NotASnapshot = strings.TrimPrefix(err.Error(), replay.ErrNotASnapshot.Error()+": ")
+		} else if err != nil {
+			return fmt.Errorf("snapshot object %s in %s: %w", ref.Name, log.SnapshotBucket(), err)
+		}
+		out = append(out, it)
 	}
 	if r.asJSON {
 		return json.NewEncoder(env.stdout).Encode(map[string]any{"command": "snapshot", "installation": r.inst, "bucket": log.SnapshotBucket(), "snapshots": out})
@@ -135,7 +148,11 @@ func listSnapshots(ctx context.Context, env *cliEnv, r *replayFlags) error {
 		return nil
 	}
 	for _, it := range out {
-		fmt.Fprintf(env.stdout, "checkpoint %d: %d bytes, stored %s (%s)\n", it.Checkpoint, it.Bytes, it.Stored.Format(time.RFC3339), it.Object)
+		fmt.Fprintf(env.stdout, "checkpoint %d: %d bytes, stored %s (%s)", it.Checkpoint, it.Bytes, it.Stored.Format(time.RFC3339), it.Object)
+		if it.NotASnapshot != "" {
+			fmt.Fprintf(env.stdout, ": NOT A SNAPSHOT this keyring opens, passed over by every command (%s)", termSafe(it.NotASnapshot))
+		}
+		fmt.Fprintln(env.stdout)
 	}
 	return nil
 }

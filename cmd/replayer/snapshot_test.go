@@ -46,8 +46,25 @@ func TestSnapshotCommand(t *testing.T) {
 		t.Fatalf("snapshot: %v", m)
 	}
 	digest := m["digest"]
-	if m := cli("snapshot", "--list"); len(m["snapshots"].([]any)) != 1 {
+	if m := cli("snapshot", "--list"); len(m["snapshots"].([]any)) != 1 || m["snapshots"].([]any)[0].(map[string]any)["not_a_snapshot"] != nil {
 		t.Fatalf("snapshots after one: %v", m)
+	}
+	// An object put under its names by whoever may write to the bucket
+	// is listed, marked (until 2026-12-07 it looked like any snapshot).
+	if _, err := l.PutSealedSnapshot(ctx, id, last+100, []byte("not a sealed snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	if m := cli("snapshot", "--list"); len(m["snapshots"].([]any)) != 2 ||
+		m["snapshots"].([]any)[0].(map[string]any)["not_a_snapshot"] == nil || m["snapshots"].([]any)[1].(map[string]any)["not_a_snapshot"] != nil {
+		t.Fatalf("snapshots beside a forged object: %v; want the forged one (newest) marked, the snapshot not", m)
+	}
+	var lout, lerr bytes.Buffer
+	if code := run(ctx, ringEnv(&lout, &lerr, nil), []string{"snapshot", "--list", "--nats", srv.URL(), "--installation", string(id)}); code != 0 ||
+		strings.Count(lout.String(), "NOT A SNAPSHOT") != 1 {
+		t.Fatalf("snapshot --list beside a forged object: exit %d, stdout %q, stderr %q; want it marked once", code, lout.String(), lerr.String())
+	}
+	if err := l.DeleteSnapshot(ctx, id, last+100); err != nil {
+		t.Fatal(err)
 	}
 	if m := cli("verify", "--db", db, "--db-key-file", keyFile); m["from_snapshot"] != float64(last) || m["replayed"] != float64(0) || m["digest"] != digest {
 		t.Fatalf("verify from the snapshot: %v", m)
