@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,22 +18,7 @@ import (
 	"github.com/epochlog/epochlog/replay"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
+type lockedBuffer = logtest.Buffer
 
 // TestServiceLogsAndErrorsHoldNoSecret runs a service's day at Debug
 // level, failures included, and looks for its secrets (read-model keys,

@@ -1,10 +1,8 @@
 package lease
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,22 +22,7 @@ const testTTL = 3 * time.Second
 const waitLimit = 60 * time.Second
 
 // syncBuffer collects a process's log records; shown when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = logtest.Buffer
 
 // proc is one process of a test: its own connection (Log), metrics and
 // logs, and the lease bucket opened on them.

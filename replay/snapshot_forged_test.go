@@ -1,14 +1,13 @@
 package replay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -95,24 +94,8 @@ func TestRekeyPastAForgedSnapshotName(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer a logger may write from several
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the logs a test reads while a logger writes them.
+type syncBuffer = logtest.Buffer
 
 // An object under instA's snapshot names that does not open, passed over
 // by a rebuild from a snapshot (at the read model's checkpoint, above the

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/epochlog/epochlog/internal/logtest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +18,8 @@ import (
 	"github.com/epochlog/epochlog/projections"
 )
 
-// syncBuffer is a bytes.Buffer safe for the follower's goroutine and the
-// test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer the follower's goroutine and the test share.
+type syncBuffer = logtest.Buffer
 
 // TestFollowResumesFromCheckpoints runs "replayer follow" on two read
 // models, appends events for them while it runs, interrupts it, appends
