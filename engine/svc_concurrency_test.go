@@ -8,7 +8,6 @@ import (
 	"sort"
 	"sync"
 	"testing"
-	"time"
 )
 
 // TestOneGroupFromManyGoroutinesAndTwoProcesses: goroutines of one
@@ -181,5 +180,4 @@ func TestOneGroupFromManyGoroutinesAndTwoProcesses(t *testing.T) {
 	t.Logf("%d operations lost every race", conflicts)
 	b.checkRebuild("alice")
 	b.checkRebuild("bob")
-	_ = time.Second
 }
