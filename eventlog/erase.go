@@ -426,6 +426,15 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 // subj from stream sequence from up to its last one when it began (last:
 // its sequence, 0 when none): the first that opens as inst's tombstone is tomb; every other
 // is in others, with why it is not.
+//
+// The first tombScanGets messages are read with a message get each (a
+// subject holds one message, or none, but where someone published on
+// it); what is left past them is read through a consumer on the subject,
+// tombScanBatch messages a request. Until 2026-12-07 each message was a
+// get of its own: a publisher who put 10,000 messages there made every
+// fresh process's first check of the installation 10,000 round trips.
+// The Log's reads come from the stream's leader (direct gets stay off:
+// stream.go), and both paths do.
 func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.InstallationID, subj string, from uint64) (tomb *tombEntry, others []Removed, last uint64, err error) {
 	m, err := l.getLastMsg(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -434,33 +443,181 @@ func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.Installation
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s: %w", l.cfg.Stream, inst, err)
 	}
-	last = m.Sequence
-	for next := max(from, 1); next <= last; {
-		m, err := l.getMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break // deleted meanwhile (a racing erase)
-		}
-		if err != nil {
-			return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s from seq %d: %w", l.cfg.Stream, inst, next, err)
-		}
-		if m.Sequence > last {
+	s := &tombScan{l: l, inst: inst, subj: subj, last: m.Sequence, next: max(from, 1)}
+	for range tombScanGets {
+		if s.next > s.last {
 			break
 		}
-		next = m.Sequence + 1
-		t, oerr := events.OpenTombstone(l.keys, inst, l.binding(subj), m.Data)
-		switch {
-		case oerr == nil && tomb == nil:
-			tomb = &tombEntry{t: t, seq: m.Sequence}
-		case oerr == nil:
-			others = append(others, Removed{Seq: m.Sequence, Why: fmt.Sprintf("a copy of the installation's tombstone at seq %d", tomb.seq)})
-		default:
-			others = append(others, Removed{Seq: m.Sequence, Why: notTombstoneWhy(oerr)})
+		m, err := l.getMsg(ctx, s.next, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.next = s.last + 1 // deleted meanwhile (a racing erase)
+			break
+		}
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s from seq %d: %w", l.cfg.Stream, subj, inst, s.next, err)
+		}
+		s.note(m.Sequence, m.Data)
+	}
+	if s.next <= s.last {
+		if err := s.batched(ctx); err != nil {
+			return nil, nil, 0, err
 		}
 	}
-	if tomb != nil {
-		l.noteErased(inst, tomb.t, tomb.seq)
+	if s.tomb != nil {
+		l.noteErased(inst, s.tomb.t, s.tomb.seq)
 	}
-	return tomb, others, last, nil
+	return s.tomb, s.others, s.last, nil
+}
+
+// tombScanGets is how many messages of a tombstone subject a scan reads
+// with a message get each before it reads the rest through a consumer
+// (which costs a creation and a deletion besides its requests).
+const tombScanGets = 4
+
+// tombScanBatch is how many messages a scan's consumer asks for in one
+// request (and no more bytes than a read's request: readRequestBytes).
+const tombScanBatch = 256
+
+// maxTombScanFailures bounds how many consumers in a row a scan creates
+// that deliver nothing (a request ended by an error, or unanswered
+// within Config.RequestTimeout).
+const maxTombScanFailures = 3
+
+// tombScan is one scanTombstoneSubject: what it found and where it is.
+type tombScan struct {
+	l      *Log
+	inst   events.InstallationID
+	subj   string
+	last   uint64 // the subject's last sequence when the scan began
+	next   uint64 // the next stream sequence to read
+	tomb   *tombEntry
+	others []Removed
+}
+
+// note sorts the message at seq (at most last) into tomb or others.
+func (s *tombScan) note(seq uint64, data []byte) {
+	if seq > s.last {
+		s.next = seq
+		return
+	}
+	s.next = seq + 1
+	t, err := events.OpenTombstone(s.l.keys, s.inst, s.l.binding(s.subj), data)
+	switch {
+	case err == nil && s.tomb == nil:
+		s.tomb = &tombEntry{t: t, seq: seq}
+	case err == nil:
+		s.others = append(s.others, Removed{Seq: seq, Why: fmt.Sprintf("a copy of the installation's tombstone at seq %d", s.tomb.seq)})
+	default:
+		s.others = append(s.others, Removed{Seq: seq, Why: notTombstoneWhy(err)})
+	}
+}
+
+// batched reads the subject from s.next through s.last through an
+// ephemeral consumer filtered on it (no acks, in memory, one replica),
+// tombScanBatch messages a request, each request bounded by
+// Config.RequestTimeout. A request that fails or delivers nothing
+// costs a new consumer from s.next, whose count of what is left tells
+// messages deleted meanwhile (a racing erase: nothing left, the scan is
+// done) from a lost request; maxTombScanFailures consumers in a row
+// that deliver nothing end the scan with an error naming stream,
+// subject and sequence.
+func (s *tombScan) batched(ctx context.Context) error {
+	l := s.l
+	var cons jetstream.Consumer
+	defer func() { l.deleteScanConsumer(cons) }()
+	var pending uint64 // the subject's messages from s.next on, as the server counted them
+	var lastErr error
+	for failures := 0; s.next <= s.last; {
+		if cons == nil {
+			if failures == maxTombScanFailures {
+				return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s: %d consumers in a row delivered nothing after seq %d (of %d): %w",
+					l.cfg.Stream, s.subj, s.inst, failures, s.next-1, s.last, lastErr)
+			}
+			var err error
+			if cons, err = l.scanConsumer(ctx, s.subj, s.next); err != nil {
+				return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s: create a consumer from seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next, err)
+			}
+			pending = cons.CachedInfo().NumPending
+		}
+		if pending == 0 {
+			return nil // what is left up to last was deleted meanwhile (a racing erase)
+		}
+		got, n, err := s.fetch(ctx, cons, int(min(pending, tombScanBatch)))
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s after seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next-1, cerr)
+		}
+		if got > 0 {
+			pending, failures = n, 0
+			if err == nil {
+				continue
+			}
+		} else {
+			failures++
+		}
+		if err == nil {
+			err = fmt.Errorf("no message within %v though %d were pending", l.cfg.RequestTimeout, pending)
+		}
+		lastErr = err
+		l.logger.Debug("eventlog: tombstone subject scan: a request delivered nothing; a new consumer",
+			"stream", l.cfg.Stream, "subject", s.subj, "seq", s.next-1, "err", err)
+		l.deleteScanConsumer(cons)
+		cons = nil
+	}
+	return nil
+}
+
+// fetch asks cons for up to batch messages and notes those through
+// s.last, and returns how many it got and the server's count of the
+// subject's messages after the last one noted.
+func (s *tombScan) fetch(ctx context.Context, cons jetstream.Consumer, batch int) (got int, pending uint64, err error) {
+	fctx, cancel := context.WithTimeout(ctx, s.l.cfg.RequestTimeout)
+	defer cancel()
+	res, err := cons.Fetch(batch, jetstream.FetchMaxBytes(s.l.readRequestBytes()), jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, 0, err
+	}
+	for m := range res.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			return got, 0, fmt.Errorf("metadata of a message after seq %d: %w", s.next-1, err)
+		}
+		got++
+		if s.next > s.last {
+			continue // past the end: the rest of the batch is not read
+		}
+		pending = md.NumPending
+		s.note(md.Sequence.Stream, m.Data())
+	}
+	return got, pending, res.Error()
+}
+
+// scanConsumer creates the consumer of a tombstone subject scan: subj
+// from stream sequence from, asked again while unanswered (askAgain; a
+// consumer created by a try whose answer was lost is reaped after
+// consumerInactiveThreshold).
+func (l *Log) scanConsumer(ctx context.Context, subj string, from uint64) (jetstream.Consumer, error) {
+	return askAgain(ctx, l, func(ctx context.Context) (jetstream.Consumer, error) {
+		return l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubject:     subj,
+			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:       from,
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			Replicas:          1,
+			InactiveThreshold: consumerInactiveThreshold,
+		})
+	})
+}
+
+// deleteScanConsumer deletes cons (nil: none), best effort: the server
+// reaps it after consumerInactiveThreshold otherwise.
+func (l *Log) deleteScanConsumer(cons jetstream.Consumer) {
+	if cons == nil || l.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
+	defer cancel()
+	_ = l.stream.DeleteConsumer(ctx, cons.CachedInfo().Name)
 }
 
 // notTombstoneWhy says why a message on a tombstone subject is not the

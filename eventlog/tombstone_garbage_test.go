@@ -1,8 +1,12 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
@@ -112,4 +116,106 @@ func TestGarbageFloodOnATombstoneSubjectIsReadOnce(t *testing.T) {
 	if err := fresh.CheckNotErased(ctx, instA); !errors.As(err, &eerr) || eerr.Seq != res.TombstoneSeq {
 		t.Fatalf("erased check after the erase, garbage after the tombstone: %v, want the *ErasedError at seq %d", err, res.TombstoneSeq)
 	}
+}
+
+// TestGarbageFloodOnATombstoneSubjectIsReadInBatches: a fresh Log's first
+// erased check of an installation whose tombstone subject holds a flood
+// of messages that are not its tombstone sends far fewer requests than
+// there are messages (counted on the Log's connection), still passes
+// over each of them with one Warn, and asks nothing of them again. A
+// tombstone in the middle of such a flood (garbage, a copy of it and
+// more garbage after it) is found by a fresh Log as cheaply, and Erase, which reads
+// the whole subject, resumes from it and removes every other message.
+// Until 2026-12-07 the first check was a message get per message: every
+// fresh process paid the flood in round trips.
+func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
+	l, srv := newLog(t)
+	ctx := context.Background()
+	writeMixed(t, l, instA)
+	subjA, err := l.TombstoneSubject(instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 1200
+	for range flood {
+		publishOn(t, l, subjA, []byte("not a tombstone"))
+	}
+	var logs lockedBuffer
+	cfg := testConfig(srv)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	fresh := openLog(t, cfg, keyring(t, 1, 0x11))
+	before := fresh.Conn().Stats().OutMsgs
+	if err := fresh.CheckNotErased(ctx, instA); err != nil {
+		t.Fatalf("erased check of the live %s under %d garbage messages: %v", instA, flood, err)
+	}
+	if sent := fresh.Conn().Stats().OutMsgs - before; sent > flood/20 {
+		t.Fatalf("a fresh Log's first erased check under %d garbage messages sent %d requests", flood, sent)
+	}
+	const passed = "not the installation's tombstone; ignored"
+	if n := strings.Count(logs.String(), passed); n != flood {
+		t.Fatalf("%d Warns passed over a garbage message, want %d (one each)", n, flood)
+	}
+	if err := fresh.CheckNotErased(ctx, instA); err != nil {
+		t.Fatalf("second erased check of the live %s: %v", instA, err)
+	}
+	if n := strings.Count(logs.String(), passed); n != flood {
+		t.Fatalf("the second check logged %d more Warns", n-flood)
+	}
+
+	tomb, err := events.SealTombstone(l.keys, l.binding(subjA), events.Tombstone{Installation: instA, By: "an earlier erase"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tombSeq := publishOn(t, l, subjA, tomb)
+	for range flood / 4 {
+		publishOn(t, l, subjA, []byte("after the tombstone"))
+	}
+	copySeq := publishOn(t, l, subjA, tomb)
+	publishOn(t, l, subjA, []byte("last"))
+
+	fresh2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
+	before = fresh2.Conn().Stats().OutMsgs
+	var eerr *ErasedError
+	if err := fresh2.CheckNotErased(ctx, instA); !errors.As(err, &eerr) || eerr.Seq != tombSeq {
+		t.Fatalf("erased check of %s, its tombstone at seq %d amid garbage: %v, want the *ErasedError at that seq", instA, tombSeq, err)
+	}
+	if sent := fresh2.Conn().Stats().OutMsgs - before; sent > flood/20 {
+		t.Fatalf("a fresh Log's first erased check of %s, its tombstone amid %d garbage messages, sent %d requests", instA, flood+flood/4, sent)
+	}
+
+	res, err := l.Erase(ctx, instA, &EraseOptions{By: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Resumed || res.TombstoneSeq != tombSeq {
+		t.Fatalf("erase under the flood: resumed %v at seq %d, want resumed at seq %d", res.Resumed, res.TombstoneSeq, tombSeq)
+	}
+	if want := flood + flood/4 + 2; len(res.Removed) != want {
+		t.Fatalf("erase removed %d messages from the tombstone subject, want %d", len(res.Removed), want)
+	}
+	if r := res.Removed[len(res.Removed)-2]; r.Seq != copySeq || !strings.Contains(r.Why, "a copy") {
+		t.Fatalf("message removed before the last: %+v, want the copy at seq %d", r, copySeq)
+	}
+	if seqs := tombstoneSubjectSeqs(t, l, subjA); len(seqs) != 1 || seqs[0] != tombSeq {
+		t.Fatalf("tombstone subject after the erase holds %v, want only the tombstone at %d", seqs, tombSeq)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a logger may write from several
+// goroutines while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *lockedBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *lockedBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
