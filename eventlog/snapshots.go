@@ -1,9 +1,11 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -221,8 +223,25 @@ func (l *Log) Snapshots(ctx context.Context, inst events.InstallationID) ([]Snap
 }
 
 // SealedSnapshot fetches inst's snapshot at checkpoint as stored (sealed).
-// A missing one is ErrNoSnapshot.
+// A missing one is ErrNoSnapshot. An object that cannot be a sealed
+// snapshot is an error wrapping events.ErrMalformed (a link: a snapshot
+// is never one, and following it (to another bucket, or to an object of
+// another name) is not reading the installation's object) or
+// events.ErrTampered (content that does not match its digest): anyone
+// who may write to the bucket can put such an object under the
+// installation's names (until 2026-12-07 they failed with the client's
+// error, which callers passing over objects that are not snapshots did
+// not know: every snapshot, prune and retain of the installation failed
+// on one for good).
 func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
+	return l.sealedSnapshot(ctx, inst, checkpoint, nil)
+}
+
+// sealedSnapshot is SealedSnapshot; header, when set, is given the
+// object's first events.SnapshotHeaderSize bytes and its size before
+// the rest is read, and an error from it ends the read (returned
+// wrapped).
+func (l *Log) sealedSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64, header func([]byte, uint64) error) ([]byte, error) {
 	prefix, err := l.snapshotPrefix(inst)
 	if err != nil {
 		return nil, err
@@ -247,6 +266,9 @@ func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, ch
 		}
 		return info, nil
 	}
+	notSealed := func(why string, cause error) error {
+		return fmt.Errorf("eventlog: snapshot of %s at %d: object %s in %s %s: %w", inst, checkpoint, name, l.SnapshotBucket(), why, cause)
+	}
 	// A snapshot put again at the same checkpoint (another process of the
 	// installation, a retention storing its own) replaces the object's
 	// chunks while they are read: the read fails, and is made again from
@@ -257,30 +279,100 @@ func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, ch
 		if err != nil {
 			return nil, err
 		}
+		if was.Opts != nil && was.Opts.Link != nil {
+			return nil, notSealed("is a link, not a sealed snapshot", events.ErrMalformed)
+		}
 		gctx, cancel := context.WithTimeout(ctx, l.snapshotTimeout(was.Size))
-		b, err := os.GetBytes(gctx, name)
+		b, err := readObject(gctx, os, name, header)
 		cancel()
-		if err == nil {
+		var herr *headerError
+		switch {
+		case err == nil:
 			return b, nil
-		}
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
+		case errors.As(err, &herr):
+			return nil, fmt.Errorf("eventlog: snapshot of %s at %d: %w", inst, checkpoint, herr.err)
+		case errors.Is(err, jetstream.ErrObjectNotFound):
 			return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
+		case errors.Is(err, jetstream.ErrCantGetBucket), errors.Is(err, errFollowedLink):
+			return nil, notSealed("is a link, not a sealed snapshot", events.ErrMalformed) // made one since info
 		}
-		err = fmt.Errorf("eventlog: get snapshot of %s at %d from %s: %w", inst, checkpoint, l.SnapshotBucket(), err)
 		now, ierr := info()
 		if ierr != nil || now.NUID == was.NUID || try == reads || ctx.Err() != nil {
-			return nil, err
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, jetstream.ErrDigestMismatch):
+				return nil, notSealed("does not match its digest", fmt.Errorf("%w (%w)", events.ErrTampered, err))
+			case errors.Is(err, jetstream.ErrBadObjectMeta):
+				return nil, notSealed("has no content", fmt.Errorf("%w (%w)", events.ErrMalformed, err))
+			}
+			return nil, fmt.Errorf("eventlog: get snapshot of %s at %d from %s: %w", inst, checkpoint, l.SnapshotBucket(), err)
 		}
 	}
+}
+
+// headerError is a sealedSnapshot's header check that failed.
+type headerError struct{ err error }
+
+func (e *headerError) Error() string { return e.err.Error() }
+
+// errFollowedLink is readObject's answer for an object that turned out
+// to be a link when read.
+var errFollowedLink = errors.New("the object is a link")
+
+// readObject reads object name of os. With header set, it first hands
+// header the object's first events.SnapshotHeaderSize bytes (all of it
+// when shorter) and its size, and reads no further when header fails
+// (a *headerError): a whole object is not fetched to learn what its
+// first bytes say.
+func readObject(ctx context.Context, os jetstream.ObjectStore, name string, header func([]byte, uint64) error) ([]byte, error) {
+	res, err := os.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return nil, err
+	}
+	if info.Name != name {
+		return nil, errFollowedLink // Get followed a link made since the caller's look
+	}
+	var buf bytes.Buffer
+	if header != nil {
+		h := make([]byte, events.SnapshotHeaderSize)
+		n, err := io.ReadFull(res, h)
+		size := info.Size
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			size = uint64(n) // the whole object
+		case err != nil:
+			return nil, err
+		}
+		if err := header(h[:n], size); err != nil {
+			return nil, &headerError{err: err}
+		}
+		buf.Write(h[:n])
+	}
+	if _, err := buf.ReadFrom(res); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // OpenSnapshot fetches inst's snapshot at checkpoint and opens it with
 // the Log's keyring (events.OpenSnapshot: a snapshot altered in the
 // bucket, or moved to another installation or checkpoint, fails with
 // events.ErrTampered; one sealed under a root key the ring lacks with
-// events.ErrUnknownKey).
+// events.ErrUnknownKey). An object whose clear header already says it
+// does not open (events.CheckSnapshotHeader) is not fetched past it:
+// garbage put under the installation's names costs its first chunk, not
+// its whole size (until 2026-12-07 every such object was downloaded
+// whole). One whose header passes (any snapshot's header copied onto it)
+// is fetched whole, as a snapshot is.
 func (l *Log) OpenSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
-	sealed, err := l.SealedSnapshot(ctx, inst, checkpoint)
+	sealed, err := l.sealedSnapshot(ctx, inst, checkpoint, func(h []byte, size uint64) error {
+		return events.CheckSnapshotHeader(l.keys, inst, h, size)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -163,16 +163,9 @@ func OpenSnapshot(r *Keyring, b SnapshotBinding, sealed []byte) ([]byte, error) 
 	if err := b.validate(); err != nil {
 		return nil, fmt.Errorf("events: open snapshot: %w", err)
 	}
-	id, err := SnapshotKeyID(sealed)
+	aead, id, err := snapshotHeaderKeys(r, b.Installation, sealed, uint64(len(sealed)))
 	if err != nil {
 		return nil, err
-	}
-	aead, check, err := snapshotKeys(r, id, b.Installation)
-	if err != nil {
-		return nil, fmt.Errorf("events: open snapshot: %w", err)
-	}
-	if subtle.ConstantTimeCompare(sealed[snapOffKeyCheck:snapOffNonce], check[:]) != 1 {
-		return nil, fmt.Errorf("events: open snapshot: key id %d: %w", id, ErrWrongKey)
 	}
 	header := sealed[:snapshotHeaderSize]
 	plain, err := aead.Open(nil, sealed[snapOffNonce:snapshotHeaderSize], sealed[snapshotHeaderSize:], snapshotAD(b, header))
@@ -182,21 +175,69 @@ func OpenSnapshot(r *Keyring, b SnapshotBinding, sealed []byte) ([]byte, error) 
 	return plain, nil
 }
 
+// SnapshotHeaderSize is the size of a sealed snapshot's clear header,
+// what CheckSnapshotHeader reads.
+const SnapshotHeaderSize = snapshotHeaderSize
+
+// CheckSnapshotHeader checks the clear header of a sealed snapshot of
+// size bytes for inst (header: its first SnapshotHeaderSize bytes, or
+// all of it when shorter) as OpenSnapshot checks it before decrypting,
+// with its errors: ErrMalformed, ErrUnknownVersion, ErrUnknownKey or
+// ErrWrongKey. A snapshot whose header fails does not open, so a reader
+// need not fetch the rest. One whose header passes may still not open:
+// the header is in the clear (every snapshot under one root key carries
+// the same key check), and only OpenSnapshot authenticates it.
+func CheckSnapshotHeader(r *Keyring, inst InstallationID, header []byte, size uint64) error {
+	if r == nil {
+		return errors.New("events: check snapshot header: nil keyring")
+	}
+	if err := inst.Validate(); err != nil {
+		return fmt.Errorf("events: check snapshot header: %w", err)
+	}
+	_, _, err := snapshotHeaderKeys(r, inst, header, size)
+	return err
+}
+
+// snapshotHeaderKeys checks the clear header of a sealed snapshot of
+// size bytes for inst (header: at least its first snapshotHeaderSize
+// bytes, unless size is less) and returns the AEAD it is sealed under
+// and its root key id.
+func snapshotHeaderKeys(r *Keyring, inst InstallationID, header []byte, size uint64) (cipher.AEAD, KeyID, error) {
+	id, err := snapshotKeyID(header, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	aead, check, err := snapshotKeys(r, id, inst)
+	if err != nil {
+		return nil, 0, fmt.Errorf("events: open snapshot: %w", err)
+	}
+	if subtle.ConstantTimeCompare(header[snapOffKeyCheck:snapOffNonce], check[:]) != 1 {
+		return nil, 0, fmt.Errorf("events: open snapshot: key id %d: %w", id, ErrWrongKey)
+	}
+	return aead, id, nil
+}
+
 // SnapshotKeyID returns the root key id in a sealed snapshot's clear
 // header without opening it. It checks only the length, magic and format
 // version, so the id is unauthenticated.
 func SnapshotKeyID(sealed []byte) (KeyID, error) {
+	return snapshotKeyID(sealed, uint64(len(sealed)))
+}
+
+// snapshotKeyID is SnapshotKeyID of a sealed snapshot of size bytes that
+// starts with header.
+func snapshotKeyID(header []byte, size uint64) (KeyID, error) {
 	switch {
-	case len(sealed) < minSnapshotSize:
-		return 0, fmt.Errorf("events: snapshot envelope is %d bytes, shorter than the minimum %d: %w", len(sealed), minSnapshotSize, ErrMalformed)
-	case string(sealed[:3]) != snapshotMagic:
+	case size < minSnapshotSize || len(header) < snapshotHeaderSize:
+		return 0, fmt.Errorf("events: snapshot envelope is %d bytes, shorter than the minimum %d: %w", min(size, uint64(len(header))), minSnapshotSize, ErrMalformed)
+	case string(header[:3]) != snapshotMagic:
 		return 0, fmt.Errorf("events: not a snapshot envelope (bad magic): %w", ErrMalformed)
-	case sealed[3] > snapshotFormat:
-		return 0, fmt.Errorf("events: snapshot envelope format version %d is newer than this code reads (%d): %w", sealed[3], snapshotFormat, ErrUnknownVersion)
-	case sealed[3] < 1:
-		return 0, fmt.Errorf("events: snapshot envelope format version %d: %w", sealed[3], ErrMalformed)
+	case header[3] > snapshotFormat:
+		return 0, fmt.Errorf("events: snapshot envelope format version %d is newer than this code reads (%d): %w", header[3], snapshotFormat, ErrUnknownVersion)
+	case header[3] < 1:
+		return 0, fmt.Errorf("events: snapshot envelope format version %d: %w", header[3], ErrMalformed)
 	}
-	id := KeyID(binary.BigEndian.Uint32(sealed[snapOffKeyID:]))
+	id := KeyID(binary.BigEndian.Uint32(header[snapOffKeyID:]))
 	if id == 0 {
 		return 0, fmt.Errorf("events: snapshot envelope names key id 0: %w", ErrMalformed)
 	}

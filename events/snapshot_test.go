@@ -56,6 +56,35 @@ func TestSnapshotSealOpen(t *testing.T) {
 			t.Fatalf("no key id 1: %v", err)
 		}
 	})
+	t.Run("header", func(t *testing.T) {
+		size := uint64(len(sealed))
+		if err := CheckSnapshotHeader(r, testInst, sealed[:SnapshotHeaderSize], size); err != nil {
+			t.Fatalf("a sealed snapshot's header: %v", err)
+		}
+		for _, c := range []struct {
+			name   string
+			r      *Keyring
+			header []byte
+			size   uint64
+			want   error
+		}{
+			{"garbage", r, bytes.Repeat([]byte("x"), SnapshotHeaderSize), size, ErrMalformed},
+			{"short", r, sealed[:SnapshotHeaderSize], minSnapshotSize - 1, ErrMalformed},
+			{"header cut", r, sealed[:SnapshotHeaderSize-1], size, ErrMalformed},
+			{"other key under id 1", mustRing(t, 1, 0x22), sealed[:SnapshotHeaderSize], size, ErrWrongKey},
+			{"no key id 1", mustRing(t, 2, 0x21), sealed[:SnapshotHeaderSize], size, ErrUnknownKey},
+		} {
+			if err := CheckSnapshotHeader(c.r, testInst, c.header, c.size); !errors.Is(err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, err, c.want)
+			}
+			full := append(bytes.Clone(c.header), make([]byte, max(int(c.size), len(c.header))-len(c.header))...)
+			if c.name != "header cut" {
+				if _, err := OpenSnapshot(c.r, b, full); !errors.Is(err, c.want) {
+					t.Errorf("%s: OpenSnapshot says %v, CheckSnapshotHeader %v", c.name, err, c.want)
+				}
+			}
+		}
+	})
 	t.Run("never an event", func(t *testing.T) {
 		eb := Binding{Stream: "EPOCHLOG", Subject: "el.x.installation.y"}
 		if _, err := Open(r, testInst, eb, sealed); err == nil {
