@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -291,7 +292,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// whatever this retention deletes, since retain is the remedy the
 	// snapshot's refusal names. Until 2026-12-07 only a retention with
 	// rows to delete (MarkRetention, step 0) replaced it.
-	if err := replaceForgedMark(ctx, l, inst); err != nil {
+	if err := replaceForgedMark(ctx, l, inst, log); err != nil {
 		return nil, fmt.Errorf("replay: retention of %s (nothing deleted): %w", inst, err)
 	}
 	if !msgOK && !delOK && !epochsOK && !historyOK {
@@ -415,7 +416,7 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// 2. The snapshot that replaces what is shredded: reused when the
 	// newest one already holds exactly this read model at its checkpoint
 	// (an earlier, interrupted run made it).
-	snapCP, err := newestSnapshotOf(ctx, l, inst, db)
+	snapCP, err := newestSnapshotOf(ctx, l, inst, db, log)
 	if err != nil {
 		return nil, err
 	}
@@ -526,15 +527,23 @@ func epochCuts(ctx context.Context, l *eventlog.Log, inst events.InstallationID,
 	return cuts, nil
 }
 
-// newestSnapshotOf returns the checkpoint of inst's newest snapshot when
-// it holds exactly db's content at db's checkpoint (same digest), else 0.
-func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB) (uint64, error) {
+// newestSnapshotOf returns the checkpoint of inst's newest snapshot (the
+// newest that opens: newestOpening) when it holds exactly db's content
+// at db's checkpoint (same digest), else 0. Until 2026-12-07 the newest
+// name listed was taken: an object put under a later name by whoever
+// may write to the bucket made a retention run again store its snapshot
+// again.
+func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, log *slog.Logger) (uint64, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil || len(refs) == 0 {
 		return 0, err
 	}
 	cp, err := db.Checkpoint(ctx)
-	if err != nil || refs[0].Checkpoint != cp {
+	if err != nil {
+		return 0, err
+	}
+	newest, err := newestOpening(ctx, l, inst, refs, 0, 1, log)
+	if err != nil || len(newest) == 0 || newest[0].Checkpoint != cp {
 		return 0, err
 	}
 	if held, err := snapshotHolds(ctx, l, inst, cp, db); err != nil || !held {
@@ -552,7 +561,7 @@ func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 // (a snapshot checked against an older base), and lets through a
 // snapshot checked against the newest. A forged mark tells nothing more
 // than a mark deleted by the same hand would.
-func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.InstallationID) error {
+func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.InstallationID, log *slog.Logger) error {
 	_, _, err := l.RetentionMarkOf(ctx, inst)
 	if !errors.Is(err, events.ErrTampered) {
 		return err
@@ -566,16 +575,13 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 	// the installation will reach, and a mark there would refuse every
 	// snapshot for good, no later retention replacing it (until
 	// 2026-12-07 the newest name listed was taken).
+	newest, err := newestOpening(ctx, l, inst, refs, 0, 1, log)
+	if err != nil {
+		return fmt.Errorf("replace a retention mark that does not check out: %w", err)
+	}
 	var m eventlog.RetentionMark
-	for _, r := range refs {
-		err := CheckSnapshotObject(ctx, l, inst, r)
-		if err == nil {
-			m.Checkpoint = r.Checkpoint
-			break
-		}
-		if !errors.Is(err, ErrNotASnapshot) {
-			return fmt.Errorf("replace a retention mark that does not check out: %w", err)
-		}
+	if len(newest) > 0 {
+		m.Checkpoint = newest[0].Checkpoint
 	}
 	// Only over the forged mark: a genuine one written since it was read
 	// (a retention of another copy) stays, with its cutoffs (until

@@ -190,3 +190,37 @@ func TestCompactAndRebuildPastForgedSnapshotNames(t *testing.T) {
 		t.Fatalf("the forced rebuild differs from the retained read model: %v", projections.Compare(want, got))
 	}
 }
+
+// A retention interrupted after it stored its snapshot, run again
+// beside objects put under instA's snapshot names past its history
+// (garbage, its own snapshot copied to a later name, instB's renamed),
+// reuses the snapshot it stored: the newest that opens holds the read
+// model at its checkpoint. Until 2026-12-07 the newest name was asked,
+// and the retention stored its snapshot again (its check replaying the
+// history since the older base) for each such object put there.
+func TestRetainAgainReusesItsSnapshotPastForgedNames(t *testing.T) {
+	l, _, db, live, key := retainRaceWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	step := func(s string) {
+		if s == "snapshot" {
+			cancel()
+		}
+	}
+	first, err := Retain(ctx, l, instA, db, retainPolicy, &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }, Step: step})
+	if !errors.Is(err, context.Canceled) || first == nil || first.Snapshot == nil {
+		t.Fatalf("retain stopped after its snapshot: %+v, %v; want its snapshot stored and context.Canceled", first, err)
+	}
+	forgeSnapshotNames(t, l, instA, first.Snapshot.Checkpoint, instB, snapshotOfB(t, l))
+
+	res, err := Retain(context.Background(), l, instA, db, retainPolicy, &RetainOptions{Options: *testReplayOptions(), Now: func() time.Time { return retainNow }})
+	if err != nil {
+		t.Fatalf("retain again beside forged snapshot names: %v", err)
+	}
+	if res.Snapshot != nil {
+		t.Fatalf("retain again stored a snapshot at %d: the one it stored at %d holds the read model, and is the newest that opens", res.Snapshot.Checkpoint, first.Snapshot.Checkpoint)
+	}
+	if got := storedCheckpoints(t, l, instA); len(got) != 1 || got[0] != first.Snapshot.Checkpoint {
+		t.Fatalf("snapshots after the retention: %v, want only its own at %d", got, first.Snapshot.Checkpoint)
+	}
+	checkRetainedRebuild(t, l, live, key, true)
+}
