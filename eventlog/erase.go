@@ -327,10 +327,28 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		}
 	}
 	// What else is on the subject goes: the tombstone, written after it
-	// (or found before it), already decides every read.
+	// (or found before it), already decides every read. Those before the
+	// tombstone go in one purge: none of them opens as a tombstone (it is
+	// the first there that does), and none can be stored below it since
+	// (until 2026-12-07 a delete each: a flood put there cost the erase a
+	// request a message). Those after it, a delete each.
+	below := 0
 	for _, m := range others {
-		if err := l.deleteMsg(ctx, m.Seq); err != nil {
-			return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, m.Seq, subj, m.Why, err)
+		if m.Seq < res.TombstoneSeq {
+			below++
+		}
+	}
+	purged := below > 1
+	if purged {
+		if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(res.TombstoneSeq)); err != nil {
+			return res, fmt.Errorf("eventlog: erase %s: purge the %d messages before the tombstone (seq %d) from tombstone subject %s (erase again to finish): %w", inst, below, res.TombstoneSeq, subj, err)
+		}
+	}
+	for _, m := range others {
+		if !purged || m.Seq > res.TombstoneSeq {
+			if err := l.deleteMsg(ctx, m.Seq); err != nil {
+				return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, m.Seq, subj, m.Why, err)
+			}
 		}
 		res.Removed = append(res.Removed, m)
 		l.logger.Warn("eventlog: erase removed a message from the tombstone subject that is not the installation's tombstone",

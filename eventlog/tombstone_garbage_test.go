@@ -183,9 +183,13 @@ func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
 		t.Fatalf("a fresh Log's first erased check of %s, its tombstone amid %d garbage messages, sent %d requests", instA, flood+flood/4, sent)
 	}
 
+	before = l.Conn().Stats().OutMsgs
 	res, err := l.Erase(ctx, instA, &EraseOptions{By: "test"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sent := l.Conn().Stats().OutMsgs - before; sent > flood/2 {
+		t.Fatalf("erase under %d messages before its tombstone and %d after sent %d requests", flood, flood/4+2, sent)
 	}
 	if !res.Resumed || res.TombstoneSeq != tombSeq {
 		t.Fatalf("erase under the flood: resumed %v at seq %d, want resumed at seq %d", res.Resumed, res.TombstoneSeq, tombSeq)
