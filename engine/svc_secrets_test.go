@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/internal/syncbuf"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -18,7 +18,7 @@ import (
 	"github.com/epochlog/epochlog/replay"
 )
 
-type lockedBuffer = logtest.Buffer
+type lockedBuffer = syncbuf.Buffer
 
 // TestServiceLogsAndErrorsHoldNoSecret runs a service's day at Debug
 // level, failures included, and looks for its secrets (read-model keys,

@@ -1,15 +1,14 @@
 package eventlog
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/syncbuf"
 )
 
 // TestGarbageOnALiveInstallationsTombstoneSubject: messages that are not
@@ -140,7 +139,7 @@ func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
 	for range flood {
 		publishOn(t, l, subjA, []byte("not a tombstone"))
 	}
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := testConfig(srv)
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	fresh := openLog(t, cfg, keyring(t, 1, 0x11))
@@ -203,23 +202,4 @@ func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
 	if seqs := tombstoneSubjectSeqs(t, l, subjA); len(seqs) != 1 || seqs[0] != tombSeq {
 		t.Fatalf("tombstone subject after the erase holds %v, want only the tombstone at %d", seqs, tombSeq)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a logger may write from several
-// goroutines while a test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/internal/logtest"
 	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/internal/syncbuf"
 	"github.com/epochlog/epochlog/telemetry"
 )
 
@@ -22,7 +23,7 @@ const testTTL = 3 * time.Second
 const waitLimit = 60 * time.Second
 
 // syncBuffer collects a process's log records; shown when a test fails.
-type syncBuffer = logtest.Buffer
+type syncBuffer = syncbuf.Buffer
 
 // proc is one process of a test: its own connection (Log), metrics and
 // logs, and the lease bucket opened on them.

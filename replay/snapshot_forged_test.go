@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/internal/syncbuf"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -95,7 +95,7 @@ func TestRekeyPastAForgedSnapshotName(t *testing.T) {
 }
 
 // syncBuffer is the logs a test reads while a logger writes them.
-type syncBuffer = logtest.Buffer
+type syncBuffer = syncbuf.Buffer
 
 // An object under instA's snapshot names that does not open, passed over
 // by a rebuild from a snapshot (at the read model's checkpoint, above the

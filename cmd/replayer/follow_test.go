@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/epochlog/epochlog/internal/logtest"
+	"github.com/epochlog/epochlog/internal/syncbuf"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +19,7 @@ import (
 )
 
 // syncBuffer is a buffer the follower's goroutine and the test share.
-type syncBuffer = logtest.Buffer
+type syncBuffer = syncbuf.Buffer
 
 // TestFollowResumesFromCheckpoints runs "replayer follow" on two read
 // models, appends events for them while it runs, interrupts it, appends

@@ -1,4 +1,8 @@
-package logtest
+// Package syncbuf holds a bytes.Buffer that several goroutines may write
+// while a test reads it: a logger's output, a command's. It imports
+// nothing of this module, so every package's tests may use it (logtest
+// imports eventlog, whose own tests cannot import it).
+package syncbuf
 
 import (
 	"bytes"
