@@ -26,7 +26,7 @@ import (
 const (
 	DefaultCiphersuite    = uint16(ciphersuite.MLS128DHKEMX25519ChaCha20Poly1305SHA256Ed25519)
 	DefaultUpdateInterval = 24 * time.Hour
-	DefaultMaxAttempts    = 8
+	DefaultMaxAttempts    = 16
 )
 
 // InstallationOptions tune an Installation. The zero value (or nil) means
@@ -49,7 +49,11 @@ type InstallationOptions struct {
 	// future (by a clock that ran ahead). Negative is refused.
 	UpdateInterval time.Duration
 	// MaxAttempts bounds the retries of an operation that loses races for
-	// its group (default 8; negative is refused).
+	// its group (default DefaultMaxAttempts, 16; negative is refused).
+	// Three processes of one installation sending and committing on one
+	// group as fast as they can lost 0.2 to 0.9 % of their operations
+	// (ErrTooManyConflicts) at 8 attempts, none at 16
+	// (BenchmarkContendedGroup).
 	MaxAttempts int
 	// OutcomeTimeout bounds how long an operation tries to decide an
 	// append whose answer was lost (the server gone, a failover longer
