@@ -105,3 +105,65 @@ func breakDigest(t *testing.T, l *eventlog.Log, js jetstream.JetStream, name str
 		t.Fatal(err)
 	}
 }
+
+// An object the object store does not read as one of its own (a link to
+// another bucket; content that does not match its digest) put under
+// instA's snapshot name at the read model's own checkpoint does not
+// stop the snapshot there: it is not a snapshot to put back should the
+// put be undone, and the put replaces it. Until 2026-12-07 reading it
+// for that failed the snapshot, "nothing stored", and an idle read
+// model (whose checkpoint does not move) could not be snapshotted, nor
+// retained, until someone deleted the object.
+func TestSnapshotOverAnUnreadableObjectAtItsCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	for _, forge := range []string{"link", "digest"} {
+		t.Run(forge, func(t *testing.T) {
+			l, _, db, _, _ := retainRaceWorld(t)
+			js, err := jetstream.New(l.Conn())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, err := db.Checkpoint(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch forge {
+			case "link":
+				// The name at cp, learnt from an object put at another
+				// checkpoint (a link is made only where no object is).
+				far, err := l.PutSealedSnapshot(ctx, instA, forgedFar, []byte("not a snapshot"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := strings.TrimSuffix(far.Name, fmt.Sprintf("%020d", uint64(forgedFar))) + fmt.Sprintf("%020d", cp)
+				obs, err := js.ObjectStore(ctx, l.SnapshotBucket())
+				if err != nil {
+					t.Fatal(err)
+				}
+				other, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "OTHER"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := obs.AddBucketLink(ctx, name, other); err != nil {
+					t.Fatal(err)
+				}
+			case "digest":
+				ref, err := l.PutSealedSnapshot(ctx, instA, cp, []byte("its digest will not match"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				breakDigest(t, l, js, ref.Name)
+			}
+			res, err := SnapshotDB(ctx, l, instA, db, snapshotOpts())
+			if err != nil {
+				t.Fatalf("snapshot at %d over a forged object (%s) there: %v", cp, forge, err)
+			}
+			if res.Checkpoint != cp {
+				t.Fatalf("snapshot at %d, want at the read model's checkpoint %d", res.Checkpoint, cp)
+			}
+			if err := CheckSnapshotObject(ctx, l, instA, eventlog.SnapshotRef{Name: res.Name, Checkpoint: cp}); err != nil {
+				t.Fatalf("the object at %d after the snapshot: %v, want the snapshot", cp, err)
+			}
+		})
+	}
+}
