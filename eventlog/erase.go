@@ -462,19 +462,8 @@ func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.Installation
 		return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject of %s: %w", l.cfg.Stream, inst, err)
 	}
 	s := &tombScan{l: l, inst: inst, subj: subj, last: m.Sequence, next: max(from, 1)}
-	for range tombScanGets {
-		if s.next > s.last {
-			break
-		}
-		m, err := l.getMsg(ctx, s.next, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			s.next = s.last + 1 // deleted meanwhile (a racing erase)
-			break
-		}
-		if err != nil {
-			return nil, nil, 0, fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s from seq %d: %w", l.cfg.Stream, subj, inst, s.next, err)
-		}
-		s.note(m.Sequence, m.Data)
+	if err := s.gets(ctx, tombScanGets); err != nil {
+		return nil, nil, 0, err
 	}
 	if s.next <= s.last {
 		if err := s.batched(ctx); err != nil {
@@ -485,6 +474,24 @@ func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.Installation
 		l.noteErased(inst, s.tomb.t, s.tomb.seq)
 	}
 	return s.tomb, s.others, s.last, nil
+}
+
+// gets reads up to n messages of the subject from s.next through s.last
+// with a message get each (n < 0: all of them).
+func (s *tombScan) gets(ctx context.Context, n int) error {
+	l := s.l
+	for i := 0; (n < 0 || i < n) && s.next <= s.last; i++ {
+		m, err := l.getMsg(ctx, s.next, jetstream.WithGetMsgSubject(s.subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.next = s.last + 1 // deleted meanwhile (a racing erase)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s from seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next, err)
+		}
+		s.note(m.Sequence, m.Data)
+	}
+	return nil
 }
 
 // tombScanGets is how many messages of a tombstone subject a scan reads
@@ -553,6 +560,18 @@ func (s *tombScan) batched(ctx context.Context) error {
 			}
 			var err error
 			if cons, err = l.scanConsumer(ctx, s.subj, s.next); err != nil {
+				var ae *jetstream.APIError
+				if errors.As(err, &ae) && !unanswered(err) && ctx.Err() == nil {
+					// Refused (the stream's or the account's consumer
+					// limit reached, no right to create one): the rest
+					// is read a get a message, as it was before the
+					// consumer, rather than every read, erased check
+					// and erase of the installation failing while the
+					// refusal lasts (until 2026-12-07 they did).
+					l.logger.Warn("eventlog: tombstone subject scan: no consumer; reading the rest a message get each",
+						"stream", l.cfg.Stream, "subject", s.subj, "seq", s.next, "left_through", s.last, "err", err)
+					return s.gets(ctx, -1)
+				}
 				return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s: create a consumer from seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next, err)
 			}
 			pending = cons.CachedInfo().NumPending
