@@ -304,11 +304,19 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		}
 		t := events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: lastEvent, By: o.By}
 		for try := 1; ; try++ {
+			// The last try writes after whatever is there by then (no
+			// expected sequence), and the subject read again names the
+			// first tombstone there, this one or a racing eraser's:
+			// until 2026-12-07 every try expected the last sequence the
+			// scan saw, and a publisher putting messages there without
+			// pause made every erase fail ("published there before it
+			// 5 times") for as long as it went on.
+			final := try == maxTombstoneTries
 			var won bool
-			if won, err = l.writeTombstone(ctx, subj, t, last, res); err != nil {
+			if won, err = l.writeTombstone(ctx, subj, t, last, !final, res); err != nil {
 				return nil, err
 			}
-			if won {
+			if won && !final {
 				break
 			}
 			// Another message came first: an eraser's tombstone (then
@@ -321,8 +329,8 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 				res.Resumed = !(tomb.t.ErasedAt.Equal(t.ErasedAt) && tomb.t.By == t.By && tomb.t.LastSeq == t.LastSeq)
 				break
 			}
-			if try == maxTombstoneTries {
-				return nil, fmt.Errorf("eventlog: erase %s: write tombstone on %s: another message was published there before it %d times (last at seq %d); nothing was erased, erase again", inst, subj, try, last)
+			if final {
+				return nil, fmt.Errorf("eventlog: erase %s: write tombstone on %s: another message was published there before it %d times, and the last write's answer was lost (subject read through seq %d); nothing was erased, erase again", inst, subj, try-1, last)
 			}
 		}
 	}
@@ -410,10 +418,10 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 }
 
 // writeTombstone publishes t on subj at expected last subject sequence
-// last, and reports whether it was stored (res then records it); false
-// means another message was there first (or the answer was lost): read
-// the subject again.
-func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone, last uint64, res *Erased) (bool, error) {
+// last (without expect, after whatever is there), and reports whether
+// it was stored (res then records it); false means another message was
+// there first (or the answer was lost): read the subject again.
+func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone, last uint64, expect bool, res *Erased) (bool, error) {
 	env, err := events.SealTombstone(l.keys, l.binding(subj), t)
 	if err != nil {
 		return false, err
@@ -429,6 +437,9 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 		// window.
 		hdrExpectedSeq: []string{strconv.FormatUint(last, 10)},
 	}}
+	if !expect {
+		msg.Header.Del(hdrExpectedSeq)
+	}
 	ack, err := l.js.PublishMsg(ctx, msg)
 	if err == nil && !ack.Duplicate {
 		res.Tombstone, res.TombstoneSeq = t, ack.Sequence

@@ -128,9 +128,12 @@ func (l *Log) copyTombstone(ctx context.Context, inst events.InstallationID, t e
 			return nil // an earlier or racing reseal's
 		}
 		if try > maxTombstoneTries {
-			return fmt.Errorf("eventlog: reseal: tombstone of %s on %s: another message was published there before it %d times (last at seq %d); reseal again", inst, subj, maxTombstoneTries, last)
+			return fmt.Errorf("eventlog: reseal: tombstone of %s on %s: another message was published there before it %d times, and the last write's answer was lost (subject read through seq %d); reseal again", inst, subj, maxTombstoneTries-1, last)
 		}
-		won, err := l.writeTombstone(ctx, subj, t, last, &Erased{})
+		// The last try writes after whatever is there by then (Erase
+		// does the same): a publisher without pause there made every
+		// try fail until 2026-12-07.
+		won, err := l.writeTombstone(ctx, subj, t, last, try < maxTombstoneTries, &Erased{})
 		if err != nil {
 			return fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
 		}
