@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -295,6 +296,8 @@ func (l *Log) sealedSnapshot(ctx context.Context, inst events.InstallationID, ch
 			return nil, fmt.Errorf("%w: %s at checkpoint %d", ErrNoSnapshot, inst, checkpoint)
 		case errors.Is(err, jetstream.ErrCantGetBucket), errors.Is(err, errFollowedLink):
 			return nil, notSealed("is a link, not a sealed snapshot", events.ErrMalformed) // made one since info
+		case errors.Is(err, errLongerThanMeta):
+			return nil, notSealed(err.Error(), events.ErrTampered)
 		}
 		now, ierr := info()
 		if ierr != nil || now.NUID == was.NUID || try == reads || ctx.Err() != nil {
@@ -319,11 +322,20 @@ func (e *headerError) Error() string { return e.err.Error() }
 // to be a link when read.
 var errFollowedLink = errors.New("the object is a link")
 
+// errLongerThanMeta is readObject's answer for an object whose content
+// goes on past the size its metadata gives.
+var errLongerThanMeta = errors.New("holds more than its metadata says")
+
 // readObject reads object name of os. With header set, it first hands
 // header the object's first events.SnapshotHeaderSize bytes (all of it
 // when shorter) and its size, and reads no further when header fails
 // (a *headerError): a whole object is not fetched to learn what its
-// first bytes say.
+// first bytes say. No more than the size the object's metadata gives is
+// read, and one byte: content past it (errLongerThanMeta) is not what
+// was stored as the object, which the object store's reader does not
+// check (until 2026-12-07 such content, put there by whoever may write
+// to the bucket, was read to its end: held in memory whole, under a
+// deadline computed from the size the metadata gives).
 func readObject(ctx context.Context, os jetstream.ObjectStore, name string, header func([]byte, uint64) error) ([]byte, error) {
 	res, err := os.Get(ctx, name)
 	if err != nil {
@@ -337,10 +349,11 @@ func readObject(ctx context.Context, os jetstream.ObjectStore, name string, head
 	if info.Name != name {
 		return nil, errFollowedLink // Get followed a link made since the caller's look
 	}
+	r := io.LimitReader(res, int64(min(info.Size, math.MaxInt64-1))+1)
 	var buf bytes.Buffer
 	if header != nil {
 		h := make([]byte, events.SnapshotHeaderSize)
-		n, err := io.ReadFull(res, h)
+		n, err := io.ReadFull(r, h)
 		size := info.Size
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
@@ -353,8 +366,11 @@ func readObject(ctx context.Context, os jetstream.ObjectStore, name string, head
 		}
 		buf.Write(h[:n])
 	}
-	if _, err := buf.ReadFrom(res); err != nil {
+	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, err
+	}
+	if uint64(buf.Len()) > info.Size {
+		return nil, fmt.Errorf("%w: more than the %d bytes it gives", errLongerThanMeta, info.Size)
 	}
 	return buf.Bytes(), nil
 }
