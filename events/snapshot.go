@@ -228,8 +228,10 @@ func SnapshotKeyID(sealed []byte) (KeyID, error) {
 // starts with header.
 func snapshotKeyID(header []byte, size uint64) (KeyID, error) {
 	switch {
-	case size < minSnapshotSize || len(header) < snapshotHeaderSize:
-		return 0, fmt.Errorf("events: snapshot envelope is %d bytes, shorter than the minimum %d: %w", min(size, uint64(len(header))), minSnapshotSize, ErrMalformed)
+	case size < minSnapshotSize:
+		return 0, fmt.Errorf("events: snapshot envelope is %d bytes, shorter than the minimum %d: %w", size, minSnapshotSize, ErrMalformed)
+	case len(header) < snapshotHeaderSize:
+		return 0, fmt.Errorf("events: snapshot header is %d bytes of the envelope's %d, shorter than the header's %d: %w", len(header), size, snapshotHeaderSize, ErrMalformed)
 	case string(header[:3]) != snapshotMagic:
 		return 0, fmt.Errorf("events: not a snapshot envelope (bad magic): %w", ErrMalformed)
 	case header[3] > snapshotFormat:

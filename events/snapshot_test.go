@@ -3,6 +3,8 @@ package events
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -83,6 +85,14 @@ func TestSnapshotSealOpen(t *testing.T) {
 					t.Errorf("%s: OpenSnapshot says %v, CheckSnapshotHeader %v", c.name, err, c.want)
 				}
 			}
+		}
+	})
+	t.Run("short envelope named by its size", func(t *testing.T) {
+		// A header followed by one byte is 41 bytes, not the 40 read of
+		// it (until this test the error said 40).
+		err := CheckSnapshotHeader(r, testInst, sealed[:SnapshotHeaderSize], SnapshotHeaderSize+1)
+		if want := fmt.Sprintf("is %d bytes", SnapshotHeaderSize+1); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("a %d-byte envelope: %v, want ErrMalformed saying %q", SnapshotHeaderSize+1, err, want)
 		}
 	})
 	t.Run("never an event", func(t *testing.T) {
