@@ -294,7 +294,7 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 		return nil, err
 	}
 	if tomb != nil {
-		res.Tombstone, res.TombstoneSeq, res.Resumed = tomb.t, tomb.seq, true
+		res.Resumed = true
 		l.logger.Info("eventlog: erase resumes after an earlier one", "stream", l.cfg.Stream, "installation", string(inst), "erased_at", tomb.t.ErasedAt, "seq", tomb.seq)
 	} else {
 		if noKeys {
@@ -303,37 +303,13 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 			return nil, fmt.Errorf("%w: stream %s holds no event and no data key of installation %s: nothing to erase, and no tombstone written (check the id)", ErrUnknownInstallation, l.cfg.Stream, inst)
 		}
 		t := events.Tombstone{Installation: inst, ErasedAt: time.Now().UTC().Truncate(time.Millisecond), LastSeq: lastEvent, By: o.By}
-		for try := 1; ; try++ {
-			// The last try writes after whatever is there by then (no
-			// expected sequence), and the subject read again names the
-			// first tombstone there, this one or a racing eraser's:
-			// until 2026-12-07 every try expected the last sequence the
-			// scan saw, and a publisher putting messages there without
-			// pause made every erase fail ("published there before it
-			// 5 times") for as long as it went on.
-			final := try == maxTombstoneTries
-			var won bool
-			if won, err = l.writeTombstone(ctx, subj, t, last, !final, res); err != nil {
-				return nil, err
-			}
-			if won && !final {
-				break
-			}
-			// Another message came first: an eraser's tombstone (then
-			// it is the one), or another publisher's.
-			if tomb, others, last, err = l.scanTombstoneSubject(ctx, inst, subj, 1); err != nil {
-				return nil, err
-			}
-			if tomb != nil {
-				res.Tombstone, res.TombstoneSeq = tomb.t, tomb.seq
-				res.Resumed = !(tomb.t.ErasedAt.Equal(t.ErasedAt) && tomb.t.By == t.By && tomb.t.LastSeq == t.LastSeq)
-				break
-			}
-			if final {
-				return nil, fmt.Errorf("eventlog: erase %s: write tombstone on %s: another message was published there before it %d times, and the last write's answer was lost (subject read through seq %d); nothing was erased, erase again", inst, subj, try-1, last)
-			}
+		if tomb, others, err = l.placeTombstone(ctx, inst, subj, t, others, last); err != nil {
+			return nil, fmt.Errorf("eventlog: erase %s: %w; nothing was erased, erase again", inst, err)
 		}
+		// Another eraser's tombstone may have come first: it is the one.
+		res.Resumed = !(tomb.t.ErasedAt.Equal(t.ErasedAt) && tomb.t.By == t.By && tomb.t.LastSeq == t.LastSeq)
 	}
+	res.Tombstone, res.TombstoneSeq = tomb.t, tomb.seq
 	// What else is on the subject goes: the tombstone, written after it
 	// (or found before it), already decides every read. Those before the
 	// tombstone go in one purge: none of them opens as a tombstone (it is
@@ -346,14 +322,13 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 			below++
 		}
 	}
-	purged := below > 1
-	if purged {
+	if below > 0 {
 		if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(res.TombstoneSeq)); err != nil {
 			return res, fmt.Errorf("eventlog: erase %s: purge the %d messages before the tombstone (seq %d) from tombstone subject %s (erase again to finish): %w", inst, below, res.TombstoneSeq, subj, err)
 		}
 	}
 	for _, m := range others {
-		if !purged || m.Seq > res.TombstoneSeq {
+		if m.Seq > res.TombstoneSeq {
 			if err := l.deleteMsg(ctx, m.Seq); err != nil {
 				return res, fmt.Errorf("eventlog: erase %s: delete the message at seq %d of tombstone subject %s (%s; erase again to finish): %w", inst, m.Seq, subj, m.Why, err)
 			}
@@ -417,14 +392,48 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	return res, nil
 }
 
+// placeTombstone writes t, inst's tombstone, on its tombstone subject
+// subj, where a scan found no tombstone, others and last (the subject's
+// last sequence then), and returns the tombstone that counts, the first
+// on the subject (t, or one a racing writer put there first), and the
+// other messages below it and up to the subject's end as last read. A try
+// is written at the expected last subject sequence last, so it lands
+// right after what was read; one that another message beat reads the
+// subject again. The last try writes after whatever is there by then (no
+// expected sequence) and reads the subject again for the first
+// tombstone: until 2026-12-07 every try expected the last sequence read,
+// and a publisher putting messages there without pause made every erase
+// and re-seal fail for as long as it went on.
+func (l *Log) placeTombstone(ctx context.Context, inst events.InstallationID, subj string, t events.Tombstone, others []Removed, last uint64) (*tombEntry, []Removed, error) {
+	var tomb *tombEntry
+	for try := 1; tomb == nil; try++ {
+		if try > maxTombstoneTries {
+			return nil, nil, fmt.Errorf("write tombstone on %s: another message was published there before it %d times, and the last write's answer was lost (subject read through seq %d)", subj, maxTombstoneTries-1, last)
+		}
+		final := try == maxTombstoneTries
+		seq, won, err := l.writeTombstone(ctx, subj, t, last, !final)
+		if err != nil {
+			return nil, nil, err
+		}
+		if won && !final {
+			return &tombEntry{t: t, seq: seq}, others, nil
+		}
+		if tomb, others, last, err = l.scanTombstoneSubject(ctx, inst, subj, 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	return tomb, others, nil
+}
+
 // writeTombstone publishes t on subj at expected last subject sequence
 // last (without expect, after whatever is there), and reports whether
-// it was stored (res then records it); false means another message was
-// there first (or the answer was lost): read the subject again.
-func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone, last uint64, expect bool, res *Erased) (bool, error) {
+// it was stored and at which stream sequence; false means another
+// message was there first (or the answer was lost): read the subject
+// again.
+func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombstone, last uint64, expect bool) (uint64, bool, error) {
 	env, err := events.SealTombstone(l.keys, l.binding(subj), t)
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	msg := &nats.Msg{Subject: subj, Data: env, Header: nats.Header{
 		// The expected last subject sequence alone makes the publish
@@ -442,13 +451,12 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 	}
 	ack, err := l.js.PublishMsg(ctx, msg)
 	if err == nil && !ack.Duplicate {
-		res.Tombstone, res.TombstoneSeq = t, ack.Sequence
-		return true, nil
+		return ack.Sequence, true, nil
 	}
 	if err != nil && !isRace(err) && !Unanswered(err) {
-		return false, fmt.Errorf("eventlog: erase %s: write tombstone on %s: %w", t.Installation, subj, err)
+		return 0, false, fmt.Errorf("write tombstone on %s: %w", subj, err)
 	}
-	return false, nil
+	return 0, false, nil
 }
 
 // scanTombstoneSubject reads every message on inst's tombstone subject

@@ -119,28 +119,14 @@ func (l *Log) copyTombstone(ctx context.Context, inst events.InstallationID, t e
 	if err != nil {
 		return err
 	}
-	for try := 1; ; try++ {
-		tomb, _, last, err := l.scanTombstoneSubject(ctx, inst, subj, 1)
-		if err != nil {
-			return err
-		}
-		if tomb != nil {
-			return nil // an earlier or racing reseal's
-		}
-		if try > maxTombstoneTries {
-			return fmt.Errorf("eventlog: reseal: tombstone of %s on %s: another message was published there before it %d times, and the last write's answer was lost (subject read through seq %d); reseal again", inst, subj, maxTombstoneTries-1, last)
-		}
-		// The last try writes after whatever is there by then (Erase
-		// does the same): a publisher without pause there made every
-		// try fail until 2026-12-07.
-		won, err := l.writeTombstone(ctx, subj, t, last, try < maxTombstoneTries, &Erased{})
-		if err != nil {
-			return fmt.Errorf("eventlog: reseal: tombstone of %s: %w", inst, err)
-		}
-		if won {
-			return nil
-		}
+	tomb, others, last, err := l.scanTombstoneSubject(ctx, inst, subj, 1)
+	if err != nil || tomb != nil {
+		return err // or an earlier or racing reseal's is there
 	}
+	if _, _, err := l.placeTombstone(ctx, inst, subj, t, others, last); err != nil {
+		return fmt.Errorf("eventlog: reseal: tombstone of %s: %w; reseal again", inst, err)
+	}
+	return nil
 }
 
 // Reseal copies src's retained history into dst (see the comment at the
