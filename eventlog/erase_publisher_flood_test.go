@@ -43,16 +43,8 @@ func floodWhile(l *Log, subject string) (stop func() []uint64) {
 // ("another message was published there before it 5 times") for as long
 // as it went on.
 func TestEraseUnderAPublisherOnItsTombstoneSubject(t *testing.T) {
-	l, srv := newLog(t)
+	l, srv, subjA := instAUnderGarbage(t, 1500)
 	ctx := context.Background()
-	writeMixed(t, l, instA)
-	subjA, err := l.TombstoneSubject(instA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 1500 {
-		publishOn(t, l, subjA, []byte("not a tombstone"))
-	}
 	l2 := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	stop := floodWhile(l, subjA)
 	type erased struct {

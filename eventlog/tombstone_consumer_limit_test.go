@@ -18,17 +18,9 @@ import (
 // "maximum consumers limit reached" for as long as the limit was
 // reached, though none of them needs a consumer otherwise.
 func TestTombstoneSubjectScanAtTheConsumerLimit(t *testing.T) {
-	l, srv := newLog(t)
-	ctx := context.Background()
-	writeMixed(t, l, instA)
-	subjA, err := l.TombstoneSubject(instA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const garbage = 20
-	for range garbage {
-		publishOn(t, l, subjA, []byte("not a tombstone"))
-	}
+	l, srv, subjA := instAUnderGarbage(t, garbage)
+	ctx := context.Background()
 	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	if _, err := l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "someone-elses", AckPolicy: jetstream.AckNonePolicy}); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/epochlog/epochlog/events"
+	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/internal/syncbuf"
 )
 
@@ -80,17 +81,9 @@ func TestGarbageOnALiveInstallationsTombstoneSubject(t *testing.T) {
 // message: a publisher adding one message per check made every read of
 // the installation as slow as all it had published.
 func TestGarbageFloodOnATombstoneSubjectIsReadOnce(t *testing.T) {
-	l, srv := newLog(t)
-	ctx := context.Background()
-	writeMixed(t, l, instA)
-	subjA, err := l.TombstoneSubject(instA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const flood = 200
-	for range flood {
-		publishOn(t, l, subjA, []byte("not a tombstone"))
-	}
+	l, srv, subjA := instAUnderGarbage(t, flood)
+	ctx := context.Background()
 	fresh := openLog(t, testConfig(srv), keyring(t, 1, 0x11))
 	if err := fresh.CheckNotErased(ctx, instA); err != nil {
 		t.Fatalf("erased check of the live %s under %d garbage messages: %v", instA, flood, err)
@@ -128,17 +121,9 @@ func TestGarbageFloodOnATombstoneSubjectIsReadOnce(t *testing.T) {
 // Until 2026-12-07 the first check was a message get per message: every
 // fresh process paid the flood in round trips.
 func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
-	l, srv := newLog(t)
-	ctx := context.Background()
-	writeMixed(t, l, instA)
-	subjA, err := l.TombstoneSubject(instA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const flood = 1200
-	for range flood {
-		publishOn(t, l, subjA, []byte("not a tombstone"))
-	}
+	l, srv, subjA := instAUnderGarbage(t, flood)
+	ctx := context.Background()
 	var logs syncbuf.Buffer
 	cfg := testConfig(srv)
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -202,4 +187,22 @@ func TestGarbageFloodOnATombstoneSubjectIsReadInBatches(t *testing.T) {
 	if seqs := tombstoneSubjectSeqs(t, l, subjA); len(seqs) != 1 || seqs[0] != tombSeq {
 		t.Fatalf("tombstone subject after the erase holds %v, want only the tombstone at %d", seqs, tombSeq)
 	}
+}
+
+// instAUnderGarbage writes instA's events on a fresh Log's stream, then
+// n messages that are not its tombstone on its tombstone subject (as
+// anyone who may publish on the stream can): the Log, its server and
+// the subject.
+func instAUnderGarbage(t *testing.T, n int) (*Log, *natstest.Server, string) {
+	t.Helper()
+	l, srv := newLog(t)
+	writeMixed(t, l, instA)
+	subjA, err := l.TombstoneSubject(instA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		publishOn(t, l, subjA, []byte("not a tombstone"))
+	}
+	return l, srv, subjA
 }
