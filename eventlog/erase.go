@@ -467,7 +467,7 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 // The first tombScanGets messages are read with a message get each (a
 // subject holds one message, or none, but where someone published on
 // it); what is left past them is read through a consumer on the subject,
-// tombScanBatch messages a request. Until 2026-12-07 each message was a
+// 256 messages a request (scanRaw). Until 2026-12-07 each message was a
 // get of its own: a publisher who put 10,000 messages there made every
 // fresh process's first check of the installation 10,000 round trips.
 // The Log's reads come from the stream's leader (direct gets stay off:
@@ -515,17 +515,8 @@ func (s *tombScan) gets(ctx context.Context, n int) error {
 
 // tombScanGets is how many messages of a tombstone subject a scan reads
 // with a message get each before it reads the rest through a consumer
-// (which costs a creation and a deletion besides its requests).
+// (which costs its creation besides its requests).
 const tombScanGets = 4
-
-// tombScanBatch is how many messages a scan's consumer asks for in one
-// request (and no more bytes than a read's request: readRequestBytes).
-const tombScanBatch = 256
-
-// maxTombScanFailures bounds how many consumers in a row a scan creates
-// that deliver nothing (a request ended by an error, or unanswered
-// within Config.RequestTimeout).
-const maxTombScanFailures = 3
 
 // tombScan is one scanTombstoneSubject: what it found and where it is.
 type tombScan struct {
@@ -556,124 +547,28 @@ func (s *tombScan) note(seq uint64, data []byte) {
 	}
 }
 
-// batched reads the subject from s.next through s.last through an
-// ephemeral consumer filtered on it (no acks, in memory, one replica),
-// tombScanBatch messages a request, each request bounded by
-// Config.RequestTimeout. A request that fails or delivers nothing
-// costs a new consumer from s.next, whose count of what is left tells
-// messages deleted meanwhile (a racing erase: nothing left, the scan is
-// done) from a lost request; maxTombScanFailures consumers in a row
-// that deliver nothing end the scan with an error naming stream,
-// subject and sequence.
+// batched reads the subject from s.next through s.last through a
+// consumer on it (scanRaw). A consumer the server refuses (the
+// stream's or the account's consumer limit reached, no right to create
+// one) leaves the rest to a get a message, as before the consumer, rather
+// than every read, erased check and erase of the installation failing
+// while the refusal lasts (from a4e15ac until 2026-12-07 they did).
 func (s *tombScan) batched(ctx context.Context) error {
 	l := s.l
-	var cons jetstream.Consumer
-	defer func() { l.deleteScanConsumer(cons) }()
-	var pending uint64 // the subject's messages from s.next on, as the server counted them
-	var lastErr error
-	for failures := 0; s.next <= s.last; {
-		if cons == nil {
-			if failures == maxTombScanFailures {
-				return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s: %d consumers in a row delivered nothing after seq %d (of %d): %w",
-					l.cfg.Stream, s.subj, s.inst, failures, s.next-1, s.last, lastErr)
-			}
-			var err error
-			if cons, err = l.scanConsumer(ctx, s.subj, s.next); err != nil {
-				var ae *jetstream.APIError
-				if errors.As(err, &ae) && !unanswered(err) && ctx.Err() == nil {
-					// Refused (the stream's or the account's consumer
-					// limit reached, no right to create one): the rest
-					// is read a get a message, as it was before the
-					// consumer, rather than every read, erased check
-					// and erase of the installation failing while the
-					// refusal lasts (until 2026-12-07 they did).
-					l.logger.Warn("eventlog: tombstone subject scan: no consumer; reading the rest a message get each",
-						"stream", l.cfg.Stream, "subject", s.subj, "seq", s.next, "left_through", s.last, "err", err)
-					return s.gets(ctx, -1)
-				}
-				return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s: create a consumer from seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next, err)
-			}
-			pending = cons.CachedInfo().NumPending
-		}
-		if pending == 0 {
-			return nil // what is left up to last was deleted meanwhile (a racing erase)
-		}
-		got, n, err := s.fetch(ctx, cons, int(min(pending, tombScanBatch)))
-		if cerr := ctx.Err(); cerr != nil {
-			return fmt.Errorf("eventlog: stream %s: tombstone subject %s of %s after seq %d: %w", l.cfg.Stream, s.subj, s.inst, s.next-1, cerr)
-		}
-		if got > 0 {
-			pending, failures = n, 0
-			if err == nil {
-				continue
-			}
-		} else {
-			failures++
-		}
-		if err == nil {
-			err = fmt.Errorf("no message within %v though %d were pending", l.cfg.RequestTimeout, pending)
-		}
-		lastErr = err
-		l.logger.Debug("eventlog: tombstone subject scan: a request delivered nothing; a new consumer",
-			"stream", l.cfg.Stream, "subject", s.subj, "seq", s.next-1, "err", err)
-		l.deleteScanConsumer(cons)
-		cons = nil
+	err := l.scanRaw(ctx, s.subj, s.next, s.last, func(seq uint64, _ string, data []byte) error {
+		s.note(seq, data)
+		return nil
+	})
+	var ae *jetstream.APIError
+	if err != nil && s.next <= s.last && errors.As(err, &ae) && !unanswered(err) && ctx.Err() == nil {
+		l.logger.Warn("eventlog: tombstone subject scan: no consumer; reading the rest a message get each",
+			"stream", l.cfg.Stream, "subject", s.subj, "seq", s.next, "left_through", s.last, "err", err)
+		return s.gets(ctx, -1)
+	}
+	if err != nil {
+		return fmt.Errorf("eventlog: tombstone subject of %s: %w", s.inst, err)
 	}
 	return nil
-}
-
-// fetch asks cons for up to batch messages and notes those through
-// s.last, and returns how many it got and the server's count of the
-// subject's messages after the last one noted.
-func (s *tombScan) fetch(ctx context.Context, cons jetstream.Consumer, batch int) (got int, pending uint64, err error) {
-	fctx, cancel := context.WithTimeout(ctx, s.l.cfg.RequestTimeout)
-	defer cancel()
-	res, err := cons.Fetch(batch, jetstream.FetchMaxBytes(s.l.readRequestBytes()), jetstream.FetchContext(fctx))
-	if err != nil {
-		return 0, 0, err
-	}
-	for m := range res.Messages() {
-		md, err := m.Metadata()
-		if err != nil {
-			return got, 0, fmt.Errorf("metadata of a message after seq %d: %w", s.next-1, err)
-		}
-		got++
-		if s.next > s.last {
-			continue // past the end: the rest of the batch is not read
-		}
-		pending = md.NumPending
-		s.note(md.Sequence.Stream, m.Data())
-	}
-	return got, pending, res.Error()
-}
-
-// scanConsumer creates the consumer of a tombstone subject scan: subj
-// from stream sequence from, asked again while unanswered (askAgain; a
-// consumer created by a try whose answer was lost is reaped after
-// consumerInactiveThreshold).
-func (l *Log) scanConsumer(ctx context.Context, subj string, from uint64) (jetstream.Consumer, error) {
-	return askAgain(ctx, l, func(ctx context.Context) (jetstream.Consumer, error) {
-		return l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			FilterSubject:     subj,
-			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:       from,
-			AckPolicy:         jetstream.AckNonePolicy,
-			MemoryStorage:     true,
-			Replicas:          1,
-			InactiveThreshold: consumerInactiveThreshold,
-		})
-	})
-}
-
-// deleteScanConsumer deletes cons (nil: none), best effort: the server
-// reaps it after consumerInactiveThreshold otherwise.
-func (l *Log) deleteScanConsumer(cons jetstream.Consumer) {
-	if cons == nil || l.closed.Load() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RequestTimeout)
-	defer cancel()
-	_ = l.stream.DeleteConsumer(ctx, cons.CachedInfo().Name)
 }
 
 // notTombstoneWhy says why a message on a tombstone subject is not the

@@ -313,7 +313,7 @@ func (l *Log) RootKeyUses(ctx context.Context) (map[events.KeyID]*RootKeyUse, er
 		}
 	}
 	tombPrefix := l.cfg.SubjectPrefix + "." + tombstoneToken + "."
-	err := l.scanRaw(ctx, l.cfg.SubjectPrefix+".>", func(seq uint64, subject string, data []byte) error {
+	err := l.scanRaw(ctx, l.cfg.SubjectPrefix+".>", 1, 0, func(seq uint64, subject string, data []byte) error {
 		if strings.HasPrefix(subject, tombPrefix) {
 			id, err := tombstoneKeyID(data)
 			if err != nil {
@@ -404,32 +404,44 @@ func (l *Log) snapshotKeyIDs(ctx context.Context, fn func(events.KeyID)) error {
 	return nil
 }
 
-// scanRaw calls fn with every message on filter that the stream held when
-// it began, in stream order, unopened. Each fetch waits at most
-// ProgressTimeout.
-func (l *Log) scanRaw(ctx context.Context, filter string, fn func(seq uint64, subject string, data []byte) error) error {
-	last, err := l.lastSeq(ctx, []string{filter})
-	if err != nil {
-		return err
-	}
+// scanRaw calls fn with every message on filter from stream sequence
+// from through last (0: the filter's last message when the scan began),
+// in stream order, unopened, through one ordered consumer, 256 messages
+// a request. Each fetch waits at most ProgressTimeout; one that gets
+// nothing asks for the next message on filter, and ends the scan when
+// none is left through last (deleted meanwhile), else with ErrStalled.
+func (l *Log) scanRaw(ctx context.Context, filter string, from, last uint64, fn func(seq uint64, subject string, data []byte) error) error {
 	if last == 0 {
+		var err error
+		if last, err = l.lastSeq(ctx, []string{filter}); err != nil {
+			return err
+		}
+	}
+	from = max(from, 1)
+	if last < from {
 		return nil
 	}
-	cons, err := l.orderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	cons, err := l.orderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{filter},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: consumerInactiveThreshold,
+	})
 	if err != nil {
-		return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
+		return fmt.Errorf("eventlog: stream %s: scan %s from seq %d: %w", l.cfg.Stream, filter, from, err)
 	}
+	next := from
 	for {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(l.cfg.ProgressTimeout), jetstream.FetchMaxBytes(l.readRequestBytes()))
 		if err != nil {
-			return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
+			return fmt.Errorf("eventlog: stream %s: scan %s from seq %d: %w", l.cfg.Stream, filter, next, err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
-				return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
+				return fmt.Errorf("eventlog: stream %s: scan %s from seq %d: %w", l.cfg.Stream, filter, next, err)
 			}
 			seq := md.Sequence.Stream
 			if seq > last {
@@ -441,15 +453,20 @@ func (l *Log) scanRaw(ctx context.Context, filter string, fn func(seq uint64, su
 			if seq == last {
 				return nil
 			}
+			next = seq + 1
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("eventlog: stream %s: scan %s: %w", l.cfg.Stream, filter, err)
-		}
-		if got == 0 {
-			return fmt.Errorf("%w: stream %s: scan %s got nothing for %v before seq %d", ErrStalled, l.cfg.Stream, filter, l.cfg.ProgressTimeout, last)
+			return fmt.Errorf("eventlog: stream %s: scan %s from seq %d: %w", l.cfg.Stream, filter, next, err)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if got == 0 {
+			m, err := l.getMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+			if errors.Is(err, jetstream.ErrMsgNotFound) || err == nil && m.Sequence > last {
+				return nil // what was left through last is gone
+			}
+			return fmt.Errorf("%w: stream %s: scan %s got nothing for %v from seq %d (through %d)", ErrStalled, l.cfg.Stream, filter, l.cfg.ProgressTimeout, next, last)
 		}
 	}
 }
