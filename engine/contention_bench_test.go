@@ -40,16 +40,7 @@ func contendedRound(b *testing.B, attempts int) (ops, lost int) {
 	ctx := context.Background()
 	alice := be.create("alice")
 	be.create("bob")
-	g, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	co, err := alice.AddMembers(ctx, g.GroupID, be.keyPackage("bob"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	be.deliverCommit(co)
-	be.drain("bob")
+	gid := be.groupOf(alice, "bob")
 	var procs []*Installation
 	for i := range 3 {
 		in, err := OpenInstallation(ctx, be.log, "alice", filepath.Join(be.dir, fmt.Sprintf("alice-%d.db", i)), be.keys["alice"],
@@ -69,9 +60,9 @@ func contendedRound(b *testing.B, attempts int) (ops, lost int) {
 			for i := range 60 {
 				var err error
 				if i%10 == 9 {
-					_, err = in.Update(ctx, g.GroupID)
+					_, err = in.Update(ctx, gid)
 				} else {
-					_, err = in.Send(ctx, g.GroupID, []byte("x"), nil)
+					_, err = in.Send(ctx, gid, []byte("x"), nil)
 				}
 				mu.Lock()
 				ops++

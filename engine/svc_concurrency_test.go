@@ -21,16 +21,7 @@ func TestOneGroupFromManyGoroutinesAndTwoProcesses(t *testing.T) {
 	ctx := context.Background()
 	alice := b.create("alice")
 	b.create("bob")
-	g, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := alice.AddMembers(ctx, g.GroupID, b.keyPackage("bob"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.deliverCommit(co)
-	b.drain("bob")
+	gid := b.groupOf(alice, "bob")
 	alice2, err := OpenInstallation(ctx, b.log, "alice", filepath.Join(b.dir, "alice-2.db"), b.keys["alice"], b.opts())
 	if err != nil {
 		t.Fatal(err)
@@ -89,14 +80,14 @@ func TestOneGroupFromManyGoroutinesAndTwoProcesses(t *testing.T) {
 				text := fmt.Sprintf("w%d-%d", w, i)
 				switch {
 				case i%5 == 4:
-					c, err := in.Update(ctx, g.GroupID)
+					c, err := in.Update(ctx, gid)
 					if err != nil {
 						lost(w, nil, err)
 						continue
 					}
 					record(c, nil)
 				case i%5 == 2 && w%2 == 1:
-					res := host.Send(ctx, []SendRequest{{Installation: in, GroupID: g.GroupID, Content: []byte(text)}})
+					res := host.Send(ctx, []SendRequest{{Installation: in, GroupID: gid, Content: []byte(text)}})
 					if res[0].Err != nil {
 						lost(w, res[0].Output, res[0].Err)
 						continue
@@ -106,7 +97,7 @@ func TestOneGroupFromManyGoroutinesAndTwoProcesses(t *testing.T) {
 					mu.Unlock()
 					record(nil, res[0].Output)
 				default:
-					s, err := in.Send(ctx, g.GroupID, []byte(text), nil)
+					s, err := in.Send(ctx, gid, []byte(text), nil)
 					if err != nil {
 						lost(w, s, err)
 						continue
@@ -165,12 +156,12 @@ func TestOneGroupFromManyGoroutinesAndTwoProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ea, aa, err := alice.EpochAuthenticator(ctx, g.GroupID)
+	ea, aa, err := alice.EpochAuthenticator(ctx, gid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, in := range []*Installation{alice2, b.insts["bob"]} {
-		if err := in.CheckEpochAuthenticator(ctx, g.GroupID, ea, aa); err != nil {
+		if err := in.CheckEpochAuthenticator(ctx, gid, ea, aa); err != nil {
 			t.Errorf("%s at epoch %d: %v", in, ea, err)
 		}
 	}
