@@ -73,8 +73,14 @@ type member struct {
 
 func startMember(t *testing.T, p *proc, tr *tracker, known []events.InstallationID) *member {
 	t.Helper()
+	return runMember(t, p, p.bucket.NewMember(p.name), tr, known)
+}
+
+// runMember runs m, a member of p's bucket, as startMember does.
+func runMember(t *testing.T, p *proc, m *Member, tr *tracker, known []events.InstallationID) *member {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	mb := &member{proc: p, m: p.bucket.NewMember(p.name), cancel: cancel, done: make(chan error, 1)}
+	mb := &member{proc: p, m: m, cancel: cancel, done: make(chan error, 1)}
 	go func() { mb.done <- mb.m.Run(ctx, func() []events.InstallationID { return known }, tr.serve(p.name)) }()
 	t.Cleanup(mb.stop)
 	return mb
@@ -89,6 +95,21 @@ func (mb *member) stop() {
 		panic("member " + mb.name + " did not stop")
 	}
 	mb.done <- nil // for a second stop
+}
+
+// shares returns how many of insts each of the member ids owns, by
+// rendezvous over them all (what each holds once the share settled).
+func shares(t *testing.T, b *Bucket, insts []events.InstallationID, ids ...string) map[string]int {
+	t.Helper()
+	owned := map[string]int{}
+	for _, inst := range insts {
+		p, err := b.pseudonym(inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owned[rendezvous(ids, p)]++
+	}
+	return owned
 }
 
 func installations(n int) []events.InstallationID {
@@ -119,16 +140,21 @@ func TestShareSplitsAndTakesOver(t *testing.T) {
 	for _, name := range []string{"A", "B", "C"} {
 		ms = append(ms, startMember(t, newProc(t, cfg, name, "g", testTTL), tr, insts))
 	}
-	eventually(t, "every installation served, by every member's account", func() bool {
-		_, n := tr.servedBy()
-		held := 0
+	// Each serves its share by rendezvous, no more: a member that took
+	// everything before it saw the others holds it all, with every member
+	// seeing three, until it hands the others their shares.
+	owned := shares(t, ms[0].bucket, insts, ms[0].m.ID(), ms[1].m.ID(), ms[2].m.ID())
+	eventually(t, "every member to serve its share, by every member's account", func() bool {
+		by, n := tr.servedBy()
 		for _, mb := range ms {
-			held += len(mb.m.Held())
 			if n, joined := mb.m.Members(); n != 3 || !joined {
 				return false
 			}
+			if len(mb.m.Held()) != owned[mb.m.ID()] || by[mb.name] != owned[mb.m.ID()] {
+				return false
+			}
 		}
-		return n == len(insts) && held == len(insts)
+		return n == len(insts)
 	})
 	tr.check(t)
 	by, _ := tr.servedBy()
@@ -196,15 +222,22 @@ func TestShareHandsOverToNewMember(t *testing.T) {
 	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
 	eventually(t, "A to serve everything", func() bool { _, n := tr.servedBy(); return n == len(insts) })
 	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
+	owned := shares(t, a.bucket, insts, a.m.ID(), b.m.ID())
+	if owned[b.m.ID()] == 0 {
+		t.Skipf("B owns none of %d installations: nothing to hand over", len(insts))
+	}
+	// B's whole share, not its first installation: the hand-over goes on
+	// after B serves one.
 	eventually(t, "B to get its share", func() bool {
 		by, n := tr.servedBy()
-		return n == len(insts) && by["B"] > 0 && len(a.m.Held())+len(b.m.Held()) == len(insts)
+		return n == len(insts) && by["A"] == owned[a.m.ID()] && by["B"] == owned[b.m.ID()] &&
+			len(a.m.Held()) == owned[a.m.ID()] && len(b.m.Held()) == owned[b.m.ID()]
 	})
 	tr.check(t)
 	by, _ := tr.servedBy()
 	t.Logf("after B joined: %v", by)
-	if got := acquisitions(t, telemetry.LeaseFree, b); got != float64(by["B"]) {
-		t.Errorf("B acquired %v as free, serves %d", got, by["B"])
+	if got := acquisitions(t, telemetry.LeaseFree, b); got != float64(owned[b.m.ID()]) {
+		t.Errorf("B acquired %v as free, owns %d", got, owned[b.m.ID()])
 	}
 }
 
@@ -305,7 +338,17 @@ func TestShareMemberHoldsNoMoreThanItsBound(t *testing.T) {
 	insts := installations(12)
 	tr := newTracker()
 	pa := newProc(t, cfg, "A", "g", testTTL)
-	a := &member{proc: pa, m: pa.bucket.NewMember("A"), done: make(chan error, 1)}
+	pb := newProc(t, cfg, "B", "g", testTTL)
+	// A must own more than its bound, or no installation of its share is
+	// left free for B to take (and with fewer than 3, A never reaches
+	// its bound): ids are random, so draw A's until it does.
+	mb := pb.bucket.NewMember("B")
+	ma := pa.bucket.NewMember("A")
+	for shares(t, pa.bucket, insts, ma.ID(), mb.ID())[ma.ID()] <= 3 {
+		ma = pa.bucket.NewMember("A")
+	}
+	beyond := shares(t, pa.bucket, insts, ma.ID(), mb.ID())[ma.ID()] - 3
+	a := &member{proc: pa, m: ma, done: make(chan error, 1)}
 	a.m.SetMaxHeld(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -321,15 +364,17 @@ func TestShareMemberHoldsNoMoreThanItsBound(t *testing.T) {
 		})
 	}()
 	t.Cleanup(a.stop)
-	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
-	eventually(t, "every installation served, A at its bound", func() bool {
+	b := runMember(t, pb, mb, tr, insts)
+	// A counts what is unheld at its passes: the installations B took
+	// as left free may have been counted at the pass before, so its count
+	// must reach 0 after them, not at once.
+	eventually(t, "every installation served, A at its bound, B with what A left free, and A counting none unheld", func() bool {
 		by, n := tr.servedBy()
-		return n == len(insts) && by["A"] == 3 && by["B"] == len(insts)-3
+		return n == len(insts) && by["A"] == 3 && by["B"] == len(insts)-3 &&
+			strings.Count(b.logs.String(), "took an installation its owner left free") >= beyond &&
+			a.m.Unheld() == 0
 	})
 	tr.check(t)
-	if n := a.m.Unheld(); n != 0 {
-		t.Fatalf("A counts %d installations unheld while every one is served", n)
-	}
 
 	b.stop()
 	eventually(t, "B's installations let go", func() bool {
