@@ -182,6 +182,9 @@ func TestClosedInstallationRecordsNothing(t *testing.T) {
 // once descriptors are free again every installation opens and works.
 func TestPoolLowFileLimit(t *testing.T) {
 	if os.Getenv("RTAPI_NOFILE_CHILD") == "" {
+		// A child whose opens all succeed tests nothing of the limit: at
+		// least one must have run out (the fewest spare descriptors do).
+		ranOut := 0
 		for _, extra := range []int{4, 7, 10, 14, 20} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPoolLowFileLimit$", "-test.v", "-test.count=1")
@@ -195,6 +198,17 @@ func TestPoolLowFileLimit(t *testing.T) {
 			if err != nil {
 				t.Fatalf("child: %v", err)
 			}
+			var okN, failedN int
+			for line := range strings.Lines(string(out)) {
+				if _, after, found := strings.Cut(line, ": "); found {
+					if n, _ := fmt.Sscanf(after, "%d succeeded, %d failed", &okN, &failedN); n == 2 && failedN > 0 {
+						ranOut++
+					}
+				}
+			}
+		}
+		if ranOut == 0 {
+			t.Fatal("no child's opens ran out of descriptors: the limits are not low enough to test what the test claims")
 		}
 		return
 	}
