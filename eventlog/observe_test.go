@@ -124,8 +124,11 @@ func TestMetricsOfReconnect(t *testing.T) {
 	defer l.Close()
 
 	srv.Restart()
-	waitUntil(t, "reconnect counted", func() bool {
-		return telemetrytest.Value(t, m, "epochlog_nats_reconnects_total") >= 1 && l.Connected()
+	// The reconnect is counted, then logged: the record is part of the
+	// wait, not read at the moment the count is seen.
+	waitUntil(t, "reconnect counted and logged", func() bool {
+		return telemetrytest.Value(t, m, "epochlog_nats_reconnects_total") >= 1 && l.Connected() &&
+			len(logs.Find(t, "INFO", "connection regained")) > 0
 	})
 	if got := telemetrytest.Value(t, m, "epochlog_nats_disconnects_total"); got < 1 {
 		t.Errorf("disconnects = %v, want at least 1", got)
@@ -169,11 +172,15 @@ func TestMetricsOfLeaderChange(t *testing.T) {
 	mustAppend(t, l, 0, msg(group(instA, "leader"), 1, "x"))
 	c.WaitStreamCurrent(l.Stream())
 	before := telemetrytest.Value(t, m, "epochlog_stream_leader_changes_total")
+	recorded := len(logs.Find(t, "WARN", "eventlog: stream leader "))
 	old := c.StreamLeader(l.Stream())
 	old.Shutdown()
 	defer old.Start()
-	waitUntil(t, "leader change counted", func() bool {
-		return telemetrytest.Value(t, m, "epochlog_stream_leader_changes_total") > before
+	// A change is counted, then logged: the record is part of the wait,
+	// not read at the moment the count is seen.
+	waitUntil(t, "leader change counted and logged", func() bool {
+		return telemetrytest.Value(t, m, "epochlog_stream_leader_changes_total") > before &&
+			len(logs.Find(t, "WARN", "eventlog: stream leader ")) > recorded
 	})
 	var leaders []string
 	for _, r := range logs.Find(t, "WARN", "eventlog: stream leader ") {
