@@ -227,6 +227,19 @@ func containsString(ss []string, s string) bool {
 	return false
 }
 
+// waitForWaits waits (generously) until an acquire of p waits for a slot
+// after before waits: the state a test of what happens while one waits
+// must reach before it checks anything.
+func waitForWaits(t *testing.T, p *Pool, before int64) {
+	t.Helper()
+	for bound := time.Now().Add(3 * time.Minute); p.Stats().Waits <= before; {
+		if time.Now().After(bound) {
+			t.Fatalf("stats %+v: no acquire waited for a slot", p.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestPoolFullWaitsAndNeverClosesInUse(t *testing.T) {
 	f := newPoolFixture(t, 4)
 	p := f.pool(2, 300*time.Millisecond)
@@ -256,6 +269,7 @@ func TestPoolFullWaitsAndNeverClosesInUse(t *testing.T) {
 		}
 	}
 	// A waiting acquire gets the slot the next release frees.
+	waits := p.Stats().Waits
 	got := make(chan error, 1)
 	go func() {
 		// The pool's Wait is short: try again until the release below,
@@ -274,7 +288,7 @@ func TestPoolFullWaitsAndNeverClosesInUse(t *testing.T) {
 			return
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitForWaits(t, p, waits)
 	if err := touch(ctx, a); err != nil {
 		t.Fatalf("%s, in use while another waits, no longer works: %v", a.ID(), err)
 	}
@@ -620,6 +634,7 @@ func TestPoolAcquireManyWithHost(t *testing.T) {
 	}
 	// All three slots held: a batch needing another waits, holding none of
 	// its installations, until the release.
+	waits := p.Stats().Waits
 	got := make(chan error, 1)
 	go func() {
 		ins, rel, err := p.AcquireMany(ctx, []events.InstallationID{f.ids[3], f.ids[0]})
@@ -629,7 +644,7 @@ func TestPoolAcquireManyWithHost(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitForWaits(t, p, waits)
 	for _, in := range ins {
 		if err := touch(ctx, in); err != nil {
 			t.Fatalf("%s, held, no longer works: %v", in.ID(), err)
