@@ -260,7 +260,10 @@ func TestLostAnswerInFlightThenAccountFullIsUnknown(t *testing.T) {
 			return
 		}
 	}
-	t.Log("no round stored the pending event; nothing shown")
+	// Five rounds of a plain refusal with nothing stored show nothing
+	// (each would pass a product that never says ErrOutcomeUnknown): a
+	// failure, not a pass.
+	t.Fatal("no round of 5 decided (each enqueue ended in a plain refusal, its message not stored): nothing shown")
 }
 
 // lostAnswerInFlightThenAccountFull is one round of
