@@ -37,17 +37,18 @@ func TestBucketCreatedAgainWithShorterTTL(t *testing.T) {
 	// A's leases end: at its next pass now, or once not renewed.
 	eventually(t, "A to give up what it held in the deleted bucket", func() bool { return len(a.m.Held()) == 0 })
 	newProc(t, cfg, "C", "g", time.Second) // creates it again
-	// Two passes of A, which must take nothing there.
+	// Two passes of A, which must take nothing there. (Checked before B
+	// starts: once B serves everything, A serves nothing in any case.)
 	time.Sleep(2 * a.bucket.RenewEvery())
+	if by, _ := tr.servedBy(); by["A"] != 0 || len(a.m.Held()) != 0 {
+		t.Fatalf("A serves %d installations (holds %d) in a bucket created again with another TTL", by["A"], len(a.m.Held()))
+	}
 	startMember(t, newProc(t, cfg, "B", "g", 0), tr, insts)
 	eventually(t, "B to serve everything", func() bool {
 		by, n := tr.servedBy()
 		return n == len(insts) && by["B"] == len(insts)
 	})
 	tr.check(t)
-	if by, _ := tr.servedBy(); by["A"] != 0 {
-		t.Fatalf("A serves %d installations in a bucket created again with another TTL", by["A"])
-	}
 	if _, err := svc.bucket.Acquire(ctx, events.InstallationID("other")); !errors.Is(err, ErrBucketMismatch) {
 		t.Fatalf("Acquire on a bucket created again: %v, want ErrBucketMismatch", err)
 	}
