@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,9 +60,23 @@ func TestShareStoppedFollowerResumes(t *testing.T) {
 	}
 	var victim, other *shareProc
 	var lost []events.InstallationID
-	waitFor(t, 2*time.Minute, "both followers to share the read models", func() bool {
+	// Who holds what must also have stayed the same for two renewal
+	// periods: a follower that took every read model before it saw the
+	// other holds them all, both seeing two members, until it hands the
+	// other its share, and may hand all it holds over between this wait
+	// and its stop (then nothing of the stopped follower's is taken over).
+	var prev map[events.InstallationID]string
+	var stable time.Time
+	waitFor(t, 2*time.Minute, "both followers to share the read models, settled", func() bool {
 		hs := holders()
 		if hs == nil || procs[0].memberID(t) == "" || procs[1].memberID(t) == "" || procs[0].members(t) != 2 || procs[1].members(t) != 2 {
+			return false
+		}
+		if !maps.Equal(hs, prev) {
+			prev, stable = hs, time.Now()
+			return false
+		}
+		if time.Since(stable) < 2*bucket.RenewEvery() {
 			return false
 		}
 		for i, p := range procs {
