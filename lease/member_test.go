@@ -221,11 +221,15 @@ func TestShareHandsOverToNewMember(t *testing.T) {
 	tr := newTracker()
 	a := startMember(t, newProc(t, cfg, "A", "g", testTTL), tr, insts)
 	eventually(t, "A to serve everything", func() bool { _, n := tr.servedBy(); return n == len(insts) })
-	b := startMember(t, newProc(t, cfg, "B", "g", testTTL), tr, insts)
-	owned := shares(t, a.bucket, insts, a.m.ID(), b.m.ID())
-	if owned[b.m.ID()] == 0 {
-		t.Skipf("B owns none of %d installations: nothing to hand over", len(insts))
+	// B must own some of them, or nothing is handed over: ids are random,
+	// so draw B's until it does.
+	pb := newProc(t, cfg, "B", "g", testTTL)
+	mb := pb.bucket.NewMember("B")
+	for shares(t, a.bucket, insts, a.m.ID(), mb.ID())[mb.ID()] == 0 {
+		mb = pb.bucket.NewMember("B")
 	}
+	b := runMember(t, pb, mb, tr, insts)
+	owned := shares(t, a.bucket, insts, a.m.ID(), b.m.ID())
 	// B's whole share, not its first installation: the hand-over goes on
 	// after B serves one.
 	eventually(t, "B to get its share", func() bool {
