@@ -258,12 +258,13 @@ func TestPoolLowFileLimit(t *testing.T) {
 		})
 	}
 	// Wait until every acquire has succeeded or failed.
-	for deadline := time.Now().Add(3 * time.Minute); ; {
-		failed := int(p.Stats().OpenErrors)
-		if int(ok.Load())+failed >= n || time.Now().After(deadline) {
-			break
-		}
+	settled := false
+	for deadline := time.Now().Add(3 * time.Minute); !settled && time.Now().Before(deadline); {
+		settled = int(ok.Load())+int(p.Stats().OpenErrors) >= n
 		time.Sleep(10 * time.Millisecond)
+	}
+	if !settled {
+		t.Errorf("three minutes on, %d of %d acquires succeeded and %d failed: the rest neither", ok.Load(), n, p.Stats().OpenErrors)
 	}
 	close(hold)
 	wg.Wait()
