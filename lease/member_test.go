@@ -258,16 +258,7 @@ func TestShareTakesWhatTheOwnerDoesNotKnow(t *testing.T) {
 	// owner: at once if A saw B before it took anything, else after it
 	// handed the share to B. (A that serves everything before it sees B
 	// is not the case under test.)
-	bShare := 0
-	for _, inst := range insts {
-		p, err := a.bucket.pseudonym(inst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rendezvous([]string{a.m.ID(), b.m.ID()}, p) == b.m.ID() {
-			bShare++
-		}
-	}
+	bShare := shares(t, a.bucket, insts, a.m.ID(), b.m.ID())[b.m.ID()]
 	eventually(t, "A to see B and serve every installation, B's share as left free by its owner", func() bool {
 		by, n := tr.servedBy()
 		na, _ := a.m.Members()
