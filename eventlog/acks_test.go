@@ -304,6 +304,12 @@ func TestAppendBulkAcrossRestart(t *testing.T) {
 		done <- o
 	}()
 	waitUntil(t, "a tenth of the events stored", func() bool { return streamMsgs(t, l) >= uint64(len(ts)/10) })
+	// The restart must hit the append under way, or it tests nothing.
+	select {
+	case o := <-done:
+		t.Fatalf("AppendBulk returned (%v) before the restart: it tested nothing", o.err)
+	default:
+	}
 	srv.Restart()
 	var o outcome
 	select {
