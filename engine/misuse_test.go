@@ -182,6 +182,10 @@ func TestClosedInstallationRecordsNothing(t *testing.T) {
 // once descriptors are free again every installation opens and works.
 func TestPoolLowFileLimit(t *testing.T) {
 	if os.Getenv("RTAPI_NOFILE_CHILD") == "" {
+		// As the child would, which then tests nothing.
+		if _, err := os.ReadDir("/proc/self/fd"); err != nil {
+			t.Skipf("no /proc/self/fd, where the child counts its descriptors: %v", err)
+		}
 		// A child whose opens all succeed tests nothing of the limit: at
 		// least one must have run out (the fewest spare descriptors do).
 		ranOut := 0
