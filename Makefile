@@ -10,7 +10,9 @@ DEMO_DIR  ?= .epochlog/demo
 # Test packages run at once: at least 4, whatever the cores. Most tests
 # wait on servers (elections, timeouts, kills) far more than they compute,
 # so on 2 cores 4 at once took `make test` from about 400 to 230 seconds
-# of testing; the longest package, engine, then sets the pace.
+# of testing (`make test TEST_P=2` against `make test`, from the first
+# test's start to the last result in `go test -json`, 2026-12-07); the
+# longest package, engine, then sets the pace.
 TEST_P    ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2); echo $$(( n < 4 ? 4 : n )))
 
 .PHONY: all build test test-race lint vet fmt-check staticcheck bench bench-smoke bench-append-pinned plots plots-only fuzz soak demo examples clean
