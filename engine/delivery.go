@@ -511,7 +511,8 @@ func (d *Deliveries) readQueue(ctx context.Context, q *queue) error {
 }
 
 // queueRecordHook, when set (by tests only), sees each event a queue
-// reads from the log before it is recorded.
+// reads from the log before it is recorded. A test that sets it must not
+// call t.Parallel.
 var queueRecordHook func(eventlog.Record)
 
 // queueGets is how many new events of a queue are read with message gets

@@ -83,6 +83,7 @@ func TestFanOutBatchKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes; not with -short")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	b := newBackend(t)
 	b.create(bob)
@@ -145,6 +146,7 @@ func TestFanOutBatchesAcrossStreamLeaderChanges(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a three-node cluster; not with -short")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	c := natstest.StartCluster(t, 3)
 	l := logtest.Open(t, logtest.ClusterConfig(c.URL()), logtest.Keyring(t, 1, 0x5a))
@@ -230,6 +232,7 @@ func TestFanOutBatchesWhileAStreamLeaderDies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills cluster nodes, an election each; not with -short")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	c := natstest.StartProcessCluster(t, 3)
 	ring := logtest.Keyring(t, 1, 0x5a)

@@ -43,6 +43,7 @@ func unmuteLater(p *lossyProxy) {
 // idempotency key, so only the event's message id keeps it from landing
 // twice.
 func TestDeliveriesDecideAppendsWhoseAnswerWasLost(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	b, proxy, direct := lossyBackend(t)
 	const ch = "lossy"

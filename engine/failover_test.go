@@ -85,6 +85,7 @@ func TestFailoverStreamLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("shuts down cluster nodes for a minute or more; not with -short")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	rounds := failoverRounds(t)
 	c := natstest.StartCluster(t, 3)
 	l := logtest.Open(t, logtest.ClusterConfig(c.URL()), logtest.Keyring(t, 1, 0x5a))

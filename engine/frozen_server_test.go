@@ -24,6 +24,7 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	srv := natstest.StartProcess(t)
 	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
@@ -178,6 +179,7 @@ func TestOutcomeUnknownCommitStaysDeliverable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	srv, alice, bob, g := frozenPair(t)
 	before, _ := alice.Epoch(ctx, g)
@@ -296,6 +298,7 @@ func TestHostSendOutcomeUnknownCarriesTheMessage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	srv, alice, _, g := frozenPair(t)
 	h := NewHost(alice.log, nil, nil)

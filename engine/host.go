@@ -776,7 +776,8 @@ func (c *committer) run(q *aggQueue) {
 func (c *committer) wait() { c.wg.Wait() }
 
 // projectFromMemory lets project apply known events from memory
-// (projectKnown); tests switch it off to exercise the reads.
+// (projectKnown); tests switch it off to exercise the reads, and must not
+// call t.Parallel when they do.
 var projectFromMemory = true
 
 // scanDensity: a batch's read-back scans the whole stream over its range

@@ -442,6 +442,7 @@ func TestHostReadsBack(t *testing.T) {
 // and what the call did not settle is delivered by the next one; every
 // message is in every read model once.
 func TestHostDeliverAcrossServerRestart(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	b := newBackend(t)
 	g1, _ := setupGroups(t, b)
 	h := NewHost(b.log, b.del, nil)

@@ -408,7 +408,8 @@ func CreateInstallation(ctx context.Context, l *eventlog.Log, id events.Installa
 }
 
 // createdHook, when set (by tests only), runs in CreateInstallation once
-// installation.created is durable, before the read model applies it.
+// installation.created is durable, before the read model applies it. A
+// test that sets it must not call t.Parallel.
 var createdHook func()
 
 // OpenInstallation opens an existing installation: it opens the read model

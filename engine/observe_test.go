@@ -320,6 +320,7 @@ func (o *observedBackend) restart2(id events.InstallationID) {
 // events until it is answered: each retry counts (reason lost_answer or
 // no_leader) and is logged at Warn; the enqueue lands once.
 func TestMetricsOfLostAnswer(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	o := newObservedBackend(t)
 	ctx := context.Background()
 	if _, _, err := o.del.Enqueue(ctx, Enqueue{Recipient: alice, Channel: "q", Payload: []byte("one")}); err != nil {

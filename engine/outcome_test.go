@@ -204,6 +204,7 @@ func TestOperationRefusedAppendIsNotRetried(t *testing.T) {
 // server forever holding the installation's lock; nothing was recorded,
 // and once the server is back the group goes on from where it was.
 func TestOperationReturnsWithTheServerGone(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers; sets no package variable
 	ctx := context.Background()
 	b := newBackend(t)
 	opts := b.opts()

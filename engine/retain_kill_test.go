@@ -75,6 +75,8 @@ func TestRetainKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes; not with -short")
 	}
+	t.Parallel() // mostly waits on its own servers; sets no package variable
+
 	steps := -1 // counted by the first round, which runs to the end
 	for round := 0; steps < 0 || round <= steps; round++ {
 		killAfter := round // 0: no kill
