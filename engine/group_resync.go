@@ -108,9 +108,8 @@ func (in *Installation) CheckEpochAuthenticator(ctx context.Context, groupID []b
 //     all: processing it goes on and says why), or it derives the same
 //     epoch.
 //
-// Until 2026-12-06 every such commit was a *ForkError, even one whose
-// epoch state was gone, which any bytes naming that epoch could raise,
-// and one that only came second to another member's commit.
+// Only the first is a *ForkError: were an unauthenticated commit one, any
+// bytes naming a retired epoch could raise it.
 func (in *Installation) competingCommit(ctx context.Context, groupID []byte, ep uint64, m *mls.MLSMessage) error {
 	eps, err := in.db.Epochs(ctx, groupID)
 	if err != nil {

@@ -189,8 +189,8 @@ type Installation struct {
 // Otherwise an older schema is migrated only once the file is known to be id's
 // (op, "open" or "create", names the call in ErrWrongReadModel): the file
 // is opened as it is first (projections.Options.NoMigrate), and one of
-// another schema opened again to migrate it. Until 2026-12-07 another
-// installation's older file was migrated in place, then refused.
+// another schema opened again to migrate it, so another installation's
+// older file is refused untouched rather than migrated, then refused.
 //
 // A file that migrated in place would lose the own commit or message
 // outputs it applied without keeping them (projections.ErrOutputsNotKept:
@@ -226,7 +226,7 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 	if errors.Is(err, projections.ErrOutputsNotKept) {
 		// Under the lock taken above, throughout: no other process of
 		// the installation opens the file half migrated, nor migrates it
-		// again. Until 2026-12-07 it was let go of around the replay.
+		// again.
 		if err := migrateByReplay(ctx, l, id, dbPath, key, opts, lk, err); err != nil {
 			lk.Unlock()
 			return nil, nil, err
