@@ -222,8 +222,7 @@ type Config struct {
 	// ErrNoStream) while the Log may still write: for a tool that works
 	// on an existing log (snapshots, retention, erase, re-seal), where a
 	// missing stream means a mistyped name or a store the server could not
-	// load, and creating an empty one would hide it. Until 2026-12-06
-	// those tools created it.
+	// load, and creating an empty one would hide it.
 	NoCreate bool
 
 	// ResolveActive makes Open look Stream up in the metadata bucket

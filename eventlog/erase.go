@@ -37,10 +37,10 @@ import (
 // the erase resumes); every other (not a tombstone, another
 // installation's, a copy) is named in Erased.Removed and deleted, after
 // the tombstone is written at the subject's last sequence Erase saw
-// (until 2026-12-07 it was written only at sequence 0, so one such
-// message blocked the erase for good). Reads pass over such a message
-// (Tombstone reads the whole subject, a Warn log names it): the
-// installation is erased only if a message there opens as its tombstone.
+// (not only at sequence 0, where one such message would block the erase
+// for good). Reads pass over such a message (Tombstone reads the whole
+// subject, a Warn log names it): the installation is erased only if a
+// message there opens as its tombstone.
 
 // tombstoneToken is the second subject token of tombstones. Installation
 // pseudonyms are 26 characters, so it never names an installation.
@@ -144,9 +144,8 @@ func (l *Log) Tombstone(ctx context.Context, inst events.InstallationID) (t even
 // that opens as inst's tombstone is its tombstone (one published after
 // it does not hide it). None: inst is not erased, and each such message
 // is logged (Warn, once per Log) with how to delete it; reads of the installation go
-// on. Until 2026-12-07 every read of a live installation with one last
-// on its tombstone subject failed for good (a *RecordError), and the
-// documented remedy, erase, would have erased it.
+// on rather than fail: a failed read would block a live installation
+// for good, and erase, the obvious remedy, would erase it.
 func (l *Log) tombstoneBehind(ctx context.Context, inst events.InstallationID, subj string, last uint64) (events.Tombstone, uint64, bool, error) {
 	l.mu.Lock()
 	through, ok := l.notTombs[inst]
@@ -155,9 +154,9 @@ func (l *Log) tombstoneBehind(ctx context.Context, inst events.InstallationID, s
 		return events.Tombstone{}, 0, false, nil
 	}
 	// What was read is not read again: a tombstone is written after what
-	// its eraser saw, so one there now is past through (until 2026-12-07
-	// each message published there made the next read read the whole
-	// subject again, a request a message).
+	// its eraser saw, so one there now is past through. Otherwise each
+	// message published there would make the next read read the whole
+	// subject again, a request a message.
 	from := uint64(1)
 	if ok {
 		from = through + 1
@@ -313,9 +312,9 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	// What else is on the subject goes: the tombstone, written after it
 	// (or found before it), already decides every read. Those before the
 	// tombstone go in one purge: none of them opens as a tombstone (it is
-	// the first there that does), and none can be stored below it since
-	// (until 2026-12-07 a delete each: a flood put there cost the erase a
-	// request a message). Those after it, a delete each.
+	// the first there that does), and none can be stored below it since,
+	// so a flood put there does not cost the erase a request a message.
+	// Those after it, a delete each.
 	below := 0
 	for _, m := range others {
 		if m.Seq < res.TombstoneSeq {
@@ -401,8 +400,8 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 // right after what was read; one that another message beat reads the
 // subject again. The last try writes after whatever is there by then (no
 // expected sequence) and reads the subject again for the first
-// tombstone: until 2026-12-07 every try expected the last sequence read,
-// and a publisher putting messages there without pause made every erase
+// tombstone: were every try to expect the last sequence read, a
+// publisher putting messages there without pause would make every erase
 // and re-seal fail for as long as it went on.
 func (l *Log) placeTombstone(ctx context.Context, inst events.InstallationID, subj string, t events.Tombstone, others []Removed, last uint64) (*tombEntry, []Removed, error) {
 	var tomb *tombEntry
@@ -467,9 +466,9 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 // The first tombScanGets messages are read with a message get each (a
 // subject holds one message, or none, but where someone published on
 // it); what is left past them is read through a consumer on the subject,
-// 256 messages a request (scanRaw). Until 2026-12-07 each message was a
-// get of its own: a publisher who put 10,000 messages there made every
-// fresh process's first check of the installation 10,000 round trips.
+// 256 messages a request (scanRaw), so that a publisher who put 10,000
+// messages there does not make every fresh process's first check of the
+// installation 10,000 round trips.
 // The Log's reads come from the stream's leader (direct gets stay off:
 // stream.go), and both paths do.
 func (l *Log) scanTombstoneSubject(ctx context.Context, inst events.InstallationID, subj string, from uint64) (tomb *tombEntry, others []Removed, last uint64, err error) {
@@ -550,9 +549,9 @@ func (s *tombScan) note(seq uint64, data []byte) {
 // batched reads the subject from s.next through s.last through a
 // consumer on it (scanRaw). A consumer the server refuses (the
 // stream's or the account's consumer limit reached, no right to create
-// one) leaves the rest to a get a message, as before the consumer, rather
-// than every read, erased check and erase of the installation failing
-// while the refusal lasts (from a4e15ac until 2026-12-07 they did).
+// one) leaves the rest to a get a message rather than every read,
+// erased check and erase of the installation failing while the refusal
+// lasts.
 func (s *tombScan) batched(ctx context.Context) error {
 	l := s.l
 	err := l.scanRaw(ctx, s.subj, s.next, s.last, func(seq uint64, _ string, data []byte) error {

@@ -43,8 +43,8 @@ type Record struct {
 // See ReadInstallations for the checks made on every record. An erased
 // installation is its *ErasedError (ErrErased), whatever fromSeq: from
 // the start it is checked before reading, from later when the read
-// delivered nothing of it (until 2026-12-07 that returned nothing and no
-// error).
+// delivered nothing of it, which would otherwise return nothing and no
+// error.
 func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, false, fn)
 }
@@ -55,9 +55,9 @@ func (l *Log) Read(ctx context.Context, inst events.InstallationID, fromSeq uint
 // nothing and delivers nothing twice: delivery resumes after the last
 // sequence handed to fn. An erase of the installation (Erase) ends it
 // with an *ErasedError (ErrErased) as soon as the tombstone is written:
-// the follow reads the tombstone's subject too (until 2026-12-07 it
-// waited, for good, on subjects the erase had purged). One erased before
-// Follow is called ends it at once, whatever fromSeq.
+// the follow reads the tombstone's subject too, or it would wait, for
+// good, on subjects the erase purged. One erased before Follow is called
+// ends it at once, whatever fromSeq.
 func (l *Log) Follow(ctx context.Context, inst events.InstallationID, fromSeq uint64, fn func(Record) error) error {
 	return l.scan(ctx, []events.InstallationID{inst}, fromSeq, true, fn)
 }
@@ -143,8 +143,8 @@ type reader struct {
 // silentErased is what ends a read from past the start (fromSeq > 1)
 // that finished with err (nil, or stalled): the *ErasedError of one of
 // its installations it delivered nothing of, if one has a tombstone
-// (its events are purged: such a read found nothing and said nothing,
-// until 2026-12-07). A read from the start checks before it begins; one
+// (its events are purged: such a read finds nothing and would say
+// nothing). A read from the start checks before it begins; one
 // that delivered records of every installation asks nothing.
 func (r *reader) silentErased(ctx context.Context, err error) error {
 	if r.from <= 1 || (err != nil && !errors.Is(err, ErrStalled)) {
@@ -179,7 +179,7 @@ func (l *Log) scan(ctx context.Context, insts []events.InstallationID, fromSeq u
 		for _, inst := range r.insts {
 			// One erased already ends it at once: a follow from past
 			// its tombstone (a checkpoint after it) would never be
-			// delivered it (until 2026-12-07 it waited for good).
+			// delivered it, and would wait for good.
 			if err := l.CheckNotErased(ctx, inst); err != nil {
 				return err
 			}
@@ -504,8 +504,8 @@ func (r *reader) deliver(ctx context.Context, seq uint64, subject string, data [
 // sequence seq on subject) and returns the *ErasedError that ends the
 // follow. A message there that does not open as inst's tombstone (anyone
 // who may publish on the stream's subjects can put one there) is passed
-// over with a Warn log naming it: the installation is not erased by it
-// (until 2026-12-07 it ended the follow with a *RecordError).
+// over with a Warn log naming it: the installation is not erased by it,
+// and a *RecordError would end a follow of a live installation.
 func (r *reader) erased(inst events.InstallationID, seq uint64, subject string, data []byte) error {
 	l := r.l
 	t, err := events.OpenTombstone(l.keys, inst, l.binding(subject), data)

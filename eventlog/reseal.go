@@ -112,8 +112,8 @@ func OpenBeside(ctx context.Context, src *Log, stream, subjectPrefix string, key
 // tombstone subject in l, the target, unless one is there: after the
 // subject's last message (anyone who may publish on the target's
 // subjects can put one there that is not a tombstone; reads pass over
-// it). Until 2026-12-07 it was written only at subject sequence 0, and
-// one such message failed every reseal for good.
+// it), not only at subject sequence 0, where one such message would fail
+// every reseal for good.
 func (l *Log) copyTombstone(ctx context.Context, inst events.InstallationID, t events.Tombstone) error {
 	subj, err := l.TombstoneSubject(inst)
 	if err != nil {

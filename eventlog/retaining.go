@@ -133,8 +133,7 @@ func (l *Log) MarkRetention(ctx context.Context, inst events.InstallationID, m R
 // the caller's read that found the forged one and this write (compare-
 // and-set on the forged mark's revision). Through MarkRetention a
 // genuine mark written meanwhile at m's checkpoint would be replaced,
-// its cutoffs lost (until 2026-12-07, replay's replacement of a forged
-// mark).
+// its cutoffs lost.
 func (l *Log) ReplaceForgedRetentionMark(ctx context.Context, inst events.InstallationID, m RetentionMark) (bool, error) {
 	return l.markRetention(ctx, inst, m, true)
 }
@@ -150,7 +149,7 @@ func (l *Log) markRetention(ctx context.Context, inst events.InstallationID, m R
 	}
 	// An erased installation gets no mark: Erase purges its marks after
 	// writing its tombstone, so one written while it ran is purged by it
-	// or found below (until 2026-12-07 it stayed).
+	// or found below, rather than outliving the erase.
 	if err := l.CheckNotErased(ctx, inst); err != nil {
 		return false, fmt.Errorf("eventlog: mark %s retained at %d: %w", inst, m.Checkpoint, err)
 	}
@@ -184,7 +183,7 @@ func (l *Log) markRetention(ctx context.Context, inst events.InstallationID, m R
 		if found && prev.Checkpoint == m.Checkpoint {
 			// Another retention at this checkpoint (another copy of the
 			// read model): the later cutoff of each kind stays, what
-			// either deleted (until 2026-12-07 the last writer's).
+			// either deleted; the last writer's alone could understate it.
 			w.Messages, w.Delivery = laterOf(w.Messages, prev.Messages), laterOf(w.Delivery, prev.Delivery)
 		}
 		v := fmt.Sprintf("%d.%d.%d", w.Checkpoint, unixNanos(w.Messages), unixNanos(w.Delivery))

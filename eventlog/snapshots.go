@@ -154,8 +154,8 @@ func (l *Log) PutSealedSnapshot(ctx context.Context, inst events.InstallationID,
 	// An erased installation gets no snapshot: Erase deletes its
 	// snapshots after writing its tombstone, so one stored while it ran
 	// is deleted by it (stored before its listing) or found here
-	// (stored after its tombstone). Until 2026-12-07 a snapshot made
-	// while an erase ran (a follower's) was stored and stayed.
+	// (stored after its tombstone): a snapshot made while an erase runs
+	// (a follower's) must not outlive it.
 	if err := l.CheckNotErased(ctx, inst); err != nil {
 		return SnapshotRef{}, fmt.Errorf("eventlog: put snapshot of %s at %d: %w", inst, checkpoint, err)
 	}
@@ -230,10 +230,10 @@ func (l *Log) Snapshots(ctx context.Context, inst events.InstallationID) ([]Snap
 // another name) is not reading the installation's object) or
 // events.ErrTampered (content that does not match its digest): anyone
 // who may write to the bucket can put such an object under the
-// installation's names (until 2026-12-07 they failed with the client's
-// error, which callers passing over objects that are not snapshots did
-// not know: every snapshot, prune and retain of the installation failed
-// on one for good).
+// installation's names, and callers pass over objects that are not
+// snapshots by these errors: with the client's error instead, every
+// snapshot, prune and retain of the installation would fail on one for
+// good.
 func (l *Log) SealedSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
 	return l.sealedSnapshot(ctx, inst, checkpoint, nil)
 }
@@ -333,9 +333,9 @@ var errLongerThanMeta = errors.New("holds more than its metadata says")
 // first bytes say. No more than the size the object's metadata gives is
 // read, and one byte: content past it (errLongerThanMeta) is not what
 // was stored as the object, which the object store's reader does not
-// check (until 2026-12-07 such content, put there by whoever may write
-// to the bucket, was read to its end: held in memory whole, under a
-// deadline computed from the size the metadata gives).
+// check: such content, put there by whoever may write to the bucket,
+// would otherwise be held in memory whole, under a deadline computed
+// from the size the metadata gives.
 func readObject(ctx context.Context, os jetstream.ObjectStore, name string, header func([]byte, uint64) error) ([]byte, error) {
 	res, err := os.Get(ctx, name)
 	if err != nil {
@@ -382,9 +382,8 @@ func readObject(ctx context.Context, os jetstream.ObjectStore, name string, head
 // events.ErrUnknownKey). An object whose clear header already says it
 // does not open (events.CheckSnapshotHeader) is not fetched past it:
 // garbage put under the installation's names costs its first chunk, not
-// its whole size (until 2026-12-07 every such object was downloaded
-// whole). One whose header passes (any snapshot's header copied onto it)
-// is fetched whole, as a snapshot is.
+// its whole size. One whose header passes (any snapshot's header copied
+// onto it) is fetched whole, as a snapshot is.
 func (l *Log) OpenSnapshot(ctx context.Context, inst events.InstallationID, checkpoint uint64) ([]byte, error) {
 	sealed, err := l.sealedSnapshot(ctx, inst, checkpoint, func(h []byte, size uint64) error {
 		return events.CheckSnapshotHeader(l.keys, inst, h, size)
@@ -435,8 +434,8 @@ func (l *Log) ChainLink(ctx context.Context, inst events.InstallationID, seq uin
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// An erased installation's events are purged on purpose: what
 		// is left of it is its read model, not a history that lost an
-		// event (until 2026-12-07 a snapshot of it said ErrMissingEvent,
-		// exit 3, sending the operator after lost events).
+		// event: ErrMissingEvent (exit 3) would send the operator after
+		// lost events.
 		if eerr := l.CheckNotErased(ctx, inst); eerr != nil {
 			return events.Link{}, eerr
 		}

@@ -104,8 +104,8 @@ func (r *reader) watch(ctx context.Context, it jetstream.MessagesContext, filter
 // that holds no event at all has its tombstone subject asked too: an
 // erase purges the events it would look at, and its tombstone, stored
 // but undelivered (the consumer cannot load it), would otherwise leave
-// the follow idle for good (until 2026-12-07). An installation with
-// events costs no request more.
+// the follow idle for good. An installation with events costs no
+// request more.
 func (w *watchdog) pending(ctx context.Context, filters []string, end uint64, follow bool) (bool, error) {
 	next := w.next.Load()
 	if !follow {
@@ -156,8 +156,8 @@ func (w *watchdog) stalled() error {
 // idle follow's progress over to the reader. A run that made none (its
 // start is not progress) carries nothing: a follow whose consumers each
 // stall on an event they do not deliver ends once the stalls outlast
-// Config.ProgressTimeout (until 2026-12-07 each new consumer counted as
-// progress, and the follow tried again for good).
+// Config.ProgressTimeout; were each new consumer to count as progress,
+// the follow would try again for good.
 func (w *watchdog) done() {
 	w.stopOnce.Do(func() { close(w.quit) })
 	w.mu.Lock()
