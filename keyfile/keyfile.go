@@ -145,10 +145,10 @@ func judgePrivate(path, what string, fi fs.FileInfo) error {
 // readPrivate reads the secret file at path (what names it in errors)
 // once CheckPrivate's rules pass. A regular file is opened first and the
 // rules applied to the open file, which is the one read: a file put in
-// its place between a check and a read (until 2026-12-07 the path was
-// checked, then opened again) is not read unjudged. Anything else (a
-// FIFO) is checked, then read as ReadSecretFile reads it. An error of
-// the rules is returned as it is; one of reading says reading first.
+// its place between a check and a read is not read unjudged. Anything
+// else (a FIFO) is checked, then read as ReadSecretFile reads it. An
+// error of the rules is returned as it is; one of reading says reading
+// first.
 func readPrivate(path, what, reading string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
