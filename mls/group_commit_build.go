@@ -45,9 +45,8 @@ type CommitOptions struct {
 // commit of a ReInit's successor: opts from PrepareReinitialize, and g
 // at epoch 0 still holding its predecessor's resumption PSK lent for a
 // reinit. The options reused for a later commit of the successor (at
-// epoch 1 on, the PSK gone) or for another new group are checked as any
-// (until 2026-12-07 they skipped the checks on made extensions for
-// good).
+// epoch 1 on, the PSK gone) or for another new group are checked as any,
+// or reusing them would skip the checks on made extensions for good.
 func (g *Group) reinitFirstCommit(opts CommitOptions) bool {
 	return opts.fromReInit && g.ctx.Epoch == 0 && len(g.lent) == 1 && g.lent[0].usage == ResumptionPSKUsageReInit
 }
