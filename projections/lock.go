@@ -261,12 +261,11 @@ func sanitize(s string, max int) string {
 // resolved: of the file when it exists, else of its directory. Every
 // operation that writes a read model (a lock, a rebuild's swap) works on
 // this name, so that a link to the database changes the database, not the
-// link (until 2026-12-06 a rebuild through a link replaced the link with
-// the rebuilt file and left the database as it was). A link to a file
-// that is not there names that file, to be created in its directory,
-// which must exist: a missing one (a volume not mounted) is an error
-// naming the link (until 2026-12-07 such a link was taken as the file
-// itself, and a rebuild replaced it).
+// link (a rebuild through a link would replace the link with the rebuilt
+// file and leave the database as it was). A link to a file that is not
+// there names that file, to be created in its directory, which must
+// exist: a missing one (a volume not mounted) is an error naming the
+// link, not taken as the file itself for a rebuild to replace.
 func CanonicalPath(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {

@@ -792,8 +792,8 @@ func (db *DB) init(ctx context.Context, raw []byte) error {
 			return nil
 		}
 		if !db.opts.MigrateWithoutOutputs {
-			// Until 2026-12-06 such a file was migrated here all the
-			// same, losing its outputs silently (the engine's open).
+			// Not migrated here where that loses its outputs silently
+			// (ErrOutputsNotKept: the engine's open migrates by replay).
 			if err := outputsKept(ctx, conn, userVersion, db.opts.SchemaVersion); err != nil {
 				if !errors.Is(err, ErrOutputsNotKept) {
 					err = db.classify(err, raw)
