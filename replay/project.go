@@ -41,11 +41,9 @@ type ProjectOptions struct {
 	// Fence, if set, is asked right before each batch is committed to
 	// installation inst's read model, once the batch is written in its
 	// transaction; an error rolls the batch back and stops Project with
-	// that error (until 2026-12-06 it was asked before the batch was
-	// written, which for a large batch could be seconds before the
-	// commit). A lease holder passes its
-	// lease's Check (package lease), so that it never commits after its
-	// lease ended.
+	// that error. Asked after the write, not before: writing a large
+	// batch can take seconds. A lease holder passes its lease's Check
+	// (package lease), so that it never commits after its lease ended.
 	Fence func(inst events.InstallationID) error
 	// Snapshots, if set, makes a snapshot of a read model (SnapshotDB) as
 	// the policy says, in the background, while projecting goes on. A
@@ -358,7 +356,7 @@ func checkFollowable(ctx context.Context, l *eventlog.Log, pr Projection, cp uin
 	if errors.Is(err, eventlog.ErrErased) {
 		// Nothing of it is left to follow: its subjects were purged and
 		// its tombstone is on a subject a follow does not read, so the
-		// follow would wait, healthy, for good (until 2026-12-07 it did).
+		// follow would wait, healthy, for good.
 		return &projections.FileError{Path: path, Op: "project", Err: err, Hint: "this read model is what is left of an erased installation: delete it"}
 	}
 	if err != nil {

@@ -263,8 +263,8 @@ func rebuild(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 	// On a stream a re-seal made, a read model of the source has
 	// checkpoints of the source's sequences: only the positions of its
 	// aggregates, which the re-seal keeps, say whether the stream holds
-	// less (after the replay, notLess). Until 2026-12-06 this took --force,
-	// which switched that check off too.
+	// less (after the replay, notLess), so this check is skipped there,
+	// not left to --force, which would switch that one off too.
 	if liveHead != nil && streamLast < liveHead.Checkpoint && !ro.Force && l.ResealedFrom() == "" {
 		return nil, fail("rebuild", fmt.Errorf("%w: the live database has applied events up to stream sequence %d, the stream's last event of %s is at %d", ErrBehind, liveHead.Checkpoint, inst, streamLast))
 	}
@@ -571,8 +571,7 @@ func Migrate(ctx context.Context, l *eventlog.Log, inst events.InstallationID, l
 // needsLive is the refusal of ro's operation when there is no live
 // database, or nil when it builds one: a rekey has nothing to compare
 // with, and a migration would build a new database where a typo'd path
-// points, report it recovered, and leave the one meant at its old schema
-// (until 2026-12-07).
+// points, report it recovered, and leave the one meant at its old schema.
 func needsLive(ro RebuildOptions) error {
 	switch {
 	case ro.CompareLive:
@@ -601,14 +600,13 @@ func ensureDir(dir string) error {
 // past it that does not open (a chunk lost, bytes changed, another
 // installation's moved under this name) proves nothing either way, and
 // nothing else is left to say what the stream held: it is refused
-// (ErrBehind) as well, naming it, for the operator to decide (--force).
-// Until 2026-12-06 it was a warning, and the rebuild went on with less.
-// With a live read model (live: one that has applied events), whose
-// checkpoint against last says whether the stream holds less, such an
-// object is only logged: whoever may write to the bucket can put one
-// under any name, and until 2026-12-07 that refused every rekey and
-// migrate (which have no --force) and an engine's migration by replay,
-// for good.
+// (ErrBehind) as well, naming it, for the operator to decide (--force),
+// not a warning after which the rebuild goes on with less. With a live
+// read model (live: one that has applied events), whose checkpoint
+// against last says whether the stream holds less, such an object is
+// only logged: whoever may write to the bucket can put one under any
+// name, and refusing it would refuse every rekey and migrate (which have
+// no --force) and an engine's migration by replay, for good.
 func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.InstallationID, last uint64, live bool, log *slog.Logger) (uint64, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil {
@@ -631,8 +629,8 @@ func snapshotPast(ctx context.Context, l *eventlog.Log, inst events.Installation
 				"snapshot_seq", ref.Checkpoint, "last", last, "err", err)
 			if unreadable == nil && !live {
 				// Named by object and bucket, for the operator to look
-				// at (until 2026-12-07 only by installation and
-				// checkpoint: the name is a keyed pseudonym).
+				// at: installation and checkpoint do not name it (the
+				// name is a keyed pseudonym).
 				unreadable = fmt.Errorf("%w: a snapshot object of %s named for stream sequence %d (object %s in bucket %s), past the stream's last event of it at %d, does not open (%v): the stream may have lost events it holds, or the snapshot was damaged or planted; keep what you have, and --force rebuilds from the stream anyway",
 					ErrBehind, inst, ref.Checkpoint, ref.Name, l.SnapshotBucket(), last, err)
 			}

@@ -248,11 +248,10 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// An erased installation has nothing left to shred, and its read
 	// model is what is left of it: refused, untouched, as snapshot,
 	// compact and follow refuse it, before anything is asked of the read
-	// model or the clock. Until 2026-12-07 retain went ahead: RetainFile
-	// deleted the read model's old messages, then failed on the
-	// snapshot; through the engine it failed recording a group's state,
-	// or, with no message to delete (--past-epochs), succeeded having
-	// "nothing left to shred".
+	// model or the clock. Going ahead, RetainFile would delete the read
+	// model's old messages, then fail on the snapshot; through the engine
+	// it would fail recording a group's state, or, with no message to
+	// delete (--past-epochs), succeed having "nothing left to shred".
 	if err := RefuseErased(ctx, l, inst, db.Path()); err != nil {
 		return nil, err
 	}
@@ -289,9 +288,9 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	}
 	// A retention mark that does not check out (written by someone
 	// without the keyring) refuses every snapshot of inst: replaced here
-	// whatever this retention deletes, since retain is the remedy the
-	// snapshot's refusal names. Until 2026-12-07 only a retention with
-	// rows to delete (MarkRetention, step 0) replaced it.
+	// whatever this retention deletes, not only by one with rows to
+	// delete (MarkRetention, step 0), since retain is the remedy the
+	// snapshot's refusal names.
 	if err := replaceForgedMark(ctx, l, inst, log); err != nil {
 		return nil, fmt.Errorf("replay: retention of %s (nothing deleted): %w", inst, err)
 	}
@@ -360,9 +359,9 @@ func Retain(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db
 	// against the start, is refused or undone (snapshotDB,
 	// retainedSince): it may hold the rows deleted next. Without it a
 	// snapshot that read the read model before step 1 and was stored
-	// after step 2 replaced (same checkpoint) or outlived (a copy ahead)
-	// the retention's, with the rows in it, once their keys were gone
-	// (until 2026-12-07; TestSnapshotRacingRetention).
+	// after step 2 would replace (same checkpoint) or outlive (a copy
+	// ahead) the retention's, with the rows in it, once their keys were
+	// gone (TestSnapshotRacingRetention).
 	if rows > 0 {
 		cp, err := db.Checkpoint(ctx)
 		if err != nil {
@@ -529,10 +528,9 @@ func epochCuts(ctx context.Context, l *eventlog.Log, inst events.InstallationID,
 
 // newestSnapshotOf returns the checkpoint of inst's newest snapshot (the
 // newest that opens: newestOpening) when it holds exactly db's content
-// at db's checkpoint (same digest), else 0. Until 2026-12-07 the newest
-// name listed was taken: an object put under a later name by whoever
-// may write to the bucket made a retention run again store its snapshot
-// again.
+// at db's checkpoint (same digest), else 0. Not the newest name listed:
+// an object put under a later name by whoever may write to the bucket
+// would make a retention run again store its snapshot again.
 func newestSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.InstallationID, db *projections.DB, log *slog.Logger) (uint64, error) {
 	refs, err := l.Snapshots(ctx, inst)
 	if err != nil || len(refs) == 0 {

@@ -268,8 +268,8 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			// (ErrCompacted, every time for an idle installation). Found
 			// among all the names, not only the newest: an object put
 			// under a later name by whoever may write to the bucket
-			// (until 2026-12-07) hid it. One at cp that does not open is
-			// passed over by the import below, and stored anew.
+			// would hide it. One at cp that does not open is passed
+			// over by the import below, and stored anew.
 			limit, stored = cp, &refs[i]
 		}
 		base, err := importSnapshot(ctx, l, inst, fresh, refs, limit, log)
@@ -348,8 +348,8 @@ func snapshotDB(ctx context.Context, l *eventlog.Log, inst events.InstallationID
 			// Not an object of its own (a link, content that does not
 			// match its digest), put under the name by whoever may
 			// write to the bucket: nothing to put back, and the put
-			// replaces it. Until 2026-12-07 it failed the snapshot, for
-			// good where the read model's checkpoint does not move.
+			// replaces it rather than fail the snapshot, for good where
+			// the read model's checkpoint does not move.
 			log.Warn("replay: the object at the snapshot's name is not a sealed snapshot; the snapshot replaces it",
 				"bucket", l.SnapshotBucket(), "snapshot_seq", cp, "err", err)
 			prev, err = nil, nil
@@ -431,10 +431,10 @@ func retainedWhat(inst events.InstallationID, m eventlog.RetentionMark, base uin
 // checked, it may hide a retention that deleted rows meanwhile, whose
 // snapshot at cp this one may have replaced (what undoRetainedMeanwhile
 // mends needs the mark). What was at cp before the put, prev (sealed;
-// nil: nothing), is put back. Until 2026-12-07 the snapshot stayed: one
-// holding the rows a retention had just deleted, and shredded the keys
-// of, replaced the retention's, and retaining again did not mend it
-// (nothing left to shred).
+// nil: nothing), is put back. Left in place, one holding the rows a
+// retention had just deleted, and shredded the keys of, would replace
+// the retention's, and retaining again could not mend it (nothing left
+// to shred).
 func undoForgedMeanwhile(ctx context.Context, l *eventlog.Log, inst events.InstallationID, cp uint64, prev []byte, err error) error {
 	var uerr error
 	if prev != nil {
@@ -759,9 +759,8 @@ func importSnapshotOf(ctx context.Context, l *eventlog.Log, inst events.Installa
 		// An older build after a newer one's retain needs a build that
 		// knows the snapshot's schema. This build knows it when the
 		// replay was asked for an older schema (rebuild --schema N): no
-		// build can go down from the snapshot, so none is to be advised
-		// (until 2026-12-07 both were told to use a build that knows it,
-		// then to run the very rebuild --schema N that was refused).
+		// build can go down from the snapshot, so none is to be advised,
+		// nor the very rebuild --schema N that is refused.
 		hint := fmt.Sprintf("use a build that knows schema %d", newer.schema)
 		if newer.schema <= projections.LatestSchema {
 			hint = fmt.Sprintf("a read model of schema %d can no longer be built from this history (a downgrade across a compaction needs a snapshot of that schema taken before it): build schema %d or later", fresh.SchemaVersion(), newer.schema)
