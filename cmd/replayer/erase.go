@@ -102,8 +102,8 @@ func runErase(ctx context.Context, env *cliEnv, args []string) error {
 		who = env.getenv("USER")
 	}
 	if who == "" {
-		// A service manager, cron or a container often sets no $USER:
-		// the tombstone then named nobody (until 2026-12-07).
+		// A service manager, cron or a container often sets no $USER,
+		// and the tombstone would name nobody.
 		if u, err := user.Current(); err == nil {
 			who = u.Username
 		}
@@ -204,15 +204,14 @@ type keyFileOutcome struct {
 // model's key may be). Any other file stays: one named by --db-key-file
 // under another name may be the key of other read models too (a shared
 // key), and is reported kept. A key to an erased read model opens
-// nothing any more, but it is a secret left for nobody (until 2026-12-07
-// every key file stayed).
+// nothing any more, but it is a secret left for nobody.
 //
 // It is removed only when proven the key of the read model this erase
 // deleted: an erase that found the read model and opened it with the key
 // from that very file recorded so (writeEraseMarker) before deleting it.
 // A key file beside a --db that was not there (a first run on a read
 // model deleted by hand, a mistyped path) may open another read model:
-// it is kept, saying why (until 2026-12-07 it was removed on a guess).
+// it is kept, saying why, not removed on a guess.
 func removeOwnKeyFile(db string, key projections.Key, named, passFile string, proven func(string) bool) keyFileOutcome {
 	if passFile != "" {
 		// No passphrase file is a read model's own by name; the salt that
@@ -278,8 +277,8 @@ func removeOwnKeyFile(db string, key projections.Key, named, passFile string, pr
 }
 
 // samePath reports whether a and b name the same path, once made
-// absolute: "k.key" in the read model's directory is its own key file
-// (until 2026-12-07 only the same spelling was).
+// absolute: "k.key" in the read model's directory is its own key file,
+// however it is spelled.
 func samePath(a, b string) bool {
 	aa, err := filepath.Abs(a)
 	if err != nil {

@@ -446,8 +446,8 @@ func (f *follower) run(ctx context.Context) {
 			// stays reported as failing (readiness, the failing gauge,
 			// the summary); the others carry on. A share group's member
 			// gives it back and never takes it again (shareRun.serve).
-			// Until 2026-12-07 one erased while followed was followed,
-			// healthy, until follow restarted, and one erased before was
+			// Otherwise one erased while followed would be followed,
+			// healthy, until follow restarted, and one erased before
 			// tried again for good (in a share group, by each member in
 			// turn, every shareRest).
 			msg := "installation erased; stopped following its read model (delete it)"

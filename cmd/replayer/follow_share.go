@@ -251,9 +251,9 @@ func (s *shareRun) serve(ctx context.Context, ls *lease.Lease) {
 
 // shareGiveUpAfter is how many failures in a row (no event applied in
 // between) make a share group's member give a read model back, and
-// shareRest how long it then leaves it to the others. Until 2026-12-06 a
-// member that could not open a read model (a wrong key) held it for good,
-// and no member that could took it over.
+// shareRest how long it then leaves it to the others: otherwise a member
+// that cannot open a read model (a wrong key) would hold it for good, and
+// no member that could would take it over.
 const shareGiveUpAfter = 3
 
 // shareRest is a variable, so tests can shorten it.

@@ -82,8 +82,8 @@ func runInspect(ctx context.Context, env *cliEnv, args []string) error {
 			return fmt.Errorf("%w: stream %s holds no event of installation %s (check the id, and --data / --nats)", replay.ErrNoHistory, log.Stream(), id)
 		}
 		// A listing that cannot print anything is refused as the id the
-		// stream does not know is (until 2026-12-07 it printed nothing
-		// and exited 0). --follow waits there for new events.
+		// stream does not know is, rather than print nothing and exit 0.
+		// --follow waits there for new events.
 		if *from > last {
 			return fmt.Errorf("--from %d is past the last event of installation %s on stream %s, at stream sequence %d: nothing to list (inspect --from %d or lower, or --follow to wait for new events)",
 				*from, id, log.Stream(), last, last)

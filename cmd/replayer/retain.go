@@ -202,9 +202,8 @@ func runRetain(ctx context.Context, env *cliEnv, args []string) error {
 // the schema the file has (NoMigrate): an operator's retain must not
 // migrate the read model under a service that may not know the newer
 // schema. The engine takes the file's writer lock before it opens it:
-// a read model a service holds is refused untouched. (Until 2026-12-07
-// the file was opened first to learn its schema, and that handle's close
-// checkpointed the holder's WAL before the refusal.)
+// a read model a service holds is refused untouched (a handle opened
+// first, to learn its schema, would checkpoint the holder's WAL on close).
 func retainThroughEngine(ctx context.Context, l *eventlog.Log, inst events.InstallationID, path string, key projections.Key,
 	p replay.RetentionPolicy, compact bool, check *replay.Options) (*engine.Retained, error) {
 	if err := projections.MustExist(path); err != nil { // OpenInstallation would create it

@@ -90,9 +90,9 @@ func runSnapshot(ctx context.Context, env *cliEnv, args []string) error {
 
 // snapshotOnlyFlags returns the flags set on fs (as --name) that only
 // taking a snapshot uses: the read model and its key, --keep and
-// --from-start. --list ignored them (until 2026-12-07): a --db did not
-// narrow the listing to that read model's snapshots, a --keep pruned
-// nothing.
+// --from-start. --list refuses them rather than ignore them: a --db would
+// not narrow the listing to that read model's snapshots, nor a --keep
+// prune anything.
 func snapshotOnlyFlags(fs *flag.FlagSet) []string {
 	only := map[string]bool{"db": true, "keep": true, "from-start": true}
 	scratch := flag.NewFlagSet("", flag.ContinueOnError)

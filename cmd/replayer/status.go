@@ -103,8 +103,8 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	case *db != "":
 		paths = []string{*db}
 	default:
-		// A path that is not a directory said "no read models (*.db) in
-		// PATH" (until 2026-12-07), as an empty directory does.
+		// A path that is not a directory is named so, not said to hold
+		// "no read models (*.db) in PATH" as an empty directory does.
 		if fi, err := os.Stat(*dir); err != nil {
 			var pe *os.PathError
 			if errors.As(err, &pe) {
@@ -151,8 +151,8 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		row := statusRow{DB: path, KeyKind: kind}
 		if keyErr != nil {
-			// Not a raw key that failed: no key at all (until 2026-12-07
-			// the column said "raw key").
+			// Not a raw key that failed: no key at all, which the column
+			// says rather than "raw key".
 			row.KeyKind = "key file unreadable"
 			if errors.Is(keyErr, os.ErrNotExist) {
 				row.KeyKind = "key file missing"
