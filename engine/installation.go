@@ -246,9 +246,9 @@ func openReadModel(ctx context.Context, l *eventlog.Log, id events.InstallationI
 // id's events, which record the outputs the file did not keep (notKept
 // says which), checked against the file (another installation's is
 // refused, one holding more than the stream too) and swapped in, under
-// the writer lock lk the open holds (RebuildOptions.Lock). Until
-// 2026-12-06 the open migrated such a file in place, losing them
-// silently. A failure leaves the file as it was, and names both.
+// the writer lock lk the open holds (RebuildOptions.Lock): migrated in
+// place, the file would lose them silently. A failure leaves the file as
+// it was, and names both.
 func migrateByReplay(ctx context.Context, l *eventlog.Log, id events.InstallationID, dbPath string, key projections.Key, opts *projections.Options, lk *projections.WriterLock, notKept error) error {
 	l.Logger().Warn("engine: the read model did not keep own outputs a migration in place would lose; migrating it by replay", "installation", string(id), "path", dbPath, "reason", notKept)
 	res, err := replay.Rebuild(ctx, l, id, dbPath, key, &replay.RebuildOptions{Options: replay.Options{DB: *opts}, SchemaVersion: opts.SchemaVersion, Lock: lk})
