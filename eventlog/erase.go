@@ -373,8 +373,7 @@ func (l *Log) Erase(ctx context.Context, inst events.InstallationID, opts *Erase
 	step("events")
 
 	// Its read-model snapshots: sealed under a key derived from the root
-	// key, which stays, they would open its whole read model (until
-	// 2026-12-07 they stayed).
+	// key, which stays, they would open its whole read model.
 	if res.SnapshotsPurged, err = l.purgeSnapshots(ctx, inst); err != nil {
 		return res, fmt.Errorf("eventlog: erase %s: delete its snapshots from bucket %s (erase again to finish): %w", inst, l.SnapshotBucket(), err)
 	}
@@ -438,11 +437,10 @@ func (l *Log) writeTombstone(ctx context.Context, subj string, t events.Tombston
 		// The expected last subject sequence alone makes the publish
 		// happen once: a retry, or a racing eraser, that saw the same
 		// subject fails it once one is stored, and reads the subject
-		// again. No message id: one anyone can compute (until
-		// 2026-12-07, "tombstone-<pseudonym>-<seq>") can be taken first,
-		// on any subject of the stream, and the server then answers
-		// every try as that message's duplicate for its whole duplicate
-		// window.
+		// again. No message id: one anyone can compute (such as
+		// "tombstone-<pseudonym>-<seq>") can be taken first, on any
+		// subject of the stream, and the server then answers every try
+		// as that message's duplicate for its whole duplicate window.
 		hdrExpectedSeq: []string{strconv.FormatUint(last, 10)},
 	}}
 	if !expect {

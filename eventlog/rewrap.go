@@ -319,9 +319,9 @@ func (l *Log) RootKeyUses(ctx context.Context) (map[events.KeyID]*RootKeyUse, er
 			if err != nil {
 				// Not a tombstone (anyone who may publish on the
 				// stream's subjects can put one there): it needs no
-				// key, and reads pass over it too (Tombstone). Until
-				// 2026-12-07 it failed every scan, a reseal's check of
-				// its target included.
+				// key, and reads pass over it too (Tombstone); failing
+				// on it would fail every scan, a reseal's check of its
+				// target included.
 				l.logger.Warn("eventlog: a message on the tombstone subject is not the installation's tombstone; ignored (the installation is not erased)",
 					"stream", l.cfg.Stream, "subject", subject, "seq", seq, "why", notTombstoneWhy(err),
 					"remedy", fmt.Sprintf("nats stream rmm %s %d", l.cfg.Stream, seq))
