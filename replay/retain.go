@@ -571,8 +571,7 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 	// The newest that opens: anyone who may write to the snapshots
 	// bucket can list its names and put one under a checkpoint past any
 	// the installation will reach, and a mark there would refuse every
-	// snapshot for good, no later retention replacing it (until
-	// 2026-12-07 the newest name listed was taken).
+	// snapshot for good, no later retention replacing it.
 	newest, err := newestOpening(ctx, l, inst, refs, 0, 1, log)
 	if err != nil {
 		return fmt.Errorf("replace a retention mark that does not check out: %w", err)
@@ -582,8 +581,8 @@ func replaceForgedMark(ctx context.Context, l *eventlog.Log, inst events.Install
 		m.Checkpoint = newest[0].Checkpoint
 	}
 	// Only over the forged mark: a genuine one written since it was read
-	// (a retention of another copy) stays, with its cutoffs (until
-	// 2026-12-07 one at the same checkpoint was replaced by this one).
+	// (a retention of another copy) stays, with its cutoffs, even one at
+	// the same checkpoint.
 	_, err = l.ReplaceForgedRetentionMark(ctx, inst, m)
 	return err
 }
@@ -698,8 +697,7 @@ func Compact(ctx context.Context, l *eventlog.Log, inst events.InstallationID, o
 		return nil, fmt.Errorf("%w %s: %w; compacting the history it covers would lose them (%s)", ErrNoSnapshotToCompact, inst, notKept, snapshotKeepingOutputs)
 	}
 	// An erased installation has no snapshot left, and none can be made:
-	// say so rather than send the operator to make one (until
-	// 2026-12-07 it did).
+	// say so rather than send the operator to make one.
 	if err := l.CheckNotErased(ctx, inst); errors.Is(err, eventlog.ErrErased) {
 		return nil, fmt.Errorf("replay: compact: %w", err)
 	} else if err != nil {

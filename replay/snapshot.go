@@ -516,10 +516,9 @@ func checkKept(refs []eventlog.SnapshotRef, cp uint64, keep int) error {
 // the bucket; or one sealed under a root key the ring lacks) is passed
 // over with a Warn naming the bucket, the object and why: it counts
 // neither as a snapshot kept nor as one that supersedes. A failure that
-// says nothing of the object (the server, ctx) is returned. Until
-// 2026-12-07 the newest names were counted: a snapshot was refused as
-// superseded by objects that do not open, and genuine ones were pruned
-// for them.
+// says nothing of the object (the server, ctx) is returned. Counting
+// the newest names instead, a snapshot would be refused as superseded by
+// objects that do not open, and genuine ones pruned for them.
 func newestOpening(ctx context.Context, l *eventlog.Log, inst events.InstallationID, refs []eventlog.SnapshotRef, floor uint64, n int, log *slog.Logger, known ...uint64) ([]eventlog.SnapshotRef, error) {
 	var out []eventlog.SnapshotRef
 	for _, r := range refs {
