@@ -25,7 +25,7 @@ build:
 	@echo "built bin/replayer"
 
 # go test's default 10 min per package is too close: engine takes about
-# 4 min alone, 7 under -race, and CI shares its 2 cores with other work.
+# 3 min alone, 7 under -race, and CI shares its 2 cores with other work.
 test:
 	$(GO) test -count=1 -p $(TEST_P) -timeout 20m $(PKGS)
 
