@@ -33,6 +33,11 @@ const (
 // ...). An answer stands (stream not found, message not found, bad
 // request), except the leaderless ones.
 func unanswered(err error) bool {
+	// The key-value client's answers that carry no API error: the
+	// bucket's stream was answered not found, or not a bucket.
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrBadBucket) || errors.Is(err, jetstream.ErrInvalidBucketName) {
+		return false
+	}
 	var ae *jetstream.APIError
 	if !errors.As(err, &ae) {
 		return true

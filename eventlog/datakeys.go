@@ -56,7 +56,10 @@ func (l *Log) ensureKeyBucket(ctx context.Context) error {
 // get may lag and miss an entry another writer just made. Without
 // create, a missing bucket is nil and no error.
 func (l *Log) openBucket(ctx context.Context, bucket, what, description string, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
-	kv, err := l.js.KeyValue(ctx, bucket)
+	// The lookups are asked again while unanswered (askAgain): the
+	// bucket's leader killed leaves the first without an answer.
+	lookup := func(ctx context.Context) (jetstream.KeyValue, error) { return l.js.KeyValue(ctx, bucket) }
+	kv, err := askAgain(ctx, l, lookup)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound) && !create:
 		return nil, nil, nil
@@ -73,7 +76,7 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 			Replicas:    max(l.stream.CachedInfo().Config.Replicas, 1),
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = l.js.KeyValue(ctx, bucket) // another process created it meanwhile
+			kv, err = askAgain(ctx, l, lookup) // another process created it meanwhile
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("eventlog: create %s %s: %w", what, bucket, err)
@@ -81,7 +84,7 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 	case err != nil:
 		return nil, nil, fmt.Errorf("eventlog: open %s %s: %w", what, bucket, err)
 	}
-	s, err := l.js.Stream(ctx, kvStreamName(bucket))
+	s, err := askAgain(ctx, l, func(ctx context.Context) (jetstream.Stream, error) { return l.js.Stream(ctx, kvStreamName(bucket)) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("eventlog: %s %s: %w", what, bucket, err)
 	}
@@ -93,7 +96,7 @@ func (l *Log) openBucket(ctx context.Context, bucket, what, description string, 
 		if s, err = l.js.UpdateStream(ctx, c); err != nil {
 			return nil, nil, fmt.Errorf("eventlog: %s %s: switch direct gets off: %w", what, bucket, err)
 		}
-		if kv, err = l.js.KeyValue(ctx, bucket); err != nil {
+		if kv, err = askAgain(ctx, l, lookup); err != nil {
 			return nil, nil, fmt.Errorf("eventlog: open %s %s: %w", what, bucket, err)
 		}
 	}

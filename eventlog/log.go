@@ -159,7 +159,7 @@ func Open(ctx context.Context, cfg Config, keys *events.Keyring) (*Log, error) {
 		}
 		cfg = l.cfg
 	}
-	if l.stream, l.atomic, err = ensureStream(ctx, l.js, cfg, keys.Pseudonym("keyring-check")); err != nil {
+	if l.stream, l.atomic, err = ensureStream(ctx, l, l.js, cfg, keys.Pseudonym("keyring-check")); err != nil {
 		l.shutdown()
 		return nil, err
 	}

@@ -58,13 +58,17 @@ const metaKeyringCheck = "epochlog_keyring_check"
 // window, limits; atomic publish on and direct get off, which the Log
 // needs; the rest of the stream is left alone). It reports whether the
 // server kept AllowAtomicPublish.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
+func ensureStream(ctx context.Context, l *Log, js jetstream.JetStream, cfg Config, keyCheck string) (jetstream.Stream, bool, error) {
 	want := cfg.streamConfig()
 	want.Metadata = map[string]string{metaKeyringCheck: keyCheck}
 	if cfg.resealOf != "" {
 		want.Metadata[metaResealOf] = cfg.resealOf
 	}
-	s, err := js.Stream(ctx, want.Name)
+	// Asked again while unanswered (askAgain): a lookup the stream's
+	// dead leader, or the meta group's, left without an answer is not
+	// the last word within the request timeout.
+	lookup := func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, want.Name) }
+	s, err := askAgain(ctx, l, lookup)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.ReadOnly {
 		return nil, false, fmt.Errorf("%w: stream %s (read-only: nothing is created; check --stream and the server or store)", ErrNoStream, want.Name)
 	}
@@ -75,7 +79,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, keyCh
 		s, err = createStream(ctx, js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another process created it between our lookup and create.
-			s, err = js.Stream(ctx, want.Name)
+			s, err = askAgain(ctx, l, lookup)
 		} else if err != nil {
 			return nil, false, fmt.Errorf("eventlog: create stream %s: %w", want.Name, err)
 		}

@@ -1,0 +1,54 @@
+package eventlog
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/internal/natstest"
+)
+
+// TestOpenAcrossLeaderKill opens a read-only Log (as every replayer
+// command but demo does) right after the node leading the key bucket, or
+// the event stream, was killed (SIGKILL) on a 3-node cluster: the two
+// others elect a new leader within seconds, and Open must then succeed,
+// within its request timeout. Until 2026-12-08 Open asked each of its
+// requests once: the one the dead leader left unanswered waited out the
+// whole timeout and Open failed with "open key bucket EPOCHLOG_KEYS:
+// context deadline exceeded", every command with it, although the
+// cluster answered again within the Raft election.
+func TestOpenAcrossLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	c := natstest.StartProcessCluster(t, 3)
+	ring := keyring(t, 1, 0x31)
+	l := openLog(t, clusterConfig(c.URL()), ring)
+	if _, err := l.Append(context.Background(), 0, msg(group(instA, "open"), 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	for _, stream := range []string{kvStreamName(keyBucket(DefaultStream)), DefaultStream} {
+		t.Run(stream, func(t *testing.T) {
+			leader := c.StreamLeader(stream)
+			leader.Kill()
+			defer func() {
+				leader.Start()
+				c.WaitStreamCurrent(stream)
+			}()
+			cfg := clusterConfig(c.URL())
+			cfg.Replicas, cfg.ReadOnly = 0, true
+			cfg.RequestTimeout = 30 * time.Second
+			start := time.Now()
+			ro, err := Open(context.Background(), cfg, ring)
+			if err != nil {
+				t.Fatalf("open %v after the leader of %s (%s) was killed: %v", time.Since(start).Round(time.Millisecond), stream, leader.Name(), err)
+			}
+			defer ro.Close()
+			t.Logf("opened %v after the leader of %s (%s) was killed", time.Since(start).Round(time.Millisecond), stream, leader.Name())
+			if recs := readAll(t, ro, instA, 0); len(recs) != 1 {
+				t.Fatalf("read %d events, want 1", len(recs))
+			}
+		})
+	}
+}
