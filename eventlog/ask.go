@@ -34,9 +34,13 @@ const (
 // request), except the leaderless ones.
 func unanswered(err error) bool {
 	// The key-value client's answers that carry no API error: the
-	// bucket's stream was answered not found, or not a bucket.
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrBadBucket) || errors.Is(err, jetstream.ErrInvalidBucketName) {
-		return false
+	// bucket's stream was answered not found, or not a bucket; the key
+	// not found, or deleted.
+	for _, answer := range []error{jetstream.ErrBucketNotFound, jetstream.ErrBadBucket, jetstream.ErrInvalidBucketName,
+		jetstream.ErrKeyNotFound, jetstream.ErrKeyDeleted} {
+		if errors.Is(err, answer) {
+			return false
+		}
 	}
 	var ae *jetstream.APIError
 	if !errors.As(err, &ae) {

@@ -368,7 +368,10 @@ func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataK
 			ErrNoKeyBucket, l.cfg.Stream, id, inst, keyBucket(l.cfg.Stream))
 	}
 	name := id.Name(l.instPseudonym(inst))
-	entry, err := l.kv.Get(ctx, name)
+	// Asked again while unanswered (askAgain): the bucket's leader lost
+	// leaves it without one for an election.
+	get := func(ctx context.Context) (jetstream.KeyValueEntry, error) { return l.kv.Get(ctx, name) }
+	entry, err := askAgain(ctx, l, get)
 	switch {
 	case err == nil:
 		return l.unwrapAndCache(ck, name, entry.Value())
@@ -409,7 +412,7 @@ func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataK
 			dk.Wipe()
 			return nil, fmt.Errorf("eventlog: key bucket %s: create %s: %w", keyBucket(l.cfg.Stream), name, err)
 		}
-		entry, gerr := l.kv.Get(ctx, name)
+		entry, gerr := askAgain(ctx, l, get)
 		if gerr == nil {
 			dk.Wipe()
 			return l.unwrapAndCache(ck, name, entry.Value())

@@ -52,3 +52,54 @@ func TestOpenAcrossLeaderKill(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAcrossKeyBucketLeaderKill reads an installation's events, on a
+// Log opened before, right after the node leading the key bucket was
+// killed (SIGKILL) on a 3-node cluster: the data keys the events are
+// sealed under are not cached yet, so each is fetched from the bucket,
+// which has no leader until the two other nodes elect one within seconds.
+// The read must carry on. Until 2026-12-08 the bucket's get was asked
+// once: the read failed at once with "key bucket EPOCHLOG_KEYS: get ...:
+// JetStream system temporarily unavailable" (status 503), or after the
+// request timeout, and a rebuild or verify with it.
+func TestReadAcrossKeyBucketLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	c := natstest.StartProcessCluster(t, 3)
+	ring := keyring(t, 1, 0x32)
+	l := openLog(t, clusterConfig(c.URL()), ring)
+	for pos := uint64(1); pos <= 3; pos++ {
+		if _, err := l.Append(context.Background(), pos-1, msg(group(instA, "keys"), pos, "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bucket := kvStreamName(keyBucket(DefaultStream))
+	c.WaitStreamCurrent(bucket)
+	// The event stream led by another node, to which the reading Log is
+	// connected: the read meets the bucket without a leader, not a
+	// reconnection or an event stream without a leader.
+	leader := c.StreamLeader(bucket)
+	var other *natstest.Process
+	for _, p := range c.Nodes() {
+		if p != leader {
+			other = p
+		}
+	}
+	c.StepDownStream(DefaultStream, other)
+	cfg := clusterConfig(other.URL())
+	cfg.Replicas, cfg.ReadOnly = 0, true
+	cfg.RequestTimeout = 30 * time.Second
+	ro := openLog(t, cfg, ring)
+	leader.Kill()
+	start := time.Now()
+	n := 0
+	err := ro.Read(context.Background(), instA, 0, func(Record) error { n++; return nil })
+	if err != nil {
+		t.Fatalf("read %v after the key bucket's leader %s was killed: %v", time.Since(start).Round(time.Millisecond), leader.Name(), err)
+	}
+	t.Logf("read %d events %v after the key bucket's leader %s was killed", n, time.Since(start).Round(time.Millisecond), leader.Name())
+	if n != 3 {
+		t.Fatalf("read %d events, want 3", n)
+	}
+}
