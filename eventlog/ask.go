@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +54,26 @@ func unanswered(err error) bool {
 	return ae.Code == 503
 }
 
+// NotServedError is a request askAgain made that JetStream left
+// unanswered, or refused for want of a leader, until its bound: the
+// stream, bucket or consumer it was about, or the cluster's meta group,
+// had no leader all along. On a cluster that is what a lost quorum
+// looks like (a majority of its nodes down or cut off): the node the
+// client reaches answers the connection but cannot serve JetStream. Err
+// is the last try's error (a deadline, no responders, a status 503).
+type NotServedError struct {
+	Took  time.Duration
+	Tries int
+	Err   error
+}
+
+func (e *NotServedError) Error() string {
+	return fmt.Sprintf("JetStream did not serve the request for %v (%d tries: no answer, or no leader to answer; on a cluster, check that a majority of the cluster's nodes are up and connected): %v",
+		e.Took.Round(time.Millisecond), e.Tries, e.Err)
+}
+
+func (e *NotServedError) Unwrap() error { return e.Err }
+
 // firstTry bounds the first try of a request askAgain makes; each later
 // try gets twice the last one's bound, so a slow answer still arrives.
 const firstTry = time.Second
@@ -77,6 +98,7 @@ func askAgain[T any](ctx context.Context, l *Log, req func(context.Context) (T, 
 		deadline = time.Now().Add(l.cfg.RequestTimeout)
 	}
 	bound := firstTry
+	first := time.Now()
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		tryEnd := start.Add(bound)
@@ -86,9 +108,12 @@ func askAgain[T any](ctx context.Context, l *Log, req func(context.Context) (T, 
 		tctx, cancel := context.WithDeadline(ctx, tryEnd)
 		v, err := req(tctx)
 		cancel()
-		if err == nil || ctx.Err() != nil || l.closed.Load() || errors.Is(err, nats.ErrConnectionClosed) ||
-			!unanswered(err) || !time.Now().Before(deadline) {
+		if err == nil || errors.Is(ctx.Err(), context.Canceled) || l.closed.Load() || errors.Is(err, nats.ErrConnectionClosed) ||
+			!unanswered(err) {
 			return v, err
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			return v, &NotServedError{Took: time.Since(first), Tries: attempt + 1, Err: err}
 		}
 		l.logger.Debug("eventlog: request unanswered; asking again", "stream", l.cfg.Stream, "attempt", attempt+1, "err", err)
 		// A refusal that came back at once (no responders, no leader yet)

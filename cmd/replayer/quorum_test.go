@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/epochlog/epochlog/internal/natstest"
+	"github.com/epochlog/epochlog/internal/syncbuf"
+)
+
+// TestCommandsWithoutQuorum kills two of the three nodes of a cluster
+// holding the stream at 3 replicas: the node left takes clients, but
+// neither the stream nor the JetStream meta group has a quorum. Every
+// command must then fail (exit 1, never 0 or a wait without end) within
+// a bound that follows from the request and progress timeouts, saying
+// that the cluster did not serve the request and what to check, not
+// "context deadline exceeded" alone. Once the nodes are back, the live
+// read model verifies and a rebuild equals it. Until 2026-12-08 every
+// command said only "eventlog: open key bucket EPOCHLOG_KEYS: context
+// deadline exceeded".
+func TestCommandsWithoutQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	c, sum := quorumWorld(t, 3, 12)
+	inst := sum.Installations[0]
+	live, liveKey := filepath.Join(sum.DBDir, inst+".db"), filepath.Join(sum.DBDir, inst+".key")
+	nodes := c.Nodes()
+	nodes[1].Kill()
+	nodes[2].Kill()
+	url := nodes[0].URL()
+
+	cmds := map[string][]string{
+		"status":  {"status", "--nats", url, "--db", live, "--db-key-file", liveKey, "--json"},
+		"verify":  {"verify", "--nats", url, "--installation", inst, "--db", live, "--db-key-file", liveKey, "--json"},
+		"inspect": {"inspect", "--nats", url, "--installation", inst},
+	}
+	// A follow keeps trying each read model (docs/operations.md,
+	// "Follow"): each try must fail within the bound and say why, and
+	// the follow, stopped, exit 1; or, failing to open the log, exit 1
+	// at once.
+	followed, _ := copyDB(t, sum.DBDir, inst)
+	follow := exec.Command("replayer", "follow", "--nats", url, "--db-dir", filepath.Dir(followed), "--db-keys-beside", "--installation", inst)
+	follow.Env = append(os.Environ(), envRootKeys+"="+testRingText)
+	var followErr syncbuf.Buffer
+	follow.Stderr = &followErr
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followStart := time.Now()
+	followDone := make(chan error, 1)
+	go func() { followDone <- follow.Wait() }()
+	defer func() {
+		if follow.ProcessState == nil {
+			follow.Process.Kill()
+			<-followDone
+		}
+	}()
+	copied, copiedKey := copyDB(t, sum.DBDir, inst)
+	cmds["rebuild"] = []string{"rebuild", "--nats", url, "--installation", inst, "--db", copied, "--db-key-file", copiedKey, "--json"}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	okWithout := map[string]bool{}
+	for name, args := range cmds {
+		wg.Go(func() {
+			// Far beyond the bound (the request timeout, 10 s, for
+			// opening; the progress timeout, 60 s, for a read): a
+			// command still running then waits without end.
+			r := runReplayer(t, name, 4*time.Minute, args...)
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("%s without a quorum: exit %d after %v: %s", name, r.code, r.took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
+			// The node left may still lead the stream for a moment and
+			// serve its reads: a command that reads what it asked for
+			// may exit 0 (what it did is checked below).
+			switch {
+			case r.code == -1:
+				t.Errorf("%s without a quorum still running after 4 minutes", name)
+			case r.code == 0:
+				okWithout[name] = true
+			case r.code != exitFailure:
+				t.Errorf("%s without a quorum: exit %d, want %d\nstdout: %s", name, r.code, exitFailure, r.out)
+			case !strings.Contains(r.stderr+r.out, "majority of the cluster's nodes"):
+				t.Errorf("%s without a quorum does not say what to check: %s", name, r.stderr)
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, 4*time.Minute, "the follow to say its read model failed, and why", func() bool {
+		return strings.Contains(followErr.String(), "majority of the cluster's nodes")
+	})
+	t.Logf("follow without a quorum: its read model's first try failed, saying why, %v after it started", time.Since(followStart).Round(time.Millisecond))
+	follow.Process.Signal(os.Interrupt)
+	select {
+	case <-followDone:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("follow still running 2 minutes after an interrupt")
+	}
+	// Exit 1: failing at its start (opening the log), or stopped with its
+	// read model failing.
+	if code := follow.ProcessState.ExitCode(); code != exitFailure {
+		t.Errorf("follow stopped without a quorum: exit %d, want %d:\n%s", code, exitFailure, followErr.String())
+	}
+
+	nodes[1].Start()
+	nodes[2].Start()
+	c.WaitStreamCurrent("EPOCHLOG")
+	c.WaitStreamCurrent("KV_EPOCHLOG_KEYS")
+	t.Logf("exit 0 without a quorum (the node left still led): %v", okWithout)
+	if r := runReplayer(t, "verify", 4*time.Minute, "verify", "--nats", c.URL(), "--installation", inst, "--db", live, "--db-key-file", liveKey, "--json"); r.code != 0 {
+		t.Fatalf("verify once the quorum is back: exit %d: %s", r.code, r.stderr)
+	}
+	if r := runReplayer(t, "rebuild", 4*time.Minute, "rebuild", "--nats", c.URL(), "--installation", inst, "--db", copied, "--db-key-file", copiedKey, "--json"); r.code != 0 {
+		t.Fatalf("rebuild once the quorum is back: exit %d: %s", r.code, r.stderr)
+	}
+	key, err := readDBKeyFile(liveKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl, cl := digestAt(t, live, key); true {
+		if dc, cc := digestAt(t, copied, key); !dc.Equal(dl) || cc != cl {
+			t.Fatalf("rebuilt read model: checkpoint %d, want the live one's %d, or another content", cc, cl)
+		}
+	}
+}
+
+// quorumWorld runs the demo on a 3-node process cluster, the stream at 3
+// replicas, and returns the cluster and the demo's summary.
+func quorumWorld(t *testing.T, installations, messages int) (*natstest.ProcessCluster, demoSummary) {
+	t.Helper()
+	c := natstest.StartProcessCluster(t, 3)
+	var out, errb bytes.Buffer
+	code := run(context.Background(), ringEnv(&out, &errb, nil), []string{"demo", "--nats", c.URL(), "--replicas", "3",
+		"--data", t.TempDir(), "--installations", itoa(installations), "--messages", itoa(messages), "--seed", "7", "--json"})
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s", code, errb.String())
+	}
+	var sum demoSummary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+		t.Fatalf("demo summary: %v\n%s", err, out.String())
+	}
+	return c, sum
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+type cliResult struct {
+	name        string
+	code        int
+	took        time.Duration
+	out, stderr string
+}
+
+// runReplayer runs replayer as a process with args, killing it after
+// limit (code -1 then).
+func runReplayer(t *testing.T, name string, limit time.Duration, args ...string) cliResult {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "replayer", args...)
+	cmd.Env = append(os.Environ(), envRootKeys+"="+testRingText)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := cliResult{name: name, took: time.Since(start), out: out.String(), stderr: errb.String()}
+	if ctx.Err() != nil {
+		r.code = -1
+	} else if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return r
+}
+
+// copyDB copies an installation's read model and key into a new directory.
+func copyDB(t *testing.T, dbDir, inst string) (db, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, ext := range []string{".db", ".key"} {
+		b, err := os.ReadFile(filepath.Join(dbDir, inst+ext))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, inst+ext), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, inst+".db"), filepath.Join(dir, inst+".key")
+}
