@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/engine"
+	"github.com/epochlog/epochlog/eventlog"
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/internal/syncbuf"
+	"github.com/epochlog/epochlog/projections"
 )
 
 // TestCommandsWithoutQuorum kills two of the three nodes of a cluster
@@ -196,4 +201,162 @@ func copyDB(t *testing.T, dbDir, inst string) (db, key string) {
 		}
 	}
 	return filepath.Join(dir, inst+".db"), filepath.Join(dir, inst+".key")
+}
+
+// TestFollowAcrossQuorumLoss follows an installation's read model with
+// replayer follow while a service fans messages out to its delivery
+// queue in batches, and kills two of the cluster's three nodes in the
+// middle of it, for less than the follow's progress timeout. Calls that
+// fail are made again with the same keys once the nodes are back. In
+// the end every message is in the queue exactly once, the follow's read
+// model reaches the installation's last event and equals a rebuild, and
+// verify passes: nothing returned as done was lost, nothing applied
+// twice, nothing skipped.
+func TestFollowAcrossQuorumLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	ctx := context.Background()
+	c := natstest.StartProcessCluster(t, 3)
+	ring, err := parseKeyring(testRingText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := eventlog.Config{NATSURL: c.URL(), Replicas: 3, RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond}
+	l, err := eventlog.Open(ctx, cfg, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := t.TempDir()
+	const inst = "alice"
+	createInstallation(t, l, dir, inst)
+	follow := exec.Command("replayer", "follow", "--nats", c.URL(), "--db-dir", dir, "--db-keys-beside", "--installation", inst)
+	follow.Env = append(os.Environ(), envRootKeys+"="+testRingText)
+	var followErr syncbuf.Buffer
+	follow.Stderr = &followErr
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followDone := make(chan error, 1)
+	go func() { followDone <- follow.Wait() }()
+	defer func() {
+		if follow.ProcessState == nil {
+			follow.Process.Kill()
+			<-followDone
+		}
+		if t.Failed() {
+			t.Logf("follow:\n%s", followErr.String())
+		}
+	}()
+
+	del := engine.NewDeliveries(l, nil)
+	del.OutcomeTimeout = 3 * time.Second
+	const batches, perBatch = 24, 20
+	// fanOut fans batch b out until it is done (ErrOutcomeUnknown or any
+	// failure: again, with the same keys), within a generous bound.
+	done := map[string]bool{}
+	fanOut := func(b int) (tries int) {
+		items := make([]engine.FanOutItem, perBatch)
+		for i := range items {
+			key := fmt.Sprintf("b%d-%d", b, i)
+			items[i] = engine.FanOutItem{Recipients: []events.InstallationID{inst}, Channel: "mls", Payload: []byte(key), IdempotencyKey: key}
+		}
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			tries++
+			if _, err := del.FanOutMany(ctx, items); err == nil {
+				for _, it := range items {
+					done[it.IdempotencyKey] = true
+				}
+				return tries
+			} else if time.Now().After(deadline) {
+				t.Fatalf("batch %d still failing after 3 minutes: %v", b, err)
+			} else {
+				t.Logf("batch %d, try %d: %v", b, tries, err)
+				del = engine.NewDeliveries(l, nil) // reloads the queue
+				del.OutcomeTimeout = 3 * time.Second
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+	nodes := c.Nodes()
+	for b := range batches {
+		if b == batches/3 {
+			nodes[1].Kill()
+			nodes[2].Kill()
+			t.Logf("killed node1, node2 before batch %d", b)
+			go func() {
+				time.Sleep(15 * time.Second)
+				nodes[1].Start()
+				nodes[2].Start()
+			}()
+		}
+		fanOut(b)
+	}
+	c.WaitStreamCurrent("EPOCHLOG")
+
+	// Every message once, in the queue as a fresh service loads it.
+	ds, err := engine.NewDeliveries(l, nil).Fetch(ctx, inst, "mls", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, d := range ds {
+		seen[d.IdempotencyKey]++
+	}
+	for key := range done {
+		if seen[key] != 1 {
+			t.Errorf("message %s in the queue %d times, want once", key, seen[key])
+		}
+	}
+	if len(ds) != batches*perBatch {
+		t.Errorf("%d messages in the queue, want %d", len(ds), batches*perBatch)
+	}
+
+	// The follow reaches the installation's last event.
+	last, err := l.LastSeq(ctx, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := readDBKeyFile(filepath.Join(dir, inst+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, inst+".db")
+	waitFor(t, 3*time.Minute, "the follow to reach the installation's last event", func() bool {
+		h, err := headAt(db, key)
+		return err == nil && h >= last
+	})
+	follow.Process.Signal(os.Interrupt)
+	select {
+	case <-followDone:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("follow still running 2 minutes after an interrupt")
+	}
+	if code := follow.ProcessState.ExitCode(); code != exitInterrupted {
+		t.Errorf("follow: exit %d, want %d (every read model healthy)", code, exitInterrupted)
+	}
+	if r := runReplayer(t, "verify", 4*time.Minute, "verify", "--nats", c.URL(), "--installation", inst, "--db", db, "--db-key-file", filepath.Join(dir, inst+".key"), "--json"); r.code != 0 {
+		t.Fatalf("verify of the followed read model: exit %d: %s", r.code, r.stderr)
+	}
+	fresh := filepath.Join(t.TempDir(), inst+".db")
+	if r := runReplayer(t, "rebuild", 4*time.Minute, "rebuild", "--nats", c.URL(), "--installation", inst, "--db", fresh, "--db-key-file", filepath.Join(dir, inst+".key"), "--json"); r.code != 0 {
+		t.Fatalf("rebuild: exit %d: %s", r.code, r.stderr)
+	}
+	if df, cf := digestAt(t, fresh, key); true {
+		if dl, cl := digestAt(t, db, key); !df.Equal(dl) || cf != cl {
+			t.Fatalf("the followed read model (checkpoint %d) differs from a rebuild (checkpoint %d)", cl, cf)
+		}
+	}
+}
+
+// headAt is the checkpoint of the read model at path, read without a lock.
+func headAt(path string, key projections.Key) (uint64, error) {
+	db, err := projections.OpenExisting(path, key, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return db.Checkpoint(context.Background())
 }
