@@ -60,12 +60,15 @@ type Active struct {
 // metaKV opens (creating when create is set) the metadata bucket; without
 // create a missing bucket is nil.
 func (l *Log) metaKV(ctx context.Context, create bool) (jetstream.KeyValue, error) {
-	kv, err := l.js.KeyValue(ctx, MetaBucket)
+	// The lookups are asked again while unanswered (askAgain): the
+	// bucket's leader killed leaves the first without an answer.
+	lookup := func(ctx context.Context) (jetstream.KeyValue, error) { return l.js.KeyValue(ctx, MetaBucket) }
+	kv, err := askAgain(ctx, l, lookup)
 	switch {
 	case err == nil:
 		// A pointer that expires sends every process back to the base
 		// stream, silently, while others write to the one switched to.
-		st, err := kv.Status(ctx)
+		st, err := askAgain(ctx, l, kv.Status)
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: metadata bucket %s: %w", MetaBucket, err)
 		}
@@ -92,7 +95,7 @@ func (l *Log) metaKV(ctx context.Context, create bool) (jetstream.KeyValue, erro
 		Bucket: MetaBucket, Description: "epochlog active streams", History: 8, Storage: storage, Replicas: replicas,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = l.js.KeyValue(ctx, MetaBucket)
+		kv, err = askAgain(ctx, l, lookup)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: create metadata bucket %s: %w", MetaBucket, err)
@@ -109,7 +112,7 @@ func (l *Log) ActiveStream(ctx context.Context, base string) (Active, error) {
 	if err != nil || kv == nil {
 		return a, err
 	}
-	e, err := kv.Get(ctx, base)
+	e, err := askAgain(ctx, l, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return kv.Get(ctx, base) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return a, nil
 	}

@@ -103,3 +103,47 @@ func TestReadAcrossKeyBucketLeaderKill(t *testing.T) {
 		t.Fatalf("read %d events, want 3", n)
 	}
 }
+
+// TestActiveStreamAcrossMetaBucketLeaderKill reads the active-stream
+// pointer (what replayer reseal reads first, and every command to warn
+// of a switched stream) right after the node leading the metadata bucket
+// was killed (SIGKILL) on a 3-node cluster. It must answer once the two
+// others elect a leader. Until 2026-12-08 the bucket's lookup was asked
+// once: reseal started within the election failed after the request
+// timeout with "metadata bucket epochlog_meta: context deadline
+// exceeded".
+func TestActiveStreamAcrossMetaBucketLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	c := natstest.StartProcessCluster(t, 3)
+	ring := keyring(t, 1, 0x33)
+	l := openLog(t, clusterConfig(c.URL()), ring)
+	if _, err := l.metaKV(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	bucket := kvStreamName(MetaBucket)
+	c.WaitStreamCurrent(bucket)
+	leader := c.StreamLeader(bucket)
+	var other *natstest.Process
+	for _, p := range c.Nodes() {
+		if p != leader {
+			other = p
+		}
+	}
+	c.StepDownStream(DefaultStream, other)
+	cfg := clusterConfig(other.URL())
+	cfg.Replicas, cfg.ReadOnly = 0, true
+	cfg.RequestTimeout = 30 * time.Second
+	ro := openLog(t, cfg, ring)
+	leader.Kill()
+	start := time.Now()
+	a, err := ro.ActiveStream(context.Background(), DefaultStream)
+	if err != nil {
+		t.Fatalf("active stream %v after the metadata bucket's leader %s was killed: %v", time.Since(start).Round(time.Millisecond), leader.Name(), err)
+	}
+	t.Logf("active stream %s, %v after the metadata bucket's leader %s was killed", a.Current.Stream, time.Since(start).Round(time.Millisecond), leader.Name())
+	if a.Current.Stream != DefaultStream || a.Revision != 0 {
+		t.Fatalf("active stream %+v, want the base with no pointer", a)
+	}
+}
