@@ -360,3 +360,71 @@ func headAt(path string, key projections.Key) (uint64, error) {
 	defer db.Close()
 	return db.Checkpoint(context.Background())
 }
+
+// TestCommandsAcrossMetaLeaderKill kills (SIGKILL) the JetStream meta
+// group's leader of a 3-node cluster, the event stream led by another
+// node, and runs the commands at once, while the two others elect a new
+// meta leader (and new leaders for what the dead node led: the key
+// bucket, perhaps). Each must do its work within its request timeout:
+// exit 0, the rebuilt and rekeyed read models equal to the live one.
+func TestCommandsAcrossMetaLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and kills cluster nodes")
+	}
+	c, sum := quorumWorld(t, 3, 12)
+	inst := sum.Installations[0]
+	live, liveKey := filepath.Join(sum.DBDir, inst+".db"), filepath.Join(sum.DBDir, inst+".key")
+	meta := c.MetaLeader()
+	for _, p := range c.Nodes() {
+		if p != meta {
+			c.StepDownStream("EPOCHLOG", p)
+			break
+		}
+	}
+	newKey := filepath.Join(t.TempDir(), "new.key")
+	if _, err := writeDBKeyFile(newKey); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt, rebuiltKey := copyDB(t, sum.DBDir, inst)
+	rekeyed, rekeyedKey := copyDB(t, sum.DBDir, inst)
+	cmds := map[string][]string{
+		"status":  {"status", "--nats", c.URL(), "--db", live, "--db-key-file", liveKey, "--json"},
+		"verify":  {"verify", "--nats", c.URL(), "--installation", inst, "--db", live, "--db-key-file", liveKey, "--mls", "--json"},
+		"inspect": {"inspect", "--nats", c.URL(), "--installation", inst},
+		"rebuild": {"rebuild", "--nats", c.URL(), "--installation", inst, "--db", rebuilt, "--db-key-file", rebuiltKey, "--json"},
+		"rekey":   {"rekey", "--nats", c.URL(), "--installation", inst, "--db", rekeyed, "--db-key-file", rekeyedKey, "--new-db-key-file", newKey, "--json"},
+	}
+	t.Logf("killing the meta leader %s (the stream's leader: %s)", meta.Name(), c.StreamLeader("EPOCHLOG").Name())
+	meta.Kill()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, args := range cmds {
+		wg.Go(func() {
+			r := runReplayer(t, name, 4*time.Minute, args...)
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("%s right after the meta leader's kill: exit %d after %v", name, r.code, r.took.Round(time.Millisecond))
+			if r.code != 0 {
+				t.Errorf("%s right after the meta leader's kill: exit %d: %s", name, r.code, r.stderr)
+			}
+		})
+	}
+	wg.Wait()
+	key, err := readDBKeyFile(liveKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk, err := readDBKeyFile(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, cl := digestAt(t, live, key)
+	for _, db := range []struct {
+		path string
+		key  projections.Key
+	}{{rebuilt, key}, {rekeyed, nk}} {
+		if d, cp := digestAt(t, db.path, db.key); !d.Equal(dl) || cp != cl {
+			t.Errorf("%s: checkpoint %d, want the live one's %d, or another content", db.path, cp, cl)
+		}
+	}
+}

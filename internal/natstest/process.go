@@ -68,6 +68,7 @@ type Process struct {
 	store   string
 	name    string   // server name, which the client checks it reached
 	cluster bool     // a ProcessCluster's node: ready when it takes clients
+	monitor int      // a ProcessCluster's node: its monitoring port
 	args    []string // the command line's arguments after the name's, store's and port's
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has exited and been waited for

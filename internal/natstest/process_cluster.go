@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,8 +51,8 @@ func StartProcessCluster(t *testing.T, n int) *ProcessCluster {
 // startProcessCluster starts n nodes under root on ports picked free. If
 // a node cannot start, it kills those it started and says why.
 func startProcessCluster(t *testing.T, bin string, n int, root string) (*ProcessCluster, error) {
-	ports := freePorts(t, 2*n)
-	clientPorts, routePorts := ports[:n], ports[n:]
+	ports := freePorts(t, 3*n)
+	clientPorts, routePorts, monitorPorts := ports[:n], ports[n:2*n], ports[2*n:]
 	routes := make([]string, n)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
@@ -60,7 +61,8 @@ func startProcessCluster(t *testing.T, bin string, n int, root string) (*Process
 	for i := range n {
 		name := fmt.Sprintf("node%d", i)
 		s := &Process{t: t, bin: bin, port: clientPorts[i], store: filepath.Join(root, name), name: name, cluster: true,
-			args: []string{"--cluster_name", "natstest",
+			monitor: monitorPorts[i],
+			args: []string{"--cluster_name", "natstest", "-m", strconv.Itoa(monitorPorts[i]),
 				"--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}}
 		if err := s.start(); err != nil {
 			for _, s := range c.nodes {
@@ -86,6 +88,39 @@ func (c *ProcessCluster) Node(name string) *Process {
 
 // URL lists every node's client URL, comma-separated (see Cluster.URL).
 func (c *ProcessCluster) URL() string { return clusterURL(c.nodes) }
+
+// MetaLeader waits until a running node names the JetStream meta
+// group's leader (its monitoring endpoint /jsz) and returns that node.
+func (c *ProcessCluster) MetaLeader() *Process {
+	c.t.Helper()
+	var leader string
+	waitUntil(c.t, "a meta leader", func() bool {
+		for _, s := range c.nodes {
+			if s.cmd == nil {
+				continue
+			}
+			cl := http.Client{Timeout: time.Second}
+			resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz", s.monitor))
+			if err != nil {
+				continue
+			}
+			var jsz struct {
+				Meta *struct {
+					Leader string `json:"leader"`
+				} `json:"meta_cluster"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&jsz)
+			resp.Body.Close()
+			if err == nil && jsz.Meta != nil && jsz.Meta.Leader != "" {
+				leader = jsz.Meta.Leader
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	return c.Node(leader)
+}
 
 // StreamLeader waits until the stream info names a leader and returns
 // that node.
