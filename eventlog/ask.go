@@ -123,7 +123,10 @@ func askAgain[T any](ctx context.Context, l *Log, req func(context.Context) (T, 
 			pause := min(50*time.Millisecond<<min(attempt, 4), time.Until(deadline))
 			select {
 			case <-ctx.Done():
-				return v, err
+				if errors.Is(ctx.Err(), context.Canceled) {
+					return v, err
+				}
+				return v, &NotServedError{Took: time.Since(first), Tries: attempt + 1, Err: err}
 			case <-time.After(pause):
 			}
 		}
