@@ -250,6 +250,11 @@ func TestFollowAcrossQuorumLoss(t *testing.T) {
 		}
 	}()
 
+	// The follow is under way (its log open, its read model followed)
+	// before the quorum goes: one that cannot open the log exits 1.
+	waitFor(t, 2*time.Minute, "the follow to follow its read model", func() bool {
+		return strings.Contains(followErr.String(), "following read model")
+	})
 	del := engine.NewDeliveries(l, nil)
 	del.OutcomeTimeout = 3 * time.Second
 	const batches, perBatch = 24, 20
