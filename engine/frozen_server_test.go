@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,73 @@ import (
 	"github.com/epochlog/epochlog/internal/natstest"
 	"github.com/epochlog/epochlog/projections"
 )
+
+// callWorld is what the every-call tests set up before they take the
+// server away: alice and bob in group g, alice's first message fanned
+// out to bob (seqs), carol and dave created and closed, dave registered
+// with pool. Installations use opts (OutcomeTimeout 3 s), as does del.
+type callWorld struct {
+	dir        string
+	keys       map[events.InstallationID]projections.Key
+	opts       *InstallationOptions
+	del        *Deliveries
+	alice, bob *Installation
+	g          *GroupOutput
+	first      *SendOutput
+	seqs       map[events.InstallationID]uint64
+	pool       *Pool
+}
+
+func newCallWorld(t *testing.T, l *eventlog.Log) *callWorld {
+	t.Helper()
+	ctx := context.Background()
+	w := &callWorld{dir: t.TempDir(), keys: map[events.InstallationID]projections.Key{},
+		opts: &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}}
+	create := func(id events.InstallationID) *Installation {
+		k, _ := projections.GenerateRawKey()
+		w.keys[id] = k
+		in, err := CreateInstallation(ctx, l, id, filepath.Join(w.dir, string(id)+".db"), k, w.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	w.del = NewDeliveries(l, nil)
+	w.del.OutcomeTimeout = 3 * time.Second
+	w.alice, w.bob = create("alice"), create("bob")
+	for _, id := range []events.InstallationID{"carol", "dave"} {
+		if err := create(id).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kp, err := w.bob.PublishKeyPackage(ctx, "d", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.g, err = w.alice.CreateGroup(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	co, err := w.alice.AddMembers(ctx, w.g.GroupID, kp.KeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.bob.Receive(ctx, co.Welcome); err != nil {
+		t.Fatal(err)
+	}
+	if w.first, err = w.alice.Send(ctx, w.g.GroupID, []byte("before"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w.seqs, err = w.del.FanOut(ctx, w.first.Recipients, mlsChannel, w.first.Message, time.Time{}, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	w.pool = NewPool(l, func(_ context.Context, id events.InstallationID) (projections.Key, error) { return w.keys[id], nil }, &PoolOptions{Installation: w.opts})
+	t.Cleanup(func() { w.pool.Close() })
+	if err := w.pool.Register("dave", filepath.Join(w.dir, "dave.db")); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
 
 // TestFrozenServerEveryCallReturns freezes the server (SIGSTOP: its TCP
 // connections stay up, nothing answers) under every kind of call a
@@ -29,56 +95,8 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 	srv := natstest.StartProcess(t)
 	cfg := eventlog.Config{NATSURL: srv.URL(), RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x42))
-	dir := t.TempDir()
-	keys := map[events.InstallationID]projections.Key{}
-	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}
-	create := func(id events.InstallationID) *Installation {
-		k, _ := projections.GenerateRawKey()
-		keys[id] = k
-		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
-	del := NewDeliveries(l, nil)
-	del.OutcomeTimeout = 3 * time.Second
-	alice, bob := create("alice"), create("bob")
-	for _, id := range []events.InstallationID{"carol", "dave"} {
-		if err := create(id).Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kp, err := bob.PublishKeyPackage(ctx, "d", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := alice.CreateGroup(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := alice.AddMembers(ctx, g.GroupID, kp.KeyPackage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
-	first, err := alice.Send(ctx, g.GroupID, []byte("before"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seqs, err := del.FanOut(ctx, first.Recipients, mlsChannel, first.Message, time.Time{}, "m1")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	pool := NewPool(l, func(_ context.Context, id events.InstallationID) (projections.Key, error) { return keys[id], nil }, &PoolOptions{Installation: opts})
-	defer pool.Close()
-	if err := pool.Register("dave", filepath.Join(dir, "dave.db")); err != nil {
-		t.Fatal(err)
-	}
+	w := newCallWorld(t, l)
+	dir, keys, opts, del, alice, bob, g, first, seqs, pool := w.dir, w.keys, w.opts, w.del, w.alice, w.bob, w.g, w.first, w.seqs, w.pool
 	del2 := NewDeliveries(l, nil) // holds no queue yet
 	del2.OutcomeTimeout = 3 * time.Second
 	host := NewHost(l, NewDeliveries(l, nil), nil)
@@ -163,7 +181,6 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 	if _, err := alice.Send(ctx, g.GroupID, []byte("after"), nil); err != nil {
 		t.Fatalf("send after thaw: %v", err)
 	}
-	_ = fmt.Sprint()
 }
 
 // TestOutcomeUnknownCommitStaysDeliverable: a commit whose append was

@@ -34,60 +34,14 @@ func TestEveryCallWithoutQuorum(t *testing.T) {
 	c := natstest.StartProcessCluster(t, 3)
 	cfg := eventlog.Config{NATSURL: c.URL(), Replicas: 3, RequestTimeout: 2 * time.Second, ReconnectWait: 20 * time.Millisecond, ProgressTimeout: 8 * time.Second}
 	l := openLog(t, cfg, keyring(t, 1, 0x42))
-	dir := t.TempDir()
-	keys := map[events.InstallationID]projections.Key{}
-	opts := &InstallationOptions{OutcomeTimeout: 3 * time.Second, UpdateInterval: time.Hour}
-	create := func(id events.InstallationID) *Installation {
-		k, _ := projections.GenerateRawKey()
-		keys[id] = k
-		in, err := CreateInstallation(ctx, l, id, filepath.Join(dir, string(id)+".db"), k, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
-	del := NewDeliveries(l, nil)
-	del.OutcomeTimeout = 3 * time.Second
-	alice, bob := create("alice"), create("bob")
-	for _, id := range []events.InstallationID{"carol", "dave"} {
-		if err := create(id).Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kp, err := bob.PublishKeyPackage(ctx, "d", true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newCallWorld(t, l)
+	dir, keys, opts, del, alice, bob, g, first, pool := w.dir, w.keys, w.opts, w.del, w.alice, w.bob, w.g, w.first, w.pool
 	kp2, err := bob.PublishKeyPackage(ctx, "e", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := alice.CreateGroup(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	g2, err := alice.CreateGroup(ctx, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	co, err := alice.AddMembers(ctx, g.GroupID, kp.KeyPackage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Receive(ctx, co.Welcome); err != nil {
-		t.Fatal(err)
-	}
-	first, err := alice.Send(ctx, g.GroupID, []byte("before"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := del.FanOut(ctx, first.Recipients, mlsChannel, first.Message, time.Time{}, "m1"); err != nil {
-		t.Fatal(err)
-	}
-	pool := NewPool(l, func(_ context.Context, id events.InstallationID) (projections.Key, error) { return keys[id], nil }, &PoolOptions{Installation: opts})
-	defer pool.Close()
-	if err := pool.Register("dave", filepath.Join(dir, "dave.db")); err != nil {
 		t.Fatal(err)
 	}
 	del2 := NewDeliveries(l, nil)

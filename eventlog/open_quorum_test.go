@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/events"
 	"github.com/epochlog/epochlog/internal/natstest"
 )
 
@@ -74,24 +75,7 @@ func TestReadAcrossKeyBucketLeaderKill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bucket := kvStreamName(keyBucket(DefaultStream))
-	c.WaitStreamCurrent(bucket)
-	// The event stream led by another node, to which the reading Log is
-	// connected: the read meets the bucket without a leader, not a
-	// reconnection or an event stream without a leader.
-	leader := c.StreamLeader(bucket)
-	var other *natstest.Process
-	for _, p := range c.Nodes() {
-		if p != leader {
-			other = p
-		}
-	}
-	c.StepDownStream(DefaultStream, other)
-	cfg := clusterConfig(other.URL())
-	cfg.Replicas, cfg.ReadOnly = 0, true
-	cfg.RequestTimeout = 30 * time.Second
-	ro := openLog(t, cfg, ring)
-	leader.Kill()
+	ro, leader := readerOnceLeaderKilled(t, c, ring, kvStreamName(keyBucket(DefaultStream)))
 	start := time.Now()
 	n := 0
 	err := ro.Read(context.Background(), instA, 0, func(Record) error { n++; return nil })
@@ -122,7 +106,26 @@ func TestActiveStreamAcrossMetaBucketLeaderKill(t *testing.T) {
 	if _, err := l.metaKV(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	bucket := kvStreamName(MetaBucket)
+	ro, leader := readerOnceLeaderKilled(t, c, ring, kvStreamName(MetaBucket))
+	start := time.Now()
+	a, err := ro.ActiveStream(context.Background(), DefaultStream)
+	if err != nil {
+		t.Fatalf("active stream %v after the metadata bucket's leader %s was killed: %v", time.Since(start).Round(time.Millisecond), leader.Name(), err)
+	}
+	t.Logf("active stream %s, %v after the metadata bucket's leader %s was killed", a.Current.Stream, time.Since(start).Round(time.Millisecond), leader.Name())
+	if a.Current.Stream != DefaultStream || a.Revision != 0 {
+		t.Fatalf("active stream %+v, want the base with no pointer", a)
+	}
+}
+
+// readerOnceLeaderKilled opens a read-only Log (request timeout 30 s) on
+// a node that does not lead bucket (a bucket's stream), the event stream
+// moved to that node too, then kills bucket's leader (SIGKILL) and
+// returns the Log and the killed node: what the Log asks next meets the
+// bucket without a leader, not a reconnection or an event stream without
+// one.
+func readerOnceLeaderKilled(t *testing.T, c *natstest.ProcessCluster, ring *events.Keyring, bucket string) (*Log, *natstest.Process) {
+	t.Helper()
 	c.WaitStreamCurrent(bucket)
 	leader := c.StreamLeader(bucket)
 	var other *natstest.Process
@@ -137,13 +140,5 @@ func TestActiveStreamAcrossMetaBucketLeaderKill(t *testing.T) {
 	cfg.RequestTimeout = 30 * time.Second
 	ro := openLog(t, cfg, ring)
 	leader.Kill()
-	start := time.Now()
-	a, err := ro.ActiveStream(context.Background(), DefaultStream)
-	if err != nil {
-		t.Fatalf("active stream %v after the metadata bucket's leader %s was killed: %v", time.Since(start).Round(time.Millisecond), leader.Name(), err)
-	}
-	t.Logf("active stream %s, %v after the metadata bucket's leader %s was killed", a.Current.Stream, time.Since(start).Round(time.Millisecond), leader.Name())
-	if a.Current.Stream != DefaultStream || a.Revision != 0 {
-		t.Fatalf("active stream %+v, want the base with no pointer", a)
-	}
+	return ro, leader
 }
