@@ -82,6 +82,48 @@ func newCallWorld(t *testing.T, l *eventlog.Log) *callWorld {
 	return w
 }
 
+// runCalls makes each call at once, in a goroutine of its own, and
+// returns their errors by name once every one has returned. Any still
+// waiting after 4 minutes fails the test, named, after giving up runs
+// (when set: the server thawed, say). situation says, in the log, what
+// the calls were made under.
+func runCalls(t *testing.T, calls map[string]func() error, situation string, givingUp func()) map[string]error {
+	t.Helper()
+	var mu sync.Mutex
+	results := map[string]error{}
+	var wg sync.WaitGroup
+	for name, call := range calls {
+		wg.Go(func() {
+			start := time.Now()
+			err := call()
+			mu.Lock()
+			results[name] = err
+			mu.Unlock()
+			t.Logf("%s %s, after %v: %v", name, situation, time.Since(start).Round(time.Millisecond), err)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return results
+	case <-time.After(4 * time.Minute):
+	}
+	mu.Lock()
+	var missing []string
+	for name := range calls {
+		if _, ok := results[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	mu.Unlock()
+	if givingUp != nil {
+		givingUp()
+	}
+	t.Fatalf("calls still waiting %s after 4 minutes: %v", situation, missing)
+	return nil
+}
+
 // TestFrozenServerEveryCallReturns freezes the server (SIGSTOP: its TCP
 // connections stay up, nothing answers) under every kind of call a
 // service makes, each with a context without deadline: each must return
@@ -129,35 +171,7 @@ func TestFrozenServerEveryCallReturns(t *testing.T) {
 		},
 		"Host.Deliver": func() error { return host.Deliver(ctx, mlsChannel, []*Installation{bob}, 0)[0].Err },
 	}
-	var mu sync.Mutex
-	results := map[string]error{}
-	var wg sync.WaitGroup
-	for name, call := range calls {
-		wg.Go(func() {
-			start := time.Now()
-			err := call()
-			mu.Lock()
-			results[name] = err
-			mu.Unlock()
-			t.Logf("%s with the server frozen, after %v: %v", name, time.Since(start).Round(time.Millisecond), err)
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(4 * time.Minute):
-		mu.Lock()
-		var missing []string
-		for name := range calls {
-			if _, ok := results[name]; !ok {
-				missing = append(missing, name)
-			}
-		}
-		mu.Unlock()
-		srv.Thaw()
-		t.Fatalf("still waiting on a frozen server after 4 minutes: %v", missing)
-	}
+	results := runCalls(t, calls, "with the server frozen", srv.Thaw)
 	srv.Thaw()
 	for name, err := range results {
 		if err == nil && name != "Host.Deliver" {

@@ -251,8 +251,11 @@ func (l *Log) appendPrepared(ctx context.Context, p *prepared) ([]Appended, erro
 		if giveUp.IsZero() {
 			giveUp = time.Now().Add(l.cfg.RequestTimeout)
 		} else if time.Now().After(giveUp) {
-			return nil, fmt.Errorf("eventlog: append to %s at position %d: refused %d times over %v although the stream shows the aggregate at position %d (stream seq %d); the append is idempotent, retry it: %w",
-				p.subject, p.expected+1, attempt+1, l.cfg.RequestTimeout, t.pos, t.seq, refused)
+			// What keeps refusing it is, on a cluster, most often a stream
+			// leader that cannot replicate: a lost quorum (NotServedError
+			// says what to check).
+			return nil, fmt.Errorf("eventlog: append to %s at position %d: refused although the stream shows the aggregate at position %d (stream seq %d); the append is idempotent, retry it: %w",
+				p.subject, p.expected+1, t.pos, t.seq, &NotServedError{Took: l.cfg.RequestTimeout, Tries: attempt + 1, Err: refused})
 		}
 		l.cfg.Metrics.Retry(telemetry.RetryInFlight)
 		l.logger.Debug("eventlog: append refused at the expected position while the server's state settles; sending again",

@@ -57,7 +57,9 @@ func unanswered(err error) bool {
 // NotServedError is a request askAgain made that JetStream left
 // unanswered, or refused for want of a leader, until its bound: the
 // stream, bucket or consumer it was about, or the cluster's meta group,
-// had no leader all along. On a cluster that is what a lost quorum
+// had no leader all along. An append its stream's leader kept refusing
+// as in process (stored there, not replicated) until its bound carries
+// one too. On a cluster that is what a lost quorum
 // looks like (a majority of its nodes down or cut off): the node the
 // client reaches answers the connection but cannot serve JetStream. Err
 // is the last try's error (a deadline, no responders, a status 503).
@@ -68,7 +70,7 @@ type NotServedError struct {
 }
 
 func (e *NotServedError) Error() string {
-	return fmt.Sprintf("JetStream did not serve the request for %v (%d tries: no answer, or no leader to answer; on a cluster, check that a majority of the cluster's nodes are up and connected): %v",
+	return fmt.Sprintf("JetStream did not serve the request for %v (%d tries: no answer, no leader to answer, or one that could not replicate; on a cluster, check that a majority of the cluster's nodes are up and connected): %v",
 		e.Took.Round(time.Millisecond), e.Tries, e.Err)
 }
 

@@ -401,10 +401,14 @@ func (l *Log) fetchEntry(ctx context.Context, ck dkCacheKey, wrapID events.DataK
 	}
 	// Create it; if another writer's create is first (or still in flight
 	// on a cluster, where the server refuses ours before it shows theirs),
-	// read theirs, asking again for up to RequestTimeout.
+	// read theirs, asking again for up to RequestTimeout. The create is
+	// asked again while unanswered (askAgain: no leader to store it, on a
+	// cluster without a quorum): one whose answer was lost was stored, and
+	// the next is refused as existing, which reads it back.
 	giveUp := time.Now().Add(l.cfg.RequestTimeout)
+	put := func(ctx context.Context) (uint64, error) { return l.kv.Create(ctx, name, wrapped) }
 	for attempt := 0; ; attempt++ {
-		_, err := l.kv.Create(ctx, name, wrapped)
+		_, err := askAgain(ctx, l, put)
 		if err == nil {
 			break
 		}
