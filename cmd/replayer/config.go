@@ -85,6 +85,8 @@ type natsConfig struct {
 	NKey          confValue `yaml:"nkey"`
 	User          confValue `yaml:"user"`
 	InboxPrefix   confValue `yaml:"inbox-prefix"`
+	// RequestTimeout is --request-timeout.
+	RequestTimeout confValue `yaml:"request-timeout"`
 }
 
 // tlsConfig is nats.tls: --nats-ca, --nats-cert, --nats-key,
@@ -150,6 +152,7 @@ func (c *followConfig) settings() []confSetting {
 		{"nats.user", "nats-user", false, c.NATS.User},
 		{"nats.inbox-prefix", "nats-inbox-prefix", false, c.NATS.InboxPrefix},
 		{"nats.tls.handshake-first", "nats-tls-first", false, c.NATS.TLS.HandshakeFirst},
+		{"nats.request-timeout", "request-timeout", false, c.NATS.RequestTimeout},
 		{"keys-file", "keys-file", true, c.KeysFile},
 		{"read-models.db-dir", "db-dir", true, c.ReadModels.DBDir},
 		{"read-models.db-keys-beside", "db-keys-beside", false, c.ReadModels.DBKeysBeside},

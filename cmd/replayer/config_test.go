@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epochlog/epochlog/eventlog"
 	"github.com/epochlog/epochlog/events"
 )
 
@@ -106,7 +108,7 @@ func TestFollowConfigDocExample(t *testing.T) {
 func TestFollowConfigErrors(t *testing.T) {
 	for _, c := range []struct{ name, text, want string }{
 		{"unknown key", "nats:\n  url: nats://x:4222\n  colour: blue\n",
-			`config file f.yaml: line 3: unknown key "colour" (the keys here are: url, context, data, stream, subject-prefix, tls, creds, nkey, user, inbox-prefix)`},
+			`config file f.yaml: line 3: unknown key "colour" (the keys here are: url, context, data, stream, subject-prefix, tls, creds, nkey, user, inbox-prefix, request-timeout)`},
 		{"unknown top key", "metrics: :9464\ndb_dir: /srv\n", `line 2: unknown key "db_dir"`},
 		{"mapping for a value", "nats:\n  url:\n    host: x\n", "line 3: want a single value"},
 		{"bad duration", "ready-lag: soon\n", `config file f.yaml: line 1: ready-lag: invalid value "soon" for --ready-lag: parse error`},
@@ -247,5 +249,52 @@ func TestFollowConfigInboxPrefixTLSFirst(t *testing.T) {
 	}
 	if o.conn.inboxPrefix != "_INBOX_replayer" || !o.conn.tlsFirst {
 		t.Fatalf("inbox prefix %q, TLS first %v; want _INBOX_replayer, true", o.conn.inboxPrefix, o.conn.tlsFirst)
+	}
+}
+
+// TestRequestTimeout: --request-timeout, or the follow file's
+// nats.request-timeout, is the Log's request bound; without it the
+// default; zero or less is a usage error naming the flag.
+func TestRequestTimeout(t *testing.T) {
+	env := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, eventlog.DefaultRequestTimeout},
+		{[]string{"--request-timeout", "45s"}, 45 * time.Second},
+	} {
+		var cf connFlags
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		cf.register(fs, t.TempDir())
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cf.config(env)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if cfg.RequestTimeout != c.want {
+			t.Errorf("%v: request timeout %v, want %v", c.args, cfg.RequestTimeout, c.want)
+		}
+	}
+	for _, bad := range []string{"0s", "-1s"} {
+		var cf connFlags
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		cf.register(fs, t.TempDir())
+		if err := fs.Parse([]string{"--request-timeout", bad}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cf.config(env)
+		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "--request-timeout") {
+			t.Errorf("--request-timeout %s: %v, want a usage error naming the flag", bad, err)
+		}
+	}
+	o, _, err := applyConfig(t, "/etc/epochlog/follow.yaml", "nats:\n  url: nats://nats-1:4222\n  request-timeout: 30s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.conn.requestTimeout != 30*time.Second {
+		t.Fatalf("the file's nats.request-timeout gave %v, want 30s", o.conn.requestTimeout)
 	}
 }

@@ -118,6 +118,7 @@ type connFlags struct {
 	data, nats, context, ca, cert, key, creds, nkey, user, stream, prefix string
 	inboxPrefix                                                           string
 	tlsFirst                                                              bool
+	requestTimeout                                                        time.Duration
 	replicas                                                              int
 
 	// fs is the flag set the flags are registered in: config asks it
@@ -152,6 +153,8 @@ func (c *connFlags) register(fs *flag.FlagSet, defaultData string) {
 	fs.StringVar(&c.user, "nats-user", "", "NATS user name (password from $"+envNATSPassword+")")
 	fs.StringVar(&c.inboxPrefix, "nats-inbox-prefix", "", "subject prefix of the connection's reply inboxes (default _INBOX), for a user who may subscribe only below its own")
 	fs.BoolVar(&c.tlsFirst, "nats-tls-first", false, "start TLS before the server's greeting (servers or proxies set to handshake_first)")
+	fs.DurationVar(&c.requestTimeout, "request-timeout", eventlog.DefaultRequestTimeout, "bound on each request to the server, asked again within it while unanswered: "+
+		"a lookup waits out a leader's election within it, which on a loaded cluster can take longer than the default")
 	fs.StringVar(&c.stream, "stream", eventlog.DefaultStream, "JetStream stream name")
 	fs.StringVar(&c.prefix, "subject-prefix", eventlog.DefaultSubjectPrefix, "first token of every event subject")
 }
@@ -284,6 +287,9 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 	if c.replicas < 0 || c.replicas > 5 {
 		return cfg, usageError{fmt.Sprintf("--replicas %d: must be 1 to 5", c.replicas)}
 	}
+	if c.requestTimeout <= 0 && c.given()["request-timeout"] {
+		return cfg, usageError{fmt.Sprintf("--request-timeout %v: must be positive", c.requestTimeout)}
+	}
 	t, err := c.target(env)
 	if err != nil {
 		return cfg, err
@@ -294,6 +300,9 @@ func (c *connFlags) config(env *cliEnv) (eventlog.Config, error) {
 	cfg.User, cfg.Password, cfg.Token = t.user, t.password, t.token
 	cfg.InboxPrefix, cfg.TLSHandshakeFirst = t.inboxPrefix, t.tlsFirst
 	cfg.Stream, cfg.SubjectPrefix = c.stream, c.prefix
+	if c.requestTimeout > 0 {
+		cfg.RequestTimeout = c.requestTimeout
+	}
 	// Zero (every command but demo): an existing stream keeps its own.
 	cfg.Replicas = c.replicas
 	cfg.ConnectionName = "epochlog-replayer"
