@@ -384,8 +384,12 @@ func headAt(path string, key projections.Key) (uint64, error) {
 // group's leader of a 3-node cluster, the event stream led by another
 // node, and runs the commands at once, while the two others elect a new
 // meta leader (and new leaders for what the dead node led: the key
-// bucket, perhaps). Each must do its work within its request timeout:
-// exit 0, the rebuilt and rekeyed read models equal to the live one.
+// bucket, perhaps). Each must do its work, waiting the elections out
+// within its request timeout: exit 0, the rebuilt and rekeyed read
+// models equal to the live one. The timeout is a minute
+// (--request-timeout): on a loaded machine an election can outlast the
+// 10 s default, and the command then fails (TestCommandsWithoutQuorum
+// holds what it says).
 func TestCommandsAcrossMetaLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server and kills cluster nodes")
@@ -409,11 +413,11 @@ func TestCommandsAcrossMetaLeaderKill(t *testing.T) {
 	rebuilt, rebuiltKey := copyDB(t, sum.DBDir, inst)
 	rekeyed, rekeyedKey := copyDB(t, sum.DBDir, inst)
 	cmds := map[string][]string{
-		"status":  {"status", "--nats", c.URL(), "--db", live, "--db-key-file", liveKey, "--json"},
-		"verify":  {"verify", "--nats", c.URL(), "--installation", inst, "--db", live, "--db-key-file", liveKey, "--mls", "--json"},
-		"inspect": {"inspect", "--nats", c.URL(), "--installation", inst},
-		"rebuild": {"rebuild", "--nats", c.URL(), "--installation", inst, "--db", rebuilt, "--db-key-file", rebuiltKey, "--json"},
-		"rekey":   {"rekey", "--nats", c.URL(), "--installation", inst, "--db", rekeyed, "--db-key-file", rekeyedKey, "--new-db-key-file", newKey, "--json"},
+		"status":  {"status", "--nats", c.URL(), "--request-timeout", "1m", "--db", live, "--db-key-file", liveKey, "--json"},
+		"verify":  {"verify", "--nats", c.URL(), "--request-timeout", "1m", "--installation", inst, "--db", live, "--db-key-file", liveKey, "--mls", "--json"},
+		"inspect": {"inspect", "--nats", c.URL(), "--request-timeout", "1m", "--installation", inst},
+		"rebuild": {"rebuild", "--nats", c.URL(), "--request-timeout", "1m", "--installation", inst, "--db", rebuilt, "--db-key-file", rebuiltKey, "--json"},
+		"rekey":   {"rekey", "--nats", c.URL(), "--request-timeout", "1m", "--installation", inst, "--db", rekeyed, "--db-key-file", rekeyedKey, "--new-db-key-file", newKey, "--json"},
 	}
 	t.Logf("killing the meta leader %s (the stream's leader: %s)", meta.Name(), c.StreamLeader("EPOCHLOG").Name())
 	meta.Kill()
