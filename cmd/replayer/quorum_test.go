@@ -113,9 +113,15 @@ func TestCommandsWithoutQuorum(t *testing.T) {
 		t.Fatal("follow still running 2 minutes after an interrupt")
 	}
 	// Exit 1: failing at its start (opening the log), or stopped with its
-	// read model failing.
-	if code := follow.ProcessState.ExitCode(); code != exitFailure {
-		t.Errorf("follow stopped without a quorum: exit %d, want %d:\n%s", code, exitFailure, followErr.String())
+	// read model failing. Or interrupted (130) when it had caught up
+	// while the node left still led, then lost its consumer and went on
+	// resuming it (saying why): its read model is at its checkpoint,
+	// nothing failed. Never 0, nor any other code.
+	switch code := follow.ProcessState.ExitCode(); {
+	case code == exitFailure:
+	case code == exitInterrupted && strings.Contains(followErr.String(), "follow lost its consumer"):
+	default:
+		t.Errorf("follow stopped without a quorum: exit %d, want %d (or %d having lost its consumer):\n%s", code, exitFailure, exitInterrupted, followErr.String())
 	}
 
 	nodes[1].Start()
